@@ -1,0 +1,59 @@
+# prfleet. All tools come from node_modules (npm ci); nothing is fetched at build time.
+BIN := node_modules/.bin
+SHELL := /bin/bash
+
+.PHONY: all install gen gen-check lint typecheck build test test-unit demo bench breaking baseline clean
+
+all: build
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: node_modules/.package-lock.json
+
+## gen: regenerate src/gen from proto/ (ts-proto as a local buf plugin; committed, diff-checked in CI)
+gen: install
+	$(BIN)/buf generate
+	$(BIN)/buf build --as-file-descriptor-set -o src/gen/protoset.binpb
+
+gen-check: gen
+	git diff --exit-code -- src/gen || { echo "src/gen is stale: run 'make gen' and commit" >&2; exit 1; }
+
+lint: install
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	$(BIN)/tsc --noEmit -p .
+	$(BIN)/tsc -p src/scsi/tsconfig.json
+	$(BIN)/tsc -p src/emulator/tsconfig.json
+
+breaking: install
+	$(BIN)/buf breaking --against proto-baseline.json
+
+## baseline: run deliberately when an API change is accepted
+baseline: install
+	$(BIN)/buf build --exclude-source-info -o proto-baseline.json
+
+build: install
+	rm -rf dist
+	$(BIN)/tsc -p tsconfig.build.json
+	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js 2>/dev/null || true
+
+## test: every vitest suite (real servers, real agents, the emulator, PostgreSQL, Redis, the LIO VM);
+## ends with "N passed, N failed"
+test: build
+	@rm -f test-results.json
+	$(BIN)/vitest run --reporter=default --reporter=json --outputFile=test-results.json; \
+	  rc=$$?; node scripts/test-summary.mjs test-results.json; exit $$rc
+
+test-unit: install
+	$(BIN)/vitest run test/scsi test/emulator
+
+demo: build
+	node dist/src/demo/main.js
+
+bench: build
+	node dist/bench/main.js
+
+clean:
+	rm -rf dist coverage test-results.json
