@@ -1,0 +1,51 @@
+/**
+ * The emulator: a set of logical units, each reachable through any number of I_T nexuses. Pure and synchronous;
+ * time enters only through the `clock` option.
+ */
+import { createLogicalUnit, type EmulatedLogicalUnit, type LogicalUnitSpec } from './logical-unit.js';
+import { isProfileName } from './profiles.js';
+
+/** Options of createEmulator. */
+export interface EmulatorOptions {
+  /** Milliseconds clock used for response durations. @default () => 0 */
+  clock?: () => number;
+}
+
+/** A set of emulated logical units. */
+export interface Emulator {
+  /** Adds an LU; throws Error when the id is taken or the profile unknown (a configuration mistake, not device input). */
+  addLogicalUnit(spec: LogicalUnitSpec): EmulatedLogicalUnit;
+  /** The LU with this id, if any. */
+  logicalUnit(id: string): EmulatedLogicalUnit | undefined;
+  /** Every LU, in the order added. */
+  logicalUnits(): EmulatedLogicalUnit[];
+}
+
+/** Creates an empty emulator. */
+export function createEmulator(options: EmulatorOptions = {}): Emulator {
+  const clock = options.clock ?? (() => 0);
+  const units = new Map<string, { unit: EmulatedLogicalUnit; target: string; lun: number }>();
+  const directory = {
+    lunsOf(target: string): number[] {
+      return [...units.values()].filter((u) => u.target === target).map((u) => u.lun);
+    },
+  };
+  return {
+    addLogicalUnit(spec) {
+      if (units.has(spec.id)) throw new Error(`logical unit ${spec.id} already exists`);
+      if (!isProfileName(spec.profile)) throw new Error(`unknown profile: ${String(spec.profile)}`);
+      const target = spec.target ?? 'target0';
+      const lun = spec.lun ?? directory.lunsOf(target).length;
+      if (directory.lunsOf(target).includes(lun)) throw new Error(`lun ${lun} of target ${target} already exists`);
+      const unit = createLogicalUnit(spec, { clock, directory, lun, target });
+      units.set(spec.id, { unit, target, lun });
+      return unit;
+    },
+    logicalUnit(id) {
+      return units.get(id)?.unit;
+    },
+    logicalUnits() {
+      return [...units.values()].map((u) => u.unit);
+    },
+  };
+}

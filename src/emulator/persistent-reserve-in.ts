@@ -1,0 +1,96 @@
+/**
+ * PERSISTENT RESERVE IN (5Eh) on the device side (scsi-pr.md §8): full data from the codec's encoders, cut to
+ * the ALLOCATION LENGTH, with LIO's short-allocation and READ FULL STATUS departures from the profile knobs.
+ * @internal
+ */
+import {
+  decodePrinCdb,
+  encodeCapabilities,
+  encodeFullStatus,
+  encodeReadKeys,
+  encodeReadReservation,
+  type FullStatusDescriptor,
+} from '../scsi/index.js';
+import { good, invalidCdbField, type Answer } from './answers.js';
+import type { LuContext } from './context.js';
+import { isAllRegistrants } from './pr-state.js';
+
+const READ_KEYS = 0;
+const READ_RESERVATION = 1;
+const REPORT_CAPABILITIES = 2;
+const READ_FULL_STATUS = 3;
+/** READ FULL STATUS header and fixed descriptor part (scsi-pr.md §8.6). */
+const HEADER_LENGTH = 8;
+const DESCRIPTOR_FIXED_LENGTH = 24;
+
+/** Executes one PRIN; the SPC-2 reservation check happened before. @internal */
+export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
+  const { knobs, pr } = lu;
+  const { serviceAction, allocationLength } = decodePrinCdb(cdb);
+  if (!knobs.capabilities.prinServiceActions.includes(serviceAction)) return invalidCdbField(1, 4);
+  const minimum = knobs.prinMinimumAllocationLength.get(serviceAction);
+  if (minimum !== undefined && allocationLength < minimum) return invalidCdbField(7);
+
+  const cut = (data: Uint8Array): Answer => good(data.subarray(0, Math.min(data.length, allocationLength)));
+  switch (serviceAction) {
+    case READ_KEYS:
+      return cut(encodeReadKeys({ generation: pr.generation, keys: pr.registrations.map((r) => r.key) }));
+    case READ_RESERVATION: {
+      const res = pr.reservation;
+      const reservation = res
+        ? { key: isAllRegistrants(res.type) ? 0n : (res.holder?.key ?? 0n), scope: res.scope, type: res.type }
+        : null;
+      return cut(encodeReadReservation({ generation: pr.generation, reservation }));
+    }
+    case REPORT_CAPABILITIES:
+      return cut(
+        encodeCapabilities({
+          rlrC: knobs.capabilities.proutServiceActions.includes(8),
+          crh: knobs.crh,
+          sipC: knobs.capabilities.specIPt,
+          atpC: knobs.capabilities.allTgPt,
+          ptplC: knobs.capabilities.aptpl,
+          tmv: true,
+          allowCommands: knobs.allowCommands,
+          ptplA: pr.aptpl,
+          supportedTypes: [...knobs.capabilities.types],
+        }),
+      );
+    case READ_FULL_STATUS: {
+      let descriptors: FullStatusDescriptor[] = pr.registrations.map((r) => {
+        const holder = pr.isHolder(r);
+        return {
+          reservationKey: r.key,
+          allTgPt: r.allTgPt,
+          holder,
+          scope: holder ? (pr.reservation?.scope ?? 0) : 0,
+          type: holder ? (pr.reservation?.type ?? 0) : 0,
+          relativeTargetPort: r.allTgPt ? 0 : r.relativeTargetPort,
+          transportId: r.transportId,
+        };
+      });
+      if (knobs.fullStatusTruncation === 'whole-descriptors') {
+        // LIO stops at the last whole descriptor that fits and reports only that length (§8.2).
+        const full = encodeFullStatus({ generation: pr.generation, descriptors });
+        let used = HEADER_LENGTH;
+        let fits = 0;
+        while (fits < descriptors.length) {
+          const size = DESCRIPTOR_FIXED_LENGTH + descriptorTransportIdLength(full, used);
+          if (used + size > allocationLength) break;
+          used += size;
+          fits++;
+        }
+        descriptors = descriptors.slice(0, fits);
+      }
+      return cut(encodeFullStatus({ generation: pr.generation, descriptors }));
+    }
+    default:
+      return invalidCdbField(1, 4);
+  }
+}
+
+/** ADDITIONAL DESCRIPTOR LENGTH of the descriptor at `offset` in encoded READ FULL STATUS data. */
+function descriptorTransportIdLength(data: Uint8Array, offset: number): number {
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  return view.getUint32(offset + 20);
+}
