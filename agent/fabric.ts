@@ -1,0 +1,328 @@
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import {
+  createEmulator,
+  type Emulator,
+  type EmulatedLogicalUnit,
+  type ProfileName,
+} from '../src/emulator/index.js';
+import { formatTransportId, parseTransportId, type TransportId } from '../src/scsi/index.js';
+import { createEmulatedTransport, type EmulatedTransport } from './transport/emulated.js';
+
+/** A fabric file that cannot be used: names the field (e.g. `hosts[0].paths[1].lu`) and why. */
+export class FabricError extends Error {
+  override readonly name = 'FabricError';
+  constructor(
+    message: string,
+    /** Path of the bad field in the spec, e.g. `hosts[1].paths[0].initiatorPort`. */
+    readonly field: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+const PROFILES = ['spc4', 'lio', 'superloader-changer', 'lto-drive'] as const satisfies readonly ProfileName[];
+
+const LogicalUnitSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'),
+  profile: z.enum(PROFILES),
+  serial: z.string().min(1).max(64),
+  naa: z
+    .string()
+    .regex(/^(0x)?[0-9a-fA-F]{16}$/, 'NAA as 16 hex digits, e.g. 0x5000e11100000001')
+    .optional(),
+  vendor: z.string().max(8).optional(),
+  product: z.string().max(16).optional(),
+  revision: z.string().max(4).optional(),
+  targetPorts: z.array(z.number().int().min(1).max(0xffff)).min(1).optional(),
+  maxRegistrations: z.number().int().min(1).max(4096).optional(),
+  lun: z.number().int().min(0).max(0x3fff).optional(),
+  acl: z.array(z.string().min(1)).optional(),
+});
+
+const LoaderSchema = z.strictObject({
+  id: z.string().min(1),
+  changer: LogicalUnitSchema,
+  drives: z.array(LogicalUnitSchema).default([]),
+});
+
+const PathSchema = z.strictObject({
+  node: z.string().min(1),
+  lu: z.string().min(1),
+  initiatorPort: z.string().min(1),
+  relativeTargetPort: z.number().int().min(1).max(0xffff).default(1),
+});
+
+const HostSchema = z.strictObject({
+  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'),
+  site: z.string().default(''),
+  labels: z.record(z.string(), z.string()).default({}),
+  initiatorPorts: z.array(z.string().min(1)).min(1),
+  paths: z.array(PathSchema).default([]),
+});
+
+const FabricSchema = z.strictObject({
+  loaders: z.array(LoaderSchema).min(1),
+  hosts: z.array(HostSchema).min(1),
+});
+
+/** A validated fabric spec: loaders (changer + drive LUs) and hosts with their paths. */
+export type FabricSpec = z.output<typeof FabricSchema>;
+/** One logical unit of a fabric spec. */
+export type FabricLogicalUnitSpec = z.output<typeof LogicalUnitSchema>;
+/** One host of a fabric spec. */
+export type FabricHostSpec = z.output<typeof HostSchema>;
+/** What a fabric file holds before validation (YAML/JSON). */
+export type FabricInput = z.input<typeof FabricSchema>;
+
+function issuePath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const part of path) {
+    if (typeof part === 'number') out += `[${part}]`;
+    else out += out === '' ? String(part) : `.${String(part)}`;
+  }
+  return out === '' ? '(root)' : out;
+}
+
+/**
+ * Validates a fabric spec object (as parsed from YAML/JSON). Throws FabricError naming the first bad field:
+ * schema errors, duplicate ids, a path to an unknown LU, an initiator port the host does not have, a relative
+ * target port the LU does not have, the same initiator port on two hosts.
+ */
+export function parseFabric(input: unknown): FabricSpec {
+  const parsed = FabricSchema.safeParse(input);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    const field = first ? issuePath(first.path) : '(root)';
+    throw new FabricError(`invalid fabric: ${first?.message ?? 'bad input'} at ${field}`, field, {
+      cause: parsed.error,
+    });
+  }
+  const spec = parsed.data;
+
+  const lus = new Map<string, { spec: FabricLogicalUnitSpec; loaderId: string }>();
+  spec.loaders.forEach((loader, li) => {
+    const all = [
+      { lu: loader.changer, field: `loaders[${li}].changer.id` },
+      ...loader.drives.map((lu, di) => ({ lu, field: `loaders[${li}].drives[${di}].id` })),
+    ];
+    if (spec.loaders.findIndex((l) => l.id === loader.id) !== li) {
+      throw new FabricError(`invalid fabric: duplicate loader id ${loader.id}`, `loaders[${li}].id`);
+    }
+    for (const { lu, field } of all) {
+      if (lus.has(lu.id)) throw new FabricError(`invalid fabric: duplicate LU id ${lu.id}`, field);
+      lus.set(lu.id, { spec: lu, loaderId: loader.id });
+      lu.acl?.forEach((text, ai) => canonicalPort(text, `${field.slice(0, -'.id'.length)}.acl[${ai}]`));
+    }
+  });
+
+  const portOwner = new Map<string, string>();
+  spec.hosts.forEach((host, hi) => {
+    if (spec.hosts.findIndex((h) => h.id === host.id) !== hi) {
+      throw new FabricError(`invalid fabric: duplicate host id ${host.id}`, `hosts[${hi}].id`);
+    }
+    const ports = new Set<string>();
+    host.initiatorPorts.forEach((text, pi) => {
+      const field = `hosts[${hi}].initiatorPorts[${pi}]`;
+      const canonical = canonicalPort(text, field);
+      const owner = portOwner.get(canonical);
+      if (owner !== undefined) {
+        throw new FabricError(`invalid fabric: initiator port ${canonical} already belongs to host ${owner}`, field);
+      }
+      portOwner.set(canonical, host.id);
+      ports.add(canonical);
+    });
+    const nodes = new Set<string>();
+    const nexuses = new Set<string>();
+    host.paths.forEach((path, pi) => {
+      const at = `hosts[${hi}].paths[${pi}]`;
+      if (nodes.has(path.node)) {
+        throw new FabricError(`invalid fabric: host ${host.id} has node ${path.node} twice`, `${at}.node`);
+      }
+      nodes.add(path.node);
+      const lu = lus.get(path.lu);
+      if (!lu) throw new FabricError(`invalid fabric: no LU with id ${path.lu}`, `${at}.lu`);
+      const port = canonicalPort(path.initiatorPort, `${at}.initiatorPort`);
+      if (!ports.has(port)) {
+        throw new FabricError(
+          `invalid fabric: initiator port ${port} is not one of host ${host.id}'s initiatorPorts`,
+          `${at}.initiatorPort`,
+        );
+      }
+      const targetPorts = lu.spec.targetPorts ?? DEFAULT_TARGET_PORTS;
+      if (!targetPorts.includes(path.relativeTargetPort)) {
+        throw new FabricError(
+          `invalid fabric: LU ${path.lu} has no relative target port ${path.relativeTargetPort} (has ${targetPorts.join(', ')})`,
+          `${at}.relativeTargetPort`,
+        );
+      }
+      const nexus = `${port}|${path.relativeTargetPort}|${path.lu}`;
+      if (nexuses.has(nexus)) {
+        throw new FabricError(
+          `invalid fabric: ${path.node} repeats the I_T nexus ${port} × port ${path.relativeTargetPort} to ${path.lu}`,
+          `${at}.node`,
+        );
+      }
+      nexuses.add(nexus);
+    });
+  });
+  return spec;
+}
+
+/** The emulator's default target ports (EMULATOR_API.md LogicalUnitSpec.targetPorts). */
+const DEFAULT_TARGET_PORTS: readonly number[] = [1, 2];
+
+function canonicalPort(text: string, field: string): string {
+  try {
+    return formatTransportId(parseTransportId(text));
+  } catch (e) {
+    throw new FabricError(`invalid fabric: ${(e as Error).message}`, field, { cause: e });
+  }
+}
+
+/**
+ * Loads and validates a fabric from a YAML or JSON file (JSON is YAML), or validates an object already parsed.
+ * Throws FabricError naming the field; a YAML syntax error names the line.
+ */
+export async function loadFabric(source: string | object): Promise<FabricSpec> {
+  if (typeof source !== 'string') return parseFabric(source);
+  let text: string;
+  try {
+    text = await readFile(source, 'utf8');
+  } catch (e) {
+    throw new FabricError(`cannot read fabric file ${source}: ${(e as Error).message}`, '(file)', { cause: e });
+  }
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (e) {
+    throw new FabricError(`invalid fabric file ${source}: ${(e as Error).message}`, '(file)', { cause: e });
+  }
+  return parseFabric(data);
+}
+
+/** One path of an emulated host, resolved: node name, initiator port, LU and its loader. */
+export interface EmulatedHostPath {
+  /** Device node name, e.g. "/dev/sg0". */
+  readonly path: string;
+  /** Initiator port of the nexus. */
+  readonly initiatorPort: TransportId;
+  /** Relative target port of the nexus. */
+  readonly relativeTargetPort: number;
+  /** Fabric id of the LU. */
+  readonly logicalUnitId: string;
+  /** Loader (chassis) the LU belongs to. */
+  readonly loaderId: string;
+}
+
+/** One host's view of an emulated fabric: its identity, its paths and a transport that reaches them. */
+export interface EmulatedHost {
+  /** Host (agent) id. */
+  readonly id: string;
+  /** Site from the spec. */
+  readonly site: string;
+  /** Labels from the spec. */
+  readonly labels: Readonly<Record<string, string>>;
+  /** The host's paths in spec order. */
+  readonly paths: readonly EmulatedHostPath[];
+  /** Transport over this host's nexuses. */
+  readonly transport: EmulatedTransport;
+}
+
+/** One emulator with every LU of the spec, and a transport view per host. */
+export interface EmulatedFabric {
+  /** The validated spec. */
+  readonly spec: FabricSpec;
+  /** The single emulator every host's transport talks to. */
+  readonly emulator: Emulator;
+  /** Every host, in spec order. */
+  readonly hosts: readonly EmulatedHost[];
+  /** The host with this id; throws FabricError when there is none. */
+  host(id: string): EmulatedHost;
+  /** The LU with this fabric id; throws FabricError when there is none. */
+  logicalUnit(id: string): EmulatedLogicalUnit;
+  /** Closes every host transport. */
+  close(): void;
+}
+
+/** Options for {@link createEmulatedFabric}. */
+export interface EmulatedFabricOptions {
+  /** Per-command latency of every host transport, ms. @default 0 */
+  readonly latencyMs?: number;
+  /** Clock for the emulator (ms). @default Date.now */
+  readonly clock?: () => number;
+}
+
+/**
+ * Builds ONE emulator holding every LU of the spec and one transport per host over that host's nexuses, so hosts
+ * really contend for the same LUs. Accepts a validated spec or raw input (validated here).
+ */
+export function createEmulatedFabric(
+  input: FabricSpec | FabricInput,
+  options: EmulatedFabricOptions = {},
+): EmulatedFabric {
+  const spec = parseFabric(input);
+  const emulator = createEmulator(options.clock ? { clock: options.clock } : {});
+  const loaderOf = new Map<string, string>();
+  for (const loader of spec.loaders) {
+    for (const lu of [loader.changer, ...loader.drives]) {
+      emulator.addLogicalUnit({
+        id: lu.id,
+        profile: lu.profile,
+        serial: lu.serial,
+        ...(lu.naa === undefined ? {} : { naa: BigInt(lu.naa.startsWith('0x') ? lu.naa : `0x${lu.naa}`) }),
+        ...(lu.vendor === undefined ? {} : { vendor: lu.vendor }),
+        ...(lu.product === undefined ? {} : { product: lu.product }),
+        ...(lu.revision === undefined ? {} : { revision: lu.revision }),
+        ...(lu.targetPorts === undefined ? {} : { targetPorts: lu.targetPorts }),
+        ...(lu.maxRegistrations === undefined ? {} : { maxRegistrations: lu.maxRegistrations }),
+        ...(lu.lun === undefined ? {} : { lun: lu.lun }),
+        ...(lu.acl === undefined ? {} : { acl: lu.acl.map((t) => parseTransportId(t)) }),
+        // The LUs of one loader share a SCSI target device, so REPORT LUNS lists the changer and its drives.
+        target: loader.id,
+      });
+      loaderOf.set(lu.id, loader.id);
+    }
+  }
+  const logicalUnit = (id: string): EmulatedLogicalUnit => {
+    const lu = emulator.logicalUnit(id);
+    if (!lu) throw new FabricError(`no LU with id ${id}`, 'lu');
+    return lu;
+  };
+  const hosts: EmulatedHost[] = spec.hosts.map((host) => {
+    const paths: EmulatedHostPath[] = host.paths.map((p) => ({
+      path: p.node,
+      initiatorPort: parseTransportId(p.initiatorPort),
+      relativeTargetPort: p.relativeTargetPort,
+      logicalUnitId: p.lu,
+      loaderId: loaderOf.get(p.lu) ?? '',
+    }));
+    const transport = createEmulatedTransport(
+      paths.map((p) => ({
+        path: p.path,
+        logicalUnit: logicalUnit(p.logicalUnitId),
+        initiator: { transportId: p.initiatorPort, relativeTargetPort: p.relativeTargetPort },
+      })),
+      options.latencyMs === undefined ? {} : { latencyMs: options.latencyMs },
+    );
+    return { id: host.id, site: host.site, labels: host.labels, paths, transport };
+  });
+  return {
+    spec,
+    emulator,
+    hosts,
+    host(id) {
+      const host = hosts.find((h) => h.id === id);
+      if (!host) {
+        throw new FabricError(`no host ${id} in the fabric (hosts: ${hosts.map((h) => h.id).join(', ')})`, 'host');
+      }
+      return host;
+    },
+    logicalUnit,
+    close() {
+      for (const host of hosts) host.transport.close();
+    },
+  };
+}
