@@ -44,7 +44,10 @@ export function byteAt(bytes: Uint8Array, offset: number, field: string): number
 /** Throws ScsiEncodeError unless `value` is an integer in [min, max]. @internal */
 export function checkInt(value: number, min: number, max: number, field: string): number {
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new ScsiEncodeError(`invalid ${field}: ${String(value)} is not an integer in ${min}..${max}`, field);
+    throw new ScsiEncodeError(
+      `invalid ${field}: ${String(value)} is not an integer in ${min}..${max}`,
+      field,
+    );
   }
   return value;
 }
@@ -112,7 +115,8 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
 /** Decodes bytes as Latin-1 (one char per byte); used for ASCII fields. @internal */
 export function latin1(bytes: Uint8Array, start: number, end: number): string {
   let s = '';
-  for (let i = start; i < end && i < bytes.length; i++) s += String.fromCharCode(bytes[i] as number);
+  for (let i = start; i < end && i < bytes.length; i++)
+    s += String.fromCharCode(bytes[i] as number);
   return s;
 }
 
@@ -122,7 +126,10 @@ export function asciiBytes(text: string, field: string): Uint8Array {
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c < 0x20 || c > 0x7e) {
-      throw new ScsiEncodeError(`invalid ${field}: "${text}" has a non-ASCII character at ${i}`, field);
+      throw new ScsiEncodeError(
+        `invalid ${field}: "${text}" has a non-ASCII character at ${i}`,
+        field,
+      );
     }
     out[i] = c;
   }

@@ -26,7 +26,11 @@ export function cdbLength(opcode: number): number | undefined {
 }
 
 /** INQUIRY CDB (6 bytes). `pageCode` needs `evpd` (else the device answers 24h/00h; sent as given). */
-export function encodeInquiry(fields: { evpd?: boolean; pageCode?: number; allocationLength: number }): Uint8Array {
+export function encodeInquiry(fields: {
+  evpd?: boolean;
+  pageCode?: number;
+  allocationLength: number;
+}): Uint8Array {
   const cdb = new Uint8Array(6);
   cdb[0] = Opcode.INQUIRY;
   cdb[1] = fields.evpd ? 0x01 : 0;
@@ -66,9 +70,17 @@ export function encodeRequestSense(allocationLength: number, desc = false): Uint
 }
 
 /** Decodes a REQUEST SENSE CDB (target side). */
-export function decodeRequestSenseCdb(cdb: Uint8Array): { desc: boolean; allocationLength: number; control: number } {
+export function decodeRequestSenseCdb(cdb: Uint8Array): {
+  desc: boolean;
+  allocationLength: number;
+  control: number;
+} {
   expectOpcode(cdb, Opcode.REQUEST_SENSE, 6);
-  return { desc: ((cdb[1] as number) & 0x01) !== 0, allocationLength: cdb[4] as number, control: cdb[5] as number };
+  return {
+    desc: ((cdb[1] as number) & 0x01) !== 0,
+    allocationLength: cdb[4] as number,
+    control: cdb[5] as number,
+  };
 }
 
 /** REPORT LUNS CDB (12 bytes): SELECT REPORT 0–255 (0 = all LUs), allocation length in bytes 6–9. */
@@ -81,7 +93,11 @@ export function encodeReportLuns(selectReport: number, allocationLength: number)
 }
 
 /** Decodes a REPORT LUNS CDB (target side). */
-export function decodeReportLunsCdb(cdb: Uint8Array): { selectReport: number; allocationLength: number; control: number } {
+export function decodeReportLunsCdb(cdb: Uint8Array): {
+  selectReport: number;
+  allocationLength: number;
+  control: number;
+} {
   expectOpcode(cdb, Opcode.REPORT_LUNS, 12);
   return {
     selectReport: cdb[2] as number,
@@ -108,7 +124,10 @@ export function encodeWrite10(fields: { lba: number; transferLength: number }): 
   return rw10(Opcode.WRITE_10, fields);
 }
 
-function rw6Tape(opcode: number, fields: { transferLength: number; fixed?: boolean; sili?: boolean }): Uint8Array {
+function rw6Tape(
+  opcode: number,
+  fields: { transferLength: number; fixed?: boolean; sili?: boolean },
+): Uint8Array {
   const cdb = new Uint8Array(6);
   cdb[0] = opcode;
   cdb[1] = (fields.sili ? 0x02 : 0) | (fields.fixed ? 0x01 : 0);
@@ -117,7 +136,11 @@ function rw6Tape(opcode: number, fields: { transferLength: number; fixed?: boole
 }
 
 /** READ(6) CDB in the SSC (tape) layout: FIXED, SILI, 24-bit transfer length. */
-export function encodeRead6(fields: { transferLength: number; fixed?: boolean; sili?: boolean }): Uint8Array {
+export function encodeRead6(fields: {
+  transferLength: number;
+  fixed?: boolean;
+  sili?: boolean;
+}): Uint8Array {
   return rw6Tape(Opcode.READ_6, fields);
 }
 
@@ -173,8 +196,18 @@ export function encodeExchangeMedium(fields: {
   cdb[0] = Opcode.EXCHANGE_MEDIUM;
   writeUint(cdb, 2, 2, checkInt(fields.transportElement, 0, 0xffff, 'transportElement'));
   writeUint(cdb, 4, 2, checkInt(fields.sourceElement, 0, 0xffff, 'sourceElement'));
-  writeUint(cdb, 6, 2, checkInt(fields.firstDestinationElement, 0, 0xffff, 'firstDestinationElement'));
-  writeUint(cdb, 8, 2, checkInt(fields.secondDestinationElement, 0, 0xffff, 'secondDestinationElement'));
+  writeUint(
+    cdb,
+    6,
+    2,
+    checkInt(fields.firstDestinationElement, 0, 0xffff, 'firstDestinationElement'),
+  );
+  writeUint(
+    cdb,
+    8,
+    2,
+    checkInt(fields.secondDestinationElement, 0, 0xffff, 'secondDestinationElement'),
+  );
   return cdb;
 }
 
@@ -204,7 +237,10 @@ export function encodeInitializeElementStatus(): Uint8Array {
 }
 
 /** SMC POSITION TO ELEMENT CDB (10 bytes). */
-export function encodePositionToElement(fields: { transportElement: number; destinationElement: number }): Uint8Array {
+export function encodePositionToElement(fields: {
+  transportElement: number;
+  destinationElement: number;
+}): Uint8Array {
   const cdb = new Uint8Array(10);
   cdb[0] = Opcode.POSITION_TO_ELEMENT;
   writeUint(cdb, 2, 2, checkInt(fields.transportElement, 0, 0xffff, 'transportElement'));
@@ -228,7 +264,9 @@ export function encodeModeSense6(fields: {
   const cdb = new Uint8Array(6);
   cdb[0] = Opcode.MODE_SENSE_6;
   cdb[1] = fields.dbd ? 0x08 : 0;
-  cdb[2] = (checkInt(fields.pageControl ?? 0, 0, 3, 'pageControl') << 6) | checkInt(fields.pageCode, 0, 0x3f, 'pageCode');
+  cdb[2] =
+    (checkInt(fields.pageControl ?? 0, 0, 3, 'pageControl') << 6) |
+    checkInt(fields.pageCode, 0, 0x3f, 'pageCode');
   cdb[3] = checkInt(fields.subpageCode ?? 0, 0, 0xff, 'subpageCode');
   cdb[4] = checkInt(fields.allocationLength, 0, 0xff, 'allocationLength');
   return cdb;
@@ -243,7 +281,9 @@ export function encodeLogSense(fields: {
 }): Uint8Array {
   const cdb = new Uint8Array(10);
   cdb[0] = Opcode.LOG_SENSE;
-  cdb[2] = (checkInt(fields.pageControl ?? 1, 0, 3, 'pageControl') << 6) | checkInt(fields.pageCode, 0, 0x3f, 'pageCode');
+  cdb[2] =
+    (checkInt(fields.pageControl ?? 1, 0, 3, 'pageControl') << 6) |
+    checkInt(fields.pageCode, 0, 0x3f, 'pageCode');
   cdb[3] = checkInt(fields.subpageCode ?? 0, 0, 0xff, 'subpageCode');
   writeUint(cdb, 7, 2, checkInt(fields.allocationLength, 0, 0xffff, 'allocationLength'));
   return cdb;

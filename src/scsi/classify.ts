@@ -38,17 +38,24 @@ export function classifyResponse(r: {
   driverStatus: number;
   sense: Uint8Array;
 }): Classification {
-  if (r.status === ScsiStatus.RESERVATION_CONFLICT || r.hostStatus === HostStatus.DID_NEXUS_FAILURE) {
+  if (
+    r.status === ScsiStatus.RESERVATION_CONFLICT ||
+    r.hostStatus === HostStatus.DID_NEXUS_FAILURE
+  ) {
     return { kind: 'reservation-conflict' };
   }
   if (r.status === ScsiStatus.CHECK_CONDITION || (r.driverStatus & 0x0f) === DRIVER_SENSE) {
     try {
       const sense = decodeSense(r.sense);
-      return { kind: sense.senseKey === SenseKey.UNIT_ATTENTION ? 'unit-attention' : 'check-condition', sense };
+      return {
+        kind: sense.senseKey === SenseKey.UNIT_ATTENTION ? 'unit-attention' : 'check-condition',
+        sense,
+      };
     } catch (e) {
       if (!(e instanceof ScsiDecodeError)) throw e;
       // DRIVER_SENSE with GOOD status and no readable sense is not a failure.
-      if (r.status === ScsiStatus.CHECK_CONDITION) return { kind: 'check-condition', senseError: e };
+      if (r.status === ScsiStatus.CHECK_CONDITION)
+        return { kind: 'check-condition', senseError: e };
     }
   }
   if (r.hostStatus === HostStatus.DID_TIME_OUT) return { kind: 'timeout' };

@@ -71,7 +71,8 @@ export type Opcode = (typeof Opcode)[keyof typeof Opcode];
 
 const OPCODE_NAMES: Record<number, string> = {};
 for (const [name, code] of Object.entries(Opcode)) {
-  if (name !== 'PRIN' && name !== 'PROUT') OPCODE_NAMES[code] = name.replace(/_/g, ' ').replace(/ (\d+)$/, '($1)');
+  if (name !== 'PRIN' && name !== 'PROUT')
+    OPCODE_NAMES[code] = name.replace(/_/g, ' ').replace(/ (\d+)$/, '($1)');
 }
 /** SPC name of an opcode, e.g. 0x5f → 'PERSISTENT RESERVE OUT', 0x28 → 'READ(10)'; unknown → 'opcode 0xc1'. */
 export function opcodeName(opcode: number): string {
@@ -90,7 +91,14 @@ export const PrType = {
 /** A defined persistent reservation type. */
 export type PrType = (typeof PrType)[keyof typeof PrType];
 
-const PR_TYPE_SHORT: Record<number, string> = { 1: 'WE', 3: 'EA', 5: 'WE-RO', 6: 'EA-RO', 7: 'WE-AR', 8: 'EA-AR' };
+const PR_TYPE_SHORT: Record<number, string> = {
+  1: 'WE',
+  3: 'EA',
+  5: 'WE-RO',
+  6: 'EA-RO',
+  7: 'WE-AR',
+  8: 'EA-AR',
+};
 // sg_persist's wording for the same codes.
 const PR_TYPE_LONG: Record<number, string> = {
   1: 'Write Exclusive',
@@ -114,11 +122,17 @@ export function isPrType(type: number): type is PrType {
 }
 /** True for WE-AR (7) and EA-AR (8): every registrant is a holder (scsi-pr.md §6.1). */
 export function isAllRegistrantsType(type: number): boolean {
-  return type === PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS || type === PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
+  return (
+    type === PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS ||
+    type === PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS
+  );
 }
 /** True for WE-RO (5) and EA-RO (6). */
 export function isRegistrantsOnlyType(type: number): boolean {
-  return type === PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY || type === PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY;
+  return (
+    type === PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY ||
+    type === PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY
+  );
 }
 
 /** PERSISTENT RESERVE OUT service actions (CDB byte 1 bits 4–0). */
@@ -217,7 +231,8 @@ export const SenseKey = {
 export type SenseKey = (typeof SenseKey)[keyof typeof SenseKey];
 
 const SENSE_KEY_NAMES: Record<number, string> = { 0xc: 'EQUAL' };
-for (const [name, code] of Object.entries(SenseKey)) SENSE_KEY_NAMES[code] = name.replace(/_/g, ' ');
+for (const [name, code] of Object.entries(SenseKey))
+  SENSE_KEY_NAMES[code] = name.replace(/_/g, ' ');
 /** SPC name of a sense key, e.g. 5 → 'ILLEGAL REQUEST'; above 0Fh → 'sense key 0x10'. */
 export function senseKeyName(senseKey: number): string {
   return nameOf(SENSE_KEY_NAMES, senseKey, 'sense key');

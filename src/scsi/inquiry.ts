@@ -2,7 +2,17 @@
  * Standard INQUIRY data and the VPD pages used for discovery: 00h supported pages, 80h unit serial number, 83h
  * device identification (scsi-pr.md §11), plus the LU identity rule of §11.3 used to merge paths.
  */
-import { asciiBytes, checkInt, concat, latin1, need, readUint, toHex, trimEndPad, writeUint } from './bytes.js';
+import {
+  asciiBytes,
+  checkInt,
+  concat,
+  latin1,
+  need,
+  readUint,
+  toHex,
+  trimEndPad,
+  writeUint,
+} from './bytes.js';
 import { ScsiDecodeError, ScsiEncodeError } from './errors.js';
 
 /** Standard INQUIRY data (vendor/product/revision with trailing spaces trimmed). */
@@ -25,7 +35,8 @@ export interface StandardInquiry {
 export const STANDARD_INQUIRY_LENGTH = 36;
 
 function padded(text: string, length: number, field: string): Uint8Array {
-  if (text.length > length) throw new ScsiEncodeError(`invalid ${field}: "${text}" is longer than ${length} bytes`, field);
+  if (text.length > length)
+    throw new ScsiEncodeError(`invalid ${field}: "${text}" is longer than ${length} bytes`, field);
   const out = new Uint8Array(length).fill(0x20);
   out.set(asciiBytes(text, field));
   return out;
@@ -42,7 +53,12 @@ export function encodeStandardInquiry(
   out[1] = inq.rmb ? 0x80 : 0;
   out[2] = checkInt(inq.version, 0, 0xff, 'version');
   out[3] = checkInt(inq.responseDataFormat, 0, 0xf, 'responseDataFormat');
-  out[4] = checkInt(inq.additionalLength ?? STANDARD_INQUIRY_LENGTH - 5, 0, 0xff, 'additionalLength');
+  out[4] = checkInt(
+    inq.additionalLength ?? STANDARD_INQUIRY_LENGTH - 5,
+    0,
+    0xff,
+    'additionalLength',
+  );
   out[5] = checkInt(inq.tpgs, 0, 3, 'tpgs') << 4;
   out[6] = (inq.multip ? 0x10 : 0) | (inq.mchngr ? 0x08 : 0);
   out.set(padded(inq.vendor, 8, 'vendor'), 8);
@@ -61,7 +77,8 @@ export function decodeStandardInquiry(bytes: Uint8Array): StandardInquiry & { tr
   const additionalLength = bytes[4] as number;
   const end = Math.min(bytes.length, 5 + additionalLength);
   const at = (i: number): number => (i < end ? (bytes[i] as number) : 0);
-  const text = (start: number, stop: number): string => trimEndPad(latin1(bytes, start, Math.min(stop, end)));
+  const text = (start: number, stop: number): string =>
+    trimEndPad(latin1(bytes, start, Math.min(stop, end)));
   return {
     peripheralQualifier: b0 >> 5,
     peripheralDeviceType: b0 & 0x1f,
@@ -129,8 +146,15 @@ function vpdPage(peripheralDeviceType: number, pageCode: number, body: Uint8Arra
 }
 
 /** Encodes VPD page 00h listing `pages` (each 0–255) in the given order. */
-export function encodeSupportedVpdPages(peripheralDeviceType: number, pages: readonly number[]): Uint8Array {
-  return vpdPage(peripheralDeviceType, VpdPage.SUPPORTED_PAGES, Uint8Array.from(pages, (p) => checkInt(p, 0, 0xff, 'pages')));
+export function encodeSupportedVpdPages(
+  peripheralDeviceType: number,
+  pages: readonly number[],
+): Uint8Array {
+  return vpdPage(
+    peripheralDeviceType,
+    VpdPage.SUPPORTED_PAGES,
+    Uint8Array.from(pages, (p) => checkInt(p, 0, 0xff, 'pages')),
+  );
 }
 
 /** Decodes VPD page 00h into its page codes (as many as arrived). */
@@ -182,7 +206,9 @@ export const DesignatorType = {
 /** Encodes one designation descriptor (value up to 255 bytes). */
 export function encodeDesignator(d: Designator): Uint8Array {
   const out = new Uint8Array(4 + checkInt(d.value.length, 0, 0xff, 'value.length'));
-  out[0] = (checkInt(d.protocolId ?? 0, 0, 0xf, 'protocolId') << 4) | checkInt(d.codeSet, 0, 0xf, 'codeSet');
+  out[0] =
+    (checkInt(d.protocolId ?? 0, 0, 0xf, 'protocolId') << 4) |
+    checkInt(d.codeSet, 0, 0xf, 'codeSet');
   out[1] =
     (d.piv ? 0x80 : 0) |
     (checkInt(d.association, 0, 3, 'association') << 4) |
@@ -193,8 +219,15 @@ export function encodeDesignator(d: Designator): Uint8Array {
 }
 
 /** Encodes VPD page 83h with the given designators. */
-export function encodeDeviceIdentification(peripheralDeviceType: number, designators: readonly Designator[]): Uint8Array {
-  return vpdPage(peripheralDeviceType, VpdPage.DEVICE_IDENTIFICATION, concat(designators.map((d) => encodeDesignator(d))));
+export function encodeDeviceIdentification(
+  peripheralDeviceType: number,
+  designators: readonly Designator[],
+): Uint8Array {
+  return vpdPage(
+    peripheralDeviceType,
+    VpdPage.DEVICE_IDENTIFICATION,
+    concat(designators.map((d) => encodeDesignator(d))),
+  );
 }
 
 /**
@@ -208,7 +241,11 @@ export function decodeDeviceIdentification(bytes: Uint8Array): Designator[] {
   let at = 4;
   while (at < pageEnd) {
     if (at + 4 > pageEnd) {
-      throw new ScsiDecodeError(`designation descriptor at byte ${at} overruns the page length`, 'page length', 2);
+      throw new ScsiDecodeError(
+        `designation descriptor at byte ${at} overruns the page length`,
+        'page length',
+        2,
+      );
     }
     if (at + 4 > bytes.length) break;
     const length = bytes[at + 3] as number;
@@ -294,7 +331,9 @@ export function luIdentity(lu: {
   serial: string;
 }): string {
   for (const type of LU_IDENTITY_PREFERENCE) {
-    const d = lu.designators.find((x) => x.association === Association.LOGICAL_UNIT && x.designatorType === type);
+    const d = lu.designators.find(
+      (x) => x.association === Association.LOGICAL_UNIT && x.designatorType === type,
+    );
     if (d && d.value.length > 0) return formatDesignator(d);
   }
   return `serial.${lu.vendor.trim()}.${lu.product.trim()}.${lu.serial.trim()}`;
@@ -303,7 +342,9 @@ export function luIdentity(lu: {
 /** RELATIVE TARGET PORT IDENTIFIER of the path (target-port association, type 4), or undefined. */
 export function relativeTargetPortOf(designators: readonly Designator[]): number | undefined {
   const d = designators.find(
-    (x) => x.association === Association.TARGET_PORT && x.designatorType === DesignatorType.RELATIVE_TARGET_PORT,
+    (x) =>
+      x.association === Association.TARGET_PORT &&
+      x.designatorType === DesignatorType.RELATIVE_TARGET_PORT,
   );
   return d ? portNumber(d.value) : undefined;
 }
@@ -311,7 +352,9 @@ export function relativeTargetPortOf(designators: readonly Designator[]): number
 /** TARGET PORT GROUP of the path (target-port association, type 5), or undefined. */
 export function targetPortGroupOf(designators: readonly Designator[]): number | undefined {
   const d = designators.find(
-    (x) => x.association === Association.TARGET_PORT && x.designatorType === DesignatorType.TARGET_PORT_GROUP,
+    (x) =>
+      x.association === Association.TARGET_PORT &&
+      x.designatorType === DesignatorType.TARGET_PORT_GROUP,
   );
   return d ? portNumber(d.value) : undefined;
 }

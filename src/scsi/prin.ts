@@ -3,7 +3,16 @@
  * FULL data; the caller truncates it to the allocation length. Decoders accept truncated data: ADDITIONAL LENGTH
  * always states the full size, and `truncated` is set when fewer than 8 + ADDITIONAL LENGTH bytes arrived (§8.2).
  */
-import { checkBig, checkInt, concat, need, readBig, readUint, writeBig, writeUint } from './bytes.js';
+import {
+  checkBig,
+  checkInt,
+  concat,
+  need,
+  readBig,
+  readUint,
+  writeBig,
+  writeUint,
+} from './bytes.js';
 import { Opcode, PrinSa } from './constants.js';
 import { ScsiDecodeError } from './errors.js';
 import { decodeTransportId, encodeTransportId, type TransportId } from './transport-id.js';
@@ -12,7 +21,11 @@ import { decodeTransportId, encodeTransportId, type TransportId } from './transp
 export const PRIN_HEADER_LENGTH = 8;
 
 /** Encodes a 10-byte PRIN CDB: service action 0–1Fh, allocation length 0–65535 (bytes 7–8). */
-export function encodePrin(serviceAction: number, allocationLength: number, control = 0): Uint8Array {
+export function encodePrin(
+  serviceAction: number,
+  allocationLength: number,
+  control = 0,
+): Uint8Array {
   const cdb = new Uint8Array(10);
   cdb[0] = Opcode.PERSISTENT_RESERVE_IN;
   cdb[1] = checkInt(serviceAction, 0, 0x1f, 'serviceAction');
@@ -22,10 +35,18 @@ export function encodePrin(serviceAction: number, allocationLength: number, cont
 }
 
 /** Decodes a PRIN CDB (target side). Throws ScsiDecodeError if it is short or not opcode 5Eh. */
-export function decodePrinCdb(cdb: Uint8Array): { serviceAction: number; allocationLength: number; control: number } {
+export function decodePrinCdb(cdb: Uint8Array): {
+  serviceAction: number;
+  allocationLength: number;
+  control: number;
+} {
   need(cdb, 0, 10, 'cdb');
   if (cdb[0] !== Opcode.PERSISTENT_RESERVE_IN) {
-    throw new ScsiDecodeError(`operation code 0x${(cdb[0] as number).toString(16)} is not 0x5e`, 'operation code', 0);
+    throw new ScsiDecodeError(
+      `operation code 0x${(cdb[0] as number).toString(16)} is not 0x5e`,
+      'operation code',
+      0,
+    );
   }
   return {
     serviceAction: (cdb[1] as number) & 0x1f,
@@ -41,7 +62,12 @@ function header(generation: number, additionalLength: number): Uint8Array {
   return out;
 }
 
-function readHeader(bytes: Uint8Array): { generation: number; additionalLength: number; end: number; truncated: boolean } {
+function readHeader(bytes: Uint8Array): {
+  generation: number;
+  additionalLength: number;
+  end: number;
+  truncated: boolean;
+} {
   if (bytes.length < PRIN_HEADER_LENGTH) {
     throw new ScsiDecodeError(
       `prin data is ${bytes.length} bytes, the header needs ${PRIN_HEADER_LENGTH}`,
@@ -53,7 +79,12 @@ function readHeader(bytes: Uint8Array): { generation: number; additionalLength: 
   const additionalLength = readUint(bytes, 4, 4, 'additional length');
   const full = PRIN_HEADER_LENGTH + additionalLength;
   // Bytes beyond the announced length are not part of the data (a caller that ignored resid).
-  return { generation, additionalLength, end: Math.min(full, bytes.length), truncated: bytes.length < full };
+  return {
+    generation,
+    additionalLength,
+    end: Math.min(full, bytes.length),
+    truncated: bytes.length < full,
+  };
 }
 
 /** READ KEYS data: one key per registered I_T nexus. */
@@ -75,11 +106,21 @@ export function encodeReadKeys(data: { generation: number; keys: readonly bigint
 export function decodeReadKeys(bytes: Uint8Array): ReadKeys {
   const h = readHeader(bytes);
   if (h.additionalLength % 8 !== 0) {
-    throw new ScsiDecodeError(`additional length ${h.additionalLength} is not a multiple of 8`, 'additional length', 4);
+    throw new ScsiDecodeError(
+      `additional length ${h.additionalLength} is not a multiple of 8`,
+      'additional length',
+      4,
+    );
   }
   const keys: bigint[] = [];
-  for (let at = PRIN_HEADER_LENGTH; at + 8 <= h.end; at += 8) keys.push(readBig(bytes, at, 8, 'reservation key'));
-  return { generation: h.generation, additionalLength: h.additionalLength, keys, truncated: h.truncated };
+  for (let at = PRIN_HEADER_LENGTH; at + 8 <= h.end; at += 8)
+    keys.push(readBig(bytes, at, 8, 'reservation key'));
+  return {
+    generation: h.generation,
+    additionalLength: h.additionalLength,
+    keys,
+    truncated: h.truncated,
+  };
 }
 
 /** The reservation reported by READ RESERVATION (key 0 for all-registrants types). */
@@ -101,11 +142,16 @@ export interface ReadReservation {
 export const RESERVATION_DESCRIPTOR_LENGTH = 16;
 
 /** Encodes READ RESERVATION data: ADDITIONAL LENGTH 0 (no reservation) or 16. */
-export function encodeReadReservation(data: { generation: number; reservation: ReservationInfo | null }): Uint8Array {
+export function encodeReadReservation(data: {
+  generation: number;
+  reservation: ReservationInfo | null;
+}): Uint8Array {
   if (data.reservation === null) return header(data.generation, 0);
   const body = new Uint8Array(RESERVATION_DESCRIPTOR_LENGTH);
   writeBig(body, 0, 8, checkBig(data.reservation.key, 64, 'key'));
-  body[13] = (checkInt(data.reservation.scope, 0, 0xf, 'scope') << 4) | checkInt(data.reservation.type, 0, 0xf, 'type');
+  body[13] =
+    (checkInt(data.reservation.scope, 0, 0xf, 'scope') << 4) |
+    checkInt(data.reservation.type, 0, 0xf, 'type');
   return concat([header(data.generation, body.length), body]);
 }
 
@@ -113,12 +159,20 @@ export function encodeReadReservation(data: { generation: number; reservation: R
 export function decodeReadReservation(bytes: Uint8Array): ReadReservation {
   const h = readHeader(bytes);
   if (h.additionalLength !== 0 && h.additionalLength < RESERVATION_DESCRIPTOR_LENGTH) {
-    throw new ScsiDecodeError(`additional length ${h.additionalLength} is neither 0 nor 16`, 'additional length', 4);
+    throw new ScsiDecodeError(
+      `additional length ${h.additionalLength} is neither 0 nor 16`,
+      'additional length',
+      4,
+    );
   }
   let reservation: ReservationInfo | null = null;
   if (h.additionalLength !== 0 && h.end >= PRIN_HEADER_LENGTH + RESERVATION_DESCRIPTOR_LENGTH) {
     const scopeType = bytes[21] as number;
-    reservation = { key: readBig(bytes, 8, 8, 'reservation key'), scope: scopeType >> 4, type: scopeType & 0x0f };
+    reservation = {
+      key: readBig(bytes, 8, 8, 'reservation key'),
+      scope: scopeType >> 4,
+      type: scopeType & 0x0f,
+    };
   }
   return {
     generation: h.generation,
@@ -150,8 +204,16 @@ export const CAPABILITIES_LENGTH = 8;
 export function encodeCapabilities(c: Omit<Capabilities, 'length' | 'truncated'>): Uint8Array {
   const out = new Uint8Array(CAPABILITIES_LENGTH);
   writeUint(out, 0, 2, CAPABILITIES_LENGTH);
-  out[2] = (c.rlrC ? 0x80 : 0) | (c.crh ? 0x10 : 0) | (c.sipC ? 0x08 : 0) | (c.atpC ? 0x04 : 0) | (c.ptplC ? 0x01 : 0);
-  out[3] = (c.tmv ? 0x80 : 0) | (checkInt(c.allowCommands, 0, 7, 'allowCommands') << 4) | (c.ptplA ? 0x01 : 0);
+  out[2] =
+    (c.rlrC ? 0x80 : 0) |
+    (c.crh ? 0x10 : 0) |
+    (c.sipC ? 0x08 : 0) |
+    (c.atpC ? 0x04 : 0) |
+    (c.ptplC ? 0x01 : 0);
+  out[3] =
+    (c.tmv ? 0x80 : 0) |
+    (checkInt(c.allowCommands, 0, 7, 'allowCommands') << 4) |
+    (c.ptplA ? 0x01 : 0);
   let mask = 0;
   for (const t of c.supportedTypes) mask |= 1 << checkInt(t, 0, 15, 'supportedTypes');
   out[4] = mask & 0xff;
@@ -162,7 +224,11 @@ export function encodeCapabilities(c: Omit<Capabilities, 'length' | 'truncated'>
 /** Decodes REPORT CAPABILITIES data; bytes past what arrived read as 0 and set `truncated`. */
 export function decodeCapabilities(bytes: Uint8Array): Capabilities {
   if (bytes.length < 2) {
-    throw new ScsiDecodeError(`capabilities data is ${bytes.length} bytes, the length field needs 2`, 'length', 0);
+    throw new ScsiDecodeError(
+      `capabilities data is ${bytes.length} bytes, the length field needs 2`,
+      'length',
+      0,
+    );
   }
   const length = readUint(bytes, 0, 2, 'length');
   const end = Math.min(length, bytes.length);
@@ -223,7 +289,10 @@ export function encodeFullStatusDescriptor(d: FullStatusDescriptor): Uint8Array 
 }
 
 /** Encodes READ FULL STATUS data (full length). */
-export function encodeFullStatus(data: { generation: number; descriptors: readonly FullStatusDescriptor[] }): Uint8Array {
+export function encodeFullStatus(data: {
+  generation: number;
+  descriptors: readonly FullStatusDescriptor[];
+}): Uint8Array {
   const body = concat(data.descriptors.map((d) => encodeFullStatusDescriptor(d)));
   return concat([header(data.generation, body.length), body]);
 }
@@ -256,7 +325,11 @@ export function decodeFullStatus(bytes: Uint8Array): FullStatus {
       );
     }
     if (end > bytes.length) break;
-    const { transportId } = decodeTransportId(bytes, at + FULL_STATUS_DESCRIPTOR_HEADER_LENGTH, end);
+    const { transportId } = decodeTransportId(
+      bytes,
+      at + FULL_STATUS_DESCRIPTOR_HEADER_LENGTH,
+      end,
+    );
     const flags = bytes[at + 12] as number;
     const scopeType = bytes[at + 13] as number;
     descriptors.push({
@@ -297,7 +370,10 @@ export function decodePrinData(serviceAction: number, bytes: Uint8Array): PrinDa
     case PrinSa.READ_FULL_STATUS:
       return { kind: 'read-full-status', value: decodeFullStatus(bytes) };
     default:
-      throw new ScsiDecodeError(`prin service action 0x${serviceAction.toString(16)} has no data format`, 'service action', 1);
+      throw new ScsiDecodeError(
+        `prin service action 0x${serviceAction.toString(16)} has no data format`,
+        'service action',
+        1,
+      );
   }
 }
-

@@ -3,7 +3,17 @@
  * typed request; the target side (emulator) decodes CDB and parameter list separately so it can apply SPC's
  * checks in order (§7.1), or both at once with decodeProut.
  */
-import { byteAt, checkBig, checkInt, concat, need, readBig, readUint, writeBig, writeUint } from './bytes.js';
+import {
+  byteAt,
+  checkBig,
+  checkInt,
+  concat,
+  need,
+  readBig,
+  readUint,
+  writeBig,
+  writeUint,
+} from './bytes.js';
 import { Opcode, ProutSa } from './constants.js';
 import { ScsiDecodeError, ScsiEncodeError } from './errors.js';
 import { decodeTransportId, encodeTransportId, type TransportId } from './transport-id.js';
@@ -116,9 +126,13 @@ export function encodeProut(req: ProutRequest): { cdb: Uint8Array; parameters: U
   } else {
     const sa: number = req.serviceAction;
     if (![0, 1, 2, 3, 4, 5, 6, 8].includes(sa)) {
-      throw new ScsiEncodeError(`invalid serviceAction: ${String(sa)} is not a PROUT service action`, 'serviceAction');
+      throw new ScsiEncodeError(
+        `invalid serviceAction: ${String(sa)} is not a PROUT service action`,
+        'serviceAction',
+      );
     }
-    header[20] = (req.specIPt.length > 0 ? 0x08 : 0) | (req.allTgPt ? 0x04 : 0) | (req.aptpl ? 0x01 : 0);
+    header[20] =
+      (req.specIPt.length > 0 ? 0x08 : 0) | (req.allTgPt ? 0x04 : 0) | (req.aptpl ? 0x01 : 0);
     if (req.specIPt.length === 0) {
       parameters = header;
     } else {
@@ -141,7 +155,11 @@ export function encodeProut(req: ProutRequest): { cdb: Uint8Array; parameters: U
 export function decodeProutCdb(cdb: Uint8Array): ProutCdb {
   need(cdb, 0, 10, 'cdb');
   if (cdb[0] !== Opcode.PERSISTENT_RESERVE_OUT) {
-    throw new ScsiDecodeError(`operation code 0x${(cdb[0] as number).toString(16)} is not 0x5f`, 'operation code', 0);
+    throw new ScsiDecodeError(
+      `operation code 0x${(cdb[0] as number).toString(16)} is not 0x5f`,
+      'operation code',
+      0,
+    );
   }
   const b2 = cdb[2] as number;
   return {
@@ -184,7 +202,12 @@ export function decodeProutParameters(
   const serviceActionKey = readBig(params, 8, 8, 'service action reservation key');
   if (serviceAction === ProutSa.REGISTER_AND_MOVE) {
     const flags = byteAt(params, 17, 'unreg');
-    const transportIdParameterDataLength = readUint(params, 20, 4, 'transportid parameter data length');
+    const transportIdParameterDataLength = readUint(
+      params,
+      20,
+      4,
+      'transportid parameter data length',
+    );
     const end = PROUT_BASIC_LENGTH + transportIdParameterDataLength;
     if (end > params.length) {
       throw new ScsiDecodeError(
@@ -240,7 +263,11 @@ export function decodeProutParameters(
 export function decodeProut(cdb: Uint8Array, params: Uint8Array): ProutRequest {
   const c = decodeProutCdb(cdb);
   if (c.serviceAction > ProutSa.REPLACE_LOST_RESERVATION) {
-    throw new ScsiDecodeError(`service action 0x${c.serviceAction.toString(16)} is reserved`, 'service action', 1);
+    throw new ScsiDecodeError(
+      `service action 0x${c.serviceAction.toString(16)} is reserved`,
+      'service action',
+      1,
+    );
   }
   const p = decodeProutParameters(c.serviceAction, params);
   if (p.kind === 'move') {

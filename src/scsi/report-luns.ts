@@ -36,7 +36,11 @@ export function decodeReportLunsData(bytes: Uint8Array): ReportLunsData {
   need(bytes, 0, 8, 'lun list length');
   const lunListLength = readUint(bytes, 0, 4, 'lun list length');
   if (lunListLength % 8 !== 0) {
-    throw new ScsiDecodeError(`lun list length ${lunListLength} is not a multiple of 8`, 'lun list length', 0);
+    throw new ScsiDecodeError(
+      `lun list length ${lunListLength} is not a multiple of 8`,
+      'lun list length',
+      0,
+    );
   }
   const end = Math.min(bytes.length, 8 + lunListLength);
   const luns: number[] = [];
@@ -45,7 +49,11 @@ export function decodeReportLunsData(bytes: Uint8Array): ReportLunsData {
     const method = first >> 6;
     for (let i = 2; i < 8; i++) {
       if (bytes[at + i] !== 0) {
-        throw new ScsiDecodeError(`lun at byte ${at} has a second level (byte ${at + i} is not 0)`, 'lun', at + i);
+        throw new ScsiDecodeError(
+          `lun at byte ${at} has a second level (byte ${at + i} is not 0)`,
+          'lun',
+          at + i,
+        );
       }
     }
     if (method === 0) luns.push(((first & 0x3f) << 8) | (bytes[at + 1] as number));

@@ -55,7 +55,11 @@ export function decodeSense(bytes: Uint8Array): Sense {
   const at = (i: number, end: number): number => (i < end ? (bytes[i] as number) : 0);
   if (responseCode === 0x70 || responseCode === 0x71) {
     if (bytes.length < 3) {
-      throw new ScsiDecodeError(`fixed sense is ${bytes.length} bytes, the sense key needs 3`, 'sense key', 2);
+      throw new ScsiDecodeError(
+        `fixed sense is ${bytes.length} bytes, the sense key needs 3`,
+        'sense key',
+        2,
+      );
     }
     // ADDITIONAL SENSE LENGTH bounds the record; a shorter buffer is read as far as it goes.
     const end = bytes.length > 7 ? Math.min(bytes.length, 8 + (bytes[7] as number)) : bytes.length;
@@ -83,7 +87,11 @@ export function decodeSense(bytes: Uint8Array): Sense {
   }
   if (responseCode === 0x72 || responseCode === 0x73) {
     if (bytes.length < 4) {
-      throw new ScsiDecodeError(`descriptor sense is ${bytes.length} bytes, asc/ascq need 4`, 'additional sense code', 2);
+      throw new ScsiDecodeError(
+        `descriptor sense is ${bytes.length} bytes, asc/ascq need 4`,
+        'additional sense code',
+        2,
+      );
     }
     const sense: Sense = {
       responseCode,
@@ -116,7 +124,11 @@ export function decodeSense(bytes: Uint8Array): Sense {
         sense.valid = ((bytes[pos + 2] as number) & 0x80) !== 0;
         if (sense.valid) sense.information = readBig(bytes, pos + 4, 8, 'information');
       } else if (type === 0x02 && length >= 8 && sense.senseKey === SenseKey.ILLEGAL_REQUEST) {
-        const fp = fieldPointerFromSks(bytes[pos + 4] as number, bytes[pos + 5] as number, bytes[pos + 6] as number);
+        const fp = fieldPointerFromSks(
+          bytes[pos + 4] as number,
+          bytes[pos + 5] as number,
+          bytes[pos + 6] as number,
+        );
         if (fp) sense.fieldPointer = fp;
       } else if (type === 0x04 && length >= 4) {
         // Stream commands descriptor (SSC): FILEMARK, EOM, ILI in byte 3.
@@ -274,4 +286,3 @@ export function describeSense(s: Sense): string {
   if (s.deferred) text += ' (deferred)';
   return text;
 }
-

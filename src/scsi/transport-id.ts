@@ -3,7 +3,19 @@
  * FC and SAS are 24 bytes; iSCSI is variable (a multiple of 4, at least 24); any other protocol or format is
  * kept as raw bytes so nothing the device sent is lost.
  */
-import { asciiBytes, byteAt, checkBig, fromHex, latin1, need, readBig, readUint, toHex, writeBig, writeUint } from './bytes.js';
+import {
+  asciiBytes,
+  byteAt,
+  checkBig,
+  fromHex,
+  latin1,
+  need,
+  readBig,
+  readUint,
+  toHex,
+  writeBig,
+  writeUint,
+} from './bytes.js';
 import { ProtocolId } from './constants.js';
 import { ScsiDecodeError, ScsiEncodeError } from './errors.js';
 
@@ -48,7 +60,8 @@ export function encodeTransportId(t: TransportId): Uint8Array {
     }
     case 'iscsi': {
       const problem = iscsiNameError(t.name);
-      if (problem !== undefined) throw new ScsiEncodeError(`invalid iscsi name: "${t.name}" ${problem}`, 'name');
+      if (problem !== undefined)
+        throw new ScsiEncodeError(`invalid iscsi name: "${t.name}" ${problem}`, 'name');
       let text = t.name;
       if (t.isid !== undefined) {
         if (!/^[0-9a-fA-F]{12}$/.test(t.isid)) {
@@ -73,7 +86,9 @@ export function encodeTransportId(t: TransportId): Uint8Array {
       try {
         length = transportIdLength(t.bytes, 0, t.bytes.length);
       } catch (e) {
-        throw new ScsiEncodeError(`invalid raw transport id: ${(e as Error).message}`, 'bytes', { cause: e });
+        throw new ScsiEncodeError(`invalid raw transport id: ${(e as Error).message}`, 'bytes', {
+          cause: e,
+        });
       }
       if (length !== t.bytes.length) {
         throw new ScsiEncodeError(
@@ -90,7 +105,8 @@ export function encodeTransportId(t: TransportId): Uint8Array {
 function transportIdLength(bytes: Uint8Array, offset: number, end: number): number {
   const first = byteAt(bytes, offset, 'transport id');
   let length = FIXED_TRANSPORT_ID_LENGTH;
-  if ((first & 0x0f) === ProtocolId.ISCSI) length = 4 + readUint(bytes, offset + 2, 2, 'transport id additional length');
+  if ((first & 0x0f) === ProtocolId.ISCSI)
+    length = 4 + readUint(bytes, offset + 2, 2, 'transport id additional length');
   if (offset + length > end) {
     throw new ScsiDecodeError(
       `transport id at byte ${offset} needs ${length} bytes, only ${Math.max(0, end - offset)} present`,
@@ -123,14 +139,24 @@ export function decodeTransportId(
   if (format !== 0 && !(protocol === ProtocolId.ISCSI && format === 1)) return raw();
   switch (protocol) {
     case ProtocolId.FC:
-      return { transportId: { protocol: 'fc', wwpn: readBig(bytes, offset + 8, 8, 'n_port_name') }, length };
+      return {
+        transportId: { protocol: 'fc', wwpn: readBig(bytes, offset + 8, 8, 'n_port_name') },
+        length,
+      };
     case ProtocolId.SAS:
-      return { transportId: { protocol: 'sas', sasAddress: readBig(bytes, offset + 4, 8, 'sas address') }, length };
+      return {
+        transportId: { protocol: 'sas', sasAddress: readBig(bytes, offset + 4, 8, 'sas address') },
+        length,
+      };
     case ProtocolId.ISCSI: {
       const nameStart = offset + 4;
       const stop = bytes.subarray(nameStart, offset + length).indexOf(0);
       if (stop < 0) {
-        throw new ScsiDecodeError(`iscsi name at byte ${nameStart} is not NUL-terminated`, 'iscsi name', nameStart);
+        throw new ScsiDecodeError(
+          `iscsi name at byte ${nameStart} is not NUL-terminated`,
+          'iscsi name',
+          nameStart,
+        );
       }
       const text = latin1(bytes, nameStart, nameStart + stop);
       let name = text;
@@ -157,9 +183,17 @@ export function decodeTransportId(
       }
       const problem = iscsiNameError(name);
       if (problem !== undefined) {
-        throw new ScsiDecodeError(`iscsi name at byte ${nameStart} ${problem}`, 'iscsi name', nameStart);
+        throw new ScsiDecodeError(
+          `iscsi name at byte ${nameStart} ${problem}`,
+          'iscsi name',
+          nameStart,
+        );
       }
-      return { transportId: isid === undefined ? { protocol: 'iscsi', name } : { protocol: 'iscsi', name, isid }, length };
+      return {
+        transportId:
+          isid === undefined ? { protocol: 'iscsi', name } : { protocol: 'iscsi', name, isid },
+        length,
+      };
     }
     default:
       return raw();
@@ -177,7 +211,9 @@ export function formatTransportId(t: TransportId): string {
     case 'sas':
       return `sas:0x${t.sasAddress.toString(16).padStart(16, '0')}`;
     case 'iscsi':
-      return t.isid === undefined ? `iscsi:${t.name}` : `iscsi:${t.name}${ISID_SEPARATOR}${t.isid.toLowerCase()}`;
+      return t.isid === undefined
+        ? `iscsi:${t.name}`
+        : `iscsi:${t.name}${ISID_SEPARATOR}${t.isid.toLowerCase()}`;
     case 'raw':
       return `raw:${toHex(t.bytes)}`;
   }
@@ -188,7 +224,10 @@ function parsePortName(text: string, original: string): bigint {
   if (/^(0x)?[0-9a-f]{1,16}$/i.test(text)) hex = text.replace(/^0x/i, '');
   else if (/^[0-9a-f]{2}(:[0-9a-f]{2}){7}$/i.test(text)) hex = text.replace(/:/g, '');
   if (hex === undefined) {
-    throw new ScsiEncodeError(`invalid transport id: "${original}" needs a 64-bit hex port name`, 'transportId');
+    throw new ScsiEncodeError(
+      `invalid transport id: "${original}" needs a 64-bit hex port name`,
+      'transportId',
+    );
   }
   return BigInt(`0x${hex}`);
 }
@@ -212,7 +251,14 @@ export function parseTransportId(s: string): TransportId {
       break;
     case 'iscsi': {
       const at = rest.toLowerCase().lastIndexOf(ISID_SEPARATOR);
-      t = at < 0 ? { protocol: 'iscsi', name: rest } : { protocol: 'iscsi', name: rest.slice(0, at), isid: rest.slice(at + ISID_SEPARATOR.length).toLowerCase() };
+      t =
+        at < 0
+          ? { protocol: 'iscsi', name: rest }
+          : {
+              protocol: 'iscsi',
+              name: rest.slice(0, at),
+              isid: rest.slice(at + ISID_SEPARATOR.length).toLowerCase(),
+            };
       break;
     }
     case 'raw': {
@@ -220,7 +266,9 @@ export function parseTransportId(s: string): TransportId {
       try {
         bytes = fromHex(rest);
       } catch (e) {
-        throw new ScsiEncodeError(`invalid transport id: "${s}" has bad hex`, 'transportId', { cause: e });
+        throw new ScsiEncodeError(`invalid transport id: "${s}" has bad hex`, 'transportId', {
+          cause: e,
+        });
       }
       t = { protocol: 'raw', bytes };
       break;
@@ -234,7 +282,11 @@ export function parseTransportId(s: string): TransportId {
   try {
     encodeTransportId(t);
   } catch (e) {
-    throw new ScsiEncodeError(`invalid transport id: "${s}": ${(e as Error).message}`, 'transportId', { cause: e });
+    throw new ScsiEncodeError(
+      `invalid transport id: "${s}": ${(e as Error).message}`,
+      'transportId',
+      { cause: e },
+    );
   }
   return t;
 }
@@ -253,6 +305,10 @@ export function transportIdEquals(a: TransportId, b: TransportId): boolean {
         a.isid?.toLowerCase() === b.isid?.toLowerCase()
       );
     case 'raw':
-      return b.protocol === 'raw' && a.bytes.length === b.bytes.length && a.bytes.every((v, i) => v === b.bytes[i]);
+      return (
+        b.protocol === 'raw' &&
+        a.bytes.length === b.bytes.length &&
+        a.bytes.every((v, i) => v === b.bytes[i])
+      );
   }
 }

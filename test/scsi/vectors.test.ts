@@ -34,6 +34,7 @@ import {
   relativeTargetPortOf,
   targetPortGroupOf,
   toHex,
+  type ProutBasic,
   type ProutRequest,
   type TransportId,
 } from '../../src/scsi/index.js';
@@ -43,23 +44,26 @@ const K2 = 0xaabbccddeeff0011n;
 const hex = (s: string): string => s.replace(/\s+/g, '').toLowerCase();
 const zeros = (n: number): string => '00'.repeat(n);
 
-const basic = (over: Partial<Extract<ProutRequest, { serviceAction: 0 }>> & { serviceAction?: number }): ProutRequest =>
-  ({
-    serviceAction: 0,
-    scope: 0,
-    type: 0,
-    reservationKey: 0n,
-    serviceActionKey: 0n,
-    specIPt: [],
-    allTgPt: false,
-    aptpl: false,
-    ...over,
-  }) as ProutRequest;
+const basic = (over: Partial<ProutBasic>): ProutBasic => ({
+  serviceAction: 0,
+  scope: 0,
+  type: 0,
+  reservationKey: 0n,
+  serviceActionKey: 0n,
+  specIPt: [],
+  allTgPt: false,
+  aptpl: false,
+  ...over,
+});
 
 const SAS: TransportId = { protocol: 'sas', sasAddress: 0x5000c50012345678n };
 const FC: TransportId = { protocol: 'fc', wwpn: 0x21000024ff123456n };
 const ISCSI: TransportId = { protocol: 'iscsi', name: 'iqn.1994-05.com.example:host1' };
-const ISCSI_ISID: TransportId = { protocol: 'iscsi', name: 'iqn.1994-05.com.example:host1', isid: '23d000000001' };
+const ISCSI_ISID: TransportId = {
+  protocol: 'iscsi',
+  name: 'iqn.1994-05.com.example:host1',
+  isid: '23d000000001',
+};
 const iqnHex = toHex(Uint8Array.from('iqn.1994-05.com.example:host1', (c) => c.charCodeAt(0)));
 const isidHex = toHex(Uint8Array.from(',i,0x23d000000001', (c) => c.charCodeAt(0)));
 
@@ -67,7 +71,12 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
   const v1Params = zeros(8) + '1122334455667788' + zeros(8);
   const k1Only = '1122334455667788' + zeros(16);
   const cases: { name: string; req: ProutRequest; cdb: string; params: string }[] = [
-    { name: 'V1 REGISTER 0 → K1', req: basic({ serviceActionKey: K1 }), cdb: '5f000000000000001800', params: v1Params },
+    {
+      name: 'V1 REGISTER 0 → K1',
+      req: basic({ serviceActionKey: K1 }),
+      cdb: '5f000000000000001800',
+      params: v1Params,
+    },
     {
       name: 'V2 REGISTER with APTPL',
       req: basic({ serviceActionKey: K1, aptpl: true }),
@@ -86,7 +95,12 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
       cdb: '5f060000000000001800',
       params: v1Params,
     },
-    { name: 'V5 unregister K1', req: basic({ reservationKey: K1 }), cdb: '5f000000000000001800', params: k1Only },
+    {
+      name: 'V5 unregister K1',
+      req: basic({ reservationKey: K1 }),
+      cdb: '5f000000000000001800',
+      params: k1Only,
+    },
     {
       name: 'V6 RESERVE WE',
       req: basic({ serviceAction: 1, type: 1, reservationKey: K1 }),
@@ -111,7 +125,12 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
       cdb: '5f050300000000001800',
       params: 'aabbccddeeff0011' + '1122334455667788' + zeros(8),
     },
-    { name: 'V10 CLEAR', req: basic({ serviceAction: 3, reservationKey: K1 }), cdb: '5f030000000000001800', params: k1Only },
+    {
+      name: 'V10 CLEAR',
+      req: basic({ serviceAction: 3, reservationKey: K1 }),
+      cdb: '5f030000000000001800',
+      params: k1Only,
+    },
     {
       name: 'V11 SPEC_I_PT SAS',
       req: basic({ serviceActionKey: K1, specIPt: [SAS] }),
@@ -125,19 +144,39 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
       name: 'V12 SPEC_I_PT FC',
       req: basic({ serviceActionKey: K1, specIPt: [FC] }),
       cdb: '5f000000000000003400',
-      params: zeros(8) + '1122334455667788' + '0000000008000000' + '00000018' + hex('00 00 00 00 00 00 00 00 21 00 00 24 ff 12 34 56 00 00 00 00 00 00 00 00'),
+      params:
+        zeros(8) +
+        '1122334455667788' +
+        '0000000008000000' +
+        '00000018' +
+        hex('00 00 00 00 00 00 00 00 21 00 00 24 ff 12 34 56 00 00 00 00 00 00 00 00'),
     },
     {
       name: 'V13 SPEC_I_PT iSCSI',
       req: basic({ serviceActionKey: K1, specIPt: [ISCSI] }),
       cdb: '5f000000000000004000',
-      params: zeros(8) + '1122334455667788' + '0000000008000000' + '00000024' + '05000020' + iqnHex + zeros(3),
+      params:
+        zeros(8) +
+        '1122334455667788' +
+        '0000000008000000' +
+        '00000024' +
+        '05000020' +
+        iqnHex +
+        zeros(3),
     },
     {
       name: 'V13b SPEC_I_PT iSCSI with ISID',
       req: basic({ serviceActionKey: K1, specIPt: [ISCSI_ISID] }),
       cdb: '5f000000000000005000',
-      params: zeros(8) + '1122334455667788' + '0000000008000000' + '00000034' + '45000030' + iqnHex + isidHex + zeros(2),
+      params:
+        zeros(8) +
+        '1122334455667788' +
+        '0000000008000000' +
+        '00000034' +
+        '45000030' +
+        iqnHex +
+        isidHex +
+        zeros(2),
     },
     {
       name: 'V14 REGISTER AND MOVE',
@@ -171,7 +210,12 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
 
   it('V11 exposes the raw SPEC_I_PT fields on the target side', () => {
     const p = decodeProutParameters(0, fromHex(cases[10]!.params));
-    expect(p).toMatchObject({ kind: 'basic', specIPtFlag: true, transportIdParameterDataLength: 24, transportIds: [SAS] });
+    expect(p).toMatchObject({
+      kind: 'basic',
+      specIPtFlag: true,
+      transportIdParameterDataLength: 24,
+      transportIds: [SAS],
+    });
     expect(decodeProutCdb(fromHex(cases[10]!.cdb))).toEqual({
       serviceAction: 0,
       scope: 0,
@@ -183,7 +227,12 @@ describe('PROUT vectors V1–V14 (scsi-pr.md §13.1, §13.2)', () => {
 
   it('V14 exposes the TransportID lengths of REGISTER AND MOVE', () => {
     const p = decodeProutParameters(7, fromHex(cases[14]!.params));
-    expect(p).toMatchObject({ kind: 'move', transportIdParameterDataLength: 24, transportIdLength: 24, unreg: true });
+    expect(p).toMatchObject({
+      kind: 'move',
+      transportIdParameterDataLength: 24,
+      transportIdLength: 24,
+      unreg: true,
+    });
   });
 });
 
@@ -196,7 +245,11 @@ describe('PRIN CDB vectors V15–V19 (scsi-pr.md §13.3)', () => {
     [0, 8, '5e000000000000000800'],
   ])('service action %i, allocation length %i → %s', (sa, alloc, cdb) => {
     expect(toHex(encodePrin(sa, alloc))).toBe(cdb);
-    expect(decodePrinCdb(fromHex(cdb))).toEqual({ serviceAction: sa, allocationLength: alloc, control: 0 });
+    expect(decodePrinCdb(fromHex(cdb))).toEqual({
+      serviceAction: sa,
+      allocationLength: alloc,
+      control: 0,
+    });
   });
 });
 
@@ -204,12 +257,22 @@ describe('PRIN response vectors R1–R8 (scsi-pr.md §13.4)', () => {
   const R1 = '0000000500000010' + '1122334455667788' + 'aabbccddeeff0011';
 
   it('R1 READ KEYS: generation 5, two keys', () => {
-    expect(decodeReadKeys(fromHex(R1))).toEqual({ generation: 5, additionalLength: 16, keys: [K1, K2], truncated: false });
+    expect(decodeReadKeys(fromHex(R1))).toEqual({
+      generation: 5,
+      additionalLength: 16,
+      keys: [K1, K2],
+      truncated: false,
+    });
     expect(toHex(encodeReadKeys({ generation: 5, keys: [K1, K2] }))).toBe(R1);
   });
 
   it('R2 READ KEYS: no registered keys', () => {
-    expect(decodeReadKeys(fromHex('0000000500000000'))).toEqual({ generation: 5, additionalLength: 0, keys: [], truncated: false });
+    expect(decodeReadKeys(fromHex('0000000500000000'))).toEqual({
+      generation: 5,
+      additionalLength: 0,
+      keys: [],
+      truncated: false,
+    });
     expect(toHex(encodeReadKeys({ generation: 5, keys: [] }))).toBe('0000000500000000');
   });
 
@@ -230,7 +293,9 @@ describe('PRIN response vectors R1–R8 (scsi-pr.md §13.4)', () => {
       reservation: { key: K1, scope: 0, type: 1 },
       truncated: false,
     });
-    expect(toHex(encodeReadReservation({ generation: 6, reservation: { key: K1, scope: 0, type: 1 } }))).toBe(r4);
+    expect(
+      toHex(encodeReadReservation({ generation: 6, reservation: { key: K1, scope: 0, type: 1 } })),
+    ).toBe(r4);
   });
 
   it('R5 READ RESERVATION: no reservation', () => {
@@ -240,30 +305,64 @@ describe('PRIN response vectors R1–R8 (scsi-pr.md §13.4)', () => {
       reservation: null,
       truncated: false,
     });
-    expect(toHex(encodeReadReservation({ generation: 6, reservation: null }))).toBe('0000000600000000');
+    expect(toHex(encodeReadReservation({ generation: 6, reservation: null }))).toBe(
+      '0000000600000000',
+    );
   });
 
   it('R6 READ RESERVATION: key 0, Exclusive Access all registrants', () => {
     const r6 = '0000000900000010' + zeros(8) + '0000000000080000';
     expect(decodeReadReservation(fromHex(r6)).reservation).toEqual({ key: 0n, scope: 0, type: 8 });
-    expect(toHex(encodeReadReservation({ generation: 9, reservation: { key: 0n, scope: 0, type: 8 } }))).toBe(r6);
+    expect(
+      toHex(encodeReadReservation({ generation: 9, reservation: { key: 0n, scope: 0, type: 8 } })),
+    ).toBe(r6);
   });
 
   it.each([
     {
       name: 'R7a LIO with APTPL active',
       bytes: '00081d91ea010000',
-      caps: { rlrC: false, crh: true, sipC: true, atpC: true, ptplC: true, tmv: true, allowCommands: 1, ptplA: true, supportedTypes: [1, 3, 5, 6, 7, 8] },
+      caps: {
+        rlrC: false,
+        crh: true,
+        sipC: true,
+        atpC: true,
+        ptplC: true,
+        tmv: true,
+        allowCommands: 1,
+        ptplA: true,
+        supportedTypes: [1, 3, 5, 6, 7, 8],
+      },
     },
     {
       name: 'R7b types 1/3/5/6 only',
       bytes: '000811806a000000',
-      caps: { rlrC: false, crh: true, sipC: false, atpC: false, ptplC: true, tmv: true, allowCommands: 0, ptplA: false, supportedTypes: [1, 3, 5, 6] },
+      caps: {
+        rlrC: false,
+        crh: true,
+        sipC: false,
+        atpC: false,
+        ptplC: true,
+        tmv: true,
+        allowCommands: 0,
+        ptplA: false,
+        supportedTypes: [1, 3, 5, 6],
+      },
     },
     {
       name: 'R7c HP-drive pattern',
       bytes: '0008198048010000',
-      caps: { rlrC: false, crh: true, sipC: true, atpC: false, ptplC: true, tmv: true, allowCommands: 0, ptplA: false, supportedTypes: [3, 6, 8] },
+      caps: {
+        rlrC: false,
+        crh: true,
+        sipC: true,
+        atpC: false,
+        ptplC: true,
+        tmv: true,
+        allowCommands: 0,
+        ptplA: false,
+        supportedTypes: [3, 6, 8],
+      },
     },
   ])('$name decodes every bit and re-encodes', ({ bytes, caps }) => {
     expect(decodeCapabilities(fromHex(bytes))).toEqual({ length: 8, ...caps, truncated: false });
@@ -281,8 +380,24 @@ describe('PRIN response vectors R1–R8 (scsi-pr.md §13.4)', () => {
       generation: 7,
       additionalLength: 0x6c,
       descriptors: [
-        { reservationKey: K1, allTgPt: false, holder: true, scope: 0, type: 1, relativeTargetPort: 1, transportId: ISCSI },
-        { reservationKey: K2, allTgPt: true, holder: false, scope: 0, type: 0, relativeTargetPort: 0, transportId: SAS },
+        {
+          reservationKey: K1,
+          allTgPt: false,
+          holder: true,
+          scope: 0,
+          type: 1,
+          relativeTargetPort: 1,
+          transportId: ISCSI,
+        },
+        {
+          reservationKey: K2,
+          allTgPt: true,
+          holder: false,
+          scope: 0,
+          type: 0,
+          relativeTargetPort: 0,
+          transportId: SAS,
+        },
       ],
       truncated: false,
     };
@@ -298,26 +413,70 @@ describe('PRIN response vectors R1–R8 (scsi-pr.md §13.4)', () => {
 });
 
 describe('sense vectors S1–S12 (scsi-pr.md §13.5)', () => {
-  const fixed = (key: string, asc: string, ascq: string): string => `7000${key}00000000 0a 00000000 ${asc}${ascq} 00 000000`.replace(/\s/g, '');
+  const fixed = (key: string, asc: string, ascq: string): string =>
+    `7000${key}00000000 0a 00000000 ${asc}${ascq} 00 000000`.replace(/\s/g, '');
   const cases = [
     {
       name: 'S1',
       bytes: '700005000000000a00000000240000c00002',
-      sense: { format: 'fixed', deferred: false, senseKey: 5, asc: 0x24, ascq: 0, fieldPointer: { inCdb: true, byte: 2 } },
+      sense: {
+        format: 'fixed',
+        deferred: false,
+        senseKey: 5,
+        asc: 0x24,
+        ascq: 0,
+        fieldPointer: { inCdb: true, byte: 2 },
+      },
       text: 'ILLEGAL REQUEST: invalid field in cdb (command byte 2)',
     },
     {
       name: 'S2',
       bytes: '700005000000000a000000002600008b0014',
-      sense: { format: 'fixed', senseKey: 5, asc: 0x26, ascq: 0, fieldPointer: { inCdb: false, byte: 20, bit: 3 } },
+      sense: {
+        format: 'fixed',
+        senseKey: 5,
+        asc: 0x26,
+        ascq: 0,
+        fieldPointer: { inCdb: false, byte: 20, bit: 3 },
+      },
       text: 'ILLEGAL REQUEST: invalid field in parameter list (parameter byte 20 bit 3)',
     },
-    { name: 'S3', bytes: fixed('05', '1a', '00'), sense: { senseKey: 5, asc: 0x1a, ascq: 0 }, text: 'ILLEGAL REQUEST: parameter list length error' },
-    { name: 'S4', bytes: fixed('05', '26', '04'), sense: { senseKey: 5, asc: 0x26, ascq: 4 }, text: 'ILLEGAL REQUEST: invalid release of persistent reservation' },
-    { name: 'S5', bytes: fixed('05', '55', '04'), sense: { senseKey: 5, asc: 0x55, ascq: 4 }, text: 'ILLEGAL REQUEST: insufficient registration resources' },
-    { name: 'S6', bytes: fixed('05', '2c', '00'), sense: { senseKey: 5, asc: 0x2c, ascq: 0 }, text: 'ILLEGAL REQUEST: command sequence error' },
-    { name: 'S7', bytes: fixed('06', '2a', '03'), sense: { senseKey: 6, asc: 0x2a, ascq: 3 }, text: 'UNIT ATTENTION: reservations preempted' },
-    { name: 'S8', bytes: fixed('06', '2a', '04'), sense: { senseKey: 6, asc: 0x2a, ascq: 4 }, text: 'UNIT ATTENTION: reservations released' },
+    {
+      name: 'S3',
+      bytes: fixed('05', '1a', '00'),
+      sense: { senseKey: 5, asc: 0x1a, ascq: 0 },
+      text: 'ILLEGAL REQUEST: parameter list length error',
+    },
+    {
+      name: 'S4',
+      bytes: fixed('05', '26', '04'),
+      sense: { senseKey: 5, asc: 0x26, ascq: 4 },
+      text: 'ILLEGAL REQUEST: invalid release of persistent reservation',
+    },
+    {
+      name: 'S5',
+      bytes: fixed('05', '55', '04'),
+      sense: { senseKey: 5, asc: 0x55, ascq: 4 },
+      text: 'ILLEGAL REQUEST: insufficient registration resources',
+    },
+    {
+      name: 'S6',
+      bytes: fixed('05', '2c', '00'),
+      sense: { senseKey: 5, asc: 0x2c, ascq: 0 },
+      text: 'ILLEGAL REQUEST: command sequence error',
+    },
+    {
+      name: 'S7',
+      bytes: fixed('06', '2a', '03'),
+      sense: { senseKey: 6, asc: 0x2a, ascq: 3 },
+      text: 'UNIT ATTENTION: reservations preempted',
+    },
+    {
+      name: 'S8',
+      bytes: fixed('06', '2a', '04'),
+      sense: { senseKey: 6, asc: 0x2a, ascq: 4 },
+      text: 'UNIT ATTENTION: reservations released',
+    },
     {
       name: 'S9',
       bytes: '72062a0500000000',
@@ -333,23 +492,39 @@ describe('sense vectors S1–S12 (scsi-pr.md §13.5)', () => {
     {
       name: 'S11',
       bytes: '72052400000000080206000 0c0000200'.replace(/\s/g, ''),
-      sense: { format: 'descriptor', senseKey: 5, asc: 0x24, ascq: 0, fieldPointer: { inCdb: true, byte: 2 } },
+      sense: {
+        format: 'descriptor',
+        senseKey: 5,
+        asc: 0x24,
+        ascq: 0,
+        fieldPointer: { inCdb: true, byte: 2 },
+      },
       text: 'ILLEGAL REQUEST: invalid field in cdb (command byte 2)',
     },
     {
       name: 'S12',
       bytes: '710006000000000a00000000290000000000',
-      sense: { format: 'fixed', deferred: true, responseCode: 0x71, senseKey: 6, asc: 0x29, ascq: 0 },
+      sense: {
+        format: 'fixed',
+        deferred: true,
+        responseCode: 0x71,
+        senseKey: 6,
+        asc: 0x29,
+        ascq: 0,
+      },
       text: 'UNIT ATTENTION: power on, reset, or bus device reset occurred (deferred)',
     },
   ];
 
-  it.each(cases)('$name decodes to the sg_decode_sense fields and words', ({ bytes, sense, text }) => {
-    const s = decodeSense(fromHex(bytes));
-    expect(s).toMatchObject(sense);
-    expect(describeSense(s)).toBe(text);
-    if (!('fieldPointer' in sense)) expect(s.fieldPointer).toBeUndefined();
-  });
+  it.each(cases)(
+    '$name decodes to the sg_decode_sense fields and words',
+    ({ bytes, sense, text }) => {
+      const s = decodeSense(fromHex(bytes));
+      expect(s).toMatchObject(sense);
+      expect(describeSense(s)).toBe(text);
+      if (!('fieldPointer' in sense)) expect(s.fieldPointer).toBeUndefined();
+    },
+  );
 
   it.each(cases)('$name is what encodeSense writes for the same fields', ({ bytes, sense }) => {
     const s = decodeSense(fromHex(bytes));
@@ -370,7 +545,8 @@ describe('INQUIRY/VPD vectors I1–I4 (scsi-pr.md §13.6)', () => {
   const ascii = (s: string): string => toHex(Uint8Array.from(s, (c) => c.charCodeAt(0)));
 
   it('I1 standard INQUIRY of a SuperLoader-like changer', () => {
-    const i1 = '088003021f000000' + ascii('QUANTUM ') + ascii('UHDL' + ' '.repeat(12)) + ascii('0001');
+    const i1 =
+      '088003021f000000' + ascii('QUANTUM ') + ascii('UHDL' + ' '.repeat(12)) + ascii('0001');
     const inq = {
       peripheralQualifier: 0,
       peripheralDeviceType: 8,
@@ -405,12 +581,15 @@ describe('INQUIRY/VPD vectors I1–I4 (scsi-pr.md §13.6)', () => {
     expect(t10.length).toBe(38);
     const i4 =
       '0883005e' +
-      '02010026' + ascii(t10) +
+      '02010026' +
+      ascii(t10) +
       '010200080014c3000000beef' +
-      '01030008' + '5000e11100000001' +
+      '01030008' +
+      '5000e11100000001' +
       '6194000400000002' +
       '6195000400000001' +
-      '61930008' + '5000e11100000003';
+      '61930008' +
+      '5000e11100000003';
     const designators = decodeDeviceIdentification(fromHex(i4));
     expect(designators.map((d) => formatDesignator(d))).toEqual([
       `t10.${t10}`,
@@ -420,7 +599,9 @@ describe('INQUIRY/VPD vectors I1–I4 (scsi-pr.md §13.6)', () => {
       'tpg.1',
       'naa.5000e11100000003',
     ]);
-    expect(designators.map((d) => [d.codeSet, d.piv, d.association, d.designatorType, d.protocolId])).toEqual([
+    expect(
+      designators.map((d) => [d.codeSet, d.piv, d.association, d.designatorType, d.protocolId]),
+    ).toEqual([
       [2, false, 0, 1, undefined],
       [1, false, 0, 2, undefined],
       [1, false, 0, 3, undefined],
@@ -428,9 +609,9 @@ describe('INQUIRY/VPD vectors I1–I4 (scsi-pr.md §13.6)', () => {
       [1, true, 1, 5, 6],
       [1, true, 1, 3, 6],
     ]);
-    expect(luIdentity({ designators, vendor: 'QUANTUM', product: 'UHDL', serial: 'PM0000000001XY' })).toBe(
-      'naa.5000e11100000001',
-    );
+    expect(
+      luIdentity({ designators, vendor: 'QUANTUM', product: 'UHDL', serial: 'PM0000000001XY' }),
+    ).toBe('naa.5000e11100000001');
     expect(relativeTargetPortOf(designators)).toBe(2);
     expect(targetPortGroupOf(designators)).toBe(1);
     expect(toHex(encodeDeviceIdentification(8, designators))).toBe(i4);
@@ -463,7 +644,12 @@ describe('status vectors (scsi-pr.md §13.7) through classifyResponse', () => {
   });
 
   it('keeps a CHECK CONDITION without readable sense as check-condition with the decode error', () => {
-    const c = classifyResponse({ status: 2, hostStatus: 0, driverStatus: 0, sense: new Uint8Array(0) });
+    const c = classifyResponse({
+      status: 2,
+      hostStatus: 0,
+      driverStatus: 0,
+      sense: new Uint8Array(0),
+    });
     expect(c.kind).toBe('check-condition');
     expect(c.senseError?.field).toBe('response code');
   });
