@@ -13,14 +13,7 @@
  */
 import { readdir, readFile, readlink, realpath } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-/**
- * Same shape as src/scsi/transport-id.ts's TransportId (CODEC_API.md); declared here until that file lands.
- */
-export type TransportId =
-  | { protocol: 'fc'; wwpn: bigint }
-  | { protocol: 'sas'; sasAddress: bigint }
-  | { protocol: 'iscsi'; name: string; isid?: string }
-  | { protocol: 'raw'; bytes: Uint8Array };
+import type { TransportId } from '../src/scsi/transport-id.js';
 
 /** One /dev/sgN as sysfs describes it. */
 export interface ScsiGenericNode {
