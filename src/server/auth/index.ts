@@ -1,0 +1,4 @@
+export * from './roles.js';
+export * from './tokens.js';
+export * from './middleware.js';
+export * from './mtls.js';

@@ -1,0 +1,178 @@
+import type { Logger } from 'pino';
+import { ServerError, Status, type CallContext, type ServerMiddleware, type ServerMiddlewareCall } from 'nice-grpc-common';
+import { BadRequest, RichServerError } from 'nice-grpc-error-details';
+import { formatKey } from '../../scsi/keys.js';
+import type { CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
+import {
+  CONTROL_METHOD_ROLES,
+  DESTRUCTIVE_METHODS,
+  SESSION_COMMAND_METHODS,
+  roleForMethod,
+  roleSatisfies,
+  type Role,
+} from './roles.js';
+import { verifyToken, type Principal, type TokenStore } from './tokens.js';
+
+/** What the auth middleware adds to the call context of every ControlService handler. */
+export interface AuthCallContextExt {
+  /** The authenticated caller. */
+  readonly principal: Principal;
+}
+
+/**
+ * Decides whether an operator may act with a reservation key (the key registry's answer). Admins are not asked.
+ * Return false to refuse with PERMISSION_DENIED.
+ */
+export type OperatorKeyCheck = (principal: Principal, key: bigint) => boolean | Promise<boolean>;
+
+/** Per-request checks shared by the middleware (unary RPCs) and the CommandSession handler (each command). */
+export interface AuthorizeOptions {
+  /** Method → role; missing methods need admin. @default CONTROL_METHOD_ROLES */
+  readonly methodRoles?: Readonly<Partial<Record<string, Role>>>;
+  /** The key registry hook for operators. @default every key allowed */
+  readonly isOperatorKeyAllowed?: OperatorKeyCheck;
+}
+
+/** Options for {@link createAuthMiddleware}. */
+export interface AuthMiddlewareOptions extends AuthorizeOptions {
+  /** Where token hashes are looked up. */
+  readonly tokens: TokenStore;
+  /** Logs refusals at info (a refusal is news, not a bug). @default no logging */
+  readonly log?: Logger;
+  /** Clock for token expiry. @default () => new Date() */
+  readonly now?: () => Date;
+}
+
+/** Metadata key carrying `Bearer <token>`. */
+export const AUTHORIZATION_HEADER = 'authorization';
+
+/** The principal the auth middleware put into `ctx`, or undefined when the server runs without auth. */
+export function principalOf(ctx: CallContext): Principal | undefined {
+  return (ctx as CallContext & Partial<AuthCallContextExt>).principal;
+}
+
+/** Log fields naming a caller: `{ principal: 'alice', role: 'operator', tokenId }`. */
+export function principalLogFields(principal: Principal | undefined): Record<string, string> {
+  if (principal === undefined) return {};
+  return { principal: principal.name, role: principal.role, tokenId: principal.tokenId };
+}
+
+/** Returns the bearer token of the call, or undefined when there is none or the header is malformed. */
+export function bearerTokenOf(ctx: Pick<CallContext, 'metadata'>): string | undefined {
+  const header = ctx.metadata.get(AUTHORIZATION_HEADER);
+  if (typeof header !== 'string') return undefined;
+  const match = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+interface KeyedRequest {
+  key?: bigint;
+  newKey?: bigint;
+  ignoreExistingKey?: boolean;
+  options?: { reason?: string } | undefined;
+}
+
+/** Keys an operator acts with in `methodName` (those the key registry must grant). */
+function operatorKeysOf(methodName: string, request: KeyedRequest): bigint[] {
+  switch (methodName) {
+    case 'Register': {
+      const keys: bigint[] = [];
+      if (request.newKey !== undefined && request.newKey !== 0n) keys.push(request.newKey);
+      if (!request.ignoreExistingKey && request.key !== undefined && request.key !== 0n) keys.push(request.key);
+      return keys;
+    }
+    case 'Reserve':
+    case 'Release':
+      return request.key === undefined ? [] : [request.key];
+    default:
+      return [];
+  }
+}
+
+/**
+ * Checks that `principal` may call `methodName` with `request`: role (PERMISSION_DENIED), `options.reason` on
+ * destructive methods (INVALID_ARGUMENT naming `options.reason`), and for operators the key registry hook
+ * (PERMISSION_DENIED). Throws ServerError / RichServerError; resolves when allowed.
+ */
+export async function authorizeRequest(
+  principal: Principal,
+  methodName: string,
+  request: unknown,
+  options: AuthorizeOptions = {},
+): Promise<void> {
+  const needed = roleForMethod(methodName, options.methodRoles ?? CONTROL_METHOD_ROLES);
+  if (!roleSatisfies(principal.role, needed)) {
+    throw new ServerError(
+      Status.PERMISSION_DENIED,
+      `${methodName} needs role ${needed}; ${principal.name} has ${principal.role}`,
+    );
+  }
+  const keyed = (request ?? {}) as KeyedRequest;
+  if (DESTRUCTIVE_METHODS.has(methodName) && (keyed.options?.reason ?? '').trim() === '') {
+    const description = `${methodName} is destructive: say why in options.reason (it goes into the history)`;
+    throw new RichServerError(Status.INVALID_ARGUMENT, `options.reason: ${description}`, [
+      BadRequest.fromPartial({ fieldViolations: [{ field: 'options.reason', description }] }),
+    ]);
+  }
+  if (principal.role === 'operator' && options.isOperatorKeyAllowed !== undefined) {
+    for (const key of operatorKeysOf(methodName, keyed)) {
+      if (!(await options.isOperatorKeyAllowed(principal, key))) {
+        throw new ServerError(
+          Status.PERMISSION_DENIED,
+          `${principal.name} may not use key ${formatKey(key)}: the key registry does not assign it to them`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * The check a CommandSession handler runs per command (a unary call's checks, same table). Throws like
+ * {@link authorizeRequest}; the handler turns the error into a SessionError and keeps the session open.
+ */
+export async function authorizeSessionCommand(
+  principal: Principal,
+  command: NonNullable<CommandSessionRequest['command']>,
+  options: AuthorizeOptions = {},
+): Promise<void> {
+  await authorizeRequest(principal, SESSION_COMMAND_METHODS[command.$case], command.value, options);
+}
+
+/**
+ * nice-grpc server middleware for ControlService: reads `authorization: Bearer prf_…`, verifies it against
+ * the token store, checks the role table and destructive-operation reasons, and passes `principal` on in the
+ * call context. Missing/invalid token → UNAUTHENTICATED; wrong role or key → PERMISSION_DENIED; no reason →
+ * INVALID_ARGUMENT. Attach it to ControlService only (agents authenticate with certificates, health probes
+ * with nothing): `server.with(auth).add(ControlServiceDefinition, impl)`.
+ */
+export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMiddleware<AuthCallContextExt> {
+  const now = options.now ?? (() => new Date());
+  return async function* authMiddleware<Request, Response>(
+    call: ServerMiddlewareCall<Request, Response, AuthCallContextExt>,
+    context: CallContext,
+  ): AsyncGenerator<Response, Response | void, undefined> {
+    const methodName = call.method.path.slice(call.method.path.lastIndexOf('/') + 1);
+    const token = bearerTokenOf(context);
+    const principal = token === undefined ? undefined : await verifyToken(options.tokens, token, now());
+    if (principal === undefined) {
+      options.log?.info({ method: call.method.path, peer: context.peer, hasToken: token !== undefined }, 'unauthenticated call refused');
+      throw new ServerError(
+        Status.UNAUTHENTICATED,
+        token === undefined ? 'missing bearer token (metadata authorization: Bearer prf_…)' : 'invalid, expired or revoked token',
+      );
+    }
+    try {
+      // Streams are checked per message by their handler (authorizeSessionCommand); here only the method role.
+      await authorizeRequest(principal, methodName, call.requestStream ? undefined : call.request, options);
+    } catch (error) {
+      if (error instanceof ServerError) {
+        options.log?.info(
+          { method: call.method.path, peer: context.peer, ...principalLogFields(principal), code: Status[error.code], details: error.details },
+          'call refused',
+        );
+      }
+      throw error;
+    }
+    return yield* call.next(call.request, { ...context, principal });
+  };
+}
