@@ -1,0 +1,79 @@
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { discoverPath, DiscoveryError } from '../../agent/discovery.js';
+import { createEmulatedFabric, loadFabric, type EmulatedFabric, type EmulatedHost } from '../../agent/fabric.js';
+import { PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
+import type { Path } from '../../src/gen/prfleet/v1/scsi.js';
+
+const log = pino({ level: 'silent' });
+const demo = new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname;
+
+async function describeHost(host: EmulatedHost): Promise<Map<string, Path>> {
+  const out = new Map<string, Path>();
+  for (const p of host.paths) {
+    const device = await host.transport.open(p.path);
+    out.set(p.path, await discoverPath(device, { path: p.path, initiatorPort: p.initiatorPort, loaderId: p.loaderId }, { log }));
+    await device.close();
+  }
+  return out;
+}
+
+describe('discoverPath over the emulated fabric', () => {
+  let fabric: EmulatedFabric;
+  afterEach(() => fabric.close());
+
+  it('gives the same lu_id for one LU seen from different hosts and paths, different ones for changer and drive', async () => {
+    fabric = createEmulatedFabric(await loadFabric(demo));
+    const a = await describeHost(fabric.host('host-a'));
+    const b = await describeHost(fabric.host('host-b'));
+    const aChanger0 = a.get('/dev/sg0')!;
+    const aChanger1 = a.get('/dev/sg1')!;
+    const aDrive = a.get('/dev/sg2')!;
+    const bChanger = b.get('/dev/sg0')!;
+    expect(aChanger0.luId).not.toBe('');
+    expect(aChanger0.luId).toBe(aChanger1.luId);
+    expect(aChanger0.luId).toBe(bChanger.luId);
+    expect(aDrive.luId).not.toBe(aChanger0.luId);
+    expect(a.get('/dev/sg3')!.luId).not.toBe(aChanger0.luId); // loader 2's changer is another LU
+    // The NAA from the fabric wins (scsi-pr.md §11.3: NAA first).
+    expect(aChanger0.luId).toContain('5000e11100000001');
+  });
+
+  it('describes a SuperLoader changer path: type, identity, serial, nexus and capabilities', async () => {
+    fabric = createEmulatedFabric(await loadFabric(demo));
+    const a = await describeHost(fabric.host('host-a'));
+    const changer = a.get('/dev/sg1')!;
+    expect(changer).toMatchObject({
+      path: '/dev/sg1',
+      peripheralDeviceType: 8,
+      vendor: 'QUANTUM',
+      product: 'UHDL',
+      serial: 'PM0000000001',
+      relativeTargetPort: 2,
+      loaderId: 'loader1',
+      online: true,
+    });
+    expect(changer.initiatorPort?.display).toBe('sas:0x500605b000000a02');
+    expect(changer.designators.some((d) => d.association === 0 && d.designatorType === 3)).toBe(true);
+    expect(changer.designators.some((d) => d.association === 1 && d.designatorType === 4)).toBe(true);
+    expect(changer.capabilities?.profile).toBe('superloader-changer');
+    expect(changer.capabilities?.proutActions).not.toContain(ProutAction.PROUT_ACTION_REGISTER_AND_MOVE);
+    expect(changer.capabilities?.proutActions).toContain(ProutAction.PROUT_ACTION_REGISTER);
+    expect(changer.capabilities?.prinActions).toContain(PrinAction.PRIN_ACTION_READ_KEYS);
+    expect(changer.capabilities?.types).not.toContain(PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS);
+
+    const drive = a.get('/dev/sg2')!;
+    expect(drive.peripheralDeviceType).toBe(1);
+    expect(drive.capabilities?.profile).toBe('lto-drive');
+    expect(drive.relativeTargetPort).toBe(1);
+  });
+
+  it('throws DiscoveryError naming the path when the node has vanished', async () => {
+    fabric = createEmulatedFabric(await loadFabric(demo));
+    const host = fabric.host('host-b');
+    const device = await host.transport.open('/dev/sg0');
+    host.transport.failPath('/dev/sg0');
+    await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(DiscoveryError);
+    await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(/\/dev\/sg0: INQUIRY failed/);
+  });
+});
