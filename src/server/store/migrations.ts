@@ -1,0 +1,196 @@
+import { createHash } from 'node:crypto';
+import { quoteSchema, type Db } from './db.js';
+import { MigrationError } from './errors.js';
+
+/** One schema step. Never edit a released migration: add the next one (the checksum catches edits). */
+export interface Migration {
+  /** Position, 1, 2, 3, … without gaps. */
+  readonly version: number;
+  /** Short name for people. */
+  readonly name: string;
+  /** PostgreSQL script, run once inside the migration transaction. */
+  readonly sql: string;
+}
+
+const GENESIS_HASH = '0'.repeat(64);
+
+/** The schema, in order. Runs unchanged on PostgreSQL and PGlite. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'key registry, desired state, operation journal, PROUT history',
+    sql: `
+CREATE TABLE key_sites (
+  code        integer PRIMARY KEY CHECK (code BETWEEN 1 AND 65535),
+  name        text NOT NULL UNIQUE CHECK (name <> ''),
+  created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- An agent may hold several host ids in a site: it gets a fresh one when its 16 serials for a purpose are used.
+CREATE TABLE key_hosts (
+  site_code   integer NOT NULL REFERENCES key_sites (code),
+  host_id     integer NOT NULL CHECK (host_id BETWEEN 1 AND 65535),
+  agent_id    text NOT NULL CHECK (agent_id <> ''),
+  created_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (site_code, host_id)
+);
+CREATE INDEX key_hosts_agent ON key_hosts (agent_id, site_code);
+
+-- Every key ever handed out or adopted; rows are revoked, never deleted, so a key is never reused.
+CREATE TABLE reservation_keys (
+  key_hex       char(16) PRIMARY KEY CHECK (key_hex ~ '^[0-9a-f]{16}$'),
+  origin        text NOT NULL CHECK (origin IN ('allocated', 'adopted')),
+  site_code     integer,
+  host_id       integer,
+  purpose_code  smallint,
+  serial        smallint,
+  purpose       text NOT NULL,
+  site          text,
+  agent_id      text,
+  owner         text NOT NULL CHECK (owner <> ''),
+  note          text,
+  created_at    timestamptz NOT NULL DEFAULT now(),
+  revoked_at    timestamptz,
+  revoked_by    text,
+  revoke_reason text,
+  UNIQUE (site_code, host_id, purpose_code, serial)
+);
+CREATE INDEX reservation_keys_agent ON reservation_keys (agent_id);
+
+CREATE TABLE desired_state (
+  scope_kind  text NOT NULL CHECK (scope_kind IN ('loader', 'group')),
+  scope_id    text NOT NULL CHECK (scope_id <> ''),
+  spec        jsonb NOT NULL,
+  version     integer NOT NULL CHECK (version >= 1),
+  updated_by  text NOT NULL,
+  updated_at  timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (scope_kind, scope_id)
+);
+
+CREATE TABLE operations (
+  idempotency_key text PRIMARY KEY CHECK (idempotency_key <> ''),
+  request_hash    char(64) NOT NULL,
+  request         jsonb NOT NULL,
+  state           text NOT NULL CHECK (state IN ('pending', 'done', 'unknown')),
+  result          jsonb,
+  command_id      text,
+  owner           text,
+  created_at      timestamptz NOT NULL DEFAULT now(),
+  updated_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX operations_pending ON operations (state, updated_at) WHERE state = 'pending';
+
+CREATE TABLE history (
+  seq                bigint PRIMARY KEY CHECK (seq >= 1),
+  at                 timestamptz NOT NULL,
+  actor              text NOT NULL,
+  agent_id           text NOT NULL,
+  path               text NOT NULL,
+  lu_id              text NOT NULL,
+  action             text NOT NULL,
+  reservation_key    char(16) NOT NULL,
+  service_action_key char(16) NOT NULL,
+  pr_type            smallint,
+  outcome            text NOT NULL,
+  status             smallint,
+  sense              text,
+  command_id         text,
+  idempotency_key    text,
+  reason             text,
+  prev_hash          char(64) NOT NULL UNIQUE,
+  hash               char(64) NOT NULL UNIQUE
+);
+CREATE INDEX history_lu ON history (lu_id, seq);
+CREATE INDEX history_agent ON history (agent_id, seq);
+
+-- The chain's tip. Appenders lock this row, so servers append one at a time; it also exposes a truncated tail.
+CREATE TABLE history_head (
+  id    smallint PRIMARY KEY CHECK (id = 1),
+  seq   bigint NOT NULL,
+  hash  char(64) NOT NULL
+);
+INSERT INTO history_head (id, seq, hash) VALUES (1, 0, '${GENESIS_HASH}');
+
+-- Append-only by default; the hash chain still catches anyone who disables this.
+CREATE FUNCTION prfleet_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'history is append-only: % refused', TG_OP;
+END $$;
+CREATE TRIGGER history_append_only BEFORE UPDATE OR DELETE ON history
+  FOR EACH ROW EXECUTE FUNCTION prfleet_history_append_only();
+`,
+  },
+];
+
+/** The hash every chain starts from. */
+export { GENESIS_HASH };
+
+/** sha256 of a migration's text, stored to catch edits of applied migrations. */
+export function migrationChecksum(migration: Migration): string {
+  return createHash('sha256').update(migration.sql).digest('hex');
+}
+
+/** Applied migrations as recorded in schema_migrations. */
+export interface AppliedMigration {
+  readonly version: number;
+  readonly name: string;
+  readonly checksum: string;
+}
+
+/**
+ * Brings the schema to the newest version (creating `options.schema` when given): one transaction holding an advisory lock (so concurrent starts
+ * wait for each other and each step runs once), creating `schema_migrations` when missing. Idempotent.
+ * Throws MigrationError when an applied migration was edited or the database is newer than this code.
+ * Returns the versions applied now.
+ */
+export async function migrate(
+  db: Db,
+  options: { readonly schema?: string; readonly migrations?: readonly Migration[] } = {},
+): Promise<number[]> {
+  const migrations = options.migrations ?? MIGRATIONS;
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) throw new MigrationError(`migration list broken: position ${i + 1} holds version ${m.version}`);
+  });
+  return db.transaction(async (tx) => {
+    // Transaction-scoped: released at COMMIT/ROLLBACK, even if this process dies.
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`prfleet.migrate:${options.schema ?? ''}`]);
+    if (options.schema !== undefined) await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${quoteSchema(options.schema)}`);
+    await tx.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version     integer PRIMARY KEY,
+      name        text NOT NULL,
+      checksum    char(64) NOT NULL,
+      applied_at  timestamptz NOT NULL DEFAULT now()
+    )`);
+    const applied = await tx.query<AppliedMigration>('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+    for (const row of applied.rows) {
+      const known = migrations[row.version - 1];
+      if (!known) {
+        throw new MigrationError(
+          `database schema version ${row.version} (${row.name}) is newer than this prfleet, which knows up to ${migrations.length}`,
+        );
+      }
+      if (migrationChecksum(known) !== row.checksum) {
+        throw new MigrationError(`migration ${row.version} (${row.name}) was edited after it was applied: checksum differs`);
+      }
+    }
+    const done = new Set(applied.rows.map((r) => r.version));
+    const now: number[] = [];
+    for (const m of migrations) {
+      if (done.has(m.version)) continue;
+      await tx.exec(m.sql);
+      await tx.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
+        m.version,
+        m.name,
+        migrationChecksum(m),
+      ]);
+      now.push(m.version);
+    }
+    return now;
+  });
+}
+
+/** The newest applied schema version (0 before any migration). */
+export async function schemaVersion(db: Db): Promise<number> {
+  const r = await db.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+  return r.rows[0]?.v ?? 0;
+}
