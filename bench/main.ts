@@ -1,0 +1,311 @@
+/**
+ * `make bench`: READ KEYS latency through prfleet against the floor of its stack, in one bounded run (< ~60 s).
+ *
+ *  (1) prfleet unary READ KEYS: client → prfleet-server → prfleet-sim agent (bidi stream) → emulator and back;
+ *  (2) a bare nice-grpc relay with the same topology and message sizes and no prfleet logic (bench/relay.ts);
+ *  (3) spawning `sg_persist` once (what a script pays before any SCSI happens);
+ *  (4) prfleet CommandSession: many READ KEYS on one open stream, one in flight at a time.
+ *
+ * Everything runs on 127.0.0.1 as three processes per stack (client here, server, agent), one call in flight, on
+ * warm channels; (1), (2) and (4) are interleaved in rounds so background load hits them alike. Targets: prfleet
+ * ≤ 1.2× the relay, ≤ 0.15× an sg_persist spawn, session p50 ≤ 0.3 ms. Misses are reported, not hidden.
+ */
+import { spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Table from 'cli-table3';
+import { createChannel, createClient } from 'nice-grpc';
+import { Command, ConnectRequest, ConnectResponse } from '../src/gen/prfleet/v1/agent.js';
+import {
+  ControlServiceDefinition,
+  ReadKeysRequest,
+  ReadKeysResponse,
+  type CommandSessionRequest,
+  type CommandSessionResponse,
+  type Target,
+} from '../src/gen/prfleet/v1/control.js';
+import { Outcome, PrinAction } from '../src/gen/prfleet/v1/scsi.js';
+import {
+  repoRoot,
+  spawnNode,
+  startServerProcess,
+  startSimProcess,
+  type ChildHandle,
+} from '../src/demo/processes.js';
+import { createRelayClient, type RelaySizes } from './relay.js';
+import { formatMs, processCpuMs, summarize, type LatencySummary } from './stats.js';
+
+/** Calls before measuring, per path (JIT, channel and HTTP/2 window warm-up). */
+const WARMUP_CALLS = 300;
+/** Measurement rounds; each round runs (1), (2) and (4) back to back. */
+const ROUNDS = 3;
+/** Calls per measurement per round. */
+const CALLS_PER_ROUND = 1000;
+/** sg_persist spawns measured. */
+const SPAWNS = 20;
+/** Hard limit for the whole run: past it every child is killed and the bench exits 1. */
+const HARD_LIMIT_MS = 120_000;
+
+/** Targets from the issue. */
+const TARGET_RELAY_RATIO = 1.2;
+const TARGET_SPAWN_RATIO = 0.15;
+const TARGET_SESSION_P50_MS = 0.3;
+
+type ControlClient = ReturnType<typeof createClient<typeof ControlServiceDefinition>>;
+
+/** A sample of latencies plus the CPU the server and agent processes spent meanwhile. */
+interface Measured {
+  samples: number[];
+  stackCpuMs: number;
+  clientCpuMs: number;
+}
+
+function emptyMeasured(): Measured {
+  return { samples: [], stackCpuMs: 0, clientCpuMs: 0 };
+}
+
+/** Runs `calls` sequential calls of `call`, adding latencies and CPU to `into`. */
+async function measure(into: Measured, calls: number, pids: readonly number[], call: () => Promise<unknown>) {
+  const cpuBefore = pids.map(processCpuMs);
+  const clientBefore = process.cpuUsage();
+  for (let i = 0; i < calls; i++) {
+    const start = performance.now();
+    await call();
+    into.samples.push(performance.now() - start);
+  }
+  const client = process.cpuUsage(clientBefore);
+  into.clientCpuMs += (client.user + client.system) / 1000;
+  into.stackCpuMs += pids.reduce((sum, pid, i) => sum + processCpuMs(pid) - (cpuBefore[i] ?? NaN), 0);
+}
+
+/** Picks a READ KEYS target: a tape drive path of a connected agent (any LU path when there is no drive). */
+async function pickTarget(control: ControlClient): Promise<Target> {
+  const { logicalUnits } = await control.listDevices({});
+  const candidates = [...logicalUnits].sort((a, b) => a.peripheralDeviceType - b.peripheralDeviceType);
+  for (const lu of candidates) {
+    const path = lu.paths.find((p) => p.agentConnected && p.path?.online !== false);
+    if (path?.path) return { luId: lu.luId, agentId: path.agentId, path: path.path.path };
+  }
+  throw new Error('no logical unit with a connected path: is prfleet-sim running?');
+}
+
+/** One CommandSession stream with one READ KEYS in flight at a time. */
+function openSession(control: ControlClient, request: ReadKeysRequest) {
+  const queue: CommandSessionRequest[] = [];
+  let wake: (() => void) | undefined;
+  let closed = false;
+  const requests: AsyncIterable<CommandSessionRequest> = {
+    async *[Symbol.asyncIterator]() {
+      for (;;) {
+        const next = queue.shift();
+        if (next) yield next;
+        else if (closed) return;
+        else await new Promise<void>((r) => (wake = r));
+      }
+    },
+  };
+  const waiting = new Map<string, (response: CommandSessionResponse) => void>();
+  const controller = new AbortController();
+  const reader = (async () => {
+    for await (const response of control.commandSession(requests, { signal: controller.signal })) {
+      waiting.get(response.requestId)?.(response);
+      waiting.delete(response.requestId);
+    }
+  })().catch(() => undefined);
+  let n = 0;
+  return {
+    async readKeys(): Promise<void> {
+      const requestId = String(++n);
+      const answered = new Promise<CommandSessionResponse>((r) => waiting.set(requestId, r));
+      queue.push({ requestId, command: { $case: 'readKeys', value: request } });
+      wake?.();
+      const response = await answered;
+      if (response.reply?.$case !== 'result' || response.reply.value.outcome !== Outcome.OUTCOME_GOOD) {
+        throw new Error(`session READ KEYS failed: ${JSON.stringify(ReadKeysResponse.toJSON({ result: response.reply?.$case === 'result' ? response.reply.value : undefined }))} ${response.reply?.$case === 'error' ? response.reply.value.message : ''}`);
+      }
+    },
+    async close(): Promise<void> {
+      closed = true;
+      wake?.();
+      controller.abort();
+      await reader;
+    },
+  };
+}
+
+/** Times `sg_persist --version` spawned from Node (spawnSync, as a script runner would); undefined when missing. */
+function measureSgPersistSpawn(): { summary: LatencySummary; version: string } | { missing: string } {
+  const probe = spawnSync('sg_persist', ['--version'], { encoding: 'utf8' });
+  if (probe.error) {
+    return { missing: `sg_persist not found (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message}): install the sg3-utils package (apt-get install sg3-utils) to measure (3)` };
+  }
+  const version = `${probe.stdout}${probe.stderr}`.trim().split('\n')[0] ?? '';
+  const samples: number[] = [];
+  for (let i = 0; i < SPAWNS; i++) {
+    const start = performance.now();
+    spawnSync('sg_persist', ['--version'], { stdio: 'ignore' });
+    samples.push(performance.now() - start);
+  }
+  return { summary: summarize(samples), version };
+}
+
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? 'n/a' : ok ? 'PASS' : 'MISS';
+}
+
+async function main(): Promise<number> {
+  const root = repoRoot();
+  const fabric = resolve(root, 'examples/fabric-demo.yaml');
+  const relayScript = fileURLToPath(new URL('./relay-process.js', import.meta.url));
+  const children: ChildHandle[] = [];
+  const hardStop = setTimeout(() => {
+    process.stderr.write(`bench: hard limit of ${HARD_LIMIT_MS / 1000} s reached; stopping everything\n`);
+    for (const child of children) child.signal('SIGKILL');
+    process.exit(1);
+  }, HARD_LIMIT_MS);
+  const closers: (() => void | Promise<void>)[] = [];
+  try {
+    const began = performance.now();
+    process.stdout.write('Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n');
+    const server = await startServerProcess();
+    children.push(server.handle);
+    const sim = await startSimProcess({ address: server.address, fabric });
+    children.push(sim);
+    const channel = createChannel(`http://${server.address}`);
+    closers.push(() => channel.close());
+    const control = createClient(ControlServiceDefinition, channel);
+    const target = await pickTarget(control);
+    const request = ReadKeysRequest.fromPartial({ target });
+    const readKeys = async () => {
+      const { result } = await control.readKeys(request);
+      if (result?.outcome !== Outcome.OUTCOME_GOOD) throw new Error(`READ KEYS outcome ${String(result?.outcome)}`);
+      return result;
+    };
+    const sample = await readKeys();
+
+    // Message sizes of prfleet's READ KEYS, for the relay: the agent-stream messages are rebuilt from the real
+    // result (command ids are UUID-sized, as the server's are).
+    const sizes: RelaySizes = {
+      down: ConnectResponse.encode({
+        message: {
+          $case: 'command',
+          value: Command.fromPartial({
+            commandId: randomUUID(),
+            path: target.path,
+            timeout: { seconds: 60n, nanos: 0 },
+            kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS, allocationLength: 8192 } },
+          }),
+        },
+      }).finish().length,
+      up: ConnectRequest.encode({ message: { $case: 'result', value: sample } }).finish().length,
+      reply: ReadKeysResponse.encode({ result: sample }).finish().length,
+    };
+    const requestSize = ReadKeysRequest.encode(request).finish().length;
+
+    const relayServer = spawnNode(relayScript, ['server', String(sizes.down), String(sizes.up), String(sizes.reply)], {
+      name: 'relay-server',
+    });
+    children.push(relayServer);
+    const listening = await relayServer.waitForLog((e) => e['msg'] === 'listening', 30_000);
+    const relayAddress = `127.0.0.1:${String(listening['port'])}`;
+    const relayAgent = spawnNode(
+      relayScript,
+      ['agent', relayAddress, String(sizes.down), String(sizes.up), String(sizes.reply)],
+      { name: 'relay-agent' },
+    );
+    children.push(relayAgent);
+    await relayServer.waitForLog((e) => e['msg'] === 'agent connected', 30_000);
+    const relay = createRelayClient(relayAddress);
+    closers.push(() => relay.close());
+    const relayPayload = new Uint8Array(requestSize);
+    const relayCall = () => relay.client.call(relayPayload);
+
+    const session = openSession(control, request);
+    closers.unshift(() => session.close());
+
+    process.stdout.write(
+      `Target ${target.agentId}:${target.path} (${target.luId}); warming up (${WARMUP_CALLS} calls each) …\n`,
+    );
+    for (let i = 0; i < WARMUP_CALLS; i++) {
+      await readKeys();
+      await relayCall();
+      await session.readKeys();
+    }
+
+    const prfleet = emptyMeasured();
+    const bare = emptyMeasured();
+    const streamed = emptyMeasured();
+    const prfleetPids = [server.handle.pid, sim.pid];
+    const relayPids = [relayServer.pid, relayAgent.pid];
+    for (let round = 1; round <= ROUNDS; round++) {
+      process.stdout.write(`Round ${round}/${ROUNDS}: ${CALLS_PER_ROUND} calls each …\n`);
+      await measure(prfleet, CALLS_PER_ROUND, prfleetPids, readKeys);
+      await measure(bare, CALLS_PER_ROUND, relayPids, relayCall);
+      await measure(streamed, CALLS_PER_ROUND, prfleetPids, () => session.readKeys());
+    }
+    const spawn = measureSgPersistSpawn();
+
+    const p = summarize(prfleet.samples);
+    const r = summarize(bare.samples);
+    const s = summarize(streamed.samples);
+    const perCall = (m: Measured, cpu: number) => formatMs(cpu / m.samples.length);
+    const results = new Table({
+      head: ['measurement', 'n', 'p50', 'p99', 'mean', 'server+agent CPU/call', 'client CPU/call'],
+      style: { head: [], border: [] },
+    });
+    results.push(
+      ['(1) prfleet unary READ KEYS', String(p.n), formatMs(p.p50), formatMs(p.p99), formatMs(p.mean), perCall(prfleet, prfleet.stackCpuMs), perCall(prfleet, prfleet.clientCpuMs)],
+      ['(2) bare nice-grpc relay', String(r.n), formatMs(r.p50), formatMs(r.p99), formatMs(r.mean), perCall(bare, bare.stackCpuMs), perCall(bare, bare.clientCpuMs)],
+      'summary' in spawn
+        ? ['(3) sg_persist --version spawn', String(spawn.summary.n), formatMs(spawn.summary.p50), formatMs(spawn.summary.p99), formatMs(spawn.summary.mean), '', '']
+        : ['(3) sg_persist spawn', '0', 'n/a', 'n/a', 'n/a', '', ''],
+      ['(4) prfleet CommandSession READ KEYS', String(s.n), formatMs(s.p50), formatMs(s.p99), formatMs(s.mean), perCall(streamed, streamed.stackCpuMs), perCall(streamed, streamed.clientCpuMs)],
+    );
+
+    const relayRatio = p.p50 / r.p50;
+    const spawnRatio = 'summary' in spawn ? p.p50 / spawn.summary.p50 : undefined;
+    const targets = new Table({ head: ['ratio / figure', 'measured', 'target', ''], style: { head: [], border: [] } });
+    targets.push(
+      ['prfleet unary p50 / bare relay p50', `${relayRatio.toFixed(2)}×`, `≤ ${TARGET_RELAY_RATIO}×`, verdict(relayRatio <= TARGET_RELAY_RATIO)],
+      ['prfleet unary p99 / bare relay p99 (info)', `${(p.p99 / r.p99).toFixed(2)}×`, '', ''],
+      [
+        'prfleet unary p50 / sg_persist spawn p50',
+        spawnRatio === undefined ? 'n/a' : `${spawnRatio.toFixed(3)}×`,
+        `≤ ${TARGET_SPAWN_RATIO}×`,
+        verdict(spawnRatio === undefined ? undefined : spawnRatio <= TARGET_SPAWN_RATIO),
+      ],
+      ['CommandSession p50', formatMs(s.p50), `≤ ${formatMs(TARGET_SESSION_P50_MS)}`, verdict(s.p50 <= TARGET_SESSION_P50_MS)],
+      ['CommandSession p50 / unary p50 (info)', `${(s.p50 / p.p50).toFixed(2)}×`, '', ''],
+    );
+
+    process.stdout.write(
+      [
+        '',
+        `prfleet bench: READ KEYS, one call in flight, warm channels, 127.0.0.1, ${ROUNDS} interleaved rounds`,
+        `message sizes (bytes): request ${requestSize}, server→agent ${sizes.down}, agent→server ${sizes.up}, reply ${sizes.reply}`,
+        results.toString(),
+        'summary' in spawn ? `(3) ${spawn.version}, spawnSync from Node, ${SPAWNS} runs` : `(3) ${spawn.missing}`,
+        targets.toString(),
+        'CPU/call: user+system time of the server and agent processes (from /proc) and of this client, per call.',
+        `Total bench time ${((performance.now() - began) / 1000).toFixed(1)} s.`,
+        '',
+      ].join('\n'),
+    );
+    return 0;
+  } finally {
+    for (const close of closers) await Promise.resolve(close()).catch(() => undefined);
+    await Promise.all(children.map((child) => child.stop({ graceMs: 5000 })));
+    clearTimeout(hardStop);
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  },
+);
