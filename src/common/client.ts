@@ -1,0 +1,116 @@
+import {
+  createChannel,
+  createClientFactory,
+  Metadata,
+  type Channel,
+  type ChannelOptions,
+  type ClientMiddleware,
+  type ClientMiddlewareCall,
+  type CallOptions,
+} from 'nice-grpc';
+import { deadlineMiddleware, type DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
+import { retryMiddleware, type RetryOptions } from 'nice-grpc-client-middleware-retry';
+import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import { AgentServiceDefinition, type AgentServiceClient } from '../gen/prfleet/v1/agent.js';
+import { ControlServiceDefinition, type ControlServiceClient } from '../gen/prfleet/v1/control.js';
+
+/**
+ * Metadata key carrying the caller's remaining time in milliseconds, relative to when the call was sent.
+ * nice-grpc clients never send `grpc-timeout` (their deadline is a local timer, grpc-ts-notes §2.5), so the
+ * server could not budget device commands without it.
+ */
+export const TIMEOUT_METADATA_KEY = 'prfleet-timeout-ms';
+
+/** Call options of prfleet clients: nice-grpc's, plus `deadline` and the retry options. */
+export type PrfleetCallOptions = DeadlineOptions & RetryOptions;
+
+/** ControlService client with deadline, retry and rich-error support; `close()` releases its channel. */
+export type ControlClient = ControlServiceClient<PrfleetCallOptions> & {
+  /** Closes the channel (pending calls fail with CANCELLED). */
+  close(): void;
+};
+
+/** AgentService client; `close()` releases its channel. */
+export type AgentClient = AgentServiceClient<PrfleetCallOptions> & {
+  /** Closes the channel. */
+  close(): void;
+};
+
+/** Options for {@link createControlClient} and {@link createAgentClient}. */
+export interface ClientOptions {
+  /** Extra grpc-js channel options. @default {} (agents: keepalive 30 s / 10 s, see agentChannelOptions) */
+  readonly channelOptions?: ChannelOptions;
+  /** Defaults for every call, e.g. `{ deadline: 5000 }`. @default {} */
+  readonly defaultCallOptions?: CallOptions & PrfleetCallOptions;
+  /** Use this channel instead of dialling `address` (it is then not closed by `close()`). @default none */
+  readonly channel?: Channel;
+}
+
+/** Channel options for an agent's long-lived stream (grpc-ts-notes §2.9). */
+export const agentChannelOptions: ChannelOptions = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.initial_reconnect_backoff_ms': 1_000,
+  'grpc.max_reconnect_backoff_ms': 30_000,
+};
+
+/**
+ * Client middleware that tells the server the call's deadline (metadata {@link TIMEOUT_METADATA_KEY}), so the
+ * server can give the device command a budget that ends before the caller stops waiting. Must run before
+ * deadlineMiddleware, which consumes `options.deadline`.
+ */
+export const deadlinePropagationMiddleware: ClientMiddleware<DeadlineOptions> = async function* <Req, Res>(
+  call: ClientMiddlewareCall<Req, Res>,
+  options: CallOptions & DeadlineOptions,
+) {
+  if (options.deadline === undefined) return yield* call.next(call.request, options);
+  const remainingMs =
+    options.deadline instanceof Date ? options.deadline.getTime() - Date.now() : options.deadline;
+  const metadata = Metadata(options.metadata);
+  metadata.set(TIMEOUT_METADATA_KEY, String(Math.max(0, Math.floor(remainingMs))));
+  return yield* call.next(call.request, { ...options, metadata });
+};
+
+function clientFactory() {
+  // Client middleware: the one attached last runs first. Order on the way out: propagate deadline → deadline
+  // timer → retry (its backoff sleeps are cut by the deadline) → error details (innermost, so retry sees rich
+  // errors).
+  return createClientFactory()
+    .use(errorDetailsClientMiddleware)
+    .use(retryMiddleware)
+    .use(deadlineMiddleware)
+    .use(deadlinePropagationMiddleware);
+}
+
+/**
+ * Creates a ControlService client for `address` ('host:port', plaintext h2c) with error details
+ * (RichClientError), retries for NO_SIDE_EFFECTS methods and deadlines (`{ deadline: ms | Date }`) that are also
+ * sent to the server. Call `close()` when done.
+ */
+export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
+  const channel = options.channel ?? createChannel(address, undefined, options.channelOptions);
+  const client = clientFactory().create(ControlServiceDefinition, channel, {
+    '*': options.defaultCallOptions ?? {},
+  });
+  return Object.assign(client, {
+    close: () => {
+      if (options.channel === undefined) channel.close();
+    },
+  });
+}
+
+/** Creates an AgentService client for `address` with agent keepalive options; call `close()` when done. */
+export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
+  const channel =
+    options.channel ??
+    createChannel(address, undefined, { ...agentChannelOptions, ...options.channelOptions });
+  const client = clientFactory().create(AgentServiceDefinition, channel, {
+    '*': options.defaultCallOptions ?? {},
+  });
+  return Object.assign(client, {
+    close: () => {
+      if (options.channel === undefined) channel.close();
+    },
+  });
+}

@@ -1,0 +1,115 @@
+import type { Logger } from 'pino';
+import type { AgentServiceImplementation, ConnectRequest } from '../gen/prfleet/v1/agent.js';
+import { msToDuration } from '../common/command.js';
+import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
+import type { AgentRegistry, AgentSession } from './agent-registry.js';
+import type { CommandRouter } from './router.js';
+
+/** Dependencies of {@link createAgentService}. */
+export interface AgentServiceDeps {
+  /** Where sessions live. */
+  readonly registry: AgentRegistry;
+  /** Router (draining flag). */
+  readonly router: CommandRouter;
+  /** This instance's id (Welcome.server_instance). */
+  readonly instanceId: string;
+  /** Logger. */
+  readonly log: Logger;
+}
+
+/**
+ * AgentService.Connect: Hello first (else INVALID_ARGUMENT), Welcome back, then a reader loop (inventory,
+ * results, heartbeats) while the handler yields the session's outbox (commands, cancels, reconnect). Any end of
+ * the stream ends the session: its in-flight commands become OUTCOME_UNKNOWN.
+ */
+export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
+  const { registry, log } = deps;
+
+  function handle(session: AgentSession, request: ConnectRequest, sessionLog: Logger): void {
+    session.lastSeenMs = Date.now();
+    const message = request.message;
+    switch (message?.$case) {
+      case 'inventory':
+        registry.setInventory(session, message.value.paths);
+        sessionLog.info(
+          { paths: message.value.paths.length, luIds: [...new Set(message.value.paths.map((p) => p.luId))] },
+          'inventory',
+        );
+        return;
+      case 'result': {
+        const result = message.value;
+        const pending = session.pending.get(result.commandId);
+        if (pending === undefined) {
+          sessionLog.warn({ commandId: result.commandId, outcome: result.outcome }, 'result for a command not in flight (already settled)');
+          return;
+        }
+        pending.settle(result);
+        return;
+      }
+      case 'heartbeat':
+        registry.heartbeat(session, message.value);
+        sessionLog.debug({ inFlight: message.value.inFlight }, 'heartbeat');
+        return;
+      case 'hello':
+        sessionLog.warn('second hello on one stream ignored');
+        return;
+      case undefined:
+        sessionLog.warn('empty message ignored');
+        return;
+    }
+  }
+
+  return {
+    async *connect(requests, ctx) {
+      if (deps.router.draining) {
+        throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: reconnect to another instance');
+      }
+      const iterator = requests[Symbol.asyncIterator]();
+      const first = await iterator.next();
+      if (first.done === true || first.value.message?.$case !== 'hello') {
+        throw invalidArgument('message', 'the first message of a session must be hello');
+      }
+      const hello = first.value.message.value;
+      if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
+      const session = registry.open(hello);
+      const sessionLog = log.child({ agentId: hello.agentId, sessionId: session.sessionId });
+      sessionLog.info(
+        { hostname: hello.hostname, version: hello.version, site: hello.site, transport: hello.transport, peer: ctx.peer },
+        'agent connected',
+      );
+      session.outbox.pushUrgent({
+        message: {
+          $case: 'welcome',
+          value: {
+            sessionId: session.sessionId,
+            serverInstance: deps.instanceId,
+            heartbeatInterval: msToDuration(registry.heartbeatMs),
+          },
+        },
+      });
+      const onAbort = () => registry.close(session, 'agent stream cancelled');
+      ctx.signal.addEventListener('abort', onAbort, { once: true });
+
+      // Reader: agent → server. Runs beside the writer below; its end (any reason) ends the session.
+      void (async () => {
+        for (;;) {
+          const next = await iterator.next();
+          if (next.done === true) return 'agent closed its stream';
+          handle(session, next.value, sessionLog);
+        }
+      })().then(
+        (reason) => registry.close(session, reason),
+        (e: unknown) => registry.close(session, `agent stream failed: ${e instanceof Error ? e.message : String(e)}`),
+      );
+
+      try {
+        yield* session.outbox; // writer: server → agent, resumed only when the socket drains
+      } finally {
+        ctx.signal.removeEventListener('abort', onAbort);
+        const inFlight = session.pending.size;
+        registry.close(session, 'agent stream ended');
+        sessionLog.info({ inFlight }, 'agent disconnected');
+      }
+    },
+  };
+}

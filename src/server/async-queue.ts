@@ -1,0 +1,75 @@
+/**
+ * A bounded FIFO that one consumer reads with `for await`. `push` refuses (returns false) when full, so the
+ * producer can answer RESOURCE_EXHAUSTED instead of buffering without limit; `pushUrgent` ignores the capacity
+ * for the few control messages that must never be refused (Cancel, Reconnect). `close()` lets the consumer
+ * drain what is queued and then end; `close(error)` makes it throw `error` after draining.
+ */
+export class AsyncQueue<T> implements AsyncIterable<T> {
+  private readonly items: T[] = [];
+  private waiter: ((value: void) => void) | undefined;
+  private closed = false;
+  private closeError: unknown;
+
+  constructor(
+    /** Items `push` accepts before refusing. */
+    readonly capacity: number,
+  ) {}
+
+  /** Items waiting to be read. */
+  get size(): number {
+    return this.items.length;
+  }
+
+  /** True after close(). */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Appends `item`; false (nothing queued) when the queue is full or closed. */
+  push(item: T): boolean {
+    if (this.closed || this.items.length >= this.capacity) return false;
+    this.items.push(item);
+    this.wake();
+    return true;
+  }
+
+  /** Appends `item` even when full; false only when closed. */
+  pushUrgent(item: T): boolean {
+    if (this.closed) return false;
+    this.items.push(item);
+    this.wake();
+    return true;
+  }
+
+  /** Ends the queue after the queued items; with `error`, the reader throws it after draining. */
+  close(error?: unknown): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = error;
+    this.wake();
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.();
+  }
+
+  /** Yields items in order until closed and drained. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
+    for (;;) {
+      const item = this.items.shift();
+      if (item !== undefined) {
+        yield item;
+        continue;
+      }
+      if (this.closed) {
+        if (this.closeError !== undefined) throw this.closeError;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+      });
+    }
+  }
+}

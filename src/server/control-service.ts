@@ -1,0 +1,222 @@
+import type { Logger } from 'pino';
+import { ServerError, Status, type CallContext } from 'nice-grpc-common';
+import { isAbortError } from 'abort-controller-x';
+import {
+  Agent,
+  CommandSessionResponse,
+  type CommandSessionRequest,
+  type ControlServiceImplementation,
+} from '../gen/prfleet/v1/control.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { invalidArgument, notFound, summarizeRpcError, unavailable, ErrorReason } from '../common/errors.js';
+import type { AgentRegistry } from './agent-registry.js';
+import { AsyncQueue } from './async-queue.js';
+import { deadlineSignal, type CommandExecutor } from './command-executor.js';
+import { remainingDeadlineMs } from './deadline.js';
+import { listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
+import { commandSpecs, type CommandSpec } from './requests.js';
+import type { CommandRouter } from './router.js';
+
+/** Dependencies of {@link createControlService}. */
+export interface ControlServiceDeps {
+  /** Agents and inventories. */
+  readonly registry: AgentRegistry;
+  /** Router (for the draining flag). */
+  readonly router: CommandRouter;
+  /** Runs commands. */
+  readonly executor: CommandExecutor;
+  /** This instance's id (Agent.server_instance). */
+  readonly instanceId: string;
+  /** Commands in flight per CommandSession before it stops reading more. */
+  readonly sessionConcurrency: number;
+  /** Open CommandSessions, so drain can end them. */
+  readonly sessions: Set<CommandSessionHandle>;
+  /** Logger. */
+  readonly log: Logger;
+}
+
+/** An open CommandSession, as drain sees it. */
+export interface CommandSessionHandle {
+  /** Stop reading new commands; end the stream once in-flight replies are sent. */
+  finish(): void;
+}
+
+/** The ControlService implementation: inventory queries and PRIN/PROUT through the executor. */
+export function createControlService(deps: ControlServiceDeps): ControlServiceImplementation {
+  const { registry, executor } = deps;
+
+  async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
+    const remaining = remainingDeadlineMs(ctx);
+    const deadlineMs = remaining === undefined ? undefined : Date.now() + remaining;
+    const scoped = deadlineSignal(ctx.signal, deadlineMs);
+    try {
+      const result = await executor.execute(spec, {
+        signal: scoped.signal,
+        ...(deadlineMs === undefined ? {} : { deadlineMs }),
+      });
+      return { result };
+    } catch (e) {
+      // Our own deadline timer fired before grpc-js noticed: report it as such, not as a cancel.
+      if (scoped.signal.aborted && !ctx.signal.aborted && scoped.signal.reason instanceof ServerError) {
+        throw scoped.signal.reason;
+      }
+      throw e;
+    } finally {
+      scoped.dispose();
+    }
+  }
+
+  function specOf(request: CommandSessionRequest): CommandSpec {
+    const command = request.command;
+    switch (command?.$case) {
+      case 'readKeys':
+        return commandSpecs.readKeys(command.value);
+      case 'readReservation':
+        return commandSpecs.readReservation(command.value);
+      case 'reportCapabilities':
+        return commandSpecs.reportCapabilities(command.value);
+      case 'readFullStatus':
+        return commandSpecs.readFullStatus(command.value);
+      case 'register':
+        return commandSpecs.register(command.value);
+      case 'reserve':
+        return commandSpecs.reserve(command.value);
+      case 'release':
+        return commandSpecs.release(command.value);
+      case 'clear':
+        return commandSpecs.clear(command.value);
+      case 'preempt':
+        return commandSpecs.preempt(command.value);
+      case 'registerAndMove':
+        return commandSpecs.registerAndMove(command.value);
+      case undefined:
+        throw invalidArgument('command', 'empty: set one of read_keys, reserve, …');
+    }
+  }
+
+  return {
+    async listAgents(request) {
+      const agents = registry
+        .list()
+        .filter((a) => request.site === '' || a.hello.site === request.site)
+        .map((a) =>
+          Agent.fromPartial({
+            agentId: a.hello.agentId,
+            hostname: a.hello.hostname,
+            version: a.hello.version,
+            site: a.hello.site,
+            labels: a.hello.labels,
+            connected: a.session !== undefined,
+            sessionId: a.lastSessionId,
+            connectedAt: a.connectedAt,
+            ...(a.lastHeartbeatAt === undefined ? {} : { lastHeartbeatAt: a.lastHeartbeatAt }),
+            pathCount: a.paths.length,
+            transport: a.hello.transport,
+            serverInstance: a.session === undefined ? '' : deps.instanceId,
+          }),
+        );
+      return { agents };
+    },
+    async listDevices(request) {
+      return { logicalUnits: listLogicalUnits(registry, request) };
+    },
+    async getDevice(request) {
+      if (request.luId === '') throw invalidArgument('lu_id', 'required');
+      const paths = pathsByLu(registry).get(request.luId);
+      if (paths === undefined) throw notFound('logical unit', request.luId, `no agent reports logical unit ${request.luId}`);
+      return { logicalUnit: toLogicalUnit(request.luId, paths) };
+    },
+    readKeys: (request, ctx) => run(commandSpecs.readKeys(request), ctx),
+    readReservation: (request, ctx) => run(commandSpecs.readReservation(request), ctx),
+    reportCapabilities: (request, ctx) => run(commandSpecs.reportCapabilities(request), ctx),
+    readFullStatus: (request, ctx) => run(commandSpecs.readFullStatus(request), ctx),
+    register: (request, ctx) => run(commandSpecs.register(request), ctx),
+    reserve: (request, ctx) => run(commandSpecs.reserve(request), ctx),
+    release: (request, ctx) => run(commandSpecs.release(request), ctx),
+    clear: (request, ctx) => run(commandSpecs.clear(request), ctx),
+    preempt: (request, ctx) => run(commandSpecs.preempt(request), ctx),
+    registerAndMove: (request, ctx) => run(commandSpecs.registerAndMove(request), ctx),
+
+    async *commandSession(requests, ctx) {
+      // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,
+      // so a client that does not read replies is slowed by HTTP/2 flow control instead of growing memory.
+      const replies = new AsyncQueue<CommandSessionResponse>(Number.MAX_SAFE_INTEGER);
+      let inFlight = 0;
+      let readerDone = false;
+      let finishing = false;
+      let slotFreed: (() => void) | undefined;
+      const maybeEnd = () => {
+        if ((readerDone || finishing) && inFlight === 0) replies.close();
+      };
+      const handle: CommandSessionHandle = {
+        finish: () => {
+          finishing = true;
+          maybeEnd();
+        },
+      };
+      deps.sessions.add(handle);
+
+      const answer = async (request: CommandSessionRequest) => {
+        let reply: CommandSessionResponse;
+        try {
+          if (request.requestId === '') throw invalidArgument('request_id', 'required to match the reply');
+          if (deps.router.draining) {
+            throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance');
+          }
+          const { result } = await run(specOf(request), ctx);
+          reply = CommandSessionResponse.fromPartial({ requestId: request.requestId, reply: { $case: 'result', value: result } });
+        } catch (e) {
+          if (isAbortError(e) && ctx.signal.aborted) return; // the caller is gone
+          const summary = summarizeRpcError(e);
+          if (summary === undefined) {
+            deps.log.error({ err: e, requestId: request.requestId }, 'command session: unexpected error');
+          }
+          reply = CommandSessionResponse.fromPartial({
+            requestId: request.requestId,
+            reply: {
+              $case: 'error',
+              value: {
+                code: summary?.code ?? Status.INTERNAL,
+                message: summary?.message ?? 'internal error',
+                field: summary?.field ?? '',
+              },
+            },
+          });
+        }
+        replies.push(reply);
+      };
+
+      const reader = (async () => {
+        for await (const request of requests) {
+          if (finishing) break;
+          while (inFlight >= deps.sessionConcurrency) {
+            await new Promise<void>((resolve) => (slotFreed = resolve));
+          }
+          inFlight += 1;
+          void answer(request).finally(() => {
+            inFlight -= 1;
+            const wake = slotFreed;
+            slotFreed = undefined;
+            wake?.();
+            maybeEnd();
+          });
+        }
+      })();
+      reader.then(
+        () => {
+          readerDone = true;
+          maybeEnd();
+        },
+        (e: unknown) => {
+          readerDone = true;
+          replies.close(isAbortError(e) ? e : new ServerError(Status.CANCELLED, 'command session request stream failed'));
+        },
+      );
+      try {
+        yield* replies;
+      } finally {
+        deps.sessions.delete(handle);
+      }
+    },
+  };
+}

@@ -1,0 +1,99 @@
+import {
+  ServerInterceptingCall,
+  ServerListenerBuilder,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
+import { Status, type CallContext } from 'nice-grpc';
+import { ServerError } from 'nice-grpc-common';
+import type { Duration } from '../gen/google/protobuf/duration.js';
+import { durationToMs } from '../common/command.js';
+import { TIMEOUT_METADATA_KEY } from '../common/client.js';
+import { invalidArgument } from '../common/errors.js';
+
+/**
+ * Metadata key (set by {@link exposeDeadline}, never by clients) with the call's absolute deadline in epoch
+ * milliseconds on this server's clock.
+ */
+export const DEADLINE_METADATA_KEY = 'prfleet-server-deadline-ms';
+
+/** Longest command_timeout a request may ask for (1 h; SG_IO allows ~49 days, but nobody should wait that). */
+export const MAX_COMMAND_TIMEOUT_MS = 3_600_000;
+
+/**
+ * grpc-js server interceptor that copies the call's deadline into metadata, because grpc-js strips
+ * `grpc-timeout` and nice-grpc's CallContext has no deadline (style.md §5). It also honours the relative
+ * `prfleet-timeout-ms` that prfleet's nice-grpc clients send (their deadline is only a local timer), taking the
+ * earlier of the two. A client-supplied DEADLINE_METADATA_KEY is removed first.
+ */
+export const exposeDeadline: ServerInterceptor = (_method, call) =>
+  new ServerInterceptingCall(call, {
+    start: (next) => {
+      next(
+        new ServerListenerBuilder()
+          .withOnReceiveMetadata((metadata, nextMetadata) => {
+            const receivedMs = Date.now();
+            metadata.remove(DEADLINE_METADATA_KEY);
+            const candidates: number[] = [];
+            const deadline = call.getDeadline();
+            const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
+            if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
+            const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
+            if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
+              candidates.push(receivedMs + Number(relative));
+            }
+            if (candidates.length > 0) metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
+            nextMetadata(metadata);
+          })
+          .build(),
+      );
+    },
+  });
+
+/** The caller's remaining time in ms (may be ≤ 0), or undefined when it set no deadline. */
+export function remainingDeadlineMs(context: Pick<CallContext, 'metadata'>, nowMs = Date.now()): number | undefined {
+  const raw = context.metadata.get(DEADLINE_METADATA_KEY);
+  if (typeof raw !== 'string') return undefined;
+  const deadlineMs = Number(raw);
+  return Number.isFinite(deadlineMs) ? deadlineMs - nowMs : undefined;
+}
+
+/** How a command's time budget is derived. */
+export interface BudgetPolicy {
+  /** Budget when the request gives no command_timeout. */
+  readonly defaultTimeoutMs: number;
+  /** Kept back from the caller's remaining deadline so the result reaches it in time. */
+  readonly marginMs: number;
+}
+
+/**
+ * Budget of one device command: min(command_timeout (default from policy), caller's remaining deadline −
+ * margin). Throws INVALID_ARGUMENT naming `field` for a negative or over-long command_timeout, and
+ * DEADLINE_EXCEEDED (nothing sent) when the caller's deadline leaves no time.
+ */
+export function commandBudgetMs(
+  commandTimeout: Duration | undefined,
+  remainingMs: number | undefined,
+  policy: BudgetPolicy,
+  field = 'options.command_timeout',
+): number {
+  let requestedMs = policy.defaultTimeoutMs;
+  if (commandTimeout !== undefined) {
+    if (commandTimeout.seconds < 0n || commandTimeout.nanos < 0) {
+      throw invalidArgument(field, 'must not be negative');
+    }
+    const ms = durationToMs(commandTimeout);
+    if (ms > MAX_COMMAND_TIMEOUT_MS) {
+      throw invalidArgument(field, `${ms} ms is longer than the maximum ${MAX_COMMAND_TIMEOUT_MS} ms`);
+    }
+    if (ms > 0) requestedMs = ms;
+  }
+  if (remainingMs === undefined) return requestedMs;
+  const available = Math.floor(remainingMs - policy.marginMs);
+  if (available <= 0) {
+    throw new ServerError(
+      Status.DEADLINE_EXCEEDED,
+      `deadline leaves ${Math.max(0, Math.floor(remainingMs))} ms, less than the ${policy.marginMs} ms margin; nothing was sent`,
+    );
+  }
+  return Math.min(requestedMs, available);
+}

@@ -1,0 +1,99 @@
+import { DevicePath, LogicalUnit, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
+import type { Path } from '../gen/prfleet/v1/scsi.js';
+import { UNKNOWN_PROFILE } from '../common/capabilities.js';
+import { invalidArgument } from '../common/errors.js';
+import { compare, type AgentRecord, type AgentRegistry } from './agent-registry.js';
+
+/** One path of a logical unit with the agent it belongs to. */
+export interface FleetPath {
+  /** The agent's record. */
+  readonly agent: AgentRecord;
+  /** The path as the agent reported it. */
+  readonly path: Path;
+}
+
+/** Paths grouped by lu_id across every known agent's inventory (connected or not). */
+export function pathsByLu(registry: AgentRegistry): Map<string, FleetPath[]> {
+  const groups = new Map<string, FleetPath[]>();
+  for (const agent of registry.list()) {
+    for (const path of agent.paths) {
+      // A path without an identity cannot be grouped (or addressed by lu_id); it is still reachable by agent+path.
+      if (path.luId === '') continue;
+      let group = groups.get(path.luId);
+      if (group === undefined) groups.set(path.luId, (group = []));
+      group.push({ agent, path });
+    }
+  }
+  for (const group of groups.values()) {
+    group.sort((a, b) => compare(a.agent.hello.agentId, b.agent.hello.agentId) || compare(a.path.path, b.path.path));
+  }
+  return groups;
+}
+
+/** True when the path's agent is connected and the agent last saw the node work. */
+export function isOnline(p: FleetPath): boolean {
+  return p.agent.session !== undefined && p.path.online;
+}
+
+/**
+ * The LogicalUnit message for one group: identity and capabilities from a connected agent's path when there is
+ * one (fresher), with a known profile preferred.
+ */
+export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): LogicalUnit {
+  const ranked = [...paths].sort((a, b) => rank(b) - rank(a));
+  const best = ranked[0]?.path;
+  const caps = ranked.find((p) => (p.path.capabilities?.profile ?? '') !== '' && p.path.capabilities?.profile !== UNKNOWN_PROFILE)
+    ?.path.capabilities ?? best?.capabilities;
+  return LogicalUnit.fromPartial({
+    luId,
+    peripheralDeviceType: best?.peripheralDeviceType ?? 0,
+    vendor: best?.vendor ?? '',
+    product: best?.product ?? '',
+    revision: best?.revision ?? '',
+    serial: best?.serial ?? '',
+    loaderId: ranked.find((p) => p.path.loaderId !== '')?.path.loaderId ?? '',
+    ...(caps === undefined ? {} : { capabilities: caps }),
+    paths: paths.map((p) =>
+      DevicePath.fromPartial({
+        agentId: p.agent.hello.agentId,
+        hostname: p.agent.hello.hostname,
+        path: p.path,
+        agentConnected: p.agent.session !== undefined,
+      }),
+    ),
+  });
+}
+
+function rank(p: FleetPath): number {
+  return (p.agent.session !== undefined ? 2 : 0) + (p.path.online ? 1 : 0);
+}
+
+/** Parses ListDevicesRequest.labels ("key=value") into pairs; INVALID_ARGUMENT naming `labels[i]` otherwise. */
+export function parseLabelFilters(labels: readonly string[]): [string, string][] {
+  return labels.map((label, i) => {
+    const eq = label.indexOf('=');
+    if (eq <= 0) throw invalidArgument(`labels[${i}]`, `"${label}" is not key=value`);
+    return [label.slice(0, eq), label.slice(eq + 1)];
+  });
+}
+
+/**
+ * ListDevices: LUs sorted by loader then id. Site and label filters keep the paths of matching agents (an LU
+ * with none is left out); type and loader filters apply to the LU.
+ */
+export function listLogicalUnits(registry: AgentRegistry, request: ListDevicesRequest): LogicalUnit[] {
+  const labels = parseLabelFilters(request.labels);
+  const agentMatches = (agent: AgentRecord) =>
+    (request.site === '' || agent.hello.site === request.site) &&
+    labels.every(([k, v]) => agent.hello.labels[k] === v);
+  const units: LogicalUnit[] = [];
+  for (const [luId, allPaths] of pathsByLu(registry)) {
+    const paths = allPaths.filter((p) => agentMatches(p.agent));
+    if (paths.length === 0) continue;
+    const unit = toLogicalUnit(luId, paths);
+    if (request.peripheralDeviceType !== undefined && unit.peripheralDeviceType !== request.peripheralDeviceType) continue;
+    if (request.loaderId !== '' && unit.loaderId !== request.loaderId) continue;
+    units.push(unit);
+  }
+  return units.sort((a, b) => compare(a.loaderId, b.loaderId) || compare(a.luId, b.luId));
+}

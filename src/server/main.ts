@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+/** prfleet-server: wires config, logger, listen and SIGTERM/SIGINT drain; everything else is in server.ts. */
+import { createLogger } from '../common/logger.js';
+import { loadConfig, type ServerConfig } from './config.js';
+import { createPrfleetServer } from './server.js';
+
+let config: ServerConfig;
+try {
+  config = loadConfig(process.env);
+} catch (e) {
+  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+}
+const log = createLogger({ level: config.logLevel, name: 'prfleet-server' });
+log.info({ config }, 'effective config');
+
+const server = await createPrfleetServer({ log, config });
+const port = await server.listen(`${config.host}:${config.port}`);
+log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  log.info({ signal }, 'stopping');
+  try {
+    await server.drain(config.drainGraceMs);
+    await server.shutdown(config.shutdownTimeoutMs);
+    log.info('stopped');
+    process.exitCode = 0;
+  } catch (e) {
+    log.error({ err: e }, 'shutdown failed');
+    process.exitCode = 1;
+  }
+  // Whatever still holds the event loop (a client's idle connection) must not keep a stopped server alive.
+  setTimeout(() => process.exit(), 500).unref();
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));

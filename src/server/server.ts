@@ -1,0 +1,180 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Logger } from 'pino';
+import { createServer } from 'nice-grpc';
+import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
+import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
+import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
+import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
+import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
+import { AgentRegistry } from './agent-registry.js';
+import { createAgentService } from './agent-service.js';
+import { createCommandExecutor } from './command-executor.js';
+import type { ServerConfig } from './config.js';
+import { createControlService, type CommandSessionHandle } from './control-service.js';
+import { exposeDeadline } from './deadline.js';
+import { createMemoryJournal, type CommandJournal } from './journal.js';
+import { errorLoggingMiddleware } from './middleware.js';
+import { createInProcessRouter, type CommandRouter } from './router.js';
+
+/** What {@link createPrfleetServer} needs. */
+export interface ServerDeps {
+  /** Logger (pino). */
+  readonly log: Logger;
+  /** Configuration (loadConfig(env), or defaultServerConfig() with overrides in tests). */
+  readonly config: ServerConfig;
+  /** Idempotency journal. @default in-memory */
+  readonly journal?: CommandJournal;
+  /** Router factory, for a multi-instance router. @default the in-process router */
+  readonly createRouter?: (registry: AgentRegistry) => CommandRouter;
+}
+
+/** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */
+export interface PrfleetServer {
+  /** Starts listening on `address` (default `${config.host}:${config.port}`); resolves with the bound port. */
+  listen(address?: string): Promise<number>;
+  /**
+   * Graceful drain (SIGTERM): health NOT_SERVING, new dispatches and agent sessions refused with UNAVAILABLE,
+   * Reconnect sent to every agent, up to `graceMs` waiting for in-flight results, then agent streams and
+   * command sessions ended with OK (leftover in-flight commands become UNKNOWN).
+   */
+  drain(graceMs?: number): Promise<void>;
+  /** gRPC shutdown: waits for calls to finish, forced after `timeoutMs` (default config.shutdownTimeoutMs). */
+  shutdown(timeoutMs?: number): Promise<void>;
+  /** The command router. */
+  readonly router: CommandRouter;
+  /** Agents and their sessions. */
+  readonly agents: AgentRegistry;
+  /** The idempotency journal. */
+  readonly journal: CommandJournal;
+  /** Health state (grpc.health.v1). */
+  readonly health: HealthState;
+  /** Id of this server instance. */
+  readonly instanceId: string;
+}
+
+/** Service names served by reflection (only those whose files are in the descriptor set, grpc-ts-notes §2.4). */
+export const REFLECTED_SERVICES = [ControlServiceDefinition.fullName, AgentServiceDefinition.fullName] as const;
+
+/**
+ * Finds src/gen/protoset.binpb (written by `make gen`) relative to this module, whether it runs from src/server
+ * (tsx, vitest) or from dist/src/server (tsc output; the protoset is not copied into dist, so it is read from
+ * the source tree next to it). `explicitPath` (PRFLEET_PROTOSET) wins.
+ */
+export function findProtoset(explicitPath?: string): string | undefined {
+  if (explicitPath !== undefined) return existsSync(explicitPath) ? explicitPath : undefined;
+  const candidates = ['../gen/protoset.binpb', '../../../src/gen/protoset.binpb', '../../gen/protoset.binpb'];
+  for (const relative of candidates) {
+    const path = fileURLToPath(new URL(relative, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  return undefined;
+}
+
+/** Builds the prfleet server (services, middleware, health, reflection) without listening. */
+export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServer> {
+  const { config } = deps;
+  const log = deps.log;
+  const agents = new AgentRegistry({
+    heartbeatMs: config.heartbeatMs,
+    missedHeartbeats: config.missedHeartbeats,
+    outboxCapacity: config.agentQueueCapacity,
+    log,
+  });
+  const router =
+    deps.createRouter?.(agents) ??
+    createInProcessRouter({ registry: agents, log, instanceId: config.instanceId, resultSlackMs: config.resultSlackMs });
+  const journal = deps.journal ?? createMemoryJournal();
+  const executor = createCommandExecutor({
+    registry: agents,
+    router,
+    journal,
+    budget: { defaultTimeoutMs: config.commandTimeoutMs, marginMs: config.deadlineMarginMs },
+    log,
+  });
+  const sessions = new Set<CommandSessionHandle>();
+  const health = HealthState();
+
+  const server = createServer({ interceptors: [exposeDeadline] })
+    .use(errorLoggingMiddleware(log))
+    .use(errorDetailsServerMiddleware);
+  server.add(HealthDefinition, HealthServiceImpl(health));
+  server.add(
+    ControlServiceDefinition,
+    createControlService({
+      registry: agents,
+      router,
+      executor,
+      instanceId: config.instanceId,
+      sessionConcurrency: config.sessionConcurrency,
+      sessions,
+      log,
+    }),
+  );
+  server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
+  if (config.reflection) {
+    const protoset = findProtoset(config.protosetPath);
+    if (protoset === undefined) {
+      log.warn({ protosetPath: config.protosetPath }, 'reflection off: protoset.binpb not found (run make gen)');
+    } else {
+      server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), REFLECTED_SERVICES));
+    }
+  }
+  for (const name of [...REFLECTED_SERVICES, '']) health.setStatus('healthy', name);
+
+  let drained: Promise<void> | undefined;
+  let stopped: Promise<void> | undefined;
+
+  async function drainOnce(graceMs: number): Promise<void> {
+    const started = Date.now();
+    for (const name of [...REFLECTED_SERVICES, '']) health.setStatus('unhealthy', name);
+    router.startDraining();
+    const open = agents.sessions();
+    log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
+    for (const session of open) {
+      session.outbox.pushUrgent({ message: { $case: 'reconnect', value: { reason: 'server shutting down' } } });
+    }
+    const idle = await router.whenIdle(graceMs);
+    if (!idle) log.warn({ inFlight: router.inFlight, graceMs }, 'drain grace over: ending streams with commands in flight');
+    for (const handle of sessions) handle.finish();
+    for (const session of agents.sessions()) agents.close(session, 'server shut down before the result came back');
+    agents.stopLivenessChecks();
+    log.info({ ms: Date.now() - started }, 'drained');
+  }
+
+  return {
+    router,
+    agents,
+    journal,
+    health,
+    instanceId: config.instanceId,
+    async listen(address = `${config.host}:${config.port}`) {
+      const port = await server.listen(address);
+      agents.startLivenessChecks();
+      return port;
+    },
+    drain(graceMs = config.drainGraceMs) {
+      drained ??= drainOnce(graceMs);
+      return drained;
+    },
+    shutdown(timeoutMs = config.shutdownTimeoutMs) {
+      stopped ??= (async () => {
+        agents.stopLivenessChecks();
+        // Agent streams left open would make a graceful shutdown wait forever (grpc-ts-notes pitfall 6).
+        for (const handle of sessions) handle.finish();
+        for (const session of agents.sessions()) agents.close(session, 'server shut down');
+        const timer = setTimeout(() => {
+          log.warn({ timeoutMs }, 'graceful shutdown too slow: forcing');
+          server.forceShutdown();
+        }, timeoutMs);
+        timer.unref();
+        try {
+          await server.shutdown();
+        } finally {
+          clearTimeout(timer);
+        }
+      })();
+      return stopped;
+    },
+  };
+}
