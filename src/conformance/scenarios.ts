@@ -1,0 +1,749 @@
+/**
+ * The scsi-pr.md §14 checklist as data. Keys K1–K4 are arbitrary; every scenario starts from the runner's clean
+ * state (no registrations, no reservation, no pending UA), so PRgeneration checks are relative (`label` /
+ * `generationDelta`) except after an emulator-only power cycle.
+ */
+import type { Expectation, Scenario, ScenarioCommand, ScenarioStep } from './scenario.js';
+
+const K1 = 0x1111n;
+const K2 = 0x2222n;
+const K3 = 0x3333n;
+const K4 = 0x4444n;
+
+const WE = 1;
+const EA = 3;
+const WE_RO = 5;
+const EA_RO = 6;
+const WE_AR = 7;
+const EA_AR = 8;
+const ALL_TYPES = [WE, EA, WE_RO, EA_RO, WE_AR, EA_AR];
+
+const GOOD: Expectation = { status: 'good' };
+const RC: Expectation = { status: 'reservation-conflict' };
+const ua = (ascq: number, asc = 0x2a): Expectation => ({ sense: { key: 6, asc, ascq } });
+const illegal = (asc: number, ascq = 0): Expectation => ({ sense: { key: 5, asc, ascq } });
+/** LIO: NOT READY, LOGICAL UNIT COMMUNICATION FAILURE for some PROUTs from unregistered nexuses. */
+const LIO_NOT_READY: Expectation = { sense: { key: 2, asc: 0x08, ascq: 0 } };
+
+function step(nexus: number, command: ScenarioCommand, expect?: Expectation, extra: Partial<ScenarioStep> = {}): ScenarioStep {
+  return { nexus, command, ...(expect ? { expect } : {}), ...extra };
+}
+const reg = (nexus: number, sark: bigint, more: Partial<Extract<ScenarioCommand, { kind: 'register' }>> = {}): ScenarioStep =>
+  step(nexus, { kind: 'register', sark, ...more }, GOOD);
+const reserve = (nexus: number, key: bigint, type: number, expect: Expectation = GOOD): ScenarioStep =>
+  step(nexus, { kind: 'reserve', key, type }, expect);
+const keys = (nexus: number, expected: bigint[], extra: Expectation = {}, more: Partial<ScenarioStep> = {}): ScenarioStep =>
+  step(nexus, { kind: 'read-keys' }, { keys: expected, ...extra }, more);
+const reservation = (nexus: number, expected: { key: bigint; type: number } | null): ScenarioStep =>
+  step(nexus, { kind: 'read-reservation' }, { reservation: expected });
+const tur = (nexus: number, expect: Expectation = GOOD): ScenarioStep => step(nexus, { kind: 'test-unit-ready' }, expect);
+const label = (nexus: number, name: string): ScenarioStep => step(nexus, { kind: 'read-keys' }, GOOD, { label: name });
+
+const registration: Scenario[] = [
+  {
+    id: 'register.unregistered-nexus',
+    title: 'REGISTER from unregistered with RK = 0, SARK ≠ 0 → GOOD; READ KEYS lists the key; PRgeneration +1',
+    steps: [label(0, 'g0'), reg(0, K1), keys(1, [K1], { generationDelta: { from: 'g0', delta: 1 } })],
+  },
+  {
+    id: 'register.wrong-reservation-key',
+    title: 'REGISTER again from the same nexus with RK = 0 (wrong) → RC; keys unchanged',
+    steps: [reg(0, K1), step(0, { kind: 'register', key: 0n, sark: K2 }, RC), keys(0, [K1])],
+  },
+  {
+    id: 'register.replace-key-reservation-follows',
+    title: 'REGISTER with correct RK and new SARK → key replaced; the reservation follows',
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'register', key: K1, sark: K2 }, GOOD),
+      keys(1, [K2]),
+      reservation(1, { key: K2, type: WE }),
+    ],
+  },
+  {
+    id: 'register.unregister-generation',
+    title: 'REGISTER with RK = key, SARK = 0 → key removed; PRgeneration +1 (LIO: no change)',
+    departures: { lio: 'LIO does not raise PRgeneration when a registration is removed' },
+    steps: [
+      reg(0, K1),
+      label(0, 'g1'),
+      step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
+      step(0, { kind: 'read-keys' }, { keys: [], generationDelta: { from: 'g1', delta: 1 } }, {
+        overrides: { lio: { generationDelta: { from: 'g1', delta: 0 } } },
+      }),
+    ],
+  },
+  {
+    id: 'register.zero-sark-unregistered',
+    title: 'REGISTER from unregistered with SARK = 0 → GOOD, no state change',
+    steps: [label(0, 'g0'), step(0, { kind: 'register', sark: 0n }, GOOD), keys(0, [], { generationDelta: { from: 'g0', delta: 0 } })],
+  },
+  {
+    id: 'register.ignore-existing-key',
+    title: 'REGISTER AND IGNORE with garbage RK → succeeds on registered and unregistered nexuses',
+    steps: [
+      reg(0, K1),
+      step(0, { kind: 'register', ignore: true, key: 0xdeadn, sark: K2 }, GOOD),
+      step(1, { kind: 'register', ignore: true, key: 0xbeefn, sark: K3 }, GOOD),
+      keys(0, [K2, K3]),
+    ],
+  },
+  {
+    id: 'register.same-key-two-nexuses',
+    title: 'Same key registered from two nexuses → READ KEYS shows it twice',
+    steps: [reg(0, K1), reg(1, K1), keys(0, [K1, K1])],
+  },
+  {
+    id: 'register.spec-i-pt',
+    title: 'SPEC_I_PT on an unregistered nexus registers caller + TransportIDs atomically',
+    requires: { specIPt: true, nexuses: 3, prin: [3] },
+    steps: [
+      step(0, { kind: 'register', sark: K1, specIPt: [{ nexus: 1 }, { nexus: 2 }] }, GOOD),
+      keys(0, [K1, K1, K1]),
+      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 3 } }),
+    ],
+  },
+  {
+    id: 'register.spec-i-pt-bad-transport-id',
+    title: 'SPEC_I_PT with one unresolvable TransportID → 26h/00h and no registration at all',
+    requires: { specIPt: true },
+    tags: ['lio-bug-spec-i-pt-ref-leak'],
+    steps: [
+      step(0, { kind: 'register', sark: K1, specIPt: [{ nexus: 1 }, { foreign: true }] }, illegal(0x26)),
+      keys(0, []),
+    ],
+  },
+  {
+    id: 'register.spec-i-pt-registered-nexus',
+    title: 'SPEC_I_PT on a registered nexus → 26h/00h',
+    requires: { specIPt: true },
+    tags: ['lio-bug-spec-i-pt-ref-leak'],
+    steps: [reg(0, K1), step(0, { kind: 'register', key: K1, sark: K2, specIPt: [{ nexus: 1 }] }, illegal(0x26)), keys(0, [K1])],
+  },
+  {
+    id: 'register.all-tg-pt',
+    title: 'ALL_TG_PT registration is reported with ALL_TG_PT = 1 in READ FULL STATUS',
+    requires: { allTgPt: true, prin: [3] },
+    steps: [reg(0, K1, { allTgPt: true }), step(1, { kind: 'read-full-status' }, { fullStatus: { count: 1, allTgPt: [true] } })],
+  },
+  {
+    id: 'register.parameter-list-length',
+    title: 'Parameter list length 0, 23, 25, 32 with SPEC_I_PT = 0 → 1Ah/00h',
+    steps: [
+      ...[0, 23, 25, 32].map((n) => step(0, { kind: 'register', sark: K1, parameterListLength: n }, illegal(0x1a))),
+      keys(0, []),
+    ],
+  },
+  {
+    id: 'register.table-full',
+    title: 'Registration table full → 55h/04h and no partial state',
+    tags: ['emulator-only'],
+    requires: { nexuses: 3 },
+    emulator: { maxRegistrations: 2 },
+    steps: [reg(0, K1), reg(1, K2), step(2, { kind: 'register', sark: K3 }, illegal(0x55, 0x04)), keys(0, [K1, K2])],
+  },
+];
+
+const reservationScenarios: Scenario[] = [
+  ...ALL_TYPES.map(
+    (type): Scenario => ({
+      id: `reserve.type-${type}`,
+      title: `RESERVE type ${type}; READ RESERVATION shows the key (0 for AR types) and type; RELEASE ends it`,
+      requires: { types: [type] },
+      steps: [
+        reg(0, K1),
+        reg(1, K2),
+        reserve(0, K1, type),
+        reservation(1, { key: type === WE_AR || type === EA_AR ? 0n : K1, type }),
+        step(0, { kind: 'release', key: K1, type }, GOOD),
+        tur(1, type >= WE_RO ? ua(0x04) : GOOD),
+        reservation(1, null),
+      ],
+    }),
+  ),
+  {
+    id: 'reserve.reserved-type',
+    title: 'RESERVE reserved type (Ah) → 24h/00h',
+    steps: [reg(0, K1), reserve(0, K1, 0x0a, illegal(0x24)), reservation(0, null)],
+  },
+  {
+    id: 'reserve.unsupported-all-registrants-type',
+    title: 'RESERVE of an AR type on a device without it → 24h/00h',
+    requires: { typesUnsupported: [WE_AR] },
+    steps: [reg(0, K1), reserve(0, K1, WE_AR, illegal(0x24)), reservation(0, null)],
+  },
+  {
+    id: 'reserve.reserved-scope',
+    title: 'RESERVE with a reserved scope → 24h/00h (LIO: 26h/00h)',
+    departures: { lio: 'LIO answers INVALID FIELD IN PARAMETER LIST for SCOPE ≠ LU_SCOPE' },
+    steps: [
+      reg(0, K1),
+      step(0, { kind: 'reserve', key: K1, type: WE, scope: 2 }, illegal(0x24), { overrides: { lio: illegal(0x26) } }),
+      reservation(0, null),
+    ],
+  },
+  {
+    id: 'reserve.unregistered-no-reservation',
+    title: 'RESERVE from unregistered nexus → RC (LIO: NOT READY 08h/00h while no reservation exists)',
+    departures: { lio: 'LIO answers NOT READY, LOGICAL UNIT COMMUNICATION FAILURE' },
+    steps: [step(1, { kind: 'reserve', key: K2, type: WE }, RC, { overrides: { lio: LIO_NOT_READY } }), reservation(0, null)],
+  },
+  {
+    id: 'reserve.unregistered-while-reserved',
+    title: 'RESERVE from unregistered nexus while reserved → RC',
+    steps: [reg(0, K1), reserve(0, K1, WE), step(1, { kind: 'reserve', key: K2, type: WE }, RC)],
+  },
+  {
+    id: 'reserve.holder-rules',
+    title: 'RESERVE by another registrant → RC; by holder same type → GOOD no-op; different type → RC',
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE),
+      reserve(1, K2, WE, RC),
+      reserve(0, K1, WE),
+      reserve(0, K1, EA, RC),
+      reservation(1, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'reserve.generation-unchanged',
+    title: 'RESERVE and RELEASE leave PRgeneration unchanged',
+    steps: [
+      reg(0, K1),
+      label(0, 'g1'),
+      reserve(0, K1, WE),
+      step(0, { kind: 'release', key: K1, type: WE }, GOOD),
+      keys(0, [K1], { generationDelta: { from: 'g1', delta: 0 } }),
+    ],
+  },
+  {
+    id: 'release.no-effect',
+    title: 'RELEASE with no reservation, or by a registered non-holder → GOOD, no change',
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'release', key: K1, type: WE }, GOOD),
+      reserve(0, K1, WE),
+      step(1, { kind: 'release', key: K2, type: WE }, GOOD),
+      reservation(1, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'release.wrong-type',
+    title: 'RELEASE by holder with wrong type → 26h/04h (LIO: RC)',
+    departures: { lio: 'LIO answers RESERVATION CONFLICT instead of INVALID RELEASE OF PERSISTENT RESERVATION' },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'release', key: K1, type: EA }, illegal(0x26, 0x04), { overrides: { lio: RC } }),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  ...ALL_TYPES.map(
+    (type): Scenario => ({
+      id: `release.unit-attention-type-${type}`,
+      title: `RELEASE of type ${type}: ${type >= WE_RO ? 'UA 2Ah/04h on every other registrant, none on the caller' : 'no UA'}`,
+      requires: { types: [type], nexuses: 3 },
+      steps: [
+        reg(0, K1),
+        reg(1, K2),
+        reserve(0, K1, type),
+        step(0, { kind: 'release', key: K1, type }, GOOD),
+        tur(1, type >= WE_RO ? ua(0x04) : GOOD),
+        tur(1),
+        tur(0),
+        tur(2),
+      ],
+    }),
+  ),
+  ...ALL_TYPES.map((type): Scenario => {
+    // scsi-pr.md §6.2: [registered non-holder read, write, unregistered read, write]; AR registrants are holders.
+    const matrix: Record<number, [boolean, boolean, boolean, boolean]> = {
+      [WE]: [true, false, true, false],
+      [EA]: [false, false, false, false],
+      [WE_RO]: [true, true, true, false],
+      [EA_RO]: [true, true, false, false],
+      [WE_AR]: [true, true, true, false],
+      [EA_AR]: [true, true, false, false],
+    };
+    const [regRead, regWrite, unregRead, unregWrite] = matrix[type] as [boolean, boolean, boolean, boolean];
+    const ok = (allowed: boolean): Expectation => (allowed ? GOOD : RC);
+    return {
+      id: `access.type-${type}`,
+      title: `Access matrix (§6.2) for type ${type}: read and write from holder, registered non-holder, unregistered nexus`,
+      requires: { types: [type], nexuses: 3 },
+      steps: [
+        reg(0, K1),
+        reg(1, K2),
+        reserve(0, K1, type),
+        step(0, { kind: 'medium-read' }, GOOD),
+        step(0, { kind: 'medium-write' }, GOOD),
+        step(1, { kind: 'medium-read' }, ok(regRead)),
+        step(1, { kind: 'medium-write' }, ok(regWrite)),
+        step(2, { kind: 'medium-read' }, ok(unregRead)),
+        step(2, { kind: 'medium-write' }, ok(unregWrite)),
+      ],
+    };
+  }),
+  {
+    id: 'access.always-allowed-under-exclusive-access',
+    title: 'INQUIRY, REPORT LUNS, REQUEST SENSE, PRIN, TEST UNIT READY allowed from an unregistered nexus under EA',
+    requires: { types: [EA] },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, EA),
+      step(1, { kind: 'inquiry' }, GOOD),
+      step(1, { kind: 'report-luns' }, GOOD),
+      step(1, { kind: 'request-sense' }, GOOD),
+      keys(1, [K1]),
+      tur(1),
+    ],
+  },
+  {
+    id: 'unregister.holder-we',
+    title: 'Unregistering the holder of WE releases the reservation without UA',
+    steps: [reg(0, K1), reg(1, K2), reserve(0, K1, WE), step(0, { kind: 'register', key: K1, sark: 0n }, GOOD), reservation(1, null), tur(1)],
+  },
+  {
+    id: 'unregister.holder-registrants-only',
+    title: 'Unregistering the holder of WE-RO releases it and raises 2Ah/04h on the other registrants',
+    requires: { types: [WE_RO] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE_RO),
+      step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
+      tur(1, ua(0x04)),
+      reservation(1, null),
+    ],
+  },
+  {
+    id: 'unregister.all-registrants',
+    title: 'AR: every registrant is R_HOLDER; the reservation survives the reserving nexus and ends with the last',
+    requires: { types: [WE_AR], prin: [3] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE_AR),
+      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 2, holderKeys: [K1, K2] } }),
+      step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
+      reservation(1, { key: 0n, type: WE_AR }),
+      step(1, { kind: 'register', key: K2, sark: 0n }, GOOD),
+      reservation(1, null),
+    ],
+  },
+];
+
+const preemptScenarios: Scenario[] = [
+  {
+    id: 'preempt.no-reservation',
+    title: 'PREEMPT with no reservation removes only the SARK registrations; PRgeneration +1; 2Ah/05h on the victim only',
+    requires: { nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      label(0, 'g3'),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE }, GOOD),
+      keys(0, [K1, K3], { generationDelta: { from: 'g3', delta: 1 } }),
+      tur(1, ua(0x05)),
+      tur(2),
+      reservation(0, null),
+    ],
+  },
+  {
+    id: 'preempt.holder',
+    title: 'PREEMPT of the holder key → caller holds with the CDB type; victim 2Ah/05h; others 2Ah/04h (type changed)',
+    requires: { types: [WE, EA], nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      reserve(0, K1, WE),
+      step(1, { kind: 'preempt', key: K2, sark: K1, type: EA }, GOOD),
+      reservation(1, { key: K2, type: EA }),
+      tur(0, ua(0x05)),
+      tur(2, ua(0x04)),
+      tur(2),
+      tur(1),
+    ],
+  },
+  {
+    id: 'preempt.own-key',
+    title: 'PREEMPT of its own key by the holder changes the type and keeps the registration',
+    requires: { types: [WE, EA] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE),
+      step(0, { kind: 'preempt', key: K1, sark: K1, type: EA }, GOOD),
+      reservation(0, { key: K1, type: EA }),
+      keys(0, [K1, K2]),
+      tur(1, ua(0x04)),
+    ],
+  },
+  {
+    id: 'preempt.unknown-key',
+    title: 'PREEMPT with a SARK matching no key → RC, no state change, no generation change',
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      label(0, 'g1'),
+      step(0, { kind: 'preempt', key: K1, sark: 0x9999n, type: WE }, RC),
+      keys(0, [K1], { generationDelta: { from: 'g1', delta: 0 } }),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'preempt.zero-key-all-registrants',
+    title: 'PREEMPT SARK = 0 with AR → all other registrations removed, new reservation',
+    requires: { types: [WE_AR, WE], nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      reserve(0, K1, WE_AR),
+      step(0, { kind: 'preempt', key: K1, sark: 0n, type: WE }, GOOD),
+      keys(0, [K1]),
+      reservation(0, { key: K1, type: WE }),
+      tur(1, ua(0x05)),
+      tur(2, ua(0x05)),
+    ],
+  },
+  {
+    id: 'preempt.zero-key-without-all-registrants',
+    title: 'PREEMPT SARK = 0 without AR → 26h/00h',
+    steps: [reg(0, K1), reserve(0, K1, WE), step(0, { kind: 'preempt', key: K1, sark: 0n, type: WE }, illegal(0x26)), keys(0, [K1])],
+  },
+  {
+    id: 'preempt.abort',
+    title: 'PREEMPT AND ABORT removes the victim and takes the reservation',
+    requires: { prout: [5] },
+    tags: ['lio-bug-preempt-abort-hang'],
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(1, K2, WE),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE, abort: true }, GOOD),
+      keys(0, [K1]),
+      reservation(0, { key: K1, type: WE }),
+      tur(1, ua(0x05)),
+    ],
+  },
+  {
+    id: 'preempt.unregistered',
+    title: 'PREEMPT/CLEAR from an unregistered nexus → RC (LIO: CLEAR without reservation → NOT READY)',
+    departures: { lio: 'LIO answers CLEAR from an unregistered nexus with NOT READY 08h/00h while no reservation exists' },
+    steps: [
+      reg(0, K1),
+      step(1, { kind: 'preempt', key: K2, sark: K1, type: WE }, RC),
+      step(1, { kind: 'clear', key: K2 }, RC, { overrides: { lio: LIO_NOT_READY } }),
+      reserve(0, K1, WE),
+      step(1, { kind: 'preempt', key: K2, sark: K1, type: WE }, RC),
+      step(1, { kind: 'clear', key: K2 }, RC),
+      keys(0, [K1]),
+    ],
+  },
+  {
+    id: 'clear.everything',
+    title: 'CLEAR removes every registration and the reservation, 2Ah/03h on all other ex-registrants, PRgeneration +1',
+    requires: { nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      reserve(0, K1, WE),
+      label(0, 'g3'),
+      step(0, { kind: 'clear', key: K1 }, GOOD),
+      keys(0, [], { generationDelta: { from: 'g3', delta: 1 } }),
+      reservation(0, null),
+      tur(1, ua(0x03)),
+      tur(2, ua(0x03)),
+      tur(0),
+    ],
+  },
+];
+
+const moveScenarios: Scenario[] = [
+  {
+    id: 'move.write-exclusive',
+    title: 'Holder moves a WE reservation to another nexus; destination holds with the same type; UNREG removes the source',
+    requires: { prout: [7], prin: [3] },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1, unreg: true }, GOOD),
+      keys(1, [K4]),
+      reservation(1, { key: K4, type: WE }),
+      step(1, { kind: 'medium-write' }, GOOD),
+      step(0, { kind: 'medium-write' }, RC),
+    ],
+  },
+  {
+    id: 'move.non-holder',
+    title: 'REGISTER AND MOVE by a registered non-holder → RC',
+    requires: { prout: [7], prin: [3], nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE),
+      step(1, { kind: 'move', key: K2, sark: K4, destination: { nexus: 2 }, relativeTargetPortOf: 2 }, RC),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'move.all-registrants',
+    title: 'REGISTER AND MOVE with an AR reservation → RC',
+    requires: { prout: [7], prin: [3], types: [WE_AR] },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE_AR),
+      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, RC),
+    ],
+  },
+  {
+    id: 'move.zero-key',
+    title: 'REGISTER AND MOVE with SARK = 0 → 26h/00h',
+    requires: { prout: [7], prin: [3] },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'move', key: K1, sark: 0n, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, illegal(0x26)),
+    ],
+  },
+  {
+    id: 'move.own-transport-id',
+    title: 'REGISTER AND MOVE naming its own TransportID → 26h/00h',
+    requires: { prout: [7], prin: [3] },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 0 }, relativeTargetPortOf: 0 }, illegal(0x26)),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'move.no-reservation',
+    title: 'REGISTER AND MOVE without a reservation → RC (LIO: 24h/00h)',
+    requires: { prout: [7], prin: [3] },
+    departures: { lio: 'LIO answers INVALID FIELD IN CDB when no reservation exists' },
+    steps: [
+      reg(0, K1),
+      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, RC, {
+        overrides: { lio: illegal(0x24) },
+      }),
+      keys(0, [K1]),
+    ],
+  },
+];
+
+const prinScenarios: Scenario[] = [
+  {
+    id: 'prin.read-keys-truncated',
+    title: 'READ KEYS with allocation length 8 → only the header, ADDITIONAL LENGTH still full size',
+    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-keys', allocationLength: 8 }, { dataInLength: 8, additionalLength: 16 })],
+  },
+  {
+    id: 'prin.read-keys-additional-length',
+    title: 'READ KEYS ADDITIONAL LENGTH = data-in size − 8 when nothing is truncated',
+    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-keys' }, { dataInLength: 24, additionalLength: 16 })],
+  },
+  {
+    id: 'prin.short-allocation-length',
+    title: 'READ KEYS with allocation length 4 → 4 bytes (LIO: 24h/00h)',
+    departures: { lio: 'LIO rejects PRIN allocation lengths below the 8-byte header' },
+    steps: [reg(0, K1), step(0, { kind: 'read-keys', allocationLength: 4 }, { dataInLength: 4 }, { overrides: { lio: illegal(0x24) } })],
+  },
+  {
+    id: 'prin.reserved-service-actions',
+    title: 'PRIN SA 04h–1Fh → 24h/00h',
+    steps: [0x04, 0x10, 0x1f].map((sa) => step(0, { kind: 'prin', serviceAction: sa }, illegal(0x24))),
+  },
+  {
+    id: 'prin.report-capabilities',
+    title: 'REPORT CAPABILITIES LENGTH = 8; ALLOW COMMANDS ≤ 5; type mask has no undefined bits and matches the profile',
+    requires: { prin: [2] },
+    steps: [
+      step(0, { kind: 'report-capabilities' }, { capabilities: { matchesProfile: true, ptplA: false } }, {
+        overrides: { lio: { capabilities: { matchesProfile: true, ptplA: false }, dataInHex: '00081d90ea010000' } },
+      }),
+    ],
+  },
+  {
+    id: 'prin.read-full-status',
+    title: 'READ FULL STATUS descriptor count = registration count; TransportIDs decode',
+    requires: { prin: [3] },
+    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-full-status' }, { fullStatus: { count: 2, holderKeys: [] } })],
+  },
+  {
+    id: 'prin.read-full-status-truncated',
+    title: 'READ FULL STATUS cut inside a descriptor: bytes (SPC) vs last whole descriptor (LIO); 24-byte TransportIDs assumed',
+    requires: { prin: [3] },
+    departures: { lio: 'LIO stops at the last whole descriptor and reports only that length' },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'read-full-status', allocationLength: 76 }, { dataInLength: 76, additionalLength: 96 }, {
+        overrides: { lio: { dataInLength: 56, additionalLength: 48 } },
+      }),
+    ],
+  },
+];
+
+const persistenceScenarios: Scenario[] = [
+  {
+    id: 'aptpl.power-cycle-keeps-state',
+    title: 'APTPL = 1 then power cycle → registrations and reservation restored, PRgeneration 0, 29h/00h on every nexus',
+    tags: ['emulator-only'],
+    requires: { aptpl: true },
+    steps: [
+      reg(0, K1, { aptpl: true }),
+      reg(1, K2, { aptpl: true }),
+      reserve(0, K1, WE),
+      step(0, { kind: 'power-cycle' }),
+      tur(0, ua(0x00, 0x29)),
+      tur(1, ua(0x00, 0x29)),
+      keys(0, [K1, K2], { generation: 0 }),
+      reservation(1, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'aptpl.ptpl-active',
+    title: 'PTPL_A follows the APTPL bit of the last REGISTER',
+    requires: { aptpl: true, prin: [2] },
+    steps: [
+      reg(0, K1, { aptpl: true }),
+      step(0, { kind: 'report-capabilities' }, { capabilities: { ptplA: true } }),
+      step(0, { kind: 'register', key: K1, sark: K2 }, GOOD),
+      step(0, { kind: 'report-capabilities' }, { capabilities: { ptplA: false } }),
+    ],
+  },
+  {
+    id: 'aptpl.power-cycle-without-aptpl',
+    title: 'APTPL = 0 then power cycle → everything gone',
+    tags: ['emulator-only'],
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'power-cycle' }),
+      tur(0, ua(0x00, 0x29)),
+      keys(0, [], { generation: 0 }),
+      reservation(0, null),
+    ],
+  },
+  {
+    id: 'reset.keeps-persistent-reservation',
+    title: 'LU reset: PR state kept; 29h/xx delivered; SPC-2 reservation dropped',
+    tags: ['emulator-only'],
+    steps: [
+      step(1, { kind: 'reserve6' }, GOOD),
+      step(1, { kind: 'reset' }),
+      tur(1, ua(0x03, 0x29)),
+      tur(0, ua(0x03, 0x29)),
+      step(0, { kind: 'reserve6' }, GOOD),
+      step(0, { kind: 'release6' }, GOOD),
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'reset' }),
+      tur(0, ua(0x03, 0x29)),
+      keys(0, [K1]),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'nexus-loss.keeps-persistent-reservation',
+    title: 'I_T nexus loss: PR state kept; 29h/07h on that nexus only',
+    tags: ['emulator-only'],
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'nexus-loss' }),
+      tur(0, ua(0x07, 0x29)),
+      tur(1),
+      keys(0, [K1]),
+      reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'spc2.reserve-vs-registrations',
+    title: 'RESERVE(6) while registrations exist → RC; by the PR holder → GOOD no-op (CRH = 1)',
+    steps: [
+      reg(0, K1),
+      step(1, { kind: 'reserve6' }, RC),
+      reserve(0, K1, WE),
+      step(0, { kind: 'reserve6' }, GOOD),
+      step(0, { kind: 'release6' }, GOOD),
+      reservation(1, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'spc2.reservation-blocks-persistent-reserve',
+    title: 'While an SPC-2 reservation is held every PRIN/PROUT gets RC; others get RC for media commands',
+    steps: [
+      step(0, { kind: 'reserve6' }, GOOD),
+      step(1, { kind: 'read-keys' }, RC),
+      step(0, { kind: 'read-keys' }, RC),
+      step(1, { kind: 'register', sark: K2 }, RC),
+      step(1, { kind: 'medium-read' }, RC),
+      step(1, { kind: 'inquiry' }, GOOD),
+      step(0, { kind: 'release6' }, GOOD),
+      keys(1, []),
+    ],
+  },
+  {
+    id: 'unit-attention.blocks-next-command',
+    title: 'A pending UA makes the next PROUT fail with CHECK CONDITION and not execute; the retried command succeeds',
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(1, K2, WE),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE }, GOOD),
+      step(1, { kind: 'register', ignore: true, sark: K3 }, ua(0x05)),
+      keys(1, [K1]),
+      step(1, { kind: 'register', ignore: true, sark: K3 }, GOOD),
+      keys(1, [K1, K3]),
+    ],
+  },
+];
+
+const deviceScenarios: Scenario[] = [
+  {
+    id: 'device.inquiry-and-vpd',
+    title: 'INQUIRY standard and VPD 00h/80h/83h answered; unsupported VPD page → 24h/00h',
+    steps: [
+      step(0, { kind: 'inquiry' }, GOOD),
+      step(0, { kind: 'inquiry', page: 0x00 }, GOOD),
+      step(0, { kind: 'inquiry', page: 0x80 }, GOOD),
+      step(0, { kind: 'inquiry', page: 0x83 }, GOOD),
+      step(0, { kind: 'inquiry', page: 0xc7 }, illegal(0x24)),
+    ],
+  },
+  {
+    id: 'device.invalid-opcode',
+    title: 'An unknown operation code → 5/20/00',
+    steps: [step(0, { kind: 'raw', cdb: 'ff0000000000', dataInLength: 0 }, illegal(0x20))],
+  },
+];
+
+/** Every conformance scenario, in checklist order. */
+export const SCENARIOS: readonly Scenario[] = [
+  ...registration,
+  ...reservationScenarios,
+  ...preemptScenarios,
+  ...moveScenarios,
+  ...prinScenarios,
+  {
+    id: 'prin.unsupported-service-actions',
+    title: 'REPORT CAPABILITIES / READ FULL STATUS answered, or 24h/00h on a device that lacks them',
+    requires: { nexuses: 1 },
+    departures: { 'superloader-changer': 'the SuperLoader documents only READ KEYS and READ RESERVATION' },
+    steps: [
+      step(0, { kind: 'report-capabilities' }, GOOD, { overrides: { 'superloader-changer': illegal(0x24) } }),
+      step(0, { kind: 'read-full-status' }, GOOD, { overrides: { 'superloader-changer': illegal(0x24) } }),
+    ],
+  },
+  ...persistenceScenarios,
+  ...deviceScenarios,
+];
