@@ -269,6 +269,21 @@ export function readForeignKey(key: bigint): ForeignKeyReading {
     };
   }
 
+  // Veritas data disks: byte 0 = 'A' + LLT node id, then "VCS" (failover disk group) or "PGR" (CVM parallel);
+  // the remaining bytes vary (disk-group count for PGR), so only bytes 0-3 are matched.
+  const tag = asciiOf(b.subarray(1, 4));
+  const nodeId = (b[0] as number) - 0x41;
+  if ((tag === 'VCS' || tag === 'PGR') && nodeId >= 0 && nodeId < 26) {
+    const kind = tag === 'VCS' ? 'vxfen-vcs-data' : 'vxfen-cvm-data';
+    const text = asciiOf(b.map((c) => (isPrintable(c) ? c : 0x2e))); // unprintable bytes shown as '.'
+    return {
+      kind,
+      confidence: 'pattern',
+      nodeId,
+      text,
+      summary: `Veritas I/O fencing data-disk key "${text}" (${tag === 'VCS' ? 'VCS failover' : 'CVM parallel'} disk group): node id ${nodeId}`,
+    };
+  }
   if (b.every(isPrintable)) {
     const text = asciiOf(b);
     // Veritas vxfen coordinator disks: 'V' 'F', cluster id as 4 hex digits, node id as 2 hex digits (ASCII).
@@ -282,19 +297,6 @@ export function readForeignKey(key: bigint): ForeignKeyReading {
         nodeId,
         text,
         summary: `Veritas I/O fencing coordinator key "${text}": cluster id ${clusterId}, node id ${nodeId}`,
-      };
-    }
-    // Veritas data disks: byte 0 = 'A' + LLT node id, then "VCS" (failover disk group) or "PGR" (CVM parallel).
-    const tag = text.slice(1, 4);
-    const nodeId = (b[0] as number) - 0x41;
-    if ((tag === 'VCS' || tag === 'PGR') && nodeId >= 0 && nodeId < 26) {
-      const kind = tag === 'VCS' ? 'vxfen-vcs-data' : 'vxfen-cvm-data';
-      return {
-        kind,
-        confidence: 'pattern',
-        nodeId,
-        text,
-        summary: `Veritas I/O fencing data-disk key "${text}" (${tag === 'VCS' ? 'VCS failover' : 'CVM parallel'} disk group): node id ${nodeId}`,
       };
     }
     return { kind: 'ascii', confidence: 'heuristic', text, summary: `ASCII text "${text}" (a name chosen by a person or a tool)` };
