@@ -1,0 +1,153 @@
+import { describe, expect, it } from 'vitest';
+import { Status } from 'nice-grpc-common';
+import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
+import { startTestServer } from '../helpers/server.js';
+import { connectFakeAgent, fakePath } from './fake-agent.js';
+
+const LU1 = 'naa.5000e11100000001';
+const LU2 = 'naa.5000e11100000002';
+
+describe('AgentService.Connect', () => {
+  it('answers Hello with a Welcome carrying session, instance and heartbeat interval', async () => {
+    const { address, client } = await startTestServer({ config: { heartbeatMs: 1234 } });
+    const agent = await connectFakeAgent(address, { agentId: 'host-a' });
+    expect(agent.welcome.serverInstance).toBe('test');
+    expect(agent.welcome.sessionId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(agent.welcome.heartbeatInterval).toEqual({ seconds: 1n, nanos: 234_000_000 });
+    const { agents } = await client.listAgents({});
+    expect(agents).toHaveLength(1);
+    expect(agents[0]).toMatchObject({
+      agentId: 'host-a',
+      hostname: 'host-a.example',
+      connected: true,
+      sessionId: agent.welcome.sessionId,
+      serverInstance: 'test',
+      transport: 'emulated',
+    });
+  });
+
+  it('ends the stream with INVALID_ARGUMENT when the first message is not Hello', async () => {
+    const { address, client } = await startTestServer();
+    await expect(connectFakeAgent(address, { agentId: 'x', skipHello: true })).rejects.toMatchObject({
+      end: { ok: false, code: Status.INVALID_ARGUMENT },
+    });
+    expect((await client.listAgents({})).agents).toEqual([]);
+  });
+
+  it('groups inventories by lu_id across agents in ListDevices and filters by site, label, type and loader', async () => {
+    const { address, client } = await startTestServer();
+    await connectFakeAgent(address, {
+      agentId: 'host-a',
+      labels: { role: 'media-server' },
+      paths: [fakePath('/dev/sg0', LU1), fakePath('/dev/sg1', LU1), fakePath('/dev/sg2', LU2, { peripheralDeviceType: 1, loaderId: 'loader1' })],
+    });
+    await connectFakeAgent(address, { agentId: 'host-c', site: 'dc2', labels: { role: 'vault' }, paths: [fakePath('/dev/sg5', LU1)] });
+    await expect.poll(async () => (await client.listDevices({})).logicalUnits.flatMap((u) => u.paths).length).toBe(4);
+
+    const { logicalUnits } = await client.listDevices({});
+    expect(logicalUnits.map((u) => u.luId)).toEqual([LU1, LU2]);
+    expect(logicalUnits[0]?.paths.map((p) => `${p.agentId}:${p.path?.path}`)).toEqual([
+      'host-a:/dev/sg0',
+      'host-a:/dev/sg1',
+      'host-c:/dev/sg5',
+    ]);
+    expect(logicalUnits[0]?.capabilities?.profile).toBe('superloader-changer');
+
+    const dc2 = await client.listDevices({ site: 'dc2' });
+    expect(dc2.logicalUnits.map((u) => [u.luId, u.paths.length])).toEqual([[LU1, 1]]);
+    const media = await client.listDevices({ labels: ['role=media-server'] });
+    expect(media.logicalUnits.map((u) => u.luId)).toEqual([LU1, LU2]);
+    const tapes = await client.listDevices({ peripheralDeviceType: 1 });
+    expect(tapes.logicalUnits.map((u) => u.luId)).toEqual([LU2]);
+    expect((await client.listDevices({ loaderId: 'nope' })).logicalUnits).toEqual([]);
+    await expect(client.listDevices({ labels: ['role'] })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
+
+    const device = await client.getDevice({ luId: LU2 });
+    expect(device.logicalUnit?.paths).toHaveLength(1);
+    await expect(client.getDevice({ luId: 'naa.0' })).rejects.toMatchObject({ code: Status.NOT_FOUND });
+  });
+
+  it('replaces the inventory on each Inventory message', async () => {
+    const { address, client } = await startTestServer();
+    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    await expect.poll(async () => (await client.listAgents({})).agents[0]?.pathCount).toBe(1);
+    agent.sendInventory([fakePath('/dev/sg0', LU2), fakePath('/dev/sg1', LU2)]);
+    await expect.poll(async () => (await client.listDevices({})).logicalUnits.map((u) => u.luId)).toEqual([LU2]);
+  });
+
+  it('replaces the old session of a reconnecting agent: old stream ended, its in-flight command UNKNOWN', async () => {
+    const { address, client, server } = await startTestServer();
+    const old = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
+    const pending = client.readKeys({ target: { agentId: 'host-a', path: '/dev/sg0' } });
+    await old.nextCommand();
+
+    const fresh = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const { result } = await pending; // RPC OK, never an error
+    expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
+    expect(result?.message).toMatch(/replaced/);
+    expect(result?.agentId).toBe('host-a');
+    expect(result?.luId).toBe(LU1);
+    expect(await old.ended).toMatchObject({ ok: false, code: Status.ABORTED });
+    expect(server.agents.session('host-a')?.sessionId).toBe(fresh.welcome.sessionId);
+    expect(fresh.welcome.sessionId).not.toBe(old.welcome.sessionId);
+    expect((await client.listAgents({})).agents).toHaveLength(1);
+  });
+
+  it('turns in-flight commands into UNKNOWN results when the agent stream drops mid-command', async () => {
+    const { address, client, server } = await startTestServer();
+    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
+    const pending = client.reserve({ target: { agentId: 'host-a', path: '/dev/sg0' }, key: 0x77n, type: 3 });
+    await agent.nextCommand();
+    agent.kill();
+    const { result } = await pending;
+    expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
+    expect(result?.message).toMatch(/may or may not have run/);
+    await expect.poll(async () => (await client.listAgents({})).agents[0]?.connected).toBe(false);
+    // The offline agent's paths stay listed, marked disconnected.
+    const { logicalUnits } = await client.listDevices({});
+    expect(logicalUnits[0]?.paths[0]?.agentConnected).toBe(false);
+  });
+
+  it('treats an agent half-close the same way: in-flight command UNKNOWN, agent disconnected', async () => {
+    const { address, client, server } = await startTestServer();
+    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
+    const pending = client.readReservation({ target: { luId: LU1 } });
+    await agent.nextCommand();
+    agent.end();
+    expect((await pending).result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
+    expect(await agent.ended).toEqual({ ok: true });
+  });
+
+  it('drops an agent silent for more than 3 heartbeat intervals', async () => {
+    const { address, client } = await startTestServer({ config: { heartbeatMs: 100 } });
+    const silent = await connectFakeAgent(address, { agentId: 'silent' });
+    const chatty = await connectFakeAgent(address, { agentId: 'chatty' });
+    const beat = setInterval(() => chatty.send({ message: { $case: 'heartbeat', value: { inFlight: 0 } } }), 50);
+    try {
+      expect(await silent.ended).toMatchObject({ ok: false, code: Status.UNAVAILABLE });
+      const agents = (await client.listAgents({})).agents;
+      expect(agents.map((a) => [a.agentId, a.connected])).toEqual([
+        ['chatty', true],
+        ['silent', false],
+      ]);
+      expect(agents[0]?.lastHeartbeatAt).toBeInstanceOf(Date);
+    } finally {
+      clearInterval(beat);
+    }
+  });
+
+  it('records a result that arrives for a command no longer in flight without failing the stream', async () => {
+    const { address, client, server } = await startTestServer();
+    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
+    agent.respond({ commandId: 'nope', path: '/dev/sg0', timeout: undefined, idempotencyKey: '', kind: undefined });
+    const pending = client.readKeys({ target: { luId: LU1 } });
+    const command = await agent.nextCommand();
+    expect(command.kind).toMatchObject({ $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } });
+    agent.respond(command, { status: 0 });
+    expect((await pending).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
+  });
+});
