@@ -1,0 +1,362 @@
+import { hostname } from 'node:os';
+import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
+import type { Logger } from 'pino';
+import { AgentServiceDefinition, Hello, type AgentServiceClient } from '../src/gen/prfleet/v1/agent.js';
+import type { Path } from '../src/gen/prfleet/v1/scsi.js';
+import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
+import { createExecutor, type Executor } from './executor.js';
+import { createSession, type Session } from './session.js';
+import type { ScsiTransport } from './transport/transport.js';
+import { AGENT_VERSION } from './version.js';
+
+/**
+ * Agent lifecycle: 'connecting' (dialling, or waiting out a backoff), 'connected' (Welcome received),
+ * 'draining' (stop() called: finishing in-flight commands), 'stopped'.
+ */
+export type AgentState = 'connecting' | 'connected' | 'draining' | 'stopped';
+
+/** Where an agent finds its device nodes and how it reaches them (SG_IO, or one host of an emulated fabric). */
+export interface DeviceSource {
+  /** Transport commands go through. */
+  readonly transport: ScsiTransport;
+  /** Device nodes present now, with what the host knows of each (initiator port, loader). */
+  listTargets(): Promise<readonly DiscoveryTarget[]>;
+  /** Releases the source (closes an emulated fabric view). */
+  close?(): Promise<void> | void;
+}
+
+/** Reconnect backoff: full jitter over min(maxMs, initialMs · 2^attempt) (grpc-ts-notes §2.9). */
+export interface BackoffOptions {
+  /** First delay bound, ms. @default 250 */
+  readonly initialMs?: number;
+  /** Largest delay bound, ms. @default 30000 */
+  readonly maxMs?: number;
+  /** A welcomed session that lasted this long resets the attempt count, ms. @default 30000 */
+  readonly healthyMs?: number;
+}
+
+/** What createAgent needs to know (the parsed subset of AgentConfig; tests pass their own). */
+export interface AgentOptions {
+  /** Server address, host:port. */
+  readonly server: string;
+  /** Stable agent id (one per host). */
+  readonly agentId: string;
+  /** Site of the host. @default '' */
+  readonly site?: string;
+  /** Free-form labels sent in Hello. @default {} */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Connect without TLS. @default false */
+  readonly plaintext?: boolean;
+  /** TLS material (PEM): CA to trust instead of the system roots, and the agent's client certificate for mTLS. */
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** Globs of device nodes the agent may touch; empty allows every discovered node. @default [] */
+  readonly allow?: readonly string[];
+  /** Heartbeat interval until the server's Welcome sets one, ms. @default 15000 */
+  readonly heartbeatMs?: number;
+  /** Re-discover devices this often (0 = only on Rescan), ms. @default 0 */
+  readonly rescanMs?: number;
+  /** Paths worked on at once. @default 4 */
+  readonly pathConcurrency?: number;
+  /** Reconnect backoff. */
+  readonly backoff?: BackoffOptions;
+  /** Longest wait for in-flight commands at Reconnect or stop, ms. @default 10000 */
+  readonly drainMs?: number;
+  /** Host name in Hello. @default os.hostname() */
+  readonly hostname?: string;
+}
+
+/** Injected collaborators. */
+export interface AgentDeps {
+  /** pino logger. */
+  readonly log: Logger;
+  /** Device nodes and transport. */
+  readonly source: DeviceSource;
+  /** A ready AgentService client (tests); otherwise one channel to `server` is created. */
+  readonly client?: AgentServiceClient;
+  /** Random source for jitter, [0, 1). @default Math.random */
+  readonly random?: () => number;
+}
+
+/** A running (or startable) host agent. */
+export interface Agent {
+  /** The agent id. */
+  readonly id: string;
+  /** Current lifecycle state. */
+  readonly state: AgentState;
+  /** Sessions welcomed so far (a reconnect adds one). */
+  readonly sessions: number;
+  /** Discovers devices, then keeps a session open (reconnecting on any end) until stop(). Resolves once started. */
+  start(): Promise<void>;
+  /** Drains (in-flight commands finish, results are sent), ends the stream, closes devices; state 'stopped'. */
+  stop(): Promise<void>;
+  /** Calls `listener` on every state change; returns an unsubscribe function. */
+  onStateChange(listener: (state: AgentState) => void): () => void;
+  /** Resolves when the agent reaches `state` (now or later); rejects if it stops first or `signal` aborts. */
+  waitForState(state: AgentState, signal?: AbortSignal): Promise<void>;
+  /** The last inventory. */
+  inventory(): readonly Path[];
+  /** Re-discovers now and sends the new inventory on the open session. */
+  rescan(): Promise<readonly Path[]>;
+  /** The command executor (exposed for tests and the sim). */
+  readonly executor: Executor;
+}
+
+/** Delay before reconnect attempt `attempt` (0-based): uniform in [0, min(maxMs, initialMs · 2^attempt)). */
+export function backoffDelayMs(attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+  const initialMs = options.initialMs ?? 250;
+  const maxMs = options.maxMs ?? 30_000;
+  const bound = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
+  return Math.floor(random() * bound);
+}
+
+/** Converts a device-node glob (`*`, `?`, `[…]`) into an anchored RegExp. */
+export function globToRegExp(glob: string): RegExp {
+  let out = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i] as string;
+    if (c === '*') out += '[^/]*';
+    else if (c === '?') out += '[^/]';
+    else if (c === '[') {
+      const close = glob.indexOf(']', i + 1);
+      if (close === -1) out += '\\[';
+      else {
+        out += `[${glob.slice(i + 1, close).replace(/\\/g, '\\\\')}]`;
+        i = close;
+      }
+    } else out += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${out}$`);
+}
+
+/** Node options for the agent's one channel: keepalive per grpc-ts-notes §2.9, its own TCP connection. */
+export const AGENT_CHANNEL_OPTIONS = {
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.initial_reconnect_backoff_ms': 1_000,
+  'grpc.max_reconnect_backoff_ms': 30_000,
+  // One connection per agent even when several agents share a process (the sim): grpc-ts-notes pitfall 10.
+  'grpc.use_local_subchannel_pool': 1,
+} as const;
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Creates a host agent: it dials OUT to the server over one channel and holds one AgentService.Connect stream
+ * (Hello, Inventory, heartbeats, commands); when the stream ends for ANY reason, OK included, it reconnects with
+ * jittered exponential backoff that resets after a healthy session (style.md §5).
+ */
+export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
+  const log = deps.log.child({ agentId: options.agentId });
+  const random = deps.random ?? Math.random;
+  const allow = (options.allow ?? []).map(globToRegExp);
+  const stopController = new AbortController();
+  const listeners = new Set<(state: AgentState) => void>();
+  let state: AgentState = 'connecting';
+  let sessions = 0;
+  let paths: Path[] = [];
+  let current: Session | undefined;
+  let channel: Channel | undefined;
+  let loop: Promise<void> | undefined;
+  let rescanTimer: NodeJS.Timeout | undefined;
+  let started = false;
+
+  const setState = (next: AgentState): void => {
+    if (state === next) return;
+    state = next;
+    log.info({ state }, 'agent state');
+    for (const l of [...listeners]) l(next);
+  };
+
+  const executor = createExecutor({
+    agentId: options.agentId,
+    transport: deps.source.transport,
+    log,
+    ...(options.pathConcurrency === undefined ? {} : { pathConcurrency: options.pathConcurrency }),
+    onPathError(path, error) {
+      let changed = false;
+      paths = paths.map((p) => {
+        if (p.path !== path || !p.online) return p;
+        changed = true;
+        return { ...p, online: false };
+      });
+      log.warn({ path, errno: error.errno, code: error.code }, 'path failed; marked offline');
+      if (changed) current?.sendInventory(paths);
+    },
+  });
+
+  const allowed = (path: string): boolean => allow.length === 0 || allow.some((re) => re.test(path));
+
+  async function discover(): Promise<readonly Path[]> {
+    const targets = (await deps.source.listTargets()).filter((t) => allowed(t.path));
+    const found: Path[] = new Array<Path>(targets.length);
+    const describe = async (index: number): Promise<void> => {
+      const target = targets[index] as DiscoveryTarget;
+      try {
+        const device = await deps.source.transport.open(target.path, { readOnly: true });
+        try {
+          found[index] = await discoverPath(device, target, { log });
+        } finally {
+          await device.close();
+        }
+      } catch (e) {
+        log.warn({ path: target.path, err: e }, 'path not discovered; reported offline');
+        found[index] = offlinePath(target);
+      }
+    };
+    // Paths are described in parallel, as many at once as commands may run (the semaphore's bound).
+    let next = 0;
+    const workers = Array.from({ length: Math.min(targets.length, options.pathConcurrency ?? 4) }, async () => {
+      while (next < targets.length) await describe(next++);
+    });
+    await Promise.all(workers);
+    paths = found;
+    executor.setPaths(found.map((p) => ({ path: p.path, luId: p.luId })));
+    log.info({ paths: found.length, online: found.filter((p) => p.online).length }, 'inventory');
+    return found;
+  }
+
+  const client = (): AgentServiceClient => {
+    if (deps.client) return deps.client;
+    channel ??= createChannel(
+      options.server,
+      options.plaintext
+        ? ChannelCredentials.createInsecure()
+        : ChannelCredentials.createSsl(options.tls?.ca ?? null, options.tls?.key ?? null, options.tls?.cert ?? null),
+      AGENT_CHANNEL_OPTIONS,
+    );
+    return createClient(AgentServiceDefinition, channel);
+  };
+
+  async function runLoop(): Promise<void> {
+    const signal = stopController.signal;
+    const hello = Hello.fromPartial({
+      agentId: options.agentId,
+      hostname: options.hostname ?? hostname(),
+      version: AGENT_VERSION,
+      site: options.site ?? '',
+      labels: { ...options.labels },
+      transport: deps.source.transport.kind,
+    });
+    const agentClient = client();
+    let attempt = 0;
+    while (!signal.aborted) {
+      setState('connecting');
+      const session = createSession({
+        client: agentClient,
+        hello,
+        executor,
+        inventory: async () => paths,
+        rescan: discover,
+        log,
+        heartbeatMs: options.heartbeatMs ?? 15_000,
+        drainMs: options.drainMs ?? 10_000,
+        onWelcome: () => {
+          sessions++;
+          setState('connected');
+        },
+      });
+      current = session;
+      const end = await session.run(signal);
+      current = undefined;
+      if (signal.aborted) break;
+      const healthy = end.welcomed && end.durationMs >= (options.backoff?.healthyMs ?? 30_000);
+      if (healthy || end.reason === 'reconnect') attempt = 0;
+      const waitMs = backoffDelayMs(attempt, options.backoff, random);
+      attempt++;
+      log.warn(
+        {
+          reason: end.reason,
+          ...(end.error === undefined ? {} : { err: end.error }),
+          sessionMs: end.durationMs,
+          attempt,
+          waitMs,
+        },
+        'session ended; reconnecting',
+      );
+      await sleep(waitMs, signal);
+    }
+  }
+
+  const agent: Agent = {
+    id: options.agentId,
+    executor,
+    get state() {
+      return state;
+    },
+    get sessions() {
+      return sessions;
+    },
+    inventory: () => paths,
+    async rescan() {
+      const found = await discover();
+      current?.sendInventory(found);
+      return found;
+    },
+    onStateChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    waitForState(target, signal) {
+      if (state === target) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => {
+        const cleanup = (): void => {
+          unsubscribe();
+          signal?.removeEventListener('abort', onAbort);
+        };
+        const onAbort = (): void => {
+          cleanup();
+          reject(signal?.reason instanceof Error ? signal.reason : new Error(`agent ${options.agentId}: wait aborted`));
+        };
+        const unsubscribe = agent.onStateChange((s) => {
+          if (s === target) {
+            cleanup();
+            resolve();
+          } else if (s === 'stopped') {
+            cleanup();
+            reject(new Error(`agent ${options.agentId} stopped before reaching ${target}`));
+          }
+        });
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+    async start() {
+      if (started) throw new Error(`agent ${options.agentId} already started`);
+      started = true;
+      log.info({ server: options.server, transport: deps.source.transport.kind, version: AGENT_VERSION }, 'agent starting');
+      await discover();
+      if (options.rescanMs && options.rescanMs > 0) {
+        rescanTimer = setInterval(() => {
+          agent.rescan().catch((e: unknown) => log.warn({ err: e }, 'periodic rescan failed'));
+        }, options.rescanMs);
+        rescanTimer.unref();
+      }
+      loop = runLoop().catch((e: unknown) => {
+        log.error({ err: e }, 'agent loop failed');
+      });
+    },
+    async stop() {
+      if (state === 'stopped') return;
+      clearInterval(rescanTimer);
+      setState('draining');
+      stopController.abort();
+      await loop;
+      await executor.close();
+      await deps.source.close?.();
+      channel?.close();
+      setState('stopped');
+    },
+  };
+  return agent;
+}

@@ -1,0 +1,138 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** The agent's configuration: flags override PRFLEET_* variables (commander Option.env), zod checks both. */
+export const AgentConfigSchema = z
+  .object({
+    server: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/, 'expected host:port'),
+    agentId: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'letters, digits, ".", "_" or "-" (at most 128)')
+      .default(() => hostname()),
+    site: z.string().default(''),
+    labels: z.record(z.string().min(1), z.string()).default({}),
+    transport: z.enum(['sgio', 'emulated']).default('sgio'),
+    fabric: z.string().min(1).optional(),
+    host: z.string().min(1).optional(),
+    allow: z.array(z.string().min(1)).default([]),
+    includeDisks: z.boolean().default(false),
+    heartbeatMs: z.number().int().min(100).max(3_600_000).default(15_000),
+    rescanMs: z.number().int().min(0).max(86_400_000).default(0),
+    plaintext: z.boolean().default(false),
+    tlsCa: z.string().min(1).optional(),
+    tlsCert: z.string().min(1).optional(),
+    tlsKey: z.string().min(1).optional(),
+    pathConcurrency: z.number().int().min(1).max(64).default(4),
+    latencyMs: z.number().int().min(0).max(600_000).default(0),
+    drainMs: z.number().int().min(0).max(600_000).default(10_000),
+    logLevel: z.enum(LOG_LEVELS).default('info'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.transport === 'emulated' && c.fabric === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['fabric'], message: 'the emulated transport needs a fabric file' });
+    }
+    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['tlsCert'], message: 'a client certificate needs its key (and vice versa)' });
+    }
+    if (c.plaintext && (c.tlsCa || c.tlsCert)) {
+      ctx.addIssue({ code: 'custom', path: ['plaintext'], message: 'plaintext excludes TLS files' });
+    }
+  });
+
+/** Parsed agent configuration. */
+export type AgentConfig = z.output<typeof AgentConfigSchema>;
+
+/** Where each config field comes from, for error messages that name the flag and the variable. */
+export const CONFIG_SOURCES: Readonly<Record<keyof AgentConfig, { flag: string; env: string }>> = {
+  server: { flag: '--server', env: 'PRFLEET_SERVER' },
+  agentId: { flag: '--agent-id', env: 'PRFLEET_AGENT_ID' },
+  site: { flag: '--site', env: 'PRFLEET_SITE' },
+  labels: { flag: '--label', env: 'PRFLEET_LABELS' },
+  transport: { flag: '--transport', env: 'PRFLEET_TRANSPORT' },
+  fabric: { flag: '--fabric', env: 'PRFLEET_FABRIC' },
+  host: { flag: '--host', env: 'PRFLEET_HOST' },
+  allow: { flag: '--allow', env: 'PRFLEET_ALLOW' },
+  includeDisks: { flag: '--include-disks', env: 'PRFLEET_INCLUDE_DISKS' },
+  heartbeatMs: { flag: '--heartbeat-ms', env: 'PRFLEET_HEARTBEAT_MS' },
+  rescanMs: { flag: '--rescan-ms', env: 'PRFLEET_RESCAN_MS' },
+  plaintext: { flag: '--plaintext', env: 'PRFLEET_PLAINTEXT' },
+  tlsCa: { flag: '--tls-ca', env: 'PRFLEET_TLS_CA' },
+  tlsCert: { flag: '--tls-cert', env: 'PRFLEET_TLS_CERT' },
+  tlsKey: { flag: '--tls-key', env: 'PRFLEET_TLS_KEY' },
+  pathConcurrency: { flag: '--path-concurrency', env: 'PRFLEET_PATH_CONCURRENCY' },
+  latencyMs: { flag: '--latency-ms', env: 'PRFLEET_LATENCY_MS' },
+  drainMs: { flag: '--drain-ms', env: 'PRFLEET_DRAIN_MS' },
+  logLevel: { flag: '--log-level', env: 'PRFLEET_LOG_LEVEL' },
+};
+
+/** Agent configuration that failed validation; the message lists every problem with its flag and variable. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Validates a config object (flags and env already merged). Throws ConfigError naming flag and variable. */
+export function parseAgentConfig(input: Record<string, unknown>): AgentConfig {
+  const parsed = AgentConfigSchema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const lines = parsed.error.issues.map((issue) => {
+    const key = issue.path[0] as keyof AgentConfig | undefined;
+    const source = key === undefined ? undefined : CONFIG_SOURCES[key];
+    const where = source ? `${source.flag} / ${source.env}` : issue.path.join('.') || '(config)';
+    return `✖ ${issue.message} → at ${where}`;
+  });
+  throw new ConfigError(`invalid agent configuration\n${lines.join('\n')}`);
+}
+
+/** "a=b,c=d" → { a: 'b', c: 'd' }; throws ConfigError for an entry without "=". */
+export function parseLabels(text: string, into: Record<string, string> = {}): Record<string, string> {
+  for (const entry of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`invalid label ${JSON.stringify(entry)}: expected key=value`);
+    into[entry.slice(0, eq)] = entry.slice(eq + 1);
+  }
+  return into;
+}
+
+function envBool(value: string | undefined): boolean | string | undefined {
+  if (value === undefined) return undefined;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off|)$/i.test(value)) return false;
+  return value; // left for zod to reject, naming the variable
+}
+
+function envNumber(value: string | undefined): number | string | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : value;
+}
+
+const list = (value: string | undefined): string[] | undefined =>
+  value === undefined ? undefined : value.split(',').map((s) => s.trim()).filter(Boolean);
+
+/** Reads the configuration from PRFLEET_* variables only (tests, containers without flags). */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  const raw: Record<string, unknown> = {
+    server: env['PRFLEET_SERVER'],
+    agentId: env['PRFLEET_AGENT_ID'],
+    site: env['PRFLEET_SITE'],
+    labels: env['PRFLEET_LABELS'] === undefined ? undefined : parseLabels(env['PRFLEET_LABELS']),
+    transport: env['PRFLEET_TRANSPORT'],
+    fabric: env['PRFLEET_FABRIC'],
+    host: env['PRFLEET_HOST'],
+    allow: list(env['PRFLEET_ALLOW']),
+    includeDisks: envBool(env['PRFLEET_INCLUDE_DISKS']),
+    heartbeatMs: envNumber(env['PRFLEET_HEARTBEAT_MS']),
+    rescanMs: envNumber(env['PRFLEET_RESCAN_MS']),
+    plaintext: envBool(env['PRFLEET_PLAINTEXT']),
+    tlsCa: env['PRFLEET_TLS_CA'],
+    tlsCert: env['PRFLEET_TLS_CERT'],
+    tlsKey: env['PRFLEET_TLS_KEY'],
+    pathConcurrency: envNumber(env['PRFLEET_PATH_CONCURRENCY']),
+    latencyMs: envNumber(env['PRFLEET_LATENCY_MS']),
+    drainMs: envNumber(env['PRFLEET_DRAIN_MS']),
+    logLevel: env['PRFLEET_LOG_LEVEL'],
+  };
+  return parseAgentConfig(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));
+}

@@ -1,0 +1,204 @@
+import type { Logger } from 'pino';
+import { durationToMs, describeCommand } from '../src/common/command.js';
+import { refusedResult } from '../src/common/result.js';
+import type {
+  AgentServiceClient,
+  Command,
+  ConnectRequest,
+  Hello,
+  Welcome,
+} from '../src/gen/prfleet/v1/agent.js';
+import type { Path } from '../src/gen/prfleet/v1/scsi.js';
+import { createAsyncQueue, type AsyncQueue } from './async-queue.js';
+import type { Executor } from './executor.js';
+
+/** Why a session ended. Every end leads to a reconnect unless the agent is stopping. */
+export type SessionEndReason =
+  /** The server ended the stream (status OK). */
+  | 'server-ended'
+  /** The stream failed (UNAVAILABLE, CANCELLED, connection refused, …). */
+  | 'error'
+  /** The server sent Reconnect; in-flight commands were finished first. */
+  | 'reconnect'
+  /** The agent is stopping. */
+  | 'stopped';
+
+/** How a session ended. */
+export interface SessionEnd {
+  /** Why. */
+  readonly reason: SessionEndReason;
+  /** True when the server answered Hello with Welcome. */
+  readonly welcomed: boolean;
+  /** How long the stream lasted, ms. */
+  readonly durationMs: number;
+  /** The stream error, for reason 'error'. */
+  readonly error?: unknown;
+}
+
+/** What a session needs from its agent. */
+export interface SessionDeps {
+  /** AgentService client on the agent's one channel. */
+  readonly client: AgentServiceClient;
+  /** Sent as the first message. */
+  readonly hello: Hello;
+  /** Runs commands; shared by every session of the agent (idempotency outlives a stream). */
+  readonly executor: Executor;
+  /** The current inventory, sent after Welcome. */
+  inventory(): Promise<readonly Path[]>;
+  /** Re-discovers devices (server Rescan). */
+  rescan(): Promise<readonly Path[]>;
+  /** Logger with the agent's fields. */
+  readonly log: Logger;
+  /** Heartbeat interval until Welcome sets one, ms. */
+  readonly heartbeatMs: number;
+  /** Longest wait for in-flight commands at Reconnect or stop, ms. */
+  readonly drainMs: number;
+  /** Longest wait for the server to end the stream after the agent half-closes it, ms. @default 2000 */
+  readonly halfCloseGraceMs?: number;
+  /** Called when Welcome arrives. */
+  onWelcome?(welcome: Welcome): void;
+}
+
+/** One Connect stream of one agent. */
+export interface Session {
+  /**
+   * Runs the stream until it ends for any reason and says why; never rejects. Aborting `signal` drains: waits
+   * (bounded) for in-flight commands, sends their results, half-closes and waits for the server to end.
+   */
+  run(signal: AbortSignal): Promise<SessionEnd>;
+  /** Sends a fresh inventory (e.g. after a path failed); false when the stream is not open. */
+  sendInventory(paths: readonly Path[]): boolean;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/**
+ * Creates one session: Hello first; on Welcome the Inventory and heartbeats at the Welcome's interval; Command →
+ * executor → Result; Cancel → executor.cancel; Rescan → new Inventory; Reconnect → finish in-flight, then end
+ * (the agent reconnects). Commands that arrive while the session drains are refused ("agent draining").
+ */
+export function createSession(deps: SessionDeps): Session {
+  let outbox: AsyncQueue<ConnectRequest> | undefined;
+  let welcomed = false;
+
+  const send = (message: ConnectRequest['message']): boolean => outbox?.push({ message }) ?? false;
+
+  return {
+    sendInventory(paths) {
+      if (!welcomed) return false;
+      return send({ $case: 'inventory', value: { paths: [...paths] } });
+    },
+
+    async run(signal) {
+      const log = deps.log;
+      const started = Date.now();
+      const queue = createAsyncQueue<ConnectRequest>();
+      outbox = queue;
+      const call = new AbortController();
+      let heartbeat: NodeJS.Timeout | undefined;
+      let halfCloseTimer: NodeJS.Timeout | undefined;
+      let ending: SessionEndReason | undefined;
+
+      const beginEnd = async (reason: SessionEndReason): Promise<void> => {
+        if (ending) return;
+        ending = reason;
+        const inFlight = deps.executor.inFlight;
+        if (inFlight > 0) {
+          log.info({ inFlight, reason }, 'finishing in-flight commands');
+          await Promise.race([deps.executor.idle(), delay(deps.drainMs)]);
+        }
+        // Results already queued are written before the half-close (nice-grpc pipes the queue in order).
+        queue.close();
+        halfCloseTimer = setTimeout(() => call.abort(), deps.halfCloseGraceMs ?? 2000);
+      };
+      const onStop = (): void => void beginEnd('stopped');
+      if (signal.aborted) return { reason: 'stopped', welcomed: false, durationMs: 0 };
+      signal.addEventListener('abort', onStop, { once: true });
+
+      const sendResult = (command: Command, result: Parameters<typeof send>[0]): void => {
+        if (!send(result)) {
+          log.warn(
+            { commandId: command.commandId, path: command.path },
+            'result not delivered: the session ended (the server reports the command as UNKNOWN)',
+          );
+        }
+      };
+
+      send({ $case: 'hello', value: deps.hello });
+      let end: SessionEnd;
+      try {
+        for await (const response of deps.client.connect(queue, { signal: call.signal })) {
+          const message = response.message;
+          switch (message?.$case) {
+            case 'welcome': {
+              welcomed = true;
+              const interval =
+                message.value.heartbeatInterval && durationToMs(message.value.heartbeatInterval) > 0
+                  ? durationToMs(message.value.heartbeatInterval)
+                  : deps.heartbeatMs;
+              log.info(
+                { sessionId: message.value.sessionId, serverInstance: message.value.serverInstance, heartbeatMs: interval },
+                'connected',
+              );
+              clearInterval(heartbeat);
+              heartbeat = setInterval(() => {
+                send({ $case: 'heartbeat', value: { sentAt: new Date(), inFlight: deps.executor.inFlight } });
+              }, interval);
+              heartbeat.unref();
+              const paths = await deps.inventory();
+              send({ $case: 'inventory', value: { paths: [...paths] } });
+              deps.onWelcome?.(message.value);
+              break;
+            }
+            case 'command': {
+              const command = message.value;
+              if (ending) {
+                sendResult(command, {
+                  $case: 'result',
+                  value: refusedResult(command, { agentId: deps.hello.agentId }, `agent ${ending === 'stopped' ? 'stopping' : 'reconnecting'}: not accepting commands`),
+                });
+                break;
+              }
+              log.debug({ commandId: command.commandId, path: command.path, command: describeCommand(command) }, 'command received');
+              void deps.executor.submit(command).then((result) => sendResult(command, { $case: 'result', value: result }));
+              break;
+            }
+            case 'cancel': {
+              const dropped = deps.executor.cancel(message.value.commandId);
+              log.info({ commandId: message.value.commandId, dropped }, 'cancel received');
+              break;
+            }
+            case 'rescan':
+              log.info('rescan requested');
+              void deps.rescan().then(
+                (paths) => send({ $case: 'inventory', value: { paths: [...paths] } }),
+                (e: unknown) => log.warn({ err: e }, 'rescan failed'),
+              );
+              break;
+            case 'reconnect':
+              log.info({ reason: message.value.reason }, 'server asked to reconnect');
+              void beginEnd('reconnect');
+              break;
+            case undefined:
+              break;
+          }
+        }
+        end = { reason: ending ?? 'server-ended', welcomed, durationMs: Date.now() - started };
+      } catch (e) {
+        end = ending
+          ? { reason: ending, welcomed, durationMs: Date.now() - started }
+          : { reason: 'error', welcomed, durationMs: Date.now() - started, error: e };
+      } finally {
+        clearInterval(heartbeat);
+        clearTimeout(halfCloseTimer);
+        signal.removeEventListener('abort', onStop);
+        queue.close();
+        welcomed = false;
+        if (outbox === queue) outbox = undefined;
+      }
+      return end;
+    },
+  };
+}
