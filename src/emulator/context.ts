@@ -3,7 +3,6 @@
  * side channels (unit attentions, PREEMPT AND ABORT victims).
  * @internal
  */
-import type { FieldPointer } from './answers.js';
 import type { ProfileKnobs } from './profiles.js';
 import type { Initiator, PrState, Registration } from './pr-state.js';
 import type { TransportId } from '../scsi/index.js';
@@ -24,6 +23,4 @@ export interface LuContext {
   nexusesOf(reg: Registration): Initiator[];
   /** Reports PREEMPT AND ABORT victims to the abort listeners. */
   abortTasks(victims: Initiator[]): void;
-  /** A field pointer if the profile sends them. */
-  pointer(field: FieldPointer): FieldPointer | undefined;
 }

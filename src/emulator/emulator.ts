@@ -34,6 +34,18 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
     addLogicalUnit(spec) {
       if (units.has(spec.id)) throw new Error(`logical unit ${spec.id} already exists`);
       if (!isProfileName(spec.profile)) throw new Error(`unknown profile: ${String(spec.profile)}`);
+      // INQUIRY must never fail later, so identity strings are checked here (printable ASCII, VPD 80h fits).
+      if (!/^[\x20-\x7e]{1,250}$/.test(spec.serial)) throw new Error(`invalid serial: ${JSON.stringify(spec.serial)}`);
+      for (const field of [spec.vendor, spec.product, spec.revision]) {
+        if (field !== undefined && !/^[\x20-\x7e]*$/.test(field)) throw new Error(`invalid identity string: ${JSON.stringify(field)}`);
+      }
+      const ports = spec.targetPorts ?? [1, 2];
+      if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 0xffff)) {
+        throw new Error(`invalid targetPorts: ${JSON.stringify(ports)} (relative target ports are 1..65535)`);
+      }
+      if (spec.maxRegistrations !== undefined && (!Number.isInteger(spec.maxRegistrations) || spec.maxRegistrations < 1)) {
+        throw new Error(`invalid maxRegistrations: ${spec.maxRegistrations}`);
+      }
       const target = spec.target ?? 'target0';
       const lun = spec.lun ?? directory.lunsOf(target).length;
       if (directory.lunsOf(target).includes(lun)) throw new Error(`lun ${lun} of target ${target} already exists`);

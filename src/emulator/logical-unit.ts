@@ -3,8 +3,8 @@
  * the SPC-2 RESERVE/RELEASE state, and applies the reservation access rules of scsi-pr.md §6.2 and §7.10 before
  * any ordinary command runs.
  */
-import { ScsiDecodeError, type ScsiRequest, type ScsiResponse, type TransportId } from '../scsi/index.js';
-import { check, CONFLICT, good, INVALID_OPCODE, senseBytes, toResponse, type Answer, type FieldPointer } from './answers.js';
+import { formatKey, ScsiDecodeError, type ScsiRequest, type ScsiResponse, type TransportId } from '../scsi/index.js';
+import { check, CONFLICT, good, INVALID_OPCODE, senseBytes, toResponse, type Answer } from './answers.js';
 import type { LuContext } from './context.js';
 import { executeOrdinary, executeInquiry, executeReportLuns } from './device-commands.js';
 import { executePrin } from './persistent-reserve-in.js';
@@ -284,10 +284,6 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     for (const listener of [...this.abortListeners]) listener(victims.map((v) => ({ ...v })));
   }
 
-  pointer(field: FieldPointer): FieldPointer | undefined {
-    return this.knobs.fieldPointers ? field : undefined;
-  }
-
   onAbortTasks(listener: (victims: Initiator[]) => void): () => void {
     this.abortListeners.add(listener);
     return () => this.abortListeners.delete(listener);
@@ -322,7 +318,7 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
 
   snapshot(): LogicalUnitSnapshot {
     const { pr } = this;
-    const hex = (k: bigint): string => `0x${k.toString(16).padStart(16, '0')}`;
+    const hex = formatKey;
     const res = pr.reservation;
     const holder = res?.holder;
     return {
