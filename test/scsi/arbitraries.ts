@@ -24,8 +24,14 @@ const NAME_CHARS = Array.from({ length: 0x7e - 0x20 }, (_, i) =>
 ).filter((c) => c !== ',');
 /** A valid iSCSI name (printable ASCII, no space or comma, 1–223 bytes), biased to realistic lengths. */
 export const iscsiName = fc.oneof(
-  fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 40 }),
-  fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 223 }),
+  {
+    arbitrary: fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 40 }),
+    weight: 9,
+  },
+  {
+    arbitrary: fc.string({ unit: fc.constantFrom(...NAME_CHARS), minLength: 1, maxLength: 223 }),
+    weight: 1,
+  },
 );
 /** 12 lower-case hex digits. */
 export const isid = fc.string({
