@@ -95,7 +95,7 @@ export interface AgentRegistryOptions {
   readonly heartbeatMs: number;
   /** Sessions silent for more than heartbeatMs × this are dropped. */
   readonly missedHeartbeats: number;
-  /** Outbox capacity per agent. */
+  /** Commands queued or in flight per agent before AGENT_BUSY (also the outbox bound). */
   readonly outboxCapacity: number;
   /** Logger. */
   readonly log: Logger;

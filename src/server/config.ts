@@ -37,7 +37,7 @@ export interface ServerConfig {
   readonly heartbeatMs: number;
   /** An agent silent for more than this many heartbeat intervals is dropped. @default 3 */
   readonly missedHeartbeats: number;
-  /** Commands queued per agent before RESOURCE_EXHAUSTED {AGENT_BUSY}. @default 256 */
+  /** Commands queued or in flight per agent before RESOURCE_EXHAUSTED {AGENT_BUSY}. @default 256 */
   readonly agentQueueCapacity: number;
   /** Device command timeout when the request gives none (sg3_utils DEF_PT_TIMEOUT). @default 60000 */
   readonly commandTimeoutMs: number;

@@ -184,22 +184,24 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
           }
           resolve(result); // no-op when the caller already got a rejection
         };
-        session.pending.set(sent.commandId, { command: sent, luId, settle });
-        if (!session.outbox.push({ message: { $case: 'command', value: sent } })) {
-          session.pending.delete(sent.commandId);
+        // The capacity bounds commands queued OR in flight on the agent: a slow agent fills it even while the
+        // stream itself drains, and nothing unbounded builds up in the server either way.
+        const busy = session.pending.size >= session.outbox.capacity;
+        if (busy || !session.outbox.push({ message: { $case: 'command', value: sent } })) {
           log.warn(
-            { agentId, queued: session.outbox.size, capacity: session.outbox.capacity },
+            { agentId, inFlight: session.pending.size, queued: session.outbox.size, capacity: session.outbox.capacity },
             'agent queue full: command refused',
           );
           reject(
             resourceExhausted(
               ErrorReason.AGENT_BUSY,
-              `agent ${agentId} has ${session.outbox.size} commands queued (capacity ${session.outbox.capacity}); nothing was sent`,
+              `agent ${agentId} has ${session.pending.size} commands queued or in flight (capacity ${session.outbox.capacity}); nothing was sent`,
               { agent_id: agentId },
             ),
           );
           return;
         }
+        session.pending.set(sent.commandId, { command: sent, luId, settle });
         inFlight += 1;
         options.signal?.addEventListener('abort', onAbort, { once: true });
         // An agent that never answers (hung, or lost the command) must not pin the caller or the drain forever.
