@@ -1,14 +1,12 @@
 /**
- * The CLI's ControlService client: one channel, rich error details (so errors can name the field, the resource
- * and the agent), and a client-side deadline on every call.
+ * The CLI's ControlService client: the shared prfleet client factory (rich error details, so errors can name the
+ * field, the resource and the agent; a deadline on every call that is also sent to the server so it budgets the
+ * device command; one quick retry of read-only calls).
  */
-import { createChannel, createClientFactory, type Channel, type Client } from 'nice-grpc';
-import { deadlineMiddleware, type DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
-import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
-import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
+import { createControlClient, type ControlClient } from '../common/client.js';
 
 /** A ControlService client whose calls accept `{ deadline, signal }`. */
-export type CliControlClient = Client<typeof ControlServiceDefinition, DeadlineOptions>;
+export type CliControlClient = ControlClient;
 
 /** A connected client and the channel to close when done. */
 export interface CliConnection {
@@ -18,15 +16,16 @@ export interface CliConnection {
   close(): void;
 }
 
+/** Backoff before the one retry of a read-only call (nice-grpc's default of 1 s is long for a CLI). */
+const RETRY_BASE_DELAY_MS = 100;
+
 /**
  * Opens a plaintext (h2c) channel to `address` (`host:port`). The channel connects lazily, so an unreachable
  * server shows up as UNAVAILABLE on the first call. TLS is not supported yet; `--plaintext` is the only mode.
  */
 export function connectControl(address: string): CliConnection {
-  const channel: Channel = createChannel(address.includes('://') ? address : `http://${address}`);
-  const client = createClientFactory()
-    .use(errorDetailsClientMiddleware)
-    .use(deadlineMiddleware)
-    .create(ControlServiceDefinition, channel);
-  return { client, close: () => channel.close() };
+  const client = createControlClient(address, {
+    defaultCallOptions: { retryBaseDelayMs: RETRY_BASE_DELAY_MS, retryMaxAttempts: 1 },
+  });
+  return { client, close: () => client.close() };
 }

@@ -3,7 +3,7 @@
  * (from the rich error details), what to do next, and the exit code.
  */
 import { ClientError, Status } from 'nice-grpc-common';
-import { BadRequest, ErrorInfo, PreconditionFailure, ResourceInfo, RichClientError } from 'nice-grpc-error-details';
+import { BadRequest, ErrorInfo, ResourceInfo, RichClientError } from 'nice-grpc-error-details';
 import { isAbortError } from 'abort-controller-x';
 import type { Target } from '../gen/prfleet/v1/control.js';
 import { exitCodeForStatus, ExitCode } from './exit-codes.js';
@@ -52,7 +52,6 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
   const info = extra.find((d): d is ErrorInfo => d.$type === ErrorInfo.$type);
   const badRequest = extra.find((d): d is BadRequest => d.$type === BadRequest.$type);
   const resource = extra.find((d): d is ResourceInfo => d.$type === ResourceInfo.$type);
-  const precondition = extra.find((d): d is PreconditionFailure => d.$type === PreconditionFailure.$type);
   const field = badRequest?.fieldViolations[0]?.field;
   const base = {
     code: Status[error.code] ?? `status ${error.code}`,
@@ -61,7 +60,7 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
     ...(field !== undefined && field !== '' ? { field } : {}),
     ...(info?.reason ? { reason: info.reason } : {}),
   };
-  return { ...base, hint: hintFor(error, context, { info, resource, precondition, field }) };
+  return { ...base, hint: hintFor(error, context, { info, resource, field }) };
 }
 
 function hintFor(
@@ -70,8 +69,7 @@ function hintFor(
   details: {
     info: ErrorInfo | undefined;
     resource: ResourceInfo | undefined;
-    precondition: PreconditionFailure | undefined;
-    field: string | undefined;
+        field: string | undefined;
   },
 ): string {
   const agentId = details.info?.metadata['agent_id'] ?? details.info?.metadata['agentId'] ?? context.target?.agentId;
@@ -89,11 +87,11 @@ function hintFor(
       const what = details.resource ? `${details.resource.resourceType} ${details.resource.resourceName}` : 'it';
       return `${what} is not known to the server: \`prfleet devices\` lists LU ids and agent:path targets`;
     }
-    case Status.FAILED_PRECONDITION: {
-      const violation = details.precondition?.violations[0]?.description;
-      const why = violation ? `${violation}; ` : '';
-      return `${why}nothing was sent: \`prfleet devices -o json\` shows each LU's profile and capabilities`;
-    }
+    case Status.FAILED_PRECONDITION:
+      if (details.info?.reason === 'PRECONDITION_MISMATCH') {
+        return 'nothing was sent: the LU changed since you looked; re-read it (`prfleet keys`, `prfleet reservation`) and decide again';
+      }
+      return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
     case Status.INVALID_ARGUMENT:
       return details.field ? `fix ${details.field} and try again (nothing was sent)` : 'fix the request (nothing was sent)';
     case Status.DEADLINE_EXCEEDED:

@@ -220,7 +220,7 @@ export async function startServerProcess(
 ): Promise<ServerProcess> {
   const handle = spawnNode(builtBinaries().server, [], {
     name: 'prfleet-server',
-    env: { PORT: '0', ...options.env },
+    env: { PORT: '0', PRFLEET_HOST: '127.0.0.1', ...options.env },
     ...(options.onLine ? { onLine: options.onLine } : {}),
   });
   try {
@@ -246,7 +246,7 @@ export async function startSimProcess(options: {
 }): Promise<ChildHandle> {
   const handle = spawnNode(
     builtBinaries().sim,
-    ['--server', options.address, '--fabric', options.fabric, ...(options.extraArgs ?? [])],
+    ['--server', options.address, '--plaintext', '--fabric', options.fabric, ...(options.extraArgs ?? [])],
     { name: 'prfleet-sim', ...(options.env ? { env: options.env } : {}), ...(options.onLine ? { onLine: options.onLine } : {}) },
   );
   try {
@@ -275,6 +275,7 @@ export function startAgentProcess(options: {
     [
       '--server',
       options.address,
+      '--plaintext',
       '--agent-id',
       options.agentId,
       '--transport',

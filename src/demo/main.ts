@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+/**
+ * `make demo`: starts prfleet-server on a free port and prfleet-sim with examples/fabric-demo.yaml (three hosts
+ * sharing two SuperLoaders), runs the narrated scenario with real RPCs, and stops both. Exits 0 when the story
+ * happened as told; on any error (or Ctrl-C) it stops what it started and exits non-zero.
+ */
+import { resolve } from 'node:path';
+import { connectControl } from '../cli/client.js';
+import { repoRoot, startServerProcess, startSimProcess, type ChildHandle } from './processes.js';
+import { runScenario } from './scenario.js';
+
+const write = (text: string) => process.stdout.write(text);
+const children: ChildHandle[] = [];
+let stopping: Promise<void> | undefined;
+
+/** Stops every child (SIGTERM, then SIGKILL after 5 s), once. */
+function stopAll(): Promise<void> {
+  stopping ??= Promise.all(children.map((child) => child.stop({ graceMs: 5000 }))).then(() => undefined);
+  return stopping;
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    write(`\n${signal}: stopping prfleet-sim and prfleet-server …\n`);
+    void stopAll().then(() => process.exit(130));
+  });
+}
+
+async function main(): Promise<void> {
+  const fabric = resolve(repoRoot(), 'examples/fabric-demo.yaml');
+  write('prfleet demo: persistent reservations on a fleet of tape loaders.\n');
+  write('Starting prfleet-server on a free port …\n');
+  const server = await startServerProcess();
+  children.push(server.handle);
+  write(`Server listening on ${server.address}. Starting prfleet-sim with examples/fabric-demo.yaml …\n`);
+  const sim = await startSimProcess({ address: server.address, fabric });
+  children.push(sim);
+  const connection = connectControl(server.address);
+  try {
+    await runScenario(connection.client, { write });
+  } finally {
+    connection.close();
+  }
+  write('\nStopping prfleet-sim and prfleet-server …\n');
+  const [serverExit, simExit] = [server.handle.exited, sim.exited];
+  await stopAll();
+  const codes = await Promise.all([serverExit, simExit]);
+  write(`Stopped (server exit ${String(codes[0].code)}, sim exit ${String(codes[1].code)}). Demo complete.\n`);
+}
+
+main().then(
+  () => {
+    process.exitCode = 0;
+  },
+  async (error: unknown) => {
+    process.stderr.write(`\ndemo failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    for (const child of children) {
+      if (!child.hasExited()) continue;
+      process.stderr.write(`${child.name} had exited; its last output:\n${child.lines.slice(-10).join('\n')}\n`);
+    }
+    await stopAll();
+    process.exitCode = 1;
+  },
+);
