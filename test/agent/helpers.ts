@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { createExecutor, type Executor, type ExecutorOptions } from '../../agent/executor.js';
 import type { EmulatedHost } from '../../agent/fabric.js';
 import { msToDuration } from '../../src/common/command.js';
-import { Command, type ProutCommand } from '../../src/gen/prfleet/v1/agent.js';
+import { Command, type DeepPartial, type ProutCommand } from '../../src/gen/prfleet/v1/agent.js';
 import { PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 
 /** A silent logger for tests. */
@@ -21,7 +21,7 @@ export function prin(path: string, action: PrinAction, extra: Partial<Command> =
 }
 
 /** A PROUT command for `path`. */
-export function prout(path: string, fields: Partial<ProutCommand> & { action: ProutAction }, extra: Partial<Command> = {}): Command {
+export function prout(path: string, fields: DeepPartial<ProutCommand> & { action: ProutAction }, extra: Partial<Command> = {}): Command {
   return Command.fromPartial({
     commandId: `c${++nextId}`,
     path,
