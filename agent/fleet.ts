@@ -66,6 +66,8 @@ export async function startEmulatedFleet(options: EmulatedFleetOptions): Promise
         ...options.agentOptions,
         server: options.address,
         agentId: host.id,
+        // Each emulated host reports its own name, not the name of the machine running the sim.
+        hostname: options.agentOptions?.hostname ?? host.id,
         site: options.agentOptions?.site ?? host.site,
         labels: { ...host.labels, ...options.agentOptions?.labels },
       },
