@@ -24,9 +24,9 @@ export interface ServerDeps {
   /** Configuration (loadConfig(env), or defaultServerConfig() with overrides in tests). */
   readonly config: ServerConfig;
   /** Idempotency journal. @default in-memory */
-  readonly journal?: CommandJournal;
+  readonly journal?: CommandJournal | undefined;
   /** Router factory, for a multi-instance router. @default the in-process router */
-  readonly createRouter?: (registry: AgentRegistry) => CommandRouter;
+  readonly createRouter?: ((registry: AgentRegistry) => CommandRouter) | undefined;
 }
 
 /** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */

@@ -79,7 +79,7 @@ describe('ControlService PRIN/PROUT', () => {
 
     expect((await rpcError(client.reserve({ target: A_SG0, key: 1n }))).summary).toMatchObject({ field: 'type' });
     expect((await rpcError(client.reserve({ target: A_SG0, key: 0n, type: 3 }))).summary).toMatchObject({ field: 'key' });
-    expect((await rpcError(client.reserve({ target: A_SG0, key: 1n, type: 2 }))).summary).toMatchObject({ field: 'type' });
+    expect((await rpcError(client.reserve({ target: A_SG0, key: 1n, type: 2 as PrType }))).summary).toMatchObject({ field: 'type' });
     expect((await rpcError(client.readKeys({ target: A_SG0, allocationLength: 70_000 }))).summary).toMatchObject({
       field: 'allocation_length',
     });
