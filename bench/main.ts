@@ -11,6 +11,7 @@
  * ≤ 1.2× the relay, ≤ 0.15× an sg_persist spawn, session p50 ≤ 0.3 ms. Misses are reported, not hidden.
  */
 import { spawnSync } from 'node:child_process';
+import { availableParallelism, loadavg } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,16 +37,18 @@ import {
 import { createRelayClient, type RelaySizes } from './relay.js';
 import { formatMs, processCpuMs, summarize, type LatencySummary } from './stats.js';
 
-/** Calls before measuring, per path (JIT, channel and HTTP/2 window warm-up). */
+/** Calls before measuring, per path (JIT, channel and HTTP/2 window warm-up), and the time they may take. */
 const WARMUP_CALLS = 300;
+const WARMUP_BUDGET_MS = 3_000;
 /** Measurement rounds; each round runs (1), (2) and (4) back to back. */
 const ROUNDS = 3;
-/** Calls per measurement per round. */
+/** Calls per measurement per round, and the time one measurement may take (whichever ends first). */
 const CALLS_PER_ROUND = 1000;
+const ROUND_BUDGET_MS = 4_000;
 /** sg_persist spawns measured. */
 const SPAWNS = 20;
 /** Hard limit for the whole run: past it every child is killed and the bench exits 1. */
-const HARD_LIMIT_MS = 120_000;
+const HARD_LIMIT_MS = 90_000;
 
 /** Targets from the issue. */
 const TARGET_RELAY_RATIO = 1.2;
@@ -65,11 +68,21 @@ function emptyMeasured(): Measured {
   return { samples: [], stackCpuMs: 0, clientCpuMs: 0 };
 }
 
-/** Runs `calls` sequential calls of `call`, adding latencies and CPU to `into`. */
-async function measure(into: Measured, calls: number, pids: readonly number[], call: () => Promise<unknown>) {
+/**
+ * Runs up to `calls` sequential calls of `call`, for at most `budgetMs` (so a loaded machine shortens the run
+ * instead of stretching it), adding latencies and CPU to `into`.
+ */
+async function measure(
+  into: Measured,
+  calls: number,
+  budgetMs: number,
+  pids: readonly number[],
+  call: () => Promise<unknown>,
+) {
   const cpuBefore = pids.map(processCpuMs);
   const clientBefore = process.cpuUsage();
-  for (let i = 0; i < calls; i++) {
+  const began = performance.now();
+  for (let i = 0; i < calls && performance.now() - began < budgetMs; i++) {
     const start = performance.now();
     await call();
     into.samples.push(performance.now() - start);
@@ -225,9 +238,10 @@ async function main(): Promise<number> {
     closers.unshift(() => session.close());
 
     process.stdout.write(
-      `Target ${target.agentId}:${target.path} (${target.luId}); warming up (${WARMUP_CALLS} calls each) …\n`,
+      `Target ${target.agentId}:${target.path} (${target.luId}); warming up (up to ${WARMUP_CALLS} calls each) …\n`,
     );
-    for (let i = 0; i < WARMUP_CALLS; i++) {
+    const warmupStart = performance.now();
+    for (let i = 0; i < WARMUP_CALLS && performance.now() - warmupStart < WARMUP_BUDGET_MS; i++) {
       await readKeys();
       await relayCall();
       await session.readKeys();
@@ -239,10 +253,12 @@ async function main(): Promise<number> {
     const prfleetPids = [server.handle.pid, sim.pid];
     const relayPids = [relayServer.pid, relayAgent.pid];
     for (let round = 1; round <= ROUNDS; round++) {
-      process.stdout.write(`Round ${round}/${ROUNDS}: ${CALLS_PER_ROUND} calls each …\n`);
-      await measure(prfleet, CALLS_PER_ROUND, prfleetPids, readKeys);
-      await measure(bare, CALLS_PER_ROUND, relayPids, relayCall);
-      await measure(streamed, CALLS_PER_ROUND, prfleetPids, () => session.readKeys());
+      process.stdout.write(
+        `Round ${round}/${ROUNDS}: up to ${CALLS_PER_ROUND} calls or ${ROUND_BUDGET_MS / 1000} s each …\n`,
+      );
+      await measure(prfleet, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, readKeys);
+      await measure(bare, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, relayCall);
+      await measure(streamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, () => session.readKeys());
     }
     const spawn = measureSgPersistSpawn();
 
@@ -283,6 +299,7 @@ async function main(): Promise<number> {
       [
         '',
         `prfleet bench: READ KEYS, one call in flight, warm channels, 127.0.0.1, ${ROUNDS} interleaved rounds`,
+        `machine: ${availableParallelism()} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} (1/5/15 min): other load distorts every figure`,
         `message sizes (bytes): request ${requestSize}, server→agent ${sizes.down}, agent→server ${sizes.up}, reply ${sizes.reply}`,
         results.toString(),
         'summary' in spawn ? `(3) ${spawn.version}, spawnSync from Node, ${SPAWNS} runs` : `(3) ${spawn.missing}`,
