@@ -88,7 +88,7 @@ export const SGIO_ALLOWED_OPCODES: ReadonlySet<number> = new Set([
   0x00, 0x03, 0x12, 0x5e, 0x5f, 0xa0,
 ]);
 
-/** CDB length by group code (SPC-4 §4.2.5.1); groups 3 and 6/7 are reserved or vendor specific here. */
+/** CDB length by group code (SPC-4 §4.2.5.1); undefined for group 3 (variable) and the vendor groups 6/7. */
 function cdbLengthOf(opcode: number): number | undefined {
   switch (opcode >> 5) {
     case 0:
@@ -119,8 +119,12 @@ export function refuseRequest(
   const hex = `0x${opcode.toString(16).padStart(2, '0')}`;
   if (!allowedOpcodes.has(opcode)) return `opcode ${hex} is not on the sgio allow-list`;
   const expectedLength = cdbLengthOf(opcode);
-  if (request.cdb.length !== expectedLength) {
-    return `cdb for opcode ${hex} is ${request.cdb.length} bytes, expected ${expectedLength ?? 'a known length'}`;
+  if (expectedLength !== undefined && request.cdb.length !== expectedLength) {
+    return `cdb for opcode ${hex} is ${request.cdb.length} bytes, expected ${expectedLength}`;
+  }
+  // Vendor-specific and variable-length groups: whatever fits sg_io_hdr.cmd_len (1 byte; sg caps it at 252).
+  if (expectedLength === undefined && (request.cdb.length < 6 || request.cdb.length > 252)) {
+    return `cdb for opcode ${hex} is ${request.cdb.length} bytes, expected 6 to 252`;
   }
   const outLength = request.dataOut?.length ?? 0;
   if (outLength > 0 && request.dataInLength > 0) {

@@ -30,7 +30,7 @@ mount -t sysfs sysfs $NEW/sys
 mount -t configfs configfs $NEW/sys/kernel/config
 mount -t tmpfs tmpfs $NEW/run
 mount -t tmpfs tmpfs $NEW/dev/shm 2>/dev/null
-if [ -n "${TESTBED_OUT:-}" ] && mountpoint -q /mnt/out; then
+if [ -n "${TESTBED_OUT:-}" ] && grep -q ' /mnt/out ' /proc/mounts; then
 	mkdir -p "$NEW$TESTBED_OUT" && mount --bind /mnt/out "$NEW$TESTBED_OUT"
 fi
 echo "exec (chroot host root): $EXEC SG_DEVS='$SG_DEVS'"

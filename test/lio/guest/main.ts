@@ -1,0 +1,70 @@
+/**
+ * Entry point of the in-VM suite (runs chrooted in the host root, see test/scsi-vm/guest/scenario-exec.sh):
+ *   node main.js --out <dir> [--parts conformance,grpc] [--only id,id]
+ * Prints `PRFLEET-LIO <json>` lines (test/lio/protocol.ts) and exits 0 when everything passed.
+ */
+import { readFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { formatLine } from '../protocol.js';
+import { runConformance } from './conformance.js';
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      out: { type: 'string' },
+      parts: { type: 'string', default: 'conformance' },
+      only: { type: 'string' },
+      nexuses: { type: 'string', default: '3' },
+    },
+  });
+  const parts = (values.parts ?? '').split(',').filter(Boolean);
+  const print = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  const started = performance.now();
+  // How long node took to start (over 9p) and when, in guest uptime, the suite began.
+  const guestUptime = Number(
+    (await readFile('/proc/uptime', 'utf8').catch(() => '0')).split(' ')[0],
+  );
+  print(
+    formatLine({
+      t: 'info',
+      name: 'start',
+      node: process.version,
+      parts,
+      nodeStartMs: Math.round(process.uptime() * 1000),
+      guestUptimeS: guestUptime,
+    }),
+  );
+  let failures = 0;
+  if (parts.includes('conformance')) {
+    failures += await runConformance({
+      ...(values.out ? { outDir: values.out } : {}),
+      ...(values.only ? { only: values.only.split(',') } : {}),
+      nexuses: Number(values.nexuses),
+      print,
+    });
+  }
+  if (parts.includes('grpc')) {
+    const { runGrpcPart } = await import('./grpc.js');
+    failures += await runGrpcPart({ print });
+  }
+  print(
+    formatLine({ t: 'info', name: 'end', failures, ms: Math.round(performance.now() - started) }),
+  );
+  return failures;
+}
+
+main().then(
+  (failures) => process.exit(failures === 0 ? 0 : 1),
+  (e: unknown) => {
+    process.stdout.write(
+      formatLine({
+        t: 'info',
+        name: 'crash',
+        error: e instanceof Error ? (e.stack ?? e.message) : String(e),
+      }) + '\n',
+    );
+    process.exit(2);
+  },
+);
