@@ -194,6 +194,13 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       log.warn({ path, errno: error.errno, code: error.code }, 'path failed; marked offline');
       if (changed) current?.sendInventory(paths);
     },
+    onPathAnswer(path) {
+      const offline = paths.find((p) => p.path === path && !p.online);
+      if (!offline) return;
+      paths = paths.map((p) => (p === offline ? { ...p, online: true } : p));
+      log.info({ path }, 'path answered again; marked online');
+      current?.sendInventory(paths);
+    },
   });
 
   const allowed = (path: string): boolean => allow.length === 0 || allow.some((re) => re.test(path));

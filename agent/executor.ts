@@ -13,7 +13,7 @@ import {
   unknownResult,
 } from '../src/common/result.js';
 import type { Command } from '../src/gen/prfleet/v1/agent.js';
-import { outcomeToJSON, type CommandResult, Outcome } from '../src/gen/prfleet/v1/scsi.js';
+import { CommandResult, Outcome, outcomeToJSON } from '../src/gen/prfleet/v1/scsi.js';
 import { classifyResponse, formatKey, type ScsiRequest, type ScsiResponse } from '../src/scsi/index.js';
 import { createSemaphore } from './semaphore.js';
 import { TransportError, type ScsiDevice, type ScsiTransport } from './transport/transport.js';
@@ -51,6 +51,8 @@ export interface ExecutorOptions {
   readonly watchdogGraceMs?: number;
   /** Called when a path fails with an OS error (e.g. the node vanished), so the agent can mark it offline. */
   readonly onPathError?: (path: string, error: TransportError) => void;
+  /** Called when a device answered on a path (whatever it said), so a path marked offline comes back. */
+  readonly onPathAnswer?: (path: string) => void;
 }
 
 /** Runs typed, allow-listed commands on known paths: one at a time per path, in arrival order. */
@@ -277,19 +279,27 @@ export function createExecutor(options: ExecutorOptions): Executor {
         startedAt ??= new Date();
         const answer = await executeWithWatchdog(dev, request, task.abort.signal);
         if ('stuck' in answer) {
-          finish(task, {
-            ...unknownResult(command, options.agentId, ''),
-            ...ctx,
-            outcome: Outcome.OUTCOME_TIMEOUT,
-            message: `no answer from the device within ${request.timeoutMs + watchdogGraceMs} ms; the command may still complete`,
-            startedAt,
-            unitAttentions: [],
-          });
+          finish(
+            task,
+            CommandResult.fromPartial({
+              commandId: command.commandId,
+              agentId: options.agentId,
+              path: command.path,
+              luId: task.luId,
+              idempotencyKey: command.idempotencyKey,
+              outcome: Outcome.OUTCOME_TIMEOUT,
+              cdb: Buffer.from(request.cdb),
+              dataOut: Buffer.from(request.dataOut ?? new Uint8Array(0)),
+              message: `no answer from the device within ${request.timeoutMs + watchdogGraceMs} ms; the command may still complete`,
+              startedAt,
+            }),
+          );
           // One command per path: the next one waits until the device lets go of this one.
           await answer.stuck;
           return;
         }
         const { response } = answer;
+        options.onPathAnswer?.(command.path);
         const retriable = classifyResponse(response).kind === 'unit-attention';
         if (retriable && attempt < uaRetries && task.deadline - Date.now() > 0) {
           // SPC-4 5.14: a command that reports a UNIT ATTENTION was not run; report the UA as news and retry.

@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createEmulatedFabric, type EmulatedFabric } from '../../agent/fabric.js';
-import type { TransportError } from '../../agent/transport/transport.js';
+import { createExecutor } from '../../agent/executor.js';
+import type { ScsiTransport, TransportError } from '../../agent/transport/transport.js';
 import { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
-import { hostExecutor, prin, prout, timeout, tur } from './helpers.js';
+import { hostExecutor, prin, prout, silentLog, timeout, tur } from './helpers.js';
 
 const KEY_A = 0xaaaan;
 const KEY_B = 0xbbbbn;
@@ -266,5 +267,36 @@ describe('executor', () => {
     const result = await victim;
     expect(result.outcome).toBe(Outcome.OUTCOME_TASK_ABORTED);
     expect(result.status).toBe(0x40);
+  });
+
+  it('stops waiting for a device that never answers, reports OUTCOME_TIMEOUT, and keeps the path busy until it lets go', async () => {
+    fabric = fabricOf();
+    let release!: () => void;
+    const hung = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    // A device whose ioctl never returns (LIO's PREEMPT AND ABORT through tcm_loop does this, per H6).
+    const stuck: ScsiTransport = {
+      kind: 'sgio',
+      open: async (path) => ({
+        path,
+        execute: async () => {
+          calls++;
+          await hung;
+          return { status: 0, sense: new Uint8Array(0), dataIn: new Uint8Array(0), resid: 0, hostStatus: 0, driverStatus: 0, durationMs: 0 };
+        },
+        close: async () => undefined,
+      }),
+    };
+    const executor = createExecutor({ agentId: 'x', transport: stuck, log: silentLog, watchdogGraceMs: 30 });
+    executor.setPaths([{ path: '/dev/sg0', luId: 'lu' }]);
+    const first = await executor.submit(tur('/dev/sg0', timeout(20)));
+    expect(first.outcome).toBe(Outcome.OUTCOME_TIMEOUT);
+    expect(first.message).toMatch(/no answer from the device within 50 ms/);
+    const second = executor.submit(tur('/dev/sg0', timeout(5_000)));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls).toBe(1); // still waiting behind the hung command
+    release();
+    expect((await second).outcome).toBe(Outcome.OUTCOME_GOOD);
+    expect(calls).toBe(2);
   });
 });

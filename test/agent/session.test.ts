@@ -139,6 +139,31 @@ describe('agent session against a real gRPC server', () => {
     await session.ended;
     expect(states).toEqual(['draining', 'stopped']);
   });
+  it('reports a failed path offline in a new inventory, and online again once it answers', async () => {
+    const server = await startFakeAgentServer();
+    const fabric = createEmulatedFabric(await loadFabric(demo));
+    const host = fabric.host('host-c');
+    const agent = createAgent(
+      { server: server.address, agentId: 'host-c', plaintext: true },
+      { log: silentLog, source: createEmulatedSource(host, { closeFabric: fabric }) },
+    );
+    onTestFinished(() => agent.stop());
+    await agent.start();
+    const session = await server.session(0);
+    await session.next('inventory');
+    host.transport.failPath('/dev/sg2');
+    let mark = session.received.length;
+    session.send({ $case: 'command', value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f1' }) });
+    expect((await session.next('result', mark)).outcome).toBe(Outcome.OUTCOME_OS_ERROR);
+    const offline = await session.next('inventory', mark);
+    expect(offline.paths.find((p) => p.path === '/dev/sg2')?.online).toBe(false);
+    host.transport.restorePath('/dev/sg2');
+    mark = session.received.length;
+    session.send({ $case: 'command', value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f2' }) });
+    const online = await session.next('inventory', mark);
+    expect(online.paths.find((p) => p.path === '/dev/sg2')?.online).toBe(true);
+    expect((await session.next('result', mark)).outcome).toBe(Outcome.OUTCOME_GOOD);
+  });
 });
 
 describe('backoff', () => {
