@@ -22,6 +22,8 @@ export interface LoggerOptions {
  */
 function safeValue(_key: string, value: unknown): unknown {
   if (typeof value === 'bigint') return value.toString();
+  // formatters.log runs before pino's serializers, and JSON.stringify(error) is {}.
+  if (value instanceof Error) return pino.stdSerializers.err(value);
   if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
   if (value !== null && typeof value === 'object' && 'type' in value && 'data' in value) {
     // Buffer.toJSON() ran before the replacer saw it.
