@@ -12,6 +12,8 @@ import {
   type HistoryEntryInput,
   type Store,
 } from '../../src/server/store/index.js';
+import { CommandResult, Outcome } from '../../src/gen/prfleet/v1/scsi.js';
+import { createStoreCommandJournal } from '../../src/server/store/index.js';
 import { storeBackends } from './backends.js';
 
 const backends = await storeBackends();
@@ -242,6 +244,47 @@ describe.each(backends)('store on $name', (backend) => {
         );
         await expect(store.journal.begin({ idempotencyKey: '', request })).rejects.toMatchObject({ field: 'idempotencyKey' });
         expect(await count(store, 'operations')).toBe(0);
+      });
+    });
+
+    describe('CommandJournal adapter (the server executor\'s interface)', () => {
+      const request = { agentId: 'host-a', path: '/dev/sg3', fingerprint: 'reserve:0x77:3' };
+      const good = CommandResult.fromPartial({ commandId: 'c1', outcome: Outcome.OUTCOME_GOOD, agentId: 'host-a', path: '/dev/sg3', cdb: Buffer.from([0x5f, 1]) });
+
+      it('claims a key once and hands a waiting repeat on another server the result', async () => {
+        const one = await backend.open();
+        const two = await backend.openSibling(one);
+        const a = createStoreCommandJournal(one.journal, { owner: 'server-1', pollMs: 20 });
+        const b = createStoreCommandJournal(two.journal, { owner: 'server-2', pollMs: 20 });
+        expect(await a.begin('k', request)).toEqual({ kind: 'started' });
+        expect(await b.begin('k', { ...request, fingerprint: 'other' })).toEqual({ kind: 'exists', entry: { state: 'in-flight', request } });
+        const waiting = b.wait('k');
+        await a.complete('k', good);
+        expect(await waiting).toEqual(good);
+        expect(await b.get('k')).toEqual({ state: 'completed', request, result: good });
+        await a.complete('k', { ...good, outcome: Outcome.OUTCOME_RESERVATION_CONFLICT }); // first result wins
+        expect((await a.get('k')) as { result: CommandResult }).toMatchObject({ result: { outcome: Outcome.OUTCOME_GOOD } });
+      });
+
+      it('records UNKNOWN as an answer, lets a late result replace it, and frees abandoned keys', async () => {
+        const store = await backend.open();
+        const j = createStoreCommandJournal(store.journal, { pollMs: 20 });
+        await j.begin('u', request);
+        await j.complete('u', { ...good, outcome: Outcome.OUTCOME_UNKNOWN, message: 'agent vanished' });
+        expect((await store.journal.get('u'))?.state).toBe('unknown');
+        expect(await j.wait('u')).toMatchObject({ outcome: Outcome.OUTCOME_UNKNOWN, message: 'agent vanished' });
+        await j.complete('u', good);
+        expect(await j.wait('u')).toEqual(good);
+
+        await j.begin('never-sent', request);
+        const waiter = j.wait('never-sent');
+        await j.abandon('never-sent');
+        expect(await waiter).toBeUndefined();
+        expect(await j.begin('never-sent', request)).toEqual({ kind: 'started' });
+        const aborted = new AbortController();
+        const pending = j.wait('never-sent', aborted.signal);
+        aborted.abort(new Error('caller gone'));
+        await expect(pending).rejects.toThrowError('caller gone');
       });
     });
 

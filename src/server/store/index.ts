@@ -29,3 +29,4 @@ export {
   type HistoryVerification,
 } from './history.js';
 export type { DesiredStateStore, DesiredStateRecord, DesiredScope } from './desired-state.js';
+export { createStoreCommandJournal, type StoreCommandJournalOptions } from './command-journal.js';

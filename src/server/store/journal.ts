@@ -64,6 +64,11 @@ export interface OperationJournal {
    * changes nothing. Throws NotFoundError for an unknown key, JournalStateError when already done.
    */
   markUnknown(idempotencyKey: string, result: JsonValue): Promise<OperationEntry>;
+  /**
+   * Deletes a pending entry whose command was never sent (refused before dispatch), so the key can be used
+   * again. Returns false when the key is absent or no longer pending (a sent command is never forgotten).
+   */
+  abandon(idempotencyKey: string): Promise<boolean>;
   /** The entry for a key, or undefined. */
   get(idempotencyKey: string): Promise<OperationEntry | undefined>;
   /** Pending entries, oldest first, optionally only one owner's or those not updated since `before`. */
@@ -154,6 +159,10 @@ export function createOperationJournal(db: Db): OperationJournal {
     },
     complete: (key, result) => transition(key, result, 'done', ['pending', 'unknown']),
     markUnknown: (key, result) => transition(key, result, 'unknown', ['pending']),
+    async abandon(key) {
+      const r = await db.query(`DELETE FROM operations WHERE idempotency_key = $1 AND state = 'pending'`, [requireIdempotencyKey(key)]);
+      return r.rowCount === 1;
+    },
     get: (key) => get(requireIdempotencyKey(key)),
     async listPending(filter = {}) {
       const r = await db.query<OperationRow>(
