@@ -30,8 +30,8 @@ export interface ErrorContext {
   readonly server: string;
   /** Target of the command, when it had one. */
   readonly target?: Target;
-  /** Command timeout in milliseconds, when one was set. */
-  readonly timeoutMs?: number;
+  /** How long the CLI waited for the answer (the RPC deadline), in milliseconds. */
+  readonly deadlineMs?: number;
 }
 
 /** Describes any error thrown by a ControlService call; non-RPC errors become "internal" with exit code 85. */
@@ -96,8 +96,8 @@ function hintFor(
       return details.field ? `fix ${details.field} and try again (nothing was sent)` : 'fix the request (nothing was sent)';
     case Status.DEADLINE_EXCEEDED:
     case Status.CANCELLED: {
-      const timeout = context.timeoutMs !== undefined ? ` (--timeout ${context.timeoutMs / 1000}s)` : '';
-      return `no answer in time${timeout}; the command may still have run on the device: re-read with \`prfleet keys\` / \`prfleet reservation\` before retrying`;
+      const waited = context.deadlineMs !== undefined ? ` within ${context.deadlineMs / 1000}s` : ' in time';
+      return `no answer${waited} (raise --deadline/--timeout, or check \`prfleet agents\`); the command may still have run on the device: re-read with \`prfleet keys\` / \`prfleet reservation\` before retrying`;
     }
     case Status.RESOURCE_EXHAUSTED:
       return `agent ${agentId ?? ''} has too many commands queued; nothing was sent: retry shortly`.replace('  ', ' ');

@@ -110,7 +110,7 @@ ${EXIT_CODE_HELP}`,
 
   /** Opens a connection, runs `body`, renders errors, closes the connection. */
   const withClient = async (
-    describe: { target?: Target; timeoutMs?: number },
+    describe: { target?: Target; deadlineMs?: number },
     body: (client: CliControlClient, output: OutputFormat) => Promise<number>,
   ): Promise<void> => {
     const { server, output } = globals();
@@ -182,13 +182,14 @@ ${EXIT_CODE_HELP}`,
       .action(async (compact, opts) => {
         const target = targetOf(compact, opts, false);
         const timeoutMs = opts.timeout ?? DEFAULT_COMMAND_TIMEOUT_MS;
-        await withClient({ target, timeoutMs }, async (client, output) => {
+        const deadlineMs = opts.deadline ?? timeoutMs + ROUTING_MARGIN_MS;
+        await withClient({ target, deadlineMs }, async (client, output) => {
           const request = {
             target,
             options: commandOptions(timeoutMs),
             allocationLength: opts.allocationLength ?? 0,
           };
-          const callOptions = { deadline: timeoutMs + ROUTING_MARGIN_MS };
+          const callOptions = { deadline: deadlineMs };
           const response = await client[spec.call](request, callOptions);
           return emitResult(spec.action, response.result, output);
         });
@@ -322,7 +323,8 @@ function withTargetOptions<O extends Record<string, unknown>, G extends Record<s
     .option('--lu <id>', 'logical unit id (as `prfleet devices` shows it)')
     .option('--agent <id>', 'agent to act through')
     .option('--path <node>', 'device node on that agent')
-    .option('--timeout <duration>', 'device command timeout, e.g. 30s, 500ms (default 60s)', parseDurationMs);
+    .option('--timeout <duration>', 'device command timeout, e.g. 30s, 500ms (default 60s)', parseDurationMs)
+    .option('--deadline <duration>', 'how long to wait for the answer (default: --timeout + 5s)', parseDurationMs);
 }
 
 /** Adds the target and the flags every PROUT command has. */
@@ -340,6 +342,7 @@ function withProutOptions<O extends Record<string, unknown>, G extends Record<st
 /** Flags shared by every PROUT, as parsed. */
 interface ProutFlags {
   timeout?: number;
+  deadline?: number;
   idempotencyKey?: string;
   dryRun?: true;
   reason?: string;
@@ -350,6 +353,7 @@ interface ProutFlags {
 /** Target, ProutOptions and call options of a PROUT command. */
 function proutBase(target: Target, flags: ProutFlags) {
   const timeoutMs = flags.timeout ?? DEFAULT_COMMAND_TIMEOUT_MS;
+  const deadlineMs = flags.deadline ?? timeoutMs + ROUTING_MARGIN_MS;
   const precondition =
     flags.expectGeneration !== undefined || flags.expectHolder !== undefined
       ? {
@@ -366,9 +370,9 @@ function proutBase(target: Target, flags: ProutFlags) {
   };
   return {
     target,
-    timeoutMs,
+    deadlineMs,
     options,
-    call: () => ({ deadline: timeoutMs + ROUTING_MARGIN_MS }),
+    call: () => ({ deadline: deadlineMs }),
   };
 }
 
