@@ -1,7 +1,11 @@
 import { hostname } from 'node:os';
 import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
 import type { Logger } from 'pino';
-import { AgentServiceDefinition, Hello, type AgentServiceClient } from '../src/gen/prfleet/v1/agent.js';
+import {
+  AgentServiceDefinition,
+  Hello,
+  type AgentServiceClient,
+} from '../src/gen/prfleet/v1/agent.js';
 import type { Path } from '../src/gen/prfleet/v1/scsi.js';
 import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
 import { createExecutor, type Executor } from './executor.js';
@@ -102,7 +106,11 @@ export interface Agent {
 }
 
 /** Delay before reconnect attempt `attempt` (0-based): uniform in [0, min(maxMs, initialMs · 2^attempt)). */
-export function backoffDelayMs(attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+export function backoffDelayMs(
+  attempt: number,
+  options: BackoffOptions = {},
+  random: () => number = Math.random,
+): number {
   const initialMs = options.initialMs ?? 250;
   const maxMs = options.maxMs ?? 30_000;
   const bound = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
@@ -203,7 +211,8 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     },
   });
 
-  const allowed = (path: string): boolean => allow.length === 0 || allow.some((re) => re.test(path));
+  const allowed = (path: string): boolean =>
+    allow.length === 0 || allow.some((re) => re.test(path));
 
   async function discover(): Promise<readonly Path[]> {
     const targets = (await deps.source.listTargets()).filter((t) => allowed(t.path));
@@ -224,9 +233,12 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     };
     // Paths are described in parallel, as many at once as commands may run (the semaphore's bound).
     let next = 0;
-    const workers = Array.from({ length: Math.min(targets.length, options.pathConcurrency ?? 4) }, async () => {
-      while (next < targets.length) await describe(next++);
-    });
+    const workers = Array.from(
+      { length: Math.min(targets.length, options.pathConcurrency ?? 4) },
+      async () => {
+        while (next < targets.length) await describe(next++);
+      },
+    );
     await Promise.all(workers);
     paths = found;
     executor.setPaths(found.map((p) => ({ path: p.path, luId: p.luId })));
@@ -240,7 +252,11 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       options.server,
       options.plaintext
         ? ChannelCredentials.createInsecure()
-        : ChannelCredentials.createSsl(options.tls?.ca ?? null, options.tls?.key ?? null, options.tls?.cert ?? null),
+        : ChannelCredentials.createSsl(
+            options.tls?.ca ?? null,
+            options.tls?.key ?? null,
+            options.tls?.cert ?? null,
+          ),
       AGENT_CHANNEL_OPTIONS,
     );
     return createClient(AgentServiceDefinition, channel);
@@ -324,7 +340,11 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         };
         const onAbort = (): void => {
           cleanup();
-          reject(signal?.reason instanceof Error ? signal.reason : new Error(`agent ${options.agentId}: wait aborted`));
+          reject(
+            signal?.reason instanceof Error
+              ? signal.reason
+              : new Error(`agent ${options.agentId}: wait aborted`),
+          );
         };
         const unsubscribe = agent.onStateChange((s) => {
           if (s === target) {
@@ -341,7 +361,10 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     async start() {
       if (started) throw new Error(`agent ${options.agentId} already started`);
       started = true;
-      log.info({ server: options.server, transport: deps.source.transport.kind, version: AGENT_VERSION }, 'agent starting');
+      log.info(
+        { server: options.server, transport: deps.source.transport.kind, version: AGENT_VERSION },
+        'agent starting',
+      );
       await discover();
       if (options.rescanMs && options.rescanMs > 0) {
         rescanTimer = setInterval(() => {

@@ -31,13 +31,25 @@ export const AgentConfigSchema = z
   })
   .superRefine((c, ctx) => {
     if (c.transport === 'emulated' && c.fabric === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['fabric'], message: 'the emulated transport needs a fabric file' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fabric'],
+        message: 'the emulated transport needs a fabric file',
+      });
     }
     if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['tlsCert'], message: 'a client certificate needs its key (and vice versa)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['tlsCert'],
+        message: 'a client certificate needs its key (and vice versa)',
+      });
     }
     if (c.plaintext && (c.tlsCa || c.tlsCert)) {
-      ctx.addIssue({ code: 'custom', path: ['plaintext'], message: 'plaintext excludes TLS files' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['plaintext'],
+        message: 'plaintext excludes TLS files',
+      });
     }
   });
 
@@ -86,10 +98,17 @@ export function parseAgentConfig(input: Record<string, unknown>): AgentConfig {
 }
 
 /** "a=b,c=d" → { a: 'b', c: 'd' }; throws ConfigError for an entry without "=". */
-export function parseLabels(text: string, into: Record<string, string> = {}): Record<string, string> {
-  for (const entry of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+export function parseLabels(
+  text: string,
+  into: Record<string, string> = {},
+): Record<string, string> {
+  for (const entry of text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const eq = entry.indexOf('=');
-    if (eq <= 0) throw new ConfigError(`invalid label ${JSON.stringify(entry)}: expected key=value`);
+    if (eq <= 0)
+      throw new ConfigError(`invalid label ${JSON.stringify(entry)}: expected key=value`);
     into[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
   return into;
@@ -109,7 +128,12 @@ function envNumber(value: string | undefined): number | string | undefined {
 }
 
 const list = (value: string | undefined): string[] | undefined =>
-  value === undefined ? undefined : value.split(',').map((s) => s.trim()).filter(Boolean);
+  value === undefined
+    ? undefined
+    : value
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
 
 /** Reads the configuration from PRFLEET_* variables only (tests, containers without flags). */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
@@ -134,5 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     drainMs: envNumber(env['PRFLEET_DRAIN_MS']),
     logLevel: env['PRFLEET_LOG_LEVEL'],
   };
-  return parseAgentConfig(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));
+  return parseAgentConfig(
+    Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)),
+  );
 }

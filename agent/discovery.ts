@@ -74,9 +74,17 @@ async function inquire(
   for (let attempt = 0; ; attempt++) {
     let response: ScsiResponse;
     try {
-      response = await device.execute({ cdb, dataInLength: allocationLength, timeoutMs: options.timeoutMs ?? 10_000 });
+      response = await device.execute({
+        cdb,
+        dataInLength: allocationLength,
+        timeoutMs: options.timeoutMs ?? 10_000,
+      });
     } catch (e) {
-      throw new DiscoveryError(`${target.path}: ${what} failed: ${(e as Error).message}`, target.path, { cause: e });
+      throw new DiscoveryError(
+        `${target.path}: ${what} failed: ${(e as Error).message}`,
+        target.path,
+        { cause: e },
+      );
     }
     const { kind } = classifyResponse(response);
     if (kind === 'good') return response.dataIn;
@@ -138,7 +146,9 @@ export async function discoverPath(
   try {
     standard = decodeStandardInquiry(standardData);
   } catch (e) {
-    throw new DiscoveryError(`${target.path}: INQUIRY data: ${(e as Error).message}`, target.path, { cause: e });
+    throw new DiscoveryError(`${target.path}: INQUIRY data: ${(e as Error).message}`, target.path, {
+      cause: e,
+    });
   }
 
   const vpd = async (page: number): Promise<Uint8Array | undefined> => {
@@ -185,7 +195,11 @@ export async function discoverPath(
     }
   }
 
-  const profile = profileForInquiry(standard.vendor, standard.product, standard.peripheralDeviceType);
+  const profile = profileForInquiry(
+    standard.vendor,
+    standard.product,
+    standard.peripheralDeviceType,
+  );
   return Path.fromPartial({
     path: target.path,
     peripheralDeviceType: standard.peripheralDeviceType,
@@ -199,7 +213,9 @@ export async function discoverPath(
     relativeTargetPort: relativeTargetPortOf(designators) ?? 0,
     loaderId: target.loaderId ?? '',
     capabilities:
-      profile === undefined ? unknownCapabilities() : capabilitiesToProto(profile, profileCapabilities(profile)),
+      profile === undefined
+        ? unknownCapabilities()
+        : capabilitiesToProto(profile, profileCapabilities(profile)),
     online: true,
   });
 }

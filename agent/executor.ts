@@ -14,7 +14,12 @@ import {
 } from '../src/common/result.js';
 import type { Command } from '../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome, outcomeToJSON } from '../src/gen/prfleet/v1/scsi.js';
-import { classifyResponse, formatKey, type ScsiRequest, type ScsiResponse } from '../src/scsi/index.js';
+import {
+  classifyResponse,
+  formatKey,
+  type ScsiRequest,
+  type ScsiResponse,
+} from '../src/scsi/index.js';
 import { createSemaphore } from './semaphore.js';
 import { TransportError, type ScsiDevice, type ScsiTransport } from './transport/transport.js';
 
@@ -147,7 +152,11 @@ export function createExecutor(options: ExecutorOptions): Executor {
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
 
-  const context = (command: Command, luId = '') => ({ agentId: options.agentId, path: command.path, luId });
+  const context = (command: Command, luId = '') => ({
+    agentId: options.agentId,
+    path: command.path,
+    luId,
+  });
 
   function remember(key: string, record: IdempotencyRecord): void {
     idempotency.delete(key);
@@ -168,7 +177,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
       const record = idempotency.get(key);
       if (record?.commandId === task.command.commandId) {
         // Nothing reached the device: the caller may try the same key again.
-        if (result.outcome === Outcome.OUTCOME_REFUSED || result.outcome === Outcome.OUTCOME_OS_ERROR) {
+        if (
+          result.outcome === Outcome.OUTCOME_REFUSED ||
+          result.outcome === Outcome.OUTCOME_OS_ERROR
+        ) {
           idempotency.delete(key);
         } else {
           record.outcome = result.outcome;
@@ -274,7 +286,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
           finish(task, refusedResult(command, ctx, 'timed out before submission'));
           return;
         }
-        const request = { ...task.request, timeoutMs: Math.max(1, Math.min(task.request.timeoutMs, remaining)) };
+        const request = {
+          ...task.request,
+          timeoutMs: Math.max(1, Math.min(task.request.timeoutMs, remaining)),
+        };
         task.state = 'submitted';
         startedAt ??= new Date();
         const answer = await executeWithWatchdog(dev, request, task.abort.signal);
@@ -327,7 +342,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
         options.onPathError?.(command.path, e);
         finish(
           task,
-          osErrorResult(command, ctx, e.errno, `${e.code} on ${e.path}: ${explainErrno(e.code)} (${e.message})`),
+          osErrorResult(
+            command,
+            ctx,
+            e.errno,
+            `${e.code} on ${e.path}: ${explainErrno(e.code)} (${e.message})`,
+          ),
         );
         return;
       }
@@ -335,7 +355,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
         finish(task, refusedResult(command, ctx, 'cancelled before submission'));
         return;
       }
-      log.error({ err: e, commandId: command.commandId, path: command.path }, 'command failed in the agent');
+      log.error(
+        { err: e, commandId: command.commandId, path: command.path },
+        'command failed in the agent',
+      );
       // The device may or may not have seen it: say so rather than guess.
       finish(task, {
         ...unknownResult(command, options.agentId, `agent error: ${(e as Error).message}`),
@@ -392,7 +415,14 @@ export function createExecutor(options: ExecutorOptions): Executor {
       const task = tasks.get(commandId);
       if (!task || task.state !== 'queued') return false;
       task.abort.abort();
-      finish(task, refusedResult(task.command, context(task.command, task.luId), 'cancelled before submission'));
+      finish(
+        task,
+        refusedResult(
+          task.command,
+          context(task.command, task.luId),
+          'cancelled before submission',
+        ),
+      );
       return true;
     },
     async close() {
@@ -406,7 +436,12 @@ export function createExecutor(options: ExecutorOptions): Executor {
       const refuse = (message: string, luId = ''): Promise<CommandResult> => {
         const result = refusedResult(command, context(command, luId), message);
         log.info(
-          { commandId: command.commandId, path: command.path, command: describeCommand(command), message },
+          {
+            commandId: command.commandId,
+            path: command.path,
+            command: describeCommand(command),
+            message,
+          },
           'command refused',
         );
         inFlight--;
@@ -415,13 +450,16 @@ export function createExecutor(options: ExecutorOptions): Executor {
       };
 
       const target = paths.get(command.path);
-      if (!target) return refuse(`path ${JSON.stringify(command.path)} is not in this agent's inventory`);
-      if (tasks.has(command.commandId)) return refuse(`command id ${command.commandId} is already in flight`, target.luId);
+      if (!target)
+        return refuse(`path ${JSON.stringify(command.path)} is not in this agent's inventory`);
+      if (tasks.has(command.commandId))
+        return refuse(`command id ${command.commandId} is already in flight`, target.luId);
       let request: ScsiRequest;
       try {
         request = toScsiRequest(command, { timeoutMs: defaultTimeoutMs });
       } catch (e) {
-        if (e instanceof CommandValidationError) return refuse(`invalid command: ${e.field}: ${e.message}`, target.luId);
+        if (e instanceof CommandValidationError)
+          return refuse(`invalid command: ${e.field}: ${e.message}`, target.luId);
         throw e;
       }
       const key = command.idempotencyKey;
@@ -436,8 +474,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
           );
         }
       }
-      if (inFlight > queueCapacity) return refuse(`agent queue full (${queueCapacity} commands)`, target.luId);
-      if (key !== '' && command.kind?.$case === 'prout') remember(key, { commandId: command.commandId });
+      if (inFlight > queueCapacity)
+        return refuse(`agent queue full (${queueCapacity} commands)`, target.luId);
+      if (key !== '' && command.kind?.$case === 'prout')
+        remember(key, { commandId: command.commandId });
 
       const now = Date.now();
       const task: Task = {

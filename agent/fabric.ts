@@ -23,7 +23,12 @@ export class FabricError extends Error {
   }
 }
 
-const PROFILES = ['spc4', 'lio', 'superloader-changer', 'lto-drive'] as const satisfies readonly ProfileName[];
+const PROFILES = [
+  'spc4',
+  'lio',
+  'superloader-changer',
+  'lto-drive',
+] as const satisfies readonly ProfileName[];
 
 const LogicalUnitSchema = z.strictObject({
   id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'),
@@ -109,12 +114,17 @@ export function parseFabric(input: unknown): FabricSpec {
       ...loader.drives.map((lu, di) => ({ lu, field: `loaders[${li}].drives[${di}].id` })),
     ];
     if (spec.loaders.findIndex((l) => l.id === loader.id) !== li) {
-      throw new FabricError(`invalid fabric: duplicate loader id ${loader.id}`, `loaders[${li}].id`);
+      throw new FabricError(
+        `invalid fabric: duplicate loader id ${loader.id}`,
+        `loaders[${li}].id`,
+      );
     }
     for (const { lu, field } of all) {
       if (lus.has(lu.id)) throw new FabricError(`invalid fabric: duplicate LU id ${lu.id}`, field);
       lus.set(lu.id, { spec: lu, loaderId: loader.id });
-      lu.acl?.forEach((text, ai) => canonicalPort(text, `${field.slice(0, -'.id'.length)}.acl[${ai}]`));
+      lu.acl?.forEach((text, ai) =>
+        canonicalPort(text, `${field.slice(0, -'.id'.length)}.acl[${ai}]`),
+      );
     }
   });
 
@@ -129,7 +139,10 @@ export function parseFabric(input: unknown): FabricSpec {
       const canonical = canonicalPort(text, field);
       const owner = portOwner.get(canonical);
       if (owner !== undefined) {
-        throw new FabricError(`invalid fabric: initiator port ${canonical} already belongs to host ${owner}`, field);
+        throw new FabricError(
+          `invalid fabric: initiator port ${canonical} already belongs to host ${owner}`,
+          field,
+        );
       }
       portOwner.set(canonical, host.id);
       ports.add(canonical);
@@ -139,7 +152,10 @@ export function parseFabric(input: unknown): FabricSpec {
     host.paths.forEach((path, pi) => {
       const at = `hosts[${hi}].paths[${pi}]`;
       if (nodes.has(path.node)) {
-        throw new FabricError(`invalid fabric: host ${host.id} has node ${path.node} twice`, `${at}.node`);
+        throw new FabricError(
+          `invalid fabric: host ${host.id} has node ${path.node} twice`,
+          `${at}.node`,
+        );
       }
       nodes.add(path.node);
       const lu = lus.get(path.lu);
@@ -192,13 +208,17 @@ export async function loadFabric(source: string | object): Promise<FabricSpec> {
   try {
     text = await readFile(source, 'utf8');
   } catch (e) {
-    throw new FabricError(`cannot read fabric file ${source}: ${(e as Error).message}`, '(file)', { cause: e });
+    throw new FabricError(`cannot read fabric file ${source}: ${(e as Error).message}`, '(file)', {
+      cause: e,
+    });
   }
   let data: unknown;
   try {
     data = parseYaml(text);
   } catch (e) {
-    throw new FabricError(`invalid fabric file ${source}: ${(e as Error).message}`, '(file)', { cause: e });
+    throw new FabricError(`invalid fabric file ${source}: ${(e as Error).message}`, '(file)', {
+      cause: e,
+    });
   }
   return parseFabric(data);
 }
@@ -272,7 +292,9 @@ export function createEmulatedFabric(
         id: lu.id,
         profile: lu.profile,
         serial: lu.serial,
-        ...(lu.naa === undefined ? {} : { naa: BigInt(lu.naa.startsWith('0x') ? lu.naa : `0x${lu.naa}`) }),
+        ...(lu.naa === undefined
+          ? {}
+          : { naa: BigInt(lu.naa.startsWith('0x') ? lu.naa : `0x${lu.naa}`) }),
         ...(lu.vendor === undefined ? {} : { vendor: lu.vendor }),
         ...(lu.product === undefined ? {} : { product: lu.product }),
         ...(lu.revision === undefined ? {} : { revision: lu.revision }),
@@ -316,7 +338,10 @@ export function createEmulatedFabric(
     host(id) {
       const host = hosts.find((h) => h.id === id);
       if (!host) {
-        throw new FabricError(`no host ${id} in the fabric (hosts: ${hosts.map((h) => h.id).join(', ')})`, 'host');
+        throw new FabricError(
+          `no host ${id} in the fabric (hosts: ${hosts.map((h) => h.id).join(', ')})`,
+          'host',
+        );
       }
       return host;
     },

@@ -42,7 +42,12 @@ export interface EmulatedFleet {
 }
 
 function isBuilt(f: EmulatedFleetOptions['fabric']): f is EmulatedFabric {
-  return typeof f === 'object' && 'emulator' in f && 'hosts' in f && typeof (f as EmulatedFabric).host === 'function';
+  return (
+    typeof f === 'object' &&
+    'emulator' in f &&
+    'hosts' in f &&
+    typeof (f as EmulatedFabric).host === 'function'
+  );
 }
 
 /**
@@ -79,7 +84,10 @@ export async function startEmulatedFleet(options: EmulatedFleetOptions): Promise
     agents,
     agent(id) {
       const agent = agents.find((a) => a.id === id);
-      if (!agent) throw new Error(`no agent ${id} in this fleet (agents: ${agents.map((a) => a.id).join(', ')})`);
+      if (!agent)
+        throw new Error(
+          `no agent ${id} in this fleet (agents: ${agents.map((a) => a.id).join(', ')})`,
+        );
       return agent;
     },
     async stop() {

@@ -13,8 +13,12 @@ import { AGENT_VERSION } from './version.js';
 /** Builds the device source the config names: one host of an emulated fabric, or real SG_IO nodes. */
 async function sourceOf(config: AgentConfig): Promise<DeviceSource> {
   if (config.transport === 'emulated') {
-    const fabric = createEmulatedFabric(await loadFabric(config.fabric ?? ''), { latencyMs: config.latencyMs });
-    return createEmulatedSource(fabric.host(config.host ?? config.agentId), { closeFabric: fabric });
+    const fabric = createEmulatedFabric(await loadFabric(config.fabric ?? ''), {
+      latencyMs: config.latencyMs,
+    });
+    return createEmulatedSource(fabric.host(config.host ?? config.agentId), {
+      closeFabric: fabric,
+    });
   }
   return createSgioSource({ includeDisks: config.includeDisks });
 }
@@ -22,13 +26,19 @@ async function sourceOf(config: AgentConfig): Promise<DeviceSource> {
 /** TLS material named by the config, read once at start. */
 async function tlsOf(config: AgentConfig): Promise<{ ca?: Buffer; cert?: Buffer; key?: Buffer }> {
   const read = (file: string | undefined) => (file === undefined ? undefined : readFile(file));
-  const [ca, cert, key] = await Promise.all([read(config.tlsCa), read(config.tlsCert), read(config.tlsKey)]);
+  const [ca, cert, key] = await Promise.all([
+    read(config.tlsCa),
+    read(config.tlsCert),
+    read(config.tlsKey),
+  ]);
   return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }
 
 async function main(): Promise<void> {
   const program = addAgentOptions(addConnectionOptions(new Command('prfleet-agent')))
-    .description('prfleet host agent: dials out to the server and runs typed SCSI PR commands on local paths')
+    .description(
+      'prfleet host agent: dials out to the server and runs typed SCSI PR commands on local paths',
+    )
     .version(AGENT_VERSION)
     .showHelpAfterError();
   program.parse();
@@ -42,7 +52,10 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   const log = createLogger({ name: 'prfleet-agent', level: config.logLevel });
-  log.info({ config: { ...config, tlsKey: config.tlsKey === undefined ? undefined : '(file)' } }, 'config');
+  log.info(
+    { config: { ...config, tlsKey: config.tlsKey === undefined ? undefined : '(file)' } },
+    'config',
+  );
 
   const source = await sourceOf(config);
   const agent = createAgent(

@@ -10,7 +10,8 @@ export interface Semaphore {
 
 /** Creates a semaphore with `permits` permits (at least 1). */
 export function createSemaphore(permits: number): Semaphore {
-  if (!Number.isInteger(permits) || permits < 1) throw new RangeError(`permits ${permits} must be an integer ≥ 1`);
+  if (!Number.isInteger(permits) || permits < 1)
+    throw new RangeError(`permits ${permits} must be an integer ≥ 1`);
   let inUse = 0;
   const waiters: (() => void)[] = [];
   return {

@@ -139,12 +139,19 @@ export function createSession(deps: SessionDeps): Session {
                   ? durationToMs(message.value.heartbeatInterval)
                   : deps.heartbeatMs;
               log.info(
-                { sessionId: message.value.sessionId, serverInstance: message.value.serverInstance, heartbeatMs: interval },
+                {
+                  sessionId: message.value.sessionId,
+                  serverInstance: message.value.serverInstance,
+                  heartbeatMs: interval,
+                },
                 'connected',
               );
               clearInterval(heartbeat);
               heartbeat = setInterval(() => {
-                send({ $case: 'heartbeat', value: { sentAt: new Date(), inFlight: deps.executor.inFlight } });
+                send({
+                  $case: 'heartbeat',
+                  value: { sentAt: new Date(), inFlight: deps.executor.inFlight },
+                });
               }, interval);
               heartbeat.unref();
               const paths = await deps.inventory();
@@ -157,12 +164,25 @@ export function createSession(deps: SessionDeps): Session {
               if (ending) {
                 sendResult(command, {
                   $case: 'result',
-                  value: refusedResult(command, { agentId: deps.hello.agentId }, `agent ${ending === 'stopped' ? 'stopping' : 'reconnecting'}: not accepting commands`),
+                  value: refusedResult(
+                    command,
+                    { agentId: deps.hello.agentId },
+                    `agent ${ending === 'stopped' ? 'stopping' : 'reconnecting'}: not accepting commands`,
+                  ),
                 });
                 break;
               }
-              log.debug({ commandId: command.commandId, path: command.path, command: describeCommand(command) }, 'command received');
-              void deps.executor.submit(command).then((result) => sendResult(command, { $case: 'result', value: result }));
+              log.debug(
+                {
+                  commandId: command.commandId,
+                  path: command.path,
+                  command: describeCommand(command),
+                },
+                'command received',
+              );
+              void deps.executor
+                .submit(command)
+                .then((result) => sendResult(command, { $case: 'result', value: result }));
               break;
             }
             case 'cancel': {

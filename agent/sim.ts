@@ -9,9 +9,17 @@ import { AGENT_VERSION } from './version.js';
 
 async function main(): Promise<void> {
   const program = addConnectionOptions(new Command('prfleet-sim'))
-    .addOption(new Option('--fabric <file>', 'emulated fabric (YAML or JSON)').env('PRFLEET_FABRIC'))
-    .addOption(new Option('--hosts <ids>', 'comma-separated hosts to run (default: all)').env('PRFLEET_SIM_HOSTS'))
-    .description('runs every host of an emulated fabric as a prfleet agent, all sharing one emulator')
+    .addOption(
+      new Option('--fabric <file>', 'emulated fabric (YAML or JSON)').env('PRFLEET_FABRIC'),
+    )
+    .addOption(
+      new Option('--hosts <ids>', 'comma-separated hosts to run (default: all)').env(
+        'PRFLEET_SIM_HOSTS',
+      ),
+    )
+    .description(
+      'runs every host of an emulated fabric as a prfleet agent, all sharing one emulator',
+    )
     .version(AGENT_VERSION)
     .showHelpAfterError();
   program.parse();
@@ -58,7 +66,14 @@ async function main(): Promise<void> {
     log,
     latencyMs: config.latencyMs,
     signal: abort.signal,
-    ...(hosts === undefined ? {} : { hosts: hosts.split(',').map((h) => h.trim()).filter(Boolean) }),
+    ...(hosts === undefined
+      ? {}
+      : {
+          hosts: hosts
+            .split(',')
+            .map((h) => h.trim())
+            .filter(Boolean),
+        }),
     agentOptions: {
       plaintext: config.plaintext,
       heartbeatMs: config.heartbeatMs,

@@ -13,11 +13,18 @@ export interface SgioSourceOptions {
  * Device source for one host of an emulated fabric: its paths (with initiator port and loader) over its
  * transport view. `closeFabric` closes the whole fabric when the agent stops (an agent that owns it alone).
  */
-export function createEmulatedSource(host: EmulatedHost, options: { closeFabric?: EmulatedFabric } = {}): DeviceSource {
+export function createEmulatedSource(
+  host: EmulatedHost,
+  options: { closeFabric?: EmulatedFabric } = {},
+): DeviceSource {
   return {
     transport: host.transport,
     listTargets: async () =>
-      host.paths.map((p) => ({ path: p.path, initiatorPort: p.initiatorPort, loaderId: p.loaderId })),
+      host.paths.map((p) => ({
+        path: p.path,
+        initiatorPort: p.initiatorPort,
+        loaderId: p.loaderId,
+      })),
     close: () => options.closeFabric?.close(),
   };
 }
@@ -40,7 +47,10 @@ export async function createSgioSource(options: SgioSourceOptions = {}): Promise
         ...(options.includeDisks === undefined ? {} : { includeDisks: options.includeDisks }),
         ...(options.sysfsRoot === undefined ? {} : { sysfsRoot: options.sysfsRoot }),
       });
-      return nodes.map((n) => ({ path: n.path, ...(n.initiatorPort ? { initiatorPort: n.initiatorPort } : {}) }));
+      return nodes.map((n) => ({
+        path: n.path,
+        ...(n.initiatorPort ? { initiatorPort: n.initiatorPort } : {}),
+      }));
     },
   };
 }

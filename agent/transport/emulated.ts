@@ -1,5 +1,11 @@
 import type { EmulatedLogicalUnit, Initiator } from '../../src/emulator/index.js';
-import { HostStatus, ScsiStatus, transportIdEquals, type ScsiRequest, type ScsiResponse } from '../../src/scsi/index.js';
+import {
+  HostStatus,
+  ScsiStatus,
+  transportIdEquals,
+  type ScsiRequest,
+  type ScsiResponse,
+} from '../../src/scsi/index.js';
 import { TransportError, type ScsiDevice, type ScsiTransport } from './transport.js';
 
 /** One emulated path: a device node name on a host, and the I_T nexus it is on one LU. */
@@ -47,7 +53,9 @@ const ENODEV = 19;
 const ENOENT = 2;
 
 function sameNexus(a: Initiator, b: Initiator): boolean {
-  return a.relativeTargetPort === b.relativeTargetPort && transportIdEquals(a.transportId, b.transportId);
+  return (
+    a.relativeTargetPort === b.relativeTargetPort && transportIdEquals(a.transportId, b.transportId)
+  );
 }
 
 function abortError(): Error {

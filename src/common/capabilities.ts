@@ -1,7 +1,12 @@
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import { DeviceCapabilities, PrinAction, ProutAction } from '../gen/prfleet/v1/scsi.js';
 import { prTypeName } from '../scsi/index.js';
-import { prinActionWords, proutActionWords, prinServiceActionOf, proutServiceActionOf } from './command.js';
+import {
+  prinActionWords,
+  proutActionWords,
+  prinServiceActionOf,
+  proutServiceActionOf,
+} from './command.js';
 
 /**
  * What a device profile supports, in SPC codes. Structurally the emulator's `ProfileCapabilities` (src/common
@@ -29,8 +34,12 @@ export const UNKNOWN_PROFILE = 'unknown';
 export function capabilitiesToProto(profile: string, caps: PrCapabilities): DeviceCapabilities {
   return DeviceCapabilities.fromPartial({
     profile,
-    proutActions: caps.proutServiceActions.filter((sa) => sa <= 7).map((sa) => (sa + 1) as ProutAction),
-    prinActions: caps.prinServiceActions.filter((sa) => sa <= 3).map((sa) => (sa + 1) as PrinAction),
+    proutActions: caps.proutServiceActions
+      .filter((sa) => sa <= 7)
+      .map((sa) => (sa + 1) as ProutAction),
+    prinActions: caps.prinServiceActions
+      .filter((sa) => sa <= 3)
+      .map((sa) => (sa + 1) as PrinAction),
     types: [...caps.types],
     specIPt: caps.specIPt,
     allTgPt: caps.allTgPt,
@@ -64,8 +73,12 @@ export function capabilitiesFromProto(caps: DeviceCapabilities): PrCapabilities 
  * the device decides), else a human reason such as "superloader-changer does not support PROUT REGISTER AND MOVE".
  * The server answers FAILED_PRECONDITION with this reason and sends nothing.
  */
-export function checkSupported(caps: DeviceCapabilities | undefined, command: Command): string | undefined {
-  if (caps === undefined || caps.profile === '' || caps.profile === UNKNOWN_PROFILE) return undefined;
+export function checkSupported(
+  caps: DeviceCapabilities | undefined,
+  command: Command,
+): string | undefined {
+  if (caps === undefined || caps.profile === '' || caps.profile === UNKNOWN_PROFILE)
+    return undefined;
   const device = caps.profile;
   const kind = command.kind;
   switch (kind?.$case) {
@@ -82,7 +95,8 @@ export function checkSupported(caps: DeviceCapabilities | undefined, command: Co
       if (p.type !== 0 && !caps.types.includes(p.type)) {
         return `${device} does not support reservation type ${prTypeName(p.type)} (${p.type})`;
       }
-      if (p.specIPtTransportIds.length > 0 && !caps.specIPt) return `${device} does not support SPEC_I_PT`;
+      if (p.specIPtTransportIds.length > 0 && !caps.specIPt)
+        return `${device} does not support SPEC_I_PT`;
       if (p.allTgPt && !caps.allTgPt) return `${device} does not support ALL_TG_PT`;
       if (p.aptpl && !caps.aptpl) return `${device} does not support APTPL`;
       return undefined;

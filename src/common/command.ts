@@ -174,19 +174,29 @@ export function transportIdFromProto(id: ProtoTransportId | undefined, field: st
     case 'fc':
       return { protocol: 'fc', wwpn: checkUint64(value.value.wwpn, `${field}.fc.wwpn`) };
     case 'sas':
-      return { protocol: 'sas', sasAddress: checkUint64(value.value.sasAddress, `${field}.sas.sas_address`) };
+      return {
+        protocol: 'sas',
+        sasAddress: checkUint64(value.value.sasAddress, `${field}.sas.sas_address`),
+      };
     case 'iscsi': {
       const { name, isid } = value.value;
-      if (name.length === 0) throw new CommandValidationError('iscsi name is empty', `${field}.iscsi.name`);
+      if (name.length === 0)
+        throw new CommandValidationError('iscsi name is empty', `${field}.iscsi.name`);
       if (isid.length === 0) return { protocol: 'iscsi', name };
       if (!/^[0-9a-fA-F]{12}$/.test(isid)) {
-        throw new CommandValidationError(`invalid isid: ${JSON.stringify(isid)} is not 12 hex digits`, `${field}.iscsi.isid`);
+        throw new CommandValidationError(
+          `invalid isid: ${JSON.stringify(isid)} is not 12 hex digits`,
+          `${field}.iscsi.isid`,
+        );
       }
       return { protocol: 'iscsi', name, isid: isid.toLowerCase() };
     }
     case 'raw':
       if (value.value.length < 24) {
-        throw new CommandValidationError(`raw TransportID is ${value.value.length} bytes, SPC needs at least 24`, `${field}.raw`);
+        throw new CommandValidationError(
+          `raw TransportID is ${value.value.length} bytes, SPC needs at least 24`,
+          `${field}.raw`,
+        );
       }
       return { protocol: 'raw', bytes: new Uint8Array(value.value) };
     case undefined:
@@ -199,16 +209,25 @@ export function transportIdToProto(id: TransportId): ProtoTransportId {
   const display = formatTransportId(id);
   switch (id.protocol) {
     case 'fc':
-      return ProtoTransportId.fromPartial({ id: { $case: 'fc', value: { wwpn: id.wwpn } }, display });
+      return ProtoTransportId.fromPartial({
+        id: { $case: 'fc', value: { wwpn: id.wwpn } },
+        display,
+      });
     case 'sas':
-      return ProtoTransportId.fromPartial({ id: { $case: 'sas', value: { sasAddress: id.sasAddress } }, display });
+      return ProtoTransportId.fromPartial({
+        id: { $case: 'sas', value: { sasAddress: id.sasAddress } },
+        display,
+      });
     case 'iscsi':
       return ProtoTransportId.fromPartial({
         id: { $case: 'iscsi', value: { name: id.name, isid: id.isid ?? '' } },
         display,
       });
     case 'raw':
-      return ProtoTransportId.fromPartial({ id: { $case: 'raw', value: Buffer.from(id.bytes) }, display });
+      return ProtoTransportId.fromPartial({
+        id: { $case: 'raw', value: Buffer.from(id.bytes) },
+        display,
+      });
   }
 }
 
@@ -286,7 +305,10 @@ export function proutRequestOf(prout: ProutCommand): ProutRequest {
   let type = 0;
   if (prout.type !== ProtoPrType.PR_TYPE_UNSPECIFIED) {
     if (!VALID_TYPES.has(prout.type)) {
-      throw new CommandValidationError(`prout type ${prout.type} is not a reservation type`, 'prout.type');
+      throw new CommandValidationError(
+        `prout type ${prout.type} is not a reservation type`,
+        'prout.type',
+      );
     }
     if (!TYPED_ACTIONS.has(action) && !OPTIONALLY_TYPED_ACTIONS.has(action)) {
       throw new CommandValidationError(`${words} takes no type`, 'prout.type');
@@ -296,23 +318,40 @@ export function proutRequestOf(prout: ProutCommand): ProutRequest {
     throw new CommandValidationError(`${words} needs a reservation type`, 'prout.type');
   }
   if (REGISTERED_ACTIONS.has(action) && reservationKey === 0n) {
-    throw new CommandValidationError(`${words} needs the caller's registered reservation key`, 'prout.reservation_key');
+    throw new CommandValidationError(
+      `${words} needs the caller's registered reservation key`,
+      'prout.reservation_key',
+    );
   }
   if (prout.allTgPt && !REGISTER_ACTIONS.has(action)) {
     throw new CommandValidationError(`${words} takes no ALL_TG_PT`, 'prout.all_tg_pt');
   }
   if (prout.specIPtTransportIds.length > 0 && !REGISTER_ACTIONS.has(action)) {
-    throw new CommandValidationError(`${words} takes no SPEC_I_PT TransportIDs`, 'prout.spec_i_pt_transport_ids');
+    throw new CommandValidationError(
+      `${words} takes no SPEC_I_PT TransportIDs`,
+      'prout.spec_i_pt_transport_ids',
+    );
   }
 
   if (action === ProutAction.PROUT_ACTION_REGISTER_AND_MOVE) {
     if (serviceActionKey === 0n) {
-      throw new CommandValidationError('REGISTER AND MOVE needs the destination key', 'prout.service_action_key');
+      throw new CommandValidationError(
+        'REGISTER AND MOVE needs the destination key',
+        'prout.service_action_key',
+      );
     }
     if (prout.destination === undefined) {
-      throw new CommandValidationError('REGISTER AND MOVE needs a destination initiator port', 'prout.destination');
+      throw new CommandValidationError(
+        'REGISTER AND MOVE needs a destination initiator port',
+        'prout.destination',
+      );
     }
-    const relativeTargetPort = checkRange(prout.relativeTargetPort, 1, 0xffff, 'prout.relative_target_port');
+    const relativeTargetPort = checkRange(
+      prout.relativeTargetPort,
+      1,
+      0xffff,
+      'prout.relative_target_port',
+    );
     return {
       serviceAction: 7,
       scope,
@@ -330,7 +369,10 @@ export function proutRequestOf(prout: ProutCommand): ProutRequest {
     throw new CommandValidationError(`${words} takes no destination`, 'prout.destination');
   }
   if (prout.relativeTargetPort !== 0) {
-    throw new CommandValidationError(`${words} takes no relative target port`, 'prout.relative_target_port');
+    throw new CommandValidationError(
+      `${words} takes no relative target port`,
+      'prout.relative_target_port',
+    );
   }
   return {
     serviceAction: serviceAction as 0 | 1 | 2 | 3 | 4 | 5 | 6,
@@ -370,7 +412,11 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
           kind.value.allocationLength === 0
             ? (defaults?.prinAllocationLength ?? DEFAULT_PRIN_ALLOCATION_LENGTH)
             : checkRange(kind.value.allocationLength, 1, 0xffff, 'prin.allocation_length');
-        return { cdb: encodePrin(serviceAction, allocationLength), dataInLength: allocationLength, timeoutMs };
+        return {
+          cdb: encodePrin(serviceAction, allocationLength),
+          dataInLength: allocationLength,
+          timeoutMs,
+        };
       }
       case 'prout': {
         const { cdb, parameters } = encodeProut(proutRequestOf(kind.value));
@@ -400,14 +446,28 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
           kind.value.allocationLength === 0
             ? DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH
             : checkRange(kind.value.allocationLength, 1, 0xff, 'request_sense.allocation_length');
-        return { cdb: encodeRequestSense(allocationLength), dataInLength: allocationLength, timeoutMs };
+        return {
+          cdb: encodeRequestSense(allocationLength),
+          dataInLength: allocationLength,
+          timeoutMs,
+        };
       }
       case 'reportLuns': {
-        const selectReport = checkRange(kind.value.selectReport, 0, 0xff, 'report_luns.select_report');
+        const selectReport = checkRange(
+          kind.value.selectReport,
+          0,
+          0xff,
+          'report_luns.select_report',
+        );
         const allocationLength =
           kind.value.allocationLength === 0
             ? DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH
-            : checkRange(kind.value.allocationLength, 1, 0xffff_ffff, 'report_luns.allocation_length');
+            : checkRange(
+                kind.value.allocationLength,
+                1,
+                0xffff_ffff,
+                'report_luns.allocation_length',
+              );
         return {
           cdb: encodeReportLuns(selectReport, allocationLength),
           dataInLength: allocationLength,
@@ -420,7 +480,9 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
   } catch (e) {
     // The codec's own range checks name its field; re-raise them under the proto path.
     if (e instanceof ScsiEncodeError) {
-      throw new CommandValidationError(e.message, `${kind?.$case ?? 'kind'}.${e.field}`, { cause: e });
+      throw new CommandValidationError(e.message, `${kind?.$case ?? 'kind'}.${e.field}`, {
+        cause: e,
+      });
     }
     throw e;
   }

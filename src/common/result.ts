@@ -48,7 +48,9 @@ export interface BuildResultOptions extends ResultContext {
  * Outcome of a device answer, in scsi-pr.md §10.3 order: status 18h or host status 11h is a RESERVATION
  * CONFLICT whatever else is set; host 03h is a TIMEOUT; other host errors are TRANSPORT_ERROR; then the status.
  */
-export function outcomeOf(response: Pick<ScsiResponse, 'status' | 'hostStatus' | 'driverStatus' | 'sense'>): Outcome {
+export function outcomeOf(
+  response: Pick<ScsiResponse, 'status' | 'hostStatus' | 'driverStatus' | 'sense'>,
+): Outcome {
   const { kind } = classifyResponse(response);
   switch (kind) {
     case 'good':
@@ -84,7 +86,10 @@ export function decodeSenseToProto(bytes: Uint8Array): ProtoSense | undefined {
   try {
     sense = decodeSense(bytes);
   } catch (e) {
-    return ProtoSense.fromPartial({ raw, description: `undecodable sense: ${(e as Error).message}` });
+    return ProtoSense.fromPartial({
+      raw,
+      description: `undecodable sense: ${(e as Error).message}`,
+    });
   }
   return ProtoSense.fromPartial({
     raw,
@@ -252,12 +257,24 @@ function contextFields(command: Command, context: ResultContext): Partial<Comman
  * a fresh PRIN settles it (OUTCOME_UNKNOWN).
  */
 export function unknownResult(command: Command, agentId: string, message: string): CommandResult {
-  return CommandResult.fromPartial({ ...contextFields(command, { agentId }), outcome: Outcome.OUTCOME_UNKNOWN, message });
+  return CommandResult.fromPartial({
+    ...contextFields(command, { agentId }),
+    outcome: Outcome.OUTCOME_UNKNOWN,
+    message,
+  });
 }
 
 /** Result for a command the agent refused before sending anything (OUTCOME_REFUSED). */
-export function refusedResult(command: Command, context: ResultContext, message: string): CommandResult {
-  return CommandResult.fromPartial({ ...contextFields(command, context), outcome: Outcome.OUTCOME_REFUSED, message });
+export function refusedResult(
+  command: Command,
+  context: ResultContext,
+  message: string,
+): CommandResult {
+  return CommandResult.fromPartial({
+    ...contextFields(command, context),
+    outcome: Outcome.OUTCOME_REFUSED,
+    message,
+  });
 }
 
 /** Result for a command that could not be submitted: open/ioctl errno, vanished node (OUTCOME_OS_ERROR). */
@@ -276,7 +293,11 @@ export function osErrorResult(
 }
 
 /** Result of a dry run: validated and encoded (CDB and data-out shown) but not sent (OUTCOME_DRY_RUN). */
-export function dryRunResult(command: Command, context: ResultContext, request?: ScsiRequest): CommandResult {
+export function dryRunResult(
+  command: Command,
+  context: ResultContext,
+  request?: ScsiRequest,
+): CommandResult {
   const sent = request ?? toScsiRequest(command);
   return CommandResult.fromPartial({
     ...contextFields(command, context),

@@ -1,7 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { checkSupported, capabilitiesFromProto, capabilitiesToProto } from '../../src/common/capabilities.js';
-import { CommandValidationError, describeCommand, toScsiRequest } from '../../src/common/command.js';
-import { buildCommandResult, decodeSenseToProto, dryRunResult, outcomeOf, unknownResult } from '../../src/common/result.js';
+import {
+  checkSupported,
+  capabilitiesFromProto,
+  capabilitiesToProto,
+} from '../../src/common/capabilities.js';
+import {
+  CommandValidationError,
+  describeCommand,
+  toScsiRequest,
+} from '../../src/common/command.js';
+import {
+  buildCommandResult,
+  decodeSenseToProto,
+  dryRunResult,
+  outcomeOf,
+  unknownResult,
+} from '../../src/common/result.js';
 import { profileCapabilities } from '../../src/emulator/index.js';
 import { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
@@ -23,7 +37,9 @@ function fieldOf(command: Command): string {
 
 describe('toScsiRequest', () => {
   it('encodes PROUT REGISTER 0 → K1 exactly as sg_persist does (scsi-pr.md V1)', () => {
-    const request = toScsiRequest(prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: K1 }));
+    const request = toScsiRequest(
+      prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: K1 }),
+    );
     expect(hex(request.cdb)).toBe('5f000000000000001800');
     expect(hex(request.dataOut)).toBe(`0000000000000000${'1122334455667788'}0000000000000000`);
     expect(request.dataInLength).toBe(0);
@@ -31,9 +47,15 @@ describe('toScsiRequest', () => {
   });
 
   it('encodes PRIN READ KEYS with the default allocation length, and RESERVE with its type', () => {
-    expect(hex(toScsiRequest(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS)).cdb)).toBe('5e000000000000200000');
+    expect(hex(toScsiRequest(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS)).cdb)).toBe(
+      '5e000000000000200000',
+    );
     const reserve = toScsiRequest(
-      prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 0x77n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS }),
+      prout('/dev/sg0', {
+        action: ProutAction.PROUT_ACTION_RESERVE,
+        reservationKey: 0x77n,
+        type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      }),
     );
     expect(hex(reserve.cdb)).toBe('5f010300000000001800');
   });
@@ -44,7 +66,10 @@ describe('toScsiRequest', () => {
   });
 
   it('encodes INQUIRY, REQUEST SENSE and REPORT LUNS with their defaults', () => {
-    const inquiry = Command.fromPartial({ path: 'p', kind: { $case: 'inquiry', value: { evpd: true, pageCode: 0x83 } } });
+    const inquiry = Command.fromPartial({
+      path: 'p',
+      kind: { $case: 'inquiry', value: { evpd: true, pageCode: 0x83 } },
+    });
     expect(hex(toScsiRequest(inquiry).cdb)).toBe('12018300ff00');
     const sense = Command.fromPartial({ path: 'p', kind: { $case: 'requestSense', value: {} } });
     expect(toScsiRequest(sense).dataInLength).toBe(252);
@@ -57,20 +82,82 @@ describe('toScsiRequest', () => {
     expect(fieldOf(Command.fromPartial({ path: 'p' }))).toBe('kind');
     expect(fieldOf(prin('p', PrinAction.PRIN_ACTION_UNSPECIFIED))).toBe('prin.action');
     expect(fieldOf(prin('p', 42 as PrinAction))).toBe('prin.action');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_UNSPECIFIED }))).toBe('prout.action');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 1n }))).toBe('prout.type');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_RESERVE, type: PrType.PR_TYPE_WRITE_EXCLUSIVE }))).toBe('prout.reservation_key');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 1n, type: 2 as PrType }))).toBe('prout.type');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 1n << 64n }))).toBe('prout.service_action_key');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, unreg: true }))).toBe('prout.unreg');
-    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_CLEAR, reservationKey: 1n, allTgPt: true }))).toBe('prout.all_tg_pt');
-    const move = { action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE, reservationKey: 1n, serviceActionKey: 2n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS, relativeTargetPort: 1 };
+    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_UNSPECIFIED }))).toBe(
+      'prout.action',
+    );
+    expect(
+      fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 1n })),
+    ).toBe('prout.type');
+    expect(
+      fieldOf(
+        prout('p', {
+          action: ProutAction.PROUT_ACTION_RESERVE,
+          type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+        }),
+      ),
+    ).toBe('prout.reservation_key');
+    expect(
+      fieldOf(
+        prout('p', {
+          action: ProutAction.PROUT_ACTION_RESERVE,
+          reservationKey: 1n,
+          type: 2 as PrType,
+        }),
+      ),
+    ).toBe('prout.type');
+    expect(
+      fieldOf(
+        prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 1n << 64n }),
+      ),
+    ).toBe('prout.service_action_key');
+    expect(fieldOf(prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, unreg: true }))).toBe(
+      'prout.unreg',
+    );
+    expect(
+      fieldOf(
+        prout('p', { action: ProutAction.PROUT_ACTION_CLEAR, reservationKey: 1n, allTgPt: true }),
+      ),
+    ).toBe('prout.all_tg_pt');
+    const move = {
+      action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
+      reservationKey: 1n,
+      serviceActionKey: 2n,
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      relativeTargetPort: 1,
+    };
     expect(fieldOf(prout('p', move))).toBe('prout.destination');
     expect(fieldOf(prout('p', { ...move, destination: {} }))).toBe('prout.destination');
-    expect(fieldOf(prout('p', { ...move, destination: { id: { $case: 'iscsi', value: { name: 'iqn.x', isid: 'zz' } } } }))).toBe('prout.destination.iscsi.isid');
-    expect(fieldOf(prout('p', { ...move, relativeTargetPort: 0, destination: { id: { $case: 'sas', value: { sasAddress: 5n } } } }))).toBe('prout.relative_target_port');
-    expect(fieldOf(Command.fromPartial({ path: 'p', kind: { $case: 'inquiry', value: { pageCode: 0x80 } } }))).toBe('inquiry.page_code');
-    expect(fieldOf(Command.fromPartial({ path: 'p', timeout: { seconds: -1n, nanos: 0 }, kind: { $case: 'testUnitReady', value: {} } }))).toBe('timeout');
+    expect(
+      fieldOf(
+        prout('p', {
+          ...move,
+          destination: { id: { $case: 'iscsi', value: { name: 'iqn.x', isid: 'zz' } } },
+        }),
+      ),
+    ).toBe('prout.destination.iscsi.isid');
+    expect(
+      fieldOf(
+        prout('p', {
+          ...move,
+          relativeTargetPort: 0,
+          destination: { id: { $case: 'sas', value: { sasAddress: 5n } } },
+        }),
+      ),
+    ).toBe('prout.relative_target_port');
+    expect(
+      fieldOf(
+        Command.fromPartial({ path: 'p', kind: { $case: 'inquiry', value: { pageCode: 0x80 } } }),
+      ),
+    ).toBe('inquiry.page_code');
+    expect(
+      fieldOf(
+        Command.fromPartial({
+          path: 'p',
+          timeout: { seconds: -1n, nanos: 0 },
+          kind: { $case: 'testUnitReady', value: {} },
+        }),
+      ),
+    ).toBe('timeout');
   });
 
   it('encodes REGISTER AND MOVE with its destination TransportID', () => {
@@ -89,8 +176,12 @@ describe('toScsiRequest', () => {
   });
 
   it('describes commands in SPC words', () => {
-    expect(describeCommand(prout('p', { action: ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT }))).toBe('PROUT PREEMPT AND ABORT');
-    expect(describeCommand(prin('p', PrinAction.PRIN_ACTION_READ_FULL_STATUS))).toBe('PRIN READ FULL STATUS');
+    expect(
+      describeCommand(prout('p', { action: ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT })),
+    ).toBe('PROUT PREEMPT AND ABORT');
+    expect(describeCommand(prin('p', PrinAction.PRIN_ACTION_READ_FULL_STATUS))).toBe(
+      'PRIN READ FULL STATUS',
+    );
   });
 });
 
@@ -108,8 +199,12 @@ const response = (r: Partial<ScsiResponse>): ScsiResponse => ({
 describe('results', () => {
   it('classifies in scsi-pr.md §10.3 order: host 11h is a conflict whatever the status', () => {
     expect(outcomeOf(response({ status: 0x18 }))).toBe(Outcome.OUTCOME_RESERVATION_CONFLICT);
-    expect(outcomeOf(response({ status: 0, hostStatus: 0x11 }))).toBe(Outcome.OUTCOME_RESERVATION_CONFLICT);
-    expect(outcomeOf(response({ status: 0x18, hostStatus: 0x11 }))).toBe(Outcome.OUTCOME_RESERVATION_CONFLICT);
+    expect(outcomeOf(response({ status: 0, hostStatus: 0x11 }))).toBe(
+      Outcome.OUTCOME_RESERVATION_CONFLICT,
+    );
+    expect(outcomeOf(response({ status: 0x18, hostStatus: 0x11 }))).toBe(
+      Outcome.OUTCOME_RESERVATION_CONFLICT,
+    );
     expect(outcomeOf(response({ hostStatus: 0x03 }))).toBe(Outcome.OUTCOME_TIMEOUT);
     expect(outcomeOf(response({ hostStatus: 0x01 }))).toBe(Outcome.OUTCOME_TRANSPORT_ERROR);
     expect(outcomeOf(response({ status: 0x08 }))).toBe(Outcome.OUTCOME_BUSY);
@@ -121,8 +216,17 @@ describe('results', () => {
   });
 
   it('decodes sense with words and field pointer, and keeps undecodable sense raw', () => {
-    const sense = decodeSenseToProto(encodeSense({ senseKey: 5, asc: 0x24, ascq: 0, fieldPointer: { inCdb: true, byte: 2 } }));
-    expect(sense).toMatchObject({ senseKey: 5, senseKeyName: 'ILLEGAL REQUEST', asc: 0x24, ascq: 0, description: 'invalid field in cdb', fieldPointer: { inCdb: true, byte: 2 } });
+    const sense = decodeSenseToProto(
+      encodeSense({ senseKey: 5, asc: 0x24, ascq: 0, fieldPointer: { inCdb: true, byte: 2 } }),
+    );
+    expect(sense).toMatchObject({
+      senseKey: 5,
+      senseKeyName: 'ILLEGAL REQUEST',
+      asc: 0x24,
+      ascq: 0,
+      description: 'invalid field in cdb',
+      fieldPointer: { inCdb: true, byte: 2 },
+    });
     expect(decodeSenseToProto(new Uint8Array(0))).toBeUndefined();
     const garbage = decodeSenseToProto(new Uint8Array([0x01]));
     expect(garbage?.raw).toEqual(Buffer.from([0x01]));
@@ -132,7 +236,11 @@ describe('results', () => {
   it('builds a complete result for a GOOD READ KEYS: data, generation, raw bytes', () => {
     const command = prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'k' });
     const data = encodeReadKeys({ generation: 7, keys: [K1, 0x2n] });
-    const result = buildCommandResult(command, response({ dataIn: data, resid: 8192 - data.length }), { agentId: 'a', luId: 'naa.1' });
+    const result = buildCommandResult(
+      command,
+      response({ dataIn: data, resid: 8192 - data.length }),
+      { agentId: 'a', luId: 'naa.1' },
+    );
     expect(result).toMatchObject({
       commandId: 'k',
       outcome: Outcome.OUTCOME_GOOD,
@@ -149,15 +257,27 @@ describe('results', () => {
   });
 
   it('reports undecodable PRIN data in the message without changing the outcome', () => {
-    const result = buildCommandResult(prin('p', PrinAction.PRIN_ACTION_READ_KEYS), response({ dataIn: new Uint8Array([1]) }), { agentId: 'a' });
+    const result = buildCommandResult(
+      prin('p', PrinAction.PRIN_ACTION_READ_KEYS),
+      response({ dataIn: new Uint8Array([1]) }),
+      { agentId: 'a' },
+    );
     expect(result.outcome).toBe(Outcome.OUTCOME_GOOD);
     expect(result.data).toBeUndefined();
     expect(result.message).toMatch(/undecodable PRIN data/);
   });
 
   it('makes UNKNOWN and DRY_RUN results', () => {
-    const command = prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: K1 }, { idempotencyKey: 'i' });
-    expect(unknownResult(command, 'a', 'agent vanished')).toMatchObject({ outcome: Outcome.OUTCOME_UNKNOWN, message: 'agent vanished', idempotencyKey: 'i' });
+    const command = prout(
+      'p',
+      { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: K1 },
+      { idempotencyKey: 'i' },
+    );
+    expect(unknownResult(command, 'a', 'agent vanished')).toMatchObject({
+      outcome: Outcome.OUTCOME_UNKNOWN,
+      message: 'agent vanished',
+      idempotencyKey: 'i',
+    });
     const dry = dryRunResult(command, { agentId: 'a' });
     expect(dry.outcome).toBe(Outcome.OUTCOME_DRY_RUN);
     expect(hex(dry.cdb)).toBe('5f000000000000001800');
@@ -165,7 +285,10 @@ describe('results', () => {
 });
 
 describe('capabilities', () => {
-  const changer = capabilitiesToProto('superloader-changer', profileCapabilities('superloader-changer'));
+  const changer = capabilitiesToProto(
+    'superloader-changer',
+    profileCapabilities('superloader-changer'),
+  );
 
   it('round-trips profile capabilities through the proto (SPC code + 1 on the wire)', () => {
     const back = capabilitiesFromProto(changer);
@@ -175,18 +298,46 @@ describe('capabilities', () => {
   });
 
   it('refuses what the SuperLoader changer cannot do, naming it', () => {
-    const move = prout('p', { action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE, reservationKey: 1n });
-    expect(checkSupported(changer, move)).toBe('superloader-changer does not support PROUT REGISTER AND MOVE');
-    const weAr = prout('p', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 1n, type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS });
+    const move = prout('p', {
+      action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
+      reservationKey: 1n,
+    });
+    expect(checkSupported(changer, move)).toBe(
+      'superloader-changer does not support PROUT REGISTER AND MOVE',
+    );
+    const weAr = prout('p', {
+      action: ProutAction.PROUT_ACTION_RESERVE,
+      reservationKey: 1n,
+      type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS,
+    });
     expect(checkSupported(changer, weAr)).toMatch(/does not support reservation type WE-AR/);
-    const register = prout('p', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 1n });
+    const register = prout('p', {
+      action: ProutAction.PROUT_ACTION_REGISTER,
+      serviceActionKey: 1n,
+    });
     expect(checkSupported(changer, register)).toBeUndefined();
     expect(checkSupported(changer, tur('p'))).toBeUndefined();
   });
 
   it('refuses nothing for an unknown profile: the device decides', () => {
-    const move = prout('p', { action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE, reservationKey: 1n });
-    expect(checkSupported({ profile: 'unknown', proutActions: [], prinActions: [], types: [], specIPt: false, allTgPt: false, aptpl: false }, move)).toBeUndefined();
+    const move = prout('p', {
+      action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
+      reservationKey: 1n,
+    });
+    expect(
+      checkSupported(
+        {
+          profile: 'unknown',
+          proutActions: [],
+          prinActions: [],
+          types: [],
+          specIPt: false,
+          allTgPt: false,
+          aptpl: false,
+        },
+        move,
+      ),
+    ).toBeUndefined();
     expect(checkSupported(undefined, move)).toBeUndefined();
   });
 });

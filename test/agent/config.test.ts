@@ -4,7 +4,9 @@ import { addAgentOptions, addConnectionOptions, rawConfigOf } from '../../agent/
 import { ConfigError, loadConfig, parseAgentConfig } from '../../agent/config.js';
 
 function parseFlags(argv: string[]) {
-  const program = addAgentOptions(addConnectionOptions(new Command('prfleet-agent'))).exitOverride();
+  const program = addAgentOptions(
+    addConnectionOptions(new Command('prfleet-agent')),
+  ).exitOverride();
   program.parse(argv, { from: 'user' });
   return parseAgentConfig(rawConfigOf(program as unknown as Command, program.opts()));
 }
@@ -36,8 +38,12 @@ describe('agent configuration', () => {
   it('names the variable and the flag of a bad value', () => {
     expect(() => loadConfig({ PRFLEET_SERVER: 'nope' })).toThrow(ConfigError);
     expect(() => loadConfig({ PRFLEET_SERVER: 'nope' })).toThrow(/--server \/ PRFLEET_SERVER/);
-    expect(() => loadConfig({ PRFLEET_SERVER: 'h:1', PRFLEET_HEARTBEAT_MS: 'soon' })).toThrow(/PRFLEET_HEARTBEAT_MS/);
-    expect(() => loadConfig({ PRFLEET_SERVER: 'h:1', PRFLEET_TRANSPORT: 'emulated' })).toThrow(/needs a fabric file → at --fabric/);
+    expect(() => loadConfig({ PRFLEET_SERVER: 'h:1', PRFLEET_HEARTBEAT_MS: 'soon' })).toThrow(
+      /PRFLEET_HEARTBEAT_MS/,
+    );
+    expect(() => loadConfig({ PRFLEET_SERVER: 'h:1', PRFLEET_TRANSPORT: 'emulated' })).toThrow(
+      /needs a fabric file → at --fabric/,
+    );
   });
 
   it('lets flags override the environment (commander Option.env)', () => {
@@ -46,11 +52,29 @@ describe('agent configuration', () => {
     vi.stubEnv('PRFLEET_PLAINTEXT', '0');
     const fromEnv = parseFlags([]);
     expect(fromEnv).toMatchObject({ server: 'env-host:1', site: 'env-site', plaintext: false });
-    const fromFlags = parseFlags(['--server', 'flag-host:2', '--plaintext', '--label', 'a=1', '--label', 'b=2', '--allow', '/dev/sg3']);
-    expect(fromFlags).toMatchObject({ server: 'flag-host:2', site: 'env-site', plaintext: true, labels: { a: '1', b: '2' }, allow: ['/dev/sg3'] });
+    const fromFlags = parseFlags([
+      '--server',
+      'flag-host:2',
+      '--plaintext',
+      '--label',
+      'a=1',
+      '--label',
+      'b=2',
+      '--allow',
+      '/dev/sg3',
+    ]);
+    expect(fromFlags).toMatchObject({
+      server: 'flag-host:2',
+      site: 'env-site',
+      plaintext: true,
+      labels: { a: '1', b: '2' },
+      allow: ['/dev/sg3'],
+    });
   });
 
   it('refuses a malformed label on the command line', () => {
-    expect(() => parseFlags(['--server', 'h:1', '--label', 'novalue'])).toThrow(/expected key=value/);
+    expect(() => parseFlags(['--server', 'h:1', '--label', 'novalue'])).toThrow(
+      /expected key=value/,
+    );
   });
 });

@@ -1,7 +1,12 @@
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { discoverPath, DiscoveryError } from '../../agent/discovery.js';
-import { createEmulatedFabric, loadFabric, type EmulatedFabric, type EmulatedHost } from '../../agent/fabric.js';
+import {
+  createEmulatedFabric,
+  loadFabric,
+  type EmulatedFabric,
+  type EmulatedHost,
+} from '../../agent/fabric.js';
 import { PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import type { Path } from '../../src/gen/prfleet/v1/scsi.js';
 
@@ -12,7 +17,14 @@ async function describeHost(host: EmulatedHost): Promise<Map<string, Path>> {
   const out = new Map<string, Path>();
   for (const p of host.paths) {
     const device = await host.transport.open(p.path);
-    out.set(p.path, await discoverPath(device, { path: p.path, initiatorPort: p.initiatorPort, loaderId: p.loaderId }, { log }));
+    out.set(
+      p.path,
+      await discoverPath(
+        device,
+        { path: p.path, initiatorPort: p.initiatorPort, loaderId: p.loaderId },
+        { log },
+      ),
+    );
     await device.close();
   }
   return out;
@@ -54,13 +66,21 @@ describe('discoverPath over the emulated fabric', () => {
       online: true,
     });
     expect(changer.initiatorPort?.display).toBe('sas:0x500605b000000a02');
-    expect(changer.designators.some((d) => d.association === 0 && d.designatorType === 3)).toBe(true);
-    expect(changer.designators.some((d) => d.association === 1 && d.designatorType === 4)).toBe(true);
+    expect(changer.designators.some((d) => d.association === 0 && d.designatorType === 3)).toBe(
+      true,
+    );
+    expect(changer.designators.some((d) => d.association === 1 && d.designatorType === 4)).toBe(
+      true,
+    );
     expect(changer.capabilities?.profile).toBe('superloader-changer');
-    expect(changer.capabilities?.proutActions).not.toContain(ProutAction.PROUT_ACTION_REGISTER_AND_MOVE);
+    expect(changer.capabilities?.proutActions).not.toContain(
+      ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
+    );
     expect(changer.capabilities?.proutActions).toContain(ProutAction.PROUT_ACTION_REGISTER);
     expect(changer.capabilities?.prinActions).toContain(PrinAction.PRIN_ACTION_READ_KEYS);
-    expect(changer.capabilities?.types).not.toContain(PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS);
+    expect(changer.capabilities?.types).not.toContain(
+      PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS,
+    );
 
     const drive = a.get('/dev/sg2')!;
     expect(drive.peripheralDeviceType).toBe(1);
@@ -74,6 +94,8 @@ describe('discoverPath over the emulated fabric', () => {
     const device = await host.transport.open('/dev/sg0');
     host.transport.failPath('/dev/sg0');
     await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(DiscoveryError);
-    await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(/\/dev\/sg0: INQUIRY failed/);
+    await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(
+      /\/dev\/sg0: INQUIRY failed/,
+    );
   });
 });

@@ -12,21 +12,49 @@ const KEY_B = 0xbbbbn;
 /** Two hosts, one changer LU; host-a has two paths to it (two nexuses). */
 function fabricOf(): EmulatedFabric {
   return createEmulatedFabric({
-    loaders: [{ id: 'l1', changer: { id: 'changer', profile: 'superloader-changer', serial: 'PM1' }, drives: [{ id: 'drive', profile: 'lto-drive', serial: 'HU1' }] }],
+    loaders: [
+      {
+        id: 'l1',
+        changer: { id: 'changer', profile: 'superloader-changer', serial: 'PM1' },
+        drives: [{ id: 'drive', profile: 'lto-drive', serial: 'HU1' }],
+      },
+    ],
     hosts: [
       {
         id: 'host-a',
         initiatorPorts: ['sas:0x5000000000000a01', 'sas:0x5000000000000a02'],
         paths: [
-          { node: '/dev/sg0', lu: 'changer', initiatorPort: 'sas:0x5000000000000a01', relativeTargetPort: 1 },
-          { node: '/dev/sg1', lu: 'changer', initiatorPort: 'sas:0x5000000000000a02', relativeTargetPort: 2 },
-          { node: '/dev/sg2', lu: 'drive', initiatorPort: 'sas:0x5000000000000a01', relativeTargetPort: 1 },
+          {
+            node: '/dev/sg0',
+            lu: 'changer',
+            initiatorPort: 'sas:0x5000000000000a01',
+            relativeTargetPort: 1,
+          },
+          {
+            node: '/dev/sg1',
+            lu: 'changer',
+            initiatorPort: 'sas:0x5000000000000a02',
+            relativeTargetPort: 2,
+          },
+          {
+            node: '/dev/sg2',
+            lu: 'drive',
+            initiatorPort: 'sas:0x5000000000000a01',
+            relativeTargetPort: 1,
+          },
         ],
       },
       {
         id: 'host-b',
         initiatorPorts: ['sas:0x5000000000000b01'],
-        paths: [{ node: '/dev/sg0', lu: 'changer', initiatorPort: 'sas:0x5000000000000b01', relativeTargetPort: 1 }],
+        paths: [
+          {
+            node: '/dev/sg0',
+            lu: 'changer',
+            initiatorPort: 'sas:0x5000000000000b01',
+            relativeTargetPort: 1,
+          },
+        ],
       },
     ],
   });
@@ -35,7 +63,11 @@ function fabricOf(): EmulatedFabric {
 const register = (path: string, key: bigint, extra: Partial<Command> = {}) =>
   prout(path, { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: key }, extra);
 const reserve = (path: string, key: bigint) =>
-  prout(path, { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: key, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS });
+  prout(path, {
+    action: ProutAction.PROUT_ACTION_RESERVE,
+    reservationKey: key,
+    type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+  });
 
 describe('executor', () => {
   let fabric: EmulatedFabric;
@@ -54,7 +86,10 @@ describe('executor', () => {
     expect(keys.agentId).toBe('host-a');
     expect(keys.cdb.toString('hex')).toBe('5e000000000000200000');
     const res = await a.submit(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_RESERVATION));
-    expect(res.data).toMatchObject({ $case: 'readReservation', value: { reserved: true, key: KEY_A, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS } });
+    expect(res.data).toMatchObject({
+      $case: 'readReservation',
+      value: { reserved: true, key: KEY_A, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS },
+    });
   });
 
   it('returns RESERVATION CONFLICT as a result', async () => {
@@ -80,12 +115,21 @@ describe('executor', () => {
     const empty = await a.submit(Command.fromPartial({ commandId: 'x1', path: '/dev/sg0' }));
     expect(empty.outcome).toBe(Outcome.OUTCOME_REFUSED);
     expect(empty.message).toMatch(/invalid command: kind/);
-    const noAction = await a.submit(prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_UNSPECIFIED }));
+    const noAction = await a.submit(
+      prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_UNSPECIFIED }),
+    );
     expect(noAction.message).toMatch(/prout\.action/);
-    const noKey = await a.submit(prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_RESERVE, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS }));
+    const noKey = await a.submit(
+      prout('/dev/sg0', {
+        action: ProutAction.PROUT_ACTION_RESERVE,
+        type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      }),
+    );
     expect(noKey.message).toMatch(/prout\.reservation_key/);
     // Nothing reached the LU.
-    const snapshot = JSON.stringify(fabric.logicalUnit('changer').snapshot(), (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
+    const snapshot = JSON.stringify(fabric.logicalUnit('changer').snapshot(), (_k, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : v,
+    );
     expect(snapshot).not.toMatch(/0x000000000000aaaa/);
     const keys = await a.submit(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS));
     expect(keys.data).toMatchObject({ value: { keys: [] } });
@@ -98,11 +142,19 @@ describe('executor', () => {
     host.transport.setLatency(40);
     const a = hostExecutor(host, { pathConcurrency: 2 });
     const t0 = Date.now();
-    const onPath0 = [register('/dev/sg0', KEY_A), reserve('/dev/sg0', KEY_A), prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_RESERVATION)];
+    const onPath0 = [
+      register('/dev/sg0', KEY_A),
+      reserve('/dev/sg0', KEY_A),
+      prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_RESERVATION),
+    ];
     const onPath2 = tur('/dev/sg2');
     const results = await Promise.all([...onPath0.map((c) => a.submit(c)), a.submit(onPath2)]);
     // In order: the RESERVE saw the REGISTER, the READ RESERVATION saw the RESERVE.
-    expect(results.slice(0, 3).map((r) => r.outcome)).toEqual([Outcome.OUTCOME_GOOD, Outcome.OUTCOME_GOOD, Outcome.OUTCOME_GOOD]);
+    expect(results.slice(0, 3).map((r) => r.outcome)).toEqual([
+      Outcome.OUTCOME_GOOD,
+      Outcome.OUTCOME_GOOD,
+      Outcome.OUTCOME_GOOD,
+    ]);
     expect(results[2]!.data).toMatchObject({ value: { reserved: true } });
     const starts = results.map((r) => r.startedAt!.getTime());
     expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(35);
@@ -128,14 +180,24 @@ describe('executor', () => {
     await b.submit(register('/dev/sg0', KEY_B));
     await b.submit(reserve('/dev/sg0', KEY_B));
     const preempt = await a.submit(
-      prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_PREEMPT, reservationKey: KEY_A, serviceActionKey: KEY_B, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS }),
+      prout('/dev/sg0', {
+        action: ProutAction.PROUT_ACTION_PREEMPT,
+        reservationKey: KEY_A,
+        serviceActionKey: KEY_B,
+        type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      }),
     );
     expect(preempt.outcome).toBe(Outcome.OUTCOME_GOOD);
     const seen = await b.submit(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS));
     expect(seen.outcome).toBe(Outcome.OUTCOME_GOOD);
     expect(seen.data).toMatchObject({ value: { keys: [KEY_A] } });
     expect(seen.unitAttentions).toHaveLength(1);
-    expect(seen.unitAttentions[0]!.sense).toMatchObject({ senseKey: 6, asc: 0x2a, ascq: 0x05, description: 'registrations preempted' });
+    expect(seen.unitAttentions[0]!.sense).toMatchObject({
+      senseKey: 6,
+      asc: 0x2a,
+      ascq: 0x05,
+      description: 'registrations preempted',
+    });
     // Consumed once: the next command is clean.
     expect((await b.submit(tur('/dev/sg0'))).unitAttentions).toHaveLength(0);
   });
@@ -145,7 +207,10 @@ describe('executor', () => {
     const b = hostExecutor(fabric.host('host-b'), { unitAttentionRetries: 1 });
     await b.submit(tur('/dev/sg0')); // the LU now knows the nexus
     const lu = fabric.logicalUnit('changer');
-    const nexus = { transportId: fabric.host('host-b').paths[0]!.initiatorPort, relativeTargetPort: 1 };
+    const nexus = {
+      transportId: fabric.host('host-b').paths[0]!.initiatorPort,
+      relativeTargetPort: 1,
+    };
     lu.nexusLoss(nexus); // 29h/07h
     lu.reset(); // 29h/xx
     const result = await b.submit(tur('/dev/sg0'));
@@ -162,10 +227,20 @@ describe('executor', () => {
     expect(first.outcome).toBe(Outcome.OUTCOME_GOOD);
     expect(first.idempotencyKey).toBe('reg-1');
     const again = await a.submit(
-      prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, reservationKey: KEY_A, serviceActionKey: 0x1234n }, { idempotencyKey: 'reg-1' }),
+      prout(
+        '/dev/sg0',
+        {
+          action: ProutAction.PROUT_ACTION_REGISTER,
+          reservationKey: KEY_A,
+          serviceActionKey: 0x1234n,
+        },
+        { idempotencyKey: 'reg-1' },
+      ),
     );
     expect(again.outcome).toBe(Outcome.OUTCOME_REFUSED);
-    expect(again.message).toContain(`already ran as command ${first.commandId} with outcome OUTCOME_GOOD`);
+    expect(again.message).toContain(
+      `already ran as command ${first.commandId} with outcome OUTCOME_GOOD`,
+    );
     const keys = await a.submit(prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS));
     expect(keys.data).toMatchObject({ value: { keys: [KEY_A] } });
     expect(keys.generation).toBe(1);
@@ -202,7 +277,10 @@ describe('executor', () => {
     const host = fabric.host('host-a');
     host.transport.setLatency(150);
     const a = hostExecutor(host);
-    const [slow, late] = await Promise.all([a.submit(tur('/dev/sg0')), a.submit(tur('/dev/sg0', timeout(40)))]);
+    const [slow, late] = await Promise.all([
+      a.submit(tur('/dev/sg0')),
+      a.submit(tur('/dev/sg0', timeout(40))),
+    ]);
     expect(slow!.outcome).toBe(Outcome.OUTCOME_GOOD);
     expect(late!.outcome).toBe(Outcome.OUTCOME_REFUSED);
     expect(late!.message).toMatch(/timed out before submission/);
@@ -282,12 +360,25 @@ describe('executor', () => {
         execute: async () => {
           calls++;
           await hung;
-          return { status: 0, sense: new Uint8Array(0), dataIn: new Uint8Array(0), resid: 0, hostStatus: 0, driverStatus: 0, durationMs: 0 };
+          return {
+            status: 0,
+            sense: new Uint8Array(0),
+            dataIn: new Uint8Array(0),
+            resid: 0,
+            hostStatus: 0,
+            driverStatus: 0,
+            durationMs: 0,
+          };
         },
         close: async () => undefined,
       }),
     };
-    const executor = createExecutor({ agentId: 'x', transport: stuck, log: silentLog, watchdogGraceMs: 30 });
+    const executor = createExecutor({
+      agentId: 'x',
+      transport: stuck,
+      log: silentLog,
+      watchdogGraceMs: 30,
+    });
     executor.setPaths([{ path: '/dev/sg0', luId: 'lu' }]);
     const first = await executor.submit(tur('/dev/sg0', timeout(20)));
     expect(first.outcome).toBe(Outcome.OUTCOME_TIMEOUT);

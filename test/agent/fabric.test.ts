@@ -2,7 +2,13 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createEmulatedFabric, FabricError, loadFabric, parseFabric, type FabricInput } from '../../agent/fabric.js';
+import {
+  createEmulatedFabric,
+  FabricError,
+  loadFabric,
+  parseFabric,
+  type FabricInput,
+} from '../../agent/fabric.js';
 
 const minimal = (): FabricInput => ({
   loaders: [
@@ -16,7 +22,14 @@ const minimal = (): FabricInput => ({
     {
       id: 'h1',
       initiatorPorts: ['sas:0x5000000000000001'],
-      paths: [{ node: '/dev/sg0', lu: 'l1-changer', initiatorPort: 'sas:0x5000000000000001', relativeTargetPort: 1 }],
+      paths: [
+        {
+          node: '/dev/sg0',
+          lu: 'l1-changer',
+          initiatorPort: 'sas:0x5000000000000001',
+          relativeTargetPort: 1,
+        },
+      ],
     },
   ],
 });
@@ -33,7 +46,9 @@ function fieldOf(fn: () => unknown): string {
 
 describe('fabric spec', () => {
   it('loads the demo fabric: 3 hosts, 2 loaders, host-a with two paths to loader 1 changer', async () => {
-    const spec = await loadFabric(new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname);
+    const spec = await loadFabric(
+      new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname,
+    );
     expect(spec.hosts.map((h) => h.id)).toEqual(['host-a', 'host-b', 'host-c']);
     expect(spec.loaders).toHaveLength(2);
     const hostA = spec.hosts[0]!;
@@ -71,7 +86,11 @@ describe('fabric spec', () => {
     expect(fieldOf(() => parseFabric(dupLu))).toBe('loaders[0].drives[0].id');
 
     const dupNode = minimal();
-    dupNode.hosts[0]!.paths!.push({ node: '/dev/sg0', lu: 'l1-drive', initiatorPort: 'sas:0x5000000000000001' });
+    dupNode.hosts[0]!.paths!.push({
+      node: '/dev/sg0',
+      lu: 'l1-drive',
+      initiatorPort: 'sas:0x5000000000000001',
+    });
     expect(fieldOf(() => parseFabric(dupNode))).toBe('hosts[0].paths[1].node');
 
     const badProfile = minimal() as { loaders: { changer: { profile: string } }[] };
@@ -100,13 +119,15 @@ describe('fabric spec', () => {
   });
 
   it('builds one emulator shared by every host', async () => {
-    const fabric = createEmulatedFabric(await loadFabric(new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname));
-    expect(fabric.emulator.logicalUnits().map((lu) => lu.id).sort()).toEqual([
-      'loader1-changer',
-      'loader1-drive',
-      'loader2-changer',
-      'loader2-drive',
-    ]);
+    const fabric = createEmulatedFabric(
+      await loadFabric(new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname),
+    );
+    expect(
+      fabric.emulator
+        .logicalUnits()
+        .map((lu) => lu.id)
+        .sort(),
+    ).toEqual(['loader1-changer', 'loader1-drive', 'loader2-changer', 'loader2-drive']);
     expect(fabric.host('host-a').paths).toHaveLength(5);
     expect(() => fabric.host('host-z')).toThrow(/no host host-z/);
     fabric.close();

@@ -39,7 +39,8 @@ export async function startFakeAgentServer(options: { heartbeatMs?: number } = {
     async *connect(requests) {
       const it = requests[Symbol.asyncIterator]();
       const first = await it.next();
-      if (first.done || first.value.message?.$case !== 'hello') throw new Error('first message must be hello');
+      if (first.done || first.value.message?.$case !== 'hello')
+        throw new Error('first message must be hello');
       const outbox = createAsyncQueue<ConnectResponse>();
       const received: ConnectRequest[] = [];
       const ended = (async () => {

@@ -10,7 +10,11 @@ describe('emulated agents against the prfleet server', () => {
     expect(fleet.agents.map((a) => a.state)).toEqual(['connected', 'connected', 'connected']);
 
     await expect
-      .poll(async () => (await client.listAgents({})).agents.map((a) => [a.agentId, a.connected, a.pathCount]).sort())
+      .poll(async () =>
+        (await client.listAgents({})).agents
+          .map((a) => [a.agentId, a.connected, a.pathCount])
+          .sort(),
+      )
       .toEqual([
         ['host-a', true, 5],
         ['host-b', true, 4],
@@ -28,9 +32,14 @@ describe('emulated agents against the prfleet server', () => {
       'host-c:/dev/sg0',
     ]);
 
-    const register = await client.register({ target: { luId: changer1.luId, agentId: 'host-b', path: '/dev/sg0' }, newKey: 0xbbn });
+    const register = await client.register({
+      target: { luId: changer1.luId, agentId: 'host-b', path: '/dev/sg0' },
+      newKey: 0xbbn,
+    });
     expect(register.result?.outcome).toBe(Outcome.OUTCOME_GOOD);
-    const keys = await client.readKeys({ target: { luId: changer1.luId, agentId: 'host-c', path: '/dev/sg0' } });
+    const keys = await client.readKeys({
+      target: { luId: changer1.luId, agentId: 'host-c', path: '/dev/sg0' },
+    });
     expect(keys.result?.data).toMatchObject({ $case: 'readKeys', value: { keys: [0xbbn] } });
   });
 });

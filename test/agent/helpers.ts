@@ -21,7 +21,11 @@ export function prin(path: string, action: PrinAction, extra: Partial<Command> =
 }
 
 /** A PROUT command for `path`. */
-export function prout(path: string, fields: DeepPartial<ProutCommand> & { action: ProutAction }, extra: Partial<Command> = {}): Command {
+export function prout(
+  path: string,
+  fields: DeepPartial<ProutCommand> & { action: ProutAction },
+  extra: Partial<Command> = {},
+): Command {
   return Command.fromPartial({
     commandId: `c${++nextId}`,
     path,
@@ -32,7 +36,12 @@ export function prout(path: string, fields: DeepPartial<ProutCommand> & { action
 
 /** A TEST UNIT READY for `path`. */
 export function tur(path: string, extra: Partial<Command> = {}): Command {
-  return Command.fromPartial({ commandId: `c${++nextId}`, path, kind: { $case: 'testUnitReady', value: {} }, ...extra });
+  return Command.fromPartial({
+    commandId: `c${++nextId}`,
+    path,
+    kind: { $case: 'testUnitReady', value: {} },
+    ...extra,
+  });
 }
 
 /** Command.timeout of `ms`. */
@@ -40,7 +49,12 @@ export const timeout = (ms: number) => ({ timeout: msToDuration(ms) });
 
 /** An executor over one emulated host, allowed on all its paths. */
 export function hostExecutor(host: EmulatedHost, options: Partial<ExecutorOptions> = {}): Executor {
-  const executor = createExecutor({ agentId: host.id, transport: host.transport, log: silentLog, ...options });
+  const executor = createExecutor({
+    agentId: host.id,
+    transport: host.transport,
+    log: silentLog,
+    ...options,
+  });
   executor.setPaths(host.paths.map((p) => ({ path: p.path, luId: p.logicalUnitId })));
   return executor;
 }

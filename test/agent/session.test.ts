@@ -8,8 +8,15 @@ import { prin, prout, silentLog } from './helpers.js';
 
 const demo = new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname;
 
-async function startAgent(address: string, hostId: string, options: { latencyMs?: number; allow?: string[] } = {}): Promise<Agent> {
-  const fabric = createEmulatedFabric(await loadFabric(demo), options.latencyMs ? { latencyMs: options.latencyMs } : {});
+async function startAgent(
+  address: string,
+  hostId: string,
+  options: { latencyMs?: number; allow?: string[] } = {},
+): Promise<Agent> {
+  const fabric = createEmulatedFabric(
+    await loadFabric(demo),
+    options.latencyMs ? { latencyMs: options.latencyMs } : {},
+  );
   const agent = createAgent(
     {
       server: address,
@@ -34,19 +41,46 @@ describe('agent session against a real gRPC server', () => {
     const server = await startFakeAgentServer({ heartbeatMs: 40 });
     const agent = await startAgent(server.address, 'host-a');
     const session = await server.session(0);
-    expect(session.hello).toMatchObject({ agentId: 'host-a', site: 'dc1', labels: { role: 'test' }, transport: 'emulated' });
+    expect(session.hello).toMatchObject({
+      agentId: 'host-a',
+      site: 'dc1',
+      labels: { role: 'test' },
+      transport: 'emulated',
+    });
     const inventory = await session.next('inventory');
-    expect(inventory.paths.map((p) => p.path)).toEqual(['/dev/sg0', '/dev/sg1', '/dev/sg2', '/dev/sg3', '/dev/sg4']);
+    expect(inventory.paths.map((p) => p.path)).toEqual([
+      '/dev/sg0',
+      '/dev/sg1',
+      '/dev/sg2',
+      '/dev/sg3',
+      '/dev/sg4',
+    ]);
     expect(inventory.paths[0]!.luId).toBe(inventory.paths[1]!.luId); // multipath: one LU, two nexuses
     await agent.waitForState('connected');
     const heartbeat = await session.next('heartbeat');
     expect(heartbeat.sentAt).toBeInstanceOf(Date);
 
-    session.send({ $case: 'command', value: prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 0x77n }, { commandId: 'cmd-1' }) });
+    session.send({
+      $case: 'command',
+      value: prout(
+        '/dev/sg0',
+        { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 0x77n },
+        { commandId: 'cmd-1' },
+      ),
+    });
     const result = await session.next('result');
-    expect(result).toMatchObject({ commandId: 'cmd-1', outcome: Outcome.OUTCOME_GOOD, agentId: 'host-a', path: '/dev/sg0', luId: inventory.paths[0]!.luId });
+    expect(result).toMatchObject({
+      commandId: 'cmd-1',
+      outcome: Outcome.OUTCOME_GOOD,
+      agentId: 'host-a',
+      path: '/dev/sg0',
+      luId: inventory.paths[0]!.luId,
+    });
     const before = session.received.length;
-    session.send({ $case: 'command', value: prin('/dev/sg1', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'cmd-2' }) });
+    session.send({
+      $case: 'command',
+      value: prin('/dev/sg1', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'cmd-2' }),
+    });
     const keys = await session.next('result', before);
     expect(keys.data).toMatchObject({ $case: 'readKeys', value: { keys: [0x77n] } });
   });
@@ -57,7 +91,10 @@ describe('agent session against a real gRPC server', () => {
     const session = await server.session(0);
     const inventory = await session.next('inventory');
     expect(inventory.paths.map((p) => p.path)).toEqual(['/dev/sg0', '/dev/sg1']);
-    session.send({ $case: 'command', value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'x' }) });
+    session.send({
+      $case: 'command',
+      value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'x' }),
+    });
     const refused = await session.next('result');
     expect(refused.outcome).toBe(Outcome.OUTCOME_REFUSED);
     expect(refused.message).toMatch(/not in this agent's inventory/);
@@ -81,7 +118,14 @@ describe('agent session against a real gRPC server', () => {
     const agent = await startAgent(server.address, 'host-a', { latencyMs: 150 });
     const first = await server.session(0);
     await first.next('inventory');
-    first.send({ $case: 'command', value: prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 0x99n }, { commandId: 'slow' }) });
+    first.send({
+      $case: 'command',
+      value: prout(
+        '/dev/sg0',
+        { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 0x99n },
+        { commandId: 'slow' },
+      ),
+    });
     await expect.poll(() => agent.executor.inFlight).toBe(1);
     first.send({ $case: 'reconnect', value: { reason: 'server draining' } });
     const result = await first.next('result');
@@ -98,17 +142,42 @@ describe('agent session against a real gRPC server', () => {
     const session = await server.session(0);
     await session.next('inventory');
     const mark = session.received.length;
-    session.send({ $case: 'command', value: prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'first' }) });
-    session.send({ $case: 'command', value: prout('/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 5n }, { commandId: 'second' }) });
+    session.send({
+      $case: 'command',
+      value: prin('/dev/sg0', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'first' }),
+    });
+    session.send({
+      $case: 'command',
+      value: prout(
+        '/dev/sg0',
+        { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 5n },
+        { commandId: 'second' },
+      ),
+    });
     session.send({ $case: 'cancel', value: { commandId: 'second' } });
     const results = [await session.next('result', mark)];
     while (results.length < 2) {
       await new Promise((r) => setTimeout(r, 10));
-      results.splice(0, results.length, ...session.received.slice(mark).filter((m) => m.message?.$case === 'result').map((m) => m.message!.value as never));
+      results.splice(
+        0,
+        results.length,
+        ...session.received
+          .slice(mark)
+          .filter((m) => m.message?.$case === 'result')
+          .map((m) => m.message!.value as never),
+      );
     }
-    const byId = Object.fromEntries(results.map((r: { commandId: string; outcome: Outcome; message: string }) => [r.commandId, r]));
+    const byId = Object.fromEntries(
+      results.map((r: { commandId: string; outcome: Outcome; message: string }) => [
+        r.commandId,
+        r,
+      ]),
+    );
     expect(byId['first']!.outcome).toBe(Outcome.OUTCOME_GOOD);
-    expect(byId['second']).toMatchObject({ outcome: Outcome.OUTCOME_REFUSED, message: 'cancelled before submission' });
+    expect(byId['second']).toMatchObject({
+      outcome: Outcome.OUTCOME_REFUSED,
+      message: 'cancelled before submission',
+    });
 
     const beforeRescan = session.received.length;
     session.send({ $case: 'rescan', value: {} });
@@ -153,13 +222,19 @@ describe('agent session against a real gRPC server', () => {
     await session.next('inventory');
     host.transport.failPath('/dev/sg2');
     let mark = session.received.length;
-    session.send({ $case: 'command', value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f1' }) });
+    session.send({
+      $case: 'command',
+      value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f1' }),
+    });
     expect((await session.next('result', mark)).outcome).toBe(Outcome.OUTCOME_OS_ERROR);
     const offline = await session.next('inventory', mark);
     expect(offline.paths.find((p) => p.path === '/dev/sg2')?.online).toBe(false);
     host.transport.restorePath('/dev/sg2');
     mark = session.received.length;
-    session.send({ $case: 'command', value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f2' }) });
+    session.send({
+      $case: 'command',
+      value: prin('/dev/sg2', PrinAction.PRIN_ACTION_READ_KEYS, { commandId: 'f2' }),
+    });
     const online = await session.next('inventory', mark);
     expect(online.paths.find((p) => p.path === '/dev/sg2')?.online).toBe(true);
     expect((await session.next('result', mark)).outcome).toBe(Outcome.OUTCOME_GOOD);
@@ -185,8 +260,17 @@ describe('backoff', () => {
     const server = await startFakeAgentServer();
     const fabric = createEmulatedFabric(await loadFabric(demo));
     const agent = createAgent(
-      { server: server.address, agentId: 'host-b', plaintext: true, backoff: { initialMs: 40, maxMs: 5000, healthyMs: 100 } },
-      { log: silentLog, source: createEmulatedSource(fabric.host('host-b'), { closeFabric: fabric }), random: () => 0.999 },
+      {
+        server: server.address,
+        agentId: 'host-b',
+        plaintext: true,
+        backoff: { initialMs: 40, maxMs: 5000, healthyMs: 100 },
+      },
+      {
+        log: silentLog,
+        source: createEmulatedSource(fabric.host('host-b'), { closeFabric: fabric }),
+        random: () => 0.999,
+      },
     );
     onTestFinished(() => agent.stop());
     await agent.start();

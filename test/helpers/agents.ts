@@ -1,6 +1,10 @@
 import { onTestFinished } from 'vitest';
 import { createLogger, type Logger } from '../../src/common/logger.js';
-import { startEmulatedFleet, type EmulatedFleet, type EmulatedFleetOptions } from '../../agent/fleet.js';
+import {
+  startEmulatedFleet,
+  type EmulatedFleet,
+  type EmulatedFleetOptions,
+} from '../../agent/fleet.js';
 
 /** Options for {@link startEmulatedAgents}. */
 export interface StartEmulatedAgentsOptions extends Omit<EmulatedFleetOptions, 'log' | 'fabric'> {
@@ -19,14 +23,23 @@ export const DEMO_FABRIC = new URL('../../examples/fabric-demo.yaml', import.met
  * Starts every host of an emulated fabric (default: the demo fabric) as an in-process agent connected to
  * `address`, sharing one emulator, and resolves when all are connected. Stopped when the test finishes.
  */
-export async function startEmulatedAgents(options: StartEmulatedAgentsOptions): Promise<EmulatedFleet> {
+export async function startEmulatedAgents(
+  options: StartEmulatedAgentsOptions,
+): Promise<EmulatedFleet> {
   const level = process.env['PRFLEET_TEST_LOG'];
-  const log = options.log ?? createLogger({ level: (level as 'debug' | undefined) ?? 'silent', name: 'test-agents' });
+  const log =
+    options.log ??
+    createLogger({ level: (level as 'debug' | undefined) ?? 'silent', name: 'test-agents' });
   const fleet = await startEmulatedFleet({
     ...options,
     fabric: options.fabric ?? DEMO_FABRIC,
     log,
-    agentOptions: { plaintext: true, backoff: { initialMs: 50, maxMs: 1000 }, drainMs: 2000, ...options.agentOptions },
+    agentOptions: {
+      plaintext: true,
+      backoff: { initialMs: 50, maxMs: 1000 },
+      drainMs: 2000,
+      ...options.agentOptions,
+    },
   });
   if (options.keepAlive !== true) onTestFinished(() => fleet.stop());
   return fleet;
