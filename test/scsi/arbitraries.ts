@@ -1,5 +1,5 @@
 // fast-check generators for the codec's value types, shared by the scsi tests.
-import { fc } from '@fast-check/vitest';
+import fc from 'fast-check';
 import type {
   Capabilities,
   Designator,

@@ -1,7 +1,7 @@
 // Every decoder is total: over 10,000 inputs (random bytes, and mutated or cut valid encodings) it returns a value
 // or throws ScsiDecodeError naming a field and an offset (style.md §8). Decoders that read the same kind of bytes
 // share one stream of inputs to keep the run short; each still sees every one of the 10,000 inputs.
-import { fc } from '@fast-check/vitest';
+import fc from 'fast-check';
 import { describe, it } from 'vitest';
 import {
   classifyResponse,

@@ -1,6 +1,7 @@
-// Every encoder round-trips through its decoder (style.md §8).
+// Properties: every encoder round-trips through its decoder (style.md §8), and truncated data keeps the full
+// announced length (scsi-pr.md §8.2).
 import { fc, test } from '@fast-check/vitest';
-import { describe, expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   decodeCapabilities,
   decodeDeviceIdentification,
@@ -20,6 +21,7 @@ import {
   decodeSupportedVpdPages,
   decodeTransportId,
   decodeUnitSerialNumber,
+  decodeVpdHeader,
   encodeCapabilities,
   encodeDeviceIdentification,
   encodeFullStatus,
@@ -37,6 +39,7 @@ import {
   encodeTransportId,
   encodeUnitSerialNumber,
   formatKey,
+  fromHex,
   formatTransportId,
   parseKey,
   parseTransportId,
@@ -261,4 +264,130 @@ describe('keys and small CDBs', () => {
       });
     },
   );
+});
+
+const K1 = 0x1122334455667788n;
+
+describe('truncated data keeps the full announced length', () => {
+  test.prop([uint32, fc.array(uint64, { minLength: 1, maxLength: 12 }), fc.nat({ max: 0xffff })])(
+    'READ KEYS cut by the allocation length lists only whole keys',
+    (generation, keys, allocation) => {
+      const full = encodeReadKeys({ generation, keys });
+      const alloc = decodePrinCdb(
+        encodePrin(0, Math.max(8, allocation % (full.length + 1))),
+      ).allocationLength;
+      const r = decodeReadKeys(full.subarray(0, alloc));
+      expect(r.additionalLength).toBe(8 * keys.length);
+      expect(r.truncated).toBe(alloc < full.length);
+      expect(r.keys).toEqual(keys.slice(0, Math.floor((alloc - 8) / 8)));
+    },
+  );
+
+  test.prop([uint32, fc.array(fullStatusDescriptor, { minLength: 1, maxLength: 4 }), fc.nat()], {
+    numRuns: 200,
+  })(
+    'READ FULL STATUS cut anywhere lists only the descriptors that arrived whole',
+    (generation, descriptors, cut) => {
+      const full = encodeFullStatus({ generation, descriptors });
+      const length = 8 + (cut % (full.length - 7));
+      const r = decodeFullStatus(full.subarray(0, length));
+      expect(r.additionalLength).toBe(full.length - 8);
+      expect(r.truncated).toBe(length < full.length);
+      let end = 8;
+      const whole = descriptors.filter((d) => {
+        end += 24 + encodeTransportId(d.transportId).length;
+        return end <= length;
+      });
+      expect(r.descriptors).toEqual(whole);
+    },
+  );
+
+  it('READ RESERVATION cut inside the descriptor reports no reservation yet, truncated', () => {
+    const full = encodeReadReservation({
+      generation: 4,
+      reservation: { key: K1, scope: 0, type: 3 },
+    });
+    for (let length = 8; length < 24; length++) {
+      expect(decodeReadReservation(full.subarray(0, length))).toEqual({
+        generation: 4,
+        additionalLength: 16,
+        reservation: null,
+        truncated: true,
+      });
+    }
+  });
+
+  it('REPORT CAPABILITIES cut short reads missing bytes as 0 and says so', () => {
+    const full = encodeCapabilities({
+      rlrC: true,
+      crh: true,
+      sipC: true,
+      atpC: true,
+      ptplC: true,
+      tmv: true,
+      allowCommands: 5,
+      ptplA: true,
+      supportedTypes: [1, 8],
+    });
+    expect(decodeCapabilities(full.subarray(0, 3))).toMatchObject({
+      length: 8,
+      rlrC: true,
+      ptplC: true,
+      tmv: false,
+      supportedTypes: [],
+      truncated: true,
+    });
+    expect(decodeCapabilities(full.subarray(0, 5))).toMatchObject({
+      supportedTypes: [1],
+      truncated: true,
+    });
+  });
+
+  it('REPORT LUNS and VPD pages report truncation with the full length', () => {
+    const luns = encodeReportLunsData([0, 1, 2, 300]);
+    expect(decodeReportLunsData(luns.subarray(0, 20))).toEqual({
+      lunListLength: 32,
+      luns: [0],
+      truncated: true,
+    });
+    const page = encodeSupportedVpdPages(8, [0, 0x80, 0x83]);
+    expect(decodeVpdHeader(page.subarray(0, 5))).toMatchObject({ pageLength: 3, truncated: true });
+    expect(decodeSupportedVpdPages(page.subarray(0, 5))).toEqual([0]);
+    expect(decodeUnitSerialNumber(encodeUnitSerialNumber(1, 'ABC123').subarray(0, 7))).toBe('ABC');
+  });
+
+  test.prop([standardInquiry, fc.nat({ max: 30 })])(
+    'standard INQUIRY cut short keeps what arrived',
+    (inq, cut) => {
+      const full = encodeStandardInquiry(inq);
+      const r = decodeStandardInquiry(full.subarray(0, 5 + cut));
+      expect(r.truncated).toBe(true);
+      expect(r.additionalLength).toBe(31);
+      expect(inq.vendor.startsWith(r.vendor)).toBe(true);
+      expect(r.product).toBe(5 + cut > 16 ? inq.product.slice(0, 5 + cut - 16).trimEnd() : '');
+    },
+  );
+
+  it('designators cut by the allocation length are dropped, whole ones kept', () => {
+    const page = encodeDeviceIdentification(8, [
+      {
+        codeSet: 1,
+        piv: false,
+        association: 0,
+        designatorType: 3,
+        value: fromHex('5000e11100000001'),
+      },
+      {
+        codeSet: 1,
+        piv: false,
+        association: 0,
+        designatorType: 2,
+        value: fromHex('0014c3000000beef'),
+      },
+    ]);
+    expect(decodeDeviceIdentification(page.subarray(0, 20))).toHaveLength(1);
+    expect(decodeDeviceIdentification(page.subarray(0, 17))).toHaveLength(1);
+    expect(decodeDeviceIdentification(page.subarray(0, 18))).toHaveLength(1);
+    expect(decodeDeviceIdentification(page.subarray(0, 6))).toHaveLength(0);
+  });
 });
