@@ -27,13 +27,17 @@ function commandsOf(t: Transcript): TranscriptCommand[] {
   return t.entries.filter((e): e is TranscriptCommand => e.type === 'command');
 }
 
-/** Compares two transcripts command by command; undefined when every command got the same answer. */
+/**
+ * Compares two transcripts command by command; undefined when every command got the same answer. `limit` compares
+ * only the first `limit` commands (used when LIO stopped answering: the known PREEMPT AND ABORT hang).
+ */
 export function compareTranscripts(
   lio: Transcript,
   emulator: Transcript,
+  limit?: number,
 ): TranscriptMismatch | undefined {
-  const a = commandsOf(lio);
-  const b = commandsOf(emulator);
+  const a = commandsOf(lio).slice(0, limit);
+  const b = commandsOf(emulator).slice(0, limit);
   for (let i = 0; i < Math.max(a.length, b.length); i++) {
     const x = a[i];
     const y = b[i];

@@ -113,6 +113,8 @@ export interface ConformanceOptions {
   readonly only?: readonly string[];
   /** Nexuses per LU. @default 3 */
   readonly nexuses?: number;
+  /** Whether the LU lio-setup.sh made is still untouched (else the first scenario recreates it). @default true */
+  readonly freshPrimary?: boolean;
   /** Prints one result line. */
   readonly print: (line: string) => void;
 }
@@ -175,7 +177,7 @@ export async function runConformance(options: ConformanceOptions): Promise<numbe
   if (options.outDir) await mkdir(join(options.outDir, 'transcripts'), { recursive: true });
   let failures = 0;
   let pair: Pair | undefined;
-  let fresh = true; // the LU lio-setup.sh made has never been used
+  let fresh = options.freshPrimary ?? true; // the LU lio-setup.sh made has never been used
   let previous: string | undefined;
   for (const scenario of scenarios) {
     const started = performance.now();
@@ -294,26 +296,32 @@ async function runOne(
     nexusIdentities: identity.initiators,
     timeoutMs,
   });
-  const mismatch = compareTranscripts(lioRecorder.transcript(), emuRecorder.transcript());
+  const lioCommands = lioRecorder.transcript().entries.filter((e) => e.type === 'command');
+  // The known hang: compare what came before the command LIO never answered (the watchdog's DID_TIME_OUT).
+  const hungAt = lioCommands.findIndex((c) => c.type === 'command' && c.hostStatus === 0x03);
+  const known = hang && hungAt >= 0;
+  const mismatch = compareTranscripts(
+    lioRecorder.transcript(),
+    emuRecorder.transcript(),
+    known ? hungAt : undefined,
+  );
   if (options.outDir) {
     const base = join(options.outDir, 'transcripts', scenario.id);
     await writeFile(`${base}.lio.jsonl`, lioRecorder.toJsonLines());
     await writeFile(`${base}.emulator.jsonl`, emuRecorder.toJsonLines());
   }
-  const commands = lioRecorder.transcript().entries.filter((e) => e.type === 'command');
-  const timedOut = commands.some((c) => c.type === 'command' && c.hostStatus === 0x03);
   const line: ScenarioLine = {
     t: 'scenario',
     id: scenario.id,
     lio: summary(lio),
     emulator: summary(emulator),
-    commands: commands.length,
+    commands: lioCommands.length,
     ms: 0,
     phases: { lu: 0, lio: Math.round(t3 - t2), emulator: Math.round(performance.now() - t3) },
   };
   if (lio.skipped !== undefined) line.reason = lio.skipped;
   else if (!lio.passed) line.reason = lio.failure ?? 'failed';
   if (mismatch) line.diff = formatMismatch(scenario.id, mismatch);
-  if (hang && timedOut) line.known = 'lio-bug-preempt-abort-hang';
+  if (known) line.known = 'lio-bug-preempt-abort-hang';
   return line;
 }

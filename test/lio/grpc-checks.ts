@@ -1,0 +1,16 @@
+/** Names of the in-VM gRPC checks, in run order (shared by the guest part and the host-side test). */
+export const GRPC_CHECKS = [
+  'two sgio agents connect and report one LIO LU through three paths',
+  'REGISTER through every path is GOOD',
+  'READ KEYS lists the three keys',
+  'RESERVE (exclusive access) through host a is GOOD',
+  'RESERVE through host b is a RESERVATION CONFLICT result (status 18h) and the RPC succeeds',
+  'READ RESERVATION through host c shows host a as the holder',
+  'PREEMPT of host a by host b is GOOD',
+  'host a sees REGISTRATIONS PREEMPTED (2Ah/05h) once, then the keys of b and c',
+  'CLEAR through host b leaves no keys',
+  'a vanished node is an OS error result and its agent keeps serving its other node',
+] as const;
+
+/** One of the check names. */
+export type GrpcCheckName = (typeof GRPC_CHECKS)[number];
