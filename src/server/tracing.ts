@@ -1,4 +1,4 @@
-import { context, propagation, trace } from '@opentelemetry/api';
+import { trace } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import {
   BatchSpanProcessor,
@@ -38,16 +38,21 @@ export interface Tracing {
   readonly middleware: ServerMiddleware;
   /** The provider (registered globally). */
   readonly provider: NodeTracerProvider;
-  /** Exports what is buffered and unregisters the global provider (call at shutdown). */
+  /** Exports what is buffered and stops exporting (call at shutdown; tracing cannot be set up again). */
   shutdown(): Promise<void>;
 }
 
+let setUp = false;
+
 /**
  * Registers an OpenTelemetry tracer provider for this process (AsyncLocalStorage context, W3C trace context
- * propagation) and returns the nice-grpc middleware. Attach the middleware after the metrics middleware and
- * before the error middleware (grpc-ts-notes §2.2). Spans are exported to `otlpEndpoint` and/or `exporter`.
+ * propagation) and returns the nice-grpc middleware; throws when called a second time in one process. Attach the
+ * middleware after the metrics middleware and before the error middleware (grpc-ts-notes §2.2). Spans are exported to `otlpEndpoint` and/or `exporter`.
  */
 export function setupTracing(options: TracingOptions = {}): Tracing {
+  // nice-grpc-opentelemetry takes its tracer from the global provider when it is imported, so a second provider
+  // would never see its spans: one setup per process.
+  if (setUp) throw new Error('tracing is already set up in this process (setupTracing runs once)');
   const processors: SpanProcessor[] = [...(options.spanProcessors ?? [])];
   if (options.exporter !== undefined) processors.push(new BatchSpanProcessor(options.exporter));
   if (options.otlpEndpoint !== undefined) {
@@ -66,14 +71,12 @@ export function setupTracing(options: TracingOptions = {}): Tracing {
     spanProcessors: processors,
   });
   provider.register();
+  setUp = true;
   return {
     middleware: openTelemetryServerMiddleware(),
     provider,
     async shutdown() {
       await provider.shutdown();
-      trace.disable();
-      context.disable();
-      propagation.disable();
     },
   };
 }
