@@ -128,7 +128,10 @@ export function parseKey(text: string): bigint {
   if (/^0x[0-9a-f]{1,16}$/i.test(t)) key = BigInt(t);
   else if (/^[0-9]{1,20}$/.test(t)) key = BigInt(t);
   else {
-    throw new KeyLayoutError('key', `invalid key: ${JSON.stringify(text)} is not 0x-prefixed hex or decimal`);
+    throw new KeyLayoutError(
+      'key',
+      `invalid key: ${JSON.stringify(text)} is not 0x-prefixed hex or decimal`,
+    );
   }
   assertKey(key);
   return key;
@@ -160,7 +163,10 @@ export function encodeKey(fields: KeyFields): bigint {
   checkRange('serial', fields.serial, 0, MAX_SERIAL);
   const purposeCode = KEY_PURPOSES[fields.purpose];
   if (purposeCode === undefined) {
-    throw new KeyLayoutError('purpose', `invalid purpose: ${JSON.stringify(fields.purpose)} is not one of ${KEY_PURPOSE_NAMES.join(', ')}`);
+    throw new KeyLayoutError(
+      'purpose',
+      `invalid purpose: ${JSON.stringify(fields.purpose)} is not one of ${KEY_PURPOSE_NAMES.join(', ')}`,
+    );
   }
   const bytes = new Uint8Array(8);
   bytes[0] = KEY_MAGIC;
@@ -185,7 +191,9 @@ export function purposeName(code: number): KeyPurpose | undefined {
  */
 export function decodeKeyLayout(
   key: bigint,
-): { readonly ok: true; readonly layout: PrfleetKeyLayout } | { readonly ok: false; readonly reason: NotPrfleetReason } {
+):
+  | { readonly ok: true; readonly layout: PrfleetKeyLayout }
+  | { readonly ok: false; readonly reason: NotPrfleetReason } {
   const b = keyToBytes(key);
   if (b[0] !== KEY_MAGIC) return { ok: false, reason: 'magic' };
   if (b[1] !== KEY_LAYOUT_VERSION) return { ok: false, reason: 'version' };
@@ -198,7 +206,14 @@ export function decodeKeyLayout(
   if (siteCode === 0 || hostId === 0) return { ok: false, reason: 'zero-field' };
   return {
     ok: true,
-    layout: { version: KEY_LAYOUT_VERSION, siteCode, hostId, purpose, purposeCode: byte6 >> 4, serial: byte6 & 0x0f },
+    layout: {
+      version: KEY_LAYOUT_VERSION,
+      siteCode,
+      hostId,
+      purpose,
+      purposeCode: byte6 >> 4,
+      serial: byte6 & 0x0f,
+    },
   };
 }
 
@@ -238,8 +253,18 @@ export type ForeignKeyReading =
       readonly nodeId: number;
       readonly summary: string;
     }
-  | { readonly kind: 'ascii'; readonly confidence: 'heuristic'; readonly text: string; readonly summary: string }
-  | { readonly kind: 'small-integer'; readonly confidence: 'heuristic'; readonly value: number; readonly summary: string }
+  | {
+      readonly kind: 'ascii';
+      readonly confidence: 'heuristic';
+      readonly text: string;
+      readonly summary: string;
+    }
+  | {
+      readonly kind: 'small-integer';
+      readonly confidence: 'heuristic';
+      readonly value: number;
+      readonly summary: string;
+    }
   | { readonly kind: 'unknown'; readonly confidence: 'heuristic'; readonly summary: string };
 
 const isPrintable = (b: number): boolean => b >= 0x20 && b <= 0x7e;
@@ -256,7 +281,12 @@ const NFSD_MDS_PR_KEY = 0x0100000000000000n;
 export function readForeignKey(key: bigint): ForeignKeyReading {
   const b = keyToBytes(key);
   const hex = formatKey(key);
-  if (key === 0n) return { kind: 'zero', confidence: 'pattern', summary: 'zero: no key (SPC: 0 means unregistered)' };
+  if (key === 0n)
+    return {
+      kind: 'zero',
+      confidence: 'pattern',
+      summary: 'zero: no key (SPC: 0 means unregistered)',
+    };
 
   const layout = decodeKeyLayout(key);
   if (layout.ok) {
@@ -299,11 +329,20 @@ export function readForeignKey(key: bigint): ForeignKeyReading {
         summary: `Veritas I/O fencing coordinator key "${text}": cluster id ${clusterId}, node id ${nodeId}`,
       };
     }
-    return { kind: 'ascii', confidence: 'heuristic', text, summary: `ASCII text "${text}" (a name chosen by a person or a tool)` };
+    return {
+      kind: 'ascii',
+      confidence: 'heuristic',
+      text,
+      summary: `ASCII text "${text}" (a name chosen by a person or a tool)`,
+    };
   }
 
   if (key === NFSD_MDS_PR_KEY) {
-    return { kind: 'linux-nfsd-mds', confidence: 'pattern', summary: 'Linux nfsd pNFS SCSI layout server key (NFSD_MDS_PR_KEY)' };
+    return {
+      kind: 'linux-nfsd-mds',
+      confidence: 'pattern',
+      summary: 'Linux nfsd pNFS SCSI layout server key (NFSD_MDS_PR_KEY)',
+    };
   }
 
   const high = Number(key >> 32n);

@@ -1,10 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
-import { createPgliteDb, createStore, openStore, type Db, type Store } from '../../src/server/store/index.js';
+import {
+  createPgliteDb,
+  createStore,
+  openStore,
+  type Db,
+  type Store,
+} from '../../src/server/store/index.js';
 
 /** PostgreSQL for the store tests; override with PRFLEET_TEST_DATABASE_URL. */
-export const TEST_DATABASE_URL = process.env['PRFLEET_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const TEST_DATABASE_URL =
+  process.env['PRFLEET_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** A database the store suite runs against; each `open` gives a fresh, empty schema. */
 export interface Backend {
@@ -28,7 +35,10 @@ const newSchema = () => `prfleet_t_${runId}_${++counter}`;
  * backend is returned anyway, so its tests fail loudly.
  */
 async function probePg(): Promise<string | undefined> {
-  const client = new pg.Client({ connectionString: TEST_DATABASE_URL, connectionTimeoutMillis: 2000 });
+  const client = new pg.Client({
+    connectionString: TEST_DATABASE_URL,
+    connectionTimeoutMillis: 2000,
+  });
   try {
     await client.connect();
     await client.query('SELECT 1');

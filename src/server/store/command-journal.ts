@@ -41,7 +41,10 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
  * nothing (first result wins), as in the in-memory journal. `wait` polls, since the completing server may be
  * another instance.
  */
-export function createStoreCommandJournal(journal: OperationJournal, options: StoreCommandJournalOptions = {}): CommandJournal {
+export function createStoreCommandJournal(
+  journal: OperationJournal,
+  options: StoreCommandJournalOptions = {},
+): CommandJournal {
   const pollMs = options.pollMs ?? 200;
   return {
     async begin(key, request) {
@@ -51,7 +54,9 @@ export function createStoreCommandJournal(journal: OperationJournal, options: St
         ...(options.owner !== undefined ? { owner: options.owner } : {}),
       });
       // 'mismatch' is reported as 'exists': the executor compares fingerprints and names the conflict.
-      return outcome.kind === 'started' ? { kind: 'started' } : { kind: 'exists', entry: toJournalEntry(outcome.entry) };
+      return outcome.kind === 'started'
+        ? { kind: 'started' }
+        : { kind: 'exists', entry: toJournalEntry(outcome.entry) };
     },
     async complete(key, result) {
       const json = CommandResult.toJSON(CommandResult.fromPartial(result)) as JsonValue;

@@ -18,7 +18,10 @@ export interface Db {
   /** Which driver is underneath. */
   readonly kind: 'pg' | 'pglite';
   /** Runs one statement with parameters. */
-  query<R = Record<string, unknown>>(sql: string, params?: readonly unknown[]): Promise<QueryResult<R>>;
+  query<R = Record<string, unknown>>(
+    sql: string,
+    params?: readonly unknown[],
+  ): Promise<QueryResult<R>>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
   /**
@@ -36,19 +39,24 @@ export const INT8_OID = 20;
 /** Parses an int8 column as a number, refusing values a double cannot hold exactly. */
 export function parseInt8(text: string): number {
   const n = Number(text);
-  if (!Number.isSafeInteger(n)) throw new RangeError(`int8 value ${text} is beyond Number.MAX_SAFE_INTEGER`);
+  if (!Number.isSafeInteger(n))
+    throw new RangeError(`int8 value ${text} is beyond Number.MAX_SAFE_INTEGER`);
   return n;
 }
 
 /** True for a PostgreSQL unique_violation (SQLSTATE 23505) from either driver. */
 export function isUniqueViolation(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505';
+  return (
+    typeof error === 'object' && error !== null && (error as { code?: unknown }).code === '23505'
+  );
 }
 
 /** Quotes a validated schema name; throws for anything but a plain lower-case identifier. */
 export function quoteSchema(schema: string): string {
   if (!/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-    throw new Error(`invalid schema: ${JSON.stringify(schema)} is not a lower-case identifier of at most 63 characters`);
+    throw new Error(
+      `invalid schema: ${JSON.stringify(schema)} is not a lower-case identifier of at most 63 characters`,
+    );
   }
   return `"${schema}"`;
 }

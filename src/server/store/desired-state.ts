@@ -66,17 +66,26 @@ function toRecord(row: DesiredRow): DesiredStateRecord {
 
 function checkScope(scope: DesiredScope): DesiredScope {
   if (scope.kind !== 'loader' && scope.kind !== 'group') {
-    throw new StoreInputError('scope.kind', `invalid scope.kind: ${JSON.stringify(scope.kind)} is not loader or group`);
+    throw new StoreInputError(
+      'scope.kind',
+      `invalid scope.kind: ${JSON.stringify(scope.kind)} is not loader or group`,
+    );
   }
   if (typeof scope.id !== 'string' || scope.id === '' || scope.id.length > 200) {
-    throw new StoreInputError('scope.id', `invalid scope.id: ${JSON.stringify(scope.id)} must be 1–200 characters`);
+    throw new StoreInputError(
+      'scope.id',
+      `invalid scope.id: ${JSON.stringify(scope.id)} must be 1–200 characters`,
+    );
   }
   return scope;
 }
 
 function checkVersion(version: number | undefined): number | undefined {
   if (version !== undefined && (!Number.isInteger(version) || version < 0)) {
-    throw new StoreInputError('expectedVersion', `invalid expectedVersion: ${version} is not a non-negative integer`);
+    throw new StoreInputError(
+      'expectedVersion',
+      `invalid expectedVersion: ${version} is not a non-negative integer`,
+    );
   }
   return version;
 }
@@ -86,10 +95,10 @@ export function createDesiredStateStore(db: Db): DesiredStateStore {
   const store: DesiredStateStore = {
     async get(scope) {
       checkScope(scope);
-      const r = await db.query<DesiredRow>(`SELECT ${COLUMNS} FROM desired_state WHERE scope_kind = $1 AND scope_id = $2`, [
-        scope.kind,
-        scope.id,
-      ]);
+      const r = await db.query<DesiredRow>(
+        `SELECT ${COLUMNS} FROM desired_state WHERE scope_kind = $1 AND scope_id = $2`,
+        [scope.kind, scope.id],
+      );
       return r.rows[0] ? toRecord(r.rows[0]) : undefined;
     },
     async list(kind) {
@@ -103,7 +112,10 @@ export function createDesiredStateStore(db: Db): DesiredStateStore {
       checkScope(scope);
       const expected = checkVersion(options.expectedVersion);
       if (typeof options.actor !== 'string' || options.actor === '') {
-        throw new StoreInputError('actor', `invalid actor: ${JSON.stringify(options.actor)} must be non-empty`);
+        throw new StoreInputError(
+          'actor',
+          `invalid actor: ${JSON.stringify(options.actor)} must be non-empty`,
+        );
       }
       const json = canonicalJson(spec, 'spec');
       // One statement either way, so two writers with the same expectedVersion cannot both win.
@@ -144,7 +156,8 @@ export function createDesiredStateStore(db: Db): DesiredStateStore {
       );
       if (r.rowCount === 1) return;
       const current = await store.get(scope);
-      if (!current) throw new NotFoundError(`desired state ${scope.kind}/${scope.id} does not exist`);
+      if (!current)
+        throw new NotFoundError(`desired state ${scope.kind}/${scope.id} does not exist`);
       throw new VersionConflictError(
         `desired state ${scope.kind}/${scope.id} is at version ${current.version}, not ${expected}: re-read and retry`,
       );

@@ -177,7 +177,9 @@ function hashedContent(row: Omit<HistoryRow, 'seq' | 'hash'>): Record<string, un
 
 /** sha256 (hex) of an entry's canonical JSON: what `hash` must equal. */
 export function entryHash(row: Omit<HistoryRow, 'seq' | 'hash'>): string {
-  return createHash('sha256').update(canonicalJson(hashedContent(row))).digest('hex');
+  return createHash('sha256')
+    .update(canonicalJson(hashedContent(row)))
+    .digest('hex');
 }
 
 function toEntry(row: HistoryRow): HistoryEntry {
@@ -205,7 +207,10 @@ function toEntry(row: HistoryRow): HistoryEntry {
 
 function text(field: string, value: unknown, maxLength = 500): string {
   if (typeof value !== 'string' || value === '' || value.length > maxLength) {
-    throw new StoreInputError(field, `invalid ${field}: ${JSON.stringify(value)} must be 1–${maxLength} characters`);
+    throw new StoreInputError(
+      field,
+      `invalid ${field}: ${JSON.stringify(value)} must be 1–${maxLength} characters`,
+    );
   }
   return value;
 }
@@ -234,9 +239,13 @@ function key(field: string, value: bigint): string {
 /** Validates `input` and builds the row content (without seq, links and hash). Throws StoreInputError. */
 function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_hash' | 'hash'> {
   const at = input.at ?? new Date();
-  if (!(at instanceof Date) || Number.isNaN(at.getTime())) throw new StoreInputError('at', `invalid at: ${String(input.at)}`);
+  if (!(at instanceof Date) || Number.isNaN(at.getTime()))
+    throw new StoreInputError('at', `invalid at: ${String(input.at)}`);
   if (input.sense !== undefined && !/^([0-9a-f]{2})*$/.test(input.sense)) {
-    throw new StoreInputError('sense', `invalid sense: ${JSON.stringify(input.sense)} is not lower-case hex bytes`);
+    throw new StoreInputError(
+      'sense',
+      `invalid sense: ${JSON.stringify(input.sense)} is not lower-case hex bytes`,
+    );
   }
   return {
     at: new Date(at.getTime()),
@@ -264,7 +273,9 @@ function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_has
 export async function appendHistory(db: Db, input: HistoryEntryInput): Promise<HistoryEntry> {
   const content = normalise(input);
   return db.transaction(async (tx) => {
-    const head = await tx.query<{ seq: number; hash: string }>('SELECT seq, hash FROM history_head WHERE id = 1 FOR UPDATE');
+    const head = await tx.query<{ seq: number; hash: string }>(
+      'SELECT seq, hash FROM history_head WHERE id = 1 FOR UPDATE',
+    );
     const tip = head.rows[0];
     if (!tip) throw new Error('history_head row missing: the schema was not migrated');
     const row: HistoryRow = { ...content, seq: tip.seq + 1, prev_hash: tip.hash, hash: '' };
@@ -272,9 +283,24 @@ export async function appendHistory(db: Db, input: HistoryEntryInput): Promise<H
     await tx.query(
       `INSERT INTO history (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`,
       [
-        row.seq, row.at, row.actor, row.agent_id, row.path, row.lu_id, row.action, row.reservation_key,
-        row.service_action_key, row.pr_type, row.outcome, row.status, row.sense, row.command_id,
-        row.idempotency_key, row.reason, row.prev_hash, row.hash,
+        row.seq,
+        row.at,
+        row.actor,
+        row.agent_id,
+        row.path,
+        row.lu_id,
+        row.action,
+        row.reservation_key,
+        row.service_action_key,
+        row.pr_type,
+        row.outcome,
+        row.status,
+        row.sense,
+        row.command_id,
+        row.idempotency_key,
+        row.reason,
+        row.prev_hash,
+        row.hash,
       ],
     );
     await tx.query('UPDATE history_head SET seq = $1, hash = $2 WHERE id = 1', [row.seq, row.hash]);
@@ -295,19 +321,41 @@ export async function verifyHistory(db: Db): Promise<HistoryVerification> {
   let lastSeq = 0;
   let checked = 0;
   for (;;) {
-    const page = await db.query<HistoryRow>(`SELECT ${COLUMNS} FROM history WHERE seq > $1 ORDER BY seq LIMIT ${VERIFY_PAGE}`, [
-      lastSeq,
-    ]);
+    const page = await db.query<HistoryRow>(
+      `SELECT ${COLUMNS} FROM history WHERE seq > $1 ORDER BY seq LIMIT ${VERIFY_PAGE}`,
+      [lastSeq],
+    );
     for (const row of page.rows) {
       if (entryHash(row) !== row.hash) {
-        return { ok: false, problem: 'edited', seq: row.seq, checked, message: `history entry ${row.seq} was edited: its content does not match its hash` };
+        return {
+          ok: false,
+          problem: 'edited',
+          seq: row.seq,
+          checked,
+          message: `history entry ${row.seq} was edited: its content does not match its hash`,
+        };
       }
       if (row.prev_hash !== prevHash) {
-        const elsewhere = await db.query<{ seq: number }>('SELECT seq FROM history WHERE hash = $1', [row.prev_hash]);
+        const elsewhere = await db.query<{ seq: number }>(
+          'SELECT seq FROM history WHERE hash = $1',
+          [row.prev_hash],
+        );
         const at = elsewhere.rows[0]?.seq;
         return at !== undefined
-          ? { ok: false, problem: 'reordered', seq: row.seq, checked, message: `history entry ${row.seq} follows entry ${at} in the chain but is stored after entry ${lastSeq}: entries were reordered` }
-          : { ok: false, problem: 'removed', seq: row.seq, checked, message: `history entry ${row.seq} links to an entry that is missing: an entry before it was removed or rewritten` };
+          ? {
+              ok: false,
+              problem: 'reordered',
+              seq: row.seq,
+              checked,
+              message: `history entry ${row.seq} follows entry ${at} in the chain but is stored after entry ${lastSeq}: entries were reordered`,
+            }
+          : {
+              ok: false,
+              problem: 'removed',
+              seq: row.seq,
+              checked,
+              message: `history entry ${row.seq} links to an entry that is missing: an entry before it was removed or rewritten`,
+            };
       }
       prevHash = row.hash;
       lastSeq = row.seq;
@@ -315,7 +363,9 @@ export async function verifyHistory(db: Db): Promise<HistoryVerification> {
     }
     if (page.rows.length < VERIFY_PAGE) break;
   }
-  const head = await db.query<{ seq: number; hash: string }>('SELECT seq, hash FROM history_head WHERE id = 1');
+  const head = await db.query<{ seq: number; hash: string }>(
+    'SELECT seq, hash FROM history_head WHERE id = 1',
+  );
   const tip = head.rows[0];
   if (!tip || tip.hash !== prevHash) {
     return {

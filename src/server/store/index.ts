@@ -1,5 +1,12 @@
 /** The server's durable state: PostgreSQL or embedded PGlite, one schema, one query layer. */
-export { openStore, createStore, storeOptionsFromEnv, DEFAULT_DATA_DIR, type Store, type StoreOptions } from './store.js';
+export {
+  openStore,
+  createStore,
+  storeOptionsFromEnv,
+  DEFAULT_DATA_DIR,
+  type Store,
+  type StoreOptions,
+} from './store.js';
 export type { Db, QueryResult } from './db.js';
 export { isUniqueViolation } from './db.js';
 export { createPgDb, type PgDbOptions } from './pg-db.js';
@@ -17,7 +24,13 @@ export type {
   ListKeysFilter,
   SiteRecord,
 } from './key-registry.js';
-export type { OperationJournal, OperationEntry, OperationState, BeginOutcome, BeginRequest } from './journal.js';
+export type {
+  OperationJournal,
+  OperationEntry,
+  OperationState,
+  BeginOutcome,
+  BeginRequest,
+} from './journal.js';
 export {
   appendHistory,
   verifyHistory,

@@ -72,7 +72,10 @@ export interface OperationJournal {
   /** The entry for a key, or undefined. */
   get(idempotencyKey: string): Promise<OperationEntry | undefined>;
   /** Pending entries, oldest first, optionally only one owner's or those not updated since `before`. */
-  listPending(filter?: { readonly owner?: string; readonly before?: Date }): Promise<OperationEntry[]>;
+  listPending(filter?: {
+    readonly owner?: string;
+    readonly before?: Date;
+  }): Promise<OperationEntry[]>;
   /** Deletes finished (done/unknown) entries last changed before `before`; returns how many. */
   purge(before: Date): Promise<number>;
 }
@@ -89,7 +92,8 @@ interface OperationRow {
   updated_at: Date;
 }
 
-const COLUMNS = 'idempotency_key, request_hash, request, state, result, command_id, owner, created_at, updated_at';
+const COLUMNS =
+  'idempotency_key, request_hash, request, state, result, command_id, owner, created_at, updated_at';
 
 function toEntry(row: OperationRow): OperationEntry {
   return {
@@ -107,7 +111,10 @@ function toEntry(row: OperationRow): OperationEntry {
 
 function requireIdempotencyKey(value: unknown): string {
   if (typeof value !== 'string' || value === '' || value.length > 200) {
-    throw new StoreInputError('idempotencyKey', `invalid idempotencyKey: ${JSON.stringify(value)} must be 1–200 characters`);
+    throw new StoreInputError(
+      'idempotencyKey',
+      `invalid idempotencyKey: ${JSON.stringify(value)} must be 1–200 characters`,
+    );
   }
   return value;
 }
@@ -115,7 +122,10 @@ function requireIdempotencyKey(value: unknown): string {
 /** Builds the operation journal over `db`. */
 export function createOperationJournal(db: Db): OperationJournal {
   async function get(key: string): Promise<OperationEntry | undefined> {
-    const r = await db.query<OperationRow>(`SELECT ${COLUMNS} FROM operations WHERE idempotency_key = $1`, [key]);
+    const r = await db.query<OperationRow>(
+      `SELECT ${COLUMNS} FROM operations WHERE idempotency_key = $1`,
+      [key],
+    );
     return r.rows[0] ? toEntry(r.rows[0]) : undefined;
   }
 
@@ -134,9 +144,14 @@ export function createOperationJournal(db: Db): OperationJournal {
     );
     if (updated.rows[0]) return toEntry(updated.rows[0]);
     const existing = await get(key);
-    if (!existing) throw new NotFoundError(`unknown idempotency key: ${JSON.stringify(key)} has no journal entry`);
+    if (!existing)
+      throw new NotFoundError(
+        `unknown idempotency key: ${JSON.stringify(key)} has no journal entry`,
+      );
     if (to === 'unknown' && existing.state === 'unknown') return existing;
-    throw new JournalStateError(`idempotency key ${JSON.stringify(key)} is ${existing.state}; cannot mark it ${to}`);
+    throw new JournalStateError(
+      `idempotency key ${JSON.stringify(key)} is ${existing.state}; cannot mark it ${to}`,
+    );
   }
 
   return {
@@ -154,13 +169,19 @@ export function createOperationJournal(db: Db): OperationJournal {
       if (inserted.rows[0]) return { kind: 'started', entry: toEntry(inserted.rows[0]) };
       const existing = await get(key);
       // Rows are only deleted by purge; racing one is an error worth seeing, not a silent retry.
-      if (!existing) throw new JournalStateError(`idempotency key ${JSON.stringify(key)} vanished during begin (purged concurrently)`);
+      if (!existing)
+        throw new JournalStateError(
+          `idempotency key ${JSON.stringify(key)} vanished during begin (purged concurrently)`,
+        );
       return { kind: existing.requestHash === hash ? 'existing' : 'mismatch', entry: existing };
     },
     complete: (key, result) => transition(key, result, 'done', ['pending', 'unknown']),
     markUnknown: (key, result) => transition(key, result, 'unknown', ['pending']),
     async abandon(key) {
-      const r = await db.query(`DELETE FROM operations WHERE idempotency_key = $1 AND state = 'pending'`, [requireIdempotencyKey(key)]);
+      const r = await db.query(
+        `DELETE FROM operations WHERE idempotency_key = $1 AND state = 'pending'`,
+        [requireIdempotencyKey(key)],
+      );
       return r.rowCount === 1;
     },
     get: (key) => get(requireIdempotencyKey(key)),
@@ -174,7 +195,10 @@ export function createOperationJournal(db: Db): OperationJournal {
       return r.rows.map(toEntry);
     },
     async purge(before) {
-      const r = await db.query(`DELETE FROM operations WHERE state <> 'pending' AND updated_at < $1`, [before]);
+      const r = await db.query(
+        `DELETE FROM operations WHERE state <> 'pending' AND updated_at < $1`,
+        [before],
+      );
       return r.rowCount;
     },
   };

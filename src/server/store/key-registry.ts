@@ -49,7 +49,13 @@ export interface KeyRecord {
 
 /** What `decodeKey` says about any 8-byte key met on a device. */
 export type KeyReading =
-  | { readonly kind: 'registry'; readonly key: bigint; readonly formatted: string; readonly record: KeyRecord; readonly summary: string }
+  | {
+      readonly kind: 'registry';
+      readonly key: bigint;
+      readonly formatted: string;
+      readonly record: KeyRecord;
+      readonly summary: string;
+    }
   | (ForeignKeyReading & { readonly key: bigint; readonly formatted: string });
 
 /** Request to allocate a new key. */
@@ -122,7 +128,10 @@ export interface KeyRegistry {
    * Marks `key` revoked (it stays recorded, so it is never reissued). Revoking a revoked key changes nothing
    * and returns it. Throws NotFoundError for an unknown key.
    */
-  revoke(key: bigint, options: { readonly by: string; readonly reason?: string }): Promise<KeyRecord>;
+  revoke(
+    key: bigint,
+    options: { readonly by: string; readonly reason?: string },
+  ): Promise<KeyRecord>;
   /** Sites with their codes. */
   sites(): Promise<SiteRecord[]>;
   /** Reads any key: the registry's record when it has one, else `readForeignKey` (see docs/keys.md). */
@@ -168,14 +177,20 @@ function toRecord(row: KeyRow): KeyRecord {
 
 function requireText(field: string, value: unknown, maxLength = 200): string {
   if (typeof value !== 'string' || value.trim() === '' || value.length > maxLength) {
-    throw new StoreInputError(field, `invalid ${field}: ${JSON.stringify(value)} must be non-empty text of at most ${maxLength} characters`);
+    throw new StoreInputError(
+      field,
+      `invalid ${field}: ${JSON.stringify(value)} must be non-empty text of at most ${maxLength} characters`,
+    );
   }
   return value;
 }
 
 function requirePurpose(value: unknown): KeyPurpose {
   if (typeof value !== 'string' || !(KEY_PURPOSE_NAMES as string[]).includes(value)) {
-    throw new StoreInputError('purpose', `invalid purpose: ${JSON.stringify(value)} is not one of ${KEY_PURPOSE_NAMES.join(', ')}`);
+    throw new StoreInputError(
+      'purpose',
+      `invalid purpose: ${JSON.stringify(value)} is not one of ${KEY_PURPOSE_NAMES.join(', ')}`,
+    );
   }
   return value as KeyPurpose;
 }
@@ -207,18 +222,27 @@ const ALLOCATION_LOCK = 'prfleet.keys.allocate';
 /** Builds the key registry over `db`. */
 export function createKeyRegistry(db: Db): KeyRegistry {
   async function siteCode(tx: Db, name: string): Promise<number> {
-    const found = await tx.query<{ code: number }>('SELECT code FROM key_sites WHERE name = $1', [name]);
+    const found = await tx.query<{ code: number }>('SELECT code FROM key_sites WHERE name = $1', [
+      name,
+    ]);
     if (found.rows[0]) return found.rows[0].code;
     const free = await tx.query<{ free: number | null }>(FREE_SITE_CODE_SQL);
     const code = free.rows[0]?.free ?? null;
     if (code === null) {
-      throw new KeySpaceExhaustedError(`no site code left: all ${MAX_SITE_CODE} site codes are assigned; site ${JSON.stringify(name)} cannot be added`);
+      throw new KeySpaceExhaustedError(
+        `no site code left: all ${MAX_SITE_CODE} site codes are assigned; site ${JSON.stringify(name)} cannot be added`,
+      );
     }
     await tx.query('INSERT INTO key_sites (code, name) VALUES ($1, $2)', [code, name]);
     return code;
   }
 
-  async function newHostId(tx: Db, site: number, siteName: string, agentId: string): Promise<number> {
+  async function newHostId(
+    tx: Db,
+    site: number,
+    siteName: string,
+    agentId: string,
+  ): Promise<number> {
     const free = await tx.query<{ free: number | null }>(FREE_HOST_ID_SQL, [site]);
     const hostId = free.rows[0]?.free ?? null;
     if (hostId === null) {
@@ -226,11 +250,20 @@ export function createKeyRegistry(db: Db): KeyRegistry {
         `no host id left in site ${JSON.stringify(siteName)} (code ${site}): all ${MAX_HOST_ID} are assigned; put agent ${JSON.stringify(agentId)} in another site`,
       );
     }
-    await tx.query('INSERT INTO key_hosts (site_code, host_id, agent_id) VALUES ($1, $2, $3)', [site, hostId, agentId]);
+    await tx.query('INSERT INTO key_hosts (site_code, host_id, agent_id) VALUES ($1, $2, $3)', [
+      site,
+      hostId,
+      agentId,
+    ]);
     return hostId;
   }
 
-  async function freeSerials(tx: Db, site: number, hostId: number, purposeCode: number): Promise<number[]> {
+  async function freeSerials(
+    tx: Db,
+    site: number,
+    hostId: number,
+    purposeCode: number,
+  ): Promise<number[]> {
     const r = await tx.query<{ serial: number }>(
       `SELECT s AS serial FROM generate_series(0, ${MAX_SERIAL}) AS s
        WHERE NOT EXISTS (SELECT 1 FROM reservation_keys k
@@ -270,7 +303,18 @@ export function createKeyRegistry(db: Db): KeyRegistry {
                VALUES ($1, 'allocated', $2, $3, $4, $5, $6, $7, $8, $9, $10)
                ON CONFLICT DO NOTHING
                RETURNING ${KEY_COLUMNS}`,
-              [keyToHex(key), code, hostId, purposeCode, serial, purpose, site, agentId, owner, note],
+              [
+                keyToHex(key),
+                code,
+                hostId,
+                purposeCode,
+                serial,
+                purpose,
+                site,
+                agentId,
+                owner,
+                note,
+              ],
             );
             if (inserted.rows[0]) return toRecord(inserted.rows[0]);
           }
@@ -280,10 +324,15 @@ export function createKeyRegistry(db: Db): KeyRegistry {
 
     async adopt(request) {
       const key = requireKey(request.key);
-      if (key === 0n) throw new StoreInputError('key', 'invalid key: 0x0000000000000000 means "no key" and cannot be owned');
+      if (key === 0n)
+        throw new StoreInputError(
+          'key',
+          'invalid key: 0x0000000000000000 means "no key" and cannot be owned',
+        );
       const purpose = requirePurpose(request.purpose);
       const owner = requireText('owner', request.owner);
-      const agentId = request.agentId === undefined ? null : requireText('agentId', request.agentId);
+      const agentId =
+        request.agentId === undefined ? null : requireText('agentId', request.agentId);
       const site = request.site === undefined ? null : requireText('site', request.site);
       const note = request.note === undefined ? null : requireText('note', request.note, 2000);
       const decoded = decodeKeyLayout(key);
@@ -297,15 +346,33 @@ export function createKeyRegistry(db: Db): KeyRegistry {
            VALUES ($1, 'adopted', $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT DO NOTHING
            RETURNING ${KEY_COLUMNS}`,
-          [keyToHex(key), l?.siteCode ?? null, l?.hostId ?? null, l?.purposeCode ?? null, l?.serial ?? null, purpose, site, agentId, owner, note],
+          [
+            keyToHex(key),
+            l?.siteCode ?? null,
+            l?.hostId ?? null,
+            l?.purposeCode ?? null,
+            l?.serial ?? null,
+            purpose,
+            site,
+            agentId,
+            owner,
+            note,
+          ],
         );
-        if (!inserted.rows[0]) throw new StoreInputError('key', `invalid key: ${formatKey(key)} is already in the registry`);
+        if (!inserted.rows[0])
+          throw new StoreInputError(
+            'key',
+            `invalid key: ${formatKey(key)} is already in the registry`,
+          );
         return toRecord(inserted.rows[0]);
       });
     },
 
     async get(key) {
-      const r = await db.query<KeyRow>(`SELECT ${KEY_COLUMNS} FROM reservation_keys WHERE key_hex = $1`, [keyToHex(requireKey(key))]);
+      const r = await db.query<KeyRow>(
+        `SELECT ${KEY_COLUMNS} FROM reservation_keys WHERE key_hex = $1`,
+        [keyToHex(requireKey(key))],
+      );
       return r.rows[0] ? toRecord(r.rows[0]) : undefined;
     },
 
@@ -338,7 +405,8 @@ export function createKeyRegistry(db: Db): KeyRegistry {
 
     async revoke(key, options) {
       const by = requireText('by', options.by);
-      const reason = options.reason === undefined ? null : requireText('reason', options.reason, 2000);
+      const reason =
+        options.reason === undefined ? null : requireText('reason', options.reason, 2000);
       const hex = keyToHex(requireKey(key));
       const updated = await db.query<KeyRow>(
         `UPDATE reservation_keys SET revoked_at = now(), revoked_by = $2, revoke_reason = $3
@@ -347,12 +415,15 @@ export function createKeyRegistry(db: Db): KeyRegistry {
       );
       if (updated.rows[0]) return toRecord(updated.rows[0]);
       const existing = await registry.get(key);
-      if (!existing) throw new NotFoundError(`unknown key: ${formatKey(key)} is not in the registry`);
+      if (!existing)
+        throw new NotFoundError(`unknown key: ${formatKey(key)} is not in the registry`);
       return existing;
     },
 
     async sites() {
-      const r = await db.query<{ name: string; code: number }>('SELECT name, code FROM key_sites ORDER BY code');
+      const r = await db.query<{ name: string; code: number }>(
+        'SELECT name, code FROM key_sites ORDER BY code',
+      );
       return r.rows.map((row) => ({ name: row.name, code: row.code }));
     },
 

@@ -149,19 +149,27 @@ export async function migrate(
 ): Promise<number[]> {
   const migrations = options.migrations ?? MIGRATIONS;
   migrations.forEach((m, i) => {
-    if (m.version !== i + 1) throw new MigrationError(`migration list broken: position ${i + 1} holds version ${m.version}`);
+    if (m.version !== i + 1)
+      throw new MigrationError(
+        `migration list broken: position ${i + 1} holds version ${m.version}`,
+      );
   });
   return db.transaction(async (tx) => {
     // Transaction-scoped: released at COMMIT/ROLLBACK, even if this process dies.
-    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`prfleet.migrate:${options.schema ?? ''}`]);
-    if (options.schema !== undefined) await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${quoteSchema(options.schema)}`);
+    await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
+      `prfleet.migrate:${options.schema ?? ''}`,
+    ]);
+    if (options.schema !== undefined)
+      await tx.exec(`CREATE SCHEMA IF NOT EXISTS ${quoteSchema(options.schema)}`);
     await tx.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version     integer PRIMARY KEY,
       name        text NOT NULL,
       checksum    char(64) NOT NULL,
       applied_at  timestamptz NOT NULL DEFAULT now()
     )`);
-    const applied = await tx.query<AppliedMigration>('SELECT version, name, checksum FROM schema_migrations ORDER BY version');
+    const applied = await tx.query<AppliedMigration>(
+      'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
+    );
     for (const row of applied.rows) {
       const known = migrations[row.version - 1];
       if (!known) {
@@ -170,7 +178,9 @@ export async function migrate(
         );
       }
       if (migrationChecksum(known) !== row.checksum) {
-        throw new MigrationError(`migration ${row.version} (${row.name}) was edited after it was applied: checksum differs`);
+        throw new MigrationError(
+          `migration ${row.version} (${row.name}) was edited after it was applied: checksum differs`,
+        );
       }
     }
     const done = new Set(applied.rows.map((r) => r.version));
@@ -178,11 +188,10 @@ export async function migrate(
     for (const m of migrations) {
       if (done.has(m.version)) continue;
       await tx.exec(m.sql);
-      await tx.query('INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)', [
-        m.version,
-        m.name,
-        migrationChecksum(m),
-      ]);
+      await tx.query(
+        'INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)',
+        [m.version, m.name, migrationChecksum(m)],
+      );
       now.push(m.version);
     }
     return now;

@@ -16,7 +16,9 @@ export interface PgDbOptions {
 // Per-pool parsers, so the process-wide pg.types stay untouched for other pg users.
 const typeParsers: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
-    oid === INT8_OID ? parseInt8 : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+    oid === INT8_OID
+      ? parseInt8
+      : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
 };
 
 function wrapClient(client: pg.PoolClient): Db {
@@ -41,7 +43,9 @@ export function createPgDb(options: PgDbOptions): Db {
     connectionString: options.connectionString,
     max: options.maxConnections ?? 10,
     types: typeParsers,
-    ...(options.schema !== undefined ? { options: `-c search_path=${quoteSchema(options.schema)}` } : {}),
+    ...(options.schema !== undefined
+      ? { options: `-c search_path=${quoteSchema(options.schema)}` }
+      : {}),
   });
   pool.on('error', (error) => options.onIdleError?.(error));
   return {

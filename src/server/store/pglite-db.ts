@@ -20,7 +20,10 @@ function wrapTransaction(tx: Transaction): Db {
     kind: 'pglite',
     async query<R>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
       const result = await tx.query<R>(sql, params as unknown[]);
-      return { rows: result.rows, rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length };
+      return {
+        rows: result.rows,
+        rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length,
+      };
     },
     async exec(sql: string): Promise<void> {
       await tx.exec(sql);
@@ -106,7 +109,10 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
     kind: 'pglite',
     async query<R>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
       const result = await pglite.query<R>(sql, params as unknown[]);
-      return { rows: result.rows, rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length };
+      return {
+        rows: result.rows,
+        rowCount: result.rowCount ?? result.affectedRows ?? result.rows.length,
+      };
     },
     async exec(sql: string): Promise<void> {
       await pglite.exec(sql);

@@ -57,7 +57,10 @@ function redactUrl(url: string): string {
 }
 
 /** Builds a Store over an open Db after migrating it; `location` is only for display. */
-export async function createStore(db: Db, options: { readonly location: string; readonly schema?: string; readonly startedAt?: number }): Promise<Store> {
+export async function createStore(
+  db: Db,
+  options: { readonly location: string; readonly schema?: string; readonly startedAt?: number },
+): Promise<Store> {
   const startedAt = options.startedAt ?? performance.now();
   await migrate(db, options.schema !== undefined ? { schema: options.schema } : {});
   const version = await schemaVersion(db);
@@ -89,16 +92,26 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
       ...(options.onIdleError ? { onIdleError: options.onIdleError } : {}),
     });
     try {
-      return await createStore(db, { location: redactUrl(options.databaseUrl), ...schema, startedAt });
+      return await createStore(db, {
+        location: redactUrl(options.databaseUrl),
+        ...schema,
+        startedAt,
+      });
     } catch (error) {
       await db.close();
       throw error;
     }
   }
   const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
-  const db = await createPgliteDb(options.inMemory ? { inMemory: true, ...schema } : { dataDir, ...schema });
+  const db = await createPgliteDb(
+    options.inMemory ? { inMemory: true, ...schema } : { dataDir, ...schema },
+  );
   try {
-    return await createStore(db, { location: options.inMemory ? 'memory' : dataDir, ...schema, startedAt });
+    return await createStore(db, {
+      location: options.inMemory ? 'memory' : dataDir,
+      ...schema,
+      startedAt,
+    });
   } catch (error) {
     await db.close();
     throw error;
@@ -106,9 +119,15 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
 }
 
 const StoreEnv = z.object({
-  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://').optional(),
+  DATABASE_URL: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
+    .optional(),
   PRFLEET_DATA_DIR: z.string().min(1).optional(),
-  PRFLEET_DB_SCHEMA: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier').optional(),
+  PRFLEET_DB_SCHEMA: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')
+    .optional(),
 });
 
 /**
@@ -117,12 +136,15 @@ const StoreEnv = z.object({
  */
 export function storeOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): StoreOptions {
   const present = Object.fromEntries(
-    Object.entries({ DATABASE_URL: env['DATABASE_URL'], PRFLEET_DATA_DIR: env['PRFLEET_DATA_DIR'], PRFLEET_DB_SCHEMA: env['PRFLEET_DB_SCHEMA'] }).filter(
-      ([, v]) => v !== undefined && v !== '',
-    ),
+    Object.entries({
+      DATABASE_URL: env['DATABASE_URL'],
+      PRFLEET_DATA_DIR: env['PRFLEET_DATA_DIR'],
+      PRFLEET_DB_SCHEMA: env['PRFLEET_DB_SCHEMA'],
+    }).filter(([, v]) => v !== undefined && v !== ''),
   );
   const parsed = StoreEnv.safeParse(present);
-  if (!parsed.success) throw new Error(`invalid store environment\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new Error(`invalid store environment\n${z.prettifyError(parsed.error)}`);
   const { DATABASE_URL, PRFLEET_DATA_DIR, PRFLEET_DB_SCHEMA } = parsed.data;
   return {
     ...(DATABASE_URL !== undefined ? { databaseUrl: DATABASE_URL } : {}),
