@@ -2,3 +2,4 @@ export * from './roles.js';
 export * from './tokens.js';
 export * from './middleware.js';
 export * from './mtls.js';
+export * from './config.js';
