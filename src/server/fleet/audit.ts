@@ -1,0 +1,150 @@
+import {
+  AuditProgress,
+  AuditResponse,
+  AuditSummary,
+  FindingCount,
+  Reachability,
+  type AuditRequest,
+  type Finding,
+  type FindingKind,
+} from '../../gen/prfleet/v1/fleet.js';
+import { durationToMs, msToDuration } from '../../common/command.js';
+import { invalidArgument } from '../../common/errors.js';
+import { AsyncQueue } from '../async-queue.js';
+import { analyzeUnit } from './analyze.js';
+import type { FleetDeps } from './deps.js';
+import { loadDesiredIndex } from './desired.js';
+import { loadKeyIndex } from './key-index.js';
+import { CommandLimiter } from './limiter.js';
+import { observeUnit } from './observe.js';
+import { buildReport, loaderFindings, unitFindings, type AgentLookup, type LoaderDigest } from './report.js';
+import { selectUnits } from './selection.js';
+
+/** Audit defaults. */
+export const AUDIT_DEFAULTS = {
+  /** Commands in flight over the whole audit. */
+  maxConcurrency: 256,
+  /** Commands in flight per agent (below the server's default agent queue capacity of 256). */
+  maxPerAgent: 8,
+  /** Device timeout per read, ms. */
+  timeoutMs: 10_000,
+  /** Progress events at most this often, ms. */
+  progressMs: 250,
+} as const;
+
+function boundedInt(value: number, field: string, fallback: number, max: number): number {
+  if (value === 0) return fallback;
+  if (value > max) throw invalidArgument(field, `${value} is more than ${max}`);
+  return value;
+}
+
+
+/** Looks agents up in the registry. */
+export function agentLookup(deps: FleetDeps): AgentLookup {
+  return {
+    isConnected: (id) => deps.devices.session(id) !== undefined,
+    isKnown: (id) => deps.devices.get(id) !== undefined,
+  };
+}
+
+/**
+ * Audits the selected LUs: reads each through every reachable path (bounded per agent and overall), joins the
+ * key registry and desired state, and yields a report per LU as soon as it is complete, progress events, and a
+ * summary with loader-level findings (deadlocks). Unreachable agents and LUs are reported, never dropped.
+ * Throws INVALID_ARGUMENT for a bad request before anything is sent.
+ */
+export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: AbortSignal): AsyncGenerator<AuditResponse> {
+  const maxConcurrency = boundedInt(request.maxConcurrency, 'max_concurrency', AUDIT_DEFAULTS.maxConcurrency, 100_000);
+  const maxPerAgent = boundedInt(request.maxPerAgent, 'max_per_agent', AUDIT_DEFAULTS.maxPerAgent, 10_000);
+  const timeoutMs = request.commandTimeout ? durationToMs(request.commandTimeout) : AUDIT_DEFAULTS.timeoutMs;
+  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
+  const progressMs = request.progressInterval ? durationToMs(request.progressInterval) : AUDIT_DEFAULTS.progressMs;
+  const units = selectUnits(deps.devices, request.selector);
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const [keys, desired] = await Promise.all([loadKeyIndex(deps.store), loadDesiredIndex(deps.store)]);
+  const limiter = new CommandLimiter(maxConcurrency, maxPerAgent);
+  const agents = agentLookup(deps);
+  const out = new AsyncQueue<AuditResponse>(Number.MAX_SAFE_INTEGER);
+  const counts = new Map<FindingKind, number>();
+  const digests: LoaderDigest[] = []; // not whole reports, to bound memory
+  let commands = 0;
+  let done = 0;
+  let findings = 0;
+  let reachable = 0;
+  let partial = 0;
+  let paths = 0;
+  let pathsReachable = 0;
+  const count = (list: readonly Finding[]) => {
+    for (const f of list) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1);
+    findings += list.length;
+  };
+  const progress = () =>
+    AuditResponse.fromPartial({
+      event: {
+        $case: 'progress',
+        value: AuditProgress.fromPartial({ logicalUnitsTotal: units.length, logicalUnitsDone: done, commandsSent: commands, findings }),
+      },
+    });
+
+  deps.log.info({ logicalUnits: units.length, maxConcurrency, maxPerAgent }, 'audit started');
+  out.push(progress());
+  const timer = setInterval(() => out.push(progress()), Math.max(10, progressMs));
+  const ctx = { router: deps.router, limiter, timeoutMs, signal, onCommand: () => void (commands += 1) };
+  const work = Promise.all(
+    units.map(async (unit) => {
+      const obs = await observeUnit(unit, ctx);
+      const analysis = analyzeUnit(obs, keys);
+      const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
+      const report = buildReport(obs, analysis, keys, list);
+      done += 1;
+      count(list);
+      paths += report.paths.length;
+      pathsReachable += report.paths.filter((p) => p.reachable).length;
+      if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
+      if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
+      digests.push({ luId: report.luId, loaderId: report.loaderId, peripheralDeviceType: report.peripheralDeviceType, reserved: report.reserved, holderKey: report.holderKey, holderAgentId: report.holderAgentId });
+      out.push(AuditResponse.fromPartial({ event: { $case: 'report', value: report } }));
+    }),
+  );
+  work.then(
+    () => {
+      clearInterval(timer);
+      const loader = loaderFindings(digests);
+      count(loader);
+      const ms = performance.now() - t0;
+      out.push(progress());
+      out.push(
+        AuditResponse.fromPartial({
+          event: {
+            $case: 'summary',
+            value: AuditSummary.fromPartial({
+              logicalUnits: units.length,
+              reachable,
+              partial,
+              unreachable: units.length - reachable - partial,
+              paths,
+              pathsReachable,
+              commandsSent: commands,
+              findingCounts: [...counts].sort((a, b) => a[0] - b[0]).map(([kind, n]) => FindingCount.fromPartial({ kind, count: n })),
+              loaderFindings: loader,
+              duration: msToDuration(ms),
+              startedAt,
+            }),
+          },
+        }),
+      );
+      deps.log.info({ logicalUnits: units.length, commands, findings, ms: Math.round(ms) }, 'audit finished');
+      out.close();
+    },
+    (e: unknown) => {
+      clearInterval(timer);
+      out.close(e);
+    },
+  );
+  try {
+    yield* out;
+  } finally {
+    clearInterval(timer);
+  }
+}

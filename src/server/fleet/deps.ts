@@ -1,0 +1,21 @@
+import type { Logger } from 'pino';
+import type { AgentRegistry } from '../agent-registry.js';
+import type { CommandRouter } from '../router.js';
+import type { Store } from '../store/index.js';
+
+/** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
+export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
+
+/** What the fleet engine and FleetService need. */
+export interface FleetDeps {
+  /** Sends commands to agents (in-process or Redis router). */
+  readonly router: CommandRouter;
+  /** Agents and their inventories (H3's registry): the source of LUs and paths. */
+  readonly devices: AgentRegistry;
+  /** Durable state: keys, idempotency journal, PROUT history, desired state. */
+  readonly store: FleetStore;
+  /** Logger. */
+  readonly log: Logger;
+  /** Server instance id, recorded as the journal owner. @default 'fleet' */
+  readonly instanceId?: string;
+}

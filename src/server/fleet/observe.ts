@@ -1,0 +1,209 @@
+import { isAbortError } from 'abort-controller-x';
+import { Command, PrinCommand } from '../../gen/prfleet/v1/agent.js';
+import {
+  Outcome,
+  outcomeToJSON,
+  PrinAction,
+  type CommandResult,
+  type FullStatusDescriptor,
+  type PrType,
+  type UnitAttention,
+} from '../../gen/prfleet/v1/scsi.js';
+import { summarizeRpcError } from '../../common/errors.js';
+import type { FleetPath } from '../devices.js';
+import type { CommandRouter } from '../router.js';
+import type { CommandLimiter } from './limiter.js';
+import type { SelectedUnit } from './selection.js';
+
+/** What one path said during a read. */
+export interface PathObservation {
+  /** The path. */
+  readonly fleetPath: FleetPath;
+  /** True when it answered GOOD. */
+  readonly reachable: boolean;
+  /** Why not, when it did not. */
+  readonly error: string;
+  /** Unit attentions the agent consumed on this nexus before the read ran (news for the audit). */
+  readonly unitAttentions: readonly UnitAttention[];
+  /** Keys as this path read them (READ KEYS or READ FULL STATUS). */
+  readonly keys?: readonly bigint[];
+}
+
+/** The PR state of one LU as read. */
+export interface LuState {
+  /** PRgeneration. */
+  readonly generation: number;
+  /** Registered keys, once per registered nexus. */
+  readonly keys: readonly bigint[];
+  /** True when a persistent reservation exists. */
+  readonly reserved: boolean;
+  /** Holder key (0 for all-registrants types). */
+  readonly holderKey: bigint;
+  /** Reservation type. */
+  readonly type: PrType;
+  /** SCOPE. */
+  readonly scope: number;
+  /** Per-nexus registrations, when the device does READ FULL STATUS. */
+  readonly fullStatus?: readonly FullStatusDescriptor[];
+}
+
+/** One LU read through its paths. */
+export interface LuObservation {
+  /** The LU. */
+  readonly unit: SelectedUnit;
+  /** Every path, reachable or not, in the unit's order. */
+  readonly paths: readonly PathObservation[];
+  /** The state, when some path answered. */
+  readonly state?: LuState;
+  /** Why the state is missing. */
+  readonly error: string;
+}
+
+/** How reads are sent. */
+export interface ReadContext {
+  /** Where commands go. */
+  readonly router: CommandRouter;
+  /** Bounds commands per agent and overall. */
+  readonly limiter: CommandLimiter;
+  /** Device timeout per read, ms. */
+  readonly timeoutMs: number;
+  /** The caller's signal. */
+  readonly signal?: AbortSignal;
+  /** Called once per command sent. */
+  readonly onCommand?: () => void;
+}
+
+type ReadOutcome = { readonly result: CommandResult; readonly error?: undefined } | { readonly result?: undefined; readonly error: string };
+
+/** True when the path's agent is connected and the agent last saw the node work. */
+export function pathOnline(p: FleetPath): boolean {
+  return p.agent.session !== undefined && p.path.online;
+}
+
+/** Sends one PRIN through `p`; RPC errors (offline, busy, draining) become an error text. Aborts pass through. */
+export async function readThrough(p: FleetPath, action: PrinAction, ctx: ReadContext, luId: string): Promise<ReadOutcome> {
+  const command = Command.fromPartial({
+    path: p.path.path,
+    kind: { $case: 'prin', value: PrinCommand.fromPartial({ action }) },
+  });
+  try {
+    const result = await ctx.limiter.run(
+      p.agent.hello.agentId,
+      () => {
+        ctx.onCommand?.();
+        return ctx.router.dispatch(p.agent.hello.agentId, command, {
+          timeoutMs: ctx.timeoutMs,
+          luId,
+          ...(ctx.signal ? { signal: ctx.signal } : {}),
+        });
+      },
+      ctx.signal,
+    );
+    if (result.outcome !== Outcome.OUTCOME_GOOD || result.data === undefined) {
+      const why = result.message !== '' ? `: ${result.message}` : result.sense ? `: ${result.sense.description}` : '';
+      return { error: `${outcomeToJSON(result.outcome)}${why}` };
+    }
+    return { result };
+  } catch (e) {
+    if (isAbortError(e) || ctx.signal?.aborted) throw e;
+    const summary = summarizeRpcError(e);
+    if (summary === undefined) throw e;
+    return { error: `${summary.codeName}: ${summary.message}` };
+  }
+}
+
+function supportsFullStatus(unit: SelectedUnit): boolean {
+  const caps = unit.unit.capabilities;
+  // An unknown profile is tried (the device decides); a known one only when it lists READ FULL STATUS.
+  return caps === undefined || caps.profile === '' || caps.profile === 'unknown' || caps.prinActions.includes(PrinAction.PRIN_ACTION_READ_FULL_STATUS);
+}
+
+/**
+ * Reads one LU through every online path: READ FULL STATUS on the first path when the profile has it (one
+ * command gives generation, keys per nexus and the holder), else READ RESERVATION + READ KEYS there; READ KEYS on
+ * every other online path (to prove the path and collect its unit attentions). If the first path fails, the
+ * state comes from another path that answered. Offline paths are reported, never dropped.
+ */
+export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise<LuObservation> {
+  const paths: PathObservation[] = unit.paths.map((fleetPath) => ({
+    fleetPath,
+    reachable: false,
+    error: fleetPath.agent.session === undefined ? 'agent offline' : 'path offline (the agent saw the node fail)',
+    unitAttentions: [],
+  }));
+  const online = paths.flatMap((p, i) => (pathOnline(p.fleetPath) ? [i] : []));
+  if (online.length === 0) return { unit, paths, error: 'no online path: every agent with a path to it is offline' };
+
+  let state: LuState | undefined;
+  const record = (i: number, outcome: ReadOutcome, extra: CommandResult[] = []): void => {
+    const previous = paths[i] as PathObservation;
+    if (outcome.error !== undefined) {
+      paths[i] = { ...previous, reachable: false, error: outcome.error };
+      return;
+    }
+    const uas = [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
+    const data = outcome.result.data;
+    const keys =
+      data?.$case === 'readKeys' ? data.value.keys : data?.$case === 'fullStatus' ? data.value.descriptors.map((d) => d.key) : undefined;
+    paths[i] = { ...previous, reachable: true, error: '', unitAttentions: uas, ...(keys ? { keys } : {}) };
+  };
+
+  const primary = async (i: number): Promise<boolean> => {
+    const p = (paths[i] as PathObservation).fleetPath;
+    if (supportsFullStatus(unit)) {
+      const full = await readThrough(p, PrinAction.PRIN_ACTION_READ_FULL_STATUS, ctx, unit.luId);
+      if (full.result?.data?.$case === 'fullStatus') {
+        const fs = full.result.data.value;
+        const holder = fs.descriptors.find((d) => d.reservationHolder);
+        state = {
+          generation: fs.generation,
+          keys: fs.descriptors.map((d) => d.key),
+          reserved: holder !== undefined,
+          holderKey: holder?.key ?? 0n,
+          type: holder?.type ?? 0,
+          scope: holder?.scope ?? 0,
+          fullStatus: fs.descriptors,
+        };
+        record(i, full);
+        return true;
+      }
+    }
+    const [reservation, keys] = await Promise.all([
+      readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId),
+      readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId),
+    ]);
+    if (reservation.result?.data?.$case === 'readReservation' && keys.result?.data?.$case === 'readKeys') {
+      const rr = reservation.result.data.value;
+      const rk = keys.result.data.value;
+      state = {
+        // Two commands: should the generation have moved between them, the newer one is the truth.
+        generation: Math.max(rr.generation, rk.generation),
+        keys: rk.keys,
+        reserved: rr.reserved,
+        holderKey: rr.key,
+        type: rr.type,
+        scope: rr.scope,
+      };
+      record(i, keys, [reservation.result]);
+      return true;
+    }
+    record(i, reservation.error !== undefined ? reservation : keys);
+    return false;
+  };
+
+  const [first, ...rest] = online as [number, ...number[]];
+  const others = rest.map(async (i) => {
+    record(i, await readThrough((paths[i] as PathObservation).fleetPath, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId));
+  });
+  let ok = await primary(first);
+  await Promise.all(others);
+  for (const i of rest) {
+    if (ok) break;
+    if ((paths[i] as PathObservation).reachable) ok = await primary(i);
+  }
+  if (state === undefined) {
+    const errors = [...new Set(online.map((i) => (paths[i] as PathObservation).error))].join('; ');
+    return { unit, paths, error: `no path answered: ${errors}` };
+  }
+  return { unit, paths, state, error: '' };
+}
