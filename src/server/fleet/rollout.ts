@@ -370,6 +370,22 @@ class Rollout {
           }
           return;
         }
+        // The journal first: a repeat of this operation must find what it already sent, whatever the LU says now.
+        const prior = await this.priorAttempts(unit, step, RolloutPhase.ROLLOUT_PHASE_FORWARD);
+        if (prior.verdict !== undefined) {
+          if (prior.verdict === 'succeeded') {
+            this.succeeded += 1;
+            done.push({ step });
+            continue;
+          }
+          if (prior.verdict === 'failed') {
+            this.fail();
+            return;
+          }
+          steps = await this.replan(unit, `step ${step.stepId} was journaled with an unknown outcome and the LU changed`);
+          restart = true;
+          break;
+        }
         const check = await this.checkPrecondition(unit, step);
         const last = done[done.length - 1];
         if (last !== undefined && last.post === undefined && check.read !== undefined) last.post = check.read;
@@ -490,13 +506,18 @@ class Rollout {
     }
   }
 
+  /** Journal key prefix of a step's attempts: `fleet/<operation>/[rollback/]<step id>`. */
+  private attemptBase(step: PlanStep, phase: RolloutPhase): string {
+    return `fleet/${this.s.operationId}/${phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback/' : ''}${step.stepId}`;
+  }
+
   /**
-   * Sends one step at most once: looks for earlier attempts of this step in the journal, begins a new attempt
-   * there, dispatches, and records the result (or UNKNOWN, then reconciles).
+   * Earlier attempts of `step` in the journal: a verdict when they settle it (ran, refused, or reconciled now),
+   * else the number of the next attempt.
    */
-  private async sendStep(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase): Promise<StepVerdict> {
+  private async priorAttempts(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase): Promise<{ verdict?: StepVerdict; attempt: number }> {
     const journal = this.deps.store.journal;
-    const base = `fleet/${this.s.operationId}/${phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback/' : ''}${step.stepId}`;
+    const base = this.attemptBase(step, phase);
     let attempt = 1;
     for (; ; attempt++) {
       const entry = await journal.get(`${base}/${attempt}`);
@@ -505,20 +526,28 @@ class Rollout {
       if (entry.state === 'done') {
         if (record?.applied) {
           this.stepEvent(step, StepState.STEP_STATE_ALREADY_DONE, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: already ran with outcome ${record.outcome}; not sent again` });
-          return 'succeeded';
+          return { verdict: 'succeeded', attempt };
         }
         if (record?.sent && record.outcome !== '') {
           // The device answered and refused: sending it again would get the same answer.
           this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: already ran with outcome ${record.outcome}` });
-          return 'failed';
+          return { verdict: 'failed', attempt };
         }
         continue; // never reached the device: a new attempt is safe
       }
       // pending or unknown: an earlier run was cut mid-command. Settle it before anything else.
       this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: attempt ${attempt} is ${entry.state}; reconciling` });
-      return this.reconcile(unit, step, phase, entry.idempotencyKey);
+      return { verdict: await this.reconcile(unit, step, phase, entry.idempotencyKey), attempt };
     }
-    const key = `${base}/${attempt}`;
+    return { attempt };
+  }
+
+  /** Sends one step at most once (see priorAttempts): begins a journaled attempt, dispatches, records the result. */
+  private async sendStep(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase): Promise<StepVerdict> {
+    const journal = this.deps.store.journal;
+    const prior = await this.priorAttempts(unit, step, phase);
+    if (prior.verdict !== undefined) return prior.verdict;
+    const key = `${this.attemptBase(step, phase)}/${prior.attempt}`;
     const begun = await journal.begin({
       idempotencyKey: key,
       request: { kind: 'fleet-step', operationId: this.s.operationId, phase: phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback' : 'forward', step: PlanStep.toJSON(step) as JsonValue },
