@@ -287,7 +287,7 @@ ${EXIT_CODE_HELP}`,
     .requiredOption('--destination-key <key>', 'key to register for the destination', parseKeyOption)
     .requiredOption('--destination <port>', 'destination initiator port, e.g. sas:0x5000c50012345678', parseTransportIdOption)
     .requiredOption('--relative-target-port <n>', 'RELATIVE TARGET PORT IDENTIFIER of the destination nexus', parseUint32)
-    .option('--type <type>', 'reservation type (informational)', parsePrType)
+    .requiredOption('--type <type>', 'TYPE of the reservation being moved (we, ea, …)', parsePrType)
     .option('--unreg', 'unregister this nexus after the move')
     .option('--aptpl', 'persist through power loss')
     .action(async (compact, opts) => {
@@ -303,7 +303,7 @@ ${EXIT_CODE_HELP}`,
             relativeTargetPort: opts.relativeTargetPort,
             unreg: opts.unreg === true,
             aptpl: opts.aptpl === true,
-            type: opts.type ?? (0 as PrType),
+            type: opts.type,
           },
           base.call(),
         );
