@@ -41,7 +41,7 @@ async function good(p: Promise<{ outcome: Outcome; message: string }>) {
   expect(r.outcome, r.message).toBe(Outcome.OUTCOME_GOOD);
 }
 
-describe('fleet audit', () => {
+describe('fleet audit', { timeout: 120_000 }, () => {
   it('reports every LU through every path with keys, owners, holder and generation, and finds nothing on a clean fabric', async () => {
     const h = await startFleetHarness();
     const a = await h.client.allocateKey({ site: 'dc1', agentId: 'host-a', purpose: 'backup', owner: 'backup-team' });

@@ -64,6 +64,19 @@ export interface FleetHarness {
   settled(): Promise<void>;
 }
 
+let shared: Promise<Store> | undefined;
+
+/**
+ * One in-memory store per test file (opening PGlite costs seconds on this machine), emptied for each harness.
+ * The history stays: it is append-only and hash-chained, and every test finds its own entries by key.
+ */
+async function sharedStore(): Promise<Store> {
+  shared ??= openStore({ inMemory: true });
+  const store = await shared;
+  await store.db.exec('TRUNCATE operations, desired_state, reservation_keys, key_hosts, key_sites');
+  return store;
+}
+
 function hex(bytes: Uint8Array | undefined): string {
   return Buffer.from(bytes ?? new Uint8Array(0)).toString('hex');
 }
@@ -75,7 +88,7 @@ export async function startFleetHarness(options: { fabricFile?: string; wrapRout
   const agents = new AgentRegistry({ heartbeatMs: 1_000, missedHeartbeats: 5, outboxCapacity: 256, log });
   const inner = createInProcessRouter({ registry: agents, log, instanceId: 'fleet-test', resultSlackMs: 1_000 });
   const router = options.wrapRouter ? options.wrapRouter(inner, agents) : inner;
-  const store = await openStore({ inMemory: true });
+  const store = await sharedStore();
   const server = createServer({ interceptors: [exposeDeadline] }).use(errorLoggingMiddleware(log)).use(errorDetailsServerMiddleware);
   server.add(AgentServiceDefinition, createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }));
   registerFleetService(server, { router, devices: agents, store, log, instanceId: 'fleet-test' });
@@ -141,7 +154,6 @@ export async function startFleetHarness(options: { fabricFile?: string; wrapRout
     agents.stopLivenessChecks();
     await server.shutdown();
     fabric.close();
-    await store.close();
   });
 
   return {

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import {
   AuditProgress,
   AuditResponse,
@@ -90,6 +91,8 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   deps.log.info({ logicalUnits: units.length, maxConcurrency, maxPerAgent }, 'audit started');
   out.push(progress());
   const timer = setInterval(() => out.push(progress()), Math.max(10, progressMs));
+  // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
+  setMaxListeners(0, signal);
   const ctx = { router: deps.router, limiter, timeoutMs, signal, onCommand: () => void (commands += 1) };
   const work = Promise.all(
     units.map(async (unit) => {
