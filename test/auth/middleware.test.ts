@@ -8,8 +8,9 @@ import {
   type ControlServiceImplementation,
   type DeepPartial,
 } from '../../src/gen/prfleet/v1/control.js';
+import { FleetServiceDefinition, type FleetServiceImplementation } from '../../src/gen/prfleet/v1/fleet.js';
 import {
-  CONTROL_METHOD_ROLES,
+  METHOD_ROLES,
   authorizeSessionCommand,
   createAuthMiddleware,
   createMemoryTokenStore,
@@ -24,41 +25,47 @@ import {
   type TokenStore,
 } from '../../src/server/auth/index.js';
 
-/** Every ControlService method answering an empty response and recording who called. */
+/** Every ControlService method answering an empty response and recording who called (new RPCs included). */
 function recordingService(seen: Principal[], keyCheck?: OperatorKeyCheck): ControlServiceImplementation<AuthCallContextExt> {
   const unary = async (_request: unknown, ctx: AuthCallContextExt & Parameters<typeof principalOf>[0]) => {
     const principal = principalOf(ctx);
     if (principal !== undefined) seen.push(principal);
     return {};
   };
-  return {
-    listAgents: unary,
-    listDevices: unary,
-    getDevice: unary,
-    readKeys: unary,
-    readReservation: unary,
-    reportCapabilities: unary,
-    readFullStatus: unary,
-    register: unary,
-    reserve: unary,
-    release: unary,
-    clear: unary,
-    preempt: unary,
-    registerAndMove: unary,
-    async *commandSession(requests, ctx) {
-      for await (const request of requests) {
-        const reply: DeepPartial<CommandSessionResponse> = { requestId: request.requestId };
-        if (request.command === undefined) continue;
-        try {
-          await authorizeSessionCommand(ctx.principal, request.command, keyCheck === undefined ? {} : { isOperatorKeyAllowed: keyCheck });
-          yield { ...reply, reply: { $case: 'result', value: { message: 'ran' } } };
-        } catch (error) {
-          if (!(error instanceof ServerError)) throw error;
-          yield { ...reply, reply: { $case: 'error', value: { code: error.code, message: error.details } } };
-        }
+  const commandSession: ControlServiceImplementation<AuthCallContextExt>['commandSession'] = async function* (requests, ctx) {
+    for await (const request of requests) {
+      const reply: DeepPartial<CommandSessionResponse> = { requestId: request.requestId };
+      if (request.command === undefined) continue;
+      try {
+        await authorizeSessionCommand(ctx.principal, request.command, keyCheck === undefined ? {} : { isOperatorKeyAllowed: keyCheck });
+        yield { ...reply, reply: { $case: 'result', value: { message: 'ran' } } };
+      } catch (error) {
+        if (!(error instanceof ServerError)) throw error;
+        yield { ...reply, reply: { $case: 'error', value: { code: error.code, message: error.details } } };
       }
-    },
+    }
   };
+  return Object.fromEntries(
+    Object.keys(ControlServiceDefinition.methods).map((key) => [key, key === 'commandSession' ? commandSession : unary]),
+  ) as unknown as ControlServiceImplementation<AuthCallContextExt>;
+}
+
+/** Every FleetService method: unary ones answer empty, streaming ones send one empty message. */
+function fleetService(seen: Principal[]): FleetServiceImplementation<AuthCallContextExt> {
+  return Object.fromEntries(
+    Object.entries(FleetServiceDefinition.methods).map(([key, method]) => [
+      key,
+      method.responseStream
+        ? async function* (_request: unknown, ctx: AuthCallContextExt) {
+            seen.push(ctx.principal);
+            yield {};
+          }
+        : async (_request: unknown, ctx: AuthCallContextExt) => {
+            seen.push(ctx.principal);
+            return {};
+          },
+    ]),
+  ) as unknown as FleetServiceImplementation<AuthCallContextExt>;
 }
 
 let store: TokenStore;
@@ -80,19 +87,21 @@ async function start(options: { keyCheck?: OperatorKeyCheck } = {}) {
   });
   const server = createServer().use(errorDetailsServerMiddleware);
   server.with(auth).add(ControlServiceDefinition, recordingService(seen, options.keyCheck));
+  server.with(auth).add(FleetServiceDefinition, fleetService(seen));
   const port = await server.listen('127.0.0.1:0');
   const channel = createChannel(`127.0.0.1:${port}`);
   onTestFinished(async () => {
     channel.close();
     await server.shutdown();
   });
+  const callOptions = (token?: string) => ({
+    '*': token === undefined ? {} : { metadata: Metadata({ authorization: `Bearer ${token}` }) },
+  });
   const clientAs = (token?: string) =>
-    createClientFactory()
-      .use(errorDetailsClientMiddleware)
-      .create(ControlServiceDefinition, channel, {
-        '*': token === undefined ? {} : { metadata: Metadata({ authorization: `Bearer ${token}` }) },
-      });
-  return { seen, clientAs };
+    createClientFactory().use(errorDetailsClientMiddleware).create(ControlServiceDefinition, channel, callOptions(token));
+  const fleetAs = (token?: string) =>
+    createClientFactory().use(errorDetailsClientMiddleware).create(FleetServiceDefinition, channel, callOptions(token));
+  return { seen, clientAs, fleetAs };
 }
 
 const target = { agentId: 'host-a', path: '/dev/sg1' };
@@ -215,10 +224,42 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
   });
 });
 
+describe('auth middleware on FleetService', () => {
+  it('lets a viewer audit and plan, and keeps rollouts and the key registry for admins', async () => {
+    const { fleetAs } = await start();
+    const viewer = fleetAs(tokens.viewer);
+    for await (const _ of viewer.audit({})) void _;
+    await viewer.plan({});
+    await viewer.listKeys({});
+    await expect(viewer.allocateKey({ agentId: 'host-a', purpose: 'backup' })).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+    const operator = fleetAs(tokens.operator);
+    await expect(operator.setDesiredState({})).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+    await expect(
+      (async () => {
+        for await (const _ of operator.takeover({ agentId: 'host-a', options: { reason: 'host-b is dead' } })) void _;
+      })(),
+    ).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+  });
+
+  it('requires a reason for takeovers, rollouts and key revocation', async () => {
+    const { fleetAs, seen } = await start();
+    const admin = fleetAs(tokens.admin);
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) void _;
+    };
+    await expect(drain(admin.takeover({ agentId: 'host-a' }))).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringMatching(/^options\.reason: /) });
+    await expect(drain(admin.apply({}))).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
+    await expect(admin.revokeKey({ key: 0x77n })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringMatching(/^reason: RevokeKey is destructive/) });
+    await drain(admin.takeover({ agentId: 'host-a', options: { reason: 'host-b lost its HBA' } }));
+    await admin.revokeKey({ key: 0x77n, reason: 'laptop stolen' });
+    expect(seen.map((p) => p.name)).toEqual(['ada', 'ada']);
+  });
+});
+
 describe('role table', () => {
-  it('covers every ControlService RPC', () => {
-    const rpcs = Object.values(ControlServiceDefinition.methods).map((m) => m.name);
-    expect(rpcs.filter((name) => CONTROL_METHOD_ROLES[name] === undefined)).toEqual([]);
+  it('covers every ControlService and FleetService RPC', () => {
+    const rpcs = [ControlServiceDefinition, FleetServiceDefinition].flatMap((d) => Object.values(d.methods).map((m) => m.name));
+    expect(rpcs.filter((name) => METHOD_ROLES[name] === undefined)).toEqual([]);
   });
 
   it('gives every CommandSession command the role of its unary RPC', () => {

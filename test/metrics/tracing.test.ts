@@ -49,32 +49,18 @@ function capturingLogger(lines: Record<string, unknown>[]) {
   return pino({ mixin: traceLogMixin }, destination);
 }
 
-/** ControlService whose ListAgents logs one line; every other method is UNIMPLEMENTED. */
+/** ControlService whose ListAgents logs one line; every other method (new RPCs included) is UNIMPLEMENTED. */
 function loggingService(log: ReturnType<typeof capturingLogger>): ControlServiceImplementation {
   const unimplemented = () => Promise.reject(new ServerError(Status.UNIMPLEMENTED, 'not in this test'));
-  return {
-    async listAgents() {
-      await new Promise((r) => setTimeout(r, 5)); // the context must survive an await
-      log.info({ agents: 0 }, 'listing agents');
-      return { agents: [] };
-    },
-    listDevices: unimplemented,
-    getDevice: unimplemented,
-    readKeys: unimplemented,
-    readReservation: unimplemented,
-    reportCapabilities: unimplemented,
-    readFullStatus: unimplemented,
-    register: unimplemented,
-    reserve: unimplemented,
-    release: unimplemented,
-    clear: unimplemented,
-    preempt: unimplemented,
-    registerAndMove: unimplemented,
-    // eslint-disable-next-line require-yield
-    async *commandSession() {
-      throw new ServerError(Status.UNIMPLEMENTED, 'not in this test');
-    },
+  const methods: Record<string, unknown> = Object.fromEntries(
+    Object.keys(ControlServiceDefinition.methods).map((key) => [key, unimplemented]),
+  );
+  methods['listAgents'] = async () => {
+    await new Promise((r) => setTimeout(r, 5)); // the context must survive an await
+    log.info({ agents: 0 }, 'listing agents');
+    return { agents: [] };
   };
+  return methods as unknown as ControlServiceImplementation;
 }
 
 async function serve(t: Tracing, log: ReturnType<typeof capturingLogger>) {

@@ -4,8 +4,8 @@ import { BadRequest, RichServerError } from 'nice-grpc-error-details';
 import { formatKey } from '../../scsi/keys.js';
 import type { CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
 import {
-  CONTROL_METHOD_ROLES,
-  DESTRUCTIVE_METHODS,
+  METHOD_ROLES,
+  REASON_FIELDS,
   SESSION_COMMAND_METHODS,
   roleForMethod,
   roleSatisfies,
@@ -27,7 +27,7 @@ export type OperatorKeyCheck = (principal: Principal, key: bigint) => boolean | 
 
 /** Per-request checks shared by the middleware (unary RPCs) and the CommandSession handler (each command). */
 export interface AuthorizeOptions {
-  /** Method → role; missing methods need admin. @default CONTROL_METHOD_ROLES */
+  /** Method → role; missing methods need admin. @default METHOD_ROLES (ControlService + FleetService) */
   readonly methodRoles?: Readonly<Partial<Record<string, Role>>>;
   /** The key registry hook for operators. @default every key allowed */
   readonly isOperatorKeyAllowed?: OperatorKeyCheck;
@@ -69,6 +69,7 @@ interface KeyedRequest {
   key?: bigint;
   newKey?: bigint;
   ignoreExistingKey?: boolean;
+  reason?: string;
   options?: { reason?: string } | undefined;
 }
 
@@ -90,8 +91,8 @@ function operatorKeysOf(methodName: string, request: KeyedRequest): bigint[] {
 }
 
 /**
- * Checks that `principal` may call `methodName` with `request`: role (PERMISSION_DENIED), `options.reason` on
- * destructive methods (INVALID_ARGUMENT naming `options.reason`), and for operators the key registry hook
+ * Checks that `principal` may call `methodName` with `request`: role (PERMISSION_DENIED), the reason on
+ * destructive methods (INVALID_ARGUMENT naming `options.reason`, or `reason` for RevokeKey), and for operators the key registry hook
  * (PERMISSION_DENIED). Throws ServerError / RichServerError; resolves when allowed.
  */
 export async function authorizeRequest(
@@ -100,7 +101,7 @@ export async function authorizeRequest(
   request: unknown,
   options: AuthorizeOptions = {},
 ): Promise<void> {
-  const needed = roleForMethod(methodName, options.methodRoles ?? CONTROL_METHOD_ROLES);
+  const needed = roleForMethod(methodName, options.methodRoles ?? METHOD_ROLES);
   if (!roleSatisfies(principal.role, needed)) {
     throw new ServerError(
       Status.PERMISSION_DENIED,
@@ -108,10 +109,12 @@ export async function authorizeRequest(
     );
   }
   const keyed = (request ?? {}) as KeyedRequest;
-  if (DESTRUCTIVE_METHODS.has(methodName) && (keyed.options?.reason ?? '').trim() === '') {
-    const description = `${methodName} is destructive: say why in options.reason (it goes into the history)`;
-    throw new RichServerError(Status.INVALID_ARGUMENT, `options.reason: ${description}`, [
-      BadRequest.fromPartial({ fieldViolations: [{ field: 'options.reason', description }] }),
+  const reasonField = REASON_FIELDS[methodName];
+  const reason = reasonField === 'reason' ? keyed.reason : keyed.options?.reason;
+  if (reasonField !== undefined && (reason ?? '').trim() === '') {
+    const description = `${methodName} is destructive: say why in ${reasonField} (it goes into the history)`;
+    throw new RichServerError(Status.INVALID_ARGUMENT, `${reasonField}: ${description}`, [
+      BadRequest.fromPartial({ fieldViolations: [{ field: reasonField, description }] }),
     ]);
   }
   if (principal.role === 'operator' && options.isOperatorKeyAllowed !== undefined) {
@@ -139,11 +142,11 @@ export async function authorizeSessionCommand(
 }
 
 /**
- * nice-grpc server middleware for ControlService: reads `authorization: Bearer prf_…`, verifies it against
+ * nice-grpc server middleware for ControlService and FleetService: reads `authorization: Bearer prf_…`, verifies it against
  * the token store, checks the role table and destructive-operation reasons, and passes `principal` on in the
  * call context. Missing/invalid token → UNAUTHENTICATED; wrong role or key → PERMISSION_DENIED; no reason →
- * INVALID_ARGUMENT. Attach it to ControlService only (agents authenticate with certificates, health probes
- * with nothing): `server.with(auth).add(ControlServiceDefinition, impl)`.
+ * INVALID_ARGUMENT. Attach it to those two services only (agents authenticate with certificates, health probes
+ * with nothing): `server.with(auth).add(ControlServiceDefinition, impl)`, same for FleetServiceDefinition.
  */
 export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMiddleware<AuthCallContextExt> {
   const now = options.now ?? (() => new Date());

@@ -1,4 +1,5 @@
 import { ControlServiceDefinition, type CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
+import { FleetServiceDefinition } from '../../gen/prfleet/v1/fleet.js';
 
 /** What a principal may do: viewer reads and audits, operator also registers/reserves/releases, admin all. */
 export type Role = 'viewer' | 'operator' | 'admin';
@@ -29,6 +30,8 @@ export type ControlMethodName =
 export const CONTROL_METHOD_ROLES: Readonly<Partial<Record<ControlMethodName, Role>>> = {
   ListAgents: 'viewer',
   ListDevices: 'viewer',
+  ListHistory: 'viewer',
+  VerifyHistory: 'viewer',
   GetDevice: 'viewer',
   ReadKeys: 'viewer',
   ReadReservation: 'viewer',
@@ -43,14 +46,49 @@ export const CONTROL_METHOD_ROLES: Readonly<Partial<Record<ControlMethodName, Ro
   CommandSession: 'viewer',
 };
 
-/**
- * Methods that take a reservation away from someone or wipe registrations: with authentication on they need a
- * non-empty `options.reason` (recorded in the history).
- */
-export const DESTRUCTIVE_METHODS: ReadonlySet<string> = new Set(['Clear', 'Preempt', 'RegisterAndMove']);
+/** A FleetService method name as the proto spells it (`Audit`, `Takeover`, …). */
+export type FleetMethodName =
+  (typeof FleetServiceDefinition.methods)[keyof typeof FleetServiceDefinition.methods]['name'];
 
-/** Role needed for a ControlService method name; unknown names need admin (fail closed). */
-export function roleForMethod(methodName: string, table: Readonly<Partial<Record<string, Role>>> = CONTROL_METHOD_ROLES): Role {
+/**
+ * Who may call what on FleetService: audits, key lookups, desired-state reads and plans (which send nothing)
+ * are reads; changing the key registry or the desired state and running rollouts or takeovers is admin work
+ * (an operator allocating keys could grant itself any key).
+ */
+export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>> = {
+  Audit: 'viewer',
+  ListKeys: 'viewer',
+  DecodeKey: 'viewer',
+  GetDesiredState: 'viewer',
+  Plan: 'viewer',
+  AllocateKey: 'admin',
+  RevokeKey: 'admin',
+  SetDesiredState: 'admin',
+  Apply: 'admin',
+  Takeover: 'admin',
+};
+
+/** Both tables; method names do not repeat across the two services. */
+export const METHOD_ROLES: Readonly<Partial<Record<string, Role>>> = { ...CONTROL_METHOD_ROLES, ...FLEET_METHOD_ROLES };
+
+/**
+ * Methods that take a reservation away from someone, wipe registrations, revoke keys or roll out changes: with
+ * authentication on they need a non-empty reason (recorded in the history), at this request field.
+ */
+export const REASON_FIELDS: Readonly<Record<string, 'options.reason' | 'reason'>> = {
+  Clear: 'options.reason',
+  Preempt: 'options.reason',
+  RegisterAndMove: 'options.reason',
+  Apply: 'options.reason',
+  Takeover: 'options.reason',
+  RevokeKey: 'reason',
+};
+
+/** Names of the methods in {@link REASON_FIELDS}. */
+export const DESTRUCTIVE_METHODS: ReadonlySet<string> = new Set(Object.keys(REASON_FIELDS));
+
+/** Role needed for a ControlService or FleetService method name; unknown names need admin (fail closed). */
+export function roleForMethod(methodName: string, table: Readonly<Partial<Record<string, Role>>> = METHOD_ROLES): Role {
   return table[methodName] ?? 'admin';
 }
 
