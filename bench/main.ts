@@ -89,13 +89,18 @@ async function measure(
   }
   const client = process.cpuUsage(clientBefore);
   into.clientCpuMs += (client.user + client.system) / 1000;
-  into.stackCpuMs += pids.reduce((sum, pid, i) => sum + processCpuMs(pid) - (cpuBefore[i] ?? NaN), 0);
+  into.stackCpuMs += pids.reduce(
+    (sum, pid, i) => sum + processCpuMs(pid) - (cpuBefore[i] ?? NaN),
+    0,
+  );
 }
 
 /** Picks a READ KEYS target: a tape drive path of a connected agent (any LU path when there is no drive). */
 async function pickTarget(control: ControlClient): Promise<Target> {
   const { logicalUnits } = await control.listDevices({});
-  const candidates = [...logicalUnits].sort((a, b) => a.peripheralDeviceType - b.peripheralDeviceType);
+  const candidates = [...logicalUnits].sort(
+    (a, b) => a.peripheralDeviceType - b.peripheralDeviceType,
+  );
   for (const lu of candidates) {
     const path = lu.paths.find((p) => p.agentConnected && p.path?.online !== false);
     if (path?.path) return { luId: lu.luId, agentId: path.agentId, path: path.path.path };
@@ -134,8 +139,13 @@ function openSession(control: ControlClient, request: ReadKeysRequest) {
       queue.push({ requestId, command: { $case: 'readKeys', value: request } });
       wake?.();
       const response = await answered;
-      if (response.reply?.$case !== 'result' || response.reply.value.outcome !== Outcome.OUTCOME_GOOD) {
-        throw new Error(`session READ KEYS failed: ${JSON.stringify(ReadKeysResponse.toJSON({ result: response.reply?.$case === 'result' ? response.reply.value : undefined }))} ${response.reply?.$case === 'error' ? response.reply.value.message : ''}`);
+      if (
+        response.reply?.$case !== 'result' ||
+        response.reply.value.outcome !== Outcome.OUTCOME_GOOD
+      ) {
+        throw new Error(
+          `session READ KEYS failed: ${JSON.stringify(ReadKeysResponse.toJSON({ result: response.reply?.$case === 'result' ? response.reply.value : undefined }))} ${response.reply?.$case === 'error' ? response.reply.value.message : ''}`,
+        );
       }
     },
     async close(): Promise<void> {
@@ -148,10 +158,13 @@ function openSession(control: ControlClient, request: ReadKeysRequest) {
 }
 
 /** Times `sg_persist --version` spawned from Node (spawnSync, as a script runner would); undefined when missing. */
-function measureSgPersistSpawn(): { summary: LatencySummary; version: string } | { missing: string } {
+function measureSgPersistSpawn():
+  { summary: LatencySummary; version: string } | { missing: string } {
   const probe = spawnSync('sg_persist', ['--version'], { encoding: 'utf8' });
   if (probe.error) {
-    return { missing: `sg_persist not found (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message}): install the sg3-utils package (apt-get install sg3-utils) to measure (3)` };
+    return {
+      missing: `sg_persist not found (${(probe.error as NodeJS.ErrnoException).code ?? probe.error.message}): install the sg3-utils package (apt-get install sg3-utils) to measure (3)`,
+    };
   }
   const version = `${probe.stdout}${probe.stderr}`.trim().split('\n')[0] ?? '';
   const samples: number[] = [];
@@ -173,14 +186,18 @@ async function main(): Promise<number> {
   const relayScript = fileURLToPath(new URL('./relay-process.js', import.meta.url));
   const children: ChildHandle[] = [];
   const hardStop = setTimeout(() => {
-    process.stderr.write(`bench: hard limit of ${HARD_LIMIT_MS / 1000} s reached; stopping everything\n`);
+    process.stderr.write(
+      `bench: hard limit of ${HARD_LIMIT_MS / 1000} s reached; stopping everything\n`,
+    );
     for (const child of children) child.signal('SIGKILL');
     process.exit(1);
   }, HARD_LIMIT_MS);
   const closers: (() => void | Promise<void>)[] = [];
   try {
     const began = performance.now();
-    process.stdout.write('Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n');
+    process.stdout.write(
+      'Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n',
+    );
     const server = await startServerProcess();
     children.push(server.handle);
     const sim = await startSimProcess({ address: server.address, fabric });
@@ -192,7 +209,8 @@ async function main(): Promise<number> {
     const request = ReadKeysRequest.fromPartial({ target });
     const readKeys = async () => {
       const { result } = await control.readKeys(request);
-      if (result?.outcome !== Outcome.OUTCOME_GOOD) throw new Error(`READ KEYS outcome ${String(result?.outcome)}`);
+      if (result?.outcome !== Outcome.OUTCOME_GOOD)
+        throw new Error(`READ KEYS outcome ${String(result?.outcome)}`);
       return result;
     };
     const sample = await readKeys();
@@ -207,7 +225,10 @@ async function main(): Promise<number> {
             commandId: randomUUID(),
             path: target.path,
             timeout: { seconds: 60n, nanos: 0 },
-            kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS, allocationLength: 8192 } },
+            kind: {
+              $case: 'prin',
+              value: { action: PrinAction.PRIN_ACTION_READ_KEYS, allocationLength: 8192 },
+            },
           }),
         },
       }).finish().length,
@@ -216,9 +237,13 @@ async function main(): Promise<number> {
     };
     const requestSize = ReadKeysRequest.encode(request).finish().length;
 
-    const relayServer = spawnNode(relayScript, ['server', String(sizes.down), String(sizes.up), String(sizes.reply)], {
-      name: 'relay-server',
-    });
+    const relayServer = spawnNode(
+      relayScript,
+      ['server', String(sizes.down), String(sizes.up), String(sizes.reply)],
+      {
+        name: 'relay-server',
+      },
+    );
     children.push(relayServer);
     const listening = await relayServer.waitForLog((e) => e['msg'] === 'listening', 30_000);
     const relayAddress = `127.0.0.1:${String(listening['port'])}`;
@@ -258,7 +283,9 @@ async function main(): Promise<number> {
       );
       await measure(prfleet, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, readKeys);
       await measure(bare, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, relayCall);
-      await measure(streamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, () => session.readKeys());
+      await measure(streamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, () =>
+        session.readKeys(),
+      );
     }
     const spawn = measureSgPersistSpawn();
 
@@ -271,19 +298,59 @@ async function main(): Promise<number> {
       style: { head: [], border: [] },
     });
     results.push(
-      ['(1) prfleet unary READ KEYS', String(p.n), formatMs(p.p50), formatMs(p.p99), formatMs(p.mean), perCall(prfleet, prfleet.stackCpuMs), perCall(prfleet, prfleet.clientCpuMs)],
-      ['(2) bare nice-grpc relay', String(r.n), formatMs(r.p50), formatMs(r.p99), formatMs(r.mean), perCall(bare, bare.stackCpuMs), perCall(bare, bare.clientCpuMs)],
+      [
+        '(1) prfleet unary READ KEYS',
+        String(p.n),
+        formatMs(p.p50),
+        formatMs(p.p99),
+        formatMs(p.mean),
+        perCall(prfleet, prfleet.stackCpuMs),
+        perCall(prfleet, prfleet.clientCpuMs),
+      ],
+      [
+        '(2) bare nice-grpc relay',
+        String(r.n),
+        formatMs(r.p50),
+        formatMs(r.p99),
+        formatMs(r.mean),
+        perCall(bare, bare.stackCpuMs),
+        perCall(bare, bare.clientCpuMs),
+      ],
       'summary' in spawn
-        ? ['(3) sg_persist --version spawn', String(spawn.summary.n), formatMs(spawn.summary.p50), formatMs(spawn.summary.p99), formatMs(spawn.summary.mean), '', '']
+        ? [
+            '(3) sg_persist --version spawn',
+            String(spawn.summary.n),
+            formatMs(spawn.summary.p50),
+            formatMs(spawn.summary.p99),
+            formatMs(spawn.summary.mean),
+            '',
+            '',
+          ]
         : ['(3) sg_persist spawn', '0', 'n/a', 'n/a', 'n/a', '', ''],
-      ['(4) prfleet CommandSession READ KEYS', String(s.n), formatMs(s.p50), formatMs(s.p99), formatMs(s.mean), perCall(streamed, streamed.stackCpuMs), perCall(streamed, streamed.clientCpuMs)],
+      [
+        '(4) prfleet CommandSession READ KEYS',
+        String(s.n),
+        formatMs(s.p50),
+        formatMs(s.p99),
+        formatMs(s.mean),
+        perCall(streamed, streamed.stackCpuMs),
+        perCall(streamed, streamed.clientCpuMs),
+      ],
     );
 
     const relayRatio = p.p50 / r.p50;
     const spawnRatio = 'summary' in spawn ? p.p50 / spawn.summary.p50 : undefined;
-    const targets = new Table({ head: ['ratio / figure', 'measured', 'target', ''], style: { head: [], border: [] } });
+    const targets = new Table({
+      head: ['ratio / figure', 'measured', 'target', ''],
+      style: { head: [], border: [] },
+    });
     targets.push(
-      ['prfleet unary p50 / bare relay p50', `${relayRatio.toFixed(2)}×`, `≤ ${TARGET_RELAY_RATIO}×`, verdict(relayRatio <= TARGET_RELAY_RATIO)],
+      [
+        'prfleet unary p50 / bare relay p50',
+        `${relayRatio.toFixed(2)}×`,
+        `≤ ${TARGET_RELAY_RATIO}×`,
+        verdict(relayRatio <= TARGET_RELAY_RATIO),
+      ],
       ['prfleet unary p99 / bare relay p99 (info)', `${(p.p99 / r.p99).toFixed(2)}×`, '', ''],
       [
         'prfleet unary p50 / sg_persist spawn p50',
@@ -291,7 +358,12 @@ async function main(): Promise<number> {
         `≤ ${TARGET_SPAWN_RATIO}×`,
         verdict(spawnRatio === undefined ? undefined : spawnRatio <= TARGET_SPAWN_RATIO),
       ],
-      ['CommandSession p50', formatMs(s.p50), `≤ ${formatMs(TARGET_SESSION_P50_MS)}`, verdict(s.p50 <= TARGET_SESSION_P50_MS)],
+      [
+        'CommandSession p50',
+        formatMs(s.p50),
+        `≤ ${formatMs(TARGET_SESSION_P50_MS)}`,
+        verdict(s.p50 <= TARGET_SESSION_P50_MS),
+      ],
       ['CommandSession p50 / unary p50 (info)', `${(s.p50 / p.p50).toFixed(2)}×`, '', ''],
     );
 
@@ -299,10 +371,14 @@ async function main(): Promise<number> {
       [
         '',
         `prfleet bench: READ KEYS, one call in flight, warm channels, 127.0.0.1, ${ROUNDS} interleaved rounds`,
-        `machine: ${availableParallelism()} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} (1/5/15 min): other load distorts every figure`,
+        `machine: ${availableParallelism()} CPUs, load average ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')} (1/5/15 min): other load distorts every figure`,
         `message sizes (bytes): request ${requestSize}, server→agent ${sizes.down}, agent→server ${sizes.up}, reply ${sizes.reply}`,
         results.toString(),
-        'summary' in spawn ? `(3) ${spawn.version}, spawnSync from Node, ${SPAWNS} runs` : `(3) ${spawn.missing}`,
+        'summary' in spawn
+          ? `(3) ${spawn.version}, spawnSync from Node, ${SPAWNS} runs`
+          : `(3) ${spawn.missing}`,
         targets.toString(),
         'CPU/call: user+system time of the server and agent processes (from /proc) and of this client, per call.',
         `Total bench time ${((performance.now() - began) / 1000).toFixed(1)} s.`,
@@ -322,7 +398,9 @@ main().then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(
+      `bench failed: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
     process.exitCode = 1;
   },
 );

@@ -13,7 +13,9 @@ const log = (msg: string, extra: Record<string, unknown> = {}) =>
 function sizesFrom(values: readonly (string | undefined)[]): RelaySizes {
   const [down, up, reply] = values.map((v) => Number(v));
   if (![down, up, reply].every((n) => Number.isInteger(n) && n !== undefined && n >= 0)) {
-    throw new Error(`usage: relay-process.js server|agent [host:port] <down> <up> <reply> (got ${values.join(' ')})`);
+    throw new Error(
+      `usage: relay-process.js server|agent [host:port] <down> <up> <reply> (got ${values.join(' ')})`,
+    );
   }
   return { down: down!, up: up!, reply: reply! };
 }

@@ -13,13 +13,20 @@ type Bytes = Uint8Array<ArrayBuffer>;
 const raw = {
   requestSerialize: (value: Bytes) => Buffer.from(value.buffer, value.byteOffset, value.byteLength),
   requestDeserialize: (bytes: Buffer): Bytes => new Uint8Array(bytes),
-  responseSerialize: (value: Bytes) => Buffer.from(value.buffer, value.byteOffset, value.byteLength),
+  responseSerialize: (value: Bytes) =>
+    Buffer.from(value.buffer, value.byteOffset, value.byteLength),
   responseDeserialize: (bytes: Buffer): Bytes => new Uint8Array(bytes),
 };
 
 /** The relay's two RPCs, as a grpc-js style service definition (nice-grpc accepts these). */
 export const RelayDefinition = {
-  call: { path: '/bench.Relay/Call', requestStream: false, responseStream: false, originalName: 'Call', ...raw },
+  call: {
+    path: '/bench.Relay/Call',
+    requestStream: false,
+    responseStream: false,
+    originalName: 'Call',
+    ...raw,
+  },
   connect: {
     path: '/bench.Relay/Connect',
     requestStream: true,
@@ -97,7 +104,11 @@ export async function startRelayServer(
       void (async () => {
         try {
           for await (const message of requests) {
-            const id = new DataView(message.buffer, message.byteOffset, message.byteLength).getUint32(0);
+            const id = new DataView(
+              message.buffer,
+              message.byteOffset,
+              message.byteLength,
+            ).getUint32(0);
             pending.get(id)?.(message);
             pending.delete(id);
           }
@@ -114,7 +125,11 @@ export async function startRelayServer(
 }
 
 /** Runs a relay agent against `address` until `signal` aborts: answers every message with `sizes.up` bytes. */
-export async function runRelayAgent(address: string, sizes: RelaySizes, signal: AbortSignal): Promise<void> {
+export async function runRelayAgent(
+  address: string,
+  sizes: RelaySizes,
+  signal: AbortSignal,
+): Promise<void> {
   const channel = createChannel(`http://${address}`);
   const client = createClient(RelayDefinition, channel);
   const outbox = new Outbox();

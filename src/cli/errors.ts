@@ -46,7 +46,12 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
   }
   if (!(error instanceof ClientError)) {
     const message = error instanceof Error ? error.message : String(error);
-    return { code: 'CLIENT', message, hint: 'this is a bug in prfleet; please report it', exitCode: ExitCode.RPC_OTHER };
+    return {
+      code: 'CLIENT',
+      message,
+      hint: 'this is a bug in prfleet; please report it',
+      exitCode: ExitCode.RPC_OTHER,
+    };
   }
   const extra = error instanceof RichClientError ? error.extra : [];
   const info = extra.find((d): d is ErrorInfo => d.$type === ErrorInfo.$type);
@@ -69,10 +74,13 @@ function hintFor(
   details: {
     info: ErrorInfo | undefined;
     resource: ResourceInfo | undefined;
-        field: string | undefined;
+    field: string | undefined;
   },
 ): string {
-  const agentId = details.info?.metadata['agent_id'] ?? details.info?.metadata['agentId'] ?? context.target?.agentId;
+  const agentId =
+    details.info?.metadata['agent_id'] ??
+    details.info?.metadata['agentId'] ??
+    context.target?.agentId;
   switch (error.code) {
     case Status.UNAVAILABLE:
       if (isConnectionFailure(error.details)) {
@@ -81,10 +89,13 @@ function hintFor(
       if (/drain/i.test(error.details) || details.info?.reason === 'SERVER_DRAINING') {
         return 'the server is shutting down; nothing was sent, so retrying (against another instance) is safe';
       }
-      if (agentId) return `agent ${agentId} is offline; check \`prfleet agents\` (nothing was sent; retry is safe)`;
+      if (agentId)
+        return `agent ${agentId} is offline; check \`prfleet agents\` (nothing was sent; retry is safe)`;
       return 'nothing was sent; retry is safe once the server and the agent are back (`prfleet agents`)';
     case Status.NOT_FOUND: {
-      const what = details.resource ? `${details.resource.resourceType} ${details.resource.resourceName}` : 'it';
+      const what = details.resource
+        ? `${details.resource.resourceType} ${details.resource.resourceName}`
+        : 'it';
       return `${what} is not known to the server: \`prfleet devices\` lists LU ids and agent:path targets`;
     }
     case Status.FAILED_PRECONDITION:
@@ -93,14 +104,20 @@ function hintFor(
       }
       return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
     case Status.INVALID_ARGUMENT:
-      return details.field ? `fix ${details.field} and try again (nothing was sent)` : 'fix the request (nothing was sent)';
+      return details.field
+        ? `fix ${details.field} and try again (nothing was sent)`
+        : 'fix the request (nothing was sent)';
     case Status.DEADLINE_EXCEEDED:
     case Status.CANCELLED: {
-      const waited = context.deadlineMs !== undefined ? ` within ${context.deadlineMs / 1000}s` : ' in time';
+      const waited =
+        context.deadlineMs !== undefined ? ` within ${context.deadlineMs / 1000}s` : ' in time';
       return `no answer${waited} (raise --deadline/--timeout, or check \`prfleet agents\`); the command may still have run on the device: re-read with \`prfleet keys\` / \`prfleet reservation\` before retrying`;
     }
     case Status.RESOURCE_EXHAUSTED:
-      return `agent ${agentId ?? ''} has too many commands queued; nothing was sent: retry shortly`.replace('  ', ' ');
+      return `agent ${agentId ?? ''} has too many commands queued; nothing was sent: retry shortly`.replace(
+        '  ',
+        ' ',
+      );
     default:
       return 'server-side failure; see the prfleet-server log';
   }

@@ -72,7 +72,11 @@ function objectToJson(object: Record<string, unknown>): { [key: string]: Json } 
 }
 
 function isOneof(value: unknown): value is { $case: string; value: unknown } {
-  return typeof value === 'object' && value !== null && typeof (value as { $case?: unknown }).$case === 'string';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { $case?: unknown }).$case === 'string'
+  );
 }
 
 function isDuration(value: unknown): value is { seconds: bigint; nanos: number } {

@@ -11,7 +11,9 @@ export function parseKeyOption(value: string): bigint {
   try {
     return parseKey(value);
   } catch {
-    throw new InvalidArgumentError(`${value} is not a reservation key (0x + up to 16 hex digits, or decimal)`);
+    throw new InvalidArgumentError(
+      `${value} is not a reservation key (0x + up to 16 hex digits, or decimal)`,
+    );
   }
 }
 
@@ -31,7 +33,9 @@ export function parsePrType(value: string): PrType {
   if (named !== undefined) return named;
   const code = Number(value);
   if (Number.isInteger(code) && Object.values(PR_TYPE_NAMES).includes(code)) return code as PrType;
-  throw new InvalidArgumentError(`${value} is not a reservation type (we, ea, we-ro, ea-ro, we-ar, ea-ar)`);
+  throw new InvalidArgumentError(
+    `${value} is not a reservation type (we, ea, we-ro, ea-ro, we-ar, ea-ar)`,
+  );
 }
 
 /** PERIPHERAL DEVICE TYPE names accepted by `devices --type` (SPC-4 table 49). */
@@ -45,7 +49,9 @@ export function parseDeviceType(value: string): number {
     const code = Number(value);
     if (code <= 31) return code;
   }
-  throw new InvalidArgumentError(`${value} is not a device type (changer, tape, disk, or a number 0-31)`);
+  throw new InvalidArgumentError(
+    `${value} is not a device type (changer, tape, disk, or a number 0-31)`,
+  );
 }
 
 /** Parses a duration: `30s`, `500ms`, `2m`, or a plain number of seconds; returns milliseconds (> 0). */
@@ -64,7 +70,11 @@ export function parseDurationMs(value: string): number {
 /** Parses a non-negative 32-bit integer (allocation length, relative target port, generation). */
 export function parseUint32(value: string): number {
   const text = value.trim();
-  const n = /^0[xX][0-9a-fA-F]{1,8}$/.test(text) ? Number(text) : /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  const n = /^0[xX][0-9a-fA-F]{1,8}$/.test(text)
+    ? Number(text)
+    : /^\d{1,10}$/.test(text)
+      ? Number(text)
+      : NaN;
   if (Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff) return n;
   throw new InvalidArgumentError(`${value} is not an unsigned 32-bit number`);
 }

@@ -3,11 +3,7 @@
  * the exit code, writing through the given `io`, so tests can run it in-process as well as as a binary.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import type {
-  CommandOptions,
-  ProutOptions,
-  Target,
-} from '../gen/prfleet/v1/control.js';
+import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
 import type { CommandResult, PrType } from '../gen/prfleet/v1/scsi.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
 import { describeRpcError, type DescribedError } from './errors.js';
@@ -70,15 +66,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 function buildProgram(io: CliIo, state: RunState) {
   const program = new Command()
     .name('prfleet')
-    .description('Persistent reservations across fleets of tape loaders: a client of the prfleet server.')
+    .description(
+      'Persistent reservations across fleets of tape loaders: a client of the prfleet server.',
+    )
     .version('0.1.0')
     .addOption(
       new Option('-s, --server <host:port>', 'prfleet server address')
         .env('PRFLEET_SERVER')
         .default(DEFAULT_SERVER),
     )
-    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json'] as const).default('table'))
-    .option('--plaintext', 'connect without TLS (the only mode so far: the server speaks h2c)', true)
+    .addOption(
+      new Option('-o, --output <format>', 'output format')
+        .choices(['table', 'json'] as const)
+        .default('table'),
+    )
+    .option(
+      '--plaintext',
+      'connect without TLS (the only mode so far: the server speaks h2c)',
+      true,
+    )
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(run with --help for usage)')
@@ -94,11 +100,16 @@ ${EXIT_CODE_HELP}`,
     );
 
   /** Resolves the target; a bad one is a usage error printed the way commander prints its own (exit 1). */
-  const targetOf = (compact: string | undefined, flags: TargetFlags, needsInitiator: boolean): Target => {
+  const targetOf = (
+    compact: string | undefined,
+    flags: TargetFlags,
+    needsInitiator: boolean,
+  ): Target => {
     try {
       return resolveTarget(compact, flags, needsInitiator);
     } catch (error) {
-      if (error instanceof InvalidArgumentError) program.error(`error: ${error.message}`, { exitCode: ExitCode.USAGE });
+      if (error instanceof InvalidArgumentError)
+        program.error(`error: ${error.message}`, { exitCode: ExitCode.USAGE });
       throw error;
     }
   };
@@ -127,9 +138,14 @@ ${EXIT_CODE_HELP}`,
   };
 
   /** Prints a result and returns its exit code. */
-  const emitResult = (action: string, result: CommandResult | undefined, output: OutputFormat): number => {
+  const emitResult = (
+    action: string,
+    result: CommandResult | undefined,
+    output: OutputFormat,
+  ): number => {
     if (!result) throw new Error('server returned no result');
-    if (output === 'json') io.stdout(`${stringifyJson({ action, result, exitCode: exitCodeForResult(result) })}\n`);
+    if (output === 'json')
+      io.stdout(`${stringifyJson({ action, result, exitCode: exitCodeForResult(result) })}\n`);
     else io.stdout(`${renderResult(action, result)}\n`);
     return exitCodeForResult(result);
   };
@@ -140,8 +156,13 @@ ${EXIT_CODE_HELP}`,
     .option('--site <site>', 'only agents of this site')
     .action(async (opts) => {
       await withClient({}, async (client, output) => {
-        const response = await client.listAgents({ site: opts.site ?? '' }, { deadline: LIST_DEADLINE_MS });
-        io.stdout(`${output === 'json' ? stringifyJson(response) : renderAgents(response.agents)}\n`);
+        const response = await client.listAgents(
+          { site: opts.site ?? '' },
+          { deadline: LIST_DEADLINE_MS },
+        );
+        io.stdout(
+          `${output === 'json' ? stringifyJson(response) : renderAgents(response.agents)}\n`,
+        );
         return ExitCode.OK;
       });
     });
@@ -150,8 +171,16 @@ ${EXIT_CODE_HELP}`,
     .command('devices')
     .description('list logical units (changers, drives) with every path to them')
     .option('--site <site>', 'only LUs seen by agents of this site')
-    .option('--label <key=value>', 'only LUs seen by agents with this label (repeatable)', collectLabel)
-    .option('--type <type>', 'only LUs of this type: changer, tape, disk or a number', parseDeviceType)
+    .option(
+      '--label <key=value>',
+      'only LUs seen by agents with this label (repeatable)',
+      collectLabel,
+    )
+    .option(
+      '--type <type>',
+      'only LUs of this type: changer, tape, disk or a number',
+      parseDeviceType,
+    )
     .option('--loader <id>', 'only LUs of this loader')
     .action(async (opts) => {
       await withClient({}, async (client, output) => {
@@ -164,17 +193,39 @@ ${EXIT_CODE_HELP}`,
           },
           { deadline: LIST_DEADLINE_MS },
         );
-        io.stdout(`${output === 'json' ? stringifyJson(response) : renderDevices(response.logicalUnits)}\n`);
+        io.stdout(
+          `${output === 'json' ? stringifyJson(response) : renderDevices(response.logicalUnits)}\n`,
+        );
         return ExitCode.OK;
       });
     });
 
   // PERSISTENT RESERVE IN commands.
   const prin = [
-    { name: 'keys', action: 'READ KEYS', call: 'readKeys', about: 'PRIN READ KEYS: registered keys' },
-    { name: 'reservation', action: 'READ RESERVATION', call: 'readReservation', about: 'PRIN READ RESERVATION: holder and type' },
-    { name: 'caps', action: 'REPORT CAPABILITIES', call: 'reportCapabilities', about: 'PRIN REPORT CAPABILITIES' },
-    { name: 'status', action: 'READ FULL STATUS', call: 'readFullStatus', about: 'PRIN READ FULL STATUS: every registered nexus' },
+    {
+      name: 'keys',
+      action: 'READ KEYS',
+      call: 'readKeys',
+      about: 'PRIN READ KEYS: registered keys',
+    },
+    {
+      name: 'reservation',
+      action: 'READ RESERVATION',
+      call: 'readReservation',
+      about: 'PRIN READ RESERVATION: holder and type',
+    },
+    {
+      name: 'caps',
+      action: 'REPORT CAPABILITIES',
+      call: 'reportCapabilities',
+      about: 'PRIN REPORT CAPABILITIES',
+    },
+    {
+      name: 'status',
+      action: 'READ FULL STATUS',
+      call: 'readFullStatus',
+      about: 'PRIN READ FULL STATUS: every registered nexus',
+    },
   ] as const;
   for (const spec of prin) {
     withTargetOptions(program.command(spec.name).description(spec.about))
@@ -197,13 +248,22 @@ ${EXIT_CODE_HELP}`,
   }
 
   // PERSISTENT RESERVE OUT commands.
-  withProutOptions(program.command('register').description('PROUT REGISTER (or REGISTER AND IGNORE EXISTING KEY)'))
+  withProutOptions(
+    program.command('register').description('PROUT REGISTER (or REGISTER AND IGNORE EXISTING KEY)'),
+  )
     .option('--key <key>', "this nexus's current key (0 when unregistered)", parseKeyOption)
     .requiredOption('--new-key <key>', 'the key to register (0 unregisters)', parseKeyOption)
-    .option('--ignore-existing', 'REGISTER AND IGNORE EXISTING KEY: no need to know the current key')
+    .option(
+      '--ignore-existing',
+      'REGISTER AND IGNORE EXISTING KEY: no need to know the current key',
+    )
     .option('--aptpl', 'persist through power loss')
     .option('--all-tg-pt', 'register through every target port')
-    .option('--spec-i-pt <port>', 'also register this initiator port (repeatable)', collectTransportId)
+    .option(
+      '--spec-i-pt <port>',
+      'also register this initiator port (repeatable)',
+      collectTransportId,
+    )
     .action(async (compact, opts) => {
       const base = proutBase(targetOf(compact, opts, true), opts);
       await withClient(base, async (client, output) => {
@@ -231,7 +291,12 @@ ${EXIT_CODE_HELP}`,
     .action(async (compact, opts) => {
       const base = proutBase(targetOf(compact, opts, true), opts);
       await withClient(base, async (client, output) => {
-        const request = { target: base.target, options: base.options, key: opts.key, type: opts.type };
+        const request = {
+          target: base.target,
+          options: base.options,
+          key: opts.key,
+          type: opts.type,
+        };
         const response = await client.reserve(request, base.call());
         return emitResult('RESERVE', response.result, output);
       });
@@ -243,25 +308,43 @@ ${EXIT_CODE_HELP}`,
     .action(async (compact, opts) => {
       const base = proutBase(targetOf(compact, opts, true), opts);
       await withClient(base, async (client, output) => {
-        const request = { target: base.target, options: base.options, key: opts.key, type: opts.type };
+        const request = {
+          target: base.target,
+          options: base.options,
+          key: opts.key,
+          type: opts.type,
+        };
         const response = await client.release(request, base.call());
         return emitResult('RELEASE', response.result, output);
       });
     });
 
-  withProutOptions(program.command('clear').description('PROUT CLEAR: remove every registration and the reservation'))
+  withProutOptions(
+    program
+      .command('clear')
+      .description('PROUT CLEAR: remove every registration and the reservation'),
+  )
     .requiredOption('--key <key>', "this nexus's registered key", parseKeyOption)
     .action(async (compact, opts) => {
       const base = proutBase(targetOf(compact, opts, true), opts);
       await withClient(base, async (client, output) => {
-        const response = await client.clear({ target: base.target, options: base.options, key: opts.key }, base.call());
+        const response = await client.clear(
+          { target: base.target, options: base.options, key: opts.key },
+          base.call(),
+        );
         return emitResult('CLEAR', response.result, output);
       });
     });
 
-  withProutOptions(program.command('preempt').description("PROUT PREEMPT: remove another key's registrations"))
+  withProutOptions(
+    program.command('preempt').description("PROUT PREEMPT: remove another key's registrations"),
+  )
     .requiredOption('--key <key>', "this nexus's registered key", parseKeyOption)
-    .requiredOption('--preempt-key <key>', 'the victim key (0 only with an all-registrants reservation)', parseKeyOption)
+    .requiredOption(
+      '--preempt-key <key>',
+      'the victim key (0 only with an all-registrants reservation)',
+      parseKeyOption,
+    )
     .option('--type <type>', 'type of the reservation to take', parsePrType)
     .option('--abort', 'PREEMPT AND ABORT: also abort the victims\u2019 outstanding commands')
     .action(async (compact, opts) => {
@@ -282,11 +365,27 @@ ${EXIT_CODE_HELP}`,
       });
     });
 
-  withProutOptions(program.command('move').description('PROUT REGISTER AND MOVE: hand the reservation to another nexus'))
+  withProutOptions(
+    program
+      .command('move')
+      .description('PROUT REGISTER AND MOVE: hand the reservation to another nexus'),
+  )
     .requiredOption('--key <key>', "the holder's key", parseKeyOption)
-    .requiredOption('--destination-key <key>', 'key to register for the destination', parseKeyOption)
-    .requiredOption('--destination <port>', 'destination initiator port, e.g. sas:0x5000c50012345678', parseTransportIdOption)
-    .requiredOption('--relative-target-port <n>', 'RELATIVE TARGET PORT IDENTIFIER of the destination nexus', parseUint32)
+    .requiredOption(
+      '--destination-key <key>',
+      'key to register for the destination',
+      parseKeyOption,
+    )
+    .requiredOption(
+      '--destination <port>',
+      'destination initiator port, e.g. sas:0x5000c50012345678',
+      parseTransportIdOption,
+    )
+    .requiredOption(
+      '--relative-target-port <n>',
+      'RELATIVE TARGET PORT IDENTIFIER of the destination nexus',
+      parseUint32,
+    )
     .requiredOption('--type <type>', 'TYPE of the reservation being moved (we, ea, …)', parsePrType)
     .option('--unreg', 'unregister this nexus after the move')
     .option('--aptpl', 'persist through power loss')
@@ -323,8 +422,16 @@ function withTargetOptions<O extends Record<string, unknown>, G extends Record<s
     .option('--lu <id>', 'logical unit id (as `prfleet devices` shows it)')
     .option('--agent <id>', 'agent to act through')
     .option('--path <node>', 'device node on that agent')
-    .option('--timeout <duration>', 'device command timeout, e.g. 30s, 500ms (default 60s)', parseDurationMs)
-    .option('--deadline <duration>', 'how long to wait for the answer (default: --timeout + 5s)', parseDurationMs);
+    .option(
+      '--timeout <duration>',
+      'device command timeout, e.g. 30s, 500ms (default 60s)',
+      parseDurationMs,
+    )
+    .option(
+      '--deadline <duration>',
+      'how long to wait for the answer (default: --timeout + 5s)',
+      parseDurationMs,
+    );
 }
 
 /** Adds the target and the flags every PROUT command has. */
@@ -332,11 +439,18 @@ function withProutOptions<O extends Record<string, unknown>, G extends Record<st
   command: Command<[], O, G>,
 ) {
   return withTargetOptions(command)
-    .option('--idempotency-key <key>', 'makes the PROUT at most once: a repeat returns the recorded result')
+    .option(
+      '--idempotency-key <key>',
+      'makes the PROUT at most once: a repeat returns the recorded result',
+    )
     .option('--dry-run', 'validate and encode, but do not send')
     .option('--reason <text>', 'why (recorded in the history)')
     .option('--expect-generation <n>', 'send only if PRgeneration is still n', parseUint32)
-    .option('--expect-holder <key>', 'send only if this key holds the reservation (0: no reservation)', parseKeyOption);
+    .option(
+      '--expect-holder <key>',
+      'send only if this key holds the reservation (0: no reservation)',
+      parseKeyOption,
+    );
 }
 
 /** Flags shared by every PROUT, as parsed. */
@@ -357,7 +471,9 @@ function proutBase(target: Target, flags: ProutFlags) {
   const precondition =
     flags.expectGeneration !== undefined || flags.expectHolder !== undefined
       ? {
-          ...(flags.expectGeneration !== undefined ? { expectedGeneration: flags.expectGeneration } : {}),
+          ...(flags.expectGeneration !== undefined
+            ? { expectedGeneration: flags.expectGeneration }
+            : {}),
           ...(flags.expectHolder !== undefined ? { expectedHolderKey: flags.expectHolder } : {}),
         }
       : undefined;
@@ -386,7 +502,10 @@ function msDuration(ms: number): { seconds: bigint; nanos: number } {
   return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
 }
 
-function collectTransportId(value: string, previous: ReturnType<typeof parseTransportIdOption>[] = []) {
+function collectTransportId(
+  value: string,
+  previous: ReturnType<typeof parseTransportIdOption>[] = [],
+) {
   return [...previous, parseTransportIdOption(value)];
 }
 

@@ -48,7 +48,9 @@ export function prTypeShortName(type: PrType): string {
 
 /** Words for an outcome, e.g. "RESERVATION CONFLICT". */
 export function outcomeWords(outcome: Outcome): string {
-  return outcomeToJSON(outcome).replace(/^OUTCOME_/, '').replaceAll('_', ' ');
+  return outcomeToJSON(outcome)
+    .replace(/^OUTCOME_/, '')
+    .replaceAll('_', ' ');
 }
 
 /** Sense in words, e.g. "UNIT ATTENTION: registrations preempted (asc/ascq 2a/05)". */
@@ -86,7 +88,11 @@ export function transportIdWords(id: TransportId | undefined): string {
 function ago(date: Date | undefined, now: Date): string {
   if (!date) return '-';
   const s = Math.max(0, Math.round((now.getTime() - date.getTime()) / 1000));
-  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+  return s < 120
+    ? `${s}s ago`
+    : s < 7200
+      ? `${Math.round(s / 60)}m ago`
+      : `${Math.round(s / 3600)}h ago`;
 }
 
 /** Table of agents. */
@@ -124,7 +130,11 @@ export function renderDevices(units: readonly LogicalUnit[]): string {
     const paths = lu.paths
       .map((p) => {
         const port = transportIdWords(p.path?.initiatorPort);
-        const state = !p.agentConnected ? ' [agent offline]' : p.path && !p.path.online ? ' [path offline]' : '';
+        const state = !p.agentConnected
+          ? ' [agent offline]'
+          : p.path && !p.path.online
+            ? ' [path offline]'
+            : '';
         return `${p.agentId}:${p.path?.path ?? ''}${port ? ` ${port}` : ''}${state}`;
       })
       .join('\n');
@@ -143,8 +153,10 @@ export function renderDevices(units: readonly LogicalUnit[]): string {
 /** A short verdict for a result, e.g. "GOOD" or "CHECK CONDITION: ILLEGAL REQUEST: …". */
 export function resultVerdict(result: CommandResult): string {
   const words = outcomeWords(result.outcome);
-  if (result.outcome === Outcome.OUTCOME_CHECK_CONDITION && result.sense) return `${words}, ${senseWords(result.sense)}`;
-  if (result.message && result.outcome !== Outcome.OUTCOME_GOOD) return `${words}: ${result.message}`;
+  if (result.outcome === Outcome.OUTCOME_CHECK_CONDITION && result.sense)
+    return `${words}, ${senseWords(result.sense)}`;
+  if (result.message && result.outcome !== Outcome.OUTCOME_GOOD)
+    return `${words}: ${result.message}`;
   return words;
 }
 
@@ -175,10 +187,15 @@ export function renderResult(action: string, result: CommandResult): string {
   const row = (name: string, value: string) => facts.push({ [name]: value });
   row('nexus', `${result.agentId}:${result.path}`);
   if (result.luId) row('logical unit', result.luId);
-  row('status', `0x${result.status.toString(16).padStart(2, '0')} ${result.statusName || outcomeWords(result.outcome)}`);
+  row(
+    'status',
+    `0x${result.status.toString(16).padStart(2, '0')} ${result.statusName || outcomeWords(result.outcome)}`,
+  );
   if (result.sense) row('sense', senseWords(result.sense));
-  if (result.hostStatus !== 0) row('host status', `0x${result.hostStatus.toString(16).padStart(2, '0')}`);
-  if (result.generation !== undefined) row('PRgeneration', `0x${result.generation.toString(16).padStart(8, '0')}`);
+  if (result.hostStatus !== 0)
+    row('host status', `0x${result.hostStatus.toString(16).padStart(2, '0')}`);
+  if (result.generation !== undefined)
+    row('PRgeneration', `0x${result.generation.toString(16).padStart(8, '0')}`);
   if (result.duration) row('device time', `${durationMs(result.duration).toFixed(3)} ms`);
   if (result.cdb.length > 0) row('cdb', Buffer.from(result.cdb).toString('hex'));
   if (result.idempotencyKey) row('idempotency key', result.idempotencyKey);
@@ -196,8 +213,12 @@ export function renderResult(action: string, result: CommandResult): string {
 
 /** The unit attentions a result consumed, as news. */
 export function renderUnitAttentions(result: CommandResult): string {
-  const items = result.unitAttentions.map((ua) => `  • ${ua.sense ? senseWords(ua.sense) : 'UNIT ATTENTION'}`);
-  return [`Unit attentions consumed before the command ran (news for this nexus):`, ...items].join('\n');
+  const items = result.unitAttentions.map(
+    (ua) => `  • ${ua.sense ? senseWords(ua.sense) : 'UNIT ATTENTION'}`,
+  );
+  return [`Unit attentions consumed before the command ran (news for this nexus):`, ...items].join(
+    '\n',
+  );
 }
 
 /** The decoded data-in of a PRIN result as a table ('' when none). */
@@ -230,7 +251,11 @@ function renderKeys(data: ReadKeysData): string {
 function renderReservation(data: ReadReservationData): string {
   if (!data.reserved) return `No persistent reservation.${truncatedNote(data.truncated)}`;
   const t = table(['holder key', 'type', 'scope']);
-  t.push([formatKey(data.key), prTypeShortName(data.type), data.scope === 0 ? 'LU' : `0x${data.scope.toString(16)}`]);
+  t.push([
+    formatKey(data.key),
+    prTypeShortName(data.type),
+    data.scope === 0 ? 'LU' : `0x${data.scope.toString(16)}`,
+  ]);
   return `Reserved:\n${t.toString()}${truncatedNote(data.truncated)}`;
 }
 
@@ -245,7 +270,11 @@ function renderCapabilities(data: CapabilitiesData): string {
     { 'persist through power loss (PTPL_C)': yes(data.ptplC) },
     { 'PTPL active (PTPL_A)': yes(data.ptplA) },
     { 'allow commands': String(data.allowCommands) },
-    { 'types (TMV)': data.tmv ? data.supportedTypes.map(prTypeShortName).join(' ') : 'type mask not valid' },
+    {
+      'types (TMV)': data.tmv
+        ? data.supportedTypes.map(prTypeShortName).join(' ')
+        : 'type mask not valid',
+    },
   );
   return `${t.toString()}${truncatedNote(data.truncated)}`;
 }

@@ -32,18 +32,26 @@ export function parseCompactTarget(value: string): { agentId: string; path: stri
  * and path; otherwise a lone `--lu` lets the server pick an online path. Throws InvalidArgumentError naming the
  * missing or conflicting flag.
  */
-export function resolveTarget(compact: string | undefined, flags: TargetFlags, needsInitiator: boolean): Target {
+export function resolveTarget(
+  compact: string | undefined,
+  flags: TargetFlags,
+  needsInitiator: boolean,
+): Target {
   let agentId = flags.agent ?? '';
   let path = flags.path ?? '';
   if (compact !== undefined) {
     if (flags.agent !== undefined || flags.path !== undefined) {
-      throw new InvalidArgumentError(`give the target either as ${compact} or with --agent/--path, not both`);
+      throw new InvalidArgumentError(
+        `give the target either as ${compact} or with --agent/--path, not both`,
+      );
     }
     ({ agentId, path } = parseCompactTarget(compact));
   }
   const luId = flags.lu ?? '';
   if ((agentId === '') !== (path === '')) {
-    throw new InvalidArgumentError(agentId === '' ? '--path needs --agent' : '--agent needs --path');
+    throw new InvalidArgumentError(
+      agentId === '' ? '--path needs --agent' : '--agent needs --path',
+    );
   }
   if (needsInitiator && (agentId === '' || path === '')) {
     throw new InvalidArgumentError(

@@ -15,7 +15,9 @@ let stopping: Promise<void> | undefined;
 
 /** Stops every child (SIGTERM, then SIGKILL after 5 s), once. */
 function stopAll(): Promise<void> {
-  stopping ??= Promise.all(children.map((child) => child.stop({ graceMs: 5000 }))).then(() => undefined);
+  stopping ??= Promise.all(children.map((child) => child.stop({ graceMs: 5000 }))).then(
+    () => undefined,
+  );
   return stopping;
 }
 
@@ -32,7 +34,9 @@ async function main(): Promise<void> {
   write('Starting prfleet-server on a free port …\n');
   const server = await startServerProcess();
   children.push(server.handle);
-  write(`Server listening on ${server.address}. Starting prfleet-sim with examples/fabric-demo.yaml …\n`);
+  write(
+    `Server listening on ${server.address}. Starting prfleet-sim with examples/fabric-demo.yaml …\n`,
+  );
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);
   const connection = connectControl(server.address);
@@ -45,7 +49,9 @@ async function main(): Promise<void> {
   const [serverExit, simExit] = [server.handle.exited, sim.exited];
   await stopAll();
   const codes = await Promise.all([serverExit, simExit]);
-  write(`Stopped (server exit ${String(codes[0].code)}, sim exit ${String(codes[1].code)}). Demo complete.\n`);
+  write(
+    `Stopped (server exit ${String(codes[0].code)}, sim exit ${String(codes[1].code)}). Demo complete.\n`,
+  );
 }
 
 main().then(
@@ -53,10 +59,14 @@ main().then(
     process.exitCode = 0;
   },
   async (error: unknown) => {
-    process.stderr.write(`\ndemo failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.stderr.write(
+      `\ndemo failed: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
     for (const child of children) {
       if (!child.hasExited()) continue;
-      process.stderr.write(`${child.name} had exited; its last output:\n${child.lines.slice(-10).join('\n')}\n`);
+      process.stderr.write(
+        `${child.name} had exited; its last output:\n${child.lines.slice(-10).join('\n')}\n`,
+      );
     }
     await stopAll();
     process.exitCode = 1;

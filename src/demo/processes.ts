@@ -34,7 +34,10 @@ export interface ChildHandle {
    * Resolves with the first JSON log line (from now on or already printed) that `match` accepts; rejects when
    * the process exits first or after `timeoutMs`, quoting its last output.
    */
-  waitForLog(match: (entry: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>>;
+  waitForLog(
+    match: (entry: Record<string, unknown>) => boolean,
+    timeoutMs: number,
+  ): Promise<Record<string, unknown>>;
   /** Sends `signal` (default SIGTERM) and waits up to `graceMs` (default 5 s), then SIGKILLs. Resolves on exit. */
   stop(options?: { signal?: NodeJS.Signals; graceMs?: number }): Promise<ChildExit>;
   /** Sends a signal without waiting (e.g. SIGSTOP/SIGCONT/SIGKILL). */
@@ -69,7 +72,11 @@ export interface SpawnNodeOptions {
 }
 
 /** Starts `node <script> <args…>` with stdout and stderr captured line by line. */
-export function spawnNode(script: string, args: readonly string[], options: SpawnNodeOptions): ChildHandle {
+export function spawnNode(
+  script: string,
+  args: readonly string[],
+  options: SpawnNodeOptions,
+): ChildHandle {
   installExitHook();
   const child = spawn(process.execPath, [script, ...args], {
     cwd: options.cwd ?? repoRoot(),
@@ -114,7 +121,11 @@ export function spawnNode(script: string, args: readonly string[], options: Spaw
         if (!line.startsWith('{')) return undefined;
         try {
           const entry = JSON.parse(line) as unknown;
-          if (typeof entry === 'object' && entry !== null && match(entry as Record<string, unknown>)) {
+          if (
+            typeof entry === 'object' &&
+            entry !== null &&
+            match(entry as Record<string, unknown>)
+          ) {
             return entry as Record<string, unknown>;
           }
         } catch {
@@ -140,7 +151,9 @@ export function spawnNode(script: string, args: readonly string[], options: Spaw
       waiters.add(waiter);
       const timer = setTimeout(() => {
         cleanup();
-        rejectLog(new Error(`${options.name}: not ready after ${timeoutMs} ms; last output:\n${tail()}`));
+        rejectLog(
+          new Error(`${options.name}: not ready after ${timeoutMs} ms; last output:\n${tail()}`),
+        );
       }, timeoutMs);
       void exited.then((info) => {
         cleanup();
@@ -183,7 +196,9 @@ export function repoRoot(): string {
     if (existsSync(join(dir, 'package.json'))) return dir;
     dir = dirname(dir);
   }
-  throw new Error('cannot find the repository root (package.json) above ' + fileURLToPath(import.meta.url));
+  throw new Error(
+    'cannot find the repository root (package.json) above ' + fileURLToPath(import.meta.url),
+  );
 }
 
 /** Paths of the built binaries under `root`/dist. */
@@ -216,7 +231,10 @@ const READY_TIMEOUT_MS = 30_000;
  * `env` adds PRFLEET_* settings.
  */
 export async function startServerProcess(
-  options: { env?: Readonly<Record<string, string | undefined>>; onLine?: (line: string) => void } = {},
+  options: {
+    env?: Readonly<Record<string, string | undefined>>;
+    onLine?: (line: string) => void;
+  } = {},
 ): Promise<ServerProcess> {
   const handle = spawnNode(builtBinaries().server, [], {
     name: 'prfleet-server',
@@ -224,7 +242,10 @@ export async function startServerProcess(
     ...(options.onLine ? { onLine: options.onLine } : {}),
   });
   try {
-    const entry = await handle.waitForLog((e) => e['msg'] === 'listening' && typeof e['port'] === 'number', READY_TIMEOUT_MS);
+    const entry = await handle.waitForLog(
+      (e) => e['msg'] === 'listening' && typeof e['port'] === 'number',
+      READY_TIMEOUT_MS,
+    );
     const port = entry['port'] as number;
     return { handle, port, address: `127.0.0.1:${port}` };
   } catch (error) {
@@ -246,8 +267,19 @@ export async function startSimProcess(options: {
 }): Promise<ChildHandle> {
   const handle = spawnNode(
     builtBinaries().sim,
-    ['--server', options.address, '--plaintext', '--fabric', options.fabric, ...(options.extraArgs ?? [])],
-    { name: 'prfleet-sim', ...(options.env ? { env: options.env } : {}), ...(options.onLine ? { onLine: options.onLine } : {}) },
+    [
+      '--server',
+      options.address,
+      '--plaintext',
+      '--fabric',
+      options.fabric,
+      ...(options.extraArgs ?? []),
+    ],
+    {
+      name: 'prfleet-sim',
+      ...(options.env ? { env: options.env } : {}),
+      ...(options.onLine ? { onLine: options.onLine } : {}),
+    },
   );
   try {
     await handle.waitForLog((e) => e['msg'] === 'ready', READY_TIMEOUT_MS);
@@ -286,6 +318,9 @@ export function startAgentProcess(options: {
       options.host,
       ...(options.extraArgs ?? []),
     ],
-    { name: `prfleet-agent ${options.agentId}`, ...(options.onLine ? { onLine: options.onLine } : {}) },
+    {
+      name: `prfleet-agent ${options.agentId}`,
+      ...(options.onLine ? { onLine: options.onLine } : {}),
+    },
   );
 }

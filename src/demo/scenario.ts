@@ -6,7 +6,14 @@
 import Table from 'cli-table3';
 import { ClientError, Status } from 'nice-grpc-common';
 import type { CliControlClient } from '../cli/client.js';
-import { renderAgents, renderDevices, renderResult, renderUnitAttentions, prTypeShortName, senseWords } from '../cli/render.js';
+import {
+  renderAgents,
+  renderDevices,
+  renderResult,
+  renderUnitAttentions,
+  prTypeShortName,
+  senseWords,
+} from '../cli/render.js';
 import type { LogicalUnit, Target } from '../gen/prfleet/v1/control.js';
 import { Outcome, outcomeToJSON, PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../scsi/keys.js';
@@ -66,12 +73,17 @@ function table(head: string[]): Table.Table {
 export async function runScenario(client: CliControlClient, out: DemoOutput): Promise<DemoSummary> {
   const summary: DemoSummary = { commands: 0, conflicts: 0, unitAttentions: 0, refusedUpFront: 0 };
   let step = 0;
-  const say = (title: string, sentence: string) => out.write(`\n── Step ${++step}: ${title}\n${sentence}\n`);
+  const say = (title: string, sentence: string) =>
+    out.write(`\n── Step ${++step}: ${title}\n${sentence}\n`);
   const show = (text: string) => out.write(`${text}\n`);
   const call = { deadline: RPC_DEADLINE_MS };
 
   /** Counts a result, checks its outcome, and notes conflicts and unit attentions. */
-  const expectOutcome = (result: CommandResult | undefined, expected: Outcome, what: string): CommandResult => {
+  const expectOutcome = (
+    result: CommandResult | undefined,
+    expected: Outcome,
+    what: string,
+  ): CommandResult => {
     if (!result) throw new DemoError(`${what}: the server returned no result`);
     summary.commands++;
     if (result.outcome === Outcome.OUTCOME_RESERVATION_CONFLICT) summary.conflicts++;
@@ -87,18 +99,25 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
   };
 
   // ── The fleet as the server sees it.
-  say('the fleet', 'Three hosts run an agent each; they dial out to the server and report every path they see.');
+  say(
+    'the fleet',
+    'Three hosts run an agent each; they dial out to the server and report every path they see.',
+  );
   const { agents } = await client.listAgents({}, call);
   show(renderAgents(agents));
   const connected = new Set(agents.filter((a) => a.connected).map((a) => a.agentId));
-  for (const host of HOSTS) if (!connected.has(host.id)) throw new DemoError(`agent ${host.id} is not connected`);
+  for (const host of HOSTS)
+    if (!connected.has(host.id)) throw new DemoError(`agent ${host.id} is not connected`);
   const { logicalUnits } = await client.listDevices({}, call);
   show(renderDevices(logicalUnits));
   const loaderIds = [...new Set(logicalUnits.map((lu) => lu.loaderId))].sort();
   const loader = loaderIds[0];
-  const changer = logicalUnits.find((lu) => lu.loaderId === loader && lu.peripheralDeviceType === 8);
+  const changer = logicalUnits.find(
+    (lu) => lu.loaderId === loader && lu.peripheralDeviceType === 8,
+  );
   const drive = logicalUnits.find((lu) => lu.loaderId === loader && lu.peripheralDeviceType === 1);
-  if (!changer || !drive) throw new DemoError(`loader ${String(loader)} lacks a changer or a drive LU`);
+  if (!changer || !drive)
+    throw new DemoError(`loader ${String(loader)} lacks a changer or a drive LU`);
   const pathsOf = (lu: LogicalUnit, host: HostId): Target[] =>
     lu.paths
       .filter((p) => p.agentId === host && p.path)
@@ -108,7 +127,8 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
     if (!target) throw new DemoError(`${host} has no path to ${lu.luId}`);
     return target;
   };
-  const name = (lu: LogicalUnit) => `${lu.loaderId} ${lu.peripheralDeviceType === 8 ? 'changer' : 'drive'}`;
+  const name = (lu: LogicalUnit) =>
+    `${lu.loaderId} ${lu.peripheralDeviceType === 8 ? 'changer' : 'drive'}`;
 
   // ── Registration on every path.
   say(
@@ -120,40 +140,92 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
     for (const lu of [changer, drive]) {
       for (const target of pathsOf(lu, host.id)) {
         const { result } = await client.register(
-          { target, key: 0n, newKey: host.key, options: { commandTimeout: COMMAND_TIMEOUT, reason: 'demo: join the loader' } },
+          {
+            target,
+            key: 0n,
+            newKey: host.key,
+            options: { commandTimeout: COMMAND_TIMEOUT, reason: 'demo: join the loader' },
+          },
           call,
         );
         const r = expectOutcome(result, Outcome.OUTCOME_GOOD, `REGISTER ${host.id} ${target.path}`);
-        const news = r.unitAttentions.map((ua) => ua.sense?.description ?? 'unit attention').join(', ');
-        registrations.push([host.id, target.path, name(lu), formatKey(host.key), news ? `GOOD (news: ${news})` : 'GOOD']);
+        const news = r.unitAttentions
+          .map((ua) => ua.sense?.description ?? 'unit attention')
+          .join(', ');
+        registrations.push([
+          host.id,
+          target.path,
+          name(lu),
+          formatKey(host.key),
+          news ? `GOOD (news: ${news})` : 'GOOD',
+        ]);
       }
     }
   }
   show(registrations.toString());
 
   // ── Host A reserves the changer.
-  say('host-a reserves the changer', `host-a takes a Write Exclusive reservation on the ${name(changer)}, so only it can move tapes.`);
+  say(
+    'host-a reserves the changer',
+    `host-a takes a Write Exclusive reservation on the ${name(changer)}, so only it can move tapes.`,
+  );
   const reserveChanger = await client.reserve(
-    { target: firstPath(changer, 'host-a'), key: keyOf('host-a'), type: PrType.PR_TYPE_WRITE_EXCLUSIVE, options: { commandTimeout: COMMAND_TIMEOUT } },
+    {
+      target: firstPath(changer, 'host-a'),
+      key: keyOf('host-a'),
+      type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
     call,
   );
-  show(renderResult('RESERVE (WE)', expectOutcome(reserveChanger.result, Outcome.OUTCOME_GOOD, 'host-a RESERVE changer')));
+  show(
+    renderResult(
+      'RESERVE (WE)',
+      expectOutcome(reserveChanger.result, Outcome.OUTCOME_GOOD, 'host-a RESERVE changer'),
+    ),
+  );
 
   // ── Host C grabs the drive.
-  say('greedy host-c grabs the drive', `host-c takes Exclusive Access on the ${name(drive)}: nobody else may even read it.`);
+  say(
+    'greedy host-c grabs the drive',
+    `host-c takes Exclusive Access on the ${name(drive)}: nobody else may even read it.`,
+  );
   const grab = await client.reserve(
-    { target: firstPath(drive, 'host-c'), key: keyOf('host-c'), type: PrType.PR_TYPE_EXCLUSIVE_ACCESS, options: { commandTimeout: COMMAND_TIMEOUT } },
+    {
+      target: firstPath(drive, 'host-c'),
+      key: keyOf('host-c'),
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
     call,
   );
-  show(renderResult('RESERVE (EA)', expectOutcome(grab.result, Outcome.OUTCOME_GOOD, 'host-c RESERVE drive')));
+  show(
+    renderResult(
+      'RESERVE (EA)',
+      expectOutcome(grab.result, Outcome.OUTCOME_GOOD, 'host-c RESERVE drive'),
+    ),
+  );
 
   // ── A conflict is a normal result.
-  say('host-b tries the drive', 'The drive says RESERVATION CONFLICT. That is an answer, not a failure: the RPC returns OK with the result.');
+  say(
+    'host-b tries the drive',
+    'The drive says RESERVATION CONFLICT. That is an answer, not a failure: the RPC returns OK with the result.',
+  );
   const blocked = await client.reserve(
-    { target: firstPath(drive, 'host-b'), key: keyOf('host-b'), type: PrType.PR_TYPE_WRITE_EXCLUSIVE, options: { commandTimeout: COMMAND_TIMEOUT } },
+    {
+      target: firstPath(drive, 'host-b'),
+      key: keyOf('host-b'),
+      type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
     call,
   );
-  show(renderResult('RESERVE (WE)', expectOutcome(blocked.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-b RESERVE drive')));
+  show(
+    renderResult(
+      'RESERVE (WE)',
+      expectOutcome(blocked.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-b RESERVE drive'),
+    ),
+  );
   show('(`prfleet reserve` would exit 24 here, as sg_persist does.)');
 
   // ── The operator looks: READ FULL STATUS is refused up front on the changer.
@@ -162,30 +234,71 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
     `READ FULL STATUS first. The ${changer.capabilities?.profile ?? 'changer'} profile does not support it, so the server refuses before sending anything:`,
   );
   try {
-    await client.readFullStatus({ target: { luId: changer.luId, agentId: '', path: '' }, options: { commandTimeout: COMMAND_TIMEOUT } }, call);
+    await client.readFullStatus(
+      {
+        target: { luId: changer.luId, agentId: '', path: '' },
+        options: { commandTimeout: COMMAND_TIMEOUT },
+      },
+      call,
+    );
     throw new DemoError('READ FULL STATUS on the changer was not refused');
   } catch (error) {
     if (!(error instanceof ClientError) || error.code !== Status.FAILED_PRECONDITION) throw error;
     summary.refusedUpFront++;
     show(`  FAILED_PRECONDITION: ${error.details}`);
   }
-  show('So the operator reads the changer with READ KEYS and READ RESERVATION, and the drive with READ FULL STATUS:');
-  const changerKeys = await client.readKeys({ target: { luId: changer.luId, agentId: '', path: '' }, options: { commandTimeout: COMMAND_TIMEOUT } }, call);
-  show(renderKeysWithOwners(expectOutcome(changerKeys.result, Outcome.OUTCOME_GOOD, 'READ KEYS changer'), name(changer)));
-  const changerReservation = await client.readReservation({ target: { luId: changer.luId, agentId: '', path: '' }, options: { commandTimeout: COMMAND_TIMEOUT } }, call);
-  const changerHolder = expectOutcome(changerReservation.result, Outcome.OUTCOME_GOOD, 'READ RESERVATION changer');
-  const fullStatus = await client.readFullStatus({ target: firstPath(drive, 'host-a'), options: { commandTimeout: COMMAND_TIMEOUT } }, call);
-  const driveStatus = expectOutcome(fullStatus.result, Outcome.OUTCOME_GOOD, 'READ FULL STATUS drive');
+  show(
+    'So the operator reads the changer with READ KEYS and READ RESERVATION, and the drive with READ FULL STATUS:',
+  );
+  const changerKeys = await client.readKeys(
+    {
+      target: { luId: changer.luId, agentId: '', path: '' },
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
+    call,
+  );
+  show(
+    renderKeysWithOwners(
+      expectOutcome(changerKeys.result, Outcome.OUTCOME_GOOD, 'READ KEYS changer'),
+      name(changer),
+    ),
+  );
+  const changerReservation = await client.readReservation(
+    {
+      target: { luId: changer.luId, agentId: '', path: '' },
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
+    call,
+  );
+  const changerHolder = expectOutcome(
+    changerReservation.result,
+    Outcome.OUTCOME_GOOD,
+    'READ RESERVATION changer',
+  );
+  const fullStatus = await client.readFullStatus(
+    { target: firstPath(drive, 'host-a'), options: { commandTimeout: COMMAND_TIMEOUT } },
+    call,
+  );
+  const driveStatus = expectOutcome(
+    fullStatus.result,
+    Outcome.OUTCOME_GOOD,
+    'READ FULL STATUS drive',
+  );
   show(renderResult('READ FULL STATUS (drive)', driveStatus));
   const holders = table(['logical unit', 'holder', 'type']);
-  const changerData = changerHolder.data?.$case === 'readReservation' ? changerHolder.data.value : undefined;
+  const changerData =
+    changerHolder.data?.$case === 'readReservation' ? changerHolder.data.value : undefined;
   holders.push([
     name(changer),
-    changerData?.reserved ? `${hostOfKey(changerData.key)} (${formatKey(changerData.key)})` : 'nobody',
+    changerData?.reserved
+      ? `${hostOfKey(changerData.key)} (${formatKey(changerData.key)})`
+      : 'nobody',
     changerData?.reserved ? prTypeShortName(changerData.type) : '',
   ]);
   const driveHolder =
-    driveStatus.data?.$case === 'fullStatus' ? driveStatus.data.value.descriptors.find((d) => d.reservationHolder) : undefined;
+    driveStatus.data?.$case === 'fullStatus'
+      ? driveStatus.data.value.descriptors.find((d) => d.reservationHolder)
+      : undefined;
   holders.push([
     name(drive),
     driveHolder ? `${hostOfKey(driveHolder.key)} (${formatKey(driveHolder.key)})` : 'nobody',
@@ -199,7 +312,10 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
   }
 
   // ── Host A preempts C on the drive.
-  say('host-a preempts host-c on the drive', "PREEMPT removes host-c's registrations and hands the reservation to host-a.");
+  say(
+    'host-a preempts host-c on the drive',
+    "PREEMPT removes host-c's registrations and hands the reservation to host-a.",
+  );
   const preempt = await client.preempt(
     {
       target: firstPath(drive, 'host-a'),
@@ -207,35 +323,71 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
       preemptKey: keyOf('host-c'),
       type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
       abort: false,
-      options: { commandTimeout: COMMAND_TIMEOUT, reason: 'demo: free the drive for the nightly backup' },
+      options: {
+        commandTimeout: COMMAND_TIMEOUT,
+        reason: 'demo: free the drive for the nightly backup',
+      },
     },
     call,
   );
-  show(renderResult('PREEMPT (EA)', expectOutcome(preempt.result, Outcome.OUTCOME_GOOD, 'host-a PREEMPT drive')));
+  show(
+    renderResult(
+      'PREEMPT (EA)',
+      expectOutcome(preempt.result, Outcome.OUTCOME_GOOD, 'host-a PREEMPT drive'),
+    ),
+  );
 
   // ── C's next command sees the unit attention.
-  say('host-c finds out', "host-c's next command meets a UNIT ATTENTION; the agent retries past it and reports it as news.");
-  const cReads = await client.readKeys({ target: firstPath(drive, 'host-c'), options: { commandTimeout: COMMAND_TIMEOUT } }, call);
+  say(
+    'host-c finds out',
+    "host-c's next command meets a UNIT ATTENTION; the agent retries past it and reports it as news.",
+  );
+  const cReads = await client.readKeys(
+    { target: firstPath(drive, 'host-c'), options: { commandTimeout: COMMAND_TIMEOUT } },
+    call,
+  );
   const news = expectOutcome(cReads.result, Outcome.OUTCOME_GOOD, 'host-c READ KEYS drive');
-  const preempted = news.unitAttentions.find((ua) => ua.sense?.asc === 0x2a && ua.sense.ascq === 0x05);
+  const preempted = news.unitAttentions.find(
+    (ua) => ua.sense?.asc === 0x2a && ua.sense.ascq === 0x05,
+  );
   if (!preempted) {
-    throw new DemoError(`host-c's READ KEYS did not report REGISTRATIONS PREEMPTED (got ${news.unitAttentions.length} unit attentions)`);
+    throw new DemoError(
+      `host-c's READ KEYS did not report REGISTRATIONS PREEMPTED (got ${news.unitAttentions.length} unit attentions)`,
+    );
   }
   show(renderUnitAttentions(news));
   show(renderKeysWithOwners(news, name(drive)));
   const retry = await client.reserve(
-    { target: firstPath(drive, 'host-c'), key: keyOf('host-c'), type: PrType.PR_TYPE_EXCLUSIVE_ACCESS, options: { commandTimeout: COMMAND_TIMEOUT } },
+    {
+      target: firstPath(drive, 'host-c'),
+      key: keyOf('host-c'),
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
     call,
   );
-  show(renderResult('RESERVE (EA) with its old key', expectOutcome(retry.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-c RESERVE again')));
+  show(
+    renderResult(
+      'RESERVE (EA) with its old key',
+      expectOutcome(retry.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-c RESERVE again'),
+    ),
+  );
 
   // ── Summary.
   say('summary', 'Final state, read back from the devices:');
   const final = table(['logical unit', 'lu id', 'holder', 'type', 'registrations', 'PRgeneration']);
   for (const lu of [changer, drive]) {
     const target = { luId: lu.luId, agentId: '', path: '' };
-    const keys = expectOutcome((await client.readKeys({ target }, call)).result, Outcome.OUTCOME_GOOD, 'READ KEYS summary');
-    const res = expectOutcome((await client.readReservation({ target }, call)).result, Outcome.OUTCOME_GOOD, 'READ RESERVATION summary');
+    const keys = expectOutcome(
+      (await client.readKeys({ target }, call)).result,
+      Outcome.OUTCOME_GOOD,
+      'READ KEYS summary',
+    );
+    const res = expectOutcome(
+      (await client.readReservation({ target }, call)).result,
+      Outcome.OUTCOME_GOOD,
+      'READ RESERVATION summary',
+    );
     const k = keys.data?.$case === 'readKeys' ? keys.data.value : undefined;
     const r = res.data?.$case === 'readReservation' ? res.data.value : undefined;
     final.push([
@@ -259,6 +411,8 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
 function renderKeysWithOwners(result: CommandResult, what: string): string {
   if (result.data?.$case !== 'readKeys') return `${what}: no key data`;
   const t = table(['#', 'registered key', 'host']);
-  result.data.value.keys.forEach((key, i) => t.push([String(i + 1), formatKey(key), hostOfKey(key)]));
+  result.data.value.keys.forEach((key, i) =>
+    t.push([String(i + 1), formatKey(key), hostOfKey(key)]),
+  );
   return `Keys on the ${what} (PRgeneration ${result.data.value.generation}), one per registered nexus:\n${t.toString()}`;
 }

@@ -5,7 +5,12 @@ import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/program.js';
 import { ExitCode, exitCodeForResult, exitCodeForSense } from '../../src/cli/exit-codes.js';
 import { stringifyJson, toCliJson } from '../../src/cli/json.js';
-import { parseDurationMs, parseKeyOption, parsePrType, parseTransportIdOption } from '../../src/cli/parse.js';
+import {
+  parseDurationMs,
+  parseKeyOption,
+  parsePrType,
+  parseTransportIdOption,
+} from '../../src/cli/parse.js';
 import { renderResult } from '../../src/cli/render.js';
 import { resolveTarget } from '../../src/cli/target.js';
 import { CommandResult, Outcome, PrType } from '../../src/gen/prfleet/v1/scsi.js';
@@ -31,7 +36,10 @@ async function closedPort(): Promise<number> {
 describe('exit codes', () => {
   it('follows sg3_utils for device answers', () => {
     const result = (outcome: Outcome, senseKey?: number, asc = 0) =>
-      CommandResult.fromPartial({ outcome, ...(senseKey !== undefined ? { sense: { senseKey, asc } } : {}) });
+      CommandResult.fromPartial({
+        outcome,
+        ...(senseKey !== undefined ? { sense: { senseKey, asc } } : {}),
+      });
     expect(exitCodeForResult(result(Outcome.OUTCOME_GOOD))).toBe(0);
     expect(exitCodeForResult(result(Outcome.OUTCOME_RESERVATION_CONFLICT))).toBe(24);
     expect(exitCodeForResult(result(Outcome.OUTCOME_CHECK_CONDITION, 5, 0x24))).toBe(5);
@@ -40,7 +48,11 @@ describe('exit codes', () => {
     expect(exitCodeForResult(result(Outcome.OUTCOME_CHECK_CONDITION, 2, 0x04))).toBe(2);
     expect(exitCodeForResult(result(Outcome.OUTCOME_BUSY))).toBe(26);
     expect(exitCodeForResult(result(Outcome.OUTCOME_UNKNOWN))).toBe(ExitCode.OUTCOME_UNKNOWN);
-    expect(exitCodeForResult(CommandResult.fromPartial({ outcome: Outcome.OUTCOME_OS_ERROR, errno: 13 }))).toBe(63);
+    expect(
+      exitCodeForResult(
+        CommandResult.fromPartial({ outcome: Outcome.OUTCOME_OS_ERROR, errno: 13 }),
+      ),
+    ).toBe(63);
     expect(exitCodeForSense(0xe, 0)).toBe(ExitCode.OTHER_SENSE);
   });
 });
@@ -71,13 +83,24 @@ describe('option parsing', () => {
     const sas = parseTransportIdOption('sas:0x5000c50012345678');
     expect(sas.id).toEqual({ $case: 'sas', value: { sasAddress: 0x5000c50012345678n } });
     const iscsi = parseTransportIdOption('iscsi:iqn.1994-05.com.example:h1,i,0x23D000000001');
-    expect(iscsi.id).toEqual({ $case: 'iscsi', value: { name: 'iqn.1994-05.com.example:h1', isid: '23d000000001' } });
+    expect(iscsi.id).toEqual({
+      $case: 'iscsi',
+      value: { name: 'iqn.1994-05.com.example:h1', isid: '23d000000001' },
+    });
     expect(() => parseTransportIdOption('wwn:1')).toThrow(/not an initiator port/);
   });
 
   it('resolves compact and flag targets, and names what is missing', () => {
-    expect(resolveTarget('host-a:/dev/sg3', {}, true)).toEqual({ luId: '', agentId: 'host-a', path: '/dev/sg3' });
-    expect(resolveTarget(undefined, { lu: 'naa.1' }, false)).toEqual({ luId: 'naa.1', agentId: '', path: '' });
+    expect(resolveTarget('host-a:/dev/sg3', {}, true)).toEqual({
+      luId: '',
+      agentId: 'host-a',
+      path: '/dev/sg3',
+    });
+    expect(resolveTarget(undefined, { lu: 'naa.1' }, false)).toEqual({
+      luId: 'naa.1',
+      agentId: '',
+      path: '',
+    });
     expect(() => resolveTarget(undefined, { lu: 'naa.1' }, true)).toThrow(/acts as one I_T nexus/);
     expect(() => resolveTarget('host-a:/dev/sg3', { agent: 'b' }, true)).toThrow(/not both/);
     expect(() => resolveTarget(undefined, { agent: 'a' }, false)).toThrow(/--agent needs --path/);
@@ -93,14 +116,30 @@ describe('output', () => {
     duration: { seconds: 0n, nanos: 150_000 },
     cdb: Buffer.from('5e00000000000000200000', 'hex'),
     generation: 4,
-    data: { $case: 'readKeys', value: { generation: 4, keys: [0x77n, (1n << 64n) - 1n], additionalLength: 16 } },
-    unitAttentions: [{ sense: { senseKey: 6, senseKeyName: 'UNIT ATTENTION', asc: 0x2a, ascq: 0x05, description: 'registrations preempted' } }],
+    data: {
+      $case: 'readKeys',
+      value: { generation: 4, keys: [0x77n, (1n << 64n) - 1n], additionalLength: 16 },
+    },
+    unitAttentions: [
+      {
+        sense: {
+          senseKey: 6,
+          senseKeyName: 'UNIT ATTENTION',
+          asc: 0x2a,
+          ascq: 0x05,
+          description: 'registrations preempted',
+        },
+      },
+    ],
   });
 
   it('writes keys as 16 hex digits in JSON, with enums by name, and never throws on a bigint', () => {
     const json = toCliJson(result) as Record<string, unknown>;
     expect(json['outcome']).toBe('OUTCOME_GOOD');
-    expect(json['readKeys']).toMatchObject({ keys: ['0x0000000000000077', '0xffffffffffffffff'], generation: 4 });
+    expect(json['readKeys']).toMatchObject({
+      keys: ['0x0000000000000077', '0xffffffffffffffff'],
+      generation: 4,
+    });
     expect(json['durationMs']).toBe(0.15);
     expect(json['cdb']).toBe('5e00000000000000200000');
     expect(() => JSON.parse(stringifyJson({ result }))).not.toThrow();
@@ -137,7 +176,14 @@ describe('runCli without a server', () => {
 
   it('says the server is unreachable and how to point at it (exit 80)', async () => {
     const port = await closedPort();
-    const run = await cli('--server', `127.0.0.1:${port}`, 'keys', 'host-a:/dev/sg3', '--timeout', '2s');
+    const run = await cli(
+      '--server',
+      `127.0.0.1:${port}`,
+      'keys',
+      'host-a:/dev/sg3',
+      '--timeout',
+      '2s',
+    );
     expect(run.code).toBe(ExitCode.RPC_UNAVAILABLE);
     expect(run.stderr).toContain(`cannot reach the prfleet server at 127.0.0.1:${port}`);
     expect(run.stderr).toContain('PRFLEET_SERVER');

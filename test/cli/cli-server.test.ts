@@ -44,7 +44,15 @@ describe('prfleet against a running server', () => {
     expect(agents.stdout).toMatch(/host-c\s*│\s*\S+\s*│\s*dc2\s*│\s*connected\s*│\s*4/);
     expect(agents.stdout).not.toContain('host-a');
 
-    const vault = await cli('devices', '--label', 'role=vault', '--loader', 'loader2', '--type', 'changer');
+    const vault = await cli(
+      'devices',
+      '--label',
+      'role=vault',
+      '--loader',
+      'loader2',
+      '--type',
+      'changer',
+    );
     expect(vault.code).toBe(0);
     expect(vault.stdout).toContain('naa.5000e11100000003');
     expect(vault.stdout).toContain('host-c:/dev/sg2 sas:0x500605b000000c01');
@@ -58,8 +66,12 @@ describe('prfleet against a running server', () => {
 
   it('prints capabilities, full status and reservation tables', async () => {
     expect((await cli('register', 'host-a:/dev/sg4', '--new-key', '0x1a')).code).toBe(0);
-    expect((await cli('register', 'host-b:/dev/sg3', '--ignore-existing', '--new-key', '0x1b')).code).toBe(0);
-    expect((await cli('reserve', 'host-a:/dev/sg4', '--key', '0x1a', '--type', 'we-ro')).code).toBe(0);
+    expect(
+      (await cli('register', 'host-b:/dev/sg3', '--ignore-existing', '--new-key', '0x1b')).code,
+    ).toBe(0);
+    expect((await cli('reserve', 'host-a:/dev/sg4', '--key', '0x1a', '--type', 'we-ro')).code).toBe(
+      0,
+    );
 
     const caps = await cli('caps', '--lu', DRIVE);
     expect(caps.code).toBe(0);
@@ -69,26 +81,66 @@ describe('prfleet against a running server', () => {
     const status = await cli('status', 'host-c:/dev/sg3');
     expect(status.code).toBe(0);
     expect(status.stdout).toContain('2 registered nexus(es):');
-    expect(status.stdout).toMatch(/0x000000000000001a\s*│\s*yes\s*│\s*WE-RO\s*│\s*│\s*\d+\s*│\s*sas:0x500605b000000a01/);
-    expect(status.stdout).toMatch(/0x000000000000001b\s*│\s*│\s*│\s*│\s*\d+\s*│\s*sas:0x500605b000000b01/);
+    expect(status.stdout).toMatch(
+      /0x000000000000001a\s*│\s*yes\s*│\s*WE-RO\s*│\s*│\s*\d+\s*│\s*sas:0x500605b000000a01/,
+    );
+    expect(status.stdout).toMatch(
+      /0x000000000000001b\s*│\s*│\s*│\s*│\s*\d+\s*│\s*sas:0x500605b000000b01/,
+    );
 
     const reservation = await cli('reservation', '--lu', DRIVE);
     expect(reservation.stdout).toMatch(/0x000000000000001a\s*│\s*WE-RO\s*│\s*LU/);
   });
 
   it('returns the recorded result for a repeated idempotency key and refuses a stale precondition', async () => {
-    const first = await cli('-o', 'json', 'register', 'host-c:/dev/sg3', '--new-key', '0x1c', '--idempotency-key', 'join-1c');
-    const repeat = await cli('-o', 'json', 'register', 'host-c:/dev/sg3', '--new-key', '0x1c', '--idempotency-key', 'join-1c');
+    const first = await cli(
+      '-o',
+      'json',
+      'register',
+      'host-c:/dev/sg3',
+      '--new-key',
+      '0x1c',
+      '--idempotency-key',
+      'join-1c',
+    );
+    const repeat = await cli(
+      '-o',
+      'json',
+      'register',
+      'host-c:/dev/sg3',
+      '--new-key',
+      '0x1c',
+      '--idempotency-key',
+      'join-1c',
+    );
     expect(first.code).toBe(0);
     expect(repeat.code).toBe(0);
-    expect(JSON.parse(repeat.stdout).result.commandId).toBe(JSON.parse(first.stdout).result.commandId);
+    expect(JSON.parse(repeat.stdout).result.commandId).toBe(
+      JSON.parse(first.stdout).result.commandId,
+    );
 
     const keys = JSON.parse((await cli('-o', 'json', 'keys', '--lu', DRIVE)).stdout);
     const generation = keys.result.readKeys.generation as number;
-    const stale = await cli('clear', 'host-c:/dev/sg3', '--key', '0x1c', '--expect-generation', String(generation - 1));
+    const stale = await cli(
+      'clear',
+      'host-c:/dev/sg3',
+      '--key',
+      '0x1c',
+      '--expect-generation',
+      String(generation - 1),
+    );
     expect(stale.code).toBe(ExitCode.RPC_FAILED_PRECONDITION);
     expect(stale.stderr).toContain('re-read it');
-    const noHolder = await cli('preempt', 'host-c:/dev/sg3', '--key', '0x1c', '--preempt-key', '0x1b', '--expect-holder', '0');
+    const noHolder = await cli(
+      'preempt',
+      'host-c:/dev/sg3',
+      '--key',
+      '0x1c',
+      '--preempt-key',
+      '0x1b',
+      '--expect-holder',
+      '0',
+    );
     expect(noHolder.code).toBe(ExitCode.RPC_FAILED_PRECONDITION);
     // Nothing was sent: host-b is still registered.
     expect((await cli('keys', '--lu', DRIVE)).stdout).toContain('0x000000000000001b');

@@ -66,7 +66,12 @@ describe('the built binaries', () => {
 
     const agents = await run('-o', 'json', 'agents');
     expect(agents.code).toBe(0);
-    expect(json(agents.stdout)['agents'].map((a: { agentId: string; connected: boolean }) => [a.agentId, a.connected])).toEqual([
+    expect(
+      json(agents.stdout)['agents'].map((a: { agentId: string; connected: boolean }) => [
+        a.agentId,
+        a.connected,
+      ]),
+    ).toEqual([
       ['host-a', true],
       ['host-b', true],
       ['host-c', true],
@@ -84,17 +89,34 @@ describe('the built binaries', () => {
     expect(reserved.stdout).toContain('RESERVE: GOOD');
 
     // A RESERVATION CONFLICT is a result: printed like any other, exit 24 as sg_persist.
-    const conflict = await run('-o', 'json', 'reserve', 'host-b:/dev/sg1', '--key', '0xb1', '--type', 'ea');
+    const conflict = await run(
+      '-o',
+      'json',
+      'reserve',
+      'host-b:/dev/sg1',
+      '--key',
+      '0xb1',
+      '--type',
+      'ea',
+    );
     expect(conflict.code).toBe(ExitCode.RESERVATION_CONFLICT);
     expect(json(conflict.stdout)).toMatchObject({
       action: 'RESERVE',
       exitCode: 24,
-      result: { outcome: 'OUTCOME_RESERVATION_CONFLICT', status: 0x18, agentId: 'host-b', path: '/dev/sg1' },
+      result: {
+        outcome: 'OUTCOME_RESERVATION_CONFLICT',
+        status: 0x18,
+        agentId: 'host-b',
+        path: '/dev/sg1',
+      },
     });
 
     const keys = await run('-o', 'json', 'keys', '--lu', LOADER1_DRIVE);
     expect(keys.code).toBe(0);
-    expect(json(keys.stdout)['result']['readKeys']['keys']).toEqual(['0x00000000000000a1', '0x00000000000000b1']);
+    expect(json(keys.stdout)['result']['readKeys']['keys']).toEqual([
+      '0x00000000000000a1',
+      '0x00000000000000b1',
+    ]);
     const table = await run('reservation', '--lu', LOADER1_DRIVE);
     expect(table.stdout).toMatch(/0x00000000000000a1\s*│\s*EA/);
 
@@ -103,7 +125,16 @@ describe('the built binaries', () => {
     expect(dry.code).toBe(0);
     expect(json(dry.stdout)['result']['outcome']).toBe('OUTCOME_DRY_RUN');
 
-    const preempt = await run('preempt', 'host-b:/dev/sg1', '--key', '0xb1', '--preempt-key', '0xa1', '--type', 'ea');
+    const preempt = await run(
+      'preempt',
+      'host-b:/dev/sg1',
+      '--key',
+      '0xb1',
+      '--preempt-key',
+      '0xa1',
+      '--type',
+      'ea',
+    );
     expect(preempt.code).toBe(0);
     const news = await run('keys', 'host-a:/dev/sg2');
     expect(news.code).toBe(0);
@@ -126,7 +157,9 @@ describe('the built binaries', () => {
     const list = await bufCurl(address, 'prfleet.v1.ControlService/ListAgents');
     expect(list.stderr).toBe('');
     expect(list.code).toBe(0);
-    const agents = (JSON.parse(list.stdout) as { agents: { agentId: string; connected?: boolean }[] }).agents;
+    const agents = (
+      JSON.parse(list.stdout) as { agents: { agentId: string; connected?: boolean }[] }
+    ).agents;
     expect(agents.map((a) => [a.agentId, a.connected])).toEqual([
       ['host-a', true],
       ['host-b', true],
@@ -138,11 +171,17 @@ describe('the built binaries', () => {
       newKey: '193',
     });
     expect(register.code).toBe(0);
-    expect(JSON.parse(register.stdout)).toMatchObject({ result: { outcome: 'OUTCOME_GOOD', agentId: 'host-c' } });
-    const keys = await bufCurl(address, 'prfleet.v1.ControlService/ReadKeys', { target: { luId: LOADER1_DRIVE } });
+    expect(JSON.parse(register.stdout)).toMatchObject({
+      result: { outcome: 'OUTCOME_GOOD', agentId: 'host-c' },
+    });
+    const keys = await bufCurl(address, 'prfleet.v1.ControlService/ReadKeys', {
+      target: { luId: LOADER1_DRIVE },
+    });
     expect(JSON.parse(keys.stdout)).toMatchObject({ result: { readKeys: { keys: ['193'] } } });
     // A bad request: buf curl shows the status and the server's message.
-    const bad = await bufCurl(address, 'prfleet.v1.ControlService/Reserve', { target: { agentId: 'host-c' } });
+    const bad = await bufCurl(address, 'prfleet.v1.ControlService/Reserve', {
+      target: { agentId: 'host-c' },
+    });
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toMatch(/invalid_argument/i);
     expect(bad.stderr).toContain('target.path');

@@ -17,24 +17,33 @@ const KEY = { 'host-a': 0xa1n, 'host-b': 0xb1n, 'host-c': 0xc1n } as const;
 
 function keysOf(result: CommandResult | undefined): bigint[] {
   expect(result?.outcome).toBe(Outcome.OUTCOME_GOOD);
-  if (result?.data?.$case !== 'readKeys') throw new Error(`no READ KEYS data: ${String(result?.data?.$case)}`);
+  if (result?.data?.$case !== 'readKeys')
+    throw new Error(`no READ KEYS data: ${String(result?.data?.$case)}`);
   return result.data.value.keys;
 }
 
-describe.each([inProcessAgents, simChildProcess])('multi-host contention on one LU ($name)', (runner) => {
-  it(
-    'registers, reserves, returns the conflict as a result, preempts and reports the unit attention',
-    async () => {
+describe.each([inProcessAgents, simChildProcess])(
+  'multi-host contention on one LU ($name)',
+  (runner) => {
+    it('registers, reserves, returns the conflict as a result, preempts and reports the unit attention', async () => {
       const { client, address } = await startTestServer();
       await runner.start(address);
       await waitForPaths(client, LOADER1_DRIVE, 3);
       const options = { commandTimeout: TEN_SECONDS };
 
       for (const host of ['host-a', 'host-b', 'host-c'] as const) {
-        const { result } = await client.register({ target: DRIVE_PATHS[host], key: 0n, newKey: KEY[host], options });
+        const { result } = await client.register({
+          target: DRIVE_PATHS[host],
+          key: 0n,
+          newKey: KEY[host],
+          options,
+        });
         expect(result?.outcome, `REGISTER ${host}`).toBe(Outcome.OUTCOME_GOOD);
       }
-      const keys = await client.readKeys({ target: { luId: LOADER1_DRIVE, agentId: '', path: '' }, options });
+      const keys = await client.readKeys({
+        target: { luId: LOADER1_DRIVE, agentId: '', path: '' },
+        options,
+      });
       expect(keysOf(keys.result)).toEqual([0xa1n, 0xb1n, 0xc1n]);
       expect(keys.result?.generation).toBe(3);
 
@@ -64,7 +73,11 @@ describe.each([inProcessAgents, simChildProcess])('multi-host contention on one 
       const holder = await client.readReservation({ target: DRIVE_PATHS['host-c'], options });
       expect(holder.result?.data).toEqual({
         $case: 'readReservation',
-        value: expect.objectContaining({ reserved: true, key: 0xa1n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS }),
+        value: expect.objectContaining({
+          reserved: true,
+          key: 0xa1n,
+          type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+        }),
       });
 
       const preempt = await client.preempt({
@@ -80,10 +93,16 @@ describe.each([inProcessAgents, simChildProcess])('multi-host contention on one 
       // host-a's next command meets REGISTRATIONS PREEMPTED (2Ah/05h); the agent retries and lists it.
       const news = await client.readKeys({ target: DRIVE_PATHS['host-a'], options });
       expect(keysOf(news.result)).toEqual([0xb1n, 0xc1n]);
-      expect(news.result?.unitAttentions.map((ua) => [ua.sense?.senseKey, ua.sense?.asc, ua.sense?.ascq])).toEqual([
-        [6, 0x2a, 0x05],
-      ]);
-      expect(news.result?.unitAttentions[0]?.sense?.description).toMatch(/registrations preempted/i);
+      expect(
+        news.result?.unitAttentions.map((ua) => [
+          ua.sense?.senseKey,
+          ua.sense?.asc,
+          ua.sense?.ascq,
+        ]),
+      ).toEqual([[6, 0x2a, 0x05]]);
+      expect(news.result?.unitAttentions[0]?.sense?.description).toMatch(
+        /registrations preempted/i,
+      );
       // A unit attention is news once: the next command runs without one.
       const again = await client.readKeys({ target: DRIVE_PATHS['host-a'], options });
       expect(again.result?.unitAttentions).toEqual([]);
@@ -98,12 +117,14 @@ describe.each([inProcessAgents, simChildProcess])('multi-host contention on one 
         options,
       });
       expect(stale.result?.outcome).toBe(Outcome.OUTCOME_RESERVATION_CONFLICT);
-      const after = await client.readReservation({ target: { luId: LOADER1_DRIVE, agentId: '', path: '' }, options });
+      const after = await client.readReservation({
+        target: { luId: LOADER1_DRIVE, agentId: '', path: '' },
+        options,
+      });
       expect(after.result?.data).toEqual({
         $case: 'readReservation',
         value: expect.objectContaining({ reserved: true, key: 0xb1n }),
       });
-    },
-    180_000,
-  );
-});
+    }, 180_000);
+  },
+);

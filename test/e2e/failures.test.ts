@@ -36,7 +36,8 @@ async function rpcError(promise: Promise<unknown>): Promise<ClientError> {
     () => undefined,
     (e: unknown) => e,
   );
-  if (!(error instanceof ClientError)) throw new Error(`expected a ClientError, got ${String(error)}`);
+  if (!(error instanceof ClientError))
+    throw new Error(`expected a ClientError, got ${String(error)}`);
   return error;
 }
 
@@ -55,11 +56,29 @@ describe('agent processes failing', () => {
       { target: DRIVE_PATHS['host-a'], options: { commandTimeout: { seconds: 120n, nanos: 0 } } },
       { deadline: 60_000 },
     );
-    await expect.poll(() => server.router.inFlight, { timeout: 20_000, interval: 50 }).toBe(1);
+    // The CLI too, at the same time: it must exit with its UNKNOWN code and say to re-read.
+    const viaCli = cli(
+      address,
+      'keys',
+      'host-a:/dev/sg2',
+      '--timeout',
+      '120s',
+      '--deadline',
+      '60s',
+    );
+    await expect.poll(() => server.router.inFlight, { timeout: 20_000, interval: 50 }).toBe(2);
     agent.signal('SIGKILL');
     const { result } = await pending;
-    expect(result).toMatchObject({ outcome: Outcome.OUTCOME_UNKNOWN, agentId: 'host-a', path: '/dev/sg2' });
+    expect(result).toMatchObject({
+      outcome: Outcome.OUTCOME_UNKNOWN,
+      agentId: 'host-a',
+      path: '/dev/sg2',
+    });
     expect(result?.message).not.toBe('');
+    const unknown = await viaCli;
+    expect(unknown.code).toBe(ExitCode.OUTCOME_UNKNOWN);
+    expect(unknown.stdout).toContain('READ KEYS: UNKNOWN');
+    expect(unknown.stdout).toContain('re-read the LU');
     // The agent is gone now, so a new command is refused up front (UNAVAILABLE, nothing sent).
     const run = await runCliBinary(address, ['keys', 'host-a:/dev/sg2']);
     expect(run.code).toBe(ExitCode.RPC_UNAVAILABLE);
@@ -96,7 +115,9 @@ describe('agent processes failing', () => {
     agent.signal('SIGSTOP');
     try {
       const started = Date.now();
-      const error = await rpcError(client.readKeys({ target: DRIVE_PATHS['host-c'] }, { deadline: 1000 }));
+      const error = await rpcError(
+        client.readKeys({ target: DRIVE_PATHS['host-c'] }, { deadline: 1000 }),
+      );
       expect(error.code).toBe(Status.DEADLINE_EXCEEDED);
       expect(Date.now() - started).toBeLessThan(10_000);
 
@@ -119,25 +140,43 @@ describe('bad requests get the right status, details, exit code and hint', () =>
 
     // INVALID_ARGUMENT names the field; nothing is sent.
     const invalid = await rpcError(
-      client.reserve({ target: { luId: '', agentId: 'host-a', path: '' }, key: 1n, type: PrType.PR_TYPE_WRITE_EXCLUSIVE }),
+      client.reserve({
+        target: { luId: '', agentId: 'host-a', path: '' },
+        key: 1n,
+        type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+      }),
     );
     expect(invalid.code).toBe(Status.INVALID_ARGUMENT);
     expect(invalid).toBeInstanceOf(RichClientError);
-    const badRequest = (invalid as RichClientError).extra.find((d) => d.$type === BadRequest.$type) as BadRequest;
+    const badRequest = (invalid as RichClientError).extra.find(
+      (d) => d.$type === BadRequest.$type,
+    ) as BadRequest;
     expect(badRequest.fieldViolations[0]?.field).toBe('target.path');
-    const noType = await rpcError(client.reserve({ target: DRIVE_PATHS['host-a'], key: 1n, type: PrType.PR_TYPE_UNSPECIFIED }));
+    const noType = await rpcError(
+      client.reserve({ target: DRIVE_PATHS['host-a'], key: 1n, type: PrType.PR_TYPE_UNSPECIFIED }),
+    );
     expect(noType.code).toBe(Status.INVALID_ARGUMENT);
     expect(noType.details).toMatch(/type/);
 
     // NOT_FOUND names the resource.
-    const missing = await rpcError(client.readKeys({ target: { luId: 'naa.5000e111000000ff', agentId: '', path: '' } }));
+    const missing = await rpcError(
+      client.readKeys({ target: { luId: 'naa.5000e111000000ff', agentId: '', path: '' } }),
+    );
     expect(missing.code).toBe(Status.NOT_FOUND);
-    const resource = (missing as RichClientError).extra.find((d) => d.$type === ResourceInfo.$type) as ResourceInfo;
-    expect(resource).toMatchObject({ resourceType: 'logical unit', resourceName: 'naa.5000e111000000ff' });
+    const resource = (missing as RichClientError).extra.find(
+      (d) => d.$type === ResourceInfo.$type,
+    ) as ResourceInfo;
+    expect(resource).toMatchObject({
+      resourceType: 'logical unit',
+      resourceName: 'naa.5000e111000000ff',
+    });
 
     // FAILED_PRECONDITION: the SuperLoader changer profile has no READ FULL STATUS; refused before sending.
     const unsupported = await rpcError(
-      client.readFullStatus({ target: { luId: LOADER1_CHANGER, agentId: 'host-a', path: '/dev/sg0' }, options: { commandTimeout: TEN_SECONDS } }),
+      client.readFullStatus({
+        target: { luId: LOADER1_CHANGER, agentId: 'host-a', path: '/dev/sg0' },
+        options: { commandTimeout: TEN_SECONDS },
+      }),
     );
     expect(unsupported.code).toBe(Status.FAILED_PRECONDITION);
     expect(unsupported.details).toMatch(/READ FULL STATUS/);
@@ -146,26 +185,63 @@ describe('bad requests get the right status, details, exit code and hint', () =>
     await fleet.agent('host-c').stop();
     await waitForAgent(client, 'host-c', false);
     const offline = await rpcError(
-      client.reserve({ target: DRIVE_PATHS['host-c'], key: 1n, type: PrType.PR_TYPE_WRITE_EXCLUSIVE }),
+      client.reserve({
+        target: DRIVE_PATHS['host-c'],
+        key: 1n,
+        type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+      }),
     );
     expect(offline.code).toBe(Status.UNAVAILABLE);
-    const info = (offline as RichClientError).extra.find((d) => d.$type === ErrorInfo.$type) as ErrorInfo;
+    const info = (offline as RichClientError).extra.find(
+      (d) => d.$type === ErrorInfo.$type,
+    ) as ErrorInfo;
     expect(info.reason).toBe('AGENT_OFFLINE');
 
     // The same four through the CLI: exit codes and what to do next.
-    const usage = await cli(address, 'reserve', '--agent', 'host-a', '--lu', LOADER1_DRIVE, '--key', '1', '--type', 'we');
+    const usage = await cli(
+      address,
+      'reserve',
+      '--agent',
+      'host-a',
+      '--lu',
+      LOADER1_DRIVE,
+      '--key',
+      '1',
+      '--type',
+      'we',
+    );
     expect(usage.code).toBe(ExitCode.USAGE);
     expect(usage.stderr).toContain('--agent needs --path');
     const notFound = await cli(address, 'keys', '--lu', 'naa.5000e111000000ff');
     expect(notFound.code).toBe(ExitCode.RPC_NOT_FOUND);
-    expect(notFound.stderr).toContain('logical unit naa.5000e111000000ff is not known to the server');
+    expect(notFound.stderr).toContain(
+      'logical unit naa.5000e111000000ff is not known to the server',
+    );
     const precondition = await cli(address, 'status', 'host-a:/dev/sg0');
     expect(precondition.code).toBe(ExitCode.RPC_FAILED_PRECONDITION);
     expect(precondition.stderr).toContain('nothing was sent');
-    const unavailable = await cli(address, 'reserve', 'host-c:/dev/sg1', '--key', '1', '--type', 'we');
+    const unavailable = await cli(
+      address,
+      'reserve',
+      'host-c:/dev/sg1',
+      '--key',
+      '1',
+      '--type',
+      'we',
+    );
     expect(unavailable.code).toBe(ExitCode.RPC_UNAVAILABLE);
     expect(unavailable.stderr).toContain('agent host-c is offline; check `prfleet agents`');
-    const json = await cli(address, '-o', 'json', 'reserve', 'host-c:/dev/sg1', '--key', '1', '--type', 'we');
+    const json = await cli(
+      address,
+      '-o',
+      'json',
+      'reserve',
+      'host-c:/dev/sg1',
+      '--key',
+      '1',
+      '--type',
+      'we',
+    );
     expect(JSON.parse(json.stdout)).toMatchObject({
       error: { code: 'UNAVAILABLE', reason: 'AGENT_OFFLINE', exitCode: ExitCode.RPC_UNAVAILABLE },
     });

@@ -43,12 +43,19 @@ export const DRIVE_PATHS = {
 } as const satisfies Record<string, Target>;
 
 /** Waits until `count` connected paths lead to `luId` (inventories arrive just after the agents connect). */
-export async function waitForPaths(client: ControlClient, luId: string, count: number): Promise<void> {
+export async function waitForPaths(
+  client: ControlClient,
+  luId: string,
+  count: number,
+): Promise<void> {
   await expect
     .poll(
       async () => {
         const { logicalUnits } = await client.listDevices({});
-        return logicalUnits.find((lu) => lu.luId === luId)?.paths.filter((p) => p.agentConnected).length ?? 0;
+        return (
+          logicalUnits.find((lu) => lu.luId === luId)?.paths.filter((p) => p.agentConnected)
+            .length ?? 0
+        );
       },
       { timeout: 20_000, interval: 100 },
     )
@@ -56,7 +63,11 @@ export async function waitForPaths(client: ControlClient, luId: string, count: n
 }
 
 /** Waits until `agentId` is (or is no longer) connected, as ListAgents reports it. */
-export async function waitForAgent(client: ControlClient, agentId: string, connected: boolean): Promise<void> {
+export async function waitForAgent(
+  client: ControlClient,
+  agentId: string,
+  connected: boolean,
+): Promise<void> {
   await expect
     .poll(
       async () => {

@@ -51,7 +51,10 @@ export function staleOutputs(root = ROOT): string[] {
   return stale;
 }
 
-const LOCK_DIR = join(tmpdir(), `prfleet-e2e-build-${Buffer.from(ROOT).toString('hex').slice(-16)}.lock`);
+const LOCK_DIR = join(
+  tmpdir(),
+  `prfleet-e2e-build-${Buffer.from(ROOT).toString('hex').slice(-16)}.lock`,
+);
 /** A build lock older than this is left over from a killed run. */
 const STALE_LOCK_MS = 5 * 60_000;
 
@@ -73,17 +76,22 @@ export async function ensureBuilt(): Promise<void> {
       } catch {
         // the holder just released it
       }
-      if (Date.now() - started > STALE_LOCK_MS) throw new Error(`build lock ${LOCK_DIR} held too long`);
+      if (Date.now() - started > STALE_LOCK_MS)
+        throw new Error(`build lock ${LOCK_DIR} held too long`);
       await new Promise((r) => setTimeout(r, 250));
     }
   }
   try {
     if (staleOutputs().length === 0) return;
     try {
-      execFileSync(process.execPath, [resolve(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], {
-        cwd: ROOT,
-        stdio: 'pipe',
-      });
+      execFileSync(
+        process.execPath,
+        [resolve(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+        {
+          cwd: ROOT,
+          stdio: 'pipe',
+        },
+      );
     } catch (error) {
       const missing = Object.values(builtBinaries()).filter((file) => {
         try {
@@ -95,7 +103,9 @@ export async function ensureBuilt(): Promise<void> {
       });
       if (missing.length > 0) {
         const output = (error as { stdout?: Buffer }).stdout?.toString() ?? String(error);
-        throw new Error(`tsc -p tsconfig.build.json did not produce ${missing.join(', ')}:\n${output.slice(0, 4000)}`);
+        throw new Error(
+          `tsc -p tsconfig.build.json did not produce ${missing.join(', ')}:\n${output.slice(0, 4000)}`,
+        );
       }
     }
   } finally {
@@ -104,7 +114,9 @@ export async function ensureBuilt(): Promise<void> {
 }
 
 /** Starts prfleet-server (PORT=0) as a child process, stopped (SIGTERM, then SIGKILL) when the test finishes. */
-export async function startServerChild(env: Record<string, string | undefined> = {}): Promise<ServerProcess> {
+export async function startServerChild(
+  env: Record<string, string | undefined> = {},
+): Promise<ServerProcess> {
   const server = await startServerProcess({ env });
   onTestFinished(async () => {
     await server.handle.stop({ graceMs: 5000 });
@@ -147,7 +159,11 @@ export interface CliRun {
 }
 
 /** Runs the built `prfleet` binary with `args` against `server` (via PRFLEET_SERVER). */
-export function runCliBinary(server: string, args: readonly string[], timeoutMs = 30_000): Promise<CliRun> {
+export function runCliBinary(
+  server: string,
+  args: readonly string[],
+  timeoutMs = 30_000,
+): Promise<CliRun> {
   return runNode(builtBinaries().cli, args, { PRFLEET_SERVER: server }, timeoutMs);
 }
 
@@ -162,7 +178,12 @@ export function runNode(
     execFile(
       process.execPath,
       [script, ...args],
-      { cwd: ROOT, env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 },
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...env },
+        timeout: timeoutMs,
+        maxBuffer: 16 * 1024 * 1024,
+      },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
         resolveRun({ code, stdout, stderr });
@@ -175,7 +196,12 @@ export function runNode(
  * Calls `method` (e.g. "prfleet.v1.ControlService/ListAgents") through `buf curl` over h2c with server
  * reflection, so the request is encoded by a client that shares no code with prfleet.
  */
-export function bufCurl(address: string, method: string, body: unknown = {}, timeoutMs = 30_000): Promise<CliRun> {
+export function bufCurl(
+  address: string,
+  method: string,
+  body: unknown = {},
+  timeoutMs = 30_000,
+): Promise<CliRun> {
   return new Promise((resolveRun) => {
     execFile(
       resolve(ROOT, 'node_modules/.bin/buf'),
