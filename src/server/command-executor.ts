@@ -9,6 +9,7 @@ import { ErrorReason, failedPrecondition, invalidArgument } from '../common/erro
 import { formatKey } from '../scsi/keys.js';
 import type { AgentRegistry } from './agent-registry.js';
 import { commandBudgetMs, type BudgetPolicy } from './deadline.js';
+import { ANONYMOUS, checkReason, createProutRecorder, createWriteTracker, type ProutRecorder, type WriteTracker } from './history.js';
 import type { CommandJournal } from './journal.js';
 import { encodeOrReject, fingerprintOf, MAX_IDEMPOTENCY_KEY_LENGTH, type CommandSpec } from './requests.js';
 import type { CommandRouter } from './router.js';
@@ -26,6 +27,10 @@ export interface CommandExecutorDeps {
   readonly budget: BudgetPolicy;
   /** Logger. */
   readonly log: Logger;
+  /** Appends every PROUT sent to the history. @default records nothing */
+  readonly recorder?: ProutRecorder | undefined;
+  /** Tracks journal writes still in progress (shutdown waits for them). @default a private tracker */
+  readonly writes?: WriteTracker | undefined;
 }
 
 /** The caller's cancellation and deadline for one command. */
@@ -34,6 +39,8 @@ export interface ExecuteOptions {
   readonly signal: AbortSignal;
   /** Caller's absolute deadline (epoch ms), if any. */
   readonly deadlineMs?: number;
+  /** Who asks (recorded in the PROUT history). @default 'anonymous' */
+  readonly actor?: string;
 }
 
 /** Runs ControlService commands: validate → resolve → capability check → journal → precondition → dispatch. */
@@ -49,6 +56,42 @@ export interface CommandExecutor {
 /** Creates the executor shared by the unary RPCs and CommandSession. */
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const { registry, router, journal, log } = deps;
+  const recorder = deps.recorder ?? createProutRecorder(undefined, log);
+  const writes = deps.writes ?? createWriteTracker();
+
+  /**
+   * Dispatches a PROUT and, once its result is known (also when it comes after the caller gave up), completes
+   * the idempotency key and appends the history entry. The caller's result waits for both writes, so a repeat
+   * or a ListHistory right after it sees them; a failed write is logged and never replaces the result.
+   */
+  async function dispatchProut(
+    target: ResolvedTarget,
+    command: Command,
+    spec: CommandSpec,
+    options: ExecuteOptions,
+    timeoutMs: number,
+    idempotencyKey?: string,
+  ): Promise<CommandResult> {
+    const reason = spec.prout?.reason;
+    const context = { actor: options.actor ?? ANONYMOUS, luId: target.luId, ...(reason === undefined ? {} : { reason }) };
+    let recorded: Promise<unknown> | undefined;
+    const result = await router.dispatch(target.agentId, command, {
+      signal: options.signal,
+      timeoutMs,
+      luId: target.luId,
+      onResult: (settled) => {
+        const completion =
+          idempotencyKey === undefined
+            ? undefined
+            : journal
+                .complete(idempotencyKey, settled)
+                .catch((e: unknown) => log.error({ err: e, idempotencyKey }, 'journal complete failed'));
+        recorded = writes.track(Promise.all([completion, recorder.record(command, settled, context)]));
+      },
+    });
+    await recorded;
+    return result;
+  }
 
   const budgetMs = (spec: CommandSpec, options: ExecuteOptions) =>
     commandBudgetMs(
@@ -164,14 +207,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       }
       const timeoutMs = budgetMs(spec, options);
       options.signal.throwIfAborted();
-      const pending = router.dispatch(target.agentId, command, {
-        signal: options.signal,
-        timeoutMs,
-        luId: target.luId,
-        onResult: (result) => {
-          journal.complete(key, result).catch((e: unknown) => log.error({ err: e, idempotencyKey: key }, 'journal complete failed'));
-        },
-      });
+      const pending = dispatchProut(target, command, spec, options, timeoutMs, key);
       // dispatch checks synchronously; once it returned a promise without throwing, the command was queued
       // unless the promise rejects with a pre-send ServerError (handled below).
       dispatched = true;
@@ -198,6 +234,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
           description: `${unsupported}; nothing was sent`,
         });
       }
+      checkReason(spec.prout?.reason);
       const key = spec.prout?.idempotencyKey ?? '';
       if (Buffer.byteLength(key) > MAX_IDEMPOTENCY_KEY_LENGTH) {
         throw invalidArgument('options.idempotency_key', `longer than ${MAX_IDEMPOTENCY_KEY_LENGTH} bytes`);
@@ -215,6 +252,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       if (spec.prout?.precondition !== undefined) {
         await checkPrecondition(target, spec.prout.precondition, spec, options);
       }
+      if (spec.mode === 'prout') return dispatchProut(target, command, spec, options, budgetMs(spec, options));
       return router.dispatch(target.agentId, command, {
         signal: options.signal,
         timeoutMs: budgetMs(spec, options),

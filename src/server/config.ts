@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { DEFAULT_DATA_DIR, storeOptionsFromEnv, type StoreOptions } from './store/index.js';
+
+const STORE_KINDS: readonly string[] = ['postgres', 'pglite', 'memory'];
 
 const booleanFlag = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -21,7 +24,18 @@ const ServerEnv = z.object({
   PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
+  PRFLEET_STORE: z.enum(['postgres', 'pglite', 'memory']).optional(),
 });
+
+/**
+ * Where the server keeps its durable state. `memory`: an in-process idempotency journal and no PROUT history
+ * (unit tests, benchmarks; lost on restart). `pglite`: embedded PostgreSQL in a data directory (one server).
+ * `postgres`: a PostgreSQL server (several server instances may share it).
+ */
+export type StoreConfig =
+  | { readonly kind: 'memory' }
+  | { readonly kind: 'pglite'; readonly dataDir: string; readonly schema?: string }
+  | { readonly kind: 'postgres'; readonly databaseUrl: string; readonly schema?: string };
 
 /** Typed server configuration (what `loadConfig` returns and `createPrfleetServer` takes). */
 export interface ServerConfig {
@@ -55,11 +69,72 @@ export interface ServerConfig {
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
   readonly protosetPath?: string;
+  /**
+   * Durable state (env PRFLEET_STORE, DATABASE_URL, PRFLEET_DATA_DIR, PRFLEET_DB_SCHEMA). @default postgres
+   * when DATABASE_URL is set, else pglite in `.prfleet/data`; defaultServerConfig() uses memory.
+   */
+  readonly store: StoreConfig;
 }
 
-/** Every default, for tests that override a few fields: `{ ...defaultServerConfig(), heartbeatMs: 100 }`. */
+/**
+ * Every default, for tests that override a few fields: `{ ...defaultServerConfig(), heartbeatMs: 100 }`. The one
+ * exception is the store: memory, so a test opens a database (seconds with PGlite) only when it asks for one.
+ */
 export function defaultServerConfig(): ServerConfig {
-  return loadConfig({});
+  return { ...loadConfig({}), store: { kind: 'memory' } };
+}
+
+/**
+ * The store from the environment: PRFLEET_STORE picks the kind explicitly; without it, DATABASE_URL means
+ * postgres and otherwise the embedded pglite in PRFLEET_DATA_DIR (default `.prfleet/data`, relative to the
+ * working directory). PRFLEET_STORE=postgres without DATABASE_URL is an error.
+ */
+export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreConfig {
+  const kind = env['PRFLEET_STORE'] === '' ? undefined : env['PRFLEET_STORE'];
+  if (kind !== undefined && !STORE_KINDS.includes(kind)) {
+    throw new Error(`invalid server environment\n✖ PRFLEET_STORE=${kind}: must be one of ${STORE_KINDS.join(', ')}`);
+  }
+  if (kind === 'memory') return { kind: 'memory' };
+  const options = storeOptionsFromEnv(env);
+  const schema = options.schema === undefined ? {} : { schema: options.schema };
+  if (kind === 'postgres' || (kind === undefined && options.databaseUrl !== undefined)) {
+    if (options.databaseUrl === undefined) {
+      throw new Error('invalid server environment\n✖ PRFLEET_STORE=postgres needs DATABASE_URL (postgres://user@host:5432/db)');
+    }
+    return { kind: 'postgres', databaseUrl: options.databaseUrl, ...schema };
+  }
+  return { kind: 'pglite', dataDir: options.dataDir ?? DEFAULT_DATA_DIR, ...schema };
+}
+
+/** The StoreOptions for openStore() of a durable StoreConfig. */
+export function storeOptionsOf(store: Exclude<StoreConfig, { kind: 'memory' }>): StoreOptions {
+  const schema = store.schema === undefined ? {} : { schema: store.schema };
+  return store.kind === 'postgres' ? { databaseUrl: store.databaseUrl, ...schema } : { dataDir: store.dataDir, ...schema };
+}
+
+/** Where the store is, for logs: the PostgreSQL URL without credentials, a directory, or 'memory'. */
+export function describeStore(store: StoreConfig): string {
+  switch (store.kind) {
+    case 'memory':
+      return 'memory (no durable journal, no history)';
+    case 'pglite':
+      return `pglite ${store.dataDir}${store.schema === undefined ? '' : ` schema ${store.schema}`}`;
+    case 'postgres': {
+      let where: string;
+      try {
+        const url = new URL(store.databaseUrl);
+        where = `${url.protocol}//${url.host}${url.pathname}`;
+      } catch {
+        where = 'postgres (unparsable DATABASE_URL)';
+      }
+      return `postgres ${where}${store.schema === undefined ? '' : ` schema ${store.schema}`}`;
+    }
+  }
+}
+
+/** The config as it may be logged: the store described, never the DATABASE_URL with its password. */
+export function loggableConfig(config: ServerConfig): Record<string, unknown> {
+  return { ...config, store: describeStore(config.store) };
 }
 
 /**
@@ -86,5 +161,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     sessionConcurrency: e.PRFLEET_SESSION_CONCURRENCY,
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
+    store: storeConfigFromEnv(env),
   };
 }

@@ -14,7 +14,9 @@ import { AsyncQueue } from './async-queue.js';
 import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
 import { listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
+import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
+import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
 
 /** Dependencies of {@link createControlService}. */
@@ -33,6 +35,10 @@ export interface ControlServiceDeps {
   readonly sessions: Set<CommandSessionHandle>;
   /** Logger. */
   readonly log: Logger;
+  /** The PROUT history behind ListHistory/VerifyHistory; undefined → FAILED_PRECONDITION {HISTORY_DISABLED}. */
+  readonly history?: PRoutHistory | undefined;
+  /** Who the caller is, for the history. @default the auth principal's name, else 'anonymous' */
+  readonly principalOf?: PrincipalOf | undefined;
 }
 
 /** An open CommandSession, as drain sees it. */
@@ -44,6 +50,8 @@ export interface CommandSessionHandle {
 /** The ControlService implementation: inventory queries and PRIN/PROUT through the executor. */
 export function createControlService(deps: ControlServiceDeps): ControlServiceImplementation {
   const { registry, executor } = deps;
+  const principalOf = deps.principalOf ?? defaultPrincipalOf;
+  const historyHandlers = createHistoryHandlers(deps.history, deps.log);
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
     const remaining = remainingDeadlineMs(ctx);
@@ -52,6 +60,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     try {
       const result = await executor.execute(spec, {
         signal: scoped.signal,
+        actor: principalOf(ctx),
         ...(deadlineMs === undefined ? {} : { deadlineMs }),
       });
       return { result };
@@ -136,6 +145,8 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     clear: (request, ctx) => run(commandSpecs.clear(request), ctx),
     preempt: (request, ctx) => run(commandSpecs.preempt(request), ctx),
     registerAndMove: (request, ctx) => run(commandSpecs.registerAndMove(request), ctx),
+    listHistory: (request) => historyHandlers.listHistory(request),
+    verifyHistory: () => historyHandlers.verifyHistory(),
 
     async *commandSession(requests, ctx) {
       // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,

@@ -1,6 +1,28 @@
 // Public surface of the server folder (what other folders and tests import).
 export { createPrfleetServer, findProtoset, REFLECTED_SERVICES, type PrfleetServer, type ServerDeps } from './server.js';
-export { loadConfig, defaultServerConfig, type ServerConfig } from './config.js';
+export {
+  loadConfig,
+  defaultServerConfig,
+  storeConfigFromEnv,
+  describeStore,
+  loggableConfig,
+  type ServerConfig,
+  type StoreConfig,
+} from './config.js';
+export { openConfiguredStore, recoverPendingOperations, maxPendingMs, StoreOpenError, type RecoveryOptions } from './durable.js';
+export {
+  createProutRecorder,
+  createHistoryHandlers,
+  historyEntryToProto,
+  historyInputOf,
+  defaultPrincipalOf,
+  ANONYMOUS,
+  HISTORY_DISABLED,
+  MAX_REASON_LENGTH,
+  type ProutRecorder,
+  type ProutContext,
+  type PrincipalOf,
+} from './history.js';
 export { createInProcessRouter, type CommandRouter, type DispatchOptions, type InProcessRouterDeps } from './router.js';
 export { AgentRegistry, AgentSession, type AgentRecord, type PendingCommand } from './agent-registry.js';
 export {

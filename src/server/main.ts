@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-/** prfleet-server: wires config, logger, listen and SIGTERM/SIGINT drain; everything else is in server.ts. */
+/** prfleet-server: wires config, logger, store, listen and SIGTERM/SIGINT drain; everything else is in server.ts. */
 import { createLogger } from '../common/logger.js';
-import { loadConfig, type ServerConfig } from './config.js';
-import { createPrfleetServer } from './server.js';
+import { loadConfig, loggableConfig, type ServerConfig } from './config.js';
+import { StoreOpenError } from './durable.js';
+import { createPrfleetServer, type PrfleetServer } from './server.js';
 
 let config: ServerConfig;
 try {
@@ -12,9 +13,25 @@ try {
   process.exit(1);
 }
 const log = createLogger({ level: config.logLevel, name: 'prfleet-server' });
-log.info({ config }, 'effective config');
+log.info({ config: loggableConfig(config) }, 'effective config');
+if (config.store.kind === 'postgres' && process.env['PRFLEET_INSTANCE_ID'] === undefined) {
+  log.warn(
+    'PRFLEET_INSTANCE_ID is not set: after a crash, the idempotency keys this instance left pending become UNKNOWN only once stale (hours); give each instance a stable id to settle them at restart',
+  );
+}
 
-const server = await createPrfleetServer({ log, config });
+let server: PrfleetServer;
+try {
+  server = await createPrfleetServer({ log, config });
+} catch (e) {
+  // A store that cannot open is an operator problem with a known fix: say it plainly, once, and exit.
+  if (e instanceof StoreOpenError) {
+    log.fatal({ err: e.cause }, e.message);
+    process.stderr.write(`prfleet-server: ${e.message}\n`);
+    process.exit(1);
+  }
+  throw e;
+}
 const port = await server.listen(`${config.host}:${config.port}`);
 log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');
 

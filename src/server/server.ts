@@ -13,9 +13,12 @@ import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
+import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
+import { createProutRecorder, createWriteTracker, type PrincipalOf } from './history.js';
 import { createMemoryJournal, type CommandJournal } from './journal.js';
 import { errorLoggingMiddleware } from './middleware.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
+import { createStoreCommandJournal, type Store } from './store/index.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -23,8 +26,15 @@ export interface ServerDeps {
   readonly log: Logger;
   /** Configuration (loadConfig(env), or defaultServerConfig() with overrides in tests). */
   readonly config: ServerConfig;
-  /** Idempotency journal. @default in-memory */
+  /**
+   * An open store to use instead of opening `config.store` (tests sharing one database between servers). The
+   * server does not close a store it was given. @default opened from config.store, closed on shutdown
+   */
+  readonly store?: Store | undefined;
+  /** Idempotency journal. @default over the store's operation journal, or in-memory without a store */
   readonly journal?: CommandJournal | undefined;
+  /** Who the caller is, for the PROUT history. @default the auth principal's name, else 'anonymous' */
+  readonly principalOf?: PrincipalOf | undefined;
   /** Router factory, for a multi-instance router. @default the in-process router */
   readonly createRouter?: ((registry: AgentRegistry) => CommandRouter) | undefined;
 }
@@ -47,6 +57,8 @@ export interface PrfleetServer {
   readonly agents: AgentRegistry;
   /** The idempotency journal. */
   readonly journal: CommandJournal;
+  /** The durable store, or undefined with the memory store. */
+  readonly store: Store | undefined;
   /** Health state (grpc.health.v1). */
   readonly health: HealthState;
   /** Id of this server instance. */
@@ -71,10 +83,37 @@ export function findProtoset(explicitPath?: string): string | undefined {
   return undefined;
 }
 
-/** Builds the prfleet server (services, middleware, health, reflection) without listening. */
+/**
+ * Builds the prfleet server (services, middleware, health, reflection) without listening. Opens the configured
+ * store first (StoreOpenError, with advice, when it cannot) and marks journal entries a crashed predecessor
+ * left pending as UNKNOWN.
+ */
 export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServer> {
   const { config } = deps;
   const log = deps.log;
+  const ownsStore = deps.store === undefined;
+  const store = deps.store ?? (await openConfiguredStore(config.store, log));
+  try {
+    return await buildServer(deps, store, ownsStore);
+  } catch (error) {
+    if (ownsStore) await store?.close();
+    throw error;
+  }
+}
+
+async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore: boolean): Promise<PrfleetServer> {
+  const { config } = deps;
+  const log = deps.log;
+  if (store !== undefined) {
+    // PGlite's directory lock keeps other servers out, so every pending entry there is a crash leftover.
+    const exclusive = !store.location.startsWith('postgres');
+    await recoverPendingOperations(store, {
+      instanceId: config.instanceId,
+      exclusive,
+      staleAfterMs: maxPendingMs(config.resultSlackMs),
+      log,
+    });
+  }
   const agents = new AgentRegistry({
     heartbeatMs: config.heartbeatMs,
     missedHeartbeats: config.missedHeartbeats,
@@ -84,13 +123,19 @@ export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServ
   const router =
     deps.createRouter?.(agents) ??
     createInProcessRouter({ registry: agents, log, instanceId: config.instanceId, resultSlackMs: config.resultSlackMs });
-  const journal = deps.journal ?? createMemoryJournal();
+  const journal =
+    deps.journal ??
+    (store === undefined ? createMemoryJournal() : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
+  const recorder = createProutRecorder(store?.history, log);
+  const writes = createWriteTracker();
   const executor = createCommandExecutor({
     registry: agents,
     router,
     journal,
     budget: { defaultTimeoutMs: config.commandTimeoutMs, marginMs: config.deadlineMarginMs },
     log,
+    recorder,
+    writes,
   });
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
@@ -109,6 +154,8 @@ export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServ
       sessionConcurrency: config.sessionConcurrency,
       sessions,
       log,
+      history: store?.history,
+      principalOf: deps.principalOf,
     }),
   );
   server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
@@ -146,6 +193,7 @@ export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServ
     router,
     agents,
     journal,
+    store,
     health,
     instanceId: config.instanceId,
     async listen(address = `${config.host}:${config.port}`) {
@@ -172,6 +220,14 @@ export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServ
           await server.shutdown();
         } finally {
           clearTimeout(timer);
+          // Results that settled during drain are still being written; the store closes after them.
+          await Promise.all([writes.idle(), recorder.idle()]);
+          if (ownsStore && store !== undefined) {
+            await store.close().then(
+              () => log.info({ location: store.location }, 'store closed'),
+              (e: unknown) => log.error({ err: e }, 'store close failed'),
+            );
+          }
         }
       })();
       return stopped;

@@ -6,7 +6,10 @@ import { createPrfleetServer, type PrfleetServer, type ServerDeps } from '../../
 
 /** Options for {@link startTestServer}. */
 export interface TestServerOptions {
-  /** Config overrides on top of defaultServerConfig() (instanceId 'test'). @default {} */
+  /**
+   * Config overrides on top of defaultServerConfig() (instanceId 'test', store memory: pass `store` here, or an
+   * open store in `deps.store`, to test with a database). @default {}
+   */
   readonly config?: Partial<ServerConfig>;
   /** Logger. @default silent unless PRFLEET_TEST_LOG=debug|info|… */
   readonly log?: Logger;

@@ -100,7 +100,7 @@ describe('drain', () => {
 
   it('drains the real built server on SIGTERM: in-flight command completes, agent stream ends OK, exit 0', async () => {
     await ensureBuilt();
-    const { handle, address } = await startServerChild({ PRFLEET_DRAIN_GRACE_MS: '5000', PRFLEET_LOG_LEVEL: 'info' });
+    const { handle, address } = await startServerChild({ PRFLEET_DRAIN_GRACE_MS: '5000', PRFLEET_LOG_LEVEL: 'info', PRFLEET_STORE: 'memory' });
     const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
     const client = createControlClient(address);
     try {

@@ -261,7 +261,7 @@ function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_has
     status: optionalByte('status', input.status),
     sense: input.sense ?? null,
     command_id: optionalText('commandId', input.commandId, 200),
-    idempotency_key: optionalText('idempotencyKey', input.idempotencyKey, 200),
+    idempotency_key: optionalText('idempotencyKey', input.idempotencyKey, 256),
     reason: optionalText('reason', input.reason),
   };
 }

@@ -37,7 +37,7 @@ export type BeginOutcome =
 
 /** Request to `begin` an operation. */
 export interface BeginRequest {
-  /** The caller's idempotency key (1–200 characters). */
+  /** The caller's idempotency key (1–256 characters). */
   readonly idempotencyKey: string;
   /** The request, as JSON (e.g. the proto message's `toJSON()`); compared on repeats. */
   readonly request: JsonValue;
@@ -109,11 +109,14 @@ function toEntry(row: OperationRow): OperationEntry {
   };
 }
 
+/** Longest idempotency key, in characters: the server accepts up to 256 bytes of UTF-8, never more characters. */
+export const MAX_IDEMPOTENCY_KEY_CHARS = 256;
+
 function requireIdempotencyKey(value: unknown): string {
-  if (typeof value !== 'string' || value === '' || value.length > 200) {
+  if (typeof value !== 'string' || value === '' || value.length > MAX_IDEMPOTENCY_KEY_CHARS) {
     throw new StoreInputError(
       'idempotencyKey',
-      `invalid idempotencyKey: ${JSON.stringify(value)} must be 1–200 characters`,
+      `invalid idempotencyKey: ${JSON.stringify(value)} must be 1–${MAX_IDEMPOTENCY_KEY_CHARS} characters`,
     );
   }
   return value;

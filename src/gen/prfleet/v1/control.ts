@@ -6,11 +6,82 @@ import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
 import type { CallContext, CallOptions } from "nice-grpc-common";
 import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
-import { CommandResult, DeviceCapabilities, Path, PrType, prTypeFromJSON, prTypeToJSON, TransportId } from "./scsi.js";
+import {
+  CommandResult,
+  DeviceCapabilities,
+  Outcome,
+  outcomeFromJSON,
+  outcomeToJSON,
+  Path,
+  ProutAction,
+  proutActionFromJSON,
+  proutActionToJSON,
+  PrType,
+  prTypeFromJSON,
+  prTypeToJSON,
+  TransportId,
+} from "./scsi.js";
 
 export const protobufPackage = "prfleet.v1";
 
 export const protobufFileName = "prfleet/v1/control.proto";
+
+/** What is wrong with the history's hash chain. */
+export enum HistoryProblem {
+  /** HISTORY_PROBLEM_UNSPECIFIED - No problem (ok is true). */
+  HISTORY_PROBLEM_UNSPECIFIED = 0,
+  /** HISTORY_PROBLEM_EDITED - An entry's content no longer matches its hash. */
+  HISTORY_PROBLEM_EDITED = 1,
+  /** HISTORY_PROBLEM_REMOVED - An entry links to a predecessor that is gone (or was rewritten with a recomputed hash). */
+  HISTORY_PROBLEM_REMOVED = 2,
+  /** HISTORY_PROBLEM_REORDERED - An entry links to a predecessor stored elsewhere: entries were moved. */
+  HISTORY_PROBLEM_REORDERED = 3,
+  /** HISTORY_PROBLEM_TRUNCATED - The last entry is not the recorded head: entries at the end were removed. */
+  HISTORY_PROBLEM_TRUNCATED = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function historyProblemFromJSON(object: any): HistoryProblem {
+  switch (object) {
+    case 0:
+    case "HISTORY_PROBLEM_UNSPECIFIED":
+      return HistoryProblem.HISTORY_PROBLEM_UNSPECIFIED;
+    case 1:
+    case "HISTORY_PROBLEM_EDITED":
+      return HistoryProblem.HISTORY_PROBLEM_EDITED;
+    case 2:
+    case "HISTORY_PROBLEM_REMOVED":
+      return HistoryProblem.HISTORY_PROBLEM_REMOVED;
+    case 3:
+    case "HISTORY_PROBLEM_REORDERED":
+      return HistoryProblem.HISTORY_PROBLEM_REORDERED;
+    case 4:
+    case "HISTORY_PROBLEM_TRUNCATED":
+      return HistoryProblem.HISTORY_PROBLEM_TRUNCATED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return HistoryProblem.UNRECOGNIZED;
+  }
+}
+
+export function historyProblemToJSON(object: HistoryProblem): string {
+  switch (object) {
+    case HistoryProblem.HISTORY_PROBLEM_UNSPECIFIED:
+      return "HISTORY_PROBLEM_UNSPECIFIED";
+    case HistoryProblem.HISTORY_PROBLEM_EDITED:
+      return "HISTORY_PROBLEM_EDITED";
+    case HistoryProblem.HISTORY_PROBLEM_REMOVED:
+      return "HISTORY_PROBLEM_REMOVED";
+    case HistoryProblem.HISTORY_PROBLEM_REORDERED:
+      return "HISTORY_PROBLEM_REORDERED";
+    case HistoryProblem.HISTORY_PROBLEM_TRUNCATED:
+      return "HISTORY_PROBLEM_TRUNCATED";
+    case HistoryProblem.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
 
 /** Which logical unit, and which initiator (agent + path) to act as. */
 export interface Target {
@@ -474,6 +545,100 @@ export interface CommandSessionResponse {
     /** The command was not run. */
     { $case: "error"; value: SessionError }
     | undefined;
+}
+
+/** Request for ListHistory. */
+export interface ListHistoryRequest {
+  /** Only entries of this logical unit. */
+  luId: string;
+  /** Only entries sent through this agent. */
+  agentId: string;
+  /** Entries per page, 1–1000; 0 means 100. */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
+}
+
+/** One page of the PROUT history. */
+export interface ListHistoryResponse {
+  /** Entries, oldest first. */
+  entries: HistoryEntry[];
+  /** Pass as page_token to get the next page; empty on the last page. */
+  nextPageToken: string;
+}
+
+/** One PROUT in the history, with its link in the hash chain. */
+export interface HistoryEntry {
+  /** Position in the history: 1, 2, 3, … */
+  seq: bigint;
+  /** When the result was recorded. */
+  time:
+    | Date
+    | undefined;
+  /** Who asked for it: the authenticated principal, or "anonymous" without authentication. */
+  actor: string;
+  /** Agent that ran it. */
+  agentId: string;
+  /** Path (device node) on that agent. */
+  path: string;
+  /** Logical unit. */
+  luId: string;
+  /** Service action (UNSPECIFIED when the stored name is not one this server knows; see action_name). */
+  action: ProutAction;
+  /** Service action as stored, e.g. "PROUT_ACTION_REGISTER". */
+  actionName: string;
+  /** RESERVATION KEY sent. */
+  reservationKey: bigint;
+  /** SERVICE ACTION RESERVATION KEY sent. */
+  serviceActionKey: bigint;
+  /** TYPE sent, when the service action has one. */
+  type?:
+    | PrType
+    | undefined;
+  /** What became of it. */
+  outcome: Outcome;
+  /** SAM status byte, when the device answered. */
+  status?:
+    | number
+    | undefined;
+  /** Sense bytes, when the device returned some. */
+  sense: Buffer;
+  /** Command id the server assigned. */
+  commandId: string;
+  /** Idempotency key of the request, if any. */
+  idempotencyKey: string;
+  /** Why (ProutOptions.reason). */
+  reason: string;
+  /** Hash (sha256, hex) of the previous entry; 64 zeros for the first. */
+  prevHash: string;
+  /** sha256 (hex) of this entry's canonical JSON including prev_hash. */
+  hash: string;
+}
+
+/** Request for VerifyHistory. */
+export interface VerifyHistoryRequest {
+}
+
+/** The first fault VerifyHistory found. */
+export interface HistoryFault {
+  /** What kind of fault. */
+  problem: HistoryProblem;
+  /** The first entry at fault (for TRUNCATED, the last entry present). */
+  seq: bigint;
+  /** One sentence for people. */
+  message: string;
+}
+
+/** The verdict of VerifyHistory. */
+export interface VerifyHistoryResponse {
+  /** True when every hash, every link and the head check out. */
+  ok: boolean;
+  /** Entries checked: all of them when ok, those before the fault otherwise. */
+  checked: bigint;
+  /** Hash of the last entry (the head) when ok; anchor it elsewhere to detect a rewrite of the whole chain. */
+  headHash: string;
+  /** The first fault, when not ok. */
+  fault: HistoryFault | undefined;
 }
 
 function createBaseTarget(): Target {
@@ -4759,6 +4924,934 @@ export const CommandSessionResponse: MessageFns<CommandSessionResponse> = {
   },
 };
 
+function createBaseListHistoryRequest(): ListHistoryRequest {
+  return { luId: "", agentId: "", pageSize: 0, pageToken: "" };
+}
+
+export const ListHistoryRequest: MessageFns<ListHistoryRequest> = {
+  encode(message: ListHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.luId !== "") {
+      writer.uint32(10).string(message.luId);
+    }
+    if (message.agentId !== "") {
+      writer.uint32(18).string(message.agentId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(24).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(34).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.luId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHistoryRequest {
+    return {
+      luId: isSet(object.luId)
+        ? globalThis.String(object.luId)
+        : isSet(object.lu_id)
+        ? globalThis.String(object.lu_id)
+        : "",
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHistoryRequest): unknown {
+    const obj: any = {};
+    if (message.luId !== "") {
+      obj.luId = message.luId;
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHistoryRequest>): ListHistoryRequest {
+    return ListHistoryRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHistoryRequest>): ListHistoryRequest {
+    const message = createBaseListHistoryRequest();
+    message.luId = object.luId ?? "";
+    message.agentId = object.agentId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListHistoryResponse(): ListHistoryResponse {
+  return { entries: [], nextPageToken: "" };
+}
+
+export const ListHistoryResponse: MessageFns<ListHistoryResponse> = {
+  encode(message: ListHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      HistoryEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.entries.push(HistoryEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListHistoryResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries)
+        ? object.entries.map((e: any) => HistoryEntry.fromJSON(e))
+        : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListHistoryResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => HistoryEntry.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListHistoryResponse>): ListHistoryResponse {
+    return ListHistoryResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListHistoryResponse>): ListHistoryResponse {
+    const message = createBaseListHistoryResponse();
+    message.entries = object.entries?.map((e) => HistoryEntry.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseHistoryEntry(): HistoryEntry {
+  return {
+    seq: 0n,
+    time: undefined,
+    actor: "",
+    agentId: "",
+    path: "",
+    luId: "",
+    action: 0,
+    actionName: "",
+    reservationKey: 0n,
+    serviceActionKey: 0n,
+    type: undefined,
+    outcome: 0,
+    status: undefined,
+    sense: Buffer.alloc(0),
+    commandId: "",
+    idempotencyKey: "",
+    reason: "",
+    prevHash: "",
+    hash: "",
+  };
+}
+
+export const HistoryEntry: MessageFns<HistoryEntry> = {
+  encode(message: HistoryEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.seq !== 0n) {
+      if (BigInt.asUintN(64, message.seq) !== message.seq) {
+        throw new globalThis.Error("value provided for field message.seq of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.seq);
+    }
+    if (message.time !== undefined) {
+      Timestamp.encode(toTimestamp(message.time), writer.uint32(18).fork()).join();
+    }
+    if (message.actor !== "") {
+      writer.uint32(26).string(message.actor);
+    }
+    if (message.agentId !== "") {
+      writer.uint32(34).string(message.agentId);
+    }
+    if (message.path !== "") {
+      writer.uint32(42).string(message.path);
+    }
+    if (message.luId !== "") {
+      writer.uint32(50).string(message.luId);
+    }
+    if (message.action !== 0) {
+      writer.uint32(56).int32(message.action);
+    }
+    if (message.actionName !== "") {
+      writer.uint32(66).string(message.actionName);
+    }
+    if (message.reservationKey !== 0n) {
+      if (BigInt.asUintN(64, message.reservationKey) !== message.reservationKey) {
+        throw new globalThis.Error("value provided for field message.reservationKey of type uint64 too large");
+      }
+      writer.uint32(72).uint64(message.reservationKey);
+    }
+    if (message.serviceActionKey !== 0n) {
+      if (BigInt.asUintN(64, message.serviceActionKey) !== message.serviceActionKey) {
+        throw new globalThis.Error("value provided for field message.serviceActionKey of type uint64 too large");
+      }
+      writer.uint32(80).uint64(message.serviceActionKey);
+    }
+    if (message.type !== undefined) {
+      writer.uint32(88).int32(message.type);
+    }
+    if (message.outcome !== 0) {
+      writer.uint32(96).int32(message.outcome);
+    }
+    if (message.status !== undefined) {
+      writer.uint32(104).uint32(message.status);
+    }
+    if (message.sense.length !== 0) {
+      writer.uint32(114).bytes(message.sense);
+    }
+    if (message.commandId !== "") {
+      writer.uint32(122).string(message.commandId);
+    }
+    if (message.idempotencyKey !== "") {
+      writer.uint32(130).string(message.idempotencyKey);
+    }
+    if (message.reason !== "") {
+      writer.uint32(138).string(message.reason);
+    }
+    if (message.prevHash !== "") {
+      writer.uint32(146).string(message.prevHash);
+    }
+    if (message.hash !== "") {
+      writer.uint32(154).string(message.hash);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HistoryEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHistoryEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.seq = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.time = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.actor = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.luId = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.action = reader.int32() as any;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.actionName = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.reservationKey = reader.uint64() as bigint;
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.serviceActionKey = reader.uint64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.outcome = reader.int32() as any;
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.status = reader.uint32();
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.sense = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.commandId = reader.string();
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.idempotencyKey = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.prevHash = reader.string();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.hash = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HistoryEntry {
+    return {
+      seq: isSet(object.seq) ? BigInt(object.seq) : 0n,
+      time: isSet(object.time) ? fromJsonTimestamp(object.time) : undefined,
+      actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      luId: isSet(object.luId)
+        ? globalThis.String(object.luId)
+        : isSet(object.lu_id)
+        ? globalThis.String(object.lu_id)
+        : "",
+      action: isSet(object.action) ? proutActionFromJSON(object.action) : 0,
+      actionName: isSet(object.actionName)
+        ? globalThis.String(object.actionName)
+        : isSet(object.action_name)
+        ? globalThis.String(object.action_name)
+        : "",
+      reservationKey: isSet(object.reservationKey)
+        ? BigInt(object.reservationKey)
+        : isSet(object.reservation_key)
+        ? BigInt(object.reservation_key)
+        : 0n,
+      serviceActionKey: isSet(object.serviceActionKey)
+        ? BigInt(object.serviceActionKey)
+        : isSet(object.service_action_key)
+        ? BigInt(object.service_action_key)
+        : 0n,
+      type: isSet(object.type) ? prTypeFromJSON(object.type) : undefined,
+      outcome: isSet(object.outcome) ? outcomeFromJSON(object.outcome) : 0,
+      status: isSet(object.status) ? globalThis.Number(object.status) : undefined,
+      sense: isSet(object.sense) ? Buffer.from(bytesFromBase64(object.sense)) : Buffer.alloc(0),
+      commandId: isSet(object.commandId)
+        ? globalThis.String(object.commandId)
+        : isSet(object.command_id)
+        ? globalThis.String(object.command_id)
+        : "",
+      idempotencyKey: isSet(object.idempotencyKey)
+        ? globalThis.String(object.idempotencyKey)
+        : isSet(object.idempotency_key)
+        ? globalThis.String(object.idempotency_key)
+        : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      prevHash: isSet(object.prevHash)
+        ? globalThis.String(object.prevHash)
+        : isSet(object.prev_hash)
+        ? globalThis.String(object.prev_hash)
+        : "",
+      hash: isSet(object.hash) ? globalThis.String(object.hash) : "",
+    };
+  },
+
+  toJSON(message: HistoryEntry): unknown {
+    const obj: any = {};
+    if (message.seq !== 0n) {
+      obj.seq = message.seq.toString();
+    }
+    if (message.time !== undefined) {
+      obj.time = message.time.toISOString();
+    }
+    if (message.actor !== "") {
+      obj.actor = message.actor;
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.luId !== "") {
+      obj.luId = message.luId;
+    }
+    if (message.action !== 0) {
+      obj.action = proutActionToJSON(message.action);
+    }
+    if (message.actionName !== "") {
+      obj.actionName = message.actionName;
+    }
+    if (message.reservationKey !== 0n) {
+      obj.reservationKey = message.reservationKey.toString();
+    }
+    if (message.serviceActionKey !== 0n) {
+      obj.serviceActionKey = message.serviceActionKey.toString();
+    }
+    if (message.type !== undefined) {
+      obj.type = prTypeToJSON(message.type);
+    }
+    if (message.outcome !== 0) {
+      obj.outcome = outcomeToJSON(message.outcome);
+    }
+    if (message.status !== undefined) {
+      obj.status = Math.round(message.status);
+    }
+    if (message.sense.length !== 0) {
+      obj.sense = base64FromBytes(message.sense);
+    }
+    if (message.commandId !== "") {
+      obj.commandId = message.commandId;
+    }
+    if (message.idempotencyKey !== "") {
+      obj.idempotencyKey = message.idempotencyKey;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.prevHash !== "") {
+      obj.prevHash = message.prevHash;
+    }
+    if (message.hash !== "") {
+      obj.hash = message.hash;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HistoryEntry>): HistoryEntry {
+    return HistoryEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HistoryEntry>): HistoryEntry {
+    const message = createBaseHistoryEntry();
+    message.seq = (object.seq !== undefined && object.seq !== null) ? BigInt(object.seq) : 0n;
+    message.time = object.time ?? undefined;
+    message.actor = object.actor ?? "";
+    message.agentId = object.agentId ?? "";
+    message.path = object.path ?? "";
+    message.luId = object.luId ?? "";
+    message.action = object.action ?? 0;
+    message.actionName = object.actionName ?? "";
+    message.reservationKey = (object.reservationKey !== undefined && object.reservationKey !== null)
+      ? BigInt(object.reservationKey)
+      : 0n;
+    message.serviceActionKey = (object.serviceActionKey !== undefined && object.serviceActionKey !== null)
+      ? BigInt(object.serviceActionKey)
+      : 0n;
+    message.type = object.type ?? undefined;
+    message.outcome = object.outcome ?? 0;
+    message.status = object.status ?? undefined;
+    message.sense = object.sense ?? Buffer.alloc(0);
+    message.commandId = object.commandId ?? "";
+    message.idempotencyKey = object.idempotencyKey ?? "";
+    message.reason = object.reason ?? "";
+    message.prevHash = object.prevHash ?? "";
+    message.hash = object.hash ?? "";
+    return message;
+  },
+};
+
+function createBaseVerifyHistoryRequest(): VerifyHistoryRequest {
+  return {};
+}
+
+export const VerifyHistoryRequest: MessageFns<VerifyHistoryRequest> = {
+  encode(_: VerifyHistoryRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyHistoryRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyHistoryRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): VerifyHistoryRequest {
+    return {};
+  },
+
+  toJSON(_: VerifyHistoryRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyHistoryRequest>): VerifyHistoryRequest {
+    return VerifyHistoryRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<VerifyHistoryRequest>): VerifyHistoryRequest {
+    const message = createBaseVerifyHistoryRequest();
+    return message;
+  },
+};
+
+function createBaseHistoryFault(): HistoryFault {
+  return { problem: 0, seq: 0n, message: "" };
+}
+
+export const HistoryFault: MessageFns<HistoryFault> = {
+  encode(message: HistoryFault, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.problem !== 0) {
+      writer.uint32(8).int32(message.problem);
+    }
+    if (message.seq !== 0n) {
+      if (BigInt.asUintN(64, message.seq) !== message.seq) {
+        throw new globalThis.Error("value provided for field message.seq of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.seq);
+    }
+    if (message.message !== "") {
+      writer.uint32(26).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HistoryFault {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHistoryFault();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.problem = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.seq = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HistoryFault {
+    return {
+      problem: isSet(object.problem) ? historyProblemFromJSON(object.problem) : 0,
+      seq: isSet(object.seq) ? BigInt(object.seq) : 0n,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: HistoryFault): unknown {
+    const obj: any = {};
+    if (message.problem !== 0) {
+      obj.problem = historyProblemToJSON(message.problem);
+    }
+    if (message.seq !== 0n) {
+      obj.seq = message.seq.toString();
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HistoryFault>): HistoryFault {
+    return HistoryFault.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HistoryFault>): HistoryFault {
+    const message = createBaseHistoryFault();
+    message.problem = object.problem ?? 0;
+    message.seq = (object.seq !== undefined && object.seq !== null) ? BigInt(object.seq) : 0n;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
+function createBaseVerifyHistoryResponse(): VerifyHistoryResponse {
+  return { ok: false, checked: 0n, headHash: "", fault: undefined };
+}
+
+export const VerifyHistoryResponse: MessageFns<VerifyHistoryResponse> = {
+  encode(message: VerifyHistoryResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ok !== false) {
+      writer.uint32(8).bool(message.ok);
+    }
+    if (message.checked !== 0n) {
+      if (BigInt.asUintN(64, message.checked) !== message.checked) {
+        throw new globalThis.Error("value provided for field message.checked of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.checked);
+    }
+    if (message.headHash !== "") {
+      writer.uint32(26).string(message.headHash);
+    }
+    if (message.fault !== undefined) {
+      HistoryFault.encode(message.fault, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VerifyHistoryResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVerifyHistoryResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.ok = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.checked = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.headHash = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.fault = HistoryFault.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VerifyHistoryResponse {
+    return {
+      ok: isSet(object.ok) ? globalThis.Boolean(object.ok) : false,
+      checked: isSet(object.checked) ? BigInt(object.checked) : 0n,
+      headHash: isSet(object.headHash)
+        ? globalThis.String(object.headHash)
+        : isSet(object.head_hash)
+        ? globalThis.String(object.head_hash)
+        : "",
+      fault: isSet(object.fault) ? HistoryFault.fromJSON(object.fault) : undefined,
+    };
+  },
+
+  toJSON(message: VerifyHistoryResponse): unknown {
+    const obj: any = {};
+    if (message.ok !== false) {
+      obj.ok = message.ok;
+    }
+    if (message.checked !== 0n) {
+      obj.checked = message.checked.toString();
+    }
+    if (message.headHash !== "") {
+      obj.headHash = message.headHash;
+    }
+    if (message.fault !== undefined) {
+      obj.fault = HistoryFault.toJSON(message.fault);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<VerifyHistoryResponse>): VerifyHistoryResponse {
+    return VerifyHistoryResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<VerifyHistoryResponse>): VerifyHistoryResponse {
+    const message = createBaseVerifyHistoryResponse();
+    message.ok = object.ok ?? false;
+    message.checked = (object.checked !== undefined && object.checked !== null) ? BigInt(object.checked) : 0n;
+    message.headHash = object.headHash ?? "";
+    message.fault = (object.fault !== undefined && object.fault !== null)
+      ? HistoryFault.fromPartial(object.fault)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * The client-facing service for automation and operators (the `prfleet` CLI uses it).
  *
@@ -4904,6 +5997,31 @@ export const ControlServiceDefinition = {
       responseStream: true,
       options: {},
     },
+    /**
+     * The PROUT history: every PERSISTENT RESERVE OUT this server (or any sharing its database) handed to an
+     * agent, with its outcome (UNKNOWN included), oldest first, in pages. Dry runs and commands refused before
+     * sending are not in it. FAILED_PRECONDITION {HISTORY_DISABLED} when the server runs without a durable store.
+     */
+    listHistory: {
+      name: "ListHistory",
+      requestType: ListHistoryRequest as typeof ListHistoryRequest,
+      requestStream: false,
+      responseType: ListHistoryResponse as typeof ListHistoryResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /**
+     * Checks the history's hash chain end to end (each entry's hash, each link, the recorded head) and reports
+     * the first fault. FAILED_PRECONDITION {HISTORY_DISABLED} without a durable store.
+     */
+    verifyHistory: {
+      name: "VerifyHistory",
+      requestType: VerifyHistoryRequest as typeof VerifyHistoryRequest,
+      requestStream: false,
+      responseType: VerifyHistoryResponse as typeof VerifyHistoryResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
   },
 } as const;
 
@@ -4961,6 +6079,23 @@ export interface ControlServiceImplementation<CallContextExt = {}> {
     request: AsyncIterable<CommandSessionRequest>,
     context: CallContext & CallContextExt,
   ): ServerStreamingMethodResult<DeepPartial<CommandSessionResponse>>;
+  /**
+   * The PROUT history: every PERSISTENT RESERVE OUT this server (or any sharing its database) handed to an
+   * agent, with its outcome (UNKNOWN included), oldest first, in pages. Dry runs and commands refused before
+   * sending are not in it. FAILED_PRECONDITION {HISTORY_DISABLED} when the server runs without a durable store.
+   */
+  listHistory(
+    request: ListHistoryRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListHistoryResponse>>;
+  /**
+   * Checks the history's hash chain end to end (each entry's hash, each link, the recorded head) and reports
+   * the first fault. FAILED_PRECONDITION {HISTORY_DISABLED} without a durable store.
+   */
+  verifyHistory(
+    request: VerifyHistoryRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<VerifyHistoryResponse>>;
 }
 
 export interface ControlServiceClient<CallOptionsExt = {}> {
@@ -5017,6 +6152,31 @@ export interface ControlServiceClient<CallOptionsExt = {}> {
     request: AsyncIterable<DeepPartial<CommandSessionRequest>>,
     options?: CallOptions & CallOptionsExt,
   ): AsyncIterable<CommandSessionResponse>;
+  /**
+   * The PROUT history: every PERSISTENT RESERVE OUT this server (or any sharing its database) handed to an
+   * agent, with its outcome (UNKNOWN included), oldest first, in pages. Dry runs and commands refused before
+   * sending are not in it. FAILED_PRECONDITION {HISTORY_DISABLED} when the server runs without a durable store.
+   */
+  listHistory(
+    request: DeepPartial<ListHistoryRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListHistoryResponse>;
+  /**
+   * Checks the history's hash chain end to end (each entry's hash, each link, the recorded head) and reports
+   * the first fault. FAILED_PRECONDITION {HISTORY_DISABLED} without a durable store.
+   */
+  verifyHistory(
+    request: DeepPartial<VerifyHistoryRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<VerifyHistoryResponse>;
+}
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
