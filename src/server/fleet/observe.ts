@@ -168,10 +168,17 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
         return true;
       }
     }
-    const [reservation, keys] = await Promise.all([
-      readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId),
-      readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId),
-    ]);
+    // READ KEYS first: with no registration there can be no persistent reservation (its holder must be a
+    // registrant, SPC-4 5.14.9), so an empty LU costs one command; otherwise READ RESERVATION follows.
+    const keys = await readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId);
+    if (keys.result?.data?.$case === 'readKeys' && keys.result.data.value.keys.length === 0) {
+      const rk = keys.result.data.value;
+      state = { generation: rk.generation, keys: [], reserved: false, holderKey: 0n, type: 0, scope: 0 };
+      record(i, keys);
+      return true;
+    }
+    const reservation: ReadOutcome =
+      keys.error !== undefined ? keys : await readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId);
     if (reservation.result?.data?.$case === 'readReservation' && keys.result?.data?.$case === 'readKeys') {
       const rr = reservation.result.data.value;
       const rk = keys.result.data.value;

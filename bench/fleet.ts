@@ -1,0 +1,136 @@
+/**
+ * Fleet audit benchmark: a real prfleet server (AgentService + FleetService, in-memory store) in this process,
+ * N emulated agents in a child process (one shared fabric, one gRPC connection each), and one Audit of every LU.
+ * Reports wall time, results/s, commands/s and this process's memory (server + the audit client; the agents live
+ * in the child). Target: 10,000 LUs behind 1,000 agents in ≤ 1 s. Misses are printed, not hidden.
+ *
+ * Run from a build: `npx tsc -p tsconfig.build.json --outDir <dir> && node <dir>/bench/fleet.js [hosts] [lusPerHost]`.
+ */
+import { fork } from 'node:child_process';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createChannel, createClient, createServer } from 'nice-grpc';
+import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
+import { startEmulatedFleet } from '../agent/fleet.js';
+import type { FabricInput } from '../agent/fabric.js';
+import { createLogger } from '../src/common/logger.js';
+import { AgentServiceDefinition } from '../src/gen/prfleet/v1/agent.js';
+import { FleetServiceDefinition, Reachability } from '../src/gen/prfleet/v1/fleet.js';
+import { AgentRegistry } from '../src/server/agent-registry.js';
+import { createAgentService } from '../src/server/agent-service.js';
+import { registerFleetService } from '../src/server/fleet/index.js';
+import { createInProcessRouter } from '../src/server/router.js';
+import { openStore } from '../src/server/store/index.js';
+
+const log = createLogger({ level: 'silent', name: 'bench-fleet' });
+
+/** `hosts` hosts; host h sees lusPerHost/2 loaders (a SuperLoader changer + an LTO drive each) through one path each. */
+function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
+  const loadersPerHost = Math.max(1, Math.floor(lusPerHost / 2));
+  const loaders: NonNullable<FabricInput['loaders']> = [];
+  const hostSpecs: NonNullable<FabricInput['hosts']> = [];
+  for (let h = 0; h < hosts; h++) {
+    const port = `sas:0x5006${h.toString(16).padStart(12, '0')}`;
+    const paths: { node: string; lu: string; initiatorPort: string; relativeTargetPort: number }[] = [];
+    for (let l = 0; l < loadersPerHost; l++) {
+      const id = `L${h}-${l}`;
+      const n = h * loadersPerHost + l;
+      loaders.push({
+        id,
+        changer: { id: `${id}-c`, profile: 'superloader-changer', serial: `PM${n.toString().padStart(10, '0')}` },
+        drives: [{ id: `${id}-d`, profile: 'lto-drive', serial: `HU${n.toString().padStart(10, '0')}` }],
+      });
+      paths.push({ node: `/dev/sg${2 * l}`, lu: `${id}-c`, initiatorPort: port, relativeTargetPort: 1 });
+      paths.push({ node: `/dev/sg${2 * l + 1}`, lu: `${id}-d`, initiatorPort: port, relativeTargetPort: 1 });
+    }
+    hostSpecs.push({ id: `host-${h}`, site: 'bench', initiatorPorts: [port], paths });
+  }
+  return { loaders, hosts: hostSpecs };
+}
+
+async function agentsMain(address: string, fabricFile: string): Promise<void> {
+  const fleet = await startEmulatedFleet({ address, fabric: fabricFile, log, agentOptions: { heartbeatMs: 60_000, pathConcurrency: 8 } });
+  process.send?.({ ready: fleet.agents.length });
+  process.on('message', (m) => {
+    if (m === 'stop') void fleet.stop().then(() => process.exit(0));
+  });
+}
+
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+
+async function main(): Promise<void> {
+  const hosts = Number(process.argv[2] ?? 1000);
+  const lusPerHost = Number(process.argv[3] ?? 10);
+  const agents = new AgentRegistry({ heartbeatMs: 60_000, missedHeartbeats: 5, outboxCapacity: 256, log });
+  const router = createInProcessRouter({ registry: agents, log, instanceId: 'bench', resultSlackMs: 5_000 });
+  const store = await openStore({ inMemory: true });
+  const server = createServer().use(errorDetailsServerMiddleware);
+  server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: 'bench', log }));
+  registerFleetService(server, { router, devices: agents, store, log });
+  const port = await server.listen('127.0.0.1:0');
+  const address = `127.0.0.1:${port}`;
+
+  const dir = mkdtempSync(join(tmpdir(), 'prfleet-bench-'));
+  const fabricFile = join(dir, 'fabric.json');
+  writeFileSync(fabricFile, JSON.stringify(fabricSpec(hosts, lusPerHost)));
+  const t0 = performance.now();
+  const child = fork(fileURLToPath(import.meta.url), ['--agents', address, fabricFile], { stdio: 'inherit' });
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`agents exited with ${code}`)));
+  });
+  const expectedLus = hosts * Math.max(1, Math.floor(lusPerHost / 2)) * 2;
+  for (;;) {
+    const ready = agents.list().filter((a) => a.session !== undefined && a.paths.length > 0).length;
+    if (ready === hosts) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const startupMs = performance.now() - t0;
+
+  const client = createClient(FleetServiceDefinition, createChannel(address));
+  const rows: string[] = [];
+  for (const label of ['warm-up', 'measured', 'measured']) {
+    (globalThis as { gc?: () => void }).gc?.();
+    const before = process.memoryUsage();
+    let peakRss = before.rss;
+    let peakHeap = before.heapUsed;
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      peakRss = Math.max(peakRss, m.rss);
+      peakHeap = Math.max(peakHeap, m.heapUsed);
+    }, 20);
+    const started = performance.now();
+    let reports = 0;
+    let reachable = 0;
+    let commands = 0;
+    let firstReportMs = 0;
+    for await (const e of client.audit({ maxConcurrency: 2048, maxPerAgent: 8 })) {
+      if (e.event?.$case === 'report') {
+        if (reports === 0) firstReportMs = performance.now() - started;
+        reports += 1;
+        if (e.event.value.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
+      } else if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
+    }
+    const ms = performance.now() - started;
+    clearInterval(sampler);
+    rows.push(
+      `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
+        `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
+        `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
+    );
+  }
+  console.log(`fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), ${availableParallelism()} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s`);
+  for (const r of rows) console.log(r);
+  console.log('target: ≤ 1000 ms wall for 10,000 LUs behind 1,000 agents');
+  child.send('stop');
+  await new Promise((r) => child.once('exit', r));
+  await server.forceShutdown();
+  await store.close();
+  process.exit(0);
+}
+
+if (process.argv[2] === '--agents') await agentsMain(process.argv[3] as string, process.argv[4] as string);
+else await main();
