@@ -24,7 +24,8 @@ const ServerEnv = z.object({
   PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
-  PRFLEET_STORE: z.enum(['postgres', 'pglite', 'memory']).optional(),
+  // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
+  PRFLEET_STORE: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['postgres', 'pglite', 'memory']).optional()),
 });
 
 /**

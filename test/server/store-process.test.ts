@@ -1,0 +1,113 @@
+/**
+ * The built prfleet-server on an embedded data directory, as an operator runs it: the store's open time is
+ * logged, a second server on the same directory exits at once with advice, a SIGKILL mid-PROUT leaves the key
+ * pending and the restarted server answers it UNKNOWN, and SIGTERM closes the store after the drain.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
+import { createControlClient } from '../../src/common/client.js';
+import { builtBinaries, spawnNode, type ChildHandle } from '../../src/demo/processes.js';
+import { ensureBuilt } from '../helpers/processes.js';
+import { connectFakeAgent, fakePath } from './fake-agent.js';
+
+const LU = 'naa.5000e111000000fe';
+/** PGlite's first open of a new directory takes 7–47 s on this machine under load. */
+const OPEN_TIMEOUT_MS = 120_000;
+
+function startServer(env: Record<string, string>): ChildHandle {
+  const child = spawnNode(builtBinaries().server, [], { name: 'prfleet-server', env });
+  onTestFinished(async () => {
+    if (!child.hasExited()) await child.stop({ signal: 'SIGKILL' });
+  });
+  return child;
+}
+
+async function listeningAddress(child: ChildHandle): Promise<string> {
+  const entry = await child.waitForLog((e) => e['msg'] === 'listening', OPEN_TIMEOUT_MS);
+  return `127.0.0.1:${String(entry['port'])}`;
+}
+
+describe('prfleet-server on a data directory', () => {
+  it('logs the open, refuses a second server on the directory, and answers UNKNOWN for a PROUT cut off by SIGKILL', async () => {
+    await ensureBuilt();
+    const dir = mkdtempSync(join(tmpdir(), 'prfleet-proc-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const env = {
+      PORT: '0',
+      PRFLEET_HOST: '127.0.0.1',
+      PRFLEET_DATA_DIR: join(dir, 'data'),
+      PRFLEET_INSTANCE_ID: 'proc-1',
+      PRFLEET_LOG_LEVEL: 'info',
+      PRFLEET_STORE: '',
+      DATABASE_URL: '',
+    };
+
+    const first = startServer(env);
+    const opened = await first.waitForLog((e) => e['msg'] === 'store open', OPEN_TIMEOUT_MS);
+    expect(opened).toMatchObject({ schemaVersion: 1, location: join(dir, 'data') });
+    console.info(`store-process: first open of the data directory took ${String(opened['ms'])} ms`);
+    const address = await listeningAddress(first);
+
+    const second = startServer(env);
+    const refused = await second.exited;
+    expect(refused.code).toBe(1);
+    const said = second.lines.join('\n');
+    expect(said).toContain(`is in use by process ${first.pid}`);
+    expect(said).toContain('Only one prfleet-server may use a data directory');
+
+    // A PROUT reaches the agent, which never answers; then the server dies without any cleanup.
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-k',
+      paths: [fakePath('/dev/sg5', LU)],
+    });
+    const client = createControlClient(address);
+    onTestFinished(() => client.close());
+    const target = { luId: LU, agentId: 'host-k', path: '/dev/sg5' };
+    await expect.poll(async () => (await client.listDevices({})).logicalUnits.length).toBe(1);
+    const call = client
+      .register({ target, newKey: 0x5n, options: { idempotencyKey: 'cut-off' } })
+      .catch((e: unknown) => e);
+    await agent.nextCommand();
+    first.signal('SIGKILL');
+    expect((await first.exited).signal).toBe('SIGKILL');
+    await call;
+
+    // Same directory, same instance id: the stale lock is taken over and the pending key becomes UNKNOWN.
+    const third = startServer(env);
+    const marked = await third.waitForLog(
+      (e) => e['msg'] === 'journal: pending operation marked UNKNOWN',
+      OPEN_TIMEOUT_MS,
+    );
+    expect(marked).toMatchObject({
+      idempotencyKey: 'cut-off',
+      owner: 'proc-1',
+      agentId: 'host-k',
+      path: '/dev/sg5',
+    });
+    const again = await listeningAddress(third);
+    const fresh = await connectFakeAgent(again, {
+      agentId: 'host-k',
+      paths: [fakePath('/dev/sg5', LU)],
+    });
+    const client2 = createControlClient(again);
+    onTestFinished(() => client2.close());
+    await expect.poll(async () => (await client2.listDevices({})).logicalUnits.length).toBe(1);
+    const { result } = await client2.register({
+      target,
+      newKey: 0x5n,
+      options: { idempotencyKey: 'cut-off' },
+    });
+    expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
+    expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+
+    const stopped = await third.stop({ graceMs: 15_000 });
+    expect(stopped.code).toBe(0);
+    const closedAt = third.lines.findIndex((l) => l.includes('"store closed"'));
+    const drainedAt = third.lines.findIndex((l) => l.includes('"drained"'));
+    expect(drainedAt).toBeGreaterThanOrEqual(0);
+    expect(closedAt).toBeGreaterThan(drainedAt);
+  }, 300_000);
+});
