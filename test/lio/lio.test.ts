@@ -15,6 +15,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { SCENARIOS, skipReason } from '../../src/conformance/index.js';
 import {
   buildGuestCode,
+  detachedNodeScript,
   prepareVm,
   runInVm,
   vmUnavailableReason,
@@ -58,11 +59,13 @@ if (unavailable !== undefined && !inCi) {
       if (unavailable !== undefined) return; // CI: the first test fails with the reason
       try {
         await prepareVm();
-        await buildGuestCode();
+        const guestDir = await buildGuestCode();
         const outDir = await mkdtemp(join(tmpdir(), 'prfleet-lio-'));
         run = await runInVm({
           outDir,
-          script: `exec node dist/lio-guest/test/lio/guest/main.js --out '${outDir}' --parts conformance,grpc`,
+          script: detachedNodeScript(
+            `node '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc`,
+          ),
           timeoutMs: 900_000,
         });
         lines = parseLines(run.output);

@@ -85,12 +85,13 @@ export async function prepareVm(env: NodeJS.ProcessEnv = process.env): Promise<v
 }
 
 /**
- * Compiles the in-VM TypeScript (test/lio/guest and what it imports) into dist/lio-guest with tsc (incremental);
- * returns the directory. The guest runs the JS from the host root over 9p, node_modules resolves from the project.
+ * Compiles the in-VM TypeScript (test/lio/guest and what it imports) with tsc (incremental) into
+ * node_modules/.cache/prfleet-lio-guest, where `make build` (rm -rf dist) cannot pull it away under a running VM
+ * and node_modules still resolves from the project; returns the directory.
  */
 export async function buildGuestCode(): Promise<string> {
   const root = projectRoot();
-  const outDir = join(root, 'dist', 'lio-guest');
+  const outDir = guestCodeDir();
   await mkdir(outDir, { recursive: true });
   const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
   const r = await run(
@@ -109,6 +110,28 @@ export async function buildGuestCode(): Promise<string> {
   );
   if (r.rc !== 0) throw new Error(`tsc for the in-VM code failed:\n${r.output.slice(-4000)}`);
   return outDir;
+}
+
+/**
+ * Shell lines that run `command` (a node process) in the background and exit with the status it wrote to
+ * $RC_FILE, without waiting for the process itself: a process with an SG_IO ioctl the kernel never completes
+ * cannot exit (LIO's PREEMPT AND ABORT hang), and the VM must still power off.
+ */
+export function detachedNodeScript(command: string): string {
+  return [
+    'RC_FILE=/tmp/prfleet-vm-rc',
+    'rm -f "$RC_FILE"',
+    `${command} --rc-file "$RC_FILE" &`,
+    'pid=$!',
+    'while [ ! -f "$RC_FILE" ] && kill -0 "$pid" 2>/dev/null; do sleep 1; done',
+    'if [ -f "$RC_FILE" ]; then exit "$(cat "$RC_FILE")"; fi',
+    'wait "$pid"',
+  ].join('\n');
+}
+
+/** Where buildGuestCode puts the compiled in-VM code. */
+export function guestCodeDir(): string {
+  return join(projectRoot(), 'node_modules', '.cache', 'prfleet-lio-guest');
 }
 
 /** Options of runInVm. */

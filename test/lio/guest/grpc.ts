@@ -103,7 +103,12 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
       for (let i = 0; ; i++) {
         const { logicalUnits } = await client.listDevices({});
         const connected = logicalUnits.flatMap((lu) =>
-          lu.paths.filter((p) => p.agentConnected).map((p) => `${lu.luId} ${p.agentId}:${p.path}`),
+          lu.paths
+            .filter((p) => p.agentConnected)
+            .map(
+              (p) =>
+                `${lu.luId} ${p.agentId}:${p.path?.path ?? '?'} (target port ${p.path?.relativeTargetPort ?? '?'})`,
+            ),
         );
         const luIds = new Set(
           logicalUnits.filter((lu) => lu.paths.some((p) => p.agentConnected)).map((lu) => lu.luId),

@@ -3,6 +3,7 @@
  *   node main.js --out <dir> [--parts conformance,grpc] [--only id,id]
  * Prints `PRFLEET-LIO <json>` lines (test/lio/protocol.ts) and exits 0 when everything passed.
  */
+import { writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { formatLine } from '../protocol.js';
@@ -16,8 +17,10 @@ async function main(): Promise<number> {
       parts: { type: 'string', default: 'conformance' },
       only: { type: 'string' },
       nexuses: { type: 'string', default: '3' },
+      'rc-file': { type: 'string' },
     },
   });
+  rcFile = values['rc-file'];
   const parts = (values.parts ?? '').split(',').filter(Boolean);
   const print = (line: string): void => {
     process.stdout.write(`${line}\n`);
@@ -59,8 +62,20 @@ async function main(): Promise<number> {
   return failures;
 }
 
+let rcFile: string | undefined;
+
+/**
+ * Ends the run. The exit status goes to --rc-file first: after LIO's PREEMPT AND ABORT hang an SG_IO ioctl never
+ * returns, and node's exit joins libuv's worker threads, so the process may never end; in-vm.sh stops waiting
+ * for it once the file exists.
+ */
+function finish(code: number): void {
+  if (rcFile !== undefined) writeFileSync(rcFile, `${code}\n`);
+  process.exit(code);
+}
+
 main().then(
-  (failures) => process.exit(failures === 0 ? 0 : 1),
+  (failures) => finish(failures === 0 ? 0 : 1),
   (e: unknown) => {
     process.stdout.write(
       formatLine({
@@ -69,6 +84,6 @@ main().then(
         error: e instanceof Error ? (e.stack ?? e.message) : String(e),
       }) + '\n',
     );
-    process.exit(2);
+    finish(2);
   },
 );
