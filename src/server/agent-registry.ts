@@ -31,6 +31,15 @@ export class AgentSession {
   lastHeartbeatAt: Date | undefined;
   /** Date.now() of the last message of any kind (liveness). */
   lastSeenMs = Date.now();
+  /**
+   * Age (ms) at which the stream is rotated; Infinity = never. Jittered per session (gRPC A9 MAX_CONNECTION_AGE
+   * adds ±10 %) so agents that connected together do not all reconnect together.
+   */
+  maxAgeMs = Number.POSITIVE_INFINITY;
+  /** Date.now() when rotation began (no new commands since), or undefined. */
+  rotatingSinceMs: number | undefined;
+  /** True once Reconnect was sent for the rotation. */
+  reconnectSent = false;
   private ended = false;
 
   constructor(
@@ -39,6 +48,40 @@ export class AgentSession {
     outboxCapacity: number,
   ) {
     this.outbox = new AsyncQueue(outboxCapacity);
+  }
+
+  /** True while the stream is being rotated: the router sends it no new commands and waits for the next one. */
+  get rotating(): boolean {
+    return this.rotatingSinceMs !== undefined;
+  }
+
+  /**
+   * Starts rotating the stream: no new commands from now on; Reconnect goes out as soon as nothing is in flight,
+   * so the agent never has to refuse a command nor leave one behind.
+   */
+  startRotation(nowMs = Date.now()): void {
+    if (this.ended || this.rotating) return;
+    this.rotatingSinceMs = nowMs;
+    this.sendReconnectWhenIdle();
+  }
+
+  /** Forgets a settled command; sends the rotation's Reconnect when it was the last one in flight. */
+  forget(commandId: string): void {
+    this.pending.delete(commandId);
+    this.sendReconnectWhenIdle();
+  }
+
+  /** Sends Reconnect now even with commands in flight (the agent finishes them before it half-closes). */
+  sendReconnect(reason: string): void {
+    if (this.ended || this.reconnectSent) return;
+    this.reconnectSent = true;
+    this.outbox.pushUrgent({ message: { $case: 'reconnect', value: { reason } } });
+  }
+
+  private sendReconnectWhenIdle(): void {
+    if (this.rotating && this.pending.size === 0) {
+      this.sendReconnect('stream rotation: maximum stream age reached, reconnect to any instance');
+    }
   }
 
   /** Agent id from Hello. */
@@ -87,6 +130,50 @@ export interface AgentRecord {
   lastHeartbeatAt: Date | undefined;
   /** Latest inventory (kept after disconnect so devices stay listed, as offline paths). */
   paths: Path[];
+  /**
+   * Instance holding the agent's stream when that is ANOTHER instance (records from the shared inventory);
+   * undefined for records of this instance, and for agents not connected anywhere.
+   */
+  remoteInstance?: string | undefined;
+}
+
+/** True when the agent has an open stream on this instance or, per the shared inventory, on another one. */
+export function isConnected(record: AgentRecord): boolean {
+  return record.session !== undefined || record.remoteInstance !== undefined;
+}
+
+/**
+ * Agents as other server instances see them (the shared inventory): records with `session` undefined and
+ * `remoteInstance` set while another instance holds the stream. Reads are synchronous (a local mirror).
+ */
+export interface RemoteAgents {
+  /** Every agent known to the fleet, any instance, connected or not. */
+  list(): readonly AgentRecord[];
+  /** The fleet's record of `agentId`, if any. */
+  get(agentId: string): AgentRecord | undefined;
+}
+
+/** What happened to a session, for listeners (shared inventory, presence, metrics). */
+export type RegistryEvent =
+  | { readonly kind: 'opened'; readonly session: AgentSession }
+  | { readonly kind: 'inventory'; readonly session: AgentSession; readonly paths: readonly Path[] }
+  | { readonly kind: 'heartbeat'; readonly session: AgentSession }
+  /** `current`: it was the agent's current session (false when a newer one had replaced it already). */
+  | { readonly kind: 'closed'; readonly session: AgentSession; readonly current: boolean };
+
+/** Settings that multi-instance wiring adds after construction ({@link AgentRegistry.configure}). */
+export interface RegistrySettings {
+  /** Other instances' agents, merged into list()/get(). @default none (this instance only) */
+  readonly remote?: RemoteAgents | undefined;
+  /** Rotate streams older than this (PRFLEET_MAX_STREAM_AGE_MS); 0 = never. @default 0 */
+  readonly maxStreamAgeMs?: number;
+  /**
+   * Rotation bound: a session still open this long after rotation began is closed (in-flight commands
+   * UNKNOWN). @default 70000 (the longest default command timeout, 60 s, plus slack)
+   */
+  readonly rotationGraceMs?: number;
+  /** AgentService refuses agents without a verified client certificate (TLS servers). @default false */
+  readonly requireAgentCertificate?: boolean;
 }
 
 /** Options for {@link AgentRegistry}. */
@@ -107,7 +194,12 @@ export interface AgentRegistryOptions {
  */
 export class AgentRegistry {
   private readonly records = new Map<string, AgentRecord>();
+  private readonly listeners = new Set<(event: RegistryEvent) => void>();
   private livenessTimer: NodeJS.Timeout | undefined;
+  private remote: RemoteAgents | undefined;
+  private maxStreamAgeMs = 0;
+  private rotationGraceMs = 70_000;
+  private requireCertificate = false;
 
   constructor(private readonly options: AgentRegistryOptions) {}
 
@@ -116,9 +208,60 @@ export class AgentRegistry {
     return this.options.heartbeatMs;
   }
 
+  /** True when AgentService must refuse agents without a verified client certificate. */
+  get requireAgentCertificate(): boolean {
+    return this.requireCertificate;
+  }
+
+  /** Current maximum stream age, ms (0 = no rotation). */
+  get maxStreamAge(): number {
+    return this.maxStreamAgeMs;
+  }
+
+  /** Applies multi-instance settings (shared inventory, rotation, agent certificates); fields left out stay. */
+  configure(settings: RegistrySettings): void {
+    if ('remote' in settings) this.remote = settings.remote;
+    if (settings.maxStreamAgeMs !== undefined) {
+      if (!(settings.maxStreamAgeMs >= 0))
+        throw new Error(`invalid maxStreamAgeMs: ${settings.maxStreamAgeMs}`);
+      this.maxStreamAgeMs = settings.maxStreamAgeMs;
+      for (const session of this.sessions()) session.maxAgeMs = this.jitteredMaxAge();
+    }
+    if (settings.rotationGraceMs !== undefined) this.rotationGraceMs = settings.rotationGraceMs;
+    if (settings.requireAgentCertificate !== undefined)
+      this.requireCertificate = settings.requireAgentCertificate;
+    if (this.livenessTimer !== undefined) {
+      // The check interval depends on the maximum age.
+      this.stopLivenessChecks();
+      this.startLivenessChecks();
+    }
+  }
+
+  /** Calls `listener` on every session event; returns an unsubscribe function. Listeners must not throw. */
+  onChange(listener: (event: RegistryEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(event: RegistryEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.options.log.error({ err, event: event.kind }, 'registry listener failed');
+      }
+    }
+  }
+
+  private jitteredMaxAge(): number {
+    if (this.maxStreamAgeMs <= 0) return Number.POSITIVE_INFINITY;
+    return this.maxStreamAgeMs * (0.9 + Math.random() * 0.1); // never later than the configured maximum
+  }
+
   /** Opens a session for `hello.agent_id`, replacing (and ending) any current one. */
   open(hello: Hello): AgentSession {
     const session = new AgentSession(hello, this.options.outboxCapacity);
+    session.maxAgeMs = this.jitteredMaxAge();
     const record = this.records.get(hello.agentId);
     const previous = record?.session;
     if (record === undefined) {
@@ -137,10 +280,15 @@ export class AgentRegistry {
       record.connectedAt = session.connectedAt;
       record.lastHeartbeatAt = undefined;
     }
+    this.emit({ kind: 'opened', session });
     if (previous !== undefined) {
       this.options.log.warn(
-        { agentId: hello.agentId, oldSessionId: previous.sessionId, sessionId: session.sessionId,
-          inFlight: previous.pending.size },
+        {
+          agentId: hello.agentId,
+          oldSessionId: previous.sessionId,
+          sessionId: session.sessionId,
+          inFlight: previous.pending.size,
+        },
         'agent reconnected: replacing its old session',
       );
       previous.end(
@@ -153,9 +301,12 @@ export class AgentRegistry {
 
   /** Ends `session` (if still open) and marks its agent disconnected when it is the current one. */
   close(session: AgentSession, reason: string, streamError?: unknown): void {
+    if (session.isEnded) return;
     const record = this.records.get(session.agentId);
-    if (record?.session === session) record.session = undefined;
+    const current = record?.session === session;
+    if (current && record !== undefined) record.session = undefined;
     session.end(reason, streamError);
+    this.emit({ kind: 'closed', session, current });
   }
 
   /** Replaces the agent's paths with `paths` when `session` is current. */
@@ -163,6 +314,7 @@ export class AgentRegistry {
     const record = this.records.get(session.agentId);
     if (record?.session !== session) return;
     record.paths = paths;
+    this.emit({ kind: 'inventory', session, paths });
   }
 
   /** Records a heartbeat (and liveness) for `session`. */
@@ -170,6 +322,7 @@ export class AgentRegistry {
     session.lastHeartbeatAt = new Date();
     const record = this.records.get(session.agentId);
     if (record?.session === session) record.lastHeartbeatAt = session.lastHeartbeatAt;
+    this.emit({ kind: 'heartbeat', session });
   }
 
   /** The open session of `agentId`, if any. */
@@ -177,19 +330,102 @@ export class AgentRegistry {
     return this.records.get(agentId)?.session;
   }
 
-  /** What is known about `agentId`, connected or not. */
+  /**
+   * What is known about `agentId`, connected or not: this instance's record while it holds the stream, else
+   * the shared inventory's when another instance holds it (or knows it better), else whichever exists.
+   */
   get(agentId: string): AgentRecord | undefined {
-    return this.records.get(agentId);
+    return pick(this.records.get(agentId), this.remote?.get(agentId));
   }
 
-  /** Every known agent, sorted by id. */
+  /** Every agent known here or (with a shared inventory) anywhere in the fleet, sorted by id. */
   list(): AgentRecord[] {
+    if (this.remote === undefined) {
+      return [...this.records.values()].sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
+    }
+    const merged = new Map<string, AgentRecord>();
+    for (const record of this.remote.list()) merged.set(record.hello.agentId, record);
+    for (const [agentId, local] of this.records) {
+      const chosen = pick(local, merged.get(agentId));
+      if (chosen !== undefined) merged.set(agentId, chosen);
+    }
+    return [...merged.values()].sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
+  }
+
+  /** This instance's own records (no shared inventory), sorted by id. */
+  localRecords(): AgentRecord[] {
     return [...this.records.values()].sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
   }
 
-  /** Open sessions. */
+  /** Open sessions on this instance. */
   sessions(): AgentSession[] {
-    return this.list().flatMap((r) => (r.session === undefined ? [] : [r.session]));
+    return this.localRecords().flatMap((r) => (r.session === undefined ? [] : [r.session]));
+  }
+
+  /**
+   * Waits while `agentId`'s session here is rotating (polling every 20 ms): resolves once it has a session here
+   * that is not rotating, once the shared inventory shows it connected to another instance, or after
+   * `timeoutMs` (callers then look again and answer what they find). Rejects with the signal's reason.
+   */
+  async waitWhileRotating(
+    agentId: string,
+    options: { timeoutMs: number; signal?: AbortSignal | undefined },
+  ): Promise<void> {
+    const deadline = Date.now() + options.timeoutMs;
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const session = this.records.get(agentId)?.session;
+      if (session !== undefined && !session.rotating) return;
+      if (session === undefined && this.remote?.get(agentId)?.remoteInstance !== undefined) return;
+      if (Date.now() >= deadline) return;
+      await new Promise<void>((resolve) => setTimeout(resolve, 20).unref());
+    }
+  }
+
+  /**
+   * Rotates streams past their maximum age, and closes rotating ones past the grace (their in-flight commands
+   * become UNKNOWN). Returns how many rotations began.
+   */
+  checkStreamAge(nowMs = Date.now()): number {
+    let started = 0;
+    for (const session of this.sessions()) {
+      if (session.rotatingSinceMs !== undefined) {
+        if (nowMs - session.rotatingSinceMs > this.rotationGraceMs) {
+          this.options.log.warn(
+            {
+              agentId: session.agentId,
+              sessionId: session.sessionId,
+              inFlight: session.pending.size,
+            },
+            'stream rotation not finished within its grace: closing the session',
+          );
+          this.close(session, `stream rotation did not finish within ${this.rotationGraceMs} ms`);
+        } else if (
+          !session.reconnectSent &&
+          nowMs - session.rotatingSinceMs > this.rotationGraceMs / 2
+        ) {
+          // Commands that keep running: let the agent finish them itself (it drains before it half-closes).
+          session.sendReconnect(
+            'stream rotation: maximum stream age reached, reconnect to any instance',
+          );
+        }
+        continue;
+      }
+      const ageMs = nowMs - session.connectedAt.getTime();
+      if (ageMs < session.maxAgeMs) continue;
+      started += 1;
+      this.options.log.info(
+        {
+          agentId: session.agentId,
+          sessionId: session.sessionId,
+          ageMs,
+          inFlight: session.pending.size,
+        },
+        'stream rotation: maximum age reached',
+      );
+      session.startRotation(nowMs);
+    }
+    return started;
   }
 
   /** Drops sessions silent for more than heartbeatMs × missedHeartbeats; returns how many were dropped. */
@@ -201,22 +437,40 @@ export class AgentRegistry {
       if (silentMs <= limitMs) continue;
       dropped += 1;
       this.options.log.warn(
-        { agentId: session.agentId, sessionId: session.sessionId, silentMs, inFlight: session.pending.size },
+        {
+          agentId: session.agentId,
+          sessionId: session.sessionId,
+          silentMs,
+          inFlight: session.pending.size,
+        },
         'agent silent too long: dropping its session',
       );
       this.close(
         session,
         `agent sent nothing for ${silentMs} ms`,
-        new ServerError(Status.UNAVAILABLE, `no heartbeat for ${silentMs} ms (limit ${limitMs} ms)`),
+        new ServerError(
+          Status.UNAVAILABLE,
+          `no heartbeat for ${silentMs} ms (limit ${limitMs} ms)`,
+        ),
       );
     }
     return dropped;
   }
 
-  /** Starts the periodic liveness check (every half heartbeat interval; the timer does not hold the process). */
+  /**
+   * Starts the periodic liveness and stream-age checks (every half heartbeat interval, and at least every
+   * tenth of the maximum stream age; the timer does not hold the process).
+   */
   startLivenessChecks(): void {
     if (this.livenessTimer !== undefined) return;
-    this.livenessTimer = setInterval(() => this.checkLiveness(), Math.max(25, this.options.heartbeatMs / 2));
+    const ageTick = this.maxStreamAgeMs > 0 ? this.maxStreamAgeMs / 10 : Number.POSITIVE_INFINITY;
+    this.livenessTimer = setInterval(
+      () => {
+        this.checkLiveness();
+        this.checkStreamAge();
+      },
+      Math.max(25, Math.min(this.options.heartbeatMs / 2, ageTick)),
+    );
     this.livenessTimer.unref();
   }
 
@@ -225,6 +479,18 @@ export class AgentRegistry {
     clearInterval(this.livenessTimer);
     this.livenessTimer = undefined;
   }
+}
+
+/** The record to show: a local one holding the stream, else a remote one holding it, else the newer one. */
+function pick(
+  local: AgentRecord | undefined,
+  remote: AgentRecord | undefined,
+): AgentRecord | undefined {
+  if (local?.session !== undefined) return local;
+  if (remote?.remoteInstance !== undefined) return remote;
+  if (local === undefined) return remote;
+  if (remote === undefined) return local;
+  return remote.connectedAt.getTime() > local.connectedAt.getTime() ? remote : local;
 }
 
 /** Plain string order (not locale): ids sort the same everywhere. */

@@ -3,6 +3,7 @@ import type { AgentServiceImplementation, ConnectRequest } from '../gen/prfleet/
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
+import { authorizeAgentHello, authorizeInventory, type PeerIdentity } from './auth/mtls.js';
 import type { CommandRouter } from './router.js';
 
 /** Dependencies of {@link createAgentService}. */
@@ -15,6 +16,12 @@ export interface AgentServiceDeps {
   readonly instanceId: string;
   /** Logger. */
   readonly log: Logger;
+  /**
+   * Refuse agents without a verified client certificate (UNAUTHENTICATED). @default the registry's setting
+   * (registry.configure({ requireAgentCertificate })), false unless configured: plaintext test servers work.
+   * A certificate naming another agent id is refused (PERMISSION_DENIED) either way.
+   */
+  readonly requireAgentCertificate?: boolean;
 }
 
 /**
@@ -25,22 +32,39 @@ export interface AgentServiceDeps {
 export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
   const { registry, log } = deps;
 
-  function handle(session: AgentSession, request: ConnectRequest, sessionLog: Logger): void {
+  function handle(
+    session: AgentSession,
+    request: ConnectRequest,
+    sessionLog: Logger,
+    identity: PeerIdentity | undefined,
+  ): void {
     session.lastSeenMs = Date.now();
     const message = request.message;
     switch (message?.$case) {
-      case 'inventory':
-        registry.setInventory(session, message.value.paths);
+      case 'inventory': {
+        // The certificate's allow-list bounds what the agent may report, so nothing can be routed elsewhere.
+        const { allowed, denied } = authorizeInventory(identity, message.value.paths);
+        if (denied.length > 0) {
+          sessionLog.warn(
+            { denied: denied.map((p) => p.path), allow: identity?.allow },
+            'inventory paths outside the certificate allow-list dropped',
+          );
+        }
+        registry.setInventory(session, allowed);
         sessionLog.info(
-          { paths: message.value.paths.length, luIds: [...new Set(message.value.paths.map((p) => p.luId))] },
+          { paths: allowed.length, luIds: [...new Set(allowed.map((p) => p.luId))] },
           'inventory',
         );
         return;
+      }
       case 'result': {
         const result = message.value;
         const pending = session.pending.get(result.commandId);
         if (pending === undefined) {
-          sessionLog.warn({ commandId: result.commandId, outcome: result.outcome }, 'result for a command not in flight (already settled)');
+          sessionLog.warn(
+            { commandId: result.commandId, outcome: result.outcome },
+            'result for a command not in flight (already settled)',
+          );
           return;
         }
         pending.settle(result);
@@ -62,7 +86,10 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
   return {
     async *connect(requests, ctx) {
       if (deps.router.draining) {
-        throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: reconnect to another instance');
+        throw unavailable(
+          ErrorReason.SERVER_DRAINING,
+          'server is draining: reconnect to another instance',
+        );
       }
       const iterator = requests[Symbol.asyncIterator]();
       const first = await iterator.next();
@@ -71,10 +98,20 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
       }
       const hello = first.value.message.value;
       if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
+      const identity = authorizeAgentHello(ctx, hello, {
+        requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
+      });
       const session = registry.open(hello);
       const sessionLog = log.child({ agentId: hello.agentId, sessionId: session.sessionId });
       sessionLog.info(
-        { hostname: hello.hostname, version: hello.version, site: hello.site, transport: hello.transport, peer: ctx.peer },
+        {
+          hostname: hello.hostname,
+          version: hello.version,
+          site: hello.site,
+          transport: hello.transport,
+          peer: ctx.peer,
+          ...(identity === undefined ? {} : { certificate: identity.fingerprint256 }),
+        },
         'agent connected',
       );
       session.outbox.pushUrgent({
@@ -95,11 +132,15 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
         for (;;) {
           const next = await iterator.next();
           if (next.done === true) return 'agent closed its stream';
-          handle(session, next.value, sessionLog);
+          handle(session, next.value, sessionLog, identity);
         }
       })().then(
         (reason) => registry.close(session, reason),
-        (e: unknown) => registry.close(session, `agent stream failed: ${e instanceof Error ? e.message : String(e)}`),
+        (e: unknown) =>
+          registry.close(
+            session,
+            `agent stream failed: ${e instanceof Error ? e.message : String(e)}`,
+          ),
       );
 
       try {

@@ -1,8 +1,13 @@
-import { DevicePath, LogicalUnit, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
+import {
+  Agent,
+  DevicePath,
+  LogicalUnit,
+  type ListDevicesRequest,
+} from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { UNKNOWN_PROFILE } from '../common/capabilities.js';
 import { invalidArgument } from '../common/errors.js';
-import { compare, type AgentRecord, type AgentRegistry } from './agent-registry.js';
+import { compare, isConnected, type AgentRecord, type AgentRegistry } from './agent-registry.js';
 
 /** One path of a logical unit with the agent it belongs to. */
 export interface FleetPath {
@@ -25,14 +30,17 @@ export function pathsByLu(registry: AgentRegistry): Map<string, FleetPath[]> {
     }
   }
   for (const group of groups.values()) {
-    group.sort((a, b) => compare(a.agent.hello.agentId, b.agent.hello.agentId) || compare(a.path.path, b.path.path));
+    group.sort(
+      (a, b) =>
+        compare(a.agent.hello.agentId, b.agent.hello.agentId) || compare(a.path.path, b.path.path),
+    );
   }
   return groups;
 }
 
-/** True when the path's agent is connected and the agent last saw the node work. */
+/** True when the path's agent is connected (to this or another instance) and the agent last saw the node work. */
 export function isOnline(p: FleetPath): boolean {
-  return p.agent.session !== undefined && p.path.online;
+  return isConnected(p.agent) && p.path.online;
 }
 
 /**
@@ -42,8 +50,12 @@ export function isOnline(p: FleetPath): boolean {
 export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): LogicalUnit {
   const ranked = [...paths].sort((a, b) => rank(b) - rank(a));
   const best = ranked[0]?.path;
-  const caps = ranked.find((p) => (p.path.capabilities?.profile ?? '') !== '' && p.path.capabilities?.profile !== UNKNOWN_PROFILE)
-    ?.path.capabilities ?? best?.capabilities;
+  const caps =
+    ranked.find(
+      (p) =>
+        (p.path.capabilities?.profile ?? '') !== '' &&
+        p.path.capabilities?.profile !== UNKNOWN_PROFILE,
+    )?.path.capabilities ?? best?.capabilities;
   return LogicalUnit.fromPartial({
     luId,
     peripheralDeviceType: best?.peripheralDeviceType ?? 0,
@@ -58,14 +70,14 @@ export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): Logica
         agentId: p.agent.hello.agentId,
         hostname: p.agent.hello.hostname,
         path: p.path,
-        agentConnected: p.agent.session !== undefined,
+        agentConnected: isConnected(p.agent),
       }),
     ),
   });
 }
 
 function rank(p: FleetPath): number {
-  return (p.agent.session !== undefined ? 2 : 0) + (p.path.online ? 1 : 0);
+  return (isConnected(p.agent) ? 2 : 0) + (p.path.online ? 1 : 0);
 }
 
 /** Parses ListDevicesRequest.labels ("key=value") into pairs; INVALID_ARGUMENT naming `labels[i]` otherwise. */
@@ -81,7 +93,10 @@ export function parseLabelFilters(labels: readonly string[]): [string, string][]
  * ListDevices: LUs sorted by loader then id. Site and label filters keep the paths of matching agents (an LU
  * with none is left out); type and loader filters apply to the LU.
  */
-export function listLogicalUnits(registry: AgentRegistry, request: ListDevicesRequest): LogicalUnit[] {
+export function listLogicalUnits(
+  registry: AgentRegistry,
+  request: ListDevicesRequest,
+): LogicalUnit[] {
   const labels = parseLabelFilters(request.labels);
   const agentMatches = (agent: AgentRecord) =>
     (request.site === '' || agent.hello.site === request.site) &&
@@ -91,9 +106,34 @@ export function listLogicalUnits(registry: AgentRegistry, request: ListDevicesRe
     const paths = allPaths.filter((p) => agentMatches(p.agent));
     if (paths.length === 0) continue;
     const unit = toLogicalUnit(luId, paths);
-    if (request.peripheralDeviceType !== undefined && unit.peripheralDeviceType !== request.peripheralDeviceType) continue;
+    if (
+      request.peripheralDeviceType !== undefined &&
+      unit.peripheralDeviceType !== request.peripheralDeviceType
+    )
+      continue;
     if (request.loaderId !== '' && unit.loaderId !== request.loaderId) continue;
     units.push(unit);
   }
   return units.sort((a, b) => compare(a.loaderId, b.loaderId) || compare(a.luId, b.luId));
+}
+
+/**
+ * The ListAgents entry of a record: connected and server_instance say where the stream is, this instance
+ * (`localInstanceId`) or another one (shared inventory).
+ */
+export function agentToProto(record: AgentRecord, localInstanceId: string): Agent {
+  return Agent.fromPartial({
+    agentId: record.hello.agentId,
+    hostname: record.hello.hostname,
+    version: record.hello.version,
+    site: record.hello.site,
+    labels: record.hello.labels,
+    connected: isConnected(record),
+    sessionId: record.lastSessionId,
+    connectedAt: record.connectedAt,
+    ...(record.lastHeartbeatAt === undefined ? {} : { lastHeartbeatAt: record.lastHeartbeatAt }),
+    pathCount: record.paths.length,
+    transport: record.hello.transport,
+    serverInstance: record.session !== undefined ? localInstanceId : (record.remoteInstance ?? ''),
+  });
 }

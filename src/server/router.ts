@@ -54,12 +54,18 @@ export interface InProcessRouterDeps {
   readonly instanceId: string;
   /** Extra wait after the device timeout before an unanswered command becomes UNKNOWN. @default 5000 */
   readonly resultSlackMs?: number;
+  /**
+   * How long a dispatch waits for an agent whose stream is being rotated to come back (on this instance, or on
+   * another one per the shared inventory) before UNAVAILABLE; nothing is sent meanwhile. @default 10000
+   */
+  readonly rotationWaitMs?: number;
 }
 
 /** The single-instance router: agents' streams are in this process. */
 export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter {
   const { registry, log } = deps;
   const slackMs = deps.resultSlackMs ?? 5_000;
+  const rotationWaitMs = deps.rotationWaitMs ?? 10_000;
   let draining = false;
   let inFlight = 0;
   let idleWaiters: (() => void)[] = [];
@@ -75,7 +81,12 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
     }
   }
 
-  function logResult(command: Command, result: CommandResult, ms: number, abandoned: boolean): void {
+  function logResult(
+    command: Command,
+    result: CommandResult,
+    ms: number,
+    abandoned: boolean,
+  ): void {
     const kind = command.kind;
     const fields = {
       commandId: command.commandId,
@@ -97,7 +108,8 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
           }
         : {}),
     };
-    if (isProut(command) || result.outcome === Outcome.OUTCOME_UNKNOWN) log.info(fields, 'command done');
+    if (isProut(command) || result.outcome === Outcome.OUTCOME_UNKNOWN)
+      log.info(fields, 'command done');
     else log.debug(fields, 'command done');
   }
 
@@ -122,101 +134,141 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       });
     },
     dispatch(agentId, command, options) {
-      if (draining) {
-        return Promise.reject(
-          unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance', {
-            agent_id: agentId,
-          }),
-        );
-      }
-      if (options.signal?.aborted) return Promise.reject(options.signal.reason);
-      const session = registry.session(agentId);
-      if (session === undefined) {
-        return Promise.reject(
-          unavailable(ErrorReason.AGENT_OFFLINE, `agent ${agentId} is not connected; nothing was sent`, {
-            agent_id: agentId,
-          }),
-        );
-      }
-      sequence += 1;
-      const sent = Command.fromPartial({
-        ...command,
-        commandId: command.commandId === '' ? `${idPrefix}-${sequence}` : command.commandId,
-        timeout: msToDuration(options.timeoutMs),
-      });
-      const luId = options.luId ?? '';
-      const startedMs = performance.now();
-
-      return new Promise<CommandResult>((resolve, reject) => {
-        let settled = false;
-        let abandoned = false;
-        let slackTimer: NodeJS.Timeout | undefined;
-        const onAbort = () => {
-          abandoned = true;
-          // The agent drops it if not yet submitted; otherwise the result still comes and is recorded.
-          session.outbox.pushUrgent({ message: { $case: 'cancel', value: { commandId: sent.commandId } } });
-          log.info(
-            { commandId: sent.commandId, agentId, path: sent.path, reason: String(options.signal?.reason) },
-            'caller gave up: cancel sent to agent',
-          );
-          reject(options.signal?.reason);
-        };
-        const settle = (raw: CommandResult) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(slackTimer);
-          options.signal?.removeEventListener('abort', onAbort);
-          session.pending.delete(sent.commandId);
-          const result = CommandResult.fromPartial({
-            ...raw,
-            commandId: sent.commandId,
-            agentId: raw.agentId === '' ? agentId : raw.agentId,
-            path: raw.path === '' ? sent.path : raw.path,
-            luId: raw.luId === '' ? luId : raw.luId,
-            idempotencyKey: raw.idempotencyKey === '' ? sent.idempotencyKey : raw.idempotencyKey,
-          });
-          settledOne();
-          logResult(sent, result, performance.now() - startedMs, abandoned);
-          try {
-            options.onResult?.(result);
-          } catch (e) {
-            log.error({ err: e, commandId: sent.commandId }, 'onResult hook failed');
-          }
-          resolve(result); // no-op when the caller already got a rejection
-        };
-        // The capacity bounds commands queued OR in flight on the agent: a slow agent fills it even while the
-        // stream itself drains, and nothing unbounded builds up in the server either way.
-        const busy = session.pending.size >= session.outbox.capacity;
-        if (busy || !session.outbox.push({ message: { $case: 'command', value: sent } })) {
-          log.warn(
-            { agentId, inFlight: session.pending.size, queued: session.outbox.size, capacity: session.outbox.capacity },
-            'agent queue full: command refused',
-          );
-          reject(
-            resourceExhausted(
-              ErrorReason.AGENT_BUSY,
-              `agent ${agentId} has ${session.pending.size} commands queued or in flight (capacity ${session.outbox.capacity}); nothing was sent`,
+      if (registry.session(agentId)?.rotating !== true)
+        return dispatchNow(agentId, command, options);
+      // The stream is being rotated: hold the command (not sent yet) until the agent's next session is up.
+      return registry
+        .waitWhileRotating(agentId, { timeoutMs: rotationWaitMs, signal: options.signal })
+        .then(() => {
+          if (registry.session(agentId)?.rotating === true) {
+            throw unavailable(
+              ErrorReason.AGENT_OFFLINE,
+              `agent ${agentId} is rotating its stream and did not reconnect within ${rotationWaitMs} ms; nothing was sent`,
               { agent_id: agentId },
-            ),
-          );
-          return;
-        }
-        session.pending.set(sent.commandId, { command: sent, luId, settle });
-        inFlight += 1;
-        options.signal?.addEventListener('abort', onAbort, { once: true });
-        // An agent that never answers (hung, or lost the command) must not pin the caller or the drain forever.
-        slackTimer = setTimeout(() => {
-          session.outbox.pushUrgent({ message: { $case: 'cancel', value: { commandId: sent.commandId } } });
-          settle(
-            unknownResult(
-              sent,
-              agentId,
-              `no result from agent ${agentId} within ${options.timeoutMs + slackMs} ms; the command may or may not have run: read the logical unit before retrying`,
-            ),
-          );
-        }, options.timeoutMs + slackMs);
-        slackTimer.unref();
-      });
+            );
+          }
+          return dispatchNow(agentId, command, options);
+        });
     },
   };
+
+  function dispatchNow(
+    agentId: string,
+    command: Command,
+    options: DispatchOptions,
+  ): Promise<CommandResult> {
+    if (draining) {
+      return Promise.reject(
+        unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance', {
+          agent_id: agentId,
+        }),
+      );
+    }
+    if (options.signal?.aborted) return Promise.reject(options.signal.reason);
+    const session = registry.session(agentId);
+    if (session === undefined) {
+      return Promise.reject(
+        unavailable(
+          ErrorReason.AGENT_OFFLINE,
+          `agent ${agentId} is not connected; nothing was sent`,
+          {
+            agent_id: agentId,
+          },
+        ),
+      );
+    }
+    sequence += 1;
+    const sent = Command.fromPartial({
+      ...command,
+      commandId: command.commandId === '' ? `${idPrefix}-${sequence}` : command.commandId,
+      timeout: msToDuration(options.timeoutMs),
+    });
+    const luId = options.luId ?? '';
+    const startedMs = performance.now();
+
+    return new Promise<CommandResult>((resolve, reject) => {
+      let settled = false;
+      let abandoned = false;
+      let slackTimer: NodeJS.Timeout | undefined;
+      const onAbort = () => {
+        abandoned = true;
+        // The agent drops it if not yet submitted; otherwise the result still comes and is recorded.
+        session.outbox.pushUrgent({
+          message: { $case: 'cancel', value: { commandId: sent.commandId } },
+        });
+        log.info(
+          {
+            commandId: sent.commandId,
+            agentId,
+            path: sent.path,
+            reason: String(options.signal?.reason),
+          },
+          'caller gave up: cancel sent to agent',
+        );
+        reject(options.signal?.reason);
+      };
+      const settle = (raw: CommandResult) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(slackTimer);
+        options.signal?.removeEventListener('abort', onAbort);
+        session.forget(sent.commandId);
+        const result = CommandResult.fromPartial({
+          ...raw,
+          commandId: sent.commandId,
+          agentId: raw.agentId === '' ? agentId : raw.agentId,
+          path: raw.path === '' ? sent.path : raw.path,
+          luId: raw.luId === '' ? luId : raw.luId,
+          idempotencyKey: raw.idempotencyKey === '' ? sent.idempotencyKey : raw.idempotencyKey,
+        });
+        settledOne();
+        logResult(sent, result, performance.now() - startedMs, abandoned);
+        try {
+          options.onResult?.(result);
+        } catch (e) {
+          log.error({ err: e, commandId: sent.commandId }, 'onResult hook failed');
+        }
+        resolve(result); // no-op when the caller already got a rejection
+      };
+      // The capacity bounds commands queued OR in flight on the agent: a slow agent fills it even while the
+      // stream itself drains, and nothing unbounded builds up in the server either way.
+      const busy = session.pending.size >= session.outbox.capacity;
+      if (busy || !session.outbox.push({ message: { $case: 'command', value: sent } })) {
+        log.warn(
+          {
+            agentId,
+            inFlight: session.pending.size,
+            queued: session.outbox.size,
+            capacity: session.outbox.capacity,
+          },
+          'agent queue full: command refused',
+        );
+        reject(
+          resourceExhausted(
+            ErrorReason.AGENT_BUSY,
+            `agent ${agentId} has ${session.pending.size} commands queued or in flight (capacity ${session.outbox.capacity}); nothing was sent`,
+            { agent_id: agentId },
+          ),
+        );
+        return;
+      }
+      session.pending.set(sent.commandId, { command: sent, luId, settle });
+      inFlight += 1;
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      // An agent that never answers (hung, or lost the command) must not pin the caller or the drain forever.
+      slackTimer = setTimeout(() => {
+        session.outbox.pushUrgent({
+          message: { $case: 'cancel', value: { commandId: sent.commandId } },
+        });
+        settle(
+          unknownResult(
+            sent,
+            agentId,
+            `no result from agent ${agentId} within ${options.timeoutMs + slackMs} ms; the command may or may not have run: read the logical unit before retrying`,
+          ),
+        );
+      }, options.timeoutMs + slackMs);
+      slackTimer.unref();
+    });
+  }
 }

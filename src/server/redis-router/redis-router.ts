@@ -17,10 +17,18 @@ import {
 
 /** What the Redis router needs to know about agent sessions in this process (the AgentRegistry has it). */
 export interface LocalSessions {
-  /** The open session of `agentId` here, if any. */
-  session(agentId: string): { readonly sessionId: string } | undefined;
+  /** The open session of `agentId` here, if any (`rotating`: its stream is being replaced, send it nothing new). */
+  session(agentId: string): { readonly sessionId: string; readonly rotating?: boolean } | undefined;
   /** Every open session here. */
   sessions(): readonly { readonly agentId: string; readonly sessionId: string }[];
+  /**
+   * Waits (bounded) while the agent's session here is rotating, until it is back here or attached elsewhere.
+   * @default none (a rotating session is used as it is)
+   */
+  waitWhileRotating?(
+    agentId: string,
+    options: { timeoutMs: number; signal?: AbortSignal | undefined },
+  ): Promise<void>;
 }
 
 /** Options for {@link createRedisRouter}. */
@@ -52,6 +60,8 @@ export interface RedisRouterOptions {
   readonly resultSlackMs?: number;
   /** Extra wait for the relay itself on top of the owner's slack. @default 1000 */
   readonly relayMarginMs?: number;
+  /** Longest wait for an agent whose stream here is rotating to come back, here or elsewhere. @default 10000 */
+  readonly rotationWaitMs?: number;
   /**
    * Called when the agent re-attached to another instance while a session for it is still open here (that
    * session is stale: end it). @default none (the stale session ends by missed heartbeats)
@@ -113,6 +123,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   const instanceTtlMs = options.instanceTtlMs ?? 10_000;
   const syncIntervalMs = options.syncIntervalMs ?? 250;
   const waitExtraMs = (options.resultSlackMs ?? 5_000) + (options.relayMarginMs ?? 1_000);
+  const rotationWaitMs = options.rotationWaitMs ?? 10_000;
 
   const presenceKey = (agentId: string) => `${prefix}agent:${agentId}`;
   const instanceKey = (id: string) => `${prefix}instance:${id}`;
@@ -126,8 +137,13 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     ...options.redisOptions,
   });
   const sub = new Redis(options.redisUrl, { ...options.redisOptions });
-  for (const [name, connection] of [['publisher', pub], ['subscriber', sub]] as const) {
-    connection.on('error', (err: Error) => log.warn({ err, connection: name }, 'redis connection error'));
+  for (const [name, connection] of [
+    ['publisher', pub],
+    ['subscriber', sub],
+  ] as const) {
+    connection.on('error', (err: Error) =>
+      log.warn({ err, connection: name }, 'redis connection error'),
+    );
   }
 
   const published = new Map<string, string>(); // agentId → sessionId announced by this instance
@@ -156,9 +172,14 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   // ---- presence ----------------------------------------------------------------------------------------------
 
   async function attach(agentId: string): Promise<void> {
-    const previous = (await pub.call('SET', presenceKey(agentId), instanceId, 'PX', String(presenceTtlMs), 'GET')) as
-      | string
-      | null;
+    const previous = (await pub.call(
+      'SET',
+      presenceKey(agentId),
+      instanceId,
+      'PX',
+      String(presenceTtlMs),
+      'GET',
+    )) as string | null;
     log.debug({ agentId, previous }, 'agent presence published');
     if (previous !== null && previous !== instanceId) {
       await publish(previous, { kind: 'evict', agentId, by: instanceId });
@@ -194,7 +215,8 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   async function refresh(): Promise<void> {
     const batch = pub.multi();
     batch.set(instanceKey(instanceId), String(Date.now()), 'PX', instanceTtlMs);
-    for (const agentId of published.keys()) batch.eval(REFRESH_PRESENCE, 1, presenceKey(agentId), instanceId, presenceTtlMs);
+    for (const agentId of published.keys())
+      batch.eval(REFRESH_PRESENCE, 1, presenceKey(agentId), instanceId, presenceTtlMs);
     await batch.exec();
     // Forwarded commands whose owner stopped refreshing its liveness key: it died holding them.
     const owners = new Set([...pending.values()].map((p) => p.owner));
@@ -202,7 +224,11 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       if ((await pub.exists(instanceKey(owner))) === 1) continue;
       for (const [id, entry] of pending) {
         if (entry.owner !== owner) continue;
-        settleUnknown(id, entry, `server instance ${owner} holding agent ${entry.agentId}'s stream went away`);
+        settleUnknown(
+          id,
+          entry,
+          `server instance ${owner} holding agent ${entry.agentId}'s stream went away`,
+        );
       }
     }
   }
@@ -228,7 +254,10 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   }
 
   function settleUnknown(id: string, entry: PendingForward, why: string): void {
-    log.warn({ requestId: id, agentId: entry.agentId, owner: entry.owner }, 'forwarded command unanswered: UNKNOWN');
+    log.warn(
+      { requestId: id, agentId: entry.agentId, owner: entry.owner },
+      'forwarded command unanswered: UNKNOWN',
+    );
     settle(
       id,
       entry,
@@ -261,9 +290,13 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       }
       if (owner === instanceId) {
         // Presence says here but the session is gone (it just ended): the local router answers AGENT_OFFLINE.
-        throw unavailable(ErrorReason.AGENT_OFFLINE, `agent ${entry.agentId} is not connected; nothing was sent`, {
-          agent_id: entry.agentId,
-        });
+        throw unavailable(
+          ErrorReason.AGENT_OFFLINE,
+          `agent ${entry.agentId} is not connected; nothing was sent`,
+          {
+            agent_id: entry.agentId,
+          },
+        );
       }
       entry.owner = owner;
       const receivers = await publish(owner, {
@@ -290,7 +323,11 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     }
   }
 
-  function forward(agentId: string, command: Command, dispatchOptions: DispatchOptions): Promise<CommandResult> {
+  function forward(
+    agentId: string,
+    command: Command,
+    dispatchOptions: DispatchOptions,
+  ): Promise<CommandResult> {
     sequence += 1;
     const id = `${instanceId}/${sequence}`;
     return new Promise<CommandResult>((resolve, reject) => {
@@ -309,7 +346,12 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       const signal = dispatchOptions.signal;
       const onAbort = () => {
         entry.abandoned = true;
-        if (entry.owner !== '') background(() => publish(entry.owner, { kind: 'cancel', id, from: instanceId }).then(() => undefined), 'cancel relay');
+        if (entry.owner !== '')
+          background(
+            () =>
+              publish(entry.owner, { kind: 'cancel', id, from: instanceId }).then(() => undefined),
+            'cancel relay',
+          );
         reject(signal?.reason); // the entry stays: the result still comes back for onResult
       };
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -326,9 +368,21 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       };
       send(id, entry).then(
         () => {
-          if (entry.abandoned) background(() => publish(entry.owner, { kind: 'cancel', id, from: instanceId }).then(() => undefined), 'cancel relay');
+          if (entry.abandoned)
+            background(
+              () =>
+                publish(entry.owner, { kind: 'cancel', id, from: instanceId }).then(
+                  () => undefined,
+                ),
+              'cancel relay',
+            );
           entry.timer = setTimeout(
-            () => settleUnknown(id, entry, `no reply from server instance ${entry.owner} within ${dispatchOptions.timeoutMs + waitExtraMs} ms`),
+            () =>
+              settleUnknown(
+                id,
+                entry,
+                `no reply from server instance ${entry.owner} within ${dispatchOptions.timeoutMs + waitExtraMs} ms`,
+              ),
             dispatchOptions.timeoutMs + waitExtraMs,
           );
           entry.timer.unref();
@@ -370,7 +424,11 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
           }
           send(message.id, entry).then(
             () => {
-              entry.timer = setTimeout(() => settleUnknown(message.id, entry, `no reply from server instance ${entry.owner}`), entry.options.timeoutMs + waitExtraMs);
+              entry.timer = setTimeout(
+                () =>
+                  settleUnknown(message.id, entry, `no reply from server instance ${entry.owner}`),
+                entry.options.timeoutMs + waitExtraMs,
+              );
               entry.timer.unref();
             },
             (error: unknown) => fail(message.id, entry, error),
@@ -411,8 +469,16 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         (error: unknown) => {
           if (isAbortError(error) || controller.signal.aborted) return; // the result follows through onResult
           const answer = errorMessageOf(message.id, error);
-          if (answer === undefined) log.error({ err: error, requestId: message.id }, 'forwarded dispatch failed');
-          reply(answer ?? { kind: 'error', id: message.id, code: Status.INTERNAL, details: 'internal error (logged on the owning instance)' });
+          if (answer === undefined)
+            log.error({ err: error, requestId: message.id }, 'forwarded dispatch failed');
+          reply(
+            answer ?? {
+              kind: 'error',
+              id: message.id,
+              code: Status.INTERNAL,
+              details: 'internal error (logged on the owning instance)',
+            },
+          );
         },
       )
       .finally(() => serving.delete(message.id));
@@ -432,7 +498,9 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         onRequest(message);
         return;
       case 'cancel':
-        serving.get(message.id)?.abort(new ServerError(Status.CANCELLED, `caller on instance ${message.from} gave up`));
+        serving
+          .get(message.id)
+          ?.abort(new ServerError(Status.CANCELLED, `caller on instance ${message.from} gave up`));
         return;
       case 'result':
       case 'error':
@@ -440,7 +508,10 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         return;
       case 'evict':
         if (message.by !== instanceId && sessions.session(message.agentId) !== undefined) {
-          log.warn({ agentId: message.agentId, by: message.by }, 'agent re-attached to another instance: local session is stale');
+          log.warn(
+            { agentId: message.agentId, by: message.by },
+            'agent re-attached to another instance: local session is stale',
+          );
           options.onEvicted?.(message.agentId, message.by);
         }
         return;
@@ -453,7 +524,10 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     await pub.set(instanceKey(instanceId), String(Date.now()), 'PX', instanceTtlMs);
     await syncPresence();
     syncTimer = setInterval(() => background(syncPresence, 'presence sync'), syncIntervalMs);
-    refreshTimer = setInterval(() => background(refresh, 'presence refresh'), Math.max(50, Math.min(presenceTtlMs, instanceTtlMs) / 3));
+    refreshTimer = setInterval(
+      () => background(refresh, 'presence refresh'),
+      Math.max(50, Math.min(presenceTtlMs, instanceTtlMs) / 3),
+    );
     syncTimer.unref();
     refreshTimer.unref();
     log.info({ instanceId, inbox: inbox(instanceId) }, 'redis router ready');
@@ -488,10 +562,26 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     },
     async dispatch(agentId, command, dispatchOptions) {
       if (draining) {
-        throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance', { agent_id: agentId });
+        throw unavailable(
+          ErrorReason.SERVER_DRAINING,
+          'server is draining: retry on another instance',
+          { agent_id: agentId },
+        );
       }
       if (dispatchOptions.signal?.aborted) throw dispatchOptions.signal.reason;
-      if (sessions.session(agentId) !== undefined) return local.dispatch(agentId, command, dispatchOptions);
+      if (
+        sessions.session(agentId)?.rotating === true &&
+        sessions.waitWhileRotating !== undefined
+      ) {
+        // Its stream here is being rotated: wait until the agent is back, here or on another instance.
+        await sessions.waitWhileRotating(agentId, {
+          timeoutMs: rotationWaitMs,
+          signal: dispatchOptions.signal,
+        });
+        await syncPresence();
+      }
+      if (sessions.session(agentId) !== undefined)
+        return local.dispatch(agentId, command, dispatchOptions);
       await ready;
       return forward(agentId, command, dispatchOptions);
     },
@@ -512,8 +602,10 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       } catch (err) {
         log.warn({ err }, 'redis router: could not withdraw presence on close');
       }
-      for (const [id, entry] of pending) settleUnknown(id, entry, `server instance ${instanceId} closed its router`);
-      for (const controller of serving.values()) controller.abort(new ServerError(Status.UNAVAILABLE, 'server instance closing'));
+      for (const [id, entry] of pending)
+        settleUnknown(id, entry, `server instance ${instanceId} closed its router`);
+      for (const controller of serving.values())
+        controller.abort(new ServerError(Status.UNAVAILABLE, 'server instance closing'));
       sub.disconnect();
       await pub.quit().catch(() => pub.disconnect());
     },
