@@ -41,7 +41,10 @@ export interface BackoffOptions {
 
 /** What createAgent needs to know (the parsed subset of AgentConfig; tests pass their own). */
 export interface AgentOptions {
-  /** Server address, host:port. */
+  /**
+   * Server address, host:port; or several, comma-separated: each new session (after any end, a Reconnect
+   * included) dials the next one, so agents fail over between instances without a load balancer.
+   */
   readonly server: string;
   /** Stable agent id (one per host). */
   readonly agentId: string;
@@ -175,7 +178,12 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
   let sessions = 0;
   let paths: Path[] = [];
   let current: Session | undefined;
-  let channel: Channel | undefined;
+  const addresses = options.server
+    .split(',')
+    .map((a) => a.trim())
+    .filter(Boolean);
+  const channels = new Map<string, Channel>();
+  let addressIndex = 0;
   let loop: Promise<void> | undefined;
   let rescanTimer: NodeJS.Timeout | undefined;
   let started = false;
@@ -246,20 +254,27 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     return found;
   }
 
-  const client = (): AgentServiceClient => {
+  const clients = new Map<string, AgentServiceClient>();
+  const client = (address: string): AgentServiceClient => {
     if (deps.client) return deps.client;
-    channel ??= createChannel(
-      options.server,
-      options.plaintext
-        ? ChannelCredentials.createInsecure()
-        : ChannelCredentials.createSsl(
-            options.tls?.ca ?? null,
-            options.tls?.key ?? null,
-            options.tls?.cert ?? null,
-          ),
-      AGENT_CHANNEL_OPTIONS,
-    );
-    return createClient(AgentServiceDefinition, channel);
+    let existing = clients.get(address);
+    if (existing === undefined) {
+      const channel = createChannel(
+        address,
+        options.plaintext
+          ? ChannelCredentials.createInsecure()
+          : ChannelCredentials.createSsl(
+              options.tls?.ca ?? null,
+              options.tls?.key ?? null,
+              options.tls?.cert ?? null,
+            ),
+        AGENT_CHANNEL_OPTIONS,
+      );
+      channels.set(address, channel);
+      existing = createClient(AgentServiceDefinition, channel);
+      clients.set(address, existing);
+    }
+    return existing;
   };
 
   async function runLoop(): Promise<void> {
@@ -272,12 +287,12 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       labels: { ...options.labels },
       transport: deps.source.transport.kind,
     });
-    const agentClient = client();
     let attempt = 0;
     while (!signal.aborted) {
       setState('connecting');
+      const address = addresses[addressIndex % addresses.length] as string;
       const session = createSession({
-        client: agentClient,
+        client: client(address),
         hello,
         executor,
         inventory: async () => paths,
@@ -294,6 +309,8 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       const end = await session.run(signal);
       current = undefined;
       if (signal.aborted) break;
+      // Next session, next address: a dead or draining instance is left behind (one address: the same one).
+      addressIndex += 1;
       const healthy = end.welcomed && end.durationMs >= (options.backoff?.healthyMs ?? 30_000);
       if (healthy || end.reason === 'reconnect') attempt = 0;
       const waitMs = backoffDelayMs(attempt, options.backoff, random);
@@ -303,6 +320,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
           reason: end.reason,
           ...(end.error === undefined ? {} : { err: end.error }),
           sessionMs: end.durationMs,
+          server: address,
           attempt,
           waitMs,
         },
@@ -384,7 +402,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       await loop;
       await executor.close();
       await deps.source.close?.();
-      channel?.close();
+      for (const channel of channels.values()) channel.close();
       setState('stopped');
     },
   };

@@ -6,7 +6,13 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 /** The agent's configuration: flags override PRFLEET_* variables (commander Option.env), zod checks both. */
 export const AgentConfigSchema = z
   .object({
-    server: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s/]+):\d{1,5}$/, 'expected host:port'),
+    // One address, or several comma-separated: the agent tries them in turn (instances without a load balancer).
+    server: z
+      .string()
+      .regex(
+        /^(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5}(,(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5})*$/,
+        'expected host:port (or host:port,host:port,…)',
+      ),
     agentId: z
       .string()
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'letters, digits, ".", "_" or "-" (at most 128)')

@@ -1,0 +1,346 @@
+import type { ServerCredentials } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ServerMiddleware } from 'nice-grpc-common';
+import { z } from 'zod';
+import { CommandResult, Outcome } from '../gen/prfleet/v1/scsi.js';
+import type { AgentRegistry } from './agent-registry.js';
+import {
+  createAuthMiddleware,
+  createFileTokenStore,
+  loadSecurityConfig,
+  serverCredentials,
+  type AuthCallContextExt,
+  type SecurityConfig,
+} from './auth/index.js';
+import {
+  createMetrics,
+  createMetricsMiddleware,
+  instrumentRouter,
+  loadMetricsConfig,
+  observeAgents,
+  startMetricsServer,
+  type MetricsServer,
+  type ServerMetrics,
+} from './metrics.js';
+import {
+  closeRouter,
+  loadRedisRouterConfig,
+  redisRouterFactory,
+  type RedisRouterConfig,
+} from './redis-router/index.js';
+import { createInProcessRouter, type CommandRouter } from './router.js';
+import { createRedisInventory, type RedisInventory } from './shared-inventory/index.js';
+import type { JsonValue, Store } from './store/index.js';
+import { loadTracingConfig, setupTracing, type Tracing, type TracingOptions } from './tracing.js';
+
+const booleanFlag = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const ScaleOutEnv = z.object({
+  PRFLEET_MAX_STREAM_AGE_MS: z.coerce.number().int().min(0).max(86_400_000).default(0),
+  PRFLEET_ROTATION_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
+  PRFLEET_ROTATION_GRACE_MS: z.coerce.number().int().min(100).max(3_600_000).default(70_000),
+  PRFLEET_INVENTORY_RESYNC_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  PRFLEET_SECURITY: booleanFlag.default(true),
+});
+
+/** Multi-instance, security and operability settings (what {@link createServerExtras} reads from the environment). */
+export interface ScaleOutConfig {
+  /** Redis routing (PRFLEET_REDIS_URL, …); without a URL the server stays single-instance, in-process. */
+  readonly redis: RedisRouterConfig;
+  /**
+   * PRFLEET_MAX_STREAM_AGE_MS: agent streams older than this are rotated (0 = never). Set it below the
+   * platform's request timeout minus the longest command (Cloud Run: 60 min cap → e.g. 55 min). @default 0
+   */
+  readonly maxStreamAgeMs: number;
+  /** PRFLEET_ROTATION_WAIT_MS: how long a command waits for a rotating agent to come back. @default 10000 */
+  readonly rotationWaitMs: number;
+  /** PRFLEET_ROTATION_GRACE_MS: a rotation not finished within this closes the session. @default 70000 */
+  readonly rotationGraceMs: number;
+  /** PRFLEET_INVENTORY_RESYNC_MS: full reload of the shared inventory. @default 30000 */
+  readonly inventoryResyncMs: number;
+  /**
+   * TLS, agent certificates and tokens (PRFLEET_TLS_*, PRFLEET_PLAINTEXT, PRFLEET_TOKENS_FILE); undefined when
+   * PRFLEET_SECURITY=false (in-process tests that build their own credentials).
+   */
+  readonly security: SecurityConfig | undefined;
+  /** PRFLEET_METRICS_PORT/HOST; undefined = no /metrics listener. */
+  readonly metrics: { readonly port: number; readonly host: string } | undefined;
+  /** OTEL_EXPORTER_OTLP_ENDPOINT…; undefined = no tracing. */
+  readonly tracing: TracingOptions | undefined;
+}
+
+/** Parses the scale-out environment; throws one Error naming every bad variable it finds first. */
+export function loadScaleOutConfig(env: NodeJS.ProcessEnv = process.env): ScaleOutConfig {
+  const parsed = ScaleOutEnv.safeParse(env);
+  if (!parsed.success)
+    throw new Error(`invalid server environment\n${z.prettifyError(parsed.error)}`);
+  const e = parsed.data;
+  return {
+    redis: loadRedisRouterConfig(env),
+    maxStreamAgeMs: e.PRFLEET_MAX_STREAM_AGE_MS,
+    rotationWaitMs: e.PRFLEET_ROTATION_WAIT_MS,
+    rotationGraceMs: e.PRFLEET_ROTATION_GRACE_MS,
+    inventoryResyncMs: e.PRFLEET_INVENTORY_RESYNC_MS,
+    security: e.PRFLEET_SECURITY ? loadSecurityConfig(env) : undefined,
+    metrics: loadMetricsConfig(env),
+    tracing: loadTracingConfig(env),
+  };
+}
+
+/** What the extras need from the server's configuration. */
+export interface ServerExtrasDeps {
+  /** Logger. */
+  readonly log: Logger;
+  /** config.instanceId (Redis presence, journal owner, Welcome). */
+  readonly instanceId: string;
+  /** config.resultSlackMs. */
+  readonly resultSlackMs: number;
+  /** Test knobs of the Redis router and the shared inventory. @default production values */
+  readonly tuning?: {
+    readonly syncIntervalMs?: number;
+    readonly relayMarginMs?: number;
+    readonly heartbeatFlushMs?: number;
+  };
+}
+
+/** The parts of a built server the extras attach to after createPrfleetServer. */
+export interface ServerHandle {
+  /** server.agents. */
+  readonly agents: AgentRegistry;
+  /** server.store (the journal of dead instances' pending PROUTs is settled through it). */
+  readonly store: Store | undefined;
+}
+
+/**
+ * Everything issue 7 adds around the server, built from the environment, for a few wiring lines:
+ *
+ * ```ts
+ * const extras = await createServerExtras(loadScaleOutConfig(env), { log, instanceId, resultSlackMs });
+ * const server = await createPrfleetServer({ log, config, createRouter: extras.createRouter, …extras middlewares });
+ * await server.listen(address, extras.credentials); await extras.start(server);
+ * // SIGTERM: await server.drain(); await server.shutdown(); await extras.close();
+ * ```
+ */
+export interface ServerExtras {
+  /** The parsed settings. */
+  readonly config: ScaleOutConfig;
+  /**
+   * For ServerDeps.createRouter: configures the registry (shared inventory, stream age, agent certificates)
+   * and returns the router: Redis when PRFLEET_REDIS_URL is set, else in-process; counted by the metrics.
+   */
+  createRouter(registry: AgentRegistry): CommandRouter;
+  /** For server.listen(address, credentials): TLS with agent identity, or plaintext when explicitly asked for. */
+  readonly credentials: ServerCredentials | undefined;
+  /** Server-wide middlewares, outermost first (metrics, then tracing): `server.use(m)` for each, before the error middleware. */
+  readonly middlewares: readonly ServerMiddleware[];
+  /** Bearer-token middleware for ControlService and FleetService only (`server.with(m).add(…)`); undefined without a token file. */
+  readonly controlMiddleware: ServerMiddleware<AuthCallContextExt> | undefined;
+  /** The Prometheus metrics (registry, gauges, counters). */
+  readonly metrics: ServerMetrics;
+  /** The shared inventory (undefined without Redis). */
+  readonly inventory: RedisInventory | undefined;
+  /** After listen: waits for Redis, starts /metrics and the settling of dead instances' pending PROUTs. */
+  start(server: ServerHandle): Promise<void>;
+  /** After drain and shutdown: closes the router's and inventory's Redis connections, /metrics and tracing. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds the extras (see {@link ServerExtras}). Throws when Redis is configured but unreachable only at
+ * start(); configuration errors throw here.
+ */
+export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDeps): ServerExtras {
+  const { log, instanceId } = deps;
+  const metrics = createMetrics();
+  let tracing: Tracing | undefined;
+  if (config.tracing !== undefined) tracing = setupTracing({ ...config.tracing, instanceId });
+  const middlewares: ServerMiddleware[] = [createMetricsMiddleware(metrics)];
+  if (tracing !== undefined) middlewares.push(tracing.middleware);
+  const security = config.security;
+  const controlMiddleware =
+    security?.tokensFile === undefined
+      ? undefined
+      : createAuthMiddleware({ tokens: createFileTokenStore(security.tokensFile), log });
+  const credentials = security === undefined ? undefined : serverCredentials(security.credentials);
+
+  let router: CommandRouter | undefined;
+  let inventory: RedisInventory | undefined;
+  let stopObserving: (() => void) | undefined;
+  let metricsServer: MetricsServer | undefined;
+  let reaper: NodeJS.Timeout | undefined;
+
+  function createRouter(agents: AgentRegistry): CommandRouter {
+    if (router !== undefined)
+      throw new Error('createServerExtras: createRouter called twice (one server per extras)');
+    const redisFactory = redisRouterFactory(config.redis, {
+      log,
+      instanceId,
+      resultSlackMs: deps.resultSlackMs,
+      tuning: {
+        ...(deps.tuning?.syncIntervalMs === undefined
+          ? {}
+          : { syncIntervalMs: deps.tuning.syncIntervalMs }),
+        ...(deps.tuning?.relayMarginMs === undefined
+          ? {}
+          : { relayMarginMs: deps.tuning.relayMarginMs }),
+      },
+    });
+    const inner =
+      redisFactory?.(agents) ??
+      createInProcessRouter({
+        registry: agents,
+        log,
+        instanceId,
+        resultSlackMs: deps.resultSlackMs,
+        rotationWaitMs: config.rotationWaitMs,
+      });
+    if (config.redis.redisUrl !== undefined) {
+      const presence = inner as unknown as { syncPresence(): Promise<void> };
+      inventory = createRedisInventory({
+        redisUrl: config.redis.redisUrl,
+        keyPrefix: config.redis.keyPrefix,
+        instanceId,
+        registry: agents,
+        log: log.child({ component: 'shared-inventory' }),
+        instanceTtlMs: config.redis.instanceTtlMs,
+        resyncMs: config.inventoryResyncMs,
+        ...(deps.tuning?.heartbeatFlushMs === undefined
+          ? {}
+          : { heartbeatFlushMs: deps.tuning.heartbeatFlushMs }),
+        // Presence first: an instance that sees the agent here in the inventory can then route to it.
+        beforePublishOpen: () => presence.syncPresence(),
+      });
+    }
+    agents.configure({
+      remote: inventory,
+      maxStreamAgeMs: config.maxStreamAgeMs,
+      rotationGraceMs: config.rotationGraceMs,
+      requireAgentCertificate: security?.requireAgentCertificate ?? false,
+    });
+    stopObserving = observeAgents(metrics, agents);
+    router = instrumentRouter(inner, metrics);
+    return router;
+  }
+
+  return {
+    config,
+    createRouter,
+    credentials,
+    middlewares,
+    controlMiddleware,
+    metrics,
+    get inventory() {
+      return inventory;
+    },
+    async start(server) {
+      const redisRouter = router as unknown as { ready?: Promise<void> } | undefined;
+      await redisRouter?.ready;
+      await inventory?.ready;
+      if (config.metrics !== undefined) {
+        metricsServer = await startMetricsServer(metrics.registry, config.metrics);
+        log.info({ port: metricsServer.port, host: config.metrics.host }, 'metrics listening');
+      }
+      const store = server.store;
+      if (inventory !== undefined && store !== undefined) {
+        const settle = createDeadInstanceSettler(store, inventory, {
+          instanceId,
+          log,
+          graceMs: 2 * config.redis.instanceTtlMs,
+        });
+        reaper = setInterval(() => {
+          settle().catch((err: unknown) =>
+            log.warn({ err }, 'settling dead instances’ journal entries failed'),
+          );
+        }, config.redis.instanceTtlMs);
+        reaper.unref();
+      }
+    },
+    async close() {
+      clearInterval(reaper);
+      stopObserving?.();
+      if (router !== undefined) await closeRouter(router);
+      await inventory?.close();
+      await metricsServer?.close();
+      await tracing?.shutdown();
+    },
+  };
+}
+
+/** Options for {@link createDeadInstanceSettler}. */
+export interface DeadInstanceSettlerOptions {
+  /** This instance (its own entries are never touched here). */
+  readonly instanceId: string;
+  /** Logger. */
+  readonly log: Logger;
+  /** An owner must look dead on two scans at least this far apart, and its entry be untouched this long. */
+  readonly graceMs: number;
+}
+
+/**
+ * Returns a scan that marks UNKNOWN the journal entries left pending by server instances that died (SIGKILL,
+ * crash: no liveness in the shared inventory), so a repeat of the idempotency key gets an answer at once
+ * instead of waiting hours for the stale-entry rule, and nothing sent is left without a record. An owner is
+ * dead when it was not alive on two scans `graceMs` apart. Returns the keys marked per scan.
+ */
+export function createDeadInstanceSettler(
+  store: Store,
+  liveness: Pick<RedisInventory, 'isInstanceAlive'>,
+  options: DeadInstanceSettlerOptions,
+): () => Promise<string[]> {
+  const suspectSince = new Map<string, number>();
+  return async () => {
+    const now = Date.now();
+    const pending = await store.journal.listPending({ before: new Date(now - options.graceMs) });
+    const marked: string[] = [];
+    const seenOwners = new Set<string>();
+    for (const entry of pending) {
+      const owner = entry.owner;
+      if (owner === null || owner === options.instanceId) continue;
+      seenOwners.add(owner);
+      if (liveness.isInstanceAlive(owner)) {
+        suspectSince.delete(owner);
+        continue;
+      }
+      const since = suspectSince.get(owner);
+      if (since === undefined) {
+        suspectSince.set(owner, now);
+        continue;
+      }
+      if (now - since < options.graceMs) continue;
+      const request = entry.request as { agentId?: unknown; path?: unknown };
+      const result = CommandResult.fromPartial({
+        outcome: Outcome.OUTCOME_UNKNOWN,
+        agentId: typeof request.agentId === 'string' ? request.agentId : '',
+        path: typeof request.path === 'string' ? request.path : '',
+        commandId: entry.commandId ?? '',
+        idempotencyKey: entry.idempotencyKey,
+        message: `server instance ${owner} that sent it stopped before the result came back; the command may or may not have run: read the logical unit before retrying`,
+      });
+      try {
+        await store.journal.markUnknown(
+          entry.idempotencyKey,
+          CommandResult.toJSON(result) as JsonValue,
+        );
+        marked.push(entry.idempotencyKey);
+        options.log.warn(
+          {
+            idempotencyKey: entry.idempotencyKey,
+            owner,
+            agentId: result.agentId,
+            path: result.path,
+          },
+          'journal: pending operation of a dead instance marked UNKNOWN',
+        );
+      } catch (err) {
+        options.log.debug(
+          { err, idempotencyKey: entry.idempotencyKey },
+          'journal entry settled meanwhile',
+        );
+      }
+    }
+    for (const owner of suspectSince.keys()) if (!seenOwners.has(owner)) suspectSince.delete(owner);
+    return marked;
+  };
+}
