@@ -4,7 +4,7 @@
  * Reports wall time, results/s, commands/s and this process's memory (server + the audit client; the agents live
  * in the child). Target: 10,000 LUs behind 1,000 agents in ≤ 1 s. Misses are printed, not hidden.
  *
- * Run from a build: `npx tsc -p tsconfig.build.json --outDir <dir> && node <dir>/bench/fleet.js [hosts] [lusPerHost]`.
+ * Run from a build: `npx tsc -p tsconfig.build.json --outDir <dir> && node <dir>/bench/fleet.js [hosts] [lusPerHost] [maxConcurrency]`.
  */
 import { fork } from 'node:child_process';
 import { writeFileSync, mkdtempSync } from 'node:fs';
@@ -63,6 +63,7 @@ const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 async function main(): Promise<void> {
   const hosts = Number(process.argv[2] ?? 1000);
   const lusPerHost = Number(process.argv[3] ?? 10);
+  const maxConcurrency = Number(process.argv[4] ?? 256);
   const agents = new AgentRegistry({ heartbeatMs: 60_000, missedHeartbeats: 5, outboxCapacity: 256, log });
   const router = createInProcessRouter({ registry: agents, log, instanceId: 'bench', resultSlackMs: 5_000 });
   const store = await openStore({ inMemory: true });
@@ -106,7 +107,7 @@ async function main(): Promise<void> {
     let reachable = 0;
     let commands = 0;
     let firstReportMs = 0;
-    for await (const e of client.audit({ maxConcurrency: 2048, maxPerAgent: 8 })) {
+    for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8 })) {
       if (e.event?.$case === 'report') {
         if (reports === 0) firstReportMs = performance.now() - started;
         reports += 1;
@@ -121,7 +122,7 @@ async function main(): Promise<void> {
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );
   }
-  console.log(`fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), ${availableParallelism()} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s`);
   for (const r of rows) console.log(r);
   console.log('target: ≤ 1000 ms wall for 10,000 LUs behind 1,000 agents');
