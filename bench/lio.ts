@@ -11,12 +11,12 @@
  * Server, agent and client run in one guest process on 127.0.0.1 (the guest has no network); the CLI and
  * sg_persist are spawned from it. Times are guest wall clock under TCG (5–10× slower than native), so the ratios
  * matter more than the absolute numbers. Needs root and qemu (the host side installs the rest with apt-get);
- * run after `make build`. Options: --calls N (gRPC and SG_IO calls, default 200), --spawns N (per spawned
- * method, default 10).
+ * run after `make build`. Options: --calls N (gRPC and SG_IO calls, default 100), --spawns N (per spawned
+ * method, default 5; a CLI process takes 10–20 s to start in the guest).
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseArgs } from 'node:util';
@@ -137,6 +137,7 @@ async function host(calls: number, spawns: number): Promise<number> {
     return 1;
   }
   await prepareVm();
+  const loadBefore = loadavg()[0]?.toFixed(1) ?? '?';
   const outDir = await mkdtemp(join(tmpdir(), 'prfleet-bench-lio-'));
   const vm = await runInVm({
     outDir,
@@ -155,7 +156,8 @@ async function host(calls: number, spawns: number): Promise<number> {
   }
   const grpc = results.find((r) => r.method.startsWith('gRPC'))?.summary;
   console.log(
-    `READ KEYS on LIO in the test VM (TCG, guest wall clock), VM boot + run ${(vm.wallMs / 1000).toFixed(1)} s`,
+    `READ KEYS on LIO in the test VM (TCG, guest wall clock), VM boot + run ${(vm.wallMs / 1000).toFixed(1)} s, ` +
+      `host load average ${loadBefore} → ${loadavg()[0]?.toFixed(1) ?? '?'} on ${availableParallelism()} CPUs`,
   );
   console.log(
     `${'method'.padEnd(40)} ${'n'.padStart(4)} ${'p50'.padStart(10)} ${'mean'.padStart(10)} ${'p99'.padStart(10)}  p50 vs gRPC`,
@@ -176,8 +178,8 @@ async function main(): Promise<number> {
     allowPositionals: true,
     options: {
       guest: { type: 'boolean', default: false },
-      calls: { type: 'string', default: '200' },
-      spawns: { type: 'string', default: '10' },
+      calls: { type: 'string', default: '100' },
+      spawns: { type: 'string', default: '5' },
     },
   });
   const calls = Number(values.calls);
