@@ -174,6 +174,8 @@ export interface RegistrySettings {
   readonly rotationGraceMs?: number;
   /** AgentService refuses agents without a verified client certificate (TLS servers). @default false */
   readonly requireAgentCertificate?: boolean;
+  /** After a rotation ended its stream, the agent counts as coming back for this long. @default 10000 */
+  readonly rotationWaitMs?: number;
 }
 
 /** Options for {@link AgentRegistry}. */
@@ -200,6 +202,9 @@ export class AgentRegistry {
   private maxStreamAgeMs = 0;
   private rotationGraceMs = 70_000;
   private requireCertificate = false;
+  private rotationWaitMs = 10_000;
+  /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
+  private readonly rotatedAway = new Map<string, number>();
 
   constructor(private readonly options: AgentRegistryOptions) {}
 
@@ -228,6 +233,7 @@ export class AgentRegistry {
       for (const session of this.sessions()) session.maxAgeMs = this.jitteredMaxAge();
     }
     if (settings.rotationGraceMs !== undefined) this.rotationGraceMs = settings.rotationGraceMs;
+    if (settings.rotationWaitMs !== undefined) this.rotationWaitMs = settings.rotationWaitMs;
     if (settings.requireAgentCertificate !== undefined)
       this.requireCertificate = settings.requireAgentCertificate;
     if (this.livenessTimer !== undefined) {
@@ -262,6 +268,7 @@ export class AgentRegistry {
   open(hello: Hello): AgentSession {
     const session = new AgentSession(hello, this.options.outboxCapacity);
     session.maxAgeMs = this.jitteredMaxAge();
+    this.rotatedAway.delete(hello.agentId);
     const record = this.records.get(hello.agentId);
     const previous = record?.session;
     if (record === undefined) {
@@ -305,6 +312,8 @@ export class AgentRegistry {
     const record = this.records.get(session.agentId);
     const current = record?.session === session;
     if (current && record !== undefined) record.session = undefined;
+    if (current && session.rotating)
+      this.rotatedAway.set(session.agentId, Date.now() + this.rotationWaitMs);
     session.end(reason, streamError);
     this.emit({ kind: 'closed', session, current });
   }
@@ -367,6 +376,22 @@ export class AgentRegistry {
    * that is not rotating, once the shared inventory shows it connected to another instance, or after
    * `timeoutMs` (callers then look again and answer what they find). Rejects with the signal's reason.
    */
+  /**
+   * True while `agentId`'s stream here is being rotated, or ended by a rotation moments ago and the agent has
+   * not come back (here, or elsewhere per the shared inventory): commands for it should wait, not fail.
+   */
+  isRotating(agentId: string): boolean {
+    const session = this.records.get(agentId)?.session;
+    if (session !== undefined) return session.rotating;
+    const until = this.rotatedAway.get(agentId);
+    if (until === undefined) return false;
+    if (Date.now() > until || this.remote?.get(agentId)?.remoteInstance !== undefined) {
+      this.rotatedAway.delete(agentId);
+      return false;
+    }
+    return true;
+  }
+
   async waitWhileRotating(
     agentId: string,
     options: { timeoutMs: number; signal?: AbortSignal | undefined },
@@ -374,10 +399,7 @@ export class AgentRegistry {
     const deadline = Date.now() + options.timeoutMs;
     for (;;) {
       options.signal?.throwIfAborted();
-      const session = this.records.get(agentId)?.session;
-      if (session !== undefined && !session.rotating) return;
-      if (session === undefined && this.remote?.get(agentId)?.remoteInstance !== undefined) return;
-      if (Date.now() >= deadline) return;
+      if (!this.isRotating(agentId) || Date.now() >= deadline) return;
       await new Promise<void>((resolve) => setTimeout(resolve, 20).unref());
     }
   }

@@ -134,13 +134,12 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       });
     },
     dispatch(agentId, command, options) {
-      if (registry.session(agentId)?.rotating !== true)
-        return dispatchNow(agentId, command, options);
+      if (!registry.isRotating(agentId)) return dispatchNow(agentId, command, options);
       // The stream is being rotated: hold the command (not sent yet) until the agent's next session is up.
       return registry
         .waitWhileRotating(agentId, { timeoutMs: rotationWaitMs, signal: options.signal })
         .then(() => {
-          if (registry.session(agentId)?.rotating === true) {
+          if (registry.isRotating(agentId)) {
             throw unavailable(
               ErrorReason.AGENT_OFFLINE,
               `agent ${agentId} is rotating its stream and did not reconnect within ${rotationWaitMs} ms; nothing was sent`,

@@ -21,6 +21,8 @@ export interface LocalSessions {
   session(agentId: string): { readonly sessionId: string; readonly rotating?: boolean } | undefined;
   /** Every open session here. */
   sessions(): readonly { readonly agentId: string; readonly sessionId: string }[];
+  /** True while the agent's stream here is being rotated (or just was, and it has not come back). @default never */
+  isRotating?(agentId: string): boolean;
   /**
    * Waits (bounded) while the agent's session here is rotating, until it is back here or attached elsewhere.
    * @default none (a rotating session is used as it is)
@@ -569,10 +571,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         );
       }
       if (dispatchOptions.signal?.aborted) throw dispatchOptions.signal.reason;
-      if (
-        sessions.session(agentId)?.rotating === true &&
-        sessions.waitWhileRotating !== undefined
-      ) {
+      if (sessions.isRotating?.(agentId) === true && sessions.waitWhileRotating !== undefined) {
         // Its stream here is being rotated: wait until the agent is back, here or on another instance.
         await sessions.waitWhileRotating(agentId, {
           timeoutMs: rotationWaitMs,
