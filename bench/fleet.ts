@@ -33,17 +33,34 @@ function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
   const hostSpecs: NonNullable<FabricInput['hosts']> = [];
   for (let h = 0; h < hosts; h++) {
     const port = `sas:0x5006${h.toString(16).padStart(12, '0')}`;
-    const paths: { node: string; lu: string; initiatorPort: string; relativeTargetPort: number }[] = [];
+    const paths: { node: string; lu: string; initiatorPort: string; relativeTargetPort: number }[] =
+      [];
     for (let l = 0; l < loadersPerHost; l++) {
       const id = `L${h}-${l}`;
       const n = h * loadersPerHost + l;
       loaders.push({
         id,
-        changer: { id: `${id}-c`, profile: 'superloader-changer', serial: `PM${n.toString().padStart(10, '0')}` },
-        drives: [{ id: `${id}-d`, profile: 'lto-drive', serial: `HU${n.toString().padStart(10, '0')}` }],
+        changer: {
+          id: `${id}-c`,
+          profile: 'superloader-changer',
+          serial: `PM${n.toString().padStart(10, '0')}`,
+        },
+        drives: [
+          { id: `${id}-d`, profile: 'lto-drive', serial: `HU${n.toString().padStart(10, '0')}` },
+        ],
       });
-      paths.push({ node: `/dev/sg${2 * l}`, lu: `${id}-c`, initiatorPort: port, relativeTargetPort: 1 });
-      paths.push({ node: `/dev/sg${2 * l + 1}`, lu: `${id}-d`, initiatorPort: port, relativeTargetPort: 1 });
+      paths.push({
+        node: `/dev/sg${2 * l}`,
+        lu: `${id}-c`,
+        initiatorPort: port,
+        relativeTargetPort: 1,
+      });
+      paths.push({
+        node: `/dev/sg${2 * l + 1}`,
+        lu: `${id}-d`,
+        initiatorPort: port,
+        relativeTargetPort: 1,
+      });
     }
     hostSpecs.push({ id: `host-${h}`, site: 'bench', initiatorPorts: [port], paths });
   }
@@ -51,7 +68,12 @@ function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
 }
 
 async function agentsMain(address: string, fabricFile: string): Promise<void> {
-  const fleet = await startEmulatedFleet({ address, fabric: fabricFile, log, agentOptions: { heartbeatMs: 60_000, pathConcurrency: 8 } });
+  const fleet = await startEmulatedFleet({
+    address,
+    fabric: fabricFile,
+    log,
+    agentOptions: { heartbeatMs: 60_000, pathConcurrency: 8 },
+  });
   process.send?.({ ready: fleet.agents.length });
   process.on('message', (m) => {
     if (m === 'stop') void fleet.stop().then(() => process.exit(0));
@@ -64,11 +86,24 @@ async function main(): Promise<void> {
   const hosts = Number(process.argv[2] ?? 1000);
   const lusPerHost = Number(process.argv[3] ?? 10);
   const maxConcurrency = Number(process.argv[4] ?? 256);
-  const agents = new AgentRegistry({ heartbeatMs: 60_000, missedHeartbeats: 5, outboxCapacity: 256, log });
-  const router = createInProcessRouter({ registry: agents, log, instanceId: 'bench', resultSlackMs: 5_000 });
+  const agents = new AgentRegistry({
+    heartbeatMs: 60_000,
+    missedHeartbeats: 5,
+    outboxCapacity: 256,
+    log,
+  });
+  const router = createInProcessRouter({
+    registry: agents,
+    log,
+    instanceId: 'bench',
+    resultSlackMs: 5_000,
+  });
   const store = await openStore({ inMemory: true });
   const server = createServer().use(errorDetailsServerMiddleware);
-  server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: 'bench', log }));
+  server.add(
+    AgentServiceDefinition,
+    createAgentService({ registry: agents, router, instanceId: 'bench', log }),
+  );
   registerFleetService(server, { router, devices: agents, store, log });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
@@ -77,7 +112,9 @@ async function main(): Promise<void> {
   const fabricFile = join(dir, 'fabric.json');
   writeFileSync(fabricFile, JSON.stringify(fabricSpec(hosts, lusPerHost)));
   const t0 = performance.now();
-  const child = fork(fileURLToPath(import.meta.url), ['--agents', address, fabricFile], { stdio: 'inherit' });
+  const child = fork(fileURLToPath(import.meta.url), ['--agents', address, fabricFile], {
+    stdio: 'inherit',
+  });
   await new Promise<void>((resolve, reject) => {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`agents exited with ${code}`)));
@@ -122,7 +159,11 @@ async function main(): Promise<void> {
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );
   }
-  console.log(`fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(
+    `fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')}`,
+  );
   console.log(`startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s`);
   for (const r of rows) console.log(r);
   console.log('target: ≤ 1000 ms wall for 10,000 LUs behind 1,000 agents');
@@ -133,5 +174,6 @@ async function main(): Promise<void> {
   process.exit(0);
 }
 
-if (process.argv[2] === '--agents') await agentsMain(process.argv[3] as string, process.argv[4] as string);
+if (process.argv[2] === '--agents')
+  await agentsMain(process.argv[3] as string, process.argv[4] as string);
 else await main();

@@ -47,8 +47,11 @@ const CALLS_PER_ROUND = 1000;
 const ROUND_BUDGET_MS = 4_000;
 /** sg_persist spawns measured. */
 const SPAWNS = 20;
-/** Hard limit for the whole run: past it every child is killed and the bench exits 1. */
-const HARD_LIMIT_MS = 90_000;
+/**
+ * Hard limit for the whole run, past which every child is killed and the bench exits 1. Measurement itself is
+ * bounded to ~45 s; the rest is headroom for starting the server's embedded database on a loaded machine.
+ */
+const HARD_LIMIT_MS = 180_000;
 
 /** Targets from the issue. */
 const TARGET_RELAY_RATIO = 1.2;

@@ -21,6 +21,11 @@ function stopAll(): Promise<void> {
   return stopping;
 }
 
+// A closed stdout (`make demo | head`) must still stop the children, not crash past them.
+process.stdout.on('error', () => {
+  void stopAll().then(() => process.exit(1));
+});
+
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.once(signal, () => {
     write(`\n${signal}: stopping prfleet-sim and prfleet-server …\n`);
@@ -35,7 +40,8 @@ async function main(): Promise<void> {
   const server = await startServerProcess();
   children.push(server.handle);
   write(
-    `Server listening on ${server.address}. Starting prfleet-sim with examples/fabric-demo.yaml …\n`,
+    `Server listening on ${server.address} (store: ${server.dataDir ? `embedded PGlite in ${server.dataDir}, removed at the end` : 'as PRFLEET_STORE / PRFLEET_DATA_DIR / DATABASE_URL say'}).\n` +
+      'Starting prfleet-sim with examples/fabric-demo.yaml …\n',
   );
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);

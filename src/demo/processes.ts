@@ -4,7 +4,8 @@
  * exits, so a crash of the parent leaves no stray processes.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -221,14 +222,28 @@ export interface ServerProcess {
   readonly port: number;
   /** `127.0.0.1:<port>`. */
   readonly address: string;
+  /** Embedded store directory made for this server (removed when it exits), or undefined when the caller chose the store. */
+  readonly dataDir: string | undefined;
+}
+
+/** True when the caller (or the environment) already chose where the server keeps its state. */
+function storeChosen(env: Readonly<Record<string, string | undefined>>): boolean {
+  const merged = { ...process.env, ...env };
+  return ['PRFLEET_STORE', 'PRFLEET_DATA_DIR', 'DATABASE_URL'].some(
+    (name) => (merged[name] ?? '') !== '',
+  );
 }
 
 /** Milliseconds a child gets to print its ready line (cold start of a Node process under load). */
 const READY_TIMEOUT_MS = 30_000;
+/** The server may first create its embedded database (PGlite initdb): seconds when idle, much longer under load. */
+const SERVER_READY_TIMEOUT_MS = 120_000;
 
 /**
- * Starts `prfleet-server` with PORT=0 and waits for its `listening` log line (which carries the port).
- * `env` adds PRFLEET_* settings.
+ * Starts `prfleet-server` with PORT=0 on 127.0.0.1 and waits for its `listening` log line (which carries the
+ * port). `env` adds PRFLEET_* settings. Unless a store is chosen (PRFLEET_STORE, PRFLEET_DATA_DIR or DATABASE_URL),
+ * the server gets the embedded default (PGlite) in a fresh temporary directory, removed when it exits: two
+ * servers never share one embedded database, and runs do not inherit each other's state.
  */
 export async function startServerProcess(
   options: {
@@ -236,18 +251,32 @@ export async function startServerProcess(
     onLine?: (line: string) => void;
   } = {},
 ): Promise<ServerProcess> {
+  const env = options.env ?? {};
+  const dataDir = storeChosen(env) ? undefined : mkdtempSync(join(tmpdir(), 'prfleet-server-'));
   const handle = spawnNode(builtBinaries().server, [], {
     name: 'prfleet-server',
-    env: { PORT: '0', PRFLEET_HOST: '127.0.0.1', ...options.env },
+    env: {
+      PORT: '0',
+      PRFLEET_HOST: '127.0.0.1',
+      ...(dataDir ? { PRFLEET_DATA_DIR: dataDir } : {}),
+      ...env,
+    },
     ...(options.onLine ? { onLine: options.onLine } : {}),
   });
+  if (dataDir) {
+    void handle.exited.then(() => {
+      // The store keeps a lock file beside its directory while open; a killed server leaves it behind.
+      rmSync(dataDir, { recursive: true, force: true });
+      rmSync(`${dataDir}.lock`, { force: true });
+    });
+  }
   try {
     const entry = await handle.waitForLog(
       (e) => e['msg'] === 'listening' && typeof e['port'] === 'number',
-      READY_TIMEOUT_MS,
+      SERVER_READY_TIMEOUT_MS,
     );
     const port = entry['port'] as number;
-    return { handle, port, address: `127.0.0.1:${port}` };
+    return { handle, port, address: `127.0.0.1:${port}`, dataDir };
   } catch (error) {
     await handle.stop({ signal: 'SIGKILL' });
     throw error;

@@ -113,11 +113,15 @@ export async function ensureBuilt(): Promise<void> {
   }
 }
 
-/** Starts prfleet-server (PORT=0) as a child process, stopped (SIGTERM, then SIGKILL) when the test finishes. */
+/**
+ * Starts prfleet-server (PORT=0) as a child process, stopped (SIGTERM, then SIGKILL) when the test finishes. Its
+ * store is the in-memory one unless `env` picks another: these tests are about the wire, and opening an embedded
+ * PGlite takes seconds (the demo test runs the embedded default).
+ */
 export async function startServerChild(
   env: Record<string, string | undefined> = {},
 ): Promise<ServerProcess> {
-  const server = await startServerProcess({ env });
+  const server = await startServerProcess({ env: { PRFLEET_STORE: 'memory', ...env } });
   onTestFinished(async () => {
     await server.handle.stop({ graceMs: 5000 });
   });
