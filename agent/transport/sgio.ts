@@ -470,6 +470,8 @@ class SgioDevice implements ScsiDevice {
   private tail: Promise<unknown> = Promise.resolve();
   private inFlight = 0;
   private closed = false;
+  /** Set when the node vanished (ENODEV/ENXIO/ENOENT from the ioctl). */
+  private vanished: TransportError | undefined;
   /** Set when an ioctl outlived its watchdog: the node is stuck and later commands fail fast. */
   private wedgedBy: string | undefined;
 
@@ -505,6 +507,7 @@ class SgioDevice implements ScsiDevice {
   ): Promise<ScsiResponse> {
     // The signal counts until submission: a command still queued behind another is dropped on abort.
     if (signal?.aborted) throw abortError(signal);
+    if (this.vanished) throw this.vanished; // the node is gone: every later command gets the same answer
     if (this.closed)
       throw new TransportError(`${this.path} is closed`, this.path, errnoNumber('EBADF'), 'EBADF');
     if (this.wedgedBy !== undefined) {
@@ -544,8 +547,10 @@ class SgioDevice implements ScsiDevice {
     try {
       return await Promise.race([ioctl, watchdog]);
     } catch (err) {
-      if (err instanceof TransportError && ['ENODEV', 'ENXIO', 'ENOENT'].includes(err.code))
+      if (err instanceof TransportError && ['ENODEV', 'ENXIO', 'ENOENT'].includes(err.code)) {
         this.closed = true;
+        this.vanished = err;
+      }
       throw err;
     } finally {
       clearTimeout(timer);
