@@ -252,7 +252,7 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
         let summary: AuditSummary | undefined;
         let started = false;
         for await (const e of client.audit({ selector: selectorOf(opts), maxConcurrency: opts.maxConcurrency ?? 0, maxPerAgent: opts.maxPerAgent ?? 0 })) {
-          if (output === 'json') line(e);
+          if (output === 'json') line(e.event);
           const ev = e.event;
           if (ev?.$case === 'progress') {
             const payload = { commands: ev.value.commandsSent, findings: ev.value.findings };
@@ -296,7 +296,7 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
     let result: RolloutResult = RolloutResult.ROLLOUT_RESULT_UNSPECIFIED;
     for await (const r of events) {
       if (!r.event) continue;
-      if (output === 'json') line(r.event);
+      if (output === 'json') line(r.event.event);
       else io.stdout(`${rolloutLine(r.event)}\n`);
       if (r.event.event?.$case === 'finished') result = r.event.event.value.result;
     }

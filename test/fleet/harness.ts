@@ -40,6 +40,8 @@ export interface DeliveredProut {
 export interface FleetHarness {
   /** FleetService client over loopback. */
   readonly client: FleetServiceClient;
+  /** 'host:port' of the server. */
+  readonly address: string;
   /** The server's router (tests send setup PROUTs through it, as an agent would run them). */
   readonly router: CommandRouter;
   /** The server's agent registry. */
@@ -158,6 +160,7 @@ export async function startFleetHarness(options: { fabricFile?: string; wrapRout
 
   return {
     client,
+    address,
     router,
     agents,
     store,
