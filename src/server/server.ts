@@ -14,7 +14,7 @@ import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
-import { createProutRecorder, createWriteTracker, type PrincipalOf } from './history.js';
+import { createProutRecorder, createWriteTracker, type PrincipalOf, type ProutRecorder } from './history.js';
 import { createMemoryJournal, type CommandJournal } from './journal.js';
 import { errorLoggingMiddleware } from './middleware.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
@@ -59,6 +59,11 @@ export interface PrfleetServer {
   readonly journal: CommandJournal;
   /** The durable store, or undefined with the memory store. */
   readonly store: Store | undefined;
+  /**
+   * Appends PROUT results to the history (records nothing with the memory store). Other senders of PROUTs (the
+   * fleet engine) record through it too, so shutdown waits for their appends before closing the store.
+   */
+  readonly history: ProutRecorder;
   /** Health state (grpc.health.v1). */
   readonly health: HealthState;
   /** Id of this server instance. */
@@ -194,6 +199,7 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
     agents,
     journal,
     store,
+    history: recorder,
     health,
     instanceId: config.instanceId,
     async listen(address = `${config.host}:${config.port}`) {

@@ -7,12 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Metadata, Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HistoryProblem } from '../../src/gen/prfleet/v1/control.js';
 import { Outcome, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
+import { createLogger } from '../../src/common/logger.js';
 import {
   describeStore,
   loadConfig,
@@ -422,6 +424,59 @@ describe.each(backends)('server on the $name store', (backend) => {
       });
       expect(result?.message).toMatch(/stopped before the result came back.*read the logical unit/);
       expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+    },
+    120_000,
+  );
+
+  it.skipIf(backend.skipReason !== undefined)(
+    'returns the device result when the history append fails, and logs the entry at error level',
+    async () => {
+      const lines: Record<string, unknown>[] = [];
+      const destination = new Writable({
+        write(chunk: Buffer, _encoding, callback) {
+          for (const line of chunk.toString().split('\n'))
+            if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+          callback();
+        },
+      });
+      const { address, client } = await startTestServer({
+        deps: { store: backend.store() },
+        config: { instanceId: 'wiring-append-fails' },
+        log: createLogger({ destination, level: 'info', name: 'append-fails' }),
+      });
+      await startEmulatedAgents({ address });
+      await pathsTo(client, LOADER2_CHANGER, 2);
+      const target = { luId: LOADER2_CHANGER, agentId: 'host-a', path: '/dev/sg3' };
+      // The database refuses every new history row (as a full disk or a revoked grant would).
+      await backend
+        .store()
+        .db.exec('ALTER TABLE history ADD CONSTRAINT refuse_all CHECK (seq < 0) NOT VALID');
+      try {
+        const { result } = await client.register({
+          target,
+          newKey: 0xf1n,
+          options: { reason: 'while history is down' },
+        });
+        expect(result?.outcome).toBe(Outcome.OUTCOME_GOOD);
+      } finally {
+        await backend.store().db.exec('ALTER TABLE history DROP CONSTRAINT refuse_all');
+      }
+      const failed = lines.find(
+        (l) => l['msg'] === 'history: append failed; the result was still returned to the caller',
+      );
+      expect(failed?.['level']).toBe('error');
+      expect(failed?.['entry']).toMatchObject({
+        agentId: 'host-a',
+        serviceActionKey: '0x00000000000000f1',
+        outcome: 'OUTCOME_GOOD',
+        reason: 'while history is down',
+      });
+      const keys = await client.readKeys({ target });
+      expect(keys.result?.data).toEqual({
+        $case: 'readKeys',
+        value: expect.objectContaining({ keys: [0xf1n] }),
+      });
+      expect((await client.verifyHistory({})).ok).toBe(true);
     },
     120_000,
   );
