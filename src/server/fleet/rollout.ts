@@ -282,7 +282,7 @@ class Rollout {
     this.deps.log.info({ operationId: this.s.operationId, logicalUnits: units.length, steps: total, blockers: blockers.length, dryRun: this.s.dryRun }, 'rollout started');
 
     if (this.s.dryRun) {
-      for (const steps of plans.values()) for (const step of steps) this.stepEvent(step, StepState.STEP_STATE_DRY_RUN, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: 'dry run: not sent' });
+      for (const unit of units) for (const step of plans.get(unit.luId) ?? []) this.stepEvent(step, StepState.STEP_STATE_DRY_RUN, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: 'dry run: not sent' });
       this.finish(RolloutResult.ROLLOUT_RESULT_DRY_RUN);
       return;
     }
