@@ -157,6 +157,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   let draining = false;
   let closed = false;
   let syncing: Promise<void> | undefined;
+  let syncAgain: Promise<void> | undefined;
   let syncTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
 
@@ -208,7 +209,15 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   }
 
   function syncPresence(): Promise<void> {
-    syncing ??= syncOnce().finally(() => {
+    if (syncing !== undefined) {
+      // A sync in progress may have read the sessions before the caller's change: run once more after it.
+      syncAgain ??= syncing.then(() => {
+        syncAgain = undefined;
+        return syncPresence();
+      });
+      return syncAgain;
+    }
+    syncing = syncOnce().finally(() => {
       syncing = undefined;
     });
     return syncing;
