@@ -40,6 +40,12 @@ export const ExitCode = {
   OUTCOME_UNKNOWN: 40,
   /** Outcome REFUSED: the agent refused the command; nothing was sent (prfleet's own). */
   REFUSED: 41,
+  /** `prfleet apply`/`takeover`: the rollout stopped (error threshold) or failed (prfleet's own). */
+  ROLLOUT_FAILED: 42,
+  /** `prfleet audit`: at least one critical finding (prfleet's own). */
+  AUDIT_CRITICAL: 43,
+  /** `prfleet history verify`: the hash chain is broken (prfleet's own). */
+  HISTORY_BROKEN: 44,
   /** Outcome OS_ERROR: 50 + errno, capped at 96 (sg3_utils SG_LIB_OS_BASE_ERR). */
   OS_ERROR_BASE: 50,
   /** Any other sense key (SG_LIB_CAT_SENSE). */
@@ -172,6 +178,9 @@ export const EXIT_CODE_HELP = `Exit codes (device answers as sg3_utils/sg_persis
   35  transport error (a PROUT's effect is unknown: re-read before retrying)
   40  outcome UNKNOWN: the agent vanished mid-command (re-read the LU; nothing is re-sent)
   41  refused by the agent; nothing was sent
+  42  apply/takeover: the rollout stopped or failed
+  43  audit: at least one critical finding
+  44  history verify: the hash chain is broken (edited, removed or reordered entry)
   50+ OS error on the agent: 50 + errno (capped at 96)
   80  RPC UNAVAILABLE: server unreachable, agent offline or server draining (nothing sent; retry is safe)
   81  RPC NOT_FOUND: unknown logical unit, agent or path

@@ -333,7 +333,7 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       );
     });
 
-  const keys = program.command('keys').description('the reservation-key registry');
+  const keys = program.command('registry').description('the reservation-key registry (allocate, list, revoke, decode keys)');
   const printKeys = (records: readonly KeyRecord[], output: 'table' | 'json') => {
     if (output === 'json') return line({ keys: records });
     const table = new Table({ head: ['key', 'agent', 'site', 'purpose', 'owner', 'origin', 'revoked'] });

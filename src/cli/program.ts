@@ -20,6 +20,8 @@ import {
 } from './parse.js';
 import { renderAgents, renderDevices, renderResult } from './render.js';
 import { resolveTarget, type TargetFlags } from './target.js';
+import { registerFleetCommands } from './fleet.js';
+import { registerHistoryCommands } from './history.js';
 
 /** Where the CLI writes and what it reads from outside argv. */
 export interface CliIo {
@@ -409,6 +411,10 @@ ${EXIT_CODE_HELP}`,
         return emitResult('REGISTER AND MOVE', response.result, output);
       });
     });
+
+  // Fleet operations (audit, keys, desired state, plan/apply/takeover) and the tamper-evident history.
+  registerFleetCommands(program, { stdout: io.stdout, stderr: io.stderr }, state);
+  registerHistoryCommands(program, io, state);
 
   return program;
 }

@@ -7,6 +7,8 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-serv
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
+import { FleetServiceDefinition } from '../gen/prfleet/v1/fleet.js';
+import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
 import { createAgentService } from './agent-service.js';
 import { createCommandExecutor } from './command-executor.js';
@@ -164,22 +166,28 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
     }),
   );
   server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
+  // The fleet engine journals every step, so it needs the durable store; the memory store serves no FleetService.
+  const services: string[] = [...REFLECTED_SERVICES];
+  if (store !== undefined) {
+    registerFleetService(server, { router, devices: agents, store, log, instanceId: config.instanceId });
+    services.push(FleetServiceDefinition.fullName);
+  }
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);
     if (protoset === undefined) {
       log.warn({ protosetPath: config.protosetPath }, 'reflection off: protoset.binpb not found (run make gen)');
     } else {
-      server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), REFLECTED_SERVICES));
+      server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), services));
     }
   }
-  for (const name of [...REFLECTED_SERVICES, '']) health.setStatus('healthy', name);
+  for (const name of [...services, '']) health.setStatus('healthy', name);
 
   let drained: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
 
   async function drainOnce(graceMs: number): Promise<void> {
     const started = Date.now();
-    for (const name of [...REFLECTED_SERVICES, '']) health.setStatus('unhealthy', name);
+    for (const name of [...services, '']) health.setStatus('unhealthy', name);
     router.startDraining();
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');

@@ -29,7 +29,7 @@ describe('prfleet fleet commands', { timeout: 120_000 }, () => {
   it('allocates a key, audits with a progress bar and tables, streams JSON lines, and plans', async () => {
     const h = await startFleetHarness();
     const server = h.address;
-    const alloc = await cli(server, ['-o', 'json', 'keys', 'allocate', '--agent', 'host-a', '--site', 'dc1', '--owner', 'ops']);
+    const alloc = await cli(server, ['-o', 'json', 'registry', 'allocate', '--agent', 'host-a', '--site', 'dc1', '--owner', 'ops']);
     expect(alloc.exitCode).toBe(0);
     const key = (JSON.parse(alloc.stdout) as { keys: { key: string }[] }).keys[0]?.key ?? '';
     expect(key).toMatch(/^0x50010001000110[0-9a-f]{2}$/);
