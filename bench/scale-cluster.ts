@@ -83,8 +83,11 @@ export async function startScaleServer(
  * A fabric of two SuperLoaders (4 LUs) seen by `hosts` hosts (`h001`…), each with one initiator port and a path
  * to every LU: every host contends with every other for the same LUs.
  */
-export function manyHostsFabric(hosts: number, prefix = 'h'): FabricInput {
-  const lus = ['loader1-changer', 'loader1-drive', 'loader2-changer', 'loader2-drive'];
+export function manyHostsFabric(hosts: number, prefix = 'h', pathsPerHost = 4): FabricInput {
+  const lus = ['loader1-changer', 'loader1-drive', 'loader2-changer', 'loader2-drive'].slice(
+    0,
+    pathsPerHost,
+  );
   return {
     loaders: [
       {
@@ -125,7 +128,7 @@ export function manyHostsFabric(hosts: number, prefix = 'h'): FabricInput {
     hosts: Array.from({ length: hosts }, (_, i) => {
       const port = `sas:0x5006${(i + 1).toString(16).padStart(12, '0')}`;
       return {
-        id: `${prefix}${String(i + 1).padStart(3, '0')}`,
+        id: `${prefix}${String(i + 1).padStart(hosts >= 1000 ? 4 : 3, '0')}`,
         site: 'dc1',
         initiatorPorts: [port],
         paths: lus.map((lu, j) => ({

@@ -196,16 +196,19 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
 
   async function syncOnce(): Promise<void> {
     const current = new Map(sessions.sessions().map((s) => [s.agentId, s.sessionId]));
+    // Concurrent commands share the connection (one round trip for a batch): a failover attaches hundreds at once.
+    const changes: Promise<void>[] = [];
     for (const [agentId, sessionId] of current) {
       if (published.get(agentId) === sessionId) continue;
       published.set(agentId, sessionId);
-      await attach(agentId);
+      changes.push(attach(agentId));
     }
     for (const agentId of [...published.keys()]) {
       if (current.has(agentId)) continue;
       published.delete(agentId);
-      await detach(agentId);
+      changes.push(detach(agentId));
     }
+    await Promise.all(changes);
   }
 
   function syncPresence(): Promise<void> {

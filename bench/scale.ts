@@ -1,0 +1,291 @@
+/**
+ * `node dist/bench/scale.js`: the multi-instance figures of issue 7, on the real Redis (127.0.0.1:6379) and
+ * PostgreSQL (127.0.0.1:5432, db test), two prfleet-server instances as child processes (scale-out-main), and
+ * 1,000 emulated agents sharing this process (each with its own channel and TCP connection):
+ *
+ *  (1) READ KEYS latency, same instance (client → the instance holding the agent) vs cross instance (client →
+ *      the other instance → Redis → the holder → agent), interleaved rounds, one call in flight;
+ *  (2) server memory per idle connected agent: RSS of the instance with 1,000 idle agents minus its RSS with none;
+ *  (3) RSS of one idle prfleet-agent process (emulated transport, the demo fabric's host-a);
+ *  (4) failover: SIGKILL the instance holding all 1,000 agents; time until every agent is attached to the other
+ *      one (its Redis presence names it and its stream is welcomed).
+ *
+ * Targets: failover ≤ 5 s, ≤ 32 KiB per idle agent. Misses are printed as MISS. Bounded: every wait has a limit.
+ */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { createAgent, type Agent } from '../agent/agent.js';
+import { createEmulatedFabric } from '../agent/fabric.js';
+import { createEmulatedSource } from '../agent/sources.js';
+import { createControlClient, type ControlClient } from '../src/common/client.js';
+import { createLogger } from '../src/common/logger.js';
+import { spawnNode, repoRoot, type ChildHandle } from '../src/demo/processes.js';
+import { Outcome } from '../src/gen/prfleet/v1/scsi.js';
+import {
+  manyHostsFabric,
+  startScaleServer,
+  uniqueClusterNames,
+  type ScaleClusterEnv,
+} from './scale-cluster.js';
+import { formatMs, summarize } from './stats.js';
+
+const AGENTS = Number(process.env['PRFLEET_BENCH_AGENTS'] ?? 1000);
+const LATENCY_ROUNDS = 3;
+const CALLS_PER_ROUND = 100;
+const FAILOVER_TARGET_MS = 5_000;
+const MEMORY_TARGET_KIB = 32;
+const REDIS_URL = process.env['PRFLEET_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const DATABASE_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+const log = createLogger({ level: 'silent' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resident set size of `pid`, KiB (VmRSS of /proc/<pid>/status). */
+function rssKiB(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return match ? Number(match[1]) : Number.NaN;
+}
+
+/** Polls `check` every `intervalMs` until true or `limitMs`; returns the time it took, or undefined. */
+async function waitUntil(
+  check: () => Promise<boolean> | boolean,
+  limitMs: number,
+  intervalMs = 50,
+): Promise<number | undefined> {
+  const started = performance.now();
+  while (performance.now() - started < limitMs) {
+    if (await check()) return performance.now() - started;
+    await sleep(intervalMs);
+  }
+  return undefined;
+}
+
+/** A free TCP port on 127.0.0.1 (for the /metrics listener). */
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        resolvePort(typeof address === 'object' && address !== null ? address.port : 0),
+      );
+    });
+  });
+}
+
+/** V8 heap in use of a server, bytes, from its /metrics (prom-client's nodejs_heap_size_used_bytes). */
+async function heapUsedBytes(metricsPort: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const match = /^prfleet_nodejs_heap_size_used_bytes (\S+)$/m.exec(text);
+  return match ? Number(match[1]) : Number.NaN;
+}
+
+/** RSS after settling: the smallest of a few readings a second apart (GC runs in between). */
+async function settledRss(pid: number): Promise<number> {
+  let min = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 4; i++) {
+    await sleep(1_000);
+    min = Math.min(min, rssKiB(pid));
+  }
+  return min;
+}
+
+async function main(): Promise<void> {
+  const names = uniqueClusterNames('bench');
+  const env: ScaleClusterEnv = {
+    redisUrl: REDIS_URL,
+    databaseUrl: DATABASE_URL,
+    ...names,
+    extra: {
+      PRFLEET_INSTANCE_TTL_MS: '2000',
+      PRFLEET_LOG_LEVEL: 'info',
+      PRFLEET_AGENT_QUEUE_CAPACITY: '16',
+    },
+  };
+  const redis = new Redis(REDIS_URL);
+  const children: ChildHandle[] = [];
+  const agents: Agent[] = [];
+  const clients: ControlClient[] = [];
+  const lines: string[] = [];
+  const report = (line: string) => {
+    lines.push(line);
+    process.stdout.write(`${line}\n`);
+  };
+  try {
+    const metricsPort = await freePort();
+    const a = await startScaleServer('bench-a', {
+      ...env,
+      extra: {
+        ...env.extra,
+        PRFLEET_METRICS_PORT: String(metricsPort),
+        PRFLEET_METRICS_HOST: '127.0.0.1',
+      },
+    });
+    children.push(a.handle);
+    const b = await startScaleServer('bench-b', env);
+    children.push(b.handle);
+    const viaA = createControlClient(a.address);
+    const viaB = createControlClient(b.address);
+    clients.push(viaA, viaB);
+    const rssBefore = await settledRss(a.handle.pid);
+    const heapBefore = await heapUsedBytes(metricsPort);
+
+    // 1,000 agents, one path each, attached to A first (B is their second address).
+    const fabric = createEmulatedFabric(manyHostsFabric(AGENTS, 'b', 1));
+    const connectStarted = performance.now();
+    for (let i = 0; i < fabric.hosts.length; i += 100) {
+      const batch = fabric.hosts.slice(i, i + 100).map((host) =>
+        createAgent(
+          {
+            server: `${a.address},${b.address}`,
+            agentId: host.id,
+            hostname: host.id,
+            plaintext: true,
+            heartbeatMs: 15_000,
+            backoff: { initialMs: 250, maxMs: 2_000 },
+          },
+          { log, source: createEmulatedSource(host) },
+        ),
+      );
+      agents.push(...batch);
+      await Promise.all(batch.map((agent) => agent.start()));
+      await Promise.all(batch.map((agent) => agent.waitForState('connected')));
+    }
+    const presence = async () =>
+      redis.mget(agents.map((agent) => `${names.redisPrefix}agent:${agent.id}`));
+    await waitUntil(
+      async () => (await presence()).every((owner) => owner === 'bench-a'),
+      30_000,
+      200,
+    );
+    report(
+      `${AGENTS} agents connected to bench-a in ${formatMs(performance.now() - connectStarted)}`,
+    );
+
+    // (1) same vs cross instance.
+    const target = { agentId: agents[0]?.id ?? '', path: '/dev/sg0' };
+    const call = async (client: ControlClient) => {
+      const started = performance.now();
+      const { result } = await client.readKeys({ target });
+      if (result?.outcome !== Outcome.OUTCOME_GOOD)
+        throw new Error(`READ KEYS answered ${String(result?.outcome)}`);
+      return performance.now() - started;
+    };
+    for (let i = 0; i < 50; i++) {
+      await call(viaA);
+      await call(viaB);
+    }
+    const same: number[] = [];
+    const cross: number[] = [];
+    for (let round = 0; round < LATENCY_ROUNDS; round++) {
+      for (let i = 0; i < CALLS_PER_ROUND; i++) same.push(await call(viaA));
+      for (let i = 0; i < CALLS_PER_ROUND; i++) cross.push(await call(viaB));
+    }
+    const s = summarize(same);
+    const c = summarize(cross);
+    report(`READ KEYS same instance:  p50 ${formatMs(s.p50)}  p99 ${formatMs(s.p99)}  (n=${s.n})`);
+    report(
+      `READ KEYS cross instance: p50 ${formatMs(c.p50)}  p99 ${formatMs(c.p99)}  (n=${c.n}; + Redis relay ${formatMs(c.p50 - s.p50)} at p50)`,
+    );
+
+    // (2) server memory per idle agent.
+    const rssAfter = await settledRss(a.handle.pid);
+    const heapAfter = await heapUsedBytes(metricsPort);
+    const perAgentKiB = (rssAfter - rssBefore) / AGENTS;
+    report(
+      `server RSS: ${(rssBefore / 1024).toFixed(1)} MiB with no agent, ${(rssAfter / 1024).toFixed(1)} MiB with ${AGENTS} idle agents → ${perAgentKiB.toFixed(1)} KiB per agent (target ≤ ${MEMORY_TARGET_KIB} KiB) ${perAgentKiB <= MEMORY_TARGET_KIB ? 'PASS' : 'MISS'}`,
+    );
+
+    report(
+      `  of which V8 heap in use: ${((heapAfter - heapBefore) / 1024 / AGENTS).toFixed(1)} KiB per agent (the rest: HTTP/2 sessions, buffers, heap not yet returned)`,
+    );
+
+    // (3) one idle agent process.
+    const solo = spawnNode(
+      resolve(repoRoot(), 'dist/agent/main.js'),
+      [
+        '--server',
+        b.address,
+        '--plaintext',
+        '--agent-id',
+        'bench-solo',
+        '--transport',
+        'emulated',
+        '--fabric',
+        resolve(repoRoot(), 'examples/fabric-demo.yaml'),
+        '--host',
+        'host-a',
+      ],
+      { name: 'prfleet-agent bench-solo' },
+    );
+    children.push(solo);
+    await solo.waitForLog((e) => e['msg'] === 'connected', 30_000);
+    const agentRss = await settledRss(solo.pid);
+    report(
+      `idle prfleet-agent process RSS: ${(agentRss / 1024).toFixed(1)} MiB (emulated transport, 5 paths)`,
+    );
+    await solo.stop();
+
+    // (4) failover of 1,000 agents.
+    const sessionsBefore = agents.map((agent) => agent.sessions);
+    a.handle.signal('SIGKILL');
+    const welcomedMs = await waitUntil(
+      () =>
+        agents.every(
+          (agent, i) => agent.state === 'connected' && agent.sessions > (sessionsBefore[i] ?? 0),
+        ),
+      60_000,
+      50,
+    );
+    const tookMs = await waitUntil(
+      async () => (await presence()).every((owner) => owner === 'bench-b'),
+      60_000,
+      50,
+    );
+    if (welcomedMs !== undefined && tookMs !== undefined) {
+      report(
+        `  every agent welcomed by bench-b after ${formatMs(welcomedMs)}; Redis presence complete after ${formatMs(welcomedMs + tookMs)}`,
+      );
+    }
+    const agentsBack = agents.filter(
+      (agent, i) => agent.sessions > (sessionsBefore[i] ?? 0),
+    ).length;
+    report(
+      tookMs === undefined
+        ? `failover: only ${agentsBack}/${AGENTS} agents re-attached within 60 s MISS`
+        : `failover: ${AGENTS} agents re-attached to bench-b ${formatMs((welcomedMs ?? 0) + tookMs)} after SIGKILL of bench-a (target ≤ ${FAILOVER_TARGET_MS / 1000} s) ${(welcomedMs ?? 0) + tookMs <= FAILOVER_TARGET_MS ? 'PASS' : 'MISS'}`,
+    );
+    const { result } = await viaB.readKeys({ target });
+    report(
+      `after failover, READ KEYS via bench-b: ${result?.outcome === Outcome.OUTCOME_GOOD ? 'GOOD' : String(result?.outcome)}`,
+    );
+  } finally {
+    await Promise.all(agents.map((agent) => agent.stop().catch(() => undefined)));
+    for (const client of clients) client.close();
+    await Promise.all(children.map((child) => child.stop({ graceMs: 5_000 })));
+    const keys = await redis.keys(`${names.redisPrefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    await redis.quit();
+    const db = new pg.Client({ connectionString: DATABASE_URL });
+    await db.connect();
+    await db.query(`DROP SCHEMA IF EXISTS ${names.schema} CASCADE`);
+    await db.end();
+  }
+}
+
+const limit = setTimeout(() => {
+  process.stderr.write('bench/scale: over its 5-minute limit, giving up\n');
+  process.exit(2);
+}, 300_000);
+limit.unref();
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    process.stderr.write(`bench/scale failed: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);
