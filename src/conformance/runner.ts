@@ -219,7 +219,11 @@ class Run {
     for (let n = 0; n < count; n++) {
       await this.sendPastUa(n, { cdb: encodeRelease6(), dataInLength: 0, timeoutMs: this.timeoutMs });
     }
-    const reg = await this.sendPastUa(0, this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY })));
+    let reg = await this.sendPastUa(0, this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY })));
+    if (isInvalidFieldInCdb(reg)) {
+      // LIO: a nexus left registered with ALL_TG_PT = 1 may only re-register with ALL_TG_PT = 1 (24h/00h).
+      reg = await this.sendPastUa(0, this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY, allTgPt: true })));
+    }
     if (reg.status !== 0) throw new Error(`REGISTER AND IGNORE EXISTING KEY answered ${describe(reg)}`);
     const clear = await this.sendPastUa(0, this.prout(this.basic(3, { reservationKey: CLEANUP_KEY })));
     if (clear.status !== 0) throw new Error(`CLEAR answered ${describe(clear)}`);
@@ -453,6 +457,12 @@ class Run {
       if (e.fullStatus.allTgPt && d.map((x) => x.allTgPt).join() !== e.fullStatus.allTgPt.join()) {
         return `expected ALL_TG_PT [${e.fullStatus.allTgPt.join()}], got [${d.map((x) => x.allTgPt).join()}]`;
       }
+      if (e.fullStatus.portsOfNexuses) {
+        const ports = (nexuses: number[]): string => nexuses.map((n) => this.identities?.[n]?.relativeTargetPort ?? `?${n}`).sort().join(', ');
+        const got = d.map((x) => x.relativeTargetPort).sort().join(', ');
+        const want = ports(e.fullStatus.portsOfNexuses);
+        if (got !== want) return `expected relative target ports [${want}], got [${got}]`;
+      }
       if (e.fullStatus.holderKeys) {
         const got = d.filter((x) => x.holder).map((x) => formatKey(x.reservationKey)).sort().join(', ');
         const want = e.fullStatus.holderKeys.map(formatKey).sort().join(', ');
@@ -498,6 +508,16 @@ function isUnitAttention(r: ScsiResponse): boolean {
   if (r.status !== 2) return false;
   try {
     return decodeSense(r.sense).senseKey === 6;
+  } catch {
+    return false;
+  }
+}
+
+function isInvalidFieldInCdb(r: ScsiResponse): boolean {
+  if (r.status !== 2) return false;
+  try {
+    const s = decodeSense(r.sense);
+    return s.senseKey === 5 && s.asc === 0x24 && s.ascq === 0;
   } catch {
     return false;
   }

@@ -67,7 +67,13 @@ export interface Expectation {
   /** READ RESERVATION: null = none held. */
   reservation?: { key: bigint; type: number } | null;
   /** READ FULL STATUS checks. */
-  fullStatus?: { count?: number; allTgPt?: boolean[]; holderKeys?: bigint[] };
+  fullStatus?: {
+    count?: number;
+    allTgPt?: boolean[];
+    holderKeys?: bigint[];
+    /** The descriptors' RELATIVE TARGET PORT IDENTIFIERs are those of these nexuses (compared as a sorted list). */
+    portsOfNexuses?: number[];
+  };
   /** PRIN header ADDITIONAL LENGTH. */
   additionalLength?: number;
   /** Data-in bytes transferred. */

@@ -96,12 +96,19 @@ const registration: Scenario[] = [
   },
   {
     id: 'register.spec-i-pt',
-    title: 'SPEC_I_PT on an unregistered nexus registers caller + TransportIDs atomically',
+    title: 'SPEC_I_PT on an unregistered nexus registers caller + TransportIDs atomically, through the receiving port (LIO: each initiator through its own port)',
     requires: { specIPt: true, nexuses: 3, prin: [3] },
+    departures: {
+      lio: 'LIO registers each named initiator through the first target port whose TPG has an ACL for it, not the receiving port',
+    },
     steps: [
       step(0, { kind: 'register', sark: K1, specIPt: [{ nexus: 1 }, { nexus: 2 }] }, GOOD),
       keys(0, [K1, K1, K1]),
-      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 3 } }),
+      // Measured on LIO 6.1 via tcm_loop: READ FULL STATUS shows relative target ports 1, 2, 3 (each initiator's
+      // own TPG, core_scsi3_decode_spec_i_port), where SPC-4 names the receiving port for ALL_TG_PT = 0.
+      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 3, portsOfNexuses: [0, 0, 0] } }, {
+        overrides: { lio: { fullStatus: { count: 3, portsOfNexuses: [0, 1, 2] } } },
+      }),
     ],
   },
   {
@@ -126,6 +133,21 @@ const registration: Scenario[] = [
     title: 'ALL_TG_PT registration is reported with ALL_TG_PT = 1 in READ FULL STATUS',
     requires: { allTgPt: true, prin: [3] },
     steps: [reg(0, K1, { allTgPt: true }), step(1, { kind: 'read-full-status' }, { fullStatus: { count: 1, allTgPt: [true] } })],
+  },
+  {
+    id: 'register.all-tg-pt-change-needs-all-tg-pt',
+    title: 'Changing an ALL_TG_PT registration with ALL_TG_PT = 0 → GOOD (LIO: 24h/00h, key kept); with ALL_TG_PT = 1 → GOOD',
+    requires: { allTgPt: true },
+    departures: { lio: 'LIO refuses REGISTER/REGISTER AND IGNORE without ALL_TG_PT on an ALL_TG_PT registration with INVALID FIELD IN CDB' },
+    steps: [
+      reg(0, K1, { allTgPt: true }),
+      // Measured on LIO 6.1 via tcm_loop (the cleanup prologue after register.all-tg-pt): CHECK CONDITION
+      // 05h/24h/00h (core_scsi3_emulate_pro_register); SPC-4 ignores ALL_TG_PT for a registered nexus.
+      step(0, { kind: 'register', ignore: true, sark: K2 }, GOOD, { overrides: { lio: illegal(0x24) } }),
+      step(1, { kind: 'read-keys' }, { keys: [K2] }, { overrides: { lio: { keys: [K1] } } }),
+      step(0, { kind: 'register', ignore: true, sark: K3, allTgPt: true }, GOOD),
+      keys(1, [K3]),
+    ],
   },
   {
     id: 'register.parameter-list-length',
@@ -579,14 +601,20 @@ const prinScenarios: Scenario[] = [
   },
   {
     id: 'prin.read-full-status-truncated',
-    title: 'READ FULL STATUS cut inside a descriptor: bytes (SPC) vs last whole descriptor (LIO); 24-byte TransportIDs assumed',
+    title: 'READ FULL STATUS cut by the allocation length: bytes, ADDITIONAL LENGTH of all (SPC) vs descriptors whose TransportID fits (LIO); 24-byte TransportIDs assumed',
     requires: { prin: [3] },
-    departures: { lio: 'LIO stops at the last whole descriptor and reports only that length' },
+    departures: {
+      lio: 'LIO writes a descriptor while its TransportID length plus the descriptors before it fit the allocation length (header and descriptor header forgotten), and ADDITIONAL LENGTH counts only those',
+    },
     steps: [
       reg(0, K1),
       reg(1, K2),
-      step(0, { kind: 'read-full-status', allocationLength: 76 }, { dataInLength: 76, additionalLength: 96 }, {
-        overrides: { lio: { dataInLength: 56, additionalLength: 48 } },
+      // Measured on LIO 6.1 via tcm_loop: 76 bytes (the second descriptor cut mid-way), ADDITIONAL LENGTH 96 —
+      // the same bytes as SPC, because 24 + 48 ≤ 76 lets LIO write the second descriptor.
+      step(0, { kind: 'read-full-status', allocationLength: 76 }, { dataInLength: 76, additionalLength: 96 }),
+      // 24 + 48 > 40: LIO stops after the first descriptor (core_scsi3_pri_read_full_status).
+      step(0, { kind: 'read-full-status', allocationLength: 40 }, { dataInLength: 40, additionalLength: 96 }, {
+        overrides: { lio: { dataInLength: 40, additionalLength: 48 } },
       }),
     ],
   },
@@ -679,6 +707,32 @@ const persistenceScenarios: Scenario[] = [
     ],
   },
   {
+    id: 'spc2.crh-registered-non-holder',
+    title: 'CRH = 1: RELEASE(6)/RESERVE(6) from a registered non-holder under RO/AR → GOOD no-op (LIO: RC); from the holder → GOOD',
+    requires: { types: [WE_RO, EA_AR] },
+    departures: {
+      lio: 'LIO grants the CRH exception only to the registration that holds the reservation (pr_res_holder), so other registrants get RESERVATION CONFLICT under RO and AR types too',
+    },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE_RO),
+      // Measured on LIO 6.1 via tcm_loop (cleanup prologue after access.type-5 and access.type-7): RESERVATION
+      // CONFLICT for RELEASE(6) from the registered non-holder (target_check_scsi2_reservation_conflict).
+      step(1, { kind: 'release6' }, GOOD, { overrides: { lio: RC } }),
+      step(1, { kind: 'reserve6' }, GOOD, { overrides: { lio: RC } }),
+      step(0, { kind: 'release6' }, GOOD),
+      reservation(1, { key: K1, type: WE_RO }),
+      step(0, { kind: 'release', key: K1, type: WE_RO }, GOOD),
+      tur(1, ua(0x04)),
+      reserve(0, K1, EA_AR),
+      step(1, { kind: 'release6' }, GOOD, { overrides: { lio: RC } }),
+      step(0, { kind: 'release6' }, GOOD),
+      step(0, { kind: 'reserve6' }, GOOD),
+      reservation(1, { key: 0n, type: EA_AR }),
+    ],
+  },
+  {
     id: 'spc2.reservation-blocks-persistent-reserve',
     title: 'While an SPC-2 reservation is held every PRIN/PROUT gets RC; others get RC for media commands',
     steps: [
@@ -711,12 +765,17 @@ const persistenceScenarios: Scenario[] = [
 const deviceScenarios: Scenario[] = [
   {
     id: 'device.inquiry-and-vpd',
-    title: 'INQUIRY standard and VPD 00h/80h/83h answered; unsupported VPD page → 24h/00h',
+    title: 'INQUIRY standard and VPD 00h/80h/83h answered (LIO: also 86h, B0h–B3h); unsupported VPD page → 24h/00h',
+    departures: { lio: 'LIO also answers VPD 86h and B0h–B3h' },
     steps: [
       step(0, { kind: 'inquiry' }, GOOD),
       step(0, { kind: 'inquiry', page: 0x00 }, GOOD),
       step(0, { kind: 'inquiry', page: 0x80 }, GOOD),
       step(0, { kind: 'inquiry', page: 0x83 }, GOOD),
+      // LIO lists and answers Extended INQUIRY Data and the SBC pages B0h–B3h as well (target_core_spc.c).
+      ...[0x86, 0xb0, 0xb1, 0xb2, 0xb3].map((page) =>
+        step(0, { kind: 'inquiry', page }, illegal(0x24), { overrides: { lio: GOOD } }),
+      ),
       step(0, { kind: 'inquiry', page: 0xc7 }, illegal(0x24)),
     ],
   },

@@ -19,6 +19,8 @@ export interface LuContext {
   readonly acl: readonly TransportId[] | undefined;
   /** Queues a unit attention (sense key 6h) for one I_T nexus. */
   queueUnitAttention(nexus: Initiator, asc: number, ascq: number): void;
+  /** I_T nexuses of `transportId`'s initiator port that have sent a command since power on, in target port order. */
+  knownNexusesOf(transportId: TransportId): Initiator[];
   /** The I_T nexuses a registration covers (one, or one per target port with ALL_TG_PT). */
   nexusesOf(reg: Registration): Initiator[];
   /** Reports PREEMPT AND ABORT victims to the abort listeners. */

@@ -14,12 +14,12 @@ import {
   encodeUnitSerialNumber,
   type Designator,
   type ScsiRequest,
-  type TransportId,
 } from '../scsi/index.js';
 import { check, good, invalidCdbField, type Answer } from './answers.js';
 import type { LuContext } from './context.js';
 import type { Initiator } from './pr-state.js';
 import type { LogicalUnitSpec } from './logical-unit.js';
+import { lioStandardInquiry, lioVpdPage, protocolIdOf, type LioIdentity } from './lio-identity.js';
 
 /** Block size and capacity of the disk profiles' sparse store (16 MiB is plenty for conflict tests). */
 const BLOCK_SIZE = 512;
@@ -31,20 +31,6 @@ const TARGET_PORT_GROUP = 1;
 export interface DeviceContext extends LuContext {
   readonly spec: LogicalUnitSpec;
   readonly blocks: Map<number, Uint8Array>;
-}
-
-/** PROTOCOL IDENTIFIER of the fabric a TransportID belongs to (scsi-pr.md §4). */
-function protocolIdOf(t: TransportId): number {
-  switch (t.protocol) {
-    case 'fc':
-      return 0x0;
-    case 'sas':
-      return 0x6;
-    case 'iscsi':
-      return 0x5;
-    case 'raw':
-      return (t.bytes[0] ?? 0x0f) & 0x0f;
-  }
 }
 
 /** FNV-1a, to derive a stable NAA from an LU id when the spec gives none. */
@@ -85,6 +71,14 @@ export function executeInquiry(lu: DeviceContext, initiator: Initiator, cdb: Uin
   const vendor = (lu.spec.vendor ?? lu.knobs.vendor).slice(0, 8);
   const product = (lu.spec.product ?? lu.knobs.product).slice(0, 16);
   const cut = (data: Uint8Array): Answer => good(data.subarray(0, Math.min(data.length, allocationLength)));
+  if (lu.knobs.inquiryLayout === 'lio') {
+    if (!evpd && pageCode !== 0) return invalidCdbField(2);
+    const id = lioIdentityOf(lu, initiator);
+    const protocolId = protocolIdOf(initiator.transportId);
+    if (!evpd) return cut(lioStandardInquiry(id, protocolId));
+    const page = lioVpdPage(id, pageCode, { protocolId, relativeTargetPort: initiator.relativeTargetPort });
+    return page ? cut(page) : invalidCdbField(2);
+  }
   if (!evpd) {
     if (pageCode !== 0) return invalidCdbField(2);
     return cut(
@@ -134,6 +128,32 @@ export function executeInquiry(lu: DeviceContext, initiator: Initiator, cdb: Uin
     default:
       return invalidCdbField(2);
   }
+}
+
+/** Default SCSI target name of an LU (VPD 83h association 2): NAA 5 with LIO's OUI and a hash of the target. */
+function defaultTargetName(spec: LogicalUnitSpec): string {
+  return `naa.5001405${fnv1a(spec.target ?? 'target0').toString(16).padStart(9, '0')}`;
+}
+
+/** What the LIO INQUIRY layout needs, from the LU spec and the caller's nexus. */
+function lioIdentityOf(lu: DeviceContext, initiator: Initiator): LioIdentity {
+  const spec = lu.spec;
+  const targetName = spec.targetName ?? defaultTargetName(spec);
+  const rtp = initiator.relativeTargetPort;
+  return {
+    peripheralDeviceType: lu.knobs.capabilities.peripheralDeviceType,
+    removable: lu.knobs.removable,
+    version: lu.knobs.inquiryVersion,
+    vendor: spec.vendor ?? lu.knobs.vendor,
+    product: spec.product ?? lu.knobs.product,
+    revision: spec.revision ?? lu.knobs.revision,
+    serial: spec.serial,
+    naa: spec.naa,
+    multiPort: lu.targetPorts.length > 1,
+    targetName,
+    // LIO names a target port "<target WWN>,t,0x<TPG tag>"; without a spec entry the tag is the port number.
+    targetPortName: spec.targetPortNames?.[rtp] ?? `${targetName},t,0x${rtp.toString(16).padStart(4, '0')}`,
+  };
 }
 
 /** REPORT LUNS: the LUs of this LU's target. @internal */

@@ -41,6 +41,16 @@ export interface LogicalUnitSpec {
    * name one of them. @default any initiator port of the caller's protocol
    */
   acl?: TransportId[];
+  /**
+   * SCSI name of the target device, VPD 83h (inquiry layout `lio` only). @default 'naa.5001405' + a hash of
+   * `target`
+   */
+  targetName?: string;
+  /**
+   * SCSI name of each target port by relative target port identifier, VPD 83h (inquiry layout `lio` only).
+   * @default `<targetName>,t,0x<port as 4 hex digits>` (LIO's "<WWN>,t,0x<TPG tag>")
+   */
+  targetPortNames?: Readonly<Record<number, string>>;
 }
 
 /** One emulated LU, executing commands from any I_T nexus synchronously. */
@@ -246,12 +256,16 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     return good();
   }
 
-  /** CRH = 1: a PR holder, or a registrant while an RO/AR reservation exists, gets GOOD and no change. */
+  /**
+   * CRH = 1: a PR holder, or a registrant while an RO/AR reservation exists, gets GOOD and no change (SPC); with
+   * `holder-record` only the registration recorded as holding the reservation does (LIO).
+   */
   private crhException(initiator: Initiator): boolean {
     if (!this.knobs.crh) return false;
     const reg = this.pr.registrationOf(initiator);
     const res = this.pr.reservation;
     if (!reg || !res) return false;
+    if (this.knobs.crhException === 'holder-record') return res.internalHolder === reg;
     return this.pr.isHolder(reg) || res.type === 5 || res.type === 6;
   }
 
@@ -263,6 +277,11 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     const answer = ua ? check(0x06, ua.asc, ua.ascq) : check(0x00, 0x00, 0x00);
     if (answer.kind !== 'check') return answer;
     const data = senseBytes(answer, false, descriptor);
+    if (this.knobs.requestSenseFillsAllocation) {
+      const filled = new Uint8Array(allocationLength);
+      filled.set(data.subarray(0, allocationLength));
+      return good(filled);
+    }
     return good(data.subarray(0, Math.min(data.length, allocationLength)));
   }
 
@@ -272,6 +291,13 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     if (!queue.some((u) => u.asc === asc && u.ascq === ascq)) queue.push({ asc, ascq });
     while (queue.length > MAX_QUEUED_UNIT_ATTENTIONS) queue.shift();
     this.unitAttentions.set(key, queue);
+  }
+
+  knownNexusesOf(transportId: TransportId): Initiator[] {
+    const port = initiatorPortOf(transportId);
+    return [...this.knownNexuses.values()]
+      .filter((n) => initiatorPortOf(n.transportId) === port)
+      .sort((a, b) => this.targetPorts.indexOf(a.relativeTargetPort) - this.targetPorts.indexOf(b.relativeTargetPort));
   }
 
   nexusesOf(reg: Registration): Initiator[] {

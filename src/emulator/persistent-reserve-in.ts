@@ -69,15 +69,19 @@ export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
           transportId: r.transportId,
         };
       });
-      if (knobs.fullStatusTruncation === 'whole-descriptors') {
-        // LIO stops at the last whole descriptor that fits and reports only that length (§8.2).
+      if (knobs.fullStatusTruncation === 'transport-id-fits') {
+        // LIO writes a descriptor while its TransportID length plus the descriptors already written fit the
+        // allocation length (header and descriptor header forgotten), so the last one written may be cut.
         const full = encodeFullStatus({ generation: pr.generation, descriptors });
-        let used = HEADER_LENGTH;
+        let at = HEADER_LENGTH;
+        let written = 0;
         let fits = 0;
         while (fits < descriptors.length) {
-          const size = DESCRIPTOR_FIXED_LENGTH + descriptorTransportIdLength(full, used);
-          if (used + size > allocationLength) break;
-          used += size;
+          const transportIdLength = descriptorTransportIdLength(full, at);
+          if (transportIdLength + written > allocationLength) break;
+          const size = DESCRIPTOR_FIXED_LENGTH + transportIdLength;
+          at += size;
+          written += size;
           fits++;
         }
         descriptors = descriptors.slice(0, fits);

@@ -173,6 +173,8 @@ function register(
   } else {
     if (!ignoreExisting && p.reservationKey !== caller.key) return CONFLICT;
     if (p.specIPtFlag) return invalidParameterField(FLAGS_BYTE, 3);
+    // LIO: an ALL_TG_PT registration may only be changed or removed with ALL_TG_PT = 1 (INVALID FIELD IN CDB).
+    if (knobs.allTgPtMustRepeat && caller.allTgPt && !p.allTgPt) return flavourAnswer('invalid-field-in-cdb');
   }
   if (p.allTgPt && !knobs.capabilities.allTgPt) return invalidParameterField(FLAGS_BYTE, 2);
   if (p.aptpl && !knobs.capabilities.aptpl) return invalidParameterField(FLAGS_BYTE, 0);
@@ -192,32 +194,42 @@ function register(
   if (p.serviceActionKey === 0n) return good();
 
   const port = initiatorPortOf(initiator.transportId);
-  const extra: TransportId[] = [];
+  const extra: Initiator[] = [];
   for (const [i, named] of p.transportIds.entries()) {
     if (!resolvable(lu, initiator.transportId, named)) {
       // All or nothing (spc4r17 6.14.3 as quoted by LIO): one bad TransportID and nobody is registered.
       return invalidParameterField(28 + transportIdOffset(p.transportIds, i));
     }
     const namedPort = initiatorPortOf(named);
+    const nexus: Initiator = { transportId: named, relativeTargetPort: specIPtTargetPort(lu, initiator, named) };
     // LIO silently skips TransportIDs that are already registered (and the caller's own port).
     if (namedPort === port) continue;
-    if (pr.registrationOf({ transportId: named, relativeTargetPort: initiator.relativeTargetPort })) continue;
-    if (extra.some((t) => initiatorPortOf(t) === namedPort)) continue;
-    extra.push(named);
+    if (pr.registrationOf(nexus)) continue;
+    if (extra.some((t) => initiatorPortOf(t.transportId) === namedPort)) continue;
+    extra.push(nexus);
   }
   if (!hasRoom(lu, 1 + extra.length)) return INSUFFICIENT_REGISTRATION_RESOURCES;
-  for (const transportId of [initiator.transportId, ...extra]) {
+  for (const nexus of [initiator, ...extra]) {
     pr.registrations.push({
       key: p.serviceActionKey,
-      transportId,
-      initiatorPort: initiatorPortOf(transportId),
-      relativeTargetPort: initiator.relativeTargetPort,
+      transportId: nexus.transportId,
+      initiatorPort: initiatorPortOf(nexus.transportId),
+      relativeTargetPort: nexus.relativeTargetPort,
       allTgPt: p.allTgPt,
     });
   }
   pr.bump(knobs.generationPerSpecIPtRegistration ? 1 + extra.length : 1);
   pr.aptpl = p.aptpl;
   return good();
+}
+
+/**
+ * Target port of the I_T nexus a SPEC_I_PT registration for `named` is made on: the receiving port (SPC-4), or the
+ * first port through which `named` has an I_T nexus (LIO; the receiving port when it has none yet).
+ */
+function specIPtTargetPort(lu: LuContext, receiving: Initiator, named: TransportId): number {
+  if (lu.knobs.specIPtTargetPort === 'receiving') return receiving.relativeTargetPort;
+  return lu.knownNexusesOf(named)[0]?.relativeTargetPort ?? receiving.relativeTargetPort;
 }
 
 /** Byte offset of TransportID `index` inside the TransportID list (for the field pointer). */

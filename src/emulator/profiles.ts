@@ -79,8 +79,44 @@ export interface ProfileKnobs {
   readonly specIPtWithRegisterAndIgnore: boolean;
   /** Minimum PRIN allocation length per service action below which the device answers 24h/00h (LIO; §8.2). */
   readonly prinMinimumAllocationLength: ReadonlyMap<number, number>;
-  /** READ FULL STATUS truncation: `bytes` (SPC) or `whole-descriptors` (LIO stops at the last one that fits). */
-  readonly fullStatusTruncation: 'bytes' | 'whole-descriptors';
+  /**
+   * READ FULL STATUS truncation: `bytes` (SPC: every descriptor counted in ADDITIONAL LENGTH, the data cut to the
+   * allocation length) or `transport-id-fits` (LIO core_scsi3_pri_read_full_status: a descriptor is written while
+   * its TransportID length plus the descriptors before it fit the allocation length; it forgets the 8-byte header
+   * and the 24-byte descriptor header, and ADDITIONAL LENGTH counts only the descriptors written).
+   */
+  readonly fullStatusTruncation: 'bytes' | 'transport-id-fits';
+  /**
+   * SPEC_I_PT with ALL_TG_PT = 0: each named initiator is registered through the `receiving` target port (SPC-4),
+   * or through `initiator-nexus`: the first target port through which that initiator port has an I_T nexus (LIO
+   * core_scsi3_decode_spec_i_port takes the first LUN export whose TPG has an ACL for it).
+   */
+  readonly specIPtTargetPort: 'receiving' | 'initiator-nexus';
+  /**
+   * REGISTER / REGISTER AND IGNORE EXISTING KEY from a nexus registered with ALL_TG_PT = 1 must set ALL_TG_PT = 1
+   * again, else 24h/00h (LIO core_scsi3_emulate_pro_register); SPC-4 ignores the bit for a registered nexus.
+   */
+  readonly allTgPtMustRepeat: boolean;
+  /**
+   * CRH = 1 exception for RESERVE/RELEASE(6/10) (§7.10): `spc` (the PR holder, or any registrant while an RO/AR
+   * reservation exists) or `holder-record` (LIO target_check_scsi2_reservation_conflict reads pr_res_holder and
+   * pr_res_type of the caller's own registration, which only the registration that reserved carries; every other
+   * registrant gets RESERVATION CONFLICT, under RO and AR types too).
+   */
+  readonly crhException: 'spc' | 'holder-record';
+  /**
+   * Standard INQUIRY and VPD layout: `compact` (36 bytes; VPD 00h/80h/83h with NAA, T10 vendor id and two
+   * target-port designators) or `lio` (target_core_spc.c: 96 bytes with SCCS, TPGS, 3PC, CMDQUE and version
+   * descriptors; VPD 00h lists 80h 83h 86h B0h–B3h; NUL-terminated serial; NAA 6 derived from the serial; LU
+   * group and SCSI name string designators).
+   */
+  readonly inquiryLayout: 'compact' | 'lio';
+  /**
+   * REQUEST SENSE transfers the whole allocation length: the sense data, then zeros (LIO spc_emulate_request_sense
+   * copies a zeroed 96-byte buffer and completes with the full length; beyond 96 bytes it leaves the initiator's
+   * buffer alone, modelled as zeros). SPC: only the sense data.
+   */
+  readonly requestSenseFillsAllocation: boolean;
   /** LIO's AR internal holder: PREEMPT naming that registration's key replaces the AR reservation (§7.6). */
   readonly arInternalHolder: boolean;
   /** PREEMPT under an AR reservation with SARK ≠ 0 keeps the caller's registration even if its key matches. */
@@ -198,6 +234,11 @@ const spc4: ProfileKnobs = {
   specIPtWithRegisterAndIgnore: true,
   prinMinimumAllocationLength: SPC_PRIN_MINIMUM,
   fullStatusTruncation: 'bytes',
+  specIPtTargetPort: 'receiving',
+  allTgPtMustRepeat: false,
+  crhException: 'spc',
+  inquiryLayout: 'compact',
+  requestSenseFillsAllocation: false,
   arInternalHolder: false,
   arPreemptSkipsCaller: false,
   clearResetsAptpl: false,
@@ -206,14 +247,18 @@ const spc4: ProfileKnobs = {
   fieldPointers: true,
 };
 
-/** Linux LIO target_core_pr.c (2025 tree) with an rd_mcp/fileio backstore, as tcm_loop exports it. */
+/**
+ * Linux LIO target_core_pr.c / target_core_spc.c with a fileio backstore, as tcm_loop exports it. Checked byte for
+ * byte against kernel 6.1 in the test VM (test/lio, docs/lio-testbed.md).
+ */
 const lio: ProfileKnobs = {
   ...spc4,
   name: 'lio',
   vendor: 'LIO-ORG',
-  product: 'RAMDISK-MCP',
+  product: 'FILEIO',
   revision: '4.0',
-  inquiryVersion: 0x05,
+  // Measured on LIO 6.1 via tcm_loop: standard INQUIRY VERSION 06h (spc_emulate_inquiry_std).
+  inquiryVersion: 0x06,
   releaseWrongType: 'reservation-conflict',
   unregisteredWithoutReservation: 'not-ready',
   badScope: 'invalid-field-in-parameter-list',
@@ -222,7 +267,13 @@ const lio: ProfileKnobs = {
   generationPerSpecIPtRegistration: true,
   specIPtWithRegisterAndIgnore: false,
   prinMinimumAllocationLength: LIO_PRIN_MINIMUM,
-  fullStatusTruncation: 'whole-descriptors',
+  fullStatusTruncation: 'transport-id-fits',
+  specIPtTargetPort: 'initiator-nexus',
+  allTgPtMustRepeat: true,
+  crhException: 'holder-record',
+  inquiryLayout: 'lio',
+  // Measured on LIO 6.1 via tcm_loop: REQUEST SENSE with allocation length 96 → 96 bytes, resid 0.
+  requestSenseFillsAllocation: true,
   arInternalHolder: true,
   arPreemptSkipsCaller: true,
   clearResetsAptpl: true,

@@ -166,7 +166,7 @@ describe('registrations and ports', () => {
   });
 
   it('VPD 83h carries the LU NAA and the caller’s relative target port and target port group', () => {
-    const lu = newLu('lio', { naa: 0x6001405000000001n });
+    const lu = newLu('spc4', { naa: 0x6001405000000001n });
     const r = lu.execute(B, { cdb: encodeInquiry({ evpd: true, pageCode: 0x83, allocationLength: 255 }), dataInLength: 255, timeoutMs: 1 });
     const designators = decodeDeviceIdentification(r.dataIn);
     expect(relativeTargetPortOf(designators)).toBe(2);
@@ -210,3 +210,96 @@ describe('registrations and ports', () => {
     expect(keysOf(prin(lu, A, 0))).toMatchObject({ generation: 0, keys: [] });
   });
 });
+
+describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtures)', () => {
+  const lioLu = () =>
+    newLu('lio', { serial: 'testbed-pr-lun-0001', vendor: 'LIO-ORG', product: 'FILEIO', revision: '4.0', targetName: 'naa.5001405000000001' });
+  const inquiry = (lu: ReturnType<typeof newLu>, page?: number) =>
+    lu.execute(A, {
+      cdb: page === undefined ? encodeInquiry({ allocationLength: 96 }) : encodeInquiry({ evpd: true, pageCode: page, allocationLength: 252 }),
+      dataInLength: page === undefined ? 96 : 252,
+      timeoutMs: 1,
+    });
+  const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+  it('standard INQUIRY and VPD 00h/80h/83h are LIO’s bytes; SPC-4 keeps the compact layout', () => {
+    const lu = lioLu();
+    expect(hex(inquiry(lu).dataIn)).toBe(
+      '000006025bb810024c494f2d4f52472046494c45494f20202020202020202020342e3020' + '00'.repeat(22) + '00a00c60046004c0' + '00'.repeat(30),
+    );
+    expect(hex(inquiry(lu, 0x00).dataIn)).toBe('0000000800808386b0b1b2b3');
+    expect(hex(inquiry(lu, 0x80).dataIn)).toBe('00800014746573746265642d70722d6c756e2d3030303100');
+    expect(hex(inquiry(lu, 0x83).dataIn)).toBe(
+      '00830093010300106001405ebed000100000000000000000020100234c494f2d4f52472046494c45494f3a746573746265642d70722d6c756e2d3030303100' +
+        '619400040000000161950004000000000106000400000000639800206e61612e353030313430353030303030303030312c742c30783030303100000063a800186e61612e3530303134303530303030303030303100000000',
+    );
+    expect(decodeStandardInquiry(inquiry(newLu('spc4')).dataIn)).toMatchObject({ version: 6, additionalLength: 31 });
+    expect(inquiry(newLu('spc4'), 0x86).status).toBe(2);
+    expect(inquiry(lu, 0x86).dataIn).toHaveLength(64);
+  });
+
+  it('SPEC_I_PT registers each named initiator through its own nexus’s port (LIO) or the receiving port (SPC-4)', () => {
+    for (const [profile, ports] of [
+      ['lio', [1, 2, 3]],
+      ['spc4', [1, 1, 1]],
+    ] as const) {
+      const lu = newLu(profile);
+      for (const n of [A, B, C]) raw(lu, n, [0, 0, 0, 0, 0, 0]); // the nexuses exist (LIO: sessions with ACLs)
+      expect(prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, specIPt: [B.transportId, C.transportId] }).status).toBe(0);
+      const full = decodeFullStatus(prin(lu, A, 3).dataIn);
+      expect(full.descriptors.map((d) => d.relativeTargetPort).sort()).toEqual(ports);
+    }
+  });
+
+  it('an ALL_TG_PT registration changed without ALL_TG_PT: 24h/00h and key kept (LIO), GOOD (SPC-4)', () => {
+    for (const [profile, status, key] of [
+      ['lio', 2, 1n],
+      ['spc4', 0, 2n],
+    ] as const) {
+      const lu = newLu(profile);
+      prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, allTgPt: true });
+      const r = prout(lu, A, { serviceAction: 6, serviceActionKey: 2n });
+      expect(r.status).toBe(status);
+      if (status === 2) expect(sense(r)).toMatchObject({ senseKey: 5, asc: 0x24, ascq: 0 });
+      expect(keysOf(prin(lu, A, 0)).keys).toEqual([key]);
+    }
+  });
+
+  it('RELEASE(6) from a registered non-holder under RO/AR: RC (LIO), GOOD (SPC-4); the holder always GOOD', () => {
+    for (const type of [5, 8]) {
+      for (const [profile, status] of [
+        ['lio', 0x18],
+        ['spc4', 0],
+      ] as const) {
+        const lu = newLu(profile);
+        prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
+        prout(lu, B, { serviceAction: 0, serviceActionKey: 2n });
+        prout(lu, A, { serviceAction: 1, reservationKey: 1n, type });
+        expect(raw(lu, B, [0x17, 0, 0, 0, 0, 0]).status).toBe(status);
+        expect(raw(lu, A, [0x17, 0, 0, 0, 0, 0]).status).toBe(0);
+      }
+    }
+  });
+
+  it('READ FULL STATUS: LIO writes descriptors while TransportID + earlier descriptors fit; SPC cuts bytes', () => {
+    const run = (profile: 'lio' | 'spc4', allocation: number) => {
+      const lu = newLu(profile);
+      prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
+      prout(lu, B, { serviceAction: 0, serviceActionKey: 2n });
+      const r = prin(lu, A, 3, allocation);
+      return [r.dataIn.length, new DataView(r.dataIn.buffer, r.dataIn.byteOffset).getUint32(4)];
+    };
+    expect(run('lio', 76)).toEqual([76, 96]); // measured
+    expect(run('spc4', 76)).toEqual([76, 96]);
+    expect(run('lio', 40)).toEqual([40, 48]);
+    expect(run('spc4', 40)).toEqual([40, 96]);
+    expect(run('lio', 20)).toEqual([8, 0]);
+  });
+
+  it('REQUEST SENSE fills the allocation length with zeros after the sense data (LIO), SPC-4 sends 18 bytes', () => {
+    const rs = (profile: 'lio' | 'spc4') => newLu(profile).execute(B, { cdb: encodeRequestSense(96), dataInLength: 96, timeoutMs: 1 });
+    expect(rs('lio').dataIn).toHaveLength(96);
+    expect(rs('spc4').dataIn).toHaveLength(18);
+  });
+});
+

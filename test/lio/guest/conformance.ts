@@ -58,7 +58,16 @@ interface LuIdentity {
   product: string;
   revision: string;
   naa?: bigint;
+  /** SCSI target device name and each target port's SCSI name (VPD 83h SCSI name string designators). */
+  targetName?: string;
+  targetPortNames: Record<number, string>;
   initiators: Initiator[];
+}
+
+/** A NUL-terminated, NUL-padded SCSI name string designator value as text. */
+function scsiNameOf(value: Uint8Array): string {
+  const end = value.indexOf(0);
+  return new TextDecoder().decode(end >= 0 ? value.subarray(0, end) : value);
 }
 
 /** Reads what the emulated twin must copy from LIO: INQUIRY identity, the LU NAA, each nexus's target port. */
@@ -81,7 +90,9 @@ async function identityOf(lu: LioLogicalUnit, devices: ScsiDevice[]): Promise<Lu
   };
   const standard = decodeStandardInquiry(await inquiry(devices[0] as ScsiDevice));
   const initiators: Initiator[] = [];
+  const targetPortNames: Record<number, string> = {};
   let naa: bigint | undefined;
+  let targetName: string | undefined;
   for (const [i, device] of devices.entries()) {
     const designators = decodeDeviceIdentification(await inquiry(device, 0x83));
     const rtp = relativeTargetPortOf(designators);
@@ -91,12 +102,18 @@ async function identityOf(lu: LioLogicalUnit, devices: ScsiDevice[]): Promise<Lu
     const luNaa = designators.find((d) => d.association === 0 && d.designatorType === 3);
     if (luNaa && naa === undefined)
       naa = luNaa.value.reduce((acc, b) => (acc << 8n) | BigInt(b), 0n);
+    const portName = designators.find((d) => d.association === 1 && d.designatorType === 8);
+    if (portName) targetPortNames[rtp] = scsiNameOf(portName.value);
+    const deviceName = designators.find((d) => d.association === 2 && d.designatorType === 8);
+    if (deviceName && targetName === undefined) targetName = scsiNameOf(deviceName.value);
   }
   return {
     vendor: standard.vendor,
     product: standard.product,
     revision: standard.revision,
     ...(naa !== undefined ? { naa } : {}),
+    ...(targetName !== undefined ? { targetName } : {}),
+    targetPortNames,
     initiators,
   };
 }
@@ -146,6 +163,8 @@ async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<P
       product: identity.product,
       revision: identity.revision,
       ...(identity.naa !== undefined ? { naa: identity.naa } : {}),
+      ...(identity.targetName !== undefined ? { targetName: identity.targetName } : {}),
+      targetPortNames: identity.targetPortNames,
       targetPorts: identity.initiators.map((i) => i.relativeTargetPort),
       acl: identity.initiators.map((i) => i.transportId),
     });
@@ -270,7 +289,7 @@ async function runOne(
     lu: lu.serial,
     serial: lu.serial,
     nexuses,
-    note: `LIO rd_mcp through tcm_loop in the test VM, ${lu.paths.join(' ')}`,
+    note: `LIO fileio through tcm_loop in the test VM, ${lu.paths.join(' ')}`,
   });
   const lio = await runScenario(scenario, {
     profile: 'lio',

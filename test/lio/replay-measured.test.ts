@@ -1,0 +1,111 @@
+/**
+ * Replays what real LIO answered (fixtures/lio-6.1-tcm_loop: kernel 6.1.0-57-amd64, fileio LU exported through
+ * three tcm_loop TPGs, recorded by the VM suite) against the emulator's `lio` profile, command by command, with
+ * the same LU lifetimes the VM run had: the LU and its twin are reused while scenarios pass without difference,
+ * and replaced after a failure, a difference, a carry-over or for a spare LU. No VM needed: this pins the lio
+ * profile to the measured bytes.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SCENARIOS } from '../../src/conformance/index.js';
+import {
+  createEmulator,
+  createTranscriptRecorder,
+  parseTranscript,
+  type EmulatedLogicalUnit,
+  type Initiator,
+  type Transcript,
+  type TranscriptCommand,
+} from '../../src/emulator/index.js';
+import { fromHex, parseTransportId } from '../../src/scsi/index.js';
+import { compareTranscripts, formatMismatch } from './differential.js';
+
+const FIXTURES = join(import.meta.dirname, 'fixtures', 'lio-6.1-tcm_loop');
+/** The tcm_loop target of lio-setup.sh; TPG tag n exports relative target port n on the primary LU. */
+const TARGET_WWN = 'naa.5001405000000001';
+
+interface RunLine {
+  t: string;
+  id?: string;
+  name?: string;
+  lio?: string;
+  diff?: string;
+}
+
+const runLines = readFileSync(join(FIXTURES, 'run.jsonl'), 'utf8')
+  .split('\n')
+  .filter((l) => l.trim() !== '')
+  .map((l) => JSON.parse(l) as RunLine);
+const recorded = new Set(
+  readdirSync(FIXTURES)
+    .filter((f) => f.endsWith('.lio.jsonl'))
+    .map((f) => f.slice(0, -'.lio.jsonl'.length)),
+);
+
+/** An emulated twin with the identity of the recorded LIO LU (as test/lio/guest/conformance.ts builds it). */
+function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator[] } {
+  const initiators = t.header.nexuses.map((n) => ({
+    transportId: parseTransportId(n.transportId ?? ''),
+    relativeTargetPort: n.relativeTargetPort ?? 0,
+  }));
+  const lu = createEmulator().addLogicalUnit({
+    id: t.header.lu,
+    profile: 'lio',
+    serial: t.header.serial ?? t.header.lu,
+    vendor: 'LIO-ORG',
+    product: 'FILEIO',
+    revision: '4.0',
+    targetPorts: initiators.map((i) => i.relativeTargetPort),
+    acl: initiators.map((i) => i.transportId),
+    targetName: TARGET_WWN,
+  });
+  return { lu, initiators };
+}
+
+/** Sends the recorded requests to the twin (up to `limit` commands) and records its answers. */
+function replay(t: Transcript, twin: { lu: EmulatedLogicalUnit; initiators: Initiator[] }, limit: number): Transcript {
+  const recorder = createTranscriptRecorder({ profile: 'lio', lu: t.header.lu, nexuses: t.header.nexuses });
+  const commands = t.entries.filter((e): e is TranscriptCommand => e.type === 'command').slice(0, limit);
+  for (const c of commands) {
+    const request = {
+      cdb: fromHex(c.cdb),
+      ...(c.dataOut ? { dataOut: fromHex(c.dataOut) } : {}),
+      dataInLength: c.dataInLength,
+      timeoutMs: c.timeoutMs,
+    };
+    recorder.command(c.nexus, request, twin.lu.execute(twin.initiators[c.nexus] as Initiator, request));
+  }
+  return recorder.transcript();
+}
+
+describe('the emulator lio profile against answers measured on LIO 6.1 via tcm_loop', () => {
+  let twin: { lu: EmulatedLogicalUnit; initiators: Initiator[] } | undefined;
+  let freshNext = true;
+  for (const line of runLines) {
+    if (line.t === 'info' && line.name === 'carry-over') freshNext = true;
+    if (line.t !== 'scenario' || line.id === undefined || !recorded.has(line.id)) continue;
+    const id = line.id;
+    const scenario = SCENARIOS.find((s) => s.id === id);
+    const spare = (scenario?.tags ?? []).some((tag) => tag.startsWith('lio-bug-'));
+    const fresh = freshNext || spare;
+    // The VM replaced the LU after anything but a clean pass (test/lio/guest/conformance.ts).
+    freshNext = line.lio !== 'pass' || line.diff !== undefined || spare;
+    it(`${id} (${fresh ? 'fresh LU' : 'LU reused from the previous scenario'})`, () => {
+      const lio = parseTranscript(readFileSync(join(FIXTURES, `${id}.lio.jsonl`), 'utf8'));
+      if (fresh || !twin) twin = twinOf(lio);
+      const commands = lio.entries.filter((e): e is TranscriptCommand => e.type === 'command');
+      // The PREEMPT AND ABORT hang: LIO never answered that command (watchdog DID_TIME_OUT); compare before it.
+      const hung = commands.findIndex((c) => c.hostStatus === 0x03);
+      const limit = hung >= 0 ? hung : commands.length;
+      const mismatch = compareTranscripts(lio, replay(lio, twin, limit), limit);
+      expect(mismatch && formatMismatch(id, mismatch)).toBeUndefined();
+    });
+  }
+
+  it('covers every recorded scenario', () => {
+    const replayed = runLines.filter((l) => l.t === 'scenario' && l.id !== undefined && recorded.has(l.id));
+    expect(replayed.length).toBe(recorded.size);
+    expect(recorded.size).toBeGreaterThan(60);
+  });
+});
