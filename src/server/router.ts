@@ -6,6 +6,7 @@ import { describeCommand, isProut, msToDuration } from '../common/command.js';
 import { unknownResult } from '../common/result.js';
 import { ErrorReason, resourceExhausted, unavailable } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
+import { onAbort as onSignalAbort } from './abort-listeners.js';
 import type { AgentRegistry } from './agent-registry.js';
 
 /** How to dispatch one command. */
@@ -189,6 +190,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       let settled = false;
       let abandoned = false;
       let slackTimer: NodeJS.Timeout | undefined;
+      let stopListening = () => {};
       const onAbort = () => {
         abandoned = true;
         // The agent drops it if not yet submitted; otherwise the result still comes and is recorded.
@@ -210,7 +212,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
         if (settled) return;
         settled = true;
         clearTimeout(slackTimer);
-        options.signal?.removeEventListener('abort', onAbort);
+        stopListening();
         session.forget(sent.commandId);
         const result = CommandResult.fromPartial({
           ...raw,
@@ -253,7 +255,8 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       }
       session.pending.set(sent.commandId, { command: sent, luId, settle });
       inFlight += 1;
-      options.signal?.addEventListener('abort', onAbort, { once: true });
+      // O(1) however many commands share the signal (an audit's thousands), unlike addEventListener.
+      if (options.signal !== undefined) stopListening = onSignalAbort(options.signal, onAbort);
       // An agent that never answers (hung, or lost the command) must not pin the caller or the drain forever.
       slackTimer = setTimeout(() => {
         session.outbox.pushUrgent({
