@@ -2,7 +2,13 @@
  * Runs conformance scenarios against the emulator: one fresh LU per scenario, reachable through N nexuses laid out
  * like the LIO tcm_loop test bed (nexus i = its own SAS initiator port through its own target port i + 1).
  */
-import { createEmulator, type EmulatedLogicalUnit, type Initiator, type ProfileName, type TranscriptRecorder } from '../emulator/index.js';
+import {
+  createEmulator,
+  type EmulatedLogicalUnit,
+  type Initiator,
+  type ProfileName,
+  type TranscriptRecorder,
+} from '../emulator/index.js';
 import { runScenario, type RunOptions, type ScenarioResult } from './runner.js';
 import type { Scenario } from './scenario.js';
 
@@ -32,7 +38,9 @@ export function createEmulatorHarness(
   });
   const options: RunOptions = {
     profile,
-    nexuses: initiators.map((initiator) => (request) => Promise.resolve(unit.execute(initiator, request))),
+    nexuses: initiators.map(
+      (initiator) => (request) => Promise.resolve(unit.execute(initiator, request)),
+    ),
     control: {
       powerCycle: () => unit.powerCycle(),
       reset: () => unit.reset(),
@@ -50,7 +58,9 @@ export function runScenarioOnEmulator(
   options: { nexusCount?: number; recorder?: TranscriptRecorder } = {},
 ): Promise<ScenarioResult> {
   const harness = createEmulatorHarness(profile, options.nexusCount ?? 3, {
-    ...(scenario.emulator?.maxRegistrations !== undefined ? { maxRegistrations: scenario.emulator.maxRegistrations } : {}),
+    ...(scenario.emulator?.maxRegistrations !== undefined
+      ? { maxRegistrations: scenario.emulator.maxRegistrations }
+      : {}),
     ...(options.recorder ? { recorder: options.recorder } : {}),
   });
   return runScenario(scenario, harness.options);

@@ -12,4 +12,8 @@ export {
   type ScenarioResult,
   type StepResult,
 } from './runner.js';
-export { createEmulatorHarness, runScenarioOnEmulator, type EmulatorHarness } from './emulator-harness.js';
+export {
+  createEmulatorHarness,
+  runScenarioOnEmulator,
+  type EmulatorHarness,
+} from './emulator-harness.js';

@@ -36,8 +36,18 @@ import {
   type ScsiResponse,
   type TransportId,
 } from '../scsi/index.js';
-import { profileCapabilities, type ProfileName, type TranscriptRecorder } from '../emulator/index.js';
-import type { Expectation, Scenario, ScenarioCommand, ScenarioStep, TransportRef } from './scenario.js';
+import {
+  profileCapabilities,
+  type ProfileName,
+  type TranscriptRecorder,
+} from '../emulator/index.js';
+import type {
+  Expectation,
+  Scenario,
+  ScenarioCommand,
+  ScenarioStep,
+  TransportRef,
+} from './scenario.js';
 
 /** Sends one command through one I_T nexus. */
 export type NexusFunction = (request: ScsiRequest) => Promise<ScsiResponse>;
@@ -49,7 +59,11 @@ export interface RunOptions {
   /** Profile of the device: picks expectation overrides, medium commands and capability checks. */
   profile: ProfileName;
   /** Emulator-only controls; scenarios using a missing one are skipped. */
-  control?: { powerCycle?: () => void | Promise<void>; reset?: () => void | Promise<void>; nexusLoss?: (nexus: number) => void | Promise<void> };
+  control?: {
+    powerCycle?: () => void | Promise<void>;
+    reset?: () => void | Promise<void>;
+    nexusLoss?: (nexus: number) => void | Promise<void>;
+  };
   /** Records every command (prologue included) and control event. */
   recorder?: TranscriptRecorder;
   /** Initiator TransportIDs of the nexuses, if known; otherwise discovered with READ FULL STATUS when needed. */
@@ -95,15 +109,21 @@ export function scenarioFollows(scenario: Scenario, profile: ProfileName): strin
 }
 
 /** Why the scenario cannot run on this profile/harness, or undefined. */
-export function skipReason(scenario: Scenario, options: Pick<RunOptions, 'nexuses' | 'profile' | 'control'>): string | undefined {
+export function skipReason(
+  scenario: Scenario,
+  options: Pick<RunOptions, 'nexuses' | 'profile' | 'control'>,
+): string | undefined {
   const caps = profileCapabilities(options.profile);
   const r = scenario.requires ?? {};
   const need = r.nexuses ?? 2;
   if (options.nexuses.length < need) return `needs ${need} nexuses, have ${options.nexuses.length}`;
-  for (const sa of r.prout ?? []) if (!caps.proutServiceActions.includes(sa)) return `profile lacks PROUT SA ${sa}`;
-  for (const sa of r.prin ?? []) if (!caps.prinServiceActions.includes(sa)) return `profile lacks PRIN SA ${sa}`;
+  for (const sa of r.prout ?? [])
+    if (!caps.proutServiceActions.includes(sa)) return `profile lacks PROUT SA ${sa}`;
+  for (const sa of r.prin ?? [])
+    if (!caps.prinServiceActions.includes(sa)) return `profile lacks PRIN SA ${sa}`;
   for (const t of r.types ?? []) if (!caps.types.includes(t)) return `profile lacks type ${t}`;
-  for (const t of r.typesUnsupported ?? []) if (caps.types.includes(t)) return `profile supports type ${t}`;
+  for (const t of r.typesUnsupported ?? [])
+    if (caps.types.includes(t)) return `profile supports type ${t}`;
   if (r.specIPt && !caps.specIPt) return 'profile lacks SPEC_I_PT';
   if (r.allTgPt && !caps.allTgPt) return 'profile lacks ALL_TG_PT';
   if (r.aptpl && !caps.aptpl) return 'profile lacks APTPL';
@@ -113,7 +133,8 @@ export function skipReason(scenario: Scenario, options: Pick<RunOptions, 'nexuse
     if (k === 'reset' && !options.control?.reset) return 'needs reset control';
     if (k === 'nexus-loss' && !options.control?.nexusLoss) return 'needs nexus-loss control';
     if (step.command.kind === 'medium-read' || step.command.kind === 'medium-write') {
-      if (![0, 1, 8].includes(caps.peripheralDeviceType)) return 'no medium command for this device type';
+      if (![0, 1, 8].includes(caps.peripheralDeviceType))
+        return 'no medium command for this device type';
     }
   }
   return undefined;
@@ -129,7 +150,10 @@ export function expectationFor(step: ScenarioStep, profile: ProfileName): Expect
 }
 
 /** Runs one scenario; never throws for device answers (a transport rejection fails the step with its message). */
-export async function runScenario(scenario: Scenario, options: RunOptions): Promise<ScenarioResult> {
+export async function runScenario(
+  scenario: Scenario,
+  options: RunOptions,
+): Promise<ScenarioResult> {
   const follows = scenarioFollows(scenario, options.profile);
   const base = { scenario: scenario.id, profile: options.profile, follows };
   const reason = skipReason(scenario, options);
@@ -144,14 +168,24 @@ export async function runScenario(scenario: Scenario, options: RunOptions): Prom
     );
     if (needsIdentities) await run.discover();
   } catch (e) {
-    return { ...base, passed: false, steps: [], failure: `${scenario.id}: cleanup prologue failed: ${String(e)}` };
+    return {
+      ...base,
+      passed: false,
+      steps: [],
+      failure: `${scenario.id}: cleanup prologue failed: ${String(e)}`,
+    };
   }
   const steps: StepResult[] = [];
   for (const [index, step] of scenario.steps.entries()) {
     const result = await run.step(step, index);
     steps.push(result);
     if (!result.passed) {
-      return { ...base, passed: false, steps, failure: `scenario ${scenario.id} [${options.profile}], ${result.message}` };
+      return {
+        ...base,
+        passed: false,
+        steps,
+        failure: `scenario ${scenario.id} [${options.profile}], ${result.message}`,
+      };
     }
   }
   return { ...base, passed: true, steps };
@@ -177,14 +211,23 @@ class Run {
 
   private prout(req: ProutRequest, parameterListLength?: number): ScsiRequest {
     const { cdb, parameters } = encodeProut(req);
-    if (parameterListLength === undefined) return { cdb, dataOut: parameters, dataInLength: 0, timeoutMs: this.timeoutMs };
+    if (parameterListLength === undefined)
+      return { cdb, dataOut: parameters, dataInLength: 0, timeoutMs: this.timeoutMs };
     const list = new Uint8Array(parameterListLength);
     list.set(parameters.subarray(0, parameterListLength));
-    const forced = encodeProutCdb({ serviceAction: req.serviceAction, scope: req.scope, type: req.type, parameterListLength });
+    const forced = encodeProutCdb({
+      serviceAction: req.serviceAction,
+      scope: req.scope,
+      type: req.type,
+      parameterListLength,
+    });
     return { cdb: forced, dataOut: list, dataInLength: 0, timeoutMs: this.timeoutMs };
   }
 
-  private basic(sa: 0 | 1 | 2 | 3 | 4 | 5 | 6, fields: Partial<Omit<ProutBasic, 'serviceAction'>>): ProutRequest {
+  private basic(
+    sa: 0 | 1 | 2 | 3 | 4 | 5 | 6,
+    fields: Partial<Omit<ProutBasic, 'serviceAction'>>,
+  ): ProutRequest {
     return {
       serviceAction: sa,
       scope: 0,
@@ -201,7 +244,11 @@ class Run {
   /** Consumes pending unit attentions with TEST UNIT READY (bounded). */
   private async drain(nexus: number): Promise<void> {
     for (let i = 0; i < MAX_UA_DRAIN; i++) {
-      const r = await this.send(nexus, { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs: this.timeoutMs });
+      const r = await this.send(nexus, {
+        cdb: encodeTestUnitReady(),
+        dataInLength: 0,
+        timeoutMs: this.timeoutMs,
+      });
       if (!isUnitAttention(r)) return;
     }
   }
@@ -209,7 +256,8 @@ class Run {
   /** Sends a command, retrying once per pending unit attention (prologue only). */
   private async sendPastUa(nexus: number, request: ScsiRequest): Promise<ScsiResponse> {
     let r = await this.send(nexus, request);
-    for (let i = 0; i < MAX_UA_DRAIN && isUnitAttention(r); i++) r = await this.send(nexus, request);
+    for (let i = 0; i < MAX_UA_DRAIN && isUnitAttention(r); i++)
+      r = await this.send(nexus, request);
     return r;
   }
 
@@ -217,15 +265,29 @@ class Run {
     const count = this.options.nexuses.length;
     for (let n = 0; n < count; n++) await this.drain(n);
     for (let n = 0; n < count; n++) {
-      await this.sendPastUa(n, { cdb: encodeRelease6(), dataInLength: 0, timeoutMs: this.timeoutMs });
+      await this.sendPastUa(n, {
+        cdb: encodeRelease6(),
+        dataInLength: 0,
+        timeoutMs: this.timeoutMs,
+      });
     }
-    let reg = await this.sendPastUa(0, this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY })));
+    let reg = await this.sendPastUa(
+      0,
+      this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY })),
+    );
     if (isInvalidFieldInCdb(reg)) {
       // LIO: a nexus left registered with ALL_TG_PT = 1 may only re-register with ALL_TG_PT = 1 (24h/00h).
-      reg = await this.sendPastUa(0, this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY, allTgPt: true })));
+      reg = await this.sendPastUa(
+        0,
+        this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY, allTgPt: true })),
+      );
     }
-    if (reg.status !== 0) throw new Error(`REGISTER AND IGNORE EXISTING KEY answered ${describe(reg)}`);
-    const clear = await this.sendPastUa(0, this.prout(this.basic(3, { reservationKey: CLEANUP_KEY })));
+    if (reg.status !== 0)
+      throw new Error(`REGISTER AND IGNORE EXISTING KEY answered ${describe(reg)}`);
+    const clear = await this.sendPastUa(
+      0,
+      this.prout(this.basic(3, { reservationKey: CLEANUP_KEY })),
+    );
     if (clear.status !== 0) throw new Error(`CLEAR answered ${describe(clear)}`);
     for (let n = 0; n < count; n++) await this.drain(n);
   }
@@ -235,10 +297,18 @@ class Run {
     if (this.identities) return;
     const count = this.options.nexuses.length;
     for (let n = 0; n < count; n++) {
-      const r = await this.sendPastUa(n, this.prout(this.basic(6, { serviceActionKey: DISCOVERY_KEY + BigInt(n) })));
-      if (r.status !== 0) throw new Error(`discovery REGISTER from nexus ${n} answered ${describe(r)}`);
+      const r = await this.sendPastUa(
+        n,
+        this.prout(this.basic(6, { serviceActionKey: DISCOVERY_KEY + BigInt(n) })),
+      );
+      if (r.status !== 0)
+        throw new Error(`discovery REGISTER from nexus ${n} answered ${describe(r)}`);
     }
-    const full = await this.send(0, { cdb: encodePrin(3, 8192), dataInLength: 8192, timeoutMs: this.timeoutMs });
+    const full = await this.send(0, {
+      cdb: encodePrin(3, 8192),
+      dataInLength: 8192,
+      timeoutMs: this.timeoutMs,
+    });
     if (full.status !== 0) throw new Error(`discovery READ FULL STATUS answered ${describe(full)}`);
     const status = decodeFullStatus(full.dataIn);
     this.identities = Array.from({ length: count }, (_, n) => {
@@ -282,7 +352,11 @@ class Run {
       case 'reserve':
       case 'release':
         return this.prout(
-          this.basic(command.kind === 'reserve' ? 1 : 2, { reservationKey: command.key, type: command.type, scope: command.scope ?? 0 }),
+          this.basic(command.kind === 'reserve' ? 1 : 2, {
+            reservationKey: command.key,
+            type: command.type,
+            scope: command.scope ?? 0,
+          }),
         );
       case 'clear':
         return this.prout(this.basic(3, { reservationKey: command.key }));
@@ -297,7 +371,8 @@ class Run {
         );
       case 'move': {
         const port = this.identities?.[command.relativeTargetPortOf]?.relativeTargetPort;
-        if (port === undefined) throw new Error(`no identity for nexus ${command.relativeTargetPortOf}`);
+        if (port === undefined)
+          throw new Error(`no identity for nexus ${command.relativeTargetPortOf}`);
         return this.prout({
           serviceAction: 7,
           scope: 0,
@@ -321,19 +396,48 @@ class Run {
       case 'prin':
         return prin(command.serviceAction, command.allocationLength ?? 4096, t);
       case 'medium-read':
-        if (pdt === 8) return { cdb: encodeReadElementStatus({ numberOfElements: 1, allocationLength: 8 }), dataInLength: 8, timeoutMs: t };
-        if (pdt === 1) return { cdb: encodeRead6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
-        return { cdb: encodeRead10({ lba: 0, transferLength: 1 }), dataInLength: 512, timeoutMs: t };
+        if (pdt === 8)
+          return {
+            cdb: encodeReadElementStatus({ numberOfElements: 1, allocationLength: 8 }),
+            dataInLength: 8,
+            timeoutMs: t,
+          };
+        if (pdt === 1)
+          return { cdb: encodeRead6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
+        return {
+          cdb: encodeRead10({ lba: 0, transferLength: 1 }),
+          dataInLength: 512,
+          timeoutMs: t,
+        };
       case 'medium-write':
-        if (pdt === 8) return { cdb: encodeMoveMedium({ transportElement: 0, sourceElement: 0x1000, destinationElement: 0x1001 }), dataInLength: 0, timeoutMs: t };
-        if (pdt === 1) return { cdb: encodeWrite6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
-        return { cdb: encodeWrite10({ lba: 0, transferLength: 1 }), dataOut: new Uint8Array(512), dataInLength: 0, timeoutMs: t };
+        if (pdt === 8)
+          return {
+            cdb: encodeMoveMedium({
+              transportElement: 0,
+              sourceElement: 0x1000,
+              destinationElement: 0x1001,
+            }),
+            dataInLength: 0,
+            timeoutMs: t,
+          };
+        if (pdt === 1)
+          return { cdb: encodeWrite6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
+        return {
+          cdb: encodeWrite10({ lba: 0, transferLength: 1 }),
+          dataOut: new Uint8Array(512),
+          dataInLength: 0,
+          timeoutMs: t,
+        };
       case 'test-unit-ready':
         return { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs: t };
       case 'inquiry':
         return command.page === undefined
           ? { cdb: encodeInquiry({ allocationLength: 96 }), dataInLength: 96, timeoutMs: t }
-          : { cdb: encodeInquiry({ evpd: true, pageCode: command.page, allocationLength: 252 }), dataInLength: 252, timeoutMs: t };
+          : {
+              cdb: encodeInquiry({ evpd: true, pageCode: command.page, allocationLength: 252 }),
+              dataInLength: 252,
+              timeoutMs: t,
+            };
       case 'request-sense':
         return { cdb: encodeRequestSense(96), dataInLength: 96, timeoutMs: t };
       case 'report-luns':
@@ -362,7 +466,11 @@ class Run {
     const name = describeCommand(command);
     const empty = { status: 0, sense: '', dataIn: '', resid: 0 };
     const control = this.options.control;
-    if (command.kind === 'power-cycle' || command.kind === 'reset' || command.kind === 'nexus-loss') {
+    if (
+      command.kind === 'power-cycle' ||
+      command.kind === 'reset' ||
+      command.kind === 'nexus-loss'
+    ) {
       if (command.kind === 'power-cycle') await control?.powerCycle?.();
       else if (command.kind === 'reset') await control?.reset?.();
       else await control?.nexusLoss?.(nexus);
@@ -375,9 +483,21 @@ class Run {
       request = this.request(command);
       response = await this.send(nexus, request);
     } catch (e) {
-      return { index, nexus, command: name, passed: false, message: `step ${index} (nexus ${nexus}, ${name}): ${String(e)}`, response: empty };
+      return {
+        index,
+        nexus,
+        command: name,
+        passed: false,
+        message: `step ${index} (nexus ${nexus}, ${name}): ${String(e)}`,
+        response: empty,
+      };
     }
-    const summary = { status: response.status, sense: toHex(response.sense), dataIn: toHex(response.dataIn), resid: response.resid };
+    const summary = {
+      status: response.status,
+      sense: toHex(response.sense),
+      dataIn: toHex(response.dataIn),
+      resid: response.resid,
+    };
     const expectation = expectationFor(step, this.options.profile) ?? {};
     const problem = this.check(command, expectation, response);
     if (step.label !== undefined) {
@@ -398,7 +518,14 @@ class Run {
   private check(command: ScenarioCommand, e: Expectation, r: ScsiResponse): string | undefined {
     if (r.hostStatus !== 0) return `transport error: host status 0x${r.hostStatus.toString(16)}`;
     const wantStatus = e.sense ? 'check-condition' : (e.status ?? 'good');
-    const status = r.status === 0 ? 'good' : r.status === 2 ? 'check-condition' : r.status === 0x18 ? 'reservation-conflict' : `0x${r.status.toString(16)}`;
+    const status =
+      r.status === 0
+        ? 'good'
+        : r.status === 2
+          ? 'check-condition'
+          : r.status === 0x18
+            ? 'reservation-conflict'
+            : `0x${r.status.toString(16)}`;
     const senseText = (): string => {
       try {
         const s = decodeSense(r.sense);
@@ -408,7 +535,9 @@ class Run {
       }
     };
     if (status !== wantStatus) {
-      const want = e.sense ? `CHECK CONDITION ${hex2(e.sense.key)}/${hex2(e.sense.asc)}/${hex2(e.sense.ascq)}` : wantStatus;
+      const want = e.sense
+        ? `CHECK CONDITION ${hex2(e.sense.key)}/${hex2(e.sense.asc)}/${hex2(e.sense.ascq)}`
+        : wantStatus;
       return `expected ${want}, got ${status}${status === 'check-condition' ? ` ${senseText()}` : ''}`;
     }
     if (e.sense) {
@@ -428,7 +557,8 @@ class Run {
     }
     if (e.generationDelta) {
       const from = this.generations.get(e.generationDelta.from);
-      if (from === undefined) return `no PRgeneration was recorded under label ${e.generationDelta.from}`;
+      if (from === undefined)
+        return `no PRgeneration was recorded under label ${e.generationDelta.from}`;
       const want = (from + e.generationDelta.delta) >>> 0;
       if (header?.generation !== want) {
         return `expected PRgeneration ${want} (${e.generationDelta.from} ${from} + ${e.generationDelta.delta}), got ${String(header?.generation)}`;
@@ -440,11 +570,13 @@ class Run {
     if (e.keys) {
       const got = decodeReadKeys(r.dataIn).keys.map(formatKey).sort();
       const want = e.keys.map(formatKey).sort();
-      if (got.join(',') !== want.join(',')) return `expected keys [${want.join(', ')}], got [${got.join(', ')}]`;
+      if (got.join(',') !== want.join(','))
+        return `expected keys [${want.join(', ')}], got [${got.join(', ')}]`;
     }
     if (e.reservation !== undefined) {
       const got = decodeReadReservation(r.dataIn).reservation;
-      const text = (x: { key: bigint; type: number } | null): string => (x ? `${formatKey(x.key)} type ${x.type}` : 'none');
+      const text = (x: { key: bigint; type: number } | null): string =>
+        x ? `${formatKey(x.key)} type ${x.type}` : 'none';
       if (text(got ? { key: got.key, type: got.type } : null) !== text(e.reservation)) {
         return `expected reservation ${text(e.reservation)}, got ${text(got)}`;
       }
@@ -458,20 +590,34 @@ class Run {
         return `expected ALL_TG_PT [${e.fullStatus.allTgPt.join()}], got [${d.map((x) => x.allTgPt).join()}]`;
       }
       if (e.fullStatus.portsOfNexuses) {
-        const ports = (nexuses: number[]): string => nexuses.map((n) => this.identities?.[n]?.relativeTargetPort ?? `?${n}`).sort().join(', ');
-        const got = d.map((x) => x.relativeTargetPort).sort().join(', ');
+        const ports = (nexuses: number[]): string =>
+          nexuses
+            .map((n) => this.identities?.[n]?.relativeTargetPort ?? `?${n}`)
+            .sort()
+            .join(', ');
+        const got = d
+          .map((x) => x.relativeTargetPort)
+          .sort()
+          .join(', ');
         const want = ports(e.fullStatus.portsOfNexuses);
         if (got !== want) return `expected relative target ports [${want}], got [${got}]`;
       }
       if (e.fullStatus.holderKeys) {
-        const got = d.filter((x) => x.holder).map((x) => formatKey(x.reservationKey)).sort().join(', ');
+        const got = d
+          .filter((x) => x.holder)
+          .map((x) => formatKey(x.reservationKey))
+          .sort()
+          .join(', ');
         const want = e.fullStatus.holderKeys.map(formatKey).sort().join(', ');
         if (got !== want) return `expected R_HOLDER keys [${want}], got [${got}]`;
       }
       if (this.identities) {
         for (const x of d) {
-          const known = this.identities.some((i) => transportIdEquals(i.transportId, x.transportId));
-          if (!known && !formatTransportId(x.transportId)) return 'undecodable TransportID in READ FULL STATUS';
+          const known = this.identities.some((i) =>
+            transportIdEquals(i.transportId, x.transportId),
+          );
+          if (!known && !formatTransportId(x.transportId))
+            return 'undecodable TransportID in READ FULL STATUS';
         }
       }
     }
@@ -497,7 +643,11 @@ class Run {
 }
 
 function prin(serviceAction: number, allocationLength: number, timeoutMs: number): ScsiRequest {
-  return { cdb: encodePrin(serviceAction, allocationLength), dataInLength: allocationLength, timeoutMs };
+  return {
+    cdb: encodePrin(serviceAction, allocationLength),
+    dataInLength: allocationLength,
+    timeoutMs,
+  };
 }
 
 function hex2(n: number): string {
@@ -528,9 +678,20 @@ function describe(r: ScsiResponse): string {
 }
 
 /** PRGENERATION and ADDITIONAL LENGTH of a PRIN READ KEYS / READ RESERVATION / READ FULL STATUS answer. */
-function prinHeader(command: ScenarioCommand, r: ScsiResponse): { generation: number; additionalLength: number } | undefined {
+function prinHeader(
+  command: ScenarioCommand,
+  r: ScsiResponse,
+): { generation: number; additionalLength: number } | undefined {
   const sa =
-    command.kind === 'read-keys' ? 0 : command.kind === 'read-reservation' ? 1 : command.kind === 'read-full-status' ? 3 : command.kind === 'prin' ? command.serviceAction : -1;
+    command.kind === 'read-keys'
+      ? 0
+      : command.kind === 'read-reservation'
+        ? 1
+        : command.kind === 'read-full-status'
+          ? 3
+          : command.kind === 'prin'
+            ? command.serviceAction
+            : -1;
   if (r.status !== 0 || r.dataIn.length < 8 || ![0, 1, 3].includes(sa)) return undefined;
   const view = new DataView(r.dataIn.buffer, r.dataIn.byteOffset, r.dataIn.byteLength);
   return { generation: view.getUint32(0), additionalLength: view.getUint32(4) };

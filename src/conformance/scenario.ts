@@ -31,7 +31,14 @@ export type ScenarioCommand =
   | { kind: 'release'; key: bigint; type: number; scope?: number }
   | { kind: 'clear'; key: bigint }
   | { kind: 'preempt'; key: bigint; sark: bigint; type: number; scope?: number; abort?: boolean }
-  | { kind: 'move'; key: bigint; sark: bigint; destination: TransportRef; relativeTargetPortOf: number; unreg?: boolean }
+  | {
+      kind: 'move';
+      key: bigint;
+      sark: bigint;
+      destination: TransportRef;
+      relativeTargetPortOf: number;
+      unreg?: boolean;
+    }
   | { kind: 'read-keys'; allocationLength?: number }
   | { kind: 'read-reservation'; allocationLength?: number }
   | { kind: 'report-capabilities'; allocationLength?: number }
@@ -115,7 +122,8 @@ export interface Requirements {
  * (a successful PREEMPT AND ABORT never completes through tcm_loop) and `lio-bug-spec-i-pt-ref-leak` (a rejected
  * SPEC_I_PT leaks a reference) must run last or be skipped (testbed README, "Known problems of LIO").
  */
-export type ScenarioTag = 'emulator-only' | 'lio-bug-preempt-abort-hang' | 'lio-bug-spec-i-pt-ref-leak';
+export type ScenarioTag =
+  'emulator-only' | 'lio-bug-preempt-abort-hang' | 'lio-bug-spec-i-pt-ref-leak';
 
 /** One conformance scenario. */
 export interface Scenario {

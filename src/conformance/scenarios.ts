@@ -25,25 +25,48 @@ const illegal = (asc: number, ascq = 0): Expectation => ({ sense: { key: 5, asc,
 /** LIO: NOT READY, LOGICAL UNIT COMMUNICATION FAILURE for some PROUTs from unregistered nexuses. */
 const LIO_NOT_READY: Expectation = { sense: { key: 2, asc: 0x08, ascq: 0 } };
 
-function step(nexus: number, command: ScenarioCommand, expect?: Expectation, extra: Partial<ScenarioStep> = {}): ScenarioStep {
+function step(
+  nexus: number,
+  command: ScenarioCommand,
+  expect?: Expectation,
+  extra: Partial<ScenarioStep> = {},
+): ScenarioStep {
   return { nexus, command, ...(expect ? { expect } : {}), ...extra };
 }
-const reg = (nexus: number, sark: bigint, more: Partial<Extract<ScenarioCommand, { kind: 'register' }>> = {}): ScenarioStep =>
-  step(nexus, { kind: 'register', sark, ...more }, GOOD);
-const reserve = (nexus: number, key: bigint, type: number, expect: Expectation = GOOD): ScenarioStep =>
-  step(nexus, { kind: 'reserve', key, type }, expect);
-const keys = (nexus: number, expected: bigint[], extra: Expectation = {}, more: Partial<ScenarioStep> = {}): ScenarioStep =>
-  step(nexus, { kind: 'read-keys' }, { keys: expected, ...extra }, more);
+const reg = (
+  nexus: number,
+  sark: bigint,
+  more: Partial<Extract<ScenarioCommand, { kind: 'register' }>> = {},
+): ScenarioStep => step(nexus, { kind: 'register', sark, ...more }, GOOD);
+const reserve = (
+  nexus: number,
+  key: bigint,
+  type: number,
+  expect: Expectation = GOOD,
+): ScenarioStep => step(nexus, { kind: 'reserve', key, type }, expect);
+const keys = (
+  nexus: number,
+  expected: bigint[],
+  extra: Expectation = {},
+  more: Partial<ScenarioStep> = {},
+): ScenarioStep => step(nexus, { kind: 'read-keys' }, { keys: expected, ...extra }, more);
 const reservation = (nexus: number, expected: { key: bigint; type: number } | null): ScenarioStep =>
   step(nexus, { kind: 'read-reservation' }, { reservation: expected });
-const tur = (nexus: number, expect: Expectation = GOOD): ScenarioStep => step(nexus, { kind: 'test-unit-ready' }, expect);
-const label = (nexus: number, name: string): ScenarioStep => step(nexus, { kind: 'read-keys' }, GOOD, { label: name });
+const tur = (nexus: number, expect: Expectation = GOOD): ScenarioStep =>
+  step(nexus, { kind: 'test-unit-ready' }, expect);
+const label = (nexus: number, name: string): ScenarioStep =>
+  step(nexus, { kind: 'read-keys' }, GOOD, { label: name });
 
 const registration: Scenario[] = [
   {
     id: 'register.unregistered-nexus',
-    title: 'REGISTER from unregistered with RK = 0, SARK ≠ 0 → GOOD; READ KEYS lists the key; PRgeneration +1',
-    steps: [label(0, 'g0'), reg(0, K1), keys(1, [K1], { generationDelta: { from: 'g0', delta: 1 } })],
+    title:
+      'REGISTER from unregistered with RK = 0, SARK ≠ 0 → GOOD; READ KEYS lists the key; PRgeneration +1',
+    steps: [
+      label(0, 'g0'),
+      reg(0, K1),
+      keys(1, [K1], { generationDelta: { from: 'g0', delta: 1 } }),
+    ],
   },
   {
     id: 'register.wrong-reservation-key',
@@ -69,15 +92,24 @@ const registration: Scenario[] = [
       reg(0, K1),
       label(0, 'g1'),
       step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
-      step(0, { kind: 'read-keys' }, { keys: [], generationDelta: { from: 'g1', delta: 1 } }, {
-        overrides: { lio: { generationDelta: { from: 'g1', delta: 0 } } },
-      }),
+      step(
+        0,
+        { kind: 'read-keys' },
+        { keys: [], generationDelta: { from: 'g1', delta: 1 } },
+        {
+          overrides: { lio: { generationDelta: { from: 'g1', delta: 0 } } },
+        },
+      ),
     ],
   },
   {
     id: 'register.zero-sark-unregistered',
     title: 'REGISTER from unregistered with SARK = 0 → GOOD, no state change',
-    steps: [label(0, 'g0'), step(0, { kind: 'register', sark: 0n }, GOOD), keys(0, [], { generationDelta: { from: 'g0', delta: 0 } })],
+    steps: [
+      label(0, 'g0'),
+      step(0, { kind: 'register', sark: 0n }, GOOD),
+      keys(0, [], { generationDelta: { from: 'g0', delta: 0 } }),
+    ],
   },
   {
     id: 'register.ignore-existing-key',
@@ -96,7 +128,8 @@ const registration: Scenario[] = [
   },
   {
     id: 'register.spec-i-pt',
-    title: 'SPEC_I_PT on an unregistered nexus registers caller + TransportIDs atomically, through the receiving port (LIO: each initiator through its own port)',
+    title:
+      'SPEC_I_PT on an unregistered nexus registers caller + TransportIDs atomically, through the receiving port (LIO: each initiator through its own port)',
     requires: { specIPt: true, nexuses: 3, prin: [3] },
     departures: {
       lio: 'LIO registers each named initiator through the first target port whose TPG has an ACL for it, not the receiving port',
@@ -106,9 +139,14 @@ const registration: Scenario[] = [
       keys(0, [K1, K1, K1]),
       // Measured on LIO 6.1 via tcm_loop: READ FULL STATUS shows relative target ports 1, 2, 3 (each initiator's
       // own TPG, core_scsi3_decode_spec_i_port), where SPC-4 names the receiving port for ALL_TG_PT = 0.
-      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 3, portsOfNexuses: [0, 0, 0] } }, {
-        overrides: { lio: { fullStatus: { count: 3, portsOfNexuses: [0, 1, 2] } } },
-      }),
+      step(
+        0,
+        { kind: 'read-full-status' },
+        { fullStatus: { count: 3, portsOfNexuses: [0, 0, 0] } },
+        {
+          overrides: { lio: { fullStatus: { count: 3, portsOfNexuses: [0, 1, 2] } } },
+        },
+      ),
     ],
   },
   {
@@ -117,7 +155,11 @@ const registration: Scenario[] = [
     requires: { specIPt: true },
     tags: ['lio-bug-spec-i-pt-ref-leak'],
     steps: [
-      step(0, { kind: 'register', sark: K1, specIPt: [{ nexus: 1 }, { foreign: true }] }, illegal(0x26)),
+      step(
+        0,
+        { kind: 'register', sark: K1, specIPt: [{ nexus: 1 }, { foreign: true }] },
+        illegal(0x26),
+      ),
       keys(0, []),
     ],
   },
@@ -126,24 +168,36 @@ const registration: Scenario[] = [
     title: 'SPEC_I_PT on a registered nexus → 26h/00h',
     requires: { specIPt: true },
     tags: ['lio-bug-spec-i-pt-ref-leak'],
-    steps: [reg(0, K1), step(0, { kind: 'register', key: K1, sark: K2, specIPt: [{ nexus: 1 }] }, illegal(0x26)), keys(0, [K1])],
+    steps: [
+      reg(0, K1),
+      step(0, { kind: 'register', key: K1, sark: K2, specIPt: [{ nexus: 1 }] }, illegal(0x26)),
+      keys(0, [K1]),
+    ],
   },
   {
     id: 'register.all-tg-pt',
     title: 'ALL_TG_PT registration is reported with ALL_TG_PT = 1 in READ FULL STATUS',
     requires: { allTgPt: true, prin: [3] },
-    steps: [reg(0, K1, { allTgPt: true }), step(1, { kind: 'read-full-status' }, { fullStatus: { count: 1, allTgPt: [true] } })],
+    steps: [
+      reg(0, K1, { allTgPt: true }),
+      step(1, { kind: 'read-full-status' }, { fullStatus: { count: 1, allTgPt: [true] } }),
+    ],
   },
   {
     id: 'register.all-tg-pt-change-needs-all-tg-pt',
-    title: 'Changing an ALL_TG_PT registration with ALL_TG_PT = 0 → GOOD (LIO: 24h/00h, key kept); with ALL_TG_PT = 1 → GOOD',
+    title:
+      'Changing an ALL_TG_PT registration with ALL_TG_PT = 0 → GOOD (LIO: 24h/00h, key kept); with ALL_TG_PT = 1 → GOOD',
     requires: { allTgPt: true },
-    departures: { lio: 'LIO refuses REGISTER/REGISTER AND IGNORE without ALL_TG_PT on an ALL_TG_PT registration with INVALID FIELD IN CDB' },
+    departures: {
+      lio: 'LIO refuses REGISTER/REGISTER AND IGNORE without ALL_TG_PT on an ALL_TG_PT registration with INVALID FIELD IN CDB',
+    },
     steps: [
       reg(0, K1, { allTgPt: true }),
       // Measured on LIO 6.1 via tcm_loop (the cleanup prologue after register.all-tg-pt): CHECK CONDITION
       // 05h/24h/00h (core_scsi3_emulate_pro_register); SPC-4 ignores ALL_TG_PT for a registered nexus.
-      step(0, { kind: 'register', ignore: true, sark: K2 }, GOOD, { overrides: { lio: illegal(0x24) } }),
+      step(0, { kind: 'register', ignore: true, sark: K2 }, GOOD, {
+        overrides: { lio: illegal(0x24) },
+      }),
       step(1, { kind: 'read-keys' }, { keys: [K2] }, { overrides: { lio: { keys: [K1] } } }),
       step(0, { kind: 'register', ignore: true, sark: K3, allTgPt: true }, GOOD),
       keys(1, [K3]),
@@ -153,7 +207,9 @@ const registration: Scenario[] = [
     id: 'register.parameter-list-length',
     title: 'Parameter list length 0, 23, 25, 32 with SPEC_I_PT = 0 → 1Ah/00h',
     steps: [
-      ...[0, 23, 25, 32].map((n) => step(0, { kind: 'register', sark: K1, parameterListLength: n }, illegal(0x1a))),
+      ...[0, 23, 25, 32].map((n) =>
+        step(0, { kind: 'register', sark: K1, parameterListLength: n }, illegal(0x1a)),
+      ),
       keys(0, []),
     ],
   },
@@ -163,27 +219,30 @@ const registration: Scenario[] = [
     tags: ['emulator-only'],
     requires: { nexuses: 3 },
     emulator: { maxRegistrations: 2 },
-    steps: [reg(0, K1), reg(1, K2), step(2, { kind: 'register', sark: K3 }, illegal(0x55, 0x04)), keys(0, [K1, K2])],
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(2, { kind: 'register', sark: K3 }, illegal(0x55, 0x04)),
+      keys(0, [K1, K2]),
+    ],
   },
 ];
 
 const reservationScenarios: Scenario[] = [
-  ...ALL_TYPES.map(
-    (type): Scenario => ({
-      id: `reserve.type-${type}`,
-      title: `RESERVE type ${type}; READ RESERVATION shows the key (0 for AR types) and type; RELEASE ends it`,
-      requires: { types: [type] },
-      steps: [
-        reg(0, K1),
-        reg(1, K2),
-        reserve(0, K1, type),
-        reservation(1, { key: type === WE_AR || type === EA_AR ? 0n : K1, type }),
-        step(0, { kind: 'release', key: K1, type }, GOOD),
-        tur(1, type >= WE_RO ? ua(0x04) : GOOD),
-        reservation(1, null),
-      ],
-    }),
-  ),
+  ...ALL_TYPES.map((type): Scenario => ({
+    id: `reserve.type-${type}`,
+    title: `RESERVE type ${type}; READ RESERVATION shows the key (0 for AR types) and type; RELEASE ends it`,
+    requires: { types: [type] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, type),
+      reservation(1, { key: type === WE_AR || type === EA_AR ? 0n : K1, type }),
+      step(0, { kind: 'release', key: K1, type }, GOOD),
+      tur(1, type >= WE_RO ? ua(0x04) : GOOD),
+      reservation(1, null),
+    ],
+  })),
   {
     id: 'reserve.reserved-type',
     title: 'RESERVE reserved type (Ah) → 24h/00h',
@@ -201,15 +260,21 @@ const reservationScenarios: Scenario[] = [
     departures: { lio: 'LIO answers INVALID FIELD IN PARAMETER LIST for SCOPE ≠ LU_SCOPE' },
     steps: [
       reg(0, K1),
-      step(0, { kind: 'reserve', key: K1, type: WE, scope: 2 }, illegal(0x24), { overrides: { lio: illegal(0x26) } }),
+      step(0, { kind: 'reserve', key: K1, type: WE, scope: 2 }, illegal(0x24), {
+        overrides: { lio: illegal(0x26) },
+      }),
       reservation(0, null),
     ],
   },
   {
     id: 'reserve.unregistered-no-reservation',
-    title: 'RESERVE from unregistered nexus → RC (LIO: NOT READY 08h/00h while no reservation exists)',
+    title:
+      'RESERVE from unregistered nexus → RC (LIO: NOT READY 08h/00h while no reservation exists)',
     departures: { lio: 'LIO answers NOT READY, LOGICAL UNIT COMMUNICATION FAILURE' },
-    steps: [step(1, { kind: 'reserve', key: K2, type: WE }, RC, { overrides: { lio: LIO_NOT_READY } }), reservation(0, null)],
+    steps: [
+      step(1, { kind: 'reserve', key: K2, type: WE }, RC, { overrides: { lio: LIO_NOT_READY } }),
+      reservation(0, null),
+    ],
   },
   {
     id: 'reserve.unregistered-while-reserved',
@@ -218,7 +283,8 @@ const reservationScenarios: Scenario[] = [
   },
   {
     id: 'reserve.holder-rules',
-    title: 'RESERVE by another registrant → RC; by holder same type → GOOD no-op; different type → RC',
+    title:
+      'RESERVE by another registrant → RC; by holder same type → GOOD no-op; different type → RC',
     steps: [
       reg(0, K1),
       reg(1, K2),
@@ -255,31 +321,33 @@ const reservationScenarios: Scenario[] = [
   {
     id: 'release.wrong-type',
     title: 'RELEASE by holder with wrong type → 26h/04h (LIO: RC)',
-    departures: { lio: 'LIO answers RESERVATION CONFLICT instead of INVALID RELEASE OF PERSISTENT RESERVATION' },
+    departures: {
+      lio: 'LIO answers RESERVATION CONFLICT instead of INVALID RELEASE OF PERSISTENT RESERVATION',
+    },
     steps: [
       reg(0, K1),
       reserve(0, K1, WE),
-      step(0, { kind: 'release', key: K1, type: EA }, illegal(0x26, 0x04), { overrides: { lio: RC } }),
+      step(0, { kind: 'release', key: K1, type: EA }, illegal(0x26, 0x04), {
+        overrides: { lio: RC },
+      }),
       reservation(0, { key: K1, type: WE }),
     ],
   },
-  ...ALL_TYPES.map(
-    (type): Scenario => ({
-      id: `release.unit-attention-type-${type}`,
-      title: `RELEASE of type ${type}: ${type >= WE_RO ? 'UA 2Ah/04h on every other registrant, none on the caller' : 'no UA'}`,
-      requires: { types: [type], nexuses: 3 },
-      steps: [
-        reg(0, K1),
-        reg(1, K2),
-        reserve(0, K1, type),
-        step(0, { kind: 'release', key: K1, type }, GOOD),
-        tur(1, type >= WE_RO ? ua(0x04) : GOOD),
-        tur(1),
-        tur(0),
-        tur(2),
-      ],
-    }),
-  ),
+  ...ALL_TYPES.map((type): Scenario => ({
+    id: `release.unit-attention-type-${type}`,
+    title: `RELEASE of type ${type}: ${type >= WE_RO ? 'UA 2Ah/04h on every other registrant, none on the caller' : 'no UA'}`,
+    requires: { types: [type], nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, type),
+      step(0, { kind: 'release', key: K1, type }, GOOD),
+      tur(1, type >= WE_RO ? ua(0x04) : GOOD),
+      tur(1),
+      tur(0),
+      tur(2),
+    ],
+  })),
   ...ALL_TYPES.map((type): Scenario => {
     // scsi-pr.md §6.2: [registered non-holder read, write, unregistered read, write]; AR registrants are holders.
     const matrix: Record<number, [boolean, boolean, boolean, boolean]> = {
@@ -290,7 +358,12 @@ const reservationScenarios: Scenario[] = [
       [WE_AR]: [true, true, true, false],
       [EA_AR]: [true, true, false, false],
     };
-    const [regRead, regWrite, unregRead, unregWrite] = matrix[type] as [boolean, boolean, boolean, boolean];
+    const [regRead, regWrite, unregRead, unregWrite] = matrix[type] as [
+      boolean,
+      boolean,
+      boolean,
+      boolean,
+    ];
     const ok = (allowed: boolean): Expectation => (allowed ? GOOD : RC);
     return {
       id: `access.type-${type}`,
@@ -311,7 +384,8 @@ const reservationScenarios: Scenario[] = [
   }),
   {
     id: 'access.always-allowed-under-exclusive-access',
-    title: 'INQUIRY, REPORT LUNS, REQUEST SENSE, PRIN, TEST UNIT READY allowed from an unregistered nexus under EA',
+    title:
+      'INQUIRY, REPORT LUNS, REQUEST SENSE, PRIN, TEST UNIT READY allowed from an unregistered nexus under EA',
     requires: { types: [EA] },
     steps: [
       reg(0, K1),
@@ -326,11 +400,19 @@ const reservationScenarios: Scenario[] = [
   {
     id: 'unregister.holder-we',
     title: 'Unregistering the holder of WE releases the reservation without UA',
-    steps: [reg(0, K1), reg(1, K2), reserve(0, K1, WE), step(0, { kind: 'register', key: K1, sark: 0n }, GOOD), reservation(1, null), tur(1)],
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE),
+      step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
+      reservation(1, null),
+      tur(1),
+    ],
   },
   {
     id: 'unregister.holder-registrants-only',
-    title: 'Unregistering the holder of WE-RO releases it and raises 2Ah/04h on the other registrants',
+    title:
+      'Unregistering the holder of WE-RO releases it and raises 2Ah/04h on the other registrants',
     requires: { types: [WE_RO] },
     steps: [
       reg(0, K1),
@@ -343,7 +425,8 @@ const reservationScenarios: Scenario[] = [
   },
   {
     id: 'unregister.all-registrants',
-    title: 'AR: every registrant is R_HOLDER; the reservation survives the reserving nexus and ends with the last',
+    title:
+      'AR: every registrant is R_HOLDER; the reservation survives the reserving nexus and ends with the last',
     requires: { types: [WE_AR], prin: [3] },
     steps: [
       reg(0, K1),
@@ -361,7 +444,8 @@ const reservationScenarios: Scenario[] = [
 const preemptScenarios: Scenario[] = [
   {
     id: 'preempt.no-reservation',
-    title: 'PREEMPT with no reservation removes only the SARK registrations; PRgeneration +1; 2Ah/05h on the victim only',
+    title:
+      'PREEMPT with no reservation removes only the SARK registrations; PRgeneration +1; 2Ah/05h on the victim only',
     requires: { nexuses: 3 },
     steps: [
       reg(0, K1),
@@ -377,7 +461,8 @@ const preemptScenarios: Scenario[] = [
   },
   {
     id: 'preempt.holder',
-    title: 'PREEMPT of the holder key → caller holds with the CDB type; victim 2Ah/05h; others 2Ah/04h (type changed)',
+    title:
+      'PREEMPT of the holder key → caller holds with the CDB type; victim 2Ah/05h; others 2Ah/04h (type changed)',
     requires: { types: [WE, EA], nexuses: 3 },
     steps: [
       reg(0, K1),
@@ -437,7 +522,12 @@ const preemptScenarios: Scenario[] = [
   {
     id: 'preempt.zero-key-without-all-registrants',
     title: 'PREEMPT SARK = 0 without AR → 26h/00h',
-    steps: [reg(0, K1), reserve(0, K1, WE), step(0, { kind: 'preempt', key: K1, sark: 0n, type: WE }, illegal(0x26)), keys(0, [K1])],
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      step(0, { kind: 'preempt', key: K1, sark: 0n, type: WE }, illegal(0x26)),
+      keys(0, [K1]),
+    ],
   },
   {
     id: 'preempt.abort',
@@ -456,8 +546,11 @@ const preemptScenarios: Scenario[] = [
   },
   {
     id: 'preempt.unregistered',
-    title: 'PREEMPT/CLEAR from an unregistered nexus → RC (LIO: CLEAR without reservation → NOT READY)',
-    departures: { lio: 'LIO answers CLEAR from an unregistered nexus with NOT READY 08h/00h while no reservation exists' },
+    title:
+      'PREEMPT/CLEAR from an unregistered nexus → RC (LIO: CLEAR without reservation → NOT READY)',
+    departures: {
+      lio: 'LIO answers CLEAR from an unregistered nexus with NOT READY 08h/00h while no reservation exists',
+    },
     steps: [
       reg(0, K1),
       step(1, { kind: 'preempt', key: K2, sark: K1, type: WE }, RC),
@@ -470,7 +563,8 @@ const preemptScenarios: Scenario[] = [
   },
   {
     id: 'clear.everything',
-    title: 'CLEAR removes every registration and the reservation, 2Ah/03h on all other ex-registrants, PRgeneration +1',
+    title:
+      'CLEAR removes every registration and the reservation, 2Ah/03h on all other ex-registrants, PRgeneration +1',
     requires: { nexuses: 3 },
     steps: [
       reg(0, K1),
@@ -491,12 +585,24 @@ const preemptScenarios: Scenario[] = [
 const moveScenarios: Scenario[] = [
   {
     id: 'move.write-exclusive',
-    title: 'Holder moves a WE reservation to another nexus; destination holds with the same type; UNREG removes the source',
+    title:
+      'Holder moves a WE reservation to another nexus; destination holds with the same type; UNREG removes the source',
     requires: { prout: [7], prin: [3] },
     steps: [
       reg(0, K1),
       reserve(0, K1, WE),
-      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1, unreg: true }, GOOD),
+      step(
+        0,
+        {
+          kind: 'move',
+          key: K1,
+          sark: K4,
+          destination: { nexus: 1 },
+          relativeTargetPortOf: 1,
+          unreg: true,
+        },
+        GOOD,
+      ),
       keys(1, [K4]),
       reservation(1, { key: K4, type: WE }),
       step(1, { kind: 'medium-write' }, GOOD),
@@ -511,7 +617,11 @@ const moveScenarios: Scenario[] = [
       reg(0, K1),
       reg(1, K2),
       reserve(0, K1, WE),
-      step(1, { kind: 'move', key: K2, sark: K4, destination: { nexus: 2 }, relativeTargetPortOf: 2 }, RC),
+      step(
+        1,
+        { kind: 'move', key: K2, sark: K4, destination: { nexus: 2 }, relativeTargetPortOf: 2 },
+        RC,
+      ),
       reservation(0, { key: K1, type: WE }),
     ],
   },
@@ -522,7 +632,11 @@ const moveScenarios: Scenario[] = [
     steps: [
       reg(0, K1),
       reserve(0, K1, WE_AR),
-      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, RC),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 },
+        RC,
+      ),
     ],
   },
   {
@@ -532,7 +646,11 @@ const moveScenarios: Scenario[] = [
     steps: [
       reg(0, K1),
       reserve(0, K1, WE),
-      step(0, { kind: 'move', key: K1, sark: 0n, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, illegal(0x26)),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: 0n, destination: { nexus: 1 }, relativeTargetPortOf: 1 },
+        illegal(0x26),
+      ),
     ],
   },
   {
@@ -542,7 +660,11 @@ const moveScenarios: Scenario[] = [
     steps: [
       reg(0, K1),
       reserve(0, K1, WE),
-      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 0 }, relativeTargetPortOf: 0 }, illegal(0x26)),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 0 }, relativeTargetPortOf: 0 },
+        illegal(0x26),
+      ),
       reservation(0, { key: K1, type: WE }),
     ],
   },
@@ -553,9 +675,14 @@ const moveScenarios: Scenario[] = [
     departures: { lio: 'LIO answers INVALID FIELD IN CDB when no reservation exists' },
     steps: [
       reg(0, K1),
-      step(0, { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 }, RC, {
-        overrides: { lio: illegal(0x24) },
-      }),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 },
+        RC,
+        {
+          overrides: { lio: illegal(0x24) },
+        },
+      ),
       keys(0, [K1]),
     ],
   },
@@ -564,44 +691,83 @@ const moveScenarios: Scenario[] = [
 const prinScenarios: Scenario[] = [
   {
     id: 'prin.read-keys-truncated',
-    title: 'READ KEYS with allocation length 8 → only the header, ADDITIONAL LENGTH still full size',
-    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-keys', allocationLength: 8 }, { dataInLength: 8, additionalLength: 16 })],
+    title:
+      'READ KEYS with allocation length 8 → only the header, ADDITIONAL LENGTH still full size',
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(
+        0,
+        { kind: 'read-keys', allocationLength: 8 },
+        { dataInLength: 8, additionalLength: 16 },
+      ),
+    ],
   },
   {
     id: 'prin.read-keys-additional-length',
     title: 'READ KEYS ADDITIONAL LENGTH = data-in size − 8 when nothing is truncated',
-    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-keys' }, { dataInLength: 24, additionalLength: 16 })],
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'read-keys' }, { dataInLength: 24, additionalLength: 16 }),
+    ],
   },
   {
     id: 'prin.short-allocation-length',
     title: 'READ KEYS with allocation length 4 → 4 bytes (LIO: 24h/00h)',
     departures: { lio: 'LIO rejects PRIN allocation lengths below the 8-byte header' },
-    steps: [reg(0, K1), step(0, { kind: 'read-keys', allocationLength: 4 }, { dataInLength: 4 }, { overrides: { lio: illegal(0x24) } })],
+    steps: [
+      reg(0, K1),
+      step(
+        0,
+        { kind: 'read-keys', allocationLength: 4 },
+        { dataInLength: 4 },
+        { overrides: { lio: illegal(0x24) } },
+      ),
+    ],
   },
   {
     id: 'prin.reserved-service-actions',
     title: 'PRIN SA 04h–1Fh → 24h/00h',
-    steps: [0x04, 0x10, 0x1f].map((sa) => step(0, { kind: 'prin', serviceAction: sa }, illegal(0x24))),
+    steps: [0x04, 0x10, 0x1f].map((sa) =>
+      step(0, { kind: 'prin', serviceAction: sa }, illegal(0x24)),
+    ),
   },
   {
     id: 'prin.report-capabilities',
-    title: 'REPORT CAPABILITIES LENGTH = 8; ALLOW COMMANDS ≤ 5; type mask has no undefined bits and matches the profile',
+    title:
+      'REPORT CAPABILITIES LENGTH = 8; ALLOW COMMANDS ≤ 5; type mask has no undefined bits and matches the profile',
     requires: { prin: [2] },
     steps: [
-      step(0, { kind: 'report-capabilities' }, { capabilities: { matchesProfile: true, ptplA: false } }, {
-        overrides: { lio: { capabilities: { matchesProfile: true, ptplA: false }, dataInHex: '00081d90ea010000' } },
-      }),
+      step(
+        0,
+        { kind: 'report-capabilities' },
+        { capabilities: { matchesProfile: true, ptplA: false } },
+        {
+          overrides: {
+            lio: {
+              capabilities: { matchesProfile: true, ptplA: false },
+              dataInHex: '00081d90ea010000',
+            },
+          },
+        },
+      ),
     ],
   },
   {
     id: 'prin.read-full-status',
     title: 'READ FULL STATUS descriptor count = registration count; TransportIDs decode',
     requires: { prin: [3] },
-    steps: [reg(0, K1), reg(1, K2), step(0, { kind: 'read-full-status' }, { fullStatus: { count: 2, holderKeys: [] } })],
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'read-full-status' }, { fullStatus: { count: 2, holderKeys: [] } }),
+    ],
   },
   {
     id: 'prin.read-full-status-truncated',
-    title: 'READ FULL STATUS cut by the allocation length: bytes, ADDITIONAL LENGTH of all (SPC) vs descriptors whose TransportID fits (LIO); 24-byte TransportIDs assumed',
+    title:
+      'READ FULL STATUS cut by the allocation length: bytes, ADDITIONAL LENGTH of all (SPC) vs descriptors whose TransportID fits (LIO); 24-byte TransportIDs assumed',
     requires: { prin: [3] },
     departures: {
       lio: 'LIO writes a descriptor while its TransportID length plus the descriptors before it fit the allocation length (header and descriptor header forgotten), and ADDITIONAL LENGTH counts only those',
@@ -611,11 +777,20 @@ const prinScenarios: Scenario[] = [
       reg(1, K2),
       // Measured on LIO 6.1 via tcm_loop: 76 bytes (the second descriptor cut mid-way), ADDITIONAL LENGTH 96 —
       // the same bytes as SPC, because 24 + 48 ≤ 76 lets LIO write the second descriptor.
-      step(0, { kind: 'read-full-status', allocationLength: 76 }, { dataInLength: 76, additionalLength: 96 }),
+      step(
+        0,
+        { kind: 'read-full-status', allocationLength: 76 },
+        { dataInLength: 76, additionalLength: 96 },
+      ),
       // 24 + 48 > 40: LIO stops after the first descriptor (core_scsi3_pri_read_full_status).
-      step(0, { kind: 'read-full-status', allocationLength: 40 }, { dataInLength: 40, additionalLength: 96 }, {
-        overrides: { lio: { dataInLength: 40, additionalLength: 48 } },
-      }),
+      step(
+        0,
+        { kind: 'read-full-status', allocationLength: 40 },
+        { dataInLength: 40, additionalLength: 96 },
+        {
+          overrides: { lio: { dataInLength: 40, additionalLength: 48 } },
+        },
+      ),
     ],
   },
 ];
@@ -623,7 +798,8 @@ const prinScenarios: Scenario[] = [
 const persistenceScenarios: Scenario[] = [
   {
     id: 'aptpl.power-cycle-keeps-state',
-    title: 'APTPL = 1 then power cycle → registrations and reservation restored, PRgeneration 0, 29h/00h on every nexus',
+    title:
+      'APTPL = 1 then power cycle → registrations and reservation restored, PRgeneration 0, 29h/00h on every nexus',
     tags: ['emulator-only'],
     requires: { aptpl: true },
     steps: [
@@ -708,7 +884,8 @@ const persistenceScenarios: Scenario[] = [
   },
   {
     id: 'spc2.crh-registered-non-holder',
-    title: 'CRH = 1: RELEASE(6)/RESERVE(6) from a registered non-holder under RO/AR → GOOD no-op (LIO: RC); from the holder → GOOD',
+    title:
+      'CRH = 1: RELEASE(6)/RESERVE(6) from a registered non-holder under RO/AR → GOOD no-op (LIO: RC); from the holder → GOOD',
     requires: { types: [WE_RO, EA_AR] },
     departures: {
       lio: 'LIO grants the CRH exception only to the registration that holds the reservation (pr_res_holder), so other registrants get RESERVATION CONFLICT under RO and AR types too',
@@ -734,7 +911,8 @@ const persistenceScenarios: Scenario[] = [
   },
   {
     id: 'spc2.reservation-blocks-persistent-reserve',
-    title: 'While an SPC-2 reservation is held every PRIN/PROUT gets RC; others get RC for media commands',
+    title:
+      'While an SPC-2 reservation is held every PRIN/PROUT gets RC; others get RC for media commands',
     steps: [
       step(0, { kind: 'reserve6' }, GOOD),
       step(1, { kind: 'read-keys' }, RC),
@@ -748,7 +926,8 @@ const persistenceScenarios: Scenario[] = [
   },
   {
     id: 'unit-attention.blocks-next-command',
-    title: 'A pending UA makes the next PROUT fail with CHECK CONDITION and not execute; the retried command succeeds',
+    title:
+      'A pending UA makes the next PROUT fail with CHECK CONDITION and not execute; the retried command succeeds',
     steps: [
       reg(0, K1),
       reg(1, K2),
@@ -765,7 +944,8 @@ const persistenceScenarios: Scenario[] = [
 const deviceScenarios: Scenario[] = [
   {
     id: 'device.inquiry-and-vpd',
-    title: 'INQUIRY standard and VPD 00h/80h/83h answered (LIO: also 86h, B0h–B3h); unsupported VPD page → 24h/00h',
+    title:
+      'INQUIRY standard and VPD 00h/80h/83h answered (LIO: also 86h, B0h–B3h); unsupported VPD page → 24h/00h',
     departures: { lio: 'LIO also answers VPD 86h and B0h–B3h' },
     steps: [
       step(0, { kind: 'inquiry' }, GOOD),
@@ -795,12 +975,19 @@ export const SCENARIOS: readonly Scenario[] = [
   ...prinScenarios,
   {
     id: 'prin.unsupported-service-actions',
-    title: 'REPORT CAPABILITIES / READ FULL STATUS answered, or 24h/00h on a device that lacks them',
+    title:
+      'REPORT CAPABILITIES / READ FULL STATUS answered, or 24h/00h on a device that lacks them',
     requires: { nexuses: 1 },
-    departures: { 'superloader-changer': 'the SuperLoader documents only READ KEYS and READ RESERVATION' },
+    departures: {
+      'superloader-changer': 'the SuperLoader documents only READ KEYS and READ RESERVATION',
+    },
     steps: [
-      step(0, { kind: 'report-capabilities' }, GOOD, { overrides: { 'superloader-changer': illegal(0x24) } }),
-      step(0, { kind: 'read-full-status' }, GOOD, { overrides: { 'superloader-changer': illegal(0x24) } }),
+      step(0, { kind: 'report-capabilities' }, GOOD, {
+        overrides: { 'superloader-changer': illegal(0x24) },
+      }),
+      step(0, { kind: 'read-full-status' }, GOOD, {
+        overrides: { 'superloader-changer': illegal(0x24) },
+      }),
     ],
   },
   ...persistenceScenarios,

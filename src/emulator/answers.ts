@@ -36,7 +36,9 @@ export const CONFLICT: Answer = { kind: 'conflict' };
 
 /** CHECK CONDITION with the given sense. @internal */
 export function check(senseKey: number, asc: number, ascq: number, field?: FieldPointer): Answer {
-  return field ? { kind: 'check', senseKey, asc, ascq, field } : { kind: 'check', senseKey, asc, ascq };
+  return field
+    ? { kind: 'check', senseKey, asc, ascq, field }
+    : { kind: 'check', senseKey, asc, ascq };
 }
 
 /** ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE (5/20/00). @internal */
@@ -44,16 +46,29 @@ export const INVALID_OPCODE: Answer = check(0x05, 0x20, 0x00);
 
 /** ILLEGAL REQUEST, INVALID FIELD IN CDB (5/24/00) pointing at `byte`/`bit` of the CDB. @internal */
 export function invalidCdbField(byte: number, bit?: number): Answer {
-  return check(0x05, 0x24, 0x00, bit === undefined ? { inCdb: true, byte } : { inCdb: true, byte, bit });
+  return check(
+    0x05,
+    0x24,
+    0x00,
+    bit === undefined ? { inCdb: true, byte } : { inCdb: true, byte, bit },
+  );
 }
 
 /** ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST (5/26/00) pointing into the data-out. @internal */
 export function invalidParameterField(byte: number, bit?: number): Answer {
-  return check(0x05, 0x26, 0x00, bit === undefined ? { inCdb: false, byte } : { inCdb: false, byte, bit });
+  return check(
+    0x05,
+    0x26,
+    0x00,
+    bit === undefined ? { inCdb: false, byte } : { inCdb: false, byte, bit },
+  );
 }
 
 /** ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR (5/1A/00), pointing at CDB bytes 5–8. @internal */
-export const PARAMETER_LIST_LENGTH_ERROR: Answer = check(0x05, 0x1a, 0x00, { inCdb: true, byte: 5 });
+export const PARAMETER_LIST_LENGTH_ERROR: Answer = check(0x05, 0x1a, 0x00, {
+  inCdb: true,
+  byte: 5,
+});
 
 /** ILLEGAL REQUEST, INSUFFICIENT REGISTRATION RESOURCES (5/55/04). @internal */
 export const INSUFFICIENT_REGISTRATION_RESOURCES: Answer = check(0x05, 0x55, 0x04);
@@ -76,7 +91,11 @@ export function flavourAnswer(flavour: ErrorFlavour, field?: FieldPointer): Answ
 }
 
 /** Sense bytes for a CHECK CONDITION answer (fixed format; field pointer only when the profile gives one). @internal */
-export function senseBytes(answer: Extract<Answer, { kind: 'check' }>, fieldPointers: boolean, descriptor = false): Uint8Array {
+export function senseBytes(
+  answer: Extract<Answer, { kind: 'check' }>,
+  fieldPointers: boolean,
+  descriptor = false,
+): Uint8Array {
   return encodeSense({
     senseKey: answer.senseKey,
     asc: answer.asc,
@@ -99,10 +118,24 @@ export function toResponse(
     case 'good': {
       const data = answer.data ?? new Uint8Array(0);
       const dataIn = data.length > accepted ? data.slice(0, accepted) : data;
-      return { ...base, status: 0x00, sense: new Uint8Array(0), dataIn, resid: accepted - dataIn.length, driverStatus: 0 };
+      return {
+        ...base,
+        status: 0x00,
+        sense: new Uint8Array(0),
+        dataIn,
+        resid: accepted - dataIn.length,
+        driverStatus: 0,
+      };
     }
     case 'conflict':
-      return { ...base, status: 0x18, sense: new Uint8Array(0), dataIn: new Uint8Array(0), resid: accepted, driverStatus: 0 };
+      return {
+        ...base,
+        status: 0x18,
+        sense: new Uint8Array(0),
+        dataIn: new Uint8Array(0),
+        resid: accepted,
+        driverStatus: 0,
+      };
     case 'check':
       return {
         ...base,

@@ -45,7 +45,7 @@ function fnv1a(text: string): number {
 
 /** The LU's NAA designator: the spec's, else NAA 5 (IEEE registered) with a made-up OUI and a hash of the id. */
 export function naaOf(spec: LogicalUnitSpec): bigint {
-  return spec.naa ?? ((0x5n << 60n) | (0x0014c3n << 36n) | BigInt(fnv1a(spec.id)));
+  return spec.naa ?? (0x5n << 60n) | (0x0014c3n << 36n) | BigInt(fnv1a(spec.id));
 }
 
 function u16(value: number): Uint8Array {
@@ -70,13 +70,17 @@ export function executeInquiry(lu: DeviceContext, initiator: Initiator, cdb: Uin
   // Over-long configured names are cut to the field width, as a device's firmware strings always fit.
   const vendor = (lu.spec.vendor ?? lu.knobs.vendor).slice(0, 8);
   const product = (lu.spec.product ?? lu.knobs.product).slice(0, 16);
-  const cut = (data: Uint8Array): Answer => good(data.subarray(0, Math.min(data.length, allocationLength)));
+  const cut = (data: Uint8Array): Answer =>
+    good(data.subarray(0, Math.min(data.length, allocationLength)));
   if (lu.knobs.inquiryLayout === 'lio') {
     if (!evpd && pageCode !== 0) return invalidCdbField(2);
     const id = lioIdentityOf(lu, initiator);
     const protocolId = protocolIdOf(initiator.transportId);
     if (!evpd) return cut(lioStandardInquiry(id, protocolId));
-    const page = lioVpdPage(id, pageCode, { protocolId, relativeTargetPort: initiator.relativeTargetPort });
+    const page = lioVpdPage(id, pageCode, {
+      protocolId,
+      relativeTargetPort: initiator.relativeTargetPort,
+    });
     return page ? cut(page) : invalidCdbField(2);
   }
   if (!evpd) {
@@ -121,7 +125,14 @@ export function executeInquiry(lu: DeviceContext, initiator: Initiator, cdb: Uin
           protocolId,
           value: u16(initiator.relativeTargetPort),
         },
-        { codeSet: 1, piv: true, association: 1, designatorType: 5, protocolId, value: u16(TARGET_PORT_GROUP) },
+        {
+          codeSet: 1,
+          piv: true,
+          association: 1,
+          designatorType: 5,
+          protocolId,
+          value: u16(TARGET_PORT_GROUP),
+        },
       ];
       return cut(encodeDeviceIdentification(pdt, designators));
     }
@@ -132,7 +143,9 @@ export function executeInquiry(lu: DeviceContext, initiator: Initiator, cdb: Uin
 
 /** Default SCSI target name of an LU (VPD 83h association 2): NAA 5 with LIO's OUI and a hash of the target. */
 function defaultTargetName(spec: LogicalUnitSpec): string {
-  return `naa.5001405${fnv1a(spec.target ?? 'target0').toString(16).padStart(9, '0')}`;
+  return `naa.5001405${fnv1a(spec.target ?? 'target0')
+    .toString(16)
+    .padStart(9, '0')}`;
 }
 
 /** What the LIO INQUIRY layout needs, from the LU spec and the caller's nexus. */
@@ -152,7 +165,8 @@ function lioIdentityOf(lu: DeviceContext, initiator: Initiator): LioIdentity {
     multiPort: lu.targetPorts.length > 1,
     targetName,
     // LIO names a target port "<target WWN>,t,0x<TPG tag>"; without a spec entry the tag is the port number.
-    targetPortName: spec.targetPortNames?.[rtp] ?? `${targetName},t,0x${rtp.toString(16).padStart(4, '0')}`,
+    targetPortName:
+      spec.targetPortNames?.[rtp] ?? `${targetName},t,0x${rtp.toString(16).padStart(4, '0')}`,
   };
 }
 
@@ -180,7 +194,9 @@ export function executeOrdinary(lu: DeviceContext, opcode: number, request: Scsi
     case 0x1a: // MODE SENSE(6): header only (no pages modelled)
       return good(Uint8Array.of(3, 0, 0, 0).subarray(0, Math.min(4, cdb[4] ?? 0)));
     case 0x5a: // MODE SENSE(10)
-      return good(Uint8Array.of(0, 6, 0, 0, 0, 0, 0, 0).subarray(0, Math.min(8, readUint(cdb, 7, 2))));
+      return good(
+        Uint8Array.of(0, 6, 0, 0, 0, 0, 0, 0).subarray(0, Math.min(8, readUint(cdb, 7, 2))),
+      );
     case 0x4d: // LOG SENSE: the supported-pages page, listing only itself
       return good(Uint8Array.of(0, 0, 0, 1, 0).subarray(0, Math.min(5, readUint(cdb, 7, 2))));
     case 0x25: // READ CAPACITY(10)

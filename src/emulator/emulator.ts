@@ -2,7 +2,11 @@
  * The emulator: a set of logical units, each reachable through any number of I_T nexuses. Pure and synchronous;
  * time enters only through the `clock` option.
  */
-import { createLogicalUnit, type EmulatedLogicalUnit, type LogicalUnitSpec } from './logical-unit.js';
+import {
+  createLogicalUnit,
+  type EmulatedLogicalUnit,
+  type LogicalUnitSpec,
+} from './logical-unit.js';
 import { isProfileName } from './profiles.js';
 
 /** Options of createEmulator. */
@@ -35,20 +39,28 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
       if (units.has(spec.id)) throw new Error(`logical unit ${spec.id} already exists`);
       if (!isProfileName(spec.profile)) throw new Error(`unknown profile: ${String(spec.profile)}`);
       // INQUIRY must never fail later, so identity strings are checked here (printable ASCII, VPD 80h fits).
-      if (!/^[\x20-\x7e]{1,250}$/.test(spec.serial)) throw new Error(`invalid serial: ${JSON.stringify(spec.serial)}`);
+      if (!/^[\x20-\x7e]{1,250}$/.test(spec.serial))
+        throw new Error(`invalid serial: ${JSON.stringify(spec.serial)}`);
       for (const field of [spec.vendor, spec.product, spec.revision]) {
-        if (field !== undefined && !/^[\x20-\x7e]*$/.test(field)) throw new Error(`invalid identity string: ${JSON.stringify(field)}`);
+        if (field !== undefined && !/^[\x20-\x7e]*$/.test(field))
+          throw new Error(`invalid identity string: ${JSON.stringify(field)}`);
       }
       const ports = spec.targetPorts ?? [1, 2];
       if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 0xffff)) {
-        throw new Error(`invalid targetPorts: ${JSON.stringify(ports)} (relative target ports are 1..65535)`);
+        throw new Error(
+          `invalid targetPorts: ${JSON.stringify(ports)} (relative target ports are 1..65535)`,
+        );
       }
-      if (spec.maxRegistrations !== undefined && (!Number.isInteger(spec.maxRegistrations) || spec.maxRegistrations < 1)) {
+      if (
+        spec.maxRegistrations !== undefined &&
+        (!Number.isInteger(spec.maxRegistrations) || spec.maxRegistrations < 1)
+      ) {
         throw new Error(`invalid maxRegistrations: ${spec.maxRegistrations}`);
       }
       const target = spec.target ?? 'target0';
       const lun = spec.lun ?? directory.lunsOf(target).length;
-      if (directory.lunsOf(target).includes(lun)) throw new Error(`lun ${lun} of target ${target} already exists`);
+      if (directory.lunsOf(target).includes(lun))
+        throw new Error(`lun ${lun} of target ${target} already exists`);
       const unit = createLogicalUnit(spec, { clock, directory, lun, target });
       units.set(spec.id, { unit, target, lun });
       return unit;

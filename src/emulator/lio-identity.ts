@@ -55,7 +55,13 @@ export function protocolIdOf(t: TransportId): number {
 
 /** spc_find_scsi_transport_vd(): the transport's version descriptor, 0 for others. */
 function transportVersionDescriptor(protocolId: number): number {
-  const table: Record<number, number> = { 0x0: 0x0a40, 0x5: 0x0960, 0x6: 0x0c60, 0x3: 0x0980, 0x4: 0x0940 };
+  const table: Record<number, number> = {
+    0x0: 0x0a40,
+    0x5: 0x0960,
+    0x6: 0x0c60,
+    0x3: 0x0980,
+    0x4: 0x0940,
+  };
   return table[protocolId] ?? 0;
 }
 
@@ -163,17 +169,45 @@ export function lioVpdPage(
       return vpd(pdt, page, Uint8Array.of(...ascii(id.serial), 0));
     case 0x83: {
       const { protocolId } = caller;
-      const binary = (value: number): Uint8Array => Uint8Array.of(0, 0, (value >> 8) & 0xff, value & 0xff);
+      const binary = (value: number): Uint8Array =>
+        Uint8Array.of(0, 0, (value >> 8) & 0xff, value & 0xff);
       const t10 = `${id.vendor.slice(0, 8).padEnd(8, ' ')}${id.product.trimEnd()}:${id.serial}`;
       const designators: Designator[] = [
         { codeSet: 1, piv: false, association: 0, designatorType: 3, value: naaBytes(id) },
-        { codeSet: 2, piv: false, association: 0, designatorType: 1, value: Uint8Array.of(...ascii(t10), 0) },
-        { codeSet: 1, piv: true, association: 1, designatorType: 4, protocolId, value: binary(caller.relativeTargetPort) },
+        {
+          codeSet: 2,
+          piv: false,
+          association: 0,
+          designatorType: 1,
+          value: Uint8Array.of(...ascii(t10), 0),
+        },
+        {
+          codeSet: 1,
+          piv: true,
+          association: 1,
+          designatorType: 4,
+          protocolId,
+          value: binary(caller.relativeTargetPort),
+        },
         // default_tg_pt_gp and default_lu_gp both have id 0.
         { codeSet: 1, piv: true, association: 1, designatorType: 5, protocolId, value: binary(0) },
         { codeSet: 1, piv: false, association: 0, designatorType: 6, value: binary(0) },
-        { codeSet: 3, piv: true, association: 1, designatorType: 8, protocolId, value: scsiName(id.targetPortName) },
-        { codeSet: 3, piv: true, association: 2, designatorType: 8, protocolId, value: scsiName(id.targetName) },
+        {
+          codeSet: 3,
+          piv: true,
+          association: 1,
+          designatorType: 8,
+          protocolId,
+          value: scsiName(id.targetPortName),
+        },
+        {
+          codeSet: 3,
+          piv: true,
+          association: 2,
+          designatorType: 8,
+          protocolId,
+          value: scsiName(id.targetName),
+        },
       ];
       return encodeDeviceIdentification(pdt, designators);
     }

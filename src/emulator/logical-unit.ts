@@ -3,14 +3,35 @@
  * the SPC-2 RESERVE/RELEASE state, and applies the reservation access rules of scsi-pr.md §6.2 and §7.10 before
  * any ordinary command runs.
  */
-import { formatKey, ScsiDecodeError, type ScsiRequest, type ScsiResponse, type TransportId } from '../scsi/index.js';
-import { check, CONFLICT, good, INVALID_OPCODE, senseBytes, toResponse, type Answer } from './answers.js';
+import {
+  formatKey,
+  ScsiDecodeError,
+  type ScsiRequest,
+  type ScsiResponse,
+  type TransportId,
+} from '../scsi/index.js';
+import {
+  check,
+  CONFLICT,
+  good,
+  INVALID_OPCODE,
+  senseBytes,
+  toResponse,
+  type Answer,
+} from './answers.js';
 import type { LuContext } from './context.js';
 import { executeOrdinary, executeInquiry, executeReportLuns } from './device-commands.js';
 import { executePrin } from './persistent-reserve-in.js';
 import { executeProut } from './persistent-reserve-out.js';
 import { profileKnobs, type ProfileKnobs, type ProfileName } from './profiles.js';
-import { initiatorPortOf, isAllRegistrants, nexusKeyOf, PrState, type Initiator, type Registration } from './pr-state.js';
+import {
+  initiatorPortOf,
+  isAllRegistrants,
+  nexusKeyOf,
+  PrState,
+  type Initiator,
+  type Registration,
+} from './pr-state.js';
 
 /** How to build one logical unit. */
 export interface LogicalUnitSpec {
@@ -80,8 +101,18 @@ export interface LogicalUnitSnapshot {
   profile: ProfileName;
   generation: number;
   aptpl: boolean;
-  registrations: Array<{ key: string; initiatorPort: string; relativeTargetPort: number; allTgPt: boolean }>;
-  reservation: { type: number; scope: number; holderKey: string | null; holder: string | null } | null;
+  registrations: Array<{
+    key: string;
+    initiatorPort: string;
+    relativeTargetPort: number;
+    allTgPt: boolean;
+  }>;
+  reservation: {
+    type: number;
+    scope: number;
+    holderKey: string | null;
+    holder: string | null;
+  } | null;
   spc2Holder: string | null;
   unitAttentions: Record<string, Array<{ asc: number; ascq: number }>>;
 }
@@ -167,7 +198,12 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
       };
     }
     const answer = this.dispatch(initiator, request);
-    return toResponse(answer, request.dataInLength, this.knobs.fieldPointers, Math.max(0, this.clock() - started));
+    return toResponse(
+      answer,
+      request.dataInLength,
+      this.knobs.fieldPointers,
+      Math.max(0, this.clock() - started),
+    );
   }
 
   private dispatch(initiator: Initiator, request: ScsiRequest): Answer {
@@ -187,7 +223,8 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
       return this.run(initiator, nexus, opcode, request);
     } catch (e) {
       // A CDB too short for its fields: what a device reports for a malformed CDB.
-      if (e instanceof ScsiDecodeError) return check(0x05, 0x24, 0x00, { inCdb: true, byte: e.offset });
+      if (e instanceof ScsiDecodeError)
+        return check(0x05, 0x24, 0x00, { inCdb: true, byte: e.offset });
       throw e;
     }
   }
@@ -297,12 +334,20 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     const port = initiatorPortOf(transportId);
     return [...this.knownNexuses.values()]
       .filter((n) => initiatorPortOf(n.transportId) === port)
-      .sort((a, b) => this.targetPorts.indexOf(a.relativeTargetPort) - this.targetPorts.indexOf(b.relativeTargetPort));
+      .sort(
+        (a, b) =>
+          this.targetPorts.indexOf(a.relativeTargetPort) -
+          this.targetPorts.indexOf(b.relativeTargetPort),
+      );
   }
 
   nexusesOf(reg: Registration): Initiator[] {
-    if (!reg.allTgPt) return [{ transportId: reg.transportId, relativeTargetPort: reg.relativeTargetPort }];
-    return this.targetPorts.map((relativeTargetPort) => ({ transportId: reg.transportId, relativeTargetPort }));
+    if (!reg.allTgPt)
+      return [{ transportId: reg.transportId, relativeTargetPort: reg.relativeTargetPort }];
+    return this.targetPorts.map((relativeTargetPort) => ({
+      transportId: reg.transportId,
+      relativeTargetPort,
+    }));
   }
 
   abortTasks(victims: Initiator[]): void {
@@ -363,12 +408,16 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
             type: res.type,
             scope: res.scope,
             holderKey: isAllRegistrants(res.type) ? hex(0n) : holder ? hex(holder.key) : null,
-            holder: holder ? `${initiatorPortOf(holder.transportId)}@${holder.relativeTargetPort}` : null,
+            holder: holder
+              ? `${initiatorPortOf(holder.transportId)}@${holder.relativeTargetPort}`
+              : null,
           }
         : null,
       spc2Holder: this.spc2Holder ?? null,
       unitAttentions: Object.fromEntries(
-        [...this.unitAttentions].filter(([, q]) => q.length > 0).map(([k, q]) => [k, q.map((u) => ({ ...u }))]),
+        [...this.unitAttentions]
+          .filter(([, q]) => q.length > 0)
+          .map(([k, q]) => [k, q.map((u) => ({ ...u }))]),
       ),
     };
   }

@@ -31,14 +31,21 @@ export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
   const minimum = knobs.prinMinimumAllocationLength.get(serviceAction);
   if (minimum !== undefined && allocationLength < minimum) return invalidCdbField(7);
 
-  const cut = (data: Uint8Array): Answer => good(data.subarray(0, Math.min(data.length, allocationLength)));
+  const cut = (data: Uint8Array): Answer =>
+    good(data.subarray(0, Math.min(data.length, allocationLength)));
   switch (serviceAction) {
     case READ_KEYS:
-      return cut(encodeReadKeys({ generation: pr.generation, keys: pr.registrations.map((r) => r.key) }));
+      return cut(
+        encodeReadKeys({ generation: pr.generation, keys: pr.registrations.map((r) => r.key) }),
+      );
     case READ_RESERVATION: {
       const res = pr.reservation;
       const reservation = res
-        ? { key: isAllRegistrants(res.type) ? 0n : (res.holder?.key ?? 0n), scope: res.scope, type: res.type }
+        ? {
+            key: isAllRegistrants(res.type) ? 0n : (res.holder?.key ?? 0n),
+            scope: res.scope,
+            type: res.type,
+          }
         : null;
       return cut(encodeReadReservation({ generation: pr.generation, reservation }));
     }

@@ -72,12 +72,16 @@ export function executeProut(
     const allowed =
       sa === REGISTER ||
       sa === REGISTER_AND_IGNORE ||
-      (caller !== undefined && (sa === RELEASE || sa === CLEAR || sa === PREEMPT || sa === PREEMPT_AND_ABORT));
+      (caller !== undefined &&
+        (sa === RELEASE || sa === CLEAR || sa === PREEMPT || sa === PREEMPT_AND_ABORT));
     const knownSa = sa <= REGISTER_AND_MOVE;
     if (knownSa && !allowed) return CONFLICT;
   }
 
-  if (knobs.fixedParameterListLength !== undefined && params.length !== knobs.fixedParameterListLength) {
+  if (
+    knobs.fixedParameterListLength !== undefined &&
+    params.length !== knobs.fixedParameterListLength
+  ) {
     return PARAMETER_LIST_LENGTH_ERROR;
   }
   // Step 3: shorter than the basic list.
@@ -105,7 +109,8 @@ export function executeProut(
     if (!(e instanceof ScsiDecodeError)) throw e;
     return invalidParameterField(e.offset);
   }
-  if (decoded.kind === 'move') return registerAndMove(lu, initiator, caller, decoded, params.length);
+  if (decoded.kind === 'move')
+    return registerAndMove(lu, initiator, caller, decoded, params.length);
   switch (sa) {
     case REGISTER:
     case REGISTER_AND_IGNORE:
@@ -118,7 +123,15 @@ export function executeProut(
       return clear(lu, initiator, caller, decoded.reservationKey);
     case PREEMPT:
     case PREEMPT_AND_ABORT:
-      return preempt(lu, initiator, caller, fields.type, fields.scope, decoded, sa === PREEMPT_AND_ABORT);
+      return preempt(
+        lu,
+        initiator,
+        caller,
+        fields.type,
+        fields.scope,
+        decoded,
+        sa === PREEMPT_AND_ABORT,
+      );
     default:
       // REPLACE LOST RESERVATION and reserved codes: no profile implements them (scsi-pr.md §7.9).
       return invalidCdbField(1, 4);
@@ -132,7 +145,9 @@ function typeError(lu: LuContext, type: number): Answer | undefined {
 
 /** SCOPE ≠ LU_SCOPE → the profile's flavour (SPC 24h/00h on CDB byte 2 bit 7; LIO 26h/00h). */
 function scopeError(lu: LuContext, scope: number): Answer | undefined {
-  return scope === 0 ? undefined : flavourAnswer(lu.knobs.badScope, { inCdb: true, byte: 2, bit: 7 });
+  return scope === 0
+    ? undefined
+    : flavourAnswer(lu.knobs.badScope, { inCdb: true, byte: 2, bit: 7 });
 }
 
 /** Unregistered caller: RC, or the profile's flavour when no reservation exists (LIO NOT READY). */
@@ -174,7 +189,8 @@ function register(
     if (!ignoreExisting && p.reservationKey !== caller.key) return CONFLICT;
     if (p.specIPtFlag) return invalidParameterField(FLAGS_BYTE, 3);
     // LIO: an ALL_TG_PT registration may only be changed or removed with ALL_TG_PT = 1 (INVALID FIELD IN CDB).
-    if (knobs.allTgPtMustRepeat && caller.allTgPt && !p.allTgPt) return flavourAnswer('invalid-field-in-cdb');
+    if (knobs.allTgPtMustRepeat && caller.allTgPt && !p.allTgPt)
+      return flavourAnswer('invalid-field-in-cdb');
   }
   if (p.allTgPt && !knobs.capabilities.allTgPt) return invalidParameterField(FLAGS_BYTE, 2);
   if (p.aptpl && !knobs.capabilities.aptpl) return invalidParameterField(FLAGS_BYTE, 0);
@@ -201,7 +217,10 @@ function register(
       return invalidParameterField(28 + transportIdOffset(p.transportIds, i));
     }
     const namedPort = initiatorPortOf(named);
-    const nexus: Initiator = { transportId: named, relativeTargetPort: specIPtTargetPort(lu, initiator, named) };
+    const nexus: Initiator = {
+      transportId: named,
+      relativeTargetPort: specIPtTargetPort(lu, initiator, named),
+    };
     // LIO silently skips TransportIDs that are already registered (and the caller's own port).
     if (namedPort === port) continue;
     if (pr.registrationOf(nexus)) continue;
@@ -237,7 +256,10 @@ function transportIdOffset(list: readonly TransportId[], index: number): number 
   let offset = 0;
   for (let i = 0; i < index; i++) {
     const t = list[i] as TransportId;
-    offset += t.protocol === 'iscsi' ? Math.max(24, Math.ceil((formatTransportId(t).length + 1) / 4) * 4) : 24;
+    offset +=
+      t.protocol === 'iscsi'
+        ? Math.max(24, Math.ceil((formatTransportId(t).length + 1) / 4) * 4)
+        : 24;
   }
   return offset;
 }
@@ -296,7 +318,12 @@ function notify(lu: LuContext, reg: Registration, ascq: number, except: Initiato
   }
 }
 
-function clear(lu: LuContext, initiator: Initiator, caller: Registration | undefined, reservationKey: bigint): Answer {
+function clear(
+  lu: LuContext,
+  initiator: Initiator,
+  caller: Registration | undefined,
+  reservationKey: bigint,
+): Answer {
   const { pr, knobs } = lu;
   if (!caller) return unregisteredAnswer(lu);
   if (reservationKey !== caller.key) return CONFLICT;
@@ -344,7 +371,9 @@ function preempt(
     pr.bump();
     if (abort) {
       const callerKey = nexusKeyOf(initiator);
-      lu.abortTasks(removed.flatMap((r) => lu.nexusesOf(r)).filter((n) => nexusKeyOf(n) !== callerKey));
+      lu.abortTasks(
+        removed.flatMap((r) => lu.nexusesOf(r)).filter((n) => nexusKeyOf(n) !== callerKey),
+      );
     }
     return good();
   };
@@ -405,7 +434,8 @@ function registerAndMove(
   if (!caller) return unregisteredAnswer(lu);
   if (p.reservationKey !== caller.key) return CONFLICT;
   if (p.serviceActionKey === 0n) return invalidParameterField(8);
-  if (p.transportIdParameterDataLength !== parameterListLength - BASIC_LENGTH) return invalidParameterField(20);
+  if (p.transportIdParameterDataLength !== parameterListLength - BASIC_LENGTH)
+    return invalidParameterField(20);
   if (!lu.targetPorts.includes(p.relativeTargetPort)) return invalidParameterField(18);
   if (!resolvable(lu, initiator.transportId, p.transportId)) return invalidParameterField(24);
   if (initiatorPortOf(p.transportId) === initiatorPortOf(initiator.transportId)) {
@@ -416,7 +446,10 @@ function registerAndMove(
   if (!res) return flavourAnswer(knobs.moveWithoutReservation, { inCdb: true, byte: 1, bit: 4 });
   if (!pr.isHolder(caller) || isAllRegistrants(res.type)) return CONFLICT;
 
-  const destination: Initiator = { transportId: p.transportId, relativeTargetPort: p.relativeTargetPort };
+  const destination: Initiator = {
+    transportId: p.transportId,
+    relativeTargetPort: p.relativeTargetPort,
+  };
   let target = pr.registrationOf(destination);
   if (target) {
     target.key = p.serviceActionKey;

@@ -69,7 +69,9 @@ export class PrState {
   registrationOf(initiator: Initiator): Registration | undefined {
     const port = initiatorPortOf(initiator.transportId);
     return this.registrations.find(
-      (r) => r.initiatorPort === port && (r.allTgPt || r.relativeTargetPort === initiator.relativeTargetPort),
+      (r) =>
+        r.initiatorPort === port &&
+        (r.allTgPt || r.relativeTargetPort === initiator.relativeTargetPort),
     );
   }
 

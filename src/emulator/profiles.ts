@@ -8,7 +8,12 @@
 export type ProfileName = 'spc4' | 'lio' | 'superloader-changer' | 'lto-drive';
 
 /** Every profile name, in a stable order (for tests that run all of them). */
-export const PROFILE_NAMES: readonly ProfileName[] = ['spc4', 'lio', 'superloader-changer', 'lto-drive'];
+export const PROFILE_NAMES: readonly ProfileName[] = [
+  'spc4',
+  'lio',
+  'superloader-changer',
+  'lto-drive',
+];
 
 /** What the server needs to refuse unsupported commands up front. */
 export interface ProfileCapabilities {

@@ -10,7 +10,12 @@
  *
  * Bytes are lower-case hex without separators; `step` counts lines after the header from 0.
  */
-import { parseTransportId, formatTransportId, type ScsiRequest, type ScsiResponse } from '../scsi/index.js';
+import {
+  parseTransportId,
+  formatTransportId,
+  type ScsiRequest,
+  type ScsiResponse,
+} from '../scsi/index.js';
 import { createEmulator } from './emulator.js';
 import type { Initiator } from './pr-state.js';
 import { isProfileName, type ProfileName } from './profiles.js';
@@ -101,7 +106,8 @@ function hex(bytes: Uint8Array | undefined): string {
 }
 
 function unhex(text: string, field: string, line: number): Uint8Array {
-  if (!/^(?:[0-9a-fA-F]{2})*$/.test(text)) throw new TranscriptParseError(`${field} is not hex: ${text.slice(0, 40)}`, line);
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(text))
+    throw new TranscriptParseError(`${field} is not hex: ${text.slice(0, 40)}`, line);
   const out = new Uint8Array(text.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = parseInt(text.slice(2 * i, 2 * i + 2), 16);
   return out;
@@ -115,7 +121,12 @@ export function createTranscriptRecorder(header: {
   serial?: string;
   note?: string;
 }): TranscriptRecorder {
-  const head: TranscriptHeader = { type: 'header', format: 'prfleet-transcript', version: 1, ...header };
+  const head: TranscriptHeader = {
+    type: 'header',
+    format: 'prfleet-transcript',
+    version: 1,
+    ...header,
+  };
   const entries: Array<TranscriptCommand | TranscriptEvent> = [];
   return {
     command(nexus, request, response) {
@@ -137,7 +148,11 @@ export function createTranscriptRecorder(header: {
       });
     },
     event(event, nexus) {
-      entries.push(nexus === undefined ? { type: 'event', step: entries.length, event } : { type: 'event', step: entries.length, event, nexus });
+      entries.push(
+        nexus === undefined
+          ? { type: 'event', step: entries.length, event }
+          : { type: 'event', step: entries.length, event, nexus },
+      );
     },
     transcript() {
       return { header: structuredCloneish(head), entries: entries.map((e) => ({ ...e })) };
@@ -160,14 +175,18 @@ export function formatTranscript(t: Transcript): string {
 function num(o: Record<string, unknown>, field: string, line: number): number {
   const v = o[field];
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
-    throw new TranscriptParseError(`${field} must be a non-negative integer, got ${JSON.stringify(v)}`, line);
+    throw new TranscriptParseError(
+      `${field} must be a non-negative integer, got ${JSON.stringify(v)}`,
+      line,
+    );
   }
   return v;
 }
 
 function str(o: Record<string, unknown>, field: string, line: number): string {
   const v = o[field];
-  if (typeof v !== 'string') throw new TranscriptParseError(`${field} must be a string, got ${JSON.stringify(v)}`, line);
+  if (typeof v !== 'string')
+    throw new TranscriptParseError(`${field} must be a string, got ${JSON.stringify(v)}`, line);
   return v;
 }
 
@@ -191,7 +210,10 @@ export function parseTranscript(text: string): Transcript {
     const o = value as Record<string, unknown>;
     if (!header) {
       if (o['type'] !== 'header' || o['format'] !== 'prfleet-transcript' || o['version'] !== 1) {
-        throw new TranscriptParseError('first line must be a prfleet-transcript version 1 header', line);
+        throw new TranscriptParseError(
+          'first line must be a prfleet-transcript version 1 header',
+          line,
+        );
       }
       const nexuses = o['nexuses'];
       if (!Array.isArray(nexuses) || nexuses.some((n) => typeof n !== 'object' || n === null)) {
@@ -206,7 +228,8 @@ export function parseTranscript(text: string): Transcript {
         nexuses: (nexuses as Array<Record<string, unknown>>).map((n) => {
           const out: TranscriptNexus = {};
           if (n['transportId'] !== undefined) out.transportId = str(n, 'transportId', line);
-          if (n['relativeTargetPort'] !== undefined) out.relativeTargetPort = num(n, 'relativeTargetPort', line);
+          if (n['relativeTargetPort'] !== undefined)
+            out.relativeTargetPort = num(n, 'relativeTargetPort', line);
           if (n['path'] !== undefined) out.path = str(n, 'path', line);
           return out;
         }),
@@ -223,11 +246,13 @@ export function parseTranscript(text: string): Transcript {
       }
       const entry: TranscriptEvent = { type: 'event', step, event };
       if (o['nexus'] !== undefined) entry.nexus = num(o, 'nexus', line);
-      if (event === 'nexus-loss' && entry.nexus === undefined) throw new TranscriptParseError('nexus-loss needs nexus', line);
+      if (event === 'nexus-loss' && entry.nexus === undefined)
+        throw new TranscriptParseError('nexus-loss needs nexus', line);
       entries.push(entry);
       continue;
     }
-    if (o['type'] !== 'command') throw new TranscriptParseError(`unknown type ${JSON.stringify(o['type'])}`, line);
+    if (o['type'] !== 'command')
+      throw new TranscriptParseError(`unknown type ${JSON.stringify(o['type'])}`, line);
     const entry: TranscriptCommand = {
       type: 'command',
       step,
@@ -249,7 +274,10 @@ export function parseTranscript(text: string): Transcript {
     unhex(entry.sense, 'sense', line);
     unhex(entry.dataIn, 'dataIn', line);
     if (header.nexuses.length > 0 && entry.nexus >= header.nexuses.length) {
-      throw new TranscriptParseError(`nexus ${entry.nexus} is not in the header (${header.nexuses.length} nexuses)`, line);
+      throw new TranscriptParseError(
+        `nexus ${entry.nexus} is not in the header (${header.nexuses.length} nexuses)`,
+        line,
+      );
     }
     entries.push(entry);
   }
@@ -268,7 +296,8 @@ export interface ReplayMismatch {
 }
 
 /** Result of replayTranscript. */
-export type ReplayResult = { ok: true; steps: number } | ({ ok: false; steps: number } & ReplayMismatch);
+export type ReplayResult =
+  { ok: true; steps: number } | ({ ok: false; steps: number } & ReplayMismatch);
 
 /** Options of replayTranscript. */
 export interface ReplayOptions {
@@ -289,7 +318,10 @@ function replayNexus(n: TranscriptNexus | undefined, i: number): Initiator {
     }
   }
   return {
-    transportId: transportId ?? { protocol: 'sas', sasAddress: 0x5001405000000a00n + BigInt(i + 1) },
+    transportId: transportId ?? {
+      protocol: 'sas',
+      sasAddress: 0x5001405000000a00n + BigInt(i + 1),
+    },
     relativeTargetPort: n?.relativeTargetPort ?? i + 1,
   };
 }
@@ -305,7 +337,9 @@ export function replayTranscript(t: Transcript, options: ReplayOptions = {}): Re
   const maxIndex = Math.max(0, ...t.entries.map((e) => (e.nexus ?? 0) + 1));
   const count = Math.max(t.header.nexuses.length, maxIndex);
   const nexuses = Array.from({ length: count }, (_, i) => replayNexus(t.header.nexuses[i], i));
-  const targetPorts = [...new Set([1, 2, ...nexuses.map((n) => n.relativeTargetPort)])].sort((a, b) => a - b);
+  const targetPorts = [...new Set([1, 2, ...nexuses.map((n) => n.relativeTargetPort)])].sort(
+    (a, b) => a - b,
+  );
   const lu = createEmulator().addLogicalUnit({
     id: t.header.lu,
     profile,

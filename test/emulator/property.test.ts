@@ -17,11 +17,17 @@ const command = fc.oneof(
     aptpl: fc.boolean(),
     allTgPt: fc.boolean(),
   }),
-  fc.record({ op: fc.constant('prin' as const), who: fc.integer({ min: 0, max: 2 }), serviceAction: fc.integer({ min: 0, max: 5 }) }),
+  fc.record({
+    op: fc.constant('prin' as const),
+    who: fc.integer({ min: 0, max: 2 }),
+    serviceAction: fc.integer({ min: 0, max: 5 }),
+  }),
   fc.record({ op: fc.constantFrom('power-cycle' as const, 'reset' as const), who: fc.constant(0) }),
 );
 
-test.prop([fc.constantFrom(...PROFILE_NAMES), fc.array(command, { maxLength: 40 })], { numRuns: 300 })(
+test.prop([fc.constantFrom(...PROFILE_NAMES), fc.array(command, { maxLength: 40 })], {
+  numRuns: 300,
+})(
   'random PROUT/PRIN from 3 nexuses never throw, answer a valid status and keep the invariants',
   (profile, commands) => {
     const lu = newLu(profile);

@@ -13,7 +13,11 @@ import {
   relativeTargetPortOf,
   targetPortGroupOf,
 } from '../../src/scsi/index.js';
-import { profileCapabilities, profileForInquiry, type Initiator } from '../../src/emulator/index.js';
+import {
+  profileCapabilities,
+  profileForInquiry,
+  type Initiator,
+} from '../../src/emulator/index.js';
 import { newLu, nexus, prin, prout, raw } from './helpers.js';
 
 const A = nexus(0);
@@ -28,12 +32,18 @@ describe('unit attentions', () => {
     prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
     prout(lu, B, { serviceAction: 0, serviceActionKey: 2n });
     prout(lu, A, { serviceAction: 3, reservationKey: 1n }); // CLEAR → 2Ah/03h on B
-    const inquiry = lu.execute(B, { cdb: encodeInquiry({ allocationLength: 36 }), dataInLength: 36, timeoutMs: 1 });
+    const inquiry = lu.execute(B, {
+      cdb: encodeInquiry({ allocationLength: 36 }),
+      dataInLength: 36,
+      timeoutMs: 1,
+    });
     expect(inquiry.status).toBe(0); // INQUIRY is exempt and leaves the UA pending
     const rs = lu.execute(B, { cdb: encodeRequestSense(18), dataInLength: 18, timeoutMs: 1 });
     expect(rs.status).toBe(0);
     expect(decodeSense(rs.dataIn)).toMatchObject({ senseKey: 6, asc: 0x2a, ascq: 0x03 });
-    expect(lu.execute(B, { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs: 1 }).status).toBe(0);
+    expect(
+      lu.execute(B, { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs: 1 }).status,
+    ).toBe(0);
   });
 
   it('a REGISTER that met a UA did not register', () => {
@@ -47,7 +57,11 @@ describe('unit attentions', () => {
   it('power cycle gives 29h/00h even to a nexus never seen before', () => {
     const lu = newLu('spc4');
     lu.powerCycle();
-    expect(sense(raw(lu, C, [0, 0, 0, 0, 0, 0]))).toMatchObject({ senseKey: 6, asc: 0x29, ascq: 0 });
+    expect(sense(raw(lu, C, [0, 0, 0, 0, 0, 0]))).toMatchObject({
+      senseKey: 6,
+      asc: 0x29,
+      ascq: 0,
+    });
   });
 });
 
@@ -60,7 +74,9 @@ describe('PREEMPT AND ABORT', () => {
     prout(lu, B, { serviceAction: 0, serviceActionKey: 2n });
     prout(lu, C, { serviceAction: 0, serviceActionKey: 2n });
     prout(lu, B, { serviceAction: 1, reservationKey: 2n, type: 1 });
-    expect(prout(lu, A, { serviceAction: 5, reservationKey: 1n, serviceActionKey: 2n, type: 3 }).status).toBe(0);
+    expect(
+      prout(lu, A, { serviceAction: 5, reservationKey: 1n, serviceActionKey: 2n, type: 3 }).status,
+    ).toBe(0);
     expect(seen).toEqual([[B, C]]);
     off();
     prout(lu, B, { serviceAction: 6, serviceActionKey: 9n }); // UA first
@@ -80,7 +96,10 @@ describe('profile departures', () => {
       prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
       prout(lu, B, { serviceAction: 0, serviceActionKey: 2n });
       prout(lu, A, { serviceAction: 1, reservationKey: 1n, type: 7 });
-      expect(prout(lu, B, { serviceAction: 4, reservationKey: 2n, serviceActionKey: 1n, type: 1 }).status).toBe(0);
+      expect(
+        prout(lu, B, { serviceAction: 4, reservationKey: 2n, serviceActionKey: 1n, type: 1 })
+          .status,
+      ).toBe(0);
       expect(decodeReadReservation(prin(lu, B, 1).dataIn).reservation).toMatchObject(expected);
     }
   });
@@ -90,19 +109,29 @@ describe('profile departures', () => {
     const r = prout(lio, A, { serviceAction: 6, serviceActionKey: 1n, specIPt: [B.transportId] });
     expect(sense(r)).toMatchObject({ senseKey: 5, asc: 0x26, ascq: 0 });
     const spc = newLu('spc4');
-    expect(prout(spc, A, { serviceAction: 6, serviceActionKey: 1n, specIPt: [B.transportId] }).status).toBe(0);
+    expect(
+      prout(spc, A, { serviceAction: 6, serviceActionKey: 1n, specIPt: [B.transportId] }).status,
+    ).toBe(0);
     expect(keysOf(prin(spc, A, 0))).toMatchObject({ keys: [1n, 1n], generation: 1 });
   });
 
   it('LIO raises PRgeneration once per SPEC_I_PT registration', () => {
     const lu = newLu('lio');
-    prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, specIPt: [B.transportId, C.transportId] });
+    prout(lu, A, {
+      serviceAction: 0,
+      serviceActionKey: 1n,
+      specIPt: [B.transportId, C.transportId],
+    });
     expect(keysOf(prin(lu, A, 0)).generation).toBe(3);
   });
 
   it('SPC-4 gives a field pointer for 24h/00h, LIO none', () => {
     const cdb = [0x5e, 0x09, 0, 0, 0, 0, 0, 0x10, 0, 0];
-    expect(sense(raw(newLu('spc4'), A, cdb, 16)).fieldPointer).toEqual({ inCdb: true, byte: 1, bit: 4 });
+    expect(sense(raw(newLu('spc4'), A, cdb, 16)).fieldPointer).toEqual({
+      inCdb: true,
+      byte: 1,
+      bit: 4,
+    });
     expect(sense(raw(newLu('lio'), A, cdb, 16)).fieldPointer).toBeUndefined();
   });
 
@@ -112,13 +141,28 @@ describe('profile departures', () => {
     list[15] = 1;
     const r = raw(lu, A, [0x5f, 0, 0, 0, 0, 0, 0, 0, 28, 0], 0, list);
     expect(sense(r)).toMatchObject({ asc: 0x1a });
-    expect(sense(prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, specIPt: [B.transportId] }))).toMatchObject({ asc: 0x1a });
+    expect(
+      sense(prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, specIPt: [B.transportId] })),
+    ).toMatchObject({ asc: 0x1a });
     prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
-    expect(sense(prout(lu, A, { serviceAction: 1, reservationKey: 1n, type: 7 }))).toMatchObject({ asc: 0x24 });
+    expect(sense(prout(lu, A, { serviceAction: 1, reservationKey: 1n, type: 7 }))).toMatchObject({
+      asc: 0x24,
+    });
     expect(sense(prin(lu, A, 2))).toMatchObject({ senseKey: 5, asc: 0x24 });
     expect(sense(prin(lu, A, 3))).toMatchObject({ senseKey: 5, asc: 0x24 });
-    const inq = decodeStandardInquiry(lu.execute(A, { cdb: encodeInquiry({ allocationLength: 36 }), dataInLength: 36, timeoutMs: 1 }).dataIn);
-    expect(inq).toMatchObject({ peripheralDeviceType: 8, vendor: 'QUANTUM', product: 'UHDL', rmb: true });
+    const inq = decodeStandardInquiry(
+      lu.execute(A, {
+        cdb: encodeInquiry({ allocationLength: 36 }),
+        dataInLength: 36,
+        timeoutMs: 1,
+      }).dataIn,
+    );
+    expect(inq).toMatchObject({
+      peripheralDeviceType: 8,
+      vendor: 'QUANTUM',
+      product: 'UHDL',
+      rmb: true,
+    });
   });
 
   it('SuperLoader: a LU reset sets PRgeneration to 0 ("power on or reset")', () => {
@@ -151,7 +195,9 @@ describe('registrations and ports', () => {
     const lu = newLu('spc4');
     prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, allTgPt: true });
     const sameInitiatorOtherPort = nexus(0, 3);
-    expect(prout(lu, sameInitiatorOtherPort, { serviceAction: 1, reservationKey: 1n, type: 1 }).status).toBe(0);
+    expect(
+      prout(lu, sameInitiatorOtherPort, { serviceAction: 1, reservationKey: 1n, type: 1 }).status,
+    ).toBe(0);
     const full = decodeFullStatus(prin(lu, B, 3).dataIn);
     expect(full.descriptors).toHaveLength(1);
     expect(full.descriptors[0]).toMatchObject({ allTgPt: true, holder: true });
@@ -167,7 +213,11 @@ describe('registrations and ports', () => {
 
   it('VPD 83h carries the LU NAA and the caller’s relative target port and target port group', () => {
     const lu = newLu('spc4', { naa: 0x6001405000000001n });
-    const r = lu.execute(B, { cdb: encodeInquiry({ evpd: true, pageCode: 0x83, allocationLength: 255 }), dataInLength: 255, timeoutMs: 1 });
+    const r = lu.execute(B, {
+      cdb: encodeInquiry({ evpd: true, pageCode: 0x83, allocationLength: 255 }),
+      dataInLength: 255,
+      timeoutMs: 1,
+    });
     const designators = decodeDeviceIdentification(r.dataIn);
     expect(relativeTargetPortOf(designators)).toBe(2);
     expect(targetPortGroupOf(designators)).toBe(1);
@@ -179,7 +229,11 @@ describe('registrations and ports', () => {
   it('truncates data-in to the initiator’s buffer and sets resid', () => {
     const lu = newLu('spc4');
     prout(lu, A, { serviceAction: 0, serviceActionKey: 1n });
-    const r = lu.execute(A, { cdb: Uint8Array.of(0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0), dataInLength: 12, timeoutMs: 1 });
+    const r = lu.execute(A, {
+      cdb: Uint8Array.of(0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0),
+      dataInLength: 12,
+      timeoutMs: 1,
+    });
     expect(r.dataIn).toHaveLength(12);
     expect(r.resid).toBe(0);
     const big = prin(lu, A, 0, 100);
@@ -189,7 +243,11 @@ describe('registrations and ports', () => {
 
   it('an unknown opcode is 5/20/00 and a command on an unknown target port never reaches the LU', () => {
     const lu = newLu('spc4');
-    expect(sense(raw(lu, A, [0xc5, 0, 0, 0, 0, 0]))).toMatchObject({ senseKey: 5, asc: 0x20, ascq: 0 });
+    expect(sense(raw(lu, A, [0xc5, 0, 0, 0, 0, 0]))).toMatchObject({
+      senseKey: 5,
+      asc: 0x20,
+      ascq: 0,
+    });
     expect(raw(lu, nexus(0, 9), [0, 0, 0, 0, 0, 0]).hostStatus).toBe(0x01);
   });
 
@@ -213,10 +271,19 @@ describe('registrations and ports', () => {
 
 describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtures)', () => {
   const lioLu = () =>
-    newLu('lio', { serial: 'testbed-pr-lun-0001', vendor: 'LIO-ORG', product: 'FILEIO', revision: '4.0', targetName: 'naa.5001405000000001' });
+    newLu('lio', {
+      serial: 'testbed-pr-lun-0001',
+      vendor: 'LIO-ORG',
+      product: 'FILEIO',
+      revision: '4.0',
+      targetName: 'naa.5001405000000001',
+    });
   const inquiry = (lu: ReturnType<typeof newLu>, page?: number) =>
     lu.execute(A, {
-      cdb: page === undefined ? encodeInquiry({ allocationLength: 96 }) : encodeInquiry({ evpd: true, pageCode: page, allocationLength: 252 }),
+      cdb:
+        page === undefined
+          ? encodeInquiry({ allocationLength: 96 })
+          : encodeInquiry({ evpd: true, pageCode: page, allocationLength: 252 }),
       dataInLength: page === undefined ? 96 : 252,
       timeoutMs: 1,
     });
@@ -225,7 +292,10 @@ describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtu
   it('standard INQUIRY and VPD 00h/80h/83h are LIO’s bytes; SPC-4 keeps the compact layout', () => {
     const lu = lioLu();
     expect(hex(inquiry(lu).dataIn)).toBe(
-      '000006025bb810024c494f2d4f52472046494c45494f20202020202020202020342e3020' + '00'.repeat(22) + '00a00c60046004c0' + '00'.repeat(30),
+      '000006025bb810024c494f2d4f52472046494c45494f20202020202020202020342e3020' +
+        '00'.repeat(22) +
+        '00a00c60046004c0' +
+        '00'.repeat(30),
     );
     expect(hex(inquiry(lu, 0x00).dataIn)).toBe('0000000800808386b0b1b2b3');
     expect(hex(inquiry(lu, 0x80).dataIn)).toBe('00800014746573746265642d70722d6c756e2d3030303100');
@@ -233,7 +303,10 @@ describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtu
       '00830093010300106001405ebed000100000000000000000020100234c494f2d4f52472046494c45494f3a746573746265642d70722d6c756e2d3030303100' +
         '619400040000000161950004000000000106000400000000639800206e61612e353030313430353030303030303030312c742c30783030303100000063a800186e61612e3530303134303530303030303030303100000000',
     );
-    expect(decodeStandardInquiry(inquiry(newLu('spc4')).dataIn)).toMatchObject({ version: 6, additionalLength: 31 });
+    expect(decodeStandardInquiry(inquiry(newLu('spc4')).dataIn)).toMatchObject({
+      version: 6,
+      additionalLength: 31,
+    });
     expect(inquiry(newLu('spc4'), 0x86).status).toBe(2);
     expect(inquiry(lu, 0x86).dataIn).toHaveLength(64);
   });
@@ -245,7 +318,13 @@ describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtu
     ] as const) {
       const lu = newLu(profile);
       for (const n of [A, B, C]) raw(lu, n, [0, 0, 0, 0, 0, 0]); // the nexuses exist (LIO: sessions with ACLs)
-      expect(prout(lu, A, { serviceAction: 0, serviceActionKey: 1n, specIPt: [B.transportId, C.transportId] }).status).toBe(0);
+      expect(
+        prout(lu, A, {
+          serviceAction: 0,
+          serviceActionKey: 1n,
+          specIPt: [B.transportId, C.transportId],
+        }).status,
+      ).toBe(0);
       const full = decodeFullStatus(prin(lu, A, 3).dataIn);
       expect(full.descriptors.map((d) => d.relativeTargetPort).sort()).toEqual(ports);
     }
@@ -297,9 +376,9 @@ describe('LIO layouts and rules measured on LIO 6.1 via tcm_loop (test/lio/fixtu
   });
 
   it('REQUEST SENSE fills the allocation length with zeros after the sense data (LIO), SPC-4 sends 18 bytes', () => {
-    const rs = (profile: 'lio' | 'spc4') => newLu(profile).execute(B, { cdb: encodeRequestSense(96), dataInLength: 96, timeoutMs: 1 });
+    const rs = (profile: 'lio' | 'spc4') =>
+      newLu(profile).execute(B, { cdb: encodeRequestSense(96), dataInLength: 96, timeoutMs: 1 });
     expect(rs('lio').dataIn).toHaveLength(96);
     expect(rs('spc4').dataIn).toHaveLength(18);
   });
 });
-

@@ -27,14 +27,20 @@ describe('transcripts', () => {
   it('round-trip through JSON lines and replay cleanly against the same profile', async () => {
     const text = await recordScenario('preempt.holder');
     const transcript = parseTranscript(text);
-    expect(transcript.header).toMatchObject({ format: 'prfleet-transcript', version: 1, profile: 'lio' });
+    expect(transcript.header).toMatchObject({
+      format: 'prfleet-transcript',
+      version: 1,
+      profile: 'lio',
+    });
     expect(transcript.entries.length).toBeGreaterThan(10);
     expect(replayTranscript(transcript)).toEqual({ ok: true, steps: transcript.entries.length });
   });
 
   it('replays control events (power cycle) too', async () => {
     const transcript = parseTranscript(await recordScenario('aptpl.power-cycle-keeps-state'));
-    expect(transcript.entries.some((e) => e.type === 'event' && e.event === 'power-cycle')).toBe(true);
+    expect(transcript.entries.some((e) => e.type === 'event' && e.event === 'power-cycle')).toBe(
+      true,
+    );
     expect(replayTranscript(transcript).ok).toBe(true);
   });
 
@@ -44,18 +50,30 @@ describe('transcripts', () => {
     const result = replayTranscript(transcript, { profile: 'spc4' });
     expect(result.ok).toBe(false);
     if (result.ok) return;
-    const releaseStep = transcript.entries.find((e) => e.type === 'command' && e.cdb.startsWith('5f02') && e.status === 0x18)!;
-    expect(result).toMatchObject({ step: releaseStep.step, field: 'status', expected: '0x18', actual: '0x02' });
+    const releaseStep = transcript.entries.find(
+      (e) => e.type === 'command' && e.cdb.startsWith('5f02') && e.status === 0x18,
+    )!;
+    expect(result).toMatchObject({
+      step: releaseStep.step,
+      field: 'status',
+      expected: '0x18',
+      actual: '0x02',
+    });
     expect(result.message).toContain(`step ${releaseStep.step}`);
   });
 
   it('rejects malformed text naming the line', () => {
     expect(() => parseTranscript('')).toThrow(TranscriptParseError);
     expect(() => parseTranscript('{"type":"command"}')).toThrow(/line 1: first line must be/);
-    const header = '{"type":"header","format":"prfleet-transcript","version":1,"profile":"spc4","lu":"x","nexuses":[{}]}';
-    expect(() => parseTranscript(`${header}\n{"type":"command","nexus":0,"cdb":"zz","sense":"","dataIn":"","status":0,"resid":0,"dataInLength":0}`)).toThrow(
-      /line 2: cdb is not hex/,
+    const header =
+      '{"type":"header","format":"prfleet-transcript","version":1,"profile":"spc4","lu":"x","nexuses":[{}]}';
+    expect(() =>
+      parseTranscript(
+        `${header}\n{"type":"command","nexus":0,"cdb":"zz","sense":"","dataIn":"","status":0,"resid":0,"dataInLength":0}`,
+      ),
+    ).toThrow(/line 2: cdb is not hex/);
+    expect(() => parseTranscript(`${header}\n{"type":"event","event":"explode"}`)).toThrow(
+      /line 2: unknown event/,
     );
-    expect(() => parseTranscript(`${header}\n{"type":"event","event":"explode"}`)).toThrow(/line 2: unknown event/);
   });
 });

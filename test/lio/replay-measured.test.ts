@@ -64,9 +64,19 @@ function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator
 }
 
 /** Sends the recorded requests to the twin (up to `limit` commands) and records its answers. */
-function replay(t: Transcript, twin: { lu: EmulatedLogicalUnit; initiators: Initiator[] }, limit: number): Transcript {
-  const recorder = createTranscriptRecorder({ profile: 'lio', lu: t.header.lu, nexuses: t.header.nexuses });
-  const commands = t.entries.filter((e): e is TranscriptCommand => e.type === 'command').slice(0, limit);
+function replay(
+  t: Transcript,
+  twin: { lu: EmulatedLogicalUnit; initiators: Initiator[] },
+  limit: number,
+): Transcript {
+  const recorder = createTranscriptRecorder({
+    profile: 'lio',
+    lu: t.header.lu,
+    nexuses: t.header.nexuses,
+  });
+  const commands = t.entries
+    .filter((e): e is TranscriptCommand => e.type === 'command')
+    .slice(0, limit);
   for (const c of commands) {
     const request = {
       cdb: fromHex(c.cdb),
@@ -74,7 +84,11 @@ function replay(t: Transcript, twin: { lu: EmulatedLogicalUnit; initiators: Init
       dataInLength: c.dataInLength,
       timeoutMs: c.timeoutMs,
     };
-    recorder.command(c.nexus, request, twin.lu.execute(twin.initiators[c.nexus] as Initiator, request));
+    recorder.command(
+      c.nexus,
+      request,
+      twin.lu.execute(twin.initiators[c.nexus] as Initiator, request),
+    );
   }
   return recorder.transcript();
 }
@@ -104,7 +118,9 @@ describe('the emulator lio profile against answers measured on LIO 6.1 via tcm_l
   }
 
   it('covers every recorded scenario', () => {
-    const replayed = runLines.filter((l) => l.t === 'scenario' && l.id !== undefined && recorded.has(l.id));
+    const replayed = runLines.filter(
+      (l) => l.t === 'scenario' && l.id !== undefined && recorded.has(l.id),
+    );
     expect(replayed.length).toBe(recorded.size);
     expect(recorded.size).toBeGreaterThan(60);
   });
