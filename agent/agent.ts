@@ -177,6 +177,12 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
   let state: AgentState = 'connecting';
   let sessions = 0;
   let paths: Path[] = [];
+  /** Paths marked offline now: every answer checks it, so the common case (none) costs nothing per command. */
+  let offlinePaths = 0;
+  const setPaths = (next: Path[]): void => {
+    paths = next;
+    offlinePaths = next.reduce((n, p) => (p.online ? n : n + 1), 0);
+  };
   let current: Session | undefined;
   const addresses = options.server
     .split(',')
@@ -202,18 +208,19 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     ...(options.pathConcurrency === undefined ? {} : { pathConcurrency: options.pathConcurrency }),
     onPathError(path, error) {
       let changed = false;
-      paths = paths.map((p) => {
+      setPaths(paths.map((p) => {
         if (p.path !== path || !p.online) return p;
         changed = true;
         return { ...p, online: false };
-      });
+      }));
       log.warn({ path, errno: error.errno, code: error.code }, 'path failed; marked offline');
       if (changed) current?.sendInventory(paths);
     },
     onPathAnswer(path) {
+      if (offlinePaths === 0) return;
       const offline = paths.find((p) => p.path === path && !p.online);
       if (!offline) return;
-      paths = paths.map((p) => (p === offline ? { ...p, online: true } : p));
+      setPaths(paths.map((p) => (p === offline ? { ...p, online: true } : p)));
       log.info({ path }, 'path answered again; marked online');
       current?.sendInventory(paths);
     },
@@ -248,7 +255,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       },
     );
     await Promise.all(workers);
-    paths = found;
+    setPaths(found);
     executor.setPaths(found.map((p) => ({ path: p.path, luId: p.luId })));
     log.info({ paths: found.length, online: found.filter((p) => p.online).length }, 'inventory');
     return found;

@@ -172,14 +172,12 @@ export function createSession(deps: SessionDeps): Session {
                 });
                 break;
               }
-              log.debug(
-                {
-                  commandId: command.commandId,
-                  path: command.path,
-                  command: describeCommand(command),
-                },
-                'command received',
-              );
+              if (log.isLevelEnabled('debug')) {
+                log.debug(
+                  { commandId: command.commandId, path: command.path, command: describeCommand(command) },
+                  'command received',
+                );
+              }
               void deps.executor
                 .submit(command)
                 .then((result) => sendResult(command, { $case: 'result', value: result }));

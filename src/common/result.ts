@@ -219,8 +219,10 @@ export function buildCommandResult(
     const serviceAction = prinServiceActionOf(command.kind.value.action);
     if (serviceAction !== undefined) decoded = decodePrinResult(serviceAction, response.dataIn);
   }
-  return CommandResult.fromPartial({
-    ...contextFields(command, options),
+  // Built as a complete literal: no fromPartial copy, and no `{ ...spread, newKey }` (V8 11 takes a slow runtime
+  // path for every key added after a spread: ~1.5 µs each, tens of µs for this message).
+  return {
+    commandId: command.commandId,
     outcome,
     status: response.status,
     statusName: statusName(response.status),
@@ -230,16 +232,22 @@ export function buildCommandResult(
     resid: response.resid,
     duration: msToDuration(response.durationMs),
     cdb: Buffer.from(request.cdb),
-    dataOut: Buffer.from(request.dataOut ?? new Uint8Array(0)),
+    dataOut: request.dataOut === undefined || request.dataOut.length === 0 ? Buffer.alloc(0) : Buffer.from(request.dataOut),
     dataIn: Buffer.from(response.dataIn),
-    ...(decoded.generation === undefined ? {} : { generation: decoded.generation }),
+    agentId: options.agentId,
+    path: options.path ?? command.path,
+    luId: options.luId ?? '',
+    generation: decoded.generation,
     data: decoded.data,
-    unitAttentions: (options.unitAttentions ?? []).map((s) =>
-      UnitAttention.fromPartial({ sense: decodeSenseToProto(s) }),
-    ),
+    unitAttentions:
+      options.unitAttentions === undefined || options.unitAttentions.length === 0
+        ? []
+        : options.unitAttentions.map((s) => UnitAttention.fromPartial({ sense: decodeSenseToProto(s) })),
+    errno: 0,
     message: decoded.error ?? '',
-    ...(options.startedAt === undefined ? {} : { startedAt: options.startedAt }),
-  });
+    startedAt: options.startedAt,
+    idempotencyKey: command.idempotencyKey,
+  };
 }
 
 function contextFields(command: Command, context: ResultContext): Partial<CommandResult> {
@@ -258,9 +266,9 @@ function contextFields(command: Command, context: ResultContext): Partial<Comman
  */
 export function unknownResult(command: Command, agentId: string, message: string): CommandResult {
   return CommandResult.fromPartial({
-    ...contextFields(command, { agentId }),
     outcome: Outcome.OUTCOME_UNKNOWN,
     message,
+    ...contextFields(command, { agentId }),
   });
 }
 
@@ -271,9 +279,9 @@ export function refusedResult(
   message: string,
 ): CommandResult {
   return CommandResult.fromPartial({
-    ...contextFields(command, context),
     outcome: Outcome.OUTCOME_REFUSED,
     message,
+    ...contextFields(command, context),
   });
 }
 
@@ -285,10 +293,10 @@ export function osErrorResult(
   message: string,
 ): CommandResult {
   return CommandResult.fromPartial({
-    ...contextFields(command, context),
     outcome: Outcome.OUTCOME_OS_ERROR,
     errno,
     message,
+    ...contextFields(command, context),
   });
 }
 
@@ -300,10 +308,10 @@ export function dryRunResult(
 ): CommandResult {
   const sent = request ?? toScsiRequest(command);
   return CommandResult.fromPartial({
-    ...contextFields(command, context),
     outcome: Outcome.OUTCOME_DRY_RUN,
     cdb: Buffer.from(sent.cdb),
     dataOut: Buffer.from(sent.dataOut ?? new Uint8Array(0)),
     message: 'dry run: validated and encoded, not sent',
+    ...contextFields(command, context),
   });
 }

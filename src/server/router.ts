@@ -88,6 +88,9 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
     ms: number,
     abandoned: boolean,
   ): void {
+    const atInfo = isProut(command) || result.outcome === Outcome.OUTCOME_UNKNOWN;
+    // Other results log at debug: skip building their fields when nobody reads them (every audit read).
+    if (!atInfo && !log.isLevelEnabled('debug')) return;
     const kind = command.kind;
     const fields = {
       commandId: command.commandId,
@@ -109,8 +112,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
           }
         : {}),
     };
-    if (isProut(command) || result.outcome === Outcome.OUTCOME_UNKNOWN)
-      log.info(fields, 'command done');
+    if (atInfo) log.info(fields, 'command done');
     else log.debug(fields, 'command done');
   }
 
