@@ -13,6 +13,8 @@ export interface LoggerOptions {
   readonly destination?: DestinationStream;
   /** Fields on every line. @default {} */
   readonly base?: Record<string, unknown>;
+  /** Adds fields to every line at write time (e.g. the current trace and span ids). @default none */
+  readonly mixin?: () => Record<string, unknown>;
 }
 
 /**
@@ -54,6 +56,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       log: bigintSafe,
     },
     serializers: { err: pino.stdSerializers.err },
+    ...(options.mixin === undefined ? {} : { mixin: options.mixin }),
   };
   return options.destination === undefined ? pino(config) : pino(config, options.destination);
 }

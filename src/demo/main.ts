@@ -36,7 +36,10 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 async function main(): Promise<void> {
   const fabric = resolve(repoRoot(), 'examples/fabric-demo.yaml');
   write('prfleet demo: persistent reservations on a fleet of tape loaders.\n');
-  write('Starting prfleet-server on a free port …\n');
+  write(
+    'Starting prfleet-server on a free port of 127.0.0.1 in PLAINTEXT (asked for explicitly: a loopback demo; ' +
+      'production uses TLS with agent certificates, see docs/security.md) …\n',
+  );
   const server = await startServerProcess();
   children.push(server.handle);
   write(

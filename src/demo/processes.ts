@@ -258,6 +258,8 @@ export async function startServerProcess(
     env: {
       PORT: '0',
       PRFLEET_HOST: '127.0.0.1',
+      // Loopback children of tests, the demo and benches: plaintext, explicitly asked for (never the default).
+      PRFLEET_PLAINTEXT: 'true',
       ...(dataDir ? { PRFLEET_DATA_DIR: dataDir } : {}),
       ...env,
     },

@@ -2,7 +2,6 @@ import type { Logger } from 'pino';
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import { isAbortError } from 'abort-controller-x';
 import {
-  Agent,
   CommandSessionResponse,
   type CommandSessionRequest,
   type ControlServiceImplementation,
@@ -13,7 +12,7 @@ import type { AgentRegistry } from './agent-registry.js';
 import { AsyncQueue } from './async-queue.js';
 import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
-import { listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
+import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
 import type { PRoutHistory } from './store/index.js';
@@ -108,22 +107,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       const agents = registry
         .list()
         .filter((a) => request.site === '' || a.hello.site === request.site)
-        .map((a) =>
-          Agent.fromPartial({
-            agentId: a.hello.agentId,
-            hostname: a.hello.hostname,
-            version: a.hello.version,
-            site: a.hello.site,
-            labels: a.hello.labels,
-            connected: a.session !== undefined,
-            sessionId: a.lastSessionId,
-            connectedAt: a.connectedAt,
-            ...(a.lastHeartbeatAt === undefined ? {} : { lastHeartbeatAt: a.lastHeartbeatAt }),
-            pathCount: a.paths.length,
-            transport: a.hello.transport,
-            serverInstance: a.session === undefined ? '' : deps.instanceId,
-          }),
-        );
+        .map((a) => agentToProto(a, deps.instanceId));
       return { agents };
     },
     async listDevices(request) {

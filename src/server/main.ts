@@ -1,28 +1,63 @@
 #!/usr/bin/env node
-/** prfleet-server: wires config, logger, store, listen and SIGTERM/SIGINT drain; everything else is in server.ts. */
+/**
+ * prfleet-server: wires config, logger, store, the scale-out/security/operability extras (Redis routing, TLS and
+ * tokens, /metrics, tracing), listen and SIGTERM/SIGINT drain; everything else is in server.ts and scale-out.ts.
+ */
 import { createLogger } from '../common/logger.js';
 import { loadConfig, loggableConfig, type ServerConfig } from './config.js';
 import { StoreOpenError } from './durable.js';
+import { createServerExtras, loadScaleOutConfig, type ScaleOutConfig } from './scale-out.js';
 import { createPrfleetServer, type PrfleetServer } from './server.js';
+import { traceLogMixin } from './tracing.js';
 
 let config: ServerConfig;
+let scaleOut: ScaleOutConfig;
 try {
   config = loadConfig(process.env);
+  scaleOut = loadScaleOutConfig(process.env);
 } catch (e) {
-  process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+  process.stderr.write(`prfleet-server: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 }
-const log = createLogger({ level: config.logLevel, name: 'prfleet-server' });
-log.info({ config: loggableConfig(config) }, 'effective config');
+const log = createLogger({
+  level: config.logLevel,
+  name: 'prfleet-server',
+  ...(scaleOut.tracing === undefined ? {} : { mixin: traceLogMixin }),
+});
+log.info(
+  {
+    config: loggableConfig(config),
+    redis: scaleOut.redis.redisUrl === undefined ? 'off (single instance)' : scaleOut.redis.keyPrefix,
+    maxStreamAgeMs: scaleOut.maxStreamAgeMs,
+    metrics: scaleOut.metrics ?? 'off',
+    tracing: scaleOut.tracing === undefined ? 'off' : 'on',
+    tokens: scaleOut.security?.tokensFile === undefined ? 'off' : 'on',
+  },
+  'effective config',
+);
+if (scaleOut.security?.credentials.plaintext === true) {
+  log.warn('plaintext: PRFLEET_PLAINTEXT=true was asked for (no TLS, no agent certificates)');
+}
 if (config.store.kind === 'postgres' && process.env['PRFLEET_INSTANCE_ID'] === undefined) {
   log.warn(
     'PRFLEET_INSTANCE_ID is not set: after a crash, the idempotency keys this instance left pending become UNKNOWN only once stale (hours); give each instance a stable id to settle them at restart',
   );
 }
 
+const extras = createServerExtras(scaleOut, {
+  log,
+  instanceId: config.instanceId,
+  resultSlackMs: config.resultSlackMs,
+});
 let server: PrfleetServer;
 try {
-  server = await createPrfleetServer({ log, config });
+  server = await createPrfleetServer({
+    log,
+    config,
+    createRouter: extras.createRouter,
+    middlewares: extras.middlewares,
+    controlMiddleware: extras.controlMiddleware,
+  });
 } catch (e) {
   // A store that cannot open is an operator problem with a known fix: say it plainly, once, and exit.
   if (e instanceof StoreOpenError) {
@@ -32,7 +67,8 @@ try {
   }
   throw e;
 }
-const port = await server.listen(`${config.host}:${config.port}`);
+const port = await server.listen(`${config.host}:${config.port}`, extras.credentials);
+await extras.start(server);
 log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');
 
 let stopping = false;
@@ -43,6 +79,7 @@ async function stop(signal: string): Promise<void> {
   try {
     await server.drain(config.drainGraceMs);
     await server.shutdown(config.shutdownTimeoutMs);
+    await extras.close();
     log.info('stopped');
     process.exitCode = 0;
   } catch (e) {

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { createServer } from 'nice-grpc';
+import { createServer, type ServerMiddleware } from 'nice-grpc';
 import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
@@ -10,6 +11,7 @@ import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
 import { FleetServiceDefinition } from '../gen/prfleet/v1/fleet.js';
 import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
+import type { AuthCallContextExt } from './auth/index.js';
 import { createAgentService } from './agent-service.js';
 import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
@@ -39,12 +41,16 @@ export interface ServerDeps {
   readonly principalOf?: PrincipalOf | undefined;
   /** Router factory, for a multi-instance router. @default the in-process router */
   readonly createRouter?: ((registry: AgentRegistry) => CommandRouter) | undefined;
+  /** Server-wide middlewares, outermost first (metrics, tracing), applied before error logging. @default none */
+  readonly middlewares?: readonly ServerMiddleware[] | undefined;
+  /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
+  readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
 
 /** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */
 export interface PrfleetServer {
   /** Starts listening on `address` (default `${config.host}:${config.port}`); resolves with the bound port. */
-  listen(address?: string): Promise<number>;
+  listen(address?: string, credentials?: ServerCredentials): Promise<number>;
   /**
    * Graceful drain (SIGTERM): health NOT_SERVING, new dispatches and agent sessions refused with UNAVAILABLE,
    * Reconnect sent to every agent, up to `graceMs` waiting for in-flight results, then agent streams and
@@ -147,11 +153,14 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
 
-  const server = createServer({ interceptors: [exposeDeadline] })
+  const server = (deps.middlewares ?? [])
+    .reduce((built, middleware) => built.use(middleware), createServer({ interceptors: [exposeDeadline] }))
     .use(errorLoggingMiddleware(log))
     .use(errorDetailsServerMiddleware);
+  // Tokens guard the client-facing services only; agents authenticate with their certificates.
+  const control = deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
   server.add(HealthDefinition, HealthServiceImpl(health));
-  server.add(
+  control.add(
     ControlServiceDefinition,
     createControlService({
       registry: agents,
@@ -169,7 +178,7 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   // The fleet engine journals every step, so it needs the durable store; the memory store serves no FleetService.
   const services: string[] = [...REFLECTED_SERVICES];
   if (store !== undefined) {
-    registerFleetService(server, { router, devices: agents, store, log, instanceId: config.instanceId });
+    registerFleetService(control, { router, devices: agents, store, log, instanceId: config.instanceId });
     services.push(FleetServiceDefinition.fullName);
   }
   if (config.reflection) {
@@ -210,8 +219,8 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
     history: recorder,
     health,
     instanceId: config.instanceId,
-    async listen(address = `${config.host}:${config.port}`) {
-      const port = await server.listen(address);
+    async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
+      const port = await server.listen(address, credentials);
       agents.startLivenessChecks();
       return port;
     },

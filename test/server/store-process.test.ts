@@ -18,7 +18,10 @@ const LU = 'naa.5000e111000000fe';
 const OPEN_TIMEOUT_MS = 120_000;
 
 function startServer(env: Record<string, string>): ChildHandle {
-  const child = spawnNode(builtBinaries().server, [], { name: 'prfleet-server', env });
+  const child = spawnNode(builtBinaries().server, [], {
+    name: 'prfleet-server',
+    env: { PRFLEET_PLAINTEXT: 'true', ...env },
+  });
   onTestFinished(async () => {
     if (!child.hasExited()) await child.stop({ signal: 'SIGKILL' });
   });
