@@ -9,6 +9,7 @@ import {
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { invalidArgument, notFound, summarizeRpcError, unavailable, ErrorReason } from '../common/errors.js';
 import type { AgentRegistry } from './agent-registry.js';
+import { authorizeSessionCommand, principalOf as authPrincipalOf } from './auth/middleware.js';
 import { AsyncQueue } from './async-queue.js';
 import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
@@ -157,6 +158,12 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
           if (request.requestId === '') throw invalidArgument('request_id', 'required to match the reply');
           if (deps.router.draining) {
             throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance');
+          }
+          // The token middleware admitted the session; each command needs its own role (a viewer's session
+          // must not carry a PREEMPT), with the same reason rules as the unary RPC.
+          const principal = authPrincipalOf(ctx);
+          if (principal !== undefined && request.command !== undefined) {
+            await authorizeSessionCommand(principal, request.command);
           }
           const { result } = await run(specOf(request), ctx);
           reply = CommandSessionResponse.fromPartial({ requestId: request.requestId, reply: { $case: 'result', value: result } });
