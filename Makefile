@@ -2,7 +2,7 @@
 BIN := node_modules/.bin
 SHELL := /bin/bash
 
-.PHONY: all install gen gen-check lint typecheck build test test-unit demo bench breaking baseline clean
+.PHONY: all install gen gen-check lint typecheck build test test-unit demo bench bench-core bench-fleet bench-scale bench-lio breaking baseline clean
 
 all: build
 
@@ -52,8 +52,25 @@ test-unit: install
 demo: build
 	node dist/src/demo/main.js
 
+## bench: every benchmark that runs on this machine (core command path, fleet audit, scale-out); each prints
+## its numbers and ratios against a baseline measured in the same run
 bench: build
 	node dist/bench/main.js
+	node --expose-gc dist/bench/fleet.js
+	node --expose-gc dist/bench/scale.js
+
+bench-core: build
+	node dist/bench/main.js
+
+bench-fleet: build
+	node --expose-gc dist/bench/fleet.js
+
+bench-scale: build
+	node --expose-gc dist/bench/scale.js
+
+## bench-lio: inside the LIO test VM: sg_persist vs the prfleet CLI vs a long-lived gRPC client over SG_IO
+bench-lio: build
+	node dist/bench/lio.js
 
 clean:
 	rm -rf dist coverage test-results.json
