@@ -56,7 +56,9 @@ export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): Logica
         (p.path.capabilities?.profile ?? '') !== '' &&
         p.path.capabilities?.profile !== UNKNOWN_PROFILE,
     )?.path.capabilities ?? best?.capabilities;
-  return LogicalUnit.fromPartial({
+  // Literals sharing the inventory's Path and capabilities objects (read-only here): fromPartial deep-copied each
+  // path (designators, capabilities), ~10 µs per LU, paid for every LU of every audit and ListDevices.
+  return {
     luId,
     peripheralDeviceType: best?.peripheralDeviceType ?? 0,
     vendor: best?.vendor ?? '',
@@ -64,16 +66,16 @@ export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): Logica
     revision: best?.revision ?? '',
     serial: best?.serial ?? '',
     loaderId: ranked.find((p) => p.path.loaderId !== '')?.path.loaderId ?? '',
-    ...(caps === undefined ? {} : { capabilities: caps }),
-    paths: paths.map((p) =>
-      DevicePath.fromPartial({
+    capabilities: caps,
+    paths: paths.map(
+      (p): DevicePath => ({
         agentId: p.agent.hello.agentId,
         hostname: p.agent.hello.hostname,
         path: p.path,
         agentConnected: isConnected(p.agent),
       }),
     ),
-  });
+  };
 }
 
 function rank(p: FleetPath): number {
