@@ -44,14 +44,14 @@ export function uniqueClusterNames(tag: string): { redisPrefix: string; schema: 
 }
 
 /**
- * Starts `dist/src/server/scale-out-main.js` (PORT=0, plaintext: explicitly asked for, loopback only) and waits
+ * Starts `dist/src/server/main.js` (PORT=0, plaintext: explicitly asked for, loopback only) and waits
  * for its `listening` line.
  */
 export async function startScaleServer(
   instanceId: string,
   env: ScaleClusterEnv,
 ): Promise<ScaleServer> {
-  const handle = spawnNode(resolve(repoRoot(), 'dist/src/server/scale-out-main.js'), [], {
+  const handle = spawnNode(resolve(repoRoot(), 'dist/src/server/main.js'), [], {
     name: `prfleet-server ${instanceId}`,
     env: {
       PORT: '0',

@@ -1,6 +1,6 @@
 /**
  * `node dist/bench/scale.js`: the multi-instance figures of issue 7, on the real Redis (127.0.0.1:6379) and
- * PostgreSQL (127.0.0.1:5432, db test), two prfleet-server instances as child processes (scale-out-main), and
+ * PostgreSQL (127.0.0.1:5432, db test), two prfleet-server instances as child processes, and
  * 1,000 emulated agents sharing this process (each with its own channel and TCP connection):
  *
  *  (1) READ KEYS latency, same instance (client → the instance holding the agent) vs cross instance (client →
