@@ -7,6 +7,7 @@ import {
   type AgentServiceClient,
 } from '../src/gen/prfleet/v1/agent.js';
 import type { Path } from '../src/gen/prfleet/v1/scsi.js';
+import { directServiceDefinition } from '../src/common/service-definition.js';
 import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createSession, type Session } from './session.js';
@@ -278,7 +279,8 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         AGENT_CHANNEL_OPTIONS,
       );
       channels.set(address, channel);
-      existing = createClient(AgentServiceDefinition, channel);
+      // Results are complete messages: encode them without nice-grpc's fromPartial copy.
+      existing = createClient(directServiceDefinition(AgentServiceDefinition), channel);
       clients.set(address, existing);
     }
     return existing;

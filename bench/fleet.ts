@@ -23,6 +23,7 @@ import { createAgentService } from '../src/server/agent-service.js';
 import { registerFleetService } from '../src/server/fleet/index.js';
 import { createInProcessRouter } from '../src/server/router.js';
 import { openStore } from '../src/server/store/index.js';
+import { processCpuMs } from './stats.js';
 
 const log = createLogger({ level: 'silent', name: 'bench-fleet' });
 
@@ -112,6 +113,7 @@ async function main(): Promise<void> {
   const fabricFile = join(dir, 'fabric.json');
   writeFileSync(fabricFile, JSON.stringify(fabricSpec(hosts, lusPerHost)));
   const t0 = performance.now();
+  const startCpu = process.cpuUsage();
   const child = fork(fileURLToPath(import.meta.url), ['--agents', address, fabricFile], {
     stdio: 'inherit',
   });
@@ -126,6 +128,8 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 50));
   }
   const startupMs = performance.now() - t0;
+  const startupCpu = process.cpuUsage(startCpu);
+  const startupAgentsCpuMs = processCpuMs(child.pid ?? -1);
 
   const client = createClient(FleetServiceDefinition, createChannel(address));
   const rows: string[] = [];
@@ -139,6 +143,8 @@ async function main(): Promise<void> {
       peakRss = Math.max(peakRss, m.rss);
       peakHeap = Math.max(peakHeap, m.heapUsed);
     }, 20);
+    const cpuBefore = process.cpuUsage();
+    const agentsCpuBefore = processCpuMs(child.pid ?? -1);
     const started = performance.now();
     let reports = 0;
     let reachable = 0;
@@ -152,10 +158,15 @@ async function main(): Promise<void> {
       } else if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
     }
     const ms = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    const serverCpuMs = (cpu.user + cpu.system) / 1000;
+    const agentsCpuMs = processCpuMs(child.pid ?? -1) - agentsCpuBefore;
     clearInterval(sampler);
     rows.push(
       `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
         `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
+        `CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
+        `agents ${agentsCpuMs.toFixed(0)} ms (${((1000 * agentsCpuMs) / Math.max(1, commands)).toFixed(0)} µs/command); ` +
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );
   }
@@ -164,9 +175,15 @@ async function main(): Promise<void> {
       .map((l) => l.toFixed(1))
       .join(' ')}`,
   );
-  console.log(`startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s`);
+  console.log(
+    `startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s; CPU: server ${((startupCpu.user + startupCpu.system) / 1000).toFixed(0)} ms, agents child ${startupAgentsCpuMs.toFixed(0)} ms`,
+  );
   for (const r of rows) console.log(r);
   console.log('target: ≤ 1000 ms wall for 10,000 LUs behind 1,000 agents');
+  console.log(
+    'CPU: user+system of this process (server and the audit client) and of the agents child (/proc), per audit; ' +
+      'on a shared machine read CPU per LU rather than wall time',
+  );
   child.send('stop');
   await new Promise((r) => child.once('exit', r));
   await server.forceShutdown();

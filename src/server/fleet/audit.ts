@@ -107,7 +107,7 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
       if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
       if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
       digests.push({ luId: report.luId, loaderId: report.loaderId, peripheralDeviceType: report.peripheralDeviceType, reserved: report.reserved, holderKey: report.holderKey, holderAgentId: report.holderAgentId });
-      out.push(AuditResponse.fromPartial({ event: { $case: 'report', value: report } }));
+      out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
     }),
   );
   work.then(

@@ -14,6 +14,7 @@ import {
   type RolloutOptions,
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs } from '../../common/command.js';
+import { directServiceDefinition } from '../../common/service-definition.js';
 import { ErrorReason, failedPrecondition, invalidArgument, notFound } from '../../common/errors.js';
 import { KEY_PURPOSE_NAMES, formatKey, type KeyPurpose } from '../../common/key-layout.js';
 import { KeySpaceExhaustedError, NotFoundError, StoreInputError, VersionConflictError, type JsonValue } from '../store/index.js';
@@ -298,5 +299,6 @@ function desiredStateJson(state: DesiredState): JsonValue {
 
 /** Adds FleetService to a nice-grpc server (the lead wires this into createPrfleetServer). */
 export function registerFleetService(server: Pick<Server, 'add'>, deps: FleetDeps): void {
-  server.add(FleetServiceDefinition, createFleetService(deps));
+  // Audit reports are complete messages: encode them without nice-grpc's fromPartial deep copy.
+  server.add(directServiceDefinition(FleetServiceDefinition), createFleetService(deps));
 }

@@ -141,11 +141,12 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
       paths[i] = { ...previous, reachable: false, error: outcome.error };
       return;
     }
-    const uas = [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
+    const uas = extra.length === 0 ? outcome.result.unitAttentions : [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
     const data = outcome.result.data;
     const keys =
       data?.$case === 'readKeys' ? data.value.keys : data?.$case === 'fullStatus' ? data.value.descriptors.map((d) => d.key) : undefined;
-    paths[i] = { ...previous, reachable: true, error: '', unitAttentions: uas, ...(keys ? { keys } : {}) };
+    // Named fields first: V8 takes a slow path for keys added after a leading spread.
+    paths[i] = { fleetPath: previous.fleetPath, reachable: true, error: '', unitAttentions: uas, ...(keys ? { keys } : {}) };
   };
 
   const primary = async (i: number): Promise<boolean> => {

@@ -105,44 +105,46 @@ export function buildReport(obs: LuObservation, analysis: UnitAnalysis, keys: Ke
   const reachable = obs.paths.filter((p) => p.reachable).length;
   const reachability =
     state === undefined ? Reachability.REACHABILITY_UNREACHABLE : reachable === obs.paths.length ? Reachability.REACHABILITY_REACHABLE : Reachability.REACHABILITY_PARTIAL;
-  return LogicalUnitReport.fromPartial({
+  // A literal sharing the unit's capabilities, the key index's owners and the paths' initiator ports (read-only):
+  // fromPartial deep-copied all of them for each of an audit's thousands of reports.
+  return {
     luId: obs.unit.luId,
     loaderId: obs.unit.loaderId,
     peripheralDeviceType: unit.peripheralDeviceType,
     vendor: unit.vendor,
     product: unit.product,
     serial: unit.serial,
-    ...(unit.capabilities === undefined ? {} : { capabilities: unit.capabilities }),
+    capabilities: unit.capabilities,
     reachability,
     generation: state?.generation ?? 0,
     reserved: state?.reserved ?? false,
     holderKey: state?.holderKey ?? 0n,
     type: state?.type ?? 0,
     scope: state?.scope ?? 0,
-    ...(state?.reserved && state.holderKey !== 0n ? { holder: keys.owner(state.holderKey) } : {}),
+    holder: state?.reserved && state.holderKey !== 0n ? keys.owner(state.holderKey) : undefined,
     holderAgentId: analysis.holderAgentId,
-    keys: [...analysis.keyCounts].map(([key, nexusCount]) => RegisteredKey.fromPartial({ key, nexusCount, owner: keys.owner(key) })),
-    paths: obs.paths.map((p, i) => {
+    keys: [...analysis.keyCounts].map(([key, nexusCount]): RegisteredKey => ({ key, nexusCount, owner: keys.owner(key) })),
+    paths: obs.paths.map((p, i): PathReport => {
       const reg = analysis.paths[i];
-      return PathReport.fromPartial({
+      return {
         agentId: p.fleetPath.agent.hello.agentId,
         hostname: p.fleetPath.agent.hello.hostname,
         path: p.fleetPath.path.path,
         agentConnected: p.fleetPath.agent.session !== undefined,
         reachable: p.reachable,
-        ...(p.fleetPath.path.initiatorPort === undefined ? {} : { initiatorPort: p.fleetPath.path.initiatorPort }),
+        initiatorPort: p.fleetPath.path.initiatorPort,
         relativeTargetPort: p.fleetPath.path.relativeTargetPort,
         registration: reg?.registration ?? RegistrationState.REGISTRATION_STATE_UNKNOWN,
         key: reg?.key ?? 0n,
         holder: reg?.holder ?? false,
         unitAttentions: [...p.unitAttentions],
         error: p.error,
-      });
+      };
     }),
     findings,
     fullStatus: state?.fullStatus !== undefined,
     error: obs.error,
-  });
+  };
 }
 
 /** What the loader-level check needs of each LU report. */
