@@ -9,6 +9,7 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
 import { FleetServiceDefinition } from '../gen/prfleet/v1/fleet.js';
+import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
@@ -160,8 +161,9 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
   const control = deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
   server.add(HealthDefinition, HealthServiceImpl(health));
+  // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
-    ControlServiceDefinition,
+    directServiceDefinition(ControlServiceDefinition),
     createControlService({
       registry: agents,
       router,
@@ -174,7 +176,7 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
       principalOf: deps.principalOf,
     }),
   );
-  server.add(AgentServiceDefinition, createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
+  server.add(directServiceDefinition(AgentServiceDefinition), createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
   // The fleet engine journals every step, so it needs the durable store; the memory store serves no FleetService.
   const services: string[] = [...REFLECTED_SERVICES];
   if (store !== undefined) {
