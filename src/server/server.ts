@@ -2,13 +2,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { createServer, type ServerMiddleware } from 'nice-grpc';
+import { createServer, ServerError, Status, type ServerMiddleware } from 'nice-grpc';
 import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
-import { FleetServiceDefinition } from '../gen/prfleet/v1/fleet.js';
+import { FleetServiceDefinition, type FleetServiceImplementation } from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
@@ -46,6 +46,28 @@ export interface ServerDeps {
   readonly middlewares?: readonly ServerMiddleware[] | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
+}
+
+/** FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix. */
+function fleetServiceWithoutStore(): FleetServiceImplementation {
+  const refuse = () =>
+    new ServerError(
+      Status.FAILED_PRECONDITION,
+      'fleet operations (audit, key registry, desired state, plan/apply/takeover) need the durable store: run the server with PRFLEET_STORE=pglite (the default) or DATABASE_URL, not PRFLEET_STORE=memory',
+    );
+  return Object.fromEntries(
+    Object.entries(FleetServiceDefinition.methods).map(([name, method]) => [
+      name,
+      method.responseStream
+        ? // eslint-disable-next-line require-yield -- refuses before yielding anything
+          async function* () {
+            throw refuse();
+          }
+        : async () => {
+            throw refuse();
+          },
+    ]),
+  ) as unknown as FleetServiceImplementation;
 }
 
 /** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */
@@ -177,11 +199,13 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
     }),
   );
   server.add(directServiceDefinition(AgentServiceDefinition), createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
-  // The fleet engine journals every step, so it needs the durable store; the memory store serves no FleetService.
-  const services: string[] = [...REFLECTED_SERVICES];
+  // The fleet engine journals every step and reads the key registry, so it needs the durable store; with the
+  // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
+  const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
   if (store !== undefined) {
     registerFleetService(control, { router, devices: agents, store, log, instanceId: config.instanceId });
-    services.push(FleetServiceDefinition.fullName);
+  } else {
+    control.add(FleetServiceDefinition, fleetServiceWithoutStore());
   }
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);

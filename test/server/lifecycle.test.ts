@@ -53,7 +53,7 @@ describe('health and reflection', () => {
       const responses = [];
       for await (const response of reflection.serverReflectionInfo(requests())) responses.push(response);
       const names = responses[0]?.getListServicesResponse()?.getServiceList().map((s) => s.getName());
-      expect(names).toEqual(['prfleet.v1.ControlService', 'prfleet.v1.AgentService']);
+      expect(names).toEqual(['prfleet.v1.ControlService', 'prfleet.v1.AgentService', 'prfleet.v1.FleetService']);
       const files = responses[1]?.getFileDescriptorResponse()?.getFileDescriptorProtoList_asU8() ?? [];
       expect(files.length).toBeGreaterThan(0);
       expect(Buffer.from(files[0] ?? []).toString('latin1')).toContain('prfleet/v1/control.proto');
