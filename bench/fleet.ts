@@ -16,6 +16,7 @@ import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { startEmulatedFleet } from '../agent/fleet.js';
 import type { FabricInput } from '../agent/fabric.js';
 import { createLogger } from '../src/common/logger.js';
+import { directServiceDefinition } from '../src/common/service-definition.js';
 import { AgentServiceDefinition } from '../src/gen/prfleet/v1/agent.js';
 import { FleetServiceDefinition, Reachability } from '../src/gen/prfleet/v1/fleet.js';
 import { AgentRegistry } from '../src/server/agent-registry.js';
@@ -101,8 +102,9 @@ async function main(): Promise<void> {
   });
   const store = await openStore({ inMemory: true });
   const server = createServer().use(errorDetailsServerMiddleware);
+  // As prfleet-server registers it (src/server/server.ts).
   server.add(
-    AgentServiceDefinition,
+    directServiceDefinition(AgentServiceDefinition),
     createAgentService({ registry: agents, router, instanceId: 'bench', log }),
   );
   registerFleetService(server, { router, devices: agents, store, log });

@@ -9,6 +9,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private waiter: ((value: void) => void) | undefined;
   private closed = false;
   private closeError: unknown;
+  /** Producers waiting for the queue to shrink (whenSizeAtMost). */
+  private roomWaiters: { readonly max: number; readonly resolve: () => void }[] = [];
 
   constructor(
     /** Items `push` accepts before refusing. */
@@ -41,12 +43,32 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     return true;
   }
 
+  /**
+   * Resolves once at most `max` items wait to be read (at once when that is so already), or the queue is closed:
+   * a producer that awaits it before pushing more is paced by its reader (and so, for a gRPC stream, by HTTP/2).
+   */
+  whenSizeAtMost(max: number): Promise<void> {
+    if (this.items.length <= max || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => this.roomWaiters.push({ max, resolve }));
+  }
+
+  private releaseRoom(): void {
+    const size = this.items.length;
+    const waiting = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of waiting) {
+      if (this.closed || size <= w.max) w.resolve();
+      else this.roomWaiters.push(w);
+    }
+  }
+
   /** Ends the queue after the queued items; with `error`, the reader throws it after draining. */
   close(error?: unknown): void {
     if (this.closed) return;
     this.closed = true;
     this.closeError = error;
     this.wake();
+    this.releaseRoom();
   }
 
   private wake(): void {
@@ -60,6 +82,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     for (;;) {
       const item = this.items.shift();
       if (item !== undefined) {
+        if (this.roomWaiters.length > 0) this.releaseRoom();
         yield item;
         continue;
       }

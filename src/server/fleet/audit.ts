@@ -19,7 +19,7 @@ import { loadKeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit } from './observe.js';
 import { buildReport, loaderFindings, unitFindings, type AgentLookup, type LoaderDigest } from './report.js';
-import { selectUnits } from './selection.js';
+import { selectUnits, type SelectedUnit } from './selection.js';
 
 /** Audit defaults. */
 export const AUDIT_DEFAULTS = {
@@ -94,21 +94,41 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
   setMaxListeners(0, signal);
   const ctx = { router: deps.router, limiter, timeoutMs, signal, onCommand: () => void (commands += 1) };
-  const work = Promise.all(
-    units.map(async (unit) => {
-      const obs = await observeUnit(unit, ctx);
-      const analysis = analyzeUnit(obs, keys);
-      const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
-      const report = buildReport(obs, analysis, keys, list);
-      done += 1;
-      count(list);
-      paths += report.paths.length;
-      pathsReachable += report.paths.filter((p) => p.reachable).length;
-      if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
-      if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
-      digests.push({ luId: report.luId, loaderId: report.loaderId, peripheralDeviceType: report.peripheralDeviceType, reserved: report.reserved, holderKey: report.holderKey, holderAgentId: report.holderAgentId });
-      out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
-    }),
+  const auditUnit = async (unit: SelectedUnit): Promise<void> => {
+    const obs = await observeUnit(unit, ctx);
+    const analysis = analyzeUnit(obs, keys);
+    const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
+    const report = buildReport(obs, analysis, keys, list);
+    done += 1;
+    count(list);
+    paths += report.paths.length;
+    pathsReachable += report.paths.filter((p) => p.reachable).length;
+    if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
+    if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
+    digests.push({ luId: report.luId, loaderId: report.loaderId, peripheralDeviceType: report.peripheralDeviceType, reserved: report.reserved, holderKey: report.holderKey, holderAgentId: report.holderAgentId });
+    out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
+  };
+  // Lanes instead of every LU at once: only a lane's worth of reads, promises and reports is alive at a time
+  // (10,000 LUs started together kept ~100 MB alive through every young-generation GC, which copied it all each
+  // time), and lanes wait while the client has a backlog of reports. LUs are taken round-robin over agents, so
+  // the lanes spread over the fleet instead of queueing behind one agent's per-agent limit.
+  const order = interleaveByAgent(units);
+  const backlog = Math.max(64, maxConcurrency);
+  let next = 0;
+  let failed = false;
+  const lane = async (): Promise<void> => {
+    try {
+      while (next < order.length && !failed && !signal.aborted) {
+        await auditUnit(order[next++] as SelectedUnit);
+        await out.whenSizeAtMost(backlog);
+      }
+    } catch (e) {
+      failed = true;
+      throw e;
+    }
+  };
+  const work = Promise.all(Array.from({ length: Math.min(order.length, maxConcurrency) }, lane)).then(() =>
+    signal.throwIfAborted(),
   );
   work.then(
     () => {
@@ -149,5 +169,26 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
     yield* out;
   } finally {
     clearInterval(timer);
+    out.close(); // a client that went away: lanes waiting for it to read stop waiting (their reads abort)
   }
+}
+
+/** The units in round-robin order over the agent of each one's first path (each agent's own order kept). */
+export function interleaveByAgent(units: readonly SelectedUnit[]): SelectedUnit[] {
+  const byAgent = new Map<string, SelectedUnit[]>();
+  for (const unit of units) {
+    const agentId = unit.paths[0]?.agent.hello.agentId ?? '';
+    let list = byAgent.get(agentId);
+    if (list === undefined) byAgent.set(agentId, (list = []));
+    list.push(unit);
+  }
+  const lists = [...byAgent.values()];
+  const out: SelectedUnit[] = [];
+  for (let round = 0; out.length < units.length; round++) {
+    for (const list of lists) {
+      const unit = list[round];
+      if (unit !== undefined) out.push(unit);
+    }
+  }
+  return out;
 }
