@@ -112,6 +112,10 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     buckets: LATENCY_BUCKETS,
     registers,
   });
+  // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
+  // was a visible part of each command's cost. The label sets are few (kinds × outcomes).
+  const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
+  const commandTimers = new Map<string, ReturnType<typeof commandSeconds.labels>>();
   return {
     registry,
     agentsConnected,
@@ -126,8 +130,16 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     rpcSeconds,
     recordCommand(command, result, seconds) {
       const kind = commandKindOf(command);
-      commands.inc({ kind, outcome: outcomeToJSON(result.outcome).replace(/^OUTCOME_/, '').toLowerCase() });
-      commandSeconds.observe({ kind }, seconds);
+      const key = `${kind}\0${result.outcome}`;
+      let counter = commandCounters.get(key);
+      if (counter === undefined) {
+        const outcome = outcomeToJSON(result.outcome).replace(/^OUTCOME_/, '').toLowerCase();
+        commandCounters.set(key, (counter = commands.labels({ kind, outcome })));
+      }
+      counter.inc();
+      let timer = commandTimers.get(kind);
+      if (timer === undefined) commandTimers.set(kind, (timer = commandSeconds.labels({ kind })));
+      timer.observe(seconds);
     },
     setAuditFindings(countsByKind) {
       auditFindings.reset();
@@ -148,6 +160,11 @@ function codeOf(error: unknown): string {
  * so it sees the codes the error middleware produces: `createServer().use(metricsMiddleware).use(…)`.
  */
 export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddleware {
+  // Label children by (method, code), so each RPC does not hash its label object twice (prom-client).
+  const children = new Map<
+    string,
+    { count: ReturnType<ServerMetrics['rpcs']['labels']>; time: ReturnType<ServerMetrics['rpcSeconds']['labels']> }
+  >();
   return async function* metricsMiddleware<Request, Response>(
     call: ServerMiddlewareCall<Request, Response>,
     context: CallContext,
@@ -161,8 +178,14 @@ export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddlewar
       code = codeOf(error);
       throw error;
     } finally {
-      metrics.rpcs.inc({ method, code });
-      metrics.rpcSeconds.observe({ method, code }, (performance.now() - started) / 1000);
+      const key = `${method}\0${code}`;
+      let child = children.get(key);
+      if (child === undefined) {
+        child = { count: metrics.rpcs.labels({ method, code }), time: metrics.rpcSeconds.labels({ method, code }) };
+        children.set(key, child);
+      }
+      child.count.inc();
+      child.time.observe((performance.now() - started) / 1000);
     }
   };
 }

@@ -180,11 +180,14 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       );
     }
     sequence += 1;
-    const sent = Command.fromPartial({
-      ...command,
+    // A literal, not fromPartial: the caller's command is complete and never changed, so its kind is shared.
+    const sent: Command = {
       commandId: command.commandId === '' ? `${idPrefix}-${sequence}` : command.commandId,
+      path: command.path,
       timeout: msToDuration(options.timeoutMs),
-    });
+      idempotencyKey: command.idempotencyKey,
+      kind: command.kind,
+    };
     const luId = options.luId ?? '';
     const startedMs = performance.now();
 
@@ -216,14 +219,15 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
         clearTimeout(slackTimer);
         stopListening();
         session.forget(sent.commandId);
-        const result = CommandResult.fromPartial({
+        // A shallow copy (the agent's result is a complete decoded message), not a fromPartial deep copy.
+        const result: CommandResult = {
           ...raw,
           commandId: sent.commandId,
           agentId: raw.agentId === '' ? agentId : raw.agentId,
           path: raw.path === '' ? sent.path : raw.path,
           luId: raw.luId === '' ? luId : raw.luId,
           idempotencyKey: raw.idempotencyKey === '' ? sent.idempotencyKey : raw.idempotencyKey,
-        });
+        };
         settledOne();
         logResult(sent, result, performance.now() - startedMs, abandoned);
         try {

@@ -2,7 +2,7 @@ import type { Target } from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { ErrorReason, invalidArgument, notFound, unavailable } from '../common/errors.js';
 import type { AgentRecord, AgentRegistry } from './agent-registry.js';
-import { isOnline, pathsByLu } from './devices.js';
+import { isOnline, pathsByLu, type FleetPath } from './devices.js';
 
 /** Which agent and path a command goes through, and the LU behind it. */
 export interface ResolvedTarget {
@@ -49,18 +49,24 @@ export function resolveTarget(
   }
   if (agentId === '' && pathName !== '') throw invalidArgument(field('agent_id'), 'required with path');
 
-  const groups = pathsByLu(registry);
-  if (luId !== '' && !groups.has(luId)) {
-    throw notFound('logical unit', luId, `no agent reports logical unit ${luId}`);
-  }
+  // Grouping every agent's paths by LU is O(all paths in the fleet): done only when the request names an LU
+  // without the agent path that leads to it (agent_id + path is the common case, and costs O(that agent's paths)).
+  let grouped: Map<string, FleetPath[]> | undefined;
+  const groups = () => (grouped ??= pathsByLu(registry));
+  const unknownLu = () => notFound('logical unit', luId, `no agent reports logical unit ${luId}`);
 
   if (agentId !== '') {
     const agent = registry.get(agentId);
+    if (pathName !== '') {
+      const path = agent?.paths.find((p) => p.path === pathName);
+      // The path itself proves its LU is known; otherwise the LU check comes first, as it always did.
+      if (luId !== '' && path?.luId !== luId && !groups().has(luId)) throw unknownLu();
+    } else if (luId !== '' && !groups().has(luId)) throw unknownLu();
     if (agent === undefined) throw notFound('agent', agentId, `agent ${agentId} is unknown to this server`);
     if (pathName === '') {
       // PRIN with lu_id + agent_id: that agent's path to the LU.
       if (luId === '') throw invalidArgument(field('path'), 'required with agent_id when lu_id is empty');
-      const candidates = (groups.get(luId) ?? []).filter((p) => p.agent === agent);
+      const candidates = (groups().get(luId) ?? []).filter((p) => p.agent === agent);
       if (candidates.length === 0) {
         throw notFound('path', `${agentId}:${luId}`, `agent ${agentId} has no path to logical unit ${luId}`);
       }
@@ -82,7 +88,8 @@ export function resolveTarget(
   }
 
   // lu_id only (PRIN): pick an online path.
-  const online = (groups.get(luId) ?? []).find(isOnline);
+  if (!groups().has(luId)) throw unknownLu();
+  const online = (groups().get(luId) ?? []).find(isOnline);
   if (online === undefined) {
     throw unavailable(ErrorReason.NO_ONLINE_PATH, `no connected agent has an online path to logical unit ${luId}`, {
       lu_id: luId,
