@@ -201,7 +201,9 @@ async function main(): Promise<number> {
     process.stdout.write(
       'Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n',
     );
-    const server = await startServerProcess();
+    // READ KEYS never touches the store (no idempotency key, no PROUT history): the memory store keeps the
+    // embedded PGlite (its start-up, and its memory in the server's heap) out of a latency measurement.
+    const server = await startServerProcess({ env: { PRFLEET_STORE: 'memory' } });
     children.push(server.handle);
     const sim = await startSimProcess({ address: server.address, fabric });
     children.push(sim);

@@ -166,7 +166,8 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
             await authorizeSessionCommand(principal, request.command);
           }
           const { result } = await run(specOf(request), ctx);
-          reply = CommandSessionResponse.fromPartial({ requestId: request.requestId, reply: { $case: 'result', value: result } });
+          // A literal: fromPartial would deep-copy the (complete) result once more per command.
+          reply = { requestId: request.requestId, reply: { $case: 'result', value: result } };
         } catch (e) {
           if (isAbortError(e) && ctx.signal.aborted) return; // the caller is gone
           const summary = summarizeRpcError(e);
