@@ -25,10 +25,9 @@ import { HISTORY_DISABLED, type PrincipalOf } from '../../src/server/history.js'
 import { openStore, type Store } from '../../src/server/store/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
+import { probePg, TEST_DATABASE_URL } from '../store/backends.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
 
-const TEST_DATABASE_URL =
-  process.env['PRFLEET_TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const LOADER1_CHANGER = 'naa.5000e11100000001';
 const LOADER2_CHANGER = 'naa.5000e11100000003';
 const FAKE_LU = 'naa.5000e111000000ff';
@@ -40,22 +39,6 @@ const principalFromHeader: PrincipalOf = (ctx) => {
   return typeof user === 'string' && user !== '' ? user : 'anonymous';
 };
 const as = (user: string) => ({ metadata: Metadata({ 'x-user': user }) });
-
-async function probePg(): Promise<string | undefined> {
-  const client = new pg.Client({
-    connectionString: TEST_DATABASE_URL,
-    connectionTimeoutMillis: 2000,
-  });
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return undefined;
-  } catch (error) {
-    return `PostgreSQL at ${TEST_DATABASE_URL} unreachable (${(error as Error).message})`;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 /** One durable store shared by a describe block; `reopen` closes it and opens the same data again (a restart). */
 interface Backend {

@@ -34,7 +34,7 @@ const newSchema = () => `prfleet_t_${runId}_${++counter}`;
  * Probes PostgreSQL once. Unreachable outside CI: skipped with a reason. Unreachable with CI=true: the
  * backend is returned anyway, so its tests fail loudly.
  */
-async function probePg(): Promise<string | undefined> {
+export async function probePg(): Promise<string | undefined> {
   const client = new pg.Client({
     connectionString: TEST_DATABASE_URL,
     connectionTimeoutMillis: 2000,
