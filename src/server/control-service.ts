@@ -9,7 +9,7 @@ import {
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { invalidArgument, notFound, summarizeRpcError, unavailable, ErrorReason } from '../common/errors.js';
 import type { AgentRegistry } from './agent-registry.js';
-import { authorizeSessionCommand, principalOf as authPrincipalOf } from './auth/middleware.js';
+import { authorizeOptionsOf, authorizeSessionCommand, principalOf as authPrincipalOf } from './auth/middleware.js';
 import { AsyncQueue } from './async-queue.js';
 import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
@@ -163,7 +163,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
           // must not carry a PREEMPT), with the same reason rules as the unary RPC.
           const principal = authPrincipalOf(ctx);
           if (principal !== undefined && request.command !== undefined) {
-            await authorizeSessionCommand(principal, request.command);
+            await authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));
           }
           const { result } = await run(specOf(request), ctx);
           // A literal: fromPartial would deep-copy the (complete) result once more per command.
