@@ -3,3 +3,4 @@ export * from './tokens.js';
 export * from './middleware.js';
 export * from './mtls.js';
 export * from './config.js';
+export * from './key-ownership.js';

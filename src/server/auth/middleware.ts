@@ -17,13 +17,36 @@ import { verifyToken, type Principal, type TokenStore } from './tokens.js';
 export interface AuthCallContextExt {
   /** The authenticated caller. */
   readonly principal: Principal;
+  /**
+   * The checks the middleware ran (role table, key registry hook), for handlers that check more per message:
+   * CommandSession passes them to {@link authorizeSessionCommand}.
+   */
+  readonly authorization?: AuthorizeOptions;
 }
+
+/** How an operator means to use a key: take or keep something with it, or give it up. */
+export interface OperatorKeyUse {
+  /** The RPC (or the unary RPC a CommandSession command stands for): Register, Reserve, Release. */
+  readonly method: string;
+  /**
+   * `acquire`: register it as the new key, or reserve with it. `relinquish`: the current key of a REGISTER
+   * that unregisters or replaces it, or the key of a RELEASE (a revoked key may still be cleaned up).
+   */
+  readonly purpose: 'acquire' | 'relinquish';
+}
+
+/** The key registry's answer: true to allow; false, or a refusal whose reason is the PERMISSION_DENIED message. */
+export type OperatorKeyVerdict = boolean | { readonly allowed: false; readonly reason: string };
 
 /**
  * Decides whether an operator may act with a reservation key (the key registry's answer). Admins are not asked.
- * Return false to refuse with PERMISSION_DENIED.
+ * Return false (or a refusal naming why) to refuse with PERMISSION_DENIED.
  */
-export type OperatorKeyCheck = (principal: Principal, key: bigint) => boolean | Promise<boolean>;
+export type OperatorKeyCheck = (
+  principal: Principal,
+  key: bigint,
+  use: OperatorKeyUse,
+) => OperatorKeyVerdict | Promise<OperatorKeyVerdict>;
 
 /** Per-request checks shared by the middleware (unary RPCs) and the CommandSession handler (each command). */
 export interface AuthorizeOptions {
@@ -45,6 +68,11 @@ export interface AuthMiddlewareOptions extends AuthorizeOptions {
 
 /** Metadata key carrying `Bearer <token>`. */
 export const AUTHORIZATION_HEADER = 'authorization';
+
+/** The checks the auth middleware ran on this call (pass them to {@link authorizeSessionCommand}); {} without auth. */
+export function authorizeOptionsOf(ctx: CallContext): AuthorizeOptions {
+  return (ctx as CallContext & Partial<AuthCallContextExt>).authorization ?? {};
+}
 
 /** The principal the auth middleware put into `ctx`, or undefined when the server runs without auth. */
 export function principalOf(ctx: CallContext): Principal | undefined {
@@ -73,18 +101,23 @@ interface KeyedRequest {
   options?: { reason?: string } | undefined;
 }
 
-/** Keys an operator acts with in `methodName` (those the key registry must grant). */
-function operatorKeysOf(methodName: string, request: KeyedRequest): bigint[] {
+/** Keys an operator acts with in `methodName` (those the key registry must grant), and how each is used. */
+function operatorKeysOf(methodName: string, request: KeyedRequest): { key: bigint; use: OperatorKeyUse }[] {
+  const acquire = { method: methodName, purpose: 'acquire' } as const;
+  const relinquish = { method: methodName, purpose: 'relinquish' } as const;
   switch (methodName) {
     case 'Register': {
-      const keys: bigint[] = [];
-      if (request.newKey !== undefined && request.newKey !== 0n) keys.push(request.newKey);
-      if (!request.ignoreExistingKey && request.key !== undefined && request.key !== 0n) keys.push(request.key);
+      const keys: { key: bigint; use: OperatorKeyUse }[] = [];
+      if (request.newKey !== undefined && request.newKey !== 0n) keys.push({ key: request.newKey, use: acquire });
+      if (!request.ignoreExistingKey && request.key !== undefined && request.key !== 0n) {
+        keys.push({ key: request.key, use: relinquish });
+      }
       return keys;
     }
     case 'Reserve':
+      return request.key === undefined ? [] : [{ key: request.key, use: acquire }];
     case 'Release':
-      return request.key === undefined ? [] : [request.key];
+      return request.key === undefined ? [] : [{ key: request.key, use: relinquish }];
     default:
       return [];
   }
@@ -118,20 +151,23 @@ export async function authorizeRequest(
     ]);
   }
   if (principal.role === 'operator' && options.isOperatorKeyAllowed !== undefined) {
-    for (const key of operatorKeysOf(methodName, keyed)) {
-      if (!(await options.isOperatorKeyAllowed(principal, key))) {
-        throw new ServerError(
-          Status.PERMISSION_DENIED,
-          `${principal.name} may not use key ${formatKey(key)}: the key registry does not assign it to them`,
-        );
-      }
+    for (const { key, use } of operatorKeysOf(methodName, keyed)) {
+      const verdict = await options.isOperatorKeyAllowed(principal, key, use);
+      if (verdict === true) continue;
+      throw new ServerError(
+        Status.PERMISSION_DENIED,
+        verdict === false
+          ? `${principal.name} may not use key ${formatKey(key)}: the key registry does not assign it to them`
+          : verdict.reason,
+      );
     }
   }
 }
 
 /**
- * The check a CommandSession handler runs per command (a unary call's checks, same table). Throws like
- * {@link authorizeRequest}; the handler turns the error into a SessionError and keeps the session open.
+ * The check a CommandSession handler runs per command (a unary call's checks, same table, same key registry
+ * hook: pass `authorizeOptionsOf(ctx)`). Throws like {@link authorizeRequest}; the handler turns the error into
+ * a SessionError and keeps the session open.
  */
 export async function authorizeSessionCommand(
   principal: Principal,
@@ -176,6 +212,10 @@ export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMidd
       }
       throw error;
     }
-    return yield* call.next(call.request, { ...context, principal });
+    const authorization: AuthorizeOptions = {
+      ...(options.methodRoles === undefined ? {} : { methodRoles: options.methodRoles }),
+      ...(options.isOperatorKeyAllowed === undefined ? {} : { isOperatorKeyAllowed: options.isOperatorKeyAllowed }),
+    };
+    return yield* call.next(call.request, { ...context, principal, authorization });
   };
 }
