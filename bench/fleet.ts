@@ -5,8 +5,11 @@
  * in the child). Target: 10,000 LUs behind 1,000 agents in ≤ 1 s. Misses are printed, not hidden.
  *
  * Run from a build: `npx tsc -p tsconfig.build.json --outDir <dir> && node <dir>/bench/fleet.js [hosts] [lusPerHost] [maxConcurrency]`.
+ * PRFLEET_BENCH_PROFILE=<dir> writes a CPU profile of the last measured audit only (server+client and agents
+ * child: `server.cpuprofile`, `agents.cpuprofile`), without start-up and warm-up in it.
  */
 import { fork } from 'node:child_process';
+import { Session as InspectorSession } from 'node:inspector/promises';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +30,20 @@ import { openStore } from '../src/server/store/index.js';
 import { processCpuMs } from './stats.js';
 
 const log = createLogger({ level: 'silent', name: 'bench-fleet' });
+
+/** Starts the V8 CPU profiler in this process; the returned function stops it and writes `file`. */
+async function startProfile(file: string): Promise<() => Promise<void>> {
+  const session = new InspectorSession();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 200 });
+  await session.post('Profiler.start');
+  return async () => {
+    const { profile } = await session.post('Profiler.stop');
+    writeFileSync(file, JSON.stringify(profile));
+    session.disconnect();
+  };
+}
 
 /** `hosts` hosts; host h sees lusPerHost/2 loaders (a SuperLoader changer + an LTO drive each) through one path each. */
 function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
@@ -77,8 +94,17 @@ async function agentsMain(address: string, fabricFile: string): Promise<void> {
     agentOptions: { heartbeatMs: 60_000, pathConcurrency: 8 },
   });
   process.send?.({ ready: fleet.agents.length });
-  process.on('message', (m) => {
+  let stopProfile: (() => Promise<void>) | undefined;
+  process.on('message', (m: unknown) => {
     if (m === 'stop') void fleet.stop().then(() => process.exit(0));
+    const profile = (m as { profile?: string } | null)?.profile;
+    if (profile !== undefined)
+      void startProfile(profile).then((stop) => {
+        stopProfile = stop;
+        process.send?.('profiling');
+      });
+    if (m === 'profile-stop')
+      void stopProfile?.().then(() => process.send?.('profiled'));
   });
 }
 
@@ -135,8 +161,16 @@ async function main(): Promise<void> {
 
   const client = createClient(FleetServiceDefinition, createChannel(address));
   const rows: string[] = [];
-  for (const label of ['warm-up', 'measured', 'measured']) {
+  const profileDir = process.env['PRFLEET_BENCH_PROFILE'];
+  const labels = ['warm-up', 'measured', 'measured'];
+  for (const [round, label] of labels.entries()) {
     (globalThis as { gc?: () => void }).gc?.();
+    let stopProfile: (() => Promise<void>) | undefined;
+    if (profileDir !== undefined && round === labels.length - 1) {
+      child.send({ profile: join(profileDir, 'agents.cpuprofile') });
+      await new Promise((r) => child.once('message', r));
+      stopProfile = await startProfile(join(profileDir, 'server.cpuprofile'));
+    }
     const before = process.memoryUsage();
     let peakRss = before.rss;
     let peakHeap = before.heapUsed;
@@ -164,6 +198,11 @@ async function main(): Promise<void> {
     const serverCpuMs = (cpu.user + cpu.system) / 1000;
     const agentsCpuMs = processCpuMs(child.pid ?? -1) - agentsCpuBefore;
     clearInterval(sampler);
+    if (stopProfile !== undefined) {
+      await stopProfile();
+      child.send('profile-stop');
+      await new Promise((r) => child.once('message', r));
+    }
     rows.push(
       `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
         `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
