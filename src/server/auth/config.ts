@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { storeConfigFromEnv } from '../config.js';
 import { loadTlsMaterial, type ServerCredentialsOptions } from './mtls.js';
 
 const booleanFlag = z
@@ -12,7 +13,11 @@ const SecurityEnv = z.object({
   PRFLEET_CLIENT_CERTS: z.enum(['require', 'optional']).optional(),
   PRFLEET_PLAINTEXT: booleanFlag.default(false),
   PRFLEET_TOKENS_FILE: z.string().min(1).optional(),
+  PRFLEET_TOKENS: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['database', 'file', 'off']).optional()),
 });
+
+/** Where ControlService/FleetService bearer tokens are looked up. */
+export type TokenSource = 'database' | 'file';
 
 /** How the server authenticates: transport credentials, agent certificates, client tokens. */
 export interface SecurityConfig {
@@ -20,16 +25,47 @@ export interface SecurityConfig {
   readonly credentials: ServerCredentialsOptions;
   /** Agents must present a CA-signed certificate naming their id (true whenever TLS is on). */
   readonly requireAgentCertificate: boolean;
-  /** Token file for ControlService bearer tokens; absent = no client authentication (plaintext dev only). */
+  /**
+   * Where client tokens live: the durable store's `auth_tokens` table (shared by every instance on one
+   * database) or {@link tokensFile}; absent = no client authentication (plaintext dev only).
+   */
+  readonly tokenSource?: TokenSource;
+  /** Token file, when {@link tokenSource} is 'file'. */
   readonly tokensFile?: string;
 }
 
 /**
+ * PRFLEET_TOKENS, or the automatic choice when it is unset: PRFLEET_TOKENS_FILE set → that file; else a server
+ * with a durable store (PGlite or PostgreSQL) serving TLS → the database; else none (plaintext without a token
+ * file: tests, the demo, loopback). Throws naming the variables when an explicit choice cannot work.
+ */
+function tokenSourceOf(
+  e: { PRFLEET_TOKENS?: 'database' | 'file' | 'off' | undefined; PRFLEET_TOKENS_FILE?: string | undefined; PRFLEET_PLAINTEXT: boolean },
+  env: NodeJS.ProcessEnv,
+): TokenSource | undefined {
+  const durable = storeConfigFromEnv(env).kind !== 'memory';
+  switch (e.PRFLEET_TOKENS) {
+    case 'off':
+      return undefined;
+    case 'file':
+      if (e.PRFLEET_TOKENS_FILE === undefined) throw new Error('PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE (the token file prfleet-tokens writes)');
+      return 'file';
+    case 'database':
+      if (!durable) throw new Error('PRFLEET_TOKENS=database needs a durable store (DATABASE_URL or PGlite), not PRFLEET_STORE=memory');
+      return 'database';
+    case undefined:
+      if (e.PRFLEET_TOKENS_FILE !== undefined) return 'file';
+      return durable && !e.PRFLEET_PLAINTEXT ? 'database' : undefined;
+  }
+}
+
+/**
  * Parses PRFLEET_TLS_CERT/KEY/CA (PEM files), PRFLEET_CLIENT_CERTS (require | optional; default optional when
- * PRFLEET_TOKENS_FILE is set, since token clients then share the port, else require), PRFLEET_PLAINTEXT and
- * PRFLEET_TOKENS_FILE. Throws naming the variable: TLS files must come together, and without them the server
- * refuses to start unless PRFLEET_PLAINTEXT=true. TLS without PRFLEET_TOKENS_FILE is refused too when client
- * certificates are optional (control clients would be unauthenticated).
+ * client tokens are on, since token clients then share the port, else require), PRFLEET_PLAINTEXT,
+ * PRFLEET_TOKENS (database | file | off; see {@link tokenSourceOf} for the default) and PRFLEET_TOKENS_FILE.
+ * Throws naming the variable: TLS files must come together, and without them the server refuses to start
+ * unless PRFLEET_PLAINTEXT=true. TLS without client tokens is refused too when client certificates are
+ * optional (control clients would be unauthenticated).
  */
 export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): SecurityConfig {
   const parsed = SecurityEnv.safeParse(env);
@@ -37,7 +73,13 @@ export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): Securi
   const e = parsed.data;
   const files = { PRFLEET_TLS_CERT: e.PRFLEET_TLS_CERT, PRFLEET_TLS_KEY: e.PRFLEET_TLS_KEY, PRFLEET_TLS_CA: e.PRFLEET_TLS_CA };
   const given = Object.entries(files).filter(([, v]) => v !== undefined);
-  const tokens = e.PRFLEET_TOKENS_FILE === undefined ? {} : { tokensFile: e.PRFLEET_TOKENS_FILE };
+  const tokenSource = tokenSourceOf(e, env);
+  const tokens =
+    tokenSource === undefined
+      ? {}
+      : tokenSource === 'file'
+        ? { tokenSource, tokensFile: e.PRFLEET_TOKENS_FILE as string }
+        : { tokenSource };
   if (given.length === 0) {
     if (!e.PRFLEET_PLAINTEXT) {
       throw new Error(
@@ -51,9 +93,11 @@ export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): Securi
     throw new Error(`incomplete TLS configuration: ${missing.join(' and ')} not set`);
   }
   if (e.PRFLEET_PLAINTEXT) throw new Error('PRFLEET_PLAINTEXT=true conflicts with PRFLEET_TLS_*: choose one');
-  const clientCerts = e.PRFLEET_CLIENT_CERTS ?? (e.PRFLEET_TOKENS_FILE === undefined ? 'require' : 'optional');
-  if (clientCerts === 'optional' && e.PRFLEET_TOKENS_FILE === undefined) {
-    throw new Error('PRFLEET_CLIENT_CERTS=optional needs PRFLEET_TOKENS_FILE: control clients without certificates must present tokens');
+  const clientCerts = e.PRFLEET_CLIENT_CERTS ?? (tokenSource === undefined ? 'require' : 'optional');
+  if (clientCerts === 'optional' && tokenSource === undefined) {
+    throw new Error(
+      'PRFLEET_CLIENT_CERTS=optional needs client tokens (PRFLEET_TOKENS_FILE, or a durable store with PRFLEET_TOKENS unset or database): control clients without certificates must present tokens',
+    );
   }
   return {
     credentials: {

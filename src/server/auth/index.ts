@@ -4,3 +4,4 @@ export * from './middleware.js';
 export * from './mtls.js';
 export * from './config.js';
 export * from './key-ownership.js';
+export * from './store-binding.js';

@@ -120,6 +120,25 @@ CREATE TRIGGER history_append_only BEFORE UPDATE OR DELETE ON history
   FOR EACH ROW EXECUTE FUNCTION prfleet_history_append_only();
 `,
   },
+  {
+    version: 2,
+    name: 'bearer tokens of ControlService and FleetService clients',
+    sql: `
+-- Bearer tokens (src/server/auth/tokens.ts): only sha256(salt || secret) is kept, never the secret. Rows are
+-- revoked, never deleted, so a token id is never reused and a revoked token stays explainable.
+CREATE TABLE auth_tokens (
+  id          text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{12}$'),
+  name        text NOT NULL CHECK (name <> '' AND length(name) <= 64),
+  role        text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+  salt        text NOT NULL CHECK (salt ~ '^[0-9a-f]{32}$'),
+  hash        text NOT NULL CHECK (hash ~ '^[0-9a-f]{64}$'),
+  created_at  timestamptz NOT NULL,
+  expires_at  timestamptz CHECK (expires_at IS NULL OR expires_at > created_at),
+  revoked_at  timestamptz
+);
+CREATE INDEX auth_tokens_name ON auth_tokens (name);
+`,
+  },
 ];
 
 /** The hash every chain starts from. */
