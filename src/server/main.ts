@@ -31,7 +31,7 @@ log.info(
     maxStreamAgeMs: scaleOut.maxStreamAgeMs,
     metrics: scaleOut.metrics ?? 'off',
     tracing: scaleOut.tracing === undefined ? 'off' : 'on',
-    tokens: scaleOut.security?.tokensFile === undefined ? 'off' : 'on',
+    tokens: scaleOut.security?.tokenSource ?? 'off',
   },
   'effective config',
 );
@@ -67,6 +67,7 @@ try {
   }
   throw e;
 }
+extras.useStore(server.store); // token table and key registry of the auth middleware
 const port = await server.listen(`${config.host}:${config.port}`, extras.credentials);
 await extras.start(server);
 log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');

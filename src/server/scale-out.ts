@@ -6,7 +6,7 @@ import { CommandResult, Outcome } from '../gen/prfleet/v1/scsi.js';
 import type { AgentRegistry } from './agent-registry.js';
 import {
   createAuthMiddleware,
-  createFileTokenStore,
+  createStoreBoundAuth,
   loadSecurityConfig,
   serverCredentials,
   type AuthCallContextExt,
@@ -135,8 +135,13 @@ export interface ServerExtras {
   readonly credentials: ServerCredentials | undefined;
   /** Server-wide middlewares, outermost first (metrics, then tracing): `server.use(m)` for each, before the error middleware. */
   readonly middlewares: readonly ServerMiddleware[];
-  /** Bearer-token middleware for ControlService and FleetService only (`server.with(m).add(…)`); undefined without a token file. */
+  /**
+   * Bearer-token middleware for ControlService and FleetService only (`server.with(m).add(…)`); undefined without
+   * client tokens. Its token table (PRFLEET_TOKENS=database) and key registry check wait for {@link useStore}.
+   */
   readonly controlMiddleware: ServerMiddleware<AuthCallContextExt> | undefined;
+  /** After createPrfleetServer, before listen: `extras.useStore(server.store)` (start() does it too, once). */
+  useStore(store: Store | undefined): void;
   /** The Prometheus metrics (registry, gauges, counters). */
   readonly metrics: ServerMetrics;
   /** The shared inventory (undefined without Redis). */
@@ -159,10 +164,18 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
   const middlewares: ServerMiddleware[] = [createMetricsMiddleware(metrics)];
   if (tracing !== undefined) middlewares.push(tracing.middleware);
   const security = config.security;
-  const controlMiddleware =
-    security?.tokensFile === undefined
+  const auth =
+    security?.tokenSource === undefined
       ? undefined
-      : createAuthMiddleware({ tokens: createFileTokenStore(security.tokensFile), log });
+      : createStoreBoundAuth({
+          tokenSource: security.tokenSource,
+          ...(security.tokensFile === undefined ? {} : { tokensFile: security.tokensFile }),
+          log,
+        });
+  const controlMiddleware =
+    auth === undefined
+      ? undefined
+      : createAuthMiddleware({ tokens: auth.tokens, isOperatorKeyAllowed: auth.isOperatorKeyAllowed, log });
   const credentials = security === undefined ? undefined : serverCredentials(security.credentials);
 
   let router: CommandRouter | undefined;
@@ -230,11 +243,13 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     credentials,
     middlewares,
     controlMiddleware,
+    useStore: (store) => auth?.bind(store),
     metrics,
     get inventory() {
       return inventory;
     },
     async start(server) {
+      auth?.bind(server.store);
       const redisRouter = router as unknown as { ready?: Promise<void> } | undefined;
       await redisRouter?.ready;
       await inventory?.ready;
