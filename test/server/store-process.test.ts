@@ -11,6 +11,7 @@ import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { createControlClient } from '../../src/common/client.js';
 import { builtBinaries, spawnNode, type ChildHandle } from '../../src/demo/processes.js';
 import { ensureBuilt } from '../helpers/processes.js';
+import { MIGRATIONS } from '../../src/server/store/migrations.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
 
 const LU = 'naa.5000e111000000fe';
@@ -50,7 +51,7 @@ describe('prfleet-server on a data directory', () => {
 
     const first = startServer(env);
     const opened = await first.waitForLog((e) => e['msg'] === 'store open', OPEN_TIMEOUT_MS);
-    expect(opened).toMatchObject({ schemaVersion: 1, location: join(dir, 'data') });
+    expect(opened).toMatchObject({ schemaVersion: MIGRATIONS.length, location: join(dir, 'data') });
     console.info(`store-process: first open of the data directory took ${String(opened['ms'])} ms`);
     const address = await listeningAddress(first);
 
