@@ -8,7 +8,7 @@ import type {
   Hello,
   Welcome,
 } from '../src/gen/prfleet/v1/agent.js';
-import type { Path } from '../src/gen/prfleet/v1/scsi.js';
+import type { CommandResult, Path } from '../src/gen/prfleet/v1/scsi.js';
 import { createAsyncQueue, type AsyncQueue } from './async-queue.js';
 import type { Executor } from './executor.js';
 
@@ -110,6 +110,7 @@ export function createSession(deps: SessionDeps): Session {
           await Promise.race([deps.executor.idle(), delay(deps.drainMs)]);
         }
         // Results already queued are written before the half-close (nice-grpc pipes the queue in order).
+        flushResults();
         queue.close();
         halfCloseTimer = setTimeout(() => call.abort(), deps.halfCloseGraceMs ?? 2000);
       };
@@ -117,16 +118,59 @@ export function createSession(deps: SessionDeps): Session {
       if (signal.aborted) return { reason: 'stopped', welcomed: false, durationMs: 0 };
       signal.addEventListener('abort', onStop, { once: true });
 
-      const sendResult = (command: Command, result: Parameters<typeof send>[0]): void => {
-        if (!send(result)) {
-          log.warn(
-            { commandId: command.commandId, path: command.path },
-            'result not delivered: the session ended (the server reports the command as UNKNOWN)',
-          );
+      // Results that finish together (same tick) go out as one ResultBatch when the server accepts it: they are
+      // gathered here and flushed, in order, on the next microtask (no timer, so no added latency).
+      let resultBatches = false;
+      let ready: { command: Command; result: CommandResult }[] = [];
+      const flushResults = (): void => {
+        const batch = ready;
+        if (batch.length === 0) return;
+        ready = [];
+        const delivered =
+          batch.length === 1
+            ? send({ $case: 'result', value: (batch[0] as (typeof batch)[0]).result })
+            : send({ $case: 'results', value: { results: batch.map((r) => r.result) } });
+        if (!delivered) {
+          for (const { command } of batch) {
+            log.warn(
+              { commandId: command.commandId, path: command.path },
+              'result not delivered: the session ended (the server reports the command as UNKNOWN)',
+            );
+          }
         }
       };
+      const sendResult = (command: Command, result: CommandResult): void => {
+        if (!resultBatches) {
+          ready.push({ command, result });
+          flushResults();
+          return;
+        }
+        if (ready.length === 0) queueMicrotask(flushResults);
+        ready.push({ command, result });
+      };
+      const onCommand = (command: Command): void => {
+        if (ending) {
+          sendResult(
+            command,
+            refusedResult(
+              command,
+              { agentId: deps.hello.agentId },
+              `agent ${ending === 'stopped' ? 'stopping' : 'reconnecting'}: not accepting commands`,
+            ),
+          );
+          return;
+        }
+        if (log.isLevelEnabled('debug')) {
+          log.debug(
+            { commandId: command.commandId, path: command.path, command: describeCommand(command) },
+            'command received',
+          );
+        }
+        void deps.executor.submit(command).then((result) => sendResult(command, result));
+      };
 
-      send({ $case: 'hello', value: deps.hello });
+      // This session understands CommandBatch (handled below exactly like single commands).
+      send({ $case: 'hello', value: { ...deps.hello, acceptsCommandBatches: true } });
       let end: SessionEnd;
       try {
         for await (const response of deps.client.connect(queue, { signal: call.signal })) {
@@ -134,6 +178,7 @@ export function createSession(deps: SessionDeps): Session {
           switch (message?.$case) {
             case 'welcome': {
               welcomed = true;
+              resultBatches = message.value.acceptsResultBatches;
               const interval =
                 message.value.heartbeatInterval && durationToMs(message.value.heartbeatInterval) > 0
                   ? durationToMs(message.value.heartbeatInterval)
@@ -159,30 +204,13 @@ export function createSession(deps: SessionDeps): Session {
               deps.onWelcome?.(message.value);
               break;
             }
-            case 'command': {
-              const command = message.value;
-              if (ending) {
-                sendResult(command, {
-                  $case: 'result',
-                  value: refusedResult(
-                    command,
-                    { agentId: deps.hello.agentId },
-                    `agent ${ending === 'stopped' ? 'stopping' : 'reconnecting'}: not accepting commands`,
-                  ),
-                });
-                break;
-              }
-              if (log.isLevelEnabled('debug')) {
-                log.debug(
-                  { commandId: command.commandId, path: command.path, command: describeCommand(command) },
-                  'command received',
-                );
-              }
-              void deps.executor
-                .submit(command)
-                .then((result) => sendResult(command, { $case: 'result', value: result }));
+            case 'command':
+              onCommand(message.value);
               break;
-            }
+            case 'commands':
+              // Only framing: each command is handled as if it had come alone, in order (per-path order kept).
+              for (const command of message.value.commands) onCommand(command);
+              break;
             case 'cancel': {
               const dropped = deps.executor.cancel(message.value.commandId);
               log.info({ commandId: message.value.commandId, dropped }, 'cancel received');
@@ -212,6 +240,7 @@ export function createSession(deps: SessionDeps): Session {
         clearInterval(heartbeat);
         clearTimeout(halfCloseTimer);
         signal.removeEventListener('abort', onStop);
+        flushResults();
         queue.close();
         welcomed = false;
         if (outbox === queue) outbox = undefined;

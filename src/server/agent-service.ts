@@ -1,10 +1,43 @@
 import type { Logger } from 'pino';
-import type { AgentServiceImplementation, ConnectRequest } from '../gen/prfleet/v1/agent.js';
+import type {
+  AgentServiceImplementation,
+  Command,
+  ConnectRequest,
+  ConnectResponse,
+} from '../gen/prfleet/v1/agent.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import { authorizeAgentHello, authorizeInventory, type PeerIdentity } from './auth/mtls.js';
+import type { AsyncQueue } from './async-queue.js';
 import type { CommandRouter } from './router.js';
+
+/** Most commands coalesced into one CommandBatch (the outbox holds at most its capacity anyway). */
+const MAX_COMMAND_BATCH = 256;
+
+/**
+ * The outbox as written to an agent that accepts CommandBatch: a command with more commands queued right behind
+ * it goes out together with them as one message (same order; anything else queued keeps its place).
+ */
+async function* coalesceCommands(
+  outbox: AsyncQueue<ConnectResponse>,
+): AsyncGenerator<ConnectResponse, void, undefined> {
+  const isCommand = (m: ConnectResponse) => m.message?.$case === 'command';
+  for await (const item of outbox) {
+    let next: ConnectResponse | undefined;
+    if (item.message?.$case !== 'command' || (next = outbox.takeIf(isCommand)) === undefined) {
+      yield item;
+      continue;
+    }
+    const commands: Command[] = [item.message.value];
+    while (next !== undefined) {
+      if (next.message?.$case === 'command') commands.push(next.message.value);
+      next = commands.length < MAX_COMMAND_BATCH ? outbox.takeIf(isCommand) : undefined;
+    }
+    yield { message: { $case: 'commands', value: { commands } } };
+  }
+}
 
 /** Dependencies of {@link createAgentService}. */
 export interface AgentServiceDeps {
@@ -32,6 +65,18 @@ export interface AgentServiceDeps {
 export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
   const { registry, log } = deps;
 
+  function settleResult(session: AgentSession, result: CommandResult, sessionLog: Logger): void {
+    const pending = session.pending.get(result.commandId);
+    if (pending === undefined) {
+      sessionLog.warn(
+        { commandId: result.commandId, outcome: result.outcome },
+        'result for a command not in flight (already settled)',
+      );
+      return;
+    }
+    pending.settle(result);
+  }
+
   function handle(
     session: AgentSession,
     request: ConnectRequest,
@@ -57,19 +102,13 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
         );
         return;
       }
-      case 'result': {
-        const result = message.value;
-        const pending = session.pending.get(result.commandId);
-        if (pending === undefined) {
-          sessionLog.warn(
-            { commandId: result.commandId, outcome: result.outcome },
-            'result for a command not in flight (already settled)',
-          );
-          return;
-        }
-        pending.settle(result);
+      case 'result':
+        settleResult(session, message.value, sessionLog);
         return;
-      }
+      case 'results':
+        // A batch is only framing: each result settles as if it had come alone, in order.
+        for (const result of message.value.results) settleResult(session, result, sessionLog);
+        return;
       case 'heartbeat':
         registry.heartbeat(session, message.value);
         sessionLog.debug({ inFlight: message.value.inFlight }, 'heartbeat');
@@ -121,6 +160,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
             sessionId: session.sessionId,
             serverInstance: deps.instanceId,
             heartbeatInterval: msToDuration(registry.heartbeatMs),
+            acceptsResultBatches: true,
           },
         },
       });
@@ -144,7 +184,10 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
       );
 
       try {
-        yield* session.outbox; // writer: server → agent, resumed only when the socket drains
+        // Writer: server → agent, resumed only when the socket drains; commands queued together go as one
+        // CommandBatch to agents that accept it.
+        if (hello.acceptsCommandBatches) yield* coalesceCommands(session.outbox);
+        else yield* session.outbox;
       } finally {
         ctx.signal.removeEventListener('abort', onAbort);
         const inFlight = session.pending.size;

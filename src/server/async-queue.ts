@@ -77,6 +77,18 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     waiter?.();
   }
 
+  /**
+   * Removes and returns the next item without waiting when `accept(item)` says so (else leaves it and returns
+   * undefined): lets the reader coalesce items already queued behind the one it just read.
+   */
+  takeIf(accept: (item: T) => boolean): T | undefined {
+    const head = this.items[0];
+    if (head === undefined || !accept(head)) return undefined;
+    this.items.shift();
+    if (this.roomWaiters.length > 0) this.releaseRoom();
+    return head;
+  }
+
   /** Yields items in order until closed and drained. */
   async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
     for (;;) {

@@ -86,6 +86,7 @@ export async function startFakeAgentServer(options: { heartbeatMs?: number } = {
           sessionId: `s${sessions.length}`,
           serverInstance: 'fake',
           heartbeatInterval: msToDuration(options.heartbeatMs ?? 60_000),
+          acceptsResultBatches: false,
         },
       });
       wake();

@@ -68,6 +68,7 @@ async function connect(port: number, agentId: string, cert: Pem | undefined, pat
           site: '',
           labels: {},
           transport: 'emulated',
+          acceptsCommandBatches: false,
         },
       },
     };

@@ -41,6 +41,12 @@ export interface ConnectRequest {
     | //
     /** Liveness signal. */
     { $case: "heartbeat"; value: Heartbeat }
+    | //
+    /**
+     * Results of several commands, exactly as if each had been sent as its own `result`, in this order. Sent
+     * only to a server whose Welcome set `accepts_result_batches` (an older server would drop it).
+     */
+    { $case: "results"; value: ResultBatch }
     | undefined;
 }
 
@@ -63,6 +69,13 @@ export interface ConnectResponse {
     | //
     /** The server is going away: finish in-flight commands, then reconnect (to any instance). */
     { $case: "reconnect"; value: Reconnect }
+    | //
+    /**
+     * Several commands, exactly as if each had been sent as its own `command`, in this order (each keeps its
+     * own command_id, timeout and path; per-path order is the order here). Sent only to an agent whose Hello
+     * set `accepts_command_batches` (an older agent would drop it).
+     */
+    { $case: "commands"; value: CommandBatch }
     | undefined;
 }
 
@@ -80,6 +93,11 @@ export interface Hello {
   labels: { [key: string]: string };
   /** Transport the agent uses ("sgio" or "emulated"). */
   transport: string;
+  /**
+   * The agent understands ConnectResponse.commands (CommandBatch). A server may then coalesce commands queued
+   * for this agent into one message; without it (older agents) every command goes as its own message.
+   */
+  acceptsCommandBatches: boolean;
 }
 
 export interface Hello_LabelsEntry {
@@ -94,7 +112,32 @@ export interface Welcome {
   /** Id of the server instance holding the stream. */
   serverInstance: string;
   /** How often the agent must send a heartbeat. */
-  heartbeatInterval: Duration | undefined;
+  heartbeatInterval:
+    | Duration
+    | undefined;
+  /**
+   * The server understands ConnectRequest.results (ResultBatch). The agent may then coalesce results that are
+   * ready together into one message; without it (older servers) every result goes as its own message.
+   */
+  acceptsResultBatches: boolean;
+}
+
+/**
+ * Commands coalesced into one message of the agent stream (negotiated by Hello.accepts_command_batches). Only
+ * the framing changes: the agent treats each command as if it had arrived alone, in this order.
+ */
+export interface CommandBatch {
+  /** The commands, in the order the server queued them. */
+  commands: Command[];
+}
+
+/**
+ * Results coalesced into one message of the agent stream (negotiated by Welcome.accepts_result_batches). Only
+ * the framing changes: the server settles each result as if it had arrived alone, in this order.
+ */
+export interface ResultBatch {
+  /** The results, in the order the agent finished the commands. */
+  results: CommandResult[];
 }
 
 /** The agent's paths. */
@@ -245,6 +288,9 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       case "heartbeat":
         Heartbeat.encode(message.message.value, writer.uint32(34).fork()).join();
         break;
+      case "results":
+        ResultBatch.encode(message.message.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -294,6 +340,14 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
             message.message = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = { $case: "results", value: ResultBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -316,6 +370,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         ? { $case: "result", value: CommandResult.fromJSON(object.result) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.results)
+        ? { $case: "results", value: ResultBatch.fromJSON(object.results) }
         : undefined,
     };
   },
@@ -330,6 +386,8 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
       obj.result = CommandResult.toJSON(message.message.value);
     } else if (message.message?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.message.value);
+    } else if (message.message?.$case === "results") {
+      obj.results = ResultBatch.toJSON(message.message.value);
     }
     return obj;
   },
@@ -364,6 +422,12 @@ export const ConnectRequest: MessageFns<ConnectRequest> = {
         }
         break;
       }
+      case "results": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "results", value: ResultBatch.fromPartial(object.message.value) };
+        }
+        break;
+      }
     }
     return message;
   },
@@ -390,6 +454,9 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         break;
       case "reconnect":
         Reconnect.encode(message.message.value, writer.uint32(42).fork()).join();
+        break;
+      case "commands":
+        CommandBatch.encode(message.message.value, writer.uint32(50).fork()).join();
         break;
     }
     return writer;
@@ -448,6 +515,14 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
             message.message = { $case: "reconnect", value: Reconnect.decode(reader, reader.uint32()) };
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.message = { $case: "commands", value: CommandBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -472,6 +547,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         ? { $case: "rescan", value: Rescan.fromJSON(object.rescan) }
         : isSet(object.reconnect)
         ? { $case: "reconnect", value: Reconnect.fromJSON(object.reconnect) }
+        : isSet(object.commands)
+        ? { $case: "commands", value: CommandBatch.fromJSON(object.commands) }
         : undefined,
     };
   },
@@ -488,6 +565,8 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
       obj.rescan = Rescan.toJSON(message.message.value);
     } else if (message.message?.$case === "reconnect") {
       obj.reconnect = Reconnect.toJSON(message.message.value);
+    } else if (message.message?.$case === "commands") {
+      obj.commands = CommandBatch.toJSON(message.message.value);
     }
     return obj;
   },
@@ -528,13 +607,19 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         }
         break;
       }
+      case "commands": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "commands", value: CommandBatch.fromPartial(object.message.value) };
+        }
+        break;
+      }
     }
     return message;
   },
 };
 
 function createBaseHello(): Hello {
-  return { agentId: "", hostname: "", version: "", site: "", labels: {}, transport: "" };
+  return { agentId: "", hostname: "", version: "", site: "", labels: {}, transport: "", acceptsCommandBatches: false };
 }
 
 export const Hello: MessageFns<Hello> = {
@@ -556,6 +641,9 @@ export const Hello: MessageFns<Hello> = {
     });
     if (message.transport !== "") {
       writer.uint32(50).string(message.transport);
+    }
+    if (message.acceptsCommandBatches !== false) {
+      writer.uint32(56).bool(message.acceptsCommandBatches);
     }
     return writer;
   },
@@ -624,6 +712,14 @@ export const Hello: MessageFns<Hello> = {
             message.transport = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.acceptsCommandBatches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -661,6 +757,11 @@ export const Hello: MessageFns<Hello> = {
         )
         : {},
       transport: isSet(object.transport) ? globalThis.String(object.transport) : "",
+      acceptsCommandBatches: isSet(object.acceptsCommandBatches)
+        ? globalThis.Boolean(object.acceptsCommandBatches)
+        : isSet(object.accepts_command_batches)
+        ? globalThis.Boolean(object.accepts_command_batches)
+        : false,
     };
   },
 
@@ -690,6 +791,9 @@ export const Hello: MessageFns<Hello> = {
     if (message.transport !== "") {
       obj.transport = message.transport;
     }
+    if (message.acceptsCommandBatches !== false) {
+      obj.acceptsCommandBatches = message.acceptsCommandBatches;
+    }
     return obj;
   },
 
@@ -712,6 +816,7 @@ export const Hello: MessageFns<Hello> = {
       {},
     );
     message.transport = object.transport ?? "";
+    message.acceptsCommandBatches = object.acceptsCommandBatches ?? false;
     return message;
   },
 };
@@ -802,7 +907,7 @@ export const Hello_LabelsEntry: MessageFns<Hello_LabelsEntry> = {
 };
 
 function createBaseWelcome(): Welcome {
-  return { sessionId: "", serverInstance: "", heartbeatInterval: undefined };
+  return { sessionId: "", serverInstance: "", heartbeatInterval: undefined, acceptsResultBatches: false };
 }
 
 export const Welcome: MessageFns<Welcome> = {
@@ -815,6 +920,9 @@ export const Welcome: MessageFns<Welcome> = {
     }
     if (message.heartbeatInterval !== undefined) {
       Duration.encode(message.heartbeatInterval, writer.uint32(26).fork()).join();
+    }
+    if (message.acceptsResultBatches !== false) {
+      writer.uint32(32).bool(message.acceptsResultBatches);
     }
     return writer;
   },
@@ -856,6 +964,14 @@ export const Welcome: MessageFns<Welcome> = {
             message.heartbeatInterval = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.acceptsResultBatches = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -885,6 +1001,11 @@ export const Welcome: MessageFns<Welcome> = {
         : isSet(object.heartbeat_interval)
         ? Duration.fromJSON(object.heartbeat_interval)
         : undefined,
+      acceptsResultBatches: isSet(object.acceptsResultBatches)
+        ? globalThis.Boolean(object.acceptsResultBatches)
+        : isSet(object.accepts_result_batches)
+        ? globalThis.Boolean(object.accepts_result_batches)
+        : false,
     };
   },
 
@@ -899,6 +1020,9 @@ export const Welcome: MessageFns<Welcome> = {
     if (message.heartbeatInterval !== undefined) {
       obj.heartbeatInterval = Duration.toJSON(message.heartbeatInterval);
     }
+    if (message.acceptsResultBatches !== false) {
+      obj.acceptsResultBatches = message.acceptsResultBatches;
+    }
     return obj;
   },
 
@@ -912,6 +1036,147 @@ export const Welcome: MessageFns<Welcome> = {
     message.heartbeatInterval = (object.heartbeatInterval !== undefined && object.heartbeatInterval !== null)
       ? Duration.fromPartial(object.heartbeatInterval)
       : undefined;
+    message.acceptsResultBatches = object.acceptsResultBatches ?? false;
+    return message;
+  },
+};
+
+function createBaseCommandBatch(): CommandBatch {
+  return { commands: [] };
+}
+
+export const CommandBatch: MessageFns<CommandBatch> = {
+  encode(message: CommandBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.commands) {
+      Command.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CommandBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCommandBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.commands.push(Command.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CommandBatch {
+    return {
+      commands: globalThis.Array.isArray(object?.commands) ? object.commands.map((e: any) => Command.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: CommandBatch): unknown {
+    const obj: any = {};
+    if (message.commands?.length) {
+      obj.commands = message.commands.map((e) => Command.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CommandBatch>): CommandBatch {
+    return CommandBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CommandBatch>): CommandBatch {
+    const message = createBaseCommandBatch();
+    message.commands = object.commands?.map((e) => Command.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseResultBatch(): ResultBatch {
+  return { results: [] };
+}
+
+export const ResultBatch: MessageFns<ResultBatch> = {
+  encode(message: ResultBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      CommandResult.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResultBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResultBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(CommandResult.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResultBatch {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => CommandResult.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ResultBatch): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => CommandResult.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResultBatch>): ResultBatch {
+    return ResultBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResultBatch>): ResultBatch {
+    const message = createBaseResultBatch();
+    message.results = object.results?.map((e) => CommandResult.fromPartial(e)) || [];
     return message;
   },
 };
