@@ -112,7 +112,7 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   // (10,000 LUs started together kept ~100 MB alive through every young-generation GC, which copied it all each
   // time), and lanes wait while the client has a backlog of reports. LUs are taken round-robin over agents, so
   // the lanes spread over the fleet instead of queueing behind one agent's per-agent limit.
-  const order = interleaveByAgent(units);
+  const order = interleaveByAgent(units, maxPerAgent);
   const backlog = Math.max(64, maxConcurrency);
   let next = 0;
   let failed = false;
@@ -173,8 +173,12 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   }
 }
 
-/** The units in round-robin order over the agent of each one's first path (each agent's own order kept). */
-export function interleaveByAgent(units: readonly SelectedUnit[]): SelectedUnit[] {
+/**
+ * The units in round-robin order over the agent of each one's first path, `perAgent` at a time (each agent's own
+ * order kept): lanes that start together take up to `perAgent` LUs of one agent, so their reads reach the agent
+ * together (one CommandBatch on its stream) while the work still spreads over the whole fleet.
+ */
+export function interleaveByAgent(units: readonly SelectedUnit[], perAgent = 1): SelectedUnit[] {
   const byAgent = new Map<string, SelectedUnit[]>();
   for (const unit of units) {
     const agentId = unit.paths[0]?.agent.hello.agentId ?? '';
@@ -183,11 +187,11 @@ export function interleaveByAgent(units: readonly SelectedUnit[]): SelectedUnit[
     list.push(unit);
   }
   const lists = [...byAgent.values()];
+  const step = Math.max(1, perAgent);
   const out: SelectedUnit[] = [];
-  for (let round = 0; out.length < units.length; round++) {
+  for (let from = 0; out.length < units.length; from += step) {
     for (const list of lists) {
-      const unit = list[round];
-      if (unit !== undefined) out.push(unit);
+      for (let i = from; i < from + step && i < list.length; i++) out.push(list[i] as SelectedUnit);
     }
   }
   return out;
