@@ -4,7 +4,9 @@
  * the emulated devices execute (by service action key), so "executed twice" and "lost" can be checked.
  */
 import { randomUUID } from 'node:crypto';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { FabricInput } from '../agent/fabric.js';
 import type { DeviceSource } from '../agent/agent.js';
 import type { EmulatedHost } from '../agent/fabric.js';
@@ -37,6 +39,16 @@ export interface ScaleClusterEnv {
   readonly extra?: Readonly<Record<string, string>>;
 }
 
+/**
+ * A built file (`src/server/main.js`, `agent/main.js`…) of the build this module belongs to: next to it when it
+ * runs compiled (`dist/bench/…`, or a build elsewhere: `tsc --outDir /tmp/x`, then `node /tmp/x/bench/scale.js`
+ * runs /tmp/x's server, not whatever `dist/` holds), else `<repo>/dist/…` (the tests run it from source).
+ */
+export function builtFile(relative: string): string {
+  const own = resolve(dirname(fileURLToPath(import.meta.url)), '..', relative);
+  return existsSync(own) ? own : resolve(repoRoot(), 'dist', relative);
+}
+
 /** A fresh Redis prefix and PostgreSQL schema for one run. */
 export function uniqueClusterNames(tag: string): { redisPrefix: string; schema: string } {
   const id = `${process.pid}_${randomUUID().slice(0, 8)}`;
@@ -44,14 +56,14 @@ export function uniqueClusterNames(tag: string): { redisPrefix: string; schema: 
 }
 
 /**
- * Starts `dist/src/server/main.js` (PORT=0, plaintext: explicitly asked for, loopback only) and waits
+ * Starts the built `src/server/main.js` ({@link builtFile}: PORT=0, plaintext: explicitly asked for, loopback only) and waits
  * for its `listening` line.
  */
 export async function startScaleServer(
   instanceId: string,
   env: ScaleClusterEnv,
 ): Promise<ScaleServer> {
-  const handle = spawnNode(resolve(repoRoot(), 'dist/src/server/main.js'), [], {
+  const handle = spawnNode(builtFile('src/server/main.js'), [], {
     name: `prfleet-server ${instanceId}`,
     env: {
       PORT: '0',

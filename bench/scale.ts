@@ -25,6 +25,7 @@ import { createLogger } from '../src/common/logger.js';
 import { spawnNode, repoRoot, type ChildHandle } from '../src/demo/processes.js';
 import { Outcome } from '../src/gen/prfleet/v1/scsi.js';
 import {
+  builtFile,
   manyHostsFabric,
   startScaleServer,
   uniqueClusterNames,
@@ -206,7 +207,7 @@ async function main(): Promise<void> {
 
     // (3) one idle agent process.
     const solo = spawnNode(
-      resolve(repoRoot(), 'dist/agent/main.js'),
+      builtFile('agent/main.js'),
       [
         '--server',
         b.address,
