@@ -2,12 +2,24 @@
 // vitest's own summary. A missing or unreadable report counts as one failure.
 import { readFileSync } from 'node:fs';
 
+/**
+ * The fields of vitest's JSON report read here (all optional: a partial report still yields a line).
+ * @typedef {{ status?: string, assertionResults?: unknown[] }} SuiteResult
+ * @typedef {{ numPassedTests?: number, numFailedTests?: number, numPendingTests?: number,
+ *   numTodoTests?: number, testResults?: SuiteResult[] }} Report
+ */
+
 const file = process.argv[2] ?? 'test-results.json';
+/** @type {Report} */
 let report;
 try {
-  report = JSON.parse(readFileSync(file, 'utf8'));
+  /** @type {unknown} */
+  const parsed = JSON.parse(readFileSync(file, 'utf8'));
+  report = /** @type {Report} */ (parsed);
 } catch (err) {
-  console.error(`test-summary: cannot read ${file}: ${err.message}`);
+  console.error(
+    `test-summary: cannot read ${file}: ${err instanceof Error ? err.message : String(err)}`,
+  );
   console.log('0 passed, 1 failed');
   process.exit(1);
 }

@@ -187,7 +187,7 @@ export function encodeSense(input: SenseInput): Uint8Array {
     out[0] = deferred ? 0x71 : 0x70;
     out[2] = tapeFlags | senseKey;
     if (input.information !== undefined) {
-      out[0] = (out[0] as number) | 0x80;
+      out[0] = out[0] | 0x80;
       writeBig(out, 3, 4, checkBig(input.information, 32, 'information'));
     }
     out[7] = FIXED_SENSE_LENGTH - 8;

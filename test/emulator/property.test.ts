@@ -2,7 +2,7 @@ import { fc, test } from '@fast-check/vitest';
 import { expect } from 'vitest';
 import { decodeFullStatus, decodeReadKeys, decodeReadReservation } from '../../src/scsi/index.js';
 import { PROFILE_NAMES } from '../../src/emulator/index.js';
-import { newLu, nexus, prin, prout, type BasicFields } from './helpers.js';
+import { newLu, nexus, prin, prout } from './helpers.js';
 
 const key = fc.constantFrom(0n, 1n, 2n, 3n, 0xffffffffffffffffn);
 const command = fc.oneof(
@@ -47,7 +47,7 @@ test.prop([fc.constantFrom(...PROFILE_NAMES), fc.array(command, { maxLength: 40 
       const who = nexuses[c.who]!;
       const r =
         c.op === 'prout'
-          ? prout(lu, who, { ...c, serviceAction: c.serviceAction as BasicFields['serviceAction'] })
+          ? prout(lu, who, c)
           : prin(lu, who, (c as { serviceAction: number }).serviceAction);
       expect([0x00, 0x02, 0x18]).toContain(r.status);
       if (r.status === 0x02) expect(r.sense.length).toBeGreaterThan(0);
