@@ -1,0 +1,183 @@
+// ESLint flat config (style.md §10): typescript-eslint recommendedTypeChecked with type information, the
+// rules §10 adds, and §2's layer table as import regexes on relative paths. `make lint` runs it.
+import tseslint from 'typescript-eslint';
+
+/**
+ * One row of style.md §2: files under `files` may not import what `patterns` match.
+ * @param {string[]} files
+ * @param {{ regex: string, message: string }[]} patterns
+ */
+const layer = (files, patterns) => ({
+  files,
+  rules: { '@typescript-eslint/no-restricted-imports': ['error', { patterns }] },
+});
+
+/**
+ * Turns one rule off for the files listed, nothing else: violations found by the first lint run (2026-12-02) in
+ * files other engineers were editing, left for the lead to fix. Delete a file (or the whole entry) once fixed.
+ * Never list a layer rule (`no-restricted-imports`): a layer violation is fixed, not waived.
+ * @param {string} rule
+ * @param {string[]} files
+ */
+const pending = (rule, files) => ({ name: `pending/${rule}`, files, rules: { [rule]: 'off' } });
+
+export default tseslint.config(
+  {
+    // src/gen is written only by `make gen` (ts-proto); the rest is build output or not ours.
+    ignores: ['src/gen/**', 'dist/**', 'node_modules/**', 'coverage/**', '.prfleet/**', 'tmp/**'],
+  },
+  {
+    files: ['**/*.ts', '**/*.mts', '**/*.cts', '**/*.js', '**/*.mjs', '**/*.cjs'],
+    languageOptions: {
+      parserOptions: {
+        // Each file gets the nearest tsconfig.json (src/scsi and src/emulator: their own, "types": []);
+        // root files outside every tsconfig (vitest.config.ts, this file, scripts/) a default project.
+        projectService: { allowDefaultProject: ['*.ts', '*.mjs', 'scripts/*.mjs'] },
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+  },
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      // A `default:` is a deliberate fallback (exit codes, outcome texts); a switch without one must list
+      // every member of the union or enum, ts-proto oneof `$case`s included (style.md §3).
+      '@typescript-eslint/switch-exhaustiveness-check': [
+        'error',
+        { considerDefaultExhaustiveForUnions: true },
+      ],
+      '@typescript-eslint/consistent-type-imports': 'error',
+      '@typescript-eslint/only-throw-error': 'error',
+      // `_`-prefixed names are unused on purpose, as tsc's noUnusedLocals treats them; `{ a: _a, ...rest }` omits a.
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        {
+          argsIgnorePattern: '^_',
+          varsIgnorePattern: '^_',
+          caughtErrorsIgnorePattern: '^_',
+          destructuredArrayIgnorePattern: '^_',
+          ignoreRestSiblings: true,
+        },
+      ],
+      'require-await': 'off',
+      '@typescript-eslint/require-await': 'off',
+    },
+  },
+
+  // style.md §2 (Layers). `agent/**` is relative to this file: a `**/agent/**` glob also caught generated files.
+  layer(['src/scsi/**'], [{ regex: '^(?!\\./)', message: 'src/scsi imports only its own files.' }]),
+  layer(
+    ['src/emulator/**'],
+    [{ regex: '^(?!\\./|\\.\\./scsi/)', message: 'the emulator sees only src/scsi.' }],
+  ),
+  layer(
+    ['src/server/**'],
+    [{ regex: '^(\\.\\./)+(agent|cli)/', message: 'the server meets agents on the stream.' }],
+  ),
+  layer(
+    ['src/cli/**'],
+    [{ regex: '^((\\.\\./)+(server|agent)/|koffi$)', message: 'the CLI is a gRPC client.' }],
+  ),
+  layer(
+    ['agent/**'],
+    [{ regex: '^(\\.\\./)+src/(server|cli)/', message: 'agents use common, scsi, emulator.' }],
+  ),
+
+  // ---- pending fixes (see `pending` above); `eslint --fix` handles the first two ----
+  // `as T` / `!` that change nothing.
+  pending('@typescript-eslint/no-unnecessary-type-assertion', [
+    'agent/fleet.ts',
+    'agent/main.ts',
+    'agent/sim.ts',
+    'bench/scale-cluster.ts',
+    'src/cli/fleet.ts',
+    'src/cli/parse.ts',
+    'src/cli/program.ts',
+    'src/common/logger.ts',
+    'src/server/fleet/rollout.ts',
+    'src/server/history.ts',
+    'src/server/redis-router/protocol.ts',
+    'test/agent/config.test.ts',
+    'test/agent/executor.test.ts',
+    'test/fleet/rollout.test.ts',
+    'test/lio/guest/lio-configfs.ts',
+    'test/redis/scripted-agent.ts',
+    'test/server/service-definition.test.ts',
+  ]),
+  // Value imports used only as types (a runtime import of the ts-proto module stays); sgio.ts: `import()` types.
+  pending('@typescript-eslint/consistent-type-imports', [
+    'agent/transport/sgio.ts',
+    'src/common/capabilities.ts',
+    'src/server/auth/roles.ts',
+    'src/server/command-executor.ts',
+    'src/server/devices.ts',
+    'src/server/fleet/report.ts',
+    'src/server/history.ts',
+    'src/server/redis-router/protocol.ts',
+    'src/server/redis-router/redis-router.ts',
+    'src/server/router.ts',
+    'test/agent/helpers.ts',
+    'test/redis/scripted-agent.ts',
+    'test/server/fake-agent.ts',
+  ]),
+  // Tests: vitest's asymmetric matchers (expect.objectContaining/any/stringContaining) and JSON.parse are `any`.
+  pending('@typescript-eslint/no-unsafe-assignment', [
+    'test/auth/middleware.test.ts',
+    'test/cli/cli-server.test.ts',
+    'test/e2e/contention.test.ts',
+    'test/fleet/cuts.test.ts',
+    'test/redis/redis-router.test.ts',
+    'test/server/control-service.test.ts',
+    'test/server/fleet-without-store.test.ts',
+    'test/server/history-cli.test.ts',
+    'test/server/store-wiring.test.ts',
+    'test/store/key-layout.test.ts',
+  ]),
+  pending('@typescript-eslint/no-unsafe-member-access', [
+    'test/auth/middleware.test.ts',
+    'test/cli/cli-server.test.ts',
+    'test/e2e/binaries.test.ts',
+    'test/scale/multi-instance.test.ts',
+  ]),
+  pending('@typescript-eslint/no-unsafe-return', [
+    'src/server/store/pg-db.ts', // pg.types.getTypeParser returns any
+    'test/auth/middleware.test.ts',
+    'test/cli/cli-offline.test.ts',
+    'test/scale/multi-instance.test.ts',
+  ]),
+  pending('@typescript-eslint/no-unsafe-call', ['test/e2e/binaries.test.ts']),
+  pending('@typescript-eslint/no-explicit-any', [
+    'src/cli/history.ts', // its eslint-disable-next-line sits one line above the `any`s
+    'test/e2e/binaries.test.ts',
+  ]),
+  // reject(signal.reason) (typed any) and reject(caught unknown): not known to be an Error.
+  pending('@typescript-eslint/prefer-promise-reject-errors', [
+    'agent/transport/sgio.ts',
+    'src/server/fleet/limiter.ts',
+    'src/server/journal.ts',
+    'src/server/redis-router/redis-router.ts',
+    'src/server/router.ts',
+  ]),
+  // An enum compared with a number literal (`phase === 2`, `type !== 0`) instead of its member.
+  pending('@typescript-eslint/no-unsafe-enum-comparison', [
+    'src/cli/fleet.ts',
+    'src/common/capabilities.ts',
+    'src/server/fleet/fleet-service.ts',
+    'src/server/fleet/rollout.ts',
+    'test/scale/multi-instance.test.ts',
+  ]),
+  // A method taken off its object (ts-proto fromPartial, router factory, resolve/reject kept to wrap).
+  pending('@typescript-eslint/unbound-method', [
+    'src/common/service-definition.ts',
+    'src/server/main.ts',
+    'src/server/redis-router/redis-router.ts',
+  ]),
+  pending('prefer-const', ['agent/sim.ts', 'src/server/router.ts']),
+  // String(unknown) could print [object Object].
+  pending('@typescript-eslint/no-base-to-string', ['agent/transport/sgio.ts', 'src/cli/json.ts']),
+  // `await server.forceShutdown()`: nice-grpc's forceShutdown returns void.
+  pending('@typescript-eslint/await-thenable', ['bench/fleet.ts']),
+  // `throw this.closeError` where closeError is `unknown`.
+  pending('@typescript-eslint/only-throw-error', ['src/server/async-queue.ts']),
+);
