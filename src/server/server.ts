@@ -48,6 +48,12 @@ export interface ServerDeps {
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
 
+/**
+ * grpc-js server options. Channelz (no channelz service is served here) would keep per connection and per call
+ * trackers and closures: ~2 KiB of every idle agent's connection (bench/scale, issue 7).
+ */
+export const SERVER_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
+
 /** FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix. */
 function fleetServiceWithoutStore(): FleetServiceImplementation {
   const refuse = () =>
@@ -177,7 +183,7 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   const health = HealthState();
 
   const server = (deps.middlewares ?? [])
-    .reduce((built, middleware) => built.use(middleware), createServer({ interceptors: [exposeDeadline] }))
+    .reduce((built, middleware) => built.use(middleware), createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }))
     .use(errorLoggingMiddleware(log))
     .use(errorDetailsServerMiddleware);
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
