@@ -108,17 +108,19 @@ export function parseFabric(input: unknown): FabricSpec {
   const spec = parsed.data;
 
   const lus = new Map<string, { spec: FabricLogicalUnitSpec; loaderId: string }>();
+  const loaderIds = new Set<string>();
   spec.loaders.forEach((loader, li) => {
     const all = [
       { lu: loader.changer, field: `loaders[${li}].changer.id` },
       ...loader.drives.map((lu, di) => ({ lu, field: `loaders[${li}].drives[${di}].id` })),
     ];
-    if (spec.loaders.findIndex((l) => l.id === loader.id) !== li) {
+    if (loaderIds.has(loader.id)) {
       throw new FabricError(
         `invalid fabric: duplicate loader id ${loader.id}`,
         `loaders[${li}].id`,
       );
     }
+    loaderIds.add(loader.id);
     for (const { lu, field } of all) {
       if (lus.has(lu.id)) throw new FabricError(`invalid fabric: duplicate LU id ${lu.id}`, field);
       lus.set(lu.id, { spec: lu, loaderId: loader.id });
@@ -129,10 +131,12 @@ export function parseFabric(input: unknown): FabricSpec {
   });
 
   const portOwner = new Map<string, string>();
+  const hostIds = new Set<string>();
   spec.hosts.forEach((host, hi) => {
-    if (spec.hosts.findIndex((h) => h.id === host.id) !== hi) {
+    if (hostIds.has(host.id)) {
       throw new FabricError(`invalid fabric: duplicate host id ${host.id}`, `hosts[${hi}].id`);
     }
+    hostIds.add(host.id);
     const ports = new Set<string>();
     host.initiatorPorts.forEach((text, pi) => {
       const field = `hosts[${hi}].initiatorPorts[${pi}]`;
@@ -345,12 +349,13 @@ export function createEmulatedFabric(
     );
     return { id: host.id, site: host.site, labels: host.labels, paths, transport };
   });
+  const hostById = new Map(hosts.map((h) => [h.id, h]));
   return {
     spec,
     emulator,
     hosts,
     host(id) {
-      const host = hosts.find((h) => h.id === id);
+      const host = hostById.get(id);
       if (!host) {
         throw new FabricError(
           `no host ${id} in the fabric (hosts: ${hosts.map((h) => h.id).join(', ')})`,

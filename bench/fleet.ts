@@ -13,6 +13,7 @@ import { Session as InspectorSession } from 'node:inspector/promises';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { createChannel, createClient, createServer } from 'nice-grpc';
 import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
@@ -174,10 +175,10 @@ async function main(): Promise<void> {
     const before = process.memoryUsage();
     let peakRss = before.rss;
     let peakHeap = before.heapUsed;
+    // rss() and the heap statistics alone: process.memoryUsage() cost ~0.5 ms a call here (5 % of the audit's CPU).
     const sampler = setInterval(() => {
-      const m = process.memoryUsage();
-      peakRss = Math.max(peakRss, m.rss);
-      peakHeap = Math.max(peakHeap, m.heapUsed);
+      peakRss = Math.max(peakRss, process.memoryUsage.rss());
+      peakHeap = Math.max(peakHeap, getHeapStatistics().used_heap_size);
     }, 20);
     const cpuBefore = process.cpuUsage();
     const agentsCpuBefore = processCpuMs(child.pid ?? -1);

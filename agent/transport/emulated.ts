@@ -77,6 +77,19 @@ function hostResponse(request: ScsiRequest, hostStatus: number, durationMs: numb
   };
 }
 
+/** `response` as it reached the host, `durationMs` after submission (a literal: no spread on the hot path). */
+function timed(response: ScsiResponse, durationMs: number): ScsiResponse {
+  return {
+    status: response.status,
+    sense: response.sense,
+    dataIn: response.dataIn,
+    resid: response.resid,
+    hostStatus: response.hostStatus,
+    driverStatus: response.driverStatus,
+    durationMs,
+  };
+}
+
 function statusResponse(request: ScsiRequest, status: number, durationMs: number): ScsiResponse {
   return { ...hostResponse(request, HostStatus.DID_OK, durationMs), status };
 }
@@ -128,8 +141,7 @@ export function createEmulatedTransport(
     const delay = latencyMs;
     if (delay <= 0) {
       return Promise.resolve().then(() => {
-        const response = nexus.logicalUnit.execute(nexus.initiator, request);
-        return { ...response, durationMs: Date.now() - started };
+        return timed(nexus.logicalUnit.execute(nexus.initiator, request), Date.now() - started);
       });
     }
     return new Promise<ScsiResponse>((resolve) => {
@@ -150,8 +162,7 @@ export function createEmulatedTransport(
             finish(hostResponse(request, HostStatus.DID_TIME_OUT, Date.now() - started));
             return;
           }
-          const response = nexus.logicalUnit.execute(nexus.initiator, request);
-          finish({ ...response, durationMs: Date.now() - started });
+          finish(timed(nexus.logicalUnit.execute(nexus.initiator, request), Date.now() - started));
         },
         timesOut ? request.timeoutMs : delay,
       );
