@@ -1,9 +1,11 @@
 /**
  * The CLI's ControlService client: the shared prfleet client factory (rich error details, so errors can name the
  * field, the resource and the agent; a deadline on every call that is also sent to the server so it budgets the
- * device command; one quick retry of read-only calls).
+ * device command; one quick retry of read-only calls), over TLS or (when asked) plaintext, with the bearer token.
  */
+import { ChannelCredentials, type ChannelOptions } from '@grpc/grpc-js';
 import { createControlClient, type ControlClient } from '../common/client.js';
+import type { ConnectionSettings } from './connection.js';
 
 /** A ControlService client whose calls accept `{ deadline, signal }`. */
 export type CliControlClient = ControlClient;
@@ -16,15 +18,41 @@ export interface CliConnection {
   close(): void;
 }
 
+/** How to connect: resolved settings, or plaintext asked for explicitly (the demo, tests on loopback). */
+export type ConnectSettings = ConnectionSettings | { readonly plaintext: true; readonly token?: string };
+
 /** Backoff before the one retry of a read-only call (nice-grpc's default of 1 s is long for a CLI). */
 const RETRY_BASE_DELAY_MS = 100;
 
+/** grpc-js credentials and channel options for `settings` (TLS material, server name override). */
+export function channelFor(settings: ConnectSettings): { credentials: ChannelCredentials; channelOptions: ChannelOptions } {
+  if ('plaintext' in settings || settings.tls === false) {
+    return { credentials: ChannelCredentials.createInsecure(), channelOptions: {} };
+  }
+  const { ca, cert, key, serverName } = settings.tls;
+  return {
+    credentials: ChannelCredentials.createSsl(ca ?? null, key ?? null, cert ?? null),
+    channelOptions:
+      serverName === undefined ? {} : { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName },
+  };
+}
+
+/** The address to dial for `settings`, given the `--server` text (settings carry the normalised one). */
+function addressOf(address: string, settings: ConnectSettings): string {
+  return 'address' in settings ? settings.address : address;
+}
+
 /**
- * Opens a plaintext (h2c) channel to `address` (`host:port`). The channel connects lazily, so an unreachable
- * server shows up as UNAVAILABLE on the first call. TLS is not supported yet; `--plaintext` is the only mode.
+ * Opens a channel to `address` (`host:port`) as `settings` say: TLS with the CA and client certificate given,
+ * or plaintext h2c only when asked for; the token goes on every call. The channel connects lazily, so an
+ * unreachable server or a failed handshake shows up as UNAVAILABLE on the first call.
  */
-export function connectControl(address: string): CliConnection {
-  const client = createControlClient(address, {
+export function connectControl(address: string, settings: ConnectSettings): CliConnection {
+  const { credentials, channelOptions } = channelFor(settings);
+  const client = createControlClient(addressOf(address, settings), {
+    credentials,
+    channelOptions,
+    ...(settings.token === undefined ? {} : { token: settings.token }),
     defaultCallOptions: { retryBaseDelayMs: RETRY_BASE_DELAY_MS, retryMaxAttempts: 1 },
   });
   return { client, close: () => client.close() };

@@ -6,6 +6,7 @@ import { ClientError, Status } from 'nice-grpc-common';
 import { BadRequest, ErrorInfo, ResourceInfo, RichClientError } from 'nice-grpc-error-details';
 import { isAbortError } from 'abort-controller-x';
 import type { Target } from '../gen/prfleet/v1/control.js';
+import { ConnectionConfigError, type TransportContext } from './connection.js';
 import { exitCodeForStatus, ExitCode } from './exit-codes.js';
 
 /** An RPC error described for the operator. */
@@ -32,6 +33,8 @@ export interface ErrorContext {
   readonly target?: Target;
   /** How long the CLI waited for the answer (the RPC deadline), in milliseconds. */
   readonly deadlineMs?: number;
+  /** TLS and token in use, for the hints of connection and authentication errors. */
+  readonly transport?: TransportContext;
 }
 
 /** Describes any error thrown by a ControlService call; non-RPC errors become "internal" with exit code 85. */
@@ -42,6 +45,14 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
       message: 'the call was cancelled',
       hint: 'the command may still have run: re-read the LU with `prfleet keys` / `prfleet reservation`',
       exitCode: ExitCode.RPC_DEADLINE_EXCEEDED,
+    };
+  }
+  if (error instanceof ConnectionConfigError) {
+    return {
+      code: 'USAGE',
+      message: error.message,
+      hint: 'fix the connection flag or file named above (`prfleet --help` lists --server, --plaintext, --tls, --ca, --tls-cert, --tls-key, --token, --token-file and their PRFLEET_* variables); nothing was sent',
+      exitCode: ExitCode.USAGE,
     };
   }
   if (!(error instanceof ClientError)) {
@@ -58,6 +69,15 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
   const badRequest = extra.find((d): d is BadRequest => d.$type === BadRequest.$type);
   const resource = extra.find((d): d is ResourceInfo => d.$type === ResourceInfo.$type);
   const field = badRequest?.fieldViolations[0]?.field;
+  const tlsHint = error.code === Status.UNAVAILABLE ? tlsFailureHint(error.details, context) : undefined;
+  if (tlsHint !== undefined) {
+    return {
+      code: 'UNAVAILABLE',
+      message: `TLS handshake with ${context.server} failed: ${connectionError(error.details)}`,
+      hint: tlsHint,
+      exitCode: ExitCode.TLS_FAILED,
+    };
+  }
   const base = {
     code: Status[error.code] ?? `status ${error.code}`,
     message: error.details,
@@ -84,7 +104,13 @@ function hintFor(
   switch (error.code) {
     case Status.UNAVAILABLE:
       if (isConnectionFailure(error.details)) {
-        return `cannot reach the prfleet server at ${context.server}: is it running? Set --server or PRFLEET_SERVER`;
+        const tlsMismatch =
+          context.transport !== undefined && !/ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/i.test(error.details)
+            ? context.transport.tls
+              ? ' If it is up, the TLS handshake may have been refused: a server requiring client certificates needs --tls-cert and --tls-key'
+              : ' If it is up and serves TLS, drop --plaintext (and give --ca)'
+            : '';
+        return `cannot reach the prfleet server at ${context.server}: is it running? Set --server or PRFLEET_SERVER.${tlsMismatch}`;
       }
       if (/drain/i.test(error.details) || details.info?.reason === 'SERVER_DRAINING') {
         return 'the server is shutting down; nothing was sent, so retrying (against another instance) is safe';
@@ -113,6 +139,13 @@ function hintFor(
         context.deadlineMs !== undefined ? ` within ${context.deadlineMs / 1000}s` : ' in time';
       return `no answer${waited} (raise --deadline/--timeout, or check \`prfleet agents\`); the command may still have run on the device: re-read with \`prfleet keys\` / \`prfleet reservation\` before retrying`;
     }
+    case Status.UNAUTHENTICATED:
+      if (context.transport?.tokenSource === undefined) {
+        return 'the server wants a bearer token: pass --token-file <file> (or set PRFLEET_TOKEN / PRFLEET_TOKEN_FILE); an admin creates one with `prfleet-tokens create --role viewer|operator|admin --name <you>`';
+      }
+      return `the server refused the token from ${context.transport.tokenSource} (unknown, expired or revoked; the server does not say which): check it with \`prfleet-tokens list\` or ask an admin for a new one`;
+    case Status.PERMISSION_DENIED:
+      return 'the token is valid but may not do this: the message names the role or the key registry owner needed; ask an admin for a token of that role, or for a key allocated to you (`prfleet registry allocate --owner <you>`); nothing was sent';
     case Status.RESOURCE_EXHAUSTED:
       return `agent ${agentId ?? ''} has too many commands queued; nothing was sent: retry shortly`.replace(
         '  ',
@@ -121,6 +154,41 @@ function hintFor(
     default:
       return 'server-side failure; see the prfleet-server log';
   }
+}
+
+/** grpc-js's "No connection established. Last error: X. Resolution note: …" reduced to X. */
+function connectionError(details: string): string {
+  const match = /Last error: (?:Error(?: \[[A-Z_0-9]+\])?: )?([\s\S]*?)(?:\s*\(\d{4}-\d\d-\d\dT[^)]*\))?\.?\s*(?:Resolution note:[\s\S]*)?$/.exec(details);
+  const text = (match?.[1] ?? details).trim();
+  // OpenSSL's "80BC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/…" → the reason.
+  const openssl = /error:[0-9A-F]+:SSL routines:[^:]*:([^:]+)/.exec(text);
+  return openssl?.[1] ?? text;
+}
+
+/**
+ * The hint for a failed TLS handshake, or undefined when `details` is not one. The exit code is then
+ * {@link ExitCode.TLS_FAILED}: retrying does not help until the certificates or flags change.
+ */
+function tlsFailureHint(details: string, context: ErrorContext): string | undefined {
+  const trust = context.transport?.caSource ?? 'the system roots (no --ca given)';
+  if (/self[- ]signed certificate|unable to verify the first certificate|unable to get local issuer certificate|certificate verify failed|CERT_UNTRUSTED/i.test(details)) {
+    return `the server's certificate is not signed by a CA you trust (${trust}): pass the fleet CA that signed it with --ca (ca.crt from \`prfleet-certs init\`) or PRFLEET_TLS_CA; nothing was sent`;
+  }
+  if (/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames|altnames/i.test(details)) {
+    return `the server's certificate does not name the host you dialled: use a --server name it carries (prfleet-certs issue-server --host), or --tls-server-name <name>; nothing was sent`;
+  }
+  if (/certificate has expired|CERT_HAS_EXPIRED|certificate is not yet valid/i.test(details)) {
+    return "the server's certificate is outside its validity period: the server needs a new certificate (`prfleet-certs issue-server`); nothing was sent";
+  }
+  if (/wrong version number|packet length too long|http request|unknown protocol/i.test(details)) {
+    return 'the server does not speak TLS on this port: if it runs with PRFLEET_PLAINTEXT=true (loopback, tests), pass --plaintext; nothing was sent';
+  }
+  if (/certificate required|alert bad certificate|alert unknown ca|alert certificate unknown|alert handshake failure|tlsv1 alert|tlsv13 alert/i.test(details)) {
+    return context.transport?.clientCert === true
+      ? 'the server refused your client certificate (not signed by its CA, expired, or not for client authentication); nothing was sent'
+      : 'the server requires a client certificate signed by its CA (PRFLEET_CLIENT_CERTS=require): pass --tls-cert and --tls-key, or use a port that accepts tokens; nothing was sent';
+  }
+  return undefined;
 }
 
 /** True when grpc-js failed to connect at all (as opposed to the server answering UNAVAILABLE). */

@@ -62,8 +62,14 @@ export const ExitCode = {
   RPC_DEADLINE_EXCEEDED: 83,
   /** RPC RESOURCE_EXHAUSTED: the agent's queue is full; retry later. */
   RPC_RESOURCE_EXHAUSTED: 84,
-  /** Any other RPC error (INTERNAL, UNKNOWN, UNIMPLEMENTED, PERMISSION_DENIED, …). */
+  /** Any other RPC error (INTERNAL, UNKNOWN, UNIMPLEMENTED, …). */
   RPC_OTHER: 85,
+  /** RPC UNAUTHENTICATED: no bearer token, or one the server refuses (invalid, expired, revoked). */
+  RPC_UNAUTHENTICATED: 86,
+  /** RPC PERMISSION_DENIED: the token's role, or the key registry (operators' own keys), does not allow it. */
+  RPC_PERMISSION_DENIED: 87,
+  /** No TLS connection: handshake failed (untrusted or mismatched server certificate, client certificate refused, TLS vs plaintext). */
+  TLS_FAILED: 88,
 } as const;
 
 /** SPC sense keys used below (SPC-4 table 48). */
@@ -154,13 +160,17 @@ export function exitCodeForStatus(code: Status): number {
       return ExitCode.RPC_DEADLINE_EXCEEDED;
     case Status.RESOURCE_EXHAUSTED:
       return ExitCode.RPC_RESOURCE_EXHAUSTED;
+    case Status.UNAUTHENTICATED:
+      return ExitCode.RPC_UNAUTHENTICATED;
+    case Status.PERMISSION_DENIED:
+      return ExitCode.RPC_PERMISSION_DENIED;
     default:
       return ExitCode.RPC_OTHER;
   }
 }
 
 /** The exit-code table as shown at the end of `prfleet --help` (and in docs/cli.md). */
-export const EXIT_CODE_HELP = `Exit codes (device answers as sg3_utils/sg_persist; RPC errors 80-85):
+export const EXIT_CODE_HELP = `Exit codes (device answers as sg3_utils/sg_persist; RPC errors 80-88):
    0  GOOD, or a dry run that validated
    1  usage error (bad flag or argument), or the server's INVALID_ARGUMENT
    2  CHECK CONDITION: NOT READY
@@ -188,5 +198,9 @@ export const EXIT_CODE_HELP = `Exit codes (device answers as sg3_utils/sg_persis
   83  RPC DEADLINE_EXCEEDED / CANCELLED: no answer in time (the command may still have run)
   84  RPC RESOURCE_EXHAUSTED: the agent's queue is full
   85  any other RPC error
+  86  RPC UNAUTHENTICATED: no token, or one refused (pass --token-file / PRFLEET_TOKEN)
+  87  RPC PERMISSION_DENIED: the token's role or the key registry does not allow it
+  88  TLS handshake failed: server certificate not trusted or not for this name, client
+      certificate refused, or TLS against a plaintext server (nothing was sent)
   98  CHECK CONDITION with another sense key
   99  any other SCSI status`;

@@ -9,6 +9,9 @@ import { Option, type Command, type OptionValues } from '@commander-js/extra-typ
 import Table from 'cli-table3';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import { bearerTokenMiddleware } from '../common/client.js';
+import { channelFor, type ConnectSettings } from './client.js';
+import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
 import {
   FleetServiceDefinition,
   findingKindToJSON,
@@ -44,8 +47,10 @@ export interface FleetCliIo {
   readonly stdout: (text: string) => void;
   /** Standard error (the progress bar goes here). */
   readonly stderr: (text: string) => void;
-  /** Opens a FleetService client. @default a plaintext channel to `address` */
-  readonly connect?: (address: string) => { client: FleetServiceClient; close(): void };
+  /** Opens a FleetService client. @default {@link connectFleet} */
+  readonly connect?: (address: string, settings: ConnectionSettings) => { client: FleetServiceClient; close(): void };
+  /** Environment for the connection settings (PRFLEET_TLS_CA, PRFLEET_TOKEN, …). @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
   /** Show the progress bar. @default true when stderr is a TTY */
   readonly progress?: boolean;
 }
@@ -55,10 +60,13 @@ export const ROLLOUT_FAILED_EXIT_CODE = 42;
 /** Exit code of an audit with critical findings: prfleet's own. */
 export const AUDIT_CRITICAL_EXIT_CODE = 43;
 
-/** FleetService client over a plaintext channel with rich error details. */
-export function connectFleet(address: string): { client: FleetServiceClient; close(): void } {
-  const channel = createChannel(address);
-  return { client: createClientFactory().use(errorDetailsClientMiddleware).create(FleetServiceDefinition, channel), close: () => channel.close() };
+/** FleetService client with rich error details, over TLS or (when asked) plaintext, with the bearer token. */
+export function connectFleet(address: string, settings: ConnectSettings): { client: FleetServiceClient; close(): void } {
+  const { credentials, channelOptions } = channelFor(settings);
+  const channel = createChannel('address' in settings ? settings.address : address, credentials, channelOptions);
+  const base = createClientFactory().use(errorDetailsClientMiddleware);
+  const factory = settings.token === undefined ? base : base.use(bearerTokenMiddleware(settings.token));
+  return { client: factory.create(FleetServiceDefinition, channel), close: () => channel.close() };
 }
 
 const ENUMS: Readonly<Record<string, (v: number) => string>> = {
@@ -222,21 +230,25 @@ function progressBar(io: FleetCliIo): ProgressBar | undefined {
  */
 export function registerFleetCommands<A extends unknown[], O extends OptionValues, G extends OptionValues>(program: Command<A, O, G>, io: FleetCliIo, state: { exitCode: number }): void {
   const globals = () => {
-    const o = program.opts() as unknown as { server: string; output: 'table' | 'json' };
-    return { server: o.server, output: o.output };
+    const o = program.opts() as unknown as { server: string; output: 'table' | 'json' } & Record<string, unknown>;
+    return { server: o.server, output: o.output, flags: transportFlagsOf(o) };
   };
   const run = async (body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>) => {
-    const { server, output } = globals();
-    const connection = (io.connect ?? connectFleet)(server);
+    const { server, output, flags } = globals();
+    let settings: ConnectionSettings | undefined;
+    let connection: { client: FleetServiceClient; close(): void } | undefined;
     try {
+      settings = resolveConnection(server, flags, io.env ?? process.env);
+      for (const warning of settings.warnings) io.stderr(`prfleet: warning: ${warning}\n`);
+      connection = (io.connect ?? connectFleet)(server, settings);
       state.exitCode = await body(connection.client, output);
     } catch (error) {
-      const d = describeRpcError(error, { server });
+      const d = describeRpcError(error, { server, ...(settings === undefined ? {} : { transport: transportContextOf(settings) }) });
       if (output === 'json') io.stdout(`${JSON.stringify({ error: { code: d.code, message: d.message, hint: d.hint, ...(d.field ? { field: d.field } : {}) } })}\n`);
       else io.stderr(`error: ${d.code}: ${d.message}${d.field ? ` (field ${d.field})` : ''}\n${d.hint ? `${d.hint}\n` : ''}`);
       state.exitCode = d.exitCode;
     } finally {
-      connection.close();
+      connection?.close();
     }
   };
   const line = (v: unknown) => io.stdout(`${JSON.stringify(fleetJson(v))}\n`);

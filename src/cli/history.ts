@@ -12,6 +12,7 @@ import {
 } from '../gen/prfleet/v1/control.js';
 import { formatKey } from '../scsi/keys.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
+import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
 import { describeRpcError } from './errors.js';
 import { stringifyJson } from './json.js';
 import { parseUint32 } from './parse.js';
@@ -34,7 +35,9 @@ export interface HistoryCliIo {
   /** Standard error. */
   readonly stderr: (text: string) => void;
   /** Opens the connection to the server. @default connectControl */
-  readonly connect?: (address: string) => CliConnection;
+  readonly connect?: (address: string, settings: ConnectionSettings) => CliConnection;
+  /** Environment for the connection settings (PRFLEET_TLS_CA, PRFLEET_TOKEN, …). @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -50,18 +53,25 @@ export function registerHistoryCommands(
   const run = async (
     body: (client: CliControlClient, output: 'table' | 'json') => Promise<number>,
   ) => {
-    const opts = program.opts() as { server: string; output: 'table' | 'json' };
-    const connection = (io.connect ?? connectControl)(opts.server);
+    const opts = program.opts() as { server: string; output: 'table' | 'json' } & Record<string, unknown>;
+    let settings: ConnectionSettings | undefined;
+    let connection: CliConnection | undefined;
     try {
+      settings = resolveConnection(opts.server, transportFlagsOf(opts), io.env ?? process.env);
+      for (const warning of settings.warnings) io.stderr(`prfleet: warning: ${warning}\n`);
+      connection = (io.connect ?? connectControl)(opts.server, settings);
       state.exitCode = await body(connection.client, opts.output);
     } catch (error) {
-      const described = describeRpcError(error, { server: opts.server });
+      const described = describeRpcError(error, {
+        server: opts.server,
+        ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
+      });
       if (opts.output === 'json') io.stdout(`${stringifyJson({ error: described })}\n`);
       const field = described.field ? ` (field ${described.field})` : '';
       io.stderr(`prfleet: ${described.code}${field}: ${described.message}\n→ ${described.hint}\n`);
       state.exitCode = described.exitCode;
     } finally {
-      connection.close();
+      connection?.close();
     }
   };
 

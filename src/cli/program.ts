@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from '@commande
 import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
 import type { CommandResult, PrType } from '../gen/prfleet/v1/scsi.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
+import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
 import { describeRpcError, type DescribedError } from './errors.js';
 import { EXIT_CODE_HELP, ExitCode, exitCodeForResult } from './exit-codes.js';
 import { stringifyJson } from './json.js';
@@ -30,7 +31,9 @@ export interface CliIo {
   /** Writes to standard error. */
   readonly stderr: (text: string) => void;
   /** Opens the connection to the server. @default connectControl */
-  readonly connect?: (address: string) => CliConnection;
+  readonly connect?: (address: string, settings: ConnectionSettings) => CliConnection;
+  /** Environment for the connection settings (PRFLEET_PLAINTEXT, PRFLEET_TLS_CA, PRFLEET_TOKEN, …). @default process.env */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
 /** Default server address (sg3_utils has no equivalent; 50051 is gRPC's customary port). */
@@ -73,7 +76,7 @@ function buildProgram(io: CliIo, state: RunState) {
     )
     .version('0.1.0')
     .addOption(
-      new Option('-s, --server <host:port>', 'prfleet server address')
+      new Option('-s, --server <host:port>', 'prfleet server address (https://host[:port] for TLS, http:// for plaintext)')
         .env('PRFLEET_SERVER')
         .default(DEFAULT_SERVER),
     )
@@ -84,9 +87,16 @@ function buildProgram(io: CliIo, state: RunState) {
     )
     .option(
       '--plaintext',
-      'connect without TLS (the only mode so far: the server speaks h2c)',
-      true,
+      'connect without TLS (h2c): only to a server run with PRFLEET_PLAINTEXT=true (env PRFLEET_PLAINTEXT)',
     )
+    .option('--tls', 'connect with TLS (the default unless --plaintext), trusting the system roots unless --ca is given')
+    .option('--ca <file>', 'PEM CA certificate(s) to trust: the fleet CA that signed the server certificate (env PRFLEET_TLS_CA)')
+    .addOption(new Option('--tls-ca <file>', 'same as --ca (the agent spells it so)').hideHelp())
+    .option('--tls-cert <file>', 'PEM client certificate for mutual TLS, optional (env PRFLEET_TLS_CERT)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert (env PRFLEET_TLS_KEY)')
+    .option('--tls-server-name <name>', 'name the server certificate must carry (default: the host of --server)')
+    .option('--token-file <file>', 'file holding the bearer token (env PRFLEET_TOKEN_FILE)')
+    .option('--token <token>', 'bearer token; other users can see it in ps: prefer --token-file or PRFLEET_TOKEN')
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(run with --help for usage)')
@@ -97,6 +107,8 @@ Targets: every command acts as one I_T nexus, named agent:path (e.g. host-a:/dev
 or --agent/--path, optionally with --lu <id> to check that the path leads to that LU.
 Reads (keys, reservation, caps, status) also accept --lu alone: the server picks an online path.
 Keys are 0x + up to 16 hex digits, or decimal. Reservation types: we, ea, we-ro, ea-ro, we-ar, ea-ar.
+Connection: TLS unless --plaintext (or PRFLEET_PLAINTEXT=true, or an http:// server); the bearer token from
+--token-file, PRFLEET_TOKEN or PRFLEET_TOKEN_FILE goes on every call (docs/security.md).
 
 ${EXIT_CODE_HELP}`,
     );
@@ -118,7 +130,11 @@ ${EXIT_CODE_HELP}`,
 
   const globals = () => {
     const opts = program.opts();
-    return { server: opts.server, output: opts.output as OutputFormat };
+    return {
+      server: opts.server,
+      output: opts.output as OutputFormat,
+      flags: transportFlagsOf(opts),
+    };
   };
 
   /** Opens a connection, runs `body`, renders errors, closes the connection. */
@@ -126,16 +142,24 @@ ${EXIT_CODE_HELP}`,
     describe: { target?: Target; deadlineMs?: number },
     body: (client: CliControlClient, output: OutputFormat) => Promise<number>,
   ): Promise<void> => {
-    const { server, output } = globals();
-    const connection = (io.connect ?? connectControl)(server);
+    const { server, output, flags } = globals();
+    let settings: ConnectionSettings | undefined;
+    let connection: CliConnection | undefined;
     try {
+      settings = resolveConnection(server, flags, io.env ?? process.env);
+      for (const warning of settings.warnings) io.stderr(`prfleet: warning: ${warning}\n`);
+      connection = (io.connect ?? connectControl)(server, settings);
       state.exitCode = await body(connection.client, output);
     } catch (error) {
-      const described = describeRpcError(error, { server, ...describe });
+      const described = describeRpcError(error, {
+        server,
+        ...describe,
+        ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
+      });
       writeError(io, output, described);
       state.exitCode = described.exitCode;
     } finally {
-      connection.close();
+      connection?.close();
     }
   };
 
@@ -413,7 +437,11 @@ ${EXIT_CODE_HELP}`,
     });
 
   // Fleet operations (audit, keys, desired state, plan/apply/takeover) and the tamper-evident history.
-  registerFleetCommands(program, { stdout: io.stdout, stderr: io.stderr }, state);
+  registerFleetCommands(
+    program,
+    { stdout: io.stdout, stderr: io.stderr, ...(io.env === undefined ? {} : { env: io.env }) },
+    state,
+  );
   registerHistoryCommands(program, io, state);
 
   return program;

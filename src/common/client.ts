@@ -1,3 +1,4 @@
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import {
   createChannel,
   createClientFactory,
@@ -44,6 +45,26 @@ export interface ClientOptions {
   readonly defaultCallOptions?: CallOptions & PrfleetCallOptions;
   /** Use this channel instead of dialling `address` (it is then not closed by `close()`). @default none */
   readonly channel?: Channel;
+  /**
+   * Transport credentials, e.g. `ChannelCredentials.createSsl(ca, key, cert)` (see `channelCredentialsFor`).
+   * @default plaintext h2c, unless `address` starts with https:// (then TLS with the system roots)
+   */
+  readonly credentials?: ChannelCredentials;
+  /** Bearer token sent as `authorization: Bearer <token>` on every call. @default none */
+  readonly token?: string;
+}
+
+/** Metadata key of the bearer token (the server's auth middleware reads it). */
+export const AUTHORIZATION_METADATA_KEY = 'authorization';
+
+/** Client middleware adding `authorization: Bearer <token>` to every call that does not carry one. */
+export function bearerTokenMiddleware(token: string): ClientMiddleware {
+  const header = `Bearer ${token}`;
+  return async function* <Req, Res>(call: ClientMiddlewareCall<Req, Res>, options: CallOptions) {
+    const metadata = Metadata(options.metadata);
+    if (!metadata.has(AUTHORIZATION_METADATA_KEY)) metadata.set(AUTHORIZATION_METADATA_KEY, header);
+    return yield* call.next(call.request, { ...options, metadata });
+  };
 }
 
 /** Channel options for an agent's long-lived stream (grpc-ts-notes §2.9). */
@@ -72,25 +93,25 @@ export const deadlinePropagationMiddleware: ClientMiddleware<DeadlineOptions> = 
   return yield* call.next(call.request, { ...options, metadata });
 };
 
-function clientFactory() {
+function clientFactory(token?: string) {
   // Client middleware: the one attached last runs first. Order on the way out: propagate deadline → deadline
-  // timer → retry (its backoff sleeps are cut by the deadline) → error details (innermost, so retry sees rich
-  // errors).
-  return createClientFactory()
-    .use(errorDetailsClientMiddleware)
+  // timer → retry (its backoff sleeps are cut by the deadline) → bearer token → error details (innermost, so
+  // retry sees rich errors).
+  const base = createClientFactory().use(errorDetailsClientMiddleware);
+  return (token === undefined ? base : base.use(bearerTokenMiddleware(token)))
     .use(retryMiddleware)
     .use(deadlineMiddleware)
     .use(deadlinePropagationMiddleware);
 }
 
 /**
- * Creates a ControlService client for `address` ('host:port', plaintext h2c) with error details
- * (RichClientError), retries for NO_SIDE_EFFECTS methods and deadlines (`{ deadline: ms | Date }`) that are also
- * sent to the server. Call `close()` when done.
+ * Creates a ControlService client for `address` ('host:port': plaintext h2c unless `options.credentials` says
+ * TLS) with error details (RichClientError), retries for NO_SIDE_EFFECTS methods, deadlines (`{ deadline: ms |
+ * Date }`) that are also sent to the server, and `options.token` as bearer token. Call `close()` when done.
  */
 export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
-  const channel = options.channel ?? createChannel(address, undefined, options.channelOptions);
-  const client = clientFactory().create(ControlServiceDefinition, channel, {
+  const channel = options.channel ?? createChannel(address, options.credentials, options.channelOptions);
+  const client = clientFactory(options.token).create(ControlServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });
   return Object.assign(client, {
@@ -104,8 +125,8 @@ export function createControlClient(address: string, options: ClientOptions = {}
 export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
   const channel =
     options.channel ??
-    createChannel(address, undefined, { ...agentChannelOptions, ...options.channelOptions });
-  const client = clientFactory().create(AgentServiceDefinition, channel, {
+    createChannel(address, options.credentials, { ...agentChannelOptions, ...options.channelOptions });
+  const client = clientFactory(options.token).create(AgentServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });
   return Object.assign(client, {

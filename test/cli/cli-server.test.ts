@@ -14,7 +14,7 @@ let server: TestServer;
 async function cli(...argv: string[]) {
   let stdout = '';
   let stderr = '';
-  const code = await runCli(['--server', server.address, ...argv], {
+  const code = await runCli(['--server', server.address, '--plaintext', ...argv], {
     stdout: (t) => (stdout += t),
     stderr: (t) => (stderr += t),
   });
