@@ -113,11 +113,11 @@ async function guest(device: string, calls: number, spawns: number): Promise<voi
     }
   }
   const cli = join(root, 'dist', 'src', 'cli', 'main.js');
-  await run(process.execPath, [cli, '-s', address, 'keys', `vm:${device}`]);
+  await run(process.execPath, [cli, '-s', address, '--plaintext', 'keys', `vm:${device}`]);
   print({
     method: 'prfleet CLI process per command',
     summary: await time(spawns, async () => {
-      await run(process.execPath, [cli, '-s', address, '-o', 'json', 'keys', `vm:${device}`]);
+      await run(process.execPath, [cli, '-s', address, '--plaintext', '-o', 'json', 'keys', `vm:${device}`]);
     }),
   });
   for (let i = 0; i < 20; i++) await readKeys();

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   );
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);
-  const connection = connectControl(server.address);
+  const connection = connectControl(server.address, { plaintext: true });
   try {
     await runScenario(connection.client, { write });
   } finally {

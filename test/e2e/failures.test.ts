@@ -23,7 +23,7 @@ import {
 async function cli(server: string, ...argv: string[]) {
   let stdout = '';
   let stderr = '';
-  const code = await runCli(['--server', server, ...argv], {
+  const code = await runCli(['--server', server, '--plaintext', ...argv], {
     stdout: (t) => (stdout += t),
     stderr: (t) => (stderr += t),
   });

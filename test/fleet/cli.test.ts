@@ -13,6 +13,7 @@ async function cli(server: string, argv: string[]) {
     .name('prfleet')
     .addOption(new Option('-s, --server <host:port>').default(server))
     .addOption(new Option('-o, --output <format>').choices(['table', 'json'] as const).default('table'))
+    .option('--plaintext', 'the harness server is plaintext', true)
     .exitOverride()
     .configureOutput({ writeOut: (t) => (stdout += t), writeErr: (t) => (stderr += t) });
   registerFleetCommands(program, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true }, state);

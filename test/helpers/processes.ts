@@ -168,7 +168,8 @@ export function runCliBinary(
   args: readonly string[],
   timeoutMs = 30_000,
 ): Promise<CliRun> {
-  return runNode(builtBinaries().cli, args, { PRFLEET_SERVER: server }, timeoutMs);
+  // The test servers serve plaintext on loopback; the CLI speaks TLS unless asked.
+  return runNode(builtBinaries().cli, args, { PRFLEET_SERVER: server, PRFLEET_PLAINTEXT: 'true' }, timeoutMs);
 }
 
 /** Runs `node <script> <args>` to completion and captures its output. */

@@ -48,6 +48,7 @@ async function prfleet(address: string, argv: string[]): Promise<{ code: number;
         .choices(['table', 'json'] as const)
         .default('table'),
     )
+    .option('--plaintext', 'the test server is plaintext', true)
     .exitOverride();
   registerHistoryCommands(
     program,
