@@ -31,13 +31,41 @@ describe('security configuration', () => {
   });
 
   it('requires client certificates with TLS alone, and makes them optional when tokens authenticate clients', () => {
-    const mtlsOnly = loadSecurityConfig(tlsEnv());
+    const mtlsOnly = loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory' });
     expect(mtlsOnly.credentials.tls?.clientCerts).toBe('require');
     expect(mtlsOnly.requireAgentCertificate).toBe(true);
+    expect(mtlsOnly.tokenSource).toBeUndefined();
     const shared = loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/etc/prfleet/tokens.json' });
-    expect(shared).toMatchObject({ tokensFile: '/etc/prfleet/tokens.json', requireAgentCertificate: true });
+    expect(shared).toMatchObject({ tokenSource: 'file', tokensFile: '/etc/prfleet/tokens.json', requireAgentCertificate: true });
     expect(shared.credentials.tls?.clientCerts).toBe('optional');
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_CLIENT_CERTS: 'optional' })).toThrow('needs PRFLEET_TOKENS_FILE');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory', PRFLEET_CLIENT_CERTS: 'optional' })).toThrow(
+      'PRFLEET_CLIENT_CERTS=optional needs client tokens',
+    );
+  });
+
+  it('takes tokens from the durable store of a TLS server unless a token file is named', () => {
+    // Default store (PGlite) or PostgreSQL: the database's token table, shared by every instance.
+    for (const store of [{}, { DATABASE_URL: 'postgres://db.example/prfleet' }, { PRFLEET_STORE: 'pglite' }]) {
+      const config = loadSecurityConfig({ ...tlsEnv(), ...store });
+      expect(config.tokenSource).toBe('database');
+      expect(config.tokensFile).toBeUndefined();
+      expect(config.credentials.tls?.clientCerts).toBe('optional');
+    }
+    // A named token file wins (servers upgraded with their tokens in a file keep them).
+    expect(loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/t.json' }).tokenSource).toBe('file');
+    expect(loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/t.json', PRFLEET_TOKENS: 'database' }).tokenSource).toBe('database');
+    // Plaintext (tests, the demo, loopback) without a token file: off unless asked for.
+    expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true' }).tokenSource).toBeUndefined();
+    expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true', PRFLEET_TOKENS: 'database' }).tokenSource).toBe('database');
+    // Explicit choices that cannot work are refused, naming the variables.
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory', PRFLEET_TOKENS: 'database' })).toThrow(
+      'PRFLEET_TOKENS=database needs a durable store',
+    );
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'file' })).toThrow('PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'maybe' })).toThrow('PRFLEET_TOKENS');
+    const off = loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'off' });
+    expect(off.tokenSource).toBeUndefined();
+    expect(off.credentials.tls?.clientCerts).toBe('require');
   });
 });
 
