@@ -28,7 +28,9 @@ export interface FakeSession {
  * A minimal AgentService on 127.0.0.1:0 for agent tests: Welcome on Hello (heartbeat interval given), records
  * every message, lets the test send anything. The real server is H3's; this one has no routing or store.
  */
-export async function startFakeAgentServer(options: { heartbeatMs?: number } = {}) {
+export async function startFakeAgentServer(
+  options: { heartbeatMs?: number; acceptsResultBatches?: boolean } = {},
+) {
   const sessions: FakeSession[] = [];
   const waiters = new Set<() => void>();
   const wake = (): void => {
@@ -86,7 +88,7 @@ export async function startFakeAgentServer(options: { heartbeatMs?: number } = {
           sessionId: `s${sessions.length}`,
           serverInstance: 'fake',
           heartbeatInterval: msToDuration(options.heartbeatMs ?? 60_000),
-          acceptsResultBatches: false,
+          acceptsResultBatches: options.acceptsResultBatches ?? false,
         },
       });
       wake();
