@@ -91,7 +91,9 @@ export default tseslint.config(
     'agent/main.ts',
     'agent/sim.ts',
     'bench/scale-cluster.ts',
+    'src/cli/connection.ts',
     'src/cli/fleet.ts',
+    'src/cli/main.ts',
     'src/cli/parse.ts',
     'src/cli/program.ts',
     'src/common/logger.ts',
@@ -124,6 +126,7 @@ export default tseslint.config(
   // Tests: vitest's asymmetric matchers (expect.objectContaining/any/stringContaining) and JSON.parse are `any`.
   pending('@typescript-eslint/no-unsafe-assignment', [
     'test/auth/middleware.test.ts',
+    'test/auth/store-tokens.test.ts',
     'test/cli/cli-server.test.ts',
     'test/e2e/contention.test.ts',
     'test/fleet/cuts.test.ts',
