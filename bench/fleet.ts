@@ -163,6 +163,8 @@ async function main(): Promise<void> {
   const client = createClient(FleetServiceDefinition, createChannel(address));
   const rows: string[] = [];
   const profileDir = process.env['PRFLEET_BENCH_PROFILE'];
+  // As the CLI asks for it; PRFLEET_BENCH_BATCH_REPORTS=false measures one message per report.
+  const batchReports = process.env['PRFLEET_BENCH_BATCH_REPORTS'] !== 'false';
   const labels = ['warm-up', 'measured', 'measured'];
   for (const [round, label] of labels.entries()) {
     (globalThis as { gc?: () => void }).gc?.();
@@ -179,7 +181,7 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, process.memoryUsage.rss());
       peakHeap = Math.max(peakHeap, getHeapStatistics().used_heap_size);
-    }, 20);
+    }, 100);
     const cpuBefore = process.cpuUsage();
     const agentsCpuBefore = processCpuMs(child.pid ?? -1);
     const started = performance.now();
@@ -187,12 +189,15 @@ async function main(): Promise<void> {
     let reachable = 0;
     let commands = 0;
     let firstReportMs = 0;
-    for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8 })) {
-      if (e.event?.$case === 'report') {
+    for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8, batchReports })) {
+      const batch =
+        e.event?.$case === 'report' ? [e.event.value] : e.event?.$case === 'reports' ? e.event.value.reports : [];
+      for (const report of batch) {
         if (reports === 0) firstReportMs = performance.now() - started;
         reports += 1;
-        if (e.event.value.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
-      } else if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
+        if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
+      }
+      if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
     }
     const ms = performance.now() - started;
     const cpu = process.cpuUsage(cpuBefore);
@@ -207,7 +212,7 @@ async function main(): Promise<void> {
     rows.push(
       `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
         `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
-        `CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
+        `${batchReports ? 'batched' : 'single'} reports; CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
         `agents ${agentsCpuMs.toFixed(0)} ms (${((1000 * agentsCpuMs) / Math.max(1, commands)).toFixed(0)} µs/command); ` +
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );

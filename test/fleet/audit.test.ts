@@ -185,6 +185,24 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     expect(summary.commandsSent).toBe(0);
   });
 
+  it('sends the same reports in `reports` messages to a client that set batch_reports, progress and summary in place', async () => {
+    const h = await startFleetHarness();
+    await good(h.prout('host-a', '/dev/sg2', { action: REG, serviceActionKey: STRAY }));
+    const single = await audit(h);
+    const events: AuditResponse[] = [];
+    for await (const e of h.client.audit({ maxPerAgent: 8, maxConcurrency: 8, batchReports: true })) events.push(e);
+    expect(events.some((e) => e.event?.$case === 'reports')).toBe(true);
+    expect(events[0]?.event?.$case).toBe('progress');
+    expect(events.at(-1)?.event?.$case).toBe('summary');
+    const batched = events.flatMap((e) =>
+      e.event?.$case === 'report' ? [e.event.value] : e.event?.$case === 'reports' ? e.event.value.reports : [],
+    );
+    const key = (r: LogicalUnitReport) => r.luId;
+    expect([...batched].sort((a, b) => key(a).localeCompare(key(b)))).toEqual(
+      [...single.reports].sort((a, b) => key(a).localeCompare(key(b))),
+    );
+  });
+
   it('refuses a malformed selector before sending anything', async () => {
     const h = await startFleetHarness();
     const run = async () => {

@@ -166,10 +166,36 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
     },
   );
   try {
-    yield* out;
+    if (request.batchReports) yield* coalesceReports(out);
+    else yield* out;
   } finally {
     clearInterval(timer);
     out.close(); // a client that went away: lanes waiting for it to read stop waiting (their reads abort)
+  }
+}
+
+/** Most reports in one `reports` message (~300 bytes each). */
+const MAX_REPORT_BATCH = 128;
+
+const isReport = (e: AuditResponse): boolean => e.event?.$case === 'report';
+
+/**
+ * The audit's events for a client that set batch_reports: a report with more reports queued right behind it
+ * goes out with them as one `reports` message (same order; progress and the summary keep their place).
+ */
+async function* coalesceReports(out: AsyncQueue<AuditResponse>): AsyncGenerator<AuditResponse> {
+  for await (const event of out) {
+    let next: AuditResponse | undefined;
+    if (event.event?.$case !== 'report' || (next = out.takeIf(isReport)) === undefined) {
+      yield event;
+      continue;
+    }
+    const reports = [event.event.value];
+    while (next !== undefined) {
+      if (next.event?.$case === 'report') reports.push(next.event.value);
+      next = reports.length < MAX_REPORT_BATCH ? out.takeIf(isReport) : undefined;
+    }
+    yield { event: { $case: 'reports', value: { reports } } };
   }
 }
 

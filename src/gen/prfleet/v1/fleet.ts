@@ -680,7 +680,14 @@ export interface AuditRequest {
     | Duration
     | undefined;
   /** Send a progress event at most this often. Default 250 ms. */
-  progressInterval: Duration | undefined;
+  progressInterval:
+    | Duration
+    | undefined;
+  /**
+   * The client understands AuditResponse.reports: reports completed together may then come as one message
+   * (same reports, same order). Without it every report is its own `report` event.
+   */
+  batchReports: boolean;
 }
 
 /** Progress of an audit. */
@@ -744,7 +751,19 @@ export interface AuditResponse {
     | //
     /** The final message. */
     { $case: "summary"; value: AuditSummary }
+    | //
+    /**
+     * Several LUs' reports, each exactly as its own `report` event would carry it, in completion order. Sent
+     * only when the request set `batch_reports`.
+     */
+    { $case: "reports"; value: LogicalUnitReports }
     | undefined;
+}
+
+/** LU reports coalesced into one Audit message (AuditRequest.batch_reports). */
+export interface LogicalUnitReports {
+  /** The reports, in the order they completed. */
+  reports: LogicalUnitReport[];
 }
 
 /** A key record of the registry. */
@@ -2502,6 +2521,7 @@ function createBaseAuditRequest(): AuditRequest {
     maxPerAgent: 0,
     commandTimeout: undefined,
     progressInterval: undefined,
+    batchReports: false,
   };
 }
 
@@ -2521,6 +2541,9 @@ export const AuditRequest: MessageFns<AuditRequest> = {
     }
     if (message.progressInterval !== undefined) {
       Duration.encode(message.progressInterval, writer.uint32(42).fork()).join();
+    }
+    if (message.batchReports !== false) {
+      writer.uint32(48).bool(message.batchReports);
     }
     return writer;
   },
@@ -2578,6 +2601,14 @@ export const AuditRequest: MessageFns<AuditRequest> = {
             message.progressInterval = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.batchReports = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2613,6 +2644,11 @@ export const AuditRequest: MessageFns<AuditRequest> = {
         : isSet(object.progress_interval)
         ? Duration.fromJSON(object.progress_interval)
         : undefined,
+      batchReports: isSet(object.batchReports)
+        ? globalThis.Boolean(object.batchReports)
+        : isSet(object.batch_reports)
+        ? globalThis.Boolean(object.batch_reports)
+        : false,
     };
   },
 
@@ -2633,6 +2669,9 @@ export const AuditRequest: MessageFns<AuditRequest> = {
     if (message.progressInterval !== undefined) {
       obj.progressInterval = Duration.toJSON(message.progressInterval);
     }
+    if (message.batchReports !== false) {
+      obj.batchReports = message.batchReports;
+    }
     return obj;
   },
 
@@ -2652,6 +2691,7 @@ export const AuditRequest: MessageFns<AuditRequest> = {
     message.progressInterval = (object.progressInterval !== undefined && object.progressInterval !== null)
       ? Duration.fromPartial(object.progressInterval)
       : undefined;
+    message.batchReports = object.batchReports ?? false;
     return message;
   },
 };
@@ -3153,6 +3193,9 @@ export const AuditResponse: MessageFns<AuditResponse> = {
       case "summary":
         AuditSummary.encode(message.event.value, writer.uint32(26).fork()).join();
         break;
+      case "reports":
+        LogicalUnitReports.encode(message.event.value, writer.uint32(34).fork()).join();
+        break;
     }
     return writer;
   },
@@ -3194,6 +3237,14 @@ export const AuditResponse: MessageFns<AuditResponse> = {
             message.event = { $case: "summary", value: AuditSummary.decode(reader, reader.uint32()) };
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.event = { $case: "reports", value: LogicalUnitReports.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3214,6 +3265,8 @@ export const AuditResponse: MessageFns<AuditResponse> = {
         ? { $case: "report", value: LogicalUnitReport.fromJSON(object.report) }
         : isSet(object.summary)
         ? { $case: "summary", value: AuditSummary.fromJSON(object.summary) }
+        : isSet(object.reports)
+        ? { $case: "reports", value: LogicalUnitReports.fromJSON(object.reports) }
         : undefined,
     };
   },
@@ -3226,6 +3279,8 @@ export const AuditResponse: MessageFns<AuditResponse> = {
       obj.report = LogicalUnitReport.toJSON(message.event.value);
     } else if (message.event?.$case === "summary") {
       obj.summary = AuditSummary.toJSON(message.event.value);
+    } else if (message.event?.$case === "reports") {
+      obj.reports = LogicalUnitReports.toJSON(message.event.value);
     }
     return obj;
   },
@@ -3254,7 +3309,84 @@ export const AuditResponse: MessageFns<AuditResponse> = {
         }
         break;
       }
+      case "reports": {
+        if (object.event?.value !== undefined && object.event?.value !== null) {
+          message.event = { $case: "reports", value: LogicalUnitReports.fromPartial(object.event.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseLogicalUnitReports(): LogicalUnitReports {
+  return { reports: [] };
+}
+
+export const LogicalUnitReports: MessageFns<LogicalUnitReports> = {
+  encode(message: LogicalUnitReports, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.reports) {
+      LogicalUnitReport.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogicalUnitReports {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogicalUnitReports();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.reports.push(LogicalUnitReport.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LogicalUnitReports {
+    return {
+      reports: globalThis.Array.isArray(object?.reports)
+        ? object.reports.map((e: any) => LogicalUnitReport.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LogicalUnitReports): unknown {
+    const obj: any = {};
+    if (message.reports?.length) {
+      obj.reports = message.reports.map((e) => LogicalUnitReport.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogicalUnitReports>): LogicalUnitReports {
+    return LogicalUnitReports.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LogicalUnitReports>): LogicalUnitReports {
+    const message = createBaseLogicalUnitReports();
+    message.reports = object.reports?.map((e) => LogicalUnitReport.fromPartial(e)) || [];
     return message;
   },
 };
