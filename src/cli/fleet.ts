@@ -263,7 +263,16 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
         const reports: LogicalUnitReport[] = [];
         let summary: AuditSummary | undefined;
         let started = false;
-        for await (const e of client.audit({ selector: selectorOf(opts), maxConcurrency: opts.maxConcurrency ?? 0, maxPerAgent: opts.maxPerAgent ?? 0 })) {
+        // batch_reports: reports completed together come in one message; shown one by one as before.
+        const request = { selector: selectorOf(opts), maxConcurrency: opts.maxConcurrency ?? 0, maxPerAgent: opts.maxPerAgent ?? 0, batchReports: true };
+        for await (const e of client.audit(request)) {
+          if (e.event?.$case === 'reports') {
+            for (const report of e.event.value.reports) {
+              if (output === 'json') line({ $case: 'report', value: report });
+              reports.push(report);
+            }
+            continue;
+          }
           if (output === 'json') line(e.event);
           const ev = e.event;
           if (ev?.$case === 'progress') {
