@@ -224,7 +224,8 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
   return {
     async execute(spec, options) {
       const target = resolveTarget(registry, spec.target, spec.mode);
-      const command = Command.fromPartial({ ...spec.command, path: target.path.path });
+      // The spec's command is complete (built with fromPartial): a shallow copy with the path, no deep copy.
+      const command: Command = { ...spec.command, path: target.path.path };
       const encoded = encodeOrReject(spec, command);
       const unsupported = checkSupported(target.path.capabilities, command);
       if (unsupported !== undefined) {

@@ -56,6 +56,7 @@ try {
     config,
     createRouter: extras.createRouter,
     middlewares: extras.middlewares,
+    observeRpc: extras.observeRpc,
     controlMiddleware: extras.controlMiddleware,
   });
 } catch (e) {

@@ -5,6 +5,7 @@ import { ServerError, Status, type CallContext, type ServerMiddleware, type Serv
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import { outcomeToJSON, prinActionToJSON, proutActionToJSON, type CommandResult } from '../gen/prfleet/v1/scsi.js';
+import type { RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
 
 /** Latency buckets in seconds: SCSI PR commands take ms; a loader busy with a move can take tens of seconds. */
@@ -156,20 +157,37 @@ function codeOf(error: unknown): string {
 }
 
 /**
- * nice-grpc server middleware counting RPCs and their duration by method and code. Attach it first (outermost)
- * so it sees the codes the error middleware produces: `createServer().use(metricsMiddleware).use(…)`.
+ * Counts RPCs and their duration by method and code: the observer prfleet's one RPC middleware calls
+ * (src/server/middleware.ts rpcMiddleware), so the codes are the ones the client sees.
  */
-export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddleware {
+export function rpcObserver(metrics: ServerMetrics): RpcObserver {
   // Label children by (method, code), so each RPC does not hash its label object twice (prom-client).
   const children = new Map<
     string,
     { count: ReturnType<ServerMetrics['rpcs']['labels']>; time: ReturnType<ServerMetrics['rpcSeconds']['labels']> }
   >();
+  return (method, code, seconds) => {
+    const key = `${method}\0${code}`;
+    let child = children.get(key);
+    if (child === undefined) {
+      child = { count: metrics.rpcs.labels({ method, code }), time: metrics.rpcSeconds.labels({ method, code }) };
+      children.set(key, child);
+    }
+    child.count.inc();
+    child.time.observe(seconds);
+  };
+}
+
+/**
+ * The same counting as a standalone nice-grpc middleware, for servers built without prfleet's RPC middleware:
+ * attach it first (outermost) so it sees the codes later middlewares produce.
+ */
+export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddleware {
+  const observe = rpcObserver(metrics);
   return async function* metricsMiddleware<Request, Response>(
     call: ServerMiddlewareCall<Request, Response>,
     context: CallContext,
   ): AsyncGenerator<Response, Response | void, undefined> {
-    const method = call.method.path;
     const started = performance.now();
     let code = 'OK';
     try {
@@ -178,14 +196,7 @@ export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddlewar
       code = codeOf(error);
       throw error;
     } finally {
-      const key = `${method}\0${code}`;
-      let child = children.get(key);
-      if (child === undefined) {
-        child = { count: metrics.rpcs.labels({ method, code }), time: metrics.rpcSeconds.labels({ method, code }) };
-        children.set(key, child);
-      }
-      child.count.inc();
-      child.time.observe((performance.now() - started) / 1000);
+      observe(call.method.path, code, (performance.now() - started) / 1000);
     }
   };
 }

@@ -1,13 +1,28 @@
 import type { Logger } from 'pino';
 import { isAbortError } from 'abort-controller-x';
 import { ServerError, Status, type CallContext, type ServerMiddlewareCall } from 'nice-grpc-common';
+import { RichServerError, type Any, type ErrorDetails } from 'nice-grpc-error-details';
+// The library's own details encoder and google.rpc.Status, exactly as its errorDetailsServerMiddleware uses
+// them; the encoder is exported by the module but left out of its type declarations.
+import * as errorDetailsModule from 'nice-grpc-error-details/lib/ErrorDetails.js';
+import { Status as RpcStatus } from 'nice-grpc-error-details/lib/proto/google/rpc/status.js';
+
+const { encodeErrorDetails } = errorDetailsModule as unknown as {
+  encodeErrorDetails(details: readonly ErrorDetails[]): Any[];
+};
+
+/** Receives every finished RPC: method path, gRPC status name (what the client sees) and duration. */
+export type RpcObserver = (method: string, code: string, seconds: number) => void;
 
 /**
- * The one error middleware: ServerErrors and aborts pass through (logged at debug/info), anything else is a
- * bug: logged with its stack at error and answered INTERNAL with a fixed text (nice-grpc would send UNKNOWN).
+ * The one server middleware around every RPC (one async-generator layer per call, not one per concern: each
+ * layer costs every unary call a generator and its promises). ServerErrors and aborts pass through (logged at
+ * info), RichServerError details go into the `grpc-status-details-bin` trailer (as nice-grpc-error-details'
+ * server middleware does), anything else is a bug: logged with its stack at error and answered INTERNAL with a
+ * fixed text (nice-grpc would send UNKNOWN). `observe` (the metrics) sees each call's final code and duration.
  */
-export function errorLoggingMiddleware(log: Logger) {
-  return async function* errorLogging<Request, Response>(
+export function rpcMiddleware(log: Logger, observe?: RpcObserver) {
+  return async function* rpc<Request, Response>(
     call: ServerMiddlewareCall<Request, Response>,
     context: CallContext,
   ) {
@@ -15,22 +30,38 @@ export function errorLoggingMiddleware(log: Logger) {
     const method = call.method.path;
     try {
       const result = yield* call.next(call.request, context);
-      if (!call.requestStream && !call.responseStream) {
+      if (observe !== undefined) observe(method, 'OK', (performance.now() - started) / 1000);
+      if (!call.requestStream && !call.responseStream && log.isLevelEnabled('debug')) {
         log.debug({ method, code: 'OK', ms: Math.round(performance.now() - started) }, 'rpc');
       }
       return result;
     } catch (e) {
-      const ms = Math.round(performance.now() - started);
+      const ms = performance.now() - started;
+      let error: unknown = e;
+      let code: string;
       if (e instanceof ServerError) {
-        log.info({ method, code: Status[e.code], detail: e.details, ms }, 'rpc failed');
-        throw e;
+        code = Status[e.code];
+        if (e instanceof RichServerError) context.trailer.set(STATUS_DETAILS_TRAILER, encodeStatusDetails(e));
+        log.info({ method, code, detail: e.details, ms: Math.round(ms) }, 'rpc failed');
+      } else if (isAbortError(e)) {
+        code = 'CANCELLED';
+        log.info({ method, code, ms: Math.round(ms) }, 'rpc cancelled by caller');
+      } else {
+        code = 'INTERNAL';
+        log.error({ method, err: e, ms: Math.round(ms) }, 'rpc failed: internal error');
+        error = new ServerError(Status.INTERNAL, 'internal error (logged on the server)');
       }
-      if (isAbortError(e)) {
-        log.info({ method, code: 'CANCELLED', ms }, 'rpc cancelled by caller');
-        throw e;
-      }
-      log.error({ method, err: e, ms }, 'rpc failed: internal error');
-      throw new ServerError(Status.INTERNAL, 'internal error (logged on the server)');
+      observe?.(method, code, ms / 1000);
+      throw error;
     }
   };
+}
+
+/** Trailer carrying google.rpc.Status with error details (the gRPC richer error model). */
+const STATUS_DETAILS_TRAILER = 'grpc-status-details-bin';
+
+function encodeStatusDetails(error: RichServerError): Uint8Array {
+  return RpcStatus.encode(
+    RpcStatus.fromPartial({ code: error.code, message: error.details, details: encodeErrorDetails(error.extra) }),
+  ).finish();
 }

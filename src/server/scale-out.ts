@@ -14,7 +14,7 @@ import {
 } from './auth/index.js';
 import {
   createMetrics,
-  createMetricsMiddleware,
+  rpcObserver,
   instrumentRouter,
   loadMetricsConfig,
   observeAgents,
@@ -31,6 +31,7 @@ import {
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createRedisInventory, type RedisInventory } from './shared-inventory/index.js';
 import type { JsonValue, Store } from './store/index.js';
+import type { RpcObserver } from './middleware.js';
 import { loadTracingConfig, setupTracing, type Tracing, type TracingOptions } from './tracing.js';
 
 const booleanFlag = z
@@ -133,8 +134,10 @@ export interface ServerExtras {
   createRouter(registry: AgentRegistry): CommandRouter;
   /** For server.listen(address, credentials): TLS with agent identity, or plaintext when explicitly asked for. */
   readonly credentials: ServerCredentials | undefined;
-  /** Server-wide middlewares, outermost first (metrics, then tracing): `server.use(m)` for each, before the error middleware. */
+  /** Server-wide middlewares (tracing when configured), for ServerDeps.middlewares. */
   readonly middlewares: readonly ServerMiddleware[];
+  /** Counts every RPC by method and code (Prometheus), for ServerDeps.observeRpc. */
+  readonly observeRpc: RpcObserver;
   /**
    * Bearer-token middleware for ControlService and FleetService only (`server.with(m).add(…)`); undefined without
    * client tokens. Its token table (PRFLEET_TOKENS=database) and key registry check wait for {@link useStore}.
@@ -161,8 +164,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
   const metrics = createMetrics();
   let tracing: Tracing | undefined;
   if (config.tracing !== undefined) tracing = setupTracing({ ...config.tracing, instanceId });
-  const middlewares: ServerMiddleware[] = [createMetricsMiddleware(metrics)];
-  if (tracing !== undefined) middlewares.push(tracing.middleware);
+  const middlewares: ServerMiddleware[] = tracing === undefined ? [] : [tracing.middleware];
   const security = config.security;
   const auth =
     security?.tokenSource === undefined
@@ -242,6 +244,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     createRouter,
     credentials,
     middlewares,
+    observeRpc: rpcObserver(metrics),
     controlMiddleware,
     useStore: (store) => auth?.bind(store),
     metrics,

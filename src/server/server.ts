@@ -3,7 +3,6 @@ import { fileURLToPath } from 'node:url';
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { createServer, ServerError, Status, type ServerMiddleware } from 'nice-grpc';
-import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
@@ -21,7 +20,7 @@ import { exposeDeadline } from './deadline.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
 import { createProutRecorder, createWriteTracker, type PrincipalOf, type ProutRecorder } from './history.js';
 import { createMemoryJournal, type CommandJournal } from './journal.js';
-import { errorLoggingMiddleware } from './middleware.js';
+import { rpcMiddleware, type RpcObserver } from './middleware.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createStoreCommandJournal, type Store } from './store/index.js';
 
@@ -42,8 +41,10 @@ export interface ServerDeps {
   readonly principalOf?: PrincipalOf | undefined;
   /** Router factory, for a multi-instance router. @default the in-process router */
   readonly createRouter?: ((registry: AgentRegistry) => CommandRouter) | undefined;
-  /** Server-wide middlewares, outermost first (metrics, tracing), applied before error logging. @default none */
+  /** Server-wide middlewares (tracing), inside the RPC middleware (errors, logging, metrics). @default none */
   readonly middlewares?: readonly ServerMiddleware[] | undefined;
+  /** Sees every finished RPC's method, code and duration (the Prometheus metrics). @default none */
+  readonly observeRpc?: RpcObserver | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
@@ -182,10 +183,10 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
 
-  const server = (deps.middlewares ?? [])
-    .reduce((built, middleware) => built.use(middleware), createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }))
-    .use(errorLoggingMiddleware(log))
-    .use(errorDetailsServerMiddleware);
+  const server = (deps.middlewares ?? []).reduce(
+    (built, middleware) => built.use(middleware),
+    createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }).use(rpcMiddleware(log, deps.observeRpc)),
+  );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
   const control = deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
   server.add(HealthDefinition, HealthServiceImpl(health));

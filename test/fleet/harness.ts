@@ -1,6 +1,6 @@
 import { onTestFinished } from 'vitest';
 import { createChannel, createClientFactory, createServer } from 'nice-grpc';
-import { errorDetailsClientMiddleware, errorDetailsServerMiddleware } from 'nice-grpc-error-details';
+import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { createAgent, type Agent } from '../../agent/agent.js';
 import { createEmulatedFabric, loadFabric, type EmulatedFabric } from '../../agent/fabric.js';
 import type { ScsiDevice, ScsiTransport } from '../../agent/transport/transport.js';
@@ -18,7 +18,7 @@ import { AgentRegistry } from '../../src/server/agent-registry.js';
 import { createAgentService } from '../../src/server/agent-service.js';
 import { exposeDeadline } from '../../src/server/deadline.js';
 import { registerFleetService } from '../../src/server/fleet/index.js';
-import { errorLoggingMiddleware } from '../../src/server/middleware.js';
+import { rpcMiddleware } from '../../src/server/middleware.js';
 import { createInProcessRouter, type CommandRouter } from '../../src/server/router.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
 import { DEMO_FABRIC } from '../helpers/agents.js';
@@ -91,7 +91,7 @@ export async function startFleetHarness(options: { fabricFile?: string; wrapRout
   const inner = createInProcessRouter({ registry: agents, log, instanceId: 'fleet-test', resultSlackMs: 1_000 });
   const router = options.wrapRouter ? options.wrapRouter(inner, agents) : inner;
   const store = await sharedStore();
-  const server = createServer({ interceptors: [exposeDeadline] }).use(errorLoggingMiddleware(log)).use(errorDetailsServerMiddleware);
+  const server = createServer({ interceptors: [exposeDeadline] }).use(rpcMiddleware(log));
   server.add(AgentServiceDefinition, createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }));
   registerFleetService(server, { router, devices: agents, store, log, instanceId: 'fleet-test' });
   const port = await server.listen('127.0.0.1:0');
