@@ -3,7 +3,13 @@ import type { Logger } from 'pino';
 import { ServerError, Status } from 'nice-grpc-common';
 import type { ConnectResponse, Heartbeat, Hello } from '../gen/prfleet/v1/agent.js';
 import type { Command } from '../gen/prfleet/v1/agent.js';
-import type { CommandResult, Path } from '../gen/prfleet/v1/scsi.js';
+import type {
+  CommandResult,
+  Designator,
+  DeviceCapabilities,
+  Path,
+  TransportId,
+} from '../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../common/result.js';
 import { AsyncQueue } from './async-queue.js';
 
@@ -25,8 +31,8 @@ export class AgentSession {
   readonly connectedAt = new Date();
   /** Messages for the agent; the Connect handler yields from it (backpressured by HTTP/2). */
   readonly outbox: AsyncQueue<ConnectResponse>;
-  /** In-flight commands by command_id. */
-  readonly pending = new Map<string, PendingCommand>();
+  // Allocated with the first command: an idle agent (most of a fleet, most of the time) carries no map.
+  private pendingMap: Map<string, PendingCommand> | undefined;
   /** Last Heartbeat received. */
   lastHeartbeatAt: Date | undefined;
   /** Date.now() of the last message of any kind (liveness). */
@@ -50,6 +56,16 @@ export class AgentSession {
     this.outbox = new AsyncQueue(outboxCapacity);
   }
 
+  /** In-flight commands by command_id. */
+  get pending(): Map<string, PendingCommand> {
+    return (this.pendingMap ??= new Map());
+  }
+
+  /** Commands in flight (without allocating the map of an idle session). */
+  get inFlight(): number {
+    return this.pendingMap?.size ?? 0;
+  }
+
   /** True while the stream is being rotated: the router sends it no new commands and waits for the next one. */
   get rotating(): boolean {
     return this.rotatingSinceMs !== undefined;
@@ -67,7 +83,7 @@ export class AgentSession {
 
   /** Forgets a settled command; sends the rotation's Reconnect when it was the last one in flight. */
   forget(commandId: string): void {
-    this.pending.delete(commandId);
+    this.pendingMap?.delete(commandId);
     this.sendReconnectWhenIdle();
   }
 
@@ -79,7 +95,7 @@ export class AgentSession {
   }
 
   private sendReconnectWhenIdle(): void {
-    if (this.rotating && this.pending.size === 0) {
+    if (this.rotating && this.inFlight === 0) {
       this.sendReconnect('stream rotation: maximum stream age reached, reconnect to any instance');
     }
   }
@@ -102,8 +118,9 @@ export class AgentSession {
     if (this.ended) return;
     this.ended = true;
     this.outbox.close(streamError);
-    const pending = [...this.pending.values()];
-    this.pending.clear();
+    if (this.pendingMap === undefined) return;
+    const pending = [...this.pendingMap.values()];
+    this.pendingMap.clear();
     for (const p of pending) {
       p.settle(
         unknownResult(
@@ -205,8 +222,14 @@ export class AgentRegistry {
   private rotationWaitMs = 10_000;
   /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
   private readonly rotatedAway = new Map<string, number>();
+  private version = 0;
 
   constructor(private readonly options: AgentRegistryOptions) {}
+
+  /** Changes whenever a session opens or closes here (lets periodic work skip a comparison of all sessions). */
+  get sessionsVersion(): number {
+    return this.version;
+  }
 
   /** Heartbeat interval told to agents (ms). */
   get heartbeatMs(): number {
@@ -268,6 +291,7 @@ export class AgentRegistry {
   open(hello: Hello): AgentSession {
     const session = new AgentSession(hello, this.options.outboxCapacity);
     session.maxAgeMs = this.jitteredMaxAge();
+    this.version += 1;
     this.rotatedAway.delete(hello.agentId);
     const record = this.records.get(hello.agentId);
     const previous = record?.session;
@@ -294,7 +318,7 @@ export class AgentRegistry {
           agentId: hello.agentId,
           oldSessionId: previous.sessionId,
           sessionId: session.sessionId,
-          inFlight: previous.pending.size,
+          inFlight: previous.inFlight,
         },
         'agent reconnected: replacing its old session',
       );
@@ -309,6 +333,7 @@ export class AgentRegistry {
   /** Ends `session` (if still open) and marks its agent disconnected when it is the current one. */
   close(session: AgentSession, reason: string, streamError?: unknown): void {
     if (session.isEnded) return;
+    this.version += 1;
     const record = this.records.get(session.agentId);
     const current = record?.session === session;
     if (current && record !== undefined) record.session = undefined;
@@ -318,12 +343,16 @@ export class AgentRegistry {
     this.emit({ kind: 'closed', session, current });
   }
 
-  /** Replaces the agent's paths with `paths` when `session` is current. */
-  setInventory(session: AgentSession, paths: Path[]): void {
+  /**
+   * Replaces the agent's paths with `paths` when `session` is current. They are kept {@link compactPaths
+   * compacted}: parts that many agents' paths have in common are stored once.
+   */
+  setInventory(session: AgentSession, paths: readonly Path[]): void {
     const record = this.records.get(session.agentId);
     if (record?.session !== session) return;
-    record.paths = paths;
-    this.emit({ kind: 'inventory', session, paths });
+    const compact = compactPaths(paths);
+    record.paths = compact;
+    this.emit({ kind: 'inventory', session, paths: compact });
   }
 
   /** Records a heartbeat (and liveness) for `session`. */
@@ -366,9 +395,16 @@ export class AgentRegistry {
     return [...this.records.values()].sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
   }
 
-  /** Open sessions on this instance. */
+  /** This instance's own record of `agentId` (no shared inventory), if any. */
+  localRecord(agentId: string): AgentRecord | undefined {
+    return this.records.get(agentId);
+  }
+
+  /** Open sessions on this instance, in no particular order (the periodic checks and presence sync need none). */
   sessions(): AgentSession[] {
-    return this.localRecords().flatMap((r) => (r.session === undefined ? [] : [r.session]));
+    const open: AgentSession[] = [];
+    for (const record of this.records.values()) if (record.session !== undefined) open.push(record.session);
+    return open;
   }
 
   /**
@@ -417,7 +453,7 @@ export class AgentRegistry {
             {
               agentId: session.agentId,
               sessionId: session.sessionId,
-              inFlight: session.pending.size,
+              inFlight: session.inFlight,
             },
             'stream rotation not finished within its grace: closing the session',
           );
@@ -441,7 +477,7 @@ export class AgentRegistry {
           agentId: session.agentId,
           sessionId: session.sessionId,
           ageMs,
-          inFlight: session.pending.size,
+          inFlight: session.inFlight,
         },
         'stream rotation: maximum age reached',
       );
@@ -463,7 +499,7 @@ export class AgentRegistry {
           agentId: session.agentId,
           sessionId: session.sessionId,
           silentMs,
-          inFlight: session.pending.size,
+          inFlight: session.inFlight,
         },
         'agent silent too long: dropping its session',
       );
@@ -518,4 +554,95 @@ function pick(
 /** Plain string order (not locale): ids sort the same everywhere. */
 export function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+// ---- compact inventories ----------------------------------------------------------------------------------------
+//
+// Every connected agent's paths stay in memory (and, with a shared inventory, on every instance). Decoded as
+// they arrive, each path carries its own copy of what is the same for every host that sees the LU (designators,
+// INQUIRY strings) or has the same device profile (capabilities), and its byte fields are views into 8 KiB
+// Buffer pool slabs that stay alive as long as any view does. compactPaths keeps one frozen copy of those parts
+// (byte fields copied out of the pool) shared by every path that has them; per path remain only what differs
+// (path, initiator port, relative target port, online) and an object of its own.
+
+/** Interned values, at most this many of each kind (a fleet has far fewer LUs and profiles); then restarted. */
+const INTERN_LIMIT = 50_000;
+const internedStrings = new Map<string, string>();
+const internedDesignators = new Map<string, readonly Designator[]>();
+const internedCapabilities = new Map<string, DeviceCapabilities>();
+
+function internIn<T>(table: Map<string, T>, key: string, make: () => T): T {
+  const found = table.get(key);
+  if (found !== undefined) return found;
+  if (table.size >= INTERN_LIMIT) table.clear();
+  const value = make();
+  table.set(key, value);
+  return value;
+}
+
+/** `text` as one shared string (protobuf decoding makes a new string for every message). */
+function internString(text: string): string {
+  return text === '' ? text : internIn(internedStrings, text, () => text);
+}
+
+/** A Buffer of its own, exactly `bytes` long (not a view into a pool slab). */
+function ownBytes(bytes: Buffer): Buffer {
+  const copy = new Uint8Array(bytes.length);
+  copy.set(bytes);
+  return Buffer.from(copy.buffer, 0, copy.length);
+}
+
+function designatorKey(d: Designator): string {
+  return `${d.codeSet},${d.association},${d.designatorType},${d.protocolId ?? ''},${d.value.toString('hex')},${d.display}`;
+}
+
+function internDesignators(designators: readonly Designator[]): Designator[] {
+  if (designators.length === 0) return designators as Designator[];
+  const key = designators.map(designatorKey).join('|');
+  return internIn(internedDesignators, key, () =>
+    Object.freeze(
+      designators.map((d) =>
+        Object.freeze({ ...d, value: ownBytes(d.value), display: internString(d.display) }),
+      ),
+    ),
+  ) as Designator[];
+}
+
+function internCapabilities(c: DeviceCapabilities | undefined): DeviceCapabilities | undefined {
+  if (c === undefined) return undefined;
+  const key = JSON.stringify(c);
+  return internIn(internedCapabilities, key, () =>
+    Object.freeze({
+      ...c,
+      profile: internString(c.profile),
+      proutActions: Object.freeze([...c.proutActions]) as DeviceCapabilities['proutActions'],
+      prinActions: Object.freeze([...c.prinActions]) as DeviceCapabilities['prinActions'],
+      types: Object.freeze([...c.types]) as DeviceCapabilities['types'],
+    }),
+  );
+}
+
+function compactTransportId(t: TransportId | undefined): TransportId | undefined {
+  if (t?.id?.$case !== 'raw') return t;
+  return { ...t, id: { $case: 'raw', value: ownBytes(t.id.value) } };
+}
+
+/**
+ * `paths` with what many agents' paths have in common stored once (see above): equal to the input field by
+ * field; the shared parts (designators, capabilities) are frozen, so code that would modify them fails loudly.
+ */
+export function compactPaths(paths: readonly Path[]): Path[] {
+  return paths.map((p) => ({
+    ...p,
+    path: internString(p.path),
+    vendor: internString(p.vendor),
+    product: internString(p.product),
+    revision: internString(p.revision),
+    serial: internString(p.serial),
+    luId: internString(p.luId),
+    loaderId: internString(p.loaderId),
+    designators: internDesignators(p.designators),
+    initiatorPort: compactTransportId(p.initiatorPort),
+    capabilities: internCapabilities(p.capabilities),
+  }));
 }
