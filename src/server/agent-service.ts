@@ -17,27 +17,38 @@ import type { CommandRouter } from './router.js';
 const MAX_COMMAND_BATCH = 256;
 
 /**
- * The outbox as written to an agent that accepts CommandBatch: a command with more commands queued right behind
- * it goes out together with them as one message (same order; anything else queued keeps its place).
+ * The next message for the agent, waiting for one; undefined once the outbox is closed and drained (throws the
+ * error it was closed with, if any). With `batches` (the agent accepts CommandBatch) a command with more
+ * commands queued right behind it goes out together with them as one message (same order; anything else
+ * queued keeps its place). A plain loop rather than async generators stacked on the outbox: an idle agent's
+ * writer then waits on one promise (the outbox's), not on a chain of suspended generators.
  */
-async function* coalesceCommands(
+async function nextMessage(
   outbox: AsyncQueue<ConnectResponse>,
-): AsyncGenerator<ConnectResponse, void, undefined> {
-  const isCommand = (m: ConnectResponse) => m.message?.$case === 'command';
-  for await (const item of outbox) {
-    let next: ConnectResponse | undefined;
-    if (item.message?.$case !== 'command' || (next = outbox.takeIf(isCommand)) === undefined) {
-      yield item;
-      continue;
+  batches: boolean,
+): Promise<ConnectResponse | undefined> {
+  let item = outbox.take();
+  while (item === undefined) {
+    if (outbox.isClosed) {
+      const reason = outbox.closeReason;
+      if (reason !== undefined) throw reason;
+      return undefined;
     }
-    const commands: Command[] = [item.message.value];
-    while (next !== undefined) {
-      if (next.message?.$case === 'command') commands.push(next.message.value);
-      next = commands.length < MAX_COMMAND_BATCH ? outbox.takeIf(isCommand) : undefined;
-    }
-    yield { message: { $case: 'commands', value: { commands } } };
+    await outbox.whenReadable();
+    item = outbox.take();
   }
+  if (!batches || item.message?.$case !== 'command') return item;
+  let next = outbox.takeIf(isCommand);
+  if (next === undefined) return item;
+  const commands: Command[] = [item.message.value];
+  while (next !== undefined) {
+    if (next.message?.$case === 'command') commands.push(next.message.value);
+    next = commands.length < MAX_COMMAND_BATCH ? outbox.takeIf(isCommand) : undefined;
+  }
+  return { message: { $case: 'commands', value: { commands } } };
 }
+
+const isCommand = (m: ConnectResponse): boolean => m.message?.$case === 'command';
 
 /** Dependencies of {@link createAgentService}. */
 export interface AgentServiceDeps {
@@ -64,12 +75,18 @@ export interface AgentServiceDeps {
  */
 export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
   const { registry, log } = deps;
+  // The fields a per-session child logger would add, built per log line: a child logger per connected agent
+  // costs memory for as long as the agent stays connected, and an idle agent logs nothing.
+  const bindings = (session: AgentSession) => ({
+    agentId: session.agentId,
+    sessionId: session.sessionId,
+  });
 
-  function settleResult(session: AgentSession, result: CommandResult, sessionLog: Logger): void {
-    const pending = session.pending.get(result.commandId);
+  function settleResult(session: AgentSession, result: CommandResult): void {
+    const pending = session.inFlight === 0 ? undefined : session.pending.get(result.commandId);
     if (pending === undefined) {
-      sessionLog.warn(
-        { commandId: result.commandId, outcome: result.outcome },
+      log.warn(
+        { ...bindings(session), commandId: result.commandId, outcome: result.outcome },
         'result for a command not in flight (already settled)',
       );
       return;
@@ -80,7 +97,6 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
   function handle(
     session: AgentSession,
     request: ConnectRequest,
-    sessionLog: Logger,
     identity: PeerIdentity | undefined,
   ): void {
     session.lastSeenMs = Date.now();
@@ -90,34 +106,39 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
         // The certificate's allow-list bounds what the agent may report, so nothing can be routed elsewhere.
         const { allowed, denied } = authorizeInventory(identity, message.value.paths);
         if (denied.length > 0) {
-          sessionLog.warn(
-            { denied: denied.map((p) => p.path), allow: identity?.allow },
+          log.warn(
+            { ...bindings(session), denied: denied.map((p) => p.path), allow: identity?.allow },
             'inventory paths outside the certificate allow-list dropped',
           );
         }
         registry.setInventory(session, allowed);
-        sessionLog.info(
-          { paths: allowed.length, luIds: [...new Set(allowed.map((p) => p.luId))] },
+        log.info(
+          {
+            ...bindings(session),
+            paths: allowed.length,
+            luIds: [...new Set(allowed.map((p) => p.luId))],
+          },
           'inventory',
         );
         return;
       }
       case 'result':
-        settleResult(session, message.value, sessionLog);
+        settleResult(session, message.value);
         return;
       case 'results':
         // A batch is only framing: each result settles as if it had come alone, in order.
-        for (const result of message.value.results) settleResult(session, result, sessionLog);
+        for (const result of message.value.results) settleResult(session, result);
         return;
       case 'heartbeat':
         registry.heartbeat(session, message.value);
-        sessionLog.debug({ inFlight: message.value.inFlight }, 'heartbeat');
+        if (log.isLevelEnabled('debug'))
+          log.debug({ ...bindings(session), inFlight: message.value.inFlight }, 'heartbeat');
         return;
       case 'hello':
-        sessionLog.warn('second hello on one stream ignored');
+        log.warn(bindings(session), 'second hello on one stream ignored');
         return;
       case undefined:
-        sessionLog.warn('empty message ignored');
+        log.warn(bindings(session), 'empty message ignored');
         return;
     }
   }
@@ -141,9 +162,9 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
         requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       });
       const session = registry.open(hello);
-      const sessionLog = log.child({ agentId: hello.agentId, sessionId: session.sessionId });
-      sessionLog.info(
+      log.info(
         {
+          ...bindings(session),
           hostname: hello.hostname,
           version: hello.version,
           site: hello.site,
@@ -172,7 +193,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
         for (;;) {
           const next = await iterator.next();
           if (next.done === true) return 'agent closed its stream';
-          handle(session, next.value, sessionLog, identity);
+          handle(session, next.value, identity);
         }
       })().then(
         (reason) => registry.close(session, reason),
@@ -186,13 +207,17 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
       try {
         // Writer: server → agent, resumed only when the socket drains; commands queued together go as one
         // CommandBatch to agents that accept it.
-        if (hello.acceptsCommandBatches) yield* coalesceCommands(session.outbox);
-        else yield* session.outbox;
+        const batches = hello.acceptsCommandBatches;
+        for (;;) {
+          const message = await nextMessage(session.outbox, batches);
+          if (message === undefined) return;
+          yield message;
+        }
       } finally {
         ctx.signal.removeEventListener('abort', onAbort);
-        const inFlight = session.pending.size;
+        const inFlight = session.inFlight;
         registry.close(session, 'agent stream ended');
-        sessionLog.info({ inFlight }, 'agent disconnected');
+        log.info({ ...bindings(session), inFlight }, 'agent disconnected');
       }
     },
   };

@@ -9,8 +9,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   private waiter: ((value: void) => void) | undefined;
   private closed = false;
   private closeError: unknown;
-  /** Producers waiting for the queue to shrink (whenSizeAtMost). */
-  private roomWaiters: { readonly max: number; readonly resolve: () => void }[] = [];
+  /** Producers waiting for the queue to shrink (whenSizeAtMost); allocated when one waits. */
+  private roomWaiters: { readonly max: number; readonly resolve: () => void }[] | undefined;
 
   constructor(
     /** Items `push` accepts before refusing. */
@@ -49,16 +49,17 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
    */
   whenSizeAtMost(max: number): Promise<void> {
     if (this.items.length <= max || this.closed) return Promise.resolve();
-    return new Promise<void>((resolve) => this.roomWaiters.push({ max, resolve }));
+    return new Promise<void>((resolve) => (this.roomWaiters ??= []).push({ max, resolve }));
   }
 
   private releaseRoom(): void {
-    const size = this.items.length;
     const waiting = this.roomWaiters;
-    this.roomWaiters = [];
+    if (waiting === undefined) return;
+    const size = this.items.length;
+    this.roomWaiters = undefined;
     for (const w of waiting) {
       if (this.closed || size <= w.max) w.resolve();
-      else this.roomWaiters.push(w);
+      else (this.roomWaiters ??= []).push(w);
     }
   }
 
@@ -85,16 +86,42 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     const head = this.items[0];
     if (head === undefined || !accept(head)) return undefined;
     this.items.shift();
-    if (this.roomWaiters.length > 0) this.releaseRoom();
+    this.releaseRoom();
     return head;
+  }
+
+  /**
+   * Removes and returns the next item without waiting, or undefined when none is queued. With
+   * {@link whenReadable} it is the iterator's loop without an async generator: a reader that waits on many
+   * queues at once (one per connected agent) keeps one pending promise each instead of a generator's state.
+   */
+  take(): T | undefined {
+    const item = this.items.shift();
+    if (item !== undefined) this.releaseRoom();
+    return item;
+  }
+
+  /**
+   * Resolves once an item is queued or the queue is closed (at once when so already); after close() and
+   * draining, take() returns undefined and {@link closeReason} says how it ended. One reader at a time.
+   */
+  whenReadable(): Promise<void> {
+    if (this.items.length > 0 || this.closed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  /** The error given to close(error), if any (the iterator throws it after draining). */
+  get closeReason(): unknown {
+    return this.closeError;
   }
 
   /** Yields items in order until closed and drained. */
   async *[Symbol.asyncIterator](): AsyncGenerator<T, void, undefined> {
     for (;;) {
-      const item = this.items.shift();
+      const item = this.take();
       if (item !== undefined) {
-        if (this.roomWaiters.length > 0) this.releaseRoom();
         yield item;
         continue;
       }
@@ -102,9 +129,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
         if (this.closeError !== undefined) throw this.closeError;
         return;
       }
-      await new Promise<void>((resolve) => {
-        this.waiter = resolve;
-      });
+      await this.whenReadable();
     }
   }
 }
