@@ -2,12 +2,13 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { Hello, Inventory } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
-import type {
-  AgentRecord,
-  AgentRegistry,
-  AgentSession,
-  RegistryEvent,
-  RemoteAgents,
+import {
+  compactPaths,
+  type AgentRecord,
+  type AgentRegistry,
+  type AgentSession,
+  type RegistryEvent,
+  type RemoteAgents,
 } from '../agent-registry.js';
 
 /** Options for {@link createRedisInventory}. */
@@ -64,11 +65,24 @@ if redis.call('HGET', KEYS[1], 'sessionId') == ARGV[1] then
 end
 return 0`;
 
+// Heartbeat times of many agents in one call: KEYS are agent records, ARGV their session ids and times in pairs.
+const HEARTBEATS_IF_SESSION = `
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'sessionId') == ARGV[2 * i - 1] then
+    redis.call('HSET', key, 'heartbeatAt', ARGV[2 * i])
+  end
+end
+return #KEYS`;
+/** Agents per heartbeat script call. */
+const HEARTBEAT_CHUNK = 500;
+
 interface CachedAgent {
   readonly record: AgentRecord;
   readonly sessionId: string;
   readonly instance: string;
   readonly connected: boolean;
+  /** `record` is this instance's own record of that session (shared, not a decoded copy): never modified here. */
+  readonly local: boolean;
 }
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
@@ -125,16 +139,26 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
 
   function fromHash(agentId: string, hash: Record<string, string>): CachedAgent | undefined {
     if (hash['hello'] === undefined || hash['sessionId'] === undefined) return undefined;
+    const sessionId = hash['sessionId'];
+    const instance = hash['instance'] ?? '';
+    const connected = hash['connected'] === '1';
+    // A session this instance opened: its record here says the same (it was written from it), so the mirror
+    // refers to it instead of holding a second decoded copy of every agent this instance serves.
+    const own = instance === instanceId ? registry.localRecord(agentId) : undefined;
+    if (own !== undefined && own.lastSessionId === sessionId) {
+      return { sessionId, instance, connected, local: true, record: own };
+    }
     try {
       const hello = Hello.decode(Buffer.from(hash['hello'], 'base64'));
       const paths = hash['paths']
-        ? Inventory.decode(Buffer.from(hash['paths'], 'base64')).paths
+        ? compactPaths(Inventory.decode(Buffer.from(hash['paths'], 'base64')).paths)
         : [];
       const heartbeat = Number(hash['heartbeatAt'] ?? '');
       return {
-        sessionId: hash['sessionId'],
-        instance: hash['instance'] ?? '',
-        connected: hash['connected'] === '1',
+        sessionId,
+        instance,
+        connected,
+        local: false,
         record: {
           hello,
           session: undefined,
@@ -153,6 +177,7 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
 
   /** The record as other code should see it now (remoteInstance follows the holder's liveness). */
   function view(entry: CachedAgent): AgentRecord {
+    if (entry.local) return entry.record; // held here, or was: never another instance's
     const holder =
       entry.connected && entry.instance !== instanceId && isInstanceAlive(entry.instance)
         ? entry.instance
@@ -229,7 +254,7 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
   async function publishOpen(session: AgentSession): Promise<void> {
     await options.beforePublishOpen?.(session);
     const agentId = session.agentId;
-    const record = registry.localRecords().find((r) => r.hello.agentId === agentId);
+    const record = registry.localRecord(agentId);
     await pub
       .multi()
       .hset(agentKey(agentId), {
@@ -287,19 +312,21 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
     if (dirtyHeartbeats.size === 0) return;
     const sessions = [...dirtyHeartbeats.values()];
     dirtyHeartbeats.clear();
-    const batch = pub.pipeline();
+    const keys: string[] = [];
+    const args: string[] = [];
+    const send = () => {
+      const call = pub.eval(HEARTBEATS_IF_SESSION, keys.length, ...keys, ...args);
+      keys.length = 0;
+      args.length = 0;
+      return call;
+    };
     for (const s of sessions) {
       if (s.isEnded || s.lastHeartbeatAt === undefined) continue;
-      batch.eval(
-        UPDATE_IF_SESSION,
-        1,
-        agentKey(s.agentId),
-        s.sessionId,
-        'heartbeatAt',
-        String(s.lastHeartbeatAt.getTime()),
-      );
+      keys.push(agentKey(s.agentId));
+      args.push(s.sessionId, String(s.lastHeartbeatAt.getTime()));
+      if (keys.length >= HEARTBEAT_CHUNK) await send();
     }
-    await batch.exec(); // no announcement: a heartbeat time is not worth a fetch on every instance
+    if (keys.length > 0) await send(); // no announcement: a heartbeat time is not worth a fetch on every instance
   }
 
   const unsubscribe = registry.onChange(onEvent);
