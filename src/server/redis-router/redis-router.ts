@@ -21,6 +21,11 @@ export interface LocalSessions {
   session(agentId: string): { readonly sessionId: string; readonly rotating?: boolean } | undefined;
   /** Every open session here. */
   sessions(): readonly { readonly agentId: string; readonly sessionId: string }[];
+  /**
+   * A number that changes whenever a session here opens or closes: the periodic presence sync skips its
+   * comparison while it stays the same. @default none (compared every time)
+   */
+  readonly sessionsVersion?: number;
   /** True while the agent's stream here is being rotated (or just was, and it has not come back). @default never */
   isRotating?(agentId: string): boolean;
   /**
@@ -86,12 +91,17 @@ export interface RedisRouter extends CommandRouter {
 }
 
 // Refresh only a presence that is ours, or claim one that expired: never take an agent that re-attached to
-// another instance (a newer session wins; see attach, which overwrites unconditionally).
+// another instance (a newer session wins; see attach, which overwrites unconditionally). One call refreshes
+// many agents (KEYS): a thousand idle agents cost a couple of commands per refresh, not a thousand.
 const REFRESH_PRESENCE = `
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-elseif not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2
-else return 0 end`;
+for _, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v == ARGV[1] then redis.call('PEXPIRE', key, ARGV[2])
+  elseif not v then redis.call('SET', key, ARGV[1], 'PX', ARGV[2]) end
+end
+return #KEYS`;
+/** Agents refreshed per script call (bounds how long one call holds Redis). */
+const REFRESH_CHUNK = 500;
 const DELETE_IF_OWNER = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 
@@ -160,6 +170,8 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   let syncAgain: Promise<void> | undefined;
   let syncTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
+  let presenceTimer: NodeJS.Timeout | undefined;
+  let syncedVersion: number | undefined; // sessions.sessionsVersion at the last complete sync
 
   function publish(target: string, message: RelayMessage): Promise<number> {
     return pub.publish(inbox(target), encodeRelayMessage(message));
@@ -195,6 +207,8 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
   }
 
   async function syncOnce(): Promise<void> {
+    const version = sessions.sessionsVersion;
+    if (version !== undefined && version === syncedVersion) return; // no session opened or closed since
     const current = new Map(sessions.sessions().map((s) => [s.agentId, s.sessionId]));
     // Concurrent commands share the connection (one round trip for a batch): a failover attaches hundreds at once.
     const changes: Promise<void>[] = [];
@@ -209,6 +223,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       changes.push(detach(agentId));
     }
     await Promise.all(changes);
+    syncedVersion = version; // not reached when a change failed: the next sync compares again
   }
 
   function syncPresence(): Promise<void> {
@@ -226,12 +241,18 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     return syncing;
   }
 
+  /** Extends the TTL of every presence this instance published (every third of presenceTtlMs). */
+  async function refreshPresence(): Promise<void> {
+    const keys = [...published.keys()].map(presenceKey);
+    for (let i = 0; i < keys.length; i += REFRESH_CHUNK) {
+      const chunk = keys.slice(i, i + REFRESH_CHUNK);
+      await pub.eval(REFRESH_PRESENCE, chunk.length, ...chunk, instanceId, presenceTtlMs);
+    }
+  }
+
+  /** Refreshes this instance's liveness key (every third of instanceTtlMs) and gives up on dead owners. */
   async function refresh(): Promise<void> {
-    const batch = pub.multi();
-    batch.set(instanceKey(instanceId), String(Date.now()), 'PX', instanceTtlMs);
-    for (const agentId of published.keys())
-      batch.eval(REFRESH_PRESENCE, 1, presenceKey(agentId), instanceId, presenceTtlMs);
-    await batch.exec();
+    await pub.set(instanceKey(instanceId), String(Date.now()), 'PX', instanceTtlMs);
     // Forwarded commands whose owner stopped refreshing its liveness key: it died holding them.
     const owners = new Set([...pending.values()].map((p) => p.owner));
     for (const owner of owners) {
@@ -538,12 +559,19 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
     await pub.set(instanceKey(instanceId), String(Date.now()), 'PX', instanceTtlMs);
     await syncPresence();
     syncTimer = setInterval(() => background(syncPresence, 'presence sync'), syncIntervalMs);
+    // Instance liveness (how fast callers notice a dead owner) and agent presence have their own TTLs, so each
+    // is refreshed at its own pace: agent presence no faster than its TTL needs.
     refreshTimer = setInterval(
-      () => background(refresh, 'presence refresh'),
-      Math.max(50, Math.min(presenceTtlMs, instanceTtlMs) / 3),
+      () => background(refresh, 'instance liveness refresh'),
+      Math.max(50, instanceTtlMs / 3),
+    );
+    presenceTimer = setInterval(
+      () => background(refreshPresence, 'presence refresh'),
+      Math.max(50, presenceTtlMs / 3),
     );
     syncTimer.unref();
     refreshTimer.unref();
+    presenceTimer.unref();
     log.info({ instanceId, inbox: inbox(instanceId) }, 'redis router ready');
   })();
   ready.catch(() => undefined); // callers see the failure through dispatch/ready; no unhandled rejection
@@ -605,6 +633,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       closed = true;
       clearInterval(syncTimer);
       clearInterval(refreshTimer);
+      clearInterval(presenceTimer);
       try {
         await ready;
         for (const agentId of published.keys()) await detach(agentId);
