@@ -97,6 +97,7 @@ function issuePath(path: readonly PropertyKey[]): string {
  * target port the LU does not have, the same initiator port on two hosts.
  */
 export function parseFabric(input: unknown): FabricSpec {
+  if (validated.has(input as object)) return input as FabricSpec;
   const parsed = FabricSchema.safeParse(input);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
@@ -188,8 +189,12 @@ export function parseFabric(input: unknown): FabricSpec {
       nexuses.add(nexus);
     });
   });
+  validated.add(spec);
   return spec;
 }
+
+/** Specs parseFabric returned (frozen-by-convention: nothing changes a parsed spec), not validated twice. */
+const validated = new WeakSet<object>();
 
 /** The emulator's default target ports (EMULATOR_API.md LogicalUnitSpec.targetPorts). */
 const DEFAULT_TARGET_PORTS: readonly number[] = [1, 2];

@@ -102,6 +102,7 @@ export async function loadDesiredIndex(store: FleetStore): Promise<DesiredIndex>
   return {
     size: records.length,
     desireFor(unit) {
+      if (records.length === 0) return undefined;
       let source: string;
       let state = unit.loaderId === '' ? undefined : loaders.get(unit.loaderId);
       if (state !== undefined) source = `loader/${unit.loaderId}`;

@@ -1,5 +1,5 @@
 import { isAbortError } from 'abort-controller-x';
-import { Command, PrinCommand } from '../../gen/prfleet/v1/agent.js';
+import type { Command } from '../../gen/prfleet/v1/agent.js';
 import {
   Outcome,
   outcomeToJSON,
@@ -82,10 +82,14 @@ export function pathOnline(p: FleetPath): boolean {
 
 /** Sends one PRIN through `p`; RPC errors (offline, busy, draining) become an error text. Aborts pass through. */
 export async function readThrough(p: FleetPath, action: PrinAction, ctx: ReadContext, luId: string): Promise<ReadOutcome> {
-  const command = Command.fromPartial({
+  // A complete literal (what fromPartial would build, without its copy per read).
+  const command: Command = {
+    commandId: '',
     path: p.path.path,
-    kind: { $case: 'prin', value: PrinCommand.fromPartial({ action }) },
-  });
+    timeout: undefined,
+    idempotencyKey: '',
+    kind: { $case: 'prin', value: { action, allocationLength: 0 } },
+  };
   try {
     const result = await ctx.limiter.run(
       p.agent.hello.agentId,
