@@ -17,10 +17,47 @@ export interface FleetPath {
   readonly path: Path;
 }
 
-/** Paths grouped by lu_id across every known agent's inventory (connected or not). */
-export function pathsByLu(registry: AgentRegistry): Map<string, FleetPath[]> {
+/**
+ * Paths grouped by lu_id across every known agent's inventory (connected or not), each group sorted by agent and
+ * path. Shared and read-only: the grouping is kept per registry and rebuilt only when the inventories changed
+ * (another agent set, or an agent's paths replaced), so an audit, ListDevices, GetDevice or an lu_id target no
+ * longer regroup the whole fleet per call. Connection state is not part of it (read it from the records).
+ */
+export function pathsByLu(registry: AgentRegistry): ReadonlyMap<string, readonly FleetPath[]> {
+  const records = registry.list();
+  const cached = luIndexes.get(registry);
+  if (cached !== undefined && sameInventories(cached, records)) return cached.groups;
+  const index: LuIndex = { records, paths: records.map((r) => r.paths), groups: groupByLu(records) };
+  luIndexes.set(registry, index);
+  return index.groups;
+}
+
+/** The LU grouping of one set of inventories: the records and path lists it was built from (by identity). */
+interface LuIndex {
+  readonly records: readonly AgentRecord[];
+  readonly paths: readonly (readonly Path[])[];
+  readonly groups: ReadonlyMap<string, readonly FleetPath[]>;
+}
+
+const luIndexes = new WeakMap<AgentRegistry, LuIndex>();
+
+/**
+ * True when `records` are the index's records with the same path lists. A record's paths are replaced, never
+ * changed in place, when an inventory arrives (AgentRegistry.setInventory, the shared inventory's mirror), so
+ * identity says whether anything changed: O(agents), not O(paths) plus a sort.
+ */
+function sameInventories(index: LuIndex, records: readonly AgentRecord[]): boolean {
+  if (index.records.length !== records.length) return false;
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i] as AgentRecord;
+    if (index.records[i] !== record || index.paths[i] !== record.paths) return false;
+  }
+  return true;
+}
+
+function groupByLu(records: readonly AgentRecord[]): Map<string, FleetPath[]> {
   const groups = new Map<string, FleetPath[]>();
-  for (const agent of registry.list()) {
+  for (const agent of records) {
     for (const path of agent.paths) {
       // A path without an identity cannot be grouped (or addressed by lu_id); it is still reachable by agent+path.
       if (path.luId === '') continue;

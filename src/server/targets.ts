@@ -49,9 +49,9 @@ export function resolveTarget(
   }
   if (agentId === '' && pathName !== '') throw invalidArgument(field('agent_id'), 'required with path');
 
-  // Grouping every agent's paths by LU is O(all paths in the fleet): done only when the request names an LU
-  // without the agent path that leads to it (agent_id + path is the common case, and costs O(that agent's paths)).
-  let grouped: Map<string, FleetPath[]> | undefined;
+  // The LU grouping (pathsByLu: kept per registry, O(agents) to check) is looked at only when the request names an
+  // LU without the agent path that leads to it (agent_id + path, the common case, costs O(that agent's paths)).
+  let grouped: ReadonlyMap<string, readonly FleetPath[]> | undefined;
   const groups = () => (grouped ??= pathsByLu(registry));
   const unknownLu = () => notFound('logical unit', luId, `no agent reports logical unit ${luId}`);
 

@@ -31,14 +31,30 @@ const log = createLogger({ level: 'silent', name: 'batching-test' });
 const demo = new URL('../../examples/fabric-demo.yaml', import.meta.url).pathname;
 
 function readKeys(path: string): Command {
-  return Command.fromPartial({ path, kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } } });
+  return Command.fromPartial({
+    path,
+    kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } },
+  });
 }
 
 async function startServer() {
-  const registry = new AgentRegistry({ heartbeatMs: 60_000, missedHeartbeats: 5, outboxCapacity: 256, log });
-  const router = createInProcessRouter({ registry, log, instanceId: 'batch', resultSlackMs: 60_000 });
+  const registry = new AgentRegistry({
+    heartbeatMs: 60_000,
+    missedHeartbeats: 5,
+    outboxCapacity: 256,
+    log,
+  });
+  const router = createInProcessRouter({
+    registry,
+    log,
+    instanceId: 'batch',
+    resultSlackMs: 60_000,
+  });
   const server = createServer();
-  server.add(directServiceDefinition(AgentServiceDefinition), createAgentService({ registry, router, instanceId: 'batch', log }));
+  server.add(
+    directServiceDefinition(AgentServiceDefinition),
+    createAgentService({ registry, router, instanceId: 'batch', log }),
+  );
   const port = await server.listen('127.0.0.1:0');
   onTestFinished(() => server.forceShutdown());
   return { registry, router, address: `127.0.0.1:${port}` };
@@ -58,11 +74,20 @@ async function connectBatchingAgent(address: string, agentId: string) {
   outgoing.push({
     message: {
       $case: 'hello',
-      value: { agentId, hostname: agentId, version: 't', transport: 'emulated', acceptsCommandBatches: true },
+      value: {
+        agentId,
+        hostname: agentId,
+        version: 't',
+        transport: 'emulated',
+        acceptsCommandBatches: true,
+      },
     },
   });
   outgoing.push({
-    message: { $case: 'inventory', value: { paths: [fakePath('/dev/sg0', 'lu-0'), fakePath('/dev/sg1', 'lu-1')] } },
+    message: {
+      $case: 'inventory',
+      value: { paths: [fakePath('/dev/sg0', 'lu-0'), fakePath('/dev/sg1', 'lu-1')] },
+    },
   });
   const ended = (async () => {
     try {
@@ -84,7 +109,9 @@ describe('CommandBatch and ResultBatch on the agent stream', () => {
     const agent = await connectBatchingAgent(address, 'batcher');
     await agent.waitFor(() => (registry.get('batcher')?.paths.length ?? 0) === 2);
     const welcome = agent.received.find((m) => m.message?.$case === 'welcome');
-    expect(welcome?.message?.$case === 'welcome' && welcome.message.value.acceptsResultBatches).toBe(true);
+    expect(
+      welcome?.message?.$case === 'welcome' && welcome.message.value.acceptsResultBatches,
+    ).toBe(true);
 
     // Three commands dispatched in one tick: two on one path (their order must hold), one on another.
     const sent = [readKeys('/dev/sg0'), readKeys('/dev/sg1'), readKeys('/dev/sg0')].map((c) =>
@@ -94,7 +121,8 @@ describe('CommandBatch and ResultBatch on the agent stream', () => {
     const batches = agent.received.filter((m) => m.message?.$case === 'commands');
     expect(batches).toHaveLength(1);
     expect(agent.received.filter((m) => m.message?.$case === 'command')).toHaveLength(0);
-    const commands = batches[0]?.message?.$case === 'commands' ? batches[0].message.value.commands : [];
+    const commands =
+      batches[0]?.message?.$case === 'commands' ? batches[0].message.value.commands : [];
     expect(commands.map((c) => c.path)).toEqual(['/dev/sg0', '/dev/sg1', '/dev/sg0']);
     expect(new Set(commands.map((c) => c.commandId)).size).toBe(3);
     for (const c of commands) expect(c.timeout).toBeDefined();
@@ -124,12 +152,18 @@ describe('CommandBatch and ResultBatch on the agent stream', () => {
     const agent = await connectBatchingAgent(address, 'batcher');
     await agent.waitFor(() => (registry.get('batcher')?.paths.length ?? 0) === 2);
     const caller = new AbortController();
-    const cancelled = router.dispatch('batcher', readKeys('/dev/sg0'), { timeoutMs: 5_000, signal: caller.signal });
+    const cancelled = router.dispatch('batcher', readKeys('/dev/sg0'), {
+      timeoutMs: 5_000,
+      signal: caller.signal,
+    });
     const lost = router.dispatch('batcher', readKeys('/dev/sg1'), { timeoutMs: 5_000 });
     cancelled.catch(() => undefined);
     await agent.waitFor(() => agent.received.some((m) => m.message?.$case === 'commands'));
     const batch = agent.received.find((m) => m.message?.$case === 'commands');
-    const ids = batch?.message?.$case === 'commands' ? batch.message.value.commands.map((c) => c.commandId) : [];
+    const ids =
+      batch?.message?.$case === 'commands'
+        ? batch.message.value.commands.map((c) => c.commandId)
+        : [];
     expect(ids).toHaveLength(2);
 
     caller.abort(new Error('caller gave up'));
@@ -146,16 +180,27 @@ describe('CommandBatch and ResultBatch on the agent stream', () => {
 
   it('sends single commands to an agent that did not ask for batches', async () => {
     const { router, address } = await startServer();
-    const agent = await connectFakeAgent(address, { agentId: 'old', paths: [fakePath('/dev/sg0', 'lu-0'), fakePath('/dev/sg1', 'lu-1')] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'old',
+      paths: [fakePath('/dev/sg0', 'lu-0'), fakePath('/dev/sg1', 'lu-1')],
+    });
     await new Promise((r) => setTimeout(r, 50));
     const sent = [readKeys('/dev/sg0'), readKeys('/dev/sg1'), readKeys('/dev/sg0')].map((c) =>
       router.dispatch('old', c, { timeoutMs: 5_000 }),
     );
-    const commands = [await agent.nextCommand(), await agent.nextCommand(), await agent.nextCommand()];
+    const commands = [
+      await agent.nextCommand(),
+      await agent.nextCommand(),
+      await agent.nextCommand(),
+    ];
     expect(commands.map((c) => c.path)).toEqual(['/dev/sg0', '/dev/sg1', '/dev/sg0']);
     expect(agent.received.some((m) => m.message?.$case === 'commands')).toBe(false);
     for (const c of commands) agent.respond(c);
-    expect((await Promise.all(sent)).map((r) => r.outcome)).toEqual([Outcome.OUTCOME_GOOD, Outcome.OUTCOME_GOOD, Outcome.OUTCOME_GOOD]);
+    expect((await Promise.all(sent)).map((r) => r.outcome)).toEqual([
+      Outcome.OUTCOME_GOOD,
+      Outcome.OUTCOME_GOOD,
+      Outcome.OUTCOME_GOOD,
+    ]);
   });
 });
 
@@ -164,7 +209,13 @@ describe('the agent with CommandBatch and ResultBatch', () => {
     const server = await startFakeAgentServer({ acceptsResultBatches });
     const fabric = createEmulatedFabric(await loadFabric(demo));
     const agent = createAgent(
-      { server: server.address, agentId: 'host-a', plaintext: true, heartbeatMs: 60_000, pathConcurrency: 8 },
+      {
+        server: server.address,
+        agentId: 'host-a',
+        plaintext: true,
+        heartbeatMs: 60_000,
+        pathConcurrency: 8,
+      },
       { log, source: createEmulatedSource(fabric.host('host-a'), { closeFabric: fabric }) },
     );
     onTestFinished(() => agent.stop());
@@ -179,10 +230,17 @@ describe('the agent with CommandBatch and ResultBatch', () => {
     session.send({ $case: 'commands', value: { commands } });
     const deadline = Date.now() + 5_000;
     const results = () =>
-      session.received.slice(before).flatMap((m) =>
-        m.message?.$case === 'result' ? [m.message.value] : m.message?.$case === 'results' ? m.message.value.results : [],
-      );
-    while (results().length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      session.received
+        .slice(before)
+        .flatMap((m) =>
+          m.message?.$case === 'result'
+            ? [m.message.value]
+            : m.message?.$case === 'results'
+              ? m.message.value.results
+              : [],
+        );
+    while (results().length < 4 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 10));
     return { results: results(), messages: session.received.slice(before) };
   }
 
@@ -194,7 +252,10 @@ describe('the agent with CommandBatch and ResultBatch', () => {
     const ids = results.map((r) => r.commandId);
     expect(ids.indexOf('b0')).toBeLessThan(ids.indexOf('b3'));
     expect(messages.some((m) => m.message?.$case === 'results')).toBe(true);
-    expect(messages.filter((m) => m.message?.$case === 'result' || m.message?.$case === 'results').length).toBeLessThan(4);
+    expect(
+      messages.filter((m) => m.message?.$case === 'result' || m.message?.$case === 'results')
+        .length,
+    ).toBeLessThan(4);
   });
 
   it('sends every result as its own message to a server that did not say it accepts ResultBatch', async () => {
