@@ -5,7 +5,7 @@
  * failure later.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 
 /** The transport flags of the program (all optional; absent = not given on the command line). */
@@ -156,6 +156,14 @@ function readToken(file: string, read: (file: string) => Buffer): string {
   return text;
 }
 
+/** A warning when a token file can be read by other users (as ssh does for private keys). */
+function tokenFileWarnings(file: string, modeOf: (file: string) => number | undefined): string[] {
+  const mode = modeOf(file);
+  if (mode === undefined || process.platform === 'win32' || (mode & 0o077) === 0) return [];
+  const octal = (mode & 0o777).toString(8).padStart(3, '0');
+  return [`token file ${file} can be read by other users (mode ${octal}): chmod 600 ${file}`];
+}
+
 /**
  * Resolves where and how to connect. TLS unless plaintext is asked for: `--plaintext` / PRFLEET_PLAINTEXT=true /
  * an `http://` address. TLS trusts `--ca` (PRFLEET_TLS_CA) or else the system roots; `--cert` + `--key`
@@ -168,6 +176,13 @@ export function resolveConnection(
   flags: TransportFlags,
   env: Env = process.env,
   read: (file: string) => Buffer = (file) => readFileSync(file),
+  modeOf: (file: string) => number | undefined = (file) => {
+    try {
+      return statSync(file).mode;
+    } catch {
+      return undefined;
+    }
+  },
 ): ConnectionSettings {
   const { address, scheme } = parseServerAddress(server);
   const warnings: string[] = [];
@@ -245,6 +260,7 @@ export function resolveConnection(
   } else if (flags.tokenFile !== undefined) {
     token = readToken(flags.tokenFile, read);
     tokenSource = `--token-file ${flags.tokenFile}`;
+    warnings.push(...tokenFileWarnings(flags.tokenFile, modeOf));
   } else {
     const envToken = envValue(env, CONNECTION_ENV.token);
     const envTokenFile = envValue(env, CONNECTION_ENV.tokenFile);
@@ -257,6 +273,7 @@ export function resolveConnection(
     } else if (envTokenFile !== undefined) {
       token = readToken(envTokenFile, read);
       tokenSource = `${CONNECTION_ENV.tokenFile}=${envTokenFile}`;
+      warnings.push(...tokenFileWarnings(envTokenFile, modeOf));
     }
   }
   if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {

@@ -101,6 +101,15 @@ describe('resolveConnection', () => {
     expect(() => resolve('h:1', { tokenFile: '/nonexistent/t' })).toThrow('cannot read token file /nonexistent/t: ENOENT');
   });
 
+  it('warns when a token file can be read by other users', () => {
+    const modeOf = (mode: number) => () => mode;
+    expect(resolveConnection('h:1', { tokenFile: files.token }, {}, undefined, modeOf(0o100644)).warnings).toEqual([
+      `token file ${files.token} can be read by other users (mode 644): chmod 600 ${files.token}`,
+    ]);
+    expect(resolveConnection('h:1', { tokenFile: files.token }, {}, undefined, modeOf(0o100600)).warnings).toEqual([]);
+    expect(resolveConnection('h:1', {}, { PRFLEET_TOKEN_FILE: files.token }, undefined, modeOf(0o100640)).warnings).toHaveLength(1);
+  });
+
   it('warns when a token would cross a network without TLS, not on loopback', () => {
     expect(resolve('10.0.0.5:50051', { plaintext: true, token: TOKEN }).warnings).toEqual([
       'the bearer token goes to 10.0.0.5:50051 without TLS: anyone on the path can read and reuse it',
