@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ServerError, Status } from 'nice-grpc-common';
 import { Command, PrinCommand } from '../gen/prfleet/v1/agent.js';
@@ -10,10 +11,13 @@ import { formatKey } from '../scsi/keys.js';
 import type { AgentRegistry } from './agent-registry.js';
 import { commandBudgetMs, type BudgetPolicy } from './deadline.js';
 import { ANONYMOUS, checkReason, createProutRecorder, createWriteTracker, type ProutRecorder, type WriteTracker } from './history.js';
-import type { CommandJournal } from './journal.js';
+import type { CommandJournal, JournalRequest } from './journal.js';
 import { encodeOrReject, fingerprintOf, MAX_IDEMPOTENCY_KEY_LENGTH, type CommandSpec } from './requests.js';
 import type { CommandRouter } from './router.js';
 import { resolveTarget, type ResolvedTarget } from './targets.js';
+
+/** Prefix of the idempotency key the server assigns to a PROUT sent without one. */
+export const ASSIGNED_KEY_PREFIX = 'prfleet-assigned:';
 
 /** Dependencies of {@link createCommandExecutor}. */
 export interface CommandExecutorDeps {
@@ -180,7 +184,18 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     spec: CommandSpec,
     options: ExecuteOptions,
   ): Promise<CommandResult> {
-    const request = { agentId: target.agentId, path: command.path, fingerprint: fingerprintOf(target.agentId, command) };
+    const reason = spec.prout?.reason;
+    const request: JournalRequest = {
+      agentId: target.agentId,
+      path: command.path,
+      fingerprint: fingerprintOf(target.agentId, command),
+      record: {
+        command: Command.toJSON(command),
+        actor: options.actor ?? ANONYMOUS,
+        luId: target.luId,
+        ...(reason === undefined || reason === '' ? {} : { reason }),
+      },
+    };
     // Loop: a first attempt that is abandoned (never sent) lets a waiting repeat claim the key.
     for (;;) {
       const begun = await journal.begin(key, request);
@@ -236,8 +251,8 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         });
       }
       checkReason(spec.prout?.reason);
-      const key = spec.prout?.idempotencyKey ?? '';
-      if (Buffer.byteLength(key) > MAX_IDEMPOTENCY_KEY_LENGTH) {
+      const callerKey = spec.prout?.idempotencyKey ?? '';
+      if (Buffer.byteLength(callerKey) > MAX_IDEMPOTENCY_KEY_LENGTH) {
         throw invalidArgument('options.idempotency_key', `longer than ${MAX_IDEMPOTENCY_KEY_LENGTH} bytes`);
       }
       const timeoutMs = budgetMs(spec, options); // validates command_timeout and the deadline up front
@@ -249,11 +264,16 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         log.info({ agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb }, 'dry run');
         return result;
       }
-      if (spec.mode === 'prout' && key !== '') return runProutWithKey(key, target, command, spec, options);
+      if (spec.mode === 'prout') {
+        // Every PROUT is journaled before it is sent. Without the caller's key it gets a server-assigned one
+        // (returned in the result), so a server that dies mid-command still leaves a pending entry that
+        // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
+        const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
+        return runProutWithKey(key, target, { ...command, idempotencyKey: key }, spec, options);
+      }
       if (spec.prout?.precondition !== undefined) {
         await checkPrecondition(target, spec.prout.precondition, spec, options);
       }
-      if (spec.mode === 'prout') return dispatchProut(target, command, spec, options, budgetMs(spec, options));
       return router.dispatch(target.agentId, command, {
         signal: options.signal,
         timeoutMs: budgetMs(spec, options),

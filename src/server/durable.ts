@@ -1,7 +1,10 @@
 import type { Logger } from 'pino';
+import { Command } from '../gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome } from '../gen/prfleet/v1/scsi.js';
 import { describeStore, storeOptionsOf, type StoreConfig } from './config.js';
 import { MAX_COMMAND_TIMEOUT_MS } from './deadline.js';
+import { createProutRecorder } from './history.js';
+import type { PendingRecord } from './journal.js';
 import {
   JournalStateError,
   MigrationError,
@@ -137,42 +140,70 @@ export async function recoverPendingOperations(
   }
   const marked: OperationEntry[] = [];
   for (const { entry, why } of found.values()) {
+    const settled = await settlePendingAsUnknown(
+      store,
+      entry,
+      `the server stopped before the result came back (${why}); the command may or may not have run: read the logical unit before retrying`,
+      log,
+    );
+    if (settled === undefined) continue;
+    marked.push(settled);
     const request = entry.request as { agentId?: unknown; path?: unknown };
-    const result = CommandResult.fromPartial({
-      outcome: Outcome.OUTCOME_UNKNOWN,
-      agentId: typeof request.agentId === 'string' ? request.agentId : '',
-      path: typeof request.path === 'string' ? request.path : '',
-      commandId: entry.commandId ?? '',
-      idempotencyKey: entry.idempotencyKey,
-      message: `the server stopped before the result came back (${why}); the command may or may not have run: read the logical unit before retrying`,
-    });
-    try {
-      marked.push(
-        await store.journal.markUnknown(
-          entry.idempotencyKey,
-          CommandResult.toJSON(result) as JsonValue,
-        ),
-      );
-      log.warn(
-        {
-          idempotencyKey: entry.idempotencyKey,
-          owner: entry.owner,
-          agentId: result.agentId,
-          path: result.path,
-          since: entry.createdAt,
-          why,
-        },
-        'journal: pending operation marked UNKNOWN',
-      );
-    } catch (error) {
-      // Completed or purged between the listing and now: someone else settled it, which is fine.
-      if (error instanceof NotFoundError || error instanceof JournalStateError) continue;
-      throw error;
-    }
+    log.warn(
+      {
+        idempotencyKey: entry.idempotencyKey,
+        owner: entry.owner,
+        agentId: request.agentId,
+        path: request.path,
+        since: entry.createdAt,
+        why,
+      },
+      'journal: pending operation marked UNKNOWN',
+    );
   }
   log.info(
     { marked: marked.length, instanceId, exclusive: options.exclusive },
     'journal: recovery done',
   );
   return marked;
+}
+
+/**
+ * Settles a journal entry left pending by a server that died as UNKNOWN (the PROUT may or may not have run)
+ * and appends its history entry from the context journaled with it, so nothing sent is without a record.
+ * Returns undefined when someone else settled it first (then they wrote the history too).
+ */
+export async function settlePendingAsUnknown(
+  store: Store,
+  entry: OperationEntry,
+  message: string,
+  log: Logger,
+): Promise<OperationEntry | undefined> {
+  const request = entry.request as { agentId?: unknown; path?: unknown; record?: PendingRecord };
+  const result = CommandResult.fromPartial({
+    outcome: Outcome.OUTCOME_UNKNOWN,
+    agentId: typeof request.agentId === 'string' ? request.agentId : '',
+    path: typeof request.path === 'string' ? request.path : '',
+    commandId: entry.commandId ?? '',
+    idempotencyKey: entry.idempotencyKey,
+    message,
+  });
+  let settled: OperationEntry;
+  try {
+    settled = await store.journal.markUnknown(entry.idempotencyKey, CommandResult.toJSON(result) as JsonValue);
+  } catch (error) {
+    // Completed or purged between the listing and now: someone else settled it, which is fine.
+    if (error instanceof NotFoundError || error instanceof JournalStateError) return undefined;
+    throw error;
+  }
+  const record = request.record;
+  if (record !== undefined) {
+    const command = Command.fromJSON(record.command);
+    await createProutRecorder(store.history, log).record(command, { ...result, commandId: result.commandId || command.commandId }, {
+      actor: record.actor,
+      luId: record.luId,
+      ...(record.reason === undefined ? {} : { reason: record.reason }),
+    });
+  }
+  return settled;
 }

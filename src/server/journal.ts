@@ -8,6 +8,23 @@ export interface JournalRequest {
   readonly path: string;
   /** Stable fingerprint of the command (action, keys, type, flags); a repeat must match it. */
   readonly fingerprint: string;
+  /**
+   * What the PROUT history needs should this server die before the result comes back: whoever settles the
+   * entry as UNKNOWN (a restart, a surviving instance) appends the history entry from it.
+   */
+  readonly record?: PendingRecord;
+}
+
+/** A journaled PROUT's history context: the command as sent (Command.toJSON) and who sent it, why, where. */
+export interface PendingRecord {
+  /** Command.toJSON of the command (keys, type, flags, command id). */
+  readonly command: unknown;
+  /** Principal that sent it. */
+  readonly actor: string;
+  /** Logical unit of the target. */
+  readonly luId: string;
+  /** ProutOptions.reason, when given. */
+  readonly reason?: string;
 }
 
 /** State of an idempotency key. */

@@ -7,9 +7,9 @@ import { RichServerError, type Any, type ErrorDetails } from 'nice-grpc-error-de
 import * as errorDetailsModule from 'nice-grpc-error-details/lib/ErrorDetails.js';
 import { Status as RpcStatus } from 'nice-grpc-error-details/lib/proto/google/rpc/status.js';
 
-const { encodeErrorDetails } = errorDetailsModule as unknown as {
-  encodeErrorDetails(details: readonly ErrorDetails[]): Any[];
-};
+const encodeErrorDetails = (errorDetailsModule as unknown as {
+  encodeErrorDetails: (details: readonly ErrorDetails[]) => Any[];
+}).encodeErrorDetails;
 
 /** Receives every finished RPC: method path, gRPC status name (what the client sees) and duration. */
 export type RpcObserver = (method: string, code: string, seconds: number) => void;

@@ -2,7 +2,6 @@ import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerMiddleware } from 'nice-grpc-common';
 import { z } from 'zod';
-import { CommandResult, Outcome } from '../gen/prfleet/v1/scsi.js';
 import type { AgentRegistry } from './agent-registry.js';
 import {
   createAuthMiddleware,
@@ -30,8 +29,9 @@ import {
 } from './redis-router/index.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createRedisInventory, type RedisInventory } from './shared-inventory/index.js';
-import type { JsonValue, Store } from './store/index.js';
+import type { Store } from './store/index.js';
 import type { RpcObserver } from './middleware.js';
+import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, setupTracing, type Tracing, type TracingOptions } from './tracing.js';
 
 const booleanFlag = z
@@ -327,35 +327,21 @@ export function createDeadInstanceSettler(
         continue;
       }
       if (now - since < options.graceMs) continue;
-      const request = entry.request as { agentId?: unknown; path?: unknown };
-      const result = CommandResult.fromPartial({
-        outcome: Outcome.OUTCOME_UNKNOWN,
-        agentId: typeof request.agentId === 'string' ? request.agentId : '',
-        path: typeof request.path === 'string' ? request.path : '',
-        commandId: entry.commandId ?? '',
-        idempotencyKey: entry.idempotencyKey,
-        message: `server instance ${owner} that sent it stopped before the result came back; the command may or may not have run: read the logical unit before retrying`,
-      });
       try {
-        await store.journal.markUnknown(
-          entry.idempotencyKey,
-          CommandResult.toJSON(result) as JsonValue,
+        const settled = await settlePendingAsUnknown(
+          store,
+          entry,
+          `server instance ${owner} that sent it stopped before the result came back; the command may or may not have run: read the logical unit before retrying`,
+          options.log,
         );
+        if (settled === undefined) continue;
         marked.push(entry.idempotencyKey);
         options.log.warn(
-          {
-            idempotencyKey: entry.idempotencyKey,
-            owner,
-            agentId: result.agentId,
-            path: result.path,
-          },
+          { idempotencyKey: entry.idempotencyKey, owner },
           'journal: pending operation of a dead instance marked UNKNOWN',
         );
       } catch (err) {
-        options.log.debug(
-          { err, idempotencyKey: entry.idempotencyKey },
-          'journal entry settled meanwhile',
-        );
+        options.log.error({ err, idempotencyKey: entry.idempotencyKey }, 'journal: settling a dead instance entry failed');
       }
     }
     for (const owner of suspectSince.keys()) if (!seenOwners.has(owner)) suspectSince.delete(owner);

@@ -66,7 +66,7 @@ function fleetServiceWithoutStore(): FleetServiceImplementation {
     Object.entries(FleetServiceDefinition.methods).map(([name, method]) => [
       name,
       method.responseStream
-        ? // eslint-disable-next-line require-yield -- refuses before yielding anything
+        ? // refuses before yielding anything
           async function* () {
             throw refuse();
           }

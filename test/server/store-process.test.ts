@@ -75,14 +75,20 @@ describe('prfleet-server on a data directory', () => {
       .register({ target, newKey: 0x5n, options: { idempotencyKey: 'cut-off' } })
       .catch((e: unknown) => e);
     await agent.nextCommand();
+    // One without an idempotency key too: the server journals it under a key it assigns.
+    const unkeyed = client
+      .reserve({ target, key: 0x5n, type: 3, options: { reason: 'nightly backup' } })
+      .catch((e: unknown) => e);
+    const reserveSent = await agent.nextCommand();
+    expect(reserveSent.idempotencyKey).toMatch(/^prfleet-assigned:/);
     first.signal('SIGKILL');
     expect((await first.exited).signal).toBe('SIGKILL');
-    await call;
+    await Promise.all([call, unkeyed]);
 
     // Same directory, same instance id: the stale lock is taken over and the pending key becomes UNKNOWN.
     const third = startServer(env);
     const marked = await third.waitForLog(
-      (e) => e['msg'] === 'journal: pending operation marked UNKNOWN',
+      (e) => e['msg'] === 'journal: pending operation marked UNKNOWN' && e['idempotencyKey'] === 'cut-off',
       OPEN_TIMEOUT_MS,
     );
     expect(marked).toMatchObject({
@@ -106,6 +112,16 @@ describe('prfleet-server on a data directory', () => {
     });
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
     expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+    // Neither PROUT is without a record: both are in the history as UNKNOWN, with their keys and context.
+    const { entries } = await client2.listHistory({ luId: LU });
+    expect(entries.map((e) => [e.actionName, e.outcome, e.reservationKey, e.idempotencyKey.replace(/:.*/, ':'), e.reason])).toEqual(
+      expect.arrayContaining([
+        ['PROUT_ACTION_REGISTER', Outcome.OUTCOME_UNKNOWN, 0n, 'cut-off', ''],
+        ['PROUT_ACTION_RESERVE', Outcome.OUTCOME_UNKNOWN, 0x5n, 'prfleet-assigned:', 'nightly backup'],
+      ]),
+    );
+    expect(entries).toHaveLength(2);
+    expect((await client2.verifyHistory({})).ok).toBe(true);
 
     const stopped = await third.stop({ graceMs: 15_000 });
     expect(stopped.code).toBe(0);

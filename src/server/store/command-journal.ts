@@ -50,7 +50,12 @@ export function createStoreCommandJournal(
     async begin(key, request) {
       const outcome = await journal.begin({
         idempotencyKey: key,
-        request: { agentId: request.agentId, path: request.path, fingerprint: request.fingerprint },
+        request: {
+          agentId: request.agentId,
+          path: request.path,
+          fingerprint: request.fingerprint,
+          ...(request.record === undefined ? {} : { record: request.record as unknown as JsonValue }),
+        },
         ...(options.owner !== undefined ? { owner: options.owner } : {}),
       });
       // 'mismatch' is reported as 'exists': the executor compares fingerprints and names the conflict.
