@@ -202,6 +202,20 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
     expect(asked).toEqual([]);
   });
 
+  it('refuses with UNAVAILABLE (retryable, nothing sent) when the token store or the key registry cannot answer', async () => {
+    const keyCheck: OperatorKeyCheck = () => Promise.reject(new Error('connection refused'));
+    const { clientAs } = await start({ keyCheck });
+    await expect(clientAs(tokens.operator).reserve({ target, key: 0x77n })).rejects.toMatchObject({
+      code: Status.UNAVAILABLE,
+      details: 'cannot check who owns key 0x0000000000000077 right now (key registry unavailable: connection refused); nothing was sent, retry later',
+    });
+    store.find = () => Promise.reject(new Error('database down'));
+    await expect(clientAs(tokens.viewer).listAgents({})).rejects.toMatchObject({
+      code: Status.UNAVAILABLE,
+      details: 'cannot check the bearer token right now (token store unavailable); retry later',
+    });
+  });
+
   it('checks each CommandSession command with the unary role table', async () => {
     const { clientAs } = await start();
     async function* requests(): AsyncIterable<DeepPartial<CommandSessionRequest>> {

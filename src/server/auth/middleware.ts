@@ -152,7 +152,16 @@ export async function authorizeRequest(
   }
   if (principal.role === 'operator' && options.isOperatorKeyAllowed !== undefined) {
     for (const { key, use } of operatorKeysOf(methodName, keyed)) {
-      const verdict = await options.isOperatorKeyAllowed(principal, key, use);
+      let verdict: OperatorKeyVerdict;
+      try {
+        verdict = await options.isOperatorKeyAllowed(principal, key, use);
+      } catch (error) {
+        // The registry could not answer (database down): refuse, and say a retry may work. Nothing was sent.
+        throw new ServerError(
+          Status.UNAVAILABLE,
+          `cannot check who owns key ${formatKey(key)} right now (key registry unavailable: ${(error as Error).message}); nothing was sent, retry later`,
+        );
+      }
       if (verdict === true) continue;
       throw new ServerError(
         Status.PERMISSION_DENIED,
@@ -192,7 +201,14 @@ export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMidd
   ): AsyncGenerator<Response, Response | void, undefined> {
     const methodName = call.method.path.slice(call.method.path.lastIndexOf('/') + 1);
     const token = bearerTokenOf(context);
-    const principal = token === undefined ? undefined : await verifyToken(options.tokens, token, now());
+    let principal: Principal | undefined;
+    try {
+      principal = token === undefined ? undefined : await verifyToken(options.tokens, token, now());
+    } catch (error) {
+      // The token store could not answer (database down, unreadable file): refuse, retryable, and log why.
+      options.log?.error({ err: error, method: call.method.path }, 'token store unavailable: call refused');
+      throw new ServerError(Status.UNAVAILABLE, 'cannot check the bearer token right now (token store unavailable); retry later');
+    }
     if (principal === undefined) {
       options.log?.info({ method: call.method.path, peer: context.peer, hasToken: token !== undefined }, 'unauthenticated call refused');
       throw new ServerError(
