@@ -75,6 +75,13 @@ export interface AgentServiceDeps {
  */
 export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
   const { registry, log } = deps;
+  // Welcome.heartbeat_interval, converted once (not per session: a failover welcomes a thousand at once).
+  let heartbeatInterval: { ms: number; duration: ReturnType<typeof msToDuration> } | undefined;
+  const heartbeatDuration = () => {
+    const ms = registry.heartbeatMs;
+    if (heartbeatInterval?.ms !== ms) heartbeatInterval = { ms, duration: msToDuration(ms) };
+    return heartbeatInterval.duration;
+  };
   // The fields a per-session child logger would add, built per log line: a child logger per connected agent
   // costs memory for as long as the agent stays connected, and an idle agent logs nothing.
   const bindings = (session: AgentSession) => ({
@@ -180,7 +187,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
           value: {
             sessionId: session.sessionId,
             serverInstance: deps.instanceId,
-            heartbeatInterval: msToDuration(registry.heartbeatMs),
+            heartbeatInterval: heartbeatDuration(),
             acceptsResultBatches: true,
           },
         },

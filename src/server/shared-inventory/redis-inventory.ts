@@ -87,8 +87,10 @@ interface CachedAgent {
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');
 
+// The registry's paths are complete messages (decoded, then compacted field by field): encoded as they are,
+// without fromPartial's deep copy (~0.1 ms a path, paid a thousand times over in a failover).
 function encodePaths(paths: readonly Path[]): string {
-  return b64(Inventory.encode(Inventory.fromPartial({ paths: [...paths] })).finish());
+  return b64(Inventory.encode({ paths: paths as Path[] }).finish());
 }
 
 /**
