@@ -72,6 +72,11 @@ describe('operator keys tied to the key registry', { timeout: 120_000 }, () => {
       code: Status.PERMISSION_DENIED,
       details: expect.stringContaining('assigns it to alice'),
     });
+    // REGISTER AND IGNORE EXISTING KEY would replace whatever the nexus holds without naming it.
+    await expect(otto.register({ target: drive, ignoreExistingKey: true, newKey: own.key })).rejects.toMatchObject({
+      code: Status.PERMISSION_DENIED,
+      details: expect.stringContaining('may not REGISTER AND IGNORE EXISTING KEY'),
+    });
     await expect(otto.reserve({ target: drive, key: 0x77n, type: WE })).rejects.toMatchObject({
       code: Status.PERMISSION_DENIED,
       details: expect.stringContaining('0x0000000000000077 (Reserve): it is not in the key registry'),

@@ -196,7 +196,12 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
       details: 'otto may not use key 0x0000000000000078: the key registry does not assign it to them',
     });
     await expect(operator.register({ target, key: 0x77n, newKey: 0x79n })).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
-    await operator.register({ target, key: 0x78n, ignoreExistingKey: true, newKey: 0x77n });
+    // Ignoring the existing key would replace a registration nobody vouched for: refused to operators.
+    await expect(operator.register({ target, key: 0x78n, ignoreExistingKey: true, newKey: 0x77n })).rejects.toMatchObject({
+      code: Status.PERMISSION_DENIED,
+      details: expect.stringContaining('otto may not REGISTER AND IGNORE EXISTING KEY'),
+    });
+    await operator.register({ target, key: 0n, newKey: 0x77n });
     asked.length = 0;
     await clientAs(tokens.admin).reserve({ target, key: 0x78n });
     expect(asked).toEqual([]);

@@ -151,6 +151,14 @@ export async function authorizeRequest(
     ]);
   }
   if (principal.role === 'operator' && options.isOperatorKeyAllowed !== undefined) {
+    if (methodName === 'Register' && keyed.ignoreExistingKey === true) {
+      // REGISTER AND IGNORE EXISTING KEY replaces whatever key the nexus holds (someone else's, even the
+      // reservation holder's) without naming it, so the key registry cannot vouch for what is given up.
+      throw new ServerError(
+        Status.PERMISSION_DENIED,
+        `${principal.name} may not REGISTER AND IGNORE EXISTING KEY: it replaces a key the key registry cannot check; name the current key instead (key, 0 when the nexus is not registered), or ask an admin`,
+      );
+    }
     for (const { key, use } of operatorKeysOf(methodName, keyed)) {
       let verdict: OperatorKeyVerdict;
       try {
