@@ -149,6 +149,9 @@ export const AGENT_CHANNEL_OPTIONS = {
   'grpc.max_reconnect_backoff_ms': 30_000,
   // One connection per agent even when several agents share a process (the sim): grpc-ts-notes pitfall 10.
   'grpc.use_local_subchannel_pool': 1,
+  // The agent re-dials and says Hello itself after any failure; grpc-js's retry layer would only add a wrapper
+  // and a retry buffer to every message of the one long-lived stream.
+  'grpc.enable_retries': 0,
 } as const;
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
