@@ -97,6 +97,25 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     return result;
   }
 
+  // PROUTs to one LU from this server run one after another, each with its precondition read: no other
+  // prfleet PROUT through this server can slip in between the read and the PROUT it guards (SPC-4 has no
+  // compare-and-swap on PRgeneration; other servers and foreign initiators remain, see docs/store.md).
+  const luTails = new Map<string, Promise<void>>();
+  async function serializeOnLu<T>(luId: string, work: () => Promise<T>): Promise<T> {
+    const previous = luTails.get(luId) ?? Promise.resolve();
+    const running = previous.then(work);
+    const tail = running.then(
+      () => undefined,
+      () => undefined,
+    );
+    luTails.set(luId, tail);
+    try {
+      return await running;
+    } finally {
+      if (luTails.get(luId) === tail) luTails.delete(luId);
+    }
+  }
+
   const budgetMs = (spec: CommandSpec, options: ExecuteOptions) =>
     commandBudgetMs(
       spec.commandTimeout,
@@ -269,7 +288,9 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         // (returned in the result), so a server that dies mid-command still leaves a pending entry that
         // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
         const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
-        return runProutWithKey(key, target, { ...command, idempotencyKey: key }, spec, options);
+        return serializeOnLu(target.luId, () =>
+          runProutWithKey(key, target, { ...command, idempotencyKey: key }, spec, options),
+        );
       }
       if (spec.prout?.precondition !== undefined) {
         await checkPrecondition(target, spec.prout.precondition, spec, options);

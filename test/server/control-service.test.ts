@@ -296,6 +296,28 @@ describe('idempotency, preconditions and dry runs', () => {
     expect((await match).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
   });
 
+  it('runs PROUTs to one LU one at a time, so a second precondition read sees the first PROUT done', async () => {
+    const { client, agent } = await fleet();
+    const guarded = (newKey: bigint) =>
+      client.register({ target: A_SG0, key: 0n, newKey, options: { precondition: { expectedGeneration: 1 } } });
+    const first = guarded(5n);
+    const second = rpcError(guarded(6n));
+    const read1 = await agent.nextCommand();
+    expect(read1.kind).toMatchObject({ $case: 'prin' });
+    // Not the second read: the second PROUT waits until the first one has its result.
+    await expect(agent.nextCommand(300)).rejects.toThrow(/no command/);
+    agent.respond(read1, { data: { $case: 'readKeys', value: { generation: 1, keys: [] } } });
+    const prout1 = await agent.nextCommand();
+    expect(prout1.kind).toMatchObject({ $case: 'prout', value: { serviceActionKey: 5n } });
+    await expect(agent.nextCommand(300)).rejects.toThrow(/no command/);
+    agent.respond(prout1);
+    expect((await first).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
+    const read2 = await agent.nextCommand();
+    agent.respond(read2, { data: { $case: 'readKeys', value: { generation: 2, keys: [5n] } } });
+    expect((await second).summary).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'PRECONDITION_MISMATCH' });
+    await expect(agent.nextCommand(200)).rejects.toThrow(/no command/);
+  });
+
   it('reads READ KEYS for a generation-only precondition', async () => {
     const { client, agent } = await fleet();
     const pending = rpcError(client.register({ target: A_SG0, key: 0n, newKey: 5n, options: { precondition: { expectedGeneration: 1 } } }));
