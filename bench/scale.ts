@@ -5,16 +5,24 @@
  *
  *  (1) READ KEYS latency, same instance (client → the instance holding the agent) vs cross instance (client →
  *      the other instance → Redis → the holder → agent), interleaved rounds, one call in flight;
- *  (2) server memory per idle connected agent: RSS of the instance with 1,000 idle agents minus its RSS with none;
+ *  (2) server memory per idle connected agent: RSS of the instance with 1,000 idle agents minus its RSS with none,
+ *      both read after full collections (the children get --expose-gc and a SIGUSR2 → gc() hook; the figure
+ *      without collections is printed too), and the V8 heap in use from its /metrics;
  *  (3) RSS of one idle prfleet-agent process (emulated transport, the demo fabric's host-a);
  *  (4) failover: SIGKILL the instance holding all 1,000 agents; time until every agent is attached to the other
- *      one (its Redis presence names it and its stream is welcomed).
+ *      one (its Redis presence names it and its stream is welcomed), with when the first and half of them were,
+ *      the CPU the survivor and the agents (this process) used meanwhile, and TCP listen queue overflows.
+ *
+ * Runs the server and agent binaries of the build it belongs to (`node <outDir>/bench/scale.js`, dist/ by
+ * default); examples/ comes from the repository root above it (repoRoot).
  *
  * Targets: failover ≤ 5 s, ≤ 32 KiB per idle agent. Misses are printed as MISS. Bounded: every wait has a limit.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { resolve } from 'node:path';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createAgent, type Agent } from '../agent/agent.js';
@@ -48,6 +56,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function rssKiB(pid: number): number {
   const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match ? Number(match[1]) : Number.NaN;
+}
+
+/** CPU time (user + system) `pid` has used, ms (/proc/<pid>/stat; clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const fields = (readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1] ?? '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** TCP listen queue overflows so far (TcpExt ListenOverflows of /proc/net/netstat): connects the kernel dropped. */
+function listenOverflows(): number {
+  const [names, values] = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+  const index = (names ?? '').split(' ').indexOf('ListenOverflows');
+  return index < 0 ? Number.NaN : Number((values ?? '').split(' ')[index]);
 }
 
 /** Polls `check` every `intervalMs` until true or `limitMs`; returns the time it took, or undefined. */
@@ -85,10 +106,38 @@ async function heapUsedBytes(metricsPort: number): Promise<number> {
   return match ? Number(match[1]) : Number.NaN;
 }
 
-/** RSS after settling: the smallest of a few readings a second apart (GC runs in between). */
+/**
+ * The children (servers, the solo agent) run with `--expose-gc` and this hook: SIGUSR2 makes them collect
+ * garbage. Memory per agent is then what agents keep alive, not how far V8 let garbage pile up before its next
+ * major collection (an idle server with 1,000 agents still allocates: heartbeats, Redis refreshes; without a
+ * collection the same server reads anywhere in a ±20 KiB-per-agent band depending on the moment).
+ */
+const gcHookDir = mkdtempSync(join(tmpdir(), 'prfleet-bench-scale-'));
+const gcHook = join(gcHookDir, 'gc-on-signal.mjs');
+writeFileSync(gcHook, "process.on('SIGUSR2', () => { globalThis.gc?.(); globalThis.gc?.(); });\n");
+process.env['PRFLEET_CHILD_NODE_ARGS'] = [
+  process.env['PRFLEET_CHILD_NODE_ARGS'] ?? '',
+  '--expose-gc',
+  `--import=${pathToFileURL(gcHook).href}`,
+]
+  .join(' ')
+  .trim();
+
+/** RSS without forcing a collection: the smallest of 4 readings a second apart (the figure before issue 7's work). */
 async function settledRss(pid: number): Promise<number> {
   let min = Number.POSITIVE_INFINITY;
   for (let i = 0; i < 4; i++) {
+    await sleep(1_000);
+    min = Math.min(min, rssKiB(pid));
+  }
+  return min;
+}
+
+/** RSS after full collections (SIGUSR2 → gc()): the smallest of 4 readings a second apart, each after one. */
+async function collectedRss(pid: number): Promise<number> {
+  let min = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 4; i++) {
+    process.kill(pid, 'SIGUSR2');
     await sleep(1_000);
     min = Math.min(min, rssKiB(pid));
   }
@@ -117,6 +166,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${line}\n`);
   };
   try {
+    report(`load average (1/5/15 min) at the start: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
     const metricsPort = await freePort();
     const a = await startScaleServer('bench-a', {
       ...env,
@@ -132,7 +182,8 @@ async function main(): Promise<void> {
     const viaA = createControlClient(a.address);
     const viaB = createControlClient(b.address);
     clients.push(viaA, viaB);
-    const rssBefore = await settledRss(a.handle.pid);
+    const rawBefore = await settledRss(a.handle.pid);
+    const rssBefore = await collectedRss(a.handle.pid);
     const heapBefore = await heapUsedBytes(metricsPort);
 
     // 1,000 agents, one path each, attached to A first (B is their second address).
@@ -193,16 +244,19 @@ async function main(): Promise<void> {
       `READ KEYS cross instance: p50 ${formatMs(c.p50)}  p99 ${formatMs(c.p99)}  (n=${c.n}; + Redis relay ${formatMs(c.p50 - s.p50)} at p50)`,
     );
 
-    // (2) server memory per idle agent.
-    const rssAfter = await settledRss(a.handle.pid);
+    // (2) server memory per idle agent (after the latency rounds: what idle agents keep, not start-up garbage).
+    const rawAfter = await settledRss(a.handle.pid);
+    const rssAfter = await collectedRss(a.handle.pid);
     const heapAfter = await heapUsedBytes(metricsPort);
     const perAgentKiB = (rssAfter - rssBefore) / AGENTS;
     report(
-      `server RSS: ${(rssBefore / 1024).toFixed(1)} MiB with no agent, ${(rssAfter / 1024).toFixed(1)} MiB with ${AGENTS} idle agents → ${perAgentKiB.toFixed(1)} KiB per agent (target ≤ ${MEMORY_TARGET_KIB} KiB) ${perAgentKiB <= MEMORY_TARGET_KIB ? 'PASS' : 'MISS'}`,
+      `server RSS after GC: ${(rssBefore / 1024).toFixed(1)} MiB with no agent, ${(rssAfter / 1024).toFixed(1)} MiB with ${AGENTS} idle agents → ${perAgentKiB.toFixed(1)} KiB per agent (target ≤ ${MEMORY_TARGET_KIB} KiB) ${perAgentKiB <= MEMORY_TARGET_KIB ? 'PASS' : 'MISS'}`,
     );
-
     report(
-      `  of which V8 heap in use: ${((heapAfter - heapBefore) / 1024 / AGENTS).toFixed(1)} KiB per agent (the rest: HTTP/2 sessions, buffers, heap not yet returned)`,
+      `  of which V8 heap in use: ${((heapAfter - heapBefore) / 1024 / AGENTS).toFixed(1)} KiB per agent (the rest: HTTP/2 sessions in nghttp2, sockets, malloc and V8 page slack)`,
+    );
+    report(
+      `  without forcing a GC (smallest of 4 readings): ${((rawAfter - rawBefore) / AGENTS).toFixed(1)} KiB per agent (includes garbage not yet collected)`,
     );
 
     // (3) one idle agent process.
@@ -226,22 +280,38 @@ async function main(): Promise<void> {
     children.push(solo);
     await solo.waitForLog((e) => e['msg'] === 'connected', 30_000);
     const agentRss = await settledRss(solo.pid);
+    const agentRssCollected = await collectedRss(solo.pid);
     report(
-      `idle prfleet-agent process RSS: ${(agentRss / 1024).toFixed(1)} MiB (emulated transport, 5 paths)`,
+      `idle prfleet-agent process RSS: ${(agentRss / 1024).toFixed(1)} MiB, ${(agentRssCollected / 1024).toFixed(1)} MiB after GC (emulated transport, 5 paths)`,
     );
     await solo.stop();
 
     // (4) failover of 1,000 agents.
     const sessionsBefore = agents.map((agent) => agent.sessions);
+    const back = () =>
+      agents.filter(
+        (agent, i) => agent.state === 'connected' && agent.sessions > (sessionsBefore[i] ?? 0),
+      ).length;
+    const overflowsBefore = listenOverflows();
+    const cpuBefore = cpuMs(b.handle.pid);
+    const benchCpuBefore = process.cpuUsage();
+    const killedAt = performance.now();
     a.handle.signal('SIGKILL');
+    // When the first, half and all of the agents were welcomed again (how the time splits).
+    const marks: { first?: number; half?: number } = {};
     const welcomedMs = await waitUntil(
-      () =>
-        agents.every(
-          (agent, i) => agent.state === 'connected' && agent.sessions > (sessionsBefore[i] ?? 0),
-        ),
+      () => {
+        const n = back();
+        const now = performance.now() - killedAt;
+        if (n > 0) marks.first ??= now;
+        if (n >= AGENTS / 2) marks.half ??= now;
+        return n === AGENTS;
+      },
       60_000,
       50,
     );
+    const bCpuMs = cpuMs(b.handle.pid) - cpuBefore;
+    const benchCpu = process.cpuUsage(benchCpuBefore);
     const tookMs = await waitUntil(
       async () => (await presence()).every((owner) => owner === 'bench-b'),
       60_000,
@@ -249,7 +319,10 @@ async function main(): Promise<void> {
     );
     if (welcomedMs !== undefined && tookMs !== undefined) {
       report(
-        `  every agent welcomed by bench-b after ${formatMs(welcomedMs)}; Redis presence complete after ${formatMs(welcomedMs + tookMs)}`,
+        `  every agent welcomed by bench-b after ${formatMs(welcomedMs)} (first ${formatMs(marks.first ?? Number.NaN)}, half ${formatMs(marks.half ?? Number.NaN)}); Redis presence complete after ${formatMs(welcomedMs + tookMs)}`,
+      );
+      report(
+        `  CPU meanwhile: bench-b ${bCpuMs} ms, this process (the ${AGENTS} agents) ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms; TCP listen overflows ${listenOverflows() - overflowsBefore}`,
       );
     }
     const agentsBack = agents.filter(
@@ -264,6 +337,7 @@ async function main(): Promise<void> {
     report(
       `after failover, READ KEYS via bench-b: ${result?.outcome === Outcome.OUTCOME_GOOD ? 'GOOD' : String(result?.outcome)}`,
     );
+    report(`load average (1/5/15 min) at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   } finally {
     await Promise.all(agents.map((agent) => agent.stop().catch(() => undefined)));
     for (const client of clients) client.close();
@@ -275,6 +349,7 @@ async function main(): Promise<void> {
     await db.connect();
     await db.query(`DROP SCHEMA IF EXISTS ${names.schema} CASCADE`);
     await db.end();
+    rmSync(gcHookDir, { recursive: true, force: true });
   }
 }
 
