@@ -293,21 +293,23 @@ export function resolveConnection(
 
 /** The transport flags out of a program's parsed options (unknown keys ignored; absent options stay absent). */
 export function transportFlagsOf(opts: Readonly<Record<string, unknown>>): TransportFlags {
-  const text = (k: string): string | undefined => (typeof opts[k] === 'string' ? (opts[k] as string) : undefined);
-  const flags: Record<string, unknown> = {};
-  if (opts['plaintext'] === true) flags['plaintext'] = true;
-  if (opts['tls'] === true) flags['tls'] = true;
-  // The program spells them --ca (or --tls-ca), --tls-cert, --tls-key: --key is every PROUT's reservation key.
-  const sources: Record<'ca' | 'cert' | 'key' | 'tlsServerName' | 'token' | 'tokenFile', string | undefined> = {
-    ca: text('ca') ?? text('tlsCa'),
-    cert: text('tlsCert'),
-    key: text('tlsKey'),
-    tlsServerName: text('tlsServerName'),
-    token: text('token'),
-    tokenFile: text('tokenFile'),
+  const text = (k: string): string | undefined => {
+    const v = opts[k];
+    return typeof v === 'string' ? v : undefined;
   };
-  for (const [k, v] of Object.entries(sources)) if (v !== undefined) flags[k] = v;
-  return flags as TransportFlags;
+  const only = <K extends keyof TransportFlags>(key: K, value: TransportFlags[K] | undefined) =>
+    value === undefined ? {} : { [key]: value };
+  // The program spells them --ca (or --tls-ca), --tls-cert, --tls-key: --key is every PROUT's reservation key.
+  return {
+    ...only('plaintext', opts['plaintext'] === true ? true : undefined),
+    ...only('tls', opts['tls'] === true ? true : undefined),
+    ...only('ca', text('ca') ?? text('tlsCa')),
+    ...only('cert', text('tlsCert')),
+    ...only('key', text('tlsKey')),
+    ...only('tlsServerName', text('tlsServerName')),
+    ...only('token', text('token')),
+    ...only('tokenFile', text('tokenFile')),
+  };
 }
 
 /** What errors need to know about the connection for their hints (never the token itself). */

@@ -6,11 +6,12 @@ import { runCli } from './program.js';
 // certificate carries an IP SAN) Node then prints DEP0123 on every run. The certificate is still checked
 // against the address; only the SNI extension is left out, which is what RFC 6066 asks for.
 const emitWarning = process.emitWarning.bind(process);
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: unknown }).code : rest[1];
+process.emitWarning = (warning: string | Error, ...rest: unknown[]) => {
+  const first = rest[0];
+  const code = typeof first === 'object' && first !== null && 'code' in first ? first.code : rest[1];
   if (code === 'DEP0123') return;
   (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
-}) as typeof process.emitWarning;
+};
 
 // `prfleet agents | head`: a reader that goes away is not an error worth a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
