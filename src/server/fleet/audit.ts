@@ -114,13 +114,19 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   // the lanes spread over the fleet instead of queueing behind one agent's per-agent limit.
   const order = interleaveByAgent(units, maxPerAgent);
   const backlog = Math.max(64, maxConcurrency);
+  // Lanes held back by the backlog share one wait, so the queue checks one waiter per read, not one per lane.
+  let roomWait: Promise<void> | undefined;
+  const room = (): Promise<void> =>
+    (roomWait ??= out.whenSizeAtMost(backlog).then(() => {
+      roomWait = undefined;
+    }));
   let next = 0;
   let failed = false;
   const lane = async (): Promise<void> => {
     try {
       while (next < order.length && !failed && !signal.aborted) {
         await auditUnit(order[next++] as SelectedUnit);
-        await out.whenSizeAtMost(backlog);
+        if (out.size > backlog) await room();
       }
     } catch (e) {
       failed = true;

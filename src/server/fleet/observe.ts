@@ -135,7 +135,8 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
     error: fleetPath.agent.session === undefined ? 'agent offline' : 'path offline (the agent saw the node fail)',
     unitAttentions: [],
   }));
-  const online = paths.flatMap((p, i) => (pathOnline(p.fleetPath) ? [i] : []));
+  const online: number[] = [];
+  for (let i = 0; i < paths.length; i++) if (pathOnline((paths[i] as PathObservation).fleetPath)) online.push(i);
   if (online.length === 0) return { unit, paths, error: 'no online path: every agent with a path to it is offline' };
 
   let state: LuState | undefined;
@@ -208,7 +209,7 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
     record(i, await readThrough((paths[i] as PathObservation).fleetPath, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId));
   });
   let ok = await primary(first);
-  await Promise.all(others);
+  if (others.length > 0) await Promise.all(others);
   for (const i of rest) {
     if (ok) break;
     if ((paths[i] as PathObservation).reachable) ok = await primary(i);
