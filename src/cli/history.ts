@@ -44,8 +44,8 @@ export interface HistoryCliIo {
  * Adds `history list` and `history verify` to `program` (which must have the global `--server` and `--output`
  * options), setting `state.exitCode` like the other commands: 0, 44 for a broken chain, or the RPC error's code.
  */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- any program with the global options will do
 export function registerHistoryCommands(
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any program with the global options will do
   program: Command<any, any, any>,
   io: HistoryCliIo,
   state: { exitCode: number },

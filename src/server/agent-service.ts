@@ -31,7 +31,7 @@ async function nextMessage(
   while (item === undefined) {
     if (outbox.isClosed) {
       const reason = outbox.closeReason;
-      if (reason !== undefined) throw reason;
+      if (reason !== undefined) throw reason as Error; // close() is given errors (aborts, ServerError)
       return undefined;
     }
     await outbox.whenReadable();
