@@ -192,9 +192,11 @@ async function main(): Promise<void> {
     let reachable = 0;
     let commands = 0;
     let firstReportMs = 0;
+    let reportMessages = 0;
     for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8, batchReports })) {
       const batch =
         e.event?.$case === 'report' ? [e.event.value] : e.event?.$case === 'reports' ? e.event.value.reports : [];
+      if (batch.length > 0) reportMessages += 1;
       for (const report of batch) {
         if (reports === 0) firstReportMs = performance.now() - started;
         reports += 1;
@@ -216,7 +218,7 @@ async function main(): Promise<void> {
     rows.push(
       `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
         `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
-        `${batchReports ? 'batched' : 'single'} reports; CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
+        `reports in ${reportMessages} messages; CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
         `agents ${agentsCpuMs.toFixed(0)} ms (${((1000 * agentsCpuMs) / Math.max(1, commands)).toFixed(0)} µs/command); ` +
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );
