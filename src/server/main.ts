@@ -8,7 +8,7 @@ import { loadConfig, loggableConfig, type ServerConfig } from './config.js';
 import { StoreOpenError } from './durable.js';
 import { createServerExtras, loadScaleOutConfig, type ScaleOutConfig } from './scale-out.js';
 import { createPrfleetServer, type PrfleetServer } from './server.js';
-import { traceLogMixin } from './tracing.js';
+import { traceLogMixin } from './tracing-config.js';
 
 let config: ServerConfig;
 let scaleOut: ScaleOutConfig;
@@ -44,10 +44,16 @@ if (config.store.kind === 'postgres' && process.env['PRFLEET_INSTANCE_ID'] === u
   );
 }
 
+// The OpenTelemetry SDK is loaded only when tracing is configured (it is a fifth of the cold start).
+const tracing =
+  scaleOut.tracing === undefined
+    ? undefined
+    : (await import('./tracing.js')).setupTracing({ ...scaleOut.tracing, instanceId: config.instanceId });
 const extras = createServerExtras(scaleOut, {
   log,
   instanceId: config.instanceId,
   resultSlackMs: config.resultSlackMs,
+  tracing,
 });
 let server: PrfleetServer;
 try {

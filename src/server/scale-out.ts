@@ -32,7 +32,8 @@ import { createRedisInventory, type RedisInventory } from './shared-inventory/in
 import type { Store } from './store/index.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
-import { loadTracingConfig, setupTracing, type Tracing, type TracingOptions } from './tracing.js';
+import { loadTracingConfig, type TracingOptions } from './tracing-config.js';
+import type { Tracing } from './tracing.js';
 
 const booleanFlag = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
@@ -98,6 +99,11 @@ export interface ServerExtrasDeps {
   readonly instanceId: string;
   /** config.resultSlackMs. */
   readonly resultSlackMs: number;
+  /**
+   * Tracing set up for config.tracing (`(await import('./tracing.js')).setupTracing(…)`: the SDK loads only when
+   * it is configured). @default none
+   */
+  readonly tracing?: Tracing | undefined;
   /** Test knobs of the Redis router and the shared inventory. @default production values */
   readonly tuning?: {
     readonly syncIntervalMs?: number;
@@ -162,8 +168,7 @@ export interface ServerExtras {
 export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDeps): ServerExtras {
   const { log, instanceId } = deps;
   const metrics = createMetrics();
-  let tracing: Tracing | undefined;
-  if (config.tracing !== undefined) tracing = setupTracing({ ...config.tracing, instanceId });
+  const tracing = deps.tracing;
   const middlewares: ServerMiddleware[] = tracing === undefined ? [] : [tracing.middleware];
   const security = config.security;
   const auth =

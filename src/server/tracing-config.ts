@@ -1,0 +1,47 @@
+import { trace } from '@opentelemetry/api';
+import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-node';
+import { z } from 'zod';
+
+/** Options for setupTracing (src/server/tracing.ts). */
+export interface TracingOptions {
+  /** service.name of the spans. @default 'prfleet-server' */
+  readonly serviceName?: string;
+  /** service.version. @default none */
+  readonly serviceVersion?: string;
+  /** service.instance.id (the server instance id). @default none */
+  readonly instanceId?: string;
+  /** OTLP/HTTP base URL (`http://collector:4318`); spans go to `<url>/v1/traces`, batched. @default none */
+  readonly otlpEndpoint?: string;
+  /** Another exporter (tests: InMemorySpanExporter). @default none */
+  readonly exporter?: SpanExporter;
+  /** Span processors to use as they are (tests: SimpleSpanProcessor for synchronous export). @default none */
+  readonly spanProcessors?: readonly SpanProcessor[];
+  /** Fraction of root traces sampled, 0..1 (child spans follow their parent's decision). @default 1 */
+  readonly sampleRatio?: number;
+}
+
+/**
+ * pino `mixin`: adds `traceId` and `spanId` of the active span to every log line written inside an RPC (and
+ * nothing outside one), so logs and traces join up. `pino({ mixin: traceLogMixin })`.
+ */
+export function traceLogMixin(): Record<string, string> {
+  const span = trace.getActiveSpan();
+  if (span === undefined) return {};
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return { traceId, spanId, traceSampled: (traceFlags & 1) === 1 ? 'true' : 'false' };
+}
+
+const TracingEnv = z.object({
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
+  OTEL_SERVICE_NAME: z.string().min(1).default('prfleet-server'),
+  PRFLEET_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
+});
+
+/** Tracing settings from the standard OTEL_* variables (+ PRFLEET_TRACE_SAMPLE_RATIO); undefined = tracing off. */
+export function loadTracingConfig(env: NodeJS.ProcessEnv = process.env): TracingOptions | undefined {
+  const parsed = TracingEnv.safeParse(env);
+  if (!parsed.success) throw new Error(`invalid tracing environment\n${z.prettifyError(parsed.error)}`);
+  const e = parsed.data;
+  if (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined) return undefined;
+  return { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME, sampleRatio: e.PRFLEET_TRACE_SAMPLE_RATIO };
+}
