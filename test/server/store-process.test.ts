@@ -15,6 +15,8 @@ import { MIGRATIONS } from '../../src/server/store/migrations.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
 
 const LU = 'naa.5000e111000000fe';
+/** A second LU: PROUTs to one LU wait for each other, and the first one here never gets its result. */
+const LU2 = 'naa.5000e111000000ff';
 /** PGlite's first open of a new directory takes 7–47 s on this machine under load. */
 const OPEN_TIMEOUT_MS = 120_000;
 
@@ -65,19 +67,19 @@ describe('prfleet-server on a data directory', () => {
     // A PROUT reaches the agent, which never answers; then the server dies without any cleanup.
     const agent = await connectFakeAgent(address, {
       agentId: 'host-k',
-      paths: [fakePath('/dev/sg5', LU)],
+      paths: [fakePath('/dev/sg5', LU), fakePath('/dev/sg6', LU2)],
     });
     const client = createControlClient(address);
     onTestFinished(() => client.close());
     const target = { luId: LU, agentId: 'host-k', path: '/dev/sg5' };
-    await expect.poll(async () => (await client.listDevices({})).logicalUnits.length).toBe(1);
+    await expect.poll(async () => (await client.listDevices({})).logicalUnits.length).toBe(2);
     const call = client
       .register({ target, newKey: 0x5n, options: { idempotencyKey: 'cut-off' } })
       .catch((e: unknown) => e);
     await agent.nextCommand();
     // One without an idempotency key too: the server journals it under a key it assigns.
     const unkeyed = client
-      .reserve({ target, key: 0x5n, type: 3, options: { reason: 'nightly backup' } })
+      .reserve({ target: { luId: LU2, agentId: 'host-k', path: '/dev/sg6' }, key: 0x5n, type: 3, options: { reason: 'nightly backup' } })
       .catch((e: unknown) => e);
     const reserveSent = await agent.nextCommand();
     expect(reserveSent.idempotencyKey).toMatch(/^prfleet-assigned:/);
@@ -113,7 +115,7 @@ describe('prfleet-server on a data directory', () => {
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
     expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
     // Neither PROUT is without a record: both are in the history as UNKNOWN, with their keys and context.
-    const { entries } = await client2.listHistory({ luId: LU });
+    const { entries } = await client2.listHistory({});
     expect(entries.map((e) => [e.actionName, e.outcome, e.reservationKey, e.idempotencyKey.replace(/:.*/, ':'), e.reason])).toEqual(
       expect.arrayContaining([
         ['PROUT_ACTION_REGISTER', Outcome.OUTCOME_UNKNOWN, 0n, 'cut-off', ''],
