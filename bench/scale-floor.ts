@@ -89,7 +89,12 @@ async function serve(kind: Kind): Promise<number> {
     case 'nice-grpc': {
       const server = createNiceServer(CHANNEL_OPTIONS);
       const definition = {
-        connect: { ...grpcDefinition.Connect, requestStream: true, responseStream: true, options: {} },
+        connect: {
+          ...grpcDefinition.Connect,
+          requestStream: true,
+          responseStream: true,
+          options: {},
+        },
       } as const;
       server.add(definition, {
         async *connect(requests: AsyncIterable<Buffer>) {
@@ -198,7 +203,10 @@ if (process.argv[2] === '--serve') {
   });
   process.send?.({ port });
 } else {
-  const asked = process.argv.slice(2).filter((a): a is Kind => (KINDS as readonly string[]).includes(a));
-  for (const kind of asked.length > 0 ? asked : KINDS) process.stdout.write(`${await measure(kind)}\n`);
+  const asked = process.argv
+    .slice(2)
+    .filter((a): a is Kind => (KINDS as readonly string[]).includes(a));
+  for (const kind of asked.length > 0 ? asked : KINDS)
+    process.stdout.write(`${await measure(kind)}\n`);
   process.exit(0);
 }

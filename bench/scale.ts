@@ -166,7 +166,11 @@ async function main(): Promise<void> {
     process.stdout.write(`${line}\n`);
   };
   try {
-    report(`load average (1/5/15 min) at the start: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    report(
+      `load average (1/5/15 min) at the start: ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
     const metricsPort = await freePort();
     const a = await startScaleServer('bench-a', {
       ...env,
@@ -337,7 +341,11 @@ async function main(): Promise<void> {
     report(
       `after failover, READ KEYS via bench-b: ${result?.outcome === Outcome.OUTCOME_GOOD ? 'GOOD' : String(result?.outcome)}`,
     );
-    report(`load average (1/5/15 min) at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    report(
+      `load average (1/5/15 min) at the end: ${loadavg()
+        .map((l) => l.toFixed(2))
+        .join(' ')}`,
+    );
   } finally {
     await Promise.all(agents.map((agent) => agent.stop().catch(() => undefined)));
     for (const client of clients) client.close();

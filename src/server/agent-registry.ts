@@ -403,7 +403,8 @@ export class AgentRegistry {
   /** Open sessions on this instance, in no particular order (the periodic checks and presence sync need none). */
   sessions(): AgentSession[] {
     const open: AgentSession[] = [];
-    for (const record of this.records.values()) if (record.session !== undefined) open.push(record.session);
+    for (const record of this.records.values())
+      if (record.session !== undefined) open.push(record.session);
     return open;
   }
 
