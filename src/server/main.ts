@@ -63,6 +63,7 @@ try {
     createRouter: extras.createRouter,
     middlewares: extras.middlewares,
     observeRpc: extras.observeRpc,
+    onAuditFindings: extras.onAuditFindings,
     controlMiddleware: extras.controlMiddleware,
   });
 } catch (e) {

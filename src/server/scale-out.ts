@@ -142,8 +142,10 @@ export interface ServerExtras {
   readonly credentials: ServerCredentials | undefined;
   /** Server-wide middlewares (tracing when configured), for ServerDeps.middlewares. */
   readonly middlewares: readonly ServerMiddleware[];
-  /** Counts every RPC by method and code (Prometheus), for ServerDeps.observeRpc. */
-  readonly observeRpc: RpcObserver;
+  /** Counts every RPC by method and code (Prometheus), for ServerDeps.observeRpc; undefined without /metrics. */
+  readonly observeRpc: RpcObserver | undefined;
+  /** Sets the audit-findings gauge from each audit's summary, for ServerDeps.onAuditFindings. */
+  readonly onAuditFindings: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
   /**
    * Bearer-token middleware for ControlService and FleetService only (`server.with(m).add(…)`); undefined without
    * client tokens. Its token table (PRFLEET_TOKENS=database) and key registry check wait for {@link useStore}.
@@ -151,8 +153,8 @@ export interface ServerExtras {
   readonly controlMiddleware: ServerMiddleware<AuthCallContextExt> | undefined;
   /** After createPrfleetServer, before listen: `extras.useStore(server.store)` (start() does it too, once). */
   useStore(store: Store | undefined): void;
-  /** The Prometheus metrics (registry, gauges, counters). */
-  readonly metrics: ServerMetrics;
+  /** The Prometheus metrics (registry, gauges, counters); undefined when no /metrics listener is configured. */
+  readonly metrics: ServerMetrics | undefined;
   /** The shared inventory (undefined without Redis). */
   readonly inventory: RedisInventory | undefined;
   /** After listen: waits for Redis, starts /metrics and the settling of dead instances' pending PROUTs. */
@@ -167,7 +169,8 @@ export interface ServerExtras {
  */
 export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDeps): ServerExtras {
   const { log, instanceId } = deps;
-  const metrics = createMetrics();
+  // Recorded only when something can scrape them: each RPC and command costs the Prometheus client a few µs.
+  const metrics = config.metrics === undefined ? undefined : createMetrics();
   const tracing = deps.tracing;
   const middlewares: ServerMiddleware[] = tracing === undefined ? [] : [tracing.middleware];
   const security = config.security;
@@ -239,8 +242,8 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       rotationGraceMs: config.rotationGraceMs,
       requireAgentCertificate: security?.requireAgentCertificate ?? false,
     });
-    stopObserving = observeAgents(metrics, agents);
-    router = instrumentRouter(inner, metrics);
+    if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
+    router = metrics === undefined ? inner : instrumentRouter(inner, metrics);
     return router;
   }
 
@@ -249,7 +252,8 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     createRouter,
     credentials,
     middlewares,
-    observeRpc: rpcObserver(metrics),
+    observeRpc: metrics === undefined ? undefined : rpcObserver(metrics),
+    onAuditFindings: metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
     controlMiddleware,
     useStore: (store) => auth?.bind(store),
     metrics,
@@ -261,7 +265,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       const redisRouter = router as unknown as { ready?: Promise<void> } | undefined;
       await redisRouter?.ready;
       await inventory?.ready;
-      if (config.metrics !== undefined) {
+      if (config.metrics !== undefined && metrics !== undefined) {
         metricsServer = await startMetricsServer(metrics.registry, config.metrics);
         log.info({ port: metricsServer.port, host: config.metrics.host }, 'metrics listening');
       }

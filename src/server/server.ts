@@ -45,6 +45,8 @@ export interface ServerDeps {
   readonly middlewares?: readonly ServerMiddleware[] | undefined;
   /** Sees every finished RPC's method, code and duration (the Prometheus metrics). @default none */
   readonly observeRpc?: RpcObserver | undefined;
+  /** Receives each audit's finding counts by kind (the Prometheus gauge). @default none */
+  readonly onAuditFindings?: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
@@ -210,7 +212,14 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
   if (store !== undefined) {
-    registerFleetService(control, { router, devices: agents, store, log, instanceId: config.instanceId });
+    registerFleetService(control, {
+      router,
+      devices: agents,
+      store,
+      log,
+      instanceId: config.instanceId,
+      ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
+    });
   } else {
     control.add(FleetServiceDefinition, fleetServiceWithoutStore());
   }

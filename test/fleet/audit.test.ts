@@ -11,6 +11,7 @@ import {
   type LogicalUnitReport,
 } from '../../src/gen/prfleet/v1/fleet.js';
 import { startFleetHarness, type FleetHarness } from './harness.js';
+import { createMetrics } from '../../src/server/metrics.js';
 
 const REG = ProutAction.PROUT_ACTION_REGISTER;
 const RESERVE = ProutAction.PROUT_ACTION_RESERVE;
@@ -78,7 +79,8 @@ describe('fleet audit', { timeout: 120_000 }, () => {
   });
 
   it('produces every finding kind from real emulated situations', async () => {
-    const h = await startFleetHarness();
+    const metrics = createMetrics();
+    const h = await startFleetHarness({ onAuditFindings: (counts) => metrics.setAuditFindings(counts) });
     const keyOf = async (agentId: string, purpose = 'backup') =>
       (await h.client.allocateKey({ site: 'dc1', agentId, purpose, owner: 'ops' })).key?.key ?? 0n;
     const A = await keyOf('host-a');
@@ -169,6 +171,13 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     expect(l2c.findings.find((f) => f.kind === FindingKind.FINDING_KIND_MISSING_KEY)?.agentId).toBe('host-c');
     expect(summary.unreachable).toBe(0);
     expect(summary.partial).toBeGreaterThanOrEqual(2);
+
+    // The Prometheus gauge holds the same counts, by kind name.
+    const exposed = await metrics.registry.metrics();
+    for (const { kind, count } of summary.findingCounts) {
+      const name = FindingKind[kind].replace(/^FINDING_KIND_/, '').toLowerCase();
+      expect(exposed).toContain(`prfleet_audit_findings{kind="${name}"} ${count}`);
+    }
   });
 
   it('reports an LU whose every agent is offline as unreachable, never dropping it', async () => {

@@ -84,7 +84,14 @@ function hex(bytes: Uint8Array | undefined): string {
 }
 
 /** Starts the harness on the demo fabric (or `fabricFile`); everything is closed when the test finishes. */
-export async function startFleetHarness(options: { fabricFile?: string; wrapRouter?: (r: CommandRouter, agents: AgentRegistry) => CommandRouter } = {}): Promise<FleetHarness> {
+export async function startFleetHarness(
+  options: {
+    fabricFile?: string;
+    wrapRouter?: (r: CommandRouter, agents: AgentRegistry) => CommandRouter;
+    /** Told each audit's finding counts (the server wires the Prometheus gauge here). */
+    onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
+  } = {},
+): Promise<FleetHarness> {
   const level = process.env['PRFLEET_TEST_LOG'];
   const log = createLogger({ level: (level as 'debug' | undefined) ?? 'silent', name: 'fleet-test' });
   const agents = new AgentRegistry({ heartbeatMs: 1_000, missedHeartbeats: 5, outboxCapacity: 256, log });
@@ -93,7 +100,14 @@ export async function startFleetHarness(options: { fabricFile?: string; wrapRout
   const store = await sharedStore();
   const server = createServer({ interceptors: [exposeDeadline] }).use(rpcMiddleware(log));
   server.add(AgentServiceDefinition, createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }));
-  registerFleetService(server, { router, devices: agents, store, log, instanceId: 'fleet-test' });
+  registerFleetService(server, {
+    router,
+    devices: agents,
+    store,
+    log,
+    instanceId: 'fleet-test',
+    ...(options.onAuditFindings === undefined ? {} : { onAuditFindings: options.onAuditFindings }),
+  });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
   const channel = createChannel(address);

@@ -215,8 +215,8 @@ function staticProvider(update: { ca?: Buffer; cert?: Buffer; key?: Buffer }): e
 /**
  * grpc-js server credentials for `server.listen(address, credentials)`. With `tls`: TLS whose client
  * certificates are checked against `tls.ca` (required or optional, see {@link TlsMaterial}) plus the
- * peer-identity interceptor. With `plaintext: true`: insecure h2c (the interceptor still strips forged peer
- * headers). Throws unless exactly one of the two is given: plaintext is never a silent default.
+ * peer-identity interceptor. With `plaintext: true`: insecure h2c (forged peer headers carry no identity: they lack
+ * the interceptor's proof). Throws unless exactly one of the two is given: plaintext is never a silent default.
  */
 export function serverCredentials(options: ServerCredentialsOptions): ServerCredentials {
   if (options.tls !== undefined && options.plaintext === true) {
@@ -226,9 +226,10 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
     if (options.plaintext !== true) {
       throw new Error('serverCredentials: no TLS material given; pass plaintext: true to serve without TLS');
     }
-    return experimental.createServerCredentialsWithInterceptors(ServerCredentials.createInsecure(), [
-      createPeerIdentityInterceptor([]),
-    ]);
+    // No interceptor: without TLS there is no peer certificate, and forged prfleet-peer-* headers carry no
+    // identity anyway (peerIdentityOf requires the per-process proof only the interceptor knows). It would
+    // only cost every call a grpc-js intercepting layer.
+    return ServerCredentials.createInsecure();
   }
   const { cert, key, ca } = options.tls;
   const cas = parseCertificateBundle(ca);

@@ -7,6 +7,7 @@ import {
   Reachability,
   type AuditRequest,
   type Finding,
+  findingKindToJSON,
   type FindingKind,
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
@@ -141,6 +142,11 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
       clearInterval(timer);
       const loader = loaderFindings(digests);
       count(loader);
+      deps.onAuditFindings?.(
+        Object.fromEntries(
+          [...counts].map(([kind, n]) => [findingKindToJSON(kind).replace(/^FINDING_KIND_/, '').toLowerCase(), n]),
+        ),
+      );
       const ms = performance.now() - t0;
       out.push(progress());
       out.push(

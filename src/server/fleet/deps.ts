@@ -18,4 +18,6 @@ export interface FleetDeps {
   readonly log: Logger;
   /** Server instance id, recorded as the journal owner. @default 'fleet' */
   readonly instanceId?: string;
+  /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */
+  readonly onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
 }
