@@ -20,17 +20,18 @@ gen: install
 gen-check: gen
 	git diff --exit-code -- src/gen || { echo "src/gen is stale: run 'make gen' and commit" >&2; exit 1; }
 
-## lint: buf lint, buf format, tsc (whole tree, then src/scsi and src/emulator without @types/node), eslint
+## lint: buf lint, buf format, prettier --check, tsc (whole tree, then src/scsi and src/emulator without
+## @types/node), eslint
 lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
+	$(BIN)/prettier --check --log-level warn .
 	$(BIN)/tsc --noEmit -p .
 	$(BIN)/tsc -p src/scsi/tsconfig.json
 	$(BIN)/tsc -p src/emulator/tsconfig.json
 	$(BIN)/eslint .
 
 ## format: prettier --write over the tree (.prettierrc.json, .prettierignore); format-check only reports.
-## Not yet part of lint: the tree is formatted once, in one commit, when everyone has committed.
 format: install
 	$(BIN)/prettier --write .
 

@@ -212,11 +212,13 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     ...(options.pathConcurrency === undefined ? {} : { pathConcurrency: options.pathConcurrency }),
     onPathError(path, error) {
       let changed = false;
-      setPaths(paths.map((p) => {
-        if (p.path !== path || !p.online) return p;
-        changed = true;
-        return { ...p, online: false };
-      }));
+      setPaths(
+        paths.map((p) => {
+          if (p.path !== path || !p.online) return p;
+          changed = true;
+          return { ...p, online: false };
+        }),
+      );
       log.warn({ path, errno: error.errno, code: error.code }, 'path failed; marked offline');
       if (changed) current?.sendInventory(paths);
     },

@@ -239,7 +239,9 @@ export function createExecutor(options: ExecutorOptions): Executor {
   function device(path: string, task: Task): Promise<ScsiDevice> {
     let opened = devices.get(path);
     if (!opened) {
-      opened = options.transport.open(path, { signal: (task.abort ??= new AbortController()).signal });
+      opened = options.transport.open(path, {
+        signal: (task.abort ??= new AbortController()).signal,
+      });
       devices.set(path, opened);
       // A failed open is not cached: the next command tries again.
       opened.catch(() => {

@@ -42,12 +42,7 @@ export interface EmulatedFleet {
 }
 
 function isBuilt(f: EmulatedFleetOptions['fabric']): f is EmulatedFabric {
-  return (
-    typeof f === 'object' &&
-    'emulator' in f &&
-    'hosts' in f &&
-    typeof (f as EmulatedFabric).host === 'function'
-  );
+  return typeof f === 'object' && 'emulator' in f && 'hosts' in f && typeof f.host === 'function';
 }
 
 /**

@@ -45,7 +45,7 @@ async function main(): Promise<void> {
 
   let config: AgentConfig;
   try {
-    config = parseAgentConfig(rawConfigOf(program as unknown as Command, program.opts()));
+    config = parseAgentConfig(rawConfigOf(program, program.opts()));
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     process.stderr.write(`${e.message}\n`);

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   let config;
   try {
     // The sim serves local demos: plaintext unless TLS files are given.
-    const raw = rawConfigOf(program as unknown as Command, opts);
+    const raw = rawConfigOf(program, opts);
     config = parseAgentConfig({
       plaintext: raw['tlsCa'] === undefined && raw['tlsCert'] === undefined,
       ...raw,

@@ -104,8 +104,7 @@ async function agentsMain(address: string, fabricFile: string): Promise<void> {
         stopProfile = stop;
         process.send?.('profiling');
       });
-    if (m === 'profile-stop')
-      void stopProfile?.().then(() => process.send?.('profiled'));
+    if (m === 'profile-stop') void stopProfile?.().then(() => process.send?.('profiled'));
   });
 }
 
@@ -195,7 +194,11 @@ async function main(): Promise<void> {
     let reportMessages = 0;
     for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8, batchReports })) {
       const batch =
-        e.event?.$case === 'report' ? [e.event.value] : e.event?.$case === 'reports' ? e.event.value.reports : [];
+        e.event?.$case === 'report'
+          ? [e.event.value]
+          : e.event?.$case === 'reports'
+            ? e.event.value.reports
+            : [];
       if (batch.length > 0) reportMessages += 1;
       for (const report of batch) {
         if (reports === 0) firstReportMs = performance.now() - started;

@@ -117,7 +117,16 @@ async function guest(device: string, calls: number, spawns: number): Promise<voi
   print({
     method: 'prfleet CLI process per command',
     summary: await time(spawns, async () => {
-      await run(process.execPath, [cli, '-s', address, '--plaintext', '-o', 'json', 'keys', `vm:${device}`]);
+      await run(process.execPath, [
+        cli,
+        '-s',
+        address,
+        '--plaintext',
+        '-o',
+        'json',
+        'keys',
+        `vm:${device}`,
+      ]);
     }),
   });
   for (let i = 0; i < 20; i++) await readKeys();

@@ -151,7 +151,7 @@ export function manyHostsFabric(hosts: number, prefix = 'h', pathsPerHost = 4): 
         })),
       };
     }),
-  } as FabricInput;
+  };
 }
 
 /** PROUTs the emulated devices executed, by SERVICE ACTION RESERVATION KEY (hex). */

@@ -19,13 +19,17 @@ export interface CliConnection {
 }
 
 /** How to connect: resolved settings, or plaintext asked for explicitly (the demo, tests on loopback). */
-export type ConnectSettings = ConnectionSettings | { readonly plaintext: true; readonly token?: string };
+export type ConnectSettings =
+  ConnectionSettings | { readonly plaintext: true; readonly token?: string };
 
 /** Backoff before the one retry of a read-only call (nice-grpc's default of 1 s is long for a CLI). */
 const RETRY_BASE_DELAY_MS = 100;
 
 /** grpc-js credentials and channel options for `settings` (TLS material, server name override). */
-export function channelFor(settings: ConnectSettings): { credentials: ChannelCredentials; channelOptions: ChannelOptions } {
+export function channelFor(settings: ConnectSettings): {
+  credentials: ChannelCredentials;
+  channelOptions: ChannelOptions;
+} {
   if ('plaintext' in settings || settings.tls === false) {
     return { credentials: ChannelCredentials.createInsecure(), channelOptions: {} };
   }
@@ -33,7 +37,9 @@ export function channelFor(settings: ConnectSettings): { credentials: ChannelCre
   return {
     credentials: ChannelCredentials.createSsl(ca ?? null, key ?? null, cert ?? null),
     channelOptions:
-      serverName === undefined ? {} : { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName },
+      serverName === undefined
+        ? {}
+        : { 'grpc.ssl_target_name_override': serverName, 'grpc.default_authority': serverName },
   };
 }
 

@@ -98,11 +98,15 @@ export function parseServerAddress(server: string): { address: string; scheme?: 
   }
   const scheme = (match[1] ?? '').toLowerCase();
   if (scheme !== 'https' && scheme !== 'http') {
-    throw new ConnectionConfigError(`--server ${server}: unknown scheme ${scheme}:// (use host:port, https:// or http://)`);
+    throw new ConnectionConfigError(
+      `--server ${server}: unknown scheme ${scheme}:// (use host:port, https:// or http://)`,
+    );
   }
   const rest = (match[2] ?? '').replace(/\/+$/, '');
   if (rest === '' || rest.includes('/')) {
-    throw new ConnectionConfigError(`--server ${server}: expected ${scheme}://host[:port] without a path`);
+    throw new ConnectionConfigError(
+      `--server ${server}: expected ${scheme}://host[:port] without a path`,
+    );
   }
   const hasPort = /^\[[^\]]+\]:\d+$/.test(rest) || /^[^:[\]]+:\d+$/.test(rest);
   return { address: hasPort ? rest : `${rest}:${scheme === 'https' ? 443 : 80}`, scheme };
@@ -133,13 +137,21 @@ function readPem(file: string, what: string, read: (file: string) => Buffer): Bu
 }
 
 function checkCertificates(pem: Buffer, file: string, what: string): X509Certificate[] {
-  const blocks = pem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length === 0) throw new ConnectionConfigError(`${what} ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
+  const blocks =
+    pem.toString('utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ??
+    [];
+  if (blocks.length === 0)
+    throw new ConnectionConfigError(
+      `${what} ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+    );
   return blocks.map((block) => {
     try {
       return new X509Certificate(block);
     } catch (error) {
-      throw new ConnectionConfigError(`${what} ${file} holds a certificate that cannot be parsed: ${(error as Error).message}`, { cause: error });
+      throw new ConnectionConfigError(
+        `${what} ${file} holds a certificate that cannot be parsed: ${(error as Error).message}`,
+        { cause: error },
+      );
     }
   });
 }
@@ -152,7 +164,10 @@ function readToken(file: string, read: (file: string) => Buffer): string {
       `token file ${file} looks like the server's token hash file (PRFLEET_TOKENS_FILE), not a token: put the prf_… token that prfleet-tokens create printed into a file of its own`,
     );
   }
-  if (/\s/.test(text)) throw new ConnectionConfigError(`token file ${file} must hold exactly one token (found whitespace inside)`);
+  if (/\s/.test(text))
+    throw new ConnectionConfigError(
+      `token file ${file} must hold exactly one token (found whitespace inside)`,
+    );
   return text;
 }
 
@@ -188,15 +203,29 @@ export function resolveConnection(
   const warnings: string[] = [];
 
   // What the command line asks for, and what the environment asks for.
-  const cliTls = [flags.tls === true && '--tls', flags.ca !== undefined && '--ca', flags.cert !== undefined && '--tls-cert', flags.key !== undefined && '--tls-key', flags.tlsServerName !== undefined && '--tls-server-name', scheme === 'https' && 'https://'].filter(
-    (x): x is string => typeof x === 'string',
-  );
-  const cliPlain = [flags.plaintext === true && '--plaintext', scheme === 'http' && 'http://'].filter((x): x is string => typeof x === 'string');
+  const cliTls = [
+    flags.tls === true && '--tls',
+    flags.ca !== undefined && '--ca',
+    flags.cert !== undefined && '--tls-cert',
+    flags.key !== undefined && '--tls-key',
+    flags.tlsServerName !== undefined && '--tls-server-name',
+    scheme === 'https' && 'https://',
+  ].filter((x): x is string => typeof x === 'string');
+  const cliPlain = [
+    flags.plaintext === true && '--plaintext',
+    scheme === 'http' && 'http://',
+  ].filter((x): x is string => typeof x === 'string');
   if (cliTls.length > 0 && cliPlain.length > 0) {
-    throw new ConnectionConfigError(`${cliPlain.join(' and ')} excludes ${cliTls.join(', ')}: choose TLS or plaintext`);
+    throw new ConnectionConfigError(
+      `${cliPlain.join(' and ')} excludes ${cliTls.join(', ')}: choose TLS or plaintext`,
+    );
   }
   const envTlsNames = (['tls', 'ca', 'cert', 'key', 'tlsServerName'] as const)
-    .filter((k) => (k === 'tls' ? envFlag(env, CONNECTION_ENV.tls) : envValue(env, CONNECTION_ENV[k]) !== undefined))
+    .filter((k) =>
+      k === 'tls'
+        ? envFlag(env, CONNECTION_ENV.tls)
+        : envValue(env, CONNECTION_ENV[k]) !== undefined,
+    )
     .map((k) => CONNECTION_ENV[k]);
   const envPlain = envFlag(env, CONNECTION_ENV.plaintext);
 
@@ -204,7 +233,9 @@ export function resolveConnection(
   if (cliPlain.length > 0) plaintext = true;
   else if (cliTls.length > 0) plaintext = false;
   else if (envPlain && envTlsNames.length > 0) {
-    throw new ConnectionConfigError(`${CONNECTION_ENV.plaintext}=true excludes ${envTlsNames.join(', ')}: choose TLS or plaintext`);
+    throw new ConnectionConfigError(
+      `${CONNECTION_ENV.plaintext}=true excludes ${envTlsNames.join(', ')}: choose TLS or plaintext`,
+    );
   } else plaintext = envPlain;
 
   let tls: TlsSettings | false = false;
@@ -216,8 +247,11 @@ export function resolveConnection(
     const certFile = cliPair ? flags.cert : envValue(env, CONNECTION_ENV.cert);
     const keyFile = cliPair ? flags.key : envValue(env, CONNECTION_ENV.key);
     if ((certFile === undefined) !== (keyFile === undefined)) {
-      const [given, missing] = certFile === undefined ? ['--tls-key', '--tls-cert'] : ['--tls-cert', '--tls-key'];
-      throw new ConnectionConfigError(`${given} needs ${missing}: a client certificate goes with its private key`);
+      const [given, missing] =
+        certFile === undefined ? ['--tls-key', '--tls-cert'] : ['--tls-cert', '--tls-key'];
+      throw new ConnectionConfigError(
+        `${given} needs ${missing}: a client certificate goes with its private key`,
+      );
     }
     const serverName = flags.tlsServerName ?? envValue(env, CONNECTION_ENV.tlsServerName);
     let ca: Buffer | undefined;
@@ -235,14 +269,24 @@ export function resolveConnection(
       try {
         privateKey = createPrivateKey(key);
       } catch (error) {
-        throw new ConnectionConfigError(`client key ${keyFile} is not a PEM private key: ${(error as Error).message}`, { cause: error });
+        throw new ConnectionConfigError(
+          `client key ${keyFile} is not a PEM private key: ${(error as Error).message}`,
+          { cause: error },
+        );
       }
       if (leaf !== undefined && !leaf.checkPrivateKey(privateKey)) {
-        throw new ConnectionConfigError(`client certificate ${certFile} and key ${keyFile} do not belong together`);
+        throw new ConnectionConfigError(
+          `client certificate ${certFile} and key ${keyFile} do not belong together`,
+        );
       }
     }
     tls = {
-      ...(ca === undefined ? {} : { ca, caSource: flags.ca !== undefined ? `--ca ${caFile}` : `${CONNECTION_ENV.ca}=${caFile}` }),
+      ...(ca === undefined
+        ? {}
+        : {
+            ca,
+            caSource: flags.ca !== undefined ? `--ca ${caFile}` : `${CONNECTION_ENV.ca}=${caFile}`,
+          }),
       ...(cert === undefined || key === undefined ? {} : { cert, key }),
       ...(serverName === undefined ? {} : { serverName }),
     };
@@ -265,7 +309,9 @@ export function resolveConnection(
     const envToken = envValue(env, CONNECTION_ENV.token);
     const envTokenFile = envValue(env, CONNECTION_ENV.tokenFile);
     if (envToken !== undefined && envTokenFile !== undefined) {
-      throw new ConnectionConfigError(`${CONNECTION_ENV.token} and ${CONNECTION_ENV.tokenFile} exclude each other`);
+      throw new ConnectionConfigError(
+        `${CONNECTION_ENV.token} and ${CONNECTION_ENV.tokenFile} exclude each other`,
+      );
     }
     if (envToken !== undefined) {
       token = envToken.trim();
@@ -277,10 +323,14 @@ export function resolveConnection(
     }
   }
   if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
-    throw new ConnectionConfigError(`the token from ${tokenSource ?? 'input'} holds characters a token never has (spaces or non-ASCII)`);
+    throw new ConnectionConfigError(
+      `the token from ${tokenSource ?? 'input'} holds characters a token never has (spaces or non-ASCII)`,
+    );
   }
   if (token !== undefined && plaintext && !isLoopbackHost(hostOf(address))) {
-    warnings.push(`the bearer token goes to ${address} without TLS: anyone on the path can read and reuse it`);
+    warnings.push(
+      `the bearer token goes to ${address} without TLS: anyone on the path can read and reuse it`,
+    );
   }
 
   return {

@@ -69,7 +69,8 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
   const badRequest = extra.find((d): d is BadRequest => d.$type === BadRequest.$type);
   const resource = extra.find((d): d is ResourceInfo => d.$type === ResourceInfo.$type);
   const field = badRequest?.fieldViolations[0]?.field;
-  const tlsHint = error.code === Status.UNAVAILABLE ? tlsFailureHint(error.details, context) : undefined;
+  const tlsHint =
+    error.code === Status.UNAVAILABLE ? tlsFailureHint(error.details, context) : undefined;
   if (tlsHint !== undefined) {
     return {
       code: 'UNAVAILABLE',
@@ -105,7 +106,8 @@ function hintFor(
     case Status.UNAVAILABLE:
       if (isConnectionFailure(error.details)) {
         const tlsMismatch =
-          context.transport !== undefined && !/ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/i.test(error.details)
+          context.transport !== undefined &&
+          !/ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/i.test(error.details)
             ? context.transport.tls
               ? ' If it is up, the TLS handshake may have been refused: a server requiring client certificates needs --tls-cert and --tls-key'
               : ' If it is up and serves TLS, drop --plaintext (and give --ca)'
@@ -158,7 +160,10 @@ function hintFor(
 
 /** grpc-js's "No connection established. Last error: X. Resolution note: …" reduced to X. */
 function connectionError(details: string): string {
-  const match = /Last error: (?:Error(?: \[[A-Z_0-9]+\])?: )?([\s\S]*?)(?:\s*\(\d{4}-\d\d-\d\dT[^)]*\))?\.?\s*(?:Resolution note:[\s\S]*)?$/.exec(details);
+  const match =
+    /Last error: (?:Error(?: \[[A-Z_0-9]+\])?: )?([\s\S]*?)(?:\s*\(\d{4}-\d\d-\d\dT[^)]*\))?\.?\s*(?:Resolution note:[\s\S]*)?$/.exec(
+      details,
+    );
   const text = (match?.[1] ?? details).trim();
   // OpenSSL's "80BC…:error:0A00010B:SSL routines:ssl3_get_record:wrong version number:../deps/…" → the reason.
   const openssl = /error:[0-9A-F]+:SSL routines:[^:]*:([^:]+)/.exec(text);
@@ -171,10 +176,16 @@ function connectionError(details: string): string {
  */
 function tlsFailureHint(details: string, context: ErrorContext): string | undefined {
   const trust = context.transport?.caSource ?? 'the system roots (no --ca given)';
-  if (/self[- ]signed certificate|unable to verify the first certificate|unable to get local issuer certificate|certificate verify failed|CERT_UNTRUSTED/i.test(details)) {
+  if (
+    /self[- ]signed certificate|unable to verify the first certificate|unable to get local issuer certificate|certificate verify failed|CERT_UNTRUSTED/i.test(
+      details,
+    )
+  ) {
     return `the server's certificate is not signed by a CA you trust (${trust}): pass the fleet CA that signed it with --ca (ca.crt from \`prfleet-certs init\`) or PRFLEET_TLS_CA; nothing was sent`;
   }
-  if (/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames|altnames/i.test(details)) {
+  if (
+    /ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames|altnames/i.test(details)
+  ) {
     return `the server's certificate does not name the host you dialled: use a --server name it carries (prfleet-certs issue-server --host), or --tls-server-name <name>; nothing was sent`;
   }
   if (/certificate has expired|CERT_HAS_EXPIRED|certificate is not yet valid/i.test(details)) {
@@ -183,7 +194,11 @@ function tlsFailureHint(details: string, context: ErrorContext): string | undefi
   if (/wrong version number|packet length too long|http request|unknown protocol/i.test(details)) {
     return 'the server does not speak TLS on this port: if it runs with PRFLEET_PLAINTEXT=true (loopback, tests), pass --plaintext; nothing was sent';
   }
-  if (/certificate required|alert bad certificate|alert unknown ca|alert certificate unknown|alert handshake failure|tlsv1 alert|tlsv13 alert/i.test(details)) {
+  if (
+    /certificate required|alert bad certificate|alert unknown ca|alert certificate unknown|alert handshake failure|tlsv1 alert|tlsv13 alert/i.test(
+      details,
+    )
+  ) {
     return context.transport?.clientCert === true
       ? 'the server refused your client certificate (not signed by its CA, expired, or not for client authentication); nothing was sent'
       : 'the server requires a client certificate signed by its CA (PRFLEET_CLIENT_CERTS=require): pass --tls-cert and --tls-key, or use a port that accepts tokens; nothing was sent';

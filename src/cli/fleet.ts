@@ -11,7 +11,12 @@ import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { bearerTokenMiddleware } from '../common/client.js';
 import { channelFor, type ConnectSettings } from './client.js';
-import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
+import {
+  resolveConnection,
+  transportContextOf,
+  transportFlagsOf,
+  type ConnectionSettings,
+} from './connection.js';
 import {
   FleetServiceDefinition,
   findingKindToJSON,
@@ -38,7 +43,13 @@ import { formatKey } from '../common/key-layout.js';
 import { describeRpcError } from './errors.js';
 import { ExitCode } from './exit-codes.js';
 import { toCliJson, type Json } from './json.js';
-import { collectLabel, parseDurationMs, parseKeyOption, parsePrType, parseUint32 } from './parse.js';
+import {
+  collectLabel,
+  parseDurationMs,
+  parseKeyOption,
+  parsePrType,
+  parseUint32,
+} from './parse.js';
 import { prTypeShortName } from './render.js';
 
 /** Where fleet commands write, and how they report their exit code (the main program's io and state). */
@@ -48,7 +59,10 @@ export interface FleetCliIo {
   /** Standard error (the progress bar goes here). */
   readonly stderr: (text: string) => void;
   /** Opens a FleetService client. @default {@link connectFleet} */
-  readonly connect?: (address: string, settings: ConnectionSettings) => { client: FleetServiceClient; close(): void };
+  readonly connect?: (
+    address: string,
+    settings: ConnectionSettings,
+  ) => { client: FleetServiceClient; close(): void };
   /** Environment for the connection settings (PRFLEET_TLS_CA, PRFLEET_TOKEN, …). @default process.env */
   readonly env?: NodeJS.ProcessEnv;
   /** Show the progress bar. @default true when stderr is a TTY */
@@ -61,11 +75,19 @@ export const ROLLOUT_FAILED_EXIT_CODE = 42;
 export const AUDIT_CRITICAL_EXIT_CODE = 43;
 
 /** FleetService client with rich error details, over TLS or (when asked) plaintext, with the bearer token. */
-export function connectFleet(address: string, settings: ConnectSettings): { client: FleetServiceClient; close(): void } {
+export function connectFleet(
+  address: string,
+  settings: ConnectSettings,
+): { client: FleetServiceClient; close(): void } {
   const { credentials, channelOptions } = channelFor(settings);
-  const channel = createChannel('address' in settings ? settings.address : address, credentials, channelOptions);
+  const channel = createChannel(
+    'address' in settings ? settings.address : address,
+    credentials,
+    channelOptions,
+  );
   const base = createClientFactory().use(errorDetailsClientMiddleware);
-  const factory = settings.token === undefined ? base : base.use(bearerTokenMiddleware(settings.token));
+  const factory =
+    settings.token === undefined ? base : base.use(bearerTokenMiddleware(settings.token));
   return { client: factory.create(FleetServiceDefinition, channel), close: () => channel.close() };
 }
 
@@ -78,18 +100,39 @@ const ENUMS: Readonly<Record<string, (v: number) => string>> = {
   phase: rolloutPhaseToJSON,
   result: rolloutResultToJSON,
 };
-const HEX = new Set(['holderKey', 'victimKey', 'expectedHolderKey', 'key', 'keys', 'reservationKey', 'serviceActionKey']);
+const HEX = new Set([
+  'holderKey',
+  'victimKey',
+  'expectedHolderKey',
+  'key',
+  'keys',
+  'reservationKey',
+  'serviceActionKey',
+]);
 
 /** A fleet message as CLI JSON: keys as 16 hex digits, fleet enums by name, the rest as `toCliJson`. */
 export function fleetJson(value: unknown, field = '', parent = ''): Json {
-  if (typeof value === 'number' && ENUMS[field] && !(field === 'result' && parent === 'step')) return (ENUMS[field] as (v: number) => string)(value);
-  if (typeof value === 'number' && field === 'status' && parent === 'owner') return keyStatusToJSON(value);
+  if (typeof value === 'number' && ENUMS[field] && !(field === 'result' && parent === 'step'))
+    return ENUMS[field](value);
+  if (typeof value === 'number' && field === 'status' && parent === 'owner')
+    return keyStatusToJSON(value);
   if (typeof value === 'bigint' && HEX.has(field)) return formatKey(BigInt.asUintN(64, value));
   if (Array.isArray(value)) return value.map((v) => fleetJson(v, field, parent));
-  if (value !== null && typeof value === 'object' && !(value instanceof Uint8Array) && !(value instanceof Date)) {
+  if (
+    value !== null &&
+    typeof value === 'object' &&
+    !(value instanceof Uint8Array) &&
+    !(value instanceof Date)
+  ) {
     const o = value as Record<string, unknown>;
-    if (typeof o['$case'] === 'string') return { [o['$case'] as string]: fleetJson(o['value'], o['$case'] as string, field) };
-    if (Object.keys(o).length === 2 && typeof o['seconds'] === 'bigint' && typeof o['nanos'] === 'number') return toCliJson(value, field);
+    if (typeof o['$case'] === 'string')
+      return { [o['$case']]: fleetJson(o['value'], o['$case'], field) };
+    if (
+      Object.keys(o).length === 2 &&
+      typeof o['seconds'] === 'bigint' &&
+      typeof o['nanos'] === 'number'
+    )
+      return toCliJson(value, field);
     const out: { [k: string]: Json } = {};
     for (const [k, v] of Object.entries(o)) out[k] = fleetJson(v, k, field);
     return out;
@@ -98,7 +141,9 @@ export function fleetJson(value: unknown, field = '', parent = ''): Json {
 }
 
 /** The selector flags every fleet command accepts. */
-function withSelector<A extends unknown[], O extends OptionValues, G extends OptionValues>(command: Command<A, O, G>) {
+function withSelector<A extends unknown[], O extends OptionValues, G extends OptionValues>(
+  command: Command<A, O, G>,
+) {
   return command
     .option('--loader <id>', 'only LUs of this loader (repeatable)', collect)
     .option('--lu <id>', 'only this LU (repeatable)', collect)
@@ -110,11 +155,23 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-function selectorOf(opts: { loader?: string[]; lu?: string[]; site?: string; label?: string[] }): FleetSelector {
-  return { loaderIds: opts.loader ?? [], luIds: opts.lu ?? [], site: opts.site ?? '', labels: opts.label ?? [] };
+function selectorOf(opts: {
+  loader?: string[];
+  lu?: string[];
+  site?: string;
+  label?: string[];
+}): FleetSelector {
+  return {
+    loaderIds: opts.loader ?? [],
+    luIds: opts.lu ?? [],
+    site: opts.site ?? '',
+    labels: opts.label ?? [],
+  };
 }
 
-function withGuardRails<A extends unknown[], O extends OptionValues, G extends OptionValues>(command: Command<A, O, G>) {
+function withGuardRails<A extends unknown[], O extends OptionValues, G extends OptionValues>(
+  command: Command<A, O, G>,
+) {
   return command
     .option('--max-concurrency <n>', 'LUs worked on at once (default 4)', parseUint32)
     .option('--error-threshold <n>', 'failed steps that stop the rollout (default 1)', parseUint32)
@@ -125,12 +182,23 @@ function withGuardRails<A extends unknown[], O extends OptionValues, G extends O
     .option('--dry-run', 'plan and report, send nothing');
 }
 
-function rolloutOptions(opts: { maxConcurrency?: number; errorThreshold?: number; rollback?: boolean; timeout?: number; operationId?: string; reason?: string; dryRun?: boolean }): RolloutOptions {
+function rolloutOptions(opts: {
+  maxConcurrency?: number;
+  errorThreshold?: number;
+  rollback?: boolean;
+  timeout?: number;
+  operationId?: string;
+  reason?: string;
+  dryRun?: boolean;
+}): RolloutOptions {
   return {
     maxConcurrency: opts.maxConcurrency ?? 0,
     errorThreshold: opts.errorThreshold ?? 0,
     rollbackOnAbort: opts.rollback !== false,
-    commandTimeout: opts.timeout === undefined ? undefined : { seconds: BigInt(Math.floor(opts.timeout / 1000)), nanos: (opts.timeout % 1000) * 1e6 },
+    commandTimeout:
+      opts.timeout === undefined
+        ? undefined
+        : { seconds: BigInt(Math.floor(opts.timeout / 1000)), nanos: (opts.timeout % 1000) * 1e6 },
     maxReplans: 0,
     operationId: opts.operationId ?? '',
     reason: opts.reason ?? '',
@@ -143,27 +211,58 @@ const SEVERITY_WORD = ['', 'info', 'WARNING', 'CRITICAL'];
 /** Findings as a table. */
 export function renderFindings(findings: readonly Finding[]): string {
   if (findings.length === 0) return 'no findings';
-  const table = new Table({ head: ['severity', 'finding', 'where', 'what', 'suggested action'], wordWrap: true, colWidths: [10, 24, 28, 50, 40] });
+  const table = new Table({
+    head: ['severity', 'finding', 'where', 'what', 'suggested action'],
+    wordWrap: true,
+    colWidths: [10, 24, 28, 50, 40],
+  });
   const order = [...findings].sort((a, b) => b.severity - a.severity);
   for (const f of order) {
-    const where = [f.loaderId, f.luId, f.agentId && `${f.agentId}${f.path ? `:${f.path}` : ''}`].filter((x) => x).join(' ');
-    table.push([SEVERITY_WORD[f.severity] ?? '', findingKindToJSON(f.kind).replace('FINDING_KIND_', '').toLowerCase(), where, f.message, f.suggestedAction]);
+    const where = [f.loaderId, f.luId, f.agentId && `${f.agentId}${f.path ? `:${f.path}` : ''}`]
+      .filter((x) => x)
+      .join(' ');
+    table.push([
+      SEVERITY_WORD[f.severity] ?? '',
+      findingKindToJSON(f.kind).replace('FINDING_KIND_', '').toLowerCase(),
+      where,
+      f.message,
+      f.suggestedAction,
+    ]);
   }
   return table.toString();
 }
 
 /** LU reports as a table. */
 export function renderReports(reports: readonly LogicalUnitReport[]): string {
-  const table = new Table({ head: ['loader', 'lu', 'type', 'reach', 'gen', 'holder', 'res type', 'keys', 'paths', 'findings'] });
-  const sorted = [...reports].sort((a, b) => (a.loaderId < b.loaderId ? -1 : a.loaderId > b.loaderId ? 1 : a.luId < b.luId ? -1 : 1));
+  const table = new Table({
+    head: [
+      'loader',
+      'lu',
+      'type',
+      'reach',
+      'gen',
+      'holder',
+      'res type',
+      'keys',
+      'paths',
+      'findings',
+    ],
+  });
+  const sorted = [...reports].sort((a, b) =>
+    a.loaderId < b.loaderId ? -1 : a.loaderId > b.loaderId ? 1 : a.luId < b.luId ? -1 : 1,
+  );
   for (const r of sorted) {
     table.push([
       r.loaderId,
       r.luId,
-      r.peripheralDeviceType === 8 ? 'changer' : r.peripheralDeviceType === 1 ? 'tape' : String(r.peripheralDeviceType),
+      r.peripheralDeviceType === 8
+        ? 'changer'
+        : r.peripheralDeviceType === 1
+          ? 'tape'
+          : String(r.peripheralDeviceType),
       reachabilityToJSON(r.reachability).replace('REACHABILITY_', '').toLowerCase(),
       String(r.generation),
-      r.reserved ? (r.holderAgentId || formatKey(r.holderKey)) : '-',
+      r.reserved ? r.holderAgentId || formatKey(r.holderKey) : '-',
       r.reserved ? prTypeShortName(r.type) : '-',
       r.keys.map((k) => `${formatKey(k.key)}×${k.nexusCount}`).join('\n') || '-',
       `${r.paths.filter((p) => p.reachable).length}/${r.paths.length}`,
@@ -208,14 +307,25 @@ interface ProgressBar {
 }
 
 function progressBar(io: FleetCliIo): ProgressBar | undefined {
-  if (io.progress === false || (io.progress === undefined && !process.stderr.isTTY)) return undefined;
+  if (io.progress === false || (io.progress === undefined && !process.stderr.isTTY))
+    return undefined;
   // cli-progress ships no types; its constructor is used as documented (README: SingleBar(options, preset)).
   const require = createRequire(import.meta.url);
-  const cliProgress = require('cli-progress') as { SingleBar: new (options: object, preset: object) => ProgressBar; Presets: { shades_classic: object } };
+  const cliProgress = require('cli-progress') as {
+    SingleBar: new (options: object, preset: object) => ProgressBar;
+    Presets: { shades_classic: object };
+  };
   return new cliProgress.SingleBar(
     {
       format: 'audit [{bar}] {value}/{total} LUs | {commands} commands | {findings} findings',
-      stream: { write: (t: string) => io.stderr(t), isTTY: process.stderr.isTTY === true, cursorTo: () => true, clearLine: () => true, moveCursor: () => true, columns: process.stderr.columns ?? 80 },
+      stream: {
+        write: (t: string) => io.stderr(t),
+        isTTY: process.stderr.isTTY === true,
+        cursorTo: () => true,
+        clearLine: () => true,
+        moveCursor: () => true,
+        columns: process.stderr.columns ?? 80,
+      },
       noTTYOutput: io.progress === true && !process.stderr.isTTY,
       notTTYSchedule: 250,
       hideCursor: true,
@@ -228,12 +338,21 @@ function progressBar(io: FleetCliIo): ProgressBar | undefined {
  * Adds `audit`, `plan`, `apply`, `takeover`, `keys` and `desired` to `program` (which must define `--server`
  * and `-o, --output`). Each action sets `state.exitCode`.
  */
-export function registerFleetCommands<A extends unknown[], O extends OptionValues, G extends OptionValues>(program: Command<A, O, G>, io: FleetCliIo, state: { exitCode: number }): void {
+export function registerFleetCommands<
+  A extends unknown[],
+  O extends OptionValues,
+  G extends OptionValues,
+>(program: Command<A, O, G>, io: FleetCliIo, state: { exitCode: number }): void {
   const globals = () => {
-    const o = program.opts() as unknown as { server: string; output: 'table' | 'json' } & Record<string, unknown>;
+    const o = program.opts() as unknown as { server: string; output: 'table' | 'json' } & Record<
+      string,
+      unknown
+    >;
     return { server: o.server, output: o.output, flags: transportFlagsOf(o) };
   };
-  const run = async (body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>) => {
+  const run = async (
+    body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>,
+  ) => {
     const { server, output, flags } = globals();
     let settings: ConnectionSettings | undefined;
     let connection: { client: FleetServiceClient; close(): void } | undefined;
@@ -243,9 +362,18 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       connection = (io.connect ?? connectFleet)(server, settings);
       state.exitCode = await body(connection.client, output);
     } catch (error) {
-      const d = describeRpcError(error, { server, ...(settings === undefined ? {} : { transport: transportContextOf(settings) }) });
-      if (output === 'json') io.stdout(`${JSON.stringify({ error: { code: d.code, message: d.message, hint: d.hint, ...(d.field ? { field: d.field } : {}) } })}\n`);
-      else io.stderr(`error: ${d.code}: ${d.message}${d.field ? ` (field ${d.field})` : ''}\n${d.hint ? `${d.hint}\n` : ''}`);
+      const d = describeRpcError(error, {
+        server,
+        ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
+      });
+      if (output === 'json')
+        io.stdout(
+          `${JSON.stringify({ error: { code: d.code, message: d.message, hint: d.hint, ...(d.field ? { field: d.field } : {}) } })}\n`,
+        );
+      else
+        io.stderr(
+          `error: ${d.code}: ${d.message}${d.field ? ` (field ${d.field})` : ''}\n${d.hint ? `${d.hint}\n` : ''}`,
+        );
       state.exitCode = d.exitCode;
     } finally {
       connection?.close();
@@ -253,7 +381,11 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
   };
   const line = (v: unknown) => io.stdout(`${JSON.stringify(fleetJson(v))}\n`);
 
-  withSelector(program.command('audit').description('read every LU through every path; report keys, owners, holders and findings'))
+  withSelector(
+    program
+      .command('audit')
+      .description('read every LU through every path; report keys, owners, holders and findings'),
+  )
     .option('--max-concurrency <n>', 'commands in flight overall (default 256)', parseUint32)
     .option('--max-per-agent <n>', 'commands in flight per agent (default 8)', parseUint32)
     .option('--findings-only', 'print only the findings table')
@@ -264,7 +396,12 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
         let summary: AuditSummary | undefined;
         let started = false;
         // batch_reports: reports completed together come in one message; shown one by one as before.
-        const request = { selector: selectorOf(opts), maxConcurrency: opts.maxConcurrency ?? 0, maxPerAgent: opts.maxPerAgent ?? 0, batchReports: true };
+        const request = {
+          selector: selectorOf(opts),
+          maxConcurrency: opts.maxConcurrency ?? 0,
+          maxPerAgent: opts.maxPerAgent ?? 0,
+          batchReports: true,
+        };
         for await (const e of client.audit(request)) {
           if (e.event?.$case === 'reports') {
             for (const report of e.event.value.reports) {
@@ -277,14 +414,18 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
           const ev = e.event;
           if (ev?.$case === 'progress') {
             const payload = { commands: ev.value.commandsSent, findings: ev.value.findings };
-            if (!started) bar?.start(ev.value.logicalUnitsTotal, ev.value.logicalUnitsDone, payload);
+            if (!started)
+              bar?.start(ev.value.logicalUnitsTotal, ev.value.logicalUnitsDone, payload);
             else bar?.update(ev.value.logicalUnitsDone, payload);
             started = true;
           } else if (ev?.$case === 'report') reports.push(ev.value);
           else if (ev?.$case === 'summary') summary = ev.value;
         }
         bar?.stop();
-        const findings = [...reports.flatMap((r) => r.findings), ...(summary?.loaderFindings ?? [])];
+        const findings = [
+          ...reports.flatMap((r) => r.findings),
+          ...(summary?.loaderFindings ?? []),
+        ];
         if (output === 'table') {
           if (!opts.findingsOnly) io.stdout(`${renderReports(reports)}\n`);
           io.stdout(`${renderFindings(findings)}\n`);
@@ -294,26 +435,47 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       });
     });
 
-  withSelector(program.command('plan').description('dry run: the PROUT steps (with preconditions) that reach the desired state'))
-    .action(async (opts) => {
-      await run(async (client, output) => {
-        const plan = await client.plan({ selector: selectorOf(opts) });
-        if (output === 'json') {
-          line(plan);
-          return ExitCode.OK;
-        }
-        const table = new Table({ head: ['#', 'lu', 'step', 'expects gen', 'expects holder', 'undo'] });
-        plan.steps.forEach((s, i) =>
-          table.push([String(i + 1), s.luId, s.description, String(s.precondition?.expectedGeneration ?? '-'), s.precondition?.expectedHolderKey === undefined ? '-' : s.precondition.expectedHolderKey === 0n ? 'none' : formatKey(s.precondition.expectedHolderKey), s.reversible ? 'yes' : 'no']),
-        );
-        io.stdout(`${plan.steps.length ? table.toString() : 'nothing to do'}\n`);
-        if (plan.blockers.length) io.stdout(`${renderFindings(plan.blockers)}\n`);
-        io.stdout(`${plan.logicalUnits} LUs, ${plan.inDesiredState} already in their desired state\n`);
+  withSelector(
+    program
+      .command('plan')
+      .description('dry run: the PROUT steps (with preconditions) that reach the desired state'),
+  ).action(async (opts) => {
+    await run(async (client, output) => {
+      const plan = await client.plan({ selector: selectorOf(opts) });
+      if (output === 'json') {
+        line(plan);
         return ExitCode.OK;
+      }
+      const table = new Table({
+        head: ['#', 'lu', 'step', 'expects gen', 'expects holder', 'undo'],
       });
+      plan.steps.forEach((s, i) =>
+        table.push([
+          String(i + 1),
+          s.luId,
+          s.description,
+          String(s.precondition?.expectedGeneration ?? '-'),
+          s.precondition?.expectedHolderKey === undefined
+            ? '-'
+            : s.precondition.expectedHolderKey === 0n
+              ? 'none'
+              : formatKey(s.precondition.expectedHolderKey),
+          s.reversible ? 'yes' : 'no',
+        ]),
+      );
+      io.stdout(`${plan.steps.length ? table.toString() : 'nothing to do'}\n`);
+      if (plan.blockers.length) io.stdout(`${renderFindings(plan.blockers)}\n`);
+      io.stdout(
+        `${plan.logicalUnits} LUs, ${plan.inDesiredState} already in their desired state\n`,
+      );
+      return ExitCode.OK;
     });
+  });
 
-  const streamRollout = async (events: AsyncIterable<{ event?: RolloutEvent | undefined }>, output: 'table' | 'json') => {
+  const streamRollout = async (
+    events: AsyncIterable<{ event?: RolloutEvent | undefined }>,
+    output: 'table' | 'json',
+  ) => {
     let result: RolloutResult = RolloutResult.ROLLOUT_RESULT_UNSPECIFIED;
     for await (const r of events) {
       if (!r.event) continue;
@@ -321,31 +483,61 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       else io.stdout(`${rolloutLine(r.event)}\n`);
       if (r.event.event?.$case === 'finished') result = r.event.event.value.result;
     }
-    return result === RolloutResult.ROLLOUT_RESULT_SUCCEEDED || result === RolloutResult.ROLLOUT_RESULT_DRY_RUN ? ExitCode.OK : ROLLOUT_FAILED_EXIT_CODE;
+    return result === RolloutResult.ROLLOUT_RESULT_SUCCEEDED ||
+      result === RolloutResult.ROLLOUT_RESULT_DRY_RUN
+      ? ExitCode.OK
+      : ROLLOUT_FAILED_EXIT_CODE;
   };
 
-  withGuardRails(withSelector(program.command('apply').description('run the plan: guarded PROUTs, error threshold, rollback'))).action(async (opts) => {
-    await run(async (client, output) => streamRollout(client.apply({ selector: selectorOf(opts), options: rolloutOptions(opts), steps: [] }), output));
+  withGuardRails(
+    withSelector(
+      program
+        .command('apply')
+        .description('run the plan: guarded PROUTs, error threshold, rollback'),
+    ),
+  ).action(async (opts) => {
+    await run(async (client, output) =>
+      streamRollout(
+        client.apply({ selector: selectorOf(opts), options: rolloutOptions(opts), steps: [] }),
+        output,
+      ),
+    );
   });
 
-  withGuardRails(withSelector(program.command('takeover').description('preempt a failed or greedy initiator (by key or host) on loaders')))
+  withGuardRails(
+    withSelector(
+      program
+        .command('takeover')
+        .description('preempt a failed or greedy initiator (by key or host) on loaders'),
+    ),
+  )
     .requiredOption('--by <agent>', 'host that takes over')
     .option('--victim-key <key>', 'key to preempt', parseKeyOption)
     .option('--victim-agent <agent>', 'host whose registry keys are preempted')
     .option('--key <key>', "the taker's key (default: its newest backup key)", parseKeyOption)
-    .option('--type <type>', 'reservation type to hold where the victim held (default: keep)', parsePrType)
+    .option(
+      '--type <type>',
+      'reservation type to hold where the victim held (default: keep)',
+      parsePrType,
+    )
     .option('--abort', 'PREEMPT AND ABORT')
     .action(async (opts) => {
-      if ((opts.victimKey === undefined) === (opts.victimAgent === undefined)) program.error('error: give exactly one of --victim-key and --victim-agent', { exitCode: ExitCode.USAGE });
+      if ((opts.victimKey === undefined) === (opts.victimAgent === undefined))
+        program.error('error: give exactly one of --victim-key and --victim-agent', {
+          exitCode: ExitCode.USAGE,
+        });
       await run(async (client, output) =>
         streamRollout(
           client.takeover({
             selector: selectorOf(opts),
-            victim: opts.victimKey !== undefined ? { $case: 'victimKey', value: opts.victimKey } : { $case: 'victimAgentId', value: opts.victimAgent ?? '' },
+            victim:
+              opts.victimKey !== undefined
+                ? { $case: 'victimKey', value: opts.victimKey }
+                : { $case: 'victimAgentId', value: opts.victimAgent ?? '' },
             agentId: opts.by,
             key: opts.key ?? 0n,
             keyPurpose: '',
-            type: (opts.type ?? 0) as PrType,
+            type: opts.type ?? 0,
             abort: opts.abort === true,
             options: rolloutOptions(opts),
           }),
@@ -354,11 +546,24 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       );
     });
 
-  const keys = program.command('registry').description('the reservation-key registry (allocate, list, revoke, decode keys)');
+  const keys = program
+    .command('registry')
+    .description('the reservation-key registry (allocate, list, revoke, decode keys)');
   const printKeys = (records: readonly KeyRecord[], output: 'table' | 'json') => {
     if (output === 'json') return line({ keys: records });
-    const table = new Table({ head: ['key', 'agent', 'site', 'purpose', 'owner', 'origin', 'revoked'] });
-    for (const k of records) table.push([formatKey(k.key), k.agentId, k.site, k.purpose, k.owner, k.origin, k.revokedAt ? `${k.revokedAt.toISOString()} by ${k.revokedBy}` : '-']);
+    const table = new Table({
+      head: ['key', 'agent', 'site', 'purpose', 'owner', 'origin', 'revoked'],
+    });
+    for (const k of records)
+      table.push([
+        formatKey(k.key),
+        k.agentId,
+        k.site,
+        k.purpose,
+        k.owner,
+        k.origin,
+        k.revokedAt ? `${k.revokedAt.toISOString()} by ${k.revokedBy}` : '-',
+      ]);
     io.stdout(`${table.toString()}\n`);
   };
   keys
@@ -369,7 +574,12 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
     .option('--all', 'include revoked keys')
     .action(async (opts) => {
       await run(async (client, output) => {
-        const r = await client.listKeys({ agentId: opts.agent ?? '', site: opts.site ?? '', purpose: opts.purpose ?? '', includeRevoked: opts.all === true });
+        const r = await client.listKeys({
+          agentId: opts.agent ?? '',
+          site: opts.site ?? '',
+          purpose: opts.purpose ?? '',
+          includeRevoked: opts.all === true,
+        });
         printKeys(r.keys, output);
         return ExitCode.OK;
       });
@@ -383,7 +593,13 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
     .option('--note <text>')
     .action(async (opts) => {
       await run(async (client, output) => {
-        const r = await client.allocateKey({ agentId: opts.agent, site: opts.site, owner: opts.owner, purpose: opts.purpose, note: opts.note ?? '' });
+        const r = await client.allocateKey({
+          agentId: opts.agent,
+          site: opts.site,
+          owner: opts.owner,
+          purpose: opts.purpose,
+          note: opts.note ?? '',
+        });
         printKeys(r.key ? [r.key] : [], output);
         return ExitCode.OK;
       });
@@ -407,7 +623,10 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
       await run(async (client, output) => {
         const r = await client.decodeKey({ key });
         if (output === 'json') line({ key, ...r });
-        else io.stdout(`${formatKey(key)}: ${r.owner?.summary ?? ''} (${r.layout}, ${r.confidence})\n`);
+        else
+          io.stdout(
+            `${formatKey(key)}: ${r.owner?.summary ?? ''} (${r.layout}, ${r.confidence})\n`,
+          );
         return ExitCode.OK;
       });
     });
@@ -419,15 +638,24 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
     .option('--group <name>')
     .action(async (opts) => {
       await run(async (client, output) => {
-        const scope = opts.loader ? { scope: { $case: 'loaderId' as const, value: opts.loader } } : opts.group ? { scope: { $case: 'group' as const, value: opts.group } } : undefined;
+        const scope = opts.loader
+          ? { scope: { $case: 'loaderId' as const, value: opts.loader } }
+          : opts.group
+            ? { scope: { $case: 'group' as const, value: opts.group } }
+            : undefined;
         const r = await client.getDesiredState(scope ? { scope } : {});
         if (output === 'json') line(r);
         else for (const rec of r.records) io.stdout(`${JSON.stringify(fleetJson(rec), null, 2)}\n`);
         return ExitCode.OK;
       });
     });
-  const reservation = (holder: string | undefined, type: PrType | undefined): DesiredReservation | undefined =>
-    holder === undefined ? undefined : { holderAgentId: holder === 'none' ? '' : holder, type: (type ?? 0) as PrType };
+  const reservation = (
+    holder: string | undefined,
+    type: PrType | undefined,
+  ): DesiredReservation | undefined =>
+    holder === undefined
+      ? undefined
+      : { holderAgentId: holder === 'none' ? '' : holder, type: (type ?? 0) as PrType };
   desired
     .command('set')
     .option('--loader <id>')
@@ -441,15 +669,27 @@ export function registerFleetCommands<A extends unknown[], O extends OptionValue
     .option('--remove-others', 'remove registrations of keys of unlisted hosts')
     .option('--group-site <site>', 'group: agents of this site')
     .option('--group-label <key=value>', 'group: agents with this label (repeatable)', collectLabel)
-    .option('--expected-version <n>', 'only if the stored version is this (0: only if absent)', parseUint32)
+    .option(
+      '--expected-version <n>',
+      'only if the stored version is this (0: only if absent)',
+      parseUint32,
+    )
     .requiredOption('--by <who>')
     .action(async (opts) => {
-      if ((opts.loader === undefined) === (opts.group === undefined)) program.error('error: give exactly one of --loader and --group', { exitCode: ExitCode.USAGE });
+      if ((opts.loader === undefined) === (opts.group === undefined))
+        program.error('error: give exactly one of --loader and --group', {
+          exitCode: ExitCode.USAGE,
+        });
       await run(async (client, output) => {
         const changer = reservation(opts.changerHolder, opts.changerType);
         const drives = reservation(opts.drivesHolder, opts.drivesType);
         const r = await client.setDesiredState({
-          scope: { scope: opts.loader !== undefined ? { $case: 'loaderId', value: opts.loader } : { $case: 'group', value: opts.group ?? '' } },
+          scope: {
+            scope:
+              opts.loader !== undefined
+                ? { $case: 'loaderId', value: opts.loader }
+                : { $case: 'group', value: opts.group ?? '' },
+          },
           state: {
             registeredAgentIds: opts.register ?? [],
             ...(changer ? { changer } : {}),

@@ -12,7 +12,12 @@ import {
 } from '../gen/prfleet/v1/control.js';
 import { formatKey } from '../scsi/keys.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
-import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
+import {
+  resolveConnection,
+  transportContextOf,
+  transportFlagsOf,
+  type ConnectionSettings,
+} from './connection.js';
 import { describeRpcError } from './errors.js';
 import { stringifyJson } from './json.js';
 import { parseUint32 } from './parse.js';
@@ -45,7 +50,6 @@ export interface HistoryCliIo {
  * options), setting `state.exitCode` like the other commands: 0, 44 for a broken chain, or the RPC error's code.
  */
 export function registerHistoryCommands(
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- any program with the global options will do
   program: Command<any, any, any>,
   io: HistoryCliIo,
   state: { exitCode: number },
@@ -53,7 +57,10 @@ export function registerHistoryCommands(
   const run = async (
     body: (client: CliControlClient, output: 'table' | 'json') => Promise<number>,
   ) => {
-    const opts = program.opts() as { server: string; output: 'table' | 'json' } & Record<string, unknown>;
+    const opts = program.opts() as { server: string; output: 'table' | 'json' } & Record<
+      string,
+      unknown
+    >;
     let settings: ConnectionSettings | undefined;
     let connection: CliConnection | undefined;
     try {

@@ -8,7 +8,8 @@ import { runCli } from './program.js';
 const emitWarning = process.emitWarning.bind(process);
 process.emitWarning = (warning: string | Error, ...rest: unknown[]) => {
   const first = rest[0];
-  const code = typeof first === 'object' && first !== null && 'code' in first ? first.code : rest[1];
+  const code =
+    typeof first === 'object' && first !== null && 'code' in first ? first.code : rest[1];
   if (code === 'DEP0123') return;
   (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
 };

@@ -32,7 +32,7 @@ export function parsePrType(value: string): PrType {
   const named = PR_TYPE_NAMES[value.trim().toLowerCase()];
   if (named !== undefined) return named;
   const code = Number(value);
-  if (Number.isInteger(code) && Object.values(PR_TYPE_NAMES).includes(code)) return code as PrType;
+  if (Number.isInteger(code) && Object.values(PR_TYPE_NAMES).includes(code)) return code;
   throw new InvalidArgumentError(
     `${value} is not a reservation type (we, ea, we-ro, ea-ro, we-ar, ea-ar)`,
   );

@@ -4,9 +4,14 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
-import type { CommandResult, PrType } from '../gen/prfleet/v1/scsi.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
-import { resolveConnection, transportContextOf, transportFlagsOf, type ConnectionSettings } from './connection.js';
+import {
+  resolveConnection,
+  transportContextOf,
+  transportFlagsOf,
+  type ConnectionSettings,
+} from './connection.js';
 import { describeRpcError, type DescribedError } from './errors.js';
 import { EXIT_CODE_HELP, ExitCode, exitCodeForResult } from './exit-codes.js';
 import { stringifyJson } from './json.js';
@@ -76,7 +81,10 @@ function buildProgram(io: CliIo, state: RunState) {
     )
     .version('0.1.0')
     .addOption(
-      new Option('-s, --server <host:port>', 'prfleet server address (https://host[:port] for TLS, http:// for plaintext)')
+      new Option(
+        '-s, --server <host:port>',
+        'prfleet server address (https://host[:port] for TLS, http:// for plaintext)',
+      )
         .env('PRFLEET_SERVER')
         .default(DEFAULT_SERVER),
     )
@@ -89,14 +97,29 @@ function buildProgram(io: CliIo, state: RunState) {
       '--plaintext',
       'connect without TLS (h2c): only to a server run with PRFLEET_PLAINTEXT=true (env PRFLEET_PLAINTEXT)',
     )
-    .option('--tls', 'connect with TLS (the default unless --plaintext), trusting the system roots unless --ca is given')
-    .option('--ca <file>', 'PEM CA certificate(s) to trust: the fleet CA that signed the server certificate (env PRFLEET_TLS_CA)')
+    .option(
+      '--tls',
+      'connect with TLS (the default unless --plaintext), trusting the system roots unless --ca is given',
+    )
+    .option(
+      '--ca <file>',
+      'PEM CA certificate(s) to trust: the fleet CA that signed the server certificate (env PRFLEET_TLS_CA)',
+    )
     .addOption(new Option('--tls-ca <file>', 'same as --ca (the agent spells it so)').hideHelp())
-    .option('--tls-cert <file>', 'PEM client certificate for mutual TLS, optional (env PRFLEET_TLS_CERT)')
+    .option(
+      '--tls-cert <file>',
+      'PEM client certificate for mutual TLS, optional (env PRFLEET_TLS_CERT)',
+    )
     .option('--tls-key <file>', 'PEM private key of --tls-cert (env PRFLEET_TLS_KEY)')
-    .option('--tls-server-name <name>', 'name the server certificate must carry (default: the host of --server)')
+    .option(
+      '--tls-server-name <name>',
+      'name the server certificate must carry (default: the host of --server)',
+    )
     .option('--token-file <file>', 'file holding the bearer token (env PRFLEET_TOKEN_FILE)')
-    .option('--token <token>', 'bearer token; other users can see it in ps: prefer --token-file or PRFLEET_TOKEN')
+    .option(
+      '--token <token>',
+      'bearer token; other users can see it in ps: prefer --token-file or PRFLEET_TOKEN',
+    )
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError('(run with --help for usage)')
@@ -132,7 +155,7 @@ ${EXIT_CODE_HELP}`,
     const opts = program.opts();
     return {
       server: opts.server,
-      output: opts.output as OutputFormat,
+      output: opts.output,
       flags: transportFlagsOf(opts),
     };
   };
@@ -382,7 +405,7 @@ ${EXIT_CODE_HELP}`,
             options: base.options,
             key: opts.key,
             preemptKey: opts.preemptKey,
-            type: opts.type ?? (0 as PrType),
+            type: opts.type ?? 0,
             abort: opts.abort === true,
           },
           base.call(),

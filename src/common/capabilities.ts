@@ -1,5 +1,6 @@
 import type { Command } from '../gen/prfleet/v1/agent.js';
-import { DeviceCapabilities, PrinAction, ProutAction } from '../gen/prfleet/v1/scsi.js';
+import type { PrinAction, ProutAction } from '../gen/prfleet/v1/scsi.js';
+import { DeviceCapabilities } from '../gen/prfleet/v1/scsi.js';
 import { prTypeName } from '../scsi/index.js';
 import {
   prinActionWords,

@@ -81,10 +81,10 @@ export const agentChannelOptions: ChannelOptions = {
  * server can give the device command a budget that ends before the caller stops waiting. Must run before
  * deadlineMiddleware, which consumes `options.deadline`.
  */
-export const deadlinePropagationMiddleware: ClientMiddleware<DeadlineOptions> = async function* <Req, Res>(
-  call: ClientMiddlewareCall<Req, Res>,
-  options: CallOptions & DeadlineOptions,
-) {
+export const deadlinePropagationMiddleware: ClientMiddleware<DeadlineOptions> = async function* <
+  Req,
+  Res,
+>(call: ClientMiddlewareCall<Req, Res>, options: CallOptions & DeadlineOptions) {
   if (options.deadline === undefined) return yield* call.next(call.request, options);
   const remainingMs =
     options.deadline instanceof Date ? options.deadline.getTime() - Date.now() : options.deadline;
@@ -110,7 +110,8 @@ function clientFactory(token?: string) {
  * Date }`) that are also sent to the server, and `options.token` as bearer token. Call `close()` when done.
  */
 export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
-  const channel = options.channel ?? createChannel(address, options.credentials, options.channelOptions);
+  const channel =
+    options.channel ?? createChannel(address, options.credentials, options.channelOptions);
   const client = clientFactory(options.token).create(ControlServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });
@@ -125,7 +126,10 @@ export function createControlClient(address: string, options: ClientOptions = {}
 export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
   const channel =
     options.channel ??
-    createChannel(address, options.credentials, { ...agentChannelOptions, ...options.channelOptions });
+    createChannel(address, options.credentials, {
+      ...agentChannelOptions,
+      ...options.channelOptions,
+    });
   const client = clientFactory(options.token).create(AgentServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });

@@ -38,7 +38,11 @@ export function invalidArgument(field: string, description: string): RichServerE
 }
 
 /** NOT_FOUND with a ResourceInfo (`resourceType` 'agent' | 'logical unit' | 'path'). */
-export function notFound(resourceType: string, resourceName: string, description: string): RichServerError {
+export function notFound(
+  resourceType: string,
+  resourceName: string,
+  description: string,
+): RichServerError {
   return new RichServerError(Status.NOT_FOUND, description, [
     ResourceInfo.fromPartial({ resourceType, resourceName, description }),
   ]);
@@ -50,7 +54,11 @@ export function failedPrecondition(
   violation: { type: string; subject: string; description: string },
 ): RichServerError {
   return new RichServerError(Status.FAILED_PRECONDITION, violation.description, [
-    ErrorInfo.fromPartial({ reason, domain: ERROR_DOMAIN, metadata: { subject: violation.subject } }),
+    ErrorInfo.fromPartial({
+      reason,
+      domain: ERROR_DOMAIN,
+      metadata: { subject: violation.subject },
+    }),
     PreconditionFailure.fromPartial({ violations: [violation] }),
   ]);
 }

@@ -29,7 +29,7 @@ function safeValue(_key: string, value: unknown): unknown {
   if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
   if (value !== null && typeof value === 'object' && 'type' in value && 'data' in value) {
     // Buffer.toJSON() ran before the replacer saw it.
-    const candidate = value as { type: unknown; data: unknown };
+    const candidate = value;
     if (candidate.type === 'Buffer' && Array.isArray(candidate.data)) {
       return Buffer.from(candidate.data as number[]).toString('hex');
     }

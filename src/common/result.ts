@@ -232,7 +232,10 @@ export function buildCommandResult(
     resid: response.resid,
     duration: msToDuration(response.durationMs),
     cdb: Buffer.from(request.cdb),
-    dataOut: request.dataOut === undefined || request.dataOut.length === 0 ? Buffer.alloc(0) : Buffer.from(request.dataOut),
+    dataOut:
+      request.dataOut === undefined || request.dataOut.length === 0
+        ? Buffer.alloc(0)
+        : Buffer.from(request.dataOut),
     dataIn: Buffer.from(response.dataIn),
     agentId: options.agentId,
     path: options.path ?? command.path,
@@ -242,7 +245,9 @@ export function buildCommandResult(
     unitAttentions:
       options.unitAttentions === undefined || options.unitAttentions.length === 0
         ? []
-        : options.unitAttentions.map((s) => UnitAttention.fromPartial({ sense: decodeSenseToProto(s) })),
+        : options.unitAttentions.map((s) =>
+            UnitAttention.fromPartial({ sense: decodeSenseToProto(s) }),
+          ),
     errno: 0,
     message: decoded.error ?? '',
     startedAt: options.startedAt,

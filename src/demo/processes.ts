@@ -81,7 +81,9 @@ export function spawnNode(
   installExitHook();
   // PRFLEET_CHILD_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"): profile the children of a bench or
   // the demo; NODE_OPTIONS refuses --cpu-prof.
-  const nodeArgs = (process.env['PRFLEET_CHILD_NODE_ARGS'] ?? '').split(' ').filter((a) => a !== '');
+  const nodeArgs = (process.env['PRFLEET_CHILD_NODE_ARGS'] ?? '')
+    .split(' ')
+    .filter((a) => a !== '');
   const child = spawn(process.execPath, [...nodeArgs, script, ...args], {
     cwd: options.cwd ?? repoRoot(),
     env: { ...process.env, ...options.env },

@@ -3,16 +3,29 @@ import type { Logger } from 'pino';
 import { ServerError, Status } from 'nice-grpc-common';
 import { Command, PrinCommand } from '../gen/prfleet/v1/agent.js';
 import type { Precondition } from '../gen/prfleet/v1/control.js';
-import { CommandResult, Outcome, outcomeToJSON, PrinAction } from '../gen/prfleet/v1/scsi.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { Outcome, outcomeToJSON, PrinAction } from '../gen/prfleet/v1/scsi.js';
 import { checkSupported } from '../common/capabilities.js';
 import { dryRunResult } from '../common/result.js';
 import { ErrorReason, failedPrecondition, invalidArgument } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
 import type { AgentRegistry } from './agent-registry.js';
 import { commandBudgetMs, type BudgetPolicy } from './deadline.js';
-import { ANONYMOUS, checkReason, createProutRecorder, createWriteTracker, type ProutRecorder, type WriteTracker } from './history.js';
+import {
+  ANONYMOUS,
+  checkReason,
+  createProutRecorder,
+  createWriteTracker,
+  type ProutRecorder,
+  type WriteTracker,
+} from './history.js';
 import type { CommandJournal, JournalRequest } from './journal.js';
-import { encodeOrReject, fingerprintOf, MAX_IDEMPOTENCY_KEY_LENGTH, type CommandSpec } from './requests.js';
+import {
+  encodeOrReject,
+  fingerprintOf,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
+  type CommandSpec,
+} from './requests.js';
 import type { CommandRouter } from './router.js';
 import { resolveTarget, type ResolvedTarget } from './targets.js';
 
@@ -77,7 +90,11 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     idempotencyKey?: string,
   ): Promise<CommandResult> {
     const reason = spec.prout?.reason;
-    const context = { actor: options.actor ?? ANONYMOUS, luId: target.luId, ...(reason === undefined ? {} : { reason }) };
+    const context = {
+      actor: options.actor ?? ANONYMOUS,
+      luId: target.luId,
+      ...(reason === undefined ? {} : { reason }),
+    };
     let recorded: Promise<unknown> | undefined;
     const result = await router.dispatch(target.agentId, command, {
       signal: options.signal,
@@ -89,8 +106,12 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
             ? undefined
             : journal
                 .complete(idempotencyKey, settled)
-                .catch((e: unknown) => log.error({ err: e, idempotencyKey }, 'journal complete failed'));
-        recorded = writes.track(Promise.all([completion, recorder.record(command, settled, context)]));
+                .catch((e: unknown) =>
+                  log.error({ err: e, idempotencyKey }, 'journal complete failed'),
+                );
+        recorded = writes.track(
+          Promise.all([completion, recorder.record(command, settled, context)]),
+        );
       },
     });
     await recorded;
@@ -132,7 +153,9 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     const wantHolder = precondition.expectedHolderKey !== undefined;
     // READ RESERVATION carries PRgeneration too, so one read covers both checks; READ KEYS when only the
     // generation matters (every SPC-3+ device supports it).
-    const action = wantHolder ? PrinAction.PRIN_ACTION_READ_RESERVATION : PrinAction.PRIN_ACTION_READ_KEYS;
+    const action = wantHolder
+      ? PrinAction.PRIN_ACTION_READ_RESERVATION
+      : PrinAction.PRIN_ACTION_READ_KEYS;
     const read = Command.fromPartial({
       path: target.path.path,
       kind: { $case: 'prin', value: PrinCommand.fromPartial({ action }) },
@@ -172,13 +195,18 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       throw new Error(`precondition read returned ${data.$case} data`);
     }
     const mismatches: string[] = [];
-    if (precondition.expectedGeneration !== undefined && generation !== precondition.expectedGeneration) {
+    if (
+      precondition.expectedGeneration !== undefined &&
+      generation !== precondition.expectedGeneration
+    ) {
       mismatches.push(`PRgeneration is ${generation}, expected ${precondition.expectedGeneration}`);
     }
     const expectedHolder = precondition.expectedHolderKey;
     if (expectedHolder !== undefined && holder !== undefined) {
       if (expectedHolder === 0n && holder.reserved) {
-        mismatches.push(`the LU is reserved (holder ${formatKey(holder.key)}), expected no reservation`);
+        mismatches.push(
+          `the LU is reserved (holder ${formatKey(holder.key)}), expected no reservation`,
+        );
       } else if (expectedHolder !== 0n && (!holder.reserved || holder.key !== expectedHolder)) {
         mismatches.push(
           holder.reserved
@@ -227,7 +255,10 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         );
       }
       if (entry.state === 'completed') {
-        log.info({ idempotencyKey: key, commandId: entry.result.commandId }, 'idempotent repeat: recorded result returned');
+        log.info(
+          { idempotencyKey: key, commandId: entry.result.commandId },
+          'idempotent repeat: recorded result returned',
+        );
         return entry.result;
       }
       log.info({ idempotencyKey: key }, 'idempotent repeat: waiting for the first attempt');
@@ -272,15 +303,25 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       checkReason(spec.prout?.reason);
       const callerKey = spec.prout?.idempotencyKey ?? '';
       if (Buffer.byteLength(callerKey) > MAX_IDEMPOTENCY_KEY_LENGTH) {
-        throw invalidArgument('options.idempotency_key', `longer than ${MAX_IDEMPOTENCY_KEY_LENGTH} bytes`);
+        throw invalidArgument(
+          'options.idempotency_key',
+          `longer than ${MAX_IDEMPOTENCY_KEY_LENGTH} bytes`,
+        );
       }
       const timeoutMs = budgetMs(spec, options); // validates command_timeout and the deadline up front
       if (spec.prout?.dryRun === true) {
-        const result = dryRunResult(command, { agentId: target.agentId, path: target.path.path, luId: target.luId }, {
-          ...encoded,
-          timeoutMs,
-        });
-        log.info({ agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb }, 'dry run');
+        const result = dryRunResult(
+          command,
+          { agentId: target.agentId, path: target.path.path, luId: target.luId },
+          {
+            ...encoded,
+            timeoutMs,
+          },
+        );
+        log.info(
+          { agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb },
+          'dry run',
+        );
         return result;
       }
       if (spec.mode === 'prout') {
@@ -318,7 +359,13 @@ export function deadlineSignal(
   signal.addEventListener('abort', onAbort, { once: true });
   if (signal.aborted) onAbort();
   const timer = setTimeout(
-    () => controller.abort(new ServerError(Status.DEADLINE_EXCEEDED, 'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded')),
+    () =>
+      controller.abort(
+        new ServerError(
+          Status.DEADLINE_EXCEEDED,
+          'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
+        ),
+      ),
     Math.max(0, deadlineMs - Date.now()),
   );
   timer.unref();

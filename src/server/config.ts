@@ -11,7 +11,9 @@ const booleanFlag = z
 const ServerEnv = z.object({
   PORT: z.coerce.number().int().min(0).max(65_535).default(50_051),
   PRFLEET_HOST: z.string().min(1).default('0.0.0.0'),
-  PRFLEET_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  PRFLEET_LOG_LEVEL: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+    .default('info'),
   PRFLEET_INSTANCE_ID: z.string().min(1).optional(),
   PRFLEET_HEARTBEAT_MS: z.coerce.number().int().min(50).max(3_600_000).default(10_000),
   PRFLEET_MISSED_HEARTBEATS: z.coerce.number().int().min(1).max(100).default(3),
@@ -25,7 +27,10 @@ const ServerEnv = z.object({
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
-  PRFLEET_STORE: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['postgres', 'pglite', 'memory']).optional()),
+  PRFLEET_STORE: z.preprocess(
+    (v) => (v === '' ? undefined : v),
+    z.enum(['postgres', 'pglite', 'memory']).optional(),
+  ),
 });
 
 /**
@@ -93,14 +98,18 @@ export function defaultServerConfig(): ServerConfig {
 export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreConfig {
   const kind = env['PRFLEET_STORE'] === '' ? undefined : env['PRFLEET_STORE'];
   if (kind !== undefined && !STORE_KINDS.includes(kind)) {
-    throw new Error(`invalid server environment\n✖ PRFLEET_STORE=${kind}: must be one of ${STORE_KINDS.join(', ')}`);
+    throw new Error(
+      `invalid server environment\n✖ PRFLEET_STORE=${kind}: must be one of ${STORE_KINDS.join(', ')}`,
+    );
   }
   if (kind === 'memory') return { kind: 'memory' };
   const options = storeOptionsFromEnv(env);
   const schema = options.schema === undefined ? {} : { schema: options.schema };
   if (kind === 'postgres' || (kind === undefined && options.databaseUrl !== undefined)) {
     if (options.databaseUrl === undefined) {
-      throw new Error('invalid server environment\n✖ PRFLEET_STORE=postgres needs DATABASE_URL (postgres://user@host:5432/db)');
+      throw new Error(
+        'invalid server environment\n✖ PRFLEET_STORE=postgres needs DATABASE_URL (postgres://user@host:5432/db)',
+      );
     }
     return { kind: 'postgres', databaseUrl: options.databaseUrl, ...schema };
   }
@@ -110,7 +119,9 @@ export function storeConfigFromEnv(env: NodeJS.ProcessEnv = process.env): StoreC
 /** The StoreOptions for openStore() of a durable StoreConfig. */
 export function storeOptionsOf(store: Exclude<StoreConfig, { kind: 'memory' }>): StoreOptions {
   const schema = store.schema === undefined ? {} : { schema: store.schema };
-  return store.kind === 'postgres' ? { databaseUrl: store.databaseUrl, ...schema } : { dataDir: store.dataDir, ...schema };
+  return store.kind === 'postgres'
+    ? { databaseUrl: store.databaseUrl, ...schema }
+    : { dataDir: store.dataDir, ...schema };
 }
 
 /** Where the store is, for logs: the PostgreSQL URL without credentials, a directory, or 'memory'. */
@@ -144,7 +155,8 @@ export function loggableConfig(config: ServerConfig): Record<string, unknown> {
  */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const parsed = ServerEnv.safeParse(env);
-  if (!parsed.success) throw new Error(`invalid server environment\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new Error(`invalid server environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
   return {
     port: e.PORT,

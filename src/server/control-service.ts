@@ -7,9 +7,19 @@ import {
   type ControlServiceImplementation,
 } from '../gen/prfleet/v1/control.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
-import { invalidArgument, notFound, summarizeRpcError, unavailable, ErrorReason } from '../common/errors.js';
+import {
+  invalidArgument,
+  notFound,
+  summarizeRpcError,
+  unavailable,
+  ErrorReason,
+} from '../common/errors.js';
 import type { AgentRegistry } from './agent-registry.js';
-import { authorizeOptionsOf, authorizeSessionCommand, principalOf as authPrincipalOf } from './auth/middleware.js';
+import {
+  authorizeOptionsOf,
+  authorizeSessionCommand,
+  principalOf as authPrincipalOf,
+} from './auth/middleware.js';
 import { AsyncQueue } from './async-queue.js';
 import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
@@ -66,7 +76,11 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       return { result };
     } catch (e) {
       // Our own deadline timer fired before grpc-js noticed: report it as such, not as a cancel.
-      if (scoped.signal.aborted && !ctx.signal.aborted && scoped.signal.reason instanceof ServerError) {
+      if (
+        scoped.signal.aborted &&
+        !ctx.signal.aborted &&
+        scoped.signal.reason instanceof ServerError
+      ) {
         throw scoped.signal.reason;
       }
       throw e;
@@ -117,7 +131,12 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     async getDevice(request) {
       if (request.luId === '') throw invalidArgument('lu_id', 'required');
       const paths = pathsByLu(registry).get(request.luId);
-      if (paths === undefined) throw notFound('logical unit', request.luId, `no agent reports logical unit ${request.luId}`);
+      if (paths === undefined)
+        throw notFound(
+          'logical unit',
+          request.luId,
+          `no agent reports logical unit ${request.luId}`,
+        );
       return { logicalUnit: toLogicalUnit(request.luId, paths) };
     },
     readKeys: (request, ctx) => run(commandSpecs.readKeys(request), ctx),
@@ -155,9 +174,13 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       const answer = async (request: CommandSessionRequest) => {
         let reply: CommandSessionResponse;
         try {
-          if (request.requestId === '') throw invalidArgument('request_id', 'required to match the reply');
+          if (request.requestId === '')
+            throw invalidArgument('request_id', 'required to match the reply');
           if (deps.router.draining) {
-            throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance');
+            throw unavailable(
+              ErrorReason.SERVER_DRAINING,
+              'server is draining: retry on another instance',
+            );
           }
           // The token middleware admitted the session; each command needs its own role (a viewer's session
           // must not carry a PREEMPT), with the same reason rules as the unary RPC.
@@ -172,7 +195,10 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
           if (isAbortError(e) && ctx.signal.aborted) return; // the caller is gone
           const summary = summarizeRpcError(e);
           if (summary === undefined) {
-            deps.log.error({ err: e, requestId: request.requestId }, 'command session: unexpected error');
+            deps.log.error(
+              { err: e, requestId: request.requestId },
+              'command session: unexpected error',
+            );
           }
           reply = CommandSessionResponse.fromPartial({
             requestId: request.requestId,
@@ -212,7 +238,11 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
         },
         (e: unknown) => {
           readerDone = true;
-          replies.close(isAbortError(e) ? e : new ServerError(Status.CANCELLED, 'command session request stream failed'));
+          replies.close(
+            isAbortError(e)
+              ? e
+              : new ServerError(Status.CANCELLED, 'command session request stream failed'),
+          );
         },
       );
       try {

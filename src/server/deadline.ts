@@ -41,7 +41,8 @@ export const exposeDeadline: ServerInterceptor = (_method, call) =>
             if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
               candidates.push(receivedMs + Number(relative));
             }
-            if (candidates.length > 0) metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
+            if (candidates.length > 0)
+              metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
             nextMetadata(metadata);
           })
           .build(),
@@ -50,7 +51,10 @@ export const exposeDeadline: ServerInterceptor = (_method, call) =>
   });
 
 /** The caller's remaining time in ms (may be ≤ 0), or undefined when it set no deadline. */
-export function remainingDeadlineMs(context: Pick<CallContext, 'metadata'>, nowMs = Date.now()): number | undefined {
+export function remainingDeadlineMs(
+  context: Pick<CallContext, 'metadata'>,
+  nowMs = Date.now(),
+): number | undefined {
   const raw = context.metadata.get(DEADLINE_METADATA_KEY);
   if (typeof raw !== 'string') return undefined;
   const deadlineMs = Number(raw);
@@ -83,7 +87,10 @@ export function commandBudgetMs(
     }
     const ms = durationToMs(commandTimeout);
     if (ms > MAX_COMMAND_TIMEOUT_MS) {
-      throw invalidArgument(field, `${ms} ms is longer than the maximum ${MAX_COMMAND_TIMEOUT_MS} ms`);
+      throw invalidArgument(
+        field,
+        `${ms} ms is longer than the maximum ${MAX_COMMAND_TIMEOUT_MS} ms`,
+      );
     }
     if (ms > 0) requestedMs = ms;
   }

@@ -1,9 +1,5 @@
-import {
-  Agent,
-  DevicePath,
-  LogicalUnit,
-  type ListDevicesRequest,
-} from '../gen/prfleet/v1/control.js';
+import type { DevicePath, LogicalUnit } from '../gen/prfleet/v1/control.js';
+import { Agent, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { UNKNOWN_PROFILE } from '../common/capabilities.js';
 import { invalidArgument } from '../common/errors.js';
@@ -27,7 +23,11 @@ export function pathsByLu(registry: AgentRegistry): ReadonlyMap<string, readonly
   const records = registry.list();
   const cached = luIndexes.get(registry);
   if (cached !== undefined && sameInventories(cached, records)) return cached.groups;
-  const index: LuIndex = { records, paths: records.map((r) => r.paths), groups: groupByLu(records) };
+  const index: LuIndex = {
+    records,
+    paths: records.map((r) => r.paths),
+    groups: groupByLu(records),
+  };
   luIndexes.set(registry, index);
   return index.groups;
 }
@@ -104,14 +104,12 @@ export function toLogicalUnit(luId: string, paths: readonly FleetPath[]): Logica
     serial: best?.serial ?? '',
     loaderId: ranked.find((p) => p.path.loaderId !== '')?.path.loaderId ?? '',
     capabilities: caps,
-    paths: paths.map(
-      (p): DevicePath => ({
-        agentId: p.agent.hello.agentId,
-        hostname: p.agent.hello.hostname,
-        path: p.path,
-        agentConnected: isConnected(p.agent),
-      }),
-    ),
+    paths: paths.map((p): DevicePath => ({
+      agentId: p.agent.hello.agentId,
+      hostname: p.agent.hello.hostname,
+      path: p.path,
+      agentConnected: isConnected(p.agent),
+    })),
   };
 }
 

@@ -190,7 +190,10 @@ export async function settlePendingAsUnknown(
   });
   let settled: OperationEntry;
   try {
-    settled = await store.journal.markUnknown(entry.idempotencyKey, CommandResult.toJSON(result) as JsonValue);
+    settled = await store.journal.markUnknown(
+      entry.idempotencyKey,
+      CommandResult.toJSON(result) as JsonValue,
+    );
   } catch (error) {
     // Completed or purged between the listing and now: someone else settled it, which is fine.
     if (error instanceof NotFoundError || error instanceof JournalStateError) return undefined;
@@ -199,11 +202,15 @@ export async function settlePendingAsUnknown(
   const record = request.record;
   if (record !== undefined) {
     const command = Command.fromJSON(record.command);
-    await createProutRecorder(store.history, log).record(command, { ...result, commandId: result.commandId || command.commandId }, {
-      actor: record.actor,
-      luId: record.luId,
-      ...(record.reason === undefined ? {} : { reason: record.reason }),
-    });
+    await createProutRecorder(store.history, log).record(
+      command,
+      { ...result, commandId: result.commandId || command.commandId },
+      {
+        actor: record.actor,
+        luId: record.luId,
+        ...(record.reason === undefined ? {} : { reason: record.reason }),
+      },
+    );
   }
   return settled;
 }

@@ -9,8 +9,8 @@ import {
   type ListHistoryResponse,
   type VerifyHistoryResponse,
 } from '../gen/prfleet/v1/control.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import {
-  CommandResult,
   Outcome,
   outcomeFromJSON,
   outcomeToJSON,
@@ -234,7 +234,7 @@ export function historyEntryToProto(entry: HistoryEntry): HistoryEntryProto {
     actionName: entry.action,
     reservationKey: entry.reservationKey,
     serviceActionKey: entry.serviceActionKey,
-    ...(entry.prType === null ? {} : { type: entry.prType as PrType }),
+    ...(entry.prType === null ? {} : { type: entry.prType }),
     outcome: outcomeOfText(entry.outcome),
     ...(entry.status === null ? {} : { status: entry.status }),
     sense: entry.sense === null ? Buffer.alloc(0) : Buffer.from(entry.sense, 'hex'),

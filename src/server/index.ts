@@ -1,5 +1,11 @@
 // Public surface of the server folder (what other folders and tests import).
-export { createPrfleetServer, findProtoset, REFLECTED_SERVICES, type PrfleetServer, type ServerDeps } from './server.js';
+export {
+  createPrfleetServer,
+  findProtoset,
+  REFLECTED_SERVICES,
+  type PrfleetServer,
+  type ServerDeps,
+} from './server.js';
 export {
   loadConfig,
   defaultServerConfig,
@@ -9,7 +15,13 @@ export {
   type ServerConfig,
   type StoreConfig,
 } from './config.js';
-export { openConfiguredStore, recoverPendingOperations, maxPendingMs, StoreOpenError, type RecoveryOptions } from './durable.js';
+export {
+  openConfiguredStore,
+  recoverPendingOperations,
+  maxPendingMs,
+  StoreOpenError,
+  type RecoveryOptions,
+} from './durable.js';
 export {
   createProutRecorder,
   createHistoryHandlers,
@@ -23,8 +35,18 @@ export {
   type ProutContext,
   type PrincipalOf,
 } from './history.js';
-export { createInProcessRouter, type CommandRouter, type DispatchOptions, type InProcessRouterDeps } from './router.js';
-export { AgentRegistry, AgentSession, type AgentRecord, type PendingCommand } from './agent-registry.js';
+export {
+  createInProcessRouter,
+  type CommandRouter,
+  type DispatchOptions,
+  type InProcessRouterDeps,
+} from './router.js';
+export {
+  AgentRegistry,
+  AgentSession,
+  type AgentRecord,
+  type PendingCommand,
+} from './agent-registry.js';
 export {
   createMemoryJournal,
   type CommandJournal,
@@ -32,4 +54,9 @@ export {
   type JournalEntry,
   type JournalRequest,
 } from './journal.js';
-export { exposeDeadline, commandBudgetMs, remainingDeadlineMs, DEADLINE_METADATA_KEY } from './deadline.js';
+export {
+  exposeDeadline,
+  commandBudgetMs,
+  remainingDeadlineMs,
+  DEADLINE_METADATA_KEY,
+} from './deadline.js';

@@ -30,7 +30,11 @@ export interface PendingRecord {
 /** State of an idempotency key. */
 export type JournalEntry =
   | { readonly state: 'in-flight'; readonly request: JournalRequest }
-  | { readonly state: 'completed'; readonly request: JournalRequest; readonly result: CommandResult };
+  | {
+      readonly state: 'completed';
+      readonly request: JournalRequest;
+      readonly result: CommandResult;
+    };
 
 /** Outcome of {@link CommandJournal.begin}. */
 export type JournalBegin =
@@ -95,7 +99,11 @@ export function createMemoryJournal(options: MemoryJournalOptions = {}): Command
     async complete(key, result) {
       const existing = entries.get(key);
       if (existing === undefined) return;
-      entries.set(key, { state: 'completed', request: existing.request, result: CommandResult.fromPartial(result) });
+      entries.set(key, {
+        state: 'completed',
+        request: existing.request,
+        result: CommandResult.fromPartial(result),
+      });
       wake(key, result);
     },
     async abandon(key) {

@@ -27,7 +27,8 @@ const log = createLogger({
 log.info(
   {
     config: loggableConfig(config),
-    redis: scaleOut.redis.redisUrl === undefined ? 'off (single instance)' : scaleOut.redis.keyPrefix,
+    redis:
+      scaleOut.redis.redisUrl === undefined ? 'off (single instance)' : scaleOut.redis.keyPrefix,
     maxStreamAgeMs: scaleOut.maxStreamAgeMs,
     metrics: scaleOut.metrics ?? 'off',
     tracing: scaleOut.tracing === undefined ? 'off' : 'on',
@@ -48,7 +49,10 @@ if (config.store.kind === 'postgres' && process.env['PRFLEET_INSTANCE_ID'] === u
 const tracing =
   scaleOut.tracing === undefined
     ? undefined
-    : (await import('./tracing.js')).setupTracing({ ...scaleOut.tracing, instanceId: config.instanceId });
+    : (await import('./tracing.js')).setupTracing({
+        ...scaleOut.tracing,
+        instanceId: config.instanceId,
+      });
 const extras = createServerExtras(scaleOut, {
   log,
   instanceId: config.instanceId,

@@ -1,15 +1,28 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isAbortError } from 'abort-controller-x';
-import { ServerError, Status, type CallContext, type ServerMiddleware, type ServerMiddlewareCall } from 'nice-grpc-common';
+import {
+  ServerError,
+  Status,
+  type CallContext,
+  type ServerMiddleware,
+  type ServerMiddlewareCall,
+} from 'nice-grpc-common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Command } from '../gen/prfleet/v1/agent.js';
-import { outcomeToJSON, prinActionToJSON, proutActionToJSON, type CommandResult } from '../gen/prfleet/v1/scsi.js';
+import {
+  outcomeToJSON,
+  prinActionToJSON,
+  proutActionToJSON,
+  type CommandResult,
+} from '../gen/prfleet/v1/scsi.js';
 import type { RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
 
 /** Latency buckets in seconds: SCSI PR commands take ms; a loader busy with a move can take tens of seconds. */
-const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const LATENCY_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
 
 /** The server's Prometheus metrics, on a registry of their own (not prom-client's global one). */
 export interface ServerMetrics {
@@ -54,9 +67,13 @@ export function commandKindOf(command: Command): string {
   const kind = command.kind;
   switch (kind?.$case) {
     case 'prin':
-      return `prin_${prinActionToJSON(kind.value.action).replace(/^PRIN_ACTION_/, '').toLowerCase()}`;
+      return `prin_${prinActionToJSON(kind.value.action)
+        .replace(/^PRIN_ACTION_/, '')
+        .toLowerCase()}`;
     case 'prout':
-      return `prout_${proutActionToJSON(kind.value.action).replace(/^PROUT_ACTION_/, '').toLowerCase()}`;
+      return `prout_${proutActionToJSON(kind.value.action)
+        .replace(/^PROUT_ACTION_/, '')
+        .toLowerCase()}`;
     case 'inquiry':
       return 'inquiry';
     case 'testUnitReady':
@@ -76,9 +93,21 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
   const registry = new Registry();
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix });
   const registers = [registry];
-  const agentsConnected = new Gauge({ name: `${prefix}agents_connected`, help: 'Agents with an open stream on this instance', registers });
-  const devices = new Gauge({ name: `${prefix}devices`, help: 'Logical units reported by connected agents', registers });
-  const paths = new Gauge({ name: `${prefix}paths`, help: 'Paths (device nodes) reported by connected agents', registers });
+  const agentsConnected = new Gauge({
+    name: `${prefix}agents_connected`,
+    help: 'Agents with an open stream on this instance',
+    registers,
+  });
+  const devices = new Gauge({
+    name: `${prefix}devices`,
+    help: 'Logical units reported by connected agents',
+    registers,
+  });
+  const paths = new Gauge({
+    name: `${prefix}paths`,
+    help: 'Paths (device nodes) reported by connected agents',
+    registers,
+  });
   const commands = new Counter({
     name: `${prefix}commands_total`,
     help: 'Command results by kind and outcome (a reservation conflict is an outcome, not an error)',
@@ -98,8 +127,17 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     buckets: LATENCY_BUCKETS,
     registers,
   });
-  const agentReconnects = new Counter({ name: `${prefix}agent_reconnects_total`, help: 'New sessions of agents seen before', registers });
-  const auditFindings = new Gauge({ name: `${prefix}audit_findings`, help: 'Findings of the latest audit by kind', labelNames: ['kind'] as const, registers });
+  const agentReconnects = new Counter({
+    name: `${prefix}agent_reconnects_total`,
+    help: 'New sessions of agents seen before',
+    registers,
+  });
+  const auditFindings = new Gauge({
+    name: `${prefix}audit_findings`,
+    help: 'Findings of the latest audit by kind',
+    labelNames: ['kind'] as const,
+    registers,
+  });
   const rpcs = new Counter({
     name: `${prefix}grpc_server_handled_total`,
     help: 'Finished RPCs by method and status code',
@@ -134,7 +172,9 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
       const key = `${kind}\0${result.outcome}`;
       let counter = commandCounters.get(key);
       if (counter === undefined) {
-        const outcome = outcomeToJSON(result.outcome).replace(/^OUTCOME_/, '').toLowerCase();
+        const outcome = outcomeToJSON(result.outcome)
+          .replace(/^OUTCOME_/, '')
+          .toLowerCase();
         commandCounters.set(key, (counter = commands.labels({ kind, outcome })));
       }
       counter.inc();
@@ -164,13 +204,19 @@ export function rpcObserver(metrics: ServerMetrics): RpcObserver {
   // Label children by (method, code), so each RPC does not hash its label object twice (prom-client).
   const children = new Map<
     string,
-    { count: ReturnType<ServerMetrics['rpcs']['labels']>; time: ReturnType<ServerMetrics['rpcSeconds']['labels']> }
+    {
+      count: ReturnType<ServerMetrics['rpcs']['labels']>;
+      time: ReturnType<ServerMetrics['rpcSeconds']['labels']>;
+    }
   >();
   return (method, code, seconds) => {
     const key = `${method}\0${code}`;
     let child = children.get(key);
     if (child === undefined) {
-      child = { count: metrics.rpcs.labels({ method, code }), time: metrics.rpcSeconds.labels({ method, code }) };
+      child = {
+        count: metrics.rpcs.labels({ method, code }),
+        time: metrics.rpcSeconds.labels({ method, code }),
+      };
       children.set(key, child);
     }
     child.count.inc();
@@ -227,7 +273,9 @@ export function instrumentRouter<R extends CommandRouter>(router: R, metrics: Se
     get(target, property) {
       if (property === 'dispatch') return dispatch;
       const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      return typeof value === 'function'
+        ? (value as (...a: unknown[]) => unknown).bind(target)
+        : value;
     },
   });
 }
@@ -244,7 +292,11 @@ export interface AgentSource {
  * Keeps the agent and device gauges current at every scrape, and counts reconnects (a new session id for an
  * agent seen before) by looking at the sessions every `pollMs`. Returns a stop function.
  */
-export function observeAgents(metrics: ServerMetrics, source: AgentSource, options: { pollMs?: number } = {}): () => void {
+export function observeAgents(
+  metrics: ServerMetrics,
+  source: AgentSource,
+  options: { pollMs?: number } = {},
+): () => void {
   const lastSession = new Map<string, string>();
   const poll = () => {
     for (const { agentId, sessionId } of source.sessions()) {
@@ -298,12 +350,17 @@ export async function startMetricsServer(
 ): Promise<MetricsServer> {
   const server: HttpServer = createHttpServer((request, response) => {
     if (request.method !== 'GET' || (request.url ?? '').split('?')[0] !== '/metrics') {
-      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try GET /metrics\n');
+      response
+        .writeHead(404, { 'content-type': 'text/plain' })
+        .end('not found: try GET /metrics\n');
       return;
     }
     registry.metrics().then(
       (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (error: unknown) => response.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${String(error)}\n`),
+      (error: unknown) =>
+        response
+          .writeHead(500, { 'content-type': 'text/plain' })
+          .end(`metrics failed: ${String(error)}\n`),
     );
   });
   await new Promise<void>((resolve, reject) => {
@@ -324,12 +381,16 @@ export async function startMetricsServer(
 }
 
 /** PRFLEET_METRICS_PORT (0 or unset = no /metrics listener) and PRFLEET_METRICS_HOST (default 0.0.0.0). */
-export function loadMetricsConfig(env: NodeJS.ProcessEnv = process.env): { port: number; host: string } | undefined {
+export function loadMetricsConfig(
+  env: NodeJS.ProcessEnv = process.env,
+): { port: number; host: string } | undefined {
   const raw = env['PRFLEET_METRICS_PORT'];
   if (raw === undefined || raw === '' || raw === '0') return undefined;
   const port = Number(raw);
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
-    throw new Error(`invalid PRFLEET_METRICS_PORT: ${JSON.stringify(raw)} (1-65535, or 0 for none)`);
+    throw new Error(
+      `invalid PRFLEET_METRICS_PORT: ${JSON.stringify(raw)} (1-65535, or 0 for none)`,
+    );
   }
   return { port, host: env['PRFLEET_METRICS_HOST'] ?? '0.0.0.0' };
 }

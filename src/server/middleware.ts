@@ -7,9 +7,11 @@ import { RichServerError, type Any, type ErrorDetails } from 'nice-grpc-error-de
 import * as errorDetailsModule from 'nice-grpc-error-details/lib/ErrorDetails.js';
 import { Status as RpcStatus } from 'nice-grpc-error-details/lib/proto/google/rpc/status.js';
 
-const encodeErrorDetails = (errorDetailsModule as unknown as {
-  encodeErrorDetails: (details: readonly ErrorDetails[]) => Any[];
-}).encodeErrorDetails;
+const encodeErrorDetails = (
+  errorDetailsModule as unknown as {
+    encodeErrorDetails: (details: readonly ErrorDetails[]) => Any[];
+  }
+).encodeErrorDetails;
 
 /** Receives every finished RPC: method path, gRPC status name (what the client sees) and duration. */
 export type RpcObserver = (method: string, code: string, seconds: number) => void;
@@ -41,7 +43,8 @@ export function rpcMiddleware(log: Logger, observe?: RpcObserver) {
       let code: string;
       if (e instanceof ServerError) {
         code = Status[e.code];
-        if (e instanceof RichServerError) context.trailer.set(STATUS_DETAILS_TRAILER, encodeStatusDetails(e));
+        if (e instanceof RichServerError)
+          context.trailer.set(STATUS_DETAILS_TRAILER, encodeStatusDetails(e));
         log.info({ method, code, detail: e.details, ms: Math.round(ms) }, 'rpc failed');
       } else if (isAbortError(e)) {
         code = 'CANCELLED';
@@ -62,6 +65,10 @@ const STATUS_DETAILS_TRAILER = 'grpc-status-details-bin';
 
 function encodeStatusDetails(error: RichServerError): Uint8Array {
   return RpcStatus.encode(
-    RpcStatus.fromPartial({ code: error.code, message: error.details, details: encodeErrorDetails(error.extra) }),
+    RpcStatus.fromPartial({
+      code: error.code,
+      message: error.details,
+      details: encodeErrorDetails(error.extra),
+    }),
   ).finish();
 }

@@ -50,13 +50,17 @@ const PROUT_FIELDS = {
 
 function prin(
   action: PrinAction,
-  request: ReadKeysRequest | ReadReservationRequest | ReportCapabilitiesRequest | ReadFullStatusRequest,
+  request:
+    ReadKeysRequest | ReadReservationRequest | ReportCapabilitiesRequest | ReadFullStatusRequest,
 ): CommandSpec {
   return {
     mode: 'prin',
     target: request.target,
     command: Command.fromPartial({
-      kind: { $case: 'prin', value: PrinCommand.fromPartial({ action, allocationLength: request.allocationLength }) },
+      kind: {
+        $case: 'prin',
+        value: PrinCommand.fromPartial({ action, allocationLength: request.allocationLength }),
+      },
     }),
     commandTimeout: request.options?.commandTimeout,
     fieldNames: { 'prin.allocation_length': 'allocation_length' },
@@ -85,7 +89,8 @@ function prout(
 export const commandSpecs = {
   readKeys: (r: ReadKeysRequest) => prin(PrinAction.PRIN_ACTION_READ_KEYS, r),
   readReservation: (r: ReadReservationRequest) => prin(PrinAction.PRIN_ACTION_READ_RESERVATION, r),
-  reportCapabilities: (r: ReportCapabilitiesRequest) => prin(PrinAction.PRIN_ACTION_REPORT_CAPABILITIES, r),
+  reportCapabilities: (r: ReportCapabilitiesRequest) =>
+    prin(PrinAction.PRIN_ACTION_REPORT_CAPABILITIES, r),
   readFullStatus: (r: ReadFullStatusRequest) => prin(PrinAction.PRIN_ACTION_READ_FULL_STATUS, r),
   register: (r: RegisterRequest) =>
     prout(
@@ -104,16 +109,30 @@ export const commandSpecs = {
       'new_key',
     ),
   reserve: (r: ReserveRequest) =>
-    prout(r, { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: r.key, type: r.type }, 'service_action_key'),
+    prout(
+      r,
+      { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: r.key, type: r.type },
+      'service_action_key',
+    ),
   release: (r: ReleaseRequest) =>
-    prout(r, { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: r.key, type: r.type }, 'service_action_key'),
+    prout(
+      r,
+      { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: r.key, type: r.type },
+      'service_action_key',
+    ),
   clear: (r: ClearRequest) =>
-    prout(r, { action: ProutAction.PROUT_ACTION_CLEAR, reservationKey: r.key }, 'service_action_key'),
+    prout(
+      r,
+      { action: ProutAction.PROUT_ACTION_CLEAR, reservationKey: r.key },
+      'service_action_key',
+    ),
   preempt: (r: PreemptRequest) =>
     prout(
       r,
       {
-        action: r.abort ? ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT : ProutAction.PROUT_ACTION_PREEMPT,
+        action: r.abort
+          ? ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT
+          : ProutAction.PROUT_ACTION_PREEMPT,
         reservationKey: r.key,
         serviceActionKey: r.preemptKey,
         type: r.type,
@@ -140,7 +159,11 @@ export const commandSpecs = {
 /** Maps a Command field path (`prout.destination.iscsi`) to the request's own (`destination.iscsi`). */
 export function requestFieldOf(spec: CommandSpec, commandField: string): string {
   for (const [from, to] of Object.entries(spec.fieldNames)) {
-    if (commandField === from || commandField.startsWith(`${from}.`) || commandField.startsWith(`${from}[`)) {
+    if (
+      commandField === from ||
+      commandField.startsWith(`${from}.`) ||
+      commandField.startsWith(`${from}[`)
+    ) {
       return to + commandField.slice(from.length);
     }
   }
@@ -155,14 +178,17 @@ export function encodeOrReject(spec: CommandSpec, command: Command): ScsiRequest
   try {
     return toScsiRequest(command);
   } catch (e) {
-    if (e instanceof CommandValidationError) throw invalidArgument(requestFieldOf(spec, e.field), e.message);
+    if (e instanceof CommandValidationError)
+      throw invalidArgument(requestFieldOf(spec, e.field), e.message);
     throw e;
   }
 }
 
 /** Stable fingerprint of what a PROUT does (agent, path, kind), for idempotency-key reuse checks. */
 export function fingerprintOf(agentId: string, command: Command): string {
-  const bytes = Command.encode(Command.fromPartial({ path: command.path, kind: command.kind })).finish();
+  const bytes = Command.encode(
+    Command.fromPartial({ path: command.path, kind: command.kind }),
+  ).finish();
   return createHash('sha256').update(agentId).update('\0').update(bytes).digest('hex');
 }
 

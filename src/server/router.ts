@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Command } from '../gen/prfleet/v1/agent.js';
-import { CommandResult, Outcome, outcomeToJSON } from '../gen/prfleet/v1/scsi.js';
+import type { Command } from '../gen/prfleet/v1/agent.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { Outcome, outcomeToJSON } from '../gen/prfleet/v1/scsi.js';
 import { describeCommand, isProut, msToDuration } from '../common/command.js';
 import { unknownResult } from '../common/result.js';
 import { ErrorReason, resourceExhausted, unavailable } from '../common/errors.js';

@@ -185,7 +185,11 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
   const controlMiddleware =
     auth === undefined
       ? undefined
-      : createAuthMiddleware({ tokens: auth.tokens, isOperatorKeyAllowed: auth.isOperatorKeyAllowed, log });
+      : createAuthMiddleware({
+          tokens: auth.tokens,
+          isOperatorKeyAllowed: auth.isOperatorKeyAllowed,
+          log,
+        });
   const credentials = security === undefined ? undefined : serverCredentials(security.credentials);
 
   let router: CommandRouter | undefined;
@@ -253,7 +257,8 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     credentials,
     middlewares,
     observeRpc: metrics === undefined ? undefined : rpcObserver(metrics),
-    onAuditFindings: metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
+    onAuditFindings:
+      metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
     controlMiddleware,
     useStore: (store) => auth?.bind(store),
     metrics,
@@ -350,7 +355,10 @@ export function createDeadInstanceSettler(
           'journal: pending operation of a dead instance marked UNKNOWN',
         );
       } catch (err) {
-        options.log.error({ err, idempotencyKey: entry.idempotencyKey }, 'journal: settling a dead instance entry failed');
+        options.log.error(
+          { err, idempotencyKey: entry.idempotencyKey },
+          'journal: settling a dead instance entry failed',
+        );
       }
     }
     for (const owner of suspectSince.keys()) if (!seenOwners.has(owner)) suspectSince.delete(owner);

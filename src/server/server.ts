@@ -7,7 +7,10 @@ import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-serv
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
-import { FleetServiceDefinition, type FleetServiceImplementation } from '../gen/prfleet/v1/fleet.js';
+import {
+  FleetServiceDefinition,
+  type FleetServiceImplementation,
+} from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
@@ -18,7 +21,12 @@ import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
-import { createProutRecorder, createWriteTracker, type PrincipalOf, type ProutRecorder } from './history.js';
+import {
+  createProutRecorder,
+  createWriteTracker,
+  type PrincipalOf,
+  type ProutRecorder,
+} from './history.js';
 import { createMemoryJournal, type CommandJournal } from './journal.js';
 import { rpcMiddleware, type RpcObserver } from './middleware.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
@@ -111,7 +119,10 @@ export interface PrfleetServer {
 }
 
 /** Service names served by reflection (only those whose files are in the descriptor set, grpc-ts-notes §2.4). */
-export const REFLECTED_SERVICES = [ControlServiceDefinition.fullName, AgentServiceDefinition.fullName] as const;
+export const REFLECTED_SERVICES = [
+  ControlServiceDefinition.fullName,
+  AgentServiceDefinition.fullName,
+] as const;
 
 /**
  * Finds src/gen/protoset.binpb (written by `make gen`) relative to this module, whether it runs from src/server
@@ -120,7 +131,11 @@ export const REFLECTED_SERVICES = [ControlServiceDefinition.fullName, AgentServi
  */
 export function findProtoset(explicitPath?: string): string | undefined {
   if (explicitPath !== undefined) return existsSync(explicitPath) ? explicitPath : undefined;
-  const candidates = ['../gen/protoset.binpb', '../../../src/gen/protoset.binpb', '../../gen/protoset.binpb'];
+  const candidates = [
+    '../gen/protoset.binpb',
+    '../../../src/gen/protoset.binpb',
+    '../../gen/protoset.binpb',
+  ];
   for (const relative of candidates) {
     const path = fileURLToPath(new URL(relative, import.meta.url));
     if (existsSync(path)) return path;
@@ -146,7 +161,11 @@ export async function createPrfleetServer(deps: ServerDeps): Promise<PrfleetServ
   }
 }
 
-async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore: boolean): Promise<PrfleetServer> {
+async function buildServer(
+  deps: ServerDeps,
+  store: Store | undefined,
+  ownsStore: boolean,
+): Promise<PrfleetServer> {
   const { config } = deps;
   const log = deps.log;
   if (store !== undefined) {
@@ -167,10 +186,17 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   });
   const router =
     deps.createRouter?.(agents) ??
-    createInProcessRouter({ registry: agents, log, instanceId: config.instanceId, resultSlackMs: config.resultSlackMs });
+    createInProcessRouter({
+      registry: agents,
+      log,
+      instanceId: config.instanceId,
+      resultSlackMs: config.resultSlackMs,
+    });
   const journal =
     deps.journal ??
-    (store === undefined ? createMemoryJournal() : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
+    (store === undefined
+      ? createMemoryJournal()
+      : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
   const executor = createCommandExecutor({
@@ -187,10 +213,13 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
 
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
-    createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }).use(rpcMiddleware(log, deps.observeRpc)),
+    createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }).use(
+      rpcMiddleware(log, deps.observeRpc),
+    ),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
-  const control = deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
+  const control =
+    deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
   server.add(HealthDefinition, HealthServiceImpl(health));
   // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
@@ -207,7 +236,10 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
       principalOf: deps.principalOf,
     }),
   );
-  server.add(directServiceDefinition(AgentServiceDefinition), createAgentService({ registry: agents, router, instanceId: config.instanceId, log }));
+  server.add(
+    directServiceDefinition(AgentServiceDefinition),
+    createAgentService({ registry: agents, router, instanceId: config.instanceId, log }),
+  );
   // The fleet engine journals every step and reads the key registry, so it needs the durable store; with the
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
@@ -226,7 +258,10 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);
     if (protoset === undefined) {
-      log.warn({ protosetPath: config.protosetPath }, 'reflection off: protoset.binpb not found (run make gen)');
+      log.warn(
+        { protosetPath: config.protosetPath },
+        'reflection off: protoset.binpb not found (run make gen)',
+      );
     } else {
       server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), services));
     }
@@ -243,12 +278,19 @@ async function buildServer(deps: ServerDeps, store: Store | undefined, ownsStore
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
     for (const session of open) {
-      session.outbox.pushUrgent({ message: { $case: 'reconnect', value: { reason: 'server shutting down' } } });
+      session.outbox.pushUrgent({
+        message: { $case: 'reconnect', value: { reason: 'server shutting down' } },
+      });
     }
     const idle = await router.whenIdle(graceMs);
-    if (!idle) log.warn({ inFlight: router.inFlight, graceMs }, 'drain grace over: ending streams with commands in flight');
+    if (!idle)
+      log.warn(
+        { inFlight: router.inFlight, graceMs },
+        'drain grace over: ending streams with commands in flight',
+      );
     for (const handle of sessions) handle.finish();
-    for (const session of agents.sessions()) agents.close(session, 'server shut down before the result came back');
+    for (const session of agents.sessions())
+      agents.close(session, 'server shut down before the result came back');
     agents.stopLivenessChecks();
     log.info({ ms: Date.now() - started }, 'drained');
   }

@@ -41,13 +41,22 @@ export function resolveTarget(
   const field = (name: string) => `${fieldPrefix}.${name}`;
 
   if (mode === 'prout') {
-    if (agentId === '') throw invalidArgument(field('agent_id'), 'required for PERSISTENT RESERVE OUT (the initiator to act as)');
-    if (pathName === '') throw invalidArgument(field('path'), 'required for PERSISTENT RESERVE OUT (the initiator to act as)');
+    if (agentId === '')
+      throw invalidArgument(
+        field('agent_id'),
+        'required for PERSISTENT RESERVE OUT (the initiator to act as)',
+      );
+    if (pathName === '')
+      throw invalidArgument(
+        field('path'),
+        'required for PERSISTENT RESERVE OUT (the initiator to act as)',
+      );
   }
   if (agentId === '' && pathName === '' && luId === '') {
     throw invalidArgument(fieldPrefix, 'give lu_id, or agent_id and path');
   }
-  if (agentId === '' && pathName !== '') throw invalidArgument(field('agent_id'), 'required with path');
+  if (agentId === '' && pathName !== '')
+    throw invalidArgument(field('agent_id'), 'required with path');
 
   // The LU grouping (pathsByLu: kept per registry, O(agents) to check) is looked at only when the request names an
   // LU without the agent path that leads to it (agent_id + path, the common case, costs O(that agent's paths)).
@@ -62,13 +71,19 @@ export function resolveTarget(
       // The path itself proves its LU is known; otherwise the LU check comes first, as it always did.
       if (luId !== '' && path?.luId !== luId && !groups().has(luId)) throw unknownLu();
     } else if (luId !== '' && !groups().has(luId)) throw unknownLu();
-    if (agent === undefined) throw notFound('agent', agentId, `agent ${agentId} is unknown to this server`);
+    if (agent === undefined)
+      throw notFound('agent', agentId, `agent ${agentId} is unknown to this server`);
     if (pathName === '') {
       // PRIN with lu_id + agent_id: that agent's path to the LU.
-      if (luId === '') throw invalidArgument(field('path'), 'required with agent_id when lu_id is empty');
+      if (luId === '')
+        throw invalidArgument(field('path'), 'required with agent_id when lu_id is empty');
       const candidates = (groups().get(luId) ?? []).filter((p) => p.agent === agent);
       if (candidates.length === 0) {
-        throw notFound('path', `${agentId}:${luId}`, `agent ${agentId} has no path to logical unit ${luId}`);
+        throw notFound(
+          'path',
+          `${agentId}:${luId}`,
+          `agent ${agentId} has no path to logical unit ${luId}`,
+        );
       }
       const chosen = candidates.find(isOnline) ?? candidates[0];
       if (chosen === undefined) throw new Error('unreachable: empty candidates');
@@ -76,7 +91,11 @@ export function resolveTarget(
     }
     const path = agent.paths.find((p) => p.path === pathName);
     if (path === undefined) {
-      throw notFound('path', `${agentId}:${pathName}`, `agent ${agentId} reported no path ${pathName}`);
+      throw notFound(
+        'path',
+        `${agentId}:${pathName}`,
+        `agent ${agentId} reported no path ${pathName}`,
+      );
     }
     if (luId !== '' && path.luId !== luId) {
       throw invalidArgument(
@@ -91,9 +110,13 @@ export function resolveTarget(
   if (!groups().has(luId)) throw unknownLu();
   const online = (groups().get(luId) ?? []).find(isOnline);
   if (online === undefined) {
-    throw unavailable(ErrorReason.NO_ONLINE_PATH, `no connected agent has an online path to logical unit ${luId}`, {
-      lu_id: luId,
-    });
+    throw unavailable(
+      ErrorReason.NO_ONLINE_PATH,
+      `no connected agent has an online path to logical unit ${luId}`,
+      {
+        lu_id: luId,
+      },
+    );
   }
   return { agentId: online.agent.hello.agentId, agent: online.agent, path: online.path, luId };
 }

@@ -38,10 +38,17 @@ const TracingEnv = z.object({
 });
 
 /** Tracing settings from the standard OTEL_* variables (+ PRFLEET_TRACE_SAMPLE_RATIO); undefined = tracing off. */
-export function loadTracingConfig(env: NodeJS.ProcessEnv = process.env): TracingOptions | undefined {
+export function loadTracingConfig(
+  env: NodeJS.ProcessEnv = process.env,
+): TracingOptions | undefined {
   const parsed = TracingEnv.safeParse(env);
-  if (!parsed.success) throw new Error(`invalid tracing environment\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new Error(`invalid tracing environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
   if (e.OTEL_EXPORTER_OTLP_ENDPOINT === undefined) return undefined;
-  return { otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT, serviceName: e.OTEL_SERVICE_NAME, sampleRatio: e.PRFLEET_TRACE_SAMPLE_RATIO };
+  return {
+    otlpEndpoint: e.OTEL_EXPORTER_OTLP_ENDPOINT,
+    serviceName: e.OTEL_SERVICE_NAME,
+    sampleRatio: e.PRFLEET_TRACE_SAMPLE_RATIO,
+  };
 }

@@ -48,7 +48,9 @@ export function setupTracing(options: TracingOptions = {}): Tracing {
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: options.serviceName ?? 'prfleet-server',
-      ...(options.serviceVersion === undefined ? {} : { [ATTR_SERVICE_VERSION]: options.serviceVersion }),
+      ...(options.serviceVersion === undefined
+        ? {}
+        : { [ATTR_SERVICE_VERSION]: options.serviceVersion }),
       ...(options.instanceId === undefined ? {} : { 'service.instance.id': options.instanceId }),
     }),
     sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio) }),
@@ -64,4 +66,3 @@ export function setupTracing(options: TracingOptions = {}): Tracing {
     },
   };
 }
-

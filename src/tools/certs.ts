@@ -5,7 +5,8 @@ import { isMainModule } from './main-module.js';
 
 function days(value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a whole number of days >= 1');
+  if (!Number.isInteger(n) || n < 1)
+    throw new InvalidArgumentError('expected a whole number of days >= 1');
   return n;
 }
 
@@ -21,7 +22,9 @@ function collect(value: string, previous: string[]): string[] {
  * Prints one JSON line with the files written.
  */
 export function createCertsProgram(print: (line: string) => void = (l) => console.log(l)) {
-  const program = new Command('prfleet-certs').description('create a CA and issue server/agent certificates (mTLS)');
+  const program = new Command('prfleet-certs').description(
+    'create a CA and issue server/agent certificates (mTLS)',
+  );
   program
     .command('init')
     .description('create ca.crt and ca.key')
@@ -30,14 +33,23 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
     .option('--days <n>', 'validity in days', days, 3650)
     .option('--force', 'replace existing files', false)
     .action(async (o) => {
-      print(JSON.stringify(await initCa({ out: o.out, commonName: o.name, days: o.days, force: o.force })));
+      print(
+        JSON.stringify(
+          await initCa({ out: o.out, commonName: o.name, days: o.days, force: o.force }),
+        ),
+      );
     });
   program
     .command('issue-server')
     .description('issue server.crt/server.key signed by the CA')
     .requiredOption('--out <dir>', 'output directory')
     .option('--ca <dir>', 'directory holding ca.crt and ca.key (default: --out)')
-    .option('--host <name>', 'DNS name or IP the server is reached by (repeatable; default localhost, 127.0.0.1)', collect, [])
+    .option(
+      '--host <name>',
+      'DNS name or IP the server is reached by (repeatable; default localhost, 127.0.0.1)',
+      collect,
+      [],
+    )
     .option('--days <n>', 'validity in days', days, 825)
     .option('--force', 'replace existing files', false)
     .action(async (o) => {
@@ -56,7 +68,12 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
     .requiredOption('--id <agent-id>', 'agent id (the host name the agent reports in Hello)')
     .requiredOption('--out <dir>', 'output directory')
     .option('--ca <dir>', 'directory holding ca.crt and ca.key (default: --out)')
-    .option('--allow <glob>', 'device node or LU id glob the agent may report (repeatable; default any)', collect, [])
+    .option(
+      '--allow <glob>',
+      'device node or LU id glob the agent may report (repeatable; default any)',
+      collect,
+      [],
+    )
     .option('--days <n>', 'validity in days', days, 825)
     .option('--force', 'replace existing files', false)
     .action(async (o) => {
@@ -77,7 +94,9 @@ if (isMainModule(import.meta.url)) {
   try {
     await createCertsProgram().parseAsync(process.argv);
   } catch (error) {
-    console.error(`prfleet-certs: ${error instanceof CertToolError ? error.message : String(error)}`);
+    console.error(
+      `prfleet-certs: ${error instanceof CertToolError ? error.message : String(error)}`,
+    );
     process.exitCode = 1;
   }
 }

@@ -55,9 +55,14 @@ async function openssl(binary: string, args: string[]): Promise<void> {
   } catch (error) {
     const e = error as NodeJS.ErrnoException & { stderr?: string };
     if (e.code === 'ENOENT') {
-      throw new CertToolError(`openssl not found (${binary}): install it, e.g. apt-get install openssl`, { cause: error });
+      throw new CertToolError(
+        `openssl not found (${binary}): install it, e.g. apt-get install openssl`,
+        { cause: error },
+      );
     }
-    throw new CertToolError(`openssl ${args[0] ?? ''} failed: ${(e.stderr ?? e.message).trim()}`, { cause: error });
+    throw new CertToolError(`openssl ${args[0] ?? ''} failed: ${(e.stderr ?? e.message).trim()}`, {
+      cause: error,
+    });
   }
 }
 
@@ -89,15 +94,27 @@ export async function initCa(options: CertOptions & { commonName?: string }): Pr
   const files = { caCert: join(out, 'ca.crt'), caKey: join(out, 'ca.key') };
   await refuseOverwrite([files.caCert, files.caKey], options.force);
   const cn = options.commonName ?? 'prfleet CA';
-  if (!/^[\w .-]{1,64}$/.test(cn)) throw new CertToolError(`invalid CA name: ${JSON.stringify(cn)}`);
+  if (!/^[\w .-]{1,64}$/.test(cn))
+    throw new CertToolError(`invalid CA name: ${JSON.stringify(cn)}`);
   await openssl(options.openssl ?? 'openssl', [
-    'req', '-x509', '-new', ...KEY_ARGS,
-    '-keyout', files.caKey, '-out', files.caCert,
-    '-days', String(checkDays(options.days ?? 3650)),
-    '-subj', `/O=prfleet/CN=${cn}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE,pathlen:0',
-    '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-    '-addext', 'subjectKeyIdentifier=hash',
+    'req',
+    '-x509',
+    '-new',
+    ...KEY_ARGS,
+    '-keyout',
+    files.caKey,
+    '-out',
+    files.caCert,
+    '-days',
+    String(checkDays(options.days ?? 3650)),
+    '-subj',
+    `/O=prfleet/CN=${cn}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE,pathlen:0',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-addext',
+    'subjectKeyIdentifier=hash',
   ]);
   await chmod(files.caKey, 0o600);
   return files;
@@ -120,17 +137,32 @@ async function issue(
   const caDir = resolve(options.caDir ?? options.out);
   const ca = { cert: join(caDir, 'ca.crt'), key: join(caDir, 'ca.key') };
   for (const file of [ca.cert, ca.key]) {
-    if (!(await exists(file))) throw new CertToolError(`${file} not found: run 'init' first (or pass --ca <dir>)`);
+    if (!(await exists(file)))
+      throw new CertToolError(`${file} not found: run 'init' first (or pass --ca <dir>)`);
   }
   await mkdir(out, { recursive: true });
-  const files = { cert: join(out, `${name}.crt`), key: join(out, `${name}.key`), caCert: join(out, 'ca.crt') };
+  const files = {
+    cert: join(out, `${name}.crt`),
+    key: join(out, `${name}.key`),
+    caCert: join(out, 'ca.crt'),
+  };
   await refuseOverwrite([files.cert, files.key], options.force);
   const binary = options.openssl ?? 'openssl';
   const scratch = await mkdtemp(join(tmpdir(), 'prfleet-certs-'));
   try {
     const csr = join(scratch, 'req.csr');
     const ext = join(scratch, 'ext.cnf');
-    await openssl(binary, ['req', '-new', ...KEY_ARGS, '-keyout', files.key, '-out', csr, '-subj', `/O=prfleet/CN=${commonName}`]);
+    await openssl(binary, [
+      'req',
+      '-new',
+      ...KEY_ARGS,
+      '-keyout',
+      files.key,
+      '-out',
+      csr,
+      '-subj',
+      `/O=prfleet/CN=${commonName}`,
+    ]);
     await chmod(files.key, 0o600);
     await writeFile(
       ext,
@@ -144,10 +176,22 @@ async function issue(
       ].join('\n'),
     );
     await openssl(binary, [
-      'x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key,
-      '-set_serial', randomSerial(),
-      '-days', String(checkDays(options.days ?? 825)),
-      '-extfile', ext, '-out', files.cert,
+      'x509',
+      '-req',
+      '-in',
+      csr,
+      '-CA',
+      ca.cert,
+      '-CAkey',
+      ca.key,
+      '-set_serial',
+      randomSerial(),
+      '-days',
+      String(checkDays(options.days ?? 825)),
+      '-extfile',
+      ext,
+      '-out',
+      files.cert,
     ]);
   } finally {
     await rm(scratch, { recursive: true, force: true });
@@ -160,14 +204,23 @@ async function issue(
  * Issues `out/server.crt` + `server.key` for the prfleet server: serverAuth, SAN for each of `hosts` (DNS
  * names or IP addresses; default localhost and 127.0.0.1).
  */
-export async function issueServerCert(options: CertOptions & { hosts?: readonly string[] }): Promise<IssuedFiles> {
-  const hosts = options.hosts !== undefined && options.hosts.length > 0 ? options.hosts : ['localhost', '127.0.0.1'];
+export async function issueServerCert(
+  options: CertOptions & { hosts?: readonly string[] },
+): Promise<IssuedFiles> {
+  const hosts =
+    options.hosts !== undefined && options.hosts.length > 0
+      ? options.hosts
+      : ['localhost', '127.0.0.1'];
   const san = hosts.map((h) => {
     if (isIP(h) !== 0) return `IP:${h}`;
-    if (!/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(h)) throw new CertToolError(`invalid --host: ${JSON.stringify(h)}`);
+    if (!/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(h))
+      throw new CertToolError(`invalid --host: ${JSON.stringify(h)}`);
     return `DNS:${h}`;
   });
-  return issue(options, 'server', hosts[0] ?? 'prfleet-server', ['extendedKeyUsage=serverAuth', `subjectAltName=${san.join(',')}`]);
+  return issue(options, 'server', hosts[0] ?? 'prfleet-server', [
+    'extendedKeyUsage=serverAuth',
+    `subjectAltName=${san.join(',')}`,
+  ]);
 }
 
 /**
@@ -178,12 +231,21 @@ export async function issueAgentCert(
   options: CertOptions & { id: string; allow?: readonly string[] },
 ): Promise<IssuedFiles> {
   if (!AGENT_ID_PATTERN.test(options.id)) {
-    throw new CertToolError(`invalid agent id: ${JSON.stringify(options.id)} (letters, digits, '.', '_', '-'; up to 63)`);
+    throw new CertToolError(
+      `invalid agent id: ${JSON.stringify(options.id)} (letters, digits, '.', '_', '-'; up to 63)`,
+    );
   }
   const allow = options.allow ?? [];
   for (const glob of allow) {
-    if (!/^[A-Za-z0-9/_.*?:-]{1,200}$/.test(glob)) throw new CertToolError(`invalid --allow glob: ${JSON.stringify(glob)}`);
+    if (!/^[A-Za-z0-9/_.*?:-]{1,200}$/.test(glob))
+      throw new CertToolError(`invalid --allow glob: ${JSON.stringify(glob)}`);
   }
-  const uris = [`URI:${AGENT_URI_PREFIX}${options.id}`, ...allow.map((g) => `URI:${ALLOW_URI_PREFIX}${g}`)];
-  return issue(options, `agent-${options.id}`, options.id, ['extendedKeyUsage=clientAuth', `subjectAltName=${uris.join(',')}`]);
+  const uris = [
+    `URI:${AGENT_URI_PREFIX}${options.id}`,
+    ...allow.map((g) => `URI:${ALLOW_URI_PREFIX}${g}`),
+  ];
+  return issue(options, `agent-${options.id}`, options.id, [
+    'extendedKeyUsage=clientAuth',
+    `subjectAltName=${uris.join(',')}`,
+  ]);
 }

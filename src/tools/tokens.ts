@@ -1,9 +1,19 @@
 #!/usr/bin/env node
 import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import { createFileTokenStore, createToken, type TokenRecord, type TokenStore } from '../server/auth/tokens.js';
+import {
+  createFileTokenStore,
+  createToken,
+  type TokenRecord,
+  type TokenStore,
+} from '../server/auth/tokens.js';
 import { parseRole, ROLES } from '../server/auth/roles.js';
 import { storeConfigFromEnv, storeOptionsOf } from '../server/config.js';
-import { openStore, StoreLockedError, type Store, type StoreOptions } from '../server/store/index.js';
+import {
+  openStore,
+  StoreLockedError,
+  type Store,
+  type StoreOptions,
+} from '../server/store/index.js';
 import { createDbTokenStore } from '../server/store/tokens.js';
 import { isMainModule } from './main-module.js';
 
@@ -39,29 +49,45 @@ async function withTokenStore<T>(
 ): Promise<T> {
   const env = deps.env ?? process.env;
   const envFile = env['PRFLEET_TOKENS_FILE'] === '' ? undefined : env['PRFLEET_TOKENS_FILE'];
-  const dbFlags = flags.databaseUrl !== undefined || flags.dataDir !== undefined || flags.schema !== undefined;
+  const dbFlags =
+    flags.databaseUrl !== undefined || flags.dataDir !== undefined || flags.schema !== undefined;
   if (flags.file !== undefined && (flags.database === true || dbFlags)) {
-    throw new Error('--file and --database/--database-url/--data-dir/--schema exclude each other: pick one token store');
+    throw new Error(
+      '--file and --database/--database-url/--data-dir/--schema exclude each other: pick one token store',
+    );
   }
   const wantsFile =
     flags.file !== undefined ||
-    (flags.database !== true && !dbFlags && (env['PRFLEET_TOKENS'] === 'file' || (env['PRFLEET_TOKENS'] !== 'database' && envFile !== undefined)));
+    (flags.database !== true &&
+      !dbFlags &&
+      (env['PRFLEET_TOKENS'] === 'file' ||
+        (env['PRFLEET_TOKENS'] !== 'database' && envFile !== undefined)));
   if (wantsFile) {
     const file = flags.file ?? envFile;
-    if (file === undefined) throw new Error('PRFLEET_TOKENS=file needs --file or PRFLEET_TOKENS_FILE');
+    if (file === undefined)
+      throw new Error('PRFLEET_TOKENS=file needs --file or PRFLEET_TOKENS_FILE');
     return body(createFileTokenStore(file), `token file ${file}`);
   }
   const fromEnv = storeConfigFromEnv({
     ...env,
-    ...(flags.databaseUrl === undefined ? {} : { DATABASE_URL: flags.databaseUrl, PRFLEET_STORE: 'postgres' }),
-    ...(flags.dataDir === undefined ? {} : { PRFLEET_DATA_DIR: flags.dataDir, DATABASE_URL: '', PRFLEET_STORE: 'pglite' }),
+    ...(flags.databaseUrl === undefined
+      ? {}
+      : { DATABASE_URL: flags.databaseUrl, PRFLEET_STORE: 'postgres' }),
+    ...(flags.dataDir === undefined
+      ? {}
+      : { PRFLEET_DATA_DIR: flags.dataDir, DATABASE_URL: '', PRFLEET_STORE: 'pglite' }),
     ...(flags.schema === undefined ? {} : { PRFLEET_DB_SCHEMA: flags.schema }),
   });
   if (fromEnv.kind === 'memory') {
-    throw new Error('PRFLEET_STORE=memory keeps no tokens: pass --file, --database-url or --data-dir');
+    throw new Error(
+      'PRFLEET_STORE=memory keeps no tokens: pass --file, --database-url or --data-dir',
+    );
   }
   const options = storeOptionsOf(fromEnv);
-  const where = fromEnv.kind === 'postgres' ? 'the PostgreSQL token table' : `the token table in ${fromEnv.dataDir}`;
+  const where =
+    fromEnv.kind === 'postgres'
+      ? 'the PostgreSQL token table'
+      : `the token table in ${fromEnv.dataDir}`;
   let store: Store;
   try {
     store = await (deps.openStore ?? openStore)(options);
@@ -82,18 +108,27 @@ async function withTokenStore<T>(
 }
 
 /** Adds the flags choosing the token store. */
-function withWhere<O extends Record<string, unknown>, G extends Record<string, unknown>>(command: Command<[], O, G>) {
+function withWhere<O extends Record<string, unknown>, G extends Record<string, unknown>>(
+  command: Command<[], O, G>,
+) {
   return command
-    .option('--file <path>', 'token file instead of the database (default: PRFLEET_TOKENS_FILE when set)')
+    .option(
+      '--file <path>',
+      'token file instead of the database (default: PRFLEET_TOKENS_FILE when set)',
+    )
     .option('--database', "the server's durable store (default unless PRFLEET_TOKENS_FILE is set)")
     .option('--database-url <url>', 'PostgreSQL (default: DATABASE_URL)')
-    .option('--data-dir <dir>', 'embedded PGlite data directory (default: PRFLEET_DATA_DIR, else .prfleet/data)')
+    .option(
+      '--data-dir <dir>',
+      'embedded PGlite data directory (default: PRFLEET_DATA_DIR, else .prfleet/data)',
+    )
     .option('--schema <name>', 'database schema (default: PRFLEET_DB_SCHEMA)');
 }
 
 function positiveDays(value: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a number of days > 0');
+  if (!Number.isFinite(n) || n <= 0)
+    throw new InvalidArgumentError('expected a number of days > 0');
   return n;
 }
 
@@ -123,14 +158,20 @@ function describe(record: TokenRecord, now: Date): Record<string, string> {
  *   list                                                                  ids, names, roles, state
  *   revoke --id <id>
  */
-export function createTokensProgram(print: (line: string) => void = (l) => console.log(l), deps: TokensProgramDeps = {}) {
+export function createTokensProgram(
+  print: (line: string) => void = (l) => console.log(l),
+  deps: TokensProgramDeps = {},
+) {
   const program = new Command('prfleet-tokens').description(
     'manage ControlService bearer tokens (stored hashed) in the server database or a token file',
   );
   withWhere(program.command('create'))
     .description('create a token and print it once (it cannot be shown again)')
     .addOption(new Option('--role <role>', 'role').choices(ROLES).makeOptionMandatory())
-    .requiredOption('--name <name>', 'who holds the token (person or automation; key registry owner for operators)')
+    .requiredOption(
+      '--name <name>',
+      'who holds the token (person or automation; key registry owner for operators)',
+    )
     .option('--expires-days <n>', 'lifetime in days (default: no expiry)', positiveDays)
     .option('--json', 'print JSON instead of the bare token', false)
     .action(async (o) => {

@@ -8,7 +8,7 @@ function parseFlags(argv: string[]) {
     addConnectionOptions(new Command('prfleet-agent')),
   ).exitOverride();
   program.parse(argv, { from: 'user' });
-  return parseAgentConfig(rawConfigOf(program as unknown as Command, program.opts()));
+  return parseAgentConfig(rawConfigOf(program, program.opts()));
 }
 
 describe('agent configuration', () => {

@@ -169,7 +169,7 @@ describe('executor', () => {
     host.transport.setLatency(40);
     const a = hostExecutor(host, { pathConcurrency: 1 });
     const [r0, r2] = await Promise.all([a.submit(tur('/dev/sg0')), a.submit(tur('/dev/sg2'))]);
-    expect(r2!.startedAt!.getTime() - r0!.startedAt!.getTime()).toBeGreaterThanOrEqual(35);
+    expect(r2.startedAt!.getTime() - r0.startedAt!.getTime()).toBeGreaterThanOrEqual(35);
   });
 
   it('retries UNIT ATTENTION and lists the consumed ones (REGISTRATIONS PREEMPTED is news)', async () => {
@@ -255,9 +255,9 @@ describe('executor', () => {
       a.submit(register('/dev/sg0', KEY_A, { idempotencyKey: 'k' })),
       a.submit(register('/dev/sg1', KEY_A, { idempotencyKey: 'k' })),
     ]);
-    expect(first!.outcome).toBe(Outcome.OUTCOME_GOOD);
-    expect(second!.outcome).toBe(Outcome.OUTCOME_REFUSED);
-    expect(second!.message).toMatch(/already running as command/);
+    expect(first.outcome).toBe(Outcome.OUTCOME_GOOD);
+    expect(second.outcome).toBe(Outcome.OUTCOME_REFUSED);
+    expect(second.message).toMatch(/already running as command/);
   });
 
   it('reports a device slower than the command timeout as OUTCOME_TIMEOUT', async () => {
@@ -281,9 +281,9 @@ describe('executor', () => {
       a.submit(tur('/dev/sg0')),
       a.submit(tur('/dev/sg0', timeout(40))),
     ]);
-    expect(slow!.outcome).toBe(Outcome.OUTCOME_GOOD);
-    expect(late!.outcome).toBe(Outcome.OUTCOME_REFUSED);
-    expect(late!.message).toMatch(/timed out before submission/);
+    expect(slow.outcome).toBe(Outcome.OUTCOME_GOOD);
+    expect(late.outcome).toBe(Outcome.OUTCOME_REFUSED);
+    expect(late.message).toMatch(/timed out before submission/);
   });
 
   it('drops a cancelled command not yet submitted, but not a running one', async () => {

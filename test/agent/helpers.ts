@@ -3,7 +3,7 @@ import { createExecutor, type Executor, type ExecutorOptions } from '../../agent
 import type { EmulatedHost } from '../../agent/fabric.js';
 import { msToDuration } from '../../src/common/command.js';
 import { Command, type DeepPartial, type ProutCommand } from '../../src/gen/prfleet/v1/agent.js';
-import { PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
+import type { PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 
 /** A silent logger for tests. */
 export const silentLog = pino({ level: 'silent' });

@@ -20,7 +20,8 @@ describe('periodic rescan', () => {
     const inner = createEmulatedSource(host);
     const source = {
       ...inner,
-      listTargets: async () => (await inner.listTargets()).filter((t) => plugged || t.path !== '/dev/sg1'),
+      listTargets: async () =>
+        (await inner.listTargets()).filter((t) => plugged || t.path !== '/dev/sg1'),
     };
     const agent = createAgent(
       { server: address, agentId: 'host-b', plaintext: true, rescanMs: 100 },

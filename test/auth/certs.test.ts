@@ -43,7 +43,9 @@ describe('certificate tool', () => {
   it('makes a CA that verifies its own agents and not another CA’s', () => {
     const cas = parseCertificateBundle(pki.ca);
     expect(cas[0]?.ca).toBe(true);
-    expect(verifyAgentCertificate(new X509Certificate(pki.hostB.cert), cas)?.agentId).toBe('host-b');
+    expect(verifyAgentCertificate(new X509Certificate(pki.hostB.cert), cas)?.agentId).toBe(
+      'host-b',
+    );
     expect(verifyAgentCertificate(new X509Certificate(pki.rogueHostA.cert), cas)).toBeUndefined();
   });
 
@@ -65,20 +67,24 @@ describe('certificate tool', () => {
   });
 
   it('refuses to overwrite existing files without force', async () => {
-    await expect(initCa({ out: join(pki.dir, 'ca') })).rejects.toThrow(/ca\.crt exists; pass --force/);
-    await expect(issueAgentCert({ out: join(pki.dir, 'agents'), caDir: join(pki.dir, 'ca'), id: 'host-a' })).rejects.toThrow(
-      CertToolError,
+    await expect(initCa({ out: join(pki.dir, 'ca') })).rejects.toThrow(
+      /ca\.crt exists; pass --force/,
     );
+    await expect(
+      issueAgentCert({ out: join(pki.dir, 'agents'), caDir: join(pki.dir, 'ca'), id: 'host-a' }),
+    ).rejects.toThrow(CertToolError);
   });
 
   it('rejects an agent id that could not be a host name', async () => {
-    await expect(issueAgentCert({ out: pki.dir, caDir: join(pki.dir, 'ca'), id: 'host-a/CN=admin' })).rejects.toThrow(
-      'invalid agent id: "host-a/CN=admin"',
-    );
+    await expect(
+      issueAgentCert({ out: pki.dir, caDir: join(pki.dir, 'ca'), id: 'host-a/CN=admin' }),
+    ).rejects.toThrow('invalid agent id: "host-a/CN=admin"');
   });
 
   it('says to run init first when the CA is missing', async () => {
-    await expect(issueAgentCert({ out: join(pki.dir, 'nowhere'), id: 'host-z' })).rejects.toThrow(/ca\.crt not found: run 'init' first/);
+    await expect(issueAgentCert({ out: join(pki.dir, 'nowhere'), id: 'host-z' })).rejects.toThrow(
+      /ca\.crt not found: run 'init' first/,
+    );
   });
 
   it('runs init, issue-server and issue-agent from the command line', async () => {
@@ -86,8 +92,14 @@ describe('certificate tool', () => {
     const out = join(pki.dir, 'cli');
     const program = () => createCertsProgram((l) => lines.push(l));
     await program().parseAsync(['init', '--out', out], { from: 'user' });
-    await program().parseAsync(['issue-server', '--out', out, '--host', 'prfleet.example', '--host', '10.0.0.5'], { from: 'user' });
-    await program().parseAsync(['issue-agent', '--id', 'tape-07', '--out', join(out, 'a'), '--ca', out], { from: 'user' });
+    await program().parseAsync(
+      ['issue-server', '--out', out, '--host', 'prfleet.example', '--host', '10.0.0.5'],
+      { from: 'user' },
+    );
+    await program().parseAsync(
+      ['issue-agent', '--id', 'tape-07', '--out', join(out, 'a'), '--ca', out],
+      { from: 'user' },
+    );
     expect(lines.map((l) => Object.keys(JSON.parse(l) as object))).toEqual([
       ['caCert', 'caKey'],
       ['cert', 'key', 'caCert'],

@@ -21,13 +21,22 @@ const tlsEnv = () => ({
 describe('security configuration', () => {
   it('refuses to start without TLS unless plaintext is asked for', () => {
     expect(() => loadSecurityConfig({})).toThrow(/no TLS configured: set PRFLEET_TLS_CERT/);
-    expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true' })).toEqual({ credentials: { plaintext: true }, requireAgentCertificate: false });
+    expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true' })).toEqual({
+      credentials: { plaintext: true },
+      requireAgentCertificate: false,
+    });
   });
 
   it('names the TLS files that are missing or unreadable', () => {
-    expect(() => loadSecurityConfig({ PRFLEET_TLS_CERT: 'a.crt' })).toThrow('PRFLEET_TLS_KEY and PRFLEET_TLS_CA not set');
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TLS_KEY: '/nonexistent/key.pem' })).toThrow('cannot read TLS key /nonexistent/key.pem');
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_PLAINTEXT: 'true' })).toThrow('conflicts');
+    expect(() => loadSecurityConfig({ PRFLEET_TLS_CERT: 'a.crt' })).toThrow(
+      'PRFLEET_TLS_KEY and PRFLEET_TLS_CA not set',
+    );
+    expect(() =>
+      loadSecurityConfig({ ...tlsEnv(), PRFLEET_TLS_KEY: '/nonexistent/key.pem' }),
+    ).toThrow('cannot read TLS key /nonexistent/key.pem');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_PLAINTEXT: 'true' })).toThrow(
+      'conflicts',
+    );
   });
 
   it('requires client certificates with TLS alone, and makes them optional when tokens authenticate clients', () => {
@@ -35,34 +44,63 @@ describe('security configuration', () => {
     expect(mtlsOnly.credentials.tls?.clientCerts).toBe('require');
     expect(mtlsOnly.requireAgentCertificate).toBe(true);
     expect(mtlsOnly.tokenSource).toBeUndefined();
-    const shared = loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/etc/prfleet/tokens.json' });
-    expect(shared).toMatchObject({ tokenSource: 'file', tokensFile: '/etc/prfleet/tokens.json', requireAgentCertificate: true });
+    const shared = loadSecurityConfig({
+      ...tlsEnv(),
+      PRFLEET_TOKENS_FILE: '/etc/prfleet/tokens.json',
+    });
+    expect(shared).toMatchObject({
+      tokenSource: 'file',
+      tokensFile: '/etc/prfleet/tokens.json',
+      requireAgentCertificate: true,
+    });
     expect(shared.credentials.tls?.clientCerts).toBe('optional');
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory', PRFLEET_CLIENT_CERTS: 'optional' })).toThrow(
-      'PRFLEET_CLIENT_CERTS=optional needs client tokens',
-    );
+    expect(() =>
+      loadSecurityConfig({
+        ...tlsEnv(),
+        PRFLEET_STORE: 'memory',
+        PRFLEET_CLIENT_CERTS: 'optional',
+      }),
+    ).toThrow('PRFLEET_CLIENT_CERTS=optional needs client tokens');
   });
 
   it('takes tokens from the durable store of a TLS server unless a token file is named', () => {
     // Default store (PGlite) or PostgreSQL: the database's token table, shared by every instance.
-    for (const store of [{}, { DATABASE_URL: 'postgres://db.example/prfleet' }, { PRFLEET_STORE: 'pglite' }]) {
+    for (const store of [
+      {},
+      { DATABASE_URL: 'postgres://db.example/prfleet' },
+      { PRFLEET_STORE: 'pglite' },
+    ]) {
       const config = loadSecurityConfig({ ...tlsEnv(), ...store });
       expect(config.tokenSource).toBe('database');
       expect(config.tokensFile).toBeUndefined();
       expect(config.credentials.tls?.clientCerts).toBe('optional');
     }
     // A named token file wins (servers upgraded with their tokens in a file keep them).
-    expect(loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/t.json' }).tokenSource).toBe('file');
-    expect(loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/t.json', PRFLEET_TOKENS: 'database' }).tokenSource).toBe('database');
+    expect(loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS_FILE: '/t.json' }).tokenSource).toBe(
+      'file',
+    );
+    expect(
+      loadSecurityConfig({
+        ...tlsEnv(),
+        PRFLEET_TOKENS_FILE: '/t.json',
+        PRFLEET_TOKENS: 'database',
+      }).tokenSource,
+    ).toBe('database');
     // Plaintext (tests, the demo, loopback) without a token file: off unless asked for.
     expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true' }).tokenSource).toBeUndefined();
-    expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true', PRFLEET_TOKENS: 'database' }).tokenSource).toBe('database');
+    expect(
+      loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true', PRFLEET_TOKENS: 'database' }).tokenSource,
+    ).toBe('database');
     // Explicit choices that cannot work are refused, naming the variables.
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory', PRFLEET_TOKENS: 'database' })).toThrow(
-      'PRFLEET_TOKENS=database needs a durable store',
+    expect(() =>
+      loadSecurityConfig({ ...tlsEnv(), PRFLEET_STORE: 'memory', PRFLEET_TOKENS: 'database' }),
+    ).toThrow('PRFLEET_TOKENS=database needs a durable store');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'file' })).toThrow(
+      'PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE',
     );
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'file' })).toThrow('PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE');
-    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'maybe' })).toThrow('PRFLEET_TOKENS');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'maybe' })).toThrow(
+      'PRFLEET_TOKENS',
+    );
     const off = loadSecurityConfig({ ...tlsEnv(), PRFLEET_TOKENS: 'off' });
     expect(off.tokenSource).toBeUndefined();
     expect(off.credentials.tls?.clientCerts).toBe('require');
@@ -72,7 +110,12 @@ describe('security configuration', () => {
 describe('metrics configuration', () => {
   it('is off by default and validates the port', () => {
     expect(loadMetricsConfig({})).toBeUndefined();
-    expect(loadMetricsConfig({ PRFLEET_METRICS_PORT: '9464' })).toEqual({ port: 9464, host: '0.0.0.0' });
-    expect(() => loadMetricsConfig({ PRFLEET_METRICS_PORT: 'abc' })).toThrow('invalid PRFLEET_METRICS_PORT: "abc"');
+    expect(loadMetricsConfig({ PRFLEET_METRICS_PORT: '9464' })).toEqual({
+      port: 9464,
+      host: '0.0.0.0',
+    });
+    expect(() => loadMetricsConfig({ PRFLEET_METRICS_PORT: 'abc' })).toThrow(
+      'invalid PRFLEET_METRICS_PORT: "abc"',
+    );
   });
 });

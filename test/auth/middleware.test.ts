@@ -1,5 +1,16 @@
-import { createChannel, createClientFactory, createServer, Metadata, ServerError, Status } from 'nice-grpc';
-import { errorDetailsServerMiddleware, errorDetailsClientMiddleware, BadRequest } from 'nice-grpc-error-details';
+import {
+  createChannel,
+  createClientFactory,
+  createServer,
+  Metadata,
+  ServerError,
+  Status,
+} from 'nice-grpc';
+import {
+  errorDetailsServerMiddleware,
+  errorDetailsClientMiddleware,
+  BadRequest,
+} from 'nice-grpc-error-details';
 import { beforeEach, describe, expect, it, onTestFinished } from 'vitest';
 import {
   ControlServiceDefinition,
@@ -8,7 +19,10 @@ import {
   type ControlServiceImplementation,
   type DeepPartial,
 } from '../../src/gen/prfleet/v1/control.js';
-import { FleetServiceDefinition, type FleetServiceImplementation } from '../../src/gen/prfleet/v1/fleet.js';
+import {
+  FleetServiceDefinition,
+  type FleetServiceImplementation,
+} from '../../src/gen/prfleet/v1/fleet.js';
 import {
   METHOD_ROLES,
   authorizeSessionCommand,
@@ -26,27 +40,44 @@ import {
 } from '../../src/server/auth/index.js';
 
 /** Every ControlService method answering an empty response and recording who called (new RPCs included). */
-function recordingService(seen: Principal[], keyCheck?: OperatorKeyCheck): ControlServiceImplementation<AuthCallContextExt> {
-  const unary = async (_request: unknown, ctx: AuthCallContextExt & Parameters<typeof principalOf>[0]) => {
+function recordingService(
+  seen: Principal[],
+  keyCheck?: OperatorKeyCheck,
+): ControlServiceImplementation<AuthCallContextExt> {
+  const unary = async (
+    _request: unknown,
+    ctx: AuthCallContextExt & Parameters<typeof principalOf>[0],
+  ) => {
     const principal = principalOf(ctx);
     if (principal !== undefined) seen.push(principal);
     return {};
   };
-  const commandSession: ControlServiceImplementation<AuthCallContextExt>['commandSession'] = async function* (requests, ctx) {
-    for await (const request of requests) {
-      const reply: DeepPartial<CommandSessionResponse> = { requestId: request.requestId };
-      if (request.command === undefined) continue;
-      try {
-        await authorizeSessionCommand(ctx.principal, request.command, keyCheck === undefined ? {} : { isOperatorKeyAllowed: keyCheck });
-        yield { ...reply, reply: { $case: 'result', value: { message: 'ran' } } };
-      } catch (error) {
-        if (!(error instanceof ServerError)) throw error;
-        yield { ...reply, reply: { $case: 'error', value: { code: error.code, message: error.details } } };
+  const commandSession: ControlServiceImplementation<AuthCallContextExt>['commandSession'] =
+    async function* (requests, ctx) {
+      for await (const request of requests) {
+        const reply: DeepPartial<CommandSessionResponse> = { requestId: request.requestId };
+        if (request.command === undefined) continue;
+        try {
+          await authorizeSessionCommand(
+            ctx.principal,
+            request.command,
+            keyCheck === undefined ? {} : { isOperatorKeyAllowed: keyCheck },
+          );
+          yield { ...reply, reply: { $case: 'result', value: { message: 'ran' } } };
+        } catch (error) {
+          if (!(error instanceof ServerError)) throw error;
+          yield {
+            ...reply,
+            reply: { $case: 'error', value: { code: error.code, message: error.details } },
+          };
+        }
       }
-    }
-  };
+    };
   return Object.fromEntries(
-    Object.keys(ControlServiceDefinition.methods).map((key) => [key, key === 'commandSession' ? commandSession : unary]),
+    Object.keys(ControlServiceDefinition.methods).map((key) => [
+      key,
+      key === 'commandSession' ? commandSession : unary,
+    ]),
   ) as unknown as ControlServiceImplementation<AuthCallContextExt>;
 }
 
@@ -98,9 +129,13 @@ async function start(options: { keyCheck?: OperatorKeyCheck } = {}) {
     '*': token === undefined ? {} : { metadata: Metadata({ authorization: `Bearer ${token}` }) },
   });
   const clientAs = (token?: string) =>
-    createClientFactory().use(errorDetailsClientMiddleware).create(ControlServiceDefinition, channel, callOptions(token));
+    createClientFactory()
+      .use(errorDetailsClientMiddleware)
+      .create(ControlServiceDefinition, channel, callOptions(token));
   const fleetAs = (token?: string) =>
-    createClientFactory().use(errorDetailsClientMiddleware).create(FleetServiceDefinition, channel, callOptions(token));
+    createClientFactory()
+      .use(errorDetailsClientMiddleware)
+      .create(FleetServiceDefinition, channel, callOptions(token));
   return { seen, clientAs, fleetAs };
 }
 
@@ -118,8 +153,12 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
   it('refuses a wrong or malformed token with UNAUTHENTICATED', async () => {
     const { clientAs } = await start();
     const forged = tokens.admin.slice(0, -4) + 'AAAA';
-    await expect(clientAs(forged).listAgents({})).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
-    await expect(clientAs('hunter2').listAgents({})).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
+    await expect(clientAs(forged).listAgents({})).rejects.toMatchObject({
+      code: Status.UNAUTHENTICATED,
+    });
+    await expect(clientAs('hunter2').listAgents({})).rejects.toMatchObject({
+      code: Status.UNAUTHENTICATED,
+    });
   });
 
   it('passes the principal to the handler', async () => {
@@ -138,7 +177,10 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
       () => viewer.reserve({ target, key: 0x77n }),
       () => viewer.release({ target, key: 0x77n }),
     ]) {
-      await expect(call()).rejects.toMatchObject({ code: Status.PERMISSION_DENIED, details: expect.stringContaining('needs role operator') });
+      await expect(call()).rejects.toMatchObject({
+        code: Status.PERMISSION_DENIED,
+        details: expect.stringContaining('needs role operator'),
+      });
     }
   });
 
@@ -155,20 +197,34 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
       () => operator.preempt({ target, key: 0x77n, preemptKey: 0x88n, abort: true, options }),
       () => operator.registerAndMove({ target, key: 0x77n, destinationKey: 0x99n, options }),
     ]) {
-      await expect(call()).rejects.toMatchObject({ code: Status.PERMISSION_DENIED, details: expect.stringContaining('needs role admin; otto has operator') });
+      await expect(call()).rejects.toMatchObject({
+        code: Status.PERMISSION_DENIED,
+        details: expect.stringContaining('needs role admin; otto has operator'),
+      });
     }
   });
 
   it('requires a reason for destructive actions, naming options.reason', async () => {
     const { clientAs } = await start();
     const admin = clientAs(tokens.admin);
-    const error = await admin.clear({ target, key: 0x77n, options: { reason: '  ' } }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringMatching(/^options\.reason: Clear is destructive/) });
+    const error = await admin
+      .clear({ target, key: 0x77n, options: { reason: '  ' } })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/^options\.reason: Clear is destructive/),
+    });
     expect((error as { extra: unknown[] }).extra).toEqual([
-      BadRequest.fromPartial({ fieldViolations: [{ field: 'options.reason', description: expect.any(String) as string }] }),
+      BadRequest.fromPartial({
+        fieldViolations: [{ field: 'options.reason', description: expect.any(String) as string }],
+      }),
     ]);
-    await expect(admin.preempt({ target, key: 0x77n, preemptKey: 0x88n })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
-    await expect(admin.registerAndMove({ target, key: 0x77n, destinationKey: 0x99n })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
+    await expect(admin.preempt({ target, key: 0x77n, preemptKey: 0x88n })).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+    });
+    await expect(
+      admin.registerAndMove({ target, key: 0x77n, destinationKey: 0x99n }),
+    ).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
   });
 
   it('lets an admin do destructive actions with a reason', async () => {
@@ -193,11 +249,16 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
     await operator.reserve({ target, key: 0x77n });
     await expect(operator.reserve({ target, key: 0x78n })).rejects.toMatchObject({
       code: Status.PERMISSION_DENIED,
-      details: 'otto may not use key 0x0000000000000078: the key registry does not assign it to them',
+      details:
+        'otto may not use key 0x0000000000000078: the key registry does not assign it to them',
     });
-    await expect(operator.register({ target, key: 0x77n, newKey: 0x79n })).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+    await expect(operator.register({ target, key: 0x77n, newKey: 0x79n })).rejects.toMatchObject({
+      code: Status.PERMISSION_DENIED,
+    });
     // Ignoring the existing key would replace a registration nobody vouched for: refused to operators.
-    await expect(operator.register({ target, key: 0x78n, ignoreExistingKey: true, newKey: 0x77n })).rejects.toMatchObject({
+    await expect(
+      operator.register({ target, key: 0x78n, ignoreExistingKey: true, newKey: 0x77n }),
+    ).rejects.toMatchObject({
       code: Status.PERMISSION_DENIED,
       details: expect.stringContaining('otto may not REGISTER AND IGNORE EXISTING KEY'),
     });
@@ -212,7 +273,8 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
     const { clientAs } = await start({ keyCheck });
     await expect(clientAs(tokens.operator).reserve({ target, key: 0x77n })).rejects.toMatchObject({
       code: Status.UNAVAILABLE,
-      details: 'cannot check who owns key 0x0000000000000077 right now (key registry unavailable: connection refused); nothing was sent, retry later',
+      details:
+        'cannot check who owns key 0x0000000000000077 right now (key registry unavailable: connection refused); nothing was sent, retry later',
     });
     store.find = () => Promise.reject(new Error('database down'));
     await expect(clientAs(tokens.viewer).listAgents({})).rejects.toMatchObject({
@@ -226,11 +288,21 @@ describe('auth middleware (real server on 127.0.0.1:0)', () => {
     async function* requests(): AsyncIterable<DeepPartial<CommandSessionRequest>> {
       yield { requestId: '1', command: { $case: 'readKeys', value: { target } } };
       yield { requestId: '2', command: { $case: 'reserve', value: { target, key: 0x77n } } };
-      yield { requestId: '3', command: { $case: 'preempt', value: { target, key: 0x77n, preemptKey: 0x88n } } };
+      yield {
+        requestId: '3',
+        command: { $case: 'preempt', value: { target, key: 0x77n, preemptKey: 0x88n } },
+      };
     }
     const replies: CommandSessionResponse[] = [];
-    for await (const reply of clientAs(tokens.operator).commandSession(requests())) replies.push(reply);
-    expect(replies.map((r) => [r.requestId, r.reply?.$case, r.reply?.$case === 'error' ? r.reply.value.code : 0])).toEqual([
+    for await (const reply of clientAs(tokens.operator).commandSession(requests()))
+      replies.push(reply);
+    expect(
+      replies.map((r) => [
+        r.requestId,
+        r.reply?.$case,
+        r.reply?.$case === 'error' ? r.reply.value.code : 0,
+      ]),
+    ).toEqual([
       ['1', 'result', 0],
       ['2', 'result', 0],
       ['3', 'error', Status.PERMISSION_DENIED],
@@ -250,12 +322,20 @@ describe('auth middleware on FleetService', () => {
     for await (const _ of viewer.audit({})) void _;
     await viewer.plan({});
     await viewer.listKeys({});
-    await expect(viewer.allocateKey({ agentId: 'host-a', purpose: 'backup' })).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+    await expect(
+      viewer.allocateKey({ agentId: 'host-a', purpose: 'backup' }),
+    ).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
     const operator = fleetAs(tokens.operator);
-    await expect(operator.setDesiredState({})).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
+    await expect(operator.setDesiredState({})).rejects.toMatchObject({
+      code: Status.PERMISSION_DENIED,
+    });
     await expect(
       (async () => {
-        for await (const _ of operator.takeover({ agentId: 'host-a', options: { reason: 'host-b is dead' } })) void _;
+        for await (const _ of operator.takeover({
+          agentId: 'host-a',
+          options: { reason: 'host-b is dead' },
+        }))
+          void _;
       })(),
     ).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
   });
@@ -266,9 +346,15 @@ describe('auth middleware on FleetService', () => {
     const drain = async (stream: AsyncIterable<unknown>) => {
       for await (const _ of stream) void _;
     };
-    await expect(drain(admin.takeover({ agentId: 'host-a' }))).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringMatching(/^options\.reason: /) });
+    await expect(drain(admin.takeover({ agentId: 'host-a' }))).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/^options\.reason: /),
+    });
     await expect(drain(admin.apply({}))).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
-    await expect(admin.revokeKey({ key: 0x77n })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT, details: expect.stringMatching(/^reason: RevokeKey is destructive/) });
+    await expect(admin.revokeKey({ key: 0x77n })).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      details: expect.stringMatching(/^reason: RevokeKey is destructive/),
+    });
     await drain(admin.takeover({ agentId: 'host-a', options: { reason: 'host-b lost its HBA' } }));
     await admin.revokeKey({ key: 0x77n, reason: 'laptop stolen' });
     expect(seen.map((p) => p.name)).toEqual(['ada', 'ada']);
@@ -277,12 +363,21 @@ describe('auth middleware on FleetService', () => {
 
 describe('role table', () => {
   it('covers every ControlService and FleetService RPC', () => {
-    const rpcs = [ControlServiceDefinition, FleetServiceDefinition].flatMap((d) => Object.values(d.methods).map((m) => m.name));
+    const rpcs = [ControlServiceDefinition, FleetServiceDefinition].flatMap((d) =>
+      Object.values(d.methods).map((m) => m.name),
+    );
     expect(rpcs.filter((name) => METHOD_ROLES[name] === undefined)).toEqual([]);
   });
 
   it('gives every CommandSession command the role of its unary RPC', () => {
-    expect(Object.fromEntries(Object.keys(SESSION_COMMAND_METHODS).map((c) => [c, requiredRole(c as keyof typeof SESSION_COMMAND_METHODS)]))).toEqual({
+    expect(
+      Object.fromEntries(
+        Object.keys(SESSION_COMMAND_METHODS).map((c) => [
+          c,
+          requiredRole(c as keyof typeof SESSION_COMMAND_METHODS),
+        ]),
+      ),
+    ).toEqual({
       readKeys: 'viewer',
       readReservation: 'viewer',
       reportCapabilities: 'viewer',
@@ -299,7 +394,11 @@ describe('role table', () => {
   it('refuses a method missing from the table to everyone but admin', async () => {
     const { authorizeRequest } = await import('../../src/server/auth/middleware.js');
     const operator: Principal = { tokenId: 'x', name: 'otto', role: 'operator' };
-    await expect(authorizeRequest(operator, 'DeleteEverything', {})).rejects.toBeInstanceOf(ServerError);
-    await expect(authorizeRequest({ ...operator, role: 'admin' }, 'DeleteEverything', {})).resolves.toBeUndefined();
+    await expect(authorizeRequest(operator, 'DeleteEverything', {})).rejects.toBeInstanceOf(
+      ServerError,
+    );
+    await expect(
+      authorizeRequest({ ...operator, role: 'admin' }, 'DeleteEverything', {}),
+    ).resolves.toBeUndefined();
   });
 });

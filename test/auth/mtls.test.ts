@@ -1,6 +1,14 @@
 import { X509Certificate } from 'node:crypto';
 import { ChannelCredentials, ServerCredentials } from '@grpc/grpc-js';
-import { createChannel, createClient, createServer, Metadata, ServerError, Status, type Channel } from 'nice-grpc';
+import {
+  createChannel,
+  createClient,
+  createServer,
+  Metadata,
+  ServerError,
+  Status,
+  type Channel,
+} from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import {
   AgentServiceDefinition,
@@ -32,16 +40,25 @@ function agentService(requireCertificate: boolean): AgentServiceImplementation {
   return {
     async *connect(requests, ctx) {
       for await (const request of requests) {
-        if (request.message?.$case !== 'hello') throw new ServerError(Status.INVALID_ARGUMENT, 'first message must be hello');
+        if (request.message?.$case !== 'hello')
+          throw new ServerError(Status.INVALID_ARGUMENT, 'first message must be hello');
         const identity = authorizeAgentHello(ctx, request.message.value, { requireCertificate });
-        yield { message: { $case: 'welcome', value: { sessionId: identity?.agentId ?? 'anonymous', serverInstance: 'test' } } };
+        yield {
+          message: {
+            $case: 'welcome',
+            value: { sessionId: identity?.agentId ?? 'anonymous', serverInstance: 'test' },
+          },
+        };
         return;
       }
     },
   };
 }
 
-async function startServer(credentials: ServerCredentials, requireCertificate = true): Promise<number> {
+async function startServer(
+  credentials: ServerCredentials,
+  requireCertificate = true,
+): Promise<number> {
   const server = createServer();
   server.add(AgentServiceDefinition, agentService(requireCertificate));
   const port = await server.listen('127.0.0.1:0', credentials);
@@ -65,12 +82,22 @@ function agentChannel(port: number, client?: Pem): Channel {
 }
 
 /** Sends one Hello and returns the first response (or throws the stream's error). */
-async function hello(channel: Channel, agentId: string, metadata?: Metadata): Promise<ConnectResponse | undefined> {
+async function hello(
+  channel: Channel,
+  agentId: string,
+  metadata?: Metadata,
+): Promise<ConnectResponse | undefined> {
   const client = createClient(AgentServiceDefinition, channel);
   async function* requests(): AsyncIterable<ConnectRequest> {
-    yield ConnectRequest.fromPartial({ message: { $case: 'hello', value: { agentId, hostname: agentId } } });
+    yield ConnectRequest.fromPartial({
+      message: { $case: 'hello', value: { agentId, hostname: agentId } },
+    });
   }
-  for await (const response of client.connect(requests(), metadata === undefined ? {} : { metadata })) return response;
+  for await (const response of client.connect(
+    requests(),
+    metadata === undefined ? {} : { metadata },
+  ))
+    return response;
   return undefined;
 }
 
@@ -91,12 +118,16 @@ describe('mTLS for agents (real TLS server on 127.0.0.1:0, certificates from the
 
   it('refuses a connection without a client certificate at the TLS handshake', async () => {
     const port = await startServer(serverCredentials({ tls: tls('require') }));
-    await expect(hello(agentChannel(port), 'host-a')).rejects.toMatchObject({ code: Status.UNAVAILABLE });
+    await expect(hello(agentChannel(port), 'host-a')).rejects.toMatchObject({
+      code: Status.UNAVAILABLE,
+    });
   });
 
   it('refuses a certificate from another CA at the TLS handshake', async () => {
     const port = await startServer(serverCredentials({ tls: tls('require') }));
-    await expect(hello(agentChannel(port, pki.rogueHostA), 'host-a')).rejects.toMatchObject({ code: Status.UNAVAILABLE });
+    await expect(hello(agentChannel(port, pki.rogueHostA), 'host-a')).rejects.toMatchObject({
+      code: Status.UNAVAILABLE,
+    });
   });
 
   describe('optional client certificates (CLI clients with tokens share the port)', () => {
@@ -108,7 +139,9 @@ describe('mTLS for agents (real TLS server on 127.0.0.1:0, certificates from the
 
     it('lets a certificate-less caller connect but refuses its Hello with UNAUTHENTICATED', async () => {
       const port = await startServer(serverCredentials({ tls: tls('optional') }));
-      await expect(hello(agentChannel(port), 'host-a')).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
+      await expect(hello(agentChannel(port), 'host-a')).rejects.toMatchObject({
+        code: Status.UNAUTHENTICATED,
+      });
     });
 
     it('gives no identity to a certificate from another CA', async () => {
@@ -128,20 +161,29 @@ describe('mTLS for agents (real TLS server on 127.0.0.1:0, certificates from the
 
   describe('forged identity headers', () => {
     const forged = (): Metadata =>
-      Metadata({ [PEER_HEADERS.agentId]: 'host-a', [PEER_HEADERS.allow]: '[]', [PEER_HEADERS.fingerprint]: 'AA', [PEER_HEADERS.proof]: 'guess' });
+      Metadata({
+        [PEER_HEADERS.agentId]: 'host-a',
+        [PEER_HEADERS.allow]: '[]',
+        [PEER_HEADERS.fingerprint]: 'AA',
+        [PEER_HEADERS.proof]: 'guess',
+      });
 
     it('are stripped on a plaintext server built with serverCredentials', async () => {
       const port = await startServer(serverCredentials({ plaintext: true }));
       const channel = createChannel(`127.0.0.1:${port}`);
       onTestFinished(() => channel.close());
-      await expect(hello(channel, 'host-a', forged())).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
+      await expect(hello(channel, 'host-a', forged())).rejects.toMatchObject({
+        code: Status.UNAUTHENTICATED,
+      });
     });
 
     it('are not trusted on a server that lacks the interceptor', async () => {
       const port = await startServer(ServerCredentials.createInsecure());
       const channel = createChannel(`127.0.0.1:${port}`);
       onTestFinished(() => channel.close());
-      await expect(hello(channel, 'host-a', forged())).rejects.toMatchObject({ code: Status.UNAUTHENTICATED });
+      await expect(hello(channel, 'host-a', forged())).rejects.toMatchObject({
+        code: Status.UNAUTHENTICATED,
+      });
     });
 
     it('do not matter when certificates are not required (plaintext development mode)', async () => {
@@ -149,14 +191,19 @@ describe('mTLS for agents (real TLS server on 127.0.0.1:0, certificates from the
       const channel = createChannel(`127.0.0.1:${port}`);
       onTestFinished(() => channel.close());
       const response = await hello(channel, 'host-a', forged());
-      expect(response?.message).toMatchObject({ $case: 'welcome', value: { sessionId: 'anonymous' } });
+      expect(response?.message).toMatchObject({
+        $case: 'welcome',
+        value: { sessionId: 'anonymous' },
+      });
     });
   });
 
   it('refuses to build credentials without TLS unless plaintext is asked for', () => {
     expect(() => serverCredentials({})).toThrow('no TLS material given; pass plaintext: true');
     expect(() => serverCredentials({ tls: tls('require'), plaintext: true })).toThrow('not both');
-    expect(() => serverCredentials({ tls: { ...tls('require'), ca: 'not a pem' } })).toThrow('no PEM certificate');
+    expect(() => serverCredentials({ tls: { ...tls('require'), ca: 'not a pem' } })).toThrow(
+      'no PEM certificate',
+    );
   });
 });
 

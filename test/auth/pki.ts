@@ -38,7 +38,12 @@ export async function createTestPki(): Promise<TestPki> {
     issueServerCert({ out: join(dir, 'server'), caDir: ca }),
     issueAgentCert({ out: join(dir, 'agents'), caDir: ca, id: 'host-a' }),
     issueAgentCert({ out: join(dir, 'agents'), caDir: ca, id: 'host-b' }),
-    issueAgentCert({ out: join(dir, 'agents'), caDir: ca, id: 'host-c', allow: ['/dev/sg1*', 'naa.5000e111*'] }),
+    issueAgentCert({
+      out: join(dir, 'agents'),
+      caDir: ca,
+      id: 'host-c',
+      allow: ['/dev/sg1*', 'naa.5000e111*'],
+    }),
     issueAgentCert({ out: join(dir, 'rogue-agents'), caDir: rogue, id: 'host-a' }),
   ]);
   return {

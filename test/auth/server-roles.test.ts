@@ -1,9 +1,18 @@
 import { createChannel, createClientFactory, Metadata, Status } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { ControlServiceDefinition, type CommandSessionRequest, type DeepPartial } from '../../src/gen/prfleet/v1/control.js';
+import {
+  ControlServiceDefinition,
+  type CommandSessionRequest,
+  type DeepPartial,
+} from '../../src/gen/prfleet/v1/control.js';
 import { Outcome, PrType } from '../../src/gen/prfleet/v1/scsi.js';
-import { createAuthMiddleware, createMemoryTokenStore, createToken, type Role } from '../../src/server/auth/index.js';
+import {
+  createAuthMiddleware,
+  createMemoryTokenStore,
+  createToken,
+  type Role,
+} from '../../src/server/auth/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
 
@@ -15,7 +24,9 @@ async function startGuardedFleet() {
     operator: (await createToken(tokens, { name: 'otto', role: 'operator' })).token,
     admin: (await createToken(tokens, { name: 'ada', role: 'admin' })).token,
   };
-  const started = await startTestServer({ deps: { controlMiddleware: createAuthMiddleware({ tokens }) } });
+  const started = await startTestServer({
+    deps: { controlMiddleware: createAuthMiddleware({ tokens }) },
+  });
   await startEmulatedAgents({ address: started.address });
   const channel = createChannel(started.address);
   onTestFinished(() => channel.close());
@@ -23,7 +34,10 @@ async function startGuardedFleet() {
     createClientFactory()
       .use(errorDetailsClientMiddleware)
       .create(ControlServiceDefinition, channel, {
-        '*': role === undefined ? {} : { metadata: Metadata({ authorization: `Bearer ${issued[role]}` }) },
+        '*':
+          role === undefined
+            ? {}
+            : { metadata: Metadata({ authorization: `Bearer ${issued[role]}` }) },
       });
   return { as };
 }
@@ -56,9 +70,18 @@ describe('roles on the real server', () => {
 
   it('needs an admin and a reason for PREEMPT', async () => {
     const { as } = await startGuardedFleet();
-    const preempt = { target: drive, key: 0xa1n, preemptKey: 0xb1n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS };
-    await expect(as('operator').preempt(preempt)).rejects.toMatchObject({ code: Status.PERMISSION_DENIED });
-    await expect(as('admin').preempt(preempt)).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
+    const preempt = {
+      target: drive,
+      key: 0xa1n,
+      preemptKey: 0xb1n,
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+    };
+    await expect(as('operator').preempt(preempt)).rejects.toMatchObject({
+      code: Status.PERMISSION_DENIED,
+    });
+    await expect(as('admin').preempt(preempt)).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+    });
   });
 
   it('checks every command of a CommandSession against the caller role', async () => {
@@ -67,7 +90,10 @@ describe('roles on the real server', () => {
     for await (const reply of as('viewer').commandSession(
       requests([
         { requestId: 'read', command: { $case: 'readKeys', value: { target: drive } } },
-        { requestId: 'write', command: { $case: 'register', value: { target: drive, newKey: 0xa1n } } },
+        {
+          requestId: 'write',
+          command: { $case: 'register', value: { target: drive, newKey: 0xa1n } },
+        },
       ]),
     )) {
       replies.push(reply);
@@ -80,6 +106,8 @@ describe('roles on the real server', () => {
     expect(write?.$case === 'error' ? write.value.code : undefined).toBe(Status.PERMISSION_DENIED);
     // Nothing was registered: the device still has no keys.
     const keys = await as('viewer').readKeys({ target: drive });
-    expect(keys.result?.data?.$case === 'readKeys' ? keys.result.data.value.keys : undefined).toEqual([]);
+    expect(
+      keys.result?.data?.$case === 'readKeys' ? keys.result.data.value.keys : undefined,
+    ).toEqual([]);
   });
 });

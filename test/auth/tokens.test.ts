@@ -25,7 +25,11 @@ describe('bearer tokens', () => {
     const store = createMemoryTokenStore();
     const { token, record } = await createToken(store, { name: 'alice', role: 'operator' });
     expect(token).toMatch(/^prf_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$/);
-    expect(await verifyToken(store, token)).toEqual({ tokenId: record.id, name: 'alice', role: 'operator' });
+    expect(await verifyToken(store, token)).toEqual({
+      tokenId: record.id,
+      name: 'alice',
+      role: 'operator',
+    });
   });
 
   it('stores a salted hash, never the secret', () => {
@@ -48,18 +52,31 @@ describe('bearer tokens', () => {
     const store = createMemoryTokenStore();
     const now = new Date('2026-01-01T00:00:00Z');
     const revoked = await createToken(store, { name: 'carol', role: 'viewer' });
-    const expiring = await createToken(store, { name: 'dave', role: 'viewer', expiresInMs: 60_000, now });
+    const expiring = await createToken(store, {
+      name: 'dave',
+      role: 'viewer',
+      expiresInMs: 60_000,
+      now,
+    });
     await store.revoke(revoked.record.id);
     expect(await verifyToken(store, revoked.token)).toBeUndefined();
-    expect(await verifyToken(store, expiring.token, new Date(now.getTime() + 59_999))).toMatchObject({ name: 'dave' });
-    expect(await verifyToken(store, expiring.token, new Date(now.getTime() + 60_000))).toBeUndefined();
-    expect(await verifyToken(store, issueToken({ name: 'eve', role: 'admin' }).token)).toBeUndefined();
+    expect(
+      await verifyToken(store, expiring.token, new Date(now.getTime() + 59_999)),
+    ).toMatchObject({ name: 'dave' });
+    expect(
+      await verifyToken(store, expiring.token, new Date(now.getTime() + 60_000)),
+    ).toBeUndefined();
+    expect(
+      await verifyToken(store, issueToken({ name: 'eve', role: 'admin' }).token),
+    ).toBeUndefined();
     expect(await verifyToken(store, 'Bearer nonsense')).toBeUndefined();
   });
 
   it('rejects bad names and lifetimes with a clear message', () => {
     expect(() => issueToken({ name: '', role: 'viewer' })).toThrow('invalid token name: ""');
-    expect(() => issueToken({ name: 'x', role: 'viewer', expiresInMs: 0 })).toThrow('invalid token lifetime: 0 ms');
+    expect(() => issueToken({ name: 'x', role: 'viewer', expiresInMs: 0 })).toThrow(
+      'invalid token lifetime: 0 ms',
+    );
   });
 });
 
@@ -68,7 +85,10 @@ describe('file token store', () => {
     const file = join(dir, 'tokens.json');
     const server = createFileTokenStore(file);
     expect(await server.list()).toEqual([]);
-    const { token } = await createToken(createFileTokenStore(file), { name: 'alice', role: 'admin' });
+    const { token } = await createToken(createFileTokenStore(file), {
+      name: 'alice',
+      role: 'admin',
+    });
     expect(await verifyToken(server, token)).toMatchObject({ name: 'alice', role: 'admin' });
     expect((await stat(file)).mode & 0o777).toBe(0o600);
     const id = parseToken(token)?.id ?? '';
@@ -80,7 +100,9 @@ describe('file token store', () => {
   it('names the file when it is malformed', async () => {
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ version: 1, tokens: [{ id: 'x' }] }));
-    await expect(createFileTokenStore(file).list()).rejects.toThrow(`token file ${file} is malformed`);
+    await expect(createFileTokenStore(file).list()).rejects.toThrow(
+      `token file ${file} is malformed`,
+    );
     await writeFile(file, '{');
     await expect(createFileTokenStore(file).list()).rejects.toThrow('is not valid JSON');
   });
@@ -90,10 +112,14 @@ describe('prfleet-tokens command', () => {
   it('creates a token, prints it once, lists it without the secret, and revokes it', async () => {
     const file = join(dir, 'tokens.json');
     const lines: string[] = [];
-    const run = (args: string[]) => createTokensProgram((l) => lines.push(l)).parseAsync(args, { from: 'user' });
+    const run = (args: string[]) =>
+      createTokensProgram((l) => lines.push(l)).parseAsync(args, { from: 'user' });
     await run(['create', '--role', 'operator', '--name', 'alice', '--file', file]);
     const token = lines.pop() ?? '';
-    expect(await verifyToken(createFileTokenStore(file), token)).toMatchObject({ name: 'alice', role: 'operator' });
+    expect(await verifyToken(createFileTokenStore(file), token)).toMatchObject({
+      name: 'alice',
+      role: 'operator',
+    });
     expect(await readFile(file, 'utf8')).not.toContain(parseToken(token)?.secret);
     await run(['list', '--file', file]);
     const listed = JSON.parse(lines.pop() ?? '{}') as Record<string, string>;
@@ -105,10 +131,17 @@ describe('prfleet-tokens command', () => {
   });
 
   it('refuses an unknown role', async () => {
-    const program = createTokensProgram(() => undefined).exitOverride().configureOutput({ writeErr: () => undefined });
-    program.commands.forEach((c) => c.exitOverride().configureOutput({ writeErr: () => undefined }));
+    const program = createTokensProgram(() => undefined)
+      .exitOverride()
+      .configureOutput({ writeErr: () => undefined });
+    program.commands.forEach((c) =>
+      c.exitOverride().configureOutput({ writeErr: () => undefined }),
+    );
     await expect(
-      program.parseAsync(['create', '--role', 'root', '--name', 'x', '--file', join(dir, 't.json')], { from: 'user' }),
+      program.parseAsync(
+        ['create', '--role', 'root', '--name', 'x', '--file', join(dir, 't.json')],
+        { from: 'user' },
+      ),
     ).rejects.toThrow(/Allowed choices are viewer, operator, admin/);
   });
 });

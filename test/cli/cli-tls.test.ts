@@ -25,7 +25,9 @@ import { TEST_DATABASE_URL, probePg } from '../store/backends.js';
 
 const pgUnreachable = await probePg();
 if (pgUnreachable !== undefined && process.env['CI'] !== 'true') {
-  console.warn(`cli-tls: PostgreSQL unreachable (${pgUnreachable}); using PGlite (slower start, no revocation while running)`);
+  console.warn(
+    `cli-tls: PostgreSQL unreachable (${pgUnreachable}); using PGlite (slower start, no revocation while running)`,
+  );
 }
 const usePg = pgUnreachable === undefined || process.env['CI'] === 'true';
 const schema = `prfleet_clitls_${process.pid}_${randomBytes(3).toString('hex')}`;
@@ -46,8 +48,12 @@ const storeEnv = (): Record<string, string> =>
 /** prfleet-tokens, in-process, against the server's store. */
 async function tokens(...args: string[]): Promise<string[]> {
   const lines: string[] = [];
-  const where = usePg ? ['--database-url', TEST_DATABASE_URL, '--schema', schema] : ['--data-dir', join(dir, 'data')];
-  await createTokensProgram((l) => lines.push(l), { env: {} }).parseAsync([...args, ...where], { from: 'user' });
+  const where = usePg
+    ? ['--database-url', TEST_DATABASE_URL, '--schema', schema]
+    : ['--data-dir', join(dir, 'data')];
+  await createTokensProgram((l) => lines.push(l), { env: {} }).parseAsync([...args, ...where], {
+    from: 'user',
+  });
   return lines;
 }
 
@@ -87,7 +93,11 @@ beforeAll(async () => {
   file['rogue-ca.crt'] = join(pki.dir, 'rogue', 'ca.crt');
 
   // Tokens go into the database before the server starts (PGlite's directory is the server's once it runs).
-  for (const [role, name] of [['viewer', 'vera'], ['operator', 'otto'], ['admin', 'ada']] as const) {
+  for (const [role, name] of [
+    ['viewer', 'vera'],
+    ['operator', 'otto'],
+    ['admin', 'ada'],
+  ] as const) {
     const [line = '{}'] = await tokens('create', '--role', role, '--name', name, '--json');
     const created = JSON.parse(line) as { token: string; id: string };
     ids[role] = created.id;
@@ -107,14 +117,22 @@ beforeAll(async () => {
   agent = spawnNode(
     builtBinaries().agent,
     [
-      '--server', server.address,
-      '--tls-ca', file['ca.crt'] ?? '',
-      '--tls-cert', file['host-a.crt'] ?? '',
-      '--tls-key', file['host-a.key'] ?? '',
-      '--agent-id', 'host-a',
-      '--transport', 'emulated',
-      '--fabric', DEMO_FABRIC,
-      '--host', 'host-a',
+      '--server',
+      server.address,
+      '--tls-ca',
+      file['ca.crt'] ?? '',
+      '--tls-cert',
+      file['host-a.crt'] ?? '',
+      '--tls-key',
+      file['host-a.key'] ?? '',
+      '--agent-id',
+      'host-a',
+      '--transport',
+      'emulated',
+      '--fabric',
+      DEMO_FABRIC,
+      '--host',
+      'host-a',
     ],
     { name: 'prfleet-agent host-a (mTLS)', env: { PRFLEET_PLAINTEXT: undefined } },
   );
@@ -125,7 +143,14 @@ beforeAll(async () => {
   try {
     for (let i = 0; ; i += 1) {
       const { logicalUnits } = await client.listDevices({});
-      if (logicalUnits.some((lu) => lu.paths.some((p) => p.agentId === 'host-a' && p.path?.path === '/dev/sg2' && p.agentConnected))) break;
+      if (
+        logicalUnits.some((lu) =>
+          lu.paths.some(
+            (p) => p.agentId === 'host-a' && p.path?.path === '/dev/sg2' && p.agentConnected,
+          ),
+        )
+      )
+        break;
       if (i > 300) throw new Error('host-a did not come online over mTLS');
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -164,7 +189,15 @@ describe('prfleet over TLS with tokens (built binaries)', { timeout: 120_000 }, 
     expect(viaEnv.stdout).toContain('"agentId": "host-a"');
 
     // A client certificate is optional on this port; one signed by the fleet CA is accepted.
-    const mtls = await prfleet([...ca(), '--tls-cert', file['host-a.crt'] ?? '', '--tls-key', file['host-a.key'] ?? '', ...as('viewer'), 'agents']);
+    const mtls = await prfleet([
+      ...ca(),
+      '--tls-cert',
+      file['host-a.crt'] ?? '',
+      '--tls-key',
+      file['host-a.key'] ?? '',
+      ...as('viewer'),
+      'agents',
+    ]);
     expect(mtls.code).toBe(ExitCode.OK);
   });
 
@@ -177,31 +210,74 @@ describe('prfleet over TLS with tokens (built binaries)', { timeout: 120_000 }, 
 
   it('refuses an operator PREEMPT with PERMISSION_DENIED (exit 87), nothing sent', async () => {
     const run = await prfleet([
-      ...ca(), ...as('operator'),
-      'preempt', 'host-a:/dev/sg2', '--key', '0xa1', '--preempt-key', '0xb1', '--type', 'ea', '--reason', 'test',
+      ...ca(),
+      ...as('operator'),
+      'preempt',
+      'host-a:/dev/sg2',
+      '--key',
+      '0xa1',
+      '--preempt-key',
+      '0xb1',
+      '--type',
+      'ea',
+      '--reason',
+      'test',
     ]);
     expect(run.code).toBe(ExitCode.RPC_PERMISSION_DENIED);
-    expect(run.stderr).toContain('prfleet: PERMISSION_DENIED: Preempt needs role admin; otto has operator');
+    expect(run.stderr).toContain(
+      'prfleet: PERMISSION_DENIED: Preempt needs role admin; otto has operator',
+    );
     expect(run.stderr).toContain('nothing was sent');
   });
 
   it('lets an operator register only with a key the registry allocated to it', async () => {
-    const allocated = await prfleet([...ca(), ...as('admin'), '-o', 'json', 'registry', 'allocate', '--agent', 'host-a', '--site', 'dc1', '--owner', 'otto']);
+    const allocated = await prfleet([
+      ...ca(),
+      ...as('admin'),
+      '-o',
+      'json',
+      'registry',
+      'allocate',
+      '--agent',
+      'host-a',
+      '--site',
+      'dc1',
+      '--owner',
+      'otto',
+    ]);
     expect(allocated.code, allocated.stderr).toBe(ExitCode.OK);
     const key = (JSON.parse(allocated.stdout) as { keys: { key: string }[] }).keys[0]?.key ?? '';
     expect(key).toMatch(/^0x5001/);
 
-    const own = await prfleet([...ca(), ...as('operator'), 'register', 'host-a:/dev/sg2', '--new-key', key]);
+    const own = await prfleet([
+      ...ca(),
+      ...as('operator'),
+      'register',
+      'host-a:/dev/sg2',
+      '--new-key',
+      key,
+    ]);
     expect(own.code, own.stderr).toBe(ExitCode.OK);
-    const foreign = await prfleet([...ca(), ...as('operator'), 'register', 'host-a:/dev/sg1', '--new-key', '0x77']);
+    const foreign = await prfleet([
+      ...ca(),
+      ...as('operator'),
+      'register',
+      'host-a:/dev/sg1',
+      '--new-key',
+      '0x77',
+    ]);
     expect(foreign.code).toBe(ExitCode.RPC_PERMISSION_DENIED);
-    expect(foreign.stderr).toContain('otto may not use key 0x0000000000000077 (Register): it is not in the key registry');
+    expect(foreign.stderr).toContain(
+      'otto may not use key 0x0000000000000077 (Register): it is not in the key registry',
+    );
   });
 
   it('says clearly when the server certificate is not trusted (exit 88), naming the CA used', async () => {
     const rogue = await prfleet(['--ca', file['rogue-ca.crt'] ?? '', ...as('viewer'), 'agents']);
     expect(rogue.code).toBe(ExitCode.TLS_FAILED);
-    expect(rogue.stderr).toContain(`prfleet: UNAVAILABLE: TLS handshake with ${server.address} failed: self-signed certificate in certificate chain`);
+    expect(rogue.stderr).toContain(
+      `prfleet: UNAVAILABLE: TLS handshake with ${server.address} failed: self-signed certificate in certificate chain`,
+    );
     expect(rogue.stderr).toContain(`not signed by a CA you trust (--ca ${file['rogue-ca.crt']})`);
     // No --ca: the system roots do not know the fleet CA either.
     const roots = await prfleet([...as('viewer'), 'agents']);
@@ -226,11 +302,16 @@ describe('prfleet over TLS with tokens (built binaries)', { timeout: 120_000 }, 
     expect(missing.stderr).toContain(`cannot read CA file ${join(dir, 'nope.crt')}: ENOENT`);
   });
 
-  it.skipIf(!usePg)('refuses a token revoked in the database while the server runs (exit 86)', async () => {
-    await tokens('revoke', '--id', ids['viewer'] ?? '');
-    await new Promise((r) => setTimeout(r, 1100)); // the server caches a found token for 1 s
-    const run = await prfleet([...ca(), ...as('viewer'), 'agents']);
-    expect(run.code).toBe(ExitCode.RPC_UNAUTHENTICATED);
-    expect(run.stderr).toContain(`the server refused the token from --token-file ${file['viewer.token']}`);
-  });
+  it.skipIf(!usePg)(
+    'refuses a token revoked in the database while the server runs (exit 86)',
+    async () => {
+      await tokens('revoke', '--id', ids['viewer'] ?? '');
+      await new Promise((r) => setTimeout(r, 1100)); // the server caches a found token for 1 s
+      const run = await prfleet([...ca(), ...as('viewer'), 'agents']);
+      expect(run.code).toBe(ExitCode.RPC_UNAUTHENTICATED);
+      expect(run.stderr).toContain(
+        `the server refused the token from --token-file ${file['viewer.token']}`,
+      );
+    },
+  );
 });

@@ -23,15 +23,24 @@ const STRAY = 0x1234n;
 
 async function audit(h: FleetHarness, selector = {}) {
   const events: AuditResponse[] = [];
-  for await (const e of h.client.audit({ selector, maxPerAgent: 2, maxConcurrency: 8 })) events.push(e);
+  for await (const e of h.client.audit({ selector, maxPerAgent: 2, maxConcurrency: 8 }))
+    events.push(e);
   const reports = events.flatMap((e) => (e.event?.$case === 'report' ? [e.event.value] : []));
-  const summary = events.flatMap((e) => (e.event?.$case === 'summary' ? [e.event.value] : []))[0] as AuditSummary;
+  const summary = events.flatMap((e) =>
+    e.event?.$case === 'summary' ? [e.event.value] : [],
+  )[0] as AuditSummary;
   const progress = events.filter((e) => e.event?.$case === 'progress');
   return { reports, summary, progress };
 }
 
-function byLu(reports: readonly LogicalUnitReport[], fabricLu: string, h: FleetHarness): LogicalUnitReport {
-  const serial = h.fabric.spec.loaders.flatMap((l) => [l.changer, ...l.drives]).find((lu) => lu.id === fabricLu)?.serial;
+function byLu(
+  reports: readonly LogicalUnitReport[],
+  fabricLu: string,
+  h: FleetHarness,
+): LogicalUnitReport {
+  const serial = h.fabric.spec.loaders
+    .flatMap((l) => [l.changer, ...l.drives])
+    .find((lu) => lu.id === fabricLu)?.serial;
   const report = reports.find((r) => r.serial === serial);
   if (!report) throw new Error(`no report for ${fabricLu}`);
   return report;
@@ -45,7 +54,12 @@ async function good(p: Promise<{ outcome: Outcome; message: string }>) {
 describe('fleet audit', { timeout: 120_000 }, () => {
   it('reports every LU through every path with keys, owners, holder and generation, and finds nothing on a clean fabric', async () => {
     const h = await startFleetHarness();
-    const a = await h.client.allocateKey({ site: 'dc1', agentId: 'host-a', purpose: 'backup', owner: 'backup-team' });
+    const a = await h.client.allocateKey({
+      site: 'dc1',
+      agentId: 'host-a',
+      purpose: 'backup',
+      owner: 'backup-team',
+    });
     const key = a.key?.key ?? 0n;
     await good(h.prout('host-b', '/dev/sg3', { action: REG, serviceActionKey: 0n })); // no-op: nothing registered
     await good(h.prout('host-a', '/dev/sg2', { action: REG, serviceActionKey: key }));
@@ -80,7 +94,9 @@ describe('fleet audit', { timeout: 120_000 }, () => {
 
   it('produces every finding kind from real emulated situations', async () => {
     const metrics = createMetrics();
-    const h = await startFleetHarness({ onAuditFindings: (counts) => metrics.setAuditFindings(counts) });
+    const h = await startFleetHarness({
+      onAuditFindings: (counts) => metrics.setAuditFindings(counts),
+    });
     const keyOf = async (agentId: string, purpose = 'backup') =>
       (await h.client.allocateKey({ site: 'dc1', agentId, purpose, owner: 'ops' })).key?.key ?? 0n;
     const A = await keyOf('host-a');
@@ -101,18 +117,32 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     await h.client.revokeKey({ key: Bold, revokedBy: 'ops', reason: 'restore host retired' });
     await good(h.prout('host-a', '/dev/sg4', { action: REG, serviceActionKey: A }));
     await good(h.prout('host-c', '/dev/sg3', { action: REG, serviceActionKey: STRAY }));
-    await good(h.prout('host-c', '/dev/sg3', { action: PREEMPT, reservationKey: STRAY, serviceActionKey: A, type: WE }));
+    await good(
+      h.prout('host-c', '/dev/sg3', {
+        action: PREEMPT,
+        reservationKey: STRAY,
+        serviceActionKey: A,
+        type: WE,
+      }),
+    );
     await h.stopAgent('host-b');
     // Desired states: loader1 wants host-a everywhere (drift); loader2 wants a type the changer lacks and a host
     // without a key.
     await h.client.setDesiredState({
       scope: { scope: { $case: 'loaderId', value: 'loader1' } },
-      state: { registeredAgentIds: ['host-a'], changer: { holderAgentId: 'host-a', type: EA }, drives: { holderAgentId: 'host-a', type: EA } },
+      state: {
+        registeredAgentIds: ['host-a'],
+        changer: { holderAgentId: 'host-a', type: EA },
+        drives: { holderAgentId: 'host-a', type: EA },
+      },
       updatedBy: 'test',
     });
     await h.client.setDesiredState({
       scope: { scope: { $case: 'loaderId', value: 'loader2' } },
-      state: { registeredAgentIds: ['host-c'], changer: { holderAgentId: 'host-b', type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS } },
+      state: {
+        registeredAgentIds: ['host-c'],
+        changer: { holderAgentId: 'host-b', type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS },
+      },
       updatedBy: 'test',
     });
 
@@ -134,7 +164,9 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     }
 
     const l1c = byLu(reports, 'loader1-changer', h);
-    const partial = l1c.findings.find((f) => f.kind === FindingKind.FINDING_KIND_PARTIAL_REGISTRATION);
+    const partial = l1c.findings.find(
+      (f) => f.kind === FindingKind.FINDING_KIND_PARTIAL_REGISTRATION,
+    );
     expect(partial?.agentId).toBe('host-a');
     expect(partial?.message).toContain('1 of its 2 paths');
     expect(l1c.fullStatus).toBe(false); // the SuperLoader changer has no READ FULL STATUS: counted from READ KEYS
@@ -147,7 +179,9 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     expect(unknown?.severity).toBe(Severity.SEVERITY_CRITICAL); // it holds the reservation
     expect(unknown?.key).toBe(STRAY);
 
-    const deadlock = summary.loaderFindings.find((f) => f.kind === FindingKind.FINDING_KIND_LOADER_DEADLOCK);
+    const deadlock = summary.loaderFindings.find(
+      (f) => f.kind === FindingKind.FINDING_KIND_LOADER_DEADLOCK,
+    );
     expect(deadlock?.loaderId).toBe('loader1');
     expect(deadlock?.message).toContain('host-a');
     expect(deadlock?.message).toContain('host-c');
@@ -159,7 +193,11 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     expect(offline?.agentId).toBe('host-b');
     expect(offline?.suggestedAction).toContain('takeover');
     const hostB = l2d.paths.find((p) => p.agentId === 'host-b');
-    expect(hostB).toMatchObject({ reachable: false, agentConnected: false, error: 'agent offline' });
+    expect(hostB).toMatchObject({
+      reachable: false,
+      agentConnected: false,
+      error: 'agent offline',
+    });
     const ua = l2d.findings.find((f) => f.kind === FindingKind.FINDING_KIND_UNIT_ATTENTION);
     expect(ua?.agentId).toBe('host-a');
     expect(ua?.message.toLowerCase()).toContain('registrations preempted');
@@ -167,8 +205,12 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     const l2c = byLu(reports, 'loader2-changer', h);
     const revoked = l2c.findings.find((f) => f.kind === FindingKind.FINDING_KIND_REVOKED_KEY);
     expect(revoked?.key).toBe(Bold);
-    expect(l2c.findings.some((f) => f.kind === FindingKind.FINDING_KIND_UNSUPPORTED_BY_PROFILE)).toBe(true);
-    expect(l2c.findings.find((f) => f.kind === FindingKind.FINDING_KIND_MISSING_KEY)?.agentId).toBe('host-c');
+    expect(
+      l2c.findings.some((f) => f.kind === FindingKind.FINDING_KIND_UNSUPPORTED_BY_PROFILE),
+    ).toBe(true);
+    expect(l2c.findings.find((f) => f.kind === FindingKind.FINDING_KIND_MISSING_KEY)?.agentId).toBe(
+      'host-c',
+    );
     expect(summary.unreachable).toBe(0);
     expect(summary.partial).toBeGreaterThanOrEqual(2);
 
@@ -188,7 +230,9 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     for (const r of reports) {
       expect(r.reachability).toBe(Reachability.REACHABILITY_UNREACHABLE);
       expect(r.error).toContain('no online path');
-      expect(r.findings.filter((f) => f.kind === FindingKind.FINDING_KIND_UNREACHABLE)).toHaveLength(r.paths.length);
+      expect(
+        r.findings.filter((f) => f.kind === FindingKind.FINDING_KIND_UNREACHABLE),
+      ).toHaveLength(r.paths.length);
     }
     expect(summary.unreachable).toBe(2);
     expect(summary.commandsSent).toBe(0);
@@ -199,12 +243,17 @@ describe('fleet audit', { timeout: 120_000 }, () => {
     await good(h.prout('host-a', '/dev/sg2', { action: REG, serviceActionKey: STRAY }));
     const single = await audit(h);
     const events: AuditResponse[] = [];
-    for await (const e of h.client.audit({ maxPerAgent: 8, maxConcurrency: 8, batchReports: true })) events.push(e);
+    for await (const e of h.client.audit({ maxPerAgent: 8, maxConcurrency: 8, batchReports: true }))
+      events.push(e);
     expect(events.some((e) => e.event?.$case === 'reports')).toBe(true);
     expect(events[0]?.event?.$case).toBe('progress');
     expect(events.at(-1)?.event?.$case).toBe('summary');
     const batched = events.flatMap((e) =>
-      e.event?.$case === 'report' ? [e.event.value] : e.event?.$case === 'reports' ? e.event.value.reports : [],
+      e.event?.$case === 'report'
+        ? [e.event.value]
+        : e.event?.$case === 'reports'
+          ? e.event.value.reports
+          : [],
     );
     const key = (r: LogicalUnitReport) => r.luId;
     expect([...batched].sort((a, b) => key(a).localeCompare(key(b)))).toEqual(

@@ -12,11 +12,17 @@ async function cli(server: string, argv: string[]) {
   const program = new Command()
     .name('prfleet')
     .addOption(new Option('-s, --server <host:port>').default(server))
-    .addOption(new Option('-o, --output <format>').choices(['table', 'json'] as const).default('table'))
+    .addOption(
+      new Option('-o, --output <format>').choices(['table', 'json'] as const).default('table'),
+    )
     .option('--plaintext', 'the harness server is plaintext', true)
     .exitOverride()
     .configureOutput({ writeOut: (t) => (stdout += t), writeErr: (t) => (stderr += t) });
-  registerFleetCommands(program, { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true }, state);
+  registerFleetCommands(
+    program,
+    { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true },
+    state,
+  );
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {
@@ -30,16 +36,57 @@ describe('prfleet fleet commands', { timeout: 120_000 }, () => {
   it('allocates a key, audits with a progress bar and tables, streams JSON lines, and plans', async () => {
     const h = await startFleetHarness();
     const server = h.address;
-    const alloc = await cli(server, ['-o', 'json', 'registry', 'allocate', '--agent', 'host-a', '--site', 'dc1', '--owner', 'ops']);
+    const alloc = await cli(server, [
+      '-o',
+      'json',
+      'registry',
+      'allocate',
+      '--agent',
+      'host-a',
+      '--site',
+      'dc1',
+      '--owner',
+      'ops',
+    ]);
     expect(alloc.exitCode).toBe(0);
     const key = (JSON.parse(alloc.stdout) as { keys: { key: string }[] }).keys[0]?.key ?? '';
     expect(key).toMatch(/^0x50010001000110[0-9a-f]{2}$/);
 
     // host-c holds loader1's drive with a stray key while host-a holds the changer: critical findings.
-    expect((await h.prout('host-a', '/dev/sg0', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: BigInt(key) })).outcome).toBe(1);
-    expect((await h.prout('host-a', '/dev/sg0', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: BigInt(key), type: PrType.PR_TYPE_EXCLUSIVE_ACCESS })).outcome).toBe(1);
-    expect((await h.prout('host-c', '/dev/sg1', { action: ProutAction.PROUT_ACTION_REGISTER, serviceActionKey: 0x99n })).outcome).toBe(1);
-    expect((await h.prout('host-c', '/dev/sg1', { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: 0x99n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS })).outcome).toBe(1);
+    expect(
+      (
+        await h.prout('host-a', '/dev/sg0', {
+          action: ProutAction.PROUT_ACTION_REGISTER,
+          serviceActionKey: BigInt(key),
+        })
+      ).outcome,
+    ).toBe(1);
+    expect(
+      (
+        await h.prout('host-a', '/dev/sg0', {
+          action: ProutAction.PROUT_ACTION_RESERVE,
+          reservationKey: BigInt(key),
+          type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+        })
+      ).outcome,
+    ).toBe(1);
+    expect(
+      (
+        await h.prout('host-c', '/dev/sg1', {
+          action: ProutAction.PROUT_ACTION_REGISTER,
+          serviceActionKey: 0x99n,
+        })
+      ).outcome,
+    ).toBe(1);
+    expect(
+      (
+        await h.prout('host-c', '/dev/sg1', {
+          action: ProutAction.PROUT_ACTION_RESERVE,
+          reservationKey: 0x99n,
+          type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+        })
+      ).outcome,
+    ).toBe(1);
 
     const table = await cli(server, ['audit', '--loader', 'loader1']);
     expect(table.exitCode).toBe(AUDIT_CRITICAL_EXIT_CODE);
@@ -50,13 +97,31 @@ describe('prfleet fleet commands', { timeout: 120_000 }, () => {
     expect(table.stdout).toContain('0x0000000000000099');
 
     const json = await cli(server, ['-o', 'json', 'audit', '--loader', 'loader1']);
-    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const lines = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(lines.filter((l) => 'report' in l)).toHaveLength(2);
-    const summary = lines.find((l) => 'summary' in l)?.['summary'] as { loaderFindings: { kind: string }[] };
+    const summary = lines.find((l) => 'summary' in l)?.['summary'] as {
+      loaderFindings: { kind: string }[];
+    };
     expect(summary.loaderFindings[0]?.kind).toBe('FINDING_KIND_LOADER_DEADLOCK');
     expect(json.stderr).toBe(''); // no progress bar in JSON mode
 
-    const set = await cli(server, ['desired', 'set', '--loader', 'loader1', '--register', 'host-a', '--changer-holder', 'host-a', '--changer-type', 'ea', '--by', 'test']);
+    const set = await cli(server, [
+      'desired',
+      'set',
+      '--loader',
+      'loader1',
+      '--register',
+      'host-a',
+      '--changer-holder',
+      'host-a',
+      '--changer-type',
+      'ea',
+      '--by',
+      'test',
+    ]);
     expect(set.exitCode).toBe(0);
     const plan = await cli(server, ['plan', '--loader', 'loader1']);
     expect(plan.stdout).toContain('host-a:/dev/sg1 register');

@@ -14,8 +14,20 @@ import { collect, finished, startFleetHarness, stepEvents, type FleetHarness } f
 const CUT_PATH = '/dev/sg4';
 
 async function setup(h: FleetHarness): Promise<bigint> {
-  const key = (await h.client.allocateKey({ site: 'dc1', agentId: 'host-a', purpose: 'backup', owner: 'ops' })).key?.key ?? 0n;
-  await h.client.setDesiredState({ scope: { scope: { $case: 'loaderId', value: 'loader2' } }, state: { registeredAgentIds: ['host-a'] }, updatedBy: 'test' });
+  const key =
+    (
+      await h.client.allocateKey({
+        site: 'dc1',
+        agentId: 'host-a',
+        purpose: 'backup',
+        owner: 'ops',
+      })
+    ).key?.key ?? 0n;
+  await h.client.setDesiredState({
+    scope: { scope: { $case: 'loaderId', value: 'loader2' } },
+    state: { registeredAgentIds: ['host-a'] },
+    updatedBy: 'test',
+  });
   return key;
 }
 
@@ -23,15 +35,25 @@ function isCutProut(host: string, path: string, cdb: Uint8Array): boolean {
   return host === 'host-a' && path === CUT_PATH && cdb[0] === 0x5f;
 }
 
-const deliveredAtCut = (h: FleetHarness) => h.delivered.filter((d) => d.host === 'host-a' && d.path === CUT_PATH);
+const deliveredAtCut = (h: FleetHarness) =>
+  h.delivered.filter((d) => d.host === 'host-a' && d.path === CUT_PATH);
 
 /** host-a's registrations with `key` on loader2-drive, as the emulator holds them. */
 function registrationsOnDrive(h: FleetHarness, key: bigint) {
-  return h.fabric.logicalUnit('loader2-drive').snapshot().registrations.filter((r) => r.key === formatKey(key));
+  return h.fabric
+    .logicalUnit('loader2-drive')
+    .snapshot()
+    .registrations.filter((r) => r.key === formatKey(key));
 }
 
 async function apply(h: FleetHarness, operationId: string, steps: PlanStep[] = []) {
-  return collect(h.client.apply({ selector: { loaderIds: ['loader2'] }, steps, options: { operationId, errorThreshold: 5 } }));
+  return collect(
+    h.client.apply({
+      selector: { loaderIds: ['loader2'] },
+      steps,
+      options: { operationId, errorThreshold: 5 },
+    }),
+  );
 }
 
 function cutStepKey(events: Awaited<ReturnType<typeof apply>>): string {
@@ -41,7 +63,11 @@ function cutStepKey(events: Awaited<ReturnType<typeof apply>>): string {
 }
 
 /** A router that cuts host-a's connection just before (or just after) the PROUT on CUT_PATH is dispatched. */
-function cuttingRouter(when: 'before' | 'after' | 'never', armed: { on: boolean }, sent: string[] = []) {
+function cuttingRouter(
+  when: 'before' | 'after' | 'never',
+  armed: { on: boolean },
+  sent: string[] = [],
+) {
   return (inner: CommandRouter, agents: AgentRegistry): CommandRouter => {
     const cut = () => {
       const s = agents.session('host-a');
@@ -57,7 +83,8 @@ function cuttingRouter(when: 'before' | 'after' | 'never', armed: { on: boolean 
       startDraining: () => inner.startDraining(),
       whenIdle: (ms) => inner.whenIdle(ms),
       async dispatch(agentId, command, options) {
-        const atCut = agentId === 'host-a' && command.path === CUT_PATH && command.kind?.$case === 'prout';
+        const atCut =
+          agentId === 'host-a' && command.path === CUT_PATH && command.kind?.$case === 'prout';
         if (atCut) sent.push(command.idempotencyKey);
         const hit = armed.on && atCut && when !== 'never';
         if (hit) armed.on = false;
@@ -76,11 +103,16 @@ describe('connection cuts around a PROUT', { timeout: 120_000 }, () => {
     const h = await startFleetHarness({ wrapRouter: cuttingRouter('before', armed) });
     const key = await setup(h);
     const first = await apply(h, 'op-cut-before');
-    const failedStep = stepEvents(first).find((s) => s.step?.path === CUT_PATH && s.state === StepState.STEP_STATE_FAILED);
+    const failedStep = stepEvents(first).find(
+      (s) => s.step?.path === CUT_PATH && s.state === StepState.STEP_STATE_FAILED,
+    );
     expect(failedStep?.message).toMatch(/not sent: UNAVAILABLE/);
     expect(deliveredAtCut(h)).toHaveLength(0);
     const entry = await h.store.journal.get(cutStepKey(first));
-    expect(entry).toMatchObject({ state: 'done', result: expect.objectContaining({ sent: false, applied: false }) });
+    expect(entry).toMatchObject({
+      state: 'done',
+      result: expect.objectContaining({ sent: false, applied: false }),
+    });
     expect(registrationsOnDrive(h, key)).toHaveLength(0);
 
     await h.settled();
@@ -102,13 +134,22 @@ describe('connection cuts around a PROUT', { timeout: 120_000 }, () => {
       return run();
     });
     const events = await apply(h, 'op-cut-ran');
-    const states = stepEvents(events).filter((s) => s.step?.path === CUT_PATH).map((s) => s.state);
-    expect(states).toEqual([StepState.STEP_STATE_STARTED, StepState.STEP_STATE_UNKNOWN, StepState.STEP_STATE_RECONCILED_APPLIED]);
+    const states = stepEvents(events)
+      .filter((s) => s.step?.path === CUT_PATH)
+      .map((s) => s.state);
+    expect(states).toEqual([
+      StepState.STEP_STATE_STARTED,
+      StepState.STEP_STATE_UNKNOWN,
+      StepState.STEP_STATE_RECONCILED_APPLIED,
+    ]);
     expect(finished(events).result).toBe(RolloutResult.ROLLOUT_RESULT_SUCCEEDED);
     expect(deliveredAtCut(h)).toHaveLength(1);
     expect(registrationsOnDrive(h, key)).toHaveLength(1);
     const entry = await h.store.journal.get(cutStepKey(events));
-    expect(entry).toMatchObject({ state: 'done', result: expect.objectContaining({ outcome: 'RECONCILED_APPLIED', applied: true }) });
+    expect(entry).toMatchObject({
+      state: 'done',
+      result: expect.objectContaining({ outcome: 'RECONCILED_APPLIED', applied: true }),
+    });
   });
 
   it('cut after the agent received it but the device never ran it: reconciled as not run, re-sent under the same key, runs once', async () => {
@@ -125,7 +166,11 @@ describe('connection cuts around a PROUT', { timeout: 120_000 }, () => {
     });
     const events = await apply(h, 'op-cut-not-run');
     const cutEvents = stepEvents(events).filter((s) => s.step?.path === CUT_PATH);
-    expect(cutEvents.map((s) => s.state)).toEqual([StepState.STEP_STATE_STARTED, StepState.STEP_STATE_UNKNOWN, StepState.STEP_STATE_SUCCEEDED]);
+    expect(cutEvents.map((s) => s.state)).toEqual([
+      StepState.STEP_STATE_STARTED,
+      StepState.STEP_STATE_UNKNOWN,
+      StepState.STEP_STATE_SUCCEEDED,
+    ]);
     expect(cutEvents[2]?.message).toContain('same idempotency key');
     expect(cutEvents[2]?.idempotencyKey).toBe(cutEvents[0]?.idempotencyKey);
     expect(deliveredAtCut(h)).toHaveLength(1);
@@ -150,8 +195,14 @@ describe('connection cuts around a PROUT', { timeout: 120_000 }, () => {
       return run();
     });
     const events = await apply(h, 'op-cut-running');
-    const states = stepEvents(events).filter((s) => s.step?.path === CUT_PATH).map((s) => s.state);
-    expect(states).toEqual([StepState.STEP_STATE_STARTED, StepState.STEP_STATE_UNKNOWN, StepState.STEP_STATE_RECONCILED_APPLIED]);
+    const states = stepEvents(events)
+      .filter((s) => s.step?.path === CUT_PATH)
+      .map((s) => s.state);
+    expect(states).toEqual([
+      StepState.STEP_STATE_STARTED,
+      StepState.STEP_STATE_UNKNOWN,
+      StepState.STEP_STATE_RECONCILED_APPLIED,
+    ]);
     // The engine did send a second copy (same key) while the first was stuck; the agent refused it.
     expect(sent.length).toBeGreaterThanOrEqual(2);
     expect(new Set(sent).size).toBe(1);

@@ -24,7 +24,12 @@ import { openStore, type Store } from '../../src/server/store/index.js';
 import { DEMO_FABRIC } from '../helpers/agents.js';
 
 /** What a test can do to a command on its way into the emulator: run it, or run something else first. */
-export type Interceptor = (call: { host: string; path: string; request: ScsiRequest; run: () => Promise<ScsiResponse> }) => Promise<ScsiResponse>;
+export type Interceptor = (call: {
+  host: string;
+  path: string;
+  request: ScsiRequest;
+  run: () => Promise<ScsiResponse>;
+}) => Promise<ScsiResponse>;
 
 /** One PROUT that reached the emulator. */
 export interface DeliveredProut {
@@ -93,13 +98,29 @@ export async function startFleetHarness(
   } = {},
 ): Promise<FleetHarness> {
   const level = process.env['PRFLEET_TEST_LOG'];
-  const log = createLogger({ level: (level as 'debug' | undefined) ?? 'silent', name: 'fleet-test' });
-  const agents = new AgentRegistry({ heartbeatMs: 1_000, missedHeartbeats: 5, outboxCapacity: 256, log });
-  const inner = createInProcessRouter({ registry: agents, log, instanceId: 'fleet-test', resultSlackMs: 1_000 });
+  const log = createLogger({
+    level: (level as 'debug' | undefined) ?? 'silent',
+    name: 'fleet-test',
+  });
+  const agents = new AgentRegistry({
+    heartbeatMs: 1_000,
+    missedHeartbeats: 5,
+    outboxCapacity: 256,
+    log,
+  });
+  const inner = createInProcessRouter({
+    registry: agents,
+    log,
+    instanceId: 'fleet-test',
+    resultSlackMs: 1_000,
+  });
   const router = options.wrapRouter ? options.wrapRouter(inner, agents) : inner;
   const store = await sharedStore();
   const server = createServer({ interceptors: [exposeDeadline] }).use(rpcMiddleware(log));
-  server.add(AgentServiceDefinition, createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }));
+  server.add(
+    AgentServiceDefinition,
+    createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }),
+  );
   registerFleetService(server, {
     router,
     devices: agents,
@@ -111,7 +132,9 @@ export async function startFleetHarness(
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
   const channel = createChannel(address);
-  const client = createClientFactory().use(errorDetailsClientMiddleware).create(FleetServiceDefinition, channel);
+  const client = createClientFactory()
+    .use(errorDetailsClientMiddleware)
+    .create(FleetServiceDefinition, channel);
 
   const fabric = createEmulatedFabric(await loadFabric(options.fabricFile ?? DEMO_FABRIC));
   const delivered: DeliveredProut[] = [];
@@ -128,7 +151,12 @@ export async function startFleetHarness(
           execute(request, execOptions) {
             const run = async () => {
               const response = await device.execute(request, execOptions);
-              if (request.cdb[0] === 0x5f) delivered.push({ host: host.id, path, bytes: hex(request.cdb) + hex(request.dataOut) });
+              if (request.cdb[0] === 0x5f)
+                delivered.push({
+                  host: host.id,
+                  path,
+                  bytes: hex(request.cdb) + hex(request.dataOut),
+                });
               return response;
             };
             return interceptor ? interceptor({ host: host.id, path, request, run }) : run();
@@ -138,12 +166,26 @@ export async function startFleetHarness(
       },
     };
     const agent = createAgent(
-      { server: address, agentId: host.id, site: host.site, labels: host.labels, plaintext: true, heartbeatMs: 500, backoff: { initialMs: 20, maxMs: 200 }, drainMs: 500 },
+      {
+        server: address,
+        agentId: host.id,
+        site: host.site,
+        labels: host.labels,
+        plaintext: true,
+        heartbeatMs: 500,
+        backoff: { initialMs: 20, maxMs: 200 },
+        drainMs: 500,
+      },
       {
         log,
         source: {
           transport,
-          listTargets: async () => host.paths.map((p) => ({ path: p.path, initiatorPort: p.initiatorPort, loaderId: p.loaderId })),
+          listTargets: async () =>
+            host.paths.map((p) => ({
+              path: p.path,
+              initiatorPort: p.initiatorPort,
+              loaderId: p.loaderId,
+            })),
         },
       },
     );
@@ -155,7 +197,12 @@ export async function startFleetHarness(
     const running = [...hostAgents.values()].filter((a) => a.state !== 'stopped');
     await Promise.all(running.map((a) => a.waitForState('connected')));
     for (let i = 0; i < 200; i++) {
-      if (running.every((a) => (agents.get(a.id)?.paths.length ?? 0) > 0 && agents.session(a.id) !== undefined)) return;
+      if (
+        running.every(
+          (a) => (agents.get(a.id)?.paths.length ?? 0) > 0 && agents.session(a.id) !== undefined,
+        )
+      )
+        return;
       await new Promise((r) => setTimeout(r, 10));
     }
     throw new Error('agents did not report their inventories');
@@ -192,14 +239,23 @@ export async function startFleetHarness(
       if (session) agents.close(session, 'agent stopped');
     },
     prout(host, path, prout) {
-      return inner.dispatch(host, Command.fromPartial({ path, kind: { $case: 'prout', value: ProutCommand.fromPartial(prout) } }), { timeoutMs: 5_000 });
+      return inner.dispatch(
+        host,
+        Command.fromPartial({
+          path,
+          kind: { $case: 'prout', value: ProutCommand.fromPartial(prout) },
+        }),
+        { timeoutMs: 5_000 },
+      );
     },
     settled,
   };
 }
 
 /** Collects every event of a rollout stream. */
-export async function collect<T extends { event?: RolloutEvent | undefined }>(stream: AsyncIterable<T>): Promise<RolloutEvent[]> {
+export async function collect<T extends { event?: RolloutEvent | undefined }>(
+  stream: AsyncIterable<T>,
+): Promise<RolloutEvent[]> {
   const out: RolloutEvent[] = [];
   for await (const r of stream) if (r.event) out.push(r.event);
   return out;
@@ -213,6 +269,7 @@ export function stepEvents(events: readonly RolloutEvent[]) {
 /** The finished event of a rollout. */
 export function finished(events: readonly RolloutEvent[]) {
   const last = events[events.length - 1];
-  if (last?.event?.$case !== 'finished') throw new Error(`rollout did not finish: ${JSON.stringify(events.map((e) => e.event?.$case))}`);
+  if (last?.event?.$case !== 'finished')
+    throw new Error(`rollout did not finish: ${JSON.stringify(events.map((e) => e.event?.$case))}`);
   return last.event.value;
 }

@@ -169,7 +169,12 @@ export function runCliBinary(
   timeoutMs = 30_000,
 ): Promise<CliRun> {
   // The test servers serve plaintext on loopback; the CLI speaks TLS unless asked.
-  return runNode(builtBinaries().cli, args, { PRFLEET_SERVER: server, PRFLEET_PLAINTEXT: 'true' }, timeoutMs);
+  return runNode(
+    builtBinaries().cli,
+    args,
+    { PRFLEET_SERVER: server, PRFLEET_PLAINTEXT: 'true' },
+    timeoutMs,
+  );
 }
 
 /** Runs `node <script> <args>` to completion and captures its output. */

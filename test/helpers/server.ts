@@ -1,8 +1,16 @@
 import { onTestFinished } from 'vitest';
 import { createLogger, type Logger } from '../../src/common/logger.js';
-import { createControlClient, type ControlClient, type ClientOptions } from '../../src/common/client.js';
+import {
+  createControlClient,
+  type ControlClient,
+  type ClientOptions,
+} from '../../src/common/client.js';
 import { defaultServerConfig, type ServerConfig } from '../../src/server/config.js';
-import { createPrfleetServer, type PrfleetServer, type ServerDeps } from '../../src/server/server.js';
+import {
+  createPrfleetServer,
+  type PrfleetServer,
+  type ServerDeps,
+} from '../../src/server/server.js';
 
 /** Options for {@link startTestServer}. */
 export interface TestServerOptions {

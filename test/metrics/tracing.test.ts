@@ -2,11 +2,26 @@ import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-node';
-import { createChannel, createClient, createServer, Metadata, ServerError, Status } from 'nice-grpc';
+import {
+  createChannel,
+  createClient,
+  createServer,
+  Metadata,
+  ServerError,
+  Status,
+} from 'nice-grpc';
 import { pino } from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFinished } from 'vitest';
-import { ControlServiceDefinition, type ControlServiceImplementation } from '../../src/gen/prfleet/v1/control.js';
-import { loadTracingConfig, setupTracing, traceLogMixin, type Tracing } from '../../src/server/tracing.js';
+import {
+  ControlServiceDefinition,
+  type ControlServiceImplementation,
+} from '../../src/gen/prfleet/v1/control.js';
+import {
+  loadTracingConfig,
+  setupTracing,
+  traceLogMixin,
+  type Tracing,
+} from '../../src/server/tracing.js';
 
 // One tracer provider per process (nice-grpc-opentelemetry binds its tracer at import): every test shares it,
 // exporting both to memory (synchronously) and over OTLP/HTTP to a collector on 127.0.0.1:0.
@@ -42,7 +57,8 @@ beforeEach(() => {
 function capturingLogger(lines: Record<string, unknown>[]) {
   const destination = new Writable({
     write(chunk: Buffer, _encoding, done) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split('\n'))
+        if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
       done();
     },
   });
@@ -51,7 +67,8 @@ function capturingLogger(lines: Record<string, unknown>[]) {
 
 /** ControlService whose ListAgents logs one line; every other method (new RPCs included) is UNIMPLEMENTED. */
 function loggingService(log: ReturnType<typeof capturingLogger>): ControlServiceImplementation {
-  const unimplemented = () => Promise.reject(new ServerError(Status.UNIMPLEMENTED, 'not in this test'));
+  const unimplemented = () =>
+    Promise.reject(new ServerError(Status.UNIMPLEMENTED, 'not in this test'));
   const methods: Record<string, unknown> = Object.fromEntries(
     Object.keys(ControlServiceDefinition.methods).map((key) => [key, unimplemented]),
   );
@@ -85,9 +102,16 @@ describe('tracing', () => {
     const spans = exporter.getFinishedSpans();
     expect(spans.map((s) => s.name)).toEqual(['prfleet.v1.ControlService/ListAgents']);
     const span = spans[0];
-    expect(span?.resource.attributes).toMatchObject({ 'service.name': 'prfleet-server', 'service.instance.id': 'i-1' });
+    expect(span?.resource.attributes).toMatchObject({
+      'service.name': 'prfleet-server',
+      'service.instance.id': 'i-1',
+    });
     const inside = lines.find((l) => l['msg'] === 'listing agents');
-    expect(inside).toMatchObject({ traceId: span?.spanContext().traceId, spanId: span?.spanContext().spanId, traceSampled: 'true' });
+    expect(inside).toMatchObject({
+      traceId: span?.spanContext().traceId,
+      spanId: span?.spanContext().spanId,
+      traceSampled: 'true',
+    });
     expect(lines.find((l) => l['msg'] === 'outside any RPC')).not.toHaveProperty('traceId');
   });
 
@@ -95,7 +119,10 @@ describe('tracing', () => {
     const client = await serve(tracing, capturingLogger([]));
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
     const parentSpanId = '00f067aa0ba902b7';
-    await client.listAgents({}, { metadata: Metadata({ traceparent: `00-${traceId}-${parentSpanId}-01` }) });
+    await client.listAgents(
+      {},
+      { metadata: Metadata({ traceparent: `00-${traceId}-${parentSpanId}-01` }) },
+    );
     const span = exporter.getFinishedSpans()[0];
     expect(span?.spanContext().traceId).toBe(traceId);
     expect(span?.parentSpanContext?.spanId).toBe(parentSpanId);
@@ -103,8 +130,12 @@ describe('tracing', () => {
 
   it('records the status code of a failed RPC on its span', async () => {
     const client = await serve(tracing, capturingLogger([]));
-    await expect(client.getDevice({ luId: 'x' })).rejects.toMatchObject({ code: Status.UNIMPLEMENTED });
-    expect(exporter.getFinishedSpans()[0]?.attributes['rpc.grpc.status_code']).toBe(Status.UNIMPLEMENTED);
+    await expect(client.getDevice({ luId: 'x' })).rejects.toMatchObject({
+      code: Status.UNIMPLEMENTED,
+    });
+    expect(exporter.getFinishedSpans()[0]?.attributes['rpc.grpc.status_code']).toBe(
+      Status.UNIMPLEMENTED,
+    );
   });
 
   it('exports spans over OTLP/HTTP to a collector', async () => {
@@ -122,13 +153,21 @@ describe('tracing', () => {
 
   it('is off without OTEL_EXPORTER_OTLP_ENDPOINT and names a bad variable', () => {
     expect(loadTracingConfig({})).toBeUndefined();
-    expect(loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318', PRFLEET_TRACE_SAMPLE_RATIO: '0.1' })).toEqual({
+    expect(
+      loadTracingConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318',
+        PRFLEET_TRACE_SAMPLE_RATIO: '0.1',
+      }),
+    ).toEqual({
       otlpEndpoint: 'http://c:4318',
       serviceName: 'prfleet-server',
       sampleRatio: 0.1,
     });
-    expect(() => loadTracingConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c', PRFLEET_TRACE_SAMPLE_RATIO: '2' })).toThrow(
-      /PRFLEET_TRACE_SAMPLE_RATIO/,
-    );
+    expect(() =>
+      loadTracingConfig({
+        OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c',
+        PRFLEET_TRACE_SAMPLE_RATIO: '2',
+      }),
+    ).toThrow(/PRFLEET_TRACE_SAMPLE_RATIO/);
   });
 });

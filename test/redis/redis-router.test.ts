@@ -20,7 +20,10 @@ import { startTestServer } from '../helpers/server.js';
 import { connectScriptedAgent } from './scripted-agent.js';
 
 const REDIS_URL = process.env['PRFLEET_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
-const log = createLogger({ level: (process.env['PRFLEET_TEST_LOG'] as 'debug' | undefined) ?? 'silent', name: 'redis-test' });
+const log = createLogger({
+  level: (process.env['PRFLEET_TEST_LOG'] as 'debug' | undefined) ?? 'silent',
+  name: 'redis-test',
+});
 const RESULT_SLACK_MS = 300;
 const RELAY_MARGIN_MS = 200;
 
@@ -56,7 +59,10 @@ async function startInstance(prefix: string, name: string) {
     tuning: { syncIntervalMs: 50, relayMarginMs: RELAY_MARGIN_MS },
   });
   if (createRouter === undefined) throw new Error('a Redis URL was given: the factory must exist');
-  const test = await startTestServer({ config: { instanceId, resultSlackMs: RESULT_SLACK_MS }, deps: { createRouter } });
+  const test = await startTestServer({
+    config: { instanceId, resultSlackMs: RESULT_SLACK_MS },
+    deps: { createRouter },
+  });
   const router = test.server.router as RedisRouter;
   await router.ready;
   onTestFinished(() => router.close());
@@ -64,7 +70,10 @@ async function startInstance(prefix: string, name: string) {
 }
 
 const readKeys = (path = '/dev/sg1'): Command =>
-  Command.fromPartial({ path, kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } } });
+  Command.fromPartial({
+    path,
+    kind: { $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } },
+  });
 
 /**
  * A router standing in for an instance whose agent streams the test fakes (its local side answers nothing until
@@ -72,7 +81,12 @@ const readKeys = (path = '/dev/sg1'): Command =>
  */
 function bareInstance(prefix: string, agents: string[]) {
   const instanceId = `bare-${randomUUID().slice(0, 6)}`;
-  const held: { agentId: string; command: Command; options: DispatchOptions; resolve(r: CommandResult): void }[] = [];
+  const held: {
+    agentId: string;
+    command: Command;
+    options: DispatchOptions;
+    resolve(r: CommandResult): void;
+  }[] = [];
   const local: CommandRouter = {
     draining: false,
     inFlight: 0,
@@ -120,11 +134,23 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     const prefix = testPrefix();
     const a = await startInstance(prefix, 'a');
     const b = await startInstance(prefix, 'b');
-    const agent = await connectScriptedAgent(a.address, 'host-a', () => ({ status: 0, message: 'keys read on A' }));
+    const agent = await connectScriptedAgent(a.address, 'host-a', () => ({
+      status: 0,
+      message: 'keys read on A',
+    }));
     await expect.poll(() => b.router.ownerOf('host-a')).toBe(a.instanceId);
     const seen: CommandResult[] = [];
-    const result = await b.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000, luId: 'naa.5000e11100000001', onResult: (r) => seen.push(r) });
-    expect(result).toMatchObject({ outcome: Outcome.OUTCOME_GOOD, agentId: 'host-a', path: '/dev/sg1', message: 'keys read on A' });
+    const result = await b.router.dispatch('host-a', readKeys(), {
+      timeoutMs: 5_000,
+      luId: 'naa.5000e11100000001',
+      onResult: (r) => seen.push(r),
+    });
+    expect(result).toMatchObject({
+      outcome: Outcome.OUTCOME_GOOD,
+      agentId: 'host-a',
+      path: '/dev/sg1',
+      message: 'keys read on A',
+    });
     expect(result.commandId).toBe(agent.commands[0]?.commandId);
     expect(agent.commands).toHaveLength(1);
     expect(seen).toEqual([result]);
@@ -135,7 +161,9 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     const prefix = testPrefix();
     const a = await startInstance(prefix, 'a');
     const agent = await connectScriptedAgent(a.address, 'host-a');
-    await expect(a.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 })).resolves.toMatchObject({ outcome: Outcome.OUTCOME_GOOD });
+    await expect(
+      a.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 }),
+    ).resolves.toMatchObject({ outcome: Outcome.OUTCOME_GOOD });
     expect(agent.commands).toHaveLength(1);
   });
 
@@ -150,7 +178,9 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     expect(ttl).toBeLessThanOrEqual(3_000);
     agent.kill();
     await expect.poll(() => b.router.ownerOf('host-a')).toBeUndefined();
-    await expect(b.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 })).rejects.toMatchObject({
+    await expect(
+      b.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 }),
+    ).rejects.toMatchObject({
       code: Status.UNAVAILABLE,
       details: 'agent host-a is not connected to any server instance; nothing was sent',
     });
@@ -172,9 +202,13 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     await expect.poll(() => b.router.ownerOf('host-z')).toBe(dead.instanceId);
     await dead.crash();
     const started = performance.now();
-    await expect(b.router.dispatch('host-z', readKeys(), { timeoutMs: 30_000 })).rejects.toMatchObject({
+    await expect(
+      b.router.dispatch('host-z', readKeys(), { timeoutMs: 30_000 }),
+    ).rejects.toMatchObject({
       code: Status.UNAVAILABLE,
-      details: expect.stringContaining(`server instance ${dead.instanceId} holding agent host-z is gone`),
+      details: expect.stringContaining(
+        `server instance ${dead.instanceId} holding agent host-z is gone`,
+      ),
     });
     expect(performance.now() - started).toBeLessThan(1_000);
     expect(await b.router.ownerOf('host-z')).toBeUndefined();
@@ -188,12 +222,17 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     await dying.router.ready;
     await expect.poll(() => b.router.ownerOf('host-z')).toBe(dying.instanceId);
     const seen: CommandResult[] = [];
-    const pending = b.router.dispatch('host-z', readKeys(), { timeoutMs: 30_000, onResult: (r) => seen.push(r) });
+    const pending = b.router.dispatch('host-z', readKeys(), {
+      timeoutMs: 30_000,
+      onResult: (r) => seen.push(r),
+    });
     await expect.poll(() => dying.held.length).toBe(1);
     await dying.crash();
     const result = await pending;
     expect(result).toMatchObject({ outcome: Outcome.OUTCOME_UNKNOWN, agentId: 'host-z' });
-    expect(result.message).toContain(`server instance ${dying.instanceId} holding agent host-z's stream went away`);
+    expect(result.message).toContain(
+      `server instance ${dying.instanceId} holding agent host-z's stream went away`,
+    );
     expect(seen).toEqual([result]);
   });
 
@@ -219,7 +258,11 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     await expect.poll(() => b.router.ownerOf('host-a')).toBe(a.instanceId);
     const caller = new AbortController();
     const seen: CommandResult[] = [];
-    const pending = b.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000, signal: caller.signal, onResult: (r) => seen.push(r) });
+    const pending = b.router.dispatch('host-a', readKeys(), {
+      timeoutMs: 5_000,
+      signal: caller.signal,
+      onResult: (r) => seen.push(r),
+    });
     await expect.poll(() => agent.commands.length).toBe(1);
     caller.abort(new Error('caller gave up'));
     await expect(pending).rejects.toThrow('caller gave up');
@@ -241,8 +284,12 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     await expect.poll(() => c.router.ownerOf('host-a')).toBe(b.instanceId);
     await expect.poll(() => a.server.agents.session('host-a')).toBeUndefined();
     await stale.ended;
-    await expect(c.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 })).resolves.toMatchObject({ message: 'from B' });
-    await expect(a.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 })).resolves.toMatchObject({ message: 'from B' });
+    await expect(
+      c.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 }),
+    ).resolves.toMatchObject({ message: 'from B' });
+    await expect(
+      a.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 }),
+    ).resolves.toMatchObject({ message: 'from B' });
   });
 
   it('passes the owner’s refusal back with its reason (agent busy, draining)', async () => {
@@ -252,11 +299,18 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     await connectScriptedAgent(a.address, 'host-a');
     await expect.poll(() => b.router.ownerOf('host-a')).toBe(a.instanceId);
     a.router.startDraining();
-    const error = await b.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: Status.UNAVAILABLE, details: 'server is draining: retry on another instance' });
+    const error = await b.router
+      .dispatch('host-a', readKeys(), { timeoutMs: 1_000 })
+      .catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: Status.UNAVAILABLE,
+      details: 'server is draining: retry on another instance',
+    });
     expect((error as { extra: { reason: string }[] }).extra[0]?.reason).toBe('SERVER_DRAINING');
     b.router.startDraining();
-    await expect(b.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 })).rejects.toMatchObject({ code: Status.UNAVAILABLE });
+    await expect(
+      b.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 }),
+    ).rejects.toMatchObject({ code: Status.UNAVAILABLE });
   });
 
   it('withdraws its presence on close', async () => {
@@ -274,31 +328,61 @@ describe('without Redis', () => {
   it('keeps the in-process router: no factory, the server runs as before', async () => {
     const config = loadRedisRouterConfig({});
     expect(config.redisUrl).toBeUndefined();
-    expect(redisRouterFactory(config, { log, instanceId: 'x', resultSlackMs: 100 })).toBeUndefined();
+    expect(
+      redisRouterFactory(config, { log, instanceId: 'x', resultSlackMs: 100 }),
+    ).toBeUndefined();
     const single = await startTestServer();
     const agent = await connectScriptedAgent(single.address, 'host-a');
-    await expect(single.server.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 })).resolves.toMatchObject({ outcome: Outcome.OUTCOME_GOOD });
+    await expect(
+      single.server.router.dispatch('host-a', readKeys(), { timeoutMs: 1_000 }),
+    ).resolves.toMatchObject({ outcome: Outcome.OUTCOME_GOOD });
     expect(agent.commands).toHaveLength(1);
     expect('ownerOf' in single.server.router).toBe(false);
   });
 
   it('names the variable of a bad setting', () => {
-    expect(() => loadRedisRouterConfig({ PRFLEET_REDIS_URL: 'localhost:6379' })).toThrow(/PRFLEET_REDIS_URL/);
-    expect(() => loadRedisRouterConfig({ PRFLEET_REDIS_URL: 'redis://r', PRFLEET_PRESENCE_TTL_MS: '5' })).toThrow(/PRFLEET_PRESENCE_TTL_MS/);
+    expect(() => loadRedisRouterConfig({ PRFLEET_REDIS_URL: 'localhost:6379' })).toThrow(
+      /PRFLEET_REDIS_URL/,
+    );
+    expect(() =>
+      loadRedisRouterConfig({ PRFLEET_REDIS_URL: 'redis://r', PRFLEET_PRESENCE_TTL_MS: '5' }),
+    ).toThrow(/PRFLEET_PRESENCE_TTL_MS/);
   });
 });
 
 describe('relay messages', () => {
   it('round-trip a request and a result with their protobuf payloads', () => {
-    const command = Command.fromPartial({ commandId: 'c1', path: '/dev/sg3', kind: { $case: 'prout', value: { reservationKey: 0xffff_ffff_ffff_ffffn } } });
-    const request = { kind: 'request', id: 'a/1', from: 'a', agentId: 'host-a', command, timeoutMs: 60_000, luId: 'naa.1' } as const;
+    const command = Command.fromPartial({
+      commandId: 'c1',
+      path: '/dev/sg3',
+      kind: { $case: 'prout', value: { reservationKey: 0xffff_ffff_ffff_ffffn } },
+    });
+    const request = {
+      kind: 'request',
+      id: 'a/1',
+      from: 'a',
+      agentId: 'host-a',
+      command,
+      timeoutMs: 60_000,
+      luId: 'naa.1',
+    } as const;
     expect(decodeRelayMessage(encodeRelayMessage(request))).toEqual(request);
-    const partial: DeepPartial<CommandResult> = { commandId: 'c1', outcome: Outcome.OUTCOME_RESERVATION_CONFLICT, status: 0x18 };
-    const result = { kind: 'result', id: 'a/1', result: CommandResult.fromPartial(partial) } as const;
+    const partial: DeepPartial<CommandResult> = {
+      commandId: 'c1',
+      outcome: Outcome.OUTCOME_RESERVATION_CONFLICT,
+      status: 0x18,
+    };
+    const result = {
+      kind: 'result',
+      id: 'a/1',
+      result: CommandResult.fromPartial(partial),
+    } as const;
     expect(decodeRelayMessage(encodeRelayMessage(result))).toEqual(result);
   });
 
   it('rejects a malformed message, naming the field', () => {
-    expect(() => decodeRelayMessage(JSON.stringify({ kind: 'request', id: 'x' }))).toThrow(/malformed relay message[\s\S]*from/);
+    expect(() => decodeRelayMessage(JSON.stringify({ kind: 'request', id: 'x' }))).toThrow(
+      /malformed relay message[\s\S]*from/,
+    );
   });
 });

@@ -1,6 +1,7 @@
 import { onTestFinished } from 'vitest';
 import { createAgentClient } from '../../src/common/client.js';
-import { ConnectRequest, type Command, type ConnectResponse, type DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
+import type { ConnectRequest } from '../../src/gen/prfleet/v1/agent.js';
+import { type Command, type DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome, Path } from '../../src/gen/prfleet/v1/scsi.js';
 import { AsyncQueue } from '../../src/server/async-queue.js';
 
@@ -49,13 +50,27 @@ export async function connectScriptedAgent(
         }),
       },
     });
-  send({ message: { $case: 'hello', value: { agentId, hostname: agentId, version: 'scripted', transport: 'emulated' } } });
-  send({ message: { $case: 'inventory', value: { paths: [Path.fromPartial({ path: '/dev/sg1', luId: 'naa.5000e11100000001', online: true })] } } });
+  send({
+    message: {
+      $case: 'hello',
+      value: { agentId, hostname: agentId, version: 'scripted', transport: 'emulated' },
+    },
+  });
+  send({
+    message: {
+      $case: 'inventory',
+      value: {
+        paths: [Path.fromPartial({ path: '/dev/sg1', luId: 'naa.5000e11100000001', online: true })],
+      },
+    },
+  });
   let welcomed!: () => void;
   const welcome = new Promise<void>((resolve) => (welcomed = resolve));
   const ended = (async () => {
     try {
-      for await (const response of client.connect(outgoing, { signal: abort.signal }) as AsyncIterable<ConnectResponse>) {
+      for await (const response of client.connect(outgoing, {
+        signal: abort.signal,
+      })) {
         const m = response.message;
         if (m?.$case === 'welcome') welcomed();
         if (m?.$case === 'cancel') cancels.push(m.value.commandId);

@@ -6,7 +6,9 @@ describe('onAbort', () => {
   it('calls every listener still registered once, in order, and none that unregistered', () => {
     const controller = new AbortController();
     const calls: number[] = [];
-    const offs = Array.from({ length: 5 }, (_, i) => onAbort(controller.signal, () => calls.push(i)));
+    const offs = Array.from({ length: 5 }, (_, i) =>
+      onAbort(controller.signal, () => calls.push(i)),
+    );
     offs[1]?.();
     offs[3]?.();
     controller.abort();

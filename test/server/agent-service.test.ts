@@ -28,7 +28,9 @@ describe('AgentService.Connect', () => {
 
   it('ends the stream with INVALID_ARGUMENT when the first message is not Hello', async () => {
     const { address, client } = await startTestServer();
-    await expect(connectFakeAgent(address, { agentId: 'x', skipHello: true })).rejects.toMatchObject({
+    await expect(
+      connectFakeAgent(address, { agentId: 'x', skipHello: true }),
+    ).rejects.toMatchObject({
       end: { ok: false, code: Status.INVALID_ARGUMENT },
     });
     expect((await client.listAgents({})).agents).toEqual([]);
@@ -39,10 +41,21 @@ describe('AgentService.Connect', () => {
     await connectFakeAgent(address, {
       agentId: 'host-a',
       labels: { role: 'media-server' },
-      paths: [fakePath('/dev/sg0', LU1), fakePath('/dev/sg1', LU1), fakePath('/dev/sg2', LU2, { peripheralDeviceType: 1, loaderId: 'loader1' })],
+      paths: [
+        fakePath('/dev/sg0', LU1),
+        fakePath('/dev/sg1', LU1),
+        fakePath('/dev/sg2', LU2, { peripheralDeviceType: 1, loaderId: 'loader1' }),
+      ],
     });
-    await connectFakeAgent(address, { agentId: 'host-c', site: 'dc2', labels: { role: 'vault' }, paths: [fakePath('/dev/sg5', LU1)] });
-    await expect.poll(async () => (await client.listDevices({})).logicalUnits.flatMap((u) => u.paths).length).toBe(4);
+    await connectFakeAgent(address, {
+      agentId: 'host-c',
+      site: 'dc2',
+      labels: { role: 'vault' },
+      paths: [fakePath('/dev/sg5', LU1)],
+    });
+    await expect
+      .poll(async () => (await client.listDevices({})).logicalUnits.flatMap((u) => u.paths).length)
+      .toBe(4);
 
     const { logicalUnits } = await client.listDevices({});
     expect(logicalUnits.map((u) => u.luId)).toEqual([LU1, LU2]);
@@ -60,29 +73,44 @@ describe('AgentService.Connect', () => {
     const tapes = await client.listDevices({ peripheralDeviceType: 1 });
     expect(tapes.logicalUnits.map((u) => u.luId)).toEqual([LU2]);
     expect((await client.listDevices({ loaderId: 'nope' })).logicalUnits).toEqual([]);
-    await expect(client.listDevices({ labels: ['role'] })).rejects.toMatchObject({ code: Status.INVALID_ARGUMENT });
+    await expect(client.listDevices({ labels: ['role'] })).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+    });
 
     const device = await client.getDevice({ luId: LU2 });
     expect(device.logicalUnit?.paths).toHaveLength(1);
-    await expect(client.getDevice({ luId: 'naa.0' })).rejects.toMatchObject({ code: Status.NOT_FOUND });
+    await expect(client.getDevice({ luId: 'naa.0' })).rejects.toMatchObject({
+      code: Status.NOT_FOUND,
+    });
   });
 
   it('replaces the inventory on each Inventory message', async () => {
     const { address, client } = await startTestServer();
-    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     await expect.poll(async () => (await client.listAgents({})).agents[0]?.pathCount).toBe(1);
     agent.sendInventory([fakePath('/dev/sg0', LU2), fakePath('/dev/sg1', LU2)]);
-    await expect.poll(async () => (await client.listDevices({})).logicalUnits.map((u) => u.luId)).toEqual([LU2]);
+    await expect
+      .poll(async () => (await client.listDevices({})).logicalUnits.map((u) => u.luId))
+      .toEqual([LU2]);
   });
 
   it('replaces the old session of a reconnecting agent: old stream ended, its in-flight command UNKNOWN', async () => {
     const { address, client, server } = await startTestServer();
-    const old = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const old = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
     const pending = client.readKeys({ target: { agentId: 'host-a', path: '/dev/sg0' } });
     await old.nextCommand();
 
-    const fresh = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const fresh = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     const { result } = await pending; // RPC OK, never an error
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
     expect(result?.message).toMatch(/replaced/);
@@ -96,9 +124,16 @@ describe('AgentService.Connect', () => {
 
   it('turns in-flight commands into UNKNOWN results when the agent stream drops mid-command', async () => {
     const { address, client, server } = await startTestServer();
-    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
-    const pending = client.reserve({ target: { agentId: 'host-a', path: '/dev/sg0' }, key: 0x77n, type: 3 });
+    const pending = client.reserve({
+      target: { agentId: 'host-a', path: '/dev/sg0' },
+      key: 0x77n,
+      type: 3,
+    });
     await agent.nextCommand();
     agent.kill();
     const { result } = await pending;
@@ -112,7 +147,10 @@ describe('AgentService.Connect', () => {
 
   it('treats an agent half-close the same way: in-flight command UNKNOWN, agent disconnected', async () => {
     const { address, client, server } = await startTestServer();
-    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
     const pending = client.readReservation({ target: { luId: LU1 } });
     await agent.nextCommand();
@@ -125,7 +163,10 @@ describe('AgentService.Connect', () => {
     const { address, client } = await startTestServer({ config: { heartbeatMs: 100 } });
     const silent = await connectFakeAgent(address, { agentId: 'silent' });
     const chatty = await connectFakeAgent(address, { agentId: 'chatty' });
-    const beat = setInterval(() => chatty.send({ message: { $case: 'heartbeat', value: { inFlight: 0 } } }), 50);
+    const beat = setInterval(
+      () => chatty.send({ message: { $case: 'heartbeat', value: { inFlight: 0 } } }),
+      50,
+    );
     try {
       expect(await silent.ended).toMatchObject({ ok: false, code: Status.UNAVAILABLE });
       const agents = (await client.listAgents({})).agents;
@@ -141,12 +182,24 @@ describe('AgentService.Connect', () => {
 
   it('records a result that arrives for a command no longer in flight without failing the stream', async () => {
     const { address, client, server } = await startTestServer();
-    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1)] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
-    agent.respond({ commandId: 'nope', path: '/dev/sg0', timeout: undefined, idempotencyKey: '', kind: undefined });
+    agent.respond({
+      commandId: 'nope',
+      path: '/dev/sg0',
+      timeout: undefined,
+      idempotencyKey: '',
+      kind: undefined,
+    });
     const pending = client.readKeys({ target: { luId: LU1 } });
     const command = await agent.nextCommand();
-    expect(command.kind).toMatchObject({ $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } });
+    expect(command.kind).toMatchObject({
+      $case: 'prin',
+      value: { action: PrinAction.PRIN_ACTION_READ_KEYS },
+    });
     agent.respond(command, { status: 0 });
     expect((await pending).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
   });

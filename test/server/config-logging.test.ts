@@ -11,7 +11,8 @@ function capture() {
   const lines: Record<string, unknown>[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+      for (const line of chunk.toString().split('\n'))
+        if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
       callback();
     },
   });
@@ -21,9 +22,18 @@ function capture() {
 describe('loadConfig', () => {
   it('applies defaults: port 50051, 60 s command timeout, 10 s heartbeats', () => {
     const config = loadConfig({});
-    expect(config).toMatchObject({ port: 50051, host: '0.0.0.0', commandTimeoutMs: 60_000, heartbeatMs: 10_000, missedHeartbeats: 3 });
+    expect(config).toMatchObject({
+      port: 50051,
+      host: '0.0.0.0',
+      commandTimeoutMs: 60_000,
+      heartbeatMs: 10_000,
+      missedHeartbeats: 3,
+    });
     expect(config.instanceId).not.toBe('');
-    expect(loadConfig({ PORT: '0', PRFLEET_REFLECTION: 'false' })).toMatchObject({ port: 0, reflection: false });
+    expect(loadConfig({ PORT: '0', PRFLEET_REFLECTION: 'false' })).toMatchObject({
+      port: 0,
+      reflection: false,
+    });
   });
 
   it('names the bad variable', () => {
@@ -38,17 +48,32 @@ describe('createLogger', () => {
     const { lines, destination } = capture();
     const log = createLogger({ destination, name: 'x' });
     log.info({ key: 2n ** 64n - 1n, nested: { seconds: 30n } }, 'hello');
-    expect(lines[0]).toMatchObject({ level: 'info', name: 'x', msg: 'hello', key: '18446744073709551615', nested: { seconds: '30' } });
+    expect(lines[0]).toMatchObject({
+      level: 'info',
+      name: 'x',
+      msg: 'hello',
+      key: '18446744073709551615',
+      nested: { seconds: '30' },
+    });
   });
 });
 
 describe('server logging and unexpected errors', () => {
   it('logs every PROUT result at info with the key as 16 hex digits', async () => {
     const { lines, destination } = capture();
-    const { address, client, server } = await startTestServer({ log: createLogger({ destination, level: 'info' }) });
-    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', 'naa.1')] });
+    const { address, client, server } = await startTestServer({
+      log: createLogger({ destination, level: 'info' }),
+    });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', 'naa.1')],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
-    const pending = client.reserve({ target: { agentId: 'host-a', path: '/dev/sg0' }, key: 0x77n, type: 3 });
+    const pending = client.reserve({
+      target: { agentId: 'host-a', path: '/dev/sg0' },
+      key: 0x77n,
+      type: 3,
+    });
     agent.respond(await agent.nextCommand(), { outcome: 2, status: 0x18 });
     await pending;
     const done = lines.find((l) => l['msg'] === 'command done');
@@ -66,7 +91,10 @@ describe('server logging and unexpected errors', () => {
   it('answers INTERNAL with a fixed text when a handler hits a bug, and logs the error', async () => {
     const { lines, destination } = capture();
     const memory = createMemoryJournal();
-    const broken: CommandJournal = { ...memory, begin: () => Promise.reject(new Error('disk on fire')) };
+    const broken: CommandJournal = {
+      ...memory,
+      begin: () => Promise.reject(new Error('disk on fire')),
+    };
     const { address, client, server } = await startTestServer({
       log: createLogger({ destination, level: 'info' }),
       deps: { journal: broken },
@@ -74,9 +102,19 @@ describe('server logging and unexpected errors', () => {
     await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', 'naa.1')] });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
     const error = await client
-      .reserve({ target: { agentId: 'host-a', path: '/dev/sg0' }, key: 1n, type: 3, options: { idempotencyKey: 'k' } })
+      .reserve({
+        target: { agentId: 'host-a', path: '/dev/sg0' },
+        key: 1n,
+        type: 3,
+        options: { idempotencyKey: 'k' },
+      })
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: Status.INTERNAL, details: 'internal error (logged on the server)' });
-    expect(lines.find((l) => l['level'] === 'error')).toMatchObject({ err: { message: 'disk on fire' } });
+    expect(error).toMatchObject({
+      code: Status.INTERNAL,
+      details: 'internal error (logged on the server)',
+    });
+    expect(lines.find((l) => l['level'] === 'error')).toMatchObject({
+      err: { message: 'disk on fire' },
+    });
   });
 });

@@ -1,6 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { ClientError, Status } from 'nice-grpc-common';
-import { BadRequest, ErrorInfo, PreconditionFailure, ResourceInfo, RichClientError } from 'nice-grpc-error-details';
+import {
+  BadRequest,
+  ErrorInfo,
+  PreconditionFailure,
+  ResourceInfo,
+  RichClientError,
+} from 'nice-grpc-error-details';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -11,7 +17,9 @@ const LU2 = 'naa.5000e11100000002';
 const A_SG0 = { agentId: 'host-a', path: '/dev/sg0' };
 
 /** Server + host-a with /dev/sg0 → LU1 and /dev/sg1 → LU2, inventory registered. */
-async function fleet(config: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer & { agent: FakeAgent }> {
+async function fleet(
+  config: Parameters<typeof startTestServer>[0] = {},
+): Promise<TestServer & { agent: FakeAgent }> {
   const started = await startTestServer(config);
   const agent = await connectFakeAgent(started.address, {
     agentId: 'host-a',
@@ -33,24 +41,47 @@ async function rpcError(promise: Promise<unknown>, rich = true) {
 describe('ControlService PRIN/PROUT', () => {
   it('sends a typed PROUT to the agent and returns its result with lu, agent and path filled in', async () => {
     const { client, agent } = await fleet();
-    const pending = client.register({ target: { ...A_SG0, luId: LU1 }, key: 0n, newKey: 0x77n, options: { reason: 'test' } });
+    const pending = client.register({
+      target: { ...A_SG0, luId: LU1 },
+      key: 0n,
+      newKey: 0x77n,
+      options: { reason: 'test' },
+    });
     const command = await agent.nextCommand();
     expect(command.path).toBe('/dev/sg0');
     expect(command.commandId).not.toBe('');
     expect(command.kind).toEqual({
       $case: 'prout',
-      value: expect.objectContaining({ action: ProutAction.PROUT_ACTION_REGISTER, reservationKey: 0n, serviceActionKey: 0x77n }),
+      value: expect.objectContaining({
+        action: ProutAction.PROUT_ACTION_REGISTER,
+        reservationKey: 0n,
+        serviceActionKey: 0x77n,
+      }),
     });
     agent.respond(command, { status: 0, luId: '', path: '' });
     const { result } = await pending;
-    expect(result).toMatchObject({ outcome: Outcome.OUTCOME_GOOD, luId: LU1, agentId: 'host-a', path: '/dev/sg0', commandId: command.commandId });
+    expect(result).toMatchObject({
+      outcome: Outcome.OUTCOME_GOOD,
+      luId: LU1,
+      agentId: 'host-a',
+      path: '/dev/sg0',
+      commandId: command.commandId,
+    });
   });
 
   it('returns RESERVATION CONFLICT as a result with status OK', async () => {
     const { client, agent } = await fleet();
-    const pending = client.reserve({ target: A_SG0, key: 0x77n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS });
+    const pending = client.reserve({
+      target: A_SG0,
+      key: 0x77n,
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+    });
     const command = await agent.nextCommand();
-    agent.respond(command, { outcome: Outcome.OUTCOME_RESERVATION_CONFLICT, status: 0x18, statusName: 'RESERVATION CONFLICT' });
+    agent.respond(command, {
+      outcome: Outcome.OUTCOME_RESERVATION_CONFLICT,
+      status: 0x18,
+      statusName: 'RESERVATION CONFLICT',
+    });
     const { result } = await pending;
     expect(result?.outcome).toBe(Outcome.OUTCOME_RESERVATION_CONFLICT);
     expect(result?.status).toBe(0x18);
@@ -58,50 +89,96 @@ describe('ControlService PRIN/PROUT', () => {
 
   it('picks an online path for a PRIN given only lu_id, skipping offline paths', async () => {
     const { address, client, server } = await startTestServer();
-    const a = await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', LU1, { online: false })] });
-    const b = await connectFakeAgent(address, { agentId: 'host-b', paths: [fakePath('/dev/sg7', LU1)] });
-    await expect.poll(() => server.agents.get('host-a')?.paths.length && server.agents.get('host-b')?.paths.length).toBe(1);
+    const a = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', LU1, { online: false })],
+    });
+    const b = await connectFakeAgent(address, {
+      agentId: 'host-b',
+      paths: [fakePath('/dev/sg7', LU1)],
+    });
+    await expect
+      .poll(
+        () =>
+          server.agents.get('host-a')?.paths.length && server.agents.get('host-b')?.paths.length,
+      )
+      .toBe(1);
     const pending = client.readKeys({ target: { luId: LU1 } });
     const command = await b.nextCommand();
     expect(command.path).toBe('/dev/sg7');
     b.respond(command, { data: { $case: 'readKeys', value: { generation: 4, keys: [0x77n] } } });
     const { result } = await pending;
     expect(result?.agentId).toBe('host-b');
-    expect(result?.data).toEqual({ $case: 'readKeys', value: expect.objectContaining({ generation: 4, keys: [0x77n] }) });
+    expect(result?.data).toEqual({
+      $case: 'readKeys',
+      value: expect.objectContaining({ generation: 4, keys: [0x77n] }),
+    });
     expect(a.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
   });
 
   it('answers INVALID_ARGUMENT with a BadRequest naming the field', async () => {
     const { client, agent } = await fleet();
-    const missingAgent = await rpcError(client.reserve({ target: { path: '/dev/sg0' }, key: 1n, type: 3 }));
-    expect(missingAgent.summary).toMatchObject({ code: Status.INVALID_ARGUMENT, field: 'target.agent_id' });
-    expect(missingAgent.error.extra).toContainEqual(expect.objectContaining({ $type: BadRequest.$type }));
+    const missingAgent = await rpcError(
+      client.reserve({ target: { path: '/dev/sg0' }, key: 1n, type: 3 }),
+    );
+    expect(missingAgent.summary).toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      field: 'target.agent_id',
+    });
+    expect(missingAgent.error.extra).toContainEqual(
+      expect.objectContaining({ $type: BadRequest.$type }),
+    );
 
-    expect((await rpcError(client.reserve({ target: A_SG0, key: 1n }))).summary).toMatchObject({ field: 'type' });
-    expect((await rpcError(client.reserve({ target: A_SG0, key: 0n, type: 3 }))).summary).toMatchObject({ field: 'key' });
-    expect((await rpcError(client.reserve({ target: A_SG0, key: 1n, type: 2 as PrType }))).summary).toMatchObject({ field: 'type' });
-    expect((await rpcError(client.readKeys({ target: A_SG0, allocationLength: 70_000 }))).summary).toMatchObject({
+    expect((await rpcError(client.reserve({ target: A_SG0, key: 1n }))).summary).toMatchObject({
+      field: 'type',
+    });
+    expect(
+      (await rpcError(client.reserve({ target: A_SG0, key: 0n, type: 3 }))).summary,
+    ).toMatchObject({ field: 'key' });
+    expect(
+      (await rpcError(client.reserve({ target: A_SG0, key: 1n, type: 2 as PrType }))).summary,
+    ).toMatchObject({ field: 'type' });
+    expect(
+      (await rpcError(client.readKeys({ target: A_SG0, allocationLength: 70_000 }))).summary,
+    ).toMatchObject({
       field: 'allocation_length',
     });
     expect((await rpcError(client.readKeys({}))).summary).toMatchObject({ field: 'target' });
     expect(
-      (await rpcError(client.readKeys({ target: A_SG0, options: { commandTimeout: { seconds: -1n } } }))).summary,
+      (
+        await rpcError(
+          client.readKeys({ target: A_SG0, options: { commandTimeout: { seconds: -1n } } }),
+        )
+      ).summary,
     ).toMatchObject({ field: 'options.command_timeout' });
     expect(
-      (await rpcError(client.registerAndMove({ target: A_SG0, key: 1n, destinationKey: 0n, type: 3 }))).summary,
+      (
+        await rpcError(
+          client.registerAndMove({ target: A_SG0, key: 1n, destinationKey: 0n, type: 3 }),
+        )
+      ).summary,
     ).toMatchObject({ field: 'destination_key' });
     // A path that leads to another LU than the one named: the request contradicts itself.
-    const wrongLu = await rpcError(client.reserve({ target: { ...A_SG0, luId: LU2 }, key: 1n, type: 3 }));
+    const wrongLu = await rpcError(
+      client.reserve({ target: { ...A_SG0, luId: LU2 }, key: 1n, type: 3 }),
+    );
     expect(wrongLu.summary).toMatchObject({ code: Status.INVALID_ARGUMENT, field: 'target.path' });
     expect(agent.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
   });
 
   it('answers NOT_FOUND with a ResourceInfo for an unknown agent, path or logical unit', async () => {
     const { client } = await fleet();
-    const agent = await rpcError(client.readKeys({ target: { agentId: 'ghost', path: '/dev/sg0' } }));
+    const agent = await rpcError(
+      client.readKeys({ target: { agentId: 'ghost', path: '/dev/sg0' } }),
+    );
     expect(agent.summary).toMatchObject({ code: Status.NOT_FOUND, resource: 'ghost' });
-    expect(agent.error.extra).toContainEqual(expect.objectContaining({ $type: ResourceInfo.$type, resourceType: 'agent' }));
-    expect((await rpcError(client.readKeys({ target: { agentId: 'host-a', path: '/dev/sg9' } }))).summary).toMatchObject({
+    expect(agent.error.extra).toContainEqual(
+      expect.objectContaining({ $type: ResourceInfo.$type, resourceType: 'agent' }),
+    );
+    expect(
+      (await rpcError(client.readKeys({ target: { agentId: 'host-a', path: '/dev/sg9' } })))
+        .summary,
+    ).toMatchObject({
       code: Status.NOT_FOUND,
       resource: 'host-a:/dev/sg9',
     });
@@ -123,11 +200,25 @@ describe('ControlService PRIN/PROUT', () => {
         destination: { id: { $case: 'sas', value: { sasAddress: 0x500605b000000b01n } } },
       }),
     );
-    expect(move.summary).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'UNSUPPORTED_BY_DEVICE' });
+    expect(move.summary).toMatchObject({
+      code: Status.FAILED_PRECONDITION,
+      reason: 'UNSUPPORTED_BY_DEVICE',
+    });
     expect(move.summary?.message).toMatch(/REGISTER AND MOVE/);
-    expect(move.error.extra).toContainEqual(expect.objectContaining({ $type: PreconditionFailure.$type }));
-    const type = await rpcError(client.reserve({ target: A_SG0, key: 1n, type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS }));
-    expect(type.summary).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'UNSUPPORTED_BY_DEVICE' });
+    expect(move.error.extra).toContainEqual(
+      expect.objectContaining({ $type: PreconditionFailure.$type }),
+    );
+    const type = await rpcError(
+      client.reserve({
+        target: A_SG0,
+        key: 1n,
+        type: PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS,
+      }),
+    );
+    expect(type.summary).toMatchObject({
+      code: Status.FAILED_PRECONDITION,
+      reason: 'UNSUPPORTED_BY_DEVICE',
+    });
     const fullStatus = await rpcError(client.readFullStatus({ target: A_SG0 }));
     expect(fullStatus.summary).toMatchObject({ code: Status.FAILED_PRECONDITION });
     expect(agent.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
@@ -139,7 +230,9 @@ describe('ControlService PRIN/PROUT', () => {
     await expect.poll(() => server.agents.session('host-a')).toBeUndefined();
     const offline = await rpcError(client.reserve({ target: A_SG0, key: 1n, type: 3 }));
     expect(offline.summary).toMatchObject({ code: Status.UNAVAILABLE, reason: 'AGENT_OFFLINE' });
-    expect(offline.error.extra).toContainEqual(expect.objectContaining({ $type: ErrorInfo.$type, domain: 'prfleet.v1' }));
+    expect(offline.error.extra).toContainEqual(
+      expect.objectContaining({ $type: ErrorInfo.$type, domain: 'prfleet.v1' }),
+    );
     const noPath = await rpcError(client.readKeys({ target: { luId: LU1 } }));
     expect(noPath.summary).toMatchObject({ code: Status.UNAVAILABLE, reason: 'NO_ONLINE_PATH' });
   });
@@ -166,9 +259,16 @@ describe('deadlines and cancellation', () => {
   it('budgets the command within the caller deadline, then answers DEADLINE_EXCEEDED and sends Cancel; the late result is still recorded', async () => {
     const { client, agent, server } = await fleet({ config: { deadlineMarginMs: 100 } });
     const started = Date.now();
-    const pending = rpcError(client.reserve({ target: A_SG0, key: 0x77n, type: 3, options: { idempotencyKey: 'late-1' } }, { deadline: 600 }), false);
+    const pending = rpcError(
+      client.reserve(
+        { target: A_SG0, key: 0x77n, type: 3, options: { idempotencyKey: 'late-1' } },
+        { deadline: 600 },
+      ),
+      false,
+    );
     const command = await agent.nextCommand();
-    const budgetMs = Number(command.timeout?.seconds ?? 0n) * 1000 + (command.timeout?.nanos ?? 0) / 1e6;
+    const budgetMs =
+      Number(command.timeout?.seconds ?? 0n) * 1000 + (command.timeout?.nanos ?? 0) / 1e6;
     expect(budgetMs).toBeGreaterThan(0);
     expect(budgetMs).toBeLessThanOrEqual(500);
     const { summary } = await pending;
@@ -179,21 +279,31 @@ describe('deadlines and cancellation', () => {
     agent.respond(command, { status: 0 });
     await expect.poll(() => server.router.inFlight).toBe(0);
     // The idempotency journal got the late result: a repeat returns it without sending again.
-    const repeat = await client.reserve({ target: A_SG0, key: 0x77n, type: 3, options: { idempotencyKey: 'late-1' } });
-    expect(repeat.result).toMatchObject({ outcome: Outcome.OUTCOME_GOOD, commandId: command.commandId });
+    const repeat = await client.reserve({
+      target: A_SG0,
+      key: 0x77n,
+      type: 3,
+      options: { idempotencyKey: 'late-1' },
+    });
+    expect(repeat.result).toMatchObject({
+      outcome: Outcome.OUTCOME_GOOD,
+      commandId: command.commandId,
+    });
     await expect(agent.nextCommand(200)).rejects.toThrow(/no command/);
   });
 
   it('reads the grpc-timeout of a plain grpc-js caller through the exposeDeadline interceptor', async () => {
     const grpc = await import('@grpc/grpc-js');
-    const { ReadKeysRequest, ReadKeysResponse } = await import('../../src/gen/prfleet/v1/control.js');
+    const { ReadKeysRequest, ReadKeysResponse } =
+      await import('../../src/gen/prfleet/v1/control.js');
     const { address, agent } = await fleet({ config: { deadlineMarginMs: 50 } });
     const raw = new grpc.Client(address, grpc.credentials.createInsecure());
     try {
       const done = new Promise<{ code: number } | undefined>((resolve) => {
         raw.makeUnaryRequest(
           '/prfleet.v1.ControlService/ReadKeys',
-          (m: ReturnType<typeof ReadKeysRequest.fromPartial>) => Buffer.from(ReadKeysRequest.encode(m).finish()),
+          (m: ReturnType<typeof ReadKeysRequest.fromPartial>) =>
+            Buffer.from(ReadKeysRequest.encode(m).finish()),
           (b: Buffer) => ReadKeysResponse.decode(b),
           ReadKeysRequest.fromPartial({ target: A_SG0 }),
           new grpc.Metadata(),
@@ -202,7 +312,8 @@ describe('deadlines and cancellation', () => {
         );
       });
       const command = await agent.nextCommand();
-      const budgetMs = Number(command.timeout?.seconds ?? 0n) * 1000 + (command.timeout?.nanos ?? 0) / 1e6;
+      const budgetMs =
+        Number(command.timeout?.seconds ?? 0n) * 1000 + (command.timeout?.nanos ?? 0) / 1e6;
       expect(budgetMs).toBeLessThanOrEqual(350);
       expect(budgetMs).toBeGreaterThan(100);
       expect(await done).toEqual({ code: Status.DEADLINE_EXCEEDED });
@@ -215,7 +326,9 @@ describe('deadlines and cancellation', () => {
   it('sends Cancel when the caller cancels', async () => {
     const { client, agent } = await fleet();
     const abort = new AbortController();
-    const pending = client.readKeys({ target: A_SG0 }, { signal: abort.signal }).catch((e: unknown) => e);
+    const pending = client
+      .readKeys({ target: A_SG0 }, { signal: abort.signal })
+      .catch((e: unknown) => e);
     const command = await agent.nextCommand();
     abort.abort();
     expect(await pending).toMatchObject({ name: 'AbortError' });
@@ -249,7 +362,10 @@ describe('idempotency, preconditions and dry runs', () => {
     expect(later.result).toEqual(a.result);
     expect(agent.received.filter((m) => m.message?.$case === 'command')).toHaveLength(1);
     const reused = await rpcError(client.reserve({ ...request, type: 1 }));
-    expect(reused.summary).toMatchObject({ code: Status.INVALID_ARGUMENT, field: 'options.idempotency_key' });
+    expect(reused.summary).toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      field: 'options.idempotency_key',
+    });
   });
 
   it('frees an idempotency key whose first attempt was never sent', async () => {
@@ -269,15 +385,29 @@ describe('idempotency, preconditions and dry runs', () => {
   it('checks a precondition by reading the LU first and sends nothing on mismatch', async () => {
     const { client, agent } = await fleet();
     const mismatch = rpcError(
-      client.reserve({ target: A_SG0, key: 0x77n, type: 3, options: { precondition: { expectedHolderKey: 0n } } }),
+      client.reserve({
+        target: A_SG0,
+        key: 0x77n,
+        type: 3,
+        options: { precondition: { expectedHolderKey: 0n } },
+      }),
     );
     const read = await agent.nextCommand();
-    expect(read.kind).toMatchObject({ $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_RESERVATION } });
+    expect(read.kind).toMatchObject({
+      $case: 'prin',
+      value: { action: PrinAction.PRIN_ACTION_READ_RESERVATION },
+    });
     agent.respond(read, {
-      data: { $case: 'readReservation', value: { generation: 3, reserved: true, key: 0x99n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS } },
+      data: {
+        $case: 'readReservation',
+        value: { generation: 3, reserved: true, key: 0x99n, type: PrType.PR_TYPE_EXCLUSIVE_ACCESS },
+      },
     });
     const { summary } = await mismatch;
-    expect(summary).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'PRECONDITION_MISMATCH' });
+    expect(summary).toMatchObject({
+      code: Status.FAILED_PRECONDITION,
+      reason: 'PRECONDITION_MISMATCH',
+    });
     expect(summary?.message).toContain('0x0000000000000099');
     await expect(agent.nextCommand(200)).rejects.toThrow(/no command/);
 
@@ -289,9 +419,17 @@ describe('idempotency, preconditions and dry runs', () => {
       options: { precondition: { expectedGeneration: 3, expectedHolderKey: 0x99n } },
     });
     const read2 = await agent.nextCommand();
-    agent.respond(read2, { data: { $case: 'readReservation', value: { generation: 3, reserved: true, key: 0x99n, type: 3 } } });
+    agent.respond(read2, {
+      data: {
+        $case: 'readReservation',
+        value: { generation: 3, reserved: true, key: 0x99n, type: 3 },
+      },
+    });
     const prout = await agent.nextCommand();
-    expect(prout.kind).toMatchObject({ $case: 'prout', value: { action: ProutAction.PROUT_ACTION_PREEMPT } });
+    expect(prout.kind).toMatchObject({
+      $case: 'prout',
+      value: { action: ProutAction.PROUT_ACTION_PREEMPT },
+    });
     agent.respond(prout);
     expect((await match).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
   });
@@ -299,7 +437,12 @@ describe('idempotency, preconditions and dry runs', () => {
   it('runs PROUTs to one LU one at a time, so a second precondition read sees the first PROUT done', async () => {
     const { client, agent } = await fleet();
     const guarded = (newKey: bigint) =>
-      client.register({ target: A_SG0, key: 0n, newKey, options: { precondition: { expectedGeneration: 1 } } });
+      client.register({
+        target: A_SG0,
+        key: 0n,
+        newKey,
+        options: { precondition: { expectedGeneration: 1 } },
+      });
     const first = guarded(5n);
     const second = rpcError(guarded(6n));
     const read1 = await agent.nextCommand();
@@ -314,15 +457,28 @@ describe('idempotency, preconditions and dry runs', () => {
     expect((await first).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
     const read2 = await agent.nextCommand();
     agent.respond(read2, { data: { $case: 'readKeys', value: { generation: 2, keys: [5n] } } });
-    expect((await second).summary).toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'PRECONDITION_MISMATCH' });
+    expect((await second).summary).toMatchObject({
+      code: Status.FAILED_PRECONDITION,
+      reason: 'PRECONDITION_MISMATCH',
+    });
     await expect(agent.nextCommand(200)).rejects.toThrow(/no command/);
   });
 
   it('reads READ KEYS for a generation-only precondition', async () => {
     const { client, agent } = await fleet();
-    const pending = rpcError(client.register({ target: A_SG0, key: 0n, newKey: 5n, options: { precondition: { expectedGeneration: 1 } } }));
+    const pending = rpcError(
+      client.register({
+        target: A_SG0,
+        key: 0n,
+        newKey: 5n,
+        options: { precondition: { expectedGeneration: 1 } },
+      }),
+    );
     const read = await agent.nextCommand();
-    expect(read.kind).toMatchObject({ $case: 'prin', value: { action: PrinAction.PRIN_ACTION_READ_KEYS } });
+    expect(read.kind).toMatchObject({
+      $case: 'prin',
+      value: { action: PrinAction.PRIN_ACTION_READ_KEYS },
+    });
     agent.respond(read, { data: { $case: 'readKeys', value: { generation: 2, keys: [] } } });
     expect((await pending).summary?.message).toMatch(/PRgeneration is 2, expected 1/);
   });
@@ -331,11 +487,20 @@ describe('idempotency, preconditions and dry runs', () => {
     const { client, agent, server } = await fleet();
     agent.kill();
     await expect.poll(() => server.agents.session('host-a')).toBeUndefined();
-    const { result } = await client.reserve({ target: A_SG0, key: 0x77n, type: 3, options: { dryRun: true } });
+    const { result } = await client.reserve({
+      target: A_SG0,
+      key: 0x77n,
+      type: 3,
+      options: { dryRun: true },
+    });
     expect(result?.outcome).toBe(Outcome.OUTCOME_DRY_RUN);
     // RESERVE, type 3, key 0x77: the CDB sg_persist sends (style.md §8 vector).
     expect(Buffer.from(result?.cdb ?? []).toString('hex')).toBe('5f010300000000001800');
-    expect(Buffer.from(result?.dataOut ?? []).toString('hex').slice(0, 16)).toBe('0000000000000077');
+    expect(
+      Buffer.from(result?.dataOut ?? [])
+        .toString('hex')
+        .slice(0, 16),
+    ).toBe('0000000000000077');
     expect(result).toMatchObject({ agentId: 'host-a', path: '/dev/sg0', luId: LU1 });
   });
 });
@@ -345,10 +510,25 @@ describe('CommandSession', () => {
     const { client, agent } = await fleet();
     const requests = [
       { requestId: 'r1', command: { $case: 'readKeys' as const, value: { target: A_SG0 } } },
-      { requestId: 'r2', command: { $case: 'reserve' as const, value: { target: A_SG0, key: 0x77n, type: 3 } } },
-      { requestId: 'r3', command: { $case: 'reserve' as const, value: { target: A_SG0, key: 0x77n } } },
-      { requestId: 'r4', command: { $case: 'readKeys' as const, value: { target: { agentId: 'ghost', path: '/dev/sg0' } } } },
-      { requestId: 'r5', command: { $case: 'readReservation' as const, value: { target: { luId: LU2 } } } },
+      {
+        requestId: 'r2',
+        command: { $case: 'reserve' as const, value: { target: A_SG0, key: 0x77n, type: 3 } },
+      },
+      {
+        requestId: 'r3',
+        command: { $case: 'reserve' as const, value: { target: A_SG0, key: 0x77n } },
+      },
+      {
+        requestId: 'r4',
+        command: {
+          $case: 'readKeys' as const,
+          value: { target: { agentId: 'ghost', path: '/dev/sg0' } },
+        },
+      },
+      {
+        requestId: 'r5',
+        command: { $case: 'readReservation' as const, value: { target: { luId: LU2 } } },
+      },
       { requestId: '', command: { $case: 'readKeys' as const, value: { target: A_SG0 } } },
     ];
     async function* source() {
@@ -357,18 +537,39 @@ describe('CommandSession', () => {
     const answering = (async () => {
       for (let i = 0; i < 3; i += 1) {
         const command = await agent.nextCommand();
-        agent.respond(command, command.kind?.$case === 'prout' ? { outcome: Outcome.OUTCOME_RESERVATION_CONFLICT, status: 0x18 } : {});
+        agent.respond(
+          command,
+          command.kind?.$case === 'prout'
+            ? { outcome: Outcome.OUTCOME_RESERVATION_CONFLICT, status: 0x18 }
+            : {},
+        );
       }
     })();
     const replies = new Map<string, unknown>();
-    for await (const reply of client.commandSession(source())) replies.set(reply.requestId, reply.reply);
+    for await (const reply of client.commandSession(source()))
+      replies.set(reply.requestId, reply.reply);
     await answering;
-    expect(replies.get('r1')).toMatchObject({ $case: 'result', value: { outcome: Outcome.OUTCOME_GOOD } });
-    expect(replies.get('r2')).toMatchObject({ $case: 'result', value: { outcome: Outcome.OUTCOME_RESERVATION_CONFLICT } });
-    expect(replies.get('r3')).toMatchObject({ $case: 'error', value: { code: Status.INVALID_ARGUMENT, field: 'type' } });
+    expect(replies.get('r1')).toMatchObject({
+      $case: 'result',
+      value: { outcome: Outcome.OUTCOME_GOOD },
+    });
+    expect(replies.get('r2')).toMatchObject({
+      $case: 'result',
+      value: { outcome: Outcome.OUTCOME_RESERVATION_CONFLICT },
+    });
+    expect(replies.get('r3')).toMatchObject({
+      $case: 'error',
+      value: { code: Status.INVALID_ARGUMENT, field: 'type' },
+    });
     expect(replies.get('r4')).toMatchObject({ $case: 'error', value: { code: Status.NOT_FOUND } });
-    expect(replies.get('r5')).toMatchObject({ $case: 'result', value: { luId: LU2, path: '/dev/sg1' } });
-    expect(replies.get('')).toMatchObject({ $case: 'error', value: { code: Status.INVALID_ARGUMENT, field: 'request_id' } });
+    expect(replies.get('r5')).toMatchObject({
+      $case: 'result',
+      value: { luId: LU2, path: '/dev/sg1' },
+    });
+    expect(replies.get('')).toMatchObject({
+      $case: 'error',
+      value: { code: Status.INVALID_ARGUMENT, field: 'request_id' },
+    });
     expect(replies.size).toBe(6);
   });
 });

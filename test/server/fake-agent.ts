@@ -1,10 +1,15 @@
 import { Status } from 'nice-grpc-common';
 import { ClientError } from 'nice-grpc';
 import { onTestFinished } from 'vitest';
-import type { Command, ConnectRequest, ConnectResponse, Welcome } from '../../src/gen/prfleet/v1/agent.js';
+import type {
+  Command,
+  ConnectRequest,
+  ConnectResponse,
+  Welcome,
+} from '../../src/gen/prfleet/v1/agent.js';
 import type { DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
+import type { CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import {
-  CommandResult,
   DeviceCapabilities,
   Outcome,
   Path,
@@ -16,7 +21,8 @@ import { createAgentClient, type AgentClient } from '../../src/common/client.js'
 import { AsyncQueue } from '../../src/server/async-queue.js';
 
 /** How a fake agent's stream ended. */
-export type StreamEnd = { readonly ok: true } | { readonly ok: false; readonly code: Status; readonly details: string };
+export type StreamEnd =
+  { readonly ok: true } | { readonly ok: false; readonly code: Status; readonly details: string };
 
 /** Capabilities like a SuperLoader changer's: no REGISTER AND MOVE, no ALL_TG_PT/SPEC_I_PT, WE and EA only. */
 export const CHANGER_CAPS = DeviceCapabilities.fromPartial({
@@ -98,7 +104,10 @@ export interface FakeAgentOptions {
 }
 
 /** Connects a fake agent to `address`; resolves after Welcome (and after the Inventory is sent, if any). */
-export async function connectFakeAgent(address: string, options: FakeAgentOptions): Promise<FakeAgent> {
+export async function connectFakeAgent(
+  address: string,
+  options: FakeAgentOptions,
+): Promise<FakeAgent> {
   const client = options.client ?? createAgentClient(address);
   if (options.client === undefined) onTestFinished(() => client.close());
   const outgoing = new AsyncQueue<DeepPartial<ConnectRequest>>(Number.MAX_SAFE_INTEGER);
@@ -111,13 +120,18 @@ export async function connectFakeAgent(address: string, options: FakeAgentOption
     wake = undefined;
     w?.();
   };
-  const waitFor = async <T>(check: () => T | undefined, timeoutMs: number, what: string): Promise<T> => {
+  const waitFor = async <T>(
+    check: () => T | undefined,
+    timeoutMs: number,
+    what: string,
+  ): Promise<T> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const value = check();
       if (value !== undefined) return value;
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`fake agent ${options.agentId}: no ${what} within ${timeoutMs} ms`);
+      if (left <= 0)
+        throw new Error(`fake agent ${options.agentId}: no ${what} within ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
         wake = resolve;
         setTimeout(resolve, Math.min(left, 50));
@@ -178,16 +192,22 @@ export async function connectFakeAgent(address: string, options: FakeAgentOption
     throw Object.assign(new Error(`stream ended before welcome: ${JSON.stringify(end)}`), { end });
   }
   const welcome = first.welcome;
-  if (options.paths !== undefined) outgoing.push({ message: { $case: 'inventory', value: { paths: options.paths } } });
+  if (options.paths !== undefined)
+    outgoing.push({ message: { $case: 'inventory', value: { paths: options.paths } } });
 
   let taken = 0;
   return {
     welcome,
     received,
     send: (message) => void outgoing.push(message),
-    sendInventory: (paths) => void outgoing.push({ message: { $case: 'inventory', value: { paths } } }),
+    sendInventory: (paths) =>
+      void outgoing.push({ message: { $case: 'inventory', value: { paths } } }),
     nextCommand: (timeoutMs = 5_000) =>
-      waitFor(() => (taken < commands.length ? commands[taken++] : undefined), timeoutMs, 'command'),
+      waitFor(
+        () => (taken < commands.length ? commands[taken++] : undefined),
+        timeoutMs,
+        'command',
+      ),
     respond: (command, result = {}) =>
       void outgoing.push({
         message: {

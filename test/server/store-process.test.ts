@@ -79,7 +79,12 @@ describe('prfleet-server on a data directory', () => {
     await agent.nextCommand();
     // One without an idempotency key too: the server journals it under a key it assigns.
     const unkeyed = client
-      .reserve({ target: { luId: LU2, agentId: 'host-k', path: '/dev/sg6' }, key: 0x5n, type: 3, options: { reason: 'nightly backup' } })
+      .reserve({
+        target: { luId: LU2, agentId: 'host-k', path: '/dev/sg6' },
+        key: 0x5n,
+        type: 3,
+        options: { reason: 'nightly backup' },
+      })
       .catch((e: unknown) => e);
     const reserveSent = await agent.nextCommand();
     expect(reserveSent.idempotencyKey).toMatch(/^prfleet-assigned:/);
@@ -90,7 +95,9 @@ describe('prfleet-server on a data directory', () => {
     // Same directory, same instance id: the stale lock is taken over and the pending key becomes UNKNOWN.
     const third = startServer(env);
     const marked = await third.waitForLog(
-      (e) => e['msg'] === 'journal: pending operation marked UNKNOWN' && e['idempotencyKey'] === 'cut-off',
+      (e) =>
+        e['msg'] === 'journal: pending operation marked UNKNOWN' &&
+        e['idempotencyKey'] === 'cut-off',
       OPEN_TIMEOUT_MS,
     );
     expect(marked).toMatchObject({
@@ -116,10 +123,24 @@ describe('prfleet-server on a data directory', () => {
     expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
     // Neither PROUT is without a record: both are in the history as UNKNOWN, with their keys and context.
     const { entries } = await client2.listHistory({});
-    expect(entries.map((e) => [e.actionName, e.outcome, e.reservationKey, e.idempotencyKey.replace(/:.*/, ':'), e.reason])).toEqual(
+    expect(
+      entries.map((e) => [
+        e.actionName,
+        e.outcome,
+        e.reservationKey,
+        e.idempotencyKey.replace(/:.*/, ':'),
+        e.reason,
+      ]),
+    ).toEqual(
       expect.arrayContaining([
         ['PROUT_ACTION_REGISTER', Outcome.OUTCOME_UNKNOWN, 0n, 'cut-off', ''],
-        ['PROUT_ACTION_RESERVE', Outcome.OUTCOME_UNKNOWN, 0x5n, 'prfleet-assigned:', 'nightly backup'],
+        [
+          'PROUT_ACTION_RESERVE',
+          Outcome.OUTCOME_UNKNOWN,
+          0x5n,
+          'prfleet-assigned:',
+          'nightly backup',
+        ],
       ]),
     );
     expect(entries).toHaveLength(2);

@@ -13,7 +13,10 @@ const SecurityEnv = z.object({
   PRFLEET_CLIENT_CERTS: z.enum(['require', 'optional']).optional(),
   PRFLEET_PLAINTEXT: booleanFlag.default(false),
   PRFLEET_TOKENS_FILE: z.string().min(1).optional(),
-  PRFLEET_TOKENS: z.preprocess((v) => (v === '' ? undefined : v), z.enum(['database', 'file', 'off']).optional()),
+  PRFLEET_TOKENS: z.preprocess(
+    (v) => (v === '' ? undefined : v),
+    z.enum(['database', 'file', 'off']).optional(),
+  ),
 });
 
 /** Where ControlService/FleetService bearer tokens are looked up. */
@@ -40,7 +43,11 @@ export interface SecurityConfig {
  * file: tests, the demo, loopback). Throws naming the variables when an explicit choice cannot work.
  */
 function tokenSourceOf(
-  e: { PRFLEET_TOKENS?: 'database' | 'file' | 'off' | undefined; PRFLEET_TOKENS_FILE?: string | undefined; PRFLEET_PLAINTEXT: boolean },
+  e: {
+    PRFLEET_TOKENS?: 'database' | 'file' | 'off' | undefined;
+    PRFLEET_TOKENS_FILE?: string | undefined;
+    PRFLEET_PLAINTEXT: boolean;
+  },
   env: NodeJS.ProcessEnv,
 ): TokenSource | undefined {
   const durable = storeConfigFromEnv(env).kind !== 'memory';
@@ -48,10 +55,16 @@ function tokenSourceOf(
     case 'off':
       return undefined;
     case 'file':
-      if (e.PRFLEET_TOKENS_FILE === undefined) throw new Error('PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE (the token file prfleet-tokens writes)');
+      if (e.PRFLEET_TOKENS_FILE === undefined)
+        throw new Error(
+          'PRFLEET_TOKENS=file needs PRFLEET_TOKENS_FILE (the token file prfleet-tokens writes)',
+        );
       return 'file';
     case 'database':
-      if (!durable) throw new Error('PRFLEET_TOKENS=database needs a durable store (DATABASE_URL or PGlite), not PRFLEET_STORE=memory');
+      if (!durable)
+        throw new Error(
+          'PRFLEET_TOKENS=database needs a durable store (DATABASE_URL or PGlite), not PRFLEET_STORE=memory',
+        );
       return 'database';
     case undefined:
       if (e.PRFLEET_TOKENS_FILE !== undefined) return 'file';
@@ -69,9 +82,14 @@ function tokenSourceOf(
  */
 export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): SecurityConfig {
   const parsed = SecurityEnv.safeParse(env);
-  if (!parsed.success) throw new Error(`invalid security environment\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new Error(`invalid security environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
-  const files = { PRFLEET_TLS_CERT: e.PRFLEET_TLS_CERT, PRFLEET_TLS_KEY: e.PRFLEET_TLS_KEY, PRFLEET_TLS_CA: e.PRFLEET_TLS_CA };
+  const files = {
+    PRFLEET_TLS_CERT: e.PRFLEET_TLS_CERT,
+    PRFLEET_TLS_KEY: e.PRFLEET_TLS_KEY,
+    PRFLEET_TLS_CA: e.PRFLEET_TLS_CA,
+  };
   const given = Object.entries(files).filter(([, v]) => v !== undefined);
   const tokenSource = tokenSourceOf(e, env);
   const tokens =
@@ -89,11 +107,15 @@ export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): Securi
     return { credentials: { plaintext: true }, requireAgentCertificate: false, ...tokens };
   }
   if (given.length < 3) {
-    const missing = Object.entries(files).filter(([, v]) => v === undefined).map(([k]) => k);
+    const missing = Object.entries(files)
+      .filter(([, v]) => v === undefined)
+      .map(([k]) => k);
     throw new Error(`incomplete TLS configuration: ${missing.join(' and ')} not set`);
   }
-  if (e.PRFLEET_PLAINTEXT) throw new Error('PRFLEET_PLAINTEXT=true conflicts with PRFLEET_TLS_*: choose one');
-  const clientCerts = e.PRFLEET_CLIENT_CERTS ?? (tokenSource === undefined ? 'require' : 'optional');
+  if (e.PRFLEET_PLAINTEXT)
+    throw new Error('PRFLEET_PLAINTEXT=true conflicts with PRFLEET_TLS_*: choose one');
+  const clientCerts =
+    e.PRFLEET_CLIENT_CERTS ?? (tokenSource === undefined ? 'require' : 'optional');
   if (clientCerts === 'optional' && tokenSource === undefined) {
     throw new Error(
       'PRFLEET_CLIENT_CERTS=optional needs client tokens (PRFLEET_TOKENS_FILE, or a durable store with PRFLEET_TOKENS unset or database): control clients without certificates must present tokens',

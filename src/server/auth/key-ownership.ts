@@ -27,7 +27,9 @@ export function createRegistryKeyCheck(keys: Pick<KeyRegistry, 'get'>): Operator
       );
     }
     if (record.owner !== principal.name) {
-      return refuse(`the key registry assigns it to ${record.owner}${describeHolder(record)}, not to ${principal.name}`);
+      return refuse(
+        `the key registry assigns it to ${record.owner}${describeHolder(record)}, not to ${principal.name}`,
+      );
     }
     if (record.revokedAt !== null && use.purpose === 'acquire') {
       const by = record.revokedBy === null ? '' : ` by ${record.revokedBy}`;

@@ -1,5 +1,11 @@
 import type { Logger } from 'pino';
-import { ServerError, Status, type CallContext, type ServerMiddleware, type ServerMiddlewareCall } from 'nice-grpc-common';
+import {
+  ServerError,
+  Status,
+  type CallContext,
+  type ServerMiddleware,
+  type ServerMiddlewareCall,
+} from 'nice-grpc-common';
 import { BadRequest, RichServerError } from 'nice-grpc-error-details';
 import { formatKey } from '../../scsi/keys.js';
 import type { CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
@@ -102,13 +108,17 @@ interface KeyedRequest {
 }
 
 /** Keys an operator acts with in `methodName` (those the key registry must grant), and how each is used. */
-function operatorKeysOf(methodName: string, request: KeyedRequest): { key: bigint; use: OperatorKeyUse }[] {
+function operatorKeysOf(
+  methodName: string,
+  request: KeyedRequest,
+): { key: bigint; use: OperatorKeyUse }[] {
   const acquire = { method: methodName, purpose: 'acquire' } as const;
   const relinquish = { method: methodName, purpose: 'relinquish' } as const;
   switch (methodName) {
     case 'Register': {
       const keys: { key: bigint; use: OperatorKeyUse }[] = [];
-      if (request.newKey !== undefined && request.newKey !== 0n) keys.push({ key: request.newKey, use: acquire });
+      if (request.newKey !== undefined && request.newKey !== 0n)
+        keys.push({ key: request.newKey, use: acquire });
       if (!request.ignoreExistingKey && request.key !== undefined && request.key !== 0n) {
         keys.push({ key: request.key, use: relinquish });
       }
@@ -201,7 +211,9 @@ export async function authorizeSessionCommand(
  * INVALID_ARGUMENT. Attach it to those two services only (agents authenticate with certificates, health probes
  * with nothing): `server.with(auth).add(ControlServiceDefinition, impl)`, same for FleetServiceDefinition.
  */
-export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMiddleware<AuthCallContextExt> {
+export function createAuthMiddleware(
+  options: AuthMiddlewareOptions,
+): ServerMiddleware<AuthCallContextExt> {
   const now = options.now ?? (() => new Date());
   return async function* authMiddleware<Request, Response>(
     call: ServerMiddlewareCall<Request, Response, AuthCallContextExt>,
@@ -214,23 +226,45 @@ export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMidd
       principal = token === undefined ? undefined : await verifyToken(options.tokens, token, now());
     } catch (error) {
       // The token store could not answer (database down, unreadable file): refuse, retryable, and log why.
-      options.log?.error({ err: error, method: call.method.path }, 'token store unavailable: call refused');
-      throw new ServerError(Status.UNAVAILABLE, 'cannot check the bearer token right now (token store unavailable); retry later');
+      options.log?.error(
+        { err: error, method: call.method.path },
+        'token store unavailable: call refused',
+      );
+      throw new ServerError(
+        Status.UNAVAILABLE,
+        'cannot check the bearer token right now (token store unavailable); retry later',
+      );
     }
     if (principal === undefined) {
-      options.log?.info({ method: call.method.path, peer: context.peer, hasToken: token !== undefined }, 'unauthenticated call refused');
+      options.log?.info(
+        { method: call.method.path, peer: context.peer, hasToken: token !== undefined },
+        'unauthenticated call refused',
+      );
       throw new ServerError(
         Status.UNAUTHENTICATED,
-        token === undefined ? 'missing bearer token (metadata authorization: Bearer prf_…)' : 'invalid, expired or revoked token',
+        token === undefined
+          ? 'missing bearer token (metadata authorization: Bearer prf_…)'
+          : 'invalid, expired or revoked token',
       );
     }
     try {
       // Streams are checked per message by their handler (authorizeSessionCommand); here only the method role.
-      await authorizeRequest(principal, methodName, call.requestStream ? undefined : call.request, options);
+      await authorizeRequest(
+        principal,
+        methodName,
+        call.requestStream ? undefined : call.request,
+        options,
+      );
     } catch (error) {
       if (error instanceof ServerError) {
         options.log?.info(
-          { method: call.method.path, peer: context.peer, ...principalLogFields(principal), code: Status[error.code], details: error.details },
+          {
+            method: call.method.path,
+            peer: context.peer,
+            ...principalLogFields(principal),
+            code: Status[error.code],
+            details: error.details,
+          },
           'call refused',
         );
       }
@@ -238,7 +272,9 @@ export function createAuthMiddleware(options: AuthMiddlewareOptions): ServerMidd
     }
     const authorization: AuthorizeOptions = {
       ...(options.methodRoles === undefined ? {} : { methodRoles: options.methodRoles }),
-      ...(options.isOperatorKeyAllowed === undefined ? {} : { isOperatorKeyAllowed: options.isOperatorKeyAllowed }),
+      ...(options.isOperatorKeyAllowed === undefined
+        ? {}
+        : { isOperatorKeyAllowed: options.isOperatorKeyAllowed }),
     };
     return yield* call.next(call.request, { ...context, principal, authorization });
   };

@@ -69,7 +69,9 @@ export function loadTlsMaterial(files: {
     try {
       return readFileSync(file);
     } catch (error) {
-      throw new Error(`cannot read TLS ${what} ${file}: ${(error as Error).message}`, { cause: error });
+      throw new Error(`cannot read TLS ${what} ${file}: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
   };
   return {
@@ -96,7 +98,10 @@ function subjectAltNames(cert: X509Certificate): { type: string; value: string }
   const entry = /([A-Za-z ]+):("(?:[^"\\]|\\.)*"|[^,]*)(?:,\s*|$)/g;
   for (let m = entry.exec(text); m !== null && m[0] !== ''; m = entry.exec(text)) {
     const raw = m[2] ?? '';
-    names.push({ type: (m[1] ?? '').trim(), value: raw.startsWith('"') ? (JSON.parse(raw) as string) : raw });
+    names.push({
+      type: (m[1] ?? '').trim(),
+      value: raw.startsWith('"') ? (JSON.parse(raw) as string) : raw,
+    });
   }
   return names;
 }
@@ -114,13 +119,17 @@ export function identityFromCertificate(cert: X509Certificate): PeerIdentity | u
   const uris = subjectAltNames(cert)
     .filter((n) => n.type === 'URI')
     .map((n) => n.value);
-  const uriIds = uris.filter((u) => u.startsWith(AGENT_URI_PREFIX)).map((u) => u.slice(AGENT_URI_PREFIX.length));
+  const uriIds = uris
+    .filter((u) => u.startsWith(AGENT_URI_PREFIX))
+    .map((u) => u.slice(AGENT_URI_PREFIX.length));
   const cn = commonNameOf(cert);
   if (uriIds.length > 1) return undefined;
   const agentId = uriIds[0] ?? cn;
   if (agentId === undefined || !AGENT_ID_PATTERN.test(agentId)) return undefined;
   if (uriIds[0] !== undefined && cn !== undefined && cn !== agentId) return undefined;
-  const allow = uris.filter((u) => u.startsWith(ALLOW_URI_PREFIX)).map((u) => u.slice(ALLOW_URI_PREFIX.length));
+  const allow = uris
+    .filter((u) => u.startsWith(ALLOW_URI_PREFIX))
+    .map((u) => u.slice(ALLOW_URI_PREFIX.length));
   return { agentId, allow, fingerprint256: cert.fingerprint256 };
 }
 
@@ -195,7 +204,11 @@ export function createPeerIdentityInterceptor(cas: readonly X509Certificate[]): 
  * later tick: grpc-js registers the server's watcher only after adding its listeners, so a synchronous call
  * would be lost and the server would refuse every handshake.
  */
-function staticProvider(update: { ca?: Buffer; cert?: Buffer; key?: Buffer }): experimental.CertificateProvider {
+function staticProvider(update: {
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
+}): experimental.CertificateProvider {
   return {
     addCaCertificateListener(listener) {
       const { ca } = update;
@@ -224,7 +237,9 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
   }
   if (options.tls === undefined) {
     if (options.plaintext !== true) {
-      throw new Error('serverCredentials: no TLS material given; pass plaintext: true to serve without TLS');
+      throw new Error(
+        'serverCredentials: no TLS material given; pass plaintext: true to serve without TLS',
+      );
     }
     // No interceptor: without TLS there is no peer certificate, and forged prfleet-peer-* headers carry no
     // identity anyway (peerIdentityOf requires the per-process proof only the interceptor knows). It would
@@ -236,14 +251,20 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
   const caPem = Buffer.from(ca);
   const base =
     (options.tls.clientCerts ?? 'require') === 'require'
-      ? ServerCredentials.createSsl(caPem, [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(key) }], true)
+      ? ServerCredentials.createSsl(
+          caPem,
+          [{ cert_chain: Buffer.from(cert), private_key: Buffer.from(key) }],
+          true,
+        )
       : // grpc-js names the parameters (ca, identity) but its constructor takes (identity, ca): pass identity first.
         experimental.createCertificateProviderServerCredentials(
           staticProvider({ cert: Buffer.from(cert), key: Buffer.from(key) }),
           staticProvider({ ca: caPem }),
           false,
         );
-  return experimental.createServerCredentialsWithInterceptors(base, [createPeerIdentityInterceptor(cas)]);
+  return experimental.createServerCredentialsWithInterceptors(base, [
+    createPeerIdentityInterceptor(cas),
+  ]);
 }
 
 /**
@@ -284,7 +305,10 @@ export function authorizeAgentHello(
   const identity = peerIdentityOf(ctx);
   if (identity === undefined) {
     if (options.requireCertificate) {
-      throw new ServerError(Status.UNAUTHENTICATED, 'agents must present a client certificate signed by the fleet CA');
+      throw new ServerError(
+        Status.UNAUTHENTICATED,
+        'agents must present a client certificate signed by the fleet CA',
+      );
     }
     return undefined;
   }
@@ -314,7 +338,8 @@ export function authorizeInventory(
   identity: PeerIdentity | undefined,
   paths: readonly Path[],
 ): { allowed: Path[]; denied: Path[] } {
-  if (identity === undefined || identity.allow.length === 0) return { allowed: [...paths], denied: [] };
+  if (identity === undefined || identity.allow.length === 0)
+    return { allowed: [...paths], denied: [] };
   const patterns = identity.allow.map(globToRegExp);
   const allowed: Path[] = [];
   const denied: Path[] = [];

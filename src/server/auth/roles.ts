@@ -1,5 +1,6 @@
-import { ControlServiceDefinition, type CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
-import { FleetServiceDefinition } from '../../gen/prfleet/v1/fleet.js';
+import type { ControlServiceDefinition } from '../../gen/prfleet/v1/control.js';
+import { type CommandSessionRequest } from '../../gen/prfleet/v1/control.js';
+import type { FleetServiceDefinition } from '../../gen/prfleet/v1/fleet.js';
 
 /** What a principal may do: viewer reads and audits, operator also registers/reserves/releases, admin all. */
 export type Role = 'viewer' | 'operator' | 'admin';
@@ -69,7 +70,10 @@ export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>
 };
 
 /** Both tables; method names do not repeat across the two services. */
-export const METHOD_ROLES: Readonly<Partial<Record<string, Role>>> = { ...CONTROL_METHOD_ROLES, ...FLEET_METHOD_ROLES };
+export const METHOD_ROLES: Readonly<Partial<Record<string, Role>>> = {
+  ...CONTROL_METHOD_ROLES,
+  ...FLEET_METHOD_ROLES,
+};
 
 /**
  * Methods that take a reservation away from someone, wipe registrations, revoke keys or roll out changes: with
@@ -88,7 +92,10 @@ export const REASON_FIELDS: Readonly<Record<string, 'options.reason' | 'reason'>
 export const DESTRUCTIVE_METHODS: ReadonlySet<string> = new Set(Object.keys(REASON_FIELDS));
 
 /** Role needed for a ControlService or FleetService method name; unknown names need admin (fail closed). */
-export function roleForMethod(methodName: string, table: Readonly<Partial<Record<string, Role>>> = METHOD_ROLES): Role {
+export function roleForMethod(
+  methodName: string,
+  table: Readonly<Partial<Record<string, Role>>> = METHOD_ROLES,
+): Role {
   return table[methodName] ?? 'admin';
 }
 

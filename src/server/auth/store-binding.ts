@@ -70,14 +70,19 @@ export function createStoreBoundAuth(options: StoreBoundAuthOptions): StoreBound
       bound = true;
       if (store === undefined) {
         if (options.tokenSource === 'database') {
-          throw new Error('token source "database" needs a durable store; the server runs with PRFLEET_STORE=memory');
+          throw new Error(
+            'token source "database" needs a durable store; the server runs with PRFLEET_STORE=memory',
+          );
         }
         options.log?.warn(
           'auth: no durable store, so no key registry: operators may REGISTER/RESERVE/RELEASE with any key (run with PGlite or PostgreSQL to tie keys to owners)',
         );
       } else {
         options.log?.info(
-          { tokens: options.tokenSource === 'database' ? `database (${store.location})` : 'file', operatorKeys: 'key registry owner' },
+          {
+            tokens: options.tokenSource === 'database' ? `database (${store.location})` : 'file',
+            operatorKeys: 'key registry owner',
+          },
           'auth: client tokens and operator keys',
         );
       }
@@ -87,6 +92,7 @@ export function createStoreBoundAuth(options: StoreBoundAuthOptions): StoreBound
 }
 
 function requireFile(file: string | undefined): string {
-  if (file === undefined) throw new Error('token source "file" needs a token file (PRFLEET_TOKENS_FILE)');
+  if (file === undefined)
+    throw new Error('token source "file" needs a token file (PRFLEET_TOKENS_FILE)');
   return file;
 }

@@ -81,7 +81,9 @@ export interface IssueTokenOptions {
  */
 export function issueToken(options: IssueTokenOptions): { token: string; record: TokenRecord } {
   if (!/^[\x21-\x7e][\x20-\x7e]{0,63}$/.test(options.name)) {
-    throw new Error(`invalid token name: ${JSON.stringify(options.name)} (1-64 printable ASCII characters)`);
+    throw new Error(
+      `invalid token name: ${JSON.stringify(options.name)} (1-64 printable ASCII characters)`,
+    );
   }
   if (options.expiresInMs !== undefined && !(options.expiresInMs > 0)) {
     throw new Error(`invalid token lifetime: ${options.expiresInMs} ms (must be > 0)`);
@@ -118,7 +120,11 @@ export async function createToken(
  * Checks a presented token against `store`: format, existence, hash (constant-time), revocation, expiry.
  * Returns the principal, or undefined for any failure (callers answer UNAUTHENTICATED without saying which).
  */
-export async function verifyToken(store: TokenStore, token: string, now = new Date()): Promise<Principal | undefined> {
+export async function verifyToken(
+  store: TokenStore,
+  token: string,
+  now = new Date(),
+): Promise<Principal | undefined> {
   const parsed = parseToken(token);
   if (parsed === undefined) return undefined;
   const record = await store.find(parsed.id);
@@ -127,7 +133,8 @@ export async function verifyToken(store: TokenStore, token: string, now = new Da
   const actual = hashSecret(record.salt, parsed.secret);
   if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return undefined;
   if (record.revokedAt !== undefined) return undefined;
-  if (record.expiresAt !== undefined && now.getTime() >= Date.parse(record.expiresAt)) return undefined;
+  if (record.expiresAt !== undefined && now.getTime() >= Date.parse(record.expiresAt))
+    return undefined;
   return { tokenId: record.id, name: record.name, role: record.role };
 }
 
@@ -202,7 +209,8 @@ export function createFileTokenStore(path: string): TokenStore {
       throw new Error(`token file ${path} is not valid JSON`, { cause: error });
     }
     const parsed = TokenFileSchema.safeParse(json);
-    if (!parsed.success) throw new Error(`token file ${path} is malformed\n${z.prettifyError(parsed.error)}`);
+    if (!parsed.success)
+      throw new Error(`token file ${path} is malformed\n${z.prettifyError(parsed.error)}`);
     const records = parsed.data.tokens.map(toRecord);
     cache = { key, records };
     return records;
@@ -210,7 +218,9 @@ export function createFileTokenStore(path: string): TokenStore {
 
   async function save(records: TokenRecord[]): Promise<void> {
     const temp = `${path}.${process.pid}.tmp`;
-    await writeFile(temp, `${JSON.stringify({ version: 1, tokens: records }, null, 2)}\n`, { mode: 0o600 });
+    await writeFile(temp, `${JSON.stringify({ version: 1, tokens: records }, null, 2)}\n`, {
+      mode: 0o600,
+    });
     await rename(temp, path);
     cache = undefined;
   }
@@ -224,7 +234,8 @@ export function createFileTokenStore(path: string): TokenStore {
     },
     async add(record) {
       const records = await load();
-      if (records.some((r) => r.id === record.id)) throw new Error(`token id ${record.id} already exists`);
+      if (records.some((r) => r.id === record.id))
+        throw new Error(`token id ${record.id} already exists`);
       await save([...records, record]);
     },
     async revoke(id, at = new Date()) {

@@ -37,7 +37,11 @@ function sameNexus(path: Path, d: FullStatusDescriptor): boolean {
   }
 }
 
-const UNKNOWN: PathRegistration = { registration: RegistrationState.REGISTRATION_STATE_UNKNOWN, key: 0n, holder: false };
+const UNKNOWN: PathRegistration = {
+  registration: RegistrationState.REGISTRATION_STATE_UNKNOWN,
+  key: 0n,
+  holder: false,
+};
 
 /**
  * Works out which nexus is registered. With READ FULL STATUS each path is matched to its descriptor by initiator
@@ -49,17 +53,29 @@ export function analyzeUnit(obs: LuObservation, keys: KeyIndex): UnitAnalysis {
   const state = obs.state;
   const keyCounts = new Map<bigint, number>();
   for (const k of state?.keys ?? []) keyCounts.set(k, (keyCounts.get(k) ?? 0) + 1);
-  if (state === undefined) return { paths: obs.paths.map(() => UNKNOWN), holderAgentId: '', keyCounts };
+  if (state === undefined)
+    return { paths: obs.paths.map(() => UNKNOWN), holderAgentId: '', keyCounts };
 
-  const registryHolder = state.reserved && state.holderKey !== 0n ? (keys.record(state.holderKey)?.agentId ?? '') : '';
+  const registryHolder =
+    state.reserved && state.holderKey !== 0n ? (keys.record(state.holderKey)?.agentId ?? '') : '';
   if (state.fullStatus !== undefined) {
     const descriptors = state.fullStatus;
     let holderAgentId = '';
     const paths = obs.paths.map((p) => {
       const d = descriptors.find((x) => sameNexus(p.fleetPath.path, x));
-      if (d === undefined) return { registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED, key: 0n, holder: false };
-      if (d.reservationHolder && holderAgentId === '') holderAgentId = p.fleetPath.agent.hello.agentId;
-      return { registration: RegistrationState.REGISTRATION_STATE_REGISTERED, key: d.key, holder: d.reservationHolder };
+      if (d === undefined)
+        return {
+          registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
+          key: 0n,
+          holder: false,
+        };
+      if (d.reservationHolder && holderAgentId === '')
+        holderAgentId = p.fleetPath.agent.hello.agentId;
+      return {
+        registration: RegistrationState.REGISTRATION_STATE_REGISTERED,
+        key: d.key,
+        holder: d.reservationHolder,
+      };
     });
     return { paths, holderAgentId: holderAgentId || registryHolder, keyCounts };
   }
@@ -73,7 +89,8 @@ export function analyzeUnit(obs: LuObservation, keys: KeyIndex): UnitAnalysis {
     else list.push(i);
   });
   const attributed = new Set<bigint>();
-  for (const id of byAgent.keys()) for (const k of keys.keysOf(id)) if (keyCounts.has(k)) attributed.add(k);
+  for (const id of byAgent.keys())
+    for (const k of keys.keysOf(id)) if (keyCounts.has(k)) attributed.add(k);
   const unattributed = [...keyCounts.keys()].some((k) => !attributed.has(k));
   const paths: PathRegistration[] = obs.paths.map(() => UNKNOWN);
   for (const [agentId, indexes] of byAgent) {
@@ -82,7 +99,13 @@ export function analyzeUnit(obs: LuObservation, keys: KeyIndex): UnitAnalysis {
     let reg: PathRegistration;
     if (count === 0) {
       // Keys nobody can be tied to might be this host's (a hand-chosen key): then we cannot tell.
-      reg = unattributed ? UNKNOWN : { registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED, key: 0n, holder: false };
+      reg = unattributed
+        ? UNKNOWN
+        : {
+            registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
+            key: 0n,
+            holder: false,
+          };
     } else if (count >= indexes.length) {
       const key = own.length === 1 ? (own[0] as bigint) : 0n;
       reg = {
@@ -109,11 +132,14 @@ export function registrationByAgent(
     const id = p.fleetPath.agent.hello.agentId;
     let entry = out.get(id);
     if (entry === undefined) {
-      const keyCount = keys.keysOf(id).reduce((sum, k) => sum + (analysis.keyCounts.get(k) ?? 0), 0);
+      const keyCount = keys
+        .keysOf(id)
+        .reduce((sum, k) => sum + (analysis.keyCounts.get(k) ?? 0), 0);
       out.set(id, (entry = { registered: 0, total: 0, keyCount }));
     }
     entry.total += 1;
-    if (analysis.paths[i]?.registration === RegistrationState.REGISTRATION_STATE_REGISTERED) entry.registered += 1;
+    if (analysis.paths[i]?.registration === RegistrationState.REGISTRATION_STATE_REGISTERED)
+      entry.registered += 1;
   });
   return out;
 }

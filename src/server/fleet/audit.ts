@@ -19,7 +19,13 @@ import { loadDesiredIndex } from './desired.js';
 import { loadKeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit } from './observe.js';
-import { buildReport, loaderFindings, unitFindings, type AgentLookup, type LoaderDigest } from './report.js';
+import {
+  buildReport,
+  loaderFindings,
+  unitFindings,
+  type AgentLookup,
+  type LoaderDigest,
+} from './report.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
 
 /** Audit defaults. */
@@ -40,7 +46,6 @@ function boundedInt(value: number, field: string, fallback: number, max: number)
   return value;
 }
 
-
 /** Looks agents up in the registry. */
 export function agentLookup(deps: FleetDeps): AgentLookup {
   return {
@@ -55,16 +60,37 @@ export function agentLookup(deps: FleetDeps): AgentLookup {
  * summary with loader-level findings (deadlocks). Unreachable agents and LUs are reported, never dropped.
  * Throws INVALID_ARGUMENT for a bad request before anything is sent.
  */
-export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: AbortSignal): AsyncGenerator<AuditResponse> {
-  const maxConcurrency = boundedInt(request.maxConcurrency, 'max_concurrency', AUDIT_DEFAULTS.maxConcurrency, 100_000);
-  const maxPerAgent = boundedInt(request.maxPerAgent, 'max_per_agent', AUDIT_DEFAULTS.maxPerAgent, 10_000);
-  const timeoutMs = request.commandTimeout ? durationToMs(request.commandTimeout) : AUDIT_DEFAULTS.timeoutMs;
+export async function* runAudit(
+  deps: FleetDeps,
+  request: AuditRequest,
+  signal: AbortSignal,
+): AsyncGenerator<AuditResponse> {
+  const maxConcurrency = boundedInt(
+    request.maxConcurrency,
+    'max_concurrency',
+    AUDIT_DEFAULTS.maxConcurrency,
+    100_000,
+  );
+  const maxPerAgent = boundedInt(
+    request.maxPerAgent,
+    'max_per_agent',
+    AUDIT_DEFAULTS.maxPerAgent,
+    10_000,
+  );
+  const timeoutMs = request.commandTimeout
+    ? durationToMs(request.commandTimeout)
+    : AUDIT_DEFAULTS.timeoutMs;
   if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
-  const progressMs = request.progressInterval ? durationToMs(request.progressInterval) : AUDIT_DEFAULTS.progressMs;
+  const progressMs = request.progressInterval
+    ? durationToMs(request.progressInterval)
+    : AUDIT_DEFAULTS.progressMs;
   const units = selectUnits(deps.devices, request.selector);
   const startedAt = new Date();
   const t0 = performance.now();
-  const [keys, desired] = await Promise.all([loadKeyIndex(deps.store), loadDesiredIndex(deps.store)]);
+  const [keys, desired] = await Promise.all([
+    loadKeyIndex(deps.store),
+    loadDesiredIndex(deps.store),
+  ]);
   const limiter = new CommandLimiter(maxConcurrency, maxPerAgent);
   const agents = agentLookup(deps);
   const out = new AsyncQueue<AuditResponse>(Number.MAX_SAFE_INTEGER);
@@ -85,7 +111,12 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
     AuditResponse.fromPartial({
       event: {
         $case: 'progress',
-        value: AuditProgress.fromPartial({ logicalUnitsTotal: units.length, logicalUnitsDone: done, commandsSent: commands, findings }),
+        value: AuditProgress.fromPartial({
+          logicalUnitsTotal: units.length,
+          logicalUnitsDone: done,
+          commandsSent: commands,
+          findings,
+        }),
       },
     });
 
@@ -94,7 +125,13 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
   const timer = setInterval(() => out.push(progress()), Math.max(10, progressMs));
   // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
   setMaxListeners(0, signal);
-  const ctx = { router: deps.router, limiter, timeoutMs, signal, onCommand: () => void (commands += 1) };
+  const ctx = {
+    router: deps.router,
+    limiter,
+    timeoutMs,
+    signal,
+    onCommand: () => void (commands += 1),
+  };
   const auditUnit = async (unit: SelectedUnit): Promise<void> => {
     const obs = await observeUnit(unit, ctx);
     const analysis = analyzeUnit(obs, keys);
@@ -106,7 +143,14 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
     pathsReachable += report.paths.filter((p) => p.reachable).length;
     if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
     if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
-    digests.push({ luId: report.luId, loaderId: report.loaderId, peripheralDeviceType: report.peripheralDeviceType, reserved: report.reserved, holderKey: report.holderKey, holderAgentId: report.holderAgentId });
+    digests.push({
+      luId: report.luId,
+      loaderId: report.loaderId,
+      peripheralDeviceType: report.peripheralDeviceType,
+      reserved: report.reserved,
+      holderKey: report.holderKey,
+      holderAgentId: report.holderAgentId,
+    });
     out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
   };
   // Lanes instead of every LU at once: only a lane's worth of reads, promises and reports is alive at a time
@@ -134,9 +178,9 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
       throw e;
     }
   };
-  const work = Promise.all(Array.from({ length: Math.min(order.length, maxConcurrency) }, lane)).then(() =>
-    signal.throwIfAborted(),
-  );
+  const work = Promise.all(
+    Array.from({ length: Math.min(order.length, maxConcurrency) }, lane),
+  ).then(() => signal.throwIfAborted());
   work.then(
     () => {
       clearInterval(timer);
@@ -144,7 +188,12 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
       count(loader);
       deps.onAuditFindings?.(
         Object.fromEntries(
-          [...counts].map(([kind, n]) => [findingKindToJSON(kind).replace(/^FINDING_KIND_/, '').toLowerCase(), n]),
+          [...counts].map(([kind, n]) => [
+            findingKindToJSON(kind)
+              .replace(/^FINDING_KIND_/, '')
+              .toLowerCase(),
+            n,
+          ]),
         ),
       );
       const ms = performance.now() - t0;
@@ -161,7 +210,9 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
               paths,
               pathsReachable,
               commandsSent: commands,
-              findingCounts: [...counts].sort((a, b) => a[0] - b[0]).map(([kind, n]) => FindingCount.fromPartial({ kind, count: n })),
+              findingCounts: [...counts]
+                .sort((a, b) => a[0] - b[0])
+                .map(([kind, n]) => FindingCount.fromPartial({ kind, count: n })),
               loaderFindings: loader,
               duration: msToDuration(ms),
               startedAt,
@@ -169,7 +220,10 @@ export async function* runAudit(deps: FleetDeps, request: AuditRequest, signal: 
           },
         }),
       );
-      deps.log.info({ logicalUnits: units.length, commands, findings, ms: Math.round(ms) }, 'audit finished');
+      deps.log.info(
+        { logicalUnits: units.length, commands, findings, ms: Math.round(ms) },
+        'audit finished',
+      );
       out.close();
     },
     (e: unknown) => {

@@ -38,22 +38,39 @@ export function toStoreScope(scope: ProtoDesiredScope | undefined, field: string
 /** The proto scope of a store scope. */
 export function toProtoScope(scope: DesiredScope): ProtoDesiredScope {
   return ProtoDesiredScope.fromPartial({
-    scope: scope.kind === 'loader' ? { $case: 'loaderId', value: scope.id } : { $case: 'group', value: scope.id },
+    scope:
+      scope.kind === 'loader'
+        ? { $case: 'loaderId', value: scope.id }
+        : { $case: 'group', value: scope.id },
   });
 }
 
 /** Checks a desired state; INVALID_ARGUMENT naming the field at fault. Returns it with defaults filled in. */
-export function validateDesiredState(state: DesiredState | undefined, scope: DesiredScope): DesiredState {
+export function validateDesiredState(
+  state: DesiredState | undefined,
+  scope: DesiredScope,
+): DesiredState {
   if (state === undefined) throw invalidArgument('state', 'required');
   state.registeredAgentIds.forEach((id, i) => {
-    if (id.trim() === '') throw invalidArgument(`state.registered_agent_ids[${i}]`, 'must not be empty');
+    if (id.trim() === '')
+      throw invalidArgument(`state.registered_agent_ids[${i}]`, 'must not be empty');
   });
-  for (const [name, r] of [['changer', state.changer], ['drives', state.drives]] as const) {
+  for (const [name, r] of [
+    ['changer', state.changer],
+    ['drives', state.drives],
+  ] as const) {
     if (r === undefined || r.holderAgentId === '') continue;
-    if (!VALID_TYPES.has(r.type)) throw invalidArgument(`state.${name}.type`, `${r.type} is not a reservation type (set one with a holder)`);
+    if (!VALID_TYPES.has(r.type))
+      throw invalidArgument(
+        `state.${name}.type`,
+        `${r.type} is not a reservation type (set one with a holder)`,
+      );
   }
   if (state.keyPurpose !== '' && !(KEY_PURPOSE_NAMES as string[]).includes(state.keyPurpose)) {
-    throw invalidArgument('state.key_purpose', `"${state.keyPurpose}" is not one of ${KEY_PURPOSE_NAMES.join(', ')}`);
+    throw invalidArgument(
+      'state.key_purpose',
+      `"${state.keyPurpose}" is not one of ${KEY_PURPOSE_NAMES.join(', ')}`,
+    );
   }
   parseLabels(state.groupLabels, 'state.group_labels');
   if (scope.kind === 'loader' && (state.groupSite !== '' || state.groupLabels.length > 0)) {
@@ -107,7 +124,9 @@ export async function loadDesiredIndex(store: FleetStore): Promise<DesiredIndex>
       let state = unit.loaderId === '' ? undefined : loaders.get(unit.loaderId);
       if (state !== undefined) source = `loader/${unit.loaderId}`;
       else {
-        const group = groups.find((g) => unit.paths.some((p) => agentMatches(p.agent, g.state.groupSite, g.labels)));
+        const group = groups.find((g) =>
+          unit.paths.some((p) => agentMatches(p.agent, g.state.groupSite, g.labels)),
+        );
         if (group === undefined) return undefined;
         state = group.state;
         source = `group/${group.name}`;
@@ -119,7 +138,7 @@ export async function loadDesiredIndex(store: FleetStore): Promise<DesiredIndex>
         source,
         registered: [...registered],
         ...(r === undefined ? {} : { reservation: { holder: r.holderAgentId, type: r.type } }),
-        purpose: ((state.keyPurpose || 'backup') as KeyPurpose),
+        purpose: (state.keyPurpose || 'backup') as KeyPurpose,
         removeOthers: state.removeOthers,
       };
     },

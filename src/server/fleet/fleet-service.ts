@@ -17,7 +17,13 @@ import { durationToMs } from '../../common/command.js';
 import { directServiceDefinition } from '../../common/service-definition.js';
 import { ErrorReason, failedPrecondition, invalidArgument, notFound } from '../../common/errors.js';
 import { KEY_PURPOSE_NAMES, formatKey, type KeyPurpose } from '../../common/key-layout.js';
-import { KeySpaceExhaustedError, NotFoundError, StoreInputError, VersionConflictError, type JsonValue } from '../store/index.js';
+import {
+  KeySpaceExhaustedError,
+  NotFoundError,
+  StoreInputError,
+  VersionConflictError,
+  type JsonValue,
+} from '../store/index.js';
 import { analyzeUnit } from './analyze.js';
 import { runAudit } from './audit.js';
 import type { FleetDeps } from './deps.js';
@@ -47,10 +53,12 @@ const PLAN_READ_TIMEOUT_MS = 10_000;
 
 /** Maps store errors to RPC errors (bad input, unknown record, lost compare-and-set, exhausted key space). */
 export function storeErrorToRpc(e: unknown, fieldPrefix = ''): unknown {
-  if (e instanceof StoreInputError) return invalidArgument(`${fieldPrefix}${snake(e.field)}`, e.message);
+  if (e instanceof StoreInputError)
+    return invalidArgument(`${fieldPrefix}${snake(e.field)}`, e.message);
   if (e instanceof NotFoundError) return notFound('record', '', e.message);
   if (e instanceof VersionConflictError) return new ServerError(Status.ABORTED, e.message);
-  if (e instanceof KeySpaceExhaustedError) return new ServerError(Status.RESOURCE_EXHAUSTED, e.message);
+  if (e instanceof KeySpaceExhaustedError)
+    return new ServerError(Status.RESOURCE_EXHAUSTED, e.message);
   return e;
 }
 
@@ -75,7 +83,10 @@ function purposeOf(value: string, field: string): KeyPurpose {
 }
 
 /** Guard rails from the request, defaults filled in; INVALID_ARGUMENT naming the bad field. */
-export function rolloutSettings(options: RolloutOptions | undefined, verb: string): RolloutSettings {
+export function rolloutSettings(
+  options: RolloutOptions | undefined,
+  verb: string,
+): RolloutSettings {
   const o = options;
   const bounded = (value: number | undefined, field: string, fallback: number, max: number) => {
     if (value === undefined || value === 0) return fallback;
@@ -86,11 +97,24 @@ export function rolloutSettings(options: RolloutOptions | undefined, verb: strin
   if (!(timeoutMs > 0)) throw invalidArgument('options.command_timeout', 'must be positive');
   const operationId = o?.operationId || newOperationId();
   if (!/^[A-Za-z0-9._:-]{1,100}$/.test(operationId)) {
-    throw invalidArgument('options.operation_id', 'letters, digits, ".", "_", ":" or "-", at most 100');
+    throw invalidArgument(
+      'options.operation_id',
+      'letters, digits, ".", "_", ":" or "-", at most 100',
+    );
   }
   return {
-    maxConcurrency: bounded(o?.maxConcurrency, 'max_concurrency', ROLLOUT_DEFAULTS.maxConcurrency, 1000),
-    errorThreshold: bounded(o?.errorThreshold, 'error_threshold', ROLLOUT_DEFAULTS.errorThreshold, 1_000_000),
+    maxConcurrency: bounded(
+      o?.maxConcurrency,
+      'max_concurrency',
+      ROLLOUT_DEFAULTS.maxConcurrency,
+      1000,
+    ),
+    errorThreshold: bounded(
+      o?.errorThreshold,
+      'error_threshold',
+      ROLLOUT_DEFAULTS.errorThreshold,
+      1_000_000,
+    ),
     rollbackOnAbort: o?.rollbackOnAbort ?? false,
     timeoutMs,
     maxReplans: bounded(o?.maxReplans, 'max_replans', ROLLOUT_DEFAULTS.maxReplans, 100),
@@ -108,9 +132,12 @@ function checkSteps(steps: readonly PlanStep[]): Map<string, PlanStep[]> {
     if (s.luId === '') throw invalidArgument(`${at}.lu_id`, 'required');
     if (s.agentId === '') throw invalidArgument(`${at}.agent_id`, 'required');
     if (s.path === '') throw invalidArgument(`${at}.path`, 'required');
-    if (s.prout === undefined || s.prout.action === 0) throw invalidArgument(`${at}.prout`, 'required (with an action)');
+    if (s.prout === undefined || s.prout.action === 0)
+      throw invalidArgument(`${at}.prout`, 'required (with an action)');
     const list = byLu.get(s.luId) ?? [];
-    list.push(PlanStep.fromPartial({ ...s, precondition: s.precondition ?? Precondition.fromPartial({}) }));
+    list.push(
+      PlanStep.fromPartial({ ...s, precondition: s.precondition ?? Precondition.fromPartial({}) }),
+    );
     byLu.set(s.luId, list);
   });
   for (const list of byLu.values()) list.sort((a, b) => a.sequence - b.sequence);
@@ -120,7 +147,16 @@ function checkSteps(steps: readonly PlanStep[]): Map<string, PlanStep[]> {
 function blocker(message: string, unit: SelectedUnit): UnitPlan {
   return {
     steps: [],
-    blockers: [Finding.fromPartial({ kind: FindingKind.FINDING_KIND_DRIFT, severity: Severity.SEVERITY_INFO, luId: unit.luId, loaderId: unit.loaderId, message, suggestedAction: 'prfleet desired set --loader <id> …' })],
+    blockers: [
+      Finding.fromPartial({
+        kind: FindingKind.FINDING_KIND_DRIFT,
+        severity: Severity.SEVERITY_INFO,
+        luId: unit.luId,
+        loaderId: unit.loaderId,
+        message,
+        suggestedAction: 'prfleet desired set --loader <id> …',
+      }),
+    ],
     incomplete: false,
   };
 }
@@ -143,7 +179,16 @@ export function createFleetService(deps: FleetDeps): FleetServiceImplementation 
           ...(request.note === '' ? {} : { note: request.note }),
         }),
       );
-      log.info({ key: formatKey(record.key), agentId: record.agentId, site: record.site, purpose, owner: record.owner }, 'key allocated');
+      log.info(
+        {
+          key: formatKey(record.key),
+          agentId: record.agentId,
+          site: record.site,
+          purpose,
+          owner: record.owner,
+        },
+        'key allocated',
+      );
       return { key: keyRecordToProto(record) };
     },
 
@@ -164,18 +209,33 @@ export function createFleetService(deps: FleetDeps): FleetServiceImplementation 
       if (request.key === 0n) throw invalidArgument('key', 'required (0 is "no key")');
       if (request.revokedBy === '') throw invalidArgument('revoked_by', 'required');
       const record = await mapStore(() =>
-        store.keys.revoke(request.key, { by: request.revokedBy, ...(request.reason === '' ? {} : { reason: request.reason }) }),
+        store.keys.revoke(request.key, {
+          by: request.revokedBy,
+          ...(request.reason === '' ? {} : { reason: request.reason }),
+        }),
       );
-      log.info({ key: formatKey(record.key), by: request.revokedBy, reason: request.reason }, 'key revoked');
+      log.info(
+        { key: formatKey(record.key), by: request.revokedBy, reason: request.reason },
+        'key revoked',
+      );
       return { key: keyRecordToProto(record) };
     },
 
     async decodeKey(request) {
       const reading = await mapStore(() => store.keys.decodeKey(request.key));
       if (reading.kind === 'registry') {
-        return DecodeKeyResponse.fromPartial({ owner: ownerOfRecord(reading.record), record: keyRecordToProto(reading.record), layout: 'registry', confidence: 'pattern' });
+        return DecodeKeyResponse.fromPartial({
+          owner: ownerOfRecord(reading.record),
+          record: keyRecordToProto(reading.record),
+          layout: 'registry',
+          confidence: 'pattern',
+        });
       }
-      return DecodeKeyResponse.fromPartial({ owner: foreignOwner(request.key), layout: reading.kind, confidence: reading.confidence });
+      return DecodeKeyResponse.fromPartial({
+        owner: foreignOwner(request.key),
+        layout: reading.kind,
+        confidence: reading.confidence,
+      });
     },
 
     async setDesiredState(request) {
@@ -185,45 +245,84 @@ export function createFleetService(deps: FleetDeps): FleetServiceImplementation 
       const record = await mapStore(() =>
         store.desired.put(scope, desiredStateJson(state), {
           actor: request.updatedBy,
-          ...(request.expectedVersion === undefined ? {} : { expectedVersion: request.expectedVersion }),
+          ...(request.expectedVersion === undefined
+            ? {}
+            : { expectedVersion: request.expectedVersion }),
         }),
       );
       // Warnings the server can see now; the state is stored anyway (hosts may simply not be connected yet).
       const keys = await loadKeyIndex(store);
       const warnings: Finding[] = [];
       const hosts = new Set(state.registeredAgentIds);
-      for (const r of [state.changer, state.drives]) if (r && r.holderAgentId !== '') hosts.add(r.holderAgentId);
+      for (const r of [state.changer, state.drives])
+        if (r && r.holderAgentId !== '') hosts.add(r.holderAgentId);
       for (const agentId of hosts) {
         if (deps.devices.get(agentId) === undefined) {
-          warnings.push(Finding.fromPartial({ kind: FindingKind.FINDING_KIND_UNREACHABLE, severity: Severity.SEVERITY_WARNING, agentId, message: `agent ${agentId} is unknown to this server`, suggestedAction: `start prfleet-agent on ${agentId}` }));
+          warnings.push(
+            Finding.fromPartial({
+              kind: FindingKind.FINDING_KIND_UNREACHABLE,
+              severity: Severity.SEVERITY_WARNING,
+              agentId,
+              message: `agent ${agentId} is unknown to this server`,
+              suggestedAction: `start prfleet-agent on ${agentId}`,
+            }),
+          );
         }
         if (keys.activeKey(agentId, state.keyPurpose as KeyPurpose) === undefined) {
-          warnings.push(Finding.fromPartial({ kind: FindingKind.FINDING_KIND_MISSING_KEY, severity: Severity.SEVERITY_WARNING, agentId, message: `${agentId} has no valid ${state.keyPurpose} key`, suggestedAction: `prfleet keys allocate --agent ${agentId} --purpose ${state.keyPurpose} --owner <who>` }));
+          warnings.push(
+            Finding.fromPartial({
+              kind: FindingKind.FINDING_KIND_MISSING_KEY,
+              severity: Severity.SEVERITY_WARNING,
+              agentId,
+              message: `${agentId} has no valid ${state.keyPurpose} key`,
+              suggestedAction: `prfleet keys allocate --agent ${agentId} --purpose ${state.keyPurpose} --owner <who>`,
+            }),
+          );
         }
       }
-      log.info({ scope, version: record.version, by: request.updatedBy, warnings: warnings.length }, 'desired state set');
+      log.info(
+        { scope, version: record.version, by: request.updatedBy, warnings: warnings.length },
+        'desired state set',
+      );
       return { record: recordToProto(record), warnings };
     },
 
     async getDesiredState(request) {
-      if (request.scope?.scope === undefined) return { records: (await store.desired.list()).map(recordToProto) };
+      if (request.scope?.scope === undefined)
+        return { records: (await store.desired.list()).map(recordToProto) };
       const scope = toStoreScope(request.scope, 'scope');
       const record = await mapStore(() => store.desired.get(scope));
-      if (record === undefined) throw notFound('desired state', `${scope.kind}/${scope.id}`, `no desired state for ${scope.kind} ${scope.id}`);
+      if (record === undefined)
+        throw notFound(
+          'desired state',
+          `${scope.kind}/${scope.id}`,
+          `no desired state for ${scope.kind} ${scope.id}`,
+        );
       return { records: [recordToProto(record)] };
     },
 
     async plan(request, ctx) {
       const units = selectUnits(deps.devices, request.selector);
-      const timeoutMs = request.commandTimeout ? durationToMs(request.commandTimeout) : PLAN_READ_TIMEOUT_MS;
+      const timeoutMs = request.commandTimeout
+        ? durationToMs(request.commandTimeout)
+        : PLAN_READ_TIMEOUT_MS;
       if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
       const [keys, desired] = await Promise.all([loadKeyIndex(store), loadDesiredIndex(store)]);
       const limiter = new CommandLimiter(256, 8);
       const plans = await Promise.all(
         units.map(async (unit) => {
           const desire = desired.desireFor(unit);
-          if (desire === undefined) return blocker(`no desired state covers ${unit.luId} (loader ${unit.loaderId || 'unknown'})`, unit);
-          const obs = await observeUnit(unit, { router: deps.router, limiter, timeoutMs, signal: ctx.signal });
+          if (desire === undefined)
+            return blocker(
+              `no desired state covers ${unit.luId} (loader ${unit.loaderId || 'unknown'})`,
+              unit,
+            );
+          const obs = await observeUnit(unit, {
+            router: deps.router,
+            limiter,
+            timeoutMs,
+            signal: ctx.signal,
+          });
           return planDesired(obs, analyzeUnit(obs, keys), desire, keys);
         }),
       );
@@ -241,29 +340,57 @@ export function createFleetService(deps: FleetDeps): FleetServiceImplementation 
       const selected = selectUnits(deps.devices, request.selector);
       const units = given.size === 0 ? selected : selected.filter((u) => given.has(u.luId));
       for (const luId of given.keys()) {
-        if (!units.some((u) => u.luId === luId)) throw notFound('logical unit', luId, `steps name logical unit ${luId}, which no selected agent reports`);
+        if (!units.some((u) => u.luId === luId))
+          throw notFound(
+            'logical unit',
+            luId,
+            `steps name logical unit ${luId}, which no selected agent reports`,
+          );
       }
       const [keys, desired] = await Promise.all([loadKeyIndex(store), loadDesiredIndex(store)]);
-      const planner = (obs: Parameters<typeof planDesired>[0], analysis: Parameters<typeof planDesired>[1]) => {
+      const planner = (
+        obs: Parameters<typeof planDesired>[0],
+        analysis: Parameters<typeof planDesired>[1],
+      ) => {
         const desire = desired.desireFor(obs.unit);
-        return desire === undefined ? blocker(`no desired state covers ${obs.unit.luId}`, obs.unit) : planDesired(obs, analysis, desire, keys);
+        return desire === undefined
+          ? blocker(`no desired state covers ${obs.unit.luId}`, obs.unit)
+          : planDesired(obs, analysis, desire, keys);
       };
-      for await (const event of runRollout(deps, { units, planner, givenSteps: given, keys, settings }, ctx.signal)) yield { event };
+      for await (const event of runRollout(
+        deps,
+        { units, planner, givenSteps: given, keys, settings },
+        ctx.signal,
+      ))
+        yield { event };
     },
 
     async *takeover(request, ctx) {
       const settings = rolloutSettings(request.options, 'takeover');
       const sel = request.selector;
       if (sel === undefined || (sel.loaderIds.length === 0 && sel.luIds.length === 0)) {
-        throw invalidArgument('selector', 'name the loaders (loader_ids) or LUs (lu_ids) to take over on; a takeover is never fleet-wide by default');
+        throw invalidArgument(
+          'selector',
+          'name the loaders (loader_ids) or LUs (lu_ids) to take over on; a takeover is never fleet-wide by default',
+        );
       }
-      if (request.agentId === '') throw invalidArgument('agent_id', 'required: the host that takes over');
-      if (deps.devices.get(request.agentId) === undefined) throw notFound('agent', request.agentId, `agent ${request.agentId} is unknown to this server`);
+      if (request.agentId === '')
+        throw invalidArgument('agent_id', 'required: the host that takes over');
+      if (deps.devices.get(request.agentId) === undefined)
+        throw notFound(
+          'agent',
+          request.agentId,
+          `agent ${request.agentId} is unknown to this server`,
+        );
       const keys = await loadKeyIndex(store);
       const purpose = purposeOf(request.keyPurpose, 'key_purpose');
       const takerKey = request.key !== 0n ? request.key : keys.activeKey(request.agentId, purpose);
       if (takerKey === undefined) {
-        throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, { type: 'KEY', subject: `agents/${request.agentId}`, description: `${request.agentId} has no valid ${purpose} key: allocate one or pass key` });
+        throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
+          type: 'KEY',
+          subject: `agents/${request.agentId}`,
+          description: `${request.agentId} has no valid ${purpose} key: allocate one or pass key`,
+        });
       }
       const victim = request.victim;
       let victimKeys: Set<bigint>;
@@ -273,19 +400,45 @@ export function createFleetService(deps: FleetDeps): FleetServiceImplementation 
           victimKeys = new Set([victim.value]);
           break;
         case 'victimAgentId':
-          if (victim.value === request.agentId) throw invalidArgument('victim_agent_id', 'the taker cannot preempt itself');
+          if (victim.value === request.agentId)
+            throw invalidArgument('victim_agent_id', 'the taker cannot preempt itself');
           victimKeys = new Set(keys.keysOf(victim.value));
-          if (victimKeys.size === 0) throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, { type: 'KEY', subject: `agents/${victim.value}`, description: `the registry has no keys of ${victim.value}: take over by victim_key instead` });
+          if (victimKeys.size === 0)
+            throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
+              type: 'KEY',
+              subject: `agents/${victim.value}`,
+              description: `the registry has no keys of ${victim.value}: take over by victim_key instead`,
+            });
           break;
         case undefined:
           throw invalidArgument('victim', 'set victim_key or victim_agent_id');
       }
-      if (victimKeys.has(takerKey)) throw invalidArgument('key', `${formatKey(takerKey)} is also a victim key`);
+      if (victimKeys.has(takerKey))
+        throw invalidArgument('key', `${formatKey(takerKey)} is also a victim key`);
       const units = selectUnits(deps.devices, sel);
-      if (units.length === 0) throw notFound('logical unit', '', 'the selector matches no logical unit');
-      const spec = { victimKeys, taker: request.agentId, takerKey, type: request.type, abort: request.abort };
-      log.info({ operationId: settings.operationId, taker: request.agentId, victims: [...victimKeys].map(formatKey), logicalUnits: units.length }, 'takeover requested');
-      for await (const event of runRollout(deps, { units, planner: (obs, analysis) => planTakeover(obs, analysis, spec), keys, settings }, ctx.signal)) {
+      if (units.length === 0)
+        throw notFound('logical unit', '', 'the selector matches no logical unit');
+      const spec = {
+        victimKeys,
+        taker: request.agentId,
+        takerKey,
+        type: request.type,
+        abort: request.abort,
+      };
+      log.info(
+        {
+          operationId: settings.operationId,
+          taker: request.agentId,
+          victims: [...victimKeys].map(formatKey),
+          logicalUnits: units.length,
+        },
+        'takeover requested',
+      );
+      for await (const event of runRollout(
+        deps,
+        { units, planner: (obs, analysis) => planTakeover(obs, analysis, spec), keys, settings },
+        ctx.signal,
+      )) {
         yield { event };
       }
     },

@@ -70,7 +70,10 @@ export function ownerOfRecord(r: KeyRecord): KeyOwner {
 
 /** KeyOwner of a key the registry does not know: status UNKNOWN and the best reading of its layout. */
 export function foreignOwner(key: bigint): KeyOwner {
-  return KeyOwner.fromPartial({ status: KeyStatus.KEY_STATUS_UNKNOWN, summary: readForeignKey(key).summary });
+  return KeyOwner.fromPartial({
+    status: KeyStatus.KEY_STATUS_UNKNOWN,
+    summary: readForeignKey(key).summary,
+  });
 }
 
 /** A registry record as the proto KeyRecord. */

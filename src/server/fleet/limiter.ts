@@ -22,7 +22,8 @@ export class Semaphore {
     /** Holders allowed at once (at least 1). */
     readonly limit: number,
   ) {
-    if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`invalid semaphore limit: ${limit}`);
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new RangeError(`invalid semaphore limit: ${limit}`);
   }
 
   /** Waits for a slot; rejects with the signal's reason if `signal` aborts first. */
@@ -93,7 +94,8 @@ export class CommandLimiter {
   /** Runs `fn` holding one slot of `agentId` and one overall slot. */
   async run<T>(agentId: string, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     let agent = this.perAgent.get(agentId);
-    if (agent === undefined) this.perAgent.set(agentId, (agent = new Semaphore(this.perAgentLimit)));
+    if (agent === undefined)
+      this.perAgent.set(agentId, (agent = new Semaphore(this.perAgentLimit)));
     await agent.acquire(signal);
     try {
       await this.overall.acquire(signal);

@@ -73,7 +73,9 @@ export interface ReadContext {
   readonly onCommand?: () => void;
 }
 
-type ReadOutcome = { readonly result: CommandResult; readonly error?: undefined } | { readonly result?: undefined; readonly error: string };
+type ReadOutcome =
+  | { readonly result: CommandResult; readonly error?: undefined }
+  | { readonly result?: undefined; readonly error: string };
 
 /** True when the path's agent is connected and the agent last saw the node work. */
 export function pathOnline(p: FleetPath): boolean {
@@ -81,7 +83,12 @@ export function pathOnline(p: FleetPath): boolean {
 }
 
 /** Sends one PRIN through `p`; RPC errors (offline, busy, draining) become an error text. Aborts pass through. */
-export async function readThrough(p: FleetPath, action: PrinAction, ctx: ReadContext, luId: string): Promise<ReadOutcome> {
+export async function readThrough(
+  p: FleetPath,
+  action: PrinAction,
+  ctx: ReadContext,
+  luId: string,
+): Promise<ReadOutcome> {
   // A complete literal (what fromPartial would build, without its copy per read).
   const command: Command = {
     commandId: '',
@@ -104,7 +111,12 @@ export async function readThrough(p: FleetPath, action: PrinAction, ctx: ReadCon
       ctx.signal,
     );
     if (result.outcome !== Outcome.OUTCOME_GOOD || result.data === undefined) {
-      const why = result.message !== '' ? `: ${result.message}` : result.sense ? `: ${result.sense.description}` : '';
+      const why =
+        result.message !== ''
+          ? `: ${result.message}`
+          : result.sense
+            ? `: ${result.sense.description}`
+            : '';
       return { error: `${outcomeToJSON(result.outcome)}${why}` };
     }
     return { result };
@@ -119,7 +131,12 @@ export async function readThrough(p: FleetPath, action: PrinAction, ctx: ReadCon
 function supportsFullStatus(unit: SelectedUnit): boolean {
   const caps = unit.unit.capabilities;
   // An unknown profile is tried (the device decides); a known one only when it lists READ FULL STATUS.
-  return caps === undefined || caps.profile === '' || caps.profile === 'unknown' || caps.prinActions.includes(PrinAction.PRIN_ACTION_READ_FULL_STATUS);
+  return (
+    caps === undefined ||
+    caps.profile === '' ||
+    caps.profile === 'unknown' ||
+    caps.prinActions.includes(PrinAction.PRIN_ACTION_READ_FULL_STATUS)
+  );
 }
 
 /**
@@ -132,12 +149,17 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
   const paths: PathObservation[] = unit.paths.map((fleetPath) => ({
     fleetPath,
     reachable: false,
-    error: fleetPath.agent.session === undefined ? 'agent offline' : 'path offline (the agent saw the node fail)',
+    error:
+      fleetPath.agent.session === undefined
+        ? 'agent offline'
+        : 'path offline (the agent saw the node fail)',
     unitAttentions: [],
   }));
   const online: number[] = [];
-  for (let i = 0; i < paths.length; i++) if (pathOnline((paths[i] as PathObservation).fleetPath)) online.push(i);
-  if (online.length === 0) return { unit, paths, error: 'no online path: every agent with a path to it is offline' };
+  for (let i = 0; i < paths.length; i++)
+    if (pathOnline((paths[i] as PathObservation).fleetPath)) online.push(i);
+  if (online.length === 0)
+    return { unit, paths, error: 'no online path: every agent with a path to it is offline' };
 
   let state: LuState | undefined;
   const record = (i: number, outcome: ReadOutcome, extra: CommandResult[] = []): void => {
@@ -146,12 +168,25 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
       paths[i] = { ...previous, reachable: false, error: outcome.error };
       return;
     }
-    const uas = extra.length === 0 ? outcome.result.unitAttentions : [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
+    const uas =
+      extra.length === 0
+        ? outcome.result.unitAttentions
+        : [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
     const data = outcome.result.data;
     const keys =
-      data?.$case === 'readKeys' ? data.value.keys : data?.$case === 'fullStatus' ? data.value.descriptors.map((d) => d.key) : undefined;
+      data?.$case === 'readKeys'
+        ? data.value.keys
+        : data?.$case === 'fullStatus'
+          ? data.value.descriptors.map((d) => d.key)
+          : undefined;
     // Named fields first: V8 takes a slow path for keys added after a leading spread.
-    paths[i] = { fleetPath: previous.fleetPath, reachable: true, error: '', unitAttentions: uas, ...(keys ? { keys } : {}) };
+    paths[i] = {
+      fleetPath: previous.fleetPath,
+      reachable: true,
+      error: '',
+      unitAttentions: uas,
+      ...(keys ? { keys } : {}),
+    };
   };
 
   const primary = async (i: number): Promise<boolean> => {
@@ -179,13 +214,25 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
     const keys = await readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId);
     if (keys.result?.data?.$case === 'readKeys' && keys.result.data.value.keys.length === 0) {
       const rk = keys.result.data.value;
-      state = { generation: rk.generation, keys: [], reserved: false, holderKey: 0n, type: 0, scope: 0 };
+      state = {
+        generation: rk.generation,
+        keys: [],
+        reserved: false,
+        holderKey: 0n,
+        type: 0,
+        scope: 0,
+      };
       record(i, keys);
       return true;
     }
     const reservation: ReadOutcome =
-      keys.error !== undefined ? keys : await readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId);
-    if (reservation.result?.data?.$case === 'readReservation' && keys.result?.data?.$case === 'readKeys') {
+      keys.error !== undefined
+        ? keys
+        : await readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId);
+    if (
+      reservation.result?.data?.$case === 'readReservation' &&
+      keys.result?.data?.$case === 'readKeys'
+    ) {
       const rr = reservation.result.data.value;
       const rk = keys.result.data.value;
       state = {
@@ -206,7 +253,15 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
 
   const [first, ...rest] = online as [number, ...number[]];
   const others = rest.map(async (i) => {
-    record(i, await readThrough((paths[i] as PathObservation).fleetPath, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId));
+    record(
+      i,
+      await readThrough(
+        (paths[i] as PathObservation).fleetPath,
+        PrinAction.PRIN_ACTION_READ_KEYS,
+        ctx,
+        unit.luId,
+      ),
+    );
   });
   let ok = await primary(first);
   if (others.length > 0) await Promise.all(others);

@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Command, ProutCommand } from '../../gen/prfleet/v1/agent.js';
 import { Precondition } from '../../gen/prfleet/v1/control.js';
-import { Finding, FindingKind, PlanStep, RegistrationState, Severity } from '../../gen/prfleet/v1/fleet.js';
+import {
+  Finding,
+  FindingKind,
+  PlanStep,
+  RegistrationState,
+  Severity,
+} from '../../gen/prfleet/v1/fleet.js';
 import { PrType, ProutAction, type DeviceCapabilities } from '../../gen/prfleet/v1/scsi.js';
 import { checkSupported } from '../../common/capabilities.js';
 import { proutActionWords } from '../../common/command.js';
@@ -29,7 +35,10 @@ export interface Model {
 
 /** True for WE-AR and EA-AR, where every registrant is a holder and READ RESERVATION shows key 0. */
 export function isAllRegistrants(type: PrType): boolean {
-  return type === PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS || type === PrType.PR_TYPE_EXCLUSIVE_ACCESS_ALL_REGISTRANTS;
+  return (
+    type === PrType.PR_TYPE_WRITE_EXCLUSIVE_ALL_REGISTRANTS ||
+    type === PrType.PR_TYPE_EXCLUSIVE_ACCESS_ALL_REGISTRANTS
+  );
 }
 
 /** The model of an observed LU (the observation must have a state). */
@@ -84,7 +93,13 @@ export class StepBuilder {
   }
 
   /** Records a blocker once per (kind, agent, key, message). */
-  block(kind: FindingKind, severity: Severity, message: string, suggestedAction: string, extra: { agentId?: string; path?: string; key?: bigint } = {}): void {
+  block(
+    kind: FindingKind,
+    severity: Severity,
+    message: string,
+    suggestedAction: string,
+    extra: { agentId?: string; path?: string; key?: bigint } = {},
+  ): void {
     const id = `${kind}|${extra.agentId ?? ''}|${extra.key ?? ''}|${message}`;
     if (this.blocked.has(id)) return;
     this.blocked.add(id);
@@ -105,7 +120,9 @@ export class StepBuilder {
 
   /** Indexes of `agentId`'s paths to this LU. */
   pathsOf(agentId: string): number[] {
-    return this.obs.paths.flatMap((p, i) => (p.fleetPath.agent.hello.agentId === agentId ? [i] : []));
+    return this.obs.paths.flatMap((p, i) =>
+      p.fleetPath.agent.hello.agentId === agentId ? [i] : [],
+    );
   }
 
   /** True when path `i` can take a command now. */
@@ -119,12 +136,24 @@ export class StepBuilder {
    * (returning false there means the effect cannot be predicted: planning stops after this step). Returns false
    * (adding nothing, recording a blocker) when the profile cannot do the PROUT.
    */
-  add(i: number, prout: Partial<ProutCommand>, description: string, reversible: boolean, effect: (m: Model) => boolean): boolean {
+  add(
+    i: number,
+    prout: Partial<ProutCommand>,
+    description: string,
+    reversible: boolean,
+    effect: (m: Model) => boolean,
+  ): boolean {
     if (this.stopped) return false;
     const path = this.obs.paths[i];
     if (path === undefined) throw new Error(`no path ${i} on ${this.obs.unit.luId}`);
     const command = ProutCommand.fromPartial(prout);
-    const unsupported = checkSupported(this.capabilities, Command.fromPartial({ path: path.fleetPath.path.path, kind: { $case: 'prout', value: command } }));
+    const unsupported = checkSupported(
+      this.capabilities,
+      Command.fromPartial({
+        path: path.fleetPath.path.path,
+        kind: { $case: 'prout', value: command },
+      }),
+    );
     if (unsupported !== undefined) {
       this.block(
         FindingKind.FINDING_KIND_UNSUPPORTED_BY_PROFILE,
@@ -138,7 +167,9 @@ export class StepBuilder {
     const precondition = Precondition.fromPartial({
       expectedGeneration: m.generation,
       // All-registrants reservations read as key 0 whoever registered: check the generation only.
-      ...(m.reserved && isAllRegistrants(m.type) ? {} : { expectedHolderKey: m.reserved ? m.holderKey : 0n }),
+      ...(m.reserved && isAllRegistrants(m.type)
+        ? {}
+        : { expectedHolderKey: m.reserved ? m.holderKey : 0n }),
     });
     const agentId = path.fleetPath.agent.hello.agentId;
     const pathName = path.fleetPath.path.path;
@@ -168,8 +199,20 @@ export class StepBuilder {
 }
 
 /** Stable id of a step: what it does, where, and the state it expects (so a re-planned step gets a new id). */
-export function stepIdOf(luId: string, agentId: string, path: string, prout: ProutCommand, precondition: Precondition): string {
-  const text = JSON.stringify([luId, agentId, path, ProutCommand.toJSON(prout), Precondition.toJSON(precondition)]);
+export function stepIdOf(
+  luId: string,
+  agentId: string,
+  path: string,
+  prout: ProutCommand,
+  precondition: Precondition,
+): string {
+  const text = JSON.stringify([
+    luId,
+    agentId,
+    path,
+    ProutCommand.toJSON(prout),
+    Precondition.toJSON(precondition),
+  ]);
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
@@ -177,14 +220,21 @@ export function stepIdOf(luId: string, agentId: string, path: string, prout: Pro
 export function registerEffect(i: number, key: bigint): (m: Model) => boolean {
   return (m) => {
     const prior = m.regs[i];
-    if (prior?.registration === RegistrationState.REGISTRATION_STATE_REGISTERED && prior.key !== 0n) {
+    if (
+      prior?.registration === RegistrationState.REGISTRATION_STATE_REGISTERED &&
+      prior.key !== 0n
+    ) {
       const at = m.keys.indexOf(prior.key);
       if (at >= 0) m.keys.splice(at, 1);
       if (m.reserved && m.holderKey === prior.key && prior.holder) m.holderKey = key; // the reservation follows the nexus
     }
     if (prior?.registration !== RegistrationState.REGISTRATION_STATE_UNKNOWN) m.keys.push(key);
     else if (!m.keys.includes(key)) m.keys.push(key);
-    m.regs[i] = { registration: RegistrationState.REGISTRATION_STATE_REGISTERED, key, holder: prior?.holder ?? false };
+    m.regs[i] = {
+      registration: RegistrationState.REGISTRATION_STATE_REGISTERED,
+      key,
+      holder: prior?.holder ?? false,
+    };
     m.generation = (m.generation ?? 0) + 1;
     return true;
   };
@@ -194,7 +244,11 @@ export function registerEffect(i: number, key: bigint): (m: Model) => boolean {
 export function unregisterEffect(i: number): (m: Model) => boolean {
   return (m) => {
     const prior = m.regs[i];
-    m.regs[i] = { registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED, key: 0n, holder: false };
+    m.regs[i] = {
+      registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
+      key: 0n,
+      holder: false,
+    };
     // SPC: +1 when the nexus was registered, no change when it was not; unknown → cannot predict.
     if (prior?.registration !== RegistrationState.REGISTRATION_STATE_REGISTERED) return false;
     const at = m.keys.indexOf(prior.key);
@@ -212,8 +266,17 @@ export function preemptEffect(key: bigint, victim: bigint, type: PrType): (m: Mo
     m.keys = m.keys.filter((k) => k !== victim);
     m.regs = m.regs.map((r) =>
       r.registration === RegistrationState.REGISTRATION_STATE_REGISTERED && r.key === victim
-        ? { registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED, key: 0n, holder: false }
-        : { ...r, holder: victimHolds ? r.key === key && r.registration === RegistrationState.REGISTRATION_STATE_REGISTERED : r.holder },
+        ? {
+            registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
+            key: 0n,
+            holder: false,
+          }
+        : {
+            ...r,
+            holder: victimHolds
+              ? r.key === key && r.registration === RegistrationState.REGISTRATION_STATE_REGISTERED
+              : r.holder,
+          },
     );
     if (victimHolds) {
       m.holderKey = key;
@@ -231,13 +294,29 @@ export function inverseOf(step: PlanStep): ProutCommand | undefined {
   switch (p.action) {
     case ProutAction.PROUT_ACTION_REGISTER_AND_IGNORE_EXISTING_KEY:
       // Registering from unregistered is undone by SARK 0; unregistering key K (sent as RK) by SARK K.
-      return ProutCommand.fromPartial({ action: p.action, reservationKey: p.serviceActionKey, serviceActionKey: p.serviceActionKey === 0n ? p.reservationKey : 0n });
+      return ProutCommand.fromPartial({
+        action: p.action,
+        reservationKey: p.serviceActionKey,
+        serviceActionKey: p.serviceActionKey === 0n ? p.reservationKey : 0n,
+      });
     case ProutAction.PROUT_ACTION_REGISTER:
-      return ProutCommand.fromPartial({ action: p.action, reservationKey: p.serviceActionKey, serviceActionKey: p.reservationKey });
+      return ProutCommand.fromPartial({
+        action: p.action,
+        reservationKey: p.serviceActionKey,
+        serviceActionKey: p.reservationKey,
+      });
     case ProutAction.PROUT_ACTION_RESERVE:
-      return ProutCommand.fromPartial({ action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: p.reservationKey, type: p.type });
+      return ProutCommand.fromPartial({
+        action: ProutAction.PROUT_ACTION_RELEASE,
+        reservationKey: p.reservationKey,
+        type: p.type,
+      });
     case ProutAction.PROUT_ACTION_RELEASE:
-      return ProutCommand.fromPartial({ action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: p.reservationKey, type: p.type });
+      return ProutCommand.fromPartial({
+        action: ProutAction.PROUT_ACTION_RESERVE,
+        reservationKey: p.reservationKey,
+        type: p.type,
+      });
     default:
       return undefined;
   }
@@ -249,7 +328,9 @@ export function describeProut(p: ProutCommand): string {
   switch (p.action) {
     case ProutAction.PROUT_ACTION_REGISTER:
     case ProutAction.PROUT_ACTION_REGISTER_AND_IGNORE_EXISTING_KEY:
-      return p.serviceActionKey === 0n ? `${words}: unregister ${formatKey(p.reservationKey)}` : `${words} ${formatKey(p.serviceActionKey)}`;
+      return p.serviceActionKey === 0n
+        ? `${words}: unregister ${formatKey(p.reservationKey)}`
+        : `${words} ${formatKey(p.serviceActionKey)}`;
     case ProutAction.PROUT_ACTION_RESERVE:
     case ProutAction.PROUT_ACTION_RELEASE:
       return `${words} ${typeWords(p.type)} with ${formatKey(p.reservationKey)}`;

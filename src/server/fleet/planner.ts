@@ -36,7 +36,12 @@ const REGISTERED = RegistrationState.REGISTRATION_STATE_REGISTERED;
 const NOT_REGISTERED = RegistrationState.REGISTRATION_STATE_NOT_REGISTERED;
 
 function unreachable(b: StepBuilder, obs: LuObservation): UnitPlan {
-  b.block(FindingKind.FINDING_KIND_UNREACHABLE, Severity.SEVERITY_CRITICAL, `cannot plan: ${obs.error}`, 'bring an agent with a path to this LU online, then plan again');
+  b.block(
+    FindingKind.FINDING_KIND_UNREACHABLE,
+    Severity.SEVERITY_CRITICAL,
+    `cannot plan: ${obs.error}`,
+    'bring an agent with a path to this LU online, then plan again',
+  );
   return b.result();
 }
 
@@ -47,19 +52,35 @@ function registerEverywhere(b: StepBuilder, agentId: string, key: bigint): void 
     if (reg?.registration === REGISTERED && reg.key === key) continue;
     const path = b.obs.paths[i]?.fleetPath.path.path ?? '';
     if (!b.online(i)) {
-      b.block(FindingKind.FINDING_KIND_UNREACHABLE, Severity.SEVERITY_WARNING, `${agentId}:${path} is offline: cannot register ${formatKey(key)} on it`, `bring ${agentId} (and its path ${path}) online, then apply again`, { agentId, path, key });
+      b.block(
+        FindingKind.FINDING_KIND_UNREACHABLE,
+        Severity.SEVERITY_WARNING,
+        `${agentId}:${path} is offline: cannot register ${formatKey(key)} on it`,
+        `bring ${agentId} (and its path ${path}) online, then apply again`,
+        { agentId, path, key },
+      );
       continue;
     }
     // Undoable only from a known unregistered nexus (the inverse is SARK 0); replacing a key is not undone.
     const reversible = reg?.registration === NOT_REGISTERED;
-    b.add(i, { action: REGISTER_IGNORE, serviceActionKey: key }, `register ${formatKey(key)}`, reversible, registerEffect(i, key));
+    b.add(
+      i,
+      { action: REGISTER_IGNORE, serviceActionKey: key },
+      `register ${formatKey(key)}`,
+      reversible,
+      registerEffect(i, key),
+    );
   }
 }
 
 /** First online path of `agentId` registered (in the model) with `key`, else its first online path. */
 function actingPath(b: StepBuilder, agentId: string, key: bigint): number | undefined {
   const mine = b.pathsOf(agentId).filter((i) => b.online(i));
-  return mine.find((i) => b.model.regs[i]?.registration === REGISTERED && b.model.regs[i]?.key === key) ?? mine[0];
+  return (
+    mine.find(
+      (i) => b.model.regs[i]?.registration === REGISTERED && b.model.regs[i]?.key === key,
+    ) ?? mine[0]
+  );
 }
 
 /**
@@ -68,8 +89,24 @@ function actingPath(b: StepBuilder, agentId: string, key: bigint): number | unde
  * of another holder), then, with removeOthers, unregister hosts' own stale keys through their paths or PREEMPT
  * keys nobody here can act as. Each step's precondition is the state the previous steps leave (scsi-pr.md §7.11).
  */
-export function planDesired(obs: LuObservation, analysis: UnitAnalysis, desire: UnitDesire, keys: KeyIndex): UnitPlan {
-  if (obs.state === undefined) return unreachable(new StepBuilder(obs, { generation: undefined, reserved: false, holderKey: 0n, type: 0, regs: [], keys: [] }), obs);
+export function planDesired(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  desire: UnitDesire,
+  keys: KeyIndex,
+): UnitPlan {
+  if (obs.state === undefined)
+    return unreachable(
+      new StepBuilder(obs, {
+        generation: undefined,
+        reserved: false,
+        holderKey: 0n,
+        type: 0,
+        regs: [],
+        keys: [],
+      }),
+      obs,
+    );
   const b = new StepBuilder(obs, modelOf(obs, analysis));
   const m = b.model;
   const caps = b.capabilities;
@@ -77,7 +114,13 @@ export function planDesired(obs: LuObservation, analysis: UnitAnalysis, desire: 
   for (const agentId of desire.registered) {
     const key = keys.activeKey(agentId, desire.purpose);
     if (key === undefined) {
-      b.block(FindingKind.FINDING_KIND_MISSING_KEY, Severity.SEVERITY_WARNING, `${agentId} has no valid ${desire.purpose} key in the registry`, `prfleet keys allocate --agent ${agentId} --purpose ${desire.purpose} --owner <who>`, { agentId });
+      b.block(
+        FindingKind.FINDING_KIND_MISSING_KEY,
+        Severity.SEVERITY_WARNING,
+        `${agentId} has no valid ${desire.purpose} key in the registry`,
+        `prfleet keys allocate --agent ${agentId} --purpose ${desire.purpose} --owner <who>`,
+        { agentId },
+      );
       continue;
     }
     keyOf.set(agentId, key);
@@ -91,55 +134,115 @@ export function planDesired(obs: LuObservation, analysis: UnitAnalysis, desire: 
 
   // 2. The reservation.
   let want = desire.reservation;
-  if (want !== undefined && want.holder !== '' && caps !== undefined && caps.profile !== '' && caps.profile !== 'unknown' && !caps.types.includes(want.type)) {
-    b.block(FindingKind.FINDING_KIND_UNSUPPORTED_BY_PROFILE, Severity.SEVERITY_WARNING, `${caps.profile} does not support reservation type ${typeWords(want.type)} asked by ${desire.source}`, `set a type this device supports (${caps.types.map((t) => typeWords(t)).join(', ')})`);
+  if (
+    want !== undefined &&
+    want.holder !== '' &&
+    caps !== undefined &&
+    caps.profile !== '' &&
+    caps.profile !== 'unknown' &&
+    !caps.types.includes(want.type)
+  ) {
+    b.block(
+      FindingKind.FINDING_KIND_UNSUPPORTED_BY_PROFILE,
+      Severity.SEVERITY_WARNING,
+      `${caps.profile} does not support reservation type ${typeWords(want.type)} asked by ${desire.source}`,
+      `set a type this device supports (${caps.types.map((t) => typeWords(t)).join(', ')})`,
+    );
     want = undefined;
   }
   if (want !== undefined && !b.stopped) {
     if (want.holder === '') {
       if (m.reserved) {
-        const holderPath = m.regs.findIndex((r, i) => r.holder && b.online(i) && r.registration === REGISTERED);
+        const holderPath = m.regs.findIndex(
+          (r, i) => r.holder && b.online(i) && r.registration === REGISTERED,
+        );
         if (holderPath >= 0) {
           const key = isAllRegistrants(m.type) ? (m.regs[holderPath]?.key ?? 0n) : m.holderKey;
-          b.add(holderPath, { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: m.type }, `release ${typeWords(m.type)} held by ${formatKey(key)}`, true, (mm) => {
-            mm.reserved = false;
-            return true;
-          });
+          b.add(
+            holderPath,
+            { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: m.type },
+            `release ${typeWords(m.type)} held by ${formatKey(key)}`,
+            true,
+            (mm) => {
+              mm.reserved = false;
+              return true;
+            },
+          );
         } else {
-          b.block(FindingKind.FINDING_KIND_DRIFT, Severity.SEVERITY_WARNING, `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`, `prfleet takeover --victim-key ${formatKey(m.holderKey)} --lu ${obs.unit.luId} --by <host>`, { key: m.holderKey });
+          b.block(
+            FindingKind.FINDING_KIND_DRIFT,
+            Severity.SEVERITY_WARNING,
+            `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`,
+            `prfleet takeover --victim-key ${formatKey(m.holderKey)} --lu ${obs.unit.luId} --by <host>`,
+            { key: m.holderKey },
+          );
         }
       }
     } else {
       const key = keyOf.get(want.holder);
       const at = key === undefined ? undefined : actingPath(b, want.holder, key);
       if (key !== undefined && at === undefined) {
-        b.block(FindingKind.FINDING_KIND_UNREACHABLE, Severity.SEVERITY_WARNING, `${want.holder} has no online path to this LU: cannot reserve`, `bring ${want.holder} online`, { agentId: want.holder });
+        b.block(
+          FindingKind.FINDING_KIND_UNREACHABLE,
+          Severity.SEVERITY_WARNING,
+          `${want.holder} has no online path to this LU: cannot reserve`,
+          `bring ${want.holder} online`,
+          { agentId: want.holder },
+        );
       } else if (key !== undefined && at !== undefined) {
         const reserve = () =>
-          b.add(at, { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: key, type: want.type }, `reserve ${typeWords(want.type)} with ${formatKey(key)}`, true, (mm) => {
-            mm.reserved = true;
-            mm.holderKey = isAllRegistrants(want.type) ? 0n : key;
-            mm.type = want.type;
-            mm.regs[at] = { ...(mm.regs[at] ?? { registration: REGISTERED, key }), holder: true };
-            return true;
-          });
+          b.add(
+            at,
+            { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: key, type: want.type },
+            `reserve ${typeWords(want.type)} with ${formatKey(key)}`,
+            true,
+            (mm) => {
+              mm.reserved = true;
+              mm.holderKey = isAllRegistrants(want.type) ? 0n : key;
+              mm.type = want.type;
+              mm.regs[at] = { ...(mm.regs[at] ?? { registration: REGISTERED, key }), holder: true };
+              return true;
+            },
+          );
         if (!m.reserved) reserve();
         else if (isAllRegistrants(m.type)) {
           if (m.type !== want.type) {
-            b.block(FindingKind.FINDING_KIND_DRIFT, Severity.SEVERITY_WARNING, `an all-registrants reservation (${typeWords(m.type)}) is held; changing it removes every other registration`, `prfleet takeover --lu ${obs.unit.luId} --by ${want.holder}`);
+            b.block(
+              FindingKind.FINDING_KIND_DRIFT,
+              Severity.SEVERITY_WARNING,
+              `an all-registrants reservation (${typeWords(m.type)}) is held; changing it removes every other registration`,
+              `prfleet takeover --lu ${obs.unit.luId} --by ${want.holder}`,
+            );
           }
         } else if (m.holderKey === key) {
           if (m.type !== want.type) {
             const oldType = m.type;
-            b.add(at, { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: oldType }, `release ${typeWords(oldType)} to change the type`, true, (mm) => {
-              mm.reserved = false;
-              return true;
-            });
+            b.add(
+              at,
+              { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: oldType },
+              `release ${typeWords(oldType)} to change the type`,
+              true,
+              (mm) => {
+                mm.reserved = false;
+                return true;
+              },
+            );
             reserve();
           }
         } else {
           const victim = m.holderKey;
-          b.add(at, { action: ProutAction.PROUT_ACTION_PREEMPT, reservationKey: key, serviceActionKey: victim, type: want.type }, `preempt holder ${formatKey(victim)} and reserve ${typeWords(want.type)}`, false, preemptEffect(key, victim, want.type));
+          b.add(
+            at,
+            {
+              action: ProutAction.PROUT_ACTION_PREEMPT,
+              reservationKey: key,
+              serviceActionKey: victim,
+              type: want.type,
+            },
+            `preempt holder ${formatKey(victim)} and reserve ${typeWords(want.type)}`,
+            false,
+            preemptEffect(key, victim, want.type),
+          );
           // The preempted key's hosts lose their registrations; a listed host is registered again.
           for (const [agentId, k] of keyOf) if (k === victim) registerEverywhere(b, agentId, k);
         }
@@ -153,23 +256,60 @@ export function planDesired(obs: LuObservation, analysis: UnitAnalysis, desire: 
     for (const victim of [...new Set(m.keys)]) {
       if (victim === 0n || allowed.has(victim) || b.stopped) continue;
       const ownerAgent = keys.record(victim)?.agentId ?? '';
-      const own = ownerAgent === '' ? [] : b.pathsOf(ownerAgent).filter((i) => b.online(i) && m.regs[i]?.registration !== NOT_REGISTERED);
-      if (own.length > 0 && own.every((i) => m.regs[i]?.registration !== REGISTERED || m.regs[i]?.key === victim)) {
+      const own =
+        ownerAgent === ''
+          ? []
+          : b
+              .pathsOf(ownerAgent)
+              .filter((i) => b.online(i) && m.regs[i]?.registration !== NOT_REGISTERED);
+      if (
+        own.length > 0 &&
+        own.every((i) => m.regs[i]?.registration !== REGISTERED || m.regs[i]?.key === victim)
+      ) {
         for (const i of own) {
           const known = m.regs[i]?.registration === REGISTERED;
-          b.add(i, { action: REGISTER_IGNORE, reservationKey: victim, serviceActionKey: 0n }, `unregister ${formatKey(victim)}`, known, unregisterEffect(i));
+          b.add(
+            i,
+            { action: REGISTER_IGNORE, reservationKey: victim, serviceActionKey: 0n },
+            `unregister ${formatKey(victim)}`,
+            known,
+            unregisterEffect(i),
+          );
         }
         continue;
       }
-      const preemptor = [...keyOf].find(([agentId, k]) => b.pathsOf(agentId).some((i) => b.online(i) && m.regs[i]?.registration === REGISTERED && m.regs[i]?.key === k));
+      const preemptor = [...keyOf].find(([agentId, k]) =>
+        b
+          .pathsOf(agentId)
+          .some(
+            (i) => b.online(i) && m.regs[i]?.registration === REGISTERED && m.regs[i]?.key === k,
+          ),
+      );
       if (preemptor === undefined) {
-        b.block(FindingKind.FINDING_KIND_DRIFT, Severity.SEVERITY_WARNING, `cannot remove ${formatKey(victim)}: no listed host is registered here to preempt it`, `register a listed host first (prfleet apply), then apply again`, { key: victim });
+        b.block(
+          FindingKind.FINDING_KIND_DRIFT,
+          Severity.SEVERITY_WARNING,
+          `cannot remove ${formatKey(victim)}: no listed host is registered here to preempt it`,
+          `register a listed host first (prfleet apply), then apply again`,
+          { key: victim },
+        );
         continue;
       }
       const [agentId, key] = preemptor;
       const at = actingPath(b, agentId, key) as number;
-      const type = m.reserved ? m.type : (desire.reservation?.type || firstType(b));
-      b.add(at, { action: ProutAction.PROUT_ACTION_PREEMPT, reservationKey: key, serviceActionKey: victim, type }, `preempt ${formatKey(victim)}`, false, preemptEffect(key, victim, type));
+      const type = m.reserved ? m.type : desire.reservation?.type || firstType(b);
+      b.add(
+        at,
+        {
+          action: ProutAction.PROUT_ACTION_PREEMPT,
+          reservationKey: key,
+          serviceActionKey: victim,
+          type,
+        },
+        `preempt ${formatKey(victim)}`,
+        false,
+        preemptEffect(key, victim, type),
+      );
     }
   }
   return b.result();
@@ -197,25 +337,58 @@ export interface TakeoverSpec {
  * Plans a takeover of one LU: register the taker on every path (if needed), then PREEMPT (AND ABORT) each victim
  * key registered here, the taker becoming holder where a victim held. LUs without a victim key get no steps.
  */
-export function planTakeover(obs: LuObservation, analysis: UnitAnalysis, spec: TakeoverSpec): UnitPlan {
-  if (obs.state === undefined) return unreachable(new StepBuilder(obs, { generation: undefined, reserved: false, holderKey: 0n, type: 0, regs: [], keys: [] }), obs);
+export function planTakeover(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  spec: TakeoverSpec,
+): UnitPlan {
+  if (obs.state === undefined)
+    return unreachable(
+      new StepBuilder(obs, {
+        generation: undefined,
+        reserved: false,
+        holderKey: 0n,
+        type: 0,
+        regs: [],
+        keys: [],
+      }),
+      obs,
+    );
   const b = new StepBuilder(obs, modelOf(obs, analysis));
   const m = b.model;
   const present = [...new Set(m.keys)].filter((k) => spec.victimKeys.has(k) && k !== spec.takerKey);
   if (present.length === 0) return b.result();
   if (!b.pathsOf(spec.taker).some((i) => b.online(i))) {
-    b.block(FindingKind.FINDING_KIND_UNREACHABLE, Severity.SEVERITY_CRITICAL, `${spec.taker} has no online path to this LU: cannot take over`, `bring ${spec.taker} online, or take over with another host`, { agentId: spec.taker });
+    b.block(
+      FindingKind.FINDING_KIND_UNREACHABLE,
+      Severity.SEVERITY_CRITICAL,
+      `${spec.taker} has no online path to this LU: cannot take over`,
+      `bring ${spec.taker} online, or take over with another host`,
+      { agentId: spec.taker },
+    );
     return b.result();
   }
   registerEverywhere(b, spec.taker, spec.takerKey);
-  const action = spec.abort ? ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT : ProutAction.PROUT_ACTION_PREEMPT;
+  const action = spec.abort
+    ? ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT
+    : ProutAction.PROUT_ACTION_PREEMPT;
   for (const victim of present) {
     const at = actingPath(b, spec.taker, spec.takerKey);
     if (at === undefined || b.stopped) break;
     const victimHolds = m.reserved && !isAllRegistrants(m.type) && m.holderKey === victim;
-    const type = victimHolds ? spec.type || m.type : m.reserved ? m.type : spec.type || firstType(b);
+    const type = victimHolds
+      ? spec.type || m.type
+      : m.reserved
+        ? m.type
+        : spec.type || firstType(b);
     const prout = { action, reservationKey: spec.takerKey, serviceActionKey: victim, type };
-    b.add(at, prout, describeProut(ProutCommand.fromPartial(prout)), false, preemptEffect(spec.takerKey, victim, type));
+    b.add(
+      at,
+      prout,
+      describeProut(ProutCommand.fromPartial(prout)),
+      false,
+      preemptEffect(spec.takerKey, victim, type),
+    );
   }
   return b.result();
 }

@@ -1,11 +1,9 @@
+import type { LogicalUnitReport, PathReport, RegisteredKey } from '../../gen/prfleet/v1/fleet.js';
 import {
   Finding,
   FindingKind,
   KeyStatus,
-  LogicalUnitReport,
-  PathReport,
   Reachability,
-  RegisteredKey,
   RegistrationState,
   Severity,
 } from '../../gen/prfleet/v1/fleet.js';
@@ -24,7 +22,14 @@ export interface AgentLookup {
   isKnown(agentId: string): boolean;
 }
 
-function finding(obs: LuObservation, kind: FindingKind, severity: Severity, message: string, suggestedAction: string, extra: { agentId?: string; path?: string; key?: bigint } = {}): Finding {
+function finding(
+  obs: LuObservation,
+  kind: FindingKind,
+  severity: Severity,
+  message: string,
+  suggestedAction: string,
+  extra: { agentId?: string; path?: string; key?: bigint } = {},
+): Finding {
   return Finding.fromPartial({
     kind,
     severity,
@@ -43,17 +48,43 @@ function finding(obs: LuObservation, kind: FindingKind, severity: Severity, mess
  * holder whose agent is offline, hosts registered on some paths only, and (with a desired state) drift,
  * missing keys and what the profile cannot do.
  */
-export function unitFindings(obs: LuObservation, analysis: UnitAnalysis, keys: KeyIndex, agents: AgentLookup, desire: UnitDesire | undefined): Finding[] {
+export function unitFindings(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  keys: KeyIndex,
+  agents: AgentLookup,
+  desire: UnitDesire | undefined,
+): Finding[] {
   const out: Finding[] = [];
   const lu = obs.unit.luId;
   for (const p of obs.paths) {
     const agentId = p.fleetPath.agent.hello.agentId;
     const path = p.fleetPath.path.path;
     if (!p.reachable) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_UNREACHABLE, obs.state === undefined ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING, `${agentId}:${path} could not be read: ${p.error}`, p.fleetPath.agent.session === undefined ? `check the agent on ${agentId} (prfleet agents)` : `check ${path} on ${agentId} (prfleet devices --loader ${obs.unit.loaderId || '<loader>'})`, { agentId, path }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_UNREACHABLE,
+          obs.state === undefined ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
+          `${agentId}:${path} could not be read: ${p.error}`,
+          p.fleetPath.agent.session === undefined
+            ? `check the agent on ${agentId} (prfleet agents)`
+            : `check ${path} on ${agentId} (prfleet devices --loader ${obs.unit.loaderId || '<loader>'})`,
+          { agentId, path },
+        ),
+      );
     }
     for (const ua of p.unitAttentions) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_UNIT_ATTENTION, Severity.SEVERITY_INFO, `${agentId}:${path} had a pending unit attention: ${ua.sense?.description ?? 'unit attention'}`, 'news for the host: its registration or reservation may have changed; audit again', { agentId, path }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_UNIT_ATTENTION,
+          Severity.SEVERITY_INFO,
+          `${agentId}:${path} had a pending unit attention: ${ua.sense?.description ?? 'unit attention'}`,
+          'news for the host: its registration or reservation may have changed; audit again',
+          { agentId, path },
+        ),
+      );
     }
   }
   const state = obs.state;
@@ -63,24 +94,61 @@ export function unitFindings(obs: LuObservation, analysis: UnitAnalysis, keys: K
     const owner = keys.owner(key);
     const holds = state.reserved && state.holderKey === key;
     if (owner.status === KeyStatus.KEY_STATUS_UNKNOWN) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_UNKNOWN_KEY, holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING, `${formatKey(key)} is registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''} but is not in the key registry (${owner.summary})`, `find its owner, then prfleet keys adopt or prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`, { key }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_UNKNOWN_KEY,
+          holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
+          `${formatKey(key)} is registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''} but is not in the key registry (${owner.summary})`,
+          `find its owner, then prfleet keys adopt or prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`,
+          { key },
+        ),
+      );
     } else if (owner.status === KeyStatus.KEY_STATUS_REVOKED) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_REVOKED_KEY, holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING, `revoked key ${formatKey(key)} (${owner.summary}) is still registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''}`, `prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`, { key, agentId: owner.agentId }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_REVOKED_KEY,
+          holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
+          `revoked key ${formatKey(key)} (${owner.summary}) is still registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''}`,
+          `prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`,
+          { key, agentId: owner.agentId },
+        ),
+      );
     }
   }
 
   if (state.reserved && !isAllRegistrants(state.type)) {
     const holderAgent = analysis.holderAgentId;
     if (holderAgent !== '' && !agents.isConnected(holderAgent)) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_HOLDER_OFFLINE, Severity.SEVERITY_CRITICAL, `reservation ${typeWords(state.type)} is held by ${formatKey(state.holderKey)} of ${holderAgent}, whose agent is ${agents.isKnown(holderAgent) ? 'offline' : 'unknown to this server'}`, `if ${holderAgent} is down: prfleet takeover --victim-agent ${holderAgent} --loader ${obs.unit.loaderId || '<loader>'} --by <host>`, { agentId: holderAgent, key: state.holderKey }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_HOLDER_OFFLINE,
+          Severity.SEVERITY_CRITICAL,
+          `reservation ${typeWords(state.type)} is held by ${formatKey(state.holderKey)} of ${holderAgent}, whose agent is ${agents.isKnown(holderAgent) ? 'offline' : 'unknown to this server'}`,
+          `if ${holderAgent} is down: prfleet takeover --victim-agent ${holderAgent} --loader ${obs.unit.loaderId || '<loader>'} --by <host>`,
+          { agentId: holderAgent, key: state.holderKey },
+        ),
+      );
     }
   }
 
   for (const [agentId, r] of registrationByAgent(obs, analysis, keys)) {
     // With per-nexus data, count registered paths; otherwise the host's key count in READ KEYS.
-    const registered = state.fullStatus !== undefined ? r.registered : Math.min(r.keyCount, r.total);
+    const registered =
+      state.fullStatus !== undefined ? r.registered : Math.min(r.keyCount, r.total);
     if (registered > 0 && registered < r.total) {
-      out.push(finding(obs, FindingKind.FINDING_KIND_PARTIAL_REGISTRATION, Severity.SEVERITY_WARNING, `${agentId} is registered on ${registered} of its ${r.total} paths to ${lu}`, `register ${agentId} on every path: prfleet apply with a desired state listing ${agentId}, or prfleet register on the missing path`, { agentId }));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_PARTIAL_REGISTRATION,
+          Severity.SEVERITY_WARNING,
+          `${agentId} is registered on ${registered} of its ${r.total} paths to ${lu}`,
+          `register ${agentId} on every path: prfleet apply with a desired state listing ${agentId}, or prfleet register on the missing path`,
+          { agentId },
+        ),
+      );
     }
   }
 
@@ -92,19 +160,36 @@ export function unitFindings(obs: LuObservation, analysis: UnitAnalysis, keys: K
     }
     if (plan.steps.length > 0) {
       const first = plan.steps[0]?.description ?? '';
-      out.push(finding(obs, FindingKind.FINDING_KIND_DRIFT, Severity.SEVERITY_WARNING, `differs from desired state ${desire.source}: ${plan.steps.length}${plan.incomplete ? '+' : ''} step${plan.steps.length === 1 ? '' : 's'} to fix, first: ${first}`, `prfleet plan --lu ${lu}, then prfleet apply --lu ${lu}`));
+      out.push(
+        finding(
+          obs,
+          FindingKind.FINDING_KIND_DRIFT,
+          Severity.SEVERITY_WARNING,
+          `differs from desired state ${desire.source}: ${plan.steps.length}${plan.incomplete ? '+' : ''} step${plan.steps.length === 1 ? '' : 's'} to fix, first: ${first}`,
+          `prfleet plan --lu ${lu}, then prfleet apply --lu ${lu}`,
+        ),
+      );
     }
   }
   return out;
 }
 
 /** The LogicalUnitReport of one observation. */
-export function buildReport(obs: LuObservation, analysis: UnitAnalysis, keys: KeyIndex, findings: Finding[]): LogicalUnitReport {
+export function buildReport(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  keys: KeyIndex,
+  findings: Finding[],
+): LogicalUnitReport {
   const unit = obs.unit.unit;
   const state = obs.state;
   const reachable = obs.paths.filter((p) => p.reachable).length;
   const reachability =
-    state === undefined ? Reachability.REACHABILITY_UNREACHABLE : reachable === obs.paths.length ? Reachability.REACHABILITY_REACHABLE : Reachability.REACHABILITY_PARTIAL;
+    state === undefined
+      ? Reachability.REACHABILITY_UNREACHABLE
+      : reachable === obs.paths.length
+        ? Reachability.REACHABILITY_REACHABLE
+        : Reachability.REACHABILITY_PARTIAL;
   // A literal sharing the unit's capabilities, the key index's owners and the paths' initiator ports (read-only):
   // fromPartial deep-copied all of them for each of an audit's thousands of reports.
   return {
@@ -123,7 +208,11 @@ export function buildReport(obs: LuObservation, analysis: UnitAnalysis, keys: Ke
     scope: state?.scope ?? 0,
     holder: state?.reserved && state.holderKey !== 0n ? keys.owner(state.holderKey) : undefined,
     holderAgentId: analysis.holderAgentId,
-    keys: [...analysis.keyCounts].map(([key, nexusCount]): RegisteredKey => ({ key, nexusCount, owner: keys.owner(key) })),
+    keys: [...analysis.keyCounts].map(([key, nexusCount]): RegisteredKey => ({
+      key,
+      nexusCount,
+      owner: keys.owner(key),
+    })),
     paths: obs.paths.map((p, i): PathReport => {
       const reg = analysis.paths[i];
       return {
@@ -148,7 +237,10 @@ export function buildReport(obs: LuObservation, analysis: UnitAnalysis, keys: Ke
 }
 
 /** What the loader-level check needs of each LU report. */
-export type LoaderDigest = Pick<LogicalUnitReport, 'luId' | 'loaderId' | 'peripheralDeviceType' | 'reserved' | 'holderKey' | 'holderAgentId'>;
+export type LoaderDigest = Pick<
+  LogicalUnitReport,
+  'luId' | 'loaderId' | 'peripheralDeviceType' | 'reserved' | 'holderKey' | 'holderAgentId'
+>;
 
 /**
  * Loader-level findings: a changer and a drive of one loader reserved by different hosts (or, when the hosts
@@ -168,7 +260,8 @@ export function loaderFindings(reports: readonly LoaderDigest[]): Finding[] {
     const held = list.filter((r) => r.reserved && r.holderKey !== 0n);
     for (const changer of held.filter((r) => r.peripheralDeviceType === 8)) {
       for (const drive of held.filter((r) => r.peripheralDeviceType !== 8)) {
-        const sameHost = changer.holderAgentId !== '' && changer.holderAgentId === drive.holderAgentId;
+        const sameHost =
+          changer.holderAgentId !== '' && changer.holderAgentId === drive.holderAgentId;
         if (sameHost || changer.holderKey === drive.holderKey) continue;
         out.push(
           Finding.fromPartial({

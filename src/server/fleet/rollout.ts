@@ -28,8 +28,20 @@ import { analyzeUnit, type UnitAnalysis } from './analyze.js';
 import type { FleetDeps } from './deps.js';
 import type { KeyIndex } from './key-index.js';
 import { CommandLimiter, Semaphore } from './limiter.js';
-import { observeUnit, pathOnline, readThrough, type LuObservation, type ReadContext } from './observe.js';
-import { describeProut, inverseOf, isAllRegistrants, stepIdOf, type UnitPlan } from './plan-model.js';
+import {
+  observeUnit,
+  pathOnline,
+  readThrough,
+  type LuObservation,
+  type ReadContext,
+} from './observe.js';
+import {
+  describeProut,
+  inverseOf,
+  isAllRegistrants,
+  stepIdOf,
+  type UnitPlan,
+} from './plan-model.js';
 import type { SelectedUnit } from './selection.js';
 
 /** Guard rails of a rollout, defaults filled in. */
@@ -105,7 +117,10 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /** Compares a READ RESERVATION answer with a step's precondition; returns what differs ('' when it holds). */
-export function preconditionMismatch(pre: Precondition | undefined, got: { generation: number; reserved: boolean; key: bigint; type: number }): string {
+export function preconditionMismatch(
+  pre: Precondition | undefined,
+  got: { generation: number; reserved: boolean; key: bigint; type: number },
+): string {
   if (pre === undefined) return '';
   const out: string[] = [];
   if (pre.expectedGeneration !== undefined && got.generation !== pre.expectedGeneration) {
@@ -113,9 +128,14 @@ export function preconditionMismatch(pre: Precondition | undefined, got: { gener
   }
   const holder = pre.expectedHolderKey;
   if (holder !== undefined) {
-    if (holder === 0n && got.reserved) out.push(`reserved by ${formatKey(got.key)}, expected no reservation`);
+    if (holder === 0n && got.reserved)
+      out.push(`reserved by ${formatKey(got.key)}, expected no reservation`);
     if (holder !== 0n && (!got.reserved || got.key !== holder)) {
-      out.push(got.reserved ? `holder is ${formatKey(got.key)}, expected ${formatKey(holder)}` : `not reserved, expected holder ${formatKey(holder)}`);
+      out.push(
+        got.reserved
+          ? `holder is ${formatKey(got.key)}, expected ${formatKey(holder)}`
+          : `not reserved, expected holder ${formatKey(holder)}`,
+      );
     }
   }
   return out.join('; ');
@@ -124,7 +144,13 @@ export function preconditionMismatch(pre: Precondition | undefined, got: { gener
 /** What a fresh read says about whether `step` took effect since `pre`. */
 export function judgeEffect(
   step: PlanStep,
-  state: { generation: number; keys: readonly bigint[]; reserved: boolean; holderKey: bigint; type: number },
+  state: {
+    generation: number;
+    keys: readonly bigint[];
+    reserved: boolean;
+    holderKey: bigint;
+    type: number;
+  },
 ): 'applied' | 'not-applied' | 'other' {
   const p = step.prout;
   const preGen = step.precondition?.expectedGeneration;
@@ -141,10 +167,19 @@ export function judgeEffect(
       if (preGen !== undefined && state.generation === preGen + 1) return 'applied';
       return genSame ? 'not-applied' : 'other';
     case ProutAction.PROUT_ACTION_RESERVE:
-      if (state.reserved && state.type === p.type && (state.holderKey === p.reservationKey || isAllRegistrants(p.type))) return 'applied';
+      if (
+        state.reserved &&
+        state.type === p.type &&
+        (state.holderKey === p.reservationKey || isAllRegistrants(p.type))
+      )
+        return 'applied';
       return !state.reserved && (preGen === undefined || genSame) ? 'not-applied' : 'other';
     case ProutAction.PROUT_ACTION_RELEASE:
-      if (!state.reserved || (state.holderKey !== p.reservationKey && !isAllRegistrants(state.type))) return 'applied';
+      if (
+        !state.reserved ||
+        (state.holderKey !== p.reservationKey && !isAllRegistrants(state.type))
+      )
+        return 'applied';
       return 'not-applied';
     case ProutAction.PROUT_ACTION_PREEMPT:
     case ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT:
@@ -159,7 +194,7 @@ function resultJson(result: CommandResult | undefined, extra: AttemptRecord): Js
   return {
     ...extra,
     ...(result === undefined ? {} : { result: CommandResult.toJSON(result) as JsonValue }),
-  } as JsonValue;
+  };
 }
 
 function attemptOf(entry: OperationEntry): AttemptRecord | undefined {
@@ -179,7 +214,11 @@ function attemptOf(entry: OperationEntry): AttemptRecord | undefined {
  * rollbackOnAbort, completed steps are undone in reverse order. The caller's signal stops the rollout; PROUTs
  * already sent are awaited, not abandoned.
  */
-export function runRollout(deps: FleetDeps, input: RolloutInput, signal: AbortSignal): AsyncIterable<RolloutEvent> {
+export function runRollout(
+  deps: FleetDeps,
+  input: RolloutInput,
+  signal: AbortSignal,
+): AsyncIterable<RolloutEvent> {
   const events = new AsyncQueue<RolloutEvent>(Number.MAX_SAFE_INTEGER);
   const run = new Rollout(deps, input, signal, (e) => events.push(e));
   run.execute().then(
@@ -226,7 +265,12 @@ class Rollout {
     return { router: this.deps.router, limiter: this.limiter, timeoutMs: this.s.timeoutMs };
   }
 
-  private stepEvent(step: PlanStep, state: StepState, phase: RolloutPhase, fields: { result?: CommandResult; message?: string; idempotencyKey?: string } = {}): void {
+  private stepEvent(
+    step: PlanStep,
+    state: StepState,
+    phase: RolloutPhase,
+    fields: { result?: CommandResult; message?: string; idempotencyKey?: string } = {},
+  ): void {
     this.emit(
       RolloutEvent.fromPartial({
         event: {
@@ -244,7 +288,9 @@ class Rollout {
     );
   }
 
-  private async observe(unit: SelectedUnit): Promise<{ obs: LuObservation; analysis: UnitAnalysis }> {
+  private async observe(
+    unit: SelectedUnit,
+  ): Promise<{ obs: LuObservation; analysis: UnitAnalysis }> {
     const obs = await observeUnit(unit, this.readContext());
     return { obs, analysis: analyzeUnit(obs, this.input.keys) };
   }
@@ -276,13 +322,34 @@ class Rollout {
     const total = [...plans.values()].reduce((n, s) => n + s.length, 0);
     this.emit(
       RolloutEvent.fromPartial({
-        event: { $case: 'started', value: { operationId: this.s.operationId, logicalUnits: units.length, steps: total, blockers } },
+        event: {
+          $case: 'started',
+          value: {
+            operationId: this.s.operationId,
+            logicalUnits: units.length,
+            steps: total,
+            blockers,
+          },
+        },
       }),
     );
-    this.deps.log.info({ operationId: this.s.operationId, logicalUnits: units.length, steps: total, blockers: blockers.length, dryRun: this.s.dryRun }, 'rollout started');
+    this.deps.log.info(
+      {
+        operationId: this.s.operationId,
+        logicalUnits: units.length,
+        steps: total,
+        blockers: blockers.length,
+        dryRun: this.s.dryRun,
+      },
+      'rollout started',
+    );
 
     if (this.s.dryRun) {
-      for (const unit of units) for (const step of plans.get(unit.luId) ?? []) this.stepEvent(step, StepState.STEP_STATE_DRY_RUN, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: 'dry run: not sent' });
+      for (const unit of units)
+        for (const step of plans.get(unit.luId) ?? [])
+          this.stepEvent(step, StepState.STEP_STATE_DRY_RUN, RolloutPhase.ROLLOUT_PHASE_FORWARD, {
+            message: 'dry run: not sent',
+          });
       this.finish(RolloutResult.ROLLOUT_RESULT_DRY_RUN);
       return;
     }
@@ -316,7 +383,15 @@ class Rollout {
   private finish(result: RolloutResult): void {
     const ms = performance.now() - this.started;
     this.deps.log.info(
-      { operationId: this.s.operationId, result, succeeded: this.succeeded, failed: this.failures, rolledBack: this.rolledBack, replans: this.replans, ms: Math.round(ms) },
+      {
+        operationId: this.s.operationId,
+        result,
+        succeeded: this.succeeded,
+        failed: this.failures,
+        rolledBack: this.rolledBack,
+        replans: this.replans,
+        ms: Math.round(ms),
+      },
       'rollout finished',
     );
     this.emit(
@@ -341,7 +416,9 @@ class Rollout {
   private fail(): void {
     this.failures += 1;
     if (this.failures >= this.s.errorThreshold) {
-      this.halt(`error threshold reached: ${this.failures} failed step${this.failures === 1 ? '' : 's'} (threshold ${this.s.errorThreshold})`);
+      this.halt(
+        `error threshold reached: ${this.failures} failed step${this.failures === 1 ? '' : 's'} (threshold ${this.s.errorThreshold})`,
+      );
     }
   }
 
@@ -349,8 +426,15 @@ class Rollout {
     this.replans += 1;
     const { obs, analysis } = await this.observe(unit);
     const plan = this.input.planner(obs, analysis);
-    this.emit(RolloutEvent.fromPartial({ event: { $case: 'replanned', value: { luId: unit.luId, reason, steps: plan.steps } } }));
-    this.deps.log.info({ operationId: this.s.operationId, luId: unit.luId, reason, steps: plan.steps.length }, 'lu re-planned');
+    this.emit(
+      RolloutEvent.fromPartial({
+        event: { $case: 'replanned', value: { luId: unit.luId, reason, steps: plan.steps } },
+      }),
+    );
+    this.deps.log.info(
+      { operationId: this.s.operationId, luId: unit.luId, reason, steps: plan.steps.length },
+      'lu re-planned',
+    );
     return plan.steps;
   }
 
@@ -366,7 +450,12 @@ class Rollout {
         if (this.stop.signal.aborted) {
           for (const rest of steps.slice(k)) {
             this.cancelled += 1;
-            this.stepEvent(rest, StepState.STEP_STATE_CANCELLED, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: `not started: ${this.abortMessage}` });
+            this.stepEvent(
+              rest,
+              StepState.STEP_STATE_CANCELLED,
+              RolloutPhase.ROLLOUT_PHASE_FORWARD,
+              { message: `not started: ${this.abortMessage}` },
+            );
           }
           return;
         }
@@ -382,26 +471,40 @@ class Rollout {
             this.fail();
             return;
           }
-          steps = await this.replan(unit, `step ${step.stepId} was journaled with an unknown outcome and the LU changed`);
+          steps = await this.replan(
+            unit,
+            `step ${step.stepId} was journaled with an unknown outcome and the LU changed`,
+          );
           restart = true;
           break;
         }
         const check = await this.checkPrecondition(unit, step);
         const last = done[done.length - 1];
-        if (last !== undefined && last.post === undefined && check.read !== undefined) last.post = check.read;
+        if (last !== undefined && last.post === undefined && check.read !== undefined)
+          last.post = check.read;
         if (check.error !== undefined) {
-          this.stepEvent(step, StepState.STEP_STATE_FAILED, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: `not sent: ${check.error}` });
+          this.stepEvent(step, StepState.STEP_STATE_FAILED, RolloutPhase.ROLLOUT_PHASE_FORWARD, {
+            message: `not sent: ${check.error}`,
+          });
           this.fail();
           return;
         }
         if (check.mismatch !== '') {
-          this.stepEvent(step, StepState.STEP_STATE_PRECONDITION_FAILED, RolloutPhase.ROLLOUT_PHASE_FORWARD, { message: `not sent: the LU changed under us: ${check.mismatch}` });
+          this.stepEvent(
+            step,
+            StepState.STEP_STATE_PRECONDITION_FAILED,
+            RolloutPhase.ROLLOUT_PHASE_FORWARD,
+            { message: `not sent: the LU changed under us: ${check.mismatch}` },
+          );
           if (replansHere >= this.s.maxReplans) {
             this.fail();
             return;
           }
           replansHere += 1;
-          steps = await this.replan(unit, `precondition of step ${step.stepId} failed: ${check.mismatch}`);
+          steps = await this.replan(
+            unit,
+            `precondition of step ${step.stepId} failed: ${check.mismatch}`,
+          );
           restart = true;
           break;
         }
@@ -418,7 +521,10 @@ class Rollout {
             return;
           }
           replansHere += 1;
-          steps = await this.replan(unit, `step ${step.stepId} had an unknown outcome and the LU changed in other ways`);
+          steps = await this.replan(
+            unit,
+            `step ${step.stepId} had an unknown outcome and the LU changed in other ways`,
+          );
           restart = true;
           break;
         }
@@ -433,39 +539,75 @@ class Rollout {
       if (last !== undefined && last.post === undefined && obs.state !== undefined) {
         last.post = Precondition.fromPartial({
           expectedGeneration: obs.state.generation,
-          ...(obs.state.reserved && isAllRegistrants(obs.state.type) ? {} : { expectedHolderKey: obs.state.reserved ? obs.state.holderKey : 0n }),
+          ...(obs.state.reserved && isAllRegistrants(obs.state.type)
+            ? {}
+            : { expectedHolderKey: obs.state.reserved ? obs.state.holderKey : 0n }),
         });
       }
       const next = this.input.planner(obs, analysis).steps;
       if (next.length === 0 || this.stop.signal.aborted) return;
       if (round + 1 >= MAX_ROUNDS) {
-        this.deps.log.warn({ operationId: this.s.operationId, luId: unit.luId, steps: next.length }, 'lu did not converge');
+        this.deps.log.warn(
+          { operationId: this.s.operationId, luId: unit.luId, steps: next.length },
+          'lu did not converge',
+        );
         return;
       }
-      this.emit(RolloutEvent.fromPartial({ event: { $case: 'replanned', value: { luId: unit.luId, reason: 'follow-up steps after re-reading the LU', steps: next } } }));
+      this.emit(
+        RolloutEvent.fromPartial({
+          event: {
+            $case: 'replanned',
+            value: {
+              luId: unit.luId,
+              reason: 'follow-up steps after re-reading the LU',
+              steps: next,
+            },
+          },
+        }),
+      );
       steps = next;
     }
   }
 
   /** READ RESERVATION through the step's own path, compared with its precondition. */
-  private async checkPrecondition(unit: SelectedUnit, step: PlanStep): Promise<{ error?: string; mismatch: string; read?: Precondition }> {
-    const fleetPath = unit.paths.find((p) => p.agent.hello.agentId === step.agentId && p.path.path === step.path);
-    if (fleetPath === undefined) return { error: `${step.agentId}:${step.path} is not a path to ${unit.luId}`, mismatch: '' };
-    const read = await readThrough(fleetPath, PrinAction.PRIN_ACTION_READ_RESERVATION, this.readContext(), unit.luId);
+  private async checkPrecondition(
+    unit: SelectedUnit,
+    step: PlanStep,
+  ): Promise<{ error?: string; mismatch: string; read?: Precondition }> {
+    const fleetPath = unit.paths.find(
+      (p) => p.agent.hello.agentId === step.agentId && p.path.path === step.path,
+    );
+    if (fleetPath === undefined)
+      return { error: `${step.agentId}:${step.path} is not a path to ${unit.luId}`, mismatch: '' };
+    const read = await readThrough(
+      fleetPath,
+      PrinAction.PRIN_ACTION_READ_RESERVATION,
+      this.readContext(),
+      unit.luId,
+    );
     if (read.error !== undefined || read.result.data?.$case !== 'readReservation') {
-      return { error: `precondition could not be checked: ${read.error ?? 'no reservation data'}`, mismatch: '' };
+      return {
+        error: `precondition could not be checked: ${read.error ?? 'no reservation data'}`,
+        mismatch: '',
+      };
     }
     const r = read.result.data.value;
     const got = Precondition.fromPartial({
       expectedGeneration: r.generation,
-      ...(r.reserved && isAllRegistrants(r.type) ? {} : { expectedHolderKey: r.reserved ? r.key : 0n }),
+      ...(r.reserved && isAllRegistrants(r.type)
+        ? {}
+        : { expectedHolderKey: r.reserved ? r.key : 0n }),
     });
     return { mismatch: preconditionMismatch(step.precondition, r), read: got };
   }
 
   /** Reads keys and reservation through any online path (the step's first), for reconciliation. */
   private async readState(unit: SelectedUnit, step: PlanStep) {
-    const ordered = [...unit.paths].sort((a, b) => Number(b.agent.hello.agentId === step.agentId && b.path.path === step.path) - Number(a.agent.hello.agentId === step.agentId && a.path.path === step.path));
+    const ordered = [...unit.paths].sort(
+      (a, b) =>
+        Number(b.agent.hello.agentId === step.agentId && b.path.path === step.path) -
+        Number(a.agent.hello.agentId === step.agentId && a.path.path === step.path),
+    );
     for (const p of ordered) {
       if (!pathOnline(p)) continue;
       const ctx = this.readContext();
@@ -475,13 +617,24 @@ class Rollout {
       ]);
       if (rr.result?.data?.$case === 'readReservation' && rk.result?.data?.$case === 'readKeys') {
         const r = rr.result.data.value;
-        return { generation: Math.max(r.generation, rk.result.data.value.generation), keys: rk.result.data.value.keys, reserved: r.reserved, holderKey: r.key, type: r.type };
+        return {
+          generation: Math.max(r.generation, rk.result.data.value.generation),
+          keys: rk.result.data.value.keys,
+          reserved: r.reserved,
+          holderKey: r.key,
+          type: r.type,
+        };
       }
     }
     return undefined;
   }
 
-  private async history(step: PlanStep, result: CommandResult | undefined, outcome: string, key: string): Promise<void> {
+  private async history(
+    step: PlanStep,
+    result: CommandResult | undefined,
+    outcome: string,
+    key: string,
+  ): Promise<void> {
     const p = step.prout;
     if (p === undefined) return;
     try {
@@ -495,7 +648,9 @@ class Rollout {
         serviceActionKey: p.serviceActionKey,
         ...(p.type === 0 ? {} : { prType: p.type }),
         outcome,
-        ...(result === undefined || result.outcome === Outcome.OUTCOME_UNKNOWN ? {} : { status: result.status }),
+        ...(result === undefined || result.outcome === Outcome.OUTCOME_UNKNOWN
+          ? {}
+          : { status: result.status }),
         ...(result?.sense ? { sense: Buffer.from(result.sense.raw).toString('hex') } : {}),
         ...(result?.commandId ? { commandId: result.commandId } : {}),
         idempotencyKey: key,
@@ -515,7 +670,11 @@ class Rollout {
    * Earlier attempts of `step` in the journal: a verdict when they settle it (ran, refused, or reconciled now),
    * else the number of the next attempt.
    */
-  private async priorAttempts(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase): Promise<{ verdict?: StepVerdict; attempt: number }> {
+  private async priorAttempts(
+    unit: SelectedUnit,
+    step: PlanStep,
+    phase: RolloutPhase,
+  ): Promise<{ verdict?: StepVerdict; attempt: number }> {
     const journal = this.deps.store.journal;
     const base = this.attemptBase(step, phase);
     let attempt = 1;
@@ -525,84 +684,169 @@ class Rollout {
       const record = attemptOf(entry);
       if (entry.state === 'done') {
         if (record?.applied) {
-          this.stepEvent(step, StepState.STEP_STATE_ALREADY_DONE, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: already ran with outcome ${record.outcome}; not sent again` });
+          this.stepEvent(step, StepState.STEP_STATE_ALREADY_DONE, phase, {
+            idempotencyKey: entry.idempotencyKey,
+            message: `journal: already ran with outcome ${record.outcome}; not sent again`,
+          });
           return { verdict: 'succeeded', attempt };
         }
         if (record?.sent && record.outcome !== '') {
           // The device answered and refused: sending it again would get the same answer.
-          this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: already ran with outcome ${record.outcome}` });
+          this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
+            idempotencyKey: entry.idempotencyKey,
+            message: `journal: already ran with outcome ${record.outcome}`,
+          });
           return { verdict: 'failed', attempt };
         }
         continue; // never reached the device: a new attempt is safe
       }
       // pending or unknown: an earlier run was cut mid-command. Settle it before anything else.
-      this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, { idempotencyKey: entry.idempotencyKey, message: `journal: attempt ${attempt} is ${entry.state}; reconciling` });
+      this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, {
+        idempotencyKey: entry.idempotencyKey,
+        message: `journal: attempt ${attempt} is ${entry.state}; reconciling`,
+      });
       return { verdict: await this.reconcile(unit, step, phase, entry.idempotencyKey), attempt };
     }
     return { attempt };
   }
 
   /** Sends one step at most once (see priorAttempts): begins a journaled attempt, dispatches, records the result. */
-  private async sendStep(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase): Promise<StepVerdict> {
+  private async sendStep(
+    unit: SelectedUnit,
+    step: PlanStep,
+    phase: RolloutPhase,
+  ): Promise<StepVerdict> {
     const journal = this.deps.store.journal;
     const prior = await this.priorAttempts(unit, step, phase);
     if (prior.verdict !== undefined) return prior.verdict;
     const key = `${this.attemptBase(step, phase)}/${prior.attempt}`;
     const begun = await journal.begin({
       idempotencyKey: key,
-      request: { kind: 'fleet-step', operationId: this.s.operationId, phase: phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback' : 'forward', step: PlanStep.toJSON(step) as JsonValue },
+      request: {
+        kind: 'fleet-step',
+        operationId: this.s.operationId,
+        phase: phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback' : 'forward',
+        step: PlanStep.toJSON(step) as JsonValue,
+      },
       owner: this.deps.instanceId ?? 'fleet',
     });
     if (begun.kind !== 'started') {
       // Another server (or a concurrent repeat) claimed the same attempt: never race it with a second send.
-      this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, { idempotencyKey: key, message: 'journal: this attempt was claimed concurrently; reconciling' });
+      this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, {
+        idempotencyKey: key,
+        message: 'journal: this attempt was claimed concurrently; reconciling',
+      });
       return this.reconcile(unit, step, phase, key);
     }
     this.stepEvent(step, StepState.STEP_STATE_STARTED, phase, { idempotencyKey: key });
     const outcome = await this.dispatchProut(step, key);
     if (outcome.kind === 'not-sent') {
-      await journal.complete(key, resultJson(undefined, { sent: false, outcome: '', applied: false, message: outcome.message }));
-      this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { idempotencyKey: key, message: `not sent: ${outcome.message}` });
+      await journal.complete(
+        key,
+        resultJson(undefined, {
+          sent: false,
+          outcome: '',
+          applied: false,
+          message: outcome.message,
+        }),
+      );
+      this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
+        idempotencyKey: key,
+        message: `not sent: ${outcome.message}`,
+      });
       return 'failed';
     }
     const result = outcome.result;
     const name = outcomeToJSON(result.outcome);
     switch (result.outcome) {
       case Outcome.OUTCOME_GOOD:
-        await journal.complete(key, resultJson(result, { sent: true, outcome: name, applied: true, commandId: result.commandId }));
+        await journal.complete(
+          key,
+          resultJson(result, {
+            sent: true,
+            outcome: name,
+            applied: true,
+            commandId: result.commandId,
+          }),
+        );
         await this.history(step, result, name, key);
-        this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, { result, idempotencyKey: key });
+        this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, {
+          result,
+          idempotencyKey: key,
+        });
         return 'succeeded';
       case Outcome.OUTCOME_REFUSED:
       case Outcome.OUTCOME_OS_ERROR:
         // Nothing reached the device.
-        await journal.complete(key, resultJson(result, { sent: false, outcome: name, applied: false, message: result.message }));
-        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { result, idempotencyKey: key, message: `not run: ${result.message}` });
+        await journal.complete(
+          key,
+          resultJson(result, {
+            sent: false,
+            outcome: name,
+            applied: false,
+            message: result.message,
+          }),
+        );
+        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
+          result,
+          idempotencyKey: key,
+          message: `not run: ${result.message}`,
+        });
         return 'failed';
       case Outcome.OUTCOME_UNKNOWN:
       case Outcome.OUTCOME_TIMEOUT:
       case Outcome.OUTCOME_TRANSPORT_ERROR:
-        await journal.markUnknown(key, resultJson(result, { sent: true, outcome: name, applied: false, message: result.message }));
+        await journal.markUnknown(
+          key,
+          resultJson(result, {
+            sent: true,
+            outcome: name,
+            applied: false,
+            message: result.message,
+          }),
+        );
         await this.history(step, result, name, key);
-        this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, { result, idempotencyKey: key, message: `${name}: ${result.message || 'the effect is unknown'}; reconciling by reading the LU` });
+        this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, {
+          result,
+          idempotencyKey: key,
+          message: `${name}: ${result.message || 'the effect is unknown'}; reconciling by reading the LU`,
+        });
         return this.reconcile(unit, step, phase, key);
       default:
-        await journal.complete(key, resultJson(result, { sent: true, outcome: name, applied: false, commandId: result.commandId }));
+        await journal.complete(
+          key,
+          resultJson(result, {
+            sent: true,
+            outcome: name,
+            applied: false,
+            commandId: result.commandId,
+          }),
+        );
         await this.history(step, result, name, key);
-        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { result, idempotencyKey: key, message: `the device answered ${name}${result.sense ? ` (${result.sense.description})` : ''}` });
+        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
+          result,
+          idempotencyKey: key,
+          message: `the device answered ${name}${result.sense ? ` (${result.sense.description})` : ''}`,
+        });
         return 'failed';
     }
   }
 
   /** Dispatches the PROUT without the caller's signal: once sent, its result is awaited, never abandoned. */
-  private async dispatchProut(step: PlanStep, key: string): Promise<{ kind: 'result'; result: CommandResult } | { kind: 'not-sent'; message: string }> {
+  private async dispatchProut(
+    step: PlanStep,
+    key: string,
+  ): Promise<{ kind: 'result'; result: CommandResult } | { kind: 'not-sent'; message: string }> {
     const command = Command.fromPartial({
       path: step.path,
       idempotencyKey: key,
       kind: { $case: 'prout', value: ProutCommand.fromPartial(step.prout ?? {}) },
     });
     try {
-      const result = await this.deps.router.dispatch(step.agentId, command, { timeoutMs: this.s.timeoutMs, luId: step.luId });
+      const result = await this.deps.router.dispatch(step.agentId, command, {
+        timeoutMs: this.s.timeoutMs,
+        luId: step.luId,
+      });
       return { kind: 'result', result };
     } catch (e) {
       if (isAbortError(e)) throw e;
@@ -618,7 +862,12 @@ class Rollout {
    * twice) and keep reading; anything else → superseded (the LU is re-planned). Gives up after reconcileMs,
    * leaving the journal entry `unknown` for an operator.
    */
-  private async reconcile(unit: SelectedUnit, step: PlanStep, phase: RolloutPhase, key: string): Promise<StepVerdict> {
+  private async reconcile(
+    unit: SelectedUnit,
+    step: PlanStep,
+    phase: RolloutPhase,
+    key: string,
+  ): Promise<StepVerdict> {
     const journal = this.deps.store.journal;
     const deadline = Date.now() + (this.s.reconcileMs ?? this.s.timeoutMs);
     let resent = false;
@@ -632,13 +881,27 @@ class Rollout {
       }
       const verdict = judgeEffect(step, state);
       if (verdict === 'applied') {
-        await journal.complete(key, resultJson(undefined, { sent: true, outcome: 'RECONCILED_APPLIED', applied: true, message: `read generation ${state.generation}` }));
+        await journal.complete(
+          key,
+          resultJson(undefined, {
+            sent: true,
+            outcome: 'RECONCILED_APPLIED',
+            applied: true,
+            message: `read generation ${state.generation}`,
+          }),
+        );
         await this.history(step, undefined, 'RECONCILED_APPLIED', key);
-        this.stepEvent(step, StepState.STEP_STATE_RECONCILED_APPLIED, phase, { idempotencyKey: key, message: `the LU shows the step took effect (PRgeneration ${state.generation})` });
+        this.stepEvent(step, StepState.STEP_STATE_RECONCILED_APPLIED, phase, {
+          idempotencyKey: key,
+          message: `the LU shows the step took effect (PRgeneration ${state.generation})`,
+        });
         return 'succeeded';
       }
       if (verdict === 'other') {
-        this.stepEvent(step, StepState.STEP_STATE_RECONCILED_NOT_APPLIED, phase, { idempotencyKey: key, message: `the LU changed in ways this step does not explain (PRgeneration ${state.generation}); re-planning` });
+        this.stepEvent(step, StepState.STEP_STATE_RECONCILED_NOT_APPLIED, phase, {
+          idempotencyKey: key,
+          message: `the LU changed in ways this step does not explain (PRgeneration ${state.generation}); re-planning`,
+        });
         return 'superseded';
       }
       if (!resent) {
@@ -651,32 +914,67 @@ class Rollout {
         const r = again.result;
         const name = outcomeToJSON(r.outcome);
         if (r.outcome === Outcome.OUTCOME_GOOD) {
-          await journal.complete(key, resultJson(r, { sent: true, outcome: name, applied: true, commandId: r.commandId, message: 're-sent after reconciliation showed it had not run' }));
+          await journal.complete(
+            key,
+            resultJson(r, {
+              sent: true,
+              outcome: name,
+              applied: true,
+              commandId: r.commandId,
+              message: 're-sent after reconciliation showed it had not run',
+            }),
+          );
           await this.history(step, r, name, key);
-          this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, { result: r, idempotencyKey: key, message: 're-sent under the same idempotency key after a read showed it had not run' });
+          this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, {
+            result: r,
+            idempotencyKey: key,
+            message: 're-sent under the same idempotency key after a read showed it had not run',
+          });
           return 'succeeded';
         }
-        if (r.outcome === Outcome.OUTCOME_REFUSED && r.message.includes('duplicate idempotency key')) {
+        if (
+          r.outcome === Outcome.OUTCOME_REFUSED &&
+          r.message.includes('duplicate idempotency key')
+        ) {
           // The agent has the first copy (running, or ran): wait for its effect to show.
           resent = true;
           lastWhy = r.message;
           await delay(RECONCILE_POLL_MS);
           continue;
         }
-        if (r.outcome === Outcome.OUTCOME_UNKNOWN || r.outcome === Outcome.OUTCOME_TIMEOUT || r.outcome === Outcome.OUTCOME_TRANSPORT_ERROR) {
+        if (
+          r.outcome === Outcome.OUTCOME_UNKNOWN ||
+          r.outcome === Outcome.OUTCOME_TIMEOUT ||
+          r.outcome === Outcome.OUTCOME_TRANSPORT_ERROR
+        ) {
           resent = true;
           lastWhy = `${name} again`;
           continue;
         }
         const applied = false;
-        await journal.complete(key, resultJson(r, { sent: r.outcome !== Outcome.OUTCOME_REFUSED && r.outcome !== Outcome.OUTCOME_OS_ERROR, outcome: name, applied, commandId: r.commandId }));
+        await journal.complete(
+          key,
+          resultJson(r, {
+            sent: r.outcome !== Outcome.OUTCOME_REFUSED && r.outcome !== Outcome.OUTCOME_OS_ERROR,
+            outcome: name,
+            applied,
+            commandId: r.commandId,
+          }),
+        );
         await this.history(step, r, name, key);
-        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, { result: r, idempotencyKey: key, message: `re-sent after reconciliation; the device answered ${name}` });
+        this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
+          result: r,
+          idempotencyKey: key,
+          message: `re-sent after reconciliation; the device answered ${name}`,
+        });
         return 'failed';
       }
       await delay(RECONCILE_POLL_MS);
     }
-    this.stepEvent(step, StepState.STEP_STATE_RECONCILED_NOT_APPLIED, phase, { idempotencyKey: key, message: `could not settle the outcome (${lastWhy}); the journal keeps it UNKNOWN: audit the LU before retrying` });
+    this.stepEvent(step, StepState.STEP_STATE_RECONCILED_NOT_APPLIED, phase, {
+      idempotencyKey: key,
+      message: `could not settle the outcome (${lastWhy}); the journal keeps it UNKNOWN: audit the LU before retrying`,
+    });
     return 'failed';
   }
 
@@ -695,7 +993,14 @@ class Rollout {
           for (const c of [...done].reverse()) {
             const inverse = inverseOf(c.step);
             if (inverse === undefined) {
-              this.stepEvent(c.step, StepState.STEP_STATE_FAILED, RolloutPhase.ROLLOUT_PHASE_ROLLBACK, { message: `cannot be undone (${describeProut(c.step.prout ?? ProutCommand.fromPartial({}))}); rollback of ${luId} stops here` });
+              this.stepEvent(
+                c.step,
+                StepState.STEP_STATE_FAILED,
+                RolloutPhase.ROLLOUT_PHASE_ROLLBACK,
+                {
+                  message: `cannot be undone (${describeProut(c.step.prout ?? ProutCommand.fromPartial({}))}); rollback of ${luId} stops here`,
+                },
+              );
               break;
             }
             const precondition = expected;
@@ -709,15 +1014,25 @@ class Rollout {
             });
             const check = await this.checkPrecondition(unit, undo);
             if (check.error !== undefined || check.mismatch !== '') {
-              this.stepEvent(undo, check.error !== undefined ? StepState.STEP_STATE_FAILED : StepState.STEP_STATE_PRECONDITION_FAILED, RolloutPhase.ROLLOUT_PHASE_ROLLBACK, {
-                message: `not sent: ${check.error ?? `the LU changed since the step: ${check.mismatch}`}; rollback of ${luId} stops here`,
-              });
+              this.stepEvent(
+                undo,
+                check.error !== undefined
+                  ? StepState.STEP_STATE_FAILED
+                  : StepState.STEP_STATE_PRECONDITION_FAILED,
+                RolloutPhase.ROLLOUT_PHASE_ROLLBACK,
+                {
+                  message: `not sent: ${check.error ?? `the LU changed since the step: ${check.mismatch}`}; rollback of ${luId} stops here`,
+                },
+              );
               break;
             }
             const verdict = await this.sendStep(unit, undo, RolloutPhase.ROLLOUT_PHASE_ROLLBACK);
             if (verdict !== 'succeeded') break;
             this.rolledBack += 1;
-            const after = await this.checkPrecondition(unit, PlanStep.fromPartial({ ...undo, precondition: Precondition.fromPartial({}) }));
+            const after = await this.checkPrecondition(
+              unit,
+              PlanStep.fromPartial({ ...undo, precondition: Precondition.fromPartial({}) }),
+            );
             if (after.read === undefined) break;
             expected = after.read;
           }

@@ -26,15 +26,25 @@ export function parseLabels(labels: readonly string[], field: string): [string, 
 }
 
 /** True when `agent` is of `site` (if given) and carries every label. */
-export function agentMatches(agent: AgentRecord, site: string, labels: readonly [string, string][]): boolean {
-  return (site === '' || agent.hello.site === site) && labels.every(([k, v]) => agent.hello.labels[k] === v);
+export function agentMatches(
+  agent: AgentRecord,
+  site: string,
+  labels: readonly [string, string][],
+): boolean {
+  return (
+    (site === '' || agent.hello.site === site) &&
+    labels.every(([k, v]) => agent.hello.labels[k] === v)
+  );
 }
 
 /**
  * The LUs a selector covers, sorted by loader then id. Site and labels keep the paths of matching agents (an LU
  * with none is left out); loader and LU ids filter the LUs. Throws INVALID_ARGUMENT for malformed labels.
  */
-export function selectUnits(registry: AgentRegistry, selector: FleetSelector | undefined): SelectedUnit[] {
+export function selectUnits(
+  registry: AgentRegistry,
+  selector: FleetSelector | undefined,
+): SelectedUnit[] {
   const site = selector?.site ?? '';
   const labels = parseLabels(selector?.labels ?? [], 'selector.labels');
   const loaders = new Set(selector?.loaderIds ?? []);

@@ -8,7 +8,10 @@ export * from './redis-router.js';
 export * from './protocol.js';
 
 const RedisEnv = z.object({
-  PRFLEET_REDIS_URL: z.string().regex(/^rediss?:\/\//, 'expected redis://… or rediss://…').optional(),
+  PRFLEET_REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\//, 'expected redis://… or rediss://…')
+    .optional(),
   PRFLEET_REDIS_PREFIX: z.string().min(1).default('prfleet:'),
   PRFLEET_PRESENCE_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
   PRFLEET_INSTANCE_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
@@ -29,7 +32,8 @@ export interface RedisRouterConfig {
 /** Parses PRFLEET_REDIS_URL, PRFLEET_REDIS_PREFIX, PRFLEET_PRESENCE_TTL_MS, PRFLEET_INSTANCE_TTL_MS; errors name the variable. */
 export function loadRedisRouterConfig(env: NodeJS.ProcessEnv = process.env): RedisRouterConfig {
   const parsed = RedisEnv.safeParse(env);
-  if (!parsed.success) throw new Error(`invalid redis router environment\n${z.prettifyError(parsed.error)}`);
+  if (!parsed.success)
+    throw new Error(`invalid redis router environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
   return {
     ...(e.PRFLEET_REDIS_URL === undefined ? {} : { redisUrl: e.PRFLEET_REDIS_URL }),
@@ -72,10 +76,16 @@ export function redisRouterFactory(
       resultSlackMs: deps.resultSlackMs,
       log: deps.log.child({ component: 'redis-router' }),
       sessions: registry,
-      local: createInProcessRouter({ registry, log: deps.log, instanceId: deps.instanceId, resultSlackMs: deps.resultSlackMs }),
+      local: createInProcessRouter({
+        registry,
+        log: deps.log,
+        instanceId: deps.instanceId,
+        resultSlackMs: deps.resultSlackMs,
+      }),
       onEvicted: (agentId, by) => {
         const session = registry.session(agentId);
-        if (session !== undefined) registry.close(session, `agent re-attached to server instance ${by}`);
+        if (session !== undefined)
+          registry.close(session, `agent re-attached to server instance ${by}`);
       },
       ...deps.tuning,
     });

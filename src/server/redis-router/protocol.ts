@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { ServerError, Status } from 'nice-grpc-common';
+import type { Status } from 'nice-grpc-common';
+import { ServerError } from 'nice-grpc-common';
 import { ErrorInfo, RichServerError } from 'nice-grpc-error-details';
 import { Command } from '../../gen/prfleet/v1/agent.js';
 import { CommandResult } from '../../gen/prfleet/v1/scsi.js';
@@ -9,10 +10,26 @@ import { CommandResult } from '../../gen/prfleet/v1/scsi.js';
  * subscribes to its own inbox channel; `from` is the sender's instance id, where replies go.
  */
 export type RelayMessage =
-  | { kind: 'request'; id: string; from: string; agentId: string; command: Command; timeoutMs: number; luId?: string }
+  | {
+      kind: 'request';
+      id: string;
+      from: string;
+      agentId: string;
+      command: Command;
+      timeoutMs: number;
+      luId?: string;
+    }
   | { kind: 'cancel'; id: string; from: string }
   | { kind: 'result'; id: string; result: CommandResult }
-  | { kind: 'error'; id: string; code: Status; details: string; reason?: string; domain?: string; metadata?: Record<string, string> }
+  | {
+      kind: 'error';
+      id: string;
+      code: Status;
+      details: string;
+      reason?: string;
+      domain?: string;
+      metadata?: Record<string, string>;
+    }
   | { kind: 'evict'; agentId: string; by: string };
 
 const Wire = z.discriminatedUnion('kind', [
@@ -47,7 +64,10 @@ export function encodeRelayMessage(message: RelayMessage): string {
     case 'request':
       return JSON.stringify({ ...message, command: b64(Command.encode(message.command).finish()) });
     case 'result':
-      return JSON.stringify({ ...message, result: b64(CommandResult.encode(message.result).finish()) });
+      return JSON.stringify({
+        ...message,
+        result: b64(CommandResult.encode(message.result).finish()),
+      });
     case 'cancel':
     case 'error':
     case 'evict':
@@ -88,7 +108,10 @@ export function decodeRelayMessage(text: string): RelayMessage {
 }
 
 /** Turns a dispatch error on the owning instance into an `error` message (ErrorInfo kept); undefined if not a ServerError. */
-export function errorMessageOf(id: string, error: unknown): Extract<RelayMessage, { kind: 'error' }> | undefined {
+export function errorMessageOf(
+  id: string,
+  error: unknown,
+): Extract<RelayMessage, { kind: 'error' }> | undefined {
   if (!(error instanceof ServerError)) return undefined;
   const info =
     error instanceof RichServerError
@@ -99,7 +122,9 @@ export function errorMessageOf(id: string, error: unknown): Extract<RelayMessage
     id,
     code: error.code,
     details: error.details,
-    ...(info === undefined ? {} : { reason: info.reason, domain: info.domain, metadata: info.metadata }),
+    ...(info === undefined
+      ? {}
+      : { reason: info.reason, domain: info.domain, metadata: info.metadata }),
   };
 }
 
@@ -107,6 +132,10 @@ export function errorMessageOf(id: string, error: unknown): Extract<RelayMessage
 export function errorFromMessage(message: Extract<RelayMessage, { kind: 'error' }>): ServerError {
   if (message.reason === undefined) return new ServerError(message.code, message.details);
   return new RichServerError(message.code, message.details, [
-    ErrorInfo.fromPartial({ reason: message.reason, domain: message.domain ?? '', metadata: message.metadata ?? {} }),
+    ErrorInfo.fromPartial({
+      reason: message.reason,
+      domain: message.domain ?? '',
+      metadata: message.metadata ?? {},
+    }),
   ]);
 }

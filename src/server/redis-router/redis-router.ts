@@ -2,7 +2,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { isAbortError } from 'abort-controller-x';
 import { ServerError, Status } from 'nice-grpc-common';
-import { Command } from '../../gen/prfleet/v1/agent.js';
+import type { Command } from '../../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../../common/result.js';
 import { ErrorReason, unavailable } from '../../common/errors.js';

@@ -54,7 +54,9 @@ export function createStoreCommandJournal(
           agentId: request.agentId,
           path: request.path,
           fingerprint: request.fingerprint,
-          ...(request.record === undefined ? {} : { record: request.record as unknown as JsonValue }),
+          ...(request.record === undefined
+            ? {}
+            : { record: request.record as unknown as JsonValue }),
         },
         ...(options.owner !== undefined ? { owner: options.owner } : {}),
       });

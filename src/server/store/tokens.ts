@@ -70,7 +70,9 @@ export function createDbTokenStore(db: Db, options: DbTokenStoreOptions = {}): T
       return record;
     },
     async list() {
-      const r = await db.query<TokenRow>(`SELECT ${COLUMNS} FROM auth_tokens ORDER BY created_at, id`);
+      const r = await db.query<TokenRow>(
+        `SELECT ${COLUMNS} FROM auth_tokens ORDER BY created_at, id`,
+      );
       return r.rows.map(toRecord);
     },
     async add(record) {
@@ -89,7 +91,8 @@ export function createDbTokenStore(db: Db, options: DbTokenStoreOptions = {}): T
           ],
         );
       } catch (error) {
-        if (isUniqueViolation(error)) throw new Error(`token id ${record.id} already exists`, { cause: error });
+        if (isUniqueViolation(error))
+          throw new Error(`token id ${record.id} already exists`, { cause: error });
         throw error;
       }
     },

@@ -112,7 +112,7 @@ export function createLioTopology(options: LioTopologyOptions = {}): LioTopology
       const paths = tpgs.map((t) => nodes.find((n) => n.hctl === `${host}:0:${t}:0`)?.path);
       if (!present && paths.every((p) => p === undefined)) return [];
       if (present && paths.every((p) => p !== undefined)) {
-        const all = paths as string[];
+        const all = paths;
         // devtmpfs creates the node a little after sysfs shows the device.
         if ((await Promise.all(all.map(exists))).every(Boolean)) return all;
       }
