@@ -26,6 +26,7 @@ import {
   MAX_IDEMPOTENCY_KEY_LENGTH,
   type CommandSpec,
 } from './requests.js';
+import { createLuSerializer, type LuSerializer } from './lu-serializer.js';
 import type { CommandRouter } from './router.js';
 import { resolveTarget, type ResolvedTarget } from './targets.js';
 
@@ -46,6 +47,8 @@ export interface CommandExecutorDeps {
   readonly log: Logger;
   /** Appends every PROUT sent to the history. @default records nothing */
   readonly recorder?: ProutRecorder | undefined;
+  /** Turns per LU, shared with the fleet engine. @default a private one */
+  readonly luSerializer?: LuSerializer | undefined;
   /** Tracks journal writes still in progress (shutdown waits for them). @default a private tracker */
   readonly writes?: WriteTracker | undefined;
 }
@@ -118,24 +121,8 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
     return result;
   }
 
-  // PROUTs to one LU from this server run one after another, each with its precondition read: no other
-  // prfleet PROUT through this server can slip in between the read and the PROUT it guards (SPC-4 has no
-  // compare-and-swap on PRgeneration; other servers and foreign initiators remain, see docs/store.md).
-  const luTails = new Map<string, Promise<void>>();
-  async function serializeOnLu<T>(luId: string, work: () => Promise<T>): Promise<T> {
-    const previous = luTails.get(luId) ?? Promise.resolve();
-    const running = previous.then(work);
-    const tail = running.then(
-      () => undefined,
-      () => undefined,
-    );
-    luTails.set(luId, tail);
-    try {
-      return await running;
-    } finally {
-      if (luTails.get(luId) === tail) luTails.delete(luId);
-    }
-  }
+  // PROUTs to one LU run one at a time, each with its precondition read (see LuSerializer).
+  const lus = deps.luSerializer ?? createLuSerializer();
 
   const budgetMs = (spec: CommandSpec, options: ExecuteOptions) =>
     commandBudgetMs(
@@ -329,7 +316,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         // (returned in the result), so a server that dies mid-command still leaves a pending entry that
         // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
         const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
-        return serializeOnLu(target.luId, () =>
+        return lus.run(target.luId, () =>
           runProutWithKey(key, target, { ...command, idempotencyKey: key }, spec, options),
         );
       }

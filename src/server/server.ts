@@ -29,6 +29,7 @@ import {
 } from './history.js';
 import { createMemoryJournal, type CommandJournal } from './journal.js';
 import { rpcMiddleware, type RpcObserver } from './middleware.js';
+import { createLuSerializer } from './lu-serializer.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createStoreCommandJournal, type Store } from './store/index.js';
 
@@ -199,7 +200,9 @@ async function buildServer(
       : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
+  const luSerializer = createLuSerializer();
   const executor = createCommandExecutor({
+    luSerializer,
     registry: agents,
     router,
     journal,
@@ -250,6 +253,7 @@ async function buildServer(
       store,
       log,
       instanceId: config.instanceId,
+      luSerializer,
       ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
     });
   } else {

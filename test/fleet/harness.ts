@@ -18,6 +18,7 @@ import { AgentRegistry } from '../../src/server/agent-registry.js';
 import { createAgentService } from '../../src/server/agent-service.js';
 import { exposeDeadline } from '../../src/server/deadline.js';
 import { registerFleetService } from '../../src/server/fleet/index.js';
+import { createLuSerializer } from '../../src/server/lu-serializer.js';
 import { rpcMiddleware } from '../../src/server/middleware.js';
 import { createInProcessRouter, type CommandRouter } from '../../src/server/router.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
@@ -127,6 +128,7 @@ export async function startFleetHarness(
     store,
     log,
     instanceId: 'fleet-test',
+    luSerializer: createLuSerializer(), // as prfleet-server wires it: each step's read + PROUT in one LU turn
     ...(options.onAuditFindings === undefined ? {} : { onAuditFindings: options.onAuditFindings }),
   });
   const port = await server.listen('127.0.0.1:0');

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agent-registry.js';
+import type { LuSerializer } from '../lu-serializer.js';
 import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
 
@@ -18,6 +19,8 @@ export interface FleetDeps {
   readonly log: Logger;
   /** Server instance id, recorded as the journal owner. @default 'fleet' */
   readonly instanceId?: string;
+  /** Turns per LU shared with ControlService's PROUTs (each step's precondition read and PROUT in one turn). */
+  readonly luSerializer?: LuSerializer;
   /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */
   readonly onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
 }

@@ -478,7 +478,11 @@ class Rollout {
           restart = true;
           break;
         }
-        const check = await this.checkPrecondition(unit, step);
+        const { check, verdict: sent } = await this.checkAndSend(
+          unit,
+          step,
+          RolloutPhase.ROLLOUT_PHASE_FORWARD,
+        );
         const last = done[done.length - 1];
         if (last !== undefined && last.post === undefined && check.read !== undefined)
           last.post = check.read;
@@ -508,7 +512,7 @@ class Rollout {
           restart = true;
           break;
         }
-        const verdict = await this.sendStep(unit, step, RolloutPhase.ROLLOUT_PHASE_FORWARD);
+        const verdict = sent;
         if (verdict === 'succeeded') {
           this.succeeded += 1;
           done.push({ step });
@@ -567,6 +571,28 @@ class Rollout {
       );
       steps = next;
     }
+  }
+
+  /**
+   * The step's precondition read and, when it holds, the step itself, in one turn of the LU: no other PROUT
+   * through this server (ControlService or another rollout) lands between them.
+   */
+  private checkAndSend(
+    unit: SelectedUnit,
+    step: PlanStep,
+    phase: RolloutPhase,
+  ): Promise<{
+    check: Awaited<ReturnType<Rollout['checkPrecondition']>>;
+    verdict?: Awaited<ReturnType<Rollout['sendStep']>>;
+  }> {
+    const turn = async () => {
+      const check = await this.checkPrecondition(unit, step);
+      if (check.error !== undefined || check.mismatch !== '') return { check };
+      return { check, verdict: await this.sendStep(unit, step, phase) };
+    };
+    return this.deps.luSerializer === undefined
+      ? turn()
+      : this.deps.luSerializer.run(unit.luId, turn);
   }
 
   /** READ RESERVATION through the step's own path, compared with its precondition. */
@@ -1012,7 +1038,11 @@ class Rollout {
               description: `undo: ${c.step.agentId}:${c.step.path} ${describeProut(inverse)}`,
               reversible: false,
             });
-            const check = await this.checkPrecondition(unit, undo);
+            const { check, verdict } = await this.checkAndSend(
+              unit,
+              undo,
+              RolloutPhase.ROLLOUT_PHASE_ROLLBACK,
+            );
             if (check.error !== undefined || check.mismatch !== '') {
               this.stepEvent(
                 undo,
@@ -1026,7 +1056,6 @@ class Rollout {
               );
               break;
             }
-            const verdict = await this.sendStep(unit, undo, RolloutPhase.ROLLOUT_PHASE_ROLLBACK);
             if (verdict !== 'succeeded') break;
             this.rolledBack += 1;
             const after = await this.checkPrecondition(
