@@ -130,7 +130,12 @@ function hintFor(
       if (details.info?.reason === 'PRECONDITION_MISMATCH') {
         return 'nothing was sent: the LU changed since you looked; re-read it (`prfleet keys`, `prfleet reservation`) and decide again';
       }
-      return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
+      if (details.info?.reason === 'UNSUPPORTED_BY_DEVICE') {
+        return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
+      }
+      // Other preconditions are the server's (no durable store for history or fleet operations, …): its
+      // message names the fix.
+      return 'nothing was sent: the server cannot do this as configured (see the message above)';
     case Status.INVALID_ARGUMENT:
       return details.field
         ? `fix ${details.field} and try again (nothing was sent)`
