@@ -161,6 +161,10 @@ export const PEER_HEADERS = {
   proof: 'prfleet-peer-proof',
 } as const;
 
+/** How long a verified client certificate's identity is reused, and how many are kept. */
+const VERIFIED_TTL_MS = 60_000;
+const MAX_VERIFIED = 10_000;
+
 // Per-process secret: a header carrying it can only have been set by our interceptor, so a client sending
 // prfleet-peer-* itself to a server that forgot the interceptor still gets no identity.
 const PROOF = randomBytes(16).toString('hex');
@@ -171,6 +175,33 @@ const PROOF = randomBytes(16).toString('hex');
  * {@link serverCredentials} attaches it; servers building their own credentials add it themselves.
  */
 export function createPeerIdentityInterceptor(cas: readonly X509Certificate[]): ServerInterceptor {
+  // Verifying a certificate (parse + ECDSA signature + checks) costs ~250 µs and a TLS client sends the same one
+  // on every call: verdicts are kept for a minute (never past the certificate's notAfter), bounded in number.
+  const verified = new Map<
+    string,
+    { identity: PeerIdentity; checkedMs: number; validToMs: number }
+  >();
+  const identityOf = (raw: Buffer): PeerIdentity | undefined => {
+    const key = raw.toString('base64');
+    const now = Date.now();
+    const hit = verified.get(key);
+    if (hit !== undefined && now - hit.checkedMs < VERIFIED_TTL_MS && now <= hit.validToMs)
+      return hit.identity;
+    verified.delete(key);
+    let cert: X509Certificate;
+    let identity: PeerIdentity | undefined;
+    try {
+      cert = new X509Certificate(raw);
+      identity = verifyAgentCertificate(cert, cas, new Date(now));
+    } catch {
+      return undefined; // unparsable certificate: no identity
+    }
+    if (identity !== undefined) {
+      if (verified.size >= MAX_VERIFIED) verified.delete(verified.keys().next().value as string);
+      verified.set(key, { identity, checkedMs: now, validToMs: Date.parse(cert.validTo) });
+    }
+    return identity;
+  };
   return (_method, call) =>
     new ServerInterceptingCall(call, {
       start(next) {
@@ -179,12 +210,7 @@ export function createPeerIdentityInterceptor(cas: readonly X509Certificate[]): 
             for (const key of Object.values(PEER_HEADERS)) metadata.remove(key);
             const raw = call.getAuthContext().sslPeerCertificate?.raw;
             if (raw !== undefined && cas.length > 0) {
-              let identity: PeerIdentity | undefined;
-              try {
-                identity = verifyAgentCertificate(new X509Certificate(raw), cas);
-              } catch {
-                identity = undefined; // unparsable certificate: no identity
-              }
+              const identity = identityOf(raw);
               if (identity !== undefined) {
                 metadata.set(PEER_HEADERS.agentId, identity.agentId);
                 metadata.set(PEER_HEADERS.allow, JSON.stringify(identity.allow));
