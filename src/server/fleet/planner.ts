@@ -83,6 +83,19 @@ function actingPath(b: StepBuilder, agentId: string, key: bigint): number | unde
   );
 }
 
+/** The plan of an LU that could not be read: no steps, and the reason (what unreachable() reports). */
+function unreachablePlan(obs: LuObservation): UnitPlan {
+  const nothingKnown = {
+    generation: undefined,
+    reserved: false,
+    holderKey: 0n,
+    type: 0,
+    regs: [],
+    keys: [],
+  };
+  return unreachable(new StepBuilder(obs, nothingKnown), obs);
+}
+
 /**
  * Plans the PROUT steps that bring one observed LU to `desire`: register every listed host on every path
  * (REGISTER AND IGNORE EXISTING KEY), then the reservation (RESERVE; RELEASE + RESERVE to change type; PREEMPT
@@ -95,18 +108,7 @@ export function planDesired(
   desire: UnitDesire,
   keys: KeyIndex,
 ): UnitPlan {
-  if (obs.state === undefined)
-    return unreachable(
-      new StepBuilder(obs, {
-        generation: undefined,
-        reserved: false,
-        holderKey: 0n,
-        type: 0,
-        regs: [],
-        keys: [],
-      }),
-      obs,
-    );
+  if (obs.state === undefined) return unreachablePlan(obs);
   const b = new StepBuilder(obs, modelOf(obs, analysis));
   const m = b.model;
   const caps = b.capabilities;
@@ -342,18 +344,7 @@ export function planTakeover(
   analysis: UnitAnalysis,
   spec: TakeoverSpec,
 ): UnitPlan {
-  if (obs.state === undefined)
-    return unreachable(
-      new StepBuilder(obs, {
-        generation: undefined,
-        reserved: false,
-        holderKey: 0n,
-        type: 0,
-        regs: [],
-        keys: [],
-      }),
-      obs,
-    );
+  if (obs.state === undefined) return unreachablePlan(obs);
   const b = new StepBuilder(obs, modelOf(obs, analysis));
   const m = b.model;
   const present = [...new Set(m.keys)].filter((k) => spec.victimKeys.has(k) && k !== spec.takerKey);
