@@ -1,13 +1,7 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isAbortError } from 'abort-controller-x';
-import {
-  ServerError,
-  Status,
-  type CallContext,
-  type ServerMiddleware,
-  type ServerMiddlewareCall,
-} from 'nice-grpc-common';
+import { ServerError, Status } from 'nice-grpc-common';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import {
@@ -221,29 +215,6 @@ export function rpcObserver(metrics: ServerMetrics): RpcObserver {
     }
     child.count.inc();
     child.time.observe(seconds);
-  };
-}
-
-/**
- * The same counting as a standalone nice-grpc middleware, for servers built without prfleet's RPC middleware:
- * attach it first (outermost) so it sees the codes later middlewares produce.
- */
-export function createMetricsMiddleware(metrics: ServerMetrics): ServerMiddleware {
-  const observe = rpcObserver(metrics);
-  return async function* metricsMiddleware<Request, Response>(
-    call: ServerMiddlewareCall<Request, Response>,
-    context: CallContext,
-  ): AsyncGenerator<Response, Response | void, undefined> {
-    const started = performance.now();
-    let code = 'OK';
-    try {
-      return yield* call.next(call.request, context);
-    } catch (error) {
-      code = codeOf(error);
-      throw error;
-    } finally {
-      observe(call.method.path, code, (performance.now() - started) / 1000);
-    }
   };
 }
 

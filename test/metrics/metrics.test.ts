@@ -7,12 +7,13 @@ import { Outcome, PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.
 import {
   commandKindOf,
   createMetrics,
-  createMetricsMiddleware,
   instrumentRouter,
   observeAgents,
+  rpcObserver,
   startMetricsServer,
   type ServerMetrics,
 } from '../../src/server/metrics.js';
+import { rpcMiddleware } from '../../src/server/middleware.js';
 import { createInProcessRouter, type CommandRouter } from '../../src/server/router.js';
 import { startTestServer } from '../helpers/server.js';
 import { connectScriptedAgent } from '../redis/scripted-agent.js';
@@ -143,7 +144,8 @@ describe('server metrics', () => {
 
   it('counts RPCs by method and status code through the middleware', async () => {
     const metrics = createMetrics({ processMetrics: false });
-    const server = createServer().use(createMetricsMiddleware(metrics));
+    // As prfleet-server wires it: the one RPC middleware reports each call's code to the metrics.
+    const server = createServer().use(rpcMiddleware(log, rpcObserver(metrics)));
     server.add(HealthDefinition, HealthServiceImpl(HealthState()));
     const port = await server.listen('127.0.0.1:0');
     const channel = createChannel(`127.0.0.1:${port}`);
