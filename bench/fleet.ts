@@ -127,12 +127,12 @@ async function main(): Promise<void> {
     resultSlackMs: 5_000,
   });
   const store = await openStore({ inMemory: true });
-  const server = createServer().use(errorDetailsServerMiddleware);
   // As prfleet-server registers it (src/server/server.ts).
-  server.add(
-    directServiceDefinition(AgentServiceDefinition),
-    createAgentService({ registry: agents, router, instanceId: 'bench', log }),
+  const agentService = createAgentService({ registry: agents, router, instanceId: 'bench', log });
+  const server = createServer({ interceptors: [agentService.interceptor] }).use(
+    errorDetailsServerMiddleware,
   );
+  server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
   registerFleetService(server, { router, devices: agents, store, log });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;

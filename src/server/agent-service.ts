@@ -1,9 +1,19 @@
+import {
+  Metadata as GrpcMetadata,
+  ServerInterceptingCall,
+  type FullServerListener,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
+import { ServerError, Status } from 'nice-grpc-common';
 import type { Logger } from 'pino';
-import type {
-  AgentServiceImplementation,
-  Command,
-  ConnectRequest,
-  ConnectResponse,
+import {
+  AgentServiceDefinition,
+  type AgentServiceImplementation,
+  type Command,
+  type ConnectRequest,
+  type ConnectResponse,
+  type Hello,
 } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { msToDuration } from '../common/command.js';
@@ -11,10 +21,19 @@ import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
 import { authorizeAgentHello, authorizeInventory, type PeerIdentity } from './auth/mtls.js';
 import type { AsyncQueue } from './async-queue.js';
+import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
 
 /** Most commands coalesced into one CommandBatch (the outbox holds at most its capacity anyway). */
 const MAX_COMMAND_BATCH = 256;
+
+/** Messages handed to grpc-js but not yet written before the writer waits (a Node stream's object-mode default). */
+const HIGH_WATER = 16;
+
+/** What a Connect stream ends with (grpc-js does not export the type by name). */
+type CallStatus = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
+
+const CONNECT_PATH = `/${AgentServiceDefinition.fullName}/${AgentServiceDefinition.methods.connect.name}`;
 
 /**
  * The next message for the agent, waiting for one; undefined once the outbox is closed and drained (throws the
@@ -66,14 +85,24 @@ export interface AgentServiceDeps {
    * A certificate naming another agent id is refused (PERMISSION_DENIED) either way.
    */
   readonly requireAgentCertificate?: boolean;
+  /** Counts each finished Connect stream by status (the metrics' RPC counter), as rpcMiddleware does for others. */
+  readonly observe?: RpcObserver | undefined;
 }
 
 /**
- * AgentService.Connect: Hello first (else INVALID_ARGUMENT), Welcome back, then a reader loop (inventory,
- * results, heartbeats) while the handler yields the session's outbox (commands, cancels, reconnect). Any end of
- * the stream ends the session: its in-flight commands become OUTCOME_UNKNOWN.
+ * AgentService served below nice-grpc: `interceptor` answers every Connect call on grpc-js's own call object
+ * (put it first in the server's `interceptors`, so credential interceptors such as the mTLS peer identity run
+ * before it); `implementation` is registered for AgentService only so that grpc-js routes and decodes Connect
+ * (it is never reached while the interceptor is installed, and says so if it is). An idle agent is most of a
+ * fleet: nice-grpc's per-call context, Node stream and async-generator chain cost each one ~10 KiB.
  */
-export function createAgentService(deps: AgentServiceDeps): AgentServiceImplementation {
+export interface AgentService {
+  readonly interceptor: ServerInterceptor;
+  readonly implementation: AgentServiceImplementation;
+}
+
+/** AgentService.Connect for a grpc-js/nice-grpc server; see {@link AgentService}. */
+export function createAgentService(deps: AgentServiceDeps): AgentService {
   const { registry, log } = deps;
   // Welcome.heartbeat_interval, converted once (not per session: a failover welcomes a thousand at once).
   let heartbeatInterval: { ms: number; duration: ReturnType<typeof msToDuration> } | undefined;
@@ -150,82 +179,180 @@ export function createAgentService(deps: AgentServiceDeps): AgentServiceImplemen
     }
   }
 
-  return {
-    async *connect(requests, ctx) {
-      if (deps.router.draining) {
-        throw unavailable(
-          ErrorReason.SERVER_DRAINING,
-          'server is draining: reconnect to another instance',
-        );
-      }
-      const iterator = requests[Symbol.asyncIterator]();
-      const first = await iterator.next();
-      if (first.done === true || first.value.message?.$case !== 'hello') {
-        throw invalidArgument('message', 'the first message of a session must be hello');
-      }
-      const hello = first.value.message.value;
-      if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
-      const identity = authorizeAgentHello(ctx, hello, {
-        requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
-      });
-      const session = registry.open(hello);
-      log.info(
-        {
-          ...bindings(session),
-          hostname: hello.hostname,
-          version: hello.version,
-          site: hello.site,
-          transport: hello.transport,
-          peer: ctx.peer,
-          ...(identity === undefined ? {} : { certificate: identity.fingerprint256 }),
+  /** Checks the Hello against the caller's certificate, opens the session and queues the Welcome. */
+  function open(
+    hello: Hello,
+    metadata: GrpcMetadata,
+    peer: string,
+  ): { session: AgentSession; identity: PeerIdentity | undefined } {
+    if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
+    const identity = authorizeAgentHello({ metadata: firstValues(metadata) }, hello, {
+      requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
+    });
+    const session = registry.open(hello);
+    log.info(
+      {
+        ...bindings(session),
+        hostname: hello.hostname,
+        version: hello.version,
+        site: hello.site,
+        transport: hello.transport,
+        peer,
+        ...(identity === undefined ? {} : { certificate: identity.fingerprint256 }),
+      },
+      'agent connected',
+    );
+    session.outbox.pushUrgent({
+      message: {
+        $case: 'welcome',
+        value: {
+          sessionId: session.sessionId,
+          serverInstance: deps.instanceId,
+          heartbeatInterval: heartbeatDuration(),
+          acceptsResultBatches: true,
         },
-        'agent connected',
-      );
-      session.outbox.pushUrgent({
-        message: {
-          $case: 'welcome',
-          value: {
-            sessionId: session.sessionId,
-            serverInstance: deps.instanceId,
-            heartbeatInterval: heartbeatDuration(),
-            acceptsResultBatches: true,
-          },
-        },
-      });
-      const onAbort = () => registry.close(session, 'agent stream cancelled');
-      ctx.signal.addEventListener('abort', onAbort, { once: true });
+      },
+    });
+    return { session, identity };
+  }
 
-      // Reader: agent → server. Runs beside the writer below; its end (any reason) ends the session.
-      void (async () => {
-        for (;;) {
-          const next = await iterator.next();
-          if (next.done === true) return 'agent closed its stream';
-          handle(session, next.value, identity);
-        }
-      })().then(
-        (reason) => registry.close(session, reason),
-        (e: unknown) =>
-          registry.close(
-            session,
-            `agent stream failed: ${e instanceof Error ? e.message : String(e)}`,
-          ),
-      );
+  /**
+   * One agent's Connect stream on grpc-js's own call object: Hello first (else INVALID_ARGUMENT), Welcome back,
+   * then every message from the agent is handled as it arrives (inventory, results, heartbeats) while a writer
+   * sends the session's outbox (commands, cancels, reconnect). Any end of the stream ends the session: its
+   * in-flight commands become OUTCOME_UNKNOWN. What it keeps per connected agent is this object, the session and
+   * grpc-js's call: no Node stream, AbortController, metadata copies or generator chain per agent.
+   */
+  function serve(call: ServerInterceptingCallInterface): FullServerListener {
+    const startedMs = performance.now();
+    let metadata: GrpcMetadata | undefined;
+    let session: AgentSession | undefined;
+    let identity: PeerIdentity | undefined;
+    let over = false;
+    // Messages handed to grpc-js and not yet written to the HTTP/2 stream; the writer pauses at HIGH_WATER.
+    let unwritten = 0;
+    let resumeWriter: (() => void) | undefined;
+    const wakeWriter = () => {
+      const resume = resumeWriter;
+      resumeWriter = undefined;
+      resume?.();
+    };
+    const written = () => {
+      unwritten -= 1;
+      if (unwritten < HIGH_WATER) wakeWriter();
+    };
 
+    function end(status: CallStatus, code: string): void {
+      if (over) return;
+      over = true;
+      call.sendStatus(status);
+      deps.observe?.(CONNECT_PATH, code, (performance.now() - startedMs) / 1000);
+    }
+
+    function fail(e: unknown): void {
+      const failure = describeFailure(e, log, CONNECT_PATH, performance.now() - startedMs);
+      const trailer = new GrpcMetadata();
+      if (failure.statusDetails !== undefined)
+        trailer.set(STATUS_DETAILS_TRAILER, Buffer.from(failure.statusDetails));
+      const { error } = failure;
+      end(
+        error instanceof ServerError
+          ? { code: error.code, details: error.details, metadata: trailer }
+          : { code: Status.CANCELLED, details: 'cancelled' },
+        failure.code,
+      );
+    }
+
+    async function write(open: AgentSession): Promise<void> {
+      // Commands queued together go as one CommandBatch to agents that accept it.
+      const batches = open.hello.acceptsCommandBatches;
       try {
-        // Writer: server → agent, resumed only when the socket drains; commands queued together go as one
-        // CommandBatch to agents that accept it.
-        const batches = hello.acceptsCommandBatches;
         for (;;) {
-          const message = await nextMessage(session.outbox, batches);
-          if (message === undefined) return;
-          yield message;
+          const message = await nextMessage(open.outbox, batches);
+          if (message === undefined || over) break;
+          unwritten += 1;
+          call.sendMessage(message, written);
+          if (unwritten >= HIGH_WATER) await new Promise<void>((r) => (resumeWriter = r));
         }
+        end({ code: Status.OK, details: 'OK' }, 'OK');
+      } catch (e) {
+        fail(e);
       } finally {
-        ctx.signal.removeEventListener('abort', onAbort);
-        const inFlight = session.inFlight;
-        registry.close(session, 'agent stream ended');
-        log.info({ ...bindings(session), inFlight }, 'agent disconnected');
+        const inFlight = open.inFlight;
+        registry.close(open, 'agent stream ended');
+        log.info({ ...bindings(open), inFlight }, 'agent disconnected');
       }
+    }
+
+    return {
+      onReceiveMetadata(received: GrpcMetadata) {
+        if (deps.router.draining) {
+          fail(
+            unavailable(
+              ErrorReason.SERVER_DRAINING,
+              'server is draining: reconnect to another instance',
+            ),
+          );
+          return;
+        }
+        metadata = received;
+        call.startRead();
+      },
+      onReceiveMessage(request: ConnectRequest) {
+        if (over) return;
+        if (session !== undefined) {
+          handle(session, request, identity);
+        } else {
+          try {
+            if (request.message?.$case !== 'hello')
+              throw invalidArgument('message', 'the first message of a session must be hello');
+            ({ session, identity } = open(
+              request.message.value,
+              metadata ?? new GrpcMetadata(),
+              call.getPeer(),
+            ));
+            metadata = undefined;
+          } catch (e) {
+            fail(e);
+            return;
+          }
+          void write(session);
+        }
+        call.startRead();
+      },
+      onReceiveHalfClose() {
+        if (session === undefined)
+          fail(invalidArgument('message', 'the first message of a session must be hello'));
+        else registry.close(session, 'agent closed its stream');
+      },
+      onCancel() {
+        if (!over)
+          deps.observe?.(CONNECT_PATH, 'CANCELLED', (performance.now() - startedMs) / 1000);
+        over = true;
+        if (session !== undefined) registry.close(session, 'agent stream cancelled');
+        wakeWriter();
+      },
+    };
+  }
+
+  return {
+    interceptor: (method, call) =>
+      method.path === CONNECT_PATH
+        ? new ServerInterceptingCall(call, { start: (next) => next(serve(call)) })
+        : // Other methods pass untouched: grpc-js composes interceptors through ServerInterceptingCallInterface.
+          (call as ServerInterceptingCall),
+    implementation: {
+      async *connect() {
+        throw new ServerError(
+          Status.INTERNAL,
+          'AgentService.Connect is answered by createAgentService().interceptor, which this server lacks',
+        );
+      },
     },
   };
+}
+
+/** A grpc-js Metadata read the way nice-grpc's CallContext.metadata is: the first value of a key. */
+function firstValues(metadata: GrpcMetadata): { get(key: string): unknown } {
+  return { get: (key: string) => metadata.get(key)[0] };
 }

@@ -38,30 +38,51 @@ export function rpcMiddleware(log: Logger, observe?: RpcObserver) {
       }
       return result;
     } catch (e) {
-      const ms = performance.now() - started;
-      let error: unknown = e;
-      let code: string;
-      if (e instanceof ServerError) {
-        code = Status[e.code];
-        if (e instanceof RichServerError)
-          context.trailer.set(STATUS_DETAILS_TRAILER, encodeStatusDetails(e));
-        log.info({ method, code, detail: e.details, ms: Math.round(ms) }, 'rpc failed');
-      } else if (isAbortError(e)) {
-        code = 'CANCELLED';
-        log.info({ method, code, ms: Math.round(ms) }, 'rpc cancelled by caller');
-      } else {
-        code = 'INTERNAL';
-        log.error({ method, err: e, ms: Math.round(ms) }, 'rpc failed: internal error');
-        error = new ServerError(Status.INTERNAL, 'internal error (logged on the server)');
-      }
-      observe?.(method, code, ms / 1000);
-      throw error;
+      const failure = describeFailure(e, log, method, performance.now() - started);
+      if (failure.statusDetails !== undefined)
+        context.trailer.set(STATUS_DETAILS_TRAILER, failure.statusDetails);
+      observe?.(method, failure.code, (performance.now() - started) / 1000);
+      throw failure.error;
     }
   };
 }
 
+/** How a failed call is answered, as {@link describeFailure} classified (and logged) it. */
+export interface CallFailure {
+  /** gRPC status name the client sees (for metrics). */
+  readonly code: string;
+  /** What the call ends with: the ServerError itself, the abort, or INTERNAL with a fixed text for a bug. */
+  readonly error: unknown;
+  /** google.rpc.Status carrying a RichServerError's details, for the `grpc-status-details-bin` trailer. */
+  readonly statusDetails?: Uint8Array;
+}
+
+/**
+ * Classifies and logs an error that ended a call: ServerErrors and aborts at info, anything else (a bug) with
+ * its stack at error, answered INTERNAL without its text. Shared by {@link rpcMiddleware} and the agent stream
+ * (served below nice-grpc), so both answer and log alike.
+ */
+export function describeFailure(e: unknown, log: Logger, method: string, ms: number): CallFailure {
+  if (e instanceof ServerError) {
+    const code = Status[e.code];
+    log.info({ method, code, detail: e.details, ms: Math.round(ms) }, 'rpc failed');
+    return e instanceof RichServerError
+      ? { code, error: e, statusDetails: encodeStatusDetails(e) }
+      : { code, error: e };
+  }
+  if (isAbortError(e)) {
+    log.info({ method, code: 'CANCELLED', ms: Math.round(ms) }, 'rpc cancelled by caller');
+    return { code: 'CANCELLED', error: e };
+  }
+  log.error({ method, err: e, ms: Math.round(ms) }, 'rpc failed: internal error');
+  return {
+    code: 'INTERNAL',
+    error: new ServerError(Status.INTERNAL, 'internal error (logged on the server)'),
+  };
+}
+
 /** Trailer carrying google.rpc.Status with error details (the gRPC richer error model). */
-const STATUS_DETAILS_TRAILER = 'grpc-status-details-bin';
+export const STATUS_DETAILS_TRAILER = 'grpc-status-details-bin';
 
 function encodeStatusDetails(error: RichServerError): Uint8Array {
   return RpcStatus.encode(

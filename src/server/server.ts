@@ -214,11 +214,19 @@ async function buildServer(
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
 
+  const agentService = createAgentService({
+    registry: agents,
+    router,
+    instanceId: config.instanceId,
+    log,
+    observe: deps.observeRpc,
+  });
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
-    createServer({ interceptors: [exposeDeadline], ...SERVER_CHANNEL_OPTIONS }).use(
-      rpcMiddleware(log, deps.observeRpc),
-    ),
+    createServer({
+      interceptors: [agentService.interceptor, exposeDeadline],
+      ...SERVER_CHANNEL_OPTIONS,
+    }).use(rpcMiddleware(log, deps.observeRpc)),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
   const control =
@@ -239,10 +247,8 @@ async function buildServer(
       principalOf: deps.principalOf,
     }),
   );
-  server.add(
-    directServiceDefinition(AgentServiceDefinition),
-    createAgentService({ registry: agents, router, instanceId: config.instanceId, log }),
-  );
+  // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method.
+  server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
   // The fleet engine journals every step and reads the key registry, so it needs the durable store; with the
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];

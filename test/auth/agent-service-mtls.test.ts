@@ -30,11 +30,9 @@ async function startAgentServer(options: { requireAgentCertificate?: boolean } =
   });
   registry.configure({ requireAgentCertificate: options.requireAgentCertificate ?? true });
   const router = createInProcessRouter({ registry, log, instanceId: 'tls' });
-  const server = createServer();
-  server.add(
-    AgentServiceDefinition,
-    createAgentService({ registry, router, instanceId: 'tls', log }),
-  );
+  const agentService = createAgentService({ registry, router, instanceId: 'tls', log });
+  const server = createServer({ interceptors: [agentService.interceptor] });
+  server.add(AgentServiceDefinition, agentService.implementation);
   const credentials = serverCredentials({
     tls: { cert: pki.server.cert, key: pki.server.key, ca: pki.ca, clientCerts: 'optional' },
   });

@@ -50,11 +50,9 @@ async function startServer() {
     instanceId: 'batch',
     resultSlackMs: 60_000,
   });
-  const server = createServer();
-  server.add(
-    directServiceDefinition(AgentServiceDefinition),
-    createAgentService({ registry, router, instanceId: 'batch', log }),
-  );
+  const agentService = createAgentService({ registry, router, instanceId: 'batch', log });
+  const server = createServer({ interceptors: [agentService.interceptor] });
+  server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
   const port = await server.listen('127.0.0.1:0');
   onTestFinished(() => server.forceShutdown());
   return { registry, router, address: `127.0.0.1:${port}` };

@@ -117,11 +117,16 @@ export async function startFleetHarness(
   });
   const router = options.wrapRouter ? options.wrapRouter(inner, agents) : inner;
   const store = await sharedStore();
-  const server = createServer({ interceptors: [exposeDeadline] }).use(rpcMiddleware(log));
-  server.add(
-    AgentServiceDefinition,
-    createAgentService({ registry: agents, router: inner, instanceId: 'fleet-test', log }),
-  );
+  const agentService = createAgentService({
+    registry: agents,
+    router: inner,
+    instanceId: 'fleet-test',
+    log,
+  });
+  const server = createServer({
+    interceptors: [agentService.interceptor, exposeDeadline],
+  }).use(rpcMiddleware(log));
+  server.add(AgentServiceDefinition, agentService.implementation);
   registerFleetService(server, {
     router,
     devices: agents,

@@ -1,5 +1,12 @@
-import { describe, expect, it } from 'vitest';
+import { createServer } from 'nice-grpc';
 import { Status } from 'nice-grpc-common';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { createAgentClient } from '../../src/common/client.js';
+import { createLogger } from '../../src/common/logger.js';
+import { AgentServiceDefinition } from '../../src/gen/prfleet/v1/agent.js';
+import { AgentRegistry } from '../../src/server/agent-registry.js';
+import { createAgentService } from '../../src/server/agent-service.js';
+import { createInProcessRouter } from '../../src/server/router.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { startTestServer } from '../helpers/server.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
@@ -34,6 +41,74 @@ describe('AgentService.Connect', () => {
       end: { ok: false, code: Status.INVALID_ARGUMENT },
     });
     expect((await client.listAgents({})).agents).toEqual([]);
+  });
+
+  it('ends the stream with INVALID_ARGUMENT when the agent half-closes before saying Hello', async () => {
+    const { address } = await startTestServer();
+    const client = createAgentClient(address);
+    onTestFinished(() => client.close());
+    const error = await (async () => {
+      for await (const _ of client.connect((async function* () {})())) void _;
+    })().catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      details: expect.stringContaining('must be hello') as unknown,
+    });
+  });
+
+  it('refuses a Hello without agent_id, naming the field, and registers nothing', async () => {
+    const { address, client } = await startTestServer();
+    await expect(connectFakeAgent(address, { agentId: '' })).rejects.toMatchObject({
+      end: { ok: false, code: Status.INVALID_ARGUMENT },
+    });
+    expect((await client.listAgents({})).agents).toEqual([]);
+  });
+
+  it('counts each Connect stream by its final status, as every other RPC is counted', async () => {
+    const seen: [string, string][] = [];
+    const { address } = await startTestServer({
+      deps: { observeRpc: (method, code) => seen.push([method, code]) },
+    });
+    const ok = await connectFakeAgent(address, { agentId: 'host-a' });
+    ok.end();
+    expect(await ok.ended).toEqual({ ok: true });
+    await expect(
+      connectFakeAgent(address, { agentId: 'x', skipHello: true }),
+    ).rejects.toBeDefined();
+    const replaced = await connectFakeAgent(address, { agentId: 'host-b' });
+    await connectFakeAgent(address, { agentId: 'host-b' });
+    expect(await replaced.ended).toMatchObject({ ok: false, code: Status.ABORTED });
+    const connect = '/prfleet.v1.AgentService/Connect';
+    await expect
+      .poll(() => seen.filter(([method]) => method === connect).map(([, code]) => code))
+      .toEqual(['OK', 'INVALID_ARGUMENT', 'ABORTED']);
+  });
+
+  it('says what is missing when a server registers AgentService without its interceptor', async () => {
+    const log = createLogger({ level: 'silent' });
+    const registry = new AgentRegistry({
+      heartbeatMs: 10_000,
+      missedHeartbeats: 3,
+      outboxCapacity: 16,
+      log,
+    });
+    const router = createInProcessRouter({ registry, log, instanceId: 'bare' });
+    const server = createServer();
+    server.add(
+      AgentServiceDefinition,
+      createAgentService({ registry, router, instanceId: 'bare', log }).implementation,
+    );
+    const port = await server.listen('127.0.0.1:0');
+    onTestFinished(() => server.forceShutdown());
+    await expect(
+      connectFakeAgent(`127.0.0.1:${port}`, { agentId: 'host-a' }),
+    ).rejects.toMatchObject({
+      end: {
+        ok: false,
+        code: Status.INTERNAL,
+        details: expect.stringContaining('createAgentService().interceptor') as unknown,
+      },
+    });
   });
 
   it('groups inventories by lu_id across agents in ListDevices and filters by site, label, type and loader', async () => {

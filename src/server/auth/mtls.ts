@@ -7,7 +7,7 @@ import {
   type Metadata as GrpcMetadata,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
-import { ServerError, Status, type CallContext } from 'nice-grpc-common';
+import { ServerError, Status } from 'nice-grpc-common';
 import type { Hello } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 
@@ -293,11 +293,16 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
   ]);
 }
 
+/** Where the peer headers are read: a nice-grpc CallContext, or a grpc-js call's metadata (agent-service.ts). */
+export interface PeerHeaderSource {
+  readonly metadata: { get(key: string): unknown };
+}
+
 /**
  * The verified certificate identity of the caller, or undefined when it presented none (or an invalid one,
  * or the server runs without the peer-identity interceptor).
  */
-export function peerIdentityOf(ctx: Pick<CallContext, 'metadata'>): PeerIdentity | undefined {
+export function peerIdentityOf(ctx: PeerHeaderSource): PeerIdentity | undefined {
   if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
   const agentId = ctx.metadata.get(PEER_HEADERS.agentId);
   const fingerprint256 = ctx.metadata.get(PEER_HEADERS.fingerprint);
@@ -308,7 +313,7 @@ export function peerIdentityOf(ctx: Pick<CallContext, 'metadata'>): PeerIdentity
 }
 
 /** The agent id named by the caller's verified client certificate, or undefined. */
-export function agentIdFromPeer(ctx: Pick<CallContext, 'metadata'>): string | undefined {
+export function agentIdFromPeer(ctx: PeerHeaderSource): string | undefined {
   return peerIdentityOf(ctx)?.agentId;
 }
 
@@ -324,7 +329,7 @@ export interface AgentAuthOptions {
  * not required and none was sent). Call it in AgentService.Connect right after reading the Hello.
  */
 export function authorizeAgentHello(
-  ctx: Pick<CallContext, 'metadata'>,
+  ctx: PeerHeaderSource,
   hello: Pick<Hello, 'agentId'>,
   options: AgentAuthOptions,
 ): PeerIdentity | undefined {
