@@ -250,6 +250,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     }
 
     function fail(e: unknown): void {
+      if (over) return; // already ended (a cancel woke the writer): nothing to answer or log
       const failure = describeFailure(e, log, CONNECT_PATH, performance.now() - startedMs);
       const trailer = new GrpcMetadata();
       if (failure.statusDetails !== undefined)
@@ -266,13 +267,22 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     async function write(open: AgentSession): Promise<void> {
       // Commands queued together go as one CommandBatch to agents that accept it.
       const batches = open.hello.acceptsCommandBatches;
+      open.outbox.onClose = wakeWriter;
       try {
         for (;;) {
           const message = await nextMessage(open.outbox, batches);
           if (message === undefined || over) break;
           unwritten += 1;
           call.sendMessage(message, written);
-          if (unwritten >= HIGH_WATER) await new Promise<void>((r) => (resumeWriter = r));
+          if (unwritten >= HIGH_WATER) {
+            await new Promise<void>((r) => (resumeWriter = r));
+            // Woken by the session's end while the agent still reads nothing (dropped for silence, replaced):
+            // what is queued stays unsent (its commands are already UNKNOWN) and the call ends now.
+            if (open.outbox.isClosed && unwritten >= HIGH_WATER) {
+              if (open.outbox.closeReason !== undefined) throw open.outbox.closeReason as Error; // close() is given errors
+              break;
+            }
+          }
         }
         end({ code: Status.OK, details: 'OK' }, 'OK');
       } catch (e) {
@@ -301,7 +311,17 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       onReceiveMessage(request: ConnectRequest) {
         if (over) return;
         if (session !== undefined) {
-          handle(session, request, identity);
+          try {
+            handle(session, request, identity);
+          } catch (e) {
+            // A bug, not the agent's fault: end this stream (in-flight commands UNKNOWN), keep the server up.
+            registry.close(
+              session,
+              `agent stream failed: ${e instanceof Error ? e.message : String(e)}`,
+            );
+            fail(e);
+            return;
+          }
         } else {
           try {
             if (request.message?.$case !== 'hello')

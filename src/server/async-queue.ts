@@ -70,7 +70,11 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     this.closeError = error;
     this.wake();
     this.releaseRoom();
+    this.onClose?.();
   }
+
+  /** Called once by close(): lets a reader that waits on something else (a full socket) hear of it. */
+  onClose: (() => void) | undefined;
 
   private wake(): void {
     const waiter = this.waiter;

@@ -247,7 +247,9 @@ async function buildServer(
       principalOf: deps.principalOf,
     }),
   );
-  // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method.
+  // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method. The
+  // server middlewares (RPC logging and metrics aside, which Connect does itself) and tracing do not see Connect:
+  // a span for a stream that lives for days says nothing; each command carries its own trace context.
   server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
   // The fleet engine journals every step and reads the key registry, so it needs the durable store; with the
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.

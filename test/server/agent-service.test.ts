@@ -84,6 +84,21 @@ describe('AgentService.Connect', () => {
       .toEqual(['OK', 'INVALID_ARGUMENT', 'ABORTED']);
   });
 
+  it('ends only that stream, INTERNAL, when handling an agent message fails; the server keeps serving', async () => {
+    const { address, client, server } = await startTestServer();
+    const agent = await connectFakeAgent(address, { agentId: 'host-a' });
+    const heartbeat = server.agents.heartbeat.bind(server.agents);
+    server.agents.heartbeat = () => {
+      throw new Error('boom');
+    };
+    agent.send({ message: { $case: 'heartbeat', value: {} } });
+    expect(await agent.ended).toMatchObject({ ok: false, code: Status.INTERNAL });
+    server.agents.heartbeat = heartbeat;
+    await expect.poll(async () => (await client.listAgents({})).agents[0]?.connected).toBe(false);
+    const again = await connectFakeAgent(address, { agentId: 'host-a' });
+    expect(again.welcome.sessionId).not.toBe(agent.welcome.sessionId);
+  });
+
   it('says what is missing when a server registers AgentService without its interceptor', async () => {
     const log = createLogger({ level: 'silent' });
     const registry = new AgentRegistry({
