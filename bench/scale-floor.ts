@@ -13,17 +13,20 @@
  *
  * N = PRFLEET_BENCH_AGENTS (1000). The peers share this process (grpc-js clients with their own subchannel pool).
  * 50 peers connect and leave first (warm-up), so one-time allocations are in the baseline. Readings move by
- * 1–3 KiB per connection between runs on a shared machine: run it twice.
+ * 1–3 KiB per connection between runs on a shared machine: run it twice. `PRFLEET_BENCH_HEAP_SNAPSHOTS=<dir>` also
+ * prints what each connection retains in heap snapshots, by kind of object (bench/heap-snapshot.ts).
  */
 import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import net from 'node:net';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { createServer as createNiceServer } from 'nice-grpc';
+import { retainedPerConnection, takeSnapshot, writeSnapshotHook } from './heap-snapshot.js';
 
 const N = Number(process.env['PRFLEET_BENCH_AGENTS'] ?? 1000);
+const SNAPSHOT_DIR = process.env['PRFLEET_BENCH_HEAP_SNAPSHOTS'];
 const KINDS = ['raw-tcp', 'raw-http2', 'grpc-js', 'nice-grpc'] as const;
 type Kind = (typeof KINDS)[number];
 const PATH = '/prfleet.v1.AgentService/Connect';
@@ -158,7 +161,12 @@ function dial(kind: Kind, port: number): () => void {
 
 async function measure(kind: Kind): Promise<string> {
   const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], {
-    execArgv: ['--expose-gc'],
+    execArgv: [
+      '--expose-gc',
+      ...(SNAPSHOT_DIR === undefined
+        ? []
+        : [`--import=${pathToFileURL(writeSnapshotHook(SNAPSHOT_DIR)).href}`]),
+    ],
   });
   const next = () => new Promise<Record<string, number>>((r) => child.once('message', r));
   try {
@@ -179,6 +187,8 @@ async function measure(kind: Kind): Promise<string> {
     for (const close of warm) close();
     await sleep(1_500);
     const before = await reading();
+    const snapshotBefore =
+      SNAPSHOT_DIR === undefined ? undefined : await takeSnapshot(child.pid ?? 0, SNAPSHOT_DIR);
     const closers: (() => void)[] = [];
     for (let i = 0; i < N; i++) {
       closers.push(dial(kind, port ?? 0));
@@ -186,8 +196,17 @@ async function measure(kind: Kind): Promise<string> {
     }
     await sleep(3_000);
     const after = await reading();
+    let retained = '';
+    if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
+      const diff = retainedPerConnection(
+        snapshotBefore,
+        await takeSnapshot(child.pid ?? 0, SNAPSHOT_DIR),
+        N,
+      );
+      retained = ` (RSS not comparable: the first snapshot grew it); heap snapshots: ${diff.totalKiB.toFixed(1)} KiB retained per connection\n${diff.lines.map((l) => `    ${l}`).join('\n')}`;
+    }
     for (const close of closers) close();
-    return `${kind.padEnd(9)} ${((after - before) / N).toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)`;
+    return `${kind.padEnd(9)} ${((after - before) / N).toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)${retained}`;
   } finally {
     child.kill();
   }

@@ -17,6 +17,8 @@
  * default); examples/ comes from the repository root above it (repoRoot).
  *
  * Targets: failover ≤ 5 s, ≤ 32 KiB per idle agent. Misses are printed as MISS. Bounded: every wait has a limit.
+ * `PRFLEET_BENCH_HEAP_SNAPSHOTS=<dir>` also takes heap snapshots of A with none and with all agents and prints
+ * what each agent retains by kind of object (bench/heap-snapshot.ts).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -39,6 +41,7 @@ import {
   uniqueClusterNames,
   type ScaleClusterEnv,
 } from './scale-cluster.js';
+import { retainedPerConnection, takeSnapshot, writeSnapshotHook } from './heap-snapshot.js';
 import { formatMs, summarize } from './stats.js';
 
 const AGENTS = Number(process.env['PRFLEET_BENCH_AGENTS'] ?? 1000);
@@ -48,6 +51,7 @@ const FAILOVER_TARGET_MS = 5_000;
 const MEMORY_TARGET_KIB = 32;
 const REDIS_URL = process.env['PRFLEET_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const DATABASE_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const SNAPSHOT_DIR = process.env['PRFLEET_BENCH_HEAP_SNAPSHOTS'];
 
 const log = createLogger({ level: 'silent' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -119,6 +123,9 @@ process.env['PRFLEET_CHILD_NODE_ARGS'] = [
   process.env['PRFLEET_CHILD_NODE_ARGS'] ?? '',
   '--expose-gc',
   `--import=${pathToFileURL(gcHook).href}`,
+  ...(SNAPSHOT_DIR === undefined
+    ? []
+    : [`--import=${pathToFileURL(writeSnapshotHook(gcHookDir)).href}`]),
 ]
   .join(' ')
   .trim();
@@ -189,6 +196,8 @@ async function main(): Promise<void> {
     const rawBefore = await settledRss(a.handle.pid);
     const rssBefore = await collectedRss(a.handle.pid);
     const heapBefore = await heapUsedBytes(metricsPort);
+    const snapshotBefore =
+      SNAPSHOT_DIR === undefined ? undefined : await takeSnapshot(a.handle.pid, SNAPSHOT_DIR);
 
     // 1,000 agents, one path each, attached to A first (B is their second address).
     const fabric = createEmulatedFabric(manyHostsFabric(AGENTS, 'b', 1));
@@ -271,6 +280,17 @@ async function main(): Promise<void> {
     report(
       `  without forcing a GC (smallest of 4 readings): ${((rawAfter - rawBefore) / AGENTS).toFixed(1)} KiB per agent (includes garbage not yet collected)`,
     );
+    if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
+      const retained = retainedPerConnection(
+        snapshotBefore,
+        await takeSnapshot(a.handle.pid, SNAPSHOT_DIR),
+        AGENTS,
+      );
+      report(
+        `  heap snapshots: ${retained.totalKiB.toFixed(1)} KiB retained per agent (JS + native memory V8 is told of; the RSS figures above are not comparable in such a run: the first snapshot grew the process), largest kinds:`,
+      );
+      for (const line of retained.lines) report(`    ${line}`);
+    }
 
     // (3) one idle agent process.
     const solo = spawnNode(
