@@ -1,3 +1,4 @@
+import type { Tracer } from '@opentelemetry/api';
 import { hostname } from 'node:os';
 import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
 import type { Logger } from 'pino';
@@ -83,6 +84,11 @@ export interface AgentDeps {
   readonly client?: AgentServiceClient;
   /** Random source for jitter, [0, 1). @default Math.random */
   readonly random?: () => number;
+  /**
+   * Continues the trace a command carries (agent.proto `Command.traceparent`) in a span per command.
+   * @default none: commands run without spans
+   */
+  readonly tracer?: Tracer | undefined;
 }
 
 /** A running (or startable) host agent. */
@@ -314,6 +320,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         log,
         heartbeatMs: options.heartbeatMs ?? 15_000,
         drainMs: options.drainMs ?? 10_000,
+        tracer: deps.tracer,
         onWelcome: () => {
           sessions++;
           setState('connected');

@@ -2,7 +2,9 @@
 /** prfleet-agent: wires config, logger, device source and SIGTERM; the agent itself is agent/agent.ts. */
 import { readFile } from 'node:fs/promises';
 import { Command } from '@commander-js/extra-typings';
+import { trace } from '@opentelemetry/api';
 import { createLogger } from '../src/common/logger.js';
+import { loadTracingConfig, traceLogMixin } from '../src/common/tracing-config.js';
 import { createAgent, type DeviceSource } from './agent.js';
 import { addAgentOptions, addConnectionOptions, rawConfigOf } from './cli-options.js';
 import { ConfigError, parseAgentConfig, type AgentConfig } from './config.js';
@@ -51,7 +53,22 @@ async function main(): Promise<void> {
     process.stderr.write(`${e.message}\n`);
     process.exit(1);
   }
-  const log = createLogger({ name: 'prfleet-agent', level: config.logLevel });
+  // OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on: each command carrying a trace context runs in a span continuing
+  // the caller's trace (the SDK loads only then).
+  const tracingConfig = loadTracingConfig(process.env, 'prfleet-agent');
+  const tracing =
+    tracingConfig === undefined
+      ? undefined
+      : (await import('../src/common/tracing.js')).setupTracerProvider({
+          ...tracingConfig,
+          serviceVersion: AGENT_VERSION,
+          instanceId: config.agentId,
+        });
+  const log = createLogger({
+    name: 'prfleet-agent',
+    level: config.logLevel,
+    ...(tracing === undefined ? {} : { mixin: traceLogMixin }),
+  });
   log.info(
     { config: { ...config, tlsKey: config.tlsKey === undefined ? undefined : '(file)' } },
     'config',
@@ -72,20 +89,27 @@ async function main(): Promise<void> {
       pathConcurrency: config.pathConcurrency,
       drainMs: config.drainMs,
     },
-    { log, source },
+    {
+      log,
+      source,
+      tracer: tracing === undefined ? undefined : trace.getTracer('prfleet-agent', AGENT_VERSION),
+    },
   );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    agent.stop().then(
-      () => process.exit(0),
-      (e: unknown) => {
-        log.error({ err: e }, 'stop failed');
-        process.exit(1);
-      },
-    );
+    agent
+      .stop()
+      .then(() => tracing?.shutdown())
+      .then(
+        () => process.exit(0),
+        (e: unknown) => {
+          log.error({ err: e }, 'stop failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -1,5 +1,7 @@
+import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { durationToMs, describeCommand } from '../src/common/command.js';
+import { inCommandSpan } from '../src/common/command-trace.js';
 import { refusedResult } from '../src/common/result.js';
 import type {
   AgentServiceClient,
@@ -55,6 +57,8 @@ export interface SessionDeps {
   readonly drainMs: number;
   /** Longest wait for the server to end the stream after the agent half-closes it, ms. @default 2000 */
   readonly halfCloseGraceMs?: number;
+  /** Runs each command that carries a trace context in a span continuing it. @default no spans */
+  readonly tracer?: Tracer | undefined;
   /** Called when Welcome arrives. */
   onWelcome?(welcome: Welcome): void;
 }
@@ -166,7 +170,13 @@ export function createSession(deps: SessionDeps): Session {
             'command received',
           );
         }
-        void deps.executor.submit(command).then((result) => sendResult(command, result));
+        const executed =
+          deps.tracer === undefined
+            ? deps.executor.submit(command)
+            : inCommandSpan(deps.tracer, command, deps.hello.agentId, () =>
+                deps.executor.submit(command),
+              );
+        void executed.then((result) => sendResult(command, result));
       };
 
       // This session understands CommandBatch (handled below exactly like single commands).

@@ -337,6 +337,7 @@ export function startAgentProcess(options: {
   host: string;
   extraArgs?: readonly string[];
   onLine?: (line: string) => void;
+  env?: Record<string, string | undefined>;
 }): ChildHandle {
   return spawnNode(
     builtBinaries().agent,
@@ -357,6 +358,7 @@ export function startAgentProcess(options: {
     {
       name: `prfleet-agent ${options.agentId}`,
       ...(options.onLine ? { onLine: options.onLine } : {}),
+      ...(options.env ? { env: options.env } : {}),
     },
   );
 }

@@ -4,6 +4,7 @@ import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { Outcome, outcomeToJSON } from '../gen/prfleet/v1/scsi.js';
 import { describeCommand, isProut, msToDuration } from '../common/command.js';
+import { activeTraceContext } from '../common/command-trace.js';
 import { unknownResult } from '../common/result.js';
 import { ErrorReason, resourceExhausted, unavailable } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
@@ -182,11 +183,15 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
     }
     sequence += 1;
     // A literal, not fromPartial: the caller's command is complete and never changed, so its kind is shared.
+    // The trace context is the one it came with from another instance, else this call's.
+    const traced = command.traceparent === '' ? activeTraceContext() : command;
     const sent: Command = {
       commandId: command.commandId === '' ? `${idPrefix}-${sequence}` : command.commandId,
       path: command.path,
       timeout: msToDuration(options.timeoutMs),
       idempotencyKey: command.idempotencyKey,
+      traceparent: traced.traceparent,
+      tracestate: traced.tracestate,
       kind: command.kind,
     };
     const luId = options.luId ?? '';

@@ -32,7 +32,7 @@ import { createRedisInventory, type RedisInventory } from './shared-inventory/in
 import type { Store } from './store/index.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
-import { loadTracingConfig, type TracingOptions } from './tracing-config.js';
+import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
 import type { Tracing } from './tracing.js';
 
 const booleanFlag = z

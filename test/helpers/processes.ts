@@ -144,6 +144,7 @@ export function startAgentChild(options: {
   host: string;
   fabric?: string;
   extraArgs?: readonly string[];
+  env?: Record<string, string | undefined>;
 }): ChildHandle {
   const agent = startAgentProcess({ fabric: DEMO_FABRIC, ...options });
   onTestFinished(async () => {

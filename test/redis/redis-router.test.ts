@@ -1,4 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { context, propagation, trace } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { Redis } from 'ioredis';
 import { Status } from 'nice-grpc-common';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -155,6 +158,35 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
     expect(agent.commands).toHaveLength(1);
     expect(seen).toEqual([result]);
     expect(b.router.inFlight).toBe(0);
+  });
+
+  it('takes the caller’s trace context along to the instance holding the agent', async () => {
+    const prefix = testPrefix();
+    const a = await startInstance(prefix, 'a');
+    const b = await startInstance(prefix, 'b');
+    const agent = await connectScriptedAgent(a.address, 'host-a', () => ({ status: 0 }));
+    await expect.poll(() => b.router.ownerOf('host-a')).toBe(a.instanceId);
+    // A W3C propagator, a context manager and an active span on B, as a traced RPC handler has them (no SDK).
+    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    onTestFinished(() => {
+      propagation.disable();
+      context.disable();
+    });
+    const caller = trace.wrapSpanContext({
+      traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+      spanId: '00f067aa0ba902b7',
+      traceFlags: 1,
+    });
+    await context.with(trace.setSpan(context.active(), caller), () =>
+      b.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 }),
+    );
+    expect(agent.commands[0]?.traceparent).toBe(
+      '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    );
+    // Untraced callers send none.
+    await b.router.dispatch('host-a', readKeys(), { timeoutMs: 5_000 });
+    expect(agent.commands[1]?.traceparent).toBe('');
   });
 
   it('dispatches locally without Redis when the agent is on the same instance', async () => {

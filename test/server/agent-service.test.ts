@@ -282,6 +282,8 @@ describe('AgentService.Connect', () => {
       path: '/dev/sg0',
       timeout: undefined,
       idempotencyKey: '',
+      traceparent: '',
+      tracestate: '',
       kind: undefined,
     });
     const pending = client.readKeys({ target: { luId: LU1 } });

@@ -95,6 +95,8 @@ export async function readThrough(
     path: p.path.path,
     timeout: undefined,
     idempotencyKey: '',
+    traceparent: '',
+    tracestate: '',
     kind: { $case: 'prin', value: { action, allocationLength: 0 } },
   };
   try {

@@ -4,6 +4,7 @@ import { isAbortError } from 'abort-controller-x';
 import { ServerError, Status } from 'nice-grpc-common';
 import type { Command } from '../../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import { activeTraceContext } from '../../common/command-trace.js';
 import { unknownResult } from '../../common/result.js';
 import { ErrorReason, unavailable } from '../../common/errors.js';
 import type { CommandRouter, DispatchOptions } from '../router.js';
@@ -622,7 +623,14 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
       if (sessions.session(agentId) !== undefined)
         return local.dispatch(agentId, command, dispatchOptions);
       await ready;
-      return forward(agentId, command, dispatchOptions);
+      // The instance holding the agent answers from a Redis subscriber, outside this call's trace: the command
+      // takes the trace context along.
+      const traced = command.traceparent === '' ? activeTraceContext() : command;
+      return forward(
+        agentId,
+        traced === command || traced.traceparent === '' ? command : { ...command, ...traced },
+        dispatchOptions,
+      );
     },
     async ownerOf(agentId) {
       return (await pub.get(presenceKey(agentId))) ?? undefined;

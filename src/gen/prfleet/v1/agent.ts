@@ -230,6 +230,14 @@ export interface Command {
     | undefined;
   /** Idempotency key of a PROUT; the agent refuses a key it has already run. */
   idempotencyKey: string;
+  /**
+   * W3C Trace Context `traceparent` of the request that caused this command (the client's RPC span on the
+   * server that received it); empty when that server does not trace. An agent that traces runs the command in a
+   * span continuing this trace, so one trace goes client → server (→ other instance) → agent → device.
+   */
+  traceparent: string;
+  /** W3C Trace Context `tracestate` that came with `traceparent`; usually empty. */
+  tracestate: string;
   /** The command. */
   kind:
     | //
@@ -2031,7 +2039,15 @@ export const ReportLunsCommand: MessageFns<ReportLunsCommand> = {
 };
 
 function createBaseCommand(): Command {
-  return { commandId: "", path: "", timeout: undefined, idempotencyKey: "", kind: undefined };
+  return {
+    commandId: "",
+    path: "",
+    timeout: undefined,
+    idempotencyKey: "",
+    traceparent: "",
+    tracestate: "",
+    kind: undefined,
+  };
 }
 
 export const Command: MessageFns<Command> = {
@@ -2047,6 +2063,12 @@ export const Command: MessageFns<Command> = {
     }
     if (message.idempotencyKey !== "") {
       writer.uint32(34).string(message.idempotencyKey);
+    }
+    if (message.traceparent !== "") {
+      writer.uint32(42).string(message.traceparent);
+    }
+    if (message.tracestate !== "") {
+      writer.uint32(50).string(message.tracestate);
     }
     switch (message.kind?.$case) {
       case "prin":
@@ -2114,6 +2136,22 @@ export const Command: MessageFns<Command> = {
             }
 
             message.idempotencyKey = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.tracestate = reader.string();
             continue;
           }
           case 10: {
@@ -2190,6 +2228,8 @@ export const Command: MessageFns<Command> = {
         : isSet(object.idempotency_key)
         ? globalThis.String(object.idempotency_key)
         : "",
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
+      tracestate: isSet(object.tracestate) ? globalThis.String(object.tracestate) : "",
       kind: isSet(object.prin)
         ? { $case: "prin", value: PrinCommand.fromJSON(object.prin) }
         : isSet(object.prout)
@@ -2226,6 +2266,12 @@ export const Command: MessageFns<Command> = {
     if (message.idempotencyKey !== "") {
       obj.idempotencyKey = message.idempotencyKey;
     }
+    if (message.traceparent !== "") {
+      obj.traceparent = message.traceparent;
+    }
+    if (message.tracestate !== "") {
+      obj.tracestate = message.tracestate;
+    }
     if (message.kind?.$case === "prin") {
       obj.prin = PrinCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "prout") {
@@ -2253,6 +2299,8 @@ export const Command: MessageFns<Command> = {
       ? Duration.fromPartial(object.timeout)
       : undefined;
     message.idempotencyKey = object.idempotencyKey ?? "";
+    message.traceparent = object.traceparent ?? "";
+    message.tracestate = object.tracestate ?? "";
     switch (object.kind?.$case) {
       case "prin": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {

@@ -2,7 +2,7 @@ import { trace } from '@opentelemetry/api';
 import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-node';
 import { z } from 'zod';
 
-/** Options for setupTracing (src/server/tracing.ts). */
+/** Options for setupTracerProvider (src/common/tracing.ts) and the server's setupTracing. */
 export interface TracingOptions {
   /** service.name of the spans. @default 'prfleet-server' */
   readonly serviceName?: string;
@@ -37,11 +37,15 @@ const TracingEnv = z.object({
   PRFLEET_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
 });
 
-/** Tracing settings from the standard OTEL_* variables (+ PRFLEET_TRACE_SAMPLE_RATIO); undefined = tracing off. */
+/**
+ * Tracing settings from the standard OTEL_* variables (+ PRFLEET_TRACE_SAMPLE_RATIO); undefined = tracing off.
+ * `serviceName` is the default of OTEL_SERVICE_NAME (prfleet-server, prfleet-agent).
+ */
 export function loadTracingConfig(
   env: NodeJS.ProcessEnv = process.env,
+  serviceName = 'prfleet-server',
 ): TracingOptions | undefined {
-  const parsed = TracingEnv.safeParse(env);
+  const parsed = TracingEnv.safeParse({ OTEL_SERVICE_NAME: serviceName, ...env });
   if (!parsed.success)
     throw new Error(`invalid tracing environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
