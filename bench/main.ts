@@ -4,7 +4,8 @@
  *  (1) prfleet unary READ KEYS: client → prfleet-server → prfleet-sim agent (bidi stream) → emulator and back;
  *  (2) a bare nice-grpc relay with the same topology and message sizes and no prfleet logic (bench/relay.ts);
  *  (3) spawning `sg_persist` once (what a script pays before any SCSI happens);
- *  (4) prfleet CommandSession: many READ KEYS on one open stream, one in flight at a time.
+ *  (4) prfleet CommandSession: many READ KEYS on one open stream, one in flight at a time;
+ *  (5) the bare relay with the client streaming its requests on one open call: the floor of (4).
  *
  * Everything runs on 127.0.0.1 as three processes per stack (client here, server, agent), one call in flight, on
  * warm channels; (1), (2) and (4) are interleaved in rounds so background load hits them alike. Targets: prfleet
@@ -22,7 +23,7 @@ import {
   ControlServiceDefinition,
   ReadKeysRequest,
   ReadKeysResponse,
-  type CommandSessionRequest,
+  CommandSessionRequest,
   type CommandSessionResponse,
   type Target,
 } from '../src/gen/prfleet/v1/control.js';
@@ -34,7 +35,7 @@ import {
   startSimProcess,
   type ChildHandle,
 } from '../src/demo/processes.js';
-import { createRelayClient, type RelaySizes } from './relay.js';
+import { createRelayClient, openRelaySession, type RelaySizes } from './relay.js';
 import { formatMs, processCpuMs, summarize, type LatencySummary } from './stats.js';
 
 /**
@@ -245,6 +246,10 @@ async function main(): Promise<number> {
       reply: ReadKeysResponse.encode({ result: sample }).finish().length,
     };
     const requestSize = ReadKeysRequest.encode(request).finish().length;
+    const sessionRequestSize = CommandSessionRequest.encode({
+      requestId: '2000',
+      command: { $case: 'readKeys', value: request },
+    }).finish().length;
 
     const relayServer = spawnNode(
       relayScript,
@@ -270,6 +275,8 @@ async function main(): Promise<number> {
 
     const session = openSession(control, request);
     closers.unshift(() => session.close());
+    const relaySession = openRelaySession(relayAddress, sessionRequestSize);
+    closers.unshift(() => relaySession.close());
 
     process.stdout.write(
       `Target ${target.agentId}:${target.path} (${target.luId}); warming up (up to ${WARMUP_CALLS} calls each) …\n`,
@@ -279,11 +286,13 @@ async function main(): Promise<number> {
       await readKeys();
       await relayCall();
       await session.readKeys();
+      await relaySession.call();
     }
 
     const prfleet = emptyMeasured();
     const bare = emptyMeasured();
     const streamed = emptyMeasured();
+    const bareStreamed = emptyMeasured();
     const prfleetPids = [server.handle.pid, sim.pid];
     const relayPids = [relayServer.pid, relayAgent.pid];
     for (let round = 1; round <= ROUNDS; round++) {
@@ -295,12 +304,16 @@ async function main(): Promise<number> {
       await measure(streamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, () =>
         session.readKeys(),
       );
+      await measure(bareStreamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, () =>
+        relaySession.call(),
+      );
     }
     const spawn = measureSgPersistSpawn();
 
     const p = summarize(prfleet.samples);
     const r = summarize(bare.samples);
     const s = summarize(streamed.samples);
+    const rs = summarize(bareStreamed.samples);
     const perCall = (m: Measured, cpu: number) => formatMs(cpu / m.samples.length);
     const results = new Table({
       head: ['measurement', 'n', 'p50', 'p99', 'mean', 'server+agent CPU/call', 'client CPU/call'],
@@ -345,6 +358,15 @@ async function main(): Promise<number> {
         perCall(streamed, streamed.stackCpuMs),
         perCall(streamed, streamed.clientCpuMs),
       ],
+      [
+        '(5) bare relay, client streaming',
+        String(rs.n),
+        formatMs(rs.p50),
+        formatMs(rs.p99),
+        formatMs(rs.mean),
+        perCall(bareStreamed, bareStreamed.stackCpuMs),
+        perCall(bareStreamed, bareStreamed.clientCpuMs),
+      ],
     );
 
     const relayRatio = p.p50 / r.p50;
@@ -372,6 +394,12 @@ async function main(): Promise<number> {
         formatMs(s.p50),
         `≤ ${formatMs(TARGET_SESSION_P50_MS)}`,
         verdict(s.p50 <= TARGET_SESSION_P50_MS),
+      ],
+      [
+        'CommandSession p50 / streaming relay p50 (info)',
+        `${(s.p50 / rs.p50).toFixed(2)}×`,
+        '',
+        '',
       ],
       ['CommandSession p50 / unary p50 (info)', `${(s.p50 / p.p50).toFixed(2)}×`, '', ''],
     );

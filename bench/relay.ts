@@ -1,6 +1,8 @@
 /**
  * The bare relay: the floor of prfleet's stack. A unary call goes client → relay server, which forwards it as one
- * message on a relay agent's open bidi stream; the agent answers on the same stream and the server replies.
+ * message on a relay agent's open bidi stream; the agent answers on the same stream and the server replies. A
+ * session does the same for requests a client streams on one open bidi call (the floor of CommandSession); the
+ * first 4 bytes of a session request and of its reply carry the client's request id.
  * Same libraries (nice-grpc over grpc-js, h2c on loopback) and the same message sizes as prfleet's READ KEYS,
  * but opaque bytes: no protobuf, no validation, no routing, no emulator, no logging.
  */
@@ -32,6 +34,13 @@ export const RelayDefinition = {
     requestStream: true,
     responseStream: true,
     originalName: 'Connect',
+    ...raw,
+  },
+  session: {
+    path: '/bench.Relay/Session',
+    requestStream: true,
+    responseStream: true,
+    originalName: 'Session',
     ...raw,
   },
 } as const;
@@ -85,17 +94,37 @@ export async function startRelayServer(
   const pending = new Map<number, (reply: Bytes) => void>();
   let nextId = 1;
   const reply = new Uint8Array(sizes.reply);
+  /** Sends one message down the agent's stream; resolves with its answer. */
+  const relay = (): Promise<Bytes> => {
+    if (!agent) return Promise.reject(new Error('no relay agent connected'));
+    const id = nextId++ >>> 0;
+    const message = new Uint8Array(Math.max(sizes.down, ID_BYTES));
+    new DataView(message.buffer).setUint32(0, id);
+    const answered = new Promise<Bytes>((resolve) => pending.set(id, resolve));
+    agent.push(message);
+    return answered;
+  };
   const server = createServer();
   server.add(RelayDefinition, {
     async call(_request: Bytes): Promise<Bytes> {
-      if (!agent) throw new Error('no relay agent connected');
-      const id = nextId++ >>> 0;
-      const message = new Uint8Array(Math.max(sizes.down, ID_BYTES));
-      new DataView(message.buffer).setUint32(0, id);
-      const answered = new Promise<Bytes>((resolve) => pending.set(id, resolve));
-      agent.push(message);
-      await answered;
+      await relay();
       return reply;
+    },
+    async *session(requests: AsyncIterable<Bytes>): AsyncIterable<Bytes> {
+      const replies = new Outbox();
+      void (async () => {
+        try {
+          for await (const request of requests) {
+            const answer = new Uint8Array(Math.max(sizes.reply, ID_BYTES));
+            answer.set(request.subarray(0, ID_BYTES));
+            void relay().then(() => replies.push(answer));
+          }
+        } catch {
+          // stream cancelled: the bench is ending
+        }
+        replies.close();
+      })();
+      yield* replies;
     },
     async *connect(requests: AsyncIterable<Bytes>): AsyncIterable<Bytes> {
       const outbox = new Outbox();
@@ -153,4 +182,37 @@ export async function runRelayAgent(
 export function createRelayClient(address: string) {
   const channel = createChannel(`http://${address}`);
   return { client: createClient(RelayDefinition, channel), close: () => channel.close() };
+}
+
+/** One relay session (an open bidi call) with one request in flight at a time, requests of `size` bytes. */
+export function openRelaySession(address: string, size: number) {
+  const channel = createChannel(`http://${address}`);
+  const client = createClient(RelayDefinition, channel);
+  const requests = new Outbox();
+  const controller = new AbortController();
+  const waiting = new Map<number, () => void>();
+  const reader = (async () => {
+    for await (const answer of client.session(requests, { signal: controller.signal })) {
+      const id = new DataView(answer.buffer, answer.byteOffset, answer.byteLength).getUint32(0);
+      waiting.get(id)?.();
+      waiting.delete(id);
+    }
+  })().catch(() => undefined);
+  let nextId = 0;
+  return {
+    call(): Promise<void> {
+      const id = ++nextId >>> 0;
+      const request = new Uint8Array(Math.max(size, ID_BYTES));
+      new DataView(request.buffer).setUint32(0, id);
+      const answered = new Promise<void>((resolve) => waiting.set(id, resolve));
+      requests.push(request);
+      return answered;
+    },
+    async close(): Promise<void> {
+      requests.close();
+      controller.abort();
+      await reader;
+      channel.close();
+    },
+  };
 }
