@@ -159,8 +159,10 @@ describe('executor', () => {
     const starts = results.map((r) => r.startedAt!.getTime());
     expect(starts[1]! - starts[0]!).toBeGreaterThanOrEqual(35);
     expect(starts[2]! - starts[1]!).toBeGreaterThanOrEqual(35);
-    // The other path did not wait behind path 0.
-    expect(starts[3]! - t0).toBeLessThan(35);
+    // The other path did not wait behind path 0: it started before path 0's second command could (ordering, not
+    // a time bound: a loaded machine may stall either).
+    expect(starts[3]!).toBeLessThan(starts[1]!);
+    expect(starts[3]! - t0).toBeGreaterThanOrEqual(0);
   });
 
   it('bounds the paths worked on at once with the semaphore', async () => {
@@ -269,7 +271,8 @@ describe('executor', () => {
     const result = await a.submit(tur('/dev/sg0', timeout(50)));
     expect(result.outcome).toBe(Outcome.OUTCOME_TIMEOUT);
     expect(result.hostStatus).toBe(0x03);
-    expect(Date.now() - t0).toBeLessThan(250);
+    // Answered at the timeout, not when the device finally answers (300 ms).
+    expect(Date.now() - t0).toBeLessThan(300);
   });
 
   it('refuses a command whose timeout passes while it waits in the path queue', async () => {

@@ -242,7 +242,8 @@ describe('Redis command router (real Redis, real servers on 127.0.0.1:0)', () =>
         `server instance ${dead.instanceId} holding agent host-z is gone`,
       ),
     });
-    expect(performance.now() - started).toBeLessThan(1_000);
+    // Fast: not after the 30 s command timeout (a loaded machine may take a second or two).
+    expect(performance.now() - started).toBeLessThan(5_000);
     expect(await b.router.ownerOf('host-z')).toBeUndefined();
     expect(dead.held).toHaveLength(0);
   });
