@@ -27,6 +27,8 @@ export interface PendingCommand {
 export class AgentSession {
   /** Id of this session (Welcome.session_id). */
   readonly sessionId = randomUUID();
+  /** SHA-256 fingerprint of the client certificate the agent connected with (TLS), for revocation. */
+  certificate: string | undefined;
   /** When the stream opened. */
   readonly connectedAt = new Date();
   /** Messages for the agent; the Connect handler yields from it (backpressured by HTTP/2). */

@@ -190,6 +190,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
     });
     const session = registry.open(hello);
+    session.certificate = identity?.fingerprint256;
     log.info(
       {
         ...bindings(session),

@@ -1,13 +1,20 @@
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { ServerMiddleware } from 'nice-grpc-common';
+import {
+  composeServerMiddleware,
+  ServerError,
+  Status,
+  type ServerMiddleware,
+} from 'nice-grpc-common';
 import { z } from 'zod';
 import type { AgentRegistry } from './agent-registry.js';
 import {
   createAuthMiddleware,
   createStoreBoundAuth,
   loadSecurityConfig,
+  refuseRevokedPeers,
   serverCredentials,
+  watchRevocationList,
   type AuthCallContextExt,
   type SecurityConfig,
 } from './auth/index.js';
@@ -182,7 +189,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
           ...(security.tokensFile === undefined ? {} : { tokensFile: security.tokensFile }),
           log,
         });
-  const controlMiddleware =
+  const tokenMiddleware =
     auth === undefined
       ? undefined
       : createAuthMiddleware({
@@ -190,7 +197,29 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
           isOperatorKeyAllowed: auth.isOperatorKeyAllowed,
           log,
         });
-  const credentials = security === undefined ? undefined : serverCredentials(security.credentials);
+  const revoked =
+    security?.revokedFile === undefined
+      ? undefined
+      : watchRevocationList(security.revokedFile, {
+          log,
+          ...(security.revocationPollMs === undefined ? {} : { pollMs: security.revocationPollMs }),
+        });
+  // A revoked certificate calls nothing: with tokens its holder is refused before the token check, without them
+  // (TLS alone) this is the only check the client-facing services make.
+  const refuseRevoked = revoked === undefined ? undefined : refuseRevokedPeers(log);
+  const controlMiddleware =
+    tokenMiddleware === undefined
+      ? refuseRevoked
+      : refuseRevoked === undefined
+        ? tokenMiddleware
+        : composeServerMiddleware(refuseRevoked, tokenMiddleware);
+  const credentials =
+    security === undefined
+      ? undefined
+      : serverCredentials({
+          ...security.credentials,
+          ...(revoked === undefined ? {} : { revoked }),
+        });
 
   let router: CommandRouter | undefined;
   let inventory: RedisInventory | undefined;
@@ -247,6 +276,23 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       requireAgentCertificate: security?.requireAgentCertificate ?? false,
     });
     if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
+    revoked?.onChange(() => {
+      for (const session of agents.sessions()) {
+        if (session.certificate === undefined || !revoked.has(session.certificate)) continue;
+        log.warn(
+          { agentId: session.agentId, certificate: session.certificate },
+          'agent certificate revoked: ending its stream',
+        );
+        agents.close(
+          session,
+          'agent certificate revoked',
+          new ServerError(
+            Status.UNAUTHENTICATED,
+            `the agent certificate (SHA-256 ${session.certificate}) was revoked`,
+          ),
+        );
+      }
+    });
     router = metrics === undefined ? inner : instrumentRouter(inner, metrics);
     return router;
   }
@@ -296,6 +342,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       await inventory?.close();
       await metricsServer?.close();
       await tracing?.shutdown();
+      revoked?.close();
     },
   };
 }

@@ -1,5 +1,8 @@
 #!/usr/bin/env node
+import { X509Certificate } from 'node:crypto';
+import { appendFile, readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
+import { parseRevocationList } from '../server/auth/revocation.js';
 import { CertToolError, initCa, issueAgentCert, issueServerCert } from './openssl-ca.js';
 import { isMainModule } from './main-module.js';
 
@@ -19,7 +22,8 @@ function collect(value: string, previous: string[]): string[] {
  *   init --out dir                                  → ca.crt, ca.key
  *   issue-server --out dir [--host h]… [--ca dir]   → server.crt, server.key (+ ca.crt)
  *   issue-agent --id host-a --out dir [--allow g]…  → agent-host-a.crt, agent-host-a.key (+ ca.crt)
- * Prints one JSON line with the files written.
+ *   revoke --cert file --list file [--reason text]  → appends the certificate's fingerprint (PRFLEET_TLS_REVOKED)
+ * Prints one JSON line with the files written (revoke: the fingerprint and the list).
  */
 export function createCertsProgram(print: (line: string) => void = (l) => console.log(l)) {
   const program = new Command('prfleet-certs').description(
@@ -87,7 +91,62 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
       });
       print(JSON.stringify(files));
     });
+  program
+    .command('revoke')
+    .description(
+      "add a certificate to the revocation list the server reads (PRFLEET_TLS_REVOKED); a connected agent using it is cut off within the server's poll interval",
+    )
+    .requiredOption('--cert <file>', 'the certificate to revoke (PEM)')
+    .requiredOption('--list <file>', 'the revocation list (created when missing)')
+    .option('--reason <text>', 'why (kept as a comment in the list)', '')
+    .action(async (o) => {
+      print(
+        JSON.stringify(await revokeCertificate({ cert: o.cert, list: o.list, reason: o.reason })),
+      );
+    });
   return program;
+}
+
+/**
+ * Appends the SHA-256 fingerprint of `cert` to the revocation list `list` with a comment naming the certificate
+ * and the reason; a certificate already listed is not added twice. Throws CertToolError for an unreadable
+ * certificate or a list that is not a revocation list.
+ */
+export async function revokeCertificate(options: {
+  cert: string;
+  list: string;
+  reason?: string;
+  now?: Date;
+}): Promise<{ fingerprint256: string; list: string; added: boolean }> {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(await readFile(options.cert));
+  } catch (error) {
+    throw new CertToolError(`cannot read certificate ${options.cert}: ${String(error)}`);
+  }
+  let existing = '';
+  try {
+    existing = await readFile(options.list, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new CertToolError(`cannot read revocation list ${options.list}: ${String(error)}`);
+  }
+  let listed: Set<string>;
+  try {
+    listed = parseRevocationList(existing, options.list);
+  } catch (error) {
+    throw new CertToolError((error as Error).message);
+  }
+  const fingerprint256 = cert.fingerprint256;
+  if (listed.has(fingerprint256)) return { fingerprint256, list: options.list, added: false };
+  const subject = cert.subject.replace(/\n/g, ', ');
+  const reason = (options.reason ?? '').replace(/[\r\n#]/g, ' ').trim();
+  const line = `${fingerprint256}  # ${subject}, serial ${cert.serialNumber}, revoked ${(options.now ?? new Date()).toISOString()}${reason === '' ? '' : `: ${reason}`}\n`;
+  await appendFile(
+    options.list,
+    `${existing === '' || existing.endsWith('\n') ? '' : '\n'}${line}`,
+  );
+  return { fingerprint256, list: options.list, added: true };
 }
 
 if (isMainModule(import.meta.url)) {

@@ -27,6 +27,23 @@ describe('security configuration', () => {
     });
   });
 
+  it('takes a revocation list with TLS only, and its poll interval', () => {
+    expect(() =>
+      loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true', PRFLEET_TLS_REVOKED: '/etc/revoked.txt' }),
+    ).toThrow('PRFLEET_TLS_REVOKED needs TLS');
+    expect(
+      loadSecurityConfig({
+        ...tlsEnv(),
+        PRFLEET_TLS_REVOKED: '/etc/revoked.txt',
+        PRFLEET_TLS_REVOKED_POLL_MS: '500',
+      }),
+    ).toMatchObject({ revokedFile: '/etc/revoked.txt', revocationPollMs: 500 });
+    expect(loadSecurityConfig(tlsEnv())).not.toHaveProperty('revokedFile');
+    expect(() => loadSecurityConfig({ ...tlsEnv(), PRFLEET_TLS_REVOKED_POLL_MS: 'often' })).toThrow(
+      /PRFLEET_TLS_REVOKED_POLL_MS/,
+    );
+  });
+
   it('names the TLS files that are missing or unreadable', () => {
     expect(() => loadSecurityConfig({ PRFLEET_TLS_CERT: 'a.crt' })).toThrow(
       'PRFLEET_TLS_KEY and PRFLEET_TLS_CA not set',

@@ -11,6 +11,8 @@ const SecurityEnv = z.object({
   PRFLEET_TLS_KEY: z.string().min(1).optional(),
   PRFLEET_TLS_CA: z.string().min(1).optional(),
   PRFLEET_CLIENT_CERTS: z.enum(['require', 'optional']).optional(),
+  PRFLEET_TLS_REVOKED: z.string().min(1).optional(),
+  PRFLEET_TLS_REVOKED_POLL_MS: z.coerce.number().int().min(10).max(3_600_000).default(2_000),
   PRFLEET_PLAINTEXT: booleanFlag.default(false),
   PRFLEET_TOKENS_FILE: z.string().min(1).optional(),
   PRFLEET_TOKENS: z.preprocess(
@@ -35,6 +37,10 @@ export interface SecurityConfig {
   readonly tokenSource?: TokenSource;
   /** Token file, when {@link tokenSource} is 'file'. */
   readonly tokensFile?: string;
+  /** Revoked client certificates, one SHA-256 fingerprint a line (auth/revocation.ts); TLS only. */
+  readonly revokedFile?: string;
+  /** How often {@link revokedFile} is checked for changes, ms (PRFLEET_TLS_REVOKED_POLL_MS). @default 2000 */
+  readonly revocationPollMs?: number;
 }
 
 /**
@@ -75,7 +81,8 @@ function tokenSourceOf(
 /**
  * Parses PRFLEET_TLS_CERT/KEY/CA (PEM files), PRFLEET_CLIENT_CERTS (require | optional; default optional when
  * client tokens are on, since token clients then share the port, else require), PRFLEET_PLAINTEXT,
- * PRFLEET_TOKENS (database | file | off; see {@link tokenSourceOf} for the default) and PRFLEET_TOKENS_FILE.
+ * PRFLEET_TOKENS (database | file | off; see {@link tokenSourceOf} for the default), PRFLEET_TOKENS_FILE and
+ * PRFLEET_TLS_REVOKED (revoked client certificates; TLS only).
  * Throws naming the variable: TLS files must come together, and without them the server refuses to start
  * unless PRFLEET_PLAINTEXT=true. TLS without client tokens is refused too when client certificates are
  * optional (control clients would be unauthenticated).
@@ -99,6 +106,11 @@ export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): Securi
         ? { tokenSource, tokensFile: e.PRFLEET_TOKENS_FILE as string }
         : { tokenSource };
   if (given.length === 0) {
+    if (e.PRFLEET_TLS_REVOKED !== undefined) {
+      throw new Error(
+        'PRFLEET_TLS_REVOKED needs TLS (PRFLEET_TLS_CERT, PRFLEET_TLS_KEY, PRFLEET_TLS_CA): without TLS there are no client certificates to revoke',
+      );
+    }
     if (!e.PRFLEET_PLAINTEXT) {
       throw new Error(
         'no TLS configured: set PRFLEET_TLS_CERT, PRFLEET_TLS_KEY and PRFLEET_TLS_CA, or PRFLEET_PLAINTEXT=true (tests, loopback, behind a TLS-terminating proxy)',
@@ -132,5 +144,8 @@ export function loadSecurityConfig(env: NodeJS.ProcessEnv = process.env): Securi
     },
     requireAgentCertificate: true,
     ...tokens,
+    ...(e.PRFLEET_TLS_REVOKED === undefined
+      ? {}
+      : { revokedFile: e.PRFLEET_TLS_REVOKED, revocationPollMs: e.PRFLEET_TLS_REVOKED_POLL_MS }),
   };
 }

@@ -1,4 +1,4 @@
-import { X509Certificate, randomBytes } from 'node:crypto';
+import { X509Certificate, createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
   ServerCredentials,
@@ -7,9 +7,17 @@ import {
   type Metadata as GrpcMetadata,
   type ServerInterceptor,
 } from '@grpc/grpc-js';
-import { ServerError, Status } from 'nice-grpc-common';
+import {
+  ServerError,
+  Status,
+  type CallContext,
+  type ServerMiddleware,
+  type ServerMiddlewareCall,
+} from 'nice-grpc-common';
+import type { Logger } from 'pino';
 import type { Hello } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
+import { normalizeFingerprint, type RevokedCertificates } from './revocation.js';
 
 /** Agent ids: what `prfleet-certs issue-agent --id` accepts and what a certificate may name. */
 export const AGENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -54,6 +62,8 @@ export interface TlsMaterial {
 export interface ServerCredentialsOptions {
   /** Serve TLS with these files' contents. */
   readonly tls?: TlsMaterial;
+  /** Client certificates no longer accepted (PRFLEET_TLS_REVOKED); TLS only. @default none */
+  readonly revoked?: RevokedCertificates;
   /** Serve plaintext h2c: only for tests, loopback, or behind a TLS-terminating proxy. @default false */
   readonly plaintext?: boolean;
 }
@@ -158,6 +168,7 @@ export const PEER_HEADERS = {
   agentId: 'prfleet-peer-agent-id',
   allow: 'prfleet-peer-allow',
   fingerprint: 'prfleet-peer-cert-sha256',
+  revoked: 'prfleet-peer-revoked-cert-sha256',
   proof: 'prfleet-peer-proof',
 } as const;
 
@@ -174,7 +185,10 @@ const PROOF = randomBytes(16).toString('hex');
  * certificate against `cas` and, when valid, sets the peer headers that {@link peerIdentityOf} reads.
  * {@link serverCredentials} attaches it; servers building their own credentials add it themselves.
  */
-export function createPeerIdentityInterceptor(cas: readonly X509Certificate[]): ServerInterceptor {
+export function createPeerIdentityInterceptor(
+  cas: readonly X509Certificate[],
+  revoked?: RevokedCertificates,
+): ServerInterceptor {
   // Verifying a certificate (parse + ECDSA signature + checks) costs ~250 µs and a TLS client sends the same one
   // on every call: verdicts are kept for a minute (never past the certificate's notAfter), bounded in number.
   const verified = new Map<
@@ -209,6 +223,19 @@ export function createPeerIdentityInterceptor(cas: readonly X509Certificate[]): 
           onReceiveMetadata(metadata: GrpcMetadata, mdNext: (m: GrpcMetadata) => void) {
             for (const key of Object.values(PEER_HEADERS)) metadata.remove(key);
             const raw = call.getAuthContext().sslPeerCertificate?.raw;
+            if (raw !== undefined && cas.length > 0 && revoked !== undefined && revoked.size > 0) {
+              // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
+              const fingerprint = createHash('sha256').update(raw).digest('hex');
+              if (revoked.has(fingerprint)) {
+                metadata.set(
+                  PEER_HEADERS.revoked,
+                  normalizeFingerprint(fingerprint) ?? fingerprint,
+                );
+                metadata.set(PEER_HEADERS.proof, PROOF);
+                mdNext(metadata);
+                return;
+              }
+            }
             if (raw !== undefined && cas.length > 0) {
               const identity = identityOf(raw);
               if (identity !== undefined) {
@@ -258,6 +285,11 @@ function staticProvider(update: {
  * the interceptor's proof). Throws unless exactly one of the two is given: plaintext is never a silent default.
  */
 export function serverCredentials(options: ServerCredentialsOptions): ServerCredentials {
+  if (options.tls === undefined && options.revoked !== undefined) {
+    throw new Error(
+      'serverCredentials: a revocation list needs TLS (plaintext has no client certificates)',
+    );
+  }
   if (options.tls !== undefined && options.plaintext === true) {
     throw new Error('serverCredentials: give either tls or plaintext: true, not both');
   }
@@ -289,7 +321,7 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
           false,
         );
   return experimental.createServerCredentialsWithInterceptors(base, [
-    createPeerIdentityInterceptor(cas),
+    createPeerIdentityInterceptor(cas, options.revoked),
   ]);
 }
 
@@ -310,6 +342,40 @@ export function peerIdentityOf(ctx: PeerHeaderSource): PeerIdentity | undefined 
   const allowText = ctx.metadata.get(PEER_HEADERS.allow);
   const allow = typeof allowText === 'string' ? (JSON.parse(allowText) as string[]) : [];
   return { agentId, allow, fingerprint256 };
+}
+
+/**
+ * The SHA-256 fingerprint of the caller's client certificate when it is on the revocation list
+ * (PRFLEET_TLS_REVOKED), else undefined.
+ */
+export function peerRevokedCertificate(ctx: PeerHeaderSource): string | undefined {
+  if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
+  const fingerprint = ctx.metadata.get(PEER_HEADERS.revoked);
+  return typeof fingerprint === 'string' ? fingerprint : undefined;
+}
+
+/**
+ * Server middleware for the client-facing services: a caller whose client certificate is revoked is refused
+ * (UNAUTHENTICATED) whatever else it presents.
+ */
+export function refuseRevokedPeers(log: Logger): ServerMiddleware {
+  return async function* refuseRevoked<Request, Response>(
+    call: ServerMiddlewareCall<Request, Response>,
+    context: CallContext,
+  ) {
+    const revoked = peerRevokedCertificate(context);
+    if (revoked !== undefined) {
+      log.info(
+        { method: call.method.path, certificate: revoked },
+        'revoked client certificate refused',
+      );
+      throw new ServerError(
+        Status.UNAUTHENTICATED,
+        `the client certificate (SHA-256 ${revoked}) is revoked`,
+      );
+    }
+    return yield* call.next(call.request, context);
+  };
 }
 
 /** The agent id named by the caller's verified client certificate, or undefined. */
@@ -335,6 +401,13 @@ export function authorizeAgentHello(
 ): PeerIdentity | undefined {
   const identity = peerIdentityOf(ctx);
   if (identity === undefined) {
+    const revoked = peerRevokedCertificate(ctx);
+    if (revoked !== undefined) {
+      throw new ServerError(
+        Status.UNAUTHENTICATED,
+        `the agent certificate (SHA-256 ${revoked}) is revoked: issue a new one (prfleet-certs issue-agent)`,
+      );
+    }
     if (options.requireCertificate) {
       throw new ServerError(
         Status.UNAUTHENTICATED,

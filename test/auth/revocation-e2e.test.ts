@@ -1,0 +1,113 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ChannelCredentials } from '@grpc/grpc-js';
+import { Status } from 'nice-grpc';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { createAgent, type Agent } from '../../agent/agent.js';
+import { createEmulatedFabric, loadFabric } from '../../agent/fabric.js';
+import { createEmulatedSource } from '../../agent/sources.js';
+import { createControlClient } from '../../src/common/client.js';
+import { createLogger } from '../../src/common/logger.js';
+import { revokeCertificate } from '../../src/tools/certs.js';
+import { DEMO_FABRIC, ensureBuilt, startServerChild } from '../helpers/processes.js';
+import { createTestPki, type Pem, type TestPki } from './pki.js';
+
+// The built prfleet-server with TLS, no client tokens and a revocation list it polls every 100 ms; agents and
+// clients present certificates of the test CA.
+
+const log = createLogger({ level: 'silent' });
+let pki: TestPki;
+let dir: string;
+let files: { ca: string; serverCert: string; serverKey: string; hostA: string; revoked: string };
+beforeAll(async () => {
+  await ensureBuilt();
+  pki = await createTestPki();
+  dir = await mkdtemp(join(tmpdir(), 'prfleet-revocation-'));
+  files = {
+    ca: join(dir, 'ca.crt'),
+    serverCert: join(dir, 'server.crt'),
+    serverKey: join(dir, 'server.key'),
+    hostA: join(dir, 'host-a.crt'),
+    revoked: join(dir, 'revoked.txt'),
+  };
+  await Promise.all([
+    writeFile(files.ca, pki.ca),
+    writeFile(files.serverCert, pki.server.cert),
+    writeFile(files.serverKey, pki.server.key),
+    writeFile(files.hostA, pki.hostA.cert),
+    writeFile(files.revoked, '# revoked client certificates\n'),
+  ]);
+});
+afterAll(async () => {
+  await pki.cleanup();
+  await rm(dir, { recursive: true, force: true });
+});
+
+const credentialsOf = (pem: Pem) =>
+  ChannelCredentials.createSsl(Buffer.from(pki.ca), Buffer.from(pem.key), Buffer.from(pem.cert));
+
+async function startAgent(address: string, id: 'host-a' | 'host-b', pem: Pem): Promise<Agent> {
+  const fabric = createEmulatedFabric(await loadFabric(DEMO_FABRIC));
+  const agent = createAgent(
+    {
+      server: address,
+      agentId: id,
+      plaintext: false,
+      tls: { ca: Buffer.from(pki.ca), cert: Buffer.from(pem.cert), key: Buffer.from(pem.key) },
+      backoff: { initialMs: 50, maxMs: 200 },
+      drainMs: 500,
+    },
+    { log, source: createEmulatedSource(fabric.host(id)) },
+  );
+  onTestFinished(() => agent.stop());
+  await agent.start();
+  await agent.waitForState('connected');
+  return agent;
+}
+
+describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
+  it('cuts off a connected agent when its certificate is revoked, refuses it from then on, and leaves the others be', async () => {
+    const server = await startServerChild({
+      PRFLEET_PLAINTEXT: 'false',
+      PRFLEET_TLS_CERT: files.serverCert,
+      PRFLEET_TLS_KEY: files.serverKey,
+      PRFLEET_TLS_CA: files.ca,
+      PRFLEET_TOKENS: 'off',
+      PRFLEET_TLS_REVOKED: files.revoked,
+      PRFLEET_TLS_REVOKED_POLL_MS: '100',
+    });
+    const address = `localhost:${server.port}`;
+    const hostA = await startAgent(address, 'host-a', pki.hostA);
+    await startAgent(address, 'host-b', pki.hostB);
+    // Without tokens any certificate of the fleet CA may call ControlService: here host-b's and host-a's.
+    const viaB = createControlClient(address, { credentials: credentialsOf(pki.hostB) });
+    const viaA = createControlClient(address, { credentials: credentialsOf(pki.hostA) });
+    onTestFinished(() => {
+      viaA.close();
+      viaB.close();
+    });
+    const connected = async () =>
+      Object.fromEntries(
+        (await viaB.listAgents({})).agents.map((a) => [a.agentId, a.connected] as const),
+      );
+    await expect.poll(connected).toEqual({ 'host-a': true, 'host-b': true });
+    expect((await viaA.listAgents({})).agents).toHaveLength(2);
+
+    await revokeCertificate({ cert: files.hostA, list: files.revoked, reason: 'host retired' });
+
+    // The stream of host-a ends (UNAUTHENTICATED) and its reconnects are refused: it stays away.
+    await expect.poll(connected, { timeout: 5_000 }).toEqual({ 'host-a': false, 'host-b': true });
+    const sessions = hostA.sessions;
+    await new Promise((r) => setTimeout(r, 600)); // several reconnect attempts at 50–200 ms backoff
+    expect(hostA.sessions).toBe(sessions);
+    expect(await connected()).toEqual({ 'host-a': false, 'host-b': true });
+    // The revoked certificate calls nothing else either; host-b's still does.
+    const refused = await viaA.listAgents({}, { retry: false }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({
+      code: Status.UNAUTHENTICATED,
+      details: expect.stringContaining('is revoked') as unknown,
+    });
+    expect((await viaB.listAgents({})).agents).toHaveLength(2);
+  });
+});
