@@ -1,4 +1,3 @@
-import type { Tracer } from '@opentelemetry/api';
 import { hostname } from 'node:os';
 import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
 import type { Logger } from 'pino';
@@ -11,7 +10,7 @@ import type { Path } from '../src/gen/prfleet/v1/scsi.js';
 import { directServiceDefinition } from '../src/common/service-definition.js';
 import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
 import { createExecutor, type Executor } from './executor.js';
-import { createSession, type Session } from './session.js';
+import { createSession, type CommandTracer, type Session } from './session.js';
 import type { ScsiTransport } from './transport/transport.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -88,7 +87,7 @@ export interface AgentDeps {
    * Continues the trace a command carries (agent.proto `Command.traceparent`) in a span per command.
    * @default none: commands run without spans
    */
-  readonly tracer?: Tracer | undefined;
+  readonly traceCommand?: CommandTracer | undefined;
 }
 
 /** A running (or startable) host agent. */
@@ -216,6 +215,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     transport: deps.source.transport,
     log,
     ...(options.pathConcurrency === undefined ? {} : { pathConcurrency: options.pathConcurrency }),
+    keepCallerContext: deps.traceCommand !== undefined,
     onPathError(path, error) {
       let changed = false;
       setPaths(
@@ -320,7 +320,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         log,
         heartbeatMs: options.heartbeatMs ?? 15_000,
         drainMs: options.drainMs ?? 10_000,
-        tracer: deps.tracer,
+        traceCommand: deps.traceCommand,
         onWelcome: () => {
           sessions++;
           setState('connected');

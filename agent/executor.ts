@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import type { Logger } from 'pino';
 import {
   CommandValidationError,
@@ -58,6 +59,12 @@ export interface ExecutorOptions {
   readonly onPathError?: (path: string, error: TransportError) => void;
   /** Called when a device answered on a path (whatever it said), so a path marked offline comes back. */
   readonly onPathAnswer?: (path: string) => void;
+  /**
+   * Run each command in the async context it was submitted in (its trace span), not in that of the command that
+   * happened to start its path's queue: log lines and spans then name the right command. Costs an AsyncResource
+   * per command, so only when tracing. @default false
+   */
+  readonly keepCallerContext?: boolean;
 }
 
 /** Runs typed, allow-listed commands on known paths: one at a time per path, in arrival order. */
@@ -98,6 +105,8 @@ interface Task {
   abort: AbortController | undefined;
   state: 'queued' | 'submitted' | 'done';
   resolve(result: CommandResult): void;
+  /** run(task) bound to the submitter's async context ({@link ExecutorOptions.keepCallerContext}). */
+  runInCallerContext: (() => Promise<void>) | undefined;
 }
 
 interface PathQueue {
@@ -400,7 +409,7 @@ export function createExecutor(options: ExecutorOptions): Executor {
             );
             continue;
           }
-          await run(task);
+          await (task.runInCallerContext === undefined ? run(task) : task.runInCallerContext());
         } finally {
           semaphore.release();
         }
@@ -500,7 +509,10 @@ export function createExecutor(options: ExecutorOptions): Executor {
         abort: undefined,
         state: 'queued',
         resolve,
+        runInCallerContext: undefined,
       };
+      if (options.keepCallerContext === true)
+        task.runInCallerContext = AsyncResource.bind(() => run(task));
       tasks.set(command.commandId, task);
       let queue = queues.get(command.path);
       if (!queue) {

@@ -2,12 +2,13 @@
 /** prfleet-agent: wires config, logger, device source and SIGTERM; the agent itself is agent/agent.ts. */
 import { readFile } from 'node:fs/promises';
 import { Command } from '@commander-js/extra-typings';
-import { trace } from '@opentelemetry/api';
+import type { Logger } from 'pino';
 import { createLogger } from '../src/common/logger.js';
-import { loadTracingConfig, traceLogMixin } from '../src/common/tracing-config.js';
+import { loadTracingConfig, type TracingOptions } from '../src/common/tracing-config.js';
 import { createAgent, type DeviceSource } from './agent.js';
 import { addAgentOptions, addConnectionOptions, rawConfigOf } from './cli-options.js';
 import { ConfigError, parseAgentConfig, type AgentConfig } from './config.js';
+import type { CommandTracer } from './session.js';
 import { createEmulatedFabric, loadFabric } from './fabric.js';
 import { createEmulatedSource, createSgioSource } from './sources.js';
 import { AGENT_VERSION } from './version.js';
@@ -36,6 +37,46 @@ async function tlsOf(config: AgentConfig): Promise<{ ca?: Buffer; cert?: Buffer;
   return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }
 
+/** Longest wait for buffered spans at stop (systemd's TimeoutStopSec also covers the drain). */
+const TRACE_FLUSH_MS = 2_000;
+
+/** Sets up the tracer provider and the per-command span wrapper (loads the OpenTelemetry API and SDK). */
+async function setUpTracing(options: TracingOptions, config: AgentConfig) {
+  const [{ trace }, { setupTracerProvider }, { inCommandSpan, traceLogMixin }] = await Promise.all([
+    import('@opentelemetry/api'),
+    import('../src/common/tracing.js'),
+    import('../src/common/command-trace.js'),
+  ]);
+  const setup = setupTracerProvider({
+    ...options,
+    serviceVersion: AGENT_VERSION,
+    instanceId: config.agentId,
+  });
+  const tracer = trace.getTracer('prfleet-agent', AGENT_VERSION);
+  const traceCommand: CommandTracer = (command, execute) =>
+    inCommandSpan(tracer, command, config.agentId, execute);
+  return {
+    traceCommand,
+    logMixin: traceLogMixin,
+    async flush(log: Logger, limitMs: number): Promise<void> {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), limitMs);
+      });
+      const done = setup.shutdown().then(
+        () => 'done' as const,
+        (e: unknown) => {
+          log.warn({ err: e }, 'trace export failed at stop: spans lost');
+          return 'failed' as const;
+        },
+      );
+      if ((await Promise.race([done, late])) === 'late')
+        log.warn({ limitMs }, 'trace export not finished at stop: spans lost');
+      clearTimeout(timer);
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const program = addAgentOptions(addConnectionOptions(new Command('prfleet-agent')))
     .description(
@@ -54,20 +95,20 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   // OTEL_EXPORTER_OTLP_ENDPOINT turns tracing on: each command carrying a trace context runs in a span continuing
-  // the caller's trace (the SDK loads only then).
-  const tracingConfig = loadTracingConfig(process.env, 'prfleet-agent');
+  // the caller's trace. The OpenTelemetry API and SDK load only then (~30 ms and more of a cold start).
+  let tracingConfig: ReturnType<typeof loadTracingConfig>;
+  try {
+    tracingConfig = loadTracingConfig(process.env, 'prfleet-agent');
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n`);
+    process.exit(1);
+  }
   const tracing =
-    tracingConfig === undefined
-      ? undefined
-      : (await import('../src/common/tracing.js')).setupTracerProvider({
-          ...tracingConfig,
-          serviceVersion: AGENT_VERSION,
-          instanceId: config.agentId,
-        });
+    tracingConfig === undefined ? undefined : await setUpTracing(tracingConfig, config);
   const log = createLogger({
     name: 'prfleet-agent',
     level: config.logLevel,
-    ...(tracing === undefined ? {} : { mixin: traceLogMixin }),
+    ...(tracing === undefined ? {} : { mixin: tracing.logMixin }),
   });
   log.info(
     { config: { ...config, tlsKey: config.tlsKey === undefined ? undefined : '(file)' } },
@@ -92,7 +133,7 @@ async function main(): Promise<void> {
     {
       log,
       source,
-      tracer: tracing === undefined ? undefined : trace.getTracer('prfleet-agent', AGENT_VERSION),
+      traceCommand: tracing?.traceCommand,
     },
   );
   let stopping = false;
@@ -100,16 +141,20 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'stopping');
-    agent
+    void agent
       .stop()
-      .then(() => tracing?.shutdown())
       .then(
-        () => process.exit(0),
+        () => 0,
         (e: unknown) => {
           log.error({ err: e }, 'stop failed');
-          process.exit(1);
+          return 1;
         },
-      );
+      )
+      .then(async (code) => {
+        // Spans still buffered go out, but a collector that is down must neither fail nor hold up the stop.
+        if (tracing !== undefined) await tracing.flush(log, TRACE_FLUSH_MS);
+        process.exit(code);
+      });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -1,7 +1,5 @@
-import type { Tracer } from '@opentelemetry/api';
 import type { Logger } from 'pino';
 import { durationToMs, describeCommand } from '../src/common/command.js';
-import { inCommandSpan } from '../src/common/command-trace.js';
 import { refusedResult } from '../src/common/result.js';
 import type {
   AgentServiceClient,
@@ -57,11 +55,21 @@ export interface SessionDeps {
   readonly drainMs: number;
   /** Longest wait for the server to end the stream after the agent half-closes it, ms. @default 2000 */
   readonly halfCloseGraceMs?: number;
-  /** Runs each command that carries a trace context in a span continuing it. @default no spans */
-  readonly tracer?: Tracer | undefined;
+  /** Runs each command in a span continuing the trace it carries (see {@link CommandTracer}). @default none */
+  readonly traceCommand?: CommandTracer | undefined;
   /** Called when Welcome arrives. */
   onWelcome?(welcome: Welcome): void;
 }
+
+/**
+ * Runs `execute` (the executor running `command`) in a span continuing the trace the command carries; set by
+ * prfleet-agent when tracing is configured (src/common/command-trace.ts `inCommandSpan`), so the OpenTelemetry
+ * API is loaded only then.
+ */
+export type CommandTracer = (
+  command: Command,
+  execute: () => Promise<CommandResult>,
+) => Promise<CommandResult>;
 
 /** One Connect stream of one agent. */
 export interface Session {
@@ -170,13 +178,30 @@ export function createSession(deps: SessionDeps): Session {
             'command received',
           );
         }
-        const executed =
-          deps.tracer === undefined
-            ? deps.executor.submit(command)
-            : inCommandSpan(deps.tracer, command, deps.hello.agentId, () =>
-                deps.executor.submit(command),
-              );
-        void executed.then((result) => sendResult(command, result));
+        let executed: Promise<CommandResult>;
+        try {
+          executed =
+            deps.traceCommand === undefined
+              ? deps.executor.submit(command)
+              : deps.traceCommand(command, () => deps.executor.submit(command));
+        } catch (e) {
+          executed = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+        }
+        void executed.then(
+          (result) => sendResult(command, result),
+          (e: unknown) => {
+            // A bug before submission (the executor answers everything else): the server still gets an answer.
+            log.error({ err: e, commandId: command.commandId }, 'command failed before submission');
+            sendResult(
+              command,
+              refusedResult(
+                command,
+                { agentId: deps.hello.agentId },
+                `agent error before submission: ${e instanceof Error ? e.message : String(e)}`,
+              ),
+            );
+          },
+        );
       };
 
       // This session understands CommandBatch (handled below exactly like single commands).

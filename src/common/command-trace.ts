@@ -11,6 +11,17 @@ import type { Command } from '../gen/prfleet/v1/agent.js';
 import { Outcome, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { describeCommand } from './command.js';
 
+/**
+ * pino `mixin`: adds `traceId` and `spanId` of the active span to every log line written inside an RPC (and
+ * nothing outside one), so logs and traces join up. `pino({ mixin: traceLogMixin })`.
+ */
+export function traceLogMixin(): Record<string, string> {
+  const span = trace.getActiveSpan();
+  if (span === undefined) return {};
+  const { traceId, spanId, traceFlags } = span.spanContext();
+  return { traceId, spanId, traceSampled: (traceFlags & 1) === 1 ? 'true' : 'false' };
+}
+
 /** W3C Trace Context carried by a Command (agent.proto `traceparent`, `tracestate`). */
 export interface CommandTraceContext {
   readonly traceparent: string;
@@ -88,6 +99,7 @@ export function inCommandSpan(
           span.setStatus({ code: SpanStatusCode.ERROR, message: result.message });
         return result;
       } catch (e) {
+        span.recordException(e instanceof Error ? e : String(e));
         span.setStatus({ code: SpanStatusCode.ERROR, message: String(e) });
         throw e;
       } finally {

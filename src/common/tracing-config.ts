@@ -1,4 +1,3 @@
-import { trace } from '@opentelemetry/api';
 import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-node';
 import { z } from 'zod';
 
@@ -18,17 +17,6 @@ export interface TracingOptions {
   readonly spanProcessors?: readonly SpanProcessor[];
   /** Fraction of root traces sampled, 0..1 (child spans follow their parent's decision). @default 1 */
   readonly sampleRatio?: number;
-}
-
-/**
- * pino `mixin`: adds `traceId` and `spanId` of the active span to every log line written inside an RPC (and
- * nothing outside one), so logs and traces join up. `pino({ mixin: traceLogMixin })`.
- */
-export function traceLogMixin(): Record<string, string> {
-  const span = trace.getActiveSpan();
-  if (span === undefined) return {};
-  const { traceId, spanId, traceFlags } = span.spanContext();
-  return { traceId, spanId, traceSampled: (traceFlags & 1) === 1 ? 'true' : 'false' };
 }
 
 const TracingEnv = z.object({

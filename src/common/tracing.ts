@@ -11,8 +11,8 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import type { TracingOptions } from './tracing-config.js';
 
 // The SDK and the exporter load only when tracing is configured (the server and the agent import this module on
-// demand: it is ~130 ms of a ~600 ms cold start); the settings, the log mixin and the trace-context helpers live
-// in tracing-config.ts, which only needs the API.
+// demand: it is ~130 ms of a ~600 ms cold start); the settings live in tracing-config.ts (no OpenTelemetry
+// import at all), the log mixin and the command trace-context helpers in command-trace.ts (the API only).
 
 /** A tracer provider registered for this process. */
 export interface TracerSetup {

@@ -8,7 +8,7 @@ import { loadConfig, loggableConfig, type ServerConfig } from './config.js';
 import { StoreOpenError } from './durable.js';
 import { createServerExtras, loadScaleOutConfig, type ScaleOutConfig } from './scale-out.js';
 import { createPrfleetServer, type PrfleetServer } from './server.js';
-import { traceLogMixin } from '../common/tracing-config.js';
+import { traceLogMixin } from '../common/command-trace.js';
 
 let config: ServerConfig;
 let scaleOut: ScaleOutConfig;

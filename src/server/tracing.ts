@@ -5,8 +5,10 @@ import { setupTracerProvider } from '../common/tracing.js';
 import type { TracingOptions } from '../common/tracing-config.js';
 
 // The SDK and the gRPC instrumentation load only when tracing is configured (main.ts imports this module on
-// demand); the settings and the log mixin live in src/common/tracing-config.ts.
-export { loadTracingConfig, traceLogMixin, type TracingOptions } from '../common/tracing-config.js';
+// demand); the settings live in src/common/tracing-config.ts, the log mixin and the command trace context in
+// src/common/command-trace.ts (API only).
+export { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
+export { traceLogMixin } from '../common/command-trace.js';
 
 /** Tracing that is set up: the middleware to attach and how to flush and stop it. */
 export interface Tracing {
