@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createEmulatedFabric, type EmulatedFabric } from '../../agent/fabric.js';
 import { createExecutor } from '../../agent/executor.js';
@@ -348,6 +349,53 @@ describe('executor', () => {
     const result = await victim;
     expect(result.outcome).toBe(Outcome.OUTCOME_TASK_ABORTED);
     expect(result.status).toBe(0x40);
+  });
+
+  it('runs each queued command in the async context it was submitted in (its trace), with keepCallerContext', async () => {
+    const caller = new AsyncLocalStorage<string>();
+    const seen: (string | undefined)[] = [];
+    const recording = (keepCallerContext: boolean) => {
+      const transport: ScsiTransport = {
+        kind: 'sgio',
+        open: async (path) => ({
+          path,
+          execute: async () => {
+            await new Promise((r) => setTimeout(r, 5));
+            seen.push(caller.getStore());
+            return {
+              status: 0,
+              sense: new Uint8Array(0),
+              dataIn: new Uint8Array(0),
+              resid: 0,
+              hostStatus: 0,
+              driverStatus: 0,
+              durationMs: 0,
+            };
+          },
+          close: async () => undefined,
+        }),
+      };
+      const executor = createExecutor({
+        agentId: 'x',
+        transport,
+        log: silentLog,
+        keepCallerContext,
+      });
+      executor.setPaths([{ path: '/dev/sg0', luId: 'lu' }]);
+      return executor;
+    };
+    // Three commands queue on one path: the first starts the queue, the others wait behind it.
+    const submitThree = (executor: ReturnType<typeof recording>) =>
+      Promise.all(
+        ['first', 'second', 'third'].map((name) =>
+          caller.run(name, () => executor.submit(tur('/dev/sg0'))),
+        ),
+      );
+    await submitThree(recording(true));
+    expect(seen).toEqual(['first', 'second', 'third']);
+    seen.length = 0;
+    await submitThree(recording(false));
+    expect(seen).toEqual(['first', 'first', 'first']); // why the option exists
   });
 
   it('stops waiting for a device that never answers, reports OUTCOME_TIMEOUT, and keeps the path busy until it lets go', async () => {
