@@ -2,7 +2,7 @@
  * `prfleet history list|verify`: the server's hash-chained PROUT history (ListHistory, VerifyHistory). Wire it
  * into the program with {@link registerHistoryCommands}.
  */
-import { Option, type Command } from '@commander-js/extra-typings';
+import { Option } from '@commander-js/extra-typings';
 import Table from 'cli-table3';
 import {
   historyProblemToJSON,
@@ -11,15 +11,9 @@ import {
   type VerifyHistoryResponse,
 } from '../gen/prfleet/v1/control.js';
 import { formatKey } from '../scsi/keys.js';
-import { connectControl, type CliConnection, type CliControlClient } from './client.js';
-import {
-  resolveConnection,
-  transportContextOf,
-  transportFlagsOf,
-  type ConnectionSettings,
-} from './connection.js';
-import { describeRpcError } from './errors.js';
+import type { CliControlClient } from './client.js';
 import { stringifyJson } from './json.js';
+import { commandRunner, type AnyProgram, type GroupCliIo } from './runner.js';
 import { parseUint32 } from './parse.js';
 import { outcomeWords, prTypeShortName } from './render.js';
 
@@ -34,53 +28,18 @@ const VERIFY_DEADLINE_MS = 300_000;
 const PAGE_SIZE = 1000;
 
 /** Where history commands write, and how they connect (the main program's io). */
-export interface HistoryCliIo {
-  /** Standard output. */
-  readonly stdout: (text: string) => void;
-  /** Standard error. */
-  readonly stderr: (text: string) => void;
-  /** Opens the connection to the server. @default connectControl */
-  readonly connect?: (address: string, settings: ConnectionSettings) => CliConnection;
-  /** Environment for the connection settings (PRFLEET_TLS_CA, PRFLEET_TOKEN, …). @default process.env */
-  readonly env?: NodeJS.ProcessEnv;
-}
+export type HistoryCliIo = GroupCliIo;
 
 /**
  * Adds `history list` and `history verify` to `program` (which must have the global `--server` and `--output`
  * options), setting `state.exitCode` like the other commands: 0, 44 for a broken chain, or the RPC error's code.
  */
 export function registerHistoryCommands(
-  program: Command<any, any, any>,
+  program: AnyProgram,
   io: HistoryCliIo,
   state: { exitCode: number },
 ): void {
-  const run = async (
-    body: (client: CliControlClient, output: 'table' | 'json') => Promise<number>,
-  ) => {
-    const opts = program.opts() as { server: string; output: 'table' | 'json' } & Record<
-      string,
-      unknown
-    >;
-    let settings: ConnectionSettings | undefined;
-    let connection: CliConnection | undefined;
-    try {
-      settings = resolveConnection(opts.server, transportFlagsOf(opts), io.env ?? process.env);
-      for (const warning of settings.warnings) io.stderr(`prfleet: warning: ${warning}\n`);
-      connection = (io.connect ?? connectControl)(opts.server, settings);
-      state.exitCode = await body(connection.client, opts.output);
-    } catch (error) {
-      const described = describeRpcError(error, {
-        server: opts.server,
-        ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
-      });
-      if (opts.output === 'json') io.stdout(`${stringifyJson({ error: described })}\n`);
-      const field = described.field ? ` (field ${described.field})` : '';
-      io.stderr(`prfleet: ${described.code}${field}: ${described.message}\n→ ${described.hint}\n`);
-      state.exitCode = described.exitCode;
-    } finally {
-      connection?.close();
-    }
-  };
+  const run = commandRunner(program, io, state);
 
   const history = program
     .command('history')

@@ -28,6 +28,7 @@ import { renderAgents, renderDevices, renderResult } from './render.js';
 import { resolveTarget, type TargetFlags } from './target.js';
 import { registerFleetCommands } from './fleet.js';
 import { registerHistoryCommands } from './history.js';
+import { registerTokenCommands } from './tokens.js';
 
 /** Where the CLI writes and what it reads from outside argv. */
 export interface CliIo {
@@ -466,6 +467,7 @@ ${EXIT_CODE_HELP}`,
     state,
   );
   registerHistoryCommands(program, io, state);
+  registerTokenCommands(program, io, state);
 
   return program;
 }

@@ -25,6 +25,8 @@ export const ErrorReason = {
   UNSUPPORTED_BY_DEVICE: 'UNSUPPORTED_BY_DEVICE',
   /** A PROUT precondition (generation, holder) did not hold. */
   PRECONDITION_MISMATCH: 'PRECONDITION_MISMATCH',
+  /** The server takes no client tokens, so CreateToken/ListTokens/RevokeToken have nothing to manage. */
+  TOKENS_NOT_MANAGED: 'TOKENS_NOT_MANAGED',
 } as const;
 
 /** One of {@link ErrorReason}. */

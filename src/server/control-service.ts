@@ -25,6 +25,8 @@ import { deadlineSignal, type CommandExecutor } from './command-executor.js';
 import { remainingDeadlineMs } from './deadline.js';
 import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
+import type { TokenStore } from './auth/tokens.js';
+import { createTokenAdmin } from './token-admin.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
@@ -49,6 +51,8 @@ export interface ControlServiceDeps {
   readonly history?: PRoutHistory | undefined;
   /** Who the caller is, for the history. @default the auth principal's name, else 'anonymous' */
   readonly principalOf?: PrincipalOf | undefined;
+  /** The client tokens CreateToken/ListTokens/RevokeToken manage; undefined → FAILED_PRECONDITION. */
+  readonly tokens?: TokenStore | undefined;
 }
 
 /** An open CommandSession, as drain sees it. */
@@ -62,6 +66,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
   const { registry, executor } = deps;
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
   const historyHandlers = createHistoryHandlers(deps.history, deps.log);
+  const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
     const remaining = remainingDeadlineMs(ctx);
@@ -151,6 +156,9 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     registerAndMove: (request, ctx) => run(commandSpecs.registerAndMove(request), ctx),
     listHistory: (request) => historyHandlers.listHistory(request),
     verifyHistory: () => historyHandlers.verifyHistory(),
+    createToken: (request, ctx) => tokenAdmin.createToken(request, ctx),
+    listTokens: () => tokenAdmin.listTokens(),
+    revokeToken: (request, ctx) => tokenAdmin.revokeToken(request, ctx),
 
     async *commandSession(requests, ctx) {
       // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,

@@ -69,6 +69,7 @@ try {
     observeRpc: extras.observeRpc,
     onAuditFindings: extras.onAuditFindings,
     controlMiddleware: extras.controlMiddleware,
+    tokens: extras.tokens,
   });
 } catch (e) {
   // A store that cannot open is an operator problem with a known fix: say it plainly, once, and exit.

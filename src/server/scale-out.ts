@@ -17,6 +17,7 @@ import {
   watchRevocationList,
   type AuthCallContextExt,
   type SecurityConfig,
+  type TokenStore,
 } from './auth/index.js';
 import {
   createMetrics,
@@ -158,6 +159,8 @@ export interface ServerExtras {
    * client tokens. Its token table (PRFLEET_TOKENS=database) and key registry check wait for {@link useStore}.
    */
   readonly controlMiddleware: ServerMiddleware<AuthCallContextExt> | undefined;
+  /** The client tokens (for ControlService's token RPCs); undefined without client tokens. */
+  readonly tokens: TokenStore | undefined;
   /** After createPrfleetServer, before listen: `extras.useStore(server.store)` (start() does it too, once). */
   useStore(store: Store | undefined): void;
   /** The Prometheus metrics (registry, gauges, counters); undefined when no /metrics listener is configured. */
@@ -302,6 +305,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     createRouter,
     credentials,
     middlewares,
+    tokens: auth?.tokens,
     observeRpc: metrics === undefined ? undefined : rpcObserver(metrics),
     onAuditFindings:
       metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),

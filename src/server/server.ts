@@ -15,6 +15,7 @@ import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
+import type { TokenStore } from './auth/tokens.js';
 import { createAgentService } from './agent-service.js';
 import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
@@ -48,6 +49,8 @@ export interface ServerDeps {
   readonly journal?: CommandJournal | undefined;
   /** Who the caller is, for the PROUT history. @default the auth principal's name, else 'anonymous' */
   readonly principalOf?: PrincipalOf | undefined;
+  /** Client tokens ControlService's token RPCs manage (the auth middleware's store). @default none */
+  readonly tokens?: TokenStore | undefined;
   /** Router factory, for a multi-instance router. @default the in-process router */
   readonly createRouter?: ((registry: AgentRegistry) => CommandRouter) | undefined;
   /** Server-wide middlewares (tracing), inside the RPC middleware (errors, logging, metrics). @default none */
@@ -245,6 +248,7 @@ async function buildServer(
       log,
       history: store?.history,
       principalOf: deps.principalOf,
+      tokens: deps.tokens,
     }),
   );
   // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method. The

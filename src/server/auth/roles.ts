@@ -45,6 +45,9 @@ export const CONTROL_METHOD_ROLES: Readonly<Partial<Record<ControlMethodName, Ro
   Preempt: 'admin', // also PREEMPT AND ABORT (abort = true)
   RegisterAndMove: 'admin',
   CommandSession: 'viewer',
+  CreateToken: 'admin',
+  ListTokens: 'admin',
+  RevokeToken: 'admin',
 };
 
 /** A FleetService method name as the proto spells it (`Audit`, `Takeover`, …). */

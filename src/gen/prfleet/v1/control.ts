@@ -83,6 +83,59 @@ export function historyProblemToJSON(object: HistoryProblem): string {
   }
 }
 
+/**
+ * What a client token may do (docs/security.md): viewers read and audit; operators also register, reserve and
+ * release with keys the registry gives them; admins do everything.
+ */
+export enum TokenRole {
+  /** TOKEN_ROLE_UNSPECIFIED - Never valid in a request. */
+  TOKEN_ROLE_UNSPECIFIED = 0,
+  /** TOKEN_ROLE_VIEWER - Reads and audits. */
+  TOKEN_ROLE_VIEWER = 1,
+  /** TOKEN_ROLE_OPERATOR - Reads, and REGISTER, RESERVE, RELEASE with keys allocated to the token's name. */
+  TOKEN_ROLE_OPERATOR = 2,
+  /** TOKEN_ROLE_ADMIN - Everything, including CLEAR, PREEMPT, REGISTER AND MOVE, desired state and tokens. */
+  TOKEN_ROLE_ADMIN = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function tokenRoleFromJSON(object: any): TokenRole {
+  switch (object) {
+    case 0:
+    case "TOKEN_ROLE_UNSPECIFIED":
+      return TokenRole.TOKEN_ROLE_UNSPECIFIED;
+    case 1:
+    case "TOKEN_ROLE_VIEWER":
+      return TokenRole.TOKEN_ROLE_VIEWER;
+    case 2:
+    case "TOKEN_ROLE_OPERATOR":
+      return TokenRole.TOKEN_ROLE_OPERATOR;
+    case 3:
+    case "TOKEN_ROLE_ADMIN":
+      return TokenRole.TOKEN_ROLE_ADMIN;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return TokenRole.UNRECOGNIZED;
+  }
+}
+
+export function tokenRoleToJSON(object: TokenRole): string {
+  switch (object) {
+    case TokenRole.TOKEN_ROLE_UNSPECIFIED:
+      return "TOKEN_ROLE_UNSPECIFIED";
+    case TokenRole.TOKEN_ROLE_VIEWER:
+      return "TOKEN_ROLE_VIEWER";
+    case TokenRole.TOKEN_ROLE_OPERATOR:
+      return "TOKEN_ROLE_OPERATOR";
+    case TokenRole.TOKEN_ROLE_ADMIN:
+      return "TOKEN_ROLE_ADMIN";
+    case TokenRole.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Which logical unit, and which initiator (agent + path) to act as. */
 export interface Target {
   /**
@@ -639,6 +692,68 @@ export interface VerifyHistoryResponse {
   headHash: string;
   /** The first fault, when not ok. */
   fault: HistoryFault | undefined;
+}
+
+/** A client token as stored, without its secret. */
+export interface TokenInfo {
+  /** Public id (12 hex digits; the token text starts with prf_<id>_). */
+  id: string;
+  /** Name of the holder; operators' keys are allocated to this name. */
+  name: string;
+  /** What it may do. */
+  role: TokenRole;
+  /** When it was issued. */
+  createdAt:
+    | Date
+    | undefined;
+  /** After this it is refused; unset = never. */
+  expiresAt:
+    | Date
+    | undefined;
+  /** When it was revoked; unset = not revoked. */
+  revokedAt: Date | undefined;
+}
+
+/** Issue a token. */
+export interface CreateTokenRequest {
+  /** Name of the holder: 1-64 printable ASCII characters. */
+  name: string;
+  /** Role to grant (not UNSPECIFIED). */
+  role: TokenRole;
+  /** Lifetime; unset = no expiry. */
+  expiresIn: Duration | undefined;
+}
+
+/** The new token. */
+export interface CreateTokenResponse {
+  /** The token text (`prf_<id>_<secret>`): shown once, never stored by the server. */
+  token: string;
+  /** What was stored. */
+  info: TokenInfo | undefined;
+}
+
+/** List tokens. */
+export interface ListTokensRequest {
+}
+
+/** Every token, oldest first. */
+export interface ListTokensResponse {
+  /** Tokens without secrets. */
+  tokens: TokenInfo[];
+}
+
+/** Revoke a token. */
+export interface RevokeTokenRequest {
+  /** Public id of the token. */
+  id: string;
+  /** Why (logged with the caller's name). */
+  reason: string;
+}
+
+/** The revoked token. */
+export interface RevokeTokenResponse {
+  /** The token as now stored (revoked_at set). */
+  info: TokenInfo | undefined;
 }
 
 function createBaseTarget(): Target {
@@ -5852,6 +5967,632 @@ export const VerifyHistoryResponse: MessageFns<VerifyHistoryResponse> = {
   },
 };
 
+function createBaseTokenInfo(): TokenInfo {
+  return { id: "", name: "", role: 0, createdAt: undefined, expiresAt: undefined, revokedAt: undefined };
+}
+
+export const TokenInfo: MessageFns<TokenInfo> = {
+  encode(message: TokenInfo, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    if (message.role !== 0) {
+      writer.uint32(24).int32(message.role);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(34).fork()).join();
+    }
+    if (message.expiresAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.expiresAt), writer.uint32(42).fork()).join();
+    }
+    if (message.revokedAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.revokedAt), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TokenInfo {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTokenInfo();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.expiresAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.revokedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TokenInfo {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      role: isSet(object.role) ? tokenRoleFromJSON(object.role) : 0,
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      expiresAt: isSet(object.expiresAt)
+        ? fromJsonTimestamp(object.expiresAt)
+        : isSet(object.expires_at)
+        ? fromJsonTimestamp(object.expires_at)
+        : undefined,
+      revokedAt: isSet(object.revokedAt)
+        ? fromJsonTimestamp(object.revokedAt)
+        : isSet(object.revoked_at)
+        ? fromJsonTimestamp(object.revoked_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: TokenInfo): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.role !== 0) {
+      obj.role = tokenRoleToJSON(message.role);
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.expiresAt !== undefined) {
+      obj.expiresAt = message.expiresAt.toISOString();
+    }
+    if (message.revokedAt !== undefined) {
+      obj.revokedAt = message.revokedAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TokenInfo>): TokenInfo {
+    return TokenInfo.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TokenInfo>): TokenInfo {
+    const message = createBaseTokenInfo();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.role = object.role ?? 0;
+    message.createdAt = object.createdAt ?? undefined;
+    message.expiresAt = object.expiresAt ?? undefined;
+    message.revokedAt = object.revokedAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseCreateTokenRequest(): CreateTokenRequest {
+  return { name: "", role: 0, expiresIn: undefined };
+}
+
+export const CreateTokenRequest: MessageFns<CreateTokenRequest> = {
+  encode(message: CreateTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.role !== 0) {
+      writer.uint32(16).int32(message.role);
+    }
+    if (message.expiresIn !== undefined) {
+      Duration.encode(message.expiresIn, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.role = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.expiresIn = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateTokenRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      role: isSet(object.role) ? tokenRoleFromJSON(object.role) : 0,
+      expiresIn: isSet(object.expiresIn)
+        ? Duration.fromJSON(object.expiresIn)
+        : isSet(object.expires_in)
+        ? Duration.fromJSON(object.expires_in)
+        : undefined,
+    };
+  },
+
+  toJSON(message: CreateTokenRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.role !== 0) {
+      obj.role = tokenRoleToJSON(message.role);
+    }
+    if (message.expiresIn !== undefined) {
+      obj.expiresIn = Duration.toJSON(message.expiresIn);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateTokenRequest>): CreateTokenRequest {
+    return CreateTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateTokenRequest>): CreateTokenRequest {
+    const message = createBaseCreateTokenRequest();
+    message.name = object.name ?? "";
+    message.role = object.role ?? 0;
+    message.expiresIn = (object.expiresIn !== undefined && object.expiresIn !== null)
+      ? Duration.fromPartial(object.expiresIn)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseCreateTokenResponse(): CreateTokenResponse {
+  return { token: "", info: undefined };
+}
+
+export const CreateTokenResponse: MessageFns<CreateTokenResponse> = {
+  encode(message: CreateTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.token !== "") {
+      writer.uint32(10).string(message.token);
+    }
+    if (message.info !== undefined) {
+      TokenInfo.encode(message.info, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CreateTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCreateTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.token = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.info = TokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CreateTokenResponse {
+    return {
+      token: isSet(object.token) ? globalThis.String(object.token) : "",
+      info: isSet(object.info) ? TokenInfo.fromJSON(object.info) : undefined,
+    };
+  },
+
+  toJSON(message: CreateTokenResponse): unknown {
+    const obj: any = {};
+    if (message.token !== "") {
+      obj.token = message.token;
+    }
+    if (message.info !== undefined) {
+      obj.info = TokenInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CreateTokenResponse>): CreateTokenResponse {
+    return CreateTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CreateTokenResponse>): CreateTokenResponse {
+    const message = createBaseCreateTokenResponse();
+    message.token = object.token ?? "";
+    message.info = (object.info !== undefined && object.info !== null) ? TokenInfo.fromPartial(object.info) : undefined;
+    return message;
+  },
+};
+
+function createBaseListTokensRequest(): ListTokensRequest {
+  return {};
+}
+
+export const ListTokensRequest: MessageFns<ListTokensRequest> = {
+  encode(_: ListTokensRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListTokensRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListTokensRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): ListTokensRequest {
+    return {};
+  },
+
+  toJSON(_: ListTokensRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListTokensRequest>): ListTokensRequest {
+    return ListTokensRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<ListTokensRequest>): ListTokensRequest {
+    const message = createBaseListTokensRequest();
+    return message;
+  },
+};
+
+function createBaseListTokensResponse(): ListTokensResponse {
+  return { tokens: [] };
+}
+
+export const ListTokensResponse: MessageFns<ListTokensResponse> = {
+  encode(message: ListTokensResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tokens) {
+      TokenInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListTokensResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListTokensResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.tokens.push(TokenInfo.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListTokensResponse {
+    return {
+      tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => TokenInfo.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListTokensResponse): unknown {
+    const obj: any = {};
+    if (message.tokens?.length) {
+      obj.tokens = message.tokens.map((e) => TokenInfo.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListTokensResponse>): ListTokensResponse {
+    return ListTokensResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListTokensResponse>): ListTokensResponse {
+    const message = createBaseListTokensResponse();
+    message.tokens = object.tokens?.map((e) => TokenInfo.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRevokeTokenRequest(): RevokeTokenRequest {
+  return { id: "", reason: "" };
+}
+
+export const RevokeTokenRequest: MessageFns<RevokeTokenRequest> = {
+  encode(message: RevokeTokenRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokenRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokenRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokenRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: RevokeTokenRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeTokenRequest>): RevokeTokenRequest {
+    return RevokeTokenRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeTokenRequest>): RevokeTokenRequest {
+    const message = createBaseRevokeTokenRequest();
+    message.id = object.id ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseRevokeTokenResponse(): RevokeTokenResponse {
+  return { info: undefined };
+}
+
+export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
+  encode(message: RevokeTokenResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.info !== undefined) {
+      TokenInfo.encode(message.info, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RevokeTokenResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRevokeTokenResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.info = TokenInfo.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RevokeTokenResponse {
+    return { info: isSet(object.info) ? TokenInfo.fromJSON(object.info) : undefined };
+  },
+
+  toJSON(message: RevokeTokenResponse): unknown {
+    const obj: any = {};
+    if (message.info !== undefined) {
+      obj.info = TokenInfo.toJSON(message.info);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RevokeTokenResponse>): RevokeTokenResponse {
+    return RevokeTokenResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RevokeTokenResponse>): RevokeTokenResponse {
+    const message = createBaseRevokeTokenResponse();
+    message.info = (object.info !== undefined && object.info !== null) ? TokenInfo.fromPartial(object.info) : undefined;
+    return message;
+  },
+};
+
 /**
  * The client-facing service for automation and operators (the `prfleet` CLI uses it).
  *
@@ -6022,6 +6763,36 @@ export const ControlServiceDefinition = {
       responseStream: false,
       options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
+    /**
+     * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
+     * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+     */
+    createToken: {
+      name: "CreateToken",
+      requestType: CreateTokenRequest as typeof CreateTokenRequest,
+      requestStream: false,
+      responseType: CreateTokenResponse as typeof CreateTokenResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Client tokens without their secrets, oldest first (admin). */
+    listTokens: {
+      name: "ListTokens",
+      requestType: ListTokensRequest as typeof ListTokensRequest,
+      requestStream: false,
+      responseType: ListTokensResponse as typeof ListTokensResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /** Revokes a client token (admin); every instance sharing the database refuses it within about a second. */
+    revokeToken: {
+      name: "RevokeToken",
+      requestType: RevokeTokenRequest as typeof RevokeTokenRequest,
+      requestStream: false,
+      responseType: RevokeTokenResponse as typeof RevokeTokenResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -6096,6 +6867,24 @@ export interface ControlServiceImplementation<CallContextExt = {}> {
     request: VerifyHistoryRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<VerifyHistoryResponse>>;
+  /**
+   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
+   * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+   */
+  createToken(
+    request: CreateTokenRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<CreateTokenResponse>>;
+  /** Client tokens without their secrets, oldest first (admin). */
+  listTokens(
+    request: ListTokensRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListTokensResponse>>;
+  /** Revokes a client token (admin); every instance sharing the database refuses it within about a second. */
+  revokeToken(
+    request: RevokeTokenRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<RevokeTokenResponse>>;
 }
 
 export interface ControlServiceClient<CallOptionsExt = {}> {
@@ -6169,6 +6958,24 @@ export interface ControlServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<VerifyHistoryRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<VerifyHistoryResponse>;
+  /**
+   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
+   * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+   */
+  createToken(
+    request: DeepPartial<CreateTokenRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<CreateTokenResponse>;
+  /** Client tokens without their secrets, oldest first (admin). */
+  listTokens(
+    request: DeepPartial<ListTokensRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListTokensResponse>;
+  /** Revokes a client token (admin); every instance sharing the database refuses it within about a second. */
+  revokeToken(
+    request: DeepPartial<RevokeTokenRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<RevokeTokenResponse>;
 }
 
 function bytesFromBase64(b64: string): Uint8Array {
