@@ -12,6 +12,7 @@ import {
   createAuthMiddleware,
   createStoreBoundAuth,
   loadSecurityConfig,
+  refuseAgentCertificates,
   refuseRevokedPeers,
   serverCredentials,
   watchRevocationList,
@@ -210,12 +211,18 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
   // A revoked certificate calls nothing: with tokens its holder is refused before the token check, without them
   // (TLS alone) this is the only check the client-facing services make.
   const refuseRevoked = revoked === undefined ? undefined : refuseRevokedPeers(log);
-  const controlMiddleware =
-    tokenMiddleware === undefined
-      ? refuseRevoked
-      : refuseRevoked === undefined
-        ? tokenMiddleware
-        : composeServerMiddleware(refuseRevoked, tokenMiddleware);
+  // TLS without tokens: the certificate is the only credential, and an agent's must not reach the client side.
+  const certificateOnly =
+    security?.credentials.tls !== undefined && tokenMiddleware === undefined
+      ? refuseAgentCertificates(log)
+      : undefined;
+  const guards = [refuseRevoked, certificateOnly ?? tokenMiddleware].filter(
+    (m): m is ServerMiddleware => m !== undefined,
+  );
+  const controlMiddleware = guards.reduce<ServerMiddleware | undefined>(
+    (composed, next) => (composed === undefined ? next : composeServerMiddleware(composed, next)),
+    undefined,
+  );
   const credentials =
     security === undefined
       ? undefined

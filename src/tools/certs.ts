@@ -3,7 +3,13 @@ import { X509Certificate } from 'node:crypto';
 import { appendFile, readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
 import { parseRevocationList } from '../server/auth/revocation.js';
-import { CertToolError, initCa, issueAgentCert, issueServerCert } from './openssl-ca.js';
+import {
+  CertToolError,
+  initCa,
+  issueAgentCert,
+  issueClientCert,
+  issueServerCert,
+} from './openssl-ca.js';
 import { isMainModule } from './main-module.js';
 
 function days(value: string): number {
@@ -22,6 +28,7 @@ function collect(value: string, previous: string[]): string[] {
  *   init --out dir                                  → ca.crt, ca.key
  *   issue-server --out dir [--host h]… [--ca dir]   → server.crt, server.key (+ ca.crt)
  *   issue-agent --id host-a --out dir [--allow g]…  → agent-host-a.crt, agent-host-a.key (+ ca.crt)
+ *   issue-client --name ops --out dir              → client-ops.crt, client-ops.key (+ ca.crt)
  *   revoke --cert file --list file [--reason text]  → appends the certificate's fingerprint (PRFLEET_TLS_REVOKED)
  * Prints one JSON line with the files written (revoke: the fingerprint and the list).
  */
@@ -85,6 +92,26 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
         id: o.id,
         out: o.out,
         allow: o.allow,
+        days: o.days,
+        force: o.force,
+        ...(o.ca === undefined ? {} : { caDir: o.ca }),
+      });
+      print(JSON.stringify(files));
+    });
+  program
+    .command('issue-client')
+    .description(
+      'issue client-<name>.crt/.key for a CLI or automation client of a TLS server without tokens (SAN URI prfleet:client:<name>; never an agent)',
+    )
+    .requiredOption('--name <name>', 'client name (shown in the server log)')
+    .requiredOption('--out <dir>', 'output directory')
+    .option('--ca <dir>', 'directory holding ca.crt and ca.key (default: --out)')
+    .option('--days <n>', 'validity in days', days, 825)
+    .option('--force', 'replace existing files', false)
+    .action(async (o) => {
+      const files = await issueClientCert({
+        name: o.name,
+        out: o.out,
         days: o.days,
         force: o.force,
         ...(o.ca === undefined ? {} : { caDir: o.ca }),

@@ -5,7 +5,12 @@ import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { AGENT_ID_PATTERN, AGENT_URI_PREFIX, ALLOW_URI_PREFIX } from '../server/auth/mtls.js';
+import {
+  AGENT_ID_PATTERN,
+  AGENT_URI_PREFIX,
+  ALLOW_URI_PREFIX,
+  CLIENT_URI_PREFIX,
+} from '../server/auth/mtls.js';
 
 const run = promisify(execFile);
 
@@ -247,5 +252,23 @@ export async function issueAgentCert(
   return issue(options, `agent-${options.id}`, options.id, [
     'extendedKeyUsage=clientAuth',
     `subjectAltName=${uris.join(',')}`,
+  ]);
+}
+
+/**
+ * Issues `out/client-<name>.crt` + `.key` for a ControlService/FleetService client (the CLI, automation) of a
+ * TLS server without tokens: clientAuth, CN = name, SAN URI `prfleet:client:<name>` (never an agent identity).
+ */
+export async function issueClientCert(
+  options: CertOptions & { name: string },
+): Promise<IssuedFiles> {
+  if (!AGENT_ID_PATTERN.test(options.name)) {
+    throw new CertToolError(
+      `invalid client name: ${JSON.stringify(options.name)} (letters, digits, '.', '_', '-'; up to 63)`,
+    );
+  }
+  return issue(options, `client-${options.name}`, options.name, [
+    'extendedKeyUsage=clientAuth',
+    `subjectAltName=URI:${CLIENT_URI_PREFIX}${options.name}`,
   ]);
 }

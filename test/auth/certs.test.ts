@@ -33,6 +33,15 @@ describe('certificate tool', () => {
     expect(identity).toMatchObject({ agentId: 'host-c', allow: ['/dev/sg1*', 'naa.5000e111*'] });
   });
 
+  it('issues a client certificate that names no agent, whatever its CN', () => {
+    const cert = new X509Certificate(pki.clientOps.cert);
+    expect(cert.subject).toContain('CN=ops');
+    expect(cert.subjectAltName).toBe('URI:prfleet:client:ops');
+    expect(cert.keyUsage).toEqual(['1.3.6.1.5.5.7.3.2']);
+    expect(identityFromCertificate(cert)).toBeUndefined();
+    expect(verifyAgentCertificate(cert, parseCertificateBundle(pki.ca))).toBeUndefined();
+  });
+
   it('issues a server certificate for localhost and 127.0.0.1 with serverAuth only', () => {
     const cert = new X509Certificate(pki.server.cert);
     expect(cert.subjectAltName).toBe('DNS:localhost, IP Address:127.0.0.1');

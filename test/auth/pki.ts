@@ -1,7 +1,12 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { initCa, issueAgentCert, issueServerCert } from '../../src/tools/openssl-ca.js';
+import {
+  initCa,
+  issueAgentCert,
+  issueClientCert,
+  issueServerCert,
+} from '../../src/tools/openssl-ca.js';
 
 /** PEM text of one issued certificate and its key. */
 export interface Pem {
@@ -20,6 +25,8 @@ export interface TestPki {
   hostC: Pem;
   /** Certificate for "host-a" from a different CA. */
   rogueHostA: Pem;
+  /** Client (not agent) certificate "ops" (SAN URI prfleet:client:ops). */
+  clientOps: Pem;
   cleanup(): Promise<void>;
 }
 
@@ -34,7 +41,7 @@ export async function createTestPki(): Promise<TestPki> {
   const rogue = join(dir, 'rogue');
   await initCa({ out: ca });
   await initCa({ out: rogue, commonName: 'rogue CA' });
-  const [server, hostA, hostB, hostC, rogueHostA] = await Promise.all([
+  const [server, hostA, hostB, hostC, rogueHostA, clientOps] = await Promise.all([
     issueServerCert({ out: join(dir, 'server'), caDir: ca }),
     issueAgentCert({ out: join(dir, 'agents'), caDir: ca, id: 'host-a' }),
     issueAgentCert({ out: join(dir, 'agents'), caDir: ca, id: 'host-b' }),
@@ -45,6 +52,7 @@ export async function createTestPki(): Promise<TestPki> {
       allow: ['/dev/sg1*', 'naa.5000e111*'],
     }),
     issueAgentCert({ out: join(dir, 'rogue-agents'), caDir: rogue, id: 'host-a' }),
+    issueClientCert({ out: join(dir, 'clients'), caDir: ca, name: 'ops' }),
   ]);
   return {
     dir,
@@ -54,6 +62,7 @@ export async function createTestPki(): Promise<TestPki> {
     hostB: await pem(hostB),
     hostC: await pem(hostC),
     rogueHostA: await pem(rogueHostA),
+    clientOps: await pem(clientOps),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
 }

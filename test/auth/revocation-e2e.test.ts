@@ -13,8 +13,8 @@ import { revokeCertificate } from '../../src/tools/certs.js';
 import { DEMO_FABRIC, ensureBuilt, startServerChild } from '../helpers/processes.js';
 import { createTestPki, type Pem, type TestPki } from './pki.js';
 
-// The built prfleet-server with TLS, no client tokens and a revocation list it polls every 100 ms; agents and
-// clients present certificates of the test CA.
+// The built prfleet-server with TLS, no client tokens and a revocation list it polls every 100 ms; agents present
+// agent certificates of the test CA, the control client a client certificate.
 
 const log = createLogger({ level: 'silent' });
 let pki: TestPki;
@@ -80,19 +80,23 @@ describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
     const address = `localhost:${server.port}`;
     const hostA = await startAgent(address, 'host-a', pki.hostA);
     await startAgent(address, 'host-b', pki.hostB);
-    // Without tokens any certificate of the fleet CA may call ControlService: here host-b's and host-a's.
-    const viaB = createControlClient(address, { credentials: credentialsOf(pki.hostB) });
+    // Without tokens the certificate is the credential: a client certificate may call ControlService, an agent's
+    // may only open its own stream.
+    const viaOps = createControlClient(address, { credentials: credentialsOf(pki.clientOps) });
     const viaA = createControlClient(address, { credentials: credentialsOf(pki.hostA) });
     onTestFinished(() => {
       viaA.close();
-      viaB.close();
+      viaOps.close();
     });
     const connected = async () =>
       Object.fromEntries(
-        (await viaB.listAgents({})).agents.map((a) => [a.agentId, a.connected] as const),
+        (await viaOps.listAgents({})).agents.map((a) => [a.agentId, a.connected] as const),
       );
     await expect.poll(connected).toEqual({ 'host-a': true, 'host-b': true });
-    expect((await viaA.listAgents({})).agents).toHaveLength(2);
+    expect(await viaA.listAgents({}, { retry: false }).catch((e: unknown) => e)).toMatchObject({
+      code: Status.PERMISSION_DENIED,
+      details: expect.stringContaining('may only connect that agent') as unknown,
+    });
 
     await revokeCertificate({ cert: files.hostA, list: files.revoked, reason: 'host retired' });
 
@@ -102,12 +106,20 @@ describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
     await new Promise((r) => setTimeout(r, 600)); // several reconnect attempts at 50–200 ms backoff
     expect(hostA.sessions).toBe(sessions);
     expect(await connected()).toEqual({ 'host-a': false, 'host-b': true });
-    // The revoked certificate calls nothing else either; host-b's still does.
+    // The revoked certificate is refused as such everywhere.
     const refused = await viaA.listAgents({}, { retry: false }).catch((e: unknown) => e);
     expect(refused).toMatchObject({
       code: Status.UNAUTHENTICATED,
       details: expect.stringContaining('is revoked') as unknown,
     });
-    expect((await viaB.listAgents({})).agents).toHaveLength(2);
+    // A client certificate is revoked the same way.
+    const opsFile = join(dir, 'ops.crt');
+    await writeFile(opsFile, pki.clientOps.cert);
+    await revokeCertificate({ cert: opsFile, list: files.revoked, reason: 'laptop lost' });
+    await expect
+      .poll(() => viaOps.listAgents({}, { retry: false }).catch((e: unknown) => e), {
+        timeout: 5_000,
+      })
+      .toMatchObject({ code: Status.UNAUTHENTICATED });
   });
 });

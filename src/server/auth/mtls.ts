@@ -28,6 +28,12 @@ export const AGENT_URI_PREFIX = 'prfleet:agent:';
 /** SAN URI adding a device allow-list entry: `prfleet:allow:<glob>` (matched against path or LU id). */
 export const ALLOW_URI_PREFIX = 'prfleet:allow:';
 
+/**
+ * SAN URI prefix of a client (not agent) certificate: `prfleet:client:<name>` (`prfleet-certs issue-client`).
+ * Such a certificate never names an agent, whatever its CN.
+ */
+export const CLIENT_URI_PREFIX = 'prfleet:client:';
+
 /** TLS extended key usage OID for client authentication (RFC 5280 §4.2.1.12, id-kp-clientAuth). */
 const EKU_CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
 
@@ -133,6 +139,7 @@ export function identityFromCertificate(cert: X509Certificate): PeerIdentity | u
     .filter((u) => u.startsWith(AGENT_URI_PREFIX))
     .map((u) => u.slice(AGENT_URI_PREFIX.length));
   const cn = commonNameOf(cert);
+  if (uris.some((u) => u.startsWith(CLIENT_URI_PREFIX))) return undefined; // a client's, not an agent's
   if (uriIds.length > 1) return undefined;
   const agentId = uriIds[0] ?? cn;
   if (agentId === undefined || !AGENT_ID_PATTERN.test(agentId)) return undefined;
@@ -372,6 +379,31 @@ export function refuseRevokedPeers(log: Logger): ServerMiddleware {
       throw new ServerError(
         Status.UNAUTHENTICATED,
         `the client certificate (SHA-256 ${revoked}) is revoked`,
+      );
+    }
+    return yield* call.next(call.request, context);
+  };
+}
+
+/**
+ * Server middleware for the client-facing services of a TLS server without client tokens: a certificate that
+ * names an agent may open that agent's stream, not call ControlService or FleetService (a stolen host
+ * certificate must not be an admin's). Clients present a client certificate (`prfleet-certs issue-client`).
+ */
+export function refuseAgentCertificates(log: Logger): ServerMiddleware {
+  return async function* refuseAgents<Request, Response>(
+    call: ServerMiddlewareCall<Request, Response>,
+    context: CallContext,
+  ) {
+    const agent = peerIdentityOf(context);
+    if (agent !== undefined) {
+      log.info(
+        { method: call.method.path, agentId: agent.agentId },
+        'agent certificate refused on a client-facing service',
+      );
+      throw new ServerError(
+        Status.PERMISSION_DENIED,
+        `the certificate of agent ${JSON.stringify(agent.agentId)} may only connect that agent; call with a client certificate (prfleet-certs issue-client) or a token`,
       );
     }
     return yield* call.next(call.request, context);
