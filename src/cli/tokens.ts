@@ -131,6 +131,12 @@ export function registerTokenCommands(
     .action(async (id, opts) => {
       await run(async (client, output) => {
         const { info } = await client.revokeToken({ id, reason: opts.reason });
+        if (info?.revokedAt === undefined) {
+          io.stderr(
+            `prfleet: the server did not report ${id} as revoked: check with \`prfleet tokens list\`\n`,
+          );
+          return 1;
+        }
         io.stdout(
           output === 'json'
             ? `${stringifyJson(info === undefined ? {} : tokenJson(info))}\n`

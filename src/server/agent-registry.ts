@@ -193,6 +193,11 @@ export interface RegistrySettings {
   readonly rotationGraceMs?: number;
   /** AgentService refuses agents without a verified client certificate (TLS servers). @default false */
   readonly requireAgentCertificate?: boolean;
+  /**
+   * Revoked client certificates (PRFLEET_TLS_REVOKED), checked again at Hello: the peer-identity interceptor
+   * judged the certificate when the stream opened, which may be long before the Hello. @default none
+   */
+  readonly isCertificateRevoked?: ((fingerprint256: string) => boolean) | undefined;
   /** After a rotation ended its stream, the agent counts as coming back for this long. @default 10000 */
   readonly rotationWaitMs?: number;
 }
@@ -221,6 +226,7 @@ export class AgentRegistry {
   private maxStreamAgeMs = 0;
   private rotationGraceMs = 70_000;
   private requireCertificate = false;
+  private certificateRevoked: ((fingerprint256: string) => boolean) | undefined;
   private rotationWaitMs = 10_000;
   /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
   private readonly rotatedAway = new Map<string, number>();
@@ -243,6 +249,11 @@ export class AgentRegistry {
     return this.requireCertificate;
   }
 
+  /** True when the certificate with this SHA-256 fingerprint is revoked (see RegistrySettings). */
+  isCertificateRevoked(fingerprint256: string): boolean {
+    return this.certificateRevoked?.(fingerprint256) ?? false;
+  }
+
   /** Current maximum stream age, ms (0 = no rotation). */
   get maxStreamAge(): number {
     return this.maxStreamAgeMs;
@@ -261,6 +272,8 @@ export class AgentRegistry {
     if (settings.rotationWaitMs !== undefined) this.rotationWaitMs = settings.rotationWaitMs;
     if (settings.requireAgentCertificate !== undefined)
       this.requireCertificate = settings.requireAgentCertificate;
+    if (settings.isCertificateRevoked !== undefined)
+      this.certificateRevoked = settings.isCertificateRevoked;
     if (this.livenessTimer !== undefined) {
       // The check interval depends on the maximum age.
       this.stopLivenessChecks();

@@ -157,7 +157,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     listHistory: (request) => historyHandlers.listHistory(request),
     verifyHistory: () => historyHandlers.verifyHistory(),
     createToken: (request, ctx) => tokenAdmin.createToken(request, ctx),
-    listTokens: () => tokenAdmin.listTokens(),
+    listTokens: (_request, ctx) => tokenAdmin.listTokens(ctx),
     revokeToken: (request, ctx) => tokenAdmin.revokeToken(request, ctx),
 
     async *commandSession(requests, ctx) {

@@ -284,6 +284,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       maxStreamAgeMs: config.maxStreamAgeMs,
       rotationGraceMs: config.rotationGraceMs,
       requireAgentCertificate: security?.requireAgentCertificate ?? false,
+      ...(revoked === undefined ? {} : { isCertificateRevoked: (f: string) => revoked.has(f) }),
     });
     if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
     revoked?.onChange(() => {

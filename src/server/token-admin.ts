@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { CallContext } from 'nice-grpc-common';
+import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import { durationToMs } from '../common/command.js';
 import { ErrorReason, failedPrecondition, invalidArgument, notFound } from '../common/errors.js';
 import {
@@ -11,6 +11,7 @@ import {
   type RevokeTokenResponse,
   type TokenInfo,
 } from '../gen/prfleet/v1/control.js';
+import { principalOf as authPrincipalOf } from './auth/middleware.js';
 import type { Role } from './auth/roles.js';
 import { createToken, type TokenRecord, type TokenStore } from './auth/tokens.js';
 import { MAX_REASON_LENGTH, type PrincipalOf } from './history.js';
@@ -55,8 +56,17 @@ export function createTokenAdmin(deps: {
   readonly principalOf: PrincipalOf;
   readonly log: Logger;
 }) {
-  const store = (): TokenStore => {
-    if (deps.tokens !== undefined) return deps.tokens;
+  const store = (ctx: CallContext): TokenStore => {
+    if (deps.tokens !== undefined) {
+      // The auth middleware already asked for admin (roles.ts); a server wired without it must not mint tokens.
+      if (authPrincipalOf(ctx)?.role !== 'admin') {
+        throw new ServerError(
+          Status.PERMISSION_DENIED,
+          'token administration needs an admin token (authorization: Bearer prf_…)',
+        );
+      }
+      return deps.tokens;
+    }
     throw failedPrecondition(TOKENS_NOT_MANAGED, {
       type: 'TOKENS',
       subject: 'auth_tokens',
@@ -66,7 +76,7 @@ export function createTokenAdmin(deps: {
   };
   return {
     async createToken(request: CreateTokenRequest, ctx: CallContext): Promise<CreateTokenResponse> {
-      const tokens = store();
+      const tokens = store(ctx);
       const role = ROLE_OF.get(request.role);
       if (role === undefined) throw invalidArgument('role', 'viewer, operator or admin');
       if (!/^[\x21-\x7e][\x20-\x7e]{0,63}$/.test(request.name))
@@ -88,15 +98,15 @@ export function createTokenAdmin(deps: {
       );
       return { token, info: tokenInfoOf(record) };
     },
-    async listTokens(): Promise<ListTokensResponse> {
-      return { tokens: (await store().list()).map(tokenInfoOf) };
+    async listTokens(ctx: CallContext): Promise<ListTokensResponse> {
+      return { tokens: (await store(ctx).list()).map(tokenInfoOf) };
     },
     async revokeToken(request: RevokeTokenRequest, ctx: CallContext): Promise<RevokeTokenResponse> {
-      const tokens = store();
+      const tokens = store(ctx);
       if (!/^[0-9a-f]{12}$/.test(request.id))
         throw invalidArgument('id', 'the 12 hex digits of the token id (prf_<id>_…)');
-      if (request.reason.length > MAX_REASON_LENGTH)
-        throw invalidArgument('reason', `at most ${MAX_REASON_LENGTH} characters`);
+      if (request.reason.trim() === '' || request.reason.length > MAX_REASON_LENGTH)
+        throw invalidArgument('reason', `required, at most ${MAX_REASON_LENGTH} characters`);
       if (!(await tokens.revoke(request.id)))
         throw notFound('token', request.id, `no token with id ${request.id}`);
       const record = await tokens.find(request.id);

@@ -42,7 +42,13 @@ async function startAgentServer(options: { requireAgentCertificate?: boolean } =
 }
 
 /** Opens Connect with `cert` (or none), sends Hello (+ an inventory), returns the first reply or the error code. */
-async function connect(port: number, agentId: string, cert: Pem | undefined, paths: string[] = []) {
+async function connect(
+  port: number,
+  agentId: string,
+  cert: Pem | undefined,
+  paths: string[] = [],
+  beforeHello: Promise<void> = Promise.resolve(),
+) {
   const channel = createChannel(
     `localhost:${port}`,
     ChannelCredentials.createSsl(
@@ -56,6 +62,7 @@ async function connect(port: number, agentId: string, cert: Pem | undefined, pat
   const abort = new AbortController();
   onTestFinished(() => abort.abort());
   async function* requests(): AsyncGenerator<ConnectRequest> {
+    await beforeHello;
     yield {
       message: {
         $case: 'hello',
@@ -121,6 +128,22 @@ describe('AgentService with mTLS', () => {
   it('admits a certificate-less agent when certificates are not required (plaintext-era servers)', async () => {
     const { port } = await startAgentServer({ requireAgentCertificate: false });
     expect(await connect(port, 'host-a', undefined)).toEqual({ welcome: true });
+  });
+
+  it('refuses a Hello sent after the certificate was revoked, though the stream opened before', async () => {
+    const { registry, port } = await startAgentServer();
+    let revoked = false;
+    registry.configure({ isCertificateRevoked: () => revoked });
+    let sayHello!: () => void;
+    const answer = connect(port, 'host-a', pki.hostA, [], new Promise((r) => (sayHello = r)));
+    await new Promise((r) => setTimeout(r, 200)); // the stream is open, its certificate judged fine
+    revoked = true;
+    sayHello();
+    expect(await answer).toMatchObject({
+      code: Status.UNAUTHENTICATED,
+      details: expect.stringContaining('is revoked') as unknown,
+    });
+    expect(registry.session('host-a')).toBeUndefined();
   });
 
   it('keeps only the inventory paths the certificate allow-list names', async () => {

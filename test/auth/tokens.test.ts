@@ -97,6 +97,33 @@ describe('file token store', () => {
     expect(await server.revoke('000000000000')).toBe(false);
   });
 
+  it('loses nothing when one process creates and revokes tokens at the same time (the server’s token RPCs)', async () => {
+    const file = join(dir, 'busy.json');
+    const store = createFileTokenStore(file);
+    const first = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => createToken(store, { name: `t${i}`, role: 'viewer' })),
+    );
+    const revokedAt = new Date('2026-12-02T00:00:00Z');
+    const [more] = await Promise.all([
+      Promise.all(
+        Array.from({ length: 10 }, (_, i) => createToken(store, { name: `u${i}`, role: 'viewer' })),
+      ),
+      ...first.map(({ record }) => store.revoke(record.id, revokedAt)),
+    ]);
+    const records = await createFileTokenStore(file).list();
+    expect(records).toHaveLength(20);
+    expect(
+      records
+        .filter((r) => r.revokedAt !== undefined)
+        .map((r) => r.id)
+        .sort(),
+    ).toEqual(first.map(({ record }) => record.id).sort());
+    for (const { token } of more) expect(await verifyToken(store, token)).toBeDefined();
+    // Revoking again keeps the first time, as the database does.
+    await store.revoke(first[0]?.record.id ?? '', new Date());
+    expect((await store.find(first[0]?.record.id ?? ''))?.revokedAt).toBe(revokedAt.toISOString());
+  });
+
   it('names the file when it is malformed', async () => {
     const file = join(dir, 'bad.json');
     await writeFile(file, JSON.stringify({ version: 1, tokens: [{ id: 'x' }] }));

@@ -60,6 +60,11 @@ export interface AuthorizeOptions {
   readonly methodRoles?: Readonly<Partial<Record<string, Role>>>;
   /** The key registry hook for operators. @default every key allowed */
   readonly isOperatorKeyAllowed?: OperatorKeyCheck;
+  /**
+   * For commands on a stream opened earlier: is the caller's token still valid (not revoked or expired since)?
+   * Set by the middleware per call; the token store's cache makes it cheap. @default always
+   */
+  readonly tokenStillValid?: () => Promise<boolean>;
 }
 
 /** Options for {@link createAuthMiddleware}. */
@@ -201,6 +206,12 @@ export async function authorizeSessionCommand(
   command: NonNullable<CommandSessionRequest['command']>,
   options: AuthorizeOptions = {},
 ): Promise<void> {
+  if (options.tokenStillValid !== undefined && !(await options.tokenStillValid())) {
+    throw new ServerError(
+      Status.UNAUTHENTICATED,
+      'the token this session was opened with has been revoked or has expired: nothing sent; open a new session with a valid token',
+    );
+  }
   await authorizeRequest(principal, SESSION_COMMAND_METHODS[command.$case], command.value, options);
 }
 
@@ -275,6 +286,13 @@ export function createAuthMiddleware(
       ...(options.isOperatorKeyAllowed === undefined
         ? {}
         : { isOperatorKeyAllowed: options.isOperatorKeyAllowed }),
+      // Streams outlive a revocation: their per-message checks ask again (token is defined: principal is).
+      ...(call.requestStream && token !== undefined
+        ? {
+            tokenStillValid: async () =>
+              (await verifyToken(options.tokens, token, now())) !== undefined,
+          }
+        : {}),
     };
     return yield* call.next(call.request, { ...context, principal, authorization });
   };

@@ -186,10 +186,19 @@ function toRecord(parsed: z.infer<typeof TokenRecordSchema>): TokenRecord {
  * A JSON file of token hashes (`{ "version": 1, "tokens": [...] }`, mode 0600). Reads are re-done when the
  * file changes (tokens created by `prfleet-tokens` are seen by a running server without a restart); writes
  * replace the file atomically. A missing file is an empty store; a malformed one is an error naming the file.
- * One writer at a time is assumed (the token tool, run by an operator).
+ * Writes of one process take turns (the server's token RPCs may run together), each on a fresh read and its own
+ * temp file; a second process writing at the same moment (the token tool beside a server) is not locked out.
  */
 export function createFileTokenStore(path: string): TokenStore {
   let cache: { key: string; records: TokenRecord[] } | undefined;
+  let writes: Promise<unknown> = Promise.resolve();
+  let temps = 0;
+  /** Runs `change` after every write begun before it (a failed one included). */
+  const inTurn = <T>(change: () => Promise<T>): Promise<T> => {
+    const turn = writes.then(change, change);
+    writes = turn.catch(() => undefined);
+    return turn;
+  };
 
   async function load(): Promise<TokenRecord[]> {
     let key: string;
@@ -217,7 +226,8 @@ export function createFileTokenStore(path: string): TokenStore {
   }
 
   async function save(records: TokenRecord[]): Promise<void> {
-    const temp = `${path}.${process.pid}.tmp`;
+    temps += 1;
+    const temp = `${path}.${process.pid}.${temps}.tmp`;
     await writeFile(temp, `${JSON.stringify({ version: 1, tokens: records }, null, 2)}\n`, {
       mode: 0o600,
     });
@@ -232,20 +242,26 @@ export function createFileTokenStore(path: string): TokenStore {
     async list() {
       return [...(await load())];
     },
-    async add(record) {
-      const records = await load();
-      if (records.some((r) => r.id === record.id))
-        throw new Error(`token id ${record.id} already exists`);
-      await save([...records, record]);
+    add(record) {
+      return inTurn(async () => {
+        const records = await load();
+        if (records.some((r) => r.id === record.id))
+          throw new Error(`token id ${record.id} already exists`);
+        await save([...records, record]);
+      });
     },
-    async revoke(id, at = new Date()) {
-      const records = await load();
-      const index = records.findIndex((r) => r.id === id);
-      if (index < 0) return false;
-      const next = [...records];
-      next[index] = { ...(records[index] as TokenRecord), revokedAt: at.toISOString() };
-      await save(next);
-      return true;
+    revoke(id, at = new Date()) {
+      return inTurn(async () => {
+        const records = await load();
+        const index = records.findIndex((r) => r.id === id);
+        if (index < 0) return false;
+        const record = records[index] as TokenRecord;
+        if (record.revokedAt !== undefined) return true; // revoked already: keep the first time
+        const next = [...records];
+        next[index] = { ...record, revokedAt: at.toISOString() };
+        await save(next);
+        return true;
+      });
     },
   };
 }

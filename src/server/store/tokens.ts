@@ -102,6 +102,7 @@ export function createDbTokenStore(db: Db, options: DbTokenStoreOptions = {}): T
         'UPDATE auth_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 RETURNING id',
         [id, at],
       );
+      cache.delete(id); // a find that read the row before the UPDATE may have cached it meanwhile
       return r.rows.length > 0;
     },
   };

@@ -746,7 +746,7 @@ export interface ListTokensResponse {
 export interface RevokeTokenRequest {
   /** Public id of the token. */
   id: string;
-  /** Why (logged with the caller's name). */
+  /** Why (required; logged with the caller's name). */
   reason: string;
 }
 
@@ -6764,8 +6764,9 @@ export const ControlServiceDefinition = {
       options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
     /**
-     * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
-     * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+     * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash in
+     * its token store (the database, or its token file). FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server
+     * takes no client tokens.
      */
     createToken: {
       name: "CreateToken",
@@ -6868,8 +6869,9 @@ export interface ControlServiceImplementation<CallContextExt = {}> {
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<VerifyHistoryResponse>>;
   /**
-   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
-   * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash in
+   * its token store (the database, or its token file). FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server
+   * takes no client tokens.
    */
   createToken(
     request: CreateTokenRequest,
@@ -6959,8 +6961,9 @@ export interface ControlServiceClient<CallOptionsExt = {}> {
     options?: CallOptions & CallOptionsExt,
   ): Promise<VerifyHistoryResponse>;
   /**
-   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash.
-   * FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server takes no tokens, or reads them from a file.
+   * Issues a client token (admin). The token text is in this response only: the server keeps a salted hash in
+   * its token store (the database, or its token file). FAILED_PRECONDITION {TOKENS_NOT_MANAGED} when the server
+   * takes no client tokens.
    */
   createToken(
     request: DeepPartial<CreateTokenRequest>,
