@@ -20,7 +20,7 @@ import { profileCapabilities } from '../../src/emulator/index.js';
 import { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { encodeReadKeys, encodeSense, type ScsiResponse } from '../../src/scsi/index.js';
-import { prin, prout, timeout, tur } from './helpers.js';
+import { prin, prout, scsiResponse, timeout, tur } from './helpers.js';
 
 const hex = (b: Uint8Array | undefined) => Buffer.from(b ?? new Uint8Array(0)).toString('hex');
 const K1 = 0x1122334455667788n;
@@ -185,16 +185,7 @@ describe('toScsiRequest', () => {
   });
 });
 
-const response = (r: Partial<ScsiResponse>): ScsiResponse => ({
-  status: 0,
-  sense: new Uint8Array(0),
-  dataIn: new Uint8Array(0),
-  resid: 0,
-  hostStatus: 0,
-  driverStatus: 0,
-  durationMs: 3,
-  ...r,
-});
+const response = (r: Partial<ScsiResponse>): ScsiResponse => scsiResponse({ durationMs: 3, ...r });
 
 describe('results', () => {
   it('classifies in scsi-pr.md §10.3 order: host 11h is a conflict whatever the status', () => {

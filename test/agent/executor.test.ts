@@ -5,7 +5,7 @@ import { createExecutor } from '../../agent/executor.js';
 import type { ScsiTransport, TransportError } from '../../agent/transport/transport.js';
 import { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
-import { hostExecutor, prin, prout, silentLog, timeout, tur } from './helpers.js';
+import { hostExecutor, prin, prout, scsiResponse, silentLog, timeout, tur } from './helpers.js';
 
 const KEY_A = 0xaaaan;
 const KEY_B = 0xbbbbn;
@@ -362,15 +362,7 @@ describe('executor', () => {
           execute: async () => {
             await new Promise((r) => setTimeout(r, 5));
             seen.push(caller.getStore());
-            return {
-              status: 0,
-              sense: new Uint8Array(0),
-              dataIn: new Uint8Array(0),
-              resid: 0,
-              hostStatus: 0,
-              driverStatus: 0,
-              durationMs: 0,
-            };
+            return scsiResponse();
           },
           close: async () => undefined,
         }),
@@ -411,15 +403,7 @@ describe('executor', () => {
         execute: async () => {
           calls++;
           await hung;
-          return {
-            status: 0,
-            sense: new Uint8Array(0),
-            dataIn: new Uint8Array(0),
-            resid: 0,
-            hostStatus: 0,
-            driverStatus: 0,
-            durationMs: 0,
-          };
+          return scsiResponse();
         },
         close: async () => undefined,
       }),

@@ -1,3 +1,4 @@
+import type { ScsiResponse } from '../../src/scsi/exchange.js';
 import { pino } from 'pino';
 import { createExecutor, type Executor, type ExecutorOptions } from '../../agent/executor.js';
 import type { EmulatedHost } from '../../agent/fabric.js';
@@ -58,3 +59,15 @@ export function hostExecutor(host: EmulatedHost, options: Partial<ExecutorOption
   executor.setPaths(host.paths.map((p) => ({ path: p.path, luId: p.logicalUnitId })));
   return executor;
 }
+
+/** A device answer: GOOD with no data unless `r` says otherwise. */
+export const scsiResponse = (r: Partial<ScsiResponse> = {}): ScsiResponse => ({
+  status: 0,
+  sense: new Uint8Array(0),
+  dataIn: new Uint8Array(0),
+  resid: 0,
+  hostStatus: 0,
+  driverStatus: 0,
+  durationMs: 0,
+  ...r,
+});
