@@ -87,6 +87,11 @@ export interface AgentServiceDeps {
   readonly requireAgentCertificate?: boolean;
   /** Counts each finished Connect stream by status (the metrics' RPC counter), as rpcMiddleware does for others. */
   readonly observe?: RpcObserver | undefined;
+  /**
+   * A stream that has not said Hello this long after it opened is ended (DEADLINE_EXCEEDED): an open stream
+   * holds a connection and its memory, and before Hello nothing is known of its peer. @default 30000
+   */
+  readonly helloTimeoutMs?: number;
 }
 
 /**
@@ -104,6 +109,7 @@ export interface AgentService {
 /** AgentService.Connect for a grpc-js/nice-grpc server; see {@link AgentService}. */
 export function createAgentService(deps: AgentServiceDeps): AgentService {
   const { registry, log } = deps;
+  const helloTimeoutMs = deps.helloTimeoutMs ?? 30_000;
   // Welcome.heartbeat_interval, converted once (not per session: a failover welcomes a thousand at once).
   let heartbeatInterval: { ms: number; duration: ReturnType<typeof msToDuration> } | undefined;
   const heartbeatDuration = () => {
@@ -249,10 +255,26 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       unwritten -= 1;
       if (unwritten < HIGH_WATER) wakeWriter();
     };
+    let helloTimer: NodeJS.Timeout | undefined = setTimeout(() => {
+      helloTimer = undefined;
+      if (session === undefined)
+        fail(
+          new ServerError(
+            Status.DEADLINE_EXCEEDED,
+            `no Hello within ${helloTimeoutMs} ms of opening the stream`,
+          ),
+        );
+    }, helloTimeoutMs);
+    helloTimer.unref();
+    const stopHelloTimer = () => {
+      clearTimeout(helloTimer);
+      helloTimer = undefined;
+    };
 
     function end(status: CallStatus, code: string): void {
       if (over) return;
       over = true;
+      stopHelloTimer();
       call.sendStatus(status);
       deps.observe?.(CONNECT_PATH, code, (performance.now() - startedMs) / 1000);
     }
@@ -340,6 +362,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
               call.getPeer(),
             ));
             metadata = undefined;
+            stopHelloTimer();
           } catch (e) {
             fail(e);
             return;
@@ -357,6 +380,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
         if (!over)
           deps.observe?.(CONNECT_PATH, 'CANCELLED', (performance.now() - startedMs) / 1000);
         over = true;
+        stopHelloTimer();
         if (session !== undefined) registry.close(session, 'agent stream cancelled');
         wakeWriter();
       },

@@ -99,6 +99,43 @@ describe('AgentService.Connect', () => {
     expect(again.welcome.sessionId).not.toBe(agent.welcome.sessionId);
   });
 
+  it('ends a stream that says no Hello in time (DEADLINE_EXCEEDED), registering nothing', async () => {
+    const log = createLogger({ level: 'silent' });
+    const registry = new AgentRegistry({
+      heartbeatMs: 10_000,
+      missedHeartbeats: 3,
+      outboxCapacity: 16,
+      log,
+    });
+    const router = createInProcessRouter({ registry, log, instanceId: 'slow-hello' });
+    const agentService = createAgentService({
+      registry,
+      router,
+      instanceId: 'slow-hello',
+      log,
+      helloTimeoutMs: 150,
+    });
+    const server = createServer({ interceptors: [agentService.interceptor] });
+    server.add(AgentServiceDefinition, agentService.implementation);
+    const port = await server.listen('127.0.0.1:0');
+    onTestFinished(() => server.forceShutdown());
+    const client = createAgentClient(`127.0.0.1:${port}`);
+    onTestFinished(() => client.close());
+    const silent = new AbortController();
+    onTestFinished(() => silent.abort());
+    const error = await (async () => {
+      const nothing = (async function* () {
+        await new Promise((r) => silent.signal.addEventListener('abort', r));
+      })();
+      for await (const _ of client.connect(nothing)) void _;
+    })().catch((e: unknown) => e);
+    expect(error).toMatchObject({
+      code: Status.DEADLINE_EXCEEDED,
+      details: expect.stringContaining('no Hello within 150 ms') as unknown,
+    });
+    expect(registry.list()).toEqual([]);
+  });
+
   it('says what is missing when a server registers AgentService without its interceptor', async () => {
     const log = createLogger({ level: 'silent' });
     const registry = new AgentRegistry({
