@@ -9,13 +9,14 @@ import { createAgent, type DeviceSource } from './agent.js';
 import { addAgentOptions, addConnectionOptions, rawConfigOf } from './cli-options.js';
 import { ConfigError, parseAgentConfig, type AgentConfig } from './config.js';
 import type { CommandTracer } from './session.js';
-import { createEmulatedFabric, loadFabric } from './fabric.js';
 import { createEmulatedSource, createSgioSource } from './sources.js';
 import { AGENT_VERSION } from './version.js';
 
 /** Builds the device source the config names: one host of an emulated fabric, or real SG_IO nodes. */
 async function sourceOf(config: AgentConfig): Promise<DeviceSource> {
   if (config.transport === 'emulated') {
+    // The emulator and the fabric parser load only for emulated agents (~40 ms of a real host agent's start-up).
+    const { createEmulatedFabric, loadFabric } = await import('./fabric.js');
     const fabric = createEmulatedFabric(await loadFabric(config.fabric ?? ''), {
       latencyMs: config.latencyMs,
     });
