@@ -15,6 +15,7 @@ import {
   ErrorReason,
 } from '../common/errors.js';
 import type { AgentRegistry } from './agent-registry.js';
+import { peerCertificateOf } from './auth/mtls.js';
 import {
   authorizeOptionsOf,
   authorizeSessionCommand,
@@ -179,11 +180,19 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       };
       deps.sessions.add(handle);
 
+      // The certificate the session was opened with, checked again per command against the revocation list.
+      const certificate = peerCertificateOf(ctx);
       const answer = async (request: CommandSessionRequest) => {
         let reply: CommandSessionResponse;
         try {
           if (request.requestId === '')
             throw invalidArgument('request_id', 'required to match the reply');
+          if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
+            throw new ServerError(
+              Status.UNAUTHENTICATED,
+              `the client certificate of this session (SHA-256 ${certificate}) was revoked: nothing sent`,
+            );
+          }
           if (deps.router.draining) {
             throw unavailable(
               ErrorReason.SERVER_DRAINING,

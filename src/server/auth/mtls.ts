@@ -176,6 +176,8 @@ export const PEER_HEADERS = {
   allow: 'prfleet-peer-allow',
   fingerprint: 'prfleet-peer-cert-sha256',
   revoked: 'prfleet-peer-revoked-cert-sha256',
+  /** Any client certificate's fingerprint, set when a revocation list is configured (streams re-check it). */
+  certificate: 'prfleet-peer-client-cert-sha256',
   proof: 'prfleet-peer-proof',
 } as const;
 
@@ -230,18 +232,19 @@ export function createPeerIdentityInterceptor(
           onReceiveMetadata(metadata: GrpcMetadata, mdNext: (m: GrpcMetadata) => void) {
             for (const key of Object.values(PEER_HEADERS)) metadata.remove(key);
             const raw = call.getAuthContext().sslPeerCertificate?.raw;
-            if (raw !== undefined && cas.length > 0 && revoked !== undefined && revoked.size > 0) {
-              // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
-              const fingerprint = createHash('sha256').update(raw).digest('hex');
+            if (raw !== undefined && cas.length > 0 && revoked !== undefined) {
+              const fingerprint = normalizeFingerprint(
+                createHash('sha256').update(raw).digest('hex'),
+              ) as string;
+              metadata.set(PEER_HEADERS.proof, PROOF);
               if (revoked.has(fingerprint)) {
-                metadata.set(
-                  PEER_HEADERS.revoked,
-                  normalizeFingerprint(fingerprint) ?? fingerprint,
-                );
-                metadata.set(PEER_HEADERS.proof, PROOF);
+                // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
+                metadata.set(PEER_HEADERS.revoked, fingerprint);
                 mdNext(metadata);
                 return;
               }
+              // Streams outlive the check made here: their handlers look the certificate up again.
+              metadata.set(PEER_HEADERS.certificate, fingerprint);
             }
             if (raw !== undefined && cas.length > 0) {
               const identity = identityOf(raw);
@@ -358,6 +361,16 @@ export function peerIdentityOf(ctx: PeerHeaderSource): PeerIdentity | undefined 
 export function peerRevokedCertificate(ctx: PeerHeaderSource): string | undefined {
   if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
   const fingerprint = ctx.metadata.get(PEER_HEADERS.revoked);
+  return typeof fingerprint === 'string' ? fingerprint : undefined;
+}
+
+/**
+ * SHA-256 fingerprint of the caller's client certificate, when the server has a revocation list (so that a
+ * stream's handler can check it again later); undefined otherwise.
+ */
+export function peerCertificateOf(ctx: PeerHeaderSource): string | undefined {
+  if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
+  const fingerprint = ctx.metadata.get(PEER_HEADERS.certificate);
   return typeof fingerprint === 'string' ? fingerprint : undefined;
 }
 
