@@ -194,14 +194,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
     const identity = authorizeAgentHello({ metadata: firstValues(metadata) }, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
+      isRevoked: (fingerprint) => registry.isCertificateRevoked(fingerprint),
     });
-    // Revoked since the stream opened (the Hello may come any time after): refused like one revoked before.
-    if (identity !== undefined && registry.isCertificateRevoked(identity.fingerprint256)) {
-      throw new ServerError(
-        Status.UNAUTHENTICATED,
-        `the agent certificate (SHA-256 ${identity.fingerprint256}) is revoked: issue a new one (prfleet-certs issue-agent)`,
-      );
-    }
     const session = registry.open(hello);
     session.certificate = identity?.fingerprint256;
     log.info(

@@ -13,19 +13,23 @@ import {
 } from '../gen/prfleet/v1/control.js';
 import { principalOf as authPrincipalOf } from './auth/middleware.js';
 import type { Role } from './auth/roles.js';
-import { createToken, type TokenRecord, type TokenStore } from './auth/tokens.js';
+import {
+  createToken,
+  TOKEN_ID_PATTERN,
+  TOKEN_NAME_PATTERN,
+  type TokenRecord,
+  type TokenStore,
+} from './auth/tokens.js';
 import { MAX_REASON_LENGTH, type PrincipalOf } from './history.js';
 
-const ROLE_OF: ReadonlyMap<TokenRole, Role> = new Map([
-  [TokenRole.TOKEN_ROLE_VIEWER, 'viewer'],
-  [TokenRole.TOKEN_ROLE_OPERATOR, 'operator'],
-  [TokenRole.TOKEN_ROLE_ADMIN, 'admin'],
-]);
 const TOKEN_ROLE_OF: Readonly<Record<Role, TokenRole>> = {
   viewer: TokenRole.TOKEN_ROLE_VIEWER,
   operator: TokenRole.TOKEN_ROLE_OPERATOR,
   admin: TokenRole.TOKEN_ROLE_ADMIN,
 };
+const ROLE_OF: ReadonlyMap<TokenRole, Role> = new Map(
+  Object.entries(TOKEN_ROLE_OF).map(([role, tokenRole]) => [tokenRole, role as Role]),
+);
 
 /** Longest token lifetime accepted (10 years): a typo in a unit should not mint an eternal token silently. */
 const MAX_LIFETIME_MS = 10 * 365 * 24 * 3_600_000;
@@ -79,7 +83,7 @@ export function createTokenAdmin(deps: {
       const tokens = store(ctx);
       const role = ROLE_OF.get(request.role);
       if (role === undefined) throw invalidArgument('role', 'viewer, operator or admin');
-      if (!/^[\x21-\x7e][\x20-\x7e]{0,63}$/.test(request.name))
+      if (!TOKEN_NAME_PATTERN.test(request.name))
         throw invalidArgument('name', '1-64 printable ASCII characters, not starting with a space');
       let expiresInMs: number | undefined;
       if (request.expiresIn !== undefined) {
@@ -103,19 +107,17 @@ export function createTokenAdmin(deps: {
     },
     async revokeToken(request: RevokeTokenRequest, ctx: CallContext): Promise<RevokeTokenResponse> {
       const tokens = store(ctx);
-      if (!/^[0-9a-f]{12}$/.test(request.id))
+      if (!TOKEN_ID_PATTERN.test(request.id))
         throw invalidArgument('id', 'the 12 hex digits of the token id (prf_<id>_…)');
       if (request.reason.trim() === '' || request.reason.length > MAX_REASON_LENGTH)
         throw invalidArgument('reason', `required, at most ${MAX_REASON_LENGTH} characters`);
-      if (!(await tokens.revoke(request.id)))
+      const record = (await tokens.revoke(request.id)) ? await tokens.find(request.id) : undefined;
+      if (record === undefined)
         throw notFound('token', request.id, `no token with id ${request.id}`);
-      const record = await tokens.find(request.id);
       deps.log.info(
         { by: deps.principalOf(ctx), tokenId: request.id, reason: request.reason },
         'token revoked',
       );
-      if (record === undefined)
-        throw notFound('token', request.id, `no token with id ${request.id}`);
       return { info: tokenInfoOf(record) };
     },
   };

@@ -8,16 +8,11 @@ import { createAgent, type Agent } from '../../agent/agent.js';
 import { createEmulatedFabric, loadFabric } from '../../agent/fabric.js';
 import { createEmulatedSource } from '../../agent/sources.js';
 import { createControlClient } from '../../src/common/client.js';
-import {
-  ReadKeysRequest,
-  type CommandSessionRequest,
-  type CommandSessionResponse,
-} from '../../src/gen/prfleet/v1/control.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
 import { createLogger } from '../../src/common/logger.js';
 import { revokeCertificate } from '../../src/tools/certs.js';
 import { DEMO_FABRIC, ensureBuilt, startServerChild } from '../helpers/processes.js';
+import { readKeysSession } from '../helpers/session.js';
 import { createTestPki, type Pem, type TestPki } from './pki.js';
 
 // The built prfleet-server with TLS, no client tokens and a revocation list it polls every 100 ms; agents present
@@ -120,21 +115,8 @@ describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
       details: expect.stringContaining('is revoked') as unknown,
     });
     // A client certificate is revoked the same way, also for the session it has open already.
-    const queue = new AsyncQueue<CommandSessionRequest>(100);
-    const replies = viaOps.commandSession(queue)[Symbol.asyncIterator]();
-    const ask = async (requestId: string) => {
-      queue.push({
-        requestId,
-        command: {
-          $case: 'readKeys',
-          value: ReadKeysRequest.fromPartial({ target: { agentId: 'host-b', path: '/dev/sg0' } }),
-        },
-      });
-      const reply = (await replies.next()).value as CommandSessionResponse;
-      return reply.reply?.$case === 'error' ? reply.reply.value.code : reply.reply?.value.outcome;
-    };
-    expect(await ask('1')).toBe(Outcome.OUTCOME_GOOD);
-    onTestFinished(() => queue.close());
+    const ask = readKeysSession(viaOps, { agentId: 'host-b', path: '/dev/sg0' });
+    expect(await ask()).toEqual({ outcome: Outcome.OUTCOME_GOOD });
     const opsFile = join(dir, 'ops.crt');
     await writeFile(opsFile, pki.clientOps.cert);
     await revokeCertificate({ cert: opsFile, list: files.revoked, reason: 'laptop lost' });
@@ -143,6 +125,6 @@ describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
         timeout: 5_000,
       })
       .toMatchObject({ code: Status.UNAUTHENTICATED });
-    expect(await ask('2')).toBe(Status.UNAUTHENTICATED);
+    expect(await ask()).toEqual({ errorCode: Status.UNAUTHENTICATED });
   });
 });

@@ -1,20 +1,14 @@
 import { createChannel, createClientFactory, Metadata, Status } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import {
-  ControlServiceDefinition,
-  ReadKeysRequest,
-  TokenRole,
-  type CommandSessionRequest,
-  type CommandSessionResponse,
-} from '../../src/gen/prfleet/v1/control.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { ControlServiceDefinition, TokenRole } from '../../src/gen/prfleet/v1/control.js';
 import {
   createAuthMiddleware,
   createMemoryTokenStore,
   createToken,
 } from '../../src/server/auth/index.js';
 import { startTestServer } from '../helpers/server.js';
+import { readKeysSession } from '../helpers/session.js';
 import { ensureBuilt, runCliBinary } from '../helpers/processes.js';
 
 /** The real server with tokens: ada is admin, vera viewer; the token store is the one the RPCs manage. */
@@ -107,24 +101,11 @@ describe('token administration through the server (CreateToken, ListTokens, Revo
 
   it('refuses further commands on a CommandSession whose token was revoked after it opened', async () => {
     const { as, ada, vera } = await startTokenServer();
-    const queue = new AsyncQueue<CommandSessionRequest>(100);
-    const replies = as(vera).commandSession(queue)[Symbol.asyncIterator]();
-    const ask = async (requestId: string) => {
-      queue.push({
-        requestId,
-        command: {
-          $case: 'readKeys',
-          value: ReadKeysRequest.fromPartial({ target: { agentId: 'nobody', path: '/dev/sg0' } }),
-        },
-      });
-      const reply = (await replies.next()).value as CommandSessionResponse;
-      return reply.reply?.$case === 'error' ? reply.reply.value.code : 0;
-    };
-    expect(await ask('1')).toBe(Status.NOT_FOUND); // authorized; the agent is unknown
+    const ask = readKeysSession(as(vera), { agentId: 'nobody', path: '/dev/sg0' });
+    expect(await ask()).toEqual({ errorCode: Status.NOT_FOUND }); // authorized; the agent is unknown
     const veraId = (await as(ada).listTokens({})).tokens.find((t) => t.name === 'vera')?.id ?? '';
     await as(ada).revokeToken({ id: veraId, reason: 'left' });
-    expect(await ask('2')).toBe(Status.UNAUTHENTICATED);
-    queue.close();
+    expect(await ask()).toEqual({ errorCode: Status.UNAUTHENTICATED });
   });
 
   it('answers FAILED_PRECONDITION on a server that takes no tokens', async () => {

@@ -379,20 +379,36 @@ export function peerCertificateOf(ctx: PeerHeaderSource): string | undefined {
  * (UNAUTHENTICATED) whatever else it presents.
  */
 export function refuseRevokedPeers(log: Logger): ServerMiddleware {
-  return async function* refuseRevoked<Request, Response>(
+  return refusePeers(log, (context) => {
+    const revoked = peerRevokedCertificate(context);
+    return revoked === undefined
+      ? undefined
+      : {
+          error: new ServerError(
+            Status.UNAUTHENTICATED,
+            `the client certificate (SHA-256 ${revoked}) is revoked`,
+          ),
+          logged: { certificate: revoked },
+          why: 'revoked client certificate refused',
+        };
+  });
+}
+
+/** A middleware refusing the calls `judge` has a refusal for (logged at info: news, not a bug). */
+function refusePeers(
+  log: Logger,
+  judge: (
+    context: CallContext,
+  ) => { error: ServerError; logged: Record<string, unknown>; why: string } | undefined,
+): ServerMiddleware {
+  return async function* refusePeer<Request, Response>(
     call: ServerMiddlewareCall<Request, Response>,
     context: CallContext,
   ) {
-    const revoked = peerRevokedCertificate(context);
-    if (revoked !== undefined) {
-      log.info(
-        { method: call.method.path, certificate: revoked },
-        'revoked client certificate refused',
-      );
-      throw new ServerError(
-        Status.UNAUTHENTICATED,
-        `the client certificate (SHA-256 ${revoked}) is revoked`,
-      );
+    const refusal = judge(context);
+    if (refusal !== undefined) {
+      log.info({ method: call.method.path, ...refusal.logged }, refusal.why);
+      throw refusal.error;
     }
     return yield* call.next(call.request, context);
   };
@@ -404,23 +420,19 @@ export function refuseRevokedPeers(log: Logger): ServerMiddleware {
  * certificate must not be an admin's). Clients present a client certificate (`prfleet-certs issue-client`).
  */
 export function refuseAgentCertificates(log: Logger): ServerMiddleware {
-  return async function* refuseAgents<Request, Response>(
-    call: ServerMiddlewareCall<Request, Response>,
-    context: CallContext,
-  ) {
+  return refusePeers(log, (context) => {
     const agent = peerIdentityOf(context);
-    if (agent !== undefined) {
-      log.info(
-        { method: call.method.path, agentId: agent.agentId },
-        'agent certificate refused on a client-facing service',
-      );
-      throw new ServerError(
-        Status.PERMISSION_DENIED,
-        `the certificate of agent ${JSON.stringify(agent.agentId)} may only connect that agent; call with a client certificate (prfleet-certs issue-client) or a token`,
-      );
-    }
-    return yield* call.next(call.request, context);
-  };
+    return agent === undefined
+      ? undefined
+      : {
+          error: new ServerError(
+            Status.PERMISSION_DENIED,
+            `the certificate of agent ${JSON.stringify(agent.agentId)} may only connect that agent; call with a client certificate (prfleet-certs issue-client) or a token`,
+          ),
+          logged: { agentId: agent.agentId },
+          why: 'agent certificate refused on a client-facing service',
+        };
+  });
 }
 
 /** The agent id named by the caller's verified client certificate, or undefined. */
@@ -432,6 +444,11 @@ export function agentIdFromPeer(ctx: PeerHeaderSource): string | undefined {
 export interface AgentAuthOptions {
   /** Refuse agents without a verified certificate (true whenever the server serves TLS). */
   readonly requireCertificate: boolean;
+  /**
+   * Revoked client certificates, asked again at Hello: the interceptor judged the certificate when the stream
+   * opened, which may be long before the Hello. @default none
+   */
+  readonly isRevoked?: (fingerprint256: string) => boolean;
 }
 
 /**
@@ -445,14 +462,19 @@ export function authorizeAgentHello(
   options: AgentAuthOptions,
 ): PeerIdentity | undefined {
   const identity = peerIdentityOf(ctx);
+  const revoked =
+    identity === undefined
+      ? peerRevokedCertificate(ctx)
+      : options.isRevoked?.(identity.fingerprint256) === true
+        ? identity.fingerprint256
+        : undefined;
+  if (revoked !== undefined) {
+    throw new ServerError(
+      Status.UNAUTHENTICATED,
+      `the agent certificate (SHA-256 ${revoked}) is revoked: issue a new one (prfleet-certs issue-agent)`,
+    );
+  }
   if (identity === undefined) {
-    const revoked = peerRevokedCertificate(ctx);
-    if (revoked !== undefined) {
-      throw new ServerError(
-        Status.UNAUTHENTICATED,
-        `the agent certificate (SHA-256 ${revoked}) is revoked: issue a new one (prfleet-certs issue-agent)`,
-      );
-    }
     if (options.requireCertificate) {
       throw new ServerError(
         Status.UNAUTHENTICATED,

@@ -51,6 +51,10 @@ const TOKEN_PREFIX = 'prf';
 const SECRET_BYTES = 32;
 const ID_BYTES = 6;
 const TOKEN_PATTERN = /^prf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
+/** A token's public id: 12 hex digits (the part after `prf_`). */
+export const TOKEN_ID_PATTERN = /^[0-9a-f]{12}$/;
+/** A token holder's name: 1–64 printable ASCII characters, not starting with a space. */
+export const TOKEN_NAME_PATTERN = /^[\x21-\x7e][\x20-\x7e]{0,63}$/;
 
 /** Splits `prf_<id>_<secret>`; undefined when the text is not shaped like a prfleet token. */
 export function parseToken(token: string): { id: string; secret: string } | undefined {
@@ -80,7 +84,7 @@ export interface IssueTokenOptions {
  * Throws on a bad name or lifetime.
  */
 export function issueToken(options: IssueTokenOptions): { token: string; record: TokenRecord } {
-  if (!/^[\x21-\x7e][\x20-\x7e]{0,63}$/.test(options.name)) {
+  if (!TOKEN_NAME_PATTERN.test(options.name)) {
     throw new Error(
       `invalid token name: ${JSON.stringify(options.name)} (1-64 printable ASCII characters)`,
     );
@@ -162,7 +166,7 @@ export function createMemoryTokenStore(records: readonly TokenRecord[] = []): To
 }
 
 const TokenRecordSchema = z.object({
-  id: z.string().regex(/^[0-9a-f]{12}$/),
+  id: z.string().regex(TOKEN_ID_PATTERN),
   name: z.string().min(1),
   role: z.enum(ROLES as [Role, ...Role[]]),
   salt: z.string().regex(/^[0-9a-f]+$/),
