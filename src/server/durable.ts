@@ -43,7 +43,10 @@ export async function openConfiguredStore(
     store = await openStore({
       ...storeOptionsOf(config),
       onIdleError: (error) =>
-        log.error({ err: error }, 'store: idle PostgreSQL connection failed (replaced)'),
+        log.error(
+          { err: error },
+          'store: a PostgreSQL connection failed (it is replaced; requests on it failed UNAVAILABLE)',
+        ),
     });
   } catch (error) {
     throw new StoreOpenError(storeOpenAdvice(config, error), { cause: error });

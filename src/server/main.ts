@@ -36,6 +36,15 @@ log.info(
   },
   'effective config',
 );
+// A rejected promise nobody awaited is a bug, but it must not end a server that fences shared devices (one
+// client's cancel once did): logged with its stack, and the server keeps serving. An uncaught exception still
+// ends the process (the state it left is unknown), logged as a JSON line first.
+process.on('unhandledRejection', (reason) => {
+  log.error({ err: reason }, 'unhandled rejection (a bug; the server keeps serving)');
+});
+process.on('uncaughtExceptionMonitor', (error) => {
+  log.fatal({ err: error }, 'uncaught exception: exiting');
+});
 if (scaleOut.security?.credentials.plaintext === true) {
   log.warn('plaintext: PRFLEET_PLAINTEXT=true was asked for (no TLS, no agent certificates)');
 }

@@ -265,8 +265,9 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
       ),
     );
   });
-  let ok = await primary(first);
-  if (others.length > 0) await Promise.all(others);
+  // Awaited together: when the caller aborts, the primary read and the others all reject, and each rejection
+  // must have a handler (an unhandled one ends the process).
+  let [ok] = await Promise.all([primary(first), Promise.all(others)]);
   for (const i of rest) {
     if (ok) break;
     if ((paths[i] as PathObservation).reachable) ok = await primary(i);

@@ -9,7 +9,8 @@ export interface PgDbOptions {
   readonly schema?: string;
   /** Pool size. @default 10 */
   readonly maxConnections?: number;
-  /** Called when an idle pooled connection fails (pg emits 'error'; unhandled, it would end the process). */
+  /** Called when a pooled connection fails, idle or checked out (pg emits 'error'; unhandled, it would end the
+   *  process). */
   readonly onIdleError?: (error: Error) => void;
 }
 
@@ -59,6 +60,20 @@ export function createPgDb(options: PgDbOptions): Db {
     },
     async transaction<T>(fn: (tx: Db) => Promise<T>): Promise<T> {
       const client = await pool.connect();
+      // A checked-out client is not covered by the pool's 'error' listener: when its connection is terminated
+      // (database restart, failover, pg_terminate_backend) pg emits 'error' on the client, which would end the
+      // process. The failed query rejects on its own; this only keeps the event from being unhandled and makes
+      // sure the broken connection leaves the pool.
+      let broken: Error | undefined;
+      const onError = (error: Error) => {
+        broken = error;
+        options.onIdleError?.(error);
+      };
+      client.on('error', onError);
+      const release = (error?: Error) => {
+        client.off('error', onError);
+        client.release(error ?? broken);
+      };
       let result: T;
       try {
         await client.query('BEGIN');
@@ -68,13 +83,13 @@ export function createPgDb(options: PgDbOptions): Db {
         try {
           await client.query('ROLLBACK');
         } catch (rollbackError) {
-          client.release(rollbackError as Error); // a broken connection leaves the pool
+          release(rollbackError as Error); // a broken connection leaves the pool
           throw error;
         }
-        client.release();
+        release();
         throw error;
       }
-      client.release();
+      release();
       return result;
     },
     close: () => pool.end(),
