@@ -5,6 +5,7 @@ import {
   createEmulator,
   type Emulator,
   type EmulatedLogicalUnit,
+  type ElementLayoutSpec,
   type ProfileName,
 } from '../src/emulator/index.js';
 import { formatTransportId, parseTransportId, type TransportId } from '../src/scsi/index.js';
@@ -47,10 +48,30 @@ const LogicalUnitSchema = z.strictObject({
   acl: z.array(z.string().min(1)).optional(),
 });
 
+const BarcodeSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{1,32}$/, 'a barcode: up to 32 letters or digits');
+
+/** The cartridges of a loader: slots (1-based numbers) and drives (0-based, in `drives` order). */
+const MediaSchema = z.strictObject({
+  slots: z.number().int().min(1).max(1024).default(16),
+  mailSlot: z.boolean().default(true),
+  cartridges: z
+    .record(z.string().regex(/^[1-9][0-9]*$/, 'a slot number'), BarcodeSchema)
+    .default({}),
+  loaded: z
+    .record(
+      z.string().regex(/^[0-9]+$/, 'a drive index'),
+      z.strictObject({ slot: z.number().int().min(1), barcode: BarcodeSchema }),
+    )
+    .default({}),
+});
+
 const LoaderSchema = z.strictObject({
   id: z.string().min(1),
   changer: LogicalUnitSchema,
   drives: z.array(LogicalUnitSchema).default([]),
+  media: MediaSchema.optional(),
 });
 
 const PathSchema = z.strictObject({
@@ -309,15 +330,18 @@ export function createEmulatedFabric(
   const spec = parseFabric(input);
   const emulator = createEmulator(options.clock ? { clock: options.clock } : {});
   const loaderOf = new Map<string, string>();
+  const naaOf = (lu: FabricLogicalUnitSpec) =>
+    lu.naa === undefined ? undefined : BigInt(lu.naa.startsWith('0x') ? lu.naa : `0x${lu.naa}`);
   for (const loader of spec.loaders) {
     for (const lu of [loader.changer, ...loader.drives]) {
+      const naa = naaOf(lu);
       emulator.addLogicalUnit({
         id: lu.id,
         profile: lu.profile,
         serial: lu.serial,
-        ...(lu.naa === undefined
-          ? {}
-          : { naa: BigInt(lu.naa.startsWith('0x') ? lu.naa : `0x${lu.naa}`) }),
+        ...(naa === undefined ? {} : { naa }),
+        // The changer's data transfer elements name the loader's drives (DVCID), by their NAA.
+        ...(lu === loader.changer ? { elements: elementsOf(loader, naaOf) } : {}),
         ...(lu.vendor === undefined ? {} : { vendor: lu.vendor }),
         ...(lu.product === undefined ? {} : { product: lu.product }),
         ...(lu.revision === undefined ? {} : { revision: lu.revision }),
@@ -373,5 +397,28 @@ export function createEmulatedFabric(
     close() {
       for (const host of hosts) host.transport.close();
     },
+  };
+}
+
+/** The changer's element layout from the loader's media and drives. */
+function elementsOf(
+  loader: FabricSpec['loaders'][number],
+  naaOf: (lu: FabricLogicalUnitSpec) => bigint | undefined,
+): ElementLayoutSpec {
+  const media = loader.media;
+  return {
+    drives: loader.drives.map((d) => naaOf(d)),
+    ...(media === undefined
+      ? {}
+      : {
+          slots: media.slots,
+          mailSlot: media.mailSlot,
+          cartridges: Object.fromEntries(
+            Object.entries(media.cartridges).map(([slot, barcode]) => [Number(slot), barcode]),
+          ),
+          loaded: Object.fromEntries(
+            Object.entries(media.loaded).map(([drive, load]) => [Number(drive), load]),
+          ),
+        }),
   };
 }

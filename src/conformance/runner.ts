@@ -10,7 +10,7 @@ import {
   decodeReadReservation,
   decodeSense,
   encodeInquiry,
-  encodeMoveMedium,
+  encodeInitializeElementStatus,
   encodePrin,
   encodeProut,
   encodeProutCdb,
@@ -410,13 +410,10 @@ class Run {
           timeoutMs: t,
         };
       case 'medium-write':
+        // INITIALIZE ELEMENT STATUS: write-class like MOVE MEDIUM, but GOOD whatever the cartridges are.
         if (pdt === 8)
           return {
-            cdb: encodeMoveMedium({
-              transportElement: 0,
-              sourceElement: 0x1000,
-              destinationElement: 0x1001,
-            }),
+            cdb: encodeInitializeElementStatus(),
             dataInLength: 0,
             timeoutMs: t,
           };

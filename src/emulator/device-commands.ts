@@ -1,7 +1,7 @@
 /**
  * The non-PR commands an emulated LU answers: INQUIRY (standard, VPD 00h/80h/83h), REPORT LUNS, and the ordinary
- * medium commands of its profile's table. There is no medium model beyond a sparse block store for disks: tape
- * and changer commands succeed without moving anything, because only their reservation class matters here.
+ * medium commands of its profile's table: a sparse block store for disks, the element model for changers
+ * (element-model.ts); tape commands succeed without moving anything, because only their reservation class matters.
  * @internal
  */
 import {
@@ -20,6 +20,7 @@ import type { LuContext } from './context.js';
 import type { Initiator } from './pr-state.js';
 import type { LogicalUnitSpec } from './logical-unit.js';
 import { lioStandardInquiry, lioVpdPage, protocolIdOf, type LioIdentity } from './lio-identity.js';
+import { executeChangerCommand, type ElementModel } from './element-model.js';
 
 /** Block size and capacity of the disk profiles' sparse store (16 MiB is plenty for conflict tests). */
 const BLOCK_SIZE = 512;
@@ -31,6 +32,8 @@ const TARGET_PORT_GROUP = 1;
 export interface DeviceContext extends LuContext {
   readonly spec: LogicalUnitSpec;
   readonly blocks: Map<number, Uint8Array>;
+  /** Medium changers: slots, drives and cartridges. */
+  readonly elements: ElementModel | undefined;
 }
 
 /** FNV-1a, to derive a stable NAA from an LU id when the spec gives none. */
@@ -188,6 +191,8 @@ function readUint(cdb: Uint8Array, offset: number, length: number): number {
 export function executeOrdinary(lu: DeviceContext, opcode: number, request: ScsiRequest): Answer {
   const cdb = request.cdb;
   const pdt = lu.knobs.capabilities.peripheralDeviceType;
+  const changer = lu.elements && executeChangerCommand(lu.elements, opcode, cdb);
+  if (changer !== undefined) return changer;
   switch (opcode) {
     case 0x00: // TEST UNIT READY: medium always present
       return good();
@@ -216,11 +221,6 @@ export function executeOrdinary(lu: DeviceContext, opcode: number, request: Scsi
       return good(Uint8Array.of(0x80, ...new Uint8Array(19)));
     case 0x05: // READ BLOCK LIMITS: max 8 MiB, min 1
       return good(Uint8Array.of(0, 0x80, 0, 0, 0, 1));
-    case 0xb8: {
-      // READ ELEMENT STATUS: header for zero elements (no element map is modelled).
-      const data = new Uint8Array(8);
-      return good(data.subarray(0, Math.min(8, readUint(cdb, 7, 3))));
-    }
     default:
       return good();
   }

@@ -2,6 +2,7 @@
 export { createEmulator, type Emulator, type EmulatorOptions } from './emulator.js';
 export type { EmulatedLogicalUnit, LogicalUnitSnapshot, LogicalUnitSpec } from './logical-unit.js';
 export type { Initiator } from './pr-state.js';
+export { ELEMENT_BASE, type ElementLayoutSpec } from './element-model.js';
 export {
   isProfileName,
   PROFILE_NAMES,

@@ -21,6 +21,7 @@ import {
 } from './answers.js';
 import type { LuContext } from './context.js';
 import { executeOrdinary, executeInquiry, executeReportLuns } from './device-commands.js';
+import { ElementModel, type ElementLayoutSpec } from './element-model.js';
 import { executePrin } from './persistent-reserve-in.js';
 import { executeProut } from './persistent-reserve-out.js';
 import { profileKnobs, type ProfileKnobs, type ProfileName } from './profiles.js';
@@ -72,6 +73,9 @@ export interface LogicalUnitSpec {
    * @default `<targetName>,t,0x<port as 4 hex digits>` (LIO's "<WWN>,t,0x<TPG tag>")
    */
   targetPortNames?: Readonly<Record<number, string>>;
+  /** Medium changers: slots, mail slot, drives (their LU NAAs) and cartridges. @default 16 empty slots, a mail
+   *  slot and one drive */
+  elements?: ElementLayoutSpec;
 }
 
 /** One emulated LU, executing commands from any I_T nexus synchronously. */
@@ -165,6 +169,8 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
   private readonly abortListeners = new Set<(victims: Initiator[]) => void>();
   /** Sparse block store for READ/WRITE on disk profiles. */
   readonly blocks = new Map<number, Uint8Array>();
+  /** Slots, drives and cartridges of a medium changer (peripheral device type 8). */
+  readonly elements: ElementModel | undefined;
 
   constructor(
     spec: LogicalUnitSpec,
@@ -181,6 +187,10 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     this.directory = options.directory;
     this.lun = options.lun;
     this.target = options.target;
+    this.elements =
+      this.knobs.capabilities.peripheralDeviceType === 8
+        ? new ElementModel(spec.elements)
+        : undefined;
   }
 
   execute(initiator: Initiator, request: ScsiRequest): ScsiResponse {

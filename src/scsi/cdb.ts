@@ -213,13 +213,15 @@ export function encodeExchangeMedium(fields: {
 
 /**
  * SMC READ ELEMENT STATUS CDB (12 bytes): VOLTAG, ELEMENT TYPE CODE (0 all, 1 transport, 2 storage,
- * 3 import/export, 4 data transfer), starting element, count, 24-bit allocation length.
+ * 3 import/export, 4 data transfer), starting element, count, CURDATA, DVCID, 24-bit allocation length.
  */
 export function encodeReadElementStatus(fields: {
   voltag?: boolean;
   elementType?: number;
   startingElement?: number;
   numberOfElements: number;
+  curdata?: boolean;
+  dvcid?: boolean;
   allocationLength: number;
 }): Uint8Array {
   const cdb = new Uint8Array(12);
@@ -227,6 +229,7 @@ export function encodeReadElementStatus(fields: {
   cdb[1] = (fields.voltag ? 0x10 : 0) | checkInt(fields.elementType ?? 0, 0, 0xf, 'elementType');
   writeUint(cdb, 2, 2, checkInt(fields.startingElement ?? 0, 0, 0xffff, 'startingElement'));
   writeUint(cdb, 4, 2, checkInt(fields.numberOfElements, 0, 0xffff, 'numberOfElements'));
+  cdb[6] = (fields.curdata ? 0x02 : 0) | (fields.dvcid ? 0x01 : 0);
   writeUint(cdb, 7, 3, checkInt(fields.allocationLength, 0, 0xffffff, 'allocationLength'));
   return cdb;
 }

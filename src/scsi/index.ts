@@ -14,4 +14,5 @@ export * from './sense.js';
 export * from './cdb.js';
 export * from './inquiry.js';
 export * from './report-luns.js';
+export * from './element-status.js';
 export * from './classify.js';
