@@ -82,10 +82,10 @@ export function checkSgIoHdrLayout(
 /**
  * Opcodes the SG_IO transport will pass to the kernel (defence in depth: the agent executor already builds CDBs
  * only from typed, allow-listed commands): TEST UNIT READY, REQUEST SENSE, INQUIRY, PERSISTENT RESERVE IN/OUT,
- * REPORT LUNS.
+ * REPORT LUNS, READ ELEMENT STATUS (read-only; MOVE MEDIUM is never sent).
  */
 export const SGIO_ALLOWED_OPCODES: ReadonlySet<number> = new Set([
-  0x00, 0x03, 0x12, 0x5e, 0x5f, 0xa0,
+  0x00, 0x03, 0x12, 0x5e, 0x5f, 0xa0, 0xb8,
 ]);
 
 /** CDB length by group code (SPC-4 §4.2.5.1); undefined for group 3 (variable) and the vendor groups 6/7. */

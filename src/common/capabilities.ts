@@ -69,6 +69,9 @@ export function capabilitiesFromProto(caps: DeviceCapabilities): PrCapabilities 
   };
 }
 
+/** Known profiles of medium changers (peripheral device type 08h): the ones READ ELEMENT STATUS is sent to. */
+const CHANGER_PROFILES: ReadonlySet<string> = new Set(['superloader-changer']);
+
 /**
  * Whether a device with `caps` supports `command`: undefined when it does (or when the profile is unknown, so
  * the device decides), else a human reason such as "superloader-changer does not support PROUT REGISTER AND MOVE".
@@ -102,6 +105,10 @@ export function checkSupported(
       if (p.aptpl && !caps.aptpl) return `${device} does not support APTPL`;
       return undefined;
     }
+    case 'readElementStatus':
+      return CHANGER_PROFILES.has(device)
+        ? undefined
+        : `${device} is not a medium changer (READ ELEMENT STATUS is for changers)`;
     case 'inquiry':
     case 'testUnitReady':
     case 'requestSense':

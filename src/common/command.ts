@@ -10,6 +10,7 @@ import {
   encodeInquiry,
   encodePrin,
   encodeProut,
+  encodeReadElementStatus,
   encodeReportLuns,
   encodeRequestSense,
   encodeTestUnitReady,
@@ -52,6 +53,8 @@ export const DEFAULT_INQUIRY_ALLOCATION_LENGTH = 255;
 export const DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH = 252;
 /** REPORT LUNS allocation length when the command gives 0 (agent.proto ReportLunsCommand). */
 export const DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH = 8192;
+/** READ ELEMENT STATUS allocation length when the command gives 0: a SuperLoader's whole report fits many times. */
+export const DEFAULT_ELEMENT_STATUS_ALLOCATION_LENGTH = 65536;
 /** SG_IO's timeout field is an unsigned 32-bit count of milliseconds (scsi-pr.md §10.1). */
 const MAX_TIMEOUT_MS = 0xffff_ffff;
 
@@ -140,6 +143,8 @@ export function describeCommand(command: Command): string {
       return 'REQUEST SENSE';
     case 'reportLuns':
       return 'REPORT LUNS';
+    case 'readElementStatus':
+      return 'READ ELEMENT STATUS';
     case undefined:
       return 'empty command';
   }
@@ -470,6 +475,33 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
               );
         return {
           cdb: encodeReportLuns(selectReport, allocationLength),
+          dataInLength: allocationLength,
+          timeoutMs,
+        };
+      }
+      case 'readElementStatus': {
+        const v = kind.value;
+        const allocationLength =
+          v.allocationLength === 0
+            ? DEFAULT_ELEMENT_STATUS_ALLOCATION_LENGTH
+            : checkRange(v.allocationLength, 1, 0xff_ffff, 'read_element_status.allocation_length');
+        return {
+          cdb: encodeReadElementStatus({
+            elementType: checkRange(v.elementType, 0, 4, 'read_element_status.element_type'),
+            startingElement: checkRange(
+              v.startingElement,
+              0,
+              0xffff,
+              'read_element_status.starting_element',
+            ),
+            numberOfElements:
+              v.numberOfElements === 0
+                ? 0xffff
+                : checkRange(v.numberOfElements, 1, 0xffff, 'read_element_status.number_of_elements'),
+            voltag: v.voltag,
+            dvcid: v.dvcid,
+            allocationLength,
+          }),
           dataInLength: allocationLength,
           timeoutMs,
         };

@@ -76,6 +76,8 @@ export function commandKindOf(command: Command): string {
       return 'request_sense';
     case 'reportLuns':
       return 'report_luns';
+    case 'readElementStatus':
+      return 'read_element_status';
     case undefined:
       return 'none';
   }

@@ -65,6 +65,7 @@ export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>
   DecodeKey: 'viewer',
   GetDesiredState: 'viewer',
   Plan: 'viewer',
+  ListLoaders: 'viewer',
   AllocateKey: 'admin',
   RevokeKey: 'admin',
   SetDesiredState: 'admin',

@@ -34,6 +34,7 @@ import { observeUnit } from './observe.js';
 import { planDesired, planTakeover } from './planner.js';
 import type { UnitPlan } from './plan-model.js';
 import { newOperationId, runRollout, type RolloutSettings } from './rollout.js';
+import { ElementViewCache, listLoaders } from './loaders.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
 
 /** Rollout defaults. */
@@ -164,9 +165,12 @@ function blocker(message: string, unit: SelectedUnit): UnitPlan {
 /** The FleetService implementation over the router, the agent registry and H7's store. */
 export function createFleetService(deps: FleetDeps): FleetServiceImplementation {
   const { store, log } = deps;
+  const elementViews = new ElementViewCache();
 
   return {
     audit: (request, ctx) => runAudit(deps, request, ctx.signal),
+
+    listLoaders: (request, ctx) => listLoaders(deps, elementViews, request, ctx.signal),
 
     async allocateKey(request) {
       const purpose = purposeOf(request.purpose, 'purpose');

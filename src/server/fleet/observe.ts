@@ -83,9 +83,22 @@ export function pathOnline(p: FleetPath): boolean {
 }
 
 /** Sends one PRIN through `p`; RPC errors (offline, busy, draining) become an error text. Aborts pass through. */
-export async function readThrough(
+export function readThrough(
   p: FleetPath,
   action: PrinAction,
+  ctx: ReadContext,
+  luId: string,
+): Promise<ReadOutcome> {
+  return sendRead(p, { $case: 'prin', value: { action, allocationLength: 0 } }, ctx, luId);
+}
+
+/**
+ * Sends one read-only command through `p` (bounded by the limiter); anything but a GOOD answer with data, and RPC
+ * errors (offline, busy, draining), become an error text. Aborts pass through.
+ */
+export async function sendRead(
+  p: FleetPath,
+  kind: NonNullable<Command['kind']>,
   ctx: ReadContext,
   luId: string,
 ): Promise<ReadOutcome> {
@@ -97,7 +110,7 @@ export async function readThrough(
     idempotencyKey: '',
     traceparent: '',
     tracestate: '',
-    kind: { $case: 'prin', value: { action, allocationLength: 0 } },
+    kind,
   };
   try {
     const result = await ctx.limiter.run(
@@ -112,7 +125,10 @@ export async function readThrough(
       },
       ctx.signal,
     );
-    if (result.outcome !== Outcome.OUTCOME_GOOD || result.data === undefined) {
+    if (
+      result.outcome !== Outcome.OUTCOME_GOOD ||
+      (kind.$case === 'prin' && result.data === undefined)
+    ) {
       const why =
         result.message !== ''
           ? `: ${result.message}`

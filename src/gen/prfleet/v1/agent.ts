@@ -218,6 +218,25 @@ export interface ReportLunsCommand {
   allocationLength: number;
 }
 
+/**
+ * READ ELEMENT STATUS (B8h, medium changers only): the changer's slots, drives and cartridges. Read-only; prfleet
+ * never moves media (MOVE MEDIUM is not a command an agent runs).
+ */
+export interface ReadElementStatusCommand {
+  /** ELEMENT TYPE CODE: 0 all, 1 medium transport, 2 storage, 3 import/export, 4 data transfer. */
+  elementType: number;
+  /** STARTING ELEMENT ADDRESS. */
+  startingElement: number;
+  /** NUMBER OF ELEMENTS (0 means 65535: every element from the starting address). */
+  numberOfElements: number;
+  /** VOLTAG: report barcodes. */
+  voltag: boolean;
+  /** DVCID: data transfer elements report their drive's identifier. */
+  dvcid: boolean;
+  /** ALLOCATION LENGTH (0 means 65536). */
+  allocationLength: number;
+}
+
 /** A typed command for one path. There is no raw-CDB passthrough: the agent builds the CDB itself. */
 export interface Command {
   /** Id, unique per server instance; the result carries it back. */
@@ -258,6 +277,9 @@ export interface Command {
     | //
     /** REPORT LUNS. */
     { $case: "reportLuns"; value: ReportLunsCommand }
+    | //
+    /** READ ELEMENT STATUS (medium changers). */
+    { $case: "readElementStatus"; value: ReadElementStatusCommand }
     | undefined;
 }
 
@@ -2038,6 +2060,171 @@ export const ReportLunsCommand: MessageFns<ReportLunsCommand> = {
   },
 };
 
+function createBaseReadElementStatusCommand(): ReadElementStatusCommand {
+  return { elementType: 0, startingElement: 0, numberOfElements: 0, voltag: false, dvcid: false, allocationLength: 0 };
+}
+
+export const ReadElementStatusCommand: MessageFns<ReadElementStatusCommand> = {
+  encode(message: ReadElementStatusCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.elementType !== 0) {
+      writer.uint32(8).uint32(message.elementType);
+    }
+    if (message.startingElement !== 0) {
+      writer.uint32(16).uint32(message.startingElement);
+    }
+    if (message.numberOfElements !== 0) {
+      writer.uint32(24).uint32(message.numberOfElements);
+    }
+    if (message.voltag !== false) {
+      writer.uint32(32).bool(message.voltag);
+    }
+    if (message.dvcid !== false) {
+      writer.uint32(40).bool(message.dvcid);
+    }
+    if (message.allocationLength !== 0) {
+      writer.uint32(48).uint32(message.allocationLength);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReadElementStatusCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReadElementStatusCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.elementType = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.startingElement = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.numberOfElements = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.voltag = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.dvcid = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.allocationLength = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReadElementStatusCommand {
+    return {
+      elementType: isSet(object.elementType)
+        ? globalThis.Number(object.elementType)
+        : isSet(object.element_type)
+        ? globalThis.Number(object.element_type)
+        : 0,
+      startingElement: isSet(object.startingElement)
+        ? globalThis.Number(object.startingElement)
+        : isSet(object.starting_element)
+        ? globalThis.Number(object.starting_element)
+        : 0,
+      numberOfElements: isSet(object.numberOfElements)
+        ? globalThis.Number(object.numberOfElements)
+        : isSet(object.number_of_elements)
+        ? globalThis.Number(object.number_of_elements)
+        : 0,
+      voltag: isSet(object.voltag) ? globalThis.Boolean(object.voltag) : false,
+      dvcid: isSet(object.dvcid) ? globalThis.Boolean(object.dvcid) : false,
+      allocationLength: isSet(object.allocationLength)
+        ? globalThis.Number(object.allocationLength)
+        : isSet(object.allocation_length)
+        ? globalThis.Number(object.allocation_length)
+        : 0,
+    };
+  },
+
+  toJSON(message: ReadElementStatusCommand): unknown {
+    const obj: any = {};
+    if (message.elementType !== 0) {
+      obj.elementType = Math.round(message.elementType);
+    }
+    if (message.startingElement !== 0) {
+      obj.startingElement = Math.round(message.startingElement);
+    }
+    if (message.numberOfElements !== 0) {
+      obj.numberOfElements = Math.round(message.numberOfElements);
+    }
+    if (message.voltag !== false) {
+      obj.voltag = message.voltag;
+    }
+    if (message.dvcid !== false) {
+      obj.dvcid = message.dvcid;
+    }
+    if (message.allocationLength !== 0) {
+      obj.allocationLength = Math.round(message.allocationLength);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReadElementStatusCommand>): ReadElementStatusCommand {
+    return ReadElementStatusCommand.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReadElementStatusCommand>): ReadElementStatusCommand {
+    const message = createBaseReadElementStatusCommand();
+    message.elementType = object.elementType ?? 0;
+    message.startingElement = object.startingElement ?? 0;
+    message.numberOfElements = object.numberOfElements ?? 0;
+    message.voltag = object.voltag ?? false;
+    message.dvcid = object.dvcid ?? false;
+    message.allocationLength = object.allocationLength ?? 0;
+    return message;
+  },
+};
+
 function createBaseCommand(): Command {
   return {
     commandId: "",
@@ -2088,6 +2275,9 @@ export const Command: MessageFns<Command> = {
         break;
       case "reportLuns":
         ReportLunsCommand.encode(message.kind.value, writer.uint32(122).fork()).join();
+        break;
+      case "readElementStatus":
+        ReadElementStatusCommand.encode(message.kind.value, writer.uint32(130).fork()).join();
         break;
     }
     return writer;
@@ -2202,6 +2392,17 @@ export const Command: MessageFns<Command> = {
             message.kind = { $case: "reportLuns", value: ReportLunsCommand.decode(reader, reader.uint32()) };
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.kind = {
+              $case: "readElementStatus",
+              value: ReadElementStatusCommand.decode(reader, reader.uint32()),
+            };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2248,6 +2449,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "reportLuns", value: ReportLunsCommand.fromJSON(object.reportLuns) }
         : isSet(object.report_luns)
         ? { $case: "reportLuns", value: ReportLunsCommand.fromJSON(object.report_luns) }
+        : isSet(object.readElementStatus)
+        ? { $case: "readElementStatus", value: ReadElementStatusCommand.fromJSON(object.readElementStatus) }
+        : isSet(object.read_element_status)
+        ? { $case: "readElementStatus", value: ReadElementStatusCommand.fromJSON(object.read_element_status) }
         : undefined,
     };
   },
@@ -2284,6 +2489,8 @@ export const Command: MessageFns<Command> = {
       obj.requestSense = RequestSenseCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "reportLuns") {
       obj.reportLuns = ReportLunsCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "readElementStatus") {
+      obj.readElementStatus = ReadElementStatusCommand.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2335,6 +2542,12 @@ export const Command: MessageFns<Command> = {
       case "reportLuns": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "reportLuns", value: ReportLunsCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "readElementStatus": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "readElementStatus", value: ReadElementStatusCommand.fromPartial(object.kind.value) };
         }
         break;
       }

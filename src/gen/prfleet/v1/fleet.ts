@@ -96,6 +96,13 @@ export enum FindingKind {
   FINDING_KIND_UNIT_ATTENTION = 9,
   /** FINDING_KIND_MISSING_KEY - A host named in the desired state has no valid key in the registry. */
   FINDING_KIND_MISSING_KEY = 10,
+  /**
+   * FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE - A drive holds a cartridge and is reserved by a host whose agent is offline: the cartridge is stuck until the
+   * reservation is taken over.
+   */
+  FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE = 20,
+  /** FINDING_KIND_CARTRIDGE_STRANDED - A drive holds a cartridge while the changer is reserved by another host: nobody can unload it. */
+  FINDING_KIND_CARTRIDGE_STRANDED = 21,
   UNRECOGNIZED = -1,
 }
 
@@ -134,6 +141,12 @@ export function findingKindFromJSON(object: any): FindingKind {
     case 10:
     case "FINDING_KIND_MISSING_KEY":
       return FindingKind.FINDING_KIND_MISSING_KEY;
+    case 20:
+    case "FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE":
+      return FindingKind.FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE;
+    case 21:
+    case "FINDING_KIND_CARTRIDGE_STRANDED":
+      return FindingKind.FINDING_KIND_CARTRIDGE_STRANDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -165,6 +178,10 @@ export function findingKindToJSON(object: FindingKind): string {
       return "FINDING_KIND_UNIT_ATTENTION";
     case FindingKind.FINDING_KIND_MISSING_KEY:
       return "FINDING_KIND_MISSING_KEY";
+    case FindingKind.FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE:
+      return "FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE";
+    case FindingKind.FINDING_KIND_CARTRIDGE_STRANDED:
+      return "FINDING_KIND_CARTRIDGE_STRANDED";
     case FindingKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1184,6 +1201,104 @@ export interface TakeoverRequest {
 export interface TakeoverResponse {
   /** The event. */
   event: RolloutEvent | undefined;
+}
+
+/** Request for ListLoaders. */
+export interface ListLoadersRequest {
+  /** Which loaders (loader_ids, site, labels; lu_ids name changers or drives). */
+  selector:
+    | FleetSelector
+    | undefined;
+  /** Reuse a cached element view younger than this. Default 60 s; 0 s with `refresh` reads now. */
+  maxAge:
+    | Duration
+    | undefined;
+  /** Read every changer now, whatever the cache holds. */
+  refresh: boolean;
+  /** Device timeout per read. Default 10 s. */
+  commandTimeout: Duration | undefined;
+}
+
+/** Response for ListLoaders. */
+export interface ListLoadersResponse {
+  /** One entry per loader, sorted by loader id. */
+  loaders: Loader[];
+}
+
+/** Who holds a logical unit: the reservation as read from the device, with its holder named. */
+export interface LoaderHold {
+  /** Agent (host) holding the reservation; empty when unreserved or unknown. */
+  agentId: string;
+  /** Reservation key of the holder (0 when unreserved). */
+  key: bigint;
+  /** Reservation type (0 when unreserved). */
+  type: PrType;
+  /** The holder's agent is connected. */
+  holderOnline: boolean;
+  /** The LU is reserved. */
+  reserved: boolean;
+  /** Why the holder is not known, when the LU could not be read. */
+  error: string;
+}
+
+/** One data transfer element of a changer. */
+export interface LoaderDrive {
+  /** Element address. */
+  elementAddress: number;
+  /** Drive number as mtx counts them (0-based, in element order). */
+  index: number;
+  /** The drive's logical unit, when the changer names it (DVCID) and an agent reports it. */
+  luId: string;
+  /** The changer's identifier for the drive (e.g. "naa.5000e11100000002"); empty without DVCID. */
+  identifier: string;
+  /** A cartridge is loaded. */
+  full: boolean;
+  /** Its barcode (primary volume tag). */
+  barcode: string;
+  /** Slot number it came from (1-based as mtx counts; 0 when unknown). */
+  sourceSlot: number;
+  /** Who holds the drive LU. */
+  hold: LoaderHold | undefined;
+}
+
+/** One storage or import/export element. */
+export interface LoaderSlot {
+  /** Element address. */
+  elementAddress: number;
+  /** Slot number (1-based, storage first, then import/export, as mtx counts). */
+  number: number;
+  /** An import/export (mail) slot. */
+  mail: boolean;
+  /** A cartridge is in it. */
+  full: boolean;
+  /** Its barcode. */
+  barcode: string;
+}
+
+/** A loader: its changer's elements and who holds the changer and each drive. */
+export interface Loader {
+  /** Loader id: the one agents report, else "changer:<changer lu id>". */
+  loaderId: string;
+  /** The changer's logical unit. */
+  changerLuId: string;
+  /** Who holds the changer. */
+  changerHold:
+    | LoaderHold
+    | undefined;
+  /** Drives, in element order. */
+  drives: LoaderDrive[];
+  /** Storage and import/export slots, numbered as mtx does. */
+  slots: LoaderSlot[];
+  /** When the element view was read. */
+  readAt:
+    | Date
+    | undefined;
+  /** How the drives were grouped: "element-status" (the changer named them) or "reported-loader-id". */
+  grouping: string;
+  /** Why the element view is missing (no online path, the changer refused, …); empty when read. */
+  error: string;
+  /** Findings about this loader (a loaded drive whose holder is offline, a stranded cartridge). */
+  findings: Finding[];
 }
 
 function createBaseFleetSelector(): FleetSelector {
@@ -7200,6 +7315,932 @@ export const TakeoverResponse: MessageFns<TakeoverResponse> = {
   },
 };
 
+function createBaseListLoadersRequest(): ListLoadersRequest {
+  return { selector: undefined, maxAge: undefined, refresh: false, commandTimeout: undefined };
+}
+
+export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
+  encode(message: ListLoadersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.selector !== undefined) {
+      FleetSelector.encode(message.selector, writer.uint32(10).fork()).join();
+    }
+    if (message.maxAge !== undefined) {
+      Duration.encode(message.maxAge, writer.uint32(18).fork()).join();
+    }
+    if (message.refresh !== false) {
+      writer.uint32(24).bool(message.refresh);
+    }
+    if (message.commandTimeout !== undefined) {
+      Duration.encode(message.commandTimeout, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLoadersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLoadersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.selector = FleetSelector.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.maxAge = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.refresh = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.commandTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLoadersRequest {
+    return {
+      selector: isSet(object.selector) ? FleetSelector.fromJSON(object.selector) : undefined,
+      maxAge: isSet(object.maxAge)
+        ? Duration.fromJSON(object.maxAge)
+        : isSet(object.max_age)
+        ? Duration.fromJSON(object.max_age)
+        : undefined,
+      refresh: isSet(object.refresh) ? globalThis.Boolean(object.refresh) : false,
+      commandTimeout: isSet(object.commandTimeout)
+        ? Duration.fromJSON(object.commandTimeout)
+        : isSet(object.command_timeout)
+        ? Duration.fromJSON(object.command_timeout)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ListLoadersRequest): unknown {
+    const obj: any = {};
+    if (message.selector !== undefined) {
+      obj.selector = FleetSelector.toJSON(message.selector);
+    }
+    if (message.maxAge !== undefined) {
+      obj.maxAge = Duration.toJSON(message.maxAge);
+    }
+    if (message.refresh !== false) {
+      obj.refresh = message.refresh;
+    }
+    if (message.commandTimeout !== undefined) {
+      obj.commandTimeout = Duration.toJSON(message.commandTimeout);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListLoadersRequest>): ListLoadersRequest {
+    return ListLoadersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListLoadersRequest>): ListLoadersRequest {
+    const message = createBaseListLoadersRequest();
+    message.selector = (object.selector !== undefined && object.selector !== null)
+      ? FleetSelector.fromPartial(object.selector)
+      : undefined;
+    message.maxAge = (object.maxAge !== undefined && object.maxAge !== null)
+      ? Duration.fromPartial(object.maxAge)
+      : undefined;
+    message.refresh = object.refresh ?? false;
+    message.commandTimeout = (object.commandTimeout !== undefined && object.commandTimeout !== null)
+      ? Duration.fromPartial(object.commandTimeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListLoadersResponse(): ListLoadersResponse {
+  return { loaders: [] };
+}
+
+export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
+  encode(message: ListLoadersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.loaders) {
+      Loader.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListLoadersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListLoadersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.loaders.push(Loader.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListLoadersResponse {
+    return {
+      loaders: globalThis.Array.isArray(object?.loaders) ? object.loaders.map((e: any) => Loader.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListLoadersResponse): unknown {
+    const obj: any = {};
+    if (message.loaders?.length) {
+      obj.loaders = message.loaders.map((e) => Loader.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListLoadersResponse>): ListLoadersResponse {
+    return ListLoadersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListLoadersResponse>): ListLoadersResponse {
+    const message = createBaseListLoadersResponse();
+    message.loaders = object.loaders?.map((e) => Loader.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLoaderHold(): LoaderHold {
+  return { agentId: "", key: 0n, type: 0, holderOnline: false, reserved: false, error: "" };
+}
+
+export const LoaderHold: MessageFns<LoaderHold> = {
+  encode(message: LoaderHold, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agentId !== "") {
+      writer.uint32(10).string(message.agentId);
+    }
+    if (message.key !== 0n) {
+      if (BigInt.asUintN(64, message.key) !== message.key) {
+        throw new globalThis.Error("value provided for field message.key of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.key);
+    }
+    if (message.type !== 0) {
+      writer.uint32(24).int32(message.type);
+    }
+    if (message.holderOnline !== false) {
+      writer.uint32(32).bool(message.holderOnline);
+    }
+    if (message.reserved !== false) {
+      writer.uint32(40).bool(message.reserved);
+    }
+    if (message.error !== "") {
+      writer.uint32(50).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoaderHold {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoaderHold();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.key = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.type = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.holderOnline = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.reserved = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoaderHold {
+    return {
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      key: isSet(object.key) ? BigInt(object.key) : 0n,
+      type: isSet(object.type) ? prTypeFromJSON(object.type) : 0,
+      holderOnline: isSet(object.holderOnline)
+        ? globalThis.Boolean(object.holderOnline)
+        : isSet(object.holder_online)
+        ? globalThis.Boolean(object.holder_online)
+        : false,
+      reserved: isSet(object.reserved) ? globalThis.Boolean(object.reserved) : false,
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: LoaderHold): unknown {
+    const obj: any = {};
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.key !== 0n) {
+      obj.key = message.key.toString();
+    }
+    if (message.type !== 0) {
+      obj.type = prTypeToJSON(message.type);
+    }
+    if (message.holderOnline !== false) {
+      obj.holderOnline = message.holderOnline;
+    }
+    if (message.reserved !== false) {
+      obj.reserved = message.reserved;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoaderHold>): LoaderHold {
+    return LoaderHold.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoaderHold>): LoaderHold {
+    const message = createBaseLoaderHold();
+    message.agentId = object.agentId ?? "";
+    message.key = (object.key !== undefined && object.key !== null) ? BigInt(object.key) : 0n;
+    message.type = object.type ?? 0;
+    message.holderOnline = object.holderOnline ?? false;
+    message.reserved = object.reserved ?? false;
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
+function createBaseLoaderDrive(): LoaderDrive {
+  return {
+    elementAddress: 0,
+    index: 0,
+    luId: "",
+    identifier: "",
+    full: false,
+    barcode: "",
+    sourceSlot: 0,
+    hold: undefined,
+  };
+}
+
+export const LoaderDrive: MessageFns<LoaderDrive> = {
+  encode(message: LoaderDrive, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.elementAddress !== 0) {
+      writer.uint32(8).uint32(message.elementAddress);
+    }
+    if (message.index !== 0) {
+      writer.uint32(16).uint32(message.index);
+    }
+    if (message.luId !== "") {
+      writer.uint32(26).string(message.luId);
+    }
+    if (message.identifier !== "") {
+      writer.uint32(34).string(message.identifier);
+    }
+    if (message.full !== false) {
+      writer.uint32(40).bool(message.full);
+    }
+    if (message.barcode !== "") {
+      writer.uint32(50).string(message.barcode);
+    }
+    if (message.sourceSlot !== 0) {
+      writer.uint32(56).uint32(message.sourceSlot);
+    }
+    if (message.hold !== undefined) {
+      LoaderHold.encode(message.hold, writer.uint32(66).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoaderDrive {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoaderDrive();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.elementAddress = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.luId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.identifier = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.barcode = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.sourceSlot = reader.uint32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.hold = LoaderHold.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoaderDrive {
+    return {
+      elementAddress: isSet(object.elementAddress)
+        ? globalThis.Number(object.elementAddress)
+        : isSet(object.element_address)
+        ? globalThis.Number(object.element_address)
+        : 0,
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      luId: isSet(object.luId)
+        ? globalThis.String(object.luId)
+        : isSet(object.lu_id)
+        ? globalThis.String(object.lu_id)
+        : "",
+      identifier: isSet(object.identifier) ? globalThis.String(object.identifier) : "",
+      full: isSet(object.full) ? globalThis.Boolean(object.full) : false,
+      barcode: isSet(object.barcode) ? globalThis.String(object.barcode) : "",
+      sourceSlot: isSet(object.sourceSlot)
+        ? globalThis.Number(object.sourceSlot)
+        : isSet(object.source_slot)
+        ? globalThis.Number(object.source_slot)
+        : 0,
+      hold: isSet(object.hold) ? LoaderHold.fromJSON(object.hold) : undefined,
+    };
+  },
+
+  toJSON(message: LoaderDrive): unknown {
+    const obj: any = {};
+    if (message.elementAddress !== 0) {
+      obj.elementAddress = Math.round(message.elementAddress);
+    }
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
+    if (message.luId !== "") {
+      obj.luId = message.luId;
+    }
+    if (message.identifier !== "") {
+      obj.identifier = message.identifier;
+    }
+    if (message.full !== false) {
+      obj.full = message.full;
+    }
+    if (message.barcode !== "") {
+      obj.barcode = message.barcode;
+    }
+    if (message.sourceSlot !== 0) {
+      obj.sourceSlot = Math.round(message.sourceSlot);
+    }
+    if (message.hold !== undefined) {
+      obj.hold = LoaderHold.toJSON(message.hold);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoaderDrive>): LoaderDrive {
+    return LoaderDrive.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoaderDrive>): LoaderDrive {
+    const message = createBaseLoaderDrive();
+    message.elementAddress = object.elementAddress ?? 0;
+    message.index = object.index ?? 0;
+    message.luId = object.luId ?? "";
+    message.identifier = object.identifier ?? "";
+    message.full = object.full ?? false;
+    message.barcode = object.barcode ?? "";
+    message.sourceSlot = object.sourceSlot ?? 0;
+    message.hold = (object.hold !== undefined && object.hold !== null)
+      ? LoaderHold.fromPartial(object.hold)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLoaderSlot(): LoaderSlot {
+  return { elementAddress: 0, number: 0, mail: false, full: false, barcode: "" };
+}
+
+export const LoaderSlot: MessageFns<LoaderSlot> = {
+  encode(message: LoaderSlot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.elementAddress !== 0) {
+      writer.uint32(8).uint32(message.elementAddress);
+    }
+    if (message.number !== 0) {
+      writer.uint32(16).uint32(message.number);
+    }
+    if (message.mail !== false) {
+      writer.uint32(24).bool(message.mail);
+    }
+    if (message.full !== false) {
+      writer.uint32(32).bool(message.full);
+    }
+    if (message.barcode !== "") {
+      writer.uint32(42).string(message.barcode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LoaderSlot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoaderSlot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.elementAddress = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.number = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.mail = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.full = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.barcode = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LoaderSlot {
+    return {
+      elementAddress: isSet(object.elementAddress)
+        ? globalThis.Number(object.elementAddress)
+        : isSet(object.element_address)
+        ? globalThis.Number(object.element_address)
+        : 0,
+      number: isSet(object.number) ? globalThis.Number(object.number) : 0,
+      mail: isSet(object.mail) ? globalThis.Boolean(object.mail) : false,
+      full: isSet(object.full) ? globalThis.Boolean(object.full) : false,
+      barcode: isSet(object.barcode) ? globalThis.String(object.barcode) : "",
+    };
+  },
+
+  toJSON(message: LoaderSlot): unknown {
+    const obj: any = {};
+    if (message.elementAddress !== 0) {
+      obj.elementAddress = Math.round(message.elementAddress);
+    }
+    if (message.number !== 0) {
+      obj.number = Math.round(message.number);
+    }
+    if (message.mail !== false) {
+      obj.mail = message.mail;
+    }
+    if (message.full !== false) {
+      obj.full = message.full;
+    }
+    if (message.barcode !== "") {
+      obj.barcode = message.barcode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LoaderSlot>): LoaderSlot {
+    return LoaderSlot.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LoaderSlot>): LoaderSlot {
+    const message = createBaseLoaderSlot();
+    message.elementAddress = object.elementAddress ?? 0;
+    message.number = object.number ?? 0;
+    message.mail = object.mail ?? false;
+    message.full = object.full ?? false;
+    message.barcode = object.barcode ?? "";
+    return message;
+  },
+};
+
+function createBaseLoader(): Loader {
+  return {
+    loaderId: "",
+    changerLuId: "",
+    changerHold: undefined,
+    drives: [],
+    slots: [],
+    readAt: undefined,
+    grouping: "",
+    error: "",
+    findings: [],
+  };
+}
+
+export const Loader: MessageFns<Loader> = {
+  encode(message: Loader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.loaderId !== "") {
+      writer.uint32(10).string(message.loaderId);
+    }
+    if (message.changerLuId !== "") {
+      writer.uint32(18).string(message.changerLuId);
+    }
+    if (message.changerHold !== undefined) {
+      LoaderHold.encode(message.changerHold, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.drives) {
+      LoaderDrive.encode(v!, writer.uint32(34).fork()).join();
+    }
+    for (const v of message.slots) {
+      LoaderSlot.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.readAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.readAt), writer.uint32(50).fork()).join();
+    }
+    if (message.grouping !== "") {
+      writer.uint32(58).string(message.grouping);
+    }
+    if (message.error !== "") {
+      writer.uint32(66).string(message.error);
+    }
+    for (const v of message.findings) {
+      Finding.encode(v!, writer.uint32(74).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Loader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLoader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.loaderId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.changerLuId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.changerHold = LoaderHold.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.drives.push(LoaderDrive.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.slots.push(LoaderSlot.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.readAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.grouping = reader.string();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.findings.push(Finding.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Loader {
+    return {
+      loaderId: isSet(object.loaderId)
+        ? globalThis.String(object.loaderId)
+        : isSet(object.loader_id)
+        ? globalThis.String(object.loader_id)
+        : "",
+      changerLuId: isSet(object.changerLuId)
+        ? globalThis.String(object.changerLuId)
+        : isSet(object.changer_lu_id)
+        ? globalThis.String(object.changer_lu_id)
+        : "",
+      changerHold: isSet(object.changerHold)
+        ? LoaderHold.fromJSON(object.changerHold)
+        : isSet(object.changer_hold)
+        ? LoaderHold.fromJSON(object.changer_hold)
+        : undefined,
+      drives: globalThis.Array.isArray(object?.drives) ? object.drives.map((e: any) => LoaderDrive.fromJSON(e)) : [],
+      slots: globalThis.Array.isArray(object?.slots) ? object.slots.map((e: any) => LoaderSlot.fromJSON(e)) : [],
+      readAt: isSet(object.readAt)
+        ? fromJsonTimestamp(object.readAt)
+        : isSet(object.read_at)
+        ? fromJsonTimestamp(object.read_at)
+        : undefined,
+      grouping: isSet(object.grouping) ? globalThis.String(object.grouping) : "",
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+      findings: globalThis.Array.isArray(object?.findings) ? object.findings.map((e: any) => Finding.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: Loader): unknown {
+    const obj: any = {};
+    if (message.loaderId !== "") {
+      obj.loaderId = message.loaderId;
+    }
+    if (message.changerLuId !== "") {
+      obj.changerLuId = message.changerLuId;
+    }
+    if (message.changerHold !== undefined) {
+      obj.changerHold = LoaderHold.toJSON(message.changerHold);
+    }
+    if (message.drives?.length) {
+      obj.drives = message.drives.map((e) => LoaderDrive.toJSON(e));
+    }
+    if (message.slots?.length) {
+      obj.slots = message.slots.map((e) => LoaderSlot.toJSON(e));
+    }
+    if (message.readAt !== undefined) {
+      obj.readAt = message.readAt.toISOString();
+    }
+    if (message.grouping !== "") {
+      obj.grouping = message.grouping;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    if (message.findings?.length) {
+      obj.findings = message.findings.map((e) => Finding.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Loader>): Loader {
+    return Loader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Loader>): Loader {
+    const message = createBaseLoader();
+    message.loaderId = object.loaderId ?? "";
+    message.changerLuId = object.changerLuId ?? "";
+    message.changerHold = (object.changerHold !== undefined && object.changerHold !== null)
+      ? LoaderHold.fromPartial(object.changerHold)
+      : undefined;
+    message.drives = object.drives?.map((e) => LoaderDrive.fromPartial(e)) || [];
+    message.slots = object.slots?.map((e) => LoaderSlot.fromPartial(e)) || [];
+    message.readAt = object.readAt ?? undefined;
+    message.grouping = object.grouping ?? "";
+    message.error = object.error ?? "";
+    message.findings = object.findings?.map((e) => Finding.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * Fleet-wide operations: audit every logical unit through every path, manage the reservation-key registry and
  * the desired state, and plan, apply or force (takeover) PROUT rollouts with guard rails.
@@ -7316,6 +8357,20 @@ export const FleetServiceDefinition = {
       responseStream: true,
       options: {},
     },
+    /**
+     * The loaders as a whole: each changer's element status (READ ELEMENT STATUS through one of its paths) next to
+     * who holds each drive and the changer. Drives are grouped with their changer by the changer's own answer (its
+     * data transfer elements name their drives), else by the loader id agents report. Read-only; element views are
+     * cached and reused while younger than max_age.
+     */
+    listLoaders: {
+      name: "ListLoaders",
+      requestType: ListLoadersRequest as typeof ListLoadersRequest,
+      requestStream: false,
+      responseType: ListLoadersResponse as typeof ListLoadersResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
   },
 } as const;
 
@@ -7370,6 +8425,16 @@ export interface FleetServiceImplementation<CallContextExt = {}> {
     request: TakeoverRequest,
     context: CallContext & CallContextExt,
   ): ServerStreamingMethodResult<DeepPartial<TakeoverResponse>>;
+  /**
+   * The loaders as a whole: each changer's element status (READ ELEMENT STATUS through one of its paths) next to
+   * who holds each drive and the changer. Drives are grouped with their changer by the changer's own answer (its
+   * data transfer elements name their drives), else by the loader id agents report. Read-only; element views are
+   * cached and reused while younger than max_age.
+   */
+  listLoaders(
+    request: ListLoadersRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListLoadersResponse>>;
 }
 
 export interface FleetServiceClient<CallOptionsExt = {}> {
@@ -7417,6 +8482,16 @@ export interface FleetServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<TakeoverRequest>,
     options?: CallOptions & CallOptionsExt,
   ): AsyncIterable<TakeoverResponse>;
+  /**
+   * The loaders as a whole: each changer's element status (READ ELEMENT STATUS through one of its paths) next to
+   * who holds each drive and the changer. Drives are grouped with their changer by the changer's own answer (its
+   * data transfer elements name their drives), else by the loader id agents report. Read-only; element views are
+   * cached and reused while younger than max_age.
+   */
+  listLoaders(
+    request: DeepPartial<ListLoadersRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListLoadersResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;

@@ -1,0 +1,330 @@
+/**
+ * The loader as a whole: each changer's element status (READ ELEMENT STATUS with VOLTAG and DVCID through one
+ * online path) next to who holds the changer and each drive. Drives belong to a changer when its data transfer
+ * elements name them (DVCID identifier = the drive LU's NAA or serial); changers that cannot be read fall back to
+ * the loader id agents report. Element views are cached with their read time.
+ */
+import {
+  Finding,
+  FindingKind,
+  Loader,
+  LoaderDrive,
+  LoaderHold,
+  LoaderSlot,
+  Severity,
+  type ListLoadersRequest,
+  type ListLoadersResponse,
+} from '../../gen/prfleet/v1/fleet.js';
+import { durationToMs } from '../../common/command.js';
+import { invalidArgument } from '../../common/errors.js';
+import { formatKey } from '../../common/key-layout.js';
+import {
+  decodeElementStatusData,
+  ElementType,
+  ScsiDecodeError,
+  toHex,
+  type ElementDescriptor,
+  type ElementStatusData,
+} from '../../scsi/index.js';
+import { isOnline } from '../devices.js';
+import { analyzeUnit } from './analyze.js';
+import type { FleetDeps } from './deps.js';
+import { loadKeyIndex, type KeyIndex } from './key-index.js';
+import { CommandLimiter } from './limiter.js';
+import { observeUnit, sendRead, type ReadContext } from './observe.js';
+import { isChanger, selectUnits, type SelectedUnit } from './selection.js';
+
+/** ListLoaders defaults. */
+export const LOADER_DEFAULTS = { maxAgeMs: 60_000, timeoutMs: 10_000 } as const;
+
+/** One changer's element status as read. */
+export interface ElementView {
+  readonly readAt: Date;
+  readonly data?: ElementStatusData;
+  /** Why there is no data. */
+  readonly error: string;
+}
+
+/** Element views by changer LU id, with their age; a later read replaces an earlier one. */
+export class ElementViewCache {
+  private readonly views = new Map<string, ElementView>();
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** The view of `luId` if it was read successfully less than `maxAgeMs` ago. */
+  fresh(luId: string, maxAgeMs: number): ElementView | undefined {
+    const view = this.views.get(luId);
+    if (view?.data === undefined) return undefined;
+    return this.now() - view.readAt.getTime() <= maxAgeMs ? view : undefined;
+  }
+
+  set(luId: string, view: ElementView): void {
+    this.views.set(luId, view);
+  }
+}
+
+/** Reads a changer's element status through its first online path. */
+export async function readElementView(
+  changer: SelectedUnit,
+  ctx: ReadContext,
+  now: () => number = Date.now,
+): Promise<ElementView> {
+  const path = changer.paths.find(isOnline);
+  if (path === undefined)
+    return { readAt: new Date(now()), error: 'no online path to the changer' };
+  const outcome = await sendRead(
+    path,
+    {
+      $case: 'readElementStatus',
+      value: {
+        elementType: 0,
+        startingElement: 0,
+        numberOfElements: 0,
+        voltag: true,
+        dvcid: true,
+        allocationLength: 0,
+      },
+    },
+    ctx,
+    changer.luId,
+  );
+  const readAt = new Date(now());
+  if (outcome.error !== undefined) return { readAt, error: outcome.error };
+  try {
+    // Decoded here from the device's bytes (what an agent says it decoded is not taken).
+    return {
+      readAt,
+      data: decodeElementStatusData(outcome.result.dataIn, { dvcid: true }),
+      error: '',
+    };
+  } catch (e) {
+    if (!(e instanceof ScsiDecodeError)) throw e;
+    return { readAt, error: `undecodable element status: ${e.message}` };
+  }
+}
+
+/** The drive LU a data transfer element names: `naa.<hex>` for an NAA identifier, else by serial number. */
+export function driveIdentifier(d: ElementDescriptor): string {
+  const id = d.identifier;
+  if (id === undefined || id.value.length === 0) return '';
+  if (id.identifierType === 3 && id.codeSet === 1) return `naa.${toHex(id.value)}`;
+  return String.fromCharCode(...id.value)
+    .replace(/[^\x20-\x7e]/g, '')
+    .trim();
+}
+
+function matchDrive(identifier: string, drives: readonly SelectedUnit[]): SelectedUnit | undefined {
+  if (identifier === '') return undefined;
+  return drives.find(
+    (u) =>
+      u.luId === identifier ||
+      (u.unit.serial !== '' &&
+        (identifier === u.unit.serial || identifier.endsWith(u.unit.serial))),
+  );
+}
+
+/** Who holds `unit`, read from the device with its holder named through the key registry. */
+async function holdOf(
+  unit: SelectedUnit,
+  ctx: ReadContext,
+  keys: KeyIndex,
+  deps: FleetDeps,
+): Promise<LoaderHold> {
+  const obs = await observeUnit(unit, ctx);
+  if (obs.state === undefined) return LoaderHold.fromPartial({ error: obs.error });
+  const analysis = analyzeUnit(obs, keys);
+  const agentId = analysis.holderAgentId;
+  return LoaderHold.fromPartial({
+    reserved: obs.state.reserved,
+    key: obs.state.holderKey,
+    type: obs.state.type,
+    agentId,
+    holderOnline: agentId !== '' && deps.devices.session(agentId) !== undefined,
+  });
+}
+
+/** Slots (storage, then import/export) numbered 1.. as mtx numbers them. */
+function slotsOf(data: ElementStatusData): LoaderSlot[] {
+  const pages = data.pages.filter(
+    (p) => p.elementType === ElementType.STORAGE || p.elementType === ElementType.IMPORT_EXPORT,
+  );
+  const all = pages
+    .flatMap((p) =>
+      p.descriptors.map((d) => ({ d, mail: p.elementType === ElementType.IMPORT_EXPORT })),
+    )
+    .sort((a, b) => Number(a.mail) - Number(b.mail) || a.d.address - b.d.address);
+  return all.map(({ d, mail }, i) =>
+    LoaderSlot.fromPartial({
+      elementAddress: d.address,
+      number: i + 1,
+      mail,
+      full: d.full,
+      barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+    }),
+  );
+}
+
+function holderName(hold: LoaderHold): string {
+  return hold.agentId || formatKey(hold.key);
+}
+
+/** Same holder: the same agent when both are known, else the same key (as the audit's deadlock rule). */
+function sameHolder(a: LoaderHold, b: LoaderHold): boolean {
+  return (a.agentId !== '' && a.agentId === b.agentId) || a.key === b.key;
+}
+
+function findingsOf(loader: Loader): Finding[] {
+  const out: Finding[] = [];
+  const changer = loader.changerHold;
+  for (const drive of loader.drives) {
+    const hold = drive.hold;
+    if (!drive.full || hold === undefined || !hold.reserved) continue;
+    const what = `drive ${drive.index}${drive.luId ? ` (${drive.luId})` : ''} of loader ${loader.loaderId} holds ${drive.barcode || 'a cartridge'}`;
+    if (hold.agentId !== '' && !hold.holderOnline) {
+      out.push(
+        Finding.fromPartial({
+          kind: FindingKind.FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE,
+          severity: Severity.SEVERITY_CRITICAL,
+          loaderId: loader.loaderId,
+          luId: drive.luId,
+          agentId: hold.agentId,
+          key: hold.key,
+          message: `${what} and is reserved by ${hold.agentId}, whose agent is offline: the cartridge cannot be used or unloaded`,
+          suggestedAction: `prfleet takeover --loader ${loader.loaderId} --victim-agent ${hold.agentId} --by <host>`,
+        }),
+      );
+    }
+    if (changer?.reserved && !sameHolder(changer, hold)) {
+      out.push(
+        Finding.fromPartial({
+          kind: FindingKind.FINDING_KIND_CARTRIDGE_STRANDED,
+          severity: Severity.SEVERITY_WARNING,
+          loaderId: loader.loaderId,
+          luId: drive.luId,
+          agentId: hold.agentId,
+          key: hold.key,
+          message: `${what}, reserved by ${holderName(hold)}, while the changer is reserved by ${holderName(changer)}: neither can unload it alone`,
+          suggestedAction: `release the changer or the drive, or prfleet takeover --loader ${loader.loaderId} --by ${changer.agentId || '<changer holder>'}`,
+        }),
+      );
+    }
+  }
+  return out;
+}
+
+interface LoaderInputs {
+  readonly changer: SelectedUnit;
+  readonly view: ElementView;
+  readonly drives: readonly SelectedUnit[];
+  readonly ctx: ReadContext;
+  readonly keys: KeyIndex;
+}
+
+async function buildLoader(deps: FleetDeps, input: LoaderInputs): Promise<Loader> {
+  const { changer, view, drives, ctx, keys } = input;
+  const data = view.data;
+  const slots = data === undefined ? [] : slotsOf(data);
+  const slotNumber = new Map(slots.map((s) => [s.elementAddress, s.number]));
+  const elements =
+    data?.pages
+      .filter((p) => p.elementType === ElementType.DATA_TRANSFER)
+      .flatMap((p) => p.descriptors)
+      .sort((a, b) => a.address - b.address) ?? [];
+  const named = elements.map((d) => ({ d, identifier: driveIdentifier(d) }));
+  const matched = named.map(({ identifier }) => matchDrive(identifier, drives));
+  // Without an element view, the drives agents report under the changer's loader id.
+  const fallback =
+    data === undefined
+      ? drives.filter((u) => u.loaderId !== '' && u.loaderId === changer.loaderId)
+      : [];
+  const holds = await Promise.all([
+    holdOf(changer, ctx, keys, deps),
+    ...matched.map((u) =>
+      u === undefined ? Promise.resolve(undefined) : holdOf(u, ctx, keys, deps),
+    ),
+    ...fallback.map((u) => holdOf(u, ctx, keys, deps)),
+  ]);
+  const driveRows = named.map(({ d, identifier }, i) =>
+    LoaderDrive.fromPartial({
+      elementAddress: d.address,
+      index: i,
+      luId: matched[i]?.luId ?? '',
+      identifier,
+      full: d.full,
+      barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+      sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
+      hold: holds[1 + i],
+    }),
+  );
+  fallback.forEach((u, i) =>
+    driveRows.push(
+      LoaderDrive.fromPartial({ index: i, luId: u.luId, hold: holds[1 + named.length + i] }),
+    ),
+  );
+  const loader = Loader.fromPartial({
+    loaderId: changer.loaderId !== '' ? changer.loaderId : `changer:${changer.luId}`,
+    changerLuId: changer.luId,
+    changerHold: holds[0],
+    drives: driveRows,
+    slots,
+    readAt: view.readAt,
+    grouping: data === undefined ? 'reported-loader-id' : 'element-status',
+    error: view.error,
+  });
+  loader.findings = findingsOf(loader);
+  return loader;
+}
+
+/**
+ * ListLoaders: every selected changer with its element view (cached or read now) and holders. The selector's
+ * site and labels choose the agents whose paths are used; loader_ids and lu_ids (changer or drive) choose loaders.
+ */
+export async function listLoaders(
+  deps: FleetDeps,
+  cache: ElementViewCache,
+  request: ListLoadersRequest,
+  signal: AbortSignal,
+): Promise<ListLoadersResponse> {
+  const maxAgeMs = request.maxAge ? durationToMs(request.maxAge) : LOADER_DEFAULTS.maxAgeMs;
+  const timeoutMs = request.commandTimeout
+    ? durationToMs(request.commandTimeout)
+    : LOADER_DEFAULTS.timeoutMs;
+  if (!(maxAgeMs >= 0)) throw invalidArgument('max_age', 'must not be negative');
+  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
+  const units = selectUnits(deps.devices, {
+    loaderIds: [],
+    luIds: [],
+    site: request.selector?.site ?? '',
+    labels: request.selector?.labels ?? [],
+  });
+  const ctx: ReadContext = {
+    router: deps.router,
+    limiter: new CommandLimiter(64, 4),
+    timeoutMs,
+    signal,
+  };
+  const keys = await loadKeyIndex(deps.store);
+  const drives = units.filter((u) => !isChanger(u));
+  const loaders = await Promise.all(
+    units.filter(isChanger).map(async (changer) => {
+      let view = request.refresh ? undefined : cache.fresh(changer.luId, maxAgeMs);
+      if (view === undefined) {
+        view = await readElementView(changer, ctx);
+        cache.set(changer.luId, view);
+      }
+      return buildLoader(deps, { changer, view, drives, ctx, keys });
+    }),
+  );
+  const wantedLoaders = new Set(request.selector?.loaderIds ?? []);
+  const wantedLus = new Set(request.selector?.luIds ?? []);
+  return {
+    loaders: loaders
+      .filter((l) => wantedLoaders.size === 0 || wantedLoaders.has(l.loaderId))
+      .filter(
+        (l) =>
+          wantedLus.size === 0 ||
+          wantedLus.has(l.changerLuId) ||
+          l.drives.some((d) => wantedLus.has(d.luId)),
+      )
+      .sort((a, b) => (a.loaderId < b.loaderId ? -1 : a.loaderId > b.loaderId ? 1 : 0)),
+  };
+}
