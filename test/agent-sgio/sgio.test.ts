@@ -47,9 +47,9 @@ describe('sg_io_hdr layout self-test', () => {
 });
 
 describe('opcode allow-list', () => {
-  it('allows exactly TEST UNIT READY, REQUEST SENSE, INQUIRY, PRIN, PROUT and REPORT LUNS', () => {
+  it('allows exactly TEST UNIT READY, REQUEST SENSE, INQUIRY, PRIN, PROUT, REPORT LUNS and READ ELEMENT STATUS', () => {
     expect([...SGIO_ALLOWED_OPCODES].sort((a, b) => a - b)).toEqual([
-      0x00, 0x03, 0x12, 0x5e, 0x5f, 0xa0,
+      0x00, 0x03, 0x12, 0x5e, 0x5f, 0xa0, 0xb8,
     ]);
   });
 
