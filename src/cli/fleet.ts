@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { Option, type Command, type OptionValues } from '@commander-js/extra-typings';
 import Table from 'cli-table3';
+import { registerLoaderCommands } from './loaders.js';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { bearerTokenMiddleware } from '../common/client.js';
@@ -380,6 +381,7 @@ export function registerFleetCommands<
     }
   };
   const line = (v: unknown) => io.stdout(`${JSON.stringify(fleetJson(v))}\n`);
+  registerLoaderCommands(program, { run, line, stdout: io.stdout });
 
   withSelector(
     program

@@ -1,36 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { Command, CommanderError, Option } from '@commander-js/extra-typings';
-import { registerFleetCommands, AUDIT_CRITICAL_EXIT_CODE } from '../../src/cli/fleet.js';
+import { AUDIT_CRITICAL_EXIT_CODE } from '../../src/cli/fleet.js';
 import { ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
-import { startFleetHarness } from './harness.js';
-
-/** Runs `prfleet <argv>` with only the fleet commands, in-process, against `server`. */
-async function cli(server: string, argv: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const state = { exitCode: 0 };
-  const program = new Command()
-    .name('prfleet')
-    .addOption(new Option('-s, --server <host:port>').default(server))
-    .addOption(
-      new Option('-o, --output <format>').choices(['table', 'json'] as const).default('table'),
-    )
-    .option('--plaintext', 'the harness server is plaintext', true)
-    .exitOverride()
-    .configureOutput({ writeOut: (t) => (stdout += t), writeErr: (t) => (stderr += t) });
-  registerFleetCommands(
-    program,
-    { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true },
-    state,
-  );
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-  } catch (e) {
-    if (!(e instanceof CommanderError)) throw e;
-    state.exitCode = e.exitCode;
-  }
-  return { stdout, stderr, exitCode: state.exitCode };
-}
+import { runFleetCli as cli, startFleetHarness } from './harness.js';
 
 describe('prfleet fleet commands', { timeout: 120_000 }, () => {
   it('allocates a key, audits with a progress bar and tables, streams JSON lines, and plans', async () => {

@@ -1,4 +1,6 @@
 import { onTestFinished } from 'vitest';
+import { Command as CliProgram, CommanderError, Option } from '@commander-js/extra-typings';
+import { registerFleetCommands } from '../../src/cli/fleet.js';
 import { createChannel, createClientFactory, createServer } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { createAgent, type Agent } from '../../agent/agent.js';
@@ -279,4 +281,32 @@ export function finished(events: readonly RolloutEvent[]) {
   if (last?.event?.$case !== 'finished')
     throw new Error(`rollout did not finish: ${JSON.stringify(events.map((e) => e.event?.$case))}`);
   return last.event.value;
+}
+
+/** Runs `prfleet <argv>` with only the fleet commands, in-process, against `server`. */
+export async function runFleetCli(server: string, argv: string[]) {
+  let stdout = '';
+  let stderr = '';
+  const state = { exitCode: 0 };
+  const program = new CliProgram()
+    .name('prfleet')
+    .addOption(new Option('-s, --server <host:port>').default(server))
+    .addOption(
+      new Option('-o, --output <format>').choices(['table', 'json'] as const).default('table'),
+    )
+    .option('--plaintext', 'the harness server is plaintext', true)
+    .exitOverride()
+    .configureOutput({ writeOut: (t) => (stdout += t), writeErr: (t) => (stderr += t) });
+  registerFleetCommands(
+    program,
+    { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true },
+    state,
+  );
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e;
+    state.exitCode = e.exitCode;
+  }
+  return { stdout, stderr, exitCode: state.exitCode };
 }

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { FindingKind, type Loader } from '../../src/gen/prfleet/v1/fleet.js';
 import { Outcome, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
-import { startFleetHarness, type FleetHarness } from './harness.js';
+import { runFleetCli, startFleetHarness, type FleetHarness } from './harness.js';
 
 const REG = ProutAction.PROUT_ACTION_REGISTER;
 const RESERVE = ProutAction.PROUT_ACTION_RESERVE;
@@ -68,6 +68,22 @@ describe('ListLoaders', { timeout: 120_000 }, () => {
     await new Promise((r) => setTimeout(r, 5));
     const fresh = loader1((await h.client.listLoaders({ refresh: true })).loaders);
     expect(fresh.readAt?.getTime()).toBeGreaterThan(readAt ?? 0);
+
+    // The CLI: the table and the one-line answer, by drive LU, by loader:index and by barcode.
+    const table = await runFleetCli(h.address, ['loaders']);
+    expect(table.exitCode).toBe(0);
+    expect(table.stdout).toMatch(/drive 0.*ABC001L8 \(from slot 1\).*0x000000000000cccc EA/);
+    for (const who of ['naa.5000e11100000002', 'loader1:0', 'ABC001L8']) {
+      const line = await runFleetCli(h.address, ['who-holds', who]);
+      expect(line.exitCode).toBe(0);
+      expect(line.stdout).toMatch(
+        /^naa\.5000e11100000002 \(drive 0 of loader1\): held by host-c:\/dev\/sg1 0x000000000000cccc EA; cartridge ABC001L8 \(from slot 1\)\n$/,
+      );
+    }
+    expect((await runFleetCli(h.address, ['who-holds', 'ABC002L8'])).stdout).toMatch(
+      /ABC002L8 is in slot 2 of loader1/,
+    );
+    expect((await runFleetCli(h.address, ['who-holds', 'NOPE'])).exitCode).toBe(81);
 
     // A loaded drive whose holder went offline.
     await h.stopAgent('host-c');

@@ -133,7 +133,9 @@ async function holdOf(
   if (obs.state === undefined) return LoaderHold.fromPartial({ error: obs.error });
   const analysis = analyzeUnit(obs, keys);
   const agentId = analysis.holderAgentId;
+  const holderPath = analysis.paths.findIndex((p) => p.holder);
   return LoaderHold.fromPartial({
+    path: holderPath < 0 ? '' : (obs.paths[holderPath]?.fleetPath.path.path ?? ''),
     reserved: obs.state.reserved,
     key: obs.state.holderKey,
     type: obs.state.type,

@@ -1239,6 +1239,8 @@ export interface LoaderHold {
   reserved: boolean;
   /** Why the holder is not known, when the LU could not be read. */
   error: string;
+  /** The holder's path (device node on its host), when the device tells which nexus holds it. */
+  path: string;
 }
 
 /** One data transfer element of a changer. */
@@ -7516,7 +7518,7 @@ export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
 };
 
 function createBaseLoaderHold(): LoaderHold {
-  return { agentId: "", key: 0n, type: 0, holderOnline: false, reserved: false, error: "" };
+  return { agentId: "", key: 0n, type: 0, holderOnline: false, reserved: false, error: "", path: "" };
 }
 
 export const LoaderHold: MessageFns<LoaderHold> = {
@@ -7541,6 +7543,9 @@ export const LoaderHold: MessageFns<LoaderHold> = {
     }
     if (message.error !== "") {
       writer.uint32(50).string(message.error);
+    }
+    if (message.path !== "") {
+      writer.uint32(58).string(message.path);
     }
     return writer;
   },
@@ -7606,6 +7611,14 @@ export const LoaderHold: MessageFns<LoaderHold> = {
             message.error = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7634,6 +7647,7 @@ export const LoaderHold: MessageFns<LoaderHold> = {
         : false,
       reserved: isSet(object.reserved) ? globalThis.Boolean(object.reserved) : false,
       error: isSet(object.error) ? globalThis.String(object.error) : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
     };
   },
 
@@ -7657,6 +7671,9 @@ export const LoaderHold: MessageFns<LoaderHold> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
     return obj;
   },
 
@@ -7671,6 +7688,7 @@ export const LoaderHold: MessageFns<LoaderHold> = {
     message.holderOnline = object.holderOnline ?? false;
     message.reserved = object.reserved ?? false;
     message.error = object.error ?? "";
+    message.path = object.path ?? "";
     return message;
   },
 };

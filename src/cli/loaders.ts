@@ -1,0 +1,151 @@
+/**
+ * `prfleet loaders` and `prfleet who-holds`: the loader as a whole (FleetService.ListLoaders): each drive with the
+ * cartridge loaded and who holds it, the changer's holder, slot occupancy, and the one-line answer to "who holds
+ * drive 1 of loader 3, and what tape is in it?".
+ */
+import Table from 'cli-table3';
+import type { Command, OptionValues } from '@commander-js/extra-typings';
+import {
+  type FleetServiceClient,
+  type ListLoadersRequest,
+  type Loader,
+  type LoaderDrive,
+  type LoaderHold,
+} from '../gen/prfleet/v1/fleet.js';
+import { formatKey } from '../scsi/keys.js';
+import { ExitCode } from './exit-codes.js';
+import { prTypeShortName } from './render.js';
+
+/** What the loader commands need from the fleet CLI. */
+export interface LoaderCommandContext {
+  /** Connects, runs `body`, prints errors, sets the exit code. */
+  run(
+    body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>,
+  ): Promise<void>;
+  /** Prints one JSON line of a fleet message. */
+  line(value: unknown): void;
+  stdout(text: string): void;
+}
+
+/** Device-supplied text without control characters (no escape sequences reach the terminal). */
+function clean(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
+/** "host-c:/dev/sg1 0x000000000000cccc EA", "unreserved", or why it is not known. */
+export function holdWords(hold: LoaderHold | undefined): string {
+  if (hold === undefined) return 'unknown';
+  if (hold.error !== '') return `unknown (${clean(hold.error)})`;
+  if (!hold.reserved) return 'unreserved';
+  const who =
+    hold.agentId === '' ? 'unknown host' : `${hold.agentId}${hold.path ? `:${hold.path}` : ''}`;
+  const offline = hold.agentId !== '' && !hold.holderOnline ? ' (offline)' : '';
+  return `${who}${offline} ${formatKey(hold.key)} ${prTypeShortName(hold.type)}`;
+}
+
+function cartridgeWords(drive: LoaderDrive): string {
+  if (!drive.full) return 'empty';
+  const tag = drive.barcode === '' ? 'a cartridge' : clean(drive.barcode);
+  return drive.sourceSlot > 0 ? `${tag} (from slot ${drive.sourceSlot})` : tag;
+}
+
+/** The loaders as tables: one row per changer and drive, then slot occupancy. */
+export function renderLoaders(loaders: readonly Loader[]): string {
+  if (loaders.length === 0) return 'no loaders (no agent reports a medium changer)';
+  const table = new Table({ head: ['loader', 'element', 'lu', 'cartridge', 'held by', 'slots'] });
+  for (const l of loaders) {
+    const full = l.slots.filter((s) => s.full && !s.mail).length;
+    const storage = l.slots.filter((s) => !s.mail).length;
+    const mail = l.slots.filter((s) => s.mail);
+    const slots =
+      l.error !== ''
+        ? `unknown: ${clean(l.error)}`
+        : `${full}/${storage} full${mail.length ? `, mail ${mail.some((s) => s.full) ? 'full' : 'empty'}` : ''}`;
+    table.push([clean(l.loaderId), 'changer', l.changerLuId, '', holdWords(l.changerHold), slots]);
+    for (const d of l.drives)
+      table.push([
+        '',
+        `drive ${d.index}`,
+        d.luId || clean(d.identifier) || '?',
+        cartridgeWords(d),
+        holdWords(d.hold),
+        '',
+      ]);
+  }
+  return table.toString();
+}
+
+/** One line for `who`: a drive LU id, `<loader>:<drive index>`, or a barcode; undefined when nothing matches. */
+export function whoHolds(loaders: readonly Loader[], who: string): string | undefined {
+  for (const l of loaders) {
+    for (const d of l.drives) {
+      const names = [d.luId, `${l.loaderId}:${d.index}`, d.full ? d.barcode : ''].filter(
+        (n) => n !== '',
+      );
+      if (!names.includes(who)) continue;
+      return `${d.luId || `drive ${d.index}`} (drive ${d.index} of ${clean(l.loaderId)}): held by ${holdWords(d.hold)}; cartridge ${cartridgeWords(d)}`;
+    }
+    if (l.changerLuId === who || l.loaderId === who)
+      return `${l.changerLuId} (changer of ${clean(l.loaderId)}): held by ${holdWords(l.changerHold)}`;
+    const slot = l.slots.find((s) => s.full && s.barcode === who);
+    if (slot)
+      return `${clean(who)} is in ${slot.mail ? 'the mail slot' : `slot ${slot.number}`} of ${clean(l.loaderId)} (no drive holds it)`;
+  }
+  return undefined;
+}
+
+function requestOf(opts: {
+  loader?: string[];
+  site?: string;
+  refresh?: boolean;
+}): ListLoadersRequest {
+  return {
+    selector: { loaderIds: opts.loader ?? [], luIds: [], site: opts.site ?? '', labels: [] },
+    maxAge: undefined,
+    refresh: opts.refresh === true,
+    commandTimeout: undefined,
+  };
+}
+
+/** Adds `loaders` and `who-holds` to `program`. */
+export function registerLoaderCommands<
+  A extends unknown[],
+  O extends OptionValues,
+  G extends OptionValues,
+>(program: Command<A, O, G>, ctx: LoaderCommandContext): void {
+  const collect = (value: string, previous: string[] = []) => [...previous, value];
+  program
+    .command('loaders')
+    .description(
+      'each loader: drives with the cartridge loaded and who holds them, the changer, slots',
+    )
+    .option('--loader <id>', 'only this loader (repeatable)', collect)
+    .option('--site <site>', 'only paths of agents of this site')
+    .option('--refresh', 'read every changer now (else a view up to 60 s old is reused)')
+    .action(async (opts) => {
+      await ctx.run(async (client, output) => {
+        const { loaders } = await client.listLoaders(requestOf(opts));
+        if (output === 'json') loaders.forEach((l) => ctx.line(l));
+        else ctx.stdout(`${renderLoaders(loaders)}\n`);
+        return ExitCode.OK;
+      });
+    });
+  program
+    .command('who-holds')
+    .description(
+      'who holds a drive (LU id, or <loader>:<drive index>) or a cartridge (barcode), in one line',
+    )
+    .argument('<drive-or-barcode>')
+    .option('--refresh', 'read every changer now')
+    .action(async (who, opts) => {
+      await ctx.run(async (client, output) => {
+        const { loaders } = await client.listLoaders(requestOf(opts));
+        const answer = whoHolds(loaders, who);
+        if (output === 'json') ctx.line({ query: who, answer: answer ?? null });
+        else
+          ctx.stdout(`${answer ?? `nothing named ${JSON.stringify(clean(who))} in any loader`}\n`);
+        // Nothing by that name: the exit code of a NOT_FOUND answer.
+        return answer === undefined ? ExitCode.RPC_NOT_FOUND : ExitCode.OK;
+      });
+    });
+}
