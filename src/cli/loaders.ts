@@ -32,13 +32,16 @@ function clean(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }
 
+/** Names the host of a key the server could not attribute (the demo knows its hosts' keys). */
+export type KeyNamer = (key: bigint) => string | undefined;
+
 /** "host-c:/dev/sg1 0x000000000000cccc EA", "unreserved", or why it is not known. */
-export function holdWords(hold: LoaderHold | undefined): string {
+export function holdWords(hold: LoaderHold | undefined, nameKey?: KeyNamer): string {
   if (hold === undefined) return 'unknown';
   if (hold.error !== '') return `unknown (${clean(hold.error)})`;
   if (!hold.reserved) return 'unreserved';
-  const who =
-    hold.agentId === '' ? 'unknown host' : `${hold.agentId}${hold.path ? `:${hold.path}` : ''}`;
+  const host = hold.agentId || nameKey?.(hold.key) || '';
+  const who = host === '' ? 'unknown host' : `${host}${hold.path ? `:${hold.path}` : ''}`;
   const offline = hold.agentId !== '' && !hold.holderOnline ? ' (offline)' : '';
   return `${who}${offline} ${formatKey(hold.key)} ${prTypeShortName(hold.type)}`;
 }
@@ -50,9 +53,12 @@ function cartridgeWords(drive: LoaderDrive): string {
 }
 
 /** The loaders as tables: one row per changer and drive, then slot occupancy. */
-export function renderLoaders(loaders: readonly Loader[]): string {
+export function renderLoaders(loaders: readonly Loader[], nameKey?: KeyNamer): string {
   if (loaders.length === 0) return 'no loaders (no agent reports a medium changer)';
-  const table = new Table({ head: ['loader', 'element', 'lu', 'cartridge', 'held by', 'slots'] });
+  const table = new Table({
+    head: ['loader', 'element', 'lu', 'cartridge', 'held by', 'slots'],
+    style: { head: [], border: [] }, // plain text: the output often goes to a pipe or a log
+  });
   for (const l of loaders) {
     const full = l.slots.filter((s) => s.full && !s.mail).length;
     const storage = l.slots.filter((s) => !s.mail).length;
@@ -61,14 +67,21 @@ export function renderLoaders(loaders: readonly Loader[]): string {
       l.error !== ''
         ? `unknown: ${clean(l.error)}`
         : `${full}/${storage} full${mail.length ? `, mail ${mail.some((s) => s.full) ? 'full' : 'empty'}` : ''}`;
-    table.push([clean(l.loaderId), 'changer', l.changerLuId, '', holdWords(l.changerHold), slots]);
+    table.push([
+      clean(l.loaderId),
+      'changer',
+      l.changerLuId,
+      '',
+      holdWords(l.changerHold, nameKey),
+      slots,
+    ]);
     for (const d of l.drives)
       table.push([
         '',
         `drive ${d.index}`,
         d.luId || clean(d.identifier) || '?',
         cartridgeWords(d),
-        holdWords(d.hold),
+        holdWords(d.hold, nameKey),
         '',
       ]);
   }

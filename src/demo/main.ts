@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { connectControl } from '../cli/client.js';
+import { connectFleet } from '../cli/fleet.js';
 import { repoRoot, startServerProcess, startSimProcess, type ChildHandle } from './processes.js';
 import { runScenario } from './scenario.js';
 
@@ -49,10 +50,12 @@ async function main(): Promise<void> {
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);
   const connection = connectControl(server.address, { plaintext: true });
+  const fleet = connectFleet(server.address, { plaintext: true });
   try {
-    await runScenario(connection.client, { write });
+    await runScenario(connection.client, { write }, fleet.client);
   } finally {
     connection.close();
+    fleet.close();
   }
   write('\nStopping prfleet-sim and prfleet-server …\n');
   const [serverExit, simExit] = [server.handle.exited, sim.exited];

@@ -6,6 +6,8 @@
 import Table from 'cli-table3';
 import { ClientError, Status } from 'nice-grpc-common';
 import type { CliControlClient } from '../cli/client.js';
+import { renderLoaders } from '../cli/loaders.js';
+import type { FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
 import {
   renderAgents,
   renderDevices,
@@ -70,7 +72,11 @@ function table(head: string[]): Table.Table {
 }
 
 /** Runs the scenario against a server that has the demo fabric's agents connected. */
-export async function runScenario(client: CliControlClient, out: DemoOutput): Promise<DemoSummary> {
+export async function runScenario(
+  client: CliControlClient,
+  out: DemoOutput,
+  fleet?: FleetServiceClient,
+): Promise<DemoSummary> {
   const summary: DemoSummary = { commands: 0, conflicts: 0, unitAttentions: 0, refusedUpFront: 0 };
   let step = 0;
   const say = (title: string, sentence: string) =>
@@ -400,6 +406,16 @@ export async function runScenario(client: CliControlClient, out: DemoOutput): Pr
     ]);
   }
   show(final.toString());
+  if (fleet !== undefined) {
+    show(
+      '\nThe loaders as a whole (`prfleet loaders`): the changer says which cartridge sits in which drive.',
+    );
+    const { loaders } = await fleet.listLoaders(
+      { refresh: true },
+      { signal: AbortSignal.timeout(RPC_DEADLINE_MS) },
+    );
+    show(renderLoaders(loaders, hostOfKey));
+  }
   show(
     `${summary.commands} commands sent to devices; ${summary.conflicts} reservation conflicts returned as results; ` +
       `${summary.unitAttentions} unit attentions reported; ${summary.refusedUpFront} command refused up front.`,
