@@ -91,6 +91,12 @@ describe('ListLoaders', { timeout: 120_000 }, () => {
     expect(offline.findings.map((f) => f.kind)).toContain(
       FindingKind.FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE,
     );
+    // The audit reads the element views too and raises the same finding among its loader findings.
+    let loaderFindings: FindingKind[] = [];
+    for await (const e of h.client.audit({ selector: { loaderIds: ['loader1'] } }))
+      if (e.event?.$case === 'summary')
+        loaderFindings = e.event.value.loaderFindings.map((f) => f.kind);
+    expect(loaderFindings).toContain(FindingKind.FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE);
     // Selecting by drive LU id finds its loader only.
     const byDrive = await h.client.listLoaders({ selector: { luIds: ['naa.5000e11100000004'] } });
     expect(byDrive.loaders.map((l) => l.loaderId)).toEqual(['loader2']);

@@ -26,7 +26,8 @@ import {
   type AgentLookup,
   type LoaderDigest,
 } from './report.js';
-import { selectUnits, type SelectedUnit } from './selection.js';
+import { auditElementFindings, readElementView, type ElementView } from './loaders.js';
+import { isChanger, selectUnits, type SelectedUnit } from './selection.js';
 
 /** Audit defaults. */
 export const AUDIT_DEFAULTS = {
@@ -132,7 +133,14 @@ export async function* runAudit(
     signal,
     onCommand: () => void (commands += 1),
   };
+  // Changers' element views, read beside their reservations, for the element findings at the end.
+  const elementViews = new Map<SelectedUnit, ElementView>();
   const auditUnit = async (unit: SelectedUnit): Promise<void> => {
+    if (isChanger(unit)) {
+      const view = await readElementView(unit, ctx);
+      elementViews.set(unit, view);
+      deps.elementViews?.set(unit.luId, view);
+    }
     const obs = await observeUnit(unit, ctx);
     const analysis = analyzeUnit(obs, keys);
     const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
@@ -184,7 +192,13 @@ export async function* runAudit(
   work.then(
     () => {
       clearInterval(timer);
-      const loader = loaderFindings(digests);
+      const byLu = new Map(digests.map((d) => [d.luId, d]));
+      const loader = [
+        ...loaderFindings(digests),
+        ...[...elementViews].flatMap(([changer, view]) =>
+          auditElementFindings(changer, view, byLu, (id) => agents.isConnected(id)),
+        ),
+      ];
       count(loader);
       deps.onAuditFindings?.(
         Object.fromEntries(

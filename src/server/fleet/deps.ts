@@ -3,6 +3,7 @@ import type { AgentRegistry } from '../agent-registry.js';
 import type { LuSerializer } from '../lu-serializer.js';
 import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
+import type { ElementView } from './loaders.js';
 
 /** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
@@ -21,6 +22,8 @@ export interface FleetDeps {
   readonly instanceId?: string;
   /** Turns per LU shared with ControlService's PROUTs (each step's precondition read and PROUT in one turn). */
   readonly luSerializer?: LuSerializer;
+  /** Changers' element views by LU id: written by audits, reused by ListLoaders while fresh. */
+  readonly elementViews?: { set(luId: string, view: ElementView): void };
   /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */
   readonly onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
 }

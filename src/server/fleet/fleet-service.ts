@@ -163,9 +163,11 @@ function blocker(message: string, unit: SelectedUnit): UnitPlan {
 }
 
 /** The FleetService implementation over the router, the agent registry and H7's store. */
-export function createFleetService(deps: FleetDeps): FleetServiceImplementation {
-  const { store, log } = deps;
+export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementation {
+  // One element view cache: audits refresh it, ListLoaders reuses what is fresh.
   const elementViews = new ElementViewCache();
+  const deps: FleetDeps = { ...fleetDeps, elementViews };
+  const { store, log } = deps;
 
   return {
     audit: (request, ctx) => runAudit(deps, request, ctx.signal),

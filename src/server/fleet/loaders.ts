@@ -174,7 +174,8 @@ function sameHolder(a: LoaderHold, b: LoaderHold): boolean {
   return (a.agentId !== '' && a.agentId === b.agentId) || a.key === b.key;
 }
 
-function findingsOf(loader: Loader): Finding[] {
+/** Findings where the element view and the reservations disagree (a Loader with its holds filled in). */
+export function loaderElementFindings(loader: Loader): Finding[] {
   const out: Finding[] = [];
   const changer = loader.changerHold;
   for (const drive of loader.drives) {
@@ -272,7 +273,7 @@ async function buildLoader(deps: FleetDeps, input: LoaderInputs): Promise<Loader
     grouping: data === undefined ? 'reported-loader-id' : 'element-status',
     error: view.error,
   });
-  loader.findings = findingsOf(loader);
+  loader.findings = loaderElementFindings(loader);
   return loader;
 }
 
@@ -329,4 +330,59 @@ export async function listLoaders(
       )
       .sort((a, b) => (a.loaderId < b.loaderId ? -1 : a.loaderId > b.loaderId ? 1 : 0)),
   };
+}
+
+/** What the audit knows of one LU's reservation (LoaderDigest's fields). */
+export interface HoldDigest {
+  readonly luId: string;
+  readonly reserved: boolean;
+  readonly holderKey: bigint;
+  readonly holderAgentId: string;
+}
+
+/**
+ * The element findings of the audit: a changer's view joined with the reservations the audit read. Drives are
+ * matched by NAA identifier to LU ids (the audit has no serial numbers to match ASCII identifiers with).
+ */
+export function auditElementFindings(
+  changer: SelectedUnit,
+  view: ElementView,
+  digests: ReadonlyMap<string, HoldDigest>,
+  isConnected: (agentId: string) => boolean,
+): Finding[] {
+  if (view.data === undefined) return [];
+  const holdOfDigest = (d: HoldDigest | undefined): LoaderHold =>
+    LoaderHold.fromPartial({
+      reserved: d?.reserved ?? false,
+      key: d?.holderKey ?? 0n,
+      agentId: d?.holderAgentId ?? '',
+      holderOnline: d !== undefined && d.holderAgentId !== '' && isConnected(d.holderAgentId),
+    });
+  const slotNumber = new Map(slotsOf(view.data).map((s) => [s.elementAddress, s.number]));
+  const drives = view.data.pages
+    .filter((p) => p.elementType === ElementType.DATA_TRANSFER)
+    .flatMap((p) => p.descriptors)
+    .sort((a, b) => a.address - b.address)
+    .map((d, index) => {
+      const identifier = driveIdentifier(d);
+      const digest = digests.get(identifier);
+      return LoaderDrive.fromPartial({
+        elementAddress: d.address,
+        index,
+        luId: digest?.luId ?? '',
+        identifier,
+        full: d.full,
+        barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+        sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
+        ...(digest === undefined ? {} : { hold: holdOfDigest(digest) }),
+      });
+    });
+  return loaderElementFindings(
+    Loader.fromPartial({
+      loaderId: changer.loaderId !== '' ? changer.loaderId : `changer:${changer.luId}`,
+      changerLuId: changer.luId,
+      changerHold: holdOfDigest(digests.get(changer.luId)),
+      drives,
+    }),
+  );
 }
