@@ -48,7 +48,7 @@ baseline: install
 build: install
 	rm -rf dist
 	$(BIN)/tsc -p tsconfig.build.json
-	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js dist/src/tools/tokens.js dist/src/tools/certs.js 2>/dev/null || true
+	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js dist/src/tools/tokens.js dist/src/tools/certs.js dist/src/tools/fence.js 2>/dev/null || true
 
 ## test: every vitest suite (real servers, real agents, the emulator, PostgreSQL, Redis, the LIO VM);
 ## ends with "N passed, N failed"

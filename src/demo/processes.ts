@@ -216,6 +216,7 @@ export function builtBinaries(root = repoRoot()) {
     cli: resolve(root, 'dist/src/cli/main.js'),
     demo: resolve(root, 'dist/src/demo/main.js'),
     bench: resolve(root, 'dist/bench/main.js'),
+    fence: resolve(root, 'dist/src/tools/fence.js'),
   };
 }
 
