@@ -29,6 +29,7 @@ import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devi
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import type { TokenStore } from './auth/tokens.js';
 import { createTokenAdmin } from './token-admin.js';
+import { createFairShare, fairSharePrincipalOf, type FairShare } from './fair-share.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
@@ -55,6 +56,8 @@ export interface ControlServiceDeps {
   readonly principalOf?: PrincipalOf | undefined;
   /** The client tokens CreateToken/ListTokens/RevokeToken manage; undefined → FAILED_PRECONDITION. */
   readonly tokens?: TokenStore | undefined;
+  /** Sessions and commands in flight per principal. @default unlimited */
+  readonly fairShare?: FairShare | undefined;
 }
 
 /**
@@ -78,8 +81,21 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
   const historyHandlers = createHistoryHandlers(deps.history, deps.log);
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
+  const fairShare = deps.fairShare ?? createFairShare({ maxSessions: 0, maxCommands: 0 });
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
+    const release = fairShare.startCommand(fairSharePrincipalOf(ctx));
+    try {
+      return await runCounted(spec, ctx);
+    } finally {
+      release();
+    }
+  }
+
+  async function runCounted(
+    spec: CommandSpec,
+    ctx: CallContext,
+  ): Promise<{ result: CommandResult }> {
     const remaining = remainingDeadlineMs(ctx);
     const deadlineMs = remaining === undefined ? undefined : Date.now() + remaining;
     const scoped = deadlineSignal(ctx.signal, deadlineMs);
@@ -290,7 +306,15 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     listTokens: (_request, ctx) => tokenAdmin.listTokens(ctx),
     revokeToken: (request, ctx) => tokenAdmin.revokeToken(request, ctx),
 
-    commandSession: (requests, ctx) => sessionReplies(requests, ctx),
+    async *commandSession(requests, ctx) {
+      // Refused before anything is read: the RPC ends RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
+      const releaseSession = fairShare.openSession(fairSharePrincipalOf(ctx));
+      try {
+        yield* sessionReplies(requests, ctx);
+      } finally {
+        releaseSession();
+      }
+    },
   };
 }
 

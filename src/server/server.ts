@@ -21,6 +21,7 @@ import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
+import { createFairShare } from './fair-share.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
 import {
   createProutRecorder,
@@ -245,6 +246,7 @@ async function buildServer(
       instanceId: config.instanceId,
       sessionConcurrency: config.sessionConcurrency,
       sessions,
+      fairShare: createFairShare(config.principalLimits),
       log,
       history: store?.history,
       principalOf: deps.principalOf,
