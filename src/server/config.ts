@@ -79,7 +79,7 @@ export interface ServerConfig {
    * @default { maxSessions: 32, maxCommands: 128 }
    */
   readonly principalLimits: { readonly maxSessions: number; readonly maxCommands: number };
-  /** Serve grpc.reflection.v1. @default true */
+  /** Serve grpc.reflection.v1 and v1alpha. @default true */
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
   readonly protosetPath?: string;
