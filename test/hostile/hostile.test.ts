@@ -203,7 +203,7 @@ describe('hostile clients against a prfleet-server process', () => {
     });
     expect(notJson).toEqual([]);
     const entries = output.map(
-      (line) => JSON.parse(line) as { msg?: string; err?: { stack?: string } },
+      (line) => JSON.parse(line) as { msg?: string; level?: string; err?: { stack?: string } },
     );
     const crashes = entries
       .filter(
@@ -211,5 +211,10 @@ describe('hostile clients against a prfleet-server process', () => {
       )
       .map((e) => `${e.msg}: ${e.err?.stack?.split('\n').slice(0, 4).join(' | ') ?? '?'}`);
     expect(crashes).toEqual([]);
+    // Nor an error: an 'unexpected error' (INTERNAL) is a bug a client found.
+    const errors = entries
+      .filter((e) => e.level === 'error' || e.level === 'fatal')
+      .map((e) => `${e.msg}: ${e.err?.stack?.split('\n').slice(0, 3).join(' | ') ?? ''}`);
+    expect(errors).toEqual([]);
   }, 240_000);
 });
