@@ -12,7 +12,13 @@ import { ServerReflectionService } from 'nice-grpc-server-reflection';
 import { createControlClient, type ControlClient } from '../../src/common/client.js';
 import { startServerProcess, startSimProcess } from '../../src/demo/processes.js';
 import { AgentServiceDefinition } from '../../src/gen/prfleet/v1/agent.js';
-import { ControlServiceDefinition } from '../../src/gen/prfleet/v1/control.js';
+import {
+  ControlServiceDefinition,
+  ReadKeysRequest,
+  type CommandSessionRequest,
+  type CommandSessionResponse,
+} from '../../src/gen/prfleet/v1/control.js';
+import { AsyncQueue } from '../../src/server/async-queue.js';
 import { FleetServiceDefinition } from '../../src/gen/prfleet/v1/fleet.js';
 import { ServerReflectionV1AlphaService } from '../../src/server/reflection.js';
 import {
@@ -111,8 +117,48 @@ async function listedServices(address: string): Promise<string[]> {
 
 /** Concurrent hostile calls: enough to overlap, few enough for a loaded 2-core machine. */
 const CONCURRENCY = 8;
+/**
+ * Sessions per principal (all clients here are 127.0.0.1): above the matrix's concurrency, so it is never the
+ * reason a call fails, and small enough to open all of them afterwards, which proves no abandoned session kept
+ * its slot.
+ */
+const SESSION_QUOTA = 12;
 /** Times the whole matrix runs. */
 const ROUNDS = 3;
+
+/**
+ * Opens SESSION_QUOTA CommandSessions, each answering a READ KEYS while all stay open, then expects one more to
+ * be refused with RESOURCE_EXHAUSTED.
+ */
+async function expectSessionQuotaFree(client: ControlClient): Promise<void> {
+  const queues = Array.from(
+    { length: SESSION_QUOTA + 1 },
+    () => new AsyncQueue<CommandSessionRequest>(10),
+  );
+  try {
+    const opened = queues.map((queue, i) => {
+      queue.push({
+        requestId: `quota-${i}`,
+        command: {
+          $case: 'readKeys',
+          value: ReadKeysRequest.fromPartial({ target: { agentId: 'host-b', path: '/dev/sg1' } }),
+        },
+      });
+      return client.commandSession(queue, { deadline: 30_000 })[Symbol.asyncIterator]();
+    });
+    const first = await Promise.all(
+      opened.slice(0, SESSION_QUOTA).map((replies) => replies.next()),
+    );
+    expect(first.map((r) => (r.value as CommandSessionResponse | undefined)?.reply?.$case)).toEqual(
+      Array.from({ length: SESSION_QUOTA }, () => 'result'),
+    );
+    await expect(opened[SESSION_QUOTA]!.next()).rejects.toMatchObject({
+      code: grpc.status.RESOURCE_EXHAUSTED,
+    });
+  } finally {
+    for (const queue of queues) queue.close();
+  }
+}
 
 describe('hostile clients against a prfleet-server process', () => {
   let server: Awaited<ReturnType<typeof startServerProcess>>;
@@ -123,7 +169,10 @@ describe('hostile clients against a prfleet-server process', () => {
 
   beforeAll(async () => {
     await ensureBuilt();
-    server = await startServerProcess({ onLine: (line) => output.push(line) });
+    server = await startServerProcess({
+      env: { PRFLEET_PRINCIPAL_MAX_SESSIONS: String(SESSION_QUOTA) },
+      onLine: (line) => output.push(line),
+    });
     sim = await startSimProcess({ address: server.address, fabric: DEMO_FABRIC });
     client = createControlClient(server.address);
   }, 600_000);
@@ -192,6 +241,9 @@ describe('hostile clients against a prfleet-server process', () => {
       { deadline: 20_000 },
     );
     expect(read.result?.agentId).toBe('host-b');
+
+    // No abandoned call kept a session slot: the whole quota opens, and one more is refused.
+    await expectSessionQuotaFree(client);
 
     // The log: JSON lines only, and not one unhandled rejection or uncaught exception.
     const notJson = output.filter((line) => {
