@@ -27,6 +27,10 @@ export const ErrorReason = {
   PRECONDITION_MISMATCH: 'PRECONDITION_MISMATCH',
   /** The server takes no client tokens, so CreateToken/ListTokens/RevokeToken have nothing to manage. */
   TOKENS_NOT_MANAGED: 'TOKENS_NOT_MANAGED',
+  /** The caller holds its share of sessions or commands in flight (fair share); nothing was sent. */
+  PRINCIPAL_QUOTA: 'PRINCIPAL_QUOTA',
+  /** A CommandSession request reuses the id of a command still in flight; nothing was sent. */
+  DUPLICATE_REQUEST_ID: 'DUPLICATE_REQUEST_ID',
 } as const;
 
 /** One of {@link ErrorReason}. */

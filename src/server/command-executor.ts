@@ -9,6 +9,7 @@ import { checkSupported } from '../common/capabilities.js';
 import { dryRunResult } from '../common/result.js';
 import { ErrorReason, failedPrecondition, invalidArgument } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
+import { onAbort } from './abort-listeners.js';
 import type { AgentRegistry } from './agent-registry.js';
 import { commandBudgetMs, type BudgetPolicy } from './deadline.js';
 import {
@@ -333,34 +334,38 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
 }
 
 /**
- * A signal that aborts when `signal` does, or with ServerError(DEADLINE_EXCEEDED) at `deadlineMs` (so the
- * agent is sent Cancel even if the transport's own deadline handling is late). Call `dispose()` when done.
+ * A signal of one command's own that aborts when `signal` does, or with ServerError(DEADLINE_EXCEEDED) at
+ * `deadlineMs` (so the agent is sent Cancel even if the transport's own deadline handling is late). Call
+ * `dispose()` when done. Its own, so that what listens per command (journal waits, the Redis router) listens
+ * to it and not to the call's signal, which a CommandSession shares among all its commands (more than ten
+ * listeners on one signal print MaxListenersExceededWarning); it listens to `signal` through onAbort, O(1).
  */
 export function deadlineSignal(
   signal: AbortSignal,
   deadlineMs: number | undefined,
 ): { signal: AbortSignal; dispose(): void } {
-  if (deadlineMs === undefined) return { signal, dispose: () => {} };
   const controller = new AbortController();
-  const onAbort = () => controller.abort(signal.reason);
-  signal.addEventListener('abort', onAbort, { once: true });
-  if (signal.aborted) onAbort();
-  const timer = setTimeout(
-    () =>
-      controller.abort(
-        new ServerError(
-          Status.DEADLINE_EXCEEDED,
-          'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
-        ),
-      ),
-    Math.max(0, deadlineMs - Date.now()),
-  );
-  timer.unref();
+  if (signal.aborted) controller.abort(signal.reason);
+  const stopListening = onAbort(signal, () => controller.abort(signal.reason));
+  const timer =
+    deadlineMs === undefined
+      ? undefined
+      : setTimeout(
+          () =>
+            controller.abort(
+              new ServerError(
+                Status.DEADLINE_EXCEEDED,
+                'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
+              ),
+            ),
+          Math.max(0, deadlineMs - Date.now()),
+        );
+  timer?.unref();
   return {
     signal: controller.signal,
     dispose: () => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
+      stopListening();
     },
   };
 }

@@ -24,6 +24,8 @@ const ServerEnv = z.object({
   PRFLEET_DRAIN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
   PRFLEET_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(8_000),
   PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
+  PRFLEET_PRINCIPAL_MAX_SESSIONS: z.coerce.number().int().min(0).max(1_000_000).default(32),
+  PRFLEET_PRINCIPAL_MAX_COMMANDS: z.coerce.number().int().min(0).max(1_000_000).default(128),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
@@ -71,7 +73,13 @@ export interface ServerConfig {
   readonly shutdownTimeoutMs: number;
   /** Commands of one CommandSession in flight at once (more are read when some finish). @default 64 */
   readonly sessionConcurrency: number;
-  /** Serve grpc.reflection.v1. @default true */
+  /**
+   * Fair share: open CommandSessions and commands in flight (unary and in sessions) per principal (token name,
+   * certificate identity, else client IP); over it, RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}. 0 = unlimited.
+   * @default { maxSessions: 32, maxCommands: 128 }
+   */
+  readonly principalLimits: { readonly maxSessions: number; readonly maxCommands: number };
+  /** Serve grpc.reflection.v1 and v1alpha. @default true */
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
   readonly protosetPath?: string;
@@ -172,6 +180,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     drainGraceMs: e.PRFLEET_DRAIN_GRACE_MS,
     shutdownTimeoutMs: e.PRFLEET_SHUTDOWN_TIMEOUT_MS,
     sessionConcurrency: e.PRFLEET_SESSION_CONCURRENCY,
+    principalLimits: {
+      maxSessions: e.PRFLEET_PRINCIPAL_MAX_SESSIONS,
+      maxCommands: e.PRFLEET_PRINCIPAL_MAX_COMMANDS,
+    },
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
     store: storeConfigFromEnv(env),

@@ -1,10 +1,11 @@
 import type { Logger } from 'pino';
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import { isAbortError } from 'abort-controller-x';
-import {
+import type {
+  CommandSessionRequest,
   CommandSessionResponse,
-  type CommandSessionRequest,
-  type ControlServiceImplementation,
+  ControlServiceImplementation,
+  SessionError,
 } from '../gen/prfleet/v1/control.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import {
@@ -28,6 +29,7 @@ import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devi
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import type { TokenStore } from './auth/tokens.js';
 import { createTokenAdmin } from './token-admin.js';
+import { createFairShare, fairSharePrincipalOf, type FairShare } from './fair-share.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
@@ -54,7 +56,18 @@ export interface ControlServiceDeps {
   readonly principalOf?: PrincipalOf | undefined;
   /** The client tokens CreateToken/ListTokens/RevokeToken manage; undefined → FAILED_PRECONDITION. */
   readonly tokens?: TokenStore | undefined;
+  /** Sessions and commands in flight per principal. @default unlimited */
+  readonly fairShare?: FairShare | undefined;
 }
+
+/**
+ * Longest CommandSessionRequest.request_id accepted (the server keeps every id in flight and echoes it in the
+ * reply).
+ */
+export const MAX_REQUEST_ID_LENGTH = 128;
+
+/** How much of a refused request id an error message quotes. */
+const QUOTED_ID_LENGTH = 32;
 
 /** An open CommandSession, as drain sees it. */
 export interface CommandSessionHandle {
@@ -68,8 +81,21 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
   const historyHandlers = createHistoryHandlers(deps.history, deps.log);
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
+  const fairShare = deps.fairShare ?? createFairShare({ maxSessions: 0, maxCommands: 0 });
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
+    const release = fairShare.startCommand(fairSharePrincipalOf(ctx));
+    try {
+      return await runCounted(spec, ctx);
+    } finally {
+      release();
+    }
+  }
+
+  async function runCounted(
+    spec: CommandSpec,
+    ctx: CallContext,
+  ): Promise<{ result: CommandResult }> {
     const remaining = remainingDeadlineMs(ctx);
     const deadlineMs = remaining === undefined ? undefined : Date.now() + remaining;
     const scoped = deadlineSignal(ctx.signal, deadlineMs);
@@ -123,6 +149,125 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     }
   }
 
+  /** One CommandSession: commands run concurrently (at most sessionConcurrency), replies in completion order. */
+  async function* sessionReplies(
+    requests: AsyncIterable<CommandSessionRequest>,
+    ctx: CallContext,
+  ): AsyncGenerator<CommandSessionResponse> {
+    // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,
+    // so a client that does not read replies is slowed by HTTP/2 flow control instead of growing memory.
+    const replies = new AsyncQueue<CommandSessionResponse>(Number.MAX_SAFE_INTEGER);
+    // Request ids of the commands in flight: a reply must name exactly one of them.
+    const inFlightIds = new Set<string>();
+    let readerDone = false;
+    let finishing = false;
+    let slotFreed: (() => void) | undefined;
+    const maybeEnd = () => {
+      if ((readerDone || finishing) && inFlightIds.size === 0) replies.close();
+    };
+    const handle: CommandSessionHandle = {
+      finish: () => {
+        finishing = true;
+        maybeEnd();
+      },
+    };
+    deps.sessions.add(handle);
+    const answer = sessionAnswerer(ctx);
+
+    const reader = (async () => {
+      for await (const request of requests) {
+        if (finishing) break;
+        const refusal = refuseRequestId(request.requestId, inFlightIds);
+        if (refusal !== undefined) {
+          replies.push(refusal);
+          continue;
+        }
+        while (inFlightIds.size >= deps.sessionConcurrency) {
+          await new Promise<void>((resolve) => (slotFreed = resolve));
+        }
+        inFlightIds.add(request.requestId);
+        void answer(request).then((reply) => {
+          if (reply !== undefined) replies.push(reply);
+          inFlightIds.delete(request.requestId);
+          const wake = slotFreed;
+          slotFreed = undefined;
+          wake?.();
+          maybeEnd();
+        });
+      }
+    })();
+    reader.then(
+      () => {
+        readerDone = true;
+        maybeEnd();
+      },
+      (e: unknown) => {
+        readerDone = true;
+        replies.close(
+          isAbortError(e)
+            ? e
+            : new ServerError(Status.CANCELLED, 'command session request stream failed'),
+        );
+      },
+    );
+    try {
+      yield* replies;
+    } finally {
+      deps.sessions.delete(handle);
+    }
+  }
+
+  /**
+   * Runs one session command to its reply (a result, or the error a unary call would have thrown); undefined
+   * when the caller has gone. Never rejects.
+   */
+  function sessionAnswerer(
+    ctx: CallContext,
+  ): (request: CommandSessionRequest) => Promise<CommandSessionResponse | undefined> {
+    // The certificate the session was opened with, checked again per command against the revocation list.
+    const certificate = peerCertificateOf(ctx);
+    return async (request) => {
+      try {
+        if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
+          throw new ServerError(
+            Status.UNAUTHENTICATED,
+            `the client certificate of this session (SHA-256 ${certificate}) was revoked: nothing sent`,
+          );
+        }
+        if (deps.router.draining) {
+          throw unavailable(
+            ErrorReason.SERVER_DRAINING,
+            'server is draining: retry on another instance',
+          );
+        }
+        // The token middleware admitted the session; each command needs its own role (a viewer's session
+        // must not carry a PREEMPT), with the same reason rules as the unary RPC.
+        const principal = authPrincipalOf(ctx);
+        if (principal !== undefined && request.command !== undefined) {
+          await authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));
+        }
+        const { result } = await run(specOf(request), ctx);
+        // A literal: fromPartial would deep-copy the (complete) result once more per command.
+        return { requestId: request.requestId, reply: { $case: 'result', value: result } };
+      } catch (e) {
+        if (isAbortError(e) && ctx.signal.aborted) return undefined; // the caller is gone
+        const summary = summarizeRpcError(e);
+        if (summary === undefined) {
+          deps.log.error(
+            { err: e, requestId: request.requestId },
+            'command session: unexpected error',
+          );
+        }
+        return sessionError(request.requestId, {
+          code: summary?.code ?? Status.INTERNAL,
+          message: summary?.message ?? 'internal error',
+          field: summary?.field ?? '',
+          reason: summary?.reason ?? '',
+        });
+      }
+    };
+  }
+
   return {
     async listAgents(request) {
       const agents = registry
@@ -162,111 +307,46 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     revokeToken: (request, ctx) => tokenAdmin.revokeToken(request, ctx),
 
     async *commandSession(requests, ctx) {
-      // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,
-      // so a client that does not read replies is slowed by HTTP/2 flow control instead of growing memory.
-      const replies = new AsyncQueue<CommandSessionResponse>(Number.MAX_SAFE_INTEGER);
-      let inFlight = 0;
-      let readerDone = false;
-      let finishing = false;
-      let slotFreed: (() => void) | undefined;
-      const maybeEnd = () => {
-        if ((readerDone || finishing) && inFlight === 0) replies.close();
-      };
-      const handle: CommandSessionHandle = {
-        finish: () => {
-          finishing = true;
-          maybeEnd();
-        },
-      };
-      deps.sessions.add(handle);
-
-      // The certificate the session was opened with, checked again per command against the revocation list.
-      const certificate = peerCertificateOf(ctx);
-      const answer = async (request: CommandSessionRequest) => {
-        let reply: CommandSessionResponse;
-        try {
-          if (request.requestId === '')
-            throw invalidArgument('request_id', 'required to match the reply');
-          if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
-            throw new ServerError(
-              Status.UNAUTHENTICATED,
-              `the client certificate of this session (SHA-256 ${certificate}) was revoked: nothing sent`,
-            );
-          }
-          if (deps.router.draining) {
-            throw unavailable(
-              ErrorReason.SERVER_DRAINING,
-              'server is draining: retry on another instance',
-            );
-          }
-          // The token middleware admitted the session; each command needs its own role (a viewer's session
-          // must not carry a PREEMPT), with the same reason rules as the unary RPC.
-          const principal = authPrincipalOf(ctx);
-          if (principal !== undefined && request.command !== undefined) {
-            await authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));
-          }
-          const { result } = await run(specOf(request), ctx);
-          // A literal: fromPartial would deep-copy the (complete) result once more per command.
-          reply = { requestId: request.requestId, reply: { $case: 'result', value: result } };
-        } catch (e) {
-          if (isAbortError(e) && ctx.signal.aborted) return; // the caller is gone
-          const summary = summarizeRpcError(e);
-          if (summary === undefined) {
-            deps.log.error(
-              { err: e, requestId: request.requestId },
-              'command session: unexpected error',
-            );
-          }
-          reply = CommandSessionResponse.fromPartial({
-            requestId: request.requestId,
-            reply: {
-              $case: 'error',
-              value: {
-                code: summary?.code ?? Status.INTERNAL,
-                message: summary?.message ?? 'internal error',
-                field: summary?.field ?? '',
-              },
-            },
-          });
-        }
-        replies.push(reply);
-      };
-
-      const reader = (async () => {
-        for await (const request of requests) {
-          if (finishing) break;
-          while (inFlight >= deps.sessionConcurrency) {
-            await new Promise<void>((resolve) => (slotFreed = resolve));
-          }
-          inFlight += 1;
-          void answer(request).finally(() => {
-            inFlight -= 1;
-            const wake = slotFreed;
-            slotFreed = undefined;
-            wake?.();
-            maybeEnd();
-          });
-        }
-      })();
-      reader.then(
-        () => {
-          readerDone = true;
-          maybeEnd();
-        },
-        (e: unknown) => {
-          readerDone = true;
-          replies.close(
-            isAbortError(e)
-              ? e
-              : new ServerError(Status.CANCELLED, 'command session request stream failed'),
-          );
-        },
-      );
+      // Refused before anything is read: the RPC ends RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
+      const releaseSession = fairShare.openSession(fairSharePrincipalOf(ctx));
       try {
-        yield* replies;
+        yield* sessionReplies(requests, ctx);
       } finally {
-        deps.sessions.delete(handle);
+        releaseSession();
       }
     },
   };
+}
+
+/** An error reply of a CommandSession. */
+function sessionError(requestId: string, error: SessionError): CommandSessionResponse {
+  return { requestId, reply: { $case: 'error', value: error } };
+}
+
+/**
+ * The in-band refusal of a request id the session cannot use, or undefined when it is fine: empty or longer
+ * than MAX_REQUEST_ID_LENGTH (answered with an empty request_id: the server keeps no such id), or the id of a
+ * command still in flight (answered under that id; the command in flight still gets its own reply).
+ */
+function refuseRequestId(
+  requestId: string,
+  inFlight: ReadonlySet<string>,
+): CommandSessionResponse | undefined {
+  const invalid = (message: string) =>
+    sessionError('', { code: Status.INVALID_ARGUMENT, message, field: 'request_id', reason: '' });
+  if (requestId === '') return invalid('request_id: required to match the reply');
+  if (requestId.length > MAX_REQUEST_ID_LENGTH) {
+    return invalid(
+      `request_id: ${requestId.length} characters, at most ${MAX_REQUEST_ID_LENGTH} (starts ${JSON.stringify(requestId.slice(0, QUOTED_ID_LENGTH))})`,
+    );
+  }
+  if (inFlight.has(requestId)) {
+    return sessionError(requestId, {
+      code: Status.ALREADY_EXISTS,
+      message: `request_id ${JSON.stringify(requestId.slice(0, QUOTED_ID_LENGTH))}: a command with this id is still in flight on this session; nothing sent (use an id per command in flight)`,
+      field: 'request_id',
+      reason: ErrorReason.DUPLICATE_REQUEST_ID,
+    });
+  }
+  return undefined;
 }

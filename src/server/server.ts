@@ -4,7 +4,6 @@ import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { createServer, ServerError, Status, type ServerMiddleware } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
-import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
 import {
@@ -21,6 +20,8 @@ import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
+import { reflectionServices } from './reflection.js';
+import { createFairShare } from './fair-share.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
 import {
   createProutRecorder,
@@ -122,10 +123,15 @@ export interface PrfleetServer {
   readonly instanceId: string;
 }
 
-/** Service names served by reflection (only those whose files are in the descriptor set, grpc-ts-notes §2.4). */
+/**
+ * Service names listed by reflection (only those whose files are in the descriptor set, grpc-ts-notes §2.4;
+ * FleetService is added where it is served). The reflection services themselves are not listed: their
+ * descriptors are not in the set.
+ */
 export const REFLECTED_SERVICES = [
   ControlServiceDefinition.fullName,
   AgentServiceDefinition.fullName,
+  HealthDefinition.fullName,
 ] as const;
 
 /**
@@ -245,6 +251,7 @@ async function buildServer(
       instanceId: config.instanceId,
       sessionConcurrency: config.sessionConcurrency,
       sessions,
+      fairShare: createFairShare(config.principalLimits),
       log,
       history: store?.history,
       principalOf: deps.principalOf,
@@ -279,7 +286,12 @@ async function buildServer(
         'reflection off: protoset.binpb not found (run make gen)',
       );
     } else {
-      server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), services));
+      for (const { definition, implementation } of reflectionServices(
+        readFileSync(protoset),
+        services,
+      )) {
+        server.add(definition, implementation);
+      }
     }
   }
   for (const name of [...services, '']) health.setStatus('healthy', name);

@@ -70,6 +70,7 @@ describe('health and reflection', () => {
       expect(names).toEqual([
         'prfleet.v1.ControlService',
         'prfleet.v1.AgentService',
+        'grpc.health.v1.Health',
         'prfleet.v1.FleetService',
       ]);
       const files =

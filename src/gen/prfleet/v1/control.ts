@@ -538,7 +538,12 @@ export interface RegisterAndMoveResponse {
 
 /** One command in a CommandSession. */
 export interface CommandSessionRequest {
-  /** Caller's id for matching the reply. */
+  /**
+   * Caller's id for matching the reply. Required, at most 128 characters, and unique among this session's
+   * commands in flight: an empty or longer id is refused in-band (INVALID_ARGUMENT, field request_id, reply
+   * with an empty request_id), and an id still in flight is refused under that id (ALREADY_EXISTS, reason
+   * DUPLICATE_REQUEST_ID; the command in flight gets its own reply). An id may be reused once its reply came.
+   */
   requestId: string;
   /** The command: the same request messages as the unary RPCs. */
   command:
@@ -583,6 +588,11 @@ export interface SessionError {
   message: string;
   /** The request field at fault, for INVALID_ARGUMENT. */
   field: string;
+  /**
+   * The google.rpc.ErrorInfo reason a unary call would have carried (AGENT_BUSY, PRINCIPAL_QUOTA,
+   * DUPLICATE_REQUEST_ID, …); empty when there is none.
+   */
+  reason: string;
 }
 
 /** One reply in a CommandSession. */
@@ -4818,7 +4828,7 @@ export const CommandSessionRequest: MessageFns<CommandSessionRequest> = {
 };
 
 function createBaseSessionError(): SessionError {
-  return { code: 0, message: "", field: "" };
+  return { code: 0, message: "", field: "", reason: "" };
 }
 
 export const SessionError: MessageFns<SessionError> = {
@@ -4831,6 +4841,9 @@ export const SessionError: MessageFns<SessionError> = {
     }
     if (message.field !== "") {
       writer.uint32(26).string(message.field);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
     }
     return writer;
   },
@@ -4872,6 +4885,14 @@ export const SessionError: MessageFns<SessionError> = {
             message.field = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4889,6 +4910,7 @@ export const SessionError: MessageFns<SessionError> = {
       code: isSet(object.code) ? globalThis.Number(object.code) : 0,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
       field: isSet(object.field) ? globalThis.String(object.field) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
     };
   },
 
@@ -4903,6 +4925,9 @@ export const SessionError: MessageFns<SessionError> = {
     if (message.field !== "") {
       obj.field = message.field;
     }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
     return obj;
   },
 
@@ -4914,6 +4939,7 @@ export const SessionError: MessageFns<SessionError> = {
     message.code = object.code ?? 0;
     message.message = object.message ?? "";
     message.field = object.field ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
