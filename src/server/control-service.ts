@@ -10,6 +10,7 @@ import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import {
   invalidArgument,
   notFound,
+  shownInput,
   summarizeRpcError,
   unavailable,
   ErrorReason,
@@ -29,6 +30,7 @@ import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './h
 import type { TokenStore } from './auth/tokens.js';
 import { createTokenAdmin } from './token-admin.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
+import { checkRequest, type EdgeSchema } from './edge.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
 
@@ -48,6 +50,8 @@ export interface ControlServiceDeps {
   readonly sessions: Set<CommandSessionHandle>;
   /** Logger. */
   readonly log: Logger;
+  /** The request descriptors, for the edge checks of each CommandSession command. */
+  readonly schema: EdgeSchema;
   /** The PROUT history behind ListHistory/VerifyHistory; undefined → FAILED_PRECONDITION {HISTORY_DISABLED}. */
   readonly history?: PRoutHistory | undefined;
   /** Who the caller is, for the history. @default the auth principal's name, else 'anonymous' */
@@ -66,8 +70,13 @@ export interface CommandSessionHandle {
 export function createControlService(deps: ControlServiceDeps): ControlServiceImplementation {
   const { registry, executor } = deps;
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
-  const historyHandlers = createHistoryHandlers(deps.history, deps.log);
+  const historyHandlers = createHistoryHandlers(deps.history, deps.log, {
+    agent: (id) => registry.get(id) !== undefined,
+    lu: (id) => pathsByLu(registry).has(id),
+  });
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
+  const sessionRequest = deps.schema.message('prfleet.v1.CommandSessionRequest');
+  if (sessionRequest === undefined) throw new Error('descriptor set lacks CommandSessionRequest');
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
     const remaining = remainingDeadlineMs(ctx);
@@ -141,7 +150,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
         throw notFound(
           'logical unit',
           request.luId,
-          `no agent reports logical unit ${request.luId}`,
+          `no agent reports logical unit ${shownInput(request.luId)}`,
         );
       return { logicalUnit: toLogicalUnit(request.luId, paths) };
     },
@@ -185,8 +194,8 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       const answer = async (request: CommandSessionRequest) => {
         let reply: CommandSessionResponse;
         try {
-          if (request.requestId === '')
-            throw invalidArgument('request_id', 'required to match the reply');
+          // The edge rules (request_id required, lengths, …), answered in-band like every other refusal.
+          checkRequest(deps.schema, sessionRequest, request);
           if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
             throw new ServerError(
               Status.UNAUTHENTICATED,
@@ -255,8 +264,9 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
         },
         (e: unknown) => {
           readerDone = true;
+          // An abort, or the edge refusing an undecodable message (INVALID_ARGUMENT), ends the call as it is.
           replies.close(
-            isAbortError(e)
+            isAbortError(e) || e instanceof ServerError
               ? e
               : new ServerError(Status.CANCELLED, 'command session request stream failed'),
           );

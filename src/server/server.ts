@@ -21,6 +21,7 @@ import { createCommandExecutor } from './command-executor.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
+import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
 import {
   createProutRecorder,
@@ -224,6 +225,15 @@ async function buildServer(
     log,
     observe: deps.observeRpc,
   });
+  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
+  const descriptors = findProtoset(config.protosetPath);
+  if (descriptors === undefined) {
+    throw new Error(
+      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
+    );
+  }
+  const schema = loadEdgeSchema(readFileSync(descriptors));
+  const edgeDefinition = { requestDeserializer: edgeDeserializer(schema) };
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
     createServer({
@@ -232,12 +242,13 @@ async function buildServer(
     }).use(rpcMiddleware(log, deps.observeRpc)),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
-  const control =
-    deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
+  const control = (
+    deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware)
+  ).with(edgeMiddleware(schema));
   server.add(HealthDefinition, HealthServiceImpl(health));
   // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
-    directServiceDefinition(ControlServiceDefinition),
+    directServiceDefinition(ControlServiceDefinition, edgeDefinition),
     createControlService({
       registry: agents,
       router,
@@ -246,6 +257,7 @@ async function buildServer(
       sessionConcurrency: config.sessionConcurrency,
       sessions,
       log,
+      schema,
       history: store?.history,
       principalOf: deps.principalOf,
       tokens: deps.tokens,
@@ -259,15 +271,19 @@ async function buildServer(
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
   if (store !== undefined) {
-    registerFleetService(control, {
-      router,
-      devices: agents,
-      store,
-      log,
-      instanceId: config.instanceId,
-      luSerializer,
-      ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
-    });
+    registerFleetService(
+      control,
+      {
+        router,
+        devices: agents,
+        store,
+        log,
+        instanceId: config.instanceId,
+        luSerializer,
+        ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
+      },
+      edgeDefinition,
+    );
   } else {
     control.add(FleetServiceDefinition, fleetServiceWithoutStore());
   }
