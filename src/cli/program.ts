@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
-import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
 import {
   resolveConnection,
@@ -436,7 +436,11 @@ ${EXIT_CODE_HELP}`,
       'RELATIVE TARGET PORT IDENTIFIER of the destination nexus',
       parseUint32,
     )
-    .requiredOption('--type <type>', 'TYPE of the reservation being moved (we, ea, …)', parsePrType)
+    .option(
+      '--type <type>',
+      'TYPE sent in the CDB (informational: the device moves the reservation with its own type)',
+      parsePrType,
+    )
     .option('--unreg', 'unregister this nexus after the move')
     .option('--aptpl', 'persist through power loss')
     .action(async (compact, opts) => {
@@ -452,7 +456,7 @@ ${EXIT_CODE_HELP}`,
             relativeTargetPort: opts.relativeTargetPort,
             unreg: opts.unreg === true,
             aptpl: opts.aptpl === true,
-            type: opts.type,
+            type: opts.type ?? PrType.PR_TYPE_UNSPECIFIED,
           },
           base.call(),
         );
