@@ -12,7 +12,7 @@ import {
   transportFlagsOf,
   type ConnectionSettings,
 } from './connection.js';
-import { describeRpcError, type DescribedError } from './errors.js';
+import { describeRpcError, writeError } from './errors.js';
 import { EXIT_CODE_HELP, ExitCode, exitCodeForResult } from './exit-codes.js';
 import { stringifyJson } from './json.js';
 import {
@@ -24,7 +24,7 @@ import {
   parseTransportIdOption,
   parseUint32,
 } from './parse.js';
-import { renderAgents, renderDevices, renderResult } from './render.js';
+import { renderAgents, renderDevices, renderResult, terminalSafe } from './render.js';
 import { resolveTarget, type TargetFlags } from './target.js';
 import { registerFleetCommands } from './fleet.js';
 import { registerHistoryCommands } from './history.js';
@@ -61,7 +61,8 @@ interface RunState {
 /** Runs the CLI on `argv` (without node and script) and returns the process exit code. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   const state: RunState = { exitCode: ExitCode.OK };
-  const program = buildProgram(io, state);
+  // Whatever a command prints, text that came from agents, devices or the server cannot drive the terminal.
+  const program = buildProgram({ ...io, stdout: (text) => io.stdout(terminalSafe(text)) }, state);
   try {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {
@@ -122,8 +123,13 @@ function buildProgram(io: CliIo, state: RunState) {
       'bearer token; other users can see it in ps: prefer --token-file or PRFLEET_TOKEN',
     )
     .exitOverride()
-    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
-    .showHelpAfterError('(run with --help for usage)')
+    // Usage errors in the same `prfleet: STATUS: … / → hint` form as every other error (writeError).
+    .configureOutput({
+      writeOut: io.stdout,
+      writeErr: io.stderr,
+      outputError: (text, write) => write(`prfleet: USAGE: ${text.replace(/^error: /, '')}`),
+    })
+    .showHelpAfterError('→ run with --help for usage')
     .addHelpText(
       'after',
       `
@@ -570,11 +576,4 @@ function collectTransportId(
   previous: ReturnType<typeof parseTransportIdOption>[] = [],
 ) {
   return [...previous, parseTransportIdOption(value)];
-}
-
-/** Writes an RPC error: JSON on stdout for `-o json`, and always a human line plus hint on stderr. */
-function writeError(io: CliIo, output: OutputFormat, error: DescribedError): void {
-  if (output === 'json') io.stdout(`${stringifyJson({ error })}\n`);
-  const field = error.field ? ` (field ${error.field})` : '';
-  io.stderr(`prfleet: ${error.code}${field}: ${error.message}\n→ ${error.hint}\n`);
 }

@@ -33,6 +33,7 @@ import {
 } from '../store/index.js';
 import { pathsByLu, toLogicalUnit } from '../devices.js';
 import { analyzeUnit } from './analyze.js';
+import { suggest } from './suggest.js';
 import { runAudit } from './audit.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex, recordToProto, toStoreScope, validateDesiredState } from './desired.js';
@@ -166,7 +167,7 @@ function blocker(message: string, unit: SelectedUnit): UnitPlan {
         luId: unit.luId,
         loaderId: unit.loaderId,
         message,
-        suggestedAction: 'prfleet desired set --loader <id> …',
+        suggestedAction: suggest.setDesired(),
       }),
     ],
     incomplete: false,
@@ -288,7 +289,11 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
               severity: Severity.SEVERITY_WARNING,
               agentId,
               message: `${agentId} has no valid ${state.keyPurpose} key`,
-              suggestedAction: `prfleet keys allocate --agent ${agentId} --purpose ${state.keyPurpose} --owner <who>`,
+              suggestedAction: suggest.allocateKey(
+                agentId,
+                deps.devices.get(agentId)?.hello.site ?? '',
+                state.keyPurpose,
+              ),
             }),
           );
         }
@@ -481,7 +486,7 @@ function unknownSiteWarnings(deps: FleetDeps, site: string): Finding[] {
       kind: FindingKind.FINDING_KIND_UNREACHABLE,
       severity: Severity.SEVERITY_WARNING,
       message: `no agent reports site ${site}`,
-      suggestedAction: 'prfleet agents',
+      suggestedAction: suggest.agents(),
     }),
   ];
 }
@@ -503,7 +508,7 @@ function unknownScopeWarnings(
       severity: Severity.SEVERITY_WARNING,
       loaderId: scope.id,
       message: `no agent reports loader ${scope.id}`,
-      suggestedAction: 'prfleet devices',
+      suggestedAction: suggest.devices(),
     }),
   ];
 }
