@@ -8298,6 +8298,10 @@ export const Loader: MessageFns<Loader> = {
  * just before sending) and an idempotency key recorded in the server's journal. A PROUT whose agent vanished
  * mid-command (OUTCOME_UNKNOWN) is reconciled by reading keys, reservation and generation before anything is
  * sent again; it is never re-sent blindly.
+ *
+ * Requests are checked as ControlService's are (docs/api-limits.md): string lengths, UTF-8, non-negative
+ * durations and "Required." fields, every violation in one BadRequest. A selector naming a site, loader or LU
+ * that no known agent reports is NOT_FOUND.
  */
 export type FleetServiceDefinition = typeof FleetServiceDefinition;
 export const FleetServiceDefinition = {
