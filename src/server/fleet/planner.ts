@@ -181,7 +181,7 @@ export function planDesired(
             FindingKind.FINDING_KIND_DRIFT,
             Severity.SEVERITY_WARNING,
             `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`,
-            `prfleet takeover --victim-key ${formatKey(m.holderKey)} --lu ${obs.unit.luId} --by <host>`,
+            suggest.takeover({ key: m.holderKey }, { lu: obs.unit.luId }),
             { key: m.holderKey },
           );
         }
