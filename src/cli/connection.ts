@@ -89,11 +89,27 @@ function envFlag(env: Env, name: string): boolean {
   throw new ConnectionConfigError(`${name}=${value}: expected true or false`);
 }
 
+/**
+ * Usage error for a port that is not 1–65535 in `host:port` / `[v6]:port` (grpc-js would otherwise fail later with
+ * a resolver trace). A bare IPv6 address or a host without a port is left to the resolver.
+ */
+function checkPort(server: string, address: string): void {
+  const port =
+    /^\[[^\]]*\](?::(.*))?$/.exec(address)?.[1] ?? /^[^:[\]]*:([^:]*)$/.exec(address)?.[1];
+  if (port === undefined) return;
+  if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) {
+    throw new ConnectionConfigError(
+      `--server ${server}: port ${JSON.stringify(port)} is not a number from 1 to 65535`,
+    );
+  }
+}
+
 /** Splits `https://host[:port]`, `http://host[:port]` or `host:port` into the address to dial and the scheme's wish. */
 export function parseServerAddress(server: string): { address: string; scheme?: 'https' | 'http' } {
   const match = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(server.trim());
   if (match === null) {
     if (server.trim() === '') throw new ConnectionConfigError('--server is empty');
+    checkPort(server, server.trim());
     return { address: server.trim() };
   }
   const scheme = (match[1] ?? '').toLowerCase();
@@ -108,6 +124,7 @@ export function parseServerAddress(server: string): { address: string; scheme?: 
       `--server ${server}: expected ${scheme}://host[:port] without a path`,
     );
   }
+  checkPort(server, rest);
   const hasPort = /^\[[^\]]+\]:\d+$/.test(rest) || /^[^:[\]]+:\d+$/.test(rest);
   return { address: hasPort ? rest : `${rest}:${scheme === 'https' ? 443 : 80}`, scheme };
 }

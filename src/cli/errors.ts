@@ -8,6 +8,8 @@ import { isAbortError } from 'abort-controller-x';
 import type { Target } from '../gen/prfleet/v1/control.js';
 import { ConnectionConfigError, type TransportContext } from './connection.js';
 import { exitCodeForStatus, ExitCode } from './exit-codes.js';
+import { stringifyJson } from './json.js';
+import { terminalSafe } from './render.js';
 
 /** An RPC error described for the operator. */
 export interface DescribedError {
@@ -35,6 +37,20 @@ export interface ErrorContext {
   readonly deadlineMs?: number;
   /** TLS and token in use, for the hints of connection and authentication errors. */
   readonly transport?: TransportContext;
+}
+
+/**
+ * The CLI's one error format (every command): `prfleet: CODE (field f): message` and `→ hint` on stderr, and with
+ * `-o json` also `{"error": …}` on stdout. Text from the server is {@link terminalSafe}.
+ */
+export function writeError(
+  io: { readonly stdout: (text: string) => void; readonly stderr: (text: string) => void },
+  output: string,
+  error: DescribedError,
+): void {
+  if (output === 'json') io.stdout(`${stringifyJson({ error })}\n`);
+  const field = error.field ? ` (field ${error.field})` : '';
+  io.stderr(terminalSafe(`prfleet: ${error.code}${field}: ${error.message}\n→ ${error.hint}\n`));
 }
 
 /** Describes any error thrown by a ControlService call; non-RPC errors become "internal" with exit code 85. */
@@ -152,7 +168,7 @@ function hintFor(
       }
       return `the server refused the token from ${context.transport.tokenSource} (unknown, expired or revoked; the server does not say which): check it with \`prfleet-tokens list\` or ask an admin for a new one`;
     case Status.PERMISSION_DENIED:
-      return 'the token is valid but may not do this: the message names the role or the key registry owner needed; ask an admin for a token of that role, or for a key allocated to you (`prfleet registry allocate --owner <you>`); nothing was sent';
+      return 'the token is valid but may not do this: the message names the role or the key registry owner needed; ask an admin for a token of that role, or for a key allocated to you (`prfleet registry allocate --agent <host> --site <site> --owner <you>`); nothing was sent';
     case Status.RESOURCE_EXHAUSTED:
       return `agent ${agentId ?? ''} has too many commands queued; nothing was sent: retry shortly`.replace(
         '  ',

@@ -6,7 +6,6 @@
  */
 import { createRequire } from 'node:module';
 import { Option, type Command, type OptionValues } from '@commander-js/extra-typings';
-import Table from 'cli-table3';
 import { registerLoaderCommands } from './loaders.js';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
@@ -41,7 +40,7 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import type { PrType } from '../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../common/key-layout.js';
-import { describeRpcError } from './errors.js';
+import { describeRpcError, writeError } from './errors.js';
 import { ExitCode } from './exit-codes.js';
 import { toCliJson, type Json } from './json.js';
 import {
@@ -51,7 +50,7 @@ import {
   parsePrType,
   parseUint32,
 } from './parse.js';
-import { prTypeShortName } from './render.js';
+import { plainTable, prTypeShortName } from './render.js';
 
 /** Where fleet commands write, and how they report their exit code (the main program's io and state). */
 export interface FleetCliIo {
@@ -212,7 +211,7 @@ const SEVERITY_WORD = ['', 'info', 'WARNING', 'CRITICAL'];
 /** Findings as a table. */
 export function renderFindings(findings: readonly Finding[]): string {
   if (findings.length === 0) return 'no findings';
-  const table = new Table({
+  const table = plainTable({
     head: ['severity', 'finding', 'where', 'what', 'suggested action'],
     wordWrap: true,
     colWidths: [10, 24, 28, 50, 40],
@@ -235,7 +234,7 @@ export function renderFindings(findings: readonly Finding[]): string {
 
 /** LU reports as a table. */
 export function renderReports(reports: readonly LogicalUnitReport[]): string {
-  const table = new Table({
+  const table = plainTable({
     head: [
       'loader',
       'lu',
@@ -329,7 +328,8 @@ function progressBar(io: FleetCliIo): ProgressBar | undefined {
       },
       noTTYOutput: io.progress === true && !process.stderr.isTTY,
       notTTYSchedule: 250,
-      hideCursor: true,
+      // Hiding the cursor is an escape sequence: not with NO_COLOR (https://no-color.org asks for plain output).
+      hideCursor: !(io.env ?? process.env)['NO_COLOR'],
     },
     cliProgress.Presets.shades_classic,
   );
@@ -367,14 +367,7 @@ export function registerFleetCommands<
         server,
         ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
       });
-      if (output === 'json')
-        io.stdout(
-          `${JSON.stringify({ error: { code: d.code, message: d.message, hint: d.hint, ...(d.field ? { field: d.field } : {}) } })}\n`,
-        );
-      else
-        io.stderr(
-          `error: ${d.code}: ${d.message}${d.field ? ` (field ${d.field})` : ''}\n${d.hint ? `${d.hint}\n` : ''}`,
-        );
+      writeError(io, output, d);
       state.exitCode = d.exitCode;
     } finally {
       connection?.close();
@@ -448,7 +441,7 @@ export function registerFleetCommands<
         line(plan);
         return ExitCode.OK;
       }
-      const table = new Table({
+      const table = plainTable({
         head: ['#', 'lu', 'step', 'expects gen', 'expects holder', 'undo'],
       });
       plan.steps.forEach((s, i) =>
@@ -553,7 +546,7 @@ export function registerFleetCommands<
     .description('the reservation-key registry (allocate, list, revoke, decode keys)');
   const printKeys = (records: readonly KeyRecord[], output: 'table' | 'json') => {
     if (output === 'json') return line({ keys: records });
-    const table = new Table({
+    const table = plainTable({
       head: ['key', 'agent', 'site', 'purpose', 'owner', 'origin', 'revoked'],
     });
     for (const k of records)

@@ -3,7 +3,6 @@
  * into the program with {@link registerHistoryCommands}.
  */
 import { Option } from '@commander-js/extra-typings';
-import Table from 'cli-table3';
 import {
   historyProblemToJSON,
   type HistoryEntry,
@@ -15,7 +14,7 @@ import type { CliControlClient } from './client.js';
 import { stringifyJson } from './json.js';
 import { commandRunner, type AnyProgram, type GroupCliIo } from './runner.js';
 import { parseUint32 } from './parse.js';
-import { outcomeWords, prTypeShortName } from './render.js';
+import { outcomeWords, plainTable, prTypeShortName } from './render.js';
 
 /** Exit code of `history verify` when the chain is broken: prfleet's own (42/43 are the fleet commands'). */
 export const HISTORY_BROKEN_EXIT_CODE = 44;
@@ -145,7 +144,7 @@ function actionWords(name: string): string {
 /** Table of history entries. */
 export function renderHistory(entries: readonly HistoryEntry[]): string {
   if (entries.length === 0) return 'No PROUT in the history (for this filter).';
-  const table = new Table({
+  const table = plainTable({
     head: [
       '#',
       'time',
@@ -159,7 +158,6 @@ export function renderHistory(entries: readonly HistoryEntry[]): string {
       'outcome',
       'reason',
     ],
-    style: { head: [], border: [], compact: false },
   });
   for (const e of entries) {
     table.push([

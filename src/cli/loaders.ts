@@ -3,7 +3,6 @@
  * cartridge loaded and who holds it, the changer's holder, slot occupancy, and the one-line answer to "who holds
  * drive 1 of loader 3, and what tape is in it?".
  */
-import Table from 'cli-table3';
 import type { Command, OptionValues } from '@commander-js/extra-typings';
 import {
   type FleetServiceClient,
@@ -14,7 +13,7 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { formatKey } from '../scsi/keys.js';
 import { ExitCode } from './exit-codes.js';
-import { prTypeShortName } from './render.js';
+import { plainTable, prTypeShortName, terminalSafe } from './render.js';
 
 /** What the loader commands need from the fleet CLI. */
 export interface LoaderCommandContext {
@@ -28,9 +27,7 @@ export interface LoaderCommandContext {
 }
 
 /** Device-supplied text without control characters (no escape sequences reach the terminal). */
-function clean(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
-}
+const clean = terminalSafe;
 
 /** Names the host of a key the server could not attribute (the demo knows its hosts' keys). */
 export type KeyNamer = (key: bigint) => string | undefined;
@@ -55,10 +52,7 @@ function cartridgeWords(drive: LoaderDrive): string {
 /** The loaders as tables: one row per changer and drive, then slot occupancy. */
 export function renderLoaders(loaders: readonly Loader[], nameKey?: KeyNamer): string {
   if (loaders.length === 0) return 'no loaders (no agent reports a medium changer)';
-  const table = new Table({
-    head: ['loader', 'element', 'lu', 'cartridge', 'held by', 'slots'],
-    style: { head: [], border: [] }, // plain text: the output often goes to a pipe or a log
-  });
+  const table = plainTable({ head: ['loader', 'element', 'lu', 'cartridge', 'held by', 'slots'] });
   for (const l of loaders) {
     const full = l.slots.filter((s) => s.full && !s.mail).length;
     const storage = l.slots.filter((s) => !s.mail).length;

@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
-import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
 import {
   resolveConnection,
@@ -12,7 +12,7 @@ import {
   transportFlagsOf,
   type ConnectionSettings,
 } from './connection.js';
-import { describeRpcError, type DescribedError } from './errors.js';
+import { describeRpcError, writeError } from './errors.js';
 import { EXIT_CODE_HELP, ExitCode, exitCodeForResult } from './exit-codes.js';
 import { stringifyJson } from './json.js';
 import {
@@ -24,7 +24,7 @@ import {
   parseTransportIdOption,
   parseUint32,
 } from './parse.js';
-import { renderAgents, renderDevices, renderResult } from './render.js';
+import { renderAgents, renderDevices, renderResult, terminalSafe } from './render.js';
 import { resolveTarget, type TargetFlags } from './target.js';
 import { registerFleetCommands } from './fleet.js';
 import { registerHistoryCommands } from './history.js';
@@ -61,7 +61,8 @@ interface RunState {
 /** Runs the CLI on `argv` (without node and script) and returns the process exit code. */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
   const state: RunState = { exitCode: ExitCode.OK };
-  const program = buildProgram(io, state);
+  // Whatever a command prints, text that came from agents, devices or the server cannot drive the terminal.
+  const program = buildProgram({ ...io, stdout: (text) => io.stdout(terminalSafe(text)) }, state);
   try {
     await program.parseAsync([...argv], { from: 'user' });
   } catch (error) {
@@ -122,8 +123,13 @@ function buildProgram(io: CliIo, state: RunState) {
       'bearer token; other users can see it in ps: prefer --token-file or PRFLEET_TOKEN',
     )
     .exitOverride()
-    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
-    .showHelpAfterError('(run with --help for usage)')
+    // Usage errors in the same `prfleet: STATUS: … / → hint` form as every other error (writeError).
+    .configureOutput({
+      writeOut: io.stdout,
+      writeErr: io.stderr,
+      outputError: (text, write) => write(`prfleet: USAGE: ${text.replace(/^error: /, '')}`),
+    })
+    .showHelpAfterError('→ run with --help for usage')
     .addHelpText(
       'after',
       `
@@ -436,7 +442,11 @@ ${EXIT_CODE_HELP}`,
       'RELATIVE TARGET PORT IDENTIFIER of the destination nexus',
       parseUint32,
     )
-    .requiredOption('--type <type>', 'TYPE of the reservation being moved (we, ea, …)', parsePrType)
+    .option(
+      '--type <type>',
+      'TYPE sent in the CDB (informational: the device moves the reservation with its own type)',
+      parsePrType,
+    )
     .option('--unreg', 'unregister this nexus after the move')
     .option('--aptpl', 'persist through power loss')
     .action(async (compact, opts) => {
@@ -452,7 +462,7 @@ ${EXIT_CODE_HELP}`,
             relativeTargetPort: opts.relativeTargetPort,
             unreg: opts.unreg === true,
             aptpl: opts.aptpl === true,
-            type: opts.type,
+            type: opts.type ?? PrType.PR_TYPE_UNSPECIFIED,
           },
           base.call(),
         );
@@ -566,11 +576,4 @@ function collectTransportId(
   previous: ReturnType<typeof parseTransportIdOption>[] = [],
 ) {
   return [...previous, parseTransportIdOption(value)];
-}
-
-/** Writes an RPC error: JSON on stdout for `-o json`, and always a human line plus hint on stderr. */
-function writeError(io: CliIo, output: OutputFormat, error: DescribedError): void {
-  if (output === 'json') io.stdout(`${stringifyJson({ error })}\n`);
-  const field = error.field ? ` (field ${error.field})` : '';
-  io.stderr(`prfleet: ${error.code}${field}: ${error.message}\n→ ${error.hint}\n`);
 }

@@ -17,11 +17,46 @@ import {
   type TransportId,
 } from '../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../scsi/keys.js';
+import { deviceAnswered } from '../common/result.js';
 import { durationMs } from './json.js';
 
-/** A table without colours or padding noise. */
+// C0 controls but newline, DEL, C1 controls (a terminal may take U+009B as CSI).
+const TERMINAL_CONTROLS = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g;
+
+/**
+ * Text for a terminal: control characters (ESC and the rest, but not newline) shown as `\u001b`-style escapes, so
+ * text from agents, devices or servers (hostnames, labels, vendor, serial, messages) cannot move the cursor,
+ * recolour or retitle the operator's terminal.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(
+    TERMINAL_CONTROLS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+function safeCell(cell: unknown): unknown {
+  if (typeof cell === 'string') return terminalSafe(cell);
+  if (Array.isArray(cell)) return cell.map(safeCell);
+  if (cell !== null && typeof cell === 'object' && !(cell instanceof Uint8Array)) {
+    return Object.fromEntries(Object.entries(cell).map(([k, v]) => [terminalSafe(k), safeCell(v)]));
+  }
+  return cell;
+}
+
+/**
+ * The CLI's one kind of table: no colours or other escape codes (cli-table3 colours heads and borders unless
+ * told not to), the same on a terminal and in a pipe, with every cell {@link terminalSafe}.
+ */
+export function plainTable(options: Table.TableConstructorOptions = {}): Table.Table {
+  const t = new Table({ ...options, style: { head: [], border: [], compact: false } });
+  const push = t.push.bind(t);
+  t.push = (...rows: Table.Table[number][]) => push(...(rows.map(safeCell) as typeof rows));
+  return t;
+}
+
 function table(head: string[]): Table.Table {
-  return new Table({ head, style: { head: [], border: [], compact: false } });
+  return plainTable({ head });
 }
 
 /** Short name of a reservation type, e.g. "WE", "EA-RO"; "none" for unspecified. */
@@ -183,13 +218,15 @@ export function resultHint(result: CommandResult): string {
 /** Key/value table of a result's facts, followed by its decoded data and any unit attentions consumed. */
 export function renderResult(action: string, result: CommandResult): string {
   const lines: string[] = [`${action}: ${resultVerdict(result)}`];
-  const facts = new Table({ style: { head: [], border: [] } });
+  const facts = plainTable();
   const row = (name: string, value: string) => facts.push({ [name]: value });
   row('nexus', `${result.agentId}:${result.path}`);
   if (result.luId) row('logical unit', result.luId);
   row(
     'status',
-    `0x${result.status.toString(16).padStart(2, '0')} ${result.statusName || outcomeWords(result.outcome)}`,
+    deviceAnswered(result.outcome)
+      ? `0x${result.status.toString(16).padStart(2, '0')} ${result.statusName || outcomeWords(result.outcome)}`
+      : `none: ${outcomeWords(result.outcome)}`,
   );
   if (result.sense) row('sense', senseWords(result.sense));
   if (result.hostStatus !== 0)
@@ -260,7 +297,7 @@ function renderReservation(data: ReadReservationData): string {
 }
 
 function renderCapabilities(data: CapabilitiesData): string {
-  const t = new Table({ style: { head: [], border: [] } });
+  const t = plainTable();
   const yes = (b: boolean) => (b ? 'yes' : 'no');
   t.push(
     { 'replace lost reservation (RLR_C)': yes(data.rlrC) },

@@ -10,8 +10,7 @@ import {
   transportFlagsOf,
   type ConnectionSettings,
 } from './connection.js';
-import { describeRpcError } from './errors.js';
-import { stringifyJson } from './json.js';
+import { describeRpcError, writeError } from './errors.js';
 
 /** Any commander program, whatever its typed arguments and options. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- commander's generics, invariant in the options
@@ -50,9 +49,7 @@ export function commandRunner(program: AnyProgram, io: GroupCliIo, state: { exit
         server: opts.server,
         ...(settings === undefined ? {} : { transport: transportContextOf(settings) }),
       });
-      if (opts.output === 'json') io.stdout(`${stringifyJson({ error: described })}\n`);
-      const field = described.field ? ` (field ${described.field})` : '';
-      io.stderr(`prfleet: ${described.code}${field}: ${described.message}\n→ ${described.hint}\n`);
+      writeError(io, opts.output, described);
       state.exitCode = described.exitCode;
     } finally {
       connection?.close();

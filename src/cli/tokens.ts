@@ -4,10 +4,10 @@
  * itself, this works while the server holds its embedded PGlite store open.
  */
 import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
-import Table from 'cli-table3';
 import { msToDuration } from '../common/command.js';
 import { TokenRole, type TokenInfo } from '../gen/prfleet/v1/control.js';
 import { stringifyJson } from './json.js';
+import { plainTable } from './render.js';
 import { commandRunner, type AnyProgram, type GroupCliIo } from './runner.js';
 
 const ROLES = {
@@ -52,9 +52,8 @@ function tokenJson(token: TokenInfo): Record<string, unknown> {
 /** Table of tokens (never secrets). */
 export function renderTokens(tokens: readonly TokenInfo[]): string {
   if (tokens.length === 0) return 'No client tokens.';
-  const table = new Table({
+  const table = plainTable({
     head: ['id', 'name', 'role', 'state', 'created', 'expires'],
-    style: { head: [], border: [] },
   });
   for (const t of tokens) {
     table.push([

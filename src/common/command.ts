@@ -15,6 +15,7 @@ import {
   encodeRequestSense,
   encodeTestUnitReady,
   formatTransportId,
+  iscsiNameError,
   MAX_KEY,
   ScsiEncodeError,
   type ProutRequest,
@@ -187,6 +188,13 @@ export function transportIdFromProto(id: ProtoTransportId | undefined, field: st
       const { name, isid } = value.value;
       if (name.length === 0)
         throw new CommandValidationError('iscsi name is empty', `${field}.iscsi.name`);
+      // Checked here, where the request field is known (the codec would name only its own `name`).
+      const problem = iscsiNameError(name);
+      if (problem !== undefined)
+        throw new CommandValidationError(
+          `invalid iscsi name: ${JSON.stringify(name.slice(0, 64))} ${problem}`,
+          `${field}.iscsi.name`,
+        );
       if (isid.length === 0) return { protocol: 'iscsi', name };
       if (!/^[0-9a-fA-F]{12}$/.test(isid)) {
         throw new CommandValidationError(
@@ -273,12 +281,15 @@ const REGISTER_ACTIONS: ReadonlySet<ProutAction> = new Set([
 const TYPED_ACTIONS: ReadonlySet<ProutAction> = new Set([
   ProutAction.PROUT_ACTION_RESERVE,
   ProutAction.PROUT_ACTION_RELEASE,
-  ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
 ]);
-/** PREEMPT takes a TYPE only when it preempts the holder; 0 is allowed (then only registrations go). */
+/**
+ * PREEMPT takes a TYPE only when it preempts the holder; 0 is allowed (then only registrations go). REGISTER AND
+ * MOVE's TYPE is informational (devices move the reservation with its own type), so it may be 0 too.
+ */
 const OPTIONALLY_TYPED_ACTIONS: ReadonlySet<ProutAction> = new Set([
   ProutAction.PROUT_ACTION_PREEMPT,
   ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT,
+  ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
 ]);
 /** Actions sent by a registered nexus: RESERVATION KEY 0 can only ever answer RESERVATION CONFLICT. */
 const REGISTERED_ACTIONS: ReadonlySet<ProutAction> = new Set([

@@ -36,6 +36,35 @@ export const ErrorReason = {
 /** One of {@link ErrorReason}. */
 export type ErrorReasonValue = (typeof ErrorReason)[keyof typeof ErrorReason];
 
+/** Longest prefix of caller input quoted in an error (characters). */
+export const QUOTED_INPUT_MAX = 64;
+
+// Control characters, DEL, C1 controls (a terminal may take U+009B as CSI), line and paragraph separators.
+const UNSAFE_IN_QUOTE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+/**
+ * Caller input as an error may quote it: at most `max` characters, JSON-escaped (control characters too) and in
+ * quotes, with "… (N bytes)" when cut, so that no request can make an error (and the trailers carrying it) long.
+ */
+export function quoteInput(value: string, max = QUOTED_INPUT_MAX): string {
+  let cut = value.length > max ? value.slice(0, max) : value;
+  if (/[\ud800-\udbff]$/.test(cut) && cut.length < value.length) cut = cut.slice(0, -1);
+  const quoted = JSON.stringify(cut).replace(
+    UNSAFE_IN_QUOTE,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+  return cut.length < value.length ? `${quoted}… (${Buffer.byteLength(value)} bytes)` : quoted;
+}
+
+/** Caller input as a name in an error: as it is when short and plain, else {@link quoteInput}. */
+export function shownInput(value: string, max = QUOTED_INPUT_MAX): string {
+  return value.length <= max &&
+    !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(value) &&
+    !/^\s|\s$|"/.test(value)
+    ? value
+    : quoteInput(value, max);
+}
+
 /** INVALID_ARGUMENT with a BadRequest naming `field` (proto field path, e.g. `target.agent_id`). */
 export function invalidArgument(field: string, description: string): RichServerError {
   return new RichServerError(Status.INVALID_ARGUMENT, `${field}: ${description}`, [
@@ -43,14 +72,17 @@ export function invalidArgument(field: string, description: string): RichServerE
   ]);
 }
 
-/** NOT_FOUND with a ResourceInfo (`resourceType` 'agent' | 'logical unit' | 'path'). */
+/**
+ * NOT_FOUND with a ResourceInfo (`resourceType` 'agent' | 'logical unit' | 'path'); the name is what the caller
+ * sent, shown through {@link shownInput} (the description must use it too).
+ */
 export function notFound(
   resourceType: string,
   resourceName: string,
   description: string,
 ): RichServerError {
   return new RichServerError(Status.NOT_FOUND, description, [
-    ResourceInfo.fromPartial({ resourceType, resourceName, description }),
+    ResourceInfo.fromPartial({ resourceType, resourceName: shownInput(resourceName), description }),
   ]);
 }
 

@@ -202,6 +202,11 @@ function decodePrinResult(serviceAction: number, dataIn: Uint8Array): DecodedPri
   }
 }
 
+/** True for the outcomes that carry the device's own status byte (GOOD … OTHER STATUS). */
+export function deviceAnswered(outcome: Outcome): boolean {
+  return outcome >= Outcome.OUTCOME_GOOD && outcome <= Outcome.OUTCOME_OTHER_STATUS;
+}
+
 /**
  * A device answer → the complete CommandResult: outcome (scsi-pr.md §10.3), status and its name, decoded sense,
  * host/driver status, resid, duration, raw CDB/data-out/data-in, and for a GOOD PRIN the decoded data and
@@ -225,7 +230,8 @@ export function buildCommandResult(
     commandId: command.commandId,
     outcome,
     status: response.status,
-    statusName: statusName(response.status),
+    // A status byte means something only when the device answered: a TIMEOUT's 0 is not GOOD.
+    statusName: deviceAnswered(outcome) ? statusName(response.status) : '',
     sense: decodeSenseToProto(response.sense),
     hostStatus: response.hostStatus,
     driverStatus: response.driverStatus,

@@ -9,7 +9,7 @@
  * message that is not complete is copied with fromPartial and encoded again. Complete messages therefore give
  * exactly the bytes they gave before, and partial ones are still accepted.
  */
-import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import { BinaryWriter, type BinaryReader } from '@bufbuild/protobuf/wire';
 import type { NormalizedServiceDefinition, TsProtoServiceDefinition } from 'nice-grpc';
 
 /** Thrown by {@link StrictBinaryWriter} for a field value fromPartial would have defaulted. */
@@ -43,9 +43,9 @@ class StrictBinaryWriter extends BinaryWriter {
 }
 
 /** The encoder of a ts-proto message type, as nice-grpc sees it. */
-interface TsProtoMessageType {
+export interface TsProtoMessageType {
   encode(message: unknown, writer?: BinaryWriter): { finish(): Uint8Array };
-  decode(input: Uint8Array): unknown;
+  decode(input: Uint8Array | BinaryReader): unknown;
   fromPartial?(object: unknown): unknown;
 }
 
@@ -72,17 +72,27 @@ function serializerOf(type: TsProtoMessageType): (value: unknown) => Uint8Array 
  */
 export function directServiceDefinition<Service extends TsProtoServiceDefinition>(
   definition: Service,
+  options: {
+    /** The server's request decoder of a method (path, ts-proto type); @default `type.decode` */
+    readonly requestDeserializer?: (
+      path: string,
+      type: TsProtoMessageType,
+    ) => (bytes: Uint8Array) => unknown;
+  } = {},
 ): NormalizedServiceDefinition<Service> {
   const result: Record<string, unknown> = {};
   for (const [key, method] of Object.entries(definition.methods)) {
     const requestType = method.requestType as TsProtoMessageType;
     const responseType = method.responseType as TsProtoMessageType;
+    const path = `/${definition.fullName}/${method.name}`;
     result[key] = {
-      path: `/${definition.fullName}/${method.name}`,
+      path,
       requestStream: method.requestStream,
       responseStream: method.responseStream,
       requestSerialize: serializerOf(requestType),
-      requestDeserialize: (bytes: Uint8Array) => requestType.decode(bytes),
+      requestDeserialize:
+        options.requestDeserializer?.(path, requestType) ??
+        ((bytes: Uint8Array) => requestType.decode(bytes)),
       responseSerialize: serializerOf(responseType),
       responseDeserialize: (bytes: Uint8Array) => responseType.decode(bytes),
       options: method.options,

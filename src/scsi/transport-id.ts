@@ -32,7 +32,8 @@ export const FIXED_TRANSPORT_ID_LENGTH = 24;
 export const MAX_ISCSI_NAME_LENGTH = 223;
 const ISID_SEPARATOR = ',i,0x';
 
-function iscsiNameError(name: string): string | undefined {
+/** Why `name` cannot be an iSCSI name in a TransportID (length, characters), or undefined when it can. */
+export function iscsiNameError(name: string): string | undefined {
   if (name.length === 0) return 'is empty';
   if (name.length > MAX_ISCSI_NAME_LENGTH) return `is longer than ${MAX_ISCSI_NAME_LENGTH} bytes`;
   for (let i = 0; i < name.length; i++) {

@@ -7,7 +7,7 @@ import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { Outcome, outcomeToJSON, PrinAction } from '../gen/prfleet/v1/scsi.js';
 import { checkSupported } from '../common/capabilities.js';
 import { dryRunResult } from '../common/result.js';
-import { ErrorReason, failedPrecondition, invalidArgument } from '../common/errors.js';
+import { ErrorReason, failedPrecondition, invalidArgument, quoteInput } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
 import { onAbort } from './abort-listeners.js';
 import type { AgentRegistry } from './agent-registry.js';
@@ -239,7 +239,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       if (entry.request.fingerprint !== request.fingerprint) {
         throw invalidArgument(
           'options.idempotency_key',
-          `"${key}" was already used for a different command (agent ${entry.request.agentId}, path ${entry.request.path})`,
+          `${quoteInput(key)} was already used for a different command (agent ${entry.request.agentId}, path ${entry.request.path})`,
         );
       }
       if (entry.state === 'completed') {

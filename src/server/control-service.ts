@@ -11,6 +11,7 @@ import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import {
   invalidArgument,
   notFound,
+  shownInput,
   summarizeRpcError,
   unavailable,
   ErrorReason,
@@ -31,6 +32,7 @@ import type { TokenStore } from './auth/tokens.js';
 import { createTokenAdmin } from './token-admin.js';
 import { createFairShare, fairSharePrincipalOf, type FairShare } from './fair-share.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
+import { checkRequest, type EdgeSchema } from './edge.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
 
@@ -50,6 +52,8 @@ export interface ControlServiceDeps {
   readonly sessions: Set<CommandSessionHandle>;
   /** Logger. */
   readonly log: Logger;
+  /** The request descriptors, for the edge checks of each CommandSession command. */
+  readonly schema: EdgeSchema;
   /** The PROUT history behind ListHistory/VerifyHistory; undefined → FAILED_PRECONDITION {HISTORY_DISABLED}. */
   readonly history?: PRoutHistory | undefined;
   /** Who the caller is, for the history. @default the auth principal's name, else 'anonymous' */
@@ -79,8 +83,16 @@ export interface CommandSessionHandle {
 export function createControlService(deps: ControlServiceDeps): ControlServiceImplementation {
   const { registry, executor } = deps;
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
-  const historyHandlers = createHistoryHandlers(deps.history, deps.log);
+  const historyHandlers = createHistoryHandlers(deps.history, deps.log, {
+    agent: (id) => registry.get(id) !== undefined,
+    lu: (id) => pathsByLu(registry).has(id),
+  });
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
+  const sessionRequest =
+    deps.schema.message('prfleet.v1.CommandSessionRequest') ??
+    ((): never => {
+      throw new Error('descriptor set lacks CommandSessionRequest');
+    })();
   const fairShare = deps.fairShare ?? createFairShare({ maxSessions: 0, maxCommands: 0 });
 
   async function run(spec: CommandSpec, ctx: CallContext): Promise<{ result: CommandResult }> {
@@ -203,8 +215,9 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
       },
       (e: unknown) => {
         readerDone = true;
+        // An abort, or the edge refusing an undecodable message (INVALID_ARGUMENT), ends the call as it is.
         replies.close(
-          isAbortError(e)
+          isAbortError(e) || e instanceof ServerError
             ? e
             : new ServerError(Status.CANCELLED, 'command session request stream failed'),
         );
@@ -228,6 +241,8 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     const certificate = peerCertificateOf(ctx);
     return async (request) => {
       try {
+        // The edge rules (lengths, control characters, …), answered in-band like every other refusal.
+        checkRequest(deps.schema, sessionRequest, request);
         if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
           throw new ServerError(
             Status.UNAUTHENTICATED,
@@ -286,7 +301,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
         throw notFound(
           'logical unit',
           request.luId,
-          `no agent reports logical unit ${request.luId}`,
+          `no agent reports logical unit ${shownInput(request.luId)}`,
         );
       return { logicalUnit: toLogicalUnit(request.luId, paths) };
     },

@@ -2,7 +2,7 @@ import type { DevicePath, LogicalUnit } from '../gen/prfleet/v1/control.js';
 import { Agent, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { UNKNOWN_PROFILE } from '../common/capabilities.js';
-import { invalidArgument } from '../common/errors.js';
+import { invalidArgument, quoteInput } from '../common/errors.js';
 import { compare, isConnected, type AgentRecord, type AgentRegistry } from './agent-registry.js';
 
 /** One path of a logical unit with the agent it belongs to. */
@@ -121,7 +121,7 @@ function rank(p: FleetPath): number {
 export function parseLabelFilters(labels: readonly string[]): [string, string][] {
   return labels.map((label, i) => {
     const eq = label.indexOf('=');
-    if (eq <= 0) throw invalidArgument(`labels[${i}]`, `"${label}" is not key=value`);
+    if (eq <= 0) throw invalidArgument(`labels[${i}]`, `${quoteInput(label)} is not key=value`);
     return [label.slice(0, eq), label.slice(eq + 1)];
   });
 }

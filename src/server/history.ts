@@ -19,7 +19,13 @@ import {
   proutActionFromJSON,
   proutActionToJSON,
 } from '../gen/prfleet/v1/scsi.js';
-import { ERROR_DOMAIN, invalidArgument } from '../common/errors.js';
+import {
+  ERROR_DOMAIN,
+  invalidArgument,
+  notFound,
+  quoteInput,
+  shownInput,
+} from '../common/errors.js';
 import { principalOf } from './auth/middleware.js';
 import type {
   HistoryEntry,
@@ -190,7 +196,7 @@ const MAX_PAGE_SIZE = 1000;
 function historyDisabled(): RichServerError {
   return new RichServerError(
     Status.FAILED_PRECONDITION,
-    'this server keeps no PROUT history (PRFLEET_STORE=memory); run it with PRFLEET_DATA_DIR or DATABASE_URL',
+    'this server keeps no PROUT history (PRFLEET_STORE=memory): run it without PRFLEET_STORE=memory (the embedded store is the default), with PRFLEET_DATA_DIR or DATABASE_URL',
     [
       ErrorInfo.fromPartial({ reason: HISTORY_DISABLED, domain: ERROR_DOMAIN, metadata: {} }),
       PreconditionFailure.fromPartial({
@@ -254,7 +260,15 @@ const PROBLEMS: Record<HistoryProblem, HistoryProblemProto> = {
 };
 
 /** ListHistory and VerifyHistory of ControlService, over the store's history (undefined: memory store). */
-export function createHistoryHandlers(history: PRoutHistory | undefined, log: Logger) {
+export function createHistoryHandlers(
+  history: PRoutHistory | undefined,
+  log: Logger,
+  /** Whether an agent or LU id names something this server knows (a filter naming nothing is NOT_FOUND). */
+  knows: { agent(id: string): boolean; lu(id: string): boolean } = {
+    agent: () => true,
+    lu: () => true,
+  },
+) {
   return {
     async listHistory(request: ListHistoryRequest): Promise<ListHistoryResponse> {
       if (history === undefined) throw historyDisabled();
@@ -266,7 +280,7 @@ export function createHistoryHandlers(history: PRoutHistory | undefined, log: Lo
         if (!/^[0-9]{1,15}$/.test(request.pageToken)) {
           throw invalidArgument(
             'page_token',
-            `"${request.pageToken}" is not a token ListHistory returned`,
+            `${quoteInput(request.pageToken)} is not a token ListHistory returned`,
           );
         }
         afterSeq = Number(request.pageToken);
@@ -278,6 +292,21 @@ export function createHistoryHandlers(history: PRoutHistory | undefined, log: Lo
         ...(request.luId === '' ? {} : { luId: request.luId }),
         ...(request.agentId === '' ? {} : { agentId: request.agentId }),
       });
+      // A filter that matches no entry and names no known agent or LU is a typo, not an empty history.
+      if (entries.length === 0 && afterSeq === 0) {
+        if (request.agentId !== '' && !knows.agent(request.agentId))
+          throw notFound(
+            'agent',
+            request.agentId,
+            `agent_id: no history entry and no known agent ${shownInput(request.agentId)}`,
+          );
+        if (request.luId !== '' && !knows.lu(request.luId))
+          throw notFound(
+            'logical unit',
+            request.luId,
+            `lu_id: no history entry and no agent reports logical unit ${shownInput(request.luId)}`,
+          );
+      }
       const page = entries.slice(0, pageSize);
       const last = page.at(-1);
       return {

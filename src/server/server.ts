@@ -22,6 +22,7 @@ import { createControlService, type CommandSessionHandle } from './control-servi
 import { exposeDeadline } from './deadline.js';
 import { reflectionServices } from './reflection.js';
 import { createFairShare } from './fair-share.js';
+import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
 import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
 import {
   createProutRecorder,
@@ -230,6 +231,15 @@ async function buildServer(
     log,
     observe: deps.observeRpc,
   });
+  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
+  const descriptors = findProtoset(config.protosetPath);
+  if (descriptors === undefined) {
+    throw new Error(
+      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
+    );
+  }
+  const schema = loadEdgeSchema(readFileSync(descriptors));
+  const edgeDefinition = { requestDeserializer: edgeDeserializer(schema) };
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
     createServer({
@@ -238,12 +248,13 @@ async function buildServer(
     }).use(rpcMiddleware(log, deps.observeRpc)),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
-  const control =
-    deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware);
+  const control = (
+    deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware)
+  ).with(edgeMiddleware(schema));
   server.add(HealthDefinition, HealthServiceImpl(health));
   // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
-    directServiceDefinition(ControlServiceDefinition),
+    directServiceDefinition(ControlServiceDefinition, edgeDefinition),
     createControlService({
       registry: agents,
       router,
@@ -253,6 +264,7 @@ async function buildServer(
       sessions,
       fairShare: createFairShare(config.principalLimits),
       log,
+      schema,
       history: store?.history,
       principalOf: deps.principalOf,
       tokens: deps.tokens,
@@ -266,15 +278,19 @@ async function buildServer(
   // memory store every FleetService call says so instead of a bare UNIMPLEMENTED.
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
   if (store !== undefined) {
-    registerFleetService(control, {
-      router,
-      devices: agents,
-      store,
-      log,
-      instanceId: config.instanceId,
-      luSerializer,
-      ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
-    });
+    registerFleetService(
+      control,
+      {
+        router,
+        devices: agents,
+        store,
+        log,
+        instanceId: config.instanceId,
+        luSerializer,
+        ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
+      },
+      edgeDefinition,
+    );
   } else {
     control.add(FleetServiceDefinition, fleetServiceWithoutStore());
   }

@@ -1,6 +1,12 @@
 import type { Target } from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
-import { ErrorReason, invalidArgument, notFound, unavailable } from '../common/errors.js';
+import {
+  ErrorReason,
+  invalidArgument,
+  notFound,
+  shownInput,
+  unavailable,
+} from '../common/errors.js';
 import type { AgentRecord, AgentRegistry } from './agent-registry.js';
 import { isOnline, pathsByLu, type FleetPath } from './devices.js';
 
@@ -62,7 +68,8 @@ export function resolveTarget(
   // LU without the agent path that leads to it (agent_id + path, the common case, costs O(that agent's paths)).
   let grouped: ReadonlyMap<string, readonly FleetPath[]> | undefined;
   const groups = () => (grouped ??= pathsByLu(registry));
-  const unknownLu = () => notFound('logical unit', luId, `no agent reports logical unit ${luId}`);
+  const unknownLu = () =>
+    notFound('logical unit', luId, `no agent reports logical unit ${shownInput(luId)}`);
 
   if (agentId !== '') {
     const agent = registry.get(agentId);
@@ -72,7 +79,7 @@ export function resolveTarget(
       if (luId !== '' && path?.luId !== luId && !groups().has(luId)) throw unknownLu();
     } else if (luId !== '' && !groups().has(luId)) throw unknownLu();
     if (agent === undefined)
-      throw notFound('agent', agentId, `agent ${agentId} is unknown to this server`);
+      throw notFound('agent', agentId, `agent ${shownInput(agentId)} is unknown to this server`);
     if (pathName === '') {
       // PRIN with lu_id + agent_id: that agent's path to the LU.
       if (luId === '')
@@ -82,7 +89,7 @@ export function resolveTarget(
         throw notFound(
           'path',
           `${agentId}:${luId}`,
-          `agent ${agentId} has no path to logical unit ${luId}`,
+          `agent ${shownInput(agentId)} has no path to logical unit ${shownInput(luId)}`,
         );
       }
       const chosen = candidates.find(isOnline) ?? candidates[0];
@@ -94,13 +101,13 @@ export function resolveTarget(
       throw notFound(
         'path',
         `${agentId}:${pathName}`,
-        `agent ${agentId} reported no path ${pathName}`,
+        `agent ${shownInput(agentId)} reported no path ${shownInput(pathName)}`,
       );
     }
     if (luId !== '' && path.luId !== luId) {
       throw invalidArgument(
         field('path'),
-        `${pathName} on agent ${agentId} leads to logical unit ${path.luId || '(unidentified)'}, not ${luId}`,
+        `${shownInput(pathName)} on agent ${shownInput(agentId)} leads to logical unit ${path.luId || '(unidentified)'}, not ${shownInput(luId)}`,
       );
     }
     return { agentId, agent, path, luId: path.luId };
@@ -112,10 +119,8 @@ export function resolveTarget(
   if (online === undefined) {
     throw unavailable(
       ErrorReason.NO_ONLINE_PATH,
-      `no connected agent has an online path to logical unit ${luId}`,
-      {
-        lu_id: luId,
-      },
+      `no connected agent has an online path to logical unit ${shownInput(luId)}`,
+      { lu_id: shownInput(luId) },
     );
   }
   return { agentId: online.agent.hello.agentId, agent: online.agent, path: online.path, luId };

@@ -1,7 +1,13 @@
 import type { Logger } from 'pino';
 import { ServerError, Status, type CallContext } from 'nice-grpc-common';
 import { durationToMs } from '../common/command.js';
-import { ErrorReason, failedPrecondition, invalidArgument, notFound } from '../common/errors.js';
+import {
+  ErrorReason,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  shownInput,
+} from '../common/errors.js';
 import {
   TokenRole,
   type CreateTokenRequest,
@@ -113,7 +119,7 @@ export function createTokenAdmin(deps: {
         throw invalidArgument('reason', `required, at most ${MAX_REASON_LENGTH} characters`);
       const record = (await tokens.revoke(request.id)) ? await tokens.find(request.id) : undefined;
       if (record === undefined)
-        throw notFound('token', request.id, `no token with id ${request.id}`);
+        throw notFound('token', request.id, `no token with id ${shownInput(request.id)}`);
       deps.log.info(
         { by: deps.principalOf(ctx), tokenId: request.id, reason: request.reason },
         'token revoked',

@@ -10,7 +10,7 @@ import {
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { connectFakeAgent, fakePath, type FakeAgent } from './fake-agent.js';
+import { CHANGER_CAPS, connectFakeAgent, fakePath, type FakeAgent } from './fake-agent.js';
 
 const LU1 = 'naa.5000e11100000001';
 const LU2 = 'naa.5000e11100000002';
@@ -164,6 +164,59 @@ describe('ControlService PRIN/PROUT', () => {
     );
     expect(wrongLu.summary).toMatchObject({ code: Status.INVALID_ARGUMENT, field: 'target.path' });
     expect(agent.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+  });
+
+  it('names spec_i_pt_transport_ids[i].iscsi.name for a bad iSCSI name', async () => {
+    const { client, agent } = await fleet();
+    const iscsi = (name: string) => ({
+      id: { $case: 'iscsi' as const, value: { name, isid: '' } },
+    });
+    const bad = await rpcError(
+      client.register({
+        target: A_SG0,
+        newKey: 1n,
+        specIPtTransportIds: [iscsi('iqn.1994-05.com.example:ok'), iscsi('iqn.bad name')],
+      }),
+    );
+    expect(bad.summary).toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+      field: 'spec_i_pt_transport_ids[1].iscsi.name',
+    });
+    expect(agent.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+  });
+
+  it('sends REGISTER AND MOVE without a type: the proto calls TYPE informational', async () => {
+    const { client, agent } = await fleet();
+    agent.sendInventory([
+      fakePath('/dev/sg0', LU1, {
+        capabilities: {
+          ...CHANGER_CAPS,
+          proutActions: [...CHANGER_CAPS.proutActions, ProutAction.PROUT_ACTION_REGISTER_AND_MOVE],
+        },
+      }),
+    ]);
+    await expect
+      .poll(() => client.getDevice({ luId: LU1 }).then((d) => d.logicalUnit?.capabilities))
+      .toMatchObject({
+        proutActions: expect.arrayContaining([ProutAction.PROUT_ACTION_REGISTER_AND_MOVE]),
+      });
+    const pending = client.registerAndMove({
+      target: A_SG0,
+      key: 1n,
+      destinationKey: 2n,
+      relativeTargetPort: 2,
+      destination: { id: { $case: 'sas', value: { sasAddress: 0x500605b000000b01n } } },
+    });
+    const command = await agent.nextCommand();
+    expect(command.kind).toEqual({
+      $case: 'prout',
+      value: expect.objectContaining({
+        action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
+        type: PrType.PR_TYPE_UNSPECIFIED,
+      }),
+    });
+    agent.respond(command, { status: 0, luId: '', path: '' });
+    expect((await pending).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
   });
 
   it('answers NOT_FOUND with a ResourceInfo for an unknown agent, path or logical unit', async () => {

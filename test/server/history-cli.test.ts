@@ -140,6 +140,6 @@ describe('prfleet history', () => {
     const { address } = await startTestServer();
     const { code, out } = await prfleet(address, ['history', 'verify']);
     expect(code).toBe(82);
-    expect(out).toContain('PRFLEET_STORE=memory');
+    expect(out).toContain('without PRFLEET_STORE=memory');
   });
 });

@@ -23,7 +23,7 @@ export function createRegistryKeyCheck(keys: Pick<KeyRegistry, 'get'>): Operator
     });
     if (record === undefined) {
       return refuse(
-        `it is not in the key registry; an admin allocates keys to an owner (prfleet registry allocate … --owner ${principal.name})`,
+        `it is not in the key registry; an admin allocates keys to an owner (prfleet registry allocate --agent <host> --site <site> --owner ${principal.name})`,
       );
     }
     if (record.owner !== principal.name) {

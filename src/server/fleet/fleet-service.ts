@@ -15,7 +15,14 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs } from '../../common/command.js';
 import { directServiceDefinition } from '../../common/service-definition.js';
-import { ErrorReason, failedPrecondition, invalidArgument, notFound } from '../../common/errors.js';
+import {
+  ErrorReason,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  quoteInput,
+  shownInput,
+} from '../../common/errors.js';
 import { KEY_PURPOSE_NAMES, formatKey, type KeyPurpose } from '../../common/key-layout.js';
 import {
   KeySpaceExhaustedError,
@@ -24,7 +31,9 @@ import {
   VersionConflictError,
   type JsonValue,
 } from '../store/index.js';
+import { pathsByLu, toLogicalUnit } from '../devices.js';
 import { analyzeUnit } from './analyze.js';
+import { suggest } from './suggest.js';
 import { runAudit } from './audit.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex, recordToProto, toStoreScope, validateDesiredState } from './desired.js';
@@ -78,7 +87,10 @@ async function mapStore<T>(fn: () => Promise<T>, fieldPrefix = ''): Promise<T> {
 function purposeOf(value: string, field: string): KeyPurpose {
   const purpose = value === '' ? 'backup' : value;
   if (!(KEY_PURPOSE_NAMES as string[]).includes(purpose)) {
-    throw invalidArgument(field, `"${value}" is not one of ${KEY_PURPOSE_NAMES.join(', ')}`);
+    throw invalidArgument(
+      field,
+      `${quoteInput(value)} is not one of ${KEY_PURPOSE_NAMES.join(', ')}`,
+    );
   }
   return purpose as KeyPurpose;
 }
@@ -155,7 +167,7 @@ function blocker(message: string, unit: SelectedUnit): UnitPlan {
         luId: unit.luId,
         loaderId: unit.loaderId,
         message,
-        suggestedAction: 'prfleet desired set --loader <id> …',
+        suggestedAction: suggest.setDesired(),
       }),
     ],
     incomplete: false,
@@ -176,6 +188,10 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
 
     async allocateKey(request) {
       const purpose = purposeOf(request.purpose, 'purpose');
+      const warnings = [
+        ...unknownAgentWarnings(deps, [request.agentId]),
+        ...unknownSiteWarnings(deps, request.site),
+      ];
       const record = await mapStore(() =>
         store.keys.allocate({
           site: request.site,
@@ -195,7 +211,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         },
         'key allocated',
       );
-      return { key: keyRecordToProto(record) };
+      return { key: keyRecordToProto(record), warnings };
     },
 
     async listKeys(request) {
@@ -258,22 +274,14 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
       );
       // Warnings the server can see now; the state is stored anyway (hosts may simply not be connected yet).
       const keys = await loadKeyIndex(store);
-      const warnings: Finding[] = [];
       const hosts = new Set(state.registeredAgentIds);
       for (const r of [state.changer, state.drives])
         if (r && r.holderAgentId !== '') hosts.add(r.holderAgentId);
+      const warnings: Finding[] = [
+        ...unknownScopeWarnings(deps, scope, state.groupSite),
+        ...unknownAgentWarnings(deps, hosts),
+      ];
       for (const agentId of hosts) {
-        if (deps.devices.get(agentId) === undefined) {
-          warnings.push(
-            Finding.fromPartial({
-              kind: FindingKind.FINDING_KIND_UNREACHABLE,
-              severity: Severity.SEVERITY_WARNING,
-              agentId,
-              message: `agent ${agentId} is unknown to this server`,
-              suggestedAction: `start prfleet-agent on ${agentId}`,
-            }),
-          );
-        }
         if (keys.activeKey(agentId, state.keyPurpose as KeyPurpose) === undefined) {
           warnings.push(
             Finding.fromPartial({
@@ -281,7 +289,11 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
               severity: Severity.SEVERITY_WARNING,
               agentId,
               message: `${agentId} has no valid ${state.keyPurpose} key`,
-              suggestedAction: `prfleet keys allocate --agent ${agentId} --purpose ${state.keyPurpose} --owner <who>`,
+              suggestedAction: suggest.allocateKey(
+                agentId,
+                deps.devices.get(agentId)?.hello.site ?? '',
+                state.keyPurpose,
+              ),
             }),
           );
         }
@@ -302,7 +314,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         throw notFound(
           'desired state',
           `${scope.kind}/${scope.id}`,
-          `no desired state for ${scope.kind} ${scope.id}`,
+          `no desired state for ${scope.kind} ${shownInput(scope.id)}`,
         );
       return { records: [recordToProto(record)] };
     },
@@ -350,7 +362,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
           throw notFound(
             'logical unit',
             luId,
-            `steps name logical unit ${luId}, which no selected agent reports`,
+            `steps name logical unit ${shownInput(luId)}, which no selected agent reports`,
           );
       }
       const [keys, desired] = await Promise.all([loadKeyIndex(store), loadDesiredIndex(store)]);
@@ -386,7 +398,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         throw notFound(
           'agent',
           request.agentId,
-          `agent ${request.agentId} is unknown to this server`,
+          `agent ${shownInput(request.agentId)} is unknown to this server`,
         );
       const keys = await loadKeyIndex(store);
       const purpose = purposeOf(request.keyPurpose, 'key_purpose');
@@ -451,13 +463,70 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
   };
 }
 
+/** A warning for each agent id this server does not know (as SetDesiredState and AllocateKey give them). */
+function unknownAgentWarnings(deps: FleetDeps, agentIds: Iterable<string>): Finding[] {
+  return [...agentIds]
+    .filter((agentId) => agentId !== '' && deps.devices.get(agentId) === undefined)
+    .map((agentId) =>
+      Finding.fromPartial({
+        kind: FindingKind.FINDING_KIND_UNREACHABLE,
+        severity: Severity.SEVERITY_WARNING,
+        agentId,
+        message: `agent ${agentId} is unknown to this server`,
+        suggestedAction: `start prfleet-agent on ${agentId}`,
+      }),
+    );
+}
+
+/** A warning when no known agent reports `site`. */
+function unknownSiteWarnings(deps: FleetDeps, site: string): Finding[] {
+  if (site === '' || deps.devices.list().some((a) => a.hello.site === site)) return [];
+  return [
+    Finding.fromPartial({
+      kind: FindingKind.FINDING_KIND_UNREACHABLE,
+      severity: Severity.SEVERITY_WARNING,
+      message: `no agent reports site ${site}`,
+      suggestedAction: suggest.agents(),
+    }),
+  ];
+}
+
+/** Warnings for a desired-state scope that names nothing yet: an unknown loader, or a group's unknown site. */
+function unknownScopeWarnings(
+  deps: FleetDeps,
+  scope: { kind: 'loader' | 'group'; id: string },
+  groupSite: string,
+): Finding[] {
+  if (scope.kind === 'group') return unknownSiteWarnings(deps, groupSite);
+  const known = [...pathsByLu(deps.devices)].some(
+    ([luId, paths]) => toLogicalUnit(luId, paths).loaderId === scope.id,
+  );
+  if (known) return [];
+  return [
+    Finding.fromPartial({
+      kind: FindingKind.FINDING_KIND_UNREACHABLE,
+      severity: Severity.SEVERITY_WARNING,
+      loaderId: scope.id,
+      message: `no agent reports loader ${scope.id}`,
+      suggestedAction: suggest.devices(),
+    }),
+  ];
+}
+
 /** The stored JSON of a desired state (proto JSON). */
 function desiredStateJson(state: DesiredState): JsonValue {
   return DesiredState.toJSON(state) as JsonValue;
 }
 
 /** Adds FleetService to a nice-grpc server (the lead wires this into createPrfleetServer). */
-export function registerFleetService(server: Pick<Server, 'add'>, deps: FleetDeps): void {
+export function registerFleetService(
+  server: Pick<Server, 'add'>,
+  deps: FleetDeps,
+  definitionOptions?: Parameters<typeof directServiceDefinition>[1],
+): void {
   // Audit reports are complete messages: encode them without nice-grpc's fromPartial deep copy.
-  server.add(directServiceDefinition(FleetServiceDefinition), createFleetService(deps));
+  server.add(
+    directServiceDefinition(FleetServiceDefinition, definitionOptions),
+    createFleetService(deps),
+  );
 }

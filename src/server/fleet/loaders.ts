@@ -28,6 +28,7 @@ import {
 } from '../../scsi/index.js';
 import { isOnline } from '../devices.js';
 import { analyzeUnit } from './analyze.js';
+import { suggest } from './suggest.js';
 import type { FleetDeps } from './deps.js';
 import { loadKeyIndex, type KeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
@@ -192,7 +193,7 @@ export function loaderElementFindings(loader: Loader): Finding[] {
           agentId: hold.agentId,
           key: hold.key,
           message: `${what} and is reserved by ${hold.agentId}, whose agent is offline: the cartridge cannot be used or unloaded`,
-          suggestedAction: `prfleet takeover --loader ${loader.loaderId} --victim-agent ${hold.agentId} --by <host>`,
+          suggestedAction: suggest.takeover({ agent: hold.agentId }, { loader: loader.loaderId }),
         }),
       );
     }
@@ -206,7 +207,7 @@ export function loaderElementFindings(loader: Loader): Finding[] {
           agentId: hold.agentId,
           key: hold.key,
           message: `${what}, reserved by ${holderName(hold)}, while the changer is reserved by ${holderName(changer)}: neither can unload it alone`,
-          suggestedAction: `release the changer or the drive, or prfleet takeover --loader ${loader.loaderId} --by ${changer.agentId || '<changer holder>'}`,
+          suggestedAction: `release the changer or the drive, or ${suggest.takeover(hold.agentId ? { agent: hold.agentId } : { key: hold.key }, { loader: loader.loaderId }, changer.agentId || undefined)}`,
         }),
       );
     }

@@ -3,6 +3,7 @@ import { FindingKind, RegistrationState, Severity } from '../../gen/prfleet/v1/f
 import { PrType, ProutAction } from '../../gen/prfleet/v1/scsi.js';
 import { formatKey, type KeyPurpose } from '../../common/key-layout.js';
 import type { UnitAnalysis } from './analyze.js';
+import { suggest } from './suggest.js';
 import type { KeyIndex } from './key-index.js';
 import type { LuObservation } from './observe.js';
 import {
@@ -120,7 +121,12 @@ export function planDesired(
         FindingKind.FINDING_KIND_MISSING_KEY,
         Severity.SEVERITY_WARNING,
         `${agentId} has no valid ${desire.purpose} key in the registry`,
-        `prfleet keys allocate --agent ${agentId} --purpose ${desire.purpose} --owner <who>`,
+        suggest.allocateKey(
+          agentId,
+          obs.paths.find((p) => p.fleetPath.agent.hello.agentId === agentId)?.fleetPath.agent.hello
+            .site ?? '',
+          desire.purpose,
+        ),
         { agentId },
       );
       continue;
@@ -175,7 +181,7 @@ export function planDesired(
             FindingKind.FINDING_KIND_DRIFT,
             Severity.SEVERITY_WARNING,
             `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`,
-            `prfleet takeover --victim-key ${formatKey(m.holderKey)} --lu ${obs.unit.luId} --by <host>`,
+            suggest.takeover({ key: m.holderKey }, { lu: obs.unit.luId }),
             { key: m.holderKey },
           );
         }
@@ -213,7 +219,7 @@ export function planDesired(
               FindingKind.FINDING_KIND_DRIFT,
               Severity.SEVERITY_WARNING,
               `an all-registrants reservation (${typeWords(m.type)}) is held; changing it removes every other registration`,
-              `prfleet takeover --lu ${obs.unit.luId} --by ${want.holder}`,
+              suggest.takeover({ agent: '<host>' }, { lu: obs.unit.luId }, want.holder),
             );
           }
         } else if (m.holderKey === key) {

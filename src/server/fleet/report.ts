@@ -9,6 +9,7 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import { formatKey } from '../../common/key-layout.js';
 import { registrationByAgent, type UnitAnalysis } from './analyze.js';
+import { suggest } from './suggest.js';
 import type { KeyIndex } from './key-index.js';
 import type { LuObservation } from './observe.js';
 import { planDesired, type UnitDesire } from './planner.js';
@@ -68,8 +69,8 @@ export function unitFindings(
           obs.state === undefined ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
           `${agentId}:${path} could not be read: ${p.error}`,
           p.fleetPath.agent.session === undefined
-            ? `check the agent on ${agentId} (prfleet agents)`
-            : `check ${path} on ${agentId} (prfleet devices --loader ${obs.unit.loaderId || '<loader>'})`,
+            ? `check the agent on ${agentId} (${suggest.agents()})`
+            : `check ${path} on ${agentId} (${suggest.devicesOfLoader(obs.unit.loaderId)})`,
           { agentId, path },
         ),
       );
@@ -100,7 +101,7 @@ export function unitFindings(
           FindingKind.FINDING_KIND_UNKNOWN_KEY,
           holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
           `${formatKey(key)} is registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''} but is not in the key registry (${owner.summary})`,
-          `find its owner, then prfleet keys adopt or prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`,
+          `find its owner (the key registry does not know it); to take the LU from it: ${suggest.takeover({ key }, { lu })}`,
           { key },
         ),
       );
@@ -111,7 +112,7 @@ export function unitFindings(
           FindingKind.FINDING_KIND_REVOKED_KEY,
           holds ? Severity.SEVERITY_CRITICAL : Severity.SEVERITY_WARNING,
           `revoked key ${formatKey(key)} (${owner.summary}) is still registered on ${count} nexus${count === 1 ? '' : 'es'}${holds ? ' and holds the reservation' : ''}`,
-          `prfleet takeover --victim-key ${formatKey(key)} --lu ${lu} --by <host>`,
+          suggest.takeover({ key }, { lu }),
           { key, agentId: owner.agentId },
         ),
       );
@@ -127,7 +128,7 @@ export function unitFindings(
           FindingKind.FINDING_KIND_HOLDER_OFFLINE,
           Severity.SEVERITY_CRITICAL,
           `reservation ${typeWords(state.type)} is held by ${formatKey(state.holderKey)} of ${holderAgent}, whose agent is ${agents.isKnown(holderAgent) ? 'offline' : 'unknown to this server'}`,
-          `if ${holderAgent} is down: prfleet takeover --victim-agent ${holderAgent} --loader ${obs.unit.loaderId || '<loader>'} --by <host>`,
+          `if ${holderAgent} is down: ${suggest.takeover({ agent: holderAgent }, { loader: obs.unit.loaderId })}`,
           { agentId: holderAgent, key: state.holderKey },
         ),
       );
@@ -145,7 +146,7 @@ export function unitFindings(
           FindingKind.FINDING_KIND_PARTIAL_REGISTRATION,
           Severity.SEVERITY_WARNING,
           `${agentId} is registered on ${registered} of its ${r.total} paths to ${lu}`,
-          `register ${agentId} on every path: prfleet apply with a desired state listing ${agentId}, or prfleet register on the missing path`,
+          `register ${agentId} on every path: prfleet apply with a desired state listing ${agentId}, or ${suggest.register(agentId)} on the missing path`,
           { agentId },
         ),
       );
@@ -166,7 +167,7 @@ export function unitFindings(
           FindingKind.FINDING_KIND_DRIFT,
           Severity.SEVERITY_WARNING,
           `differs from desired state ${desire.source}: ${plan.steps.length}${plan.incomplete ? '+' : ''} step${plan.steps.length === 1 ? '' : 's'} to fix, first: ${first}`,
-          `prfleet plan --lu ${lu}, then prfleet apply --lu ${lu}`,
+          suggest.planAndApply(lu),
         ),
       );
     }
@@ -272,7 +273,7 @@ export function loaderFindings(reports: readonly LoaderDigest[]): Finding[] {
             agentId: drive.holderAgentId,
             key: drive.holderKey,
             message: `loader ${loaderId}: changer ${changer.luId} is reserved by ${who(changer)} while drive ${drive.luId} is reserved by ${who(drive)}: neither host can run a backup`,
-            suggestedAction: `release one side, or prfleet takeover --loader ${loaderId} ${drive.holderAgentId ? `--victim-agent ${drive.holderAgentId}` : `--victim-key ${formatKey(drive.holderKey)}`} --by ${changer.holderAgentId || '<changer holder>'}`,
+            suggestedAction: `release one side, or ${suggest.takeover(drive.holderAgentId ? { agent: drive.holderAgentId } : { key: drive.holderKey }, { loader: loaderId }, changer.holderAgentId || undefined)}`,
           }),
         );
       }

@@ -171,7 +171,11 @@ export interface ProutOptions {
   commandTimeout:
     | Duration
     | undefined;
-  /** Client-chosen key that makes the PROUT at most once: a repeat returns the recorded result. */
+  /**
+   * Client-chosen key that makes the PROUT at most once: a repeat returns the recorded result. At most 256
+   * bytes, no control characters, and not starting with "prfleet-assigned:" (the prefix of keys the server
+   * assigns itself).
+   */
   idempotencyKey: string;
   /** Checked by reading the LU first; a mismatch returns FAILED_PRECONDITION and sends nothing. */
   precondition:
@@ -292,7 +296,7 @@ export interface ListDevicesResponse {
 
 /** Request for GetDevice. */
 export interface GetDeviceRequest {
-  /** LU identity. */
+  /** LU identity. Required. */
   luId: string;
 }
 
@@ -526,7 +530,10 @@ export interface RegisterAndMoveRequest {
   unreg: boolean;
   /** APTPL. */
   aptpl: boolean;
-  /** Reservation type (informational; the device keeps the reservation's own type). */
+  /**
+   * Optional TYPE field of the CDB (0 when unspecified). Informational: devices ignore it for REGISTER AND
+   * MOVE and move the reservation with its own type (SPC-4; LIO).
+   */
   type: PrType;
 }
 
@@ -6628,6 +6635,13 @@ export const RevokeTokenResponse: MessageFns<RevokeTokenResponse> = {
  * (unknown logical unit, agent or path), FAILED_PRECONDITION (the device's profile lacks the service action
  * or type; nothing sent), UNAVAILABLE (agent offline or server draining; nothing sent, retry is safe),
  * RESOURCE_EXHAUSTED (agent queue full), DEADLINE_EXCEEDED / CANCELLED (the caller's own deadline).
+ *
+ * Every request is checked before anything else (docs/api-limits.md): strings are valid UTF-8 and at most
+ * 128 bytes for ids (`*_id`, `*_ids`, `page_token`), 4096 for `path`, 256 for `idempotency_key`, 200 for
+ * names (site, owner, name, purpose, group, labels, `*_by`, isid), 2000 for `reason`, 1024 for other text;
+ * ids, names, paths and keys hold no control characters; lists have at most 10,000 items; durations are not
+ * negative; fields marked "Required." are set. A body that is not protobuf is INVALID_ARGUMENT too. All
+ * violations come back together in one BadRequest; errors quote at most 64 characters of what was sent.
  */
 export type ControlServiceDefinition = typeof ControlServiceDefinition;
 export const ControlServiceDefinition = {

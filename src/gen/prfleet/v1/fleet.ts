@@ -815,13 +815,13 @@ export interface KeyRecord {
 
 /** Request for AllocateKey. */
 export interface AllocateKeyRequest {
-  /** Site name (a site code is assigned on first use). */
+  /** Site name (a site code is assigned on first use). Required. */
   site: string;
-  /** Agent (host) the key is for. */
+  /** Agent (host) the key is for. Required. An agent this server does not know gets the key with a warning. */
   agentId: string;
   /** Purpose: backup, restore, admin, maintenance or test. */
   purpose: string;
-  /** Who answers for the key. */
+  /** Who answers for the key. Required. */
   owner: string;
   /** Free text. */
   note: string;
@@ -830,7 +830,14 @@ export interface AllocateKeyRequest {
 /** Response for AllocateKey. */
 export interface AllocateKeyResponse {
   /** The new key. */
-  key: KeyRecord | undefined;
+  key:
+    | KeyRecord
+    | undefined;
+  /**
+   * What the server could not find now (an agent or site no connected or recently seen agent reports); the key
+   * is allocated anyway (the host may simply not be connected yet), as SetDesiredState does.
+   */
+  warnings: Finding[];
 }
 
 /** Request for ListKeys. */
@@ -853,9 +860,9 @@ export interface ListKeysResponse {
 
 /** Request for RevokeKey. */
 export interface RevokeKeyRequest {
-  /** The key. */
+  /** The key. Required. */
   key: bigint;
-  /** Who revokes it. */
+  /** Who revokes it. Required. */
   revokedBy: string;
   /** Why. */
   reason: string;
@@ -952,11 +959,11 @@ export interface DesiredStateRecord {
 
 /** Request for SetDesiredState. */
 export interface SetDesiredStateRequest {
-  /** What it applies to. */
+  /** What it applies to. Required. */
   scope:
     | DesiredScope
     | undefined;
-  /** The state. */
+  /** The state. Required. */
   state:
     | DesiredState
     | undefined;
@@ -964,7 +971,7 @@ export interface SetDesiredStateRequest {
   expectedVersion?:
     | number
     | undefined;
-  /** Who sets it. */
+  /** Who sets it. Required. */
   updatedBy: string;
 }
 
@@ -974,7 +981,10 @@ export interface SetDesiredStateResponse {
   record:
     | DesiredStateRecord
     | undefined;
-  /** Problems with the state that the server could see now (unknown agents, unsupported types); it is stored anyway. */
+  /**
+   * Problems with the state that the server could see now (unknown agents, loader or site, agents without a
+   * key); it is stored anyway.
+   */
   warnings: Finding[];
 }
 
@@ -1183,7 +1193,10 @@ export interface TakeoverRequest {
     /** Its host: every key the registry issued to this agent. */
     { $case: "victimAgentId"; value: string }
     | undefined;
-  /** Agent (host) that takes over; it registers where needed and becomes the holder where the victim held. */
+  /**
+   * Agent (host) that takes over; it registers where needed and becomes the holder where the victim held.
+   * Required.
+   */
   agentId: string;
   /** The taker's key; 0 uses the registry's newest valid key of `key_purpose` for agent_id. */
   key: bigint;
@@ -3910,13 +3923,16 @@ export const AllocateKeyRequest: MessageFns<AllocateKeyRequest> = {
 };
 
 function createBaseAllocateKeyResponse(): AllocateKeyResponse {
-  return { key: undefined };
+  return { key: undefined, warnings: [] };
 }
 
 export const AllocateKeyResponse: MessageFns<AllocateKeyResponse> = {
   encode(message: AllocateKeyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.key !== undefined) {
       KeyRecord.encode(message.key, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.warnings) {
+      Finding.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -3942,6 +3958,14 @@ export const AllocateKeyResponse: MessageFns<AllocateKeyResponse> = {
             message.key = KeyRecord.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.warnings.push(Finding.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3955,13 +3979,19 @@ export const AllocateKeyResponse: MessageFns<AllocateKeyResponse> = {
   },
 
   fromJSON(object: any): AllocateKeyResponse {
-    return { key: isSet(object.key) ? KeyRecord.fromJSON(object.key) : undefined };
+    return {
+      key: isSet(object.key) ? KeyRecord.fromJSON(object.key) : undefined,
+      warnings: globalThis.Array.isArray(object?.warnings) ? object.warnings.map((e: any) => Finding.fromJSON(e)) : [],
+    };
   },
 
   toJSON(message: AllocateKeyResponse): unknown {
     const obj: any = {};
     if (message.key !== undefined) {
       obj.key = KeyRecord.toJSON(message.key);
+    }
+    if (message.warnings?.length) {
+      obj.warnings = message.warnings.map((e) => Finding.toJSON(e));
     }
     return obj;
   },
@@ -3972,6 +4002,7 @@ export const AllocateKeyResponse: MessageFns<AllocateKeyResponse> = {
   fromPartial(object: DeepPartial<AllocateKeyResponse>): AllocateKeyResponse {
     const message = createBaseAllocateKeyResponse();
     message.key = (object.key !== undefined && object.key !== null) ? KeyRecord.fromPartial(object.key) : undefined;
+    message.warnings = object.warnings?.map((e) => Finding.fromPartial(e)) || [];
     return message;
   },
 };
@@ -8267,6 +8298,10 @@ export const Loader: MessageFns<Loader> = {
  * just before sending) and an idempotency key recorded in the server's journal. A PROUT whose agent vanished
  * mid-command (OUTCOME_UNKNOWN) is reconciled by reading keys, reservation and generation before anything is
  * sent again; it is never re-sent blindly.
+ *
+ * Requests are checked as ControlService's are (docs/api-limits.md): string lengths, UTF-8, non-negative
+ * durations and "Required." fields, every violation in one BadRequest. A selector naming a site, loader or LU
+ * that no known agent reports is NOT_FOUND.
  */
 export type FleetServiceDefinition = typeof FleetServiceDefinition;
 export const FleetServiceDefinition = {
