@@ -27,6 +27,8 @@ export const ErrorReason = {
   PRECONDITION_MISMATCH: 'PRECONDITION_MISMATCH',
   /** The server takes no client tokens, so CreateToken/ListTokens/RevokeToken have nothing to manage. */
   TOKENS_NOT_MANAGED: 'TOKENS_NOT_MANAGED',
+  /** The store could not record the command, so nothing was sent (retry is safe). */
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
 } as const;
 
 /** One of {@link ErrorReason}. */

@@ -291,6 +291,21 @@ export function createHistoryHandlers(history: PRoutHistory | undefined, log: Lo
       const verdict = await history.verify();
       const ms = Math.round(performance.now() - started);
       if (verdict.ok) {
+        // The chain holds; every PROUT the journal records as sent must also be in it.
+        const [gap] = await history.unrecorded(1);
+        if (gap !== undefined) {
+          const message = `the journal records PROUT ${gap.idempotencyKey} (${gap.state}, ${gap.createdAt.toISOString()}) as sent, but the history has no entry for it`;
+          log.error(
+            { idempotencyKey: gap.idempotencyKey, ms },
+            `history verification failed: ${message}`,
+          );
+          return {
+            ok: false,
+            checked: BigInt(verdict.count),
+            headHash: '',
+            fault: { problem: HistoryProblemProto.HISTORY_PROBLEM_UNRECORDED, seq: 0n, message },
+          };
+        }
         log.info({ count: verdict.count, headHash: verdict.headHash, ms }, 'history verified');
         return {
           ok: true,

@@ -12,7 +12,7 @@ import pg from 'pg';
 import { Metadata, Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HistoryProblem } from '../../src/gen/prfleet/v1/control.js';
-import { Outcome, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
+import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
 import { createLogger } from '../../src/common/logger.js';
 import {
@@ -21,6 +21,7 @@ import {
   loggableConfig,
   storeConfigFromEnv,
 } from '../../src/server/config.js';
+import { recordMissingHistory } from '../../src/server/durable.js';
 import { HISTORY_DISABLED, type PrincipalOf } from '../../src/server/history.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
@@ -394,11 +395,24 @@ describe.each(backends)('server on the $name store', (backend) => {
         paths: [fakePath('/dev/sg9', FAKE_LU)],
       });
       await expect.poll(() => restarted.server.agents.get('host-x')?.paths.length).toBe(1);
-      const { result } = await restarted.client.register({
+      const repeat = restarted.client.register({
         target,
         newKey: 0x99n,
         options: { idempotencyKey: key },
       });
+      // The repeat of an UNKNOWN reads the LU to settle it (issue 13): here the read cannot tell (the key is
+      // not there, and without a precondition the generation says nothing), so it stays UNKNOWN.
+      for (let i = 0; i < 2; i++) {
+        const read = await fresh.nextCommand();
+        expect(read.kind?.$case).toBe('prin');
+        fresh.respond(
+          read,
+          read.kind?.$case === 'prin' && read.kind.value.action === PrinAction.PRIN_ACTION_READ_KEYS
+            ? { data: { $case: 'readKeys', value: { generation: 7, keys: [] } } }
+            : { data: { $case: 'readReservation', value: { generation: 7, reserved: false } } },
+        );
+      }
+      const { result } = await repeat;
       expect(result).toMatchObject({
         outcome: Outcome.OUTCOME_UNKNOWN,
         agentId: 'host-x',
@@ -406,7 +420,12 @@ describe.each(backends)('server on the $name store', (backend) => {
         idempotencyKey: key,
       });
       expect(result?.message).toMatch(/stopped before the result came back.*read the logical unit/);
-      expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+      expect(result?.message).toMatch(/cannot tell whether it ran/);
+      // Reads only: the PROUT itself is never sent again.
+      const sent = fresh.received.filter((m) => m.message?.$case === 'command');
+      expect(
+        sent.map((m) => (m.message?.$case === 'command' ? m.message.value.kind?.$case : '')),
+      ).toEqual(['prin', 'prin']);
     },
     120_000,
   );
@@ -459,7 +478,19 @@ describe.each(backends)('server on the $name store', (backend) => {
         $case: 'readKeys',
         value: expect.objectContaining({ keys: [0xf1n] }),
       });
+      // The journal was completed without its history entry: VerifyHistory reports the gap (issue 19).
+      const verdict = await client.verifyHistory({});
+      expect(verdict.ok).toBe(false);
+      expect(verdict.fault?.problem).toBe(HistoryProblem.HISTORY_PROBLEM_UNRECORDED);
+      // What a restart does: the missing entry is appended from the journal, and the history is whole again.
+      const silent = createLogger({ level: 'silent', name: 'recover' });
+      expect(await recordMissingHistory(backend.store(), silent)).toBe(1);
       expect((await client.verifyHistory({})).ok).toBe(true);
+      const [entry] = await backend
+        .store()
+        .history.list({ afterSeq: 0, limit: 10_000, agentId: 'host-a' })
+        .then((l) => l.slice(-1));
+      expect(entry).toMatchObject({ outcome: 'OUTCOME_GOOD', reason: 'while history is down' });
     },
     120_000,
   );
