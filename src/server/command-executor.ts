@@ -59,6 +59,13 @@ export interface CommandExecutor {
   execute(spec: CommandSpec, options: ExecuteOptions): Promise<CommandResult>;
 }
 
+/** The result as its caller knows it: with the key it gave, not the principal-scoped one the agent saw. */
+function asCallerKey(result: CommandResult, journalKey: string, key: string): CommandResult {
+  return result.idempotencyKey === journalKey && journalKey !== key
+    ? { ...result, idempotencyKey: key }
+    : result;
+}
+
 /** Creates the executor shared by the unary RPCs and CommandSession. */
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const { registry, pipeline, journal, log } = deps;
@@ -96,8 +103,9 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       }
       const journaled = spec.mode === 'prout' && spec.prout?.dryRun !== true;
       if (journaled && callerKey !== '') {
-        const answer = await recorded(spec, scopedKey(actor, callerKey));
-        if (answer !== undefined) return answer;
+        const journalKey = scopedKey(actor, callerKey);
+        const answer = await recorded(spec, journalKey);
+        if (answer !== undefined) return asCallerKey(answer, journalKey, callerKey);
       }
       const target = resolveTarget(registry, spec.target, spec.mode);
       // The spec's command is complete (built with fromPartial): a shallow copy with the path, no deep copy.
@@ -135,15 +143,17 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       // (returned in the result), so a server that dies mid-command still leaves a pending entry that
       // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
       const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
-      const output = await pipeline.run(
+      const journalKey = scopedKey(actor, key);
+      const { result } = await pipeline.run(
         {
           ...input,
-          command: { ...command, idempotencyKey: key },
-          journalKey: scopedKey(actor, key),
+          command: { ...command, idempotencyKey: journalKey },
+          journalKey,
+          callerKey: key,
         },
         runOptions,
       );
-      return output.result;
+      return asCallerKey(result, journalKey, key);
     },
   };
 

@@ -40,7 +40,11 @@ export function journalRequestOf(input: CommandInput): JournalRequest {
     path: input.command.path,
     fingerprint: fingerprintOf(input.target.agentId, input.command),
     record: {
-      command: Command.toJSON(input.command),
+      command: Command.toJSON(
+        input.callerKey === undefined
+          ? input.command
+          : { ...input.command, idempotencyKey: input.callerKey },
+      ),
       actor: input.actor,
       luId: input.target.luId,
       ...(input.reason === undefined || input.reason === '' ? {} : { reason: input.reason }),
@@ -190,7 +194,7 @@ export function createJournalStage(deps: {
       if (entry.request.fingerprint !== request.fingerprint) {
         throw invalidArgument(
           'options.idempotency_key',
-          `"${input.command.idempotencyKey}" was already used for a different command (agent ${entry.request.agentId}, path ${entry.request.path})`,
+          `"${input.callerKey ?? input.command.idempotencyKey}" was already used for a different command (agent ${entry.request.agentId}, path ${entry.request.path})`,
         );
       }
       let recorded: CommandResult | undefined;

@@ -10,13 +10,15 @@ import type { CommandInput, Settle } from './types.js';
  */
 export function historyEntryOf(input: CommandInput, result: CommandResult): HistoryEntryInput {
   return historyInputOf(
-    input.command,
+    input.callerKey === undefined
+      ? input.command
+      : { ...input.command, idempotencyKey: input.callerKey },
     {
       ...result,
       agentId: input.target.agentId,
       path: input.target.path,
       luId: input.target.luId,
-      idempotencyKey: input.command.idempotencyKey,
+      idempotencyKey: input.callerKey ?? input.command.idempotencyKey,
     },
     {
       actor: input.actor,

@@ -40,8 +40,13 @@ export interface CommandInput {
    * ControlService) or `caller` (the caller began an entry and passes `settle`: the fleet engine's attempts).
    */
   readonly journal: 'pipeline' | 'caller';
-  /** The journal key (already scoped to the principal); required for a PROUT. */
+  /**
+   * The journal key (the caller's key scoped to its principal); required for a PROUT. It is also the key the
+   * agent sees, so one principal's key never collides with another's at the agent either.
+   */
   readonly journalKey?: string | undefined;
+  /** The idempotency key as the caller gave it (or the server assigned it): what history and answers show. */
+  readonly callerKey?: string | undefined;
   /** Set by whoever journals: writes the outcome (see {@link Settle}). */
   readonly settle?: Settle | undefined;
   /** Called once the command is handed to the router: from then on it may run, so the key is never freed. */
