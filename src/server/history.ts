@@ -37,6 +37,14 @@ export const defaultPrincipalOf: PrincipalOf = (ctx) => principalOf(ctx)?.name ?
 /** The actor recorded when nobody authenticated. */
 export const ANONYMOUS = 'anonymous';
 
+/**
+ * The actor recorded for an action: always the authenticated principal; a name the client supplies (revoked_by,
+ * updated_by) is kept after it as whom it was done for, never instead of it.
+ */
+export function actorOnBehalfOf(principal: string, named: string): string {
+  return named === '' || named === principal ? principal : `${principal} (on behalf of ${named})`;
+}
+
 /** Longest ProutOptions.reason accepted (what the history keeps). */
 export const MAX_REASON_LENGTH = 2000;
 

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { scopedKey } from '../../src/server/commands/keys.js';
-import type { PrincipalOf } from '../../src/server/history.js';
+import { rolloutSettings } from '../../src/server/fleet/fleet-service.js';
+import { actorOnBehalfOf, type PrincipalOf } from '../../src/server/history.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
 import { startTestServer } from '../helpers/server.js';
 import { answerReconcileReads, connectFakeAgent, fakePath, type FakeAgent } from './fake-agent.js';
@@ -213,3 +214,12 @@ async function answerGeneration(agent: FakeAgent, generation: number): Promise<v
   expect(read.kind?.$case).toBe('prin');
   agent.respond(read, { data: { $case: 'readKeys', value: { generation, keys: [] } } });
 }
+
+describe('the actor', () => {
+  it('is the authenticated principal; names a client supplies are kept as whom it was done for', () => {
+    const settings = rolloutSettings({ operationId: 'op-7', reason: '' } as never, 'apply', 'ada');
+    expect(settings.actor).toBe('ada');
+    expect(actorOnBehalfOf('ada', 'bob')).toBe('ada (on behalf of bob)');
+    expect(actorOnBehalfOf('ada', 'ada')).toBe('ada');
+  });
+});
