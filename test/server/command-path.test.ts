@@ -223,3 +223,18 @@ describe('the actor', () => {
     expect(actorOnBehalfOf('ada', 'ada')).toBe('ada');
   });
 });
+
+describe('client helpers', () => {
+  it('give every PROUT an idempotency key of their own, the same on every retry of the call', async () => {
+    const started = await server('path-client-keys');
+    const agent = await agentOn(started.address, started);
+    const call = started.client.register({ target, newKey: 0x61n });
+    const sent = await agent.nextCommand();
+    expect(sent.idempotencyKey).toMatch(/^[0-9a-f-]{36}$/);
+    agent.respond(sent);
+    expect((await call).result?.idempotencyKey).toBe(sent.idempotencyKey);
+    // A dry run is never keyed (nothing is journaled).
+    const dry = await started.client.register({ target, newKey: 0x61n, options: { dryRun: true } });
+    expect(dry.result?.idempotencyKey).toBe('');
+  });
+});

@@ -69,7 +69,8 @@ describe('prfleet-server on a data directory', () => {
       agentId: 'host-k',
       paths: [fakePath('/dev/sg5', LU), fakePath('/dev/sg6', LU2)],
     });
-    const client = createControlClient(address);
+    // A client that sends no idempotency key of its own (prfleet's helpers always do).
+    const client = createControlClient(address, { idempotencyKeys: false });
     onTestFinished(() => client.close());
     const target = { luId: LU, agentId: 'host-k', path: '/dev/sg5' };
     await expect.poll(async () => (await client.listDevices({})).logicalUnits.length).toBe(2);
