@@ -75,6 +75,25 @@ export default tseslint.config(
     ['src/server/**'],
     [{ regex: '^(\\.\\./)+(agent|cli)/', message: 'the server meets agents on the stream.' }],
   ),
+  // docs/architecture.md: the command path sits below its callers, and fleet PROUTs go through it.
+  layer(
+    ['src/server/commands/**'],
+    [
+      {
+        regex: '^\\.\\./(fleet|control-service|agent-service|command-executor)',
+        message: 'the command path sits below its callers.',
+      },
+    ],
+  ),
+  layer(
+    ['src/server/fleet/rollout.ts'],
+    [
+      {
+        regex: '(^|/)router\\.js$',
+        message: 'fleet PROUTs go through the command pipeline (src/server/commands).',
+      },
+    ],
+  ),
   layer(
     ['src/cli/**'],
     [{ regex: '^((\\.\\./)+(server|agent)/|koffi$)', message: 'the CLI is a gRPC client.' }],

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 /**
  * The `prfleet` command line: a gRPC client of ControlService. `runCli()` parses argv, runs one command and returns
  * the exit code, writing through the given `io`, so tests can run it in-process as well as as a binary.
@@ -169,7 +170,7 @@ ${EXIT_CODE_HELP}`,
 
   /** Opens a connection, runs `body`, renders errors, closes the connection. */
   const withClient = async (
-    describe: { target?: Target; deadlineMs?: number },
+    describe: { target?: Target; deadlineMs?: number; idempotencyKey?: string },
     body: (client: CliControlClient, output: OutputFormat) => Promise<number>,
   ): Promise<void> => {
     const { server, output, flags } = globals();
@@ -546,9 +547,12 @@ function proutBase(target: Target, flags: ProutFlags) {
           ...(flags.expectHolder !== undefined ? { expectedHolderKey: flags.expectHolder } : {}),
         }
       : undefined;
+  // Every PROUT carries a key, generated here when not given, so the CLI can say how to retry the same command
+  // after an error that leaves open whether it ran (a transport error, a deadline).
+  const idempotencyKey = flags.idempotencyKey ?? (flags.dryRun === true ? '' : randomUUID());
   const options: ProutOptions = {
     commandTimeout: msDuration(timeoutMs),
-    idempotencyKey: flags.idempotencyKey ?? '',
+    idempotencyKey,
     dryRun: flags.dryRun === true,
     reason: flags.reason ?? '',
     precondition,
@@ -556,6 +560,7 @@ function proutBase(target: Target, flags: ProutFlags) {
   return {
     target,
     deadlineMs,
+    idempotencyKey,
     options,
     call: () => ({ deadline: deadlineMs }),
   };

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import {
   createChannel,
@@ -52,6 +53,11 @@ export interface ClientOptions {
   readonly credentials?: ChannelCredentials;
   /** Bearer token sent as `authorization: Bearer <token>` on every call. @default none */
   readonly token?: string;
+  /**
+   * Give every PROUT without an idempotency key one (see proutIdempotencyMiddleware). Off only to act as a
+   * client that sends none (the server then journals it under a key it assigns). @default true
+   */
+  readonly idempotencyKeys?: boolean;
 }
 
 /** Metadata key of the bearer token (the server's auth middleware reads it). */
@@ -93,13 +99,42 @@ export const deadlinePropagationMiddleware: ClientMiddleware<DeadlineOptions> = 
   return yield* call.next(call.request, { ...options, metadata });
 };
 
-function clientFactory(token?: string) {
+const passThrough: ClientMiddleware = (call, options) => call.next(call.request, options);
+
+/** ControlService methods that send a PROUT (their requests carry ProutOptions). */
+const PROUT_METHODS = new Set(
+  ['Register', 'Reserve', 'Release', 'Clear', 'Preempt', 'RegisterAndMove'].map(
+    (m) => `/prfleet.v1.ControlService/${m}`,
+  ),
+);
+
+/**
+ * Client middleware giving every PROUT without an idempotency key a fresh one (a UUID), so a retry of the call
+ * (by the retry middleware or the caller, with the same request object) is the same command: it runs at most
+ * once. Dry runs are left alone. The key is in the result (CommandResult.idempotency_key).
+ */
+export const proutIdempotencyMiddleware: ClientMiddleware = async function* <Req, Res>(
+  call: ClientMiddlewareCall<Req, Res>,
+  options: CallOptions,
+) {
+  if (call.requestStream || !PROUT_METHODS.has(call.method.path))
+    return yield* call.next(call.request, options);
+  const request = call.request as { options?: { idempotencyKey?: string; dryRun?: boolean } };
+  const given = request.options;
+  if (given?.dryRun === true || (given?.idempotencyKey ?? '') !== '')
+    return yield* call.next(call.request, options);
+  const keyed = { ...request, options: { ...given, idempotencyKey: randomUUID() } } as Req;
+  return yield* call.next(keyed, options);
+};
+
+function clientFactory(token?: string, idempotencyKeys = true) {
   // Client middleware: the one attached last runs first. Order on the way out: propagate deadline → deadline
-  // timer → retry (its backoff sleeps are cut by the deadline) → bearer token → error details (innermost, so
-  // retry sees rich errors).
+  // timer → PROUT key (before retry, so retries carry the same key) → retry (its backoff sleeps are cut by the
+  // deadline) → bearer token → error details (innermost, so retry sees rich errors).
   const base = createClientFactory().use(errorDetailsClientMiddleware);
   return (token === undefined ? base : base.use(bearerTokenMiddleware(token)))
     .use(retryMiddleware)
+    .use(idempotencyKeys ? proutIdempotencyMiddleware : passThrough)
     .use(deadlineMiddleware)
     .use(deadlinePropagationMiddleware);
 }
@@ -112,9 +147,13 @@ function clientFactory(token?: string) {
 export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
   const channel =
     options.channel ?? createChannel(address, options.credentials, options.channelOptions);
-  const client = clientFactory(options.token).create(ControlServiceDefinition, channel, {
-    '*': options.defaultCallOptions ?? {},
-  });
+  const client = clientFactory(options.token, options.idempotencyKeys).create(
+    ControlServiceDefinition,
+    channel,
+    {
+      '*': options.defaultCallOptions ?? {},
+    },
+  );
   return Object.assign(client, {
     close: () => {
       if (options.channel === undefined) channel.close();

@@ -31,6 +31,8 @@ export const ErrorReason = {
   PRINCIPAL_QUOTA: 'PRINCIPAL_QUOTA',
   /** A CommandSession request reuses the id of a command still in flight; nothing was sent. */
   DUPLICATE_REQUEST_ID: 'DUPLICATE_REQUEST_ID',
+  /** The store could not record the command, so nothing was sent (retry is safe). */
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
 } as const;
 
 /** One of {@link ErrorReason}. */

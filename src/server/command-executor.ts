@@ -1,35 +1,26 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { ServerError, Status } from 'nice-grpc-common';
-import { Command, PrinCommand } from '../gen/prfleet/v1/agent.js';
-import type { Precondition } from '../gen/prfleet/v1/control.js';
+import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
-import { Outcome, outcomeToJSON, PrinAction } from '../gen/prfleet/v1/scsi.js';
-import { checkSupported } from '../common/capabilities.js';
+import { Outcome } from '../gen/prfleet/v1/scsi.js';
+import { durationToMs } from '../common/command.js';
 import { dryRunResult } from '../common/result.js';
-import { ErrorReason, failedPrecondition, invalidArgument, quoteInput } from '../common/errors.js';
-import { formatKey } from '../scsi/keys.js';
-import { onAbort } from './abort-listeners.js';
+import { invalidArgument } from '../common/errors.js';
 import type { AgentRegistry } from './agent-registry.js';
+import { scopedKey } from './commands/keys.js';
+import { storeCall } from './commands/journal-stage.js';
+import { checkCapability, type CommandPipeline } from './commands/pipeline.js';
+import type { CommandInput } from './commands/types.js';
 import { commandBudgetMs, type BudgetPolicy } from './deadline.js';
-import {
-  ANONYMOUS,
-  checkReason,
-  createProutRecorder,
-  createWriteTracker,
-  type ProutRecorder,
-  type WriteTracker,
-} from './history.js';
-import type { CommandJournal, JournalRequest } from './journal.js';
+import { ANONYMOUS, checkReason } from './history.js';
+import type { CommandJournal } from './journal.js';
 import {
   encodeOrReject,
   fingerprintOf,
   MAX_IDEMPOTENCY_KEY_LENGTH,
   type CommandSpec,
 } from './requests.js';
-import { createLuSerializer, type LuSerializer } from './lu-serializer.js';
-import type { CommandRouter } from './router.js';
-import { resolveTarget, type ResolvedTarget } from './targets.js';
+import { resolveTarget } from './targets.js';
 
 /** Prefix of the idempotency key the server assigns to a PROUT sent without one. */
 export const ASSIGNED_KEY_PREFIX = 'prfleet-assigned:';
@@ -38,20 +29,14 @@ export const ASSIGNED_KEY_PREFIX = 'prfleet-assigned:';
 export interface CommandExecutorDeps {
   /** Agents and inventories (target resolution, capabilities). */
   readonly registry: AgentRegistry;
-  /** Where commands go. */
-  readonly router: CommandRouter;
-  /** Idempotency journal for PROUTs with a key. */
+  /** The one command path. */
+  readonly pipeline: CommandPipeline;
+  /** The journal the pipeline uses (a repeated key is answered from it before the agent is looked up). */
   readonly journal: CommandJournal;
   /** Budget defaults. */
   readonly budget: BudgetPolicy;
   /** Logger. */
   readonly log: Logger;
-  /** Appends every PROUT sent to the history. @default records nothing */
-  readonly recorder?: ProutRecorder | undefined;
-  /** Turns per LU, shared with the fleet engine. @default a private one */
-  readonly luSerializer?: LuSerializer | undefined;
-  /** Tracks journal writes still in progress (shutdown waits for them). @default a private tracker */
-  readonly writes?: WriteTracker | undefined;
 }
 
 /** The caller's cancellation and deadline for one command. */
@@ -60,11 +45,11 @@ export interface ExecuteOptions {
   readonly signal: AbortSignal;
   /** Caller's absolute deadline (epoch ms), if any. */
   readonly deadlineMs?: number;
-  /** Who asks (recorded in the PROUT history). @default 'anonymous' */
+  /** The authenticated principal (history, journal, key scope). @default 'anonymous' */
   readonly actor?: string;
 }
 
-/** Runs ControlService commands: validate → resolve → capability check → journal → precondition → dispatch. */
+/** Turns ControlService requests into pipeline inputs: validate → journal-first repeat → resolve → run. */
 export interface CommandExecutor {
   /**
    * Runs `spec` and resolves with its CommandResult (device refusals and UNKNOWN included). Throws
@@ -74,221 +59,41 @@ export interface CommandExecutor {
   execute(spec: CommandSpec, options: ExecuteOptions): Promise<CommandResult>;
 }
 
+/** The result as its caller knows it: with the key it gave, not the principal-scoped one the agent saw. */
+function asCallerKey(result: CommandResult, journalKey: string, key: string): CommandResult {
+  return result.idempotencyKey === journalKey && journalKey !== key
+    ? { ...result, idempotencyKey: key }
+    : result;
+}
+
 /** Creates the executor shared by the unary RPCs and CommandSession. */
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
-  const { registry, router, journal, log } = deps;
-  const recorder = deps.recorder ?? createProutRecorder(undefined, log);
-  const writes = deps.writes ?? createWriteTracker();
+  const { registry, pipeline, journal, log } = deps;
 
   /**
-   * Dispatches a PROUT and, once its result is known (also when it comes after the caller gave up), completes
-   * the idempotency key and appends the history entry. The caller's result waits for both writes, so a repeat
-   * or a ListHistory right after it sees them; a failed write is logged and never replaces the result.
+   * A repeat of a recorded PROUT is answered from the journal before the agent is looked up, so it gets its
+   * recorded result whatever the agent's state (offline, unknown after a restart). An UNKNOWN, an entry in
+   * flight or a mismatch goes on through the pipeline (which reconciles, waits or refuses).
    */
-  async function dispatchProut(
-    target: ResolvedTarget,
-    command: Command,
-    spec: CommandSpec,
-    options: ExecuteOptions,
-    timeoutMs: number,
-    idempotencyKey?: string,
-  ): Promise<CommandResult> {
-    const reason = spec.prout?.reason;
-    const context = {
-      actor: options.actor ?? ANONYMOUS,
-      luId: target.luId,
-      ...(reason === undefined ? {} : { reason }),
-    };
-    let recorded: Promise<unknown> | undefined;
-    const result = await router.dispatch(target.agentId, command, {
-      signal: options.signal,
-      timeoutMs,
-      luId: target.luId,
-      onResult: (settled) => {
-        const completion =
-          idempotencyKey === undefined
-            ? undefined
-            : journal
-                .complete(idempotencyKey, settled)
-                .catch((e: unknown) =>
-                  log.error({ err: e, idempotencyKey }, 'journal complete failed'),
-                );
-        recorded = writes.track(
-          Promise.all([completion, recorder.record(command, settled, context)]),
-        );
-      },
-    });
-    await recorded;
-    return result;
-  }
-
-  // PROUTs to one LU run one at a time, each with its precondition read (see LuSerializer).
-  const lus = deps.luSerializer ?? createLuSerializer();
-
-  const budgetMs = (spec: CommandSpec, options: ExecuteOptions) =>
-    commandBudgetMs(
-      spec.commandTimeout,
-      options.deadlineMs === undefined ? undefined : options.deadlineMs - Date.now(),
-      deps.budget,
+  async function recorded(spec: CommandSpec, key: string): Promise<CommandResult | undefined> {
+    const agentId = spec.target?.agentId ?? '';
+    const path = spec.target?.path ?? '';
+    if (agentId === '' || path === '') return undefined;
+    const entry = await storeCall('read the journal', () => journal.get(key));
+    if (entry?.state !== 'completed' || entry.result.outcome === Outcome.OUTCOME_UNKNOWN)
+      return undefined;
+    const fingerprint = fingerprintOf(agentId, { ...spec.command, path });
+    if (entry.request.fingerprint !== fingerprint) return undefined;
+    log.info(
+      { idempotencyKey: key, commandId: entry.result.commandId },
+      'idempotent repeat: recorded result returned',
     );
-
-  async function checkPrecondition(
-    target: ResolvedTarget,
-    precondition: Precondition,
-    spec: CommandSpec,
-    options: ExecuteOptions,
-  ): Promise<void> {
-    const wantHolder = precondition.expectedHolderKey !== undefined;
-    // READ RESERVATION carries PRgeneration too, so one read covers both checks; READ KEYS when only the
-    // generation matters (every SPC-3+ device supports it).
-    const action = wantHolder
-      ? PrinAction.PRIN_ACTION_READ_RESERVATION
-      : PrinAction.PRIN_ACTION_READ_KEYS;
-    const read = Command.fromPartial({
-      path: target.path.path,
-      kind: { $case: 'prin', value: PrinCommand.fromPartial({ action }) },
-    });
-    const unsupported = checkSupported(target.path.capabilities, read);
-    if (unsupported !== undefined) {
-      throw failedPrecondition(ErrorReason.UNSUPPORTED_BY_DEVICE, {
-        type: 'CAPABILITY',
-        subject: `logical-units/${target.luId}`,
-        description: `cannot check the precondition: ${unsupported}`,
-      });
-    }
-    const result = await router.dispatch(target.agentId, read, {
-      signal: options.signal,
-      timeoutMs: budgetMs(spec, options),
-      luId: target.luId,
-    });
-    const subject = `logical-units/${target.luId}`;
-    const data = result.data;
-    if (result.outcome !== Outcome.OUTCOME_GOOD || data === undefined) {
-      throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
-        type: 'PRECONDITION',
-        subject,
-        description: `could not check the precondition: the read answered ${outcomeToJSON(result.outcome)}${
-          result.message === '' ? '' : ` (${result.message})`
-        }; nothing was sent`,
-      });
-    }
-    let generation: number;
-    let holder: { reserved: boolean; key: bigint } | undefined;
-    if (data.$case === 'readReservation') {
-      generation = data.value.generation;
-      holder = { reserved: data.value.reserved, key: data.value.key };
-    } else if (data.$case === 'readKeys') {
-      generation = data.value.generation;
-    } else {
-      throw new Error(`precondition read returned ${data.$case} data`);
-    }
-    const mismatches: string[] = [];
-    if (
-      precondition.expectedGeneration !== undefined &&
-      generation !== precondition.expectedGeneration
-    ) {
-      mismatches.push(`PRgeneration is ${generation}, expected ${precondition.expectedGeneration}`);
-    }
-    const expectedHolder = precondition.expectedHolderKey;
-    if (expectedHolder !== undefined && holder !== undefined) {
-      if (expectedHolder === 0n && holder.reserved) {
-        mismatches.push(
-          `the LU is reserved (holder ${formatKey(holder.key)}), expected no reservation`,
-        );
-      } else if (expectedHolder !== 0n && (!holder.reserved || holder.key !== expectedHolder)) {
-        mismatches.push(
-          holder.reserved
-            ? `the holder is ${formatKey(holder.key)}, expected ${formatKey(expectedHolder)}`
-            : `the LU is not reserved, expected holder ${formatKey(expectedHolder)}`,
-        );
-      }
-    }
-    if (mismatches.length > 0) {
-      throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
-        type: 'PRECONDITION',
-        subject,
-        description: `precondition failed: ${mismatches.join('; ')}; nothing was sent`,
-      });
-    }
-  }
-
-  async function runProutWithKey(
-    key: string,
-    target: ResolvedTarget,
-    command: Command,
-    spec: CommandSpec,
-    options: ExecuteOptions,
-  ): Promise<CommandResult> {
-    const reason = spec.prout?.reason;
-    const request: JournalRequest = {
-      agentId: target.agentId,
-      path: command.path,
-      fingerprint: fingerprintOf(target.agentId, command),
-      record: {
-        command: Command.toJSON(command),
-        actor: options.actor ?? ANONYMOUS,
-        luId: target.luId,
-        ...(reason === undefined || reason === '' ? {} : { reason }),
-      },
-    };
-    // Loop: a first attempt that is abandoned (never sent) lets a waiting repeat claim the key.
-    for (;;) {
-      const begun = await journal.begin(key, request);
-      if (begun.kind === 'started') break;
-      const entry = begun.entry;
-      if (entry.request.fingerprint !== request.fingerprint) {
-        throw invalidArgument(
-          'options.idempotency_key',
-          `${quoteInput(key)} was already used for a different command (agent ${entry.request.agentId}, path ${entry.request.path})`,
-        );
-      }
-      if (entry.state === 'completed') {
-        log.info(
-          { idempotencyKey: key, commandId: entry.result.commandId },
-          'idempotent repeat: recorded result returned',
-        );
-        return entry.result;
-      }
-      log.info({ idempotencyKey: key }, 'idempotent repeat: waiting for the first attempt');
-      const result = await journal.wait(key, options.signal);
-      if (result !== undefined) return result;
-    }
-    let dispatched = false;
-    try {
-      if (spec.prout?.precondition !== undefined) {
-        await checkPrecondition(target, spec.prout.precondition, spec, options);
-      }
-      const timeoutMs = budgetMs(spec, options);
-      options.signal.throwIfAborted();
-      const pending = dispatchProut(target, command, spec, options, timeoutMs, key);
-      // dispatch checks synchronously; once it returned a promise without throwing, the command was queued
-      // unless the promise rejects with a pre-send ServerError (handled below).
-      dispatched = true;
-      return await pending;
-    } catch (e) {
-      // Never sent (validation, offline, busy, precondition) → the key is free again. After sending, only the
-      // result (or UNKNOWN) completes it, even when the caller went away.
-      const neverSent = !dispatched || (e instanceof ServerError && !options.signal.aborted);
-      if (neverSent) await journal.abandon(key);
-      throw e;
-    }
+    return entry.result;
   }
 
   return {
     async execute(spec, options) {
-      const target = resolveTarget(registry, spec.target, spec.mode);
-      // The spec's command is complete (built with fromPartial): a shallow copy with the path, no deep copy.
-      const command: Command = { ...spec.command, path: target.path.path };
-      const encoded = encodeOrReject(spec, command);
-      const unsupported = checkSupported(target.path.capabilities, command);
-      if (unsupported !== undefined) {
-        throw failedPrecondition(ErrorReason.UNSUPPORTED_BY_DEVICE, {
-          type: 'CAPABILITY',
-          subject: `logical-units/${target.luId}`,
-          description: `${unsupported}; nothing was sent`,
-        });
-      }
-      checkReason(spec.prout?.reason);
+      const actor = options.actor ?? ANONYMOUS;
       const callerKey = spec.prout?.idempotencyKey ?? '';
       if (Buffer.byteLength(callerKey) > MAX_IDEMPOTENCY_KEY_LENGTH) {
         throw invalidArgument(
@@ -296,76 +101,79 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
           `longer than ${MAX_IDEMPOTENCY_KEY_LENGTH} bytes`,
         );
       }
-      const timeoutMs = budgetMs(spec, options); // validates command_timeout and the deadline up front
-      if (spec.prout?.dryRun === true) {
-        const result = dryRunResult(
-          command,
-          { agentId: target.agentId, path: target.path.path, luId: target.luId },
-          {
-            ...encoded,
-            timeoutMs,
-          },
-        );
-        log.info(
-          { agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb },
-          'dry run',
-        );
-        return result;
+      const journaled = spec.mode === 'prout' && spec.prout?.dryRun !== true;
+      if (journaled && callerKey !== '') {
+        const journalKey = scopedKey(actor, callerKey);
+        const answer = await recorded(spec, journalKey);
+        if (answer !== undefined) return asCallerKey(answer, journalKey, callerKey);
       }
-      if (spec.mode === 'prout') {
-        // Every PROUT is journaled before it is sent. Without the caller's key it gets a server-assigned one
-        // (returned in the result), so a server that dies mid-command still leaves a pending entry that
-        // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
-        const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
-        return lus.run(target.luId, () =>
-          runProutWithKey(key, target, { ...command, idempotencyKey: key }, spec, options),
-        );
-      }
-      if (spec.prout?.precondition !== undefined) {
-        await checkPrecondition(target, spec.prout.precondition, spec, options);
-      }
-      return router.dispatch(target.agentId, command, {
-        signal: options.signal,
-        timeoutMs: budgetMs(spec, options),
-        luId: target.luId,
-      });
+      const target = resolveTarget(registry, spec.target, spec.mode);
+      // The spec's command is complete (built with fromPartial): a shallow copy with the path, no deep copy.
+      const command: Command = { ...spec.command, path: target.path.path };
+      const encoded = encodeOrReject(spec, command);
+      checkReason(spec.prout?.reason);
+      // Validates command_timeout and the deadline up front (nothing is journaled for a request that cannot run).
+      const timeoutMs = commandBudgetMs(
+        spec.commandTimeout,
+        options.deadlineMs === undefined ? undefined : options.deadlineMs - Date.now(),
+        deps.budget,
+      );
+      const requestedMs =
+        spec.commandTimeout === undefined || durationToMs(spec.commandTimeout) === 0
+          ? deps.budget.defaultTimeoutMs
+          : durationToMs(spec.commandTimeout);
+      const input: CommandInput = {
+        target: {
+          agentId: target.agentId,
+          path: target.path.path,
+          luId: target.luId,
+          capabilities: target.path.capabilities,
+        },
+        command,
+        actor,
+        reason: spec.prout?.reason,
+        precondition: spec.prout?.precondition,
+        timeoutMs: requestedMs,
+        journal: 'pipeline',
+      };
+      if (spec.prout?.dryRun === true) return dryRun(input, encoded, timeoutMs);
+      const runOptions = { signal: options.signal, deadline: options.deadlineMs };
+      if (!journaled) return (await pipeline.run(input, runOptions)).result;
+      // Every PROUT is journaled before it is sent. Without the caller's key it gets a server-assigned one
+      // (returned in the result), so a server that dies mid-command still leaves a pending entry that
+      // recovery settles as UNKNOWN with a history entry: none is ever lost without a record.
+      const key = callerKey === '' ? `${ASSIGNED_KEY_PREFIX}${randomUUID()}` : callerKey;
+      const journalKey = scopedKey(actor, key);
+      const { result } = await pipeline.run(
+        {
+          ...input,
+          command: { ...command, idempotencyKey: journalKey },
+          journalKey,
+          callerKey: key,
+        },
+        runOptions,
+      );
+      return asCallerKey(result, journalKey, key);
     },
   };
-}
 
-/**
- * A signal of one command's own that aborts when `signal` does, or with ServerError(DEADLINE_EXCEEDED) at
- * `deadlineMs` (so the agent is sent Cancel even if the transport's own deadline handling is late). Call
- * `dispose()` when done. Its own, so that what listens per command (journal waits, the Redis router) listens
- * to it and not to the call's signal, which a CommandSession shares among all its commands (more than ten
- * listeners on one signal print MaxListenersExceededWarning); it listens to `signal` through onAbort, O(1).
- */
-export function deadlineSignal(
-  signal: AbortSignal,
-  deadlineMs: number | undefined,
-): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  if (signal.aborted) controller.abort(signal.reason);
-  const stopListening = onAbort(signal, () => controller.abort(signal.reason));
-  const timer =
-    deadlineMs === undefined
-      ? undefined
-      : setTimeout(
-          () =>
-            controller.abort(
-              new ServerError(
-                Status.DEADLINE_EXCEEDED,
-                'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
-              ),
-            ),
-          Math.max(0, deadlineMs - Date.now()),
-        );
-  timer?.unref();
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      clearTimeout(timer);
-      stopListening();
-    },
-  };
+  /** What the PROUT would be, checked like the real one (capability), never sent nor journaled. */
+  function dryRun(
+    input: CommandInput,
+    encoded: ReturnType<typeof encodeOrReject>,
+    timeoutMs: number,
+  ): CommandResult {
+    checkCapability(input);
+    const { target, command } = input;
+    const result = dryRunResult(
+      command,
+      { agentId: target.agentId, path: target.path, luId: target.luId },
+      { ...encoded, timeoutMs },
+    );
+    log.info(
+      { agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb },
+      'dry run',
+    );
+    return result;
+  }
 }

@@ -24,8 +24,8 @@ import {
   principalOf as authPrincipalOf,
 } from './auth/middleware.js';
 import { AsyncQueue } from './async-queue.js';
-import { deadlineSignal, type CommandExecutor } from './command-executor.js';
-import { remainingDeadlineMs } from './deadline.js';
+import type { CommandExecutor } from './command-executor.js';
+import { requestDeadline } from './deadline.js';
 import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import type { TokenStore } from './auth/tokens.js';
@@ -108,14 +108,12 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     spec: CommandSpec,
     ctx: CallContext,
   ): Promise<{ result: CommandResult }> {
-    const remaining = remainingDeadlineMs(ctx);
-    const deadlineMs = remaining === undefined ? undefined : Date.now() + remaining;
-    const scoped = deadlineSignal(ctx.signal, deadlineMs);
+    const scoped = requestDeadline(ctx);
     try {
       const result = await executor.execute(spec, {
         signal: scoped.signal,
         actor: principalOf(ctx),
-        ...(deadlineMs === undefined ? {} : { deadlineMs }),
+        ...(scoped.deadline === undefined ? {} : { deadlineMs: scoped.deadline }),
       });
       return { result };
     } catch (e) {

@@ -9,6 +9,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 import { durationToMs } from '../common/command.js';
 import { TIMEOUT_METADATA_KEY } from '../common/client.js';
 import { invalidArgument } from '../common/errors.js';
+import { onAbort } from './abort-listeners.js';
 
 /**
  * Metadata key (set by {@link exposeDeadline}, never by clients) with the call's absolute deadline in epoch
@@ -103,4 +104,77 @@ export function commandBudgetMs(
     );
   }
   return Math.min(requestedMs, available);
+}
+
+/**
+ * The device timeout of one dispatch: `requestedMs` trimmed to the caller's absolute `deadline` less the margin.
+ * The only place the deadline turns into a budget (the router sends it as the wire Duration). Throws
+ * DEADLINE_EXCEEDED (nothing sent) when the deadline leaves no time.
+ */
+export function deviceBudgetMs(
+  requestedMs: number,
+  deadline: number | undefined,
+  marginMs: number,
+  nowMs = Date.now(),
+): number {
+  if (deadline === undefined) return requestedMs;
+  const remainingMs = deadline - nowMs;
+  const available = Math.floor(remainingMs - marginMs);
+  if (available <= 0) {
+    throw new ServerError(
+      Status.DEADLINE_EXCEEDED,
+      `deadline leaves ${Math.max(0, Math.floor(remainingMs))} ms, less than the ${marginMs} ms margin; nothing was sent`,
+    );
+  }
+  return Math.min(requestedMs, available);
+}
+
+/** The caller's absolute deadline (epoch ms) from the call's metadata, or undefined when it set none. */
+export function callDeadline(context: Pick<CallContext, 'metadata'>): number | undefined {
+  const raw = context.metadata.get(DEADLINE_METADATA_KEY);
+  if (typeof raw !== 'string') return undefined;
+  const deadline = Number(raw);
+  return Number.isFinite(deadline) ? deadline : undefined;
+}
+
+/**
+ * The request's one deadline form, computed where it enters: a signal that aborts when the call's does, or with
+ * ServerError(DEADLINE_EXCEEDED) at the call's absolute deadline (so the agent is sent Cancel even if the
+ * transport's own deadline handling is late), and that deadline. Call `dispose()` when done.
+ */
+export function requestDeadline(context: Pick<CallContext, 'metadata' | 'signal'>): {
+  readonly signal: AbortSignal;
+  readonly deadline: number | undefined;
+  dispose(): void;
+} {
+  const deadline = callDeadline(context);
+  const outer = context.signal;
+  // Always a signal of the command's own, listening to the call's through onAbort (O(1)): a CommandSession's
+  // commands all share the session's one call signal, and what listens per command (journal waits, the Redis
+  // router) must not put more than ten EventTarget listeners on it (MaxListenersExceededWarning).
+  const controller = new AbortController();
+  const stopListening = onAbort(outer, () => controller.abort(outer.reason));
+  if (outer.aborted) controller.abort(outer.reason);
+  const timer =
+    deadline === undefined
+      ? undefined
+      : setTimeout(
+          () =>
+            controller.abort(
+              new ServerError(
+                Status.DEADLINE_EXCEEDED,
+                'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
+              ),
+            ),
+          Math.max(0, deadline - Date.now()),
+        );
+  timer?.unref();
+  return {
+    signal: controller.signal,
+    deadline,
+    dispose: () => {
+      clearTimeout(timer);
+      stopListening();
+    },
+  };
 }

@@ -3,7 +3,8 @@ import { Command } from '../gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome } from '../gen/prfleet/v1/scsi.js';
 import { describeStore, storeOptionsOf, type StoreConfig } from './config.js';
 import { MAX_COMMAND_TIMEOUT_MS } from './deadline.js';
-import { createProutRecorder } from './history.js';
+import { PlanStep } from '../gen/prfleet/v1/fleet.js';
+import { historyInputOf } from './history.js';
 import type { PendingRecord } from './journal.js';
 import {
   JournalStateError,
@@ -12,6 +13,7 @@ import {
   openStore,
   StoreLockedError,
   type JsonValue,
+  type HistoryEntryInput,
   type OperationEntry,
   type Store,
 } from './store/index.js';
@@ -147,7 +149,6 @@ export async function recoverPendingOperations(
       store,
       entry,
       `the server stopped before the result came back (${why}); the command may or may not have run: read the logical unit before retrying`,
-      log,
     );
     if (settled === undefined) continue;
     marked.push(settled);
@@ -171,6 +172,93 @@ export async function recoverPendingOperations(
   return marked;
 }
 
+/** What a journal request holds for its history entry: ControlService's record, or a fleet step. */
+interface JournaledRequest {
+  readonly agentId?: unknown;
+  readonly path?: unknown;
+  readonly record?: PendingRecord;
+  readonly kind?: unknown;
+  readonly operationId?: unknown;
+  readonly step?: unknown;
+  readonly actor?: unknown;
+}
+
+/**
+ * The history entry of a journaled PROUT, rebuilt from its journal entry (the pending record written before it
+ * was sent) and `result`; undefined when the entry holds no command (nothing to record).
+ */
+export function historyOfJournal(
+  idempotencyKey: string,
+  request: JournaledRequest,
+  result: CommandResult,
+): HistoryEntryInput | undefined {
+  const record = request.record;
+  if (record !== undefined) {
+    const command = Command.fromJSON(record.command);
+    return historyInputOf(
+      command,
+      {
+        ...result,
+        agentId: typeof request.agentId === 'string' ? request.agentId : result.agentId,
+        path: command.path,
+        luId: record.luId,
+        commandId: result.commandId || command.commandId,
+      },
+      {
+        actor: record.actor,
+        luId: record.luId,
+        ...(record.reason === undefined ? {} : { reason: record.reason }),
+      },
+    );
+  }
+  if (request.kind !== 'fleet-step') return undefined;
+  const step = PlanStep.fromJSON(request.step);
+  if (step.prout === undefined) return undefined;
+  const command = Command.fromPartial({
+    path: step.path,
+    idempotencyKey,
+    kind: { $case: 'prout', value: step.prout },
+  });
+  return historyInputOf(
+    command,
+    { ...result, agentId: step.agentId, path: step.path, luId: step.luId, idempotencyKey },
+    {
+      actor: typeof request.actor === 'string' ? request.actor : 'fleet',
+      luId: step.luId,
+      reason: `fleet rollout ${String(request.operationId)}`,
+    },
+  );
+}
+
+/**
+ * Appends the history entries missing for PROUTs the journal records as sent (left by an older server, or by a
+ * completion whose history could not be written). Run at start after pending entries are settled; returns how
+ * many it appended.
+ */
+export async function recordMissingHistory(store: Store, log: Logger): Promise<number> {
+  let appended = 0;
+  for (const op of await store.history.unrecorded(10_000)) {
+    const json = op.result as { result?: unknown; outcome?: unknown } | null;
+    // Fleet attempts keep the device's result under `result` and their verdict name under `outcome`.
+    const fleet = (op.request as JournaledRequest).kind === 'fleet-step';
+    const result = CommandResult.fromJSON(fleet ? (json?.result ?? {}) : (json ?? {}));
+    const input = historyOfJournal(op.idempotencyKey, op.request as JournaledRequest, result);
+    if (input === undefined) continue;
+    const outcome =
+      fleet && typeof json?.outcome === 'string' && json.outcome !== ''
+        ? json.outcome
+        : input.outcome;
+    await store.history.append({ ...input, outcome, at: op.createdAt });
+    appended += 1;
+    log.warn(
+      { idempotencyKey: op.idempotencyKey, state: op.state, outcome },
+      'history: appended the missing entry of a journaled PROUT',
+    );
+  }
+  if (appended > 0) log.info({ appended }, 'history: missing entries recorded');
+  return appended;
+}
+
 /**
  * Settles a journal entry left pending by a server that died as UNKNOWN (the PROUT may or may not have run)
  * and appends its history entry from the context journaled with it, so nothing sent is without a record.
@@ -180,9 +268,8 @@ export async function settlePendingAsUnknown(
   store: Store,
   entry: OperationEntry,
   message: string,
-  log: Logger,
 ): Promise<OperationEntry | undefined> {
-  const request = entry.request as { agentId?: unknown; path?: unknown; record?: PendingRecord };
+  const request = entry.request as JournaledRequest;
   const result = CommandResult.fromPartial({
     outcome: Outcome.OUTCOME_UNKNOWN,
     agentId: typeof request.agentId === 'string' ? request.agentId : '',
@@ -191,29 +278,19 @@ export async function settlePendingAsUnknown(
     idempotencyKey: entry.idempotencyKey,
     message,
   });
+  const history = historyOfJournal(entry.idempotencyKey, request, result);
   let settled: OperationEntry;
   try {
+    // The UNKNOWN and its history entry in one transaction (see docs/store.md).
     settled = await store.journal.markUnknown(
       entry.idempotencyKey,
       CommandResult.toJSON(result) as JsonValue,
+      history,
     );
   } catch (error) {
     // Completed or purged between the listing and now: someone else settled it, which is fine.
     if (error instanceof NotFoundError || error instanceof JournalStateError) return undefined;
     throw error;
-  }
-  const record = request.record;
-  if (record !== undefined) {
-    const command = Command.fromJSON(record.command);
-    await createProutRecorder(store.history, log).record(
-      command,
-      { ...result, commandId: result.commandId || command.commandId },
-      {
-        actor: record.actor,
-        luId: record.luId,
-        ...(record.reason === undefined ? {} : { reason: record.reason }),
-      },
-    );
   }
   return settled;
 }

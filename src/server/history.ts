@@ -43,6 +43,14 @@ export const defaultPrincipalOf: PrincipalOf = (ctx) => principalOf(ctx)?.name ?
 /** The actor recorded when nobody authenticated. */
 export const ANONYMOUS = 'anonymous';
 
+/**
+ * The actor recorded for an action: always the authenticated principal; a name the client supplies (revoked_by,
+ * updated_by) is kept after it as whom it was done for, never instead of it.
+ */
+export function actorOnBehalfOf(principal: string, named: string): string {
+  return named === '' || named === principal ? principal : `${principal} (on behalf of ${named})`;
+}
+
 /** Longest ProutOptions.reason accepted (what the history keeps). */
 export const MAX_REASON_LENGTH = 2000;
 
@@ -320,6 +328,21 @@ export function createHistoryHandlers(
       const verdict = await history.verify();
       const ms = Math.round(performance.now() - started);
       if (verdict.ok) {
+        // The chain holds; every PROUT the journal records as sent must also be in it.
+        const [gap] = await history.unrecorded(1);
+        if (gap !== undefined) {
+          const message = `the journal records PROUT ${gap.idempotencyKey} (${gap.state}, ${gap.createdAt.toISOString()}) as sent, but the history has no entry for it`;
+          log.error(
+            { idempotencyKey: gap.idempotencyKey, ms },
+            `history verification failed: ${message}`,
+          );
+          return {
+            ok: false,
+            checked: BigInt(verdict.count),
+            headHash: '',
+            fault: { problem: HistoryProblemProto.HISTORY_PROBLEM_UNRECORDED, seq: 0n, message },
+          };
+        }
         log.info({ count: verdict.count, headHash: verdict.headHash, ms }, 'history verified');
         return {
           ok: true,

@@ -1,4 +1,5 @@
 import { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import type { HistoryEntryInput } from './store/index.js';
 
 /** What a PROUT with an idempotency key was: who sent it, and a fingerprint of the command. */
 export interface JournalRequest {
@@ -50,8 +51,11 @@ export type JournalBegin =
 export interface CommandJournal {
   /** Claims `key` for `request` atomically, or reports the existing entry. */
   begin(key: string, request: JournalRequest): Promise<JournalBegin>;
-  /** Records the final result of `key` (and wakes wait()ers). */
-  complete(key: string, result: CommandResult): Promise<void>;
+  /**
+   * Records the final result of `key` (and wakes wait()ers) and, on a durable store, appends `history` in the
+   * same transaction (the memory store keeps no history).
+   */
+  complete(key: string, result: CommandResult, history?: HistoryEntryInput): Promise<void>;
   /** Forgets an in-flight `key` whose command was never sent (an RPC error before dispatch), so it can be retried. */
   abandon(key: string): Promise<void>;
   /** The entry for `key`, if any. */

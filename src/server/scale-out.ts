@@ -405,7 +405,6 @@ export function createDeadInstanceSettler(
           store,
           entry,
           `server instance ${owner} that sent it stopped before the result came back; the command may or may not have run: read the logical unit before retrying`,
-          options.log,
         );
         if (settled === undefined) continue;
         marked.push(entry.idempotencyKey);

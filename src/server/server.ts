@@ -17,13 +17,19 @@ import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
 import { createAgentService } from './agent-service.js';
 import { createCommandExecutor } from './command-executor.js';
+import { createCommandPipeline } from './commands/pipeline.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { reflectionServices } from './reflection.js';
 import { createFairShare } from './fair-share.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
-import { maxPendingMs, openConfiguredStore, recoverPendingOperations } from './durable.js';
+import {
+  maxPendingMs,
+  openConfiguredStore,
+  recordMissingHistory,
+  recoverPendingOperations,
+} from './durable.js';
 import {
   createProutRecorder,
   createWriteTracker,
@@ -188,6 +194,7 @@ async function buildServer(
       staleAfterMs: maxPendingMs(config.resultSlackMs),
       log,
     });
+    await recordMissingHistory(store, log);
   }
   const agents = new AgentRegistry({
     heartbeatMs: config.heartbeatMs,
@@ -211,15 +218,20 @@ async function buildServer(
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
   const luSerializer = createLuSerializer();
-  const executor = createCommandExecutor({
-    luSerializer,
-    registry: agents,
+  const commands = createCommandPipeline({
     router,
+    journal,
+    marginMs: config.deadlineMarginMs,
+    log,
+    luSerializer,
+    writes,
+  });
+  const executor = createCommandExecutor({
+    registry: agents,
+    pipeline: commands,
     journal,
     budget: { defaultTimeoutMs: config.commandTimeoutMs, marginMs: config.deadlineMarginMs },
     log,
-    recorder,
-    writes,
   });
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
@@ -286,7 +298,7 @@ async function buildServer(
         store,
         log,
         instanceId: config.instanceId,
-        luSerializer,
+        commands,
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,

@@ -189,6 +189,46 @@ describe('runCli without a server', () => {
     expect(run.stderr).toContain('PRFLEET_SERVER');
   });
 
+  it('sends every PROUT with a key of its own and says how to retry the very same command', async () => {
+    const port = await closedPort();
+    const run = await cli(
+      '--server',
+      `127.0.0.1:${port}`,
+      'register',
+      'host-a:/dev/sg3',
+      '--new-key',
+      '0xa1',
+      '--timeout',
+      '2s',
+    );
+    expect(run.code).toBe(ExitCode.RPC_UNAVAILABLE);
+    expect(run.stderr).toMatch(/repeat it with --idempotency-key [0-9a-f-]{36}\b/);
+    // A key the operator gave is the one to repeat.
+    const given = await cli(
+      '--server',
+      `127.0.0.1:${port}`,
+      'register',
+      'host-a:/dev/sg3',
+      '--new-key',
+      '0xa1',
+      '--idempotency-key',
+      'change-42',
+      '--timeout',
+      '2s',
+    );
+    expect(given.stderr).toContain('--idempotency-key change-42');
+    // Reads have nothing to repeat.
+    const read = await cli(
+      '--server',
+      `127.0.0.1:${port}`,
+      'keys',
+      'host-a:/dev/sg3',
+      '--timeout',
+      '2s',
+    );
+    expect(read.stderr).not.toContain('--idempotency-key');
+  });
+
   it('reports the same error as JSON with -o json', async () => {
     const port = await closedPort();
     const run = await cli('-o', 'json', '--server', `127.0.0.1:${port}`, 'agents');

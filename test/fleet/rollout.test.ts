@@ -88,9 +88,11 @@ describe('plan and apply', { timeout: 120_000 }, () => {
     for (const e of started)
       expect((await h.store.journal.get(e.idempotencyKey))?.state).toBe('done');
     const history = await h.store.history.list({ limit: 1000 });
-    expect(history.filter((e) => e.idempotencyKey?.startsWith('fleet/op-converge/')).length).toBe(
-      7,
-    );
+    const mine = history.filter((e) => e.idempotencyKey?.startsWith('fleet/op-converge/'));
+    expect(mine.length).toBe(7);
+    // The actor is the caller's principal (this harness has no authentication), never the client's operation id.
+    expect(new Set(mine.map((e) => e.actor))).toEqual(new Set(['anonymous']));
+    expect(mine[0]?.reason).toContain('op-converge');
 
     const again = await h.client.plan({ selector: { loaderIds: ['loader1'] } });
     expect(again.steps).toEqual([]);

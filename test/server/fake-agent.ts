@@ -230,3 +230,27 @@ export async function connectFakeAgent(
     ended: endedPromise,
   };
 }
+
+/**
+ * Answers the two reads a repeat of an UNKNOWN PROUT sends to settle it (READ KEYS and READ RESERVATION, in
+ * either order) with `generation`, `keys` and no reservation; returns the kinds of every command sent so far.
+ */
+export async function answerReconcileReads(
+  agent: FakeAgent,
+  generation: number,
+  keys: bigint[] = [],
+): Promise<string[]> {
+  for (let i = 0; i < 2; i++) {
+    const read = await agent.nextCommand();
+    if (read.kind?.$case !== 'prin') throw new Error(`expected a PRIN, got ${read.kind?.$case}`);
+    agent.respond(
+      read,
+      read.kind.value.action === PrinAction.PRIN_ACTION_READ_KEYS
+        ? { data: { $case: 'readKeys', value: { generation, keys } } }
+        : { data: { $case: 'readReservation', value: { generation, reserved: false } } },
+    );
+  }
+  return agent.received.flatMap((m) =>
+    m.message?.$case === 'command' ? [m.message.value.kind?.$case ?? ''] : [],
+  );
+}

@@ -12,7 +12,7 @@ import { createControlClient } from '../../src/common/client.js';
 import { builtBinaries, spawnNode, type ChildHandle } from '../../src/demo/processes.js';
 import { ensureBuilt } from '../helpers/processes.js';
 import { MIGRATIONS } from '../../src/server/store/migrations.js';
-import { connectFakeAgent, fakePath } from './fake-agent.js';
+import { answerReconcileReads, connectFakeAgent, fakePath } from './fake-agent.js';
 
 const LU = 'naa.5000e111000000fe';
 /** A second LU: PROUTs to one LU wait for each other, and the first one here never gets its result. */
@@ -69,7 +69,8 @@ describe('prfleet-server on a data directory', () => {
       agentId: 'host-k',
       paths: [fakePath('/dev/sg5', LU), fakePath('/dev/sg6', LU2)],
     });
-    const client = createControlClient(address);
+    // A client that sends no idempotency key of its own (prfleet's helpers always do).
+    const client = createControlClient(address, { idempotencyKeys: false });
     onTestFinished(() => client.close());
     const target = { luId: LU, agentId: 'host-k', path: '/dev/sg5' };
     await expect.poll(async () => (await client.listDevices({})).logicalUnits.length).toBe(2);
@@ -114,13 +115,16 @@ describe('prfleet-server on a data directory', () => {
     const client2 = createControlClient(again);
     onTestFinished(() => client2.close());
     await expect.poll(async () => (await client2.listDevices({})).logicalUnits.length).toBe(1);
-    const { result } = await client2.register({
+    const repeat = client2.register({
       target,
       newKey: 0x5n,
       options: { idempotencyKey: 'cut-off' },
     });
+    // The repeat reads the LU to settle the UNKNOWN; the read cannot tell, and the PROUT is never sent again.
+    expect(await answerReconcileReads(fresh, 9)).toEqual(['prin', 'prin']);
+    const { result } = await repeat;
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
-    expect(fresh.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+    expect(fresh.received.filter((m) => m.message?.$case === 'command')).toHaveLength(2);
     // Neither PROUT is without a record: both are in the history as UNKNOWN, with their keys and context.
     const { entries } = await client2.listHistory({});
     expect(

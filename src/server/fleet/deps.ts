@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agent-registry.js';
 import type { LuSerializer } from '../lu-serializer.js';
+import type { CommandPipeline } from '../commands/pipeline.js';
 import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
 import type { ElementView } from './loaders.js';
@@ -10,7 +11,7 @@ export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>
 
 /** What the fleet engine and FleetService need. */
 export interface FleetDeps {
-  /** Sends commands to agents (in-process or Redis router). */
+  /** Sends reads to agents (audits, observation); PROUTs go through `commands`. */
   readonly router: CommandRouter;
   /** Agents and their inventories (H3's registry): the source of LUs and paths. */
   readonly devices: AgentRegistry;
@@ -20,7 +21,12 @@ export interface FleetDeps {
   readonly log: Logger;
   /** Server instance id, recorded as the journal owner. @default 'fleet' */
   readonly instanceId?: string;
-  /** Turns per LU shared with ControlService's PROUTs (each step's precondition read and PROUT in one turn). */
+  /**
+   * The command pipeline every PROUT goes through (precondition, LU turn, history, dispatch), shared with
+   * ControlService. @default one over `router` and `luSerializer`
+   */
+  readonly commands?: CommandPipeline;
+  /** Turns per LU for the default pipeline (shared with ControlService's when the server builds both). */
   readonly luSerializer?: LuSerializer;
   /** Changers' element views by LU id: written by audits, reused by ListLoaders while fresh. */
   readonly elementViews?: { set(luId: string, view: ElementView): void };

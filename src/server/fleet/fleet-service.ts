@@ -44,6 +44,7 @@ import { planDesired, planTakeover } from './planner.js';
 import type { UnitPlan } from './plan-model.js';
 import { newOperationId, runRollout, type RolloutSettings } from './rollout.js';
 import { ElementViewCache, listLoaders } from './loaders.js';
+import { actorOnBehalfOf, ANONYMOUS, defaultPrincipalOf } from '../history.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
 
 /** Rollout defaults. */
@@ -99,6 +100,7 @@ function purposeOf(value: string, field: string): KeyPurpose {
 export function rolloutSettings(
   options: RolloutOptions | undefined,
   verb: string,
+  principal: string = ANONYMOUS,
 ): RolloutSettings {
   const o = options;
   const bounded = (value: number | undefined, field: string, fallback: number, max: number) => {
@@ -134,7 +136,8 @@ export function rolloutSettings(
     operationId,
     reason: o?.reason ?? '',
     dryRun: o?.dryRun ?? false,
-    actor: `fleet:${verb}:${operationId}`,
+    // The authenticated principal; the client's operation id is in every journal key and the history's reason.
+    actor: principal,
   };
 }
 
@@ -227,19 +230,17 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
       return { keys: records.map(keyRecordToProto) };
     },
 
-    async revokeKey(request) {
+    async revokeKey(request, ctx) {
       if (request.key === 0n) throw invalidArgument('key', 'required (0 is "no key")');
       if (request.revokedBy === '') throw invalidArgument('revoked_by', 'required');
+      const by = actorOnBehalfOf(defaultPrincipalOf(ctx), request.revokedBy);
       const record = await mapStore(() =>
         store.keys.revoke(request.key, {
-          by: request.revokedBy,
+          by,
           ...(request.reason === '' ? {} : { reason: request.reason }),
         }),
       );
-      log.info(
-        { key: formatKey(record.key), by: request.revokedBy, reason: request.reason },
-        'key revoked',
-      );
+      log.info({ key: formatKey(record.key), by, reason: request.reason }, 'key revoked');
       return { key: keyRecordToProto(record) };
     },
 
@@ -260,13 +261,14 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
       });
     },
 
-    async setDesiredState(request) {
+    async setDesiredState(request, ctx) {
       const scope = toStoreScope(request.scope, 'scope');
       const state = validateDesiredState(request.state, scope);
       if (request.updatedBy === '') throw invalidArgument('updated_by', 'required');
+      const by = actorOnBehalfOf(defaultPrincipalOf(ctx), request.updatedBy);
       const record = await mapStore(() =>
         store.desired.put(scope, desiredStateJson(state), {
-          actor: request.updatedBy,
+          actor: by,
           ...(request.expectedVersion === undefined
             ? {}
             : { expectedVersion: request.expectedVersion }),
@@ -299,7 +301,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         }
       }
       log.info(
-        { scope, version: record.version, by: request.updatedBy, warnings: warnings.length },
+        { scope, version: record.version, by, warnings: warnings.length },
         'desired state set',
       );
       return { record: recordToProto(record), warnings };
@@ -353,7 +355,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
     },
 
     async *apply(request, ctx) {
-      const settings = rolloutSettings(request.options, 'apply');
+      const settings = rolloutSettings(request.options, 'apply', defaultPrincipalOf(ctx));
       const given = checkSteps(request.steps);
       const selected = selectUnits(deps.devices, request.selector);
       const units = given.size === 0 ? selected : selected.filter((u) => given.has(u.luId));
@@ -384,7 +386,7 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
     },
 
     async *takeover(request, ctx) {
-      const settings = rolloutSettings(request.options, 'takeover');
+      const settings = rolloutSettings(request.options, 'takeover', defaultPrincipalOf(ctx));
       const sel = request.selector;
       if (sel === undefined || (sel.loaderIds.length === 0 && sel.luIds.length === 0)) {
         throw invalidArgument(

@@ -8,12 +8,6 @@ export {
 } from './fleet-service.js';
 export type { FleetDeps, FleetStore } from './deps.js';
 export { runAudit, AUDIT_DEFAULTS } from './audit.js';
-export {
-  runRollout,
-  judgeEffect,
-  preconditionMismatch,
-  type RolloutSettings,
-  type RolloutInput,
-} from './rollout.js';
+export { runRollout, judgeEffect, type RolloutSettings, type RolloutInput } from './rollout.js';
 export { planDesired, planTakeover, type UnitDesire, type TakeoverSpec } from './planner.js';
 export { selectUnits, type SelectedUnit } from './selection.js';

@@ -11,17 +11,16 @@ import {
   StepState,
   type Finding,
 } from '../../gen/prfleet/v1/fleet.js';
-import {
-  CommandResult,
-  Outcome,
-  outcomeToJSON,
-  PrinAction,
-  ProutAction,
-  proutActionToJSON,
-} from '../../gen/prfleet/v1/scsi.js';
+import { CommandResult, Outcome, outcomeToJSON, PrinAction } from '../../gen/prfleet/v1/scsi.js';
+import { RichServerError, PreconditionFailure } from 'nice-grpc-error-details';
 import { msToDuration } from '../../common/command.js';
-import { summarizeRpcError } from '../../common/errors.js';
-import { formatKey } from '../../common/key-layout.js';
+import { ErrorReason, summarizeRpcError } from '../../common/errors.js';
+import { createCommandPipeline, type CommandPipeline } from '../commands/pipeline.js';
+import { PRECONDITION_UNREADABLE } from '../commands/precondition.js';
+import { judgeEffect as judgeProutEffect, type LuPrState } from '../commands/reconcile.js';
+import { historyEntryOf } from '../commands/record.js';
+import type { CommandInput, ReservationState, Settle } from '../commands/types.js';
+import { createMemoryJournal } from '../journal.js';
 import type { JsonValue, OperationEntry } from '../store/index.js';
 import { AsyncQueue } from '../async-queue.js';
 import { analyzeUnit, type UnitAnalysis } from './analyze.js';
@@ -89,6 +88,49 @@ const RECONCILE_POLL_MS = 100;
 
 type StepVerdict = 'succeeded' | 'failed' | 'superseded';
 
+/** A step's precondition as checked: unreadable (`error`), differing (`mismatch`), or held (with the state read). */
+interface PreconditionCheck {
+  readonly error?: string;
+  readonly mismatch: string;
+  readonly read?: Precondition;
+}
+
+/** The precondition a next step expects after this READ RESERVATION (no holder for all-registrants types). */
+function expectationOf(r: ReservationState): Precondition {
+  return Precondition.fromPartial({
+    expectedGeneration: r.generation,
+    ...(r.reserved && isAllRegistrants(r.type)
+      ? {}
+      : { expectedHolderKey: r.reserved ? r.key : 0n }),
+  });
+}
+
+/** True when the pipeline refused because the precondition's read failed (not because it differed). */
+function preconditionUnreadable(error: unknown): boolean {
+  return (
+    error instanceof RichServerError &&
+    error.extra.some(
+      (d) =>
+        d.$type === PreconditionFailure.$type && d.violations[0]?.type === PRECONDITION_UNREADABLE,
+    )
+  );
+}
+
+/** The fleet's own pipeline when the server gives none (tests of the engine alone). */
+function pipelineOf(deps: FleetDeps): CommandPipeline {
+  return (
+    deps.commands ??
+    createCommandPipeline({
+      router: deps.router,
+      // Fleet steps journal themselves ('caller'); this journal is never used.
+      journal: createMemoryJournal(),
+      marginMs: 0,
+      log: deps.log,
+      luSerializer: deps.luSerializer,
+    })
+  );
+}
+
 interface Completed {
   readonly step: PlanStep;
   /** Generation and holder right after the step (the next read), the rollback's precondition. */
@@ -116,78 +158,10 @@ function delay(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Compares a READ RESERVATION answer with a step's precondition; returns what differs ('' when it holds). */
-export function preconditionMismatch(
-  pre: Precondition | undefined,
-  got: { generation: number; reserved: boolean; key: bigint; type: number },
-): string {
-  if (pre === undefined) return '';
-  const out: string[] = [];
-  if (pre.expectedGeneration !== undefined && got.generation !== pre.expectedGeneration) {
-    out.push(`PRgeneration is ${got.generation}, expected ${pre.expectedGeneration}`);
-  }
-  const holder = pre.expectedHolderKey;
-  if (holder !== undefined) {
-    if (holder === 0n && got.reserved)
-      out.push(`reserved by ${formatKey(got.key)}, expected no reservation`);
-    if (holder !== 0n && (!got.reserved || got.key !== holder)) {
-      out.push(
-        got.reserved
-          ? `holder is ${formatKey(got.key)}, expected ${formatKey(holder)}`
-          : `not reserved, expected holder ${formatKey(holder)}`,
-      );
-    }
-  }
-  return out.join('; ');
-}
-
-/** What a fresh read says about whether `step` took effect since `pre`. */
-export function judgeEffect(
-  step: PlanStep,
-  state: {
-    generation: number;
-    keys: readonly bigint[];
-    reserved: boolean;
-    holderKey: bigint;
-    type: number;
-  },
-): 'applied' | 'not-applied' | 'other' {
-  const p = step.prout;
-  const preGen = step.precondition?.expectedGeneration;
-  if (p === undefined) return 'other';
-  const genSame = preGen !== undefined && state.generation === preGen;
-  const genMoved = preGen === undefined || state.generation !== preGen;
-  switch (p.action) {
-    case ProutAction.PROUT_ACTION_REGISTER:
-    case ProutAction.PROUT_ACTION_REGISTER_AND_IGNORE_EXISTING_KEY:
-      if (p.serviceActionKey !== 0n) {
-        if (genMoved && state.keys.includes(p.serviceActionKey)) return 'applied';
-        return genSame ? 'not-applied' : 'other';
-      }
-      if (preGen !== undefined && state.generation === preGen + 1) return 'applied';
-      return genSame ? 'not-applied' : 'other';
-    case ProutAction.PROUT_ACTION_RESERVE:
-      if (
-        state.reserved &&
-        state.type === p.type &&
-        (state.holderKey === p.reservationKey || isAllRegistrants(p.type))
-      )
-        return 'applied';
-      return !state.reserved && (preGen === undefined || genSame) ? 'not-applied' : 'other';
-    case ProutAction.PROUT_ACTION_RELEASE:
-      if (
-        !state.reserved ||
-        (state.holderKey !== p.reservationKey && !isAllRegistrants(state.type))
-      )
-        return 'applied';
-      return 'not-applied';
-    case ProutAction.PROUT_ACTION_PREEMPT:
-    case ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT:
-      if (genMoved && !state.keys.includes(p.serviceActionKey)) return 'applied';
-      return genSame && state.keys.includes(p.serviceActionKey) ? 'not-applied' : 'other';
-    default:
-      return 'other';
-  }
+/** What a fresh read says about whether `step` took effect since its precondition (see commands/reconcile.ts). */
+export function judgeEffect(step: PlanStep, state: LuPrState): 'applied' | 'not-applied' | 'other' {
+  if (step.prout === undefined) return 'other';
+  return judgeProutEffect(step.prout, step.precondition?.expectedGeneration, state);
 }
 
 function resultJson(result: CommandResult | undefined, extra: AttemptRecord): JsonValue {
@@ -243,6 +217,7 @@ class Rollout {
   private abortMessage = '';
   private readonly completed = new Map<string, Completed[]>();
   private readonly started = performance.now();
+  private readonly commands: CommandPipeline;
 
   constructor(
     private readonly deps: FleetDeps,
@@ -251,6 +226,7 @@ class Rollout {
     private readonly emit: (event: RolloutEvent) => void,
   ) {
     this.s = input.settings;
+    this.commands = pipelineOf(deps);
     if (signal.aborted) this.stop.abort();
     else signal.addEventListener('abort', () => this.halt('the caller cancelled'), { once: true });
   }
@@ -574,57 +550,42 @@ class Rollout {
   }
 
   /**
-   * The step's precondition read and, when it holds, the step itself, in one turn of the LU: no other PROUT
-   * through this server (ControlService or another rollout) lands between them.
+   * The step through the command pipeline: its precondition read and the PROUT in one turn of the LU (no other
+   * PROUT through this server lands between them), the outcome journaled with its history entry.
    */
-  private checkAndSend(
+  private async checkAndSend(
     unit: SelectedUnit,
     step: PlanStep,
     phase: RolloutPhase,
-  ): Promise<{
-    check: Awaited<ReturnType<Rollout['checkPrecondition']>>;
-    verdict?: Awaited<ReturnType<Rollout['sendStep']>>;
-  }> {
-    const turn = async () => {
-      const check = await this.checkPrecondition(unit, step);
-      if (check.error !== undefined || check.mismatch !== '') return { check };
-      return { check, verdict: await this.sendStep(unit, step, phase) };
-    };
-    return this.deps.luSerializer === undefined
-      ? turn()
-      : this.deps.luSerializer.run(unit.luId, turn);
+  ): Promise<{ check: PreconditionCheck; verdict?: StepVerdict }> {
+    const onPath = unit.paths.some(
+      (p) => p.agent.hello.agentId === step.agentId && p.path.path === step.path,
+    );
+    if (!onPath)
+      return {
+        check: {
+          error: `${step.agentId}:${step.path} is not a path to ${unit.luId}`,
+          mismatch: '',
+        },
+      };
+    const sent = await this.sendStep(unit, step, phase);
+    return 'check' in sent ? { check: sent.check } : { check: sent.ok, verdict: sent.verdict };
   }
 
-  /** READ RESERVATION through the step's own path, compared with its precondition. */
-  private async checkPrecondition(
-    unit: SelectedUnit,
-    step: PlanStep,
-  ): Promise<{ error?: string; mismatch: string; read?: Precondition }> {
+  /** READ RESERVATION through the step's own path: the state a rollback step expects next. */
+  private async readPost(unit: SelectedUnit, step: PlanStep): Promise<Precondition | undefined> {
     const fleetPath = unit.paths.find(
       (p) => p.agent.hello.agentId === step.agentId && p.path.path === step.path,
     );
-    if (fleetPath === undefined)
-      return { error: `${step.agentId}:${step.path} is not a path to ${unit.luId}`, mismatch: '' };
+    if (fleetPath === undefined) return undefined;
     const read = await readThrough(
       fleetPath,
       PrinAction.PRIN_ACTION_READ_RESERVATION,
       this.readContext(),
       unit.luId,
     );
-    if (read.error !== undefined || read.result.data?.$case !== 'readReservation') {
-      return {
-        error: `precondition could not be checked: ${read.error ?? 'no reservation data'}`,
-        mismatch: '',
-      };
-    }
-    const r = read.result.data.value;
-    const got = Precondition.fromPartial({
-      expectedGeneration: r.generation,
-      ...(r.reserved && isAllRegistrants(r.type)
-        ? {}
-        : { expectedHolderKey: r.reserved ? r.key : 0n }),
-    });
-    return { mismatch: preconditionMismatch(step.precondition, r), read: got };
+    if (read.error !== undefined || read.result.data?.$case !== 'readReservation') return undefined;
+    return expectationOf(read.result.data.value);
   }
 
   /** Reads keys and reservation through any online path (the step's first), for reconciliation. */
@@ -655,36 +616,78 @@ class Rollout {
     return undefined;
   }
 
-  private async history(
-    step: PlanStep,
-    result: CommandResult | undefined,
-    outcome: string,
-    key: string,
-  ): Promise<void> {
-    const p = step.prout;
-    if (p === undefined) return;
-    try {
-      await this.deps.store.history.append({
-        actor: this.s.actor,
+  /** The pipeline input of a step's PROUT under journal key `key`. */
+  private stepInput(step: PlanStep, key: string, precondition: boolean): CommandInput {
+    const path = this.input.units
+      .find((u) => u.luId === step.luId)
+      ?.paths.find((p) => p.agent.hello.agentId === step.agentId && p.path.path === step.path);
+    return {
+      target: {
         agentId: step.agentId,
         path: step.path,
         luId: step.luId,
-        action: proutActionToJSON(p.action),
-        reservationKey: p.reservationKey,
-        serviceActionKey: p.serviceActionKey,
-        ...(p.type === 0 ? {} : { prType: p.type }),
-        outcome,
-        ...(result === undefined || result.outcome === Outcome.OUTCOME_UNKNOWN
-          ? {}
-          : { status: result.status }),
-        ...(result?.sense ? { sense: Buffer.from(result.sense.raw).toString('hex') } : {}),
-        ...(result?.commandId ? { commandId: result.commandId } : {}),
+        capabilities: path?.path.capabilities,
+      },
+      command: Command.fromPartial({
+        path: step.path,
         idempotencyKey: key,
-        reason: this.s.reason || `fleet rollout ${this.s.operationId}`,
-      });
-    } catch (e) {
-      this.deps.log.error({ err: e, idempotencyKey: key }, 'history append failed');
-    }
+        kind: { $case: 'prout', value: ProutCommand.fromPartial(step.prout ?? {}) },
+      }),
+      actor: this.s.actor,
+      reason: this.s.reason || `fleet rollout ${this.s.operationId}`,
+      precondition: precondition ? step.precondition : undefined,
+      timeoutMs: this.s.timeoutMs,
+      journal: 'caller',
+      journalKey: key,
+    };
+  }
+
+  /**
+   * How a step attempt's outcome is written: journal record and history entry in one transaction (a result that
+   * never reached the device gets no history entry; a duplicate refusal changes nothing, the first copy runs).
+   */
+  private settleStep(key: string, note?: string): Settle {
+    const journal = this.deps.store.journal;
+    return async (result, history) => {
+      const name = outcomeToJSON(result.outcome);
+      const base = {
+        outcome: name,
+        commandId: result.commandId,
+        ...(note ? { message: note } : {}),
+      };
+      switch (result.outcome) {
+        case Outcome.OUTCOME_GOOD:
+          await journal.complete(
+            key,
+            resultJson(result, { ...base, sent: true, applied: true }),
+            history,
+          );
+          return;
+        case Outcome.OUTCOME_REFUSED:
+        case Outcome.OUTCOME_OS_ERROR:
+          if (result.message.includes('duplicate idempotency key')) return;
+          await journal.complete(
+            key,
+            resultJson(result, { ...base, sent: false, applied: false, message: result.message }),
+          );
+          return;
+        case Outcome.OUTCOME_UNKNOWN:
+        case Outcome.OUTCOME_TIMEOUT:
+        case Outcome.OUTCOME_TRANSPORT_ERROR:
+          await journal.markUnknown(
+            key,
+            resultJson(result, { ...base, sent: true, applied: false, message: result.message }),
+            history,
+          );
+          return;
+        default:
+          await journal.complete(
+            key,
+            resultJson(result, { ...base, sent: true, applied: false }),
+            history,
+          );
+      }
+    };
   }
 
   /** Journal key prefix of a step's attempts: `fleet/<operation>/[rollback/]<step id>`. */
@@ -736,15 +739,20 @@ class Rollout {
     return { attempt };
   }
 
-  /** Sends one step at most once (see priorAttempts): begins a journaled attempt, dispatches, records the result. */
+  /**
+   * Sends one step at most once (see priorAttempts): begins a journaled attempt, then runs it through the
+   * pipeline (precondition, LU turn, outcome record, dispatch). A precondition that does not hold frees the
+   * attempt and is reported as the check.
+   */
   private async sendStep(
     unit: SelectedUnit,
     step: PlanStep,
     phase: RolloutPhase,
-  ): Promise<StepVerdict> {
+  ): Promise<{ check: PreconditionCheck } | { ok: PreconditionCheck; verdict: StepVerdict }> {
     const journal = this.deps.store.journal;
+    const held: PreconditionCheck = { mismatch: '' };
     const prior = await this.priorAttempts(unit, step, phase);
-    if (prior.verdict !== undefined) return prior.verdict;
+    if (prior.verdict !== undefined) return { ok: held, verdict: prior.verdict };
     const key = `${this.attemptBase(step, phase)}/${prior.attempt}`;
     const begun = await journal.begin({
       idempotencyKey: key,
@@ -753,6 +761,7 @@ class Rollout {
         operationId: this.s.operationId,
         phase: phase === RolloutPhase.ROLLOUT_PHASE_ROLLBACK ? 'rollback' : 'forward',
         step: PlanStep.toJSON(step) as JsonValue,
+        actor: this.s.actor,
       },
       owner: this.deps.instanceId ?? 'fleet',
     });
@@ -762,10 +771,13 @@ class Rollout {
         idempotencyKey: key,
         message: 'journal: this attempt was claimed concurrently; reconciling',
       });
-      return this.reconcile(unit, step, phase, key);
+      return { ok: held, verdict: await this.reconcile(unit, step, phase, key) };
     }
-    this.stepEvent(step, StepState.STEP_STATE_STARTED, phase, { idempotencyKey: key });
-    const outcome = await this.dispatchProut(step, key);
+    const outcome = await this.dispatchProut(step, key, phase, { precondition: true });
+    if (outcome.kind === 'precondition') {
+      await journal.abandon(key);
+      return { check: outcome.check };
+    }
     if (outcome.kind === 'not-sent') {
       await journal.complete(
         key,
@@ -780,104 +792,85 @@ class Rollout {
         idempotencyKey: key,
         message: `not sent: ${outcome.message}`,
       });
-      return 'failed';
+      return { ok: held, verdict: 'failed' };
     }
-    const result = outcome.result;
+    const { result } = outcome;
+    const ok: PreconditionCheck =
+      outcome.before === undefined ? held : { mismatch: '', read: expectationOf(outcome.before) };
     const name = outcomeToJSON(result.outcome);
+    const fields = { result, idempotencyKey: key };
     switch (result.outcome) {
       case Outcome.OUTCOME_GOOD:
-        await journal.complete(
-          key,
-          resultJson(result, {
-            sent: true,
-            outcome: name,
-            applied: true,
-            commandId: result.commandId,
-          }),
-        );
-        await this.history(step, result, name, key);
-        this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, {
-          result,
-          idempotencyKey: key,
-        });
-        return 'succeeded';
+        this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, fields);
+        return { ok, verdict: 'succeeded' };
       case Outcome.OUTCOME_REFUSED:
       case Outcome.OUTCOME_OS_ERROR:
         // Nothing reached the device.
-        await journal.complete(
-          key,
-          resultJson(result, {
-            sent: false,
-            outcome: name,
-            applied: false,
-            message: result.message,
-          }),
-        );
         this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
-          result,
-          idempotencyKey: key,
+          ...fields,
           message: `not run: ${result.message}`,
         });
-        return 'failed';
+        return { ok, verdict: 'failed' };
       case Outcome.OUTCOME_UNKNOWN:
       case Outcome.OUTCOME_TIMEOUT:
       case Outcome.OUTCOME_TRANSPORT_ERROR:
-        await journal.markUnknown(
-          key,
-          resultJson(result, {
-            sent: true,
-            outcome: name,
-            applied: false,
-            message: result.message,
-          }),
-        );
-        await this.history(step, result, name, key);
         this.stepEvent(step, StepState.STEP_STATE_UNKNOWN, phase, {
-          result,
-          idempotencyKey: key,
+          ...fields,
           message: `${name}: ${result.message || 'the effect is unknown'}; reconciling by reading the LU`,
         });
-        return this.reconcile(unit, step, phase, key);
+        return { ok, verdict: await this.reconcile(unit, step, phase, key) };
       default:
-        await journal.complete(
-          key,
-          resultJson(result, {
-            sent: true,
-            outcome: name,
-            applied: false,
-            commandId: result.commandId,
-          }),
-        );
-        await this.history(step, result, name, key);
         this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
-          result,
-          idempotencyKey: key,
+          ...fields,
           message: `the device answered ${name}${result.sense ? ` (${result.sense.description})` : ''}`,
         });
-        return 'failed';
+        return { ok, verdict: 'failed' };
     }
   }
 
-  /** Dispatches the PROUT without the caller's signal: once sent, its result is awaited, never abandoned. */
+  /**
+   * Runs the step's PROUT through the pipeline without the caller's signal: once sent, its result is awaited,
+   * never abandoned. The outcome is journaled (with its history entry) by settleStep before this returns.
+   */
   private async dispatchProut(
     step: PlanStep,
     key: string,
-  ): Promise<{ kind: 'result'; result: CommandResult } | { kind: 'not-sent'; message: string }> {
-    const command = Command.fromPartial({
-      path: step.path,
-      idempotencyKey: key,
-      kind: { $case: 'prout', value: ProutCommand.fromPartial(step.prout ?? {}) },
-    });
+    phase: RolloutPhase,
+    how: { precondition: boolean; note?: string },
+  ): Promise<
+    | { kind: 'result'; result: CommandResult; before?: ReservationState }
+    | { kind: 'not-sent'; message: string }
+    | { kind: 'precondition'; check: PreconditionCheck }
+  > {
+    const input: CommandInput = {
+      ...this.stepInput(step, key, how.precondition),
+      settle: this.settleStep(key, how.note),
+      ...(how.precondition
+        ? {
+            onSend: () =>
+              this.stepEvent(step, StepState.STEP_STATE_STARTED, phase, { idempotencyKey: key }),
+          }
+        : {}),
+    };
     try {
-      const result = await this.deps.router.dispatch(step.agentId, command, {
-        timeoutMs: this.s.timeoutMs,
-        luId: step.luId,
-      });
-      return { kind: 'result', result };
+      const output = await this.commands.run(input, {});
+      return {
+        kind: 'result',
+        result: output.result,
+        ...(output.before === undefined ? {} : { before: output.before }),
+      };
     } catch (e) {
       if (isAbortError(e)) throw e;
       const summary = summarizeRpcError(e);
       if (summary === undefined) throw e;
+      if (summary.reason === ErrorReason.PRECONDITION_MISMATCH) {
+        return {
+          kind: 'precondition',
+          check: preconditionUnreadable(e)
+            ? { error: summary.message, mismatch: '' }
+            : { mismatch: summary.message },
+        };
+      }
       return { kind: 'not-sent', message: `${summary.codeName}: ${summary.message}` };
     }
   }
@@ -907,6 +900,10 @@ class Rollout {
       }
       const verdict = judgeEffect(step, state);
       if (verdict === 'applied') {
+        const history = {
+          ...historyEntryOf(this.stepInput(step, key, false), CommandResult.fromPartial({})),
+          outcome: 'RECONCILED_APPLIED',
+        };
         await journal.complete(
           key,
           resultJson(undefined, {
@@ -915,8 +912,8 @@ class Rollout {
             applied: true,
             message: `read generation ${state.generation}`,
           }),
+          history,
         );
-        await this.history(step, undefined, 'RECONCILED_APPLIED', key);
         this.stepEvent(step, StepState.STEP_STATE_RECONCILED_APPLIED, phase, {
           idempotencyKey: key,
           message: `the LU shows the step took effect (PRgeneration ${state.generation})`,
@@ -931,26 +928,18 @@ class Rollout {
         return 'superseded';
       }
       if (!resent) {
-        const again = await this.dispatchProut(step, key);
-        if (again.kind === 'not-sent') {
-          lastWhy = again.message;
+        const again = await this.dispatchProut(step, key, phase, {
+          precondition: false,
+          note: 're-sent after reconciliation showed it had not run',
+        });
+        if (again.kind !== 'result') {
+          lastWhy = again.kind === 'not-sent' ? again.message : again.check.mismatch;
           await delay(RECONCILE_POLL_MS);
           continue;
         }
         const r = again.result;
         const name = outcomeToJSON(r.outcome);
         if (r.outcome === Outcome.OUTCOME_GOOD) {
-          await journal.complete(
-            key,
-            resultJson(r, {
-              sent: true,
-              outcome: name,
-              applied: true,
-              commandId: r.commandId,
-              message: 're-sent after reconciliation showed it had not run',
-            }),
-          );
-          await this.history(step, r, name, key);
           this.stepEvent(step, StepState.STEP_STATE_SUCCEEDED, phase, {
             result: r,
             idempotencyKey: key,
@@ -977,17 +966,6 @@ class Rollout {
           lastWhy = `${name} again`;
           continue;
         }
-        const applied = false;
-        await journal.complete(
-          key,
-          resultJson(r, {
-            sent: r.outcome !== Outcome.OUTCOME_REFUSED && r.outcome !== Outcome.OUTCOME_OS_ERROR,
-            outcome: name,
-            applied,
-            commandId: r.commandId,
-          }),
-        );
-        await this.history(step, r, name, key);
         this.stepEvent(step, StepState.STEP_STATE_FAILED, phase, {
           result: r,
           idempotencyKey: key,
@@ -1058,12 +1036,9 @@ class Rollout {
             }
             if (verdict !== 'succeeded') break;
             this.rolledBack += 1;
-            const after = await this.checkPrecondition(
-              unit,
-              PlanStep.fromPartial({ ...undo, precondition: Precondition.fromPartial({}) }),
-            );
-            if (after.read === undefined) break;
-            expected = after.read;
+            const after = await this.readPost(unit, undo);
+            if (after === undefined) break;
+            expected = after;
           }
         } finally {
           lanes.release();

@@ -65,11 +65,12 @@ export function createStoreCommandJournal(
         ? { kind: 'started' }
         : { kind: 'exists', entry: toJournalEntry(outcome.entry) };
     },
-    async complete(key, result) {
+    async complete(key, result, history) {
       const json = CommandResult.toJSON(CommandResult.fromPartial(result)) as JsonValue;
       try {
-        if (result.outcome === Outcome.OUTCOME_UNKNOWN) await journal.markUnknown(key, json);
-        else await journal.complete(key, json);
+        if (result.outcome === Outcome.OUTCOME_UNKNOWN)
+          await journal.markUnknown(key, json, history);
+        else await journal.complete(key, json, history);
       } catch (error) {
         if (error instanceof NotFoundError || error instanceof JournalStateError) return;
         throw error;

@@ -124,7 +124,43 @@ export interface PRoutHistory {
   list(filter?: HistoryFilter): Promise<HistoryEntry[]>;
   /** Checks the whole chain: every hash, every link, and the head. Reads in pages. */
   verify(): Promise<HistoryVerification>;
+  /**
+   * Journal entries settled as sent (done or unknown) that have no history entry, oldest first: a gap the
+   * one-transaction completion prevents, left by older servers or a completion that could not be written.
+   */
+  unrecorded(limit?: number): Promise<UnrecordedOperation[]>;
 }
+
+/** A journal entry whose PROUT has no history entry (see PRoutHistory.unrecorded). */
+export interface UnrecordedOperation {
+  /** The journal key. */
+  readonly journalKey: string;
+  /** The idempotency key its history entry would carry. */
+  readonly idempotencyKey: string;
+  /** The journaled request and result (to rebuild the entry). */
+  readonly request: unknown;
+  readonly result: unknown;
+  readonly state: 'done' | 'unknown';
+  readonly createdAt: Date;
+}
+
+/**
+ * ControlService entries carry the command as sent in request.record (the history key is its raw idempotency
+ * key); fleet attempts are `fleet-step` requests whose result says whether it reached the device.
+ */
+const UNRECORDED_SQL = `
+SELECT o.idempotency_key AS journal_key,
+       COALESCE(o.request->'record'->'command'->>'idempotencyKey', o.idempotency_key) AS idempotency_key,
+       o.request, o.result, o.state, o.created_at
+FROM operations o
+WHERE o.state IN ('done', 'unknown')
+  AND (o.request ? 'record'
+       OR (o.request->>'kind' = 'fleet-step' AND COALESCE(o.result->>'sent', 'false') = 'true'))
+  AND NOT EXISTS (
+    SELECT 1 FROM history h
+    WHERE h.idempotency_key = COALESCE(o.request->'record'->'command'->>'idempotencyKey', o.idempotency_key))
+ORDER BY o.created_at, o.idempotency_key
+LIMIT $1`;
 
 interface HistoryRow {
   seq: number;
@@ -397,5 +433,23 @@ export function createPRoutHistory(db: Db): PRoutHistory {
       return r.rows.map(toEntry);
     },
     verify: () => verifyHistory(db),
+    async unrecorded(limit = 100) {
+      const r = await db.query<{
+        journal_key: string;
+        idempotency_key: string;
+        request: unknown;
+        result: unknown;
+        state: 'done' | 'unknown';
+        created_at: Date;
+      }>(UNRECORDED_SQL, [limit]);
+      return r.rows.map((row) => ({
+        journalKey: row.journal_key,
+        idempotencyKey: row.idempotency_key,
+        request: row.request,
+        result: row.result,
+        state: row.state,
+        createdAt: row.created_at,
+      }));
+    },
   };
 }

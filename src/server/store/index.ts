@@ -40,6 +40,7 @@ export {
   type HistoryFilter,
   type HistoryProblem,
   type HistoryVerification,
+  type UnrecordedOperation,
 } from './history.js';
 export type { DesiredStateStore, DesiredStateRecord, DesiredScope } from './desired-state.js';
 export { createStoreCommandJournal, type StoreCommandJournalOptions } from './command-journal.js';

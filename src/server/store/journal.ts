@@ -1,6 +1,7 @@
 import { canonicalHash, canonicalJson, type JsonValue } from './canonical-json.js';
 import type { Db } from './db.js';
 import { JournalStateError, NotFoundError, StoreInputError } from './errors.js';
+import { appendHistory, type HistoryEntryInput } from './history.js';
 
 /** Where an operation stands: sent and waiting, finished with a result, or its fate unknown. */
 export type OperationState = 'pending' | 'done' | 'unknown';
@@ -55,15 +56,26 @@ export interface OperationJournal {
    */
   begin(request: BeginRequest): Promise<BeginOutcome>;
   /**
-   * Records the result: pending or unknown → done (a late result after UNKNOWN is still the truth).
+   * Records the result: pending or unknown → done (a late result after UNKNOWN is still the truth), and appends
+   * `history` (the PROUT's history entry) in the same transaction: both are written or neither.
    * Throws NotFoundError for an unknown key, JournalStateError when already done.
    */
-  complete(idempotencyKey: string, result: JsonValue): Promise<OperationEntry>;
+  complete(
+    idempotencyKey: string,
+    result: JsonValue,
+    history?: HistoryEntryInput,
+  ): Promise<OperationEntry>;
   /**
-   * Marks a pending operation `unknown` (its agent vanished mid-command), with what is known. Repeating it
-   * changes nothing. Throws NotFoundError for an unknown key, JournalStateError when already done.
+   * Marks a pending operation `unknown` (its agent vanished mid-command), with what is known, and appends
+   * `history` in the same transaction. Repeating it changes the entry no more (the history entry of a command
+   * sent again under the key is still appended). Throws NotFoundError for an unknown key, JournalStateError when
+   * already done.
    */
-  markUnknown(idempotencyKey: string, result: JsonValue): Promise<OperationEntry>;
+  markUnknown(
+    idempotencyKey: string,
+    result: JsonValue,
+    history?: HistoryEntryInput,
+  ): Promise<OperationEntry>;
   /**
    * Deletes a pending entry whose command was never sent (refused before dispatch), so the key can be used
    * again. Returns false when the key is absent or no longer pending (a sent command is never forgotten).
@@ -109,8 +121,11 @@ function toEntry(row: OperationRow): OperationEntry {
   };
 }
 
-/** Longest idempotency key, in characters: the server accepts up to 256 bytes of UTF-8, never more characters. */
-export const MAX_IDEMPOTENCY_KEY_CHARS = 256;
+/**
+ * Longest journal key, in characters: a caller's key (at most 256 bytes of UTF-8) scoped by its principal's
+ * name (see scopedKey in src/server/commands/keys.ts), or a fleet attempt key.
+ */
+export const MAX_IDEMPOTENCY_KEY_CHARS = 1024;
 
 function requireIdempotencyKey(value: unknown): string {
   if (typeof value !== 'string' || value === '' || value.length > MAX_IDEMPOTENCY_KEY_CHARS) {
@@ -124,8 +139,8 @@ function requireIdempotencyKey(value: unknown): string {
 
 /** Builds the operation journal over `db`. */
 export function createOperationJournal(db: Db): OperationJournal {
-  async function get(key: string): Promise<OperationEntry | undefined> {
-    const r = await db.query<OperationRow>(
+  async function get(key: string, on: Db = db): Promise<OperationEntry | undefined> {
+    const r = await on.query<OperationRow>(
       `SELECT ${COLUMNS} FROM operations WHERE idempotency_key = $1`,
       [key],
     );
@@ -137,16 +152,33 @@ export function createOperationJournal(db: Db): OperationJournal {
     result: JsonValue,
     to: 'done' | 'unknown',
     from: readonly OperationState[],
+    history: HistoryEntryInput | undefined,
+  ): Promise<OperationEntry> {
+    if (history === undefined) return transitionOn(db, key, result, to, from);
+    // One transaction: a crash (or a lost connection) leaves both written or neither.
+    return db.transaction(async (tx) => {
+      const entry = await transitionOn(tx, key, result, to, from);
+      await appendHistory(tx, history);
+      return entry;
+    });
+  }
+
+  async function transitionOn(
+    on: Db,
+    key: string,
+    result: JsonValue,
+    to: 'done' | 'unknown',
+    from: readonly OperationState[],
   ): Promise<OperationEntry> {
     requireIdempotencyKey(key);
     const json = canonicalJson(result, 'result');
-    const updated = await db.query<OperationRow>(
+    const updated = await on.query<OperationRow>(
       `UPDATE operations SET state = $2, result = $3::text::jsonb, updated_at = now()
        WHERE idempotency_key = $1 AND state = ANY($4::text[]) RETURNING ${COLUMNS}`,
       [key, to, json, from],
     );
     if (updated.rows[0]) return toEntry(updated.rows[0]);
-    const existing = await get(key);
+    const existing = await get(key, on);
     if (!existing)
       throw new NotFoundError(
         `unknown idempotency key: ${JSON.stringify(key)} has no journal entry`,
@@ -178,8 +210,9 @@ export function createOperationJournal(db: Db): OperationJournal {
         );
       return { kind: existing.requestHash === hash ? 'existing' : 'mismatch', entry: existing };
     },
-    complete: (key, result) => transition(key, result, 'done', ['pending', 'unknown']),
-    markUnknown: (key, result) => transition(key, result, 'unknown', ['pending']),
+    complete: (key, result, history) =>
+      transition(key, result, 'done', ['pending', 'unknown'], history),
+    markUnknown: (key, result, history) => transition(key, result, 'unknown', ['pending'], history),
     async abandon(key) {
       const r = await db.query(
         `DELETE FROM operations WHERE idempotency_key = $1 AND state = 'pending'`,

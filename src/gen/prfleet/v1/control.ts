@@ -38,6 +38,8 @@ export enum HistoryProblem {
   HISTORY_PROBLEM_REORDERED = 3,
   /** HISTORY_PROBLEM_TRUNCATED - The last entry is not the recorded head: entries at the end were removed. */
   HISTORY_PROBLEM_TRUNCATED = 4,
+  /** HISTORY_PROBLEM_UNRECORDED - The journal records a PROUT as sent that has no history entry (seq is 0; the message names its key). */
+  HISTORY_PROBLEM_UNRECORDED = 5,
   UNRECOGNIZED = -1,
 }
 
@@ -58,6 +60,9 @@ export function historyProblemFromJSON(object: any): HistoryProblem {
     case 4:
     case "HISTORY_PROBLEM_TRUNCATED":
       return HistoryProblem.HISTORY_PROBLEM_TRUNCATED;
+    case 5:
+    case "HISTORY_PROBLEM_UNRECORDED":
+      return HistoryProblem.HISTORY_PROBLEM_UNRECORDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -77,6 +82,8 @@ export function historyProblemToJSON(object: HistoryProblem): string {
       return "HISTORY_PROBLEM_REORDERED";
     case HistoryProblem.HISTORY_PROBLEM_TRUNCATED:
       return "HISTORY_PROBLEM_TRUNCATED";
+    case HistoryProblem.HISTORY_PROBLEM_UNRECORDED:
+      return "HISTORY_PROBLEM_UNRECORDED";
     case HistoryProblem.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

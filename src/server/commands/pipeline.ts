@@ -1,0 +1,123 @@
+import type { Logger } from 'pino';
+import { isProut } from '../../common/command.js';
+import { checkSupported } from '../../common/capabilities.js';
+import { ErrorReason, failedPrecondition } from '../../common/errors.js';
+import { deviceBudgetMs } from '../deadline.js';
+import { createWriteTracker, type WriteTracker } from '../history.js';
+import type { CommandJournal } from '../journal.js';
+import { createLuSerializer, type LuSerializer } from '../lu-serializer.js';
+import type { CommandRouter } from '../router.js';
+import { createJournalStage } from './journal-stage.js';
+import { checkPrecondition } from './precondition.js';
+import { historyEntryOf, settleWithRetry } from './record.js';
+import {
+  compose,
+  type CommandInput,
+  type CommandOutput,
+  type Interceptor,
+  type Next,
+  type RunOptions,
+} from './types.js';
+
+/** Dependencies of {@link createCommandPipeline}. */
+export interface CommandPipelineDeps {
+  /** Where commands go (in-process or Redis). */
+  readonly router: CommandRouter;
+  /** Idempotency journal of ControlService PROUTs (`journal: 'pipeline'` inputs). */
+  readonly journal: CommandJournal;
+  /** Kept back from the caller's deadline so the answer reaches it in time. */
+  readonly marginMs: number;
+  /** Logger. */
+  readonly log: Logger;
+  /** Turns per LU. @default a private one */
+  readonly luSerializer?: LuSerializer | undefined;
+  /** Tracks outcome writes in progress (shutdown waits for them). @default a private tracker */
+  readonly writes?: WriteTracker | undefined;
+}
+
+/** The one path every command takes to a device: see {@link createCommandPipeline}. */
+export interface CommandPipeline {
+  /**
+   * Runs one command: capability check → idempotency journal (repeats answered, UNKNOWN reconciled) → the LU's
+   * turn → precondition read → outcome record (journal + history in one write) → dispatch. Resolves with the
+   * device's answer (refusals and UNKNOWN included); throws RichServerError when nothing was sent
+   * (FAILED_PRECONDITION, UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INVALID_ARGUMENT for a reused key),
+   * or the signal's reason when the caller goes away.
+   */
+  run(input: CommandInput, options: RunOptions): Promise<CommandOutput>;
+  /** The last stage alone (reads that need neither journal nor turn: reconciliation, the fleet's audit). */
+  readonly dispatch: Next;
+}
+
+/** Throws FAILED_PRECONDITION {UNSUPPORTED_BY_DEVICE} when the path's device profile lacks the command. */
+export function checkCapability(input: CommandInput): void {
+  const unsupported = checkSupported(input.target.capabilities, input.command);
+  if (unsupported !== undefined) {
+    throw failedPrecondition(ErrorReason.UNSUPPORTED_BY_DEVICE, {
+      type: 'CAPABILITY',
+      subject: `logical-units/${input.target.luId}`,
+      description: `${unsupported}; nothing was sent`,
+    });
+  }
+}
+
+/** Builds the pipeline shared by ControlService (unary and CommandSession) and the fleet engine. */
+export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipeline {
+  const { router, log } = deps;
+  const lus = deps.luSerializer ?? createLuSerializer();
+  const writes = deps.writes ?? createWriteTracker();
+
+  /** The one place the caller's deadline becomes the device's timeout (the router sends it as Duration). */
+  const dispatch: Next = async (input, options) => {
+    const timeoutMs = deviceBudgetMs(input.timeoutMs, options.deadline, deps.marginMs);
+    options.signal?.throwIfAborted();
+    const pending = router.dispatch(input.target.agentId, input.command, {
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      timeoutMs,
+      luId: input.target.luId,
+      ...(input.onResult === undefined ? {} : { onResult: input.onResult }),
+    });
+    // dispatch refuses with a ServerError before sending (offline, busy, draining); from here it may run.
+    input.onSend?.();
+    return { result: await pending };
+  };
+
+  const capability: Interceptor = (input, options, next) => {
+    checkCapability(input);
+    return next(input, options);
+  };
+
+  // PROUTs to one LU run one at a time, each with its precondition read (see LuSerializer).
+  const luTurn: Interceptor = (input, options, next) =>
+    isProut(input.command)
+      ? lus.run(input.target.luId, () => next(input, options))
+      : next(input, options);
+
+  const precondition: Interceptor = async (input, options, next) => {
+    if (input.precondition === undefined) return next(input, options);
+    const before = await checkPrecondition(input, input.precondition, options, dispatch);
+    const output = await next(input, options);
+    return before === undefined ? output : { ...output, before };
+  };
+
+  /**
+   * Writes the outcome once the result is known, also when it comes after the caller gave up. The caller's
+   * answer waits for the write, so a repeat or a ListHistory right after it sees it.
+   */
+  const record: Interceptor = async (input, options, next) => {
+    const settle = input.settle;
+    if (settle === undefined || !isProut(input.command)) return next(input, options);
+    let written: Promise<void> | undefined;
+    const onResult = (result: Parameters<typeof settle>[0]) => {
+      input.onResult?.(result);
+      written = writes.track(settleWithRetry(settle, result, historyEntryOf(input, result), log));
+    };
+    const output = await next({ ...input, onResult }, options);
+    await written;
+    return output;
+  };
+
+  const journal = createJournalStage({ journal: deps.journal, log, dispatch });
+  const run = compose([capability, journal, luTurn, precondition, record], dispatch);
+  return { run, dispatch };
+}
