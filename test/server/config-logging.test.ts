@@ -88,7 +88,7 @@ describe('server logging and unexpected errors', () => {
     expect(lines.some((l) => l['msg'] === 'agent connected')).toBe(true);
   });
 
-  it('answers INTERNAL with a fixed text when a handler hits a bug, and logs the error', async () => {
+  it('answers UNAVAILABLE {STORE_UNAVAILABLE} when the journal cannot record a PROUT: nothing sent, and logged', async () => {
     const { lines, destination } = capture();
     const memory = createMemoryJournal();
     const broken: CommandJournal = {
@@ -99,7 +99,10 @@ describe('server logging and unexpected errors', () => {
       log: createLogger({ destination, level: 'info' }),
       deps: { journal: broken },
     });
-    await connectFakeAgent(address, { agentId: 'host-a', paths: [fakePath('/dev/sg0', 'naa.1')] });
+    const agent = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      paths: [fakePath('/dev/sg0', 'naa.1')],
+    });
     await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(1);
     const error = await client
       .reserve({
@@ -109,12 +112,11 @@ describe('server logging and unexpected errors', () => {
         options: { idempotencyKey: 'k' },
       })
       .catch((e: unknown) => e);
-    expect(error).toMatchObject({
-      code: Status.INTERNAL,
-      details: 'internal error (logged on the server)',
-    });
-    expect(lines.find((l) => l['level'] === 'error')).toMatchObject({
-      err: { message: 'disk on fire' },
-    });
+    expect(error).toMatchObject({ code: Status.UNAVAILABLE });
+    expect((error as { details: string }).details).toMatch(/disk on fire.*nothing was sent/);
+    expect(agent.received.filter((m) => m.message?.$case === 'command')).toHaveLength(0);
+    expect(
+      lines.find((l) => l['msg'] === 'rpc failed' && l['code'] === 'UNAVAILABLE'),
+    ).toMatchObject({ detail: expect.stringMatching(/disk on fire/) as unknown });
   });
 });
