@@ -194,10 +194,10 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
     const identity = authorizeAgentHello({ metadata: firstValues(metadata) }, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
-      isRevoked: (fingerprint) => registry.isCertificateRevoked(fingerprint),
+      isRevoked: (certificate) => registry.isCertificateRevoked(certificate),
     });
     const session = registry.open(hello);
-    session.certificate = identity?.fingerprint256;
+    session.certificate = identity?.certificate;
     log.info(
       {
         ...bindings(session),

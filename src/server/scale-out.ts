@@ -17,6 +17,7 @@ import {
   serverCredentials,
   watchRevocationList,
   type AuthCallContextExt,
+  type CertificateNames,
   type SecurityConfig,
   type TokenStore,
 } from './auth/index.js';
@@ -284,14 +285,16 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       maxStreamAgeMs: config.maxStreamAgeMs,
       rotationGraceMs: config.rotationGraceMs,
       requireAgentCertificate: security?.requireAgentCertificate ?? false,
-      ...(revoked === undefined ? {} : { isCertificateRevoked: (f: string) => revoked.has(f) }),
+      ...(revoked === undefined
+        ? {}
+        : { isCertificateRevoked: (names: CertificateNames) => revoked.has(names) }),
     });
     if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
     revoked?.onChange(() => {
       for (const session of agents.sessions()) {
         if (session.certificate === undefined || !revoked.has(session.certificate)) continue;
         log.warn(
-          { agentId: session.agentId, certificate: session.certificate },
+          { agentId: session.agentId, certificate: session.certificate.fingerprint256 },
           'agent certificate revoked: ending its stream',
         );
         agents.close(
@@ -299,7 +302,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
           'agent certificate revoked',
           new ServerError(
             Status.UNAUTHENTICATED,
-            `the agent certificate (SHA-256 ${session.certificate}) was revoked`,
+            `the agent certificate (SHA-256 ${session.certificate.fingerprint256}) was revoked`,
           ),
         );
       }
