@@ -16,6 +16,8 @@ import {
   type Hello,
 } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { unknownResult } from '../common/result.js';
+import { invalidAgentResult, rateLimitedWarning } from './agent-results.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
@@ -85,6 +87,8 @@ export interface AgentServiceDeps {
    * A certificate naming another agent id is refused (PERMISSION_DENIED) either way.
    */
   readonly requireAgentCertificate?: boolean;
+  /** At most one "stray result" warning per this many ms (with the count of those left out). @default 10000 */
+  readonly strayLogIntervalMs?: number;
   /** Counts each finished Connect stream by status (the metrics' RPC counter), as rpcMiddleware does for others. */
   readonly observe?: RpcObserver | undefined;
   /**
@@ -124,16 +128,37 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     sessionId: session.sessionId,
   });
 
+  // Results for commands not in flight on the session (settled already, or never sent): dropped, and logged
+  // with a rate limit, so that an agent sending thousands cannot flood the log.
+  const strayResult = rateLimitedWarning(
+    log,
+    'result for a command not in flight on this session dropped (settled already, or never sent)',
+    deps.strayLogIntervalMs,
+  );
+
   function settleResult(session: AgentSession, result: CommandResult): void {
     const pending = session.inFlight === 0 ? undefined : session.pending.get(result.commandId);
     if (pending === undefined) {
-      log.warn(
-        { ...bindings(session), commandId: result.commandId, outcome: result.outcome },
-        'result for a command not in flight (already settled)',
-      );
+      strayResult({ ...bindings(session), commandId: result.commandId, outcome: result.outcome });
       return;
     }
-    pending.settle(result);
+    const invalid = invalidAgentResult(result, pending.command);
+    if (invalid === undefined) {
+      pending.settle(result);
+      return;
+    }
+    // Not a device's answer: whether the command ran is unknown, and nothing the agent sent is kept.
+    log.warn(
+      { ...bindings(session), commandId: result.commandId, invalid },
+      'invalid result from agent: settled as UNKNOWN',
+    );
+    pending.settle(
+      unknownResult(
+        pending.command,
+        session.agentId,
+        `agent ${session.agentId} sent an invalid result (${invalid}): the command may or may not have run; read the logical unit before retrying`,
+      ),
+    );
   }
 
   function handle(
