@@ -17,6 +17,7 @@ import {
 import type { Logger } from 'pino';
 import type { Hello } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
+import { globToRegExp, isNormalPath } from '../../common/device-glob.js';
 import {
   certificateNames,
   normalizeFingerprint,
@@ -521,15 +522,6 @@ export function authorizeAgentHello(
   return identity;
 }
 
-/** Glob → RegExp: `*` any run of characters, `?` one character, everything else literal. */
-export function globToRegExp(glob: string): RegExp {
-  const body = glob
-    .split('')
-    .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${body}$`);
-}
-
 /**
  * Splits an inventory by the certificate's device allow-list (globs matched against the device node and the LU
  * id). No identity or an empty allow-list allows everything. The server keeps `allowed` and logs `denied`.
@@ -544,7 +536,9 @@ export function authorizeInventory(
   const allowed: Path[] = [];
   const denied: Path[] = [];
   for (const path of paths) {
-    const ok = patterns.some((p) => p.test(path.path) || (path.luId !== '' && p.test(path.luId)));
+    const ok =
+      isNormalPath(path.path) &&
+      patterns.some((p) => p.test(path.path) || (path.luId !== '' && p.test(path.luId)));
     (ok ? allowed : denied).push(path);
   }
   return { allowed, denied };
