@@ -13,6 +13,7 @@ import type {
 import { unknownResult } from '../common/result.js';
 import { AsyncQueue } from './async-queue.js';
 import type { CertificateNames } from './auth/revocation.js';
+import type { ConflictingClaim } from './inventory-screen.js';
 
 /** A command handed to an agent whose result has not come back yet. */
 export interface PendingCommand {
@@ -232,6 +233,8 @@ export class AgentRegistry {
   /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
   private readonly rotatedAway = new Map<string, number>();
   private version = 0;
+  /** Paths of each agent's last inventory that contradicted an established LU identity (never kept as paths). */
+  private readonly conflicts = new Map<string, readonly ConflictingClaim[]>();
 
   constructor(private readonly options: AgentRegistryOptions) {}
 
@@ -369,6 +372,17 @@ export class AgentRegistry {
     const compact = compactPaths(paths);
     record.paths = compact;
     this.emit({ kind: 'inventory', session, paths: compact });
+  }
+
+  /** Replaces the quarantined claims of `agentId`'s latest inventory (see inventory-screen.ts). */
+  quarantine(agentId: string, claims: readonly ConflictingClaim[]): void {
+    if (claims.length === 0) this.conflicts.delete(agentId);
+    else this.conflicts.set(agentId, claims);
+  }
+
+  /** Every quarantined claim, by agent id (for the audit). */
+  quarantined(): ReadonlyMap<string, readonly ConflictingClaim[]> {
+    return this.conflicts;
   }
 
   /** Records a heartbeat (and liveness) for `session`. */

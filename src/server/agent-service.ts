@@ -15,9 +15,10 @@ import {
   type ConnectResponse,
   type Hello,
 } from '../gen/prfleet/v1/agent.js';
-import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import type { CommandResult, Path } from '../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../common/result.js';
 import { invalidAgentResult, rateLimitedWarning } from './agent-results.js';
+import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
@@ -87,6 +88,10 @@ export interface AgentServiceDeps {
    * A certificate naming another agent id is refused (PERMISSION_DENIED) either way.
    */
   readonly requireAgentCertificate?: boolean;
+  /** Paths one agent may report; a larger inventory is refused whole. @default DEFAULT_MAX_AGENT_PATHS */
+  readonly maxAgentPaths?: number;
+  /** Sites, LU ids and loaders each agent may report (PRFLEET_AGENT_POLICY). @default no restriction */
+  readonly agentPolicy?: AgentPolicy;
   /** At most one "stray result" warning per this many ms (with the count of those left out). @default 10000 */
   readonly strayLogIntervalMs?: number;
   /** Counts each finished Connect stream by status (the metrics' RPC counter), as rpcMiddleware does for others. */
@@ -161,6 +166,49 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     );
   }
 
+  /**
+   * What of an inventory is kept: at most maxAgentPaths paths (a larger one is refused whole: its paths are not
+   * trusted), none outside the agent's policy, none contradicting an LU identity another path established.
+   */
+  function screen(session: AgentSession, paths: readonly Path[]): Path[] {
+    const maxPaths = deps.maxAgentPaths ?? DEFAULT_MAX_AGENT_PATHS;
+    if (paths.length > maxPaths) {
+      log.error(
+        { ...bindings(session), paths: paths.length, max: maxPaths },
+        `inventory refused: ${paths.length} paths, more than one agent may report (PRFLEET_MAX_AGENT_PATHS=${maxPaths}); the agent's paths are not listed or routed to`,
+      );
+      return [];
+    }
+    const { kept, refused, conflicts } = screenInventory({
+      agentId: session.agentId,
+      site: registry.get(session.agentId)?.hello.site ?? '',
+      paths,
+      registry,
+      policy: deps.agentPolicy,
+    });
+    if (refused.length > 0) {
+      log.warn(
+        { ...bindings(session), refused: refused.map((r) => ({ path: r.path.path, why: r.why })) },
+        'inventory paths outside the agent policy refused (PRFLEET_AGENT_POLICY)',
+      );
+    }
+    for (const c of conflicts) {
+      log.error(
+        {
+          ...bindings(session),
+          path: c.path.path,
+          luId: c.path.luId,
+          claimed: c.claimed,
+          established: c.established,
+          establishedBy: c.establishedBy,
+        },
+        'conflicting LU identity quarantined: the path claims an LU id another path established with another INQUIRY identity; it is not listed or routed to',
+      );
+    }
+    registry.quarantine(session.agentId, conflicts);
+    return kept;
+  }
+
   function handle(
     session: AgentSession,
     request: ConnectRequest,
@@ -178,12 +226,13 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
             'inventory paths outside the certificate allow-list dropped',
           );
         }
-        registry.setInventory(session, allowed);
+        const kept = screen(session, allowed);
+        registry.setInventory(session, kept);
         log.info(
           {
             ...bindings(session),
-            paths: allowed.length,
-            luIds: [...new Set(allowed.map((p) => p.luId))],
+            paths: kept.length,
+            luIds: [...new Set(kept.map((p) => p.luId))],
           },
           'inventory',
         );

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { openStore } from '../../src/server/store/index.js';
@@ -134,5 +137,104 @@ describe('a compromised agent’s results', () => {
     expect(logged.length).toBeGreaterThanOrEqual(1);
     expect(logged.length).toBeLessThanOrEqual(5); // one per 10 s, with the count of those left out
     expect(logged[0]).toMatchObject({ agentId: 'host-a', commandId: 'never-sent-0' });
+  });
+});
+
+describe('an LU’s identity is established, not claimed', () => {
+  it('quarantines a path claiming another agent’s LU with another identity: not shown, not routed, logged', async () => {
+    const capture = captureLog('info');
+    const { client, agent, address, server } = await fleetWithHostA({ log: capture.log });
+    const evil = await connectFakeAgent(address, {
+      agentId: 'evil',
+      paths: [
+        fakePath('/dev/sg9', LU1, { vendor: 'EVIL', serial: 'EVIL-SERIAL' }),
+        fakePath('/dev/sg8', LU2),
+      ],
+    });
+    await expect
+      .poll(() => server.agents.get('evil')?.paths.map((p) => p.path))
+      .toEqual(['/dev/sg8']);
+    const { logicalUnit: device } = await client.getDevice({ luId: LU1 });
+    expect(device).toMatchObject({ vendor: 'QUANTUM', serial: `SN-${LU1}` });
+    expect(device?.paths.map((p) => p.agentId)).toEqual(['host-a']);
+    // A viewer's READ KEYS by lu_id goes to the LU's real path, never to the impostor.
+    const read = client.readKeys({ target: { luId: LU1 } });
+    agent.respond(await agent.nextCommand(), {
+      data: { $case: 'readKeys', value: { generation: 7, keys: [] } },
+    });
+    expect((await read).result).toMatchObject({ agentId: 'host-a', path: '/dev/sg0' });
+    expect(evil.received.filter((m) => m.message?.$case === 'command')).toEqual([]);
+    expect(capture.withMessage(/conflicting LU identity quarantined/)).toMatchObject([
+      {
+        level: 'error',
+        agentId: 'evil',
+        path: '/dev/sg9',
+        luId: LU1,
+        establishedBy: { agentId: 'host-a' },
+      },
+    ]);
+    expect([...server.agents.quarantined().keys()]).toEqual(['evil']);
+    // The same identity from a second host is a second path to the LU, as multipathing has it.
+    await connectFakeAgent(address, { agentId: 'host-b', paths: [fakePath('/dev/sg4', LU1)] });
+    await expect
+      .poll(async () =>
+        (await client.getDevice({ luId: LU1 })).logicalUnit?.paths.map((p) => p.agentId),
+      )
+      .toEqual(['host-a', 'host-b']);
+  });
+
+  it('keeps agents to the sites, LU ids and loaders the server’s policy gives them', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'prfleet-policy-'));
+    onTestFinished(() => rm(dir, { recursive: true, force: true }));
+    const policy = join(dir, 'agents.yaml');
+    await writeFile(
+      policy,
+      'agents:\n  host-a: { sites: [dc1], luIds: ["naa.5000e111*"] }\n  host-b: { loaders: [loader2] }\n',
+    );
+    const capture = captureLog('info');
+    const { address, server } = await fleetWithHostA({
+      log: capture.log,
+      config: { agentPolicyFile: policy },
+    });
+    expect(server.agents.get('host-a')?.paths.map((p) => p.luId)).toEqual([LU1]);
+    await connectFakeAgent(address, {
+      agentId: 'host-b',
+      paths: [fakePath('/dev/sg1', LU2), fakePath('/dev/sg2', 'naa.6001', { loaderId: 'loader2' })],
+    });
+    await connectFakeAgent(address, {
+      agentId: 'stranger',
+      paths: [fakePath('/dev/sg1', 'naa.6002')],
+    });
+    await connectFakeAgent(address, {
+      agentId: 'host-a',
+      site: 'dc2',
+      paths: [fakePath('/dev/sg0', LU1)],
+    });
+    await expect
+      .poll(() =>
+        ['host-a', 'host-b', 'stranger'].map((id) =>
+          server.agents.get(id)?.paths.map((p) => p.path),
+        ),
+      )
+      .toEqual([[], ['/dev/sg2'], []]);
+    const refusals = capture.withMessage(/outside the agent policy refused/);
+    expect(refusals.map((l) => l['agentId'])).toEqual(['host-b', 'stranger', 'host-a']);
+    expect(JSON.stringify(refusals)).toContain('has no rule in PRFLEET_AGENT_POLICY');
+    expect(JSON.stringify(refusals)).toContain('site \\"dc2\\" is not one of dc1');
+  });
+
+  it('refuses an inventory of more paths than one agent may report, saying so', async () => {
+    const capture = captureLog('info');
+    const { address, server, client } = await startTestServer({
+      log: capture.log,
+      config: { maxAgentPaths: 3 },
+    });
+    const paths = [0, 1, 2, 3].map((i) => fakePath(`/dev/sg${i}`, `naa.5000e1110000010${i}`));
+    const agent = await connectFakeAgent(address, { agentId: 'host-a', paths: paths.slice(0, 3) });
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(3);
+    agent.sendInventory(paths);
+    await expect.poll(() => server.agents.get('host-a')?.paths.length).toBe(0);
+    expect((await client.listDevices({})).logicalUnits).toEqual([]);
+    expect(capture.withMessage(/inventory refused: 4 paths/)).toHaveLength(1);
   });
 });
