@@ -8,6 +8,7 @@ import {
 } from '../src/gen/prfleet/v1/agent.js';
 import type { Path } from '../src/gen/prfleet/v1/scsi.js';
 import { directServiceDefinition } from '../src/common/service-definition.js';
+import { allowedPath, globToRegExp } from '../src/common/device-glob.js';
 import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createSession, type CommandTracer, type Session } from './session.js';
@@ -126,25 +127,6 @@ export function backoffDelayMs(
   return Math.floor(random() * bound);
 }
 
-/** Converts a device-node glob (`*`, `?`, `[…]`) into an anchored RegExp. */
-export function globToRegExp(glob: string): RegExp {
-  let out = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i] as string;
-    if (c === '*') out += '[^/]*';
-    else if (c === '?') out += '[^/]';
-    else if (c === '[') {
-      const close = glob.indexOf(']', i + 1);
-      if (close === -1) out += '\\[';
-      else {
-        out += `[${glob.slice(i + 1, close).replace(/\\/g, '\\\\')}]`;
-        i = close;
-      }
-    } else out += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${out}$`);
-}
-
 /** Node options for the agent's one channel: keepalive per grpc-ts-notes §2.9, its own TCP connection. */
 export const AGENT_CHANNEL_OPTIONS = {
   'grpc.keepalive_time_ms': 30_000,
@@ -238,8 +220,8 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     },
   });
 
-  const allowed = (path: string): boolean =>
-    allow.length === 0 || allow.some((re) => re.test(path));
+  // Normalized paths only, whatever the allow-list: a `..` or `//` path is never a device the operator named.
+  const allowed = (path: string): boolean => allowedPath(allow, path);
 
   async function discover(): Promise<readonly Path[]> {
     const targets = (await deps.source.listTargets()).filter((t) => allowed(t.path));

@@ -12,6 +12,8 @@ import type {
 } from '../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../common/result.js';
 import { AsyncQueue } from './async-queue.js';
+import type { CertificateNames } from './auth/revocation.js';
+import type { ConflictingClaim } from './inventory-screen.js';
 
 /** A command handed to an agent whose result has not come back yet. */
 export interface PendingCommand {
@@ -27,8 +29,8 @@ export interface PendingCommand {
 export class AgentSession {
   /** Id of this session (Welcome.session_id). */
   readonly sessionId = randomUUID();
-  /** SHA-256 fingerprint of the client certificate the agent connected with (TLS), for revocation. */
-  certificate: string | undefined;
+  /** The client certificate the agent connected with (TLS), named for revocation. */
+  certificate: CertificateNames | undefined;
   /** When the stream opened. */
   readonly connectedAt = new Date();
   /** Messages for the agent; the Connect handler yields from it (backpressured by HTTP/2). */
@@ -197,7 +199,7 @@ export interface RegistrySettings {
    * Revoked client certificates (PRFLEET_TLS_REVOKED), checked again at Hello: the peer-identity interceptor
    * judged the certificate when the stream opened, which may be long before the Hello. @default none
    */
-  readonly isCertificateRevoked?: ((fingerprint256: string) => boolean) | undefined;
+  readonly isCertificateRevoked?: ((certificate: CertificateNames) => boolean) | undefined;
   /** After a rotation ended its stream, the agent counts as coming back for this long. @default 10000 */
   readonly rotationWaitMs?: number;
 }
@@ -226,11 +228,13 @@ export class AgentRegistry {
   private maxStreamAgeMs = 0;
   private rotationGraceMs = 70_000;
   private requireCertificate = false;
-  private certificateRevoked: ((fingerprint256: string) => boolean) | undefined;
+  private certificateRevoked: ((certificate: CertificateNames) => boolean) | undefined;
   private rotationWaitMs = 10_000;
   /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
   private readonly rotatedAway = new Map<string, number>();
   private version = 0;
+  /** Paths of each agent's last inventory that contradicted an established LU identity (never kept as paths). */
+  private readonly conflicts = new Map<string, readonly ConflictingClaim[]>();
 
   constructor(private readonly options: AgentRegistryOptions) {}
 
@@ -249,9 +253,9 @@ export class AgentRegistry {
     return this.requireCertificate;
   }
 
-  /** True when the certificate with this SHA-256 fingerprint is revoked (see RegistrySettings). */
-  isCertificateRevoked(fingerprint256: string): boolean {
-    return this.certificateRevoked?.(fingerprint256) ?? false;
+  /** True when the certificate with these names is revoked (see RegistrySettings). */
+  isCertificateRevoked(certificate: CertificateNames): boolean {
+    return this.certificateRevoked?.(certificate) ?? false;
   }
 
   /** Current maximum stream age, ms (0 = no rotation). */
@@ -368,6 +372,17 @@ export class AgentRegistry {
     const compact = compactPaths(paths);
     record.paths = compact;
     this.emit({ kind: 'inventory', session, paths: compact });
+  }
+
+  /** Replaces the quarantined claims of `agentId`'s latest inventory (see inventory-screen.ts). */
+  quarantine(agentId: string, claims: readonly ConflictingClaim[]): void {
+    if (claims.length === 0) this.conflicts.delete(agentId);
+    else this.conflicts.set(agentId, claims);
+  }
+
+  /** Every quarantined claim, by agent id (for the audit). */
+  quarantined(): ReadonlyMap<string, readonly ConflictingClaim[]> {
+    return this.conflicts;
   }
 
   /** Records a heartbeat (and liveness) for `session`. */

@@ -15,7 +15,10 @@ import {
   type ConnectResponse,
   type Hello,
 } from '../gen/prfleet/v1/agent.js';
-import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import type { CommandResult, Path } from '../gen/prfleet/v1/scsi.js';
+import { unknownResult } from '../common/result.js';
+import { invalidAgentResult, rateLimitedWarning } from './agent-results.js';
+import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
 import type { AgentRegistry, AgentSession } from './agent-registry.js';
@@ -85,6 +88,12 @@ export interface AgentServiceDeps {
    * A certificate naming another agent id is refused (PERMISSION_DENIED) either way.
    */
   readonly requireAgentCertificate?: boolean;
+  /** Paths one agent may report; a larger inventory is refused whole. @default DEFAULT_MAX_AGENT_PATHS */
+  readonly maxAgentPaths?: number;
+  /** Sites, LU ids and loaders each agent may report (PRFLEET_AGENT_POLICY). @default no restriction */
+  readonly agentPolicy?: AgentPolicy;
+  /** At most one "stray result" warning per this many ms (with the count of those left out). @default 10000 */
+  readonly strayLogIntervalMs?: number;
   /** Counts each finished Connect stream by status (the metrics' RPC counter), as rpcMiddleware does for others. */
   readonly observe?: RpcObserver | undefined;
   /**
@@ -124,16 +133,80 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     sessionId: session.sessionId,
   });
 
+  // Results for commands not in flight on the session (settled already, or never sent): dropped, and logged
+  // with a rate limit, so that an agent sending thousands cannot flood the log.
+  const strayResult = rateLimitedWarning(
+    log,
+    'result for a command not in flight on this session dropped (settled already, or never sent)',
+    deps.strayLogIntervalMs,
+  );
+
   function settleResult(session: AgentSession, result: CommandResult): void {
     const pending = session.inFlight === 0 ? undefined : session.pending.get(result.commandId);
     if (pending === undefined) {
-      log.warn(
-        { ...bindings(session), commandId: result.commandId, outcome: result.outcome },
-        'result for a command not in flight (already settled)',
-      );
+      strayResult({ ...bindings(session), commandId: result.commandId, outcome: result.outcome });
       return;
     }
-    pending.settle(result);
+    const invalid = invalidAgentResult(result, pending.command);
+    if (invalid === undefined) {
+      pending.settle(result);
+      return;
+    }
+    // Not a device's answer: whether the command ran is unknown, and nothing the agent sent is kept.
+    log.warn(
+      { ...bindings(session), commandId: result.commandId, invalid },
+      'invalid result from agent: settled as UNKNOWN',
+    );
+    pending.settle(
+      unknownResult(
+        pending.command,
+        session.agentId,
+        `agent ${session.agentId} sent an invalid result (${invalid}): the command may or may not have run; read the logical unit before retrying`,
+      ),
+    );
+  }
+
+  /**
+   * What of an inventory is kept: at most maxAgentPaths paths (a larger one is refused whole: its paths are not
+   * trusted), none outside the agent's policy, none contradicting an LU identity another path established.
+   */
+  function screen(session: AgentSession, paths: readonly Path[]): Path[] {
+    const maxPaths = deps.maxAgentPaths ?? DEFAULT_MAX_AGENT_PATHS;
+    if (paths.length > maxPaths) {
+      log.error(
+        { ...bindings(session), paths: paths.length, max: maxPaths },
+        `inventory refused: ${paths.length} paths, more than one agent may report (PRFLEET_MAX_AGENT_PATHS=${maxPaths}); the agent's paths are not listed or routed to`,
+      );
+      return [];
+    }
+    const { kept, refused, conflicts } = screenInventory({
+      agentId: session.agentId,
+      site: registry.get(session.agentId)?.hello.site ?? '',
+      paths,
+      registry,
+      policy: deps.agentPolicy,
+    });
+    if (refused.length > 0) {
+      log.warn(
+        { ...bindings(session), refused: refused.map((r) => ({ path: r.path.path, why: r.why })) },
+        'inventory paths outside the agent policy refused (PRFLEET_AGENT_POLICY)',
+      );
+    }
+    for (const c of conflicts) {
+      log.error(
+        {
+          ...bindings(session),
+          path: c.path.path,
+          luId: c.path.luId,
+          claimed: c.claimed,
+          established: c.established,
+          establishedBy: c.establishedBy,
+        },
+        'conflicting LU identity quarantined: the path claims an LU id another path established with another INQUIRY identity; it is not listed or routed to',
+      );
+    }
+    registry.quarantine(session.agentId, conflicts);
+    return kept;
   }
 
   function handle(
@@ -153,12 +226,13 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
             'inventory paths outside the certificate allow-list dropped',
           );
         }
-        registry.setInventory(session, allowed);
+        const kept = screen(session, allowed);
+        registry.setInventory(session, kept);
         log.info(
           {
             ...bindings(session),
-            paths: allowed.length,
-            luIds: [...new Set(allowed.map((p) => p.luId))],
+            paths: kept.length,
+            luIds: [...new Set(kept.map((p) => p.luId))],
           },
           'inventory',
         );
@@ -194,10 +268,10 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
     const identity = authorizeAgentHello({ metadata: firstValues(metadata) }, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
-      isRevoked: (fingerprint) => registry.isCertificateRevoked(fingerprint),
+      isRevoked: (certificate) => registry.isCertificateRevoked(certificate),
     });
     const session = registry.open(hello);
-    session.certificate = identity?.fingerprint256;
+    session.certificate = identity?.certificate;
     log.info(
       {
         ...bindings(session),

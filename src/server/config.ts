@@ -28,6 +28,8 @@ const ServerEnv = z.object({
   PRFLEET_PRINCIPAL_MAX_COMMANDS: z.coerce.number().int().min(0).max(1_000_000).default(128),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
+  PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
+  PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(
     (v) => (v === '' ? undefined : v),
@@ -83,6 +85,13 @@ export interface ServerConfig {
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
   readonly protosetPath?: string;
+  /** Paths one agent may report; a larger inventory is refused whole (logged). @default 4096 */
+  readonly maxAgentPaths: number;
+  /**
+   * PRFLEET_AGENT_POLICY: YAML/JSON file binding agents to the sites, LU ids and loaders they may report
+   * (inventory-screen.ts); paths outside it are refused and logged. @default none (no restriction)
+   */
+  readonly agentPolicyFile?: string;
   /**
    * Durable state (env PRFLEET_STORE, DATABASE_URL, PRFLEET_DATA_DIR, PRFLEET_DB_SCHEMA). @default postgres
    * when DATABASE_URL is set, else pglite in `.prfleet/data`; defaultServerConfig() uses memory.
@@ -186,6 +195,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     },
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
+    maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
+    ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
     store: storeConfigFromEnv(env),
   };
 }

@@ -244,7 +244,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
         if (certificate !== undefined && registry.isCertificateRevoked(certificate)) {
           throw new ServerError(
             Status.UNAUTHENTICATED,
-            `the client certificate of this session (SHA-256 ${certificate}) was revoked: nothing sent`,
+            `the client certificate of this session (SHA-256 ${certificate.fingerprint256}) was revoked: nothing sent`,
           );
         }
         if (deps.router.draining) {

@@ -19,6 +19,9 @@ try {
   process.stderr.write(`prfleet-server: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 }
+// The server writes nothing other local users should read or change (the PGlite data directory, token files):
+// owner-only whatever umask it was started with.
+process.umask(process.umask() | 0o077);
 const log = createLogger({
   level: config.logLevel,
   name: 'prfleet-server',

@@ -227,12 +227,14 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
         session.forget(sent.commandId);
         // Filled in place: every result settled here is a message just decoded (or built) for this command and
         // used by nobody else, and a spread with five keys after it costs V8 ~1.5 µs per key on every command.
+        // What was sent, to whom, comes from the server's own record, never from the agent (which supplies only
+        // the device's answer): a compromised agent must not be able to record its command as another's.
         const result: CommandResult = raw;
         result.commandId = sent.commandId;
-        if (result.agentId === '') result.agentId = agentId;
-        if (result.path === '') result.path = sent.path;
-        if (result.luId === '') result.luId = luId;
-        if (result.idempotencyKey === '') result.idempotencyKey = sent.idempotencyKey;
+        result.agentId = agentId;
+        result.path = sent.path;
+        result.luId = luId;
+        result.idempotencyKey = sent.idempotencyKey;
         settledOne();
         logResult(sent, result, performance.now() - startedMs, abandoned);
         try {

@@ -17,6 +17,7 @@ import {
   serverCredentials,
   watchRevocationList,
   type AuthCallContextExt,
+  type CertificateNames,
   type SecurityConfig,
   type TokenStore,
 } from './auth/index.js';
@@ -44,16 +45,11 @@ import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
 import type { Tracing } from './tracing.js';
 
-const booleanFlag = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
 const ScaleOutEnv = z.object({
   PRFLEET_MAX_STREAM_AGE_MS: z.coerce.number().int().min(0).max(86_400_000).default(0),
   PRFLEET_ROTATION_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
   PRFLEET_ROTATION_GRACE_MS: z.coerce.number().int().min(100).max(3_600_000).default(70_000),
   PRFLEET_INVENTORY_RESYNC_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
-  PRFLEET_SECURITY: booleanFlag.default(true),
 });
 
 /** Multi-instance, security and operability settings (what {@link createServerExtras} reads from the environment). */
@@ -72,8 +68,9 @@ export interface ScaleOutConfig {
   /** PRFLEET_INVENTORY_RESYNC_MS: full reload of the shared inventory. @default 30000 */
   readonly inventoryResyncMs: number;
   /**
-   * TLS, agent certificates and tokens (PRFLEET_TLS_*, PRFLEET_PLAINTEXT, PRFLEET_TOKENS_FILE); undefined when
-   * PRFLEET_SECURITY=false (in-process tests that build their own credentials).
+   * TLS, agent certificates and tokens (PRFLEET_TLS_*, PRFLEET_PLAINTEXT, PRFLEET_TOKENS_FILE); always read from
+   * the environment by {@link loadScaleOutConfig}; undefined only for in-process callers that build their own
+   * credentials.
    */
   readonly security: SecurityConfig | undefined;
   /** PRFLEET_METRICS_PORT/HOST; undefined = no /metrics listener. */
@@ -88,13 +85,19 @@ export function loadScaleOutConfig(env: NodeJS.ProcessEnv = process.env): ScaleO
   if (!parsed.success)
     throw new Error(`invalid server environment\n${z.prettifyError(parsed.error)}`);
   const e = parsed.data;
+  if (env['PRFLEET_SECURITY'] !== undefined) {
+    // It once turned TLS, certificates and tokens off without a word; a server must not start thinking so.
+    throw new Error(
+      'PRFLEET_SECURITY is not supported: security is always configured from PRFLEET_TLS_* / PRFLEET_PLAINTEXT / PRFLEET_TOKENS (docs/security.md); unset it',
+    );
+  }
   return {
     redis: loadRedisRouterConfig(env),
     maxStreamAgeMs: e.PRFLEET_MAX_STREAM_AGE_MS,
     rotationWaitMs: e.PRFLEET_ROTATION_WAIT_MS,
     rotationGraceMs: e.PRFLEET_ROTATION_GRACE_MS,
     inventoryResyncMs: e.PRFLEET_INVENTORY_RESYNC_MS,
-    security: e.PRFLEET_SECURITY ? loadSecurityConfig(env) : undefined,
+    security: loadSecurityConfig(env),
     metrics: loadMetricsConfig(env),
     tracing: loadTracingConfig(env),
   };
@@ -284,14 +287,16 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       maxStreamAgeMs: config.maxStreamAgeMs,
       rotationGraceMs: config.rotationGraceMs,
       requireAgentCertificate: security?.requireAgentCertificate ?? false,
-      ...(revoked === undefined ? {} : { isCertificateRevoked: (f: string) => revoked.has(f) }),
+      ...(revoked === undefined
+        ? {}
+        : { isCertificateRevoked: (names: CertificateNames) => revoked.has(names) }),
     });
     if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
     revoked?.onChange(() => {
       for (const session of agents.sessions()) {
         if (session.certificate === undefined || !revoked.has(session.certificate)) continue;
         log.warn(
-          { agentId: session.agentId, certificate: session.certificate },
+          { agentId: session.agentId, certificate: session.certificate.fingerprint256 },
           'agent certificate revoked: ending its stream',
         );
         agents.close(
@@ -299,7 +304,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
           'agent certificate revoked',
           new ServerError(
             Status.UNAUTHENTICATED,
-            `the agent certificate (SHA-256 ${session.certificate}) was revoked`,
+            `the agent certificate (SHA-256 ${session.certificate.fingerprint256}) was revoked`,
           ),
         );
       }

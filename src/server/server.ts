@@ -16,6 +16,7 @@ import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
 import { createAgentService } from './agent-service.js';
+import { loadAgentPolicy } from './inventory-screen.js';
 import { createCommandExecutor } from './command-executor.js';
 import { createCommandPipeline } from './commands/pipeline.js';
 import type { ServerConfig } from './config.js';
@@ -240,6 +241,10 @@ async function buildServer(
     registry: agents,
     router,
     instanceId: config.instanceId,
+    maxAgentPaths: config.maxAgentPaths,
+    ...(config.agentPolicyFile === undefined
+      ? {}
+      : { agentPolicy: loadAgentPolicy(config.agentPolicyFile) }),
     log,
     observe: deps.observeRpc,
   });

@@ -2,7 +2,11 @@
 import { X509Certificate } from 'node:crypto';
 import { appendFile, readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError } from '@commander-js/extra-typings';
-import { parseRevocationList } from '../server/auth/revocation.js';
+import {
+  certificateNames,
+  parseRevocationList,
+  type CertificateNames,
+} from '../server/auth/revocation.js';
 import {
   CertToolError,
   initCa,
@@ -29,8 +33,8 @@ function collect(value: string, previous: string[]): string[] {
  *   issue-server --out dir [--host h]… [--ca dir]   → server.crt, server.key (+ ca.crt)
  *   issue-agent --id host-a --out dir [--allow g]…  → agent-host-a.crt, agent-host-a.key (+ ca.crt)
  *   issue-client --name ops --out dir              → client-ops.crt, client-ops.key (+ ca.crt)
- *   revoke --cert file --list file [--reason text]  → appends the certificate's fingerprint (PRFLEET_TLS_REVOKED)
- * Prints one JSON line with the files written (revoke: the fingerprint and the list).
+ *   revoke --cert file --list file [--reason text]  → appends the certificate's issuer + serial and key (PRFLEET_TLS_REVOKED)
+ * Prints one JSON line with the files written (revoke: the names listed and the list).
  */
 export function createCertsProgram(print: (line: string) => void = (l) => console.log(l)) {
   const program = new Command('prfleet-certs').description(
@@ -135,19 +139,31 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
 }
 
 /**
- * Appends the SHA-256 fingerprint of `cert` to the revocation list `list` with a comment naming the certificate
- * and the reason; a certificate already listed is not added twice. Throws CertToolError for an unreadable
- * certificate or a list that is not a revocation list.
+ * Appends `cert` to the revocation list `list` by what cannot be re-encoded: its issuer + serial and its public
+ * key (`serial:…` and `spki:…` lines, auth/revocation.ts), with a comment naming the certificate and the
+ * reason; a certificate already listed by those names is not added twice. Throws CertToolError for an
+ * unreadable certificate or a list that is not a revocation list.
  */
 export async function revokeCertificate(options: {
   cert: string;
   list: string;
   reason?: string;
   now?: Date;
-}): Promise<{ fingerprint256: string; list: string; added: boolean }> {
-  let cert: X509Certificate;
+}): Promise<{
+  fingerprint256: string;
+  serial: string;
+  spki: string;
+  list: string;
+  added: boolean;
+}> {
+  let names: CertificateNames;
+  let subject: string;
+  let serialNumber: string;
   try {
-    cert = new X509Certificate(await readFile(options.cert));
+    const cert = new X509Certificate(await readFile(options.cert));
+    names = certificateNames(cert);
+    subject = cert.subject.replace(/\n/g, ', ');
+    serialNumber = cert.serialNumber;
   } catch (error) {
     throw new CertToolError(`cannot read certificate ${options.cert}: ${String(error)}`);
   }
@@ -164,16 +180,15 @@ export async function revokeCertificate(options: {
   } catch (error) {
     throw new CertToolError((error as Error).message);
   }
-  const fingerprint256 = cert.fingerprint256;
-  if (listed.has(fingerprint256)) return { fingerprint256, list: options.list, added: false };
-  const subject = cert.subject.replace(/\n/g, ', ');
+  const result = { ...names, list: options.list };
+  if (listed.has(names.serial) && listed.has(names.spki)) return { ...result, added: false };
   const reason = (options.reason ?? '').replace(/[\r\n#]/g, ' ').trim();
-  const line = `${fingerprint256}  # ${subject}, serial ${cert.serialNumber}, revoked ${(options.now ?? new Date()).toISOString()}${reason === '' ? '' : `: ${reason}`}\n`;
+  const comment = `# ${subject}, serial ${serialNumber}, SHA-256 ${names.fingerprint256}, revoked ${(options.now ?? new Date()).toISOString()}${reason === '' ? '' : `: ${reason}`}`;
   await appendFile(
     options.list,
-    `${existing === '' || existing.endsWith('\n') ? '' : '\n'}${line}`,
+    `${existing === '' || existing.endsWith('\n') ? '' : '\n'}${comment}\n${names.serial}\n${names.spki}\n`,
   );
-  return { fingerprint256, list: options.list, added: true };
+  return { ...result, added: true };
 }
 
 if (isMainModule(import.meta.url)) {

@@ -1,5 +1,6 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { backoffDelayMs, createAgent, globToRegExp, type Agent } from '../../agent/agent.js';
+import { backoffDelayMs, createAgent, type Agent } from '../../agent/agent.js';
+import { allowedPath, globToRegExp, isNormalPath } from '../../src/common/device-glob.js';
 import { createEmulatedFabric, loadFabric } from '../../agent/fabric.js';
 import { createEmulatedSource } from '../../agent/sources.js';
 import { Outcome, PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
@@ -297,5 +298,20 @@ describe('globToRegExp', () => {
     expect(globToRegExp('/dev/sg[0-3]').test('/dev/sg3')).toBe(true);
     expect(globToRegExp('/dev/sg[0-3]').test('/dev/sg4')).toBe(false);
     expect(globToRegExp('/dev/sg.1').test('/dev/sgx1')).toBe(false);
+  });
+
+  it('matches normalized paths only, and `*` never matches `/`', () => {
+    const allow = [globToRegExp('/dev/sg1*')];
+    expect(allowedPath(allow, '/dev/sg12')).toBe(true);
+    for (const path of [
+      '/dev/sg1/../sg0',
+      '/dev/sg1/./sg0',
+      '/dev//sg1',
+      '/dev/sg1/',
+      '/dev/sg1x/y',
+    ])
+      expect(allowedPath(allow, path), path).toBe(false);
+    expect(isNormalPath('/dev/sg0')).toBe(true);
+    expect(allowedPath([], '/dev/../dev/sg0')).toBe(false); // no allow-list: still normalized paths only
   });
 });

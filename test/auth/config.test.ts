@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecurityConfig } from '../../src/server/auth/config.js';
 import { loadMetricsConfig } from '../../src/server/metrics.js';
+import { loadScaleOutConfig } from '../../src/server/scale-out.js';
 import { createTestPki, type TestPki } from './pki.js';
 
 let pki: TestPki;
@@ -19,6 +20,18 @@ const tlsEnv = () => ({
 });
 
 describe('security configuration', () => {
+  it('has no switch to turn security off: PRFLEET_SECURITY refuses to start, whatever its value', () => {
+    for (const value of ['false', 'true', '0']) {
+      expect(() =>
+        loadScaleOutConfig({ PRFLEET_SECURITY: value, PRFLEET_PLAINTEXT: 'true' }),
+      ).toThrow('PRFLEET_SECURITY is not supported');
+    }
+    expect(loadScaleOutConfig({ PRFLEET_PLAINTEXT: 'true' }).security?.credentials.plaintext).toBe(
+      true,
+    );
+    expect(() => loadScaleOutConfig({})).toThrow(/PRFLEET_PLAINTEXT/);
+  });
+
   it('refuses to start without TLS unless plaintext is asked for', () => {
     expect(() => loadSecurityConfig({})).toThrow(/no TLS configured: set PRFLEET_TLS_CERT/);
     expect(loadSecurityConfig({ PRFLEET_PLAINTEXT: 'true' })).toEqual({

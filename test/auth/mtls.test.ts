@@ -222,6 +222,23 @@ describe('device allow-list from the certificate', () => {
     expect(denied.map((p) => p.path)).toEqual(['/dev/sg3']);
   });
 
+  it('matches normalized paths only: `..`, `.` and `//` never pass, and `*` stops at `/`', () => {
+    const identity = identityFromCertificate(new X509Certificate(pki.hostC.cert)); // /dev/sg1*, naa.5000e111*
+    const sneaky = [
+      '/dev/sg1/../sg0',
+      '/dev/sg1/./x',
+      '/dev//sg1',
+      '/dev/sg1/',
+      '/dev/sg1x/sg0',
+    ].map((path) => Path.fromPartial({ path, luId: 'naa.600140500000000d' }));
+    const { allowed, denied } = authorizeInventory(identity, sneaky);
+    expect(allowed).toEqual([]);
+    expect(denied).toHaveLength(sneaky.length);
+    // Not even by a matching LU id.
+    const byLu = Path.fromPartial({ path: '/dev/sg1/../sg0', luId: 'naa.5000e11100000001' });
+    expect(authorizeInventory(identity, [byLu]).allowed).toEqual([]);
+  });
+
   it('allows everything for a certificate without an allow-list, or without a certificate', () => {
     const identity = identityFromCertificate(new X509Certificate(pki.hostA.cert));
     expect(authorizeInventory(identity, paths).denied).toEqual([]);

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,6 +8,7 @@ import {
   issueClientCert,
   issueServerCert,
 } from '../../src/tools/openssl-ca.js';
+import { children, readTlv, type Tlv } from '../../src/server/auth/der.js';
 
 /** PEM text of one issued certificate and its key. */
 export interface Pem {
@@ -65,4 +67,60 @@ export async function createTestPki(): Promise<TestPki> {
     clientOps: await pem(clientOps),
     cleanup: () => rm(dir, { recursive: true, force: true }),
   };
+}
+
+/** Order of the P-256 group (SEC 2): an ECDSA signature (r, s) also verifies as (r, n − s). */
+const P256_N = BigInt('0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551');
+
+function derElement(tag: number, content: Buffer): Buffer {
+  const n = content.length;
+  const length =
+    n < 0x80
+      ? Buffer.from([n])
+      : n < 0x100
+        ? Buffer.from([0x81, n])
+        : Buffer.from([0x82, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([tag]), length, content]);
+}
+
+function derInteger(value: bigint): Buffer {
+  let hex = value.toString(16);
+  if (hex.length % 2 === 1) hex = `0${hex}`;
+  const bytes = Buffer.from(hex, 'hex');
+  return derElement(
+    0x02,
+    (bytes[0] as number) & 0x80 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes,
+  );
+}
+
+/**
+ * The same certificate (subject, serial, key, CA signature over the same TBS) with its ECDSA signature
+ * re-encoded as (r, n − s): it still verifies against the CA and the TLS handshake accepts it, but its bytes, and
+ * so its SHA-256 fingerprint, differ. What a thief of a revoked certificate can make without the CA's key.
+ */
+export function reencodeSignature(pemText: string): string {
+  const der = Buffer.from(new X509Certificate(pemText).raw);
+  const [tbs, algorithm, signature] = children(der, readTlv(der, 0));
+  if (tbs === undefined || algorithm === undefined || signature?.tag !== 0x03)
+    throw new Error('not a certificate');
+  // BIT STRING: one byte of unused bits (0), then ECDSA-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }.
+  const sigDer = der.subarray(signature.contentStart + 1, signature.end);
+  const [r, s] = children(sigDer, readTlv(sigDer, 0));
+  if (r === undefined || s === undefined) throw new Error('not an ECDSA signature');
+  const value = (t: Tlv, d: Buffer) =>
+    BigInt(`0x${d.subarray(t.contentStart, t.end).toString('hex')}`);
+  const flipped = derElement(
+    0x30,
+    Buffer.concat([derInteger(value(r, sigDer)), derInteger(P256_N - value(s, sigDer))]),
+  );
+  const rebuilt = derElement(
+    0x30,
+    Buffer.concat([
+      der.subarray(tbs.start, tbs.end),
+      der.subarray(algorithm.start, algorithm.end),
+      derElement(0x03, Buffer.concat([Buffer.from([0]), flipped])),
+    ]),
+  );
+  const b64 = rebuilt.toString('base64').replace(/.{64}/g, '$&\n');
+  return `-----BEGIN CERTIFICATE-----\n${b64}${b64.endsWith('\n') ? '' : '\n'}-----END CERTIFICATE-----\n`;
 }

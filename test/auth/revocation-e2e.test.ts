@@ -13,7 +13,9 @@ import { createLogger } from '../../src/common/logger.js';
 import { revokeCertificate } from '../../src/tools/certs.js';
 import { DEMO_FABRIC, ensureBuilt, startServerChild } from '../helpers/processes.js';
 import { readKeysSession } from '../helpers/session.js';
-import { createTestPki, type Pem, type TestPki } from './pki.js';
+import { createFileTokenStore, createToken } from '../../src/server/auth/index.js';
+import { connectFakeAgent, tlsAs } from '../server/fake-agent.js';
+import { createTestPki, reencodeSignature, type Pem, type TestPki } from './pki.js';
 
 // The built prfleet-server with TLS, no client tokens and a revocation list it polls every 100 ms; agents present
 // agent certificates of the test CA, the control client a client certificate.
@@ -126,5 +128,70 @@ describe('revoked client certificates (PRFLEET_TLS_REVOKED)', () => {
       })
       .toMatchObject({ code: Status.UNAUTHENTICATED });
     expect(await ask()).toEqual({ errorCode: Status.UNAUTHENTICATED });
+
+    // The same certificates with their signatures re-encoded ((r, n − s): still the CA's signature, another
+    // SHA-256 fingerprint) are refused just the same: the list names issuer + serial and key.
+    const reA = { cert: reencodeSignature(pki.hostA.cert), key: pki.hostA.key };
+    const hello = await connectFakeAgent(address, {
+      agentId: 'host-a',
+      credentials: tlsAs(pki.ca, reA),
+    }).catch((e: { end?: unknown }) => e.end);
+    expect(hello).toMatchObject({
+      code: Status.UNAUTHENTICATED,
+      details: expect.stringContaining('is revoked') as unknown,
+    });
+    const reOps = createControlClient(address, {
+      credentials: tlsAs(pki.ca, {
+        cert: reencodeSignature(pki.clientOps.cert),
+        key: pki.clientOps.key,
+      }),
+    });
+    onTestFinished(() => reOps.close());
+    expect(await reOps.listAgents({}, { retry: false }).catch((e: unknown) => e)).toMatchObject({
+      code: Status.UNAUTHENTICATED,
+      details: expect.stringContaining('is revoked') as unknown,
+    });
+  });
+
+  it('refuses a revoked client certificate whatever token comes along, also re-encoded', async () => {
+    const tokenFile = join(dir, 'tokens.json');
+    const { token } = await createToken(createFileTokenStore(tokenFile), {
+      name: 'ada',
+      role: 'admin',
+    });
+    const list = join(dir, 'revoked-token-server.txt');
+    const opsFile = join(dir, 'ops-token-server.crt');
+    await writeFile(opsFile, pki.clientOps.cert);
+    await revokeCertificate({ cert: opsFile, list });
+    const server = await startServerChild({
+      PRFLEET_PLAINTEXT: 'false',
+      PRFLEET_TLS_CERT: files.serverCert,
+      PRFLEET_TLS_KEY: files.serverKey,
+      PRFLEET_TLS_CA: files.ca,
+      PRFLEET_TOKENS: 'file',
+      PRFLEET_TOKENS_FILE: tokenFile,
+      PRFLEET_TLS_REVOKED: list,
+    });
+    const address = `localhost:${server.port}`;
+    const client = (cert?: string) => {
+      const c = createControlClient(address, {
+        token,
+        credentials:
+          cert === undefined
+            ? ChannelCredentials.createSsl(Buffer.from(pki.ca))
+            : tlsAs(pki.ca, { cert, key: pki.clientOps.key }),
+      });
+      onTestFinished(() => c.close());
+      return c;
+    };
+    // The token alone is enough; with the revoked certificate, in either encoding, it is not.
+    expect((await client().listAgents({})).agents).toEqual([]);
+    for (const cert of [pki.clientOps.cert, reencodeSignature(pki.clientOps.cert)]) {
+      expect(
+        await client(cert)
+          .listAgents({}, { retry: false })
+          .catch((e: unknown) => e),
+      ).toMatchObject({ code: Status.UNAUTHENTICATED });
+    }
   });
 });

@@ -1,3 +1,4 @@
+import { ChannelCredentials } from '@grpc/grpc-js';
 import { Status } from 'nice-grpc-common';
 import { ClientError } from 'nice-grpc';
 import { onTestFinished } from 'vitest';
@@ -101,6 +102,16 @@ export interface FakeAgentOptions {
   readonly skipHello?: boolean;
   /** Reuse a client (several agents on one channel). @default a new one, closed when the test finishes */
   readonly client?: AgentClient;
+  /**
+   * TLS credentials of a new client (a malicious agent holding a fleet certificate: see {@link tlsAs}).
+   * @default plaintext
+   */
+  readonly credentials?: ChannelCredentials;
+}
+
+/** TLS credentials presenting `pem` (certificate and key), trusting the fleet CA `ca`. */
+export function tlsAs(ca: string, pem: { cert: string; key: string }): ChannelCredentials {
+  return ChannelCredentials.createSsl(Buffer.from(ca), Buffer.from(pem.key), Buffer.from(pem.cert));
 }
 
 /** Connects a fake agent to `address`; resolves after Welcome (and after the Inventory is sent, if any). */
@@ -108,7 +119,12 @@ export async function connectFakeAgent(
   address: string,
   options: FakeAgentOptions,
 ): Promise<FakeAgent> {
-  const client = options.client ?? createAgentClient(address);
+  const client =
+    options.client ??
+    createAgentClient(
+      address,
+      options.credentials === undefined ? {} : { credentials: options.credentials },
+    );
   if (options.client === undefined) onTestFinished(() => client.close());
   const outgoing = new AsyncQueue<DeepPartial<ConnectRequest>>(Number.MAX_SAFE_INTEGER);
   const abort = new AbortController();

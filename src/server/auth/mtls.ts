@@ -17,7 +17,13 @@ import {
 import type { Logger } from 'pino';
 import type { Hello } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
-import { normalizeFingerprint, type RevokedCertificates } from './revocation.js';
+import { globToRegExp, isNormalPath } from '../../common/device-glob.js';
+import {
+  certificateNames,
+  normalizeFingerprint,
+  type CertificateNames,
+  type RevokedCertificates,
+} from './revocation.js';
 
 /** Agent ids: what `prfleet-certs issue-agent --id` accepts and what a certificate may name. */
 export const AGENT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -45,6 +51,8 @@ export interface PeerIdentity {
   readonly allow: readonly string[];
   /** SHA-256 fingerprint of the certificate (colon-separated hex, as Node prints it). */
   readonly fingerprint256: string;
+  /** What the certificate is revoked by (issuer + serial, key, fingerprint). */
+  readonly certificate: CertificateNames;
 }
 
 /** PEM material for a TLS server. */
@@ -147,7 +155,12 @@ export function identityFromCertificate(cert: X509Certificate): PeerIdentity | u
   const allow = uris
     .filter((u) => u.startsWith(ALLOW_URI_PREFIX))
     .map((u) => u.slice(ALLOW_URI_PREFIX.length));
-  return { agentId, allow, fingerprint256: cert.fingerprint256 };
+  return {
+    agentId,
+    allow,
+    fingerprint256: cert.fingerprint256,
+    certificate: certificateNames(cert),
+  };
 }
 
 /**
@@ -174,10 +187,11 @@ export function verifyAgentCertificate(
 export const PEER_HEADERS = {
   agentId: 'prfleet-peer-agent-id',
   allow: 'prfleet-peer-allow',
-  fingerprint: 'prfleet-peer-cert-sha256',
+  /** The verified certificate's revocation names (JSON {@link CertificateNames}). */
+  fingerprint: 'prfleet-peer-cert-names',
   revoked: 'prfleet-peer-revoked-cert-sha256',
-  /** Any client certificate's fingerprint, set when a revocation list is configured (streams re-check it). */
-  certificate: 'prfleet-peer-client-cert-sha256',
+  /** Any client certificate's revocation names (JSON), set when a revocation list is configured (streams re-check it). */
+  certificate: 'prfleet-peer-client-cert-names',
   proof: 'prfleet-peer-proof',
 } as const;
 
@@ -225,6 +239,23 @@ export function createPeerIdentityInterceptor(
     }
     return identity;
   };
+  // The revocation names of a certificate cost a parse and two hashes: kept per certificate like the verdicts.
+  const named = new Map<string, CertificateNames>();
+  const namesOf = (raw: Buffer): CertificateNames => {
+    const key = raw.toString('base64');
+    let names = named.get(key);
+    if (names !== undefined) return names;
+    try {
+      names = certificateNames(raw);
+    } catch {
+      // Not parsable (the handshake accepted it, so unlikely): only its fingerprint can name it.
+      const hex = createHash('sha256').update(raw).digest('hex');
+      names = { fingerprint256: normalizeFingerprint(hex) as string, spki: '', serial: '' };
+    }
+    if (named.size >= MAX_VERIFIED) named.delete(named.keys().next().value as string);
+    named.set(key, names);
+    return names;
+  };
   return (_method, call) =>
     new ServerInterceptingCall(call, {
       start(next) {
@@ -233,25 +264,23 @@ export function createPeerIdentityInterceptor(
             for (const key of Object.values(PEER_HEADERS)) metadata.remove(key);
             const raw = call.getAuthContext().sslPeerCertificate?.raw;
             if (raw !== undefined && cas.length > 0 && revoked !== undefined) {
-              const fingerprint = normalizeFingerprint(
-                createHash('sha256').update(raw).digest('hex'),
-              ) as string;
+              const names = namesOf(raw);
               metadata.set(PEER_HEADERS.proof, PROOF);
-              if (revoked.has(fingerprint)) {
+              if (revoked.has(names)) {
                 // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
-                metadata.set(PEER_HEADERS.revoked, fingerprint);
+                metadata.set(PEER_HEADERS.revoked, names.fingerprint256);
                 mdNext(metadata);
                 return;
               }
               // Streams outlive the check made here: their handlers look the certificate up again.
-              metadata.set(PEER_HEADERS.certificate, fingerprint);
+              metadata.set(PEER_HEADERS.certificate, JSON.stringify(names));
             }
             if (raw !== undefined && cas.length > 0) {
               const identity = identityOf(raw);
               if (identity !== undefined) {
                 metadata.set(PEER_HEADERS.agentId, identity.agentId);
                 metadata.set(PEER_HEADERS.allow, JSON.stringify(identity.allow));
-                metadata.set(PEER_HEADERS.fingerprint, identity.fingerprint256);
+                metadata.set(PEER_HEADERS.fingerprint, JSON.stringify(identity.certificate));
                 metadata.set(PEER_HEADERS.proof, PROOF);
               }
             }
@@ -347,11 +376,12 @@ export interface PeerHeaderSource {
 export function peerIdentityOf(ctx: PeerHeaderSource): PeerIdentity | undefined {
   if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
   const agentId = ctx.metadata.get(PEER_HEADERS.agentId);
-  const fingerprint256 = ctx.metadata.get(PEER_HEADERS.fingerprint);
-  if (typeof agentId !== 'string' || typeof fingerprint256 !== 'string') return undefined;
+  const namesText = ctx.metadata.get(PEER_HEADERS.fingerprint);
+  if (typeof agentId !== 'string' || typeof namesText !== 'string') return undefined;
+  const certificate = JSON.parse(namesText) as CertificateNames;
   const allowText = ctx.metadata.get(PEER_HEADERS.allow);
   const allow = typeof allowText === 'string' ? (JSON.parse(allowText) as string[]) : [];
-  return { agentId, allow, fingerprint256 };
+  return { agentId, allow, fingerprint256: certificate.fingerprint256, certificate };
 }
 
 /**
@@ -365,13 +395,13 @@ export function peerRevokedCertificate(ctx: PeerHeaderSource): string | undefine
 }
 
 /**
- * SHA-256 fingerprint of the caller's client certificate, when the server has a revocation list (so that a
+ * The revocation names of the caller's client certificate, when the server has a revocation list (so that a
  * stream's handler can check it again later); undefined otherwise.
  */
-export function peerCertificateOf(ctx: PeerHeaderSource): string | undefined {
+export function peerCertificateOf(ctx: PeerHeaderSource): CertificateNames | undefined {
   if (ctx.metadata.get(PEER_HEADERS.proof) !== PROOF) return undefined;
-  const fingerprint = ctx.metadata.get(PEER_HEADERS.certificate);
-  return typeof fingerprint === 'string' ? fingerprint : undefined;
+  const names = ctx.metadata.get(PEER_HEADERS.certificate);
+  return typeof names === 'string' ? (JSON.parse(names) as CertificateNames) : undefined;
 }
 
 /**
@@ -448,7 +478,7 @@ export interface AgentAuthOptions {
    * Revoked client certificates, asked again at Hello: the interceptor judged the certificate when the stream
    * opened, which may be long before the Hello. @default none
    */
-  readonly isRevoked?: (fingerprint256: string) => boolean;
+  readonly isRevoked?: (certificate: CertificateNames) => boolean;
 }
 
 /**
@@ -465,7 +495,7 @@ export function authorizeAgentHello(
   const revoked =
     identity === undefined
       ? peerRevokedCertificate(ctx)
-      : options.isRevoked?.(identity.fingerprint256) === true
+      : options.isRevoked?.(identity.certificate) === true
         ? identity.fingerprint256
         : undefined;
   if (revoked !== undefined) {
@@ -492,15 +522,6 @@ export function authorizeAgentHello(
   return identity;
 }
 
-/** Glob → RegExp: `*` any run of characters, `?` one character, everything else literal. */
-export function globToRegExp(glob: string): RegExp {
-  const body = glob
-    .split('')
-    .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
-    .join('');
-  return new RegExp(`^${body}$`);
-}
-
 /**
  * Splits an inventory by the certificate's device allow-list (globs matched against the device node and the LU
  * id). No identity or an empty allow-list allows everything. The server keeps `allowed` and logs `denied`.
@@ -515,7 +536,9 @@ export function authorizeInventory(
   const allowed: Path[] = [];
   const denied: Path[] = [];
   for (const path of paths) {
-    const ok = patterns.some((p) => p.test(path.path) || (path.luId !== '' && p.test(path.luId)));
+    const ok =
+      isNormalPath(path.path) &&
+      patterns.some((p) => p.test(path.path) || (path.luId !== '' && p.test(path.luId)));
     (ok ? allowed : denied).push(path);
   }
   return { allowed, denied };

@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
@@ -82,6 +82,63 @@ function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Takes group and world permissions off `dir` and everything in it (PGlite creates its files 0666 less the umask:
+ * with umask 000 any local user could rewrite pg_control or the WAL). Symbolic links are left alone, not followed.
+ * Returns how many entries had to be changed.
+ */
+export async function restrictDataDir(dir: string): Promise<number> {
+  let changed = 0;
+  const visit = async (entry: string): Promise<void> => {
+    const stat = await lstat(entry);
+    if (stat.isSymbolicLink()) return;
+    if ((stat.mode & 0o077) !== 0) {
+      await chmod(entry, stat.mode & 0o700);
+      changed += 1;
+    }
+    if (stat.isDirectory())
+      for (const name of await readdir(entry)) await visit(path.join(entry, name));
+  };
+  await visit(dir);
+  return changed;
+}
+
+/**
+ * Creates the data directory 0700, or makes an existing one so (and everything in it owner-only), whatever the
+ * umask. Refuses a directory owned by another user: its owner could change it back.
+ */
+async function prepareDataDir(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const stat = await lstat(dataDir);
+  if (!stat.isDirectory()) throw new Error(`data directory ${dataDir} is not a directory`);
+  const uid = process.getuid?.();
+  if (uid !== undefined && stat.uid !== uid) {
+    throw new Error(
+      `data directory ${dataDir} belongs to uid ${stat.uid}, not to this process (uid ${uid}): give it to the server's user, or point PRFLEET_DATA_DIR elsewhere`,
+    );
+  }
+  await restrictDataDir(dataDir);
+}
+
+/**
+ * Runs `fn` with the process umask at 077 where the process may set it (not in worker threads), so that files
+ * PGlite creates meanwhile are owner-only from the start; the data directory's own mode (0700) keeps files
+ * created later out of reach, and {@link restrictDataDir} runs again when the store closes.
+ */
+async function withPrivateUmask<T>(fn: () => Promise<T>): Promise<T> {
+  let previous: number | undefined;
+  try {
+    previous = process.umask(0o077);
+  } catch {
+    previous = undefined; // worker thread: the chmod passes alone do the work
+  }
+  try {
+    return await fn();
+  } finally {
+    if (previous !== undefined) process.umask(previous);
+  }
+}
+
 /** Opens (creating when needed) the embedded PostgreSQL as a Db. Throws StoreLockedError if in use. */
 export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   let unlock: () => Promise<void> = () => Promise.resolve();
@@ -94,7 +151,11 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   }
   let pglite: PGlite;
   try {
-    pglite = await PGlite.create(dataDir, { parsers: { [INT8_OID]: parseInt8 } });
+    if (dataDir !== undefined) await prepareDataDir(dataDir);
+    pglite = await withPrivateUmask(() =>
+      PGlite.create(dataDir, { parsers: { [INT8_OID]: parseInt8 } }),
+    );
+    if (dataDir !== undefined) await restrictDataDir(dataDir);
     if (options.schema !== undefined) {
       const schema = quoteSchema(options.schema);
       // Created here, not only by the migrations, because SET search_path must name an existing schema
@@ -121,6 +182,7 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
     async close(): Promise<void> {
       try {
         if (!pglite.closed) await pglite.close();
+        if (dataDir !== undefined) await restrictDataDir(dataDir);
       } finally {
         await unlock();
       }

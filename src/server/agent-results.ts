@@ -1,0 +1,98 @@
+import type { Logger } from 'pino';
+import type { Command } from '../gen/prfleet/v1/agent.js';
+import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import {
+  DEFAULT_INQUIRY_ALLOCATION_LENGTH,
+  DEFAULT_PRIN_ALLOCATION_LENGTH,
+  DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH,
+  DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH,
+} from '../common/command.js';
+
+/** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
+export const MAX_SENSE_BYTES = 252;
+/** Longest free text (message, status name, sense description) kept from an agent's result. */
+export const MAX_RESULT_TEXT = 4096;
+/** Unit attentions one result may carry (a device queues a handful; the agent reports each once). */
+export const MAX_UNIT_ATTENTIONS = 64;
+
+/** How many data-in bytes the command asked the device for (0: none), as the agent computes it (toScsiRequest). */
+export function dataInLengthOf(command: Command): number {
+  const kind = command.kind;
+  const asked = (n: number, fallback: number) => (n === 0 ? fallback : n);
+  switch (kind?.$case) {
+    case 'prin':
+      return asked(kind.value.allocationLength, DEFAULT_PRIN_ALLOCATION_LENGTH);
+    case 'inquiry':
+      return asked(kind.value.allocationLength, DEFAULT_INQUIRY_ALLOCATION_LENGTH);
+    case 'requestSense':
+      return asked(kind.value.allocationLength, DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH);
+    case 'reportLuns':
+      return asked(kind.value.allocationLength, DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH);
+    default:
+      return 0;
+  }
+}
+
+/**
+ * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: sense over 252
+ * bytes, more data-in than the allocation length asked, decoded data the data-in could not hold, oversized
+ * text. A compromised agent must not be able to make the server store (and every listing return) megabytes.
+ */
+export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
+  const senseBytes = result.sense?.raw.length ?? 0;
+  if (senseBytes > MAX_SENSE_BYTES)
+    return `sense of ${senseBytes} bytes (at most ${MAX_SENSE_BYTES})`;
+  const allocation = dataInLengthOf(command);
+  if (result.dataIn.length > allocation)
+    return `${result.dataIn.length} bytes of data-in for an allocation length of ${allocation}`;
+  // Decoded data takes at least as many bytes of the data-in it was decoded from: 8 a key, 24 a descriptor
+  // plus its iSCSI name.
+  const decoded = decodedBytes(result.data);
+  if (decoded > allocation)
+    return `${decoded} bytes of decoded data for an allocation length of ${allocation}`;
+  if (result.unitAttentions.length > MAX_UNIT_ATTENTIONS)
+    return `${result.unitAttentions.length} unit attentions (at most ${MAX_UNIT_ATTENTIONS})`;
+  const text = Math.max(
+    result.message.length,
+    result.statusName.length,
+    result.sense?.description.length ?? 0,
+    result.sense?.senseKeyName.length ?? 0,
+  );
+  if (text > MAX_RESULT_TEXT)
+    return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
+  return undefined;
+}
+
+function decodedBytes(data: CommandResult['data']): number {
+  if (data?.$case === 'readKeys') return data.value.keys.length * 8;
+  if (data?.$case !== 'fullStatus') return 0;
+  let bytes = 0;
+  for (const d of data.value.descriptors) {
+    const id = d.transportId?.id;
+    bytes += 24 + (id?.$case === 'iscsi' ? id.value.name.length + id.value.isid.length : 0);
+  }
+  return bytes;
+}
+
+/**
+ * A warning logged at most once per `intervalMs`, with how many occurrences it stands for: an agent sending
+ * 10,000 results for commands never sent must not write 10,000 lines.
+ */
+export function rateLimitedWarning(
+  log: Logger,
+  text: string,
+  intervalMs = 10_000,
+): (fields: Record<string, unknown>) => void {
+  let lastMs = -Infinity;
+  let suppressed = 0;
+  return (fields) => {
+    const now = performance.now();
+    if (now - lastMs < intervalMs) {
+      suppressed += 1;
+      return;
+    }
+    lastMs = now;
+    log.warn({ ...fields, suppressedSinceLast: suppressed }, text);
+    suppressed = 0;
+  };
+}
