@@ -1,10 +1,9 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { createServer, ServerError, Status, type ServerMiddleware } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
-import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 import { AgentServiceDefinition } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition } from '../gen/prfleet/v1/control.js';
 import {
@@ -33,6 +32,7 @@ import { rpcMiddleware, type RpcObserver } from './middleware.js';
 import { createLuSerializer } from './lu-serializer.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createStoreCommandJournal, type Store } from './store/index.js';
+import { LazyServerReflectionService, lazyServerReflection } from './reflection.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -279,7 +279,7 @@ async function buildServer(
         'reflection off: protoset.binpb not found (run make gen)',
       );
     } else {
-      server.add(ServerReflectionService, ServerReflection(readFileSync(protoset), services));
+      server.add(LazyServerReflectionService, lazyServerReflection(protoset, services));
     }
   }
   for (const name of [...services, '']) health.setStatus('healthy', name);
