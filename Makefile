@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 NODE_MAJOR := 24
 
-.PHONY: all install node-version bundle gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-fleet bench-scale bench-lio breaking baseline clean
+.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-lio breaking baseline clean
 
 all: build
 
@@ -68,6 +68,11 @@ build: install
 bundle: install
 	node scripts/bundle.mjs
 
+## agent-dist: dist/agent-dist/prfleet-agent, a self-contained agent for a host (no npm, no system Node): the
+## bundled agent, koffi's native module, the pinned node binary, the systemd unit (docs/deployment.md)
+agent-dist: build
+	node scripts/agent-dist.mjs
+
 ## test: every vitest suite (real servers, real agents, the emulator, PostgreSQL, Redis, the LIO VM);
 ## ends with "N passed, N failed"
 test: build
@@ -86,6 +91,7 @@ demo: build
 bench: build
 	node dist/bench/main.js
 	node dist/bench/coldstart.js
+	node dist/bench/agent-weight.js
 	node --expose-gc dist/bench/fleet.js
 	node --expose-gc dist/bench/scale.js
 
@@ -96,6 +102,10 @@ bench-core: build
 ## against a bare `node -e 0` in the same run
 bench-coldstart: build
 	node dist/bench/coldstart.js
+
+## bench-agent: idle prfleet-agent RSS, start → connected and idle CPU against an idle bare node
+bench-agent: build
+	node dist/bench/agent-weight.js
 
 bench-fleet: build
 	node --expose-gc dist/bench/fleet.js
