@@ -497,7 +497,12 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
             numberOfElements:
               v.numberOfElements === 0
                 ? 0xffff
-                : checkRange(v.numberOfElements, 1, 0xffff, 'read_element_status.number_of_elements'),
+                : checkRange(
+                    v.numberOfElements,
+                    1,
+                    0xffff,
+                    'read_element_status.number_of_elements',
+                  ),
             voltag: v.voltag,
             dvcid: v.dvcid,
             allocationLength,
