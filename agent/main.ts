@@ -43,8 +43,7 @@ const TRACE_FLUSH_MS = 2_000;
 
 /** Sets up the tracer provider and the per-command span wrapper (loads the OpenTelemetry API and SDK). */
 async function setUpTracing(options: TracingOptions, config: AgentConfig) {
-  const [{ trace }, { setupTracerProvider }, { inCommandSpan, traceLogMixin }] = await Promise.all([
-    import('@opentelemetry/api'),
+  const [{ setupTracerProvider }, { getTracer, inCommandSpan, traceLogMixin }] = await Promise.all([
     import('../src/common/tracing.js'),
     import('../src/common/command-trace.js'),
   ]);
@@ -53,7 +52,7 @@ async function setUpTracing(options: TracingOptions, config: AgentConfig) {
     serviceVersion: AGENT_VERSION,
     instanceId: config.agentId,
   });
-  const tracer = trace.getTracer('prfleet-agent', AGENT_VERSION);
+  const tracer = getTracer('prfleet-agent', AGENT_VERSION);
   const traceCommand: CommandTracer = (command, execute) =>
     inCommandSpan(tracer, command, config.agentId, execute);
   return {

@@ -150,7 +150,8 @@ async function host(calls: number, spawns: number): Promise<number> {
   const outDir = await mkdtemp(join(tmpdir(), 'prfleet-bench-lio-'));
   const vm = await runInVm({
     outDir,
-    script: `exec node dist/bench/lio.js --guest --calls ${calls} --spawns ${spawns} "$(echo "$SG_DEVS" | cut -d' ' -f1)"`,
+    // The guest runs the host's own runtime (the pinned Node under node_modules), not the chroot PATH's node.
+    script: `exec '${process.execPath}' dist/bench/lio.js --guest --calls ${calls} --spawns ${spawns} "$(echo "$SG_DEVS" | cut -d' ' -f1)"`,
     timeoutMs: 900_000,
   });
   const results: MethodResult[] = vm.output

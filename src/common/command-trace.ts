@@ -22,6 +22,11 @@ export function traceLogMixin(): Record<string, string> {
   return { traceId, spanId, traceSampled: (traceFlags & 1) === 1 ? 'true' : 'false' };
 }
 
+/** The tracer named `name` from the registered provider (callers need not import the API themselves). */
+export function getTracer(name: string, version: string): Tracer {
+  return trace.getTracer(name, version);
+}
+
 /** W3C Trace Context carried by a Command (agent.proto `traceparent`, `tracestate`). */
 export interface CommandTraceContext {
   readonly traceparent: string;

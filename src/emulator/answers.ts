@@ -5,7 +5,7 @@
  * @internal
  */
 import { encodeSense, type ScsiResponse } from '../scsi/index.js';
-import type { ErrorFlavour } from './profiles.js';
+import type { ErrorFlavour } from '../scsi/profiles.js';
 
 /** Where an ILLEGAL REQUEST points (SENSE KEY SPECIFIC field pointer, scsi-pr.md §9.4). @internal */
 export interface FieldPointer {

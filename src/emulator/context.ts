@@ -3,7 +3,7 @@
  * side channels (unit attentions, PREEMPT AND ABORT victims).
  * @internal
  */
-import type { ProfileKnobs } from './profiles.js';
+import type { ProfileKnobs } from '../scsi/profiles.js';
 import type { Initiator, PrState, Registration } from './pr-state.js';
 import type { TransportId } from '../scsi/index.js';
 

@@ -7,7 +7,7 @@ import {
   type EmulatedLogicalUnit,
   type LogicalUnitSpec,
 } from './logical-unit.js';
-import { isProfileName } from './profiles.js';
+import { isProfileName } from '../scsi/profiles.js';
 
 /** Options of createEmulator. */
 export interface EmulatorOptions {

@@ -14,7 +14,7 @@ export {
   type ProfileCapabilities,
   type ProfileKnobs,
   type ProfileName,
-} from './profiles.js';
+} from '../scsi/profiles.js';
 export {
   createTranscriptRecorder,
   formatTranscript,

@@ -24,7 +24,7 @@ import { executeOrdinary, executeInquiry, executeReportLuns } from './device-com
 import { ElementModel, type ElementLayoutSpec } from './element-model.js';
 import { executePrin } from './persistent-reserve-in.js';
 import { executeProut } from './persistent-reserve-out.js';
-import { profileKnobs, type ProfileKnobs, type ProfileName } from './profiles.js';
+import { profileKnobs, type ProfileKnobs, type ProfileName } from '../scsi/profiles.js';
 import {
   initiatorPortOf,
   isAllRegistrants,

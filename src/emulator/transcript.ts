@@ -18,7 +18,7 @@ import {
 } from '../scsi/index.js';
 import { createEmulator } from './emulator.js';
 import type { Initiator } from './pr-state.js';
-import { isProfileName, type ProfileName } from './profiles.js';
+import { isProfileName, type ProfileName } from '../scsi/profiles.js';
 
 /** One I_T nexus of a transcript; `transportId` in formatTransportId form when known. */
 export interface TranscriptNexus {

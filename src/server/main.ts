@@ -65,7 +65,7 @@ const tracing =
         ...scaleOut.tracing,
         instanceId: config.instanceId,
       });
-const extras = createServerExtras(scaleOut, {
+const extras = await createServerExtras(scaleOut, {
   log,
   instanceId: config.instanceId,
   resultSlackMs: config.resultSlackMs,

@@ -21,24 +21,11 @@ import {
   type SecurityConfig,
   type TokenStore,
 } from './auth/index.js';
-import {
-  createMetrics,
-  rpcObserver,
-  instrumentRouter,
-  loadMetricsConfig,
-  observeAgents,
-  startMetricsServer,
-  type MetricsServer,
-  type ServerMetrics,
-} from './metrics.js';
-import {
-  closeRouter,
-  loadRedisRouterConfig,
-  redisRouterFactory,
-  type RedisRouterConfig,
-} from './redis-router/index.js';
+import type { MetricsServer, ServerMetrics } from './metrics.js';
+import { loadMetricsConfig } from './metrics-config.js';
+import { loadRedisRouterConfig, type RedisRouterConfig } from './redis-router/config.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
-import { createRedisInventory, type RedisInventory } from './shared-inventory/index.js';
+import type { RedisInventory } from './shared-inventory/index.js';
 import type { Store } from './store/index.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
@@ -179,12 +166,24 @@ export interface ServerExtras {
 
 /**
  * Builds the extras (see {@link ServerExtras}). Throws when Redis is configured but unreachable only at
- * start(); configuration errors throw here.
+ * start(); configuration errors throw here. Prometheus (prom-client) and Redis (ioredis) are loaded only when
+ * configured: a server without them does not pay for them at start.
  */
-export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDeps): ServerExtras {
+export async function createServerExtras(
+  config: ScaleOutConfig,
+  deps: ServerExtrasDeps,
+): Promise<ServerExtras> {
   const { log, instanceId } = deps;
+  const [prometheus, redis] = await Promise.all([
+    config.metrics === undefined ? undefined : import('./metrics.js'),
+    config.redis.redisUrl === undefined
+      ? undefined
+      : Promise.all([import('./redis-router/index.js'), import('./shared-inventory/index.js')]),
+  ]);
   // Recorded only when something can scrape them: each RPC and command costs the Prometheus client a few µs.
-  const metrics = config.metrics === undefined ? undefined : createMetrics();
+  const prom =
+    prometheus === undefined ? undefined : { lib: prometheus, metrics: prometheus.createMetrics() };
+  const metrics = prom?.metrics;
   const tracing = deps.tracing;
   const middlewares: ServerMiddleware[] = tracing === undefined ? [] : [tracing.middleware];
   const security = config.security;
@@ -243,7 +242,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
   function createRouter(agents: AgentRegistry): CommandRouter {
     if (router !== undefined)
       throw new Error('createServerExtras: createRouter called twice (one server per extras)');
-    const redisFactory = redisRouterFactory(config.redis, {
+    const redisFactory = redis?.[0].redisRouterFactory(config.redis, {
       log,
       instanceId,
       resultSlackMs: deps.resultSlackMs,
@@ -265,9 +264,9 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
         resultSlackMs: deps.resultSlackMs,
         rotationWaitMs: config.rotationWaitMs,
       });
-    if (config.redis.redisUrl !== undefined) {
+    if (config.redis.redisUrl !== undefined && redis !== undefined) {
       const presence = inner as unknown as { syncPresence(): Promise<void> };
-      inventory = createRedisInventory({
+      inventory = redis[1].createRedisInventory({
         redisUrl: config.redis.redisUrl,
         keyPrefix: config.redis.keyPrefix,
         instanceId,
@@ -291,7 +290,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
         ? {}
         : { isCertificateRevoked: (names: CertificateNames) => revoked.has(names) }),
     });
-    if (metrics !== undefined) stopObserving = observeAgents(metrics, agents);
+    if (prom !== undefined) stopObserving = prom.lib.observeAgents(prom.metrics, agents);
     revoked?.onChange(() => {
       for (const session of agents.sessions()) {
         if (session.certificate === undefined || !revoked.has(session.certificate)) continue;
@@ -309,7 +308,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
         );
       }
     });
-    router = metrics === undefined ? inner : instrumentRouter(inner, metrics);
+    router = prom === undefined ? inner : prom.lib.instrumentRouter(inner, prom.metrics);
     return router;
   }
 
@@ -319,7 +318,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     credentials,
     middlewares,
     tokens: auth?.tokens,
-    observeRpc: metrics === undefined ? undefined : rpcObserver(metrics),
+    observeRpc: prom === undefined ? undefined : prom.lib.rpcObserver(prom.metrics),
     onAuditFindings:
       metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
     controlMiddleware,
@@ -333,8 +332,8 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
       const redisRouter = router as unknown as { ready?: Promise<void> } | undefined;
       await redisRouter?.ready;
       await inventory?.ready;
-      if (config.metrics !== undefined && metrics !== undefined) {
-        metricsServer = await startMetricsServer(metrics.registry, config.metrics);
+      if (config.metrics !== undefined && prom !== undefined) {
+        metricsServer = await prom.lib.startMetricsServer(prom.metrics.registry, config.metrics);
         log.info({ port: metricsServer.port, host: config.metrics.host }, 'metrics listening');
       }
       const store = server.store;
@@ -355,7 +354,7 @@ export function createServerExtras(config: ScaleOutConfig, deps: ServerExtrasDep
     async close() {
       clearInterval(reaper);
       stopObserving?.();
-      if (router !== undefined) await closeRouter(router);
+      if (router !== undefined && redis !== undefined) await redis[0].closeRouter(router);
       await inventory?.close();
       await metricsServer?.close();
       await tracing?.shutdown();

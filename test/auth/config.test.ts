@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSecurityConfig } from '../../src/server/auth/config.js';
-import { loadMetricsConfig } from '../../src/server/metrics.js';
+import { loadMetricsConfig } from '../../src/server/metrics-config.js';
 import { loadScaleOutConfig } from '../../src/server/scale-out.js';
 import { createTestPki, type TestPki } from './pki.js';
 

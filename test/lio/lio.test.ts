@@ -63,8 +63,9 @@ if (unavailable !== undefined && !inCi) {
         const outDir = await mkdtemp(join(tmpdir(), 'prfleet-lio-'));
         run = await runInVm({
           outDir,
+          // The guest runs the host's own runtime (the pinned Node under node_modules), not the chroot PATH's node.
           script: detachedNodeScript(
-            `node '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc`,
+            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc`,
           ),
           timeoutMs: 900_000,
         });
@@ -92,6 +93,10 @@ if (unavailable !== undefined && !inCi) {
         lines.some((l) => l.t === 'info' && l.name === 'end'),
         `no end line; console tail:\n${run?.output.slice(-3000) ?? ''}`,
       ).toBe(true);
+      const start = lines.find((l): l is InfoLine => l.t === 'info' && l.name === 'start');
+      expect(start?.['node'], 'the guest runs the same (pinned) Node as the host').toBe(
+        process.version,
+      );
     });
 
     describe('conformance scenarios on LIO (SG_IO, 3 nexuses)', () => {

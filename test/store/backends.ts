@@ -1,13 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
-import {
-  createPgliteDb,
-  createStore,
-  openStore,
-  type Db,
-  type Store,
-} from '../../src/server/store/index.js';
+import { createStore, openStore, type Db, type Store } from '../../src/server/store/index.js';
+import { createPgliteDb } from '../../src/server/store/pglite-db.js';
 
 /** PostgreSQL for the store tests; override with PRFLEET_TEST_DATABASE_URL. */
 export const TEST_DATABASE_URL =

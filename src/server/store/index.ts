@@ -9,8 +9,7 @@ export {
 } from './store.js';
 export type { Db, QueryResult } from './db.js';
 export { isUniqueViolation } from './db.js';
-export { createPgDb, type PgDbOptions } from './pg-db.js';
-export { createPgliteDb, type PgliteDbOptions } from './pglite-db.js';
+// The drivers (pg-db.js, pglite-db.js) are imported from their own modules: openStore loads only the one it uses.
 export { migrate, schemaVersion, MIGRATIONS, type Migration } from './migrations.js';
 export * from './errors.js';
 export type { JsonValue } from './canonical-json.js';

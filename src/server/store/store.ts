@@ -5,8 +5,6 @@ import { createPRoutHistory, type PRoutHistory } from './history.js';
 import { createOperationJournal, type OperationJournal } from './journal.js';
 import { createKeyRegistry, type KeyRegistry } from './key-registry.js';
 import { migrate, schemaVersion } from './migrations.js';
-import { createPgDb } from './pg-db.js';
-import { createPgliteDb } from './pglite-db.js';
 
 /** Where the durable state lives. */
 export interface StoreOptions {
@@ -85,7 +83,9 @@ export async function createStore(
 export async function openStore(options: StoreOptions = {}): Promise<Store> {
   const startedAt = performance.now();
   const schema = options.schema !== undefined ? { schema: options.schema } : {};
+  // Each driver loads only when used: pg and PGlite are a large part of a cold start that needs neither.
   if (options.databaseUrl) {
+    const { createPgDb } = await import('./pg-db.js');
     const db = createPgDb({
       connectionString: options.databaseUrl,
       ...schema,
@@ -103,6 +103,7 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
     }
   }
   const dataDir = options.dataDir ?? DEFAULT_DATA_DIR;
+  const { createPgliteDb } = await import('./pglite-db.js');
   const db = await createPgliteDb(
     options.inMemory ? { inMemory: true, ...schema } : { dataDir, ...schema },
   );

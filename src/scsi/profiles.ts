@@ -1,7 +1,8 @@
 /**
  * Device profiles as data: every place where SPC-4, Linux LIO, the Quantum SuperLoader 3 changer and an LTO drive
  * answer differently is one knob here (scsi-pr.md §12, last paragraph). The engine reads knobs; it never asks
- * "is this LIO?".
+ * "is this LIO?". They live beside the codec rather than in the emulator because a real (sgio) agent's discovery
+ * needs them too, and such an agent loads nothing of the emulator.
  */
 
 /** Name of a device profile an emulated logical unit follows. */

@@ -1,0 +1,220 @@
+/**
+ * `node dist/bench/agent-weight.js` (make bench-agent): how heavy an idle `prfleet-agent` is on a host, against
+ * an idle bare node measured in the same run. A `prfleet-server` (memory store) runs as a child; per round and
+ * per agent kind:
+ *
+ *  - start → connected: spawn → the agent's "connected" log line (the server's Welcome: it lists the agent);
+ *  - idle RSS (VmRSS) SETTLE_MS after connecting, vs `node -e 'setInterval(() => {}, 1e9)'` just as long after
+ *    its start;
+ *  - idle CPU: the agent's CPU time over IDLE_MS after that (heartbeats only; /proc ticks are 10 ms).
+ *
+ * Agent kinds: the tsc output and the bundle (`make bundle`, what `make agent-dist` ships) with the emulated
+ * transport (host-a of examples/fabric-demo.yaml: 5 paths), and the bundle with the sgio transport (what a real
+ * host runs; this machine may have no /dev/sg nodes, which makes no difference to an idle agent). Targets: RSS ≤
+ * 1.3× bare, start → connected ≤ 300 ms, idle CPU ≤ 10 ms (one tick) in IDLE_MS. Options: --rounds N (default 3),
+ * --entry name=path (repeatable; adds an emulated agent script, e.g. an older build for a before/after).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { processCpuMs, summarize } from './stats.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SETTLE_MS = 3_000;
+const IDLE_MS = 5_000;
+const LINE_TIMEOUT_MS = 60_000;
+const FABRIC = join(ROOT, 'examples', 'fabric-demo.yaml');
+const BUNDLE = join('dist', 'bundle', 'agent', 'prfleet-agent.mjs');
+
+interface AgentKind {
+  readonly name: string;
+  readonly entry: string;
+  readonly emulated: boolean;
+}
+
+const KINDS: readonly AgentKind[] = [
+  {
+    name: 'tsc output, emulated (5 paths)',
+    entry: join('dist', 'agent', 'main.js'),
+    emulated: true,
+  },
+  { name: 'bundle, emulated (5 paths)', entry: BUNDLE, emulated: true },
+  { name: 'bundle, sgio', entry: BUNDLE, emulated: false },
+];
+
+/** Resident set size of `pid` in KiB (VmRSS). */
+function rssKiB(pid: number): number {
+  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(match?.[1] ?? NaN);
+}
+
+/** Resolves with the first stdout line containing `marker` (JSON log lines), or rejects on exit / timeout. */
+function waitForLine(child: ChildProcess, marker: string): Promise<string> {
+  return new Promise((resolveLine, reject) => {
+    let pending = '';
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(
+      () => reject(new Error(`no ${marker} in ${LINE_TIMEOUT_MS} ms: ${stderr}`)),
+      LINE_TIMEOUT_MS,
+    );
+    const onData = (d: Buffer): void => {
+      pending += d.toString();
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      const line = lines.find((l) => l.includes(marker));
+      if (line === undefined) return;
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stdout?.resume();
+      resolveLine(line);
+    };
+    child.stdout?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`exited (${code}) before ${marker}: ${stderr}`)));
+  });
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+interface Weight {
+  readonly connectMs: number;
+  readonly rssKiB: number;
+  readonly idleCpuMs: number;
+}
+
+async function measureAgent(kind: AgentKind, address: string, id: string): Promise<Weight> {
+  const args = [
+    resolve(ROOT, kind.entry),
+    '--server',
+    address,
+    '--plaintext',
+    '--agent-id',
+    id,
+    ...(kind.emulated
+      ? ['--transport', 'emulated', '--fabric', FABRIC, '--host', 'host-a']
+      : ['--transport', 'sgio']),
+  ];
+  const started = performance.now();
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  try {
+    await waitForLine(child, '"connected"');
+    const connectMs = performance.now() - started;
+    await sleep(SETTLE_MS);
+    const pid = child.pid ?? 0;
+    const rss = rssKiB(pid);
+    const cpuBefore = processCpuMs(pid);
+    await sleep(IDLE_MS);
+    return { connectMs, rssKiB: rss, idleCpuMs: processCpuMs(pid) - cpuBefore };
+  } finally {
+    await stop(child);
+  }
+}
+
+async function bareNodeRss(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', 'console.log("up"); setInterval(() => {}, 1e9)'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  try {
+    await waitForLine(child, 'up');
+    await sleep(SETTLE_MS);
+    return rssKiB(child.pid ?? 0);
+  } finally {
+    await stop(child);
+  }
+}
+
+const mib = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
+
+function verdict(name: string, shown: string, target: string, pass: boolean): string {
+  return `${name.padEnd(50)} ${shown.padStart(10)}  (target ${target})  ${pass ? 'PASS' : 'MISS'}`;
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      entry: { type: 'string', multiple: true, default: [] },
+    },
+  });
+  const rounds = Number(values.rounds);
+  const extra = values.entry.map((spec): AgentKind => {
+    const [name = spec, entry = spec] = spec.split('=');
+    return { name: `${name}, emulated (5 paths)`, entry, emulated: true };
+  });
+  const all = [...extra, ...KINDS];
+  const kinds = all.filter((k) => existsSync(resolve(ROOT, k.entry)));
+  for (const k of all)
+    if (!kinds.includes(k)) console.log(`${k.name}: ${k.entry} missing (make build)`);
+  const serverEntry = existsSync(join(ROOT, 'dist', 'bundle', 'server', 'prfleet-server.mjs'))
+    ? join(ROOT, 'dist', 'bundle', 'server', 'prfleet-server.mjs')
+    : join(ROOT, 'dist', 'src', 'server', 'main.js');
+  const server = spawn(process.execPath, [serverEntry], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PRFLEET_STORE: 'memory',
+      PRFLEET_PLAINTEXT: 'true',
+      PRFLEET_HOST: '127.0.0.1',
+      PORT: '0',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const bare: number[] = [];
+  const results = new Map<string, Weight[]>(kinds.map((k) => [k.name, []]));
+  console.log(
+    `prfleet-agent weight, node ${process.version}, ${rounds} rounds, load ${loadavg()[0]?.toFixed(1) ?? '?'}`,
+  );
+  try {
+    const listening = await waitForLine(server, '"listening"');
+    const address = `127.0.0.1:${(JSON.parse(listening) as { port: number }).port}`;
+    for (let round = 0; round < rounds; round++) {
+      bare.push(await bareNodeRss());
+      for (const [i, kind] of kinds.entries()) {
+        results.get(kind.name)!.push(await measureAgent(kind, address, `weight-${i}-${round}`));
+      }
+    }
+  } finally {
+    await stop(server);
+  }
+  const bareRss = summarize(bare).p50;
+  console.log(`idle bare node RSS p50 ${mib(bareRss)} (min ${mib(summarize(bare).min)})`);
+  for (const [name, weights] of results) {
+    const rss = summarize(weights.map((w) => w.rssKiB));
+    const connect = summarize(weights.map((w) => w.connectMs));
+    const cpu = summarize(weights.map((w) => w.idleCpuMs));
+    console.log(
+      `${name}: RSS p50 ${mib(rss.p50)} (min ${mib(rss.min)}, max ${mib(rss.max)}), start → connected p50 ` +
+        `${connect.p50.toFixed(0)} ms (min ${connect.min.toFixed(0)}), idle CPU in ${IDLE_MS / 1000} s ` +
+        `p50 ${cpu.p50.toFixed(0)} ms (max ${cpu.max.toFixed(0)})`,
+    );
+    const ratio = rss.p50 / bareRss;
+    console.log(verdict(`  RSS / bare node RSS`, `${ratio.toFixed(2)}×`, '≤ 1.3×', ratio <= 1.3));
+    console.log(
+      verdict(
+        `  start → connected p50`,
+        `${connect.p50.toFixed(0)} ms`,
+        '≤ 300 ms',
+        connect.p50 <= 300,
+      ),
+    );
+    console.log(
+      verdict(
+        `  idle CPU max in ${IDLE_MS / 1000} s`,
+        `${cpu.max.toFixed(0)} ms`,
+        '≤ 10 ms',
+        cpu.max <= 10,
+      ),
+    );
+  }
+}
+
+await main();

@@ -1,0 +1,16 @@
+/** The /metrics settings, apart from metrics.ts so reading them does not load prom-client. */
+
+/** PRFLEET_METRICS_PORT (0 or unset = no /metrics listener) and PRFLEET_METRICS_HOST (default 0.0.0.0). */
+export function loadMetricsConfig(
+  env: NodeJS.ProcessEnv = process.env,
+): { port: number; host: string } | undefined {
+  const raw = env['PRFLEET_METRICS_PORT'];
+  if (raw === undefined || raw === '' || raw === '0') return undefined;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    throw new Error(
+      `invalid PRFLEET_METRICS_PORT: ${JSON.stringify(raw)} (1-65535, or 0 for none)`,
+    );
+  }
+  return { port, host: env['PRFLEET_METRICS_HOST'] ?? '0.0.0.0' };
+}
