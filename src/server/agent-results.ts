@@ -1,12 +1,7 @@
 import type { Logger } from 'pino';
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
-import {
-  DEFAULT_INQUIRY_ALLOCATION_LENGTH,
-  DEFAULT_PRIN_ALLOCATION_LENGTH,
-  DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH,
-  DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH,
-} from '../common/command.js';
+import { toScsiRequest } from '../common/command.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
 export const MAX_SENSE_BYTES = 252;
@@ -15,21 +10,15 @@ export const MAX_RESULT_TEXT = 4096;
 /** Unit attentions one result may carry (a device queues a handful; the agent reports each once). */
 export const MAX_UNIT_ATTENTIONS = 64;
 
-/** How many data-in bytes the command asked the device for (0: none), as the agent computes it (toScsiRequest). */
+/**
+ * How many data-in bytes the command asked the device for (0: none): what the agent computes, from the same
+ * function (toScsiRequest), so every command kind (READ ELEMENT STATUS included) is covered by one definition.
+ */
 export function dataInLengthOf(command: Command): number {
-  const kind = command.kind;
-  const asked = (n: number, fallback: number) => (n === 0 ? fallback : n);
-  switch (kind?.$case) {
-    case 'prin':
-      return asked(kind.value.allocationLength, DEFAULT_PRIN_ALLOCATION_LENGTH);
-    case 'inquiry':
-      return asked(kind.value.allocationLength, DEFAULT_INQUIRY_ALLOCATION_LENGTH);
-    case 'requestSense':
-      return asked(kind.value.allocationLength, DEFAULT_REQUEST_SENSE_ALLOCATION_LENGTH);
-    case 'reportLuns':
-      return asked(kind.value.allocationLength, DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH);
-    default:
-      return 0;
+  try {
+    return toScsiRequest(command).dataInLength;
+  } catch {
+    return 0; // not a command the server would send: no data-in is believable
   }
 }
 
