@@ -9,6 +9,13 @@ const K1 = 0x1111n;
 const K2 = 0x2222n;
 const K3 = 0x3333n;
 const K4 = 0x4444n;
+/** Keys with no zero byte, so a key cut mid-way shows in the data. */
+const KA = 0xa1a2a3a4a5a6a7a8n;
+const KB = 0xb1b2b3b4b5b6b7b8n;
+const KC = 0xc1c2c3c4c5c6c7c8n;
+const KA_HEX = 'a1a2a3a4a5a6a7a8';
+const KB_HEX = 'b1b2b3b4b5b6b7b8';
+const KC_HEX = 'c1c2c3c4c5c6c7c8';
 
 const WE = 1;
 const EA = 3;
@@ -795,6 +802,136 @@ const prinScenarios: Scenario[] = [
   },
 ];
 
+/** A PRIN answer cut at `length` bytes: data-in length, ADDITIONAL LENGTH, and the bytes from offset 4 on. */
+function prinCut(length: number, additionalLength: number, fromByte4: string): Expectation {
+  return { dataInLength: length, additionalLength, dataInAt: { offset: 4, hex: fromByte4 } };
+}
+const zeros = (bytes: number): string => '00'.repeat(bytes);
+const LIO_WHOLE_ENTRIES =
+  'LIO transfers the allocation length but writes only whole keys (READ KEYS) and the reservation key and type only when 22 bytes fit (READ RESERVATION); the rest is zero';
+
+/** scsi-pr.md §8.2: PRIN data cut by the allocation length inside a key or the reservation descriptor. */
+const prinCutScenarios: Scenario[] = [
+  {
+    id: 'prin.read-keys-cut-inside-key',
+    title:
+      'READ KEYS with an allocation length ending inside a key: the bytes that fit (LIO: whole keys only, the rest zero)',
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      ...(
+        [
+          [12, `00000010${KA_HEX.slice(0, 8)}`, `00000010${zeros(4)}`],
+          [20, `00000010${KA_HEX}${KB_HEX.slice(0, 8)}`, `00000010${KA_HEX}${zeros(4)}`],
+          [23, `00000010${KA_HEX}${KB_HEX.slice(0, 14)}`, `00000010${KA_HEX}${zeros(7)}`],
+        ] as const
+      ).map(([length, spc, lio]) =>
+        step(0, { kind: 'read-keys', allocationLength: length }, prinCut(length, 16, spc), {
+          overrides: { lio: prinCut(length, 16, lio) },
+        }),
+      ),
+      step(
+        1,
+        { kind: 'read-keys', allocationLength: 24 },
+        prinCut(24, 16, `00000010${KA_HEX}${KB_HEX}`),
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-keys-cut-three-keys',
+    title:
+      'READ KEYS of three keys cut at 9, 16 and 30 bytes from another nexus; ADDITIONAL LENGTH stays 24',
+    requires: { nexuses: 3 },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reg(2, KC),
+      step(
+        2,
+        { kind: 'read-keys', allocationLength: 9 },
+        prinCut(9, 24, `00000018${KA_HEX.slice(0, 2)}`),
+        { overrides: { lio: prinCut(9, 24, `00000018${zeros(1)}`) } },
+      ),
+      step(2, { kind: 'read-keys', allocationLength: 16 }, prinCut(16, 24, `00000018${KA_HEX}`)),
+      step(
+        1,
+        { kind: 'read-keys', allocationLength: 30 },
+        prinCut(30, 24, `00000018${KA_HEX}${KB_HEX}${KC_HEX.slice(0, 12)}`),
+        { overrides: { lio: prinCut(30, 24, `00000018${KA_HEX}${KB_HEX}${zeros(6)}`) } },
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-reservation-cut',
+    title:
+      'READ RESERVATION (EA) cut at 12, 16, 21 and 22 bytes: the bytes that fit (LIO: key and type only from 22 bytes on)',
+    requires: { types: [EA] },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reserve(0, KA, EA),
+      ...(
+        [
+          [12, `00000010${KA_HEX.slice(0, 8)}`],
+          [16, `00000010${KA_HEX}`],
+          [21, `00000010${KA_HEX}${zeros(5)}`],
+        ] as const
+      ).map(([length, spc]) =>
+        step(
+          length === 16 ? 1 : 0,
+          { kind: 'read-reservation', allocationLength: length },
+          prinCut(length, 16, spc),
+          { overrides: { lio: prinCut(length, 16, `00000010${zeros(length - 8)}`) } },
+        ),
+      ),
+      step(
+        1,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${KA_HEX}${zeros(5)}03`),
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-reservation-cut-other-types',
+    title:
+      'READ RESERVATION cut at 20 and 22 bytes under WE-RO (holder key) and EA-AR (key 0), from a non-holder',
+    requires: { types: [WE_RO, EA_AR], nexuses: 3 },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reserve(0, KA, WE_RO),
+      step(
+        2,
+        { kind: 'read-reservation', allocationLength: 20 },
+        prinCut(20, 16, `00000010${KA_HEX}${zeros(4)}`),
+        { overrides: { lio: prinCut(20, 16, `00000010${zeros(12)}`) } },
+      ),
+      step(
+        2,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${KA_HEX}${zeros(5)}05`),
+      ),
+      step(0, { kind: 'release', key: KA, type: WE_RO }, GOOD),
+      tur(1, ua(0x04)),
+      reserve(1, KB, EA_AR),
+      step(
+        1,
+        { kind: 'read-reservation', allocationLength: 21 },
+        prinCut(21, 16, `00000010${zeros(13)}`),
+      ),
+      step(
+        0,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${zeros(13)}08`),
+      ),
+    ],
+  },
+];
+
 const persistenceScenarios: Scenario[] = [
   {
     id: 'aptpl.power-cycle-keeps-state',
@@ -973,6 +1110,7 @@ export const SCENARIOS: readonly Scenario[] = [
   ...preemptScenarios,
   ...moveScenarios,
   ...prinScenarios,
+  ...prinCutScenarios,
   {
     id: 'prin.unsupported-service-actions',
     title:

@@ -57,7 +57,8 @@ function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator
     product: 'FILEIO',
     revision: '4.0',
     targetPorts: initiators.map((i) => i.relativeTargetPort),
-    acl: initiators.map((i) => i.transportId),
+    acl: Object.fromEntries(initiators.map((i) => [i.relativeTargetPort, [i.transportId]])),
+    blockCount: 2048, // the 1 MiB fileio backstore of test/lio/guest/lio-configfs.ts
     targetName: TARGET_WWN,
   });
   return { lu, initiators };

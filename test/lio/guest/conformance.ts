@@ -30,7 +30,7 @@ import {
 } from '../../../src/scsi/index.js';
 import { compareTranscripts, formatMismatch } from '../differential.js';
 import { formatLine, type ScenarioLine } from '../protocol.js';
-import { createLioTopology, type LioLogicalUnit } from './lio-configfs.js';
+import { createLioTopology, LU_BYTES, type LioLogicalUnit } from './lio-configfs.js';
 
 /** Commands the conformance scenarios send beyond the agent's allow-list (access checks, SPC-2 reservations). */
 const CONFORMANCE_EXTRA_OPCODES = [0x08, 0x0a, 0x16, 0x17, 0x28, 0x2a];
@@ -166,7 +166,11 @@ async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<P
       ...(identity.targetName !== undefined ? { targetName: identity.targetName } : {}),
       targetPortNames: identity.targetPortNames,
       targetPorts: identity.initiators.map((i) => i.relativeTargetPort),
-      acl: identity.initiators.map((i) => i.transportId),
+      // tcm_loop: each TPG knows only the initiator of its own nexus (one ACL per TPG).
+      acl: Object.fromEntries(
+        identity.initiators.map((i) => [i.relativeTargetPort, [i.transportId]]),
+      ),
+      blockCount: LU_BYTES / 512,
     });
     const nexuses = identity.initiators.map((i) => ({
       transportId: formatTransportId(i.transportId),
