@@ -69,15 +69,18 @@ export function executeProut(
 
   // §7.1 step 2: a reservation exists and the caller does not hold it → table 6.3, before parsing anything.
   const res = pr.reservation;
-  const holds = knobs.arInternalHolder && res ? res.internalHolder === caller : pr.isHolder(caller);
-  if (res && !holds) {
+  if (res && !pr.isHolder(caller)) {
     const allowed =
       sa === REGISTER ||
       sa === REGISTER_AND_IGNORE ||
       (caller !== undefined &&
         (sa === RELEASE || sa === CLEAR || sa === PREEMPT || sa === PREEMPT_AND_ABORT));
-    const knownSa = sa <= REGISTER_AND_MOVE;
-    if ((knownSa || knobs.unknownServiceActionConflicts) && !allowed) return CONFLICT;
+    if (sa <= REGISTER_AND_MOVE && !allowed) return CONFLICT;
+  }
+  // LIO: a service action its table does not know conflicts for anyone but the registration that reserved (under
+  // AR types the other registrants too), before the service action is checked.
+  if (res && sa > REGISTER_AND_MOVE && knobs.unknownServiceActionConflicts) {
+    if (caller === undefined || res.internalHolder !== caller) return CONFLICT;
   }
 
   if (

@@ -126,10 +126,7 @@ export interface ProfileKnobs {
    * buffer alone, modelled as zeros). SPC: only the sense data.
    */
   readonly requestSenseFillsAllocation: boolean;
-  /**
-   * LIO's AR internal holder: PREEMPT naming that registration's key replaces the AR reservation (§7.6), and the
-   * PROUT conflict check (§7.1 step 2) treats the other registrants as non-holders, so RESERVE conflicts for them.
-   */
+  /** LIO's AR internal holder: PREEMPT naming that registration's key replaces the AR reservation (§7.6). */
   readonly arInternalHolder: boolean;
   /** PREEMPT under an AR reservation with SARK ≠ 0 keeps the caller's registration even if its key matches. */
   readonly arPreemptSkipsCaller: boolean;
@@ -168,9 +165,10 @@ export interface ProfileKnobs {
   /** REQUEST SENSE with DESC = 1 gets descriptor-format sense (SPC), or 24h/00h and nothing cleared (LIO). */
   readonly requestSenseDescriptor: boolean;
   /**
-   * A PROUT service action table 6.3 does not name (08h, 1Fh) from a non-holder while a reservation exists:
-   * RESERVATION CONFLICT (LIO core_scsi3_pr_seq_non_holder returns -EINVAL, which its caller reads as a conflict)
-   * instead of reaching the service-action check (24h/00h, SPC).
+   * A PROUT service action table 6.3 does not name (08h, 1Fh) while a reservation exists, from anyone but the
+   * registration that reserved (under AR types the other registrants too): RESERVATION CONFLICT (LIO
+   * core_scsi3_pr_seq_non_holder returns -EINVAL, which its caller reads as a conflict) instead of reaching the
+   * service-action check (24h/00h, SPC). Measured on LIO 6.1.
    */
   readonly unknownServiceActionConflicts: boolean;
 }

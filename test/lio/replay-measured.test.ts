@@ -43,6 +43,16 @@ const recorded = new Set(
     .map((f) => f.slice(0, -'.lio.jsonl'.length)),
 );
 
+/** The LU's capacity as LIO answered READ CAPACITY(10) in the transcript (the LUs of a run differ in size). */
+function capacityOf(t: Transcript): { blockCount?: number } {
+  for (const e of t.entries) {
+    if (e.type !== 'command' || e.status !== 0 || !e.cdb.startsWith('25') || e.dataIn.length < 16)
+      continue;
+    return { blockCount: Number.parseInt(e.dataIn.slice(0, 8), 16) + 1 };
+  }
+  return {};
+}
+
 /** An emulated twin with the identity of the recorded LIO LU (as test/lio/guest/conformance.ts builds it). */
 function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator[] } {
   const initiators = t.header.nexuses.map((n) => ({
@@ -58,7 +68,7 @@ function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator
     revision: '4.0',
     targetPorts: initiators.map((i) => i.relativeTargetPort),
     acl: Object.fromEntries(initiators.map((i) => [i.relativeTargetPort, [i.transportId]])),
-    blockCount: 2048, // the 1 MiB fileio backstore of test/lio/guest/lio-configfs.ts
+    ...capacityOf(t),
     targetName: TARGET_WWN,
   });
   return { lu, initiators };

@@ -63,8 +63,8 @@ export interface LioTopology {
 }
 
 const PRIMARY_SERIAL = 'testbed-pr-lun-0001';
-/** fileio LU size; the conformance scenarios touch LBA 0 only, so keep each LU small (the twin gets the same). */
-export const LU_BYTES = 1 << 20;
+/** fileio LU size; the conformance scenarios touch LBA 0 only, so keep each LU small. */
+const LU_BYTES = 1 << 20;
 
 async function withTimeout<T>(what: string, ms: number, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
