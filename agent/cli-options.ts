@@ -105,6 +105,18 @@ export function addAgentOptions<T extends Command>(program: T) {
     )
     .addOption(
       new Option('--include-disks', 'also discover disks (PDT 00h)').env(env('includeDisks')),
+    )
+    .addOption(
+      new Option(
+        '--record <dir>',
+        'write the PR and identity commands run on each path to transcripts in <dir> (prfleet replay)',
+      ).env(env('record')),
+    )
+    .addOption(
+      new Option(
+        '--record-mask-keys',
+        'replace reservation keys in the transcripts by stand-ins',
+      ).env(env('recordMaskKeys')),
     );
 }
 

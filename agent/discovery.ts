@@ -1,17 +1,27 @@
 import type { Logger } from 'pino';
-import { capabilitiesToProto, unknownCapabilities } from '../src/common/capabilities.js';
+import {
+  capabilitiesToProto,
+  probedCapabilities,
+  unknownCapabilities,
+} from '../src/common/capabilities.js';
 import { transportIdToProto } from '../src/common/command.js';
 import { profileCapabilities, profileForInquiry } from '../src/scsi/profiles.js';
-import { Designator as ProtoDesignator, Path } from '../src/gen/prfleet/v1/scsi.js';
+import {
+  Designator as ProtoDesignator,
+  Path,
+  type DeviceCapabilities,
+} from '../src/gen/prfleet/v1/scsi.js';
 import {
   classifyResponse,
   decodeDeviceIdentification,
   decodeSense,
+  decodeCapabilities,
   decodeStandardInquiry,
   decodeSupportedVpdPages,
   decodeUnitSerialNumber,
   describeSense,
   encodeInquiry,
+  encodePrin,
   formatDesignator,
   luIdentity,
   relativeTargetPortOf,
@@ -61,6 +71,9 @@ const VPD_DEVICE_IDENTIFICATION = 0x83;
 /** Standard INQUIRY: 36 bytes carry every field we use (scsi-pr.md §11.1); ask for more as sg_inq does. */
 const STANDARD_INQUIRY_LENGTH = 96;
 const VPD_ALLOCATION_LENGTH = 1024;
+/** PRIN REPORT CAPABILITIES and its 8-byte answer (scsi-pr.md §8.5). */
+const REPORT_CAPABILITIES = 2;
+const REPORT_CAPABILITIES_LENGTH = 8;
 
 async function inquire(
   device: ScsiDevice,
@@ -214,10 +227,38 @@ export async function discoverPath(
     loaderId: target.loaderId ?? '',
     capabilities:
       profile === undefined
-        ? unknownCapabilities()
+        ? await probe(device, target, options)
         : capabilitiesToProto(profile, profileCapabilities(profile)),
     online: true,
   });
+}
+
+/**
+ * A device no profile matches: asks PRIN REPORT CAPABILITIES (8 bytes) and derives what can be refused up front;
+ * a device that does not answer it (24h/00h, no PR) stays "unknown" with nothing refused.
+ */
+async function probe(
+  device: ScsiDevice,
+  target: DiscoveryTarget,
+  options: DiscoveryOptions,
+): Promise<DeviceCapabilities> {
+  try {
+    const data = await inquire(
+      device,
+      target,
+      'PRIN REPORT CAPABILITIES',
+      encodePrin(REPORT_CAPABILITIES, REPORT_CAPABILITIES_LENGTH),
+      REPORT_CAPABILITIES_LENGTH,
+      options,
+    );
+    return probedCapabilities(decodeCapabilities(data));
+  } catch (e) {
+    options.log?.info(
+      { path: target.path, err: e },
+      'no profile matched and REPORT CAPABILITIES gave nothing',
+    );
+    return unknownCapabilities();
+  }
 }
 
 /** A Path for a node that could not be described: only what the host knows, `online` false. */

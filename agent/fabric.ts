@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import {
   createEmulator,
+  DEFAULT_TARGET_PORTS,
   type Emulator,
   type EmulatedLogicalUnit,
   type ElementLayoutSpec,
@@ -217,9 +218,6 @@ export function parseFabric(input: unknown): FabricSpec {
 /** Specs parseFabric returned (frozen-by-convention: nothing changes a parsed spec), not validated twice. */
 const validated = new WeakSet<object>();
 
-/** The emulator's default target ports (EMULATOR_API.md LogicalUnitSpec.targetPorts). */
-const DEFAULT_TARGET_PORTS: readonly number[] = [1, 2];
-
 function canonicalPort(text: string, field: string): string {
   try {
     return formatTransportId(parseTransportId(text));
@@ -319,6 +317,14 @@ export interface EmulatedFabricOptions {
   readonly clock?: () => number;
 }
 
+function aclOnEveryPort(
+  acl: readonly string[],
+  ports: readonly number[] = DEFAULT_TARGET_PORTS,
+): Record<number, TransportId[]> {
+  const initiators = acl.map((t) => parseTransportId(t));
+  return Object.fromEntries(ports.map((p) => [p, initiators]));
+}
+
 /**
  * Builds ONE emulator holding every LU of the spec and one transport per host over that host's nexuses, so hosts
  * really contend for the same LUs. Accepts a validated spec or raw input (validated here).
@@ -348,7 +354,8 @@ export function createEmulatedFabric(
         ...(lu.targetPorts === undefined ? {} : { targetPorts: lu.targetPorts }),
         ...(lu.maxRegistrations === undefined ? {} : { maxRegistrations: lu.maxRegistrations }),
         ...(lu.lun === undefined ? {} : { lun: lu.lun }),
-        ...(lu.acl === undefined ? {} : { acl: lu.acl.map((t) => parseTransportId(t)) }),
+        // The fabric file's ACL is one list every target port of the LU knows.
+        ...(lu.acl === undefined ? {} : { acl: aclOnEveryPort(lu.acl, lu.targetPorts) }),
         // The LUs of one loader share a SCSI target device, so REPORT LUNS lists the changer and its drives.
         target: loader.id,
       });

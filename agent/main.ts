@@ -115,7 +115,21 @@ async function main(): Promise<void> {
     'config',
   );
 
-  const source = await sourceOf(config);
+  const devices = await sourceOf(config);
+  const source =
+    config.record === undefined
+      ? devices
+      : // Loaded only when recording: the transcript module brings the emulator (replay), which an sgio agent
+        // otherwise never loads.
+        (await import('./record.js')).recordingSource(devices, {
+          dir: config.record,
+          maskKeys: config.recordMaskKeys,
+          onError: (error, file) =>
+            log.warn(
+              { err: error, file },
+              'cannot write the transcript; recording stops for that path',
+            ),
+        });
   const agent = createAgent(
     {
       server: config.server,

@@ -46,6 +46,8 @@ export const ExitCode = {
   AUDIT_CRITICAL: 43,
   /** `prfleet history verify`: the hash chain is broken (prfleet's own). */
   HISTORY_BROKEN: 44,
+  /** `prfleet replay`: the emulated profile answered a step differently from the transcript (prfleet's own). */
+  REPLAY_DIVERGED: 45,
   /** Outcome OS_ERROR: 50 + errno, capped at 96 (sg3_utils SG_LIB_OS_BASE_ERR). */
   OS_ERROR_BASE: 50,
   /** Any other sense key (SG_LIB_CAT_SENSE). */
@@ -191,6 +193,7 @@ export const EXIT_CODE_HELP = `Exit codes (device answers as sg3_utils/sg_persis
   42  apply/takeover: the rollout stopped or failed
   43  audit: at least one critical finding
   44  history verify: the hash chain is broken (edited, removed or reordered entry)
+  45  replay: the profile answered a step differently from the transcript
   50+ OS error on the agent: 50 + errno (capped at 96)
   80  RPC UNAVAILABLE: server unreachable, agent offline or server draining (nothing sent; retry is safe)
   81  RPC NOT_FOUND: unknown logical unit, agent or path

@@ -30,6 +30,7 @@ import { resolveTarget, type TargetFlags } from './target.js';
 import { registerFleetCommands } from './fleet.js';
 import { registerHistoryCommands } from './history.js';
 import { registerTokenCommands } from './tokens.js';
+import { registerReplayCommand } from './replay.js';
 
 /** Where the CLI writes and what it reads from outside argv. */
 export interface CliIo {
@@ -479,6 +480,7 @@ ${EXIT_CODE_HELP}`,
   );
   registerHistoryCommands(program, io, state);
   registerTokenCommands(program, io, state);
+  registerReplayCommand(program, io, state);
 
   return program;
 }

@@ -18,6 +18,7 @@ import {
 } from '../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../scsi/keys.js';
 import { deviceAnswered } from '../common/result.js';
+import { capabilitySourceWords } from '../common/capabilities.js';
 import { durationMs } from './json.js';
 
 // C0 controls but newline, DEL, C1 controls (a terminal may take U+009B as CSI).
@@ -178,7 +179,7 @@ export function renderDevices(units: readonly LogicalUnit[]): string {
       lu.luId,
       deviceTypeName(lu.peripheralDeviceType),
       `${lu.vendor} ${lu.product} ${lu.revision}`.trim(),
-      lu.capabilities?.profile ?? 'unknown',
+      `${lu.capabilities?.profile ?? 'unknown'}\n(${capabilitySourceWords(lu.capabilities)})`,
       paths,
     ]);
   }

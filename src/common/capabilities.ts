@@ -1,6 +1,6 @@
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { PrinAction, ProutAction } from '../gen/prfleet/v1/scsi.js';
-import { DeviceCapabilities } from '../gen/prfleet/v1/scsi.js';
+import { CapabilitySource, DeviceCapabilities } from '../gen/prfleet/v1/scsi.js';
 import { prTypeName } from '../scsi/index.js';
 import {
   prinActionWords,
@@ -35,6 +35,7 @@ export const UNKNOWN_PROFILE = 'unknown';
 export function capabilitiesToProto(profile: string, caps: PrCapabilities): DeviceCapabilities {
   return DeviceCapabilities.fromPartial({
     profile,
+    source: CapabilitySource.CAPABILITY_SOURCE_PROFILE,
     proutActions: caps.proutServiceActions
       .filter((sa) => sa <= 7)
       .map((sa) => (sa + 1) as ProutAction),
@@ -51,6 +52,46 @@ export function capabilitiesToProto(profile: string, caps: PrCapabilities): Devi
 /** Capabilities of a device no profile matches: profile "unknown", nothing listed, nothing refused. */
 export function unknownCapabilities(): DeviceCapabilities {
   return DeviceCapabilities.fromPartial({ profile: UNKNOWN_PROFILE });
+}
+
+/** What PRIN REPORT CAPABILITIES said (scsi-pr.md §8.5), for a device no profile matched. */
+export interface ReportedCapabilities {
+  readonly crh: boolean;
+  readonly sipC: boolean;
+  readonly atpC: boolean;
+  readonly ptplC: boolean;
+  readonly tmv: boolean;
+  readonly allowCommands: number;
+  readonly supportedTypes: readonly number[];
+}
+
+/**
+ * Capabilities probed with REPORT CAPABILITIES: profile "unknown", source PROBED; the type mask (when TMV is set)
+ * and SIP_C/ATP_C/PTPL_C are what checkSupported refuses by; service actions are left to the device.
+ */
+export function probedCapabilities(reported: ReportedCapabilities): DeviceCapabilities {
+  return DeviceCapabilities.fromPartial({
+    profile: UNKNOWN_PROFILE,
+    source: CapabilitySource.CAPABILITY_SOURCE_PROBED,
+    types: reported.tmv ? [...reported.supportedTypes] : [],
+    specIPt: reported.sipC,
+    allTgPt: reported.atpC,
+    aptpl: reported.ptplC,
+    crh: reported.crh,
+    allowCommands: reported.allowCommands,
+  });
+}
+
+/** Where capabilities came from, in words (`prfleet devices`). */
+export function capabilitySourceWords(caps: DeviceCapabilities | undefined): string {
+  switch (caps?.source) {
+    case CapabilitySource.CAPABILITY_SOURCE_PROFILE:
+      return 'matched by INQUIRY';
+    case CapabilitySource.CAPABILITY_SOURCE_PROBED:
+      return 'probed (REPORT CAPABILITIES)';
+    default:
+      return 'not known';
+  }
 }
 
 /** Proto DeviceCapabilities → SPC codes (inverse of capabilitiesToProto; unknown enum numbers are dropped). */
@@ -81,22 +122,25 @@ export function checkSupported(
   caps: DeviceCapabilities | undefined,
   command: Command,
 ): string | undefined {
-  if (caps === undefined || caps.profile === '' || caps.profile === UNKNOWN_PROFILE)
-    return undefined;
-  const device = caps.profile;
+  if (caps === undefined) return undefined;
+  // A probed device told its type mask and SIP_C/ATP_C/PTPL_C, not its service actions.
+  const probed = caps.source === CapabilitySource.CAPABILITY_SOURCE_PROBED;
+  if (!probed && (caps.profile === '' || caps.profile === UNKNOWN_PROFILE)) return undefined;
+  const device = probed ? 'the device (REPORT CAPABILITIES)' : caps.profile;
   const kind = command.kind;
   switch (kind?.$case) {
     case 'prin':
-      if (!caps.prinActions.includes(kind.value.action)) {
+      if (!probed && !caps.prinActions.includes(kind.value.action)) {
         return `${device} does not support PRIN ${prinActionWords(kind.value.action)}`;
       }
       return undefined;
     case 'prout': {
       const p = kind.value;
-      if (!caps.proutActions.includes(p.action)) {
+      if (!probed && !caps.proutActions.includes(p.action)) {
         return `${device} does not support PROUT ${proutActionWords(p.action)}`;
       }
-      if (p.type !== 0 && !caps.types.includes(p.type)) {
+      const typesKnown = !probed || caps.types.length > 0; // a probed device without TMV gave no type mask
+      if (p.type !== 0 && typesKnown && !caps.types.includes(p.type)) {
         return `${device} does not support reservation type ${prTypeName(p.type)} (${p.type})`;
       }
       if (p.specIPtTransportIds.length > 0 && !caps.specIPt)

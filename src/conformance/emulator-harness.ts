@@ -1,6 +1,7 @@
 /**
  * Runs conformance scenarios against the emulator: one fresh LU per scenario, reachable through N nexuses laid out
- * like the LIO tcm_loop test bed (nexus i = its own SAS initiator port through its own target port i + 1).
+ * like the LIO tcm_loop test bed (nexus i = its own SAS initiator port through its own target port i + 1, and each
+ * target port knows only its own nexus's initiator, as tcm_loop's one ACL per TPG).
  */
 import {
   createEmulator,
@@ -34,6 +35,7 @@ export function createEmulatorHarness(
     profile,
     serial: 'CONFORMANCE0001',
     targetPorts: initiators.map((i) => i.relativeTargetPort),
+    acl: Object.fromEntries(initiators.map((i) => [i.relativeTargetPort, [i.transportId]])),
     ...(lu.maxRegistrations !== undefined ? { maxRegistrations: lu.maxRegistrations } : {}),
   });
   const options: RunOptions = {

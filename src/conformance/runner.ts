@@ -127,6 +127,8 @@ export function skipReason(
   if (r.specIPt && !caps.specIPt) return 'profile lacks SPEC_I_PT';
   if (r.allTgPt && !caps.allTgPt) return 'profile lacks ALL_TG_PT';
   if (r.aptpl && !caps.aptpl) return 'profile lacks APTPL';
+  if (r.deviceTypes && !r.deviceTypes.includes(caps.peripheralDeviceType))
+    return `needs device type ${r.deviceTypes.join(' or ')}, profile is ${caps.peripheralDeviceType}`;
   for (const step of scenario.steps) {
     const k = step.command.kind;
     if (k === 'power-cycle' && !options.control?.powerCycle) return 'needs power-cycle control';
@@ -547,6 +549,11 @@ class Run {
     }
     if (e.dataInHex !== undefined && toHex(r.dataIn) !== e.dataInHex.toLowerCase()) {
       return `expected data-in ${e.dataInHex.toLowerCase()}, got ${toHex(r.dataIn)}`;
+    }
+    if (e.dataInAt !== undefined) {
+      const want = e.dataInAt.hex.toLowerCase();
+      const got = toHex(r.dataIn.subarray(e.dataInAt.offset, e.dataInAt.offset + want.length / 2));
+      if (got !== want) return `expected data-in bytes ${want} at ${e.dataInAt.offset}, got ${got}`;
     }
     const header = prinHeader(command, r);
     if (e.generation !== undefined && header?.generation !== e.generation) {

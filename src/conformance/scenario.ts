@@ -87,6 +87,8 @@ export interface Expectation {
   dataInLength?: number;
   /** Exact data-in hex. */
   dataInHex?: string;
+  /** Exact data-in bytes from `offset` on (as many as `hex` has), e.g. past a PRIN header's PRgeneration. */
+  dataInAt?: { offset: number; hex: string };
   /** REPORT CAPABILITIES checks; `matchesProfile` compares SIP_C/ATP_C/PTPL_C/types with profileCapabilities. */
   capabilities?: { ptplA?: boolean; matchesProfile?: boolean };
 }
@@ -115,6 +117,8 @@ export interface Requirements {
   aptpl?: boolean;
   /** Minimum number of nexuses. @default 2 */
   nexuses?: number;
+  /** PERIPHERAL DEVICE TYPEs the scenario's commands exist for (e.g. [0] for READ CAPACITY). */
+  deviceTypes?: number[];
 }
 
 /**

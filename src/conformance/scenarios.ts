@@ -9,6 +9,13 @@ const K1 = 0x1111n;
 const K2 = 0x2222n;
 const K3 = 0x3333n;
 const K4 = 0x4444n;
+/** Keys with no zero byte, so a key cut mid-way shows in the data. */
+const KA = 0xa1a2a3a4a5a6a7a8n;
+const KB = 0xb1b2b3b4b5b6b7b8n;
+const KC = 0xc1c2c3c4c5c6c7c8n;
+const KA_HEX = 'a1a2a3a4a5a6a7a8';
+const KB_HEX = 'b1b2b3b4b5b6b7b8';
+const KC_HEX = 'c1c2c3c4c5c6c7c8';
 
 const WE = 1;
 const EA = 3;
@@ -147,6 +154,72 @@ const registration: Scenario[] = [
           overrides: { lio: { fullStatus: { count: 3, portsOfNexuses: [0, 1, 2] } } },
         },
       ),
+    ],
+  },
+  {
+    id: 'register.spec-i-pt-names-sender',
+    title:
+      'SPEC_I_PT whose TransportID names the sender registers it once (LIO 6.1 bug: twice; each copy needs its own unregister)',
+    requires: { specIPt: true, prin: [3] },
+    departures: {
+      lio: 'LIO 6.1 registers the sending initiator a second time when a SPEC_I_PT TransportID names it (bugSpecIPtRegistersSenderTwice)',
+    },
+    steps: [
+      label(1, 'g0'),
+      step(0, { kind: 'register', sark: K1, specIPt: [{ nexus: 0 }] }, GOOD),
+      step(
+        1,
+        { kind: 'read-keys' },
+        { keys: [K1], generationDelta: { from: 'g0', delta: 1 } },
+        { overrides: { lio: { keys: [K1, K1], generationDelta: { from: 'g0', delta: 2 } } } },
+      ),
+      step(
+        1,
+        { kind: 'read-full-status' },
+        { fullStatus: { count: 1, portsOfNexuses: [0] } },
+        { overrides: { lio: { fullStatus: { count: 2, portsOfNexuses: [0, 0] } } } },
+      ),
+      step(0, { kind: 'register', key: K1, sark: 0n }, GOOD),
+      step(1, { kind: 'read-keys' }, { keys: [] }, { overrides: { lio: { keys: [K1] } } }),
+      // SPC: the nexus is no longer registered, so a REGISTER naming K1 conflicts; LIO removes the second copy.
+      step(0, { kind: 'register', key: K1, sark: 0n }, RC, { overrides: { lio: GOOD } }),
+      keys(1, []),
+    ],
+  },
+  {
+    id: 'register.spec-i-pt-names-sender-and-others',
+    title:
+      'SPEC_I_PT naming other nexuses and the sender, in any order: the sender once (LIO 6.1: twice), the others once each',
+    requires: { specIPt: true, prin: [3], nexuses: 3 },
+    departures: {
+      lio: 'LIO 6.1 registers the sending initiator a second time when a SPEC_I_PT TransportID names it (bugSpecIPtRegistersSenderTwice), +1 PRgeneration per registration',
+    },
+    steps: [
+      label(0, 'g0'),
+      step(
+        1,
+        { kind: 'register', sark: K2, specIPt: [{ nexus: 2 }, { nexus: 1 }, { nexus: 0 }] },
+        GOOD,
+      ),
+      step(
+        2,
+        { kind: 'read-keys' },
+        { keys: [K2, K2, K2], generationDelta: { from: 'g0', delta: 1 } },
+        {
+          overrides: {
+            lio: { keys: [K2, K2, K2, K2], generationDelta: { from: 'g0', delta: 4 } },
+          },
+        },
+      ),
+      step(
+        0,
+        { kind: 'read-full-status' },
+        { fullStatus: { count: 3, portsOfNexuses: [1, 1, 1] } },
+        { overrides: { lio: { fullStatus: { count: 4, portsOfNexuses: [0, 1, 1, 2] } } } },
+      ),
+      reserve(1, K2, WE),
+      step(0, { kind: 'medium-write' }, RC),
+      reservation(2, { key: K2, type: WE }),
     ],
   },
   {
@@ -669,6 +742,67 @@ const moveScenarios: Scenario[] = [
     ],
   },
   {
+    id: 'move.initiator-unknown-to-port',
+    title:
+      'REGISTER AND MOVE naming an initiator with no ACL on the named target port → 26h/00h, nothing moves; through its own port → moved',
+    requires: { prout: [7], prin: [3], nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reserve(0, K1, WE),
+      label(0, 'g1'),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 2 },
+        illegal(0x26),
+      ),
+      step(
+        0,
+        {
+          kind: 'move',
+          key: K1,
+          sark: K4,
+          destination: { nexus: 2 },
+          relativeTargetPortOf: 1,
+          unreg: true,
+        },
+        illegal(0x26),
+      ),
+      keys(1, [K1], { generationDelta: { from: 'g1', delta: 0 } }),
+      reservation(2, { key: K1, type: WE }),
+      step(1, { kind: 'medium-write' }, RC),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 1 }, relativeTargetPortOf: 1 },
+        GOOD,
+      ),
+      reservation(2, { key: K4, type: WE }),
+      keys(2, [K1, K4]),
+    ],
+  },
+  {
+    id: 'move.initiator-unknown-to-port-without-reservation',
+    title:
+      'REGISTER AND MOVE to an initiator the target port does not know, with no reservation → 26h/00h (the TransportID is checked first)',
+    requires: { prout: [7], prin: [3], nexuses: 3, types: [EA_RO] },
+    steps: [
+      reg(0, K1),
+      reg(2, K3),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 2 }, relativeTargetPortOf: 1 },
+        illegal(0x26),
+      ),
+      keys(0, [K1, K3]),
+      reserve(0, K1, EA_RO),
+      step(
+        0,
+        { kind: 'move', key: K1, sark: K4, destination: { nexus: 0 }, relativeTargetPortOf: 2 },
+        illegal(0x26),
+      ),
+      reservation(2, { key: K1, type: EA_RO }),
+    ],
+  },
+  {
     id: 'move.no-reservation',
     title: 'REGISTER AND MOVE without a reservation → RC (LIO: 24h/00h)',
     requires: { prout: [7], prin: [3] },
@@ -791,6 +925,407 @@ const prinScenarios: Scenario[] = [
           overrides: { lio: { dataInLength: 40, additionalLength: 48 } },
         },
       ),
+    ],
+  },
+];
+
+/** A PRIN answer cut at `length` bytes: data-in length, ADDITIONAL LENGTH, and the bytes from offset 4 on. */
+function prinCut(length: number, additionalLength: number, fromByte4: string): Expectation {
+  return { dataInLength: length, additionalLength, dataInAt: { offset: 4, hex: fromByte4 } };
+}
+const zeros = (bytes: number): string => '00'.repeat(bytes);
+const LIO_WHOLE_ENTRIES =
+  'LIO transfers the allocation length but writes only whole keys (READ KEYS) and the reservation key and type only when 22 bytes fit (READ RESERVATION); the rest is zero';
+
+/** scsi-pr.md §8.2: PRIN data cut by the allocation length inside a key or the reservation descriptor. */
+const prinCutScenarios: Scenario[] = [
+  {
+    id: 'prin.read-keys-cut-inside-key',
+    title:
+      'READ KEYS with an allocation length ending inside a key: the bytes that fit (LIO: whole keys only, the rest zero)',
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      ...(
+        [
+          [12, `00000010${KA_HEX.slice(0, 8)}`, `00000010${zeros(4)}`],
+          [20, `00000010${KA_HEX}${KB_HEX.slice(0, 8)}`, `00000010${KA_HEX}${zeros(4)}`],
+          [23, `00000010${KA_HEX}${KB_HEX.slice(0, 14)}`, `00000010${KA_HEX}${zeros(7)}`],
+        ] as const
+      ).map(([length, spc, lio]) =>
+        step(0, { kind: 'read-keys', allocationLength: length }, prinCut(length, 16, spc), {
+          overrides: { lio: prinCut(length, 16, lio) },
+        }),
+      ),
+      step(
+        1,
+        { kind: 'read-keys', allocationLength: 24 },
+        prinCut(24, 16, `00000010${KA_HEX}${KB_HEX}`),
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-keys-cut-three-keys',
+    title:
+      'READ KEYS of three keys cut at 9, 16 and 30 bytes from another nexus; ADDITIONAL LENGTH stays 24',
+    requires: { nexuses: 3 },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reg(2, KC),
+      step(
+        2,
+        { kind: 'read-keys', allocationLength: 9 },
+        prinCut(9, 24, `00000018${KA_HEX.slice(0, 2)}`),
+        { overrides: { lio: prinCut(9, 24, `00000018${zeros(1)}`) } },
+      ),
+      step(2, { kind: 'read-keys', allocationLength: 16 }, prinCut(16, 24, `00000018${KA_HEX}`)),
+      step(
+        1,
+        { kind: 'read-keys', allocationLength: 30 },
+        prinCut(30, 24, `00000018${KA_HEX}${KB_HEX}${KC_HEX.slice(0, 12)}`),
+        { overrides: { lio: prinCut(30, 24, `00000018${KA_HEX}${KB_HEX}${zeros(6)}`) } },
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-reservation-cut',
+    title:
+      'READ RESERVATION (EA) cut at 12, 16, 21 and 22 bytes: the bytes that fit (LIO: key and type only from 22 bytes on)',
+    requires: { types: [EA] },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reserve(0, KA, EA),
+      ...(
+        [
+          [12, `00000010${KA_HEX.slice(0, 8)}`],
+          [16, `00000010${KA_HEX}`],
+          [21, `00000010${KA_HEX}${zeros(5)}`],
+        ] as const
+      ).map(([length, spc]) =>
+        step(
+          length === 16 ? 1 : 0,
+          { kind: 'read-reservation', allocationLength: length },
+          prinCut(length, 16, spc),
+          { overrides: { lio: prinCut(length, 16, `00000010${zeros(length - 8)}`) } },
+        ),
+      ),
+      step(
+        1,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${KA_HEX}${zeros(5)}03`),
+      ),
+    ],
+  },
+  {
+    id: 'prin.read-reservation-cut-other-types',
+    title:
+      'READ RESERVATION cut at 20 and 22 bytes under WE-RO (holder key) and EA-AR (key 0), from a non-holder',
+    requires: { types: [WE_RO, EA_AR], nexuses: 3 },
+    departures: { lio: LIO_WHOLE_ENTRIES },
+    steps: [
+      reg(0, KA),
+      reg(1, KB),
+      reserve(0, KA, WE_RO),
+      step(
+        2,
+        { kind: 'read-reservation', allocationLength: 20 },
+        prinCut(20, 16, `00000010${KA_HEX}${zeros(4)}`),
+        { overrides: { lio: prinCut(20, 16, `00000010${zeros(12)}`) } },
+      ),
+      step(
+        2,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${KA_HEX}${zeros(5)}05`),
+      ),
+      step(0, { kind: 'release', key: KA, type: WE_RO }, GOOD),
+      tur(1, ua(0x04)),
+      reserve(1, KB, EA_AR),
+      step(
+        1,
+        { kind: 'read-reservation', allocationLength: 21 },
+        prinCut(21, 16, `00000010${zeros(13)}`),
+      ),
+      step(
+        0,
+        { kind: 'read-reservation', allocationLength: 22 },
+        prinCut(22, 16, `00000010${zeros(13)}08`),
+      ),
+    ],
+  },
+];
+
+/** READ CAPACITY(10), READ CAPACITY(16) (SERVICE ACTION IN(16) 9Eh/10h) and SYNCHRONIZE CACHE(10) CDBs. */
+const READ_CAPACITY_10: ScenarioCommand = {
+  kind: 'raw',
+  cdb: '25000000000000000000',
+  dataInLength: 8,
+};
+const readCapacity16 = (allocationLength: number, serviceAction = 0x10): ScenarioCommand => ({
+  kind: 'raw',
+  cdb: `9e${serviceAction.toString(16).padStart(2, '0')}${zeros(8)}${allocationLength.toString(16).padStart(8, '0')}0000`,
+  dataInLength: allocationLength,
+});
+const SYNCHRONIZE_CACHE_10: ScenarioCommand = {
+  kind: 'raw',
+  cdb: '35000000000000000000',
+  dataInLength: 0,
+};
+/** MODE SENSE(6), all pages, allocation length 0 (no data to compare across devices). */
+const MODE_SENSE_6: ScenarioCommand = { kind: 'raw', cdb: '1a003f000000', dataInLength: 0 };
+
+const readCapacityScenarios: Scenario[] = [
+  {
+    id: 'device.read-capacity',
+    title:
+      'READ CAPACITY(10) and (16) answered on a disk LU (8 and 32 bytes, cut by the allocation length); SERVICE ACTION IN(16) with another SA → 24h/00h',
+    requires: { deviceTypes: [0], nexuses: 1 },
+    steps: [
+      step(0, READ_CAPACITY_10, { dataInLength: 8 }),
+      step(0, readCapacity16(32), { dataInLength: 32 }),
+      step(0, readCapacity16(12), { dataInLength: 12 }),
+      step(0, readCapacity16(32, 0x1f), illegal(0x24)),
+    ],
+  },
+];
+
+/**
+ * Access to the commands of the §6.2 table beyond READ/WRITE, per type, from the holder (nexus 0), a registered
+ * non-holder (1) and an unregistered nexus (2). SPC-4 lets READ CAPACITY through for everyone; LIO classes it (and
+ * SYNCHRONIZE CACHE, which has no data) by data direction (core_scsi3_pr_seq_non_holder).
+ */
+const otherCommandAccessScenarios: Scenario[] = ALL_TYPES.map((type): Scenario => {
+  const we = type === WE || type === WE_RO || type === WE_AR;
+  const registrantsPass = type !== WE && type !== EA;
+  const ok = (allowed: boolean): Expectation => (allowed ? GOOD : RC);
+  // [registered non-holder, unregistered] for each class.
+  const read: [boolean, boolean] = [we || registrantsPass, we];
+  const write: [boolean, boolean] = [registrantsPass, false];
+  const noData: [boolean, boolean] = [registrantsPass, we];
+  const modeSense: [boolean, boolean] = [true, we];
+  const lioDiffers = (spc: boolean, lio: boolean): Partial<ScenarioStep> =>
+    spc === lio ? {} : { overrides: { lio: ok(lio) } };
+  const steps: ScenarioStep[] = [reg(0, K1), reg(1, K2), reserve(0, K1, type)];
+  for (const who of [0, 1, 2] as const) {
+    const pick = (pair: [boolean, boolean]): boolean =>
+      who === 0 ? true : who === 1 ? pair[0] : pair[1];
+    steps.push(
+      step(who, READ_CAPACITY_10, GOOD, lioDiffers(true, pick(read))),
+      step(who, readCapacity16(32), GOOD, lioDiffers(true, pick(read))),
+      step(who, SYNCHRONIZE_CACHE_10, ok(pick(write)), lioDiffers(pick(write), pick(noData))),
+      step(who, MODE_SENSE_6, ok(pick(modeSense))),
+    );
+  }
+  return {
+    id: `access.other-commands-type-${type}`,
+    title: `Type ${type}: READ CAPACITY(10)/(16) (SPC: allowed for all; LIO: read class), SYNCHRONIZE CACHE(10) (SPC: write class; LIO: no data) and MODE SENSE(6) from holder, registered non-holder, unregistered nexus`,
+    requires: { types: [type], nexuses: 3, deviceTypes: [0] },
+    departures: {
+      lio: 'LIO classes READ CAPACITY(10)/(16) as reads and SYNCHRONIZE CACHE by its data direction (none): under EA types a non-holder gets RESERVATION CONFLICT for READ CAPACITY',
+    },
+    steps,
+  };
+});
+
+/** PROUT with service action `sa` and a 24-byte parameter list carrying RESERVATION KEY `key`. */
+const proutServiceAction = (sa: number, key: bigint): ScenarioCommand => ({
+  kind: 'raw',
+  cdb: `5f${sa.toString(16).padStart(2, '0')}0000000000001800`,
+  dataOut: `${key.toString(16).padStart(16, '0')}${zeros(16)}`,
+  dataInLength: 0,
+});
+/** REQUEST SENSE with DESC = 1, allocation length 96. */
+const REQUEST_SENSE_DESCRIPTOR: ScenarioCommand = {
+  kind: 'raw',
+  cdb: '030100006000',
+  dataInLength: 96,
+};
+/** Fixed-format sense data of REQUEST SENSE with this ASC/ASCQ (bytes 12–13; 00h/00h is NO SENSE). */
+const senseData = (asc: number, ascq: number): Expectation => ({
+  status: 'good',
+  dataInAt: {
+    offset: 12,
+    hex: `${asc.toString(16).padStart(2, '0')}${ascq.toString(16).padStart(2, '0')}`,
+  },
+});
+const LIO_UA_QUEUE =
+  'LIO reports the oldest queued unit attention and discards the rest (core_scsi3_ua_for_check_condition, UA_INTLCK_CTRL 00b)';
+
+/** Several unit attentions queued for one nexus (scsi-pr.md §7.12). */
+const unitAttentionQueueScenarios: Scenario[] = [
+  {
+    id: 'unit-attention.queued-oldest-first',
+    title:
+      'RESERVATIONS RELEASED then REGISTRATIONS PREEMPTED queued: TEST UNIT READY reports the first, then the second (LIO: the first, the rest discarded)',
+    requires: { types: [WE_RO], nexuses: 3 },
+    departures: { lio: LIO_UA_QUEUE },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      reserve(0, K1, WE_RO),
+      step(0, { kind: 'release', key: K1, type: WE_RO }, GOOD),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE }, GOOD),
+      tur(1, ua(0x04)),
+      step(1, { kind: 'test-unit-ready' }, ua(0x05), { overrides: { lio: GOOD } }),
+      tur(1),
+      tur(2, ua(0x04)),
+      tur(2),
+    ],
+  },
+  {
+    id: 'unit-attention.queued-request-sense',
+    title:
+      'Queued unit attentions and REQUEST SENSE: it returns the oldest, then the next (LIO: the oldest, then NO SENSE); a duplicate is queued once',
+    requires: { types: [WE_RO, EA_RO], nexuses: 3 },
+    departures: { lio: LIO_UA_QUEUE },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reg(2, K3),
+      reserve(0, K1, WE_RO),
+      step(0, { kind: 'release', key: K1, type: WE_RO }, GOOD),
+      reserve(0, K1, EA_RO),
+      step(0, { kind: 'release', key: K1, type: EA_RO }, GOOD),
+      reserve(0, K1, WE),
+      step(0, { kind: 'preempt', key: K1, sark: K3, type: WE }, GOOD),
+      step(0, { kind: 'clear', key: K1 }, GOOD),
+      // Nexus 1: RELEASED (once, the repeat is a duplicate), then PREEMPTED by the CLEAR.
+      step(1, { kind: 'request-sense' }, senseData(0x2a, 0x04)),
+      step(1, { kind: 'request-sense' }, senseData(0x2a, 0x03), {
+        overrides: { lio: senseData(0, 0) },
+      }),
+      step(1, { kind: 'request-sense' }, senseData(0, 0)),
+      tur(1),
+      // Nexus 2: RELEASED, then REGISTRATIONS PREEMPTED (it was removed before the CLEAR).
+      tur(2, ua(0x04)),
+      step(2, { kind: 'request-sense' }, senseData(0x2a, 0x05), {
+        overrides: { lio: senseData(0, 0) },
+      }),
+      tur(2),
+    ],
+  },
+];
+
+const LIO_PARSE_FIRST =
+  'LIO checks the operation code (and REQUEST SENSE rejects DESC = 1) before it looks at unit attentions, which stay pending';
+
+/** What wins when a unit attention is pending (SAM unit attention rules; scsi-pr.md §7.12). */
+const unitAttentionPrecedenceScenarios: Scenario[] = [
+  {
+    id: 'unit-attention.precedence-unsupported-opcode',
+    title:
+      'Unit attention pending, unsupported operation code: the unit attention is reported (LIO: 20h/00h and the unit attention stays)',
+    departures: { lio: LIO_PARSE_FIRST },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE }, GOOD),
+      step(1, { kind: 'raw', cdb: 'ff0000000000', dataInLength: 0 }, ua(0x05), {
+        overrides: { lio: illegal(0x20) },
+      }),
+      step(1, { kind: 'raw', cdb: '020000000000', dataInLength: 0 }, illegal(0x20)),
+      step(1, { kind: 'test-unit-ready' }, GOOD, { overrides: { lio: ua(0x05) } }),
+      step(1, { kind: 'raw', cdb: 'ff0000000000', dataInLength: 0 }, illegal(0x20)),
+      tur(1),
+    ],
+  },
+  {
+    id: 'unit-attention.precedence-request-sense-descriptor',
+    title:
+      'REQUEST SENSE with DESC = 1: descriptor sense returning the unit attention (LIO: 24h/00h, with or without one pending, and it stays)',
+    departures: { lio: LIO_PARSE_FIRST },
+    steps: [
+      step(
+        0,
+        REQUEST_SENSE_DESCRIPTOR,
+        { dataInAt: { offset: 0, hex: '72000000' } },
+        {
+          overrides: { lio: illegal(0x24) },
+        },
+      ),
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'clear', key: K1 }, GOOD),
+      step(
+        1,
+        REQUEST_SENSE_DESCRIPTOR,
+        { dataInAt: { offset: 0, hex: '72062a03' } },
+        {
+          overrides: { lio: illegal(0x24) },
+        },
+      ),
+      step(1, { kind: 'request-sense' }, senseData(0, 0), {
+        overrides: { lio: senseData(0x2a, 0x03) },
+      }),
+      tur(1),
+    ],
+  },
+  {
+    id: 'unit-attention.precedence-exempt-and-cdb-errors',
+    title:
+      'Unit attention pending: INQUIRY and REPORT LUNS run and leave it; a PRIN with a reserved service action reports it (the CDB is checked at execution)',
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      step(0, { kind: 'preempt', key: K1, sark: K2, type: WE }, GOOD),
+      step(1, { kind: 'inquiry' }, GOOD),
+      step(1, { kind: 'report-luns' }, GOOD),
+      step(1, { kind: 'prin', serviceAction: 0x10 }, ua(0x05)),
+      step(1, { kind: 'prin', serviceAction: 0x10 }, illegal(0x24)),
+      tur(1),
+    ],
+  },
+];
+
+const LIO_UNKNOWN_SA_CONFLICT =
+  'LIO checks reservation conflicts before the service action: an unknown PROUT service action from a non-holder gets RESERVATION CONFLICT (core_scsi3_pr_seq_non_holder)';
+
+/** PROUT with a service action the device does not support, while a reservation is held (scsi-pr.md §7.1). */
+const unknownServiceActionScenarios: Scenario[] = [
+  ...[EA, WE].map((type): Scenario => ({
+    id: `prout.unsupported-service-action-type-${type}`,
+    title: `PROUT SA 08h/1Fh under a type ${type} reservation: 24h/00h from the holder, a registered non-holder and an unregistered nexus (LIO: RESERVATION CONFLICT from non-holders); 24h/00h once released`,
+    requires: { types: [type], nexuses: 3 },
+    departures: { lio: LIO_UNKNOWN_SA_CONFLICT },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, type),
+      step(0, proutServiceAction(0x08, K1), illegal(0x24)),
+      step(1, proutServiceAction(0x08, K2), illegal(0x24), { overrides: { lio: RC } }),
+      step(2, proutServiceAction(0x1f, 0n), illegal(0x24), { overrides: { lio: RC } }),
+      step(1, proutServiceAction(0x1f, K2), illegal(0x24), { overrides: { lio: RC } }),
+      step(0, proutServiceAction(0x1f, K1), illegal(0x24)),
+      reservation(2, { key: K1, type }),
+      step(0, { kind: 'release', key: K1, type }, GOOD),
+      step(2, proutServiceAction(0x08, 0n), illegal(0x24)),
+      step(1, proutServiceAction(0x1f, K2), illegal(0x24)),
+    ],
+  })),
+  {
+    id: 'prout.unsupported-service-action-all-registrants',
+    title:
+      'EA-AR: every registrant holds the reservation, so SA 08h → 24h/00h from any registrant (LIO: only from the one that reserved; the others get RESERVATION CONFLICT) and RESERVE → GOOD',
+    requires: { types: [EA_AR], nexuses: 3 },
+    departures: {
+      lio: 'LIO treats only the registration that reserved an AR reservation as its holder when a PROUT service action is unknown to it',
+    },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, EA_AR),
+      step(0, proutServiceAction(0x08, K1), illegal(0x24)),
+      step(1, proutServiceAction(0x08, K2), illegal(0x24), { overrides: { lio: RC } }),
+      step(2, proutServiceAction(0x08, 0n), illegal(0x24), { overrides: { lio: RC } }),
+      // Measured on LIO 6.1 via tcm_loop: GOOD (core_scsi3_pr_seq_non_holder lets registrants through under AR
+      // types; only an unknown service action returns before that).
+      step(1, { kind: 'reserve', key: K2, type: EA_AR }, GOOD),
+      reservation(2, { key: 0n, type: EA_AR }),
     ],
   },
 ];
@@ -973,6 +1508,9 @@ export const SCENARIOS: readonly Scenario[] = [
   ...preemptScenarios,
   ...moveScenarios,
   ...prinScenarios,
+  ...prinCutScenarios,
+  ...readCapacityScenarios,
+  ...otherCommandAccessScenarios,
   {
     id: 'prin.unsupported-service-actions',
     title:
@@ -991,5 +1529,8 @@ export const SCENARIOS: readonly Scenario[] = [
     ],
   },
   ...persistenceScenarios,
+  ...unitAttentionQueueScenarios,
+  ...unitAttentionPrecedenceScenarios,
+  ...unknownServiceActionScenarios,
   ...deviceScenarios,
 ];

@@ -15,8 +15,11 @@ export interface LuContext {
   readonly targetPorts: readonly number[];
   /** Registration table size (→ 55h/04h when full). */
   readonly maxRegistrations: number;
-  /** Initiator ports allowed to be named by SPEC_I_PT / REGISTER AND MOVE; undefined = any of the fabric's protocol. */
-  readonly acl: readonly TransportId[] | undefined;
+  /**
+   * Initiator ports each relative target port knows (LIO: TPG ACLs), named by SPEC_I_PT / REGISTER AND MOVE;
+   * undefined = every port knows any initiator port of the fabric's protocol.
+   */
+  readonly acl: Readonly<Record<number, readonly TransportId[]>> | undefined;
   /** Queues a unit attention (sense key 6h) for one I_T nexus. */
   queueUnitAttention(nexus: Initiator, asc: number, ascq: number): void;
   /** I_T nexuses of `transportId`'s initiator port that have sent a command since power on, in target port order. */

@@ -22,9 +22,11 @@ import type { LogicalUnitSpec } from './logical-unit.js';
 import { lioStandardInquiry, lioVpdPage, protocolIdOf, type LioIdentity } from './lio-identity.js';
 import { executeChangerCommand, type ElementModel } from './element-model.js';
 
-/** Block size and capacity of the disk profiles' sparse store (16 MiB is plenty for conflict tests). */
+/** Block size and default capacity of the disk profiles' sparse store (16 MiB is plenty for conflict tests). */
 const BLOCK_SIZE = 512;
 const BLOCK_COUNT = 32768;
+/** SERVICE ACTION IN(16) service action READ CAPACITY(16). */
+const READ_CAPACITY_16 = 0x10;
 /** Target port group every target port belongs to (VPD 83h designator type 5). */
 const TARGET_PORT_GROUP = 1;
 
@@ -53,6 +55,15 @@ export function naaOf(spec: LogicalUnitSpec): bigint {
 
 function u16(value: number): Uint8Array {
   return Uint8Array.of(0, 0, (value >> 8) & 0xff, value & 0xff);
+}
+
+function u32(value: number): Uint8Array {
+  return Uint8Array.of(
+    (value >>> 24) & 0xff,
+    (value >>> 16) & 0xff,
+    (value >>> 8) & 0xff,
+    value & 0xff,
+  );
 }
 
 function big8(value: bigint): Uint8Array {
@@ -181,6 +192,10 @@ export function executeReportLuns(cdb: Uint8Array, luns: number[]): Answer {
   return good(data.subarray(0, Math.min(data.length, allocationLength)));
 }
 
+function blockCountOf(lu: DeviceContext): number {
+  return lu.spec.blockCount ?? BLOCK_COUNT;
+}
+
 function readUint(cdb: Uint8Array, offset: number, length: number): number {
   let value = 0;
   for (let i = 0; i < length; i++) value = value * 256 + (cdb[offset + i] ?? 0);
@@ -205,7 +220,18 @@ export function executeOrdinary(lu: DeviceContext, opcode: number, request: Scsi
     case 0x4d: // LOG SENSE: the supported-pages page, listing only itself
       return good(Uint8Array.of(0, 0, 0, 1, 0).subarray(0, Math.min(5, readUint(cdb, 7, 2))));
     case 0x25: // READ CAPACITY(10)
-      return good(Uint8Array.of(...u16(BLOCK_COUNT - 1), ...u16(BLOCK_SIZE)));
+      return good(
+        Uint8Array.of(...u32(Math.min(blockCountOf(lu) - 1, 0xffffffff)), ...u32(BLOCK_SIZE)),
+      );
+    case 0x9e: {
+      // READ CAPACITY(16): last LBA, block length, then zeros (no protection, one logical block per physical
+      // block, no thin provisioning: what LIO's fileio backstore on a plain file answers).
+      if (((cdb[1] ?? 0) & 0x1f) !== READ_CAPACITY_16) return invalidCdbField(1, 4);
+      const data = new Uint8Array(32);
+      data.set(big8(BigInt(blockCountOf(lu) - 1)), 0);
+      data.set(u32(BLOCK_SIZE), 8);
+      return good(data.subarray(0, Math.min(32, readUint(cdb, 10, 4))));
+    }
     case 0x28:
     case 0x2a:
     case 0x88:
@@ -232,7 +258,7 @@ function blockIo(lu: DeviceContext, opcode: number, request: ScsiRequest): Answe
   const sixteen = opcode === 0x88 || opcode === 0x8a;
   const lba = sixteen ? readUint(cdb, 2, 8) : readUint(cdb, 2, 4);
   const count = sixteen ? readUint(cdb, 10, 4) : readUint(cdb, 7, 2);
-  if (lba + count > BLOCK_COUNT) return check(0x05, 0x21, 0x00);
+  if (lba + count > blockCountOf(lu)) return check(0x05, 0x21, 0x00);
   if (opcode === 0x28 || opcode === 0x88) {
     const data = new Uint8Array(count * BLOCK_SIZE);
     for (let i = 0; i < count; i++) {

@@ -4,6 +4,7 @@
  */
 import {
   createLogicalUnit,
+  DEFAULT_TARGET_PORTS,
   type EmulatedLogicalUnit,
   type LogicalUnitSpec,
 } from './logical-unit.js';
@@ -48,12 +49,21 @@ export function createEmulator(options: EmulatorOptions = {}): Emulator {
         if (field !== undefined && !/^[\x20-\x7e]*$/.test(field))
           throw new Error(`invalid identity string: ${JSON.stringify(field)}`);
       }
-      const ports = spec.targetPorts ?? [1, 2];
+      const ports = spec.targetPorts ?? DEFAULT_TARGET_PORTS;
       if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 0xffff)) {
         throw new Error(
           `invalid targetPorts: ${JSON.stringify(ports)} (relative target ports are 1..65535)`,
         );
       }
+      const aclPorts = Object.keys(spec.acl ?? {}).map(Number);
+      const strayPort = aclPorts.find((p) => !ports.includes(p));
+      if (strayPort !== undefined)
+        throw new Error(`acl names relative target port ${strayPort}, which is not in targetPorts`);
+      if (
+        spec.blockCount !== undefined &&
+        (!Number.isInteger(spec.blockCount) || spec.blockCount < 1 || spec.blockCount > 2 ** 32)
+      )
+        throw new Error(`invalid blockCount: ${spec.blockCount} (1..2^32)`);
       if (
         spec.maxRegistrations !== undefined &&
         (!Number.isInteger(spec.maxRegistrations) || spec.maxRegistrations < 1)

@@ -1,6 +1,11 @@
 /** The in-memory SPC-4 persistent-reservation target: public API (see docs/emulator.md). */
 export { createEmulator, type Emulator, type EmulatorOptions } from './emulator.js';
-export type { EmulatedLogicalUnit, LogicalUnitSnapshot, LogicalUnitSpec } from './logical-unit.js';
+export {
+  DEFAULT_TARGET_PORTS,
+  type EmulatedLogicalUnit,
+  type LogicalUnitSnapshot,
+  type LogicalUnitSpec,
+} from './logical-unit.js';
 export type { Initiator } from './pr-state.js';
 export { ELEMENT_BASE, type ElementLayoutSpec } from './element-model.js';
 export {

@@ -15,6 +15,7 @@ import {
   CONFLICT,
   good,
   INVALID_OPCODE,
+  invalidCdbField,
   senseBytes,
   toResponse,
   type Answer,
@@ -50,7 +51,7 @@ export interface LogicalUnitSpec {
   product?: string;
   /** Product revision level. @default the profile's */
   revision?: string;
-  /** Relative target port identifiers the LU is reachable through. @default [1, 2] */
+  /** Relative target port identifiers the LU is reachable through. @default DEFAULT_TARGET_PORTS ([1, 2]) */
   targetPorts?: number[];
   /** Registration table size; a REGISTER beyond it gets 55h/04h. @default 64 */
   maxRegistrations?: number;
@@ -59,10 +60,14 @@ export interface LogicalUnitSpec {
   /** Name of the SCSI target device; REPORT LUNS lists the LUs of one target. @default 'target0' */
   target?: string;
   /**
-   * Initiator ports the target knows (LIO: initiator ACLs). SPEC_I_PT and REGISTER AND MOVE TransportIDs must
-   * name one of them. @default any initiator port of the caller's protocol
+   * Initiator ports each target port knows, by relative target port identifier (LIO: the initiator ACLs of the
+   * port's TPG). A SPEC_I_PT TransportID must name an initiator some port knows; REGISTER AND MOVE's must name one
+   * the named relative target port knows (else 26h/00h). A port missing here knows nobody.
+   * @default every port knows any initiator port of the caller's protocol
    */
-  acl?: TransportId[];
+  acl?: Readonly<Record<number, readonly TransportId[]>>;
+  /** Capacity in 512-byte blocks of a disk LU (READ CAPACITY, READ/WRITE range). @default 32768 (16 MiB) */
+  blockCount?: number;
   /**
    * SCSI name of the target device, VPD 83h (inquiry layout `lio` only). @default 'naa.5001405' + a hash of
    * `target`
@@ -121,6 +126,9 @@ export interface LogicalUnitSnapshot {
   unitAttentions: Record<string, Array<{ asc: number; ascq: number }>>;
 }
 
+/** Relative target ports of an LU whose spec names none. */
+export const DEFAULT_TARGET_PORTS: readonly number[] = [1, 2];
+
 /** Commands that execute despite a pending unit attention (SAM; scsi-pr.md §7.12). */
 const UA_EXEMPT = new Set([0x12 /* INQUIRY */, 0xa0 /* REPORT LUNS */, 0x03 /* REQUEST SENSE */]);
 const PRIN = 0x5e;
@@ -132,6 +140,18 @@ const RELEASE_10 = 0x57;
 const REQUEST_SENSE = 0x03;
 const INQUIRY = 0x12;
 const REPORT_LUNS = 0xa0;
+/** Opcodes run() handles itself, whatever the profile's command table says. */
+const HANDLED_OPCODES = new Set([
+  INQUIRY,
+  REPORT_LUNS,
+  REQUEST_SENSE,
+  PRIN,
+  PROUT,
+  RESERVE_6,
+  RESERVE_10,
+  RELEASE_6,
+  RELEASE_10,
+]);
 /** Unit attention queue depth per nexus; older entries beyond it are dropped, as devices do on overflow. */
 const MAX_QUEUED_UNIT_ATTENTIONS = 16;
 
@@ -155,7 +175,7 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
   readonly pr = new PrState();
   readonly targetPorts: readonly number[];
   readonly maxRegistrations: number;
-  readonly acl: readonly TransportId[] | undefined;
+  readonly acl: Readonly<Record<number, readonly TransportId[]>> | undefined;
   readonly spec: LogicalUnitSpec;
   readonly lun: number;
   readonly target: string;
@@ -180,9 +200,11 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     this.id = spec.id;
     this.profile = spec.profile;
     this.knobs = profileKnobs(spec.profile);
-    this.targetPorts = [...(spec.targetPorts ?? [1, 2])];
+    this.targetPorts = [...(spec.targetPorts ?? DEFAULT_TARGET_PORTS)];
     this.maxRegistrations = spec.maxRegistrations ?? 64;
-    this.acl = spec.acl ? [...spec.acl] : undefined;
+    this.acl = spec.acl
+      ? Object.fromEntries(Object.entries(spec.acl).map(([port, list]) => [port, [...list]]))
+      : undefined;
     this.clock = options.clock;
     this.directory = options.directory;
     this.lun = options.lun;
@@ -225,8 +247,10 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     const cdb = request.cdb;
     const opcode = cdb[0];
     if (opcode === undefined) return INVALID_OPCODE;
+    // LIO parses the CDB at submission and checks unit attentions only before execution.
+    if (this.knobs.opcodeCheckBeforeUnitAttention && !this.supports(opcode)) return INVALID_OPCODE;
     if (!UA_EXEMPT.has(opcode)) {
-      const ua = this.unitAttentions.get(nexus)?.shift();
+      const ua = this.takeUnitAttention(nexus);
       if (ua) return check(0x06, ua.asc, ua.ascq);
     }
     try {
@@ -237,6 +261,19 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
         return check(0x05, 0x24, 0x00, { inCdb: true, byte: e.offset });
       throw e;
     }
+  }
+
+  /** Whether the LU implements `opcode` at all. */
+  private supports(opcode: number): boolean {
+    return HANDLED_OPCODES.has(opcode) || this.knobs.commands.has(opcode);
+  }
+
+  /** The unit attention to report now, removed (with the rest of the queue under LIO's rules), or undefined. */
+  private takeUnitAttention(nexus: string): { asc: number; ascq: number } | undefined {
+    const queue = this.unitAttentions.get(nexus);
+    const ua = queue?.shift();
+    if (queue && this.knobs.unitAttentionQueue === 'lio') queue.length = 0;
+    return ua;
   }
 
   private run(initiator: Initiator, nexus: string, opcode: number, request: ScsiRequest): Answer {
@@ -281,6 +318,8 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
     if (access === 'registered-or-we') return reg !== undefined || writeExclusiveFamily;
     const registrantsAllowed = res.type === 5 || res.type === 6 || isAllRegistrants(res.type);
     if (reg && registrantsAllowed) return true;
+    // LIO, no data: passes for non-registrants under WE-family types; a registered non-holder under WE conflicts.
+    if (access === 'no-data') return !reg && writeExclusiveFamily;
     // Remaining: non-registrants, and registrants under WE/EA. WE lets reads through; EA nothing.
     return access === 'read' && writeExclusiveFamily;
   }
@@ -319,8 +358,10 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
   /** REQUEST SENSE returns (and clears) the oldest pending unit attention, else NO SENSE. */
   private requestSense(nexus: string, cdb: Uint8Array): Answer {
     const descriptor = ((cdb[1] ?? 0) & 0x01) !== 0;
+    // LIO: no descriptor-format sense (spc_emulate_request_sense), checked before any unit attention is touched.
+    if (descriptor && !this.knobs.requestSenseDescriptor) return invalidCdbField(1, 0);
     const allocationLength = cdb[4] ?? 0;
-    const ua = this.unitAttentions.get(nexus)?.shift();
+    const ua = this.takeUnitAttention(nexus);
     const answer = ua ? check(0x06, ua.asc, ua.ascq) : check(0x00, 0x00, 0x00);
     if (answer.kind !== 'check') return answer;
     const data = senseBytes(answer, false, descriptor);
@@ -335,7 +376,8 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
   queueUnitAttention(nexus: Initiator, asc: number, ascq: number): void {
     const key = nexusKeyOf(nexus);
     const queue = this.unitAttentions.get(key) ?? [];
-    if (!queue.some((u) => u.asc === asc && u.ascq === ascq)) queue.push({ asc, ascq });
+    if (this.knobs.unitAttentionQueue === 'lio') lioQueueUnitAttention(queue, asc, ascq);
+    else if (!queue.some((u) => u.asc === asc && u.ascq === ascq)) queue.push({ asc, ascq });
     while (queue.length > MAX_QUEUED_UNIT_ATTENTIONS) queue.shift();
     this.unitAttentions.set(key, queue);
   }
@@ -431,4 +473,28 @@ class LogicalUnit implements EmulatedLogicalUnit, LuContext {
       ),
     };
   }
+}
+
+/**
+ * LIO core_scsi3_ua_allocate: the new unit attention is compared with the head of the queue only: a duplicate of it
+ * is dropped; a 29h one goes to the head when the head is 2Ah or a lower 29h ASCQ (its `ascq > head asc` test for
+ * other ASCs is copied as written); anything else goes to the tail.
+ */
+function lioQueueUnitAttention(
+  queue: Array<{ asc: number; ascq: number }>,
+  asc: number,
+  ascq: number,
+): void {
+  const head = queue[0];
+  if (!head) {
+    queue.push({ asc, ascq });
+    return;
+  }
+  if (head.asc === asc && head.ascq === ascq) return;
+  const first =
+    head.asc === 0x29
+      ? asc === 0x29 && ascq > head.ascq
+      : head.asc === 0x2a && (asc === 0x29 || ascq > head.asc);
+  if (first) queue.unshift({ asc, ascq });
+  else queue.push({ asc, ascq });
 }

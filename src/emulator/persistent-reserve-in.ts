@@ -22,6 +22,9 @@ const READ_FULL_STATUS = 3;
 /** READ FULL STATUS header and fixed descriptor part (scsi-pr.md §8.6). */
 const HEADER_LENGTH = 8;
 const DESCRIPTOR_FIXED_LENGTH = 24;
+const KEY_LENGTH = 8;
+/** LIO core_scsi3_pri_read_reservation writes the reservation key and type only from this allocation length on. */
+const RESERVATION_WRITTEN_FROM = 22;
 
 /** Executes one PRIN; the SPC-2 reservation check happened before. @internal */
 export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
@@ -33,11 +36,21 @@ export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
 
   const cut = (data: Uint8Array): Answer =>
     good(data.subarray(0, Math.min(data.length, allocationLength)));
+  const wholeEntries = knobs.prinTruncation === 'whole-entries';
   switch (serviceAction) {
-    case READ_KEYS:
-      return cut(
-        encodeReadKeys({ generation: pr.generation, keys: pr.registrations.map((r) => r.key) }),
-      );
+    case READ_KEYS: {
+      const data = encodeReadKeys({
+        generation: pr.generation,
+        keys: pr.registrations.map((r) => r.key),
+      });
+      if (!wholeEntries || allocationLength >= data.length) return cut(data);
+      // LIO: the allocation length is transferred; only keys whose 8 bytes fit are written, the rest is zero.
+      const out = new Uint8Array(allocationLength);
+      const whole =
+        HEADER_LENGTH + Math.floor((allocationLength - HEADER_LENGTH) / KEY_LENGTH) * KEY_LENGTH;
+      out.set(data.subarray(0, whole));
+      return good(out);
+    }
     case READ_RESERVATION: {
       const res = pr.reservation;
       const reservation = res
@@ -47,7 +60,13 @@ export function executePrin(lu: LuContext, cdb: Uint8Array): Answer {
             type: res.type,
           }
         : null;
-      return cut(encodeReadReservation({ generation: pr.generation, reservation }));
+      const data = encodeReadReservation({ generation: pr.generation, reservation });
+      if (!wholeEntries || !reservation || allocationLength >= RESERVATION_WRITTEN_FROM)
+        return cut(data);
+      // LIO writes the key and type only when 22 bytes fit; the header (ADDITIONAL LENGTH 16) is written always.
+      const out = new Uint8Array(Math.min(allocationLength, data.length));
+      out.set(data.subarray(0, Math.min(HEADER_LENGTH, out.length)));
+      return good(out);
     }
     case REPORT_CAPABILITIES:
       return cut(

@@ -68,14 +68,19 @@ export function executeProut(
   const caller = pr.registrationOf(initiator);
 
   // §7.1 step 2: a reservation exists and the caller does not hold it → table 6.3, before parsing anything.
-  if (pr.reservation && !pr.isHolder(caller)) {
+  const res = pr.reservation;
+  if (res && !pr.isHolder(caller)) {
     const allowed =
       sa === REGISTER ||
       sa === REGISTER_AND_IGNORE ||
       (caller !== undefined &&
         (sa === RELEASE || sa === CLEAR || sa === PREEMPT || sa === PREEMPT_AND_ABORT));
-    const knownSa = sa <= REGISTER_AND_MOVE;
-    if (knownSa && !allowed) return CONFLICT;
+    if (sa <= REGISTER_AND_MOVE && !allowed) return CONFLICT;
+  }
+  // LIO: a service action its table does not know conflicts for anyone but the registration that reserved (under
+  // AR types the other registrants too), before the service action is checked.
+  if (res && sa > REGISTER_AND_MOVE && knobs.unknownServiceActionConflicts) {
+    if (caller === undefined || res.internalHolder !== caller) return CONFLICT;
   }
 
   if (
@@ -160,10 +165,24 @@ function hasRoom(lu: LuContext, additional: number): boolean {
   return lu.pr.registrations.length + additional <= lu.maxRegistrations;
 }
 
-/** A TransportID the target can resolve to an initiator port: the caller's protocol and, if set, in the ACL. */
-function resolvable(lu: LuContext, caller: TransportId, named: TransportId): boolean {
+/**
+ * A TransportID the target can resolve to an initiator port: the caller's protocol and, with ACLs, known to target
+ * port `port` (REGISTER AND MOVE) or to any port (SPEC_I_PT, `port` undefined).
+ */
+function resolvable(
+  lu: LuContext,
+  caller: TransportId,
+  named: TransportId,
+  port?: number,
+): boolean {
   if (named.protocol === 'raw' || named.protocol !== caller.protocol) return false;
-  return lu.acl === undefined || lu.acl.some((t) => transportIdEquals(t, named));
+  return lu.acl === undefined || portsKnowing(lu, named, port).length > 0;
+}
+
+/** Target ports (in the LU's port order, or just `port`) whose ACL lists `named`. */
+function portsKnowing(lu: LuContext, named: TransportId, port?: number): number[] {
+  const ports = port === undefined ? lu.targetPorts : [port];
+  return ports.filter((p) => lu.acl?.[p]?.some((t) => transportIdEquals(t, named)) ?? false);
 }
 
 /** Unregisters `reg` (REGISTER with SARK 0), with the implicit-release rules of §7.2. */
@@ -221,8 +240,16 @@ function register(
       transportId: named,
       relativeTargetPort: specIPtTargetPort(lu, initiator, named),
     };
-    // LIO silently skips TransportIDs that are already registered (and the caller's own port).
-    if (namedPort === port) continue;
+    // LIO silently skips TransportIDs that are already registered (and the caller's own port, except for its
+    // 6.1 bug: the sender's own registration is not made yet when it looks, so the sender is registered twice).
+    if (namedPort === port) {
+      if (
+        knobs.bugSpecIPtRegistersSenderTwice &&
+        !extra.some((t) => initiatorPortOf(t.transportId) === port)
+      )
+        extra.push(nexus);
+      continue;
+    }
     if (pr.registrationOf(nexus)) continue;
     if (extra.some((t) => initiatorPortOf(t.transportId) === namedPort)) continue;
     extra.push(nexus);
@@ -248,6 +275,7 @@ function register(
  */
 function specIPtTargetPort(lu: LuContext, receiving: Initiator, named: TransportId): number {
   if (lu.knobs.specIPtTargetPort === 'receiving') return receiving.relativeTargetPort;
+  if (lu.acl !== undefined) return portsKnowing(lu, named)[0] ?? receiving.relativeTargetPort;
   return lu.knownNexusesOf(named)[0]?.relativeTargetPort ?? receiving.relativeTargetPort;
 }
 
@@ -437,7 +465,9 @@ function registerAndMove(
   if (p.transportIdParameterDataLength !== parameterListLength - BASIC_LENGTH)
     return invalidParameterField(20);
   if (!lu.targetPorts.includes(p.relativeTargetPort)) return invalidParameterField(18);
-  if (!resolvable(lu, initiator.transportId, p.transportId)) return invalidParameterField(24);
+  // LIO looks the initiator up in the ACLs of the named port's TPG only.
+  if (!resolvable(lu, initiator.transportId, p.transportId, p.relativeTargetPort))
+    return invalidParameterField(24);
   if (initiatorPortOf(p.transportId) === initiatorPortOf(initiator.transportId)) {
     // spc4r17 as quoted by LIO: the destination must not be the source's initiator port.
     return invalidParameterField(24);

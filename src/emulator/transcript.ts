@@ -113,14 +113,22 @@ function unhex(text: string, field: string, line: number): Uint8Array {
   return out;
 }
 
-/** Creates a recorder; header fields as in TranscriptHeader (type/format/version are filled in). */
-export function createTranscriptRecorder(header: {
-  profile: string;
-  lu: string;
-  nexuses: TranscriptNexus[];
-  serial?: string;
-  note?: string;
-}): TranscriptRecorder {
+/**
+ * Creates a recorder; header fields as in TranscriptHeader (type/format/version are filled in). `onLine` receives
+ * each JSON line as it is recorded, the header first (a recorder that streams to a file loses nothing on a crash);
+ * with `retain: false` entries are not kept in memory (a long-lived streaming recorder), so transcript() and
+ * toJsonLines() give the header only.
+ */
+export function createTranscriptRecorder(
+  header: {
+    profile: string;
+    lu: string;
+    nexuses: TranscriptNexus[];
+    serial?: string;
+    note?: string;
+  },
+  options: { onLine?: (line: string) => void; retain?: boolean } = {},
+): TranscriptRecorder {
   const head: TranscriptHeader = {
     type: 'header',
     format: 'prfleet-transcript',
@@ -128,11 +136,18 @@ export function createTranscriptRecorder(header: {
     ...header,
   };
   const entries: Array<TranscriptCommand | TranscriptEvent> = [];
+  let step = 0;
+  const add = (entry: TranscriptCommand | TranscriptEvent): void => {
+    if (options.retain !== false) entries.push(entry);
+    step++;
+    options.onLine?.(JSON.stringify(entry));
+  };
+  options.onLine?.(JSON.stringify(head));
   return {
     command(nexus, request, response) {
-      entries.push({
+      add({
         type: 'command',
-        step: entries.length,
+        step,
         nexus,
         cdb: hex(request.cdb),
         dataOut: hex(request.dataOut),
@@ -148,10 +163,10 @@ export function createTranscriptRecorder(header: {
       });
     },
     event(event, nexus) {
-      entries.push(
+      add(
         nexus === undefined
-          ? { type: 'event', step: entries.length, event }
-          : { type: 'event', step: entries.length, event, nexus },
+          ? { type: 'event', step, event }
+          : { type: 'event', step, event, nexus },
       );
     },
     transcript() {

@@ -37,9 +37,12 @@ export interface ProfileCapabilities {
 /**
  * How a command is treated while a persistent reservation is held by someone else (scsi-pr.md §6.2):
  * `always` passes for everyone; `registered-or-we` passes for registrants and under WE-family types;
- * `read` / `write` follow the read-class / write-class columns of the table.
+ * `read` / `write` follow the read-class / write-class columns of the table; `no-data` is LIO's rule for a command
+ * without data that no table row names (core_scsi3_pr_seq_non_holder classes by data direction: it passes for
+ * non-registrants under WE-family types, like a read, but a registered non-holder under WE or EA conflicts, like a
+ * write).
  */
-export type AccessClass = 'always' | 'registered-or-we' | 'read' | 'write';
+export type AccessClass = 'always' | 'registered-or-we' | 'read' | 'write' | 'no-data';
 
 /** How one error case is answered (the SPC rule, or a device's departure). */
 export type ErrorFlavour =
@@ -135,6 +138,39 @@ export interface ProfileKnobs {
   readonly luResetUnitAttention: readonly [number, number];
   /** ILLEGAL REQUEST sense carries a SENSE KEY SPECIFIC field pointer (LIO's PR code sets none). */
   readonly fieldPointers: boolean;
+  /**
+   * READ KEYS / READ RESERVATION cut by the allocation length: `bytes` (SPC: the first bytes of the full data) or
+   * `whole-entries` (LIO core_scsi3_pri_read_keys / _read_reservation: the whole allocation length is transferred,
+   * but a key is written only when its 8 bytes fit, the reservation key and type only when 22 bytes fit; the rest
+   * stays zero).
+   */
+  readonly prinTruncation: 'bytes' | 'whole-entries';
+  /**
+   * LIO 6.1 bug: a SPEC_I_PT TransportID naming the sending initiator port registers it a second time
+   * (core_scsi3_decode_spec_i_port looks for an existing registration before the sender's own is added), so READ
+   * KEYS and READ FULL STATUS list it twice. SPC: the sender is registered once.
+   */
+  readonly bugSpecIPtRegistersSenderTwice: boolean;
+  /**
+   * Unit attention queue per nexus: `spc` (first in, first reported, each reported once, duplicates dropped) or
+   * `lio` (core_scsi3_ua_allocate compares a new one with the head only and puts a 29h one at the head by
+   * priority; a failing command or REQUEST SENSE reports the head and discards the rest, UA_INTLCK_CTRL 00b).
+   */
+  readonly unitAttentionQueue: 'spc' | 'lio';
+  /**
+   * An unsupported operation code is answered 20h/00h before a pending unit attention, which stays (LIO: the CDB
+   * is parsed at submission, the unit attention checked only before execution). SPC: the unit attention first.
+   */
+  readonly opcodeCheckBeforeUnitAttention: boolean;
+  /** REQUEST SENSE with DESC = 1 gets descriptor-format sense (SPC), or 24h/00h and nothing cleared (LIO). */
+  readonly requestSenseDescriptor: boolean;
+  /**
+   * A PROUT service action table 6.3 does not name (08h, 1Fh) while a reservation exists, from anyone but the
+   * registration that reserved (under AR types the other registrants too): RESERVATION CONFLICT (LIO
+   * core_scsi3_pr_seq_non_holder returns -EINVAL, which its caller reads as a conflict) instead of reaching the
+   * service-action check (24h/00h, SPC). Measured on LIO 6.1.
+   */
+  readonly unknownServiceActionConflicts: boolean;
 }
 
 const WE = 1;
@@ -160,6 +196,7 @@ const SPC_COMMANDS: ReadonlyArray<readonly [number, AccessClass]> = [
 /** Direct-access block device (LIO rd_mcp / fileio backstores): SBC read and write classes. */
 const DISK_COMMANDS: ReadonlyArray<readonly [number, AccessClass]> = [
   [0x25, 'always'], // READ CAPACITY(10)
+  [0x9e, 'always'], // SERVICE ACTION IN(16): READ CAPACITY(16)
   [0x28, 'read'], // READ(10)
   [0x2a, 'write'], // WRITE(10)
   [0x88, 'read'], // READ(16)
@@ -196,6 +233,17 @@ const CHANGER_COMMANDS: ReadonlyArray<readonly [number, AccessClass]> = [
   [0x2b, 'write'], // POSITION TO ELEMENT
   [0x1e, 'write'], // PREVENT ALLOW MEDIUM REMOVAL
   [0xb8, 'read'], // READ ELEMENT STATUS
+];
+
+/**
+ * LIO's classes for the disk commands its PR check does not name (core_scsi3_pr_seq_non_holder): by data direction,
+ * so READ CAPACITY(10)/(16) are reads (RESERVATION CONFLICT under EA types for non-holders) and SYNCHRONIZE CACHE
+ * has no data.
+ */
+const LIO_DISK_CLASSES: ReadonlyArray<readonly [number, AccessClass]> = [
+  [0x25, 'read'], // READ CAPACITY(10)
+  [0x9e, 'read'], // SERVICE ACTION IN(16): READ CAPACITY(16)
+  [0x35, 'no-data'], // SYNCHRONIZE CACHE(10)
 ];
 
 function commandTable(...parts: ReadonlyArray<ReadonlyArray<readonly [number, AccessClass]>>) {
@@ -251,6 +299,12 @@ const spc4: ProfileKnobs = {
   generationResetOnLuReset: false,
   luResetUnitAttention: [0x29, 0x03],
   fieldPointers: true,
+  prinTruncation: 'bytes',
+  bugSpecIPtRegistersSenderTwice: false,
+  unitAttentionQueue: 'spc',
+  opcodeCheckBeforeUnitAttention: false,
+  requestSenseDescriptor: true,
+  unknownServiceActionConflicts: false,
 };
 
 /**
@@ -284,6 +338,13 @@ const lio: ProfileKnobs = {
   arPreemptSkipsCaller: true,
   clearResetsAptpl: true,
   fieldPointers: false,
+  commands: commandTable(SPC_COMMANDS, DISK_COMMANDS, LIO_DISK_CLASSES),
+  prinTruncation: 'whole-entries',
+  bugSpecIPtRegistersSenderTwice: true,
+  unitAttentionQueue: 'lio',
+  opcodeCheckBeforeUnitAttention: true,
+  requestSenseDescriptor: false,
+  unknownServiceActionConflicts: true,
 };
 
 /** Quantum SuperLoader 3 changer LUN (Software Interface Guide pp. 69–91). */

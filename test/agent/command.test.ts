@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   checkSupported,
+  unknownCapabilities,
   capabilitiesFromProto,
   capabilitiesToProto,
 } from '../../src/common/capabilities.js';
@@ -315,20 +316,7 @@ describe('capabilities', () => {
       action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
       reservationKey: 1n,
     });
-    expect(
-      checkSupported(
-        {
-          profile: 'unknown',
-          proutActions: [],
-          prinActions: [],
-          types: [],
-          specIPt: false,
-          allTgPt: false,
-          aptpl: false,
-        },
-        move,
-      ),
-    ).toBeUndefined();
+    expect(checkSupported(unknownCapabilities(), move)).toBeUndefined();
     expect(checkSupported(undefined, move)).toBeUndefined();
   });
 });

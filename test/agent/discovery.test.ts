@@ -7,7 +7,14 @@ import {
   type EmulatedFabric,
   type EmulatedHost,
 } from '../../agent/fabric.js';
-import { PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
+import {
+  CapabilitySource,
+  PrinAction,
+  ProutAction,
+  PrType,
+} from '../../src/gen/prfleet/v1/scsi.js';
+import { Command, ProutCommand } from '../../src/gen/prfleet/v1/agent.js';
+import { capabilitySourceWords, checkSupported } from '../../src/common/capabilities.js';
 import type { Path } from '../../src/gen/prfleet/v1/scsi.js';
 
 const log = pino({ level: 'silent' });
@@ -97,5 +104,83 @@ describe('discoverPath over the emulated fabric', () => {
     await expect(discoverPath(device, { path: '/dev/sg0' })).rejects.toThrow(
       /\/dev\/sg0: INQUIRY failed/,
     );
+  });
+});
+
+describe('discoverPath on a device no profile matches', () => {
+  let fabric: EmulatedFabric;
+  afterEach(() => fabric.close());
+
+  const hostWith = (lu: {
+    id: string;
+    profile: 'spc4' | 'superloader-changer';
+    serial: string;
+    vendor: string;
+    product: string;
+  }) =>
+    createEmulatedFabric({
+      loaders: [{ id: 'l1', changer: lu }],
+      hosts: [
+        {
+          id: 'h1',
+          initiatorPorts: ['sas:0x500605b000000a01'],
+          paths: [{ node: '/dev/sg0', lu: lu.id, initiatorPort: 'sas:0x500605b000000a01' }],
+        },
+      ],
+    });
+
+  it('probes REPORT CAPABILITIES and refuses up front what the device says it cannot do', async () => {
+    // An SPC-4 device under an identity no profile knows; it reports all six types, SIP_C, ATP_C, PTPL_C.
+    fabric = hostWith({
+      id: 'acme',
+      profile: 'spc4',
+      serial: 'A1',
+      vendor: 'ACME',
+      product: 'WIDGET',
+    });
+    const path = (await describeHost(fabric.host('h1'))).get('/dev/sg0');
+    const caps = path?.capabilities;
+    expect(caps).toMatchObject({
+      profile: 'unknown',
+      source: CapabilitySource.CAPABILITY_SOURCE_PROBED,
+      types: [1, 3, 5, 6, 7, 8],
+      specIPt: true,
+      allTgPt: true,
+      aptpl: true,
+      crh: true,
+      allowCommands: 1,
+      proutActions: [],
+    });
+    expect(capabilitySourceWords(caps)).toBe('probed (REPORT CAPABILITIES)');
+    const prout = (p: Partial<ProutCommand>) =>
+      Command.fromPartial({ kind: { $case: 'prout', value: ProutCommand.fromPartial(p) } });
+    // Service actions are left to the device; a type outside the reported mask is refused.
+    expect(
+      checkSupported(caps, prout({ action: ProutAction.PROUT_ACTION_REGISTER_AND_MOVE })),
+    ).toBeUndefined();
+    expect(
+      checkSupported(caps, prout({ action: ProutAction.PROUT_ACTION_RESERVE, type: 2 as PrType })),
+    ).toMatch(/the device \(REPORT CAPABILITIES\) does not support reservation type/);
+  });
+
+  it('leaves a device without REPORT CAPABILITIES unknown, refusing nothing', async () => {
+    fabric = hostWith({
+      id: 'acme',
+      profile: 'superloader-changer',
+      serial: 'A2',
+      vendor: 'ACME',
+      product: 'LOADER',
+    });
+    const caps = (await describeHost(fabric.host('h1'))).get('/dev/sg0')?.capabilities;
+    expect(caps?.profile).toBe('unknown');
+    expect(caps?.source).toBe(CapabilitySource.CAPABILITY_SOURCE_UNSPECIFIED);
+    expect(capabilitySourceWords(caps)).toBe('not known');
+  });
+
+  it('says a matched profile came from INQUIRY', async () => {
+    fabric = createEmulatedFabric(await loadFabric(demo));
+    const caps = (await describeHost(fabric.host('host-b'))).get('/dev/sg1')?.capabilities;
+    expect(caps?.profile).toBe('lto-drive');
+    expect(caps?.source).toBe(CapabilitySource.CAPABILITY_SOURCE_PROFILE);
   });
 });

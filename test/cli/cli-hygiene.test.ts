@@ -149,6 +149,8 @@ describe('suggested actions', () => {
     ...suggest.planAndApply('naa.1').split(', then '),
     suggest.setDesired(),
     suggest.register('host-a'),
+    suggest.unregister('host-a', '/dev/sg0', 0x5ca1ab1en),
+    suggest.unregister('', '', 0xabn),
   ];
   const PLACEHOLDER: Record<string, string> = {
     '<path>': '/dev/sg0',

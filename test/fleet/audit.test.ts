@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { ProutAction, PrType, Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import {
@@ -12,12 +13,15 @@ import {
 } from '../../src/gen/prfleet/v1/fleet.js';
 import { startFleetHarness, type FleetHarness } from './harness.js';
 import { createMetrics } from '../../src/server/metrics.js';
+import { transportIdToProto } from '../../src/common/command.js';
 
 const REG = ProutAction.PROUT_ACTION_REGISTER;
 const RESERVE = ProutAction.PROUT_ACTION_RESERVE;
 const PREEMPT = ProutAction.PROUT_ACTION_PREEMPT;
 const EA = PrType.PR_TYPE_EXCLUSIVE_ACCESS;
 const WE = PrType.PR_TYPE_WRITE_EXCLUSIVE;
+/** One LIO LU reached by two hosts (test/fleet/fabric-lio.yaml). */
+const LIO_FABRIC = fileURLToPath(new URL('./fabric-lio.yaml', import.meta.url));
 /** A hand-chosen key nobody registered with the registry (as sg_persist examples use). */
 const STRAY = 0x1234n;
 
@@ -267,5 +271,45 @@ describe('fleet audit', { timeout: 120_000 }, () => {
       for await (const _ of h.client.audit({ selector: { labels: ['role'] } })) void _;
     };
     await expect(run()).rejects.toThrow(/selector.labels\[0\]/);
+  });
+
+  it('names a duplicate registration: LIO 6.1 registers the sender of a SPEC_I_PT REGISTER naming itself twice', async () => {
+    const h = await startFleetHarness({ fabricFile: LIO_FABRIC });
+    const key = 0x5ca1ab1en;
+    const own = transportIdToProto({ protocol: 'sas', sasAddress: 0x500605b000000a01n });
+    await good(
+      h.prout('host-a', '/dev/sg0', {
+        action: REG,
+        serviceActionKey: key,
+        specIPtTransportIds: [own],
+      }),
+    );
+    const { reports, summary } = await audit(h);
+    const report = reports.find((r) => r.serial === 'LIO0000000001');
+    expect(report?.fullStatus).toBe(true);
+    expect(report?.keys).toEqual([expect.objectContaining({ key, nexusCount: 2 })]);
+    const dup = report?.findings.filter(
+      (f) => f.kind === FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION,
+    );
+    expect(dup).toHaveLength(1);
+    expect(dup?.[0]).toMatchObject({ agentId: 'host-a', path: '/dev/sg0', key });
+    expect(dup?.[0]?.message).toContain('registered 2 times');
+    expect(dup?.[0]?.suggestedAction).toBe(
+      'prfleet register host-a:/dev/sg0 --key 0x000000005ca1ab1e --new-key 0',
+    );
+    expect(
+      summary.findingCounts.find((c) => c.kind === FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION)
+        ?.count,
+    ).toBe(1);
+
+    // One unregister removes one copy: the finding goes, the host stays registered once.
+    await good(
+      h.prout('host-a', '/dev/sg0', { action: REG, reservationKey: key, serviceActionKey: 0n }),
+    );
+    const after = (await audit(h)).reports.find((r) => r.serial === 'LIO0000000001');
+    expect(after?.keys).toEqual([expect.objectContaining({ key, nexusCount: 1 })]);
+    expect(
+      after?.findings.some((f) => f.kind === FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION),
+    ).toBe(false);
   });
 });

@@ -43,6 +43,19 @@ const recorded = new Set(
     .map((f) => f.slice(0, -'.lio.jsonl'.length)),
 );
 
+/**
+ * The LU's capacity: what LIO answered READ CAPACITY(10) in the transcript, else that of the 1 MiB fileio LUs the
+ * suite creates (test/lio/guest/lio-configfs.ts; in a full run every conformance LU is one of those).
+ */
+function capacityOf(t: Transcript): { blockCount: number } {
+  for (const e of t.entries) {
+    if (e.type !== 'command' || e.status !== 0 || !e.cdb.startsWith('25') || e.dataIn.length < 16)
+      continue;
+    return { blockCount: Number.parseInt(e.dataIn.slice(0, 8), 16) + 1 };
+  }
+  return { blockCount: 2048 };
+}
+
 /** An emulated twin with the identity of the recorded LIO LU (as test/lio/guest/conformance.ts builds it). */
 function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator[] } {
   const initiators = t.header.nexuses.map((n) => ({
@@ -57,7 +70,8 @@ function twinOf(t: Transcript): { lu: EmulatedLogicalUnit; initiators: Initiator
     product: 'FILEIO',
     revision: '4.0',
     targetPorts: initiators.map((i) => i.relativeTargetPort),
-    acl: initiators.map((i) => i.transportId),
+    acl: Object.fromEntries(initiators.map((i) => [i.relativeTargetPort, [i.transportId]])),
+    ...capacityOf(t),
     targetName: TARGET_WWN,
   });
   return { lu, initiators };

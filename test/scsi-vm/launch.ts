@@ -5,6 +5,7 @@
  * Everything lives in the project: nothing here reads /work/shared.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { access, chmod, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -129,9 +130,14 @@ export function detachedNodeScript(command: string): string {
   ].join('\n');
 }
 
-/** Where buildGuestCode puts the compiled in-VM code. */
+/**
+ * Where buildGuestCode puts the compiled in-VM code: one directory per checkout, because git worktrees share one
+ * node_modules (a symlink) and two checkouts' VM runs must not overwrite each other's guest code.
+ */
 export function guestCodeDir(): string {
-  return join(projectRoot(), 'node_modules', '.cache', 'prfleet-lio-guest');
+  const root = projectRoot();
+  const checkout = createHash('sha256').update(root).digest('hex').slice(0, 12);
+  return join(root, 'node_modules', '.cache', `prfleet-lio-guest-${checkout}`);
 }
 
 /** Options of runInVm. */

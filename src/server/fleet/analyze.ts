@@ -37,6 +37,48 @@ function sameNexus(path: Path, d: FullStatusDescriptor): boolean {
   }
 }
 
+/** One I_T nexus listed more than once in READ FULL STATUS, and the path (index) that reaches it, if any. */
+export interface DuplicateRegistration {
+  readonly descriptor: FullStatusDescriptor;
+  readonly count: number;
+  readonly pathIndex: number | undefined;
+}
+
+/**
+ * I_T nexuses READ FULL STATUS lists more than once (same initiator port and relative target port, or ALL_TG_PT).
+ * A device should never report that; LIO 6.1 does after a SPEC_I_PT REGISTER whose TransportIDs name the sender.
+ */
+export function duplicateRegistrations(
+  obs: LuObservation,
+  descriptors: readonly FullStatusDescriptor[],
+): DuplicateRegistration[] {
+  const seen: Array<{ descriptor: FullStatusDescriptor; count: number }> = [];
+  for (const d of descriptors) {
+    const same = seen.find((x) => sameRegistrationNexus(x.descriptor, d));
+    if (same) same.count += 1;
+    else seen.push({ descriptor: d, count: 1 });
+  }
+  return seen
+    .filter((x) => x.count > 1)
+    .map((x) => {
+      const i = obs.paths.findIndex((p) => sameNexus(p.fleetPath.path, x.descriptor));
+      return { ...x, pathIndex: i >= 0 ? i : undefined };
+    });
+}
+
+function sameRegistrationNexus(a: FullStatusDescriptor, b: FullStatusDescriptor): boolean {
+  if (a.allTgPt !== b.allTgPt || (!a.allTgPt && a.relativeTargetPort !== b.relativeTargetPort))
+    return false;
+  try {
+    return transportIdEquals(
+      transportIdFromProto(a.transportId, 'descriptor.transport_id'),
+      transportIdFromProto(b.transportId, 'descriptor.transport_id'),
+    );
+  } catch {
+    return false;
+  }
+}
+
 const UNKNOWN: PathRegistration = {
   registration: RegistrationState.REGISTRATION_STATE_UNKNOWN,
   key: 0n,

@@ -7,8 +7,11 @@ import {
   RegistrationState,
   Severity,
 } from '../../gen/prfleet/v1/fleet.js';
+import type { FullStatusDescriptor } from '../../gen/prfleet/v1/scsi.js';
+import { transportIdFromProto } from '../../common/command.js';
 import { formatKey } from '../../common/key-layout.js';
-import { registrationByAgent, type UnitAnalysis } from './analyze.js';
+import { formatTransportId } from '../../scsi/index.js';
+import { duplicateRegistrations, registrationByAgent, type UnitAnalysis } from './analyze.js';
 import { suggest } from './suggest.js';
 import type { KeyIndex } from './key-index.js';
 import type { LuObservation } from './observe.js';
@@ -42,6 +45,15 @@ function finding(
     message,
     suggestedAction,
   });
+}
+
+/** A descriptor's initiator port as text (formatTransportId), or '?' when it does not decode. */
+function initiatorText(d: FullStatusDescriptor): string {
+  try {
+    return formatTransportId(transportIdFromProto(d.transportId, 'descriptor.transport_id'));
+  } catch {
+    return '?';
+  }
 }
 
 /**
@@ -117,6 +129,25 @@ export function unitFindings(
         ),
       );
     }
+  }
+
+  for (const dup of duplicateRegistrations(obs, state.fullStatus ?? [])) {
+    const p = dup.pathIndex === undefined ? undefined : obs.paths[dup.pathIndex];
+    const agentId = p?.fleetPath.agent.hello.agentId ?? '';
+    const path = p?.fleetPath.path.path ?? '';
+    const where = p
+      ? `${agentId}:${path}`
+      : `initiator port ${initiatorText(dup.descriptor)} through relative target port ${dup.descriptor.relativeTargetPort}`;
+    out.push(
+      finding(
+        obs,
+        FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION,
+        Severity.SEVERITY_WARNING,
+        `${where} is registered ${dup.count} times (key ${formatKey(dup.descriptor.key)}): one I_T nexus registered more than once is a device bug (LIO 6.1 does it when a SPEC_I_PT REGISTER names the sender); each copy needs its own unregister (run the suggestion ${dup.count} times), then register again without naming the host itself in SPEC_I_PT`,
+        suggest.unregister(agentId, path, dup.descriptor.key),
+        { agentId, path, key: dup.descriptor.key },
+      ),
+    );
   }
 
   if (state.reserved && !isAllRegistrants(state.type)) {

@@ -31,4 +31,7 @@ export const suggest = {
   setDesired: () => 'prfleet desired set --loader <id> --register <host> --by <you>',
   /** Register a host's key on one of its paths. */
   register: (agentId: string) => `prfleet register ${agentId}:<path> --new-key <key>`,
+  /** Unregister a key on one path (a duplicated registration needs it once per copy). */
+  unregister: (agentId: string, path: string, key: bigint) =>
+    `prfleet register ${agentId || HOST}:${path || '<path>'} --key ${formatKey(key)} --new-key 0`,
 } as const;

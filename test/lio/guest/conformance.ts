@@ -33,7 +33,7 @@ import { formatLine, type ScenarioLine } from '../protocol.js';
 import { createLioTopology, type LioLogicalUnit } from './lio-configfs.js';
 
 /** Commands the conformance scenarios send beyond the agent's allow-list (access checks, SPC-2 reservations). */
-const CONFORMANCE_EXTRA_OPCODES = [0x08, 0x0a, 0x16, 0x17, 0x28, 0x2a];
+const CONFORMANCE_EXTRA_OPCODES = [0x08, 0x0a, 0x16, 0x17, 0x25, 0x28, 0x2a];
 
 /** Opcodes the scenarios need: the agent's list, the medium/SPC-2 commands, and their raw CDBs (test-only). */
 function allowedOpcodesFor(scenarios: readonly Scenario[]): Set<number> {
@@ -62,6 +62,8 @@ interface LuIdentity {
   targetName?: string;
   targetPortNames: Record<number, string>;
   initiators: Initiator[];
+  /** Capacity in 512-byte blocks (READ CAPACITY(10)): lio-setup.sh's LU and the suite's own differ in size. */
+  blockCount: number;
 }
 
 /** A NUL-terminated, NUL-padded SCSI name string designator value as text. */
@@ -108,6 +110,7 @@ async function identityOf(lu: LioLogicalUnit, devices: ScsiDevice[]): Promise<Lu
     if (deviceName && targetName === undefined) targetName = scsiNameOf(deviceName.value);
   }
   return {
+    blockCount: await blockCountOf(devices[0] as ScsiDevice),
     vendor: standard.vendor,
     product: standard.product,
     revision: standard.revision,
@@ -116,6 +119,21 @@ async function identityOf(lu: LioLogicalUnit, devices: ScsiDevice[]): Promise<Lu
     targetPortNames,
     initiators,
   };
+}
+
+/** Number of 512-byte blocks from READ CAPACITY(10) (last LBA + 1). */
+async function blockCountOf(device: ScsiDevice): Promise<number> {
+  const r = await device.execute({
+    cdb: fromHex('25000000000000000000'),
+    dataInLength: 8,
+    timeoutMs: 10_000,
+  });
+  if (r.status !== 0 || r.dataIn.length < 8)
+    throw new Error(`READ CAPACITY(10) on ${device.path}: status ${r.status}`);
+  const view = new DataView(r.dataIn.buffer, r.dataIn.byteOffset, 8);
+  if (view.getUint32(4) !== 512)
+    throw new Error(`${device.path}: block length ${view.getUint32(4)}, the twin models 512`);
+  return view.getUint32(0) + 1;
 }
 
 function summary(r: ScenarioResult): 'pass' | 'fail' | 'skip' {
@@ -166,7 +184,11 @@ async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<P
       ...(identity.targetName !== undefined ? { targetName: identity.targetName } : {}),
       targetPortNames: identity.targetPortNames,
       targetPorts: identity.initiators.map((i) => i.relativeTargetPort),
-      acl: identity.initiators.map((i) => i.transportId),
+      // tcm_loop: each TPG knows only the initiator of its own nexus (one ACL per TPG).
+      acl: Object.fromEntries(
+        identity.initiators.map((i) => [i.relativeTargetPort, [i.transportId]]),
+      ),
+      blockCount: identity.blockCount,
     });
     const nexuses = identity.initiators.map((i) => ({
       transportId: formatTransportId(i.transportId),

@@ -103,6 +103,11 @@ export enum FindingKind {
   FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE = 20,
   /** FINDING_KIND_CARTRIDGE_STRANDED - A drive holds a cartridge while the changer is reserved by another host: nobody can unload it. */
   FINDING_KIND_CARTRIDGE_STRANDED = 21,
+  /**
+   * FINDING_KIND_DUPLICATE_REGISTRATION - One I_T nexus is registered more than once (a device bug: LIO 6.1 registers the sender of a SPEC_I_PT
+   * REGISTER that names itself twice); each copy needs its own unregister.
+   */
+  FINDING_KIND_DUPLICATE_REGISTRATION = 22,
   UNRECOGNIZED = -1,
 }
 
@@ -147,6 +152,9 @@ export function findingKindFromJSON(object: any): FindingKind {
     case 21:
     case "FINDING_KIND_CARTRIDGE_STRANDED":
       return FindingKind.FINDING_KIND_CARTRIDGE_STRANDED;
+    case 22:
+    case "FINDING_KIND_DUPLICATE_REGISTRATION":
+      return FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -182,6 +190,8 @@ export function findingKindToJSON(object: FindingKind): string {
       return "FINDING_KIND_LOADED_DRIVE_HOLDER_OFFLINE";
     case FindingKind.FINDING_KIND_CARTRIDGE_STRANDED:
       return "FINDING_KIND_CARTRIDGE_STRANDED";
+    case FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION:
+      return "FINDING_KIND_DUPLICATE_REGISTRATION";
     case FindingKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

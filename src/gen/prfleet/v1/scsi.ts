@@ -355,6 +355,49 @@ export function outcomeToJSON(object: Outcome): string {
   }
 }
 
+/** Where a path's capabilities come from. */
+export enum CapabilitySource {
+  /** CAPABILITY_SOURCE_UNSPECIFIED - Nothing known: no profile matched and REPORT CAPABILITIES was not answered (nothing is refused up front). */
+  CAPABILITY_SOURCE_UNSPECIFIED = 0,
+  /** CAPABILITY_SOURCE_PROFILE - The device profile its INQUIRY identity matched. */
+  CAPABILITY_SOURCE_PROFILE = 1,
+  /** CAPABILITY_SOURCE_PROBED - Probed with PRIN REPORT CAPABILITIES at discovery (no profile matched). */
+  CAPABILITY_SOURCE_PROBED = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function capabilitySourceFromJSON(object: any): CapabilitySource {
+  switch (object) {
+    case 0:
+    case "CAPABILITY_SOURCE_UNSPECIFIED":
+      return CapabilitySource.CAPABILITY_SOURCE_UNSPECIFIED;
+    case 1:
+    case "CAPABILITY_SOURCE_PROFILE":
+      return CapabilitySource.CAPABILITY_SOURCE_PROFILE;
+    case 2:
+    case "CAPABILITY_SOURCE_PROBED":
+      return CapabilitySource.CAPABILITY_SOURCE_PROBED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return CapabilitySource.UNRECOGNIZED;
+  }
+}
+
+export function capabilitySourceToJSON(object: CapabilitySource): string {
+  switch (object) {
+    case CapabilitySource.CAPABILITY_SOURCE_UNSPECIFIED:
+      return "CAPABILITY_SOURCE_UNSPECIFIED";
+    case CapabilitySource.CAPABILITY_SOURCE_PROFILE:
+      return "CAPABILITY_SOURCE_PROFILE";
+    case CapabilitySource.CAPABILITY_SOURCE_PROBED:
+      return "CAPABILITY_SOURCE_PROBED";
+    case CapabilitySource.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** A SCSI TransportID: the identity of an initiator port (SPC-4 7.6.4). */
 export interface TransportId {
   /** The identity itself. */
@@ -623,6 +666,15 @@ export interface DeviceCapabilities {
   allTgPt: boolean;
   /** APTPL supported. */
   aptpl: boolean;
+  /**
+   * Where these capabilities come from: the profile INQUIRY matched, or REPORT CAPABILITIES of a device no profile
+   * matched (then only the type mask and SIP_C/ATP_C/PTPL_C are known; service actions are left to the device).
+   */
+  source: CapabilitySource;
+  /** CRH from REPORT CAPABILITIES (probed devices only). */
+  crh: boolean;
+  /** ALLOW COMMANDS from REPORT CAPABILITIES (probed devices only). */
+  allowCommands: number;
 }
 
 /** One path from a host to a logical unit: one I_T nexus, one device node on the host. */
@@ -3074,7 +3126,18 @@ export const Designator: MessageFns<Designator> = {
 };
 
 function createBaseDeviceCapabilities(): DeviceCapabilities {
-  return { profile: "", proutActions: [], prinActions: [], types: [], specIPt: false, allTgPt: false, aptpl: false };
+  return {
+    profile: "",
+    proutActions: [],
+    prinActions: [],
+    types: [],
+    specIPt: false,
+    allTgPt: false,
+    aptpl: false,
+    source: 0,
+    crh: false,
+    allowCommands: 0,
+  };
 }
 
 export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
@@ -3111,6 +3174,15 @@ export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
     }
     if (message.aptpl !== false) {
       writer.uint32(56).bool(message.aptpl);
+    }
+    if (message.source !== 0) {
+      writer.uint32(64).int32(message.source);
+    }
+    if (message.crh !== false) {
+      writer.uint32(72).bool(message.crh);
+    }
+    if (message.allowCommands !== 0) {
+      writer.uint32(80).uint32(message.allowCommands);
     }
     return writer;
   },
@@ -3214,6 +3286,30 @@ export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
             message.aptpl = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.source = reader.int32() as any;
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.crh = reader.bool();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.allowCommands = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3251,6 +3347,13 @@ export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
         ? globalThis.Boolean(object.all_tg_pt)
         : false,
       aptpl: isSet(object.aptpl) ? globalThis.Boolean(object.aptpl) : false,
+      source: isSet(object.source) ? capabilitySourceFromJSON(object.source) : 0,
+      crh: isSet(object.crh) ? globalThis.Boolean(object.crh) : false,
+      allowCommands: isSet(object.allowCommands)
+        ? globalThis.Number(object.allowCommands)
+        : isSet(object.allow_commands)
+        ? globalThis.Number(object.allow_commands)
+        : 0,
     };
   },
 
@@ -3277,6 +3380,15 @@ export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
     if (message.aptpl !== false) {
       obj.aptpl = message.aptpl;
     }
+    if (message.source !== 0) {
+      obj.source = capabilitySourceToJSON(message.source);
+    }
+    if (message.crh !== false) {
+      obj.crh = message.crh;
+    }
+    if (message.allowCommands !== 0) {
+      obj.allowCommands = Math.round(message.allowCommands);
+    }
     return obj;
   },
 
@@ -3292,6 +3404,9 @@ export const DeviceCapabilities: MessageFns<DeviceCapabilities> = {
     message.specIPt = object.specIPt ?? false;
     message.allTgPt = object.allTgPt ?? false;
     message.aptpl = object.aptpl ?? false;
+    message.source = object.source ?? 0;
+    message.crh = object.crh ?? false;
+    message.allowCommands = object.allowCommands ?? 0;
     return message;
   },
 };

@@ -1,0 +1,92 @@
+/**
+ * `prfleet replay FILE --profile P`: replays a transcript (recorded by `prfleet-agent --record`, the conformance
+ * runner or the LIO VM suite) against a fresh emulated LU of profile P and shows the first divergence: the step,
+ * the command, and both byte strings. Local: it needs no server. Checks a new device or firmware against a profile,
+ * or turns a field problem into a regression test.
+ */
+import { readFile } from 'node:fs/promises';
+import { Option } from '@commander-js/extra-typings';
+import { ExitCode } from './exit-codes.js';
+import { stringifyJson } from './json.js';
+import type { AnyProgram } from './runner.js';
+import { PROFILE_NAMES, type ProfileName } from '../scsi/profiles.js';
+import type { ReplayResult, Transcript } from '../emulator/transcript.js';
+
+/** Where `replay` writes. */
+export interface ReplayCliIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+}
+
+/** Adds `replay` to `program` (which has the global `--output` option). */
+export function registerReplayCommand(
+  program: AnyProgram,
+  io: ReplayCliIo,
+  state: { exitCode: number },
+): void {
+  program
+    .command('replay')
+    .description(
+      `replay a transcript against an emulated LU of a profile; exit ${ExitCode.REPLAY_DIVERGED} and show the first divergence`,
+    )
+    .argument('<file>', 'transcript (JSON lines, the src/emulator transcript format)')
+    .addOption(
+      new Option(
+        '--profile <name>',
+        "profile to replay against (default: the transcript's)",
+      ).choices(PROFILE_NAMES),
+    )
+    .action(async (file, opts) => {
+      const output = (program.opts() as { output: 'table' | 'json' }).output;
+      state.exitCode = await replayFile(file, opts.profile, output, io);
+    });
+}
+
+async function replayFile(
+  file: string,
+  profile: ProfileName | undefined,
+  output: 'table' | 'json',
+  io: ReplayCliIo,
+): Promise<number> {
+  // The emulator is loaded only for this command, so the other commands start as fast as before.
+  const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
+  let transcript: Transcript;
+  let result: ReplayResult;
+  try {
+    transcript = parseTranscript(await readFile(file, 'utf8'));
+    result = replayTranscript(transcript, profile === undefined ? {} : { profile });
+  } catch (e) {
+    io.stderr(`prfleet: ${file}: ${(e as Error).message}\n`);
+    return ExitCode.USAGE;
+  }
+  const against = profile ?? transcript.header.profile;
+  if (result.ok) {
+    io.stdout(
+      output === 'json'
+        ? `${stringifyJson({ file, profile: against, diverged: false, steps: result.steps })}\n`
+        : `${file}: ${result.steps} steps replayed against profile ${against}, no divergence\n`,
+    );
+    return ExitCode.OK;
+  }
+  const step = result.step;
+  const entry = transcript.entries.find((e) => e.step === step);
+  const command = entry?.type === 'command' ? entry : undefined;
+  if (output === 'json') {
+    const { ok: _ok, ...divergence } = result;
+    io.stdout(
+      `${stringifyJson({ file, profile: against, diverged: true, ...divergence, nexus: command?.nexus, cdb: command?.cdb, dataOut: command?.dataOut })}\n`,
+    );
+  } else {
+    io.stdout(
+      [
+        `${file}: diverges from profile ${against} at step ${step} (after ${result.steps} matching steps)`,
+        `  nexus     ${command?.nexus ?? '?'}`,
+        `  cdb       ${command?.cdb ?? ''}`,
+        ...(command?.dataOut ? [`  data-out  ${command.dataOut}`] : []),
+        `  ${result.field} recorded: ${result.expected || '(empty)'}`,
+        `  ${result.field} ${against}: ${result.actual || '(empty)'}`,
+      ].join('\n') + '\n',
+    );
+  }
+  return ExitCode.REPLAY_DIVERGED;
+}
