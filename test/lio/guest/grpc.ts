@@ -5,7 +5,7 @@
  * removes one node under its agent.
  */
 import { rmdir, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createAgent, type Agent } from '../../../agent/agent.js';
 import { createSgioSource } from '../../../agent/sources.js';
@@ -72,6 +72,8 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
         log,
         config: {
           ...defaultServerConfig(),
+          // The guest code runs compiled from a cache directory; the descriptor set stays in the checkout (cwd).
+          protosetPath: resolve(process.cwd(), 'src/gen/protoset.binpb'),
           instanceId: 'lio-vm',
           shutdownTimeoutMs: 2000,
           drainGraceMs: 1000,
