@@ -223,53 +223,63 @@ interface LoaderInputs {
   readonly keys: KeyIndex;
 }
 
+/** The loader id: the one agents report for the changer, else derived from the changer's LU id. */
+function loaderIdOf(changer: SelectedUnit): string {
+  return changer.loaderId !== '' ? changer.loaderId : `changer:${changer.luId}`;
+}
+
+/**
+ * The changer's data transfer elements as drive rows (no holds yet), in element order, each with the LU its
+ * identifier names (`lookup`), cartridge and source slot numbered as mtx numbers them.
+ */
+function elementDrives(
+  data: ElementStatusData,
+  lookup: (identifier: string) => string | undefined,
+): LoaderDrive[] {
+  const slotNumber = new Map(slotsOf(data).map((s) => [s.elementAddress, s.number]));
+  return data.pages
+    .filter((p) => p.elementType === ElementType.DATA_TRANSFER)
+    .flatMap((p) => p.descriptors)
+    .sort((a, b) => a.address - b.address)
+    .map((d, index) => {
+      const identifier = driveIdentifier(d);
+      return LoaderDrive.fromPartial({
+        elementAddress: d.address,
+        index,
+        luId: lookup(identifier) ?? '',
+        identifier,
+        full: d.full,
+        barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+        sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
+      });
+    });
+}
+
 async function buildLoader(deps: FleetDeps, input: LoaderInputs): Promise<Loader> {
   const { changer, view, drives, ctx, keys } = input;
   const data = view.data;
-  const slots = data === undefined ? [] : slotsOf(data);
-  const slotNumber = new Map(slots.map((s) => [s.elementAddress, s.number]));
-  const elements =
-    data?.pages
-      .filter((p) => p.elementType === ElementType.DATA_TRANSFER)
-      .flatMap((p) => p.descriptors)
-      .sort((a, b) => a.address - b.address) ?? [];
-  const named = elements.map((d) => ({ d, identifier: driveIdentifier(d) }));
-  const matched = named.map(({ identifier }) => matchDrive(identifier, drives));
+  const rows = data === undefined ? [] : elementDrives(data, (id) => matchDrive(id, drives)?.luId);
   // Without an element view, the drives agents report under the changer's loader id.
-  const fallback =
-    data === undefined
-      ? drives.filter((u) => u.loaderId !== '' && u.loaderId === changer.loaderId)
-      : [];
-  const holds = await Promise.all([
+  if (data === undefined) {
+    drives
+      .filter((u) => u.loaderId !== '' && u.loaderId === changer.loaderId)
+      .forEach((u, index) => rows.push(LoaderDrive.fromPartial({ index, luId: u.luId })));
+  }
+  const unitOf = new Map(drives.map((u) => [u.luId, u]));
+  const [changerHold, ...driveHolds] = await Promise.all([
     holdOf(changer, ctx, keys, deps),
-    ...matched.map((u) =>
-      u === undefined ? Promise.resolve(undefined) : holdOf(u, ctx, keys, deps),
-    ),
-    ...fallback.map((u) => holdOf(u, ctx, keys, deps)),
-  ]);
-  const driveRows = named.map(({ d, identifier }, i) =>
-    LoaderDrive.fromPartial({
-      elementAddress: d.address,
-      index: i,
-      luId: matched[i]?.luId ?? '',
-      identifier,
-      full: d.full,
-      barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
-      sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
-      hold: holds[1 + i],
+    ...rows.map((row) => {
+      const unit = unitOf.get(row.luId);
+      return unit === undefined ? Promise.resolve(undefined) : holdOf(unit, ctx, keys, deps);
     }),
-  );
-  fallback.forEach((u, i) =>
-    driveRows.push(
-      LoaderDrive.fromPartial({ index: i, luId: u.luId, hold: holds[1 + named.length + i] }),
-    ),
-  );
+  ]);
+  rows.forEach((row, i) => (row.hold = driveHolds[i]));
   const loader = Loader.fromPartial({
-    loaderId: changer.loaderId !== '' ? changer.loaderId : `changer:${changer.luId}`,
+    loaderId: loaderIdOf(changer),
     changerLuId: changer.luId,
-    changerHold: holds[0],
-    drives: driveRows,
-    slots,
+    changerHold,
+    drives: rows,
+    slots: data === undefined ? [] : slotsOf(data),
     readAt: view.readAt,
     grouping: data === undefined ? 'reported-loader-id' : 'element-status',
     error: view.error,
@@ -359,28 +369,14 @@ export function auditElementFindings(
       agentId: d?.holderAgentId ?? '',
       holderOnline: d !== undefined && d.holderAgentId !== '' && isConnected(d.holderAgentId),
     });
-  const slotNumber = new Map(slotsOf(view.data).map((s) => [s.elementAddress, s.number]));
-  const drives = view.data.pages
-    .filter((p) => p.elementType === ElementType.DATA_TRANSFER)
-    .flatMap((p) => p.descriptors)
-    .sort((a, b) => a.address - b.address)
-    .map((d, index) => {
-      const identifier = driveIdentifier(d);
-      const digest = digests.get(identifier);
-      return LoaderDrive.fromPartial({
-        elementAddress: d.address,
-        index,
-        luId: digest?.luId ?? '',
-        identifier,
-        full: d.full,
-        barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
-        sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
-        ...(digest === undefined ? {} : { hold: holdOfDigest(digest) }),
-      });
-    });
+  const drives = elementDrives(view.data, (id) => digests.get(id)?.luId);
+  for (const drive of drives) {
+    const digest = digests.get(drive.luId);
+    if (digest !== undefined) drive.hold = holdOfDigest(digest);
+  }
   return loaderElementFindings(
     Loader.fromPartial({
-      loaderId: changer.loaderId !== '' ? changer.loaderId : `changer:${changer.luId}`,
+      loaderId: loaderIdOf(changer),
       changerLuId: changer.luId,
       changerHold: holdOfDigest(digests.get(changer.luId)),
       drives,
