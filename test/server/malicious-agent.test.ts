@@ -7,6 +7,13 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { openStore } from '../../src/server/store/index.js';
 import { TEST_DATABASE_URL } from '../store/backends.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
+import { createChannel, createClient } from 'nice-grpc';
+import {
+  FindingKind,
+  FleetServiceDefinition,
+  Severity,
+  type Finding,
+} from '../../src/gen/prfleet/v1/fleet.js';
 import { MAX_SENSE_BYTES } from '../../src/server/agent-results.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startTestServer } from '../helpers/server.js';
@@ -174,6 +181,24 @@ describe('an LU’s identity is established, not claimed', () => {
       },
     ]);
     expect([...server.agents.quarantined().keys()]).toEqual(['evil']);
+    // The audit raises it as a CRITICAL finding (its reads may time out: the fake agent does not answer them).
+    const channel = createChannel(address);
+    onTestFinished(() => channel.close());
+    const fleet = createClient(FleetServiceDefinition, channel);
+    let findings: Finding[] = [];
+    for await (const e of fleet.audit({
+      selector: { luIds: [LU1] },
+      commandTimeout: { seconds: 0n, nanos: 200_000_000 },
+    }))
+      if (e.event?.$case === 'summary') findings = e.event.value.loaderFindings;
+    expect(
+      findings.find((f) => f.kind === FindingKind.FINDING_KIND_CONFLICTING_IDENTITY),
+    ).toMatchObject({
+      severity: Severity.SEVERITY_CRITICAL,
+      luId: LU1,
+      agentId: 'evil',
+      path: '/dev/sg9',
+    });
     // The same identity from a second host is a second path to the LU, as multipathing has it.
     await connectFakeAgent(address, { agentId: 'host-b', paths: [fakePath('/dev/sg4', LU1)] });
     await expect

@@ -3,13 +3,15 @@ import {
   AuditProgress,
   AuditResponse,
   AuditSummary,
+  Finding,
   FindingCount,
+  FindingKind,
   Reachability,
+  Severity,
   type AuditRequest,
-  type Finding,
   findingKindToJSON,
-  type FindingKind,
 } from '../../gen/prfleet/v1/fleet.js';
+import type { ConflictingClaim } from '../inventory-screen.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
 import { AsyncQueue } from '../async-queue.js';
@@ -195,6 +197,7 @@ export async function* runAudit(
       const byLu = new Map(digests.map((d) => [d.luId, d]));
       const loader = [
         ...loaderFindings(digests),
+        ...identityFindings(deps.devices.quarantined(), new Set(units.map((u) => u.luId))),
         ...[...elementViews].flatMap(([changer, view]) =>
           auditElementFindings(changer, view, byLu, (id) => agents.isConnected(id)),
         ),
@@ -301,4 +304,29 @@ export function interleaveByAgent(units: readonly SelectedUnit[], perAgent = 1):
     }
   }
   return out;
+}
+
+/**
+ * A CRITICAL finding per quarantined claim on a selected LU: a path that reported the LU's id with another
+ * identity than the one its first reporter established (inventory-screen.ts).
+ */
+function identityFindings(
+  quarantined: ReadonlyMap<string, readonly ConflictingClaim[]>,
+  selected: ReadonlySet<string>,
+): Finding[] {
+  return [...quarantined].flatMap(([agentId, claims]) =>
+    claims
+      .filter((c) => selected.has(c.path.luId))
+      .map((c) =>
+        Finding.fromPartial({
+          kind: FindingKind.FINDING_KIND_CONFLICTING_IDENTITY,
+          severity: Severity.SEVERITY_CRITICAL,
+          luId: c.path.luId,
+          agentId,
+          path: c.path.path,
+          message: `${agentId}:${c.path.path} claims ${c.path.luId} as ${c.claimed}, but ${c.establishedBy.agentId}:${c.establishedBy.path} established it as ${c.established}: quarantined (never routed to)`,
+          suggestedAction: `check ${agentId}'s host and certificate; bind it with PRFLEET_AGENT_POLICY (docs/security.md)`,
+        }),
+      ),
+  );
 }

@@ -108,6 +108,11 @@ export enum FindingKind {
    * REGISTER that names itself twice); each copy needs its own unregister.
    */
   FINDING_KIND_DUPLICATE_REGISTRATION = 22,
+  /**
+   * FINDING_KIND_CONFLICTING_IDENTITY - A path claims an LU id with another INQUIRY identity (vendor, product, serial or LU designators) than the LU
+   * established: quarantined (never routed to, never shown as the LU's identity). A lying or misconfigured agent.
+   */
+  FINDING_KIND_CONFLICTING_IDENTITY = 23,
   UNRECOGNIZED = -1,
 }
 
@@ -155,6 +160,9 @@ export function findingKindFromJSON(object: any): FindingKind {
     case 22:
     case "FINDING_KIND_DUPLICATE_REGISTRATION":
       return FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION;
+    case 23:
+    case "FINDING_KIND_CONFLICTING_IDENTITY":
+      return FindingKind.FINDING_KIND_CONFLICTING_IDENTITY;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -192,6 +200,8 @@ export function findingKindToJSON(object: FindingKind): string {
       return "FINDING_KIND_CARTRIDGE_STRANDED";
     case FindingKind.FINDING_KIND_DUPLICATE_REGISTRATION:
       return "FINDING_KIND_DUPLICATE_REGISTRATION";
+    case FindingKind.FINDING_KIND_CONFLICTING_IDENTITY:
+      return "FINDING_KIND_CONFLICTING_IDENTITY";
     case FindingKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
