@@ -12,6 +12,7 @@ import {
   findingKindToJSON,
 } from '../../gen/prfleet/v1/fleet.js';
 import type { ConflictingClaim } from '../inventory-screen.js';
+import { suggest } from './suggest.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
 import { AsyncQueue } from '../async-queue.js';
@@ -324,8 +325,8 @@ function identityFindings(
           luId: c.path.luId,
           agentId,
           path: c.path.path,
-          message: `${agentId}:${c.path.path} claims ${c.path.luId} as ${c.claimed}, but ${c.establishedBy.agentId}:${c.establishedBy.path} established it as ${c.established}: quarantined (never routed to)`,
-          suggestedAction: `check ${agentId}'s host and certificate; bind it with PRFLEET_AGENT_POLICY (docs/security.md)`,
+          message: `${agentId}:${c.path.path} claims ${c.path.luId} as ${c.claimed}, but ${c.establishedBy.agentId}:${c.establishedBy.path} established it as ${c.established}: quarantined (never routed to); check that host and its certificate, and bind agents with PRFLEET_AGENT_POLICY`,
+          suggestedAction: suggest.agents(),
         }),
       ),
   );
