@@ -26,16 +26,13 @@ export interface LoaderCommandContext {
   stdout(text: string): void;
 }
 
-/** Device-supplied text without control characters (no escape sequences reach the terminal). */
-const clean = terminalSafe;
-
 /** Names the host of a key the server could not attribute (the demo knows its hosts' keys). */
 export type KeyNamer = (key: bigint) => string | undefined;
 
 /** "host-c:/dev/sg1 0x000000000000cccc EA", "unreserved", or why it is not known. */
 export function holdWords(hold: LoaderHold | undefined, nameKey?: KeyNamer): string {
   if (hold === undefined) return 'unknown';
-  if (hold.error !== '') return `unknown (${clean(hold.error)})`;
+  if (hold.error !== '') return `unknown (${terminalSafe(hold.error)})`;
   if (!hold.reserved) return 'unreserved';
   const host = hold.agentId || nameKey?.(hold.key) || '';
   const who = host === '' ? 'unknown host' : `${host}${hold.path ? `:${hold.path}` : ''}`;
@@ -45,7 +42,7 @@ export function holdWords(hold: LoaderHold | undefined, nameKey?: KeyNamer): str
 
 function cartridgeWords(drive: LoaderDrive): string {
   if (!drive.full) return 'empty';
-  const tag = drive.barcode === '' ? 'a cartridge' : clean(drive.barcode);
+  const tag = drive.barcode === '' ? 'a cartridge' : terminalSafe(drive.barcode);
   return drive.sourceSlot > 0 ? `${tag} (from slot ${drive.sourceSlot})` : tag;
 }
 
@@ -59,10 +56,10 @@ export function renderLoaders(loaders: readonly Loader[], nameKey?: KeyNamer): s
     const mail = l.slots.filter((s) => s.mail);
     const slots =
       l.error !== ''
-        ? `unknown: ${clean(l.error)}`
+        ? `unknown: ${terminalSafe(l.error)}`
         : `${full}/${storage} full${mail.length ? `, mail ${mail.some((s) => s.full) ? 'full' : 'empty'}` : ''}`;
     table.push([
-      clean(l.loaderId),
+      terminalSafe(l.loaderId),
       'changer',
       l.changerLuId,
       '',
@@ -73,7 +70,7 @@ export function renderLoaders(loaders: readonly Loader[], nameKey?: KeyNamer): s
       table.push([
         '',
         `drive ${d.index}`,
-        d.luId || clean(d.identifier) || '?',
+        d.luId || terminalSafe(d.identifier) || '?',
         cartridgeWords(d),
         holdWords(d.hold, nameKey),
         '',
@@ -90,13 +87,13 @@ export function whoHolds(loaders: readonly Loader[], who: string): string | unde
         (n) => n !== '',
       );
       if (!names.includes(who)) continue;
-      return `${d.luId || `drive ${d.index}`} (drive ${d.index} of ${clean(l.loaderId)}): held by ${holdWords(d.hold)}; cartridge ${cartridgeWords(d)}`;
+      return `${d.luId || `drive ${d.index}`} (drive ${d.index} of ${terminalSafe(l.loaderId)}): held by ${holdWords(d.hold)}; cartridge ${cartridgeWords(d)}`;
     }
     if (l.changerLuId === who || l.loaderId === who)
-      return `${l.changerLuId} (changer of ${clean(l.loaderId)}): held by ${holdWords(l.changerHold)}`;
+      return `${l.changerLuId} (changer of ${terminalSafe(l.loaderId)}): held by ${holdWords(l.changerHold)}`;
     const slot = l.slots.find((s) => s.full && s.barcode === who);
     if (slot)
-      return `${clean(who)} is in ${slot.mail ? 'the mail slot' : `slot ${slot.number}`} of ${clean(l.loaderId)} (no drive holds it)`;
+      return `${terminalSafe(who)} is in ${slot.mail ? 'the mail slot' : `slot ${slot.number}`} of ${terminalSafe(l.loaderId)} (no drive holds it)`;
   }
   return undefined;
 }
@@ -150,7 +147,9 @@ export function registerLoaderCommands<
         const answer = whoHolds(loaders, who);
         if (output === 'json') ctx.line({ query: who, answer: answer ?? null });
         else
-          ctx.stdout(`${answer ?? `nothing named ${JSON.stringify(clean(who))} in any loader`}\n`);
+          ctx.stdout(
+            `${answer ?? `nothing named ${JSON.stringify(terminalSafe(who))} in any loader`}\n`,
+          );
         // Nothing by that name: the exit code of a NOT_FOUND answer.
         return answer === undefined ? ExitCode.RPC_NOT_FOUND : ExitCode.OK;
       });
