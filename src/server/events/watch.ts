@@ -52,6 +52,13 @@ const KNOWN_KINDS = new Set(
   Object.values(EventKind).filter((v): v is EventKind => typeof v === 'number' && Number(v) > 0),
 );
 
+const AGENT_KINDS = new Set([
+  EventKind.EVENT_KIND_AGENT_CONNECTED,
+  EventKind.EVENT_KIND_AGENT_DISCONNECTED,
+  EventKind.EVENT_KIND_PATH_APPEARED,
+  EventKind.EVENT_KIND_PATH_LOST,
+]);
+
 /** The request's filter: kinds, LU and agent ids go to the log; site and loader are tested per event. */
 function filterOf(
   request: WatchRequest,
@@ -73,6 +80,9 @@ function filterOf(
             return false;
           if (site === '') return true;
           if (event.agentId !== '' && context.siteOf(event.agentId) === site) return true;
+          // An agent's own news (connection, paths) belongs to its site; what happens to an LU concerns
+          // every site that sees it.
+          if (AGENT_KINDS.has(event.kind)) return false;
           return event.luId !== '' && context.sitesOf(event.luId).includes(site);
         };
   return {
