@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { createChannel, createClientFactory, type Channel } from 'nice-grpc';
-import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import { ErrorInfo, errorDetailsClientMiddleware, RichClientError } from 'nice-grpc-error-details';
 import { expect, onTestFinished } from 'vitest';
 import type { EmulatedHost } from '../../agent/fabric.js';
 import { summarizeRpcError, type RpcErrorSummary } from '../../src/common/errors.js';
@@ -44,7 +44,7 @@ export function fleetClient(address: string): FleetServiceClient {
 export interface Watcher {
   readonly events: FleetEvent[];
   snapshot: WatchSnapshot | undefined;
-  ended: { error: RpcErrorSummary | undefined } | undefined;
+  ended: { error: RpcErrorSummary | undefined; metadata: Record<string, string> } | undefined;
   /** Resolves with the first collected event that matches (waits up to `timeoutMs`). */
   next(match: (e: FleetEvent) => boolean, timeoutMs?: number): Promise<FleetEvent>;
   /** The kinds seen so far. */
@@ -95,9 +95,16 @@ export function watch(
         if (message.message?.$case === 'event') w.events.push(message.message.value);
         await options.slow?.();
       }
-      w.ended = { error: undefined };
+      w.ended = { error: undefined, metadata: {} };
     } catch (error) {
-      w.ended = { error: ac.signal.aborted ? undefined : summarizeRpcError(error) };
+      const info =
+        error instanceof RichClientError
+          ? error.extra.find((d) => d.$type === ErrorInfo.$type)
+          : undefined;
+      w.ended = {
+        error: ac.signal.aborted ? undefined : summarizeRpcError(error),
+        metadata: info?.$type === ErrorInfo.$type ? info.metadata : {},
+      };
     }
   })();
   onTestFinished(() => ac.abort());
