@@ -6,6 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { Option, type Command, type OptionValues } from '@commander-js/extra-typings';
+import { registerWatchCommand } from './watch.js';
 import { registerLoaderCommands } from './loaders.js';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
@@ -375,6 +376,7 @@ export function registerFleetCommands<
   };
   const line = (v: unknown) => io.stdout(`${JSON.stringify(fleetJson(v))}\n`);
   registerLoaderCommands(program, { run, line, stdout: io.stdout });
+  registerWatchCommand(program, { run, stdout: io.stdout, stderr: io.stderr });
 
   withSelector(
     program

@@ -51,6 +51,8 @@ export class AgentSession {
   /** True once Reconnect was sent for the rotation. */
   reconnectSent = false;
   private ended = false;
+  /** Why the session ended (the `reason` end() was given), for the AGENT_DISCONNECTED event. */
+  endReason: string | undefined;
 
   constructor(
     /** Who the agent said it is. */
@@ -121,6 +123,7 @@ export class AgentSession {
   end(reason: string, streamError?: unknown): void {
     if (this.ended) return;
     this.ended = true;
+    this.endReason = reason;
     this.outbox.close(streamError);
     if (this.pendingMap === undefined) return;
     const pending = [...this.pendingMap.values()];

@@ -30,6 +30,17 @@ const ServerEnv = z.object({
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
   PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
+  PRFLEET_EVENTS_RETAIN: z.coerce.number().int().min(100).max(100_000_000).default(100_000),
+  PRFLEET_EVENTS_RETAIN_MS: z.coerce
+    .number()
+    .int()
+    .min(60_000)
+    .max(31_536_000_000)
+    .default(604_800_000),
+  PRFLEET_EVENTS_MAX_LAG: z.coerce.number().int().min(1).max(10_000_000).default(10_000),
+  PRFLEET_EVENTS_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(250),
+  PRFLEET_OBSERVE_INTERVAL_MS: z.coerce.number().int().min(0).max(86_400_000).default(300_000),
+  PRFLEET_OBSERVE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(8),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(
     (v) => (v === '' ? undefined : v),
@@ -97,14 +108,41 @@ export interface ServerConfig {
    * when DATABASE_URL is set, else pglite in `.prfleet/data`; defaultServerConfig() uses memory.
    */
   readonly store: StoreConfig;
+  /** The fleet event log and the periodic observation (docs/events.md). */
+  readonly events: EventsConfig;
+}
+
+/** Event log retention and watcher bounds, and the periodic light observation of every LU. */
+export interface EventsConfig {
+  /** PRFLEET_EVENTS_RETAIN: events kept at most. @default 100000 */
+  readonly retainEvents: number;
+  /** PRFLEET_EVENTS_RETAIN_MS: events kept at most this long. @default 7 days */
+  readonly retainMs: number;
+  /** PRFLEET_EVENTS_MAX_LAG: a watcher further behind than this many events is ended. @default 10000 */
+  readonly maxLag: number;
+  /** PRFLEET_EVENTS_POLL_MS: how often watchers look for events other instances recorded. @default 250 */
+  readonly pollMs: number;
+  /**
+   * PRFLEET_OBSERVE_INTERVAL_MS: one round of light reads over every LU takes this long; 0 = off. @default
+   * 300000 (defaultServerConfig: 0, so tests send no reads they did not ask for)
+   */
+  readonly observeIntervalMs: number;
+  /** PRFLEET_OBSERVE_CONCURRENCY: LUs read at once by the observation. @default 8 */
+  readonly observeConcurrency: number;
 }
 
 /**
- * Every default, for tests that override a few fields: `{ ...defaultServerConfig(), heartbeatMs: 100 }`. The one
- * exception is the store: memory, so a test opens a database (seconds with PGlite) only when it asks for one.
+ * Every default, for tests that override a few fields: `{ ...defaultServerConfig(), heartbeatMs: 100 }`. The
+ * exceptions: the store is memory, so a test opens a database (seconds with PGlite) only when it asks for one,
+ * and the periodic observation is off, so no test's devices get reads it did not send.
  */
 export function defaultServerConfig(): ServerConfig {
-  return { ...loadConfig({}), store: { kind: 'memory' } };
+  const config = loadConfig({});
+  return {
+    ...config,
+    store: { kind: 'memory' },
+    events: { ...config.events, observeIntervalMs: 0 },
+  };
 }
 
 /**
@@ -198,5 +236,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
     ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
     store: storeConfigFromEnv(env),
+    events: {
+      retainEvents: e.PRFLEET_EVENTS_RETAIN,
+      retainMs: e.PRFLEET_EVENTS_RETAIN_MS,
+      maxLag: e.PRFLEET_EVENTS_MAX_LAG,
+      pollMs: e.PRFLEET_EVENTS_POLL_MS,
+      observeIntervalMs: e.PRFLEET_OBSERVE_INTERVAL_MS,
+      observeConcurrency: e.PRFLEET_OBSERVE_CONCURRENCY,
+    },
   };
 }

@@ -80,6 +80,7 @@ try {
     middlewares: extras.middlewares,
     observeRpc: extras.observeRpc,
     onAuditFindings: extras.onAuditFindings,
+    eventsObserver: extras.eventsObserver,
     controlMiddleware: extras.controlMiddleware,
     tokens: extras.tokens,
   });

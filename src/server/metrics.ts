@@ -46,6 +46,25 @@ export interface ServerMetrics {
   recordCommand(command: Command, result: CommandResult, seconds: number): void;
   /** Replaces the audit findings gauge with the latest audit's counts (kinds absent now drop to 0). */
   setAuditFindings(countsByKind: Readonly<Record<string, number>>): void;
+  /** Fleet events recorded by this instance, by kind (`agent_connected`, `prout`, …). */
+  readonly events: Counter<'kind'>;
+  /** Watch streams open on this instance. */
+  readonly watchers: Gauge;
+  /** Watch streams ended because they fell too far behind. */
+  readonly watchersEndedSlow: Counter;
+}
+
+/** The events' counters as the event machinery reports to them (src/server/events). */
+export function eventsObserver(metrics: ServerMetrics): {
+  recorded(kind: string, count: number): void;
+  watchers(delta: number): void;
+  endedSlow(): void;
+} {
+  return {
+    recorded: (kind, count) => metrics.events.inc({ kind }, count),
+    watchers: (delta) => metrics.watchers.inc(delta),
+    endedSlow: () => metrics.watchersEndedSlow.inc(),
+  };
 }
 
 /** Options for {@link createMetrics}. */
@@ -147,6 +166,22 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     buckets: LATENCY_BUCKETS,
     registers,
   });
+  const events = new Counter({
+    name: `${prefix}events_total`,
+    help: 'Fleet events recorded by this instance, by kind',
+    labelNames: ['kind'] as const,
+    registers,
+  });
+  const watchers = new Gauge({
+    name: `${prefix}watchers`,
+    help: 'FleetService.Watch streams open on this instance',
+    registers,
+  });
+  const watchersEndedSlow = new Counter({
+    name: `${prefix}watchers_ended_slow_total`,
+    help: 'Watch streams ended with RESOURCE_EXHAUSTED because they fell too far behind',
+    registers,
+  });
   // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
   // was a visible part of each command's cost. The label sets are few (kinds × outcomes).
   const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
@@ -163,6 +198,9 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     auditFindings,
     rpcs,
     rpcSeconds,
+    events,
+    watchers,
+    watchersEndedSlow,
     recordCommand(command, result, seconds) {
       const kind = commandKindOf(command);
       const key = `${kind}\0${result.outcome}`;

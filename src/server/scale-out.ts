@@ -27,6 +27,7 @@ import { loadRedisRouterConfig, type RedisRouterConfig } from './redis-router/co
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import type { RedisInventory } from './shared-inventory/index.js';
 import type { Store } from './store/index.js';
+import type { EventsObserver } from './events/fleet-events.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
@@ -143,6 +144,8 @@ export interface ServerExtras {
   readonly middlewares: readonly ServerMiddleware[];
   /** Counts every RPC by method and code (Prometheus), for ServerDeps.observeRpc; undefined without /metrics. */
   readonly observeRpc: RpcObserver | undefined;
+  /** Counts events and watchers, for ServerDeps.eventsObserver; undefined without /metrics. */
+  readonly eventsObserver: EventsObserver | undefined;
   /** Sets the audit-findings gauge from each audit's summary, for ServerDeps.onAuditFindings. */
   readonly onAuditFindings: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
   /**
@@ -319,6 +322,7 @@ export async function createServerExtras(
     middlewares,
     tokens: auth?.tokens,
     observeRpc: prom === undefined ? undefined : prom.lib.rpcObserver(prom.metrics),
+    eventsObserver: prom === undefined ? undefined : prom.lib.eventsObserver(prom.metrics),
     onAuditFindings:
       metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
     controlMiddleware,

@@ -42,6 +42,13 @@ import { rpcMiddleware, type RpcObserver } from './middleware.js';
 import { createLuSerializer } from './lu-serializer.js';
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import { createStoreCommandJournal, type Store } from './store/index.js';
+import {
+  createFleetEvents,
+  observeResults,
+  type EventsObserver,
+  type FleetEvents,
+} from './events/fleet-events.js';
+import { journalWithProutEvents } from './events/prout-events.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -68,6 +75,8 @@ export interface ServerDeps {
   readonly observeRpc?: RpcObserver | undefined;
   /** Receives each audit's finding counts by kind (the Prometheus gauge). @default none */
   readonly onAuditFindings?: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
+  /** Counts events recorded and watchers (the Prometheus metrics). @default none */
+  readonly eventsObserver?: EventsObserver | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
@@ -78,14 +87,17 @@ export interface ServerDeps {
  */
 export const SERVER_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
 
-/** FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix. */
-function fleetServiceWithoutStore(): FleetServiceImplementation {
+/**
+ * FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix, but
+ * Watch, which serves the in-memory event log.
+ */
+function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementation {
   const refuse = () =>
     new ServerError(
       Status.FAILED_PRECONDITION,
       'fleet operations (audit, key registry, desired state, plan/apply/takeover) need the durable store: run the server with PRFLEET_STORE=pglite (the default) or DATABASE_URL, not PRFLEET_STORE=memory',
     );
-  return Object.fromEntries(
+  const refusing = Object.fromEntries(
     Object.entries(FleetServiceDefinition.methods).map(([name, method]) => [
       name,
       method.responseStream
@@ -97,7 +109,8 @@ function fleetServiceWithoutStore(): FleetServiceImplementation {
             throw refuse();
           },
     ]),
-  ) as unknown as FleetServiceImplementation;
+  ) as unknown as FleetServiceImplementation & { watch: FleetEvents['watch'] };
+  return { ...refusing, watch: (request, ctx) => events.watch(request, ctx) };
 }
 
 /** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */
@@ -112,7 +125,7 @@ export interface PrfleetServer {
   drain(graceMs?: number): Promise<void>;
   /** gRPC shutdown: waits for calls to finish, forced after `timeoutMs` (default config.shutdownTimeoutMs). */
   shutdown(timeoutMs?: number): Promise<void>;
-  /** The command router. */
+  /** The command router (as createRouter made it; the server's own commands pass the event sources first). */
   readonly router: CommandRouter;
   /** Agents and their sessions. */
   readonly agents: AgentRegistry;
@@ -129,6 +142,8 @@ export interface PrfleetServer {
   readonly health: HealthState;
   /** Id of this server instance. */
   readonly instanceId: string;
+  /** The fleet event log, its sources and Watch (docs/events.md); webhooks subscribe to `events.log`. */
+  readonly events: FleetEvents;
 }
 
 /**
@@ -203,7 +218,10 @@ async function buildServer(
     outboxCapacity: config.agentQueueCapacity,
     log,
   });
-  const router =
+  // Every result this instance dispatches is shown to the event sources (unit attentions, PROUTs); bound late
+  // because the observation reads through this same router.
+  let onResult: FleetEvents['onResult'] = () => {};
+  const baseRouter =
     deps.createRouter?.(agents) ??
     createInProcessRouter({
       registry: agents,
@@ -211,10 +229,20 @@ async function buildServer(
       instanceId: config.instanceId,
       resultSlackMs: config.resultSlackMs,
     });
+  const router = observeResults(baseRouter, (...args) => onResult(...args));
+  const events = createFleetEvents({
+    store,
+    registry: agents,
+    router,
+    config: config.events,
+    log: log.child({ component: 'events' }),
+    observer: deps.eventsObserver,
+  });
+  onResult = events.onResult;
   const journal =
     deps.journal ??
     (store === undefined
-      ? createMemoryJournal()
+      ? journalWithProutEvents(createMemoryJournal(), events.onHistory)
       : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
@@ -304,12 +332,13 @@ async function buildServer(
         log,
         instanceId: config.instanceId,
         commands,
+        watch: events.watch,
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,
     );
   } else {
-    control.add(FleetServiceDefinition, fleetServiceWithoutStore());
+    control.add(FleetServiceDefinition, fleetServiceWithoutStore(events));
   }
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);
@@ -336,6 +365,8 @@ async function buildServer(
     const started = Date.now();
     for (const name of [...services, '']) health.setStatus('unhealthy', name);
     router.startDraining();
+    // Watches end first (UNAVAILABLE SERVER_DRAINING): their clients resume on another instance by cursor.
+    await events.drain();
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
     for (const session of open) {
@@ -357,16 +388,18 @@ async function buildServer(
   }
 
   return {
-    router,
+    router: baseRouter,
     agents,
     journal,
     store,
     history: recorder,
     health,
     instanceId: config.instanceId,
+    events,
     async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
       const port = await server.listen(address, credentials);
       agents.startLivenessChecks();
+      events.start();
       return port;
     },
     drain(graceMs = config.drainGraceMs) {
@@ -376,6 +409,7 @@ async function buildServer(
     shutdown(timeoutMs = config.shutdownTimeoutMs) {
       stopped ??= (async () => {
         agents.stopLivenessChecks();
+        await events.drain(); // open watches would make a graceful shutdown wait forever
         // Agent streams left open would make a graceful shutdown wait forever (grpc-ts-notes pitfall 6).
         for (const handle of sessions) handle.finish();
         for (const session of agents.sessions()) agents.close(session, 'server shut down');
@@ -389,7 +423,7 @@ async function buildServer(
         } finally {
           clearTimeout(timer);
           // Results that settled during drain are still being written; the store closes after them.
-          await Promise.all([writes.idle(), recorder.idle()]);
+          await Promise.all([writes.idle(), recorder.idle(), events.idle()]);
           if (ownsStore && store !== undefined) {
             await store.close().then(
               () => log.info({ location: store.location }, 'store closed'),

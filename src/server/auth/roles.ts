@@ -66,6 +66,7 @@ export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>
   GetDesiredState: 'viewer',
   Plan: 'viewer',
   ListLoaders: 'viewer',
+  Watch: 'viewer',
   AllocateKey: 'admin',
   RevokeKey: 'admin',
   SetDesiredState: 'admin',

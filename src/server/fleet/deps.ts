@@ -5,6 +5,8 @@ import type { CommandPipeline } from '../commands/pipeline.js';
 import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
 import type { ElementView } from './loaders.js';
+import type { WatchRequest, WatchResponse } from '../../gen/prfleet/v1/events.js';
+import type { CallContext } from 'nice-grpc-common';
 
 /** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
@@ -32,4 +34,6 @@ export interface FleetDeps {
   readonly elementViews?: { set(luId: string, view: ElementView): void };
   /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */
   readonly onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
+  /** FleetService.Watch (src/server/events/watch.ts). @default FAILED_PRECONDITION: no event log */
+  readonly watch?: (request: WatchRequest, ctx: CallContext) => AsyncIterable<WatchResponse>;
 }

@@ -189,6 +189,12 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
 
     listLoaders: (request, ctx) => listLoaders(deps, elementViews, request, ctx.signal),
 
+    watch(request, ctx) {
+      if (deps.watch === undefined)
+        throw new ServerError(Status.FAILED_PRECONDITION, 'this server keeps no event log');
+      return deps.watch(request, ctx);
+    },
+
     async allocateKey(request) {
       const purpose = purposeOf(request.purpose, 'purpose');
       const warnings = [

@@ -139,6 +139,67 @@ CREATE TABLE auth_tokens (
 CREATE INDEX auth_tokens_name ON auth_tokens (name);
 `,
   },
+  {
+    version: 3,
+    name: 'fleet events: the event log, its head, and the last observed state of each LU',
+    sql: `
+-- The fleet event log (src/server/events/, docs/events.md). seq is the watchers' cursor. It is taken from
+-- fleet_events_head under that row's lock, held to COMMIT, so cursors become visible in order: a reader that
+-- sees cursor n has seen every cursor below n, and resuming after n never misses a late commit.
+CREATE TABLE fleet_events (
+  seq       bigint PRIMARY KEY CHECK (seq >= 1),
+  at        timestamptz NOT NULL DEFAULT now(),
+  kind      text NOT NULL,
+  lu_id     text NOT NULL DEFAULT '',
+  agent_id  text NOT NULL DEFAULT '',
+  body      jsonb NOT NULL
+);
+CREATE INDEX fleet_events_at ON fleet_events (at);
+
+-- seq: the newest cursor; pruned_through: retention removed every event up to it.
+CREATE TABLE fleet_events_head (
+  id              smallint PRIMARY KEY CHECK (id = 1),
+  seq             bigint NOT NULL,
+  pruned_through  bigint NOT NULL
+);
+INSERT INTO fleet_events_head (id, seq, pruned_through) VALUES (1, 0, 0);
+
+-- Each LU's PR state and standing findings as last observed: change events are emitted against it (a
+-- compare-and-set, so instances observing the same change emit it once), and snapshots are read from it.
+CREATE TABLE fleet_lu_observed (
+  lu_id        text PRIMARY KEY,
+  state        jsonb,
+  findings     jsonb NOT NULL DEFAULT '[]',
+  observed_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each agent's paths as last reported (path → LU id), so path events compare against the fleet's last word,
+-- not against whatever this instance happens to remember (a restart or failover announces no path twice).
+CREATE TABLE fleet_agent_paths (
+  agent_id     text PRIMARY KEY,
+  paths        jsonb NOT NULL,
+  reported_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Every PROUT history entry is an event, in the same transaction: none is recorded without its event.
+CREATE FUNCTION prfleet_event_of_history() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  next_seq bigint;
+BEGIN
+  UPDATE fleet_events_head SET seq = seq + 1 WHERE id = 1 RETURNING seq INTO next_seq;
+  INSERT INTO fleet_events (seq, at, kind, lu_id, agent_id, body)
+  VALUES (
+    next_seq, now(),
+    CASE WHEN NEW.outcome LIKE 'RECONCILED%' THEN 'EVENT_KIND_PROUT_VERDICT' ELSE 'EVENT_KIND_PROUT' END,
+    NEW.lu_id, NEW.agent_id,
+    jsonb_build_object('history', to_jsonb(NEW) - 'prev_hash' - 'hash')
+  );
+  RETURN NULL;
+END $$;
+CREATE TRIGGER history_fleet_event AFTER INSERT ON history
+  FOR EACH ROW EXECUTE FUNCTION prfleet_event_of_history();
+`,
+  },
 ];
 
 /** The hash every chain starts from. */

@@ -8,6 +8,7 @@ import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { ProutCommand } from "./agent.js";
 import { Precondition } from "./control.js";
+import { WatchRequest, WatchResponse } from "./events.js";
 import {
   CommandResult,
   DeviceCapabilities,
@@ -8444,6 +8445,18 @@ export const FleetServiceDefinition = {
       responseStream: false,
       options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
+    /**
+     * Streams fleet events (agents, paths, PROUTs, unit attentions, observed reservation and registration changes,
+     * findings) as they are recorded, filtered, resumable by cursor (docs/events.md). Role: viewer.
+     */
+    watch: {
+      name: "Watch",
+      requestType: WatchRequest as typeof WatchRequest,
+      requestStream: false,
+      responseType: WatchResponse as typeof WatchResponse,
+      responseStream: true,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
   },
 } as const;
 
@@ -8508,6 +8521,14 @@ export interface FleetServiceImplementation<CallContextExt = {}> {
     request: ListLoadersRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<ListLoadersResponse>>;
+  /**
+   * Streams fleet events (agents, paths, PROUTs, unit attentions, observed reservation and registration changes,
+   * findings) as they are recorded, filtered, resumable by cursor (docs/events.md). Role: viewer.
+   */
+  watch(
+    request: WatchRequest,
+    context: CallContext & CallContextExt,
+  ): ServerStreamingMethodResult<DeepPartial<WatchResponse>>;
 }
 
 export interface FleetServiceClient<CallOptionsExt = {}> {
@@ -8565,6 +8586,11 @@ export interface FleetServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<ListLoadersRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<ListLoadersResponse>;
+  /**
+   * Streams fleet events (agents, paths, PROUTs, unit attentions, observed reservation and registration changes,
+   * findings) as they are recorded, filtered, resumable by cursor (docs/events.md). Role: viewer.
+   */
+  watch(request: DeepPartial<WatchRequest>, options?: CallOptions & CallOptionsExt): AsyncIterable<WatchResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;

@@ -1,0 +1,191 @@
+import type { Logger } from 'pino';
+import { EventKind } from '../../gen/prfleet/v1/events.js';
+import type { Path } from '../../gen/prfleet/v1/scsi.js';
+import type { AgentRegistry, RegistryEvent } from '../agent-registry.js';
+import type { Db } from '../store/index.js';
+import { appendIn } from './store-log.js';
+import type { EventLog, NewFleetEvent } from './types.js';
+
+/** An agent's online paths: device node → LU id. */
+export type PathSet = ReadonlyMap<string, string>;
+
+/**
+ * Each agent's paths as last reported, fleet-wide: `exchange` stores the new set and appends the events the
+ * difference makes, in one step, so a restarted or another instance compares against the same last word.
+ */
+export interface PathBook {
+  exchange(
+    agentId: string,
+    next: PathSet,
+    events: (previous: PathSet | undefined) => NewFleetEvent[],
+  ): Promise<void>;
+}
+
+/** In-process path book (memory store). */
+export function createMemoryPathBook(log: EventLog): PathBook {
+  const book = new Map<string, PathSet>();
+  return {
+    async exchange(agentId, next, events) {
+      const list = events(book.get(agentId));
+      book.set(agentId, next);
+      if (list.length > 0) await log.append(list);
+    },
+  };
+}
+
+/** Path book in the store (table fleet_agent_paths). */
+export function createStorePathBook(db: Db, log: EventLog): PathBook {
+  return {
+    async exchange(agentId, next, events) {
+      const appended = await db.transaction(async (tx) => {
+        await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`prfleet.paths:${agentId}`]);
+        const r = await tx.query<{ paths: Record<string, string> }>(
+          'SELECT paths FROM fleet_agent_paths WHERE agent_id = $1',
+          [agentId],
+        );
+        const previous =
+          r.rows[0] === undefined ? undefined : new Map(Object.entries(r.rows[0].paths));
+        const list = events(previous);
+        await tx.query(
+          `INSERT INTO fleet_agent_paths (agent_id, paths, reported_at) VALUES ($1, $2::text::jsonb, now())
+           ON CONFLICT (agent_id) DO UPDATE SET paths = EXCLUDED.paths, reported_at = EXCLUDED.reported_at`,
+          [agentId, JSON.stringify(Object.fromEntries(next))],
+        );
+        return list.length === 0 ? 0 : (await appendIn(tx, list)).length;
+      });
+      if (appended > 0) log.wake();
+    },
+  };
+}
+
+/** The online paths of an inventory. */
+export function pathSetOf(paths: readonly Path[]): PathSet {
+  return new Map(paths.filter((p) => p.online).map((p) => [p.path, p.luId]));
+}
+
+/** PATH_APPEARED / PATH_LOST for the difference between two path sets. */
+export function pathEvents(
+  agentId: string,
+  site: string,
+  previous: PathSet | undefined,
+  next: PathSet,
+  loaderOf: (path: string) => string,
+): NewFleetEvent[] {
+  const out: NewFleetEvent[] = [];
+  const before = previous ?? new Map<string, string>();
+  for (const [path, luId] of next) {
+    if (before.get(path) === luId) continue;
+    out.push({
+      kind: EventKind.EVENT_KIND_PATH_APPEARED,
+      agentId,
+      site,
+      path,
+      luId,
+      loaderId: loaderOf(path),
+      actor: agentId,
+      summary: `path ${path} of ${agentId} to ${luId || 'an LU without identity'} appeared`,
+    });
+  }
+  for (const [path, luId] of before) {
+    if (next.get(path) === luId) continue;
+    out.push({
+      kind: EventKind.EVENT_KIND_PATH_LOST,
+      agentId,
+      site,
+      path,
+      luId,
+      actor: agentId,
+      summary: `path ${path} of ${agentId} to ${luId || 'an LU without identity'} lost`,
+    });
+  }
+  return out;
+}
+
+/**
+ * Turns the registry's session events into fleet events: AGENT_CONNECTED / AGENT_DISCONNECTED (a session
+ * replaced by a newer one of the same agent is no disconnection) and the path differences of each inventory.
+ * Only the instance holding an agent's stream sees its session events, so each is recorded once fleet-wide.
+ * Appends run one at a time per agent, in the order the registry reported them. Returns a stop function.
+ */
+export function recordAgentEvents(
+  registry: AgentRegistry,
+  events: EventLog,
+  paths: PathBook,
+  log: Logger,
+): () => void {
+  const chains = new Map<string, Promise<void>>();
+  const serial = (agentId: string, work: () => Promise<void>) => {
+    const next = (chains.get(agentId) ?? Promise.resolve())
+      .then(work)
+      .catch((err: unknown) =>
+        log.error({ err, agentId }, 'events: recording an agent event failed'),
+      );
+    chains.set(agentId, next);
+    void next.finally(() => {
+      if (chains.get(agentId) === next) chains.delete(agentId);
+    });
+  };
+  const onEvent = (event: RegistryEvent) => {
+    const { session } = event;
+    const agentId = session.agentId;
+    const site = session.hello.site;
+    switch (event.kind) {
+      case 'opened':
+        serial(agentId, () =>
+          events
+            .append([
+              {
+                kind: EventKind.EVENT_KIND_AGENT_CONNECTED,
+                agentId,
+                site,
+                actor: agentId,
+                summary: `${agentId} connected (agent ${session.hello.version || 'version unknown'})`,
+                detail: {
+                  $case: 'agent',
+                  value: { agentVersion: session.hello.version, reason: '', paths: 0 },
+                },
+              },
+            ])
+            .then(() => undefined),
+        );
+        return;
+      case 'closed':
+        if (!event.current) return;
+        serial(agentId, () =>
+          events
+            .append([
+              {
+                kind: EventKind.EVENT_KIND_AGENT_DISCONNECTED,
+                agentId,
+                site,
+                actor: agentId,
+                summary: `${agentId} disconnected`,
+                detail: {
+                  $case: 'agent',
+                  value: {
+                    agentVersion: '',
+                    reason: session.endReason ?? '',
+                    paths: registry.get(agentId)?.paths.length ?? 0,
+                  },
+                },
+              },
+            ])
+            .then(() => undefined),
+        );
+        return;
+      case 'inventory': {
+        const next = pathSetOf(event.paths);
+        const loaders = new Map(event.paths.map((p) => [p.path, p.loaderId]));
+        serial(agentId, () =>
+          paths.exchange(agentId, next, (previous) =>
+            pathEvents(agentId, site, previous, next, (p) => loaders.get(p) ?? ''),
+          ),
+        );
+        return;
+      }
+      case 'heartbeat':
+        return;
+    }
+  };
+  return registry.onChange(onEvent);
+}

@@ -1,0 +1,231 @@
+import type { Logger } from 'pino';
+import type { CallContext } from 'nice-grpc-common';
+import type { Command } from '../../gen/prfleet/v1/agent.js';
+import {
+  ChangeCause,
+  EventKind,
+  type WatchRequest,
+  type WatchResponse,
+} from '../../gen/prfleet/v1/events.js';
+import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import { ErrorReason, unavailable } from '../../common/errors.js';
+import type { AgentRegistry } from '../agent-registry.js';
+import type { EventsConfig } from '../config.js';
+import { loadKeyIndex } from '../fleet/key-index.js';
+import type { CommandRouter } from '../router.js';
+import type { HistoryEntryInput, Store } from '../store/index.js';
+import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
+import { createMemoryEventLog } from './memory-log.js';
+import {
+  createMemoryObservedStates,
+  createStoreObservedStates,
+  type ObservedStates,
+} from './observed.js';
+import { LuObserver } from './observer.js';
+import { proutEventOfInput } from './prout-events.js';
+import { createStoreEventLog } from './store-log.js';
+import type { EventLog, NewFleetEvent } from './types.js';
+import { eventKindName, watch, type WatchObserver } from './watch.js';
+
+/** Counts for /metrics; every member optional (metrics are off unless configured). */
+export interface EventsObserver extends WatchObserver {
+  /** Events this instance recorded, by kind name (`prout`, `agent_connected`, …). */
+  recorded(kind: string, count: number): void;
+}
+
+/** What {@link createFleetEvents} needs. */
+export interface FleetEventsDeps {
+  readonly store: Store | undefined;
+  readonly registry: AgentRegistry;
+  readonly router: CommandRouter;
+  readonly config: EventsConfig;
+  readonly log: Logger;
+  readonly observer?: EventsObserver | undefined;
+}
+
+/** The server's event machinery: the log, its sources, the observation and the Watch handler. */
+export interface FleetEvents {
+  /** The log (for webhooks and other in-process consumers: subscribe with your own cursor). */
+  readonly log: EventLog;
+  /** Each LU's last observed state and standing findings (snapshots). */
+  readonly observed: ObservedStates;
+  /** The periodic and on-demand observation of LUs. */
+  readonly observer: LuObserver;
+  /** FleetService.Watch. */
+  readonly watch: (request: WatchRequest, ctx: CallContext) => AsyncGenerator<WatchResponse>;
+  /** Sees every command result this instance dispatched (unit attentions, PROUTs that changed an LU). */
+  readonly onResult: (
+    agentId: string,
+    command: Command,
+    result: CommandResult,
+    luId: string,
+  ) => void;
+  /** Memory store only: a PROUT's history entry, recorded nowhere else. */
+  readonly onHistory: (entry: HistoryEntryInput) => void;
+  /** Starts the observation and retention. */
+  start(): void;
+  /** Ends watches (UNAVAILABLE SERVER_DRAINING: resume elsewhere), stops the observation. */
+  drain(): Promise<void>;
+  /** Waits for event writes in progress (before the store closes). */
+  idle(): Promise<void>;
+}
+
+/** Unit attentions that say another nexus changed the LU's reservations: ASC 2Ah with ASCQ 03h–05h. */
+function changesReservations(result: CommandResult): boolean {
+  return result.unitAttentions.some(
+    (ua) => ua.sense?.asc === 0x2a && [3, 4, 5].includes(ua.sense.ascq),
+  );
+}
+
+/** Builds the event log (durable in the store, else in memory) and wires its sources. */
+export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
+  const { store, registry, log, config } = deps;
+  const limits = {
+    maxEvents: config.retainEvents,
+    maxAgeMs: config.retainMs,
+    maxLag: config.maxLag,
+    pollMs: config.pollMs,
+  };
+  const events =
+    store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
+  const observed =
+    store === undefined
+      ? createMemoryObservedStates(events)
+      : createStoreObservedStates(store.db, events);
+  const paths =
+    store === undefined ? createMemoryPathBook(events) : createStorePathBook(store.db, events);
+  const writes = new Set<Promise<unknown>>();
+  const track = (work: Promise<unknown>) => {
+    writes.add(work);
+    void work.finally(() => writes.delete(work));
+  };
+  const counted = (list: readonly { kind: EventKind }[]) => {
+    const byKind = new Map<string, number>();
+    for (const e of list)
+      byKind.set(eventKindName(e.kind), (byKind.get(eventKindName(e.kind)) ?? 0) + 1);
+    for (const [kind, n] of byKind) deps.observer?.recorded(kind, n);
+  };
+  // Every append of this instance is counted (the store's trigger appends PROUTs: counted from the history).
+  const counting: typeof events = {
+    ...events,
+    append: async (batch) => {
+      const recorded = await events.append(batch);
+      counted(recorded);
+      return recorded;
+    },
+  };
+  const append = (batch: NewFleetEvent[]) => {
+    if (batch.length === 0) return;
+    track(
+      counting.append(batch).catch((err: unknown) => log.error({ err }, 'events: append failed')),
+    );
+  };
+  const observer = new LuObserver({
+    registry,
+    router: deps.router,
+    observed,
+    keys: store === undefined ? undefined : () => loadKeyIndex(store),
+    log,
+    settings: {
+      intervalMs: config.observeIntervalMs,
+      concurrency: config.observeConcurrency,
+      timeoutMs: 10_000,
+    },
+    onEvents: counted,
+  });
+  const stopAgents = recordAgentEvents(registry, counting, paths, log);
+  const draining = new AbortController();
+  let pruneTimer: NodeJS.Timeout | undefined;
+
+  return {
+    log: events,
+    observed,
+    observer,
+    watch: async function* (request, ctx) {
+      const signal = AbortSignal.any([ctx.signal, draining.signal]);
+      yield* watch({ events, observed, registry, observer: deps.observer }, request, {
+        ...ctx,
+        signal,
+      });
+      if (draining.signal.aborted && !ctx.signal.aborted)
+        throw unavailable(
+          ErrorReason.SERVER_DRAINING,
+          'the server is shutting down: watch again (on another instance) after your last cursor',
+        );
+    },
+    onResult: (agentId, command, result, dispatchedLu) => {
+      const luId = result.luId || dispatchedLu;
+      if (result.unitAttentions.length > 0) {
+        append(
+          result.unitAttentions.map((ua) => ({
+            kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
+            agentId,
+            site: registry.get(agentId)?.hello.site ?? '',
+            path: result.path || command.path,
+            luId,
+            actor: agentId,
+            summary: `unit attention on ${agentId}:${result.path || command.path}: ${ua.sense?.description ?? 'unit attention'}`,
+            detail: {
+              $case: 'unitAttention' as const,
+              value: { unitAttention: ua, description: ua.sense?.description ?? '' },
+            },
+          })),
+        );
+        if (changesReservations(result))
+          observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId);
+      }
+      if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, 'prfleet');
+      if (command.kind?.$case === 'prout' && store !== undefined)
+        counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
+    },
+    onHistory: (entry) => append([proutEventOfInput(entry)]),
+    start() {
+      observer.start();
+      const prune = () =>
+        track(events.prune().catch((err: unknown) => log.warn({ err }, 'events: pruning failed')));
+      pruneTimer = setInterval(prune, 60_000);
+      pruneTimer.unref();
+    },
+    async drain() {
+      draining.abort();
+      if (pruneTimer !== undefined) clearInterval(pruneTimer);
+      stopAgents();
+      await observer.close();
+    },
+    async idle() {
+      while (writes.size > 0) await Promise.allSettled([...writes]);
+    },
+  };
+}
+
+/**
+ * The router with every result shown to `onResult` as it arrives (also after the caller gave up), like the
+ * metrics' instrumentRouter. `onResult` must be quick and never throw.
+ */
+export function observeResults<R extends CommandRouter>(
+  router: R,
+  onResult: (agentId: string, command: Command, result: CommandResult, luId: string) => void,
+): R {
+  const dispatch: CommandRouter['dispatch'] = (agentId, command, options) =>
+    router.dispatch(agentId, command, {
+      ...options,
+      onResult: (result) => {
+        try {
+          onResult(agentId, command, result, options.luId ?? '');
+        } catch {
+          // An observer's failure must not touch the command's result.
+        }
+        options.onResult?.(result);
+      },
+    });
+  return new Proxy(router, {
+    get(target, property) {
+      if (property === 'dispatch') return dispatch;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function'
+        ? (value as (...a: unknown[]) => unknown).bind(target)
+        : value;
+    },
+  });
+}

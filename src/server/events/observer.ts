@@ -1,0 +1,338 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import {
+  ChangeCause,
+  FindingEvent,
+  PrState,
+  type FleetEvent,
+} from '../../gen/prfleet/v1/events.js';
+import {
+  findingKindToJSON,
+  FindingKind,
+  severityToJSON,
+  type Finding,
+} from '../../gen/prfleet/v1/fleet.js';
+import type { AgentRegistry } from '../agent-registry.js';
+import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
+import { analyzeUnit } from '../fleet/analyze.js';
+import type { KeyIndex } from '../fleet/key-index.js';
+import { CommandLimiter } from '../fleet/limiter.js';
+import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
+import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
+import type { SelectedUnit } from '../fleet/selection.js';
+import type { CommandRouter } from '../router.js';
+import type { ObservedLu, ObservedStates } from './observed.js';
+import { findingEvents, prChangeEvents } from './pr-change.js';
+import type { NewFleetEvent } from './types.js';
+
+/** How the periodic observation runs (PRFLEET_OBSERVE_*). */
+export interface ObserverSettings {
+  /** One round over every LU takes this long, LUs spread evenly over it; 0 = no periodic rounds. */
+  readonly intervalMs: number;
+  /** LUs read at once (each is one or two PRIN commands). */
+  readonly concurrency: number;
+  /** Device timeout per read. */
+  readonly timeoutMs: number;
+}
+
+/** Defaults: a round every 5 minutes, 8 LUs at a time, 10 s per read. */
+export const OBSERVER_DEFAULTS: ObserverSettings = {
+  intervalMs: 300_000,
+  concurrency: 8,
+  timeoutMs: 10_000,
+};
+
+/** Findings the light observation can judge from one path's READ KEYS + READ RESERVATION. */
+const OBSERVED_FINDINGS = new Set<FindingKind>([
+  FindingKind.FINDING_KIND_UNKNOWN_KEY,
+  FindingKind.FINDING_KIND_REVOKED_KEY,
+  FindingKind.FINDING_KIND_HOLDER_OFFLINE,
+  FindingKind.FINDING_KIND_LOADER_DEADLOCK,
+]);
+const OBSERVED_NAMES = new Set([...OBSERVED_FINDINGS].map((k) => findingKindToJSON(k)));
+
+/** The scope key of a loader's own findings in the observed states (LU ids never start with it). */
+export const loaderScope = (loaderId: string) => `loader:${loaderId}`;
+
+/** What the observer needs. */
+export interface ObserverDeps {
+  readonly registry: AgentRegistry;
+  readonly router: CommandRouter;
+  readonly observed: ObservedStates;
+  /** The key registry (durable store), for owners and key findings; undefined on the memory store. */
+  readonly keys?: (() => Promise<KeyIndex>) | undefined;
+  readonly log: Logger;
+  readonly settings: ObserverSettings;
+  /** Called with the events each observation recorded. */
+  readonly onEvents?: ((events: readonly FleetEvent[]) => void) | undefined;
+}
+
+export function findingToEvent(f: Finding): FindingEvent {
+  return FindingEvent.fromPartial({
+    findingKind: findingKindToJSON(f.kind),
+    severity: severityToJSON(f.severity),
+    message: f.message,
+    suggestedAction: f.suggestedAction,
+    key: f.key,
+    agentId: f.agentId,
+    path: f.path,
+  });
+}
+
+function prStateOf(s: LuState): PrState {
+  return PrState.fromPartial({
+    generation: s.generation,
+    keys: [...s.keys].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)),
+    reserved: s.reserved,
+    holderKey: s.holderKey,
+    type: s.reserved ? s.type : 0,
+  });
+}
+
+/**
+ * Watches every LU's persistent-reservation state: a light read (READ KEYS + READ RESERVATION, or READ FULL
+ * STATUS, through one online path) of each LU per round, spread over the interval with bounded concurrency,
+ * and on demand after a PROUT or a unit attention. Each read is compared with the LU's last observed state
+ * (shared by the instances through the store): a difference is recorded as RESERVATION_CHANGED /
+ * REGISTRATIONS_CHANGED, findings it can judge as FINDING_RAISED / FINDING_CLEARED. With several instances
+ * each observes the LUs whose chosen path's agent it holds; the compare-and-set records a change once.
+ */
+export class LuObserver {
+  private readonly limiter: CommandLimiter;
+  private readonly pending = new Map<string, { cause: ChangeCause; actor: string }>();
+  private readonly running = new Set<Promise<unknown>>();
+  private readonly stop = new AbortController();
+  private loop: Promise<void> | undefined;
+  private inFlight = 0;
+  private slotWaiters: (() => void)[] = [];
+  private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
+
+  constructor(private readonly deps: ObserverDeps) {
+    this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
+  }
+
+  /** Starts the periodic rounds (when intervalMs > 0). */
+  start(): void {
+    if (this.deps.settings.intervalMs <= 0 || this.loop !== undefined) return;
+    this.loop = this.rounds().catch((err: unknown) => {
+      if (!this.stop.signal.aborted) this.deps.log.error({ err }, 'events: observation stopped');
+    });
+  }
+
+  /** Stops rounds and waits for reads in flight. */
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.loop;
+    await Promise.allSettled([...this.running]);
+  }
+
+  /**
+   * Observe `luId` soon (after a PROUT or a unit attention); requests close together make one read. Does
+   * nothing while the observation is off (intervalMs 0).
+   */
+  poke(luId: string, cause: ChangeCause, actor: string): void {
+    // Off (interval 0) means no reads at all: tests and benchmarks see only the commands they send.
+    if (this.deps.settings.intervalMs <= 0 || this.stop.signal.aborted || luId === '') return;
+    if (this.pending.has(luId)) return;
+    this.pending.set(luId, { cause, actor });
+    // A short pause lets a burst (a PREEMPT's unit attentions on several nexuses) settle into one read.
+    const work = sleep(100, undefined, { ref: false })
+      .then(() => {
+        const why = this.pending.get(luId) ?? { cause, actor };
+        this.pending.delete(luId);
+        return this.withSlot(() => this.observe(luId, why.cause, why.actor));
+      })
+      .catch((err: unknown) => this.deps.log.warn({ err, luId }, 'events: observation failed'));
+    this.track(work);
+  }
+
+  private track(work: Promise<unknown>): void {
+    this.running.add(work);
+    void work.finally(() => this.running.delete(work));
+  }
+
+  private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.inFlight >= this.deps.settings.concurrency)
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    this.inFlight += 1;
+    try {
+      return await fn();
+    } finally {
+      this.inFlight -= 1;
+      this.slotWaiters.shift()?.();
+    }
+  }
+
+  private keys(): Promise<KeyIndex> | undefined {
+    if (this.deps.keys === undefined) return undefined;
+    // One registry load per few seconds, not per LU.
+    if (this.keyCache === undefined || Date.now() - this.keyCache.at > 5_000) {
+      const index = this.deps.keys();
+      index.catch(() => (this.keyCache = undefined));
+      this.keyCache = { at: Date.now(), index };
+    }
+    return this.keyCache.index;
+  }
+
+  /** The path to read `luId` through: the first online path whose agent holds its stream here. */
+  private pathFor(paths: readonly FleetPath[]): FleetPath | undefined {
+    return paths.find(
+      (p) => pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined,
+    );
+  }
+
+  private async rounds(): Promise<void> {
+    const { signal } = this.stop;
+    while (!signal.aborted) {
+      const started = Date.now();
+      const units = [...pathsByLu(this.deps.registry)]
+        .filter(([, paths]) => this.pathFor(paths) !== undefined)
+        .map(([luId]) => luId)
+        .sort();
+      const gap = this.deps.settings.intervalMs / Math.max(1, units.length);
+      for (const [i, luId] of units.entries()) {
+        const wait = started + i * gap - Date.now();
+        if (wait > 0) await sleep(wait, undefined, { signal, ref: false });
+        if (signal.aborted) return;
+        await this.withSlot(async () => undefined); // backpressure: at most `concurrency` reads in flight
+        this.track(
+          this.withSlot(() =>
+            this.observe(luId, ChangeCause.CHANGE_CAUSE_OBSERVATION, 'observation'),
+          ).catch((err: unknown) =>
+            this.deps.log.debug({ err, luId }, 'events: observation failed'),
+          ),
+        );
+      }
+      const rest = started + this.deps.settings.intervalMs - Date.now();
+      await sleep(Math.max(rest, 100), undefined, { signal, ref: false }).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Reads `luId` once and records what changed since it was last observed; returns the events recorded
+   * (none when nothing changed, the LU could not be read, or another instance recorded the same change).
+   */
+  async observe(luId: string, cause: ChangeCause, actor: string): Promise<FleetEvent[]> {
+    const paths = pathsByLu(this.deps.registry).get(luId);
+    const path = paths === undefined ? undefined : this.pathFor(paths);
+    if (paths === undefined || path === undefined) return [];
+    const unit: SelectedUnit = {
+      luId,
+      loaderId: toLogicalUnit(luId, paths).loaderId,
+      unit: toLogicalUnit(luId, [path]),
+      paths: [path],
+    };
+    const obs = await observeUnit(unit, {
+      router: this.deps.router,
+      limiter: this.limiter,
+      timeoutMs: this.deps.settings.timeoutMs,
+      signal: this.stop.signal,
+    });
+    if (obs.state === undefined) return [];
+    const keys = await this.keys();
+    const state = prStateOf(obs.state);
+    const agents = {
+      isConnected: (id: string) =>
+        this.deps.registry.get(id)?.session !== undefined ||
+        this.deps.registry.get(id)?.remoteInstance !== undefined,
+      isKnown: (id: string) => this.deps.registry.get(id) !== undefined,
+    };
+    const findings =
+      keys === undefined
+        ? undefined
+        : unitFindings(obs, analyzeUnit(obs, keys), keys, agents, undefined)
+            .filter((f) => OBSERVED_FINDINGS.has(f.kind))
+            .map(findingToEvent);
+    const ownerOf = (key: bigint) => keys?.record(key)?.agentId ?? '';
+    const events = await this.record(luId, unit.loaderId, state, findings, {
+      cause,
+      actor,
+      ownerOf,
+    });
+    if (unit.loaderId !== '')
+      events.push(...(await this.recordLoader(unit.loaderId, ownerOf, actor)));
+    return events;
+  }
+
+  /** Compare-and-set of one LU's observed state, retried once when another writer got there first. */
+  private async record(
+    luId: string,
+    loaderId: string,
+    state: PrState | undefined,
+    findings: readonly FindingEvent[] | undefined,
+    why: { cause: ChangeCause; actor: string; ownerOf: (key: bigint) => string },
+  ): Promise<FleetEvent[]> {
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const { observed, version } = await this.deps.observed.get(luId);
+      // Findings this read cannot judge stay as an audit left them.
+      const kept = (observed?.findings ?? []).filter((f) => !OBSERVED_NAMES.has(f.findingKind));
+      const nextFindings =
+        findings === undefined ? (observed?.findings ?? []) : [...kept, ...findings];
+      const events: NewFleetEvent[] = [];
+      // The first observation of an LU is its baseline: nothing to compare with, so no change event.
+      if (state !== undefined && observed?.state !== undefined)
+        events.push(...prChangeEvents(observed.state, state, { luId, loaderId, ...why }));
+      events.push(
+        ...findingEvents(observed?.findings ?? [], nextFindings, {
+          luId,
+          loaderId,
+          actor: why.actor,
+        }),
+      );
+      const next: ObservedLu = {
+        luId,
+        state: state ?? observed?.state,
+        findings: nextFindings,
+        observedAt: new Date(),
+      };
+      // Unchanged: no write (10,000 LUs per round must not mean 10,000 writes).
+      if (events.length === 0 && observed !== undefined && sameState(observed.state, next.state))
+        return [];
+      const recorded = await this.deps.observed.update(version, next, events);
+      if (recorded !== undefined) {
+        if (recorded.length > 0) this.deps.onEvents?.(recorded);
+        return recorded;
+      }
+    }
+    return [];
+  }
+
+  /** Loader-level findings (deadlock) over the loader's LUs as last observed. */
+  private async recordLoader(
+    loaderId: string,
+    ownerOf: (key: bigint) => string,
+    actor: string,
+  ): Promise<FleetEvent[]> {
+    const members = [...pathsByLu(this.deps.registry)].filter(
+      ([luId, paths]) => toLogicalUnit(luId, paths).loaderId === loaderId,
+    );
+    const observed = new Map(
+      (await this.deps.observed.list(members.map(([id]) => id))).map((o) => [o.luId, o]),
+    );
+    const digests: LoaderDigest[] = members.flatMap(([luId, paths]) => {
+      const s = observed.get(luId)?.state;
+      if (s === undefined) return [];
+      return [
+        {
+          luId,
+          loaderId,
+          peripheralDeviceType: toLogicalUnit(luId, paths).peripheralDeviceType,
+          reserved: s.reserved,
+          holderKey: s.holderKey,
+          holderAgentId: s.reserved ? ownerOf(s.holderKey) : '',
+        },
+      ];
+    });
+    const findings = loaderFindings(digests).map(findingToEvent);
+    return this.record(loaderScope(loaderId), loaderId, undefined, findings, {
+      cause: ChangeCause.CHANGE_CAUSE_OBSERVATION,
+      actor,
+      ownerOf,
+    });
+  }
+}
+
+function sameState(a: PrState | undefined, b: PrState | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return JSON.stringify(PrState.toJSON(a)) === JSON.stringify(PrState.toJSON(b));
+}
