@@ -45,6 +45,8 @@ import { createStoreCommandJournal, type Store } from './store/index.js';
 import { buildUnbound } from './http/grpc-unbound.js';
 import { listenOnePort, type OnePortListener } from './http/listener.js';
 import { createHttpRoutes, sendText, type HttpRoutes } from './http/routes.js';
+import { registerLongPollLink, verifiedPeerCertificate } from './http/long-poll.js';
+import { peerHeadersFor } from './auth/mtls.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -370,6 +372,15 @@ async function buildServer(
   });
   registerHealthRoute(http, health);
   let listener: OnePortListener | undefined;
+  let listenCredentials: ServerCredentials = ServerCredentials.createInsecure();
+  // The long-poll agent link: the same sessions as the Connect stream, carried by HTTP/1.1 (docs/http.md).
+  registerLongPollLink(http, {
+    sessions: agentService.sessions,
+    registry: agents,
+    log,
+    peerOf: (req) => peerHeadersFor(listenCredentials, verifiedPeerCertificate(req)),
+    ...(config.longPollWaitMs === undefined ? {} : { maxWaitMs: config.longPollWaitMs }),
+  });
 
   let drained: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
@@ -410,9 +421,10 @@ async function buildServer(
     async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
       if (listener !== undefined) throw new Error('listen() called twice');
       const grpc = await buildUnbound(server);
+      listenCredentials = credentials ?? listenCredentials;
       listener = await listenOnePort(address, {
         grpc,
-        credentials: credentials ?? ServerCredentials.createInsecure(),
+        credentials: listenCredentials,
         http: http.handle,
         log,
       });
