@@ -79,6 +79,42 @@ describe('long-poll agent link', () => {
     expect(again.result?.outcome).toBe(Outcome.OUTCOME_GOOD);
   }, 60_000);
 
+  it('keeps heartbeats, rotates like a stream, and drains: Reconnect delivered, healthz 503, quick shutdown', async () => {
+    const { client, address, server, port } = await startTestServer({
+      config: { heartbeatMs: 200 },
+      keepAlive: true,
+    });
+    const fleet = await startEmulatedAgents({
+      address,
+      hosts: ['host-a'],
+      agentOptions: { link: 'long-poll', backoff: { initialMs: 20, maxMs: 100 } },
+    });
+    const agent = fleet.agent('host-a');
+    await expect
+      .poll(async () => (await client.listAgents({})).agents[0]?.lastHeartbeatAt, {
+        timeout: 5_000,
+      })
+      .toBeInstanceOf(Date);
+    // Rotation: the session gets Reconnect through a poll once old enough, and the agent comes back.
+    const first = server.agents.session('host-a')?.sessionId;
+    server.agents.configure({ maxStreamAgeMs: 300 });
+    await expect.poll(() => agent.sessions, { timeout: 10_000, interval: 50 }).toBeGreaterThan(2);
+    server.agents.configure({ maxStreamAgeMs: 0 });
+    await expect
+      .poll(() => server.agents.session('host-a')?.sessionId, { timeout: 5_000, interval: 50 })
+      .not.toBe(first);
+    await expect.poll(() => agent.state, { timeout: 5_000, interval: 20 }).toBe('connected');
+    // Drain: health turns 503 on the same port, the agent is told to reconnect, and shutdown does not wait
+    // for its poll.
+    await server.drain(500);
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    expect(health.status).toBe(503);
+    const started = performance.now();
+    client.close();
+    await server.shutdown();
+    expect(performance.now() - started).toBeLessThan(1_500);
+  }, 60_000);
+
   describe('over TLS with agent certificates', () => {
     let pki: TestPki;
     beforeAll(async () => {

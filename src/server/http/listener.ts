@@ -96,6 +96,10 @@ export async function listenOnePort(
             interceptors,
           ),
   );
+  // Once closing, every answer (long polls answered late included) ends its connection: clients that keep
+  // theirs alive and busy would otherwise hold the port open forever.
+  let closing = false;
+  const answering = new Set<ServerResponse>();
   const http = createHttpServer(
     {
       headersTimeout: 10_000,
@@ -103,8 +107,16 @@ export async function listenOnePort(
       keepAliveTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
     },
-    options.http,
+    (req, res) => {
+      if (closing) res.shouldKeepAlive = false;
+      answering.add(res);
+      res.once('close', () => answering.delete(res));
+      options.http(req, res);
+    },
   );
+  // node:http tracks its connections (idle ones for close, and the headers/request timeouts) only from its
+  // 'listening' event; this server never listens itself (it is handed connections), so it is told it does.
+  http.emit('listening');
   http.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     log.debug({ err: error }, 'HTTP client error');
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
@@ -153,7 +165,9 @@ export async function listenOnePort(
     tls: secure,
     close: () =>
       new Promise<void>((resolve) => {
-        http.closeIdleConnections();
+        closing = true;
+        for (const res of answering) if (!res.headersSent) res.shouldKeepAlive = false;
+        http.close(); // idle keep-alive connections close now; the checking timer stops
         listener.close(() => resolve());
         injector.destroy();
       }),
