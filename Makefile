@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 NODE_MAJOR := 24
 
-.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-lio breaking baseline clean
+.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-lio bench-link breaking baseline clean
 
 all: build
 
@@ -112,6 +112,11 @@ bench-fleet: build
 
 bench-scale: build
 	node --expose-gc dist/bench/scale.js
+
+## bench-link: a command's latency p50/p99 over the HTTP/1.1 long-poll agent link vs the gRPC stream, same run
+## (bench/long-poll.ts; `node dist/bench/long-poll.js 100 16` for a quick check)
+bench-link: build
+	node dist/bench/long-poll.js
 
 ## bench-lio: inside the LIO test VM: sg_persist vs the prfleet CLI vs a long-lived gRPC client over SG_IO
 bench-lio: build

@@ -12,6 +12,7 @@ import { allowedPath, globToRegExp } from '../src/common/device-glob.js';
 import { discoverPath, offlinePath, type DiscoveryTarget } from './discovery.js';
 import { createExecutor, type Executor } from './executor.js';
 import { createSession, type CommandTracer, type Session } from './session.js';
+import { createLongPollClient, type AgentLinkClient, type LongPollClient } from './long-poll.js';
 import type { ScsiTransport } from './transport/transport.js';
 import { AGENT_VERSION } from './version.js';
 
@@ -72,7 +73,22 @@ export interface AgentOptions {
   readonly drainMs?: number;
   /** Host name in Hello. @default os.hostname() */
   readonly hostname?: string;
+  /**
+   * How sessions reach the server: the gRPC stream, or HTTP/1.1 long polling (docs/http.md) for hosts behind
+   * proxies that pass no HTTP/2. @default 'stream'
+   */
+  readonly link?: AgentLinkKind;
+  /**
+   * With link 'stream': after this many stream sessions in a row failed before any Welcome, switch to long
+   * polling (kept until the agent restarts); 0 = never. @default 3
+   */
+  readonly linkFallbackAfter?: number;
+  /** How long each long poll asks the server to wait for commands, ms. @default 20000 */
+  readonly longPollWaitMs?: number;
 }
+
+/** What carries the agent's sessions. */
+export type AgentLinkKind = 'stream' | 'long-poll';
 
 /** Injected collaborators. */
 export interface AgentDeps {
@@ -99,6 +115,8 @@ export interface Agent {
   readonly state: AgentState;
   /** Sessions welcomed so far (a reconnect adds one). */
   readonly sessions: number;
+  /** The link the next (or current) session uses: 'long-poll' after a fallback. */
+  readonly link: AgentLinkKind;
   /** Discovers devices, then keeps a session open (reconnecting on any end) until stop(). Resolves once started. */
   start(): Promise<void>;
   /** Drains (in-flight commands finish, results are sent), ends the stream, closes devices; state 'stopped'. */
@@ -255,8 +273,25 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     return found;
   }
 
+  let link: AgentLinkKind = options.link ?? 'stream';
+  const longPollClients = new Map<string, LongPollClient>();
+  const longPollClient = (address: string): LongPollClient => {
+    let existing = longPollClients.get(address);
+    if (existing === undefined) {
+      existing = createLongPollClient({
+        server: address,
+        plaintext: options.plaintext ?? false,
+        ...(options.tls === undefined ? {} : { tls: options.tls }),
+        ...(options.longPollWaitMs === undefined ? {} : { waitMs: options.longPollWaitMs }),
+        log,
+      });
+      longPollClients.set(address, existing);
+    }
+    return existing;
+  };
   const clients = new Map<string, AgentServiceClient>();
-  const client = (address: string): AgentServiceClient => {
+  const client = (address: string): AgentLinkClient => {
+    if (link === 'long-poll') return longPollClient(address);
     if (deps.client) return deps.client;
     let existing = clients.get(address);
     if (existing === undefined) {
@@ -290,6 +325,8 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       transport: deps.source.transport.kind,
     });
     let attempt = 0;
+    let streamFailures = 0;
+    const fallbackAfter = options.linkFallbackAfter ?? 3;
     while (!signal.aborted) {
       setState('connecting');
       const address = addresses[addressIndex % addresses.length] as string;
@@ -314,6 +351,17 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       if (signal.aborted) break;
       // Next session, next address: a dead or draining instance is left behind (one address: the same one).
       addressIndex += 1;
+      // A stream that never gets a Welcome again and again may be blocked by an HTTP/1.1-only proxy.
+      streamFailures =
+        link === 'stream' && end.reason === 'error' && !end.welcomed ? streamFailures + 1 : 0;
+      if (link === 'stream' && fallbackAfter > 0 && streamFailures >= fallbackAfter) {
+        link = 'long-poll';
+        attempt = 0;
+        log.warn(
+          { failures: streamFailures, err: end.error },
+          'the gRPC stream failed repeatedly before any Welcome: falling back to the HTTP/1.1 long-poll link',
+        );
+      }
       const healthy = end.welcomed && end.durationMs >= (options.backoff?.healthyMs ?? 30_000);
       if (healthy || end.reason === 'reconnect') attempt = 0;
       const waitMs = backoffDelayMs(attempt, options.backoff, random);
@@ -341,6 +389,9 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
     },
     get sessions() {
       return sessions;
+    },
+    get link() {
+      return link;
     },
     inventory: () => paths,
     async rescan() {
@@ -383,7 +434,12 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       if (started) throw new Error(`agent ${options.agentId} already started`);
       started = true;
       log.info(
-        { server: options.server, transport: deps.source.transport.kind, version: AGENT_VERSION },
+        {
+          server: options.server,
+          transport: deps.source.transport.kind,
+          version: AGENT_VERSION,
+          link,
+        },
         'agent starting',
       );
       await discover();
@@ -406,6 +462,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
       await executor.close();
       await deps.source.close?.();
       for (const channel of channels.values()) channel.close();
+      for (const poller of longPollClients.values()) poller.close();
       setState('stopped');
     },
   };

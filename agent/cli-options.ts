@@ -68,6 +68,27 @@ export function addConnectionOptions<T extends Command>(program: T) {
         .argParser(integer),
     )
     .addOption(
+      new Option(
+        '--link <kind>',
+        'stream (gRPC) or long-poll (HTTP/1.1, through HTTP/1.1-only proxies)',
+      )
+        .choices(['stream', 'long-poll'] as const)
+        .env(env('link')),
+    )
+    .addOption(
+      new Option(
+        '--link-fallback-after <n>',
+        'switch from the stream to long-poll after n stream failures in a row before any Welcome (0: never)',
+      )
+        .env(env('linkFallbackAfter'))
+        .argParser(integer),
+    )
+    .addOption(
+      new Option('--long-poll-wait-ms <ms>', 'how long each long poll waits for commands')
+        .env(env('longPollWaitMs'))
+        .argParser(integer),
+    )
+    .addOption(
       new Option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent').env(
         env('logLevel'),
       ),

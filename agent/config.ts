@@ -35,6 +35,9 @@ export const AgentConfigSchema = z
     pathConcurrency: z.number().int().min(1).max(64).default(4),
     latencyMs: z.number().int().min(0).max(600_000).default(0),
     drainMs: z.number().int().min(0).max(600_000).default(10_000),
+    link: z.enum(['stream', 'long-poll']).default('stream'),
+    linkFallbackAfter: z.number().int().min(0).max(1_000).default(3),
+    longPollWaitMs: z.number().int().min(100).max(300_000).default(20_000),
     logLevel: z.enum(LOG_LEVELS).default('info'),
   })
   .superRefine((c, ctx) => {
@@ -86,6 +89,9 @@ export const CONFIG_SOURCES: Readonly<Record<keyof AgentConfig, { flag: string; 
   pathConcurrency: { flag: '--path-concurrency', env: 'PRFLEET_PATH_CONCURRENCY' },
   latencyMs: { flag: '--latency-ms', env: 'PRFLEET_LATENCY_MS' },
   drainMs: { flag: '--drain-ms', env: 'PRFLEET_DRAIN_MS' },
+  link: { flag: '--link', env: 'PRFLEET_LINK' },
+  linkFallbackAfter: { flag: '--link-fallback-after', env: 'PRFLEET_LINK_FALLBACK_AFTER' },
+  longPollWaitMs: { flag: '--long-poll-wait-ms', env: 'PRFLEET_LONG_POLL_WAIT_MS' },
   logLevel: { flag: '--log-level', env: 'PRFLEET_LOG_LEVEL' },
 };
 
@@ -168,6 +174,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
     pathConcurrency: envNumber(env['PRFLEET_PATH_CONCURRENCY']),
     latencyMs: envNumber(env['PRFLEET_LATENCY_MS']),
     drainMs: envNumber(env['PRFLEET_DRAIN_MS']),
+    link: env['PRFLEET_LINK'],
+    linkFallbackAfter: envNumber(env['PRFLEET_LINK_FALLBACK_AFTER']),
+    longPollWaitMs: envNumber(env['PRFLEET_LONG_POLL_WAIT_MS']),
     logLevel: env['PRFLEET_LOG_LEVEL'],
   };
   return parseAgentConfig(

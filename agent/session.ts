@@ -1,16 +1,11 @@
 import type { Logger } from 'pino';
 import { durationToMs, describeCommand } from '../src/common/command.js';
 import { refusedResult } from '../src/common/result.js';
-import type {
-  AgentServiceClient,
-  Command,
-  ConnectRequest,
-  Hello,
-  Welcome,
-} from '../src/gen/prfleet/v1/agent.js';
+import type { Command, ConnectRequest, Hello, Welcome } from '../src/gen/prfleet/v1/agent.js';
 import type { CommandResult, Path } from '../src/gen/prfleet/v1/scsi.js';
 import { createAsyncQueue, type AsyncQueue } from './async-queue.js';
 import type { Executor } from './executor.js';
+import type { AgentLinkClient } from './long-poll.js';
 
 /** Why a session ended. Every end leads to a reconnect unless the agent is stopping. */
 export type SessionEndReason =
@@ -37,8 +32,8 @@ export interface SessionEnd {
 
 /** What a session needs from its agent. */
 export interface SessionDeps {
-  /** AgentService client on the agent's one channel. */
-  readonly client: AgentServiceClient;
+  /** AgentService.Connect: the gRPC client on the agent's one channel, or the long-poll link (long-poll.ts). */
+  readonly client: AgentLinkClient;
   /** Sent as the first message. */
   readonly hello: Hello;
   /** Runs commands; shared by every session of the agent (idempotency outlives a stream). */

@@ -80,6 +80,9 @@ async function main(): Promise<void> {
       rescanMs: config.rescanMs,
       pathConcurrency: config.pathConcurrency,
       drainMs: config.drainMs,
+      link: config.link,
+      linkFallbackAfter: config.linkFallbackAfter,
+      longPollWaitMs: config.longPollWaitMs,
     },
   });
   stopFleet = () => fleet.stop();

@@ -3,7 +3,7 @@
  * as 16 hex digits, sense as words, and unit attentions consumed before a command are listed as news.
  */
 import Table from 'cli-table3';
-import type { Agent, LogicalUnit } from '../gen/prfleet/v1/control.js';
+import { AgentLink, type Agent, type LogicalUnit } from '../gen/prfleet/v1/control.js';
 import {
   Outcome,
   outcomeToJSON,
@@ -131,10 +131,32 @@ function ago(date: Date | undefined, now: Date): string {
       : `${Math.round(s / 3600)}h ago`;
 }
 
+/** How `prfleet agents` names an agent's link. */
+export function linkName(link: AgentLink): string {
+  switch (link) {
+    case AgentLink.AGENT_LINK_STREAM:
+      return 'stream';
+    case AgentLink.AGENT_LINK_LONG_POLL:
+      return 'long-poll';
+    default:
+      return '-';
+  }
+}
+
 /** Table of agents. */
 export function renderAgents(agents: readonly Agent[], now = new Date()): string {
   if (agents.length === 0) return 'No agents known to this server.';
-  const t = table(['agent', 'host', 'site', 'state', 'paths', 'transport', 'heartbeat', 'labels']);
+  const t = table([
+    'agent',
+    'host',
+    'site',
+    'state',
+    'link',
+    'paths',
+    'transport',
+    'heartbeat',
+    'labels',
+  ]);
   for (const a of agents) {
     const labels = Object.entries(a.labels)
       .map(([k, v]) => `${k}=${v}`)
@@ -144,6 +166,7 @@ export function renderAgents(agents: readonly Agent[], now = new Date()): string
       a.hostname,
       a.site,
       a.connected ? 'connected' : 'offline',
+      linkName(a.link),
       String(a.pathCount),
       a.transport,
       ago(a.lastHeartbeatAt, now),

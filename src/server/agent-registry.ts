@@ -25,7 +25,13 @@ export interface PendingCommand {
   settle(result: CommandResult): void;
 }
 
-/** One open AgentService.Connect stream: its outbox (server → agent) and the commands awaiting results. */
+/** What carries a session's messages: the gRPC stream, or HTTP/1.1 long polling (docs/http.md). */
+export type AgentLinkKind = 'stream' | 'long-poll';
+
+/**
+ * One session of one agent, whatever link carries it (the Connect stream, or long polls): its outbox (server →
+ * agent) and the commands awaiting results. The router only ever sees this.
+ */
 export class AgentSession {
   /** Id of this session (Welcome.session_id). */
   readonly sessionId = randomUUID();
@@ -58,6 +64,8 @@ export class AgentSession {
     /** Who the agent said it is. */
     readonly hello: Hello,
     outboxCapacity: number,
+    /** What carries the session. */
+    readonly link: AgentLinkKind = 'stream',
   ) {
     this.outbox = new AsyncQueue(outboxCapacity);
   }
@@ -154,6 +162,8 @@ export interface AgentRecord {
   lastHeartbeatAt: Date | undefined;
   /** Latest inventory (kept after disconnect so devices stay listed, as offline paths). */
   paths: Path[];
+  /** Link of the latest session on this instance; undefined for records of other instances. */
+  link?: AgentLinkKind | undefined;
   /**
    * Instance holding the agent's stream when that is ANOTHER instance (records from the shared inventory);
    * undefined for records of this instance, and for agents not connected anywhere.
@@ -310,8 +320,8 @@ export class AgentRegistry {
   }
 
   /** Opens a session for `hello.agent_id`, replacing (and ending) any current one. */
-  open(hello: Hello): AgentSession {
-    const session = new AgentSession(hello, this.options.outboxCapacity);
+  open(hello: Hello, link: AgentLinkKind = 'stream'): AgentSession {
+    const session = new AgentSession(hello, this.options.outboxCapacity, link);
     session.maxAgeMs = this.jitteredMaxAge();
     this.version += 1;
     this.rotatedAway.delete(hello.agentId);
@@ -325,6 +335,7 @@ export class AgentRegistry {
         connectedAt: session.connectedAt,
         lastHeartbeatAt: undefined,
         paths: [],
+        link,
       });
     } else {
       record.hello = hello;
@@ -332,6 +343,7 @@ export class AgentRegistry {
       record.lastSessionId = session.sessionId;
       record.connectedAt = session.connectedAt;
       record.lastHeartbeatAt = undefined;
+      record.link = link;
     }
     this.emit({ kind: 'opened', session });
     if (previous !== undefined) {

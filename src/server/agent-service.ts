@@ -21,8 +21,13 @@ import { invalidAgentResult, rateLimitedWarning } from './agent-results.js';
 import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
-import type { AgentRegistry, AgentSession } from './agent-registry.js';
-import { authorizeAgentHello, authorizeInventory, type PeerIdentity } from './auth/mtls.js';
+import type { AgentLinkKind, AgentRegistry, AgentSession } from './agent-registry.js';
+import {
+  authorizeAgentHello,
+  authorizeInventory,
+  type PeerHeaderSource,
+  type PeerIdentity,
+} from './auth/mtls.js';
 import type { AsyncQueue } from './async-queue.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
@@ -113,6 +118,28 @@ export interface AgentServiceDeps {
 export interface AgentService {
   readonly interceptor: ServerInterceptor;
   readonly implementation: AgentServiceImplementation;
+  /** The session logic the stream uses, for the other link (HTTP/1.1 long polling, src/server/http/long-poll.ts). */
+  readonly sessions: AgentSessionHandler;
+}
+
+/**
+ * What every agent link does with sessions, whatever carries the messages: the gRPC stream and the long-poll
+ * link both open sessions and hand the agent's messages here, so the router, the registry and the checks
+ * (certificate identity, allow-lists, inventory screens, result checks) see no difference between them.
+ */
+export interface AgentSessionHandler {
+  /**
+   * Checks a Hello (server draining → UNAVAILABLE; certificate vs agent id → UNAUTHENTICATED/PERMISSION_DENIED),
+   * opens the session (replacing the agent's previous one) and queues the Welcome. Throws ServerError.
+   */
+  open(
+    hello: Hello,
+    peer: PeerHeaderSource,
+    peerAddress: string,
+    link: AgentLinkKind,
+  ): { session: AgentSession; identity: PeerIdentity | undefined };
+  /** Handles one message of an open session (inventory, results, heartbeats), as the stream does. */
+  handle(session: AgentSession, request: ConnectRequest, identity: PeerIdentity | undefined): void;
 }
 
 /** AgentService.Connect for a grpc-js/nice-grpc server; see {@link AgentService}. */
@@ -262,15 +289,22 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
   /** Checks the Hello against the caller's certificate, opens the session and queues the Welcome. */
   function open(
     hello: Hello,
-    metadata: GrpcMetadata,
+    peerHeaders: PeerHeaderSource,
     peer: string,
+    link: AgentLinkKind,
   ): { session: AgentSession; identity: PeerIdentity | undefined } {
+    if (deps.router.draining) {
+      throw unavailable(
+        ErrorReason.SERVER_DRAINING,
+        'server is draining: reconnect to another instance',
+      );
+    }
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
-    const identity = authorizeAgentHello({ metadata: firstValues(metadata) }, hello, {
+    const identity = authorizeAgentHello(peerHeaders, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       isRevoked: (certificate) => registry.isCertificateRevoked(certificate),
     });
-    const session = registry.open(hello);
+    const session = registry.open(hello, link);
     session.certificate = identity?.certificate;
     log.info(
       {
@@ -279,6 +313,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
         version: hello.version,
         site: hello.site,
         transport: hello.transport,
+        link,
         peer,
         ...(identity === undefined ? {} : { certificate: identity.fingerprint256 }),
       },
@@ -426,8 +461,9 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
               throw invalidArgument('message', 'the first message of a session must be hello');
             ({ session, identity } = open(
               request.message.value,
-              metadata ?? new GrpcMetadata(),
+              { metadata: firstValues(metadata ?? new GrpcMetadata()) },
               call.getPeer(),
+              'stream',
             ));
             metadata = undefined;
             stopHelloTimer();
@@ -456,6 +492,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
   }
 
   return {
+    sessions: { open, handle },
     interceptor: (method, call) =>
       method.path === CONNECT_PATH
         ? new ServerInterceptingCall(call, { start: (next) => next(serve(call)) })

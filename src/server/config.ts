@@ -29,6 +29,7 @@ const ServerEnv = z.object({
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
+  PRFLEET_LONG_POLL_WAIT_MS: z.coerce.number().int().min(100).max(300_000).default(20_000),
   PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
   PRFLEET_EVENTS_RETAIN: z.coerce.number().int().min(100).max(100_000_000).default(100_000),
   PRFLEET_EVENTS_RETAIN_MS: z.coerce
@@ -98,6 +99,11 @@ export interface ServerConfig {
   readonly protosetPath?: string;
   /** Paths one agent may report; a larger inventory is refused whole (logged). @default 4096 */
   readonly maxAgentPaths: number;
+  /**
+   * Longest one poll of the HTTP/1.1 long-poll agent link waits for messages (keep it under the proxies' read
+   * timeout, nginx 60 s). @default 20000
+   */
+  readonly longPollWaitMs?: number;
   /**
    * PRFLEET_AGENT_POLICY: YAML/JSON file binding agents to the sites, LU ids and loaders they may report
    * (inventory-screen.ts); paths outside it are refused and logged. @default none (no restriction)
@@ -234,6 +240,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
     maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
+    longPollWaitMs: e.PRFLEET_LONG_POLL_WAIT_MS,
     ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
     store: storeConfigFromEnv(env),
     events: {

@@ -1,5 +1,5 @@
 import type { DevicePath, LogicalUnit } from '../gen/prfleet/v1/control.js';
-import { Agent, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
+import { Agent, AgentLink, type ListDevicesRequest } from '../gen/prfleet/v1/control.js';
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { UNKNOWN_PROFILE } from '../common/capabilities.js';
 import { invalidArgument, quoteInput } from '../common/errors.js';
@@ -172,5 +172,11 @@ export function agentToProto(record: AgentRecord, localInstanceId: string): Agen
     pathCount: record.paths.length,
     transport: record.hello.transport,
     serverInstance: record.session !== undefined ? localInstanceId : (record.remoteInstance ?? ''),
+    link:
+      record.link === 'long-poll'
+        ? AgentLink.AGENT_LINK_LONG_POLL
+        : record.link === 'stream'
+          ? AgentLink.AGENT_LINK_STREAM
+          : AgentLink.AGENT_LINK_UNSPECIFIED,
   });
 }

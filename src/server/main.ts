@@ -8,6 +8,7 @@ import { loadConfig, loggableConfig, type ServerConfig } from './config.js';
 import { StoreOpenError } from './durable.js';
 import { createServerExtras, loadScaleOutConfig, type ScaleOutConfig } from './scale-out.js';
 import { createPrfleetServer, type PrfleetServer } from './server.js';
+import { metricsRoute } from './http/metrics-route.js';
 import { traceLogMixin } from '../common/command-trace.js';
 
 let config: ServerConfig;
@@ -94,6 +95,8 @@ try {
   throw e;
 }
 extras.useStore(server.store); // token table and key registry of the auth middleware
+// /metrics is also served on the main port (HTTP/1.1), besides PRFLEET_METRICS_PORT.
+if (extras.metrics !== undefined) server.http.register(metricsRoute(extras.metrics.registry));
 const port = await server.listen(`${config.host}:${config.port}`, extras.credentials);
 await extras.start(server);
 log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { ServerCredentials } from '@grpc/grpc-js';
+import { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { createServer, ServerError, Status, type ServerMiddleware } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl, HealthState } from 'nice-grpc-server-health';
@@ -49,6 +49,11 @@ import {
   type FleetEvents,
 } from './events/fleet-events.js';
 import { journalWithProutEvents } from './events/prout-events.js';
+import { buildUnbound } from './http/grpc-unbound.js';
+import { listenOnePort, type OnePortListener } from './http/listener.js';
+import { createHttpRoutes, sendText, type HttpRoutes } from './http/routes.js';
+import { registerLongPollLink, verifiedPeerCertificate } from './http/long-poll.js';
+import { peerHeadersFor } from './auth/mtls.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -113,10 +118,41 @@ function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementati
   return { ...refusing, watch: (request, ctx) => events.watch(request, ctx) };
 }
 
+/**
+ * `GET /healthz`: 200 SERVING while the server's overall gRPC health is healthy, else 503 NOT_SERVING (draining,
+ * shutting down); `?service=<full name>` asks about one service, as grpc.health.v1 Check does.
+ */
+function registerHealthRoute(http: HttpRoutes, health: HealthState): void {
+  http.register({
+    method: 'GET',
+    path: '/healthz',
+    auth: 'none',
+    handler(_req, res, ctx) {
+      const service = ctx.url.searchParams.get('service') ?? '';
+      const status = health.getStatus(service);
+      if (status === 'healthy') sendText(res, 200, 'SERVING');
+      else
+        sendText(
+          res,
+          status === 'unknown' ? 404 : 503,
+          status === 'unknown' ? 'SERVICE_UNKNOWN' : 'NOT_SERVING',
+        );
+    },
+  });
+}
+
 /** A built prfleet server: listen, drain and shut down; its router and agent registry are exposed for tests. */
 export interface PrfleetServer {
-  /** Starts listening on `address` (default `${config.host}:${config.port}`); resolves with the bound port. */
+  /**
+   * Starts listening on `address` (default `${config.host}:${config.port}`); resolves with the bound port. The
+   * one port serves gRPC and HTTP/1.1 ({@link http} routes): TLS by ALPN, plaintext by the HTTP/2 preface.
+   */
   listen(address?: string, credentials?: ServerCredentials): Promise<number>;
+  /**
+   * The HTTP/1.1 routes of the main port (docs/http.md): `/healthz`, the agent long-poll link, and whatever
+   * other modules register (`/metrics`, the web view). Routes may be added before or after listen().
+   */
+  readonly http: HttpRoutes;
   /**
    * Graceful drain (SIGTERM): health NOT_SERVING, new dispatches and agent sessions refused with UNAVAILABLE,
    * Reconnect sent to every agent, up to `graceMs` waiting for in-flight results, then agent streams and
@@ -358,6 +394,23 @@ async function buildServer(
   }
   for (const name of [...services, '']) health.setStatus('healthy', name);
 
+  const http = createHttpRoutes({
+    log,
+    tokens: deps.tokens,
+    tls: () => listener?.tls === true,
+  });
+  registerHealthRoute(http, health);
+  let listener: OnePortListener | undefined;
+  let listenCredentials: ServerCredentials = ServerCredentials.createInsecure();
+  // The long-poll agent link: the same sessions as the Connect stream, carried by HTTP/1.1 (docs/http.md).
+  registerLongPollLink(http, {
+    sessions: agentService.sessions,
+    registry: agents,
+    log,
+    peerOf: (req) => peerHeadersFor(listenCredentials, verifiedPeerCertificate(req)),
+    ...(config.longPollWaitMs === undefined ? {} : { maxWaitMs: config.longPollWaitMs }),
+  });
+
   let drained: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
 
@@ -396,11 +449,20 @@ async function buildServer(
     health,
     instanceId: config.instanceId,
     events,
+    http,
     async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
-      const port = await server.listen(address, credentials);
+      if (listener !== undefined) throw new Error('listen() called twice');
+      const grpc = await buildUnbound(server);
+      listenCredentials = credentials ?? listenCredentials;
+      listener = await listenOnePort(address, {
+        grpc,
+        credentials: listenCredentials,
+        http: http.handle,
+        log,
+      });
       agents.startLivenessChecks();
       events.start();
-      return port;
+      return listener.port;
     },
     drain(graceMs = config.drainGraceMs) {
       drained ??= drainOnce(graceMs);
@@ -413,13 +475,17 @@ async function buildServer(
         // Agent streams left open would make a graceful shutdown wait forever (grpc-ts-notes pitfall 6).
         for (const handle of sessions) handle.finish();
         for (const session of agents.sessions()) agents.close(session, 'server shut down');
+        // Long polls and event streams end now (their sessions are closed above); idle keep-alives close.
+        http.abortAll('server shut down');
+        const closing = listener?.close();
         const timer = setTimeout(() => {
           log.warn({ timeoutMs }, 'graceful shutdown too slow: forcing');
           server.forceShutdown();
+          listener?.destroyHttp();
         }, timeoutMs);
         timer.unref();
         try {
-          await server.shutdown();
+          await Promise.all([server.shutdown(), closing]);
         } finally {
           clearTimeout(timer);
           // Results that settled during drain are still being written; the store closes after them.

@@ -256,39 +256,71 @@ export function createPeerIdentityInterceptor(
     named.set(key, names);
     return names;
   };
-  return (_method, call) =>
+  /** The peer headers for a connection's TLS client certificate (raw DER; undefined: none). */
+  const headersFor = (raw: Buffer | undefined): Map<string, string> => {
+    const headers = new Map<string, string>();
+    if (raw !== undefined && cas.length > 0 && revoked !== undefined) {
+      const names = namesOf(raw);
+      headers.set(PEER_HEADERS.proof, PROOF);
+      if (revoked.has(names)) {
+        // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
+        headers.set(PEER_HEADERS.revoked, names.fingerprint256);
+        return headers;
+      }
+      // Streams outlive the check made here: their handlers look the certificate up again.
+      headers.set(PEER_HEADERS.certificate, JSON.stringify(names));
+    }
+    if (raw !== undefined && cas.length > 0) {
+      const identity = identityOf(raw);
+      if (identity !== undefined) {
+        headers.set(PEER_HEADERS.agentId, identity.agentId);
+        headers.set(PEER_HEADERS.allow, JSON.stringify(identity.allow));
+        headers.set(PEER_HEADERS.fingerprint, JSON.stringify(identity.certificate));
+        headers.set(PEER_HEADERS.proof, PROOF);
+      }
+    }
+    return headers;
+  };
+  const interceptor: ServerInterceptor = (_method, call) =>
     new ServerInterceptingCall(call, {
       start(next) {
         next({
           onReceiveMetadata(metadata: GrpcMetadata, mdNext: (m: GrpcMetadata) => void) {
             for (const key of Object.values(PEER_HEADERS)) metadata.remove(key);
             const raw = call.getAuthContext().sslPeerCertificate?.raw;
-            if (raw !== undefined && cas.length > 0 && revoked !== undefined) {
-              const names = namesOf(raw);
-              metadata.set(PEER_HEADERS.proof, PROOF);
-              if (revoked.has(names)) {
-                // Revoked: no identity, and the handlers are told why (the TLS handshake cannot know).
-                metadata.set(PEER_HEADERS.revoked, names.fingerprint256);
-                mdNext(metadata);
-                return;
-              }
-              // Streams outlive the check made here: their handlers look the certificate up again.
-              metadata.set(PEER_HEADERS.certificate, JSON.stringify(names));
-            }
-            if (raw !== undefined && cas.length > 0) {
-              const identity = identityOf(raw);
-              if (identity !== undefined) {
-                metadata.set(PEER_HEADERS.agentId, identity.agentId);
-                metadata.set(PEER_HEADERS.allow, JSON.stringify(identity.allow));
-                metadata.set(PEER_HEADERS.fingerprint, JSON.stringify(identity.certificate));
-                metadata.set(PEER_HEADERS.proof, PROOF);
-              }
-            }
+            for (const [key, value] of headersFor(raw)) metadata.set(key, value);
             mdNext(metadata);
           },
         });
       },
     });
+  peerJudges.set(interceptor, headersFor);
+  return interceptor;
+}
+
+/** The peer-header function of each interceptor {@link createPeerIdentityInterceptor} made. */
+const peerJudges = new WeakMap<
+  ServerInterceptor,
+  (raw: Buffer | undefined) => Map<string, string>
+>();
+
+/**
+ * The peer headers (as {@link peerIdentityOf} reads them) that the credentials' peer-identity interceptor gives a
+ * connection presenting `raw` (a verified TLS client certificate, DER; undefined: none), for requests that do not
+ * pass through grpc-js (the HTTP/1.1 agent link on the same port). No identity without that interceptor.
+ */
+export function peerHeadersFor(
+  credentials: ServerCredentials,
+  raw: Buffer | undefined,
+): PeerHeaderSource {
+  for (const interceptor of credentials._getInterceptors()) {
+    const judge = peerJudges.get(interceptor);
+    if (judge !== undefined) {
+      const headers = judge(raw);
+      return { metadata: { get: (key: string) => headers.get(key) } };
+    }
+  }
+  return { metadata: { get: () => undefined } };
 }
 
 /**

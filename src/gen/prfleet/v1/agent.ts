@@ -79,6 +79,24 @@ export interface ConnectResponse {
     | undefined;
 }
 
+/**
+ * Body of a long-poll link request (HTTP/1.1, docs/http.md): messages from agent to server, in order, each
+ * handled exactly as if it had come on the Connect stream.
+ */
+export interface LinkUpload {
+  /** The messages. */
+  messages: ConnectRequest[];
+}
+
+/**
+ * Body of a long-poll link answer (HTTP/1.1, docs/http.md): messages from server to agent, in order, each to be
+ * handled exactly as if it had come on the Connect stream.
+ */
+export interface LinkDownload {
+  /** The messages (none when a poll waited its full time for nothing). */
+  messages: ConnectResponse[];
+}
+
 /** Who the agent is. */
 export interface Hello {
   /** Stable agent id (one per host). */
@@ -644,6 +662,148 @@ export const ConnectResponse: MessageFns<ConnectResponse> = {
         break;
       }
     }
+    return message;
+  },
+};
+
+function createBaseLinkUpload(): LinkUpload {
+  return { messages: [] };
+}
+
+export const LinkUpload: MessageFns<LinkUpload> = {
+  encode(message: LinkUpload, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      ConnectRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LinkUpload {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLinkUpload();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(ConnectRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LinkUpload {
+    return {
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ConnectRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LinkUpload): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ConnectRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LinkUpload>): LinkUpload {
+    return LinkUpload.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LinkUpload>): LinkUpload {
+    const message = createBaseLinkUpload();
+    message.messages = object.messages?.map((e) => ConnectRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLinkDownload(): LinkDownload {
+  return { messages: [] };
+}
+
+export const LinkDownload: MessageFns<LinkDownload> = {
+  encode(message: LinkDownload, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.messages) {
+      ConnectResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LinkDownload {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLinkDownload();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.messages.push(ConnectResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): LinkDownload {
+    return {
+      messages: globalThis.Array.isArray(object?.messages)
+        ? object.messages.map((e: any) => ConnectResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LinkDownload): unknown {
+    const obj: any = {};
+    if (message.messages?.length) {
+      obj.messages = message.messages.map((e) => ConnectResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LinkDownload>): LinkDownload {
+    return LinkDownload.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LinkDownload>): LinkDownload {
+    const message = createBaseLinkDownload();
+    message.messages = object.messages?.map((e) => ConnectResponse.fromPartial(e)) || [];
     return message;
   },
 };

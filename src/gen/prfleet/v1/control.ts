@@ -26,6 +26,49 @@ export const protobufPackage = "prfleet.v1";
 
 export const protobufFileName = "prfleet/v1/control.proto";
 
+/** How an agent's session reaches the server (docs/http.md). */
+export enum AgentLink {
+  /** AGENT_LINK_UNSPECIFIED - Not known (an agent whose session another instance holds). */
+  AGENT_LINK_UNSPECIFIED = 0,
+  /** AGENT_LINK_STREAM - The gRPC bidirectional stream AgentService.Connect. */
+  AGENT_LINK_STREAM = 1,
+  /** AGENT_LINK_LONG_POLL - HTTP/1.1 long polling (POST /agent/v1/...), for hosts behind HTTP/1.1-only proxies. */
+  AGENT_LINK_LONG_POLL = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function agentLinkFromJSON(object: any): AgentLink {
+  switch (object) {
+    case 0:
+    case "AGENT_LINK_UNSPECIFIED":
+      return AgentLink.AGENT_LINK_UNSPECIFIED;
+    case 1:
+    case "AGENT_LINK_STREAM":
+      return AgentLink.AGENT_LINK_STREAM;
+    case 2:
+    case "AGENT_LINK_LONG_POLL":
+      return AgentLink.AGENT_LINK_LONG_POLL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return AgentLink.UNRECOGNIZED;
+  }
+}
+
+export function agentLinkToJSON(object: AgentLink): string {
+  switch (object) {
+    case AgentLink.AGENT_LINK_UNSPECIFIED:
+      return "AGENT_LINK_UNSPECIFIED";
+    case AgentLink.AGENT_LINK_STREAM:
+      return "AGENT_LINK_STREAM";
+    case AgentLink.AGENT_LINK_LONG_POLL:
+      return "AGENT_LINK_LONG_POLL";
+    case AgentLink.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** What is wrong with the history's hash chain. */
 export enum HistoryProblem {
   /** HISTORY_PROBLEM_UNSPECIFIED - No problem (ok is true). */
@@ -230,6 +273,8 @@ export interface Agent {
   transport: string;
   /** Server instance holding its stream. */
   serverInstance: string;
+  /** How its current (or last) session reaches the server: the gRPC stream or HTTP/1.1 long polling. */
+  link: AgentLink;
 }
 
 export interface Agent_LabelsEntry {
@@ -1292,6 +1337,7 @@ function createBaseAgent(): Agent {
     pathCount: 0,
     transport: "",
     serverInstance: "",
+    link: 0,
   };
 }
 
@@ -1332,6 +1378,9 @@ export const Agent: MessageFns<Agent> = {
     }
     if (message.serverInstance !== "") {
       writer.uint32(98).string(message.serverInstance);
+    }
+    if (message.link !== 0) {
+      writer.uint32(104).int32(message.link);
     }
     return writer;
   },
@@ -1448,6 +1497,14 @@ export const Agent: MessageFns<Agent> = {
             message.serverInstance = reader.string();
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.link = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1511,6 +1568,7 @@ export const Agent: MessageFns<Agent> = {
         : isSet(object.server_instance)
         ? globalThis.String(object.server_instance)
         : "",
+      link: isSet(object.link) ? agentLinkFromJSON(object.link) : 0,
     };
   },
 
@@ -1558,6 +1616,9 @@ export const Agent: MessageFns<Agent> = {
     if (message.serverInstance !== "") {
       obj.serverInstance = message.serverInstance;
     }
+    if (message.link !== 0) {
+      obj.link = agentLinkToJSON(message.link);
+    }
     return obj;
   },
 
@@ -1586,6 +1647,7 @@ export const Agent: MessageFns<Agent> = {
     message.pathCount = object.pathCount ?? 0;
     message.transport = object.transport ?? "";
     message.serverInstance = object.serverInstance ?? "";
+    message.link = object.link ?? 0;
     return message;
   },
 };

@@ -1,0 +1,219 @@
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Logger } from 'pino';
+import {
+  LinkDownload,
+  LinkUpload,
+  type AgentServiceClient,
+  type ConnectRequest,
+  type ConnectResponse,
+  type DeepPartial,
+} from '../src/gen/prfleet/v1/agent.js';
+import { createAsyncQueue } from './async-queue.js';
+
+/** Content type of the link's bodies (agent.proto LinkUpload / LinkDownload). */
+const CONTENT_TYPE = 'application/x-protobuf';
+
+/** What a session needs of its link: AgentService.Connect's shape (the gRPC client, or {@link createLongPollClient}). */
+export type AgentLinkClient = Pick<AgentServiceClient, 'connect'>;
+
+/** Options of {@link createLongPollClient}. */
+export interface LongPollClientOptions {
+  /** `http(s)://host:port` (a path prefix is kept: a proxy may serve the server under one), or `host:port`. */
+  readonly server: string;
+  /** Use http:// for a bare `host:port`. @default false (https) */
+  readonly plaintext?: boolean;
+  /** TLS: CA to trust instead of the system roots, and the agent's client certificate (mTLS). */
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** How long each poll asks the server to wait for commands, ms. @default 20000 */
+  readonly waitMs?: number;
+  /** Longest wait for any answer beyond the poll's own wait, ms. @default 15000 */
+  readonly slackMs?: number;
+  /** Logger. */
+  readonly log: Logger;
+}
+
+/** A long-poll client: Connect over HTTP/1.1, plus close() for its kept-alive connections. */
+export interface LongPollClient extends AgentLinkClient {
+  /** Closes idle connections (the agent stopped). */
+  close(): void;
+}
+
+/** The server ended the session (HTTP 410): like a stream ending OK, the agent says Hello again. */
+class SessionOver extends Error {}
+
+/** Base URL of the link for a server address. */
+export function linkBaseUrl(server: string, plaintext: boolean): URL {
+  const url = new URL(
+    server.includes('://') ? server : `${plaintext ? 'http' : 'https'}://${server}`,
+  );
+  if (!url.pathname.endsWith('/')) url.pathname += '/';
+  return new URL('agent/v1/', url);
+}
+
+/**
+ * AgentService.Connect carried by HTTP/1.1 long polling (docs/http.md), for hosts whose proxies pass no HTTP/2:
+ * the session above it (agent/session.ts) is the same as on the stream. Hello → POST connect (answered with the
+ * Welcome); then one poll at a time (POST …/poll, answered with the queued messages or none after `waitMs`), and
+ * the agent's messages POSTed in order (…/send), those queued meanwhile together. The request iterable ending
+ * (the agent half-closes) → POST …/close, and the responses end once the server closes the session (410).
+ */
+export function createLongPollClient(options: LongPollClientOptions): LongPollClient {
+  const base = linkBaseUrl(options.server, options.plaintext ?? false);
+  const secure = base.protocol === 'https:';
+  const agent = secure
+    ? new HttpsAgent({
+        keepAlive: true,
+        maxSockets: 4,
+        ALPNProtocols: ['http/1.1'],
+        ...(options.tls?.ca === undefined ? {} : { ca: options.tls.ca }),
+        ...(options.tls?.cert === undefined ? {} : { cert: options.tls.cert }),
+        ...(options.tls?.key === undefined ? {} : { key: options.tls.key }),
+      })
+    : new HttpAgent({ keepAlive: true, maxSockets: 4 });
+  const waitMs = options.waitMs ?? 20_000;
+  const slackMs = options.slackMs ?? 15_000;
+
+  /** POSTs `messages` to `path`; resolves with the decoded answer (none for 204); SessionOver on 410. */
+  function post(
+    path: string,
+    messages: readonly DeepPartial<ConnectRequest>[],
+    signal: AbortSignal,
+    timeoutMs: number,
+  ): Promise<ConnectResponse[]> {
+    const body = LinkUpload.encode({ messages: messages as ConnectRequest[] }).finish();
+    const url = new URL(path, base);
+    return new Promise((resolve, reject) => {
+      const req = (secure ? httpsRequest : httpRequest)(
+        url,
+        {
+          method: 'POST',
+          agent,
+          signal,
+          timeout: timeoutMs,
+          headers: {
+            'content-type': CONTENT_TYPE,
+            'content-length': body.length,
+            accept: CONTENT_TYPE,
+          },
+        },
+        (res: IncomingMessage) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () => {
+            const data = Buffer.concat(chunks);
+            const status = res.statusCode ?? 0;
+            if (status === 204) return resolve([]);
+            if (status === 200 && (res.headers['content-type'] ?? '').startsWith(CONTENT_TYPE)) {
+              try {
+                resolve(LinkDownload.decode(data).messages);
+              } catch (e) {
+                reject(new Error(`${url.pathname}: undecodable answer: ${(e as Error).message}`));
+              }
+              return;
+            }
+            const text = data.toString('utf8', 0, Math.min(data.length, 500)).trim();
+            if (status === 410) reject(new SessionOver(text));
+            else
+              reject(new Error(`${url.pathname}: HTTP ${status}${text === '' ? '' : `: ${text}`}`));
+          });
+        },
+      );
+      req.on('timeout', () =>
+        req.destroy(new Error(`${url.pathname}: no answer within ${timeoutMs} ms`)),
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  async function* connect(
+    requests: AsyncIterable<DeepPartial<ConnectRequest>>,
+    callOptions?: { signal?: AbortSignal },
+  ): AsyncGenerator<ConnectResponse> {
+    const stop = new AbortController();
+    const outer = callOptions?.signal;
+    const onAbort = () => stop.abort(outer?.reason);
+    if (outer?.aborted) onAbort();
+    outer?.addEventListener('abort', onAbort, { once: true });
+    const signal = stop.signal;
+    const received = createAsyncQueue<ConnectResponse>();
+    let failure: Error | undefined;
+    const fail = (e: unknown) => {
+      if (received.closed) return;
+      if (!(e instanceof SessionOver)) failure = e instanceof Error ? e : new Error(String(e));
+      received.close();
+    };
+    const iterator = requests[Symbol.asyncIterator]();
+    try {
+      const hello = await iterator.next();
+      if (hello.done === true) return;
+      const welcome = await post('connect', [hello.value], signal, slackMs);
+      const first = welcome[0]?.message;
+      if (first?.$case !== 'welcome')
+        throw new Error('connect: the server did not answer with a Welcome');
+      const session = `sessions/${first.value.sessionId}/`;
+      for (const m of welcome) received.push(m);
+      void pollLoop(session, signal, received).catch(fail);
+      void uploadLoop(session, iterator, signal).catch(fail);
+      for await (const message of received) yield message;
+      if (failure !== undefined) throw failure;
+    } finally {
+      outer?.removeEventListener('abort', onAbort);
+      stop.abort(); // the other loop and any request in flight end with the session
+    }
+  }
+
+  async function pollLoop(
+    session: string,
+    signal: AbortSignal,
+    into: ReturnType<typeof createAsyncQueue<ConnectResponse>>,
+  ): Promise<void> {
+    try {
+      while (!signal.aborted && !into.closed) {
+        const messages = await post(`${session}poll?wait=${waitMs}`, [], signal, waitMs + slackMs);
+        for (const m of messages) into.push(m);
+      }
+    } catch (e) {
+      if (e instanceof SessionOver) into.close();
+      else throw e;
+    }
+  }
+
+  /** Sends the agent's messages in order, one request at a time, with what queued up meanwhile. */
+  async function uploadLoop(
+    session: string,
+    iterator: AsyncIterator<DeepPartial<ConnectRequest>>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const pending: DeepPartial<ConnectRequest>[] = [];
+    let ended = false;
+    let wake: (() => void) | undefined;
+    void (async () => {
+      for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+        pending.push(next.value);
+        wake?.();
+      }
+      ended = true;
+      wake?.();
+    })();
+    while (!signal.aborted) {
+      if (pending.length === 0) {
+        if (ended) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+        continue;
+      }
+      const batch = pending.splice(0, pending.length);
+      await post(`${session}send`, batch, signal, slackMs);
+    }
+    // The agent half-closed: the server ends the session, and the waiting poll gets 410.
+    if (!signal.aborted) await post(`${session}close`, [], signal, slackMs);
+  }
+
+  return {
+    connect: connect as AgentLinkClient['connect'],
+    close: () => agent.destroy(),
+  };
+}

@@ -1,0 +1,331 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { ServerError, Status } from 'nice-grpc-common';
+import type { Logger } from 'pino';
+import { identityFromCertificate } from '../auth/mtls.js';
+import { roleSatisfies, type Role } from '../auth/roles.js';
+import { verifyToken, type Principal, type TokenStore } from '../auth/tokens.js';
+
+/**
+ * Who may reach a route: 'none' (anyone: health, metrics, the agent link, which authenticates agents itself), or
+ * the least role a bearer token must hold (the same tokens and roles as ControlService).
+ */
+export type HttpRouteAuth = 'none' | Role;
+
+/** What a handler gets besides the request and response. */
+export interface HttpContext {
+  /** The request URL (path and query), parsed. */
+  readonly url: URL;
+  /** For a `prefix` route: the path after the prefix ('' for the prefix itself). */
+  readonly rest: string;
+  /** The caller, when the route needs a role and tokens are configured; undefined otherwise. */
+  readonly principal: Principal | undefined;
+  /** Aborted when the client goes away, the route's timeout passes, or the server shuts down. */
+  readonly signal: AbortSignal;
+  /** Reads the whole request body (at most the route's maxBodyBytes, else 413). */
+  body(): Promise<Buffer>;
+  /** The server's logger. */
+  readonly log: Logger;
+}
+
+/** One HTTP/1.1 route of the main port. */
+export interface HttpRoute {
+  /** Method(s) served, upper case ('GET' also answers HEAD). */
+  readonly method: string | readonly string[];
+  /** Exact path ('/healthz'), or … */
+  readonly path?: string;
+  /** … every path under a prefix ('/agent/v1/'); the longest matching prefix wins, an exact path first. */
+  readonly prefix?: string;
+  /** Who may call it. */
+  readonly auth: HttpRouteAuth;
+  /** Largest request body, bytes. @default 65536 */
+  readonly maxBodyBytes?: number;
+  /**
+   * Longest the handler may take to end the response, ms: then 503 (or the connection closes when the response
+   * has begun) and ctx.signal aborts; 0 = no limit (event streams). @default 30000
+   */
+  readonly timeoutMs?: number;
+  /** Answers the request: must end `res` (or keep it open, with timeoutMs 0, and end it when ctx.signal aborts). */
+  handler(req: IncomingMessage, res: ServerResponse, ctx: HttpContext): void | Promise<void>;
+}
+
+/** The route table of one server: routes are added before or after listen, by any module. */
+export interface HttpRoutes {
+  /** Adds a route; throws when one with the same method and path (or prefix) exists. Returns its removal. */
+  register(route: HttpRoute): () => void;
+  /** The node:http request handler the one-port listener uses. */
+  readonly handle: (req: IncomingMessage, res: ServerResponse) => void;
+  /** Aborts every handler's signal (server shutdown): long polls and event streams end. */
+  abortAll(reason: string): void;
+}
+
+/** Options of {@link createHttpRoutes}. */
+export interface HttpRoutesOptions {
+  /** Logger. */
+  readonly log: Logger;
+  /**
+   * Client tokens: routes with a role need `Authorization: Bearer prf_…` (or the `prfleet_token` cookie on
+   * GET/HEAD) with that role. Undefined: no tokens are configured and role routes are open, as the gRPC
+   * services are (on TLS a verified client certificate that is not an agent's is then required, as on gRPC).
+   */
+  readonly tokens?: TokenStore | undefined;
+  /** True when the server serves TLS (see `tokens`; known once it listens). @default never */
+  readonly tls?: () => boolean;
+}
+
+/** Cookie that may carry a bearer token for GET/HEAD routes (set HttpOnly, SameSite=Strict by a login route). */
+export const TOKEN_COOKIE = 'prfleet_token';
+
+const DEFAULT_MAX_BODY = 64 * 1024;
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** An HTTP error a handler may throw: answered with `status` and `message` as text/plain. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** HTTP status for a gRPC status code (ServerErrors thrown by shared code, such as the agent Hello checks). */
+export function httpStatusOf(code: Status): number {
+  switch (code) {
+    case Status.INVALID_ARGUMENT:
+    case Status.FAILED_PRECONDITION:
+    case Status.OUT_OF_RANGE:
+      return 400;
+    case Status.UNAUTHENTICATED:
+      return 401;
+    case Status.PERMISSION_DENIED:
+      return 403;
+    case Status.NOT_FOUND:
+      return 404;
+    case Status.ALREADY_EXISTS:
+    case Status.ABORTED:
+      return 409;
+    case Status.RESOURCE_EXHAUSTED:
+      return 429;
+    case Status.UNAVAILABLE:
+      return 503;
+    case Status.DEADLINE_EXCEEDED:
+      return 504;
+    case Status.UNIMPLEMENTED:
+      return 501;
+    default:
+      return 500;
+  }
+}
+
+/** Sends a short text answer (unless the response has begun), with the gRPC status name when there is one. */
+export function sendText(
+  res: ServerResponse,
+  status: number,
+  text: string,
+  grpcStatus?: Status,
+): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = `${text}\n`;
+  res.writeHead(status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+    ...(grpcStatus === undefined ? {} : { 'prfleet-status': Status[grpcStatus] }),
+  });
+  res.end(body);
+}
+
+function bearerOf(req: IncomingMessage, allowCookie: boolean): string | undefined {
+  const header = req.headers.authorization;
+  if (header !== undefined) return /^Bearer[ ]+(\S+)\s*$/i.exec(header)?.[1];
+  if (!allowCookie) return undefined;
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [name, ...value] = part.trim().split('=');
+    if (name === TOKEN_COOKIE) return decodeURIComponent(value.join('='));
+  }
+  return undefined;
+}
+
+/** Reads a body of at most `limit` bytes (413 beyond, before reading more). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit)
+    return Promise.reject(new HttpError(413, `request body over ${limit} bytes`));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        reject(new HttpError(413, `request body over ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+    req.on('aborted', () => reject(new HttpError(400, 'request aborted')));
+  });
+}
+
+/** The route table and its dispatcher: 404 for unknown paths, 405 for a known path's other methods. */
+export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
+  const { log } = options;
+  const exact = new Map<string, HttpRoute[]>();
+  const prefixes: HttpRoute[] = [];
+  const live = new Set<AbortController>();
+
+  const methodsOf = (route: HttpRoute): string[] =>
+    typeof route.method === 'string' ? [route.method] : [...route.method];
+
+  function find(path: string): { routes: HttpRoute[]; rest: string } | undefined {
+    const direct = exact.get(path);
+    if (direct !== undefined && direct.length > 0) return { routes: direct, rest: '' };
+    let best: HttpRoute | undefined;
+    for (const route of prefixes) {
+      const prefix = route.prefix as string;
+      if (
+        path.startsWith(prefix) &&
+        (best === undefined || prefix.length > (best.prefix as string).length)
+      )
+        best = route;
+    }
+    if (best === undefined) return undefined;
+    const prefix = best.prefix as string;
+    return { routes: prefixes.filter((r) => r.prefix === prefix), rest: path.slice(prefix.length) };
+  }
+
+  /** The principal for a role route; throws HttpError 401/403 (or 503 when the token store fails). */
+  async function authorize(req: IncomingMessage, needed: Role): Promise<Principal | undefined> {
+    if (options.tokens === undefined) {
+      if (options.tls?.() === true) requireClientCertificate(req);
+      return undefined;
+    }
+    const readOnly = req.method === 'GET' || req.method === 'HEAD';
+    // A cookie rides along with any request a browser makes: accepted only where nothing can change (CSRF).
+    const token = bearerOf(req, readOnly);
+    let principal: Principal | undefined;
+    try {
+      principal =
+        token === undefined ? undefined : await verifyToken(options.tokens, token, new Date());
+    } catch (error) {
+      log.error({ err: error, path: req.url }, 'token store unavailable: HTTP request refused');
+      throw new HttpError(
+        503,
+        'cannot check the bearer token right now (token store unavailable); retry later',
+      );
+    }
+    if (principal === undefined) {
+      throw new HttpError(
+        401,
+        token === undefined
+          ? 'missing bearer token (Authorization: Bearer prf_…)'
+          : 'invalid, expired or revoked token',
+      );
+    }
+    if (!roleSatisfies(principal.role, needed))
+      throw new HttpError(
+        403,
+        `this needs the ${needed} role; token ${principal.tokenId} is ${principal.role}`,
+      );
+    return principal;
+  }
+
+  async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://prfleet.invalid');
+    const found = find(url.pathname);
+    if (found === undefined) return sendText(res, 404, `no such path: ${url.pathname}`);
+    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+    const route = found.routes.find((r) => methodsOf(r).includes(method));
+    if (route === undefined) {
+      res.setHeader('allow', [...new Set(found.routes.flatMap(methodsOf))].join(', '));
+      return sendText(res, 405, `${req.method ?? ''} not allowed on ${url.pathname}`);
+    }
+    const principal = route.auth === 'none' ? undefined : await authorize(req, route.auth);
+    const controller = new AbortController();
+    live.add(controller);
+    const timeoutMs = route.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            controller.abort(new HttpError(503, `no answer within ${timeoutMs} ms`));
+            sendText(res, 503, `no answer within ${timeoutMs} ms`);
+          }, timeoutMs)
+        : undefined;
+    const done = () => {
+      clearTimeout(timer);
+      live.delete(controller);
+      if (!controller.signal.aborted)
+        controller.abort(new HttpError(499, 'client closed the request'));
+    };
+    res.once('close', done);
+    await route.handler(req, res, {
+      url,
+      rest: found.rest,
+      principal,
+      signal: controller.signal,
+      log,
+      body: () => readBody(req, route.maxBodyBytes ?? DEFAULT_MAX_BODY),
+    });
+  }
+
+  return {
+    register(route) {
+      if ((route.path === undefined) === (route.prefix === undefined))
+        throw new Error('an HTTP route needs exactly one of path or prefix');
+      const key = route.path ?? route.prefix ?? '';
+      const existing =
+        route.path !== undefined
+          ? (exact.get(key) ?? [])
+          : prefixes.filter((r) => r.prefix === key);
+      const clash = existing.find((r) => methodsOf(r).some((m) => methodsOf(route).includes(m)));
+      if (clash !== undefined)
+        throw new Error(`HTTP route ${methodsOf(route).join('|')} ${key} is registered already`);
+      if (route.path !== undefined) exact.set(key, [...existing, route]);
+      else prefixes.push(route);
+      return () => {
+        if (route.path !== undefined)
+          exact.set(
+            key,
+            (exact.get(key) ?? []).filter((r) => r !== route),
+          );
+        else prefixes.splice(prefixes.indexOf(route) >>> 0, prefixes.includes(route) ? 1 : 0);
+      };
+    },
+    handle(req, res) {
+      dispatch(req, res).catch((error: unknown) => {
+        if (error instanceof HttpError) return sendText(res, error.status, error.message);
+        if (error instanceof ServerError)
+          return sendText(res, httpStatusOf(error.code), error.details, error.code);
+        log.error({ err: error, path: req.url, method: req.method }, 'HTTP handler failed');
+        sendText(res, 500, 'internal error');
+      });
+    },
+    abortAll(reason) {
+      for (const controller of live) controller.abort(new HttpError(503, reason));
+    },
+  };
+}
+
+/**
+ * TLS without tokens: a verified client certificate is the credential, and an agent's certificate is not a
+ * client's (as refuseAgentCertificates does for gRPC).
+ */
+function requireClientCertificate(req: IncomingMessage): void {
+  const socket = req.socket;
+  if (!(socket instanceof TLSSocket) || !socket.authorized)
+    throw new HttpError(401, 'a client certificate signed by the fleet CA is required');
+  const raw = socket.getPeerCertificate().raw;
+  const agent = identityFromCertificate(new X509Certificate(raw));
+  if (agent !== undefined)
+    throw new HttpError(
+      403,
+      `the certificate of agent ${JSON.stringify(agent.agentId)} may only connect that agent; use a client certificate (prfleet-certs issue-client) or a token`,
+    );
+}
