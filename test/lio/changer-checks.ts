@@ -6,6 +6,7 @@ export const CHANGER_CHECKS = [
   'after MOVE MEDIUM through mtx, mtx and prfleet agree again',
   'sg_persist and prfleet agree on the PR state (LIO core), and the loader view names the holder',
   'READ ELEMENT STATUS from a non-holder under exclusive access is a RESERVATION CONFLICT from LIO core',
+  'under write exclusive LIO classes changer commands by data direction: MOVE MEDIUM from a non-registrant passes',
 ] as const;
 
 /** One of the check names. */

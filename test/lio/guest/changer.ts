@@ -8,7 +8,7 @@
  * conformance scenarios that apply to a changer, each with a differential check against an emulated twin.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -16,7 +16,7 @@ import { createChannel, createClient } from 'nice-grpc';
 import { createAgent, type Agent } from '../../../agent/agent.js';
 import { createSgioSource } from '../../../agent/sources.js';
 import { listScsiGenericNodes } from '../../../agent/sysfs.js';
-import { createSgioTransport } from '../../../agent/transport/sgio.js';
+import { createSgioTransport, SGIO_ALLOWED_OPCODES } from '../../../agent/transport/sgio.js';
 import type { ScsiDevice } from '../../../agent/transport/transport.js';
 import { createControlClient, type ControlClient } from '../../../src/common/client.js';
 import { createLogger } from '../../../src/common/logger.js';
@@ -38,6 +38,7 @@ import {
   encodeProut,
   encodeReadElementStatus,
   formatTransportId,
+  fromHex,
   toHex,
   type ScsiRequest,
   type TransportId,
@@ -106,6 +107,38 @@ async function naaOf(path: string): Promise<string> {
   } finally {
     await device.close();
   }
+}
+
+/**
+ * A PostgreSQL server in the guest (the host's binaries, data on tmpfs, no fsync): ListLoaders is a fleet
+ * operation and needs the durable store, and PGlite (WebAssembly) crashes V8 under TCG (out of memory with 1 GiB,
+ * "Check failed: it->second.Size() > offset" with 2 GiB).
+ */
+async function startPostgres(): Promise<{ url: string; stop(): Promise<void> }> {
+  const entry = (await readFile('/etc/passwd', 'utf8'))
+    .split('\n')
+    .find((l) => l.startsWith('postgres:'));
+  const [, , uid, gid] = entry?.split(':') ?? [];
+  if (uid === undefined || gid === undefined) throw new Error('no postgres user in the host root');
+  const as = { uid: Number(uid), gid: Number(gid), timeout: 300_000 };
+  const dir = '/tmp/prfleet-changer-pg';
+  const port = 54329;
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir);
+  await chown(dir, as.uid, as.gid);
+  await run('initdb', ['-D', dir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'], as);
+  const options = `-k /tmp -c listen_addresses=127.0.0.1 -p ${port} -F`;
+  await run(
+    'pg_ctl',
+    ['-D', dir, '-w', '-t', '300', '-l', join(dir, 'log'), '-o', options, 'start'],
+    as,
+  );
+  return {
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop: async () => {
+      await run('pg_ctl', ['-D', dir, '-m', 'immediate', 'stop'], as).catch(() => undefined);
+    },
+  };
 }
 
 /** Backstore, handler, LUN 1 in each TPG; waits for the changer's sg nodes. */
@@ -232,6 +265,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
   let server: PrfleetServer | undefined;
   let control: ControlClient | undefined;
   let channel: ReturnType<typeof createChannel> | undefined;
+  let postgres: { url: string; stop(): Promise<void> } | undefined;
   const [c1, c2, c3] = lu.paths as [string, string, string];
   const changerId = `naa.${CHANGER_NAA}`;
   const commandTimeout = { seconds: 20, nanos: 0 };
@@ -269,8 +303,8 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
             ...defaultServerConfig(),
             protosetPath: resolve(process.cwd(), 'src/gen/protoset.binpb'),
             instanceId: 'lio-vm-changer',
-            // ListLoaders is a fleet operation: it needs the durable store (PGlite, on the guest's tmpfs).
-            store: { kind: 'pglite', dataDir: '/tmp/prfleet-changer-store' },
+            // ListLoaders is a fleet operation: it needs the durable store.
+            store: { kind: 'postgres', databaseUrl: (postgres = await startPostgres()).url },
             shutdownTimeoutMs: 2000,
             drainGraceMs: 1000,
           },
@@ -420,6 +454,82 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
         return 'holder GOOD, other registrant 18h; CLEAR';
       },
     ],
+    [
+      CHANGER_CHECKS[6],
+      async () => {
+        // core_scsi3_pr_seq_non_holder names no SMC command: under WE only DMA_TO_DEVICE conflicts for
+        // non-registrants, and registered non-holders may only read. MOVE MEDIUM and INITIALIZE ELEMENT STATUS
+        // carry no data, so a host that never registered can move cartridges on a WE-reserved LIO changer (SPC-4
+        // table 47 and the emulator's changer profiles class them as writes: conflict).
+        for (const [target, key] of [
+          [at.a, 0xa1n],
+          [at.b, 0xb1n],
+        ] as const)
+          await control!.register({ target, key: 0n, newKey: key, options: prout });
+        await control!.reserve({
+          target: at.a,
+          key: 0xa1n,
+          type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
+          options: prout,
+        });
+        const transport = createSgioTransport({
+          allowedOpcodes: new Set([...SGIO_ALLOWED_OPCODES, 0x07, 0xa5]),
+        });
+        const statusOf = async (
+          path: string,
+          cdb: Uint8Array,
+          dataInLength = 0,
+        ): Promise<string> => {
+          const device = await transport.open(path);
+          try {
+            for (let i = 0; ; i++) {
+              const r = await device.execute({ cdb, dataInLength, timeoutMs: 10_000 });
+              // Unit attentions from the earlier checks are reported once each.
+              if (r.status === 2 && ((r.sense[2] ?? 0) & 0x0f) === 6 && i < 8) continue;
+              return r.status === 2
+                ? `2/${toHex(r.sense.subarray(12, 14))}`
+                : r.status.toString(16);
+            }
+          } finally {
+            await device.close();
+          }
+        };
+        const move = (from: number, to: number) =>
+          fromHex(
+            `a5000000${from.toString(16).padStart(4, '0')}${to.toString(16).padStart(4, '0')}00000000`,
+          );
+        const res = encodeReadElementStatus({ numberOfElements: 0xffff, allocationLength: 4096 });
+        const seen = {
+          'IES non-registrant': await statusOf(c3, fromHex('070000000000')),
+          'IES registrant': await statusOf(c2, fromHex('070000000000')),
+          'RES registrant': await statusOf(c2, res, 4096),
+          'RES non-registrant': await statusOf(c3, res, 4096),
+          // slot 2 (20h+1) to slot 5 and back, from the nexus that never registered
+          'MOVE non-registrant': await statusOf(c3, move(0x21, 0x24)),
+          'MOVE back non-registrant': await statusOf(c3, move(0x24, 0x21)),
+          'MOVE registrant': await statusOf(c2, move(0x21, 0x24)),
+          'MOVE holder': await statusOf(c1, move(0x21, 0x24)),
+          'MOVE back holder': await statusOf(c1, move(0x24, 0x21)),
+        };
+        await control!.clear({ target: at.a, key: 0xa1n, options: prout });
+        const text = Object.entries(seen)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ');
+        const expected = {
+          'IES non-registrant': '0',
+          'IES registrant': '18',
+          'RES registrant': '0',
+          'RES non-registrant': '0',
+          'MOVE non-registrant': '0',
+          'MOVE back non-registrant': '0',
+          'MOVE registrant': '18',
+          'MOVE holder': '0',
+          'MOVE back holder': '0',
+        };
+        if (JSON.stringify(seen) !== JSON.stringify(expected)) throw new Error(text);
+        return text;
+      },
+    ],
   ];
   try {
     for (const [name, check] of checks) {
@@ -427,8 +537,8 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
       try {
         const detail = await Promise.race([
           check(),
-          sleep(120_000, undefined, { ref: false }).then(() => {
-            throw new Error('no answer within 120 s');
+          sleep(300_000, undefined, { ref: false }).then(() => {
+            throw new Error('no answer within 300 s');
           }),
         ]);
         print(name, true, detail, Math.round(performance.now() - t0));
@@ -446,6 +556,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
     control?.close();
     channel?.close();
     await server?.shutdown(2000).catch(() => undefined);
+    await postgres?.stop();
   }
 }
 
