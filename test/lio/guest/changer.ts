@@ -8,7 +8,7 @@
  * conformance scenarios that apply to a changer, each with a differential check against an emulated twin.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chown, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -126,7 +126,16 @@ async function startPostgres(): Promise<{ url: string; stop(): Promise<void> }> 
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir);
   await chown(dir, as.uid, as.gid);
-  await run('initdb', ['-D', dir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'], as);
+  // Debian keeps the server binaries off PATH (/usr/lib/postgresql/<major>/bin); take the newest there.
+  const majors = await readdir('/usr/lib/postgresql').catch(() => [] as string[]);
+  const newest = majors.sort((a, b) => Number(b) - Number(a))[0];
+  const bin = (name: string) =>
+    newest === undefined ? name : join('/usr/lib/postgresql', newest, 'bin', name);
+  await run(
+    bin('initdb'),
+    ['-D', dir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8'],
+    as,
+  );
   const options = `-k /tmp -c listen_addresses=127.0.0.1 -p ${port} -F`;
   await run(
     'pg_ctl',
@@ -136,7 +145,7 @@ async function startPostgres(): Promise<{ url: string; stop(): Promise<void> }> 
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     stop: async () => {
-      await run('pg_ctl', ['-D', dir, '-m', 'immediate', 'stop'], as).catch(() => undefined);
+      await run(bin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], as).catch(() => undefined);
     },
   };
 }
@@ -275,9 +284,12 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
     b: { luId: '', agentId: 'vm-b', path: c2 },
     c: { luId: '', agentId: 'vm-b', path: c3 },
   };
+  // Keys from the fleet's key registry (AllocateKey), so the loader view can name the holder's host.
+  const keys = { a: 0n, b: 0n };
+  const fleet = () =>
+    createClient(FleetServiceDefinition, channel as ReturnType<typeof createChannel>);
   const loader = async (): Promise<Loader> => {
-    const fleet = createClient(FleetServiceDefinition, channel as ReturnType<typeof createChannel>);
-    const { loaders } = await fleet.listLoaders({ refresh: true });
+    const { loaders } = await fleet().listLoaders({ refresh: true });
     const found = loaders.find((l) => l.changerLuId === changerId);
     if (!found)
       throw new Error(`no loader for ${changerId}: ${loaders.map((l) => l.loaderId).join(', ')}`);
@@ -366,9 +378,19 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
     [
       CHANGER_CHECKS[4],
       async () => {
+        for (const host of ['a', 'b'] as const) {
+          const allocated = await fleet().allocateKey({
+            site: '',
+            agentId: at[host].agentId,
+            purpose: '',
+            owner: 'lio-vm',
+            note: '',
+          });
+          keys[host] = allocated.key?.key ?? 0n;
+        }
         for (const [target, key] of [
-          [at.a, 0xa1n],
-          [at.b, 0xb1n],
+          [at.a, keys.a],
+          [at.b, keys.b],
         ] as const) {
           const { result } = await control!.register({
             target,
@@ -381,7 +403,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
         }
         const reserve = await control!.reserve({
           target: at.a,
-          key: 0xa1n,
+          key: keys.a,
           type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
           options: prout,
         });
@@ -404,13 +426,13 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
         const theirs = `keys ${sgKeys.map((k) => k.toString(16)).join(',')} holder ${sgHolder} type ${sgType}`;
         if (
           pfKeys.join() !== sgKeys.join() ||
-          pfKeys.join() !== [0xa1n, 0xb1n].join() ||
+          pfKeys.join() !== [keys.a, keys.b].sort().join() ||
           r?.key.toString(16) !== sgHolder ||
           r?.type !== PrType.PR_TYPE_WRITE_EXCLUSIVE ||
           sgType !== 'Write Exclusive'
         )
           throw new Error(`prfleet: ${mine} | sg_persist: ${theirs}`);
-        if (hold?.agentId !== 'vm-a' || hold.key !== 0xa1n || !hold.reserved)
+        if (hold?.agentId !== 'vm-a' || hold.key !== keys.a || !hold.reserved)
           throw new Error(
             `loader view holder: ${JSON.stringify(hold, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString(16) : v))}`,
           );
@@ -422,13 +444,13 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
       async () => {
         await control!.release({
           target: at.a,
-          key: 0xa1n,
+          key: keys.a,
           type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
           options: prout,
         });
         const reserve = await control!.reserve({
           target: at.a,
-          key: 0xa1n,
+          key: keys.a,
           type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
           options: prout,
         });
@@ -448,7 +470,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
           }
         };
         const [holder, other] = [await status(c1), await status(c2)];
-        await control!.clear({ target: at.a, key: 0xa1n, options: prout });
+        await control!.clear({ target: at.a, key: keys.a, options: prout });
         if (holder !== 0 || other !== 0x18)
           throw new Error(`holder status ${holder}, registrant status 0x${other.toString(16)}`);
         return 'holder GOOD, other registrant 18h; CLEAR';
@@ -462,13 +484,13 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
         // carry no data, so a host that never registered can move cartridges on a WE-reserved LIO changer (SPC-4
         // table 47 and the emulator's changer profiles class them as writes: conflict).
         for (const [target, key] of [
-          [at.a, 0xa1n],
-          [at.b, 0xb1n],
+          [at.a, keys.a],
+          [at.b, keys.b],
         ] as const)
           await control!.register({ target, key: 0n, newKey: key, options: prout });
         await control!.reserve({
           target: at.a,
-          key: 0xa1n,
+          key: keys.a,
           type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
           options: prout,
         });
@@ -511,7 +533,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
           'MOVE holder': await statusOf(c1, move(0x21, 0x24)),
           'MOVE back holder': await statusOf(c1, move(0x24, 0x21)),
         };
-        await control!.clear({ target: at.a, key: 0xa1n, options: prout });
+        await control!.clear({ target: at.a, key: keys.a, options: prout });
         const text = Object.entries(seen)
           .map(([k, v]) => `${k} ${v}`)
           .join(', ');
@@ -647,7 +669,10 @@ function twinAt(generation: number, initiators: Initiator[]): EmulatedLogicalUni
 
 /** The PR scenarios that apply to a changer, on the changer's three nexuses, each compared with a twin. */
 async function runChangerScenarios(lu: ChangerLu, options: ChangerPartOptions): Promise<number> {
-  const transport = createSgioTransport();
+  // RESERVE(6)/RELEASE(6) beyond the agent's allow-list: the cleanup prologue and the SPC-2 scenarios send them.
+  const transport = createSgioTransport({
+    allowedOpcodes: new Set([...SGIO_ALLOWED_OPCODES, 0x16, 0x17]),
+  });
   const devices: ScsiDevice[] = [];
   let failures = 0;
   try {
