@@ -416,9 +416,11 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
           .sort();
         const sgHolder = /Key=0x([0-9a-f]+)/.exec(resOut)?.[1];
         const sgType = /type: (.+)$/m.exec(resOut)?.[1]?.trim();
-        const keys = await control!.readKeys({ target: at.c, options: { commandTimeout } });
+        const readKeys = await control!.readKeys({ target: at.c, options: { commandTimeout } });
         const pfKeys =
-          keys.result?.data?.$case === 'readKeys' ? [...keys.result.data.value.keys].sort() : [];
+          readKeys.result?.data?.$case === 'readKeys'
+            ? [...readKeys.result.data.value.keys].sort()
+            : [];
         const res = await control!.readReservation({ target: at.c, options: { commandTimeout } });
         const r = res.result?.data?.$case === 'readReservation' ? res.result.data.value : undefined;
         const hold = (await loader()).changerHold;
