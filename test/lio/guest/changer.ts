@@ -335,6 +335,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
               server: address,
               agentId: id,
               plaintext: true,
+              site: 'lio-vm',
               allow: [...allow],
               backoff: { initialMs: 50, maxMs: 1000 },
               drainMs: 2000,
@@ -380,7 +381,7 @@ async function runGrpcChecks(lu: ChangerLu, print: Print): Promise<void> {
       async () => {
         for (const host of ['a', 'b'] as const) {
           const allocated = await fleet().allocateKey({
-            site: '',
+            site: 'lio-vm',
             agentId: at[host].agentId,
             purpose: '',
             owner: 'lio-vm',
@@ -606,18 +607,58 @@ function notForChanger(s: Scenario): string | undefined {
   return undefined;
 }
 
-function basicProut(key: bigint, sark: bigint): ScsiRequest {
+function basicProut(
+  key: bigint,
+  sark: bigint,
+  serviceAction: 0 | 3 | 6 = 0,
+  allTgPt = false,
+): ScsiRequest {
   const { cdb, parameters } = encodeProut({
-    serviceAction: 0,
+    serviceAction,
     scope: 0,
     type: 0,
     reservationKey: key,
     serviceActionKey: sark,
     specIPt: [],
-    allTgPt: false,
+    allTgPt,
     aptpl: false,
   });
   return { cdb, dataOut: parameters, dataInLength: 0, timeoutMs: 20_000 };
+}
+
+/** Sends `request`, again after each unit attention (reported once each). */
+async function sendPastUnitAttentions(d: ScsiDevice, request: ScsiRequest) {
+  for (let i = 0; ; i++) {
+    const r = await d.execute(request);
+    if (r.status !== 2 || ((r.sense[2] ?? 0) & 0x0f) !== 6 || i > 8) return r;
+  }
+}
+
+/**
+ * Leaves the changer LU with no registration, reservation or pending unit attention before a new twin starts:
+ * unlike the disk LU it is never recreated, and a new twin starts empty. REGISTER AND IGNORE (again with ALL_TG_PT
+ * when LIO insists on it) and CLEAR from nexus 0, RELEASE(6) and TEST UNIT READY from every nexus.
+ */
+async function cleanChanger(devices: ScsiDevice[]): Promise<number> {
+  const first = devices[0] as ScsiDevice;
+  const key = 0xc1ea0000n;
+  const ignore = (allTgPt: boolean) => basicProut(0n, key, 6, allTgPt);
+  if ((await sendPastUnitAttentions(first, ignore(false))).status !== 0)
+    await sendPastUnitAttentions(first, ignore(true));
+  await sendPastUnitAttentions(first, basicProut(key, 0n, 3));
+  for (const d of devices) {
+    await sendPastUnitAttentions(d, {
+      cdb: fromHex('170000000000'),
+      dataInLength: 0,
+      timeoutMs: 20_000,
+    });
+    await sendPastUnitAttentions(d, {
+      cdb: fromHex('000000000000'),
+      dataInLength: 0,
+      timeoutMs: 20_000,
+    });
+  }
+  return decodeReadKeys((await sendPastUnitAttentions(first, prinRequest(0))).dataIn).generation;
 }
 
 const prinRequest = (sa: number): ScsiRequest => ({
@@ -631,13 +672,7 @@ const prinRequest = (sa: number): ScsiRequest => ({
  * target port designator; a registration through each nexus and READ FULL STATUS tell them. Leaves no key.
  */
 async function identitiesOf(devices: ScsiDevice[], lu: ChangerLu): Promise<Initiator[]> {
-  // Earlier checks leave unit attentions (RESERVATIONS RELEASED/PREEMPTED): each is reported once, then retried.
-  const send = async (d: ScsiDevice, request: ScsiRequest) => {
-    for (let i = 0; ; i++) {
-      const r = await d.execute(request);
-      if (r.status !== 2 || ((r.sense[2] ?? 0) & 0x0f) !== 6 || i > 8) return r;
-    }
-  };
+  const send = sendPastUnitAttentions; // earlier checks leave unit attentions
   for (const [i, d] of devices.entries()) await send(d, basicProut(0n, 0xc0de00n + BigInt(i)));
   const full = decodeFullStatus((await send(devices[0] as ScsiDevice, prinRequest(3))).dataIn);
   for (const [i, d] of devices.entries()) await send(d, basicProut(0xc0de00n + BigInt(i), 0n));
@@ -710,12 +745,7 @@ async function runChangerScenarios(lu: ChangerLu, options: ChangerPartOptions): 
       }
       const line: ScenarioLine = { t: 'scenario', id, lio: 'fail', ms: 0 };
       try {
-        if (twin === undefined) {
-          const generation = decodeReadKeys(
-            (await (devices[0] as ScsiDevice).execute(prinRequest(0))).dataIn,
-          ).generation;
-          twin = twinAt(generation, initiators);
-        }
+        if (twin === undefined) twin = twinAt(await cleanChanger(devices), initiators);
         const lioRecorder = createTranscriptRecorder({
           profile: 'lio',
           lu: CHANGER_SERIAL,
@@ -763,8 +793,8 @@ async function runChangerScenarios(lu: ChangerLu, options: ChangerPartOptions): 
       } catch (e) {
         line.reason = `harness: ${e instanceof Error ? e.message : String(e)}`;
       }
-      // After a failure or difference the twin is rebuilt at LIO's generation (the changer LU itself stays).
-      if (line.lio !== 'pass' || line.diff !== undefined) twin = undefined;
+      // After a failure or difference: a clean changer LU and a new twin at its PRgeneration.
+      if (line.lio === 'fail' || line.diff !== undefined) twin = undefined;
       if (line.lio === 'fail' || line.diff !== undefined) failures++;
       line.ms = Math.round(performance.now() - t0);
       options.print(formatLine(line));
