@@ -206,7 +206,9 @@ export async function runChangerPart(options: ChangerPartOptions): Promise<numbe
     await runChangerGrpcChecks({ ...lu, luId: `naa.${CHANGER_NAA}` }, print);
     failures += await runChangerScenarios(lu, options);
   } finally {
-    lu.handler.kill();
+    // The handler keeps serving until the VM powers off: a command the midlayer sends later (the error handling
+    // after the disk LU's PREEMPT AND ABORT hang resets the tcm_loop host) would otherwise wait in the ring.
+    lu.handler.unref();
     if (options.outDir) await writeFile(join(options.outDir, 'tcmu-changer.log'), lu.log.join(''));
   }
   return failures;
