@@ -337,7 +337,7 @@ class ChangerChecks {
    * core_scsi3_pr_seq_non_holder names no SMC command: under WE only DMA_TO_DEVICE conflicts for non-registrants,
    * and registered non-holders may only read. MOVE MEDIUM and INITIALIZE ELEMENT STATUS carry no data, so a host
    * that never registered can move cartridges on a WE-reserved LIO changer (the emulator's changer profiles class
-   * them as writes: conflict). Measured; the guest code changes only with the VM run (the suite is compiled per run).
+   * them as writes: conflict), measured by this check.
    */
   async directionClasses(): Promise<string> {
     await this.registerAndReserve(PrType.PR_TYPE_WRITE_EXCLUSIVE);
