@@ -43,7 +43,9 @@ import { compareTranscripts, formatMismatch } from '../differential.js';
 import { formatLine, type ScenarioLine } from '../protocol.js';
 import { runChangerGrpcChecks } from './changer-grpc.js';
 
-const WWN = 'naa.5001405000000001';
+/** tcm_loop WWNs: the disk LU's (lio-setup.sh) and the changer's own (one SCSI host each). */
+const DISK_WWN = 'naa.5001405000000001';
+const CHANGER_WWN = 'naa.5001405000000002';
 /** The handler's NAA (VPD 83h) and serial: the changer's LU id is naa.<this>. */
 const CHANGER_NAA = '5001405c0000c001';
 const CHANGER_SERIAL = 'prfleet-changer-0001';
@@ -97,32 +99,16 @@ async function naaOf(path: string): Promise<string> {
   }
 }
 
-/** Backstore, handler, LUN 1 in each TPG; waits for the changer's sg nodes. */
-async function setUpChanger(options: ChangerPartOptions): Promise<ChangerLu> {
-  const cfs = '/sys/kernel/config/target';
-  const tpgs = Array.from({ length: options.nexuses ?? 3 }, (_, i) => i + 1);
-  const host = (await readFile(join(cfs, 'loopback', WWN, 'tpgt_1', 'address'), 'utf8')).split(
-    ':',
-  )[0];
-  const before = await hctlNodes();
-  const diskPaths = tpgs.flatMap((t) => before.get(`${host}:0:${t}:0`)?.path ?? []);
-  const driveNaa = await naaOf(diskPaths[0] ?? '/dev/sg0');
-  const backstore = join(cfs, 'core', BACKSTORE);
-  await mkdir(backstore, { recursive: true });
-  // dev_size is required by target_core_user; nothing reads blocks of a changer.
-  await writeFile(join(backstore, 'control'), `dev_config=${DEV_CONFIG},dev_size=1048576`);
-  await writeFile(join(backstore, 'enable'), '1');
-  const args = [
-    '--match',
-    `/prfleet_changer/${DEV_CONFIG}`,
-    '--naa',
-    CHANGER_NAA,
-    '--serial',
-    CHANGER_SERIAL,
-  ];
-  args.push('--drive', driveNaa, '--cartridge', '2=ABC002L8', '--cartridge', '3=ABC003L8');
-  args.push('--cartridge', '16=CLN001L1', '--loaded', '0=1:ABC001L8', '--verbose');
-  const handler = spawn(options.handler, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Starts the handler on the enabled backstore's UIO device; resolves once it serves. */
+async function startHandler(
+  binary: string,
+  driveNaa: string,
+): Promise<{ handler: ChildProcess; log: string[] }> {
+  const args = ['--match', `/prfleet_changer/${DEV_CONFIG}`, '--naa', CHANGER_NAA];
+  args.push('--serial', CHANGER_SERIAL, '--drive', driveNaa, '--verbose');
+  args.push('--cartridge', '2=ABC002L8', '--cartridge', '3=ABC003L8', '--cartridge', '16=CLN001L1');
+  args.push('--loaded', '0=1:ABC001L8');
+  const handler = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const log: string[] = [];
   handler.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
   await new Promise<void>((resolvePromise, reject) => {
@@ -140,34 +126,47 @@ async function setUpChanger(options: ChangerPartOptions): Promise<ChangerLu> {
       reject(new Error(`the handler exited (${code}): ${log.join('')}`)),
     );
   });
-  // The handler answers the scan's INQUIRY: it must run before the LUN is linked (tcm_loop scans at link time).
+  return { handler, log };
+}
+
+/**
+ * Backstore, handler, then LUN 0 of TPGs 1..N on a tcm_loop WWN of its own (its own SCSI host and initiator
+ * ports, so the disk LU's TPGs keep one LUN: REPORT LUNS there stays as the disk scenarios expect); waits for
+ * the changer's sg nodes.
+ */
+async function setUpChanger(options: ChangerPartOptions): Promise<ChangerLu> {
+  const cfs = '/sys/kernel/config/target';
+  const tpgs = Array.from({ length: options.nexuses ?? 3 }, (_, i) => i + 1);
+  const address = (wwn: string) =>
+    readFile(join(cfs, 'loopback', wwn, 'tpgt_1', 'address'), 'utf8');
+  const diskHost = (await address(DISK_WWN)).split(':')[0];
+  const before = await hctlNodes();
+  const diskPaths = tpgs.flatMap((t) => before.get(`${diskHost}:0:${t}:0`)?.path ?? []);
+  const driveNaa = await naaOf(diskPaths[0] ?? '/dev/sg0');
+  const backstore = join(cfs, 'core', BACKSTORE);
+  await mkdir(backstore, { recursive: true });
+  // A size as target_core_user expects one; nothing reads blocks of a changer.
+  await writeFile(join(backstore, 'control'), `dev_config=${DEV_CONFIG},dev_size=1048576`);
+  await writeFile(join(backstore, 'enable'), '1');
+  const { handler, log } = await startHandler(options.handler, driveNaa);
+  // The handler answers the scan's INQUIRY: it must run before the LUN is linked (tcm_loop scans at link time),
+  // and the nexus must exist before that too.
+  const initiators: TransportId[] = [];
   for (const t of tpgs) {
-    const lun = join(cfs, 'loopback', WWN, `tpgt_${t}`, 'lun', 'lun_1');
-    await mkdir(lun, { recursive: true });
-    await symlink(backstore, join(lun, 'changer'));
+    const tpg = join(cfs, 'loopback', CHANGER_WWN, `tpgt_${t}`);
+    await mkdir(join(tpg, 'lun', 'lun_0'), { recursive: true });
+    const nexus = `naa.50014050000000b${t}`;
+    await writeFile(join(tpg, 'nexus'), nexus);
+    await symlink(backstore, join(tpg, 'lun', 'lun_0', 'changer'));
+    initiators.push({ protocol: 'sas', sasAddress: BigInt(`0x${nexus.slice(4)}`) });
   }
+  const host = (await address(CHANGER_WWN)).split(':')[0];
   for (let i = 0; ; i++) {
     const nodes = await hctlNodes();
-    const found = tpgs.map((t) => nodes.get(`${host}:0:${t}:1`));
+    const found = tpgs.map((t) => nodes.get(`${host}:0:${t}:0`));
     if (found.every((n) => n !== undefined && n.type === 8)) {
-      const initiators: TransportId[] = [];
-      for (const t of tpgs) {
-        const nexus = (
-          await readFile(join(cfs, 'loopback', WWN, `tpgt_${t}`, 'nexus'), 'utf8')
-        ).trim();
-        initiators.push({
-          protocol: 'sas',
-          sasAddress: BigInt(`0x${nexus.replace(/^naa\./, '')}`),
-        });
-      }
-      return {
-        paths: found.map((n) => n?.path ?? ''),
-        initiators,
-        driveNaa,
-        diskPaths,
-        handler,
-        log,
-      };
+      const paths = found.map((n) => n?.path ?? '');
+      return { paths, initiators, driveNaa, diskPaths, handler, log };
     }
     if (i > 400)
       throw new Error(`changer sg nodes: ${found.map((n) => JSON.stringify(n)).join(' ')}`);
@@ -222,16 +221,9 @@ function notForChanger(s: Scenario): string | undefined {
   if (s.requires?.deviceTypes && !s.requires.deviceTypes.includes(8))
     return 'needs another device type';
   const kinds = new Set(s.steps.map((step) => step.command.kind));
-  // Medium access commands follow the profile's device type (disk for lio); INQUIRY, REQUEST SENSE, REPORT LUNS
-  // and raw CDBs are the handler's or see both LUNs of the TPG: they test the disk LU's answers, not PR.
-  for (const kind of [
-    'medium-read',
-    'medium-write',
-    'inquiry',
-    'request-sense',
-    'report-luns',
-    'raw',
-  ] as const)
+  // Medium access commands follow the profile's device type (disk for lio); INQUIRY, REQUEST SENSE and raw CDBs
+  // are answered by the handler, not by LIO's core: they test the disk LU's answers, not PR.
+  for (const kind of ['medium-read', 'medium-write', 'inquiry', 'request-sense', 'raw'] as const)
     if (kinds.has(kind)) return `has a ${kind} step (device-specific, not PR)`;
   return undefined;
 }
