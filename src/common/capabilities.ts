@@ -150,7 +150,9 @@ export function checkSupported(
       return undefined;
     }
     case 'readElementStatus':
-      return CHANGER_PROFILES.has(device)
+      // A probed device (no known profile, e.g. the LIO VM's TCM-User changer) answers for itself; REPORT
+      // CAPABILITIES says nothing about the device type, and READ ELEMENT STATUS is read-only.
+      return probed || CHANGER_PROFILES.has(device)
         ? undefined
         : `${device} is not a medium changer (READ ELEMENT STATUS is for changers)`;
     case 'inquiry':

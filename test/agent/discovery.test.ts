@@ -13,7 +13,7 @@ import {
   ProutAction,
   PrType,
 } from '../../src/gen/prfleet/v1/scsi.js';
-import { Command, ProutCommand } from '../../src/gen/prfleet/v1/agent.js';
+import { Command, ProutCommand, ReadElementStatusCommand } from '../../src/gen/prfleet/v1/agent.js';
 import { capabilitySourceWords, checkSupported } from '../../src/common/capabilities.js';
 import type { Path } from '../../src/gen/prfleet/v1/scsi.js';
 
@@ -161,6 +161,18 @@ describe('discoverPath on a device no profile matches', () => {
     expect(
       checkSupported(caps, prout({ action: ProutAction.PROUT_ACTION_RESERVE, type: 2 as PrType })),
     ).toMatch(/the device \(REPORT CAPABILITIES\) does not support reservation type/);
+    // READ ELEMENT STATUS is left to the device too: REPORT CAPABILITIES does not tell a changer from a disk
+    // (the LIO VM's TCM-User changer is probed like this).
+    const res = Command.fromPartial({
+      kind: { $case: 'readElementStatus', value: ReadElementStatusCommand.fromPartial({}) },
+    });
+    expect(checkSupported(caps, res)).toBeUndefined();
+    expect(
+      checkSupported(
+        { ...caps!, source: CapabilitySource.CAPABILITY_SOURCE_PROFILE, profile: 'lio' },
+        res,
+      ),
+    ).toMatch(/lio is not a medium changer/);
   });
 
   it('leaves a device without REPORT CAPABILITIES unknown, refusing nothing', async () => {

@@ -4,10 +4,14 @@
  * prints on the serial console (test/lio/protocol.ts):
  *   - every conformance scenario on LIO through SG_IO, and a differential check against the emulator's lio
  *     profile (same commands, same status/sense/data-in), one test each;
- *   - prfleet server + sgio agent + client inside the VM: register/reserve/conflict/preempt over gRPC.
+ *   - prfleet server + sgio agent + client inside the VM: register/reserve/conflict/preempt over gRPC;
+ *   - a medium changer LU (TCM-User backstore answered by test/lio/tcmu-changer.c, PR by LIO's core): discovery,
+ *     mtx vs prfleet on every element, sg_persist vs prfleet on PR state, and the PR scenarios that apply to it.
  * Outside CI it is skipped with a one-line reason when it cannot run (not root, no qemu) or when
  * PRFLEET_SKIP_VM=1; in CI (CI=true) not running is a failure.
  */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +25,7 @@ import {
   vmUnavailableReason,
   type VmRun,
 } from '../scsi-vm/launch.js';
+import { CHANGER_CHECKS, CHANGER_SCENARIO_PREFIX } from './changer-checks.js';
 import { GRPC_CHECKS } from './grpc-checks.js';
 import {
   parseLines,
@@ -61,11 +66,22 @@ if (unavailable !== undefined && !inCi) {
         await prepareVm();
         const guestDir = await buildGuestCode();
         const outDir = await mkdtemp(join(tmpdir(), 'prfleet-lio-'));
+        // The changer's handler, compiled like test/loader/sg-bridge.c; the guest runs it from the host root.
+        const cc = ['/usr/bin/cc', '/usr/bin/gcc'].find((p) => existsSync(p));
+        if (cc === undefined) throw new Error('no C compiler for test/lio/tcmu-changer.c');
+        const handler = join(guestDir, 'tcmu-changer');
+        execFileSync(cc, [
+          '-O2',
+          '-Wall',
+          '-o',
+          handler,
+          join(import.meta.dirname, 'tcmu-changer.c'),
+        ]);
         run = await runInVm({
           outDir,
           // The guest runs the host's own runtime (the pinned Node under node_modules), not the chroot PATH's node.
           script: detachedNodeScript(
-            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc`,
+            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc,changer --changer-handler '${handler}'`,
           ),
           timeoutMs: 900_000,
         });
@@ -132,6 +148,31 @@ if (unavailable !== undefined && !inCi) {
         );
         expect(
           carryOver.map((l) => `after ${String(l['after'])}: ${String(l['diff'] ?? l['reason'])}`),
+        ).toEqual([]);
+      });
+    });
+
+    describe('a medium changer LU on LIO (TCM-User backstore, tcmu-changer.c; PR by LIO core)', () => {
+      for (const name of CHANGER_CHECKS) {
+        it(name, () => {
+          const line = lines.find(
+            (l): l is CheckLine => l.t === 'check' && l.part === 'changer' && l.name === name,
+          );
+          expect(line, `no result line for "${name}"`).toBeDefined();
+          expect(line?.ok, line?.detail).toBe(true);
+        });
+      }
+      const changerLines = (): ScenarioLine[] =>
+        lines.filter(
+          (l): l is ScenarioLine => l.t === 'scenario' && l.id.startsWith(CHANGER_SCENARIO_PREFIX),
+        );
+      it('runs the PR scenarios that apply to a changer on it: each passes and answers like the emulator twin', () => {
+        const ran = changerLines().filter((l) => l.lio !== 'skip');
+        expect(ran.length, 'PR scenarios run on the changer').toBeGreaterThan(30);
+        expect(
+          ran
+            .filter((l) => l.lio !== 'pass' || l.diff !== undefined)
+            .map((l) => `${l.id}: ${l.reason ?? ''} ${l.diff ?? ''}`),
         ).toEqual([]);
       });
     });

@@ -26,7 +26,8 @@ cp /bin/busybox "$ROOT/bin/busybox"
 # Loaded at boot, in dependency order. Copied but loaded only by check-changer.sh: scsi_debug (a changer-type
 # device, ptype=8) and target_core_pscsi (to try exporting it through LIO).
 # No sd_mod: the LUs are disks, and sd would scan each one (READ CAPACITY, partition table) for nothing.
-BOOT_MODULES="configfs target_core_mod target_core_file target_core_iblock tcm_loop sg"
+# target_core_user (with uio): the TCM-User backstore behind the medium changer LU (test/lio/tcmu-changer.c).
+BOOT_MODULES="configfs target_core_mod target_core_file target_core_iblock target_core_user tcm_loop sg"
 BOOT_MODULES="$BOOT_MODULES virtio_pci 9pnet_virtio 9p overlay"
 EXTRA_MODULES="scsi_debug target_core_pscsi"
 : >"$ROOT/etc/testbed/modules.list"

@@ -1,6 +1,6 @@
 /**
  * Entry point of the in-VM suite (runs chrooted in the host root, see test/scsi-vm/guest/scenario-exec.sh):
- *   node main.js --out <dir> [--parts conformance,grpc] [--only id,id]
+ *   node main.js --out <dir> [--parts conformance,grpc,changer] [--only id,id] [--changer-handler <binary>]
  * Prints `PRFLEET-LIO <json>` lines (test/lio/protocol.ts) and exits 0 when everything passed.
  */
 import { writeFileSync } from 'node:fs';
@@ -17,6 +17,7 @@ async function main(): Promise<number> {
       parts: { type: 'string', default: 'conformance' },
       only: { type: 'string' },
       nexuses: { type: 'string', default: '3' },
+      'changer-handler': { type: 'string' },
       'rc-file': { type: 'string' },
     },
   });
@@ -46,6 +47,18 @@ async function main(): Promise<number> {
     const { runGrpcPart } = await import('./grpc.js');
     const lu = await createLioTopology({ nexuses: Number(values.nexuses) }).primary();
     failures += await runGrpcPart({ lu, print });
+  }
+  // The changer before the disk scenarios: their last one (LIO's PREEMPT AND ABORT hang) wedges the tcm_loop host.
+  if (parts.includes('changer')) {
+    const { runChangerPart } = await import('./changer.js');
+    const handler = values['changer-handler'];
+    if (handler === undefined) throw new Error('--parts changer needs --changer-handler');
+    failures += await runChangerPart({
+      handler,
+      nexuses: Number(values.nexuses),
+      ...(values.out ? { outDir: values.out } : {}),
+      print,
+    });
   }
   if (parts.includes('conformance')) {
     failures += await runConformance({
