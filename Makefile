@@ -37,6 +37,7 @@ lint: install
 	$(BIN)/tsc --noEmit -p .
 	$(BIN)/tsc -p src/scsi/tsconfig.json
 	$(BIN)/tsc -p src/emulator/tsconfig.json
+	node scripts/check-layers.mjs
 	$(BIN)/eslint .
 
 ## format: prettier --write over the tree (.prettierrc.json, .prettierignore); format-check only reports.
@@ -60,6 +61,7 @@ node-version: install
 ## build: tsc → dist/, then the esbuild bundle of each executable → dist/bundle/ (scripts/bundle.mjs; what the
 ## container runs: a cold start reads a few files instead of ~500)
 build: install
+	node scripts/check-layers.mjs
 	rm -rf dist
 	$(BIN)/tsc -p tsconfig.build.json
 	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js dist/src/tools/tokens.js dist/src/tools/certs.js dist/src/tools/fence.js 2>/dev/null || true
