@@ -54,7 +54,7 @@ const MAY_IMPORT = {
 };
 
 const root = process.cwd();
-const partOf = (file) => {
+const partOf = (/** @type {string} */ file) => {
   const path = relative(root, file);
   return PARTS.find(([, prefix]) => path === prefix || path.startsWith(prefix))?.[0];
 };
