@@ -38,8 +38,10 @@ import {
   type LogicalUnitReport,
   type RolloutEvent,
   type RolloutOptions,
+  type TakeoverVerdict,
 } from '../gen/prfleet/v1/fleet.js';
 import type { PrType } from '../gen/prfleet/v1/scsi.js';
+import { msToDuration } from '../common/command.js';
 import { formatKey } from '../common/key-layout.js';
 import { describeRpcError, writeError } from './errors.js';
 import { ExitCode } from './exit-codes.js';
@@ -51,7 +53,7 @@ import {
   parsePrType,
   parseUint32,
 } from './parse.js';
-import { plainTable, prTypeShortName } from './render.js';
+import { plainTable, prTypeShortName, terminalSafe } from './render.js';
 
 /** Where fleet commands write, and how they report their exit code (the main program's io and state). */
 export interface FleetCliIo {
@@ -181,6 +183,21 @@ function withGuardRails<A extends unknown[], O extends OptionValues, G extends O
     .option('--operation-id <id>', 'rollout id; repeating it never re-sends journaled steps')
     .option('--reason <text>', 'why (recorded with every PROUT)')
     .option('--dry-run', 'plan and report, send nothing');
+}
+
+const VERDICT_NAMES = ['unspecified', 'failed', 'greedy', 'unproven'];
+
+/** A takeover verdict for people: the verdict line, then each fact (+ supports the takeover, - does not). */
+export function verdictLines(v: TakeoverVerdict): string {
+  const state = v.forced ? 'FORCED' : v.allowed ? 'allowed' : 'REFUSED';
+  const rule = v.policyRule ? ` (policy rule ${terminalSafe(v.policyRule)})` : '';
+  const lines = [`verdict: ${VERDICT_NAMES[v.kind] ?? v.kind}, ${state}${rule}`];
+  if (v.forced) lines.push(`  overrides: ${terminalSafe(v.overrides)}`);
+  for (const e of v.evidence)
+    lines.push(
+      `  ${e.holds ? '+' : '-'} ${e.rule}${e.subject ? ` ${terminalSafe(e.subject)}` : ''}: ${terminalSafe(e.detail)}`,
+    );
+  return `${lines.join('\n')}\n`;
 }
 
 function rolloutOptions(opts: {
@@ -470,11 +487,18 @@ export function registerFleetCommands<
   });
 
   const streamRollout = async (
-    events: AsyncIterable<{ event?: RolloutEvent | undefined }>,
+    events: AsyncIterable<{
+      event?: RolloutEvent | undefined;
+      verdict?: TakeoverVerdict | undefined;
+    }>,
     output: 'table' | 'json',
   ) => {
     let result: RolloutResult = RolloutResult.ROLLOUT_RESULT_UNSPECIFIED;
     for await (const r of events) {
+      if (r.verdict) {
+        if (output === 'json') line({ verdict: r.verdict });
+        else io.stdout(verdictLines(r.verdict));
+      }
       if (!r.event) continue;
       if (output === 'json') line(r.event.event);
       else io.stdout(`${rolloutLine(r.event)}\n`);
@@ -518,7 +542,13 @@ export function registerFleetCommands<
       parsePrType,
     )
     .option('--abort', 'PREEMPT AND ABORT')
+    .option(
+      '--force',
+      'take over although no rule proves the victim failed or greedy (admin; needs --reason)',
+    )
     .action(async (opts) => {
+      if (opts.force === true && (opts.reason ?? '').trim() === '')
+        program.error('error: --force needs --reason', { exitCode: ExitCode.USAGE });
       if ((opts.victimKey === undefined) === (opts.victimAgent === undefined))
         program.error('error: give exactly one of --victim-key and --victim-agent', {
           exitCode: ExitCode.USAGE,
@@ -537,6 +567,7 @@ export function registerFleetCommands<
             type: opts.type ?? 0,
             abort: opts.abort === true,
             options: rolloutOptions(opts),
+            force: opts.force === true,
           }),
           output,
         ),
@@ -649,10 +680,15 @@ export function registerFleetCommands<
   const reservation = (
     holder: string | undefined,
     type: PrType | undefined,
+    leaseMs?: number,
   ): DesiredReservation | undefined =>
     holder === undefined
       ? undefined
-      : { holderAgentId: holder === 'none' ? '' : holder, type: (type ?? 0) as PrType };
+      : {
+          holderAgentId: holder === 'none' ? '' : holder,
+          type: (type ?? 0) as PrType,
+          lease: leaseMs === undefined ? undefined : msToDuration(leaseMs),
+        };
   desired
     .command('set')
     .option('--loader <id>')
@@ -662,6 +698,16 @@ export function registerFleetCommands<
     .option('--changer-type <type>', 'changer reservation type', parsePrType)
     .option('--drives-holder <agent>', "host that holds the drives ('none' for no reservation)")
     .option('--drives-type <type>', 'drive reservation type', parsePrType)
+    .option(
+      '--changer-lease <duration>',
+      'longest the changer holder may hold it before takeover calls it greedy (e.g. 480m)',
+      parseDurationMs,
+    )
+    .option(
+      '--drives-lease <duration>',
+      'longest a drive holder may hold it before takeover calls it greedy',
+      parseDurationMs,
+    )
     .option('--purpose <purpose>', 'key purpose (default backup)')
     .option('--remove-others', 'remove registrations of keys of unlisted hosts')
     .option('--group-site <site>', 'group: agents of this site')
@@ -678,8 +724,8 @@ export function registerFleetCommands<
           exitCode: ExitCode.USAGE,
         });
       await run(async (client, output) => {
-        const changer = reservation(opts.changerHolder, opts.changerType);
-        const drives = reservation(opts.drivesHolder, opts.drivesType);
+        const changer = reservation(opts.changerHolder, opts.changerType, opts.changerLease);
+        const drives = reservation(opts.drivesHolder, opts.drivesType, opts.drivesLease);
         const r = await client.setDesiredState({
           scope: {
             scope:

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import { takeoverRulesFromEnv, type TakeoverRules } from './fleet/takeover-rules.js';
 import { DEFAULT_DATA_DIR, storeOptionsFromEnv, type StoreOptions } from './store/index.js';
 
 const STORE_KINDS: readonly string[] = ['postgres', 'pglite', 'memory'];
@@ -116,6 +117,12 @@ export interface ServerConfig {
   readonly store: StoreConfig;
   /** The fleet event log and the periodic observation (docs/events.md). */
   readonly events: EventsConfig;
+  /**
+   * What proves a Takeover victim failed or greedy, and the preempt policy (PRFLEET_TAKEOVER_RULES,
+   * PRFLEET_TAKEOVER_FAILED_AFTER_MS, PRFLEET_LIVENESS_URL, PRFLEET_LIVENESS_TIMEOUT_MS; docs/fencing.md).
+   * @default DEFAULT_TAKEOVER_RULES
+   */
+  readonly takeoverRules?: TakeoverRules;
 }
 
 /** Event log retention and watcher bounds, and the periodic light observation of every LU. */
@@ -251,5 +258,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       observeIntervalMs: e.PRFLEET_OBSERVE_INTERVAL_MS,
       observeConcurrency: e.PRFLEET_OBSERVE_CONCURRENCY,
     },
+    takeoverRules: takeoverRulesFromEnv(env),
   };
 }

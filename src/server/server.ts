@@ -369,6 +369,7 @@ async function buildServer(
         instanceId: config.instanceId,
         commands,
         watch: events.watch,
+        ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,

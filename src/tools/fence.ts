@@ -314,6 +314,8 @@ async function fenceOff(
       reason: `fence_prfleet: ${by} fences ${plug}`,
       dryRun: false,
     },
+    // The cluster manager's quorum decided the node must go: that decision is the proof (recorded as forced).
+    force: true,
   });
   let result = RolloutResult.ROLLOUT_RESULT_UNSPECIFIED;
   for await (const e of events) {

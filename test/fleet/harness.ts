@@ -24,6 +24,7 @@ import { createLuSerializer } from '../../src/server/lu-serializer.js';
 import { rpcMiddleware } from '../../src/server/middleware.js';
 import { createInProcessRouter, type CommandRouter } from '../../src/server/router.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
+import type { TakeoverRules } from '../../src/server/fleet/takeover-rules.js';
 import { DEMO_FABRIC } from '../helpers/agents.js';
 
 /** What a test can do to a command on its way into the emulator: run it, or run something else first. */
@@ -98,6 +99,10 @@ export async function startFleetHarness(
     wrapRouter?: (r: CommandRouter, agents: AgentRegistry) => CommandRouter;
     /** Told each audit's finding counts (the server wires the Prometheus gauge here). */
     onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
+    /** Takeover rules. @default DEFAULT_TAKEOVER_RULES */
+    takeoverRules?: TakeoverRules;
+    /** A store to use instead of the shared in-memory PGlite (e.g. PostgreSQL). */
+    store?: Store;
   } = {},
 ): Promise<FleetHarness> {
   const level = process.env['PRFLEET_TEST_LOG'];
@@ -118,7 +123,7 @@ export async function startFleetHarness(
     resultSlackMs: 1_000,
   });
   const router = options.wrapRouter ? options.wrapRouter(inner, agents) : inner;
-  const store = await sharedStore();
+  const store = options.store ?? (await sharedStore());
   const agentService = createAgentService({
     registry: agents,
     router: inner,
@@ -137,6 +142,7 @@ export async function startFleetHarness(
     instanceId: 'fleet-test',
     luSerializer: createLuSerializer(), // as prfleet-server wires it: each step's read + PROUT in one LU turn
     ...(options.onAuditFindings === undefined ? {} : { onAuditFindings: options.onAuditFindings }),
+    ...(options.takeoverRules === undefined ? {} : { takeoverRules: options.takeoverRules }),
   });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;

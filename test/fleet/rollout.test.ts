@@ -3,6 +3,7 @@ import { Outcome, PrType, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { RolloutPhase, RolloutResult, StepState } from '../../src/gen/prfleet/v1/fleet.js';
 import { formatKey } from '../../src/common/key-layout.js';
 import { collect, finished, startFleetHarness, stepEvents, type FleetHarness } from './harness.js';
+import { DEFAULT_TAKEOVER_RULES } from '../../src/server/fleet/takeover-rules.js';
 
 const EA = PrType.PR_TYPE_EXCLUSIVE_ACCESS;
 const WE = PrType.PR_TYPE_WRITE_EXCLUSIVE;
@@ -194,7 +195,9 @@ describe('plan and apply', { timeout: 120_000 }, () => {
 
 describe('takeover', { timeout: 60_000 }, () => {
   it('preempts a failed host by agent on a loader: the taker registers and becomes holder; the victim is gone', async () => {
-    const h = await startFleetHarness();
+    const h = await startFleetHarness({
+      takeoverRules: { ...DEFAULT_TAKEOVER_RULES, failedAfterMs: 1 },
+    });
     const k = await keys(h, 'host-a', 'host-b');
     const B = k['host-b'] ?? 0n;
     const A = k['host-a'] ?? 0n;

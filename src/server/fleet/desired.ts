@@ -9,6 +9,8 @@ import { KEY_PURPOSE_NAMES, type KeyPurpose } from '../../common/key-layout.js';
 import type { DesiredScope, DesiredStateRecord } from '../store/index.js';
 import type { FleetStore } from './deps.js';
 import type { UnitDesire } from './planner.js';
+import { durationToMs } from '../../common/command.js';
+import type { Duration } from '../../gen/google/protobuf/duration.js';
 import { agentMatches, isChanger, parseLabels, type SelectedUnit } from './selection.js';
 
 const VALID_TYPES = new Set<number>([
@@ -59,6 +61,8 @@ export function validateDesiredState(
     ['changer', state.changer],
     ['drives', state.drives],
   ] as const) {
+    if (r?.lease !== undefined && r.holderAgentId === '')
+      throw invalidArgument(`state.${name}.lease`, 'a lease needs a holder_agent_id');
     if (r === undefined || r.holderAgentId === '') continue;
     if (!VALID_TYPES.has(r.type))
       throw invalidArgument(
@@ -77,6 +81,18 @@ export function validateDesiredState(
     throw invalidArgument('state.group_site', 'only a group scope has a selector');
   }
   return DesiredState.fromPartial({ ...state, keyPurpose: state.keyPurpose || 'backup' });
+}
+
+/** A lease from the desired state (ms), or undefined for none. */
+export function leaseMsOf(lease: Duration | undefined): number | undefined {
+  if (lease === undefined) return undefined;
+  const ms = durationToMs(lease);
+  return ms > 0 ? ms : undefined;
+}
+
+function leaseOf(lease: Duration | undefined): { leaseMs?: number } {
+  const ms = leaseMsOf(lease);
+  return ms === undefined ? {} : { leaseMs: ms };
 }
 
 /** A stored record as proto (the spec is the proto JSON of DesiredState). */
@@ -137,7 +153,15 @@ export async function loadDesiredIndex(store: FleetStore): Promise<DesiredIndex>
       return {
         source,
         registered: [...registered],
-        ...(r === undefined ? {} : { reservation: { holder: r.holderAgentId, type: r.type } }),
+        ...(r === undefined
+          ? {}
+          : {
+              reservation: {
+                holder: r.holderAgentId,
+                type: r.type,
+                ...leaseOf(r.lease),
+              },
+            }),
         purpose: (state.keyPurpose || 'backup') as KeyPurpose,
         removeOthers: state.removeOthers,
       };

@@ -42,7 +42,14 @@ import { CommandLimiter } from './limiter.js';
 import { observeUnit } from './observe.js';
 import { planDesired, planTakeover } from './planner.js';
 import type { UnitPlan } from './plan-model.js';
-import { newOperationId, runRollout, type RolloutSettings } from './rollout.js';
+import {
+  HISTORY_REASON_MAX,
+  newOperationId,
+  runRollout,
+  type RolloutSettings,
+} from './rollout.js';
+import { judgeTakeover, kindName, verdictRecord } from './takeover-proof.js';
+import { DEFAULT_TAKEOVER_RULES } from './takeover-rules.js';
 import { ElementViewCache, listLoaders } from './loaders.js';
 import { actorOnBehalfOf, ANONYMOUS, defaultPrincipalOf } from '../history.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
@@ -451,18 +458,53 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         type: request.type,
         abort: request.abort,
       };
+      if (request.force && settings.reason.trim() === '')
+        throw invalidArgument('options.reason', 'required with force: say why the rules are overridden');
+      const verdict = await judgeTakeover(
+        deps,
+        deps.takeoverRules ?? DEFAULT_TAKEOVER_RULES,
+        {
+          taker: request.agentId,
+          victimKeys,
+          ...(victim.$case === 'victimAgentId' ? { victimAgentId: victim.value } : {}),
+          units,
+          keys,
+          desired: await loadDesiredIndex(store),
+          timeoutMs: Math.min(settings.timeoutMs, PLAN_READ_TIMEOUT_MS),
+        },
+        request.force,
+        ctx.signal,
+      );
       log.info(
         {
           operationId: settings.operationId,
           taker: request.agentId,
           victims: [...victimKeys].map(formatKey),
           logicalUnits: units.length,
+          verdict: kindName(verdict.kind),
+          allowed: verdict.allowed,
+          forced: verdict.forced,
         },
         'takeover requested',
       );
+      yield { verdict };
+      if (!verdict.allowed) {
+        if (settings.dryRun) return;
+        throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
+          type: 'TAKEOVER',
+          subject: `agents/${victim.$case === 'victimAgentId' ? victim.value : formatKey(victim.value)}`,
+          description: `takeover ${verdict.summary}`,
+        });
+      }
       for await (const event of runRollout(
         deps,
-        { units, planner: (obs, analysis) => planTakeover(obs, analysis, spec), keys, settings },
+        {
+          units,
+          planner: (obs, analysis) => planTakeover(obs, analysis, spec),
+          keys,
+          settings,
+          preemptRecord: verdictRecord(verdict, HISTORY_REASON_MAX),
+        },
         ctx.signal,
       )) {
         yield { event };

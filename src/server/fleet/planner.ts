@@ -25,7 +25,12 @@ export interface UnitDesire {
   /** Hosts that should be registered on every path (the desired holder included). */
   readonly registered: readonly string[];
   /** Who should hold the reservation ('' = nobody) and with which type; undefined leaves it alone. */
-  readonly reservation?: { readonly holder: string; readonly type: PrType };
+  readonly reservation?: {
+    readonly holder: string;
+    readonly type: PrType;
+    /** Longest hold (ms) before the holder counts as greedy for Takeover; undefined: no lease. */
+    readonly leaseMs?: number;
+  };
   /** Key purpose of the hosts' keys. */
   readonly purpose: KeyPurpose;
   /** Remove registrations of keys that belong to no listed host. */

@@ -11,7 +11,13 @@ import {
   StepState,
   type Finding,
 } from '../../gen/prfleet/v1/fleet.js';
-import { CommandResult, Outcome, outcomeToJSON, PrinAction } from '../../gen/prfleet/v1/scsi.js';
+import {
+  CommandResult,
+  Outcome,
+  outcomeToJSON,
+  PrinAction,
+  ProutAction,
+} from '../../gen/prfleet/v1/scsi.js';
 import { RichServerError, PreconditionFailure } from 'nice-grpc-error-details';
 import { msToDuration } from '../../common/command.js';
 import { ErrorReason, summarizeRpcError } from '../../common/errors.js';
@@ -79,7 +85,12 @@ export interface RolloutInput {
   readonly keys: KeyIndex;
   /** Guard rails. */
   readonly settings: RolloutSettings;
+  /** Added to the history reason of each PREEMPT (AND ABORT) step: a takeover's verdict and evidence. */
+  readonly preemptRecord?: string;
 }
+
+/** The history's reason column holds at most this many characters. */
+export const HISTORY_REASON_MAX = 2000;
 
 /** Follow-up planning rounds per LU after its steps ran (a step whose effect could not be predicted). */
 const MAX_ROUNDS = 4;
@@ -616,6 +627,18 @@ class Rollout {
     return undefined;
   }
 
+  /** The history reason of `step`: the rollout's, with a takeover's evidence on its PREEMPTs. */
+  private reasonOf(step: PlanStep): string {
+    const base = this.s.reason || `fleet rollout ${this.s.operationId}`;
+    const action = step.prout?.action;
+    const preempt =
+      action === ProutAction.PROUT_ACTION_PREEMPT ||
+      action === ProutAction.PROUT_ACTION_PREEMPT_AND_ABORT;
+    if (!preempt || this.input.preemptRecord === undefined) return base;
+    const text = `${base} || ${this.input.preemptRecord}`;
+    return text.length <= HISTORY_REASON_MAX ? text : `${text.slice(0, HISTORY_REASON_MAX - 1)}…`;
+  }
+
   /** The pipeline input of a step's PROUT under journal key `key`. */
   private stepInput(step: PlanStep, key: string, precondition: boolean): CommandInput {
     const path = this.input.units
@@ -634,7 +657,7 @@ class Rollout {
         kind: { $case: 'prout', value: ProutCommand.fromPartial(step.prout ?? {}) },
       }),
       actor: this.s.actor,
-      reason: this.s.reason || `fleet rollout ${this.s.operationId}`,
+      reason: this.reasonOf(step),
       precondition: precondition ? step.precondition : undefined,
       timeoutMs: this.s.timeoutMs,
       journal: 'caller',

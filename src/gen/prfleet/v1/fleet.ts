@@ -565,6 +565,59 @@ export function rolloutResultToJSON(object: RolloutResult): string {
   }
 }
 
+/** Why Takeover may (or may not) preempt: the rule that proved it, and what it saw. */
+export enum TakeoverVerdictKind {
+  /** TAKEOVER_VERDICT_KIND_UNSPECIFIED - Never sent. */
+  TAKEOVER_VERDICT_KIND_UNSPECIFIED = 0,
+  /**
+   * TAKEOVER_VERDICT_KIND_FAILED - The victim's hosts have been offline on every path for at least the configured time (and the external
+   * liveness check, where configured, agrees).
+   */
+  TAKEOVER_VERDICT_KIND_FAILED = 1,
+  /** TAKEOVER_VERDICT_KIND_GREEDY - The victim holds a reservation the desired state gives to another host, or longer than its lease. */
+  TAKEOVER_VERDICT_KIND_GREEDY = 2,
+  /** TAKEOVER_VERDICT_KIND_UNPROVEN - No rule proves it failed or greedy. */
+  TAKEOVER_VERDICT_KIND_UNPROVEN = 3,
+  UNRECOGNIZED = -1,
+}
+
+export function takeoverVerdictKindFromJSON(object: any): TakeoverVerdictKind {
+  switch (object) {
+    case 0:
+    case "TAKEOVER_VERDICT_KIND_UNSPECIFIED":
+      return TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_UNSPECIFIED;
+    case 1:
+    case "TAKEOVER_VERDICT_KIND_FAILED":
+      return TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_FAILED;
+    case 2:
+    case "TAKEOVER_VERDICT_KIND_GREEDY":
+      return TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_GREEDY;
+    case 3:
+    case "TAKEOVER_VERDICT_KIND_UNPROVEN":
+      return TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_UNPROVEN;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return TakeoverVerdictKind.UNRECOGNIZED;
+  }
+}
+
+export function takeoverVerdictKindToJSON(object: TakeoverVerdictKind): string {
+  switch (object) {
+    case TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_UNSPECIFIED:
+      return "TAKEOVER_VERDICT_KIND_UNSPECIFIED";
+    case TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_FAILED:
+      return "TAKEOVER_VERDICT_KIND_FAILED";
+    case TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_GREEDY:
+      return "TAKEOVER_VERDICT_KIND_GREEDY";
+    case TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_UNPROVEN:
+      return "TAKEOVER_VERDICT_KIND_UNPROVEN";
+    case TakeoverVerdictKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Which logical units an operation covers. Empty fields match everything; set fields must all match. */
 export interface FleetSelector {
   /** Only LUs of these loaders. */
@@ -936,6 +989,11 @@ export interface DesiredReservation {
   holderAgentId: string;
   /** Reservation type. */
   type: PrType;
+  /**
+   * Longest the holder may keep this reservation (counted from the PROUT that made it holder, per the history);
+   * a holder past it counts as greedy for Takeover. Unset or zero: no lease.
+   */
+  lease: Duration | undefined;
 }
 
 /** The desired persistent-reservation state of a loader or group. */
@@ -1228,13 +1286,54 @@ export interface TakeoverRequest {
   /** Send PREEMPT AND ABORT (also abort the victim's queued commands). */
   abort: boolean;
   /** Guard rails. */
-  options: RolloutOptions | undefined;
+  options:
+    | RolloutOptions
+    | undefined;
+  /**
+   * Take over although no configured rule proves the victim failed or greedy (or the preempt policy does not
+   * allow this taker): needs options.reason; the verdict says what it overrides.
+   */
+  force: boolean;
+}
+
+/** One fact a takeover verdict rests on. */
+export interface TakeoverEvidence {
+  /** The rule it belongs to: "failed", "liveness", "greedy", "lease" or "policy". */
+  rule: string;
+  /** True when the fact supports the preemption. */
+  holds: boolean;
+  /** What it is about (an agent id, or "<lu id>"). */
+  subject: string;
+  /** The fact in words (ages, times, the webhook's answer, the desired holder). */
+  detail: string;
+}
+
+/** The verdict of a Takeover, sent first (also on a dry run) and recorded with each PREEMPT in the history. */
+export interface TakeoverVerdict {
+  /** Failed, greedy or unproven. */
+  kind: TakeoverVerdictKind;
+  /** True when the takeover may run: proven and allowed by the preempt policy, or forced. */
+  allowed: boolean;
+  /** True when it runs only because of force. */
+  forced: boolean;
+  /** What force overrides (empty unless forced). */
+  overrides: string;
+  /** The facts, in the order they were checked. */
+  evidence: TakeoverEvidence[];
+  /** The preempt policy rule that allowed it ("" when none applied). */
+  policyRule: string;
+  /** One line for people. */
+  summary: string;
 }
 
 /** One message of a Takeover stream. */
 export interface TakeoverResponse {
   /** The event. */
-  event: RolloutEvent | undefined;
+  event:
+    | RolloutEvent
+    | undefined;
+  /** The verdict (the first message only). */
+  verdict: TakeoverVerdict | undefined;
 }
 
 /** Request for ListLoaders. */
@@ -4690,7 +4789,7 @@ export const DesiredScope: MessageFns<DesiredScope> = {
 };
 
 function createBaseDesiredReservation(): DesiredReservation {
-  return { holderAgentId: "", type: 0 };
+  return { holderAgentId: "", type: 0, lease: undefined };
 }
 
 export const DesiredReservation: MessageFns<DesiredReservation> = {
@@ -4700,6 +4799,9 @@ export const DesiredReservation: MessageFns<DesiredReservation> = {
     }
     if (message.type !== 0) {
       writer.uint32(16).int32(message.type);
+    }
+    if (message.lease !== undefined) {
+      Duration.encode(message.lease, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -4733,6 +4835,14 @@ export const DesiredReservation: MessageFns<DesiredReservation> = {
             message.type = reader.int32() as any;
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.lease = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4753,6 +4863,7 @@ export const DesiredReservation: MessageFns<DesiredReservation> = {
         ? globalThis.String(object.holder_agent_id)
         : "",
       type: isSet(object.type) ? prTypeFromJSON(object.type) : 0,
+      lease: isSet(object.lease) ? Duration.fromJSON(object.lease) : undefined,
     };
   },
 
@@ -4764,6 +4875,9 @@ export const DesiredReservation: MessageFns<DesiredReservation> = {
     if (message.type !== 0) {
       obj.type = prTypeToJSON(message.type);
     }
+    if (message.lease !== undefined) {
+      obj.lease = Duration.toJSON(message.lease);
+    }
     return obj;
   },
 
@@ -4774,6 +4888,9 @@ export const DesiredReservation: MessageFns<DesiredReservation> = {
     const message = createBaseDesiredReservation();
     message.holderAgentId = object.holderAgentId ?? "";
     message.type = object.type ?? 0;
+    message.lease = (object.lease !== undefined && object.lease !== null)
+      ? Duration.fromPartial(object.lease)
+      : undefined;
     return message;
   },
 };
@@ -7066,6 +7183,7 @@ function createBaseTakeoverRequest(): TakeoverRequest {
     type: 0,
     abort: false,
     options: undefined,
+    force: false,
   };
 }
 
@@ -7105,6 +7223,9 @@ export const TakeoverRequest: MessageFns<TakeoverRequest> = {
     }
     if (message.options !== undefined) {
       RolloutOptions.encode(message.options, writer.uint32(74).fork()).join();
+    }
+    if (message.force !== false) {
+      writer.uint32(80).bool(message.force);
     }
     return writer;
   },
@@ -7194,6 +7315,14 @@ export const TakeoverRequest: MessageFns<TakeoverRequest> = {
             message.options = RolloutOptions.decode(reader, reader.uint32());
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.force = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7232,6 +7361,7 @@ export const TakeoverRequest: MessageFns<TakeoverRequest> = {
       type: isSet(object.type) ? prTypeFromJSON(object.type) : 0,
       abort: isSet(object.abort) ? globalThis.Boolean(object.abort) : false,
       options: isSet(object.options) ? RolloutOptions.fromJSON(object.options) : undefined,
+      force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
     };
   },
 
@@ -7262,6 +7392,9 @@ export const TakeoverRequest: MessageFns<TakeoverRequest> = {
     }
     if (message.options !== undefined) {
       obj.options = RolloutOptions.toJSON(message.options);
+    }
+    if (message.force !== false) {
+      obj.force = message.force;
     }
     return obj;
   },
@@ -7296,18 +7429,310 @@ export const TakeoverRequest: MessageFns<TakeoverRequest> = {
     message.options = (object.options !== undefined && object.options !== null)
       ? RolloutOptions.fromPartial(object.options)
       : undefined;
+    message.force = object.force ?? false;
+    return message;
+  },
+};
+
+function createBaseTakeoverEvidence(): TakeoverEvidence {
+  return { rule: "", holds: false, subject: "", detail: "" };
+}
+
+export const TakeoverEvidence: MessageFns<TakeoverEvidence> = {
+  encode(message: TakeoverEvidence, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rule !== "") {
+      writer.uint32(10).string(message.rule);
+    }
+    if (message.holds !== false) {
+      writer.uint32(16).bool(message.holds);
+    }
+    if (message.subject !== "") {
+      writer.uint32(26).string(message.subject);
+    }
+    if (message.detail !== "") {
+      writer.uint32(34).string(message.detail);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TakeoverEvidence {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTakeoverEvidence();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.rule = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.holds = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.subject = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.detail = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TakeoverEvidence {
+    return {
+      rule: isSet(object.rule) ? globalThis.String(object.rule) : "",
+      holds: isSet(object.holds) ? globalThis.Boolean(object.holds) : false,
+      subject: isSet(object.subject) ? globalThis.String(object.subject) : "",
+      detail: isSet(object.detail) ? globalThis.String(object.detail) : "",
+    };
+  },
+
+  toJSON(message: TakeoverEvidence): unknown {
+    const obj: any = {};
+    if (message.rule !== "") {
+      obj.rule = message.rule;
+    }
+    if (message.holds !== false) {
+      obj.holds = message.holds;
+    }
+    if (message.subject !== "") {
+      obj.subject = message.subject;
+    }
+    if (message.detail !== "") {
+      obj.detail = message.detail;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TakeoverEvidence>): TakeoverEvidence {
+    return TakeoverEvidence.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TakeoverEvidence>): TakeoverEvidence {
+    const message = createBaseTakeoverEvidence();
+    message.rule = object.rule ?? "";
+    message.holds = object.holds ?? false;
+    message.subject = object.subject ?? "";
+    message.detail = object.detail ?? "";
+    return message;
+  },
+};
+
+function createBaseTakeoverVerdict(): TakeoverVerdict {
+  return { kind: 0, allowed: false, forced: false, overrides: "", evidence: [], policyRule: "", summary: "" };
+}
+
+export const TakeoverVerdict: MessageFns<TakeoverVerdict> = {
+  encode(message: TakeoverVerdict, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.allowed !== false) {
+      writer.uint32(16).bool(message.allowed);
+    }
+    if (message.forced !== false) {
+      writer.uint32(24).bool(message.forced);
+    }
+    if (message.overrides !== "") {
+      writer.uint32(34).string(message.overrides);
+    }
+    for (const v of message.evidence) {
+      TakeoverEvidence.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.policyRule !== "") {
+      writer.uint32(50).string(message.policyRule);
+    }
+    if (message.summary !== "") {
+      writer.uint32(58).string(message.summary);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TakeoverVerdict {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTakeoverVerdict();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.allowed = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.forced = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.overrides = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.evidence.push(TakeoverEvidence.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.policyRule = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.summary = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TakeoverVerdict {
+    return {
+      kind: isSet(object.kind) ? takeoverVerdictKindFromJSON(object.kind) : 0,
+      allowed: isSet(object.allowed) ? globalThis.Boolean(object.allowed) : false,
+      forced: isSet(object.forced) ? globalThis.Boolean(object.forced) : false,
+      overrides: isSet(object.overrides) ? globalThis.String(object.overrides) : "",
+      evidence: globalThis.Array.isArray(object?.evidence)
+        ? object.evidence.map((e: any) => TakeoverEvidence.fromJSON(e))
+        : [],
+      policyRule: isSet(object.policyRule)
+        ? globalThis.String(object.policyRule)
+        : isSet(object.policy_rule)
+        ? globalThis.String(object.policy_rule)
+        : "",
+      summary: isSet(object.summary) ? globalThis.String(object.summary) : "",
+    };
+  },
+
+  toJSON(message: TakeoverVerdict): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = takeoverVerdictKindToJSON(message.kind);
+    }
+    if (message.allowed !== false) {
+      obj.allowed = message.allowed;
+    }
+    if (message.forced !== false) {
+      obj.forced = message.forced;
+    }
+    if (message.overrides !== "") {
+      obj.overrides = message.overrides;
+    }
+    if (message.evidence?.length) {
+      obj.evidence = message.evidence.map((e) => TakeoverEvidence.toJSON(e));
+    }
+    if (message.policyRule !== "") {
+      obj.policyRule = message.policyRule;
+    }
+    if (message.summary !== "") {
+      obj.summary = message.summary;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TakeoverVerdict>): TakeoverVerdict {
+    return TakeoverVerdict.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TakeoverVerdict>): TakeoverVerdict {
+    const message = createBaseTakeoverVerdict();
+    message.kind = object.kind ?? 0;
+    message.allowed = object.allowed ?? false;
+    message.forced = object.forced ?? false;
+    message.overrides = object.overrides ?? "";
+    message.evidence = object.evidence?.map((e) => TakeoverEvidence.fromPartial(e)) || [];
+    message.policyRule = object.policyRule ?? "";
+    message.summary = object.summary ?? "";
     return message;
   },
 };
 
 function createBaseTakeoverResponse(): TakeoverResponse {
-  return { event: undefined };
+  return { event: undefined, verdict: undefined };
 }
 
 export const TakeoverResponse: MessageFns<TakeoverResponse> = {
   encode(message: TakeoverResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.event !== undefined) {
       RolloutEvent.encode(message.event, writer.uint32(10).fork()).join();
+    }
+    if (message.verdict !== undefined) {
+      TakeoverVerdict.encode(message.verdict, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -7333,6 +7758,14 @@ export const TakeoverResponse: MessageFns<TakeoverResponse> = {
             message.event = RolloutEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.verdict = TakeoverVerdict.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7346,13 +7779,19 @@ export const TakeoverResponse: MessageFns<TakeoverResponse> = {
   },
 
   fromJSON(object: any): TakeoverResponse {
-    return { event: isSet(object.event) ? RolloutEvent.fromJSON(object.event) : undefined };
+    return {
+      event: isSet(object.event) ? RolloutEvent.fromJSON(object.event) : undefined,
+      verdict: isSet(object.verdict) ? TakeoverVerdict.fromJSON(object.verdict) : undefined,
+    };
   },
 
   toJSON(message: TakeoverResponse): unknown {
     const obj: any = {};
     if (message.event !== undefined) {
       obj.event = RolloutEvent.toJSON(message.event);
+    }
+    if (message.verdict !== undefined) {
+      obj.verdict = TakeoverVerdict.toJSON(message.verdict);
     }
     return obj;
   },
@@ -7364,6 +7803,9 @@ export const TakeoverResponse: MessageFns<TakeoverResponse> = {
     const message = createBaseTakeoverResponse();
     message.event = (object.event !== undefined && object.event !== null)
       ? RolloutEvent.fromPartial(object.event)
+      : undefined;
+    message.verdict = (object.verdict !== undefined && object.verdict !== null)
+      ? TakeoverVerdict.fromPartial(object.verdict)
       : undefined;
     return message;
   },

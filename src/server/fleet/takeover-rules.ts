@@ -1,0 +1,232 @@
+/**
+ * The rules that prove a Takeover victim failed or greedy, and the preempt policy (docs/fencing.md,
+ * "Proven before preempted"): read from PRFLEET_TAKEOVER_RULES (YAML or JSON), with a few env overrides.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+/** Which hosts a policy side matches: every given field must match. */
+export interface HostMatcher {
+  /** Agent ids. */
+  readonly agents?: readonly string[] | undefined;
+  /** The agent's site. */
+  readonly site?: string | undefined;
+  /** Labels ("key=value") the agent must all carry: a host group. */
+  readonly labels?: readonly string[] | undefined;
+}
+
+/** One preempt policy rule: `taker` may preempt `victim` when the verdict is one of `verdicts`. */
+export interface PolicyRule {
+  /** Name shown in the verdict and recorded with the PREEMPT. */
+  readonly name: string;
+  readonly taker?: HostMatcher | undefined;
+  readonly victim?: HostMatcher | undefined;
+  /** Verdicts this rule accepts. @default both */
+  readonly verdicts?: readonly ('failed' | 'greedy')[] | undefined;
+  /** Taker and victim must share a site. */
+  readonly sameSite?: boolean | undefined;
+  /** The taker's priority must be above every victim's. */
+  readonly higherPriority?: boolean | undefined;
+}
+
+/** The external "is host X down?" check. */
+export interface LivenessWebhook {
+  /** URL; GET gets `?host=<agent>&site=<site>` appended, POST a JSON body. */
+  readonly url: string;
+  readonly method: 'GET' | 'POST';
+  /** Longest wait for the answer, ms; no answer in time counts as "not down". */
+  readonly timeoutMs: number;
+  /** Extra request headers (e.g. Authorization). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** Everything the takeover proof needs. */
+export interface TakeoverRules {
+  /** The victim's hosts must have sent no heartbeat for this long (ms); 0 turns the failed rule off. */
+  readonly failedAfterMs: number;
+  /** Where configured, the failed rule also needs this check to say "down". */
+  readonly liveness?: LivenessWebhook;
+  /** Whether the greedy rule (desired holder, lease) is used. */
+  readonly greedy: boolean;
+  /** Who may preempt whom; none: any taker may preempt a proven victim. */
+  readonly policy: readonly PolicyRule[];
+  /** Priorities by agent id (else the agent's `priority=N` label, else 0). */
+  readonly priorities: Readonly<Record<string, number>>;
+}
+
+/** Defaults: 5 minutes without a heartbeat, greedy on, no webhook, no policy. */
+export const DEFAULT_TAKEOVER_RULES: TakeoverRules = {
+  failedAfterMs: 300_000,
+  greedy: true,
+  policy: [],
+  priorities: {},
+};
+
+const Matcher = z.strictObject({
+  agents: z.array(z.string().min(1)).optional(),
+  site: z.string().min(1).optional(),
+  labels: z.array(z.string().regex(/^[^=]+=.*$/, 'key=value')).optional(),
+});
+
+const RulesFile = z.strictObject({
+  failedAfterSeconds: z.number().min(0).max(86_400 * 365).optional(),
+  greedy: z.boolean().optional(),
+  liveness: z
+    .strictObject({
+      url: z.url({ protocol: /^https?$/ }),
+      method: z.enum(['GET', 'POST']).default('POST'),
+      timeoutMs: z.number().int().min(1).max(60_000).default(3_000),
+      headers: z.record(z.string(), z.string()).optional(),
+    })
+    .optional(),
+  policy: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1).max(100),
+        taker: Matcher.optional(),
+        victim: Matcher.optional(),
+        verdicts: z.array(z.enum(['failed', 'greedy'])).min(1).optional(),
+        sameSite: z.boolean().optional(),
+        higherPriority: z.boolean().optional(),
+      }),
+    )
+    .optional(),
+  priorities: z.record(z.string(), z.number().int()).optional(),
+});
+
+/** Parses a rules document (YAML or JSON text); throws naming `source` and every bad field. */
+export function parseTakeoverRules(text: string, source: string): TakeoverRules {
+  let parsed: unknown;
+  try {
+    parsed = parseYaml(text);
+  } catch (e) {
+    throw new Error(`${source}: ${(e as Error).message}`, { cause: e });
+  }
+  const r = RulesFile.safeParse(parsed ?? {});
+  if (!r.success) throw new Error(`${source}: ${z.prettifyError(r.error)}`);
+  const d = r.data;
+  return {
+    failedAfterMs:
+      d.failedAfterSeconds === undefined
+        ? DEFAULT_TAKEOVER_RULES.failedAfterMs
+        : Math.round(d.failedAfterSeconds * 1000),
+    greedy: d.greedy ?? true,
+    ...(d.liveness === undefined
+      ? {}
+      : {
+          liveness: {
+            url: d.liveness.url,
+            method: d.liveness.method,
+            timeoutMs: d.liveness.timeoutMs,
+            ...(d.liveness.headers === undefined ? {} : { headers: d.liveness.headers }),
+          },
+        }),
+    policy: d.policy ?? [],
+    priorities: d.priorities ?? {},
+  };
+}
+
+const Env = z.object({
+  PRFLEET_TAKEOVER_RULES: z.string().min(1).optional(),
+  PRFLEET_TAKEOVER_FAILED_AFTER_MS: z.coerce.number().int().min(0).optional(),
+  PRFLEET_LIVENESS_URL: z.url({ protocol: /^https?$/ }).optional(),
+  PRFLEET_LIVENESS_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).optional(),
+});
+
+/**
+ * The rules from `env`: the PRFLEET_TAKEOVER_RULES file (or the defaults), then PRFLEET_TAKEOVER_FAILED_AFTER_MS,
+ * PRFLEET_LIVENESS_URL (a POST webhook) and PRFLEET_LIVENESS_TIMEOUT_MS override it. Throws on bad values.
+ */
+export function takeoverRulesFromEnv(env: NodeJS.ProcessEnv = process.env): TakeoverRules {
+  const r = Env.safeParse(env);
+  if (!r.success) throw new Error(`invalid takeover settings\n${z.prettifyError(r.error)}`);
+  const e = r.data;
+  let rules = DEFAULT_TAKEOVER_RULES;
+  if (e.PRFLEET_TAKEOVER_RULES !== undefined) {
+    const file = e.PRFLEET_TAKEOVER_RULES;
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new Error(`PRFLEET_TAKEOVER_RULES ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    rules = parseTakeoverRules(text, `PRFLEET_TAKEOVER_RULES ${file}`);
+  }
+  if (e.PRFLEET_TAKEOVER_FAILED_AFTER_MS !== undefined)
+    rules = { ...rules, failedAfterMs: e.PRFLEET_TAKEOVER_FAILED_AFTER_MS };
+  if (e.PRFLEET_LIVENESS_URL !== undefined)
+    rules = {
+      ...rules,
+      liveness: {
+        method: 'POST',
+        timeoutMs: 3_000,
+        ...rules.liveness,
+        url: e.PRFLEET_LIVENESS_URL,
+      },
+    };
+  if (e.PRFLEET_LIVENESS_TIMEOUT_MS !== undefined && rules.liveness !== undefined)
+    rules = { ...rules, liveness: { ...rules.liveness, timeoutMs: e.PRFLEET_LIVENESS_TIMEOUT_MS } };
+  return rules;
+}
+
+/** What the liveness webhook answered. */
+export interface LivenessAnswer {
+  /** True only when it answered in time, 2xx, with `{"down": true}`. */
+  readonly down: boolean;
+  /** The answer (or why there was none), for the evidence. */
+  readonly detail: string;
+}
+
+/** What the webhook is told about the host. */
+export interface LivenessQuestion {
+  readonly host: string;
+  readonly site: string;
+  /** Last heartbeat the server saw (ISO), or ''. */
+  readonly lastHeartbeat: string;
+}
+
+/**
+ * Asks the webhook whether `q.host` is down. It must answer 2xx with a JSON object `{"down": bool, "detail"?:
+ * string}`; anything else (timeout, error status, other body) counts as NOT down: a takeover is never proven by a
+ * check that did not answer.
+ */
+export async function askLiveness(
+  hook: LivenessWebhook,
+  q: LivenessQuestion,
+  signal?: AbortSignal,
+): Promise<LivenessAnswer> {
+  const timeout = AbortSignal.timeout(hook.timeoutMs);
+  const both = signal === undefined ? timeout : AbortSignal.any([signal, timeout]);
+  const url = new URL(hook.url);
+  const init: RequestInit = { method: hook.method, signal: both, headers: { ...hook.headers } };
+  if (hook.method === 'GET') {
+    url.searchParams.set('host', q.host);
+    url.searchParams.set('site', q.site);
+  } else {
+    init.body = JSON.stringify(q);
+    (init.headers as Record<string, string>)['content-type'] = 'application/json';
+  }
+  const where = `${hook.method} ${url.origin}${url.pathname}`;
+  try {
+    const response = await fetch(url, init);
+    const text = (await response.text()).slice(0, 4096);
+    if (!response.ok)
+      return { down: false, detail: `${where} answered HTTP ${response.status}: not proven` };
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      return { down: false, detail: `${where} answered no JSON: not proven` };
+    }
+    const down = (body as { down?: unknown } | null)?.down;
+    const said = (body as { detail?: unknown } | null)?.detail;
+    const extra = typeof said === 'string' && said !== '' ? ` (${said.slice(0, 200)})` : '';
+    if (typeof down !== 'boolean')
+      return { down: false, detail: `${where} answered without "down": not proven` };
+    return { down, detail: `${where} says ${q.host} is ${down ? 'down' : 'up'}${extra}` };
+  } catch (e) {
+    const why = timeout.aborted ? `no answer within ${hook.timeoutMs} ms` : (e as Error).message;
+    return { down: false, detail: `${where}: ${why}: not proven` };
+  }
+}
