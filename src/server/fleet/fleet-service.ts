@@ -42,12 +42,7 @@ import { CommandLimiter } from './limiter.js';
 import { observeUnit } from './observe.js';
 import { planDesired, planTakeover } from './planner.js';
 import type { UnitPlan } from './plan-model.js';
-import {
-  HISTORY_REASON_MAX,
-  newOperationId,
-  runRollout,
-  type RolloutSettings,
-} from './rollout.js';
+import { HISTORY_REASON_MAX, newOperationId, runRollout, type RolloutSettings } from './rollout.js';
 import { judgeTakeover, kindName, verdictRecord } from './takeover-proof.js';
 import { DEFAULT_TAKEOVER_RULES } from './takeover-rules.js';
 import { ElementViewCache, listLoaders } from './loaders.js';
@@ -459,7 +454,10 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         abort: request.abort,
       };
       if (request.force && settings.reason.trim() === '')
-        throw invalidArgument('options.reason', 'required with force: say why the rules are overridden');
+        throw invalidArgument(
+          'options.reason',
+          'required with force: say why the rules are overridden',
+        );
       const verdict = await judgeTakeover(
         deps,
         deps.takeoverRules ?? DEFAULT_TAKEOVER_RULES,

@@ -100,7 +100,12 @@ async function judgeFailed(
     const paths = record?.paths.length ?? 0;
     if (record === undefined) {
       evidence.push(
-        ev('failed', false, host, `agent ${host} is unknown to this server: its liveness is unknown`),
+        ev(
+          'failed',
+          false,
+          host,
+          `agent ${host} is unknown to this server: its liveness is unknown`,
+        ),
       );
       proven = false;
       continue;
@@ -272,7 +277,9 @@ export function policyAllows(
       if (!matches(rule.victim, r, v)) return false;
       if (rule.sameSite === true && (r === undefined || r.hello.site !== t?.hello.site))
         return false;
-      return !(rule.higherPriority === true && priorityOf(rules, t, taker) <= priorityOf(rules, r, v));
+      return !(
+        rule.higherPriority === true && priorityOf(rules, t, taker) <= priorityOf(rules, r, v)
+      );
     });
     if (ok && victims.length > 0) return { rule, detail: `policy rule "${rule.name}" allows it` };
   }
@@ -310,7 +317,9 @@ export async function judgeTakeover(
     const { hosts } = victimHosts(c);
     const verdict = kind === TakeoverVerdictKind.TAKEOVER_VERDICT_KIND_FAILED ? 'failed' : 'greedy';
     const policy = policyAllows(deps, rules, c.taker, hosts, verdict);
-    evidence.push(ev('policy', policy.rule !== undefined || rules.policy.length === 0, c.taker, policy.detail));
+    evidence.push(
+      ev('policy', policy.rule !== undefined || rules.policy.length === 0, c.taker, policy.detail),
+    );
     allowed = policy.rule !== undefined || rules.policy.length === 0;
     policyRule = policy.rule?.name ?? '';
     if (!allowed) overrides = policy.detail;

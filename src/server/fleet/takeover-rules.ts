@@ -70,7 +70,11 @@ const Matcher = z.strictObject({
 });
 
 const RulesFile = z.strictObject({
-  failedAfterSeconds: z.number().min(0).max(86_400 * 365).optional(),
+  failedAfterSeconds: z
+    .number()
+    .min(0)
+    .max(86_400 * 365)
+    .optional(),
   greedy: z.boolean().optional(),
   liveness: z
     .strictObject({
@@ -86,7 +90,10 @@ const RulesFile = z.strictObject({
         name: z.string().min(1).max(100),
         taker: Matcher.optional(),
         victim: Matcher.optional(),
-        verdicts: z.array(z.enum(['failed', 'greedy'])).min(1).optional(),
+        verdicts: z
+          .array(z.enum(['failed', 'greedy']))
+          .min(1)
+          .optional(),
         sameSite: z.boolean().optional(),
         higherPriority: z.boolean().optional(),
       }),
