@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
+import type { ReconcilerSettings } from './fleet/registration-reconciler.js';
 import { takeoverRulesFromEnv, type TakeoverRules } from './fleet/takeover-rules.js';
 import { DEFAULT_DATA_DIR, storeOptionsFromEnv, type StoreOptions } from './store/index.js';
 
@@ -43,6 +44,9 @@ const ServerEnv = z.object({
   PRFLEET_EVENTS_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(250),
   PRFLEET_OBSERVE_INTERVAL_MS: z.coerce.number().int().min(0).max(86_400_000).default(300_000),
   PRFLEET_OBSERVE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(8),
+  PRFLEET_RECONCILER: z.enum(['off', 'dry-run', 'on']).default('off'),
+  PRFLEET_RECONCILER_COOLDOWN_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
+  PRFLEET_RECONCILER_MAX_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(
     (v) => (v === '' ? undefined : v),
@@ -123,6 +127,11 @@ export interface ServerConfig {
    * @default DEFAULT_TAKEOVER_RULES
    */
   readonly takeoverRules?: TakeoverRules;
+  /**
+   * The registration reconciler (PRFLEET_RECONCILER off | dry-run | on, PRFLEET_RECONCILER_COOLDOWN_MS,
+   * PRFLEET_RECONCILER_MAX_PER_MINUTE; docs/fleet.md). Needs the durable store. @default off
+   */
+  readonly reconciler?: ReconcilerSettings;
 }
 
 /** Event log retention and watcher bounds, and the periodic light observation of every LU. */
@@ -259,5 +268,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       observeConcurrency: e.PRFLEET_OBSERVE_CONCURRENCY,
     },
     takeoverRules: takeoverRulesFromEnv(env),
+    reconciler: {
+      mode: e.PRFLEET_RECONCILER,
+      cooldownMs: e.PRFLEET_RECONCILER_COOLDOWN_MS,
+      maxPerMinute: e.PRFLEET_RECONCILER_MAX_PER_MINUTE,
+    },
   };
 }

@@ -12,6 +12,10 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
+import {
+  RegistrationReconciler,
+  tapUnitAttentions,
+} from './fleet/registration-reconciler.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
@@ -180,6 +184,8 @@ export interface PrfleetServer {
   readonly instanceId: string;
   /** The fleet event log, its sources and Watch (docs/events.md); webhooks subscribe to `events.log`. */
   readonly events: FleetEvents;
+  /** The registration reconciler, when PRFLEET_RECONCILER is dry-run or on (and the store is durable). */
+  readonly reconciler?: RegistrationReconciler | undefined;
 }
 
 /**
@@ -265,7 +271,13 @@ async function buildServer(
       instanceId: config.instanceId,
       resultSlackMs: config.resultSlackMs,
     });
-  const router = observeResults(baseRouter, (...args) => onResult(...args));
+  // The registration reconciler (when on) hears of unit attentions on any command's result.
+  const reconcile = store !== undefined && (config.reconciler?.mode ?? 'off') !== 'off';
+  let reconciler: RegistrationReconciler | undefined;
+  const tapped = reconcile
+    ? tapUnitAttentions(baseRouter, (result) => reconciler?.noteResult(result))
+    : baseRouter;
+  const router = observeResults(tapped, (...args) => onResult(...args));
   const events = createFleetEvents({
     store,
     registry: agents,
@@ -374,6 +386,13 @@ async function buildServer(
       },
       edgeDefinition,
     );
+    if (reconcile && config.reconciler !== undefined) {
+      reconciler = new RegistrationReconciler(
+        { router, devices: agents, store, log, instanceId: config.instanceId, commands },
+        config.reconciler,
+      );
+      reconciler.start();
+    }
   } else {
     control.add(FleetServiceDefinition, fleetServiceWithoutStore(events));
   }
@@ -421,6 +440,7 @@ async function buildServer(
     router.startDraining();
     // Watches end first (UNAVAILABLE SERVER_DRAINING): their clients resume on another instance by cursor.
     await events.drain();
+    await reconciler?.stop();
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
     for (const session of open) {
@@ -446,6 +466,7 @@ async function buildServer(
     agents,
     journal,
     store,
+    reconciler,
     history: recorder,
     health,
     instanceId: config.instanceId,
@@ -473,6 +494,7 @@ async function buildServer(
       stopped ??= (async () => {
         agents.stopLivenessChecks();
         await events.drain(); // open watches would make a graceful shutdown wait forever
+        await reconciler?.stop();
         // Agent streams left open would make a graceful shutdown wait forever (grpc-ts-notes pitfall 6).
         for (const handle of sessions) handle.finish();
         for (const session of agents.sessions()) agents.close(session, 'server shut down');
