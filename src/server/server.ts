@@ -12,10 +12,7 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
-import {
-  RegistrationReconciler,
-  tapUnitAttentions,
-} from './fleet/registration-reconciler.js';
+import { RegistrationReconciler, tapUnitAttentions } from './fleet/registration-reconciler.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';

@@ -75,7 +75,8 @@ const RECENT = 200;
 
 /** The identity of a path's I_T nexus: LU, initiator port (with ISID), target port. */
 function nexusOf(p: Path): string {
-  const port = p.initiatorPort === undefined ? '' : JSON.stringify(TransportId.toJSON(p.initiatorPort));
+  const port =
+    p.initiatorPort === undefined ? '' : JSON.stringify(TransportId.toJSON(p.initiatorPort));
   return `${p.luId}|${port}|${p.relativeTargetPort}`;
 }
 
@@ -230,9 +231,11 @@ export class RegistrationReconciler {
     if (this.timer !== undefined || this.stopped) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.running = this.running.then(() => this.flush()).catch((err: unknown) => {
-        this.log.error({ err }, 'reconciler run failed');
-      });
+      this.running = this.running
+        .then(() => this.flush())
+        .catch((err: unknown) => {
+          this.log.error({ err }, 'reconciler run failed');
+        });
     }, ms);
     this.timer.unref();
   }
@@ -313,13 +316,21 @@ export class RegistrationReconciler {
       loadKeyIndex(this.deps.store),
       loadDesiredIndex(this.deps.store),
     ]);
-    const work = new Map<string, { unit: SelectedUnit; key: bigint; why: string; source: string }>();
+    const work = new Map<
+      string,
+      { unit: SelectedUnit; key: bigint; why: string; source: string }
+    >();
     for (const { luId, why } of lus) {
       const skip = (detail: string) =>
         this.note({ agentId, luId, trigger: why, outcome: 'skipped', detail });
       let unit: SelectedUnit | undefined;
       try {
-        unit = selectUnits(this.deps.devices, { luIds: [luId], loaderIds: [], site: '', labels: [] })[0];
+        unit = selectUnits(this.deps.devices, {
+          luIds: [luId],
+          loaderIds: [],
+          site: '',
+          labels: [],
+        })[0];
       } catch {
         unit = undefined;
       }
@@ -333,7 +344,9 @@ export class RegistrationReconciler {
       }
       const fence = await this.fenced(luId, key);
       if (fence !== undefined) {
-        skip(`${formatKey(key)} was ${fence}: a fence is not undone; register it with apply or fence_prfleet on`);
+        skip(
+          `${formatKey(key)} was ${fence}: a fence is not undone; register it with apply or fence_prfleet on`,
+        );
         continue;
       }
       work.set(luId, { unit, key, why, source: desire.source });
