@@ -138,6 +138,12 @@ export function createEmulatedTransport(
 
   function run(nexus: EmulatedNexus, request: ScsiRequest): Promise<ScsiResponse> {
     const started = Date.now();
+    if (request.reset === 'logical-unit') {
+      // A task management function: it runs at once (not queued behind the LU's tasks) and aborts them.
+      for (const task of [...(pending.get(nexus.logicalUnit) ?? [])]) task.abort();
+      nexus.logicalUnit.reset();
+      return Promise.resolve(statusResponse(request, ScsiStatus.GOOD, Date.now() - started));
+    }
     const delay = latencyMs;
     if (delay <= 0) {
       return Promise.resolve().then(() => {

@@ -15,6 +15,10 @@ import { TransportError, type ScsiDevice, type ScsiTransport } from './transport
 
 /** `SG_IO` ioctl request number (<scsi/sg.h>). */
 export const SG_IO = 0x2285;
+/** `SG_SCSI_RESET` ioctl request number (<scsi/sg.h>); its int argument says which reset. */
+export const SG_SCSI_RESET = 0x2284;
+/** SG_SCSI_RESET argument: a logical unit (device) reset. */
+export const SG_SCSI_RESET_DEVICE = 1;
 /** `sg_io_hdr.interface_id` must be 'S'. */
 const SG_INTERFACE_ID = 0x53;
 /** Data transfer directions (<scsi/sg.h>); TO_FROM_DEV (−4) returns EINVAL on /dev/sg (testbed README). */
@@ -114,6 +118,10 @@ export function refuseRequest(
   request: ScsiRequest,
   allowedOpcodes: ReadonlySet<number> = SGIO_ALLOWED_OPCODES,
 ): string | undefined {
+  if (request.reset !== undefined) {
+    if (request.reset !== 'logical-unit' || request.cdb.length !== 0) return 'malformed reset request';
+    return undefined;
+  }
   const opcode = request.cdb[0];
   if (opcode === undefined) return 'empty cdb';
   const hex = `0x${opcode.toString(16).padStart(2, '0')}`;
@@ -338,10 +346,51 @@ async function loadBinding(): Promise<SgioBinding> {
     duration: number;
   }
 
+  /** SG_SCSI_RESET(SG_SCSI_RESET_DEVICE): the kernel sends a LOGICAL UNIT RESET and waits for it. */
+  function reset(
+    fd: number,
+    path: string,
+    guard: IoctlGuard,
+    onSubmitted: () => void,
+  ): Promise<ScsiResponse> {
+    const arg: unknown = koffi.alloc('int', 1);
+    koffi.encode(arg, 'int', SG_SCSI_RESET_DEVICE);
+    const started = performance.now();
+    return new Promise<ScsiResponse>((resolve, reject) => {
+      ioctl.async(fd, SG_SCSI_RESET, arg, (err: unknown, rc: number) => {
+        const errno = koffi.errno();
+        try {
+          if (guard.abandoned) return;
+          if (err) {
+            reject(new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', { cause: err }));
+            return;
+          }
+          if (rc < 0) {
+            reject(transportErrorFromErrno(errno, path, 'ioctl'));
+            return;
+          }
+          resolve({
+            status: 0,
+            sense: new Uint8Array(0),
+            dataIn: new Uint8Array(0),
+            resid: 0,
+            hostStatus: 0,
+            driverStatus: 0,
+            durationMs: Math.round(performance.now() - started),
+          });
+        } finally {
+          koffi.free(arg);
+        }
+      });
+      onSubmitted();
+    });
+  }
+
   return {
     koffiVersion: String((koffi as { version?: unknown }).version ?? 'unknown'),
     size: koffi.sizeof(SgIoHdr),
     run(fd, path, request, onSubmitted, guard) {
+      if (request.reset === 'logical-unit') return reset(fd, path, guard, onSubmitted);
       const outData = request.dataOut ?? new Uint8Array(0);
       const direction =
         outData.length > 0

@@ -159,6 +159,7 @@ export function checkSupported(
     case 'testUnitReady':
     case 'requestSense':
     case 'reportLuns':
+    case 'luReset':
     case undefined:
       return undefined;
   }

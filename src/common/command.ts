@@ -146,6 +146,8 @@ export function describeCommand(command: Command): string {
       return 'REPORT LUNS';
     case 'readElementStatus':
       return 'READ ELEMENT STATUS';
+    case 'luReset':
+      return 'LOGICAL UNIT RESET';
     case undefined:
       return 'empty command';
   }
@@ -457,6 +459,9 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
       }
       case 'testUnitReady':
         return { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs };
+      case 'luReset':
+        // A task management function, not a CDB: the transport issues its reset call.
+        return { cdb: new Uint8Array(0), dataInLength: 0, timeoutMs, reset: 'logical-unit' };
       case 'requestSense': {
         const allocationLength =
           kind.value.allocationLength === 0

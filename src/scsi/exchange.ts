@@ -11,6 +11,11 @@ export interface ScsiRequest {
   readonly dataInLength: number;
   /** Device command timeout in milliseconds (SG_IO timeout). */
   readonly timeoutMs: number;
+  /**
+   * Set for a logical unit reset (a task management function, `cdb` empty): SG_IO transports issue the
+   * SG_SCSI_RESET ioctl (SG_SCSI_RESET_DEVICE), the emulator resets the LU.
+   */
+  readonly reset?: 'logical-unit';
 }
 
 /** What the device (and the host adapter, for SG_IO) said. */

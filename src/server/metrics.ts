@@ -97,6 +97,8 @@ export function commandKindOf(command: Command): string {
       return 'report_luns';
     case 'readElementStatus':
       return 'read_element_status';
+    case 'luReset':
+      return 'lu_reset';
     case undefined:
       return 'none';
   }

@@ -12,7 +12,8 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
-import { RegistrationReconciler, tapUnitAttentions } from './fleet/registration-reconciler.js';
+import { RegistrationReconciler, tapResults } from './fleet/registration-reconciler.js';
+import { HoldMemory } from './fleet/holds.js';
 import { AgentRegistry } from './agent-registry.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
@@ -268,12 +269,18 @@ async function buildServer(
       instanceId: config.instanceId,
       resultSlackMs: config.resultSlackMs,
     });
-  // The registration reconciler (when on) hears of unit attentions on any command's result.
+  // The registration reconciler (when on) hears of unit attentions on any command's result; the audit remembers
+  // MEDIUM REMOVAL PREVENTED answers (holds.ts).
   const reconcile = store !== undefined && (config.reconciler?.mode ?? 'off') !== 'off';
   let reconciler: RegistrationReconciler | undefined;
-  const tapped = reconcile
-    ? tapUnitAttentions(baseRouter, (result) => reconciler?.noteResult(result))
-    : baseRouter;
+  const holds = store === undefined ? undefined : new HoldMemory();
+  const tapped =
+    holds === undefined
+      ? baseRouter
+      : tapResults(baseRouter, (result) => {
+          holds.note(result);
+          reconciler?.noteResult(result);
+        });
   const router = observeResults(tapped, (...args) => onResult(...args));
   const events = createFleetEvents({
     store,
@@ -378,6 +385,7 @@ async function buildServer(
         instanceId: config.instanceId,
         commands,
         watch: events.watch,
+        ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },

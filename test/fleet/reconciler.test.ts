@@ -11,7 +11,7 @@ import { ProutAction, TransportId } from '../../src/gen/prfleet/v1/scsi.js';
 import {
   RECONCILER_ACTOR,
   RegistrationReconciler,
-  tapUnitAttentions,
+  tapResults,
   type ReconcilerSettings,
 } from '../../src/server/fleet/registration-reconciler.js';
 import { loadConfig } from '../../src/server/config.js';
@@ -32,7 +32,7 @@ async function keys(h: FleetHarness, ...agents: string[]): Promise<Record<string
 async function withReconciler(settings: Partial<ReconcilerSettings> = {}) {
   const holder: { reconciler?: RegistrationReconciler } = {};
   const h = await startFleetHarness({
-    wrapRouter: (r) => tapUnitAttentions(r, (result) => holder.reconciler?.noteResult(result)),
+    wrapRouter: (r) => tapResults(r, (result) => holder.reconciler?.noteResult(result)),
   });
   const k = await keys(h, 'host-a', 'host-b');
   await h.client.setDesiredState({

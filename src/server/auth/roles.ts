@@ -72,6 +72,7 @@ export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>
   SetDesiredState: 'admin',
   Apply: 'admin',
   Takeover: 'admin',
+  ResetLogicalUnit: 'admin',
 };
 
 /** Both tables; method names do not repeat across the two services. */
@@ -91,6 +92,7 @@ export const REASON_FIELDS: Readonly<Record<string, 'options.reason' | 'reason'>
   Apply: 'options.reason',
   Takeover: 'options.reason',
   RevokeKey: 'reason',
+  ResetLogicalUnit: 'reason',
 };
 
 /** Names of the methods in {@link REASON_FIELDS}. */

@@ -87,9 +87,10 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
     return next(input, options);
   };
 
-  // PROUTs to one LU run one at a time, each with its precondition read (see LuSerializer).
+  // PROUTs to one LU run one at a time, each with its precondition read (see LuSerializer); a logical unit
+  // reset takes a turn too, so it never lands between a PROUT's read and the PROUT.
   const luTurn: Interceptor = (input, options, next) =>
-    isProut(input.command)
+    isProut(input.command) || input.command.kind?.$case === 'luReset'
       ? lus.run(input.target.luId, () => next(input, options))
       : next(input, options);
 

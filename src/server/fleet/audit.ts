@@ -21,7 +21,8 @@ import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex } from './desired.js';
 import { loadKeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
-import { observeUnit } from './observe.js';
+import { observeUnit, type LuObservation, type ReadContext } from './observe.js';
+import { preventionFinding, probeSpc2, spc2Finding } from './holds.js';
 import {
   buildReport,
   loaderFindings,
@@ -48,6 +49,20 @@ function boundedInt(value: number, field: string, fallback: number, max: number)
   if (value === 0) return fallback;
   if (value > max) throw invalidArgument(field, `${value} is more than ${max}`);
   return value;
+}
+
+/** Holds other than a persistent reservation: an SPC-2 reservation (probed), a reported prevention. */
+async function otherHolds(
+  deps: FleetDeps,
+  obs: LuObservation,
+  ctx: ReadContext,
+): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const spc2 = await probeSpc2(obs, ctx);
+  if (spc2 !== undefined) out.push(spc2Finding(obs, spc2));
+  const prevented = deps.holds?.prevention(obs.unit.luId);
+  if (prevented !== undefined) out.push(preventionFinding(obs, prevented));
+  return out;
 }
 
 /** Looks agents up in the registry. */
@@ -147,6 +162,7 @@ export async function* runAudit(
     const obs = await observeUnit(unit, ctx);
     const analysis = analyzeUnit(obs, keys);
     const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
+    list.push(...(await otherHolds(deps, obs, ctx)));
     const report = buildReport(obs, analysis, keys, list);
     done += 1;
     count(list);

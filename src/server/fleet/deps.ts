@@ -8,6 +8,7 @@ import type { ElementView } from './loaders.js';
 import type { WatchRequest, WatchResponse } from '../../gen/prfleet/v1/events.js';
 import type { CallContext } from 'nice-grpc-common';
 import type { TakeoverRules } from './takeover-rules.js';
+import type { HoldMemory } from './holds.js';
 
 /** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
@@ -33,6 +34,8 @@ export interface FleetDeps {
   readonly luSerializer?: LuSerializer;
   /** Changers' element views by LU id: written by audits, reused by ListLoaders while fresh. */
   readonly elementViews?: { set(luId: string, view: ElementView): void };
+  /** MEDIUM REMOVAL PREVENTED reports seen on command results (fed by the server's router tap). */
+  readonly holds?: HoldMemory;
   /** What proves a Takeover victim failed or greedy, and the preempt policy. @default DEFAULT_TAKEOVER_RULES */
   readonly takeoverRules?: TakeoverRules;
   /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */

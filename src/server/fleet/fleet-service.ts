@@ -45,6 +45,7 @@ import type { UnitPlan } from './plan-model.js';
 import { HISTORY_REASON_MAX, newOperationId, runRollout, type RolloutSettings } from './rollout.js';
 import { judgeTakeover, kindName, verdictRecord } from './takeover-proof.js';
 import { DEFAULT_TAKEOVER_RULES } from './takeover-rules.js';
+import { resetLogicalUnit } from './lu-reset.js';
 import { ElementViewCache, listLoaders } from './loaders.js';
 import { actorOnBehalfOf, ANONYMOUS, defaultPrincipalOf } from '../history.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
@@ -196,6 +197,8 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         throw new ServerError(Status.FAILED_PRECONDITION, 'this server keeps no event log');
       return deps.watch(request, ctx);
     },
+    resetLogicalUnit: (request, ctx) =>
+      resetLogicalUnit(deps, request, defaultPrincipalOf(ctx), ctx.signal),
 
     async allocateKey(request) {
       const purpose = purposeOf(request.purpose, 'purpose');

@@ -97,8 +97,11 @@ export function registrationsOnly(plan: UnitPlan, agentId: string, key: bigint):
   return { steps, blockers: plan.blockers, incomplete: plan.incomplete };
 }
 
-/** Wraps `router` so `listener` sees every result that carries unit attentions (the reconciler's trigger). */
-export function tapUnitAttentions(
+/**
+ * Wraps `router` so `listener` sees every result that carries unit attentions or sense data (the reconciler's
+ * trigger; the audit's memory of MEDIUM REMOVAL PREVENTED).
+ */
+export function tapResults(
   router: CommandRouter,
   listener: (result: CommandResult) => void,
 ): CommandRouter {
@@ -108,7 +111,7 @@ export function tapUnitAttentions(
         ...options,
         onResult(result) {
           options.onResult?.(result);
-          if (result.unitAttentions.length > 0) listener(result);
+          if (result.unitAttentions.length > 0 || result.sense !== undefined) listener(result);
         },
       });
     },

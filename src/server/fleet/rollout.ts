@@ -128,7 +128,7 @@ function preconditionUnreadable(error: unknown): boolean {
 }
 
 /** The fleet's own pipeline when the server gives none (tests of the engine alone). */
-function pipelineOf(deps: FleetDeps): CommandPipeline {
+export function pipelineOf(deps: FleetDeps): CommandPipeline {
   return (
     deps.commands ??
     createCommandPipeline({

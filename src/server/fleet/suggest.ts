@@ -34,4 +34,7 @@ export const suggest = {
   /** Unregister a key on one path (a duplicated registration needs it once per copy). */
   unregister: (agentId: string, path: string, key: bigint) =>
     `prfleet register ${agentId || HOST}:${path || '<path>'} --key ${formatKey(key)} --new-key 0`,
+  /** Break an SPC-2 reservation or medium-removal prevention with a logical unit reset (admin, with a reason). */
+  resetLu: (lu: string, via?: string) =>
+    `prfleet reset-lu --lu ${lu}${via === undefined ? '' : ` --agent ${via}`} --reason <why>`,
 } as const;

@@ -237,6 +237,15 @@ export interface ReportLunsCommand {
 }
 
 /**
+ * A logical unit reset through the path (Linux: ioctl SG_SCSI_RESET with SG_SCSI_RESET_DEVICE on the /dev/sg
+ * node; the initiator sends the LOGICAL UNIT RESET task management function). It aborts every task of the LU for
+ * every nexus, ends an SPC-2 reservation and medium-removal prevention, and makes the device report a unit
+ * attention (29h/xx) to every nexus; persistent reservations survive it on LIO. No CDB is sent.
+ */
+export interface LogicalUnitResetCommand {
+}
+
+/**
  * READ ELEMENT STATUS (B8h, medium changers only): the changer's slots, drives and cartridges. Read-only; prfleet
  * never moves media (MOVE MEDIUM is not a command an agent runs).
  */
@@ -298,6 +307,12 @@ export interface Command {
     | //
     /** READ ELEMENT STATUS (medium changers). */
     { $case: "readElementStatus"; value: ReadElementStatusCommand }
+    | //
+    /**
+     * Logical unit reset (SG_IO's reset ioctl). Breaks an SPC-2 reservation; the server sends it only as an admin
+     * action (FleetService.ResetLogicalUnit).
+     */
+    { $case: "luReset"; value: LogicalUnitResetCommand }
     | undefined;
 }
 
@@ -2220,6 +2235,58 @@ export const ReportLunsCommand: MessageFns<ReportLunsCommand> = {
   },
 };
 
+function createBaseLogicalUnitResetCommand(): LogicalUnitResetCommand {
+  return {};
+}
+
+export const LogicalUnitResetCommand: MessageFns<LogicalUnitResetCommand> = {
+  encode(_: LogicalUnitResetCommand, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LogicalUnitResetCommand {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseLogicalUnitResetCommand();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): LogicalUnitResetCommand {
+    return {};
+  },
+
+  toJSON(_: LogicalUnitResetCommand): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<LogicalUnitResetCommand>): LogicalUnitResetCommand {
+    return LogicalUnitResetCommand.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<LogicalUnitResetCommand>): LogicalUnitResetCommand {
+    const message = createBaseLogicalUnitResetCommand();
+    return message;
+  },
+};
+
 function createBaseReadElementStatusCommand(): ReadElementStatusCommand {
   return { elementType: 0, startingElement: 0, numberOfElements: 0, voltag: false, dvcid: false, allocationLength: 0 };
 }
@@ -2439,6 +2506,9 @@ export const Command: MessageFns<Command> = {
       case "readElementStatus":
         ReadElementStatusCommand.encode(message.kind.value, writer.uint32(130).fork()).join();
         break;
+      case "luReset":
+        LogicalUnitResetCommand.encode(message.kind.value, writer.uint32(138).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2563,6 +2633,14 @@ export const Command: MessageFns<Command> = {
             };
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.kind = { $case: "luReset", value: LogicalUnitResetCommand.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2613,6 +2691,10 @@ export const Command: MessageFns<Command> = {
         ? { $case: "readElementStatus", value: ReadElementStatusCommand.fromJSON(object.readElementStatus) }
         : isSet(object.read_element_status)
         ? { $case: "readElementStatus", value: ReadElementStatusCommand.fromJSON(object.read_element_status) }
+        : isSet(object.luReset)
+        ? { $case: "luReset", value: LogicalUnitResetCommand.fromJSON(object.luReset) }
+        : isSet(object.lu_reset)
+        ? { $case: "luReset", value: LogicalUnitResetCommand.fromJSON(object.lu_reset) }
         : undefined,
     };
   },
@@ -2651,6 +2733,8 @@ export const Command: MessageFns<Command> = {
       obj.reportLuns = ReportLunsCommand.toJSON(message.kind.value);
     } else if (message.kind?.$case === "readElementStatus") {
       obj.readElementStatus = ReadElementStatusCommand.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "luReset") {
+      obj.luReset = LogicalUnitResetCommand.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -2708,6 +2792,12 @@ export const Command: MessageFns<Command> = {
       case "readElementStatus": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "readElementStatus", value: ReadElementStatusCommand.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "luReset": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "luReset", value: LogicalUnitResetCommand.fromPartial(object.kind.value) };
         }
         break;
       }

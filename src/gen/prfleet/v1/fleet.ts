@@ -114,6 +114,17 @@ export enum FindingKind {
    * established: quarantined (never routed to, never shown as the LU's identity). A lying or misconfigured agent.
    */
   FINDING_KIND_CONFLICTING_IDENTITY = 23,
+  /**
+   * FINDING_KIND_SPC2_RESERVATION - An SPC-2 reservation (RESERVE(6)/(10)) holds the LU: inferred from RESERVATION CONFLICT on PERSISTENT RESERVE
+   * IN (which a persistent reservation never blocks) and on TEST UNIT READY through paths holding no persistent
+   * reservation; the holder is the one nexus TEST UNIT READY still passes on, when that is a fleet path.
+   */
+  FINDING_KIND_SPC2_RESERVATION = 24,
+  /**
+   * FINDING_KIND_MEDIUM_REMOVAL_PREVENTED - The device reported MEDIUM REMOVAL PREVENTED (53h/02h): a nexus sent PREVENT ALLOW MEDIUM REMOVAL with PREVENT
+   * set. Which nexus is not readable from the device.
+   */
+  FINDING_KIND_MEDIUM_REMOVAL_PREVENTED = 25,
   UNRECOGNIZED = -1,
 }
 
@@ -164,6 +175,12 @@ export function findingKindFromJSON(object: any): FindingKind {
     case 23:
     case "FINDING_KIND_CONFLICTING_IDENTITY":
       return FindingKind.FINDING_KIND_CONFLICTING_IDENTITY;
+    case 24:
+    case "FINDING_KIND_SPC2_RESERVATION":
+      return FindingKind.FINDING_KIND_SPC2_RESERVATION;
+    case 25:
+    case "FINDING_KIND_MEDIUM_REMOVAL_PREVENTED":
+      return FindingKind.FINDING_KIND_MEDIUM_REMOVAL_PREVENTED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -203,6 +220,10 @@ export function findingKindToJSON(object: FindingKind): string {
       return "FINDING_KIND_DUPLICATE_REGISTRATION";
     case FindingKind.FINDING_KIND_CONFLICTING_IDENTITY:
       return "FINDING_KIND_CONFLICTING_IDENTITY";
+    case FindingKind.FINDING_KIND_SPC2_RESERVATION:
+      return "FINDING_KIND_SPC2_RESERVATION";
+    case FindingKind.FINDING_KIND_MEDIUM_REMOVAL_PREVENTED:
+      return "FINDING_KIND_MEDIUM_REMOVAL_PREVENTED";
     case FindingKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
@@ -1434,6 +1455,40 @@ export interface Loader {
   error: string;
   /** Findings about this loader (a loaded drive whose holder is offline, a stranded cartridge). */
   findings: Finding[];
+}
+
+/** Request for ResetLogicalUnit. */
+export interface ResetLogicalUnitRequest {
+  /** The LU. Required. */
+  luId: string;
+  /** The agent whose path sends the reset; empty picks an online path (the SPC-2 holder's first, when known). */
+  agentId: string;
+  /** The path on that agent; empty picks one. */
+  path: string;
+  /** Why (kept in the history). Required. */
+  reason: string;
+  /** Check and report what would be done, send nothing. */
+  dryRun: boolean;
+  /** Device timeout. Default 30 s. */
+  commandTimeout: Duration | undefined;
+}
+
+/** Response for ResetLogicalUnit. */
+export interface ResetLogicalUnitResponse {
+  /** The holds found before the reset (SPC-2 reservation, medium-removal prevention). */
+  holds: Finding[];
+  /** Agent and path the reset went through (or would). */
+  agentId: string;
+  /** Path on that agent. */
+  path: string;
+  /** The agent's result (absent on a dry run). */
+  result:
+    | CommandResult
+    | undefined;
+  /** What the LU looked like after the reset: true when TEST UNIT READY no longer conflicts on any path. */
+  released: boolean;
+  /** What happened, in words. */
+  message: string;
 }
 
 function createBaseFleetSelector(): FleetSelector {
@@ -8753,6 +8808,328 @@ export const Loader: MessageFns<Loader> = {
   },
 };
 
+function createBaseResetLogicalUnitRequest(): ResetLogicalUnitRequest {
+  return { luId: "", agentId: "", path: "", reason: "", dryRun: false, commandTimeout: undefined };
+}
+
+export const ResetLogicalUnitRequest: MessageFns<ResetLogicalUnitRequest> = {
+  encode(message: ResetLogicalUnitRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.luId !== "") {
+      writer.uint32(10).string(message.luId);
+    }
+    if (message.agentId !== "") {
+      writer.uint32(18).string(message.agentId);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    if (message.reason !== "") {
+      writer.uint32(34).string(message.reason);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(40).bool(message.dryRun);
+    }
+    if (message.commandTimeout !== undefined) {
+      Duration.encode(message.commandTimeout, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetLogicalUnitRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetLogicalUnitRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.luId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.commandTimeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetLogicalUnitRequest {
+    return {
+      luId: isSet(object.luId)
+        ? globalThis.String(object.luId)
+        : isSet(object.lu_id)
+        ? globalThis.String(object.lu_id)
+        : "",
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+      commandTimeout: isSet(object.commandTimeout)
+        ? Duration.fromJSON(object.commandTimeout)
+        : isSet(object.command_timeout)
+        ? Duration.fromJSON(object.command_timeout)
+        : undefined,
+    };
+  },
+
+  toJSON(message: ResetLogicalUnitRequest): unknown {
+    const obj: any = {};
+    if (message.luId !== "") {
+      obj.luId = message.luId;
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    if (message.commandTimeout !== undefined) {
+      obj.commandTimeout = Duration.toJSON(message.commandTimeout);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResetLogicalUnitRequest>): ResetLogicalUnitRequest {
+    return ResetLogicalUnitRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResetLogicalUnitRequest>): ResetLogicalUnitRequest {
+    const message = createBaseResetLogicalUnitRequest();
+    message.luId = object.luId ?? "";
+    message.agentId = object.agentId ?? "";
+    message.path = object.path ?? "";
+    message.reason = object.reason ?? "";
+    message.dryRun = object.dryRun ?? false;
+    message.commandTimeout = (object.commandTimeout !== undefined && object.commandTimeout !== null)
+      ? Duration.fromPartial(object.commandTimeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseResetLogicalUnitResponse(): ResetLogicalUnitResponse {
+  return { holds: [], agentId: "", path: "", result: undefined, released: false, message: "" };
+}
+
+export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
+  encode(message: ResetLogicalUnitResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.holds) {
+      Finding.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.agentId !== "") {
+      writer.uint32(18).string(message.agentId);
+    }
+    if (message.path !== "") {
+      writer.uint32(26).string(message.path);
+    }
+    if (message.result !== undefined) {
+      CommandResult.encode(message.result, writer.uint32(34).fork()).join();
+    }
+    if (message.released !== false) {
+      writer.uint32(40).bool(message.released);
+    }
+    if (message.message !== "") {
+      writer.uint32(50).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetLogicalUnitResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetLogicalUnitResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.holds.push(Finding.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.agentId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.result = CommandResult.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.released = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.message = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetLogicalUnitResponse {
+    return {
+      holds: globalThis.Array.isArray(object?.holds) ? object.holds.map((e: any) => Finding.fromJSON(e)) : [],
+      agentId: isSet(object.agentId)
+        ? globalThis.String(object.agentId)
+        : isSet(object.agent_id)
+        ? globalThis.String(object.agent_id)
+        : "",
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      result: isSet(object.result) ? CommandResult.fromJSON(object.result) : undefined,
+      released: isSet(object.released) ? globalThis.Boolean(object.released) : false,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: ResetLogicalUnitResponse): unknown {
+    const obj: any = {};
+    if (message.holds?.length) {
+      obj.holds = message.holds.map((e) => Finding.toJSON(e));
+    }
+    if (message.agentId !== "") {
+      obj.agentId = message.agentId;
+    }
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.result !== undefined) {
+      obj.result = CommandResult.toJSON(message.result);
+    }
+    if (message.released !== false) {
+      obj.released = message.released;
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResetLogicalUnitResponse>): ResetLogicalUnitResponse {
+    return ResetLogicalUnitResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResetLogicalUnitResponse>): ResetLogicalUnitResponse {
+    const message = createBaseResetLogicalUnitResponse();
+    message.holds = object.holds?.map((e) => Finding.fromPartial(e)) || [];
+    message.agentId = object.agentId ?? "";
+    message.path = object.path ?? "";
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CommandResult.fromPartial(object.result)
+      : undefined;
+    message.released = object.released ?? false;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 /**
  * Fleet-wide operations: audit every logical unit through every path, manage the reservation-key registry and
  * the desired state, and plan, apply or force (takeover) PROUT rollouts with guard rails.
@@ -8899,6 +9276,20 @@ export const FleetServiceDefinition = {
       responseStream: true,
       options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
     },
+    /**
+     * Breaks an SPC-2 reservation (or medium-removal prevention) with a logical unit reset sent through one agent's
+     * path. Admin only, with a reason; refused while the LU has persistent-reservation registrations or a
+     * persistent reservation (the reset would abort their I/O too) and when no SPC-2 reservation or prevention is
+     * seen. Recorded in the PROUT history (action LOGICAL_UNIT_RESET).
+     */
+    resetLogicalUnit: {
+      name: "ResetLogicalUnit",
+      requestType: ResetLogicalUnitRequest as typeof ResetLogicalUnitRequest,
+      requestStream: false,
+      responseType: ResetLogicalUnitResponse as typeof ResetLogicalUnitResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -8971,6 +9362,16 @@ export interface FleetServiceImplementation<CallContextExt = {}> {
     request: WatchRequest,
     context: CallContext & CallContextExt,
   ): ServerStreamingMethodResult<DeepPartial<WatchResponse>>;
+  /**
+   * Breaks an SPC-2 reservation (or medium-removal prevention) with a logical unit reset sent through one agent's
+   * path. Admin only, with a reason; refused while the LU has persistent-reservation registrations or a
+   * persistent reservation (the reset would abort their I/O too) and when no SPC-2 reservation or prevention is
+   * seen. Recorded in the PROUT history (action LOGICAL_UNIT_RESET).
+   */
+  resetLogicalUnit(
+    request: ResetLogicalUnitRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ResetLogicalUnitResponse>>;
 }
 
 export interface FleetServiceClient<CallOptionsExt = {}> {
@@ -9033,6 +9434,16 @@ export interface FleetServiceClient<CallOptionsExt = {}> {
    * findings) as they are recorded, filtered, resumable by cursor (docs/events.md). Role: viewer.
    */
   watch(request: DeepPartial<WatchRequest>, options?: CallOptions & CallOptionsExt): AsyncIterable<WatchResponse>;
+  /**
+   * Breaks an SPC-2 reservation (or medium-removal prevention) with a logical unit reset sent through one agent's
+   * path. Admin only, with a reason; refused while the LU has persistent-reservation registrations or a
+   * persistent reservation (the reset would abort their I/O too) and when no SPC-2 reservation or prevention is
+   * seen. Recorded in the PROUT history (action LOGICAL_UNIT_RESET).
+   */
+  resetLogicalUnit(
+    request: DeepPartial<ResetLogicalUnitRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ResetLogicalUnitResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
