@@ -119,7 +119,8 @@ export function refuseRequest(
   allowedOpcodes: ReadonlySet<number> = SGIO_ALLOWED_OPCODES,
 ): string | undefined {
   if (request.reset !== undefined) {
-    if (request.reset !== 'logical-unit' || request.cdb.length !== 0) return 'malformed reset request';
+    if (request.reset !== 'logical-unit' || request.cdb.length !== 0)
+      return 'malformed reset request';
     return undefined;
   }
   const opcode = request.cdb[0];
@@ -362,7 +363,11 @@ async function loadBinding(): Promise<SgioBinding> {
         try {
           if (guard.abandoned) return;
           if (err) {
-            reject(new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', { cause: err }));
+            reject(
+              new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', {
+                cause: err,
+              }),
+            );
             return;
           }
           if (rc < 0) {

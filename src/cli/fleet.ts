@@ -44,7 +44,7 @@ import type { PrType } from '../gen/prfleet/v1/scsi.js';
 import { msToDuration } from '../common/command.js';
 import { formatKey } from '../common/key-layout.js';
 import { describeRpcError, writeError } from './errors.js';
-import { ExitCode } from './exit-codes.js';
+import { ExitCode, exitCodeForResult } from './exit-codes.js';
 import { toCliJson, type Json } from './json.js';
 import {
   collectLabel,
@@ -572,6 +572,39 @@ export function registerFleetCommands<
           output,
         ),
       );
+    });
+
+  program
+    .command('reset-lu')
+    .description(
+      'break an SPC-2 reservation or medium-removal prevention with a logical unit reset (admin; refused while persistent reservations exist)',
+    )
+    .requiredOption('--lu <id>', 'the logical unit')
+    .requiredOption('--reason <text>', 'why (recorded in the history)')
+    .option('--agent <agent>', 'agent whose path sends the reset (default: the holder, else any)')
+    .option('--path <path>', 'path on that agent')
+    .option('--timeout <duration>', 'device command timeout (e.g. 30s)', parseDurationMs)
+    .option('--dry-run', 'check and report, send nothing')
+    .action(async (opts) => {
+      await run(async (client, output) => {
+        const r = await client.resetLogicalUnit({
+          luId: opts.lu,
+          agentId: opts.agent ?? '',
+          path: opts.path ?? '',
+          reason: opts.reason,
+          dryRun: opts.dryRun === true,
+          ...(opts.timeout === undefined ? {} : { commandTimeout: msToDuration(opts.timeout) }),
+        });
+        if (output === 'json') line(r);
+        else {
+          if (r.holds.length) io.stdout(`${renderFindings(r.holds)}\n`);
+          io.stdout(`${terminalSafe(r.message)}\n`);
+        }
+        if (opts.dryRun === true) return ExitCode.OK;
+        return r.result !== undefined && r.result.outcome !== 1
+          ? exitCodeForResult(r.result)
+          : ExitCode.OK;
+      });
     });
 
   const keys = program

@@ -151,10 +151,13 @@ describe('suggested actions', () => {
     suggest.register('host-a'),
     suggest.unregister('host-a', '/dev/sg0', 0x5ca1ab1en),
     suggest.unregister('', '', 0xabn),
+    suggest.resetLu('naa.1'),
+    suggest.resetLu('naa.1', 'host-a'),
   ];
   const PLACEHOLDER: Record<string, string> = {
     '<path>': '/dev/sg0',
     '<key>': '0x1',
+    '<why>': 'because',
   };
 
   it.each(samples)('%s is a command the CLI parses', async (suggestion) => {

@@ -25,6 +25,7 @@ import { rpcMiddleware } from '../../src/server/middleware.js';
 import { createInProcessRouter, type CommandRouter } from '../../src/server/router.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
 import type { TakeoverRules } from '../../src/server/fleet/takeover-rules.js';
+import type { HoldMemory } from '../../src/server/fleet/holds.js';
 import { DEMO_FABRIC } from '../helpers/agents.js';
 
 /** What a test can do to a command on its way into the emulator: run it, or run something else first. */
@@ -103,6 +104,8 @@ export async function startFleetHarness(
     takeoverRules?: TakeoverRules;
     /** A store to use instead of the shared in-memory PGlite (e.g. PostgreSQL). */
     store?: Store;
+    /** MEDIUM REMOVAL PREVENTED memory for the audit (feed it with a wrapRouter tap). */
+    holds?: HoldMemory;
   } = {},
 ): Promise<FleetHarness> {
   const level = process.env['PRFLEET_TEST_LOG'];
@@ -143,6 +146,7 @@ export async function startFleetHarness(
     luSerializer: createLuSerializer(), // as prfleet-server wires it: each step's read + PROUT in one LU turn
     ...(options.onAuditFindings === undefined ? {} : { onAuditFindings: options.onAuditFindings }),
     ...(options.takeoverRules === undefined ? {} : { takeoverRules: options.takeoverRules }),
+    ...(options.holds === undefined ? {} : { holds: options.holds }),
   });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;

@@ -129,7 +129,14 @@ export async function resetLogicalUnit(
     signal,
   );
   deps.holds?.clear(unit.luId);
-  const after = await probeSpc2(await observeUnit(unit, ctx), ctx);
+  const reread = await observeUnit(unit, ctx);
+  const after = await probeSpc2(reread, ctx);
+  const unitAttentions = reread.paths.flatMap((p) =>
+    p.unitAttentions.map(
+      (ua) =>
+        `${p.fleetPath.agent.hello.agentId}:${p.fleetPath.path.path}: ${ua.sense?.description ?? 'unit attention'}`,
+    ),
+  );
   const good = result.outcome === Outcome.OUTCOME_GOOD;
   return ResetLogicalUnitResponse.fromPartial({
     holds,
@@ -137,6 +144,7 @@ export async function resetLogicalUnit(
     path,
     result,
     released: good && after === undefined,
+    unitAttentions,
     message: !good
       ? `the reset through ${agentId}:${path} answered ${outcomeToJSON(result.outcome)} ${result.message}`.trim()
       : after === undefined

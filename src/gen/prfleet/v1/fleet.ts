@@ -1489,6 +1489,11 @@ export interface ResetLogicalUnitResponse {
   released: boolean;
   /** What happened, in words. */
   message: string;
+  /**
+   * Unit attentions the paths reported on the read right after the reset ("agent:path: description"): the
+   * reset's 29h/xx as each nexus meets it (the read consumes them).
+   */
+  unitAttentions: string[];
 }
 
 function createBaseFleetSelector(): FleetSelector {
@@ -8976,7 +8981,7 @@ export const ResetLogicalUnitRequest: MessageFns<ResetLogicalUnitRequest> = {
 };
 
 function createBaseResetLogicalUnitResponse(): ResetLogicalUnitResponse {
-  return { holds: [], agentId: "", path: "", result: undefined, released: false, message: "" };
+  return { holds: [], agentId: "", path: "", result: undefined, released: false, message: "", unitAttentions: [] };
 }
 
 export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
@@ -8998,6 +9003,9 @@ export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
     }
     if (message.message !== "") {
       writer.uint32(50).string(message.message);
+    }
+    for (const v of message.unitAttentions) {
+      writer.uint32(58).string(v!);
     }
     return writer;
   },
@@ -9063,6 +9071,14 @@ export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
             message.message = reader.string();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.unitAttentions.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -9087,6 +9103,11 @@ export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
       result: isSet(object.result) ? CommandResult.fromJSON(object.result) : undefined,
       released: isSet(object.released) ? globalThis.Boolean(object.released) : false,
       message: isSet(object.message) ? globalThis.String(object.message) : "",
+      unitAttentions: globalThis.Array.isArray(object?.unitAttentions)
+        ? object.unitAttentions.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.unit_attentions)
+        ? object.unit_attentions.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -9110,6 +9131,9 @@ export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
     if (message.message !== "") {
       obj.message = message.message;
     }
+    if (message.unitAttentions?.length) {
+      obj.unitAttentions = message.unitAttentions;
+    }
     return obj;
   },
 
@@ -9126,6 +9150,7 @@ export const ResetLogicalUnitResponse: MessageFns<ResetLogicalUnitResponse> = {
       : undefined;
     message.released = object.released ?? false;
     message.message = object.message ?? "";
+    message.unitAttentions = object.unitAttentions?.map((e) => e) || [];
     return message;
   },
 };
