@@ -20,13 +20,13 @@ const DRIVE2 = 'naa.5000e11100000004';
 const RESERVE_6 = Uint8Array.of(0x16, 0, 0, 0, 0, 0);
 
 /** `host` sends RESERVE(6) through `path` (as a host tool such as an old backup application would). */
-async function spc2Reserve(h: FleetHarness, host: string, path: string): Promise<number> {
+function spc2Reserve(h: FleetHarness, host: string, path: string): number {
   const nexus = h.fabric
     .host(host)
     .transport.paths()
     .find((n) => n.path === path);
   if (nexus === undefined) throw new Error(`${host} has no ${path}`);
-  const r = await nexus.logicalUnit.execute(nexus.initiator, {
+  const r = nexus.logicalUnit.execute(nexus.initiator, {
     cdb: RESERVE_6,
     dataInLength: 0,
     timeoutMs: 1000,
@@ -57,7 +57,7 @@ function readKeys(h: FleetHarness, host: string, path: string) {
 describe('holds other than a persistent reservation', { timeout: 120_000 }, () => {
   it('names an SPC-2 reservation and its holder path; a logical unit reset from an agent breaks it, with a unit attention after', async () => {
     const h = await startFleetHarness();
-    expect(await spc2Reserve(h, 'host-c', '/dev/sg1')).toBe(0); // GOOD
+    expect(spc2Reserve(h, 'host-c', '/dev/sg1')).toBe(0); // GOOD
     const spc2 = (await audit(h, 'loader1')).filter(
       (f) => f.kind === FindingKind.FINDING_KIND_SPC2_RESERVATION,
     );
