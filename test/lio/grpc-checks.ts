@@ -9,6 +9,8 @@ export const GRPC_CHECKS = [
   'PREEMPT of host a by host b is GOOD',
   'host a sees REGISTRATIONS PREEMPTED (2Ah/05h) once, then the keys of b and c',
   'CLEAR through host b leaves no keys',
+  'an SPC-2 RESERVE(6) through nexus 2 is named with its holder: PRIN conflicts everywhere, TEST UNIT READY passes only through nexus 2',
+  'a logical unit reset from agent vm-a (SG_SCSI_RESET) breaks the SPC-2 reservation, and a 29h unit attention follows',
   'a vanished node is an OS error result and its agent keeps serving its other node',
 ] as const;
 

@@ -81,7 +81,7 @@ if (unavailable !== undefined && !inCi) {
           outDir,
           // The guest runs the host's own runtime (the pinned Node under node_modules), not the chroot PATH's node.
           script: detachedNodeScript(
-            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts conformance,grpc,changer --changer-handler '${handler}'`,
+            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts ${process.env['PRFLEET_LIO_PARTS'] ?? 'conformance,grpc,changer'} --changer-handler '${handler}'`,
           ),
           timeoutMs: 900_000,
         });

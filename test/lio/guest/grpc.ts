@@ -12,6 +12,13 @@ import { createSgioSource } from '../../../agent/sources.js';
 import { createControlClient, type ControlClient } from '../../../src/common/client.js';
 import { createLogger } from '../../../src/common/logger.js';
 import { Outcome, PrType, type CommandResult } from '../../../src/gen/prfleet/v1/scsi.js';
+import { Command } from '../../../src/gen/prfleet/v1/agent.js';
+import { createSgioTransport, SGIO_ALLOWED_OPCODES } from '../../../agent/transport/sgio.js';
+import type { ScsiDevice } from '../../../agent/transport/transport.js';
+import { probeSpc2, spc2Finding } from '../../../src/server/fleet/holds.js';
+import { CommandLimiter } from '../../../src/server/fleet/limiter.js';
+import { observeUnit, type ReadContext } from '../../../src/server/fleet/observe.js';
+import { selectUnits } from '../../../src/server/fleet/selection.js';
 import { defaultServerConfig } from '../../../src/server/config.js';
 import { createPrfleetServer, type PrfleetServer } from '../../../src/server/server.js';
 import { GRPC_CHECKS, type GrpcCheckName } from '../grpc-checks.js';
@@ -65,6 +72,26 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
   const commandTimeout = { seconds: 20, nanos: 0 };
   const opts = { commandTimeout };
   const prout = { commandTimeout, idempotencyKey: '', reason: 'lio vm test', dryRun: false };
+  // RESERVE(6)/RELEASE(6) are not agent commands: a host tool sends them (here a second SG_IO transport).
+  let spc2Device: ScsiDevice | undefined;
+  const spc2 = (opcode: 0x16 | 0x17) =>
+    spc2Device!.execute({
+      cdb: Uint8Array.of(opcode, 0, 0, 0, 0, 0),
+      dataInLength: 0,
+      timeoutMs: 20_000,
+    });
+  /** The LU as the fleet engine reads it (observe + the SPC-2 probe), through the server's router. */
+  const probe = async () => {
+    const unit = selectUnits(server!.agents, undefined)[0];
+    if (unit === undefined) throw new Error('no LU known to the server');
+    const ctx: ReadContext = {
+      router: server!.router,
+      limiter: new CommandLimiter(16, 4),
+      timeoutMs: 20_000,
+    };
+    const obs = await observeUnit(unit, ctx);
+    return { obs, probe: await probeSpc2(obs, ctx) };
+  };
 
   const checks: Record<GrpcCheckName, () => Promise<string>> = {
     'two sgio agents connect and report one LIO LU through three paths': async () => {
@@ -208,6 +235,58 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
       if (keys.length !== 0) throw new Error(`keys left: ${hex(keys)}`);
       return 'no keys';
     },
+    'an SPC-2 RESERVE(6) through nexus 2 is named with its holder: PRIN conflicts everywhere, TEST UNIT READY passes only through nexus 2':
+      async () => {
+        spc2Device = await createSgioTransport({
+          allowedOpcodes: new Set([...SGIO_ALLOWED_OPCODES, 0x16, 0x17]),
+        }).open(pathB);
+        const reserved = await spc2(0x16);
+        if (reserved.status !== 0)
+          throw new Error(`RESERVE(6): status 0x${reserved.status.toString(16)}`);
+        const { obs, probe: found } = await probe();
+        if (found?.holder?.agentId !== 'vm-b' || found.holder.path !== pathB)
+          throw new Error(`probe: ${JSON.stringify(found)}`);
+        if (found.prinConflicts.length !== 3)
+          throw new Error(`PRIN conflicts: ${found.prinConflicts.join(', ')}`);
+        return spc2Finding(obs, found).message;
+      },
+    'a logical unit reset from agent vm-a (SG_SCSI_RESET) breaks the SPC-2 reservation, and a 29h unit attention follows':
+      async () => {
+        try {
+          const started = performance.now();
+          const reset = await server!.router.dispatch(
+            'vm-a',
+            Command.fromPartial({ path: pathA, kind: { $case: 'luReset', value: {} } }),
+            { timeoutMs: 30_000 },
+          );
+          expectOutcome(reset, Outcome.OUTCOME_GOOD, 'logical unit reset');
+          const resetMs = Math.round(performance.now() - started);
+          // Each nexus's next command meets what the reset queued (LIO: per ACL), then runs.
+          const uas: string[] = [];
+          for (const host of ['a', 'b', 'c'] as const) {
+            const { result } = await client!.readKeys({ target: at[host], options: opts });
+            expectOutcome(
+              result,
+              Outcome.OUTCOME_GOOD,
+              `READ KEYS through ${host} after the reset`,
+            );
+            for (const u of result?.unitAttentions ?? [])
+              uas.push(
+                `${host}: ${u.sense?.asc?.toString(16)}h/${u.sense?.ascq?.toString(16).padStart(2, '0')}h ${u.sense?.description ?? ''}`,
+              );
+          }
+          if (!uas.some((u) => / 29h\//.test(u)))
+            throw new Error(
+              `no 29h unit attention after the reset (saw: ${uas.join('; ') || 'none'})`,
+            );
+          const { probe: left } = await probe();
+          if (left !== undefined) throw new Error(`still held: ${JSON.stringify(left)}`);
+          return `reset GOOD in ${resetMs} ms; TEST UNIT READY no longer conflicts; unit attentions: ${uas.join('; ')}`;
+        } finally {
+          await spc2(0x17).catch(() => undefined); // released already when the reset worked
+          await spc2Device?.close().catch(() => undefined);
+        }
+      },
     'a vanished node is an OS error result and its agent keeps serving its other node':
       async () => {
         // Remove nexus 3's LUN: the kernel deletes /dev/sg of host c under agent vm-b, which still has it open.
