@@ -12,6 +12,7 @@ import {
   Severity,
   type FleetServiceImplementation,
   type RolloutOptions,
+  type TakeoverRequest,
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs } from '../../common/command.js';
 import { directServiceDefinition } from '../../common/service-definition.js';
@@ -37,7 +38,13 @@ import { suggest } from './suggest.js';
 import { runAudit } from './audit.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex, recordToProto, toStoreScope, validateDesiredState } from './desired.js';
-import { foreignOwner, keyRecordToProto, loadKeyIndex, ownerOfRecord } from './key-index.js';
+import {
+  foreignOwner,
+  keyRecordToProto,
+  loadKeyIndex,
+  ownerOfRecord,
+  type KeyIndex,
+} from './key-index.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit } from './observe.js';
 import { planDesired, planTakeover } from './planner.js';
@@ -424,26 +431,9 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
         });
       }
       const victim = request.victim;
-      let victimKeys: Set<bigint>;
-      switch (victim?.$case) {
-        case 'victimKey':
-          if (victim.value === 0n) throw invalidArgument('victim_key', 'must not be 0');
-          victimKeys = new Set([victim.value]);
-          break;
-        case 'victimAgentId':
-          if (victim.value === request.agentId)
-            throw invalidArgument('victim_agent_id', 'the taker cannot preempt itself');
-          victimKeys = new Set(keys.keysOf(victim.value));
-          if (victimKeys.size === 0)
-            throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
-              type: 'KEY',
-              subject: `agents/${victim.value}`,
-              description: `the registry has no keys of ${victim.value}: take over by victim_key instead`,
-            });
-          break;
-        case undefined:
-          throw invalidArgument('victim', 'set victim_key or victim_agent_id');
-      }
+      if (victim === undefined)
+        throw invalidArgument('victim', 'set victim_key or victim_agent_id');
+      const victimKeys = victimKeysOf(victim, request.agentId, keys);
       if (victimKeys.has(takerKey))
         throw invalidArgument('key', `${formatKey(takerKey)} is also a victim key`);
       const units = selectUnits(deps.devices, sel);
@@ -512,6 +502,28 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
       }
     },
   };
+}
+
+/** The keys a Takeover preempts: the one named, or every key the registry issued to the victim host. */
+function victimKeysOf(
+  victim: NonNullable<TakeoverRequest['victim']>,
+  taker: string,
+  keys: KeyIndex,
+): Set<bigint> {
+  if (victim.$case === 'victimKey') {
+    if (victim.value === 0n) throw invalidArgument('victim_key', 'must not be 0');
+    return new Set([victim.value]);
+  }
+  if (victim.value === taker)
+    throw invalidArgument('victim_agent_id', 'the taker cannot preempt itself');
+  const victimKeys = new Set(keys.keysOf(victim.value));
+  if (victimKeys.size === 0)
+    throw failedPrecondition(ErrorReason.PRECONDITION_MISMATCH, {
+      type: 'KEY',
+      subject: `agents/${victim.value}`,
+      description: `the registry has no keys of ${victim.value}: take over by victim_key instead`,
+    });
+  return victimKeys;
 }
 
 /** A warning for each agent id this server does not know (as SetDesiredState and AllocateKey give them). */
