@@ -275,9 +275,14 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
                 `${host}: ${u.sense?.asc?.toString(16)}h/${u.sense?.ascq?.toString(16).padStart(2, '0')}h ${u.sense?.description ?? ''}`,
               );
           }
-          if (!uas.some((u) => / 29h\//.test(u)))
+          // Measured on 6.1: every nexus (the resetting one too) gets 29h/03h, as the lio profile's
+          // luResetUnitAttention says.
+          const each = ['a', 'b', 'c'].map(
+            (h) => uas.filter((u) => u.startsWith(`${h}: 29h/03h`)).length,
+          );
+          if (each.join() !== '1,1,1')
             throw new Error(
-              `no 29h unit attention after the reset (saw: ${uas.join('; ') || 'none'})`,
+              `expected one 29h/03h per nexus after the reset, saw: ${uas.join('; ') || 'none'}`,
             );
           const { probe: left } = await probe();
           if (left !== undefined) throw new Error(`still held: ${JSON.stringify(left)}`);
