@@ -100,7 +100,7 @@ describe.skipIf(unreachable !== undefined)(
     });
 
     it('is off by default: nothing registers by itself', async () => {
-      const { address, server } = await startTestServer({ deps: { store: store as Store } });
+      const { address, server } = await startTestServer({ deps: { store: store } });
       expect(server.reconciler).toBeUndefined();
       const fleet = await startEmulatedAgents({ address });
       try {
