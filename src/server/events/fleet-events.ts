@@ -175,7 +175,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
           observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId);
       }
       if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
-        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, 'prfleet');
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId);
       if (command.kind?.$case === 'prout' && store !== undefined)
         counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
     },
