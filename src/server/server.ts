@@ -369,6 +369,7 @@ async function buildServer(
         instanceId: config.instanceId,
         commands,
         watch: events.watch,
+        onAuditComplete: events.onAudit,
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,

@@ -12,6 +12,7 @@ import { ErrorReason, unavailable } from '../../common/errors.js';
 import type { AgentRegistry } from '../agent-registry.js';
 import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
+import type { AuditFindings } from '../fleet/deps.js';
 import type { CommandRouter } from '../router.js';
 import type { HistoryEntryInput, Store } from '../store/index.js';
 import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
@@ -62,6 +63,8 @@ export interface FleetEvents {
   ) => void;
   /** Memory store only: a PROUT's history entry, recorded nowhere else. */
   readonly onHistory: (entry: HistoryEntryInput) => void;
+  /** Raises and clears findings after an audit (FleetDeps.onAuditComplete). */
+  readonly onAudit: (audit: AuditFindings) => void;
   /** Starts the observation and retention. */
   start(): void;
   /** Ends watches (UNAVAILABLE SERVER_DRAINING: resume elsewhere), stops the observation. */
@@ -180,6 +183,12 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
         counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
     },
     onHistory: (entry) => append([proutEventOfInput(entry)]),
+    onAudit: (audit) =>
+      track(
+        observer
+          .recordAudit(audit)
+          .catch((err: unknown) => log.error({ err }, 'events: recording audit findings failed')),
+      ),
     start() {
       observer.start();
       const prune = () =>

@@ -21,7 +21,8 @@ import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import type { CommandRouter } from '../router.js';
-import type { ObservedLu, ObservedStates } from './observed.js';
+import { versionOf, type ObservedLu, type ObservedStates } from './observed.js';
+import type { AuditFindings } from '../fleet/deps.js';
 import { findingEvents, prChangeEvents } from './pr-change.js';
 import type { NewFleetEvent } from './types.js';
 
@@ -295,6 +296,47 @@ export class LuObserver {
       }
     }
     return [];
+  }
+
+  /**
+   * An audit's findings replace the standing ones of every LU and loader it covered (all kinds: an audit reads
+   * every path); the differences are recorded as FINDING_RAISED / FINDING_CLEARED. Runs after the audit, in
+   * the background, one LU at a time, writing only where something changed.
+   */
+  async recordAudit(audit: AuditFindings): Promise<FleetEvent[]> {
+    const scopes = new Map<string, { loaderId: string; findings: FindingEvent[] }>();
+    for (const u of audit.units) {
+      scopes.set(u.luId, { loaderId: u.loaderId, findings: u.findings.map(findingToEvent) });
+      if (u.loaderId !== '' && !scopes.has(loaderScope(u.loaderId)))
+        scopes.set(loaderScope(u.loaderId), { loaderId: u.loaderId, findings: [] });
+    }
+    for (const f of audit.loaderFindings) {
+      const scope = scopes.get(loaderScope(f.loaderId));
+      if (scope !== undefined) scope.findings.push(findingToEvent(f));
+    }
+    const standing = new Map(
+      (await this.deps.observed.list([...scopes.keys()])).map((o) => [o.luId, o]),
+    );
+    const recorded: FleetEvent[] = [];
+    for (const [scope, { loaderId, findings }] of scopes) {
+      const observed = standing.get(scope);
+      const events = findingEvents(observed?.findings ?? [], findings, {
+        luId: scope,
+        loaderId,
+        actor: 'audit',
+      });
+      if (events.length === 0) continue;
+      const next: ObservedLu = {
+        luId: scope,
+        state: observed?.state,
+        findings,
+        observedAt: new Date(),
+      };
+      const done = await this.deps.observed.update(versionOf(observed), next, events);
+      if (done !== undefined) recorded.push(...done);
+    }
+    if (recorded.length > 0) this.deps.onEvents?.(recorded);
+    return recorded;
   }
 
   /** Loader-level findings (deadlock) over the loader's LUs as last observed. */
