@@ -141,7 +141,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   let pruneTimer: NodeJS.Timeout | undefined;
 
   return {
-    log: events,
+    log: counting,
     observed,
     observer,
     watch: async function* (request, ctx) {
