@@ -7,7 +7,14 @@
 import { resolve } from 'node:path';
 import { connectControl } from '../cli/client.js';
 import { connectFleet } from '../cli/fleet.js';
-import { repoRoot, startServerProcess, startSimProcess, type ChildHandle } from './processes.js';
+import {
+  builtBinaries,
+  repoRoot,
+  spawnNode,
+  startServerProcess,
+  startSimProcess,
+  type ChildHandle,
+} from './processes.js';
 import { runScenario } from './scenario.js';
 
 const write = (text: string) => process.stdout.write(text);
@@ -49,15 +56,47 @@ async function main(): Promise<void> {
   );
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);
+  // A watcher, as an operator or a job scheduler would run one: `prfleet watch` prints what happens to the
+  // reservations while the story unfolds (its lines start with "│ watch").
+  write(
+    'Starting `prfleet watch --after 0 --kind agent-connected --kind prout --kind unit-attention --kind reservation-changed` beside the story …\n',
+  );
+  const watchLines: string[] = [];
+  const watcher = spawnNode(
+    builtBinaries().cli,
+    [
+      ...['--server', server.address, '--plaintext', 'watch', '--after', '0'],
+      ...['--kind', 'agent-connected', '--kind', 'prout'],
+      ...['--kind', 'unit-attention', '--kind', 'reservation-changed'],
+    ],
+    {
+      name: 'prfleet watch',
+      onLine: (line) => {
+        watchLines.push(line);
+        write(`  │ watch  ${line}\n`);
+      },
+    },
+  );
+  children.push(watcher);
+  // The story starts once the watcher follows (it has seen the three agents connect).
+  for (
+    const started = Date.now();
+    !watchLines.some((l) => l.includes('AGENT-CONNECTED: host-c'));
+  ) {
+    if (watcher.hasExited() || Date.now() - started > 30_000)
+      throw new Error(`prfleet watch did not start: ${watcher.lines.slice(-5).join(' | ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   const connection = connectControl(server.address, { plaintext: true });
   const fleet = connectFleet(server.address, { plaintext: true });
   try {
-    await runScenario(connection.client, { write }, fleet.client);
+    await runScenario(connection.client, { write }, fleet.client, () => watchLines);
   } finally {
     connection.close();
     fleet.close();
   }
-  write('\nStopping prfleet-sim and prfleet-server …\n');
+  write('\nStopping prfleet watch, prfleet-sim and prfleet-server …\n');
+  await watcher.stop({ graceMs: 2000 });
   const [serverExit, simExit] = [server.handle.exited, sim.exited];
   await stopAll();
   const codes = await Promise.all([serverExit, simExit]);

@@ -76,6 +76,7 @@ export async function runScenario(
   client: CliControlClient,
   out: DemoOutput,
   fleet?: FleetServiceClient,
+  watchLines?: () => readonly string[],
 ): Promise<DemoSummary> {
   const summary: DemoSummary = { commands: 0, conflicts: 0, unitAttentions: 0, refusedUpFront: 0 };
   let step = 0;
@@ -379,6 +380,21 @@ export async function runScenario(
     ),
   );
 
+  if (watchLines !== undefined) {
+    say(
+      'a watcher saw it happen',
+      '`prfleet watch` (started beside the demo) printed the preemption as it happened: the PREEMPT host-a sent, the reservation moving to host-a, and host-c meeting the unit attention:',
+    );
+    const wanted = [
+      /PROUT: PREEMPT → GOOD/,
+      /RESERVATION-CHANGED: .*→ 0x000000000000aaaa/,
+      /UNIT-ATTENTION: .*host-c.*registrations preempted/,
+    ];
+    const seen: string[] = [];
+    for (const pattern of wanted) seen.push(await watchedLine(watchLines, pattern, drive.luId));
+    show(seen.map((line) => `  │ watch  ${line}`).join('\n'));
+  }
+
   // ── Summary.
   say('summary', 'Final state, read back from the devices:');
   const final = table(['logical unit', 'lu id', 'holder', 'type', 'registrations', 'PRgeneration']);
@@ -421,6 +437,22 @@ export async function runScenario(
       `${summary.unitAttentions} unit attentions reported; ${summary.refusedUpFront} command refused up front.`,
   );
   return summary;
+}
+
+/** The first watcher line about `luId` matching `pattern`, waiting for it up to 15 s. */
+async function watchedLine(
+  lines: () => readonly string[],
+  pattern: RegExp,
+  luId: string,
+): Promise<string> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const line = lines().find((l) => l.includes(luId) && pattern.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() > deadline)
+      throw new DemoError(`the watcher printed no line matching ${String(pattern)} for ${luId}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** READ KEYS data with the host each key belongs to. */

@@ -387,6 +387,7 @@ async function buildServer(
         watch: events.watch,
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
+        onAuditComplete: events.onAudit,
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,

@@ -2,6 +2,7 @@ import { Status } from 'nice-grpc-common';
 import { describe, expect, it } from 'vitest';
 import { EventKind } from '../../src/gen/prfleet/v1/events.js';
 import { defaultServerConfig } from '../../src/server/config.js';
+import { createMetrics, eventsObserver } from '../../src/server/metrics.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
 import { LOADER1_DRIVE, waitForPaths } from '../e2e/fleet.js';
@@ -60,8 +61,10 @@ describe('Watch cursors on the memory store', { timeout: 120_000 }, () => {
   });
 
   it('ends a watcher that falls too far behind (RESOURCE_EXHAUSTED) without holding anyone up; it resumes from its cursor', async () => {
+    const metrics = createMetrics({ processMetrics: false });
     const { address, server } = await startTestServer({
       config: { events: events({ maxLag: 2_000 }) },
+      deps: { eventsObserver: eventsObserver(metrics) },
     });
     const fleet = fleetClient(address);
     let pause: Promise<void> | undefined = new Promise((r) => setTimeout(r, 4_000));
@@ -106,6 +109,16 @@ describe('Watch cursors on the memory store', { timeout: 120_000 }, () => {
       .poll(() => resumed.events.length, { timeout: 30_000 })
       .toBe(total - Number(cursor));
     expect(resumed.events[0]?.cursor).toBe(cursor + 1n);
+    // /metrics: events recorded by kind, watchers open, watchers ended for being slow.
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`prfleet_events_total{kind="agent_connected"} ${total}`);
+    expect(text).toContain('prfleet_watchers_ended_slow_total 1');
+    expect(text).toMatch(/prfleet_watchers 2\n/); // the fast one and the resumed one
+    resumed.stop();
+    fast.stop();
+    await expect
+      .poll(() => metrics.registry.getSingleMetricAsString('prfleet_watchers'))
+      .toMatch(/prfleet_watchers 0/);
     console.log(
       `slow watcher: ended after ${slow.events.length} events; ${total} appended in ${appendMs.toFixed(0)} ms`,
     );

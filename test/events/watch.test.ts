@@ -191,6 +191,17 @@ describe.skipIf(pgSkip !== undefined)(
         (e) => e.kind === EventKind.EVENT_KIND_AGENT_DISCONNECTED && e.agentId === 'host-b',
       );
 
+      // An audit reads every path: what it finds (host-b's paths unreachable now) is raised too, by the audit.
+      for await (const _ of fleet.audit({})) void _;
+      const unreachable = await all.next(
+        (e) =>
+          e.kind === EventKind.EVENT_KIND_FINDING_RAISED &&
+          e.actor === 'audit' &&
+          e.detail?.$case === 'finding' &&
+          e.detail.value.findingKind === 'FINDING_KIND_UNREACHABLE',
+      );
+      expect(unreachable.agentId).toBe('host-b');
+
       // Cursors strictly increase; filters keep exactly what they select.
       const cursors = all.events.map((e) => Number(e.cursor));
       expect(cursors).toEqual([...cursors].sort((a, b) => a - b));

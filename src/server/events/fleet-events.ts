@@ -12,6 +12,7 @@ import { ErrorReason, unavailable } from '../../common/errors.js';
 import type { AgentRegistry } from '../agent-registry.js';
 import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
+import type { AuditFindings } from '../fleet/deps.js';
 import type { CommandRouter } from '../router.js';
 import type { HistoryEntryInput, Store } from '../store/index.js';
 import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
@@ -62,6 +63,8 @@ export interface FleetEvents {
   ) => void;
   /** Memory store only: a PROUT's history entry, recorded nowhere else. */
   readonly onHistory: (entry: HistoryEntryInput) => void;
+  /** Raises and clears findings after an audit (FleetDeps.onAuditComplete). */
+  readonly onAudit: (audit: AuditFindings) => void;
   /** Starts the observation and retention. */
   start(): void;
   /** Ends watches (UNAVAILABLE SERVER_DRAINING: resume elsewhere), stops the observation. */
@@ -138,7 +141,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   let pruneTimer: NodeJS.Timeout | undefined;
 
   return {
-    log: events,
+    log: counting,
     observed,
     observer,
     watch: async function* (request, ctx) {
@@ -175,11 +178,17 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
           observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId);
       }
       if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
-        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, 'prfleet');
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId);
       if (command.kind?.$case === 'prout' && store !== undefined)
         counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
     },
     onHistory: (entry) => append([proutEventOfInput(entry)]),
+    onAudit: (audit) =>
+      track(
+        observer
+          .recordAudit(audit)
+          .catch((err: unknown) => log.error({ err }, 'events: recording audit findings failed')),
+      ),
     start() {
       observer.start();
       const prune = () =>

@@ -31,7 +31,8 @@ export interface ObservedStates {
   ): Promise<FleetEvent[] | undefined>;
 }
 
-const versionOf = (o: ObservedLu | undefined): string =>
+/** The compare-and-set version of an observed LU (what `get` returns with it). */
+export const versionOf = (o: ObservedLu | undefined): string =>
   o === undefined
     ? ''
     : JSON.stringify([

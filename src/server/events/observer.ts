@@ -21,7 +21,8 @@ import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import type { CommandRouter } from '../router.js';
-import type { ObservedLu, ObservedStates } from './observed.js';
+import { versionOf, type ObservedLu, type ObservedStates } from './observed.js';
+import type { AuditFindings } from '../fleet/deps.js';
 import { findingEvents, prChangeEvents } from './pr-change.js';
 import type { NewFleetEvent } from './types.js';
 
@@ -218,7 +219,7 @@ export class LuObserver {
     if (paths === undefined || path === undefined) return [];
     const unit: SelectedUnit = {
       luId,
-      loaderId: toLogicalUnit(luId, paths).loaderId,
+      loaderId: unitOf(luId, paths).loaderId,
       unit: toLogicalUnit(luId, [path]),
       paths: [path],
     };
@@ -244,12 +245,13 @@ export class LuObserver {
             .filter((f) => OBSERVED_FINDINGS.has(f.kind))
             .map(findingToEvent);
     const ownerOf = (key: bigint) => keys?.record(key)?.agentId ?? '';
-    const events = await this.record(luId, unit.loaderId, state, findings, {
+    const { events, wrote } = await this.record(luId, unit.loaderId, state, findings, {
       cause,
       actor,
       ownerOf,
     });
-    if (unit.loaderId !== '')
+    // The loader's own findings can only change when one of its LUs did.
+    if (unit.loaderId !== '' && wrote)
       events.push(...(await this.recordLoader(unit.loaderId, ownerOf, actor)));
     return events;
   }
@@ -261,7 +263,7 @@ export class LuObserver {
     state: PrState | undefined,
     findings: readonly FindingEvent[] | undefined,
     why: { cause: ChangeCause; actor: string; ownerOf: (key: bigint) => string },
-  ): Promise<FleetEvent[]> {
+  ): Promise<{ events: FleetEvent[]; wrote: boolean }> {
     for (let attempt = 0; attempt < 3; attempt += 1) {
       const { observed, version } = await this.deps.observed.get(luId);
       // Findings this read cannot judge stay as an audit left them.
@@ -287,14 +289,55 @@ export class LuObserver {
       };
       // Unchanged: no write (10,000 LUs per round must not mean 10,000 writes).
       if (events.length === 0 && observed !== undefined && sameState(observed.state, next.state))
-        return [];
+        return { events: [], wrote: false };
       const recorded = await this.deps.observed.update(version, next, events);
       if (recorded !== undefined) {
         if (recorded.length > 0) this.deps.onEvents?.(recorded);
-        return recorded;
+        return { events: recorded, wrote: true };
       }
     }
-    return [];
+    return { events: [], wrote: false };
+  }
+
+  /**
+   * An audit's findings replace the standing ones of every LU and loader it covered (all kinds: an audit reads
+   * every path); the differences are recorded as FINDING_RAISED / FINDING_CLEARED. Runs after the audit, in
+   * the background, one LU at a time, writing only where something changed.
+   */
+  async recordAudit(audit: AuditFindings): Promise<FleetEvent[]> {
+    const scopes = new Map<string, { loaderId: string; findings: FindingEvent[] }>();
+    for (const u of audit.units) {
+      scopes.set(u.luId, { loaderId: u.loaderId, findings: u.findings.map(findingToEvent) });
+      if (u.loaderId !== '' && !scopes.has(loaderScope(u.loaderId)))
+        scopes.set(loaderScope(u.loaderId), { loaderId: u.loaderId, findings: [] });
+    }
+    for (const f of audit.loaderFindings) {
+      const scope = scopes.get(loaderScope(f.loaderId));
+      if (scope !== undefined) scope.findings.push(findingToEvent(f));
+    }
+    const standing = new Map(
+      (await this.deps.observed.list([...scopes.keys()])).map((o) => [o.luId, o]),
+    );
+    const recorded: FleetEvent[] = [];
+    for (const [scope, { loaderId, findings }] of scopes) {
+      const observed = standing.get(scope);
+      const events = findingEvents(observed?.findings ?? [], findings, {
+        luId: scope,
+        loaderId,
+        actor: 'audit',
+      });
+      if (events.length === 0) continue;
+      const next: ObservedLu = {
+        luId: scope,
+        state: observed?.state,
+        findings,
+        observedAt: new Date(),
+      };
+      const done = await this.deps.observed.update(versionOf(observed), next, events);
+      if (done !== undefined) recorded.push(...done);
+    }
+    if (recorded.length > 0) this.deps.onEvents?.(recorded);
+    return recorded;
   }
 
   /** Loader-level findings (deadlock) over the loader's LUs as last observed. */
@@ -303,9 +346,7 @@ export class LuObserver {
     ownerOf: (key: bigint) => string,
     actor: string,
   ): Promise<FleetEvent[]> {
-    const members = [...pathsByLu(this.deps.registry)].filter(
-      ([luId, paths]) => toLogicalUnit(luId, paths).loaderId === loaderId,
-    );
+    const members = loaderMembers(pathsByLu(this.deps.registry)).get(loaderId) ?? [];
     const observed = new Map(
       (await this.deps.observed.list(members.map(([id]) => id))).map((o) => [o.luId, o]),
     );
@@ -316,7 +357,7 @@ export class LuObserver {
         {
           luId,
           loaderId,
-          peripheralDeviceType: toLogicalUnit(luId, paths).peripheralDeviceType,
+          peripheralDeviceType: unitOf(luId, paths).peripheralDeviceType,
           reserved: s.reserved,
           holderKey: s.holderKey,
           holderAgentId: s.reserved ? ownerOf(s.holderKey) : '',
@@ -324,12 +365,43 @@ export class LuObserver {
       ];
     });
     const findings = loaderFindings(digests).map(findingToEvent);
-    return this.record(loaderScope(loaderId), loaderId, undefined, findings, {
+    const { events } = await this.record(loaderScope(loaderId), loaderId, undefined, findings, {
       cause: ChangeCause.CHANGE_CAUSE_OBSERVATION,
       actor,
       ownerOf,
     });
+    return events;
   }
+}
+
+/** Each loader's LUs, per LU grouping (rebuilt only when the inventories change: pathsByLu keeps its map). */
+const membersByGrouping = new WeakMap<
+  ReadonlyMap<string, readonly FleetPath[]>,
+  Map<string, [string, readonly FleetPath[]][]>
+>();
+function loaderMembers(
+  groups: ReadonlyMap<string, readonly FleetPath[]>,
+): Map<string, [string, readonly FleetPath[]][]> {
+  let members = membersByGrouping.get(groups);
+  if (members === undefined) {
+    members = new Map();
+    for (const [luId, paths] of groups) {
+      const loaderId = unitOf(luId, paths).loaderId;
+      let list = members.get(loaderId);
+      if (list === undefined) members.set(loaderId, (list = []));
+      list.push([luId, paths]);
+    }
+    membersByGrouping.set(groups, members);
+  }
+  return members;
+}
+
+/** The LU as ListDevices shows it, computed once per path list (paths lists are replaced, never changed). */
+const units = new WeakMap<readonly FleetPath[], ReturnType<typeof toLogicalUnit>>();
+function unitOf(luId: string, paths: readonly FleetPath[]): ReturnType<typeof toLogicalUnit> {
+  let unit = units.get(paths);
+  if (unit === undefined) units.set(paths, (unit = toLogicalUnit(luId, paths)));
+  return unit;
 }
 
 function sameState(a: PrState | undefined, b: PrState | undefined): boolean {

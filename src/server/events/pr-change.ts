@@ -104,9 +104,12 @@ export function prChangeEvents(
   return out;
 }
 
-/** A finding's identity across observations: the same kind on the same thing. */
+/**
+ * A finding's identity across observations and audits: the same kind on the same LU, key, agent and path. Its
+ * wording and severity may change (a key that starts holding the reservation) without raising it again.
+ */
 export function findingId(f: FindingEvent, luId: string): string {
-  return `${f.findingKind}|${luId}|${f.key.toString(16)}|${f.message}`;
+  return `${f.findingKind}|${luId}|${f.key.toString(16)}|${f.agentId}|${f.path}`;
 }
 
 /** FINDING_RAISED for findings new in `after`, FINDING_CLEARED for findings of `before` gone from it. */

@@ -115,6 +115,11 @@ export async function* runAudit(
   const out = new AsyncQueue<AuditResponse>(Number.MAX_SAFE_INTEGER);
   const counts = new Map<FindingKind, number>();
   const digests: LoaderDigest[] = []; // not whole reports, to bound memory
+  // Only kept when someone listens (the event log): a few findings per LU.
+  const audited =
+    deps.onAuditComplete === undefined
+      ? undefined
+      : ([] as { luId: string; loaderId: string; findings: readonly Finding[] }[]);
   let commands = 0;
   let done = 0;
   let findings = 0;
@@ -164,6 +169,8 @@ export async function* runAudit(
     const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
     list.push(...(await otherHolds(deps, obs, ctx)));
     const report = buildReport(obs, analysis, keys, list);
+    if (audited !== undefined)
+      audited.push({ luId: unit.luId, loaderId: unit.loaderId, findings: list });
     done += 1;
     count(list);
     paths += report.paths.length;
@@ -220,6 +227,7 @@ export async function* runAudit(
         ),
       ];
       count(loader);
+      if (audited !== undefined) deps.onAuditComplete?.({ units: audited, loaderFindings: loader });
       deps.onAuditFindings?.(
         Object.fromEntries(
           [...counts].map(([kind, n]) => [

@@ -5,6 +5,7 @@ import type { CommandPipeline } from '../commands/pipeline.js';
 import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
 import type { ElementView } from './loaders.js';
+import type { Finding } from '../../gen/prfleet/v1/fleet.js';
 import type { WatchRequest, WatchResponse } from '../../gen/prfleet/v1/events.js';
 import type { CallContext } from 'nice-grpc-common';
 import type { TakeoverRules } from './takeover-rules.js';
@@ -12,6 +13,14 @@ import type { HoldMemory } from './holds.js';
 
 /** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
+
+/** The findings of one finished audit. */
+export interface AuditFindings {
+  /** Every audited LU with its findings (possibly none). */
+  readonly units: readonly { luId: string; loaderId: string; findings: readonly Finding[] }[];
+  /** Loader-level findings (deadlocks, stranded cartridges, conflicting identities). */
+  readonly loaderFindings: readonly Finding[];
+}
 
 /** What the fleet engine and FleetService need. */
 export interface FleetDeps {
@@ -40,6 +49,11 @@ export interface FleetDeps {
   readonly takeoverRules?: TakeoverRules;
   /** Told each finished audit's finding counts by kind name (e.g. `unknown_key`): the metrics gauge. */
   readonly onAuditFindings?: (countsByKind: Readonly<Record<string, number>>) => void;
+  /**
+   * Told every finished audit's findings: per audited LU (all kinds), and the loader-level ones, so the event log
+   * can raise and clear findings (src/server/events). Called once, after the summary is queued.
+   */
+  readonly onAuditComplete?: (audit: AuditFindings) => void;
   /** FleetService.Watch (src/server/events/watch.ts). @default FAILED_PRECONDITION: no event log */
   readonly watch?: (request: WatchRequest, ctx: CallContext) => AsyncIterable<WatchResponse>;
 }
