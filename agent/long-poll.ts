@@ -42,6 +42,17 @@ export interface LongPollClient extends AgentLinkClient {
 /** The server ended the session (HTTP 410): like a stream ending OK, the agent says Hello again. */
 class SessionOver extends Error {}
 
+/** An answer from a proxy that could not reach the server (502/503/504 through nginx). */
+class ProxyError extends Error {}
+
+/**
+ * Whether a failed send or poll is worth one more try: the connection failed (a kept-alive connection the other
+ * side had just closed) or a proxy could not pass it on. Both are safe to repeat: results the server already
+ * settled are dropped as stray, and a poll the server saw cut has ended the session (the next one gets 410).
+ */
+const retryable = (e: unknown): boolean =>
+  e instanceof ProxyError || (e instanceof Error && 'code' in e && typeof e.code === 'string');
+
 /** Base URL of the link for a server address. */
 export function linkBaseUrl(server: string, plaintext: boolean): URL {
   const url = new URL(
@@ -128,6 +139,22 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
     });
   }
 
+  /** {@link post} with one more try after a retryable failure (never for Hello: a new session would result). */
+  async function postAgain(
+    path: string,
+    messages: readonly DeepPartial<ConnectRequest>[],
+    signal: AbortSignal,
+    timeoutMs: number,
+  ): Promise<ConnectResponse[]> {
+    try {
+      return await post(path, messages, signal, timeoutMs);
+    } catch (e) {
+      if (signal.aborted || !retryable(e)) throw e;
+      options.log.debug({ err: e, path }, 'long-poll request failed: trying once more');
+      return post(path, messages, signal, timeoutMs);
+    }
+  }
+
   async function* connect(
     requests: AsyncIterable<DeepPartial<ConnectRequest>>,
     callOptions?: { signal?: AbortSignal },
@@ -172,7 +199,12 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
   ): Promise<void> {
     try {
       while (!signal.aborted && !into.closed) {
-        const messages = await post(`${session}poll?wait=${waitMs}`, [], signal, waitMs + slackMs);
+        const messages = await postAgain(
+          `${session}poll?wait=${waitMs}`,
+          [],
+          signal,
+          waitMs + slackMs,
+        );
         for (const m of messages) into.push(m);
       }
     } catch (e) {
@@ -206,7 +238,7 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
         continue;
       }
       const batch = pending.splice(0, pending.length);
-      await post(`${session}send`, batch, signal, slackMs);
+      await postAgain(`${session}send`, batch, signal, slackMs);
     }
     // The agent half-closed: the server ends the session, and the waiting poll gets 410.
     if (!signal.aborted) await post(`${session}close`, [], signal, slackMs);

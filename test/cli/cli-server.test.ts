@@ -41,7 +41,9 @@ describe('prfleet against a running server', () => {
   it('lists agents and filters devices by site, label, type and loader', async () => {
     const agents = await cli('agents', '--site', 'dc2');
     expect(agents.code).toBe(0);
-    expect(agents.stdout).toMatch(/host-c\s*│\s*\S+\s*│\s*dc2\s*│\s*connected\s*│\s*4/);
+    expect(agents.stdout).toMatch(
+      /host-c\s*│\s*\S+\s*│\s*dc2\s*│\s*connected\s*│\s*stream\s*│\s*4/,
+    );
     expect(agents.stdout).not.toContain('host-a');
 
     const vault = await cli(

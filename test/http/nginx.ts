@@ -74,6 +74,8 @@ http {
   upstream prfleet {
     server 127.0.0.1:${serverPort};
     keepalive 16;
+    # shorter than the server's 5 s keep-alive: nginx must not reuse a connection the server is closing
+    keepalive_timeout 4s;
   }
   server {
     listen 127.0.0.1:${listenPort};

@@ -44,7 +44,7 @@ export interface LongPollDeps {
 interface Link {
   readonly session: AgentSession;
   readonly identity: PeerIdentity | undefined;
-  /** Ends the poll waiting now, if any (a newer poll supersedes it). */
+  /** Ends the poll waiting now, if any, with no messages (a newer poll of the same session supersedes it). */
   supersede: (() => void) | undefined;
 }
 
@@ -92,9 +92,8 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
   const links = new Map<string, Link>();
   registry.onChange((event) => {
     if (event.kind !== 'closed' || event.session.link !== 'long-poll') return;
-    const link = links.get(event.session.sessionId);
+    // The waiting poll hears of it from the closed outbox (410); only the link is forgotten here.
     links.delete(event.session.sessionId);
-    link?.supersede?.();
   });
 
   async function readUpload(req: IncomingMessage, ctx: HttpContext): Promise<ConnectRequest[]> {
@@ -170,14 +169,24 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     let messages = takeBatch(session);
     if (messages.length === 0 && !session.outbox.isClosed && waitMs > 0) {
       let wake = (): void => {};
+      let superseded = false;
       const woken = new Promise<void>((resolve) => (wake = resolve));
       const timer = setTimeout(wake, waitMs);
-      link.supersede = wake;
+      const supersede = () => {
+        superseded = true;
+        wake();
+      };
+      link.supersede = supersede;
       ctx.signal.addEventListener('abort', wake, { once: true });
       await Promise.race([session.outbox.whenReadable(), woken]);
       clearTimeout(timer);
       ctx.signal.removeEventListener('abort', wake);
-      if (link.supersede === wake) link.supersede = undefined;
+      if (link.supersede === supersede) link.supersede = undefined;
+      if (superseded && !ctx.signal.aborted) {
+        // The newer poll takes what comes; this one leaves empty-handed (nothing taken, nothing lost).
+        sendMessages(res, []);
+        return;
+      }
       if (ctx.signal.aborted) {
         // The agent's poll went away while waiting: the link is cut, as a stream whose connection dropped.
         if (!session.isEnded)

@@ -77,6 +77,9 @@ export interface HttpRoutesOptions {
 /** Cookie that may carry a bearer token for GET/HEAD routes (set HttpOnly, SameSite=Strict by a login route). */
 export const TOKEN_COOKIE = 'prfleet_token';
 
+/** Header on every answer of the server itself. */
+export const ANSWERED_BY = 'prfleet-server';
+
 const DEFAULT_MAX_BODY = 64 * 1024;
 const DEFAULT_TIMEOUT_MS = 30_000;
 
@@ -238,6 +241,8 @@ export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
   }
 
   async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // Tells a client the answer is the server's own, not a proxy's (a 502-504 from nginx may be retried).
+    res.setHeader(ANSWERED_BY, 'prfleet');
     const url = new URL(req.url ?? '/', 'http://prfleet.invalid');
     const found = find(url.pathname);
     if (found === undefined) return sendText(res, 404, `no such path: ${url.pathname}`);
