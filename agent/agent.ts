@@ -15,6 +15,7 @@ import { createSession, type CommandTracer, type Session } from './session.js';
 import { createLongPollClient, type AgentLinkClient, type LongPollClient } from './long-poll.js';
 import type { ScsiTransport } from './transport/transport.js';
 import { AGENT_VERSION } from './version.js';
+import { delay } from '../src/common/delay.js';
 
 /**
  * Agent lifecycle: 'connecting' (dialling, or waiting out a backoff), 'connected' (Welcome received),
@@ -158,19 +159,6 @@ export const AGENT_CHANNEL_OPTIONS = {
   // and a retry buffer to every message of the one long-lived stream.
   'grpc.enable_retries': 0,
 } as const;
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /**
  * Creates a host agent: it dials OUT to the server over one channel and holds one AgentService.Connect stream
@@ -377,7 +365,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         },
         'session ended; reconnecting',
       );
-      await sleep(waitMs, signal);
+      await delay(waitMs, signal);
     }
   }
 

@@ -6,6 +6,7 @@ import type { CommandResult, Path } from '../src/gen/prfleet/v1/scsi.js';
 import { createAsyncQueue, type AsyncQueue } from './async-queue.js';
 import type { Executor } from './executor.js';
 import type { AgentLinkClient } from './long-poll.js';
+import { delay } from '../src/common/delay.js';
 
 /** Why a session ended. Every end leads to a reconnect unless the agent is stopping. */
 export type SessionEndReason =
@@ -75,10 +76,6 @@ export interface Session {
   run(signal: AbortSignal): Promise<SessionEnd>;
   /** Sends a fresh inventory (e.g. after a path failed); false when the stream is not open. */
   sendInventory(paths: readonly Path[]): boolean;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 /**

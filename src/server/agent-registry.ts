@@ -14,6 +14,7 @@ import { unknownResult } from '../common/result.js';
 import { AsyncQueue } from './async-queue.js';
 import type { CertificateNames } from './auth/revocation.js';
 import type { ConflictingClaim } from './inventory-screen.js';
+import { delay } from '../common/delay.js';
 
 /** A command handed to an agent whose result has not come back yet. */
 export interface PendingCommand {
@@ -482,7 +483,7 @@ export class AgentRegistry {
     for (;;) {
       options.signal?.throwIfAborted();
       if (!this.isRotating(agentId) || Date.now() >= deadline) return;
-      await new Promise<void>((resolve) => setTimeout(resolve, 20).unref());
+      await delay(20, options.signal);
     }
   }
 

@@ -3,6 +3,7 @@ import type { CommandResult } from '../../gen/prfleet/v1/scsi.js';
 import { historyInputOf } from '../history.js';
 import type { HistoryEntryInput } from '../store/index.js';
 import type { CommandInput, Settle } from './types.js';
+import { delay as pause } from '../../common/delay.js';
 
 /**
  * The history entry of a PROUT from the server's own record of what it sent (target, command, principal); the
@@ -64,7 +65,7 @@ export async function settleWithRetry(
         return settleWithRetry(settle, result, undefined, log);
       }
       log.warn({ ...fields, err: error }, 'outcome record failed; retrying');
-      await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      await pause(delay);
     }
   }
 }

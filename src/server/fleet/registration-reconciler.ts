@@ -26,6 +26,7 @@ import { planDesired } from './planner.js';
 import type { UnitPlan } from './plan-model.js';
 import { runRollout } from './rollout.js';
 import { selectUnits, type SelectedUnit } from './selection.js';
+import { delay } from '../../common/delay.js';
 
 /** off: nothing; dry-run: list what it would do; on: do it. */
 export type ReconcilerMode = 'off' | 'dry-run' | 'on';
@@ -176,7 +177,7 @@ export class RegistrationReconciler {
     for (;;) {
       await this.running;
       if (this.pending.size === 0 && this.timer === undefined) return;
-      await new Promise((r) => setTimeout(r, 20));
+      await delay(20);
     }
   }
 

@@ -48,6 +48,7 @@ import {
   type UnitPlan,
 } from './plan-model.js';
 import type { SelectedUnit } from './selection.js';
+import { delay } from '../../common/delay.js';
 
 /** Guard rails of a rollout, defaults filled in. */
 export interface RolloutSettings {
@@ -155,18 +156,6 @@ interface AttemptRecord {
   readonly applied: boolean;
   readonly message?: string;
   readonly commandId?: string;
-}
-
-function delay(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }
 
 /** What a fresh read says about whether `step` took effect since its precondition (see commands/reconcile.ts). */

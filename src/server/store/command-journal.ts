@@ -3,6 +3,7 @@ import type { CommandJournal, JournalEntry, JournalRequest } from '../journal.js
 import type { JsonValue } from './canonical-json.js';
 import { JournalStateError, NotFoundError } from './errors.js';
 import type { OperationEntry, OperationJournal } from './journal.js';
+import { delay } from '../../common/delay.js';
 
 /** Options for {@link createStoreCommandJournal}. */
 export interface StoreCommandJournalOptions {
@@ -17,21 +18,6 @@ function toJournalEntry(entry: OperationEntry): JournalEntry {
   // UNKNOWN is a recorded answer (OUTCOME_UNKNOWN) for the caller; only a fresh PRIN settles the device state.
   if (entry.state === 'pending' || entry.result === null) return { state: 'in-flight', request };
   return { state: 'completed', request, result: CommandResult.fromJSON(entry.result) };
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason as Error);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason as Error);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 /**
@@ -90,7 +76,7 @@ export function createStoreCommandJournal(
         if (entry === undefined) return undefined; // abandoned (or never begun)
         const mapped = toJournalEntry(entry);
         if (mapped.state === 'completed') return mapped.result;
-        await sleep(pollMs, signal);
+        await delay(pollMs, signal);
       }
     },
   };
