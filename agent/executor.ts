@@ -21,7 +21,7 @@ import {
   type ScsiRequest,
   type ScsiResponse,
 } from '../src/scsi/index.js';
-import { createSemaphore } from './semaphore.js';
+import { Semaphore } from '../src/common/semaphore.js';
 import { TransportError, type ScsiDevice, type ScsiTransport } from './transport/transport.js';
 
 /** A path the executor may act on, and the LU behind it (copied into results). */
@@ -150,7 +150,7 @@ function isAbortError(e: unknown): boolean {
  */
 export function createExecutor(options: ExecutorOptions): Executor {
   const log = options.log;
-  const semaphore = createSemaphore(options.pathConcurrency ?? 4);
+  const semaphore = new Semaphore(options.pathConcurrency ?? 4);
   const queueCapacity = options.queueCapacity ?? 1024;
   const uaRetries = options.unitAttentionRetries ?? 3;
   const idempotencyCapacity = options.idempotencyCapacity ?? 4096;

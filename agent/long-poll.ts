@@ -9,7 +9,7 @@ import {
   type ConnectResponse,
   type DeepPartial,
 } from '../src/gen/prfleet/v1/agent.js';
-import { createAsyncQueue } from './async-queue.js';
+import { AsyncQueue } from '../src/common/async-queue.js';
 
 /** Content type of the link's bodies (agent.proto LinkUpload / LinkDownload). */
 const CONTENT_TYPE = 'application/x-protobuf';
@@ -165,10 +165,11 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
     if (outer?.aborted) onAbort();
     outer?.addEventListener('abort', onAbort, { once: true });
     const signal = stop.signal;
-    const received = createAsyncQueue<ConnectResponse>();
+    // Unbounded: what one poll brings is bounded by the server's batch, and the session reads it as it comes.
+    const received = new AsyncQueue<ConnectResponse>(Infinity);
     let failure: Error | undefined;
     const fail = (e: unknown) => {
-      if (received.closed) return;
+      if (received.isClosed) return;
       if (!(e instanceof SessionOver)) failure = e instanceof Error ? e : new Error(String(e));
       received.close();
     };
@@ -195,10 +196,10 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
   async function pollLoop(
     session: string,
     signal: AbortSignal,
-    into: ReturnType<typeof createAsyncQueue<ConnectResponse>>,
+    into: AsyncQueue<ConnectResponse>,
   ): Promise<void> {
     try {
-      while (!signal.aborted && !into.closed) {
+      while (!signal.aborted && !into.isClosed) {
         const messages = await postAgain(
           `${session}poll?wait=${waitMs}`,
           [],

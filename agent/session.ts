@@ -3,7 +3,7 @@ import { durationToMs, describeCommand } from '../src/common/command.js';
 import { refusedResult } from '../src/common/result.js';
 import type { Command, ConnectRequest, Hello, Welcome } from '../src/gen/prfleet/v1/agent.js';
 import type { CommandResult, Path } from '../src/gen/prfleet/v1/scsi.js';
-import { createAsyncQueue, type AsyncQueue } from './async-queue.js';
+import { AsyncQueue } from '../src/common/async-queue.js';
 import type { Executor } from './executor.js';
 import type { AgentLinkClient } from './long-poll.js';
 import { delay } from '../src/common/delay.js';
@@ -98,7 +98,9 @@ export function createSession(deps: SessionDeps): Session {
     async run(signal) {
       const log = deps.log;
       const started = Date.now();
-      const queue = createAsyncQueue<ConnectRequest>();
+      // Unbounded here: the server bounds the commands in flight to this agent (its agent queue capacity), and so the
+      // results this outbox can hold; heartbeats and inventories are few.
+      const queue = new AsyncQueue<ConnectRequest>(Infinity);
       outbox = queue;
       const call = new AbortController();
       let heartbeat: NodeJS.Timeout | undefined;

@@ -11,7 +11,7 @@ import type {
   TransportId,
 } from '../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../common/result.js';
-import { AsyncQueue } from './async-queue.js';
+import { AsyncQueue } from '../common/async-queue.js';
 import type { CertificateNames } from './auth/revocation.js';
 import type { ConflictingClaim } from './inventory-screen.js';
 import { delay } from '../common/delay.js';

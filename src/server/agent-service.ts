@@ -28,7 +28,7 @@ import {
   type PeerHeaderSource,
   type PeerIdentity,
 } from './auth/mtls.js';
-import type { AsyncQueue } from './async-queue.js';
+import type { AsyncQueue } from '../common/async-queue.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
 

@@ -23,7 +23,7 @@ import {
   authorizeSessionCommand,
   principalOf as authPrincipalOf,
 } from './auth/middleware.js';
-import { AsyncQueue } from './async-queue.js';
+import { AsyncQueue } from '../common/async-queue.js';
 import type { CommandExecutor } from './command-executor.js';
 import { requestDeadline } from './deadline.js';
 import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';

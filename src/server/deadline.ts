@@ -9,7 +9,7 @@ import type { Duration } from '../gen/google/protobuf/duration.js';
 import { durationToMs } from '../common/command.js';
 import { TIMEOUT_METADATA_KEY } from '../common/client.js';
 import { invalidArgument } from '../common/errors.js';
-import { onAbort } from './abort-listeners.js';
+import { onAbort } from '../common/abort-listeners.js';
 
 /**
  * Metadata key (set by {@link exposeDeadline}, never by clients) with the call's absolute deadline in epoch

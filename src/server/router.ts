@@ -8,7 +8,7 @@ import { activeTraceContext } from '../common/command-trace.js';
 import { unknownResult } from '../common/result.js';
 import { ErrorReason, resourceExhausted, unavailable } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
-import { onAbort as onSignalAbort } from './abort-listeners.js';
+import { onAbort as onSignalAbort } from '../common/abort-listeners.js';
 import type { AgentRegistry } from './agent-registry.js';
 
 /** How to dispatch one command. */

@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'nice-grpc';
 import { onTestFinished } from 'vitest';
-import { createAsyncQueue, type AsyncQueue } from '../../agent/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 import { msToDuration } from '../../src/common/command.js';
 import {
   AgentServiceDefinition,
@@ -43,7 +43,7 @@ export async function startFakeAgentServer(
       const first = await it.next();
       if (first.done || first.value.message?.$case !== 'hello')
         throw new Error('first message must be hello');
-      const outbox = createAsyncQueue<ConnectResponse>();
+      const outbox = new AsyncQueue<ConnectResponse>(Infinity);
       const received: ConnectRequest[] = [];
       const ended = (async () => {
         try {
@@ -70,7 +70,7 @@ export async function startFakeAgentServer(
           for (;;) {
             const found = received.slice(after).find((m) => m.message?.$case === kind);
             if (found) return found.message!.value as never;
-            if (outbox.closed) throw new Error(`stream ended before a ${kind} arrived`);
+            if (outbox.isClosed) throw new Error(`stream ended before a ${kind} arrived`);
             await new Promise<void>((resolve) => {
               const w = (): void => {
                 waiters.delete(w);

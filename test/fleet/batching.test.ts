@@ -22,7 +22,7 @@ import {
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { AgentRegistry } from '../../src/server/agent-registry.js';
 import { createAgentService } from '../../src/server/agent-service.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { startFakeAgentServer } from '../agent/fake-server.js';
 import { connectFakeAgent, fakePath } from '../server/fake-agent.js';

@@ -6,7 +6,7 @@ import {
   type Target,
 } from '../../src/gen/prfleet/v1/control.js';
 import type { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 
 /** What one command of a session came back with: a session error's code, or the result's outcome. */
 export type SessionAnswer = { readonly errorCode: number } | { readonly outcome: Outcome };

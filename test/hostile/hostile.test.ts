@@ -18,7 +18,7 @@ import {
   type CommandSessionRequest,
   type CommandSessionResponse,
 } from '../../src/gen/prfleet/v1/control.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 import { FleetServiceDefinition } from '../../src/gen/prfleet/v1/fleet.js';
 import { ServerReflectionV1AlphaService } from '../../src/server/reflection.js';
 import {

@@ -3,7 +3,7 @@ import { createAgentClient } from '../../src/common/client.js';
 import type { ConnectRequest } from '../../src/gen/prfleet/v1/agent.js';
 import { type Command, type DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome, Path } from '../../src/gen/prfleet/v1/scsi.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 
 /** What a scripted agent does with a command: answer now (a result), or hold it (answer later via `respond`). */
 export type CommandAnswer = DeepPartial<CommandResult> | 'hold';

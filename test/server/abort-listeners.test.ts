@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { onAbort } from '../../src/server/abort-listeners.js';
-import { Semaphore } from '../../src/server/fleet/limiter.js';
+import { onAbort } from '../../src/common/abort-listeners.js';
+import { Semaphore } from '../../src/common/semaphore.js';
 
 describe('onAbort', () => {
   it('calls every listener still registered once, in order, and none that unregistered', () => {

@@ -14,7 +14,7 @@ import {
   type CommandSessionRequest,
   type DeepPartial,
 } from '../../src/gen/prfleet/v1/control.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 import {
   createAuthMiddleware,
   createMemoryTokenStore,

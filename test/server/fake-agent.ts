@@ -19,7 +19,7 @@ import {
   PrType,
 } from '../../src/gen/prfleet/v1/scsi.js';
 import { createAgentClient, type AgentClient } from '../../src/common/client.js';
-import { AsyncQueue } from '../../src/server/async-queue.js';
+import { AsyncQueue } from '../../src/common/async-queue.js';
 
 /** How a fake agent's stream ended. */
 export type StreamEnd =

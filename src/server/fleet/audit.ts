@@ -15,7 +15,7 @@ import type { ConflictingClaim } from '../inventory-screen.js';
 import { suggest } from './suggest.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
-import { AsyncQueue } from '../async-queue.js';
+import { AsyncQueue } from '../../common/async-queue.js';
 import { analyzeUnit } from './analyze.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex } from './desired.js';

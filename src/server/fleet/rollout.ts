@@ -28,11 +28,12 @@ import { historyEntryOf } from '../commands/record.js';
 import type { CommandInput, ReservationState, Settle } from '../commands/types.js';
 import { createMemoryJournal } from '../journal.js';
 import type { JsonValue, OperationEntry } from '../store/index.js';
-import { AsyncQueue } from '../async-queue.js';
+import { AsyncQueue } from '../../common/async-queue.js';
 import { analyzeUnit, type UnitAnalysis } from './analyze.js';
 import type { FleetDeps } from './deps.js';
 import type { KeyIndex } from './key-index.js';
-import { CommandLimiter, Semaphore } from './limiter.js';
+import { Semaphore } from '../../common/semaphore.js';
+import { CommandLimiter } from './limiter.js';
 import {
   observeUnit,
   pathOnline,
