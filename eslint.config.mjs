@@ -128,7 +128,7 @@ export default tseslint.config(
   // reject(signal.reason) (typed any) and reject(caught unknown): not known to be an Error.
   pending('@typescript-eslint/prefer-promise-reject-errors', [
     'agent/transport/sgio.ts',
-    'src/server/fleet/limiter.ts',
+    'src/common/semaphore.ts',
     'src/server/journal.ts',
     'src/server/redis-router/redis-router.ts',
     'src/server/router.ts',
@@ -152,5 +152,5 @@ export default tseslint.config(
   // `await server.forceShutdown()`: nice-grpc's forceShutdown returns void.
   pending('@typescript-eslint/await-thenable', ['bench/fleet.ts']),
   // `throw this.closeError` where closeError is `unknown`.
-  pending('@typescript-eslint/only-throw-error', ['src/server/async-queue.ts']),
+  pending('@typescript-eslint/only-throw-error', ['src/common/async-queue.ts']),
 );
