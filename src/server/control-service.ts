@@ -24,6 +24,7 @@ import {
   principalOf as authPrincipalOf,
 } from './auth/middleware.js';
 import { AsyncQueue } from '../common/async-queue.js';
+import { Semaphore } from '../common/semaphore.js';
 import type { CommandExecutor } from './command-executor.js';
 import { requestDeadline } from './deadline.js';
 import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
@@ -171,7 +172,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     const inFlightIds = new Set<string>();
     let readerDone = false;
     let finishing = false;
-    let slotFreed: (() => void) | undefined;
+    const slots = new Semaphore(deps.sessionConcurrency);
     const maybeEnd = () => {
       if ((readerDone || finishing) && inFlightIds.size === 0) replies.close();
     };
@@ -192,16 +193,12 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
           replies.push(refusal);
           continue;
         }
-        while (inFlightIds.size >= deps.sessionConcurrency) {
-          await new Promise<void>((resolve) => (slotFreed = resolve));
-        }
+        await slots.acquire();
         inFlightIds.add(request.requestId);
         void answer(request).then((reply) => {
           if (reply !== undefined) replies.push(reply);
           inFlightIds.delete(request.requestId);
-          const wake = slotFreed;
-          slotFreed = undefined;
-          wake?.();
+          slots.release();
           maybeEnd();
         });
       }
