@@ -120,6 +120,9 @@ function loaderSection(loader: LoaderView): HTMLElement {
     'section',
     { class: 'loader', 'data-loader-id': loader.loaderId },
     el('h3', {}, title),
+    ...(loader.sites.length > 1
+      ? [el('p', { class: 'muted' }, `seen from sites ${loader.sites.join(', ')}`)]
+      : []),
     ...(loader.findings.length === 0 ? [] : [findingList(loader.findings)]),
     el(
       'div',

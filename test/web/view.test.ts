@@ -68,8 +68,10 @@ describe('web view on a plaintext demo server without tokens', () => {
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     expect(res.headers.get('cache-control')).toBe('no-store');
     const view = (await res.json()) as FleetView;
-    expect(view.sites.map((s) => s.site)).toEqual(['dc1', 'dc2']);
+    // Each loader under the site most of its paths are at; host-c sees them from dc2.
+    expect(view.sites.map((s) => s.site)).toEqual(['dc1']);
     const loader1 = view.sites[0]?.loaders.find((l) => l.loaderId === 'loader1');
+    expect(loader1?.sites).toEqual(['dc1', 'dc2']);
     expect(loader1?.changers.map((l) => l.luId)).toEqual([LU.changer1]);
     expect(loader1?.drives.map((l) => l.luId)).toEqual([LU.drive1]);
     const changer = findLu(view, LU.changer1);

@@ -120,11 +120,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
     view: luView(report, new Date(), online, hostname),
   });
 
-  function sitesOf(lu: LuView): string[] {
-    const sites = new Set<string>();
-    for (const r of lu.registrations) sites.add(registry.get(r.agentId)?.hello.site ?? '');
-    return [...sites];
-  }
+  const siteOf = (agentId: string) => registry.get(agentId)?.hello.site ?? '';
 
   function recomputeLoader(loaderId: string): FindingView[] {
     if (loaderId === '') return [];
@@ -143,7 +139,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
       sites: groupBySite(
         [...entries.values()].map((e) => e.view),
         loaderFinds,
-        sitesOf,
+        siteOf,
       ),
       agents: agents(),
       history,

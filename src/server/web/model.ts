@@ -164,25 +164,50 @@ function outcomeFromText(text: string): string {
     .replaceAll('_', ' ');
 }
 
+/** The site most of `lus`' paths are at (ties: the first by name), and every site seeing them. */
+function sitesOfPaths(
+  lus: readonly LuView[],
+  siteOfAgent: (agentId: string) => string,
+): { site: string; sites: string[] } {
+  const counts = new Map<string, number>();
+  for (const lu of lus)
+    for (const r of lu.registrations) {
+      const site = siteOfAgent(r.agentId);
+      counts.set(site, (counts.get(site) ?? 0) + 1);
+    }
+  const ranked = [...counts].sort(([a, x], [b, y]) => y - x || compare(a, b));
+  return { site: ranked[0]?.[0] ?? '', sites: [...counts.keys()].sort(compare) };
+}
+
 /**
- * Groups LU views into sites → loaders. A loader is listed under every site whose agents see one of its LUs
- * (normally one); `siteOf` gives the sites of an LU's paths.
+ * Groups LU views into sites → loaders. A loader goes under the site most of its paths' agents are at (the
+ * other sites that see it are listed with it); an LU outside any loader goes under its own paths' site.
  */
 export function groupBySite(
   lus: Iterable<LuView>,
   loaderFindings: ReadonlyMap<string, readonly FindingView[]>,
-  sitesOf: (lu: LuView) => readonly string[],
+  siteOfAgent: (agentId: string) => string,
 ): SiteView[] {
-  type Sides = { changers: LuView[]; drives: LuView[] };
-  const sites = new Map<string, Map<string, Sides>>();
+  const byLoader = new Map<string, LuView[]>();
   for (const lu of lus) {
-    for (const site of sitesOf(lu)) {
-      let loaders = sites.get(site);
-      if (loaders === undefined) sites.set(site, (loaders = new Map<string, Sides>()));
-      let loader = loaders.get(lu.loaderId);
-      if (loader === undefined) loaders.set(lu.loaderId, (loader = { changers: [], drives: [] }));
-      (lu.role === 'changer' ? loader.changers : loader.drives).push(lu);
-    }
+    const list = byLoader.get(lu.loaderId);
+    if (list === undefined) byLoader.set(lu.loaderId, [lu]);
+    else list.push(lu);
+  }
+  type Placed = { lus: LuView[]; sites: Set<string> };
+  const sites = new Map<string, Map<string, Placed>>();
+  const place = (loaderId: string, list: readonly LuView[]) => {
+    const { site, sites: seen } = sitesOfPaths(list, siteOfAgent);
+    let loaders = sites.get(site);
+    if (loaders === undefined) sites.set(site, (loaders = new Map<string, Placed>()));
+    const entry = loaders.get(loaderId) ?? { lus: [], sites: new Set<string>() };
+    entry.lus.push(...list);
+    for (const s of seen) entry.sites.add(s);
+    loaders.set(loaderId, entry);
+  };
+  for (const [loaderId, list] of byLoader) {
+    if (loaderId === '') for (const lu of list) place('', [lu]);
+    else place(loaderId, list);
   }
   const byLu = (a: LuView, b: LuView) => compare(a.luId, b.luId);
   return [...sites]
@@ -194,8 +219,9 @@ export function groupBySite(
         .sort(([a], [b]) => (a === '' ? 1 : b === '' ? -1 : compare(a, b)))
         .map(([loaderId, l]) => ({
           loaderId,
-          changers: l.changers.sort(byLu),
-          drives: l.drives.sort(byLu),
+          sites: [...l.sites].sort(compare),
+          changers: l.lus.filter((lu) => lu.role === 'changer').sort(byLu),
+          drives: l.lus.filter((lu) => lu.role === 'drive').sort(byLu),
           findings: loaderFindings.get(loaderId) ?? [],
         })),
     }));

@@ -17,7 +17,7 @@ const HEAD = `<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <link rel="stylesheet" href="/assets/style.css">`;
 
 /** The fleet page: a shell the script renders the fleet into (tables built with textContent, never markup). */

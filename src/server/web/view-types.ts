@@ -72,6 +72,8 @@ export interface LuView {
 export interface LoaderView {
   /** '' for LUs no agent puts in a loader. */
   readonly loaderId: string;
+  /** Every site whose agents see it (the loader is listed under the one most of its paths are at). */
+  readonly sites: readonly string[];
   readonly changers: readonly LuView[];
   readonly drives: readonly LuView[];
   readonly findings: readonly FindingView[];
