@@ -15,6 +15,8 @@ export interface EventStreamOptions {
   readonly stillAllowed: () => Promise<boolean>;
   readonly log: Logger;
   readonly headers: Readonly<Record<string, string>>;
+  /** Ends the stream (server shutdown). */
+  readonly signal?: AbortSignal;
   /** Called once when the stream ends, with the function that ends it. */
   readonly onEnd: (end: () => void) => void;
   /** @default 15000 */
@@ -54,6 +56,7 @@ export async function openEventStream(
     ended = true;
     unsubscribe();
     for (const timer of timers) clearInterval(timer);
+    options.signal?.removeEventListener('abort', end);
     res.end();
     options.onEnd(end);
   };
@@ -80,6 +83,7 @@ export async function openEventStream(
   };
   req.on('close', end);
   res.on('error', end);
+  options.signal?.addEventListener('abort', end, { once: true });
   try {
     write('snapshot', await options.state.snapshot());
   } catch (err) {

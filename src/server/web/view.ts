@@ -38,8 +38,11 @@ export interface WebViewDeps extends FleetStateDeps, WebAuthOptions {
 
 /** The web view handler. */
 export interface WebView {
-  /** Answers a request of the view; resolves false (nothing written) for a path that is not the view's. */
-  handle(req: IncomingMessage, res: ServerResponse): Promise<boolean>;
+  /**
+   * Answers a request of the view; resolves false (nothing written) for a path that is not the view's. An event
+   * stream ends when `signal` aborts (server shutdown) or the client leaves.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, signal?: AbortSignal): Promise<boolean>;
   /** The live fleet picture (tests, and the event log's subscriber: invalidate()). */
   readonly state: FleetState;
   /** Ends every open event stream and stops the fleet picture's timers. */
@@ -153,7 +156,12 @@ export function createWebView(deps: WebViewDeps): WebView {
     });
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+  async function route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const method = req.method ?? 'GET';
     const reading = method === 'GET' || method === 'HEAD';
     if (path === '/login' && method === 'POST') return login(req, res);
@@ -195,6 +203,7 @@ export function createWebView(deps: WebViewDeps): WebView {
         log: deps.log,
         headers: SECURITY_HEADERS,
         onEnd: (end) => streams.delete(end),
+        ...(signal === undefined ? {} : { signal }),
       }),
     );
   }
@@ -210,11 +219,11 @@ export function createWebView(deps: WebViewDeps): WebView {
 
   return {
     state,
-    async handle(req, res) {
+    async handle(req, res, signal) {
       const path = new URL(req.url ?? '/', 'http://view').pathname;
       if (!PATHS.has(path)) return false;
       try {
-        await route(req, res, path);
+        await route(req, res, path, signal);
       } catch (err) {
         deps.log.error({ err, path }, 'web view: request failed');
         if (!res.headersSent) send(res, 500, TEXT, 'internal error\n');
