@@ -49,7 +49,7 @@ export interface WebRig {
 export interface WebRigOptions {
   readonly assetsDir: string;
   readonly tokens?: TokenStore;
-  /** @default true */
+  /** @default judged per request (the rig is plaintext) */
   readonly plaintext?: boolean;
   /** @default 30000 */
   readonly refreshMs?: number;
@@ -85,7 +85,7 @@ export async function startWebRig(options: WebRigOptions): Promise<WebRig> {
     history: store?.history,
     log,
     tokens: options.tokens,
-    plaintext: options.plaintext ?? true,
+    ...(options.plaintext === undefined ? {} : { plaintext: options.plaintext }),
     assetsDir: options.assetsDir,
     refreshMs: options.refreshMs ?? 30_000,
   });

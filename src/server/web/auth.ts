@@ -19,8 +19,11 @@ export const MAX_LOGIN_BODY = 4096;
 export interface WebAuthOptions {
   /** Client tokens; undefined = the server runs without tokens. */
   readonly tokens?: TokenStore | undefined;
-  /** The server speaks plaintext (no TLS): only then may a server without tokens show the view to anyone. */
-  readonly plaintext: boolean;
+  /**
+   * The server speaks plaintext (no TLS): only then may a server without tokens show the view to anyone.
+   * @default judged per request: not over TLS
+   */
+  readonly plaintext?: boolean | undefined;
   /** Clock for token expiry. @default () => new Date() */
   readonly now?: () => Date;
 }
@@ -67,7 +70,7 @@ export async function checkAccess(
   options: WebAuthOptions,
 ): Promise<WebAccess> {
   if (options.tokens === undefined) {
-    return options.plaintext
+    return (options.plaintext ?? !isTls(req))
       ? { kind: 'allowed', principal: undefined }
       : {
           kind: 'refused',

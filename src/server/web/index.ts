@@ -10,3 +10,4 @@ export type {
   HistoryView,
   FindingView,
 } from './model.js';
+export { registerWebView, type WebRouteTable } from './routes.js';
