@@ -24,6 +24,17 @@ function el(tag: string, attrs: Record<string, string> = {}, ...children: Child[
 
 let view: FleetView | undefined;
 
+/** A fleet event as the stream forwards it (the event log's JSON; only what the page shows). */
+interface FleetEventJson {
+  readonly cursor: string;
+  readonly time?: string;
+  readonly kind: string;
+  readonly summary?: string;
+}
+/** The newest fleet events, newest first (the page's live event list). */
+let fleetEvents: FleetEventJson[] = [];
+const MAX_EVENTS = 30;
+
 function severityBadge(severity: FindingView['severity']): HTMLElement {
   return el('span', { class: `sev sev-${severity}` }, severity.toUpperCase());
 }
@@ -186,6 +197,22 @@ function historyTable(history: readonly HistoryView[]): HTMLElement {
   );
 }
 
+function eventsTable(events: readonly FleetEventJson[]): HTMLElement {
+  return table(
+    'Fleet events (live, newest first)',
+    ['time', 'what', 'summary'],
+    events.map((e) => [
+      e.time === undefined ? '—' : new Date(e.time).toLocaleTimeString(),
+      e.kind
+        .replace(/^EVENT_KIND_/, '')
+        .replaceAll('_', ' ')
+        .toLowerCase(),
+      e.summary ?? '',
+    ]),
+    'events',
+  );
+}
+
 function summary(v: FleetView): HTMLElement {
   const all = v.sites.flatMap((s) =>
     s.loaders.flatMap((l) => [
@@ -225,6 +252,7 @@ function render(): void {
     ),
     agentsTable(v.agents),
     historyTable(v.history),
+    eventsTable(fleetEvents),
   );
 }
 
@@ -290,6 +318,14 @@ function connect(): void {
     if (view !== undefined && !view.history.some((h) => h.seq === entry.seq)) {
       view = { ...view, history: [entry, ...view.history].slice(0, 20) };
     }
+    queueRender();
+  });
+  events.addEventListener('fleet', (e) => {
+    fleetEvents = [parse(e) as FleetEventJson, ...fleetEvents].slice(0, MAX_EVENTS);
+    queueRender();
+  });
+  events.addEventListener('reset', () => {
+    fleetEvents = [];
     queueRender();
   });
   events.addEventListener('logout', () => {

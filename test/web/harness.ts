@@ -1,6 +1,6 @@
 /**
  * The web view's test rig: a real prfleet server (embedded PGlite store in a temporary directory, so PROUTs have
- * a history), the demo fabric's emulated agents, and the view served by a plain node:http server on port 0.
+ * a history and events are durable) serving the view on its one port, and the demo fabric's emulated agents.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -10,9 +10,8 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import type { ControlClient } from '../../src/common/client.js';
-import { createLogger } from '../../src/common/logger.js';
 import type { TokenStore } from '../../src/server/auth/tokens.js';
-import { createWebView, type WebView } from '../../src/server/web/index.js';
+import type { WebView } from '../../src/server/web/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import type { EmulatedFleet } from '../../agent/fleet.js';
@@ -38,8 +37,7 @@ export function buildAssets(): string {
 export interface WebRig {
   readonly server: TestServer;
   readonly agents: EmulatedFleet;
-  readonly view: WebView;
-  /** http://127.0.0.1:port of the view. */
+  /** http://127.0.0.1:port: the server's one port (gRPC and HTTP/1.1). */
   readonly url: string;
   readonly client: ControlClient;
   close(): Promise<void>;
@@ -47,71 +45,57 @@ export interface WebRig {
 
 /** Options of {@link startWebRig}. */
 export interface WebRigOptions {
+  /** The built front end (buildAssets()). */
   readonly assetsDir: string;
+  /** Client tokens the view asks for (the gRPC services stay open: no auth middleware). @default none */
   readonly tokens?: TokenStore;
-  /** @default judged per request (the rig is plaintext) */
-  readonly plaintext?: boolean;
-  /** @default 30000 */
-  readonly refreshMs?: number;
-  /** Extra agents' Hello overrides (escaping tests). */
-  readonly agentOptions?: Parameters<typeof startEmulatedAgents>[0]['agentOptions'];
 }
 
-/** Starts server, agents and the view; close() stops all of them. */
+/**
+ * Starts a real server (PGlite store, the front end from `assetsDir`) and the demo fabric's agents; the view
+ * is on the server's own port. close() stops both.
+ */
 export async function startWebRig(options: WebRigOptions): Promise<WebRig> {
   const dataDir = mkdtempSync(join(tmpdir(), 'prfleet-web-store-'));
+  process.env['PRFLEET_WEB_ASSETS'] = options.assetsDir;
   const server = await startTestServer({
     config: { store: { kind: 'pglite', dataDir } },
+    ...(options.tokens === undefined ? {} : { deps: { tokens: options.tokens } }),
     keepAlive: true,
-  });
-  const agents = await startEmulatedAgents({
-    address: server.address,
-    keepAlive: true,
-    ...(options.agentOptions === undefined ? {} : { agentOptions: options.agentOptions }),
-  });
-  const log = createLogger({
-    level: (process.env['PRFLEET_TEST_LOG'] as 'debug' | undefined) ?? 'silent',
-    name: 'web',
   });
   const store = server.server.store;
   // The hosts' keys are in the key registry, as prfleet's own keys are: holders are named by host.
   for (const [agentId, key] of Object.entries(KEYS)) {
     await store?.keys.adopt({ key, purpose: 'backup', owner: 'web test', agentId });
   }
-  const view = createWebView({
-    registry: server.server.agents,
-    router: server.server.router,
-    store,
-    history: store?.history,
-    log,
-    tokens: options.tokens,
-    ...(options.plaintext === undefined ? {} : { plaintext: options.plaintext }),
-    assetsDir: options.assetsDir,
-    refreshMs: options.refreshMs ?? 30_000,
-  });
-  const http: Server = createServer((req, res) => {
-    void view.handle(req, res).then((handled) => {
-      if (!handled) {
-        res.writeHead(404, { 'content-type': 'text/plain' });
-        res.end('not the view\n');
-      }
-    });
-  });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const agents = await startEmulatedAgents({ address: server.address, keepAlive: true });
   return {
     server,
     agents,
-    view,
-    url,
+    url: `http://${server.address}`,
     client: server.client,
+    async close() {
+      await agents.stop();
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Serves `view` alone on a plain node:http server (port 0); answers 404 for paths it leaves. */
+export async function serveView(view: WebView): Promise<{ url: string; close(): Promise<void> }> {
+  const http: Server = createServer((req, res) => {
+    void view.handle(req, res).then((handled) => {
+      if (!handled) res.writeHead(404, { 'content-type': 'text/plain' }).end('not the view\n');
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}`,
     async close() {
       view.close();
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
-      await agents.stop();
-      await server.close();
-      rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

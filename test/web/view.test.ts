@@ -5,9 +5,13 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
+import { Outcome, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { createMemoryTokenStore, issueToken } from '../../src/server/auth/tokens.js';
 import type { FleetView, LuView } from '../../src/server/web/index.js';
+import { createLogger } from '../../src/common/logger.js';
+import { AgentRegistry } from '../../src/server/agent-registry.js';
+import { createInProcessRouter } from '../../src/server/router.js';
+import { createWebView } from '../../src/server/web/index.js';
 import {
   buildAssets,
   KEYS,
@@ -16,6 +20,7 @@ import {
   preempt,
   registerEverywhere,
   reserve,
+  serveView,
   startWebRig,
   type WebRig,
 } from './harness.js';
@@ -45,8 +50,9 @@ async function* sseEvents(body: ReadableStream<Uint8Array>) {
       buffer = buffer.slice(end + 2);
       const event = /^event: (.*)$/m.exec(block)?.[1];
       const data = /^data: (.*)$/m.exec(block)?.[1];
+      const id = /^id: (.*)$/m.exec(block)?.[1];
       if (event !== undefined && data !== undefined)
-        yield { event, data: JSON.parse(data) as unknown };
+        yield { event, id, data: JSON.parse(data) as unknown };
     }
   }
 }
@@ -133,6 +139,69 @@ describe('web view on a plaintext demo server without tokens', () => {
     ]);
   });
 
+  it('forwards fleet events by cursor and resumes after Last-Event-ID', async () => {
+    const first = new AbortController();
+    const res = await fetch(`${rig.url}/api/v1/fleet/events`, { signal: first.signal });
+    const events = sseEvents(res.body as ReadableStream<Uint8Array>);
+    const snapshot = await events.next();
+    expect(snapshot.value?.id).toMatch(/^[0-9]+$/); // the log's head: EventSource resumes after it
+    await registerEverywhere(rig, 'host-b', LU.drive1); // host-b was preempted above: registers again
+    let seen: string | undefined;
+    for await (const { event, id, data } of events) {
+      if (event === 'fleet' && (data as { kind: string }).kind === 'EVENT_KIND_PROUT') {
+        seen = id;
+        break;
+      }
+    }
+    first.abort();
+    expect(Number(seen)).toBeGreaterThan(Number(snapshot.value?.id));
+    // While the page is away, host-b reserves; it comes back with the cursor it last saw.
+    await rig.client.release({
+      target: await pathOf(rig, 'host-a', LU.drive1),
+      key: KEYS['host-a'],
+      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
+      options: { commandTimeout: { seconds: 10n, nanos: 0 } },
+    });
+    const again = new AbortController();
+    const resumed = await fetch(`${rig.url}/api/v1/fleet/events`, {
+      signal: again.signal,
+      headers: { 'last-event-id': String(seen) },
+    });
+    const replay = sseEvents(resumed.body as ReadableStream<Uint8Array>);
+    const fresh = await replay.next();
+    expect(fresh.value?.event).toBe('snapshot');
+    expect(fresh.value?.id).toBeUndefined(); // the cursor stays the client's until the replay moves it
+    expect(findLu(fresh.value?.data as FleetView, LU.drive1)?.reserved).toBe(false);
+    const cursors: number[] = [];
+    let release = false;
+    for await (const { event, id, data } of replay) {
+      if (event !== 'fleet') continue;
+      cursors.push(Number(id));
+      const fleet = data as { kind: string; prout?: { action: string } };
+      if (fleet.kind === 'EVENT_KIND_PROUT' && fleet.prout?.action === 'PROUT_ACTION_RELEASE') {
+        release = true;
+        break;
+      }
+    }
+    again.abort();
+    expect(release).toBe(true);
+    expect(Math.min(...cursors)).toBeGreaterThan(Number(seen));
+    expect(cursors).toEqual([...cursors].sort((a, b) => a - b));
+
+    // A cursor from another log: a reset, then events from the head.
+    const other = new AbortController();
+    const reset = await fetch(`${rig.url}/api/v1/fleet/events`, {
+      signal: other.signal,
+      headers: { 'last-event-id': '999999999' },
+    });
+    const resetEvents = sseEvents(reset.body as ReadableStream<Uint8Array>);
+    expect((await resetEvents.next()).value?.event).toBe('snapshot');
+    const next = await resetEvents.next();
+    other.abort();
+    expect(next.value?.event).toBe('reset');
+    expect((next.value?.data as { error: string }).error).toMatch(/ahead of the event log/);
+  });
+
   it('serves the page, its assets, and leaves other paths to the dispatcher', async () => {
     const page = await fetch(`${rig.url}/`);
     expect(page.status).toBe(200);
@@ -140,7 +209,7 @@ describe('web view on a plaintext demo server without tokens', () => {
     expect(await page.text()).toContain('<script type="module" src="/assets/app.js">');
     const script = await fetch(`${rig.url}/assets/app.js`);
     expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
-    expect((await fetch(`${rig.url}/metrics`)).status).toBe(404); // not handled: the rig answers 404
+    expect((await fetch(`${rig.url}/healthz`)).status).toBe(200); // the one port's other routes still answer
     expect((await fetch(`${rig.url}/api/v1/fleet`, { method: 'DELETE' })).status).toBe(405);
   });
 });
@@ -226,14 +295,32 @@ describe('web view with tokens', () => {
 
 describe('web view on a TLS server without tokens', () => {
   it('shows nothing to anyone', async () => {
-    const rig = await startWebRig({ assetsDir, plaintext: false });
+    const registry = new AgentRegistry({
+      heartbeatMs: 1000,
+      missedHeartbeats: 3,
+      outboxCapacity: 16,
+      log: createLogger({ level: 'silent' }),
+    });
+    const served = await serveView(
+      createWebView({
+        registry,
+        router: createInProcessRouter({
+          registry,
+          log: createLogger({ level: 'silent' }),
+          instanceId: 't',
+        }),
+        log: createLogger({ level: 'silent' }),
+        plaintext: false,
+        assetsDir,
+      }),
+    );
     try {
-      const res = await fetch(`${rig.url}/api/v1/fleet`);
+      const res = await fetch(`${served.url}/api/v1/fleet`);
       expect(res.status).toBe(403);
       expect(((await res.json()) as { error: string }).error).toContain('needs client tokens');
-      expect(KEYS['host-a']).toBe(0xaaaan);
+      expect((await fetch(`${served.url}/`)).status).toBe(403);
     } finally {
-      await rig.close();
+      await served.close();
     }
-  }, 60_000);
+  });
 });

@@ -1,9 +1,10 @@
 /**
  * The web view's live picture of the fleet: every LU's last read (LuReader), the agents, the newest PROUTs, and
- * the changes to push to watchers. While someone watches, changes are detected on the server: a new PROUT in the
- * history (polled every `pollMs`: PROUTs of every instance sharing the store) re-reads its LU through the
- * sender's path, an agent connecting, leaving or reporting a new inventory re-reads its LUs, and every
- * `refreshMs` everything is read again (changes made outside prfleet, e.g. by sg_persist on a host).
+ * the changes to push to watchers. While someone watches, it follows the fleet event log (docs/events.md): a
+ * PROUT re-reads its LU through the sender's path and joins the recent PROUTs; agents connecting or leaving and
+ * paths appearing or lost update the agents and re-read their LUs; unit attentions, observed reservation and
+ * registration changes and findings re-read their LU. Every `refreshMs` everything is read again. Without an
+ * event log (tests of the view alone) it polls the PROUT history and listens to the agent registry instead.
  */
 import type { RegistryEvent } from '../agent-registry.js';
 import { pathsByLu, toLogicalUnit } from '../devices.js';
@@ -11,6 +12,11 @@ import { loaderFindings } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import { selectUnits } from '../fleet/selection.js';
 import type { PRoutHistory } from '../store/index.js';
+import type { EventLog } from '../events/index.js';
+import { EventKind, type FleetEvent } from '../../gen/prfleet/v1/events.js';
+import { outcomeToJSON, PrType, proutActionToJSON } from '../../gen/prfleet/v1/scsi.js';
+import { formatKey } from '../../common/key-layout.js';
+import { prTypeName } from '../../scsi/index.js';
 import {
   agentView,
   findingView,
@@ -28,11 +34,16 @@ import { createLuReader, type LuReaderDeps } from './reader.js';
 
 /** What {@link createFleetState} needs. */
 export interface FleetStateDeps extends LuReaderDeps {
-  /** The PROUT history (recent entries, change detection); undefined with the memory store. */
+  /** The PROUT history (the newest entries at the first read); undefined with the memory store. */
   readonly history?: PRoutHistory | undefined;
+  /**
+   * The fleet event log: the picture follows it, and the event stream forwards it by cursor (Last-Event-ID
+   * resumes). @default none: poll `history` and listen to the registry instead
+   */
+  readonly events?: Pick<EventLog, 'subscribe' | 'head'> | undefined;
   /** Everything is read again this often while someone watches. @default 30000 */
   readonly refreshMs?: number;
-  /** The history is polled for new PROUTs this often while someone watches. @default 200 */
+  /** Without an event log, the history is polled for new PROUTs this often while watched. @default 200 */
   readonly pollMs?: number;
   /** A snapshot nobody keeps live is reused for this long. @default 2000 */
   readonly staleMs?: number;
@@ -93,6 +104,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
   let pollTimer: NodeJS.Timeout | undefined;
   let refreshTimer: NodeJS.Timeout | undefined;
   let stopRegistry: (() => void) | undefined;
+  let following: AbortController | undefined;
 
   const emit = (update: FleetUpdate) => {
     for (const listener of listeners) {
@@ -228,9 +240,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
     const fresh = await deps.history.list({ afterSeq: lastSeq, limit: 100 });
     for (const entry of fresh) {
       lastSeq = Math.max(lastSeq, entry.seq);
-      const shown = historyView(entry);
-      history = [shown, ...history].slice(0, historySize);
-      emit({ kind: 'history', entry: shown });
+      addHistory(historyView(entry));
       if (entry.luId !== '') invalidate(entry.luId, entry.agentId);
     }
   }
@@ -241,18 +251,80 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
   }
 
   function onRegistry(event: RegistryEvent): void {
-    if (event.kind === 'heartbeat') return;
+    if (event.kind !== 'heartbeat') onAgentChange(event.session.agentId);
+  }
+
+  function addHistory(shown: HistoryView): void {
+    if (history.some((h) => h.seq === shown.seq && shown.seq !== 0)) return;
+    history = [shown, ...history].slice(0, historySize);
+    lastSeq = Math.max(lastSeq, shown.seq);
+    emit({ kind: 'history', entry: shown });
+  }
+
+  function onAgentChange(agentId: string): void {
     emit({ kind: 'agents', agents: agents() });
-    const agentId = event.session.agentId;
     const luIds = new Set(registry.get(agentId)?.paths.map((p) => p.luId) ?? []);
     for (const entry of entries.values())
       if (entry.report.paths.some((p) => p.agentId === agentId)) luIds.add(entry.report.luId);
     for (const luId of luIds) if (luId !== '') invalidate(luId);
   }
 
+  function onEvent(event: FleetEvent): void {
+    switch (event.kind) {
+      case EventKind.EVENT_KIND_AGENT_CONNECTED:
+      case EventKind.EVENT_KIND_AGENT_DISCONNECTED:
+      case EventKind.EVENT_KIND_PATH_APPEARED:
+      case EventKind.EVENT_KIND_PATH_LOST:
+        onAgentChange(event.agentId);
+        if (event.luId !== '') invalidate(event.luId);
+        return;
+      case EventKind.EVENT_KIND_PROUT:
+      case EventKind.EVENT_KIND_PROUT_VERDICT: {
+        const shown = historyOfEvent(event);
+        if (shown !== undefined) addHistory(shown);
+        if (event.luId !== '') invalidate(event.luId, event.agentId);
+        return;
+      }
+      case EventKind.EVENT_KIND_UNIT_ATTENTION:
+      case EventKind.EVENT_KIND_RESERVATION_CHANGED:
+      case EventKind.EVENT_KIND_REGISTRATIONS_CHANGED:
+      case EventKind.EVENT_KIND_FINDING_RAISED:
+      case EventKind.EVENT_KIND_FINDING_CLEARED:
+        if (event.luId !== '') invalidate(event.luId);
+        return;
+      case EventKind.EVENT_KIND_UNSPECIFIED:
+      case EventKind.UNRECOGNIZED:
+        return;
+    }
+  }
+
+  /** Follows the event log from its head until the watchers leave; starts again after a failure. */
+  async function followEvents(
+    log: Pick<EventLog, 'subscribe'>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    while (!signal.aborted) {
+      try {
+        for await (const event of log.subscribe({ signal })) onEvent(event);
+      } catch (err) {
+        if (signal.aborted) return;
+        // Fell behind or the log failed: what was missed is read again whole.
+        deps.log.warn({ err }, 'web view: event log subscription ended; reading everything again');
+        await new Promise((resolve) => setTimeout(resolve, 1000).unref());
+        void refreshAndPush();
+      }
+    }
+  }
+
   function startWatching(): void {
     // Nobody kept the picture live until now: the first watcher's snapshot reads everything again.
     builtAt = 0;
+    refreshTimer = setInterval(() => void refreshAndPush(), refreshMs);
+    if (deps.events !== undefined) {
+      following = new AbortController();
+      void followEvents(deps.events, AbortSignal.any([following.signal, closing.signal]));
+      return;
+    }
     stopRegistry = registry.onChange(onRegistry);
     // One poll at a time: the next is armed when the previous has finished.
     const poll = () => {
@@ -265,10 +337,11 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
       }, pollMs);
     };
     poll();
-    refreshTimer = setInterval(() => void refreshAndPush(), refreshMs);
   }
 
   function stopWatching(): void {
+    following?.abort();
+    following = undefined;
     stopRegistry?.();
     stopRegistry = undefined;
     clearTimeout(pollTimer);
@@ -298,5 +371,27 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
       clearTimeout(flushTimer);
       listeners.clear();
     },
+  };
+}
+
+/** The recent-PROUT row of a PROUT event (the history entry it carries), or undefined without its detail. */
+function historyOfEvent(event: FleetEvent): HistoryView | undefined {
+  if (event.detail?.$case !== 'prout') return undefined;
+  const p = event.detail.value;
+  const words = (text: string, prefix: RegExp) => text.replace(prefix, '').replaceAll('_', ' ');
+  return {
+    seq: Number(p.historySeq),
+    time: (event.time ?? new Date()).toISOString(),
+    actor: event.actor,
+    agentId: event.agentId,
+    path: event.path,
+    luId: event.luId,
+    action: words(proutActionToJSON(p.action), /^PROUT_ACTION_/),
+    type: p.type === PrType.PR_TYPE_UNSPECIFIED ? '' : prTypeName(p.type),
+    key: formatKey(p.reservationKey),
+    serviceActionKey: formatKey(p.serviceActionKey),
+    outcome:
+      p.verdict !== '' ? words(p.verdict, /^$/) : words(outcomeToJSON(p.outcome), /^OUTCOME_/),
+    reason: p.reason,
   };
 }

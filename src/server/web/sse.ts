@@ -1,16 +1,26 @@
 /**
  * The view's Server-Sent Events stream: a `snapshot` event first (the whole view), then one event per change
- * (`lu`, `agents`, `history`, another `snapshot` after a full re-read). Every event is one line of JSON. A client
- * that reconnects (EventSource does by itself) gets a fresh snapshot, so it never needs to replay: the `id` of
- * each event is this stream's counter, and Last-Event-ID is not needed to resume.
+ * of the picture (`lu`, `agents`, `history`, another `snapshot` after a full re-read), and, with the fleet event
+ * log, every fleet event as `fleet` with the event's cursor as its `id`. A client that reconnects (EventSource
+ * does by itself, sending Last-Event-ID) gets a fresh snapshot and the fleet events after the cursor it last
+ * saw: nothing it showed in its event list is lost or repeated. Every event is one line of JSON.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { eventToJson } from '../../common/event-json.js';
+import {
+  CursorAheadError,
+  CursorExpiredError,
+  WatcherTooSlowError,
+  type EventLog,
+} from '../events/index.js';
 import type { FleetState, FleetUpdate } from './fleet-state.js';
 
 /** How {@link openEventStream} runs. */
 export interface EventStreamOptions {
   readonly state: FleetState;
+  /** The fleet event log, forwarded as `fleet` events by cursor. @default none */
+  readonly events?: Pick<EventLog, 'subscribe' | 'head'> | undefined;
   /** Asked every `recheckMs`: false (the token was revoked or expired) ends the stream with a `logout` event. */
   readonly stillAllowed: () => Promise<boolean>;
   readonly log: Logger;
@@ -27,6 +37,12 @@ export interface EventStreamOptions {
   readonly maxBufferedBytes?: number;
 }
 
+/** The cursor a reconnecting EventSource sends, when it is one. */
+function lastEventId(req: IncomingMessage): number | undefined {
+  const header = req.headers['last-event-id'];
+  return typeof header === 'string' && /^[0-9]{1,15}$/.test(header) ? Number(header) : undefined;
+}
+
 /** Starts the stream on `res`; resolves with the function that ends it once the first snapshot is sent. */
 export async function openEventStream(
   req: IncomingMessage,
@@ -34,7 +50,7 @@ export async function openEventStream(
   options: EventStreamOptions,
 ): Promise<() => void> {
   const maxBuffered = options.maxBufferedBytes ?? 4 * 1024 * 1024;
-  let sequence = 0;
+  const stop = new AbortController();
   let ended = false;
   res.writeHead(200, {
     ...options.headers,
@@ -54,16 +70,19 @@ export async function openEventStream(
   const end = () => {
     if (ended) return;
     ended = true;
+    stop.abort();
     unsubscribe();
     for (const timer of timers) clearInterval(timer);
     options.signal?.removeEventListener('abort', end);
     res.end();
     options.onEnd(end);
   };
-  const write = (event: string, data: unknown) => {
+  /** One event; `id` only on fleet events (and the first snapshot), so Last-Event-ID is always a cursor. */
+  const write = (event: string, data: unknown, id?: string) => {
     if (ended) return;
-    sequence += 1;
-    res.write(`id: ${sequence}\nevent: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    res.write(
+      `${id === undefined ? '' : `id: ${id}\n`}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`,
+    );
     if (res.writableLength > maxBuffered) {
       options.log.warn({ buffered: res.writableLength }, 'web view: slow event reader cut off');
       end();
@@ -84,16 +103,35 @@ export async function openEventStream(
   req.on('close', end);
   res.on('error', end);
   options.signal?.addEventListener('abort', end, { once: true });
+  const resumeAfter = lastEventId(req);
   try {
-    write('snapshot', await options.state.snapshot());
+    // The head before the read: the snapshot shows at least everything up to it.
+    const head = await options.events?.head();
+    const view = await options.state.snapshot();
+    write(
+      'snapshot',
+      view,
+      resumeAfter === undefined && head !== undefined ? String(head) : undefined,
+    );
+    live = true;
+    for (const update of early) pushUpdate(update);
+    if (options.events !== undefined) {
+      void forwardEvents(options.events, resumeAfter ?? head, write, stop.signal).then(
+        (tooSlow) => {
+          if (tooSlow) end(); // the client reconnects and resumes after its last cursor
+        },
+        (err: unknown) => {
+          options.log.warn({ err }, 'web view: fleet events ended');
+          end();
+        },
+      );
+    }
   } catch (err) {
     options.log.warn({ err }, 'web view: snapshot for an event stream failed');
     write('failure', { error: 'the fleet could not be read; reconnecting' });
     end();
     return end;
   }
-  live = true;
-  for (const update of early) pushUpdate(update);
   timers.push(
     setInterval(() => {
       if (!ended) res.write(': keep-alive\n\n');
@@ -107,4 +145,32 @@ export async function openEventStream(
     }, options.recheckMs ?? 30_000),
   );
   return end;
+}
+
+/**
+ * Writes every fleet event after `after` as `fleet` (id: its cursor) until `signal` aborts. A cursor the log no
+ * longer has (retention, another database) gets a `reset` event and the events from the head on. Resolves true
+ * when the reader fell too far behind.
+ */
+async function forwardEvents(
+  events: Pick<EventLog, 'subscribe'>,
+  after: number | undefined,
+  write: (event: string, data: unknown, id?: string) => void,
+  signal: AbortSignal,
+): Promise<boolean> {
+  let from = after;
+  for (;;) {
+    try {
+      for await (const event of events.subscribe({ after: from, signal })) {
+        write('fleet', eventToJson(event), String(event.cursor));
+      }
+      return false;
+    } catch (err) {
+      if (signal.aborted) return false;
+      if (err instanceof WatcherTooSlowError) return true;
+      if (!(err instanceof CursorExpiredError || err instanceof CursorAheadError)) throw err;
+      write('reset', { error: err.message });
+      from = undefined;
+    }
+  }
 }

@@ -202,6 +202,7 @@ export function createWebView(deps: WebViewDeps): WebView {
         stillAllowed,
         log: deps.log,
         headers: SECURITY_HEADERS,
+        events: deps.events,
         onEnd: (end) => streams.delete(end),
         ...(signal === undefined ? {} : { signal }),
       }),
