@@ -1,7 +1,8 @@
 /**
- * The web fleet view over a real server, the demo fabric's emulated agents and PGlite, served by a plain
- * node:http server: the JSON snapshot, the SSE stream showing a preemption within a second, the view's reads
- * leaving the preempted host its unit attention, login and cookies, origin checks, and paths it leaves alone.
+ * The web fleet view on a real server's one port, with the demo fabric's emulated agents and PGlite: the JSON
+ * snapshot, the SSE stream showing a preemption within a second, the view's reads leaving the preempted host its
+ * unit attention, fleet events forwarded by cursor and resumed after Last-Event-ID, login and cookies, origin
+ * checks; and the view alone on a plain node:http server refusing everyone over TLS without tokens.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -80,7 +80,7 @@ interface Entry {
 }
 
 const NO_STORE_NOTE =
-  'this server runs with the memory store: no PROUT history, no key registry (holders are named only where the device reports per-nexus registrations)';
+  'this server runs with the memory store: no key registry (holders are named only where the device reports per-nexus registrations) and no stored PROUT history (PROUTs show as they happen)';
 
 /** Creates the live fleet picture (nothing is read until the first snapshot). */
 export function createFleetState(deps: FleetStateDeps): FleetState {
