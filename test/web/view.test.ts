@@ -211,6 +211,15 @@ describe('web view on a plaintext demo server without tokens', () => {
     const script = await fetch(`${rig.url}/assets/app.js`);
     expect(script.headers.get('content-type')).toMatch(/^text\/javascript/);
     expect((await fetch(`${rig.url}/healthz`)).status).toBe(200); // the one port's other routes still answer
+    // Without tokens a posted text never becomes a cookie.
+    const login = await fetch(`${rig.url}/login`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { origin: rig.url, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'token=x%3B%20Domain%3Devil.example',
+    });
+    expect(login.status).toBe(303);
+    expect(login.headers.get('set-cookie')).toBeNull();
     expect((await fetch(`${rig.url}/api/v1/fleet`, { method: 'DELETE' })).status).toBe(405);
   });
 });

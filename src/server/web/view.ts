@@ -146,13 +146,18 @@ export function createWebView(deps: WebViewDeps): WebView {
       refuse(res, access, false);
       return;
     }
+    // Without tokens there is nothing to keep (and a posted text never becomes a cookie unchecked).
+    if (access.principal === undefined) {
+      send(res, 303, TEXT, 'no login needed\n', { location: '/' });
+      return;
+    }
     deps.log.info(
       { principal: access.principal?.name, role: access.principal?.role },
       'web view: logged in',
     );
     send(res, 303, TEXT, 'logged in\n', {
       location: '/',
-      'set-cookie': tokenCookie(token ?? '', isTls(req)),
+      'set-cookie': tokenCookie(token as string, isTls(req)),
     });
   }
 
@@ -190,7 +195,20 @@ export function createWebView(deps: WebViewDeps): WebView {
         : send(res, 200, HTML, fleetPage());
     }
     if (path === '/api/v1/fleet') {
-      return send(res, 200, JSON_TYPE, JSON.stringify(await state.snapshot()));
+      let view: unknown;
+      try {
+        view = await state.snapshot();
+      } catch (err) {
+        // The key registry or the history could not be read (store down): say so, retryable.
+        deps.log.warn({ err }, 'web view: snapshot failed');
+        return send(
+          res,
+          503,
+          JSON_TYPE,
+          JSON.stringify({ error: 'the fleet could not be read right now; retry' }),
+        );
+      }
+      return send(res, 200, JSON_TYPE, JSON.stringify(view));
     }
     // /api/v1/fleet/events
     const token = presentedToken(req);
