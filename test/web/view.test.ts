@@ -289,6 +289,35 @@ describe('web view with tokens', () => {
     expect((await fetch(`${rig.url}/api/v1/fleet`, { headers: { cookie } })).status).toBe(401);
   });
 
+  it('ends an event stream with logout once its token is revoked', async () => {
+    const short = issueToken({ name: 'temp', role: 'viewer' });
+    await tokens.add(short.record);
+    const served = await serveView(
+      createWebView({
+        registry: rig.server.server.agents,
+        router: rig.server.server.router,
+        log: createLogger({ level: 'silent' }),
+        tokens,
+        tokenRecheckMs: 100,
+        assetsDir,
+      }),
+    );
+    try {
+      const res = await fetch(`${served.url}/api/v1/fleet/events`, {
+        headers: { cookie: `prfleet_token=${short.token}` },
+      });
+      expect(res.status).toBe(200);
+      const events = sseEvents(res.body as ReadableStream<Uint8Array>);
+      expect((await events.next()).value?.event).toBe('snapshot');
+      await tokens.revoke(short.record.id);
+      let last: string | undefined;
+      for await (const { event } of events) last = event; // the stream ends after `logout`
+      expect(last).toBe('logout');
+    } finally {
+      await served.close();
+    }
+  });
+
   it('logs out only from its own page', async () => {
     expect((await fetch(`${rig.url}/logout`, { method: 'POST', redirect: 'manual' })).status).toBe(
       403,

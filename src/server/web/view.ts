@@ -32,6 +32,8 @@ export interface WebViewDeps extends FleetStateDeps, WebAuthOptions {
    * (findWebAssets), or PRFLEET_WEB_ASSETS
    */
   readonly assetsDir?: string | undefined;
+  /** An open event stream checks its token again this often (revoked, expired: `logout`). @default 30000 */
+  readonly tokenRecheckMs?: number;
   /** The live fleet picture, when the caller builds it. @default createFleetState(deps) */
   readonly state?: FleetState;
 }
@@ -221,6 +223,7 @@ export function createWebView(deps: WebViewDeps): WebView {
         log: deps.log,
         headers: SECURITY_HEADERS,
         events: deps.events,
+        ...(deps.tokenRecheckMs === undefined ? {} : { recheckMs: deps.tokenRecheckMs }),
         onEnd: (end) => streams.delete(end),
         ...(signal === undefined ? {} : { signal }),
       }),
