@@ -15,6 +15,7 @@ import type { PRoutHistory } from '../store/index.js';
 import type { EventLog } from '../events/index.js';
 import { EventKind, type FleetEvent } from '../../gen/prfleet/v1/events.js';
 import { outcomeToJSON, PrType, proutActionToJSON } from '../../gen/prfleet/v1/scsi.js';
+import { delay } from '../../common/delay.js';
 import { formatKey } from '../../common/key-layout.js';
 import { prTypeName } from '../../scsi/index.js';
 import {
@@ -310,7 +311,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
         if (signal.aborted) return;
         // Fell behind or the log failed: what was missed is read again whole.
         deps.log.warn({ err }, 'web view: event log subscription ended; reading everything again');
-        await new Promise((resolve) => setTimeout(resolve, 1000).unref());
+        await delay(1000, signal);
         void refreshAndPush();
       }
     }
