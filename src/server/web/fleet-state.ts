@@ -307,6 +307,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
     while (!signal.aborted) {
       try {
         for await (const event of log.subscribe({ signal })) onEvent(event);
+        return; // the log was closed (server shutdown)
       } catch (err) {
         if (signal.aborted) return;
         // Fell behind or the log failed: what was missed is read again whole.
