@@ -29,7 +29,7 @@ gen-check: gen
 	git diff --exit-code -- src/gen || { echo "src/gen is stale: run 'make gen' and commit" >&2; exit 1; }
 
 ## lint: buf lint, buf format, prettier --check, tsc (whole tree, then src/scsi and src/emulator without
-## @types/node), eslint
+## @types/node, and the web view's script web/ with the DOM), eslint
 lint: install
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
@@ -38,6 +38,7 @@ lint: install
 	$(BIN)/tsc -p src/scsi/tsconfig.json
 	$(BIN)/tsc -p src/emulator/tsconfig.json
 	node scripts/check-layers.mjs
+	$(BIN)/tsc -p web/tsconfig.json
 	$(BIN)/eslint .
 
 ## format: prettier --write over the tree (.prettierrc.json, .prettierignore); format-check only reports.
@@ -59,13 +60,15 @@ node-version: install
 	@echo "node $$(node --version) ($$(command -v node))"
 
 ## build: tsc → dist/, then the esbuild bundle of each executable → dist/bundle/ (scripts/bundle.mjs; what the
-## container runs: a cold start reads a few files instead of ~500)
+## container runs: a cold start reads a few files instead of ~500), and the web view's front end → dist/web/
+## (scripts/web.mjs: web/app.ts bundled, web/style.css copied)
 build: install
 	node scripts/check-layers.mjs
 	rm -rf dist
 	$(BIN)/tsc -p tsconfig.build.json
 	chmod +x dist/src/cli/main.js dist/src/server/main.js dist/agent/main.js dist/agent/sim.js dist/src/tools/tokens.js dist/src/tools/certs.js dist/src/tools/fence.js 2>/dev/null || true
 	node scripts/bundle.mjs
+	node scripts/web.mjs
 
 bundle: install
 	node scripts/bundle.mjs

@@ -26,7 +26,8 @@ import { FleetServiceDefinition, Reachability } from '../src/gen/prfleet/v1/flee
 import { AgentRegistry } from '../src/server/agent-registry.js';
 import { createAgentService } from '../src/server/agent-service.js';
 import { registerFleetService } from '../src/server/fleet/index.js';
-import { createInProcessRouter } from '../src/server/router.js';
+import { createInProcessRouter, type CommandRouter } from '../src/server/router.js';
+import { createFleetState } from '../src/server/web/index.js';
 import { openStore } from '../src/server/store/index.js';
 import { processCpuMs } from './stats.js';
 
@@ -226,6 +227,7 @@ async function main(): Promise<void> {
         `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
     );
   }
+  rows.push(...(await measureWebView(agents, router, store)));
   console.log(
     `fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg()
       .map((l) => l.toFixed(1))
@@ -245,6 +247,41 @@ async function main(): Promise<void> {
   await server.forceShutdown();
   await store.close();
   process.exit(0);
+}
+
+/**
+ * The web fleet view's full read of the same fleet (src/server/web: one path per LU, at most 16 reads in flight
+ * and 2 per agent, where the audit reads every path 256 at a time), twice, and the size of its JSON.
+ */
+async function measureWebView(
+  registry: AgentRegistry,
+  router: CommandRouter,
+  store: Awaited<ReturnType<typeof openStore>>,
+): Promise<string[]> {
+  const state = createFleetState({
+    registry,
+    router,
+    store,
+    history: store.history,
+    log,
+    staleMs: 0,
+  });
+  const rows: string[] = [];
+  for (const label of ['web view', 'web view']) {
+    const cpuBefore = process.cpuUsage();
+    const started = performance.now();
+    const view = await state.snapshot();
+    const ms = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    const lus = view.sites.flatMap((s) => s.loaders).flatMap((l) => [...l.changers, ...l.drives]);
+    const bytes = Buffer.byteLength(JSON.stringify(view));
+    rows.push(
+      `${label.padEnd(9)} snapshot of ${lus.length} LUs (${lus.filter((l) => l.status === 'read').length} read): wall ${ms.toFixed(0)} ms, ` +
+        `CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms (${((cpu.user + cpu.system) / Math.max(1, lus.length)).toFixed(0)} µs/LU), JSON ${mib(bytes)}`,
+    );
+  }
+  state.close();
+  return rows;
 }
 
 if (process.argv[2] === '--agents')

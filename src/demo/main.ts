@@ -56,6 +56,11 @@ async function main(): Promise<void> {
   );
   const sim = await startSimProcess({ address: server.address, fabric });
   children.push(sim);
+  // The web fleet view is on the server's one port (plaintext demo without tokens: no login).
+  const viewUrl = `http://${server.address}/`;
+  write(
+    `Fleet view: ${viewUrl} (live: it follows the scenario, and stays up until the demo ends).\n`,
+  );
   // A watcher, as an operator or a job scheduler would run one: `prfleet watch` prints what happens to the
   // reservations while the story unfolds (its lines start with "│ watch").
   write(
@@ -95,6 +100,7 @@ async function main(): Promise<void> {
     connection.close();
     fleet.close();
   }
+  await holdForViewer(viewUrl);
   write('\nStopping prfleet watch, prfleet-sim and prfleet-server …\n');
   await watcher.stop({ graceMs: 2000 });
   const [serverExit, simExit] = [server.handle.exited, sim.exited];
@@ -103,6 +109,20 @@ async function main(): Promise<void> {
   write(
     `Stopped (server exit ${String(codes[0].code)}, sim exit ${String(codes[1].code)}). Demo complete.\n`,
   );
+}
+
+/**
+ * At a terminal, the demo keeps serving the fleet view until Enter (or Ctrl-C); without one (CI, a pipe) it ends
+ * right away.
+ */
+async function holdForViewer(url: string): Promise<void> {
+  if (process.stdin.isTTY !== true) return;
+  write(`\nThe fleet view stays at ${url} until you press Enter (Ctrl-C also ends the demo).\n`);
+  await new Promise<void>((resolve) => {
+    process.stdin.resume();
+    process.stdin.once('data', () => resolve());
+  });
+  process.stdin.pause();
 }
 
 main().then(

@@ -55,6 +55,7 @@ import { buildUnbound } from './http/grpc-unbound.js';
 import { listenOnePort, type OnePortListener } from './http/listener.js';
 import { createHttpRoutes, sendText, type HttpRoutes } from './http/routes.js';
 import { registerLongPollLink, verifiedPeerCertificate } from './http/long-poll.js';
+import { createWebView, registerWebView, type WebView } from './web/index.js';
 import { peerHeadersFor } from './auth/mtls.js';
 
 /** What {@link createPrfleetServer} needs. */
@@ -155,6 +156,8 @@ export interface PrfleetServer {
    * other modules register (`/metrics`, the web view). Routes may be added before or after listen().
    */
   readonly http: HttpRoutes;
+  /** The web fleet view on the HTTP routes (its live picture: `web.state`). */
+  readonly web: WebView;
   /**
    * Graceful drain (SIGTERM): health NOT_SERVING, new dispatches and agent sessions refused with UNAVAILABLE,
    * Reconnect sent to every agent, up to `graceMs` waiting for in-flight results, then agent streams and
@@ -436,6 +439,18 @@ async function buildServer(
     peerOf: (req) => peerHeadersFor(listenCredentials, verifiedPeerCertificate(req)),
     ...(config.longPollWaitMs === undefined ? {} : { maxWaitMs: config.longPollWaitMs }),
   });
+  // The read-only web fleet view at / (docs/http.md). It reads through the observed router: a unit attention
+  // one of its reads consumes is still recorded as an event.
+  const web = createWebView({
+    registry: agents,
+    router,
+    store,
+    history: store?.history,
+    events: events.log,
+    tokens: deps.tokens,
+    log: log.child({ component: 'web' }),
+  });
+  registerWebView(http, web);
 
   let drained: Promise<void> | undefined;
   let stopped: Promise<void> | undefined;
@@ -478,6 +493,7 @@ async function buildServer(
     instanceId: config.instanceId,
     events,
     http,
+    web,
     async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
       if (listener !== undefined) throw new Error('listen() called twice');
       const grpc = await buildUnbound(server);
@@ -505,6 +521,7 @@ async function buildServer(
         for (const handle of sessions) handle.finish();
         for (const session of agents.sessions()) agents.close(session, 'server shut down');
         // Long polls and event streams end now (their sessions are closed above); idle keep-alives close.
+        web.close();
         http.abortAll('server shut down');
         const closing = listener?.close();
         const timer = setTimeout(() => {

@@ -194,6 +194,7 @@ describe('the built binaries', () => {
     expect(demo.stdout).toContain('RESERVATION CONFLICT');
     expect(demo.stdout).toContain('FAILED_PRECONDITION');
     expect(demo.stdout).toContain('registrations preempted');
+    expect(demo.stdout).toMatch(/Fleet view: http:\/\/127\.0\.0\.1:\d+\//);
     // `prfleet watch`, run beside the story, printed the preemption as it happened (issue 16).
     expect(demo.stdout).toMatch(/│ watch .*PROUT: PREEMPT → GOOD/);
     expect(demo.stdout).toMatch(/│ watch .*UNIT-ATTENTION: .*host-c.*registrations preempted/);

@@ -114,6 +114,8 @@ export interface HistoryFilter {
   readonly afterSeq?: number;
   /** At most this many. @default 1000 */
   readonly limit?: number;
+  /** Newest first (the latest entries), instead of in order. @default false */
+  readonly newestFirst?: boolean;
 }
 
 /** The append-only, hash-chained history of every PROUT sent. */
@@ -427,7 +429,7 @@ export function createPRoutHistory(db: Db): PRoutHistory {
       const r = await db.query<HistoryRow>(
         `SELECT ${COLUMNS} FROM history
          WHERE seq > $1 AND ($2::text IS NULL OR lu_id = $2) AND ($3::text IS NULL OR agent_id = $3)
-         ORDER BY seq LIMIT ${limit}`,
+         ORDER BY seq ${filter.newestFirst === true ? 'DESC' : 'ASC'} LIMIT ${limit}`,
         [filter.afterSeq ?? 0, filter.luId ?? null, filter.agentId ?? null],
       );
       return r.rows.map(toEntry);
