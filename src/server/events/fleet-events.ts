@@ -175,10 +175,16 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
           })),
         );
         if (changesReservations(result))
-          observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId);
+          observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, {
+            agentId,
+            path: result.path || command.path,
+          });
       }
       if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
-        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId);
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId, {
+          agentId,
+          path: result.path || command.path,
+        });
       if (command.kind?.$case === 'prout' && store !== undefined)
         counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
     },

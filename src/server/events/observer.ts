@@ -17,6 +17,7 @@ import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';
 import { CommandLimiter } from '../fleet/limiter.js';
+import { Semaphore } from '../../common/semaphore.js';
 import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
@@ -90,6 +91,12 @@ function prStateOf(s: LuState): PrState {
   });
 }
 
+/** A nexus as the agent names it: the agent and its path (device node). */
+export interface Nexus {
+  readonly agentId: string;
+  readonly path: string;
+}
+
 /**
  * Watches every LU's persistent-reservation state: a light read (READ KEYS + READ RESERVATION, or READ FULL
  * STATUS, through one online path) of each LU per round, spread over the interval with bounded concurrency,
@@ -100,16 +107,23 @@ function prStateOf(s: LuState): PrState {
  */
 export class LuObserver {
   private readonly limiter: CommandLimiter;
-  private readonly pending = new Map<string, { cause: ChangeCause; actor: string }>();
+  private readonly pending = new Map<string, { cause: ChangeCause; actor: string; via: Nexus }>();
+  /**
+   * Per LU, the nexus that last sent a PROUT or met a unit attention there: it has no unit attention waiting (a
+   * PROUT's attentions go to the other nexuses; the one that met it has consumed it), so a read through it takes
+   * no news away from the host behind another nexus. A read through a nexus with an attention waiting would
+   * consume it (SPC-4: PERSISTENT RESERVE IN reports it): the event feed would tell it, the host would not.
+   */
+  private readonly quiet = new Map<string, Nexus>();
   private readonly running = new Set<Promise<unknown>>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
-  private inFlight = 0;
-  private slotWaiters: (() => void)[] = [];
+  private readonly slots: Semaphore;
   private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
 
   constructor(private readonly deps: ObserverDeps) {
     this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
+    this.slots = new Semaphore(Math.max(1, deps.settings.concurrency));
   }
 
   /** Starts the periodic rounds (when intervalMs > 0). */
@@ -131,15 +145,16 @@ export class LuObserver {
    * Observe `luId` soon (after a PROUT or a unit attention); requests close together make one read. Does
    * nothing while the observation is off (intervalMs 0).
    */
-  poke(luId: string, cause: ChangeCause, actor: string): void {
+  poke(luId: string, cause: ChangeCause, actor: string, via: Nexus): void {
     // Off (interval 0) means no reads at all: tests and benchmarks see only the commands they send.
     if (this.deps.settings.intervalMs <= 0 || this.stop.signal.aborted || luId === '') return;
+    this.quiet.set(luId, via);
     if (this.pending.has(luId)) return;
-    this.pending.set(luId, { cause, actor });
+    this.pending.set(luId, { cause, actor, via });
     // A short pause lets a burst (a PREEMPT's unit attentions on several nexuses) settle into one read.
     const work = sleep(100, undefined, { ref: false })
       .then(() => {
-        const why = this.pending.get(luId) ?? { cause, actor };
+        const why = this.pending.get(luId) ?? { cause, actor, via };
         this.pending.delete(luId);
         return this.withSlot(() => this.observe(luId, why.cause, why.actor));
       })
@@ -153,14 +168,11 @@ export class LuObserver {
   }
 
   private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.inFlight >= this.deps.settings.concurrency)
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    this.inFlight += 1;
+    await this.slots.acquire();
     try {
       return await fn();
     } finally {
-      this.inFlight -= 1;
-      this.slotWaiters.shift()?.();
+      this.slots.release();
     }
   }
 
@@ -175,10 +187,19 @@ export class LuObserver {
     return this.keyCache.index;
   }
 
-  /** The path to read `luId` through: the first online path whose agent holds its stream here. */
-  private pathFor(paths: readonly FleetPath[]): FleetPath | undefined {
-    return paths.find(
+  /**
+   * The path to read `luId` through, among the online paths whose agent holds its stream here: the LU's quiet
+   * nexus when it is one of them, else the first.
+   */
+  private pathFor(luId: string, paths: readonly FleetPath[]): FleetPath | undefined {
+    const readable = paths.filter(
       (p) => pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined,
+    );
+    const quiet = this.quiet.get(luId);
+    return (
+      readable.find(
+        (p) => p.agent.hello.agentId === quiet?.agentId && p.path.path === quiet.path,
+      ) ?? readable[0]
     );
   }
 
@@ -187,7 +208,7 @@ export class LuObserver {
     while (!signal.aborted) {
       const started = Date.now();
       const units = [...pathsByLu(this.deps.registry)]
-        .filter(([, paths]) => this.pathFor(paths) !== undefined)
+        .filter(([luId, paths]) => this.pathFor(luId, paths) !== undefined)
         .map(([luId]) => luId)
         .sort();
       const gap = this.deps.settings.intervalMs / Math.max(1, units.length);
@@ -215,7 +236,7 @@ export class LuObserver {
    */
   async observe(luId: string, cause: ChangeCause, actor: string): Promise<FleetEvent[]> {
     const paths = pathsByLu(this.deps.registry).get(luId);
-    const path = paths === undefined ? undefined : this.pathFor(paths);
+    const path = paths === undefined ? undefined : this.pathFor(luId, paths);
     if (paths === undefined || path === undefined) return [];
     const unit: SelectedUnit = {
       luId,
