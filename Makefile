@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 NODE_MAJOR := 24
 
-.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-lio bench-link breaking baseline clean
+.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-soak bench-lio bench-link breaking baseline clean
 
 all: build
 
@@ -122,6 +122,12 @@ bench-scale: build
 ## (bench/long-poll.ts; `node dist/bench/long-poll.js 100 16` for a quick check)
 bench-link: build
 	node dist/bench/long-poll.js
+
+## bench-soak: one server on PostgreSQL, 1,000 emulated agents, 200 clients for 60 s (reads, keyed PROUT pairs,
+## CommandSession bursts): calls, errors, p50/p99 per kind, RSS and heap every 5 s and after a GC, and the
+## history = executions = journal check. PRFLEET_SOAK_AGENTS / _CLIENTS / _SECONDS shorten it.
+bench-soak: build
+	node dist/bench/soak.js
 
 ## bench-lio: inside the LIO test VM: sg_persist vs the prfleet CLI vs a long-lived gRPC client over SG_IO
 bench-lio: build
