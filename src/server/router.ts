@@ -24,6 +24,8 @@ export interface DispatchOptions {
    * deadline): the idempotency journal and the audit log must see every result.
    */
   readonly onResult?: (result: CommandResult) => void;
+  /** The authenticated principal the command runs for: named in the router's log lines of it. */
+  readonly actor?: string;
 }
 
 /**
@@ -89,6 +91,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
     result: CommandResult,
     ms: number,
     abandoned: boolean,
+    actor: string | undefined,
   ): void {
     const atInfo = isProut(command) || result.outcome === Outcome.OUTCOME_UNKNOWN;
     // Other results log at debug: skip building their fields when nobody reads them (every audit read).
@@ -96,6 +99,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
     const kind = command.kind;
     const fields = {
       commandId: command.commandId,
+      ...(actor === undefined ? {} : { actor }),
       agentId: result.agentId,
       path: result.path,
       luId: result.luId,
@@ -211,6 +215,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
         log.info(
           {
             commandId: sent.commandId,
+            ...(options.actor === undefined ? {} : { actor: options.actor }),
             agentId,
             path: sent.path,
             reason: String(options.signal?.reason),
@@ -236,7 +241,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
         result.luId = luId;
         result.idempotencyKey = sent.idempotencyKey;
         settledOne();
-        logResult(sent, result, performance.now() - startedMs, abandoned);
+        logResult(sent, result, performance.now() - startedMs, abandoned, options.actor);
         try {
           options.onResult?.(result);
         } catch (e) {
@@ -250,6 +255,7 @@ export function createInProcessRouter(deps: InProcessRouterDeps): CommandRouter 
       if (busy || !session.outbox.push({ message: { $case: 'command', value: sent } })) {
         log.warn(
           {
+            ...(options.actor === undefined ? {} : { actor: options.actor }),
             agentId,
             inFlight: session.pending.size,
             queued: session.outbox.size,

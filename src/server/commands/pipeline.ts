@@ -75,6 +75,7 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
       ...(options.signal === undefined ? {} : { signal: options.signal }),
       timeoutMs,
       luId: input.target.luId,
+      actor: input.actor,
       ...(input.onResult === undefined ? {} : { onResult: input.onResult }),
     });
     // dispatch refuses with a ServerError before sending (offline, busy, draining); from here it may run.

@@ -18,6 +18,8 @@ export type RelayMessage =
       command: Command;
       timeoutMs: number;
       luId?: string;
+      /** The principal the command runs for (DispatchOptions.actor), for the holder's log lines. */
+      actor?: string;
     }
   | { kind: 'cancel'; id: string; from: string }
   | { kind: 'result'; id: string; result: CommandResult }
@@ -41,6 +43,7 @@ const Wire = z.discriminatedUnion('kind', [
     command: z.string(),
     timeoutMs: z.number().int().min(0),
     luId: z.string().optional(),
+    actor: z.string().optional(),
   }),
   z.object({ kind: z.literal('cancel'), id: z.string().min(1), from: z.string().min(1) }),
   z.object({ kind: z.literal('result'), id: z.string().min(1), result: z.string() }),
@@ -82,11 +85,12 @@ export function decodeRelayMessage(text: string): RelayMessage {
   const m = parsed.data;
   switch (m.kind) {
     case 'request': {
-      const { luId, ...rest } = m;
+      const { luId, actor, ...rest } = m;
       return {
         ...rest,
         command: Command.decode(Buffer.from(m.command, 'base64')),
         ...(luId === undefined ? {} : { luId }),
+        ...(actor === undefined ? {} : { actor }),
       };
     }
     case 'result':

@@ -343,6 +343,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         command: entry.command,
         timeoutMs: entry.options.timeoutMs,
         ...(entry.options.luId === undefined ? {} : { luId: entry.options.luId }),
+        ...(entry.options.actor === undefined ? {} : { actor: entry.options.actor }),
       });
       if (receivers > 0) return;
       // The owner's subscriber is gone: the instance died. Forget its claim unless the agent moved on already.
@@ -498,6 +499,7 @@ export function createRedisRouter(options: RedisRouterOptions): RedisRouter {
         signal: controller.signal,
         timeoutMs: message.timeoutMs,
         ...(message.luId === undefined ? {} : { luId: message.luId }),
+        ...(message.actor === undefined ? {} : { actor: message.actor }),
         onResult: (result) => reply({ kind: 'result', id: message.id, result }),
       })
       .then(
