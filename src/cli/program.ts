@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { Command, CommanderError, InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import type { CommandOptions, ProutOptions, Target } from '../gen/prfleet/v1/control.js';
 import { PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { listAllAgents, listAllDevices } from '../common/pages.js';
 import { connectControl, type CliConnection, type CliControlClient } from './client.js';
 import {
   resolveConnection,
@@ -214,13 +215,12 @@ ${EXIT_CODE_HELP}`,
     .option('--site <site>', 'only agents of this site')
     .action(async (opts) => {
       await withClient({}, async (client, output) => {
-        const response = await client.listAgents(
+        const agents = await listAllAgents(
+          client,
           { site: opts.site ?? '' },
           { deadline: LIST_DEADLINE_MS },
         );
-        io.stdout(
-          `${output === 'json' ? stringifyJson(response) : renderAgents(response.agents)}\n`,
-        );
+        io.stdout(`${output === 'json' ? stringifyJson({ agents }) : renderAgents(agents)}\n`);
         return ExitCode.OK;
       });
     });
@@ -242,7 +242,8 @@ ${EXIT_CODE_HELP}`,
     .option('--loader <id>', 'only LUs of this loader')
     .action(async (opts) => {
       await withClient({}, async (client, output) => {
-        const response = await client.listDevices(
+        const logicalUnits = await listAllDevices(
+          client,
           {
             site: opts.site ?? '',
             labels: opts.label ?? [],
@@ -252,7 +253,7 @@ ${EXIT_CODE_HELP}`,
           { deadline: LIST_DEADLINE_MS },
         );
         io.stdout(
-          `${output === 'json' ? stringifyJson(response) : renderDevices(response.logicalUnits)}\n`,
+          `${output === 'json' ? stringifyJson({ logicalUnits }) : renderDevices(logicalUnits)}\n`,
         );
         return ExitCode.OK;
       });

@@ -47,6 +47,8 @@ const ServerEnv = z.object({
   PRFLEET_RECONCILER: z.enum(['off', 'dry-run', 'on']).default('off'),
   PRFLEET_RECONCILER_COOLDOWN_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
   PRFLEET_RECONCILER_MAX_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
+  // Well under the 4 MiB a gRPC client accepts by default (a page always holds one item).
+  PRFLEET_LIST_PAGE_BYTES: z.coerce.number().int().min(4096).max(3_145_728).default(1_048_576),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(
     (v) => (v === '' ? undefined : v),
@@ -114,6 +116,11 @@ export interface ServerConfig {
    * (inventory-screen.ts); paths outside it are refused and logged. @default none (no restriction)
    */
   readonly agentPolicyFile?: string;
+  /**
+   * Byte budget of one page of ListAgents, ListDevices, ListHistory and of one batch of Audit reports: a page
+   * stops before it (with a next_page_token). @default 1048576 (env PRFLEET_LIST_PAGE_BYTES, 4096–3145728)
+   */
+  readonly listPageBytes: number;
   /**
    * Durable state (env PRFLEET_STORE, DATABASE_URL, PRFLEET_DATA_DIR, PRFLEET_DB_SCHEMA). @default postgres
    * when DATABASE_URL is set, else pglite in `.prfleet/data`; defaultServerConfig() uses memory.
@@ -258,6 +265,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
     longPollWaitMs: e.PRFLEET_LONG_POLL_WAIT_MS,
     ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
+    listPageBytes: e.PRFLEET_LIST_PAGE_BYTES,
     store: storeConfigFromEnv(env),
     events: {
       retainEvents: e.PRFLEET_EVENTS_RETAIN,

@@ -7,6 +7,7 @@ import type {
   ControlServiceImplementation,
   SessionError,
 } from '../gen/prfleet/v1/control.js';
+import { Agent, LogicalUnit } from '../gen/prfleet/v1/control.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import {
   invalidArgument,
@@ -16,7 +17,7 @@ import {
   unavailable,
   ErrorReason,
 } from '../common/errors.js';
-import type { AgentRegistry } from './agent-registry.js';
+import { compare, type AgentRegistry } from './agent-registry.js';
 import { peerCertificateOf } from './auth/mtls.js';
 import {
   authorizeOptionsOf,
@@ -36,6 +37,11 @@ import { commandSpecs, type CommandSpec } from './requests.js';
 import { checkRequest, type EdgeSchema } from './edge.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
+import { DEFAULT_PAGE_BYTES, pageOf, type PageRules } from './pages.js';
+
+/** ListAgents and ListDevices: items per page when page_size is 0, and the largest page_size. */
+export const DEFAULT_LIST_PAGE_SIZE = 1000;
+export const MAX_LIST_PAGE_SIZE = 10_000;
 
 /** Dependencies of {@link createControlService}. */
 export interface ControlServiceDeps {
@@ -63,6 +69,8 @@ export interface ControlServiceDeps {
   readonly tokens?: TokenStore | undefined;
   /** Sessions and commands in flight per principal. @default unlimited */
   readonly fairShare?: FairShare | undefined;
+  /** Byte budget of one listing page (ListAgents, ListDevices, ListHistory). @default DEFAULT_PAGE_BYTES */
+  readonly pageBytes?: number | undefined;
 }
 
 /**
@@ -84,10 +92,31 @@ export interface CommandSessionHandle {
 export function createControlService(deps: ControlServiceDeps): ControlServiceImplementation {
   const { registry, executor } = deps;
   const principalOf = deps.principalOf ?? defaultPrincipalOf;
-  const historyHandlers = createHistoryHandlers(deps.history, deps.log, {
-    agent: (id) => registry.get(id) !== undefined,
-    lu: (id) => pathsByLu(registry).has(id),
-  });
+  const pageBytes = deps.pageBytes ?? DEFAULT_PAGE_BYTES;
+  const historyHandlers = createHistoryHandlers(
+    deps.history,
+    deps.log,
+    {
+      agent: (id) => registry.get(id) !== undefined,
+      lu: (id) => pathsByLu(registry).has(id),
+    },
+    pageBytes,
+  );
+  const agentPages: PageRules<Agent> = {
+    defaultSize: DEFAULT_LIST_PAGE_SIZE,
+    maxSize: MAX_LIST_PAGE_SIZE,
+    budgetBytes: pageBytes,
+    keyOf: (a) => a.agentId,
+    sizeOf: (a) => Agent.encode(a).finish().length,
+  };
+  const devicePages: PageRules<LogicalUnit> = {
+    defaultSize: DEFAULT_LIST_PAGE_SIZE,
+    maxSize: MAX_LIST_PAGE_SIZE,
+    budgetBytes: pageBytes,
+    // The listing's order (loader, then LU id) as one string: NUL sorts before every character of an id.
+    keyOf: (u) => `${u.loaderId}\u0000${u.luId}`,
+    sizeOf: (u) => LogicalUnit.encode(u).finish().length,
+  };
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
   const sessionRequest =
     deps.schema.message('prfleet.v1.CommandSessionRequest') ??
@@ -280,14 +309,25 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
 
   return {
     async listAgents(request) {
-      const agents = registry
+      const records = registry
         .list()
         .filter((a) => request.site === '' || a.hello.site === request.site)
-        .map((a) => agentToProto(a, deps.instanceId));
-      return { agents };
+        .sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
+      // Converted lazily: only the page's records become messages.
+      const { page, nextPageToken } = pageOf(records, request, {
+        ...agentPages,
+        keyOf: (r) => r.hello.agentId,
+        sizeOf: (r) => agentPages.sizeOf(agentToProto(r, deps.instanceId)),
+      });
+      return { agents: page.map((r) => agentToProto(r, deps.instanceId)), nextPageToken };
     },
     async listDevices(request) {
-      return { logicalUnits: listLogicalUnits(registry, request) };
+      const { page, nextPageToken } = pageOf(
+        listLogicalUnits(registry, request),
+        request,
+        devicePages,
+      );
+      return { logicalUnits: page, nextPageToken };
     },
     async getDevice(request) {
       if (request.luId === '') throw invalidArgument('lu_id', 'required');

@@ -132,7 +132,7 @@ export function parseLabelFilters(labels: readonly string[]): [string, string][]
  */
 export function listLogicalUnits(
   registry: AgentRegistry,
-  request: ListDevicesRequest,
+  request: Pick<ListDevicesRequest, 'site' | 'labels' | 'peripheralDeviceType' | 'loaderId'>,
 ): LogicalUnit[] {
   const labels = parseLabelFilters(request.labels);
   const agentMatches = (agent: AgentRecord) =>

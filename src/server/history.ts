@@ -27,6 +27,7 @@ import {
   shownInput,
 } from '../common/errors.js';
 import { principalOf } from './auth/middleware.js';
+import { DEFAULT_PAGE_BYTES, fitBudget } from './pages.js';
 import type {
   HistoryEntry,
   HistoryEntryInput,
@@ -276,6 +277,8 @@ export function createHistoryHandlers(
     agent: () => true,
     lu: () => true,
   },
+  /** A page stops before its entries pass this many bytes (an entry may carry a 4 KiB path and a 2 KB reason). */
+  pageBytes: number = DEFAULT_PAGE_BYTES,
 ) {
   return {
     async listHistory(request: ListHistoryRequest): Promise<ListHistoryResponse> {
@@ -315,11 +318,17 @@ export function createHistoryHandlers(
             `lu_id: no history entry and no agent reports logical unit ${shownInput(request.luId)}`,
           );
       }
-      const page = entries.slice(0, pageSize);
+      const counted = entries.slice(0, pageSize).map(historyEntryToProto);
+      const page = fitBudget(
+        counted,
+        pageBytes,
+        (e) => HistoryEntryProto.encode(e).finish().length,
+      );
       const last = page.at(-1);
+      const more = entries.length > page.length;
       return {
-        entries: page.map(historyEntryToProto),
-        nextPageToken: entries.length > pageSize && last !== undefined ? String(last.seq) : '',
+        entries: page,
+        nextPageToken: more && last !== undefined ? String(last.seq) : '',
       };
     },
     async verifyHistory(): Promise<VerifyHistoryResponse> {

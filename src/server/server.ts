@@ -368,6 +368,7 @@ async function buildServer(
       history: store?.history,
       principalOf: deps.principalOf,
       tokens: deps.tokens,
+      pageBytes: config.listPageBytes,
     }),
   );
   // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method. The
@@ -391,6 +392,7 @@ async function buildServer(
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         onAuditComplete: events.onAudit,
+        reportBatchBytes: config.listPageBytes,
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,

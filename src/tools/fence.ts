@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connectControl, type CliConnection } from '../cli/client.js';
 import { resolveConnection } from '../cli/connection.js';
 import { connectFleet } from '../cli/fleet.js';
+import { listAllDevices } from '../common/pages.js';
 import type { LogicalUnit } from '../gen/prfleet/v1/control.js';
 import { RolloutResult, type FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
 import { formatKey, parseKey } from '../scsi/keys.js';
@@ -246,7 +247,7 @@ function scopeOf(options: FenceOptions) {
 /** The LUs of the scope as the server lists them. */
 async function scopeUnits(clients: Clients, options: FenceOptions): Promise<LogicalUnit[]> {
   const scope = scopeOf(options);
-  const { logicalUnits } = await clients.control.listDevices({});
+  const logicalUnits = await listAllDevices(clients.control);
   return logicalUnits.filter(
     (lu) => scope.luIds.includes(lu.luId) || scope.loaderIds.includes(lu.loaderId),
   );

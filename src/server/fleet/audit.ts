@@ -6,6 +6,7 @@ import {
   Finding,
   FindingCount,
   FindingKind,
+  LogicalUnitReport,
   Reachability,
   Severity,
   type AuditRequest,
@@ -16,6 +17,7 @@ import { suggest } from './suggest.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
 import { AsyncQueue } from '../../common/async-queue.js';
+import { DEFAULT_PAGE_BYTES } from '../pages.js';
 import { analyzeUnit } from './analyze.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex } from './desired.js';
@@ -274,7 +276,8 @@ export async function* runAudit(
     },
   );
   try {
-    if (request.batchReports) yield* coalesceReports(out);
+    if (request.batchReports)
+      yield* coalesceReports(out, deps.reportBatchBytes ?? DEFAULT_PAGE_BYTES);
     else yield* out;
   } finally {
     clearInterval(timer);
@@ -282,7 +285,10 @@ export async function* runAudit(
   }
 }
 
-/** Most reports in one `reports` message (~300 bytes each). */
+/**
+ * Most reports in one `reports` message (~300 bytes each); the batch also stops before its byte budget (an LU
+ * seen through thousands of paths makes a large report).
+ */
 const MAX_REPORT_BATCH = 128;
 
 const isReport = (e: AuditResponse): boolean => e.event?.$case === 'report';
@@ -291,19 +297,35 @@ const isReport = (e: AuditResponse): boolean => e.event?.$case === 'report';
  * The audit's events for a client that set batch_reports: a report with more reports queued right behind it
  * goes out with them as one `reports` message (same order; progress and the summary keep their place).
  */
-async function* coalesceReports(out: AsyncQueue<AuditResponse>): AsyncGenerator<AuditResponse> {
-  for await (const event of out) {
-    let next: AuditResponse | undefined;
-    if (event.event?.$case !== 'report' || (next = out.takeIf(isReport)) === undefined) {
-      yield event;
-      continue;
+async function* coalesceReports(
+  out: AsyncQueue<AuditResponse>,
+  budgetBytes: number,
+): AsyncGenerator<AuditResponse> {
+  const sizeOf = (r: LogicalUnitReport) => LogicalUnitReport.encode(r).finish().length + 6;
+  for await (const first of out) {
+    // A report over the previous batch's budget starts the next one.
+    let event: AuditResponse | undefined = first;
+    while (event !== undefined) {
+      let next: AuditResponse | undefined;
+      if (event.event?.$case !== 'report' || (next = out.takeIf(isReport)) === undefined) {
+        yield event;
+        break;
+      }
+      const reports: LogicalUnitReport[] = [event.event.value];
+      let bytes = sizeOf(event.event.value);
+      event = undefined;
+      while (next?.event?.$case === 'report') {
+        const cost = sizeOf(next.event.value);
+        if (bytes + cost > budgetBytes) {
+          event = next;
+          break;
+        }
+        bytes += cost;
+        reports.push(next.event.value);
+        next = reports.length < MAX_REPORT_BATCH ? out.takeIf(isReport) : undefined;
+      }
+      yield { event: { $case: 'reports', value: { reports } } };
     }
-    const reports = [event.event.value];
-    while (next !== undefined) {
-      if (next.event?.$case === 'report') reports.push(next.event.value);
-      next = reports.length < MAX_REPORT_BATCH ? out.takeIf(isReport) : undefined;
-    }
-    yield { event: { $case: 'reports', value: { reports } } };
   }
 }
 

@@ -56,4 +56,6 @@ export interface FleetDeps {
   readonly onAuditComplete?: (audit: AuditFindings) => void;
   /** FleetService.Watch (src/server/events/watch.ts). @default FAILED_PRECONDITION: no event log */
   readonly watch?: (request: WatchRequest, ctx: CallContext) => AsyncIterable<WatchResponse>;
+  /** Byte budget of one `reports` message of an audit (batch_reports). @default DEFAULT_PAGE_BYTES */
+  readonly reportBatchBytes?: number;
 }

@@ -241,6 +241,13 @@ export interface ProutOptions {
 export interface ListAgentsRequest {
   /** Only agents of this site. */
   site: string;
+  /**
+   * Agents per page, 1–10000; 0 means 1000. A page also stops before the server's byte budget
+   * (PRFLEET_LIST_PAGE_BYTES, default 1 MiB), so it may hold fewer: follow next_page_token.
+   */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
 }
 
 /** An agent as the server sees it. */
@@ -286,6 +293,8 @@ export interface Agent_LabelsEntry {
 export interface ListAgentsResponse {
   /** The agents, sorted by id. */
   agents: Agent[];
+  /** Pass as page_token to get the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** Request for ListDevices. */
@@ -300,6 +309,13 @@ export interface ListDevicesRequest {
     | undefined;
   /** Only LUs of this loader. */
   loaderId: string;
+  /**
+   * LUs per page, 1–10000; 0 means 1000. A page also stops before the server's byte budget
+   * (PRFLEET_LIST_PAGE_BYTES, default 1 MiB), so it may hold fewer: follow next_page_token.
+   */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
 }
 
 /** One path of a logical unit, as seen from the fleet. */
@@ -342,8 +358,13 @@ export interface LogicalUnit {
 
 /** Response for ListDevices. */
 export interface ListDevicesResponse {
-  /** Logical units, sorted by loader and id. */
+  /**
+   * Logical units, sorted by loader and id. A disconnected agent's paths stay listed, with agent_connected
+   * false.
+   */
   logicalUnits: LogicalUnit[];
+  /** Pass as page_token to get the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** Request for GetDevice. */
@@ -675,7 +696,10 @@ export interface ListHistoryRequest {
   luId: string;
   /** Only entries sent through this agent. */
   agentId: string;
-  /** Entries per page, 1–1000; 0 means 100. */
+  /**
+   * Entries per page, 1–1000; 0 means 100. A page also stops before the server's byte budget
+   * (PRFLEET_LIST_PAGE_BYTES, default 1 MiB), so it may hold fewer: follow next_page_token.
+   */
   pageSize: number;
   /** next_page_token of the previous page; empty for the first page. */
   pageToken: string;
@@ -1257,13 +1281,19 @@ export const ProutOptions: MessageFns<ProutOptions> = {
 };
 
 function createBaseListAgentsRequest(): ListAgentsRequest {
-  return { site: "" };
+  return { site: "", pageSize: 0, pageToken: "" };
 }
 
 export const ListAgentsRequest: MessageFns<ListAgentsRequest> = {
   encode(message: ListAgentsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.site !== "") {
       writer.uint32(10).string(message.site);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(16).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(26).string(message.pageToken);
     }
     return writer;
   },
@@ -1289,6 +1319,22 @@ export const ListAgentsRequest: MessageFns<ListAgentsRequest> = {
             message.site = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1302,13 +1348,31 @@ export const ListAgentsRequest: MessageFns<ListAgentsRequest> = {
   },
 
   fromJSON(object: any): ListAgentsRequest {
-    return { site: isSet(object.site) ? globalThis.String(object.site) : "" };
+    return {
+      site: isSet(object.site) ? globalThis.String(object.site) : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListAgentsRequest): unknown {
     const obj: any = {};
     if (message.site !== "") {
       obj.site = message.site;
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -1319,6 +1383,8 @@ export const ListAgentsRequest: MessageFns<ListAgentsRequest> = {
   fromPartial(object: DeepPartial<ListAgentsRequest>): ListAgentsRequest {
     const message = createBaseListAgentsRequest();
     message.site = object.site ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -1738,13 +1804,16 @@ export const Agent_LabelsEntry: MessageFns<Agent_LabelsEntry> = {
 };
 
 function createBaseListAgentsResponse(): ListAgentsResponse {
-  return { agents: [] };
+  return { agents: [], nextPageToken: "" };
 }
 
 export const ListAgentsResponse: MessageFns<ListAgentsResponse> = {
   encode(message: ListAgentsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.agents) {
       Agent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -1770,6 +1839,14 @@ export const ListAgentsResponse: MessageFns<ListAgentsResponse> = {
             message.agents.push(Agent.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1783,13 +1860,23 @@ export const ListAgentsResponse: MessageFns<ListAgentsResponse> = {
   },
 
   fromJSON(object: any): ListAgentsResponse {
-    return { agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => Agent.fromJSON(e)) : [] };
+    return {
+      agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => Agent.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListAgentsResponse): unknown {
     const obj: any = {};
     if (message.agents?.length) {
       obj.agents = message.agents.map((e) => Agent.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -1800,12 +1887,13 @@ export const ListAgentsResponse: MessageFns<ListAgentsResponse> = {
   fromPartial(object: DeepPartial<ListAgentsResponse>): ListAgentsResponse {
     const message = createBaseListAgentsResponse();
     message.agents = object.agents?.map((e) => Agent.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
 
 function createBaseListDevicesRequest(): ListDevicesRequest {
-  return { site: "", labels: [], peripheralDeviceType: undefined, loaderId: "" };
+  return { site: "", labels: [], peripheralDeviceType: undefined, loaderId: "", pageSize: 0, pageToken: "" };
 }
 
 export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
@@ -1821,6 +1909,12 @@ export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
     }
     if (message.loaderId !== "") {
       writer.uint32(34).string(message.loaderId);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(40).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
     }
     return writer;
   },
@@ -1870,6 +1964,22 @@ export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
             message.loaderId = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1896,6 +2006,16 @@ export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
         : isSet(object.loader_id)
         ? globalThis.String(object.loader_id)
         : "",
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -1913,6 +2033,12 @@ export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
     if (message.loaderId !== "") {
       obj.loaderId = message.loaderId;
     }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -1925,6 +2051,8 @@ export const ListDevicesRequest: MessageFns<ListDevicesRequest> = {
     message.labels = object.labels?.map((e) => e) || [];
     message.peripheralDeviceType = object.peripheralDeviceType ?? undefined;
     message.loaderId = object.loaderId ?? "";
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
@@ -2278,13 +2406,16 @@ export const LogicalUnit: MessageFns<LogicalUnit> = {
 };
 
 function createBaseListDevicesResponse(): ListDevicesResponse {
-  return { logicalUnits: [] };
+  return { logicalUnits: [], nextPageToken: "" };
 }
 
 export const ListDevicesResponse: MessageFns<ListDevicesResponse> = {
   encode(message: ListDevicesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.logicalUnits) {
       LogicalUnit.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -2310,6 +2441,14 @@ export const ListDevicesResponse: MessageFns<ListDevicesResponse> = {
             message.logicalUnits.push(LogicalUnit.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2329,6 +2468,11 @@ export const ListDevicesResponse: MessageFns<ListDevicesResponse> = {
         : globalThis.Array.isArray(object?.logical_units)
         ? object.logical_units.map((e: any) => LogicalUnit.fromJSON(e))
         : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -2336,6 +2480,9 @@ export const ListDevicesResponse: MessageFns<ListDevicesResponse> = {
     const obj: any = {};
     if (message.logicalUnits?.length) {
       obj.logicalUnits = message.logicalUnits.map((e) => LogicalUnit.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -2346,6 +2493,7 @@ export const ListDevicesResponse: MessageFns<ListDevicesResponse> = {
   fromPartial(object: DeepPartial<ListDevicesResponse>): ListDevicesResponse {
     const message = createBaseListDevicesResponse();
     message.logicalUnits = object.logicalUnits?.map((e) => LogicalUnit.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
