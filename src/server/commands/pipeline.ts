@@ -1,12 +1,14 @@
 import type { Logger } from 'pino';
 import { isProut } from '../../common/command.js';
 import { checkSupported } from '../../common/capabilities.js';
-import { ErrorReason, failedPrecondition } from '../../common/errors.js';
+import { ErrorReason, failedPrecondition, invalidArgument } from '../../common/errors.js';
+import { CommandResult, Outcome } from '../../gen/prfleet/v1/scsi.js';
 import { deviceBudgetMs } from '../deadline.js';
 import { createWriteTracker, type WriteTracker } from '../history.js';
 import type { CommandJournal } from '../journal.js';
 import { createLuSerializer, type LuSerializer } from '../lu-serializer.js';
 import type { CommandRouter } from '../router.js';
+import { checkHistoryEntry, StoreInputError } from '../store/index.js';
 import { createJournalStage } from './journal-stage.js';
 import { checkPrecondition } from './precondition.js';
 import { historyEntryOf, settleWithRetry } from './record.js';
@@ -49,6 +51,32 @@ export interface CommandPipeline {
   readonly dispatch: Next;
 }
 
+/** Request fields of the history entry's fields (what a caller can change when one is refused). */
+const HISTORY_FIELDS: Readonly<Record<string, string>> = {
+  path: 'target.path',
+  luId: 'target.lu_id',
+  agentId: 'target.agent_id',
+  reason: 'options.reason',
+};
+
+/**
+ * Throws INVALID_ARGUMENT when the PROUT's history entry could not be stored (a device path or LU id an agent
+ * reported longer than the history keeps): checked before anything is sent, so no PROUT runs without its record.
+ */
+export function checkRecordable(input: CommandInput): void {
+  if (!isProut(input.command)) return;
+  const probe = CommandResult.fromPartial({ outcome: Outcome.OUTCOME_UNKNOWN, commandId: 'probe' });
+  try {
+    checkHistoryEntry(historyEntryOf(input, probe));
+  } catch (error) {
+    if (!(error instanceof StoreInputError)) throw error;
+    throw invalidArgument(
+      HISTORY_FIELDS[error.field] ?? error.field,
+      `the PROUT history cannot record this command: the store refuses its ${error.field} (too long or malformed); nothing was sent`,
+    );
+  }
+}
+
 /** Throws FAILED_PRECONDITION {UNSUPPORTED_BY_DEVICE} when the path's device profile lacks the command. */
 export function checkCapability(input: CommandInput): void {
   const unsupported = checkSupported(input.target.capabilities, input.command);
@@ -85,6 +113,7 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
 
   const capability: Interceptor = (input, options, next) => {
     checkCapability(input);
+    checkRecordable(input);
     return next(input, options);
   };
 

@@ -274,6 +274,17 @@ function key(field: string, value: bigint): string {
   return keyToHex(value);
 }
 
+/** Longest device path kept: the request limit of `path` (docs/api-limits.md), so every path a client names fits. */
+export const MAX_HISTORY_PATH_LENGTH = 4096;
+
+/**
+ * Throws StoreInputError when `input` could not be appended (a field too long or malformed): checked before a
+ * PROUT is sent, so none runs whose history entry the store would refuse.
+ */
+export function checkHistoryEntry(input: HistoryEntryInput): void {
+  normalise(input);
+}
+
 /** Validates `input` and builds the row content (without seq, links and hash). Throws StoreInputError. */
 function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_hash' | 'hash'> {
   const at = input.at ?? new Date();
@@ -289,7 +300,7 @@ function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_has
     at: new Date(at.getTime()),
     actor: text('actor', input.actor),
     agent_id: text('agentId', input.agentId),
-    path: text('path', input.path),
+    path: text('path', input.path, MAX_HISTORY_PATH_LENGTH),
     lu_id: text('luId', input.luId),
     action: text('action', input.action, 100),
     reservation_key: key('reservationKey', input.reservationKey),

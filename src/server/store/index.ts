@@ -32,6 +32,8 @@ export type {
 } from './journal.js';
 export {
   appendHistory,
+  checkHistoryEntry,
+  MAX_HISTORY_PATH_LENGTH,
   verifyHistory,
   type PRoutHistory,
   type HistoryEntry,
