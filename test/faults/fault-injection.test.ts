@@ -15,6 +15,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { startAgentSwarm, type AgentSwarm } from '../../bench/agent-swarm.js';
 import { createControlClient, type ControlClient } from '../../src/common/client.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
+import { listAllAgents } from '../../src/common/pages.js';
 import { builtBinaries, spawnNode, type ChildHandle } from '../../src/demo/processes.js';
 import { Outcome, outcomeToJSON } from '../../src/gen/prfleet/v1/scsi.js';
 import { scopedKey } from '../../src/server/commands/keys.js';
@@ -128,8 +129,7 @@ describe.skipIf(skip)(
       );
       onTestFinished(() => clients.forEach((c) => c.close()));
       const admin0 = clients[0]!;
-      const connected = async () =>
-        (await admin0.listAgents({})).agents.filter((a) => a.connected).length;
+      const connected = async () => (await listAllAgents(admin0)).filter((a) => a.connected).length;
       await expect.poll(connected, { timeout: 60_000, interval: 500 }).toBe(AGENTS);
 
       const load = startLoad(clients, swarm.agentIds, tag);
