@@ -89,7 +89,7 @@ function serverRunner(tag: string, schema: string, appName: string) {
     current = handle;
     void handle.exited.then((exit) => {
       if (!killing)
-        unexpectedExits.push(`${JSON.stringify(exit)}: ${handle.lines.slice(-5).join('\n')}`);
+        unexpectedExits.push(`${JSON.stringify(exit)}: ${handle.lines.slice(-40).join('\n')}`);
     });
     const listening = await handle.waitForLog((e) => e['msg'] === 'listening', 60_000);
     return Number(listening['port']);
@@ -99,6 +99,8 @@ function serverRunner(tag: string, schema: string, appName: string) {
     notJson,
     unexpectedExits,
     alive: () => current !== undefined && !current.hasExited(),
+    /** The current server's last output lines (for a failure's message). */
+    tail: (n = 30) => current?.lines.slice(-n).join('\n') ?? '',
     async kill() {
       killing = true;
       await current?.stop({ signal: 'SIGKILL' });
@@ -134,9 +136,19 @@ describe.skipIf(skip)(
 
       const load = startLoad(clients, swarm.agentIds, tag);
       const good = () => load.good;
+      // Waits for `more` GOOD answers; fails at once, with its output, when the server exited on its own.
       const untilGood = async (more: number) => {
         const wanted = good() + more;
-        await expect.poll(good, { timeout: 60_000, interval: 100 }).toBeGreaterThanOrEqual(wanted);
+        const deadline = Date.now() + 60_000;
+        while (good() < wanted) {
+          if (server.unexpectedExits.length > 0)
+            throw new Error(`the server exited on its own:\n${server.unexpectedExits.join('\n')}`);
+          if (Date.now() > deadline)
+            throw new Error(
+              `no progress: ${good()} of ${wanted} GOOD; errors ${JSON.stringify(Object.fromEntries(load.errors))}\n${server.tail()}`,
+            );
+          await sleep(100);
+        }
       };
       const terminate = () =>
         admin(async (c) => {

@@ -49,6 +49,14 @@ export function createPgDb(options: PgDbOptions): Db {
       : {}),
   });
   pool.on('error', (error) => options.onIdleError?.(error));
+  // Every client keeps one 'error' listener for life. pg-pool takes its idle listener off a client when handing it
+  // out, before the caller can add its own: when the client's last reply and a FATAL (pg_terminate_backend) come
+  // in one TCP read, the reply hands the client to a waiting checkout and the FATAL is emitted in the same parse,
+  // with no listener, which ends the process (seen under load in test/faults). The next query on that client fails
+  // and the pool drops it; the transaction's own listener below reports what happens while it holds it.
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return {
     kind: 'pg',
     async query<R>(sql: string, params: readonly unknown[] = []): Promise<QueryResult<R>> {
