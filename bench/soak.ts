@@ -40,6 +40,7 @@ const HARD_LIMIT_MS = (SECONDS + 300) * 1000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+const delta = (bytes: number) => `${bytes >= 0 ? '+' : ''}${mib(bytes)}`;
 
 /** Resident set size of `pid`, bytes (VmRSS of /proc/<pid>/status). */
 function rssBytes(pid: number): number {
@@ -308,7 +309,7 @@ async function main(): Promise<number> {
     await sleep(2_000);
     const after = await collected(server, metricsPort);
     console.log(
-      `server after the load, after a GC: RSS ${mib(after.rss)} (${mib(after.rss - before.rss)} more), heap ${mib(after.heap)} (${mib(after.heap - before.heap)} more)`,
+      `server after the load, after a GC: RSS ${mib(after.rss)} (${delta(after.rss - before.rss)} vs before), heap ${mib(after.heap)} (${delta(after.heap - before.heap)} vs before)`,
     );
     const check = await checkRecords(db, schema, load, swarm);
     console.log(`${check.line}: ${check.equal ? 'OK' : 'MISMATCH'}`);
