@@ -186,89 +186,18 @@ describe.skipIf(skip)(
       expect(server.alive()).toBe(true);
 
       // Nothing stays pending: in-flight PROUTs were answered, and the restart settled the killed server's.
-      const journal = async () =>
-        admin(async (c) => {
-          const r = await c.query<{ idempotency_key: string; state: string; result: unknown }>(
-            `SELECT idempotency_key, state, result FROM ${schema}.operations WHERE idempotency_key LIKE $1`,
-            [`%ft-${tag}-%`],
-          );
-          return new Map(r.rows.map((row) => [row.idempotency_key, row]));
-        });
       await expect
-        .poll(
-          async () => [...(await journal()).values()].filter((e) => e.state === 'pending').length,
-          {
-            timeout: 60_000,
-            interval: 500,
-          },
-        )
+        .poll(async () => [...(await journalOf(schema, tag)).values()].filter(pending).length, {
+          timeout: 60_000,
+          interval: 500,
+        })
         .toBe(0);
-      const entries = await journal();
-      const history = await admin(async (c) => {
-        const r = await c.query<{ idempotency_key: string; outcome: string }>(
-          `SELECT idempotency_key, outcome FROM ${schema}.history WHERE idempotency_key LIKE $1`,
-          [`ft-${tag}-%`],
-        );
-        const byKey = new Map<string, string[]>();
-        for (const row of r.rows)
-          byKey.set(row.idempotency_key, [...(byKey.get(row.idempotency_key) ?? []), row.outcome]);
-        return byKey;
-      });
+      const entries = await journalOf(schema, tag);
       const executed = await swarm.counts();
-
       const sent = load.sent;
-      const bySaKey = new Map([...sent.values()].map((s) => [hex(s.newKey), s]));
-      const problems: string[] = [];
-      for (const [saKey, n] of executed) {
-        const s = bySaKey.get(saKey);
-        if (s === undefined) {
-          problems.push(`${saKey}: executed ${n}× but no client sent it`);
-          continue;
-        }
-        const entry = entries.get(scopedKey('anonymous', s.idempotencyKey));
-        const records = history.get(s.idempotencyKey) ?? [];
-        if (n !== 1) problems.push(`${s.idempotencyKey}: executed ${n} times`);
-        if (entry === undefined || !['done', 'unknown'].includes(entry.state))
-          problems.push(
-            `${s.idempotencyKey}: executed, journal entry ${entry?.state ?? 'missing'}`,
-          );
-        if (records.length !== 1)
-          problems.push(`${s.idempotencyKey}: executed, history entries [${records.join(', ')}]`);
-      }
-      for (const s of sent.values()) {
-        const ran = executed.has(hex(s.newKey));
-        if (s.answer === Outcome.OUTCOME_GOOD && !ran)
-          problems.push(`${s.idempotencyKey}: answered GOOD, never executed`);
-        if (!ran && (history.get(s.idempotencyKey) ?? []).some((o) => o === 'GOOD'))
-          problems.push(`${s.idempotencyKey}: a GOOD history entry, never executed`);
-      }
-      expect(problems).toEqual([]);
+      expect(problemsOf(sent, executed, entries, await historyOf(schema, tag))).toEqual([]);
 
-      // A repeat of an executed key gets its recorded result (or, after UNKNOWN, the reconciled one) and sends
-      // nothing: the callers that saw an error first, then some that saw GOOD.
-      const ran = [...sent.values()].filter((s) => executed.has(hex(s.newKey)));
-      const repeats = [
-        ...ran.filter((s) => s.answer !== Outcome.OUTCOME_GOOD).slice(0, 40),
-        ...ran.filter((s) => s.answer === Outcome.OUTCOME_GOOD).slice(0, 20),
-      ];
-      for (const s of repeats) {
-        const recorded = entries.get(scopedKey('anonymous', s.idempotencyKey));
-        const { result } = await admin0.register(
-          {
-            target: { agentId: s.agentId, path: '/dev/sg0' },
-            newKey: s.newKey,
-            ignoreExistingKey: true,
-            options: { idempotencyKey: s.idempotencyKey },
-          },
-          { deadline: 20_000 },
-        );
-        const got = outcomeToJSON(result?.outcome ?? Outcome.OUTCOME_UNSPECIFIED);
-        const allowed =
-          recorded?.state === 'unknown' ? ['OUTCOME_GOOD', 'OUTCOME_UNKNOWN'] : ['OUTCOME_GOOD'];
-        expect({ key: s.idempotencyKey, got, allowed: allowed.includes(got) }).toMatchObject({
-          allowed: true,
-        });
-      }
+      const repeats = await repeatExecuted(admin0, sent, executed, entries);
       const after = await swarm.counts();
       for (const s of repeats)
         expect({ key: s.idempotencyKey, n: after.get(hex(s.newKey)) }).toEqual({
@@ -287,6 +216,105 @@ describe.skipIf(skip)(
     }, 240_000);
   },
 );
+
+/** The journal entries of this run's keys (scoped by principal), by key. */
+async function journalOf(schema: string, tag: string) {
+  return admin(async (c) => {
+    const r = await c.query<{ idempotency_key: string; state: string }>(
+      `SELECT idempotency_key, state FROM ${schema}.operations WHERE idempotency_key LIKE $1`,
+      [`%ft-${tag}-%`],
+    );
+    return new Map(r.rows.map((row) => [row.idempotency_key, row]));
+  });
+}
+
+const pending = (e: { state: string }) => e.state === 'pending';
+
+/** The history entries' outcomes of this run's keys, by key. */
+async function historyOf(schema: string, tag: string) {
+  return admin(async (c) => {
+    const r = await c.query<{ idempotency_key: string; outcome: string }>(
+      `SELECT idempotency_key, outcome FROM ${schema}.history WHERE idempotency_key LIKE $1`,
+      [`ft-${tag}-%`],
+    );
+    const byKey = new Map<string, string[]>();
+    for (const row of r.rows)
+      byKey.set(row.idempotency_key, [...(byKey.get(row.idempotency_key) ?? []), row.outcome]);
+    return byKey;
+  });
+}
+
+/**
+ * What breaks "every executed PROUT ran once, with one settled journal entry and one history entry; nothing
+ * answered GOOD or recorded GOOD without running".
+ */
+function problemsOf(
+  sent: ReadonlyMap<string, Sent>,
+  executed: ReadonlyMap<string, number>,
+  entries: ReadonlyMap<string, { state: string }>,
+  history: ReadonlyMap<string, string[]>,
+): string[] {
+  const bySaKey = new Map([...sent.values()].map((s) => [hex(s.newKey), s]));
+  const problems: string[] = [];
+  for (const [saKey, n] of executed) {
+    const s = bySaKey.get(saKey);
+    if (s === undefined) {
+      problems.push(`${saKey}: executed ${n}× but no client sent it`);
+      continue;
+    }
+    const entry = entries.get(scopedKey('anonymous', s.idempotencyKey));
+    const records = history.get(s.idempotencyKey) ?? [];
+    if (n !== 1) problems.push(`${s.idempotencyKey}: executed ${n} times`);
+    if (entry === undefined || !['done', 'unknown'].includes(entry.state))
+      problems.push(`${s.idempotencyKey}: executed, journal entry ${entry?.state ?? 'missing'}`);
+    if (records.length !== 1)
+      problems.push(`${s.idempotencyKey}: executed, history entries [${records.join(', ')}]`);
+  }
+  for (const s of sent.values()) {
+    const ran = executed.has(hex(s.newKey));
+    if (s.answer === Outcome.OUTCOME_GOOD && !ran)
+      problems.push(`${s.idempotencyKey}: answered GOOD, never executed`);
+    if (!ran && (history.get(s.idempotencyKey) ?? []).some((o) => o === 'GOOD'))
+      problems.push(`${s.idempotencyKey}: a GOOD history entry, never executed`);
+  }
+  return problems;
+}
+
+/**
+ * Repeats executed keys (the callers that saw an error first, then some that saw GOOD): each gets its recorded
+ * result, or after UNKNOWN the reconciled one. Returns the repeated PROUTs (the caller checks none ran again).
+ */
+async function repeatExecuted(
+  client: ControlClient,
+  sent: ReadonlyMap<string, Sent>,
+  executed: ReadonlyMap<string, number>,
+  entries: ReadonlyMap<string, { state: string }>,
+): Promise<Sent[]> {
+  const ran = [...sent.values()].filter((s) => executed.has(hex(s.newKey)));
+  const repeats = [
+    ...ran.filter((s) => s.answer !== Outcome.OUTCOME_GOOD).slice(0, 40),
+    ...ran.filter((s) => s.answer === Outcome.OUTCOME_GOOD).slice(0, 20),
+  ];
+  for (const s of repeats) {
+    const recorded = entries.get(scopedKey('anonymous', s.idempotencyKey));
+    const { result } = await client.register(
+      {
+        target: { agentId: s.agentId, path: '/dev/sg0' },
+        newKey: s.newKey,
+        ignoreExistingKey: true,
+        options: { idempotencyKey: s.idempotencyKey },
+      },
+      { deadline: 20_000 },
+    );
+    const got = outcomeToJSON(result?.outcome ?? Outcome.OUTCOME_UNSPECIFIED);
+    const allowed =
+      recorded?.state === 'unknown' ? ['OUTCOME_GOOD', 'OUTCOME_UNKNOWN'] : ['OUTCOME_GOOD'];
+    expect({ key: s.idempotencyKey, got, allowed: allowed.includes(got) }).toMatchObject({
+      allowed: true,
+    });
+  }
+  return repeats;
+}
 
 /** Tens of clients: PROUT loops (each PROUT a fresh key) and read loops, until stop(). */
 function startLoad(clients: readonly ControlClient[], agentIds: readonly string[], tag: string) {
