@@ -21,6 +21,7 @@ import { pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { createControlClient, type ControlClient } from '../src/common/client.js';
 import { summarizeRpcError } from '../src/common/errors.js';
+import { delay } from '../src/common/delay.js';
 import { spawnNode, type ChildHandle } from '../src/demo/processes.js';
 import { Outcome, outcomeToJSON } from '../src/gen/prfleet/v1/scsi.js';
 import { scopedKey } from '../src/server/commands/keys.js';
@@ -38,7 +39,6 @@ const BURST = 8;
 /** Everything, start-up and checks included, ends by then. */
 const HARD_LIMIT_MS = (SECONDS + 300) * 1000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 const delta = (bytes: number) => `${bytes >= 0 ? '+' : ''}${mib(bytes)}`;
 
@@ -71,7 +71,7 @@ function freePort(): Promise<number> {
 /** The server's memory after two full collections (SIGUSR2 → gc()). */
 async function collected(server: ChildHandle, metricsPort: number) {
   process.kill(server.pid, 'SIGUSR2');
-  await sleep(1_000);
+  await delay(1_000);
   return { rss: rssBytes(server.pid), heap: await heapUsedBytes(metricsPort) };
 }
 
@@ -133,7 +133,7 @@ function startLoad(
       return true;
     } catch (e) {
       tally.fail(e);
-      await sleep(100);
+      await delay(100);
       return false;
     }
   };
@@ -293,7 +293,7 @@ async function main(): Promise<number> {
     const load = startLoad(clients, swarm.agentIds, schema);
     const runStarted = performance.now();
     for (let t = INTERVAL_S; t <= SECONDS; t += INTERVAL_S) {
-      await sleep(runStarted + t * 1000 - performance.now());
+      await delay(runStarted + t * 1000 - performance.now());
       const heap = await heapUsedBytes(metricsPort);
       console.log(
         `t=${t}s  ${intervalLine(load)}  errors: ${errorsText(load)}  RSS ${mib(rssBytes(server.pid))} heap ${mib(heap)}`,
@@ -306,7 +306,7 @@ async function main(): Promise<number> {
       return `${kind} ${t.calls} p50 ${formatMs(s.p50)} p99 ${formatMs(s.p99)}${outcomes ? ` (device answers:${outcomes})` : ''}`;
     });
     console.log(`total: ${totals.join('; ')}; RPC errors: ${errorsText(load)}`);
-    await sleep(2_000);
+    await delay(2_000);
     const after = await collected(server, metricsPort);
     console.log(
       `server after the load, after a GC: RSS ${mib(after.rss)} (${delta(after.rss - before.rss)} vs before), heap ${mib(after.heap)} (${delta(after.heap - before.heap)} vs before)`,

@@ -15,6 +15,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { startAgentSwarm, type AgentSwarm } from '../../bench/agent-swarm.js';
 import { createControlClient, type ControlClient } from '../../src/common/client.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
+import { delay } from '../../src/common/delay.js';
 import { listAllAgents } from '../../src/common/pages.js';
 import { builtBinaries, spawnNode, type ChildHandle } from '../../src/demo/processes.js';
 import { Outcome, outcomeToJSON } from '../../src/gen/prfleet/v1/scsi.js';
@@ -31,7 +32,6 @@ const CLIENTS = Number(process.env['PRFLEET_FAULTS_CLIENTS'] ?? 24);
 const PROUT_CLIENTS = Math.max(1, Math.round((CLIENTS * 2) / 3));
 /** GOOD answers between two faults: enough that each fault lands on a busy server. */
 const STEP = 60;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
@@ -147,7 +147,7 @@ describe.skipIf(skip)(
             throw new Error(
               `no progress: ${good()} of ${wanted} GOOD; errors ${JSON.stringify(Object.fromEntries(load.errors))}\n${server.tail()}`,
             );
-          await sleep(100);
+          await delay(100);
         }
       };
       const terminate = () =>
@@ -165,13 +165,13 @@ describe.skipIf(skip)(
         await untilGood(STEP);
         for (let i = 0; i < 15; i++) {
           terminated += await terminate();
-          await sleep(20);
+          await delay(20);
         }
       }
       // Fault 3: every agent stops (SIGSTOP) with commands in flight, then continues.
       await untilGood(STEP);
       swarm.handle.signal('SIGSTOP');
-      await sleep(4_000);
+      await delay(4_000);
       swarm.handle.signal('SIGCONT');
       // Fault 4: the server is SIGKILLed mid-load and restarted on the same port.
       await untilGood(STEP);
@@ -326,7 +326,7 @@ function startLoad(clients: readonly ControlClient[], agentIds: readonly string[
     const s = summarizeRpcError(e);
     const name = `${String(s?.code ?? 'other')}${s?.reason ? `/${s.reason}` : ''}`;
     errors.set(name, (errors.get(name) ?? 0) + 1);
-    await sleep(100);
+    await delay(100);
     return name;
   };
   const prouts = Array.from({ length: PROUT_CLIENTS }, async (_, c) => {
