@@ -19,8 +19,9 @@ describe.skipIf(skip)('pg pool clients', () => {
       maxConnections: 1,
       onIdleError: (e) => void errors.push(e),
     });
+    let hits = 0;
     try {
-      for (let round = 0; round < 5; round++) {
+      for (let round = 0; round < 10; round++) {
         // The pool's only client runs a query after which its backend ends itself 1 ms into idling.
         const first = db.query("SET idle_session_timeout = '1ms'; SELECT pg_sleep(0.05)");
         await new Promise((resolve) => setImmediate(resolve)); // checked out and sent
@@ -29,13 +30,21 @@ describe.skipIf(skip)('pg pool clients', () => {
         const until = Date.now() + 300;
         while (Date.now() < until);
         await first;
-        // The transaction got the dying client: it fails, and the process is still here.
-        await expect(waiting).rejects.toThrow();
+        // When the FATAL came in the same read, the transaction got the dying client and fails; either way the
+        // process is still here (vitest fails the run on an unhandled 'error').
+        if (
+          await waiting.then(
+            () => false,
+            () => true,
+          )
+        )
+          hits++;
         // The pool serves again on a fresh connection.
         expect((await db.query<{ one: number }>('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
       }
     } finally {
       await db.close();
     }
+    expect(hits).toBeGreaterThan(0); // the interleaving did happen
   });
 });
