@@ -163,7 +163,7 @@ export interface AgentRecord {
   lastHeartbeatAt: Date | undefined;
   /** Latest inventory (kept after disconnect so devices stay listed, as offline paths). */
   paths: Path[];
-  /** Link of the latest session on this instance; undefined for records of other instances. */
+  /** What carries its latest session (from the shared inventory for other instances; undefined when unknown). */
   link?: AgentLinkKind | undefined;
   /**
    * Instance holding the agent's stream when that is ANOTHER instance (records from the shared inventory);

@@ -169,6 +169,9 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
           lastHeartbeatAt:
             Number.isFinite(heartbeat) && heartbeat > 0 ? new Date(heartbeat) : undefined,
           paths,
+          // Written by instances that know both links; older ones leave it out (shown as unknown).
+          link:
+            hash['link'] === 'long-poll' || hash['link'] === 'stream' ? hash['link'] : undefined,
         },
       };
     } catch (err) {
@@ -267,6 +270,7 @@ export function createRedisInventory(options: RedisInventoryOptions): RedisInven
         paths: encodePaths(record?.session === session ? record.paths : []),
         connectedAt: String(session.connectedAt.getTime()),
         heartbeatAt: '',
+        link: session.link,
       })
       .sadd(agentsKey, agentId)
       .publish(changes, agentId)
