@@ -15,6 +15,8 @@ import { createMemoryTokenStore, createToken } from '../../src/server/auth/index
 import { serverCredentials } from '../../src/server/auth/mtls.js';
 import { defaultServerConfig } from '../../src/server/config.js';
 import { createPrfleetServer } from '../../src/server/server.js';
+import { metricsRoute } from '../../src/server/http/metrics-route.js';
+import { createMetrics, observeAgents, rpcObserver } from '../../src/server/metrics.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
 import { createTestPki, type TestPki } from '../auth/pki.js';
@@ -102,6 +104,24 @@ describe('one port, plaintext', () => {
     ).toThrow(/registered already/);
     // gRPC still works after HTTP/1.1 traffic on the port.
     expect((await client.listAgents({})).agents).toHaveLength(1);
+  });
+
+  it('serves /metrics on the main port when metrics are on (viewer role with tokens)', async () => {
+    const tokens = createMemoryTokenStore();
+    const viewer = (await createToken(tokens, { name: 'prometheus', role: 'viewer' })).token;
+    const metrics = createMetrics();
+    const { port, server, address } = await startTestServer({
+      deps: { tokens, observeRpc: rpcObserver(metrics) },
+    });
+    server.http.register(metricsRoute(metrics.registry));
+    const agents = await startEmulatedAgents({ address, hosts: ['host-b'] });
+    onTestFinished(observeAgents(metrics, server.agents));
+    expect(agents.agents).toHaveLength(1);
+    expect(await get(port, '/metrics')).toMatchObject({ status: 401 });
+    const scraped = await get(port, '/metrics', { headers: { authorization: `Bearer ${viewer}` } });
+    expect(scraped.status).toBe(200);
+    expect(scraped.headers['content-type']).toMatch(/^text\/plain/);
+    expect(scraped.body).toMatch(/^prfleet_agents_connected 1$/m);
   });
 
   it('answers 503 NOT_SERVING on /healthz once the server drains', async () => {
