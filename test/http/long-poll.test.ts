@@ -1,12 +1,14 @@
 // The HTTP/1.1 long-poll agent link without a proxy: the same sessions as the stream (listed with their link),
 // commands and results, the mTLS identity, a cut poll ending the session, drain.
 import { request } from 'node:https';
+import { ChannelCredentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { createLogger } from '../../src/common/logger.js';
 import { LinkDownload, LinkUpload, type ConnectRequest } from '../../src/gen/prfleet/v1/agent.js';
 import { serverCredentials } from '../../src/server/auth/mtls.js';
 import { defaultServerConfig } from '../../src/server/config.js';
 import { createPrfleetServer } from '../../src/server/server.js';
+import { createControlClient } from '../../src/common/client.js';
 import { createTestPki, type Pem, type TestPki } from '../auth/pki.js';
 import { AgentLink } from '../../src/gen/prfleet/v1/control.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
@@ -175,7 +177,7 @@ describe('long-poll agent link', () => {
       );
     }
 
-    it('authenticates by the mTLS identity at Hello and on every request of the session', async () => {
+    async function startTlsServer() {
       const server = await createPrfleetServer({
         log: createLogger({ level: 'silent' }),
         config: { ...defaultServerConfig(), instanceId: 'tls', shutdownTimeoutMs: 2_000 },
@@ -188,6 +190,42 @@ describe('long-poll agent link', () => {
         }),
       );
       onTestFinished(() => server.shutdown());
+      return { server, port };
+    }
+
+    it('runs a real agent over HTTPS with its client certificate (ALPN http/1.1 on the gRPC port)', async () => {
+      const { server, port } = await startTlsServer();
+      await startEmulatedAgents({
+        address: `localhost:${port}`,
+        hosts: ['host-a'],
+        agentOptions: {
+          plaintext: false,
+          link: 'long-poll',
+          tls: {
+            ca: Buffer.from(pki.ca),
+            cert: Buffer.from(pki.hostA.cert),
+            key: Buffer.from(pki.hostA.key),
+          },
+        },
+      });
+      expect(server.agents.session('host-a')?.certificate).toBeDefined();
+      const client = createControlClient(`localhost:${port}`, {
+        credentials: ChannelCredentials.createSsl(
+          Buffer.from(pki.ca),
+          Buffer.from(pki.clientOps.key),
+          Buffer.from(pki.clientOps.cert),
+        ),
+      });
+      onTestFinished(() => client.close());
+      await expect
+        .poll(async () => (await client.listDevices({})).logicalUnits.length, { timeout: 10_000 })
+        .toBeGreaterThan(0);
+      const { result } = await client.readKeys({ target: DRIVE_PATHS['host-a'] });
+      expect(result?.outcome).toBe(Outcome.OUTCOME_GOOD);
+    });
+
+    it('authenticates by the mTLS identity at Hello and on every request of the session', async () => {
+      const { server, port } = await startTlsServer();
       const anonymous = await post(port, '/agent/v1/connect', [hello('host-a')]);
       expect(anonymous.status).toBe(401);
       expect(anonymous.text).toMatch(/client certificate/);
