@@ -117,6 +117,61 @@ describe('long-poll agent link', () => {
     expect(performance.now() - started).toBeLessThan(1_500);
   }, 60_000);
 
+  it('answers bad requests with a clear status and changes nothing', async () => {
+    const { port, server } = await startTestServer();
+    const post = async (path: string, body: Uint8Array, type = 'application/x-protobuf') => {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': type },
+        body,
+      });
+      return { status: res.status, text: await res.text() };
+    };
+    const upload = (messages: ConnectRequest[]) => LinkUpload.encode({ messages }).finish();
+    const hello = (agentId: string): ConnectRequest => ({
+      message: {
+        $case: 'hello',
+        value: {
+          agentId,
+          hostname: 'h',
+          version: 't',
+          site: '',
+          labels: {},
+          transport: 'emulated',
+          acceptsCommandBatches: true,
+        },
+      },
+    });
+    expect(await post('/agent/v1/connect', upload([hello('host-a')]), 'text/plain')).toMatchObject({
+      status: 415,
+    });
+    const garbage = await post('/agent/v1/connect', Buffer.from([0x0a, 0xff, 0xff]));
+    expect(garbage.status).toBe(400);
+    expect(garbage.text).toMatch(/not a LinkUpload/);
+    const heartbeatFirst = await post(
+      '/agent/v1/connect',
+      upload([{ message: { $case: 'heartbeat', value: { sentAt: new Date(), inFlight: 0 } } }]),
+    );
+    expect(heartbeatFirst.status).toBe(400);
+    expect(heartbeatFirst.text).toMatch(/first message of a session must be hello/);
+    const noId = await post('/agent/v1/connect', upload([hello('')]));
+    expect(noId.status).toBe(400);
+    expect(noId.text).toMatch(/agent_id/);
+    expect(await post('/agent/v1/connect', Buffer.alloc(5 * 1024 * 1024))).toMatchObject({
+      status: 413,
+    });
+    const unknown = await post(
+      `/agent/v1/sessions/${'0'.repeat(8)}-0000-0000-0000-${'0'.repeat(12)}/poll`,
+      new Uint8Array(),
+    );
+    expect(unknown.status).toBe(410);
+    expect(await post('/agent/v1/sessions/nope/poll', new Uint8Array())).toMatchObject({
+      status: 404,
+    });
+    expect((await fetch(`http://127.0.0.1:${port}/agent/v1/connect`)).status).toBe(405);
+    expect(server.agents.list()).toEqual([]);
+  });
+
   describe('over TLS with agent certificates', () => {
     let pki: TestPki;
     beforeAll(async () => {
