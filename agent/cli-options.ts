@@ -35,7 +35,12 @@ const env = (key: keyof AgentConfig): string => CONFIG_SOURCES[key].env;
 /** Adds the connection options shared by prfleet-agent and prfleet-sim (each overridable by its PRFLEET_* variable). */
 export function addConnectionOptions<T extends Command>(program: T) {
   return program
-    .addOption(new Option('--server <host:port>', 'server address').env(env('server')))
+    .addOption(
+      new Option(
+        '--server <host:port>',
+        'server address (several: comma-separated; long-poll also takes http(s)://host:port/prefix)',
+      ).env(env('server')),
+    )
     .addOption(new Option('--plaintext', 'connect without TLS').env(env('plaintext')))
     .addOption(new Option('--tls-ca <file>', 'CA certificate (PEM) to trust').env(env('tlsCa')))
     .addOption(
