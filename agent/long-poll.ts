@@ -62,6 +62,149 @@ export function linkBaseUrl(server: string, plaintext: boolean): URL {
   return new URL('agent/v1/', url);
 }
 
+/** How one client reaches the link: base URL and kept-alive connections. */
+interface LinkHttp {
+  readonly base: URL;
+  readonly secure: boolean;
+  readonly agent: HttpAgent;
+  readonly log: Logger;
+}
+
+/** Reads an answer: decoded messages (none for 204); SessionOver on 410, ProxyError for a proxy's 502-504. */
+function readAnswer(
+  res: IncomingMessage,
+  path: string,
+  resolve: (messages: ConnectResponse[]) => void,
+  reject: (e: Error) => void,
+): void {
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.on('error', reject);
+  res.on('end', () => {
+    const data = Buffer.concat(chunks);
+    const status = res.statusCode ?? 0;
+    if (status === 204) return resolve([]);
+    if (status === 200 && (res.headers['content-type'] ?? '').startsWith(CONTENT_TYPE)) {
+      try {
+        resolve(LinkDownload.decode(data).messages);
+      } catch (e) {
+        reject(new Error(`${path}: undecodable answer: ${(e as Error).message}`));
+      }
+      return;
+    }
+    const text = data.toString('utf8', 0, Math.min(data.length, 500)).trim();
+    const why = `${path}: HTTP ${status}${text === '' ? '' : `: ${text}`}`;
+    if (status === 410) reject(new SessionOver(text));
+    else if (status >= 502 && status <= 504 && res.headers['prfleet-server'] === undefined)
+      reject(new ProxyError(why));
+    else reject(new Error(why));
+  });
+}
+
+/** POSTs `messages` (a LinkUpload) to `path` under the link's base URL. */
+function post(
+  link: LinkHttp,
+  path: string,
+  messages: readonly DeepPartial<ConnectRequest>[],
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<ConnectResponse[]> {
+  const body = LinkUpload.encode({ messages: messages as ConnectRequest[] }).finish();
+  const url = new URL(path, link.base);
+  return new Promise((resolve, reject) => {
+    const req = (link.secure ? httpsRequest : httpRequest)(
+      url,
+      {
+        method: 'POST',
+        agent: link.agent,
+        signal,
+        timeout: timeoutMs,
+        headers: {
+          'content-type': CONTENT_TYPE,
+          'content-length': body.length,
+          accept: CONTENT_TYPE,
+        },
+      },
+      (res: IncomingMessage) => readAnswer(res, url.pathname, resolve, reject),
+    );
+    req.on('timeout', () =>
+      req.destroy(new Error(`${url.pathname}: no answer within ${timeoutMs} ms`)),
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** {@link post} with one more try after a retryable failure (never for Hello: a new session would result). */
+async function postAgain(
+  link: LinkHttp,
+  path: string,
+  messages: readonly DeepPartial<ConnectRequest>[],
+  signal: AbortSignal,
+  timeoutMs: number,
+): Promise<ConnectResponse[]> {
+  try {
+    return await post(link, path, messages, signal, timeoutMs);
+  } catch (e) {
+    if (signal.aborted || !retryable(e)) throw e;
+    link.log.debug({ err: e, path }, 'long-poll request failed: trying once more');
+    return post(link, path, messages, signal, timeoutMs);
+  }
+}
+
+/** Polls until the session ends (410: `into` closes) or a request fails (rejects). */
+async function pollLoop(
+  link: LinkHttp,
+  session: string,
+  timing: { waitMs: number; slackMs: number },
+  signal: AbortSignal,
+  into: AsyncQueue<ConnectResponse>,
+): Promise<void> {
+  try {
+    while (!signal.aborted && !into.isClosed) {
+      const path = `${session}poll?wait=${timing.waitMs}`;
+      const messages = await postAgain(link, path, [], signal, timing.waitMs + timing.slackMs);
+      for (const m of messages) into.push(m);
+    }
+  } catch (e) {
+    if (e instanceof SessionOver) into.close();
+    else throw e;
+  }
+}
+
+/** Sends the agent's messages in order, one request at a time, with what queued up meanwhile. */
+async function uploadLoop(
+  link: LinkHttp,
+  session: string,
+  iterator: AsyncIterator<DeepPartial<ConnectRequest>>,
+  signal: AbortSignal,
+  slackMs: number,
+): Promise<void> {
+  const pending: DeepPartial<ConnectRequest>[] = [];
+  let ended = false;
+  let wake: (() => void) | undefined;
+  void (async () => {
+    for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
+      pending.push(next.value);
+      wake?.();
+    }
+    ended = true;
+    wake?.();
+  })();
+  while (!signal.aborted) {
+    if (pending.length === 0) {
+      if (ended) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+      continue;
+    }
+    const batch = pending.splice(0, pending.length);
+    await postAgain(link, `${session}send`, batch, signal, slackMs);
+  }
+  // The agent half-closed: the server ends the session, and the waiting poll gets 410.
+  if (!signal.aborted) await post(link, `${session}close`, [], signal, slackMs);
+}
+
 /**
  * AgentService.Connect carried by HTTP/1.1 long polling (docs/http.md), for hosts whose proxies pass no HTTP/2:
  * the session above it (agent/session.ts) is the same as on the stream. Hello → POST connect (answered with the
@@ -82,78 +225,8 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
         ...(options.tls?.key === undefined ? {} : { key: options.tls.key }),
       })
     : new HttpAgent({ keepAlive: true, maxSockets: 4 });
-  const waitMs = options.waitMs ?? 20_000;
-  const slackMs = options.slackMs ?? 15_000;
-
-  /** POSTs `messages` to `path`; resolves with the decoded answer (none for 204); SessionOver on 410. */
-  function post(
-    path: string,
-    messages: readonly DeepPartial<ConnectRequest>[],
-    signal: AbortSignal,
-    timeoutMs: number,
-  ): Promise<ConnectResponse[]> {
-    const body = LinkUpload.encode({ messages: messages as ConnectRequest[] }).finish();
-    const url = new URL(path, base);
-    return new Promise((resolve, reject) => {
-      const req = (secure ? httpsRequest : httpRequest)(
-        url,
-        {
-          method: 'POST',
-          agent,
-          signal,
-          timeout: timeoutMs,
-          headers: {
-            'content-type': CONTENT_TYPE,
-            'content-length': body.length,
-            accept: CONTENT_TYPE,
-          },
-        },
-        (res: IncomingMessage) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('error', reject);
-          res.on('end', () => {
-            const data = Buffer.concat(chunks);
-            const status = res.statusCode ?? 0;
-            if (status === 204) return resolve([]);
-            if (status === 200 && (res.headers['content-type'] ?? '').startsWith(CONTENT_TYPE)) {
-              try {
-                resolve(LinkDownload.decode(data).messages);
-              } catch (e) {
-                reject(new Error(`${url.pathname}: undecodable answer: ${(e as Error).message}`));
-              }
-              return;
-            }
-            const text = data.toString('utf8', 0, Math.min(data.length, 500)).trim();
-            if (status === 410) reject(new SessionOver(text));
-            else
-              reject(new Error(`${url.pathname}: HTTP ${status}${text === '' ? '' : `: ${text}`}`));
-          });
-        },
-      );
-      req.on('timeout', () =>
-        req.destroy(new Error(`${url.pathname}: no answer within ${timeoutMs} ms`)),
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
-
-  /** {@link post} with one more try after a retryable failure (never for Hello: a new session would result). */
-  async function postAgain(
-    path: string,
-    messages: readonly DeepPartial<ConnectRequest>[],
-    signal: AbortSignal,
-    timeoutMs: number,
-  ): Promise<ConnectResponse[]> {
-    try {
-      return await post(path, messages, signal, timeoutMs);
-    } catch (e) {
-      if (signal.aborted || !retryable(e)) throw e;
-      options.log.debug({ err: e, path }, 'long-poll request failed: trying once more');
-      return post(path, messages, signal, timeoutMs);
-    }
-  }
+  const link: LinkHttp = { base, secure, agent, log: options.log };
+  const timing = { waitMs: options.waitMs ?? 20_000, slackMs: options.slackMs ?? 15_000 };
 
   async function* connect(
     requests: AsyncIterable<DeepPartial<ConnectRequest>>,
@@ -165,7 +238,6 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
     if (outer?.aborted) onAbort();
     outer?.addEventListener('abort', onAbort, { once: true });
     const signal = stop.signal;
-    // Unbounded: what one poll brings is bounded by the server's batch, and the session reads it as it comes.
     const received = new AsyncQueue<ConnectResponse>(Infinity);
     let failure: Error | undefined;
     const fail = (e: unknown) => {
@@ -177,72 +249,20 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
     try {
       const hello = await iterator.next();
       if (hello.done === true) return;
-      const welcome = await post('connect', [hello.value], signal, slackMs);
+      const welcome = await post(link, 'connect', [hello.value], signal, timing.slackMs);
       const first = welcome[0]?.message;
       if (first?.$case !== 'welcome')
         throw new Error('connect: the server did not answer with a Welcome');
       const session = `sessions/${first.value.sessionId}/`;
       for (const m of welcome) received.push(m);
-      void pollLoop(session, signal, received).catch(fail);
-      void uploadLoop(session, iterator, signal).catch(fail);
+      void pollLoop(link, session, timing, signal, received).catch(fail);
+      void uploadLoop(link, session, iterator, signal, timing.slackMs).catch(fail);
       for await (const message of received) yield message;
       if (failure !== undefined) throw failure;
     } finally {
       outer?.removeEventListener('abort', onAbort);
       stop.abort(); // the other loop and any request in flight end with the session
     }
-  }
-
-  async function pollLoop(
-    session: string,
-    signal: AbortSignal,
-    into: AsyncQueue<ConnectResponse>,
-  ): Promise<void> {
-    try {
-      while (!signal.aborted && !into.isClosed) {
-        const messages = await postAgain(
-          `${session}poll?wait=${waitMs}`,
-          [],
-          signal,
-          waitMs + slackMs,
-        );
-        for (const m of messages) into.push(m);
-      }
-    } catch (e) {
-      if (e instanceof SessionOver) into.close();
-      else throw e;
-    }
-  }
-
-  /** Sends the agent's messages in order, one request at a time, with what queued up meanwhile. */
-  async function uploadLoop(
-    session: string,
-    iterator: AsyncIterator<DeepPartial<ConnectRequest>>,
-    signal: AbortSignal,
-  ): Promise<void> {
-    const pending: DeepPartial<ConnectRequest>[] = [];
-    let ended = false;
-    let wake: (() => void) | undefined;
-    void (async () => {
-      for (let next = await iterator.next(); next.done !== true; next = await iterator.next()) {
-        pending.push(next.value);
-        wake?.();
-      }
-      ended = true;
-      wake?.();
-    })();
-    while (!signal.aborted) {
-      if (pending.length === 0) {
-        if (ended) break;
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-        continue;
-      }
-      const batch = pending.splice(0, pending.length);
-      await postAgain(`${session}send`, batch, signal, slackMs);
-    }
-    // The agent half-closed: the server ends the session, and the waiting poll gets 410.
-    if (!signal.aborted) await post(`${session}close`, [], signal, slackMs);
   }
 
   return {

@@ -80,6 +80,73 @@ const carriesCommands = (messages: readonly ConnectResponse[]): boolean =>
   messages.some((m) => m.message?.$case === 'command' || m.message?.$case === 'commands');
 
 /**
+ * Answers one poll: what the session has queued (up to MAX_BATCH messages), else waits up to `wait` (at most
+ * `maxWaitMs`) for something; 410 once the session is over. A poll cut while it waits, or an answer with commands
+ * that does not reach the agent, ends the session (its in-flight commands become UNKNOWN).
+ */
+async function answerPoll(
+  link: Link,
+  res: ServerResponse,
+  ctx: HttpContext,
+  registry: AgentRegistry,
+  maxWaitMs: number,
+): Promise<void> {
+  const { session } = link;
+  link.supersede?.();
+  session.lastSeenMs = Date.now();
+  const asked = Number(ctx.url.searchParams.get('wait') ?? maxWaitMs);
+  const waitMs = Number.isFinite(asked) ? Math.max(0, Math.min(maxWaitMs, asked)) : maxWaitMs;
+  let messages = takeBatch(session);
+  if (messages.length === 0 && !session.outbox.isClosed && waitMs > 0) {
+    let wake = (): void => {};
+    let superseded = false;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    const timer = setTimeout(wake, waitMs);
+    const supersede = () => {
+      superseded = true;
+      wake();
+    };
+    link.supersede = supersede;
+    ctx.signal.addEventListener('abort', wake, { once: true });
+    await Promise.race([session.outbox.whenReadable(), woken]);
+    clearTimeout(timer);
+    ctx.signal.removeEventListener('abort', wake);
+    if (link.supersede === supersede) link.supersede = undefined;
+    if (superseded && !ctx.signal.aborted) {
+      // The newer poll takes what comes; this one leaves empty-handed (nothing taken, nothing lost).
+      sendMessages(res, []);
+      return;
+    }
+    if (ctx.signal.aborted) {
+      // The agent's poll went away while waiting: the link is cut, as a stream whose connection dropped.
+      if (!session.isEnded)
+        registry.close(session, 'long-poll link cut (the waiting poll was closed)');
+      return;
+    }
+    messages = takeBatch(session);
+  }
+  session.lastSeenMs = Date.now();
+  if (messages.length === 0 && session.outbox.isClosed) {
+    const reason = session.outbox.closeReason;
+    sendText(
+      res,
+      410,
+      `session over${reason instanceof Error ? `: ${reason.message}` : ''}; say Hello again`,
+    );
+    return;
+  }
+  if (carriesCommands(messages)) {
+    // Commands handed to a response that never reaches the agent are lost: the session ends (they become
+    // UNKNOWN) rather than risk the agent getting them later, or never.
+    res.once('close', () => {
+      if (!res.writableFinished && !session.isEnded)
+        registry.close(session, 'long-poll link cut while commands were being sent');
+    });
+  }
+  sendMessages(res, messages);
+}
+
+/**
  * The HTTP/1.1 long-poll agent link (docs/http.md): another carrier of the same AgentService sessions. Hello
  * opens a session through the same {@link AgentSessionHandler} as the stream (certificate identity, draining,
  * replacement of an older session); polls take the session's outbox (commands, cancels, Reconnect) in batches;
@@ -160,63 +227,6 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     sendMessages(res, takeBatch(session)); // the Welcome
   }
 
-  async function poll(link: Link, res: ServerResponse, ctx: HttpContext): Promise<void> {
-    const { session } = link;
-    link.supersede?.();
-    session.lastSeenMs = Date.now();
-    const asked = Number(ctx.url.searchParams.get('wait') ?? maxWaitMs);
-    const waitMs = Number.isFinite(asked) ? Math.max(0, Math.min(maxWaitMs, asked)) : maxWaitMs;
-    let messages = takeBatch(session);
-    if (messages.length === 0 && !session.outbox.isClosed && waitMs > 0) {
-      let wake = (): void => {};
-      let superseded = false;
-      const woken = new Promise<void>((resolve) => (wake = resolve));
-      const timer = setTimeout(wake, waitMs);
-      const supersede = () => {
-        superseded = true;
-        wake();
-      };
-      link.supersede = supersede;
-      ctx.signal.addEventListener('abort', wake, { once: true });
-      await Promise.race([session.outbox.whenReadable(), woken]);
-      clearTimeout(timer);
-      ctx.signal.removeEventListener('abort', wake);
-      if (link.supersede === supersede) link.supersede = undefined;
-      if (superseded && !ctx.signal.aborted) {
-        // The newer poll takes what comes; this one leaves empty-handed (nothing taken, nothing lost).
-        sendMessages(res, []);
-        return;
-      }
-      if (ctx.signal.aborted) {
-        // The agent's poll went away while waiting: the link is cut, as a stream whose connection dropped.
-        if (!session.isEnded)
-          registry.close(session, 'long-poll link cut (the waiting poll was closed)');
-        return;
-      }
-      messages = takeBatch(session);
-    }
-    session.lastSeenMs = Date.now();
-    if (messages.length === 0 && session.outbox.isClosed) {
-      links.delete(session.sessionId);
-      const reason = session.outbox.closeReason;
-      sendText(
-        res,
-        410,
-        `session over${reason instanceof Error ? `: ${reason.message}` : ''}; say Hello again`,
-      );
-      return;
-    }
-    if (carriesCommands(messages)) {
-      // Commands handed to a response that never reaches the agent are lost: the session ends (they become
-      // UNKNOWN) rather than risk the agent getting them later, or never.
-      res.once('close', () => {
-        if (!res.writableFinished && !session.isEnded)
-          registry.close(session, 'long-poll link cut while commands were being sent');
-      });
-    }
-    sendMessages(res, messages);
-  }
-
   http.register({
     method: 'POST',
     prefix: LINK_PREFIX,
@@ -230,7 +240,7 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
       const link = linkOf(req, match[1] as string);
       switch (match[2]) {
         case 'poll':
-          return poll(link, res, ctx);
+          return answerPoll(link, res, ctx, registry, maxWaitMs);
         case 'send': {
           const messages = await readUpload(req, ctx);
           link.session.lastSeenMs = Date.now();

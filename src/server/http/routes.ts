@@ -177,6 +177,49 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/** The principal for a role route; throws HttpError 401/403 (or 503 when the token store fails). */
+async function authorize(
+  req: IncomingMessage,
+  needed: Role,
+  options: HttpRoutesOptions,
+): Promise<Principal | undefined> {
+  if (options.tokens === undefined) {
+    if (options.tls?.() === true) requireClientCertificate(req);
+    return undefined;
+  }
+  const readOnly = req.method === 'GET' || req.method === 'HEAD';
+  // A cookie rides along with any request a browser makes: accepted only where nothing can change (CSRF).
+  const token = bearerOf(req, readOnly);
+  let principal: Principal | undefined;
+  try {
+    principal =
+      token === undefined ? undefined : await verifyToken(options.tokens, token, new Date());
+  } catch (error) {
+    options.log.error(
+      { err: error, path: req.url },
+      'token store unavailable: HTTP request refused',
+    );
+    throw new HttpError(
+      503,
+      'cannot check the bearer token right now (token store unavailable); retry later',
+    );
+  }
+  if (principal === undefined) {
+    throw new HttpError(
+      401,
+      token === undefined
+        ? 'missing bearer token (Authorization: Bearer prf_…)'
+        : 'invalid, expired or revoked token',
+    );
+  }
+  if (!roleSatisfies(principal.role, needed))
+    throw new HttpError(
+      403,
+      `this needs the ${needed} role; token ${principal.tokenId} is ${principal.role}`,
+    );
+  return principal;
+}
+
 /** The route table and its dispatcher: 404 for unknown paths, 405 for a known path's other methods. */
 export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
   const { log } = options;
@@ -204,42 +247,6 @@ export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
     return { routes: prefixes.filter((r) => r.prefix === prefix), rest: path.slice(prefix.length) };
   }
 
-  /** The principal for a role route; throws HttpError 401/403 (or 503 when the token store fails). */
-  async function authorize(req: IncomingMessage, needed: Role): Promise<Principal | undefined> {
-    if (options.tokens === undefined) {
-      if (options.tls?.() === true) requireClientCertificate(req);
-      return undefined;
-    }
-    const readOnly = req.method === 'GET' || req.method === 'HEAD';
-    // A cookie rides along with any request a browser makes: accepted only where nothing can change (CSRF).
-    const token = bearerOf(req, readOnly);
-    let principal: Principal | undefined;
-    try {
-      principal =
-        token === undefined ? undefined : await verifyToken(options.tokens, token, new Date());
-    } catch (error) {
-      log.error({ err: error, path: req.url }, 'token store unavailable: HTTP request refused');
-      throw new HttpError(
-        503,
-        'cannot check the bearer token right now (token store unavailable); retry later',
-      );
-    }
-    if (principal === undefined) {
-      throw new HttpError(
-        401,
-        token === undefined
-          ? 'missing bearer token (Authorization: Bearer prf_…)'
-          : 'invalid, expired or revoked token',
-      );
-    }
-    if (!roleSatisfies(principal.role, needed))
-      throw new HttpError(
-        403,
-        `this needs the ${needed} role; token ${principal.tokenId} is ${principal.role}`,
-      );
-    return principal;
-  }
-
   async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Tells a client the answer is the server's own, not a proxy's (a 502-504 from nginx may be retried).
     res.setHeader(ANSWERED_BY, 'prfleet');
@@ -252,7 +259,7 @@ export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
       res.setHeader('allow', [...new Set(found.routes.flatMap(methodsOf))].join(', '));
       return sendText(res, 405, `${req.method ?? ''} not allowed on ${url.pathname}`);
     }
-    const principal = route.auth === 'none' ? undefined : await authorize(req, route.auth);
+    const principal = route.auth === 'none' ? undefined : await authorize(req, route.auth, options);
     const controller = new AbortController();
     live.add(controller);
     const timeoutMs = route.timeoutMs ?? DEFAULT_TIMEOUT_MS;
