@@ -52,7 +52,7 @@ describe('long-poll agent link', () => {
   it('ends the session when the waiting poll is cut: in-flight commands become UNKNOWN, the agent comes back', async () => {
     const { client, port, server } = await startTestServer();
     const relay = await startRelay(port);
-    await startEmulatedAgents({
+    const fleet = await startEmulatedAgents({
       address: relay.address,
       hosts: ['host-a'],
       latencyMs: 800,
@@ -64,7 +64,11 @@ describe('long-poll agent link', () => {
       options: { commandTimeout: TEN_SECONDS },
     });
     await expect.poll(() => server.router.inFlight, { timeout: 5_000, interval: 20 }).toBe(1);
-    await new Promise((r) => setTimeout(r, 200)); // the agent is running it, and polls again
+    // The agent is running it (800 ms on the emulated device), and its next poll waits meanwhile.
+    await expect
+      .poll(() => fleet.agent('host-a').executor.inFlight, { timeout: 5_000, interval: 10 })
+      .toBe(1);
+    await new Promise((r) => setTimeout(r, 50));
     relay.cut();
     const { result } = await pending;
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);

@@ -115,7 +115,7 @@ describeWithNginx('agents behind an HTTP/1.1-only nginx', () => {
   it('gives UNKNOWN for a PROUT whose link is cut mid-command, and never sends it again', async () => {
     const { port, client, server } = await startTestServer();
     const proxy = await startNginx(nginx as string, port);
-    await startEmulatedAgents({
+    const fleet = await startEmulatedAgents({
       address: proxy.address,
       hosts: ['host-a'],
       latencyMs: 800,
@@ -132,7 +132,11 @@ describeWithNginx('agents behind an HTTP/1.1-only nginx', () => {
     };
     const pending = client.register(request);
     await expect.poll(() => server.router.inFlight, { timeout: 5_000, interval: 20 }).toBe(1);
-    await new Promise((r) => setTimeout(r, 200)); // the agent is running it (800 ms), its next poll waits
+    // The agent is running it (800 ms on the emulated device), and its next poll waits meanwhile.
+    await expect
+      .poll(() => fleet.agent('host-a').executor.inFlight, { timeout: 5_000, interval: 10 })
+      .toBe(1);
+    await new Promise((r) => setTimeout(r, 50));
     await proxy.kill();
     const { result } = await pending;
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
