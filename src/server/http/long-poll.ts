@@ -224,7 +224,9 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     const link: Link = { session, identity, supersede: undefined };
     links.set(session.sessionId, link);
     deliver(link, rest);
-    sendMessages(res, takeBatch(session)); // the Welcome
+    // Only the Welcome (queued first): commands go out in polls, whose loss is watched (answerPoll).
+    const welcome = session.outbox.take();
+    sendMessages(res, welcome === undefined ? [] : [welcome]);
   }
 
   http.register({
