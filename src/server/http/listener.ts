@@ -125,23 +125,10 @@ export async function listenOnePort(
 
   let listener: NetServer;
   if (secure) {
-    const tlsServer = createTlsServer({
-      ...(credentials._getConstructorOptions() ?? {}),
-      ...(await secureContextOf(credentials)),
-      ALPNProtocols: ['h2', 'http/1.1'],
-    });
-    const watch = (context: SecureContextOptions | null) => {
-      if (context !== null) tlsServer.setSecureContext(context);
-    };
-    credentials._addWatcher(watch);
-    tlsServer.on('close', () => credentials._removeWatcher(watch));
-    tlsServer.on('secureConnection', (socket: TLSSocket) => {
-      socket.on('error', (e) => log.debug({ err: e }, 'TLS connection error'));
+    listener = await createTlsListener(credentials, log, (socket) => {
       if (socket.alpnProtocol === 'h2') injector.injectConnection(socket);
       else http.emit('connection', socket);
     });
-    tlsServer.on('tlsClientError', (e) => log.debug({ err: e }, 'TLS handshake failed'));
-    listener = tlsServer;
   } else {
     listener = createNetServer((socket) => {
       sniff(socket, options.sniffTimeoutMs ?? 10_000, (isH2) => {
@@ -176,6 +163,33 @@ export async function listenOnePort(
 }
 
 /**
+ * One TLS listener offering ALPN h2 and http/1.1, with the credentials' certificates, client-certificate policy
+ * and later certificate updates; `onSecure` gets each connection once its handshake is done.
+ */
+async function createTlsListener(
+  credentials: ServerCredentials,
+  log: Logger,
+  onSecure: (socket: TLSSocket) => void,
+): Promise<NetServer> {
+  const tlsServer = createTlsServer({
+    ...(credentials._getConstructorOptions() ?? {}),
+    ...(await secureContextOf(credentials)),
+    ALPNProtocols: ['h2', 'http/1.1'],
+  });
+  const watch = (context: SecureContextOptions | null) => {
+    if (context !== null) tlsServer.setSecureContext(context);
+  };
+  credentials._addWatcher(watch);
+  tlsServer.on('close', () => credentials._removeWatcher(watch));
+  tlsServer.on('secureConnection', (socket: TLSSocket) => {
+    socket.on('error', (e) => log.debug({ err: e }, 'TLS connection error'));
+    onSecure(socket);
+  });
+  tlsServer.on('tlsClientError', (e) => log.debug({ err: e }, 'TLS handshake failed'));
+  return tlsServer;
+}
+
+/**
  * Reads a plaintext connection's first bytes until they are the HTTP/2 preface or cannot be, then puts them
  * back and calls `decide` (paused socket: the new owner reads them first).
  */
@@ -187,6 +201,7 @@ function sniff(socket: Socket, timeoutMs: number, decide: (isH2: boolean) => voi
     clearTimeout(timer);
     socket.off('data', onData);
     socket.off('error', onError);
+    socket.off('end', onError);
     socket.pause();
     socket.unshift(seen);
     decide(isH2);
@@ -205,4 +220,5 @@ function sniff(socket: Socket, timeoutMs: number, decide: (isH2: boolean) => voi
   };
   socket.on('data', onData);
   socket.on('error', onError);
+  socket.on('end', onError); // gone before saying which protocol
 }
