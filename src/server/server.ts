@@ -296,9 +296,12 @@ async function buildServer(
   onResult = events.onResult;
   const journal =
     deps.journal ??
-    (store === undefined
-      ? journalWithProutEvents(createMemoryJournal(), events.onHistory)
-      : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
+    journalWithProutEvents(
+      store === undefined
+        ? createMemoryJournal()
+        : createStoreCommandJournal(store.journal, { owner: config.instanceId }),
+      events.onHistory,
+    );
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
   const luSerializer = createLuSerializer();

@@ -26,6 +26,7 @@ import { LuObserver } from './observer.js';
 import { proutEventOfInput } from './prout-events.js';
 import { createStoreEventLog } from './store-log.js';
 import type { EventLog, NewFleetEvent } from './types.js';
+import type { PathBook } from './agent-source.js';
 import { eventKindName, watch, type WatchObserver } from './watch.js';
 
 /** Counts for /metrics; every member optional (metrics are off unless configured). */
@@ -61,8 +62,15 @@ export interface FleetEvents {
     result: CommandResult,
     luId: string,
   ) => void;
-  /** Memory store only: a PROUT's history entry, recorded nowhere else. */
+  /**
+   * A PROUT's history entry was written (the command journal's completion): with a store its event is already
+   * in the log (trigger), so watchers are woken; the memory store records the event here.
+   */
   readonly onHistory: (entry: HistoryEntryInput) => void;
+  /** Calls `listener` after each append of this instance (Redis wake-up of other instances); returns an unsubscribe. */
+  readonly onAppended: (listener: () => void) => () => void;
+  /** Another instance appended: read now instead of at the next poll. */
+  readonly wakeFromRemote: () => void;
   /** Raises and clears findings after an audit (FleetDeps.onAuditComplete). */
   readonly onAudit: (audit: AuditFindings) => void;
   /** Starts the observation and retention. */
@@ -80,6 +88,43 @@ function changesReservations(result: CommandResult): boolean {
   );
 }
 
+/** Counts recorded events by kind for /metrics (nothing without metrics). */
+function countingBy(
+  observer: EventsObserver | undefined,
+): (list: readonly { kind: EventKind }[]) => void {
+  return (list) => {
+    if (observer === undefined) return;
+    const byKind = new Map<string, number>();
+    for (const e of list) {
+      const name = eventKindName(e.kind);
+      byKind.set(name, (byKind.get(name) ?? 0) + 1);
+    }
+    for (const [kind, n] of byKind) observer.recorded(kind, n);
+  };
+}
+
+/**
+ * The log with every local append announced: this instance's watchers read at once, and `listeners` (the Redis
+ * wake-up) tell the other instances to read. Appends inside a store transaction call `wake` after commit.
+ */
+function announcingLog(events: EventLog, listeners: ReadonlySet<() => void>): EventLog {
+  const tell = () => {
+    for (const listener of listeners) listener();
+  };
+  return {
+    ...events,
+    append: async (batch) => {
+      const recorded = await events.append(batch);
+      if (recorded.length > 0) tell();
+      return recorded;
+    },
+    wake: () => {
+      events.wake();
+      tell();
+    },
+  };
+}
+
 /** Builds the event log (durable in the store, else in memory) and wires its sources. */
 export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   const { store, registry, log, config } = deps;
@@ -91,31 +136,37 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   };
   const events =
     store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
+  const listeners = new Set<() => void>();
+  const counted = countingBy(deps.observer);
+  const announcing = announcingLog(events, listeners);
+  // What the Watch handler, webhooks and this file's sources append through: counted and announced.
+  const counting: EventLog = {
+    ...announcing,
+    append: async (batch) => {
+      const recorded = await announcing.append(batch);
+      counted(recorded);
+      return recorded;
+    },
+  };
   const observed =
     store === undefined
-      ? createMemoryObservedStates(events)
-      : createStoreObservedStates(store.db, events);
-  const paths =
-    store === undefined ? createMemoryPathBook(events) : createStorePathBook(store.db, events);
+      ? createMemoryObservedStates(announcing)
+      : createStoreObservedStates(store.db, announcing);
+  const book =
+    store === undefined
+      ? createMemoryPathBook(announcing)
+      : createStorePathBook(store.db, announcing);
+  const paths: PathBook = {
+    exchange: async (agentId, next, make) => {
+      const recorded = await book.exchange(agentId, next, make);
+      counted(recorded);
+      return recorded;
+    },
+  };
   const writes = new Set<Promise<unknown>>();
   const track = (work: Promise<unknown>) => {
     writes.add(work);
     void work.finally(() => writes.delete(work));
-  };
-  const counted = (list: readonly { kind: EventKind }[]) => {
-    const byKind = new Map<string, number>();
-    for (const e of list)
-      byKind.set(eventKindName(e.kind), (byKind.get(eventKindName(e.kind)) ?? 0) + 1);
-    for (const [kind, n] of byKind) deps.observer?.recorded(kind, n);
-  };
-  // Every append of this instance is counted (the store's trigger appends PROUTs: counted from the history).
-  const counting: typeof events = {
-    ...events,
-    append: async (batch) => {
-      const recorded = await events.append(batch);
-      counted(recorded);
-      return recorded;
-    },
   };
   const append = (batch: NewFleetEvent[]) => {
     if (batch.length === 0) return;
@@ -188,7 +239,15 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
       if (command.kind?.$case === 'prout' && store !== undefined)
         counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
     },
-    onHistory: (entry) => append([proutEventOfInput(entry)]),
+    onHistory: (entry) => {
+      if (store === undefined) append([proutEventOfInput(entry)]);
+      else counting.wake();
+    },
+    onAppended: (listener) => {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    wakeFromRemote: () => events.wake(),
     onAudit: (audit) =>
       track(
         observer
