@@ -17,7 +17,6 @@ import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';
 import { CommandLimiter } from '../fleet/limiter.js';
-import { Semaphore } from '../../common/semaphore.js';
 import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
@@ -43,6 +42,12 @@ export const OBSERVER_DEFAULTS: ObserverSettings = {
   concurrency: 8,
   timeoutMs: 10_000,
 };
+
+/** One I_T nexus as prfleet names it: an agent and a device node. */
+export interface Nexus {
+  readonly agentId: string;
+  readonly path: string;
+}
 
 /** Findings the light observation can judge from one path's READ KEYS + READ RESERVATION. */
 const OBSERVED_FINDINGS = new Set<FindingKind>([
@@ -91,12 +96,6 @@ function prStateOf(s: LuState): PrState {
   });
 }
 
-/** A nexus as the agent names it: the agent and its path (device node). */
-export interface Nexus {
-  readonly agentId: string;
-  readonly path: string;
-}
-
 /**
  * Watches every LU's persistent-reservation state: a light read (READ KEYS + READ RESERVATION, or READ FULL
  * STATUS, through one online path) of each LU per round, spread over the interval with bounded concurrency,
@@ -107,23 +106,18 @@ export interface Nexus {
  */
 export class LuObserver {
   private readonly limiter: CommandLimiter;
-  private readonly pending = new Map<string, { cause: ChangeCause; actor: string; via: Nexus }>();
-  /**
-   * Per LU, the nexus that last sent a PROUT or met a unit attention there: it has no unit attention waiting (a
-   * PROUT's attentions go to the other nexuses; the one that met it has consumed it), so a read through it takes
-   * no news away from the host behind another nexus. A read through a nexus with an attention waiting would
-   * consume it (SPC-4: PERSISTENT RESERVE IN reports it): the event feed would tell it, the host would not.
-   */
-  private readonly quiet = new Map<string, Nexus>();
+  private readonly pending = new Map<string, { cause: ChangeCause; actor: string }>();
+  /** Per LU, the nexus to read through (see poke); one entry per LU prfleet sent a PROUT to. */
+  private readonly preferred = new Map<string, Nexus>();
   private readonly running = new Set<Promise<unknown>>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
-  private readonly slots: Semaphore;
+  private inFlight = 0;
+  private slotWaiters: (() => void)[] = [];
   private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
 
   constructor(private readonly deps: ObserverDeps) {
     this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
-    this.slots = new Semaphore(Math.max(1, deps.settings.concurrency));
   }
 
   /** Starts the periodic rounds (when intervalMs > 0). */
@@ -142,19 +136,21 @@ export class LuObserver {
   }
 
   /**
-   * Observe `luId` soon (after a PROUT or a unit attention); requests close together make one read. Does
-   * nothing while the observation is off (intervalMs 0).
+   * Observe `luId` soon (after a PROUT or a unit attention), reading through `via`: the nexus that sent the PROUT
+   * or met the unit attention, which has no news pending from it, so the read takes no other nexus's unit
+   * attention (a preempted host meets its REGISTRATIONS PREEMPTED itself). Later reads of the LU prefer that
+   * nexus too. Requests close together make one read. Does nothing while the observation is off (intervalMs 0).
    */
-  poke(luId: string, cause: ChangeCause, actor: string, via: Nexus): void {
+  poke(luId: string, cause: ChangeCause, actor: string, via?: Nexus): void {
     // Off (interval 0) means no reads at all: tests and benchmarks see only the commands they send.
     if (this.deps.settings.intervalMs <= 0 || this.stop.signal.aborted || luId === '') return;
-    this.quiet.set(luId, via);
+    if (via !== undefined) this.preferred.set(luId, via);
     if (this.pending.has(luId)) return;
-    this.pending.set(luId, { cause, actor, via });
+    this.pending.set(luId, { cause, actor });
     // A short pause lets a burst (a PREEMPT's unit attentions on several nexuses) settle into one read.
     const work = sleep(100, undefined, { ref: false })
       .then(() => {
-        const why = this.pending.get(luId) ?? { cause, actor, via };
+        const why = this.pending.get(luId) ?? { cause, actor };
         this.pending.delete(luId);
         return this.withSlot(() => this.observe(luId, why.cause, why.actor));
       })
@@ -168,11 +164,14 @@ export class LuObserver {
   }
 
   private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
-    await this.slots.acquire();
+    while (this.inFlight >= this.deps.settings.concurrency)
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
+    this.inFlight += 1;
     try {
       return await fn();
     } finally {
-      this.slots.release();
+      this.inFlight -= 1;
+      this.slotWaiters.shift()?.();
     }
   }
 
@@ -188,19 +187,18 @@ export class LuObserver {
   }
 
   /**
-   * The path to read `luId` through, among the online paths whose agent holds its stream here: the LU's quiet
-   * nexus when it is one of them, else the first.
+   * The path to read `luId` through: the nexus prfleet last sent a PROUT through (or that last met a unit
+   * attention), when it is online and its agent holds its stream here; else the first such path.
    */
   private pathFor(luId: string, paths: readonly FleetPath[]): FleetPath | undefined {
-    const readable = paths.filter(
-      (p) => pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined,
-    );
-    const quiet = this.quiet.get(luId);
-    return (
-      readable.find(
-        (p) => p.agent.hello.agentId === quiet?.agentId && p.path.path === quiet.path,
-      ) ?? readable[0]
-    );
+    const usable = (p: FleetPath) =>
+      pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined;
+    const via = this.preferred.get(luId);
+    const chosen =
+      via === undefined
+        ? undefined
+        : paths.find((p) => p.agent.hello.agentId === via.agentId && p.path.path === via.path);
+    return chosen !== undefined && usable(chosen) ? chosen : paths.find(usable);
   }
 
   private async rounds(): Promise<void> {
