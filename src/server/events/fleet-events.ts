@@ -128,41 +128,7 @@ function announcingLog(events: EventLog, listeners: ReadonlySet<() => void>): Ev
 /** Builds the event log (durable in the store, else in memory) and wires its sources. */
 export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   const { store, registry, log, config } = deps;
-  const limits = {
-    maxEvents: config.retainEvents,
-    maxAgeMs: config.retainMs,
-    maxLag: config.maxLag,
-    pollMs: config.pollMs,
-  };
-  const events =
-    store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
-  const listeners = new Set<() => void>();
-  const counted = countingBy(deps.observer);
-  const announcing = announcingLog(events, listeners);
-  // What the Watch handler, webhooks and this file's sources append through: counted and announced.
-  const counting: EventLog = {
-    ...announcing,
-    append: async (batch) => {
-      const recorded = await announcing.append(batch);
-      counted(recorded);
-      return recorded;
-    },
-  };
-  const observed =
-    store === undefined
-      ? createMemoryObservedStates(announcing)
-      : createStoreObservedStates(store.db, announcing);
-  const book =
-    store === undefined
-      ? createMemoryPathBook(announcing)
-      : createStorePathBook(store.db, announcing);
-  const paths: PathBook = {
-    exchange: async (agentId, next, make) => {
-      const recorded = await book.exchange(agentId, next, make);
-      counted(recorded);
-      return recorded;
-    },
-  };
+  const { events, listeners, counted, counting, observed, paths } = buildLogs(deps);
   const writes = new Set<Promise<unknown>>();
   const track = (work: Promise<unknown>) => {
     writes.add(work);
@@ -207,38 +173,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
           'the server is shutting down: watch again (on another instance) after your last cursor',
         );
     },
-    onResult: (agentId, command, result, dispatchedLu) => {
-      const luId = result.luId || dispatchedLu;
-      if (result.unitAttentions.length > 0) {
-        append(
-          result.unitAttentions.map((ua) => ({
-            kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
-            agentId,
-            site: registry.get(agentId)?.hello.site ?? '',
-            path: result.path || command.path,
-            luId,
-            actor: agentId,
-            summary: `unit attention on ${agentId}:${result.path || command.path}: ${ua.sense?.description ?? 'unit attention'}`,
-            detail: {
-              $case: 'unitAttention' as const,
-              value: { unitAttention: ua, description: ua.sense?.description ?? '' },
-            },
-          })),
-        );
-        if (changesReservations(result))
-          observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, {
-            agentId,
-            path: result.path || command.path,
-          });
-      }
-      if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
-        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId, {
-          agentId,
-          path: result.path || command.path,
-        });
-      if (command.kind?.$case === 'prout' && store !== undefined)
-        counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
-    },
+    onResult: resultHandler({ registry, observer, append, counted, durable: store !== undefined }),
     onHistory: (entry) => {
       if (store === undefined) append([proutEventOfInput(entry)]);
       else counting.wake();
@@ -270,6 +205,90 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
     async idle() {
       while (writes.size > 0) await Promise.allSettled([...writes]);
     },
+  };
+}
+
+/** The log and its stores: raw, announced (local appends wake other instances), and counted for /metrics. */
+function buildLogs(deps: FleetEventsDeps) {
+  const { store, config } = deps;
+  const limits = {
+    maxEvents: config.retainEvents,
+    maxAgeMs: config.retainMs,
+    maxLag: config.maxLag,
+    pollMs: config.pollMs,
+  };
+  const events =
+    store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
+  const listeners = new Set<() => void>();
+  const counted = countingBy(deps.observer);
+  const announcing = announcingLog(events, listeners);
+  // What the Watch handler, webhooks and this file's sources append through: counted and announced.
+  const counting: EventLog = {
+    ...announcing,
+    append: async (batch) => {
+      const recorded = await announcing.append(batch);
+      counted(recorded);
+      return recorded;
+    },
+  };
+  const observed =
+    store === undefined
+      ? createMemoryObservedStates(announcing)
+      : createStoreObservedStates(store.db, announcing);
+  const book =
+    store === undefined
+      ? createMemoryPathBook(announcing)
+      : createStorePathBook(store.db, announcing);
+  const paths: PathBook = {
+    exchange: async (agentId, next, make) => {
+      const recorded = await book.exchange(agentId, next, make);
+      counted(recorded);
+      return recorded;
+    },
+  };
+  return { events, listeners, counted, counting, observed, paths };
+}
+
+/**
+ * What a command result tells the events: each unit attention the agent consumed is an event, and one that says
+ * another nexus changed the LU's reservations (2Ah/03h–05h) makes the observation read the LU; so does a PROUT
+ * that returned GOOD. Both read through the nexus that sent or met it (see LuObserver.poke).
+ */
+function resultHandler(context: {
+  readonly registry: AgentRegistry;
+  readonly observer: LuObserver;
+  readonly append: (batch: NewFleetEvent[]) => void;
+  readonly counted: (list: readonly { kind: EventKind }[]) => void;
+  /** With a store, PROUT events come from the history trigger: counted here. */
+  readonly durable: boolean;
+}): FleetEvents['onResult'] {
+  const { registry, observer } = context;
+  return (agentId, command, result, dispatchedLu) => {
+    const luId = result.luId || dispatchedLu;
+    const nexus = { agentId, path: result.path || command.path };
+    if (result.unitAttentions.length > 0) {
+      context.append(
+        result.unitAttentions.map((ua) => ({
+          kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
+          agentId,
+          site: registry.get(agentId)?.hello.site ?? '',
+          path: nexus.path,
+          luId,
+          actor: agentId,
+          summary: `unit attention on ${agentId}:${nexus.path}: ${ua.sense?.description ?? 'unit attention'}`,
+          detail: {
+            $case: 'unitAttention' as const,
+            value: { unitAttention: ua, description: ua.sense?.description ?? '' },
+          },
+        })),
+      );
+      if (changesReservations(result))
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, nexus);
+    }
+    if (command.kind?.$case !== 'prout') return;
+    if (result.outcome === Outcome.OUTCOME_GOOD)
+      observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId, nexus);
+    if (context.durable) context.counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
   };
 }
 
