@@ -1,5 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { delay } from '../../common/delay.js';
 import {
   ChangeCause,
   FindingEvent,
@@ -148,8 +148,9 @@ export class LuObserver {
     if (this.pending.has(luId)) return;
     this.pending.set(luId, { cause, actor });
     // A short pause lets a burst (a PREEMPT's unit attentions on several nexuses) settle into one read.
-    const work = sleep(100, undefined, { ref: false })
+    const work = delay(100, this.stop.signal)
       .then(() => {
+        if (this.stop.signal.aborted) return [];
         const why = this.pending.get(luId) ?? { cause, actor };
         this.pending.delete(luId);
         return this.withSlot(() => this.observe(luId, why.cause, why.actor));
@@ -212,7 +213,7 @@ export class LuObserver {
       const gap = this.deps.settings.intervalMs / Math.max(1, units.length);
       for (const [i, luId] of units.entries()) {
         const wait = started + i * gap - Date.now();
-        if (wait > 0) await sleep(wait, undefined, { signal, ref: false });
+        if (wait > 0) await delay(wait, signal);
         if (signal.aborted) return;
         await this.withSlot(async () => undefined); // backpressure: at most `concurrency` reads in flight
         this.track(
@@ -224,7 +225,7 @@ export class LuObserver {
         );
       }
       const rest = started + this.deps.settings.intervalMs - Date.now();
-      await sleep(Math.max(rest, 100), undefined, { signal, ref: false }).catch(() => undefined);
+      await delay(Math.max(rest, 100), signal);
     }
   }
 
