@@ -43,6 +43,9 @@ export const OBSERVER_DEFAULTS: ObserverSettings = {
   timeoutMs: 10_000,
 };
 
+/** How soon a round that found no LU is repeated, ms. */
+const EMPTY_ROUND_RETRY_MS = 5_000;
+
 /** One I_T nexus as prfleet names it: an agent and a device node. */
 export interface Nexus {
   readonly agentId: string;
@@ -224,7 +227,11 @@ export class LuObserver {
           ),
         );
       }
-      const rest = started + this.deps.settings.intervalMs - Date.now();
+      // Nothing to read yet (a server starts before its agents connect): look again soon, not a round later.
+      const rest =
+        units.length === 0
+          ? Math.min(EMPTY_ROUND_RETRY_MS, this.deps.settings.intervalMs)
+          : started + this.deps.settings.intervalMs - Date.now();
       await delay(Math.max(rest, 100), signal);
     }
   }
