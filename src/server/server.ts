@@ -285,6 +285,7 @@ async function buildServer(
           reconciler?.noteResult(result);
         });
   const router = observeResults(tapped, (...args) => onResult(...args));
+  const luSerializer = createLuSerializer();
   const events = createFleetEvents({
     store,
     registry: agents,
@@ -292,6 +293,7 @@ async function buildServer(
     config: config.events,
     log: log.child({ component: 'events' }),
     observer: deps.eventsObserver,
+    luSerializer,
   });
   onResult = events.onResult;
   const journal =
@@ -304,7 +306,6 @@ async function buildServer(
     );
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
-  const luSerializer = createLuSerializer();
   const commands = createCommandPipeline({
     router,
     journal,

@@ -14,6 +14,7 @@ import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
 import type { AuditFindings } from '../fleet/deps.js';
 import type { CommandRouter } from '../router.js';
+import type { LuSerializer } from '../lu-serializer.js';
 import type { HistoryEntryInput, Store } from '../store/index.js';
 import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
 import { createMemoryEventLog } from './memory-log.js';
@@ -43,6 +44,8 @@ export interface FleetEventsDeps {
   readonly config: EventsConfig;
   readonly log: Logger;
   readonly observer?: EventsObserver | undefined;
+  /** The command pipeline's PROUT turns per LU: observation reads take the LU's turn. @default none */
+  readonly luSerializer?: LuSerializer | undefined;
 }
 
 /** The server's event machinery: the log, its sources, the observation and the Watch handler. */
@@ -152,6 +155,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
       timeoutMs: 10_000,
     },
     onEvents: counted,
+    turns: deps.luSerializer,
   });
   const stopAgents = recordAgentEvents(registry, counting, paths, log);
   const draining = new AbortController();

@@ -17,10 +17,12 @@ import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';
 import { CommandLimiter } from '../fleet/limiter.js';
-import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
+import { Semaphore } from '../../common/semaphore.js';
+import { observeUnit, pathOnline, type LuObservation, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import type { CommandRouter } from '../router.js';
+import type { LuSerializer } from '../lu-serializer.js';
 import { versionOf, type ObservedLu, type ObservedStates } from './observed.js';
 import type { AuditFindings } from '../fleet/deps.js';
 import { findingEvents, prChangeEvents } from './pr-change.js';
@@ -73,6 +75,8 @@ export interface ObserverDeps {
   readonly keys?: (() => Promise<KeyIndex>) | undefined;
   readonly log: Logger;
   readonly settings: ObserverSettings;
+  /** PROUT turns per LU (the command pipeline's): reads take the LU's turn. @default none */
+  readonly turns?: LuSerializer | undefined;
   /** Called with the events each observation recorded. */
   readonly onEvents?: ((events: readonly FleetEvent[]) => void) | undefined;
 }
@@ -115,12 +119,13 @@ export class LuObserver {
   private readonly running = new Set<Promise<unknown>>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
-  private inFlight = 0;
-  private slotWaiters: (() => void)[] = [];
+  /** LUs read at once (settings.concurrency). */
+  private readonly slots: Semaphore;
   private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
 
   constructor(private readonly deps: ObserverDeps) {
     this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
+    this.slots = new Semaphore(Math.max(1, deps.settings.concurrency));
   }
 
   /** Starts the periodic rounds (when intervalMs > 0). */
@@ -168,14 +173,11 @@ export class LuObserver {
   }
 
   private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.inFlight >= this.deps.settings.concurrency)
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
-    this.inFlight += 1;
+    await this.slots.acquire();
     try {
       return await fn();
     } finally {
-      this.inFlight -= 1;
-      this.slotWaiters.shift()?.();
+      this.slots.release();
     }
   }
 
@@ -241,22 +243,12 @@ export class LuObserver {
    * (none when nothing changed, the LU could not be read, or another instance recorded the same change).
    */
   async observe(luId: string, cause: ChangeCause, actor: string): Promise<FleetEvent[]> {
-    const paths = pathsByLu(this.deps.registry).get(luId);
-    const path = paths === undefined ? undefined : this.pathFor(luId, paths);
-    if (paths === undefined || path === undefined) return [];
-    const unit: SelectedUnit = {
-      luId,
-      loaderId: unitOf(luId, paths).loaderId,
-      unit: toLogicalUnit(luId, [path]),
-      paths: [path],
-    };
-    const obs = await observeUnit(unit, {
-      router: this.deps.router,
-      limiter: this.limiter,
-      timeoutMs: this.deps.settings.timeoutMs,
-      signal: this.stop.signal,
-    });
-    if (obs.state === undefined) return [];
+    const read = () => this.read(luId);
+    // In the LU's turn, like a PROUT's precondition read: no PROUT of this server is in flight meanwhile, so the
+    // path is chosen after the last PROUT's nexus is known, and the read cannot race a PREEMPT of its nexus.
+    const obs = await (this.deps.turns === undefined ? read() : this.deps.turns.run(luId, read));
+    if (obs?.state === undefined) return [];
+    const unit = obs.unit;
     const keys = await this.keys();
     const state = prStateOf(obs.state);
     const agents = {
@@ -281,6 +273,25 @@ export class LuObserver {
     if (unit.loaderId !== '' && wrote)
       events.push(...(await this.recordLoader(unit.loaderId, ownerOf, actor)));
     return events;
+  }
+
+  /** One light read of `luId` through its path (see pathFor); undefined when no path can be read here. */
+  private async read(luId: string): Promise<LuObservation | undefined> {
+    const paths = pathsByLu(this.deps.registry).get(luId);
+    const path = paths === undefined ? undefined : this.pathFor(luId, paths);
+    if (paths === undefined || path === undefined) return undefined;
+    const unit: SelectedUnit = {
+      luId,
+      loaderId: unitOf(luId, paths).loaderId,
+      unit: toLogicalUnit(luId, [path]),
+      paths: [path],
+    };
+    return observeUnit(unit, {
+      router: this.deps.router,
+      limiter: this.limiter,
+      timeoutMs: this.deps.settings.timeoutMs,
+      signal: this.stop.signal,
+    });
   }
 
   /** Compare-and-set of one LU's observed state, retried once when another writer got there first. */
