@@ -2,7 +2,6 @@
  * `prfleet watch`: the fleet's events as they happen (FleetService.Watch), one line each, in words or as JSON
  * lines; resumes by itself after a dropped connection from the last cursor it printed.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   InvalidArgumentError,
   Option,
@@ -20,6 +19,7 @@ import {
   type WatchSnapshot,
 } from '../gen/prfleet/v1/events.js';
 import type { FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
+import { delay } from '../common/delay.js';
 import { eventToJson, snapshotToJson } from '../common/event-json.js';
 import { formatKey } from '../common/key-layout.js';
 import { parseUint32 } from './parse.js';
@@ -182,7 +182,7 @@ async function watchLoop(
   output: 'table' | 'json',
 ): Promise<number> {
   const backoff = deps.backoff ?? { initialMs: 500, maxMs: 15_000 };
-  let delay = backoff.initialMs;
+  let backoffMs = backoff.initialMs;
   const print = (line: string) => deps.stdout(`${line}\n`);
   for (;;) {
     const before = loop.printed;
@@ -199,13 +199,13 @@ async function watchLoop(
         continue;
       }
       if (!resumable(error)) throw error;
-      if (loop.printed > before) delay = backoff.initialMs;
-      const wait = Math.round(delay * (0.5 + Math.random() / 2));
+      if (loop.printed > before) backoffMs = backoff.initialMs;
+      const wait = Math.round(backoffMs * (0.5 + Math.random() / 2));
       deps.stderr(
         `prfleet: watch interrupted (${(error as Error).message}); resuming after cursor ${loop.after ?? 'now'} in ${wait} ms\n`,
       );
-      await sleep(wait);
-      delay = Math.min(delay * 2, backoff.maxMs);
+      await delay(wait);
+      backoffMs = Math.min(backoffMs * 2, backoff.maxMs);
     }
   }
 }

@@ -5,6 +5,7 @@
  * happened as told; on any error (or Ctrl-C) it stops what it started and exits non-zero.
  */
 import { resolve } from 'node:path';
+import { delay } from '../common/delay.js';
 import { connectControl } from '../cli/client.js';
 import { connectFleet } from '../cli/fleet.js';
 import {
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
   ) {
     if (watcher.hasExited() || Date.now() - started > 30_000)
       throw new Error(`prfleet watch did not start: ${watcher.lines.slice(-5).join(' | ')}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await delay(100);
   }
   const connection = connectControl(server.address, { plaintext: true });
   const fleet = connectFleet(server.address, { plaintext: true });

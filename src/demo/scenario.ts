@@ -3,6 +3,7 @@
  * narrated step by step with real RPCs. Every step checks the outcome it expects and throws DemoError when the
  * system does something else, so `make demo` exiting 0 means the story really happened.
  */
+import { delay } from '../common/delay.js';
 import Table from 'cli-table3';
 import { ClientError, Status } from 'nice-grpc-common';
 import type { CliControlClient } from '../cli/client.js';
@@ -451,7 +452,7 @@ async function watchedLine(
     if (line !== undefined) return line;
     if (Date.now() > deadline)
       throw new DemoError(`the watcher printed no line matching ${String(pattern)} for ${luId}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await delay(100);
   }
 }
 

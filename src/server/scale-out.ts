@@ -27,7 +27,7 @@ import { loadRedisRouterConfig, type RedisRouterConfig } from './redis-router/co
 import { createInProcessRouter, type CommandRouter } from './router.js';
 import type { RedisInventory } from './shared-inventory/index.js';
 import type { Store } from './store/index.js';
-import type { EventsObserver } from './events/fleet-events.js';
+import type { EventsObserver, FleetEvents } from './events/fleet-events.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
@@ -118,6 +118,8 @@ export interface ServerHandle {
   readonly agents: AgentRegistry;
   /** server.store (the journal of dead instances' pending PROUTs is settled through it). */
   readonly store: Store | undefined;
+  /** server.events (with Redis, other instances are told of this one's events). @default none */
+  readonly events?: FleetEvents | undefined;
 }
 
 /**
@@ -241,6 +243,7 @@ export async function createServerExtras(
   let stopObserving: (() => void) | undefined;
   let metricsServer: MetricsServer | undefined;
   let reaper: NodeJS.Timeout | undefined;
+  let eventsWake: { close(): Promise<void> } | undefined;
 
   function createRouter(agents: AgentRegistry): CommandRouter {
     if (router !== undefined)
@@ -340,6 +343,18 @@ export async function createServerExtras(
         metricsServer = await prom.lib.startMetricsServer(prom.metrics.registry, config.metrics);
         log.info({ port: metricsServer.port, host: config.metrics.host }, 'metrics listening');
       }
+      if (config.redis.redisUrl !== undefined && server.events !== undefined) {
+        const { startRedisWake } = await import('./events/redis-wake.js');
+        const wake = startRedisWake({
+          redisUrl: config.redis.redisUrl,
+          keyPrefix: config.redis.keyPrefix,
+          instanceId,
+          events: server.events,
+          log,
+        });
+        eventsWake = wake;
+        await wake.ready;
+      }
       const store = server.store;
       if (inventory !== undefined && store !== undefined) {
         const settle = createDeadInstanceSettler(store, inventory, {
@@ -358,6 +373,7 @@ export async function createServerExtras(
     async close() {
       clearInterval(reaper);
       stopObserving?.();
+      await eventsWake?.close();
       if (router !== undefined && redis !== undefined) await redis[0].closeRouter(router);
       await inventory?.close();
       await metricsServer?.close();

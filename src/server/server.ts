@@ -285,6 +285,7 @@ async function buildServer(
           reconciler?.noteResult(result);
         });
   const router = observeResults(tapped, (...args) => onResult(...args));
+  const luSerializer = createLuSerializer();
   const events = createFleetEvents({
     store,
     registry: agents,
@@ -292,16 +293,19 @@ async function buildServer(
     config: config.events,
     log: log.child({ component: 'events' }),
     observer: deps.eventsObserver,
+    luSerializer,
   });
   onResult = events.onResult;
   const journal =
     deps.journal ??
-    (store === undefined
-      ? journalWithProutEvents(createMemoryJournal(), events.onHistory)
-      : createStoreCommandJournal(store.journal, { owner: config.instanceId }));
+    journalWithProutEvents(
+      store === undefined
+        ? createMemoryJournal()
+        : createStoreCommandJournal(store.journal, { owner: config.instanceId }),
+      events.onHistory,
+    );
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
-  const luSerializer = createLuSerializer();
   const commands = createCommandPipeline({
     router,
     journal,

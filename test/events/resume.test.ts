@@ -32,6 +32,10 @@ describe('Watch cursors on the memory store', { timeout: 120_000 }, () => {
       .toMatchObject({ code: Status.FAILED_PRECONDITION, reason: 'CURSOR_EXPIRED' });
     expect(old.ended?.metadata).toMatchObject({ cursor: '1', oldest_cursor: String(head - 5) });
     expect(old.ended?.error?.message).toMatch(/older than the event log's retention.*snapshot/);
+    const badKind = watch(fleet, { kinds: [EventKind.EVENT_KIND_PROUT, 99 as EventKind] });
+    await expect
+      .poll(() => badKind.ended?.error)
+      .toMatchObject({ code: Status.INVALID_ARGUMENT, field: 'kinds[1]' });
     const ahead = watch(fleet, { afterCursor: BigInt(head + 100) });
     await expect
       .poll(() => ahead.ended?.error)

@@ -51,7 +51,8 @@ describe.skipIf(skip !== undefined)(
         schema,
         redisPrefix,
         extra: {
-          PRFLEET_EVENTS_POLL_MS: '50',
+          // Far longer than the test waits: events recorded by the other instance arrive by the Redis wake-up.
+          PRFLEET_EVENTS_POLL_MS: '30000',
           PRFLEET_OBSERVE_INTERVAL_MS: '0',
           PRFLEET_INSTANCE_TTL_MS: '1500',
           PRFLEET_HEARTBEAT_MS: '1000',

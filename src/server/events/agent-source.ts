@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { EventKind } from '../../gen/prfleet/v1/events.js';
+import { EventKind, type FleetEvent } from '../../gen/prfleet/v1/events.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 import type { AgentRegistry, RegistryEvent } from '../agent-registry.js';
 import type { Db } from '../store/index.js';
@@ -14,11 +14,12 @@ export type PathSet = ReadonlyMap<string, string>;
  * difference makes, in one step, so a restarted or another instance compares against the same last word.
  */
 export interface PathBook {
+  /** Resolves with the events recorded. */
   exchange(
     agentId: string,
     next: PathSet,
     events: (previous: PathSet | undefined) => NewFleetEvent[],
-  ): Promise<void>;
+  ): Promise<FleetEvent[]>;
 }
 
 /** In-process path book (memory store). */
@@ -28,7 +29,7 @@ export function createMemoryPathBook(log: EventLog): PathBook {
     async exchange(agentId, next, events) {
       const list = events(book.get(agentId));
       book.set(agentId, next);
-      if (list.length > 0) await log.append(list);
+      return list.length > 0 ? log.append(list) : [];
     },
   };
 }
@@ -51,9 +52,10 @@ export function createStorePathBook(db: Db, log: EventLog): PathBook {
            ON CONFLICT (agent_id) DO UPDATE SET paths = EXCLUDED.paths, reported_at = EXCLUDED.reported_at`,
           [agentId, JSON.stringify(Object.fromEntries(next))],
         );
-        return list.length === 0 ? 0 : (await appendIn(tx, list)).length;
+        return list.length === 0 ? [] : appendIn(tx, list);
       });
-      if (appended > 0) log.wake();
+      if (appended.length > 0) log.wake();
+      return appended;
     },
   };
 }
@@ -177,9 +179,11 @@ export function recordAgentEvents(
         const next = pathSetOf(event.paths);
         const loaders = new Map(event.paths.map((p) => [p.path, p.loaderId]));
         serial(agentId, () =>
-          paths.exchange(agentId, next, (previous) =>
-            pathEvents(agentId, site, previous, next, (p) => loaders.get(p) ?? ''),
-          ),
+          paths
+            .exchange(agentId, next, (previous) =>
+              pathEvents(agentId, site, previous, next, (p) => loaders.get(p) ?? ''),
+            )
+            .then(() => undefined),
         );
         return;
       }

@@ -14,6 +14,7 @@ import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
 import type { AuditFindings } from '../fleet/deps.js';
 import type { CommandRouter } from '../router.js';
+import type { LuSerializer } from '../lu-serializer.js';
 import type { HistoryEntryInput, Store } from '../store/index.js';
 import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
 import { createMemoryEventLog } from './memory-log.js';
@@ -26,6 +27,7 @@ import { LuObserver } from './observer.js';
 import { proutEventOfInput } from './prout-events.js';
 import { createStoreEventLog } from './store-log.js';
 import type { EventLog, NewFleetEvent } from './types.js';
+import type { PathBook } from './agent-source.js';
 import { eventKindName, watch, type WatchObserver } from './watch.js';
 
 /** Counts for /metrics; every member optional (metrics are off unless configured). */
@@ -42,6 +44,8 @@ export interface FleetEventsDeps {
   readonly config: EventsConfig;
   readonly log: Logger;
   readonly observer?: EventsObserver | undefined;
+  /** The command pipeline's PROUT turns per LU: observation reads take the LU's turn. @default none */
+  readonly luSerializer?: LuSerializer | undefined;
 }
 
 /** The server's event machinery: the log, its sources, the observation and the Watch handler. */
@@ -61,8 +65,15 @@ export interface FleetEvents {
     result: CommandResult,
     luId: string,
   ) => void;
-  /** Memory store only: a PROUT's history entry, recorded nowhere else. */
+  /**
+   * A PROUT's history entry was written (the command journal's completion): with a store its event is already
+   * in the log (trigger), so watchers are woken; the memory store records the event here.
+   */
   readonly onHistory: (entry: HistoryEntryInput) => void;
+  /** Calls `listener` after each append of this instance (Redis wake-up of other instances); returns an unsubscribe. */
+  readonly onAppended: (listener: () => void) => () => void;
+  /** Another instance appended: read now instead of at the next poll. */
+  readonly wakeFromRemote: () => void;
   /** Raises and clears findings after an audit (FleetDeps.onAuditComplete). */
   readonly onAudit: (audit: AuditFindings) => void;
   /** Starts the observation and retention. */
@@ -80,42 +91,51 @@ function changesReservations(result: CommandResult): boolean {
   );
 }
 
+/** Counts recorded events by kind for /metrics (nothing without metrics). */
+function countingBy(
+  observer: EventsObserver | undefined,
+): (list: readonly { kind: EventKind }[]) => void {
+  return (list) => {
+    if (observer === undefined) return;
+    const byKind = new Map<string, number>();
+    for (const e of list) {
+      const name = eventKindName(e.kind);
+      byKind.set(name, (byKind.get(name) ?? 0) + 1);
+    }
+    for (const [kind, n] of byKind) observer.recorded(kind, n);
+  };
+}
+
+/**
+ * The log with every local append announced: this instance's watchers read at once, and `listeners` (the Redis
+ * wake-up) tell the other instances to read. Appends inside a store transaction call `wake` after commit.
+ */
+function announcingLog(events: EventLog, listeners: ReadonlySet<() => void>): EventLog {
+  const tell = () => {
+    for (const listener of listeners) listener();
+  };
+  return {
+    ...events,
+    append: async (batch) => {
+      const recorded = await events.append(batch);
+      if (recorded.length > 0) tell();
+      return recorded;
+    },
+    wake: () => {
+      events.wake();
+      tell();
+    },
+  };
+}
+
 /** Builds the event log (durable in the store, else in memory) and wires its sources. */
 export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
   const { store, registry, log, config } = deps;
-  const limits = {
-    maxEvents: config.retainEvents,
-    maxAgeMs: config.retainMs,
-    maxLag: config.maxLag,
-    pollMs: config.pollMs,
-  };
-  const events =
-    store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
-  const observed =
-    store === undefined
-      ? createMemoryObservedStates(events)
-      : createStoreObservedStates(store.db, events);
-  const paths =
-    store === undefined ? createMemoryPathBook(events) : createStorePathBook(store.db, events);
+  const { events, listeners, counted, counting, observed, paths } = buildLogs(deps);
   const writes = new Set<Promise<unknown>>();
   const track = (work: Promise<unknown>) => {
     writes.add(work);
     void work.finally(() => writes.delete(work));
-  };
-  const counted = (list: readonly { kind: EventKind }[]) => {
-    const byKind = new Map<string, number>();
-    for (const e of list)
-      byKind.set(eventKindName(e.kind), (byKind.get(eventKindName(e.kind)) ?? 0) + 1);
-    for (const [kind, n] of byKind) deps.observer?.recorded(kind, n);
-  };
-  // Every append of this instance is counted (the store's trigger appends PROUTs: counted from the history).
-  const counting: typeof events = {
-    ...events,
-    append: async (batch) => {
-      const recorded = await events.append(batch);
-      counted(recorded);
-      return recorded;
-    },
   };
   const append = (batch: NewFleetEvent[]) => {
     if (batch.length === 0) return;
@@ -135,6 +155,7 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
       timeoutMs: 10_000,
     },
     onEvents: counted,
+    turns: deps.luSerializer,
   });
   const stopAgents = recordAgentEvents(registry, counting, paths, log);
   const draining = new AbortController();
@@ -156,39 +177,16 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
           'the server is shutting down: watch again (on another instance) after your last cursor',
         );
     },
-    onResult: (agentId, command, result, dispatchedLu) => {
-      const luId = result.luId || dispatchedLu;
-      if (result.unitAttentions.length > 0) {
-        append(
-          result.unitAttentions.map((ua) => ({
-            kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
-            agentId,
-            site: registry.get(agentId)?.hello.site ?? '',
-            path: result.path || command.path,
-            luId,
-            actor: agentId,
-            summary: `unit attention on ${agentId}:${result.path || command.path}: ${ua.sense?.description ?? 'unit attention'}`,
-            detail: {
-              $case: 'unitAttention' as const,
-              value: { unitAttention: ua, description: ua.sense?.description ?? '' },
-            },
-          })),
-        );
-        if (changesReservations(result))
-          observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, {
-            agentId,
-            path: result.path || command.path,
-          });
-      }
-      if (command.kind?.$case === 'prout' && result.outcome === Outcome.OUTCOME_GOOD)
-        observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId, {
-          agentId,
-          path: result.path || command.path,
-        });
-      if (command.kind?.$case === 'prout' && store !== undefined)
-        counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
+    onResult: resultHandler({ registry, observer, append, counted, durable: store !== undefined }),
+    onHistory: (entry) => {
+      if (store === undefined) append([proutEventOfInput(entry)]);
+      else counting.wake();
     },
-    onHistory: (entry) => append([proutEventOfInput(entry)]),
+    onAppended: (listener) => {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    wakeFromRemote: () => events.wake(),
     onAudit: (audit) =>
       track(
         observer
@@ -211,6 +209,90 @@ export function createFleetEvents(deps: FleetEventsDeps): FleetEvents {
     async idle() {
       while (writes.size > 0) await Promise.allSettled([...writes]);
     },
+  };
+}
+
+/** The log and its stores: raw, announced (local appends wake other instances), and counted for /metrics. */
+function buildLogs(deps: FleetEventsDeps) {
+  const { store, config } = deps;
+  const limits = {
+    maxEvents: config.retainEvents,
+    maxAgeMs: config.retainMs,
+    maxLag: config.maxLag,
+    pollMs: config.pollMs,
+  };
+  const events =
+    store === undefined ? createMemoryEventLog(limits) : createStoreEventLog(store.db, limits);
+  const listeners = new Set<() => void>();
+  const counted = countingBy(deps.observer);
+  const announcing = announcingLog(events, listeners);
+  // What the Watch handler, webhooks and this file's sources append through: counted and announced.
+  const counting: EventLog = {
+    ...announcing,
+    append: async (batch) => {
+      const recorded = await announcing.append(batch);
+      counted(recorded);
+      return recorded;
+    },
+  };
+  const observed =
+    store === undefined
+      ? createMemoryObservedStates(announcing)
+      : createStoreObservedStates(store.db, announcing);
+  const book =
+    store === undefined
+      ? createMemoryPathBook(announcing)
+      : createStorePathBook(store.db, announcing);
+  const paths: PathBook = {
+    exchange: async (agentId, next, make) => {
+      const recorded = await book.exchange(agentId, next, make);
+      counted(recorded);
+      return recorded;
+    },
+  };
+  return { events, listeners, counted, counting, observed, paths };
+}
+
+/**
+ * What a command result tells the events: each unit attention the agent consumed is an event, and one that says
+ * another nexus changed the LU's reservations (2Ah/03h–05h) makes the observation read the LU; so does a PROUT
+ * that returned GOOD. Both read through the nexus that sent or met it (see LuObserver.poke).
+ */
+function resultHandler(context: {
+  readonly registry: AgentRegistry;
+  readonly observer: LuObserver;
+  readonly append: (batch: NewFleetEvent[]) => void;
+  readonly counted: (list: readonly { kind: EventKind }[]) => void;
+  /** With a store, PROUT events come from the history trigger: counted here. */
+  readonly durable: boolean;
+}): FleetEvents['onResult'] {
+  const { registry, observer } = context;
+  return (agentId, command, result, dispatchedLu) => {
+    const luId = result.luId || dispatchedLu;
+    const nexus = { agentId, path: result.path || command.path };
+    if (result.unitAttentions.length > 0) {
+      context.append(
+        result.unitAttentions.map((ua) => ({
+          kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
+          agentId,
+          site: registry.get(agentId)?.hello.site ?? '',
+          path: nexus.path,
+          luId,
+          actor: agentId,
+          summary: `unit attention on ${agentId}:${nexus.path}: ${ua.sense?.description ?? 'unit attention'}`,
+          detail: {
+            $case: 'unitAttention' as const,
+            value: { unitAttention: ua, description: ua.sense?.description ?? '' },
+          },
+        })),
+      );
+      if (changesReservations(result))
+        observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, nexus);
+    }
+    if (command.kind?.$case !== 'prout') return;
+    if (result.outcome === Outcome.OUTCOME_GOOD)
+      observer.poke(luId, ChangeCause.CHANGE_CAUSE_PROUT, agentId, nexus);
+    if (context.durable) context.counted([{ kind: EventKind.EVENT_KIND_PROUT }]);
   };
 }
 

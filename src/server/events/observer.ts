@@ -1,5 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
+import { delay } from '../../common/delay.js';
 import {
   ChangeCause,
   FindingEvent,
@@ -18,10 +18,11 @@ import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';
 import { CommandLimiter } from '../fleet/limiter.js';
 import { Semaphore } from '../../common/semaphore.js';
-import { observeUnit, pathOnline, type LuState } from '../fleet/observe.js';
+import { observeUnit, pathOnline, type LuObservation, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import type { CommandRouter } from '../router.js';
+import type { LuSerializer } from '../lu-serializer.js';
 import { versionOf, type ObservedLu, type ObservedStates } from './observed.js';
 import type { AuditFindings } from '../fleet/deps.js';
 import { findingEvents, prChangeEvents } from './pr-change.js';
@@ -44,6 +45,15 @@ export const OBSERVER_DEFAULTS: ObserverSettings = {
   timeoutMs: 10_000,
 };
 
+/** How soon a round that found no LU is repeated, ms. */
+const EMPTY_ROUND_RETRY_MS = 5_000;
+
+/** One I_T nexus as prfleet names it: an agent and a device node. */
+export interface Nexus {
+  readonly agentId: string;
+  readonly path: string;
+}
+
 /** Findings the light observation can judge from one path's READ KEYS + READ RESERVATION. */
 const OBSERVED_FINDINGS = new Set<FindingKind>([
   FindingKind.FINDING_KIND_UNKNOWN_KEY,
@@ -65,6 +75,8 @@ export interface ObserverDeps {
   readonly keys?: (() => Promise<KeyIndex>) | undefined;
   readonly log: Logger;
   readonly settings: ObserverSettings;
+  /** PROUT turns per LU (the command pipeline's): reads take the LU's turn. @default none */
+  readonly turns?: LuSerializer | undefined;
   /** Called with the events each observation recorded. */
   readonly onEvents?: ((events: readonly FleetEvent[]) => void) | undefined;
 }
@@ -91,12 +103,6 @@ function prStateOf(s: LuState): PrState {
   });
 }
 
-/** A nexus as the agent names it: the agent and its path (device node). */
-export interface Nexus {
-  readonly agentId: string;
-  readonly path: string;
-}
-
 /**
  * Watches every LU's persistent-reservation state: a light read (READ KEYS + READ RESERVATION, or READ FULL
  * STATUS, through one online path) of each LU per round, spread over the interval with bounded concurrency,
@@ -107,17 +113,13 @@ export interface Nexus {
  */
 export class LuObserver {
   private readonly limiter: CommandLimiter;
-  private readonly pending = new Map<string, { cause: ChangeCause; actor: string; via: Nexus }>();
-  /**
-   * Per LU, the nexus that last sent a PROUT or met a unit attention there: it has no unit attention waiting (a
-   * PROUT's attentions go to the other nexuses; the one that met it has consumed it), so a read through it takes
-   * no news away from the host behind another nexus. A read through a nexus with an attention waiting would
-   * consume it (SPC-4: PERSISTENT RESERVE IN reports it): the event feed would tell it, the host would not.
-   */
-  private readonly quiet = new Map<string, Nexus>();
+  private readonly pending = new Map<string, { cause: ChangeCause; actor: string }>();
+  /** Per LU, the nexus to read through (see poke); one entry per LU prfleet sent a PROUT to. */
+  private readonly preferred = new Map<string, Nexus>();
   private readonly running = new Set<Promise<unknown>>();
   private readonly stop = new AbortController();
   private loop: Promise<void> | undefined;
+  /** LUs read at once (settings.concurrency). */
   private readonly slots: Semaphore;
   private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
 
@@ -142,19 +144,22 @@ export class LuObserver {
   }
 
   /**
-   * Observe `luId` soon (after a PROUT or a unit attention); requests close together make one read. Does
-   * nothing while the observation is off (intervalMs 0).
+   * Observe `luId` soon (after a PROUT or a unit attention), reading through `via`: the nexus that sent the PROUT
+   * or met the unit attention, which has no news pending from it, so the read takes no other nexus's unit
+   * attention (a preempted host meets its REGISTRATIONS PREEMPTED itself). Later reads of the LU prefer that
+   * nexus too. Requests close together make one read. Does nothing while the observation is off (intervalMs 0).
    */
-  poke(luId: string, cause: ChangeCause, actor: string, via: Nexus): void {
+  poke(luId: string, cause: ChangeCause, actor: string, via?: Nexus): void {
     // Off (interval 0) means no reads at all: tests and benchmarks see only the commands they send.
     if (this.deps.settings.intervalMs <= 0 || this.stop.signal.aborted || luId === '') return;
-    this.quiet.set(luId, via);
+    if (via !== undefined) this.preferred.set(luId, via);
     if (this.pending.has(luId)) return;
-    this.pending.set(luId, { cause, actor, via });
+    this.pending.set(luId, { cause, actor });
     // A short pause lets a burst (a PREEMPT's unit attentions on several nexuses) settle into one read.
-    const work = sleep(100, undefined, { ref: false })
+    const work = delay(100, this.stop.signal)
       .then(() => {
-        const why = this.pending.get(luId) ?? { cause, actor, via };
+        if (this.stop.signal.aborted) return [];
+        const why = this.pending.get(luId) ?? { cause, actor };
         this.pending.delete(luId);
         return this.withSlot(() => this.observe(luId, why.cause, why.actor));
       })
@@ -188,19 +193,18 @@ export class LuObserver {
   }
 
   /**
-   * The path to read `luId` through, among the online paths whose agent holds its stream here: the LU's quiet
-   * nexus when it is one of them, else the first.
+   * The path to read `luId` through: the nexus prfleet last sent a PROUT through (or that last met a unit
+   * attention), when it is online and its agent holds its stream here; else the first such path.
    */
   private pathFor(luId: string, paths: readonly FleetPath[]): FleetPath | undefined {
-    const readable = paths.filter(
-      (p) => pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined,
-    );
-    const quiet = this.quiet.get(luId);
-    return (
-      readable.find(
-        (p) => p.agent.hello.agentId === quiet?.agentId && p.path.path === quiet.path,
-      ) ?? readable[0]
-    );
+    const usable = (p: FleetPath) =>
+      pathOnline(p) && this.deps.registry.session(p.agent.hello.agentId) !== undefined;
+    const via = this.preferred.get(luId);
+    const chosen =
+      via === undefined
+        ? undefined
+        : paths.find((p) => p.agent.hello.agentId === via.agentId && p.path.path === via.path);
+    return chosen !== undefined && usable(chosen) ? chosen : paths.find(usable);
   }
 
   private async rounds(): Promise<void> {
@@ -214,7 +218,7 @@ export class LuObserver {
       const gap = this.deps.settings.intervalMs / Math.max(1, units.length);
       for (const [i, luId] of units.entries()) {
         const wait = started + i * gap - Date.now();
-        if (wait > 0) await sleep(wait, undefined, { signal, ref: false });
+        if (wait > 0) await delay(wait, signal);
         if (signal.aborted) return;
         await this.withSlot(async () => undefined); // backpressure: at most `concurrency` reads in flight
         this.track(
@@ -225,8 +229,12 @@ export class LuObserver {
           ),
         );
       }
-      const rest = started + this.deps.settings.intervalMs - Date.now();
-      await sleep(Math.max(rest, 100), undefined, { signal, ref: false }).catch(() => undefined);
+      // Nothing to read yet (a server starts before its agents connect): look again soon, not a round later.
+      const rest =
+        units.length === 0
+          ? Math.min(EMPTY_ROUND_RETRY_MS, this.deps.settings.intervalMs)
+          : started + this.deps.settings.intervalMs - Date.now();
+      await delay(Math.max(rest, 100), signal);
     }
   }
 
@@ -235,22 +243,12 @@ export class LuObserver {
    * (none when nothing changed, the LU could not be read, or another instance recorded the same change).
    */
   async observe(luId: string, cause: ChangeCause, actor: string): Promise<FleetEvent[]> {
-    const paths = pathsByLu(this.deps.registry).get(luId);
-    const path = paths === undefined ? undefined : this.pathFor(luId, paths);
-    if (paths === undefined || path === undefined) return [];
-    const unit: SelectedUnit = {
-      luId,
-      loaderId: unitOf(luId, paths).loaderId,
-      unit: toLogicalUnit(luId, [path]),
-      paths: [path],
-    };
-    const obs = await observeUnit(unit, {
-      router: this.deps.router,
-      limiter: this.limiter,
-      timeoutMs: this.deps.settings.timeoutMs,
-      signal: this.stop.signal,
-    });
-    if (obs.state === undefined) return [];
+    const read = () => this.read(luId);
+    // In the LU's turn, like a PROUT's precondition read: no PROUT of this server is in flight meanwhile, so the
+    // path is chosen after the last PROUT's nexus is known, and the read cannot race a PREEMPT of its nexus.
+    const obs = await (this.deps.turns === undefined ? read() : this.deps.turns.run(luId, read));
+    if (obs?.state === undefined) return [];
+    const unit = obs.unit;
     const keys = await this.keys();
     const state = prStateOf(obs.state);
     const agents = {
@@ -275,6 +273,25 @@ export class LuObserver {
     if (unit.loaderId !== '' && wrote)
       events.push(...(await this.recordLoader(unit.loaderId, ownerOf, actor)));
     return events;
+  }
+
+  /** One light read of `luId` through its path (see pathFor); undefined when no path can be read here. */
+  private async read(luId: string): Promise<LuObservation | undefined> {
+    const paths = pathsByLu(this.deps.registry).get(luId);
+    const path = paths === undefined ? undefined : this.pathFor(luId, paths);
+    if (paths === undefined || path === undefined) return undefined;
+    const unit: SelectedUnit = {
+      luId,
+      loaderId: unitOf(luId, paths).loaderId,
+      unit: toLogicalUnit(luId, [path]),
+      paths: [path],
+    };
+    return observeUnit(unit, {
+      router: this.deps.router,
+      limiter: this.limiter,
+      timeoutMs: this.deps.settings.timeoutMs,
+      signal: this.stop.signal,
+    });
   }
 
   /** Compare-and-set of one LU's observed state, retried once when another writer got there first. */

@@ -34,8 +34,9 @@ export function proutEventOfInput(entry: HistoryEntryInput): NewFleetEvent {
 }
 
 /**
- * The memory store keeps no history, so no trigger turns PROUTs into events: this journal wrapper does, from
- * the history entry the pipeline hands to `complete` (the record a durable store would write).
+ * Tells `onHistory` each history entry the pipeline hands to `complete`, once written: the memory store keeps no
+ * history, so its PROUT events are recorded from it; with a store the trigger recorded the event in the same
+ * transaction, and watchers are woken at once instead of at their next poll.
  */
 export function journalWithProutEvents(
   journal: CommandJournal,
