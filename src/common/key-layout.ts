@@ -15,6 +15,7 @@
  * | 6    | purpose (high nibble, 1–15) and serial (low nibble, 0–15)           |
  * | 7    | check byte: CRC-8/SMBUS over bytes 0–6                              |
  */
+import { formatKey, parseKey } from '../scsi/keys.js';
 
 /** Byte 0 of every prfleet key: ASCII 'P'. */
 export const KEY_MAGIC = 0x50;
@@ -113,29 +114,8 @@ export function keyToHex(key: bigint): string {
   return key.toString(16).padStart(16, '0');
 }
 
-/** A key as the team prints it: `0x` and 16 hex digits, e.g. `0x0000000000000077`. */
-export function formatKey(key: bigint): string {
-  return `0x${keyToHex(key)}`;
-}
-
-/**
- * Parses a key typed by a person: `0x`-prefixed hex (as sg_persist prints it) or decimal digits.
- * Bare hex without `0x` is refused because `10` would be ambiguous. Throws KeyLayoutError.
- */
-export function parseKey(text: string): bigint {
-  const t = text.trim();
-  let key: bigint;
-  if (/^0x[0-9a-f]{1,16}$/i.test(t)) key = BigInt(t);
-  else if (/^[0-9]{1,20}$/.test(t)) key = BigInt(t);
-  else {
-    throw new KeyLayoutError(
-      'key',
-      `invalid key: ${JSON.stringify(text)} is not 0x-prefixed hex or decimal`,
-    );
-  }
-  assertKey(key);
-  return key;
-}
+// Printing and parsing a key have one home, the codec (src/scsi/keys.ts): re-exported for the layout's users.
+export { formatKey, parseKey };
 
 /**
  * CRC-8/SMBUS over `bytes`: polynomial 0x07, init 0x00, no reflection, no final xor (reveng CRC catalogue,
