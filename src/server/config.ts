@@ -61,7 +61,7 @@ const ServerEnv = z.object({
     .default(86_400_000),
   PRFLEET_WEBHOOKS_BACKOFF_MS: z.coerce.number().int().min(10).max(3_600_000).default(1_000),
   PRFLEET_WEBHOOKS_BACKOFF_MAX_MS: z.coerce.number().int().min(10).max(86_400_000).default(300_000),
-  PRFLEET_WEBHOOKS_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(16),
+  PRFLEET_WEBHOOKS_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
   PRFLEET_WEBHOOKS_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(

@@ -175,6 +175,29 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
     expect(state?.cursor).toBe(BigInt(expected[3]!));
   });
 
+  it('a receiver that never answers slows neither the other receivers nor the PROUTs', async () => {
+    const slow = await startReceiver();
+    slow.behave(() => 'hang');
+    const fast = await startReceiver();
+    const { address, client } = await startTestServer({
+      config: config({ timeoutMs: 5_000, concurrency: 3 }),
+    });
+    const fleet = fleetClient(address);
+    for (const r of [slow, slow, fast])
+      // two hanging webhooks would fill a bound of 2 if it were shared badly
+      await fleet.addWebhook({ url: r.url, secret: SECRET, filter: { kinds: PROUT_KINDS } });
+    await startEmulatedAgents({ address });
+    await waitForPaths(client, LOADER1_DRIVE, 3);
+    const started = performance.now();
+    await client.register({ target: A_DRIVE, newKey: 0xa1n });
+    await client.register({ target: B_DRIVE, newKey: 0xb1n });
+    await client.register({ target: C_DRIVE, newKey: 0xc1n });
+    expect(performance.now() - started).toBeLessThan(3_000);
+    await fast.waitAccepted(3, 4_000);
+    // The hanging receiver is still on its first event.
+    expect(new Set(slow.received.map((r) => r.eventId)).size).toBe(1);
+  });
+
   it('gives up on an event after the attempt limit: a dead letter with the last error; later events flow', async () => {
     const receiver = await startReceiver();
     receiver.behave(() => 500);

@@ -30,7 +30,10 @@ export interface WebhookSettings {
   readonly backoffMs: number;
   /** Longest retry delay, ms. @default 300000 */
   readonly backoffMaxMs: number;
-  /** HTTP requests in flight at once over all webhooks of this instance. @default 16 */
+  /**
+   * Webhooks this instance delivers at once (each has at most one request in flight, so this bounds requests
+   * too). A webhook beyond it is left to another instance, or waits for a free place. @default 64
+   */
   readonly concurrency: number;
   /** How long an instance's claim on a webhook lasts unless renewed, ms. @default 30000 */
   readonly leaseMs: number;
@@ -46,7 +49,7 @@ export const WEBHOOK_DEFAULTS: WebhookSettings = {
   maxAgeMs: 24 * 3600_000,
   backoffMs: 1_000,
   backoffMaxMs: 300_000,
-  concurrency: 16,
+  concurrency: 64,
   leaseMs: 30_000,
   scanMs: 2_000,
 };
@@ -71,23 +74,6 @@ export interface WebhookDispatcherDeps {
 
 /** The result of one HTTP attempt. */
 type Attempt = { ok: true } | { ok: false; error: string };
-
-/** A counting semaphore: at most `limit` holders; the rest wait in order. */
-class Limiter {
-  private active = 0;
-  private readonly queue: (() => void)[] = [];
-  constructor(private readonly limit: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.queue.push(r));
-    this.active += 1;
-    try {
-      return await fn();
-    } finally {
-      this.active -= 1;
-      this.queue.shift()?.();
-    }
-  }
-}
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -142,20 +128,20 @@ export function webhookFilter(
 /**
  * Delivers events to webhooks: each webhook this instance holds the lease of gets its own loop, in cursor order,
  * one event at a time with retries (so order holds), apart from every other webhook and from the command path
- * (it only reads the event log). HTTP requests of all loops share a bound ({@link WebhookSettings.concurrency}).
+ * (it only reads the event log): a slow receiver holds up only its own webhook. At most
+ * {@link WebhookSettings.concurrency} webhooks per instance, so at most that many requests in flight.
  */
 export class WebhookDispatcher {
   private readonly loops = new Map<string, AbortController>();
-  private readonly limiter: Limiter;
   private readonly stopping = new AbortController();
   private waiters = new Set<() => void>();
   private scanTimer: NodeJS.Timeout | undefined;
   private scanning: Promise<void> | undefined;
   private readonly running = new Set<Promise<void>>();
 
-  constructor(private readonly deps: WebhookDispatcherDeps) {
-    this.limiter = new Limiter(deps.settings.concurrency);
-  }
+  private warnedFull = false;
+
+  constructor(private readonly deps: WebhookDispatcherDeps) {}
 
   /** Starts looking for webhooks to deliver, and following the log. */
   start(): void {
@@ -229,6 +215,15 @@ export class WebhookDispatcher {
     for (const [id, ac] of this.loops) if (!ids.has(id)) ac.abort();
     for (const hook of hooks) {
       if (this.loops.has(hook.id) || this.stopping.signal.aborted) continue;
+      if (this.loops.size >= settings.concurrency) {
+        if (!this.warnedFull)
+          this.deps.log.warn(
+            { concurrency: settings.concurrency, webhooks: hooks.length },
+            'webhooks: more webhooks than this instance delivers at once (PRFLEET_WEBHOOKS_CONCURRENCY): the rest wait for another instance or a free place',
+          );
+        this.warnedFull = true;
+        break;
+      }
       if (!(await store.lease(hook.id, owner, settings.leaseMs))) continue;
       // Re-read under the lease: the previous holder may have moved the cursor since the list.
       const [fresh] = await store.list(hook.id);
@@ -340,9 +335,7 @@ export class WebhookDispatcher {
     for (;;) {
       if (signal.aborted) return false;
       attempts += 1;
-      const result = await this.limiter.run(() =>
-        this.attempt(hook, event, body, attempts, signal),
-      );
+      const result = await this.attempt(hook, event, body, attempts, signal);
       if (signal.aborted) return false;
       if (result.ok) {
         if (!(await store.delivered(hook.id, owner, cursor))) return false;
