@@ -328,87 +328,109 @@ async function startAgents(
 const line = (label: string, a: { ms: number; cpuMs: number; reports: number; audits: number }) =>
   `${label.padEnd(42)} median audit wall ${a.ms.toFixed(0)} ms of ${a.audits} audits, ${a.reports} LU reports, CPU here ${a.cpuMs.toFixed(0)} ms`;
 
-async function main(): Promise<void> {
-  const hosts = env('PRFLEET_BENCH_HOSTS', 1000);
-  const lusPerHost = env('PRFLEET_BENCH_LUS_PER_HOST', 10);
-  const watchers = env('PRFLEET_BENCH_WATCHERS', 100);
-  const receivers = env('PRFLEET_BENCH_RECEIVERS', 10);
-  const rate = env('PRFLEET_BENCH_CHANGE_RATE', 20);
-  const { server, address, close } = await startServer();
-  const child = await startAgents(address, server, hosts, lusPerHost);
-  const fleet = createClient(FleetServiceDefinition, createChannel(address));
-  const control = createControlClient(address);
-  const lat: Latencies = { sentAt: new Map(), watcherMs: [], receiverMs: [] };
-  const out: string[] = [];
+/** What the audit phases share. */
+interface Bench {
+  readonly hosts: number;
+  readonly rate: number;
+  readonly fleet: FleetServiceClient;
+  readonly control: ControlClient;
+  readonly lat: Latencies;
+}
 
-  await audit(fleet); // warm-up
+/** At least PRFLEET_BENCH_AUDITS audits, for at least PRFLEET_BENCH_PHASE_MS, while PROUTs flow: the median. */
+async function phase(b: Bench) {
   const audits = env('PRFLEET_BENCH_AUDITS', 3);
   const phaseMs = env('PRFLEET_BENCH_PHASE_MS', 10_000);
-  /** At least `audits` audits, for at least phaseMs, back to back while PROUTs flow; the median one. */
-  const phase = async () => {
-    const stop = startChanges(control, hosts, rate, lat);
-    const runs: Awaited<ReturnType<typeof audit>>[] = [];
-    const started = performance.now();
-    while (runs.length < audits || performance.now() - started < phaseMs)
-      runs.push(await audit(fleet));
-    const sent = await stop();
-    runs.sort((a, b) => a.ms - b.ms);
-    return { ...runs[Math.floor(runs.length / 2)]!, sent, audits: runs.length };
-  };
-  const without = await phase();
+  const stop = startChanges(b.control, b.hosts, b.rate, b.lat);
+  const runs: Awaited<ReturnType<typeof audit>>[] = [];
+  const started = performance.now();
+  while (runs.length < audits || performance.now() - started < phaseMs)
+    runs.push(await audit(b.fleet));
+  const sent = await stop();
+  runs.sort((x, y) => x.ms - y.ms);
+  return { ...runs[Math.floor(runs.length / 2)]!, sent, audits: runs.length };
+}
+
+/** Phases 1–3: the audit without, with and again without watchers and webhooks; the events' latency. */
+async function auditPhases(b: Bench, address: string, out: string[]): Promise<void> {
+  const watchers = env('PRFLEET_BENCH_WATCHERS', 100);
+  const receivers = env('PRFLEET_BENCH_RECEIVERS', 10);
+  await audit(b.fleet); // warm-up
+  const without = await phase(b);
   out.push(line('audit, PROUTs, no watchers:', without));
 
-  const hooks = await startReceivers(receivers, lat);
+  const hooks = await startReceivers(receivers, b.lat);
   for (const url of hooks.urls)
-    await fleet.addWebhook({ url, secret: 'bench-secret-0123456789abcdef' });
-  const watching = startWatchers(address, watchers, lat);
+    await b.fleet.addWebhook({ url, secret: 'bench-secret-0123456789abcdef' });
+  const watching = startWatchers(address, watchers, b.lat);
   await sleep(1_000); // streams open, webhooks leased
-  lat.watcherMs.length = 0;
-  lat.receiverMs.length = 0;
-  const tagged = lat.sentAt.size;
-  const withThem = await phase();
-  const changes = lat.sentAt.size - tagged;
+  b.lat.watcherMs.length = 0;
+  b.lat.receiverMs.length = 0;
+  const tagged = b.lat.sentAt.size;
+  const withThem = await phase(b);
+  const changes = b.lat.sentAt.size - tagged;
   await sleep(2_000); // the last events reach everyone
   out.push(line(`audit, PROUTs, ${watchers} watchers + ${receivers} webhooks:`, withThem));
   watching.stop();
-  for (const w of (await fleet.listWebhooks({})).webhooks) await fleet.removeWebhook({ id: w.id });
+  for (const w of (await b.fleet.listWebhooks({})).webhooks)
+    await b.fleet.removeWebhook({ id: w.id });
   for (const s of hooks.servers) s.close();
-  const again = await phase();
+  const again = await phase(b);
   out.push(line('audit again, no watchers (drift):', again));
 
-  const w = summarize(lat.watcherMs);
-  const r = summarize(lat.receiverMs);
+  const w = summarize(b.lat.watcherMs);
+  const r = summarize(b.lat.receiverMs);
   out.push(
-    `${changes} PROUTs at ${rate}/s during the audits; ${watching.events()} events to watchers, ${hooks.got()} webhook deliveries`,
+    `${changes} PROUTs at ${b.rate}/s during the audits; ${watching.events()} events to watchers, ${hooks.got()} webhook deliveries`,
     `PROUT sent → its event at a watcher:  p50 ${formatMs(w.p50)}, p99 ${formatMs(w.p99)}, max ${formatMs(w.max)} (${w.n} arrivals, expected ${changes * watchers})`,
     `PROUT sent → its event at a receiver: p50 ${formatMs(r.p50)}, p99 ${formatMs(r.p99)}, max ${formatMs(r.max)} (${r.n} deliveries, expected ${changes * receivers})`,
     `audit wall with / without: ${(withThem.ms / without.ms).toFixed(2)}× (again without: ${(again.ms / without.ms).toFixed(2)}×)`,
   );
+}
 
+/** Phase 4: two observation rounds over every LU. */
+async function observationPhase(server: PrfleetServer, agentsPid: number, out: string[]) {
   const luIds = [
     ...new Set(server.agents.list().flatMap((a) => a.paths.map((p) => p.luId))),
   ].sort();
   const concurrency = env('PRFLEET_OBSERVE_CONCURRENCY', 8);
   for (const label of ['first (records every LU)', 'steady (nothing changed)']) {
-    const o = await observationRound(server, luIds, concurrency, child.pid ?? -1);
+    const o = await observationRound(server, luIds, concurrency, agentsPid);
     out.push(
       `observation round, ${label}: ${luIds.length} LUs, ${concurrency} at a time: wall ${o.ms.toFixed(0)} ms; ` +
         `CPU server ${((1000 * o.cpuMs) / luIds.length).toFixed(0)} µs/LU, agents ${((1000 * o.agentsCpuMs) / luIds.length).toFixed(0)} µs/LU; ${o.events} events`,
     );
   }
+}
 
+async function main(): Promise<void> {
+  const hosts = env('PRFLEET_BENCH_HOSTS', 1000);
+  const lusPerHost = env('PRFLEET_BENCH_LUS_PER_HOST', 10);
+  const started = await startServer();
+  const child = await startAgents(started.address, started.server, hosts, lusPerHost);
+  const bench: Bench = {
+    hosts,
+    rate: env('PRFLEET_BENCH_CHANGE_RATE', 20),
+    fleet: createClient(FleetServiceDefinition, createChannel(started.address)),
+    control: createControlClient(started.address),
+    lat: { sentAt: new Map(), watcherMs: [], receiverMs: [] },
+  };
+  const out: string[] = [];
+  await auditPhases(bench, started.address, out);
+  await observationPhase(started.server, child.pid ?? -1, out);
+  const load = loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
+  const store =
+    process.env['PRFLEET_BENCH_DATABASE_URL'] === undefined ? 'PGlite (memory)' : 'PostgreSQL';
   console.log(
-    `events bench: ${hosts} agents, ${hosts * Math.max(1, Math.floor(lusPerHost / 2)) * 2} LUs, ${availableParallelism()} CPUs, load ${loadavg()
-      .map((l) => l.toFixed(1))
-      .join(
-        ' ',
-      )}, store ${process.env['PRFLEET_BENCH_DATABASE_URL'] === undefined ? 'PGlite (memory)' : 'PostgreSQL'}`,
+    `events bench: ${hosts} agents, ${hosts * Math.max(1, Math.floor(lusPerHost / 2)) * 2} LUs, ${availableParallelism()} CPUs, load ${load}, store ${store}`,
   );
   for (const o of out) console.log(o);
-  control.close();
+  bench.control.close();
   child.send('stop');
   await new Promise((resolve) => child.once('exit', resolve));
-  await close();
+  await started.close();
   process.exit(0);
 }
 

@@ -140,6 +140,7 @@ export class WebhookDispatcher {
   private readonly running = new Set<Promise<void>>();
 
   private warnedFull = false;
+  private following: AbortController | undefined;
 
   constructor(private readonly deps: WebhookDispatcherDeps) {}
 
@@ -147,7 +148,6 @@ export class WebhookDispatcher {
   start(): void {
     this.scanTimer = setInterval(() => this.scan(), this.deps.settings.scanMs);
     this.scanTimer.unref();
-    this.track(this.follow());
     this.scan();
   }
 
@@ -179,9 +179,22 @@ export class WebhookDispatcher {
     for (const w of waiters) w();
   }
 
-  /** One subscription per instance, only to wake idle loops when anything is recorded. */
-  private async follow(): Promise<void> {
-    const signal = this.stopping.signal;
+  /**
+   * One subscription per instance while it delivers any webhook, only to wake idle loops when anything is
+   * recorded (an instance without webhooks does not poll the log).
+   */
+  private followWhileDelivering(): void {
+    if (this.following !== undefined || this.stopping.signal.aborted) return;
+    const ac = new AbortController();
+    this.following = ac;
+    this.track(
+      this.follow(AbortSignal.any([ac.signal, this.stopping.signal])).finally(() => {
+        if (this.following === ac) this.following = undefined;
+      }),
+    );
+  }
+
+  private async follow(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       try {
         for await (const _ of this.deps.events.subscribe({
@@ -231,6 +244,7 @@ export class WebhookDispatcher {
       const ac = new AbortController();
       this.loops.set(hook.id, ac);
       this.track(this.loopThenRelease(fresh, ac));
+      this.followWhileDelivering();
     }
   }
 
@@ -241,6 +255,7 @@ export class WebhookDispatcher {
       this.deps.log.warn({ err, webhook: hook.id }, 'webhooks: delivery loop failed');
     } finally {
       this.loops.delete(hook.id);
+      if (this.loops.size === 0) this.following?.abort();
       // Given up at once (shutdown, removal, lost lease), so another instance need not wait it out.
       await this.deps.store.release(hook.id, this.deps.owner).catch(() => {});
     }
