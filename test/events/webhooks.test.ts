@@ -263,26 +263,29 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
     await first.client.register({ target: B_DRIVE, newKey: 0xb1n });
     await first.client.register({ target: C_DRIVE, newKey: 0xc1n });
     await receiver.waitAccepted(3);
-    // Whoever holds the lease leaves (a graceful stop releases it); the other carries on from the cursor.
     await new Promise((r) => setTimeout(r, 500));
     const ids = receiver.received.map((r) => r.eventId);
     expect(new Set(ids).size).toBe(ids.length);
-    await first.close();
-    await second.server.events.log.append([
-      { kind: EventKind.EVENT_KIND_FINDING_RAISED, summary: 'x' },
-    ]);
-    await second.server.events.log.append([
-      {
-        kind: EventKind.EVENT_KIND_PROUT,
-        luId: LOADER1_DRIVE,
-        summary: 'appended by the test',
-      },
+    // The holder leaves (a graceful stop releases its lease); the other carries on from the durable cursor.
+    const owner = await second.server.store!.db.query<{ lease_owner: string }>(
+      'SELECT lease_owner FROM webhooks',
+    );
+    expect(owner.rows[0]?.lease_owner).toMatch(/^wh-(one|two)$/);
+    const [holder, other] =
+      owner.rows[0]?.lease_owner === 'wh-one' ? [first, second] : [second, first];
+    await holder.close();
+    await other.server.events.log.append([
+      { kind: EventKind.EVENT_KIND_PROUT, luId: LOADER1_DRIVE, summary: 'appended by the test' },
     ]);
     await receiver.waitAccepted(4);
     await new Promise((r) => setTimeout(r, 500));
     const all = receiver.received.map((r) => r.eventId);
     expect(new Set(all).size).toBe(all.length);
     expect(receiver.received.at(-1)?.event['summary']).toBe('appended by the test');
+    const now = await other.server.store!.db.query<{ lease_owner: string }>(
+      'SELECT lease_owner FROM webhooks',
+    );
+    expect(now.rows[0]?.lease_owner).toBe(other.server.instanceId);
   });
 
   it('refuses http without the server flag, bad URLs and short secrets with a clear error, changing nothing', async () => {
