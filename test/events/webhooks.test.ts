@@ -73,6 +73,13 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
       filter: { kinds: [EventKind.EVENT_KIND_PROUT, EventKind.EVENT_KIND_UNIT_ATTENTION] },
     });
     expect(webhook?.secretFingerprint).toMatch(/^[0-9a-f]{12}$/);
+    // Another receiver only for PROUTs to loader2's LUs: none of this test's PROUTs are.
+    const other = await startReceiver();
+    const { webhook: loader2 } = await fleet.addWebhook({
+      url: other.url,
+      secret: SECRET,
+      filter: { loaderIds: ['loader2'], kinds: [EventKind.EVENT_KIND_PROUT] },
+    });
     const listed = await fleet.listWebhooks({});
     expect(
       JSON.stringify(listed, (_, v: unknown) => (typeof v === 'bigint' ? String(v) : v)),
@@ -127,6 +134,11 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
     const [after] = (await fleet.listWebhooks({ id: webhook!.id })).webhooks;
     expect(after).toMatchObject({ failedAttempts: 0n, deadLettered: 0n, lastError: '' });
     expect(after?.cursor).toBe(BigInt(got.at(-1)!.eventId));
+    // The filtered-out events were skipped past (its cursor moved on) without a request.
+    await expect
+      .poll(async () => (await fleet.listWebhooks({ id: loader2!.id })).webhooks[0]?.cursor)
+      .toBeGreaterThanOrEqual(BigInt(got.at(-1)!.eventId));
+    expect(other.received).toEqual([]);
     const text = await metrics.registry.metrics();
     expect(text).toMatch(/prfleet_webhook_deliveries_total\{outcome="ok"\} 5/);
     expect(text).toMatch(/prfleet_webhook_delivery_seconds_count 5/);
