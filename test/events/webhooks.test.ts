@@ -262,6 +262,30 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
     expect(out.join('')).not.toContain(SECRET);
   });
 
+  it('gives up on an event still failing after the age limit, whatever the attempts', async () => {
+    const receiver = await startReceiver();
+    receiver.behave(() => 502);
+    const { address, server } = await startTestServer({
+      config: config({ maxAttempts: 1_000, maxAgeMs: 1_000, backoffMaxMs: 200 }),
+    });
+    const fleet = fleetClient(address);
+    const { webhook } = await fleet.addWebhook({ url: receiver.url, secret: SECRET });
+    const [event] = await server.events.log.append([
+      { kind: EventKind.EVENT_KIND_FINDING_RAISED, summary: 'deadlock on loader9' },
+    ]);
+    await expect
+      .poll(async () => (await fleet.listWebhooks({})).webhooks[0]?.deadLettered, {
+        timeout: 10_000,
+      })
+      .toBe(1n);
+    const [state] = (await fleet.listWebhooks({ id: webhook!.id, deadLetters: 1 })).webhooks;
+    const dead = state!.deadLetters[0]!;
+    expect(dead).toMatchObject({ cursor: event!.cursor, lastError: 'HTTP 502' });
+    expect(dead.attempts).toBeGreaterThan(1);
+    expect(dead.attempts).toBeLessThan(1_000);
+    expect(dead.deadAt!.getTime() - dead.firstAttemptAt!.getTime()).toBeGreaterThanOrEqual(900);
+  });
+
   it('two instances on one database: one delivers each webhook, none twice; the other takes over', async () => {
     const receiver = await startReceiver();
     const db = pgSchema();
