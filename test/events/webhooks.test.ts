@@ -146,9 +146,12 @@ describe.skipIf(pgSkip !== undefined)('webhooks', { timeout: 120_000 }, () => {
 
   it('a receiver that answers 500, then times out, then recovers gets every event once accepted, in order', async () => {
     const receiver = await startReceiver();
-    // Three 500s, two requests left unanswered (the server's 400 ms timeout), then it works.
+    // Three 500s, two requests left unanswered (the server's 1.5 s timeout: long enough that a loaded machine's
+    // slow 204 is not taken for one), then it works.
     receiver.behave((_, i) => (i < 3 ? 500 : i < 5 ? 'hang' : 204));
-    const { address, client, server } = await startTestServer({ config: config() });
+    const { address, client, server } = await startTestServer({
+      config: config({ timeoutMs: 1_500 }),
+    });
     const fleet = fleetClient(address);
     const { webhook } = await fleet.addWebhook({
       url: receiver.url,
