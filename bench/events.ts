@@ -19,6 +19,7 @@
  * `PRFLEET_BENCH_HOSTS=20 PRFLEET_BENCH_WATCHERS=20 PRFLEET_BENCH_RECEIVERS=2 node dist/bench/events.js`.
  */
 import { fork } from 'node:child_process';
+import { setMaxListeners } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -117,6 +118,7 @@ function startWatchers(
   lat: Latencies,
 ): { stop(): void; events(): number } {
   const ac = new AbortController();
+  setMaxListeners(count + 10, ac.signal); // one listener per Watch call
   const channels: Channel[] = Array.from({ length: Math.min(10, count) }, () =>
     createChannel(address),
   );

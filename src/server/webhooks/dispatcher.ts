@@ -77,6 +77,7 @@ type Attempt = { ok: true } | { ok: false; error: string };
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
@@ -211,13 +212,18 @@ export class WebhookDispatcher {
 
   /** Resolves when an event is recorded, after `ms` at most, or on stop. */
   private idle(ms: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
+      // Whichever comes first clears the others: a woken wait leaves no timer or listener behind.
       const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
         this.waiters.delete(done);
         resolve();
       };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
       this.waiters.add(done);
-      void sleep(ms, signal).then(done);
     });
   }
 
