@@ -105,20 +105,33 @@ const AGENT_KINDS = new Set([
   EventKind.EVENT_KIND_PATH_LOST,
 ]);
 
-/** The webhook's filter as the log's filter plus a site/loader test (the same meaning as Watch's). */
+/**
+ * The webhook's filter as the log's filter plus a site/loader test (the same meaning as Watch's). An event whose
+ * LU or agent the inventory does not know now (agents still reconnecting after a restart) passes: delivered
+ * outside its filter rather than lost, since a webhook's cursor, unlike a watcher, never comes back for it.
+ */
 export function webhookFilter(
   record: Pick<WebhookRecord, 'filter'>,
   context: FleetContext,
 ): { filter: EventFilter; predicate: (e: FleetEvent) => boolean } {
   const f = record.filter;
   const loaders = new Set(f.loaderIds);
+  const knownLu = (luId: string) => context.sitesOf(luId).length > 0;
   const predicate = (event: FleetEvent) => {
-    if (loaders.size > 0 && (event.luId === '' || !loaders.has(context.loaderOf(event.luId))))
-      return false;
+    if (loaders.size > 0) {
+      if (event.luId === '') return false;
+      const loader = event.loaderId || context.loaderOf(event.luId);
+      if (loader === '' ? knownLu(event.luId) : !loaders.has(loader)) return false;
+    }
     if (f.site === '') return true;
-    if (event.agentId !== '' && context.siteOf(event.agentId) === f.site) return true;
-    if (AGENT_KINDS.has(event.kind)) return false;
-    return event.luId !== '' && context.sitesOf(event.luId).includes(f.site);
+    const agentSite = event.agentId === '' ? '' : event.site || context.siteOf(event.agentId);
+    if (agentSite === f.site) return true;
+    const unknownAgent = event.agentId !== '' && agentSite === '';
+    if (AGENT_KINDS.has(event.kind)) return unknownAgent;
+    if (event.luId === '') return false;
+    return knownLu(event.luId)
+      ? context.sitesOf(event.luId).includes(f.site)
+      : unknownAgent || event.agentId === '';
   };
   return {
     filter: { kinds: f.kinds.map(eventKindFromJSON), luIds: f.luIds, agentIds: f.agentIds },
