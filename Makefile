@@ -7,7 +7,7 @@ SHELL := /bin/bash
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 NODE_MAJOR := 24
 
-.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-soak bench-lio bench-link breaking baseline clean
+.PHONY: all install node-version bundle agent-dist gen gen-check lint format format-check typecheck build test test-unit demo bench bench-core bench-coldstart bench-agent bench-fleet bench-scale bench-soak bench-lio bench-link bench-events breaking baseline clean
 
 all: build
 
@@ -128,6 +128,12 @@ bench-link: build
 ## history = executions = journal check. PRFLEET_SOAK_AGENTS / _CLIENTS / _SECONDS shorten it.
 bench-soak: build
 	node dist/bench/soak.js
+
+## bench-events: 100 watchers and 10 webhook receivers during the fleet audit (10,000 LUs / 1,000 agents): event
+## latency p50/p99, the audit's wall time with and without them, the observation's CPU per LU per round
+## (bench/events.ts; PRFLEET_BENCH_HOSTS=20 PRFLEET_BENCH_WATCHERS=20 PRFLEET_BENCH_RECEIVERS=2 for a quick check)
+bench-events: build
+	node --expose-gc dist/bench/events.js
 
 ## bench-lio: inside the LIO test VM: sg_persist vs the prfleet CLI vs a long-lived gRPC client over SG_IO
 bench-lio: build

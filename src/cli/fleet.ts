@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { Option, type Command, type OptionValues } from '@commander-js/extra-typings';
 import { registerWatchCommand } from './watch.js';
+import { registerWebhookCommands } from './webhooks.js';
 import { registerLoaderCommands } from './loaders.js';
 import { createChannel, createClientFactory } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
@@ -394,6 +395,12 @@ export function registerFleetCommands<
   const line = (v: unknown) => io.stdout(`${JSON.stringify(fleetJson(v))}\n`);
   registerLoaderCommands(program, { run, line, stdout: io.stdout });
   registerWatchCommand(program, { run, stdout: io.stdout, stderr: io.stderr });
+  registerWebhookCommands(program, {
+    run,
+    stdout: io.stdout,
+    stderr: io.stderr,
+    ...(io.env === undefined ? {} : { env: io.env }),
+  });
 
   withSelector(
     program

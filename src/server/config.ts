@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { ReconcilerSettings } from './fleet/registration-reconciler.js';
 import { takeoverRulesFromEnv, type TakeoverRules } from './fleet/takeover-rules.js';
 import { DEFAULT_DATA_DIR, storeOptionsFromEnv, type StoreOptions } from './store/index.js';
+import type { WebhookSettings } from './webhooks/dispatcher.js';
 
 const STORE_KINDS: readonly string[] = ['postgres', 'pglite', 'memory'];
 
@@ -49,6 +50,19 @@ const ServerEnv = z.object({
   PRFLEET_RECONCILER_MAX_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
   // Well under the 4 MiB a gRPC client accepts by default (a page always holds one item).
   PRFLEET_LIST_PAGE_BYTES: z.coerce.number().int().min(4096).max(3_145_728).default(1_048_576),
+  PRFLEET_WEBHOOKS_ALLOW_HTTP: booleanFlag.default(false),
+  PRFLEET_WEBHOOKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
+  PRFLEET_WEBHOOKS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(1_000).default(10),
+  PRFLEET_WEBHOOKS_MAX_AGE_MS: z.coerce
+    .number()
+    .int()
+    .min(1_000)
+    .max(31_536_000_000)
+    .default(86_400_000),
+  PRFLEET_WEBHOOKS_BACKOFF_MS: z.coerce.number().int().min(10).max(3_600_000).default(1_000),
+  PRFLEET_WEBHOOKS_BACKOFF_MAX_MS: z.coerce.number().int().min(10).max(86_400_000).default(300_000),
+  PRFLEET_WEBHOOKS_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
+  PRFLEET_WEBHOOKS_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
   PRFLEET_STORE: z.preprocess(
     (v) => (v === '' ? undefined : v),
@@ -139,6 +153,8 @@ export interface ServerConfig {
    * PRFLEET_RECONCILER_MAX_PER_MINUTE; docs/fleet.md). Needs the durable store. @default off
    */
   readonly reconciler?: ReconcilerSettings;
+  /** Webhook delivery (PRFLEET_WEBHOOKS_*, docs/events.md). */
+  readonly webhooks: WebhookSettings;
 }
 
 /** Event log retention and watcher bounds, and the periodic light observation of every LU. */
@@ -280,6 +296,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
       mode: e.PRFLEET_RECONCILER,
       cooldownMs: e.PRFLEET_RECONCILER_COOLDOWN_MS,
       maxPerMinute: e.PRFLEET_RECONCILER_MAX_PER_MINUTE,
+    },
+    webhooks: {
+      allowHttp: e.PRFLEET_WEBHOOKS_ALLOW_HTTP,
+      timeoutMs: e.PRFLEET_WEBHOOKS_TIMEOUT_MS,
+      maxAttempts: e.PRFLEET_WEBHOOKS_MAX_ATTEMPTS,
+      maxAgeMs: e.PRFLEET_WEBHOOKS_MAX_AGE_MS,
+      backoffMs: e.PRFLEET_WEBHOOKS_BACKOFF_MS,
+      backoffMaxMs: e.PRFLEET_WEBHOOKS_BACKOFF_MAX_MS,
+      concurrency: e.PRFLEET_WEBHOOKS_CONCURRENCY,
+      leaseMs: e.PRFLEET_WEBHOOKS_LEASE_MS,
+      scanMs: 2_000,
     },
   };
 }

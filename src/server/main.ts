@@ -82,6 +82,7 @@ try {
     observeRpc: extras.observeRpc,
     onAuditFindings: extras.onAuditFindings,
     eventsObserver: extras.eventsObserver,
+    webhookObserver: extras.webhookObserver,
     controlMiddleware: extras.controlMiddleware,
     tokens: extras.tokens,
   });

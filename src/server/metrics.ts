@@ -52,6 +52,22 @@ export interface ServerMetrics {
   readonly watchers: Gauge;
   /** Watch streams ended because they fell too far behind. */
   readonly watchersEndedSlow: Counter;
+  /** Webhook delivery attempts by outcome (`ok`, `failed`; `dead_lettered` counts events given up on). */
+  readonly webhookDeliveries: Counter<'outcome'>;
+  /** From an event's recording to its delivery (2xx), seconds. */
+  readonly webhookDeliverySeconds: Histogram;
+}
+
+/** The webhook counters as the dispatcher reports to them (src/server/webhooks). */
+export function webhookObserver(metrics: ServerMetrics): {
+  delivery(outcome: 'ok' | 'failed' | 'dead_lettered', seconds: number): void;
+} {
+  return {
+    delivery(outcome, seconds) {
+      metrics.webhookDeliveries.inc({ outcome });
+      if (outcome === 'ok') metrics.webhookDeliverySeconds.observe(seconds);
+    },
+  };
 }
 
 /** The events' counters as the event machinery reports to them (src/server/events). */
@@ -184,6 +200,18 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     help: 'Watch streams ended with RESOURCE_EXHAUSTED because they fell too far behind',
     registers,
   });
+  const webhookDeliveries = new Counter({
+    name: `${prefix}webhook_deliveries_total`,
+    help: 'Webhook delivery attempts by outcome (ok, failed); dead_lettered: events given up on',
+    labelNames: ['outcome'] as const,
+    registers,
+  });
+  const webhookDeliverySeconds = new Histogram({
+    name: `${prefix}webhook_delivery_seconds`,
+    help: 'From a fleet event being recorded to its webhook delivery being accepted (2xx), seconds',
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+    registers,
+  });
   // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
   // was a visible part of each command's cost. The label sets are few (kinds × outcomes).
   const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
@@ -203,6 +231,8 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     events,
     watchers,
     watchersEndedSlow,
+    webhookDeliveries,
+    webhookDeliverySeconds,
     recordCommand(command, result, seconds) {
       const kind = commandKindOf(command);
       const key = `${kind}\0${result.outcome}`;

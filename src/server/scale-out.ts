@@ -28,6 +28,7 @@ import { createInProcessRouter, type CommandRouter } from './router.js';
 import type { RedisInventory } from './shared-inventory/index.js';
 import type { Store } from './store/index.js';
 import type { EventsObserver, FleetEvents } from './events/fleet-events.js';
+import type { WebhookObserver } from './webhooks/dispatcher.js';
 import type { RpcObserver } from './middleware.js';
 import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
@@ -148,6 +149,8 @@ export interface ServerExtras {
   readonly observeRpc: RpcObserver | undefined;
   /** Counts events and watchers, for ServerDeps.eventsObserver; undefined without /metrics. */
   readonly eventsObserver: EventsObserver | undefined;
+  /** Counts webhook deliveries, for ServerDeps.webhookObserver; undefined without /metrics. */
+  readonly webhookObserver: WebhookObserver | undefined;
   /** Sets the audit-findings gauge from each audit's summary, for ServerDeps.onAuditFindings. */
   readonly onAuditFindings: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
   /**
@@ -326,6 +329,7 @@ export async function createServerExtras(
     tokens: auth?.tokens,
     observeRpc: prom === undefined ? undefined : prom.lib.rpcObserver(prom.metrics),
     eventsObserver: prom === undefined ? undefined : prom.lib.eventsObserver(prom.metrics),
+    webhookObserver: prom === undefined ? undefined : prom.lib.webhookObserver(prom.metrics),
     onAuditFindings:
       metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
     controlMiddleware,

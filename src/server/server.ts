@@ -57,6 +57,7 @@ import { createHttpRoutes, sendText, type HttpRoutes } from './http/routes.js';
 import { registerLongPollLink, verifiedPeerCertificate } from './http/long-poll.js';
 import { createWebView, registerWebView, type WebView } from './web/index.js';
 import { peerHeadersFor } from './auth/mtls.js';
+import { createWebhooks, type WebhookObserver, type Webhooks } from './webhooks/index.js';
 
 /** What {@link createPrfleetServer} needs. */
 export interface ServerDeps {
@@ -85,6 +86,8 @@ export interface ServerDeps {
   readonly onAuditFindings?: ((countsByKind: Readonly<Record<string, number>>) => void) | undefined;
   /** Counts events recorded and watchers (the Prometheus metrics). @default none */
   readonly eventsObserver?: EventsObserver | undefined;
+  /** Counts webhook deliveries and their latency (the Prometheus metrics). @default none */
+  readonly webhookObserver?: WebhookObserver | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
 }
@@ -187,6 +190,8 @@ export interface PrfleetServer {
   readonly events: FleetEvents;
   /** The registration reconciler, when PRFLEET_RECONCILER is dry-run or on (and the store is durable). */
   readonly reconciler?: RegistrationReconciler | undefined;
+  /** Webhook subscriptions and this instance's deliveries; undefined with the memory store. */
+  readonly webhooks: Webhooks | undefined;
 }
 
 /**
@@ -296,6 +301,19 @@ async function buildServer(
     luSerializer,
   });
   onResult = events.onResult;
+  // Deliveries only read the event log: a slow receiver never touches the command path.
+  const webhooks =
+    store === undefined
+      ? undefined
+      : createWebhooks({
+          store,
+          events: events.log,
+          registry: agents,
+          settings: config.webhooks,
+          instanceId: config.instanceId,
+          log: log.child({ component: 'webhooks' }),
+          observer: deps.webhookObserver,
+        });
   const journal =
     deps.journal ??
     journalWithProutEvents(
@@ -397,6 +415,7 @@ async function buildServer(
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         onAuditComplete: events.onAudit,
         reportBatchBytes: config.listPageBytes,
+        ...(webhooks === undefined ? {} : { webhooks: webhooks.rpcs }),
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },
       edgeDefinition,
@@ -468,6 +487,8 @@ async function buildServer(
     // Watches end first (UNAVAILABLE SERVER_DRAINING): their clients resume on another instance by cursor.
     await events.drain();
     await reconciler?.stop();
+    // Deliveries stop and leases are released: another instance carries on from the durable cursors.
+    await webhooks?.close();
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
     for (const session of open) {
@@ -498,6 +519,7 @@ async function buildServer(
     health,
     instanceId: config.instanceId,
     events,
+    webhooks,
     http,
     web,
     async listen(address = `${config.host}:${config.port}`, credentials?: ServerCredentials) {
@@ -512,6 +534,7 @@ async function buildServer(
       });
       agents.startLivenessChecks();
       events.start();
+      webhooks?.start();
       return listener.port;
     },
     drain(graceMs = config.drainGraceMs) {
@@ -523,6 +546,7 @@ async function buildServer(
         agents.stopLivenessChecks();
         await events.drain(); // open watches would make a graceful shutdown wait forever
         await reconciler?.stop();
+        await webhooks?.close();
         // Agent streams left open would make a graceful shutdown wait forever (grpc-ts-notes pitfall 6).
         for (const handle of sessions) handle.finish();
         for (const session of agents.sessions()) agents.close(session, 'server shut down');

@@ -73,6 +73,9 @@ export const FLEET_METHOD_ROLES: Readonly<Partial<Record<FleetMethodName, Role>>
   Apply: 'admin',
   Takeover: 'admin',
   ResetLogicalUnit: 'admin',
+  AddWebhook: 'admin',
+  ListWebhooks: 'admin',
+  RemoveWebhook: 'admin',
 };
 
 /** Both tables; method names do not repeat across the two services. */

@@ -86,6 +86,9 @@ export class SubscriptionHub {
 
   /** Resolves on the next tail advance, or when `signal` aborts. */
   private nextAdvance(signal: AbortSignal | undefined): Promise<void> {
+    // Aborted during the read before: an 'abort' listener added now would never fire (the subscriber hung
+    // until the next event, holding up a shutdown that waited for it).
+    if (signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.waiters.delete(done);

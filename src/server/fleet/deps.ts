@@ -10,6 +10,7 @@ import type { WatchRequest, WatchResponse } from '../../gen/prfleet/v1/events.js
 import type { CallContext } from 'nice-grpc-common';
 import type { TakeoverRules } from './takeover-rules.js';
 import type { HoldMemory } from './holds.js';
+import type { WebhookRpcs } from '../webhooks/service.js';
 
 /** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
@@ -58,4 +59,6 @@ export interface FleetDeps {
   readonly watch?: (request: WatchRequest, ctx: CallContext) => AsyncIterable<WatchResponse>;
   /** Byte budget of one `reports` message of an audit (batch_reports). @default DEFAULT_PAGE_BYTES */
   readonly reportBatchBytes?: number;
+  /** AddWebhook, ListWebhooks, RemoveWebhook (src/server/webhooks/). @default FAILED_PRECONDITION */
+  readonly webhooks?: WebhookRpcs;
 }

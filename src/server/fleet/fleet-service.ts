@@ -187,6 +187,12 @@ function blocker(message: string, unit: SelectedUnit): UnitPlan {
   };
 }
 
+function webhooksOf(deps: FleetDeps): NonNullable<FleetDeps['webhooks']> {
+  if (deps.webhooks === undefined)
+    throw new ServerError(Status.FAILED_PRECONDITION, 'this server delivers no webhooks');
+  return deps.webhooks;
+}
+
 /** The FleetService implementation over the router, the agent registry and H7's store. */
 export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementation {
   // One element view cache: audits refresh it, ListLoaders reuses what is fresh.
@@ -206,6 +212,10 @@ export function createFleetService(fleetDeps: FleetDeps): FleetServiceImplementa
     },
     resetLogicalUnit: (request, ctx) =>
       resetLogicalUnit(deps, request, defaultPrincipalOf(ctx), ctx.signal),
+
+    addWebhook: async (request, ctx) => webhooksOf(deps).addWebhook(request, ctx),
+    listWebhooks: async (request) => webhooksOf(deps).listWebhooks(request),
+    removeWebhook: async (request) => webhooksOf(deps).removeWebhook(request),
 
     async allocateKey(request) {
       const purpose = purposeOf(request.purpose, 'purpose');

@@ -396,6 +396,127 @@ export interface WatchResponse {
     | undefined;
 }
 
+/** Which events a webhook receives. Empty fields match everything; set fields must all match (as WatchRequest's). */
+export interface WebhookFilter {
+  /** Only these kinds. */
+  kinds: EventKind[];
+  /** Only events of agents of this site (their `site` label) or of LUs those agents see. */
+  site: string;
+  /** Only events of LUs of these loaders. */
+  loaderIds: string[];
+  /** Only events of these LUs. */
+  luIds: string[];
+  /** Only events of these agents. */
+  agentIds: string[];
+}
+
+/** An event a webhook gave up on: after the attempt limit or the age limit, with the receiver's last answer. */
+export interface WebhookDeadLetter {
+  /** The event's cursor (the event itself stays in the log while retained). */
+  cursor: bigint;
+  /** The event's kind. */
+  kind: EventKind;
+  /** Delivery attempts made. */
+  attempts: number;
+  /** The last attempt's error, e.g. "HTTP 500" or "timeout after 10000 ms". */
+  lastError: string;
+  /** When the first attempt was made. */
+  firstAttemptAt:
+    | Date
+    | undefined;
+  /** When the server gave up. */
+  deadAt: Date | undefined;
+}
+
+/** A webhook: where events are POSTed, which ones, and how delivery goes. Its secret is never sent back. */
+export interface Webhook {
+  /** Id (12 hex digits). */
+  id: string;
+  /** The receiver's URL (https unless the server allows http). */
+  url: string;
+  /** Which events. */
+  filter:
+    | WebhookFilter
+    | undefined;
+  /** First 12 hex digits of sha256(secret): tells which secret is set without showing it. */
+  secretFingerprint: string;
+  /** A note for people. */
+  description: string;
+  /** Who added it (the caller's principal). */
+  createdBy: string;
+  /** When it was added. */
+  createdAt:
+    | Date
+    | undefined;
+  /** Every event up to this cursor was delivered, filtered out or dead-lettered. */
+  cursor: bigint;
+  /** Events delivered (the receiver answered 2xx). */
+  delivered: bigint;
+  /** Attempts that failed (each retry counts). */
+  failedAttempts: bigint;
+  /** Events given up on (dead letters ever recorded). */
+  deadLettered: bigint;
+  /** The last failed attempt's error ('' after a success). */
+  lastError: string;
+  /** When the last event was delivered. */
+  lastDeliveredAt:
+    | Date
+    | undefined;
+  /** The newest dead letters, newest first (up to ListWebhooksRequest.dead_letters). */
+  deadLetters: WebhookDeadLetter[];
+}
+
+/** Request for FleetService.AddWebhook. */
+export interface AddWebhookRequest {
+  /**
+   * Required. Where to POST events: an absolute https URL without credentials (http only when the server runs
+   * with PRFLEET_WEBHOOKS_ALLOW_HTTP=true, for tests).
+   */
+  url: string;
+  /** Which events (empty: all). */
+  filter:
+    | WebhookFilter
+    | undefined;
+  /** Required. The HMAC-SHA256 key signing each delivery (16 to 1024 bytes); never listed back. */
+  secret: string;
+  /** A note for people. */
+  description: string;
+  /** Deliver every retained event after this cursor (0: from the oldest retained). Unset: from now. */
+  afterCursor?: bigint | undefined;
+}
+
+/** Response of FleetService.AddWebhook. */
+export interface AddWebhookResponse {
+  /** The webhook as stored. */
+  webhook: Webhook | undefined;
+}
+
+/** Request for FleetService.ListWebhooks. */
+export interface ListWebhooksRequest {
+  /** Only this webhook ('' for all). */
+  id: string;
+  /** Dead letters to include per webhook, newest first (0: none; at most 1000). */
+  deadLetters: number;
+}
+
+/** Response of FleetService.ListWebhooks. */
+export interface ListWebhooksResponse {
+  /** Webhooks, oldest first. */
+  webhooks: Webhook[];
+}
+
+/** Request for FleetService.RemoveWebhook. */
+export interface RemoveWebhookRequest {
+  /** Required. The webhook's id. */
+  id: string;
+}
+
+/** Response of FleetService.RemoveWebhook. */
+export interface RemoveWebhookResponse {
+  /** The webhook as it was when removed. */
+  webhook: Webhook | undefined;
+}
+
 function createBasePrState(): PrState {
   return { generation: 0, keys: [], reserved: false, holderKey: 0n, type: 0 };
 }
@@ -2413,6 +2534,1178 @@ export const WatchResponse: MessageFns<WatchResponse> = {
         break;
       }
     }
+    return message;
+  },
+};
+
+function createBaseWebhookFilter(): WebhookFilter {
+  return { kinds: [], site: "", loaderIds: [], luIds: [], agentIds: [] };
+}
+
+export const WebhookFilter: MessageFns<WebhookFilter> = {
+  encode(message: WebhookFilter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kinds.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.kinds) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    if (message.site !== "") {
+      writer.uint32(18).string(message.site);
+    }
+    for (const v of message.loaderIds) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.luIds) {
+      writer.uint32(34).string(v!);
+    }
+    for (const v of message.agentIds) {
+      writer.uint32(42).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WebhookFilter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWebhookFilter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.kinds.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.kinds.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.site = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.loaderIds.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.luIds.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.agentIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WebhookFilter {
+    return {
+      kinds: globalThis.Array.isArray(object?.kinds) ? object.kinds.map((e: any) => eventKindFromJSON(e)) : [],
+      site: isSet(object.site) ? globalThis.String(object.site) : "",
+      loaderIds: globalThis.Array.isArray(object?.loaderIds)
+        ? object.loaderIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.loader_ids)
+        ? object.loader_ids.map((e: any) => globalThis.String(e))
+        : [],
+      luIds: globalThis.Array.isArray(object?.luIds)
+        ? object.luIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.lu_ids)
+        ? object.lu_ids.map((e: any) => globalThis.String(e))
+        : [],
+      agentIds: globalThis.Array.isArray(object?.agentIds)
+        ? object.agentIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.agent_ids)
+        ? object.agent_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: WebhookFilter): unknown {
+    const obj: any = {};
+    if (message.kinds?.length) {
+      obj.kinds = message.kinds.map((e) => eventKindToJSON(e));
+    }
+    if (message.site !== "") {
+      obj.site = message.site;
+    }
+    if (message.loaderIds?.length) {
+      obj.loaderIds = message.loaderIds;
+    }
+    if (message.luIds?.length) {
+      obj.luIds = message.luIds;
+    }
+    if (message.agentIds?.length) {
+      obj.agentIds = message.agentIds;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WebhookFilter>): WebhookFilter {
+    return WebhookFilter.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WebhookFilter>): WebhookFilter {
+    const message = createBaseWebhookFilter();
+    message.kinds = object.kinds?.map((e) => e) || [];
+    message.site = object.site ?? "";
+    message.loaderIds = object.loaderIds?.map((e) => e) || [];
+    message.luIds = object.luIds?.map((e) => e) || [];
+    message.agentIds = object.agentIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseWebhookDeadLetter(): WebhookDeadLetter {
+  return { cursor: 0n, kind: 0, attempts: 0, lastError: "", firstAttemptAt: undefined, deadAt: undefined };
+}
+
+export const WebhookDeadLetter: MessageFns<WebhookDeadLetter> = {
+  encode(message: WebhookDeadLetter, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cursor !== 0n) {
+      if (BigInt.asUintN(64, message.cursor) !== message.cursor) {
+        throw new globalThis.Error("value provided for field message.cursor of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.cursor);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(16).int32(message.kind);
+    }
+    if (message.attempts !== 0) {
+      writer.uint32(24).uint32(message.attempts);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(34).string(message.lastError);
+    }
+    if (message.firstAttemptAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.firstAttemptAt), writer.uint32(42).fork()).join();
+    }
+    if (message.deadAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.deadAt), writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WebhookDeadLetter {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWebhookDeadLetter();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.cursor = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempts = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.firstAttemptAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.deadAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WebhookDeadLetter {
+    return {
+      cursor: isSet(object.cursor) ? BigInt(object.cursor) : 0n,
+      kind: isSet(object.kind) ? eventKindFromJSON(object.kind) : 0,
+      attempts: isSet(object.attempts) ? globalThis.Number(object.attempts) : 0,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+      firstAttemptAt: isSet(object.firstAttemptAt)
+        ? fromJsonTimestamp(object.firstAttemptAt)
+        : isSet(object.first_attempt_at)
+        ? fromJsonTimestamp(object.first_attempt_at)
+        : undefined,
+      deadAt: isSet(object.deadAt)
+        ? fromJsonTimestamp(object.deadAt)
+        : isSet(object.dead_at)
+        ? fromJsonTimestamp(object.dead_at)
+        : undefined,
+    };
+  },
+
+  toJSON(message: WebhookDeadLetter): unknown {
+    const obj: any = {};
+    if (message.cursor !== 0n) {
+      obj.cursor = message.cursor.toString();
+    }
+    if (message.kind !== 0) {
+      obj.kind = eventKindToJSON(message.kind);
+    }
+    if (message.attempts !== 0) {
+      obj.attempts = Math.round(message.attempts);
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    if (message.firstAttemptAt !== undefined) {
+      obj.firstAttemptAt = message.firstAttemptAt.toISOString();
+    }
+    if (message.deadAt !== undefined) {
+      obj.deadAt = message.deadAt.toISOString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WebhookDeadLetter>): WebhookDeadLetter {
+    return WebhookDeadLetter.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WebhookDeadLetter>): WebhookDeadLetter {
+    const message = createBaseWebhookDeadLetter();
+    message.cursor = (object.cursor !== undefined && object.cursor !== null) ? BigInt(object.cursor) : 0n;
+    message.kind = object.kind ?? 0;
+    message.attempts = object.attempts ?? 0;
+    message.lastError = object.lastError ?? "";
+    message.firstAttemptAt = object.firstAttemptAt ?? undefined;
+    message.deadAt = object.deadAt ?? undefined;
+    return message;
+  },
+};
+
+function createBaseWebhook(): Webhook {
+  return {
+    id: "",
+    url: "",
+    filter: undefined,
+    secretFingerprint: "",
+    description: "",
+    createdBy: "",
+    createdAt: undefined,
+    cursor: 0n,
+    delivered: 0n,
+    failedAttempts: 0n,
+    deadLettered: 0n,
+    lastError: "",
+    lastDeliveredAt: undefined,
+    deadLetters: [],
+  };
+}
+
+export const Webhook: MessageFns<Webhook> = {
+  encode(message: Webhook, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.url !== "") {
+      writer.uint32(18).string(message.url);
+    }
+    if (message.filter !== undefined) {
+      WebhookFilter.encode(message.filter, writer.uint32(26).fork()).join();
+    }
+    if (message.secretFingerprint !== "") {
+      writer.uint32(34).string(message.secretFingerprint);
+    }
+    if (message.description !== "") {
+      writer.uint32(42).string(message.description);
+    }
+    if (message.createdBy !== "") {
+      writer.uint32(50).string(message.createdBy);
+    }
+    if (message.createdAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.createdAt), writer.uint32(58).fork()).join();
+    }
+    if (message.cursor !== 0n) {
+      if (BigInt.asUintN(64, message.cursor) !== message.cursor) {
+        throw new globalThis.Error("value provided for field message.cursor of type uint64 too large");
+      }
+      writer.uint32(64).uint64(message.cursor);
+    }
+    if (message.delivered !== 0n) {
+      if (BigInt.asUintN(64, message.delivered) !== message.delivered) {
+        throw new globalThis.Error("value provided for field message.delivered of type uint64 too large");
+      }
+      writer.uint32(72).uint64(message.delivered);
+    }
+    if (message.failedAttempts !== 0n) {
+      if (BigInt.asUintN(64, message.failedAttempts) !== message.failedAttempts) {
+        throw new globalThis.Error("value provided for field message.failedAttempts of type uint64 too large");
+      }
+      writer.uint32(80).uint64(message.failedAttempts);
+    }
+    if (message.deadLettered !== 0n) {
+      if (BigInt.asUintN(64, message.deadLettered) !== message.deadLettered) {
+        throw new globalThis.Error("value provided for field message.deadLettered of type uint64 too large");
+      }
+      writer.uint32(88).uint64(message.deadLettered);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(98).string(message.lastError);
+    }
+    if (message.lastDeliveredAt !== undefined) {
+      Timestamp.encode(toTimestamp(message.lastDeliveredAt), writer.uint32(106).fork()).join();
+    }
+    for (const v of message.deadLetters) {
+      WebhookDeadLetter.encode(v!, writer.uint32(114).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Webhook {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWebhook();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.filter = WebhookFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.secretFingerprint = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.createdBy = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.createdAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.cursor = reader.uint64() as bigint;
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.delivered = reader.uint64() as bigint;
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.failedAttempts = reader.uint64() as bigint;
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.deadLettered = reader.uint64() as bigint;
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.lastDeliveredAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.deadLetters.push(WebhookDeadLetter.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Webhook {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      filter: isSet(object.filter) ? WebhookFilter.fromJSON(object.filter) : undefined,
+      secretFingerprint: isSet(object.secretFingerprint)
+        ? globalThis.String(object.secretFingerprint)
+        : isSet(object.secret_fingerprint)
+        ? globalThis.String(object.secret_fingerprint)
+        : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      createdBy: isSet(object.createdBy)
+        ? globalThis.String(object.createdBy)
+        : isSet(object.created_by)
+        ? globalThis.String(object.created_by)
+        : "",
+      createdAt: isSet(object.createdAt)
+        ? fromJsonTimestamp(object.createdAt)
+        : isSet(object.created_at)
+        ? fromJsonTimestamp(object.created_at)
+        : undefined,
+      cursor: isSet(object.cursor) ? BigInt(object.cursor) : 0n,
+      delivered: isSet(object.delivered) ? BigInt(object.delivered) : 0n,
+      failedAttempts: isSet(object.failedAttempts)
+        ? BigInt(object.failedAttempts)
+        : isSet(object.failed_attempts)
+        ? BigInt(object.failed_attempts)
+        : 0n,
+      deadLettered: isSet(object.deadLettered)
+        ? BigInt(object.deadLettered)
+        : isSet(object.dead_lettered)
+        ? BigInt(object.dead_lettered)
+        : 0n,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+      lastDeliveredAt: isSet(object.lastDeliveredAt)
+        ? fromJsonTimestamp(object.lastDeliveredAt)
+        : isSet(object.last_delivered_at)
+        ? fromJsonTimestamp(object.last_delivered_at)
+        : undefined,
+      deadLetters: globalThis.Array.isArray(object?.deadLetters)
+        ? object.deadLetters.map((e: any) => WebhookDeadLetter.fromJSON(e))
+        : globalThis.Array.isArray(object?.dead_letters)
+        ? object.dead_letters.map((e: any) => WebhookDeadLetter.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Webhook): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.filter !== undefined) {
+      obj.filter = WebhookFilter.toJSON(message.filter);
+    }
+    if (message.secretFingerprint !== "") {
+      obj.secretFingerprint = message.secretFingerprint;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.createdBy !== "") {
+      obj.createdBy = message.createdBy;
+    }
+    if (message.createdAt !== undefined) {
+      obj.createdAt = message.createdAt.toISOString();
+    }
+    if (message.cursor !== 0n) {
+      obj.cursor = message.cursor.toString();
+    }
+    if (message.delivered !== 0n) {
+      obj.delivered = message.delivered.toString();
+    }
+    if (message.failedAttempts !== 0n) {
+      obj.failedAttempts = message.failedAttempts.toString();
+    }
+    if (message.deadLettered !== 0n) {
+      obj.deadLettered = message.deadLettered.toString();
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    if (message.lastDeliveredAt !== undefined) {
+      obj.lastDeliveredAt = message.lastDeliveredAt.toISOString();
+    }
+    if (message.deadLetters?.length) {
+      obj.deadLetters = message.deadLetters.map((e) => WebhookDeadLetter.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Webhook>): Webhook {
+    return Webhook.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Webhook>): Webhook {
+    const message = createBaseWebhook();
+    message.id = object.id ?? "";
+    message.url = object.url ?? "";
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? WebhookFilter.fromPartial(object.filter)
+      : undefined;
+    message.secretFingerprint = object.secretFingerprint ?? "";
+    message.description = object.description ?? "";
+    message.createdBy = object.createdBy ?? "";
+    message.createdAt = object.createdAt ?? undefined;
+    message.cursor = (object.cursor !== undefined && object.cursor !== null) ? BigInt(object.cursor) : 0n;
+    message.delivered = (object.delivered !== undefined && object.delivered !== null) ? BigInt(object.delivered) : 0n;
+    message.failedAttempts = (object.failedAttempts !== undefined && object.failedAttempts !== null)
+      ? BigInt(object.failedAttempts)
+      : 0n;
+    message.deadLettered = (object.deadLettered !== undefined && object.deadLettered !== null)
+      ? BigInt(object.deadLettered)
+      : 0n;
+    message.lastError = object.lastError ?? "";
+    message.lastDeliveredAt = object.lastDeliveredAt ?? undefined;
+    message.deadLetters = object.deadLetters?.map((e) => WebhookDeadLetter.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAddWebhookRequest(): AddWebhookRequest {
+  return { url: "", filter: undefined, secret: "", description: "", afterCursor: undefined };
+}
+
+export const AddWebhookRequest: MessageFns<AddWebhookRequest> = {
+  encode(message: AddWebhookRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.url !== "") {
+      writer.uint32(10).string(message.url);
+    }
+    if (message.filter !== undefined) {
+      WebhookFilter.encode(message.filter, writer.uint32(18).fork()).join();
+    }
+    if (message.secret !== "") {
+      writer.uint32(26).string(message.secret);
+    }
+    if (message.description !== "") {
+      writer.uint32(34).string(message.description);
+    }
+    if (message.afterCursor !== undefined) {
+      if (BigInt.asUintN(64, message.afterCursor) !== message.afterCursor) {
+        throw new globalThis.Error("value provided for field message.afterCursor of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.afterCursor);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddWebhookRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddWebhookRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.filter = WebhookFilter.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.afterCursor = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddWebhookRequest {
+    return {
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      filter: isSet(object.filter) ? WebhookFilter.fromJSON(object.filter) : undefined,
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      afterCursor: isSet(object.afterCursor)
+        ? BigInt(object.afterCursor)
+        : isSet(object.after_cursor)
+        ? BigInt(object.after_cursor)
+        : undefined,
+    };
+  },
+
+  toJSON(message: AddWebhookRequest): unknown {
+    const obj: any = {};
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.filter !== undefined) {
+      obj.filter = WebhookFilter.toJSON(message.filter);
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.afterCursor !== undefined) {
+      obj.afterCursor = message.afterCursor.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddWebhookRequest>): AddWebhookRequest {
+    return AddWebhookRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddWebhookRequest>): AddWebhookRequest {
+    const message = createBaseAddWebhookRequest();
+    message.url = object.url ?? "";
+    message.filter = (object.filter !== undefined && object.filter !== null)
+      ? WebhookFilter.fromPartial(object.filter)
+      : undefined;
+    message.secret = object.secret ?? "";
+    message.description = object.description ?? "";
+    message.afterCursor = (object.afterCursor !== undefined && object.afterCursor !== null)
+      ? BigInt(object.afterCursor)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAddWebhookResponse(): AddWebhookResponse {
+  return { webhook: undefined };
+}
+
+export const AddWebhookResponse: MessageFns<AddWebhookResponse> = {
+  encode(message: AddWebhookResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.webhook !== undefined) {
+      Webhook.encode(message.webhook, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AddWebhookResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAddWebhookResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.webhook = Webhook.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AddWebhookResponse {
+    return { webhook: isSet(object.webhook) ? Webhook.fromJSON(object.webhook) : undefined };
+  },
+
+  toJSON(message: AddWebhookResponse): unknown {
+    const obj: any = {};
+    if (message.webhook !== undefined) {
+      obj.webhook = Webhook.toJSON(message.webhook);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AddWebhookResponse>): AddWebhookResponse {
+    return AddWebhookResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AddWebhookResponse>): AddWebhookResponse {
+    const message = createBaseAddWebhookResponse();
+    message.webhook = (object.webhook !== undefined && object.webhook !== null)
+      ? Webhook.fromPartial(object.webhook)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseListWebhooksRequest(): ListWebhooksRequest {
+  return { id: "", deadLetters: 0 };
+}
+
+export const ListWebhooksRequest: MessageFns<ListWebhooksRequest> = {
+  encode(message: ListWebhooksRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.deadLetters !== 0) {
+      writer.uint32(16).uint32(message.deadLetters);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWebhooksRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWebhooksRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deadLetters = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWebhooksRequest {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      deadLetters: isSet(object.deadLetters)
+        ? globalThis.Number(object.deadLetters)
+        : isSet(object.dead_letters)
+        ? globalThis.Number(object.dead_letters)
+        : 0,
+    };
+  },
+
+  toJSON(message: ListWebhooksRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.deadLetters !== 0) {
+      obj.deadLetters = Math.round(message.deadLetters);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWebhooksRequest>): ListWebhooksRequest {
+    return ListWebhooksRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWebhooksRequest>): ListWebhooksRequest {
+    const message = createBaseListWebhooksRequest();
+    message.id = object.id ?? "";
+    message.deadLetters = object.deadLetters ?? 0;
+    return message;
+  },
+};
+
+function createBaseListWebhooksResponse(): ListWebhooksResponse {
+  return { webhooks: [] };
+}
+
+export const ListWebhooksResponse: MessageFns<ListWebhooksResponse> = {
+  encode(message: ListWebhooksResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.webhooks) {
+      Webhook.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListWebhooksResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListWebhooksResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.webhooks.push(Webhook.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListWebhooksResponse {
+    return {
+      webhooks: globalThis.Array.isArray(object?.webhooks) ? object.webhooks.map((e: any) => Webhook.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ListWebhooksResponse): unknown {
+    const obj: any = {};
+    if (message.webhooks?.length) {
+      obj.webhooks = message.webhooks.map((e) => Webhook.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListWebhooksResponse>): ListWebhooksResponse {
+    return ListWebhooksResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListWebhooksResponse>): ListWebhooksResponse {
+    const message = createBaseListWebhooksResponse();
+    message.webhooks = object.webhooks?.map((e) => Webhook.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRemoveWebhookRequest(): RemoveWebhookRequest {
+  return { id: "" };
+}
+
+export const RemoveWebhookRequest: MessageFns<RemoveWebhookRequest> = {
+  encode(message: RemoveWebhookRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveWebhookRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveWebhookRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveWebhookRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: RemoveWebhookRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveWebhookRequest>): RemoveWebhookRequest {
+    return RemoveWebhookRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveWebhookRequest>): RemoveWebhookRequest {
+    const message = createBaseRemoveWebhookRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseRemoveWebhookResponse(): RemoveWebhookResponse {
+  return { webhook: undefined };
+}
+
+export const RemoveWebhookResponse: MessageFns<RemoveWebhookResponse> = {
+  encode(message: RemoveWebhookResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.webhook !== undefined) {
+      Webhook.encode(message.webhook, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveWebhookResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveWebhookResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.webhook = Webhook.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveWebhookResponse {
+    return { webhook: isSet(object.webhook) ? Webhook.fromJSON(object.webhook) : undefined };
+  },
+
+  toJSON(message: RemoveWebhookResponse): unknown {
+    const obj: any = {};
+    if (message.webhook !== undefined) {
+      obj.webhook = Webhook.toJSON(message.webhook);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveWebhookResponse>): RemoveWebhookResponse {
+    return RemoveWebhookResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveWebhookResponse>): RemoveWebhookResponse {
+    const message = createBaseRemoveWebhookResponse();
+    message.webhook = (object.webhook !== undefined && object.webhook !== null)
+      ? Webhook.fromPartial(object.webhook)
+      : undefined;
     return message;
   },
 };

@@ -8,7 +8,16 @@ import { Duration } from "../../google/protobuf/duration.js";
 import { Timestamp } from "../../google/protobuf/timestamp.js";
 import { ProutCommand } from "./agent.js";
 import { Precondition } from "./control.js";
-import { WatchRequest, WatchResponse } from "./events.js";
+import {
+  AddWebhookRequest,
+  AddWebhookResponse,
+  ListWebhooksRequest,
+  ListWebhooksResponse,
+  RemoveWebhookRequest,
+  RemoveWebhookResponse,
+  WatchRequest,
+  WatchResponse,
+} from "./events.js";
 import {
   CommandResult,
   DeviceCapabilities,
@@ -9315,6 +9324,36 @@ export const FleetServiceDefinition = {
       responseStream: false,
       options: {},
     },
+    /**
+     * Adds a webhook: matching events are POSTed to its URL, signed with its secret, retried with backoff until
+     * delivered or dead-lettered (docs/events.md, Webhooks). Role: admin.
+     */
+    addWebhook: {
+      name: "AddWebhook",
+      requestType: AddWebhookRequest as typeof AddWebhookRequest,
+      requestStream: false,
+      responseType: AddWebhookResponse as typeof AddWebhookResponse,
+      responseStream: false,
+      options: {},
+    },
+    /** Webhooks with their delivery state and newest dead letters; secrets are never listed. Role: admin. */
+    listWebhooks: {
+      name: "ListWebhooks",
+      requestType: ListWebhooksRequest as typeof ListWebhooksRequest,
+      requestStream: false,
+      responseType: ListWebhooksResponse as typeof ListWebhooksResponse,
+      responseStream: false,
+      options: { idempotencyLevel: "NO_SIDE_EFFECTS" },
+    },
+    /** Removes a webhook and its dead letters; deliveries to it stop. Role: admin. */
+    removeWebhook: {
+      name: "RemoveWebhook",
+      requestType: RemoveWebhookRequest as typeof RemoveWebhookRequest,
+      requestStream: false,
+      responseType: RemoveWebhookResponse as typeof RemoveWebhookResponse,
+      responseStream: false,
+      options: {},
+    },
   },
 } as const;
 
@@ -9397,6 +9436,24 @@ export interface FleetServiceImplementation<CallContextExt = {}> {
     request: ResetLogicalUnitRequest,
     context: CallContext & CallContextExt,
   ): Promise<DeepPartial<ResetLogicalUnitResponse>>;
+  /**
+   * Adds a webhook: matching events are POSTed to its URL, signed with its secret, retried with backoff until
+   * delivered or dead-lettered (docs/events.md, Webhooks). Role: admin.
+   */
+  addWebhook(
+    request: AddWebhookRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<AddWebhookResponse>>;
+  /** Webhooks with their delivery state and newest dead letters; secrets are never listed. Role: admin. */
+  listWebhooks(
+    request: ListWebhooksRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<ListWebhooksResponse>>;
+  /** Removes a webhook and its dead letters; deliveries to it stop. Role: admin. */
+  removeWebhook(
+    request: RemoveWebhookRequest,
+    context: CallContext & CallContextExt,
+  ): Promise<DeepPartial<RemoveWebhookResponse>>;
 }
 
 export interface FleetServiceClient<CallOptionsExt = {}> {
@@ -9469,6 +9526,24 @@ export interface FleetServiceClient<CallOptionsExt = {}> {
     request: DeepPartial<ResetLogicalUnitRequest>,
     options?: CallOptions & CallOptionsExt,
   ): Promise<ResetLogicalUnitResponse>;
+  /**
+   * Adds a webhook: matching events are POSTed to its URL, signed with its secret, retried with backoff until
+   * delivered or dead-lettered (docs/events.md, Webhooks). Role: admin.
+   */
+  addWebhook(
+    request: DeepPartial<AddWebhookRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<AddWebhookResponse>;
+  /** Webhooks with their delivery state and newest dead letters; secrets are never listed. Role: admin. */
+  listWebhooks(
+    request: DeepPartial<ListWebhooksRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<ListWebhooksResponse>;
+  /** Removes a webhook and its dead letters; deliveries to it stop. Role: admin. */
+  removeWebhook(
+    request: DeepPartial<RemoveWebhookRequest>,
+    options?: CallOptions & CallOptionsExt,
+  ): Promise<RemoveWebhookResponse>;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
