@@ -21,7 +21,8 @@ describe.skipIf(skip)('pg pool clients', () => {
     });
     let hits = 0;
     try {
-      for (let round = 0; round < 10; round++) {
+      // Up to 30 rounds, until the interleaving happened once (how often it does depends on the machine's load).
+      for (let round = 0; round < 30 && hits === 0; round++) {
         // The pool's only client runs a query after which its backend ends itself 1 ms into idling.
         const first = db.query("SET idle_session_timeout = '1ms'; SELECT pg_sleep(0.05)");
         await new Promise((resolve) => setImmediate(resolve)); // checked out and sent
@@ -29,7 +30,8 @@ describe.skipIf(skip)('pg pool clients', () => {
         // Busy past the reply and the FATAL (57P05): both are read, and parsed, at once.
         const until = Date.now() + 300;
         while (Date.now() < until);
-        await first;
+        // On a loaded machine the FATAL may even come before the reply is parsed: then this query fails instead.
+        await first.catch(() => undefined);
         // When the FATAL came in the same read, the transaction got the dying client and fails; either way the
         // process is still here (vitest fails the run on an unhandled 'error').
         if (

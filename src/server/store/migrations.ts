@@ -201,14 +201,7 @@ CREATE TRIGGER history_fleet_event AFTER INSERT ON history
 `,
   },
   {
-    // PLACEHOLDER: version 4 belongs to another branch; the lead replaces this entry with it when merging
-    // (webhooks only need 5 to follow 4). It changes nothing, so a test database that ran it is disposable.
     version: 4,
-    name: 'reserved (placeholder for another branch)',
-    sql: `SELECT 1;`,
-  },
-  {
-    version: 5,
     name: 'webhooks: subscriptions with a durable cursor and a delivery lease, and their dead letters',
     sql: `
 -- Webhooks (src/server/webhooks/, docs/events.md). cursor: every event up to it was delivered, filtered out or

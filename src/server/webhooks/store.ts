@@ -108,7 +108,7 @@ export interface FailedAttempt {
 }
 
 /**
- * Webhooks in the store (migration 5): subscriptions, their durable cursor and retry state, the delivery lease
+ * Webhooks in the store (migration 4): subscriptions, their durable cursor and retry state, the delivery lease
  * and dead letters. Every write of delivery state is conditional on holding the lease, so an instance whose
  * lease was taken over (it stalled past the lease) cannot move a cursor another instance now owns.
  */
