@@ -16,6 +16,7 @@ import {
   ElementType,
   encodeReadElementStatus,
 } from '../../src/scsi/index.js';
+import { mtxView } from '../lio/mtx-view.js';
 
 const run = promisify(execFile);
 const inCi = process.env['CI'] === 'true';
@@ -143,34 +144,6 @@ describe.skipIf(missing !== '')('mtx agrees with prfleet on the emulated changer
       const tag = d.primaryVolumeTag?.identifier ?? '';
       lines.push(`slot ${i + 1}${d.mail ? ' mail' : ''} ${d.full ? `full ${tag}` : 'empty'}`);
     });
-    return lines;
-  }
-
-  /** mtx status in the same words. */
-  function mtxView(status: string): string[] {
-    const lines: string[] = [];
-    for (const line of status.split('\n')) {
-      const drive =
-        /^Data Transfer Element (\d+):(Full|Empty)(?: \(Storage Element (\d+) Loaded\))?(?::VolumeTag = (\S+))?/.exec(
-          line.trim(),
-        );
-      if (drive) {
-        lines.push(
-          drive[2] === 'Full'
-            ? `drive ${drive[1]} full from ${drive[3] ?? '?'} ${drive[4] ?? ''}`
-            : `drive ${drive[1]} empty`,
-        );
-        continue;
-      }
-      const slot =
-        /^Storage Element (\d+)( IMPORT\/EXPORT)?:(Full|Empty)(?: :VolumeTag=(\S+))?/.exec(
-          line.trim(),
-        );
-      if (slot)
-        lines.push(
-          `slot ${slot[1]}${slot[2] ? ' mail' : ''} ${slot[3] === 'Full' ? `full ${slot[4] ?? ''}` : 'empty'}`,
-        );
-    }
     return lines;
   }
 
