@@ -33,6 +33,7 @@ const ServerEnv = z.object({
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
   PRFLEET_LONG_POLL_WAIT_MS: z.coerce.number().int().min(100).max(300_000).default(20_000),
+  PRFLEET_CONNECTION_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
   PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
   PRFLEET_EVENTS_RETAIN: z.coerce.number().int().min(100).max(100_000_000).default(100_000),
   PRFLEET_EVENTS_RETAIN_MS: z.coerce
@@ -125,6 +126,12 @@ export interface ServerConfig {
    * timeout, nginx 60 s). @default 20000
    */
   readonly longPollWaitMs?: number;
+  /**
+   * An HTTP/2 connection with no call open for this long is closed (GOAWAY; clients reconnect when they next
+   * call), and a plaintext connection that has not shown its protocol by then (or 10 s) too: held-open idle
+   * connections cannot exhaust the server's file descriptors. @default 300000
+   */
+  readonly connectionIdleMs?: number;
   /**
    * PRFLEET_AGENT_POLICY: YAML/JSON file binding agents to the sites, LU ids and loaders they may report
    * (inventory-screen.ts); paths outside it are refused and logged. @default none (no restriction)
@@ -280,6 +287,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
     maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
     longPollWaitMs: e.PRFLEET_LONG_POLL_WAIT_MS,
+    connectionIdleMs: e.PRFLEET_CONNECTION_IDLE_MS,
     ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
     listPageBytes: e.PRFLEET_LIST_PAGE_BYTES,
     store: storeConfigFromEnv(env),

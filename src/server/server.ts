@@ -98,6 +98,9 @@ export interface ServerDeps {
  */
 export const SERVER_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
 
+/** See ServerConfig.connectionIdleMs. */
+const DEFAULT_CONNECTION_IDLE_MS = 300_000;
+
 /**
  * FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix, but
  * Watch, which serves the in-memory event log.
@@ -367,6 +370,8 @@ async function buildServer(
     createServer({
       interceptors: [agentService.interceptor, exposeDeadline],
       ...SERVER_CHANNEL_OPTIONS,
+      // Without it grpc-js keeps a connection that opens no call for ~24 days (docs/http.md).
+      'grpc.max_connection_idle_ms': config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
     }).use(rpcMiddleware(log, deps.observeRpc)),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
@@ -531,6 +536,7 @@ async function buildServer(
         credentials: listenCredentials,
         http: http.handle,
         log,
+        sniffTimeoutMs: Math.min(10_000, config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS),
       });
       agents.startLivenessChecks();
       events.start();

@@ -1,0 +1,67 @@
+// Connections to the one port that never become calls. grpc-js keeps an HTTP/2 connection with no call open
+// for ~24 days unless told otherwise (grpc.max_connection_idle_ms), so a client could open connections, send
+// the preface and hold them until the server runs out of file descriptors (then PostgreSQL connections, agents'
+// reconnects and the CLI all fail). An HTTP/2 connection without a call is closed after PRFLEET_CONNECTION_IDLE_MS;
+// a plaintext connection that has not said its protocol by then is closed too. Calls and agents' streams, however
+// long, are not idle and stay.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createControlClient, type ControlClient } from '../../src/common/client.js';
+import {
+  startServerProcess,
+  startSimProcess,
+  type ServerProcess,
+} from '../../src/demo/processes.js';
+import { DEMO_FABRIC, ensureBuilt, type ChildHandle } from '../helpers/processes.js';
+import { closedWithin, openSocket } from './raw-http.js';
+
+const IDLE_MS = 1_500;
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+/** An empty SETTINGS frame: what a client sends right after the preface. */
+const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+
+describe('idle connections to the one port', () => {
+  let server: ServerProcess;
+  let sim: ChildHandle;
+  let client: ControlClient;
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    server = await startServerProcess({
+      env: { PRFLEET_STORE: 'memory', PRFLEET_CONNECTION_IDLE_MS: String(IDLE_MS) },
+    });
+    sim = await startSimProcess({ address: server.address, fabric: DEMO_FABRIC });
+    client = createControlClient(server.address);
+  }, 600_000);
+
+  afterAll(async () => {
+    client?.close();
+    await sim?.stop({ graceMs: 5000 });
+    await server?.handle.stop({ graceMs: 5000 });
+  });
+
+  it('closes an HTTP/2 connection that opens no call', async () => {
+    const socket = await openSocket(server.port);
+    socket.write(Buffer.concat([PREFACE, SETTINGS]));
+    expect(await closedWithin(socket, IDLE_MS + 6_000)).toBe(true);
+  });
+
+  it('closes a plaintext connection that sends part of the preface, or nothing, then silence', async () => {
+    const part = await openSocket(server.port);
+    part.write(PREFACE.subarray(0, 7));
+    const silent = await openSocket(server.port);
+    const [a, b] = await Promise.all([
+      closedWithin(part, IDLE_MS + 6_000),
+      closedWithin(silent, IDLE_MS + 6_000),
+    ]);
+    expect({ part: a, silent: b }).toEqual({ part: true, silent: true });
+  });
+
+  it('keeps agents streams and a client channel that calls, well past the idle time', async () => {
+    await new Promise((r) => setTimeout(r, IDLE_MS * 2));
+    const { agents } = await client.listAgents({});
+    expect(agents.map((a) => a.agentId).sort()).toEqual(['host-a', 'host-b', 'host-c']);
+    expect(agents.every((a) => a.connected)).toBe(true);
+    const result = await client.readKeys({ target: { agentId: 'host-b', path: '/dev/sg1' } });
+    expect(result.result?.statusName).toBe('GOOD');
+  });
+});
