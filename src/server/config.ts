@@ -29,6 +29,7 @@ const ServerEnv = z.object({
   PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
   PRFLEET_PRINCIPAL_MAX_SESSIONS: z.coerce.number().int().min(0).max(1_000_000).default(32),
   PRFLEET_PRINCIPAL_MAX_COMMANDS: z.coerce.number().int().min(0).max(1_000_000).default(128),
+  PRFLEET_PRINCIPAL_MAX_WATCHES: z.coerce.number().int().min(0).max(1_000_000).default(64),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
@@ -110,11 +111,15 @@ export interface ServerConfig {
   /** Commands of one CommandSession in flight at once (more are read when some finish). @default 64 */
   readonly sessionConcurrency: number;
   /**
-   * Fair share: open CommandSessions and commands in flight (unary and in sessions) per principal (token name,
-   * certificate identity, else client IP); over it, RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}. 0 = unlimited.
-   * @default { maxSessions: 32, maxCommands: 128 }
+   * Fair share: open CommandSessions, commands in flight (unary and in sessions) and open Watch streams per
+   * principal (token name, certificate identity, else client IP); over it, RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
+   * 0 = unlimited. @default { maxSessions: 32, maxCommands: 128, maxWatches: 64 }
    */
-  readonly principalLimits: { readonly maxSessions: number; readonly maxCommands: number };
+  readonly principalLimits: {
+    readonly maxSessions: number;
+    readonly maxCommands: number;
+    readonly maxWatches?: number;
+  };
   /** Serve grpc.reflection.v1 and v1alpha. @default true */
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
@@ -282,6 +287,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     principalLimits: {
       maxSessions: e.PRFLEET_PRINCIPAL_MAX_SESSIONS,
       maxCommands: e.PRFLEET_PRINCIPAL_MAX_COMMANDS,
+      maxWatches: e.PRFLEET_PRINCIPAL_MAX_WATCHES,
     },
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),

@@ -25,7 +25,7 @@ import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { reflectionServices } from './reflection.js';
-import { createFairShare } from './fair-share.js';
+import { createFairShare, fairSharePrincipalOf, type FairShare } from './fair-share.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
 import {
   maxPendingMs,
@@ -101,11 +101,23 @@ export const SERVER_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
 /** See ServerConfig.connectionIdleMs. */
 const DEFAULT_CONNECTION_IDLE_MS = 300_000;
 
+/** Watch counted against its caller's share of open watches (PRFLEET_PRINCIPAL_MAX_WATCHES). */
+function watchWithinShare(watch: FleetEvents['watch'], share: FairShare): FleetEvents['watch'] {
+  return async function* (request, ctx) {
+    const release = share.openWatch(fairSharePrincipalOf(ctx));
+    try {
+      yield* watch(request, ctx);
+    } finally {
+      release();
+    }
+  };
+}
+
 /**
  * FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix, but
  * Watch, which serves the in-memory event log.
  */
-function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementation {
+function fleetServiceWithoutStore(watch: FleetEvents['watch']): FleetServiceImplementation {
   const refuse = () =>
     new ServerError(
       Status.FAILED_PRECONDITION,
@@ -124,7 +136,7 @@ function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementati
           },
     ]),
   ) as unknown as FleetServiceImplementation & { watch: FleetEvents['watch'] };
-  return { ...refusing, watch: (request, ctx) => events.watch(request, ctx) };
+  return { ...refusing, watch };
 }
 
 /**
@@ -379,6 +391,8 @@ async function buildServer(
     deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware)
   ).with(edgeMiddleware(schema));
   server.add(HealthDefinition, HealthServiceImpl(health));
+  const fairShare = createFairShare(config.principalLimits);
+  const watch = watchWithinShare(events.watch, fairShare);
   // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
     directServiceDefinition(ControlServiceDefinition, edgeDefinition),
@@ -389,7 +403,7 @@ async function buildServer(
       instanceId: config.instanceId,
       sessionConcurrency: config.sessionConcurrency,
       sessions,
-      fairShare: createFairShare(config.principalLimits),
+      fairShare,
       log,
       schema,
       history: store?.history,
@@ -415,7 +429,7 @@ async function buildServer(
         log,
         instanceId: config.instanceId,
         commands,
-        watch: events.watch,
+        watch,
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         onAuditComplete: events.onAudit,
@@ -433,7 +447,7 @@ async function buildServer(
       reconciler.start();
     }
   } else {
-    control.add(FleetServiceDefinition, fleetServiceWithoutStore(events));
+    control.add(FleetServiceDefinition, fleetServiceWithoutStore(watch));
   }
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);
