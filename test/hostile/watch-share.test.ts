@@ -18,7 +18,7 @@ async function open(client: FleetServiceClient): Promise<{ stop: () => void }> {
   const ac = new AbortController();
   const stream = client.watch({ snapshot: true }, { signal: ac.signal });
   const first = await stream[Symbol.asyncIterator]().next();
-  expect(first.value?.message?.$case).toBe('snapshot');
+  expect(first.done === true ? undefined : first.value.message?.$case).toBe('snapshot');
   // Keep reading in the background so the stream stays a well-behaved watcher until stopped.
   void (async () => {
     try {
@@ -62,7 +62,7 @@ describe('Watch fair share', () => {
     const error = refused as RichClientError;
     expect(error.code).toBe(Status.RESOURCE_EXHAUSTED);
     expect(error.details).toContain('PRFLEET_PRINCIPAL_MAX_WATCHES');
-    const info = error.extra.find((d) => d.$type === ErrorInfo.$type) as ErrorInfo | undefined;
+    const info = error.extra.find((d): d is ErrorInfo => d.$type === ErrorInfo.$type);
     expect(info?.reason).toBe('PRINCIPAL_QUOTA');
     expect(info?.metadata['quota']).toBe('watches');
 
