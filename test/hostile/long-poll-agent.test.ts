@@ -15,7 +15,7 @@ import {
   type ConnectRequest,
   type ConnectResponse,
 } from '../../src/gen/prfleet/v1/agent.js';
-import { CommandResult, Outcome } from '../../src/gen/prfleet/v1/scsi.js';
+import { CommandResult, Outcome, type DeepPartial } from '../../src/gen/prfleet/v1/scsi.js';
 import { MAX_SENSE_BYTES } from '../../src/server/agent-results.js';
 import { ensureBuilt } from '../helpers/processes.js';
 import { CHANGER_CAPS, fakePath } from '../server/fake-agent.js';
@@ -104,7 +104,7 @@ describe('a compromised agent on the long-poll link', () => {
   });
 
   /** Sends READ KEYS, answers it with `result` over the link, and returns what the client got. */
-  async function answered(result: Partial<CommandResult>) {
+  async function answered(result: DeepPartial<CommandResult>) {
     const pending = client.readKeys({ target });
     const command = await nextCommand(base, session);
     const sent = await link(
@@ -134,7 +134,7 @@ describe('a compromised agent on the long-poll link', () => {
       .toMatchObject({ connected: true });
     const { result } = await answered({
       status: 2,
-      sense: { raw: new Uint8Array(MAX_SENSE_BYTES + 48).fill(0x70) },
+      sense: { raw: Buffer.alloc(MAX_SENSE_BYTES + 48, 0x70) },
     });
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
     expect(result?.message).toMatch(/invalid result.*sense of 300 bytes/);
@@ -142,7 +142,7 @@ describe('a compromised agent on the long-poll link', () => {
   });
 
   it('settles data-in over the allocation length as UNKNOWN', async () => {
-    const { result } = await answered({ dataIn: new Uint8Array(70_000) });
+    const { result } = await answered({ dataIn: Buffer.alloc(70_000) });
     expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
     expect(result?.dataIn.length).toBe(0);
   });
@@ -158,7 +158,7 @@ describe('a compromised agent on the long-poll link', () => {
   });
 
   it('drops results for commands not in flight and replays after UNKNOWN; the next command is served', async () => {
-    const { command } = await answered({ sense: { raw: new Uint8Array(400) } });
+    const { command } = await answered({ sense: { raw: Buffer.alloc(400) } });
     const stray = (commandId: string) =>
       link(
         base,
