@@ -25,7 +25,7 @@ import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { reflectionServices } from './reflection.js';
-import { createFairShare, fairSharePrincipalOf, type FairShare } from './fair-share.js';
+import { createFairShare, fairSharePrincipalOf, peerHost, type FairShare } from './fair-share.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
 import {
   maxPendingMs,
@@ -493,6 +493,13 @@ async function buildServer(
     events: events.log,
     tokens: deps.tokens,
     log: log.child({ component: 'web' }),
+    // A view's event stream is a watch: it counts against the caller's Watch quota, named as Watch names it.
+    openStream: (req, principal) =>
+      fairShare.openWatch(
+        principal !== undefined
+          ? `token:${principal.name}`
+          : `peer:${peerHost(req.socket.remoteAddress ?? '')}`,
+      ),
   });
   registerWebView(http, web);
 
