@@ -149,7 +149,9 @@ function bearerOf(req: IncomingMessage, allowCookie: boolean): string | undefine
   if (!allowCookie) return undefined;
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [name, ...value] = part.trim().split('=');
-    if (name === TOKEN_COOKIE) return decodeURIComponent(value.join('='));
+    // Tokens need no percent-encoding (the view sets the cookie raw): the value is taken as it is, and one that
+    // is not a token is a bad token (401), whatever bytes it holds.
+    if (name === TOKEN_COOKIE) return value.join('=');
   }
   return undefined;
 }
