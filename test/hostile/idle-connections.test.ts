@@ -3,8 +3,13 @@
 // the preface and hold them until the server runs out of file descriptors (then PostgreSQL connections, agents'
 // reconnects and the CLI all fail). An HTTP/2 connection without a call is closed after PRFLEET_CONNECTION_IDLE_MS;
 // a plaintext connection that has not said its protocol by then is closed too. Calls and agents' streams, however
-// long, are not idle and stay.
+// long, are not idle and stay. On TLS, a connection that has not finished its handshake by then (at most 10 s;
+// node's default was 120 s) is closed too.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestPki } from '../auth/pki.js';
 import { createControlClient, type ControlClient } from '../../src/common/client.js';
 import {
   startServerProcess,
@@ -63,5 +68,46 @@ describe('idle connections to the one port', () => {
     expect(agents.every((a) => a.connected)).toBe(true);
     const result = await client.readKeys({ target: { agentId: 'host-b', path: '/dev/sg1' } });
     expect(result.result?.statusName).toBe('GOOD');
+  });
+});
+
+describe('idle connections to the one port over TLS', () => {
+  let server: ServerProcess;
+  const dir = mkdtempSync(join(tmpdir(), 'prfleet-idle-tls-'));
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    const pki = await createTestPki();
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    server = await startServerProcess({
+      env: {
+        PRFLEET_STORE: 'memory',
+        PRFLEET_PLAINTEXT: 'false',
+        PRFLEET_TLS_CERT: file('server.crt', pki.server.cert),
+        PRFLEET_TLS_KEY: file('server.key', pki.server.key),
+        PRFLEET_TLS_CA: file('ca.crt', pki.ca),
+        PRFLEET_CONNECTION_IDLE_MS: String(IDLE_MS),
+      },
+    });
+    await pki.cleanup();
+  }, 600_000);
+
+  afterAll(async () => {
+    await server?.handle.stop({ graceMs: 5000 });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('closes a connection that never finishes its TLS handshake', async () => {
+    const silent = await openSocket(server.port);
+    const partial = await openSocket(server.port);
+    partial.write(Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01])); // a ClientHello that never completes
+    const [a, b] = await Promise.all([
+      closedWithin(silent, IDLE_MS + 6_000),
+      closedWithin(partial, IDLE_MS + 6_000),
+    ]);
+    expect({ silent: a, partial: b }).toEqual({ silent: true, partial: true });
   });
 });

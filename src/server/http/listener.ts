@@ -25,7 +25,10 @@ export interface OnePortOptions {
   readonly http: (req: IncomingMessage, res: ServerResponse) => void;
   /** Logger. */
   readonly log: Logger;
-  /** A plaintext connection that has not sent enough bytes to tell its protocol by then is closed. @default 10000 */
+  /**
+   * A plaintext connection that has not sent enough bytes to tell its protocol by then is closed, and a TLS
+   * connection that has not finished its handshake. @default 10000
+   */
   readonly sniffTimeoutMs?: number;
 }
 
@@ -125,10 +128,15 @@ export async function listenOnePort(
 
   let listener: NetServer;
   if (secure) {
-    listener = await createTlsListener(credentials, log, (socket) => {
-      if (socket.alpnProtocol === 'h2') injector.injectConnection(socket);
-      else http.emit('connection', socket);
-    });
+    listener = await createTlsListener(
+      credentials,
+      log,
+      options.sniffTimeoutMs ?? 10_000,
+      (socket) => {
+        if (socket.alpnProtocol === 'h2') injector.injectConnection(socket);
+        else http.emit('connection', socket);
+      },
+    );
   } else {
     listener = createNetServer((socket) => {
       sniff(socket, options.sniffTimeoutMs ?? 10_000, (isH2) => {
@@ -169,9 +177,12 @@ export async function listenOnePort(
 async function createTlsListener(
   credentials: ServerCredentials,
   log: Logger,
+  handshakeTimeoutMs: number,
   onSecure: (socket: TLSSocket) => void,
 ): Promise<NetServer> {
   const tlsServer = createTlsServer({
+    // A connection that has not finished its handshake by then is closed (node's default: 120 s).
+    handshakeTimeout: handshakeTimeoutMs,
     ...(credentials._getConstructorOptions() ?? {}),
     ...(await secureContextOf(credentials)),
     ALPNProtocols: ['h2', 'http/1.1'],
@@ -185,7 +196,11 @@ async function createTlsListener(
     socket.on('error', (e) => log.debug({ err: e }, 'TLS connection error'));
     onSecure(socket);
   });
-  tlsServer.on('tlsClientError', (e) => log.debug({ err: e }, 'TLS handshake failed'));
+  tlsServer.on('tlsClientError', (e, socket) => {
+    log.debug({ err: e }, 'TLS handshake failed');
+    // With a listener node leaves the socket open (a handshake timeout closed nothing): close it here.
+    socket.destroy();
+  });
   return tlsServer;
 }
 
