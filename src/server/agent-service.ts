@@ -31,6 +31,7 @@ import {
 import type { AsyncQueue } from '../common/async-queue.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
+import { checkRequest, type EdgeSchema } from './edge.js';
 
 /** Most commands coalesced into one CommandBatch (the outbox holds at most its capacity anyway). */
 const MAX_COMMAND_BATCH = 256;
@@ -106,6 +107,12 @@ export interface AgentServiceDeps {
    * holds a connection and its memory, and before Hello nothing is known of its peer. @default 30000
    */
   readonly helloTimeoutMs?: number;
+  /**
+   * The edge's descriptors: a Hello must pass the rules every client request does (string lengths by field name,
+   * no control characters), since what it says goes into the registry, ListAgents and the event log.
+   * @default unchecked (tests of the session logic alone)
+   */
+  readonly schema?: EdgeSchema | undefined;
 }
 
 /**
@@ -146,6 +153,7 @@ export interface AgentSessionHandler {
 export function createAgentService(deps: AgentServiceDeps): AgentService {
   const { registry, log } = deps;
   const helloTimeoutMs = deps.helloTimeoutMs ?? 30_000;
+  const helloDesc = deps.schema?.message('prfleet.v1.Hello');
   // Welcome.heartbeat_interval, converted once (not per session: a failover welcomes a thousand at once).
   let heartbeatInterval: { ms: number; duration: ReturnType<typeof msToDuration> } | undefined;
   const heartbeatDuration = () => {
@@ -300,6 +308,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       );
     }
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
+    if (deps.schema !== undefined && helloDesc !== undefined)
+      checkRequest(deps.schema, helloDesc, hello, 'hello.');
     const identity = authorizeAgentHello(peerHeaders, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       isRevoked: (certificate) => registry.isCertificateRevoked(certificate),

@@ -357,6 +357,14 @@ async function buildServer(
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
 
+  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
+  const descriptors = findProtoset(config.protosetPath);
+  if (descriptors === undefined) {
+    throw new Error(
+      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
+    );
+  }
+  const schema = loadEdgeSchema(readFileSync(descriptors));
   const agentService = createAgentService({
     registry: agents,
     router,
@@ -367,15 +375,8 @@ async function buildServer(
       : { agentPolicy: loadAgentPolicy(config.agentPolicyFile) }),
     log,
     observe: deps.observeRpc,
+    schema,
   });
-  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
-  const descriptors = findProtoset(config.protosetPath);
-  if (descriptors === undefined) {
-    throw new Error(
-      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
-    );
-  }
-  const schema = loadEdgeSchema(readFileSync(descriptors));
   const edgeDefinition = { requestDeserializer: edgeDeserializer(schema) };
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
