@@ -3,7 +3,10 @@
 // so one Hello could carry a megabyte of version or hostname, with control characters, into the registry, every
 // ListAgents answer and the event log (an AGENT_CONNECTED event per reconnect). A Hello now passes the same
 // edge rules as any client request (lengths by field name, no control characters, valid UTF-8): else it is
-// refused (INVALID_ARGUMENT on the stream, 400 on the long-poll link) and no session opens.
+// refused (INVALID_ARGUMENT on the stream, 400 on the long-poll link) and no session opens. The same held for
+// an inventory's paths (vendor, serial, LU id … went unchecked into ListDevices and PATH_APPEARED events): a
+// path that breaks the rules is dropped (and logged), the agent's other paths are kept; control characters in a
+// device's own INQUIRY text (vendor, product, revision, serial) are shown as '.' instead.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Status } from 'nice-grpc';
 import {
@@ -20,6 +23,7 @@ import {
   type Hello,
 } from '../../src/gen/prfleet/v1/agent.js';
 import { ensureBuilt } from '../helpers/processes.js';
+import { fakePath } from '../server/fake-agent.js';
 
 const hello = (agentId: string, extra: DeepPartial<Hello> = {}): ConnectRequest => ({
   message: {
@@ -102,5 +106,60 @@ describe('a hostile Hello', () => {
       }).finish(),
     });
     expect(response.status).toBe(200);
+  });
+});
+
+describe('a hostile inventory', () => {
+  let server: ServerProcess;
+  let control: ControlClient;
+  const output: string[] = [];
+
+  beforeAll(async () => {
+    await ensureBuilt();
+    server = await startServerProcess({
+      env: { PRFLEET_STORE: 'memory' },
+      onLine: (line) => output.push(line),
+    });
+    control = createControlClient(server.address);
+  }, 600_000);
+
+  afterAll(async () => {
+    control?.close();
+    await server?.handle.stop({ graceMs: 5000 });
+  });
+
+  it('drops the paths that break the rules, logs them, and keeps the others', async () => {
+    const inventory: ConnectRequest = {
+      message: {
+        $case: 'inventory',
+        value: {
+          paths: [
+            fakePath('/dev/sg0', 'naa.5000e11100000001'),
+            fakePath('/dev/sg1', 'naa.5000e11100000002', { vendor: 'V'.repeat(1 << 20) }),
+            fakePath('/dev/sg2', 'naa.5000e11100000003', { serial: 'S\u001b[2J\u0085' }),
+            fakePath('/dev/sg3', 'naa.5000e11100000004', { loaderId: 'l\u001b[2J' }),
+            fakePath('/dev/sg4', `naa.${'5'.repeat(500)}`),
+          ],
+        },
+      },
+    };
+    const response = await fetch(`http://${server.address}/agent/v1/connect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-protobuf' },
+      body: LinkUpload.encode({ messages: [hello('inv'), inventory] }).finish(),
+    });
+    expect(response.status).toBe(200);
+    await expect
+      .poll(async () =>
+        (await control.listDevices({})).logicalUnits.flatMap((u) =>
+          u.paths.map((p) => p.path?.path),
+        ),
+      )
+      .toEqual(['/dev/sg0', '/dev/sg2']);
+    // A device's own odd INQUIRY text is shown with '.' for its control characters, not dropped.
+    const { logicalUnits } = await control.listDevices({});
+    const odd = logicalUnits.flatMap((u) => u.paths).find((p) => p.path?.path === '/dev/sg2');
+    expect(odd?.path?.serial).toBe('S.[2J.');
+    expect(output.join('\n')).toMatch(/inventory paths that break the request rules dropped/);
   });
 });
