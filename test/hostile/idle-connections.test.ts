@@ -2,7 +2,8 @@
 // for ~24 days unless told otherwise (grpc.max_connection_idle_ms), so a client could open connections, send
 // the preface and hold them until the server runs out of file descriptors (then PostgreSQL connections, agents'
 // reconnects and the CLI all fail). An HTTP/2 connection without a call is closed after PRFLEET_CONNECTION_IDLE_MS;
-// a plaintext connection that has not said its protocol by then is closed too. Calls and agents' streams, however
+// a plaintext connection that has not said its protocol by then is closed too, and so is an HTTP/1.1 one that
+// has not sent its whole request head (slowloris: node checked its 10 s header timeout only every 30 s). Calls and agents' streams, however
 // long, are not idle and stay. On TLS, a connection that has not finished its handshake by then (at most 10 s;
 // node's default was 120 s) is closed too.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,6 +60,19 @@ describe('idle connections to the one port', () => {
       closedWithin(silent, IDLE_MS + 6_000),
     ]);
     expect({ part: a, silent: b }).toEqual({ part: true, silent: true });
+  });
+
+  it('closes an HTTP/1.1 connection that drips its request headers (slowloris)', async () => {
+    const socket = await openSocket(server.port);
+    socket.write('GET /healthz HTTP/1.1\r\nhost: prfleet\r\n');
+    const drip = setInterval(() => {
+      if (!socket.destroyed) socket.write('x-drip: 1\r\n');
+    }, 200);
+    try {
+      expect(await closedWithin(socket, IDLE_MS + 6_000)).toBe(true);
+    } finally {
+      clearInterval(drip);
+    }
   });
 
   it('keeps agents streams and a client channel that calls, well past the idle time', async () => {

@@ -105,7 +105,10 @@ export async function listenOnePort(
   const answering = new Set<ServerResponse>();
   const http = createHttpServer(
     {
-      headersTimeout: 10_000,
+      // The request head within the sniff timeout (at most 10 s), checked every second: node's default check
+      // every 30 s let a client dripping header lines (slowloris) hold a connection up to 40 s.
+      headersTimeout: options.sniffTimeoutMs ?? 10_000,
+      connectionsCheckingInterval: Math.min(1_000, options.sniffTimeoutMs ?? 10_000),
       requestTimeout: 30_000,
       keepAliveTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
