@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Command } from '../gen/prfleet/v1/agent.js';
-import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
+import { Outcome, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { toScsiRequest } from '../common/command.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
@@ -9,6 +9,26 @@ export const MAX_SENSE_BYTES = 252;
 export const MAX_RESULT_TEXT = 4096;
 /** Unit attentions one result may carry (a device queues a handful; the agent reports each once). */
 export const MAX_UNIT_ATTENTIONS = 64;
+
+/**
+ * Outcomes an agent reports. Not UNSPECIFIED (never sent), DRY_RUN (the server answers dry runs itself) or a
+ * number no Outcome has: a PROUT recorded with such an outcome reads as neither applied nor UNKNOWN, so nothing
+ * would ever read the LU to settle it.
+ */
+const AGENT_OUTCOMES = new Set<number>([
+  Outcome.OUTCOME_GOOD,
+  Outcome.OUTCOME_RESERVATION_CONFLICT,
+  Outcome.OUTCOME_CHECK_CONDITION,
+  Outcome.OUTCOME_BUSY,
+  Outcome.OUTCOME_TASK_SET_FULL,
+  Outcome.OUTCOME_TASK_ABORTED,
+  Outcome.OUTCOME_OTHER_STATUS,
+  Outcome.OUTCOME_TRANSPORT_ERROR,
+  Outcome.OUTCOME_TIMEOUT,
+  Outcome.OUTCOME_OS_ERROR,
+  Outcome.OUTCOME_UNKNOWN,
+  Outcome.OUTCOME_REFUSED,
+]);
 
 /**
  * How many data-in bytes the command asked the device for (0: none): what the agent computes, from the same
@@ -23,11 +43,13 @@ export function dataInLengthOf(command: Command): number {
 }
 
 /**
- * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: sense over 252
- * bytes, more data-in than the allocation length asked, decoded data the data-in could not hold, oversized
+ * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
+ * reports, sense over 252 bytes, more data-in than the allocation length asked, decoded data the data-in could not hold, oversized
  * text. A compromised agent must not be able to make the server store (and every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
+  if (!AGENT_OUTCOMES.has(result.outcome))
+    return `outcome ${result.outcome} is not one an agent reports`;
   const senseBytes = result.sense?.raw.length ?? 0;
   if (senseBytes > MAX_SENSE_BYTES)
     return `sense of ${senseBytes} bytes (at most ${MAX_SENSE_BYTES})`;

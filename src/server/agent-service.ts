@@ -31,6 +31,7 @@ import {
 import type { AsyncQueue } from '../common/async-queue.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from './middleware.js';
 import type { CommandRouter } from './router.js';
+import { checkRequest, violationsOf, type EdgeSchema } from './edge.js';
 
 /** Most commands coalesced into one CommandBatch (the outbox holds at most its capacity anyway). */
 const MAX_COMMAND_BATCH = 256;
@@ -106,6 +107,12 @@ export interface AgentServiceDeps {
    * holds a connection and its memory, and before Hello nothing is known of its peer. @default 30000
    */
   readonly helloTimeoutMs?: number;
+  /**
+   * The edge's descriptors: a Hello must pass the rules every client request does (string lengths by field name,
+   * no control characters), since what it says goes into the registry, ListAgents and the event log.
+   * @default unchecked (tests of the session logic alone)
+   */
+  readonly schema?: EdgeSchema | undefined;
 }
 
 /**
@@ -146,6 +153,8 @@ export interface AgentSessionHandler {
 export function createAgentService(deps: AgentServiceDeps): AgentService {
   const { registry, log } = deps;
   const helloTimeoutMs = deps.helloTimeoutMs ?? 30_000;
+  const helloDesc = deps.schema?.message('prfleet.v1.Hello');
+  const pathDesc = deps.schema?.message('prfleet.v1.Path');
   // Welcome.heartbeat_interval, converted once (not per session: a failover welcomes a thousand at once).
   let heartbeatInterval: { ms: number; duration: ReturnType<typeof msToDuration> } | undefined;
   const heartbeatDuration = () => {
@@ -236,6 +245,27 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     return kept;
   }
 
+  /**
+   * The paths that pass the edge's rules (lengths by field name, no control characters): what an inventory says
+   * goes into ListDevices, the events and the web view. The others are dropped and logged.
+   */
+  function wellFormed(session: AgentSession, paths: readonly Path[]): readonly Path[] {
+    if (deps.schema === undefined || pathDesc === undefined) return paths;
+    const schema = deps.schema;
+    const bad = new Map<number, string>();
+    paths = paths.map(withPrintableInquiry);
+    paths.forEach((path, i) => {
+      const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
+      if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
+    });
+    if (bad.size === 0) return paths;
+    log.warn(
+      { ...bindings(session), dropped: [...bad.values()].slice(0, 10), count: bad.size },
+      'inventory paths that break the request rules dropped (docs/api-limits.md)',
+    );
+    return paths.filter((_, i) => !bad.has(i));
+  }
+
   function handle(
     session: AgentSession,
     request: ConnectRequest,
@@ -246,7 +276,10 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     switch (message?.$case) {
       case 'inventory': {
         // The certificate's allow-list bounds what the agent may report, so nothing can be routed elsewhere.
-        const { allowed, denied } = authorizeInventory(identity, message.value.paths);
+        const { allowed, denied } = authorizeInventory(
+          identity,
+          wellFormed(session, message.value.paths),
+        );
         if (denied.length > 0) {
           log.warn(
             { ...bindings(session), denied: denied.map((p) => p.path), allow: identity?.allow },
@@ -300,6 +333,8 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       );
     }
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
+    if (deps.schema !== undefined && helloDesc !== undefined)
+      checkRequest(deps.schema, helloDesc, hello, 'hello.');
     const identity = authorizeAgentHello(peerHeaders, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       isRevoked: (certificate) => registry.isCertificateRevoked(certificate),
@@ -507,6 +542,22 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       },
     },
   };
+}
+
+// C0 and C1 controls and DEL, as the edge refuses them.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
+/**
+ * The path with control characters in its INQUIRY text (vendor, product, revision, serial: what a device says
+ * about itself, decoded as latin1) shown as '.', as a key layout shows unprintable bytes: an odd device stays
+ * listed; only what is still wrong after that (lengths, ids) drops the path.
+ */
+function withPrintableInquiry(path: Path): Path {
+  const fields = ['vendor', 'product', 'revision', 'serial'] as const;
+  if (!fields.some((f) => path[f].search(CONTROL) >= 0)) return path;
+  const cleaned = { ...path };
+  for (const f of fields) cleaned[f] = path[f].replace(CONTROL, '.');
+  return cleaned;
 }
 
 /** A grpc-js Metadata read the way nice-grpc's CallContext.metadata is: the first value of a key. */

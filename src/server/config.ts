@@ -29,10 +29,12 @@ const ServerEnv = z.object({
   PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
   PRFLEET_PRINCIPAL_MAX_SESSIONS: z.coerce.number().int().min(0).max(1_000_000).default(32),
   PRFLEET_PRINCIPAL_MAX_COMMANDS: z.coerce.number().int().min(0).max(1_000_000).default(128),
+  PRFLEET_PRINCIPAL_MAX_WATCHES: z.coerce.number().int().min(0).max(1_000_000).default(64),
   PRFLEET_REFLECTION: booleanFlag.default(true),
   PRFLEET_PROTOSET: z.string().min(1).optional(),
   PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
   PRFLEET_LONG_POLL_WAIT_MS: z.coerce.number().int().min(100).max(300_000).default(20_000),
+  PRFLEET_CONNECTION_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
   PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
   PRFLEET_EVENTS_RETAIN: z.coerce.number().int().min(100).max(100_000_000).default(100_000),
   PRFLEET_EVENTS_RETAIN_MS: z.coerce
@@ -109,11 +111,15 @@ export interface ServerConfig {
   /** Commands of one CommandSession in flight at once (more are read when some finish). @default 64 */
   readonly sessionConcurrency: number;
   /**
-   * Fair share: open CommandSessions and commands in flight (unary and in sessions) per principal (token name,
-   * certificate identity, else client IP); over it, RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}. 0 = unlimited.
-   * @default { maxSessions: 32, maxCommands: 128 }
+   * Fair share: open CommandSessions, commands in flight (unary and in sessions) and open Watch streams per
+   * principal (token name, certificate identity, else client IP); over it, RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
+   * 0 = unlimited. @default { maxSessions: 32, maxCommands: 128, maxWatches: 64 }
    */
-  readonly principalLimits: { readonly maxSessions: number; readonly maxCommands: number };
+  readonly principalLimits: {
+    readonly maxSessions: number;
+    readonly maxCommands: number;
+    readonly maxWatches?: number;
+  };
   /** Serve grpc.reflection.v1 and v1alpha. @default true */
   readonly reflection: boolean;
   /** Descriptor set for reflection. @default src/gen/protoset.binpb found next to the code */
@@ -125,6 +131,12 @@ export interface ServerConfig {
    * timeout, nginx 60 s). @default 20000
    */
   readonly longPollWaitMs?: number;
+  /**
+   * An HTTP/2 connection with no call open for this long is closed (GOAWAY; clients reconnect when they next
+   * call), and a plaintext connection that has not shown its protocol by then (or 10 s) too: held-open idle
+   * connections cannot exhaust the server's file descriptors. @default 300000
+   */
+  readonly connectionIdleMs?: number;
   /**
    * PRFLEET_AGENT_POLICY: YAML/JSON file binding agents to the sites, LU ids and loaders they may report
    * (inventory-screen.ts); paths outside it are refused and logged. @default none (no restriction)
@@ -275,11 +287,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
     principalLimits: {
       maxSessions: e.PRFLEET_PRINCIPAL_MAX_SESSIONS,
       maxCommands: e.PRFLEET_PRINCIPAL_MAX_COMMANDS,
+      maxWatches: e.PRFLEET_PRINCIPAL_MAX_WATCHES,
     },
     reflection: e.PRFLEET_REFLECTION,
     ...(e.PRFLEET_PROTOSET === undefined ? {} : { protosetPath: e.PRFLEET_PROTOSET }),
     maxAgentPaths: e.PRFLEET_MAX_AGENT_PATHS,
     longPollWaitMs: e.PRFLEET_LONG_POLL_WAIT_MS,
+    connectionIdleMs: e.PRFLEET_CONNECTION_IDLE_MS,
     ...(e.PRFLEET_AGENT_POLICY === undefined ? {} : { agentPolicyFile: e.PRFLEET_AGENT_POLICY }),
     listPageBytes: e.PRFLEET_LIST_PAGE_BYTES,
     store: storeConfigFromEnv(env),

@@ -83,9 +83,11 @@ export function limitOf(fieldName: string): keyof typeof STRING_LIMITS {
   return 'text';
 }
 
-// C0 controls (tab and newline allowed in free text only), DEL, C1 controls.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
-const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+// C0 controls (tab and newline allowed in free text only), DEL, C1 controls, and the bidirectional marks,
+// embeddings, overrides and isolates: with those a reason kept in the history could display unlike its bytes.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const CONTROL_IN_TEXT =
+  /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
 
 /** What the deserializer hands on for a body it could not decode (instead of throwing: grpc-js says INTERNAL). */
 export class UndecodableRequest {

@@ -17,6 +17,8 @@ export interface FairShareLimits {
   readonly maxSessions: number;
   /** Commands in flight per principal, unary and in sessions. */
   readonly maxCommands: number;
+  /** Open FleetService.Watch streams per principal. @default 0 (unlimited) */
+  readonly maxWatches?: number;
 }
 
 /**
@@ -51,6 +53,8 @@ export interface FairShare {
   openSession(principal: string): Release;
   /** Takes a command slot for `principal`, or throws RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}. */
   startCommand(principal: string): Release;
+  /** Takes a Watch slot for `principal`, or throws RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}. */
+  openWatch(principal: string): Release;
   /** What `principal` holds now (tests, logs). */
   usage(principal: string): { sessions: number; commands: number };
 }
@@ -59,11 +63,12 @@ export interface FairShare {
 export function createFairShare(limits: FairShareLimits): FairShare {
   const sessions = new Map<string, number>();
   const commands = new Map<string, number>();
+  const watches = new Map<string, number>();
   const take = (
     counts: Map<string, number>,
     principal: string,
     limit: number,
-    what: 'sessions' | 'commands',
+    what: Quota,
   ): Release => {
     const held = counts.get(principal) ?? 0;
     if (limit > 0 && held >= limit) throw quotaExceeded(principal, limit, what);
@@ -80,6 +85,7 @@ export function createFairShare(limits: FairShareLimits): FairShare {
   return {
     openSession: (principal) => take(sessions, principal, limits.maxSessions, 'sessions'),
     startCommand: (principal) => take(commands, principal, limits.maxCommands, 'commands'),
+    openWatch: (principal) => take(watches, principal, limits.maxWatches ?? 0, 'watches'),
     usage: (principal) => ({
       sessions: sessions.get(principal) ?? 0,
       commands: commands.get(principal) ?? 0,
@@ -91,17 +97,18 @@ export function createFairShare(limits: FairShareLimits): FairShare {
 const LIMIT_VARIABLES = {
   sessions: 'PRFLEET_PRINCIPAL_MAX_SESSIONS',
   commands: 'PRFLEET_PRINCIPAL_MAX_COMMANDS',
+  watches: 'PRFLEET_PRINCIPAL_MAX_WATCHES',
 } as const;
 
-function quotaExceeded(
-  principal: string,
-  limit: number,
-  what: 'sessions' | 'commands',
-): RichServerError {
+type Quota = keyof typeof LIMIT_VARIABLES;
+
+function quotaExceeded(principal: string, limit: number, what: Quota): RichServerError {
   const description =
     what === 'sessions'
       ? `${principal} already has ${limit} CommandSessions open (${LIMIT_VARIABLES.sessions}): close one first`
-      : `${principal} already has ${limit} commands in flight (${LIMIT_VARIABLES.commands}): wait for their results; nothing was sent`;
+      : what === 'watches'
+        ? `${principal} already has ${limit} Watch streams open (${LIMIT_VARIABLES.watches}): end one first`
+        : `${principal} already has ${limit} commands in flight (${LIMIT_VARIABLES.commands}): wait for their results; nothing was sent`;
   return new RichServerError(Status.RESOURCE_EXHAUSTED, description, [
     ErrorInfo.fromPartial({
       reason: ErrorReason.PRINCIPAL_QUOTA,

@@ -25,7 +25,7 @@ import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
 import { exposeDeadline } from './deadline.js';
 import { reflectionServices } from './reflection.js';
-import { createFairShare } from './fair-share.js';
+import { createFairShare, fairSharePrincipalOf, peerHost, type FairShare } from './fair-share.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
 import {
   maxPendingMs,
@@ -98,11 +98,26 @@ export interface ServerDeps {
  */
 export const SERVER_CHANNEL_OPTIONS = { 'grpc.enable_channelz': 0 } as const;
 
+/** See ServerConfig.connectionIdleMs. */
+const DEFAULT_CONNECTION_IDLE_MS = 300_000;
+
+/** Watch counted against its caller's share of open watches (PRFLEET_PRINCIPAL_MAX_WATCHES). */
+function watchWithinShare(watch: FleetEvents['watch'], share: FairShare): FleetEvents['watch'] {
+  return async function* (request, ctx) {
+    const release = share.openWatch(fairSharePrincipalOf(ctx));
+    try {
+      yield* watch(request, ctx);
+    } finally {
+      release();
+    }
+  };
+}
+
 /**
  * FleetService on a server without a durable store: every call answers FAILED_PRECONDITION naming the fix, but
  * Watch, which serves the in-memory event log.
  */
-function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementation {
+function fleetServiceWithoutStore(watch: FleetEvents['watch']): FleetServiceImplementation {
   const refuse = () =>
     new ServerError(
       Status.FAILED_PRECONDITION,
@@ -121,7 +136,7 @@ function fleetServiceWithoutStore(events: FleetEvents): FleetServiceImplementati
           },
     ]),
   ) as unknown as FleetServiceImplementation & { watch: FleetEvents['watch'] };
-  return { ...refusing, watch: (request, ctx) => events.watch(request, ctx) };
+  return { ...refusing, watch };
 }
 
 /**
@@ -342,6 +357,14 @@ async function buildServer(
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
 
+  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
+  const descriptors = findProtoset(config.protosetPath);
+  if (descriptors === undefined) {
+    throw new Error(
+      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
+    );
+  }
+  const schema = loadEdgeSchema(readFileSync(descriptors));
   const agentService = createAgentService({
     registry: agents,
     router,
@@ -352,21 +375,16 @@ async function buildServer(
       : { agentPolicy: loadAgentPolicy(config.agentPolicyFile) }),
     log,
     observe: deps.observeRpc,
+    schema,
   });
-  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
-  const descriptors = findProtoset(config.protosetPath);
-  if (descriptors === undefined) {
-    throw new Error(
-      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
-    );
-  }
-  const schema = loadEdgeSchema(readFileSync(descriptors));
   const edgeDefinition = { requestDeserializer: edgeDeserializer(schema) };
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
     createServer({
       interceptors: [agentService.interceptor, exposeDeadline],
       ...SERVER_CHANNEL_OPTIONS,
+      // Without it grpc-js keeps a connection that opens no call for ~24 days (docs/http.md).
+      'grpc.max_connection_idle_ms': config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
     }).use(rpcMiddleware(log, deps.observeRpc)),
   );
   // Tokens guard the client-facing services only; agents authenticate with their certificates.
@@ -374,6 +392,8 @@ async function buildServer(
     deps.controlMiddleware === undefined ? server : server.with(deps.controlMiddleware)
   ).with(edgeMiddleware(schema));
   server.add(HealthDefinition, HealthServiceImpl(health));
+  const fairShare = createFairShare(config.principalLimits);
+  const watch = watchWithinShare(events.watch, fairShare);
   // Results and agent messages are complete: encode them without nice-grpc's per-message fromPartial deep copy.
   control.add(
     directServiceDefinition(ControlServiceDefinition, edgeDefinition),
@@ -384,7 +404,7 @@ async function buildServer(
       instanceId: config.instanceId,
       sessionConcurrency: config.sessionConcurrency,
       sessions,
-      fairShare: createFairShare(config.principalLimits),
+      fairShare,
       log,
       schema,
       history: store?.history,
@@ -410,7 +430,7 @@ async function buildServer(
         log,
         instanceId: config.instanceId,
         commands,
-        watch: events.watch,
+        watch,
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         onAuditComplete: events.onAudit,
@@ -428,7 +448,7 @@ async function buildServer(
       reconciler.start();
     }
   } else {
-    control.add(FleetServiceDefinition, fleetServiceWithoutStore(events));
+    control.add(FleetServiceDefinition, fleetServiceWithoutStore(watch));
   }
   if (config.reflection) {
     const protoset = findProtoset(config.protosetPath);
@@ -474,6 +494,13 @@ async function buildServer(
     events: events.log,
     tokens: deps.tokens,
     log: log.child({ component: 'web' }),
+    // A view's event stream is a watch: it counts against the caller's Watch quota, named as Watch names it.
+    openStream: (req, principal) =>
+      fairShare.openWatch(
+        principal !== undefined
+          ? `token:${principal.name}`
+          : `peer:${peerHost(req.socket.remoteAddress ?? '')}`,
+      ),
   });
   registerWebView(http, web);
 
@@ -531,6 +558,7 @@ async function buildServer(
         credentials: listenCredentials,
         http: http.handle,
         log,
+        sniffTimeoutMs: Math.min(10_000, config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS),
       });
       agents.startLivenessChecks();
       events.start();

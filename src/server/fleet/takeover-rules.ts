@@ -177,6 +177,36 @@ export function takeoverRulesFromEnv(env: NodeJS.ProcessEnv = process.env): Take
   return rules;
 }
 
+/** Longest liveness answer read, bytes: a longer one is not read further, and proves nothing. */
+const MAX_LIVENESS_ANSWER = 4096;
+
+/** The body as text, or undefined (and the rest left unread) once it passes `max` bytes. */
+async function readCapped(response: Response, max: number): Promise<string | undefined> {
+  const reader = (response.body as ReadableStream<Uint8Array> | null)?.getReader();
+  if (reader === undefined) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      return undefined;
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
+ * `text` with control and formatting characters (escapes, newlines, bidi overrides) shown as `\u{…}`: it goes into
+ * the history's evidence, which people read in terminals.
+ */
+function printable(text: string): string {
+  return text.replace(/[\p{Cc}\p{Cf}]/gu, (c) => `\\u{${(c.codePointAt(0) ?? 0).toString(16)}}`);
+}
+
 /** What the liveness webhook answered. */
 export interface LivenessAnswer {
   /** True only when it answered in time, 2xx, with `{"down": true}`. */
@@ -206,7 +236,13 @@ export async function askLiveness(
   const timeout = AbortSignal.timeout(hook.timeoutMs);
   const both = signal === undefined ? timeout : AbortSignal.any([signal, timeout]);
   const url = new URL(hook.url);
-  const init: RequestInit = { method: hook.method, signal: both, headers: { ...hook.headers } };
+  // A redirect is not followed: only the service the operator configured may prove a host down.
+  const init: RequestInit = {
+    method: hook.method,
+    signal: both,
+    headers: { ...hook.headers },
+    redirect: 'manual',
+  };
   if (hook.method === 'GET') {
     url.searchParams.set('host', q.host);
     url.searchParams.set('site', q.site);
@@ -217,7 +253,19 @@ export async function askLiveness(
   const where = `${hook.method} ${url.origin}${url.pathname}`;
   try {
     const response = await fetch(url, init);
-    const text = (await response.text()).slice(0, 4096);
+    if (response.status >= 300 && response.status < 400) {
+      await response.body?.cancel();
+      return {
+        down: false,
+        detail: `${where} answered a redirect (HTTP ${response.status}), not followed: not proven`,
+      };
+    }
+    const text = await readCapped(response, MAX_LIVENESS_ANSWER);
+    if (text === undefined)
+      return {
+        down: false,
+        detail: `${where} answered over ${MAX_LIVENESS_ANSWER} bytes: not proven`,
+      };
     if (!response.ok)
       return { down: false, detail: `${where} answered HTTP ${response.status}: not proven` };
     let body: unknown;
@@ -228,7 +276,8 @@ export async function askLiveness(
     }
     const down = (body as { down?: unknown } | null)?.down;
     const said = (body as { detail?: unknown } | null)?.detail;
-    const extra = typeof said === 'string' && said !== '' ? ` (${said.slice(0, 200)})` : '';
+    const extra =
+      typeof said === 'string' && said !== '' ? ` (${printable(said.slice(0, 200))})` : '';
     if (typeof down !== 'boolean')
       return { down: false, detail: `${where} answered without "down": not proven` };
     return { down, detail: `${where} says ${q.host} is ${down ? 'down' : 'up'}${extra}` };

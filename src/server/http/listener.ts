@@ -25,7 +25,10 @@ export interface OnePortOptions {
   readonly http: (req: IncomingMessage, res: ServerResponse) => void;
   /** Logger. */
   readonly log: Logger;
-  /** A plaintext connection that has not sent enough bytes to tell its protocol by then is closed. @default 10000 */
+  /**
+   * A plaintext connection that has not sent enough bytes to tell its protocol by then is closed, and a TLS
+   * connection that has not finished its handshake. @default 10000
+   */
   readonly sniffTimeoutMs?: number;
 }
 
@@ -102,7 +105,10 @@ export async function listenOnePort(
   const answering = new Set<ServerResponse>();
   const http = createHttpServer(
     {
-      headersTimeout: 10_000,
+      // The request head within the sniff timeout (at most 10 s), checked every second: node's default check
+      // every 30 s let a client dripping header lines (slowloris) hold a connection up to 40 s.
+      headersTimeout: options.sniffTimeoutMs ?? 10_000,
+      connectionsCheckingInterval: Math.min(1_000, options.sniffTimeoutMs ?? 10_000),
       requestTimeout: 30_000,
       keepAliveTimeout: 5_000,
       maxHeaderSize: 16 * 1024,
@@ -125,10 +131,15 @@ export async function listenOnePort(
 
   let listener: NetServer;
   if (secure) {
-    listener = await createTlsListener(credentials, log, (socket) => {
-      if (socket.alpnProtocol === 'h2') injector.injectConnection(socket);
-      else http.emit('connection', socket);
-    });
+    listener = await createTlsListener(
+      credentials,
+      log,
+      options.sniffTimeoutMs ?? 10_000,
+      (socket) => {
+        if (socket.alpnProtocol === 'h2') injector.injectConnection(socket);
+        else http.emit('connection', socket);
+      },
+    );
   } else {
     listener = createNetServer((socket) => {
       sniff(socket, options.sniffTimeoutMs ?? 10_000, (isH2) => {
@@ -169,9 +180,12 @@ export async function listenOnePort(
 async function createTlsListener(
   credentials: ServerCredentials,
   log: Logger,
+  handshakeTimeoutMs: number,
   onSecure: (socket: TLSSocket) => void,
 ): Promise<NetServer> {
   const tlsServer = createTlsServer({
+    // A connection that has not finished its handshake by then is closed (node's default: 120 s).
+    handshakeTimeout: handshakeTimeoutMs,
     ...(credentials._getConstructorOptions() ?? {}),
     ...(await secureContextOf(credentials)),
     ALPNProtocols: ['h2', 'http/1.1'],
@@ -185,7 +199,11 @@ async function createTlsListener(
     socket.on('error', (e) => log.debug({ err: e }, 'TLS connection error'));
     onSecure(socket);
   });
-  tlsServer.on('tlsClientError', (e) => log.debug({ err: e }, 'TLS handshake failed'));
+  tlsServer.on('tlsClientError', (e, socket) => {
+    log.debug({ err: e }, 'TLS handshake failed');
+    // With a listener node leaves the socket open (a handshake timeout closed nothing): close it here.
+    socket.destroy();
+  });
   return tlsServer;
 }
 

@@ -149,7 +149,9 @@ function bearerOf(req: IncomingMessage, allowCookie: boolean): string | undefine
   if (!allowCookie) return undefined;
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [name, ...value] = part.trim().split('=');
-    if (name === TOKEN_COOKIE) return decodeURIComponent(value.join('='));
+    // Tokens need no percent-encoding (the view sets the cookie raw): the value is taken as it is, and one that
+    // is not a token is a bad token (401), whatever bytes it holds.
+    if (name === TOKEN_COOKIE) return value.join('=');
   }
   return undefined;
 }
@@ -220,6 +222,25 @@ async function authorize(
   return principal;
 }
 
+/**
+ * Why a request target is not in normal form (empty, `.` or `..` segments, also percent-encoded; an encoded
+ * slash, backslash or NUL), or undefined. A proxy in front and URL parsing here could read such a target as
+ * different paths, so that a path a proxy refuses reaches its route spelled another way: refused instead.
+ */
+export function oddTarget(target: string): string | undefined {
+  const path = target.startsWith('/')
+    ? target.replace(/[?#].*$/s, '')
+    : /^https?:\/\/[^/?#]*([^?#]*)/is.exec(target)?.[1];
+  if (path === undefined) return 'neither a path nor an http(s) URL';
+  if (path === '') return undefined; // absolute form without a path: '/'
+  if (/%(2f|5c|00)|\\/i.test(path)) return 'encoded slash, backslash or NUL in the path';
+  const segments = path.replace(/%2e/gi, '.').split('/').slice(1);
+  const last = segments.length - 1;
+  if (segments.some((s, i) => s === '.' || s === '..' || (s === '' && i < last)))
+    return 'empty, "." or ".." segment in the path (send it normalized)';
+  return undefined;
+}
+
 /** The route table and its dispatcher: 404 for unknown paths, 405 for a known path's other methods. */
 export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
   const { log } = options;
@@ -250,7 +271,12 @@ export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
   async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     // Tells a client the answer is the server's own, not a proxy's (a 502-504 from nginx may be retried).
     res.setHeader(ANSWERED_BY, 'prfleet');
-    const url = new URL(req.url ?? '/', 'http://prfleet.invalid');
+    const target = req.url ?? '/';
+    const odd = oddTarget(target);
+    if (odd !== undefined) return sendText(res, 400, `request target refused: ${odd}`);
+    // Origin form is appended to a base, never resolved against it: `//x/y` stays a path, not a host.
+    const url = URL.parse(target.startsWith('/') ? `http://prfleet.invalid${target}` : target);
+    if (url === null) return sendText(res, 400, 'request target refused: not a URL');
     const found = find(url.pathname);
     if (found === undefined) return sendText(res, 404, `no such path: ${url.pathname}`);
     const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');

@@ -9,6 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
+import type { Principal } from '../auth/tokens.js';
 import {
   checkAccess,
   checkToken,
@@ -24,6 +25,12 @@ import { createFleetState, type FleetState, type FleetStateDeps } from './fleet-
 import { fleetPage, loginPage } from './pages.js';
 import { openEventStream } from './sse.js';
 
+/** The words of a quota error (a ServerError's details), for a text answer. */
+function errorText(err: unknown): string {
+  const details = (err as { details?: unknown }).details;
+  return typeof details === 'string' ? details : String(err);
+}
+
 /** What {@link createWebView} needs. */
 export interface WebViewDeps extends FleetStateDeps, WebAuthOptions {
   readonly log: Logger;
@@ -36,6 +43,11 @@ export interface WebViewDeps extends FleetStateDeps, WebAuthOptions {
   readonly tokenRecheckMs?: number;
   /** The live fleet picture, when the caller builds it. @default createFleetState(deps) */
   readonly state?: FleetState;
+  /**
+   * Takes one of the caller's event-stream slots (the server's per-principal Watch quota) and returns its
+   * release, or throws an Error saying which limit is reached (answered 429). @default unlimited
+   */
+  readonly openStream?: (req: IncomingMessage, principal: Principal | undefined) => () => void;
 }
 
 /** The web view handler. */
@@ -213,21 +225,32 @@ export function createWebView(deps: WebViewDeps): WebView {
       return send(res, 200, JSON_TYPE, JSON.stringify(view));
     }
     // /api/v1/fleet/events
+    let release: () => void = () => {};
+    try {
+      release = deps.openStream?.(req, access.principal) ?? release;
+    } catch (err) {
+      return send(res, 429, TEXT, `${errorText(err)}\n`);
+    }
     const token = presentedToken(req);
     const stillAllowed = async () =>
       token === undefined || (await checkToken(token, deps)).kind === 'allowed';
-    streams.add(
-      await openEventStream(req, res, {
-        state,
-        stillAllowed,
-        log: deps.log,
-        headers: SECURITY_HEADERS,
-        events: deps.events,
-        ...(deps.tokenRecheckMs === undefined ? {} : { recheckMs: deps.tokenRecheckMs }),
-        onEnd: (end) => streams.delete(end),
-        ...(signal === undefined ? {} : { signal }),
-      }),
-    );
+    const end = await openEventStream(req, res, {
+      state,
+      stillAllowed,
+      log: deps.log,
+      headers: SECURITY_HEADERS,
+      events: deps.events,
+      ...(deps.tokenRecheckMs === undefined ? {} : { recheckMs: deps.tokenRecheckMs }),
+      onEnd: (ended) => {
+        streams.delete(ended);
+        release();
+      },
+      ...(signal === undefined ? {} : { signal }),
+    }).catch((err: unknown) => {
+      release();
+      throw err;
+    });
+    streams.add(end);
   }
 
   const PATHS = new Set([
