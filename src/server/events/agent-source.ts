@@ -104,6 +104,75 @@ export function pathEvents(
 }
 
 /**
+ * Path events one agent may add to the log: a token bucket per agent (a full reconnect of the largest allowed
+ * inventory — every path lost, then appeared — fits the burst), and past it one PATHS_CHURNED event per agent per
+ * minute with the counts. Without it an agent alternating two large inventories wrote ~117,000 events a second and
+ * expired every watcher's cursor (test/hostile/event-flood.test.ts).
+ */
+export class PathEventBudget {
+  private readonly buckets = new Map<string, { tokens: number; at: number; churned?: Churn }>();
+
+  constructor(
+    /** Path events an agent may make at once (default: 2 × PRFLEET_MAX_AGENT_PATHS' default). */
+    readonly burst = 8192,
+    /** Path events an agent earns back per minute. */
+    readonly perMinute = 1024,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The events to record for one inventory's difference: all of them, none, or one PATHS_CHURNED. */
+  admit(agentId: string, site: string, events: NewFleetEvent[]): NewFleetEvent[] {
+    if (events.length === 0) return events;
+    const now = this.now();
+    const bucket = this.buckets.get(agentId) ?? { tokens: this.burst, at: now };
+    bucket.tokens = Math.min(
+      this.burst,
+      bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000,
+    );
+    bucket.at = now;
+    this.buckets.set(agentId, bucket);
+    if (bucket.churned === undefined && bucket.tokens >= events.length) {
+      bucket.tokens -= events.length;
+      return events;
+    }
+    const churned = (bucket.churned ??= { appeared: 0, lost: 0, since: now, told: -Infinity });
+    for (const e of events)
+      if (e.kind === EventKind.EVENT_KIND_PATH_APPEARED) churned.appeared += 1;
+      else churned.lost += 1;
+    if (now - churned.told < 60_000) return [];
+    churned.told = now;
+    const told: NewFleetEvent = {
+      kind: EventKind.EVENT_KIND_PATHS_CHURNED,
+      agentId,
+      site,
+      actor: agentId,
+      summary: `${agentId}'s paths churned: ${churned.appeared} appeared, ${churned.lost} lost since ${new Date(churned.since).toISOString()} (over ${this.perMinute} path events a minute; ListDevices has its paths)`,
+      detail: {
+        $case: 'agent',
+        value: {
+          agentVersion: '',
+          reason: `paths churned: ${churned.appeared} appeared, ${churned.lost} lost`,
+          paths: events.length,
+        },
+      },
+    };
+    churned.appeared = 0;
+    churned.lost = 0;
+    churned.since = now;
+    // Back to single path events once the bucket has refilled past a burst's worth of quiet.
+    if (bucket.tokens >= this.burst / 2) delete bucket.churned;
+    return [told];
+  }
+}
+
+interface Churn {
+  appeared: number;
+  lost: number;
+  since: number;
+  told: number;
+}
+
+/**
  * Turns the registry's session events into fleet events: AGENT_CONNECTED / AGENT_DISCONNECTED (a session
  * replaced by a newer one of the same agent is no disconnection) and the path differences of each inventory.
  * Only the instance holding an agent's stream sees its session events, so each is recorded once fleet-wide.
@@ -114,6 +183,7 @@ export function recordAgentEvents(
   events: EventLog,
   paths: PathBook,
   log: Logger,
+  budget = new PathEventBudget(),
 ): () => void {
   const chains = new Map<string, Promise<void>>();
   const serial = (agentId: string, work: () => Promise<void>) => {
@@ -181,7 +251,11 @@ export function recordAgentEvents(
         serial(agentId, () =>
           paths
             .exchange(agentId, next, (previous) =>
-              pathEvents(agentId, site, previous, next, (p) => loaders.get(p) ?? ''),
+              budget.admit(
+                agentId,
+                site,
+                pathEvents(agentId, site, previous, next, (p) => loaders.get(p) ?? ''),
+              ),
             )
             .then(() => undefined),
         );

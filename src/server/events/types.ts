@@ -1,4 +1,4 @@
-import type { EventKind, FleetEvent } from '../../gen/prfleet/v1/events.js';
+import { EventKind, type FleetEvent } from '../../gen/prfleet/v1/events.js';
 
 /**
  * An event to append: everything but the cursor and the time, which the log assigns. `detail` and the
@@ -147,3 +147,12 @@ export function matchesFilter(event: FleetEvent, filter: EventFilter | undefined
   if (filter.agentIds?.length && !filter.agentIds.includes(event.agentId)) return false;
   return true;
 }
+
+/** The kinds about an agent and its paths (filtered by the agent's site; they name no LU's loader). */
+export const AGENT_KINDS: ReadonlySet<EventKind> = new Set([
+  EventKind.EVENT_KIND_AGENT_CONNECTED,
+  EventKind.EVENT_KIND_AGENT_DISCONNECTED,
+  EventKind.EVENT_KIND_PATH_APPEARED,
+  EventKind.EVENT_KIND_PATH_LOST,
+  EventKind.EVENT_KIND_PATHS_CHURNED,
+]);

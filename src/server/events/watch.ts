@@ -15,6 +15,7 @@ import { pathsByLu } from '../devices.js';
 import { enrich, registryContext, type FleetContext } from './context.js';
 import type { ObservedStates } from './observed.js';
 import {
+  AGENT_KINDS,
   CursorAheadError,
   CursorExpiredError,
   WatcherTooSlowError,
@@ -51,13 +52,6 @@ export interface WatchDeps {
 const KNOWN_KINDS = new Set(
   Object.values(EventKind).filter((v): v is EventKind => typeof v === 'number' && Number(v) > 0),
 );
-
-const AGENT_KINDS = new Set([
-  EventKind.EVENT_KIND_AGENT_CONNECTED,
-  EventKind.EVENT_KIND_AGENT_DISCONNECTED,
-  EventKind.EVENT_KIND_PATH_APPEARED,
-  EventKind.EVENT_KIND_PATH_LOST,
-]);
 
 /** The request's filter: kinds, LU and agent ids go to the log; site and loader are tested per event. */
 function filterOf(

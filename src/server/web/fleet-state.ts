@@ -276,6 +276,7 @@ export function createFleetState(deps: FleetStateDeps): FleetState {
       case EventKind.EVENT_KIND_AGENT_DISCONNECTED:
       case EventKind.EVENT_KIND_PATH_APPEARED:
       case EventKind.EVENT_KIND_PATH_LOST:
+      case EventKind.EVENT_KIND_PATHS_CHURNED:
         onAgentChange(event.agentId);
         if (event.luId !== '') invalidate(event.luId);
         return;

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import {
-  EventKind,
   eventKindFromJSON,
   eventKindToJSON,
   type FleetEvent,
@@ -8,6 +7,7 @@ import {
 import { eventToJson } from '../../common/event-json.js';
 import { enrich, type FleetContext } from '../events/context.js';
 import {
+  AGENT_KINDS,
   CursorAheadError,
   CursorExpiredError,
   type EventFilter,
@@ -97,13 +97,6 @@ export function retryDelayMs(attempts: number, settings: WebhookSettings): numbe
   );
   return Math.round(base * (0.5 + Math.random() / 2));
 }
-
-const AGENT_KINDS = new Set([
-  EventKind.EVENT_KIND_AGENT_CONNECTED,
-  EventKind.EVENT_KIND_AGENT_DISCONNECTED,
-  EventKind.EVENT_KIND_PATH_APPEARED,
-  EventKind.EVENT_KIND_PATH_LOST,
-]);
 
 /**
  * The webhook's filter as the log's filter plus a site/loader test (the same meaning as Watch's). An event whose

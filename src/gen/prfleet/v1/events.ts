@@ -47,6 +47,12 @@ export enum EventKind {
   EVENT_KIND_FINDING_RAISED = 10,
   /** EVENT_KIND_FINDING_CLEARED - An audit finding that was raised is no longer found. */
   EVENT_KIND_FINDING_CLEARED = 11,
+  /**
+   * EVENT_KIND_PATHS_CHURNED - An agent's inventory changed more paths than its path-event budget allows (a flapping or hostile agent): one
+   * event per agent per minute at most, with the counts of paths that appeared and were lost in `agent.reason`;
+   * the paths themselves are in ListDevices.
+   */
+  EVENT_KIND_PATHS_CHURNED = 12,
   UNRECOGNIZED = -1,
 }
 
@@ -88,6 +94,9 @@ export function eventKindFromJSON(object: any): EventKind {
     case 11:
     case "EVENT_KIND_FINDING_CLEARED":
       return EventKind.EVENT_KIND_FINDING_CLEARED;
+    case 12:
+    case "EVENT_KIND_PATHS_CHURNED":
+      return EventKind.EVENT_KIND_PATHS_CHURNED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -121,6 +130,8 @@ export function eventKindToJSON(object: EventKind): string {
       return "EVENT_KIND_FINDING_RAISED";
     case EventKind.EVENT_KIND_FINDING_CLEARED:
       return "EVENT_KIND_FINDING_CLEARED";
+    case EventKind.EVENT_KIND_PATHS_CHURNED:
+      return "EVENT_KIND_PATHS_CHURNED";
     case EventKind.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
