@@ -9,10 +9,7 @@ import { Option, type Command, type OptionValues } from '@commander-js/extra-typ
 import { registerWatchCommand } from './watch.js';
 import { registerWebhookCommands } from './webhooks.js';
 import { registerLoaderCommands } from './loaders.js';
-import { createChannel, createClientFactory } from 'nice-grpc';
-import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
-import { bearerTokenMiddleware } from '../common/client.js';
-import { channelFor, type ConnectSettings } from './client.js';
+import { connectFleet } from './client.js';
 import {
   resolveConnection,
   transportContextOf,
@@ -20,7 +17,6 @@ import {
   type ConnectionSettings,
 } from './connection.js';
 import {
-  FleetServiceDefinition,
   findingKindToJSON,
   keyStatusToJSON,
   reachabilityToJSON,
@@ -78,22 +74,8 @@ export const ROLLOUT_FAILED_EXIT_CODE = 42;
 /** Exit code of an audit with critical findings: prfleet's own. */
 export const AUDIT_CRITICAL_EXIT_CODE = 43;
 
-/** FleetService client with rich error details, over TLS or (when asked) plaintext, with the bearer token. */
-export function connectFleet(
-  address: string,
-  settings: ConnectSettings,
-): { client: FleetServiceClient; close(): void } {
-  const { credentials, channelOptions } = channelFor(settings);
-  const channel = createChannel(
-    'address' in settings ? settings.address : address,
-    credentials,
-    channelOptions,
-  );
-  const base = createClientFactory().use(errorDetailsClientMiddleware);
-  const factory =
-    settings.token === undefined ? base : base.use(bearerTokenMiddleware(settings.token));
-  return { client: factory.create(FleetServiceDefinition, channel), close: () => channel.close() };
-}
+/** FleetService client: the shared client factory's, with the same middleware as the ControlService one. */
+export { connectFleet } from './client.js';
 
 const ENUMS: Readonly<Record<string, (v: number) => string>> = {
   kind: findingKindToJSON,
