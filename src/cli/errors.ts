@@ -27,6 +27,25 @@ export interface DescribedError {
   readonly exitCode: number;
 }
 
+/**
+ * A command's own failure that is not an RPC error (an unreadable transcript, an answer that is not what was
+ * asked): thrown from a command body, printed in the one error format with this code, hint and exit code.
+ */
+export class CliFailure extends Error {
+  override readonly name = 'CliFailure';
+  constructor(
+    /** Short name in place of the status, e.g. "USAGE". */
+    readonly code: string,
+    message: string,
+    /** What to do next. */
+    readonly hint: string,
+    /** Process exit code. */
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
 /** What the CLI was doing when the error came, for the hint. */
 export interface ErrorContext {
   /** Server address dialled. */
@@ -84,6 +103,10 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
       ),
       exitCode: ExitCode.RPC_DEADLINE_EXCEEDED,
     };
+  }
+  if (error instanceof CliFailure) {
+    const { code, message, hint, exitCode } = error;
+    return { code, message, hint, exitCode };
   }
   if (error instanceof ConnectionConfigError) {
     return {

@@ -8,23 +8,14 @@ import { readFile } from 'node:fs/promises';
 import { Option } from '@commander-js/extra-typings';
 import { ExitCode } from './exit-codes.js';
 import { stringifyJson } from './json.js';
-import type { AnyProgram } from './runner.js';
+import { CliFailure } from './errors.js';
+import type { Cli, CliIo, OutputFormat } from './runner.js';
 import { PROFILE_NAMES, type ProfileName } from '../scsi/profiles.js';
 import type { ReplayResult, Transcript } from '../emulator/transcript.js';
 
-/** Where `replay` writes. */
-export interface ReplayCliIo {
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-}
-
-/** Adds `replay` to `program` (which has the global `--output` option). */
-export function registerReplayCommand(
-  program: AnyProgram,
-  io: ReplayCliIo,
-  state: { exitCode: number },
-): void {
-  program
+/** Adds `replay` (no server: it runs through the runner for the one error format and exit code). */
+export function registerReplayCommand(cli: Cli): void {
+  cli.program
     .command('replay')
     .description(
       `replay a transcript against an emulated LU of a profile; exit ${ExitCode.REPLAY_DIVERGED} and show the first divergence`,
@@ -36,17 +27,16 @@ export function registerReplayCommand(
         "profile to replay against (default: the transcript's)",
       ).choices(PROFILE_NAMES),
     )
-    .action(async (file, opts) => {
-      const output = (program.opts() as { output: 'table' | 'json' }).output;
-      state.exitCode = await replayFile(file, opts.profile, output, io);
+    .action(async (file: string, opts: { profile?: ProfileName }) => {
+      await cli.local((output) => replayFile(file, opts.profile, output, cli.io));
     });
 }
 
 async function replayFile(
   file: string,
   profile: ProfileName | undefined,
-  output: 'table' | 'json',
-  io: ReplayCliIo,
+  output: OutputFormat,
+  io: CliIo,
 ): Promise<number> {
   // The emulator is loaded only for this command, so the other commands start as fast as before.
   const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
@@ -56,8 +46,12 @@ async function replayFile(
     transcript = parseTranscript(await readFile(file, 'utf8'));
     result = replayTranscript(transcript, profile === undefined ? {} : { profile });
   } catch (e) {
-    io.stderr(`prfleet: ${file}: ${(e as Error).message}\n`);
-    return ExitCode.USAGE;
+    throw new CliFailure(
+      'USAGE',
+      `${file}: ${(e as Error).message}`,
+      'give a transcript as prfleet-agent --record or the conformance runner writes it (JSON lines; docs/emulator.md "Transcripts")',
+      ExitCode.USAGE,
+    );
   }
   const against = profile ?? transcript.header.profile;
   if (result.ok) {
