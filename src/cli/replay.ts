@@ -32,19 +32,17 @@ export function registerReplayCommand(cli: Cli): void {
     });
 }
 
-async function replayFile(
+/** Reads and replays `file`; a file that is not a transcript is a usage error naming it. */
+async function replay(
   file: string,
   profile: ProfileName | undefined,
-  output: OutputFormat,
-  io: CliIo,
-): Promise<number> {
+): Promise<{ transcript: Transcript; result: ReplayResult }> {
   // The emulator is loaded only for this command, so the other commands start as fast as before.
   const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
-  let transcript: Transcript;
-  let result: ReplayResult;
   try {
-    transcript = parseTranscript(await readFile(file, 'utf8'));
-    result = replayTranscript(transcript, profile === undefined ? {} : { profile });
+    const transcript = parseTranscript(await readFile(file, 'utf8'));
+    const result = replayTranscript(transcript, profile === undefined ? {} : { profile });
+    return { transcript, result };
   } catch (e) {
     throw new CliFailure(
       'USAGE',
@@ -53,6 +51,47 @@ async function replayFile(
       ExitCode.USAGE,
     );
   }
+}
+
+/** The first divergence: the step, its command, and both byte strings of the field that differs. */
+function divergenceText(
+  file: string,
+  against: string,
+  transcript: Transcript,
+  result: Exclude<ReplayResult, { ok: true }>,
+  output: OutputFormat,
+): string {
+  const entry = transcript.entries.find((e) => e.step === result.step);
+  const command = entry?.type === 'command' ? entry : undefined;
+  if (output === 'json') {
+    const { ok: _ok, ...divergence } = result;
+    return stringifyJson({
+      file,
+      profile: against,
+      diverged: true,
+      ...divergence,
+      nexus: command?.nexus,
+      cdb: command?.cdb,
+      dataOut: command?.dataOut,
+    });
+  }
+  return [
+    `${file}: diverges from profile ${against} at step ${result.step} (after ${result.steps} matching steps)`,
+    `  nexus     ${command?.nexus ?? '?'}`,
+    `  cdb       ${command?.cdb ?? ''}`,
+    ...(command?.dataOut ? [`  data-out  ${command.dataOut}`] : []),
+    `  ${result.field} recorded: ${result.expected || '(empty)'}`,
+    `  ${result.field} ${against}: ${result.actual || '(empty)'}`,
+  ].join('\n');
+}
+
+async function replayFile(
+  file: string,
+  profile: ProfileName | undefined,
+  output: OutputFormat,
+  io: CliIo,
+): Promise<number> {
+  const { transcript, result } = await replay(file, profile);
   const against = profile ?? transcript.header.profile;
   if (result.ok) {
     io.stdout(
@@ -62,25 +101,6 @@ async function replayFile(
     );
     return ExitCode.OK;
   }
-  const step = result.step;
-  const entry = transcript.entries.find((e) => e.step === step);
-  const command = entry?.type === 'command' ? entry : undefined;
-  if (output === 'json') {
-    const { ok: _ok, ...divergence } = result;
-    io.stdout(
-      `${stringifyJson({ file, profile: against, diverged: true, ...divergence, nexus: command?.nexus, cdb: command?.cdb, dataOut: command?.dataOut })}\n`,
-    );
-  } else {
-    io.stdout(
-      [
-        `${file}: diverges from profile ${against} at step ${step} (after ${result.steps} matching steps)`,
-        `  nexus     ${command?.nexus ?? '?'}`,
-        `  cdb       ${command?.cdb ?? ''}`,
-        ...(command?.dataOut ? [`  data-out  ${command.dataOut}`] : []),
-        `  ${result.field} recorded: ${result.expected || '(empty)'}`,
-        `  ${result.field} ${against}: ${result.actual || '(empty)'}`,
-      ].join('\n') + '\n',
-    );
-  }
+  io.stdout(`${divergenceText(file, against, transcript, result, output)}\n`);
   return ExitCode.REPLAY_DIVERGED;
 }
