@@ -1,6 +1,6 @@
 /**
- * The CLI side of FleetService: `loaders`, `who-holds`, `watch`, `webhooks …`, `audit`, `plan`, `apply`, `takeover`, `reset-lu`,
- * `registry …` and `desired …`, one module per group, all run through the one runner (runner.ts) with the
+ * The CLI side of FleetService: `loaders`, `who-holds`, `watch`, `webhooks …`, `audit`, `plan`, `apply`,
+ * `takeover`, `reset-lu`, `registry …` and `desired …`, one module per group, all run through the one runner (runner.ts) with the
  * program's `--server`, `-o` and transport flags. Tables for people; `-o json` prints one JSON object per line
  * as events arrive.
  */

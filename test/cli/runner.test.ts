@@ -51,6 +51,9 @@ const FLEET = [
   ['loaders'],
   ['who-holds', 'x'],
   ['watch'],
+  ['webhooks', 'add', 'https://receiver.example/hook', '--secret', '0123456789abcdef0123'],
+  ['webhooks', 'list'],
+  ['webhooks', 'remove', 'wh1'],
   ['audit'],
   ['plan'],
   ['apply'],
@@ -105,6 +108,14 @@ describe('the one runner', () => {
       });
     },
   );
+
+  it('prints a webhook without a secret as a usage error in the same format, nothing sent', async () => {
+    const r = await run(['webhooks', 'add', 'https://receiver.example/hook']);
+    expect(r.code).toBe(ExitCode.USAGE);
+    expect(r.stderr).toMatch(
+      /^prfleet: USAGE: a signing secret is needed: .*\n→ give the signing secret/,
+    );
+  });
 
   it('prints a command failure that is not an RPC error in the same format (replay, a missing file)', async () => {
     const r = await run(['replay', '/nonexistent/transcript.jsonl']);
