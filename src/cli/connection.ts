@@ -196,30 +196,11 @@ function tokenFileWarnings(file: string, modeOf: (file: string) => number | unde
   return [`token file ${file} can be read by other users (mode ${octal}): chmod 600 ${file}`];
 }
 
-/**
- * Resolves where and how to connect. TLS unless plaintext is asked for: `--plaintext` / PRFLEET_PLAINTEXT=true /
- * an `http://` address. TLS trusts `--ca` (PRFLEET_TLS_CA) or else the system roots; `--cert` + `--key`
- * (PRFLEET_TLS_CERT/KEY) add a client certificate. Flags win over the environment; contradictions at the same
- * level (e.g. `--plaintext --ca x`) are errors. The token comes from `--token`, `--token-file`, PRFLEET_TOKEN or
- * PRFLEET_TOKEN_FILE. Throws {@link ConnectionConfigError}.
- */
-export function resolveConnection(
-  server: string,
-  flags: TransportFlags,
-  env: Env = process.env,
-  read: (file: string) => Buffer = (file) => readFileSync(file),
-  modeOf: (file: string) => number | undefined = (file) => {
-    try {
-      return statSync(file).mode;
-    } catch {
-      return undefined;
-    }
-  },
-): ConnectionSettings {
-  const { address, scheme } = parseServerAddress(server);
-  const warnings: string[] = [];
+type Read = (file: string) => Buffer;
+type ModeOf = (file: string) => number | undefined;
 
-  // What the command line asks for, and what the environment asks for.
+/** Whether to connect without TLS: the command line first, then the environment; contradictions are errors. */
+function wantsPlaintext(flags: TransportFlags, scheme: 'https' | 'http' | undefined, env: Env) {
   const cliTls = [
     flags.tls === true && '--tls',
     flags.ca !== undefined && '--ca',
@@ -245,117 +226,151 @@ export function resolveConnection(
     )
     .map((k) => CONNECTION_ENV[k]);
   const envPlain = envFlag(env, CONNECTION_ENV.plaintext);
-
-  let plaintext: boolean;
-  if (cliPlain.length > 0) plaintext = true;
-  else if (cliTls.length > 0) plaintext = false;
-  else if (envPlain && envTlsNames.length > 0) {
+  if (cliPlain.length > 0) return true;
+  if (cliTls.length > 0) return false;
+  if (envPlain && envTlsNames.length > 0) {
     throw new ConnectionConfigError(
       `${CONNECTION_ENV.plaintext}=true excludes ${envTlsNames.join(', ')}: choose TLS or plaintext`,
     );
-  } else plaintext = envPlain;
-
-  let tls: TlsSettings | false = false;
-  if (!plaintext) {
-    // Files from the command line win; the environment fills in what the command line left out, unless the
-    // command line named a client certificate or key (then both must come from it).
-    const caFile = flags.ca ?? envValue(env, CONNECTION_ENV.ca);
-    const cliPair = flags.cert !== undefined || flags.key !== undefined;
-    const certFile = cliPair ? flags.cert : envValue(env, CONNECTION_ENV.cert);
-    const keyFile = cliPair ? flags.key : envValue(env, CONNECTION_ENV.key);
-    if ((certFile === undefined) !== (keyFile === undefined)) {
-      const [given, missing] =
-        certFile === undefined ? ['--tls-key', '--tls-cert'] : ['--tls-cert', '--tls-key'];
-      throw new ConnectionConfigError(
-        `${given} needs ${missing}: a client certificate goes with its private key`,
-      );
-    }
-    const serverName = flags.tlsServerName ?? envValue(env, CONNECTION_ENV.tlsServerName);
-    let ca: Buffer | undefined;
-    if (caFile !== undefined) {
-      ca = readPem(caFile, 'CA file', read);
-      checkCertificates(ca, caFile, 'CA file');
-    }
-    let cert: Buffer | undefined;
-    let key: Buffer | undefined;
-    if (certFile !== undefined && keyFile !== undefined) {
-      cert = readPem(certFile, 'client certificate', read);
-      key = readPem(keyFile, 'client key', read);
-      const [leaf] = checkCertificates(cert, certFile, 'client certificate');
-      let privateKey;
-      try {
-        privateKey = createPrivateKey(key);
-      } catch (error) {
-        throw new ConnectionConfigError(
-          `client key ${keyFile} is not a PEM private key: ${(error as Error).message}`,
-          { cause: error },
-        );
-      }
-      if (leaf !== undefined && !leaf.checkPrivateKey(privateKey)) {
-        throw new ConnectionConfigError(
-          `client certificate ${certFile} and key ${keyFile} do not belong together`,
-        );
-      }
-    }
-    tls = {
-      ...(ca === undefined
-        ? {}
-        : {
-            ca,
-            caSource: flags.ca !== undefined ? `--ca ${caFile}` : `${CONNECTION_ENV.ca}=${caFile}`,
-          }),
-      ...(cert === undefined || key === undefined ? {} : { cert, key }),
-      ...(serverName === undefined ? {} : { serverName }),
-    };
   }
+  return envPlain;
+}
 
-  // The bearer token: flags first, then the environment; two sources at one level are an error.
+/** Reads a client certificate and its key, checking that they are PEM and belong together. */
+function readClientPair(certFile: string, keyFile: string, read: Read) {
+  const cert = readPem(certFile, 'client certificate', read);
+  const key = readPem(keyFile, 'client key', read);
+  const [leaf] = checkCertificates(cert, certFile, 'client certificate');
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(key);
+  } catch (error) {
+    throw new ConnectionConfigError(
+      `client key ${keyFile} is not a PEM private key: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  if (leaf !== undefined && !leaf.checkPrivateKey(privateKey)) {
+    throw new ConnectionConfigError(
+      `client certificate ${certFile} and key ${keyFile} do not belong together`,
+    );
+  }
+  return { cert, key };
+}
+
+/** The TLS material: files from the command line win, the environment fills in what it left out. */
+function resolveTls(flags: TransportFlags, env: Env, read: Read): TlsSettings {
+  const caFile = flags.ca ?? envValue(env, CONNECTION_ENV.ca);
+  // A client certificate or key named on the command line: both must come from it.
+  const cliPair = flags.cert !== undefined || flags.key !== undefined;
+  const certFile = cliPair ? flags.cert : envValue(env, CONNECTION_ENV.cert);
+  const keyFile = cliPair ? flags.key : envValue(env, CONNECTION_ENV.key);
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    const [given, missing] =
+      certFile === undefined ? ['--tls-key', '--tls-cert'] : ['--tls-cert', '--tls-key'];
+    throw new ConnectionConfigError(
+      `${given} needs ${missing}: a client certificate goes with its private key`,
+    );
+  }
+  const serverName = flags.tlsServerName ?? envValue(env, CONNECTION_ENV.tlsServerName);
+  let ca: Buffer | undefined;
+  if (caFile !== undefined) {
+    ca = readPem(caFile, 'CA file', read);
+    checkCertificates(ca, caFile, 'CA file');
+  }
+  const pair =
+    certFile !== undefined && keyFile !== undefined
+      ? readClientPair(certFile, keyFile, read)
+      : undefined;
+  return {
+    ...(ca === undefined
+      ? {}
+      : {
+          ca,
+          caSource: flags.ca !== undefined ? `--ca ${caFile}` : `${CONNECTION_ENV.ca}=${caFile}`,
+        }),
+    ...(pair ?? {}),
+    ...(serverName === undefined ? {} : { serverName }),
+  };
+}
+
+/** A token and where it came from (a file's warnings added to `warnings`). */
+interface FoundToken {
+  readonly token: string;
+  readonly tokenSource: string;
+}
+
+/** The bearer token: flags first, then the environment; two sources at one level are an error. */
+function findToken(
+  flags: TransportFlags,
+  env: Env,
+  read: Read,
+  modeOf: ModeOf,
+  warnings: string[],
+): FoundToken | undefined {
   if (flags.token !== undefined && flags.tokenFile !== undefined) {
     throw new ConnectionConfigError('--token and --token-file exclude each other');
   }
-  let token: string | undefined;
-  let tokenSource: string | undefined;
-  if (flags.token !== undefined) {
-    token = flags.token.trim();
-    tokenSource = '--token';
-  } else if (flags.tokenFile !== undefined) {
-    token = readToken(flags.tokenFile, read);
-    tokenSource = `--token-file ${flags.tokenFile}`;
+  if (flags.token !== undefined) return { token: flags.token.trim(), tokenSource: '--token' };
+  if (flags.tokenFile !== undefined) {
     warnings.push(...tokenFileWarnings(flags.tokenFile, modeOf));
-  } else {
-    const envToken = envValue(env, CONNECTION_ENV.token);
-    const envTokenFile = envValue(env, CONNECTION_ENV.tokenFile);
-    if (envToken !== undefined && envTokenFile !== undefined) {
-      throw new ConnectionConfigError(
-        `${CONNECTION_ENV.token} and ${CONNECTION_ENV.tokenFile} exclude each other`,
-      );
-    }
-    if (envToken !== undefined) {
-      token = envToken.trim();
-      tokenSource = CONNECTION_ENV.token;
-    } else if (envTokenFile !== undefined) {
-      token = readToken(envTokenFile, read);
-      tokenSource = `${CONNECTION_ENV.tokenFile}=${envTokenFile}`;
-      warnings.push(...tokenFileWarnings(envTokenFile, modeOf));
-    }
+    return {
+      token: readToken(flags.tokenFile, read),
+      tokenSource: `--token-file ${flags.tokenFile}`,
+    };
   }
-  if (token !== undefined && !/^[\x21-\x7e]+$/.test(token)) {
+  const envToken = envValue(env, CONNECTION_ENV.token);
+  const envTokenFile = envValue(env, CONNECTION_ENV.tokenFile);
+  if (envToken !== undefined && envTokenFile !== undefined) {
     throw new ConnectionConfigError(
-      `the token from ${tokenSource ?? 'input'} holds characters a token never has (spaces or non-ASCII)`,
+      `${CONNECTION_ENV.token} and ${CONNECTION_ENV.tokenFile} exclude each other`,
     );
   }
-  if (token !== undefined && plaintext && !isLoopbackHost(hostOf(address))) {
+  if (envToken !== undefined) return { token: envToken.trim(), tokenSource: CONNECTION_ENV.token };
+  if (envTokenFile === undefined) return undefined;
+  warnings.push(...tokenFileWarnings(envTokenFile, modeOf));
+  return {
+    token: readToken(envTokenFile, read),
+    tokenSource: `${CONNECTION_ENV.tokenFile}=${envTokenFile}`,
+  };
+}
+
+/**
+ * Resolves where and how to connect. TLS unless plaintext is asked for: `--plaintext` / PRFLEET_PLAINTEXT=true /
+ * an `http://` address. TLS trusts `--ca` (PRFLEET_TLS_CA) or else the system roots; `--cert` + `--key`
+ * (PRFLEET_TLS_CERT/KEY) add a client certificate. Flags win over the environment; contradictions at the same
+ * level (e.g. `--plaintext --ca x`) are errors. The token comes from `--token`, `--token-file`, PRFLEET_TOKEN or
+ * PRFLEET_TOKEN_FILE. Throws {@link ConnectionConfigError}.
+ */
+export function resolveConnection(
+  server: string,
+  flags: TransportFlags,
+  env: Env = process.env,
+  read: Read = (file) => readFileSync(file),
+  modeOf: ModeOf = (file) => {
+    try {
+      return statSync(file).mode;
+    } catch {
+      return undefined;
+    }
+  },
+): ConnectionSettings {
+  const { address, scheme } = parseServerAddress(server);
+  const warnings: string[] = [];
+  const plaintext = wantsPlaintext(flags, scheme, env);
+  const tls = plaintext ? false : resolveTls(flags, env, read);
+  const found = findToken(flags, env, read, modeOf, warnings);
+  if (found !== undefined && !/^[\x21-\x7e]+$/.test(found.token)) {
+    throw new ConnectionConfigError(
+      `the token from ${found.tokenSource} holds characters a token never has (spaces or non-ASCII)`,
+    );
+  }
+  if (found !== undefined && plaintext && !isLoopbackHost(hostOf(address))) {
     warnings.push(
       `the bearer token goes to ${address} without TLS: anyone on the path can read and reuse it`,
     );
   }
-
-  return {
-    address,
-    tls,
-    ...(token === undefined ? {} : { token, tokenSource: tokenSource as string }),
-    warnings,
-  };
+  return { address, tls, ...(found ?? {}), warnings };
 }
 
 /** The transport flags out of a program's parsed options (unknown keys ignored; absent options stay absent). */

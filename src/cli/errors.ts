@@ -27,6 +27,25 @@ export interface DescribedError {
   readonly exitCode: number;
 }
 
+/**
+ * A command's own failure that is not an RPC error (an unreadable transcript, an answer that is not what was
+ * asked): thrown from a command body, printed in the one error format with this code, hint and exit code.
+ */
+export class CliFailure extends Error {
+  override readonly name = 'CliFailure';
+  constructor(
+    /** Short name in place of the status, e.g. "USAGE". */
+    readonly code: string,
+    message: string,
+    /** What to do next. */
+    readonly hint: string,
+    /** Process exit code. */
+    readonly exitCode: number,
+  ) {
+    super(message);
+  }
+}
+
 /** What the CLI was doing when the error came, for the hint. */
 export interface ErrorContext {
   /** Server address dialled. */
@@ -71,8 +90,8 @@ export function writeError(
   io.stderr(terminalSafe(`prfleet: ${error.code}${field}: ${error.message}\n→ ${error.hint}\n`));
 }
 
-/** Describes any error thrown by a ControlService call; non-RPC errors become "internal" with exit code 85. */
-export function describeRpcError(error: unknown, context: ErrorContext): DescribedError {
+/** Describes an error that is not an RPC error: a cancel, a command's own failure, a connection setting, a bug. */
+function describeLocalError(error: unknown, context: ErrorContext): DescribedError {
   if (isAbortError(error)) {
     return {
       code: 'CANCELLED',
@@ -85,6 +104,10 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
       exitCode: ExitCode.RPC_DEADLINE_EXCEEDED,
     };
   }
+  if (error instanceof CliFailure) {
+    const { code, message, hint, exitCode } = error;
+    return { code, message, hint, exitCode };
+  }
   if (error instanceof ConnectionConfigError) {
     return {
       code: 'USAGE',
@@ -93,15 +116,18 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
       exitCode: ExitCode.USAGE,
     };
   }
-  if (!(error instanceof ClientError)) {
-    const message = error instanceof Error ? error.message : String(error);
-    return {
-      code: 'CLIENT',
-      message,
-      hint: 'this is a bug in prfleet; please report it',
-      exitCode: ExitCode.RPC_OTHER,
-    };
-  }
+  const message = error instanceof Error ? error.message : String(error);
+  return {
+    code: 'CLIENT',
+    message,
+    hint: 'this is a bug in prfleet; please report it',
+    exitCode: ExitCode.RPC_OTHER,
+  };
+}
+
+/** Describes any error thrown by a command (RPC or not); non-RPC errors become "CLIENT" with exit code 85. */
+export function describeRpcError(error: unknown, context: ErrorContext): DescribedError {
+  if (!(error instanceof ClientError)) return describeLocalError(error, context);
   const extra = error instanceof RichClientError ? error.extra : [];
   const info = extra.find((d): d is ErrorInfo => d.$type === ErrorInfo.$type);
   const badRequest = extra.find((d): d is BadRequest => d.$type === BadRequest.$type);
@@ -130,6 +156,52 @@ export function describeRpcError(error: unknown, context: ErrorContext): Describ
   };
 }
 
+/** The hint for UNAVAILABLE: the server not reached (maybe TLS vs plaintext), draining, or the agent offline. */
+function unavailableHint(
+  error: ClientError,
+  context: ErrorContext,
+  info: ErrorInfo | undefined,
+  agentId: string | undefined,
+): string {
+  if (isConnectionFailure(error.details)) {
+    const tlsMismatch =
+      context.transport !== undefined &&
+      !/ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/i.test(error.details)
+        ? context.transport.tls
+          ? ' If it is up, the TLS handshake may have been refused: a server requiring client certificates needs --tls-cert and --tls-key'
+          : ' If it is up and serves TLS, drop --plaintext (and give --ca)'
+        : '';
+    return `cannot reach the prfleet server at ${context.server}: is it running? Set --server or PRFLEET_SERVER.${tlsMismatch}`;
+  }
+  if (/drain/i.test(error.details) || info?.reason === 'SERVER_DRAINING') {
+    return 'the server is shutting down; nothing was sent, so retrying (against another instance) is safe';
+  }
+  if (agentId)
+    return `agent ${agentId} is offline; check \`prfleet agents\` (nothing was sent; retry is safe)`;
+  return 'nothing was sent; retry is safe once the server and the agent are back (`prfleet agents`)';
+}
+
+/** The hint for FAILED_PRECONDITION, by its reason. */
+function preconditionHint(reason: string | undefined): string {
+  if (reason === 'PRECONDITION_MISMATCH') {
+    return 'nothing was sent: the LU changed since you looked; re-read it (`prfleet keys`, `prfleet reservation`) and decide again';
+  }
+  if (reason === 'UNSUPPORTED_BY_DEVICE') {
+    return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
+  }
+  // Other preconditions are the server's (no durable store for history or fleet operations, …): its message
+  // names the fix.
+  return 'nothing was sent: the server cannot do this as configured (see the message above)';
+}
+
+/** The hint for UNAUTHENTICATED: no token sent, or the one sent refused. */
+function unauthenticatedHint(context: ErrorContext): string {
+  if (context.transport?.tokenSource === undefined) {
+    return 'the server wants a bearer token: pass --token-file <file> (or set PRFLEET_TOKEN / PRFLEET_TOKEN_FILE); an admin creates one with `prfleet-tokens create --role viewer|operator|admin --name <you>`';
+  }
+  return `the server refused the token from ${context.transport.tokenSource} (unknown, expired or revoked; the server does not say which): check it with \`prfleet-tokens list\` or ask an admin for a new one`;
+}
+
 function hintFor(
   error: ClientError,
   context: ErrorContext,
@@ -145,22 +217,7 @@ function hintFor(
     context.target?.agentId;
   switch (error.code) {
     case Status.UNAVAILABLE:
-      if (isConnectionFailure(error.details)) {
-        const tlsMismatch =
-          context.transport !== undefined &&
-          !/ECONNREFUSED|EHOSTUNREACH|ENOTFOUND|ETIMEDOUT/i.test(error.details)
-            ? context.transport.tls
-              ? ' If it is up, the TLS handshake may have been refused: a server requiring client certificates needs --tls-cert and --tls-key'
-              : ' If it is up and serves TLS, drop --plaintext (and give --ca)'
-            : '';
-        return `cannot reach the prfleet server at ${context.server}: is it running? Set --server or PRFLEET_SERVER.${tlsMismatch}`;
-      }
-      if (/drain/i.test(error.details) || details.info?.reason === 'SERVER_DRAINING') {
-        return 'the server is shutting down; nothing was sent, so retrying (against another instance) is safe';
-      }
-      if (agentId)
-        return `agent ${agentId} is offline; check \`prfleet agents\` (nothing was sent; retry is safe)`;
-      return 'nothing was sent; retry is safe once the server and the agent are back (`prfleet agents`)';
+      return unavailableHint(error, context, details.info, agentId);
     case Status.NOT_FOUND: {
       const what = details.resource
         ? `${details.resource.resourceType} ${details.resource.resourceName}`
@@ -168,15 +225,7 @@ function hintFor(
       return `${what} is not known to the server: \`prfleet devices\` lists LU ids and agent:path targets`;
     }
     case Status.FAILED_PRECONDITION:
-      if (details.info?.reason === 'PRECONDITION_MISMATCH') {
-        return 'nothing was sent: the LU changed since you looked; re-read it (`prfleet keys`, `prfleet reservation`) and decide again';
-      }
-      if (details.info?.reason === 'UNSUPPORTED_BY_DEVICE') {
-        return "nothing was sent: this device cannot do that; `prfleet devices -o json` shows each LU's profile and capabilities";
-      }
-      // Other preconditions are the server's (no durable store for history or fleet operations, …): its
-      // message names the fix.
-      return 'nothing was sent: the server cannot do this as configured (see the message above)';
+      return preconditionHint(details.info?.reason);
     case Status.INVALID_ARGUMENT:
       return details.field
         ? `fix ${details.field} and try again (nothing was sent)`
@@ -188,10 +237,7 @@ function hintFor(
       return `no answer${waited} (raise --deadline/--timeout, or check \`prfleet agents\`); the command may still have run on the device: re-read with \`prfleet keys\` / \`prfleet reservation\` before retrying`;
     }
     case Status.UNAUTHENTICATED:
-      if (context.transport?.tokenSource === undefined) {
-        return 'the server wants a bearer token: pass --token-file <file> (or set PRFLEET_TOKEN / PRFLEET_TOKEN_FILE); an admin creates one with `prfleet-tokens create --role viewer|operator|admin --name <you>`';
-      }
-      return `the server refused the token from ${context.transport.tokenSource} (unknown, expired or revoked; the server does not say which): check it with \`prfleet-tokens list\` or ask an admin for a new one`;
+      return unauthenticatedHint(context);
     case Status.PERMISSION_DENIED:
       return 'the token is valid but may not do this: the message names the role or the key registry owner needed; ask an admin for a token of that role, or for a key allocated to you (`prfleet registry allocate --agent <host> --site <site> --owner <you>`); nothing was sent';
     case Status.RESOURCE_EXHAUSTED:

@@ -12,7 +12,7 @@ import {
 import { formatKey } from '../scsi/keys.js';
 import type { CliControlClient } from './client.js';
 import { stringifyJson } from './json.js';
-import { commandRunner, type AnyProgram, type GroupCliIo } from './runner.js';
+import type { Cli } from './runner.js';
 import { parseUint32 } from './parse.js';
 import { outcomeWords, plainTable, prTypeShortName } from './render.js';
 
@@ -26,26 +26,7 @@ const VERIFY_DEADLINE_MS = 300_000;
 /** Entries per ListHistory call (the server's maximum). */
 const PAGE_SIZE = 1000;
 
-/** Where history commands write, and how they connect (the main program's io). */
-export type HistoryCliIo = GroupCliIo;
-
-/**
- * Adds `history list` and `history verify` to `program` (which must have the global `--server` and `--output`
- * options), setting `state.exitCode` like the other commands: 0, 44 for a broken chain, or the RPC error's code.
- */
-export function registerHistoryCommands(
-  program: AnyProgram,
-  io: HistoryCliIo,
-  state: { exitCode: number },
-): void {
-  const run = commandRunner(program, io, state);
-
-  const history = program
-    .command('history')
-    .description(
-      'the tamper-evident history of every PROUT the server sent (needs a server with a durable store)',
-    );
-
+function registerList(cli: Cli, history: ReturnType<Cli['program']['command']>): void {
   history
     .command('list')
     .description('list PROUTs sent, oldest first: who, where, keys, outcome, reason')
@@ -57,35 +38,48 @@ export function registerHistoryCommands(
         .default(100),
     )
     .option('--after <seq>', 'only entries after this position (continue a listing)', parseUint32)
-    .action(async (opts) => {
-      await run(async (client, output) => {
+    .action(async (opts: { lu?: string; agent?: string; limit: number; after?: number }) => {
+      await cli.control(async (client, output) => {
         const entries = await listHistory(client, {
           luId: opts.lu ?? '',
           agentId: opts.agent ?? '',
           limit: opts.limit,
           afterSeq: opts.after ?? 0,
         });
-        io.stdout(
+        cli.io.stdout(
           `${output === 'json' ? stringifyJson({ entries: entries.map(historyEntryJson) }) : renderHistory(entries)}\n`,
         );
         return 0;
       });
     });
+}
 
+function registerVerify(cli: Cli, history: ReturnType<Cli['program']['command']>): void {
   history
     .command('verify')
     .description(
       `check the hash chain end to end; exit ${HISTORY_BROKEN_EXIT_CODE} and name the first bad entry when it was altered`,
     )
     .action(async () => {
-      await run(async (client, output) => {
+      await cli.control(async (client, output) => {
         const verdict = await client.verifyHistory({}, { deadline: VERIFY_DEADLINE_MS });
-        io.stdout(
+        cli.io.stdout(
           `${output === 'json' ? stringifyJson(verificationJson(verdict)) : renderVerification(verdict)}\n`,
         );
         return verdict.ok ? 0 : HISTORY_BROKEN_EXIT_CODE;
       });
     });
+}
+
+/** Adds `history list` and `history verify`: exit 0, 44 for a broken chain, or the RPC error's code. */
+export function registerHistoryCommands(cli: Cli): void {
+  const history = cli.program
+    .command('history')
+    .description(
+      'the tamper-evident history of every PROUT the server sent (needs a server with a durable store)',
+    );
+  registerList(cli, history);
+  registerVerify(cli, history);
 }
 
 /** Reads up to `limit` entries, page by page. */

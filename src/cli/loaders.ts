@@ -3,9 +3,7 @@
  * cartridge loaded and who holds it, the changer's holder, slot occupancy, and the one-line answer to "who holds
  * drive 1 of loader 3, and what tape is in it?".
  */
-import type { Command, OptionValues } from '@commander-js/extra-typings';
 import {
-  type FleetServiceClient,
   type ListLoadersRequest,
   type Loader,
   type LoaderDrive,
@@ -13,18 +11,10 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { formatKey } from '../scsi/keys.js';
 import { ExitCode } from './exit-codes.js';
+import { collect } from './fleet-flags.js';
+import { printFleetLine } from './fleet-render.js';
 import { plainTable, prTypeShortName, terminalSafe } from './render.js';
-
-/** What the loader commands need from the fleet CLI. */
-export interface LoaderCommandContext {
-  /** Connects, runs `body`, prints errors, sets the exit code. */
-  run(
-    body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>,
-  ): Promise<void>;
-  /** Prints one JSON line of a fleet message. */
-  line(value: unknown): void;
-  stdout(text: string): void;
-}
+import type { Cli } from './runner.js';
 
 /** Names the host of a key the server could not attribute (the demo knows its hosts' keys). */
 export type KeyNamer = (key: bigint) => string | undefined;
@@ -111,14 +101,8 @@ function requestOf(opts: {
   };
 }
 
-/** Adds `loaders` and `who-holds` to `program`. */
-export function registerLoaderCommands<
-  A extends unknown[],
-  O extends OptionValues,
-  G extends OptionValues,
->(program: Command<A, O, G>, ctx: LoaderCommandContext): void {
-  const collect = (value: string, previous: string[] = []) => [...previous, value];
-  program
+function registerLoaders(cli: Cli): void {
+  cli.program
     .command('loaders')
     .description(
       'each loader: drives with the cartridge loaded and who holds them, the changer, slots',
@@ -126,32 +110,41 @@ export function registerLoaderCommands<
     .option('--loader <id>', 'only this loader (repeatable)', collect)
     .option('--site <site>', 'only paths of agents of this site')
     .option('--refresh', 'read every changer now (else a view up to 60 s old is reused)')
-    .action(async (opts) => {
-      await ctx.run(async (client, output) => {
+    .action(async (opts: { loader?: string[]; site?: string; refresh?: true }) => {
+      await cli.fleet(async (client, output) => {
         const { loaders } = await client.listLoaders(requestOf(opts));
-        if (output === 'json') loaders.forEach((l) => ctx.line(l));
-        else ctx.stdout(`${renderLoaders(loaders)}\n`);
+        if (output === 'json') loaders.forEach((l) => printFleetLine(cli.io, l));
+        else cli.io.stdout(`${renderLoaders(loaders)}\n`);
         return ExitCode.OK;
       });
     });
-  program
+}
+
+function registerWhoHolds(cli: Cli): void {
+  cli.program
     .command('who-holds')
     .description(
       'who holds a drive (LU id, or <loader>:<drive index>) or a cartridge (barcode), in one line',
     )
     .argument('<drive-or-barcode>')
     .option('--refresh', 'read every changer now')
-    .action(async (who, opts) => {
-      await ctx.run(async (client, output) => {
+    .action(async (who: string, opts: { refresh?: true }) => {
+      await cli.fleet(async (client, output) => {
         const { loaders } = await client.listLoaders(requestOf(opts));
         const answer = whoHolds(loaders, who);
-        if (output === 'json') ctx.line({ query: who, answer: answer ?? null });
+        if (output === 'json') printFleetLine(cli.io, { query: who, answer: answer ?? null });
         else
-          ctx.stdout(
+          cli.io.stdout(
             `${answer ?? `nothing named ${JSON.stringify(terminalSafe(who))} in any loader`}\n`,
           );
         // Nothing by that name: the exit code of a NOT_FOUND answer.
         return answer === undefined ? ExitCode.RPC_NOT_FOUND : ExitCode.OK;
       });
     });
+}
+
+/** Adds `loaders` and `who-holds`. */
+export function registerLoaderCommands(cli: Cli): void {
+  registerLoaders(cli);
+  registerWhoHolds(cli);
 }

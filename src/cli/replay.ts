@@ -8,23 +8,14 @@ import { readFile } from 'node:fs/promises';
 import { Option } from '@commander-js/extra-typings';
 import { ExitCode } from './exit-codes.js';
 import { stringifyJson } from './json.js';
-import type { AnyProgram } from './runner.js';
+import { CliFailure } from './errors.js';
+import type { Cli, CliIo, OutputFormat } from './runner.js';
 import { PROFILE_NAMES, type ProfileName } from '../scsi/profiles.js';
 import type { ReplayResult, Transcript } from '../emulator/transcript.js';
 
-/** Where `replay` writes. */
-export interface ReplayCliIo {
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-}
-
-/** Adds `replay` to `program` (which has the global `--output` option). */
-export function registerReplayCommand(
-  program: AnyProgram,
-  io: ReplayCliIo,
-  state: { exitCode: number },
-): void {
-  program
+/** Adds `replay` (no server: it runs through the runner for the one error format and exit code). */
+export function registerReplayCommand(cli: Cli): void {
+  cli.program
     .command('replay')
     .description(
       `replay a transcript against an emulated LU of a profile; exit ${ExitCode.REPLAY_DIVERGED} and show the first divergence`,
@@ -36,29 +27,71 @@ export function registerReplayCommand(
         "profile to replay against (default: the transcript's)",
       ).choices(PROFILE_NAMES),
     )
-    .action(async (file, opts) => {
-      const output = (program.opts() as { output: 'table' | 'json' }).output;
-      state.exitCode = await replayFile(file, opts.profile, output, io);
+    .action(async (file: string, opts: { profile?: ProfileName }) => {
+      await cli.local((output) => replayFile(file, opts.profile, output, cli.io));
     });
+}
+
+/** Reads and replays `file`; a file that is not a transcript is a usage error naming it. */
+async function replay(
+  file: string,
+  profile: ProfileName | undefined,
+): Promise<{ transcript: Transcript; result: ReplayResult }> {
+  // The emulator is loaded only for this command, so the other commands start as fast as before.
+  const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
+  try {
+    const transcript = parseTranscript(await readFile(file, 'utf8'));
+    const result = replayTranscript(transcript, profile === undefined ? {} : { profile });
+    return { transcript, result };
+  } catch (e) {
+    throw new CliFailure(
+      'USAGE',
+      `${file}: ${(e as Error).message}`,
+      'give a transcript as prfleet-agent --record or the conformance runner writes it (JSON lines; docs/emulator.md "Transcripts")',
+      ExitCode.USAGE,
+    );
+  }
+}
+
+/** The first divergence: the step, its command, and both byte strings of the field that differs. */
+function divergenceText(
+  file: string,
+  against: string,
+  transcript: Transcript,
+  result: Exclude<ReplayResult, { ok: true }>,
+  output: OutputFormat,
+): string {
+  const entry = transcript.entries.find((e) => e.step === result.step);
+  const command = entry?.type === 'command' ? entry : undefined;
+  if (output === 'json') {
+    const { ok: _ok, ...divergence } = result;
+    return stringifyJson({
+      file,
+      profile: against,
+      diverged: true,
+      ...divergence,
+      nexus: command?.nexus,
+      cdb: command?.cdb,
+      dataOut: command?.dataOut,
+    });
+  }
+  return [
+    `${file}: diverges from profile ${against} at step ${result.step} (after ${result.steps} matching steps)`,
+    `  nexus     ${command?.nexus ?? '?'}`,
+    `  cdb       ${command?.cdb ?? ''}`,
+    ...(command?.dataOut ? [`  data-out  ${command.dataOut}`] : []),
+    `  ${result.field} recorded: ${result.expected || '(empty)'}`,
+    `  ${result.field} ${against}: ${result.actual || '(empty)'}`,
+  ].join('\n');
 }
 
 async function replayFile(
   file: string,
   profile: ProfileName | undefined,
-  output: 'table' | 'json',
-  io: ReplayCliIo,
+  output: OutputFormat,
+  io: CliIo,
 ): Promise<number> {
-  // The emulator is loaded only for this command, so the other commands start as fast as before.
-  const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
-  let transcript: Transcript;
-  let result: ReplayResult;
-  try {
-    transcript = parseTranscript(await readFile(file, 'utf8'));
-    result = replayTranscript(transcript, profile === undefined ? {} : { profile });
-  } catch (e) {
-    io.stderr(`prfleet: ${file}: ${(e as Error).message}\n`);
-    return ExitCode.USAGE;
-  }
+  const { transcript, result } = await replay(file, profile);
   const against = profile ?? transcript.header.profile;
   if (result.ok) {
     io.stdout(
@@ -68,25 +101,6 @@ async function replayFile(
     );
     return ExitCode.OK;
   }
-  const step = result.step;
-  const entry = transcript.entries.find((e) => e.step === step);
-  const command = entry?.type === 'command' ? entry : undefined;
-  if (output === 'json') {
-    const { ok: _ok, ...divergence } = result;
-    io.stdout(
-      `${stringifyJson({ file, profile: against, diverged: true, ...divergence, nexus: command?.nexus, cdb: command?.cdb, dataOut: command?.dataOut })}\n`,
-    );
-  } else {
-    io.stdout(
-      [
-        `${file}: diverges from profile ${against} at step ${step} (after ${result.steps} matching steps)`,
-        `  nexus     ${command?.nexus ?? '?'}`,
-        `  cdb       ${command?.cdb ?? ''}`,
-        ...(command?.dataOut ? [`  data-out  ${command.dataOut}`] : []),
-        `  ${result.field} recorded: ${result.expected || '(empty)'}`,
-        `  ${result.field} ${against}: ${result.actual || '(empty)'}`,
-      ].join('\n') + '\n',
-    );
-  }
+  io.stdout(`${divergenceText(file, against, transcript, result, output)}\n`);
   return ExitCode.REPLAY_DIVERGED;
 }

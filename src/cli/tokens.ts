@@ -8,7 +8,9 @@ import { msToDuration } from '../common/command.js';
 import { TokenRole, type TokenInfo } from '../gen/prfleet/v1/control.js';
 import { stringifyJson } from './json.js';
 import { plainTable } from './render.js';
-import { commandRunner, type AnyProgram, type GroupCliIo } from './runner.js';
+import { CliFailure } from './errors.js';
+import { ExitCode } from './exit-codes.js';
+import type { Cli } from './runner.js';
 
 const ROLES = {
   viewer: TokenRole.TOKEN_ROLE_VIEWER,
@@ -68,17 +70,9 @@ export function renderTokens(tokens: readonly TokenInfo[]): string {
   return table.toString();
 }
 
-/** Adds `tokens create|list|revoke` to `program` (global `--server`/`--output` and transport options). */
-export function registerTokenCommands(
-  program: AnyProgram,
-  io: GroupCliIo,
-  state: { exitCode: number },
-): void {
-  const run = commandRunner(program, io, state);
-  const tokens = program
-    .command('tokens')
-    .description('client tokens through the running server (admin role)');
+type Group = ReturnType<Cli['program']['command']>;
 
+function registerCreate(cli: Cli, tokens: Group): void {
   tokens
     .command('create')
     .description('issue a token and print it once (the server keeps only a salted hash)')
@@ -89,37 +83,41 @@ export function registerTokenCommands(
         .makeOptionMandatory(),
     )
     .option('--expires <lifetime>', 'lifetime, e.g. 90d, 12h (default: no expiry)', parseLifetimeMs)
-    .action(async (opts) => {
-      await run(async (client, output) => {
+    .action(async (opts: { name: string; role: keyof typeof ROLES; expires?: number }) => {
+      await cli.control(async (client, output) => {
         const { token, info } = await client.createToken({
           name: opts.name,
           role: ROLES[opts.role],
           expiresIn: opts.expires === undefined ? undefined : msToDuration(opts.expires),
         });
-        io.stdout(
+        cli.io.stdout(
           output === 'json'
             ? `${stringifyJson({ token, ...(info === undefined ? {} : tokenJson(info)) })}\n`
             : `${token}\n`,
         );
         if (output !== 'json')
-          io.stderr('prfleet: this is the only time the token is shown: store it now\n');
-        return 0;
+          cli.io.stderr('prfleet: this is the only time the token is shown: store it now\n');
+        return ExitCode.OK;
       });
     });
+}
 
+function registerList(cli: Cli, tokens: Group): void {
   tokens
     .command('list')
     .description('list tokens: id, name, role, state (never their secrets)')
     .action(async () => {
-      await run(async (client, output) => {
+      await cli.control(async (client, output) => {
         const { tokens: list } = await client.listTokens({});
-        io.stdout(
+        cli.io.stdout(
           `${output === 'json' ? stringifyJson({ tokens: list.map(tokenJson) }) : renderTokens(list)}\n`,
         );
-        return 0;
+        return ExitCode.OK;
       });
     });
+}
 
+function registerRevoke(cli: Cli, tokens: Group): void {
   tokens
     .command('revoke')
     .description(
@@ -127,21 +125,32 @@ export function registerTokenCommands(
     )
     .argument('<id>', 'token id (12 hex digits, the part after prf_)')
     .requiredOption('--reason <text>', 'why (logged with your name)')
-    .action(async (id, opts) => {
-      await run(async (client, output) => {
+    .action(async (id: string, opts: { reason: string }) => {
+      await cli.control(async (client, output) => {
         const { info } = await client.revokeToken({ id, reason: opts.reason });
-        if (info?.revokedAt === undefined) {
-          io.stderr(
-            `prfleet: the server did not report ${id} as revoked: check with \`prfleet tokens list\`\n`,
+        if (info?.revokedAt === undefined)
+          throw new CliFailure(
+            'NOT_REVOKED',
+            `the server did not report ${id} as revoked`,
+            'check with `prfleet tokens list`',
+            ExitCode.USAGE,
           );
-          return 1;
-        }
-        io.stdout(
+        cli.io.stdout(
           output === 'json'
-            ? `${stringifyJson(info === undefined ? {} : tokenJson(info))}\n`
-            : `revoked ${id}${info === undefined ? '' : ` (${info.name}, ${roleName(info.role)})`}\n`,
+            ? `${stringifyJson(tokenJson(info))}\n`
+            : `revoked ${id} (${info.name}, ${roleName(info.role)})\n`,
         );
-        return 0;
+        return ExitCode.OK;
       });
     });
+}
+
+/** Adds `tokens create|list|revoke` (global `--server`/`--output` and transport options). */
+export function registerTokenCommands(cli: Cli): void {
+  const tokens = cli.program
+    .command('tokens')
+    .description('client tokens through the running server (admin role)');
+  registerCreate(cli, tokens);
+  registerList(cli, tokens);
+  registerRevoke(cli, tokens);
 }

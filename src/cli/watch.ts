@@ -2,12 +2,7 @@
  * `prfleet watch`: the fleet's events as they happen (FleetService.Watch), one line each, in words or as JSON
  * lines; resumes by itself after a dropped connection from the last cursor it printed.
  */
-import {
-  InvalidArgumentError,
-  Option,
-  type Command,
-  type OptionValues,
-} from '@commander-js/extra-typings';
+import { InvalidArgumentError, Option } from '@commander-js/extra-typings';
 import { Status } from 'nice-grpc-common';
 import { ErrorInfo, RichClientError } from 'nice-grpc-error-details';
 import {
@@ -18,23 +13,16 @@ import {
   type WatchRequest,
   type WatchSnapshot,
 } from '../gen/prfleet/v1/events.js';
-import type { FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
 import { delay } from '../common/delay.js';
 import { eventToJson, snapshotToJson } from '../common/event-json.js';
 import { formatKey } from '../common/key-layout.js';
+import type { CliFleetClient } from './client.js';
+import { collect } from './fleet-flags.js';
 import { parseUint32 } from './parse.js';
+import type { Cli, CliIo, OutputFormat } from './runner.js';
 
-/** What `prfleet watch` needs from the program. */
-export interface WatchCliDeps {
-  /** Connects with the global flags, runs `body`, prints an error and sets the exit code. */
-  readonly run: (
-    body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>,
-  ) => Promise<void>;
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-  /** Backoff between reconnects, ms (tests shorten it). @default 500 → 15,000 */
-  readonly backoff?: { readonly initialMs: number; readonly maxMs: number };
-}
+/** Backoff between reconnects, ms. */
+const BACKOFF = { initialMs: 500, maxMs: 15_000 };
 
 /** `--kind` values: the EventKind names without the prefix, in lower case with dashes. */
 export const KIND_NAMES = Object.values(EventKind)
@@ -58,10 +46,6 @@ function parseKind(value: string, previous: EventKind[] = []): EventKind[] {
 function parseCursor(value: string): bigint {
   if (!/^\d{1,19}$/.test(value)) throw new InvalidArgumentError('not a cursor (a number)');
   return BigInt(value);
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /** One event in words: time, site, loader, LU, what happened, who. */
@@ -132,10 +116,10 @@ interface WatchLoop {
 
 /** Streams until the limit, printing each message; returns when done, throws what ended the stream. */
 async function streamOnce(
-  client: FleetServiceClient,
+  client: CliFleetClient,
   loop: WatchLoop,
   print: (line: string) => void,
-  output: 'table' | 'json',
+  output: OutputFormat,
 ): Promise<'done' | 'ended'> {
   const ac = new AbortController();
   const request: WatchRequest = {
@@ -176,22 +160,22 @@ async function streamOnce(
  * cursor gone from the retention is resumed from a fresh snapshot, saying so.
  */
 async function watchLoop(
-  deps: WatchCliDeps,
-  client: FleetServiceClient,
+  io: CliIo,
+  client: CliFleetClient,
   loop: WatchLoop,
-  output: 'table' | 'json',
+  output: OutputFormat,
 ): Promise<number> {
-  const backoff = deps.backoff ?? { initialMs: 500, maxMs: 15_000 };
+  const backoff = BACKOFF;
   let backoffMs = backoff.initialMs;
-  const print = (line: string) => deps.stdout(`${line}\n`);
+  const print = (line: string) => io.stdout(`${line}\n`);
   for (;;) {
     const before = loop.printed;
     try {
       if ((await streamOnce(client, loop, print, output)) === 'done') return 0;
-      deps.stderr('prfleet: the server ended the watch; resuming\n');
+      io.stderr('prfleet: the server ended the watch; resuming\n');
     } catch (error) {
       if (reasonOf(error) === 'CURSOR_EXPIRED' || reasonOf(error) === 'CURSOR_AHEAD') {
-        deps.stderr(
+        io.stderr(
           `prfleet: events after cursor ${loop.after ?? '?'} are no longer in the server's log (${(error as Error).message}); starting again from a snapshot\n`,
         );
         loop.after = undefined;
@@ -201,7 +185,7 @@ async function watchLoop(
       if (!resumable(error)) throw error;
       if (loop.printed > before) backoffMs = backoff.initialMs;
       const wait = Math.round(backoffMs * (0.5 + Math.random() / 2));
-      deps.stderr(
+      io.stderr(
         `prfleet: watch interrupted (${(error as Error).message}); resuming after cursor ${loop.after ?? 'now'} in ${wait} ms\n`,
       );
       await delay(wait);
@@ -211,12 +195,8 @@ async function watchLoop(
 }
 
 /** Adds `prfleet watch` to `program`. */
-export function registerWatchCommand<
-  A extends unknown[],
-  O extends OptionValues,
-  G extends OptionValues,
->(program: Command<A, O, G>, deps: WatchCliDeps): void {
-  program
+export function registerWatchCommand(cli: Cli): void {
+  cli.program
     .command('watch')
     .description(
       'print fleet events as they happen: agents, paths, PROUTs, unit attentions, reservation changes, findings (resumes by itself)',
@@ -239,7 +219,7 @@ export function registerWatchCommand<
     .option('--snapshot', 'start with the current state of the selected LUs and agents')
     .option('--max-events <n>', 'exit after this many events', parseUint32)
     .action(async (opts) => {
-      await deps.run(async (client, output) => {
+      await cli.fleet(async (client, output) => {
         const loop: WatchLoop = {
           request: {
             site: opts.site ?? '',
@@ -253,7 +233,7 @@ export function registerWatchCommand<
           maxEvents: opts.maxEvents,
           printed: 0,
         };
-        return watchLoop(deps, client, loop, output);
+        return watchLoop(cli.io, client, loop, output);
       });
     });
 }

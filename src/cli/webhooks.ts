@@ -4,30 +4,21 @@
  * fingerprint).
  */
 import { readFileSync } from 'node:fs';
-import { InvalidArgumentError, type Command, type OptionValues } from '@commander-js/extra-typings';
+import { InvalidArgumentError } from '@commander-js/extra-typings';
 import {
   EventKind,
   eventKindFromJSON,
   eventKindToJSON,
   type Webhook,
 } from '../gen/prfleet/v1/events.js';
-import type { FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
+import { CliFailure } from './errors.js';
 import { ExitCode } from './exit-codes.js';
+import { collect } from './fleet-flags.js';
 import { stringifyJson } from './json.js';
 import { parseUint32 } from './parse.js';
 import { plainTable } from './render.js';
+import type { Cli } from './runner.js';
 import { KIND_NAMES } from './watch.js';
-
-/** What the webhook commands need from the program (as `prfleet watch`). */
-export interface WebhookCliDeps {
-  readonly run: (
-    body: (client: FleetServiceClient, output: 'table' | 'json') => Promise<number>,
-  ) => Promise<void>;
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-  /** Where PRFLEET_WEBHOOK_SECRET is read. @default process.env */
-  readonly env?: NodeJS.ProcessEnv;
-}
 
 function kindName(kind: EventKind): string {
   return eventKindToJSON(kind)
@@ -56,10 +47,6 @@ function parseKinds(value: string, previous: EventKind[] = []): EventKind[] {
 function parseCursor(value: string): bigint {
   if (!/^\d{1,19}$/.test(value)) throw new InvalidArgumentError('not a cursor (a number)');
   return BigInt(value);
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 /** One webhook in the CLI's JSON conventions: kinds as words, counters as numbers, never a secret. */
@@ -139,15 +126,9 @@ function secretOf(
   );
 }
 
-/** Adds `prfleet webhooks add|list|remove` to `program`. */
-export function registerWebhookCommands<
-  A extends unknown[],
-  O extends OptionValues,
-  G extends OptionValues,
->(program: Command<A, O, G>, deps: WebhookCliDeps): void {
-  const webhooks = program
-    .command('webhooks')
-    .description('POST fleet events to URLs, signed (admin role; docs/events.md)');
+type Group = ReturnType<Cli['program']['command']>;
+
+function registerAdd(cli: Cli, webhooks: Group): void {
   webhooks
     .command('add')
     .description('add a webhook: matching events are POSTed to URL, signed with the secret')
@@ -176,13 +157,17 @@ export function registerWebhookCommands<
       parseCursor,
     )
     .action(async (url, opts) => {
-      await deps.run(async (client, output) => {
+      await cli.fleet(async (client, output) => {
         let secret: string;
         try {
-          secret = secretOf(opts, deps.env ?? process.env);
+          secret = secretOf(opts, cli.io.env ?? process.env);
         } catch (error) {
-          deps.stderr(`prfleet: ${(error as Error).message}\n`);
-          return ExitCode.USAGE;
+          throw new CliFailure(
+            'USAGE',
+            (error as Error).message,
+            'give the signing secret with --secret-file <file> or PRFLEET_WEBHOOK_SECRET; nothing was sent',
+            ExitCode.USAGE,
+          );
         }
         const { webhook } = await client.addWebhook({
           url,
@@ -198,7 +183,7 @@ export function registerWebhookCommands<
           },
         });
         if (webhook === undefined) return 1;
-        deps.stdout(
+        cli.io.stdout(
           output === 'json'
             ? `${stringifyJson(webhookJson(webhook))}\n`
             : `added webhook ${webhook.id} → ${webhook.url} (secret sha256:${webhook.secretFingerprint}, events after cursor ${webhook.cursor})\n`,
@@ -206,6 +191,9 @@ export function registerWebhookCommands<
         return 0;
       });
     });
+}
+
+function registerList(cli: Cli, webhooks: Group): void {
   webhooks
     .command('list')
     .description('webhooks, their delivery state and dead letters (never secrets)')
@@ -216,25 +204,28 @@ export function registerWebhookCommands<
       parseUint32,
     )
     .action(async (opts) => {
-      await deps.run(async (client, output) => {
+      await cli.fleet(async (client, output) => {
         const { webhooks: list } = await client.listWebhooks({
           id: opts.id ?? '',
           deadLetters: opts.deadLetters ?? 10,
         });
-        deps.stdout(
+        cli.io.stdout(
           `${output === 'json' ? stringifyJson({ webhooks: list.map(webhookJson) }) : renderWebhooks(list)}\n`,
         );
         return 0;
       });
     });
+}
+
+function registerRemove(cli: Cli, webhooks: Group): void {
   webhooks
     .command('remove')
     .description('remove a webhook (deliveries to it stop; its dead letters go too)')
     .argument('<id>', 'webhook id')
     .action(async (id) => {
-      await deps.run(async (client, output) => {
+      await cli.fleet(async (client, output) => {
         const { webhook } = await client.removeWebhook({ id });
-        deps.stdout(
+        cli.io.stdout(
           output === 'json'
             ? `${stringifyJson(webhook === undefined ? { id } : webhookJson(webhook))}\n`
             : `removed webhook ${id}${webhook === undefined ? '' : ` (${webhook.url})`}\n`,
@@ -242,4 +233,14 @@ export function registerWebhookCommands<
         return 0;
       });
     });
+}
+
+/** Adds `prfleet webhooks add|list|remove`. */
+export function registerWebhookCommands(cli: Cli): void {
+  const webhooks = cli.program
+    .command('webhooks')
+    .description('POST fleet events to URLs, signed (admin role; docs/events.md)');
+  registerAdd(cli, webhooks);
+  registerList(cli, webhooks);
+  registerRemove(cli, webhooks);
 }

@@ -15,6 +15,7 @@ import { retryMiddleware, type RetryOptions } from 'nice-grpc-client-middleware-
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { AgentServiceDefinition, type AgentServiceClient } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition, type ControlServiceClient } from '../gen/prfleet/v1/control.js';
+import { FleetServiceDefinition, type FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
 
 /**
  * Metadata key carrying the caller's remaining time in milliseconds, relative to when the call was sent.
@@ -32,13 +33,19 @@ export type ControlClient = ControlServiceClient<PrfleetCallOptions> & {
   close(): void;
 };
 
+/** FleetService client with the same deadline, retry and rich-error support; `close()` releases its channel. */
+export type FleetClient = FleetServiceClient<PrfleetCallOptions> & {
+  /** Closes the channel (pending calls fail with CANCELLED). */
+  close(): void;
+};
+
 /** AgentService client; `close()` releases its channel. */
 export type AgentClient = AgentServiceClient<PrfleetCallOptions> & {
   /** Closes the channel. */
   close(): void;
 };
 
-/** Options for {@link createControlClient} and {@link createAgentClient}. */
+/** Options for {@link createControlClient}, {@link createFleetClient} and {@link createAgentClient}. */
 export interface ClientOptions {
   /** Extra grpc-js channel options. @default {} (agents: keepalive 30 s / 10 s, see agentChannelOptions) */
   readonly channelOptions?: ChannelOptions;
@@ -139,42 +146,55 @@ function clientFactory(token?: string, idempotencyKeys = true) {
     .use(deadlinePropagationMiddleware);
 }
 
+/** The channel `options` ask for (theirs, or a new one to `address`) and how to release it. */
+function channelFor(
+  address: string,
+  options: ClientOptions,
+  defaults: ChannelOptions = {},
+): { channel: Channel; close: () => void } {
+  if (options.channel !== undefined) return { channel: options.channel, close: () => undefined };
+  const channel = createChannel(address, options.credentials, {
+    ...defaults,
+    ...options.channelOptions,
+  });
+  return { channel, close: () => channel.close() };
+}
+
 /**
  * Creates a ControlService client for `address` ('host:port': plaintext h2c unless `options.credentials` says
  * TLS) with error details (RichClientError), retries for NO_SIDE_EFFECTS methods, deadlines (`{ deadline: ms |
  * Date }`) that are also sent to the server, and `options.token` as bearer token. Call `close()` when done.
  */
 export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
-  const channel =
-    options.channel ?? createChannel(address, options.credentials, options.channelOptions);
+  const { channel, close } = channelFor(address, options);
   const client = clientFactory(options.token, options.idempotencyKeys).create(
     ControlServiceDefinition,
     channel,
-    {
-      '*': options.defaultCallOptions ?? {},
-    },
+    { '*': options.defaultCallOptions ?? {} },
   );
-  return Object.assign(client, {
-    close: () => {
-      if (options.channel === undefined) channel.close();
-    },
-  });
+  return Object.assign(client, { close });
+}
+
+/**
+ * Creates a FleetService client for `address` with the same middleware as {@link createControlClient}: error
+ * details, deadlines sent to the server, one retry of NO_SIDE_EFFECTS unary calls (streams are never retried),
+ * the bearer token. Call `close()` when done.
+ */
+export function createFleetClient(address: string, options: ClientOptions = {}): FleetClient {
+  const { channel, close } = channelFor(address, options);
+  const client = clientFactory(options.token, options.idempotencyKeys).create(
+    FleetServiceDefinition,
+    channel,
+    { '*': options.defaultCallOptions ?? {} },
+  );
+  return Object.assign(client, { close });
 }
 
 /** Creates an AgentService client for `address` with agent keepalive options; call `close()` when done. */
 export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
-  const channel =
-    options.channel ??
-    createChannel(address, options.credentials, {
-      ...agentChannelOptions,
-      ...options.channelOptions,
-    });
+  const { channel, close } = channelFor(address, options, agentChannelOptions);
   const client = clientFactory(options.token).create(AgentServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });
-  return Object.assign(client, {
-    close: () => {
-      if (options.channel === undefined) channel.close();
-    },
-  });
+  return Object.assign(client, { close });
 }

@@ -1,6 +1,7 @@
 import { onTestFinished } from 'vitest';
 import { Command as CliProgram, CommanderError, Option } from '@commander-js/extra-typings';
 import { registerFleetCommands } from '../../src/cli/fleet.js';
+import { createCli } from '../../src/cli/runner.js';
 import { createChannel, createClientFactory, createServer } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { createAgent, type Agent } from '../../agent/agent.js';
@@ -308,9 +309,11 @@ export async function runFleetCli(server: string, argv: string[]) {
     .exitOverride()
     .configureOutput({ writeOut: (t) => (stdout += t), writeErr: (t) => (stderr += t) });
   registerFleetCommands(
-    program,
-    { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true },
-    state,
+    createCli(
+      program,
+      { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t), progress: true },
+      state,
+    ),
   );
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -8,6 +8,7 @@ import { Command, Option } from '@commander-js/extra-typings';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { HISTORY_BROKEN_EXIT_CODE, registerHistoryCommands } from '../../src/cli/history.js';
+import { createCli } from '../../src/cli/runner.js';
 import { openStore, type Store } from '../../src/server/store/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
@@ -51,9 +52,7 @@ async function prfleet(address: string, argv: string[]): Promise<{ code: number;
     .option('--plaintext', 'the test server is plaintext', true)
     .exitOverride();
   registerHistoryCommands(
-    program,
-    { stdout: (text) => (out += text), stderr: (text) => (out += text) },
-    state,
+    createCli(program, { stdout: (text) => (out += text), stderr: (text) => (out += text) }, state),
   );
   await program.parseAsync(argv, { from: 'user' });
   return { code: state.exitCode, out };
