@@ -7,7 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { runCli } from '../../src/cli/program.js';
 import { EXIT_CODE_HELP, ExitCode } from '../../src/cli/exit-codes.js';
 import { renderFindings } from '../../src/cli/fleet.js';
-import { renderResult } from '../../src/cli/render.js';
+import { renderAgents, renderDevices, renderResult } from '../../src/cli/render.js';
+import { Agent, LogicalUnit } from '../../src/gen/prfleet/v1/control.js';
 import { Finding, FindingKind, Severity } from '../../src/gen/prfleet/v1/fleet.js';
 import { CommandResult, Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { suggest } from '../../src/server/fleet/suggest.js';
@@ -71,12 +72,32 @@ describe('terminal output', () => {
     expect(out).toContain('host\\u001b]0;owned\\u0007');
   });
 
+  // The server now refuses control characters in a Hello and shows them as '.' in a device's INQUIRY text
+  // (test/hostile/agent-hello.test.ts); the CLI still escapes what any server sends, so its tables are checked on
+  // the rows themselves, and end to end on what this server lets through.
   it('shows device and agent text with control characters escaped in `agents` and `devices`', async () => {
+    const agent = Agent.fromPartial({
+      agentId: 'host-a',
+      hostname: 'h\u001b]0;owned\u0007',
+      site: 'dc1\u001b[2J',
+      labels: { 'rack\u001b[1m': 'r1\r' },
+      connected: true,
+    });
+    const unit = LogicalUnit.fromPartial({
+      luId: 'naa.5000e11100000001',
+      vendor: 'EVIL\u001b[31m',
+      product: 'Loader\u009b2J',
+      serial: 'SN\u0007',
+      paths: [{ agentId: 'host-a', hostname: 'h\u0007', path: { path: '/dev/sg0\u001b[K' } }],
+    });
+    for (const out of [renderAgents([agent]), renderDevices([unit])]) {
+      expect(out).not.toMatch(ESCAPES);
+      expect(out).toContain('\\u001b[');
+    }
     const { address } = await startTestServer();
     await connectFakeAgent(address, {
       agentId: 'host-a',
-      site: 'dc1\u001b[2J',
-      labels: { 'rack\u001b[1m': 'r1\r' },
+      site: 'dc1',
       paths: [
         fakePath('/dev/sg0', 'naa.5000e11100000001', {
           vendor: 'EVIL\u001b[31m',
@@ -89,12 +110,9 @@ describe('terminal output', () => {
       const run = await cli(['--plaintext', '--server', address, command], { NO_COLOR: '1' });
       expect(run.code).toBe(0);
       expect(run.stdout).not.toMatch(ESCAPES);
-      expect(run.stdout).toContain('\\u001b[');
     }
     const json = await cli(['--plaintext', '--server', address, '-o', 'json', 'devices']);
     expect(json.stdout).not.toMatch(ESCAPES);
-    const parsed = JSON.parse(json.stdout) as { logicalUnits: { product: string }[] };
-    expect(parsed.logicalUnits[0]?.product).toBe('Loader\u009b2J');
   });
 
   it('does not call a TIMEOUT result GOOD', () => {
