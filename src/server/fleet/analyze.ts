@@ -3,7 +3,7 @@ import type { FullStatusDescriptor, Path } from '../../gen/prfleet/v1/scsi.js';
 import { transportIdFromProto } from '../../common/command.js';
 import { transportIdEquals } from '../../scsi/index.js';
 import type { KeyIndex } from './key-index.js';
-import type { LuObservation } from './observe.js';
+import type { LuObservation, LuState } from './observe.js';
 
 /** What is known about one nexus's registration. */
 export interface PathRegistration {
@@ -100,29 +100,46 @@ export function analyzeUnit(obs: LuObservation, keys: KeyIndex): UnitAnalysis {
 
   const registryHolder =
     state.reserved && state.holderKey !== 0n ? (keys.record(state.holderKey)?.agentId ?? '') : '';
-  if (state.fullStatus !== undefined) {
-    const descriptors = state.fullStatus;
-    let holderAgentId = '';
-    const paths = obs.paths.map((p) => {
-      const d = descriptors.find((x) => sameNexus(p.fleetPath.path, x));
-      if (d === undefined)
-        return {
-          registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
-          key: 0n,
-          holder: false,
-        };
-      if (d.reservationHolder && holderAgentId === '')
-        holderAgentId = p.fleetPath.agent.hello.agentId;
-      return {
-        registration: RegistrationState.REGISTRATION_STATE_REGISTERED,
-        key: d.key,
-        holder: d.reservationHolder,
-      };
-    });
-    return { paths, holderAgentId: holderAgentId || registryHolder, keyCounts };
-  }
+  if (state.fullStatus !== undefined)
+    return byFullStatus(obs, state.fullStatus, registryHolder, keyCounts);
+  return byKeyCounts(obs, state, keys, registryHolder, keyCounts);
+}
 
-  // Count each host's keys against its paths to this LU.
+/** Each path matched to its READ FULL STATUS descriptor by initiator port and relative target port. */
+function byFullStatus(
+  obs: LuObservation,
+  descriptors: readonly FullStatusDescriptor[],
+  registryHolder: string,
+  keyCounts: Map<bigint, number>,
+): UnitAnalysis {
+  let holderAgentId = '';
+  const paths = obs.paths.map((p) => {
+    const d = descriptors.find((x) => sameNexus(p.fleetPath.path, x));
+    if (d === undefined)
+      return {
+        registration: RegistrationState.REGISTRATION_STATE_NOT_REGISTERED,
+        key: 0n,
+        holder: false,
+      };
+    if (d.reservationHolder && holderAgentId === '')
+      holderAgentId = p.fleetPath.agent.hello.agentId;
+    return {
+      registration: RegistrationState.REGISTRATION_STATE_REGISTERED,
+      key: d.key,
+      holder: d.reservationHolder,
+    };
+  });
+  return { paths, holderAgentId: holderAgentId || registryHolder, keyCounts };
+}
+
+/** Without per-nexus data: each host's keys in READ KEYS counted against its paths to the LU. */
+function byKeyCounts(
+  obs: LuObservation,
+  state: LuState,
+  keys: KeyIndex,
+  registryHolder: string,
+  keyCounts: Map<bigint, number>,
+): UnitAnalysis {
   const byAgent = new Map<string, number[]>();
   obs.paths.forEach((p, i) => {
     const id = p.fleetPath.agent.hello.agentId;

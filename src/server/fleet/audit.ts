@@ -20,8 +20,8 @@ import { AsyncQueue } from '../../common/async-queue.js';
 import { DEFAULT_PAGE_BYTES } from '../pages.js';
 import { analyzeUnit } from './analyze.js';
 import type { FleetDeps } from './deps.js';
-import { loadDesiredIndex } from './desired.js';
-import { loadKeyIndex } from './key-index.js';
+import { loadDesiredIndex, type DesiredIndex } from './desired.js';
+import { loadKeyIndex, type KeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit, type LuObservation, type ReadContext } from './observe.js';
 import { preventionFinding, probeSpc2, spc2Finding } from './holds.js';
@@ -75,17 +75,16 @@ export function agentLookup(deps: FleetDeps): AgentLookup {
   };
 }
 
-/**
- * Audits the selected LUs: reads each through every reachable path (bounded per agent and overall), joins the
- * key registry and desired state, and yields a report per LU as soon as it is complete, progress events, and a
- * summary with loader-level findings (deadlocks). Unreachable agents and LUs are reported, never dropped.
- * Throws INVALID_ARGUMENT for a bad request before anything is sent.
- */
-export async function* runAudit(
-  deps: FleetDeps,
-  request: AuditRequest,
-  signal: AbortSignal,
-): AsyncGenerator<AuditResponse> {
+/** An audit's limits, from its request. */
+export interface AuditSettings {
+  readonly maxConcurrency: number;
+  readonly maxPerAgent: number;
+  readonly timeoutMs: number;
+  readonly progressMs: number;
+}
+
+/** The request's limits with defaults filled in; INVALID_ARGUMENT for a bad one. */
+export function auditSettings(request: AuditRequest): AuditSettings {
   const maxConcurrency = boundedInt(
     request.maxConcurrency,
     'max_concurrency',
@@ -105,81 +104,53 @@ export async function* runAudit(
   const progressMs = request.progressInterval
     ? durationToMs(request.progressInterval)
     : AUDIT_DEFAULTS.progressMs;
-  const units = selectUnits(deps.devices, request.selector);
-  const startedAt = new Date();
-  const t0 = performance.now();
-  const [keys, desired] = await Promise.all([
-    loadKeyIndex(deps.store),
-    loadDesiredIndex(deps.store),
-  ]);
-  const limiter = new CommandLimiter(maxConcurrency, maxPerAgent);
-  const agents = agentLookup(deps);
-  const out = new AsyncQueue<AuditResponse>(Number.MAX_SAFE_INTEGER);
-  const counts = new Map<FindingKind, number>();
-  const digests: LoaderDigest[] = []; // not whole reports, to bound memory
-  // Only kept when someone listens (the event log): a few findings per LU.
-  const audited =
-    deps.onAuditComplete === undefined
-      ? undefined
-      : ([] as { luId: string; loaderId: string; findings: readonly Finding[] }[]);
-  let commands = 0;
-  let done = 0;
-  let findings = 0;
-  let reachable = 0;
-  let partial = 0;
-  let paths = 0;
-  let pathsReachable = 0;
-  const count = (list: readonly Finding[]) => {
-    for (const f of list) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1);
-    findings += list.length;
-  };
-  const progress = () =>
-    AuditResponse.fromPartial({
-      event: {
-        $case: 'progress',
-        value: AuditProgress.fromPartial({
-          logicalUnitsTotal: units.length,
-          logicalUnitsDone: done,
-          commandsSent: commands,
-          findings,
-        }),
-      },
-    });
+  return { maxConcurrency, maxPerAgent, timeoutMs, progressMs };
+}
 
-  deps.log.info({ logicalUnits: units.length, maxConcurrency, maxPerAgent }, 'audit started');
-  out.push(progress());
-  const timer = setInterval(() => out.push(progress()), Math.max(10, progressMs));
-  // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
-  setMaxListeners(0, signal);
-  const ctx = {
-    router: deps.router,
-    limiter,
-    timeoutMs,
-    signal,
-    onCommand: () => void (commands += 1),
-  };
-  // Changers' element views, read beside their reservations, for the element findings at the end.
-  const elementViews = new Map<SelectedUnit, ElementView>();
-  const auditUnit = async (unit: SelectedUnit): Promise<void> => {
-    if (isChanger(unit)) {
-      const view = await readElementView(unit, ctx);
-      elementViews.set(unit, view);
-      deps.elementViews?.set(unit.luId, view);
-    }
-    const obs = await observeUnit(unit, ctx);
-    const analysis = analyzeUnit(obs, keys);
-    const list = unitFindings(obs, analysis, keys, agents, desired.desireFor(unit));
-    list.push(...(await otherHolds(deps, obs, ctx)));
-    const report = buildReport(obs, analysis, keys, list);
-    if (audited !== undefined)
-      audited.push({ luId: unit.luId, loaderId: unit.loaderId, findings: list });
-    done += 1;
-    count(list);
-    paths += report.paths.length;
-    pathsReachable += report.paths.filter((p) => p.reachable).length;
-    if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
-    if (report.reachability === Reachability.REACHABILITY_PARTIAL) partial += 1;
-    digests.push({
+/** What one LU's audit contributed to the event log. */
+interface AuditedUnit {
+  readonly luId: string;
+  readonly loaderId: string;
+  readonly findings: readonly Finding[];
+}
+
+/** The running counts of one audit: what progress events, the summary and the metrics say. */
+export class AuditTally {
+  readonly counts = new Map<FindingKind, number>();
+  /** Not whole reports, to bound memory. */
+  readonly digests: LoaderDigest[] = [];
+  /** Only kept when someone listens (the event log): a few findings per LU. */
+  readonly audited: AuditedUnit[] | undefined;
+  commands = 0;
+  done = 0;
+  findings = 0;
+  reachable = 0;
+  partial = 0;
+  paths = 0;
+  pathsReachable = 0;
+
+  constructor(
+    readonly total: number,
+    keepFindings: boolean,
+  ) {
+    this.audited = keepFindings ? [] : undefined;
+  }
+
+  count(list: readonly Finding[]): void {
+    for (const f of list) this.counts.set(f.kind, (this.counts.get(f.kind) ?? 0) + 1);
+    this.findings += list.length;
+  }
+
+  /** One LU's report and findings. */
+  add(unit: SelectedUnit, report: LogicalUnitReport, list: readonly Finding[]): void {
+    this.audited?.push({ luId: unit.luId, loaderId: unit.loaderId, findings: list });
+    this.done += 1;
+    this.count(list);
+    this.paths += report.paths.length;
+    this.pathsReachable += report.paths.filter((p) => p.reachable).length;
+    if (report.reachability === Reachability.REACHABILITY_REACHABLE) this.reachable += 1;
+    if (report.reachability === Reachability.REACHABILITY_PARTIAL) this.partial += 1;
+    this.digests.push({
       luId: report.luId,
       loaderId: report.loaderId,
       peripheralDeviceType: report.peripheralDeviceType,
@@ -187,15 +158,102 @@ export async function* runAudit(
       holderKey: report.holderKey,
       holderAgentId: report.holderAgentId,
     });
-    out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
-  };
-  // Lanes instead of every LU at once: only a lane's worth of reads, promises and reports is alive at a time
-  // (10,000 LUs started together kept ~100 MB alive through every young-generation GC, which copied it all each
-  // time), and lanes wait while the client has a backlog of reports. LUs are taken round-robin over agents, so
-  // the lanes spread over the fleet instead of queueing behind one agent's per-agent limit.
-  const order = interleaveByAgent(units, maxPerAgent);
-  const backlog = Math.max(64, maxConcurrency);
-  // Lanes held back by the backlog share one wait, so the queue checks one waiter per read, not one per lane.
+  }
+
+  progress(): AuditResponse {
+    return AuditResponse.fromPartial({
+      event: {
+        $case: 'progress',
+        value: AuditProgress.fromPartial({
+          logicalUnitsTotal: this.total,
+          logicalUnitsDone: this.done,
+          commandsSent: this.commands,
+          findings: this.findings,
+        }),
+      },
+    });
+  }
+
+  /** Finding counts by kind, named as the metrics name them (`unknown_key`). */
+  byKindName(): Record<string, number> {
+    return Object.fromEntries(
+      [...this.counts].map(([kind, n]) => [
+        findingKindToJSON(kind)
+          .replace(/^FINDING_KIND_/, '')
+          .toLowerCase(),
+        n,
+      ]),
+    );
+  }
+
+  summary(loaderFindings: Finding[], ms: number, startedAt: Date): AuditResponse {
+    return AuditResponse.fromPartial({
+      event: {
+        $case: 'summary',
+        value: AuditSummary.fromPartial({
+          logicalUnits: this.total,
+          reachable: this.reachable,
+          partial: this.partial,
+          unreachable: this.total - this.reachable - this.partial,
+          paths: this.paths,
+          pathsReachable: this.pathsReachable,
+          commandsSent: this.commands,
+          findingCounts: [...this.counts]
+            .sort((a, b) => a[0] - b[0])
+            .map(([kind, n]) => FindingCount.fromPartial({ kind, count: n })),
+          loaderFindings,
+          duration: msToDuration(ms),
+          startedAt,
+        }),
+      },
+    });
+  }
+}
+
+/** What every LU of one audit shares. */
+interface AuditRun {
+  readonly deps: FleetDeps;
+  readonly ctx: ReadContext;
+  readonly keys: KeyIndex;
+  readonly desired: DesiredIndex;
+  readonly agents: AgentLookup;
+  readonly tally: AuditTally;
+  readonly out: AsyncQueue<AuditResponse>;
+  /** Changers' element views, read beside their reservations, for the element findings at the end. */
+  readonly elementViews: Map<SelectedUnit, ElementView>;
+}
+
+/** Reads one LU, judges it, and queues its report. */
+async function auditUnit(run: AuditRun, unit: SelectedUnit): Promise<void> {
+  const { deps, ctx, keys } = run;
+  if (isChanger(unit)) {
+    const view = await readElementView(unit, ctx);
+    run.elementViews.set(unit, view);
+    deps.elementViews?.set(unit.luId, view);
+  }
+  const obs = await observeUnit(unit, ctx);
+  const analysis = analyzeUnit(obs, keys);
+  const list = unitFindings(obs, analysis, keys, run.agents, run.desired.desireFor(unit));
+  list.push(...(await otherHolds(deps, obs, ctx)));
+  const report = buildReport(obs, analysis, keys, list);
+  run.tally.add(unit, report, list);
+  run.out.push({ event: { $case: 'report', value: report } }); // no fromPartial: it would deep-copy the report
+}
+
+/**
+ * Runs `each` over `order` in `lanes` concurrent lanes, each taking the next item when done; stops taking items
+ * after the first failure or an abort, and holds lanes back while `out` has more than `backlog` items queued.
+ * Rejects with the first failure, or the abort reason.
+ */
+export function runLanes<T>(
+  order: readonly T[],
+  lanes: number,
+  each: (item: T) => Promise<void>,
+  out: AsyncQueue<unknown>,
+  backlog: number,
+  signal: AbortSignal,
+): Promise<void> {
+  // Lanes held back by the backlog share one wait, so the queue checks one waiter per item, not one per lane.
   let roomWait: Promise<void> | undefined;
   const room = (): Promise<void> =>
     (roomWait ??= out.whenSizeAtMost(backlog).then(() => {
@@ -206,7 +264,7 @@ export async function* runAudit(
   const lane = async (): Promise<void> => {
     try {
       while (next < order.length && !failed && !signal.aborted) {
-        await auditUnit(order[next++] as SelectedUnit);
+        await each(order[next++] as T);
         if (out.size > backlog) await room();
       }
     } catch (e) {
@@ -214,61 +272,100 @@ export async function* runAudit(
       throw e;
     }
   };
-  const work = Promise.all(
-    Array.from({ length: Math.min(order.length, maxConcurrency) }, lane),
-  ).then(() => signal.throwIfAborted());
+  return Promise.all(Array.from({ length: Math.min(order.length, lanes) }, lane)).then(() =>
+    signal.throwIfAborted(),
+  );
+}
+
+/** After the last LU: the loader-level findings, the hooks, the last progress event and the summary. */
+function finishAudit(
+  run: AuditRun,
+  units: readonly SelectedUnit[],
+  t0: number,
+  startedAt: Date,
+): void {
+  const { deps, tally, out } = run;
+  const byLu = new Map(tally.digests.map((d) => [d.luId, d]));
+  const loader = [
+    ...loaderFindings(tally.digests),
+    ...identityFindings(deps.devices.quarantined(), new Set(units.map((u) => u.luId))),
+    ...[...run.elementViews].flatMap(([changer, view]) =>
+      auditElementFindings(changer, view, byLu, (id) => run.agents.isConnected(id)),
+    ),
+  ];
+  tally.count(loader);
+  if (tally.audited !== undefined)
+    deps.onAuditComplete?.({ units: tally.audited, loaderFindings: loader });
+  deps.onAuditFindings?.(tally.byKindName());
+  const ms = performance.now() - t0;
+  out.push(tally.progress());
+  out.push(tally.summary(loader, ms, startedAt));
+  deps.log.info(
+    {
+      logicalUnits: units.length,
+      commands: tally.commands,
+      findings: tally.findings,
+      ms: Math.round(ms),
+    },
+    'audit finished',
+  );
+  out.close();
+}
+
+/**
+ * Audits the selected LUs: reads each through every reachable path (bounded per agent and overall), joins the
+ * key registry and desired state, and yields a report per LU as soon as it is complete, progress events, and a
+ * summary with loader-level findings (deadlocks). Unreachable agents and LUs are reported, never dropped.
+ * Throws INVALID_ARGUMENT for a bad request before anything is sent.
+ */
+export async function* runAudit(
+  deps: FleetDeps,
+  request: AuditRequest,
+  signal: AbortSignal,
+): AsyncGenerator<AuditResponse> {
+  const { maxConcurrency, maxPerAgent, timeoutMs, progressMs } = auditSettings(request);
+  const units = selectUnits(deps.devices, request.selector);
+  const startedAt = new Date();
+  const t0 = performance.now();
+  const [keys, desired] = await Promise.all([
+    loadKeyIndex(deps.store),
+    loadDesiredIndex(deps.store),
+  ]);
+  const tally = new AuditTally(units.length, deps.onAuditComplete !== undefined);
+  const out = new AsyncQueue<AuditResponse>(Number.MAX_SAFE_INTEGER);
+  deps.log.info({ logicalUnits: units.length, maxConcurrency, maxPerAgent }, 'audit started');
+  out.push(tally.progress());
+  const timer = setInterval(() => out.push(tally.progress()), Math.max(10, progressMs));
+  // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
+  setMaxListeners(0, signal);
+  const ctx: ReadContext = {
+    router: deps.router,
+    limiter: new CommandLimiter(maxConcurrency, maxPerAgent),
+    timeoutMs,
+    signal,
+    onCommand: () => void (tally.commands += 1),
+  };
+  const run: AuditRun = {
+    deps,
+    ctx,
+    keys,
+    desired,
+    agents: agentLookup(deps),
+    tally,
+    out,
+    elementViews: new Map(),
+  };
+  // Lanes instead of every LU at once: only a lane's worth of reads, promises and reports is alive at a time
+  // (10,000 LUs started together kept ~100 MB alive through every young-generation GC, which copied it all each
+  // time), and lanes wait while the client has a backlog of reports. LUs are taken round-robin over agents, so
+  // the lanes spread over the fleet instead of queueing behind one agent's per-agent limit.
+  const order = interleaveByAgent(units, maxPerAgent);
+  const backlog = Math.max(64, maxConcurrency);
+  const work = runLanes(order, maxConcurrency, (u) => auditUnit(run, u), out, backlog, signal);
   work.then(
     () => {
       clearInterval(timer);
-      const byLu = new Map(digests.map((d) => [d.luId, d]));
-      const loader = [
-        ...loaderFindings(digests),
-        ...identityFindings(deps.devices.quarantined(), new Set(units.map((u) => u.luId))),
-        ...[...elementViews].flatMap(([changer, view]) =>
-          auditElementFindings(changer, view, byLu, (id) => agents.isConnected(id)),
-        ),
-      ];
-      count(loader);
-      if (audited !== undefined) deps.onAuditComplete?.({ units: audited, loaderFindings: loader });
-      deps.onAuditFindings?.(
-        Object.fromEntries(
-          [...counts].map(([kind, n]) => [
-            findingKindToJSON(kind)
-              .replace(/^FINDING_KIND_/, '')
-              .toLowerCase(),
-            n,
-          ]),
-        ),
-      );
-      const ms = performance.now() - t0;
-      out.push(progress());
-      out.push(
-        AuditResponse.fromPartial({
-          event: {
-            $case: 'summary',
-            value: AuditSummary.fromPartial({
-              logicalUnits: units.length,
-              reachable,
-              partial,
-              unreachable: units.length - reachable - partial,
-              paths,
-              pathsReachable,
-              commandsSent: commands,
-              findingCounts: [...counts]
-                .sort((a, b) => a[0] - b[0])
-                .map(([kind, n]) => FindingCount.fromPartial({ kind, count: n })),
-              loaderFindings: loader,
-              duration: msToDuration(ms),
-              startedAt,
-            }),
-          },
-        }),
-      );
-      deps.log.info(
-        { logicalUnits: units.length, commands, findings, ms: Math.round(ms) },
-        'audit finished',
-      );
-      out.close();
+      finishAudit(run, units, t0, startedAt);
     },
     (e: unknown) => {
       clearInterval(timer);

@@ -1,11 +1,7 @@
 /** The fleet engine: audit, key registry, desired state, plan/apply/takeover (FleetService). */
-export {
-  createFleetService,
-  registerFleetService,
-  rolloutSettings,
-  storeErrorToRpc,
-  ROLLOUT_DEFAULTS,
-} from './fleet-service.js';
+export { createFleetService, registerFleetService } from './fleet-service.js';
+export { rolloutSettings, ROLLOUT_DEFAULTS } from './service/rollout-settings.js';
+export { storeErrorToRpc } from './service/store-errors.js';
 export type { FleetDeps, FleetStore } from './deps.js';
 export { runAudit, AUDIT_DEFAULTS } from './audit.js';
 export { runRollout, judgeEffect, type RolloutSettings, type RolloutInput } from './rollout.js';

@@ -5,7 +5,10 @@ import {
   outcomeToJSON,
   PrinAction,
   type CommandResult,
+  type FullStatusData as ReadFullStatusData,
   type FullStatusDescriptor,
+  type ReadKeysData,
+  type ReadReservationData,
   type PrType,
   type UnitAttention,
 } from '../../gen/prfleet/v1/scsi.js';
@@ -73,7 +76,7 @@ export interface ReadContext {
   readonly onCommand?: () => void;
 }
 
-type ReadOutcome =
+export type ReadOutcome =
   | { readonly result: CommandResult; readonly error?: undefined }
   | { readonly result?: undefined; readonly error: string };
 
@@ -157,14 +160,8 @@ function supportsFullStatus(unit: SelectedUnit): boolean {
   );
 }
 
-/**
- * Reads one LU through every online path: READ FULL STATUS on the first path when the profile has it (one
- * command gives generation, keys per nexus and the holder), else READ RESERVATION + READ KEYS there; READ KEYS on
- * every other online path (to prove the path and collect its unit attentions). If the first path fails, the
- * state comes from another path that answered. Offline paths are reported, never dropped.
- */
-export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise<LuObservation> {
-  const paths: PathObservation[] = unit.paths.map((fleetPath) => ({
+function offlineObservation(fleetPath: FleetPath): PathObservation {
+  return {
     fleetPath,
     reachable: false,
     error:
@@ -172,121 +169,147 @@ export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise
         ? 'agent offline'
         : 'path offline (the agent saw the node fail)',
     unitAttentions: [],
-  }));
+  };
+}
+
+/** What `outcome` (plus `extra` results of the same read) says about the path of `previous`. */
+export function pathObservation(
+  previous: PathObservation,
+  outcome: ReadOutcome,
+  extra: readonly CommandResult[] = [],
+): PathObservation {
+  if (outcome.error !== undefined) return { ...previous, reachable: false, error: outcome.error };
+  const uas =
+    extra.length === 0
+      ? outcome.result.unitAttentions
+      : [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
+  const data = outcome.result.data;
+  const keys =
+    data?.$case === 'readKeys'
+      ? data.value.keys
+      : data?.$case === 'fullStatus'
+        ? data.value.descriptors.map((d) => d.key)
+        : undefined;
+  // Named fields first: V8 takes a slow path for keys added after a leading spread.
+  return {
+    fleetPath: previous.fleetPath,
+    reachable: true,
+    error: '',
+    unitAttentions: uas,
+    ...(keys ? { keys } : {}),
+  };
+}
+
+/** A state read through one path, or why not; `outcome` and `extra` are what that path is recorded with. */
+interface PrimaryRead {
+  readonly state?: LuState;
+  readonly outcome: ReadOutcome;
+  readonly extra?: readonly CommandResult[];
+}
+
+/** The LU's state from a READ FULL STATUS answer. */
+export function stateFromFullStatus(fs: ReadFullStatusData): LuState {
+  const holder = fs.descriptors.find((d) => d.reservationHolder);
+  return {
+    generation: fs.generation,
+    keys: fs.descriptors.map((d) => d.key),
+    reserved: holder !== undefined,
+    holderKey: holder?.key ?? 0n,
+    type: holder?.type ?? 0,
+    scope: holder?.scope ?? 0,
+    fullStatus: fs.descriptors,
+  };
+}
+
+/** The LU's state from READ KEYS and READ RESERVATION answers. */
+export function stateFromKeysAndReservation(rk: ReadKeysData, rr: ReadReservationData): LuState {
+  return {
+    // Two commands: should the generation have moved between them, the newer one is the truth.
+    generation: Math.max(rr.generation, rk.generation),
+    keys: rk.keys,
+    reserved: rr.reserved,
+    holderKey: rr.key,
+    type: rr.type,
+    scope: rr.scope,
+  };
+}
+
+/** Reads the LU's state through `p`: READ FULL STATUS when the profile has it, else READ KEYS (+ READ RESERVATION). */
+async function readPrimary(
+  unit: SelectedUnit,
+  p: FleetPath,
+  ctx: ReadContext,
+): Promise<PrimaryRead> {
+  if (supportsFullStatus(unit)) {
+    const full = await readThrough(p, PrinAction.PRIN_ACTION_READ_FULL_STATUS, ctx, unit.luId);
+    if (full.result?.data?.$case === 'fullStatus')
+      return { state: stateFromFullStatus(full.result.data.value), outcome: full };
+  }
+  // READ KEYS first: with no registration there can be no persistent reservation (its holder must be a
+  // registrant, SPC-4 5.14.9), so an empty LU costs one command; otherwise READ RESERVATION follows.
+  const keys = await readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId);
+  if (keys.result?.data?.$case === 'readKeys' && keys.result.data.value.keys.length === 0) {
+    const rk = keys.result.data.value;
+    const state = {
+      generation: rk.generation,
+      keys: [],
+      reserved: false,
+      holderKey: 0n,
+      type: 0,
+      scope: 0,
+    };
+    return { state, outcome: keys };
+  }
+  const reservation: ReadOutcome =
+    keys.error !== undefined
+      ? keys
+      : await readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId);
+  if (
+    reservation.result?.data?.$case === 'readReservation' &&
+    keys.result?.data?.$case === 'readKeys'
+  ) {
+    const state = stateFromKeysAndReservation(
+      keys.result.data.value,
+      reservation.result.data.value,
+    );
+    return { state, outcome: keys, extra: [reservation.result] };
+  }
+  return { outcome: reservation.error !== undefined ? reservation : keys };
+}
+
+/**
+ * Reads one LU through every online path: READ FULL STATUS on the first path when the profile has it (one
+ * command gives generation, keys per nexus and the holder), else READ RESERVATION + READ KEYS there; READ KEYS on
+ * every other online path (to prove the path and collect its unit attentions). If the first path fails, the
+ * state comes from another path that answered. Offline paths are reported, never dropped.
+ */
+export async function observeUnit(unit: SelectedUnit, ctx: ReadContext): Promise<LuObservation> {
+  const paths: PathObservation[] = unit.paths.map(offlineObservation);
   const online: number[] = [];
   for (let i = 0; i < paths.length; i++)
     if (pathOnline((paths[i] as PathObservation).fleetPath)) online.push(i);
   if (online.length === 0)
     return { unit, paths, error: 'no online path: every agent with a path to it is offline' };
 
-  let state: LuState | undefined;
-  const record = (i: number, outcome: ReadOutcome, extra: CommandResult[] = []): void => {
-    const previous = paths[i] as PathObservation;
-    if (outcome.error !== undefined) {
-      paths[i] = { ...previous, reachable: false, error: outcome.error };
-      return;
-    }
-    const uas =
-      extra.length === 0
-        ? outcome.result.unitAttentions
-        : [outcome.result, ...extra].flatMap((r) => r.unitAttentions);
-    const data = outcome.result.data;
-    const keys =
-      data?.$case === 'readKeys'
-        ? data.value.keys
-        : data?.$case === 'fullStatus'
-          ? data.value.descriptors.map((d) => d.key)
-          : undefined;
-    // Named fields first: V8 takes a slow path for keys added after a leading spread.
-    paths[i] = {
-      fleetPath: previous.fleetPath,
-      reachable: true,
-      error: '',
-      unitAttentions: uas,
-      ...(keys ? { keys } : {}),
-    };
+  const primary = async (i: number): Promise<LuState | undefined> => {
+    const read = await readPrimary(unit, (paths[i] as PathObservation).fleetPath, ctx);
+    paths[i] = pathObservation(paths[i] as PathObservation, read.outcome, read.extra);
+    return read.state;
   };
-
-  const primary = async (i: number): Promise<boolean> => {
-    const p = (paths[i] as PathObservation).fleetPath;
-    if (supportsFullStatus(unit)) {
-      const full = await readThrough(p, PrinAction.PRIN_ACTION_READ_FULL_STATUS, ctx, unit.luId);
-      if (full.result?.data?.$case === 'fullStatus') {
-        const fs = full.result.data.value;
-        const holder = fs.descriptors.find((d) => d.reservationHolder);
-        state = {
-          generation: fs.generation,
-          keys: fs.descriptors.map((d) => d.key),
-          reserved: holder !== undefined,
-          holderKey: holder?.key ?? 0n,
-          type: holder?.type ?? 0,
-          scope: holder?.scope ?? 0,
-          fullStatus: fs.descriptors,
-        };
-        record(i, full);
-        return true;
-      }
-    }
-    // READ KEYS first: with no registration there can be no persistent reservation (its holder must be a
-    // registrant, SPC-4 5.14.9), so an empty LU costs one command; otherwise READ RESERVATION follows.
-    const keys = await readThrough(p, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId);
-    if (keys.result?.data?.$case === 'readKeys' && keys.result.data.value.keys.length === 0) {
-      const rk = keys.result.data.value;
-      state = {
-        generation: rk.generation,
-        keys: [],
-        reserved: false,
-        holderKey: 0n,
-        type: 0,
-        scope: 0,
-      };
-      record(i, keys);
-      return true;
-    }
-    const reservation: ReadOutcome =
-      keys.error !== undefined
-        ? keys
-        : await readThrough(p, PrinAction.PRIN_ACTION_READ_RESERVATION, ctx, unit.luId);
-    if (
-      reservation.result?.data?.$case === 'readReservation' &&
-      keys.result?.data?.$case === 'readKeys'
-    ) {
-      const rr = reservation.result.data.value;
-      const rk = keys.result.data.value;
-      state = {
-        // Two commands: should the generation have moved between them, the newer one is the truth.
-        generation: Math.max(rr.generation, rk.generation),
-        keys: rk.keys,
-        reserved: rr.reserved,
-        holderKey: rr.key,
-        type: rr.type,
-        scope: rr.scope,
-      };
-      record(i, keys, [reservation.result]);
-      return true;
-    }
-    record(i, reservation.error !== undefined ? reservation : keys);
-    return false;
-  };
-
   const [first, ...rest] = online as [number, ...number[]];
   const others = rest.map(async (i) => {
-    record(
-      i,
-      await readThrough(
-        (paths[i] as PathObservation).fleetPath,
-        PrinAction.PRIN_ACTION_READ_KEYS,
-        ctx,
-        unit.luId,
-      ),
+    const p = paths[i] as PathObservation;
+    paths[i] = pathObservation(
+      p,
+      await readThrough(p.fleetPath, PrinAction.PRIN_ACTION_READ_KEYS, ctx, unit.luId),
     );
   });
   // Awaited together: when the caller aborts, the primary read and the others all reject, and each rejection
   // must have a handler (an unhandled one ends the process).
-  let [ok] = await Promise.all([primary(first), Promise.all(others)]);
+  let [state] = await Promise.all([primary(first), Promise.all(others)]);
   for (const i of rest) {
-    if (ok) break;
-    if ((paths[i] as PathObservation).reachable) ok = await primary(i);
+    if (state !== undefined) break;
+    if ((paths[i] as PathObservation).reachable) state = await primary(i);
   }
   if (state === undefined) {
     const errors = [...new Set(online.map((i) => (paths[i] as PathObservation).error))].join('; ');

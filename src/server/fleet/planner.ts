@@ -102,22 +102,13 @@ function unreachablePlan(obs: LuObservation): UnitPlan {
   return unreachable(new StepBuilder(obs, nothingKnown), obs);
 }
 
-/**
- * Plans the PROUT steps that bring one observed LU to `desire`: register every listed host on every path
- * (REGISTER AND IGNORE EXISTING KEY), then the reservation (RESERVE; RELEASE + RESERVE to change type; PREEMPT
- * of another holder), then, with removeOthers, unregister hosts' own stale keys through their paths or PREEMPT
- * keys nobody here can act as. Each step's precondition is the state the previous steps leave (scsi-pr.md §7.11).
- */
-export function planDesired(
+/** Each listed host's active key; a host without one is blocked (MISSING_KEY) and left out. */
+function hostKeys(
+  b: StepBuilder,
   obs: LuObservation,
-  analysis: UnitAnalysis,
   desire: UnitDesire,
   keys: KeyIndex,
-): UnitPlan {
-  if (obs.state === undefined) return unreachablePlan(obs);
-  const b = new StepBuilder(obs, modelOf(obs, analysis));
-  const m = b.model;
-  const caps = b.capabilities;
+): Map<string, bigint> {
   const keyOf = new Map<string, bigint>();
   for (const agentId of desire.registered) {
     const key = keys.activeKey(agentId, desire.purpose);
@@ -138,15 +129,13 @@ export function planDesired(
     }
     keyOf.set(agentId, key);
   }
+  return keyOf;
+}
 
-  // 1. Registrations.
-  for (const agentId of [...desire.registered].sort()) {
-    const key = keyOf.get(agentId);
-    if (key !== undefined) registerEverywhere(b, agentId, key);
-  }
-
-  // 2. The reservation.
-  let want = desire.reservation;
+/** The desired reservation, or undefined (blocked) when the device's known profile lacks its type. */
+function supportedReservation(b: StepBuilder, desire: UnitDesire): UnitDesire['reservation'] {
+  const want = desire.reservation;
+  const caps = b.capabilities;
   if (
     want !== undefined &&
     want.holder !== '' &&
@@ -161,168 +150,227 @@ export function planDesired(
       `${caps.profile} does not support reservation type ${typeWords(want.type)} asked by ${desire.source}`,
       `set a type this device supports (${caps.types.map((t) => typeWords(t)).join(', ')})`,
     );
-    want = undefined;
+    return undefined;
   }
-  if (want !== undefined && !b.stopped) {
-    if (want.holder === '') {
-      if (m.reserved) {
-        const holderPath = m.regs.findIndex(
-          (r, i) => r.holder && b.online(i) && r.registration === REGISTERED,
-        );
-        if (holderPath >= 0) {
-          const key = isAllRegistrants(m.type) ? (m.regs[holderPath]?.key ?? 0n) : m.holderKey;
-          b.add(
-            holderPath,
-            { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: m.type },
-            `release ${typeWords(m.type)} held by ${formatKey(key)}`,
-            true,
-            (mm) => {
-              mm.reserved = false;
-              return true;
-            },
-          );
-        } else {
-          b.block(
-            FindingKind.FINDING_KIND_DRIFT,
-            Severity.SEVERITY_WARNING,
-            `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`,
-            suggest.takeover({ key: m.holderKey }, { lu: obs.unit.luId }),
-            { key: m.holderKey },
-          );
-        }
-      }
-    } else {
-      const key = keyOf.get(want.holder);
-      const at = key === undefined ? undefined : actingPath(b, want.holder, key);
-      if (key !== undefined && at === undefined) {
-        b.block(
-          FindingKind.FINDING_KIND_UNREACHABLE,
-          Severity.SEVERITY_WARNING,
-          `${want.holder} has no online path to this LU: cannot reserve`,
-          `bring ${want.holder} online`,
-          { agentId: want.holder },
-        );
-      } else if (key !== undefined && at !== undefined) {
-        const reserve = () =>
-          b.add(
-            at,
-            { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: key, type: want.type },
-            `reserve ${typeWords(want.type)} with ${formatKey(key)}`,
-            true,
-            (mm) => {
-              mm.reserved = true;
-              mm.holderKey = isAllRegistrants(want.type) ? 0n : key;
-              mm.type = want.type;
-              mm.regs[at] = { ...(mm.regs[at] ?? { registration: REGISTERED, key }), holder: true };
-              return true;
-            },
-          );
-        if (!m.reserved) reserve();
-        else if (isAllRegistrants(m.type)) {
-          if (m.type !== want.type) {
-            b.block(
-              FindingKind.FINDING_KIND_DRIFT,
-              Severity.SEVERITY_WARNING,
-              `an all-registrants reservation (${typeWords(m.type)}) is held; changing it removes every other registration`,
-              suggest.takeover({ agent: '<host>' }, { lu: obs.unit.luId }, want.holder),
-            );
-          }
-        } else if (m.holderKey === key) {
-          if (m.type !== want.type) {
-            const oldType = m.type;
-            b.add(
-              at,
-              { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: oldType },
-              `release ${typeWords(oldType)} to change the type`,
-              true,
-              (mm) => {
-                mm.reserved = false;
-                return true;
-              },
-            );
-            reserve();
-          }
-        } else {
-          const victim = m.holderKey;
-          b.add(
-            at,
-            {
-              action: ProutAction.PROUT_ACTION_PREEMPT,
-              reservationKey: key,
-              serviceActionKey: victim,
-              type: want.type,
-            },
-            `preempt holder ${formatKey(victim)} and reserve ${typeWords(want.type)}`,
-            false,
-            preemptEffect(key, victim, want.type),
-          );
-          // The preempted key's hosts lose their registrations; a listed host is registered again.
-          for (const [agentId, k] of keyOf) if (k === victim) registerEverywhere(b, agentId, k);
-        }
-      }
+  return want;
+}
+
+/** Nobody should hold: RELEASE through an online path of the holder, or block when none is here. */
+function planRelease(b: StepBuilder, obs: LuObservation): void {
+  const m = b.model;
+  if (!m.reserved) return;
+  const holderPath = m.regs.findIndex(
+    (r, i) => r.holder && b.online(i) && r.registration === REGISTERED,
+  );
+  if (holderPath < 0) {
+    b.block(
+      FindingKind.FINDING_KIND_DRIFT,
+      Severity.SEVERITY_WARNING,
+      `reserved by ${formatKey(m.holderKey)}, which no online path here can act as`,
+      suggest.takeover({ key: m.holderKey }, { lu: obs.unit.luId }),
+      { key: m.holderKey },
+    );
+    return;
+  }
+  const key = isAllRegistrants(m.type) ? (m.regs[holderPath]?.key ?? 0n) : m.holderKey;
+  b.add(
+    holderPath,
+    { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: m.type },
+    `release ${typeWords(m.type)} held by ${formatKey(key)}`,
+    true,
+    (mm) => {
+      mm.reserved = false;
+      return true;
+    },
+  );
+}
+
+/** Adds a RESERVE of `type` with `key` through path `at`. */
+function addReserve(b: StepBuilder, at: number, key: bigint, type: PrType): void {
+  b.add(
+    at,
+    { action: ProutAction.PROUT_ACTION_RESERVE, reservationKey: key, type },
+    `reserve ${typeWords(type)} with ${formatKey(key)}`,
+    true,
+    (mm) => {
+      mm.reserved = true;
+      mm.holderKey = isAllRegistrants(type) ? 0n : key;
+      mm.type = type;
+      mm.regs[at] = { ...(mm.regs[at] ?? { registration: REGISTERED, key }), holder: true };
+      return true;
+    },
+  );
+}
+
+/**
+ * `want.holder` should hold with `want.type`: RESERVE when free, RELEASE + RESERVE to change its own type,
+ * PREEMPT another holder (its listed hosts registered again after). An all-registrants reservation of another
+ * type is only reported: changing it removes every other registration.
+ */
+function planReserve(
+  b: StepBuilder,
+  obs: LuObservation,
+  want: { readonly holder: string; readonly type: PrType },
+  keyOf: ReadonlyMap<string, bigint>,
+): void {
+  const m = b.model;
+  const key = keyOf.get(want.holder);
+  if (key === undefined) return;
+  const at = actingPath(b, want.holder, key);
+  if (at === undefined) {
+    b.block(
+      FindingKind.FINDING_KIND_UNREACHABLE,
+      Severity.SEVERITY_WARNING,
+      `${want.holder} has no online path to this LU: cannot reserve`,
+      `bring ${want.holder} online`,
+      { agentId: want.holder },
+    );
+  } else if (!m.reserved) addReserve(b, at, key, want.type);
+  else if (isAllRegistrants(m.type)) {
+    if (m.type !== want.type) {
+      b.block(
+        FindingKind.FINDING_KIND_DRIFT,
+        Severity.SEVERITY_WARNING,
+        `an all-registrants reservation (${typeWords(m.type)}) is held; changing it removes every other registration`,
+        suggest.takeover({ agent: '<host>' }, { lu: obs.unit.luId }, want.holder),
+      );
     }
+  } else if (m.holderKey === key) {
+    if (m.type !== want.type) {
+      const oldType = m.type;
+      b.add(
+        at,
+        { action: ProutAction.PROUT_ACTION_RELEASE, reservationKey: key, type: oldType },
+        `release ${typeWords(oldType)} to change the type`,
+        true,
+        (mm) => {
+          mm.reserved = false;
+          return true;
+        },
+      );
+      addReserve(b, at, key, want.type);
+    }
+  } else {
+    const victim = m.holderKey;
+    b.add(
+      at,
+      {
+        action: ProutAction.PROUT_ACTION_PREEMPT,
+        reservationKey: key,
+        serviceActionKey: victim,
+        type: want.type,
+      },
+      `preempt holder ${formatKey(victim)} and reserve ${typeWords(want.type)}`,
+      false,
+      preemptEffect(key, victim, want.type),
+    );
+    // The preempted key's hosts lose their registrations; a listed host is registered again.
+    for (const [agentId, k] of keyOf) if (k === victim) registerEverywhere(b, agentId, k);
+  }
+}
+
+/**
+ * Removes `victim`, a key no listed host uses: through its owner's own paths (unregister) when every online
+ * path of that host is registered with it or unknown, else PREEMPT by a listed host registered here.
+ */
+function planRemoveKey(
+  b: StepBuilder,
+  victim: bigint,
+  desire: UnitDesire,
+  keys: KeyIndex,
+  keyOf: ReadonlyMap<string, bigint>,
+): void {
+  const m = b.model;
+  const ownerAgent = keys.record(victim)?.agentId ?? '';
+  const own =
+    ownerAgent === ''
+      ? []
+      : b
+          .pathsOf(ownerAgent)
+          .filter((i) => b.online(i) && m.regs[i]?.registration !== NOT_REGISTERED);
+  if (
+    own.length > 0 &&
+    own.every((i) => m.regs[i]?.registration !== REGISTERED || m.regs[i]?.key === victim)
+  ) {
+    for (const i of own) {
+      const known = m.regs[i]?.registration === REGISTERED;
+      b.add(
+        i,
+        { action: REGISTER_IGNORE, reservationKey: victim, serviceActionKey: 0n },
+        `unregister ${formatKey(victim)}`,
+        known,
+        unregisterEffect(i),
+      );
+    }
+    return;
+  }
+  const preemptor = [...keyOf].find(([agentId, k]) =>
+    b
+      .pathsOf(agentId)
+      .some((i) => b.online(i) && m.regs[i]?.registration === REGISTERED && m.regs[i]?.key === k),
+  );
+  if (preemptor === undefined) {
+    b.block(
+      FindingKind.FINDING_KIND_DRIFT,
+      Severity.SEVERITY_WARNING,
+      `cannot remove ${formatKey(victim)}: no listed host is registered here to preempt it`,
+      `register a listed host first (prfleet apply), then apply again`,
+      { key: victim },
+    );
+    return;
+  }
+  const [agentId, key] = preemptor;
+  const at = actingPath(b, agentId, key) as number;
+  const type = m.reserved ? m.type : desire.reservation?.type || firstType(b);
+  b.add(
+    at,
+    {
+      action: ProutAction.PROUT_ACTION_PREEMPT,
+      reservationKey: key,
+      serviceActionKey: victim,
+      type,
+    },
+    `preempt ${formatKey(victim)}`,
+    false,
+    preemptEffect(key, victim, type),
+  );
+}
+
+/**
+ * Plans the PROUT steps that bring one observed LU to `desire`: register every listed host on every path
+ * (REGISTER AND IGNORE EXISTING KEY), then the reservation (RESERVE; RELEASE + RESERVE to change type; PREEMPT
+ * of another holder), then, with removeOthers, unregister hosts' own stale keys through their paths or PREEMPT
+ * keys nobody here can act as. Each step's precondition is the state the previous steps leave (scsi-pr.md §7.11).
+ */
+export function planDesired(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  desire: UnitDesire,
+  keys: KeyIndex,
+): UnitPlan {
+  if (obs.state === undefined) return unreachablePlan(obs);
+  const b = new StepBuilder(obs, modelOf(obs, analysis));
+  const keyOf = hostKeys(b, obs, desire, keys);
+
+  // 1. Registrations.
+  for (const agentId of [...desire.registered].sort()) {
+    const key = keyOf.get(agentId);
+    if (key !== undefined) registerEverywhere(b, agentId, key);
+  }
+
+  // 2. The reservation.
+  const want = supportedReservation(b, desire);
+  if (want !== undefined && !b.stopped) {
+    if (want.holder === '') planRelease(b, obs);
+    else planReserve(b, obs, want, keyOf);
   }
 
   // 3. Other keys.
   if (desire.removeOthers && !b.stopped) {
     const allowed = new Set(keyOf.values());
-    for (const victim of [...new Set(m.keys)]) {
+    for (const victim of [...new Set(b.model.keys)]) {
       if (victim === 0n || allowed.has(victim) || b.stopped) continue;
-      const ownerAgent = keys.record(victim)?.agentId ?? '';
-      const own =
-        ownerAgent === ''
-          ? []
-          : b
-              .pathsOf(ownerAgent)
-              .filter((i) => b.online(i) && m.regs[i]?.registration !== NOT_REGISTERED);
-      if (
-        own.length > 0 &&
-        own.every((i) => m.regs[i]?.registration !== REGISTERED || m.regs[i]?.key === victim)
-      ) {
-        for (const i of own) {
-          const known = m.regs[i]?.registration === REGISTERED;
-          b.add(
-            i,
-            { action: REGISTER_IGNORE, reservationKey: victim, serviceActionKey: 0n },
-            `unregister ${formatKey(victim)}`,
-            known,
-            unregisterEffect(i),
-          );
-        }
-        continue;
-      }
-      const preemptor = [...keyOf].find(([agentId, k]) =>
-        b
-          .pathsOf(agentId)
-          .some(
-            (i) => b.online(i) && m.regs[i]?.registration === REGISTERED && m.regs[i]?.key === k,
-          ),
-      );
-      if (preemptor === undefined) {
-        b.block(
-          FindingKind.FINDING_KIND_DRIFT,
-          Severity.SEVERITY_WARNING,
-          `cannot remove ${formatKey(victim)}: no listed host is registered here to preempt it`,
-          `register a listed host first (prfleet apply), then apply again`,
-          { key: victim },
-        );
-        continue;
-      }
-      const [agentId, key] = preemptor;
-      const at = actingPath(b, agentId, key) as number;
-      const type = m.reserved ? m.type : desire.reservation?.type || firstType(b);
-      b.add(
-        at,
-        {
-          action: ProutAction.PROUT_ACTION_PREEMPT,
-          reservationKey: key,
-          serviceActionKey: victim,
-          type,
-        },
-        `preempt ${formatKey(victim)}`,
-        false,
-        preemptEffect(key, victim, type),
-      );
+      planRemoveKey(b, victim, desire, keys, keyOf);
     }
   }
   return b.result();

@@ -16,7 +16,12 @@ import {
   type CommandResult,
   type Path,
 } from '../../gen/prfleet/v1/scsi.js';
-import { StepState, stepStateToJSON, type PlanStep } from '../../gen/prfleet/v1/fleet.js';
+import {
+  StepState,
+  stepStateToJSON,
+  type PlanStep,
+  type RolloutEvent,
+} from '../../gen/prfleet/v1/fleet.js';
 import type { RegistryEvent } from '../agent-registry.js';
 import type { CommandRouter } from '../router.js';
 import type { FleetDeps } from './deps.js';
@@ -367,7 +372,7 @@ export class RegistrationReconciler {
     const dryRun = this.settings.mode === 'dry-run';
     const operationId = `reconcile:${randomUUID()}`;
     const reasons = [...new Set([...work.values()].map((w) => w.why))].join('; ');
-    const done = new Map<string, { paths: string[]; failed: string[] }>();
+    const done = new Map<string, StepResults>();
     for (const luId of work.keys()) done.set(luId, { paths: [], failed: [] });
     const events = runRollout(
       this.deps,
@@ -399,24 +404,7 @@ export class RegistrationReconciler {
       },
       new AbortController().signal,
     );
-    for await (const e of events) {
-      if (e.event?.$case !== 'step') continue;
-      const s = e.event.value;
-      const d = s.step === undefined ? undefined : done.get(s.step.luId);
-      if (d === undefined || s.step === undefined) continue;
-      const ok = [
-        StepState.STEP_STATE_SUCCEEDED,
-        StepState.STEP_STATE_RECONCILED_APPLIED,
-        StepState.STEP_STATE_ALREADY_DONE,
-        StepState.STEP_STATE_DRY_RUN,
-      ].includes(s.state);
-      const bad = [
-        StepState.STEP_STATE_FAILED,
-        StepState.STEP_STATE_RECONCILED_NOT_APPLIED,
-      ].includes(s.state);
-      if (ok) d.paths.push(s.step.path);
-      if (bad) d.failed.push(`${s.step.path}: ${stepStateToJSON(s.state)} ${s.message}`);
-    }
+    await collectStepResults(events, done);
     for (const [luId, d] of done) {
       const w = work.get(luId);
       if (w === undefined) continue;
@@ -432,5 +420,35 @@ export class RegistrationReconciler {
           detail: `${formatKey(w.key)} on ${d.paths.join(', ')} (operation ${operationId})`,
         });
     }
+  }
+}
+
+/** Paths where one LU's registration ran (or would run), and the steps that failed. */
+interface StepResults {
+  paths: string[];
+  failed: string[];
+}
+
+/** Reads a rollout's step events into `done`, by LU. */
+async function collectStepResults(
+  events: AsyncIterable<RolloutEvent>,
+  done: ReadonlyMap<string, StepResults>,
+): Promise<void> {
+  for await (const e of events) {
+    if (e.event?.$case !== 'step') continue;
+    const s = e.event.value;
+    const d = s.step === undefined ? undefined : done.get(s.step.luId);
+    if (d === undefined || s.step === undefined) continue;
+    const ok = [
+      StepState.STEP_STATE_SUCCEEDED,
+      StepState.STEP_STATE_RECONCILED_APPLIED,
+      StepState.STEP_STATE_ALREADY_DONE,
+      StepState.STEP_STATE_DRY_RUN,
+    ].includes(s.state);
+    const bad = [StepState.STEP_STATE_FAILED, StepState.STEP_STATE_RECONCILED_NOT_APPLIED].includes(
+      s.state,
+    );
+    if (ok) d.paths.push(s.step.path);
+    if (bad) d.failed.push(`${s.step.path}: ${stepStateToJSON(s.state)} ${s.message}`);
   }
 }

@@ -14,7 +14,7 @@ import { formatTransportId } from '../../scsi/index.js';
 import { duplicateRegistrations, registrationByAgent, type UnitAnalysis } from './analyze.js';
 import { suggest } from './suggest.js';
 import type { KeyIndex } from './key-index.js';
-import type { LuObservation } from './observe.js';
+import type { LuObservation, LuState } from './observe.js';
 import { planDesired, type UnitDesire } from './planner.js';
 import { isAllRegistrants, typeWords } from './plan-model.js';
 
@@ -56,20 +56,8 @@ function initiatorText(d: FullStatusDescriptor): string {
   }
 }
 
-/**
- * The findings of one LU: unreachable agents and paths, pending unit attentions, unknown and revoked keys, a
- * holder whose agent is offline, hosts registered on some paths only, and (with a desired state) drift,
- * missing keys and what the profile cannot do.
- */
-export function unitFindings(
-  obs: LuObservation,
-  analysis: UnitAnalysis,
-  keys: KeyIndex,
-  agents: AgentLookup,
-  desire: UnitDesire | undefined,
-): Finding[] {
-  const out: Finding[] = [];
-  const lu = obs.unit.luId;
+/** Paths that could not be read, and the unit attentions each path had pending. */
+function pathFindings(obs: LuObservation, out: Finding[]): void {
   for (const p of obs.paths) {
     const agentId = p.fleetPath.agent.hello.agentId;
     const path = p.fleetPath.path.path;
@@ -100,9 +88,17 @@ export function unitFindings(
       );
     }
   }
-  const state = obs.state;
-  if (state === undefined) return out;
+}
 
+/** Keys the key registry does not know or has revoked. */
+function keyFindings(
+  obs: LuObservation,
+  state: LuState,
+  analysis: UnitAnalysis,
+  keys: KeyIndex,
+  out: Finding[],
+): void {
+  const lu = obs.unit.luId;
   for (const [key, count] of analysis.keyCounts) {
     const owner = keys.owner(key);
     const holds = state.reserved && state.holderKey === key;
@@ -130,7 +126,10 @@ export function unitFindings(
       );
     }
   }
+}
 
+/** I_T nexuses registered more than once (a device bug). */
+function duplicateFindings(obs: LuObservation, state: LuState, out: Finding[]): void {
   for (const dup of duplicateRegistrations(obs, state.fullStatus ?? [])) {
     const p = dup.pathIndex === undefined ? undefined : obs.paths[dup.pathIndex];
     const agentId = p?.fleetPath.agent.hello.agentId ?? '';
@@ -149,7 +148,16 @@ export function unitFindings(
       ),
     );
   }
+}
 
+/** A reservation whose holder's agent is not connected. */
+function holderFindings(
+  obs: LuObservation,
+  state: LuState,
+  analysis: UnitAnalysis,
+  agents: AgentLookup,
+  out: Finding[],
+): void {
   if (state.reserved && !isAllRegistrants(state.type)) {
     const holderAgent = analysis.holderAgentId;
     if (holderAgent !== '' && !agents.isConnected(holderAgent)) {
@@ -165,7 +173,17 @@ export function unitFindings(
       );
     }
   }
+}
 
+/** Hosts registered on some of their paths only. */
+function partialRegistrationFindings(
+  obs: LuObservation,
+  state: LuState,
+  analysis: UnitAnalysis,
+  keys: KeyIndex,
+  out: Finding[],
+): void {
+  const lu = obs.unit.luId;
   for (const [agentId, r] of registrationByAgent(obs, analysis, keys)) {
     // With per-nexus data, count registered paths; otherwise the host's key count in READ KEYS.
     const registered =
@@ -183,26 +201,57 @@ export function unitFindings(
       );
     }
   }
+}
 
-  if (desire !== undefined) {
-    const plan = planDesired(obs, analysis, desire, keys);
-    for (const b of plan.blockers) {
-      // Unreachable paths are already reported above.
-      if (b.kind !== FindingKind.FINDING_KIND_UNREACHABLE) out.push(b);
-    }
-    if (plan.steps.length > 0) {
-      const first = plan.steps[0]?.description ?? '';
-      out.push(
-        finding(
-          obs,
-          FindingKind.FINDING_KIND_DRIFT,
-          Severity.SEVERITY_WARNING,
-          `differs from desired state ${desire.source}: ${plan.steps.length}${plan.incomplete ? '+' : ''} step${plan.steps.length === 1 ? '' : 's'} to fix, first: ${first}`,
-          suggest.planAndApply(lu),
-        ),
-      );
-    }
+/** How the LU differs from its desired state: the planner's blockers and the first step of the fix. */
+function driftFindings(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  desire: UnitDesire,
+  keys: KeyIndex,
+  out: Finding[],
+): void {
+  const lu = obs.unit.luId;
+  const plan = planDesired(obs, analysis, desire, keys);
+  for (const b of plan.blockers) {
+    // Unreachable paths are pathFindings' already.
+    if (b.kind !== FindingKind.FINDING_KIND_UNREACHABLE) out.push(b);
   }
+  if (plan.steps.length > 0) {
+    const first = plan.steps[0]?.description ?? '';
+    out.push(
+      finding(
+        obs,
+        FindingKind.FINDING_KIND_DRIFT,
+        Severity.SEVERITY_WARNING,
+        `differs from desired state ${desire.source}: ${plan.steps.length}${plan.incomplete ? '+' : ''} step${plan.steps.length === 1 ? '' : 's'} to fix, first: ${first}`,
+        suggest.planAndApply(lu),
+      ),
+    );
+  }
+}
+
+/**
+ * The findings of one LU: unreachable agents and paths, pending unit attentions, unknown and revoked keys, a
+ * holder whose agent is offline, hosts registered on some paths only, and (with a desired state) drift,
+ * missing keys and what the profile cannot do.
+ */
+export function unitFindings(
+  obs: LuObservation,
+  analysis: UnitAnalysis,
+  keys: KeyIndex,
+  agents: AgentLookup,
+  desire: UnitDesire | undefined,
+): Finding[] {
+  const out: Finding[] = [];
+  pathFindings(obs, out);
+  const state = obs.state;
+  if (state === undefined) return out;
+  keyFindings(obs, state, analysis, keys, out);
+  duplicateFindings(obs, state, out);
+  holderFindings(obs, state, analysis, agents, out);
+  partialRegistrationFindings(obs, state, analysis, keys, out);
+  if (desire !== undefined) driftFindings(obs, analysis, desire, keys, out);
   return out;
 }
 
