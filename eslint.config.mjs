@@ -79,7 +79,7 @@ export default tseslint.config(
     ],
   ),
   layer(
-    ['src/server/fleet/rollout.ts'],
+    ['src/server/fleet/rollout.ts', 'src/server/fleet/rollout/**'],
     [
       {
         regex: '(^|/)router\\.js$',
@@ -135,10 +135,7 @@ export default tseslint.config(
   ]),
   // An enum compared with a number literal (`phase === 2`, `type !== 0`) instead of its member.
   pending('@typescript-eslint/no-unsafe-enum-comparison', [
-    'src/cli/fleet.ts',
     'src/common/capabilities.ts',
-    'src/server/fleet/fleet-service.ts',
-    'src/server/fleet/rollout.ts',
     'test/scale/multi-instance.test.ts',
   ]),
   // A method taken off its object (ts-proto fromPartial, router factory, resolve/reject kept to wrap).
