@@ -17,11 +17,15 @@ import {
 } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult, Path } from '../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../common/result.js';
-import { invalidAgentResult, rateLimitedWarning } from './agent-results.js';
-import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
+import { invalidAgentResult, rateLimitedWarning } from './agents/results.js';
+import {
+  DEFAULT_MAX_AGENT_PATHS,
+  screenInventory,
+  type AgentPolicy,
+} from './agents/inventory-screen.js';
 import { msToDuration } from '../common/command.js';
 import { ErrorReason, invalidArgument, unavailable } from '../common/errors.js';
-import type { AgentLinkKind, AgentRegistry, AgentSession } from './agent-registry.js';
+import type { AgentLinkKind, AgentRegistry, AgentSession } from './agents/index.js';
 import {
   authorizeAgentHello,
   authorizeInventory,
@@ -178,7 +182,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
   );
 
   function settleResult(session: AgentSession, result: CommandResult): void {
-    const pending = session.inFlight === 0 ? undefined : session.pending.get(result.commandId);
+    const pending = session.pendingCommand(result.commandId);
     if (pending === undefined) {
       strayResult({ ...bindings(session), commandId: result.commandId, outcome: result.outcome });
       return;
@@ -271,7 +275,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
     request: ConnectRequest,
     identity: PeerIdentity | undefined,
   ): void {
-    session.lastSeenMs = Date.now();
+    session.touch();
     const message = request.message;
     switch (message?.$case) {
       case 'inventory': {
@@ -339,8 +343,7 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       isRevoked: (certificate) => registry.isCertificateRevoked(certificate),
     });
-    const session = registry.open(hello, link);
-    session.certificate = identity?.certificate;
+    const session = registry.open(hello, link, identity?.certificate);
     log.info(
       {
         ...bindings(session),
@@ -354,16 +357,11 @@ export function createAgentService(deps: AgentServiceDeps): AgentService {
       },
       'agent connected',
     );
-    session.outbox.pushUrgent({
-      message: {
-        $case: 'welcome',
-        value: {
-          sessionId: session.sessionId,
-          serverInstance: deps.instanceId,
-          heartbeatInterval: heartbeatDuration(),
-          acceptsResultBatches: true,
-        },
-      },
+    session.welcome({
+      sessionId: session.sessionId,
+      serverInstance: deps.instanceId,
+      heartbeatInterval: heartbeatDuration(),
+      acceptsResultBatches: true,
     });
     return { session, identity };
   }

@@ -16,7 +16,7 @@ import {
   type ConnectResponse,
 } from '../../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome, type DeepPartial } from '../../src/gen/prfleet/v1/scsi.js';
-import { MAX_SENSE_BYTES } from '../../src/server/agent-results.js';
+import { MAX_SENSE_BYTES } from '../../src/server/agents/results.js';
 import { ensureBuilt } from '../helpers/processes.js';
 import { CHANGER_CAPS, fakePath } from '../server/fake-agent.js';
 

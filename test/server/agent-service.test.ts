@@ -4,7 +4,7 @@ import { describe, expect, it, onTestFinished } from 'vitest';
 import { createAgentClient } from '../../src/common/client.js';
 import { createLogger } from '../../src/common/logger.js';
 import { AgentServiceDefinition } from '../../src/gen/prfleet/v1/agent.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
 import { createAgentService } from '../../src/server/agent-service.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';

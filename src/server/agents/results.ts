@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import type { Command } from '../gen/prfleet/v1/agent.js';
-import { Outcome, type CommandResult } from '../gen/prfleet/v1/scsi.js';
-import { toScsiRequest } from '../common/command.js';
+import type { Command } from '../../gen/prfleet/v1/agent.js';
+import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import { toScsiRequest } from '../../common/command.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
 export const MAX_SENSE_BYTES = 252;
