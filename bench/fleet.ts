@@ -24,7 +24,7 @@ import { directServiceDefinition } from '../src/common/service-definition.js';
 import { AgentServiceDefinition } from '../src/gen/prfleet/v1/agent.js';
 import { FleetServiceDefinition, Reachability } from '../src/gen/prfleet/v1/fleet.js';
 import { AgentRegistry } from '../src/server/agents/index.js';
-import { createAgentService } from '../src/server/agent-service.js';
+import { createAgentService } from '../src/server/agents/service.js';
 import { registerFleetService } from '../src/server/fleet/index.js';
 import { createInProcessRouter, type CommandRouter } from '../src/server/router.js';
 import { createFleetState } from '../src/server/web/index.js';

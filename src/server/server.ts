@@ -17,7 +17,7 @@ import { HoldMemory } from './fleet/holds.js';
 import { AgentRegistry } from './agents/index.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
-import { createAgentService } from './agent-service.js';
+import { createAgentService } from './agents/service.js';
 import { loadAgentPolicy } from './agents/inventory-screen.js';
 import { createCommandExecutor } from './command-executor.js';
 import { createCommandPipeline } from './commands/pipeline.js';

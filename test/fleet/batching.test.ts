@@ -21,7 +21,7 @@ import {
 } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { AgentRegistry } from '../../src/server/agents/index.js';
-import { createAgentService } from '../../src/server/agent-service.js';
+import { createAgentService } from '../../src/server/agents/service.js';
 import { AsyncQueue } from '../../src/common/async-queue.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { startFakeAgentServer } from '../agent/fake-server.js';

@@ -5,7 +5,7 @@ import { createAgentClient } from '../../src/common/client.js';
 import { createLogger } from '../../src/common/logger.js';
 import { AgentServiceDefinition } from '../../src/gen/prfleet/v1/agent.js';
 import { AgentRegistry } from '../../src/server/agents/index.js';
-import { createAgentService } from '../../src/server/agent-service.js';
+import { createAgentService } from '../../src/server/agents/service.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { startTestServer } from '../helpers/server.js';

@@ -8,7 +8,7 @@ import {
   type ConnectResponse,
 } from '../../gen/prfleet/v1/agent.js';
 import type { AgentRegistry, AgentSession } from '../agents/index.js';
-import type { AgentSessionHandler } from '../agent-service.js';
+import type { AgentSessionHandler } from '../agents/session-handler.js';
 import { peerIdentityOf, type PeerHeaderSource, type PeerIdentity } from '../auth/mtls.js';
 import { HttpError, sendText, type HttpContext, type HttpRoutes } from './routes.js';
 
