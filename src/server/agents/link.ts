@@ -99,7 +99,7 @@ export class AgentSession {
     return true;
   }
 
-  /** Asks the agent to drop `commandId` (ahead of queued commands); a result may still come and is recorded. */
+  /** Asks the agent to drop `commandId` (queued even when the outbox is full); a result may still come and is recorded. */
   cancel(commandId: string): void {
     this.outbox.pushUrgent({ message: { $case: 'cancel', value: { commandId } } });
   }
@@ -110,7 +110,7 @@ export class AgentSession {
     this.sendReconnectWhenIdle();
   }
 
-  /** Queues the Welcome ahead of anything else: it must be the first message the agent reads. */
+  /** Queues the Welcome (right after open, so it is the first message the agent reads; never refused as full). */
   welcome(value: Extract<ConnectResponse['message'], { $case: 'welcome' }>['value']): void {
     this.outbox.pushUrgent({ message: { $case: 'welcome', value } });
   }
