@@ -15,6 +15,15 @@ export interface PendingCommand {
   settle(result: CommandResult): void;
 }
 
+/**
+ * The outbox as a transport sees it: it takes messages and learns of the end, never adds a message (only the
+ * link does, so the capacity bound and the end hold).
+ */
+export type Outbox = Pick<
+  AsyncQueue<ConnectResponse>,
+  'take' | 'takeIf' | 'whenReadable' | 'isClosed' | 'closeReason' | 'size' | 'onClose'
+>;
+
 /** What carries a session's messages: the gRPC stream, or HTTP/1.1 long polling (docs/http.md). */
 export type AgentLinkKind = 'stream' | 'long-poll';
 
@@ -32,8 +41,7 @@ export class AgentSession {
   readonly sessionId = randomUUID();
   /** When the session opened. */
   readonly connectedAt = new Date();
-  /** Messages for the agent; the transport takes from it (the stream's writer, or the polls). */
-  readonly outbox: AsyncQueue<ConnectResponse>;
+  private readonly queue: AsyncQueue<ConnectResponse>;
   // Allocated with the first command: an idle agent (most of a fleet, most of the time) carries no map.
   private pendingMap: Map<string, PendingCommand> | undefined;
   private heartbeatAt: Date | undefined;
@@ -54,7 +62,12 @@ export class AgentSession {
     /** The client certificate the agent connected with (TLS), named for revocation. */
     readonly certificate: CertificateNames | undefined = undefined,
   ) {
-    this.outbox = new AsyncQueue(outboxCapacity);
+    this.queue = new AsyncQueue(outboxCapacity);
+  }
+
+  /** Messages for the agent; the transport takes from it (the stream's writer, or the polls). */
+  get outbox(): Outbox {
+    return this.queue;
   }
 
   /** Agent id from Hello. */
@@ -74,12 +87,12 @@ export class AgentSession {
 
   /** Messages queued for the agent and not yet taken by the transport. */
   get queued(): number {
-    return this.outbox.size;
+    return this.queue.size;
   }
 
   /** Commands queued or in flight before the agent counts as busy (the outbox bound). */
   get capacity(): number {
-    return this.outbox.capacity;
+    return this.queue.capacity;
   }
 
   /** The in-flight command `commandId`, if any (a result for anything else is stray). */
@@ -94,14 +107,14 @@ export class AgentSession {
    */
   send(command: Command, luId: string, settle: (result: CommandResult) => void): boolean {
     if (this.inFlight >= this.capacity) return false;
-    if (!this.outbox.push({ message: { $case: 'command', value: command } })) return false;
+    if (!this.queue.push({ message: { $case: 'command', value: command } })) return false;
     (this.pendingMap ??= new Map()).set(command.commandId, { command, luId, settle });
     return true;
   }
 
   /** Asks the agent to drop `commandId` (queued even when the outbox is full); a result may still come and is recorded. */
   cancel(commandId: string): void {
-    this.outbox.pushUrgent({ message: { $case: 'cancel', value: { commandId } } });
+    this.queue.pushUrgent({ message: { $case: 'cancel', value: { commandId } } });
   }
 
   /** Forgets a settled command; sends the rotation's Reconnect when it was the last one in flight. */
@@ -112,7 +125,7 @@ export class AgentSession {
 
   /** Queues the Welcome (right after open, so it is the first message the agent reads; never refused as full). */
   welcome(value: Extract<ConnectResponse['message'], { $case: 'welcome' }>['value']): void {
-    this.outbox.pushUrgent({ message: { $case: 'welcome', value } });
+    this.queue.pushUrgent({ message: { $case: 'welcome', value } });
   }
 
   /** Records that the agent said something (any message: liveness counts silence, not heartbeats only). */
@@ -177,7 +190,7 @@ export class AgentSession {
   sendReconnect(reason = ROTATION_REASON): void {
     if (this.ended || this.reconnected) return;
     this.reconnected = true;
-    this.outbox.pushUrgent({ message: { $case: 'reconnect', value: { reason } } });
+    this.queue.pushUrgent({ message: { $case: 'reconnect', value: { reason } } });
   }
 
   /**
@@ -185,7 +198,7 @@ export class AgentSession {
    * time, unlike the rotation's Reconnect, and without marking a rotation.
    */
   askToReconnect(reason: string): void {
-    this.outbox.pushUrgent({ message: { $case: 'reconnect', value: { reason } } });
+    this.queue.pushUrgent({ message: { $case: 'reconnect', value: { reason } } });
   }
 
   private sendReconnectWhenIdle(): void {
@@ -212,7 +225,7 @@ export class AgentSession {
     if (this.ended) return;
     this.ended = true;
     this.reasonEnded = reason;
-    this.outbox.close(streamError);
+    this.queue.close(streamError);
     if (this.pendingMap === undefined) return;
     const pending = [...this.pendingMap.values()];
     this.pendingMap.clear();

@@ -11,11 +11,10 @@ import {
   type ConnectRequest,
   type ConnectResponse,
 } from '../../gen/prfleet/v1/agent.js';
-import type { AsyncQueue } from '../../common/async-queue.js';
 import { invalidArgument } from '../../common/errors.js';
 import type { PeerIdentity } from '../auth/mtls.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from '../middleware.js';
-import type { AgentSession } from './link.js';
+import type { AgentSession, Outbox } from './link.js';
 import type { AgentRegistry } from './registry.js';
 import { sessionFields } from './results.js';
 import { drainingError, type AgentSessionHandler } from './session-handler.js';
@@ -39,10 +38,7 @@ export const CONNECT_PATH = `/${AgentServiceDefinition.fullName}/${AgentServiceD
  * queued keeps its place). A plain loop rather than async generators stacked on the outbox: an idle agent's
  * writer then waits on one promise (the outbox's), not on a chain of suspended generators.
  */
-async function nextMessage(
-  outbox: AsyncQueue<ConnectResponse>,
-  batches: boolean,
-): Promise<ConnectResponse | undefined> {
+async function nextMessage(outbox: Outbox, batches: boolean): Promise<ConnectResponse | undefined> {
   let item = outbox.take();
   while (item === undefined) {
     if (outbox.isClosed) {
