@@ -122,8 +122,15 @@ describe('AgentRegistry (lookup, events, liveness, rotation)', () => {
   });
 
   it('rotates a stream past its maximum age, then closes it past the grace; the agent counts as coming back', () => {
-    const agents = registry();
-    agents.configure({ maxStreamAgeMs: 1000, rotationGraceMs: 400, rotationWaitMs: 60_000 });
+    const agents = new AgentRegistry({
+      heartbeatMs: 1000,
+      missedHeartbeats: 3,
+      outboxCapacity: 4,
+      log,
+      maxStreamAgeMs: 1000,
+      rotationGraceMs: 400,
+      rotationWaitMs: 60_000,
+    });
     const session = agents.open(hello());
     const t0 = session.connectedAt.getTime();
     expect(session.maxAgeMs).toBeGreaterThanOrEqual(900);

@@ -11,7 +11,10 @@ import { dropSilentSessions, PeriodicCheck } from './liveness.js';
 import { byAgentId, pick, type AgentRecord, type RemoteAgents } from './records.js';
 import { StreamRotation } from './rotation.js';
 
-/** Settings that multi-instance wiring adds after construction ({@link AgentRegistry.configure}). */
+/**
+ * Settings given at construction, or later through {@link AgentRegistry.configure}: the shared inventory reads
+ * the registry, so multi-instance wiring (scale-out.ts) can only add it after the registry exists.
+ */
 export interface RegistrySettings {
   /** Other instances' agents, merged into list()/get(). @default none (this instance only) */
   readonly remote?: RemoteAgents | undefined;
@@ -34,7 +37,7 @@ export interface RegistrySettings {
 }
 
 /** Options for {@link AgentRegistry}. */
-export interface AgentRegistryOptions {
+export interface AgentRegistryOptions extends RegistrySettings {
   /** Heartbeat interval agents are told to keep. */
   readonly heartbeatMs: number;
   /** Sessions silent for more than heartbeatMs × this are dropped. */
@@ -74,6 +77,7 @@ export class AgentRegistry {
       },
       () => this.checkIntervalMs(),
     );
+    this.configure(options);
   }
 
   /** Changes whenever a session opens or closes here (lets periodic work skip a comparison of all sessions). */
