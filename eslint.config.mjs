@@ -73,7 +73,8 @@ export default tseslint.config(
     ['src/server/commands/**'],
     [
       {
-        regex: '^\\.\\./(fleet|control-service|agent-service|command-executor)',
+        regex:
+          '^\\.\\./(fleet|control-service|agents/(service|stream|session-handler)|command-executor)',
         message: 'the command path sits below its callers.',
       },
     ],

@@ -6,7 +6,7 @@ import { Outcome } from '../gen/prfleet/v1/scsi.js';
 import { durationToMs } from '../common/command.js';
 import { dryRunResult } from '../common/result.js';
 import { invalidArgument } from '../common/errors.js';
-import type { AgentRegistry } from './agent-registry.js';
+import type { AgentRegistry } from './agents/index.js';
 import { scopedKey } from './commands/keys.js';
 import { storeCall } from './commands/journal-stage.js';
 import { checkCapability, type CommandPipeline } from './commands/pipeline.js';

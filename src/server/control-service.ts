@@ -17,7 +17,7 @@ import {
   unavailable,
   ErrorReason,
 } from '../common/errors.js';
-import { compare, type AgentRegistry } from './agent-registry.js';
+import { compare, type AgentRegistry } from './agents/index.js';
 import { peerCertificateOf } from './auth/mtls.js';
 import {
   authorizeOptionsOf,

@@ -3,7 +3,7 @@ import { Agent, AgentLink, type ListDevicesRequest } from '../gen/prfleet/v1/con
 import type { Path } from '../gen/prfleet/v1/scsi.js';
 import { UNKNOWN_PROFILE } from '../common/capabilities.js';
 import { invalidArgument, quoteInput } from '../common/errors.js';
-import { compare, isConnected, type AgentRecord, type AgentRegistry } from './agent-registry.js';
+import { compare, isConnected, type AgentRecord, type AgentRegistry } from './agents/index.js';
 
 /** One path of a logical unit with the agent it belongs to. */
 export interface FleetPath {

@@ -46,7 +46,7 @@ export {
   AgentSession,
   type AgentRecord,
   type PendingCommand,
-} from './agent-registry.js';
+} from './agents/index.js';
 export {
   createMemoryJournal,
   type CommandJournal,

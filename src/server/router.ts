@@ -9,7 +9,7 @@ import { unknownResult } from '../common/result.js';
 import { ErrorReason, resourceExhausted, unavailable } from '../common/errors.js';
 import { formatKey } from '../scsi/keys.js';
 import { onAbort as onSignalAbort } from '../common/abort-listeners.js';
-import type { AgentRegistry, AgentSession } from './agent-registry.js';
+import type { AgentRegistry, AgentSession } from './agents/index.js';
 
 /** How to dispatch one command. */
 export interface DispatchOptions {
@@ -210,16 +210,10 @@ class SessionCommand {
     const { session, sent, options } = this;
     // The capacity bounds commands queued OR in flight on the agent: a slow agent fills it even while the
     // stream itself drains, and nothing unbounded builds up in the server either way.
-    const busy = session.pending.size >= session.outbox.capacity;
-    if (busy || !session.outbox.push({ message: { $case: 'command', value: sent } })) {
+    if (!session.send(sent, this.luId, (raw) => this.settle(raw))) {
       this.refuseBusy();
       return;
     }
-    session.pending.set(sent.commandId, {
-      command: sent,
-      luId: this.luId,
-      settle: (raw) => this.settle(raw),
-    });
     this.shared.inFlight.add();
     // O(1) however many commands share the signal (an audit's thousands), unlike addEventListener.
     if (options.signal !== undefined) {
@@ -236,16 +230,16 @@ class SessionCommand {
       {
         ...(options.actor === undefined ? {} : { actor: options.actor }),
         agentId,
-        inFlight: session.pending.size,
-        queued: session.outbox.size,
-        capacity: session.outbox.capacity,
+        inFlight: session.inFlight,
+        queued: session.queued,
+        capacity: session.capacity,
       },
       'agent queue full: command refused',
     );
     this.reject(
       resourceExhausted(
         ErrorReason.AGENT_BUSY,
-        `agent ${agentId} has ${session.pending.size} commands queued or in flight (capacity ${session.outbox.capacity}); nothing was sent`,
+        `agent ${agentId} has ${session.inFlight} commands queued or in flight (capacity ${session.capacity}); nothing was sent`,
         { agent_id: agentId },
       ),
     );
@@ -253,9 +247,7 @@ class SessionCommand {
 
   /** The agent drops a command it has not submitted yet; otherwise the result still comes and is recorded. */
   private sendCancel(): void {
-    this.session.outbox.pushUrgent({
-      message: { $case: 'cancel', value: { commandId: this.sent.commandId } },
-    });
+    this.session.cancel(this.sent.commandId);
   }
 
   private abandon(): void {

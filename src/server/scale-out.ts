@@ -7,7 +7,7 @@ import {
   type ServerMiddleware,
 } from 'nice-grpc-common';
 import { z } from 'zod';
-import type { AgentRegistry } from './agent-registry.js';
+import type { AgentRegistry } from './agents/index.js';
 import {
   createAuthMiddleware,
   createStoreBoundAuth,

@@ -14,11 +14,11 @@ import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
 import { RegistrationReconciler, tapResults } from './fleet/registration-reconciler.js';
 import { HoldMemory } from './fleet/holds.js';
-import { AgentRegistry } from './agent-registry.js';
+import { AgentRegistry } from './agents/index.js';
 import type { AuthCallContextExt } from './auth/index.js';
 import type { TokenStore } from './auth/tokens.js';
-import { createAgentService } from './agent-service.js';
-import { loadAgentPolicy } from './inventory-screen.js';
+import { createAgentService } from './agents/service.js';
+import { loadAgentPolicy } from './agents/inventory-screen.js';
 import { createCommandExecutor } from './command-executor.js';
 import { createCommandPipeline } from './commands/pipeline.js';
 import type { ServerConfig } from './config.js';
@@ -519,9 +519,7 @@ async function buildServer(
     const open = agents.sessions();
     log.info({ graceMs, agents: open.length, inFlight: router.inFlight }, 'draining');
     for (const session of open) {
-      session.outbox.pushUrgent({
-        message: { $case: 'reconnect', value: { reason: 'server shutting down' } },
-      });
+      session.askToReconnect('server shutting down');
     }
     const idle = await router.whenIdle(graceMs);
     if (!idle)

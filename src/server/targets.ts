@@ -7,7 +7,7 @@ import {
   shownInput,
   unavailable,
 } from '../common/errors.js';
-import type { AgentRecord, AgentRegistry } from './agent-registry.js';
+import type { AgentRecord, AgentRegistry } from './agents/index.js';
 import { isOnline, pathsByLu, type FleetPath } from './devices.js';
 
 /** Which agent and path a command goes through, and the LU behind it. */

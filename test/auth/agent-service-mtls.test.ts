@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import { createLogger } from '../../src/common/logger.js';
 import { AgentServiceDefinition, type ConnectRequest } from '../../src/gen/prfleet/v1/agent.js';
 import { Path } from '../../src/gen/prfleet/v1/scsi.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
-import { createAgentService } from '../../src/server/agent-service.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
+import { createAgentService } from '../../src/server/agents/service.js';
 import { serverCredentials } from '../../src/server/auth/mtls.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { createTestPki, type Pem, type TestPki } from './pki.js';

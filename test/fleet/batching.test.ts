@@ -20,8 +20,8 @@ import {
   type DeepPartial,
 } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
-import { createAgentService } from '../../src/server/agent-service.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
+import { createAgentService } from '../../src/server/agents/service.js';
 import { AsyncQueue } from '../../src/common/async-queue.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { startFakeAgentServer } from '../agent/fake-server.js';

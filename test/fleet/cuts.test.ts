@@ -3,7 +3,7 @@ import { TransportError } from '../../agent/transport/transport.js';
 import { RolloutResult, StepState, type PlanStep } from '../../src/gen/prfleet/v1/fleet.js';
 import { formatKey } from '../../src/common/key-layout.js';
 import type { CommandRouter } from '../../src/server/router.js';
-import type { AgentRegistry } from '../../src/server/agent-registry.js';
+import type { AgentRegistry } from '../../src/server/agents/index.js';
 import { collect, finished, startFleetHarness, stepEvents, type FleetHarness } from './harness.js';
 
 /**

@@ -17,8 +17,8 @@ import {
 } from '../../src/gen/prfleet/v1/fleet.js';
 import type { CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import type { ScsiRequest, ScsiResponse } from '../../src/scsi/index.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
-import { createAgentService } from '../../src/server/agent-service.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
+import { createAgentService } from '../../src/server/agents/service.js';
 import { exposeDeadline } from '../../src/server/deadline.js';
 import { registerFleetService } from '../../src/server/fleet/index.js';
 import { createLuSerializer } from '../../src/server/lu-serializer.js';

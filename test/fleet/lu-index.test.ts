@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/common/logger.js';
 import { Hello } from '../../src/gen/prfleet/v1/agent.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
 import { listLogicalUnits, pathsByLu } from '../../src/server/devices.js';
 import { fakePath } from '../server/fake-agent.js';
 

@@ -1,6 +1,6 @@
 // A compromised agent on the HTTP/1.1 long-poll link, against a real prfleet-server process (plaintext, memory
 // store): it speaks the link by hand (no agent code) and answers commands with what a device could never send.
-// The link must hand every message to the same checks as the gRPC stream (agent-results.ts): oversized sense
+// The link must hand every message to the same checks as the gRPC stream (agents/results.ts): oversized sense
 // and data-in settle the command as UNKNOWN (found: an outcome no agent reports, such as UNSPECIFIED, 99 or
 // DRY_RUN, was accepted as the device's answer, and a PROUT's history then read UNSPECIFIED, neither applied nor
 // UNKNOWN, so nothing would ever read the LU to settle it); results for commands not in flight, replays after UNKNOWN,
@@ -16,7 +16,7 @@ import {
   type ConnectResponse,
 } from '../../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome, type DeepPartial } from '../../src/gen/prfleet/v1/scsi.js';
-import { MAX_SENSE_BYTES } from '../../src/server/agent-results.js';
+import { MAX_SENSE_BYTES } from '../../src/server/agents/results.js';
 import { ensureBuilt } from '../helpers/processes.js';
 import { CHANGER_CAPS, fakePath } from '../server/fake-agent.js';
 

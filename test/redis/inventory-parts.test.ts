@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/common/logger.js';
 import { Hello } from '../../src/gen/prfleet/v1/agent.js';
-import { AgentSession, type AgentRecord } from '../../src/server/agent-registry.js';
+import { AgentSession, type AgentRecord } from '../../src/server/agents/index.js';
 import { agentFromHash, openedSessionHash } from '../../src/server/shared-inventory/agent-hash.js';
 import { InstanceLiveness } from '../../src/server/shared-inventory/liveness.js';
 import { WriteChains } from '../../src/server/shared-inventory/writer.js';

@@ -14,7 +14,7 @@ import {
   Severity,
   type Finding,
 } from '../../src/gen/prfleet/v1/fleet.js';
-import { MAX_SENSE_BYTES } from '../../src/server/agent-results.js';
+import { MAX_SENSE_BYTES } from '../../src/server/agents/results.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startTestServer } from '../helpers/server.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';

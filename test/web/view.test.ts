@@ -10,7 +10,7 @@ import { Outcome, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { createMemoryTokenStore, issueToken } from '../../src/server/auth/tokens.js';
 import type { FleetView, LuView } from '../../src/server/web/index.js';
 import { createLogger } from '../../src/common/logger.js';
-import { AgentRegistry } from '../../src/server/agent-registry.js';
+import { AgentRegistry } from '../../src/server/agents/index.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { createWebView } from '../../src/server/web/index.js';
 import {

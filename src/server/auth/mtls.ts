@@ -396,7 +396,7 @@ export function serverCredentials(options: ServerCredentialsOptions): ServerCred
   ]);
 }
 
-/** Where the peer headers are read: a nice-grpc CallContext, or a grpc-js call's metadata (agent-service.ts). */
+/** Where the peer headers are read: a nice-grpc CallContext, or a grpc-js call's metadata (agents/stream.ts). */
 export interface PeerHeaderSource {
   readonly metadata: { get(key: string): unknown };
 }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import { EventKind, type FleetEvent } from '../../gen/prfleet/v1/events.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
-import type { AgentRegistry, RegistryEvent } from '../agent-registry.js';
+import type { AgentRegistry, RegistryEvent } from '../agents/index.js';
 import type { Db } from '../store/index.js';
 import { appendIn } from './store-log.js';
 import type { EventLog, NewFleetEvent } from './types.js';

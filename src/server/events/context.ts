@@ -1,5 +1,5 @@
 import type { FleetEvent } from '../../gen/prfleet/v1/events.js';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import { pathsByLu } from '../devices.js';
 
 /** Where an event sits in the fleet: the site of its agent, the loader and sites of its LU (current inventory). */

@@ -9,7 +9,7 @@ import {
 } from '../../gen/prfleet/v1/events.js';
 import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
 import { ErrorReason, unavailable } from '../../common/errors.js';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
 import type { AuditFindings } from '../fleet/deps.js';

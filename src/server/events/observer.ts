@@ -12,7 +12,7 @@ import {
   severityToJSON,
   type Finding,
 } from '../../gen/prfleet/v1/fleet.js';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';

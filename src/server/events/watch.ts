@@ -10,7 +10,7 @@ import {
   type WatchResponse,
 } from '../../gen/prfleet/v1/events.js';
 import { ERROR_DOMAIN, invalidArgument } from '../../common/errors.js';
-import { isConnected, type AgentRegistry } from '../agent-registry.js';
+import { isConnected, type AgentRegistry } from '../agents/index.js';
 import { pathsByLu } from '../devices.js';
 import { enrich, registryContext, type FleetContext } from './context.js';
 import type { ObservedStates } from './observed.js';

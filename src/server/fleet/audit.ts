@@ -12,7 +12,7 @@ import {
   type AuditRequest,
   findingKindToJSON,
 } from '../../gen/prfleet/v1/fleet.js';
-import type { ConflictingClaim } from '../inventory-screen.js';
+import type { ConflictingClaim } from '../agents/inventory-screen.js';
 import { suggest } from './suggest.js';
 import { durationToMs, msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import type { LuSerializer } from '../lu-serializer.js';
 import type { CommandPipeline } from '../commands/pipeline.js';
 import type { CommandRouter } from '../router.js';

@@ -22,7 +22,7 @@ import {
   type PlanStep,
   type RolloutEvent,
 } from '../../gen/prfleet/v1/fleet.js';
-import type { RegistryEvent } from '../agent-registry.js';
+import type { RegistryEvent } from '../agents/index.js';
 import type { CommandRouter } from '../router.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex } from './desired.js';

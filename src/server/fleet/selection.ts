@@ -1,7 +1,7 @@
 import type { LogicalUnit } from '../../gen/prfleet/v1/control.js';
 import type { FleetSelector } from '../../gen/prfleet/v1/fleet.js';
 import { invalidArgument, notFound, quoteInput, shownInput } from '../../common/errors.js';
-import { compare, type AgentRecord, type AgentRegistry } from '../agent-registry.js';
+import { compare, type AgentRecord, type AgentRegistry } from '../agents/index.js';
 import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 
 /** One selected logical unit with the paths the selector keeps. */

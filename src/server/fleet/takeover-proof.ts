@@ -12,7 +12,7 @@ import {
   TakeoverVerdictKind,
 } from '../../gen/prfleet/v1/fleet.js';
 import { isAllRegistrants } from './plan-model.js';
-import { isConnected, type AgentRecord } from '../agent-registry.js';
+import { isConnected, type AgentRecord } from '../agents/index.js';
 import type { FleetDeps } from './deps.js';
 import type { DesiredIndex } from './desired.js';
 import type { KeyIndex } from './key-index.js';

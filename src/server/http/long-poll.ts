@@ -7,8 +7,8 @@ import {
   type ConnectRequest,
   type ConnectResponse,
 } from '../../gen/prfleet/v1/agent.js';
-import type { AgentRegistry, AgentSession } from '../agent-registry.js';
-import type { AgentSessionHandler } from '../agent-service.js';
+import type { AgentRegistry, AgentSession } from '../agents/index.js';
+import type { AgentSessionHandler } from '../agents/session-handler.js';
 import { peerIdentityOf, type PeerHeaderSource, type PeerIdentity } from '../auth/mtls.js';
 import { HttpError, sendText, type HttpContext, type HttpRoutes } from './routes.js';
 
@@ -93,7 +93,7 @@ async function answerPoll(
 ): Promise<void> {
   const { session } = link;
   link.supersede?.();
-  session.lastSeenMs = Date.now();
+  session.touch();
   const asked = Number(ctx.url.searchParams.get('wait') ?? maxWaitMs);
   const waitMs = Number.isFinite(asked) ? Math.max(0, Math.min(maxWaitMs, asked)) : maxWaitMs;
   let messages = takeBatch(session);
@@ -125,7 +125,7 @@ async function answerPoll(
     }
     messages = takeBatch(session);
   }
-  session.lastSeenMs = Date.now();
+  session.touch();
   if (messages.length === 0 && session.outbox.isClosed) {
     const reason = session.outbox.closeReason;
     sendText(
@@ -245,7 +245,7 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
           return answerPoll(link, res, ctx, registry, maxWaitMs);
         case 'send': {
           const messages = await readUpload(req, ctx);
-          link.session.lastSeenMs = Date.now();
+          link.session.touch();
           deliver(link, messages);
           res.writeHead(204).end();
           return;

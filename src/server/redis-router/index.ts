@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import { createInProcessRouter, type CommandRouter } from '../router.js';
 import type { RedisRouterConfig } from './config.js';
 import { createRedisRouter, type RedisRouter, type RedisRouterOptions } from './redis-router.js';

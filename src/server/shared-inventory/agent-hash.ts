@@ -1,6 +1,6 @@
 import { Hello, Inventory } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
-import { compactPaths, type AgentRecord, type AgentSession } from '../agent-registry.js';
+import { compactPaths, type AgentRecord, type AgentSession } from '../agents/index.js';
 
 /** One agent as the mirror holds it: its record and who wrote it. */
 export interface CachedAgent {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AgentRecord } from '../agent-registry.js';
+import type { AgentRecord } from '../agents/index.js';
 import type { Background } from '../redis-router/connection.js';
 import { agentFromHash, type CachedAgent } from './agent-hash.js';
 import type { InventoryKeys } from './keys.js';

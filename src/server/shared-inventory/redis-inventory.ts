@@ -1,6 +1,6 @@
 import type { Redis, RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AgentRegistry, AgentSession, RemoteAgents } from '../agent-registry.js';
+import type { AgentRegistry, AgentSession, RemoteAgents } from '../agents/index.js';
 import { backgroundRunner, connectRedis, type Background } from '../redis-router/connection.js';
 import { inventoryKeys, type InventoryKeys } from './keys.js';
 import { InstanceLiveness } from './liveness.js';

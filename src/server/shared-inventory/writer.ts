@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { AgentRecord, AgentSession, RegistryEvent } from '../agent-registry.js';
+import type { AgentRecord, AgentSession, RegistryEvent } from '../agents/index.js';
 import { encodePaths, openedSessionHash } from './agent-hash.js';
 import type { InventoryKeys } from './keys.js';
 

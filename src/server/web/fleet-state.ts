@@ -6,7 +6,7 @@
  * registration changes and findings re-read their LU. Every `refreshMs` everything is read again. Without an
  * event log (tests of the view alone) it polls the PROUT history and listens to the agent registry instead.
  */
-import type { RegistryEvent } from '../agent-registry.js';
+import type { RegistryEvent } from '../agents/index.js';
 import { pathsByLu, toLogicalUnit } from '../devices.js';
 import { loaderFindings } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';

@@ -14,7 +14,7 @@ import {
 import { Outcome, outcomeToJSON, type PrType } from '../../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../../common/key-layout.js';
 import { prTypeLongName, prTypeName } from '../../scsi/index.js';
-import { compare, isConnected, type AgentRecord } from '../agent-registry.js';
+import { compare, isConnected, type AgentRecord } from '../agents/index.js';
 import type { HistoryEntry } from '../store/index.js';
 import type {
   AgentView,

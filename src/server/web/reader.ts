@@ -9,7 +9,7 @@
  */
 import type { Logger } from 'pino';
 import type { LogicalUnitReport } from '../../gen/prfleet/v1/fleet.js';
-import { isConnected, type AgentRegistry } from '../agent-registry.js';
+import { isConnected, type AgentRegistry } from '../agents/index.js';
 import type { FleetPath } from '../devices.js';
 import type { CommandRouter } from '../router.js';
 import { analyzeUnit } from '../fleet/analyze.js';

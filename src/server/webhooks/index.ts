@@ -1,6 +1,6 @@
 /** Webhooks (docs/events.md, Webhooks): subscriptions in the store, signed deliveries with retries. */
 import type { Logger } from 'pino';
-import type { AgentRegistry } from '../agent-registry.js';
+import type { AgentRegistry } from '../agents/index.js';
 import { registryContext } from '../events/context.js';
 import type { EventLog } from '../events/types.js';
 import type { Store } from '../store/index.js';

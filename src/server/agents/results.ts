@@ -1,7 +1,9 @@
 import type { Logger } from 'pino';
-import type { Command } from '../gen/prfleet/v1/agent.js';
-import { Outcome, type CommandResult } from '../gen/prfleet/v1/scsi.js';
-import { toScsiRequest } from '../common/command.js';
+import type { Command } from '../../gen/prfleet/v1/agent.js';
+import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import { toScsiRequest } from '../../common/command.js';
+import { unknownResult } from '../../common/result.js';
+import type { AgentSession } from './link.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
 export const MAX_SENSE_BYTES = 252;
@@ -105,5 +107,63 @@ export function rateLimitedWarning(
     lastMs = now;
     log.warn({ ...fields, suppressedSinceLast: suppressed }, text);
     suppressed = 0;
+  };
+}
+
+/** The fields a per-session child logger would add, built per log line (see {@link sessionFields}). */
+export interface SessionFields {
+  agentId: string;
+  sessionId: string;
+}
+
+/**
+ * The log fields naming `session`. Built per log line rather than kept as a child logger: a child logger per
+ * connected agent costs memory for as long as it stays connected, and an idle agent logs nothing.
+ */
+export function sessionFields(session: AgentSession): SessionFields {
+  return { agentId: session.agentId, sessionId: session.sessionId };
+}
+
+/**
+ * Settles the agent's results with the commands in flight on its session. A result for a command not in flight
+ * (settled already, or never sent) is dropped and logged with a rate limit, so that an agent sending thousands
+ * cannot flood the log; a result that cannot be a device's answer settles the command as UNKNOWN.
+ */
+export function createResultSettler(
+  log: Logger,
+  strayLogIntervalMs?: number,
+): (session: AgentSession, result: CommandResult) => void {
+  const strayResult = rateLimitedWarning(
+    log,
+    'result for a command not in flight on this session dropped (settled already, or never sent)',
+    strayLogIntervalMs,
+  );
+  return (session, result) => {
+    const pending = session.pendingCommand(result.commandId);
+    if (pending === undefined) {
+      strayResult({
+        ...sessionFields(session),
+        commandId: result.commandId,
+        outcome: result.outcome,
+      });
+      return;
+    }
+    const invalid = invalidAgentResult(result, pending.command);
+    if (invalid === undefined) {
+      pending.settle(result);
+      return;
+    }
+    // Not a device's answer: whether the command ran is unknown, and nothing the agent sent is kept.
+    log.warn(
+      { ...sessionFields(session), commandId: result.commandId, invalid },
+      'invalid result from agent: settled as UNKNOWN',
+    );
+    pending.settle(
+      unknownResult(
+        pending.command,
+        session.agentId,
+        `agent ${session.agentId} sent an invalid result (${invalid}): the command may or may not have run; read the logical unit before retrying`,
+      ),
+    );
   };
 }

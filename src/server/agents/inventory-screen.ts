@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import type { Path } from '../gen/prfleet/v1/scsi.js';
-import { globToRegExp } from '../common/device-glob.js';
-import type { AgentRegistry } from './agent-registry.js';
-import { pathsByLu } from './devices.js';
+import type { Path } from '../../gen/prfleet/v1/scsi.js';
+import { globToRegExp } from '../../common/device-glob.js';
+import type { AgentRegistry } from './registry.js';
+import { pathsByLu } from '../devices.js';
 
 /**
  * What the server lets an agent report, beyond its certificate's allow-list: an LU's identity is established by
