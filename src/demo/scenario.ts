@@ -440,13 +440,13 @@ export async function runScenario(
   return summary;
 }
 
-/** The first watcher line about `luId` matching `pattern`, waiting for it up to 15 s. */
+/** The first watcher line about `luId` matching `pattern`, waiting for it up to 30 s (a loaded machine). */
 async function watchedLine(
   lines: () => readonly string[],
   pattern: RegExp,
   luId: string,
 ): Promise<string> {
-  const deadline = Date.now() + 15_000;
+  const deadline = Date.now() + 30_000;
   for (;;) {
     const line = lines().find((l) => l.includes(luId) && pattern.test(l));
     if (line !== undefined) return line;

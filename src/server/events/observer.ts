@@ -114,6 +114,11 @@ function prStateOf(s: LuState): PrState {
 export class LuObserver {
   private readonly limiter: CommandLimiter;
   private readonly pending = new Map<string, { cause: ChangeCause; actor: string }>();
+  /**
+   * Per LU, the read in flight: reads of one LU run one after another, so their compare-and-sets land in the
+   * order the reads were sent (an older read finishing last would otherwise record the state it saw as current).
+   */
+  private readonly reading = new Map<string, Promise<unknown>>();
   /** Per LU, the nexus to read through (see poke); one entry per LU prfleet sent a PROUT to. */
   private readonly preferred = new Map<string, Nexus>();
   private readonly running = new Set<Promise<unknown>>();
@@ -161,7 +166,7 @@ export class LuObserver {
         if (this.stop.signal.aborted) return [];
         const why = this.pending.get(luId) ?? { cause, actor };
         this.pending.delete(luId);
-        return this.withSlot(() => this.observe(luId, why.cause, why.actor));
+        return this.inTurn(luId, () => this.observe(luId, why.cause, why.actor));
       })
       .catch((err: unknown) => this.deps.log.warn({ err, luId }, 'events: observation failed'));
     this.track(work);
@@ -170,6 +175,25 @@ export class LuObserver {
   private track(work: Promise<unknown>): void {
     this.running.add(work);
     void work.finally(() => this.running.delete(work));
+  }
+
+  /** Runs `read` after the LU's read in flight (if any), within a slot. */
+  private inTurn<T>(luId: string, read: () => Promise<T>): Promise<T> {
+    const previous = this.reading.get(luId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => this.withSlot(read));
+    this.reading.set(luId, next);
+    void next
+      .finally(() => {
+        if (this.reading.get(luId) === next) this.reading.delete(luId);
+      })
+      .catch(() => undefined);
+    return next;
+  }
+
+  private observeInTurn(luId: string): Promise<FleetEvent[]> {
+    return this.inTurn(luId, () =>
+      this.observe(luId, ChangeCause.CHANGE_CAUSE_OBSERVATION, 'observation'),
+    );
   }
 
   private async withSlot<T>(fn: () => Promise<T>): Promise<T> {
@@ -222,9 +246,7 @@ export class LuObserver {
         if (signal.aborted) return;
         await this.withSlot(async () => undefined); // backpressure: at most `concurrency` reads in flight
         this.track(
-          this.withSlot(() =>
-            this.observe(luId, ChangeCause.CHANGE_CAUSE_OBSERVATION, 'observation'),
-          ).catch((err: unknown) =>
+          this.observeInTurn(luId).catch((err: unknown) =>
             this.deps.log.debug({ err, luId }, 'events: observation failed'),
           ),
         );
