@@ -289,6 +289,8 @@ async function startServer(): Promise<{
       // Rounds an hour apart: the observation runs only when pokes (PROUTs) or this bench ask for it.
       events: { ...base.events, pollMs: 50, observeIntervalMs: 3_600_000, maxLag: 1_000_000 },
       webhooks: { ...WEBHOOK_DEFAULTS, allowHttp: true, scanMs: 500 },
+      // Every watcher of the bench is one principal (no tokens): the per-caller Watch quota would end most of them.
+      principalLimits: { ...base.principalLimits, maxWatches: 0 },
     },
   });
   const port = await server.listen('127.0.0.1:0');
