@@ -11,7 +11,7 @@ import {
   type CommandResult,
 } from '../gen/prfleet/v1/scsi.js';
 import type { RpcObserver } from './middleware.js';
-import type { CommandRouter } from './router.js';
+import { withDispatch, type CommandRouter } from './router.js';
 
 /** Latency buckets in seconds: SCSI PR commands take ms; a loader busy with a move can take tens of seconds. */
 const LATENCY_BUCKETS = [
@@ -311,16 +311,7 @@ export function instrumentRouter<R extends CommandRouter>(router: R, metrics: Se
       throw error;
     }
   };
-  // A proxy keeps the router's getters (draining, inFlight) and extra methods (close, ownerOf) live.
-  return new Proxy(router, {
-    get(target, property) {
-      if (property === 'dispatch') return dispatch;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function'
-        ? (value as (...a: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
+  return withDispatch(router, dispatch);
 }
 
 /** What {@link observeAgents} reads: the AgentRegistry's sessions and their inventories. */

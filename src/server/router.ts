@@ -438,3 +438,22 @@ export function logCommandResult(
   if (atInfo) log.info(fields, 'command done');
   else log.debug(fields, 'command done');
 }
+
+/**
+ * `router` with its dispatch replaced by `dispatch`: a proxy, so the router's getters (draining, inFlight) and other
+ * methods (close, ownerOf) stay live and bound. What the metrics and the event log wrap a router with.
+ */
+export function withDispatch<R extends CommandRouter>(
+  router: R,
+  dispatch: CommandRouter['dispatch'],
+): R {
+  return new Proxy(router, {
+    get(target, property) {
+      if (property === 'dispatch') return dispatch;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function'
+        ? (value as (...a: unknown[]) => unknown).bind(target)
+        : value;
+    },
+  });
+}

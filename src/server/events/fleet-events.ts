@@ -13,7 +13,7 @@ import type { AgentRegistry } from '../agents/index.js';
 import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
 import type { AuditFindings } from '../fleet/deps.js';
-import type { CommandRouter } from '../router.js';
+import { withDispatch, type CommandRouter } from '../router.js';
 import type { LuSerializer } from '../lu-serializer.js';
 import type { HistoryEntryInput, Store } from '../store/index.js';
 import { createMemoryPathBook, createStorePathBook, recordAgentEvents } from './agent-source.js';
@@ -316,13 +316,5 @@ export function observeResults<R extends CommandRouter>(
         options.onResult?.(result);
       },
     });
-  return new Proxy(router, {
-    get(target, property) {
-      if (property === 'dispatch') return dispatch;
-      const value: unknown = Reflect.get(target, property, target);
-      return typeof value === 'function'
-        ? (value as (...a: unknown[]) => unknown).bind(target)
-        : value;
-    },
-  });
+  return withDispatch(router, dispatch);
 }

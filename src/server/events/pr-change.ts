@@ -5,19 +5,11 @@ import {
   type PrState,
 } from '../../gen/prfleet/v1/events.js';
 import { formatKey } from '../../common/key-layout.js';
+import { prTypeName } from '../../scsi/constants.js';
 import type { NewFleetEvent } from './types.js';
 
 const sameKeys = (a: readonly bigint[], b: readonly bigint[]) =>
   a.length === b.length && a.every((k, i) => k === b[i]);
-
-const TYPE_WORDS: Record<number, string> = {
-  1: 'WE',
-  3: 'EA',
-  5: 'WE-RO',
-  6: 'EA-RO',
-  7: 'WE-AR',
-  8: 'EA-AR',
-};
 
 /** "0x…aaaa (host-a) WE", or "none". */
 function reservationText(s: PrState, ownerOf: (key: bigint) => string): string {
@@ -26,7 +18,7 @@ function reservationText(s: PrState, ownerOf: (key: bigint) => string): string {
     s.holderKey === 0n
       ? 'all registrants'
       : `${formatKey(s.holderKey)}${ownerOf(s.holderKey) ? ` (${ownerOf(s.holderKey)})` : ''}`;
-  return `${owner} ${TYPE_WORDS[s.type] ?? `type ${s.type}`}`;
+  return `${owner} ${prTypeName(s.type)}`;
 }
 
 /** What a change event needs besides the two states. */
