@@ -362,16 +362,9 @@ async function loadBinding(): Promise<SgioBinding> {
         const errno = koffi.errno();
         try {
           if (guard.abandoned) return;
-          if (err) {
-            reject(
-              new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', {
-                cause: err,
-              }),
-            );
-            return;
-          }
-          if (rc < 0) {
-            reject(transportErrorFromErrno(errno, path, 'ioctl'));
+          const failed = ioctlFailure(err, rc, errno, path);
+          if (failed !== undefined) {
+            reject(failed);
             return;
           }
           resolve({
@@ -454,16 +447,9 @@ async function loadBinding(): Promise<SgioBinding> {
           const errno = koffi.errno();
           try {
             if (guard.abandoned) return; // the watchdog already answered; only free below
-            if (err) {
-              reject(
-                new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', {
-                  cause: err,
-                }),
-              );
-              return;
-            }
-            if (rc < 0) {
-              reject(transportErrorFromErrno(errno, path, 'ioctl'));
+            const failed = ioctlFailure(err, rc, errno, path);
+            if (failed !== undefined) {
+              reject(failed);
               return;
             }
             const hdr = koffi.decode(hdrPtr, SgIoHdr) as DecodedHdr;
@@ -662,4 +648,17 @@ export function createSgioTransport(options: SgioTransportOptions = {}): SgioTra
       return new SgioDevice(path, file, binding, resolved);
     },
   };
+}
+
+/** Why an async ioctl through koffi failed (the FFI call itself, or the kernel's -1 with errno); undefined if it ran. */
+function ioctlFailure(
+  err: unknown,
+  rc: number,
+  errno: number,
+  path: string,
+): TransportError | undefined {
+  if (err)
+    return new TransportError(`ioctl ${path}: koffi call failed`, path, 0, 'EFFI', { cause: err });
+  if (rc < 0) return transportErrorFromErrno(errno, path, 'ioctl');
+  return undefined;
 }
