@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createChannel, createClient, type Channel } from 'nice-grpc';
 import { startEmulatedFleet } from '../agent/fleet.js';
-import type { FabricInput } from '../agent/fabric.js';
+import { fabricSpec } from './fleet-fabric.js';
 import { createControlClient, type ControlClient } from '../src/common/client.js';
 import { createLogger } from '../src/common/logger.js';
 import { ChangeCause } from '../src/gen/prfleet/v1/events.js';
@@ -41,46 +41,6 @@ import { formatMs, processCpuMs, summarize } from './stats.js';
 
 const log = createLogger({ level: 'silent', name: 'bench-events' });
 const env = (name: string, fallback: number) => Number(process.env[name] ?? fallback);
-
-/** bench/fleet.ts's fabric: host h sees lusPerHost/2 loaders (a changer + a drive), one path to each LU. */
-function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
-  const loadersPerHost = Math.max(1, Math.floor(lusPerHost / 2));
-  const loaders: NonNullable<FabricInput['loaders']> = [];
-  const hostSpecs: NonNullable<FabricInput['hosts']> = [];
-  for (let h = 0; h < hosts; h++) {
-    const port = `sas:0x5006${h.toString(16).padStart(12, '0')}`;
-    const paths: NonNullable<FabricInput['hosts']>[number]['paths'] = [];
-    for (let l = 0; l < loadersPerHost; l++) {
-      const id = `L${h}-${l}`;
-      const n = h * loadersPerHost + l;
-      loaders.push({
-        id,
-        changer: {
-          id: `${id}-c`,
-          profile: 'superloader-changer',
-          serial: `PM${String(n).padStart(10, '0')}`,
-        },
-        drives: [
-          { id: `${id}-d`, profile: 'lto-drive', serial: `HU${String(n).padStart(10, '0')}` },
-        ],
-      });
-      paths.push({
-        node: `/dev/sg${2 * l}`,
-        lu: `${id}-c`,
-        initiatorPort: port,
-        relativeTargetPort: 1,
-      });
-      paths.push({
-        node: `/dev/sg${2 * l + 1}`,
-        lu: `${id}-d`,
-        initiatorPort: port,
-        relativeTargetPort: 1,
-      });
-    }
-    hostSpecs.push({ id: `host-${h}`, site: 'bench', initiatorPorts: [port], paths });
-  }
-  return { loaders, hosts: hostSpecs };
-}
 
 async function agentsMain(address: string, fabricFile: string): Promise<void> {
   const fleet = await startEmulatedFleet({

@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { createChannel, createClient, createServer } from 'nice-grpc';
 import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { startEmulatedFleet } from '../agent/fleet.js';
-import type { FabricInput } from '../agent/fabric.js';
+import { fabricSpec } from './fleet-fabric.js';
 import { createLogger } from '../src/common/logger.js';
 import { directServiceDefinition } from '../src/common/service-definition.js';
 import { AgentServiceDefinition } from '../src/gen/prfleet/v1/agent.js';
@@ -45,47 +45,6 @@ async function startProfile(file: string): Promise<() => Promise<void>> {
     writeFileSync(file, JSON.stringify(profile));
     session.disconnect();
   };
-}
-
-/** `hosts` hosts; host h sees lusPerHost/2 loaders (a SuperLoader changer + an LTO drive each) through one path each. */
-function fabricSpec(hosts: number, lusPerHost: number): FabricInput {
-  const loadersPerHost = Math.max(1, Math.floor(lusPerHost / 2));
-  const loaders: NonNullable<FabricInput['loaders']> = [];
-  const hostSpecs: NonNullable<FabricInput['hosts']> = [];
-  for (let h = 0; h < hosts; h++) {
-    const port = `sas:0x5006${h.toString(16).padStart(12, '0')}`;
-    const paths: { node: string; lu: string; initiatorPort: string; relativeTargetPort: number }[] =
-      [];
-    for (let l = 0; l < loadersPerHost; l++) {
-      const id = `L${h}-${l}`;
-      const n = h * loadersPerHost + l;
-      loaders.push({
-        id,
-        changer: {
-          id: `${id}-c`,
-          profile: 'superloader-changer',
-          serial: `PM${n.toString().padStart(10, '0')}`,
-        },
-        drives: [
-          { id: `${id}-d`, profile: 'lto-drive', serial: `HU${n.toString().padStart(10, '0')}` },
-        ],
-      });
-      paths.push({
-        node: `/dev/sg${2 * l}`,
-        lu: `${id}-c`,
-        initiatorPort: port,
-        relativeTargetPort: 1,
-      });
-      paths.push({
-        node: `/dev/sg${2 * l + 1}`,
-        lu: `${id}-d`,
-        initiatorPort: port,
-        relativeTargetPort: 1,
-      });
-    }
-    hostSpecs.push({ id: `host-${h}`, site: 'bench', initiatorPorts: [port], paths });
-  }
-  return { loaders, hosts: hostSpecs };
 }
 
 async function agentsMain(address: string, fabricFile: string): Promise<void> {
