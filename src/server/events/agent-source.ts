@@ -5,6 +5,7 @@ import type { AgentRegistry, RegistryEvent } from '../agents/index.js';
 import type { Db } from '../store/index.js';
 import { appendIn } from './store-log.js';
 import type { EventLog, NewFleetEvent } from './types.js';
+import { KeyedTurns } from '../../common/keyed-turns.js';
 
 /** An agent's online paths: device node → LU id. */
 export type PathSet = ReadonlyMap<string, string>;
@@ -185,18 +186,13 @@ export function recordAgentEvents(
   log: Logger,
   budget = new PathEventBudget(),
 ): () => void {
-  const chains = new Map<string, Promise<void>>();
-  const serial = (agentId: string, work: () => Promise<void>) => {
-    const next = (chains.get(agentId) ?? Promise.resolve())
-      .then(work)
+  const turns = new KeyedTurns();
+  const serial = (agentId: string, work: () => Promise<void>) =>
+    void turns
+      .run(agentId, work)
       .catch((err: unknown) =>
         log.error({ err, agentId }, 'events: recording an agent event failed'),
       );
-    chains.set(agentId, next);
-    void next.finally(() => {
-      if (chains.get(agentId) === next) chains.delete(agentId);
-    });
-  };
   const onEvent = (event: RegistryEvent) => {
     const { session } = event;
     const agentId = session.agentId;

@@ -17,6 +17,7 @@ import { pathsByLu, toLogicalUnit, type FleetPath } from '../devices.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { KeyIndex } from '../fleet/key-index.js';
 import { CommandLimiter } from '../fleet/limiter.js';
+import { KeyedTurns } from '../../common/keyed-turns.js';
 import { Semaphore } from '../../common/semaphore.js';
 import { observeUnit, pathOnline, type LuObservation, type LuState } from '../fleet/observe.js';
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
@@ -118,7 +119,7 @@ export class LuObserver {
    * Per LU, the read in flight: reads of one LU run one after another, so their compare-and-sets land in the
    * order the reads were sent (an older read finishing last would otherwise record the state it saw as current).
    */
-  private readonly reading = new Map<string, Promise<unknown>>();
+  private readonly reading = new KeyedTurns();
   /** Per LU, the nexus to read through (see poke); one entry per LU prfleet sent a PROUT to. */
   private readonly preferred = new Map<string, Nexus>();
   private readonly running = new Set<Promise<unknown>>();
@@ -179,15 +180,7 @@ export class LuObserver {
 
   /** Runs `read` after the LU's read in flight (if any), within a slot. */
   private inTurn<T>(luId: string, read: () => Promise<T>): Promise<T> {
-    const previous = this.reading.get(luId) ?? Promise.resolve();
-    const next = previous.catch(() => undefined).then(() => this.withSlot(read));
-    this.reading.set(luId, next);
-    void next
-      .finally(() => {
-        if (this.reading.get(luId) === next) this.reading.delete(luId);
-      })
-      .catch(() => undefined);
-    return next;
+    return this.reading.run(luId, () => this.withSlot(read));
   }
 
   private observeInTurn(luId: string): Promise<FleetEvent[]> {

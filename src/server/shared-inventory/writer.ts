@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AgentRecord, AgentSession, RegistryEvent } from '../agents/index.js';
 import { encodePaths, openedSessionHash } from './agent-hash.js';
 import type { InventoryKeys } from './keys.js';
+import { KeyedTurns } from '../../common/keyed-turns.js';
 
 // Updates a record only while it still describes the session that writes (a newer session elsewhere wins).
 const UPDATE_IF_SESSION = `
@@ -28,26 +29,21 @@ const HEARTBEAT_CHUNK = 500;
  * logged and does not stop the next): one agent's writes land in event order, different agents' run in parallel.
  */
 export class WriteChains {
-  private readonly chains = new Map<string, Promise<void>>();
+  private readonly turns = new KeyedTurns();
 
   constructor(private readonly log: Logger) {}
 
   enqueue(key: string, task: () => Promise<void>): void {
-    const previous = this.chains.get(key) ?? Promise.resolve();
-    const next = previous
-      .then(task)
+    void this.turns
+      .run(key, task)
       .catch((err: unknown) =>
         this.log.warn({ err, agentId: key }, 'shared inventory write failed'),
-      )
-      .finally(() => {
-        if (this.chains.get(key) === next) this.chains.delete(key);
-      });
-    this.chains.set(key, next);
+      );
   }
 
   /** Resolves once every task enqueued so far (and any enqueued meanwhile) is done. */
-  async flushed(): Promise<void> {
-    while (this.chains.size > 0) await Promise.all([...this.chains.values()]);
+  flushed(): Promise<void> {
+    return this.turns.flushed();
   }
 }
 
