@@ -319,6 +319,11 @@ export async function runScenario(
     );
   }
 
+  // The observation's first read of an LU is its baseline (no event): when host-c's RESERVE and this PREEMPT come
+  // within its 100 ms coalescing, one read follows both and the watcher is shown no change. A pause lets the read
+  // after the RESERVE happen first, as it would between two operators' commands.
+  if (watchLines !== undefined) await delay(1_000);
+
   // ── Host A preempts C on the drive.
   say(
     'host-a preempts host-c on the drive',
