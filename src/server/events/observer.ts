@@ -128,6 +128,10 @@ export class LuObserver {
   /** LUs read at once (settings.concurrency). */
   private readonly slots: Semaphore;
   private keyCache: { at: number; index: Promise<KeyIndex> } | undefined;
+  /** LUs this instance has checked for a baseline (see baselineNewUnits). */
+  private readonly baselined = new Set<string>();
+  private stopListening: (() => void) | undefined;
+  private baselineSoon: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ObserverDeps) {
     this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
@@ -137,6 +141,10 @@ export class LuObserver {
   /** Starts the periodic rounds (when intervalMs > 0). */
   start(): void {
     if (this.deps.settings.intervalMs <= 0 || this.loop !== undefined) return;
+    this.stopListening = this.deps.registry.onChange((event) => {
+      if (event.kind === 'opened' || event.kind === 'inventory') this.scheduleBaselines();
+    });
+    this.scheduleBaselines();
     this.loop = this.rounds().catch((err: unknown) => {
       if (!this.stop.signal.aborted) this.deps.log.error({ err }, 'events: observation stopped');
     });
@@ -145,6 +153,8 @@ export class LuObserver {
   /** Stops rounds and waits for reads in flight. */
   async close(): Promise<void> {
     this.stop.abort();
+    this.stopListening?.();
+    if (this.baselineSoon !== undefined) clearTimeout(this.baselineSoon);
     await this.loop;
     await Promise.allSettled([...this.running]);
   }
@@ -171,6 +181,47 @@ export class LuObserver {
       })
       .catch((err: unknown) => this.deps.log.warn({ err, luId }, 'events: observation failed'));
     this.track(work);
+  }
+
+  /** Inventories arrive in bursts (every agent at start-up): one sweep for the burst. */
+  private scheduleBaselines(): void {
+    if (this.baselineSoon !== undefined || this.stop.signal.aborted) return;
+    this.baselineSoon = setTimeout(() => {
+      this.baselineSoon = undefined;
+      this.track(
+        this.baselineNewUnits().catch((err: unknown) =>
+          this.deps.log.warn({ err }, 'events: baseline observation failed'),
+        ),
+      );
+    }, 100);
+    this.baselineSoon.unref();
+  }
+
+  /**
+   * Reads every LU that appeared here and was never observed (by any instance: the state is in the store) at
+   * once instead of at its place in the round: an LU's first observation is only a baseline, so a change made
+   * before it (a RESERVE and a PREEMPT minutes after the LU appeared, say) would otherwise never be told.
+   */
+  private async baselineNewUnits(): Promise<void> {
+    const fresh = [...pathsByLu(this.deps.registry)]
+      .filter(([luId, paths]) => !this.baselined.has(luId) && this.pathFor(luId, paths) !== undefined)
+      .map(([luId]) => luId);
+    for (const luId of fresh) this.baselined.add(luId);
+    const standing = new Set(
+      (await this.deps.observed.list(fresh))
+        .filter((o) => o.state !== undefined)
+        .map((o) => o.luId),
+    );
+    for (const luId of fresh) {
+      if (this.stop.signal.aborted) return;
+      if (standing.has(luId)) continue;
+      await this.withSlot(async () => undefined); // backpressure, as in the rounds
+      this.track(
+        this.observeInTurn(luId).catch((err: unknown) =>
+          this.deps.log.debug({ err, luId }, 'events: baseline observation failed'),
+        ),
+      );
+    }
   }
 
   private track(work: Promise<unknown>): void {
