@@ -80,11 +80,12 @@ export default tseslint.config(
     ],
   ),
   layer(
-    ['src/server/fleet/rollout.ts', 'src/server/fleet/rollout/**'],
+    ['src/server/fleet/**'],
     [
       {
         regex: '(^|/)router\\.js$',
-        message: 'fleet PROUTs go through the command pipeline (src/server/commands).',
+        message:
+          'the fleet engine sends every command through the command pipeline (src/server/commands): PROUTs by run, reads by read.',
       },
     ],
   ),

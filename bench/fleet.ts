@@ -25,6 +25,8 @@ import { AgentServiceDefinition } from '../src/gen/prfleet/v1/agent.js';
 import { FleetServiceDefinition, Reachability } from '../src/gen/prfleet/v1/fleet.js';
 import { AgentRegistry } from '../src/server/agents/index.js';
 import { createAgentService } from '../src/server/agents/service.js';
+import { createCommandPipeline } from '../src/server/commands/pipeline.js';
+import { createMemoryJournal } from '../src/server/journal.js';
 import { registerFleetService } from '../src/server/fleet/index.js';
 import { createInProcessRouter, type CommandRouter } from '../src/server/router.js';
 import { createFleetState } from '../src/server/web/index.js';
@@ -93,7 +95,12 @@ async function main(): Promise<void> {
     errorDetailsServerMiddleware,
   );
   server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
-  registerFleetService(server, { router, devices: agents, store, log });
+  registerFleetService(server, {
+    commands: createCommandPipeline({ router, journal: createMemoryJournal(), marginMs: 0, log }),
+    devices: agents,
+    store,
+    log,
+  });
   const port = await server.listen('127.0.0.1:0');
   const address = `127.0.0.1:${port}`;
 

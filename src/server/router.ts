@@ -457,3 +457,22 @@ export function withDispatch<R extends CommandRouter>(
     },
   });
 }
+
+/**
+ * Wraps `router` so `listener` sees every result that carries unit attentions or sense data (the registration
+ * reconciler's trigger; the audit's memory of MEDIUM REMOVAL PREVENTED).
+ */
+export function tapResults<R extends CommandRouter>(
+  router: R,
+  listener: (result: CommandResult) => void,
+): R {
+  return withDispatch(router, (agentId, command, options) =>
+    router.dispatch(agentId, command, {
+      ...options,
+      onResult(result) {
+        options.onResult?.(result);
+        if (result.unitAttentions.length > 0 || result.sense !== undefined) listener(result);
+      },
+    }),
+  );
+}

@@ -12,7 +12,7 @@ import {
 } from '../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../common/service-definition.js';
 import { registerFleetService } from './fleet/index.js';
-import { RegistrationReconciler, tapResults } from './fleet/registration-reconciler.js';
+import { RegistrationReconciler } from './fleet/registration-reconciler.js';
 import { HoldMemory } from './fleet/holds.js';
 import { AgentRegistry } from './agents/index.js';
 import type { AuthCallContextExt } from './auth/index.js';
@@ -42,7 +42,7 @@ import {
 import { createMemoryJournal, type CommandJournal } from './journal.js';
 import { rpcMiddleware, type RpcObserver } from './middleware.js';
 import { createLuSerializer } from './lu-serializer.js';
-import { createInProcessRouter, type CommandRouter } from './router.js';
+import { createInProcessRouter, tapResults, type CommandRouter } from './router.js';
 import { createStoreCommandJournal, type Store } from './store/index.js';
 import {
   createFleetEvents,
@@ -424,7 +424,6 @@ async function buildServer(
     registerFleetService(
       control,
       {
-        router,
         devices: agents,
         store,
         log,
@@ -442,7 +441,7 @@ async function buildServer(
     );
     if (reconcile && config.reconciler !== undefined) {
       reconciler = new RegistrationReconciler(
-        { router, devices: agents, store, log, instanceId: config.instanceId, commands },
+        { devices: agents, store, log, instanceId: config.instanceId, commands },
         config.reconciler,
       );
       reconciler.start();

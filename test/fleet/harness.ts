@@ -19,7 +19,9 @@ import type { CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import type { ScsiRequest, ScsiResponse } from '../../src/scsi/index.js';
 import { AgentRegistry } from '../../src/server/agents/index.js';
 import { createAgentService } from '../../src/server/agents/service.js';
+import { createCommandPipeline, type CommandPipeline } from '../../src/server/commands/pipeline.js';
 import { exposeDeadline } from '../../src/server/deadline.js';
+import { createMemoryJournal } from '../../src/server/journal.js';
 import { registerFleetService } from '../../src/server/fleet/index.js';
 import { createLuSerializer } from '../../src/server/lu-serializer.js';
 import { rpcMiddleware } from '../../src/server/middleware.js';
@@ -55,6 +57,8 @@ export interface FleetHarness {
   readonly address: string;
   /** The server's router (tests send setup PROUTs through it, as an agent would run them). */
   readonly router: CommandRouter;
+  /** The command pipeline the fleet engine sends through (over `router`). */
+  readonly commands: CommandPipeline;
   /** The server's agent registry. */
   readonly agents: AgentRegistry;
   /** The durable store (PGlite in memory). */
@@ -138,13 +142,20 @@ export async function startFleetHarness(
     interceptors: [agentService.interceptor, exposeDeadline],
   }).use(rpcMiddleware(log));
   server.add(AgentServiceDefinition, agentService.implementation);
-  registerFleetService(server, {
+  // As prfleet-server wires it: every step's read and PROUT in one LU turn, the fleet journaling its own steps.
+  const commands = createCommandPipeline({
     router,
+    journal: createMemoryJournal(),
+    marginMs: 0,
+    log,
+    luSerializer: createLuSerializer(),
+  });
+  registerFleetService(server, {
+    commands,
     devices: agents,
     store,
     log,
     instanceId: 'fleet-test',
-    luSerializer: createLuSerializer(), // as prfleet-server wires it: each step's read + PROUT in one LU turn
     ...(options.onAuditFindings === undefined ? {} : { onAuditFindings: options.onAuditFindings }),
     ...(options.takeoverRules === undefined ? {} : { takeoverRules: options.takeoverRules }),
     ...(options.holds === undefined ? {} : { holds: options.holds }),
@@ -243,6 +254,7 @@ export async function startFleetHarness(
     client,
     address,
     router,
+    commands,
     agents,
     store,
     fabric,

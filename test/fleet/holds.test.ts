@@ -12,7 +12,7 @@ import { FindingKind, type Finding } from '../../src/gen/prfleet/v1/fleet.js';
 import { Outcome, PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { HoldMemory } from '../../src/server/fleet/holds.js';
 import { LU_RESET_ACTION } from '../../src/server/fleet/lu-reset.js';
-import { tapResults } from '../../src/server/fleet/registration-reconciler.js';
+import { tapResults } from '../../src/server/router.js';
 import { startFleetHarness, type FleetHarness } from './harness.js';
 
 const DRIVE1 = 'naa.5000e11100000002';

@@ -11,9 +11,9 @@ import { ProutAction, TransportId } from '../../src/gen/prfleet/v1/scsi.js';
 import {
   RECONCILER_ACTOR,
   RegistrationReconciler,
-  tapResults,
   type ReconcilerSettings,
 } from '../../src/server/fleet/registration-reconciler.js';
+import { tapResults } from '../../src/server/router.js';
 import { loadConfig } from '../../src/server/config.js';
 import { startFleetHarness, type FleetHarness } from './harness.js';
 
@@ -42,7 +42,7 @@ async function withReconciler(settings: Partial<ReconcilerSettings> = {}) {
   });
   const log = createLogger({ level: 'silent', name: 'reconciler-test' });
   const rec = new RegistrationReconciler(
-    { router: h.router, devices: h.agents, store: h.store, log, instanceId: 'fleet-test' },
+    { commands: h.commands, devices: h.agents, store: h.store, log, instanceId: 'fleet-test' },
     {
       mode: 'on',
       cooldownMs: 0,

@@ -19,6 +19,7 @@ import {
   type Interceptor,
   type Next,
   type RunOptions,
+  type SendRead,
 } from './types.js';
 
 /** Dependencies of {@link createCommandPipeline}. */
@@ -49,6 +50,8 @@ export interface CommandPipeline {
   run(input: CommandInput, options: RunOptions): Promise<CommandOutput>;
   /** The last stage alone (reads that need neither journal nor turn: reconciliation, the fleet's audit). */
   readonly dispatch: Next;
+  /** Reads for audits, the observation and the web view; refuses PROUTs (see {@link SendRead}). */
+  readonly read: SendRead;
 }
 
 /** Request fields of the history entry's fields (what a caller can change when one is refused). */
@@ -87,6 +90,20 @@ export function checkCapability(input: CommandInput): void {
       description: `${unsupported}; nothing was sent`,
     });
   }
+}
+
+/** Reads through `router` (see {@link SendRead}): the pipeline's `read`, and the observation's and web view's. */
+export function readerOf(router: CommandRouter): SendRead {
+  return (agentId, command, options) => {
+    // A programming error, not a caller's: every PROUT entry point builds a CommandInput for `run`.
+    if (isProut(command) || command.kind?.$case === 'luReset')
+      throw new Error('a PROUT or reset must go through the pipeline, not a read');
+    return router.dispatch(agentId, command, {
+      timeoutMs: options.timeoutMs,
+      luId: options.luId,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  };
 }
 
 /** Builds the pipeline shared by ControlService (unary and CommandSession) and the fleet engine. */
@@ -150,5 +167,5 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
 
   const journal = createJournalStage({ journal: deps.journal, log, dispatch });
   const run = compose([capability, journal, luTurn, precondition, record], dispatch);
-  return { run, dispatch };
+  return { run, dispatch, read: readerOf(router) };
 }

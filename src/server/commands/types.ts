@@ -85,6 +85,17 @@ export interface CommandOutput {
   readonly verdict?: ReconcileVerdict;
 }
 
+/**
+ * Sends one read-only command (PRIN, TEST UNIT READY, READ ELEMENT STATUS, …) through a path and resolves with its
+ * result: what audits, the observation and the web view use. A PROUT is refused (it must take {@link Next}'s
+ * journal, turn and history); router errors (offline, busy, draining) are thrown as by dispatch.
+ */
+export type SendRead = (
+  agentId: string,
+  command: Command,
+  options: { readonly timeoutMs: number; readonly luId: string; readonly signal?: AbortSignal | undefined },
+) => Promise<CommandResult>;
+
 /** The rest of the pipeline. */
 export type Next = (input: CommandInput, options: RunOptions) => Promise<CommandOutput>;
 

@@ -23,6 +23,8 @@ import { observeUnit, pathOnline, type LuObservation, type LuState } from '../fl
 import { loaderFindings, unitFindings, type LoaderDigest } from '../fleet/report.js';
 import type { SelectedUnit } from '../fleet/selection.js';
 import type { CommandRouter } from '../router.js';
+import { readerOf } from '../commands/pipeline.js';
+import type { SendRead } from '../commands/types.js';
 import type { LuSerializer } from '../lu-serializer.js';
 import { versionOf, type ObservedLu, type ObservedStates } from './observed.js';
 import type { AuditFindings } from '../fleet/deps.js';
@@ -133,7 +135,10 @@ export class LuObserver {
   private stopListening: (() => void) | undefined;
   private baselineSoon: NodeJS.Timeout | undefined;
 
+  private readonly reads: SendRead;
+
   constructor(private readonly deps: ObserverDeps) {
+    this.reads = readerOf(deps.router);
     this.limiter = new CommandLimiter(Math.max(2, deps.settings.concurrency * 2), 2);
     this.slots = new Semaphore(Math.max(1, deps.settings.concurrency));
   }
@@ -353,7 +358,7 @@ export class LuObserver {
       paths: [path],
     };
     return observeUnit(unit, {
-      router: this.deps.router,
+      read: this.reads,
       limiter: this.limiter,
       timeoutMs: this.deps.settings.timeoutMs,
       signal: this.stop.signal,

@@ -339,7 +339,7 @@ export async function* runAudit(
   // Every queued read listens on the call's signal; thousands at once are expected, not a leak.
   setMaxListeners(0, signal);
   const ctx: ReadContext = {
-    router: deps.router,
+    read: deps.commands.read,
     limiter: new CommandLimiter(maxConcurrency, maxPerAgent),
     timeoutMs,
     signal,

@@ -1,8 +1,6 @@
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agents/index.js';
-import type { LuSerializer } from '../lu-serializer.js';
 import type { CommandPipeline } from '../commands/pipeline.js';
-import type { CommandRouter } from '../router.js';
 import type { Store } from '../store/index.js';
 import type { ElementView } from './loaders.js';
 import type { Finding } from '../../gen/prfleet/v1/fleet.js';
@@ -25,8 +23,6 @@ export interface AuditFindings {
 
 /** What the fleet engine and FleetService need. */
 export interface FleetDeps {
-  /** Sends reads to agents (audits, observation); PROUTs go through `commands`. */
-  readonly router: CommandRouter;
   /** Agents and their inventories (H3's registry): the source of LUs and paths. */
   readonly devices: AgentRegistry;
   /** Durable state: keys, idempotency journal, PROUT history, desired state. */
@@ -36,12 +32,10 @@ export interface FleetDeps {
   /** Server instance id, recorded as the journal owner. @default 'fleet' */
   readonly instanceId?: string;
   /**
-   * The command pipeline every PROUT goes through (precondition, LU turn, history, dispatch), shared with
-   * ControlService. @default one over `router` and `luSerializer`
+   * The command pipeline every command goes through, shared with ControlService: PROUTs and resets through `run`
+   * (journal, LU turn, precondition, history), reads (audits, observation) through `read`.
    */
-  readonly commands?: CommandPipeline;
-  /** Turns per LU for the default pipeline (shared with ControlService's when the server builds both). */
-  readonly luSerializer?: LuSerializer;
+  readonly commands: CommandPipeline;
   /** Changers' element views by LU id: written by audits, reused by ListLoaders while fresh. */
   readonly elementViews?: { set(luId: string, view: ElementView): void };
   /** MEDIUM REMOVAL PREVENTED reports seen on command results (fed by the server's router tap). */

@@ -311,7 +311,7 @@ export async function listLoaders(
     labels: request.selector?.labels ?? [],
   });
   const ctx: ReadContext = {
-    router: deps.router,
+    read: deps.commands.read,
     limiter: new CommandLimiter(64, 4),
     timeoutMs,
     signal,

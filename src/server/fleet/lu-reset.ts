@@ -24,7 +24,6 @@ import type { FleetDeps } from './deps.js';
 import { preventionFinding, probeSpc2, spc2Finding, type Spc2Probe } from './holds.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit, pathOnline, type LuObservation, type ReadContext } from './observe.js';
-import { pipelineOf } from './rollout.js';
 import { selectUnits } from './selection.js';
 
 /** The history action of a logical unit reset. */
@@ -94,7 +93,7 @@ export async function resetLogicalUnit(
   })[0];
   if (unit === undefined) throw notFound('logical unit', request.luId, 'no agent reports it');
   const ctx: ReadContext = {
-    router: deps.router,
+    read: deps.commands.read,
     limiter: new CommandLimiter(64, 4),
     timeoutMs,
     signal,
@@ -167,7 +166,7 @@ async function sendReset(
   signal: AbortSignal,
 ): Promise<CommandResult> {
   const command = Command.fromPartial({ path: r.path, kind: { $case: 'luReset', value: {} } });
-  const { result } = await pipelineOf(deps).run(
+  const { result } = await deps.commands.run(
     {
       target: { agentId: r.agentId, path: r.path, luId: r.luId, capabilities: undefined },
       command,

@@ -14,7 +14,7 @@ import {
 } from '../../gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../common/errors.js';
 import type { FleetPath } from '../devices.js';
-import type { CommandRouter } from '../router.js';
+import type { SendRead } from '../commands/types.js';
 import type { CommandLimiter } from './limiter.js';
 import type { SelectedUnit } from './selection.js';
 
@@ -64,8 +64,8 @@ export interface LuObservation {
 
 /** How reads are sent. */
 export interface ReadContext {
-  /** Where commands go. */
-  readonly router: CommandRouter;
+  /** Sends one read (the command pipeline's read entry). */
+  readonly read: SendRead;
   /** Bounds commands per agent and overall. */
   readonly limiter: CommandLimiter;
   /** Device timeout per read, ms. */
@@ -120,7 +120,7 @@ export async function sendRead(
       p.agent.hello.agentId,
       () => {
         ctx.onCommand?.();
-        return ctx.router.dispatch(p.agent.hello.agentId, command, {
+        return ctx.read(p.agent.hello.agentId, command, {
           timeoutMs: ctx.timeoutMs,
           luId,
           ...(ctx.signal ? { signal: ctx.signal } : {}),

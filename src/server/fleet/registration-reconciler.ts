@@ -23,7 +23,6 @@ import {
   type RolloutEvent,
 } from '../../gen/prfleet/v1/fleet.js';
 import type { RegistryEvent } from '../agents/index.js';
-import type { CommandRouter } from '../router.js';
 import type { FleetDeps } from './deps.js';
 import { loadDesiredIndex } from './desired.js';
 import { loadKeyIndex } from './key-index.js';
@@ -101,35 +100,6 @@ export function registrationsOnly(plan: UnitPlan, agentId: string, key: bigint):
     steps.push(s);
   }
   return { steps, blockers: plan.blockers, incomplete: plan.incomplete };
-}
-
-/**
- * Wraps `router` so `listener` sees every result that carries unit attentions or sense data (the reconciler's
- * trigger; the audit's memory of MEDIUM REMOVAL PREVENTED).
- */
-export function tapResults(
-  router: CommandRouter,
-  listener: (result: CommandResult) => void,
-): CommandRouter {
-  return {
-    dispatch(agentId, command, options) {
-      return router.dispatch(agentId, command, {
-        ...options,
-        onResult(result) {
-          options.onResult?.(result);
-          if (result.unitAttentions.length > 0 || result.sense !== undefined) listener(result);
-        },
-      });
-    },
-    startDraining: () => router.startDraining(),
-    get draining() {
-      return router.draining;
-    },
-    get inFlight() {
-      return router.inFlight;
-    },
-    whenIdle: (ms) => router.whenIdle(ms),
-  };
 }
 
 /** The registration reconciler; `start()` subscribes to the agent registry. */

@@ -4,5 +4,5 @@
  * outcome settled by reading the LU), rollback.ts, attempt-journal.ts and pipeline.ts.
  */
 export { newOperationId, runRollout } from './rollout/run.js';
-export { judgeEffect, pipelineOf } from './rollout/pipeline.js';
+export { judgeEffect } from './rollout/pipeline.js';
 export { HISTORY_REASON_MAX, type RolloutInput, type RolloutSettings } from './rollout/types.js';

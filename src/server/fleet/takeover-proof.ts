@@ -175,7 +175,7 @@ async function judgeGreedy(
   let greedy = 0;
   for (const unit of c.units) {
     const obs = await observeUnit(unit, {
-      router: deps.router,
+      read: deps.commands.read,
       limiter,
       timeoutMs: c.timeoutMs,
       ...(signal === undefined ? {} : { signal }),

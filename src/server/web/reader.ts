@@ -12,6 +12,7 @@ import type { LogicalUnitReport } from '../../gen/prfleet/v1/fleet.js';
 import { isConnected, type AgentRegistry } from '../agents/index.js';
 import type { FleetPath } from '../devices.js';
 import type { CommandRouter } from '../router.js';
+import { readerOf } from '../commands/pipeline.js';
 import { analyzeUnit } from '../fleet/analyze.js';
 import type { FleetStore } from '../fleet/deps.js';
 import { loadDesiredIndex, type DesiredIndex } from '../fleet/desired.js';
@@ -76,7 +77,7 @@ export function createLuReader(deps: LuReaderDeps): LuReader {
       return { keys, desired };
     },
     async read(unit, indexes, prefer, signal) {
-      const ctx: ReadContext = { router: deps.router, limiter, timeoutMs, signal };
+      const ctx: ReadContext = { read: readerOf(deps.router), limiter, timeoutMs, signal };
       const obs = await observeThroughOnePath(unit, prefer, ctx);
       const analysis = analyzeUnit(obs, indexes.keys);
       const findings = unitFindings(

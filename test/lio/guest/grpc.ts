@@ -21,6 +21,7 @@ import { observeUnit, type ReadContext } from '../../../src/server/fleet/observe
 import { selectUnits } from '../../../src/server/fleet/selection.js';
 import { defaultServerConfig } from '../../../src/server/config.js';
 import { createPrfleetServer, type PrfleetServer } from '../../../src/server/server.js';
+import { readerOf } from '../../../src/server/commands/pipeline.js';
 import { GRPC_CHECKS, type GrpcCheckName } from '../grpc-checks.js';
 import { formatLine } from '../protocol.js';
 import type { LioLogicalUnit } from './lio-configfs.js';
@@ -85,7 +86,7 @@ export async function runGrpcPart(options: GrpcPartOptions): Promise<number> {
     const unit = selectUnits(server!.agents, undefined)[0];
     if (unit === undefined) throw new Error('no LU known to the server');
     const ctx: ReadContext = {
-      router: server!.router,
+      read: readerOf(server!.router),
       limiter: new CommandLimiter(16, 4),
       timeoutMs: 20_000,
     };

@@ -17,7 +17,6 @@ import { CommandLimiter } from '../limiter.js';
 import { observeUnit, type LuObservation } from '../observe.js';
 import { isAllRegistrants } from '../plan-model.js';
 import type { SelectedUnit } from '../selection.js';
-import { pipelineOf } from './pipeline.js';
 import { rollback } from './rollback.js';
 import { StepSender } from './step-sender.js';
 import type { Completed, RolloutInput, RolloutSettings } from './types.js';
@@ -77,7 +76,7 @@ class Rollout {
     private readonly emit: (event: RolloutEvent) => void,
   ) {
     this.s = input.settings;
-    this.sender = new StepSender(deps, input, new CommandLimiter(64, 4), pipelineOf(deps), emit);
+    this.sender = new StepSender(deps, input, new CommandLimiter(64, 4), deps.commands, emit);
     if (signal.aborted) this.stop.abort();
     else signal.addEventListener('abort', () => this.halt('the caller cancelled'), { once: true });
   }

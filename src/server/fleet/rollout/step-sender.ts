@@ -76,7 +76,7 @@ export class StepSender {
   }
 
   readContext(): ReadContext {
-    return { router: this.deps.router, limiter: this.limiter, timeoutMs: this.s.timeoutMs };
+    return { read: this.deps.commands.read, limiter: this.limiter, timeoutMs: this.s.timeoutMs };
   }
 
   stepEvent(

@@ -69,7 +69,7 @@ export async function plan(
           unit,
         );
       const obs = await observeUnit(unit, {
-        router: deps.router,
+        read: deps.commands.read,
         limiter,
         timeoutMs,
         signal: ctx.signal,
