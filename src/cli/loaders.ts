@@ -9,6 +9,7 @@ import {
   type LoaderDrive,
   type LoaderHold,
 } from '../gen/prfleet/v1/fleet.js';
+import { listAllLoaders } from '../common/pages.js';
 import { formatKey } from '../scsi/keys.js';
 import { ExitCode } from './exit-codes.js';
 import { collect } from './fleet-flags.js';
@@ -92,7 +93,7 @@ function requestOf(opts: {
   loader?: string[];
   site?: string;
   refresh?: boolean;
-}): ListLoadersRequest {
+}): Partial<ListLoadersRequest> {
   return {
     selector: { loaderIds: opts.loader ?? [], luIds: [], site: opts.site ?? '', labels: [] },
     maxAge: undefined,
@@ -112,7 +113,7 @@ function registerLoaders(cli: Cli): void {
     .option('--refresh', 'read every changer now (else a view up to 60 s old is reused)')
     .action(async (opts: { loader?: string[]; site?: string; refresh?: true }) => {
       await cli.fleet(async (client, output) => {
-        const { loaders } = await client.listLoaders(requestOf(opts));
+        const loaders = await listAllLoaders(client, requestOf(opts));
         if (output === 'json') loaders.forEach((l) => printFleetLine(cli.io, l));
         else cli.io.stdout(`${renderLoaders(loaders)}\n`);
         return ExitCode.OK;
@@ -130,7 +131,7 @@ function registerWhoHolds(cli: Cli): void {
     .option('--refresh', 'read every changer now')
     .action(async (who: string, opts: { refresh?: true }) => {
       await cli.fleet(async (client, output) => {
-        const { loaders } = await client.listLoaders(requestOf(opts));
+        const loaders = await listAllLoaders(client, requestOf(opts));
         const answer = whoHolds(loaders, who);
         if (output === 'json') printFleetLine(cli.io, { query: who, answer: answer ?? null });
         else

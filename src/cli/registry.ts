@@ -1,6 +1,7 @@
 /** `prfleet registry list | allocate | revoke | decode`: the reservation-key registry (FleetService keys). */
 import type { KeyRecord } from '../gen/prfleet/v1/fleet.js';
 import { formatKey } from '../common/key-layout.js';
+import { listAllKeys } from '../common/pages.js';
 import { ExitCode } from './exit-codes.js';
 import { printFleetLine } from './fleet-render.js';
 import { parseKeyOption } from './parse.js';
@@ -37,13 +38,13 @@ function registerList(cli: Cli, keys: Group): void {
     .option('--all', 'include revoked keys')
     .action(async (opts: { agent?: string; site?: string; purpose?: string; all?: true }) => {
       await cli.fleet(async (client, output) => {
-        const r = await client.listKeys({
+        const keys = await listAllKeys(client, {
           agentId: opts.agent ?? '',
           site: opts.site ?? '',
           purpose: opts.purpose ?? '',
           includeRevoked: opts.all === true,
         });
-        printKeys(cli, r.keys, output);
+        printKeys(cli, keys, output);
         return ExitCode.OK;
       });
     });

@@ -6,6 +6,14 @@ import type {
   ListDevicesResponse,
   LogicalUnit,
 } from '../gen/prfleet/v1/control.js';
+import type {
+  KeyRecord,
+  ListKeysRequest,
+  ListKeysResponse,
+  ListLoadersRequest,
+  ListLoadersResponse,
+  Loader,
+} from '../gen/prfleet/v1/fleet.js';
 
 /**
  * Listings come in pages bounded by count and bytes (the server stops a page before its byte budget, well under
@@ -59,5 +67,35 @@ export function listAllDevices<O>(
   return followPages(async (pageToken) => {
     const page = await client.listDevices({ ...request, pageToken }, options);
     return { items: page.logicalUnits, nextPageToken: page.nextPageToken };
+  });
+}
+
+/** What a FleetService client offers for the two paged fleet listings (any call options). */
+interface FleetLister<O> {
+  listKeys(request: Partial<ListKeysRequest>, options?: O): Promise<ListKeysResponse>;
+  listLoaders(request: Partial<ListLoadersRequest>, options?: O): Promise<ListLoadersResponse>;
+}
+
+/** Every key ListKeys lists for `request`, page by page. */
+export function listAllKeys<O>(
+  client: Pick<FleetLister<O>, 'listKeys'>,
+  request: Partial<ListKeysRequest> = {},
+  options?: O,
+): Promise<KeyRecord[]> {
+  return followPages(async (pageToken) => {
+    const page = await client.listKeys({ ...request, pageToken }, options);
+    return { items: page.keys, nextPageToken: page.nextPageToken };
+  });
+}
+
+/** Every loader ListLoaders lists for `request`, page by page (each page reads its own changers). */
+export function listAllLoaders<O>(
+  client: Pick<FleetLister<O>, 'listLoaders'>,
+  request: Partial<ListLoadersRequest> = {},
+  options?: O,
+): Promise<Loader[]> {
+  return followPages(async (pageToken) => {
+    const page = await client.listLoaders({ ...request, pageToken }, options);
+    return { items: page.loaders, nextPageToken: page.nextPageToken };
   });
 }

@@ -10,6 +10,9 @@ import { invalidArgument, quoteInput } from '../common/errors.js';
 /** Default byte budget of one page: a quarter of the 4 MiB a gRPC client accepts by default. */
 export const DEFAULT_PAGE_BYTES = 1024 * 1024;
 
+/** Items per page of the listings paged by count and bytes, when page_size is 0, and the most one may ask for. */
+export const LIST_PAGE_SIZE = { default: 1000, max: 10_000 } as const;
+
 /** Bytes a repeated message field adds around each element: its tag and length prefix (at most). */
 const ELEMENT_OVERHEAD = 6;
 
@@ -37,11 +40,12 @@ export interface PageRules<T> {
 const MAX_TOKEN_LENGTH = 128;
 
 /**
- * A token names where the next page starts: `k<base64url of the last key>` (exact whatever changed in between),
- * or for a key too long for a token, `h<index>.<hash of the key>` (found again by its hash; by index if it is
- * gone, when an item may be skipped or repeated).
+ * The token of the page after the item with sort key `key`, whose successor is at `index` of the listing:
+ * `k<base64url of the key>` (exact whatever changed in between), or for a key too long for a token,
+ * `h<index>.<hash of the key>` (found again by its hash; by index if it is gone, when an item may be skipped or
+ * repeated).
  */
-function tokenOf(key: string, index: number): string {
+export function pageTokenAfter(key: string, index: number): string {
   const exact = `k${Buffer.from(key).toString('base64url')}`;
   return exact.length <= MAX_TOKEN_LENGTH ? exact : `h${index}.${hashOf(key)}`;
 }
@@ -97,7 +101,8 @@ export function pageOf<T>(
   const last = page.at(-1);
   return {
     page,
-    nextPageToken: i < items.length && last !== undefined ? tokenOf(rules.keyOf(last), i) : '',
+    nextPageToken:
+      i < items.length && last !== undefined ? pageTokenAfter(rules.keyOf(last), i) : '',
   };
 }
 

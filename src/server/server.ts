@@ -433,7 +433,7 @@ async function buildServer(
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),
         onAuditComplete: events.onAudit,
-        reportBatchBytes: config.listPageBytes,
+        pageBytes: config.listPageBytes,
         ...(webhooks === undefined ? {} : { webhooks: webhooks.rpcs }),
         ...(deps.onAuditFindings === undefined ? {} : { onAuditFindings: deps.onAuditFindings }),
       },

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connectControl, type CliConnection } from '../cli/client.js';
 import { resolveConnection } from '../cli/connection.js';
 import { connectFleet } from '../cli/fleet.js';
-import { listAllDevices } from '../common/pages.js';
+import { listAllDevices, listAllKeys } from '../common/pages.js';
 import type { LogicalUnit } from '../gen/prfleet/v1/control.js';
 import { RolloutResult, type FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
 import { formatKey, parseKey } from '../scsi/keys.js';
@@ -256,7 +256,7 @@ async function scopeUnits(clients: Clients, options: FenceOptions): Promise<Logi
 /** The node's keys: `--key`, else every valid key the registry issued to its agent. */
 async function nodeKeys(clients: Clients, options: FenceOptions, plug: string): Promise<bigint[]> {
   if (options['key'] !== undefined) return [parseKey(options['key'])];
-  const { keys } = await clients.fleet.listKeys({ agentId: plug });
+  const keys = await listAllKeys(clients.fleet, { agentId: plug });
   return keys.map((k) => k.key);
 }
 

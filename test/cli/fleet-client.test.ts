@@ -54,7 +54,10 @@ describe('connectFleet', () => {
     const connection = connectFleet(address, { plaintext: true });
     const { client } = connection;
     try {
-      await expect(client.listKeys({}, { deadline: 10_000 })).resolves.toEqual({ keys: [] });
+      await expect(client.listKeys({}, { deadline: 10_000 })).resolves.toEqual({
+        keys: [],
+        nextPageToken: '',
+      });
       expect(seen.map((s) => s.method)).toEqual(['ListKeys', 'ListKeys']);
       const sent = Number(seen[0]?.timeout);
       expect(sent).toBeGreaterThan(5_000);

@@ -9,17 +9,27 @@ import pg from 'pg';
 import { Status } from 'nice-grpc';
 import { createChannel, createClient } from 'nice-grpc';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { listAllAgents, listAllDevices } from '../../src/common/pages.js';
+import {
+  listAllAgents,
+  listAllDevices,
+  listAllKeys,
+  listAllLoaders,
+} from '../../src/common/pages.js';
 import { runCli } from '../../src/cli/program.js';
 import {
   ListAgentsResponse,
   ListDevicesResponse,
   ListHistoryResponse,
 } from '../../src/gen/prfleet/v1/control.js';
-import { AuditResponse, FleetServiceDefinition } from '../../src/gen/prfleet/v1/fleet.js';
+import {
+  AuditResponse,
+  FleetServiceDefinition,
+  ListKeysResponse,
+} from '../../src/gen/prfleet/v1/fleet.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { DEFAULT_PAGE_BYTES } from '../../src/server/pages.js';
 import { openStore } from '../../src/server/store/index.js';
+import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
 import { TEST_DATABASE_URL } from '../store/backends.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
@@ -252,4 +262,91 @@ describe('no PROUT runs whose history entry the store would refuse', () => {
     expect((await client.listHistory({})).entries).toEqual([]);
     expect((await client.verifyHistory({})).ok).toBe(true);
   });
+});
+
+describe('fleet listings are paged too', () => {
+  it('pages ListKeys by count and bytes, oldest first, every key once', async () => {
+    const budget = 16 * 1024;
+    const { address } = await startTestServer({
+      config: { listPageBytes: budget },
+      deps: { store: await pgStore() },
+    });
+    const channel = createChannel(address);
+    onTestFinished(() => channel.close());
+    const fleet = createClient(FleetServiceDefinition, channel);
+    const allocated: bigint[] = [];
+    for (let i = 0; i < 90; i++) {
+      const { key } = await fleet.allocateKey({
+        agentId: `host-${i % 7}`,
+        site: 'dc1',
+        purpose: 'backup',
+        owner: 'pages test',
+        note: `${'n'.repeat(900)} ${i}`,
+      });
+      allocated.push(key!.key);
+    }
+    const pages: ListKeysResponse[] = [];
+    let token = '';
+    do {
+      const page = await fleet.listKeys({ pageSize: 40, pageToken: token });
+      pages.push(page);
+      token = page.nextPageToken;
+    } while (token !== '' && pages.length < 100);
+    // ~1 KB per key: a 16 KiB budget cuts pages well before 40 keys.
+    expect(pages.length).toBeGreaterThanOrEqual(6);
+    for (const page of pages) {
+      expect(page.keys.length).toBeGreaterThan(0);
+      expect(ListKeysResponse.encode(page).finish().length).toBeLessThanOrEqual(budget + SLACK);
+    }
+    expect(pages.flatMap((p) => p.keys.map((k) => k.key))).toEqual(allocated);
+    expect((await listAllKeys(fleet, { agentId: 'host-3' })).map((k) => k.key)).toEqual(
+      allocated.filter((_, i) => i % 7 === 3),
+    );
+    await expect(fleet.listKeys({ pageSize: 10_001 })).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+    });
+    await expect(fleet.listKeys({ pageToken: 'not a token' })).rejects.toMatchObject({
+      code: Status.INVALID_ARGUMENT,
+    });
+  }, 60_000);
+
+  it('pages ListLoaders by count and bytes, and the pages hold what one listing does', async () => {
+    const { address } = await startTestServer({
+      // Smaller than one loader: every page holds one (a page always advances).
+      config: { listPageBytes: 64 },
+      deps: { store: await pgStore() },
+    });
+    await startEmulatedAgents({ address });
+    const channel = createChannel(address);
+    onTestFinished(() => channel.close());
+    const fleet = createClient(FleetServiceDefinition, channel);
+    await expect.poll(async () => (await listAllLoaders(fleet)).length).toBeGreaterThan(1);
+    const all = await listAllLoaders(fleet);
+    const first = await fleet.listLoaders({ pageSize: 100 });
+    expect(first.loaders).toHaveLength(1);
+    expect(first.nextPageToken).not.toBe('');
+    expect(all.map((l) => l.loaderId)).toEqual([...new Set(all.map((l) => l.loaderId))].sort());
+    // page_size 1 without the byte cut, on a server with the default budget: the same loaders.
+    const { address: other } = await startTestServer({ deps: { store: await pgStore() } });
+    await startEmulatedAgents({ address: other });
+    const otherChannel = createChannel(other);
+    onTestFinished(() => otherChannel.close());
+    const otherFleet = createClient(FleetServiceDefinition, otherChannel);
+    await expect
+      .poll(async () => (await otherFleet.listLoaders({})).loaders.length)
+      .toBe(all.length);
+    const one = await otherFleet.listLoaders({ pageSize: 1 });
+    expect(one.loaders.map((l) => l.loaderId)).toEqual([all[0]!.loaderId]);
+    const rest: string[] = [];
+    for (let token = one.nextPageToken; token !== ''; ) {
+      const page = await otherFleet.listLoaders({ pageSize: 1, pageToken: token });
+      rest.push(...page.loaders.map((l) => l.loaderId));
+      token = page.nextPageToken;
+    }
+    expect(rest).toEqual(all.slice(1).map((l) => l.loaderId));
+    // A loader asked for by id: one page, one loader.
+    const picked = await otherFleet.listLoaders({ selector: { loaderIds: [all[1]!.loaderId] } });
+    expect(picked.loaders.map((l) => l.loaderId)).toEqual([all[1]!.loaderId]);
+    expect(picked.nextPageToken).toBe('');
+  }, 90_000);
 });

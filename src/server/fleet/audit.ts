@@ -374,7 +374,7 @@ export async function* runAudit(
   );
   try {
     if (request.batchReports)
-      yield* coalesceReports(out, deps.reportBatchBytes ?? DEFAULT_PAGE_BYTES);
+      yield* coalesceReports(out, deps.pageBytes ?? DEFAULT_PAGE_BYTES);
     else yield* out;
   } finally {
     clearInterval(timer);

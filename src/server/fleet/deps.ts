@@ -51,8 +51,11 @@ export interface FleetDeps {
   readonly onAuditComplete?: (audit: AuditFindings) => void;
   /** FleetService.Watch (src/server/events/watch.ts). @default FAILED_PRECONDITION: no event log */
   readonly watch?: (request: WatchRequest, ctx: CallContext) => AsyncIterable<WatchResponse>;
-  /** Byte budget of one `reports` message of an audit (batch_reports). @default DEFAULT_PAGE_BYTES */
-  readonly reportBatchBytes?: number;
+  /**
+   * Byte budget of one listing page (ListKeys, ListLoaders) and of one `reports` message of an audit
+   * (batch_reports): PRFLEET_LIST_PAGE_BYTES. @default DEFAULT_PAGE_BYTES
+   */
+  readonly pageBytes?: number;
   /** AddWebhook, ListWebhooks, RemoveWebhook (src/server/webhooks/). @default FAILED_PRECONDITION */
   readonly webhooks?: WebhookRpcs;
 }

@@ -27,6 +27,7 @@ import {
   type ElementStatusData,
 } from '../../scsi/index.js';
 import { isOnline } from '../devices.js';
+import { DEFAULT_PAGE_BYTES, fitBudget, pageOf, pageTokenAfter } from '../pages.js';
 import { analyzeUnit } from './analyze.js';
 import { suggest } from './suggest.js';
 import type { FleetDeps } from './deps.js';
@@ -316,30 +317,67 @@ export async function listLoaders(
     timeoutMs,
     signal,
   };
+  const wantedLoaders = new Set(request.selector?.loaderIds ?? []);
+  const wantedLus = new Set(request.selector?.luIds ?? []);
+  // The page's changers are chosen before anything is read: a page reads only its own.
+  const changers = units
+    .filter((u) => isChanger(u) && (wantedLoaders.size === 0 || wantedLoaders.has(u.loaderId)))
+    .sort((a, b) => compare(changerKey(a), changerKey(b)));
+  const { page, nextPageToken } = pageOf(changers, request, {
+    defaultSize: LOADER_PAGE_SIZE.default,
+    maxSize: LOADER_PAGE_SIZE.max,
+    budgetBytes: Number.POSITIVE_INFINITY, // the bytes are known once built: see fitLoaders
+    keyOf: changerKey,
+    sizeOf: () => 0,
+  });
   const keys = await loadKeyIndex(deps.store);
   const drives = units.filter((u) => !isChanger(u));
-  const loaders = await Promise.all(
-    units.filter(isChanger).map(async (changer) => {
+  const built = await Promise.all(
+    page.map(async (changer) => {
       let view = request.refresh ? undefined : cache.fresh(changer.luId, maxAgeMs);
       if (view === undefined) {
         view = await readElementView(changer, ctx);
         cache.set(changer.luId, view);
       }
-      return buildLoader(deps, { changer, view, drives, ctx, keys });
+      return { changer, loader: await buildLoader(deps, { changer, view, drives, ctx, keys }) };
     }),
   );
-  const wantedLoaders = new Set(request.selector?.loaderIds ?? []);
-  const wantedLus = new Set(request.selector?.luIds ?? []);
+  // Which drives belong to a loader is known only from its element view: the LU filter comes after the build.
+  const wanted = built.filter(
+    ({ loader: l }) =>
+      wantedLus.size === 0 ||
+      wantedLus.has(l.changerLuId) ||
+      l.drives.some((d) => wantedLus.has(d.luId)),
+  );
+  return fitLoaders(wanted, changers, nextPageToken, deps.pageBytes ?? DEFAULT_PAGE_BYTES);
+}
+
+/** Loaders per page when page_size is 0 (each is a changer read, unless its view is cached), and at most. */
+const LOADER_PAGE_SIZE = { default: 100, max: 1000 } as const;
+
+/** A changer's place in the listing: by loader id, then changer LU (two changers may claim one loader id). */
+const changerKey = (u: SelectedUnit) => `${u.loaderId}\u0000${u.luId}`;
+
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * The built loaders that fit the byte budget (at least one); when some do not, the next page starts after the
+ * last one kept (its changer's place in `changers`, the whole sorted listing).
+ */
+function fitLoaders(
+  built: readonly { changer: SelectedUnit; loader: Loader }[],
+  changers: readonly SelectedUnit[],
+  nextPageToken: string,
+  budgetBytes: number,
+): ListLoadersResponse {
+  const kept = fitBudget(built, budgetBytes, ({ loader }) => Loader.encode(loader).finish().length);
+  const last = kept.at(-1);
+  if (kept.length === built.length || last === undefined)
+    return { loaders: kept.map((b) => b.loader), nextPageToken };
+  const after = changers.indexOf(last.changer) + 1;
   return {
-    loaders: loaders
-      .filter((l) => wantedLoaders.size === 0 || wantedLoaders.has(l.loaderId))
-      .filter(
-        (l) =>
-          wantedLus.size === 0 ||
-          wantedLus.has(l.changerLuId) ||
-          l.drives.some((d) => wantedLus.has(d.luId)),
-      )
-      .sort((a, b) => (a.loaderId < b.loaderId ? -1 : a.loaderId > b.loaderId ? 1 : 0)),
+    loaders: kept.map((b) => b.loader),
+    nextPageToken: pageTokenAfter(changerKey(last.changer), after),
   };
 }
 

@@ -954,12 +954,21 @@ export interface ListKeysRequest {
   purpose: string;
   /** Include revoked keys. */
   includeRevoked: boolean;
+  /**
+   * Keys per page, 1–10000; 0 means 1000. A page also stops before the server's byte budget
+   * (PRFLEET_LIST_PAGE_BYTES, default 1 MiB), so it may hold fewer: follow next_page_token.
+   */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
 }
 
 /** Response for ListKeys. */
 export interface ListKeysResponse {
   /** The keys, oldest first. */
   keys: KeyRecord[];
+  /** Token of the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** Request for RevokeKey. */
@@ -1379,13 +1388,24 @@ export interface ListLoadersRequest {
   /** Read every changer now, whatever the cache holds. */
   refresh: boolean;
   /** Device timeout per read. Default 10 s. */
-  commandTimeout: Duration | undefined;
+  commandTimeout:
+    | Duration
+    | undefined;
+  /**
+   * Loaders per page, 1–1000; 0 means 100 (each page reads its changers, or takes their cached views). A page
+   * also stops before the server's byte budget (PRFLEET_LIST_PAGE_BYTES, default 1 MiB): follow next_page_token.
+   */
+  pageSize: number;
+  /** next_page_token of the previous page; empty for the first page. */
+  pageToken: string;
 }
 
 /** Response for ListLoaders. */
 export interface ListLoadersResponse {
   /** One entry per loader, sorted by loader id. */
   loaders: Loader[];
+  /** Token of the next page; empty on the last page. */
+  nextPageToken: string;
 }
 
 /** Who holds a logical unit: the reservation as read from the device, with its holder named. */
@@ -4197,7 +4217,7 @@ export const AllocateKeyResponse: MessageFns<AllocateKeyResponse> = {
 };
 
 function createBaseListKeysRequest(): ListKeysRequest {
-  return { agentId: "", site: "", purpose: "", includeRevoked: false };
+  return { agentId: "", site: "", purpose: "", includeRevoked: false, pageSize: 0, pageToken: "" };
 }
 
 export const ListKeysRequest: MessageFns<ListKeysRequest> = {
@@ -4213,6 +4233,12 @@ export const ListKeysRequest: MessageFns<ListKeysRequest> = {
     }
     if (message.includeRevoked !== false) {
       writer.uint32(32).bool(message.includeRevoked);
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(40).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
     }
     return writer;
   },
@@ -4262,6 +4288,22 @@ export const ListKeysRequest: MessageFns<ListKeysRequest> = {
             message.includeRevoked = reader.bool();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4288,6 +4330,16 @@ export const ListKeysRequest: MessageFns<ListKeysRequest> = {
         : isSet(object.include_revoked)
         ? globalThis.Boolean(object.include_revoked)
         : false,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -4305,6 +4357,12 @@ export const ListKeysRequest: MessageFns<ListKeysRequest> = {
     if (message.includeRevoked !== false) {
       obj.includeRevoked = message.includeRevoked;
     }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
     return obj;
   },
 
@@ -4317,18 +4375,23 @@ export const ListKeysRequest: MessageFns<ListKeysRequest> = {
     message.site = object.site ?? "";
     message.purpose = object.purpose ?? "";
     message.includeRevoked = object.includeRevoked ?? false;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListKeysResponse(): ListKeysResponse {
-  return { keys: [] };
+  return { keys: [], nextPageToken: "" };
 }
 
 export const ListKeysResponse: MessageFns<ListKeysResponse> = {
   encode(message: ListKeysResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.keys) {
       KeyRecord.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -4354,6 +4417,14 @@ export const ListKeysResponse: MessageFns<ListKeysResponse> = {
             message.keys.push(KeyRecord.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4367,13 +4438,23 @@ export const ListKeysResponse: MessageFns<ListKeysResponse> = {
   },
 
   fromJSON(object: any): ListKeysResponse {
-    return { keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => KeyRecord.fromJSON(e)) : [] };
+    return {
+      keys: globalThis.Array.isArray(object?.keys) ? object.keys.map((e: any) => KeyRecord.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
   },
 
   toJSON(message: ListKeysResponse): unknown {
     const obj: any = {};
     if (message.keys?.length) {
       obj.keys = message.keys.map((e) => KeyRecord.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -4384,6 +4465,7 @@ export const ListKeysResponse: MessageFns<ListKeysResponse> = {
   fromPartial(object: DeepPartial<ListKeysResponse>): ListKeysResponse {
     const message = createBaseListKeysResponse();
     message.keys = object.keys?.map((e) => KeyRecord.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -7881,7 +7963,14 @@ export const TakeoverResponse: MessageFns<TakeoverResponse> = {
 };
 
 function createBaseListLoadersRequest(): ListLoadersRequest {
-  return { selector: undefined, maxAge: undefined, refresh: false, commandTimeout: undefined };
+  return {
+    selector: undefined,
+    maxAge: undefined,
+    refresh: false,
+    commandTimeout: undefined,
+    pageSize: 0,
+    pageToken: "",
+  };
 }
 
 export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
@@ -7897,6 +7986,12 @@ export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
     }
     if (message.commandTimeout !== undefined) {
       Duration.encode(message.commandTimeout, writer.uint32(34).fork()).join();
+    }
+    if (message.pageSize !== 0) {
+      writer.uint32(40).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(50).string(message.pageToken);
     }
     return writer;
   },
@@ -7946,6 +8041,22 @@ export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
             message.commandTimeout = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7972,6 +8083,16 @@ export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
         : isSet(object.command_timeout)
         ? Duration.fromJSON(object.command_timeout)
         : undefined,
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
     };
   },
 
@@ -7988,6 +8109,12 @@ export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
     }
     if (message.commandTimeout !== undefined) {
       obj.commandTimeout = Duration.toJSON(message.commandTimeout);
+    }
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
     }
     return obj;
   },
@@ -8007,18 +8134,23 @@ export const ListLoadersRequest: MessageFns<ListLoadersRequest> = {
     message.commandTimeout = (object.commandTimeout !== undefined && object.commandTimeout !== null)
       ? Duration.fromPartial(object.commandTimeout)
       : undefined;
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
     return message;
   },
 };
 
 function createBaseListLoadersResponse(): ListLoadersResponse {
-  return { loaders: [] };
+  return { loaders: [], nextPageToken: "" };
 }
 
 export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
   encode(message: ListLoadersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.loaders) {
       Loader.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
     }
     return writer;
   },
@@ -8044,6 +8176,14 @@ export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
             message.loaders.push(Loader.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8059,6 +8199,11 @@ export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
   fromJSON(object: any): ListLoadersResponse {
     return {
       loaders: globalThis.Array.isArray(object?.loaders) ? object.loaders.map((e: any) => Loader.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
     };
   },
 
@@ -8066,6 +8211,9 @@ export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
     const obj: any = {};
     if (message.loaders?.length) {
       obj.loaders = message.loaders.map((e) => Loader.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
     }
     return obj;
   },
@@ -8076,6 +8224,7 @@ export const ListLoadersResponse: MessageFns<ListLoadersResponse> = {
   fromPartial(object: DeepPartial<ListLoadersResponse>): ListLoadersResponse {
     const message = createBaseListLoadersResponse();
     message.loaders = object.loaders?.map((e) => Loader.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };

@@ -1,6 +1,7 @@
 import type { CallContext } from 'nice-grpc-common';
 import {
   DecodeKeyResponse,
+  KeyRecord as KeyRecordProto,
   type AllocateKeyRequest,
   type AllocateKeyResponse,
   type DecodeKeyRequest,
@@ -12,10 +13,14 @@ import {
 import { invalidArgument } from '../../../common/errors.js';
 import { formatKey } from '../../../common/key-layout.js';
 import { actorOnBehalfOf, defaultPrincipalOf } from '../../history.js';
+import { DEFAULT_PAGE_BYTES, LIST_PAGE_SIZE, pageOf } from '../../pages.js';
+import type { KeyRecord } from '../../store/index.js';
 import type { FleetDeps } from '../deps.js';
 import { foreignOwner, keyRecordToProto, ownerOfRecord } from '../key-index.js';
 import { mapStore, purposeOf } from './store-errors.js';
 import { unknownAgentWarnings, unknownSiteWarnings } from './warnings.js';
+
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** AllocateKey: a new key from the registry, with warnings for an agent or site this server does not know. */
 export async function allocateKey(
@@ -65,7 +70,17 @@ export async function listKeys(
       includeRevoked: request.includeRevoked,
     }),
   );
-  return { keys: records.map(keyRecordToProto) };
+  // Oldest first, as the store lists them, at the millisecond a Date keeps (the page token's order).
+  const keyOf = (r: KeyRecord) => `${r.createdAt.toISOString()}${r.formatted}`;
+  const sorted = [...records].sort((a, b) => compare(keyOf(a), keyOf(b)));
+  const { page, nextPageToken } = pageOf(sorted, request, {
+    defaultSize: LIST_PAGE_SIZE.default,
+    maxSize: LIST_PAGE_SIZE.max,
+    budgetBytes: deps.pageBytes ?? DEFAULT_PAGE_BYTES,
+    keyOf,
+    sizeOf: (r) => KeyRecordProto.encode(keyRecordToProto(r)).finish().length,
+  });
+  return { keys: page.map(keyRecordToProto), nextPageToken };
 }
 
 /** RevokeKey: marks a key revoked (the audit then reports it wherever it is still registered). */
