@@ -338,7 +338,7 @@ describe('fleet listings are paged too', () => {
     const one = await otherFleet.listLoaders({ pageSize: 1 });
     expect(one.loaders.map((l) => l.loaderId)).toEqual([all[0]!.loaderId]);
     const rest: string[] = [];
-    for (let token = one.nextPageToken; token !== ''; ) {
+    for (let token = one.nextPageToken; token !== '';) {
       const page = await otherFleet.listLoaders({ pageSize: 1, pageToken: token });
       rest.push(...page.loaders.map((l) => l.loaderId));
       token = page.nextPageToken;

@@ -93,7 +93,11 @@ export interface CommandOutput {
 export type SendRead = (
   agentId: string,
   command: Command,
-  options: { readonly timeoutMs: number; readonly luId: string; readonly signal?: AbortSignal | undefined },
+  options: {
+    readonly timeoutMs: number;
+    readonly luId: string;
+    readonly signal?: AbortSignal | undefined;
+  },
 ) => Promise<CommandResult>;
 
 /** The rest of the pipeline. */

@@ -209,7 +209,9 @@ export class LuObserver {
    */
   private async baselineNewUnits(): Promise<void> {
     const fresh = [...pathsByLu(this.deps.registry)]
-      .filter(([luId, paths]) => !this.baselined.has(luId) && this.pathFor(luId, paths) !== undefined)
+      .filter(
+        ([luId, paths]) => !this.baselined.has(luId) && this.pathFor(luId, paths) !== undefined,
+      )
       .map(([luId]) => luId);
     for (const luId of fresh) this.baselined.add(luId);
     const standing = new Set(

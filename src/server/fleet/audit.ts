@@ -373,8 +373,7 @@ export async function* runAudit(
     },
   );
   try {
-    if (request.batchReports)
-      yield* coalesceReports(out, deps.pageBytes ?? DEFAULT_PAGE_BYTES);
+    if (request.batchReports) yield* coalesceReports(out, deps.pageBytes ?? DEFAULT_PAGE_BYTES);
     else yield* out;
   } finally {
     clearInterval(timer);
