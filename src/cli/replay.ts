@@ -37,7 +37,7 @@ async function replay(
   file: string,
   profile: ProfileName | undefined,
 ): Promise<{ transcript: Transcript; result: ReplayResult }> {
-  // The emulator is loaded only for this command, so the other commands start as fast as before.
+  // The emulator is loaded only for this command, so the other commands do not pay for loading it at start.
   const { parseTranscript, replayTranscript } = await import('../emulator/transcript.js');
   try {
     const transcript = parseTranscript(await readFile(file, 'utf8'));

@@ -3,7 +3,7 @@
  *
  * Node's EventTarget walks its whole listener list on every addEventListener (duplicate check) and
  * removeEventListener, so an audit's thousands of queued and in-flight commands on one call signal cost O(n²):
- * at 10,000 commands that was a quarter of the server's CPU. Here each signal gets ONE real listener, and the
+ * at 10,000 commands that is a quarter of the server's CPU. Here each signal gets ONE real listener, and the
  * callers' listeners live in a Set behind it.
  */
 

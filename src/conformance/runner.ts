@@ -4,33 +4,14 @@
  * and no pending unit attentions, and checks each step's expectations.
  */
 import {
-  decodeCapabilities,
   decodeFullStatus,
-  decodeReadKeys,
-  decodeReadReservation,
   decodeSense,
-  encodeInquiry,
-  encodeInitializeElementStatus,
   encodePrin,
-  encodeProut,
-  encodeProutCdb,
-  encodeRead10,
-  encodeRead6,
-  encodeReadElementStatus,
   encodeRelease6,
-  encodeReportLuns,
-  encodeRequestSense,
-  encodeReserve6,
   encodeTestUnitReady,
-  encodeWrite10,
-  encodeWrite6,
   formatKey,
-  formatTransportId,
-  fromHex,
   parseTransportId,
   toHex,
-  transportIdEquals,
-  type ProutBasic,
   type ProutRequest,
   type ScsiRequest,
   type ScsiResponse,
@@ -41,6 +22,14 @@ import {
   type ProfileName,
   type TranscriptRecorder,
 } from '../emulator/index.js';
+import { checkResponse, hex2, prinHeader } from './checks.js';
+import {
+  basicProut,
+  mediumRequest,
+  plainRequest,
+  proutCommandRequest,
+  proutRequest,
+} from './requests.js';
 import type {
   Expectation,
   Scenario,
@@ -211,38 +200,6 @@ class Run {
     return response;
   }
 
-  private prout(req: ProutRequest, parameterListLength?: number): ScsiRequest {
-    const { cdb, parameters } = encodeProut(req);
-    if (parameterListLength === undefined)
-      return { cdb, dataOut: parameters, dataInLength: 0, timeoutMs: this.timeoutMs };
-    const list = new Uint8Array(parameterListLength);
-    list.set(parameters.subarray(0, parameterListLength));
-    const forced = encodeProutCdb({
-      serviceAction: req.serviceAction,
-      scope: req.scope,
-      type: req.type,
-      parameterListLength,
-    });
-    return { cdb: forced, dataOut: list, dataInLength: 0, timeoutMs: this.timeoutMs };
-  }
-
-  private basic(
-    sa: 0 | 1 | 2 | 3 | 4 | 5 | 6,
-    fields: Partial<Omit<ProutBasic, 'serviceAction'>>,
-  ): ProutRequest {
-    return {
-      serviceAction: sa,
-      scope: 0,
-      type: 0,
-      reservationKey: 0n,
-      serviceActionKey: 0n,
-      specIPt: [],
-      allTgPt: false,
-      aptpl: false,
-      ...fields,
-    };
-  }
-
   /** Consumes pending unit attentions with TEST UNIT READY (bounded). */
   private async drain(nexus: number): Promise<void> {
     for (let i = 0; i < MAX_UA_DRAIN; i++) {
@@ -275,20 +232,20 @@ class Run {
     }
     let reg = await this.sendPastUa(
       0,
-      this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY })),
+      this.prout(basicProut(6, { serviceActionKey: CLEANUP_KEY })),
     );
     if (isInvalidFieldInCdb(reg)) {
       // LIO: a nexus left registered with ALL_TG_PT = 1 may only re-register with ALL_TG_PT = 1 (24h/00h).
       reg = await this.sendPastUa(
         0,
-        this.prout(this.basic(6, { serviceActionKey: CLEANUP_KEY, allTgPt: true })),
+        this.prout(basicProut(6, { serviceActionKey: CLEANUP_KEY, allTgPt: true })),
       );
     }
     if (reg.status !== 0)
       throw new Error(`REGISTER AND IGNORE EXISTING KEY answered ${describe(reg)}`);
     const clear = await this.sendPastUa(
       0,
-      this.prout(this.basic(3, { reservationKey: CLEANUP_KEY })),
+      this.prout(basicProut(3, { reservationKey: CLEANUP_KEY })),
     );
     if (clear.status !== 0) throw new Error(`CLEAR answered ${describe(clear)}`);
     for (let n = 0; n < count; n++) await this.drain(n);
@@ -301,7 +258,7 @@ class Run {
     for (let n = 0; n < count; n++) {
       const r = await this.sendPastUa(
         n,
-        this.prout(this.basic(6, { serviceActionKey: DISCOVERY_KEY + BigInt(n) })),
+        this.prout(basicProut(6, { serviceActionKey: DISCOVERY_KEY + BigInt(n) })),
       );
       if (r.status !== 0)
         throw new Error(`discovery REGISTER from nexus ${n} answered ${describe(r)}`);
@@ -318,7 +275,7 @@ class Run {
       if (!d) throw new Error(`discovery: nexus ${n}'s key is not in READ FULL STATUS`);
       return { transportId: d.transportId, relativeTargetPort: d.relativeTargetPort };
     });
-    await this.send(0, this.prout(this.basic(3, { reservationKey: DISCOVERY_KEY })));
+    await this.send(0, this.prout(basicProut(3, { reservationKey: DISCOVERY_KEY })));
     for (let n = 0; n < count; n++) await this.drain(n);
   }
 
@@ -336,126 +293,40 @@ class Run {
       : { protocol: 'fc', wwpn: 0x2000000000000badn };
   }
 
+  /** A PROUT command with this run's timeout. */
+  private prout(req: ProutRequest): ScsiRequest {
+    return proutRequest(req, this.timeoutMs);
+  }
+
   private request(command: ScenarioCommand): ScsiRequest {
-    const t = this.timeoutMs;
-    const pdt = profileCapabilities(this.options.profile).peripheralDeviceType;
     switch (command.kind) {
       case 'register':
-        return this.prout(
-          this.basic(command.ignore ? 6 : 0, {
-            reservationKey: command.key ?? 0n,
-            serviceActionKey: command.sark,
-            aptpl: command.aptpl ?? false,
-            allTgPt: command.allTgPt ?? false,
-            specIPt: (command.specIPt ?? []).map((r) => this.transportId(r)),
-          }),
-          command.parameterListLength,
-        );
       case 'reserve':
       case 'release':
-        return this.prout(
-          this.basic(command.kind === 'reserve' ? 1 : 2, {
-            reservationKey: command.key,
-            type: command.type,
-            scope: command.scope ?? 0,
-          }),
-        );
       case 'clear':
-        return this.prout(this.basic(3, { reservationKey: command.key }));
       case 'preempt':
-        return this.prout(
-          this.basic(command.abort ? 5 : 4, {
-            reservationKey: command.key,
-            serviceActionKey: command.sark,
-            type: command.type,
-            scope: command.scope ?? 0,
-          }),
+      case 'move':
+        return proutCommandRequest(
+          command,
+          {
+            transportId: (ref) => this.transportId(ref),
+            relativeTargetPort: (nexus) => this.identities?.[nexus]?.relativeTargetPort,
+          },
+          this.timeoutMs,
         );
-      case 'move': {
-        const port = this.identities?.[command.relativeTargetPortOf]?.relativeTargetPort;
-        if (port === undefined)
-          throw new Error(`no identity for nexus ${command.relativeTargetPortOf}`);
-        return this.prout({
-          serviceAction: 7,
-          scope: 0,
-          type: 0,
-          reservationKey: command.key,
-          serviceActionKey: command.sark,
-          unreg: command.unreg ?? false,
-          aptpl: false,
-          relativeTargetPort: port,
-          transportId: this.transportId(command.destination),
-        });
-      }
-      case 'read-keys':
-        return prin(0, command.allocationLength ?? 4096, t);
-      case 'read-reservation':
-        return prin(1, command.allocationLength ?? 4096, t);
-      case 'report-capabilities':
-        return prin(2, command.allocationLength ?? 4096, t);
-      case 'read-full-status':
-        return prin(3, command.allocationLength ?? 8192, t);
-      case 'prin':
-        return prin(command.serviceAction, command.allocationLength ?? 4096, t);
       case 'medium-read':
-        if (pdt === 8)
-          return {
-            cdb: encodeReadElementStatus({ numberOfElements: 1, allocationLength: 8 }),
-            dataInLength: 8,
-            timeoutMs: t,
-          };
-        if (pdt === 1)
-          return { cdb: encodeRead6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
-        return {
-          cdb: encodeRead10({ lba: 0, transferLength: 1 }),
-          dataInLength: 512,
-          timeoutMs: t,
-        };
       case 'medium-write':
-        // INITIALIZE ELEMENT STATUS: write-class like MOVE MEDIUM, but GOOD whatever the cartridges are.
-        if (pdt === 8)
-          return {
-            cdb: encodeInitializeElementStatus(),
-            dataInLength: 0,
-            timeoutMs: t,
-          };
-        if (pdt === 1)
-          return { cdb: encodeWrite6({ transferLength: 0 }), dataInLength: 0, timeoutMs: t };
-        return {
-          cdb: encodeWrite10({ lba: 0, transferLength: 1 }),
-          dataOut: new Uint8Array(512),
-          dataInLength: 0,
-          timeoutMs: t,
-        };
-      case 'test-unit-ready':
-        return { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs: t };
-      case 'inquiry':
-        return command.page === undefined
-          ? { cdb: encodeInquiry({ allocationLength: 96 }), dataInLength: 96, timeoutMs: t }
-          : {
-              cdb: encodeInquiry({ evpd: true, pageCode: command.page, allocationLength: 252 }),
-              dataInLength: 252,
-              timeoutMs: t,
-            };
-      case 'request-sense':
-        return { cdb: encodeRequestSense(96), dataInLength: 96, timeoutMs: t };
-      case 'report-luns':
-        return { cdb: encodeReportLuns(0, 256), dataInLength: 256, timeoutMs: t };
-      case 'reserve6':
-        return { cdb: encodeReserve6(), dataInLength: 0, timeoutMs: t };
-      case 'release6':
-        return { cdb: encodeRelease6(), dataInLength: 0, timeoutMs: t };
-      case 'raw':
-        return {
-          cdb: fromHex(command.cdb),
-          ...(command.dataOut ? { dataOut: fromHex(command.dataOut) } : {}),
-          dataInLength: command.dataInLength,
-          timeoutMs: t,
-        };
+        return mediumRequest(
+          command.kind,
+          profileCapabilities(this.options.profile).peripheralDeviceType,
+          this.timeoutMs,
+        );
       case 'power-cycle':
       case 'reset':
       case 'nexus-loss':
         throw new Error(`${command.kind} is a control, not a command`);
+      default:
+        return plainRequest(command, this.timeoutMs);
     }
   }
 
@@ -498,7 +369,11 @@ class Run {
       resid: response.resid,
     };
     const expectation = expectationFor(step, this.options.profile) ?? {};
-    const problem = this.check(command, expectation, response);
+    const problem = checkResponse(command, expectation, response, {
+      generations: this.generations,
+      identities: this.identities,
+      profile: this.options.profile,
+    });
     if (step.label !== undefined) {
       const g = generationOf(command, response);
       if (g !== undefined) this.generations.set(step.label, g);
@@ -512,150 +387,6 @@ class Run {
     }
     return { index, nexus, command: name, passed: true, response: summary };
   }
-
-  /** The first failed expectation, as "expected …, got …", or undefined. */
-  private check(command: ScenarioCommand, e: Expectation, r: ScsiResponse): string | undefined {
-    if (r.hostStatus !== 0) return `transport error: host status 0x${r.hostStatus.toString(16)}`;
-    const wantStatus = e.sense ? 'check-condition' : (e.status ?? 'good');
-    const status =
-      r.status === 0
-        ? 'good'
-        : r.status === 2
-          ? 'check-condition'
-          : r.status === 0x18
-            ? 'reservation-conflict'
-            : `0x${r.status.toString(16)}`;
-    const senseText = (): string => {
-      try {
-        const s = decodeSense(r.sense);
-        return `${hex2(s.senseKey)}/${hex2(s.asc)}/${hex2(s.ascq)}`;
-      } catch {
-        return `undecodable sense ${toHex(r.sense)}`;
-      }
-    };
-    if (status !== wantStatus) {
-      const want = e.sense
-        ? `CHECK CONDITION ${hex2(e.sense.key)}/${hex2(e.sense.asc)}/${hex2(e.sense.ascq)}`
-        : wantStatus;
-      return `expected ${want}, got ${status}${status === 'check-condition' ? ` ${senseText()}` : ''}`;
-    }
-    if (e.sense) {
-      const got = senseText();
-      const want = `${hex2(e.sense.key)}/${hex2(e.sense.asc)}/${hex2(e.sense.ascq)}`;
-      if (got !== want) return `expected sense ${want}, got ${got}`;
-    }
-    if (e.dataInLength !== undefined && r.dataIn.length !== e.dataInLength) {
-      return `expected ${e.dataInLength} data-in bytes, got ${r.dataIn.length}`;
-    }
-    if (e.dataInHex !== undefined && toHex(r.dataIn) !== e.dataInHex.toLowerCase()) {
-      return `expected data-in ${e.dataInHex.toLowerCase()}, got ${toHex(r.dataIn)}`;
-    }
-    if (e.dataInAt !== undefined) {
-      const want = e.dataInAt.hex.toLowerCase();
-      const got = toHex(r.dataIn.subarray(e.dataInAt.offset, e.dataInAt.offset + want.length / 2));
-      if (got !== want) return `expected data-in bytes ${want} at ${e.dataInAt.offset}, got ${got}`;
-    }
-    const header = prinHeader(command, r);
-    if (e.generation !== undefined && header?.generation !== e.generation) {
-      return `expected PRgeneration ${e.generation}, got ${String(header?.generation)}`;
-    }
-    if (e.generationDelta) {
-      const from = this.generations.get(e.generationDelta.from);
-      if (from === undefined)
-        return `no PRgeneration was recorded under label ${e.generationDelta.from}`;
-      const want = (from + e.generationDelta.delta) >>> 0;
-      if (header?.generation !== want) {
-        return `expected PRgeneration ${want} (${e.generationDelta.from} ${from} + ${e.generationDelta.delta}), got ${String(header?.generation)}`;
-      }
-    }
-    if (e.additionalLength !== undefined && header?.additionalLength !== e.additionalLength) {
-      return `expected ADDITIONAL LENGTH ${e.additionalLength}, got ${String(header?.additionalLength)}`;
-    }
-    if (e.keys) {
-      const got = decodeReadKeys(r.dataIn).keys.map(formatKey).sort();
-      const want = e.keys.map(formatKey).sort();
-      if (got.join(',') !== want.join(','))
-        return `expected keys [${want.join(', ')}], got [${got.join(', ')}]`;
-    }
-    if (e.reservation !== undefined) {
-      const got = decodeReadReservation(r.dataIn).reservation;
-      const text = (x: { key: bigint; type: number } | null): string =>
-        x ? `${formatKey(x.key)} type ${x.type}` : 'none';
-      if (text(got ? { key: got.key, type: got.type } : null) !== text(e.reservation)) {
-        return `expected reservation ${text(e.reservation)}, got ${text(got)}`;
-      }
-    }
-    if (e.fullStatus) {
-      const d = decodeFullStatus(r.dataIn).descriptors;
-      if (e.fullStatus.count !== undefined && d.length !== e.fullStatus.count) {
-        return `expected ${e.fullStatus.count} READ FULL STATUS descriptors, got ${d.length}`;
-      }
-      if (e.fullStatus.allTgPt && d.map((x) => x.allTgPt).join() !== e.fullStatus.allTgPt.join()) {
-        return `expected ALL_TG_PT [${e.fullStatus.allTgPt.join()}], got [${d.map((x) => x.allTgPt).join()}]`;
-      }
-      if (e.fullStatus.portsOfNexuses) {
-        const ports = (nexuses: number[]): string =>
-          nexuses
-            .map((n) => this.identities?.[n]?.relativeTargetPort ?? `?${n}`)
-            .sort()
-            .join(', ');
-        const got = d
-          .map((x) => x.relativeTargetPort)
-          .sort()
-          .join(', ');
-        const want = ports(e.fullStatus.portsOfNexuses);
-        if (got !== want) return `expected relative target ports [${want}], got [${got}]`;
-      }
-      if (e.fullStatus.holderKeys) {
-        const got = d
-          .filter((x) => x.holder)
-          .map((x) => formatKey(x.reservationKey))
-          .sort()
-          .join(', ');
-        const want = e.fullStatus.holderKeys.map(formatKey).sort().join(', ');
-        if (got !== want) return `expected R_HOLDER keys [${want}], got [${got}]`;
-      }
-      if (this.identities) {
-        for (const x of d) {
-          const known = this.identities.some((i) =>
-            transportIdEquals(i.transportId, x.transportId),
-          );
-          if (!known && !formatTransportId(x.transportId))
-            return 'undecodable TransportID in READ FULL STATUS';
-        }
-      }
-    }
-    if (e.capabilities) {
-      const c = decodeCapabilities(r.dataIn);
-      if (c.length !== 8) return `expected REPORT CAPABILITIES LENGTH 8, got ${c.length}`;
-      if (c.allowCommands > 5) return `ALLOW COMMANDS ${c.allowCommands} is above 5`;
-      if (c.supportedTypes.some((t) => ![1, 3, 5, 6, 7, 8].includes(t))) {
-        return `type mask has undefined bits: [${c.supportedTypes.join()}]`;
-      }
-      if (e.capabilities.ptplA !== undefined && c.ptplA !== e.capabilities.ptplA) {
-        return `expected PTPL_A ${e.capabilities.ptplA ? 1 : 0}, got ${c.ptplA ? 1 : 0}`;
-      }
-      if (e.capabilities.matchesProfile) {
-        const p = profileCapabilities(this.options.profile);
-        const got = `types [${c.supportedTypes.join()}] SIP_C ${+c.sipC} ATP_C ${+c.atpC} PTPL_C ${+c.ptplC}`;
-        const want = `types [${p.types.join()}] SIP_C ${+p.specIPt} ATP_C ${+p.allTgPt} PTPL_C ${+p.aptpl}`;
-        if (got !== want) return `expected ${want} (profile ${this.options.profile}), got ${got}`;
-      }
-    }
-    return undefined;
-  }
-}
-
-function prin(serviceAction: number, allocationLength: number, timeoutMs: number): ScsiRequest {
-  return {
-    cdb: encodePrin(serviceAction, allocationLength),
-    dataInLength: allocationLength,
-    timeoutMs,
-  };
-}
-
-function hex2(n: number): string {
-  return n.toString(16).padStart(2, '0');
 }
 
 function isUnitAttention(r: ScsiResponse): boolean {
@@ -679,26 +410,6 @@ function isInvalidFieldInCdb(r: ScsiResponse): boolean {
 
 function describe(r: ScsiResponse): string {
   return `status 0x${hex2(r.status)} sense ${toHex(r.sense) || '(none)'} host 0x${hex2(r.hostStatus)}`;
-}
-
-/** PRGENERATION and ADDITIONAL LENGTH of a PRIN READ KEYS / READ RESERVATION / READ FULL STATUS answer. */
-function prinHeader(
-  command: ScenarioCommand,
-  r: ScsiResponse,
-): { generation: number; additionalLength: number } | undefined {
-  const sa =
-    command.kind === 'read-keys'
-      ? 0
-      : command.kind === 'read-reservation'
-        ? 1
-        : command.kind === 'read-full-status'
-          ? 3
-          : command.kind === 'prin'
-            ? command.serviceAction
-            : -1;
-  if (r.status !== 0 || r.dataIn.length < 8 || ![0, 1, 3].includes(sa)) return undefined;
-  const view = new DataView(r.dataIn.buffer, r.dataIn.byteOffset, r.dataIn.byteLength);
-  return { generation: view.getUint32(0), additionalLength: view.getUint32(4) };
 }
 
 function generationOf(command: ScenarioCommand, r: ScsiResponse): number | undefined {

@@ -91,26 +91,9 @@ export function spawnNode(
   });
   if (child.pid === undefined) throw new Error(`${options.name}: could not spawn node ${script}`);
   running.add(child);
-  const lines: string[] = [];
-  const waiters = new Set<(line: string) => void>();
-  const onText = (stream: NodeJS.ReadableStream) => {
-    let buffered = '';
-    stream.setEncoding('utf8');
-    stream.on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline: number;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        lines.push(line);
-        if (lines.length > KEPT_LINES) lines.shift();
-        options.onLine?.(line);
-        for (const waiter of waiters) waiter(line);
-      }
-    });
-  };
-  onText(child.stdout);
-  onText(child.stderr);
+  const output = createOutput(options.onLine);
+  output.follow(child.stdout);
+  output.follow(child.stderr);
   let exitInfo: ChildExit | undefined;
   const exited = new Promise<ChildExit>((resolveExit) => {
     child.on('exit', (code, signal) => {
@@ -119,80 +102,119 @@ export function spawnNode(
       resolveExit(exitInfo);
     });
   });
-  const tail = () => lines.slice(-15).join('\n');
-
-  const waitForLog: ChildHandle['waitForLog'] = (match, timeoutMs) =>
-    new Promise((resolveLog, rejectLog) => {
-      const test = (line: string): Record<string, unknown> | undefined => {
-        if (!line.startsWith('{')) return undefined;
-        try {
-          const entry = JSON.parse(line) as unknown;
-          if (
-            typeof entry === 'object' &&
-            entry !== null &&
-            match(entry as Record<string, unknown>)
-          ) {
-            return entry as Record<string, unknown>;
-          }
-        } catch {
-          // not a JSON log line
-        }
-        return undefined;
-      };
-      for (const line of lines) {
-        const found = test(line);
-        if (found) return resolveLog(found);
-      }
-      const cleanup = () => {
-        waiters.delete(waiter);
-        clearTimeout(timer);
-      };
-      const waiter = (line: string) => {
-        const found = test(line);
-        if (found) {
-          cleanup();
-          resolveLog(found);
-        }
-      };
-      waiters.add(waiter);
-      const timer = setTimeout(() => {
-        cleanup();
-        rejectLog(
-          new Error(`${options.name}: not ready after ${timeoutMs} ms; last output:\n${tail()}`),
-        );
-      }, timeoutMs);
-      void exited.then((info) => {
-        cleanup();
-        rejectLog(
-          new Error(
-            `${options.name} exited (code ${String(info.code)}, signal ${String(info.signal)}) before it was ready; last output:\n${tail()}`,
-          ),
-        );
-      });
-    });
-
-  const stop: ChildHandle['stop'] = async (stopOptions = {}) => {
-    if (exitInfo) return exitInfo;
-    child.kill(stopOptions.signal ?? 'SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), stopOptions.graceMs ?? 5000);
-    const info = await exited;
-    clearTimeout(timer);
-    return info;
-  };
-
   return {
     name: options.name,
     child,
     pid: child.pid,
-    lines,
+    lines: output.lines,
     exited,
     hasExited: () => exitInfo !== undefined,
-    waitForLog,
-    stop,
+    waitForLog: (match, timeoutMs) => waitForLog(output, exited, options.name, match, timeoutMs),
+    stop: async (stopOptions = {}) => {
+      if (exitInfo) return exitInfo;
+      child.kill(stopOptions.signal ?? 'SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), stopOptions.graceMs ?? 5000);
+      const info = await exited;
+      clearTimeout(timer);
+      return info;
+    },
     signal: (signal) => {
       if (!exitInfo) child.kill(signal);
     },
   };
+}
+
+/** A child's output: its recent lines, and the waiters told of every new one. */
+interface ChildOutput {
+  /** Recent lines, newest last, at most KEPT_LINES. */
+  readonly lines: string[];
+  /** Called with every new line. */
+  readonly waiters: Set<(line: string) => void>;
+  /** Splits `stream` into lines, keeping and announcing each. */
+  follow(stream: NodeJS.ReadableStream): void;
+}
+
+function createOutput(onLine: ((line: string) => void) | undefined): ChildOutput {
+  const lines: string[] = [];
+  const waiters = new Set<(line: string) => void>();
+  return {
+    lines,
+    waiters,
+    follow(stream) {
+      let buffered = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        buffered += chunk;
+        let newline: number;
+        while ((newline = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          lines.push(line);
+          if (lines.length > KEPT_LINES) lines.shift();
+          onLine?.(line);
+          for (const waiter of waiters) waiter(line);
+        }
+      });
+    },
+  };
+}
+
+/** `line` as a JSON log entry that `match` accepts, else undefined. */
+function matchingEntry(
+  line: string,
+  match: (entry: Record<string, unknown>) => boolean,
+): Record<string, unknown> | undefined {
+  if (!line.startsWith('{')) return undefined;
+  try {
+    const entry = JSON.parse(line) as unknown;
+    if (typeof entry === 'object' && entry !== null && match(entry as Record<string, unknown>)) {
+      return entry as Record<string, unknown>;
+    }
+  } catch {
+    // not a JSON log line
+  }
+  return undefined;
+}
+
+/** ChildHandle.waitForLog over a child's output: a line already printed, or the next one `match` accepts. */
+function waitForLog(
+  output: ChildOutput,
+  exited: Promise<ChildExit>,
+  name: string,
+  match: (entry: Record<string, unknown>) => boolean,
+  timeoutMs: number,
+): Promise<Record<string, unknown>> {
+  const tail = () => output.lines.slice(-15).join('\n');
+  return new Promise((resolveLog, rejectLog) => {
+    for (const line of output.lines) {
+      const found = matchingEntry(line, match);
+      if (found) return resolveLog(found);
+    }
+    const cleanup = () => {
+      output.waiters.delete(waiter);
+      clearTimeout(timer);
+    };
+    const waiter = (line: string) => {
+      const found = matchingEntry(line, match);
+      if (found) {
+        cleanup();
+        resolveLog(found);
+      }
+    };
+    output.waiters.add(waiter);
+    const timer = setTimeout(() => {
+      cleanup();
+      rejectLog(new Error(`${name}: not ready after ${timeoutMs} ms; last output:\n${tail()}`));
+    }, timeoutMs);
+    void exited.then((info) => {
+      cleanup();
+      rejectLog(
+        new Error(
+          `${name} exited (code ${String(info.code)}, signal ${String(info.signal)}) before it was ready; last output:\n${tail()}`,
+        ),
+      );
+    });
+  });
 }
 
 /** The repository root: the nearest ancestor of this file holding package.json (works from src/ and dist/src/). */

@@ -1,10 +1,10 @@
 /**
  * The demo scenario: three hosts contend for a SuperLoader's changer and drive through a running prfleet server,
  * narrated step by step with real RPCs. Every step checks the outcome it expects and throws DemoError when the
- * system does something else, so `make demo` exiting 0 means the story really happened.
+ * system does something else, so `make demo` exiting 0 means the story really happened. Each act below is one
+ * or two numbered steps of the story; story.ts holds what they share.
  */
 import { delay } from '../common/delay.js';
-import Table from 'cli-table3';
 import { ClientError, Status } from 'nice-grpc-common';
 import type { CliControlClient } from '../cli/client.js';
 import { renderLoaders } from '../cli/loaders.js';
@@ -15,62 +15,33 @@ import {
   renderResult,
   renderUnitAttentions,
   prTypeShortName,
-  senseWords,
 } from '../cli/render.js';
-import type { LogicalUnit, Target } from '../gen/prfleet/v1/control.js';
-import { Outcome, outcomeToJSON, PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
+import type { Target } from '../gen/prfleet/v1/control.js';
+import { Outcome, PrType, type CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { formatKey } from '../scsi/keys.js';
+import {
+  anyPath,
+  COMMAND_TIMEOUT,
+  createStory,
+  DemoError,
+  firstPath,
+  holderName,
+  HOSTS,
+  hostOfKey,
+  keyOf,
+  luName,
+  pathsOf,
+  renderKeysWithOwners,
+  RPC_DEADLINE_MS,
+  table,
+  type DemoOutput,
+  type DemoSummary,
+  type HostId,
+  type Stage,
+  type Story,
+} from './story.js';
 
-/** The scenario did not go as told (a bug in prfleet, or in the demo). */
-export class DemoError extends Error {
-  override readonly name = 'DemoError';
-}
-
-/** Where the demo writes. */
-export interface DemoOutput {
-  /** Writes text (already ends with a newline). */
-  readonly write: (text: string) => void;
-}
-
-/** Counters shown in the final summary. */
-export interface DemoSummary {
-  /** Commands sent to devices (PRIN + PROUT). */
-  commands: number;
-  /** RESERVATION CONFLICT results seen. */
-  conflicts: number;
-  /** Unit attentions consumed and reported. */
-  unitAttentions: number;
-  /** Commands refused up front with FAILED_PRECONDITION. */
-  refusedUpFront: number;
-}
-
-/** Deadline per demo RPC: generous for a loaded laptop, short enough that a hang ends the demo. */
-const RPC_DEADLINE_MS = 20_000;
-/** Device command timeout sent with each command. */
-const COMMAND_TIMEOUT = { seconds: 10n, nanos: 0 };
-
-/** The three hosts of examples/fabric-demo.yaml and the keys the demo registers for them. */
-const HOSTS = [
-  { id: 'host-a', role: 'backup server A', key: 0xaaaan },
-  { id: 'host-b', role: 'backup server B', key: 0xbbbbn },
-  { id: 'host-c', role: '"greedy" host C', key: 0xccccn },
-] as const;
-
-type HostId = (typeof HOSTS)[number]['id'];
-
-function hostOfKey(key: bigint): string {
-  return HOSTS.find((h) => h.key === key)?.id ?? 'unknown';
-}
-
-function keyOf(host: HostId): bigint {
-  const found = HOSTS.find((h) => h.id === host);
-  if (!found) throw new DemoError(`no key for ${host}`);
-  return found.key;
-}
-
-function table(head: string[]): Table.Table {
-  return new Table({ head, style: { head: [], border: [] } });
-}
+export { DemoError, type DemoOutput, type DemoSummary } from './story.js';
 
 /** Runs the scenario against a server that has the demo fabric's agents connected. */
 export async function runScenario(
@@ -79,45 +50,37 @@ export async function runScenario(
   fleet?: FleetServiceClient,
   watchLines?: () => readonly string[],
 ): Promise<DemoSummary> {
-  const summary: DemoSummary = { commands: 0, conflicts: 0, unitAttentions: 0, refusedUpFront: 0 };
-  let step = 0;
-  const say = (title: string, sentence: string) =>
-    out.write(`\n── Step ${++step}: ${title}\n${sentence}\n`);
-  const show = (text: string) => out.write(`${text}\n`);
-  const call = { deadline: RPC_DEADLINE_MS };
+  const story = createStory(client, out);
+  const stage = await meetTheFleet(story);
+  await registerEverywhere(story, stage);
+  await reserveChangerAndDrive(story, stage);
+  await conflictOnTheDrive(story, stage);
+  await operatorLooks(story, stage);
+  // The observation's first read of an LU is its baseline (no event): when host-c's RESERVE and this PREEMPT come
+  // within its 100 ms coalescing, one read follows both and the watcher is shown no change. A pause lets the read
+  // after the RESERVE happen first, as it would between two operators' commands.
+  if (watchLines !== undefined) await delay(1_000);
+  await preemptTheDrive(story, stage);
+  await hostCFindsOut(story, stage);
+  if (watchLines !== undefined) await watcherSawIt(story, stage, watchLines);
+  await finalState(story, stage, fleet);
+  return story.summary;
+}
 
-  /** Counts a result, checks its outcome, and notes conflicts and unit attentions. */
-  const expectOutcome = (
-    result: CommandResult | undefined,
-    expected: Outcome,
-    what: string,
-  ): CommandResult => {
-    if (!result) throw new DemoError(`${what}: the server returned no result`);
-    summary.commands++;
-    if (result.outcome === Outcome.OUTCOME_RESERVATION_CONFLICT) summary.conflicts++;
-    summary.unitAttentions += result.unitAttentions.length;
-    if (result.outcome !== expected) {
-      throw new DemoError(
-        `${what}: expected ${outcomeToJSON(expected)}, got ${outcomeToJSON(result.outcome)}` +
-          (result.sense ? ` (${senseWords(result.sense)})` : '') +
-          (result.message ? `: ${result.message}` : ''),
-      );
-    }
-    return result;
-  };
-
-  // ── The fleet as the server sees it.
-  say(
+/** Step 1: the agents and devices the server knows; picks the first loader's changer and drive. */
+async function meetTheFleet(story: Story): Promise<Stage> {
+  const { client, call } = story;
+  story.say(
     'the fleet',
     'Three hosts run an agent each; they dial out to the server and report every path they see.',
   );
   const { agents } = await client.listAgents({}, call);
-  show(renderAgents(agents));
+  story.show(renderAgents(agents));
   const connected = new Set(agents.filter((a) => a.connected).map((a) => a.agentId));
   for (const host of HOSTS)
     if (!connected.has(host.id)) throw new DemoError(`agent ${host.id} is not connected`);
   const { logicalUnits } = await client.listDevices({}, call);
-  show(renderDevices(logicalUnits));
+  story.show(renderDevices(logicalUnits));
   const loaderIds = [...new Set(logicalUnits.map((lu) => lu.loaderId))].sort();
   const loader = loaderIds[0];
   const changer = logicalUnits.find(
@@ -126,181 +89,185 @@ export async function runScenario(
   const drive = logicalUnits.find((lu) => lu.loaderId === loader && lu.peripheralDeviceType === 1);
   if (!changer || !drive)
     throw new DemoError(`loader ${String(loader)} lacks a changer or a drive LU`);
-  const pathsOf = (lu: LogicalUnit, host: HostId): Target[] =>
-    lu.paths
-      .filter((p) => p.agentId === host && p.path)
-      .map((p) => ({ luId: lu.luId, agentId: host, path: p.path?.path ?? '' }));
-  const firstPath = (lu: LogicalUnit, host: HostId): Target => {
-    const target = pathsOf(lu, host)[0];
-    if (!target) throw new DemoError(`${host} has no path to ${lu.luId}`);
-    return target;
-  };
-  const name = (lu: LogicalUnit) =>
-    `${lu.loaderId} ${lu.peripheralDeviceType === 8 ? 'changer' : 'drive'}`;
+  return { changer, drive };
+}
 
-  // ── Registration on every path.
-  say(
+/** Step 2: every host registers its key on every path to both LUs. */
+async function registerEverywhere(story: Story, { changer, drive }: Stage): Promise<void> {
+  story.say(
     'every host registers its key on every path',
-    `Registrations belong to I_T nexuses, not hosts: host-a reaches the ${name(changer)} through two ports, so it registers twice.`,
+    `Registrations belong to I_T nexuses, not hosts: host-a reaches the ${luName(changer)} through two ports, so it registers twice.`,
   );
   const registrations = table(['host', 'path', 'logical unit', 'new key', 'outcome']);
   for (const host of HOSTS) {
     for (const lu of [changer, drive]) {
       for (const target of pathsOf(lu, host.id)) {
-        const { result } = await client.register(
+        const { result } = await story.client.register(
           {
             target,
             key: 0n,
             newKey: host.key,
             options: { commandTimeout: COMMAND_TIMEOUT, reason: 'demo: join the loader' },
           },
-          call,
+          story.call,
         );
-        const r = expectOutcome(result, Outcome.OUTCOME_GOOD, `REGISTER ${host.id} ${target.path}`);
+        const r = story.expectOutcome(
+          result,
+          Outcome.OUTCOME_GOOD,
+          `REGISTER ${host.id} ${target.path}`,
+        );
         const news = r.unitAttentions
           .map((ua) => ua.sense?.description ?? 'unit attention')
           .join(', ');
         registrations.push([
           host.id,
           target.path,
-          name(lu),
+          luName(lu),
           formatKey(host.key),
           news ? `GOOD (news: ${news})` : 'GOOD',
         ]);
       }
     }
   }
-  show(registrations.toString());
+  story.show(registrations.toString());
+}
 
-  // ── Host A reserves the changer.
-  say(
+/** A RESERVE from `host` through `target`, shown as `label`; its outcome must be `expected`. */
+async function reserve(
+  story: Story,
+  reservation: { target: Target; host: HostId; type: PrType },
+  expected: Outcome,
+  label: string,
+  what: string,
+): Promise<void> {
+  const { result } = await story.client.reserve(
+    {
+      target: reservation.target,
+      key: keyOf(reservation.host),
+      type: reservation.type,
+      options: { commandTimeout: COMMAND_TIMEOUT },
+    },
+    story.call,
+  );
+  story.show(renderResult(label, story.expectOutcome(result, expected, what)));
+}
+
+/** Steps 3 and 4: host-a reserves the changer, host-c grabs the drive. */
+async function reserveChangerAndDrive(story: Story, { changer, drive }: Stage): Promise<void> {
+  story.say(
     'host-a reserves the changer',
-    `host-a takes a Write Exclusive reservation on the ${name(changer)}, so only it can move tapes.`,
+    `host-a takes a Write Exclusive reservation on the ${luName(changer)}, so only it can move tapes.`,
   );
-  const reserveChanger = await client.reserve(
-    {
-      target: firstPath(changer, 'host-a'),
-      key: keyOf('host-a'),
-      type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  await reserve(
+    story,
+    { target: firstPath(changer, 'host-a'), host: 'host-a', type: PrType.PR_TYPE_WRITE_EXCLUSIVE },
+    Outcome.OUTCOME_GOOD,
+    'RESERVE (WE)',
+    'host-a RESERVE changer',
   );
-  show(
-    renderResult(
-      'RESERVE (WE)',
-      expectOutcome(reserveChanger.result, Outcome.OUTCOME_GOOD, 'host-a RESERVE changer'),
-    ),
-  );
-
-  // ── Host C grabs the drive.
-  say(
+  story.say(
     'greedy host-c grabs the drive',
-    `host-c takes Exclusive Access on the ${name(drive)}: nobody else may even read it.`,
+    `host-c takes Exclusive Access on the ${luName(drive)}: nobody else may even read it.`,
   );
-  const grab = await client.reserve(
-    {
-      target: firstPath(drive, 'host-c'),
-      key: keyOf('host-c'),
-      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  await reserve(
+    story,
+    { target: firstPath(drive, 'host-c'), host: 'host-c', type: PrType.PR_TYPE_EXCLUSIVE_ACCESS },
+    Outcome.OUTCOME_GOOD,
+    'RESERVE (EA)',
+    'host-c RESERVE drive',
   );
-  show(
-    renderResult(
-      'RESERVE (EA)',
-      expectOutcome(grab.result, Outcome.OUTCOME_GOOD, 'host-c RESERVE drive'),
-    ),
-  );
+}
 
-  // ── A conflict is a normal result.
-  say(
+/** Step 5: a conflict is a normal result. */
+async function conflictOnTheDrive(story: Story, { drive }: Stage): Promise<void> {
+  story.say(
     'host-b tries the drive',
     'The drive says RESERVATION CONFLICT. That is an answer, not a failure: the RPC returns OK with the result.',
   );
-  const blocked = await client.reserve(
-    {
-      target: firstPath(drive, 'host-b'),
-      key: keyOf('host-b'),
-      type: PrType.PR_TYPE_WRITE_EXCLUSIVE,
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  await reserve(
+    story,
+    { target: firstPath(drive, 'host-b'), host: 'host-b', type: PrType.PR_TYPE_WRITE_EXCLUSIVE },
+    Outcome.OUTCOME_RESERVATION_CONFLICT,
+    'RESERVE (WE)',
+    'host-b RESERVE drive',
   );
-  show(
-    renderResult(
-      'RESERVE (WE)',
-      expectOutcome(blocked.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-b RESERVE drive'),
-    ),
-  );
-  show('(`prfleet reserve` would exit 24 here, as sg_persist does.)');
+  story.show('(`prfleet reserve` would exit 24 here, as sg_persist does.)');
+}
 
-  // ── The operator looks: READ FULL STATUS is refused up front on the changer.
-  say(
+/**
+ * Step 6: an operator asks who holds what. READ FULL STATUS is refused up front on the changer, so the changer
+ * is read with READ KEYS and READ RESERVATION, the drive with READ FULL STATUS.
+ */
+async function operatorLooks(story: Story, stage: Stage): Promise<void> {
+  const { changer } = stage;
+  story.say(
     'an operator asks who holds what',
     `READ FULL STATUS first. The ${changer.capabilities?.profile ?? 'changer'} profile does not support it, so the server refuses before sending anything:`,
   );
-  try {
-    await client.readFullStatus(
-      {
-        target: { luId: changer.luId, agentId: '', path: '' },
-        options: { commandTimeout: COMMAND_TIMEOUT },
-      },
-      call,
-    );
-    throw new DemoError('READ FULL STATUS on the changer was not refused');
-  } catch (error) {
-    if (!(error instanceof ClientError) || error.code !== Status.FAILED_PRECONDITION) throw error;
-    summary.refusedUpFront++;
-    show(`  FAILED_PRECONDITION: ${error.details}`);
-  }
-  show(
+  await fullStatusRefused(story, stage);
+  story.show(
     'So the operator reads the changer with READ KEYS and READ RESERVATION, and the drive with READ FULL STATUS:',
   );
-  const changerKeys = await client.readKeys(
-    {
-      target: { luId: changer.luId, agentId: '', path: '' },
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  const changerKeys = await story.client.readKeys(
+    { target: anyPath(changer), options: { commandTimeout: COMMAND_TIMEOUT } },
+    story.call,
   );
-  show(
+  story.show(
     renderKeysWithOwners(
-      expectOutcome(changerKeys.result, Outcome.OUTCOME_GOOD, 'READ KEYS changer'),
-      name(changer),
+      story.expectOutcome(changerKeys.result, Outcome.OUTCOME_GOOD, 'READ KEYS changer'),
+      luName(changer),
     ),
   );
-  const changerReservation = await client.readReservation(
-    {
-      target: { luId: changer.luId, agentId: '', path: '' },
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  const changerReservation = await story.client.readReservation(
+    { target: anyPath(changer), options: { commandTimeout: COMMAND_TIMEOUT } },
+    story.call,
   );
-  const changerHolder = expectOutcome(
+  const changerHolder = story.expectOutcome(
     changerReservation.result,
     Outcome.OUTCOME_GOOD,
     'READ RESERVATION changer',
   );
-  const fullStatus = await client.readFullStatus(
-    { target: firstPath(drive, 'host-a'), options: { commandTimeout: COMMAND_TIMEOUT } },
-    call,
+  const fullStatus = await story.client.readFullStatus(
+    { target: firstPath(stage.drive, 'host-a'), options: { commandTimeout: COMMAND_TIMEOUT } },
+    story.call,
   );
-  const driveStatus = expectOutcome(
+  const driveStatus = story.expectOutcome(
     fullStatus.result,
     Outcome.OUTCOME_GOOD,
     'READ FULL STATUS drive',
   );
-  show(renderResult('READ FULL STATUS (drive)', driveStatus));
+  story.show(renderResult('READ FULL STATUS (drive)', driveStatus));
+  showHolders(story, stage, changerHolder, driveStatus);
+}
+
+/** READ FULL STATUS on the changer, which its profile lacks: the server must refuse it up front. */
+async function fullStatusRefused(story: Story, { changer }: Stage): Promise<void> {
+  try {
+    await story.client.readFullStatus(
+      { target: anyPath(changer), options: { commandTimeout: COMMAND_TIMEOUT } },
+      story.call,
+    );
+    throw new DemoError('READ FULL STATUS on the changer was not refused');
+  } catch (error) {
+    if (!(error instanceof ClientError) || error.code !== Status.FAILED_PRECONDITION) throw error;
+    story.summary.refusedUpFront++;
+    story.show(`  FAILED_PRECONDITION: ${error.details}`);
+  }
+}
+
+/** The holders of both LUs, and the deadlock when two hosts hold one each. */
+function showHolders(
+  story: Story,
+  { changer, drive }: Stage,
+  changerHolder: CommandResult,
+  driveStatus: CommandResult,
+): void {
   const holders = table(['logical unit', 'holder', 'type']);
   const changerData =
     changerHolder.data?.$case === 'readReservation' ? changerHolder.data.value : undefined;
   holders.push([
-    name(changer),
-    changerData?.reserved
-      ? `${hostOfKey(changerData.key)} (${formatKey(changerData.key)})`
-      : 'nobody',
+    luName(changer),
+    changerData?.reserved ? holderName(changerData.key) : 'nobody',
     changerData?.reserved ? prTypeShortName(changerData.type) : '',
   ]);
   const driveHolder =
@@ -308,28 +275,25 @@ export async function runScenario(
       ? driveStatus.data.value.descriptors.find((d) => d.reservationHolder)
       : undefined;
   holders.push([
-    name(drive),
-    driveHolder ? `${hostOfKey(driveHolder.key)} (${formatKey(driveHolder.key)})` : 'nobody',
+    luName(drive),
+    driveHolder ? holderName(driveHolder.key) : 'nobody',
     driveHolder ? prTypeShortName(driveHolder.type) : '',
   ]);
-  show(holders.toString());
+  story.show(holders.toString());
   if (changerData && driveHolder && hostOfKey(changerData.key) !== hostOfKey(driveHolder.key)) {
-    show(
+    story.show(
       `Deadlock: ${hostOfKey(changerData.key)} holds the changer and ${hostOfKey(driveHolder.key)} holds the drive; a backup job needs both.`,
     );
   }
+}
 
-  // The observation's first read of an LU is its baseline (no event): when host-c's RESERVE and this PREEMPT come
-  // within its 100 ms coalescing, one read follows both and the watcher is shown no change. A pause lets the read
-  // after the RESERVE happen first, as it would between two operators' commands.
-  if (watchLines !== undefined) await delay(1_000);
-
-  // ── Host A preempts C on the drive.
-  say(
+/** Step 7: host-a preempts host-c on the drive. */
+async function preemptTheDrive(story: Story, { drive }: Stage): Promise<void> {
+  story.say(
     'host-a preempts host-c on the drive',
     "PREEMPT removes host-c's registrations and hands the reservation to host-a.",
   );
-  const preempt = await client.preempt(
+  const preempt = await story.client.preempt(
     {
       target: firstPath(drive, 'host-a'),
       key: keyOf('host-a'),
@@ -341,25 +305,27 @@ export async function runScenario(
         reason: 'demo: free the drive for the nightly backup',
       },
     },
-    call,
+    story.call,
   );
-  show(
+  story.show(
     renderResult(
       'PREEMPT (EA)',
-      expectOutcome(preempt.result, Outcome.OUTCOME_GOOD, 'host-a PREEMPT drive'),
+      story.expectOutcome(preempt.result, Outcome.OUTCOME_GOOD, 'host-a PREEMPT drive'),
     ),
   );
+}
 
-  // ── C's next command sees the unit attention.
-  say(
+/** Step 8: host-c's next command meets the unit attention, and its old key no longer reserves. */
+async function hostCFindsOut(story: Story, { drive }: Stage): Promise<void> {
+  story.say(
     'host-c finds out',
     "host-c's next command meets a UNIT ATTENTION; the agent retries past it and reports it as news.",
   );
-  const cReads = await client.readKeys(
+  const cReads = await story.client.readKeys(
     { target: firstPath(drive, 'host-c'), options: { commandTimeout: COMMAND_TIMEOUT } },
-    call,
+    story.call,
   );
-  const news = expectOutcome(cReads.result, Outcome.OUTCOME_GOOD, 'host-c READ KEYS drive');
+  const news = story.expectOutcome(cReads.result, Outcome.OUTCOME_GOOD, 'host-c READ KEYS drive');
   const preempted = news.unitAttentions.find(
     (ua) => ua.sense?.asc === 0x2a && ua.sense.ascq === 0x05,
   );
@@ -368,81 +334,35 @@ export async function runScenario(
       `host-c's READ KEYS did not report REGISTRATIONS PREEMPTED (got ${news.unitAttentions.length} unit attentions)`,
     );
   }
-  show(renderUnitAttentions(news));
-  show(renderKeysWithOwners(news, name(drive)));
-  const retry = await client.reserve(
-    {
-      target: firstPath(drive, 'host-c'),
-      key: keyOf('host-c'),
-      type: PrType.PR_TYPE_EXCLUSIVE_ACCESS,
-      options: { commandTimeout: COMMAND_TIMEOUT },
-    },
-    call,
+  story.show(renderUnitAttentions(news));
+  story.show(renderKeysWithOwners(news, luName(drive)));
+  await reserve(
+    story,
+    { target: firstPath(drive, 'host-c'), host: 'host-c', type: PrType.PR_TYPE_EXCLUSIVE_ACCESS },
+    Outcome.OUTCOME_RESERVATION_CONFLICT,
+    'RESERVE (EA) with its old key',
+    'host-c RESERVE again',
   );
-  show(
-    renderResult(
-      'RESERVE (EA) with its old key',
-      expectOutcome(retry.result, Outcome.OUTCOME_RESERVATION_CONFLICT, 'host-c RESERVE again'),
-    ),
-  );
+}
 
-  if (watchLines !== undefined) {
-    say(
-      'a watcher saw it happen',
-      '`prfleet watch` (started beside the demo) printed the preemption as it happened: the PREEMPT host-a sent, the reservation moving to host-a, and host-c meeting the unit attention:',
-    );
-    const wanted = [
-      /PROUT: PREEMPT → GOOD/,
-      /RESERVATION-CHANGED: .*→ 0x000000000000aaaa/,
-      /UNIT-ATTENTION: .*host-c.*registrations preempted/,
-    ];
-    const seen: string[] = [];
-    for (const pattern of wanted) seen.push(await watchedLine(watchLines, pattern, drive.luId));
-    show(seen.map((line) => `  │ watch  ${line}`).join('\n'));
-  }
-
-  // ── Summary.
-  say('summary', 'Final state, read back from the devices:');
-  const final = table(['logical unit', 'lu id', 'holder', 'type', 'registrations', 'PRgeneration']);
-  for (const lu of [changer, drive]) {
-    const target = { luId: lu.luId, agentId: '', path: '' };
-    const keys = expectOutcome(
-      (await client.readKeys({ target }, call)).result,
-      Outcome.OUTCOME_GOOD,
-      'READ KEYS summary',
-    );
-    const res = expectOutcome(
-      (await client.readReservation({ target }, call)).result,
-      Outcome.OUTCOME_GOOD,
-      'READ RESERVATION summary',
-    );
-    const k = keys.data?.$case === 'readKeys' ? keys.data.value : undefined;
-    const r = res.data?.$case === 'readReservation' ? res.data.value : undefined;
-    final.push([
-      name(lu),
-      lu.luId,
-      r?.reserved ? `${hostOfKey(r.key)} (${formatKey(r.key)})` : 'nobody',
-      r?.reserved ? prTypeShortName(r.type) : '',
-      k ? k.keys.map((key) => hostOfKey(key)).join(', ') : '',
-      k ? String(k.generation) : '',
-    ]);
-  }
-  show(final.toString());
-  if (fleet !== undefined) {
-    show(
-      '\nThe loaders as a whole (`prfleet loaders`): the changer says which cartridge sits in which drive.',
-    );
-    const { loaders } = await fleet.listLoaders(
-      { refresh: true },
-      { signal: AbortSignal.timeout(RPC_DEADLINE_MS) },
-    );
-    show(renderLoaders(loaders, hostOfKey));
-  }
-  show(
-    `${summary.commands} commands sent to devices; ${summary.conflicts} reservation conflicts returned as results; ` +
-      `${summary.unitAttentions} unit attentions reported; ${summary.refusedUpFront} command refused up front.`,
+/** Step 9 (with a watcher): the lines `prfleet watch` printed about the preemption. */
+async function watcherSawIt(
+  story: Story,
+  { drive }: Stage,
+  watchLines: () => readonly string[],
+): Promise<void> {
+  story.say(
+    'a watcher saw it happen',
+    '`prfleet watch` (started beside the demo) printed the preemption as it happened: the PREEMPT host-a sent, the reservation moving to host-a, and host-c meeting the unit attention:',
   );
-  return summary;
+  const wanted = [
+    /PROUT: PREEMPT → GOOD/,
+    /RESERVATION-CHANGED: .*→ 0x000000000000aaaa/,
+    /UNIT-ATTENTION: .*host-c.*registrations preempted/,
+  ];
+  const seen: string[] = [];
+  for (const pattern of wanted) seen.push(await watchedLine(watchLines, pattern, drive.luId));
+  story.show(seen.map((line) => `  │ watch  ${line}`).join('\n'));
 }
 
 /** The first watcher line about `luId` matching `pattern`, waiting for it up to 30 s (a loaded machine). */
@@ -461,12 +381,51 @@ async function watchedLine(
   }
 }
 
-/** READ KEYS data with the host each key belongs to. */
-function renderKeysWithOwners(result: CommandResult, what: string): string {
-  if (result.data?.$case !== 'readKeys') return `${what}: no key data`;
-  const t = table(['#', 'registered key', 'host']);
-  result.data.value.keys.forEach((key, i) =>
-    t.push([String(i + 1), formatKey(key), hostOfKey(key)]),
+/** The last step: both LUs read back from the devices, the loaders (with a fleet client) and the counters. */
+async function finalState(
+  story: Story,
+  stage: Stage,
+  fleet: FleetServiceClient | undefined,
+): Promise<void> {
+  story.say('summary', 'Final state, read back from the devices:');
+  const final = table(['logical unit', 'lu id', 'holder', 'type', 'registrations', 'PRgeneration']);
+  for (const lu of [stage.changer, stage.drive]) {
+    const target = anyPath(lu);
+    const keys = story.expectOutcome(
+      (await story.client.readKeys({ target }, story.call)).result,
+      Outcome.OUTCOME_GOOD,
+      'READ KEYS summary',
+    );
+    const res = story.expectOutcome(
+      (await story.client.readReservation({ target }, story.call)).result,
+      Outcome.OUTCOME_GOOD,
+      'READ RESERVATION summary',
+    );
+    const k = keys.data?.$case === 'readKeys' ? keys.data.value : undefined;
+    const r = res.data?.$case === 'readReservation' ? res.data.value : undefined;
+    final.push([
+      luName(lu),
+      lu.luId,
+      r?.reserved ? holderName(r.key) : 'nobody',
+      r?.reserved ? prTypeShortName(r.type) : '',
+      k ? k.keys.map((key) => hostOfKey(key)).join(', ') : '',
+      k ? String(k.generation) : '',
+    ]);
+  }
+  story.show(final.toString());
+  if (fleet !== undefined) {
+    story.show(
+      '\nThe loaders as a whole (`prfleet loaders`): the changer says which cartridge sits in which drive.',
+    );
+    const { loaders } = await fleet.listLoaders(
+      { refresh: true },
+      { signal: AbortSignal.timeout(RPC_DEADLINE_MS) },
+    );
+    story.show(renderLoaders(loaders, hostOfKey));
+  }
+  const { summary } = story;
+  story.show(
+    `${summary.commands} commands sent to devices; ${summary.conflicts} reservation conflicts returned as results; ` +
+      `${summary.unitAttentions} unit attentions reported; ${summary.refusedUpFront} command refused up front.`,
   );
-  return `Keys on the ${what} (PRgeneration ${result.data.value.generation}), one per registered nexus:\n${t.toString()}`;
 }

@@ -46,7 +46,7 @@ export type JournalBegin =
 
 /**
  * Idempotency journal for PROUTs: the first request with a key runs, repeats get the recorded result. The
- * in-memory one lives here; a durable store (H7) implements the same interface.
+ * in-memory one lives here; the durable store (src/server/store/command-journal.ts) implements the same interface.
  */
 export interface CommandJournal {
   /** Claims `key` for `request` atomically, or reports the existing entry. */

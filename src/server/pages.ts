@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { invalidArgument, quoteInput } from '../common/errors.js';
 
 /**
- * Listing pages bounded by count AND bytes (issue 12 row 4): one agent reporting thousands of devices with long
+ * Listing pages bounded by count AND bytes: one agent reporting thousands of devices with long
  * strings, or history entries with long paths and reasons, must not make a listing larger than a client accepts
  * (gRPC's default 4 MiB receive limit), for itself or anyone else.
  */

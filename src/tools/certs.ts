@@ -40,6 +40,18 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
   const program = new Command('prfleet-certs').description(
     'create a CA and issue server/agent certificates (mTLS)',
   );
+  addInit(program, print);
+  addIssueServer(program, print);
+  addIssueAgent(program, print);
+  addIssueClient(program, print);
+  addRevoke(program, print);
+  return program;
+}
+
+type Print = (line: string) => void;
+
+/** `init`: the CA's certificate and key. */
+function addInit(program: Command, print: Print): void {
   program
     .command('init')
     .description('create ca.crt and ca.key')
@@ -54,6 +66,10 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
         ),
       );
     });
+}
+
+/** `issue-server`: the server's TLS certificate. */
+function addIssueServer(program: Command, print: Print): void {
   program
     .command('issue-server')
     .description('issue server.crt/server.key signed by the CA')
@@ -77,6 +93,10 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
       });
       print(JSON.stringify(files));
     });
+}
+
+/** `issue-agent`: one host agent's client certificate. */
+function addIssueAgent(program: Command, print: Print): void {
   program
     .command('issue-agent')
     .description('issue agent-<id>.crt/.key for one host agent (CN and SAN URI prfleet:agent:<id>)')
@@ -102,6 +122,10 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
       });
       print(JSON.stringify(files));
     });
+}
+
+/** `issue-client`: a CLI or automation client's certificate. */
+function addIssueClient(program: Command, print: Print): void {
   program
     .command('issue-client')
     .description(
@@ -122,6 +146,10 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
       });
       print(JSON.stringify(files));
     });
+}
+
+/** `revoke`: appends a certificate to the revocation list. */
+function addRevoke(program: Command, print: Print): void {
   program
     .command('revoke')
     .description(
@@ -135,7 +163,6 @@ export function createCertsProgram(print: (line: string) => void = (l) => consol
         JSON.stringify(await revokeCertificate({ cert: o.cert, list: o.list, reason: o.reason })),
       );
     });
-  return program;
 }
 
 /**

@@ -33,7 +33,7 @@ export interface TokenRecord {
   readonly revokedAt?: string;
 }
 
-/** Where token hashes live. The file store implements it now; a database store can implement it later. */
+/** Where token hashes live: the file store implements it, and any other store of hashes can. */
 export interface TokenStore {
   /** The record with public id `id`, if any. */
   find(id: string): Promise<TokenRecord | undefined>;

@@ -86,8 +86,8 @@ export class SubscriptionHub {
 
   /** Resolves on the next tail advance, or when `signal` aborts. */
   private nextAdvance(signal: AbortSignal | undefined): Promise<void> {
-    // Aborted during the read before: an 'abort' listener added now would never fire (the subscriber hung
-    // until the next event, holding up a shutdown that waited for it).
+    // Aborted during the read before: an 'abort' listener added now would never fire, and the subscriber would
+    // hang until the next event, holding up a shutdown that waits for it.
     if (signal?.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {

@@ -10,7 +10,7 @@ import type { TakeoverRules } from './takeover-rules.js';
 import type { HoldMemory } from './holds.js';
 import type { WebhookRpcs } from '../webhooks/service.js';
 
-/** The parts of H7's durable store the fleet engine uses (key registry, journal, history, desired state). */
+/** The durable store's parts the fleet engine uses (key registry, journal, history, desired state). */
 export type FleetStore = Pick<Store, 'keys' | 'journal' | 'history' | 'desired'>;
 
 /** The findings of one finished audit. */
@@ -23,7 +23,7 @@ export interface AuditFindings {
 
 /** What the fleet engine and FleetService need. */
 export interface FleetDeps {
-  /** Agents and their inventories (H3's registry): the source of LUs and paths. */
+  /** Agents and their inventories (the agent registry): the source of LUs and paths. */
   readonly devices: AgentRegistry;
   /** Durable state: keys, idempotency journal, PROUT history, desired state. */
   readonly store: FleetStore;

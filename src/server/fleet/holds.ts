@@ -1,5 +1,5 @@
 /**
- * Holds other than a persistent reservation (issue 20, point 3): an SPC-2 reservation, inferred from RESERVATION
+ * Holds other than a persistent reservation (docs/fleet.md): an SPC-2 reservation, inferred from RESERVATION
  * CONFLICT where a persistent reservation never causes one (PERSISTENT RESERVE IN; TEST UNIT READY through a
  * nexus holding no persistent reservation), and medium-removal prevention, where a device reported MEDIUM
  * REMOVAL PREVENTED (53h/02h) on some command. Each comes with who holds it, when that can be known, and the

@@ -1,5 +1,5 @@
 /**
- * ResetLogicalUnit (issue 20, point 3): breaks an SPC-2 reservation (or medium-removal prevention) with a logical
+ * ResetLogicalUnit (docs/fleet.md): breaks an SPC-2 reservation (or medium-removal prevention) with a logical
  * unit reset sent through one agent's path (SG_IO's SG_SCSI_RESET). Admin work with a reason; refused while the LU
  * shows persistent-reservation registrations or a reservation (the reset would abort their I/O too) and when there
  * is nothing to break. The reset goes through the command pipeline (the LU's turn) and is recorded in the history.

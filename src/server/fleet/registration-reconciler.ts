@@ -1,5 +1,5 @@
 /**
- * The registration reconciler (issue 20, point 2): an optional server mode that keeps the desired registrations in
+ * The registration reconciler (docs/fleet.md): an optional server mode that keeps the desired registrations in
  * place by itself. When an agent (re)connects, a path appears, a nexus identity changes (another initiator port or
  * ISID on a path) or a unit attention says registrations may be gone (29h: power on, reset), it registers the
  * host's desired key on its paths to the LUs concerned — REGISTER only, never RESERVE or PREEMPT — through the

@@ -77,7 +77,7 @@ async function secureContextOf(credentials: ServerCredentials): Promise<SecureCo
 /**
  * Listens on `address` and serves both protocols on that one port. TLS: one tls.Server offering ALPN h2 and
  * http/1.1; h2 connections go to grpc-js (decrypted, with the credentials' interceptors, so the mTLS peer
- * identity is read from the TLS socket as before), the others to the HTTP/1.1 handler. Plaintext: the first
+ * identity is read from the TLS socket), the others to the HTTP/1.1 handler. Plaintext: the first
  * bytes decide: the HTTP/2 preface → grpc-js, anything else → HTTP/1.1.
  */
 export async function listenOnePort(

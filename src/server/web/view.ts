@@ -116,159 +116,16 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 /** Creates the web view over the server's registry, router, store and tokens. */
 export function createWebView(deps: WebViewDeps): WebView {
   const state = deps.state ?? createFleetState(deps);
-  const assetsDir = deps.assetsDir ?? findWebAssets();
-  const assets = new Map<string, Buffer>();
-  if (assetsDir !== undefined) {
-    for (const path of Object.keys(ASSETS)) {
-      const file = join(assetsDir, path.slice('/assets/'.length));
-      if (existsSync(file)) assets.set(path, readFileSync(file));
-    }
-  }
-  if (assets.size < Object.keys(ASSETS).length) {
-    deps.log.warn(
-      { assetsDir },
-      'web view: front end not built (make build writes dist/web); / answers 503',
-    );
-  }
+  const assets = loadAssets(deps.assetsDir ?? findWebAssets(), deps.log);
   const streams = new Set<() => void>();
-
-  /** Answers a request the access check did not allow; the page gets the login form, the API a JSON error. */
-  function refuse(
-    res: ServerResponse,
-    access: Exclude<WebAccess, { kind: 'allowed' }>,
-    api: boolean,
-  ) {
-    const status = access.kind === 'login' ? 401 : access.status;
-    const reason =
-      access.kind === 'login' ? access.reason || 'log in with a bearer token' : access.reason;
-    if (api) send(res, status, JSON_TYPE, JSON.stringify({ error: reason }));
-    else if (access.kind === 'login') send(res, status, HTML, loginPage(access.reason));
-    else send(res, status, TEXT, `${reason}\n`);
-  }
-
-  async function login(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (!sameOrigin(req)) {
-      send(res, 403, TEXT, "refused: the login form must be posted from this server's own page\n");
-      return;
-    }
-    const token = await readLoginToken(req);
-    const access =
-      token === undefined || token === ''
-        ? ({ kind: 'login', reason: 'no token given' } as const)
-        : await checkToken(token, deps);
-    if (access.kind !== 'allowed') {
-      refuse(res, access, false);
-      return;
-    }
-    // Without tokens there is nothing to keep (and a posted text never becomes a cookie unchecked).
-    if (access.principal === undefined) {
-      send(res, 303, TEXT, 'no login needed\n', { location: '/' });
-      return;
-    }
-    deps.log.info(
-      { principal: access.principal?.name, role: access.principal?.role },
-      'web view: logged in',
-    );
-    send(res, 303, TEXT, 'logged in\n', {
-      location: '/',
-      'set-cookie': tokenCookie(token as string, isTls(req)),
-    });
-  }
-
-  async function route(
-    req: IncomingMessage,
-    res: ServerResponse,
-    path: string,
-    signal: AbortSignal | undefined,
-  ): Promise<void> {
-    const method = req.method ?? 'GET';
-    const reading = method === 'GET' || method === 'HEAD';
-    if (path === '/login' && method === 'POST') return login(req, res);
-    if (path === '/logout' && method === 'POST') {
-      if (!sameOrigin(req)) return send(res, 403, TEXT, 'refused: cross-origin logout\n');
-      return send(res, 303, TEXT, 'logged out\n', {
-        location: '/login',
-        'set-cookie': tokenCookie('', isTls(req)),
-      });
-    }
-    if (!reading) return send(res, 405, TEXT, 'method not allowed\n', { allow: 'GET, HEAD' });
-    const asset = ASSETS[path];
-    if (asset !== undefined) {
-      const body = assets.get(path);
-      return body === undefined
-        ? send(res, 503, TEXT, 'front end not built: run make build\n')
-        : send(res, 200, asset, body, { 'cache-control': 'no-cache' });
-    }
-    if (path === '/login') return send(res, 200, HTML, loginPage(''));
-    const api = path.startsWith('/api/');
-    const access = await checkAccess(req, deps);
-    if (access.kind !== 'allowed') return refuse(res, access, api);
-    if (path === '/') {
-      return assets.size === 0
-        ? send(res, 503, TEXT, 'front end not built: run make build\n')
-        : send(res, 200, HTML, fleetPage());
-    }
-    if (path === '/api/v1/fleet') {
-      let view: unknown;
-      try {
-        view = await state.snapshot();
-      } catch (err) {
-        // The key registry or the history could not be read (store down): say so, retryable.
-        deps.log.warn({ err }, 'web view: snapshot failed');
-        return send(
-          res,
-          503,
-          JSON_TYPE,
-          JSON.stringify({ error: 'the fleet could not be read right now; retry' }),
-        );
-      }
-      return send(res, 200, JSON_TYPE, JSON.stringify(view));
-    }
-    // /api/v1/fleet/events
-    let release: () => void = () => {};
-    try {
-      release = deps.openStream?.(req, access.principal) ?? release;
-    } catch (err) {
-      return send(res, 429, TEXT, `${errorText(err)}\n`);
-    }
-    const token = presentedToken(req);
-    const stillAllowed = async () =>
-      token === undefined || (await checkToken(token, deps)).kind === 'allowed';
-    const end = await openEventStream(req, res, {
-      state,
-      stillAllowed,
-      log: deps.log,
-      headers: SECURITY_HEADERS,
-      events: deps.events,
-      ...(deps.tokenRecheckMs === undefined ? {} : { recheckMs: deps.tokenRecheckMs }),
-      onEnd: (ended) => {
-        streams.delete(ended);
-        release();
-      },
-      ...(signal === undefined ? {} : { signal }),
-    }).catch((err: unknown) => {
-      release();
-      throw err;
-    });
-    streams.add(end);
-  }
-
-  const PATHS = new Set([
-    '/',
-    '/login',
-    '/logout',
-    '/api/v1/fleet',
-    '/api/v1/fleet/events',
-    ...Object.keys(ASSETS),
-  ]);
-
+  const context: RouteContext = { deps, state, assets, streams };
   return {
     state,
     async handle(req, res, signal) {
       const path = new URL(req.url ?? '/', 'http://view').pathname;
       if (!PATHS.has(path)) return false;
       try {
-        await route(req, res, path, signal);
+        await route(context, req, res, path, signal);
       } catch (err) {
         deps.log.error({ err, path }, 'web view: request failed');
         if (!res.headersSent) send(res, 500, TEXT, 'internal error\n');
@@ -281,4 +138,187 @@ export function createWebView(deps: WebViewDeps): WebView {
       state.close();
     },
   };
+}
+
+/** The paths the view answers; every other one is left to the server's dispatcher. */
+const PATHS = new Set([
+  '/',
+  '/login',
+  '/logout',
+  '/api/v1/fleet',
+  '/api/v1/fleet/events',
+  ...Object.keys(ASSETS),
+]);
+
+/** What answering a request needs. */
+interface RouteContext {
+  readonly deps: WebViewDeps;
+  readonly state: FleetState;
+  /** The built front end by path; missing files are answered 503. */
+  readonly assets: ReadonlyMap<string, Buffer>;
+  /** The ends of the open event streams (close() ends them all). */
+  readonly streams: Set<() => void>;
+}
+
+/** Reads the built front end; the view still answers the API without it, and says so in the log. */
+function loadAssets(assetsDir: string | undefined, log: Logger): Map<string, Buffer> {
+  const assets = new Map<string, Buffer>();
+  if (assetsDir !== undefined) {
+    for (const path of Object.keys(ASSETS)) {
+      const file = join(assetsDir, path.slice('/assets/'.length));
+      if (existsSync(file)) assets.set(path, readFileSync(file));
+    }
+  }
+  if (assets.size < Object.keys(ASSETS).length) {
+    log.warn(
+      { assetsDir },
+      'web view: front end not built (make build writes dist/web); / answers 503',
+    );
+  }
+  return assets;
+}
+
+/** Answers a request the access check did not allow; the page gets the login form, the API a JSON error. */
+function refuse(
+  res: ServerResponse,
+  access: Exclude<WebAccess, { kind: 'allowed' }>,
+  api: boolean,
+): void {
+  const status = access.kind === 'login' ? 401 : access.status;
+  const reason =
+    access.kind === 'login' ? access.reason || 'log in with a bearer token' : access.reason;
+  if (api) send(res, status, JSON_TYPE, JSON.stringify({ error: reason }));
+  else if (access.kind === 'login') send(res, status, HTML, loginPage(access.reason));
+  else send(res, status, TEXT, `${reason}\n`);
+}
+
+/** POST /login: checks the posted token and keeps it in a cookie. */
+async function login(req: IncomingMessage, res: ServerResponse, deps: WebViewDeps): Promise<void> {
+  if (!sameOrigin(req)) {
+    send(res, 403, TEXT, "refused: the login form must be posted from this server's own page\n");
+    return;
+  }
+  const token = await readLoginToken(req);
+  const access =
+    token === undefined || token === ''
+      ? ({ kind: 'login', reason: 'no token given' } as const)
+      : await checkToken(token, deps);
+  if (access.kind !== 'allowed') {
+    refuse(res, access, false);
+    return;
+  }
+  // Without tokens there is nothing to keep (and a posted text never becomes a cookie unchecked).
+  if (access.principal === undefined) {
+    send(res, 303, TEXT, 'no login needed\n', { location: '/' });
+    return;
+  }
+  deps.log.info(
+    { principal: access.principal?.name, role: access.principal?.role },
+    'web view: logged in',
+  );
+  send(res, 303, TEXT, 'logged in\n', {
+    location: '/',
+    'set-cookie': tokenCookie(token as string, isTls(req)),
+  });
+}
+
+/** POST /logout: clears the token cookie. */
+function logout(req: IncomingMessage, res: ServerResponse): void {
+  if (!sameOrigin(req)) return send(res, 403, TEXT, 'refused: cross-origin logout\n');
+  send(res, 303, TEXT, 'logged out\n', {
+    location: '/login',
+    'set-cookie': tokenCookie('', isTls(req)),
+  });
+}
+
+/** Answers one of the view's paths (the dispatcher has checked it is one). */
+async function route(
+  context: RouteContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const { deps, assets } = context;
+  const method = req.method ?? 'GET';
+  const reading = method === 'GET' || method === 'HEAD';
+  if (path === '/login' && method === 'POST') return login(req, res, deps);
+  if (path === '/logout' && method === 'POST') return logout(req, res);
+  if (!reading) return send(res, 405, TEXT, 'method not allowed\n', { allow: 'GET, HEAD' });
+  const asset = ASSETS[path];
+  if (asset !== undefined) {
+    const body = assets.get(path);
+    return body === undefined
+      ? send(res, 503, TEXT, 'front end not built: run make build\n')
+      : send(res, 200, asset, body, { 'cache-control': 'no-cache' });
+  }
+  if (path === '/login') return send(res, 200, HTML, loginPage(''));
+  const api = path.startsWith('/api/');
+  const access = await checkAccess(req, deps);
+  if (access.kind !== 'allowed') return refuse(res, access, api);
+  if (path === '/') {
+    return assets.size === 0
+      ? send(res, 503, TEXT, 'front end not built: run make build\n')
+      : send(res, 200, HTML, fleetPage());
+  }
+  if (path === '/api/v1/fleet') return sendSnapshot(context, res);
+  return openStream(context, req, res, access.principal, signal);
+}
+
+/** GET /api/v1/fleet: the JSON snapshot. */
+async function sendSnapshot(context: RouteContext, res: ServerResponse): Promise<void> {
+  let view: unknown;
+  try {
+    view = await context.state.snapshot();
+  } catch (err) {
+    // The key registry or the history could not be read (store down): say so, retryable.
+    context.deps.log.warn({ err }, 'web view: snapshot failed');
+    return send(
+      res,
+      503,
+      JSON_TYPE,
+      JSON.stringify({ error: 'the fleet could not be read right now; retry' }),
+    );
+  }
+  send(res, 200, JSON_TYPE, JSON.stringify(view));
+}
+
+/**
+ * GET /api/v1/fleet/events: the SSE stream, within the caller's stream quota; it ends when the token stops
+ * being valid, the client leaves or `signal` aborts.
+ */
+async function openStream(
+  context: RouteContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  principal: Principal | undefined,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const { deps, streams } = context;
+  let release: () => void = () => {};
+  try {
+    release = deps.openStream?.(req, principal) ?? release;
+  } catch (err) {
+    return send(res, 429, TEXT, `${errorText(err)}\n`);
+  }
+  const token = presentedToken(req);
+  const stillAllowed = async () =>
+    token === undefined || (await checkToken(token, deps)).kind === 'allowed';
+  const end = await openEventStream(req, res, {
+    state: context.state,
+    stillAllowed,
+    log: deps.log,
+    headers: SECURITY_HEADERS,
+    events: deps.events,
+    ...(deps.tokenRecheckMs === undefined ? {} : { recheckMs: deps.tokenRecheckMs }),
+    onEnd: (ended) => {
+      streams.delete(ended);
+      release();
+    },
+    ...(signal === undefined ? {} : { signal }),
+  }).catch((err: unknown) => {
+    release();
+    throw err;
+  });
+  streams.add(end);
 }
