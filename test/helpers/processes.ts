@@ -116,12 +116,15 @@ export async function ensureBuilt(): Promise<void> {
 /**
  * Starts prfleet-server (PORT=0) as a child process, stopped (SIGTERM, then SIGKILL) when the test finishes. Its
  * store is the in-memory one unless `env` picks another: these tests are about the wire, and opening an embedded
- * PGlite takes seconds (the demo test runs the embedded default).
+ * PGlite takes seconds (the demo test runs the embedded default). The observation is off unless `env` turns it
+ * on: it reads every LU as it appears, and a test scripting a fake agent's answers must see only its own commands.
  */
 export async function startServerChild(
   env: Record<string, string | undefined> = {},
 ): Promise<ServerProcess> {
-  const server = await startServerProcess({ env: { PRFLEET_STORE: 'memory', ...env } });
+  const server = await startServerProcess({
+    env: { PRFLEET_STORE: 'memory', PRFLEET_OBSERVE_INTERVAL_MS: '0', ...env },
+  });
   onTestFinished(async () => {
     await server.handle.stop({ graceMs: 5000 });
   });

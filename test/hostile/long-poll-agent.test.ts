@@ -68,7 +68,10 @@ describe('a compromised agent on the long-poll link', () => {
 
   beforeAll(async () => {
     await ensureBuilt();
-    server = await startServerProcess({ env: { PRFLEET_STORE: 'memory' } });
+    // No observation: the test answers every command itself, and a read of the new LU would come first.
+    server = await startServerProcess({
+      env: { PRFLEET_STORE: 'memory', PRFLEET_OBSERVE_INTERVAL_MS: '0' },
+    });
     base = `http://${server.address}`;
     client = createControlClient(server.address);
     const hello: ConnectRequest = {

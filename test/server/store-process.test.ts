@@ -23,7 +23,8 @@ const OPEN_TIMEOUT_MS = 120_000;
 function startServer(env: Record<string, string>): ChildHandle {
   const child = spawnNode(builtBinaries().server, [], {
     name: 'prfleet-server',
-    env: { PRFLEET_PLAINTEXT: 'true', ...env },
+    // No observation: it would read the fake agent's LUs as they appear, and the test answers each command itself.
+    env: { PRFLEET_PLAINTEXT: 'true', PRFLEET_OBSERVE_INTERVAL_MS: '0', ...env },
   });
   onTestFinished(async () => {
     if (!child.hasExited()) await child.stop({ signal: 'SIGKILL' });
