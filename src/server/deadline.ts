@@ -31,28 +31,28 @@ export const deadlineInterceptor =
   (clock: Clock): ServerInterceptor =>
   (_method, call) =>
     new ServerInterceptingCall(call, {
-    start: (next) => {
-      next(
-        new ServerListenerBuilder()
-          .withOnReceiveMetadata((metadata, nextMetadata) => {
-            const receivedMs = clock.now();
-            metadata.remove(DEADLINE_METADATA_KEY);
-            const candidates: number[] = [];
-            const deadline = call.getDeadline();
-            const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
-            if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
-            const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
-            if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
-              candidates.push(receivedMs + Number(relative));
-            }
-            if (candidates.length > 0)
-              metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
-            nextMetadata(metadata);
-          })
-          .build(),
-      );
-    },
-  });
+      start: (next) => {
+        next(
+          new ServerListenerBuilder()
+            .withOnReceiveMetadata((metadata, nextMetadata) => {
+              const receivedMs = clock.now();
+              metadata.remove(DEADLINE_METADATA_KEY);
+              const candidates: number[] = [];
+              const deadline = call.getDeadline();
+              const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
+              if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
+              const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
+              if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
+                candidates.push(receivedMs + Number(relative));
+              }
+              if (candidates.length > 0)
+                metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
+              nextMetadata(metadata);
+            })
+            .build(),
+        );
+      },
+    });
 
 /** {@link deadlineInterceptor} on the system clock. */
 export const exposeDeadline: ServerInterceptor = deadlineInterceptor(systemClock);

@@ -62,7 +62,10 @@ export class ManualClock implements Clock {
   private nextDue(until: number): { at: number; seq: number; fn: () => void } | undefined {
     let next: { at: number; seq: number; fn: () => void } | undefined;
     for (const t of this.timers)
-      if (t.at <= until && (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq)))
+      if (
+        t.at <= until &&
+        (next === undefined || t.at < next.at || (t.at === next.at && t.seq < next.seq))
+      )
         next = t;
     return next;
   }

@@ -17,11 +17,7 @@ export interface LivenessHost {
  * without a FIN (a cut cable, a frozen VM) would otherwise hold its commands until their timeouts. Returns how
  * many were dropped.
  */
-export function dropSilentSessions(
-  host: LivenessHost,
-  limitMs: number,
-  nowMs: number,
-): number {
+export function dropSilentSessions(host: LivenessHost, limitMs: number, nowMs: number): number {
   let dropped = 0;
   for (const session of host.sessions()) {
     const silentMs = nowMs - session.lastSeenMs;
