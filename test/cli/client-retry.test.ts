@@ -1,6 +1,6 @@
 // The clients' retry middleware on a manual clock: which calls it retries, and that it waits out the backoff on
 // the clock it was given (the test moves time; nothing waits for a real timer).
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { isAbortError } from 'abort-controller-x';
 import { ClientError, Status, type ClientMiddlewareCall } from 'nice-grpc-common';
 import type { RetryOptions } from 'nice-grpc-client-middleware-retry';
@@ -85,20 +85,27 @@ describe('retryMiddleware', () => {
       Status.UNAVAILABLE,
       Status.UNAVAILABLE,
       Status.UNAVAILABLE,
+      Status.UNAVAILABLE,
     ]);
-    const backoffs: number[] = [];
+    vi.spyOn(Math, 'random').mockReturnValue(1); // the jitter's top: each wait is the whole backoff
+    onTestFinished(() => vi.restoreAllMocks());
+    const delays: number[] = [];
     const state = watch(
       run(clock, call, {
-        retryMaxAttempts: 2,
+        retryMaxAttempts: 3,
         retryBaseDelayMs: 100,
-        retryMaxDelayMs: 150,
-        onRetryableError: (_e, attempt, ms) => backoffs.push(attempt === 0 ? ms / 100 : ms / 150),
+        retryMaxDelayMs: 300,
+        onRetryableError: (_e, _attempt, ms) => delays.push(ms),
       }),
     );
-    await clock.advance(10_000);
-    expect(attempts).toHaveLength(3);
-    backoffs.forEach((ratio) => expect(ratio).toBeGreaterThanOrEqual(0.5));
-    backoffs.forEach((ratio) => expect(ratio).toBeLessThanOrEqual(1));
+    await clock.advance(0);
+    for (const [i, ms] of [100, 200, 300].entries()) {
+      await clock.advance(ms - 1);
+      expect(attempts).toHaveLength(i + 1);
+      await clock.advance(1);
+      expect(attempts).toHaveLength(i + 2);
+    }
+    expect(delays).toEqual([100, 200, 300]);
     expect(state.done).toBe(true);
     expect(state.error).toBeInstanceOf(ClientError);
     expect((state.error as ClientError).code).toBe(Status.UNAVAILABLE);
