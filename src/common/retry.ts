@@ -46,6 +46,8 @@ export function retryMiddleware(clock: Clock): ClientMiddleware<RetryOptions> {
         const delayMs = Math.round((backoff * (1 + Math.random())) / 2);
         onRetryableError?.(error, attempt, delayMs);
         await clock.sleep(delayMs, options.signal);
+        // nice-grpc's AbortError, as its calls reject on abort (callers tell it by name; it is no Error subclass).
+        // eslint-disable-next-line @typescript-eslint/only-throw-error
         if (options.signal?.aborted === true) throw new AbortError();
       }
     }

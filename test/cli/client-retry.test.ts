@@ -23,7 +23,7 @@ function unaryCall(level: Level, answers: (Status | string)[]) {
     requestStream: false,
     responseStream: false,
     request: {},
-    // eslint-disable-next-line require-yield -- a unary answer is the generator's return value
+    // A unary answer is the generator's return value: it yields nothing.
     next: async function* () {
       attempts.push(attempts.length);
       const answer = answers[attempts.length - 1];
