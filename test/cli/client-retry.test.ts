@@ -87,8 +87,10 @@ describe('retryMiddleware', () => {
       Status.UNAVAILABLE,
       Status.UNAVAILABLE,
     ]);
-    vi.spyOn(Math, 'random').mockReturnValue(1); // the jitter's top: each wait is the whole backoff
-    onTestFinished(() => vi.restoreAllMocks());
+    const random = vi.spyOn(Math, 'random').mockReturnValue(1); // the jitter's top: each wait is the whole backoff
+    onTestFinished(() => {
+      random.mockRestore();
+    });
     const delays: number[] = [];
     const state = watch(
       run(clock, call, {
