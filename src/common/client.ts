@@ -193,12 +193,8 @@ export function createFleetClient(address: string, options: ClientOptions = {}):
 /** Creates an AgentService client for `address` with agent keepalive options; call `close()` when done. */
 export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
   const { channel, close } = channelFor(address, options, agentChannelOptions);
-  const client = clientFactory({ ...options, idempotencyKeys: true }).create(
-    AgentServiceDefinition,
-    channel,
-    {
-      '*': options.defaultCallOptions ?? {},
-    },
-  );
+  const client = clientFactory(options).create(AgentServiceDefinition, channel, {
+    '*': options.defaultCallOptions ?? {},
+  });
   return Object.assign(client, { close });
 }
