@@ -15,7 +15,7 @@ import { createSession, type CommandTracer, type Session } from './session.js';
 import { createLongPollClient, type AgentLinkClient, type LongPollClient } from './long-poll.js';
 import type { ScsiTransport } from './transport/transport.js';
 import { AGENT_VERSION } from './version.js';
-import { delay } from '../src/common/delay.js';
+import { systemClock, type Clock } from '../src/common/clock.js';
 
 /**
  * Agent lifecycle: 'connecting' (dialling, or waiting out a backoff), 'connected' (Welcome received),
@@ -101,6 +101,8 @@ export interface AgentDeps {
   readonly client?: AgentServiceClient;
   /** Random source for jitter, [0, 1). @default Math.random */
   readonly random?: () => number;
+  /** Times sessions (a healthy one resets the backoff) and waits out the reconnect backoff. @default systemClock */
+  readonly clock?: Clock;
   /**
    * Continues the trace a command carries (agent.proto `Command.traceparent`) in a span per command.
    * @default none: commands run without spans
@@ -168,6 +170,7 @@ export const AGENT_CHANNEL_OPTIONS = {
 export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
   const log = deps.log.child({ agentId: options.agentId });
   const random = deps.random ?? Math.random;
+  const clock = deps.clock ?? systemClock;
   const allow = (options.allow ?? []).map(globToRegExp);
   const stopController = new AbortController();
   const listeners = new Set<(state: AgentState) => void>();
@@ -328,6 +331,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         heartbeatMs: options.heartbeatMs ?? 15_000,
         drainMs: options.drainMs ?? 10_000,
         traceCommand: deps.traceCommand,
+        clock,
         onWelcome: () => {
           sessions++;
           setState('connected');
@@ -365,7 +369,7 @@ export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
         },
         'session ended; reconnecting',
       );
-      await delay(waitMs, signal);
+      await clock.sleep(waitMs, signal);
     }
   }
 

@@ -7,6 +7,7 @@ import { AsyncQueue } from '../src/common/async-queue.js';
 import type { Executor } from './executor.js';
 import type { AgentLinkClient } from './long-poll.js';
 import { delay } from '../src/common/delay.js';
+import { systemClock, type Clock } from '../src/common/clock.js';
 
 /** Why a session ended. Every end leads to a reconnect unless the agent is stopping. */
 export type SessionEndReason =
@@ -53,6 +54,8 @@ export interface SessionDeps {
   readonly halfCloseGraceMs?: number;
   /** Runs each command in a span continuing the trace it carries (see {@link CommandTracer}). @default none */
   readonly traceCommand?: CommandTracer | undefined;
+  /** Times the session (SessionEnd.durationMs). @default systemClock */
+  readonly clock?: Clock;
   /** Called when Welcome arrives. */
   onWelcome?(welcome: Welcome): void;
 }
@@ -97,7 +100,8 @@ export function createSession(deps: SessionDeps): Session {
 
     async run(signal) {
       const log = deps.log;
-      const started = Date.now();
+      const clock = deps.clock ?? systemClock;
+      const started = clock.now();
       // Unbounded here: the server bounds the commands in flight to this agent (its agent queue capacity), and so the
       // results this outbox can hold; heartbeats and inventories are few.
       const queue = new AsyncQueue<ConnectRequest>(Infinity);
@@ -260,11 +264,11 @@ export function createSession(deps: SessionDeps): Session {
               break;
           }
         }
-        end = { reason: ending ?? 'server-ended', welcomed, durationMs: Date.now() - started };
+        end = { reason: ending ?? 'server-ended', welcomed, durationMs: clock.now() - started };
       } catch (e) {
         end = ending
-          ? { reason: ending, welcomed, durationMs: Date.now() - started }
-          : { reason: 'error', welcomed, durationMs: Date.now() - started, error: e };
+          ? { reason: ending, welcomed, durationMs: clock.now() - started }
+          : { reason: 'error', welcomed, durationMs: clock.now() - started, error: e };
       } finally {
         clearInterval(heartbeat);
         clearTimeout(halfCloseTimer);

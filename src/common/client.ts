@@ -11,11 +11,13 @@ import {
   type CallOptions,
 } from 'nice-grpc';
 import { deadlineMiddleware, type DeadlineOptions } from 'nice-grpc-client-middleware-deadline';
-import { retryMiddleware, type RetryOptions } from 'nice-grpc-client-middleware-retry';
+import type { RetryOptions } from 'nice-grpc-client-middleware-retry';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { AgentServiceDefinition, type AgentServiceClient } from '../gen/prfleet/v1/agent.js';
 import { ControlServiceDefinition, type ControlServiceClient } from '../gen/prfleet/v1/control.js';
 import { FleetServiceDefinition, type FleetServiceClient } from '../gen/prfleet/v1/fleet.js';
+import { systemClock, type Clock } from './clock.js';
+import { retryMiddleware } from './retry.js';
 
 /**
  * Metadata key carrying the caller's remaining time in milliseconds, relative to when the call was sent.
@@ -65,6 +67,8 @@ export interface ClientOptions {
    * client that sends none (the server then journals it under a key it assigns). @default true
    */
   readonly idempotencyKeys?: boolean;
+  /** Waits out the retries' backoff. @default systemClock */
+  readonly clock?: Clock;
 }
 
 /** Metadata key of the bearer token (the server's auth middleware reads it). */
@@ -134,13 +138,13 @@ export const proutIdempotencyMiddleware: ClientMiddleware = async function* <Req
   return yield* call.next(keyed, options);
 };
 
-function clientFactory(token?: string, idempotencyKeys = true) {
+function clientFactory({ token, idempotencyKeys = true, clock = systemClock }: ClientOptions) {
   // Client middleware: the one attached last runs first. Order on the way out: propagate deadline → deadline
   // timer → PROUT key (before retry, so retries carry the same key) → retry (its backoff sleeps are cut by the
   // deadline) → bearer token → error details (innermost, so retry sees rich errors).
   const base = createClientFactory().use(errorDetailsClientMiddleware);
   return (token === undefined ? base : base.use(bearerTokenMiddleware(token)))
-    .use(retryMiddleware)
+    .use(retryMiddleware(clock))
     .use(idempotencyKeys ? proutIdempotencyMiddleware : passThrough)
     .use(deadlineMiddleware)
     .use(deadlinePropagationMiddleware);
@@ -167,11 +171,9 @@ function channelFor(
  */
 export function createControlClient(address: string, options: ClientOptions = {}): ControlClient {
   const { channel, close } = channelFor(address, options);
-  const client = clientFactory(options.token, options.idempotencyKeys).create(
-    ControlServiceDefinition,
-    channel,
-    { '*': options.defaultCallOptions ?? {} },
-  );
+  const client = clientFactory(options).create(ControlServiceDefinition, channel, {
+    '*': options.defaultCallOptions ?? {},
+  });
   return Object.assign(client, { close });
 }
 
@@ -182,18 +184,16 @@ export function createControlClient(address: string, options: ClientOptions = {}
  */
 export function createFleetClient(address: string, options: ClientOptions = {}): FleetClient {
   const { channel, close } = channelFor(address, options);
-  const client = clientFactory(options.token, options.idempotencyKeys).create(
-    FleetServiceDefinition,
-    channel,
-    { '*': options.defaultCallOptions ?? {} },
-  );
+  const client = clientFactory(options).create(FleetServiceDefinition, channel, {
+    '*': options.defaultCallOptions ?? {},
+  });
   return Object.assign(client, { close });
 }
 
 /** Creates an AgentService client for `address` with agent keepalive options; call `close()` when done. */
 export function createAgentClient(address: string, options: ClientOptions = {}): AgentClient {
   const { channel, close } = channelFor(address, options, agentChannelOptions);
-  const client = clientFactory(options.token).create(AgentServiceDefinition, channel, {
+  const client = clientFactory(options).create(AgentServiceDefinition, channel, {
     '*': options.defaultCallOptions ?? {},
   });
   return Object.assign(client, { close });

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { CommandResult } from '../gen/prfleet/v1/scsi.js';
 import { Outcome } from '../gen/prfleet/v1/scsi.js';
+import { systemClock, type Clock } from '../common/clock.js';
 import { durationToMs } from '../common/command.js';
 import { dryRunResult } from '../common/result.js';
 import { invalidArgument } from '../common/errors.js';
@@ -35,6 +36,8 @@ export interface CommandExecutorDeps {
   readonly journal: CommandJournal;
   /** Budget defaults. */
   readonly budget: BudgetPolicy;
+  /** Reads the time left before the caller's deadline. @default systemClock */
+  readonly clock?: Clock | undefined;
   /** Logger. */
   readonly log: Logger;
 }
@@ -69,6 +72,7 @@ function asCallerKey(result: CommandResult, journalKey: string, key: string): Co
 /** Creates the executor shared by the unary RPCs and CommandSession. */
 export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecutor {
   const { registry, pipeline, journal, log } = deps;
+  const clock = deps.clock ?? systemClock;
 
   /**
    * A repeat of a recorded PROUT is answered from the journal before the agent is looked up, so it gets its
@@ -115,7 +119,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       // Validates command_timeout and the deadline up front (nothing is journaled for a request that cannot run).
       const timeoutMs = commandBudgetMs(
         spec.commandTimeout,
-        options.deadlineMs === undefined ? undefined : options.deadlineMs - Date.now(),
+        options.deadlineMs === undefined ? undefined : options.deadlineMs - clock.now(),
         deps.budget,
       );
       const requestedMs =

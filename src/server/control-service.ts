@@ -28,6 +28,7 @@ import { AsyncQueue } from '../common/async-queue.js';
 import { Semaphore } from '../common/semaphore.js';
 import type { CommandExecutor } from './command-executor.js';
 import { requestDeadline } from './deadline.js';
+import { systemClock, type Clock } from '../common/clock.js';
 import { agentToProto, listLogicalUnits, pathsByLu, toLogicalUnit } from './devices.js';
 import { createHistoryHandlers, defaultPrincipalOf, type PrincipalOf } from './history.js';
 import type { TokenStore } from './auth/tokens.js';
@@ -71,6 +72,8 @@ export interface ControlServiceDeps {
   readonly fairShare?: FairShare | undefined;
   /** Byte budget of one listing page (ListAgents, ListDevices, ListHistory). @default DEFAULT_PAGE_BYTES */
   readonly pageBytes?: number | undefined;
+  /** Runs each command's deadline timer. @default systemClock */
+  readonly clock?: Clock | undefined;
 }
 
 /**
@@ -138,7 +141,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     spec: CommandSpec,
     ctx: CallContext,
   ): Promise<{ result: CommandResult }> {
-    const scoped = requestDeadline(ctx);
+    const scoped = requestDeadline(ctx, deps.clock ?? systemClock);
     try {
       const result = await executor.execute(spec, {
         signal: scoped.signal,

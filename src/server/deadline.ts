@@ -10,6 +10,7 @@ import { durationToMs } from '../common/command.js';
 import { TIMEOUT_METADATA_KEY } from '../common/client.js';
 import { invalidArgument } from '../common/errors.js';
 import { onAbort } from '../common/abort-listeners.js';
+import { systemClock, type Clock } from '../common/clock.js';
 
 /**
  * Metadata key (set by {@link exposeDeadline}, never by clients) with the call's absolute deadline in epoch
@@ -24,42 +25,45 @@ export const MAX_COMMAND_TIMEOUT_MS = 3_600_000;
  * grpc-js server interceptor that copies the call's deadline into metadata, because grpc-js strips
  * `grpc-timeout` and nice-grpc's CallContext has no deadline (style.md §5). It also honours the relative
  * `prfleet-timeout-ms` that prfleet's nice-grpc clients send (their deadline is only a local timer), taking the
- * earlier of the two. A client-supplied DEADLINE_METADATA_KEY is removed first.
+ * earlier of the two; `clock` dates its receipt. A client-supplied DEADLINE_METADATA_KEY is removed first.
  */
-export const exposeDeadline: ServerInterceptor = (_method, call) =>
-  new ServerInterceptingCall(call, {
-    start: (next) => {
-      next(
-        new ServerListenerBuilder()
-          .withOnReceiveMetadata((metadata, nextMetadata) => {
-            const receivedMs = Date.now();
-            metadata.remove(DEADLINE_METADATA_KEY);
-            const candidates: number[] = [];
-            const deadline = call.getDeadline();
-            const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
-            if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
-            const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
-            if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
-              candidates.push(receivedMs + Number(relative));
-            }
-            if (candidates.length > 0)
-              metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
-            nextMetadata(metadata);
-          })
-          .build(),
-      );
-    },
-  });
+export const deadlineInterceptor =
+  (clock: Clock): ServerInterceptor =>
+  (_method, call) =>
+    new ServerInterceptingCall(call, {
+      start: (next) => {
+        next(
+          new ServerListenerBuilder()
+            .withOnReceiveMetadata((metadata, nextMetadata) => {
+              const receivedMs = clock.now();
+              metadata.remove(DEADLINE_METADATA_KEY);
+              const candidates: number[] = [];
+              const deadline = call.getDeadline();
+              const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
+              if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
+              const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
+              if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
+                candidates.push(receivedMs + Number(relative));
+              }
+              if (candidates.length > 0)
+                metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
+              nextMetadata(metadata);
+            })
+            .build(),
+        );
+      },
+    });
+
+/** {@link deadlineInterceptor} on the system clock. */
+export const exposeDeadline: ServerInterceptor = deadlineInterceptor(systemClock);
 
 /** The caller's remaining time in ms (may be ≤ 0), or undefined when it set no deadline. */
 export function remainingDeadlineMs(
   context: Pick<CallContext, 'metadata'>,
-  nowMs = Date.now(),
+  clock: Clock = systemClock,
 ): number | undefined {
-  const raw = context.metadata.get(DEADLINE_METADATA_KEY);
-  if (typeof raw !== 'string') return undefined;
-  const deadlineMs = Number(raw);
-  return Number.isFinite(deadlineMs) ? deadlineMs - nowMs : undefined;
+  const deadline = callDeadline(context);
+  return deadline === undefined ? undefined : deadline - clock.now();
 }
 
 /** How a command's time budget is derived. */
@@ -115,10 +119,10 @@ export function deviceBudgetMs(
   requestedMs: number,
   deadline: number | undefined,
   marginMs: number,
-  nowMs = Date.now(),
+  clock: Clock,
 ): number {
   if (deadline === undefined) return requestedMs;
-  const remainingMs = deadline - nowMs;
+  const remainingMs = deadline - clock.now();
   const available = Math.floor(remainingMs - marginMs);
   if (available <= 0) {
     throw new ServerError(
@@ -140,9 +144,13 @@ export function callDeadline(context: Pick<CallContext, 'metadata'>): number | u
 /**
  * The request's one deadline form, computed where it enters: a signal that aborts when the call's does, or with
  * ServerError(DEADLINE_EXCEEDED) at the call's absolute deadline (so the agent is sent Cancel even if the
- * transport's own deadline handling is late), and that deadline. Call `dispose()` when done.
+ * transport's own deadline handling is late), and that deadline; `clock` runs the timer. Call `dispose()` when
+ * done.
  */
-export function requestDeadline(context: Pick<CallContext, 'metadata' | 'signal'>): {
+export function requestDeadline(
+  context: Pick<CallContext, 'metadata' | 'signal'>,
+  clock: Clock,
+): {
   readonly signal: AbortSignal;
   readonly deadline: number | undefined;
   dispose(): void;
@@ -155,10 +163,10 @@ export function requestDeadline(context: Pick<CallContext, 'metadata' | 'signal'
   const controller = new AbortController();
   const stopListening = onAbort(outer, () => controller.abort(outer.reason));
   if (outer.aborted) controller.abort(outer.reason);
-  const timer =
+  const cancelTimer =
     deadline === undefined
       ? undefined
-      : setTimeout(
+      : clock.timeout(
           () =>
             controller.abort(
               new ServerError(
@@ -166,14 +174,13 @@ export function requestDeadline(context: Pick<CallContext, 'metadata' | 'signal'
                 'deadline exceeded while waiting for the agent; cancel sent, the result will still be recorded',
               ),
             ),
-          Math.max(0, deadline - Date.now()),
+          Math.max(0, deadline - clock.now()),
         );
-  timer?.unref();
   return {
     signal: controller.signal,
     deadline,
     dispose: () => {
-      clearTimeout(timer);
+      cancelTimer?.();
       stopListening();
     },
   };

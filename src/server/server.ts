@@ -23,7 +23,8 @@ import { createCommandExecutor } from './command-executor.js';
 import { createCommandPipeline } from './commands/pipeline.js';
 import type { ServerConfig } from './config.js';
 import { createControlService, type CommandSessionHandle } from './control-service.js';
-import { exposeDeadline } from './deadline.js';
+import { deadlineInterceptor } from './deadline.js';
+import { systemClock, type Clock } from '../common/clock.js';
 import { reflectionServices } from './reflection.js';
 import { createFairShare, fairSharePrincipalOf, peerHost, type FairShare } from './fair-share.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema } from './edge.js';
@@ -90,6 +91,8 @@ export interface ServerDeps {
   readonly webhookObserver?: WebhookObserver | undefined;
   /** Bearer-token middleware for ControlService and FleetService (not the agent stream). @default none */
   readonly controlMiddleware?: ServerMiddleware<AuthCallContextExt> | undefined;
+  /** Time of liveness, stream rotation and command deadlines (tests pass a manual clock). @default systemClock */
+  readonly clock?: Clock | undefined;
 }
 
 /**
@@ -275,11 +278,13 @@ async function buildServer(
     });
     await recordMissingHistory(store, log);
   }
+  const clock = deps.clock ?? systemClock;
   const agents = new AgentRegistry({
     heartbeatMs: config.heartbeatMs,
     missedHeartbeats: config.missedHeartbeats,
     outboxCapacity: config.agentQueueCapacity,
     log,
+    clock,
   });
   // Every result this instance dispatches is shown to the event sources (unit attentions, PROUTs); bound late
   // because the observation reads through this same router.
@@ -346,6 +351,7 @@ async function buildServer(
     log,
     luSerializer,
     writes,
+    clock,
   });
   const executor = createCommandExecutor({
     registry: agents,
@@ -353,6 +359,7 @@ async function buildServer(
     journal,
     budget: { defaultTimeoutMs: config.commandTimeoutMs, marginMs: config.deadlineMarginMs },
     log,
+    clock,
   });
   const sessions = new Set<CommandSessionHandle>();
   const health = HealthState();
@@ -381,7 +388,7 @@ async function buildServer(
   const server = (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
     createServer({
-      interceptors: [agentService.interceptor, exposeDeadline],
+      interceptors: [agentService.interceptor, deadlineInterceptor(clock)],
       ...SERVER_CHANNEL_OPTIONS,
       // Without it grpc-js keeps a connection that opens no call for ~24 days (docs/http.md).
       'grpc.max_connection_idle_ms': config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
@@ -411,6 +418,7 @@ async function buildServer(
       principalOf: deps.principalOf,
       tokens: deps.tokens,
       pageBytes: config.listPageBytes,
+      clock,
     }),
   );
   // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method. The

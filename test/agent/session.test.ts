@@ -4,6 +4,7 @@ import { allowedPath, globToRegExp, isNormalPath } from '../../src/common/device
 import { createEmulatedFabric, loadFabric } from '../../agent/fabric.js';
 import { createEmulatedSource } from '../../agent/sources.js';
 import { Outcome, PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startFakeAgentServer } from './fake-server.js';
 import { prin, prout, silentLog } from './helpers.js';
 
@@ -258,6 +259,8 @@ describe('backoff', () => {
   });
 
   it('resets after a healthy session: a reconnect right after a long session waits at most initialMs', async () => {
+    // The agent's clock is manual: sessions last, and backoffs pass, only as the test moves time.
+    const clock = new ManualClock();
     const server = await startFakeAgentServer();
     const fabric = createEmulatedFabric(await loadFabric(demo));
     const agent = createAgent(
@@ -271,23 +274,28 @@ describe('backoff', () => {
         log: silentLog,
         source: createEmulatedSource(fabric.host('host-b'), { closeFabric: fabric }),
         random: () => 0.999,
+        clock,
       },
     );
     onTestFinished(() => agent.stop());
     await agent.start();
+    /** Ends session `index` and checks the agent reconnects after exactly `waitMs` on its clock. */
+    const reconnectsAfter = async (index: number, waitMs: number) => {
+      (await server.session(index)).outbox.close();
+      await expect.poll(() => clock.pending, { interval: 5 }).toBe(1); // the backoff's sleep
+      await clock.advance(waitMs - 1);
+      expect(server.sessions).toHaveLength(index + 1);
+      await clock.advance(1);
+      await expect.poll(() => server.sessions.length, { timeout: 5_000 }).toBe(index + 2);
+    };
     // Three short sessions raise the attempt count: waits grow 39, 79, 159 ms.
-    for (let i = 0; i < 3; i++) {
-      const s = await server.session(i);
-      await s.next('inventory');
-      s.outbox.close();
+    for (const [i, waitMs] of [39, 79, 159].entries()) {
+      await (await server.session(i)).next('inventory');
+      await reconnectsAfter(i, waitMs);
     }
-    const fourth = await server.session(3);
-    await fourth.next('inventory');
-    await new Promise((r) => setTimeout(r, 150)); // healthy now
-    const t0 = Date.now();
-    fourth.outbox.close();
-    await server.session(4);
-    expect(Date.now() - t0).toBeLessThan(40 + 100);
+    await (await server.session(3)).next('inventory');
+    await clock.advance(100); // healthy now
+    await reconnectsAfter(3, 39); // not 319: the attempt count started again
   });
 });
 

@@ -9,6 +9,7 @@ import { startServerProcess, type ServerProcess } from '../../src/demo/processes
 import type { ConnectRequest } from '../../src/gen/prfleet/v1/agent.js';
 import { PathEventBudget } from '../../src/server/events/agent-source.js';
 import { EventKind, fleetClient, watch } from '../events/helpers.js';
+import { ManualClock } from '../helpers/clock.js';
 import { ensureBuilt } from '../helpers/processes.js';
 import { fakePath } from '../server/fake-agent.js';
 
@@ -84,17 +85,17 @@ describe('PathEventBudget', () => {
   const events = (n: number) =>
     Array.from({ length: n }, () => ({ kind: EventKind.EVENT_KIND_PATH_APPEARED }));
 
-  it('admits a burst, then tells the churn once a minute, then admits single events again', () => {
-    let now = 0;
-    const budget = new PathEventBudget(100, 60, () => now);
+  it('admits a burst, then tells the churn once a minute, then admits single events again', async () => {
+    const clock = new ManualClock();
+    const budget = new PathEventBudget(100, 60, clock);
     expect(budget.admit('a', '', events(100))).toHaveLength(100);
     const told = budget.admit('a', '', events(10));
     expect(told.map((e) => e.kind)).toEqual([EventKind.EVENT_KIND_PATHS_CHURNED]);
     expect(told[0]?.summary).toContain('10 appeared');
-    now += 30_000;
+    await clock.advance(30_000);
     expect(budget.admit('a', '', events(5))).toEqual([]); // counted, told at most once a minute
     expect(budget.admit('b', '', events(5))).toHaveLength(5); // per agent
-    now += 60_000; // 90 s of refill: over half the burst
+    await clock.advance(60_000); // 90 s of refill: over half the burst
     const again = budget.admit('a', '', events(3));
     expect(again[0]?.summary).toContain('8 appeared');
     expect(budget.admit('a', '', events(3))).toHaveLength(3);

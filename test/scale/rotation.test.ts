@@ -1,7 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import type { ControlClient } from '../../src/common/client.js';
 import { Outcome, outcomeToJSON } from '../../src/gen/prfleet/v1/scsi.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startTestServer } from '../helpers/server.js';
 
 /** host-a, host-b and host-c each reach loader1's drive: one LU, three initiators, one PRgeneration. */
@@ -20,7 +21,13 @@ async function generationOf(client: ControlClient): Promise<number> {
 
 describe('stream rotation (maximum stream age)', () => {
   it('rotates every agent stream past its maximum age while commands run, none lost or repeated', async () => {
-    const { server, client, address } = await startTestServer({ config: { heartbeatMs: 200 } });
+    // The server's clock is manual: streams age, and rotation's checks run, only when the test moves time, so
+    // each round rotates every stream once, whatever the machine's speed.
+    const clock = new ManualClock();
+    const { server, client, address } = await startTestServer({
+      config: { heartbeatMs: 10_000 },
+      deps: { clock },
+    });
     // 25 ms per command: rotations regularly find commands in flight.
     const fleet = await startEmulatedAgents({
       address,
@@ -35,10 +42,14 @@ describe('stream rotation (maximum stream age)', () => {
     const failures: string[] = [];
     let good = 0;
     let nextKey = 0x100n;
-    const stopAt = Date.now() + 3_000;
-    await Promise.all(
+    let stop = false;
+    // Stops the load however the test ends (a failed expectation must not leave it calling a closed server).
+    onTestFinished(() => {
+      stop = true;
+    });
+    const load = Promise.all(
       DRIVE_PATHS.map(async (target) => {
-        while (Date.now() < stopAt) {
+        while (!stop) {
           nextKey += 1n;
           try {
             const { result } = await client.register({
@@ -57,10 +68,43 @@ describe('stream rotation (maximum stream age)', () => {
         }
       }),
     );
+    for (let round = 0; round < 3; round++) {
+      const sessions = fleet.agents.map((a) => a.sessions);
+      const streams = DRIVE_PATHS.map(({ agentId }) => server.agents.session(agentId));
+      const goodBefore = good;
+      // Every stream reaches its maximum age (at most 400 ms, jittered down): rotation begins for each.
+      await clock.advance(400);
+      expect(streams.map((stream) => stream?.rotating)).toEqual([true, true, true]);
+      // Commands held while a stream rotates poll on the clock: move it on in small steps until every agent is
+      // back on a new stream.
+      await expect
+        .poll(
+          async () => {
+            await clock.advance(20);
+            return fleet.agents.every(
+              (a, i) => a.sessions > (sessions[i] ?? 0) && a.state === 'connected',
+            );
+          },
+          { timeout: 20_000 },
+        )
+        .toBe(true);
+      // Commands ran across the rotation, not only before it.
+      await expect
+        .poll(
+          async () => {
+            await clock.advance(20);
+            return good > goodBefore;
+          },
+          { timeout: 20_000 },
+        )
+        .toBe(true);
+    }
     server.agents.configure({ maxStreamAgeMs: 0 });
+    stop = true;
+    await clock.advance(20); // releases any command still held for a rotation
+    await load;
 
     expect(failures).toEqual([]);
-    expect(good).toBeGreaterThan(30);
     // Each agent had several sessions: the streams really were rotated under load.
     fleet.agents.forEach((agent, i) =>
       expect(agent.sessions - (sessionsBefore[i] ?? 0)).toBeGreaterThanOrEqual(3),

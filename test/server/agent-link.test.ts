@@ -1,11 +1,12 @@
 // The agent link, registry, liveness and rotation without sockets: what they promise the router and the
-// transports, driven with explicit times instead of waiting for timers.
+// transports, driven by a manual clock instead of waiting for timers.
 import { describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { Command, Hello } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, type CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import { AgentSession } from '../../src/server/agents/link.js';
 import { AgentRegistry } from '../../src/server/agents/registry.js';
+import { ManualClock } from '../helpers/clock.js';
 
 const log = pino({ level: 'silent' });
 const hello = (agentId = 'host-a') =>
@@ -17,12 +18,15 @@ function results(): { settled: CommandResult[]; settle: (r: CommandResult) => vo
   return { settled, settle: (r) => settled.push(r) };
 }
 
-function registry(options: Partial<{ heartbeatMs: number; missedHeartbeats: number }> = {}) {
+function registry(
+  options: Partial<{ heartbeatMs: number; missedHeartbeats: number; clock: ManualClock }> = {},
+) {
   return new AgentRegistry({
     heartbeatMs: options.heartbeatMs ?? 1000,
     missedHeartbeats: options.missedHeartbeats ?? 3,
     outboxCapacity: 4,
     log,
+    clock: options.clock ?? new ManualClock(),
   });
 }
 
@@ -111,17 +115,43 @@ describe('AgentRegistry (lookup, events, liveness, rotation)', () => {
     expect(events.map((e) => e.split(':')[0])).toEqual(['opened', 'opened', 'closed']);
   });
 
-  it('drops a session silent for more than heartbeat × missed heartbeats', () => {
-    const agents = registry({ heartbeatMs: 1000, missedHeartbeats: 3 });
+  it('drops a session silent for more than heartbeat × missed heartbeats', async () => {
+    const clock = new ManualClock();
+    const agents = registry({ heartbeatMs: 1000, missedHeartbeats: 3, clock });
     const session = agents.open(hello());
-    session.touch(10_000);
-    expect(agents.checkLiveness(13_000)).toBe(0);
-    expect(agents.checkLiveness(13_001)).toBe(1);
+    await clock.advance(10_000);
+    session.touch();
+    await clock.advance(3_000);
+    expect(agents.checkLiveness()).toBe(0);
+    await clock.advance(1);
+    expect(agents.checkLiveness()).toBe(1);
     expect(session.isEnded).toBe(true);
     expect(session.endReason).toBe('agent sent nothing for 3001 ms');
   });
 
-  it('rotates a stream past its maximum age, then closes it past the grace; the agent counts as coming back', () => {
+  it('runs the liveness check on the clock’s timers every half heartbeat once started, and not after stop', async () => {
+    const clock = new ManualClock();
+    const agents = registry({ heartbeatMs: 1000, missedHeartbeats: 3, clock });
+    const quiet = agents.open(hello('host-a'));
+    const talking = agents.open(hello('host-b'));
+    agents.startLivenessChecks();
+    for (let i = 0; i < 6; i++) {
+      await clock.advance(500);
+      talking.touch();
+    }
+    expect(quiet.isEnded).toBe(false); // silent exactly 3000 ms: not more than the limit
+    await clock.advance(500); // the next check finds it silent 3500 ms
+    expect(quiet.isEnded).toBe(true);
+    expect(quiet.endReason).toBe('agent sent nothing for 3500 ms');
+    expect(talking.isEnded).toBe(false);
+    agents.stopLivenessChecks();
+    expect(clock.pending).toBe(0);
+    await clock.advance(10_000);
+    expect(talking.isEnded).toBe(false);
+  });
+
+  it('rotates a stream past its maximum age, then closes it past the grace; the agent counts as coming back', async () => {
+    const clock = new ManualClock();
     const agents = new AgentRegistry({
       heartbeatMs: 1000,
       missedHeartbeats: 3,
@@ -130,22 +160,78 @@ describe('AgentRegistry (lookup, events, liveness, rotation)', () => {
       maxStreamAgeMs: 1000,
       rotationGraceMs: 400,
       rotationWaitMs: 60_000,
+      clock,
     });
     const session = agents.open(hello());
-    const t0 = session.connectedAt.getTime();
+    expect(session.connectedAt.getTime()).toBe(clock.now());
     expect(session.maxAgeMs).toBeGreaterThanOrEqual(900);
     expect(session.maxAgeMs).toBeLessThanOrEqual(1000);
-    expect(agents.checkStreamAge(t0 + 500)).toBe(0);
+    await clock.advance(500);
+    expect(agents.checkStreamAge()).toBe(0);
     session.send(command('c1'), 'lu', () => {});
-    expect(agents.checkStreamAge(t0 + 1000)).toBe(1);
+    await clock.advance(500);
+    expect(agents.checkStreamAge()).toBe(1);
     expect(agents.isRotating('host-a')).toBe(true);
     expect(session.reconnectSent).toBe(false); // a command is in flight
-    agents.checkStreamAge(t0 + 1000 + 201); // past half the grace: Reconnect anyway
+    await clock.advance(200);
+    agents.checkStreamAge();
+    expect(session.reconnectSent).toBe(false); // not past half the grace yet
+    await clock.advance(1);
+    agents.checkStreamAge(); // past half the grace: Reconnect anyway
     expect(session.reconnectSent).toBe(true);
-    agents.checkStreamAge(t0 + 1000 + 401);
+    await clock.advance(200);
+    agents.checkStreamAge();
     expect(session.isEnded).toBe(true);
     expect(agents.isRotating('host-a')).toBe(true); // expected back for rotationWaitMs
     agents.open(hello());
     expect(agents.isRotating('host-a')).toBe(false);
+  });
+
+  it('counts a rotated-away agent as coming back for rotationWaitMs, and no longer after it', async () => {
+    const clock = new ManualClock();
+    const agents = new AgentRegistry({
+      heartbeatMs: 1000,
+      missedHeartbeats: 3,
+      outboxCapacity: 4,
+      log,
+      rotationWaitMs: 5_000,
+      clock,
+    });
+    const session = agents.open(hello());
+    session.startRotation();
+    agents.close(session, 'rotated');
+    await clock.advance(5_000);
+    expect(agents.isRotating('host-a')).toBe(true);
+    await clock.advance(1);
+    expect(agents.isRotating('host-a')).toBe(false);
+  });
+
+  it('holds a command while the agent rotates: until it is back, or at most the wait, polling on the clock', async () => {
+    const clock = new ManualClock();
+    const agents = registry({ clock });
+    const session = agents.open(hello());
+    session.startRotation();
+    let back = false;
+    const waiting = agents
+      .waitWhileRotating('host-a', { timeoutMs: 1_000 })
+      .then(() => (back = true));
+    await clock.advance(500);
+    expect(back).toBe(false);
+    agents.open(hello()); // the next session: the wait ends at the next poll
+    await clock.advance(20);
+    expect(back).toBe(true);
+    await waiting;
+
+    agents.session('host-a')?.startRotation();
+    let gaveUp = false;
+    const bounded = agents
+      .waitWhileRotating('host-a', { timeoutMs: 1_000 })
+      .then(() => (gaveUp = true));
+    await clock.advance(990);
+    expect(gaveUp).toBe(false);
+    await clock.advance(20);
+    expect(gaveUp).toBe(true);
+    expect(agents.isRotating('host-a')).toBe(true);
+    await bounded;
   });
 });

@@ -8,6 +8,7 @@ import { AgentRegistry } from '../../src/server/agents/index.js';
 import { createAgentService } from '../../src/server/agents/service.js';
 import { createInProcessRouter } from '../../src/server/router.js';
 import { Outcome, PrinAction } from '../../src/gen/prfleet/v1/scsi.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startTestServer } from '../helpers/server.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
 
@@ -287,24 +288,32 @@ describe('AgentService.Connect', () => {
   });
 
   it('drops an agent silent for more than 3 heartbeat intervals', async () => {
-    const { address, client } = await startTestServer({ config: { heartbeatMs: 100 } });
+    // Liveness runs on the server's manual clock: time moves only between the chatty agent's heartbeats.
+    const clock = new ManualClock();
+    const { address, client, server } = await startTestServer({
+      config: { heartbeatMs: 100 },
+      deps: { clock },
+    });
     const silent = await connectFakeAgent(address, { agentId: 'silent' });
     const chatty = await connectFakeAgent(address, { agentId: 'chatty' });
-    const beat = setInterval(
-      () => chatty.send({ message: { $case: 'heartbeat', value: { inFlight: 0 } } }),
-      50,
-    );
-    try {
-      expect(await silent.ended).toMatchObject({ ok: false, code: Status.UNAVAILABLE });
-      const agents = (await client.listAgents({})).agents;
-      expect(agents.map((a) => [a.agentId, a.connected])).toEqual([
-        ['chatty', true],
-        ['silent', false],
-      ]);
-      expect(agents[0]?.lastHeartbeatAt).toBeInstanceOf(Date);
-    } finally {
-      clearInterval(beat);
+    for (let elapsedMs = 0; elapsedMs < 300; elapsedMs += 50) {
+      chatty.send({ message: { $case: 'heartbeat', value: { inFlight: 0 } } });
+      await expect
+        .poll(() => server.agents.localRecord('chatty')?.lastHeartbeatAt?.getTime(), {
+          interval: 5,
+        })
+        .toBe(clock.now());
+      await clock.advance(50);
     }
+    expect(server.agents.session('silent')?.isEnded).toBe(false); // silent exactly 3 intervals: not more
+    await clock.advance(50);
+    expect(await silent.ended).toMatchObject({ ok: false, code: Status.UNAVAILABLE });
+    const agents = (await client.listAgents({})).agents;
+    expect(agents.map((a) => [a.agentId, a.connected])).toEqual([
+      ['chatty', true],
+      ['silent', false],
+    ]);
+    expect(agents[0]?.lastHeartbeatAt).toBeInstanceOf(Date);
   });
 
   it('records a result that arrives for a command no longer in flight without failing the stream', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ClientError, Status } from 'nice-grpc-common';
+import { ClientError, Metadata, Status } from 'nice-grpc-common';
 import {
   BadRequest,
   ErrorInfo,
@@ -9,6 +9,8 @@ import {
 } from 'nice-grpc-error-details';
 import { Outcome, PrinAction, ProutAction, PrType } from '../../src/gen/prfleet/v1/scsi.js';
 import { summarizeRpcError } from '../../src/common/errors.js';
+import { TIMEOUT_METADATA_KEY } from '../../src/common/client.js';
+import { ManualClock } from '../helpers/clock.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { CHANGER_CAPS, connectFakeAgent, fakePath, type FakeAgent } from './fake-agent.js';
 
@@ -310,23 +312,32 @@ describe('ControlService PRIN/PROUT', () => {
 
 describe('deadlines and cancellation', () => {
   it('budgets the command within the caller deadline, then answers DEADLINE_EXCEEDED and sends Cancel; the late result is still recorded', async () => {
-    const { client, agent, server } = await fleet({ config: { deadlineMarginMs: 100 } });
-    const started = Date.now();
+    // The server's clock is manual: its deadline timer fires when the test moves time, not on a real timer.
+    const clock = new ManualClock();
+    const { client, agent, server } = await fleet({
+      config: { deadlineMarginMs: 100 },
+      deps: { clock },
+    });
+    // The caller's deadline as prfleet clients send it, relative (the client sets no deadline timer of its own).
+    let settled = false;
     const pending = rpcError(
       client.reserve(
         { target: A_SG0, key: 0x77n, type: 3, options: { idempotencyKey: 'late-1' } },
-        { deadline: 600 },
+        { metadata: Metadata({ [TIMEOUT_METADATA_KEY]: '600' }) },
       ),
       false,
-    );
+    ).finally(() => (settled = true));
     const command = await agent.nextCommand();
     const budgetMs =
       Number(command.timeout?.seconds ?? 0n) * 1000 + (command.timeout?.nanos ?? 0) / 1e6;
-    expect(budgetMs).toBeGreaterThan(0);
-    expect(budgetMs).toBeLessThanOrEqual(500);
+    expect(budgetMs).toBe(500); // 600 ms left less the 100 ms margin
+    await clock.advance(599);
+    await client.listAgents({}); // a round trip on the same connection: an early answer would be in by now
+    expect(settled).toBe(false);
+    await clock.advance(1);
     const { summary } = await pending;
     expect(summary?.code).toBe(Status.DEADLINE_EXCEEDED);
-    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(summary?.message).toContain('deadline exceeded while waiting for the agent');
     await expect.poll(() => agent.cancels()).toEqual([command.commandId]);
     expect(server.router.inFlight).toBe(1);
     agent.respond(command, { status: 0 });

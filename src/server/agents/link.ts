@@ -3,6 +3,7 @@ import type { Command, ConnectResponse, Hello } from '../../gen/prfleet/v1/agent
 import type { CommandResult } from '../../gen/prfleet/v1/scsi.js';
 import { unknownResult } from '../../common/result.js';
 import { AsyncQueue } from '../../common/async-queue.js';
+import { systemClock, type Clock } from '../../common/clock.js';
 import type { CertificateNames } from '../auth/revocation.js';
 
 /** A command handed to an agent whose result has not come back yet. */
@@ -40,12 +41,12 @@ export class AgentSession {
   /** Id of this session (Welcome.session_id). */
   readonly sessionId = randomUUID();
   /** When the session opened. */
-  readonly connectedAt = new Date();
+  readonly connectedAt: Date;
   private readonly queue: AsyncQueue<ConnectResponse>;
   // Allocated with the first command: an idle agent (most of a fleet, most of the time) carries no map.
   private pendingMap: Map<string, PendingCommand> | undefined;
   private heartbeatAt: Date | undefined;
-  private seenMs = Date.now();
+  private seenMs: number;
   // Age (ms) at which the stream is rotated; Infinity = never (see rotation.ts).
   private maxAge = Number.POSITIVE_INFINITY;
   private rotationStartMs: number | undefined;
@@ -61,8 +62,12 @@ export class AgentSession {
     readonly link: AgentLinkKind = 'stream',
     /** The client certificate the agent connected with (TLS), named for revocation. */
     readonly certificate: CertificateNames | undefined = undefined,
+    /** Time of the session's messages, heartbeats and rotation (liveness and rotation read them). */
+    private readonly clock: Clock = systemClock,
   ) {
     this.queue = new AsyncQueue(outboxCapacity);
+    this.seenMs = clock.now();
+    this.connectedAt = new Date(this.seenMs);
   }
 
   /** Messages for the agent; the transport takes from it (the stream's writer, or the polls). */
@@ -129,17 +134,18 @@ export class AgentSession {
   }
 
   /** Records that the agent said something (any message: liveness counts silence, not heartbeats only). */
-  touch(nowMs = Date.now()): void {
-    this.seenMs = nowMs;
+  touch(): void {
+    this.seenMs = this.clock.now();
   }
 
-  /** Date.now() of the last message of any kind (liveness). */
+  /** When (epoch ms, on the session's clock) the agent last sent a message of any kind (liveness). */
   get lastSeenMs(): number {
     return this.seenMs;
   }
 
   /** Records a Heartbeat; returns its time. */
-  heartbeat(at = new Date()): Date {
+  heartbeat(): Date {
+    const at = new Date(this.clock.now());
     this.heartbeatAt = at;
     return at;
   }
@@ -161,7 +167,7 @@ export class AgentSession {
     this.maxAge = ms;
   }
 
-  /** Date.now() when rotation began (no new commands since), or undefined. */
+  /** When (epoch ms, on the session's clock) rotation began (no new commands since), or undefined. */
   get rotatingSinceMs(): number | undefined {
     return this.rotationStartMs;
   }
@@ -180,9 +186,9 @@ export class AgentSession {
    * Starts rotating the stream: no new commands from now on; Reconnect goes out as soon as nothing is in flight,
    * so the agent never has to refuse a command nor leave one behind.
    */
-  startRotation(nowMs = Date.now()): void {
+  startRotation(): void {
     if (this.ended || this.rotating) return;
-    this.rotationStartMs = nowMs;
+    this.rotationStartMs = this.clock.now();
     this.sendReconnectWhenIdle();
   }
 

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { ServerError, Status } from 'nice-grpc-common';
+import type { Clock } from '../../common/clock.js';
 import type { AgentSession } from './link.js';
 
 /** What the liveness check needs of the registry. */
@@ -16,11 +17,7 @@ export interface LivenessHost {
  * without a FIN (a cut cable, a frozen VM) would otherwise hold its commands until their timeouts. Returns how
  * many were dropped.
  */
-export function dropSilentSessions(
-  host: LivenessHost,
-  limitMs: number,
-  nowMs = Date.now(),
-): number {
+export function dropSilentSessions(host: LivenessHost, limitMs: number, nowMs: number): number {
   let dropped = 0;
   for (const session of host.sessions()) {
     const silentMs = nowMs - session.lastSeenMs;
@@ -45,36 +42,44 @@ export function dropSilentSessions(
 }
 
 /**
- * A periodic check on an unref'd timer (it does not hold the process). `intervalMs` is read at each start, so
+ * A periodic check on the clock's timers (they do not hold the process). `intervalMs` is read at each start, so
  * a restart picks up a changed setting.
  */
 export class PeriodicCheck {
-  private timer: NodeJS.Timeout | undefined;
+  private cancel: (() => void) | undefined;
 
   constructor(
     private readonly run: () => void,
     private readonly intervalMs: () => number,
+    private readonly clock: Clock,
   ) {}
 
   get running(): boolean {
-    return this.timer !== undefined;
+    return this.cancel !== undefined;
   }
 
   start(): void {
-    if (this.timer !== undefined) return;
-    this.timer = setInterval(this.run, this.intervalMs());
-    this.timer.unref();
+    if (this.cancel !== undefined) return;
+    this.schedule(this.intervalMs());
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.cancel?.();
+    this.cancel = undefined;
   }
 
   /** Restarts a running check (its interval may have changed); a stopped one stays stopped. */
   restart(): void {
-    if (this.timer === undefined) return;
+    if (this.cancel === undefined) return;
     this.stop();
     this.start();
+  }
+
+  // Armed again before each run, as setInterval does: the next run does not wait for this one's length.
+  private schedule(intervalMs: number): void {
+    this.cancel = this.clock.timeout(() => {
+      this.schedule(intervalMs);
+      this.run();
+    }, intervalMs);
   }
 }

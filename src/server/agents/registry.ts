@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { ServerError, Status } from 'nice-grpc-common';
 import type { Heartbeat, Hello } from '../../gen/prfleet/v1/agent.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
+import { systemClock, type Clock } from '../../common/clock.js';
 import type { CertificateNames } from '../auth/revocation.js';
 import type { ConflictingClaim } from './inventory-screen.js';
 import { compactPaths } from './compact-paths.js';
@@ -46,6 +47,8 @@ export interface AgentRegistryOptions extends RegistrySettings {
   readonly outboxCapacity: number;
   /** Logger. */
   readonly log: Logger;
+  /** Time of sessions, liveness and rotation (their checks run on its timers). @default systemClock */
+  readonly clock?: Clock;
 }
 
 /**
@@ -55,6 +58,7 @@ export interface AgentRegistryOptions extends RegistrySettings {
  */
 export class AgentRegistry {
   readonly log: Logger;
+  private readonly clock: Clock;
   private readonly records = new Map<string, AgentRecord>();
   private readonly events: RegistryEvents;
   private readonly rotation: StreamRotation;
@@ -68,14 +72,16 @@ export class AgentRegistry {
 
   constructor(private readonly options: AgentRegistryOptions) {
     this.log = options.log;
+    this.clock = options.clock ?? systemClock;
     this.events = new RegistryEvents(options.log);
-    this.rotation = new StreamRotation(this);
+    this.rotation = new StreamRotation(this, this.clock);
     this.checks = new PeriodicCheck(
       () => {
         this.checkLiveness();
         this.checkStreamAge();
       },
       () => this.checkIntervalMs(),
+      this.clock,
     );
     this.configure(options);
   }
@@ -123,7 +129,13 @@ export class AgentRegistry {
 
   /** Opens a session for `hello.agent_id`, replacing (and ending) any current one. */
   open(hello: Hello, link: AgentLinkKind = 'stream', certificate?: CertificateNames): AgentSession {
-    const session = new AgentSession(hello, this.options.outboxCapacity, link, certificate);
+    const session = new AgentSession(
+      hello,
+      this.options.outboxCapacity,
+      link,
+      certificate,
+      this.clock,
+    );
     this.rotation.assignMaxAge(session);
     this.version += 1;
     this.rotation.opened(hello.agentId);
@@ -272,16 +284,16 @@ export class AgentRegistry {
   }
 
   /** See {@link StreamRotation.check}. */
-  checkStreamAge(nowMs = Date.now()): number {
-    return this.rotation.check(nowMs);
+  checkStreamAge(): number {
+    return this.rotation.check();
   }
 
   /** Drops sessions silent for more than heartbeatMs × missedHeartbeats; returns how many were dropped. */
-  checkLiveness(nowMs = Date.now()): number {
+  checkLiveness(): number {
     return dropSilentSessions(
       this,
       this.options.heartbeatMs * this.options.missedHeartbeats,
-      nowMs,
+      this.clock.now(),
     );
   }
 

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { delay } from '../../common/delay.js';
+import type { Clock } from '../../common/clock.js';
 import type { AgentSession } from './link.js';
 
 /** What rotation needs of the registry. */
@@ -29,7 +29,10 @@ export class StreamRotation {
   /** Agents whose stream here ended by rotation, until when (ms) they are expected back. */
   private readonly rotatedAway = new Map<string, number>();
 
-  constructor(private readonly host: RotationHost) {}
+  constructor(
+    private readonly host: RotationHost,
+    private readonly clock: Clock,
+  ) {}
 
   /** Current maximum stream age, ms (0 = no rotation). */
   get maxStreamAge(): number {
@@ -70,8 +73,8 @@ export class StreamRotation {
   }
 
   /** The agent's current session here ended: when a rotation ended it, expect the agent back for a while. */
-  closed(session: AgentSession, nowMs = Date.now()): void {
-    if (session.rotating) this.rotatedAway.set(session.agentId, nowMs + this.waitMs);
+  closed(session: AgentSession): void {
+    if (session.rotating) this.rotatedAway.set(session.agentId, this.clock.now() + this.waitMs);
   }
 
   /**
@@ -83,7 +86,7 @@ export class StreamRotation {
     if (session !== undefined) return session.rotating;
     const until = this.rotatedAway.get(agentId);
     if (until === undefined) return false;
-    if (Date.now() > until || this.host.connectedElsewhere(agentId)) {
+    if (this.clock.now() > until || this.host.connectedElsewhere(agentId)) {
       this.rotatedAway.delete(agentId);
       return false;
     }
@@ -98,11 +101,11 @@ export class StreamRotation {
     agentId: string,
     options: { timeoutMs: number; signal?: AbortSignal | undefined },
   ): Promise<void> {
-    const deadline = Date.now() + options.timeoutMs;
+    const deadline = this.clock.now() + options.timeoutMs;
     for (;;) {
       options.signal?.throwIfAborted();
-      if (!this.isRotating(agentId) || Date.now() >= deadline) return;
-      await delay(20, options.signal);
+      if (!this.isRotating(agentId) || this.clock.now() >= deadline) return;
+      await this.clock.sleep(20, options.signal);
     }
   }
 
@@ -110,7 +113,8 @@ export class StreamRotation {
    * Rotates streams past their maximum age, and closes rotating ones past the grace (their in-flight commands
    * become UNKNOWN). Returns how many rotations began.
    */
-  check(nowMs = Date.now()): number {
+  check(): number {
+    const nowMs = this.clock.now();
     let started = 0;
     for (const session of this.host.sessions()) {
       if (session.rotatingSinceMs !== undefined)
@@ -141,7 +145,7 @@ export class StreamRotation {
       { agentId: session.agentId, sessionId: session.sessionId, ageMs, inFlight: session.inFlight },
       'stream rotation: maximum age reached',
     );
-    session.startRotation(nowMs);
+    session.startRotation();
     return true;
   }
 }

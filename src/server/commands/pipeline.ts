@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { isProut } from '../../common/command.js';
+import { systemClock, type Clock } from '../../common/clock.js';
 import { checkSupported } from '../../common/capabilities.js';
 import { ErrorReason, failedPrecondition, invalidArgument } from '../../common/errors.js';
 import { CommandResult, Outcome } from '../../gen/prfleet/v1/scsi.js';
@@ -36,6 +37,8 @@ export interface CommandPipelineDeps {
   readonly luSerializer?: LuSerializer | undefined;
   /** Tracks outcome writes in progress (shutdown waits for them). @default a private tracker */
   readonly writes?: WriteTracker | undefined;
+  /** Reads the time left before the caller's deadline. @default systemClock */
+  readonly clock?: Clock | undefined;
 }
 
 /** The one path every command takes to a device: see {@link createCommandPipeline}. */
@@ -111,10 +114,11 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
   const { router, log } = deps;
   const lus = deps.luSerializer ?? createLuSerializer();
   const writes = deps.writes ?? createWriteTracker();
+  const clock = deps.clock ?? systemClock;
 
   /** The one place the caller's deadline becomes the device's timeout (the router sends it as Duration). */
   const dispatch: Next = async (input, options) => {
-    const timeoutMs = deviceBudgetMs(input.timeoutMs, options.deadline, deps.marginMs);
+    const timeoutMs = deviceBudgetMs(input.timeoutMs, options.deadline, deps.marginMs, clock);
     options.signal?.throwIfAborted();
     const pending = router.dispatch(input.target.agentId, input.command, {
       ...(options.signal === undefined ? {} : { signal: options.signal }),

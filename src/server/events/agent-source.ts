@@ -6,6 +6,7 @@ import type { Db } from '../store/index.js';
 import { appendIn } from './store-log.js';
 import type { EventLog, NewFleetEvent } from './types.js';
 import { KeyedTurns } from '../../common/keyed-turns.js';
+import { systemClock, type Clock } from '../../common/clock.js';
 
 /** An agent's online paths: device node → LU id. */
 export type PathSet = ReadonlyMap<string, string>;
@@ -118,13 +119,14 @@ export class PathEventBudget {
     readonly burst = 8192,
     /** Path events an agent earns back per minute. */
     readonly perMinute = 1024,
-    private readonly now: () => number = Date.now,
+    /** Refills the buckets (only its `now` is read). */
+    private readonly clock: Pick<Clock, 'now'> = systemClock,
   ) {}
 
   /** The events to record for one inventory's difference: all of them, none, or one PATHS_CHURNED. */
   admit(agentId: string, site: string, events: NewFleetEvent[]): NewFleetEvent[] {
     if (events.length === 0) return events;
-    const now = this.now();
+    const now = this.clock.now();
     const bucket = this.buckets.get(agentId) ?? { tokens: this.burst, at: now };
     bucket.tokens = Math.min(
       this.burst,
