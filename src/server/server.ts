@@ -437,6 +437,7 @@ async function buildServer(
         log,
         instanceId: config.instanceId,
         commands,
+        clock,
         watch,
         ...(holds === undefined ? {} : { holds }),
         ...(config.takeoverRules === undefined ? {} : { takeoverRules: config.takeoverRules }),

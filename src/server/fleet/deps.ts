@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { AgentRegistry } from '../agents/index.js';
 import type { CommandPipeline } from '../commands/pipeline.js';
+import type { Clock } from '../../common/clock.js';
 import type { Store } from '../store/index.js';
 import type { ElementView } from './loaders.js';
 import type { Finding } from '../../gen/prfleet/v1/fleet.js';
@@ -36,6 +37,8 @@ export interface FleetDeps {
    * (journal, LU turn, precondition, history), reads (audits, observation) through `read`.
    */
   readonly commands: CommandPipeline;
+  /** Time for the engine's waits (reconciling an UNKNOWN step). @default systemClock */
+  readonly clock?: Clock;
   /** Changers' element views by LU id: written by audits, reused by ListLoaders while fresh. */
   readonly elementViews?: { set(luId: string, view: ElementView): void };
   /** MEDIUM REMOVAL PREVENTED reports seen on command results (fed by the server's router tap). */

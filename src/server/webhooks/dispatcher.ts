@@ -15,6 +15,7 @@ import {
 } from '../events/types.js';
 import { signWebhook, WEBHOOK_HEADERS } from './sign.js';
 import type { WebhookRecord, WebhookStore } from './store.js';
+import { delay } from '../../common/delay.js';
 
 /** Delivery settings (PRFLEET_WEBHOOKS_*, docs/events.md). */
 export interface WebhookSettings {
@@ -74,20 +75,6 @@ export interface WebhookDispatcherDeps {
 
 /** The result of one HTTP attempt. */
 type Attempt = { ok: true } | { ok: false; error: string };
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** The delay before retry number `attempts` (1 = after the first failure): exponential, capped, jittered. */
 export function retryDelayMs(attempts: number, settings: WebhookSettings): number {
@@ -211,7 +198,7 @@ export class WebhookDispatcher {
           this.wakeAll();
       } catch (err) {
         this.deps.log.debug({ err }, 'webhooks: event subscription ended; following again');
-        await sleep(1_000, signal);
+        await delay(1_000, signal);
       }
     }
   }
@@ -386,7 +373,7 @@ export class WebhookDispatcher {
         );
         return true;
       }
-      await sleep(retryDelayMs(attempts, settings), signal);
+      await delay(retryDelayMs(attempts, settings), signal);
     }
   }
 

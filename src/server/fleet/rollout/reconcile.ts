@@ -1,6 +1,6 @@
 import { CommandResult, Outcome, outcomeToJSON } from '../../../gen/prfleet/v1/scsi.js';
 import { type PlanStep, type RolloutPhase, StepState } from '../../../gen/prfleet/v1/fleet.js';
-import { delay } from '../../../common/delay.js';
+import { systemClock } from '../../../common/clock.js';
 import { historyEntryOf } from '../../commands/record.js';
 import type { SelectedUnit } from '../selection.js';
 import { resultJson } from './attempt-journal.js';
@@ -105,14 +105,15 @@ export async function reconcile(
   key: string,
 ): Promise<StepVerdict> {
   const settings = sender.input.settings;
-  const deadline = Date.now() + (settings.reconcileMs ?? settings.timeoutMs);
+  const clock = sender.deps.clock ?? systemClock;
+  const deadline = clock.now() + (settings.reconcileMs ?? settings.timeoutMs);
   let resent = false;
   let lastWhy = 'no path answered';
-  while (Date.now() < deadline) {
+  while (clock.now() < deadline) {
     const state = await sender.readState(unit, step);
     if (state === undefined) {
       lastWhy = 'no online path answered the reconciliation read';
-      await delay(RECONCILE_POLL_MS);
+      await clock.sleep(RECONCILE_POLL_MS);
       continue;
     }
     const verdict = judgeEffect(step, state);
@@ -132,10 +133,10 @@ export async function reconcile(
       if ('verdict' in sent) return sent.verdict;
       resent = sent.resent;
       lastWhy = sent.why;
-      if (sent.pause) await delay(RECONCILE_POLL_MS);
+      if (sent.pause) await clock.sleep(RECONCILE_POLL_MS);
       continue;
     }
-    await delay(RECONCILE_POLL_MS);
+    await clock.sleep(RECONCILE_POLL_MS);
   }
   sender.stepEvent(step, StepState.STEP_STATE_RECONCILED_NOT_APPLIED, phase, {
     idempotencyKey: key,
