@@ -9,6 +9,7 @@ import { discoverPaths, PathInventory } from './inventory.js';
 import { AgentLifecycle } from './lifecycle.js';
 import { ReconnectPolicy, runReconnectLoop, type BackoffOptions } from './reconnect.js';
 import { ServerLinks } from './server-links.js';
+import type { AgentLinkClient } from './long-poll.js';
 import { createSession, type CommandTracer, type Session } from './session.js';
 import type { ScsiTransport } from './transport/transport.js';
 import { AGENT_VERSION } from './version.js';
@@ -141,138 +142,177 @@ function helloOf(options: AgentOptions, transport: ScsiTransport['kind']): Hello
  * jittered exponential backoff that resets after a healthy session (style.md §5).
  */
 export function createAgent(options: AgentOptions, deps: AgentDeps): Agent {
-  const log = deps.log.child({ agentId: options.agentId });
-  const allow = (options.allow ?? []).map(globToRegExp);
-  const stopController = new AbortController();
-  const lifecycle = new AgentLifecycle(options.agentId, log);
-  const inventory = new PathInventory();
-  const links = new ServerLinks(options, log, deps.client);
-  let sessions = 0;
-  let current: Session | undefined;
-  let loop: Promise<void> | undefined;
-  let rescanTimer: NodeJS.Timeout | undefined;
-  let started = false;
+  return new HostAgent(options, deps);
+}
 
-  const executor = createExecutor({
-    agentId: options.agentId,
-    transport: deps.source.transport,
-    log,
-    ...(options.pathConcurrency === undefined ? {} : { pathConcurrency: options.pathConcurrency }),
-    keepCallerContext: deps.traceCommand !== undefined,
-    onPathError(path, error) {
-      const changed = inventory.markOffline(path);
-      log.warn({ path, errno: error.errno, code: error.code }, 'path failed; marked offline');
-      if (changed) current?.sendInventory(inventory.current);
-    },
-    onPathAnswer(path) {
-      if (!inventory.markOnline(path)) return;
-      log.info({ path }, 'path answered again; marked online');
-      current?.sendInventory(inventory.current);
-    },
-  });
+/** The agent's parts put together: lifecycle, inventory and discovery, executor, links, the reconnect loop. */
+class HostAgent implements Agent {
+  readonly id: string;
+  readonly executor: Executor;
+  private readonly log: Logger;
+  private readonly allow: RegExp[];
+  private readonly stopController = new AbortController();
+  private readonly lifecycle: AgentLifecycle;
+  private readonly paths = new PathInventory();
+  private readonly links: ServerLinks;
+  private welcomedSessions = 0;
+  private current: Session | undefined;
+  private loop: Promise<void> | undefined;
+  private rescanTimer: NodeJS.Timeout | undefined;
+  private started = false;
 
-  async function discover(): Promise<readonly Path[]> {
-    // Normalized paths only, whatever the allow-list: a `..` or `//` path is never a device the operator named.
-    const allowed = (path: string): boolean => allowedPath(allow, path);
-    // Paths are described in parallel, as many at once as commands may run (the semaphore's bound).
-    const found = await discoverPaths(deps.source, allowed, options.pathConcurrency ?? 4, log);
-    inventory.replace(found);
-    executor.setPaths(found.map((p) => ({ path: p.path, luId: p.luId })));
-    log.info({ paths: found.length, online: found.filter((p) => p.online).length }, 'inventory');
+  constructor(
+    private readonly options: AgentOptions,
+    private readonly deps: AgentDeps,
+  ) {
+    this.id = options.agentId;
+    this.log = deps.log.child({ agentId: options.agentId });
+    this.allow = (options.allow ?? []).map(globToRegExp);
+    this.lifecycle = new AgentLifecycle(options.agentId, this.log);
+    this.links = new ServerLinks(options, this.log, deps.client);
+    this.executor = createExecutor({
+      agentId: options.agentId,
+      transport: deps.source.transport,
+      log: this.log,
+      ...(options.pathConcurrency === undefined
+        ? {}
+        : { pathConcurrency: options.pathConcurrency }),
+      keepCallerContext: deps.traceCommand !== undefined,
+      onPathError: (path, error) => {
+        const changed = this.paths.markOffline(path);
+        this.log.warn(
+          { path, errno: error.errno, code: error.code },
+          'path failed; marked offline',
+        );
+        if (changed) this.current?.sendInventory(this.paths.current);
+      },
+      onPathAnswer: (path) => {
+        if (!this.paths.markOnline(path)) return;
+        this.log.info({ path }, 'path answered again; marked online');
+        this.current?.sendInventory(this.paths.current);
+      },
+    });
+  }
+
+  get state(): AgentState {
+    return this.lifecycle.state;
+  }
+
+  get sessions(): number {
+    return this.welcomedSessions;
+  }
+
+  get link(): AgentLinkKind {
+    return this.links.kind;
+  }
+
+  inventory(): readonly Path[] {
+    return this.paths.current;
+  }
+
+  async rescan(): Promise<readonly Path[]> {
+    const found = await this.discover();
+    this.current?.sendInventory(found);
     return found;
   }
 
-  function runLoop(): Promise<void> {
-    const hello = helloOf(options, deps.source.transport.kind);
-    const clock = deps.clock ?? systemClock;
-    return runReconnectLoop(
-      {
-        links,
-        clock,
-        policy: new ReconnectPolicy({
-          backoff: options.backoff,
-          fallbackAfter: options.linkFallbackAfter ?? 3,
-          random: deps.random ?? Math.random,
-        }),
-        log,
-        openSession: (client) =>
-          createSession({
-            client,
-            hello,
-            executor,
-            inventory: async () => inventory.current,
-            rescan: discover,
-            log,
-            heartbeatMs: options.heartbeatMs ?? 15_000,
-            drainMs: options.drainMs ?? 10_000,
-            traceCommand: deps.traceCommand,
-            clock,
-            onWelcome: () => {
-              sessions++;
-              lifecycle.set('connected');
-            },
-          }),
-        onConnecting: () => lifecycle.set('connecting'),
-        onSession: (session) => (current = session),
-      },
-      stopController.signal,
-    );
+  onStateChange(listener: (state: AgentState) => void): () => void {
+    return this.lifecycle.onChange(listener);
   }
 
-  const agent: Agent = {
-    id: options.agentId,
-    executor,
-    get state() {
-      return lifecycle.state;
-    },
-    get sessions() {
-      return sessions;
-    },
-    get link() {
-      return links.kind;
-    },
-    inventory: () => inventory.current,
-    async rescan() {
-      const found = await discover();
-      current?.sendInventory(found);
-      return found;
-    },
-    onStateChange: (listener) => lifecycle.onChange(listener),
-    waitForState: (target, signal) => lifecycle.waitFor(target, signal),
-    async start() {
-      if (started) throw new Error(`agent ${options.agentId} already started`);
-      started = true;
-      log.info(
-        {
-          server: options.server,
-          transport: deps.source.transport.kind,
-          version: AGENT_VERSION,
-          link: links.kind,
+  waitForState(state: AgentState, signal?: AbortSignal): Promise<void> {
+    return this.lifecycle.waitFor(state, signal);
+  }
+
+  async start(): Promise<void> {
+    if (this.started) throw new Error(`agent ${this.id} already started`);
+    this.started = true;
+    this.log.info(
+      {
+        server: this.options.server,
+        transport: this.deps.source.transport.kind,
+        version: AGENT_VERSION,
+        link: this.links.kind,
+      },
+      'agent starting',
+    );
+    await this.discover();
+    const rescanMs = this.options.rescanMs;
+    if (rescanMs && rescanMs > 0) {
+      this.rescanTimer = setInterval(() => {
+        this.rescan().catch((e: unknown) => this.log.warn({ err: e }, 'periodic rescan failed'));
+      }, rescanMs);
+      this.rescanTimer.unref();
+    }
+    this.loop = this.runLoop().catch((e: unknown) => {
+      this.log.error({ err: e }, 'agent loop failed');
+    });
+  }
+
+  async stop(): Promise<void> {
+    if (this.lifecycle.state === 'stopped') return;
+    clearInterval(this.rescanTimer);
+    this.lifecycle.set('draining');
+    this.stopController.abort();
+    await this.loop;
+    await this.executor.close();
+    await this.deps.source.close?.();
+    this.links.close();
+    this.lifecycle.set('stopped');
+  }
+
+  private async discover(): Promise<readonly Path[]> {
+    // Normalized paths only, whatever the allow-list: a `..` or `//` path is never a device the operator named.
+    const allowed = (path: string): boolean => allowedPath(this.allow, path);
+    // Paths are described in parallel, as many at once as commands may run (the semaphore's bound).
+    const concurrency = this.options.pathConcurrency ?? 4;
+    const found = await discoverPaths(this.deps.source, allowed, concurrency, this.log);
+    this.paths.replace(found);
+    this.executor.setPaths(found.map((p) => ({ path: p.path, luId: p.luId })));
+    this.log.info(
+      { paths: found.length, online: found.filter((p) => p.online).length },
+      'inventory',
+    );
+    return found;
+  }
+
+  private runLoop(): Promise<void> {
+    const { options, deps } = this;
+    const hello = helloOf(options, deps.source.transport.kind);
+    const clock = deps.clock ?? systemClock;
+    const openSession = (client: AgentLinkClient): Session =>
+      createSession({
+        client,
+        hello,
+        executor: this.executor,
+        inventory: async () => this.paths.current,
+        rescan: () => this.discover(),
+        log: this.log,
+        heartbeatMs: options.heartbeatMs ?? 15_000,
+        drainMs: options.drainMs ?? 10_000,
+        traceCommand: deps.traceCommand,
+        clock,
+        onWelcome: () => {
+          this.welcomedSessions++;
+          this.lifecycle.set('connected');
         },
-        'agent starting',
-      );
-      await discover();
-      if (options.rescanMs && options.rescanMs > 0) {
-        rescanTimer = setInterval(() => {
-          agent.rescan().catch((e: unknown) => log.warn({ err: e }, 'periodic rescan failed'));
-        }, options.rescanMs);
-        rescanTimer.unref();
-      }
-      loop = runLoop().catch((e: unknown) => {
-        log.error({ err: e }, 'agent loop failed');
       });
-    },
-    async stop() {
-      if (lifecycle.state === 'stopped') return;
-      clearInterval(rescanTimer);
-      lifecycle.set('draining');
-      stopController.abort();
-      await loop;
-      await executor.close();
-      await deps.source.close?.();
-      links.close();
-      lifecycle.set('stopped');
-    },
-  };
-  return agent;
+    const policy = new ReconnectPolicy({
+      backoff: options.backoff,
+      fallbackAfter: options.linkFallbackAfter ?? 3,
+      random: deps.random ?? Math.random,
+    });
+    return runReconnectLoop(
+      {
+        links: this.links,
+        clock,
+        policy,
+        log: this.log,
+        openSession,
+        onConnecting: () => this.lifecycle.set('connecting'),
+        onSession: (session) => (this.current = session),
+      },
+      this.stopController.signal,
+    );
+  }
 }

@@ -78,66 +78,97 @@ export interface Executor {
  * whose idempotency key it already ran, and turns TransportError into OUTCOME_OS_ERROR.
  */
 export function createExecutor(options: ExecutorOptions): Executor {
-  const log = options.log;
-  const tasks = new Map<string, Task>();
-  const inFlight = new InFlightCount();
-  const idempotency = new IdempotencyMemory(options.idempotencyCapacity ?? 4096);
-  const devices = new DeviceCache(options.transport);
-  const admission = new CommandAdmission({
-    queueCapacity: options.queueCapacity ?? 1024,
-    defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
-    idempotency,
-    tasks,
-    inFlight: () => inFlight.value,
-  });
+  return new PathExecutor(options);
+}
 
-  /** Answers `task` once: settles its idempotency key, logs it, and frees its place in the count. */
-  function finish(task: Task, result: CommandResult): void {
-    if (task.state === 'done') return;
-    task.state = 'done';
-    tasks.delete(task.command.commandId);
-    idempotency.settle(task.command, result.outcome);
-    logResult(log, task.command, result, task.receivedAt);
-    task.resolve(result);
-    inFlight.remove();
+/** The executor's parts put together: admission, then the path queues, then run-task; finish answers. */
+class PathExecutor implements Executor {
+  private readonly tasks = new Map<string, Task>();
+  private readonly count = new InFlightCount();
+  private readonly idempotency: IdempotencyMemory;
+  private readonly devices: DeviceCache;
+  private readonly admission: CommandAdmission;
+  private readonly runDeps: RunTaskDeps;
+  private readonly queues: PathQueues<Task>;
+
+  constructor(private readonly options: ExecutorOptions) {
+    this.idempotency = new IdempotencyMemory(options.idempotencyCapacity ?? 4096);
+    this.devices = new DeviceCache(options.transport);
+    this.admission = new CommandAdmission({
+      queueCapacity: options.queueCapacity ?? 1024,
+      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
+      idempotency: this.idempotency,
+      tasks: this.tasks,
+      inFlight: () => this.count.value,
+    });
+    this.runDeps = {
+      agentId: options.agentId,
+      log: options.log,
+      devices: this.devices,
+      unitAttentionRetries: options.unitAttentionRetries ?? 3,
+      watchdogGraceMs: options.watchdogGraceMs ?? 5000,
+      onPathError: options.onPathError,
+      onPathAnswer: options.onPathAnswer,
+      finish: (task, result) => this.finish(task, result),
+    };
+    this.queues = new PathQueues<Task>(options.pathConcurrency ?? 4, {
+      run: (task) =>
+        task.runInCallerContext === undefined
+          ? runTask(task, this.runDeps)
+          : task.runInCallerContext(),
+      expire: (task) =>
+        this.refuseQueued(
+          task,
+          `timed out before submission after ${Date.now() - task.receivedAt} ms in the queue`,
+        ),
+    });
   }
 
-  const refuseQueued = (task: Task, message: string): void =>
-    finish(
-      task,
-      refusedResult(task.command, resultContext(options.agentId, task.command, task.luId), message),
-    );
+  get inFlight(): number {
+    return this.count.value;
+  }
 
-  const runDeps: RunTaskDeps = {
-    agentId: options.agentId,
-    log,
-    devices,
-    unitAttentionRetries: options.unitAttentionRetries ?? 3,
-    watchdogGraceMs: options.watchdogGraceMs ?? 5000,
-    onPathError: options.onPathError,
-    onPathAnswer: options.onPathAnswer,
-    finish,
-  };
-  const queues = new PathQueues<Task>(options.pathConcurrency ?? 4, {
-    run: (task) =>
-      task.runInCallerContext === undefined ? runTask(task, runDeps) : task.runInCallerContext(),
-    expire: (task) =>
-      refuseQueued(
-        task,
-        `timed out before submission after ${Date.now() - task.receivedAt} ms in the queue`,
-      ),
-  });
+  setPaths(list: Iterable<ExecutorPath>): void {
+    this.admission.setPaths(list);
+  }
+
+  idle(): Promise<void> {
+    return this.count.idle();
+  }
+
+  cancel(commandId: string): boolean {
+    const task = this.tasks.get(commandId);
+    if (!task || task.state !== 'queued') return false;
+    abortOf(task).abort();
+    this.refuseQueued(task, 'cancelled before submission');
+    return true;
+  }
+
+  async close(): Promise<void> {
+    if (this.count.value > 0) await this.idle();
+    await this.devices.closeAll();
+  }
+
+  submit(command: Command): Promise<CommandResult> {
+    this.count.add();
+    const admitted = this.admission.check(command);
+    if (admitted.refusal !== undefined)
+      return this.refuse(command, admitted.refusal, admitted.luId);
+    this.idempotency.begin(command);
+    return this.enqueue(command, admitted.request, admitted.luId);
+  }
 
   /** Answers a command refused at submission: it never became a task. */
-  function refuse(command: Command, message: string, luId: string): Promise<CommandResult> {
-    const result = refusedResult(command, resultContext(options.agentId, command, luId), message);
-    logRefusal(log, command, message);
-    inFlight.remove();
+  private refuse(command: Command, message: string, luId: string): Promise<CommandResult> {
+    const context = resultContext(this.options.agentId, command, luId);
+    const result = refusedResult(command, context, message);
+    logRefusal(this.options.log, command, message);
+    this.count.remove();
     return Promise.resolve(result);
   }
 
   /** Queues an admitted command on its path; resolves with its result. */
-  function enqueue(command: Command, request: ScsiRequest, luId: string): Promise<CommandResult> {
+  private enqueue(command: Command, request: ScsiRequest, luId: string): Promise<CommandResult> {
     let resolve!: (r: CommandResult) => void;
     const promise = new Promise<CommandResult>((r) => (resolve = r));
     const now = Date.now();
@@ -152,40 +183,27 @@ export function createExecutor(options: ExecutorOptions): Executor {
       resolve,
       runInCallerContext: undefined,
     };
-    if (options.keepCallerContext === true)
-      task.runInCallerContext = AsyncResource.bind(() => runTask(task, runDeps));
-    tasks.set(command.commandId, task);
-    queues.push(command.path, task);
+    if (this.options.keepCallerContext === true)
+      task.runInCallerContext = AsyncResource.bind(() => runTask(task, this.runDeps));
+    this.tasks.set(command.commandId, task);
+    this.queues.push(command.path, task);
     return promise;
   }
 
-  return {
-    setPaths(list) {
-      admission.setPaths(list);
-    },
-    get inFlight() {
-      return inFlight.value;
-    },
-    idle() {
-      return inFlight.idle();
-    },
-    cancel(commandId) {
-      const task = tasks.get(commandId);
-      if (!task || task.state !== 'queued') return false;
-      abortOf(task).abort();
-      refuseQueued(task, 'cancelled before submission');
-      return true;
-    },
-    async close() {
-      if (inFlight.value > 0) await this.idle();
-      await devices.closeAll();
-    },
-    submit(command) {
-      inFlight.add();
-      const admitted = admission.check(command);
-      if (admitted.refusal !== undefined) return refuse(command, admitted.refusal, admitted.luId);
-      idempotency.begin(command);
-      return enqueue(command, admitted.request, admitted.luId);
-    },
-  };
+  /** Answers `task` once: settles its idempotency key, logs it, and frees its place in the count. */
+  private finish(task: Task, result: CommandResult): void {
+    if (task.state === 'done') return;
+    task.state = 'done';
+    this.tasks.delete(task.command.commandId);
+    this.idempotency.settle(task.command, result.outcome);
+    logResult(this.options.log, task.command, result, task.receivedAt);
+    task.resolve(result);
+    this.count.remove();
+  }
+
+  /** Answers a task that never reached its device (cancelled, or expired in the queue). */
+  private refuseQueued(task: Task, message: string): void {
+    const context = resultContext(this.options.agentId, task.command, task.luId);
+    this.finish(task, refusedResult(task.command, context, message));
+  }
 }
