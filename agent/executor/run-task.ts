@@ -22,12 +22,6 @@ export interface RunTaskDeps {
   finish(task: Task, result: CommandResult): void;
 }
 
-/** What one run has done so far: when it was first submitted, and the UAs it consumed. */
-interface Progress {
-  startedAt: Date | undefined;
-  readonly unitAttentions: Uint8Array[];
-}
-
 /** Runs the request, waiting at most timeout + grace for a device that never answers. */
 export async function executeWithWatchdog(
   dev: ScsiDevice,
@@ -61,77 +55,54 @@ function isAbortError(e: unknown): boolean {
 export async function runTask(task: Task, deps: RunTaskDeps): Promise<void> {
   const { command } = task;
   const ctx = resultContext(deps.agentId, command, task.luId);
-  const progress: Progress = { startedAt: undefined, unitAttentions: [] };
+  const unitAttentions: Uint8Array[] = [];
+  let startedAt: Date | undefined;
   try {
     const dev = await deps.devices.open(command.path, task);
     if (task.abort?.signal.aborted === true) {
       deps.finish(task, refusedResult(command, ctx, 'cancelled before submission'));
       return;
     }
-    await submitUntilAnswered(task, dev, ctx, progress, deps);
+    for (let attempt = 0; ; attempt++) {
+      const remaining = task.deadline - Date.now();
+      if (remaining <= 0 && startedAt === undefined) {
+        deps.finish(task, refusedResult(command, ctx, 'timed out before submission'));
+        return;
+      }
+      // The device gets what is left of the command's time, never more than it asked for.
+      const request = {
+        ...task.request,
+        timeoutMs: Math.max(1, Math.min(task.request.timeoutMs, remaining)),
+      };
+      task.state = 'submitted';
+      startedAt ??= new Date();
+      const grace = deps.watchdogGraceMs;
+      const answer = await executeWithWatchdog(dev, request, task.abort?.signal, grace);
+      if ('stuck' in answer) {
+        deps.finish(task, stuckResult(command, ctx, request, grace, startedAt));
+        // One command per path: the next one waits until the device lets go of this one.
+        await answer.stuck;
+        return;
+      }
+      const { response } = answer;
+      deps.onPathAnswer?.(command.path);
+      const retriable = classifyResponse(response).kind === 'unit-attention';
+      if (retriable && attempt < deps.unitAttentionRetries && task.deadline - Date.now() > 0) {
+        // SPC-4 5.14: a command that reports a UNIT ATTENTION was not run; report the UA as news and retry.
+        unitAttentions.push(response.sense);
+        deps.log.info(
+          { commandId: command.commandId, path: command.path, attempt: attempt + 1 },
+          'unit attention consumed; retrying',
+        );
+        continue;
+      }
+      const { agentId, path, luId } = ctx;
+      const options = { agentId, path, luId, request, unitAttentions, startedAt };
+      deps.finish(task, buildCommandResult(command, response, options));
+      return;
+    }
   } catch (e) {
-    await finishFailed(task, ctx, e, progress.startedAt, deps);
-  }
-}
-
-/** Submits the task until the device answers with something other than a retriable UNIT ATTENTION. */
-async function submitUntilAnswered(
-  task: Task,
-  dev: ScsiDevice,
-  ctx: TaskContext,
-  progress: Progress,
-  deps: RunTaskDeps,
-): Promise<void> {
-  const { command } = task;
-  for (let attempt = 0; ; attempt++) {
-    const remaining = task.deadline - Date.now();
-    if (remaining <= 0 && progress.startedAt === undefined) {
-      deps.finish(task, refusedResult(command, ctx, 'timed out before submission'));
-      return;
-    }
-    // The device gets what is left of the command's time, never more than it asked for.
-    const request = {
-      ...task.request,
-      timeoutMs: Math.max(1, Math.min(task.request.timeoutMs, remaining)),
-    };
-    task.state = 'submitted';
-    const startedAt = (progress.startedAt ??= new Date());
-    const answer = await executeWithWatchdog(
-      dev,
-      request,
-      task.abort?.signal,
-      deps.watchdogGraceMs,
-    );
-    if ('stuck' in answer) {
-      deps.finish(task, stuckResult(command, ctx, request, deps.watchdogGraceMs, startedAt));
-      // One command per path: the next one waits until the device lets go of this one.
-      await answer.stuck;
-      return;
-    }
-    const { response } = answer;
-    deps.onPathAnswer?.(command.path);
-    const retriable = classifyResponse(response).kind === 'unit-attention';
-    if (retriable && attempt < deps.unitAttentionRetries && task.deadline - Date.now() > 0) {
-      // SPC-4 5.14: a command that reports a UNIT ATTENTION was not run; report the UA as news and retry.
-      progress.unitAttentions.push(response.sense);
-      deps.log.info(
-        { commandId: command.commandId, path: command.path, attempt: attempt + 1 },
-        'unit attention consumed; retrying',
-      );
-      continue;
-    }
-    deps.finish(
-      task,
-      buildCommandResult(command, response, {
-        agentId: ctx.agentId,
-        path: ctx.path,
-        luId: ctx.luId,
-        request,
-        unitAttentions: progress.unitAttentions,
-        startedAt,
-      }),
-    );
-    return;
+    await finishFailed(task, ctx, e, startedAt, deps);
   }
 }
 
