@@ -4,12 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   SGIO_ALLOWED_OPCODES,
-  SG_IO_HDR_LAYOUT,
-  checkSgIoHdrLayout,
   createSgioTransport,
   refuseRequest,
-  transportErrorFromErrno,
 } from '../../agent/transport/sgio.js';
+import { SG_IO_HDR_LAYOUT, checkSgIoHdrLayout } from '../../agent/transport/sgio-layout.js';
+import { transportErrorFromErrno } from '../../agent/transport/sgio-errors.js';
 import { TransportError } from '../../agent/transport/transport.js';
 import { classifyResponse } from '../../src/scsi/classify.js';
 import { outcomeOf } from '../../src/common/result.js';

@@ -1,5 +1,6 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { backoffDelayMs, createAgent, type Agent } from '../../agent/agent.js';
+import { createAgent, type Agent } from '../../agent/agent.js';
+import { backoffDelayMs } from '../../agent/reconnect.js';
 import { allowedPath, globToRegExp, isNormalPath } from '../../src/common/device-glob.js';
 import { createEmulatedFabric, loadFabric } from '../../agent/fabric.js';
 import { createEmulatedSource } from '../../agent/sources.js';
