@@ -96,7 +96,6 @@ export default tseslint.config(
   pending('@typescript-eslint/no-unnecessary-type-assertion', [
     'src/server/redis-router/protocol.ts',
   ]),
-  pending('@typescript-eslint/consistent-type-imports', ['agent/transport/sgio.ts']),
   // `let x: T | undefined` assigned once later (a timer, a stop function set up after the handlers using it).
   pending('prefer-const', ['agent/sim.ts', 'src/server/router.ts']),
   // Tests: vitest's asymmetric matchers (expect.objectContaining/any/stringContaining) and JSON.parse are `any`.
@@ -129,7 +128,6 @@ export default tseslint.config(
   pending('@typescript-eslint/no-explicit-any', ['test/e2e/binaries.test.ts']),
   // reject(signal.reason) (typed any) and reject(caught unknown): not known to be an Error.
   pending('@typescript-eslint/prefer-promise-reject-errors', [
-    'agent/transport/sgio.ts',
     'src/common/semaphore.ts',
     'src/server/journal.ts',
     'src/server/redis-router/redis-router.ts',
@@ -147,7 +145,7 @@ export default tseslint.config(
     'src/server/redis-router/redis-router.ts',
   ]),
   // String(unknown) could print [object Object].
-  pending('@typescript-eslint/no-base-to-string', ['agent/transport/sgio.ts', 'src/cli/json.ts']),
+  pending('@typescript-eslint/no-base-to-string', ['src/cli/json.ts']),
   // `await server.forceShutdown()`: nice-grpc's forceShutdown returns void.
   pending('@typescript-eslint/await-thenable', ['bench/fleet.ts']),
   // `throw this.closeError` where closeError is `unknown`.

@@ -243,7 +243,7 @@ export async function loadFabric(source: string | object): Promise<FabricSpec> {
   let data: unknown;
   try {
     // JSON is YAML, but JSON.parse reads a generated 10,000-LU fabric ~50× faster; anything it refuses (YAML,
-    // or broken JSON, whose error then names the line) goes to the YAML parser as before.
+    // or broken JSON, whose error then names the line) goes to the YAML parser.
     data = parseJsonOrYaml(text);
   } catch (e) {
     throw new FabricError(`invalid fabric file ${source}: ${(e as Error).message}`, '(file)', {

@@ -30,8 +30,8 @@ export function createEmulatedSource(
 }
 
 /**
- * Device source over real /dev/sgN nodes: sysfs lists them (H6's agent/sysfs.ts), SG_IO reaches them (H6's
- * agent/transport/sgio.ts). Both are imported lazily so machines without koffi run the emulated agent.
+ * Device source over real /dev/sgN nodes: sysfs lists them (agent/sysfs.ts), SG_IO reaches them
+ * (agent/transport/sgio.ts). Both are imported lazily so machines without koffi run the emulated agent.
  */
 export async function createSgioSource(options: SgioSourceOptions = {}): Promise<DeviceSource> {
   const [{ createSgioTransport }, { listScsiGenericNodes }] = await Promise.all([
