@@ -5,6 +5,7 @@
 // static import of an ES module is compiled before the module's own code runs.
 //   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli; default all)
 import { build } from 'esbuild';
+import { builtinModules } from 'node:module';
 import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +42,27 @@ enableCompileCache?.();
 await import('./main.mjs');
 `;
 
+// Node's built-in modules reach the bundle through require(), never as ES imports. An ES import of a built-in
+// makes Node build a module facade that reads every export once, getters included: node:http's lazy getters then
+// load and compile undici (Node's fetch, ~1 MB of JavaScript) although nothing here calls fetch, which was a third
+// of the server's CPU time to "listening". require() returns the exports object untouched, and esbuild's interop
+// reads a named import as a property where it is used.
+const BUILTINS = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+/** @type {import('esbuild').Plugin} */
+const builtinsByRequire = {
+  name: 'builtins-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^[a-z_][a-z0-9_/]*$|^node:/ }, (args) => {
+      if (!BUILTINS.has(args.path) || args.kind === 'require-call') return undefined;
+      return { path: args.path, namespace: 'builtin-by-require' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(args.path)});`,
+      loader: 'js',
+    }));
+  },
+};
+
 /**
  * Bundles one executable into `outDir` (default dist/bundle/<name>); returns the bootstrap's path. The
  * protoset is copied to <outDir>/../gen/, where the server's findProtoset looks ('../gen/protoset.binpb').
@@ -64,6 +86,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
     platform: 'node',
     target: 'node22',
     external: EXTERNAL,
+    plugins: [builtinsByRequire],
     banner: { js: BANNER },
     minify: true,
     keepNames: true,
