@@ -6,9 +6,10 @@
 //   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli; default all)
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
-import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
@@ -97,6 +98,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
   await writeFile(bootstrap, BOOTSTRAP);
   await chmod(bootstrap, 0o755);
   if (name === 'server') {
+    await pgliteTemplate(outDir);
     await mkdir(join(outDir, '..', 'gen'), { recursive: true });
     await copyFile(
       join(ROOT, 'src', 'gen', 'protoset.binpb'),
@@ -104,6 +106,30 @@ export async function bundle(name, outDir = join(OUT, name)) {
     );
   }
   return bootstrap;
+}
+
+/**
+ * Writes an initialised PGlite data directory (initdb's output, as PGlite dumps it, gzipped: ~4.5 MB) next to the
+ * bundled store module, named for the installed PGlite version by src/server/store/pglite-db.ts (its tsc output): the
+ * server loads a new data directory from it instead of running initdb at its first start.
+ * @param {string} outDir
+ */
+async function pgliteTemplate(outDir) {
+  const { PGlite } = await import('@electric-sql/pglite');
+  /** @type {unknown} */
+  const store = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'server', 'store', 'pglite-db.js')).href
+  );
+  const { pgliteTemplateName } = /** @type {{ pgliteTemplateName: () => string }} */ (store);
+  const scratch = await mkdtemp(join(tmpdir(), 'prfleet-pglite-template-'));
+  try {
+    const db = await PGlite.create(join(scratch, 'data'));
+    const dump = await db.dumpDataDir('gzip');
+    await db.close();
+    await writeFile(join(outDir, pgliteTemplateName()), Buffer.from(await dump.arrayBuffer()));
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
