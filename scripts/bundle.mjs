@@ -6,7 +6,7 @@
 //   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli; default all)
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
-import { chmod, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -109,9 +109,9 @@ export async function bundle(name, outDir = join(OUT, name)) {
 }
 
 /**
- * Writes an initialised PGlite data directory (initdb's output, as PGlite dumps it, gzipped: ~4.5 MB) next to the
- * bundled store module, named for the installed PGlite version by src/server/store/pglite-db.ts (its tsc output): the
- * server loads a new data directory from it instead of running initdb at its first start.
+ * Writes an initialised PGlite data directory (initdb's output as PGlite dumps it, gzipped: ~4.5 MB) beside the
+ * bundled store module and the tsc output's, named for the installed PGlite version by pglite-db.ts (its tsc
+ * output): the server loads a new data directory from it instead of running initdb at its first start.
  * @param {string} outDir
  */
 async function pgliteTemplate(outDir) {
@@ -126,7 +126,12 @@ async function pgliteTemplate(outDir) {
     const db = await PGlite.create(join(scratch, 'data'));
     const dump = await db.dumpDataDir('gzip');
     await db.close();
-    await writeFile(join(outDir, pgliteTemplateName()), Buffer.from(await dump.arrayBuffer()));
+    const template = join(outDir, pgliteTemplateName());
+    await writeFile(template, Buffer.from(await dump.arrayBuffer()));
+    // The tsc output (make demo, the e2e tests) finds it beside its own store module.
+    const besideTsc = join(ROOT, 'dist', 'src', 'server', 'store', pgliteTemplateName());
+    await rm(besideTsc, { force: true });
+    await link(template, besideTsc);
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }

@@ -16,6 +16,11 @@ export interface PgliteDbOptions {
   readonly inMemory?: boolean;
   /** Schema to work in (search_path). @default public */
   readonly schema?: string;
+  /**
+   * Where to look for the initialised data directory a new one is loaded from ({@link pgliteTemplateName}).
+   * @default this module's directory (scripts/bundle.mjs puts it beside the bundle's and the tsc output's)
+   */
+  readonly templateDir?: string;
 }
 
 function wrapTransaction(tx: Transaction): Db {
@@ -160,8 +165,10 @@ export function pgliteTemplateName(): string {
  * initdb, a quarter of the time (initdb in WebAssembly takes seconds). A dump of another PGlite version is not
  * used: its PostgreSQL may not read it.
  */
-async function dataDirTemplate(): Promise<Blob | undefined> {
-  const template = path.join(path.dirname(fileURLToPath(import.meta.url)), pgliteTemplateName());
+async function dataDirTemplate(
+  dir = path.dirname(fileURLToPath(import.meta.url)),
+): Promise<Blob | undefined> {
+  const template = path.join(dir, pgliteTemplateName());
   try {
     return new Blob([await readFile(template)]);
   } catch (error) {
@@ -193,7 +200,9 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   let pglite: PGlite;
   try {
     const template =
-      dataDir !== undefined && (await isNewDataDir(dataDir)) ? await dataDirTemplate() : undefined;
+      dataDir !== undefined && (await isNewDataDir(dataDir))
+        ? await dataDirTemplate(options.templateDir)
+        : undefined;
     if (dataDir !== undefined) await prepareDataDir(dataDir);
     pglite = await withPrivateUmask(() =>
       PGlite.create(dataDir, {
