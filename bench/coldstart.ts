@@ -8,7 +8,8 @@
  *  - memory / postgres: spawn → the "listening" log line (and the CPU time the process used until then), and
  *    spawn → the first answered RPC (ListAgents on a fresh channel opened when "listening" arrives, as a platform
  *    routes the first request once the port is up);
- *  - pglite first open (an empty data directory: initdb and the schema) and reopen (the same directory again).
+ *  - pglite first open (an empty data directory: loaded from the template the build ships, or initdb without
+ *    one, and the schema) and reopen (the same directory again), for each server entry.
  *
  * Each server start is measured for the tsc output (dist/src/server/main.js) and for the esbuild bundle
  * (dist/bundle/server/prfleet-server.mjs, `make bundle`), which is what the container and the agent package
@@ -167,8 +168,9 @@ async function main(): Promise<void> {
   const samples = new Map<string, EntrySamples>(
     entries.map((e) => [e.name, { memory: [], postgres: [] }]),
   );
-  const pgliteFirst: number[] = [];
-  const pgliteReopen: number[] = [];
+  const pglite = new Map<string, { first: number[]; reopen: number[] }>(
+    entries.map((e) => [e.name, { first: [], reopen: [] }]),
+  );
   const load = loadavg()[0]?.toFixed(1) ?? '?';
   console.log(`prfleet-server cold start, node ${process.version}, ${rounds} rounds, load ${load}`);
   try {
@@ -185,22 +187,25 @@ async function main(): Promise<void> {
         s.memory.push(await timeServerStart(resolve(ROOT, path), memory));
         s.postgres.push(await timeServerStart(resolve(ROOT, path), postgres));
       }
-      // PGlite (the default store): a first open runs initdb (seconds), so every other round only.
-      const last = entries[entries.length - 1];
-      if (round % 2 === 0 && last !== undefined) {
-        const pglite = {
+      // PGlite (the default store): a first open takes seconds, so every other round only.
+      for (const { name, path } of round % 2 === 0 ? entries : []) {
+        const env = {
           PRFLEET_STORE: 'pglite',
-          PRFLEET_DATA_DIR: join(dataRoot, `pglite-${round}`),
+          PRFLEET_DATA_DIR: join(
+            dataRoot,
+            `pglite-${round}-${entries.findIndex((e) => e.name === name)}`,
+          ),
         };
-        pgliteFirst.push((await timeServerStart(resolve(ROOT, last.path), pglite)).listeningMs);
-        pgliteReopen.push((await timeServerStart(resolve(ROOT, last.path), pglite)).listeningMs);
+        const times = pglite.get(name)!;
+        times.first.push((await timeServerStart(resolve(ROOT, path), env)).listeningMs);
+        times.reopen.push((await timeServerStart(resolve(ROOT, path), env)).listeningMs);
       }
     }
   } finally {
     await rm(dataRoot, { recursive: true, force: true });
     await dropSchema(schema);
   }
-  report({ bare, bareCpu, samples, pgliteFirst, pgliteReopen });
+  report({ bare, bareCpu, samples, pglite });
 }
 
 /** Removes the benchmark's PostgreSQL schema (pg is a dependency of the server anyway). */
@@ -219,8 +224,7 @@ function report(r: {
   bare: number[];
   bareCpu: number[];
   samples: Map<string, EntrySamples>;
-  pgliteFirst: number[];
-  pgliteReopen: number[];
+  pglite: Map<string, { first: number[]; reopen: number[] }>;
 }): void {
   const p50 = (v: readonly number[]): number => summarize(v).p50;
   console.log(row('bare `node -e 0`: spawn → exit', r.bare));
@@ -250,9 +254,10 @@ function report(r: {
       );
     }
   }
-  if (r.pgliteFirst.length > 0) {
-    console.log(row('PGlite first open (empty dir): spawn → listening', r.pgliteFirst));
-    console.log(row('PGlite reopen: spawn → listening', r.pgliteReopen));
+  for (const [entry, times] of r.pglite) {
+    if (times.first.length === 0) continue;
+    console.log(row(`${entry}, PGlite first open (empty dir): listening`, times.first));
+    console.log(row(`${entry}, PGlite reopen: listening`, times.reopen));
   }
   console.log('');
   const bare = p50(r.bare);

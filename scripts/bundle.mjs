@@ -5,9 +5,11 @@
 // static import of an ES module is compiled before the module's own code runs.
 //   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli; default all)
 import { build } from 'esbuild';
-import { chmod, copyFile, mkdir, rm, writeFile } from 'node:fs/promises';
+import { builtinModules } from 'node:module';
+import { chmod, copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = join(ROOT, 'dist', 'bundle');
@@ -41,6 +43,27 @@ enableCompileCache?.();
 await import('./main.mjs');
 `;
 
+// Node's built-in modules reach the bundle through require(), never as ES imports. An ES import of a built-in
+// makes Node build a module facade that reads every export once, getters included: node:http's lazy getters then
+// load and compile undici (Node's fetch, ~1 MB of JavaScript) although nothing here calls fetch, which was a third
+// of the server's CPU time to "listening". require() returns the exports object untouched, and esbuild's interop
+// reads a named import as a property where it is used.
+const BUILTINS = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
+/** @type {import('esbuild').Plugin} */
+const builtinsByRequire = {
+  name: 'builtins-by-require',
+  setup(b) {
+    b.onResolve({ filter: /^[a-z_][a-z0-9_/]*$|^node:/ }, (args) => {
+      if (!BUILTINS.has(args.path) || args.kind === 'require-call') return undefined;
+      return { path: args.path, namespace: 'builtin-by-require' };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'builtin-by-require' }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(args.path)});`,
+      loader: 'js',
+    }));
+  },
+};
+
 /**
  * Bundles one executable into `outDir` (default dist/bundle/<name>); returns the bootstrap's path. The
  * protoset is copied to <outDir>/../gen/, where the server's findProtoset looks ('../gen/protoset.binpb').
@@ -64,6 +87,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
     platform: 'node',
     target: 'node22',
     external: EXTERNAL,
+    plugins: [builtinsByRequire],
     banner: { js: BANNER },
     minify: true,
     keepNames: true,
@@ -74,6 +98,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
   await writeFile(bootstrap, BOOTSTRAP);
   await chmod(bootstrap, 0o755);
   if (name === 'server') {
+    await pgliteTemplate(outDir);
     await mkdir(join(outDir, '..', 'gen'), { recursive: true });
     await copyFile(
       join(ROOT, 'src', 'gen', 'protoset.binpb'),
@@ -81,6 +106,35 @@ export async function bundle(name, outDir = join(OUT, name)) {
     );
   }
   return bootstrap;
+}
+
+/**
+ * Writes an initialised PGlite data directory (initdb's output as PGlite dumps it, gzipped: ~4.5 MB) beside the
+ * bundled store module and the tsc output's, named for the installed PGlite version by pglite-db.ts (its tsc
+ * output): the server loads a new data directory from it instead of running initdb at its first start.
+ * @param {string} outDir
+ */
+async function pgliteTemplate(outDir) {
+  const { PGlite } = await import('@electric-sql/pglite');
+  /** @type {unknown} */
+  const store = await import(
+    pathToFileURL(join(ROOT, 'dist', 'src', 'server', 'store', 'pglite-db.js')).href
+  );
+  const { pgliteTemplateName } = /** @type {{ pgliteTemplateName: () => string }} */ (store);
+  const scratch = await mkdtemp(join(tmpdir(), 'prfleet-pglite-template-'));
+  try {
+    const db = await PGlite.create(join(scratch, 'data'));
+    const dump = await db.dumpDataDir('gzip');
+    await db.close();
+    const template = join(outDir, pgliteTemplateName());
+    await writeFile(template, Buffer.from(await dump.arrayBuffer()));
+    // The tsc output (make demo, the e2e tests) finds it beside its own store module.
+    const besideTsc = join(ROOT, 'dist', 'src', 'server', 'store', pgliteTemplateName());
+    await rm(besideTsc, { force: true });
+    await link(template, besideTsc);
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -4,6 +4,7 @@
  * google.rpc error details, so clients can call Health and decode error details).
  */
 import type { ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { ServiceImplementation } from 'nice-grpc';
 import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-reflection';
 
 /**
@@ -17,9 +18,20 @@ export const ServerReflectionV1AlphaService = {
   },
 } as const satisfies ServiceDefinition<UntypedServiceImplementation>;
 
-/** Both reflection services with their implementation over `protoset`, listing `serviceNames`. */
+/**
+ * Both reflection services with their implementation over `protoset`, listing `serviceNames`. The descriptor set
+ * is decoded (google-protobuf, a fifth of a cold start's CPU time) by the first reflection call, not at start:
+ * few servers are ever asked, and a start must be quick.
+ */
 export function reflectionServices(protoset: Uint8Array, serviceNames: readonly string[]) {
-  const implementation = ServerReflection(protoset, serviceNames);
+  let decoded: ServiceImplementation<typeof ServerReflectionService> | undefined;
+  const implementation: ServiceImplementation<typeof ServerReflectionService> = {
+    serverReflectionInfo: (requests, context) =>
+      (decoded ??= ServerReflection(protoset, serviceNames)).serverReflectionInfo(
+        requests,
+        context,
+      ),
+  };
   return [
     { definition: ServerReflectionService, implementation },
     { definition: ServerReflectionV1AlphaService, implementation },

@@ -1,6 +1,9 @@
+import { readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { INT8_OID, parseInt8, quoteSchema, type Db, type QueryResult } from './db.js';
 import { StoreLockedError } from './errors.js';
@@ -13,6 +16,11 @@ export interface PgliteDbOptions {
   readonly inMemory?: boolean;
   /** Schema to work in (search_path). @default public */
   readonly schema?: string;
+  /**
+   * Where to look for the initialised data directory a new one is loaded from ({@link pgliteTemplateName}).
+   * @default this module's directory (scripts/bundle.mjs puts it beside the bundle's and the tsc output's)
+   */
+  readonly templateDir?: string;
 }
 
 function wrapTransaction(tx: Transaction): Db {
@@ -139,6 +147,46 @@ async function withPrivateUmask<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The file name of the initialised data directory scripts/bundle.mjs ships for the installed PGlite. */
+export function pgliteTemplateName(): string {
+  const require = createRequire(import.meta.url);
+  const manifest = path.join(
+    path.dirname(require.resolve('@electric-sql/pglite')),
+    '..',
+    'package.json',
+  );
+  const { version } = JSON.parse(readFileSync(manifest, 'utf8')) as { version: string };
+  return `pglite-template-${version}.tar.gz`;
+}
+
+/**
+ * The initialised data directory (a PGlite dump, made by scripts/bundle.mjs next to the bundled store module)
+ * for the PGlite version installed, if there is one: a new data directory is loaded from it instead of running
+ * initdb, a quarter of the time (initdb in WebAssembly takes seconds). A dump of another PGlite version is not
+ * used: its PostgreSQL may not read it.
+ */
+async function dataDirTemplate(
+  dir = path.dirname(fileURLToPath(import.meta.url)),
+): Promise<Blob | undefined> {
+  const template = path.join(dir, pgliteTemplateName());
+  try {
+    return new Blob([await readFile(template)]);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+}
+
+/** True when `dataDir` does not exist or is empty: PGlite would run initdb there. */
+async function isNewDataDir(dataDir: string): Promise<boolean> {
+  try {
+    return (await readdir(dataDir)).length === 0;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw error;
+  }
+}
+
 /** Opens (creating when needed) the embedded PostgreSQL as a Db. Throws StoreLockedError if in use. */
 export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   let unlock: () => Promise<void> = () => Promise.resolve();
@@ -151,9 +199,16 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   }
   let pglite: PGlite;
   try {
+    const template =
+      dataDir !== undefined && (await isNewDataDir(dataDir))
+        ? await dataDirTemplate(options.templateDir)
+        : undefined;
     if (dataDir !== undefined) await prepareDataDir(dataDir);
     pglite = await withPrivateUmask(() =>
-      PGlite.create(dataDir, { parsers: { [INT8_OID]: parseInt8 } }),
+      PGlite.create(dataDir, {
+        parsers: { [INT8_OID]: parseInt8 },
+        ...(template === undefined ? {} : { loadDataDir: template }),
+      }),
     );
     if (dataDir !== undefined) await restrictDataDir(dataDir);
     if (options.schema !== undefined) {
