@@ -1,7 +1,11 @@
 import { hostname } from 'node:os';
-import { z } from 'zod';
+import * as z from '../src/common/zod-mini.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+const text = () => z.string().check(z.minLength(1));
+const integer = (min: number, max: number, fallback: number) =>
+  z._default(z.int().check(z.minimum(min), z.maximum(max)), fallback);
 
 /** The agent's configuration: flags override PRFLEET_* variables (commander Option.env), zod checks both. */
 export const AgentConfigSchema = z
@@ -9,60 +13,71 @@ export const AgentConfigSchema = z
     // One address, or several comma-separated: the agent tries them in turn (instances without a load balancer).
     server: z
       .string()
-      .regex(
-        /^(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5}(,(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5})*$/,
-        'expected host:port (or host:port,host:port,…)',
+      .check(
+        z.regex(
+          /^(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5}(,(\[[0-9a-fA-F:]+\]|[^:\s/,]+):\d{1,5})*$/,
+          'expected host:port (or host:port,host:port,…)',
+        ),
       ),
-    agentId: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, 'letters, digits, ".", "_" or "-" (at most 128)')
-      .default(() => hostname()),
-    site: z.string().default(''),
-    labels: z.record(z.string().min(1), z.string()).default({}),
-    transport: z.enum(['sgio', 'emulated']).default('sgio'),
-    fabric: z.string().min(1).optional(),
-    host: z.string().min(1).optional(),
-    allow: z.array(z.string().min(1)).default([]),
-    includeDisks: z.boolean().default(false),
-    record: z.string().min(1).optional(),
-    recordMaskKeys: z.boolean().default(false),
-    heartbeatMs: z.number().int().min(100).max(3_600_000).default(15_000),
-    rescanMs: z.number().int().min(0).max(86_400_000).default(0),
-    plaintext: z.boolean().default(false),
-    tlsCa: z.string().min(1).optional(),
-    tlsCert: z.string().min(1).optional(),
-    tlsKey: z.string().min(1).optional(),
-    pathConcurrency: z.number().int().min(1).max(64).default(4),
-    latencyMs: z.number().int().min(0).max(600_000).default(0),
-    drainMs: z.number().int().min(0).max(600_000).default(10_000),
-    link: z.enum(['stream', 'long-poll']).default('stream'),
-    linkFallbackAfter: z.number().int().min(0).max(1_000).default(3),
-    longPollWaitMs: z.number().int().min(100).max(300_000).default(20_000),
-    logLevel: z.enum(LOG_LEVELS).default('info'),
+    agentId: z._default(
+      z
+        .string()
+        .check(
+          z.regex(
+            /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/,
+            'letters, digits, ".", "_" or "-" (at most 128)',
+          ),
+        ),
+      () => hostname(),
+    ),
+    site: z._default(z.string(), ''),
+    labels: z._default(z.record(text(), z.string()), {}),
+    transport: z._default(z.enum(['sgio', 'emulated']), 'sgio'),
+    fabric: z.optional(text()),
+    host: z.optional(text()),
+    allow: z._default(z.array(text()), []),
+    includeDisks: z._default(z.boolean(), false),
+    record: z.optional(text()),
+    recordMaskKeys: z._default(z.boolean(), false),
+    heartbeatMs: integer(100, 3_600_000, 15_000),
+    rescanMs: integer(0, 86_400_000, 0),
+    plaintext: z._default(z.boolean(), false),
+    tlsCa: z.optional(text()),
+    tlsCert: z.optional(text()),
+    tlsKey: z.optional(text()),
+    pathConcurrency: integer(1, 64, 4),
+    latencyMs: integer(0, 600_000, 0),
+    drainMs: integer(0, 600_000, 10_000),
+    link: z._default(z.enum(['stream', 'long-poll']), 'stream'),
+    linkFallbackAfter: integer(0, 1_000, 3),
+    longPollWaitMs: integer(100, 300_000, 20_000),
+    logLevel: z._default(z.enum(LOG_LEVELS), 'info'),
   })
-  .superRefine((c, ctx) => {
-    if (c.transport === 'emulated' && c.fabric === undefined) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['fabric'],
-        message: 'the emulated transport needs a fabric file',
-      });
-    }
-    if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['tlsCert'],
-        message: 'a client certificate needs its key (and vice versa)',
-      });
-    }
-    if (c.plaintext && (c.tlsCa || c.tlsCert)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['plaintext'],
-        message: 'plaintext excludes TLS files',
-      });
-    }
-  });
+  .check(
+    z.superRefine((c, ctx) => {
+      if (c.transport === 'emulated' && c.fabric === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['fabric'],
+          message: 'the emulated transport needs a fabric file',
+        });
+      }
+      if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['tlsCert'],
+          message: 'a client certificate needs its key (and vice versa)',
+        });
+      }
+      if (c.plaintext && (c.tlsCa || c.tlsCert)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['plaintext'],
+          message: 'plaintext excludes TLS files',
+        });
+      }
+    }),
+  );
 
 /** Parsed agent configuration. */
 export type AgentConfig = z.output<typeof AgentConfigSchema>;

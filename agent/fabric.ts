@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import * as z from '../src/common/zod-mini.js';
 import {
   createEmulator,
   DEFAULT_TARGET_PORTS,
@@ -32,67 +32,76 @@ const PROFILES = [
   'lto-drive',
 ] as const satisfies readonly ProfileName[];
 
+const name = () =>
+  z.string().check(z.regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'));
+const text = () => z.string().check(z.minLength(1));
+const integer = (min: number, max?: number) =>
+  z.int().check(z.minimum(min), ...(max === undefined ? [] : [z.maximum(max)]));
+
 const LogicalUnitSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'),
+  id: name(),
   profile: z.enum(PROFILES),
-  serial: z.string().min(1).max(64),
-  naa: z
-    .string()
-    .regex(/^(0x)?[0-9a-fA-F]{16}$/, 'NAA as 16 hex digits, e.g. 0x5000e11100000001')
-    .optional(),
-  vendor: z.string().max(8).optional(),
-  product: z.string().max(16).optional(),
-  revision: z.string().max(4).optional(),
-  targetPorts: z.array(z.number().int().min(1).max(0xffff)).min(1).optional(),
-  maxRegistrations: z.number().int().min(1).max(4096).optional(),
-  lun: z.number().int().min(0).max(0x3fff).optional(),
-  acl: z.array(z.string().min(1)).optional(),
+  serial: z.string().check(z.minLength(1), z.maxLength(64)),
+  naa: z.optional(
+    z
+      .string()
+      .check(z.regex(/^(0x)?[0-9a-fA-F]{16}$/, 'NAA as 16 hex digits, e.g. 0x5000e11100000001')),
+  ),
+  vendor: z.optional(z.string().check(z.maxLength(8))),
+  product: z.optional(z.string().check(z.maxLength(16))),
+  revision: z.optional(z.string().check(z.maxLength(4))),
+  targetPorts: z.optional(z.array(integer(1, 0xffff)).check(z.minLength(1))),
+  maxRegistrations: z.optional(integer(1, 4096)),
+  lun: z.optional(integer(0, 0x3fff)),
+  acl: z.optional(z.array(text())),
 });
 
 const BarcodeSchema = z
   .string()
-  .regex(/^[A-Za-z0-9._-]{1,32}$/, 'a barcode: up to 32 letters or digits');
+  .check(z.regex(/^[A-Za-z0-9._-]{1,32}$/, 'a barcode: up to 32 letters or digits'));
 
 /** The cartridges of a loader: slots (1-based numbers) and drives (0-based, in `drives` order). */
 const MediaSchema = z.strictObject({
-  slots: z.number().int().min(1).max(1024).default(16),
-  mailSlot: z.boolean().default(true),
-  cartridges: z
-    .record(z.string().regex(/^[1-9][0-9]*$/, 'a slot number'), BarcodeSchema)
-    .default({}),
-  loaded: z
-    .record(
-      z.string().regex(/^[0-9]+$/, 'a drive index'),
-      z.strictObject({ slot: z.number().int().min(1), barcode: BarcodeSchema }),
-    )
-    .default({}),
+  slots: z._default(integer(1, 1024), 16),
+  mailSlot: z._default(z.boolean(), true),
+  cartridges: z._default(
+    z.record(z.string().check(z.regex(/^[1-9][0-9]*$/, 'a slot number')), BarcodeSchema),
+    {},
+  ),
+  loaded: z._default(
+    z.record(
+      z.string().check(z.regex(/^[0-9]+$/, 'a drive index')),
+      z.strictObject({ slot: integer(1), barcode: BarcodeSchema }),
+    ),
+    {},
+  ),
 });
 
 const LoaderSchema = z.strictObject({
-  id: z.string().min(1),
+  id: text(),
   changer: LogicalUnitSchema,
-  drives: z.array(LogicalUnitSchema).default([]),
-  media: MediaSchema.optional(),
+  drives: z._default(z.array(LogicalUnitSchema), []),
+  media: z.optional(MediaSchema),
 });
 
 const PathSchema = z.strictObject({
-  node: z.string().min(1),
-  lu: z.string().min(1),
-  initiatorPort: z.string().min(1),
-  relativeTargetPort: z.number().int().min(1).max(0xffff).default(1),
+  node: text(),
+  lu: text(),
+  initiatorPort: text(),
+  relativeTargetPort: z._default(integer(1, 0xffff), 1),
 });
 
 const HostSchema = z.strictObject({
-  id: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'letters, digits, ".", "_" or "-"'),
-  site: z.string().default(''),
-  labels: z.record(z.string(), z.string()).default({}),
-  initiatorPorts: z.array(z.string().min(1)).min(1),
-  paths: z.array(PathSchema).default([]),
+  id: name(),
+  site: z._default(z.string(), ''),
+  labels: z._default(z.record(z.string(), z.string()), {}),
+  initiatorPorts: z.array(text()).check(z.minLength(1)),
+  paths: z._default(z.array(PathSchema), []),
 });
 
 const FabricSchema = z.strictObject({
-  loaders: z.array(LoaderSchema).min(1),
-  hosts: z.array(HostSchema).min(1),
+  loaders: z.array(LoaderSchema).check(z.minLength(1)),
+  hosts: z.array(HostSchema).check(z.minLength(1)),
 });
 
 /** A validated fabric spec: loaders (changer + drive LUs) and hosts with their paths. */

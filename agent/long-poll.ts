@@ -1,5 +1,4 @@
-import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
-import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Agent as HttpAgent, IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import {
   LinkDownload,
@@ -10,6 +9,12 @@ import {
   type DeepPartial,
 } from '../src/gen/prfleet/v1/agent.js';
 import { AsyncQueue } from '../src/common/async-queue.js';
+
+// node:http and node:https come through process.getBuiltinModule when a long-poll client is made: a static ES
+// import of node:http evaluates every export of it, among them the lazy WebSocket getters that load undici,
+// perf_hooks and worker_threads (~4 MiB of an idle agent's RSS, for a link most agents never use).
+const http = () => process.getBuiltinModule('node:http');
+const https = () => process.getBuiltinModule('node:https');
 
 /** Content type of the link's bodies (agent.proto LinkUpload / LinkDownload). */
 const CONTENT_TYPE = 'application/x-protobuf';
@@ -112,7 +117,7 @@ function post(
   const body = LinkUpload.encode({ messages: messages as ConnectRequest[] }).finish();
   const url = new URL(path, link.base);
   return new Promise((resolve, reject) => {
-    const req = (link.secure ? httpsRequest : httpRequest)(
+    const req = (link.secure ? https() : http()).request(
       url,
       {
         method: 'POST',
@@ -216,7 +221,7 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
   const base = linkBaseUrl(options.server, options.plaintext ?? false);
   const secure = base.protocol === 'https:';
   const agent = secure
-    ? new HttpsAgent({
+    ? new (https().Agent)({
         keepAlive: true,
         maxSockets: 4,
         ALPNProtocols: ['http/1.1'],
@@ -224,7 +229,7 @@ export function createLongPollClient(options: LongPollClientOptions): LongPollCl
         ...(options.tls?.cert === undefined ? {} : { cert: options.tls.cert }),
         ...(options.tls?.key === undefined ? {} : { key: options.tls.key }),
       })
-    : new HttpAgent({ keepAlive: true, maxSockets: 4 });
+    : new (http().Agent)({ keepAlive: true, maxSockets: 4 });
   const link: LinkHttp = { base, secure, agent, log: options.log };
   const timing = { waitMs: options.waitMs ?? 20_000, slackMs: options.slackMs ?? 15_000 };
 

@@ -1,5 +1,5 @@
 import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-node';
-import { z } from 'zod';
+import * as z from './zod-mini.js';
 
 /** Options for setupTracerProvider (src/common/tracing.ts) and the server's setupTracing. */
 export interface TracingOptions {
@@ -20,9 +20,9 @@ export interface TracingOptions {
 }
 
 const TracingEnv = z.object({
-  OTEL_EXPORTER_OTLP_ENDPOINT: z.url().optional(),
-  OTEL_SERVICE_NAME: z.string().min(1).default('prfleet-server'),
-  PRFLEET_TRACE_SAMPLE_RATIO: z.coerce.number().min(0).max(1).default(1),
+  OTEL_EXPORTER_OTLP_ENDPOINT: z.optional(z.url()),
+  OTEL_SERVICE_NAME: z._default(z.string().check(z.minLength(1)), 'prfleet-server'),
+  PRFLEET_TRACE_SAMPLE_RATIO: z._default(z.coerce.number().check(z.minimum(0), z.maximum(1)), 1),
 });
 
 /**
