@@ -1,20 +1,26 @@
 /**
  * `node dist/bench/agent-weight.js` (make bench-agent): how heavy an idle `prfleet-agent` is on a host, against
- * an idle bare node measured in the same run. A `prfleet-server` (memory store) runs as a child; per round and
- * per agent kind:
+ * an idle bare node and against the floor of any agent of this design, all measured in the same run. A
+ * `prfleet-server` (memory store) runs as a child; per round and per agent kind:
  *
  *  - start → connected: spawn → the agent's "connected" log line (the server's Welcome: it lists the agent);
  *  - idle RSS (VmRSS) SETTLE_MS after connecting, vs `node -e 'setInterval(() => {}, 1e9)'` just as long after
  *    its start;
  *  - idle CPU: the agent's CPU time over IDLE_MS after that (heartbeats only; /proc ticks are 10 ms).
  *
- * Agent kinds: the tsc output and the bundle (`make bundle`, what `make agent-dist` ships) with the emulated
- * transport (host-a of examples/fabric-demo.yaml: 5 paths), and the bundle with the sgio transport (what a real
- * host runs; this machine may have no /dev/sg nodes, which makes no difference to an idle agent). Targets: RSS ≤
- * 1.3× bare, start → connected ≤ 300 ms, idle CPU ≤ 10 ms (one tick) in IDLE_MS. Options: --rounds N (default 3),
- * --entry name=path (repeatable; adds an emulated agent script, e.g. an older build for a before/after).
+ * Agent kinds: the tsc output with the emulated transport (host-a of examples/fabric-demo.yaml: 5 paths; what
+ * tests run), the bundle (`make bundle`) with the emulated transport, and the bundle with the sgio transport
+ * (what a real host runs; this machine may have no /dev/sg nodes, which makes no difference to an idle agent),
+ * without and with the node flags of the shipped launch: those of ExecStart in deploy/prfleet-agent.service,
+ * read from the unit itself, so this measures what `make agent-dist` and systemd run. The floor
+ * (bench/agent-floor.ts, bundled here the same way) holds only @grpc/grpc-js with one open Connect stream and
+ * koffi: what no agent code can go below. Targets: RSS ≤ 1.3× bare, start → connected ≤ 300 ms, idle CPU ≤ 10
+ * ms (one tick) in IDLE_MS. Options: --rounds N (default 3), --entry name=path (repeatable; adds another agent
+ * script, e.g. an older build, run as `node <path> --transport sgio` without flags, as builds before the unit
+ * had any were shipped).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { build } from 'esbuild';
 import { existsSync, readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -33,18 +39,64 @@ const BUNDLE = join('dist', 'bundle', 'agent', 'prfleet-agent.mjs');
 interface AgentKind {
   readonly name: string;
   readonly entry: string;
-  readonly emulated: boolean;
+  /** Node flags before the script. */
+  readonly flags: readonly string[];
+  /** Arguments after the server address; undefined for the floor, which takes only the address. */
+  readonly transport?: readonly string[];
 }
 
-const KINDS: readonly AgentKind[] = [
-  {
-    name: 'tsc output, emulated (5 paths)',
-    entry: join('dist', 'agent', 'main.js'),
-    emulated: true,
-  },
-  { name: 'bundle, emulated (5 paths)', entry: BUNDLE, emulated: true },
-  { name: 'bundle, sgio', entry: BUNDLE, emulated: false },
-];
+const EMULATED = ['--transport', 'emulated', '--fabric', FABRIC, '--host', 'host-a'];
+const SGIO = ['--transport', 'sgio'];
+const FLOOR = join('dist', 'bench-agent-floor', 'agent-floor.cjs');
+
+/** The node flags of the shipped launch: between the node binary and the script in the unit's ExecStart. */
+function shippedFlags(): string[] {
+  const unit = readFileSync(join(ROOT, 'deploy', 'prfleet-agent.service'), 'utf8');
+  const words = /^ExecStart=(.+)$/m.exec(unit)?.[1]?.trim().split(/\s+/) ?? [];
+  return words.slice(1, -1);
+}
+
+function kinds(shipped: readonly string[]): AgentKind[] {
+  const flags = shipped.join(' ') || '(none)';
+  return [
+    {
+      name: 'tsc output, emulated (5 paths), no flags',
+      entry: join('dist', 'agent', 'main.js'),
+      flags: [],
+      transport: EMULATED,
+    },
+    {
+      name: `bundle, emulated (5 paths), ${flags}`,
+      entry: BUNDLE,
+      flags: shipped,
+      transport: EMULATED,
+    },
+    { name: 'bundle, sgio, no flags', entry: BUNDLE, flags: [], transport: SGIO },
+    {
+      name: `bundle, sgio, ${flags} (the shipped launch)`,
+      entry: BUNDLE,
+      flags: shipped,
+      transport: SGIO,
+    },
+    { name: 'floor: grpc-js stream + koffi, no flags', entry: FLOOR, flags: [] },
+    { name: `floor: grpc-js stream + koffi, ${flags}`, entry: FLOOR, flags: shipped },
+  ];
+}
+
+/** Bundles bench/agent-floor.ts (tsc output) as scripts/bundle.mjs bundles the agent: minified, koffi external. */
+async function bundleFloor(): Promise<void> {
+  await build({
+    entryPoints: [join(ROOT, 'dist', 'bench', 'agent-floor.js')],
+    outfile: join(ROOT, FLOOR),
+    bundle: true,
+    format: 'cjs',
+    platform: 'node',
+    target: 'node22',
+    external: ['koffi'],
+    minify: true,
+    logLevel: 'warning',
+  });
+}
 
 /** Resident set size of `pid` in KiB (VmRSS). */
 function rssKiB(pid: number): number {
@@ -93,15 +145,11 @@ interface Weight {
 
 async function measureAgent(kind: AgentKind, address: string, id: string): Promise<Weight> {
   const args = [
+    ...kind.flags,
     resolve(ROOT, kind.entry),
-    '--server',
-    address,
-    '--plaintext',
-    '--agent-id',
-    id,
-    ...(kind.emulated
-      ? ['--transport', 'emulated', '--fabric', FABRIC, '--host', 'host-a']
-      : ['--transport', 'sgio']),
+    ...(kind.transport === undefined
+      ? [address]
+      : ['--server', address, '--plaintext', '--agent-id', id, ...kind.transport]),
   ];
   const started = performance.now();
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -138,26 +186,11 @@ function verdict(name: string, shown: string, target: string, pass: boolean): st
   return `${name.padEnd(50)} ${shown.padStart(10)}  (target ${target})  ${pass ? 'PASS' : 'MISS'}`;
 }
 
-async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      rounds: { type: 'string', default: '3' },
-      entry: { type: 'string', multiple: true, default: [] },
-    },
-  });
-  const rounds = Number(values.rounds);
-  const extra = values.entry.map((spec): AgentKind => {
-    const [name = spec, entry = spec] = spec.split('=');
-    return { name: `${name}, emulated (5 paths)`, entry, emulated: true };
-  });
-  const all = [...extra, ...KINDS];
-  const kinds = all.filter((k) => existsSync(resolve(ROOT, k.entry)));
-  for (const k of all)
-    if (!kinds.includes(k)) console.log(`${k.name}: ${k.entry} missing (make build)`);
+function startServer(): ChildProcess {
   const serverEntry = existsSync(join(ROOT, 'dist', 'bundle', 'server', 'prfleet-server.mjs'))
     ? join(ROOT, 'dist', 'bundle', 'server', 'prfleet-server.mjs')
     : join(ROOT, 'dist', 'src', 'server', 'main.js');
-  const server = spawn(process.execPath, [serverEntry], {
+  return spawn(process.execPath, [serverEntry], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -168,36 +201,31 @@ async function main(): Promise<void> {
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const bare: number[] = [];
-  const results = new Map<string, Weight[]>(kinds.map((k) => [k.name, []]));
-  console.log(
-    `prfleet-agent weight, node ${process.version}, ${rounds} rounds, load ${loadavg()[0]?.toFixed(1) ?? '?'}`,
-  );
-  try {
-    const listening = await waitForLine(server, '"listening"');
-    const address = `127.0.0.1:${(JSON.parse(listening) as { port: number }).port}`;
-    for (let round = 0; round < rounds; round++) {
-      bare.push(await bareNodeRss());
-      for (const [i, kind] of kinds.entries()) {
-        results.get(kind.name)!.push(await measureAgent(kind, address, `weight-${i}-${round}`));
-      }
-    }
-  } finally {
-    await stop(server);
-  }
+}
+
+/** Prints each kind's figures; agents get the verdicts, the floors their ratio and the shipped agent its margin. */
+function report(bare: readonly number[], results: ReadonlyMap<AgentKind, Weight[]>): void {
   const bareRss = summarize(bare).p50;
   console.log(`idle bare node RSS p50 ${mib(bareRss)} (min ${mib(summarize(bare).min)})`);
-  for (const [name, weights] of results) {
+  const rssOf = (kind: AgentKind): number => summarize(results.get(kind)!.map((w) => w.rssKiB)).p50;
+  const shippedFloor = [...results.keys()].find((k) => k.entry === FLOOR && k.flags.length > 0);
+  for (const [kind, weights] of results) {
     const rss = summarize(weights.map((w) => w.rssKiB));
     const connect = summarize(weights.map((w) => w.connectMs));
     const cpu = summarize(weights.map((w) => w.idleCpuMs));
     console.log(
-      `${name}: RSS p50 ${mib(rss.p50)} (min ${mib(rss.min)}, max ${mib(rss.max)}), start → connected p50 ` +
+      `${kind.name}: RSS p50 ${mib(rss.p50)} (min ${mib(rss.min)}, max ${mib(rss.max)}), start → connected p50 ` +
         `${connect.p50.toFixed(0)} ms (min ${connect.min.toFixed(0)}), idle CPU in ${IDLE_MS / 1000} s ` +
         `p50 ${cpu.p50.toFixed(0)} ms (max ${cpu.max.toFixed(0)})`,
     );
     const ratio = rss.p50 / bareRss;
+    if (kind.entry === FLOOR) {
+      console.log(`  RSS / bare node RSS ${ratio.toFixed(2)}× (the floor: no agent code)`);
+      continue;
+    }
     console.log(verdict(`  RSS / bare node RSS`, `${ratio.toFixed(2)}×`, '≤ 1.3×', ratio <= 1.3));
+    if (kind.flags.length > 0 && kind.transport === SGIO && shippedFloor !== undefined)
+      console.log(`  above the floor with the same flags: ${mib(rss.p50 - rssOf(shippedFloor))}`);
     console.log(
       verdict(
         `  start → connected p50`,
@@ -215,6 +243,46 @@ async function main(): Promise<void> {
       ),
     );
   }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: 'string', default: '3' },
+      entry: { type: 'string', multiple: true, default: [] },
+    },
+  });
+  const rounds = Number(values.rounds);
+  await bundleFloor();
+  const shipped = shippedFlags();
+  const extra = values.entry.map((spec): AgentKind => {
+    const [name = spec, entry = spec] = spec.split('=');
+    return { name: `${name}, sgio, no flags`, entry, flags: [], transport: SGIO };
+  });
+  const all = [...extra, ...kinds(shipped)];
+  const present = all.filter((k) => existsSync(resolve(ROOT, k.entry)));
+  for (const k of all)
+    if (!present.includes(k)) console.log(`${k.name}: ${k.entry} missing (make build)`);
+  const server = startServer();
+  const bare: number[] = [];
+  const results = new Map<AgentKind, Weight[]>(present.map((k) => [k, []]));
+  console.log(
+    `prfleet-agent weight, node ${process.version}, ${rounds} rounds, load ${loadavg()[0]?.toFixed(1) ?? '?'}, ` +
+      `shipped flags: ${shipped.join(' ') || '(none)'}`,
+  );
+  try {
+    const listening = await waitForLine(server, '"listening"');
+    const address = `127.0.0.1:${(JSON.parse(listening) as { port: number }).port}`;
+    for (let round = 0; round < rounds; round++) {
+      bare.push(await bareNodeRss());
+      for (const [i, kind] of present.entries()) {
+        results.get(kind)!.push(await measureAgent(kind, address, `weight-${i}-${round}`));
+      }
+    }
+  } finally {
+    await stop(server);
+  }
+  report(bare, results);
 }
 
 await main();

@@ -31,13 +31,23 @@ afterAll(async () => {
   if (work !== undefined) await rm(work, { recursive: true, force: true });
 });
 
-/** Runs the installed agent with a bare environment (no PATH to a Node, no NODE_PATH), stopped after the test. */
-function runInstalled(args: readonly string[]): { child: ChildProcess; output: () => string } {
-  const child = spawn(
-    join(installed, 'node'),
-    [join(installed, 'lib', 'prfleet-agent.mjs'), ...args],
-    { cwd: installed, env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/**
+ * Runs the installed agent as the unit's ExecStart does (its node flags, with /opt/prfleet-agent replaced by the
+ * directory), with a bare environment (no PATH to a Node, no NODE_PATH); stopped after the test.
+ */
+async function runInstalled(
+  args: readonly string[],
+): Promise<{ child: ChildProcess; output: () => string }> {
+  const unit = await readFile(join(installed, 'prfleet-agent.service'), 'utf8');
+  const [node = '', ...rest] = (/^ExecStart=(.+)$/m.exec(unit)?.[1] ?? '')
+    .trim()
+    .split(/\s+/)
+    .map((word) => word.replace(/^\/opt\/prfleet-agent(?=\/)/, installed));
+  const child = spawn(node, [...rest, ...args], {
+    cwd: installed,
+    env: { PATH: '/usr/bin:/bin' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -66,14 +76,14 @@ describe('make agent-dist, installed into an empty directory', () => {
     ]);
     const unit = await readFile(join(installed, 'prfleet-agent.service'), 'utf8');
     expect(unit).toMatch(
-      /^ExecStart=\/opt\/prfleet-agent\/node \/opt\/prfleet-agent\/lib\/prfleet-agent\.mjs$/m,
+      /^ExecStart=\/opt\/prfleet-agent\/node (--\S+ )*\/opt\/prfleet-agent\/lib\/prfleet-agent\.mjs$/m,
     );
     expect(await readFile(join(installed, 'VERSION'), 'utf8')).toContain(process.version);
   });
 
   it('runs the emulated agent with its own node: the server lists it and READ KEYS reaches its device', async () => {
     const server = await startServerChild();
-    const agent = runInstalled([
+    const agent = await runInstalled([
       '--server',
       server.address,
       '--plaintext',
@@ -103,7 +113,7 @@ describe('make agent-dist, installed into an empty directory', () => {
 
   it('runs the sgio agent: koffi loads from the directory and the agent connects', async () => {
     const server = await startServerChild();
-    const agent = runInstalled([
+    const agent = await runInstalled([
       '--server',
       server.address,
       '--plaintext',
