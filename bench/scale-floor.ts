@@ -159,7 +159,16 @@ function dial(kind: Kind, port: number): () => void {
   }
 }
 
-async function measure(kind: Kind): Promise<string> {
+/** One floor reading: RSS after GC per idle connection, and what a heap snapshot retains per connection if taken. */
+export interface FloorReading {
+  readonly perConnectionKiB: number;
+  readonly retainedKiB?: number;
+  /** The reading as this bench prints it. */
+  readonly line: string;
+}
+
+/** Measures one kind of server with N idle peers in a child process (this file run with --serve). */
+export async function measureFloor(kind: Kind): Promise<FloorReading> {
   const child = fork(fileURLToPath(import.meta.url), ['--serve', kind], {
     execArgv: [
       '--expose-gc',
@@ -197,22 +206,31 @@ async function measure(kind: Kind): Promise<string> {
     await sleep(3_000);
     const after = await reading();
     let retained = '';
+    let retainedKiB: number | undefined;
     if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
       const diff = retainedPerConnection(
         snapshotBefore,
         await takeSnapshot(child.pid ?? 0, SNAPSHOT_DIR),
         N,
       );
+      retainedKiB = diff.totalKiB;
       retained = ` (RSS not comparable: the first snapshot grew it); heap snapshots: ${diff.totalKiB.toFixed(1)} KiB retained per connection\n${diff.lines.map((l) => `    ${l}`).join('\n')}`;
     }
     for (const close of closers) close();
-    return `${kind.padEnd(9)} ${((after - before) / N).toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)${retained}`;
+    const perConnectionKiB = (after - before) / N;
+    return {
+      perConnectionKiB,
+      ...(retainedKiB === undefined ? {} : { retainedKiB }),
+      line: `${kind.padEnd(9)} ${perConnectionKiB.toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)${retained}`,
+    };
   } finally {
     child.kill();
   }
 }
 
-if (process.argv[2] === '--serve') {
+// bench/scale.ts imports measureFloor; only this file run by itself (or forked with --serve) acts.
+const isMain = process.argv[1] === fileURLToPath(import.meta.url);
+if (isMain && process.argv[2] === '--serve') {
   const port = await serve(process.argv[3] as Kind);
   process.on('message', () => {
     const gc = (globalThis as { gc?: () => void }).gc;
@@ -221,11 +239,11 @@ if (process.argv[2] === '--serve') {
     process.send?.({ rss: rssKiB() });
   });
   process.send?.({ port });
-} else {
+} else if (isMain) {
   const asked = process.argv
     .slice(2)
     .filter((a): a is Kind => (KINDS as readonly string[]).includes(a));
   for (const kind of asked.length > 0 ? asked : KINDS)
-    process.stdout.write(`${await measure(kind)}\n`);
+    process.stdout.write(`${(await measureFloor(kind)).line}\n`);
   process.exit(0);
 }

@@ -42,6 +42,7 @@ import {
   type ScaleClusterEnv,
 } from './scale-cluster.js';
 import { retainedPerConnection, takeSnapshot, writeSnapshotHook } from './heap-snapshot.js';
+import { measureFloor, type FloorReading } from './scale-floor.js';
 import { formatMs, summarize } from './stats.js';
 
 const AGENTS = Number(process.env['PRFLEET_BENCH_AGENTS'] ?? 1000);
@@ -49,6 +50,8 @@ const LATENCY_ROUNDS = 3;
 const CALLS_PER_ROUND = 100;
 const FAILOVER_TARGET_MS = 5_000;
 const MEMORY_TARGET_KIB = 32;
+/** Issue 15: memory per idle agent ≤ 1.1× a bare grpc-js server's per connection (scale-floor), same run. */
+const FLOOR_RATIO_TARGET = 1.1;
 const REDIS_URL = process.env['PRFLEET_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const DATABASE_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SNAPSHOT_DIR = process.env['PRFLEET_BENCH_HEAP_SNAPSHOTS'];
@@ -151,6 +154,34 @@ async function collectedRss(pid: number): Promise<number> {
   return min;
 }
 
+/** Prints prfleet's memory per idle agent over the bare grpc-js server's per connection, with the verdict. */
+function reportFloorRatio(
+  report: (line: string) => void,
+  floor: FloorReading,
+  perAgentKiB: number,
+  retainedKiB: number | undefined,
+): void {
+  const line = (what: string, ours: number, theirs: number) => {
+    const ratio = ours / theirs;
+    const verdict = ratio <= FLOOR_RATIO_TARGET ? 'PASS' : 'MISS';
+    report(
+      `${what}: ${ours.toFixed(1)} / ${theirs.toFixed(1)} KiB = ${ratio.toFixed(2)}× (target ≤ ${FLOOR_RATIO_TARGET}×) ${verdict}`,
+    );
+  };
+  if (retainedKiB !== undefined && floor.retainedKiB !== undefined)
+    line(
+      'per idle agent / bare grpc-js connection, heap snapshots',
+      retainedKiB,
+      floor.retainedKiB,
+    );
+  else
+    line(
+      'per idle agent / bare grpc-js connection, RSS after GC',
+      perAgentKiB,
+      floor.perConnectionKiB,
+    );
+}
+
 async function main(): Promise<void> {
   const names = uniqueClusterNames('bench');
   const env: ScaleClusterEnv = {
@@ -178,6 +209,10 @@ async function main(): Promise<void> {
         .map((l) => l.toFixed(2))
         .join(' ')}`,
     );
+    // The floor first, before the instances start: a bare grpc-js server child with as many idle peers, measured
+    // the same way (bench/scale-floor.ts), so the ratio below compares readings of the same minutes.
+    const floor = await measureFloor('grpc-js');
+    report(`floor (scale-floor): ${floor.line.split('\n').join('\n  ')}`);
     const metricsPort = await freePort();
     const a = await startScaleServer('bench-a', {
       ...env,
@@ -280,17 +315,20 @@ async function main(): Promise<void> {
     report(
       `  without forcing a GC (smallest of 4 readings): ${((rawAfter - rawBefore) / AGENTS).toFixed(1)} KiB per agent (includes garbage not yet collected)`,
     );
+    let retainedKiB: number | undefined;
     if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
       const retained = retainedPerConnection(
         snapshotBefore,
         await takeSnapshot(a.handle.pid, SNAPSHOT_DIR),
         AGENTS,
       );
+      retainedKiB = retained.totalKiB;
       report(
         `  heap snapshots: ${retained.totalKiB.toFixed(1)} KiB retained per agent (JS + native memory V8 is told of; the RSS figures above are not comparable in such a run: the first snapshot grew the process), largest kinds:`,
       );
       for (const line of retained.lines) report(`    ${line}`);
     }
+    reportFloorRatio(report, floor, perAgentKiB, retainedKiB);
 
     // (3) one idle agent process.
     const solo = spawnNode(
