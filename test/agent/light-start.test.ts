@@ -67,6 +67,9 @@ describe('agent start-up weight', () => {
     const loaded = await modulesLoaded('light-sgio', ['--transport', 'sgio']);
     expect(loaded.some((url) => url.endsWith('/agent/transport/sgio.js'))).toBe(true);
     expect(loaded.filter((url) => HEAVY.test(url))).toEqual([]);
+    // Its schemas use zod's mini API: the classic one evaluates all of itself at import (~4 MiB of idle RSS).
+    expect(loaded.some((url) => url.includes('/node_modules/zod/v4/mini/'))).toBe(true);
+    expect(loaded.filter((url) => url.includes('/node_modules/zod/v4/classic/'))).toEqual([]);
   });
 
   it('an emulated agent does load them (the hook sees what it must)', async () => {
