@@ -1,22 +1,25 @@
 import type { AgentRegistry } from '../agents/index.js';
 import type { CertificateNames, RevokedCertificates } from '../auth/index.js';
+import type * as MetricsModule from '../metrics.js';
 import type { ServerMetrics } from '../metrics.js';
+import type * as RedisRouterModule from '../redis-router/index.js';
+import type * as SharedInventoryModule from '../shared-inventory/index.js';
 import { createInProcessRouter, type CommandRouter } from '../router.js';
 import type { ScaleOutConfig, ServerExtrasDeps } from '../scale-out.js';
 import type { RedisInventory } from '../shared-inventory/index.js';
 import { endRevokedAgentStreams } from './client-security.js';
 
-/** prom-client and the metrics over it, loaded only when /metrics is configured. */
+/**
+ * prom-client and the metrics over it, loaded only when /metrics is configured (the modules here are types
+ * only: createServerExtras imports them dynamically).
+ */
 export interface Prometheus {
-  readonly lib: typeof import('../metrics.js');
+  readonly lib: typeof MetricsModule;
   readonly metrics: ServerMetrics;
 }
 
 /** The Redis router and shared inventory modules, loaded only when PRFLEET_REDIS_URL is set. */
-export type RedisModules = readonly [
-  typeof import('../redis-router/index.js'),
-  typeof import('../shared-inventory/index.js'),
-];
+export type RedisModules = readonly [typeof RedisRouterModule, typeof SharedInventoryModule];
 
 /** What the scale-out router is built from. */
 export interface RouterSetup {
