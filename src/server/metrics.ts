@@ -219,7 +219,7 @@ function commandRecorder({
   commandSeconds,
 }: CommandMetrics): ServerMetrics['recordCommand'] {
   // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
-  // was a visible part of each command's cost. The label sets are few (kinds × outcomes).
+  // is a visible part of each command's cost. The label sets are few (kinds × outcomes).
   const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
   const commandTimers = new Map<string, ReturnType<typeof commandSeconds.labels>>();
   return (command, result, seconds) => {
