@@ -268,113 +268,129 @@ const PROBLEMS: Record<HistoryProblem, HistoryProblemProto> = {
   truncated: HistoryProblemProto.HISTORY_PROBLEM_TRUNCATED,
 };
 
+/** Whether an agent or LU id names something this server knows (a filter naming nothing is NOT_FOUND). */
+export interface KnownNames {
+  agent(id: string): boolean;
+  lu(id: string): boolean;
+}
+
 /** ListHistory and VerifyHistory of ControlService, over the store's history (undefined: memory store). */
 export function createHistoryHandlers(
   history: PRoutHistory | undefined,
   log: Logger,
-  /** Whether an agent or LU id names something this server knows (a filter naming nothing is NOT_FOUND). */
-  knows: { agent(id: string): boolean; lu(id: string): boolean } = {
-    agent: () => true,
-    lu: () => true,
-  },
+  knows: KnownNames = { agent: () => true, lu: () => true },
   /** A page stops before its entries pass this many bytes (an entry may carry a 4 KiB path and a 2 KB reason). */
   pageBytes: number = DEFAULT_PAGE_BYTES,
 ) {
   return {
     async listHistory(request: ListHistoryRequest): Promise<ListHistoryResponse> {
       if (history === undefined) throw historyDisabled();
-      const pageSize = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
-      if (pageSize > MAX_PAGE_SIZE)
-        throw invalidArgument('page_size', `${pageSize} is more than ${MAX_PAGE_SIZE}`);
-      let afterSeq = 0;
-      if (request.pageToken !== '') {
-        if (!/^[0-9]{1,15}$/.test(request.pageToken)) {
-          throw invalidArgument(
-            'page_token',
-            `${quoteInput(request.pageToken)} is not a token ListHistory returned`,
-          );
-        }
-        afterSeq = Number(request.pageToken);
-      }
-      // One extra entry tells whether another page follows.
-      const entries = await history.list({
-        afterSeq,
-        limit: pageSize + 1,
-        ...(request.luId === '' ? {} : { luId: request.luId }),
-        ...(request.agentId === '' ? {} : { agentId: request.agentId }),
-      });
-      // A filter that matches no entry and names no known agent or LU is a typo, not an empty history.
-      if (entries.length === 0 && afterSeq === 0) {
-        if (request.agentId !== '' && !knows.agent(request.agentId))
-          throw notFound(
-            'agent',
-            request.agentId,
-            `agent_id: no history entry and no known agent ${shownInput(request.agentId)}`,
-          );
-        if (request.luId !== '' && !knows.lu(request.luId))
-          throw notFound(
-            'logical unit',
-            request.luId,
-            `lu_id: no history entry and no agent reports logical unit ${shownInput(request.luId)}`,
-          );
-      }
-      const counted = entries.slice(0, pageSize).map(historyEntryToProto);
-      const page = fitBudget(
-        counted,
-        pageBytes,
-        (e) => HistoryEntryProto.encode(e).finish().length,
-      );
-      const last = page.at(-1);
-      const more = entries.length > page.length;
-      return {
-        entries: page,
-        nextPageToken: more && last !== undefined ? String(last.seq) : '',
-      };
+      return listHistory(history, request, knows, pageBytes);
     },
     async verifyHistory(): Promise<VerifyHistoryResponse> {
       if (history === undefined) throw historyDisabled();
-      const started = performance.now();
-      const verdict = await history.verify();
-      const ms = Math.round(performance.now() - started);
-      if (verdict.ok) {
-        // The chain holds; every PROUT the journal records as sent must also be in it.
-        const [gap] = await history.unrecorded(1);
-        if (gap !== undefined) {
-          const message = `the journal records PROUT ${gap.idempotencyKey} (${gap.state}, ${gap.createdAt.toISOString()}) as sent, but the history has no entry for it`;
-          log.error(
-            { idempotencyKey: gap.idempotencyKey, ms },
-            `history verification failed: ${message}`,
-          );
-          return {
-            ok: false,
-            checked: BigInt(verdict.count),
-            headHash: '',
-            fault: { problem: HistoryProblemProto.HISTORY_PROBLEM_UNRECORDED, seq: 0n, message },
-          };
-        }
-        log.info({ count: verdict.count, headHash: verdict.headHash, ms }, 'history verified');
-        return {
-          ok: true,
-          checked: BigInt(verdict.count),
-          headHash: verdict.headHash,
-          fault: undefined,
-        };
-      }
-      log.error(
-        { problem: verdict.problem, seq: verdict.seq, checked: verdict.checked, ms },
-        `history verification failed: ${verdict.message}`,
-      );
-      return {
-        ok: false,
-        checked: BigInt(verdict.checked),
-        headHash: '',
-        fault: {
-          problem: PROBLEMS[verdict.problem],
-          seq: BigInt(verdict.seq),
-          message: verdict.message,
-        },
-      };
+      return verifyHistory(history, log);
     },
+  };
+}
+
+async function listHistory(
+  history: PRoutHistory,
+  request: ListHistoryRequest,
+  knows: KnownNames,
+  pageBytes: number,
+): Promise<ListHistoryResponse> {
+  const pageSize = request.pageSize === 0 ? DEFAULT_PAGE_SIZE : request.pageSize;
+  if (pageSize > MAX_PAGE_SIZE)
+    throw invalidArgument('page_size', `${pageSize} is more than ${MAX_PAGE_SIZE}`);
+  const afterSeq = afterSeqOf(request.pageToken);
+  // One extra entry tells whether another page follows.
+  const entries = await history.list({
+    afterSeq,
+    limit: pageSize + 1,
+    ...(request.luId === '' ? {} : { luId: request.luId }),
+    ...(request.agentId === '' ? {} : { agentId: request.agentId }),
+  });
+  if (entries.length === 0 && afterSeq === 0) checkFilterNamesSomething(request, knows);
+  const counted = entries.slice(0, pageSize).map(historyEntryToProto);
+  const page = fitBudget(counted, pageBytes, (e) => HistoryEntryProto.encode(e).finish().length);
+  const last = page.at(-1);
+  const more = entries.length > page.length;
+  return {
+    entries: page,
+    nextPageToken: more && last !== undefined ? String(last.seq) : '',
+  };
+}
+
+/** The sequence number a ListHistory page token carries (0: from the start). */
+function afterSeqOf(pageToken: string): number {
+  if (pageToken === '') return 0;
+  if (!/^[0-9]{1,15}$/.test(pageToken)) {
+    throw invalidArgument(
+      'page_token',
+      `${quoteInput(pageToken)} is not a token ListHistory returned`,
+    );
+  }
+  return Number(pageToken);
+}
+
+/** A filter that matches no entry and names no known agent or LU is a typo, not an empty history. */
+function checkFilterNamesSomething(request: ListHistoryRequest, knows: KnownNames): void {
+  if (request.agentId !== '' && !knows.agent(request.agentId))
+    throw notFound(
+      'agent',
+      request.agentId,
+      `agent_id: no history entry and no known agent ${shownInput(request.agentId)}`,
+    );
+  if (request.luId !== '' && !knows.lu(request.luId))
+    throw notFound(
+      'logical unit',
+      request.luId,
+      `lu_id: no history entry and no agent reports logical unit ${shownInput(request.luId)}`,
+    );
+}
+
+async function verifyHistory(history: PRoutHistory, log: Logger): Promise<VerifyHistoryResponse> {
+  const started = performance.now();
+  const verdict = await history.verify();
+  const ms = Math.round(performance.now() - started);
+  if (!verdict.ok) {
+    log.error(
+      { problem: verdict.problem, seq: verdict.seq, checked: verdict.checked, ms },
+      `history verification failed: ${verdict.message}`,
+    );
+    return {
+      ok: false,
+      checked: BigInt(verdict.checked),
+      headHash: '',
+      fault: {
+        problem: PROBLEMS[verdict.problem],
+        seq: BigInt(verdict.seq),
+        message: verdict.message,
+      },
+    };
+  }
+  // The chain holds; every PROUT the journal records as sent must also be in it.
+  const [gap] = await history.unrecorded(1);
+  if (gap !== undefined) {
+    const message = `the journal records PROUT ${gap.idempotencyKey} (${gap.state}, ${gap.createdAt.toISOString()}) as sent, but the history has no entry for it`;
+    log.error(
+      { idempotencyKey: gap.idempotencyKey, ms },
+      `history verification failed: ${message}`,
+    );
+    return {
+      ok: false,
+      checked: BigInt(verdict.count),
+      headHash: '',
+      fault: { problem: HistoryProblemProto.HISTORY_PROBLEM_UNRECORDED, seq: 0n, message },
+    };
+  }
+  log.info({ count: verdict.count, headHash: verdict.headHash, ms }, 'history verified');
+  return {
+    ok: true,
+    checked: BigInt(verdict.count),
+    headHash: verdict.headHash,
+    fault: undefined,
   };
 }
 

@@ -2,10 +2,10 @@
 export {
   createPrfleetServer,
   findProtoset,
-  REFLECTED_SERVICES,
   type PrfleetServer,
   type ServerDeps,
 } from './server.js';
+export { REFLECTED_SERVICES } from './startup/grpc-services.js';
 export {
   loadConfig,
   defaultServerConfig,

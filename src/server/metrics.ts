@@ -126,40 +126,10 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
   const registry = new Registry();
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix });
   const registers = [registry];
-  const agentsConnected = new Gauge({
-    name: `${prefix}agents_connected`,
-    help: 'Agents with an open stream on this instance',
-    registers,
-  });
-  const devices = new Gauge({
-    name: `${prefix}devices`,
-    help: 'Logical units reported by connected agents',
-    registers,
-  });
-  const paths = new Gauge({
-    name: `${prefix}paths`,
-    help: 'Paths (device nodes) reported by connected agents',
-    registers,
-  });
-  const commands = new Counter({
-    name: `${prefix}commands_total`,
-    help: 'Command results by kind and outcome (a reservation conflict is an outcome, not an error)',
-    labelNames: ['kind', 'outcome'] as const,
-    registers,
-  });
-  const commandErrors = new Counter({
-    name: `${prefix}command_errors_total`,
-    help: 'Commands refused before sending (agent offline, busy, draining) or abandoned by the caller, by gRPC code',
-    labelNames: ['kind', 'code'] as const,
-    registers,
-  });
-  const commandSeconds = new Histogram({
-    name: `${prefix}command_duration_seconds`,
-    help: 'Time from dispatch to result',
-    labelNames: ['kind'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers,
-  });
+  const on: MetricSite = { prefix, registers };
+  // Registered in the order /metrics lists them.
+  const agents = agentGauges(on);
+  const commands = commandMetrics(on);
   const agentReconnects = new Counter({
     name: `${prefix}agent_reconnects_total`,
     help: 'New sessions of agents seen before',
@@ -171,87 +141,163 @@ export function createMetrics(options: MetricsOptions = {}): ServerMetrics {
     labelNames: ['kind'] as const,
     registers,
   });
-  const rpcs = new Counter({
-    name: `${prefix}grpc_server_handled_total`,
-    help: 'Finished RPCs by method and status code',
-    labelNames: ['method', 'code'] as const,
-    registers,
-  });
-  const rpcSeconds = new Histogram({
-    name: `${prefix}grpc_server_handling_seconds`,
-    help: 'RPC duration (streams: whole stream)',
-    labelNames: ['method', 'code'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers,
-  });
-  const events = new Counter({
-    name: `${prefix}events_total`,
-    help: 'Fleet events recorded by this instance, by kind',
-    labelNames: ['kind'] as const,
-    registers,
-  });
-  const watchers = new Gauge({
-    name: `${prefix}watchers`,
-    help: 'FleetService.Watch streams open on this instance',
-    registers,
-  });
-  const watchersEndedSlow = new Counter({
-    name: `${prefix}watchers_ended_slow_total`,
-    help: 'Watch streams ended with RESOURCE_EXHAUSTED because they fell too far behind',
-    registers,
-  });
-  const webhookDeliveries = new Counter({
-    name: `${prefix}webhook_deliveries_total`,
-    help: 'Webhook delivery attempts by outcome (ok, failed); dead_lettered: events given up on',
-    labelNames: ['outcome'] as const,
-    registers,
-  });
-  const webhookDeliverySeconds = new Histogram({
-    name: `${prefix}webhook_delivery_seconds`,
-    help: 'From a fleet event being recorded to its webhook delivery being accepted (2xx), seconds',
-    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
-    registers,
-  });
-  // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
-  // was a visible part of each command's cost. The label sets are few (kinds × outcomes).
-  const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
-  const commandTimers = new Map<string, ReturnType<typeof commandSeconds.labels>>();
   return {
     registry,
-    agentsConnected,
-    devices,
-    paths,
-    commands,
-    commandErrors,
-    commandSeconds,
+    ...agents,
+    ...commands,
     agentReconnects,
     auditFindings,
-    rpcs,
-    rpcSeconds,
-    events,
-    watchers,
-    watchersEndedSlow,
-    webhookDeliveries,
-    webhookDeliverySeconds,
-    recordCommand(command, result, seconds) {
-      const kind = commandKindOf(command);
-      const key = `${kind}\0${result.outcome}`;
-      let counter = commandCounters.get(key);
-      if (counter === undefined) {
-        const outcome = outcomeToJSON(result.outcome)
-          .replace(/^OUTCOME_/, '')
-          .toLowerCase();
-        commandCounters.set(key, (counter = commands.labels({ kind, outcome })));
-      }
-      counter.inc();
-      let timer = commandTimers.get(kind);
-      if (timer === undefined) commandTimers.set(kind, (timer = commandSeconds.labels({ kind })));
-      timer.observe(seconds);
-    },
+    ...rpcMetrics(on),
+    ...eventMetrics(on),
+    ...webhookMetrics(on),
+    recordCommand: commandRecorder(commands),
     setAuditFindings(countsByKind) {
       auditFindings.reset();
       for (const [kind, count] of Object.entries(countsByKind)) auditFindings.set({ kind }, count);
     },
+  };
+}
+
+/** Where a metric goes: its name prefix and registry. */
+interface MetricSite {
+  readonly prefix: string;
+  readonly registers: Registry[];
+}
+
+function agentGauges({
+  prefix,
+  registers,
+}: MetricSite): Pick<ServerMetrics, 'agentsConnected' | 'devices' | 'paths'> {
+  return {
+    agentsConnected: new Gauge({
+      name: `${prefix}agents_connected`,
+      help: 'Agents with an open stream on this instance',
+      registers,
+    }),
+    devices: new Gauge({
+      name: `${prefix}devices`,
+      help: 'Logical units reported by connected agents',
+      registers,
+    }),
+    paths: new Gauge({
+      name: `${prefix}paths`,
+      help: 'Paths (device nodes) reported by connected agents',
+      registers,
+    }),
+  };
+}
+
+type CommandMetrics = Pick<ServerMetrics, 'commands' | 'commandErrors' | 'commandSeconds'>;
+
+function commandMetrics({ prefix, registers }: MetricSite): CommandMetrics {
+  return {
+    commands: new Counter({
+      name: `${prefix}commands_total`,
+      help: 'Command results by kind and outcome (a reservation conflict is an outcome, not an error)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers,
+    }),
+    commandErrors: new Counter({
+      name: `${prefix}command_errors_total`,
+      help: 'Commands refused before sending (agent offline, busy, draining) or abandoned by the caller, by gRPC code',
+      labelNames: ['kind', 'code'] as const,
+      registers,
+    }),
+    commandSeconds: new Histogram({
+      name: `${prefix}command_duration_seconds`,
+      help: 'Time from dispatch to result',
+      labelNames: ['kind'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+  };
+}
+
+/** ServerMetrics.recordCommand over the command counters. */
+function commandRecorder({
+  commands,
+  commandSeconds,
+}: CommandMetrics): ServerMetrics['recordCommand'] {
+  // Label children by label values: prom-client hashes the label object on every inc/observe otherwise, which
+  // is a visible part of each command's cost. The label sets are few (kinds × outcomes).
+  const commandCounters = new Map<string, ReturnType<typeof commands.labels>>();
+  const commandTimers = new Map<string, ReturnType<typeof commandSeconds.labels>>();
+  return (command, result, seconds) => {
+    const kind = commandKindOf(command);
+    const key = `${kind}\0${result.outcome}`;
+    let counter = commandCounters.get(key);
+    if (counter === undefined) {
+      const outcome = outcomeToJSON(result.outcome)
+        .replace(/^OUTCOME_/, '')
+        .toLowerCase();
+      commandCounters.set(key, (counter = commands.labels({ kind, outcome })));
+    }
+    counter.inc();
+    let timer = commandTimers.get(kind);
+    if (timer === undefined) commandTimers.set(kind, (timer = commandSeconds.labels({ kind })));
+    timer.observe(seconds);
+  };
+}
+
+function rpcMetrics({ prefix, registers }: MetricSite): Pick<ServerMetrics, 'rpcs' | 'rpcSeconds'> {
+  return {
+    rpcs: new Counter({
+      name: `${prefix}grpc_server_handled_total`,
+      help: 'Finished RPCs by method and status code',
+      labelNames: ['method', 'code'] as const,
+      registers,
+    }),
+    rpcSeconds: new Histogram({
+      name: `${prefix}grpc_server_handling_seconds`,
+      help: 'RPC duration (streams: whole stream)',
+      labelNames: ['method', 'code'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+  };
+}
+
+function eventMetrics({
+  prefix,
+  registers,
+}: MetricSite): Pick<ServerMetrics, 'events' | 'watchers' | 'watchersEndedSlow'> {
+  return {
+    events: new Counter({
+      name: `${prefix}events_total`,
+      help: 'Fleet events recorded by this instance, by kind',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+    watchers: new Gauge({
+      name: `${prefix}watchers`,
+      help: 'FleetService.Watch streams open on this instance',
+      registers,
+    }),
+    watchersEndedSlow: new Counter({
+      name: `${prefix}watchers_ended_slow_total`,
+      help: 'Watch streams ended with RESOURCE_EXHAUSTED because they fell too far behind',
+      registers,
+    }),
+  };
+}
+
+function webhookMetrics({
+  prefix,
+  registers,
+}: MetricSite): Pick<ServerMetrics, 'webhookDeliveries' | 'webhookDeliverySeconds'> {
+  return {
+    webhookDeliveries: new Counter({
+      name: `${prefix}webhook_deliveries_total`,
+      help: 'Webhook delivery attempts by outcome (ok, failed); dead_lettered: events given up on',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    webhookDeliverySeconds: new Histogram({
+      name: `${prefix}webhook_delivery_seconds`,
+      help: 'From a fleet event being recorded to its webhook delivery being accepted (2xx), seconds',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600],
+      registers,
+    }),
   };
 }
 

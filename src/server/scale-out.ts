@@ -1,38 +1,32 @@
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import {
-  composeServerMiddleware,
-  ServerError,
-  Status,
-  type ServerMiddleware,
-} from 'nice-grpc-common';
+import type { ServerMiddleware } from 'nice-grpc-common';
 import { z } from 'zod';
 import type { AgentRegistry } from './agents/index.js';
 import {
-  createAuthMiddleware,
-  createStoreBoundAuth,
   loadSecurityConfig,
-  refuseAgentCertificates,
-  refuseRevokedPeers,
-  serverCredentials,
-  watchRevocationList,
   type AuthCallContextExt,
-  type CertificateNames,
   type SecurityConfig,
   type TokenStore,
 } from './auth/index.js';
 import type { MetricsServer, ServerMetrics } from './metrics.js';
 import { loadMetricsConfig } from './metrics-config.js';
 import { loadRedisRouterConfig, type RedisRouterConfig } from './redis-router/config.js';
-import { createInProcessRouter, type CommandRouter } from './router.js';
+import type { CommandRouter } from './router.js';
 import type { RedisInventory } from './shared-inventory/index.js';
 import type { Store } from './store/index.js';
 import type { EventsObserver, FleetEvents } from './events/fleet-events.js';
 import type { WebhookObserver } from './webhooks/dispatcher.js';
 import type { RpcObserver } from './middleware.js';
-import { settlePendingAsUnknown } from './durable.js';
 import { loadTracingConfig, type TracingOptions } from '../common/tracing-config.js';
 import type { Tracing } from './tracing.js';
+import { buildClientSecurity, type ClientSecurity } from './scale-out/client-security.js';
+import { startDeadInstanceReaper } from './scale-out/dead-instances.js';
+import {
+  buildScaleOutRouter,
+  type RouterSetup,
+  type ScaleOutRouting,
+} from './scale-out/routing.js';
 
 const ScaleOutEnv = z.object({
   PRFLEET_MAX_STREAM_AGE_MS: z.coerce.number().int().min(0).max(86_400_000).default(0),
@@ -181,7 +175,6 @@ export async function createServerExtras(
   config: ScaleOutConfig,
   deps: ServerExtrasDeps,
 ): Promise<ServerExtras> {
-  const { log, instanceId } = deps;
   const [prometheus, redis] = await Promise.all([
     config.metrics === undefined ? undefined : import('./metrics.js'),
     config.redis.redisUrl === undefined
@@ -192,262 +185,98 @@ export async function createServerExtras(
   const prom =
     prometheus === undefined ? undefined : { lib: prometheus, metrics: prometheus.createMetrics() };
   const metrics = prom?.metrics;
-  const tracing = deps.tracing;
-  const middlewares: ServerMiddleware[] = tracing === undefined ? [] : [tracing.middleware];
-  const security = config.security;
-  const auth =
-    security?.tokenSource === undefined
-      ? undefined
-      : createStoreBoundAuth({
-          tokenSource: security.tokenSource,
-          ...(security.tokensFile === undefined ? {} : { tokensFile: security.tokensFile }),
-          log,
-        });
-  const tokenMiddleware =
-    auth === undefined
-      ? undefined
-      : createAuthMiddleware({
-          tokens: auth.tokens,
-          isOperatorKeyAllowed: auth.isOperatorKeyAllowed,
-          log,
-        });
-  const revoked =
-    security?.revokedFile === undefined
-      ? undefined
-      : watchRevocationList(security.revokedFile, {
-          log,
-          ...(security.revocationPollMs === undefined ? {} : { pollMs: security.revocationPollMs }),
-        });
-  // A revoked certificate calls nothing: with tokens its holder is refused before the token check, without them
-  // (TLS alone) this is the only check the client-facing services make.
-  const refuseRevoked = revoked === undefined ? undefined : refuseRevokedPeers(log);
-  // TLS without tokens: the certificate is the only credential, and an agent's must not reach the client side.
-  const certificateOnly =
-    security?.credentials.tls !== undefined && tokenMiddleware === undefined
-      ? refuseAgentCertificates(log)
-      : undefined;
-  const guards = [refuseRevoked, certificateOnly ?? tokenMiddleware].filter(
-    (m): m is ServerMiddleware => m !== undefined,
-  );
-  const controlMiddleware = guards.reduce<ServerMiddleware | undefined>(
-    (composed, next) => (composed === undefined ? next : composeServerMiddleware(composed, next)),
-    undefined,
-  );
-  const credentials =
-    security === undefined
-      ? undefined
-      : serverCredentials({
-          ...security.credentials,
-          ...(revoked === undefined ? {} : { revoked }),
-        });
-
-  let router: CommandRouter | undefined;
-  let inventory: RedisInventory | undefined;
-  let stopObserving: (() => void) | undefined;
-  let metricsServer: MetricsServer | undefined;
-  let reaper: NodeJS.Timeout | undefined;
-  let eventsWake: { close(): Promise<void> } | undefined;
-
-  function createRouter(agents: AgentRegistry): CommandRouter {
-    if (router !== undefined)
-      throw new Error('createServerExtras: createRouter called twice (one server per extras)');
-    const redisFactory = redis?.[0].redisRouterFactory(config.redis, {
-      log,
-      instanceId,
-      resultSlackMs: deps.resultSlackMs,
-      tuning: {
-        ...(deps.tuning?.syncIntervalMs === undefined
-          ? {}
-          : { syncIntervalMs: deps.tuning.syncIntervalMs }),
-        ...(deps.tuning?.relayMarginMs === undefined
-          ? {}
-          : { relayMarginMs: deps.tuning.relayMarginMs }),
-      },
-    });
-    const inner =
-      redisFactory?.(agents) ??
-      createInProcessRouter({
-        registry: agents,
-        log,
-        instanceId,
-        resultSlackMs: deps.resultSlackMs,
-        rotationWaitMs: config.rotationWaitMs,
-      });
-    if (config.redis.redisUrl !== undefined && redis !== undefined) {
-      const presence = inner as unknown as { syncPresence(): Promise<void> };
-      inventory = redis[1].createRedisInventory({
-        redisUrl: config.redis.redisUrl,
-        keyPrefix: config.redis.keyPrefix,
-        instanceId,
-        registry: agents,
-        log: log.child({ component: 'shared-inventory' }),
-        instanceTtlMs: config.redis.instanceTtlMs,
-        resyncMs: config.inventoryResyncMs,
-        ...(deps.tuning?.heartbeatFlushMs === undefined
-          ? {}
-          : { heartbeatFlushMs: deps.tuning.heartbeatFlushMs }),
-        // Presence first: an instance that sees the agent here in the inventory can then route to it.
-        beforePublishOpen: () => presence.syncPresence(),
-      });
-    }
-    agents.configure({
-      remote: inventory,
-      maxStreamAgeMs: config.maxStreamAgeMs,
-      rotationGraceMs: config.rotationGraceMs,
-      requireAgentCertificate: security?.requireAgentCertificate ?? false,
-      ...(revoked === undefined
-        ? {}
-        : { isCertificateRevoked: (names: CertificateNames) => revoked.has(names) }),
-    });
-    if (prom !== undefined) stopObserving = prom.lib.observeAgents(prom.metrics, agents);
-    revoked?.onChange(() => {
-      for (const session of agents.sessions()) {
-        if (session.certificate === undefined || !revoked.has(session.certificate)) continue;
-        log.warn(
-          { agentId: session.agentId, certificate: session.certificate.fingerprint256 },
-          'agent certificate revoked: ending its stream',
-        );
-        agents.close(
-          session,
-          'agent certificate revoked',
-          new ServerError(
-            Status.UNAUTHENTICATED,
-            `the agent certificate (SHA-256 ${session.certificate.fingerprint256}) was revoked`,
-          ),
-        );
-      }
-    });
-    router = prom === undefined ? inner : prom.lib.instrumentRouter(inner, prom.metrics);
-    return router;
-  }
-
+  const security = buildClientSecurity(config.security, deps.log);
+  const setup: RouterSetup = { config, deps, prom, redis, revoked: security.revoked };
+  const running: Running = {};
   return {
     config,
-    createRouter,
-    credentials,
-    middlewares,
-    tokens: auth?.tokens,
+    createRouter(agents) {
+      if (running.routing !== undefined)
+        throw new Error('createServerExtras: createRouter called twice (one server per extras)');
+      running.routing = buildScaleOutRouter(agents, setup);
+      return running.routing.router;
+    },
+    credentials: security.credentials,
+    middlewares: deps.tracing === undefined ? [] : [deps.tracing.middleware],
+    tokens: security.auth?.tokens,
     observeRpc: prom === undefined ? undefined : prom.lib.rpcObserver(prom.metrics),
     eventsObserver: prom === undefined ? undefined : prom.lib.eventsObserver(prom.metrics),
     webhookObserver: prom === undefined ? undefined : prom.lib.webhookObserver(prom.metrics),
     onAuditFindings:
       metrics === undefined ? undefined : (counts) => metrics.setAuditFindings(counts),
-    controlMiddleware,
-    useStore: (store) => auth?.bind(store),
+    controlMiddleware: security.controlMiddleware,
+    useStore: (store) => security.auth?.bind(store),
     metrics,
     get inventory() {
-      return inventory;
+      return running.routing?.inventory;
     },
-    async start(server) {
-      auth?.bind(server.store);
-      const redisRouter = router as unknown as { ready?: Promise<void> } | undefined;
-      await redisRouter?.ready;
-      await inventory?.ready;
-      if (config.metrics !== undefined && prom !== undefined) {
-        metricsServer = await prom.lib.startMetricsServer(prom.metrics.registry, config.metrics);
-        log.info({ port: metricsServer.port, host: config.metrics.host }, 'metrics listening');
-      }
-      if (config.redis.redisUrl !== undefined && server.events !== undefined) {
-        const { startRedisWake } = await import('./events/redis-wake.js');
-        const wake = startRedisWake({
-          redisUrl: config.redis.redisUrl,
-          keyPrefix: config.redis.keyPrefix,
-          instanceId,
-          events: server.events,
-          log,
-        });
-        eventsWake = wake;
-        await wake.ready;
-      }
-      const store = server.store;
-      if (inventory !== undefined && store !== undefined) {
-        const settle = createDeadInstanceSettler(store, inventory, {
-          instanceId,
-          log,
-          graceMs: 2 * config.redis.instanceTtlMs,
-        });
-        reaper = setInterval(() => {
-          settle().catch((err: unknown) =>
-            log.warn({ err }, 'settling dead instances’ journal entries failed'),
-          );
-        }, config.redis.instanceTtlMs);
-        reaper.unref();
-      }
-    },
-    async close() {
-      clearInterval(reaper);
-      stopObserving?.();
-      await eventsWake?.close();
-      if (router !== undefined && redis !== undefined) await redis[0].closeRouter(router);
-      await inventory?.close();
-      await metricsServer?.close();
-      await tracing?.shutdown();
-      revoked?.close();
-    },
+    start: (server) => startExtras(server, setup, security, running),
+    close: () => closeExtras(setup, security, running),
   };
 }
 
-/** Options for {@link createDeadInstanceSettler}. */
-export interface DeadInstanceSettlerOptions {
-  /** This instance (its own entries are never touched here). */
-  readonly instanceId: string;
-  /** Logger. */
-  readonly log: Logger;
-  /** An owner must look dead on two scans at least this far apart, and its entry be untouched this long. */
-  readonly graceMs: number;
+/** What createRouter and start() bring up, for close() to stop. */
+interface Running {
+  routing?: ScaleOutRouting | undefined;
+  metricsServer?: MetricsServer | undefined;
+  reaper?: NodeJS.Timeout | undefined;
+  eventsWake?: { close(): Promise<void> } | undefined;
 }
 
-/**
- * Returns a scan that marks UNKNOWN the journal entries left pending by server instances that died (SIGKILL,
- * crash: no liveness in the shared inventory), so a repeat of the idempotency key gets an answer at once
- * instead of waiting hours for the stale-entry rule, and nothing sent is left without a record. An owner is
- * dead when it was not alive on two scans `graceMs` apart. Returns the keys marked per scan.
- */
-export function createDeadInstanceSettler(
-  store: Store,
-  liveness: Pick<RedisInventory, 'isInstanceAlive'>,
-  options: DeadInstanceSettlerOptions,
-): () => Promise<string[]> {
-  const suspectSince = new Map<string, number>();
-  return async () => {
-    const now = Date.now();
-    const pending = await store.journal.listPending({ before: new Date(now - options.graceMs) });
-    const marked: string[] = [];
-    const seenOwners = new Set<string>();
-    for (const entry of pending) {
-      const owner = entry.owner;
-      if (owner === null || owner === options.instanceId) continue;
-      seenOwners.add(owner);
-      if (liveness.isInstanceAlive(owner)) {
-        suspectSince.delete(owner);
-        continue;
-      }
-      const since = suspectSince.get(owner);
-      if (since === undefined) {
-        suspectSince.set(owner, now);
-        continue;
-      }
-      if (now - since < options.graceMs) continue;
-      try {
-        const settled = await settlePendingAsUnknown(
-          store,
-          entry,
-          `server instance ${owner} that sent it stopped before the result came back; the command may or may not have run: read the logical unit before retrying`,
-        );
-        if (settled === undefined) continue;
-        marked.push(entry.idempotencyKey);
-        options.log.warn(
-          { idempotencyKey: entry.idempotencyKey, owner },
-          'journal: pending operation of a dead instance marked UNKNOWN',
-        );
-      } catch (err) {
-        options.log.error(
-          { err, idempotencyKey: entry.idempotencyKey },
-          'journal: settling a dead instance entry failed',
-        );
-      }
-    }
-    for (const owner of suspectSince.keys()) if (!seenOwners.has(owner)) suspectSince.delete(owner);
-    return marked;
-  };
+/** ServerExtras.start. */
+async function startExtras(
+  server: ServerHandle,
+  { config, deps, prom }: RouterSetup,
+  security: ClientSecurity,
+  running: Running,
+): Promise<void> {
+  const { log, instanceId } = deps;
+  security.auth?.bind(server.store);
+  const redisRouter = running.routing?.router as unknown as { ready?: Promise<void> } | undefined;
+  await redisRouter?.ready;
+  const inventory = running.routing?.inventory;
+  await inventory?.ready;
+  if (config.metrics !== undefined && prom !== undefined) {
+    running.metricsServer = await prom.lib.startMetricsServer(
+      prom.metrics.registry,
+      config.metrics,
+    );
+    log.info({ port: running.metricsServer.port, host: config.metrics.host }, 'metrics listening');
+  }
+  if (config.redis.redisUrl !== undefined && server.events !== undefined) {
+    const { startRedisWake } = await import('./events/redis-wake.js');
+    const wake = startRedisWake({
+      redisUrl: config.redis.redisUrl,
+      keyPrefix: config.redis.keyPrefix,
+      instanceId,
+      events: server.events,
+      log,
+    });
+    running.eventsWake = wake;
+    await wake.ready;
+  }
+  if (inventory !== undefined && server.store !== undefined) {
+    running.reaper = startDeadInstanceReaper(server.store, inventory, {
+      instanceId,
+      log,
+      instanceTtlMs: config.redis.instanceTtlMs,
+    });
+  }
+}
+
+/** ServerExtras.close. */
+async function closeExtras(
+  { deps, redis }: RouterSetup,
+  security: ClientSecurity,
+  running: Running,
+): Promise<void> {
+  clearInterval(running.reaper);
+  running.routing?.stopObserving?.();
+  await running.eventsWake?.close();
+  if (running.routing !== undefined && redis !== undefined)
+    await redis[0].closeRouter(running.routing.router);
+  await running.routing?.inventory?.close();
+  await running.metricsServer?.close();
+  await deps.tracing?.shutdown();
+  security.revoked?.close();
 }

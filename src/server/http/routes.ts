@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { identityFromCertificate } from '../auth/mtls.js';
 import { roleSatisfies, type Role } from '../auth/roles.js';
 import { verifyToken, type Principal, type TokenStore } from '../auth/tokens.js';
+import { createRouteTable, methodsOf, type RouteTable } from './route-table.js';
 
 /**
  * Who may reach a route: 'none' (anyone: health, metrics, the agent link, which authenticates agents itself), or
@@ -244,100 +245,12 @@ export function oddTarget(target: string): string | undefined {
 /** The route table and its dispatcher: 404 for unknown paths, 405 for a known path's other methods. */
 export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
   const { log } = options;
-  const exact = new Map<string, HttpRoute[]>();
-  const prefixes: HttpRoute[] = [];
+  const table = createRouteTable();
   const live = new Set<AbortController>();
-
-  const methodsOf = (route: HttpRoute): string[] =>
-    typeof route.method === 'string' ? [route.method] : [...route.method];
-
-  function find(path: string): { routes: HttpRoute[]; rest: string } | undefined {
-    const direct = exact.get(path);
-    if (direct !== undefined && direct.length > 0) return { routes: direct, rest: '' };
-    let best: HttpRoute | undefined;
-    for (const route of prefixes) {
-      const prefix = route.prefix as string;
-      if (
-        path.startsWith(prefix) &&
-        (best === undefined || prefix.length > (best.prefix as string).length)
-      )
-        best = route;
-    }
-    if (best === undefined) return undefined;
-    const prefix = best.prefix as string;
-    return { routes: prefixes.filter((r) => r.prefix === prefix), rest: path.slice(prefix.length) };
-  }
-
-  async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    // Tells a client the answer is the server's own, not a proxy's (a 502-504 from nginx may be retried).
-    res.setHeader(ANSWERED_BY, 'prfleet');
-    const target = req.url ?? '/';
-    const odd = oddTarget(target);
-    if (odd !== undefined) return sendText(res, 400, `request target refused: ${odd}`);
-    // Origin form is appended to a base, never resolved against it: `//x/y` stays a path, not a host.
-    const url = URL.parse(target.startsWith('/') ? `http://prfleet.invalid${target}` : target);
-    if (url === null) return sendText(res, 400, 'request target refused: not a URL');
-    const found = find(url.pathname);
-    if (found === undefined) return sendText(res, 404, `no such path: ${url.pathname}`);
-    const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
-    const route = found.routes.find((r) => methodsOf(r).includes(method));
-    if (route === undefined) {
-      res.setHeader('allow', [...new Set(found.routes.flatMap(methodsOf))].join(', '));
-      return sendText(res, 405, `${req.method ?? ''} not allowed on ${url.pathname}`);
-    }
-    const principal = route.auth === 'none' ? undefined : await authorize(req, route.auth, options);
-    const controller = new AbortController();
-    live.add(controller);
-    const timeoutMs = route.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const timer =
-      timeoutMs > 0
-        ? setTimeout(() => {
-            controller.abort(new HttpError(503, `no answer within ${timeoutMs} ms`));
-            sendText(res, 503, `no answer within ${timeoutMs} ms`);
-          }, timeoutMs)
-        : undefined;
-    const done = () => {
-      clearTimeout(timer);
-      live.delete(controller);
-      if (!controller.signal.aborted)
-        controller.abort(new HttpError(499, 'client closed the request'));
-    };
-    res.once('close', done);
-    await route.handler(req, res, {
-      url,
-      rest: found.rest,
-      principal,
-      signal: controller.signal,
-      log,
-      body: () => readBody(req, route.maxBodyBytes ?? DEFAULT_MAX_BODY),
-    });
-  }
-
   return {
-    register(route) {
-      if ((route.path === undefined) === (route.prefix === undefined))
-        throw new Error('an HTTP route needs exactly one of path or prefix');
-      const key = route.path ?? route.prefix ?? '';
-      const existing =
-        route.path !== undefined
-          ? (exact.get(key) ?? [])
-          : prefixes.filter((r) => r.prefix === key);
-      const clash = existing.find((r) => methodsOf(r).some((m) => methodsOf(route).includes(m)));
-      if (clash !== undefined)
-        throw new Error(`HTTP route ${methodsOf(route).join('|')} ${key} is registered already`);
-      if (route.path !== undefined) exact.set(key, [...existing, route]);
-      else prefixes.push(route);
-      return () => {
-        if (route.path !== undefined)
-          exact.set(
-            key,
-            (exact.get(key) ?? []).filter((r) => r !== route),
-          );
-        else prefixes.splice(prefixes.indexOf(route) >>> 0, prefixes.includes(route) ? 1 : 0);
-      };
-    },
+    register: (route) => table.register(route),
     handle(req, res) {
-      dispatch(req, res).catch((error: unknown) => {
+      dispatch(req, res, table, live, options).catch((error: unknown) => {
         if (error instanceof HttpError) return sendText(res, error.status, error.message);
         if (error instanceof ServerError)
           return sendText(res, httpStatusOf(error.code), error.details, error.code);
@@ -349,6 +262,61 @@ export function createHttpRoutes(options: HttpRoutesOptions): HttpRoutes {
       for (const controller of live) controller.abort(new HttpError(503, reason));
     },
   };
+}
+
+/**
+ * Answers one request: the target checked, its route found and authorized, then the handler run with a signal
+ * that aborts on timeout, on the client going away, or on {@link HttpRoutes.abortAll} (`live`).
+ */
+async function dispatch(
+  req: IncomingMessage,
+  res: ServerResponse,
+  table: RouteTable,
+  live: Set<AbortController>,
+  options: HttpRoutesOptions,
+): Promise<void> {
+  // Tells a client the answer is the server's own, not a proxy's (a 502-504 from nginx may be retried).
+  res.setHeader(ANSWERED_BY, 'prfleet');
+  const target = req.url ?? '/';
+  const odd = oddTarget(target);
+  if (odd !== undefined) return sendText(res, 400, `request target refused: ${odd}`);
+  // Origin form is appended to a base, never resolved against it: `//x/y` stays a path, not a host.
+  const url = URL.parse(target.startsWith('/') ? `http://prfleet.invalid${target}` : target);
+  if (url === null) return sendText(res, 400, 'request target refused: not a URL');
+  const found = table.find(url.pathname);
+  if (found === undefined) return sendText(res, 404, `no such path: ${url.pathname}`);
+  const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
+  const route = found.routes.find((r) => methodsOf(r).includes(method));
+  if (route === undefined) {
+    res.setHeader('allow', [...new Set(found.routes.flatMap(methodsOf))].join(', '));
+    return sendText(res, 405, `${req.method ?? ''} not allowed on ${url.pathname}`);
+  }
+  const principal = route.auth === 'none' ? undefined : await authorize(req, route.auth, options);
+  const controller = new AbortController();
+  live.add(controller);
+  const timeoutMs = route.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const timer =
+    timeoutMs > 0
+      ? setTimeout(() => {
+          controller.abort(new HttpError(503, `no answer within ${timeoutMs} ms`));
+          sendText(res, 503, `no answer within ${timeoutMs} ms`);
+        }, timeoutMs)
+      : undefined;
+  const done = () => {
+    clearTimeout(timer);
+    live.delete(controller);
+    if (!controller.signal.aborted)
+      controller.abort(new HttpError(499, 'client closed the request'));
+  };
+  res.once('close', done);
+  await route.handler(req, res, {
+    url,
+    rest: found.rest,
+    principal,
+    signal: controller.signal,
+    log: options.log,
+    body: () => readBody(req, route.maxBodyBytes ?? DEFAULT_MAX_BODY),
+  });
 }
 
 /**
