@@ -7,6 +7,7 @@ import { identityFromCertificate } from '../auth/mtls.js';
 import { roleSatisfies, type Role } from '../auth/roles.js';
 import { verifyToken, type Principal, type TokenStore } from '../auth/tokens.js';
 import { createRouteTable, methodsOf, type RouteTable } from './route-table.js';
+import { cookieOf, TOKEN_COOKIE } from './cookies.js';
 
 /**
  * Who may reach a route: 'none' (anyone: health, metrics, the agent link, which authenticates agents itself), or
@@ -74,9 +75,6 @@ export interface HttpRoutesOptions {
   /** True when the server serves TLS (see `tokens`; known once it listens). @default never */
   readonly tls?: () => boolean;
 }
-
-/** Cookie that may carry a bearer token for GET/HEAD routes (set HttpOnly, SameSite=Strict by a login route). */
-export const TOKEN_COOKIE = 'prfleet_token';
 
 /** Header on every answer of the server itself. */
 export const ANSWERED_BY = 'prfleet-server';
@@ -148,13 +146,9 @@ function bearerOf(req: IncomingMessage, allowCookie: boolean): string | undefine
   const header = req.headers.authorization;
   if (header !== undefined) return /^Bearer[ ]+(\S+)\s*$/i.exec(header)?.[1];
   if (!allowCookie) return undefined;
-  for (const part of (req.headers.cookie ?? '').split(';')) {
-    const [name, ...value] = part.trim().split('=');
-    // Tokens need no percent-encoding (the view sets the cookie raw): the value is taken as it is, and one that
-    // is not a token is a bad token (401), whatever bytes it holds.
-    if (name === TOKEN_COOKIE) return value.join('=');
-  }
-  return undefined;
+  // Tokens need no percent-encoding (the view sets the cookie raw): the value is taken as it is, and one that is
+  // not a token is a bad token (401), whatever bytes it holds.
+  return cookieOf(req, TOKEN_COOKIE);
 }
 
 /** Reads a body of at most `limit` bytes (413 beyond, before reading more). */

@@ -8,9 +8,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { verifyToken, type Principal, type TokenStore } from '../auth/tokens.js';
-
-/** The cookie carrying the token. */
-export const TOKEN_COOKIE = 'prfleet_token';
+import { cookieOf, TOKEN_COOKIE } from '../http/cookies.js';
 
 /** Longest login form body read (a token is ~60 characters). */
 export const MAX_LOGIN_BODY = 4096;
@@ -39,18 +37,6 @@ export type WebAccess =
 /** True when the request came over TLS. */
 export function isTls(req: IncomingMessage): boolean {
   return (req.socket as Partial<TLSSocket>).encrypted === true;
-}
-
-/** The value of cookie `name`, or undefined. */
-export function cookieOf(req: IncomingMessage, name: string): string | undefined {
-  const header = req.headers.cookie;
-  if (header === undefined) return undefined;
-  for (const part of header.split(';')) {
-    const eq = part.indexOf('=');
-    if (eq < 0) continue;
-    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
-  }
-  return undefined;
 }
 
 /** The token a request presents: the Authorization header first, else the cookie. */
