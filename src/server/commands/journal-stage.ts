@@ -106,27 +106,37 @@ interface JournalStageDeps {
  * first copy still be there; anything else → still UNKNOWN, saying why).
  */
 export function createJournalStage(deps: JournalStageDeps): Interceptor {
-  return async (input, options, next) => {
-    if (input.journal !== 'pipeline' || !isProut(input.command)) return next(input, options);
-    const key = input.journalKey;
-    if (key === undefined) throw new Error('a journaled PROUT needs its journal key');
-    const request = journalRequestOf(input);
-    // Loop: a first attempt that is abandoned (never sent) lets a waiting repeat claim the key.
-    for (;;) {
-      const begun = await storeCall('journal the command', () => deps.journal.begin(key, request));
-      if (begun.kind === 'started') break;
-      const recorded = await recordedAnswer(deps, input, options, key, request, begun.entry);
-      if (recorded === undefined) continue;
-      if (recorded.outcome === Outcome.OUTCOME_UNKNOWN)
-        return reconcile(deps, input, options, next, key, recorded);
-      deps.log.info(
-        { idempotencyKey: key, commandId: recorded.commandId },
-        'idempotent repeat: recorded result returned',
-      );
-      return { result: recorded };
-    }
-    return send(deps, input, options, next, key, true);
-  };
+  return (input, options, next) =>
+    input.journal !== 'pipeline' || !isProut(input.command)
+      ? next(input, options)
+      : journaled(deps, input, options, next);
+}
+
+/** A `journal: 'pipeline'` PROUT: answered from its key's record, or journaled and sent. */
+async function journaled(
+  deps: JournalStageDeps,
+  input: CommandInput,
+  options: RunOptions,
+  next: Next,
+): Promise<CommandOutput> {
+  const key = input.journalKey;
+  if (key === undefined) throw new Error('a journaled PROUT needs its journal key');
+  const request = journalRequestOf(input);
+  // Loop: a first attempt that is abandoned (never sent) lets a waiting repeat claim the key.
+  for (;;) {
+    const begun = await storeCall('journal the command', () => deps.journal.begin(key, request));
+    if (begun.kind === 'started') break;
+    const recorded = await recordedAnswer(deps, input, options, key, request, begun.entry);
+    if (recorded === undefined) continue;
+    if (recorded.outcome === Outcome.OUTCOME_UNKNOWN)
+      return reconcile(deps, input, options, next, key, recorded);
+    deps.log.info(
+      { idempotencyKey: key, commandId: recorded.commandId },
+      'idempotent repeat: recorded result returned',
+    );
+    return { result: recorded };
+  }
+  return send(deps, input, options, next, key, true);
 }
 
 /**
