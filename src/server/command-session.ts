@@ -49,7 +49,11 @@ export interface Caller {
 }
 
 /** Runs one command for `caller` to its result (see ControlService's unary RPCs). */
-export type RunCommand = (spec: CommandSpec, ctx: CallContext, caller: Caller) => Promise<CommandResult>;
+export type RunCommand = (
+  spec: CommandSpec,
+  ctx: CallContext,
+  caller: Caller,
+) => Promise<CommandResult>;
 
 /** Dependencies of {@link createCommandSession}. */
 export interface CommandSessionDeps {
@@ -181,7 +185,10 @@ function sessionAnswerer(
       );
     }
     if (deps.router.draining) {
-      throw unavailable(ErrorReason.SERVER_DRAINING, 'server is draining: retry on another instance');
+      throw unavailable(
+        ErrorReason.SERVER_DRAINING,
+        'server is draining: retry on another instance',
+      );
     }
     if (principal !== undefined && request.command !== undefined) {
       await authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));

@@ -310,7 +310,8 @@ function checkMessage(
     switch (field.fieldKind) {
       case 'scalar': {
         const problem = scalarProblem(rule.limit, field.scalar, value);
-        if (problem !== undefined) out.push({ field: `${prefix}${field.name}`, description: problem });
+        if (problem !== undefined)
+          out.push({ field: `${prefix}${field.name}`, description: problem });
         break;
       }
       case 'message':
