@@ -124,11 +124,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
  * Runs one command for its caller: a fair-share slot, the call's deadline as a signal, the executor. A deadline
  * timer of our own that fires before grpc-js noticed is reported as DEADLINE_EXCEEDED, not as a cancel.
  */
-function commandRunner(
-  executor: CommandExecutor,
-  fairShare: FairShare,
-  clock: Clock,
-): RunCommand {
+function commandRunner(executor: CommandExecutor, fairShare: FairShare, clock: Clock): RunCommand {
   return async (spec, ctx, caller) => {
     const release = fairShare.startCommand(caller.share);
     const scoped = requestDeadline(ctx, clock);
