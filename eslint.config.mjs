@@ -74,7 +74,7 @@ export default tseslint.config(
     [
       {
         regex:
-          '^\\.\\./(fleet|control-service|agents/(service|stream|session-handler)|command-executor)',
+          '^\\.\\./(fleet|control-service|command-session|agents/(service|stream|session-handler)|command-executor)',
         message: 'the command path sits below its callers.',
       },
     ],

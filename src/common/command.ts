@@ -416,47 +416,14 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
   const kind = command.kind;
   try {
     switch (kind?.$case) {
-      case 'prin': {
-        const serviceAction = prinServiceActionOf(kind.value.action);
-        if (serviceAction === undefined) {
-          throw new CommandValidationError(
-            kind.value.action === PrinAction.PRIN_ACTION_UNSPECIFIED
-              ? 'prin action is unspecified'
-              : `prin action ${kind.value.action} is unknown`,
-            'prin.action',
-          );
-        }
-        const allocationLength =
-          kind.value.allocationLength === 0
-            ? (defaults?.prinAllocationLength ?? DEFAULT_PRIN_ALLOCATION_LENGTH)
-            : checkRange(kind.value.allocationLength, 1, 0xffff, 'prin.allocation_length');
-        return {
-          cdb: encodePrin(serviceAction, allocationLength),
-          dataInLength: allocationLength,
-          timeoutMs,
-        };
-      }
+      case 'prin':
+        return prinRequest(kind.value, timeoutMs, defaults);
       case 'prout': {
         const { cdb, parameters } = encodeProut(proutRequestOf(kind.value));
         return { cdb, dataOut: parameters, dataInLength: 0, timeoutMs };
       }
-      case 'inquiry': {
-        const { evpd } = kind.value;
-        const pageCode = checkRange(kind.value.pageCode, 0, 0xff, 'inquiry.page_code');
-        if (!evpd && pageCode !== 0) {
-          // SPC-4 6.6.1: PAGE CODE must be zero when EVPD is zero.
-          throw new CommandValidationError('inquiry page_code needs evpd', 'inquiry.page_code');
-        }
-        const allocationLength =
-          kind.value.allocationLength === 0
-            ? DEFAULT_INQUIRY_ALLOCATION_LENGTH
-            : checkRange(kind.value.allocationLength, 1, 0xffff, 'inquiry.allocation_length');
-        return {
-          cdb: encodeInquiry({ evpd, pageCode, allocationLength }),
-          dataInLength: allocationLength,
-          timeoutMs,
-        };
-      }
+      case 'inquiry':
+        return inquiryRequest(kind.value, timeoutMs);
       case 'testUnitReady':
         return { cdb: encodeTestUnitReady(), dataInLength: 0, timeoutMs };
       case 'luReset':
@@ -473,60 +440,10 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
           timeoutMs,
         };
       }
-      case 'reportLuns': {
-        const selectReport = checkRange(
-          kind.value.selectReport,
-          0,
-          0xff,
-          'report_luns.select_report',
-        );
-        const allocationLength =
-          kind.value.allocationLength === 0
-            ? DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH
-            : checkRange(
-                kind.value.allocationLength,
-                1,
-                0xffff_ffff,
-                'report_luns.allocation_length',
-              );
-        return {
-          cdb: encodeReportLuns(selectReport, allocationLength),
-          dataInLength: allocationLength,
-          timeoutMs,
-        };
-      }
-      case 'readElementStatus': {
-        const v = kind.value;
-        const allocationLength =
-          v.allocationLength === 0
-            ? DEFAULT_ELEMENT_STATUS_ALLOCATION_LENGTH
-            : checkRange(v.allocationLength, 1, 0xff_ffff, 'read_element_status.allocation_length');
-        return {
-          cdb: encodeReadElementStatus({
-            elementType: checkRange(v.elementType, 0, 4, 'read_element_status.element_type'),
-            startingElement: checkRange(
-              v.startingElement,
-              0,
-              0xffff,
-              'read_element_status.starting_element',
-            ),
-            numberOfElements:
-              v.numberOfElements === 0
-                ? 0xffff
-                : checkRange(
-                    v.numberOfElements,
-                    1,
-                    0xffff,
-                    'read_element_status.number_of_elements',
-                  ),
-            voltag: v.voltag,
-            dvcid: v.dvcid,
-            allocationLength,
-          }),
-          dataInLength: allocationLength,
-          timeoutMs,
-        };
-      }
+      case 'reportLuns':
+        return reportLunsRequest(kind.value, timeoutMs);
+      case 'readElementStatus':
+        return readElementStatusRequest(kind.value, timeoutMs);
       case undefined:
         throw new CommandValidationError('command has no kind (prin, prout, inquiry, …)', 'kind');
     }
@@ -539,4 +456,96 @@ export function toScsiRequest(command: Command, defaults?: CommandDefaults): Scs
     }
     throw e;
   }
+}
+
+/** The kind of each Command, as its message type. */
+type KindValue<K extends NonNullable<Command['kind']>['$case']> = Extract<
+  NonNullable<Command['kind']>,
+  { $case: K }
+>['value'];
+
+function prinRequest(
+  prin: KindValue<'prin'>,
+  timeoutMs: number,
+  defaults: CommandDefaults | undefined,
+): ScsiRequest {
+  const serviceAction = prinServiceActionOf(prin.action);
+  if (serviceAction === undefined) {
+    throw new CommandValidationError(
+      prin.action === PrinAction.PRIN_ACTION_UNSPECIFIED
+        ? 'prin action is unspecified'
+        : `prin action ${prin.action} is unknown`,
+      'prin.action',
+    );
+  }
+  const allocationLength =
+    prin.allocationLength === 0
+      ? (defaults?.prinAllocationLength ?? DEFAULT_PRIN_ALLOCATION_LENGTH)
+      : checkRange(prin.allocationLength, 1, 0xffff, 'prin.allocation_length');
+  return {
+    cdb: encodePrin(serviceAction, allocationLength),
+    dataInLength: allocationLength,
+    timeoutMs,
+  };
+}
+
+function inquiryRequest(inquiry: KindValue<'inquiry'>, timeoutMs: number): ScsiRequest {
+  const { evpd } = inquiry;
+  const pageCode = checkRange(inquiry.pageCode, 0, 0xff, 'inquiry.page_code');
+  if (!evpd && pageCode !== 0) {
+    // SPC-4 6.6.1: PAGE CODE must be zero when EVPD is zero.
+    throw new CommandValidationError('inquiry page_code needs evpd', 'inquiry.page_code');
+  }
+  const allocationLength =
+    inquiry.allocationLength === 0
+      ? DEFAULT_INQUIRY_ALLOCATION_LENGTH
+      : checkRange(inquiry.allocationLength, 1, 0xffff, 'inquiry.allocation_length');
+  return {
+    cdb: encodeInquiry({ evpd, pageCode, allocationLength }),
+    dataInLength: allocationLength,
+    timeoutMs,
+  };
+}
+
+function reportLunsRequest(reportLuns: KindValue<'reportLuns'>, timeoutMs: number): ScsiRequest {
+  const selectReport = checkRange(reportLuns.selectReport, 0, 0xff, 'report_luns.select_report');
+  const allocationLength =
+    reportLuns.allocationLength === 0
+      ? DEFAULT_REPORT_LUNS_ALLOCATION_LENGTH
+      : checkRange(reportLuns.allocationLength, 1, 0xffff_ffff, 'report_luns.allocation_length');
+  return {
+    cdb: encodeReportLuns(selectReport, allocationLength),
+    dataInLength: allocationLength,
+    timeoutMs,
+  };
+}
+
+function readElementStatusRequest(
+  v: KindValue<'readElementStatus'>,
+  timeoutMs: number,
+): ScsiRequest {
+  const allocationLength =
+    v.allocationLength === 0
+      ? DEFAULT_ELEMENT_STATUS_ALLOCATION_LENGTH
+      : checkRange(v.allocationLength, 1, 0xff_ffff, 'read_element_status.allocation_length');
+  return {
+    cdb: encodeReadElementStatus({
+      elementType: checkRange(v.elementType, 0, 4, 'read_element_status.element_type'),
+      startingElement: checkRange(
+        v.startingElement,
+        0,
+        0xffff,
+        'read_element_status.starting_element',
+      ),
+      numberOfElements:
+        v.numberOfElements === 0
+          ? 0xffff
+          : checkRange(v.numberOfElements, 1, 0xffff, 'read_element_status.number_of_elements'),
+      voltag: v.voltag,
+      dvcid: v.dvcid,
+      allocationLength,
+    }),
+    dataInLength: allocationLength,
+    timeoutMs,
+  };
 }

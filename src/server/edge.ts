@@ -269,6 +269,24 @@ function isUnset(field: DescField, value: unknown): boolean {
   }
 }
 
+/** What the edge checks of one field, worked out once per descriptor field (not per request). */
+interface FieldRule {
+  readonly required: boolean;
+  /** The string limit of a string field (scalar, list or map value); map keys are checked as names of this field. */
+  readonly limit: keyof typeof STRING_LIMITS;
+}
+
+const fieldRules = new WeakMap<DescField, FieldRule>();
+
+function ruleOf(schema: EdgeSchema, field: DescField): FieldRule {
+  let rule = fieldRules.get(field);
+  if (rule === undefined) {
+    rule = { required: schema.isRequired(field), limit: limitOf(field.name) };
+    fieldRules.set(field, rule);
+  }
+  return rule;
+}
+
 function checkMessage(
   schema: EdgeSchema,
   desc: DescMessage,
@@ -281,93 +299,105 @@ function checkMessage(
     return;
   }
   for (const field of desc.fields) {
-    const path = `${prefix}${field.name}`;
     const value = fieldValue(field, message);
-    if (schema.isRequired(field) && isUnset(field, value)) {
-      out.push({ field: path, description: 'required' });
+    const rule = ruleOf(schema, field);
+    if (rule.required && isUnset(field, value)) {
+      out.push({ field: `${prefix}${field.name}`, description: 'required' });
       continue;
     }
     if (value === undefined || value === null) continue;
+    // The field's path is built only when it is reported or has fields of its own: most requests have none.
     switch (field.fieldKind) {
-      case 'scalar':
-        checkScalar(field.name, field.scalar, value, path, out);
+      case 'scalar': {
+        const problem = scalarProblem(rule.limit, field.scalar, value);
+        if (problem !== undefined)
+          out.push({ field: `${prefix}${field.name}`, description: problem });
         break;
+      }
       case 'message':
-        checkMessage(schema, field.message, value as Plain, `${path}.`, out);
+        checkMessage(schema, field.message, value as Plain, `${prefix}${field.name}.`, out);
         break;
-      case 'list': {
-        const items = value as unknown[];
-        if (items.length > MAX_LIST_ITEMS) {
-          out.push({
-            field: path,
-            description: `${items.length} items; at most ${MAX_LIST_ITEMS}`,
-          });
-          break;
-        }
-        items.forEach((item, i) => {
-          if (field.listKind === 'scalar')
-            checkScalar(field.name, field.scalar, item, `${path}[${i}]`, out);
-          else if (field.listKind === 'message')
-            checkMessage(schema, field.message, item as Plain, `${path}[${i}].`, out);
-        });
+      case 'list':
+        checkList(schema, field, rule, value as unknown[], `${prefix}${field.name}`, out);
         break;
-      }
-      case 'map': {
-        const entries = Object.entries(value as Plain);
-        if (entries.length > MAX_LIST_ITEMS) {
-          out.push({
-            field: path,
-            description: `${entries.length} entries; at most ${MAX_LIST_ITEMS}`,
-          });
-          break;
-        }
-        for (const [key, item] of entries) {
-          const at = `${path}[${quoteInput(key, 32)}]`;
-          checkScalar(field.name, ScalarType.STRING, key, at, out);
-          if (field.mapKind === 'scalar') checkScalar(field.name, field.scalar, item, at, out);
-          else if (field.mapKind === 'message')
-            checkMessage(schema, field.message, item as Plain, `${at}.`, out);
-        }
+      case 'map':
+        checkMap(schema, field, rule, value as Plain, `${prefix}${field.name}`, out);
         break;
-      }
       case 'enum':
         break;
     }
   }
 }
 
-function checkScalar(
-  name: string,
-  type: ScalarType,
-  value: unknown,
+function checkList(
+  schema: EdgeSchema,
+  field: DescField & { fieldKind: 'list' },
+  rule: FieldRule,
+  items: unknown[],
   path: string,
   out: Violation[],
 ): void {
+  if (items.length > MAX_LIST_ITEMS) {
+    out.push({ field: path, description: `${items.length} items; at most ${MAX_LIST_ITEMS}` });
+    return;
+  }
+  items.forEach((item, i) => {
+    if (field.listKind === 'scalar') {
+      const problem = scalarProblem(rule.limit, field.scalar, item);
+      if (problem !== undefined) out.push({ field: `${path}[${i}]`, description: problem });
+    } else if (field.listKind === 'message')
+      checkMessage(schema, field.message, item as Plain, `${path}[${i}].`, out);
+  });
+}
+
+function checkMap(
+  schema: EdgeSchema,
+  field: DescField & { fieldKind: 'map' },
+  rule: FieldRule,
+  value: Plain,
+  path: string,
+  out: Violation[],
+): void {
+  const entries = Object.entries(value);
+  if (entries.length > MAX_LIST_ITEMS) {
+    out.push({ field: path, description: `${entries.length} entries; at most ${MAX_LIST_ITEMS}` });
+    return;
+  }
+  for (const [key, item] of entries) {
+    const at = `${path}[${quoteInput(key, 32)}]`;
+    const keyProblem = scalarProblem(rule.limit, ScalarType.STRING, key);
+    if (keyProblem !== undefined) out.push({ field: at, description: keyProblem });
+    if (field.mapKind === 'scalar') {
+      const problem = scalarProblem(rule.limit, field.scalar, item);
+      if (problem !== undefined) out.push({ field: at, description: problem });
+    } else if (field.mapKind === 'message')
+      checkMessage(schema, field.message, item as Plain, `${at}.`, out);
+  }
+}
+
+/** What is wrong with one scalar value (a string or bytes field with its limit), or undefined. */
+function scalarProblem(
+  kind: keyof typeof STRING_LIMITS,
+  type: ScalarType,
+  value: unknown,
+): string | undefined {
   if (type === ScalarType.BYTES) {
     const length = (value as Uint8Array).length;
-    if (length > MAX_BYTES)
-      out.push({ field: path, description: `${length} bytes; at most ${MAX_BYTES}` });
-    return;
+    return length > MAX_BYTES ? `${length} bytes; at most ${MAX_BYTES}` : undefined;
   }
-  if (type !== ScalarType.STRING || typeof value !== 'string' || value === '') return;
-  const kind = limitOf(name);
+  if (type !== ScalarType.STRING || typeof value !== 'string' || value === '') return undefined;
   const max = STRING_LIMITS[kind];
-  const bytes = Buffer.byteLength(value);
-  if (bytes > max) {
-    out.push({ field: path, description: `${quoteInput(value)} is longer than ${max} bytes` });
-    return;
+  // A string of n UTF-16 units has at most 3n UTF-8 bytes: short ones need no byte count.
+  if (value.length * 3 > max) {
+    const bytes = Buffer.byteLength(value);
+    if (bytes > max) return `${quoteInput(value)} is longer than ${max} bytes`;
   }
   const control = kind === 'text' || kind === 'reason' ? CONTROL_IN_TEXT : CONTROL;
-  if (control.test(value)) {
-    out.push({ field: path, description: `${quoteInput(value)} contains a control character` });
-    return;
-  }
+  if (control.test(value)) return `${quoteInput(value)} contains a control character`;
   if (kind === 'idempotencyKey' && value.startsWith(ASSIGNED_KEY_PREFIX)) {
-    out.push({
-      field: path,
-      description: `${quoteInput(value)}: the prefix ${ASSIGNED_KEY_PREFIX} is the server's own (keys it assigns)`,
-    });
+    return `${quoteInput(value)}: the prefix ${ASSIGNED_KEY_PREFIX} is the server's own (keys it assigns)`;
   }
+  return undefined;
 }
 
 function checkDuration(value: Plain | undefined, path: string, out: Violation[]): void {

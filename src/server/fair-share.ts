@@ -36,6 +36,18 @@ export function fairSharePrincipalOf(ctx: Pick<CallContext, 'metadata' | 'peer'>
 
 /** The host part of a grpc-js peer string: 'ipv4:127.0.0.1:5000' → '127.0.0.1', 'ipv6:[::1]:5000' → '::1'. */
 export function peerHost(peer: string): string {
+  // Every call of a connection has the same peer string: the last one answers a busy client without the regexes.
+  if (peer === lastPeer) return lastHost;
+  const host = hostOf(peer);
+  lastPeer = peer;
+  lastHost = host;
+  return host;
+}
+
+let lastPeer = '';
+let lastHost = '';
+
+function hostOf(peer: string): string {
   const address = peer.replace(/^(ipv4|ipv6|unix):/, '');
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
   if (bracketed !== null) return bracketed[1] as string;

@@ -10,7 +10,7 @@ import type {
   CommandSessionResponse,
   DeepPartial,
 } from '../../src/gen/prfleet/v1/control.js';
-import { MAX_REQUEST_ID_LENGTH } from '../../src/server/control-service.js';
+import { MAX_REQUEST_ID_LENGTH } from '../../src/server/command-session.js';
 import { DEMO_FABRIC, ensureBuilt, type ChildHandle } from '../helpers/processes.js';
 
 const drive = { agentId: 'host-b', path: '/dev/sg1' };

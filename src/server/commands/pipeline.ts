@@ -8,7 +8,7 @@ import { deviceBudgetMs } from '../deadline.js';
 import { createWriteTracker, type WriteTracker } from '../history.js';
 import type { CommandJournal } from '../journal.js';
 import { createLuSerializer, type LuSerializer } from '../lu-serializer.js';
-import type { CommandRouter } from '../router.js';
+import type { CommandRouter, DispatchOptions } from '../router.js';
 import { checkHistoryEntry, StoreInputError } from '../store/index.js';
 import { createJournalStage } from './journal-stage.js';
 import { checkPrecondition } from './precondition.js';
@@ -21,7 +21,10 @@ import {
   type Next,
   type RunOptions,
   type SendRead,
+  type Settle,
 } from './types.js';
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** Dependencies of {@link createCommandPipeline}. */
 export interface CommandPipelineDeps {
@@ -120,13 +123,15 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
   const dispatch: Next = async (input, options) => {
     const timeoutMs = deviceBudgetMs(input.timeoutMs, options.deadline, deps.marginMs, clock);
     options.signal?.throwIfAborted();
-    const pending = router.dispatch(input.target.agentId, input.command, {
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    // Optional fields assigned rather than spread in: spreads cost every command an object each.
+    const dispatchOptions: Mutable<DispatchOptions> = {
       timeoutMs,
       luId: input.target.luId,
       actor: input.actor,
-      ...(input.onResult === undefined ? {} : { onResult: input.onResult }),
-    });
+    };
+    if (options.signal !== undefined) dispatchOptions.signal = options.signal;
+    if (input.onResult !== undefined) dispatchOptions.onResult = input.onResult;
+    const pending = router.dispatch(input.target.agentId, input.command, dispatchOptions);
     // dispatch refuses with a ServerError before sending (offline, busy, draining); from here it may run.
     input.onSend?.();
     return { result: await pending };
@@ -145,9 +150,19 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
       ? lus.run(input.target.luId, () => next(input, options))
       : next(input, options);
 
-  const precondition: Interceptor = async (input, options, next) => {
-    if (input.precondition === undefined) return next(input, options);
-    const before = await checkPrecondition(input, input.precondition, options, dispatch);
+  // Stages a command does not concern hand it on as it is, without an async frame of their own: a READ KEYS
+  // passes every stage but dispatch.
+  const precondition: Interceptor = (input, options, next) =>
+    input.precondition === undefined
+      ? next(input, options)
+      : withPrecondition(input, input.precondition, options, next);
+  const withPrecondition = async (
+    input: CommandInput,
+    expected: NonNullable<CommandInput['precondition']>,
+    options: RunOptions,
+    next: Next,
+  ): Promise<CommandOutput> => {
+    const before = await checkPrecondition(input, expected, options, dispatch);
     const output = await next(input, options);
     return before === undefined ? output : { ...output, before };
   };
@@ -156,11 +171,18 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
    * Writes the outcome once the result is known, also when it comes after the caller gave up. The caller's
    * answer waits for the write, so a repeat or a ListHistory right after it sees it.
    */
-  const record: Interceptor = async (input, options, next) => {
-    const settle = input.settle;
-    if (settle === undefined || !isProut(input.command)) return next(input, options);
+  const record: Interceptor = (input, options, next) =>
+    input.settle === undefined || !isProut(input.command)
+      ? next(input, options)
+      : recorded(input, input.settle, options, next);
+  const recorded = async (
+    input: CommandInput,
+    settle: Settle,
+    options: RunOptions,
+    next: Next,
+  ): Promise<CommandOutput> => {
     let written: Promise<void> | undefined;
-    const onResult = (result: Parameters<typeof settle>[0]) => {
+    const onResult = (result: Parameters<Settle>[0]) => {
       input.onResult?.(result);
       written = writes.track(settleWithRetry(settle, result, historyEntryOf(input, result), log));
     };

@@ -10,7 +10,8 @@ import {
 import { directServiceDefinition } from '../../common/service-definition.js';
 import { loadAgentPolicy } from '../agents/inventory-screen.js';
 import { createAgentService, type AgentService } from '../agents/service.js';
-import { createControlService, type CommandSessionHandle } from '../control-service.js';
+import { createControlService } from '../control-service.js';
+import type { CommandSessionHandle } from '../command-session.js';
 import { deadlineInterceptor } from '../deadline.js';
 import { edgeDeserializer, edgeMiddleware, loadEdgeSchema, type EdgeSchema } from '../edge.js';
 import type { FleetEvents } from '../events/fleet-events.js';
