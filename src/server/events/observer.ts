@@ -222,13 +222,18 @@ export class LuObserver {
     for (const luId of fresh) {
       if (this.stop.signal.aborted) return;
       if (standing.has(luId)) continue;
-      await this.withSlot(async () => undefined); // backpressure, as in the rounds
-      this.track(
-        this.observeInTurn(luId).catch((err: unknown) =>
-          this.deps.log.debug({ err, luId }, 'events: baseline observation failed'),
-        ),
-      );
+      await this.readInBackground(luId);
     }
+  }
+
+  /** Starts one observation of `luId` once a slot is free (at most `concurrency` reads in flight). */
+  private async readInBackground(luId: string): Promise<void> {
+    await this.withSlot(async () => undefined);
+    this.track(
+      this.observeInTurn(luId).catch((err: unknown) =>
+        this.deps.log.debug({ err, luId }, 'events: observation failed'),
+      ),
+    );
   }
 
   private track(work: Promise<unknown>): void {
@@ -295,12 +300,7 @@ export class LuObserver {
         const wait = started + i * gap - Date.now();
         if (wait > 0) await delay(wait, signal);
         if (signal.aborted) return;
-        await this.withSlot(async () => undefined); // backpressure: at most `concurrency` reads in flight
-        this.track(
-          this.observeInTurn(luId).catch((err: unknown) =>
-            this.deps.log.debug({ err, luId }, 'events: observation failed'),
-          ),
-        );
+        await this.readInBackground(luId);
       }
       // Nothing to read yet (a server starts before its agents connect): look again soon, not a round later.
       const rest =

@@ -26,6 +26,7 @@ import {
   type ElementDescriptor,
   type ElementStatusData,
 } from '../../scsi/index.js';
+import { compare } from '../agents/index.js';
 import { isOnline } from '../devices.js';
 import { DEFAULT_PAGE_BYTES, fitBudget, pageOf, pageTokenAfter } from '../pages.js';
 import { analyzeUnit } from './analyze.js';
@@ -357,8 +358,6 @@ const LOADER_PAGE_SIZE = { default: 100, max: 1000 } as const;
 
 /** A changer's place in the listing: by loader id, then changer LU (two changers may claim one loader id). */
 const changerKey = (u: SelectedUnit) => `${u.loaderId}\u0000${u.luId}`;
-
-const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * The built loaders that fit the byte budget (at least one); when some do not, the next page starts after the

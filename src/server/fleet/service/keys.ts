@@ -14,13 +14,12 @@ import { invalidArgument } from '../../../common/errors.js';
 import { formatKey } from '../../../common/key-layout.js';
 import { actorOnBehalfOf, defaultPrincipalOf } from '../../history.js';
 import { DEFAULT_PAGE_BYTES, LIST_PAGE_SIZE, pageOf } from '../../pages.js';
+import { compare } from '../../agents/index.js';
 import type { KeyRecord } from '../../store/index.js';
 import type { FleetDeps } from '../deps.js';
 import { foreignOwner, keyRecordToProto, ownerOfRecord } from '../key-index.js';
 import { mapStore, purposeOf } from './store-errors.js';
 import { unknownAgentWarnings, unknownSiteWarnings } from './warnings.js';
-
-const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /** AllocateKey: a new key from the registry, with warnings for an agent or site this server does not know. */
 export async function allocateKey(
