@@ -23,11 +23,7 @@ import { commandSpecs, type CommandSpec } from './requests.js';
 import type { EdgeSchema } from './edge.js';
 import type { PRoutHistory } from './store/index.js';
 import type { CommandRouter } from './router.js';
-import { DEFAULT_PAGE_BYTES, pageOf, type PageRules } from './pages.js';
-
-/** ListAgents and ListDevices: items per page when page_size is 0, and the largest page_size. */
-export const DEFAULT_LIST_PAGE_SIZE = 1000;
-export const MAX_LIST_PAGE_SIZE = 10_000;
+import { DEFAULT_PAGE_BYTES, LIST_PAGE_SIZE, pageOf, type PageRules } from './pages.js';
 
 /** Dependencies of {@link createControlService}. */
 export interface ControlServiceDeps {
@@ -159,8 +155,8 @@ function listingHandlers(
   const { registry } = deps;
   const agentSize = (a: Agent) => Agent.encode(a).finish().length;
   const devicePages: PageRules<LogicalUnit> = {
-    defaultSize: DEFAULT_LIST_PAGE_SIZE,
-    maxSize: MAX_LIST_PAGE_SIZE,
+    defaultSize: LIST_PAGE_SIZE.default,
+    maxSize: LIST_PAGE_SIZE.max,
     budgetBytes: pageBytes,
     // The listing's order (loader, then LU id) as one string: NUL sorts before every character of an id.
     keyOf: (u) => `${u.loaderId}\u0000${u.luId}`,
@@ -174,8 +170,8 @@ function listingHandlers(
         .sort((a, b) => compare(a.hello.agentId, b.hello.agentId));
       // Converted lazily: only the page's records become messages.
       const { page, nextPageToken } = pageOf(records, request, {
-        defaultSize: DEFAULT_LIST_PAGE_SIZE,
-        maxSize: MAX_LIST_PAGE_SIZE,
+        defaultSize: LIST_PAGE_SIZE.default,
+        maxSize: LIST_PAGE_SIZE.max,
         budgetBytes: pageBytes,
         keyOf: (r) => r.hello.agentId,
         sizeOf: (r) => agentSize(agentToProto(r, deps.instanceId)),
