@@ -303,6 +303,60 @@ const REGISTERED_ACTIONS: ReadonlySet<ProutAction> = new Set([
   ProutAction.PROUT_ACTION_REGISTER_AND_MOVE,
 ]);
 
+/** The PROUT TYPE field: required by RESERVE/RELEASE, optional for PREEMPT and REGISTER AND MOVE, else refused. */
+function proutTypeOf(prout: ProutCommand, words: string): number {
+  const action = prout.action;
+  if (prout.type === ProtoPrType.PR_TYPE_UNSPECIFIED) {
+    if (TYPED_ACTIONS.has(action)) {
+      throw new CommandValidationError(`${words} needs a reservation type`, 'prout.type');
+    }
+    return 0;
+  }
+  if (!VALID_TYPES.has(prout.type)) {
+    throw new CommandValidationError(
+      `prout type ${prout.type} is not a reservation type`,
+      'prout.type',
+    );
+  }
+  if (!TYPED_ACTIONS.has(action) && !OPTIONALLY_TYPED_ACTIONS.has(action)) {
+    throw new CommandValidationError(`${words} takes no type`, 'prout.type');
+  }
+  return prout.type;
+}
+
+/** REGISTER AND MOVE's own parameter list: destination key, initiator port and relative target port. */
+function registerAndMoveRequestOf(
+  prout: ProutCommand,
+  fields: { scope: number; type: number; reservationKey: bigint; serviceActionKey: bigint },
+): ProutRequest {
+  if (fields.serviceActionKey === 0n) {
+    throw new CommandValidationError(
+      'REGISTER AND MOVE needs the destination key',
+      'prout.service_action_key',
+    );
+  }
+  if (prout.destination === undefined) {
+    throw new CommandValidationError(
+      'REGISTER AND MOVE needs a destination initiator port',
+      'prout.destination',
+    );
+  }
+  const relativeTargetPort = checkRange(
+    prout.relativeTargetPort,
+    1,
+    0xffff,
+    'prout.relative_target_port',
+  );
+  return {
+    serviceAction: 7,
+    ...fields,
+    unreg: prout.unreg,
+    aptpl: prout.aptpl,
+    relativeTargetPort,
+    transportId: transportIdFromProto(prout.destination, 'prout.destination'),
+  };
+}
+
 /** Typed PROUT → codec request; throws CommandValidationError naming the `prout.*` field. */
 export function proutRequestOf(prout: ProutCommand): ProutRequest {
   const serviceAction = proutServiceActionOf(prout.action);
@@ -320,21 +374,7 @@ export function proutRequestOf(prout: ProutCommand): ProutRequest {
   const serviceActionKey = checkUint64(prout.serviceActionKey, 'prout.service_action_key');
   const scope = checkRange(prout.scope, 0, 15, 'prout.scope');
 
-  let type = 0;
-  if (prout.type !== ProtoPrType.PR_TYPE_UNSPECIFIED) {
-    if (!VALID_TYPES.has(prout.type)) {
-      throw new CommandValidationError(
-        `prout type ${prout.type} is not a reservation type`,
-        'prout.type',
-      );
-    }
-    if (!TYPED_ACTIONS.has(action) && !OPTIONALLY_TYPED_ACTIONS.has(action)) {
-      throw new CommandValidationError(`${words} takes no type`, 'prout.type');
-    }
-    type = prout.type;
-  } else if (TYPED_ACTIONS.has(action)) {
-    throw new CommandValidationError(`${words} needs a reservation type`, 'prout.type');
-  }
+  const type = proutTypeOf(prout, words);
   if (REGISTERED_ACTIONS.has(action) && reservationKey === 0n) {
     throw new CommandValidationError(
       `${words} needs the caller's registered reservation key`,
@@ -352,35 +392,7 @@ export function proutRequestOf(prout: ProutCommand): ProutRequest {
   }
 
   if (action === ProutAction.PROUT_ACTION_REGISTER_AND_MOVE) {
-    if (serviceActionKey === 0n) {
-      throw new CommandValidationError(
-        'REGISTER AND MOVE needs the destination key',
-        'prout.service_action_key',
-      );
-    }
-    if (prout.destination === undefined) {
-      throw new CommandValidationError(
-        'REGISTER AND MOVE needs a destination initiator port',
-        'prout.destination',
-      );
-    }
-    const relativeTargetPort = checkRange(
-      prout.relativeTargetPort,
-      1,
-      0xffff,
-      'prout.relative_target_port',
-    );
-    return {
-      serviceAction: 7,
-      scope,
-      type,
-      reservationKey,
-      serviceActionKey,
-      unreg: prout.unreg,
-      aptpl: prout.aptpl,
-      relativeTargetPort,
-      transportId: transportIdFromProto(prout.destination, 'prout.destination'),
-    };
+    return registerAndMoveRequestOf(prout, { scope, type, reservationKey, serviceActionKey });
   }
   if (prout.unreg) throw new CommandValidationError(`${words} takes no UNREG`, 'prout.unreg');
   if (prout.destination !== undefined) {

@@ -137,16 +137,42 @@ function requireIdempotencyKey(value: unknown): string {
   return value;
 }
 
+/** The journal entry of `key` as `on` (the pool or a transaction) sees it. */
+async function entryOf(on: Db, key: string): Promise<OperationEntry | undefined> {
+  const r = await on.query<OperationRow>(
+    `SELECT ${COLUMNS} FROM operations WHERE idempotency_key = $1`,
+    [key],
+  );
+  return r.rows[0] ? toEntry(r.rows[0]) : undefined;
+}
+
+/** Moves `key` from one of `from` to `to`; marking an UNKNOWN entry UNKNOWN again is a no-op. */
+async function transitionOn(
+  on: Db,
+  key: string,
+  result: JsonValue,
+  to: 'done' | 'unknown',
+  from: readonly OperationState[],
+): Promise<OperationEntry> {
+  requireIdempotencyKey(key);
+  const json = canonicalJson(result, 'result');
+  const updated = await on.query<OperationRow>(
+    `UPDATE operations SET state = $2, result = $3::text::jsonb, updated_at = now()
+     WHERE idempotency_key = $1 AND state = ANY($4::text[]) RETURNING ${COLUMNS}`,
+    [key, to, json, from],
+  );
+  if (updated.rows[0]) return toEntry(updated.rows[0]);
+  const existing = await entryOf(on, key);
+  if (!existing)
+    throw new NotFoundError(`unknown idempotency key: ${JSON.stringify(key)} has no journal entry`);
+  if (to === 'unknown' && existing.state === 'unknown') return existing;
+  throw new JournalStateError(
+    `idempotency key ${JSON.stringify(key)} is ${existing.state}; cannot mark it ${to}`,
+  );
+}
+
 /** Builds the operation journal over `db`. */
 export function createOperationJournal(db: Db): OperationJournal {
-  async function get(key: string, on: Db = db): Promise<OperationEntry | undefined> {
-    const r = await on.query<OperationRow>(
-      `SELECT ${COLUMNS} FROM operations WHERE idempotency_key = $1`,
-      [key],
-    );
-    return r.rows[0] ? toEntry(r.rows[0]) : undefined;
-  }
-
   async function transition(
     key: string,
     result: JsonValue,
@@ -163,32 +189,6 @@ export function createOperationJournal(db: Db): OperationJournal {
     });
   }
 
-  async function transitionOn(
-    on: Db,
-    key: string,
-    result: JsonValue,
-    to: 'done' | 'unknown',
-    from: readonly OperationState[],
-  ): Promise<OperationEntry> {
-    requireIdempotencyKey(key);
-    const json = canonicalJson(result, 'result');
-    const updated = await on.query<OperationRow>(
-      `UPDATE operations SET state = $2, result = $3::text::jsonb, updated_at = now()
-       WHERE idempotency_key = $1 AND state = ANY($4::text[]) RETURNING ${COLUMNS}`,
-      [key, to, json, from],
-    );
-    if (updated.rows[0]) return toEntry(updated.rows[0]);
-    const existing = await get(key, on);
-    if (!existing)
-      throw new NotFoundError(
-        `unknown idempotency key: ${JSON.stringify(key)} has no journal entry`,
-      );
-    if (to === 'unknown' && existing.state === 'unknown') return existing;
-    throw new JournalStateError(
-      `idempotency key ${JSON.stringify(key)} is ${existing.state}; cannot mark it ${to}`,
-    );
-  }
-
   return {
     async begin(request) {
       const key = requireIdempotencyKey(request.idempotencyKey);
@@ -202,7 +202,7 @@ export function createOperationJournal(db: Db): OperationJournal {
         [key, hash, json, request.commandId ?? null, request.owner ?? null],
       );
       if (inserted.rows[0]) return { kind: 'started', entry: toEntry(inserted.rows[0]) };
-      const existing = await get(key);
+      const existing = await entryOf(db, key);
       // Rows are only deleted by purge; racing one is an error worth seeing, not a silent retry.
       if (!existing)
         throw new JournalStateError(
@@ -220,7 +220,7 @@ export function createOperationJournal(db: Db): OperationJournal {
       );
       return r.rowCount === 1;
     },
-    get: (key) => get(requireIdempotencyKey(key)),
+    get: (key) => entryOf(db, requireIdempotencyKey(key)),
     async listPending(filter = {}) {
       const r = await db.query<OperationRow>(
         `SELECT ${COLUMNS} FROM operations
