@@ -36,5 +36,8 @@ export function createStreamLink(
     AGENT_CHANNEL_OPTIONS,
   );
   // Results are complete messages: encode them without nice-grpc's fromPartial copy.
-  return { channel, client: createClient(directServiceDefinition(AgentServiceDefinition), channel) };
+  return {
+    channel,
+    client: createClient(directServiceDefinition(AgentServiceDefinition), channel),
+  };
 }

@@ -104,7 +104,9 @@ describe('agent start-up weight', () => {
       RECONNECTING,
     );
     expect(loaded.some((url) => url.endsWith('/agent/long-poll.js'))).toBe(true);
-    expect(loaded.filter((url) => GRPC.test(url) || url.endsWith('/agent/stream-link.js'))).toEqual([]);
+    expect(loaded.filter((url) => GRPC.test(url) || url.endsWith('/agent/stream-link.js'))).toEqual(
+      [],
+    );
   });
 
   it('an agent on the stream link does load them (the hook sees what it must)', async () => {
