@@ -62,10 +62,8 @@ export class ServerLinks {
   private async streamClient(address: string): Promise<AgentServiceClient> {
     let existing = this.clients.get(address);
     if (existing === undefined) {
+      // One reconnect loop asks at a time: nothing else makes this address's client while the module loads.
       const { createStreamLink } = await import('./stream-link.js');
-      // Another session may have made it while the module loaded.
-      existing = this.clients.get(address);
-      if (existing !== undefined) return existing;
       const link = createStreamLink(address, this.options);
       this.channels.set(address, link.channel);
       this.clients.set(address, link.client);
