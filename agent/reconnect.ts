@@ -100,7 +100,7 @@ export async function runReconnectLoop(
   while (!signal.aborted) {
     deps.onConnecting();
     const address = links.address;
-    const session = deps.openSession(links.client(address));
+    const session = deps.openSession(await links.client(address));
     deps.onSession(session);
     const end = await session.run(signal);
     deps.onSession(undefined);

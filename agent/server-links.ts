@@ -1,23 +1,8 @@
-import { ChannelCredentials, createChannel, createClient, type Channel } from 'nice-grpc';
 import type { Logger } from 'pino';
-import { AgentServiceDefinition, type AgentServiceClient } from '../src/gen/prfleet/v1/agent.js';
-import { directServiceDefinition } from '../src/common/service-definition.js';
+import type { AgentServiceClient } from '../src/gen/prfleet/v1/agent.js';
 import { createLongPollClient, type AgentLinkClient, type LongPollClient } from './long-poll.js';
 import type { AgentLinkKind, AgentOptions } from './agent.js';
-
-/** Node options for the agent's one channel: keepalive per grpc-ts-notes §2.9, its own TCP connection. */
-export const AGENT_CHANNEL_OPTIONS = {
-  'grpc.keepalive_time_ms': 30_000,
-  'grpc.keepalive_timeout_ms': 10_000,
-  'grpc.keepalive_permit_without_calls': 1,
-  'grpc.initial_reconnect_backoff_ms': 1_000,
-  'grpc.max_reconnect_backoff_ms': 30_000,
-  // One connection per agent even when several agents share a process (the sim): grpc-ts-notes pitfall 10.
-  'grpc.use_local_subchannel_pool': 1,
-  // The agent re-dials and says Hello itself after any failure; grpc-js's retry layer would only add a wrapper
-  // and a retry buffer to every message of the one long-lived stream.
-  'grpc.enable_retries': 0,
-} as const;
+import type { Channel } from 'nice-grpc';
 
 /** What the links read from the agent's options. */
 export type ServerLinkOptions = Pick<
@@ -62,10 +47,10 @@ export class ServerLinks {
     this.index += 1;
   }
 
-  /** The client for `address` over the current link kind. */
-  client(address: string): AgentLinkClient {
+  /** The client for `address` over the current link kind (the gRPC link's module loads on its first use). */
+  async client(address: string): Promise<AgentLinkClient> {
     if (this.kind === 'long-poll') return this.longPollClient(address);
-    return this.fixedClient ?? this.streamClient(address);
+    return this.fixedClient ?? (await this.streamClient(address));
   }
 
   /** Closes every channel and long-poll client (the agent stopped). */
@@ -74,21 +59,15 @@ export class ServerLinks {
     for (const poller of this.longPollClients.values()) poller.close();
   }
 
-  private streamClient(address: string): AgentServiceClient {
+  private async streamClient(address: string): Promise<AgentServiceClient> {
     let existing = this.clients.get(address);
     if (existing === undefined) {
-      const tls = this.options.tls;
-      const channel = createChannel(
-        address,
-        this.options.plaintext
-          ? ChannelCredentials.createInsecure()
-          : ChannelCredentials.createSsl(tls?.ca ?? null, tls?.key ?? null, tls?.cert ?? null),
-        AGENT_CHANNEL_OPTIONS,
-      );
-      this.channels.set(address, channel);
-      // Results are complete messages: encode them without nice-grpc's fromPartial copy.
-      existing = createClient(directServiceDefinition(AgentServiceDefinition), channel);
-      this.clients.set(address, existing);
+      // One reconnect loop asks at a time: nothing else makes this address's client while the module loads.
+      const { createStreamLink } = await import('./stream-link.js');
+      const link = createStreamLink(address, this.options);
+      this.channels.set(address, link.channel);
+      this.clients.set(address, link.client);
+      existing = link.client;
     }
     return existing;
   }

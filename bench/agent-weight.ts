@@ -12,12 +12,13 @@
  * tests run), the bundle (`make bundle`) with the emulated transport, and the bundle with the sgio transport
  * (what a real host runs; this machine may have no /dev/sg nodes, which makes no difference to an idle agent),
  * without and with the node flags of the shipped launch: those of ExecStart in deploy/prfleet-agent.service,
- * read from the unit itself, so this measures what `make agent-dist` and systemd run. The floor
- * (bench/agent-floor.ts, bundled here the same way) holds only @grpc/grpc-js with one open Connect stream and
- * koffi: what no agent code can go below. Targets: RSS ≤ 1.3× bare, start → connected ≤ 300 ms, idle CPU ≤ 10
+ * read from the unit itself, so this measures what `make agent-dist` and systemd run; and that launch on the
+ * HTTP/1.1 long-poll link (`--link long-poll`). The floors (bench/agent-floor.ts, bundled here the same way) hold
+ * koffi and one link without any agent code: @grpc/grpc-js with one open Connect stream (what no stream agent
+ * can go below), the same stream on bare node:http2 (what grpc-js adds), and a kept-alive node:http connection
+ * (what no long-poll agent can go below). Targets: RSS ≤ 1.3× bare, start → connected ≤ 300 ms, idle CPU ≤ 10
  * ms (one tick) in IDLE_MS. Options: --rounds N (default 3), --entry name=path (repeatable; adds another agent
- * script, e.g. an older build, run as `node <path> --transport sgio` without flags, as builds before the unit
- * had any were shipped).
+ * script, e.g. an older build, run as `node <flags> <path> --transport sgio` with the shipped launch's flags).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { build } from 'esbuild';
@@ -41,8 +42,10 @@ interface AgentKind {
   readonly entry: string;
   /** Node flags before the script. */
   readonly flags: readonly string[];
-  /** Arguments after the server address; undefined for the floor, which takes only the address. */
+  /** Arguments after the server address (agents). */
   readonly transport?: readonly string[];
+  /** The floor's link (floors: bench/agent-floor.ts takes it and the address only). */
+  readonly floor?: 'grpc-js' | 'http2' | 'http1';
 }
 
 const EMULATED = ['--transport', 'emulated', '--fabric', FABRIC, '--host', 'host-a'];
@@ -78,12 +81,38 @@ function kinds(shipped: readonly string[]): AgentKind[] {
       flags: shipped,
       transport: SGIO,
     },
-    { name: 'floor: grpc-js stream + koffi, no flags', entry: FLOOR, flags: [] },
-    { name: `floor: grpc-js stream + koffi, ${flags}`, entry: FLOOR, flags: shipped },
+    {
+      name: `bundle, sgio, long-poll link, ${flags}`,
+      entry: BUNDLE,
+      flags: shipped,
+      transport: [...SGIO, '--link', 'long-poll'],
+    },
+    { name: 'floor: grpc-js stream + koffi, no flags', entry: FLOOR, flags: [], floor: 'grpc-js' },
+    {
+      name: `floor: grpc-js stream + koffi, ${flags}`,
+      entry: FLOOR,
+      flags: shipped,
+      floor: 'grpc-js',
+    },
+    {
+      name: `floor: node:http2 stream + koffi (no grpc-js), ${flags}`,
+      entry: FLOOR,
+      flags: shipped,
+      floor: 'http2',
+    },
+    {
+      name: `floor: node:http kept-alive connection + koffi, ${flags}`,
+      entry: FLOOR,
+      flags: shipped,
+      floor: 'http1',
+    },
   ];
 }
 
-/** Bundles bench/agent-floor.ts (tsc output) as scripts/bundle.mjs bundles the agent: minified, koffi external. */
+/**
+ * Bundles bench/agent-floor.ts (tsc output) as scripts/bundle.mjs bundles the agent: minified, koffi and
+ * @grpc/proto-loader (which grpc-js requires only for server-side services) external.
+ */
 async function bundleFloor(): Promise<void> {
   await build({
     entryPoints: [join(ROOT, 'dist', 'bench', 'agent-floor.js')],
@@ -92,7 +121,7 @@ async function bundleFloor(): Promise<void> {
     format: 'cjs',
     platform: 'node',
     target: 'node22',
-    external: ['koffi'],
+    external: ['koffi', '@grpc/proto-loader'],
     minify: true,
     logLevel: 'warning',
   });
@@ -147,9 +176,9 @@ async function measureAgent(kind: AgentKind, address: string, id: string): Promi
   const args = [
     ...kind.flags,
     resolve(ROOT, kind.entry),
-    ...(kind.transport === undefined
-      ? [address]
-      : ['--server', address, '--plaintext', '--agent-id', id, ...kind.transport]),
+    ...(kind.floor === undefined
+      ? ['--server', address, '--plaintext', '--agent-id', id, ...(kind.transport ?? [])]
+      : [kind.floor, address]),
   ];
   const started = performance.now();
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -167,10 +196,14 @@ async function measureAgent(kind: AgentKind, address: string, id: string): Promi
   }
 }
 
-async function bareNodeRss(): Promise<number> {
-  const child = spawn(process.execPath, ['-e', 'console.log("up"); setInterval(() => {}, 1e9)'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+async function bareNodeRss(flags: readonly string[] = []): Promise<number> {
+  const child = spawn(
+    process.execPath,
+    [...flags, '-e', 'console.log("up"); setInterval(() => {}, 1e9)'],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   try {
     await waitForLine(child, 'up');
     await sleep(SETTLE_MS);
@@ -178,6 +211,12 @@ async function bareNodeRss(): Promise<number> {
   } finally {
     await stop(child);
   }
+}
+
+/** The floor a shipped-flags sgio agent is compared with: its link's (undefined for other agents). */
+function floorOf(kind: AgentKind): AgentKind['floor'] {
+  if (kind.transport?.[1] !== 'sgio') return undefined;
+  return kind.transport.includes('long-poll') ? 'http1' : 'grpc-js';
 }
 
 const mib = (kib: number): string => `${(kib / 1024).toFixed(1)} MiB`;
@@ -204,11 +243,18 @@ function startServer(): ChildProcess {
 }
 
 /** Prints each kind's figures; agents get the verdicts, the floors their ratio and the shipped agent its margin. */
-function report(bare: readonly number[], results: ReadonlyMap<AgentKind, Weight[]>): void {
+function report(
+  bare: readonly number[],
+  bareFlagged: readonly number[],
+  results: ReadonlyMap<AgentKind, Weight[]>,
+): void {
   const bareRss = summarize(bare).p50;
   console.log(`idle bare node RSS p50 ${mib(bareRss)} (min ${mib(summarize(bare).min)})`);
+  // Not the target's baseline (a bare node as it starts); shows what the flags alone save.
+  console.log(`idle bare node with the shipped flags: RSS p50 ${mib(summarize(bareFlagged).p50)}`);
   const rssOf = (kind: AgentKind): number => summarize(results.get(kind)!.map((w) => w.rssKiB)).p50;
-  const shippedFloor = [...results.keys()].find((k) => k.entry === FLOOR && k.flags.length > 0);
+  const shippedFloor = (link: AgentKind['floor']): AgentKind | undefined =>
+    [...results.keys()].find((k) => k.floor === link && k.flags.length > 0);
   for (const [kind, weights] of results) {
     const rss = summarize(weights.map((w) => w.rssKiB));
     const connect = summarize(weights.map((w) => w.connectMs));
@@ -219,13 +265,17 @@ function report(bare: readonly number[], results: ReadonlyMap<AgentKind, Weight[
         `p50 ${cpu.p50.toFixed(0)} ms (max ${cpu.max.toFixed(0)})`,
     );
     const ratio = rss.p50 / bareRss;
-    if (kind.entry === FLOOR) {
+    if (kind.floor !== undefined) {
       console.log(`  RSS / bare node RSS ${ratio.toFixed(2)}× (the floor: no agent code)`);
       continue;
     }
     console.log(verdict(`  RSS / bare node RSS`, `${ratio.toFixed(2)}×`, '≤ 1.3×', ratio <= 1.3));
-    if (kind.flags.length > 0 && kind.transport === SGIO && shippedFloor !== undefined)
-      console.log(`  above the floor with the same flags: ${mib(rss.p50 - rssOf(shippedFloor))}`);
+    const link = kind.flags.length > 0 ? floorOf(kind) : undefined;
+    const floor = link === undefined ? undefined : shippedFloor(link);
+    if (floor !== undefined)
+      console.log(
+        `  above its floor (${floor.floor}) with the same flags: ${mib(rss.p50 - rssOf(floor))}`,
+      );
     console.log(
       verdict(
         `  start → connected p50`,
@@ -257,7 +307,7 @@ async function main(): Promise<void> {
   const shipped = shippedFlags();
   const extra = values.entry.map((spec): AgentKind => {
     const [name = spec, entry = spec] = spec.split('=');
-    return { name: `${name}, sgio, no flags`, entry, flags: [], transport: SGIO };
+    return { name: `${name}, sgio, ${shipped.join(' ')}`, entry, flags: shipped, transport: SGIO };
   });
   const all = [...extra, ...kinds(shipped)];
   const present = all.filter((k) => existsSync(resolve(ROOT, k.entry)));
@@ -265,6 +315,7 @@ async function main(): Promise<void> {
     if (!present.includes(k)) console.log(`${k.name}: ${k.entry} missing (make build)`);
   const server = startServer();
   const bare: number[] = [];
+  const bareFlagged: number[] = [];
   const results = new Map<AgentKind, Weight[]>(present.map((k) => [k, []]));
   console.log(
     `prfleet-agent weight, node ${process.version}, ${rounds} rounds, load ${loadavg()[0]?.toFixed(1) ?? '?'}, ` +
@@ -275,6 +326,7 @@ async function main(): Promise<void> {
     const address = `127.0.0.1:${(JSON.parse(listening) as { port: number }).port}`;
     for (let round = 0; round < rounds; round++) {
       bare.push(await bareNodeRss());
+      bareFlagged.push(await bareNodeRss(shipped));
       for (const [i, kind] of present.entries()) {
         results.get(kind)!.push(await measureAgent(kind, address, `weight-${i}-${round}`));
       }
@@ -282,7 +334,7 @@ async function main(): Promise<void> {
   } finally {
     await stop(server);
   }
-  report(bare, results);
+  report(bare, bareFlagged, results);
 }
 
 await main();

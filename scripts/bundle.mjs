@@ -24,6 +24,9 @@ export const EXECUTABLES = {
 // Native (koffi) or with files read next to the module (PGlite's WebAssembly and data): resolved from
 // node_modules at run time, not bundled.
 const EXTERNAL = ['koffi', '@electric-sql/pglite'];
+// The agent is a gRPC client only: grpc-js requires @grpc/proto-loader (with protobufjs, ~130 KB that an idle
+// agent would keep in its heap as source) only for the channelz and ORCA services a server offers.
+const AGENT_EXTERNAL = [...EXTERNAL, '@grpc/proto-loader'];
 
 // CommonJS dependencies inside an ES module bundle still call require() and read __dirname.
 const BANNER = [
@@ -86,7 +89,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
     format: 'esm',
     platform: 'node',
     target: 'node22',
-    external: EXTERNAL,
+    external: name === 'agent' ? AGENT_EXTERNAL : EXTERNAL,
     plugins: [builtinsByRequire],
     banner: { js: BANNER },
     minify: true,

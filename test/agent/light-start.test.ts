@@ -1,5 +1,5 @@
 // What a real host's agent loads: with the sgio transport, nothing of the emulator, the fabric parser or YAML
-// (they are for emulated agents only). The built agent runs with a module hook that records every module it
+// (they are for emulated agents only); on the long-poll link, nothing of gRPC. The built agent runs with a module hook that records every module it
 // loads, until its first inventory (discovery done); the emulated agent is the control that the hook sees them.
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -32,8 +32,15 @@ afterAll(async () => {
   if (work !== undefined) await rm(work, { recursive: true, force: true });
 });
 
-/** Runs the built agent until its first "inventory" line; returns the URLs of the modules it loaded. */
-async function modulesLoaded(name: string, transportArgs: readonly string[]): Promise<string[]> {
+/**
+ * Runs the built agent until its first `until` line (default: its first inventory); returns the URLs of the
+ * modules it loaded.
+ */
+async function modulesLoaded(
+  name: string,
+  transportArgs: readonly string[],
+  until = '"msg":"inventory"',
+): Promise<string[]> {
   const log = join(work, `${name}.log`);
   await writeFile(log, '');
   const child = spawn(
@@ -51,7 +58,7 @@ async function modulesLoaded(name: string, transportArgs: readonly string[]): Pr
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => {
       output += d.toString();
-      if (output.includes('"msg":"inventory"')) resolve();
+      if (output.includes(until)) resolve();
     });
     child.stderr.on('data', (d: Buffer) => (output += d.toString()));
     child.once('exit', (code) => reject(new Error(`agent exited (${code}):\n${output}`)));
@@ -84,5 +91,27 @@ describe('agent start-up weight', () => {
     expect(loaded.some((url) => url.includes('/src/emulator/'))).toBe(true);
     expect(loaded.some((url) => url.endsWith('/agent/fabric.js'))).toBe(true);
     expect(loaded.some((url) => url.includes('/node_modules/yaml/'))).toBe(true);
+  });
+
+  // The first dial has failed by the time the agent says it reconnects: the link's modules are loaded by then.
+  const RECONNECTING = '"msg":"session ended; reconnecting"';
+  const GRPC = /\/node_modules\/(@grpc\/grpc-js|nice-grpc)\//;
+
+  it('an agent on the long-poll link loads nothing of grpc-js or nice-grpc (~9 MiB of idle RSS)', async () => {
+    const loaded = await modulesLoaded(
+      'light-long-poll',
+      ['--transport', 'sgio', '--link', 'long-poll'],
+      RECONNECTING,
+    );
+    expect(loaded.some((url) => url.endsWith('/agent/long-poll.js'))).toBe(true);
+    expect(loaded.filter((url) => GRPC.test(url) || url.endsWith('/agent/stream-link.js'))).toEqual(
+      [],
+    );
+  });
+
+  it('an agent on the stream link does load them (the hook sees what it must)', async () => {
+    const loaded = await modulesLoaded('light-stream', ['--transport', 'sgio'], RECONNECTING);
+    expect(loaded.some((url) => url.endsWith('/agent/stream-link.js'))).toBe(true);
+    expect(loaded.some((url) => url.includes('/node_modules/@grpc/grpc-js/'))).toBe(true);
   });
 });
