@@ -115,7 +115,9 @@ describe('directServiceDefinition', () => {
     const expected = bytesOf(ConnectRequest.encode(up).finish());
     const first = agent.requestSerialize(up);
     // A partial message fails the direct encode half-way; the next message must not see its leftovers.
-    agent.requestSerialize({ message: { $case: 'result', value: { commandId: 'c-3', outcome: 1 } } });
+    agent.requestSerialize({
+      message: { $case: 'result', value: { commandId: 'c-3', outcome: 1 } },
+    });
     // A message larger than the kept writer, then a small one.
     const big = { ...result, message: 'x'.repeat(100_000) };
     const bigBytes = agent.requestSerialize({ message: { $case: 'result', value: big } });
