@@ -22,25 +22,34 @@ export interface RunTaskDeps {
   finish(task: Task, result: CommandResult): void;
 }
 
-/** Runs the request, waiting at most timeout + grace for a device that never answers. */
-export async function executeWithWatchdog(
+/**
+ * Runs the request, waiting at most timeout + grace for a device that never answers. One promise settled by
+ * whichever comes first (no race of two promises and an async frame per command).
+ */
+export function executeWithWatchdog(
   dev: ScsiDevice,
   request: ScsiRequest,
   signal: AbortSignal | undefined,
   graceMs: number,
 ): Promise<{ response: ScsiResponse } | { stuck: Promise<unknown> }> {
-  const running = dev.execute(request, signal === undefined ? {} : { signal });
-  let timer: NodeJS.Timeout | undefined;
-  const watchdog = new Promise<'stuck'>((resolve) => {
-    timer = setTimeout(() => resolve('stuck'), request.timeoutMs + graceMs);
+  return new Promise((resolve, reject) => {
+    const running = dev.execute(request, signal === undefined ? {} : { signal });
+    const timer = setTimeout(
+      () => resolve({ stuck: running.catch(() => undefined) }),
+      request.timeoutMs + graceMs,
+    );
+    running.then(
+      (response) => {
+        clearTimeout(timer);
+        resolve({ response });
+      },
+      // Devices reject with Errors (TransportError, AbortError); passed on as they are.
+      (error: Error) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  try {
-    const first = await Promise.race([running, watchdog]);
-    if (first === 'stuck') return { stuck: running.catch(() => undefined) };
-    return { response: first };
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function isAbortError(e: unknown): boolean {

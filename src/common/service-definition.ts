@@ -49,18 +49,34 @@ export interface TsProtoMessageType {
   fromPartial?(object: unknown): unknown;
 }
 
+/**
+ * A writer that encoded a message larger than this is not kept for the next one: the buffer of one big listing
+ * page must not stay allocated for the life of the process.
+ */
+const KEPT_WRITER_BYTES = 64 * 1024;
+
+/**
+ * The one writer every direct encode uses. Encoding is synchronous and finish() copies the bytes out and rewinds
+ * the writer, so reusing it is safe; a fresh writer per message started at 128 bytes, grew (a copy) for most
+ * commands and results, and left both buffers as garbage on every message.
+ */
+let sharedWriter: StrictBinaryWriter | undefined;
+
 /** `encode(value)` when `value` is a complete message, else `encode(fromPartial(value))`; the same bytes either way. */
 function serializerOf(type: TsProtoMessageType): (value: unknown) => Uint8Array {
   const fromPartial = type.fromPartial;
   if (fromPartial === undefined) return (value) => type.encode(value).finish();
   return (value) => {
+    const writer = sharedWriter ?? new StrictBinaryWriter();
+    sharedWriter = undefined; // a writer that threw mid-message is never reused
     let direct: Uint8Array;
     try {
-      direct = type.encode(value, new StrictBinaryWriter()).finish();
+      direct = type.encode(value, writer).finish();
     } catch {
       // Not complete (or not a message at all): what nice-grpc would have done.
       return type.encode(fromPartial.call(type, value)).finish();
     }
+    if (direct.length <= KEPT_WRITER_BYTES) sharedWriter = writer;
     return direct;
   };
 }

@@ -46,9 +46,20 @@ export function initiatorPortOf(transportId: TransportId): string {
   return formatTransportId(transportId);
 }
 
+/**
+ * Keys of the nexuses seen, by Initiator object: a path's Initiator lives as long as the path, and formatting its
+ * TransportID again on every command it sends was repeated work on the command path.
+ */
+const nexusKeys = new WeakMap<Initiator, string>();
+
 /** Identity of one I_T nexus. @internal */
 export function nexusKeyOf(initiator: Initiator): string {
-  return `${initiatorPortOf(initiator.transportId)}@${initiator.relativeTargetPort}`;
+  let key = nexusKeys.get(initiator);
+  if (key === undefined) {
+    key = `${initiatorPortOf(initiator.transportId)}@${initiator.relativeTargetPort}`;
+    nexusKeys.set(initiator, key);
+  }
+  return key;
 }
 
 /** PR state of one LU. @internal */

@@ -1,7 +1,9 @@
-import {
+import type {
+  Deadline,
+  Metadata,
   ServerInterceptingCall,
-  ServerListenerBuilder,
-  type ServerInterceptor,
+  ServerInterceptingCallInterface,
+  ServerInterceptor,
 } from '@grpc/grpc-js';
 import { Status, type CallContext } from 'nice-grpc';
 import { ServerError } from 'nice-grpc-common';
@@ -30,29 +32,89 @@ export const MAX_COMMAND_TIMEOUT_MS = 3_600_000;
 export const deadlineInterceptor =
   (clock: Clock): ServerInterceptor =>
   (_method, call) =>
-    new ServerInterceptingCall(call, {
-      start: (next) => {
-        next(
-          new ServerListenerBuilder()
-            .withOnReceiveMetadata((metadata, nextMetadata) => {
-              const receivedMs = clock.now();
-              metadata.remove(DEADLINE_METADATA_KEY);
-              const candidates: number[] = [];
-              const deadline = call.getDeadline();
-              const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
-              if (Number.isFinite(grpcMs)) candidates.push(grpcMs);
-              const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
-              if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
-                candidates.push(receivedMs + Number(relative));
-              }
-              if (candidates.length > 0)
-                metadata.set(DEADLINE_METADATA_KEY, String(Math.min(...candidates)));
-              nextMetadata(metadata);
-            })
-            .build(),
-        );
-      },
-    });
+    // grpc-js composes interceptors through ServerInterceptingCallInterface; its type names the class.
+    new DeadlineExposingCall(call, clock) as unknown as ServerInterceptingCall;
+
+/** `metadata` with DEADLINE_METADATA_KEY set from the transport's deadline and `prfleet-timeout-ms` (see above). */
+function exposeDeadlineIn(metadata: Metadata, deadline: Deadline, receivedMs: number): Metadata {
+  metadata.remove(DEADLINE_METADATA_KEY);
+  const grpcMs = deadline instanceof Date ? deadline.getTime() : deadline;
+  let earliest = Number.isFinite(grpcMs) ? grpcMs : Infinity;
+  const relative = metadata.get(TIMEOUT_METADATA_KEY)[0];
+  if (typeof relative === 'string' && /^\d{1,12}$/.test(relative)) {
+    earliest = Math.min(earliest, receivedMs + Number(relative));
+  }
+  if (earliest !== Infinity) metadata.set(DEADLINE_METADATA_KEY, String(earliest));
+  return metadata;
+}
+
+type Call = ServerInterceptingCallInterface;
+/** What grpc-js hands a call's start() (its package index does not export the name). */
+type InterceptingServerListener = Parameters<Call['start']>[0];
+
+/**
+ * The call as the layers above see it: its metadata with the deadline added, everything else passed through.
+ * One plain object per call (it is also the listener it hands down) instead of grpc-js's ServerInterceptingCall,
+ * whose listener and responder machinery cost every call several objects and a closure per message sent.
+ */
+class DeadlineExposingCall implements Call, InterceptingServerListener {
+  private listener: InterceptingServerListener | undefined;
+
+  constructor(
+    private readonly call: Call,
+    private readonly clock: Clock,
+  ) {}
+
+  start(listener: InterceptingServerListener): void {
+    this.listener = listener;
+    this.call.start(this);
+  }
+  onReceiveMetadata(metadata: Metadata): void {
+    const receivedMs = this.clock.now();
+    this.listener?.onReceiveMetadata(
+      exposeDeadlineIn(metadata, this.call.getDeadline(), receivedMs),
+    );
+  }
+  onReceiveMessage(message: unknown): void {
+    this.listener?.onReceiveMessage(message);
+  }
+  onReceiveHalfClose(): void {
+    this.listener?.onReceiveHalfClose();
+  }
+  onCancel(): void {
+    this.listener?.onCancel();
+  }
+  sendMetadata(metadata: Metadata): void {
+    this.call.sendMetadata(metadata);
+  }
+  sendMessage(message: unknown, callback: () => void): void {
+    this.call.sendMessage(message, callback);
+  }
+  sendStatus(status: Parameters<Call['sendStatus']>[0]): void {
+    this.call.sendStatus(status);
+  }
+  startRead(): void {
+    this.call.startRead();
+  }
+  getPeer(): string {
+    return this.call.getPeer();
+  }
+  getDeadline(): Deadline {
+    return this.call.getDeadline();
+  }
+  getHost(): string {
+    return this.call.getHost();
+  }
+  getAuthContext(): ReturnType<Call['getAuthContext']> {
+    return this.call.getAuthContext();
+  }
+  getConnectionInfo(): ReturnType<Call['getConnectionInfo']> {
+    return this.call.getConnectionInfo();
+  }
+  getMetricsRecorder(): ReturnType<Call['getMetricsRecorder']> {
+    return this.call.getMetricsRecorder();
+  }
+}
 
 /** {@link deadlineInterceptor} on the system clock. */
 export const exposeDeadline: ServerInterceptor = deadlineInterceptor(systemClock);

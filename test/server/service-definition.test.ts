@@ -109,6 +109,26 @@ describe('directServiceDefinition', () => {
     );
   });
 
+  it('gives the same bytes whatever was encoded before (the writer is reused between messages)', () => {
+    const agent = directServiceDefinition(AgentServiceDefinition).connect;
+    const up = ConnectRequest.fromPartial({ message: { $case: 'result', value: result } });
+    const expected = bytesOf(ConnectRequest.encode(up).finish());
+    const first = agent.requestSerialize(up);
+    // A partial message fails the direct encode half-way; the next message must not see its leftovers.
+    agent.requestSerialize({
+      message: { $case: 'result', value: { commandId: 'c-3', outcome: 1 } },
+    });
+    // A message larger than the kept writer, then a small one.
+    const big = { ...result, message: 'x'.repeat(100_000) };
+    const bigBytes = agent.requestSerialize({ message: { $case: 'result', value: big } });
+    expect(bigBytes.length).toBeGreaterThan(100_000);
+    const again = agent.requestSerialize(up);
+    expect(bytesOf(again)).toBe(expected);
+    // Each call returns its own bytes: the first result was not overwritten by the later encodes.
+    expect(bytesOf(first)).toBe(expected);
+    expect(again.buffer).not.toBe(first.buffer);
+  });
+
   it('decodes what it encodes, for requests and responses', () => {
     const agent = directServiceDefinition(AgentServiceDefinition).connect;
     const up = ConnectRequest.fromPartial({ message: { $case: 'result', value: result } });
