@@ -1,8 +1,13 @@
 import type { Logger } from 'pino';
 import type { Command } from '../../gen/prfleet/v1/agent.js';
-import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import {
+  Outcome,
+  PrinAction,
+  outcomeToJSON,
+  type CommandResult,
+} from '../../gen/prfleet/v1/scsi.js';
 import { toScsiRequest } from '../../common/command.js';
-import { unknownResult } from '../../common/result.js';
+import { deviceAnswered, outcomeOf, unknownResult } from '../../common/result.js';
 import type { AgentSession } from './link.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
@@ -44,10 +49,50 @@ export function dataInLengthOf(command: Command): number {
   }
 }
 
+/** The decoded data a GOOD answer to each PRIN action carries (buildCommandResult's decodePrinResult). */
+const PRIN_DATA: Readonly<Record<number, NonNullable<CommandResult['data']>['$case']>> = {
+  [PrinAction.PRIN_ACTION_READ_KEYS]: 'readKeys',
+  [PrinAction.PRIN_ACTION_READ_RESERVATION]: 'readReservation',
+  [PrinAction.PRIN_ACTION_REPORT_CAPABILITIES]: 'capabilities',
+  [PrinAction.PRIN_ACTION_READ_FULL_STATUS]: 'fullStatus',
+};
+
+const NO_SENSE = new Uint8Array(0);
+
+/**
+ * Why the outcome, status byte and decoded data of a result contradict each other or the command, or
+ * undefined: a status that is no byte (the history could not record it, so the PROUT would go unrecorded), an
+ * outcome other than the one its status, host and driver status make (outcomeOf, as the agent computes it: a
+ * GOOD whose status says RESERVATION CONFLICT), or decoded data other than a GOOD answer to this PRIN action.
+ */
+function contradiction(result: CommandResult, command: Command): string | undefined {
+  if (result.status > 0xff) return `status ${result.status} is not a status byte`;
+  if (deviceAnswered(result.outcome)) {
+    const { status, hostStatus, driverStatus } = result;
+    const implied = outcomeOf({
+      status,
+      hostStatus,
+      driverStatus,
+      sense: result.sense?.raw ?? NO_SENSE,
+    });
+    if (implied !== result.outcome)
+      return `${outcomeToJSON(result.outcome)} contradicts its status 0x${result.status.toString(16)} (host 0x${result.hostStatus.toString(16)}, driver 0x${result.driverStatus.toString(16)}), which make ${outcomeToJSON(implied)}`;
+  }
+  const data = result.data?.$case;
+  if (data === undefined) return undefined;
+  const expected =
+    result.outcome === Outcome.OUTCOME_GOOD && command.kind?.$case === 'prin'
+      ? PRIN_DATA[command.kind.value.action]
+      : undefined;
+  return data === expected
+    ? undefined
+    : `${data} data in a ${outcomeToJSON(result.outcome)} answer to ${command.kind?.$case ?? 'a command'}${expected === undefined ? '' : ` (${expected} expected)`}`;
+}
+
 /**
  * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
- * reports, sense over 252 bytes, more data-in than the allocation length asked, decoded data the data-in could not hold, oversized
- * text. A compromised agent must not be able to make the server store (and every listing return) megabytes.
+ * reports, sense over 252 bytes, more data-in than the allocation length asked, decoded data the data-in could
+ * not hold, oversized text, an outcome, status or data that contradict each other or the command. A compromised agent must not be able to make the server store (and every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
   if (!AGENT_OUTCOMES.has(result.outcome))
@@ -73,7 +118,7 @@ export function invalidAgentResult(result: CommandResult, command: Command): str
   );
   if (text > MAX_RESULT_TEXT)
     return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
-  return undefined;
+  return contradiction(result, command);
 }
 
 function decodedBytes(data: CommandResult['data']): number {
