@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 import type { DescMessage } from '@bufbuild/protobuf';
+import { quoteInput } from '../../common/errors.js';
 import { authorizeInventory, type PeerIdentity } from '../auth/mtls.js';
 import { violationsOf, type EdgeSchema } from '../edge.js';
 import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
@@ -48,8 +49,8 @@ export function acceptInventory(
 }
 
 /**
- * The paths that pass the edge's rules (lengths by field name, no control characters): what an inventory says
- * goes into ListDevices, the events and the web view. The others are dropped and logged.
+ * The paths that pass the edge's rules (lengths by field name, no control characters), each device node once:
+ * what an inventory says goes into ListDevices, the events and the web view. The others are dropped and logged.
  */
 function wellFormed(
   checks: InventoryChecks,
@@ -57,12 +58,25 @@ function wellFormed(
   paths: readonly Path[],
 ): readonly Path[] {
   const { schema, pathDesc } = checks;
-  if (schema === undefined || pathDesc === undefined) return paths;
   const bad = new Map<number, string>();
-  paths = paths.map(withPrintableInquiry);
+  if (schema !== undefined && pathDesc !== undefined) {
+    paths = paths.map(withPrintableInquiry);
+    paths.forEach((path, i) => {
+      const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
+      if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
+    });
+  }
+  // A device node leads to one LU, the one commands through it reach (the first listed): a later entry would
+  // list it as a path to another LU that no command could use.
+  const seen = new Set<string>();
   paths.forEach((path, i) => {
-    const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
-    if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
+    if (bad.has(i)) return;
+    if (seen.has(path.path))
+      bad.set(
+        i,
+        `inventory.paths[${i}].path: ${quoteInput(path.path)} reported again (the first is kept)`,
+      );
+    seen.add(path.path);
   });
   if (bad.size === 0) return paths;
   checks.log.warn(
