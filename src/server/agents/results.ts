@@ -97,9 +97,8 @@ function contradiction(result: CommandResult, command: Command): string | undefi
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
   if (!AGENT_OUTCOMES.has(result.outcome))
     return `outcome ${result.outcome} is not one an agent reports`;
-  const senseBytes = result.sense?.raw.length ?? 0;
-  if (senseBytes > MAX_SENSE_BYTES)
-    return `sense of ${senseBytes} bytes (at most ${MAX_SENSE_BYTES})`;
+  const oversized = oversizedSense(result.sense, 'sense');
+  if (oversized !== undefined) return oversized;
   const allocation = dataInLengthOf(command);
   if (result.dataIn.length > allocation)
     return `${result.dataIn.length} bytes of data-in for an allocation length of ${allocation}`;
@@ -110,15 +109,27 @@ export function invalidAgentResult(result: CommandResult, command: Command): str
     return `${decoded} bytes of decoded data for an allocation length of ${allocation}`;
   if (result.unitAttentions.length > MAX_UNIT_ATTENTIONS)
     return `${result.unitAttentions.length} unit attentions (at most ${MAX_UNIT_ATTENTIONS})`;
-  const text = Math.max(
-    result.message.length,
-    result.statusName.length,
-    result.sense?.description.length ?? 0,
-    result.sense?.senseKeyName.length ?? 0,
-  );
+  // Each unit attention becomes an event of its own (kept, watched, sent to webhooks): its sense is held to
+  // the same bounds as the result's.
+  for (const ua of result.unitAttentions) {
+    const bad = oversizedSense(ua.sense, 'unit attention sense');
+    if (bad !== undefined) return bad;
+  }
+  const text = Math.max(result.message.length, result.statusName.length);
   if (text > MAX_RESULT_TEXT)
     return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
   return contradiction(result, command);
+}
+
+/** Why `sense` is more than a device returns (raw bytes, or its texts), or undefined. */
+function oversizedSense(sense: CommandResult['sense'], what: string): string | undefined {
+  if (sense === undefined) return undefined;
+  if (sense.raw.length > MAX_SENSE_BYTES)
+    return `${what} of ${sense.raw.length} bytes (at most ${MAX_SENSE_BYTES})`;
+  const text = Math.max(sense.description.length, sense.senseKeyName.length);
+  if (text > MAX_RESULT_TEXT)
+    return `a text field of ${text} characters in the ${what} (at most ${MAX_RESULT_TEXT})`;
+  return undefined;
 }
 
 function decodedBytes(data: CommandResult['data']): number {
