@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 import type { DescMessage } from '@bufbuild/protobuf';
 import { quoteInput } from '../../common/errors.js';
+import { hasControl, printable } from '../../common/printable.js';
 import { authorizeInventory, type PeerIdentity } from '../auth/mtls.js';
 import { violationsOf, type EdgeSchema } from '../edge.js';
 import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
@@ -86,9 +87,6 @@ function wellFormed(
   return paths.filter((_, i) => !bad.has(i));
 }
 
-// C0 and C1 controls and DEL, as the edge refuses them.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
-
 /**
  * The path with control characters in its INQUIRY text (vendor, product, revision, serial: what a device says
  * about itself, decoded as latin1) shown as '.', as a key layout shows unprintable bytes: an odd device stays
@@ -96,9 +94,9 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
  */
 function withPrintableInquiry(path: Path): Path {
   const fields = ['vendor', 'product', 'revision', 'serial'] as const;
-  if (!fields.some((f) => path[f].search(CONTROL) >= 0)) return path;
+  if (!fields.some((f) => hasControl(path[f]))) return path;
   const cleaned = { ...path };
-  for (const f of fields) cleaned[f] = path[f].replace(CONTROL, '.');
+  for (const f of fields) cleaned[f] = printable(path[f]);
   return cleaned;
 }
 
