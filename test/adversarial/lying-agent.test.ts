@@ -124,6 +124,32 @@ describe('a lying agent’s self-contradicting results', () => {
     });
   });
 
+  it('settles a result echoing a CDB or data-out the command never had as UNKNOWN, journaling none of it', async () => {
+    const { client, agent } = await fleetWithLiar();
+    const options = { idempotencyKey: 'echo-1' };
+    for (const echo of [
+      { cdb: Buffer.alloc(1_000_000, 0x5f) },
+      { dataOut: Buffer.alloc(1_000_000) },
+    ]) {
+      const pending = client.register({ target: TARGET, newKey: 0xa1n, options });
+      agent.respond(await agent.nextCommand(), echo);
+      const { result } = await pending;
+      expect(result?.outcome).toBe(Outcome.OUTCOME_UNKNOWN);
+      expect(result?.message).toMatch(/(cdb|data-out) of 1000000 bytes/);
+      // The repeat of the key is answered from the journal (an UNKNOWN is settled by reading the LU).
+      const settle = client.register({ target: TARGET, newKey: 0xa1n, options });
+      for (let i = 0; i < 3; i += 1) {
+        const next = await agent.nextCommand(2_000).catch(() => undefined);
+        if (next === undefined) break;
+        agent.respond(next, next.kind?.$case === 'prin' ? {} : { outcome: Outcome.OUTCOME_GOOD });
+      }
+      const repeated = (await settle).result;
+      expect(repeated?.cdb.length ?? 0).toBeLessThanOrEqual(16);
+      expect(repeated?.dataOut.length ?? 0).toBeLessThanOrEqual(24);
+      options.idempotencyKey = 'echo-2';
+    }
+  });
+
   it('keeps answers whose outcome, status and data agree', async () => {
     const { client, agent } = await fleetWithLiar();
     const conflict = client.register({ target: TARGET, newKey: 0xa1n });

@@ -37,15 +37,20 @@ const AGENT_OUTCOMES = new Set<number>([
   Outcome.OUTCOME_REFUSED,
 ]);
 
+/** Longest CDB of a command an agent runs (a fixed-length CDB is at most 16 bytes; these use 6 to 12). */
+export const MAX_CDB_BYTES = 16;
+
 /**
- * How many data-in bytes the command asked the device for (0: none): what the agent computes, from the same
- * function (toScsiRequest), so every command kind (READ ELEMENT STATUS included) is covered by one definition.
+ * How many data-in bytes the command asked the device for, and how many data-out bytes it sends (0: none): what
+ * the agent computes, from the same function (toScsiRequest), so every command kind (READ ELEMENT STATUS
+ * included) is covered by one definition.
  */
-export function dataInLengthOf(command: Command): number {
+function transferLengthsOf(command: Command): { dataIn: number; dataOut: number } {
   try {
-    return toScsiRequest(command).dataInLength;
+    const request = toScsiRequest(command);
+    return { dataIn: request.dataInLength, dataOut: request.dataOut?.length ?? 0 };
   } catch {
-    return 0; // not a command the server would send: no data-in is believable
+    return { dataIn: 0, dataOut: 0 }; // not a command the server would send: no transfer is believable
   }
 }
 
@@ -91,15 +96,22 @@ function contradiction(result: CommandResult, command: Command): string | undefi
 
 /**
  * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
- * reports, sense over 252 bytes, more data-in than the allocation length asked, decoded data the data-in could
- * not hold, oversized text, an outcome, status or data that contradict each other or the command. A compromised agent must not be able to make the server store (and every listing return) megabytes.
+ * reports, sense over 252 bytes, a CDB or data-out longer than the command's, more data-in than the allocation
+ * length asked, decoded data the data-in could not hold, oversized text, an outcome, status or data that
+ * contradict each other or the command. A compromised agent must not be able to make the server store (and
+ * every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
   if (!AGENT_OUTCOMES.has(result.outcome))
     return `outcome ${result.outcome} is not one an agent reports`;
   const oversized = oversizedSense(result.sense, 'sense');
   if (oversized !== undefined) return oversized;
-  const allocation = dataInLengthOf(command);
+  // The CDB and data-out are the agent's echo of what it sent; kept in the journal with the result.
+  if (result.cdb.length > MAX_CDB_BYTES)
+    return `cdb of ${result.cdb.length} bytes (at most ${MAX_CDB_BYTES})`;
+  const { dataIn: allocation, dataOut } = transferLengthsOf(command);
+  if (result.dataOut.length > dataOut)
+    return `data-out of ${result.dataOut.length} bytes for a command that sends ${dataOut}`;
   if (result.dataIn.length > allocation)
     return `${result.dataIn.length} bytes of data-in for an allocation length of ${allocation}`;
   // Decoded data takes at least as many bytes of the data-in it was decoded from: 8 a key, 24 a descriptor
