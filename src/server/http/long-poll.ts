@@ -171,7 +171,8 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     req: IncomingMessage,
     ctx: HttpContext,
   ): Promise<{ body: Uint8Array; messages: ConnectRequest[] }> {
-    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
+    // Type and subtype are case-insensitive (RFC 9110 §8.3.1); parameters are ignored.
+    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
     if (type !== LINK_CONTENT_TYPE)
       throw new HttpError(415, `expected content-type ${LINK_CONTENT_TYPE} (a LinkUpload)`);
     const body = await ctx.body();
