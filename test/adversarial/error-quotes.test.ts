@@ -29,13 +29,13 @@ describe('errors quoting input with bidirectional controls', () => {
       expect(shownInput(`a${c}b`)).toBe(`"a\\u${c.charCodeAt(0).toString(16)}b"`);
     }
     const { client } = await startTestServer();
-    const error = await client
+    const error = (await client
       .register({
         target: { agentId: 'host-a', path: '/dev/sg2' },
         newKey: 0xa1n,
         options: { reason: 'host-c failed \u202edeliaf ton' },
       })
-      .catch((e: unknown) => e as { code: Status; details: string });
+      .catch((e: unknown) => e)) as { code: Status; details: string };
     expect(error).toMatchObject({ code: Status.INVALID_ARGUMENT });
     expect(error.details).toContain('host-c failed \\u202edeliaf ton');
     expect(error.details).not.toMatch(/[\u200e\u200f\u202a-\u202e\u2066-\u2069]/);

@@ -6,31 +6,16 @@
 // still held it. Now every fleet RPC refuses a command_timeout over the single-command maximum, and Audit a
 // progress_interval over it (its timer overflowed into a progress event every millisecond), with
 // INVALID_ARGUMENT naming the field, before anything is read or sent.
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { createChannel, createClient, Status } from 'nice-grpc';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { FleetServiceDefinition } from '../../src/gen/prfleet/v1/fleet.js';
 import { ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { MAX_COMMAND_TIMEOUT_MS } from '../../src/server/deadline.js';
-import { openStore } from '../../src/server/store/index.js';
 import { startTestServer } from '../helpers/server.js';
+import { pgStore } from './helpers.js';
 import { connectFakeAgent, fakePath } from '../server/fake-agent.js';
-import { TEST_DATABASE_URL } from '../store/backends.js';
 
 const LU1 = 'naa.5000e11100000001';
-
-async function pgStore() {
-  const schema = `prfleet_timeouts_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const store = await openStore({ databaseUrl: TEST_DATABASE_URL, schema });
-  onTestFinished(async () => {
-    await store.close();
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => client.end());
-  });
-  return store;
-}
 
 /** 10^7 s: 10^10 ms, past the 2^31 − 1 ms a Node timer holds. */
 const TOO_LONG = { seconds: 10_000_000n, nanos: 0 };

@@ -8,30 +8,15 @@
 // - a READ KEYS answered with READ RESERVATION data reached the caller as that data.
 // Each is now settled as UNKNOWN (the command may or may not have run), recorded like any UNKNOWN, keeping none
 // of what the agent sent.
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, type CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
-import { openStore } from '../../src/server/store/index.js';
 import { startTestServer } from '../helpers/server.js';
+import { pgStore } from './helpers.js';
 import { connectFakeAgent, fakePath } from '../server/fake-agent.js';
-import { TEST_DATABASE_URL } from '../store/backends.js';
 
 const LU1 = 'naa.5000e11100000001';
 const TARGET = { agentId: 'host-a', path: '/dev/sg0' };
-
-async function pgStore() {
-  const schema = `prfleet_liar_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const store = await openStore({ databaseUrl: TEST_DATABASE_URL, schema });
-  onTestFinished(async () => {
-    await store.close();
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => client.end());
-  });
-  return store;
-}
 
 async function fleetWithLiar() {
   const started = await startTestServer({ deps: { store: await pgStore() } });
