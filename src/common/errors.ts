@@ -41,8 +41,10 @@ export type ErrorReasonValue = (typeof ErrorReason)[keyof typeof ErrorReason];
 /** Longest prefix of caller input quoted in an error (characters). */
 export const QUOTED_INPUT_MAX = 64;
 
-// Control characters, DEL, C1 controls (a terminal may take U+009B as CSI), line and paragraph separators.
-const UNSAFE_IN_QUOTE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+// Control characters, DEL, C1 controls (a terminal may take U+009B as CSI), line and paragraph separators, and
+// the bidirectional marks, embeddings, overrides and isolates the edge refuses (a quote must display as sent).
+const UNSAFE_IN_QUOTE =
+  /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * Caller input as an error may quote it: at most `max` characters, JSON-escaped (control characters too) and in
@@ -60,9 +62,7 @@ export function quoteInput(value: string, max = QUOTED_INPUT_MAX): string {
 
 /** Caller input as a name in an error: as it is when short and plain, else {@link quoteInput}. */
 export function shownInput(value: string, max = QUOTED_INPUT_MAX): string {
-  return value.length <= max &&
-    !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(value) &&
-    !/^\s|\s$|"/.test(value)
+  return value.length <= max && value.search(UNSAFE_IN_QUOTE) < 0 && !/^\s|\s$|"/.test(value)
     ? value
     : quoteInput(value, max);
 }

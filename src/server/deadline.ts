@@ -173,6 +173,19 @@ export function commandBudgetMs(
 }
 
 /**
+ * The device timeout (or another interval) a fleet request asks for: `duration`, or `defaultMs` when it is unset
+ * or zero. INVALID_ARGUMENT naming `field` when it is negative or longer than MAX_COMMAND_TIMEOUT_MS, as for a
+ * single command: a longer one passes what a Node timer holds (2^31 − 1 ms), and the timer then fires at once.
+ */
+export function requestedMs(
+  duration: Duration | undefined,
+  defaultMs: number,
+  field: string,
+): number {
+  return commandBudgetMs(duration, undefined, { defaultTimeoutMs: defaultMs, marginMs: 0 }, field);
+}
+
+/**
  * The device timeout of one dispatch: `requestedMs` trimmed to the caller's absolute `deadline` less the margin.
  * The only place the deadline turns into a budget (the router sends it as the wire Duration). Throws
  * DEADLINE_EXCEEDED (nothing sent) when the deadline leaves no time.

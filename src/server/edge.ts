@@ -36,6 +36,7 @@ import {
 import type { CallContext, ServerMiddlewareCall } from 'nice-grpc-common';
 import { quoteInput } from '../common/errors.js';
 import type { TsProtoMessageType } from '../common/service-definition.js';
+import type { ConnectRequest, Hello } from '../gen/prfleet/v1/agent.js';
 import { ASSIGNED_KEY_PREFIX } from './command-executor.js';
 import { MAX_REASON_LENGTH } from './history.js';
 
@@ -479,6 +480,53 @@ export function edgeDeserializer(schema: EdgeSchema) {
       }
     };
   };
+}
+
+/**
+ * The fields of `message`, decoded leniently from `bytes` as `type` (descriptor `typeName`: ts-proto put U+FFFD
+ * where the bytes were not UTF-8), that held invalid UTF-8; [] when every string is valid.
+ */
+export function invalidUtf8Fields(
+  schema: EdgeSchema,
+  typeName: string,
+  type: TsProtoMessageType,
+  bytes: Uint8Array,
+  message: unknown,
+): string[] {
+  try {
+    type.decode(new BinaryReader(bytes, (b) => strictUtf8.decode(b)));
+    return [];
+  } catch {
+    const desc = schema.message(typeName);
+    return desc === undefined ? [] : replacedFields(desc, message as Plain, '');
+  }
+}
+
+/**
+ * A Hello as the session's Hello check (checkRequest) sees it: an {@link UndecodableRequest} naming `fields` (its
+ * strings that held invalid UTF-8, `hello.hostname`) when there are any, so it is refused like any Hello that
+ * breaks a rule; else the Hello itself.
+ */
+export function helloWithInvalidUtf8(hello: Hello, fields: readonly string[]): Hello {
+  if (fields.length === 0) return hello;
+  return new UndecodableRequest('invalid UTF-8 in a string field', fields) as unknown as Hello;
+}
+
+/**
+ * The request deserializer of AgentService.Connect: ts-proto's lenient decoding (inventories and results, the
+ * stream's busy path, are decoded once as ever), except that a Hello is decoded again strictly and refused by
+ * the session's Hello check when a string held invalid UTF-8.
+ */
+export function agentRequestDeserializer(schema: EdgeSchema) {
+  return (_path: string, type: TsProtoMessageType) =>
+    (bytes: Uint8Array): unknown => {
+      const request = type.decode(bytes) as ConnectRequest;
+      if (request.message?.$case !== 'hello') return request;
+      const fields = invalidUtf8Fields(schema, 'prfleet.v1.ConnectRequest', type, bytes, request);
+      return {
+        message: { $case: 'hello', value: helloWithInvalidUtf8(request.message.value, fields) },
+      };
+    };
 }
 
 function replacedFields(desc: DescMessage, message: Plain | undefined, prefix: string): string[] {

@@ -1,6 +1,8 @@
 import type { Logger } from 'pino';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 import type { DescMessage } from '@bufbuild/protobuf';
+import { quoteInput } from '../../common/errors.js';
+import { hasControl, printable } from '../../common/printable.js';
 import { authorizeInventory, type PeerIdentity } from '../auth/mtls.js';
 import { violationsOf, type EdgeSchema } from '../edge.js';
 import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
@@ -48,8 +50,8 @@ export function acceptInventory(
 }
 
 /**
- * The paths that pass the edge's rules (lengths by field name, no control characters): what an inventory says
- * goes into ListDevices, the events and the web view. The others are dropped and logged.
+ * The paths that pass the edge's rules (lengths by field name, no control characters), each device node once:
+ * what an inventory says goes into ListDevices, the events and the web view. The others are dropped and logged.
  */
 function wellFormed(
   checks: InventoryChecks,
@@ -57,12 +59,25 @@ function wellFormed(
   paths: readonly Path[],
 ): readonly Path[] {
   const { schema, pathDesc } = checks;
-  if (schema === undefined || pathDesc === undefined) return paths;
   const bad = new Map<number, string>();
-  paths = paths.map(withPrintableInquiry);
+  if (schema !== undefined && pathDesc !== undefined) {
+    paths = paths.map(withPrintableInquiry);
+    paths.forEach((path, i) => {
+      const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
+      if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
+    });
+  }
+  // A device node leads to one LU, the one commands through it reach (the first listed): a later entry would
+  // list it as a path to another LU that no command could use.
+  const seen = new Set<string>();
   paths.forEach((path, i) => {
-    const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
-    if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
+    if (bad.has(i)) return;
+    if (seen.has(path.path))
+      bad.set(
+        i,
+        `inventory.paths[${i}].path: ${quoteInput(path.path)} reported again (the first is kept)`,
+      );
+    seen.add(path.path);
   });
   if (bad.size === 0) return paths;
   checks.log.warn(
@@ -72,9 +87,6 @@ function wellFormed(
   return paths.filter((_, i) => !bad.has(i));
 }
 
-// C0 and C1 controls and DEL, as the edge refuses them.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
-
 /**
  * The path with control characters in its INQUIRY text (vendor, product, revision, serial: what a device says
  * about itself, decoded as latin1) shown as '.', as a key layout shows unprintable bytes: an odd device stays
@@ -82,9 +94,9 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
  */
 function withPrintableInquiry(path: Path): Path {
   const fields = ['vendor', 'product', 'revision', 'serial'] as const;
-  if (!fields.some((f) => path[f].search(CONTROL) >= 0)) return path;
+  if (!fields.some((f) => hasControl(path[f]))) return path;
   const cleaned = { ...path };
-  for (const f of fields) cleaned[f] = path[f].replace(CONTROL, '.');
+  for (const f of fields) cleaned[f] = printable(path[f]);
   return cleaned;
 }
 

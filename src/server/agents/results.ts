@@ -1,8 +1,13 @@
 import type { Logger } from 'pino';
 import type { Command } from '../../gen/prfleet/v1/agent.js';
-import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
+import {
+  Outcome,
+  PrinAction,
+  outcomeToJSON,
+  type CommandResult,
+} from '../../gen/prfleet/v1/scsi.js';
 import { toScsiRequest } from '../../common/command.js';
-import { unknownResult } from '../../common/result.js';
+import { deviceAnswered, outcomeOf, unknownResult } from '../../common/result.js';
 import type { AgentSession } from './link.js';
 
 /** Sense data a device may return: SPC-4 caps fixed and descriptor format sense at 252 bytes. */
@@ -32,30 +37,81 @@ const AGENT_OUTCOMES = new Set<number>([
   Outcome.OUTCOME_REFUSED,
 ]);
 
+/** Longest CDB of a command an agent runs (a fixed-length CDB is at most 16 bytes; these use 6 to 12). */
+export const MAX_CDB_BYTES = 16;
+
 /**
- * How many data-in bytes the command asked the device for (0: none): what the agent computes, from the same
- * function (toScsiRequest), so every command kind (READ ELEMENT STATUS included) is covered by one definition.
+ * How many data-in bytes the command asked the device for, and how many data-out bytes it sends (0: none): what
+ * the agent computes, from the same function (toScsiRequest), so every command kind (READ ELEMENT STATUS
+ * included) is covered by one definition.
  */
-export function dataInLengthOf(command: Command): number {
+function transferLengthsOf(command: Command): { dataIn: number; dataOut: number } {
   try {
-    return toScsiRequest(command).dataInLength;
+    const request = toScsiRequest(command);
+    return { dataIn: request.dataInLength, dataOut: request.dataOut?.length ?? 0 };
   } catch {
-    return 0; // not a command the server would send: no data-in is believable
+    return { dataIn: 0, dataOut: 0 }; // not a command the server would send: no transfer is believable
   }
+}
+
+/** The decoded data a GOOD answer to each PRIN action carries (buildCommandResult's decodePrinResult). */
+const PRIN_DATA: Readonly<Record<number, NonNullable<CommandResult['data']>['$case']>> = {
+  [PrinAction.PRIN_ACTION_READ_KEYS]: 'readKeys',
+  [PrinAction.PRIN_ACTION_READ_RESERVATION]: 'readReservation',
+  [PrinAction.PRIN_ACTION_REPORT_CAPABILITIES]: 'capabilities',
+  [PrinAction.PRIN_ACTION_READ_FULL_STATUS]: 'fullStatus',
+};
+
+const NO_SENSE = new Uint8Array(0);
+
+/**
+ * Why the outcome, status byte and decoded data of a result contradict each other or the command, or
+ * undefined: a status that is no byte (the history could not record it, so the PROUT would go unrecorded), an
+ * outcome other than the one its status, host and driver status make (outcomeOf, as the agent computes it: a
+ * GOOD whose status says RESERVATION CONFLICT), or decoded data other than a GOOD answer to this PRIN action.
+ */
+function contradiction(result: CommandResult, command: Command): string | undefined {
+  if (result.status > 0xff) return `status ${result.status} is not a status byte`;
+  if (deviceAnswered(result.outcome)) {
+    const { status, hostStatus, driverStatus } = result;
+    const implied = outcomeOf({
+      status,
+      hostStatus,
+      driverStatus,
+      sense: result.sense?.raw ?? NO_SENSE,
+    });
+    if (implied !== result.outcome)
+      return `${outcomeToJSON(result.outcome)} contradicts its status 0x${result.status.toString(16)} (host 0x${result.hostStatus.toString(16)}, driver 0x${result.driverStatus.toString(16)}), which make ${outcomeToJSON(implied)}`;
+  }
+  const data = result.data?.$case;
+  if (data === undefined) return undefined;
+  const expected =
+    result.outcome === Outcome.OUTCOME_GOOD && command.kind?.$case === 'prin'
+      ? PRIN_DATA[command.kind.value.action]
+      : undefined;
+  return data === expected
+    ? undefined
+    : `${data} data in a ${outcomeToJSON(result.outcome)} answer to ${command.kind?.$case ?? 'a command'}${expected === undefined ? '' : ` (${expected} expected)`}`;
 }
 
 /**
  * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
- * reports, sense over 252 bytes, more data-in than the allocation length asked, decoded data the data-in could not hold, oversized
- * text. A compromised agent must not be able to make the server store (and every listing return) megabytes.
+ * reports, sense over 252 bytes, a CDB or data-out longer than the command's, more data-in than the allocation
+ * length asked, decoded data the data-in could not hold, oversized text, an outcome, status or data that
+ * contradict each other or the command. A compromised agent must not be able to make the server store (and
+ * every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
   if (!AGENT_OUTCOMES.has(result.outcome))
     return `outcome ${result.outcome} is not one an agent reports`;
-  const senseBytes = result.sense?.raw.length ?? 0;
-  if (senseBytes > MAX_SENSE_BYTES)
-    return `sense of ${senseBytes} bytes (at most ${MAX_SENSE_BYTES})`;
-  const allocation = dataInLengthOf(command);
+  const oversized = oversizedSense(result.sense, 'sense');
+  if (oversized !== undefined) return oversized;
+  // The CDB and data-out are the agent's echo of what it sent; kept in the journal with the result.
+  if (result.cdb.length > MAX_CDB_BYTES)
+    return `cdb of ${result.cdb.length} bytes (at most ${MAX_CDB_BYTES})`;
+  const { dataIn: allocation, dataOut } = transferLengthsOf(command);
+  if (result.dataOut.length > dataOut)
+    return `data-out of ${result.dataOut.length} bytes for a command that sends ${dataOut}`;
   if (result.dataIn.length > allocation)
     return `${result.dataIn.length} bytes of data-in for an allocation length of ${allocation}`;
   // Decoded data takes at least as many bytes of the data-in it was decoded from: 8 a key, 24 a descriptor
@@ -65,14 +121,26 @@ export function invalidAgentResult(result: CommandResult, command: Command): str
     return `${decoded} bytes of decoded data for an allocation length of ${allocation}`;
   if (result.unitAttentions.length > MAX_UNIT_ATTENTIONS)
     return `${result.unitAttentions.length} unit attentions (at most ${MAX_UNIT_ATTENTIONS})`;
-  const text = Math.max(
-    result.message.length,
-    result.statusName.length,
-    result.sense?.description.length ?? 0,
-    result.sense?.senseKeyName.length ?? 0,
-  );
+  // Each unit attention becomes an event of its own (kept, watched, sent to webhooks): its sense is held to
+  // the same bounds as the result's.
+  for (const ua of result.unitAttentions) {
+    const bad = oversizedSense(ua.sense, 'unit attention sense');
+    if (bad !== undefined) return bad;
+  }
+  const text = Math.max(result.message.length, result.statusName.length);
   if (text > MAX_RESULT_TEXT)
     return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
+  return contradiction(result, command);
+}
+
+/** Why `sense` is more than a device returns (raw bytes, or its texts), or undefined. */
+function oversizedSense(sense: CommandResult['sense'], what: string): string | undefined {
+  if (sense === undefined) return undefined;
+  if (sense.raw.length > MAX_SENSE_BYTES)
+    return `${what} of ${sense.raw.length} bytes (at most ${MAX_SENSE_BYTES})`;
+  const text = Math.max(sense.description.length, sense.senseKeyName.length);
+  if (text > MAX_RESULT_TEXT)
+    return `a text field of ${text} characters in the ${what} (at most ${MAX_RESULT_TEXT})`;
   return undefined;
 }
 

@@ -9,7 +9,7 @@ import { acceptInventory } from './inventory.js';
 import type { AgentPolicy } from './inventory-screen.js';
 import type { AgentLinkKind, AgentSession } from './link.js';
 import type { AgentRegistry } from './registry.js';
-import { createResultSettler, sessionFields } from './results.js';
+import { createResultSettler, rateLimitedWarning, sessionFields } from './results.js';
 
 /** Dependencies of {@link createSessionHandler}. */
 export interface SessionHandlerDeps {
@@ -31,7 +31,10 @@ export interface SessionHandlerDeps {
   readonly maxAgentPaths?: number;
   /** Sites, LU ids and loaders each agent may report (PRFLEET_AGENT_POLICY). @default no restriction */
   readonly agentPolicy?: AgentPolicy;
-  /** At most one "stray result" warning per this many ms (with the count of those left out). @default 10000 */
+  /**
+   * At most one warning of each kind an agent can repeat per message (a result for a command not in flight, a
+   * second Hello, an empty message) per this many ms, with the count of those left out. @default 10000
+   */
   readonly strayLogIntervalMs?: number;
   /**
    * The edge's descriptors: a Hello must pass the rules every client request does (string lengths by field name,
@@ -73,6 +76,13 @@ export function drainingError(): Error {
 export function createSessionHandler(deps: SessionHandlerDeps): AgentSessionHandler {
   const { registry, log } = deps;
   const settleResult = createResultSettler(log, deps.strayLogIntervalMs);
+  // Messages the server ignores cost an agent a few bytes each: a log line per message would flood the log.
+  const secondHello = rateLimitedWarning(
+    log,
+    'second hello on one stream ignored',
+    deps.strayLogIntervalMs,
+  );
+  const emptyMessage = rateLimitedWarning(log, 'empty message ignored', deps.strayLogIntervalMs);
   const heartbeatDuration = heartbeatDurationOf(registry);
   const helloDesc = deps.schema?.message('prfleet.v1.Hello');
   const inventoryChecks = { ...deps, pathDesc: deps.schema?.message('prfleet.v1.Path') };
@@ -101,10 +111,10 @@ export function createSessionHandler(deps: SessionHandlerDeps): AgentSessionHand
           log.debug({ ...sessionFields(session), inFlight: message.value.inFlight }, 'heartbeat');
         return;
       case 'hello':
-        log.warn(sessionFields(session), 'second hello on one stream ignored');
+        secondHello({ ...sessionFields(session) });
         return;
       case undefined:
-        log.warn(sessionFields(session), 'empty message ignored');
+        emptyMessage({ ...sessionFields(session) });
         return;
     }
   }

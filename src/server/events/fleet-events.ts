@@ -9,6 +9,7 @@ import {
 } from '../../gen/prfleet/v1/events.js';
 import { Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
 import { ErrorReason, unavailable } from '../../common/errors.js';
+import { printable } from '../../common/printable.js';
 import type { AgentRegistry } from '../agents/index.js';
 import type { EventsConfig } from '../config.js';
 import { loadKeyIndex } from '../fleet/key-index.js';
@@ -272,19 +273,23 @@ function resultHandler(context: {
     const nexus = { agentId, path: result.path || command.path };
     if (result.unitAttentions.length > 0) {
       context.append(
-        result.unitAttentions.map((ua) => ({
-          kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
-          agentId,
-          site: registry.get(agentId)?.hello.site ?? '',
-          path: nexus.path,
-          luId,
-          actor: agentId,
-          summary: `unit attention on ${agentId}:${nexus.path}: ${ua.sense?.description ?? 'unit attention'}`,
-          detail: {
-            $case: 'unitAttention' as const,
-            value: { unitAttention: ua, description: ua.sense?.description ?? '' },
-          },
-        })),
+        result.unitAttentions.map((ua) => {
+          // The agent's words for the sense: one line of a watcher's output, whatever they hold.
+          const words = printable(ua.sense?.description ?? '');
+          return {
+            kind: EventKind.EVENT_KIND_UNIT_ATTENTION,
+            agentId,
+            site: registry.get(agentId)?.hello.site ?? '',
+            path: nexus.path,
+            luId,
+            actor: agentId,
+            summary: `unit attention on ${agentId}:${nexus.path}: ${ua.sense === undefined ? 'unit attention' : words}`,
+            detail: {
+              $case: 'unitAttention' as const,
+              value: { unitAttention: ua, description: words },
+            },
+          };
+        }),
       );
       if (changesReservations(result))
         observer.poke(luId, ChangeCause.CHANGE_CAUSE_UNIT_ATTENTION, agentId, nexus);

@@ -14,7 +14,7 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import type { ConflictingClaim } from '../agents/inventory-screen.js';
 import { suggest } from './suggest.js';
-import { durationToMs, msToDuration } from '../../common/command.js';
+import { msToDuration } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
 import { AsyncQueue } from '../../common/async-queue.js';
 import { DEFAULT_PAGE_BYTES } from '../pages.js';
@@ -34,6 +34,7 @@ import {
 } from './report.js';
 import { auditElementFindings, readElementView, type ElementView } from './loaders.js';
 import { isChanger, selectUnits, type SelectedUnit } from './selection.js';
+import { requestedMs } from '../deadline.js';
 
 /** Audit defaults. */
 export const AUDIT_DEFAULTS = {
@@ -97,13 +98,16 @@ export function auditSettings(request: AuditRequest): AuditSettings {
     AUDIT_DEFAULTS.maxPerAgent,
     10_000,
   );
-  const timeoutMs = request.commandTimeout
-    ? durationToMs(request.commandTimeout)
-    : AUDIT_DEFAULTS.timeoutMs;
-  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
-  const progressMs = request.progressInterval
-    ? durationToMs(request.progressInterval)
-    : AUDIT_DEFAULTS.progressMs;
+  const timeoutMs = requestedMs(
+    request.commandTimeout,
+    AUDIT_DEFAULTS.timeoutMs,
+    'command_timeout',
+  );
+  const progressMs = requestedMs(
+    request.progressInterval,
+    AUDIT_DEFAULTS.progressMs,
+    'progress_interval',
+  );
   return { maxConcurrency, maxPerAgent, timeoutMs, progressMs };
 }
 

@@ -36,6 +36,7 @@ import { loadKeyIndex, type KeyIndex } from './key-index.js';
 import { CommandLimiter } from './limiter.js';
 import { observeUnit, sendRead, type ReadContext } from './observe.js';
 import { isChanger, selectUnits, type SelectedUnit } from './selection.js';
+import { requestedMs } from '../deadline.js';
 
 /** ListLoaders defaults. */
 export const LOADER_DEFAULTS = { maxAgeMs: 60_000, timeoutMs: 10_000 } as const;
@@ -301,11 +302,12 @@ export async function listLoaders(
   signal: AbortSignal,
 ): Promise<ListLoadersResponse> {
   const maxAgeMs = request.maxAge ? durationToMs(request.maxAge) : LOADER_DEFAULTS.maxAgeMs;
-  const timeoutMs = request.commandTimeout
-    ? durationToMs(request.commandTimeout)
-    : LOADER_DEFAULTS.timeoutMs;
+  const timeoutMs = requestedMs(
+    request.commandTimeout,
+    LOADER_DEFAULTS.timeoutMs,
+    'command_timeout',
+  );
   if (!(maxAgeMs >= 0)) throw invalidArgument('max_age', 'must not be negative');
-  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
   const units = selectUnits(deps.devices, {
     loaderIds: [],
     luIds: [],

@@ -11,7 +11,6 @@ import {
   type ResetLogicalUnitRequest,
 } from '../../gen/prfleet/v1/fleet.js';
 import { outcomeToJSON, Outcome, type CommandResult } from '../../gen/prfleet/v1/scsi.js';
-import { durationToMs } from '../../common/command.js';
 import { formatKey } from '../../common/key-layout.js';
 import {
   ErrorReason,
@@ -25,6 +24,7 @@ import { preventionFinding, probeSpc2, spc2Finding, type Spc2Probe } from './hol
 import { CommandLimiter } from './limiter.js';
 import { observeUnit, pathOnline, type LuObservation, type ReadContext } from './observe.js';
 import { selectUnits } from './selection.js';
+import { requestedMs } from '../deadline.js';
 
 /** The history action of a logical unit reset. */
 export const LU_RESET_ACTION = 'LOGICAL_UNIT_RESET';
@@ -81,10 +81,7 @@ export async function resetLogicalUnit(
   if (request.luId === '') throw invalidArgument('lu_id', 'required');
   if (request.reason.trim() === '')
     throw invalidArgument('reason', 'required: say why the reservation is broken');
-  const timeoutMs = request.commandTimeout
-    ? durationToMs(request.commandTimeout)
-    : DEFAULT_TIMEOUT_MS;
-  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
+  const timeoutMs = requestedMs(request.commandTimeout, DEFAULT_TIMEOUT_MS, 'command_timeout');
   const unit = selectUnits(deps.devices, {
     luIds: [request.luId],
     loaderIds: [],

@@ -6,9 +6,11 @@ import {
   LinkUpload,
   type ConnectRequest,
   type ConnectResponse,
+  type Hello,
 } from '../../gen/prfleet/v1/agent.js';
 import type { AgentRegistry, AgentSession } from '../agents/index.js';
 import type { AgentSessionHandler } from '../agents/session-handler.js';
+import { helloWithInvalidUtf8, invalidUtf8Fields, type EdgeSchema } from '../edge.js';
 import { peerIdentityOf, type PeerHeaderSource, type PeerIdentity } from '../auth/mtls.js';
 import { HttpError, sendText, type HttpContext, type HttpRoutes } from './routes.js';
 
@@ -38,6 +40,8 @@ export interface LongPollDeps {
   readonly maxWaitMs?: number;
   /** Largest upload (an inventory of many paths), bytes. @default 4 MiB (gRPC's default message limit) */
   readonly maxBodyBytes?: number;
+  /** The edge's descriptors: a Hello holding invalid UTF-8 is refused, as on the stream. @default unchecked */
+  readonly schema?: EdgeSchema;
 }
 
 /** One agent session carried by long polls. */
@@ -163,16 +167,30 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     links.delete(event.session.sessionId);
   });
 
-  async function readUpload(req: IncomingMessage, ctx: HttpContext): Promise<ConnectRequest[]> {
-    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim();
+  async function readUpload(
+    req: IncomingMessage,
+    ctx: HttpContext,
+  ): Promise<{ body: Uint8Array; messages: ConnectRequest[] }> {
+    // Type and subtype are case-insensitive (RFC 9110 §8.3.1); parameters are ignored.
+    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
     if (type !== LINK_CONTENT_TYPE)
       throw new HttpError(415, `expected content-type ${LINK_CONTENT_TYPE} (a LinkUpload)`);
     const body = await ctx.body();
     try {
-      return LinkUpload.decode(body).messages;
+      return { body, messages: LinkUpload.decode(body).messages };
     } catch (error) {
       throw new HttpError(400, `not a LinkUpload: ${(error as Error).message}`);
     }
+  }
+
+  /** The upload's first message's Hello, as the stream's decoding makes it (agentRequestDeserializer). */
+  function helloOf(hello: Hello, body: Uint8Array, messages: ConnectRequest[]): Hello {
+    if (deps.schema === undefined) return hello;
+    const first = 'messages[0].';
+    const fields = invalidUtf8Fields(deps.schema, 'prfleet.v1.LinkUpload', LinkUpload, body, {
+      messages,
+    }).flatMap((f) => (f.startsWith(`${first}hello.`) ? [f.slice(first.length)] : []));
+    return helloWithInvalidUtf8(hello, fields);
   }
 
   /** The link of `sessionId`, checked against the request's certificate; 410 when the session is over. */
@@ -211,12 +229,13 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     res: ServerResponse,
     ctx: HttpContext,
   ): Promise<void> {
-    const [first, ...rest] = await readUpload(req, ctx);
+    const { body, messages } = await readUpload(req, ctx);
+    const [first, ...rest] = messages;
     if (first?.message?.$case !== 'hello')
       throw new HttpError(400, 'the first message of a session must be hello');
     const peerAddress = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
     const { session, identity } = sessions.open(
-      first.message.value,
+      helloOf(first.message.value, body, messages),
       deps.peerOf(req),
       peerAddress,
       'long-poll',
@@ -244,7 +263,7 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
         case 'poll':
           return answerPoll(link, res, ctx, registry, maxWaitMs);
         case 'send': {
-          const messages = await readUpload(req, ctx);
+          const { messages } = await readUpload(req, ctx);
           link.session.touch();
           deliver(link, messages);
           res.writeHead(204).end();

@@ -13,7 +13,13 @@ import { createAgentService, type AgentService } from '../agents/service.js';
 import { createControlService } from '../control-service.js';
 import type { CommandSessionHandle } from '../command-session.js';
 import { deadlineInterceptor } from '../deadline.js';
-import { edgeDeserializer, edgeMiddleware, loadEdgeSchema, type EdgeSchema } from '../edge.js';
+import {
+  agentRequestDeserializer,
+  edgeDeserializer,
+  edgeMiddleware,
+  loadEdgeSchema,
+  type EdgeSchema,
+} from '../edge.js';
 import type { FleetEvents } from '../events/fleet-events.js';
 import { createFairShare, fairSharePrincipalOf, type FairShare } from '../fair-share.js';
 import { registerFleetService } from '../fleet/index.js';
@@ -62,6 +68,8 @@ export interface GrpcServices {
   readonly fairShare: FairShare;
   /** The registration reconciler, when PRFLEET_RECONCILER is dry-run or on (and the store is durable). */
   readonly reconciler: RegistrationReconciler | undefined;
+  /** The edge's descriptors (the long-poll link checks a Hello's UTF-8 with them, as the stream's decoding does). */
+  readonly schema: EdgeSchema;
 }
 
 /** What the gRPC services are built from. */
@@ -121,7 +129,12 @@ export function buildGrpcServices(parts: GrpcParts): GrpcServices {
   // Agents' streams are answered by agentService.interceptor (below nice-grpc); this registers the method. The
   // server middlewares (RPC logging and metrics aside, which Connect does itself) and tracing do not see Connect:
   // a span for a stream that lives for days says nothing; each command carries its own trace context.
-  server.add(directServiceDefinition(AgentServiceDefinition), agentService.implementation);
+  server.add(
+    directServiceDefinition(AgentServiceDefinition, {
+      requestDeserializer: agentRequestDeserializer(schema),
+    }),
+    agentService.implementation,
+  );
   const watch = watchWithinShare(routing.events.watch, fairShare);
   const reconciler = addFleetService(control, parts, edge, watch);
   const services: string[] = [...REFLECTED_SERVICES, FleetServiceDefinition.fullName];
@@ -130,7 +143,7 @@ export function buildGrpcServices(parts: GrpcParts): GrpcServices {
       server.add(definition, implementation);
   }
   for (const name of [...services, '']) health.setStatus('healthy', name);
-  return { server, health, services, sessions, agentService, fairShare, reconciler };
+  return { server, health, services, sessions, agentService, fairShare, reconciler, schema };
 }
 
 /** The nice-grpc server with the agent stream's interceptor, the RPC middleware and ServerDeps.middlewares. */

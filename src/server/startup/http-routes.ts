@@ -41,6 +41,7 @@ export function buildHttpRoutes(
     registry: agents,
     log,
     peerOf: (req) => peerHeadersFor(listen.credentials, verifiedPeerCertificate(req)),
+    schema: grpc.schema,
     ...(config.longPollWaitMs === undefined ? {} : { maxWaitMs: config.longPollWaitMs }),
   });
   // The read-only web fleet view at / (docs/http.md). It reads through the observed router: a unit attention

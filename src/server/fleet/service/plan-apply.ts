@@ -9,8 +9,7 @@ import {
   type DeepPartial,
   type PlanRequest,
 } from '../../../gen/prfleet/v1/fleet.js';
-import { durationToMs } from '../../../common/command.js';
-import { invalidArgument, notFound, shownInput } from '../../../common/errors.js';
+import { notFound, shownInput } from '../../../common/errors.js';
 import { defaultPrincipalOf } from '../../history.js';
 import { analyzeUnit } from '../analyze.js';
 import type { FleetDeps } from '../deps.js';
@@ -24,6 +23,7 @@ import { runRollout } from '../rollout.js';
 import { selectUnits, type SelectedUnit } from '../selection.js';
 import { suggest } from '../suggest.js';
 import { checkSteps, rolloutSettings } from './rollout-settings.js';
+import { requestedMs } from '../../deadline.js';
 
 /** Device timeout per read while planning, ms. */
 export const PLAN_READ_TIMEOUT_MS = 10_000;
@@ -54,10 +54,7 @@ export async function plan(
 ): Promise<PlanResponse> {
   const { store } = deps;
   const units = selectUnits(deps.devices, request.selector);
-  const timeoutMs = request.commandTimeout
-    ? durationToMs(request.commandTimeout)
-    : PLAN_READ_TIMEOUT_MS;
-  if (!(timeoutMs > 0)) throw invalidArgument('command_timeout', 'must be positive');
+  const timeoutMs = requestedMs(request.commandTimeout, PLAN_READ_TIMEOUT_MS, 'command_timeout');
   const [keys, desired] = await Promise.all([loadKeyIndex(store), loadDesiredIndex(store)]);
   const limiter = new CommandLimiter(256, 8);
   const plans = await Promise.all(

@@ -1,10 +1,10 @@
 import { Precondition } from '../../../gen/prfleet/v1/control.js';
 import { PlanStep, type RolloutOptions } from '../../../gen/prfleet/v1/fleet.js';
 import { ProutAction } from '../../../gen/prfleet/v1/scsi.js';
-import { durationToMs } from '../../../common/command.js';
 import { invalidArgument } from '../../../common/errors.js';
 import { ANONYMOUS } from '../../history.js';
 import { newOperationId, type RolloutSettings } from '../rollout.js';
+import { requestedMs } from '../../deadline.js';
 
 /** Rollout defaults. */
 export const ROLLOUT_DEFAULTS = {
@@ -30,8 +30,11 @@ export function rolloutSettings(
     if (value > max) throw invalidArgument(`options.${field}`, `${value} is more than ${max}`);
     return value;
   };
-  const timeoutMs = o?.commandTimeout ? durationToMs(o.commandTimeout) : ROLLOUT_DEFAULTS.timeoutMs;
-  if (!(timeoutMs > 0)) throw invalidArgument('options.command_timeout', 'must be positive');
+  const timeoutMs = requestedMs(
+    o?.commandTimeout,
+    ROLLOUT_DEFAULTS.timeoutMs,
+    'options.command_timeout',
+  );
   const operationId = o?.operationId || newOperationId();
   if (!/^[A-Za-z0-9._:-]{1,100}$/.test(operationId)) {
     throw invalidArgument(
