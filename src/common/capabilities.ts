@@ -1,7 +1,7 @@
 import type { Command } from '../gen/prfleet/v1/agent.js';
 import type { PrinAction, ProutAction } from '../gen/prfleet/v1/scsi.js';
 import { CapabilitySource, DeviceCapabilities } from '../gen/prfleet/v1/scsi.js';
-import { prTypeName } from '../scsi/index.js';
+import { prTypeWords } from '../scsi/index.js';
 import {
   prinActionWords,
   proutActionWords,
@@ -141,7 +141,7 @@ export function checkSupported(
       }
       const typesKnown = !probed || caps.types.length > 0; // a probed device without TMV gave no type mask
       if (p.type !== 0 && typesKnown && !caps.types.includes(p.type)) {
-        return `${device} does not support reservation type ${prTypeName(p.type)} (${p.type})`;
+        return `${device} does not support reservation type ${prTypeWords(p.type)}`;
       }
       if (p.specIPtTransportIds.length > 0 && !caps.specIPt)
         return `${device} does not support SPEC_I_PT`;

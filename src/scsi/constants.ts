@@ -116,6 +116,12 @@ export function prTypeName(type: number): string {
 export function prTypeLongName(type: number): string {
   return nameOf(PR_TYPE_LONG, type, 'type');
 }
+/** Type in messages: 'WE (1)'; a code SPC-4 does not define reads '0x63 (99, undefined)', not 'type type 0x63'. */
+export function prTypeWords(type: number): string {
+  return isPrType(type)
+    ? `${prTypeName(type)} (${type})`
+    : `0x${type.toString(16)} (${type}, undefined)`;
+}
 /** True for the defined TYPE codes 1, 3, 5, 6, 7, 8. */
 export function isPrType(type: number): type is PrType {
   return PR_TYPE_SHORT[type] !== undefined;

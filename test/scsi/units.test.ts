@@ -1,6 +1,7 @@
 // Names, CDB builders and identity helpers: exact bytes and exact words.
 import { describe, expect, it } from 'vitest';
 import {
+  prTypeWords,
   cdbLength,
   classifyResponse,
   decodeInquiryCdb,
@@ -79,6 +80,8 @@ describe('names', () => {
       'EA-AR',
     ]);
     expect(prTypeName(9)).toBe('type 0x9');
+    expect(prTypeWords(7)).toBe('WE-AR (7)');
+    expect(prTypeWords(99)).toBe('0x63 (99, undefined)');
     expect(prTypeLongName(6)).toBe('Exclusive Access, registrants only');
     expect(prTypeLongName(0)).toBe('type 0x0');
     expect([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].filter(isPrType)).toEqual([1, 3, 5, 6, 7, 8]);

@@ -12,7 +12,7 @@ import { PrType, ProutAction, type DeviceCapabilities } from '../../gen/prfleet/
 import { checkSupported } from '../../common/capabilities.js';
 import { proutActionWords } from '../../common/command.js';
 import { formatKey } from '../../common/key-layout.js';
-import { prTypeName } from '../../scsi/index.js';
+import { prTypeWords } from '../../scsi/index.js';
 import type { PathRegistration, UnitAnalysis } from './analyze.js';
 import type { LuObservation } from './observe.js';
 import { pathOnline } from './observe.js';
@@ -57,7 +57,7 @@ export function modelOf(obs: LuObservation, analysis: UnitAnalysis): Model {
 
 /** Words for a reservation type: "EXCLUSIVE ACCESS (3)". */
 export function typeWords(type: PrType): string {
-  return `${prTypeName(type)} (${type})`;
+  return prTypeWords(type);
 }
 
 /** What planning one LU produced. */
