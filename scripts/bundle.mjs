@@ -68,6 +68,21 @@ const builtinsByRequire = {
   },
 };
 
+// One copy of @bufbuild/protobuf: CommonJS dependencies (nice-grpc-error-details, nice-grpc-server-health)
+// require() its CommonJS build, prfleet's ES modules import its ES build, and esbuild bundled both (~75 KB more to
+// evaluate at every start, and two copies of every class). A require() of it resolves to the ES build here.
+/** @type {import('esbuild').Plugin} */
+const oneProtobuf = {
+  name: 'one-bufbuild-protobuf',
+  setup(b) {
+    b.onResolve({ filter: /^@bufbuild\/protobuf(\/|$)/ }, (args) =>
+      args.kind === 'require-call'
+        ? b.resolve(args.path, { kind: 'import-statement', resolveDir: args.resolveDir })
+        : undefined,
+    );
+  },
+};
+
 /**
  * Bundles one executable into `outDir` (default dist/bundle/<name>); returns the bootstrap's path. The
  * protoset is copied to <outDir>/../gen/, where the server's findProtoset looks ('../gen/protoset.binpb').
@@ -91,7 +106,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
     platform: 'node',
     target: 'node22',
     external: EXTERNAL,
-    plugins: [builtinsByRequire],
+    plugins: [builtinsByRequire, oneProtobuf],
     banner: { js: BANNER },
     minify: true,
     keepNames: true,
