@@ -16,8 +16,12 @@
  * run. Prints p50/min/max and PASS/MISS against the targets (listening ≤ 150 ms and ≤ 3× bare, first RPC
  * ≤ 250 ms). CPU time is the figure a loaded machine distorts least. Options: --rounds N (default 5),
  * --entry name=path (repeatable; adds a server script, e.g. an older build for a before/after in one run).
+ *
+ * In the same rounds, on the memory store's settings, the floors (bench/server-floor.ts, bundled here as the server
+ * is): a nice-grpc server answering ListAgents, and the same with the libraries the server's features load at
+ * start; what no prfleet code can go below.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -35,6 +39,12 @@ const START_TIMEOUT_MS = 120_000;
 const ENTRIES = [
   { name: 'tsc output', path: join('dist', 'src', 'server', 'main.js') },
   { name: 'bundle', path: join('dist', 'bundle', 'server', 'prfleet-server.mjs') },
+] as const;
+
+const FLOOR = join('dist', 'bundle', 'server-floor', 'server-floor.mjs');
+const FLOORS = [
+  { name: 'floor, nice-grpc', env: { PRFLEET_FLOOR: 'grpc' } },
+  { name: 'floor, nice-grpc + deps', env: { PRFLEET_FLOOR: 'deps' } },
 ] as const;
 
 interface StartTimes {
@@ -102,6 +112,15 @@ async function timeServerStart(entry: string, env: Record<string, string>): Prom
   }
 }
 
+/** Bundles bench/server-floor.ts (tsc output) as the server is bundled; false when the build is missing. */
+function bundleFloor(): boolean {
+  if (!existsSync(resolve(ROOT, 'dist', 'bench', 'server-floor.js'))) return false;
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'bundle.mjs'), 'server-floor'], {
+    stdio: 'ignore',
+  });
+  return true;
+}
+
 /** `node -e 0`: spawn → exit. */
 async function timeBareNode(): Promise<number> {
   const started = performance.now();
@@ -165,6 +184,9 @@ async function main(): Promise<void> {
   const postgres = { DATABASE_URL, PRFLEET_DB_SCHEMA: schema };
   const bare: number[] = [];
   const bareCpu: number[] = [];
+  const floors = new Map<string, StartTimes[]>(
+    bundleFloor() ? FLOORS.map((f) => [f.name, []]) : [],
+  );
   const samples = new Map<string, EntrySamples>(
     entries.map((e) => [e.name, { memory: [], postgres: [] }]),
   );
@@ -179,9 +201,15 @@ async function main(): Promise<void> {
       await timeServerStart(resolve(ROOT, path), memory);
       await timeServerStart(resolve(ROOT, path), postgres);
     }
+    for (const { env } of FLOORS.filter((f) => floors.has(f.name))) {
+      await timeServerStart(resolve(ROOT, FLOOR), { ...memory, ...env });
+    }
     for (let round = 0; round < rounds; round++) {
       bare.push(await timeBareNode());
       bareCpu.push(await bareNodeCpu());
+      for (const { name, env } of FLOORS.filter((f) => floors.has(f.name))) {
+        floors.get(name)!.push(await timeServerStart(resolve(ROOT, FLOOR), { ...memory, ...env }));
+      }
       for (const { name, path } of entries) {
         const s = samples.get(name)!;
         s.memory.push(await timeServerStart(resolve(ROOT, path), memory));
@@ -205,7 +233,7 @@ async function main(): Promise<void> {
     await rm(dataRoot, { recursive: true, force: true });
     await dropSchema(schema);
   }
-  report({ bare, bareCpu, samples, pglite });
+  report({ bare, bareCpu, samples, pglite, floors });
 }
 
 /** Removes the benchmark's PostgreSQL schema (pg is a dependency of the server anyway). */
@@ -225,6 +253,7 @@ function report(r: {
   bareCpu: number[];
   samples: Map<string, EntrySamples>;
   pglite: Map<string, { first: number[]; reopen: number[] }>;
+  floors: Map<string, StartTimes[]>;
 }): void {
   const p50 = (v: readonly number[]): number => summarize(v).p50;
   console.log(row('bare `node -e 0`: spawn → exit', r.bare));
@@ -254,6 +283,26 @@ function report(r: {
       );
     }
   }
+  for (const [floor, starts] of r.floors) {
+    console.log(
+      row(
+        `${floor}: spawn → listening`,
+        starts.map((t) => t.listeningMs),
+      ),
+    );
+    console.log(
+      row(
+        `${floor}: CPU time at listening`,
+        starts.map((t) => t.listeningCpuMs),
+      ),
+    );
+    console.log(
+      row(
+        `${floor}: spawn → first RPC answered`,
+        starts.map((t) => t.firstRpcMs),
+      ),
+    );
+  }
   for (const [entry, times] of r.pglite) {
     if (times.first.length === 0) continue;
     console.log(row(`${entry}, PGlite first open (empty dir): listening`, times.first));
@@ -262,6 +311,11 @@ function report(r: {
   console.log('');
   const bare = p50(r.bare);
   const bareCpu = p50(r.bareCpu);
+  for (const [floor, starts] of r.floors) {
+    const ratio = p50(starts.map((t) => t.listeningCpuMs)) / bareCpu;
+    const name = `${floor}: CPU to listening / bare node CPU`;
+    console.log(`${name.padEnd(52)} ${`${ratio.toFixed(2)}×`.padStart(8)}  (the floor: no target)`);
+  }
   for (const [entry, s] of r.samples) {
     for (const [store, starts] of [
       ['memory store', s.memory],

@@ -3,7 +3,7 @@
 // so a start reads a handful of files instead of ~500 and parses nothing it does not run. A small bootstrap
 // (<bin>.mjs) turns on Node's module compile cache before the bundle is parsed: it must come first, as every
 // static import of an ES module is compiled before the module's own code runs.
-//   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli; default all)
+//   node scripts/bundle.mjs [name…]        (make bundle; names: server agent cli server-floor; default the first three)
 import { build } from 'esbuild';
 import { builtinModules } from 'node:module';
 import { chmod, copyFile, link, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -19,7 +19,11 @@ export const EXECUTABLES = {
   server: ['dist/src/server/main.js', 'prfleet-server.mjs'],
   agent: ['dist/agent/main.js', 'prfleet-agent.mjs'],
   cli: ['dist/src/cli/main.js', 'prfleet.mjs'],
+  // The floor of a server start (bench/server-floor.ts), bundled by bench/coldstart.ts when it runs.
+  'server-floor': ['dist/bench/server-floor.js', 'server-floor.mjs'],
 };
+/** What `node scripts/bundle.mjs` (make build) bundles when no name is given. */
+const DEFAULT_NAMES = ['server', 'agent', 'cli'];
 
 // Native (koffi) or with files read next to the module (PGlite's WebAssembly and data): resolved from
 // node_modules at run time, not bundled.
@@ -67,6 +71,21 @@ const builtinsByRequire = {
   },
 };
 
+// One copy of @bufbuild/protobuf: CommonJS dependencies (nice-grpc-error-details, nice-grpc-server-health)
+// require() its CommonJS build, prfleet's ES modules import its ES build, and esbuild bundled both (~75 KB more to
+// evaluate at every start, and two copies of every class). A require() of it resolves to the ES build here.
+/** @type {import('esbuild').Plugin} */
+const oneProtobuf = {
+  name: 'one-bufbuild-protobuf',
+  setup(b) {
+    b.onResolve({ filter: /^@bufbuild\/protobuf(\/|$)/ }, (args) =>
+      args.kind === 'require-call'
+        ? b.resolve(args.path, { kind: 'import-statement', resolveDir: args.resolveDir })
+        : undefined,
+    );
+  },
+};
+
 /**
  * Bundles one executable into `outDir` (default dist/bundle/<name>); returns the bootstrap's path. The
  * protoset is copied to <outDir>/../gen/, where the server's findProtoset looks ('../gen/protoset.binpb').
@@ -90,7 +109,7 @@ export async function bundle(name, outDir = join(OUT, name)) {
     platform: 'node',
     target: 'node22',
     external: name === 'agent' ? AGENT_EXTERNAL : EXTERNAL,
-    plugins: [builtinsByRequire],
+    plugins: [builtinsByRequire, oneProtobuf],
     banner: { js: BANNER },
     minify: true,
     keepNames: true,
@@ -142,7 +161,7 @@ async function pgliteTemplate(outDir) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const names = process.argv.slice(2);
-  for (const name of names.length > 0 ? names : Object.keys(EXECUTABLES)) {
+  for (const name of names.length > 0 ? names : DEFAULT_NAMES) {
     console.log(`bundled ${name}: ${await bundle(name)}`);
   }
 }

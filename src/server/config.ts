@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { z } from 'zod';
+import * as z from '../common/zod-mini.js';
+import { booleanFlag, envInt, nonEmpty } from './env-schema.js';
 import type { ReconcilerSettings } from './fleet/registration-reconciler.js';
 import { takeoverRulesFromEnv, type TakeoverRules } from './fleet/takeover-rules.js';
 import { DEFAULT_DATA_DIR, storeOptionsFromEnv, type StoreOptions } from './store/index.js';
@@ -7,68 +8,55 @@ import type { WebhookSettings } from './webhooks/dispatcher.js';
 
 const STORE_KINDS: readonly string[] = ['postgres', 'pglite', 'memory'];
 
-const booleanFlag = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
 const ServerEnv = z.object({
-  PORT: z.coerce.number().int().min(0).max(65_535).default(50_051),
-  PRFLEET_HOST: z.string().min(1).default('0.0.0.0'),
-  PRFLEET_LOG_LEVEL: z
-    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
-    .default('info'),
-  PRFLEET_INSTANCE_ID: z.string().min(1).optional(),
-  PRFLEET_HEARTBEAT_MS: z.coerce.number().int().min(50).max(3_600_000).default(10_000),
-  PRFLEET_MISSED_HEARTBEATS: z.coerce.number().int().min(1).max(100).default(3),
-  PRFLEET_AGENT_QUEUE_CAPACITY: z.coerce.number().int().min(1).max(100_000).default(256),
-  PRFLEET_COMMAND_TIMEOUT_MS: z.coerce.number().int().min(1).max(3_600_000).default(60_000),
-  PRFLEET_DEADLINE_MARGIN_MS: z.coerce.number().int().min(0).max(60_000).default(200),
-  PRFLEET_RESULT_SLACK_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
-  PRFLEET_DRAIN_GRACE_MS: z.coerce.number().int().min(0).max(600_000).default(5_000),
-  PRFLEET_SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().min(0).max(600_000).default(8_000),
-  PRFLEET_SESSION_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
-  PRFLEET_PRINCIPAL_MAX_SESSIONS: z.coerce.number().int().min(0).max(1_000_000).default(32),
-  PRFLEET_PRINCIPAL_MAX_COMMANDS: z.coerce.number().int().min(0).max(1_000_000).default(128),
-  PRFLEET_PRINCIPAL_MAX_WATCHES: z.coerce.number().int().min(0).max(1_000_000).default(64),
-  PRFLEET_REFLECTION: booleanFlag.default(true),
-  PRFLEET_PROTOSET: z.string().min(1).optional(),
-  PRFLEET_MAX_AGENT_PATHS: z.coerce.number().int().min(1).max(1_000_000).default(4096),
-  PRFLEET_LONG_POLL_WAIT_MS: z.coerce.number().int().min(100).max(300_000).default(20_000),
-  PRFLEET_CONNECTION_IDLE_MS: z.coerce.number().int().min(100).max(86_400_000).default(300_000),
-  PRFLEET_AGENT_POLICY: z.string().min(1).optional(),
-  PRFLEET_EVENTS_RETAIN: z.coerce.number().int().min(100).max(100_000_000).default(100_000),
-  PRFLEET_EVENTS_RETAIN_MS: z.coerce
-    .number()
-    .int()
-    .min(60_000)
-    .max(31_536_000_000)
-    .default(604_800_000),
-  PRFLEET_EVENTS_MAX_LAG: z.coerce.number().int().min(1).max(10_000_000).default(10_000),
-  PRFLEET_EVENTS_POLL_MS: z.coerce.number().int().min(10).max(60_000).default(250),
-  PRFLEET_OBSERVE_INTERVAL_MS: z.coerce.number().int().min(0).max(86_400_000).default(300_000),
-  PRFLEET_OBSERVE_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(8),
-  PRFLEET_RECONCILER: z.enum(['off', 'dry-run', 'on']).default('off'),
-  PRFLEET_RECONCILER_COOLDOWN_MS: z.coerce.number().int().min(0).max(86_400_000).default(60_000),
-  PRFLEET_RECONCILER_MAX_PER_MINUTE: z.coerce.number().int().min(1).max(1_000_000).default(120),
+  PORT: z._default(envInt(0, 65_535), 50_051),
+  PRFLEET_HOST: z._default(nonEmpty(), '0.0.0.0'),
+  PRFLEET_LOG_LEVEL: z._default(
+    z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+    'info',
+  ),
+  PRFLEET_INSTANCE_ID: z.optional(nonEmpty()),
+  PRFLEET_HEARTBEAT_MS: z._default(envInt(50, 3_600_000), 10_000),
+  PRFLEET_MISSED_HEARTBEATS: z._default(envInt(1, 100), 3),
+  PRFLEET_AGENT_QUEUE_CAPACITY: z._default(envInt(1, 100_000), 256),
+  PRFLEET_COMMAND_TIMEOUT_MS: z._default(envInt(1, 3_600_000), 60_000),
+  PRFLEET_DEADLINE_MARGIN_MS: z._default(envInt(0, 60_000), 200),
+  PRFLEET_RESULT_SLACK_MS: z._default(envInt(0, 600_000), 5_000),
+  PRFLEET_DRAIN_GRACE_MS: z._default(envInt(0, 600_000), 5_000),
+  PRFLEET_SHUTDOWN_TIMEOUT_MS: z._default(envInt(0, 600_000), 8_000),
+  PRFLEET_SESSION_CONCURRENCY: z._default(envInt(1, 10_000), 64),
+  PRFLEET_PRINCIPAL_MAX_SESSIONS: z._default(envInt(0, 1_000_000), 32),
+  PRFLEET_PRINCIPAL_MAX_COMMANDS: z._default(envInt(0, 1_000_000), 128),
+  PRFLEET_PRINCIPAL_MAX_WATCHES: z._default(envInt(0, 1_000_000), 64),
+  PRFLEET_REFLECTION: z._default(booleanFlag, true),
+  PRFLEET_PROTOSET: z.optional(nonEmpty()),
+  PRFLEET_MAX_AGENT_PATHS: z._default(envInt(1, 1_000_000), 4096),
+  PRFLEET_LONG_POLL_WAIT_MS: z._default(envInt(100, 300_000), 20_000),
+  PRFLEET_CONNECTION_IDLE_MS: z._default(envInt(100, 86_400_000), 300_000),
+  PRFLEET_AGENT_POLICY: z.optional(nonEmpty()),
+  PRFLEET_EVENTS_RETAIN: z._default(envInt(100, 100_000_000), 100_000),
+  PRFLEET_EVENTS_RETAIN_MS: z._default(envInt(60_000, 31_536_000_000), 604_800_000),
+  PRFLEET_EVENTS_MAX_LAG: z._default(envInt(1, 10_000_000), 10_000),
+  PRFLEET_EVENTS_POLL_MS: z._default(envInt(10, 60_000), 250),
+  PRFLEET_OBSERVE_INTERVAL_MS: z._default(envInt(0, 86_400_000), 300_000),
+  PRFLEET_OBSERVE_CONCURRENCY: z._default(envInt(1, 10_000), 8),
+  PRFLEET_RECONCILER: z._default(z.enum(['off', 'dry-run', 'on']), 'off'),
+  PRFLEET_RECONCILER_COOLDOWN_MS: z._default(envInt(0, 86_400_000), 60_000),
+  PRFLEET_RECONCILER_MAX_PER_MINUTE: z._default(envInt(1, 1_000_000), 120),
   // Well under the 4 MiB a gRPC client accepts by default (a page always holds one item).
-  PRFLEET_LIST_PAGE_BYTES: z.coerce.number().int().min(4096).max(3_145_728).default(1_048_576),
-  PRFLEET_WEBHOOKS_ALLOW_HTTP: booleanFlag.default(false),
-  PRFLEET_WEBHOOKS_TIMEOUT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
-  PRFLEET_WEBHOOKS_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(1_000).default(10),
-  PRFLEET_WEBHOOKS_MAX_AGE_MS: z.coerce
-    .number()
-    .int()
-    .min(1_000)
-    .max(31_536_000_000)
-    .default(86_400_000),
-  PRFLEET_WEBHOOKS_BACKOFF_MS: z.coerce.number().int().min(10).max(3_600_000).default(1_000),
-  PRFLEET_WEBHOOKS_BACKOFF_MAX_MS: z.coerce.number().int().min(10).max(86_400_000).default(300_000),
-  PRFLEET_WEBHOOKS_CONCURRENCY: z.coerce.number().int().min(1).max(10_000).default(64),
-  PRFLEET_WEBHOOKS_LEASE_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(30_000),
+  PRFLEET_LIST_PAGE_BYTES: z._default(envInt(4096, 3_145_728), 1_048_576),
+  PRFLEET_WEBHOOKS_ALLOW_HTTP: z._default(booleanFlag, false),
+  PRFLEET_WEBHOOKS_TIMEOUT_MS: z._default(envInt(100, 300_000), 10_000),
+  PRFLEET_WEBHOOKS_MAX_ATTEMPTS: z._default(envInt(1, 1_000), 10),
+  PRFLEET_WEBHOOKS_MAX_AGE_MS: z._default(envInt(1_000, 31_536_000_000), 86_400_000),
+  PRFLEET_WEBHOOKS_BACKOFF_MS: z._default(envInt(10, 3_600_000), 1_000),
+  PRFLEET_WEBHOOKS_BACKOFF_MAX_MS: z._default(envInt(10, 86_400_000), 300_000),
+  PRFLEET_WEBHOOKS_CONCURRENCY: z._default(envInt(1, 10_000), 64),
+  PRFLEET_WEBHOOKS_LEASE_MS: z._default(envInt(1_000, 3_600_000), 30_000),
   // Empty counts as unset, as for the store's own variables (storeOptionsFromEnv).
-  PRFLEET_STORE: z.preprocess(
-    (v) => (v === '' ? undefined : v),
-    z.enum(['postgres', 'pglite', 'memory']).optional(),
+  PRFLEET_STORE: z.pipe(
+    z.transform((v) => (v === '' ? undefined : v)),
+    z.optional(z.enum(['postgres', 'pglite', 'memory'])),
   ),
 });
 

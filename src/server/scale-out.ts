@@ -1,7 +1,8 @@
 import type { ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServerMiddleware } from 'nice-grpc-common';
-import { z } from 'zod';
+import * as z from '../common/zod-mini.js';
+import { envInt } from './env-schema.js';
 import type { AgentRegistry } from './agents/index.js';
 import {
   loadSecurityConfig,
@@ -29,10 +30,10 @@ import {
 } from './scale-out/routing.js';
 
 const ScaleOutEnv = z.object({
-  PRFLEET_MAX_STREAM_AGE_MS: z.coerce.number().int().min(0).max(86_400_000).default(0),
-  PRFLEET_ROTATION_WAIT_MS: z.coerce.number().int().min(0).max(600_000).default(10_000),
-  PRFLEET_ROTATION_GRACE_MS: z.coerce.number().int().min(100).max(3_600_000).default(70_000),
-  PRFLEET_INVENTORY_RESYNC_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  PRFLEET_MAX_STREAM_AGE_MS: z._default(envInt(0, 86_400_000), 0),
+  PRFLEET_ROTATION_WAIT_MS: z._default(envInt(0, 600_000), 10_000),
+  PRFLEET_ROTATION_GRACE_MS: z._default(envInt(100, 3_600_000), 70_000),
+  PRFLEET_INVENTORY_RESYNC_MS: z._default(envInt(100, 3_600_000), 30_000),
 });
 
 /** Multi-instance, security and operability settings (what {@link createServerExtras} reads from the environment). */

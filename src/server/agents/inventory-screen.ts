@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { nonEmpty } from '../env-schema.js';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
 import { globToRegExp } from '../../common/device-glob.js';
 import type { AgentRegistry } from './registry.js';
@@ -16,9 +17,9 @@ import { pathsByLu } from '../devices.js';
 export const DEFAULT_MAX_AGENT_PATHS = 4096;
 
 const Rule = z.strictObject({
-  sites: z.array(z.string().min(1)).optional(),
-  luIds: z.array(z.string().min(1)).optional(),
-  loaders: z.array(z.string().min(1)).optional(),
+  sites: z.optional(z.array(nonEmpty())),
+  luIds: z.optional(z.array(nonEmpty())),
+  loaders: z.optional(z.array(nonEmpty())),
 });
 
 /** One agent's rule: each list given bounds what it may report (globs for LU ids and loaders). */

@@ -1,23 +1,20 @@
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { booleanFlag, envInt, nonEmpty } from '../env-schema.js';
 import { storeConfigFromEnv } from '../config.js';
 import { loadTlsMaterial, type ServerCredentialsOptions } from './mtls.js';
 
-const booleanFlag = z
-  .enum(['true', 'false', '1', '0', 'yes', 'no'])
-  .transform((v) => v === 'true' || v === '1' || v === 'yes');
-
 const SecurityEnv = z.object({
-  PRFLEET_TLS_CERT: z.string().min(1).optional(),
-  PRFLEET_TLS_KEY: z.string().min(1).optional(),
-  PRFLEET_TLS_CA: z.string().min(1).optional(),
-  PRFLEET_CLIENT_CERTS: z.enum(['require', 'optional']).optional(),
-  PRFLEET_TLS_REVOKED: z.string().min(1).optional(),
-  PRFLEET_TLS_REVOKED_POLL_MS: z.coerce.number().int().min(10).max(3_600_000).default(2_000),
-  PRFLEET_PLAINTEXT: booleanFlag.default(false),
-  PRFLEET_TOKENS_FILE: z.string().min(1).optional(),
-  PRFLEET_TOKENS: z.preprocess(
-    (v) => (v === '' ? undefined : v),
-    z.enum(['database', 'file', 'off']).optional(),
+  PRFLEET_TLS_CERT: z.optional(nonEmpty()),
+  PRFLEET_TLS_KEY: z.optional(nonEmpty()),
+  PRFLEET_TLS_CA: z.optional(nonEmpty()),
+  PRFLEET_CLIENT_CERTS: z.optional(z.enum(['require', 'optional'])),
+  PRFLEET_TLS_REVOKED: z.optional(nonEmpty()),
+  PRFLEET_TLS_REVOKED_POLL_MS: z._default(envInt(10, 3_600_000), 2_000),
+  PRFLEET_PLAINTEXT: z._default(booleanFlag, false),
+  PRFLEET_TOKENS_FILE: z.optional(nonEmpty()),
+  PRFLEET_TOKENS: z.pipe(
+    z.transform((v) => (v === '' ? undefined : v)),
+    z.optional(z.enum(['database', 'file', 'off'])),
   ),
 });
 

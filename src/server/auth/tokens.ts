@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { nonEmpty } from '../env-schema.js';
 import { ROLES, type Role } from './roles.js';
 
 /** Who made a ControlService call, as the auth middleware puts it into the call context. */
@@ -166,14 +167,14 @@ export function createMemoryTokenStore(records: readonly TokenRecord[] = []): To
 }
 
 const TokenRecordSchema = z.object({
-  id: z.string().regex(TOKEN_ID_PATTERN),
-  name: z.string().min(1),
+  id: z.string().check(z.regex(TOKEN_ID_PATTERN)),
+  name: nonEmpty(),
   role: z.enum(ROLES as [Role, ...Role[]]),
-  salt: z.string().regex(/^[0-9a-f]+$/),
-  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  salt: z.string().check(z.regex(/^[0-9a-f]+$/)),
+  hash: z.string().check(z.regex(/^[0-9a-f]{64}$/)),
   createdAt: z.string(),
-  expiresAt: z.string().optional(),
-  revokedAt: z.string().optional(),
+  expiresAt: z.optional(z.string()),
+  revokedAt: z.optional(z.string()),
 });
 const TokenFileSchema = z.object({ version: z.literal(1), tokens: z.array(TokenRecordSchema) });
 

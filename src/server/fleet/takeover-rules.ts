@@ -4,7 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { envInt, nonEmpty } from '../env-schema.js';
 
 /** Which hosts a policy side matches: every given field must match. */
 export interface HostMatcher {
@@ -64,42 +65,35 @@ export const DEFAULT_TAKEOVER_RULES: TakeoverRules = {
 };
 
 const Matcher = z.strictObject({
-  agents: z.array(z.string().min(1)).optional(),
-  site: z.string().min(1).optional(),
-  labels: z.array(z.string().regex(/^[^=]+=.*$/, 'key=value')).optional(),
+  agents: z.optional(z.array(nonEmpty())),
+  site: z.optional(nonEmpty()),
+  labels: z.optional(z.array(z.string().check(z.regex(/^[^=]+=.*$/, 'key=value')))),
 });
 
 const RulesFile = z.strictObject({
-  failedAfterSeconds: z
-    .number()
-    .min(0)
-    .max(86_400 * 365)
-    .optional(),
-  greedy: z.boolean().optional(),
-  liveness: z
-    .strictObject({
+  failedAfterSeconds: z.optional(z.number().check(z.minimum(0), z.maximum(86_400 * 365))),
+  greedy: z.optional(z.boolean()),
+  liveness: z.optional(
+    z.strictObject({
       url: z.url({ protocol: /^https?$/ }),
-      method: z.enum(['GET', 'POST']).default('POST'),
-      timeoutMs: z.number().int().min(1).max(60_000).default(3_000),
-      headers: z.record(z.string(), z.string()).optional(),
-    })
-    .optional(),
-  policy: z
-    .array(
+      method: z._default(z.enum(['GET', 'POST']), 'POST'),
+      timeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(60_000)), 3_000),
+      headers: z.optional(z.record(z.string(), z.string())),
+    }),
+  ),
+  policy: z.optional(
+    z.array(
       z.strictObject({
-        name: z.string().min(1).max(100),
-        taker: Matcher.optional(),
-        victim: Matcher.optional(),
-        verdicts: z
-          .array(z.enum(['failed', 'greedy']))
-          .min(1)
-          .optional(),
-        sameSite: z.boolean().optional(),
-        higherPriority: z.boolean().optional(),
+        name: nonEmpty().check(z.maxLength(100)),
+        taker: z.optional(Matcher),
+        victim: z.optional(Matcher),
+        verdicts: z.optional(z.array(z.enum(['failed', 'greedy'])).check(z.minLength(1))),
+        sameSite: z.optional(z.boolean()),
+        higherPriority: z.optional(z.boolean()),
       }),
-    )
-    .optional(),
-  priorities: z.record(z.string(), z.number().int()).optional(),
+    ),
+  ),
+  priorities: z.optional(z.record(z.string(), z.int())),
 });
 
 /** Parses a rules document (YAML or JSON text); throws naming `source` and every bad field. */
@@ -135,10 +129,10 @@ export function parseTakeoverRules(text: string, source: string): TakeoverRules 
 }
 
 const Env = z.object({
-  PRFLEET_TAKEOVER_RULES: z.string().min(1).optional(),
-  PRFLEET_TAKEOVER_FAILED_AFTER_MS: z.coerce.number().int().min(0).optional(),
-  PRFLEET_LIVENESS_URL: z.url({ protocol: /^https?$/ }).optional(),
-  PRFLEET_LIVENESS_TIMEOUT_MS: z.coerce.number().int().min(1).max(60_000).optional(),
+  PRFLEET_TAKEOVER_RULES: z.optional(nonEmpty()),
+  PRFLEET_TAKEOVER_FAILED_AFTER_MS: z.optional(z.coerce.number().check(z.int(), z.minimum(0))),
+  PRFLEET_LIVENESS_URL: z.optional(z.url({ protocol: /^https?$/ })),
+  PRFLEET_LIVENESS_TIMEOUT_MS: z.optional(envInt(1, 60_000)),
 });
 
 /**

@@ -1,14 +1,14 @@
 /** The Redis routing settings, apart from index.ts so reading them does not load ioredis. */
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { envInt, nonEmpty } from '../env-schema.js';
 
 const RedisEnv = z.object({
-  PRFLEET_REDIS_URL: z
-    .string()
-    .regex(/^rediss?:\/\//, 'expected redis://… or rediss://…')
-    .optional(),
-  PRFLEET_REDIS_PREFIX: z.string().min(1).default('prfleet:'),
-  PRFLEET_PRESENCE_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
-  PRFLEET_INSTANCE_TTL_MS: z.coerce.number().int().min(100).max(3_600_000).default(10_000),
+  PRFLEET_REDIS_URL: z.optional(
+    z.string().check(z.regex(/^rediss?:\/\//, 'expected redis://… or rediss://…')),
+  ),
+  PRFLEET_REDIS_PREFIX: z._default(nonEmpty(), 'prfleet:'),
+  PRFLEET_PRESENCE_TTL_MS: z._default(envInt(100, 3_600_000), 30_000),
+  PRFLEET_INSTANCE_TTL_MS: z._default(envInt(100, 3_600_000), 10_000),
 });
 
 /** Multi-instance routing settings (env PRFLEET_REDIS_*); `redisUrl` absent = single instance. */

@@ -1,4 +1,5 @@
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { nonEmpty } from '../env-schema.js';
 import type { Status } from 'nice-grpc-common';
 import { ServerError } from 'nice-grpc-common';
 import { ErrorInfo, RichServerError } from 'nice-grpc-error-details';
@@ -37,26 +38,26 @@ export type RelayMessage =
 const Wire = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('request'),
-    id: z.string().min(1),
-    from: z.string().min(1),
-    agentId: z.string().min(1),
+    id: nonEmpty(),
+    from: nonEmpty(),
+    agentId: nonEmpty(),
     command: z.string(),
-    timeoutMs: z.number().int().min(0),
-    luId: z.string().optional(),
-    actor: z.string().optional(),
+    timeoutMs: z.int().check(z.minimum(0)),
+    luId: z.optional(z.string()),
+    actor: z.optional(z.string()),
   }),
-  z.object({ kind: z.literal('cancel'), id: z.string().min(1), from: z.string().min(1) }),
-  z.object({ kind: z.literal('result'), id: z.string().min(1), result: z.string() }),
+  z.object({ kind: z.literal('cancel'), id: nonEmpty(), from: nonEmpty() }),
+  z.object({ kind: z.literal('result'), id: nonEmpty(), result: z.string() }),
   z.object({
     kind: z.literal('error'),
-    id: z.string().min(1),
-    code: z.number().int().min(0).max(16),
+    id: nonEmpty(),
+    code: z.int().check(z.minimum(0), z.maximum(16)),
     details: z.string(),
-    reason: z.string().optional(),
-    domain: z.string().optional(),
-    metadata: z.record(z.string(), z.string()).optional(),
+    reason: z.optional(z.string()),
+    domain: z.optional(z.string()),
+    metadata: z.optional(z.record(z.string(), z.string())),
   }),
-  z.object({ kind: z.literal('evict'), agentId: z.string().min(1), by: z.string().min(1) }),
+  z.object({ kind: z.literal('evict'), agentId: nonEmpty(), by: nonEmpty() }),
 ]);
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString('base64');

@@ -25,7 +25,7 @@ import { createFairShare, fairSharePrincipalOf, type FairShare } from '../fair-s
 import { registerFleetService } from '../fleet/index.js';
 import { RegistrationReconciler } from '../fleet/registration-reconciler.js';
 import { rpcMiddleware } from '../middleware.js';
-import { reflectionServices } from '../reflection.js';
+import { reflectionServices } from './reflection-services.js';
 import type { ServerDeps } from '../server.js';
 import type { Store } from '../store/index.js';
 import type { Webhooks } from '../webhooks/index.js';

@@ -1,4 +1,5 @@
-import { z } from 'zod';
+import * as z from '../../common/zod-mini.js';
+import { nonEmpty } from '../env-schema.js';
 import type { Db } from './db.js';
 import { createDesiredStateStore, type DesiredStateStore } from './desired-state.js';
 import { createPRoutHistory, type PRoutHistory } from './history.js';
@@ -120,15 +121,15 @@ export async function openStore(options: StoreOptions = {}): Promise<Store> {
 }
 
 const StoreEnv = z.object({
-  DATABASE_URL: z
-    .string()
-    .regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')
-    .optional(),
-  PRFLEET_DATA_DIR: z.string().min(1).optional(),
-  PRFLEET_DB_SCHEMA: z
-    .string()
-    .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')
-    .optional(),
+  DATABASE_URL: z.optional(
+    z
+      .string()
+      .check(z.regex(/^postgres(ql)?:\/\//, 'must start with postgres:// or postgresql://')),
+  ),
+  PRFLEET_DATA_DIR: z.optional(nonEmpty()),
+  PRFLEET_DB_SCHEMA: z.optional(
+    z.string().check(z.regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case identifier')),
+  ),
 });
 
 /**
