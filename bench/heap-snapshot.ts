@@ -79,7 +79,7 @@ export function retainedPerConnection(
   after: string,
   connections: number,
   top = 12,
-): { totalKiB: number; lines: string[] } {
+): { totalKiB: number; codeKiB: number; lines: string[] } {
   const a = tally(before);
   const b = tally(after);
   let total = 0;
@@ -93,10 +93,16 @@ export function retainedPerConnection(
     });
   }
   for (const [key, { bytes }] of a) if (!b.has(key)) total -= bytes / connections;
-  for (const row of rows) total += row.bytes;
+  let code = 0;
+  for (const row of rows) {
+    total += row.bytes;
+    // Compiled code, bytecode and feedback (V8's `code` node type): what the run made V8 compile, not per agent.
+    if (row.key.startsWith('code:')) code += row.bytes;
+  }
   rows.sort((x, y) => y.bytes - x.bytes);
   return {
     totalKiB: total / 1024,
+    codeKiB: code / 1024,
     lines: rows
       .slice(0, top)
       .map(

@@ -163,6 +163,8 @@ function dial(kind: Kind, port: number): () => void {
 export interface FloorReading {
   readonly perConnectionKiB: number;
   readonly retainedKiB?: number;
+  /** Of retainedKiB, compiled code, bytecode and feedback. */
+  readonly codeKiB?: number;
   /** The reading as this bench prints it. */
   readonly line: string;
 }
@@ -207,6 +209,7 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
     const after = await reading();
     let retained = '';
     let retainedKiB: number | undefined;
+    let codeKiB: number | undefined;
     if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
       const diff = retainedPerConnection(
         snapshotBefore,
@@ -214,13 +217,15 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
         N,
       );
       retainedKiB = diff.totalKiB;
-      retained = ` (RSS not comparable: the first snapshot grew it); heap snapshots: ${diff.totalKiB.toFixed(1)} KiB retained per connection\n${diff.lines.map((l) => `    ${l}`).join('\n')}`;
+      codeKiB = diff.codeKiB;
+      retained = ` (RSS not comparable: the first snapshot grew it); heap snapshots: ${diff.totalKiB.toFixed(1)} KiB retained per connection (compiled code ${diff.codeKiB.toFixed(1)})\n${diff.lines.map((l) => `    ${l}`).join('\n')}`;
     }
     for (const close of closers) close();
     const perConnectionKiB = (after - before) / N;
     return {
       perConnectionKiB,
       ...(retainedKiB === undefined ? {} : { retainedKiB }),
+      ...(codeKiB === undefined ? {} : { codeKiB }),
       line: `${kind.padEnd(9)} ${perConnectionKiB.toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)${retained}`,
     };
   } finally {

@@ -116,6 +116,18 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     });
   }
 
+  /**
+   * {@link whenReadable} without a promise: calls `wake` once an item is queued or the queue is closed, and
+   * returns true; returns false (nothing kept) when that is so already. `wake` runs inside push() or close():
+   * it should only schedule the read. For a reader driven by callbacks, which keeps no promise while it waits
+   * (an idle agent's writer). One reader at a time, as with whenReadable.
+   */
+  callWhenReadable(wake: () => void): boolean {
+    if (this.items.length > 0 || this.closed) return false;
+    this.waiter = wake;
+    return true;
+  }
+
   /** The error given to close(error), if any (the iterator throws it after draining). */
   get closeReason(): unknown {
     return this.closeError;

@@ -100,4 +100,19 @@ describe('PathEventBudget', () => {
     expect(again[0]?.summary).toContain('8 appeared');
     expect(budget.admit('a', '', events(3))).toHaveLength(3);
   });
+
+  it('refills a bucket up to the burst and no further, whatever other agents do meanwhile', async () => {
+    const clock = new ManualClock();
+    const budget = new PathEventBudget(100, 60, clock);
+    expect(budget.admit('a', '', events(60))).toHaveLength(60);
+    await clock.advance(30_000); // 30 of the 60 back
+    for (const other of ['b', 'c', 'd']) budget.admit(other, '', events(1));
+    expect(budget.admit('a', '', events(71))[0]?.kind).toBe(EventKind.EVENT_KIND_PATHS_CHURNED);
+    const fresh = new PathEventBudget(100, 60, clock);
+    expect(fresh.admit('a', '', events(60))).toHaveLength(60);
+    await clock.advance(600_000); // ten minutes: full again, not 100 + 600
+    for (const other of ['b', 'c', 'd']) fresh.admit(other, '', events(1));
+    expect(fresh.admit('a', '', events(100))).toHaveLength(100);
+    expect(fresh.admit('a', '', events(1))[0]?.kind).toBe(EventKind.EVENT_KIND_PATHS_CHURNED);
+  });
 });

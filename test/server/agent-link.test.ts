@@ -93,6 +93,26 @@ describe('AgentSession (the link to one agent)', () => {
       value: { reason: 'server shutting down' },
     });
   });
+
+  it('calls a callback reader once when the outbox gets a message or closes, and keeps nothing when it need not wait', () => {
+    const link = new AgentSession(hello(), 8);
+    let woken = 0;
+    const wake = () => (woken += 1);
+    link.askToReconnect('first');
+    expect(link.outbox.callWhenReadable(wake)).toBe(false); // a message is queued: read it now
+    link.outbox.take();
+    expect(link.outbox.callWhenReadable(wake)).toBe(true);
+    expect(woken).toBe(0);
+    link.send(command('c1'), 'lu', () => {});
+    link.send(command('c2'), 'lu', () => {});
+    expect(woken).toBe(1); // once: the second message finds no reader waiting
+    link.outbox.take();
+    link.outbox.take();
+    expect(link.outbox.callWhenReadable(wake)).toBe(true);
+    link.end('gone');
+    expect(woken).toBe(2);
+    expect(link.outbox.callWhenReadable(wake)).toBe(false); // closed: nothing left to wait for
+  });
 });
 
 describe('AgentRegistry (lookup, events, liveness, rotation)', () => {

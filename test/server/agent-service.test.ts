@@ -1,9 +1,14 @@
+import { credentials, makeGenericClientConstructor, type ClientDuplexStream } from '@grpc/grpc-js';
 import { createServer } from 'nice-grpc';
-import { Status } from 'nice-grpc-common';
+import { ServerError, Status } from 'nice-grpc-common';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { createAgentClient } from '../../src/common/client.js';
 import { createLogger } from '../../src/common/logger.js';
-import { AgentServiceDefinition } from '../../src/gen/prfleet/v1/agent.js';
+import {
+  AgentServiceDefinition,
+  ConnectRequest,
+  ConnectResponse,
+} from '../../src/gen/prfleet/v1/agent.js';
 import { AgentRegistry } from '../../src/server/agents/index.js';
 import { createAgentService } from '../../src/server/agents/service.js';
 import { createInProcessRouter } from '../../src/server/router.js';
@@ -340,5 +345,66 @@ describe('AgentService.Connect', () => {
     });
     agent.respond(command, { status: 0 });
     expect((await pending).result?.outcome).toBe(Outcome.OUTCOME_GOOD);
+  });
+  it('ends the stream of an agent that stopped reading when its session ends, leaving what is queued unsent', async () => {
+    const { address, server } = await startTestServer();
+    // A raw grpc-js client: it can stop reading (pause), which the fake agent's for-await loop cannot.
+    const Client = makeGenericClientConstructor(
+      {
+        Connect: {
+          path: `/${AgentServiceDefinition.fullName}/Connect`,
+          requestStream: true,
+          responseStream: true,
+          requestSerialize: (m: ConnectRequest) => Buffer.from(ConnectRequest.encode(m).finish()),
+          requestDeserialize: (b: Buffer) => ConnectRequest.decode(b),
+          responseSerialize: (m: ConnectResponse) =>
+            Buffer.from(ConnectResponse.encode(m).finish()),
+          responseDeserialize: (b: Buffer) => ConnectResponse.decode(b),
+        },
+      },
+      'AgentService',
+    );
+    const client = new Client(address, credentials.createInsecure());
+    const call = (
+      client as unknown as { Connect(): ClientDuplexStream<ConnectRequest, ConnectResponse> }
+    ).Connect();
+    onTestFinished(() => {
+      call.cancel();
+      client.close();
+    });
+    let received = 0;
+    call.on('data', () => (received += 1));
+    const ended = new Promise<number>((resolve) => {
+      call.on('status', (s: { code: number }) => resolve(s.code));
+      call.on('error', () => undefined);
+    });
+    call.write(
+      ConnectRequest.fromPartial({ message: { $case: 'hello', value: { agentId: 'stall' } } }),
+    );
+    await expect.poll(() => received).toBe(1); // the Welcome
+    call.pause();
+    const session = server.agents.session('stall');
+    if (session === undefined) throw new Error('no session');
+    // Far more than HTTP/2 flow control lets through while the agent reads nothing: the writer pauses.
+    const MESSAGES = 200;
+    for (let i = 0; i < MESSAGES; i++) session.cancel(`c${i}-${'x'.repeat(4000)}`);
+    // The writer waits for the agent, not for the outbox: the queue stops shrinking once flow control is spent.
+    let queued = -1;
+    await expect
+      .poll(
+        async () => {
+          const before = session.queued;
+          await new Promise((r) => setTimeout(r, 300));
+          queued = session.queued;
+          return queued > 0 && queued === before;
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    server.agents.close(session, 'test', new ServerError(Status.ABORTED, 'replaced'));
+    call.resume();
+    expect(await ended).toBe(Status.ABORTED);
+    // What the writer had handed over still arrives; what was queued behind it does not.
+    expect(received).toBeLessThan(1 + MESSAGES - queued + 1);
   });
 });

@@ -22,7 +22,14 @@ export interface PendingCommand {
  */
 export type Outbox = Pick<
   AsyncQueue<ConnectResponse>,
-  'take' | 'takeIf' | 'whenReadable' | 'isClosed' | 'closeReason' | 'size' | 'onClose'
+  | 'take'
+  | 'takeIf'
+  | 'whenReadable'
+  | 'callWhenReadable'
+  | 'isClosed'
+  | 'closeReason'
+  | 'size'
+  | 'onClose'
 >;
 
 /** What carries a session's messages: the gRPC stream, or HTTP/1.1 long polling (docs/http.md). */

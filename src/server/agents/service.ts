@@ -1,4 +1,4 @@
-import { ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
+import type { ServerInterceptingCall, ServerInterceptor } from '@grpc/grpc-js';
 import { ServerError, Status } from 'nice-grpc-common';
 import type { AgentServiceImplementation } from '../../gen/prfleet/v1/agent.js';
 import type { RpcObserver } from '../middleware.js';
@@ -7,7 +7,7 @@ import {
   type AgentSessionHandler,
   type SessionHandlerDeps,
 } from './session-handler.js';
-import { CONNECT_PATH, ConnectStream } from './stream.js';
+import { CONNECT_PATH, ConnectCall, ConnectStream } from './stream.js';
 
 /** Dependencies of {@link createAgentService}. */
 export interface AgentServiceDeps extends SessionHandlerDeps {
@@ -34,19 +34,27 @@ export interface AgentService {
   readonly sessions: AgentSessionHandler;
 }
 
+/**
+ * `interceptor` for every method but AgentService.Connect, which it passes untouched: an interceptor placed after
+ * the agent service's that has nothing to do for the agents' stream (the deadline's) would otherwise keep its
+ * call and listener layer per connected agent for the stream's life.
+ */
+export function exceptConnect(interceptor: ServerInterceptor): ServerInterceptor {
+  return (method, call) =>
+    method.path === CONNECT_PATH ? (call as ServerInterceptingCall) : interceptor(method, call);
+}
+
 /** AgentService.Connect for a grpc-js/nice-grpc server; see {@link AgentService}. */
 export function createAgentService(deps: AgentServiceDeps): AgentService {
   const sessions = createSessionHandler(deps);
   const streamDeps = { ...deps, sessions, helloTimeoutMs: deps.helloTimeoutMs ?? 30_000 };
   return {
     sessions,
+    // grpc-js composes interceptors through ServerInterceptingCallInterface; its type asks for the class.
     interceptor: (method, call) =>
-      method.path === CONNECT_PATH
-        ? new ServerInterceptingCall(call, {
-            start: (next) => next(new ConnectStream(call, streamDeps)),
-          })
-        : // Other methods pass untouched: grpc-js composes interceptors through ServerInterceptingCallInterface.
-          (call as ServerInterceptingCall),
+      (method.path === CONNECT_PATH
+        ? new ConnectCall(call, new ConnectStream(call, streamDeps))
+        : call) as ServerInterceptingCall, // other methods pass untouched
     implementation: {
       async *connect() {
         throw new ServerError(

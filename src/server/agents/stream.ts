@@ -32,24 +32,13 @@ type CallStatus = Parameters<ServerInterceptingCallInterface['sendStatus']>[0];
 export const CONNECT_PATH = `/${AgentServiceDefinition.fullName}/${AgentServiceDefinition.methods.connect.name}`;
 
 /**
- * The next message for the agent, waiting for one; undefined once the outbox is closed and drained (throws the
- * error it was closed with, if any). With `batches` (the agent accepts CommandBatch) a command with more
- * commands queued right behind it goes out together with them as one message (same order; anything else
- * queued keeps its place). A plain loop rather than async generators stacked on the outbox: an idle agent's
- * writer then waits on one promise (the outbox's), not on a chain of suspended generators.
+ * The next message for the agent, if one is queued (undefined otherwise: the caller waits, or ends once the
+ * outbox is closed). With `batches` (the agent accepts CommandBatch) a command with more commands queued right
+ * behind it goes out together with them as one message (same order; anything else queued keeps its place).
  */
-async function nextMessage(outbox: Outbox, batches: boolean): Promise<ConnectResponse | undefined> {
-  let item = outbox.take();
-  while (item === undefined) {
-    if (outbox.isClosed) {
-      const reason = outbox.closeReason;
-      if (reason !== undefined) throw reason as Error; // close() is given errors (aborts, ServerError)
-      return undefined;
-    }
-    await outbox.whenReadable();
-    item = outbox.take();
-  }
-  if (!batches || item.message?.$case !== 'command') return item;
+function nextMessage(outbox: Outbox, batches: boolean): ConnectResponse | undefined {
+  const item = outbox.take();
+  if (item === undefined || !batches || item.message?.$case !== 'command') return item;
   let next = outbox.takeIf(isCommand);
   if (next === undefined) return item;
   const commands: Command[] = [item.message.value];
@@ -74,10 +63,11 @@ export interface StreamDeps {
 
 /**
  * One agent's Connect stream on grpc-js's own call object: Hello first (else INVALID_ARGUMENT), Welcome back,
- * then every message from the agent is handled as it arrives (inventory, results, heartbeats) while a writer
+ * then every message from the agent is handled as it arrives (inventory, results, heartbeats) while the writer
  * sends the session's outbox (commands, cancels, reconnect). Any end of the stream ends the session: its
  * in-flight commands become OUTCOME_UNKNOWN. What it keeps per connected agent is this object, the session and
- * grpc-js's call: no Node stream, AbortController, metadata copies or generator chain per agent.
+ * grpc-js's call: no Node stream, AbortController, metadata copies, generator chain or pending promise per agent.
+ * grpc-js calls the listener methods on this object (ConnectCall hands it to the call unwrapped).
  */
 export class ConnectStream implements FullServerListener {
   private readonly startedMs = performance.now();
@@ -87,7 +77,8 @@ export class ConnectStream implements FullServerListener {
   private over = false;
   // Messages handed to grpc-js and not yet written to the HTTP/2 stream; the writer pauses at HIGH_WATER.
   private unwritten = 0;
-  private resumeWriter: (() => void) | undefined;
+  private paused = false;
+  private finished = false;
   private helloTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -108,16 +99,57 @@ export class ConnectStream implements FullServerListener {
     this.helloTimer.unref();
   }
 
-  // Arrow properties: grpc-js calls the listener's methods detached, and the writer hands these out as callbacks.
-  private readonly wakeWriter = (): void => {
-    const resume = this.resumeWriter;
-    this.resumeWriter = undefined;
-    resume?.();
-  };
+  // Arrow properties: handed out as callbacks (to the outbox, to grpc-js's sendMessage, to queueMicrotask).
+  /** Runs the writer soon: after the code that queued a message, so that commands queued together batch. */
+  private readonly wake = (): void => queueMicrotask(this.drain);
 
   private readonly written = (): void => {
     this.unwritten -= 1;
-    if (this.unwritten < HIGH_WATER) this.wakeWriter();
+    if (this.paused && this.unwritten < HIGH_WATER) {
+      this.paused = false;
+      this.wake();
+    }
+  };
+
+  /**
+   * The writer, driven by callbacks rather than an async loop (an idle agent's writer is then no suspended
+   * frame, only `wake` registered with its outbox): sends what the outbox holds until HIGH_WATER messages are
+   * unwritten (then `written` resumes it), registers for the outbox when it is empty, and ends the call once
+   * the outbox is closed and drained (OK, or the error it was closed with) or the call is over.
+   */
+  private readonly drain = (): void => {
+    const open = this.session;
+    if (open === undefined || this.finished) return;
+    const { outbox } = open;
+    try {
+      while (!this.over) {
+        if (this.unwritten >= HIGH_WATER) {
+          // Woken by the session's end while the agent still reads nothing (dropped for silence, replaced):
+          // what is queued stays unsent (its commands are already UNKNOWN) and the call ends now.
+          if (outbox.isClosed) break;
+          this.paused = true;
+          return;
+        }
+        // Commands queued together go as one CommandBatch to agents that accept it.
+        const message = nextMessage(outbox, open.hello.acceptsCommandBatches);
+        if (message === undefined) {
+          if (outbox.isClosed) break;
+          if (outbox.callWhenReadable(this.wake)) return;
+          continue;
+        }
+        this.unwritten += 1;
+        this.call.sendMessage(message, this.written);
+      }
+      const reason = outbox.closeReason;
+      if (reason !== undefined) throw reason as Error; // close() is given errors (aborts, ServerError)
+      this.end({ code: Status.OK, details: 'OK' }, 'OK');
+    } catch (e) {
+      this.fail(e);
+    }
+    this.finished = true;
+    const inFlight = open.inFlight;
+    this.deps.registry.close(open, 'agent stream ended');
+    this.deps.log.info({ ...sessionFields(open), inFlight }, 'agent disconnected');
   };
 
   private stopHelloTimer(): void {
@@ -157,40 +189,6 @@ export class ConnectStream implements FullServerListener {
     );
   }
 
-  /** Sends the session's outbox until it closes (or the call ends), then closes the session. */
-  private async write(open: AgentSession): Promise<void> {
-    open.outbox.onClose = this.wakeWriter;
-    try {
-      await this.pump(open);
-      this.end({ code: Status.OK, details: 'OK' }, 'OK');
-    } catch (e) {
-      this.fail(e);
-    } finally {
-      const inFlight = open.inFlight;
-      this.deps.registry.close(open, 'agent stream ended');
-      this.deps.log.info({ ...sessionFields(open), inFlight }, 'agent disconnected');
-    }
-  }
-
-  private async pump(open: AgentSession): Promise<void> {
-    // Commands queued together go as one CommandBatch to agents that accept it.
-    const batches = open.hello.acceptsCommandBatches;
-    for (;;) {
-      const message = await nextMessage(open.outbox, batches);
-      if (message === undefined || this.over) return;
-      this.unwritten += 1;
-      this.call.sendMessage(message, this.written);
-      if (this.unwritten < HIGH_WATER) continue;
-      await new Promise<void>((r) => (this.resumeWriter = r));
-      // Woken by the session's end while the agent still reads nothing (dropped for silence, replaced):
-      // what is queued stays unsent (its commands are already UNKNOWN) and the call ends now.
-      if (open.outbox.isClosed && this.unwritten >= HIGH_WATER) {
-        if (open.outbox.closeReason !== undefined) throw open.outbox.closeReason as Error; // close() is given errors
-        return;
-      }
-    }
-  }
-
   /** The first message: must be Hello; opens the session and starts the writer. False when the call ended. */
   private hello(request: ConnectRequest): boolean {
     try {
@@ -208,20 +206,22 @@ export class ConnectStream implements FullServerListener {
       this.fail(e);
       return false;
     }
-    void this.write(this.session);
+    // The outbox's close wakes a writer paused at HIGH_WATER too (it waits on `written`, not on the outbox).
+    this.session.outbox.onClose = this.wake;
+    this.wake();
     return true;
   }
 
-  readonly onReceiveMetadata = (received: GrpcMetadata): void => {
+  onReceiveMetadata(received: GrpcMetadata): void {
     if (this.deps.router.draining) {
       this.fail(drainingError());
       return;
     }
     this.metadata = received;
     this.call.startRead();
-  };
+  }
 
-  readonly onReceiveMessage = (request: ConnectRequest): void => {
+  onReceiveMessage(request: ConnectRequest): void {
     if (this.over) return;
     const session = this.session;
     if (session === undefined) {
@@ -240,22 +240,69 @@ export class ConnectStream implements FullServerListener {
       }
     }
     this.call.startRead();
-  };
+  }
 
-  readonly onReceiveHalfClose = (): void => {
+  onReceiveHalfClose(): void {
     if (this.session === undefined)
       this.fail(invalidArgument('message', 'the first message of a session must be hello'));
     else this.deps.registry.close(this.session, 'agent closed its stream');
-  };
+  }
 
-  readonly onCancel = (): void => {
+  onCancel(): void {
     if (!this.over) this.deps.observe?.(CONNECT_PATH, 'CANCELLED', this.elapsedSeconds());
     this.over = true;
     this.stopHelloTimer();
     if (this.session !== undefined)
       this.deps.registry.close(this.session, 'agent stream cancelled');
-    this.wakeWriter();
-  };
+    this.wake();
+  }
+}
+
+/**
+ * What the agent interceptor returns for a Connect call: it starts the call below it with the ConnectStream as
+ * the listener itself (grpc-js's ServerInterceptingCall would wrap it in two more listener objects and copy its
+ * methods), and passes everything else through. The listener grpc-js's own handler gives `start` is not used:
+ * the stream answers the call, the registered handler is never reached.
+ */
+export class ConnectCall implements ServerInterceptingCallInterface {
+  constructor(
+    private readonly next: ServerInterceptingCallInterface,
+    private readonly stream: ConnectStream,
+  ) {}
+
+  start(): void {
+    this.next.start(this.stream);
+  }
+  sendMetadata(metadata: GrpcMetadata): void {
+    this.next.sendMetadata(metadata);
+  }
+  sendMessage(message: unknown, callback: () => void): void {
+    this.next.sendMessage(message, callback);
+  }
+  sendStatus(status: CallStatus): void {
+    this.next.sendStatus(status);
+  }
+  startRead(): void {
+    this.next.startRead();
+  }
+  getPeer(): string {
+    return this.next.getPeer();
+  }
+  getDeadline(): ReturnType<ServerInterceptingCallInterface['getDeadline']> {
+    return this.next.getDeadline();
+  }
+  getHost(): string {
+    return this.next.getHost();
+  }
+  getAuthContext(): ReturnType<ServerInterceptingCallInterface['getAuthContext']> {
+    return this.next.getAuthContext();
+  }
+  getConnectionInfo(): ReturnType<ServerInterceptingCallInterface['getConnectionInfo']> {
+    return this.next.getConnectionInfo();
+  }
+  getMetricsRecorder(): ReturnType<ServerInterceptingCallInterface['getMetricsRecorder']> {
+    return this.next.getMetricsRecorder();
+  }
 }
 
 /** A grpc-js Metadata read the way nice-grpc's CallContext.metadata is: the first value of a key. */

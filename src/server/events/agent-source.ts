@@ -109,10 +109,14 @@ export function pathEvents(
  * Path events one agent may add to the log: a token bucket per agent (a full reconnect of the largest allowed
  * inventory — every path lost, then appeared — fits the burst), and past it one PATHS_CHURNED event per agent per
  * minute with the counts. Without it an agent alternating two large inventories wrote ~117,000 events a second and
- * expired every watcher's cursor (test/hostile/event-flood.test.ts).
+ * expired every watcher's cursor (test/hostile/event-flood.test.ts). A full bucket is no entry: an idle fleet
+ * (every agent's bucket refilled a moment after its inventory) keeps nothing here.
  */
 export class PathEventBudget {
-  private readonly buckets = new Map<string, { tokens: number; at: number; churned?: Churn }>();
+  /** Agents whose bucket is not full: when it will be (epoch ms). */
+  private readonly fullAt = new Map<string, number>();
+  /** Agents past their budget: what they did since the last PATHS_CHURNED. */
+  private readonly churning = new Map<string, Churn>();
 
   constructor(
     /** Path events an agent may make at once (default: 2 × PRFLEET_MAX_AGENT_PATHS' default). */
@@ -127,44 +131,67 @@ export class PathEventBudget {
   admit(agentId: string, site: string, events: NewFleetEvent[]): NewFleetEvent[] {
     if (events.length === 0) return events;
     const now = this.clock.now();
-    const bucket = this.buckets.get(agentId) ?? { tokens: this.burst, at: now };
-    bucket.tokens = Math.min(
-      this.burst,
-      bucket.tokens + ((now - bucket.at) * this.perMinute) / 60_000,
-    );
-    bucket.at = now;
-    this.buckets.set(agentId, bucket);
-    if (bucket.churned === undefined && bucket.tokens >= events.length) {
-      bucket.tokens -= events.length;
+    this.forgetFull(now);
+    const tokens = this.tokens(agentId, now);
+    const churned = this.churning.get(agentId);
+    if (churned === undefined && tokens >= events.length) {
+      this.setTokens(agentId, tokens - events.length, now);
       return events;
     }
-    const churned = (bucket.churned ??= { appeared: 0, lost: 0, since: now, told: -Infinity });
+    const churn = churned ?? { appeared: 0, lost: 0, since: now, told: -Infinity };
+    this.churning.set(agentId, churn);
     for (const e of events)
-      if (e.kind === EventKind.EVENT_KIND_PATH_APPEARED) churned.appeared += 1;
-      else churned.lost += 1;
-    if (now - churned.told < 60_000) return [];
-    churned.told = now;
+      if (e.kind === EventKind.EVENT_KIND_PATH_APPEARED) churn.appeared += 1;
+      else churn.lost += 1;
+    if (now - churn.told < 60_000) return [];
+    churn.told = now;
     const told: NewFleetEvent = {
       kind: EventKind.EVENT_KIND_PATHS_CHURNED,
       agentId,
       site,
       actor: agentId,
-      summary: `${agentId}'s paths churned: ${churned.appeared} appeared, ${churned.lost} lost since ${new Date(churned.since).toISOString()} (over ${this.perMinute} path events a minute; ListDevices has its paths)`,
+      summary: `${agentId}'s paths churned: ${churn.appeared} appeared, ${churn.lost} lost since ${new Date(churn.since).toISOString()} (over ${this.perMinute} path events a minute; ListDevices has its paths)`,
       detail: {
         $case: 'agent',
         value: {
           agentVersion: '',
-          reason: `paths churned: ${churned.appeared} appeared, ${churned.lost} lost`,
+          reason: `paths churned: ${churn.appeared} appeared, ${churn.lost} lost`,
           paths: events.length,
         },
       },
     };
-    churned.appeared = 0;
-    churned.lost = 0;
-    churned.since = now;
+    churn.appeared = 0;
+    churn.lost = 0;
+    churn.since = now;
     // Back to single path events once the bucket has refilled past a burst's worth of quiet.
-    if (bucket.tokens >= this.burst / 2) delete bucket.churned;
+    if (tokens >= this.burst / 2) this.churning.delete(agentId);
     return [told];
+  }
+
+  /** Tokens in `agentId`'s bucket at `now`: it refills linearly up to the burst. */
+  private tokens(agentId: string, now: number): number {
+    const full = this.fullAt.get(agentId);
+    if (full === undefined || full <= now) return this.burst;
+    return this.burst - ((full - now) * this.perMinute) / 60_000;
+  }
+
+  private setTokens(agentId: string, tokens: number, now: number): void {
+    this.fullAt.delete(agentId);
+    if (tokens < this.burst)
+      this.fullAt.set(agentId, now + ((this.burst - tokens) * 60_000) / this.perMinute);
+  }
+
+  /**
+   * Looks at the two oldest entries: refilled by `now`, dropped; else moved to the back. Amortized cleaning
+   * without a timer: every bucket is looked at again as other agents' inventories arrive.
+   */
+  private forgetFull(now: number): void {
+    let looked = 0;
+    for (const [agentId, full] of this.fullAt) {
+      if (looked++ === 2) return;
+      this.fullAt.delete(agentId);
+      if (full > now) this.fullAt.set(agentId, full);
+    }
   }
 }
 

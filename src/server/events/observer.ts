@@ -507,11 +507,21 @@ function loaderMembers(
   return members;
 }
 
-/** The LU as ListDevices shows it, computed once per path list (paths lists are replaced, never changed). */
-const units = new WeakMap<readonly FleetPath[], ReturnType<typeof toLogicalUnit>>();
-function unitOf(luId: string, paths: readonly FleetPath[]): ReturnType<typeof toLogicalUnit> {
+/** What the observation reads of an LU as ListDevices shows it. */
+type UnitHead = Pick<ReturnType<typeof toLogicalUnit>, 'loaderId' | 'peripheralDeviceType'>;
+
+/**
+ * The LU's loader and device type as ListDevices shows them, computed once per path list (paths lists are
+ * replaced, never changed). Only these two are kept: the whole unit has an entry per path, per LU, for as long
+ * as its path list lives.
+ */
+const units = new WeakMap<readonly FleetPath[], UnitHead>();
+function unitOf(luId: string, paths: readonly FleetPath[]): UnitHead {
   let unit = units.get(paths);
-  if (unit === undefined) units.set(paths, (unit = toLogicalUnit(luId, paths)));
+  if (unit === undefined) {
+    const { loaderId, peripheralDeviceType } = toLogicalUnit(luId, paths);
+    units.set(paths, (unit = { loaderId, peripheralDeviceType }));
+  }
   return unit;
 }
 

@@ -54,7 +54,14 @@ export function agentFromHash(
   const connected = hash['connected'] === '1';
   const own = instance === instanceId ? ownRecord() : undefined;
   if (own !== undefined && own.lastSessionId === sessionId) {
-    return { sessionId, instance, connected, local: true, record: own };
+    // The record's and this instance's own strings, not the copies just read from Redis: kept per agent.
+    return {
+      sessionId: own.lastSessionId,
+      instance: instanceId,
+      connected,
+      local: true,
+      record: own,
+    };
   }
   const hello = Hello.decode(Buffer.from(hash['hello'], 'base64'));
   const paths = hash['paths']

@@ -9,7 +9,7 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import { directServiceDefinition } from '../../common/service-definition.js';
 import { loadAgentPolicy } from '../agents/inventory-screen.js';
-import { createAgentService, type AgentService } from '../agents/service.js';
+import { createAgentService, exceptConnect, type AgentService } from '../agents/service.js';
 import { createControlService } from '../control-service.js';
 import type { CommandSessionHandle } from '../command-session.js';
 import { deadlineInterceptor } from '../deadline.js';
@@ -152,7 +152,7 @@ function createGrpcServer(deps: ServerDeps, agentService: AgentService, clock: C
   return (deps.middlewares ?? []).reduce(
     (built, middleware) => built.use(middleware),
     createServer({
-      interceptors: [agentService.interceptor, deadlineInterceptor(clock)],
+      interceptors: [agentService.interceptor, exceptConnect(deadlineInterceptor(clock))],
       ...SERVER_CHANNEL_OPTIONS,
       // Without it grpc-js keeps a connection that opens no call for ~24 days (docs/http.md).
       'grpc.max_connection_idle_ms': config.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS,
