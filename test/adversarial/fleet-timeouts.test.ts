@@ -12,7 +12,7 @@ import { FleetServiceDefinition } from '../../src/gen/prfleet/v1/fleet.js';
 import { ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { MAX_COMMAND_TIMEOUT_MS } from '../../src/server/deadline.js';
 import { startTestServer } from '../helpers/server.js';
-import { pgStore } from './helpers.js';
+import { pgStore } from '../helpers/pg-store.js';
 import { connectFakeAgent, fakePath } from '../server/fake-agent.js';
 
 const LU1 = 'naa.5000e11100000001';
@@ -33,7 +33,7 @@ async function drain(stream: AsyncIterable<unknown>): Promise<unknown> {
 
 describe('fleet RPCs with a command_timeout longer than a timer holds', () => {
   it('refuse it with INVALID_ARGUMENT naming the field, and nothing reaches the agent', async () => {
-    const { address, server } = await startTestServer({ deps: { store: await pgStore() } });
+    const { address, server } = await startTestServer({ deps: { store: await pgStore('adv') } });
     const agent = await connectFakeAgent(address, {
       agentId: 'host-a',
       paths: [fakePath('/dev/sg0', LU1)],

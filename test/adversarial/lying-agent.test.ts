@@ -12,14 +12,14 @@ import { describe, expect, it } from 'vitest';
 import type { DeepPartial } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, type CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import { startTestServer } from '../helpers/server.js';
-import { pgStore } from './helpers.js';
+import { pgStore } from '../helpers/pg-store.js';
 import { connectFakeAgent, fakePath } from '../server/fake-agent.js';
 
 const LU1 = 'naa.5000e11100000001';
 const TARGET = { agentId: 'host-a', path: '/dev/sg0' };
 
 async function fleetWithLiar() {
-  const started = await startTestServer({ deps: { store: await pgStore() } });
+  const started = await startTestServer({ deps: { store: await pgStore('adv') } });
   const agent = await connectFakeAgent(started.address, {
     agentId: 'host-a',
     paths: [fakePath('/dev/sg0', LU1)],

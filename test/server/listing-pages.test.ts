@@ -4,8 +4,6 @@
 // byte budget (PRFLEET_LIST_PAGE_BYTES, 1 MiB by default, a quarter of a client's 4 MiB), the pages together
 // hold every item once, in order; a disconnected agent's devices stay listed as offline, paged; the CLI follows
 // the pages.
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { Status } from 'nice-grpc';
 import { createChannel, createClient } from 'nice-grpc';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -28,11 +26,10 @@ import {
 } from '../../src/gen/prfleet/v1/fleet.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { DEFAULT_PAGE_BYTES } from '../../src/server/pages.js';
-import { openStore } from '../../src/server/store/index.js';
 import { startEmulatedAgents } from '../helpers/agents.js';
 import { startTestServer } from '../helpers/server.js';
-import { TEST_DATABASE_URL } from '../store/backends.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
+import { pgStore } from '../helpers/pg-store.js';
 
 /** A client's default receive limit. */
 const CLIENT_LIMIT = 4 * 1024 * 1024;
@@ -50,19 +47,6 @@ function bigInventory(agent: number, count: number) {
       loaderId: `loader-${agent}`,
     }),
   );
-}
-
-/** A store on the test PostgreSQL in a schema of its own, dropped when the test finishes. */
-async function pgStore() {
-  const schema = `prfleet_pages_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const store = await openStore({ databaseUrl: TEST_DATABASE_URL, schema });
-  onTestFinished(async () => {
-    await store.close();
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => client.end());
-  });
-  return store;
 }
 
 describe('listings are paged by bytes as well as count', () => {
@@ -154,7 +138,7 @@ describe('listings are paged by bytes as well as count', () => {
     const budget = 256 * 1024;
     const { address, client } = await startTestServer({
       config: { listPageBytes: budget },
-      deps: { store: await pgStore() },
+      deps: { store: await pgStore('pages') },
     });
     const longPath = `/dev/${'q'.repeat(4000)}`;
     const agent = await connectFakeAgent(address, {
@@ -237,7 +221,7 @@ describe('listings are paged by bytes as well as count', () => {
 
 describe('no PROUT runs whose history entry the store would refuse', () => {
   it('refuses, before sending, a PROUT to an LU whose id is longer than the history keeps', async () => {
-    const { address, client } = await startTestServer({ deps: { store: await pgStore() } });
+    const { address, client } = await startTestServer({ deps: { store: await pgStore('pages') } });
     // An agent reports an LU id of 600 characters (the history keeps 500): the inventory's edge rules drop that
     // path (and keep the agent's others), so it is never listed and a PROUT to it finds nothing to send to. (The
     // pipeline also checks the history entry before sending, for what the edge lets through.)
@@ -269,7 +253,7 @@ describe('fleet listings are paged too', () => {
     const budget = 16 * 1024;
     const { address } = await startTestServer({
       config: { listPageBytes: budget },
-      deps: { store: await pgStore() },
+      deps: { store: await pgStore('pages') },
     });
     const channel = createChannel(address);
     onTestFinished(() => channel.close());
@@ -314,7 +298,7 @@ describe('fleet listings are paged too', () => {
     const { address } = await startTestServer({
       // Smaller than one loader: every page holds one (a page always advances).
       config: { listPageBytes: 64 },
-      deps: { store: await pgStore() },
+      deps: { store: await pgStore('pages') },
     });
     await startEmulatedAgents({ address });
     const channel = createChannel(address);
@@ -327,7 +311,7 @@ describe('fleet listings are paged too', () => {
     expect(first.nextPageToken).not.toBe('');
     expect(all.map((l) => l.loaderId)).toEqual([...new Set(all.map((l) => l.loaderId))].sort());
     // page_size 1 without the byte cut, on a server with the default budget: the same loaders.
-    const { address: other } = await startTestServer({ deps: { store: await pgStore() } });
+    const { address: other } = await startTestServer({ deps: { store: await pgStore('pages') } });
     await startEmulatedAgents({ address: other });
     const otherChannel = createChannel(other);
     onTestFinished(() => otherChannel.close());

@@ -1,11 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { openStore } from '../../src/server/store/index.js';
-import { TEST_DATABASE_URL } from '../store/backends.js';
 import { Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { createChannel, createClient } from 'nice-grpc';
 import {
@@ -18,6 +14,7 @@ import { MAX_SENSE_BYTES } from '../../src/server/agents/results.js';
 import { captureLog } from '../helpers/log-capture.js';
 import { startTestServer } from '../helpers/server.js';
 import { connectFakeAgent, fakePath } from './fake-agent.js';
+import { pgStore } from '../helpers/pg-store.js';
 
 // A compromised agent (fake-agent.ts: it says whatever the test tells it) against a real server: what it sends
 // can only supply the device's answer.
@@ -25,24 +22,11 @@ import { connectFakeAgent, fakePath } from './fake-agent.js';
 const LU1 = 'naa.5000e11100000001';
 const LU2 = 'naa.5000e11100000002';
 
-/** A store on the test PostgreSQL in a schema of its own, dropped when the test finishes. */
-async function pgStore() {
-  const schema = `prfleet_evil_${process.pid}_${randomBytes(3).toString('hex')}`;
-  const store = await openStore({ databaseUrl: TEST_DATABASE_URL, schema });
-  onTestFinished(async () => {
-    await store.close();
-    const client = new pg.Client({ connectionString: TEST_DATABASE_URL });
-    await client.connect();
-    await client.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`).finally(() => client.end());
-  });
-  return store;
-}
-
 /** A real server with a history, and a fake host-a reporting /dev/sg0 → LU1. */
 async function fleetWithHostA(options: Parameters<typeof startTestServer>[0] = {}) {
   const started = await startTestServer({
     ...options,
-    deps: { ...options.deps, store: await pgStore() },
+    deps: { ...options.deps, store: await pgStore('evil') },
   });
   const agent = await connectFakeAgent(started.address, {
     agentId: 'host-a',
