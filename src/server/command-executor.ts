@@ -140,7 +140,7 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
         timeoutMs: requestedMs,
         journal: 'pipeline',
       };
-      if (spec.prout?.dryRun === true) return dryRun(input, encoded, timeoutMs);
+      if (spec.prout?.dryRun === true) return dryRun(log, input, encoded, timeoutMs);
       const runOptions = { signal: options.signal, deadline: options.deadlineMs };
       if (!journaled) return (await pipeline.run(input, runOptions)).result;
       // Every PROUT is journaled before it is sent. Without the caller's key it gets a server-assigned one
@@ -160,24 +160,25 @@ export function createCommandExecutor(deps: CommandExecutorDeps): CommandExecuto
       return asCallerKey(result, journalKey, key);
     },
   };
+}
 
-  /** What the PROUT would be, checked like the real one (capability), never sent nor journaled. */
-  function dryRun(
-    input: CommandInput,
-    encoded: ReturnType<typeof encodeOrReject>,
-    timeoutMs: number,
-  ): CommandResult {
-    checkCapability(input);
-    const { target, command } = input;
-    const result = dryRunResult(
-      command,
-      { agentId: target.agentId, path: target.path, luId: target.luId },
-      { ...encoded, timeoutMs },
-    );
-    log.info(
-      { agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb },
-      'dry run',
-    );
-    return result;
-  }
+/** What the PROUT would be, checked like the real one (capability), never sent nor journaled. */
+function dryRun(
+  log: Logger,
+  input: CommandInput,
+  encoded: ReturnType<typeof encodeOrReject>,
+  timeoutMs: number,
+): CommandResult {
+  checkCapability(input);
+  const { target, command } = input;
+  const result = dryRunResult(
+    command,
+    { agentId: target.agentId, path: target.path, luId: target.luId },
+    { ...encoded, timeoutMs },
+  );
+  log.info(
+    { agentId: target.agentId, path: command.path, luId: target.luId, cdb: result.cdb },
+    'dry run',
+  );
+  return result;
 }

@@ -150,6 +150,38 @@ async function answerPoll(
   sendMessages(res, messages);
 }
 
+/** The upload of a connect or send: a LinkUpload of the link content type (415 / 400 otherwise). */
+async function readUpload(
+  req: IncomingMessage,
+  ctx: HttpContext,
+): Promise<{ body: Uint8Array; messages: ConnectRequest[] }> {
+  // Type and subtype are case-insensitive (RFC 9110 §8.3.1); parameters are ignored.
+  const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
+  if (type !== LINK_CONTENT_TYPE)
+    throw new HttpError(415, `expected content-type ${LINK_CONTENT_TYPE} (a LinkUpload)`);
+  const body = await ctx.body();
+  try {
+    return { body, messages: LinkUpload.decode(body).messages };
+  } catch (error) {
+    throw new HttpError(400, `not a LinkUpload: ${(error as Error).message}`);
+  }
+}
+
+/** The upload's first message's Hello, as the stream's decoding makes it (agentRequestDeserializer). */
+function helloOf(
+  schema: LongPollDeps['schema'],
+  hello: Hello,
+  body: Uint8Array,
+  messages: ConnectRequest[],
+): Hello {
+  if (schema === undefined) return hello;
+  const first = 'messages[0].';
+  const fields = invalidUtf8Fields(schema, 'prfleet.v1.LinkUpload', LinkUpload, body, {
+    messages,
+  }).flatMap((f) => (f.startsWith(`${first}hello.`) ? [f.slice(first.length)] : []));
+  return helloWithInvalidUtf8(hello, fields);
+}
+
 /**
  * The HTTP/1.1 long-poll agent link (docs/http.md): another carrier of the same AgentService sessions. Hello
  * opens a session through the same {@link AgentSessionHandler} as the stream (certificate identity, draining,
@@ -166,32 +198,6 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
     // The waiting poll hears of it from the closed outbox (410); only the link is forgotten here.
     links.delete(event.session.sessionId);
   });
-
-  async function readUpload(
-    req: IncomingMessage,
-    ctx: HttpContext,
-  ): Promise<{ body: Uint8Array; messages: ConnectRequest[] }> {
-    // Type and subtype are case-insensitive (RFC 9110 §8.3.1); parameters are ignored.
-    const type = (req.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase();
-    if (type !== LINK_CONTENT_TYPE)
-      throw new HttpError(415, `expected content-type ${LINK_CONTENT_TYPE} (a LinkUpload)`);
-    const body = await ctx.body();
-    try {
-      return { body, messages: LinkUpload.decode(body).messages };
-    } catch (error) {
-      throw new HttpError(400, `not a LinkUpload: ${(error as Error).message}`);
-    }
-  }
-
-  /** The upload's first message's Hello, as the stream's decoding makes it (agentRequestDeserializer). */
-  function helloOf(hello: Hello, body: Uint8Array, messages: ConnectRequest[]): Hello {
-    if (deps.schema === undefined) return hello;
-    const first = 'messages[0].';
-    const fields = invalidUtf8Fields(deps.schema, 'prfleet.v1.LinkUpload', LinkUpload, body, {
-      messages,
-    }).flatMap((f) => (f.startsWith(`${first}hello.`) ? [f.slice(first.length)] : []));
-    return helloWithInvalidUtf8(hello, fields);
-  }
 
   /** The link of `sessionId`, checked against the request's certificate; 410 when the session is over. */
   function linkOf(req: IncomingMessage, sessionId: string): Link {
@@ -235,7 +241,7 @@ export function registerLongPollLink(http: HttpRoutes, deps: LongPollDeps): void
       throw new HttpError(400, 'the first message of a session must be hello');
     const peerAddress = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
     const { session, identity } = sessions.open(
-      helloOf(first.message.value, body, messages),
+      helloOf(deps.schema, first.message.value, body, messages),
       deps.peerOf(req),
       peerAddress,
       'long-poll',
