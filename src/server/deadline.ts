@@ -13,6 +13,7 @@ import { TIMEOUT_METADATA_KEY } from '../common/client.js';
 import { invalidArgument } from '../common/errors.js';
 import { onAbort } from '../common/abort-listeners.js';
 import { systemClock, type Clock } from '../common/clock.js';
+import { PassThroughServerCall } from './pass-through-call.js';
 
 /**
  * Metadata key (set by {@link exposeDeadline}, never by clients) with the call's absolute deadline in epoch
@@ -54,25 +55,26 @@ type InterceptingServerListener = Parameters<Call['start']>[0];
 
 /**
  * The call as the layers above see it: its metadata with the deadline added, everything else passed through.
- * One plain object per call (it is also the listener it hands down) instead of grpc-js's ServerInterceptingCall,
- * whose listener and responder machinery cost every call several objects and a closure per message sent.
+ * One plain object per call, also the listener it hands down (see {@link PassThroughServerCall}).
  */
-class DeadlineExposingCall implements Call, InterceptingServerListener {
+class DeadlineExposingCall extends PassThroughServerCall implements InterceptingServerListener {
   private listener: InterceptingServerListener | undefined;
 
   constructor(
-    private readonly call: Call,
+    next: Call,
     private readonly clock: Clock,
-  ) {}
+  ) {
+    super(next);
+  }
 
   start(listener: InterceptingServerListener): void {
     this.listener = listener;
-    this.call.start(this);
+    this.next.start(this);
   }
   onReceiveMetadata(metadata: Metadata): void {
     const receivedMs = this.clock.now();
     this.listener?.onReceiveMetadata(
-      exposeDeadlineIn(metadata, this.call.getDeadline(), receivedMs),
+      exposeDeadlineIn(metadata, this.next.getDeadline(), receivedMs),
     );
   }
   onReceiveMessage(message: unknown): void {
@@ -83,36 +85,6 @@ class DeadlineExposingCall implements Call, InterceptingServerListener {
   }
   onCancel(): void {
     this.listener?.onCancel();
-  }
-  sendMetadata(metadata: Metadata): void {
-    this.call.sendMetadata(metadata);
-  }
-  sendMessage(message: unknown, callback: () => void): void {
-    this.call.sendMessage(message, callback);
-  }
-  sendStatus(status: Parameters<Call['sendStatus']>[0]): void {
-    this.call.sendStatus(status);
-  }
-  startRead(): void {
-    this.call.startRead();
-  }
-  getPeer(): string {
-    return this.call.getPeer();
-  }
-  getDeadline(): Deadline {
-    return this.call.getDeadline();
-  }
-  getHost(): string {
-    return this.call.getHost();
-  }
-  getAuthContext(): ReturnType<Call['getAuthContext']> {
-    return this.call.getAuthContext();
-  }
-  getConnectionInfo(): ReturnType<Call['getConnectionInfo']> {
-    return this.call.getConnectionInfo();
-  }
-  getMetricsRecorder(): ReturnType<Call['getMetricsRecorder']> {
-    return this.call.getMetricsRecorder();
   }
 }
 

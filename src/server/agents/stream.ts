@@ -14,6 +14,7 @@ import {
 import { invalidArgument } from '../../common/errors.js';
 import type { PeerIdentity } from '../auth/mtls.js';
 import { describeFailure, STATUS_DETAILS_TRAILER, type RpcObserver } from '../middleware.js';
+import { PassThroughServerCall } from '../pass-through-call.js';
 import type { AgentSession, Outbox } from './link.js';
 import type { AgentRegistry } from './registry.js';
 import { sessionFields } from './results.js';
@@ -264,44 +265,16 @@ export class ConnectStream implements FullServerListener {
  * methods), and passes everything else through. The listener grpc-js's own handler gives `start` is not used:
  * the stream answers the call, the registered handler is never reached.
  */
-export class ConnectCall implements ServerInterceptingCallInterface {
+export class ConnectCall extends PassThroughServerCall {
   constructor(
-    private readonly next: ServerInterceptingCallInterface,
+    next: ServerInterceptingCallInterface,
     private readonly stream: ConnectStream,
-  ) {}
+  ) {
+    super(next);
+  }
 
   start(): void {
     this.next.start(this.stream);
-  }
-  sendMetadata(metadata: GrpcMetadata): void {
-    this.next.sendMetadata(metadata);
-  }
-  sendMessage(message: unknown, callback: () => void): void {
-    this.next.sendMessage(message, callback);
-  }
-  sendStatus(status: CallStatus): void {
-    this.next.sendStatus(status);
-  }
-  startRead(): void {
-    this.next.startRead();
-  }
-  getPeer(): string {
-    return this.next.getPeer();
-  }
-  getDeadline(): ReturnType<ServerInterceptingCallInterface['getDeadline']> {
-    return this.next.getDeadline();
-  }
-  getHost(): string {
-    return this.next.getHost();
-  }
-  getAuthContext(): ReturnType<ServerInterceptingCallInterface['getAuthContext']> {
-    return this.next.getAuthContext();
-  }
-  getConnectionInfo(): ReturnType<ServerInterceptingCallInterface['getConnectionInfo']> {
-    return this.next.getConnectionInfo();
-  }
-  getMetricsRecorder(): ReturnType<ServerInterceptingCallInterface['getMetricsRecorder']> {
-    return this.next.getMetricsRecorder();
   }
 }
 
