@@ -7,7 +7,7 @@ const text = () => z.string().check(z.minLength(1));
 const integer = (min: number, max: number, fallback: number) =>
   z._default(z.int().check(z.minimum(min), z.maximum(max)), fallback);
 
-/** The agent's configuration: flags override PRFLEET_* variables (commander Option.env), zod checks both. */
+/** The agent's configuration: flags override PRFLEET_* variables (agent/cli-options.ts), zod checks both. */
 export const AgentConfigSchema = z
   .object({
     // One address, or several comma-separated: the agent tries them in turn (instances without a load balancer).
@@ -143,58 +143,4 @@ export function parseLabels(
     into[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
   return into;
-}
-
-function envBool(value: string | undefined): boolean | string | undefined {
-  if (value === undefined) return undefined;
-  if (/^(1|true|yes|on)$/i.test(value)) return true;
-  if (/^(0|false|no|off|)$/i.test(value)) return false;
-  return value; // left for zod to reject, naming the variable
-}
-
-function envNumber(value: string | undefined): number | string | undefined {
-  if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  return Number.isFinite(n) ? n : value;
-}
-
-const list = (value: string | undefined): string[] | undefined =>
-  value === undefined
-    ? undefined
-    : value
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean);
-
-/** Reads the configuration from PRFLEET_* variables only (tests, containers without flags). */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): AgentConfig {
-  const raw: Record<string, unknown> = {
-    server: env['PRFLEET_SERVER'],
-    agentId: env['PRFLEET_AGENT_ID'],
-    site: env['PRFLEET_SITE'],
-    labels: env['PRFLEET_LABELS'] === undefined ? undefined : parseLabels(env['PRFLEET_LABELS']),
-    transport: env['PRFLEET_TRANSPORT'],
-    fabric: env['PRFLEET_FABRIC'],
-    host: env['PRFLEET_HOST'],
-    allow: list(env['PRFLEET_ALLOW']),
-    includeDisks: envBool(env['PRFLEET_INCLUDE_DISKS']),
-    record: env['PRFLEET_RECORD'],
-    recordMaskKeys: envBool(env['PRFLEET_RECORD_MASK_KEYS']),
-    heartbeatMs: envNumber(env['PRFLEET_HEARTBEAT_MS']),
-    rescanMs: envNumber(env['PRFLEET_RESCAN_MS']),
-    plaintext: envBool(env['PRFLEET_PLAINTEXT']),
-    tlsCa: env['PRFLEET_TLS_CA'],
-    tlsCert: env['PRFLEET_TLS_CERT'],
-    tlsKey: env['PRFLEET_TLS_KEY'],
-    pathConcurrency: envNumber(env['PRFLEET_PATH_CONCURRENCY']),
-    latencyMs: envNumber(env['PRFLEET_LATENCY_MS']),
-    drainMs: envNumber(env['PRFLEET_DRAIN_MS']),
-    link: env['PRFLEET_LINK'],
-    linkFallbackAfter: envNumber(env['PRFLEET_LINK_FALLBACK_AFTER']),
-    longPollWaitMs: envNumber(env['PRFLEET_LONG_POLL_WAIT_MS']),
-    logLevel: env['PRFLEET_LOG_LEVEL'],
-  };
-  return parseAgentConfig(
-    Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)),
-  );
 }

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 /** prfleet-agent: wires config, logger, device source and SIGTERM; the agent itself is agent/agent.ts. */
 import { readFile } from 'node:fs/promises';
-import { Command } from '@commander-js/extra-typings';
 import type { Logger } from 'pino';
 import { createLogger } from '../src/common/logger.js';
 import { loadTracingConfig, type TracingOptions } from '../src/common/tracing-config.js';
 import { createAgent, type DeviceSource } from './agent.js';
-import { addAgentOptions, addConnectionOptions, rawConfigOf } from './cli-options.js';
+import { AGENT_COMMAND, commandLineOf } from './cli-options.js';
 import { ConfigError, parseAgentConfig, type AgentConfig } from './config.js';
 import type { CommandTracer } from './session.js';
 import { createEmulatedSource, createSgioSource } from './sources.js';
@@ -78,17 +77,9 @@ async function setUpTracing(options: TracingOptions, config: AgentConfig) {
 }
 
 async function main(): Promise<void> {
-  const program = addAgentOptions(addConnectionOptions(new Command('prfleet-agent')))
-    .description(
-      'prfleet host agent: dials out to the server and runs typed SCSI PR commands on local paths',
-    )
-    .version(AGENT_VERSION)
-    .showHelpAfterError();
-  program.parse();
-
   let config: AgentConfig;
   try {
-    config = parseAgentConfig(rawConfigOf(program, program.opts()));
+    config = parseAgentConfig(commandLineOf(AGENT_COMMAND));
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     process.stderr.write(`${e.message}\n`);

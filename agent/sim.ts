@@ -1,34 +1,34 @@
 #!/usr/bin/env node
 /** prfleet-sim: every host of an emulated fabric as an agent, in one process sharing ONE fabric. */
-import { Command, Option } from '@commander-js/extra-typings';
 import { createLogger } from '../src/common/logger.js';
-import { addConnectionOptions, rawConfigOf } from './cli-options.js';
+import { CONNECTION_OPTIONS, FABRIC_OPTION, commandLineOf } from './cli-options.js';
 import { ConfigError, parseAgentConfig } from './config.js';
 import { startEmulatedFleet } from './fleet.js';
 import { AGENT_VERSION } from './version.js';
 
 async function main(): Promise<void> {
-  const program = addConnectionOptions(new Command('prfleet-sim'))
-    .addOption(
-      new Option('--fabric <file>', 'emulated fabric (YAML or JSON)').env('PRFLEET_FABRIC'),
-    )
-    .addOption(
-      new Option('--hosts <ids>', 'comma-separated hosts to run (default: all)').env(
-        'PRFLEET_SIM_HOSTS',
-      ),
-    )
-    .description(
-      'runs every host of an emulated fabric as a prfleet agent, all sharing one emulator',
-    )
-    .version(AGENT_VERSION)
-    .showHelpAfterError();
-  program.parse();
-  const { hosts, ...opts } = program.opts();
-
   let config;
+  let hosts: string | undefined;
   try {
+    const { hosts: hostList, ...raw } = commandLineOf({
+      name: 'prfleet-sim',
+      description:
+        'runs every host of an emulated fabric as a prfleet agent, all sharing one emulator',
+      version: AGENT_VERSION,
+      options: [
+        ...CONNECTION_OPTIONS,
+        FABRIC_OPTION,
+        {
+          key: 'hosts',
+          kind: 'text',
+          value: '<ids>',
+          help: 'comma-separated hosts to run (default: all)',
+          source: { flag: '--hosts', env: 'PRFLEET_SIM_HOSTS' },
+        },
+      ],
+    });
+    hosts = hostList as string | undefined;
     // The sim serves local demos: plaintext unless TLS files are given.
-    const raw = rawConfigOf(program, opts);
     config = parseAgentConfig({
       plaintext: raw['tlsCa'] === undefined && raw['tlsCert'] === undefined,
       ...raw,
