@@ -130,7 +130,20 @@ export function invalidAgentResult(result: CommandResult, command: Command): str
   const text = Math.max(result.message.length, result.statusName.length);
   if (text > MAX_RESULT_TEXT)
     return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
+  if (hasNul(result)) return 'a text field holding U+0000';
   return badTimes(result) ?? contradiction(result, command);
+}
+
+/**
+ * True when a string anywhere in `value` holds U+0000, which PostgreSQL keeps in neither text nor jsonb: the
+ * journal's and the history's writes of such a result failed (after seconds of retries the PROUT that ran was
+ * missing from the history, and a repeat of its idempotency key answered INTERNAL). No agent's decoding of a
+ * device's answer yields one.
+ */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return false;
+  return Object.values(value).some(hasNul);
 }
 
 /** google.protobuf.Timestamp's range, 0001-01-01 to 9999-12-31, in milliseconds. */
