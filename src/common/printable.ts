@@ -1,5 +1,7 @@
-// C0 and C1 controls and DEL (newline and ESC among them).
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+// C0 and C1 controls and DEL (newline and ESC among them), the line and paragraph separators, and the
+// bidirectional marks, embeddings, overrides and isolates (the edge's set): with one, the rest of a `prfleet watch`
+// line (the actor after the words) displayed reversed.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * `text` with its control characters shown as '.', as a key layout shows unprintable bytes: for words a device

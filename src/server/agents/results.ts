@@ -97,8 +97,8 @@ function contradiction(result: CommandResult, command: Command): string | undefi
 /**
  * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
  * reports, sense over 252 bytes, a CDB or data-out longer than the command's, more data-in than the allocation
- * length asked, decoded data the data-in could not hold, oversized text, an outcome, status or data that
- * contradict each other or the command. A compromised agent must not be able to make the server store (and
+ * length asked, decoded data the data-in could not hold, oversized text, times no clock or device gives, an
+ * outcome, status or data that contradict each other or the command. A compromised agent must not be able to make the server store (and
  * every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
@@ -130,7 +130,48 @@ export function invalidAgentResult(result: CommandResult, command: Command): str
   const text = Math.max(result.message.length, result.statusName.length);
   if (text > MAX_RESULT_TEXT)
     return `a text field of ${text} characters (at most ${MAX_RESULT_TEXT})`;
-  return contradiction(result, command);
+  if (hasNul(result)) return 'a text field holding U+0000';
+  return badTimes(result) ?? contradiction(result, command);
+}
+
+/**
+ * True when a string anywhere in `value` holds U+0000, which PostgreSQL keeps in neither text nor jsonb: the
+ * journal's and the history's writes of such a result failed (after seconds of retries the PROUT that ran was
+ * missing from the history, and a repeat of its idempotency key answered INTERNAL). No agent's decoding of a
+ * device's answer yields one.
+ */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\u0000');
+  if (value === null || typeof value !== 'object' || value instanceof Uint8Array) return false;
+  return Object.values(value).some(hasNul);
+}
+
+/** google.protobuf.Timestamp's range, 0001-01-01 to 9999-12-31, in milliseconds. */
+const TIMESTAMP_MIN_MS = Date.parse('0001-01-01T00:00:00Z');
+const TIMESTAMP_MAX_MS = Date.parse('9999-12-31T23:59:59.999Z');
+/** google.protobuf.Duration's range: ±10,000 years in seconds. */
+const DURATION_MAX_SECONDS = 315_576_000_000n;
+
+/**
+ * Why the result's times are none a clock or a device could give, or undefined. A start time past what a Date
+ * holds (seconds over 8.64e12 on the wire) decodes as an Invalid Date that nothing can encode again: the
+ * caller's answer failed as INTERNAL "Error serializing response" after the PROUT ran, and the journal's JSON of
+ * it threw. A negative or out-of-range duration is no device's.
+ */
+function badTimes(result: CommandResult): string | undefined {
+  const started = result.startedAt?.getTime();
+  if (started !== undefined && !(started >= TIMESTAMP_MIN_MS && started <= TIMESTAMP_MAX_MS))
+    return 'started_at outside 0001-01-01..9999-12-31';
+  const duration = result.duration;
+  if (
+    duration !== undefined &&
+    (duration.seconds < 0n ||
+      duration.seconds > DURATION_MAX_SECONDS ||
+      duration.nanos < 0 ||
+      duration.nanos > 999_999_999)
+  )
+    return `duration ${duration.seconds}s ${duration.nanos}ns is not one a device takes`;
+  return undefined;
 }
 
 /** Why `sense` is more than a device returns (raw bytes, or its texts), or undefined. */

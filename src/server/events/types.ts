@@ -115,7 +115,8 @@ export class CursorExpiredError extends Error {
 /** The cursor is beyond the newest event (another database, or a memory log that restarted). */
 export class CursorAheadError extends Error {
   constructor(
-    readonly cursor: number,
+    /** As the caller sent it: a bigint when no number holds it exactly. */
+    readonly cursor: number | bigint,
     readonly head: number,
   ) {
     super(
@@ -156,3 +157,13 @@ export const AGENT_KINDS: ReadonlySet<EventKind> = new Set([
   EventKind.EVENT_KIND_PATH_LOST,
   EventKind.EVENT_KIND_PATHS_CHURNED,
 ]);
+
+/**
+ * A caller's cursor (a uint64 on the wire) as a cursor of `log`. One above 2^53 is ahead of any log (cursors count
+ * events; the PostgreSQL log's are bigints): refused as {@link CursorAheadError} quoting it exactly, rather than
+ * rounded to a number that a PostgreSQL query then refused as out of range (AddWebhook answered INTERNAL).
+ */
+export async function cursorOf(log: EventLog, cursor: bigint): Promise<number> {
+  if (cursor <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(cursor);
+  throw new CursorAheadError(cursor, await log.head());
+}

@@ -18,6 +18,7 @@ import {
   AGENT_KINDS,
   CursorAheadError,
   CursorExpiredError,
+  cursorOf,
   WatcherTooSlowError,
   type EventFilter,
   type EventLog,
@@ -180,7 +181,10 @@ export async function* watch(
   const { filter, predicate } = filterOf(request, context);
   deps.observer?.watchers(1);
   try {
-    let after = request.afterCursor === undefined ? undefined : Number(request.afterCursor);
+    let after =
+      request.afterCursor === undefined
+        ? undefined
+        : await cursorOf(deps.events, request.afterCursor);
     if (request.snapshot) {
       const snapshot = await snapshotOf(deps, request, context, predicate);
       after ??= snapshot.cursor;

@@ -16,7 +16,7 @@ import {
 import { invalidArgument, notFound, quoteInput } from '../../common/errors.js';
 import { defaultPrincipalOf } from '../history.js';
 import type { EventLog } from '../events/types.js';
-import { CursorAheadError, CursorExpiredError } from '../events/types.js';
+import { CursorAheadError, CursorExpiredError, cursorOf } from '../events/types.js';
 import type {
   DeadLetterRecord,
   WebhookFilterRecord,
@@ -103,15 +103,15 @@ export function webhookToProto(
 /** The cursor a new webhook starts after: the request's (checked against the log), else the head. */
 async function startCursor(events: EventLog, after: bigint | undefined): Promise<number> {
   if (after === undefined) return events.head();
-  const cursor = Number(after);
   try {
+    const cursor = await cursorOf(events, after);
     await events.readAfter(cursor, undefined, 1);
+    return cursor;
   } catch (error) {
     if (error instanceof CursorExpiredError || error instanceof CursorAheadError)
       throw invalidArgument('after_cursor', error.message);
     throw error;
   }
-  return cursor;
 }
 
 /** The webhook RPCs over the store. */
