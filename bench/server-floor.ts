@@ -5,12 +5,12 @@
  *
  *  - PRFLEET_FLOOR=grpc: a nice-grpc server with Health that answers ListAgents (empty) and logs one pino line;
  *  - PRFLEET_FLOOR=deps: the same plus what the server's features must load at start: zod's mini API parsing the
- *    environment, yaml, nice-grpc-error-details, and the edge's request descriptors (@bufbuild/protobuf reading
- *    src/gen/protoset.binpb through loadEdgeSchema, the one prfleet function here).
+ *    environment, yaml, nice-grpc-error-details, and the edge's request checks (src/server/edge.ts with its
+ *    generated table, src/gen/edge-table.ts, and @bufbuild/protobuf's wire reader: loadEdgeSchema is the one
+ *    prfleet function here).
  *
  * Logs {"msg":"listening","port":N} once it listens on PRFLEET_HOST:PORT, as the server does.
  */
-import { readFileSync } from 'node:fs';
 import { createServer } from 'nice-grpc';
 import { HealthDefinition, HealthServiceImpl } from 'nice-grpc-server-health';
 import { pino } from 'pino';
@@ -39,8 +39,7 @@ async function loadDependencies(): Promise<void> {
   const { parse } = await import('yaml');
   const { BadRequest } = await import('nice-grpc-error-details');
   const { loadEdgeSchema } = await import('../src/server/edge.js');
-  const protoset = new URL('../gen/protoset.binpb', import.meta.url);
-  const schema = loadEdgeSchema(readFileSync(protoset));
+  const schema = loadEdgeSchema();
   log.debug(
     { env, yaml: typeof parse, details: typeof BadRequest, schema: typeof schema },
     'loaded',

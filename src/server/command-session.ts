@@ -177,7 +177,7 @@ function sessionAnswerer(
   const principal = authPrincipalOf(ctx);
   const admit = async (request: CommandSessionRequest): Promise<void> => {
     // The edge rules (lengths, control characters, …), answered in-band like every other refusal.
-    checkRequest(deps.schema, sessionRequest, request);
+    checkRequest(sessionRequest, request);
     if (certificate !== undefined && deps.registry.isCertificateRevoked(certificate)) {
       throw new ServerError(
         Status.UNAUTHENTICATED,

@@ -1,7 +1,7 @@
 /**
  * The edge: every ControlService and FleetService request is checked here, once, before a handler sees it. What
- * is checked comes from the message descriptors (src/gen/protoset.binpb, written by `make gen`), so a new field
- * or RPC is covered without code:
+ * is checked comes from the message descriptors, as `make gen` tabulates them (src/gen/edge-table.ts, written by
+ * scripts/gen-edge-table.mjs from src/gen/protoset.binpb), so a new field or RPC is covered without code:
  *
  * - every string is valid UTF-8 and at most {@link STRING_LIMITS} bytes for its kind of field (chosen by name,
  *   {@link limitOf}); ids, names, paths and keys carry no control characters, free text none but tab and newline;
@@ -19,23 +19,12 @@
  */
 import { Status } from 'nice-grpc-common';
 import { BadRequest, RichServerError } from 'nice-grpc-error-details';
-import {
-  createFileRegistry,
-  fromBinary,
-  ScalarType,
-  type DescField,
-  type DescMessage,
-  type FileRegistry,
-} from '@bufbuild/protobuf';
-import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
-import {
-  FileDescriptorSetSchema,
-  type DescriptorProto,
-  type FileDescriptorSet,
-} from '@bufbuild/protobuf/wkt';
+import { ScalarType } from '@bufbuild/protobuf';
+import { BinaryReader } from '@bufbuild/protobuf/wire';
 import type { CallContext, ServerMiddlewareCall } from 'nice-grpc-common';
 import { quoteInput } from '../common/errors.js';
 import type { TsProtoMessageType } from '../common/service-definition.js';
+import { edgeTable, type EdgeTableField } from '../gen/edge-table.js';
 import type { ConnectRequest, Hello } from '../gen/prfleet/v1/agent.js';
 import { ASSIGNED_KEY_PREFIX } from './command-executor.js';
 import { MAX_REASON_LENGTH } from './history.js';
@@ -110,155 +99,104 @@ export interface Violation {
   readonly description: string;
 }
 
-/** The descriptors of the request messages, with the proto comments that mark required fields. */
-export interface EdgeSchema {
-  /** Descriptor of a message by full name (`prfleet.v1.ReadKeysRequest`). */
-  message(typeName: string): DescMessage | undefined;
-  /** The request message of a method path (`/prfleet.v1.ControlService/ReadKeys`). */
-  requestOf(methodPath: string): DescMessage | undefined;
-  /** True when the field's leading comment says "Required.". */
-  isRequired(field: DescField): boolean;
+/** A message as the edge checks it (src/gen/edge-table.ts, generated from the descriptors by `make gen`). */
+export interface EdgeMessage {
+  /** Full name (`prfleet.v1.ReadKeysRequest`). */
+  readonly typeName: string;
+  readonly fields: readonly EdgeField[];
 }
 
-/** Reads the descriptor set (src/gen/protoset.binpb); source info (comments) must be in it. */
-export function loadEdgeSchema(protoset: Uint8Array): EdgeSchema {
-  const { set, comments } = splitSourceInfo(protoset);
-  const registry: FileRegistry = createFileRegistry(set);
-  const required = new Set<DescriptorProto['field'][number]>();
-  set.file.forEach((file, f) => {
-    const fileComments = comments[f];
-    // Message paths: [4, i] at the top, [..., 3, j] nested; a field is [..., 2, k].
-    const visit = (messages: readonly DescriptorProto[], prefix: number[]) =>
-      messages.forEach((message, i) => {
-        const at = [...prefix, i];
-        message.field.forEach((field, k) => {
-          if (fileComments?.has([...at, 2, k].join('.')) === true) required.add(field);
-        });
-        visit(message.nestedType, [...at, 3]);
-      });
-    visit(file.messageType, [4]);
-  });
-  const requests = new Map<string, DescMessage>();
-  for (const file of registry.files) {
-    for (const service of file.services) {
-      for (const method of service.methods) {
-        requests.set(`/${service.typeName}/${method.name}`, method.input);
-      }
-    }
-  }
+/** A field of an {@link EdgeMessage}, with what the edge checks of it worked out once. */
+export interface EdgeField {
+  /** The proto name (`lu_id`), as violations name it. */
+  readonly name: string;
+  /** The property of a decoded ts-proto message (`luId`). */
+  readonly localName: string;
+  /** The local name of the oneof the field belongs to. */
+  readonly oneof: string | undefined;
+  readonly kind: EdgeTableField['kind'];
+  /** The kind of the value: the field's own, a list's items', a map's values'. */
+  readonly item: NonNullable<EdgeTableField['item']>;
+  /** The scalar type of a scalar item. */
+  readonly scalar: ScalarType | undefined;
+  /** The type of a message item. */
+  readonly message: EdgeMessage | undefined;
+  /** Its leading comment says "Required.". */
+  readonly required: boolean;
+  /** The string limit of a string item; map keys are checked as names of this field. */
+  readonly limit: keyof typeof STRING_LIMITS;
+}
+
+/** The messages the edge checks, and which one each RPC takes. */
+export interface EdgeSchema {
+  /** A message by full name (`prfleet.v1.ReadKeysRequest`). */
+  message(typeName: string): EdgeMessage | undefined;
+  /** The request message of a method path (`/prfleet.v1.ControlService/ReadKeys`). */
+  requestOf(methodPath: string): EdgeMessage | undefined;
+}
+
+/**
+ * The edge's schema from its generated table (src/gen/edge-table.ts, `make gen`): each message is built on first
+ * use (a start builds none; a request builds its own and those it holds).
+ */
+export function loadEdgeSchema(table: typeof edgeTable = edgeTable): EdgeSchema {
+  const built = new Map<string, EdgeMessage>();
+  const message = (typeName: string): EdgeMessage | undefined => {
+    const known = built.get(typeName);
+    if (known !== undefined) return known;
+    const fields = table.messages[typeName];
+    if (fields === undefined) return undefined;
+    const desc: { typeName: string; fields: EdgeField[] } = { typeName, fields: [] };
+    // Registered before its fields are built: a message may hold itself.
+    built.set(typeName, desc);
+    for (const field of fields) desc.fields.push(edgeField(field, message));
+    return desc;
+  };
   return {
-    message: (typeName) => registry.getMessage(typeName),
-    requestOf: (path) => requests.get(path),
-    isRequired: (field) => required.has(field.proto),
+    message,
+    requestOf: (path) => {
+      const typeName = table.requests[path];
+      return typeName === undefined ? undefined : message(typeName);
+    },
   };
 }
 
-/**
- * The descriptor set without its files' source info, and each file's leading comments that mark a field
- * required, by location path ("4.0.2.1"). The source info is three quarters of the bytes and most of the time
- * @bufbuild/protobuf takes to decode the set (a cold start pays it); those few comments are read off the wire.
- */
-function splitSourceInfo(protoset: Uint8Array): {
-  set: FileDescriptorSet;
-  comments: Map<string, string>[];
-} {
-  const reader = new BinaryReader(protoset);
-  const files = new BinaryWriter();
-  const comments: Map<string, string>[] = [];
-  while (reader.pos < reader.len) {
-    const [no, wireType] = reader.tag();
-    if (no !== 1) {
-      reader.skip(wireType);
-      continue;
-    }
-    const file = reader.bytes();
-    const fileReader = new BinaryReader(file);
-    const kept = new BinaryWriter();
-    const fileComments = new Map<string, string>();
-    while (fileReader.pos < fileReader.len) {
-      const start = fileReader.pos;
-      const [fieldNo, fieldWireType] = fileReader.tag();
-      // FileDescriptorProto.source_code_info = 9
-      if (fieldNo === 9) {
-        readRequiredComments(fileReader.bytes(), fileComments);
-      } else {
-        fileReader.skip(fieldWireType, fieldNo);
-        kept.raw(file.subarray(start, fileReader.pos));
-      }
-    }
-    files.tag(1, WireType.LengthDelimited).bytes(kept.finish());
-    comments.push(fileComments);
-  }
-  return { set: fromBinary(FileDescriptorSetSchema, files.finish()), comments };
-}
-
-/** Marks a required field in its leading comment; see {@link EdgeSchema.isRequired}. */
-const REQUIRED = /(^|\s)Required\./;
-
-/**
- * SourceCodeInfo: repeated Location location = 1 { repeated int32 path = 1 [packed]; leading_comments = 3 }.
- * Only the locations whose bytes hold "Required." are decoded: a start pays for the rest only a tag and a length
- * each (thousands of them, interpreted code at that point).
- */
-function readRequiredComments(info: Uint8Array, into: Map<string, string>): void {
-  const text = Buffer.from(info.buffer, info.byteOffset, info.byteLength);
-  const reader = new BinaryReader(info);
-  let next = text.indexOf('Required.');
-  while (next !== -1 && reader.pos < reader.len) {
-    const [no, wireType] = reader.tag();
-    if (no !== 1 || wireType !== WireType.LengthDelimited) {
-      reader.skip(wireType, no);
-      continue;
-    }
-    const length = reader.uint32();
-    const start = reader.pos;
-    reader.pos += length;
-    if (next >= reader.pos) continue;
-    readLocation(info.subarray(start, reader.pos), into);
-    next = text.indexOf('Required.', reader.pos);
-  }
-}
-
-function readLocation(bytes: Uint8Array, into: Map<string, string>): void {
-  const location = new BinaryReader(bytes);
-  const path: number[] = [];
-  let comment = '';
-  while (location.pos < location.len) {
-    const [fieldNo, fieldWireType] = location.tag();
-    if (fieldNo === 1 && fieldWireType === WireType.LengthDelimited) {
-      const end = location.uint32() + location.pos;
-      while (location.pos < end) path.push(location.int32());
-    } else if (fieldNo === 1) path.push(location.int32());
-    else if (fieldNo === 3) comment = location.string();
-    else location.skip(fieldWireType, fieldNo);
-  }
-  if (REQUIRED.test(comment)) into.set(path.join('.'), comment);
+function edgeField(
+  field: EdgeTableField,
+  message: (typeName: string) => EdgeMessage | undefined,
+): EdgeField {
+  return {
+    name: field.name,
+    localName: field.localName,
+    oneof: field.oneof,
+    kind: field.kind,
+    item: field.item ?? (field.kind as EdgeField['item']),
+    scalar: field.scalar,
+    message: field.message === undefined ? undefined : message(field.message),
+    required: field.required === true,
+    limit: limitOf(field.name),
+  };
 }
 
 type Plain = Record<string, unknown>;
 
-/** Every violation in `message` (a decoded ts-proto request of type `desc`), at most `limit` of them. */
-export function violationsOf(
-  schema: EdgeSchema,
-  desc: DescMessage,
-  message: unknown,
-  prefix = '',
-): Violation[] {
+/** Every violation in `message` (a decoded ts-proto request of type `desc`). */
+export function violationsOf(desc: EdgeMessage, message: unknown, prefix = ''): Violation[] {
   const out: Violation[] = [];
-  checkMessage(schema, desc, message as Plain | undefined, prefix, out);
+  checkMessage(desc, message as Plain | undefined, prefix, out);
   return out;
 }
 
-function fieldValue(field: DescField, message: Plain | undefined): unknown {
+function fieldValue(field: EdgeField, message: Plain | undefined): unknown {
   if (message === undefined) return undefined;
   if (field.oneof === undefined) return message[field.localName];
-  const chosen = message[field.oneof.localName] as { $case?: string; value?: unknown } | undefined;
+  const chosen = message[field.oneof] as { $case?: string; value?: unknown } | undefined;
   return chosen?.$case === field.localName ? chosen.value : undefined;
 }
 
-function isUnset(field: DescField, value: unknown): boolean {
+function isUnset(field: EdgeField, value: unknown): boolean {
   if (value === undefined || value === null) return true;
-  switch (field.fieldKind) {
+  switch (field.kind) {
     case 'list':
       return (value as unknown[]).length === 0;
     case 'map':
@@ -270,27 +208,8 @@ function isUnset(field: DescField, value: unknown): boolean {
   }
 }
 
-/** What the edge checks of one field, worked out once per descriptor field (not per request). */
-interface FieldRule {
-  readonly required: boolean;
-  /** The string limit of a string field (scalar, list or map value); map keys are checked as names of this field. */
-  readonly limit: keyof typeof STRING_LIMITS;
-}
-
-const fieldRules = new WeakMap<DescField, FieldRule>();
-
-function ruleOf(schema: EdgeSchema, field: DescField): FieldRule {
-  let rule = fieldRules.get(field);
-  if (rule === undefined) {
-    rule = { required: schema.isRequired(field), limit: limitOf(field.name) };
-    fieldRules.set(field, rule);
-  }
-  return rule;
-}
-
 function checkMessage(
-  schema: EdgeSchema,
-  desc: DescMessage,
+  desc: EdgeMessage,
   message: Plain | undefined,
   prefix: string,
   out: Violation[],
@@ -301,28 +220,27 @@ function checkMessage(
   }
   for (const field of desc.fields) {
     const value = fieldValue(field, message);
-    const rule = ruleOf(schema, field);
-    if (rule.required && isUnset(field, value)) {
+    if (field.required && isUnset(field, value)) {
       out.push({ field: `${prefix}${field.name}`, description: 'required' });
       continue;
     }
     if (value === undefined || value === null) continue;
     // The field's path is built only when it is reported or has fields of its own: most requests have none.
-    switch (field.fieldKind) {
+    switch (field.kind) {
       case 'scalar': {
-        const problem = scalarProblem(rule.limit, field.scalar, value);
+        const problem = scalarProblem(field.limit, field.scalar, value);
         if (problem !== undefined)
           out.push({ field: `${prefix}${field.name}`, description: problem });
         break;
       }
       case 'message':
-        checkMessage(schema, field.message, value as Plain, `${prefix}${field.name}.`, out);
+        checkMessage(field.message!, value as Plain, `${prefix}${field.name}.`, out);
         break;
       case 'list':
-        checkList(schema, field, rule, value as unknown[], `${prefix}${field.name}`, out);
+        checkList(field, value as unknown[], `${prefix}${field.name}`, out);
         break;
       case 'map':
-        checkMap(schema, field, rule, value as Plain, `${prefix}${field.name}`, out);
+        checkMap(field, value as Plain, `${prefix}${field.name}`, out);
         break;
       case 'enum':
         break;
@@ -330,35 +248,21 @@ function checkMessage(
   }
 }
 
-function checkList(
-  schema: EdgeSchema,
-  field: DescField & { fieldKind: 'list' },
-  rule: FieldRule,
-  items: unknown[],
-  path: string,
-  out: Violation[],
-): void {
+function checkList(field: EdgeField, items: unknown[], path: string, out: Violation[]): void {
   if (items.length > MAX_LIST_ITEMS) {
     out.push({ field: path, description: `${items.length} items; at most ${MAX_LIST_ITEMS}` });
     return;
   }
   items.forEach((item, i) => {
-    if (field.listKind === 'scalar') {
-      const problem = scalarProblem(rule.limit, field.scalar, item);
+    if (field.item === 'scalar') {
+      const problem = scalarProblem(field.limit, field.scalar, item);
       if (problem !== undefined) out.push({ field: `${path}[${i}]`, description: problem });
-    } else if (field.listKind === 'message')
-      checkMessage(schema, field.message, item as Plain, `${path}[${i}].`, out);
+    } else if (field.item === 'message')
+      checkMessage(field.message!, item as Plain, `${path}[${i}].`, out);
   });
 }
 
-function checkMap(
-  schema: EdgeSchema,
-  field: DescField & { fieldKind: 'map' },
-  rule: FieldRule,
-  value: Plain,
-  path: string,
-  out: Violation[],
-): void {
+function checkMap(field: EdgeField, value: Plain, path: string, out: Violation[]): void {
   const entries = Object.entries(value);
   if (entries.length > MAX_LIST_ITEMS) {
     out.push({ field: path, description: `${entries.length} entries; at most ${MAX_LIST_ITEMS}` });
@@ -366,20 +270,19 @@ function checkMap(
   }
   for (const [key, item] of entries) {
     const at = `${path}[${quoteInput(key, 32)}]`;
-    const keyProblem = scalarProblem(rule.limit, ScalarType.STRING, key);
+    const keyProblem = scalarProblem(field.limit, ScalarType.STRING, key);
     if (keyProblem !== undefined) out.push({ field: at, description: keyProblem });
-    if (field.mapKind === 'scalar') {
-      const problem = scalarProblem(rule.limit, field.scalar, item);
+    if (field.item === 'scalar') {
+      const problem = scalarProblem(field.limit, field.scalar, item);
       if (problem !== undefined) out.push({ field: at, description: problem });
-    } else if (field.mapKind === 'message')
-      checkMessage(schema, field.message, item as Plain, `${at}.`, out);
+    } else if (field.item === 'message') checkMessage(field.message!, item as Plain, `${at}.`, out);
   }
 }
 
 /** What is wrong with one scalar value (a string or bytes field with its limit), or undefined. */
 function scalarProblem(
   kind: keyof typeof STRING_LIMITS,
-  type: ScalarType,
+  type: ScalarType | undefined,
   value: unknown,
 ): string | undefined {
   if (type === ScalarType.BYTES) {
@@ -426,18 +329,13 @@ export function invalidArguments(violations: readonly Violation[]): RichServerEr
 }
 
 /** Throws {@link invalidArguments} when `message` (of type `desc`) breaks any edge rule. */
-export function checkRequest(
-  schema: EdgeSchema,
-  desc: DescMessage,
-  message: unknown,
-  prefix = '',
-): void {
+export function checkRequest(desc: EdgeMessage, message: unknown, prefix = ''): void {
   if (message instanceof UndecodableRequest) throw undecodable(desc, message);
-  const violations = violationsOf(schema, desc, message, prefix);
+  const violations = violationsOf(desc, message, prefix);
   if (violations.length > 0) throw invalidArguments(violations);
 }
 
-function undecodable(desc: DescMessage, request: UndecodableRequest): RichServerError {
+function undecodable(desc: EdgeMessage, request: UndecodableRequest): RichServerError {
   if (request.fields.length > 0) {
     return invalidArguments(
       request.fields.map((field) => ({ field, description: 'not valid UTF-8' })),
@@ -459,7 +357,6 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 export function edgeDeserializer(schema: EdgeSchema) {
   return (path: string, type: TsProtoMessageType) => {
-    const desc = schema.requestOf(path);
     return (bytes: Uint8Array): unknown => {
       try {
         return type.decode(new BinaryReader(bytes, (b) => strictUtf8.decode(b)));
@@ -475,6 +372,7 @@ export function edgeDeserializer(schema: EdgeSchema) {
         } catch {
           return new UndecodableRequest('invalid UTF-8 in a string field');
         }
+        const desc = schema.requestOf(path);
         const fields = desc === undefined ? [] : replacedFields(desc, lenient as Plain, '');
         return new UndecodableRequest('invalid UTF-8 in a string field', fields);
       }
@@ -529,34 +427,34 @@ export function agentRequestDeserializer(schema: EdgeSchema) {
     };
 }
 
-function replacedFields(desc: DescMessage, message: Plain | undefined, prefix: string): string[] {
+function replacedFields(desc: EdgeMessage, message: Plain | undefined, prefix: string): string[] {
   const found: string[] = [];
   for (const field of desc.fields) {
     const value = fieldValue(field, message);
     const path = `${prefix}${field.name}`;
     if (value === undefined || value === null) continue;
-    const visit = (item: unknown, at: string, kind: 'scalar' | 'message', sub?: DescMessage) => {
+    const visit = (item: unknown, at: string, kind: 'scalar' | 'message', sub?: EdgeMessage) => {
       if (kind === 'scalar' && typeof item === 'string' && item.includes('\ufffd')) found.push(at);
       if (kind === 'message' && sub !== undefined)
         found.push(...replacedFields(sub, item as Plain, `${at}.`));
     };
-    if (field.fieldKind === 'scalar') visit(value, path, 'scalar');
-    else if (field.fieldKind === 'message') visit(value, path, 'message', field.message);
-    else if (field.fieldKind === 'list') {
+    if (field.kind === 'scalar') visit(value, path, 'scalar');
+    else if (field.kind === 'message') visit(value, path, 'message', field.message);
+    else if (field.kind === 'list') {
       (value as unknown[]).forEach((item, i) =>
-        field.listKind === 'message'
+        field.item === 'message'
           ? visit(item, `${path}[${i}]`, 'message', field.message)
           : visit(item, `${path}[${i}]`, 'scalar'),
       );
-    } else if (field.fieldKind === 'map') {
+    } else if (field.kind === 'map') {
       for (const [key, item] of Object.entries(value as Plain)) {
         if (key.includes('\ufffd')) found.push(path);
         else
           visit(
             item,
             `${path}[${quoteInput(key, 32)}]`,
-            field.mapKind === 'message' ? 'message' : 'scalar',
-            field.mapKind === 'message' ? field.message : undefined,
+            field.item === 'message' ? 'message' : 'scalar',
+            field.item === 'message' ? field.message : undefined,
           );
       }
     }
@@ -577,7 +475,7 @@ export function edgeMiddleware(schema: EdgeSchema) {
     const desc = schema.requestOf(call.method.path);
     if (desc === undefined) return yield* call.next(call.request, context);
     if (!call.requestStream) {
-      checkRequest(schema, desc, call.request);
+      checkRequest(desc, call.request);
       return yield* call.next(call.request, context);
     }
     const requests = call.request as AsyncIterable<unknown>;

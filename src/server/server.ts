@@ -234,12 +234,12 @@ function buildWebhooks(deps: ServerDeps, store: Store, routing: Routing): Webhoo
   });
 }
 
-/** The descriptor set the edge checks every client request against (and reflection serves). */
+/** The descriptor set reflection serves (the edge checks requests against src/gen/edge-table.ts). */
 function readDescriptorSet(config: ServerConfig): Buffer {
   const descriptors = findProtoset(config.protosetPath);
   if (descriptors === undefined) {
     throw new Error(
-      `request checks need the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
+      `reflection needs the descriptor set src/gen/protoset.binpb (make gen) or PRFLEET_PROTOSET${config.protosetPath === undefined ? '' : ` (${config.protosetPath} not found)`}`,
     );
   }
   return readFileSync(descriptors);

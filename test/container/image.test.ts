@@ -2,11 +2,12 @@
  * The server image (deploy/Containerfile) built from Debian's packages alone and run: mmdebstrap makes the base
  * root filesystems (scripts/container-bases.sh), podman builds the Containerfile on them, and the server in the
  * container serves an agent and the CLI on the host, runs unprivileged, writes only its data volume, drains on
- * SIGTERM and reopens its store in a new container. Needs podman + mmdebstrap (.ci/run installs them); a run
- * outside CI without them skips, in CI it fails.
+ * SIGTERM and reopens its store in a new container; its first start reads the module compile cache the build made.
+ * Needs podman + mmdebstrap (.ci/run installs them); a run outside CI without them skips, in CI it fails.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import module from 'node:module';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -126,7 +127,7 @@ describe.skipIf(!available)('server image from Debian packages (podman + mmdebst
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  async function start(port: number): Promise<string> {
+  async function start(port: number, env: readonly string[] = []): Promise<string> {
     const name = `prfleet-image-${process.pid}-${names.length}`;
     names.push(name);
     await podman([
@@ -143,6 +144,7 @@ describe.skipIf(!available)('server image from Debian packages (podman + mmdebst
       'PRFLEET_HOST=127.0.0.1',
       '-e',
       'PRFLEET_PLAINTEXT=true',
+      ...env.flatMap((e) => ['-e', e]),
       '-v',
       `${dataDir}:/data`,
       tag,
@@ -156,13 +158,29 @@ describe.skipIf(!available)('server image from Debian packages (podman + mmdebst
     async () => {
       const port = await freePort();
       const address = `127.0.0.1:${port}`;
-      const name = await start(port);
+      // Node says which compile cache entries it read (on stderr, beside the JSON log lines).
+      const name = await start(port, ['NODE_DEBUG_NATIVE=COMPILE_CACHE']);
 
       expect((await podman(['exec', name, 'id', '-u'])).trim()).toBe('1000');
       await expect(podman(['exec', name, 'touch', '/app/written'])).rejects.toThrow();
       expect((await podman(['exec', name, 'node', '--version'])).trim()).toBe(
         `v${process.versions.node}`,
       );
+
+      // The image's node is the test's (asserted above): with a compile cache, the build warmed it for uid 1000,
+      // read-only, and this first start of a new container read the bundle's code from it.
+      if (typeof module.enableCompileCache === 'function') {
+        const cached = await podman(['exec', name, 'sh', '-c', 'ls -A /app/compile-cache/*-1000']);
+        expect(cached.trim()).not.toBe('');
+        await expect(
+          podman(['exec', name, 'touch', '/app/compile-cache/written']),
+        ).rejects.toThrow();
+        // Node's debug lines are the container's stderr (podman logs gives them on its own stderr).
+        const { stderr } = spawnSync('podman', ['logs', name], { encoding: 'utf8' });
+        expect(stderr).toMatch(
+          /reading cache from \/app\/compile-cache\/\S+ for ESM file:\/\/\/app\/dist\/bundle\/server\/main\.mjs\.\.\.[^\n]*\.\.\. success/,
+        );
+      }
 
       const agent = startAgentChild({ address, agentId: 'image-a', host: 'host-a' });
       let listed = '';

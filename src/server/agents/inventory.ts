@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
 import type { Path } from '../../gen/prfleet/v1/scsi.js';
-import type { DescMessage } from '@bufbuild/protobuf';
+
 import { quoteInput } from '../../common/errors.js';
 import { hasControl, printable } from '../../common/printable.js';
 import { authorizeInventory, type PeerIdentity } from '../auth/mtls.js';
-import { violationsOf, type EdgeSchema } from '../edge.js';
+import { violationsOf, type EdgeMessage, type EdgeSchema } from '../edge.js';
 import { DEFAULT_MAX_AGENT_PATHS, screenInventory, type AgentPolicy } from './inventory-screen.js';
 import type { AgentSession } from './link.js';
 import type { AgentRegistry } from './registry.js';
@@ -20,7 +20,7 @@ export interface InventoryChecks {
   readonly agentPolicy?: AgentPolicy | undefined;
   /** The edge's descriptors, and Path's among them: reported paths must pass the request rules. @default unchecked */
   readonly schema?: EdgeSchema | undefined;
-  readonly pathDesc?: DescMessage | undefined;
+  readonly pathDesc?: EdgeMessage | undefined;
 }
 
 /**
@@ -63,7 +63,7 @@ function wellFormed(
   if (schema !== undefined && pathDesc !== undefined) {
     paths = paths.map(withPrintableInquiry);
     paths.forEach((path, i) => {
-      const [first] = violationsOf(schema, pathDesc, path, `inventory.paths[${i}].`);
+      const [first] = violationsOf(pathDesc, path, `inventory.paths[${i}].`);
       if (first !== undefined) bad.set(i, `${first.field}: ${first.description}`);
     });
   }

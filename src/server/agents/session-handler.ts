@@ -129,7 +129,7 @@ export function createSessionHandler(deps: SessionHandlerDeps): AgentSessionHand
     if (deps.router.draining) throw drainingError();
     if (hello.agentId === '') throw invalidArgument('hello.agent_id', 'required');
     if (deps.schema !== undefined && helloDesc !== undefined)
-      checkRequest(deps.schema, helloDesc, hello, 'hello.');
+      checkRequest(helloDesc, hello, 'hello.');
     const identity = authorizeAgentHello(peerHeaders, hello, {
       requireCertificate: deps.requireAgentCertificate ?? registry.requireAgentCertificate,
       isRevoked: (certificate) => registry.isCertificateRevoked(certificate),

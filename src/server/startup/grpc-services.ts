@@ -79,7 +79,7 @@ interface GrpcParts {
   readonly routing: Routing;
   readonly path: CommandPath;
   readonly webhooks: Webhooks | undefined;
-  /** The descriptor set (src/gen/protoset.binpb): the edge's request checks and reflection read it. */
+  /** The descriptor set (src/gen/protoset.binpb, or PRFLEET_PROTOSET): reflection serves it. */
   readonly descriptorSet: Buffer;
   /** The server's clock (command deadlines). */
   readonly clock: Clock;
@@ -98,8 +98,9 @@ type ClientRegistrar = Pick<Server, 'add'>;
 export function buildGrpcServices(parts: GrpcParts): GrpcServices {
   const { deps, routing } = parts;
   const { config, log } = deps;
-  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields).
-  const schema = loadEdgeSchema(parts.descriptorSet);
+  // The edge checks every client request against the descriptors (lengths, UTF-8, durations, required fields),
+  // as generated into src/gen/edge-table.ts by `make gen`: nothing is decoded at start.
+  const schema = loadEdgeSchema();
   const edge: EdgeChecks = {
     schema,
     definition: { requestDeserializer: edgeDeserializer(schema) },

@@ -278,6 +278,7 @@ export async function migrate(
         `migration list broken: position ${i + 1} holds version ${m.version}`,
       );
   });
+  if (await upToDate(db, migrations)) return [];
   return db.transaction(async (tx) => {
     // Transaction-scoped: released at COMMIT/ROLLBACK, even if this process dies.
     await tx.query('SELECT pg_advisory_xact_lock(hashtext($1))', [
@@ -320,6 +321,35 @@ export async function migrate(
     }
     return now;
   });
+}
+
+// PostgreSQL's undefined_table and invalid_schema_name: no schema_migrations yet.
+const NO_MIGRATIONS_TABLE = new Set(['42P01', '3F000']);
+
+/**
+ * True when schema_migrations holds exactly `migrations`, unedited: a start then costs one query, without the
+ * transaction and its lock (five round trips more). Anything else (no table yet, a version missing, newer or
+ * edited) takes the locked path, which applies or reports it.
+ */
+async function upToDate(db: Db, migrations: readonly Migration[]): Promise<boolean> {
+  let applied: AppliedMigration[];
+  try {
+    applied = (
+      await db.query<AppliedMigration>(
+        'SELECT version, name, checksum FROM schema_migrations ORDER BY version',
+      )
+    ).rows;
+  } catch (error) {
+    const code = (error as { code?: unknown } | null)?.code;
+    if (typeof code === 'string' && NO_MIGRATIONS_TABLE.has(code)) return false;
+    throw error;
+  }
+  return (
+    applied.length === migrations.length &&
+    applied.every(
+      (row, i) => row.version === i + 1 && row.checksum === migrationChecksum(migrations[i]!),
+    )
+  );
 }
 
 /** The newest applied schema version (0 before any migration). */

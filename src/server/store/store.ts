@@ -5,7 +5,7 @@ import { createDesiredStateStore, type DesiredStateStore } from './desired-state
 import { createPRoutHistory, type PRoutHistory } from './history.js';
 import { createOperationJournal, type OperationJournal } from './journal.js';
 import { createKeyRegistry, type KeyRegistry } from './key-registry.js';
-import { migrate, schemaVersion } from './migrations.js';
+import { migrate, MIGRATIONS } from './migrations.js';
 
 /** Where the durable state lives. */
 export interface StoreOptions {
@@ -62,7 +62,8 @@ export async function createStore(
 ): Promise<Store> {
   const startedAt = options.startedAt ?? performance.now();
   await migrate(db, options.schema !== undefined ? { schema: options.schema } : {});
-  const version = await schemaVersion(db);
+  // migrate() leaves every migration applied, none newer (it throws otherwise): no query needed for the version.
+  const version = MIGRATIONS.length;
   return {
     keys: createKeyRegistry(db),
     journal: createOperationJournal(db),
