@@ -5,7 +5,8 @@
  *
  *  (1) READ KEYS latency, same instance (client → the instance holding the agent) vs cross instance (client →
  *      the other instance → Redis → the holder → agent), interleaved rounds, one call in flight;
- *  (2) server memory per idle connected agent: RSS of the instance with 1,000 idle agents minus its RSS with none,
+ *  (2) server memory per idle connected agent: RSS of the instance with 1,000 idle agents minus its RSS with none
+ *      (after a warm-up like scale-floor's: 50 agents connect, serve the READ KEYS rounds of (1) and leave),
  *      both read after full collections (the children get --expose-gc and a SIGUSR2 → gc() hook; the figure
  *      without collections is printed too), and the V8 heap in use from its /metrics;
  *  (3) RSS of one idle prfleet-agent process (emulated transport, the demo fabric's host-a);
@@ -28,7 +29,7 @@ import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { createAgent, type Agent } from '../agent/agent.js';
-import { createEmulatedFabric } from '../agent/fabric.js';
+import { createEmulatedFabric, type EmulatedHost } from '../agent/fabric.js';
 import { createEmulatedSource } from '../agent/sources.js';
 import { createControlClient, type ControlClient } from '../src/common/client.js';
 import { createLogger } from '../src/common/logger.js';
@@ -48,6 +49,8 @@ import { formatMs, summarize } from './stats.js';
 const AGENTS = Number(process.env['PRFLEET_BENCH_AGENTS'] ?? 1000);
 const LATENCY_ROUNDS = 3;
 const CALLS_PER_ROUND = 100;
+/** Agents that connect, serve the READ KEYS rounds once and leave before the baseline (scale-floor's warm-up: 50). */
+const WARMUP_AGENTS = 50;
 const FAILOVER_TARGET_MS = 5_000;
 const MEMORY_TARGET_KIB = 32;
 /** Issue 15: memory per idle agent ≤ 1.1× a bare grpc-js server's per connection (scale-floor), same run. */
@@ -189,6 +192,47 @@ function reportFloorRatio(
     );
 }
 
+/** One bench agent for `host`, attached to `first` (its second address `second`). */
+function startAgent(host: EmulatedHost, first: string, second: string): Agent {
+  return createAgent(
+    {
+      server: `${first},${second}`,
+      agentId: host.id,
+      hostname: host.id,
+      plaintext: true,
+      heartbeatMs: 15_000,
+      backoff: { initialMs: 250, maxMs: 2_000 },
+    },
+    { log, source: createEmulatedSource(host) },
+  );
+}
+
+/** READ KEYS of `target`, 50 warm-up calls through each client, then the interleaved rounds of (1). */
+async function readKeysRounds(
+  viaA: ControlClient,
+  viaB: ControlClient,
+  target: { agentId: string; path: string },
+): Promise<{ same: number[]; cross: number[] }> {
+  const call = async (client: ControlClient) => {
+    const started = performance.now();
+    const { result } = await client.readKeys({ target });
+    if (result?.outcome !== Outcome.OUTCOME_GOOD)
+      throw new Error(`READ KEYS answered ${String(result?.outcome)}`);
+    return performance.now() - started;
+  };
+  for (let i = 0; i < 50; i++) {
+    await call(viaA);
+    await call(viaB);
+  }
+  const same: number[] = [];
+  const cross: number[] = [];
+  for (let round = 0; round < LATENCY_ROUNDS; round++) {
+    for (let i = 0; i < CALLS_PER_ROUND; i++) same.push(await call(viaA));
+    for (let i = 0; i < CALLS_PER_ROUND; i++) cross.push(await call(viaB));
+  }
+  return { same, cross };
+}
+
 async function main(): Promise<void> {
   const names = uniqueClusterNames('bench');
   const env: ScaleClusterEnv = {
@@ -235,6 +279,17 @@ async function main(): Promise<void> {
     const viaA = createControlClient(a.address);
     const viaB = createControlClient(b.address);
     clients.push(viaA, viaB);
+    // Warm-up, as scale-floor warms its server (peers that connect and leave before the baseline): agents beyond
+    // the measured ones connect to A, the same READ KEYS rounds as (1) run through A and B, and the agents leave.
+    // What the server allocates once (compiled code, pools, module state) is then in the baseline, not counted
+    // per agent; without it ~3 KiB per agent of the snapshot figure was code compiled between the snapshots.
+    const fabric = createEmulatedFabric(manyHostsFabric(AGENTS + WARMUP_AGENTS, 'b', 1));
+    const warm = fabric.hosts.slice(AGENTS).map((host) => startAgent(host, a.address, b.address));
+    await Promise.all(warm.map((agent) => agent.start()));
+    await Promise.all(warm.map((agent) => agent.waitForState('connected')));
+    await readKeysRounds(viaA, viaB, { agentId: warm[0]?.id ?? '', path: '/dev/sg0' });
+    await Promise.all(warm.map((agent) => agent.stop()));
+    await sleep(1_500);
     const rawBefore = await settledRss(a.handle.pid);
     const rssBefore = await collectedRss(a.handle.pid);
     const heapBefore = await heapUsedBytes(metricsPort);
@@ -242,22 +297,11 @@ async function main(): Promise<void> {
       SNAPSHOT_DIR === undefined ? undefined : await takeSnapshot(a.handle.pid, SNAPSHOT_DIR);
 
     // 1,000 agents, one path each, attached to A first (B is their second address).
-    const fabric = createEmulatedFabric(manyHostsFabric(AGENTS, 'b', 1));
     const connectStarted = performance.now();
-    for (let i = 0; i < fabric.hosts.length; i += 100) {
-      const batch = fabric.hosts.slice(i, i + 100).map((host) =>
-        createAgent(
-          {
-            server: `${a.address},${b.address}`,
-            agentId: host.id,
-            hostname: host.id,
-            plaintext: true,
-            heartbeatMs: 15_000,
-            backoff: { initialMs: 250, maxMs: 2_000 },
-          },
-          { log, source: createEmulatedSource(host) },
-        ),
-      );
+    for (let i = 0; i < AGENTS; i += 100) {
+      const batch = fabric.hosts
+        .slice(i, Math.min(i + 100, AGENTS))
+        .map((host) => startAgent(host, a.address, b.address));
       agents.push(...batch);
       await Promise.all(batch.map((agent) => agent.start()));
       await Promise.all(batch.map((agent) => agent.waitForState('connected')));
@@ -275,23 +319,7 @@ async function main(): Promise<void> {
 
     // (1) same vs cross instance.
     const target = { agentId: agents[0]?.id ?? '', path: '/dev/sg0' };
-    const call = async (client: ControlClient) => {
-      const started = performance.now();
-      const { result } = await client.readKeys({ target });
-      if (result?.outcome !== Outcome.OUTCOME_GOOD)
-        throw new Error(`READ KEYS answered ${String(result?.outcome)}`);
-      return performance.now() - started;
-    };
-    for (let i = 0; i < 50; i++) {
-      await call(viaA);
-      await call(viaB);
-    }
-    const same: number[] = [];
-    const cross: number[] = [];
-    for (let round = 0; round < LATENCY_ROUNDS; round++) {
-      for (let i = 0; i < CALLS_PER_ROUND; i++) same.push(await call(viaA));
-      for (let i = 0; i < CALLS_PER_ROUND; i++) cross.push(await call(viaB));
-    }
+    const { same, cross } = await readKeysRounds(viaA, viaB, target);
     const s = summarize(same);
     const c = summarize(cross);
     report(`READ KEYS same instance:  p50 ${formatMs(s.p50)}  p99 ${formatMs(s.p99)}  (n=${s.n})`);
