@@ -159,9 +159,19 @@ function dial(kind: Kind, port: number): () => void {
   }
 }
 
+/**
+ * gc()'s options for a memory-reducing full collection (what V8 does under memory pressure or from its memory
+ * reducer): unlike a plain gc() it also shrinks the young generation, which grows while many peers connect.
+ */
+export const REDUCING_GC = { type: 'major', execution: 'sync', flavor: 'last-resort' } as const;
+/** The signal bench/scale.ts's children answer with such a collection. */
+export const REDUCING_GC_SIGNAL = 'SIGURG';
+
 /** One floor reading: RSS after GC per idle connection, and what a heap snapshot retains per connection if taken. */
 export interface FloorReading {
   readonly perConnectionKiB: number;
+  /** The same after memory-reducing collections (REDUCING_GC). */
+  readonly reducedPerConnectionKiB: number;
   readonly retainedKiB?: number;
   /** Of retainedKiB, compiled code, bytecode and feedback. */
   readonly codeKiB?: number;
@@ -182,11 +192,11 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
   const next = () => new Promise<Record<string, number>>((r) => child.once('message', r));
   try {
     const { port } = await next();
-    const reading = async () => {
+    const reading = async (what: 'read' | 'read-reduced' = 'read') => {
       let min = Number.POSITIVE_INFINITY;
       for (let i = 0; i < 4; i++) {
         await sleep(800);
-        child.send('read');
+        child.send(what);
         min = Math.min(min, (await next())['rss'] ?? Number.NaN);
       }
       return min;
@@ -198,6 +208,7 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
     for (const close of warm) close();
     await sleep(1_500);
     const before = await reading();
+    const reducedBefore = await reading('read-reduced');
     const snapshotBefore =
       SNAPSHOT_DIR === undefined ? undefined : await takeSnapshot(child.pid ?? 0, SNAPSHOT_DIR);
     const closers: (() => void)[] = [];
@@ -207,6 +218,7 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
     }
     await sleep(3_000);
     const after = await reading();
+    const reducedAfter = await reading('read-reduced');
     let retained = '';
     let retainedKiB: number | undefined;
     let codeKiB: number | undefined;
@@ -222,11 +234,13 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
     }
     for (const close of closers) close();
     const perConnectionKiB = (after - before) / N;
+    const reducedPerConnectionKiB = (reducedAfter - reducedBefore) / N;
     return {
       perConnectionKiB,
+      reducedPerConnectionKiB,
       ...(retainedKiB === undefined ? {} : { retainedKiB }),
       ...(codeKiB === undefined ? {} : { codeKiB }),
-      line: `${kind.padEnd(9)} ${perConnectionKiB.toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections)${retained}`,
+      line: `${kind.padEnd(9)} ${perConnectionKiB.toFixed(1)} KiB per idle connection (RSS after GC, ${N} connections; ${reducedPerConnectionKiB.toFixed(1)} after memory-reducing GCs)${retained}`,
     };
   } finally {
     child.kill();
@@ -237,10 +251,13 @@ export async function measureFloor(kind: Kind): Promise<FloorReading> {
 const isMain = process.argv[1] === fileURLToPath(import.meta.url);
 if (isMain && process.argv[2] === '--serve') {
   const port = await serve(process.argv[3] as Kind);
-  process.on('message', () => {
-    const gc = (globalThis as { gc?: () => void }).gc;
-    gc?.();
-    gc?.();
+  process.on('message', (what) => {
+    const gc = (globalThis as { gc?: (options?: typeof REDUCING_GC) => void }).gc;
+    if (what === 'read-reduced') gc?.(REDUCING_GC);
+    else {
+      gc?.();
+      gc?.();
+    }
     process.send?.({ rss: rssKiB() });
   });
   process.send?.({ port });
