@@ -18,18 +18,20 @@ import { resolve } from 'node:path';
 import { loadavg } from 'node:os';
 import pino from 'pino';
 import { createChannel, createClient, Metadata, type CallContext } from 'nice-grpc';
-import { ConnectResponse, ConnectRequest, Hello } from '../src/gen/prfleet/v1/agent.js';
-import {
-  ControlServiceDefinition,
-  ReadKeysRequest,
-  ReadKeysResponse,
-} from '../src/gen/prfleet/v1/control.js';
+import { AgentServiceDefinition, Hello } from '../src/gen/prfleet/v1/agent.js';
+import { ControlServiceDefinition, ReadKeysRequest } from '../src/gen/prfleet/v1/control.js';
 import { Outcome, type CommandResult, type Path } from '../src/gen/prfleet/v1/scsi.js';
 import { systemClock } from '../src/common/clock.js';
+import { directServiceDefinition } from '../src/common/service-definition.js';
 import { createSessionHandler } from '../src/server/agents/session-handler.js';
 import { defaultServerConfig } from '../src/server/config.js';
 import { createControlService } from '../src/server/control-service.js';
-import { checkRequest, loadEdgeSchema } from '../src/server/edge.js';
+import {
+  agentRequestDeserializer,
+  checkRequest,
+  edgeDeserializer,
+  loadEdgeSchema,
+} from '../src/server/edge.js';
 import { findProtoset } from '../src/server/server.js';
 import { buildCommandPath } from '../src/server/startup/command-path.js';
 import { buildRouting } from '../src/server/startup/routing.js';
@@ -112,20 +114,27 @@ function commandPath(sample: Sample) {
     log,
     schema,
   });
+  // The server's (de)serializers, as grpc-services.ts registers them (the agent's encoder for its result).
+  const readKeys = directServiceDefinition(ControlServiceDefinition, {
+    requestDeserializer: edgeDeserializer(schema),
+  }).readKeys;
+  const connect = directServiceDefinition(AgentServiceDefinition, {
+    requestDeserializer: agentRequestDeserializer(schema),
+  }).connect;
   const requestBytes = ReadKeysRequest.encode(sample.request).finish();
-  const desc = schema.requestOf('/prfleet.v1.ControlService/ReadKeys');
+  const desc = schema.requestOf(readKeys.path);
   /** The agent's side of the stream: each Command encoded, its result's bytes decoded and handled. */
   const answerCommands = () => {
     for (let m = session.outbox.take(); m !== undefined; m = session.outbox.take()) {
-      ConnectResponse.encode(m).finish();
+      connect.responseSerialize(m);
       if (m.message?.$case !== 'command') continue;
       const result = { ...sample.result, commandId: m.message.value.commandId };
-      const up = ConnectRequest.encode({ message: { $case: 'result', value: result } }).finish();
-      sessions.handle(session, ConnectRequest.decode(up), undefined);
+      const up = connect.requestSerialize({ message: { $case: 'result', value: result } });
+      sessions.handle(session, connect.requestDeserialize(Buffer.from(up)), undefined);
     }
   };
   return async (): Promise<void> => {
-    const request = ReadKeysRequest.decode(requestBytes);
+    const request = readKeys.requestDeserialize(requestBytes);
     if (desc !== undefined) checkRequest(schema, desc, request);
     const ctx: CallContext = {
       signal: new AbortController().signal,
@@ -142,8 +151,7 @@ function commandPath(sample: Sample) {
     answerCommands();
     const response = await answered;
     if (response.result?.outcome !== Outcome.OUTCOME_GOOD) throw new Error('READ KEYS failed');
-    // The handler's answer is complete; the server encodes it as it is (directServiceDefinition).
-    ReadKeysResponse.encode(response as ReadKeysResponse).finish();
+    readKeys.responseSerialize(response);
   };
 }
 
