@@ -26,6 +26,13 @@ export class Semaphore {
       throw new RangeError(`invalid semaphore limit: ${limit}`);
   }
 
+  /** Takes a free slot now (true), or none (false: {@link acquire} waits for one). */
+  tryAcquire(): boolean {
+    if (this.active >= this.limit) return false;
+    this.active += 1;
+    return true;
+  }
+
   /** Waits for a slot; rejects with the signal's reason if `signal` aborts first. */
   acquire(signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(signal.reason);

@@ -22,6 +22,7 @@ import {
   principalOf as authPrincipalOf,
 } from './auth/middleware.js';
 import { checkRequest, type EdgeSchema } from './edge.js';
+import type { Release } from './fair-share.js';
 import { commandSpecs, type CommandSpec } from './requests.js';
 import type { CommandRouter } from './router.js';
 
@@ -46,6 +47,8 @@ export interface Caller {
   readonly actor: string;
   /** The fair-share principal whose quota each command takes. */
   readonly share: string;
+  /** A CommandSession's (its commands share the call's signal), not a unary RPC's (its one command has it). */
+  readonly session: boolean;
 }
 
 /** Runs one command for `caller` to its result (see ControlService's unary RPCs). */
@@ -81,6 +84,7 @@ export function createCommandSession(
   requests: AsyncIterable<CommandSessionRequest>,
   ctx: CallContext,
   caller: Caller,
+  openSession: () => Release,
 ) => AsyncGenerator<CommandSessionResponse> {
   const sessionRequest =
     deps.schema.message('prfleet.v1.CommandSessionRequest') ??
@@ -89,16 +93,23 @@ export function createCommandSession(
     })();
   const answerer = (ctx: CallContext, caller: Caller) =>
     sessionAnswerer(deps, sessionRequest, run, ctx, caller);
-  return (requests, ctx, caller) => sessionReplies(deps, requests, answerer(ctx, caller));
+  return (requests, ctx, caller, openSession) =>
+    sessionReplies(deps, requests, answerer(ctx, caller), openSession);
 }
 
 type Answer = (request: CommandSessionRequest) => Promise<CommandSessionResponse | undefined>;
 
+/**
+ * The session's replies, its fair-share session slot (`openSession`) held from its start to its end: refused
+ * before anything is read, the RPC ends RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
+ */
 async function* sessionReplies(
   deps: CommandSessionDeps,
   requests: AsyncIterable<CommandSessionRequest>,
   answer: Answer,
+  openSession: () => Release,
 ): AsyncGenerator<CommandSessionResponse> {
+  const releaseSession = openSession();
   // Replies wait here; the reader stops pulling requests while sessionConcurrency commands are in flight,
   // so a client that does not read replies is slowed by HTTP/2 flow control instead of growing memory.
   const replies = new AsyncQueue<CommandSessionResponse>(Number.MAX_SAFE_INTEGER);
@@ -132,7 +143,8 @@ async function* sessionReplies(
         replies.push(refusal);
         continue;
       }
-      await slots.acquire();
+      // A free slot is taken at once: an await per command only when the session is at its concurrency.
+      if (!slots.tryAcquire()) await slots.acquire();
       inFlightIds.add(request.requestId);
       void answer(request).then((reply) => settled(request.requestId, reply));
     }
@@ -156,6 +168,7 @@ async function* sessionReplies(
     yield* replies;
   } finally {
     deps.sessions.delete(handle);
+    releaseSession();
   }
 }
 
@@ -175,7 +188,8 @@ function sessionAnswerer(
   // The token middleware admitted the session; each command needs its own role (a viewer's session must not
   // carry a PREEMPT), with the same reason rules as the unary RPC.
   const principal = authPrincipalOf(ctx);
-  const admit = async (request: CommandSessionRequest): Promise<void> => {
+  /** Throws a refusal; a promise only when a token's role must be checked (the rest is synchronous). */
+  const admit = (request: CommandSessionRequest): Promise<void> | undefined => {
     // The edge rules (lengths, control characters, …), answered in-band like every other refusal.
     checkRequest(sessionRequest, request);
     if (certificate !== undefined && deps.registry.isCertificateRevoked(certificate)) {
@@ -190,13 +204,14 @@ function sessionAnswerer(
         'server is draining: retry on another instance',
       );
     }
-    if (principal !== undefined && request.command !== undefined) {
-      await authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));
-    }
+    return principal === undefined || request.command === undefined
+      ? undefined
+      : authorizeSessionCommand(principal, request.command, authorizeOptionsOf(ctx));
   };
   return async (request) => {
     try {
-      await admit(request);
+      const authorized = admit(request);
+      if (authorized !== undefined) await authorized;
       const result = await run(specOf(request), ctx, caller);
       // A literal: fromPartial would deep-copy the (complete) result once more per command.
       return { requestId: request.requestId, reply: { $case: 'result', value: result } };

@@ -73,15 +73,16 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
   );
   const tokenAdmin = createTokenAdmin({ tokens: deps.tokens, principalOf, log: deps.log });
   const run = commandRunner(deps.executor, fairShare, deps.clock ?? systemClock);
-  const callerOf = (ctx: CallContext): Caller => ({
+  const callerOf = (ctx: CallContext, session: boolean): Caller => ({
     actor: principalOf(ctx),
     share: fairSharePrincipalOf(ctx),
+    session,
   });
   /** A unary command RPC: the request's CommandSpec run for its caller. */
   const unary =
     <R>(specOf: (request: R) => CommandSpec) =>
     async (request: R, ctx: CallContext): Promise<{ result: CommandResult }> => ({
-      result: await run(specOf(request), ctx, callerOf(ctx)),
+      result: await run(specOf(request), ctx, callerOf(ctx, false)),
     });
   const session = createCommandSession(deps, run);
 
@@ -103,15 +104,10 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
     listTokens: (_request, ctx) => tokenAdmin.listTokens(ctx),
     revokeToken: (request, ctx) => tokenAdmin.revokeToken(request, ctx),
 
-    async *commandSession(requests, ctx) {
-      const caller = callerOf(ctx);
-      // Refused before anything is read: the RPC ends RESOURCE_EXHAUSTED {PRINCIPAL_QUOTA}.
-      const releaseSession = fairShare.openSession(caller.share);
-      try {
-        yield* session(requests, ctx, caller);
-      } finally {
-        releaseSession();
-      }
+    // The session's own generator, not one more around it: every reply would pass through each layer's promises.
+    commandSession: (requests, ctx) => {
+      const caller = callerOf(ctx, true);
+      return session(requests, ctx, caller, () => fairShare.openSession(caller.share));
     },
   };
 }
@@ -123,7 +119,7 @@ export function createControlService(deps: ControlServiceDeps): ControlServiceIm
 function commandRunner(executor: CommandExecutor, fairShare: FairShare, clock: Clock): RunCommand {
   return async (spec, ctx, caller) => {
     const release = fairShare.startCommand(caller.share);
-    const scoped = requestDeadline(ctx, clock);
+    const scoped = requestDeadline(ctx, clock, caller.session);
     try {
       return await executor.execute(
         spec,

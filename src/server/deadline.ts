@@ -188,23 +188,31 @@ export function callDeadline(context: Pick<CallContext, 'metadata'>): number | u
   return Number.isFinite(deadline) ? deadline : undefined;
 }
 
+/** A command's signal and deadline as {@link requestDeadline} derives them; `dispose()` when done. */
+export interface RequestDeadline {
+  readonly signal: AbortSignal;
+  readonly deadline: number | undefined;
+  dispose(): void;
+}
+
+const noop = (): void => {};
+
 /**
  * The request's one deadline form, computed where it enters: a signal that aborts when the call's does, or with
  * ServerError(DEADLINE_EXCEEDED) at the call's absolute deadline (so the agent is sent Cancel even if the
  * transport's own deadline handling is late), and that deadline; `clock` runs the timer. Call `dispose()` when
- * done.
+ * done. `signalShared`: the call's signal is shared by many commands (a CommandSession's); a unary RPC's is its
+ * one command's, so without a deadline it is the command's signal as it is (no controller, no listener).
  */
 export function requestDeadline(
   context: Pick<CallContext, 'metadata' | 'signal'>,
   clock: Clock,
-): {
-  readonly signal: AbortSignal;
-  readonly deadline: number | undefined;
-  dispose(): void;
-} {
+  signalShared = true,
+): RequestDeadline {
   const deadline = callDeadline(context);
   const outer = context.signal;
-  // Always a signal of the command's own, listening to the call's through onAbort (O(1)): a CommandSession's
+  if (!signalShared && deadline === undefined) return { signal: outer, deadline, dispose: noop };
+  // Otherwise a signal of the command's own, listening to the call's through onAbort (O(1)): a CommandSession's
   // commands all share the session's one call signal, and what listens per command (journal waits, the Redis
   // router) must not put more than ten EventTarget listeners on it (MaxListenersExceededWarning).
   const controller = new AbortController();

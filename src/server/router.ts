@@ -320,6 +320,8 @@ export class IdleWaiters {
 
   /** Resolves every waiter so far with true. */
   wake(): void {
+    // Called whenever the count reaches zero (after every command when one is in flight): nothing to allocate.
+    if (this.waiters.length === 0) return;
     const waiters = this.waiters;
     this.waiters = [];
     for (const w of waiters) w();

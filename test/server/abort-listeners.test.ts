@@ -71,6 +71,21 @@ describe('Semaphore', () => {
     await gate.acquire();
   });
 
+  it('tryAcquire takes a free slot at once and never one a waiter is queued for', async () => {
+    const gate = new Semaphore(2);
+    expect(gate.tryAcquire()).toBe(true);
+    expect(gate.tryAcquire()).toBe(true);
+    expect(gate.tryAcquire()).toBe(false);
+    let waited = false;
+    const waiter = gate.acquire().then(() => (waited = true));
+    gate.release(); // → the waiter, not a later tryAcquire
+    expect(gate.tryAcquire()).toBe(false);
+    await waiter;
+    expect(waited).toBe(true);
+    gate.release();
+    expect(gate.tryAcquire()).toBe(true);
+  });
+
   it('keeps FIFO order across queue compaction with thousands of waiters', async () => {
     const gate = new Semaphore(1);
     await gate.acquire();
