@@ -13,7 +13,6 @@
  * `--thrash=<MiB>`: write that much memory between two calls (its own CPU is not counted), so each call starts
  * with cold caches as in bench-core, where the client, the agent and everything else run between two calls.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadavg } from 'node:os';
 import pino from 'pino';
@@ -32,7 +31,6 @@ import {
   edgeDeserializer,
   loadEdgeSchema,
 } from '../src/server/edge.js';
-import { findProtoset } from '../src/server/server.js';
 import { buildCommandPath } from '../src/server/startup/command-path.js';
 import { buildRouting } from '../src/server/startup/routing.js';
 import { repoRoot, startServerProcess, startSimProcess } from '../src/demo/processes.js';
@@ -90,7 +88,7 @@ function commandPath(sample: Sample) {
   const deps = { log, config };
   const routing = buildRouting(deps, undefined, systemClock);
   const path = buildCommandPath(deps, undefined, routing, systemClock);
-  const schema = loadEdgeSchema(readFileSync(findProtoset() ?? 'src/gen/protoset.binpb'));
+  const schema = loadEdgeSchema();
   const sessions = createSessionHandler({
     registry: routing.agents,
     router: routing.router,
@@ -135,7 +133,7 @@ function commandPath(sample: Sample) {
   };
   return async (): Promise<void> => {
     const request = readKeys.requestDeserialize(requestBytes);
-    if (desc !== undefined) checkRequest(schema, desc, request);
+    if (desc !== undefined) checkRequest(desc, request);
     const ctx: CallContext = {
       signal: new AbortController().signal,
       metadata: new Metadata(),
