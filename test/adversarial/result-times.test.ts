@@ -7,16 +7,11 @@
 // settles the command as UNKNOWN like any result that cannot be a device's answer (agents/results.ts).
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { describe, expect, it } from 'vitest';
-import {
-  LinkDownload,
-  LinkUpload,
-  type Command,
-  type ConnectRequest,
-} from '../../src/gen/prfleet/v1/agent.js';
+import { LinkDownload, LinkUpload, type Command } from '../../src/gen/prfleet/v1/agent.js';
 import { CommandResult, Outcome } from '../../src/gen/prfleet/v1/scsi.js';
 import { pgStore } from '../helpers/pg-store.js';
 import { startTestServer } from '../helpers/server.js';
-import { CHANGER_CAPS, fakePath } from '../server/fake-agent.js';
+import { evilHelloAndInventory } from '../server/fake-agent.js';
 
 const LU = 'naa.5000e11100000001';
 const TARGET = { agentId: 'evil', path: '/dev/sg0' };
@@ -34,26 +29,7 @@ async function post(base: string, path: string, body?: Uint8Array) {
 async function fleetWithLiar() {
   const started = await startTestServer({ deps: { store: await pgStore('advtime') } });
   const base = `http://${started.address}`;
-  const hello: ConnectRequest = {
-    message: {
-      $case: 'hello',
-      value: {
-        agentId: 'evil',
-        hostname: 'evil',
-        version: 't',
-        site: '',
-        labels: {},
-        transport: 'emulated',
-        acceptsCommandBatches: false,
-      },
-    },
-  };
-  const inventory: ConnectRequest = {
-    message: {
-      $case: 'inventory',
-      value: { paths: [fakePath('/dev/sg0', LU, { capabilities: CHANGER_CAPS })] },
-    },
-  };
+  const [hello, inventory] = evilHelloAndInventory(LU);
   const connected = await post(
     base,
     'connect',

@@ -18,7 +18,7 @@ import {
 import { CommandResult, Outcome, type DeepPartial } from '../../src/gen/prfleet/v1/scsi.js';
 import { MAX_SENSE_BYTES } from '../../src/server/agents/results.js';
 import { ensureBuilt } from '../helpers/processes.js';
-import { CHANGER_CAPS, fakePath } from '../server/fake-agent.js';
+import { evilHelloAndInventory } from '../server/fake-agent.js';
 
 const LU = 'naa.5000e11100000001';
 const target = { agentId: 'evil', path: '/dev/sg0' };
@@ -74,26 +74,7 @@ describe('a compromised agent on the long-poll link', () => {
     });
     base = `http://${server.address}`;
     client = createControlClient(server.address);
-    const hello: ConnectRequest = {
-      message: {
-        $case: 'hello',
-        value: {
-          agentId: 'evil',
-          hostname: 'evil',
-          version: 't',
-          site: '',
-          labels: {},
-          transport: 'emulated',
-          acceptsCommandBatches: false,
-        },
-      },
-    };
-    const inventory: ConnectRequest = {
-      message: {
-        $case: 'inventory',
-        value: { paths: [fakePath('/dev/sg0', LU, { capabilities: CHANGER_CAPS })] },
-      },
-    };
+    const [hello, inventory] = evilHelloAndInventory(LU);
     const welcomed = await link(base, 'connect', upload([hello, inventory]));
     expect(welcomed.status).toBe(200);
     const welcome = welcomed.messages[0]?.message;

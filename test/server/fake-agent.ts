@@ -62,6 +62,32 @@ export function fakePath(path: string, luId: string, extra: DeepPartial<Path> = 
   });
 }
 
+/** The Hello and inventory a hand-spoken agent `evil` opens a link with: one changer path to `luId`. */
+export function evilHelloAndInventory(luId: string): [ConnectRequest, ConnectRequest] {
+  return [
+    {
+      message: {
+        $case: 'hello',
+        value: {
+          agentId: 'evil',
+          hostname: 'evil',
+          version: 't',
+          site: '',
+          labels: {},
+          transport: 'emulated',
+          acceptsCommandBatches: false,
+        },
+      },
+    },
+    {
+      message: {
+        $case: 'inventory',
+        value: { paths: [fakePath('/dev/sg0', luId, { capabilities: CHANGER_CAPS })] },
+      },
+    },
+  ];
+}
+
 /** A scripted agent speaking AgentService over a real stream; the test decides every answer. */
 export interface FakeAgent {
   /** The Welcome the server sent. */
