@@ -103,12 +103,15 @@ describe('make agent-dist, installed into an empty directory', () => {
       ]);
       const client = createControlClient(server.address);
       onTestFinished(() => client.close());
+      // Listed once its Hello is in; its inventory (the paths a READ KEYS needs) may come in a later message.
       await expect
-        .poll(async () => (await client.listAgents({})).agents.map((a) => a.agentId), {
-          timeout: 60_000,
-          interval: 200,
-        })
-        .toContain('dist-emulated');
+        .poll(
+          async () =>
+            (await client.listAgents({})).agents.find((a) => a.agentId === 'dist-emulated')
+              ?.pathCount ?? 0,
+          { timeout: 60_000, interval: 200 },
+        )
+        .toBeGreaterThan(0);
       const { result } = await client.readKeys({
         target: { agentId: 'dist-emulated', path: '/dev/sg2', luId: '' },
         options: { commandTimeout: { seconds: 10n, nanos: 0 } },
