@@ -7,6 +7,7 @@ import {
   RichClientError,
   RichServerError,
 } from 'nice-grpc-error-details';
+import { UNPRINTABLE } from './printable.js';
 
 /** ErrorInfo.domain of every prfleet error. */
 export const ERROR_DOMAIN = 'prfleet.v1';
@@ -41,11 +42,6 @@ export type ErrorReasonValue = (typeof ErrorReason)[keyof typeof ErrorReason];
 /** Longest prefix of caller input quoted in an error (characters). */
 export const QUOTED_INPUT_MAX = 64;
 
-// Control characters, DEL, C1 controls (a terminal may take U+009B as CSI), line and paragraph separators, and
-// the bidirectional marks, embeddings, overrides and isolates the edge refuses (a quote must display as sent).
-const UNSAFE_IN_QUOTE =
-  /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
-
 /**
  * Caller input as an error may quote it: at most `max` characters, JSON-escaped (control characters too) and in
  * quotes, with "… (N bytes)" when cut, so that no request can make an error (and the trailers carrying it) long.
@@ -54,7 +50,7 @@ export function quoteInput(value: string, max = QUOTED_INPUT_MAX): string {
   let cut = value.length > max ? value.slice(0, max) : value;
   if (/[\ud800-\udbff]$/.test(cut) && cut.length < value.length) cut = cut.slice(0, -1);
   const quoted = JSON.stringify(cut).replace(
-    UNSAFE_IN_QUOTE,
+    UNPRINTABLE,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
   );
   return cut.length < value.length ? `${quoted}… (${Buffer.byteLength(value)} bytes)` : quoted;
@@ -62,7 +58,7 @@ export function quoteInput(value: string, max = QUOTED_INPUT_MAX): string {
 
 /** Caller input as a name in an error: as it is when short and plain, else {@link quoteInput}. */
 export function shownInput(value: string, max = QUOTED_INPUT_MAX): string {
-  return value.length <= max && value.search(UNSAFE_IN_QUOTE) < 0 && !/^\s|\s$|"/.test(value)
+  return value.length <= max && value.search(UNPRINTABLE) < 0 && !/^\s|\s$|"/.test(value)
     ? value
     : quoteInput(value, max);
 }

@@ -97,9 +97,9 @@ function contradiction(result: CommandResult, command: Command): string | undefi
 /**
  * Why an agent's result for `command` cannot be a device's answer, or undefined when it can: an outcome no agent
  * reports, sense over 252 bytes, a CDB or data-out longer than the command's, more data-in than the allocation
- * length asked, decoded data the data-in could not hold, oversized text, times no clock or device gives, an
- * outcome, status or data that contradict each other or the command. A compromised agent must not be able to make the server store (and
- * every listing return) megabytes.
+ * length asked, decoded data the data-in could not hold, oversized text or text holding U+0000, times no clock or
+ * device gives, an outcome, status or data that contradict each other or the command. A compromised agent must
+ * not be able to make the server store (and every listing return) megabytes.
  */
 export function invalidAgentResult(result: CommandResult, command: Command): string | undefined {
   if (!AGENT_OUTCOMES.has(result.outcome))
