@@ -8,14 +8,14 @@
  * PRFLEET_BENCH_PROFILE=<dir> writes a CPU profile of the last measured audit only (server+client and agents
  * child: `server.cpuprofile`, `agents.cpuprofile`), without start-up and warm-up in it.
  */
-import { fork } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { Session as InspectorSession } from 'node:inspector/promises';
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getHeapStatistics } from 'node:v8';
 import { fileURLToPath } from 'node:url';
-import { createChannel, createClient, createServer } from 'nice-grpc';
+import { createChannel, createClient, createServer, type Client } from 'nice-grpc';
 import { errorDetailsServerMiddleware } from 'nice-grpc-error-details';
 import { startEmulatedFleet } from '../agent/fleet.js';
 import { fabricSpec } from './fleet-fabric.js';
@@ -72,10 +72,10 @@ async function agentsMain(address: string, fabricFile: string): Promise<void> {
 
 const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 
-async function main(): Promise<void> {
-  const hosts = Number(process.argv[2] ?? 1000);
-  const lusPerHost = Number(process.argv[3] ?? 10);
-  const maxConcurrency = Number(process.argv[4] ?? 256);
+type Store = Awaited<ReturnType<typeof openStore>>;
+
+/** The fleet service as prfleet-server registers it (src/server/server.ts), on an in-memory store. */
+async function startFleetServer() {
   const agents = new AgentRegistry({
     heartbeatMs: 60_000,
     missedHeartbeats: 5,
@@ -89,7 +89,6 @@ async function main(): Promise<void> {
     resultSlackMs: 5_000,
   });
   const store = await openStore({ inMemory: true });
-  // As prfleet-server registers it (src/server/server.ts).
   const agentService = createAgentService({ registry: agents, router, instanceId: 'bench', log });
   const server = createServer({ interceptors: [agentService.interceptor] }).use(
     errorDetailsServerMiddleware,
@@ -102,8 +101,11 @@ async function main(): Promise<void> {
     log,
   });
   const port = await server.listen('127.0.0.1:0');
-  const address = `127.0.0.1:${port}`;
+  return { agents, router, store, server, address: `127.0.0.1:${port}` };
+}
 
+/** Forks the emulated agents and waits until every one has its session and inventory in. */
+async function startAgents(agents: AgentRegistry, address: string, hosts: number, lusPerHost: number) {
   const dir = mkdtempSync(join(tmpdir(), 'prfleet-bench-'));
   const fabricFile = join(dir, 'fabric.json');
   writeFileSync(fabricFile, JSON.stringify(fabricSpec(hosts, lusPerHost)));
@@ -116,92 +118,130 @@ async function main(): Promise<void> {
     child.once('message', () => resolve());
     child.once('exit', (code) => reject(new Error(`agents exited with ${code}`)));
   });
-  const expectedLus = hosts * Math.max(1, Math.floor(lusPerHost / 2)) * 2;
   for (;;) {
     const ready = agents.list().filter((a) => a.session !== undefined && a.paths.length > 0).length;
     if (ready === hosts) break;
     await new Promise((r) => setTimeout(r, 50));
   }
-  const startupMs = performance.now() - t0;
-  const startupCpu = process.cpuUsage(startCpu);
-  const startupAgentsCpuMs = processCpuMs(child.pid ?? -1);
+  const cpu = process.cpuUsage(startCpu);
+  const line =
+    `startup (agents connected + inventories): ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+    `CPU: server ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms, agents child ${processCpuMs(child.pid ?? -1).toFixed(0)} ms`;
+  return { child, line };
+}
 
-  const client = createClient(FleetServiceDefinition, createChannel(address));
-  const rows: string[] = [];
-  const profileDir = process.env['PRFLEET_BENCH_PROFILE'];
-  // As the CLI asks for it; PRFLEET_BENCH_BATCH_REPORTS=false measures one message per report.
-  const batchReports = process.env['PRFLEET_BENCH_BATCH_REPORTS'] !== 'false';
-  const labels = ['warm-up', 'measured', 'measured'];
-  for (const [round, label] of labels.entries()) {
-    (globalThis as { gc?: () => void }).gc?.();
-    let stopProfile: (() => Promise<void>) | undefined;
-    if (profileDir !== undefined && round === labels.length - 1) {
-      child.send({ profile: join(profileDir, 'agents.cpuprofile') });
-      await new Promise((r) => child.once('message', r));
-      stopProfile = await startProfile(join(profileDir, 'server.cpuprofile'));
-    }
-    const before = process.memoryUsage();
-    let peakRss = before.rss;
-    let peakHeap = before.heapUsed;
-    // rss() and the heap statistics alone: process.memoryUsage() cost ~0.5 ms a call here (5 % of the audit's CPU);
-    // the peak RSS is also read once more at the end.
-    let ticks = 0;
-    const sampler = setInterval(() => {
-      // RSS every 250 ms only: reading it costs ~1 ms in this process (its large wasm mappings).
-      if (ticks++ % 5 === 0) peakRss = Math.max(peakRss, process.memoryUsage.rss());
-      peakHeap = Math.max(peakHeap, getHeapStatistics().used_heap_size);
-    }, 50);
-    const cpuBefore = process.cpuUsage();
-    const agentsCpuBefore = processCpuMs(child.pid ?? -1);
-    const started = performance.now();
-    let reports = 0;
-    let reachable = 0;
-    let commands = 0;
-    let firstReportMs = 0;
-    let reportMessages = 0;
-    for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8, batchReports })) {
-      const batch =
-        e.event?.$case === 'report'
-          ? [e.event.value]
-          : e.event?.$case === 'reports'
-            ? e.event.value.reports
-            : [];
-      if (batch.length > 0) reportMessages += 1;
-      for (const report of batch) {
-        if (reports === 0) firstReportMs = performance.now() - started;
-        reports += 1;
-        if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
-      }
-      if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
-    }
-    const ms = performance.now() - started;
-    const cpu = process.cpuUsage(cpuBefore);
-    const serverCpuMs = (cpu.user + cpu.system) / 1000;
-    const agentsCpuMs = processCpuMs(child.pid ?? -1) - agentsCpuBefore;
+/** Samples this process's peak RSS and heap until stopped. */
+function samplePeaks() {
+  const before = process.memoryUsage();
+  let peakRss = before.rss;
+  let peakHeap = before.heapUsed;
+  // rss() and the heap statistics alone: process.memoryUsage() cost ~0.5 ms a call here (5 % of the audit's CPU);
+  // the peak RSS is also read once more at the end.
+  let ticks = 0;
+  const sampler = setInterval(() => {
+    // RSS every 250 ms only: reading it costs ~1 ms in this process (its large wasm mappings).
+    if (ticks++ % 5 === 0) peakRss = Math.max(peakRss, process.memoryUsage.rss());
+    peakHeap = Math.max(peakHeap, getHeapStatistics().used_heap_size);
+  }, 50);
+  return () => {
     clearInterval(sampler);
     peakRss = Math.max(peakRss, process.memoryUsage.rss());
-    if (stopProfile !== undefined) {
-      await stopProfile();
-      child.send('profile-stop');
-      await new Promise((r) => child.once('message', r));
+    return `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`;
+  };
+}
+
+/** Starts CPU profiles of this process and of the agents child; resolves with the function that stops both. */
+async function profileBoth(child: ChildProcess, profileDir: string): Promise<() => Promise<void>> {
+  child.send({ profile: join(profileDir, 'agents.cpuprofile') });
+  await new Promise((r) => child.once('message', r));
+  const stopServer = await startProfile(join(profileDir, 'server.cpuprofile'));
+  return async () => {
+    await stopServer();
+    child.send('profile-stop');
+    await new Promise((r) => child.once('message', r));
+  };
+}
+
+interface AuditRound {
+  client: Client<typeof FleetServiceDefinition>;
+  child: ChildProcess;
+  expectedLus: number;
+  maxConcurrency: number;
+  batchReports: boolean;
+}
+
+/** One fleet audit, timed; returns its result line. */
+async function auditRound(round: AuditRound, label: string): Promise<string> {
+  const { client, child, expectedLus, maxConcurrency, batchReports } = round;
+  const peaks = samplePeaks();
+  const cpuBefore = process.cpuUsage();
+  const agentsCpuBefore = processCpuMs(child.pid ?? -1);
+  const started = performance.now();
+  let reports = 0;
+  let reachable = 0;
+  let commands = 0;
+  let firstReportMs = 0;
+  let reportMessages = 0;
+  for await (const e of client.audit({ maxConcurrency, maxPerAgent: 8, batchReports })) {
+    const batch =
+      e.event?.$case === 'report'
+        ? [e.event.value]
+        : e.event?.$case === 'reports'
+          ? e.event.value.reports
+          : [];
+    if (batch.length > 0) reportMessages += 1;
+    for (const report of batch) {
+      if (reports === 0) firstReportMs = performance.now() - started;
+      reports += 1;
+      if (report.reachability === Reachability.REACHABILITY_REACHABLE) reachable += 1;
     }
-    rows.push(
-      `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
-        `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
-        `reports in ${reportMessages} messages; CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
-        `agents ${agentsCpuMs.toFixed(0)} ms (${((1000 * agentsCpuMs) / Math.max(1, commands)).toFixed(0)} µs/command); ` +
-        `server RSS ${mib(before.rss)} → peak ${mib(peakRss)}, heap ${mib(before.heapUsed)} → peak ${mib(peakHeap)}`,
-    );
+    if (e.event?.$case === 'summary') commands = e.event.value.commandsSent;
+  }
+  const ms = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  const serverCpuMs = (cpu.user + cpu.system) / 1000;
+  const agentsCpuMs = processCpuMs(child.pid ?? -1) - agentsCpuBefore;
+  return (
+    `${label.padEnd(9)} ${reports} LU reports (${reachable} reachable of ${expectedLus}), ${commands} commands: wall ${ms.toFixed(0)} ms, ` +
+    `first report ${firstReportMs.toFixed(0)} ms, ${(reports / (ms / 1000)).toFixed(0)} results/s, ${(commands / (ms / 1000)).toFixed(0)} commands/s; ` +
+    `reports in ${reportMessages} messages; CPU: server+client ${serverCpuMs.toFixed(0)} ms (${((1000 * serverCpuMs) / Math.max(1, reports)).toFixed(0)} µs/LU), ` +
+    `agents ${agentsCpuMs.toFixed(0)} ms (${((1000 * agentsCpuMs) / Math.max(1, commands)).toFixed(0)} µs/command); ` +
+    peaks()
+  );
+}
+
+async function main(): Promise<void> {
+  const hosts = Number(process.argv[2] ?? 1000);
+  const lusPerHost = Number(process.argv[3] ?? 10);
+  const maxConcurrency = Number(process.argv[4] ?? 256);
+  const { agents, router, store, server, address } = await startFleetServer();
+  const { child, line: startupLine } = await startAgents(agents, address, hosts, lusPerHost);
+  const round: AuditRound = {
+    client: createClient(FleetServiceDefinition, createChannel(address)),
+    child,
+    expectedLus: hosts * Math.max(1, Math.floor(lusPerHost / 2)) * 2,
+    maxConcurrency,
+    // As the CLI asks for it; PRFLEET_BENCH_BATCH_REPORTS=false measures one message per report.
+    batchReports: process.env['PRFLEET_BENCH_BATCH_REPORTS'] !== 'false',
+  };
+  const profileDir = process.env['PRFLEET_BENCH_PROFILE'];
+  const rows: string[] = [];
+  const labels = ['warm-up', 'measured', 'measured'];
+  for (const [i, label] of labels.entries()) {
+    (globalThis as { gc?: () => void }).gc?.();
+    const last = i === labels.length - 1;
+    const stopProfile =
+      profileDir !== undefined && last ? await profileBoth(child, profileDir) : undefined;
+    rows.push(await auditRound(round, label));
+    await stopProfile?.();
   }
   rows.push(...(await measureWebView(agents, router, store)));
   console.log(
-    `fleet audit bench: ${hosts} agents, ${expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg()
+    `fleet audit bench: ${hosts} agents, ${round.expectedLus} LUs (${hosts * lusPerHost} paths), max ${maxConcurrency} commands in flight, ${availableParallelism()} CPUs, load ${loadavg()
       .map((l) => l.toFixed(1))
       .join(' ')}`,
   );
-  console.log(
-    `startup (agents connected + inventories): ${(startupMs / 1000).toFixed(1)} s; CPU: server ${((startupCpu.user + startupCpu.system) / 1000).toFixed(0)} ms, agents child ${startupAgentsCpuMs.toFixed(0)} ms`,
-  );
+  console.log(startupLine);
   for (const r of rows) console.log(r);
   console.log('target: ≤ 1000 ms wall for 10,000 LUs behind 1,000 agents');
   console.log(
@@ -222,7 +262,7 @@ async function main(): Promise<void> {
 async function measureWebView(
   registry: AgentRegistry,
   router: CommandRouter,
-  store: Awaited<ReturnType<typeof openStore>>,
+  store: Store,
 ): Promise<string[]> {
   const state = createFleetState({
     registry,
