@@ -105,7 +105,12 @@ async function startFleetServer() {
 }
 
 /** Forks the emulated agents and waits until every one has its session and inventory in. */
-async function startAgents(agents: AgentRegistry, address: string, hosts: number, lusPerHost: number) {
+async function startAgents(
+  agents: AgentRegistry,
+  address: string,
+  hosts: number,
+  lusPerHost: number,
+) {
   const dir = mkdtempSync(join(tmpdir(), 'prfleet-bench-'));
   const fabricFile = join(dir, 'fabric.json');
   writeFileSync(fabricFile, JSON.stringify(fabricSpec(hosts, lusPerHost)));

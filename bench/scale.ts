@@ -256,7 +256,24 @@ async function readKeysRounds(
   return { same, cross };
 }
 
-async function main(): Promise<void> {
+type Report = (line: string) => void;
+
+/** The two instances, their clients and the agents of a run; what the steps below share and `cleanUp` ends. */
+interface Cluster {
+  names: ReturnType<typeof uniqueClusterNames>;
+  redis: Redis;
+  a: Awaited<ReturnType<typeof startScaleServer>>;
+  b: Awaited<ReturnType<typeof startScaleServer>>;
+  metricsPort: number;
+  viaA: ControlClient;
+  viaB: ControlClient;
+  fabric: ReturnType<typeof createEmulatedFabric>;
+  agents: Agent[];
+  children: ChildHandle[];
+}
+
+/** Starts bench-a (with its metrics port, for the heap in use) and bench-b on one Redis and PostgreSQL schema. */
+async function startCluster(children: ChildHandle[]): Promise<Cluster> {
   const names = uniqueClusterNames('bench');
   const env: ScaleClusterEnv = {
     redisUrl: REDIS_URL,
@@ -269,229 +286,246 @@ async function main(): Promise<void> {
     },
   };
   const redis = new Redis(REDIS_URL);
-  const children: ChildHandle[] = [];
-  const agents: Agent[] = [];
-  const clients: ControlClient[] = [];
-  const lines: string[] = [];
-  const report = (line: string) => {
-    lines.push(line);
-    process.stdout.write(`${line}\n`);
+  const metricsPort = await freePort();
+  const a = await startScaleServer('bench-a', {
+    ...env,
+    extra: {
+      ...env.extra,
+      PRFLEET_METRICS_PORT: String(metricsPort),
+      PRFLEET_METRICS_HOST: '127.0.0.1',
+    },
+  });
+  children.push(a.handle);
+  const b = await startScaleServer('bench-b', env);
+  children.push(b.handle);
+  return {
+    names,
+    redis,
+    a,
+    b,
+    metricsPort,
+    viaA: createControlClient(a.address),
+    viaB: createControlClient(b.address),
+    fabric: createEmulatedFabric(manyHostsFabric(AGENTS + WARMUP_AGENTS, 'b', 1)),
+    agents: [],
+    children,
   };
-  try {
-    report(
-      `load average (1/5/15 min) at the start: ${loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
-    );
-    // The floor first, before the instances start: a bare grpc-js server child with as many idle peers, measured
-    // the same way (bench/scale-floor.ts), so the ratio below compares readings of the same minutes.
-    const floor = await measureFloor('grpc-js');
-    report(`floor (scale-floor): ${floor.line.split('\n').join('\n  ')}`);
-    const metricsPort = await freePort();
-    const a = await startScaleServer('bench-a', {
-      ...env,
-      extra: {
-        ...env.extra,
-        PRFLEET_METRICS_PORT: String(metricsPort),
-        PRFLEET_METRICS_HOST: '127.0.0.1',
-      },
-    });
-    children.push(a.handle);
-    const b = await startScaleServer('bench-b', env);
-    children.push(b.handle);
-    const viaA = createControlClient(a.address);
-    const viaB = createControlClient(b.address);
-    clients.push(viaA, viaB);
-    // Warm-up, as scale-floor warms its server (peers that connect and leave before the baseline): agents beyond
-    // the measured ones connect to A, the same READ KEYS rounds as (1) run through A and B, and the agents leave.
-    // What the server allocates once (compiled code, pools, module state) is then in the baseline, not counted
-    // per agent; without it ~3 KiB per agent of the snapshot figure was code compiled between the snapshots.
-    const fabric = createEmulatedFabric(manyHostsFabric(AGENTS + WARMUP_AGENTS, 'b', 1));
-    const warm = fabric.hosts.slice(AGENTS).map((host) => startAgent(host, a.address, b.address));
-    await Promise.all(warm.map((agent) => agent.start()));
-    await Promise.all(warm.map((agent) => agent.waitForState('connected')));
-    // Connected is not yet listed with its paths on both instances (the inventory follows Hello, B reads Redis).
-    const warmTarget = { agentId: warm[0]?.id ?? '', path: '/dev/sg0' };
-    const answers = (client: ControlClient) =>
-      readKeys(client, warmTarget).then(
-        () => true,
-        () => false,
-      );
-    await waitUntil(async () => (await answers(viaA)) && (await answers(viaB)), 30_000, 200);
-    await readKeysRounds(viaA, viaB, warmTarget);
-    await Promise.all(warm.map((agent) => agent.stop()));
-    await sleep(1_500);
-    const rawBefore = await settledRss(a.handle.pid);
-    const rssBefore = await collectedRss(a.handle.pid);
-    const heapBefore = await heapUsedBytes(metricsPort);
-    const reducedBefore = await collectedRss(a.handle.pid, REDUCING_GC_SIGNAL);
-    const snapshotBefore =
-      SNAPSHOT_DIR === undefined ? undefined : await takeSnapshot(a.handle.pid, SNAPSHOT_DIR);
+}
 
-    // 1,000 agents, one path each, attached to A first (B is their second address).
-    const connectStarted = performance.now();
-    for (let i = 0; i < AGENTS; i += 100) {
-      const batch = fabric.hosts
-        .slice(i, Math.min(i + 100, AGENTS))
-        .map((host) => startAgent(host, a.address, b.address));
-      agents.push(...batch);
-      await Promise.all(batch.map((agent) => agent.start()));
-      await Promise.all(batch.map((agent) => agent.waitForState('connected')));
-    }
-    const presence = async () =>
-      redis.mget(agents.map((agent) => `${names.redisPrefix}agent:${agent.id}`));
-    await waitUntil(
-      async () => (await presence()).every((owner) => owner === 'bench-a'),
-      30_000,
-      200,
+/**
+ * Warm-up, as scale-floor warms its server (peers that connect and leave before the baseline): agents beyond the
+ * measured ones connect to A, the same READ KEYS rounds as (1) run through A and B, and the agents leave. What the
+ * server allocates once (compiled code, pools, module state) is then in the baseline, not counted per agent;
+ * without it ~3 KiB per agent of the snapshot figure was code compiled between the snapshots.
+ */
+async function warmUp({ fabric, a, b, viaA, viaB }: Cluster): Promise<void> {
+  const warm = fabric.hosts.slice(AGENTS).map((host) => startAgent(host, a.address, b.address));
+  await Promise.all(warm.map((agent) => agent.start()));
+  await Promise.all(warm.map((agent) => agent.waitForState('connected')));
+  // Connected is not yet listed with its paths on both instances (the inventory follows Hello, B reads Redis).
+  const warmTarget = { agentId: warm[0]?.id ?? '', path: '/dev/sg0' };
+  const answers = (client: ControlClient) =>
+    readKeys(client, warmTarget).then(
+      () => true,
+      () => false,
     );
-    report(
-      `${AGENTS} agents connected to bench-a in ${formatMs(performance.now() - connectStarted)}`,
-    );
+  await waitUntil(async () => (await answers(viaA)) && (await answers(viaB)), 30_000, 200);
+  await readKeysRounds(viaA, viaB, warmTarget);
+  await Promise.all(warm.map((agent) => agent.stop()));
+  await sleep(1_500);
+}
 
-    // (1) same vs cross instance.
-    const target = { agentId: agents[0]?.id ?? '', path: '/dev/sg0' };
-    const { same, cross } = await readKeysRounds(viaA, viaB, target);
-    const s = summarize(same);
-    const c = summarize(cross);
-    report(`READ KEYS same instance:  p50 ${formatMs(s.p50)}  p99 ${formatMs(s.p99)}  (n=${s.n})`);
-    report(
-      `READ KEYS cross instance: p50 ${formatMs(c.p50)}  p99 ${formatMs(c.p99)}  (n=${c.n}; + Redis relay ${formatMs(c.p50 - s.p50)} at p50)`,
-    );
+/** bench-a's memory readings: RSS settled, after GC and after memory-reducing GCs, the V8 heap in use. */
+async function readMemory({ a, metricsPort }: Cluster) {
+  return {
+    raw: await settledRss(a.handle.pid),
+    rss: await collectedRss(a.handle.pid),
+    heap: await heapUsedBytes(metricsPort),
+    reduced: await collectedRss(a.handle.pid, REDUCING_GC_SIGNAL),
+  };
+}
+type MemoryReading = Awaited<ReturnType<typeof readMemory>>;
 
-    // (2) server memory per idle agent (after the latency rounds: what idle agents keep, not start-up garbage).
-    const rawAfter = await settledRss(a.handle.pid);
-    const rssAfter = await collectedRss(a.handle.pid);
-    const heapAfter = await heapUsedBytes(metricsPort);
-    const reducedPerAgentKiB =
-      ((await collectedRss(a.handle.pid, REDUCING_GC_SIGNAL)) - reducedBefore) / AGENTS;
-    const perAgentKiB = (rssAfter - rssBefore) / AGENTS;
-    const heapPerAgentKiB = (heapAfter - heapBefore) / 1024 / AGENTS;
-    // Memory freed before the no-agent reading (V8 pages kept committed, malloc free lists) stays resident and is
-    // reused by the agents: RSS can then grow less than the V8 heap alone did. Such a reading is no measurement.
-    const verdict =
-      perAgentKiB < heapPerAgentKiB
-        ? 'INVALID (RSS grew less than the V8 heap in use: memory freed before the baseline was reused; run again)'
-        : perAgentKiB <= MEMORY_TARGET_KIB
-          ? 'PASS'
-          : 'MISS';
-    report(
-      `server RSS after GC: ${(rssBefore / 1024).toFixed(1)} MiB with no agent, ${(rssAfter / 1024).toFixed(1)} MiB with ${AGENTS} idle agents → ${perAgentKiB.toFixed(1)} KiB per agent (target ≤ ${MEMORY_TARGET_KIB} KiB) ${verdict}`,
-    );
-    report(
-      `  of which V8 heap in use: ${heapPerAgentKiB.toFixed(1)} KiB per agent (the rest: HTTP/2 sessions in nghttp2, sockets, malloc and V8 page slack)`,
-    );
-    report(
-      `  without forcing a GC (smallest of 4 readings): ${((rawAfter - rawBefore) / AGENTS).toFixed(1)} KiB per agent (includes garbage not yet collected)`,
-    );
-    report(
-      `  after memory-reducing GCs (V8's reaction to memory pressure; it also shrinks the young generation): ${reducedPerAgentKiB.toFixed(1)} KiB per agent`,
-    );
-    let retainedKiB: { totalKiB: number; codeKiB: number } | undefined;
-    if (SNAPSHOT_DIR !== undefined && snapshotBefore !== undefined) {
-      const retained = retainedPerConnection(
-        snapshotBefore,
-        await takeSnapshot(a.handle.pid, SNAPSHOT_DIR),
-        AGENTS,
-      );
-      retainedKiB = retained;
-      report(
-        `  heap snapshots: ${retained.totalKiB.toFixed(1)} KiB retained per agent (JS + native memory V8 is told of; the RSS figures above are not comparable in such a run: the first snapshot grew the process), largest kinds:`,
-      );
-      for (const line of retained.lines) report(`    ${line}`);
-      report(
-        `  of which compiled code, bytecode and feedback: ${retained.codeKiB.toFixed(1)} KiB per agent (what the run made V8 compile, the READ KEYS rounds included: it does not grow with the agents)`,
-      );
-    }
-    reportFloorRatio(report, floor, { perAgentKiB, reducedPerAgentKiB }, retainedKiB);
+/** Whose presence Redis holds for each agent. */
+function presence({ redis, names, agents }: Cluster) {
+  return redis.mget(agents.map((agent) => `${names.redisPrefix}agent:${agent.id}`));
+}
 
-    // (3) one idle agent process.
-    const solo = spawnNode(
-      builtFile('agent/main.js'),
-      [
-        '--server',
-        b.address,
-        '--plaintext',
-        '--agent-id',
-        'bench-solo',
-        '--transport',
-        'emulated',
-        '--fabric',
-        resolve(repoRoot(), 'examples/fabric-demo.yaml'),
-        '--host',
-        'host-a',
-      ],
-      { name: 'prfleet-agent bench-solo' },
-    );
-    children.push(solo);
-    await solo.waitForLog((e) => e['msg'] === 'connected', 30_000);
-    const agentRss = await settledRss(solo.pid);
-    const agentRssCollected = await collectedRss(solo.pid);
-    report(
-      `idle prfleet-agent process RSS: ${(agentRss / 1024).toFixed(1)} MiB, ${(agentRssCollected / 1024).toFixed(1)} MiB after GC (emulated transport, 5 paths)`,
-    );
-    await solo.stop();
+/** 1,000 agents, one path each, attached to A first (B is their second address). */
+async function connectAgents(cluster: Cluster, report: Report): Promise<void> {
+  const { fabric, a, b, agents } = cluster;
+  const connectStarted = performance.now();
+  for (let i = 0; i < AGENTS; i += 100) {
+    const batch = fabric.hosts
+      .slice(i, Math.min(i + 100, AGENTS))
+      .map((host) => startAgent(host, a.address, b.address));
+    agents.push(...batch);
+    await Promise.all(batch.map((agent) => agent.start()));
+    await Promise.all(batch.map((agent) => agent.waitForState('connected')));
+  }
+  await waitUntil(
+    async () => (await presence(cluster)).every((owner) => owner === 'bench-a'),
+    30_000,
+    200,
+  );
+  report(
+    `${AGENTS} agents connected to bench-a in ${formatMs(performance.now() - connectStarted)}`,
+  );
+}
 
-    // (4) failover of 1,000 agents.
-    const sessionsBefore = agents.map((agent) => agent.sessions);
-    const back = () =>
-      agents.filter(
-        (agent, i) => agent.state === 'connected' && agent.sessions > (sessionsBefore[i] ?? 0),
-      ).length;
-    const overflowsBefore = listenOverflows();
-    const cpuBefore = cpuMs(b.handle.pid);
-    const benchCpuBefore = process.cpuUsage();
-    const killedAt = performance.now();
-    a.handle.signal('SIGKILL');
-    // When the first, half and all of the agents were welcomed again (how the time splits).
-    const marks: { first?: number; half?: number } = {};
-    const welcomedMs = await waitUntil(
-      () => {
-        const n = back();
-        const now = performance.now() - killedAt;
-        if (n > 0) marks.first ??= now;
-        if (n >= AGENTS / 2) marks.half ??= now;
-        return n === AGENTS;
-      },
-      60_000,
-      50,
+/** (1) READ KEYS through the agents' instance and through the other one. */
+async function measureLatency({ viaA, viaB }: Cluster, target: Target, report: Report) {
+  const { same, cross } = await readKeysRounds(viaA, viaB, target);
+  const s = summarize(same);
+  const c = summarize(cross);
+  report(`READ KEYS same instance:  p50 ${formatMs(s.p50)}  p99 ${formatMs(s.p99)}  (n=${s.n})`);
+  report(
+    `READ KEYS cross instance: p50 ${formatMs(c.p50)}  p99 ${formatMs(c.p99)}  (n=${c.n}; + Redis relay ${formatMs(c.p50 - s.p50)} at p50)`,
+  );
+}
+
+/** (2) server memory per idle agent (after the latency rounds: what idle agents keep, not start-up garbage). */
+async function measureMemory(
+  cluster: Cluster,
+  before: MemoryReading & { snapshot: string | undefined },
+  floor: FloorReading,
+  report: Report,
+): Promise<void> {
+  const after = await readMemory(cluster);
+  const reducedPerAgentKiB = (after.reduced - before.reduced) / AGENTS;
+  const perAgentKiB = (after.rss - before.rss) / AGENTS;
+  const heapPerAgentKiB = (after.heap - before.heap) / 1024 / AGENTS;
+  // Memory freed before the no-agent reading (V8 pages kept committed, malloc free lists) stays resident and is
+  // reused by the agents: RSS can then grow less than the V8 heap alone did. Such a reading is no measurement.
+  const verdict =
+    perAgentKiB < heapPerAgentKiB
+      ? 'INVALID (RSS grew less than the V8 heap in use: memory freed before the baseline was reused; run again)'
+      : perAgentKiB <= MEMORY_TARGET_KIB
+        ? 'PASS'
+        : 'MISS';
+  report(
+    `server RSS after GC: ${(before.rss / 1024).toFixed(1)} MiB with no agent, ${(after.rss / 1024).toFixed(1)} MiB with ${AGENTS} idle agents → ${perAgentKiB.toFixed(1)} KiB per agent (target ≤ ${MEMORY_TARGET_KIB} KiB) ${verdict}`,
+  );
+  report(
+    `  of which V8 heap in use: ${heapPerAgentKiB.toFixed(1)} KiB per agent (the rest: HTTP/2 sessions in nghttp2, sockets, malloc and V8 page slack)`,
+  );
+  report(
+    `  without forcing a GC (smallest of 4 readings): ${((after.raw - before.raw) / AGENTS).toFixed(1)} KiB per agent (includes garbage not yet collected)`,
+  );
+  report(
+    `  after memory-reducing GCs (V8's reaction to memory pressure; it also shrinks the young generation): ${reducedPerAgentKiB.toFixed(1)} KiB per agent`,
+  );
+  let retainedKiB: { totalKiB: number; codeKiB: number } | undefined;
+  if (SNAPSHOT_DIR !== undefined && before.snapshot !== undefined) {
+    const retained = retainedPerConnection(
+      before.snapshot,
+      await takeSnapshot(cluster.a.handle.pid, SNAPSHOT_DIR),
+      AGENTS,
     );
-    const bCpuMs = cpuMs(b.handle.pid) - cpuBefore;
-    const benchCpu = process.cpuUsage(benchCpuBefore);
-    const tookMs = await waitUntil(
-      async () => (await presence()).every((owner) => owner === 'bench-b'),
-      60_000,
-      50,
+    retainedKiB = retained;
+    report(
+      `  heap snapshots: ${retained.totalKiB.toFixed(1)} KiB retained per agent (JS + native memory V8 is told of; the RSS figures above are not comparable in such a run: the first snapshot grew the process), largest kinds:`,
     );
-    if (welcomedMs !== undefined && tookMs !== undefined) {
-      report(
-        `  every agent welcomed by bench-b after ${formatMs(welcomedMs)} (first ${formatMs(marks.first ?? Number.NaN)}, half ${formatMs(marks.half ?? Number.NaN)}); Redis presence complete after ${formatMs(welcomedMs + tookMs)}`,
-      );
-      report(
-        `  CPU meanwhile: bench-b ${bCpuMs} ms, this process (the ${AGENTS} agents) ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms; TCP listen overflows ${listenOverflows() - overflowsBefore}`,
-      );
-    }
-    const agentsBack = agents.filter(
-      (agent, i) => agent.sessions > (sessionsBefore[i] ?? 0),
+    for (const line of retained.lines) report(`    ${line}`);
+    report(
+      `  of which compiled code, bytecode and feedback: ${retained.codeKiB.toFixed(1)} KiB per agent (what the run made V8 compile, the READ KEYS rounds included: it does not grow with the agents)`,
+    );
+  }
+  reportFloorRatio(report, floor, { perAgentKiB, reducedPerAgentKiB }, retainedKiB);
+}
+
+/** (3) one idle agent process. */
+async function measureSoloAgent({ b, children }: Cluster, report: Report): Promise<void> {
+  const solo = spawnNode(
+    builtFile('agent/main.js'),
+    [
+      '--server',
+      b.address,
+      '--plaintext',
+      '--agent-id',
+      'bench-solo',
+      '--transport',
+      'emulated',
+      '--fabric',
+      resolve(repoRoot(), 'examples/fabric-demo.yaml'),
+      '--host',
+      'host-a',
+    ],
+    { name: 'prfleet-agent bench-solo' },
+  );
+  children.push(solo);
+  await solo.waitForLog((e) => e['msg'] === 'connected', 30_000);
+  const agentRss = await settledRss(solo.pid);
+  const agentRssCollected = await collectedRss(solo.pid);
+  report(
+    `idle prfleet-agent process RSS: ${(agentRss / 1024).toFixed(1)} MiB, ${(agentRssCollected / 1024).toFixed(1)} MiB after GC (emulated transport, 5 paths)`,
+  );
+  await solo.stop();
+}
+
+/** (4) failover of 1,000 agents: bench-a killed, each agent welcomed by bench-b and its presence moved there. */
+async function measureFailover(cluster: Cluster, target: Target, report: Report): Promise<void> {
+  const { a, b, agents, viaB } = cluster;
+  const sessionsBefore = agents.map((agent) => agent.sessions);
+  const back = () =>
+    agents.filter(
+      (agent, i) => agent.state === 'connected' && agent.sessions > (sessionsBefore[i] ?? 0),
     ).length;
+  const overflowsBefore = listenOverflows();
+  const cpuBefore = cpuMs(b.handle.pid);
+  const benchCpuBefore = process.cpuUsage();
+  const killedAt = performance.now();
+  a.handle.signal('SIGKILL');
+  // When the first, half and all of the agents were welcomed again (how the time splits).
+  const marks: { first?: number; half?: number } = {};
+  const welcomedMs = await waitUntil(
+    () => {
+      const n = back();
+      const now = performance.now() - killedAt;
+      if (n > 0) marks.first ??= now;
+      if (n >= AGENTS / 2) marks.half ??= now;
+      return n === AGENTS;
+    },
+    60_000,
+    50,
+  );
+  const bCpuMs = cpuMs(b.handle.pid) - cpuBefore;
+  const benchCpu = process.cpuUsage(benchCpuBefore);
+  const tookMs = await waitUntil(
+    async () => (await presence(cluster)).every((owner) => owner === 'bench-b'),
+    60_000,
+    50,
+  );
+  if (welcomedMs !== undefined && tookMs !== undefined) {
     report(
-      tookMs === undefined
-        ? `failover: only ${agentsBack}/${AGENTS} agents re-attached within 60 s MISS`
-        : `failover: ${AGENTS} agents re-attached to bench-b ${formatMs((welcomedMs ?? 0) + tookMs)} after SIGKILL of bench-a (target ≤ ${FAILOVER_TARGET_MS / 1000} s) ${(welcomedMs ?? 0) + tookMs <= FAILOVER_TARGET_MS ? 'PASS' : 'MISS'}`,
-    );
-    const { result } = await viaB.readKeys({ target });
-    report(
-      `after failover, READ KEYS via bench-b: ${result?.outcome === Outcome.OUTCOME_GOOD ? 'GOOD' : String(result?.outcome)}`,
+      `  every agent welcomed by bench-b after ${formatMs(welcomedMs)} (first ${formatMs(marks.first ?? Number.NaN)}, half ${formatMs(marks.half ?? Number.NaN)}); Redis presence complete after ${formatMs(welcomedMs + tookMs)}`,
     );
     report(
-      `load average (1/5/15 min) at the end: ${loadavg()
-        .map((l) => l.toFixed(2))
-        .join(' ')}`,
+      `  CPU meanwhile: bench-b ${bCpuMs} ms, this process (the ${AGENTS} agents) ${Math.round((benchCpu.user + benchCpu.system) / 1000)} ms; TCP listen overflows ${listenOverflows() - overflowsBefore}`,
     );
-  } finally {
-    await Promise.all(agents.map((agent) => agent.stop().catch(() => undefined)));
-    for (const client of clients) client.close();
-    await Promise.all(children.map((child) => child.stop({ graceMs: 5_000 })));
+  }
+  const agentsBack = agents.filter((agent, i) => agent.sessions > (sessionsBefore[i] ?? 0)).length;
+  report(
+    tookMs === undefined
+      ? `failover: only ${agentsBack}/${AGENTS} agents re-attached within 60 s MISS`
+      : `failover: ${AGENTS} agents re-attached to bench-b ${formatMs((welcomedMs ?? 0) + tookMs)} after SIGKILL of bench-a (target ≤ ${FAILOVER_TARGET_MS / 1000} s) ${(welcomedMs ?? 0) + tookMs <= FAILOVER_TARGET_MS ? 'PASS' : 'MISS'}`,
+  );
+  const { result } = await viaB.readKeys({ target });
+  report(
+    `after failover, READ KEYS via bench-b: ${result?.outcome === Outcome.OUTCOME_GOOD ? 'GOOD' : String(result?.outcome)}`,
+  );
+}
+
+/** Stops the agents, clients and processes and removes the run's Redis keys, schema and files. */
+async function cleanUp(cluster: Cluster | undefined, children: ChildHandle[]): Promise<void> {
+  if (cluster !== undefined) {
+    await Promise.all(cluster.agents.map((agent) => agent.stop().catch(() => undefined)));
+    cluster.viaA.close();
+    cluster.viaB.close();
+  }
+  await Promise.all(children.map((child) => child.stop({ graceMs: 5_000 })));
+  if (cluster !== undefined) {
+    const { redis, names } = cluster;
     const keys = await redis.keys(`${names.redisPrefix}*`);
     if (keys.length > 0) await redis.del(...keys);
     await redis.quit();
@@ -499,7 +533,43 @@ async function main(): Promise<void> {
     await db.connect();
     await db.query(`DROP SCHEMA IF EXISTS ${names.schema} CASCADE`);
     await db.end();
-    rmSync(gcHookDir, { recursive: true, force: true });
+  }
+  rmSync(gcHookDir, { recursive: true, force: true });
+}
+
+const loadLine = (when: string) =>
+  `load average (1/5/15 min) at the ${when}: ${loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')}`;
+
+async function main(): Promise<void> {
+  const children: ChildHandle[] = [];
+  let cluster: Cluster | undefined;
+  const report: Report = (line) => process.stdout.write(`${line}\n`);
+  try {
+    report(loadLine('start'));
+    // The floor first, before the instances start: a bare grpc-js server child with as many idle peers, measured
+    // the same way (bench/scale-floor.ts), so the ratio below compares readings of the same minutes.
+    const floor = await measureFloor('grpc-js');
+    report(`floor (scale-floor): ${floor.line.split('\n').join('\n  ')}`);
+    cluster = await startCluster(children);
+    await warmUp(cluster);
+    const before = {
+      ...(await readMemory(cluster)),
+      snapshot:
+        SNAPSHOT_DIR === undefined
+          ? undefined
+          : await takeSnapshot(cluster.a.handle.pid, SNAPSHOT_DIR),
+    };
+    await connectAgents(cluster, report);
+    const target = { agentId: cluster.agents[0]?.id ?? '', path: '/dev/sg0' };
+    await measureLatency(cluster, target, report);
+    await measureMemory(cluster, before, floor, report);
+    await measureSoloAgent(cluster, report);
+    await measureFailover(cluster, target, report);
+    report(loadLine('end'));
+  } finally {
+    await cleanUp(cluster, children);
   }
 }
 
