@@ -17,6 +17,7 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
+import { printable } from '../../common/printable.js';
 import { formatKey } from '../../common/key-layout.js';
 import {
   decodeElementStatusData,
@@ -148,6 +149,15 @@ async function holdOf(
   });
 }
 
+/**
+ * The barcode of a full element, with control characters as '.': a volume tag is 32 bytes the changer (or an
+ * agent) chose, and one holding U+0000 went into findings that PostgreSQL's jsonb refused, so no finding of
+ * that audit was recorded (test/adversarial/barcode-nul.test.ts).
+ */
+function barcodeOf(d: ElementDescriptor): string {
+  return d.full ? printable(d.primaryVolumeTag?.identifier ?? '') : '';
+}
+
 /** Slots (storage, then import/export) numbered 1.. as mtx numbers them. */
 function slotsOf(data: ElementStatusData): LoaderSlot[] {
   const pages = data.pages.filter(
@@ -164,7 +174,7 @@ function slotsOf(data: ElementStatusData): LoaderSlot[] {
       number: i + 1,
       mail,
       full: d.full,
-      barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+      barcode: barcodeOf(d),
     }),
   );
 }
@@ -252,7 +262,7 @@ function elementDrives(
         luId: lookup(identifier) ?? '',
         identifier,
         full: d.full,
-        barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+        barcode: barcodeOf(d),
         sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
       });
     });
