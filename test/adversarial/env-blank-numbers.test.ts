@@ -14,6 +14,7 @@ import { AGENT_COMMAND, parseCommandLine } from '../../agent/cli-options.js';
 import { parseAgentConfig } from '../../agent/config.js';
 import { loadTracingConfig } from '../../src/common/tracing-config.js';
 import { loadSecurityConfig } from '../../src/server/auth/config.js';
+import { loadMetricsConfig } from '../../src/server/metrics-config.js';
 import { loadConfig } from '../../src/server/config.js';
 import { builtBinaries, ensureBuilt } from '../helpers/processes.js';
 
@@ -39,6 +40,14 @@ describe('numeric server variables', () => {
       expect(() => loadSecurityConfig({ ...BASE, PRFLEET_TLS_REVOKED_POLL_MS: text })).toThrow(
         'PRFLEET_TLS_REVOKED_POLL_MS',
       );
+  });
+
+  it('PRFLEET_METRICS_PORT: hex and exponents are refused too', () => {
+    for (const text of [' ', '0x1f90', '8e3'])
+      expect(() => loadMetricsConfig({ PRFLEET_METRICS_PORT: text })).toThrow(
+        'PRFLEET_METRICS_PORT',
+      );
+    expect(loadMetricsConfig({ PRFLEET_METRICS_PORT: '9464' })?.port).toBe(9464);
   });
 
   it('take their default when empty, and decimal text as written', () => {
