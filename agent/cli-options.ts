@@ -157,11 +157,13 @@ function envBool(value: string | undefined): boolean | string | undefined {
   return value;
 }
 
-/** A number's text; text that is not a number is left for zod to reject, naming flag and variable. */
+/**
+ * A decimal integer's text as its number; other text (blank, `0x10`, `1e3`, which Number() reads as 0, 16 and
+ * 1000) is left for zod to reject, naming flag and variable.
+ */
 function envNumber(value: string | undefined): number | string | undefined {
   if (value === undefined || value === '') return undefined;
-  const n = Number(value);
-  return Number.isFinite(n) ? n : value;
+  return /^-?\d+$/.test(value) ? Number(value) : value;
 }
 
 /** A comma-separated list; blanks dropped. */

@@ -22,7 +22,14 @@ export interface TracingOptions {
 const TracingEnv = z.object({
   OTEL_EXPORTER_OTLP_ENDPOINT: z.optional(z.url()),
   OTEL_SERVICE_NAME: z._default(z.string().check(z.minLength(1)), 'prfleet-server'),
-  PRFLEET_TRACE_SAMPLE_RATIO: z._default(z.coerce.number().check(z.minimum(0), z.maximum(1)), 1),
+  // Empty is unset; blank text is no ratio (coerced, it read as 0: nothing sampled).
+  PRFLEET_TRACE_SAMPLE_RATIO: z.pipe(
+    z.transform((v: unknown) => (v === undefined || v === '' ? '1' : v)),
+    z.pipe(
+      z.string().check(z.regex(/^(\d+(\.\d*)?|\.\d+)$/, 'expected a number from 0 to 1')),
+      z.pipe(z.transform(Number), z.number().check(z.minimum(0), z.maximum(1))),
+    ),
+  ),
 });
 
 /**

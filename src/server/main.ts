@@ -98,7 +98,16 @@ try {
 extras.useStore(server.store); // token table and key registry of the auth middleware
 // /metrics is also served on the main port (HTTP/1.1), besides PRFLEET_METRICS_PORT.
 if (extras.metrics !== undefined) server.http.register(metricsRoute(extras.metrics.registry));
-const port = await server.listen(`${config.host}:${config.port}`, extras.credentials);
+let port: number;
+try {
+  port = await server.listen(`${config.host}:${config.port}`, extras.credentials);
+} catch (e) {
+  // A port in use or a host that does not resolve is a setting to fix: said plainly, not as a crash trace.
+  const message = `cannot listen on ${config.host}:${config.port} (PRFLEET_HOST, PORT): ${e instanceof Error ? e.message : String(e)}`;
+  log.fatal({ err: e }, message);
+  process.stderr.write(`prfleet-server: ${message}\n`);
+  process.exit(1);
+}
 await extras.start(server);
 log.info({ host: config.host, port, instanceId: config.instanceId }, 'listening');
 

@@ -7,7 +7,8 @@ export function loadMetricsConfig(
   const raw = env['PRFLEET_METRICS_PORT'];
   if (raw === undefined || raw === '' || raw === '0') return undefined;
   const port = Number(raw);
-  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+  // Decimal only: Number() reads `0x1f90` as 8080 and `1e3` as 1000.
+  if (!/^\d+$/.test(raw) || port < 1 || port > 65_535) {
     throw new Error(
       `invalid PRFLEET_METRICS_PORT: ${JSON.stringify(raw)} (1-65535, or 0 for none)`,
     );

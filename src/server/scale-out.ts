@@ -30,10 +30,10 @@ import {
 } from './scale-out/routing.js';
 
 const ScaleOutEnv = z.object({
-  PRFLEET_MAX_STREAM_AGE_MS: z._default(envInt(0, 86_400_000), 0),
-  PRFLEET_ROTATION_WAIT_MS: z._default(envInt(0, 600_000), 10_000),
-  PRFLEET_ROTATION_GRACE_MS: z._default(envInt(100, 3_600_000), 70_000),
-  PRFLEET_INVENTORY_RESYNC_MS: z._default(envInt(100, 3_600_000), 30_000),
+  PRFLEET_MAX_STREAM_AGE_MS: envInt(0, 86_400_000, 0),
+  PRFLEET_ROTATION_WAIT_MS: envInt(0, 600_000, 10_000),
+  PRFLEET_ROTATION_GRACE_MS: envInt(100, 3_600_000, 70_000),
+  PRFLEET_INVENTORY_RESYNC_MS: envInt(100, 3_600_000, 30_000),
 });
 
 /** Multi-instance, security and operability settings (what {@link createServerExtras} reads from the environment). */

@@ -125,10 +125,15 @@ function withWhere<O extends Record<string, unknown>, G extends Record<string, u
     .option('--schema <name>', 'database schema (default: PRFLEET_DB_SCHEMA)');
 }
 
+/** At most CreateToken's 10 years: 1e308 days was "Invalid time value", 1e7 a token valid until the year 29406. */
+const MAX_DAYS = 3650;
+
 function positiveDays(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0)
-    throw new InvalidArgumentError('expected a number of days > 0');
+  const n = /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : NaN;
+  if (!(n > 0 && n <= MAX_DAYS))
+    throw new InvalidArgumentError(
+      `expected a number of days > 0 and at most ${MAX_DAYS} (10 years)`,
+    );
   return n;
 }
 

@@ -9,7 +9,7 @@ const SecurityEnv = z.object({
   PRFLEET_TLS_CA: z.optional(nonEmpty()),
   PRFLEET_CLIENT_CERTS: z.optional(z.enum(['require', 'optional'])),
   PRFLEET_TLS_REVOKED: z.optional(nonEmpty()),
-  PRFLEET_TLS_REVOKED_POLL_MS: z._default(envInt(10, 3_600_000), 2_000),
+  PRFLEET_TLS_REVOKED_POLL_MS: envInt(10, 3_600_000, 2_000),
   PRFLEET_PLAINTEXT: z._default(booleanFlag, false),
   PRFLEET_TOKENS_FILE: z.optional(nonEmpty()),
   PRFLEET_TOKENS: z.pipe(

@@ -17,6 +17,7 @@ import {
 } from '../../gen/prfleet/v1/fleet.js';
 import { durationToMs } from '../../common/command.js';
 import { invalidArgument } from '../../common/errors.js';
+import { printable } from '../../common/printable.js';
 import { formatKey } from '../../common/key-layout.js';
 import {
   decodeElementStatusData,
@@ -95,15 +96,39 @@ export async function readElementView(
   if (outcome.error !== undefined) return { readAt, error: outcome.error };
   try {
     // Decoded here from the device's bytes (what an agent says it decoded is not taken).
-    return {
-      readAt,
-      data: decodeElementStatusData(outcome.result.dataIn, { dvcid: true }),
-      error: '',
-    };
+    const data = decodeElementStatusData(outcome.result.dataIn, { dvcid: true });
+    const contradiction = contradictionIn(data);
+    if (contradiction !== undefined)
+      return { readAt, error: `contradictory element status: ${contradiction}` };
+    return { readAt, data, error: '' };
   } catch (e) {
     if (!(e instanceof ScsiDecodeError)) throw e;
     return { readAt, error: `undecodable element status: ${e.message}` };
   }
+}
+
+/**
+ * Why `data` cannot describe one changer, if it cannot: an element address reported twice (SMC-3 addresses are
+ * unique in a changer), or two data transfer elements naming one drive. Such a view listed a phantom drive (two
+ * drives at element 0x1, each with its own cartridge, `who-holds loader1:1` answering for the second) and raised
+ * a finding for each; it is refused whole, as an undecodable one is.
+ */
+function contradictionIn(data: ElementStatusData): string | undefined {
+  const addresses = new Set<number>();
+  const drives = new Map<string, number>();
+  for (const page of data.pages)
+    for (const d of page.descriptors) {
+      const at = `0x${d.address.toString(16)}`;
+      if (addresses.has(d.address)) return `element address ${at} reported twice`;
+      addresses.add(d.address);
+      if (page.elementType !== ElementType.DATA_TRANSFER) continue;
+      const drive = driveIdentifier(d);
+      const first = drives.get(drive);
+      if (first !== undefined)
+        return `elements 0x${first.toString(16)} and ${at} name one drive (${printable(drive)})`;
+      if (drive !== '') drives.set(drive, d.address);
+    }
+  return undefined;
 }
 
 /** The drive LU a data transfer element names: `naa.<hex>` for an NAA identifier, else by serial number. */
@@ -148,6 +173,15 @@ async function holdOf(
   });
 }
 
+/**
+ * The barcode of a full element, with control characters as '.': a volume tag is 32 bytes the changer (or an
+ * agent) chose, and one holding U+0000 went into findings that PostgreSQL's jsonb refused, so no finding of
+ * that audit was recorded (test/adversarial/barcode-nul.test.ts).
+ */
+function barcodeOf(d: ElementDescriptor): string {
+  return d.full ? printable(d.primaryVolumeTag?.identifier ?? '') : '';
+}
+
 /** Slots (storage, then import/export) numbered 1.. as mtx numbers them. */
 function slotsOf(data: ElementStatusData): LoaderSlot[] {
   const pages = data.pages.filter(
@@ -164,7 +198,7 @@ function slotsOf(data: ElementStatusData): LoaderSlot[] {
       number: i + 1,
       mail,
       full: d.full,
-      barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+      barcode: barcodeOf(d),
     }),
   );
 }
@@ -252,7 +286,7 @@ function elementDrives(
         luId: lookup(identifier) ?? '',
         identifier,
         full: d.full,
-        barcode: d.full ? (d.primaryVolumeTag?.identifier ?? '') : '',
+        barcode: barcodeOf(d),
         sourceSlot: d.full && d.svalid ? (slotNumber.get(d.sourceAddress) ?? 0) : 0,
       });
     });

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import * as z from '../../common/zod-mini.js';
-import { envInt, nonEmpty } from '../env-schema.js';
+import { nonEmpty, optionalEnvInt } from '../env-schema.js';
 
 /** Which hosts a policy side matches: every given field must match. */
 export interface HostMatcher {
@@ -130,9 +130,9 @@ export function parseTakeoverRules(text: string, source: string): TakeoverRules 
 
 const Env = z.object({
   PRFLEET_TAKEOVER_RULES: z.optional(nonEmpty()),
-  PRFLEET_TAKEOVER_FAILED_AFTER_MS: z.optional(z.coerce.number().check(z.int(), z.minimum(0))),
+  PRFLEET_TAKEOVER_FAILED_AFTER_MS: optionalEnvInt(0, 86_400_000 * 365),
   PRFLEET_LIVENESS_URL: z.optional(z.url({ protocol: /^https?$/ })),
-  PRFLEET_LIVENESS_TIMEOUT_MS: z.optional(envInt(1, 60_000)),
+  PRFLEET_LIVENESS_TIMEOUT_MS: optionalEnvInt(1, 60_000),
 });
 
 /**

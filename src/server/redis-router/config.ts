@@ -7,8 +7,8 @@ const RedisEnv = z.object({
     z.string().check(z.regex(/^rediss?:\/\//, 'expected redis://… or rediss://…')),
   ),
   PRFLEET_REDIS_PREFIX: z._default(nonEmpty(), 'prfleet:'),
-  PRFLEET_PRESENCE_TTL_MS: z._default(envInt(100, 3_600_000), 30_000),
-  PRFLEET_INSTANCE_TTL_MS: z._default(envInt(100, 3_600_000), 10_000),
+  PRFLEET_PRESENCE_TTL_MS: envInt(100, 3_600_000, 30_000),
+  PRFLEET_INSTANCE_TTL_MS: envInt(100, 3_600_000, 10_000),
 });
 
 /** Multi-instance routing settings (env PRFLEET_REDIS_*); `redisUrl` absent = single instance. */
