@@ -413,7 +413,8 @@ export class LuObserver {
   /**
    * An audit's findings replace the standing ones of every LU and loader it covered (all kinds: an audit reads
    * every path); the differences are recorded as FINDING_RAISED / FINDING_CLEARED. Runs after the audit, in
-   * the background, one LU at a time, writing only where something changed.
+   * the background, one LU at a time, writing only where something changed. A scope that cannot be written is
+   * logged and skipped: the others are still recorded (one failed write must not lose the rest of the audit).
    */
   async recordAudit(audit: AuditFindings): Promise<FleetEvent[]> {
     const scopes = new Map<string, { loaderId: string; findings: FindingEvent[] }>();
@@ -444,8 +445,12 @@ export class LuObserver {
         findings,
         observedAt: new Date(),
       };
-      const done = await this.deps.observed.update(versionOf(observed), next, events);
-      if (done !== undefined) recorded.push(...done);
+      try {
+        const done = await this.deps.observed.update(versionOf(observed), next, events);
+        if (done !== undefined) recorded.push(...done);
+      } catch (err) {
+        this.deps.log.error({ err, luId: scope }, 'events: recording an audit finding failed');
+      }
     }
     if (recorded.length > 0) this.deps.onEvents?.(recorded);
     return recorded;
