@@ -5,7 +5,10 @@
  *  (2) a bare nice-grpc relay with the same topology and message sizes and no prfleet logic (bench/relay.ts);
  *  (3) spawning `sg_persist` once (what a script pays before any SCSI happens);
  *  (4) prfleet CommandSession: many READ KEYS on one open stream, one in flight at a time;
- *  (5) the bare relay with the client streaming its requests on one open call: the floor of (4).
+ *  (5) the bare relay with the client streaming its requests on one open call: the floor of (4);
+ *  (2p), (5p) the relays of (2) and (5) carrying prfleet's real protobuf messages (bench/relay-proto.ts): the
+ *      floor with the decoding and encoding no prfleet code can avoid (printed for information; the targets
+ *      stay against (2) and (5)).
  *
  * Everything runs on 127.0.0.1 as three processes per stack (client here, server, agent), one call in flight, on
  * warm channels; (1), (2), (4) and (5) are interleaved in rounds so background load hits them alike. Targets: prfleet
@@ -38,6 +41,7 @@ import {
   type ChildHandle,
 } from '../src/demo/processes.js';
 import { createRelayClient, openRelaySession, type RelaySizes } from './relay.js';
+import { createProtoRelayClient, encodeSample, openProtoRelaySession } from './relay-proto.js';
 import { formatMs, processCpuMs, summarize, type LatencySummary } from './stats.js';
 
 /**
@@ -47,7 +51,7 @@ import { formatMs, processCpuMs, summarize, type LatencySummary } from './stats.
  */
 const WARMUP_CALLS = 3000;
 const WARMUP_BUDGET_MS = 15_000;
-/** Measurement rounds; each round runs (1), (2) and (4) back to back. */
+/** Measurement rounds; each round runs (1), (2), (4), (5), (2p) and (5p) back to back. */
 const ROUNDS = 5;
 /** Calls per measurement per round, and the time one measurement may take (whichever ends first). */
 const CALLS_PER_ROUND = 2000;
@@ -56,9 +60,10 @@ const ROUND_BUDGET_MS = 4_000;
 const SPAWNS = 20;
 /**
  * Hard limit for the whole run, past which every child is killed and the bench exits 1. Measurement itself is
- * bounded to ~45 s; the rest is headroom for starting the server's embedded database on a loaded machine.
+ * bounded by the warm-up and round budgets (~140 s at most, ~60 s on an idle machine); the rest is headroom for
+ * starting the processes on a loaded machine.
  */
-const HARD_LIMIT_MS = 180_000;
+const HARD_LIMIT_MS = 240_000;
 
 /** Targets: unary p50 and CommandSession p50 over their relays, and prfleet's own CPU per call (ms) over the relay's. */
 const TARGET_RELAY_RATIO = 1.15;
@@ -277,10 +282,31 @@ async function main(): Promise<number> {
     const relayPayload = new Uint8Array(requestSize);
     const relayCall = () => relay.client.call(relayPayload);
 
+    const protoRelayServer = spawnNode(relayScript, ['proto-server'], {
+      name: 'proto-relay-server',
+    });
+    children.push(protoRelayServer);
+    const protoListening = await protoRelayServer.waitForLog(
+      (e) => e['msg'] === 'listening',
+      30_000,
+    );
+    const protoRelayAddress = `127.0.0.1:${String(protoListening['port'])}`;
+    const protoRelayAgent = spawnNode(
+      relayScript,
+      ['proto-agent', protoRelayAddress, encodeSample(sample)],
+      { name: 'proto-relay-agent' },
+    );
+    children.push(protoRelayAgent);
+    await protoRelayServer.waitForLog((e) => e['msg'] === 'agent connected', 30_000);
+    const protoRelay = createProtoRelayClient(protoRelayAddress, request);
+    closers.push(() => protoRelay.close());
+
     const session = openSession(control, request);
     closers.unshift(() => session.close());
     const relaySession = openRelaySession(relayAddress, sessionRequestSize);
     closers.unshift(() => relaySession.close());
+    const protoRelaySession = openProtoRelaySession(protoRelayAddress, request);
+    closers.unshift(() => protoRelaySession.close());
 
     process.stdout.write(
       `Target ${target.agentId}:${target.path} (${target.luId}); warming up (up to ${WARMUP_CALLS} calls each) …\n`,
@@ -292,13 +318,26 @@ async function main(): Promise<number> {
       await session.readKeys();
       await relaySession.call();
     }
+    // The protobuf relay warms up on its own budget: the four paths above keep the warm-up they always had.
+    const protoWarmupStart = performance.now();
+    for (
+      let i = 0;
+      i < WARMUP_CALLS && performance.now() - protoWarmupStart < WARMUP_BUDGET_MS / 2;
+      i++
+    ) {
+      await protoRelay.call();
+      await protoRelaySession.call();
+    }
 
     const prfleet = emptyMeasured();
     const bare = emptyMeasured();
     const streamed = emptyMeasured();
     const bareStreamed = emptyMeasured();
+    const protoBare = emptyMeasured();
+    const protoStreamed = emptyMeasured();
     const prfleetPids = [server.handle.pid, sim.pid];
     const relayPids = [relayServer.pid, relayAgent.pid];
+    const protoRelayPids = [protoRelayServer.pid, protoRelayAgent.pid];
     for (let round = 1; round <= ROUNDS; round++) {
       process.stdout.write(
         `Round ${round}/${ROUNDS}: up to ${CALLS_PER_ROUND} calls or ${ROUND_BUDGET_MS / 1000} s each …\n`,
@@ -311,6 +350,10 @@ async function main(): Promise<number> {
       await measure(bareStreamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, () =>
         relaySession.call(),
       );
+      await measure(protoBare, CALLS_PER_ROUND, ROUND_BUDGET_MS, protoRelayPids, protoRelay.call);
+      await measure(protoStreamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, protoRelayPids, () =>
+        protoRelaySession.call(),
+      );
     }
     const spawn = measureSgPersistSpawn();
 
@@ -318,6 +361,8 @@ async function main(): Promise<number> {
     const r = summarize(bare.samples);
     const s = summarize(streamed.samples);
     const rs = summarize(bareStreamed.samples);
+    const rp = summarize(protoBare.samples);
+    const rsp = summarize(protoStreamed.samples);
     const perCall = (m: Measured, cpu: number) => formatMs(cpu / m.samples.length);
     const results = new Table({
       head: ['measurement', 'n', 'p50', 'p99', 'mean', 'server+agent CPU/call', 'client CPU/call'],
@@ -371,6 +416,24 @@ async function main(): Promise<number> {
         perCall(bareStreamed, bareStreamed.stackCpuMs),
         perCall(bareStreamed, bareStreamed.clientCpuMs),
       ],
+      [
+        '(2p) relay (2) with prfleet protobuf',
+        String(rp.n),
+        formatMs(rp.p50),
+        formatMs(rp.p99),
+        formatMs(rp.mean),
+        perCall(protoBare, protoBare.stackCpuMs),
+        perCall(protoBare, protoBare.clientCpuMs),
+      ],
+      [
+        '(5p) relay (5) with prfleet protobuf',
+        String(rsp.n),
+        formatMs(rsp.p50),
+        formatMs(rsp.p99),
+        formatMs(rsp.mean),
+        perCall(protoStreamed, protoStreamed.stackCpuMs),
+        perCall(protoStreamed, protoStreamed.clientCpuMs),
+      ],
     );
 
     const relayRatio = p.p50 / r.p50;
@@ -422,6 +485,42 @@ async function main(): Promise<number> {
         verdict(Number.isNaN(ownSessionCpu) ? undefined : ownSessionCpu <= TARGET_OWN_CPU_MS),
       ],
       ['CommandSession p50 / unary p50 (info)', `${(s.p50 / p.p50).toFixed(2)}×`, '', ''],
+      [
+        'prfleet unary p50 / protobuf relay (2p) p50 (info)',
+        `${(p.p50 / rp.p50).toFixed(2)}×`,
+        '',
+        '',
+      ],
+      [
+        'CommandSession p50 / protobuf streaming relay (5p) p50 (info)',
+        `${(s.p50 / rsp.p50).toFixed(2)}×`,
+        '',
+        '',
+      ],
+      [
+        'unary: protobuf relay (2p) CPU/call − relay (2) (info)',
+        formatMs(cpuPerCall(protoBare) - cpuPerCall(bare)),
+        '',
+        '',
+      ],
+      [
+        'unary: prfleet CPU/call − protobuf relay (2p) (info)',
+        formatMs(cpuPerCall(prfleet) - cpuPerCall(protoBare)),
+        '',
+        '',
+      ],
+      [
+        'session: protobuf relay (5p) CPU/call − relay (5) (info)',
+        formatMs(cpuPerCall(protoStreamed) - cpuPerCall(bareStreamed)),
+        '',
+        '',
+      ],
+      [
+        'session: prfleet CPU/call − protobuf relay (5p) (info)',
+        formatMs(cpuPerCall(streamed) - cpuPerCall(protoStreamed)),
+        '',
+        '',
+      ],
     );
 
     process.stdout.write(

@@ -2,9 +2,11 @@
  * Child-process entry of the bare relay, so the relay runs in the same three-process layout as prfleet
  * (client, server, agent): `relay-process.js server <down> <up> <reply>` prints {"msg":"listening","port"} and
  * {"msg":"agent connected"}; `relay-process.js agent <host:port> <down> <up> <reply>` connects and answers.
- * Both stop on SIGTERM.
+ * `relay-process.js proto-server` and `relay-process.js proto-agent <host:port> <sample>` run the protobuf relay
+ * (bench/relay-proto.ts; `sample` is the base64 of a CommandResult). All stop on SIGTERM.
  */
 import { runRelayAgent, startRelayServer, type RelaySizes } from './relay.js';
+import { decodeSample, runProtoRelayAgent, startProtoRelayServer } from './relay-proto.js';
 
 const [role, ...rest] = process.argv.slice(2);
 const log = (msg: string, extra: Record<string, unknown> = {}) =>
@@ -32,6 +34,18 @@ if (role === 'server') {
   const controller = new AbortController();
   process.once('SIGTERM', () => controller.abort());
   await runRelayAgent(address ?? '', sizesFrom(sizes), controller.signal);
+} else if (role === 'proto-server') {
+  const { server, port } = await startProtoRelayServer(() => log('agent connected'));
+  log('listening', { port });
+  process.once('SIGTERM', () => {
+    server.forceShutdown();
+    process.exit(0);
+  });
+} else if (role === 'proto-agent') {
+  const [address, sample] = rest;
+  const controller = new AbortController();
+  process.once('SIGTERM', () => controller.abort());
+  await runProtoRelayAgent(address ?? '', decodeSample(sample ?? ''), controller.signal);
 } else {
   process.stderr.write('usage: relay-process.js server|agent …\n');
   process.exitCode = 1;

@@ -59,7 +59,7 @@ export interface RelaySizes {
 const ID_BYTES = 4;
 
 /** A minimal async queue: push from callbacks, pull with for-await. */
-class Outbox implements AsyncIterable<Bytes> {
+export class Outbox implements AsyncIterable<Bytes> {
   private readonly items: Bytes[] = [];
   private wake: (() => void) | undefined;
   private closed = false;
