@@ -115,7 +115,7 @@ describe('PGlite data directory template', () => {
     expect(await readdir(scratch)).not.toContain('escaped');
   });
 
-  it('runs PostgreSQL with 16 MB of shared buffers (zeroed at every start), not initdb's 128 MB', async () => {
+  it('runs PostgreSQL with 16 MB of shared buffers (zeroed at every start), not the 128 MB of initdb', async () => {
     const db = await createPgliteDb({ inMemory: true });
     try {
       const { rows } = await db.query<{ shared_buffers: string }>('SHOW shared_buffers');
