@@ -133,7 +133,8 @@ export async function bundle(name, outDir = join(OUT, name)) {
 /**
  * Writes an initialised PGlite data directory (initdb's output as PGlite dumps it, gzipped: ~4.5 MB) beside the
  * bundled store module and the tsc output's, named for the installed PGlite version by pglite-db.ts (its tsc
- * output): the server loads a new data directory from it instead of running initdb at its first start.
+ * output): the server unpacks a new data directory from it (store/data-dir-template.ts) instead of running initdb
+ * at its first start.
  * @param {string} outDir
  */
 async function pgliteTemplate(outDir) {

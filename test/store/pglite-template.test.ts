@@ -2,9 +2,11 @@
 // existing one is opened as it is, and the loaded directory is owner-only like one initdb made.
 import { PGlite } from '@electric-sql/pglite';
 import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { unpackDataDirTemplate } from '../../src/server/store/data-dir-template.js';
 import { createPgliteDb, pgliteTemplateName } from '../../src/server/store/pglite-db.js';
 
 const scratch = await mkdtemp(path.join(tmpdir(), 'prfleet-pglite-template-'));
@@ -35,6 +37,23 @@ async function notOwnerOnly(dir: string): Promise<string[]> {
   };
   await visit(dir);
   return found;
+}
+
+/** A gzipped ustar archive of regular files (name → content), as PGlite's dump writes them. */
+function archiveOf(files: Record<string, string>): Buffer {
+  const blocks: Buffer[] = [];
+  for (const [name, content] of Object.entries(files)) {
+    const header = Buffer.alloc(512);
+    header.write(name, 0);
+    header.write('0000600\0', 100);
+    header.write(`${Buffer.byteLength(content).toString(8).padStart(11, '0')}\0`, 124);
+    header.write('0', 156);
+    header.write('ustar\0' + '00', 257);
+    const data = Buffer.alloc(Math.ceil(Buffer.byteLength(content) / 512) * 512);
+    data.write(content);
+    blocks.push(header, data);
+  }
+  return gzipSync(Buffer.concat([...blocks, Buffer.alloc(1024)]));
 }
 
 describe('PGlite data directory template', () => {
@@ -73,5 +92,36 @@ describe('PGlite data directory template', () => {
     await db.close();
     // Opened by initdb (loading "not a dump" would have failed); then, existing, not loaded over from a template.
     expect(await hasMarker(made)).toBe(false);
+  }, 300_000);
+
+  it('unpacks the template again into a directory a start cut off before its PG_VERSION', async () => {
+    const cut = path.join(scratch, 'cut-off');
+    await mkdir(path.join(cut, 'base'), { recursive: true });
+    await writeFile(path.join(cut, 'base', 'half-written'), 'x');
+    // Without PG_VERSION the directory was not fully unpacked: the template (with its marker) goes in again.
+    expect(await hasMarker(cut)).toBe(true);
+    expect(await notOwnerOnly(cut)).toEqual([]);
+  }, 300_000);
+
+  it('refuses a template entry outside the data directory, and writes nothing', async () => {
+    const archive = path.join(scratch, 'escaping.tar.gz');
+    await writeFile(archive, archiveOf({ '/PG_VERSION': '18\n', '/../escaped': 'x' }));
+    const target = path.join(scratch, 'escape-target');
+    await mkdir(target);
+    await expect(unpackDataDirTemplate(archive, target)).rejects.toThrow(
+      /entry \/\.\.\/escaped is outside the data directory/,
+    );
+    expect(await readdir(target)).toEqual([]);
+    expect(await readdir(scratch)).not.toContain('escaped');
+  });
+
+  it('runs PostgreSQL with 16 MB of shared buffers (zeroed at every start), not the 128 MB of initdb', async () => {
+    const db = await createPgliteDb({ inMemory: true });
+    try {
+      const { rows } = await db.query<{ shared_buffers: string }>('SHOW shared_buffers');
+      expect(rows[0]?.shared_buffers).toBe('16MB');
+    } finally {
+      await db.close();
+    }
   }, 300_000);
 });

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { chmod, lstat, mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { hostname } from 'node:os';
@@ -6,6 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { INT8_OID, parseInt8, quoteSchema, type Db, type QueryResult } from './db.js';
+import { PG_VERSION, unpackDataDirTemplate } from './data-dir-template.js';
 import { StoreLockedError } from './errors.js';
 
 /** Options for the embedded database. */
@@ -17,7 +18,7 @@ export interface PgliteDbOptions {
   /** Schema to work in (search_path). @default public */
   readonly schema?: string;
   /**
-   * Where to look for the initialised data directory a new one is loaded from ({@link pgliteTemplateName}).
+   * Where to look for the initialised data directory a new one is unpacked from ({@link pgliteTemplateName}).
    * @default this module's directory (scripts/bundle.mjs puts it beside the bundle's and the tsc output's)
    */
   readonly templateDir?: string;
@@ -160,32 +161,26 @@ export function pgliteTemplateName(): string {
 }
 
 /**
- * The initialised data directory (a PGlite dump, made by scripts/bundle.mjs next to the bundled store module)
- * for the PGlite version installed, if there is one: a new data directory is loaded from it instead of running
- * initdb, a quarter of the time (initdb in WebAssembly takes seconds). A dump of another PGlite version is not
- * used: its PostgreSQL may not read it.
+ * The initialised data directory (a PGlite dump, made by scripts/bundle.mjs next to the bundled store module) for
+ * the PGlite version installed, if there is one: a new data directory is unpacked from it instead of running
+ * initdb (seconds of WebAssembly). A dump of another PGlite version is not used: its PostgreSQL may not read it.
  */
-async function dataDirTemplate(
-  dir = path.dirname(fileURLToPath(import.meta.url)),
-): Promise<Blob | undefined> {
+function dataDirTemplate(dir = path.dirname(fileURLToPath(import.meta.url))): string | undefined {
   const template = path.join(dir, pgliteTemplateName());
-  try {
-    return new Blob([await readFile(template)]);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
+  return existsSync(template) ? template : undefined;
 }
 
-/** True when `dataDir` does not exist or is empty: PGlite would run initdb there. */
-async function isNewDataDir(dataDir: string): Promise<boolean> {
-  try {
-    return (await readdir(dataDir)).length === 0;
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
-    throw error;
-  }
+/** True when `dataDir` holds no PG_VERSION: missing, empty, or unpacked only partly by a start cut off. */
+function isNewDataDir(dataDir: string): boolean {
+  return !existsSync(path.join(dataDir, PG_VERSION));
 }
+
+/**
+ * PostgreSQL's settings for the embedded database: PGlite's own, with 16 MB of shared buffers instead of initdb's
+ * 128 MB. PostgreSQL zeroes them at every start (in WebAssembly: a sixth of a reopen) and they stay resident;
+ * prfleet's tables are a few megabytes, and a page not in them is read through the OS's page cache.
+ */
+const START_PARAMS = [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'];
 
 /** Opens (creating when needed) the embedded PostgreSQL as a Db. Throws StoreLockedError if in use. */
 export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
@@ -199,16 +194,13 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   }
   let pglite: PGlite;
   try {
-    const template =
-      dataDir !== undefined && (await isNewDataDir(dataDir))
-        ? await dataDirTemplate(options.templateDir)
-        : undefined;
-    if (dataDir !== undefined) await prepareDataDir(dataDir);
+    if (dataDir !== undefined) {
+      const template = isNewDataDir(dataDir) ? dataDirTemplate(options.templateDir) : undefined;
+      await prepareDataDir(dataDir);
+      if (template !== undefined) await unpackDataDirTemplate(template, dataDir);
+    }
     pglite = await withPrivateUmask(() =>
-      PGlite.create(dataDir, {
-        parsers: { [INT8_OID]: parseInt8 },
-        ...(template === undefined ? {} : { loadDataDir: template }),
-      }),
+      PGlite.create(dataDir, { parsers: { [INT8_OID]: parseInt8 }, startParams: START_PARAMS }),
     );
     if (dataDir !== undefined) await restrictDataDir(dataDir);
     if (options.schema !== undefined) {
