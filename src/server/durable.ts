@@ -232,8 +232,8 @@ export function historyOfJournal(
 
 /**
  * Appends the history entries missing for PROUTs the journal records as sent (left by an older server, or by a
- * completion whose history could not be written). Run at start after pending entries are settled; returns how
- * many it appended.
+ * completion whose history could not be written). Run at start after pending entries are settled, and by a
+ * running server after such a completion (commands/history-healer.ts); returns how many it appended.
  */
 export async function recordMissingHistory(store: Store, log: Logger): Promise<number> {
   let appended = 0;
@@ -248,7 +248,9 @@ export async function recordMissingHistory(store: Store, log: Logger): Promise<n
       fleet && typeof json?.outcome === 'string' && json.outcome !== ''
         ? json.outcome
         : input.outcome;
-    await store.history.append({ ...input, outcome, at: op.createdAt });
+    // Another server closing the same gap may have appended it meanwhile.
+    if ((await store.history.appendMissing({ ...input, outcome, at: op.createdAt })) === undefined)
+      continue;
     appended += 1;
     log.warn(
       { idempotencyKey: op.idempotencyKey, state: op.state, outcome },

@@ -147,13 +147,26 @@ describe.skipIf(skip)('prfleet-server when PostgreSQL drops its connections', ()
       );
       return new Map(r.rows.map((row) => [row.idempotency_key, row.state]));
     });
-    const history = await admin(async (c) => {
-      const r = await c.query<{ idempotency_key: string; n: number }>(
-        `SELECT idempotency_key, count(*)::int AS n FROM ${schema}.history WHERE idempotency_key LIKE $1 GROUP BY 1`,
-        [`fault-${tag}-%`],
-      );
-      return new Map(r.rows.map((row) => [row.idempotency_key, row.n]));
-    });
+    const readHistory = () =>
+      admin(async (c) => {
+        const r = await c.query<{ idempotency_key: string; n: number }>(
+          `SELECT idempotency_key, count(*)::int AS n FROM ${schema}.history WHERE idempotency_key LIKE $1 GROUP BY 1`,
+          [`fault-${tag}-%`],
+        );
+        return new Map(r.rows.map((row) => [row.idempotency_key, row.n]));
+      });
+    // A completion whose history write outlasted its retries is appended by the running server once the
+    // database answers again (commands/history-healer.ts): wait for it, then every PROUT has exactly one entry.
+    await expect
+      .poll(
+        async () => {
+          const recorded = await readHistory();
+          return [...answered.keys()].filter((k) => !recorded.has(k));
+        },
+        { timeout: 20_000, interval: 500 },
+      )
+      .toEqual([]);
+    const history = await readHistory();
     for (const [key, outcome] of answered) {
       expect({ key, outcome }).toEqual({ key, outcome: Outcome.OUTCOME_GOOD });
       expect({ key, state: journal.get(scopedKey('anonymous', key)) }).toEqual({

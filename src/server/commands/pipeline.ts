@@ -40,6 +40,8 @@ export interface CommandPipelineDeps {
   readonly luSerializer?: LuSerializer | undefined;
   /** Tracks outcome writes in progress (shutdown waits for them). @default a private tracker */
   readonly writes?: WriteTracker | undefined;
+  /** Told when a PROUT's journal entry was completed without its history entry (the store refused it). */
+  readonly onHistoryGap?: (() => void) | undefined;
   /** Reads the time left before the caller's deadline. @default systemClock */
   readonly clock?: Clock | undefined;
 }
@@ -184,7 +186,9 @@ export function createCommandPipeline(deps: CommandPipelineDeps): CommandPipelin
     let written: Promise<void> | undefined;
     const onResult = (result: Parameters<Settle>[0]) => {
       input.onResult?.(result);
-      written = writes.track(settleWithRetry(settle, result, historyEntryOf(input, result), log));
+      written = writes.track(
+        settleWithRetry(settle, result, historyEntryOf(input, result), log, deps.onHistoryGap),
+      );
     };
     const output = await next({ ...input, onResult }, options);
     await written;

@@ -35,14 +35,16 @@ const RETRY_DELAYS_MS = [100, 500, 2_000];
 /**
  * Writes a PROUT's outcome, retrying a failed write a few times: the command ran, so its record must not be
  * dropped because one database connection died. When the journal and history write still fails, the journal is
- * completed alone (a repeat of the key gets the answer) and the entry is logged at error level: VerifyHistory
- * reports the gap and the next start appends the missing entry (recordMissingHistory).
+ * completed alone (a repeat of the key gets the answer), the entry is logged at error level and `onHistoryGap`
+ * is told: the running server appends the missing entry once the store takes it (history-healer.ts), the next
+ * start does if it stops first (recordMissingHistory).
  */
 export async function settleWithRetry(
   settle: Settle,
   result: CommandResult,
   history: HistoryEntryInput | undefined,
   log: Logger,
+  onHistoryGap?: () => void,
 ): Promise<void> {
   const fields = { commandId: result.commandId, idempotencyKey: result.idempotencyKey };
   for (const delay of [...RETRY_DELAYS_MS, undefined]) {
@@ -62,7 +64,9 @@ export async function settleWithRetry(
           { ...fields, err: error, entry: printable(history) },
           'history: append failed; the result was still returned to the caller',
         );
-        return settleWithRetry(settle, result, undefined, log);
+        await settleWithRetry(settle, result, undefined, log);
+        onHistoryGap?.();
+        return;
       }
       log.warn({ ...fields, err: error }, 'outcome record failed; retrying');
       await pause(delay);

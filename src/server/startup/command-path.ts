@@ -1,5 +1,6 @@
 import type { Clock } from '../../common/clock.js';
 import { createCommandExecutor, type CommandExecutor } from '../command-executor.js';
+import { createHistoryHealer, type HistoryHealer } from '../commands/history-healer.js';
 import { createCommandPipeline, type CommandPipeline } from '../commands/pipeline.js';
 import { journalWithProutEvents } from '../events/prout-events.js';
 import {
@@ -21,6 +22,8 @@ export interface CommandPath {
   readonly recorder: ProutRecorder;
   /** Journal completions in flight, which shutdown waits for before the store closes. */
   readonly writes: WriteTracker;
+  /** Appends history entries completions could not write (stopped at shutdown); undefined without a store. */
+  readonly healer: HistoryHealer | undefined;
   /** Every command, from every entry point. */
   readonly commands: CommandPipeline;
   /** Requests of ControlService turned into pipeline inputs. */
@@ -45,6 +48,7 @@ export function buildCommandPath(
     );
   const recorder = createProutRecorder(store?.history, log);
   const writes = createWriteTracker();
+  const healer = store === undefined ? undefined : createHistoryHealer(store, log, clock);
   const commands = createCommandPipeline({
     router: routing.router,
     journal,
@@ -52,6 +56,7 @@ export function buildCommandPath(
     log,
     luSerializer: routing.luSerializer,
     writes,
+    onHistoryGap: healer?.gap,
     clock,
   });
   const executor = createCommandExecutor({
@@ -62,5 +67,5 @@ export function buildCommandPath(
     log,
     clock,
   });
-  return { journal, recorder, writes, commands, executor };
+  return { journal, recorder, writes, healer, commands, executor };
 }

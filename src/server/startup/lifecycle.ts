@@ -138,6 +138,7 @@ async function closeStore({
   path,
   routing,
 }: LifecycleParts): Promise<void> {
+  path.healer?.stop();
   await Promise.all([path.writes.idle(), path.recorder.idle(), routing.events.idle()]);
   if (ownsStore && store !== undefined) {
     await store.close().then(

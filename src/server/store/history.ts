@@ -122,6 +122,11 @@ export interface HistoryFilter {
 export interface PRoutHistory {
   /** Appends one entry (serialised across servers by locking the chain head) and returns it. */
   append(entry: HistoryEntryInput): Promise<HistoryEntry>;
+  /**
+   * Appends `entry` unless an entry with its idempotency key is in the chain (checked under the head's lock, so
+   * two servers closing the same gap append it once); undefined when it was there.
+   */
+  appendMissing(entry: HistoryEntryInput): Promise<HistoryEntry | undefined>;
   /** Entries in order. */
   list(filter?: HistoryFilter): Promise<HistoryEntry[]>;
   /** Checks the whole chain: every hash, every link, and the head. Reads in pages. */
@@ -319,7 +324,17 @@ function normalise(input: HistoryEntryInput): Omit<HistoryRow, 'seq' | 'prev_has
  * Appends one entry to the chain in a transaction: lock the head row (servers queue here), link to its hash,
  * insert, move the head. Throws StoreInputError for bad input (nothing is written).
  */
-export async function appendHistory(db: Db, input: HistoryEntryInput): Promise<HistoryEntry> {
+export async function appendHistory(db: Db, input: HistoryEntryInput): Promise<HistoryEntry>;
+export async function appendHistory(
+  db: Db,
+  input: HistoryEntryInput,
+  unlessRecorded: true,
+): Promise<HistoryEntry | undefined>;
+export async function appendHistory(
+  db: Db,
+  input: HistoryEntryInput,
+  unlessRecorded = false,
+): Promise<HistoryEntry | undefined> {
   const content = normalise(input);
   return db.transaction(async (tx) => {
     const head = await tx.query<{ seq: number; hash: string }>(
@@ -327,6 +342,12 @@ export async function appendHistory(db: Db, input: HistoryEntryInput): Promise<H
     );
     const tip = head.rows[0];
     if (!tip) throw new Error('history_head row missing: the schema was not migrated');
+    if (unlessRecorded && content.idempotency_key !== null) {
+      const there = await tx.query('SELECT 1 FROM history WHERE idempotency_key = $1 LIMIT 1', [
+        content.idempotency_key,
+      ]);
+      if (there.rows.length > 0) return undefined;
+    }
     const row: HistoryRow = { ...content, seq: tip.seq + 1, prev_hash: tip.hash, hash: '' };
     row.hash = entryHash(row);
     await tx.query(
@@ -432,6 +453,7 @@ export async function verifyHistory(db: Db): Promise<HistoryVerification> {
 export function createPRoutHistory(db: Db): PRoutHistory {
   return {
     append: (entry) => appendHistory(db, entry),
+    appendMissing: (entry) => appendHistory(db, entry, true),
     async list(filter = {}) {
       const limit = filter.limit ?? 1000;
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
