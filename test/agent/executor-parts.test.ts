@@ -227,7 +227,9 @@ describe('InFlightCount', () => {
 describe('Watchdog', () => {
   it('expires each watched command when it is due, an earlier one first, and never one unwatched', async () => {
     vi.useFakeTimers();
-    onTestFinished(() => vi.useRealTimers());
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
     const watchdog = new Watchdog();
     const expired: string[] = [];
     const late = watchdog.watch(100, () => expired.push('late'));
@@ -257,6 +259,7 @@ describe('DeviceCache', () => {
   it('hands out a device without a promise once its open succeeded, until it is dropped', async () => {
     const opens: string[] = [];
     const transport: ScsiTransport = {
+      kind: 'emulated',
       open: async (path) => {
         opens.push(path);
         if (path === '/dev/sg9') throw new Error('ENODEV');
@@ -280,7 +283,10 @@ describe('DeviceCache', () => {
 
   it('does not keep a device whose open settles after the path was dropped', async () => {
     let release!: (d: ScsiDevice) => void;
-    const transport: ScsiTransport = { open: () => new Promise((r) => (release = r)) };
+    const transport: ScsiTransport = {
+      kind: 'emulated',
+      open: () => new Promise((r) => (release = r)),
+    };
     const cache = new DeviceCache(transport);
     const opening = cache.open('/dev/sg0', { abort: undefined });
     const dropped = cache.drop('/dev/sg0'); // closes the device once its open settles
