@@ -1,4 +1,7 @@
-/** One watched command: when it is due (Date.now() ms) and what to do if it is still watched then. */
+/**
+ * One watched command: when it is due (performance.now() ms: monotonic, so a step of the wall clock expires no
+ * command early or late, as the per-command timers could not) and what to do if it is still watched then.
+ */
 interface Watched {
   readonly dueAt: number;
   readonly expire: () => void;
@@ -24,7 +27,7 @@ export class Watchdog {
 
   /** Calls `expire` in `ms` unless {@link unwatch} is called with the returned handle first. */
   watch(ms: number, expire: () => void): object {
-    const entry: Watched = { dueAt: Date.now() + ms, expire };
+    const entry: Watched = { dueAt: performance.now() + ms, expire };
     this.watched.add(entry);
     if (entry.dueAt < this.timerDueAt) this.arm(entry.dueAt);
     return entry;
@@ -38,13 +41,13 @@ export class Watchdog {
   private arm(dueAt: number): void {
     clearTimeout(this.timer);
     this.timerDueAt = dueAt;
-    this.timer = setTimeout(this.fire, Math.max(1, dueAt - Date.now())).unref();
+    this.timer = setTimeout(this.fire, Math.max(1, dueAt - performance.now())).unref();
   }
 
   private readonly fire = (): void => {
     this.timer = undefined;
     this.timerDueAt = Infinity;
-    const now = Date.now();
+    const now = performance.now();
     let next = Infinity;
     for (const entry of [...this.watched]) {
       if (entry.dueAt <= now) {

@@ -226,7 +226,7 @@ describe('InFlightCount', () => {
 
 describe('Watchdog', () => {
   it('expires each watched command when it is due, an earlier one first, and never one unwatched', async () => {
-    vi.useFakeTimers();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
     onTestFinished(() => {
       vi.useRealTimers();
     });
@@ -246,6 +246,22 @@ describe('Watchdog', () => {
     watchdog.watch(10, () => expired.push('next'));
     await vi.advanceTimersByTimeAsync(10);
     expect(expired).toEqual(['early', 'late', 'next']);
+  });
+
+  it('counts on the monotonic clock: a wall-clock step expires nothing early', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    const watchdog = new Watchdog();
+    const expired: string[] = [];
+    watchdog.watch(100, () => expired.push('short'));
+    watchdog.watch(1_000, () => expired.push('long'));
+    vi.setSystemTime(Date.now() + 3_600_000); // NTP steps the wall clock an hour forward
+    await vi.advanceTimersByTimeAsync(100);
+    expect(expired).toEqual(['short']);
+    await vi.advanceTimersByTimeAsync(900);
+    expect(expired).toEqual(['short', 'long']);
   });
 });
 
