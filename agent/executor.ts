@@ -14,6 +14,7 @@ import { InFlightCount } from './executor/in-flight.js';
 import { PathQueues } from './executor/path-queues.js';
 import { runTask, type RunTaskDeps } from './executor/run-task.js';
 import { abortOf, resultContext, type Task } from './executor/task.js';
+import { Watchdog } from './executor/watchdog.js';
 
 export type { ExecutorPath } from './executor/admission.js';
 
@@ -107,6 +108,7 @@ class PathExecutor implements Executor {
       devices: this.devices,
       unitAttentionRetries: options.unitAttentionRetries ?? 3,
       watchdogGraceMs: options.watchdogGraceMs ?? 5000,
+      watchdog: new Watchdog(),
       onPathError: options.onPathError,
       onPathAnswer: options.onPathAnswer,
       finish: (task, result) => this.finish(task, result),

@@ -6,31 +6,45 @@ import { abortOf, type Task } from './task.js';
  * open() each time. A failed open is not kept, so the next command on the path tries again.
  */
 export class DeviceCache {
-  private readonly devices = new Map<string, Promise<ScsiDevice>>();
+  /** Opens started (or done), by path. */
+  private readonly opening = new Map<string, Promise<ScsiDevice>>();
+  /** Opens that succeeded, by path: a command on an open path takes its device without a promise. */
+  private readonly open_ = new Map<string, ScsiDevice>();
 
   constructor(private readonly transport: ScsiTransport) {}
 
+  /** The device of `path` when its open has succeeded (and it was not dropped since), else undefined. */
+  opened(path: string): ScsiDevice | undefined {
+    return this.open_.get(path);
+  }
+
   /** The open device of `path`; an open started here is cancelled when `task` is cancelled while queued. */
   open(path: string, task: Pick<Task, 'abort'>): Promise<ScsiDevice> {
-    const cached = this.devices.get(path);
+    const cached = this.opening.get(path);
     if (cached) return cached;
     const opened = this.transport.open(path, { signal: abortOf(task).signal });
-    this.devices.set(path, opened);
-    opened.catch(() => {
-      if (this.devices.get(path) === opened) this.devices.delete(path);
-    });
+    this.opening.set(path, opened);
+    opened.then(
+      (device) => {
+        if (this.opening.get(path) === opened) this.open_.set(path, device);
+      },
+      () => {
+        if (this.opening.get(path) === opened) this.opening.delete(path);
+      },
+    );
     return opened;
   }
 
   /** Forgets the device of `path` and closes it (after an OS error: the next command reopens the node). */
   async drop(path: string): Promise<void> {
-    const opened = this.devices.get(path);
-    this.devices.delete(path);
+    const opened = this.opening.get(path);
+    this.opening.delete(path);
+    this.open_.delete(path);
     if (opened) await opened.then((d) => d.close()).catch(() => undefined);
   }
 
   /** Closes every open device. */
   async closeAll(): Promise<void> {
-    await Promise.all([...this.devices.keys()].map((p) => this.drop(p)));
+    await Promise.all([...this.opening.keys()].map((p) => this.drop(p)));
   }
 }

@@ -58,7 +58,8 @@ export class PathQueues<T extends QueuedTask> {
         const task = queue.tasks.shift();
         if (!task) return;
         if (task.state !== 'queued') continue;
-        await this.semaphore.acquire();
+        // A free slot is taken at once: no promise to wait for when fewer than `concurrency` paths are busy.
+        if (!this.semaphore.tryAcquire()) await this.semaphore.acquire();
         try {
           if (task.state !== 'queued') continue;
           if (Date.now() >= task.deadline) {

@@ -4,6 +4,7 @@ import type { CommandResult } from '../../src/gen/prfleet/v1/scsi.js';
 import { classifyResponse, type ScsiRequest, type ScsiResponse } from '../../src/scsi/index.js';
 import { TransportError, type ScsiDevice } from '../transport/transport.js';
 import type { DeviceCache } from './devices.js';
+import type { Watchdog } from './watchdog.js';
 import { agentErrorResult, stuckResult, transportErrorResult } from './results.js';
 import { resultContext, type Task, type TaskContext } from './task.js';
 
@@ -16,6 +17,8 @@ export interface RunTaskDeps {
   readonly unitAttentionRetries: number;
   /** Extra wait past the command timeout before giving up on a device that never answers, ms. */
   readonly watchdogGraceMs: number;
+  /** Counts that wait for every command the executor submitted. */
+  readonly watchdog: Watchdog;
   readonly onPathError?: ((path: string, error: TransportError) => void) | undefined;
   readonly onPathAnswer?: ((path: string) => void) | undefined;
   /** Answers the task (once: later calls are ignored). */
@@ -23,29 +26,30 @@ export interface RunTaskDeps {
 }
 
 /**
- * Runs the request, waiting at most timeout + grace for a device that never answers. One promise settled by
- * whichever comes first (no race of two promises and an async frame per command).
+ * Runs the request, waiting at most timeout + grace for a device that never answers (the executor's one
+ * watchdog timer counts it). One promise settled by whichever comes first (no race of two promises and an async
+ * frame per command).
  */
 export function executeWithWatchdog(
   dev: ScsiDevice,
   request: ScsiRequest,
   signal: AbortSignal | undefined,
   graceMs: number,
+  watchdog: Watchdog,
 ): Promise<{ response: ScsiResponse } | { stuck: Promise<unknown> }> {
   return new Promise((resolve, reject) => {
     const running = dev.execute(request, signal === undefined ? {} : { signal });
-    const timer = setTimeout(
-      () => resolve({ stuck: running.catch(() => undefined) }),
-      request.timeoutMs + graceMs,
+    const watched = watchdog.watch(request.timeoutMs + graceMs, () =>
+      resolve({ stuck: running.catch(() => undefined) }),
     );
     running.then(
       (response) => {
-        clearTimeout(timer);
+        watchdog.unwatch(watched);
         resolve({ response });
       },
       // Devices reject with Errors (TransportError, AbortError); passed on as they are.
       (error: Error) => {
-        clearTimeout(timer);
+        watchdog.unwatch(watched);
         reject(error);
       },
     );
@@ -67,7 +71,8 @@ export async function runTask(task: Task, deps: RunTaskDeps): Promise<void> {
   const unitAttentions: Uint8Array[] = [];
   let startedAt: Date | undefined;
   try {
-    const dev = await deps.devices.open(command.path, task);
+    // An open device is taken as it is: no promise to wait for on every command.
+    const dev = deps.devices.opened(command.path) ?? (await deps.devices.open(command.path, task));
     if (task.abort?.signal.aborted === true) {
       deps.finish(task, refusedResult(command, ctx, 'cancelled before submission'));
       return;
@@ -86,7 +91,13 @@ export async function runTask(task: Task, deps: RunTaskDeps): Promise<void> {
       task.state = 'submitted';
       startedAt ??= new Date();
       const grace = deps.watchdogGraceMs;
-      const answer = await executeWithWatchdog(dev, request, task.abort?.signal, grace);
+      const answer = await executeWithWatchdog(
+        dev,
+        request,
+        task.abort?.signal,
+        grace,
+        deps.watchdog,
+      );
       if ('stuck' in answer) {
         deps.finish(task, stuckResult(command, ctx, request, grace, startedAt));
         // One command per path: the next one waits until the device lets go of this one.

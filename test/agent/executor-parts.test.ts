@@ -1,10 +1,13 @@
 // The executor's parts on their own: the idempotency memory, admission, the per-path queues and the in-flight
-// count. The executor as a whole is covered by executor.test.ts.
-import { describe, expect, it } from 'vitest';
+// count, the watchdog and the device cache. The executor as a whole is covered by executor.test.ts.
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { CommandAdmission } from '../../agent/executor/admission.js';
+import { DeviceCache } from '../../agent/executor/devices.js';
 import { IdempotencyMemory } from '../../agent/executor/idempotency.js';
 import { InFlightCount } from '../../agent/executor/in-flight.js';
 import { PathQueues, type QueuedTask } from '../../agent/executor/path-queues.js';
+import { Watchdog } from '../../agent/executor/watchdog.js';
+import type { ScsiDevice, ScsiTransport } from '../../agent/transport/transport.js';
 import { Command } from '../../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction, ProutAction } from '../../src/gen/prfleet/v1/scsi.js';
 import { prin, prout } from './helpers.js';
@@ -218,5 +221,94 @@ describe('InFlightCount', () => {
     await waiting;
     expect(idle).toBe(true);
     expect(count.value).toBe(0);
+  });
+});
+
+describe('Watchdog', () => {
+  it('expires each watched command when it is due, an earlier one first, and never one unwatched', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    const watchdog = new Watchdog();
+    const expired: string[] = [];
+    const late = watchdog.watch(100, () => expired.push('late'));
+    // Due before the timer armed for `late`: the timer moves to it.
+    watchdog.watch(30, () => expired.push('early'));
+    const answered = watchdog.watch(50, () => expired.push('answered'));
+    watchdog.unwatch(answered);
+    await vi.advanceTimersByTimeAsync(40);
+    expect(expired).toEqual(['early']);
+    await vi.advanceTimersByTimeAsync(60);
+    expect(expired).toEqual(['early', 'late']);
+    expect(watchdog.size).toBe(0);
+    watchdog.unwatch(late); // already expired: nothing happens
+    watchdog.watch(10, () => expired.push('next'));
+    await vi.advanceTimersByTimeAsync(10);
+    expect(expired).toEqual(['early', 'late', 'next']);
+  });
+
+  it('counts on the monotonic clock: a wall-clock step expires nothing early', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] });
+    onTestFinished(() => {
+      vi.useRealTimers();
+    });
+    const watchdog = new Watchdog();
+    const expired: string[] = [];
+    watchdog.watch(100, () => expired.push('short'));
+    watchdog.watch(1_000, () => expired.push('long'));
+    vi.setSystemTime(Date.now() + 3_600_000); // NTP steps the wall clock an hour forward
+    await vi.advanceTimersByTimeAsync(100);
+    expect(expired).toEqual(['short']);
+    await vi.advanceTimersByTimeAsync(900);
+    expect(expired).toEqual(['short', 'long']);
+  });
+});
+
+describe('DeviceCache', () => {
+  const device = (path: string): ScsiDevice => ({
+    path,
+    execute: () => Promise.reject(new Error('not used')),
+    close: async () => undefined,
+  });
+
+  it('hands out a device without a promise once its open succeeded, until it is dropped', async () => {
+    const opens: string[] = [];
+    const transport: ScsiTransport = {
+      kind: 'emulated',
+      open: async (path) => {
+        opens.push(path);
+        if (path === '/dev/sg9') throw new Error('ENODEV');
+        return device(path);
+      },
+    };
+    const cache = new DeviceCache(transport);
+    const task = { abort: undefined };
+    const opening = cache.open('/dev/sg0', task);
+    expect(cache.opened('/dev/sg0')).toBeUndefined();
+    const dev = await opening;
+    expect(cache.opened('/dev/sg0')).toBe(dev);
+    expect(await cache.open('/dev/sg0', task)).toBe(dev);
+    await cache.drop('/dev/sg0');
+    expect(cache.opened('/dev/sg0')).toBeUndefined();
+    await expect(cache.open('/dev/sg9', task)).rejects.toThrow('ENODEV');
+    expect(cache.opened('/dev/sg9')).toBeUndefined();
+    await cache.open('/dev/sg0', task);
+    expect(opens).toEqual(['/dev/sg0', '/dev/sg9', '/dev/sg0']);
+  });
+
+  it('does not keep a device whose open settles after the path was dropped', async () => {
+    let release!: (d: ScsiDevice) => void;
+    const transport: ScsiTransport = {
+      kind: 'emulated',
+      open: () => new Promise((r) => (release = r)),
+    };
+    const cache = new DeviceCache(transport);
+    const opening = cache.open('/dev/sg0', { abort: undefined });
+    const dropped = cache.drop('/dev/sg0'); // closes the device once its open settles
+    release(device('/dev/sg0'));
+    await opening;
+    await dropped;
+    expect(cache.opened('/dev/sg0')).toBeUndefined();
   });
 });
