@@ -577,6 +577,26 @@ const preemptScenarios: Scenario[] = [
     ],
   },
   {
+    id: 'preempt.reserved-type-before-key',
+    title:
+      'PREEMPT / PREEMPT AND ABORT with a reserved TYPE → 24h/00h even with a wrong key or from an unregistered nexus; nothing changes',
+    // Found by the random differential run (docs/lio-testbed.md, seed 1): the emulator answered RC for the key.
+    requires: { nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      label(0, 'g2'),
+      step(1, { kind: 'preempt', key: 0n, sark: K1, type: 0x0f }, illegal(0x24)),
+      step(1, { kind: 'preempt', key: K1, sark: K1, type: 0x0f, abort: true }, illegal(0x24)),
+      step(2, { kind: 'preempt', key: K3, sark: K1, type: 0x09 }, illegal(0x24)),
+      keys(0, [K1, K2], { generationDelta: { from: 'g2', delta: 0 } }),
+      reserve(0, K1, WE),
+      // With a reservation, an unregistered nexus meets table 6.3 first (RC) whatever the TYPE.
+      step(2, { kind: 'preempt', key: K3, sark: K1, type: 0x0f }, RC),
+      reservation(1, { key: K1, type: WE }),
+    ],
+  },
+  {
     id: 'preempt.zero-key-all-registrants',
     title: 'PREEMPT SARK = 0 with AR → all other registrations removed, new reservation',
     requires: { types: [WE_AR, WE], nexuses: 3 },

@@ -373,10 +373,12 @@ function preempt(
   abort: boolean,
 ): Answer {
   const { pr, knobs } = lu;
-  if (!caller) return CONFLICT;
-  if (p.reservationKey !== caller.key) return CONFLICT;
+  // TYPE before the caller's registration and key, as for RESERVE: LIO core_scsi3_emulate_pro_preempt switches on
+  // the type before core_scsi3_pro_preempt looks anything up (measured on 6.1: 24h/00h for a wrong key too).
   const badType = typeError(lu, type);
   if (badType) return badType;
+  if (!caller) return CONFLICT;
+  if (p.reservationKey !== caller.key) return CONFLICT;
   const badScope = scopeError(lu, scope);
   if (badScope) return badScope;
 
