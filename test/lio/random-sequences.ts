@@ -14,7 +14,7 @@ import {
 } from '../../src/conformance/index.js';
 
 /** Id prefix of the random sequences' result lines and transcripts. */
-export const RANDOM_SEQUENCE_PREFIX = 'random:';
+export const RANDOM_SEQUENCE_PREFIX = 'random-';
 
 /** Nexuses of the LIO LU (three tcm_loop TPGs). */
 const NEXUSES = 3;
@@ -185,7 +185,7 @@ export const sequenceSteps: fc.Arbitrary<ScenarioStep[]> = fc
 
 /** Id of sequence `index` of `seed`. */
 export function sequenceId(seed: number, index: number): string {
-  return `${RANDOM_SEQUENCE_PREFIX}${seed}:${index}`;
+  return `${RANDOM_SEQUENCE_PREFIX}${seed}-${index}`;
 }
 
 /** The `count` sequences of `seed`, as scenarios (deterministic: the same on every machine). */

@@ -139,3 +139,21 @@ describe('the emulator lio profile against answers measured on LIO 6.1 via tcm_l
     expect(recorded.size).toBeGreaterThan(60);
   });
 });
+
+/**
+ * Random sequences of the differential run (test/lio/random-sequences.ts) where LIO and the twin differed, as LIO
+ * answered them on a freshly created LU (fixtures/…/random/<id>.lio.jsonl; the id names seed and index). Each is
+ * replayed on a fresh twin: a fix of the lio profile keeps matching what LIO answered.
+ */
+describe('the emulator lio profile against random sequences LIO answered differently before a fix', () => {
+  const dir = join(FIXTURES, 'random');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.lio.jsonl'));
+  for (const file of files) {
+    it(file.slice(0, -'.lio.jsonl'.length), () => {
+      const lio = parseTranscript(readFileSync(join(dir, file), 'utf8'));
+      const mismatch = compareTranscripts(lio, replay(lio, twinOf(lio), Infinity));
+      expect(mismatch && formatMismatch(file, mismatch)).toBeUndefined();
+    });
+  }
+  it('has recordings', () => expect(files.length).toBeGreaterThan(0));
+});
