@@ -355,6 +355,39 @@ const reservationScenarios: Scenario[] = [
     steps: [reg(0, K1), reserve(0, K1, WE), step(1, { kind: 'reserve', key: K2, type: WE }, RC)],
   },
   {
+    id: 'reserve.registered-non-holder-under-registrants-only',
+    title:
+      'RESERVE / REGISTER AND MOVE from a registered non-holder under WE-RO → RC (LIO: their own checks first: 24h/00h for a reserved TYPE, 26h/00h for a bad SCOPE or SARK 0)',
+    departures: {
+      lio: 'core_scsi3_pr_seq_non_holder lets registered nexuses through under RO types; the service action answers (random differential run, seed 2)',
+    },
+    requires: { prout: [7], types: [WE_RO] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE_RO),
+      reserve(1, K2, WE_RO, RC),
+      step(1, { kind: 'reserve', key: K2, type: 2 }, RC, { overrides: { lio: illegal(0x24) } }),
+      step(1, { kind: 'reserve', key: K1, type: 2 }, RC, { overrides: { lio: illegal(0x24) } }),
+      step(1, { kind: 'reserve', key: K2, type: WE_RO, scope: 2 }, RC, {
+        overrides: { lio: illegal(0x26) },
+      }),
+      step(
+        1,
+        { kind: 'move', key: K2, sark: 0n, destination: { nexus: 0 }, relativeTargetPortOf: 0 },
+        RC,
+        { overrides: { lio: illegal(0x26) } },
+      ),
+      step(
+        1,
+        { kind: 'move', key: K2, sark: K2, destination: { nexus: 0 }, relativeTargetPortOf: 0 },
+        RC,
+      ),
+      reservation(1, { key: K1, type: WE_RO }),
+      keys(1, [K1, K2]),
+    ],
+  },
+  {
     id: 'reserve.holder-rules',
     title:
       'RESERVE by another registrant → RC; by holder same type → GOOD no-op; different type → RC',

@@ -70,7 +70,10 @@ export function executeProut(
   // §7.1 step 2: a reservation exists and the caller does not hold it → table 6.3, before parsing anything.
   const res = pr.reservation;
   if (res && !pr.isHolder(caller)) {
+    const admittedRegistrant =
+      caller !== undefined && isRegistrantsOnly(res.type) && knobs.registrantsOnlyAdmitsRegistrants;
     const allowed =
+      admittedRegistrant ||
       sa === REGISTER ||
       sa === REGISTER_AND_IGNORE ||
       (caller !== undefined &&
