@@ -47,7 +47,7 @@ const unavailable =
  * Random sequences per run: about 60–90 s of the VM's time under TCG (docs/lio-testbed.md, "Timings"). The seed is
  * new each run unless PRFLEET_LIO_SEED names one (to replay a failure: same seed, same sequences).
  */
-const RANDOM_COUNT = Number(process.env['PRFLEET_LIO_RANDOM_COUNT'] ?? 60);
+const RANDOM_COUNT = Number(process.env['PRFLEET_LIO_RANDOM_COUNT'] ?? 120);
 const RANDOM_SEED = Number(process.env['PRFLEET_LIO_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 
 /** Scenarios the runner itself skips for the lio profile (requirements the profile does not meet). */

@@ -166,6 +166,42 @@ const step: fc.Arbitrary<ScenarioStep> = fc
       .map((command) => ({ nexus, command, expect: ANY })),
   );
 
+/**
+ * RESERVE (a type REGISTER AND MOVE can move) and REGISTER AND MOVE to another nexus through its own port, both
+ * from one nexus: the pair that moves a reservation when that nexus is registered and nothing is reserved yet,
+ * rare among independent steps.
+ */
+const reserveThenMove: fc.Arbitrary<ScenarioStep[]> = fc
+  .record({
+    from: fc.integer({ min: 0, max: NEXUSES - 1 }),
+    to: fc.integer({ min: 1, max: NEXUSES - 1 }),
+    type: fc.constantFrom(1, 3, 5, 6),
+    sark: fc.oneof(
+      { weight: 3, arbitrary: fc.constantFrom(...HOME_KEYS) },
+      fc.constantFrom(...STRAY_KEYS),
+    ),
+    unreg: rarely,
+  })
+  .map(({ from, to, type, sark, unreg }) => {
+    const key = HOME_KEYS[from] as bigint;
+    const destination = (from + to) % NEXUSES;
+    return [
+      { nexus: from, command: { kind: 'reserve', key, type }, expect: ANY },
+      {
+        nexus: from,
+        command: {
+          kind: 'move',
+          key,
+          sark,
+          destination: { nexus: destination },
+          relativeTargetPortOf: destination,
+          unreg,
+        },
+        expect: ANY,
+      },
+    ];
+  });
+
 /** REGISTER of a nexus's own key from an unregistered nexus: the usual opening, so later steps meet registrants. */
 function opening(nexus: number): fc.Arbitrary<ScenarioStep> {
   return fc.record({ aptpl: rarely, allTgPt: rarely }).map(({ aptpl, allTgPt }) => ({
@@ -175,13 +211,19 @@ function opening(nexus: number): fc.Arbitrary<ScenarioStep> {
   }));
 }
 
-/** Steps of one sequence: each nexus registers first with probability 4/5, then 3–20 random steps. */
+/** Steps of one sequence: each nexus registers first with probability 4/5, then 3–20 random steps (or pairs). */
 export const sequenceSteps: fc.Arbitrary<ScenarioStep[]> = fc
   .tuple(
     fc.tuple(...[0, 1, 2].map((n) => fc.option(opening(n), { freq: 5 }))),
-    fc.array(step, { minLength: 3, maxLength: 20 }),
+    fc.array(
+      fc.oneof(
+        { weight: 12, arbitrary: step.map((s) => [s]) },
+        { weight: 1, arbitrary: reserveThenMove },
+      ),
+      { minLength: 3, maxLength: 20 },
+    ),
   )
-  .map(([open, rest]) => [...open.filter((s) => s !== null), ...rest]);
+  .map(([open, rest]) => [...open.filter((s) => s !== null), ...rest.flat()]);
 
 /** Id of sequence `index` of `seed`. */
 export function sequenceId(seed: number, index: number): string {
