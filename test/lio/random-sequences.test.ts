@@ -94,14 +94,18 @@ describe('random PR sequences for the LIO differential run', () => {
     });
   });
 
-  it('run on an emulated lio LU to the end, with no PREEMPT AND ABORT left that succeeds', async () => {
+  it('run on an emulated lio LU to the end, with no PREEMPT AND ABORT left that succeeds, and reach moves and preemptions', async () => {
+    const succeeded = new Set<string>();
     for (const sequence of await randomSequences(5, 60)) {
       const result = await runScenarioOnEmulator(sequence, 'lio');
       expect(result.failure).toBeUndefined();
       sequence.steps.forEach((s, i) => {
         if (s.command.kind === 'preempt' && s.command.abort === true)
           expect(result.steps[i]?.response.status).not.toBe(0);
+        if (result.steps[i]?.response.status === 0) succeeded.add(s.command.kind);
       });
     }
+    for (const kind of ['register', 'reserve', 'release', 'clear', 'preempt', 'move'])
+      expect(succeeded).toContain(kind);
   });
 });
