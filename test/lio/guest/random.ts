@@ -44,6 +44,7 @@ export async function runRandomPart(options: RandomPartOptions): Promise<number>
   };
   const stats = { ran: 0, commands: 0, differing: 0, luMs: 0, lioMs: 0, emulatorMs: 0 };
   let stopped: string | undefined;
+  let previous: string | undefined;
   for (const sequence of sequences) {
     const reused = pair !== undefined;
     const t0 = performance.now();
@@ -53,11 +54,18 @@ export async function runRandomPart(options: RandomPartOptions): Promise<number>
     // State the prologue cannot undo is the previous sequence's leftover: report it, run again on a fresh LU.
     if (reused && line.reason?.includes('cleanup prologue failed')) {
       options.print(
-        formatLine({ t: 'info', name: 'carry-over', before: sequence.id, reason: line.reason }),
+        formatLine({
+          t: 'info',
+          name: 'carry-over',
+          after: previous,
+          before: sequence.id,
+          reason: line.reason,
+        }),
       );
       pair = await newPair();
       line = await runOne(sequence, pair, false, options);
     }
+    previous = sequence.id;
     stats.ran++;
     stats.commands += line.commands ?? 0;
     stats.lioMs += line.phases?.lio ?? 0;
