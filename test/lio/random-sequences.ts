@@ -27,7 +27,7 @@ const VALID_TYPES = [1, 3, 5, 6, 7, 8];
 const INVALID_TYPES = [0, 2, 4, 9, 15];
 /**
  * PRIN allocation lengths: 0, below LIO's header minimums, cuts inside a header, a key, a reservation descriptor
- * and a full-status descriptor, (the runner's default leaves room for everything).
+ * and a full-status descriptor; the runner's default (no length given) leaves room for everything.
  */
 const ALLOCATION_LENGTHS = [
   0, 1, 5, 6, 7, 8, 9, 12, 16, 20, 21, 22, 23, 24, 30, 40, 48, 64, 76, 100,
