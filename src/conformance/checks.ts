@@ -55,6 +55,7 @@ export function checkResponse(
 /** The SCSI status (and sense, for CHECK CONDITION) against the expected one. */
 export function statusProblem(e: Expectation, r: ScsiResponse): string | undefined {
   const wantStatus = e.sense ? 'check-condition' : (e.status ?? 'good');
+  if (wantStatus === 'any') return undefined;
   const status = statusWord(r.status);
   if (status !== wantStatus) {
     const want = e.sense ? `CHECK CONDITION ${senseWords(e.sense)}` : wantStatus;

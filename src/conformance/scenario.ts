@@ -62,7 +62,8 @@ export type ScenarioCommand =
 
 /** What a step's answer must show. Every present field is checked. */
 export interface Expectation {
-  status?: 'good' | 'check-condition' | 'reservation-conflict';
+  /** `any`: whatever the device answers (random sequences compare devices, they expect nothing). @default 'good' */
+  status?: 'good' | 'check-condition' | 'reservation-conflict' | 'any';
   /** Sense key / ASC / ASCQ (implies CHECK CONDITION). */
   sense?: { key: number; asc: number; ascq: number };
   /** READ KEYS: the registered keys (compared as a sorted multiset). */

@@ -355,6 +355,39 @@ const reservationScenarios: Scenario[] = [
     steps: [reg(0, K1), reserve(0, K1, WE), step(1, { kind: 'reserve', key: K2, type: WE }, RC)],
   },
   {
+    id: 'reserve.registered-non-holder-under-registrants-only',
+    title:
+      'RESERVE / REGISTER AND MOVE from a registered non-holder under WE-RO → RC (LIO: their own checks first: 24h/00h for a reserved TYPE, 26h/00h for a bad SCOPE or SARK 0)',
+    departures: {
+      lio: 'core_scsi3_pr_seq_non_holder lets registered nexuses through under RO types; the service action answers (random differential run, seed 2)',
+    },
+    requires: { prout: [7], types: [WE_RO] },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      reserve(0, K1, WE_RO),
+      reserve(1, K2, WE_RO, RC),
+      step(1, { kind: 'reserve', key: K2, type: 2 }, RC, { overrides: { lio: illegal(0x24) } }),
+      step(1, { kind: 'reserve', key: K1, type: 2 }, RC, { overrides: { lio: illegal(0x24) } }),
+      step(1, { kind: 'reserve', key: K2, type: WE_RO, scope: 2 }, RC, {
+        overrides: { lio: illegal(0x26) },
+      }),
+      step(
+        1,
+        { kind: 'move', key: K2, sark: 0n, destination: { nexus: 0 }, relativeTargetPortOf: 0 },
+        RC,
+        { overrides: { lio: illegal(0x26) } },
+      ),
+      step(
+        1,
+        { kind: 'move', key: K2, sark: K2, destination: { nexus: 0 }, relativeTargetPortOf: 0 },
+        RC,
+      ),
+      reservation(1, { key: K1, type: WE_RO }),
+      keys(1, [K1, K2]),
+    ],
+  },
+  {
     id: 'reserve.holder-rules',
     title:
       'RESERVE by another registrant → RC; by holder same type → GOOD no-op; different type → RC',
@@ -574,6 +607,26 @@ const preemptScenarios: Scenario[] = [
       step(0, { kind: 'preempt', key: K1, sark: 0x9999n, type: WE }, RC),
       keys(0, [K1], { generationDelta: { from: 'g1', delta: 0 } }),
       reservation(0, { key: K1, type: WE }),
+    ],
+  },
+  {
+    id: 'preempt.reserved-type-before-key',
+    title:
+      'PREEMPT / PREEMPT AND ABORT with a reserved TYPE → 24h/00h even with a wrong key or from an unregistered nexus; nothing changes',
+    // Found by the random differential run (docs/lio-testbed.md, seed 1): the emulator answered RC for the key.
+    requires: { nexuses: 3 },
+    steps: [
+      reg(0, K1),
+      reg(1, K2),
+      label(0, 'g2'),
+      step(1, { kind: 'preempt', key: 0n, sark: K1, type: 0x0f }, illegal(0x24)),
+      step(1, { kind: 'preempt', key: K1, sark: K1, type: 0x0f, abort: true }, illegal(0x24)),
+      step(2, { kind: 'preempt', key: K3, sark: K1, type: 0x09 }, illegal(0x24)),
+      keys(0, [K1, K2], { generationDelta: { from: 'g2', delta: 0 } }),
+      reserve(0, K1, WE),
+      // With a reservation, an unregistered nexus meets table 6.3 first (RC) whatever the TYPE.
+      step(2, { kind: 'preempt', key: K3, sark: K1, type: 0x0f }, RC),
+      reservation(1, { key: K1, type: WE }),
     ],
   },
   {

@@ -70,7 +70,10 @@ export function executeProut(
   // §7.1 step 2: a reservation exists and the caller does not hold it → table 6.3, before parsing anything.
   const res = pr.reservation;
   if (res && !pr.isHolder(caller)) {
+    const admittedRegistrant =
+      caller !== undefined && isRegistrantsOnly(res.type) && knobs.registrantsOnlyAdmitsRegistrants;
     const allowed =
+      admittedRegistrant ||
       sa === REGISTER ||
       sa === REGISTER_AND_IGNORE ||
       (caller !== undefined &&
@@ -373,10 +376,12 @@ function preempt(
   abort: boolean,
 ): Answer {
   const { pr, knobs } = lu;
-  if (!caller) return CONFLICT;
-  if (p.reservationKey !== caller.key) return CONFLICT;
+  // TYPE before the caller's registration and key, as for RESERVE: LIO core_scsi3_emulate_pro_preempt switches on
+  // the type before core_scsi3_pro_preempt looks anything up (measured on 6.1: 24h/00h for a wrong key too).
   const badType = typeError(lu, type);
   if (badType) return badType;
+  if (!caller) return CONFLICT;
+  if (p.reservationKey !== caller.key) return CONFLICT;
   const badScope = scopeError(lu, scope);
   if (badScope) return badScope;
 

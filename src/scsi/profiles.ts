@@ -171,6 +171,14 @@ export interface ProfileKnobs {
    * service-action check (24h/00h, SPC). Measured on LIO 6.1.
    */
   readonly unknownServiceActionConflicts: boolean;
+  /**
+   * Under a registrants-only reservation (WE-RO, EA-RO) a registered non-holder's PROUT passes the table 6.3 check
+   * whatever its service action, so RESERVE and REGISTER AND MOVE reach their own checks: RC there for a valid
+   * request, but 24h/00h for a reserved TYPE and 26h/00h for a bad SCOPE or parameter list (LIO
+   * core_scsi3_pr_seq_non_holder: its reg_only rule lets registered nexuses through after the table). Found by the
+   * random differential run on LIO 6.1. SPC: table 6.3 conflicts first.
+   */
+  readonly registrantsOnlyAdmitsRegistrants: boolean;
 }
 
 const WE = 1;
@@ -305,6 +313,7 @@ const spc4: ProfileKnobs = {
   opcodeCheckBeforeUnitAttention: false,
   requestSenseDescriptor: true,
   unknownServiceActionConflicts: false,
+  registrantsOnlyAdmitsRegistrants: false,
 };
 
 /**
@@ -345,6 +354,7 @@ const lio: ProfileKnobs = {
   opcodeCheckBeforeUnitAttention: true,
   requestSenseDescriptor: false,
   unknownServiceActionConflicts: true,
+  registrantsOnlyAdmitsRegistrants: true,
 };
 
 /** Quantum SuperLoader 3 changer LUN (Software Interface Guide pp. 69–91). */

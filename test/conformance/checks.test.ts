@@ -23,6 +23,22 @@ const context = {
 };
 
 describe('conformance checks', () => {
+  it("accepts any SCSI status for status 'any', but not a transport failure", () => {
+    const illegal = encodeSense({ senseKey: 5, asc: 0x24, ascq: 0 });
+    for (const r of [answer({}), answer({ status: 0x18 }), answer({ status: 2, sense: illegal })])
+      expect(
+        checkResponse({ kind: 'test-unit-ready' }, { status: 'any' }, r, context),
+      ).toBeUndefined();
+    expect(
+      checkResponse(
+        { kind: 'test-unit-ready' },
+        { status: 'any' },
+        answer({ hostStatus: 3 }),
+        context,
+      ),
+    ).toBe('transport error: host status 0x3');
+  });
+
   it('names the status it got and the sense of a CHECK CONDITION', () => {
     expect(statusProblem({}, answer({ status: 0x18 }))).toBe(
       'expected good, got reservation-conflict',

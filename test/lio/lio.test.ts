@@ -6,7 +6,8 @@
  *     profile (same commands, same status/sense/data-in), one test each;
  *   - prfleet server + sgio agent + client inside the VM: register/reserve/conflict/preempt over gRPC;
  *   - a medium changer LU (TCM-User backstore answered by test/lio/tcmu-changer.c, PR by LIO's core): discovery,
- *     mtx vs prfleet on every element, sg_persist vs prfleet on PR state, and the PR scenarios that apply to it.
+ *     mtx vs prfleet on every element, sg_persist vs prfleet on PR state, and the PR scenarios that apply to it;
+ *   - seeded random PR sequences (test/lio/random-sequences.ts) on LIO and the emulator twin, command by command.
  * Outside CI it is skipped with a one-line reason when it cannot run (not root, no qemu) or when
  * PRFLEET_SKIP_VM=1; in CI (CI=true) not running is a failure.
  */
@@ -27,6 +28,8 @@ import {
 } from '../scsi-vm/launch.js';
 import { CHANGER_CHECKS, CHANGER_SCENARIO_PREFIX } from './changer-checks.js';
 import { GRPC_CHECKS } from './grpc-checks.js';
+import { RANDOM_SEQUENCE_PREFIX, randomSequences } from './random-sequences.js';
+import { describeCommand } from '../../src/conformance/index.js';
 import {
   parseLines,
   type CheckLine,
@@ -39,6 +42,13 @@ const inCi = process.env['CI'] === 'true';
 const unavailable =
   vmUnavailableReason() ??
   (process.env['PRFLEET_SKIP_VM'] === '1' ? 'PRFLEET_SKIP_VM=1' : undefined);
+
+/**
+ * Random sequences per run: about 60–90 s of the VM's time under TCG (docs/lio-testbed.md, "Timings"). The seed is
+ * new each run unless PRFLEET_LIO_SEED names one (to replay a failure: same seed, same sequences).
+ */
+const RANDOM_COUNT = Number(process.env['PRFLEET_LIO_RANDOM_COUNT'] ?? 120);
+const RANDOM_SEED = Number(process.env['PRFLEET_LIO_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
 
 /** Scenarios the runner itself skips for the lio profile (requirements the profile does not meet). */
 function staticSkip(id: string): string | undefined {
@@ -81,7 +91,7 @@ if (unavailable !== undefined && !inCi) {
           outDir,
           // The guest runs the host's own runtime (the pinned Node under node_modules), not the chroot PATH's node.
           script: detachedNodeScript(
-            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts ${process.env['PRFLEET_LIO_PARTS'] ?? 'conformance,grpc,changer'} --changer-handler '${handler}'`,
+            `'${process.execPath}' '${join(guestDir, 'test', 'lio', 'guest', 'main.js')}' --out '${outDir}' --parts ${process.env['PRFLEET_LIO_PARTS'] ?? 'conformance,grpc,changer,random'} --changer-handler '${handler}' --seed ${RANDOM_SEED} --random-count ${RANDOM_COUNT}`,
           ),
           timeoutMs: 900_000,
         });
@@ -90,7 +100,8 @@ if (unavailable !== undefined && !inCi) {
         const start = lines.find((l): l is InfoLine => l.t === 'info' && l.name === 'start');
         console.log(
           `LIO VM: rc ${run.rc}, wall ${(run.wallMs / 1000).toFixed(1)} s, node start ${String(start?.['nodeStartMs'])} ms, ` +
-            `suite ${String(end?.['ms'])} ms, ${lines.length} result lines; console log and transcripts in ${outDir}`,
+            `suite ${String(end?.['ms'])} ms, ${lines.length} result lines; console log and transcripts in ${outDir}; ` +
+            `random sequences: seed ${RANDOM_SEED} (replay: PRFLEET_LIO_SEED=${RANDOM_SEED})`,
         );
       } catch (e) {
         setupError = e;
@@ -174,6 +185,29 @@ if (unavailable !== undefined && !inCi) {
             .filter((l) => l.lio !== 'pass' || l.diff !== undefined)
             .map((l) => `${l.id}: ${l.reason ?? ''} ${l.diff ?? ''}`),
         ).toEqual([]);
+      });
+    });
+
+    describe('random PR sequences on LIO (SG_IO, 3 nexuses) against the emulator twin', () => {
+      it(`${RANDOM_COUNT} seeded sequences answer like the emulator's lio profile, command by command`, async () => {
+        const summary = lines.find((l): l is InfoLine => l.t === 'info' && l.name === 'random');
+        const replay = `seed ${RANDOM_SEED}; replay with PRFLEET_LIO_SEED=${RANDOM_SEED} PRFLEET_LIO_RANDOM_COUNT=${RANDOM_COUNT}`;
+        expect(summary, `no summary line of the random part (${replay})`).toBeDefined();
+        const sequences = await randomSequences(RANDOM_SEED, RANDOM_COUNT);
+        const problems = lines
+          .filter(
+            (l): l is ScenarioLine => l.t === 'scenario' && l.id.startsWith(RANDOM_SEQUENCE_PREFIX),
+          )
+          .map((l) => {
+            const steps = sequences.find((s) => s.id === l.id)?.steps ?? [];
+            const listing = steps
+              .map((s, i) => `    ${i}: nexus ${s.nexus ?? 0} ${describeCommand(s.command)}`)
+              .join('\n');
+            return `${l.diff ?? l.reason ?? l.lio}\n${listing}`;
+          });
+        expect(problems, replay).toEqual([]);
+        expect(summary?.['stopped'], replay).toBeUndefined();
+        expect(summary?.['ran'], replay).toBe(RANDOM_COUNT);
       });
     });
 

@@ -139,3 +139,30 @@ describe('the emulator lio profile against answers measured on LIO 6.1 via tcm_l
     expect(recorded.size).toBeGreaterThan(60);
   });
 });
+
+/**
+ * Random sequences of the differential run (test/lio/random-sequences.ts) where LIO and the twin differed before
+ * a fix, as LIO answered them: fixtures/…/random/seed-<seed>/ holds the transcripts of one LU's life, from a
+ * fresh LU to the sequence that differed (the run reuses the LU while sequences agree, so that sequence began in
+ * the state the earlier ones left). Replayed in order on one fresh twin, like the VM run did.
+ */
+describe('the emulator lio profile against random sequences LIO answered differently before a fix', () => {
+  const root = join(FIXTURES, 'random');
+  const runs = readdirSync(root);
+  const indexOf = (file: string): number => Number(/-(\d+)\.lio\.jsonl$/.exec(file)?.[1]);
+  for (const run of runs) {
+    it(run, () => {
+      const files = readdirSync(join(root, run))
+        .filter((f) => f.endsWith('.lio.jsonl'))
+        .sort((a, b) => indexOf(a) - indexOf(b));
+      let twin: { lu: EmulatedLogicalUnit; initiators: Initiator[] } | undefined;
+      for (const file of files) {
+        const lio = parseTranscript(readFileSync(join(root, run, file), 'utf8'));
+        twin ??= twinOf(lio);
+        const mismatch = compareTranscripts(lio, replay(lio, twin, Infinity));
+        expect(mismatch && formatMismatch(file, mismatch)).toBeUndefined();
+      }
+    });
+  }
+  it('has recordings', () => expect(runs.length).toBeGreaterThan(0));
+});

@@ -36,7 +36,7 @@ import { createLioTopology, type LioLogicalUnit } from './lio-configfs.js';
 const CONFORMANCE_EXTRA_OPCODES = [0x08, 0x0a, 0x16, 0x17, 0x25, 0x28, 0x2a];
 
 /** Opcodes the scenarios need: the agent's list, the medium/SPC-2 commands, and their raw CDBs (test-only). */
-function allowedOpcodesFor(scenarios: readonly Scenario[]): Set<number> {
+export function allowedOpcodesFor(scenarios: readonly Scenario[]): Set<number> {
   const set = new Set([...SGIO_ALLOWED_OPCODES, ...CONFORMANCE_EXTRA_OPCODES]);
   for (const scenario of scenarios) {
     for (const step of scenario.steps) {
@@ -160,7 +160,7 @@ export interface ConformanceOptions {
  * recreating the LU each time (that costs seconds under TCG). After any failure or difference the pair is
  * replaced, so one scenario's divergence cannot leak into the next.
  */
-interface Pair {
+export interface Pair {
   lu: LioLogicalUnit;
   devices: ScsiDevice[];
   identity: LuIdentity;
@@ -168,7 +168,8 @@ interface Pair {
   nexuses: Array<{ transportId: string; relativeTargetPort: number }>;
 }
 
-async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<Pair> {
+/** Opens the LU's nexuses, reads its identity and builds its emulated twin. */
+export async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<Pair> {
   const devices: ScsiDevice[] = [];
   try {
     for (const path of lu.paths) devices.push(await transport.open(path));
@@ -201,7 +202,7 @@ async function openPair(lu: LioLogicalUnit, transport: ScsiTransport): Promise<P
   }
 }
 
-async function closePair(pair: Pair | undefined): Promise<void> {
+export async function closePair(pair: Pair | undefined): Promise<void> {
   if (pair) await Promise.all(pair.devices.map((d) => d.close()));
 }
 
@@ -297,11 +298,12 @@ export async function runConformance(options: ConformanceOptions): Promise<numbe
   return failures;
 }
 
-async function runOne(
+/** Runs one scenario on LIO, then on the twin, and compares the transcripts (written to the out dir). */
+export async function runOne(
   scenario: Scenario,
   pair: Pair,
   hang: boolean,
-  options: ConformanceOptions,
+  options: Pick<ConformanceOptions, 'outDir'>,
 ): Promise<ScenarioLine> {
   const timeoutMs = hang ? 4000 : 20_000;
   const { lu, devices, identity, twin, nexuses } = pair;

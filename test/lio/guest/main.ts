@@ -1,6 +1,7 @@
 /**
  * Entry point of the in-VM suite (runs chrooted in the host root, see test/scsi-vm/guest/scenario-exec.sh):
- *   node main.js --out <dir> [--parts conformance,grpc,changer] [--only id,id] [--changer-handler <binary>]
+ *   node main.js --out <dir> [--parts conformance,grpc,changer,random] [--only id,id] [--changer-handler <binary>]
+ *                [--seed <n>] [--random-count <n>]
  * Prints `PRFLEET-LIO <json>` lines (test/lio/protocol.ts) and exits 0 when everything passed.
  */
 import { writeFileSync } from 'node:fs';
@@ -19,6 +20,8 @@ async function main(): Promise<number> {
       nexuses: { type: 'string', default: '3' },
       'changer-handler': { type: 'string' },
       'rc-file': { type: 'string' },
+      seed: { type: 'string' },
+      'random-count': { type: 'string', default: '0' },
     },
   });
   rcFile = values['rc-file'];
@@ -60,12 +63,25 @@ async function main(): Promise<number> {
       print,
     });
   }
+  // Random sequences before the disk scenarios too (same reason), on the LU the gRPC part leaves.
+  if (parts.includes('random')) {
+    const { runRandomPart } = await import('./random.js');
+    if (values.seed === undefined) throw new Error('--parts random needs --seed');
+    failures += await runRandomPart({
+      seed: Number(values.seed),
+      count: Number(values['random-count']),
+      nexuses: Number(values.nexuses),
+      freshPrimary: !parts.includes('grpc'),
+      ...(values.out ? { outDir: values.out } : {}),
+      print,
+    });
+  }
   if (parts.includes('conformance')) {
     failures += await runConformance({
       ...(values.out ? { outDir: values.out } : {}),
       ...(values.only ? { only: values.only.split(',') } : {}),
       nexuses: Number(values.nexuses),
-      freshPrimary: !parts.includes('grpc'),
+      freshPrimary: !parts.includes('grpc') && !parts.includes('random'),
       print,
     });
   }
