@@ -32,7 +32,7 @@ import {
   type CommandSessionResponse,
   type Target,
 } from '../src/gen/prfleet/v1/control.js';
-import { Outcome, PrinAction } from '../src/gen/prfleet/v1/scsi.js';
+import { Outcome, PrinAction, type CommandResult } from '../src/gen/prfleet/v1/scsi.js';
 import {
   repoRoot,
   spawnNode,
@@ -197,10 +197,322 @@ function verdict(ok: boolean | undefined): string {
   return ok === undefined ? 'n/a' : ok ? 'PASS' : 'MISS';
 }
 
-async function main(): Promise<number> {
-  const root = repoRoot();
-  const fabric = resolve(root, 'examples/fabric-demo.yaml');
+type Closers = (() => void | Promise<void>)[];
+
+/** One measured path: how to make one call, whose processes' CPU it costs, and what it measured. */
+interface CallPath {
+  readonly label: string;
+  readonly call: () => Promise<unknown>;
+  readonly pids: readonly number[];
+  readonly measured: Measured;
+}
+
+const callPath = (
+  label: string,
+  call: () => Promise<unknown>,
+  pids: readonly number[],
+): CallPath => ({
+  label,
+  call,
+  pids,
+  measured: emptyMeasured(),
+});
+
+/** prfleet-server (memory store) and prfleet-sim on the demo fabric, a control client and its READ KEYS. */
+async function startPrfleet(children: ChildHandle[], closers: Closers) {
+  const fabric = resolve(repoRoot(), 'examples/fabric-demo.yaml');
+  process.stdout.write(
+    'Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n',
+  );
+  // READ KEYS never touches the store (no idempotency key, no PROUT history): the memory store keeps the
+  // embedded PGlite (its start-up, and its memory in the server's heap) out of a latency measurement.
+  const server = await startServerProcess({ env: { PRFLEET_STORE: 'memory' } });
+  children.push(server.handle);
+  const sim = await startSimProcess({ address: server.address, fabric });
+  children.push(sim);
+  const channel = createChannel(`http://${server.address}`);
+  closers.push(() => channel.close());
+  const control = createClient(ControlServiceDefinition, channel);
+  const target = await pickTarget(control);
+  const request = ReadKeysRequest.fromPartial({ target });
+  const readKeys = async () => {
+    const { result } = await control.readKeys(request);
+    if (result?.outcome !== Outcome.OUTCOME_GOOD)
+      throw new Error(`READ KEYS outcome ${String(result?.outcome)}`);
+    return result;
+  };
+  const session = openSession(control, request);
+  closers.unshift(() => session.close());
+  return {
+    target,
+    request,
+    sample: await readKeys(),
+    pids: [server.handle.pid, sim.pid],
+    readKeys,
+    session,
+  };
+}
+
+/**
+ * Message sizes of prfleet's READ KEYS, for the relay: the agent-stream messages are rebuilt from the real result
+ * (command ids are UUID-sized, as the server's are).
+ */
+function messageSizes(target: Target, request: ReadKeysRequest, sample: CommandResult) {
+  const sizes: RelaySizes = {
+    down: ConnectResponse.encode({
+      message: {
+        $case: 'command',
+        value: Command.fromPartial({
+          commandId: randomUUID(),
+          path: target.path,
+          timeout: { seconds: 60n, nanos: 0 },
+          kind: {
+            $case: 'prin',
+            value: { action: PrinAction.PRIN_ACTION_READ_KEYS, allocationLength: 8192 },
+          },
+        }),
+      },
+    }).finish().length,
+    up: ConnectRequest.encode({ message: { $case: 'result', value: sample } }).finish().length,
+    reply: ReadKeysResponse.encode({ result: sample }).finish().length,
+  };
+  return {
+    sizes,
+    requestSize: ReadKeysRequest.encode(request).finish().length,
+    sessionRequestSize: CommandSessionRequest.encode({
+      requestId: '2000',
+      command: { $case: 'readKeys', value: request },
+    }).finish().length,
+  };
+}
+
+/** A relay server and agent child (bench/relay-process.ts `mode`); resolves with the server's address. */
+async function startRelayPair(
+  children: ChildHandle[],
+  mode: 'plain' | 'proto',
+  serverArgs: string[],
+  agentArgs: string[],
+) {
   const relayScript = fileURLToPath(new URL('./relay-process.js', import.meta.url));
+  const prefix = mode === 'plain' ? '' : 'proto-';
+  const relayServer = spawnNode(relayScript, [`${prefix}server`, ...serverArgs], {
+    name: `${prefix}relay-server`,
+  });
+  children.push(relayServer);
+  const listening = await relayServer.waitForLog((e) => e['msg'] === 'listening', 30_000);
+  const address = `127.0.0.1:${String(listening['port'])}`;
+  const relayAgent = spawnNode(relayScript, [`${prefix}agent`, address, ...agentArgs], {
+    name: `${prefix}relay-agent`,
+  });
+  children.push(relayAgent);
+  await relayServer.waitForLog((e) => e['msg'] === 'agent connected', 30_000);
+  return { address, pids: [relayServer.pid, relayAgent.pid] };
+}
+
+/** The bare relay (opaque bytes of prfleet's sizes), unary and streaming. */
+async function startRelay(
+  children: ChildHandle[],
+  closers: Closers,
+  { sizes, requestSize, sessionRequestSize }: ReturnType<typeof messageSizes>,
+) {
+  const sizeArgs = [String(sizes.down), String(sizes.up), String(sizes.reply)];
+  const { address, pids } = await startRelayPair(children, 'plain', sizeArgs, sizeArgs);
+  const relay = createRelayClient(address);
+  closers.push(() => relay.close());
+  const payload = new Uint8Array(requestSize);
+  const session = openRelaySession(address, sessionRequestSize);
+  closers.unshift(() => session.close());
+  return { call: () => relay.client.call(payload), session, pids };
+}
+
+/** The relay carrying prfleet's real protobuf messages (bench/relay-proto.ts), unary and streaming. */
+async function startProtoRelay(
+  children: ChildHandle[],
+  closers: Closers,
+  sample: CommandResult,
+  request: ReadKeysRequest,
+) {
+  const { address, pids } = await startRelayPair(children, 'proto', [], [encodeSample(sample)]);
+  const relay = createProtoRelayClient(address, request);
+  closers.push(() => relay.close());
+  const session = openProtoRelaySession(address, request);
+  closers.unshift(() => session.close());
+  return { call: relay.call, session, pids };
+}
+
+/** Calls each path in turn until WARMUP_CALLS each or `budgetMs` has passed. */
+async function warmUp(paths: readonly CallPath[], budgetMs: number): Promise<void> {
+  const began = performance.now();
+  for (let i = 0; i < WARMUP_CALLS && performance.now() - began < budgetMs; i++)
+    for (const path of paths) await path.call();
+}
+
+/** One results row: latency figures and CPU per call of a path. */
+function resultRow({ label, measured }: CallPath): string[] {
+  const m = summarize(measured.samples);
+  const perCall = (cpu: number) => formatMs(cpu / measured.samples.length);
+  return [
+    label,
+    String(m.n),
+    formatMs(m.p50),
+    formatMs(m.p99),
+    formatMs(m.mean),
+    perCall(measured.stackCpuMs),
+    perCall(measured.clientCpuMs),
+  ];
+}
+
+function spawnRow(spawn: ReturnType<typeof measureSgPersistSpawn>): string[] {
+  return 'summary' in spawn
+    ? [
+        '(3) sg_persist --version spawn',
+        String(spawn.summary.n),
+        formatMs(spawn.summary.p50),
+        formatMs(spawn.summary.p99),
+        formatMs(spawn.summary.mean),
+        '',
+        '',
+      ]
+    : ['(3) sg_persist spawn', '0', 'n/a', 'n/a', 'n/a', '', ''];
+}
+
+interface Measurements {
+  prfleet: CallPath;
+  bare: CallPath;
+  streamed: CallPath;
+  bareStreamed: CallPath;
+  protoBare: CallPath;
+  protoStreamed: CallPath;
+}
+
+/** The issue's targets with their verdicts, and the protobuf relays' figures for information. */
+function targetsTable(
+  m: Measurements,
+  spawn: ReturnType<typeof measureSgPersistSpawn>,
+): Table.Table {
+  const p50 = (path: CallPath) => summarize(path.measured.samples).p50;
+  const p99 = (path: CallPath) => summarize(path.measured.samples).p99;
+  const cpu = (path: CallPath) => path.measured.stackCpuMs / path.measured.samples.length;
+  const relayRatio = p50(m.prfleet) / p50(m.bare);
+  const sessionRatio = p50(m.streamed) / p50(m.bareStreamed);
+  const ownUnaryCpu = cpu(m.prfleet) - cpu(m.bare);
+  const ownSessionCpu = cpu(m.streamed) - cpu(m.bareStreamed);
+  const spawnRatio = 'summary' in spawn ? p50(m.prfleet) / spawn.summary.p50 : undefined;
+  const ratio = (x: number, digits = 2) => `${x.toFixed(digits)}×`;
+  const info = (what: string, value: string) => [`${what} (info)`, value, '', ''];
+  const targets = new Table({
+    head: ['ratio / figure', 'measured', 'target', ''],
+    style: { head: [], border: [] },
+  });
+  targets.push(
+    [
+      'prfleet unary p50 / bare relay p50',
+      ratio(relayRatio),
+      `≤ ${TARGET_RELAY_RATIO}×`,
+      verdict(relayRatio <= TARGET_RELAY_RATIO),
+    ],
+    info('prfleet unary p99 / bare relay p99', ratio(p99(m.prfleet) / p99(m.bare))),
+    [
+      'prfleet unary p50 / sg_persist spawn p50',
+      spawnRatio === undefined ? 'n/a' : ratio(spawnRatio, 3),
+      `≤ ${TARGET_SPAWN_RATIO}×`,
+      verdict(spawnRatio === undefined ? undefined : spawnRatio <= TARGET_SPAWN_RATIO),
+    ],
+    [
+      'CommandSession p50',
+      formatMs(p50(m.streamed)),
+      `≤ ${formatMs(TARGET_SESSION_P50_MS)}`,
+      verdict(p50(m.streamed) <= TARGET_SESSION_P50_MS),
+    ],
+    [
+      'CommandSession p50 / streaming relay p50',
+      ratio(sessionRatio),
+      `≤ ${TARGET_SESSION_RELAY_RATIO}×`,
+      verdict(sessionRatio <= TARGET_SESSION_RELAY_RATIO),
+    ],
+    [
+      'unary: prfleet server+agent CPU/call − relay',
+      formatMs(ownUnaryCpu),
+      `≤ ${formatMs(TARGET_OWN_CPU_MS)}`,
+      verdict(Number.isNaN(ownUnaryCpu) ? undefined : ownUnaryCpu <= TARGET_OWN_CPU_MS),
+    ],
+    [
+      'session: prfleet server+agent CPU/call − streaming relay',
+      formatMs(ownSessionCpu),
+      `≤ ${formatMs(TARGET_OWN_CPU_MS)}`,
+      verdict(Number.isNaN(ownSessionCpu) ? undefined : ownSessionCpu <= TARGET_OWN_CPU_MS),
+    ],
+    info('CommandSession p50 / unary p50', ratio(p50(m.streamed) / p50(m.prfleet))),
+    info('prfleet unary p50 / protobuf relay (2p) p50', ratio(p50(m.prfleet) / p50(m.protoBare))),
+    info(
+      'CommandSession p50 / protobuf streaming relay (5p) p50',
+      ratio(p50(m.streamed) / p50(m.protoStreamed)),
+    ),
+    info(
+      'unary: protobuf relay (2p) CPU/call − relay (2)',
+      formatMs(cpu(m.protoBare) - cpu(m.bare)),
+    ),
+    info(
+      'unary: prfleet CPU/call − protobuf relay (2p)',
+      formatMs(cpu(m.prfleet) - cpu(m.protoBare)),
+    ),
+    info(
+      'session: protobuf relay (5p) CPU/call − relay (5)',
+      formatMs(cpu(m.protoStreamed) - cpu(m.bareStreamed)),
+    ),
+    info(
+      'session: prfleet CPU/call − protobuf relay (5p)',
+      formatMs(cpu(m.streamed) - cpu(m.protoStreamed)),
+    ),
+  );
+  return targets;
+}
+
+/** Starts the three stacks, warms them up, measures the six paths in interleaved rounds. */
+async function run(children: ChildHandle[], closers: Closers) {
+  const prfleet = await startPrfleet(children, closers);
+  const sizes = messageSizes(prfleet.target, prfleet.request, prfleet.sample);
+  const relay = await startRelay(children, closers, sizes);
+  const protoRelay = await startProtoRelay(children, closers, prfleet.sample, prfleet.request);
+  const m: Measurements = {
+    prfleet: callPath('(1) prfleet unary READ KEYS', prfleet.readKeys, prfleet.pids),
+    bare: callPath('(2) bare nice-grpc relay', relay.call, relay.pids),
+    streamed: callPath(
+      '(4) prfleet CommandSession READ KEYS',
+      () => prfleet.session.readKeys(),
+      prfleet.pids,
+    ),
+    bareStreamed: callPath(
+      '(5) bare relay, client streaming',
+      () => relay.session.call(),
+      relay.pids,
+    ),
+    protoBare: callPath('(2p) relay (2) with prfleet protobuf', protoRelay.call, protoRelay.pids),
+    protoStreamed: callPath(
+      '(5p) relay (5) with prfleet protobuf',
+      () => protoRelay.session.call(),
+      protoRelay.pids,
+    ),
+  };
+  const { target } = prfleet;
+  process.stdout.write(
+    `Target ${target.agentId}:${target.path} (${target.luId}); warming up (up to ${WARMUP_CALLS} calls each) …\n`,
+  );
+  await warmUp([m.prfleet, m.bare, m.streamed, m.bareStreamed], WARMUP_BUDGET_MS);
+  // The protobuf relay warms up on its own budget: the four paths above keep the warm-up they always had.
+  await warmUp([m.protoBare, m.protoStreamed], WARMUP_BUDGET_MS / 2);
+  const order = [m.prfleet, m.bare, m.streamed, m.bareStreamed, m.protoBare, m.protoStreamed];
+  for (let round = 1; round <= ROUNDS; round++) {
+    process.stdout.write(
+      `Round ${round}/${ROUNDS}: up to ${CALLS_PER_ROUND} calls or ${ROUND_BUDGET_MS / 1000} s each …\n`,
+    );
+    for (const path of order)
+      await measure(path.measured, CALLS_PER_ROUND, ROUND_BUDGET_MS, path.pids, path.call);
+  }
+  return { m, sizes };
+}
+
+async function main(): Promise<number> {
   const children: ChildHandle[] = [];
   const hardStop = setTimeout(() => {
     process.stderr.write(
@@ -209,320 +521,25 @@ async function main(): Promise<number> {
     for (const child of children) child.signal('SIGKILL');
     process.exit(1);
   }, HARD_LIMIT_MS);
-  const closers: (() => void | Promise<void>)[] = [];
+  const closers: Closers = [];
   try {
     const began = performance.now();
-    process.stdout.write(
-      'Starting prfleet-server and prfleet-sim (examples/fabric-demo.yaml) on 127.0.0.1 …\n',
-    );
-    // READ KEYS never touches the store (no idempotency key, no PROUT history): the memory store keeps the
-    // embedded PGlite (its start-up, and its memory in the server's heap) out of a latency measurement.
-    const server = await startServerProcess({ env: { PRFLEET_STORE: 'memory' } });
-    children.push(server.handle);
-    const sim = await startSimProcess({ address: server.address, fabric });
-    children.push(sim);
-    const channel = createChannel(`http://${server.address}`);
-    closers.push(() => channel.close());
-    const control = createClient(ControlServiceDefinition, channel);
-    const target = await pickTarget(control);
-    const request = ReadKeysRequest.fromPartial({ target });
-    const readKeys = async () => {
-      const { result } = await control.readKeys(request);
-      if (result?.outcome !== Outcome.OUTCOME_GOOD)
-        throw new Error(`READ KEYS outcome ${String(result?.outcome)}`);
-      return result;
-    };
-    const sample = await readKeys();
-
-    // Message sizes of prfleet's READ KEYS, for the relay: the agent-stream messages are rebuilt from the real
-    // result (command ids are UUID-sized, as the server's are).
-    const sizes: RelaySizes = {
-      down: ConnectResponse.encode({
-        message: {
-          $case: 'command',
-          value: Command.fromPartial({
-            commandId: randomUUID(),
-            path: target.path,
-            timeout: { seconds: 60n, nanos: 0 },
-            kind: {
-              $case: 'prin',
-              value: { action: PrinAction.PRIN_ACTION_READ_KEYS, allocationLength: 8192 },
-            },
-          }),
-        },
-      }).finish().length,
-      up: ConnectRequest.encode({ message: { $case: 'result', value: sample } }).finish().length,
-      reply: ReadKeysResponse.encode({ result: sample }).finish().length,
-    };
-    const requestSize = ReadKeysRequest.encode(request).finish().length;
-    const sessionRequestSize = CommandSessionRequest.encode({
-      requestId: '2000',
-      command: { $case: 'readKeys', value: request },
-    }).finish().length;
-
-    const relayServer = spawnNode(
-      relayScript,
-      ['server', String(sizes.down), String(sizes.up), String(sizes.reply)],
-      {
-        name: 'relay-server',
-      },
-    );
-    children.push(relayServer);
-    const listening = await relayServer.waitForLog((e) => e['msg'] === 'listening', 30_000);
-    const relayAddress = `127.0.0.1:${String(listening['port'])}`;
-    const relayAgent = spawnNode(
-      relayScript,
-      ['agent', relayAddress, String(sizes.down), String(sizes.up), String(sizes.reply)],
-      { name: 'relay-agent' },
-    );
-    children.push(relayAgent);
-    await relayServer.waitForLog((e) => e['msg'] === 'agent connected', 30_000);
-    const relay = createRelayClient(relayAddress);
-    closers.push(() => relay.close());
-    const relayPayload = new Uint8Array(requestSize);
-    const relayCall = () => relay.client.call(relayPayload);
-
-    const protoRelayServer = spawnNode(relayScript, ['proto-server'], {
-      name: 'proto-relay-server',
-    });
-    children.push(protoRelayServer);
-    const protoListening = await protoRelayServer.waitForLog(
-      (e) => e['msg'] === 'listening',
-      30_000,
-    );
-    const protoRelayAddress = `127.0.0.1:${String(protoListening['port'])}`;
-    const protoRelayAgent = spawnNode(
-      relayScript,
-      ['proto-agent', protoRelayAddress, encodeSample(sample)],
-      { name: 'proto-relay-agent' },
-    );
-    children.push(protoRelayAgent);
-    await protoRelayServer.waitForLog((e) => e['msg'] === 'agent connected', 30_000);
-    const protoRelay = createProtoRelayClient(protoRelayAddress, request);
-    closers.push(() => protoRelay.close());
-
-    const session = openSession(control, request);
-    closers.unshift(() => session.close());
-    const relaySession = openRelaySession(relayAddress, sessionRequestSize);
-    closers.unshift(() => relaySession.close());
-    const protoRelaySession = openProtoRelaySession(protoRelayAddress, request);
-    closers.unshift(() => protoRelaySession.close());
-
-    process.stdout.write(
-      `Target ${target.agentId}:${target.path} (${target.luId}); warming up (up to ${WARMUP_CALLS} calls each) …\n`,
-    );
-    const warmupStart = performance.now();
-    for (let i = 0; i < WARMUP_CALLS && performance.now() - warmupStart < WARMUP_BUDGET_MS; i++) {
-      await readKeys();
-      await relayCall();
-      await session.readKeys();
-      await relaySession.call();
-    }
-    // The protobuf relay warms up on its own budget: the four paths above keep the warm-up they always had.
-    const protoWarmupStart = performance.now();
-    for (
-      let i = 0;
-      i < WARMUP_CALLS && performance.now() - protoWarmupStart < WARMUP_BUDGET_MS / 2;
-      i++
-    ) {
-      await protoRelay.call();
-      await protoRelaySession.call();
-    }
-
-    const prfleet = emptyMeasured();
-    const bare = emptyMeasured();
-    const streamed = emptyMeasured();
-    const bareStreamed = emptyMeasured();
-    const protoBare = emptyMeasured();
-    const protoStreamed = emptyMeasured();
-    const prfleetPids = [server.handle.pid, sim.pid];
-    const relayPids = [relayServer.pid, relayAgent.pid];
-    const protoRelayPids = [protoRelayServer.pid, protoRelayAgent.pid];
-    for (let round = 1; round <= ROUNDS; round++) {
-      process.stdout.write(
-        `Round ${round}/${ROUNDS}: up to ${CALLS_PER_ROUND} calls or ${ROUND_BUDGET_MS / 1000} s each …\n`,
-      );
-      await measure(prfleet, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, readKeys);
-      await measure(bare, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, relayCall);
-      await measure(streamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, prfleetPids, () =>
-        session.readKeys(),
-      );
-      await measure(bareStreamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, relayPids, () =>
-        relaySession.call(),
-      );
-      await measure(protoBare, CALLS_PER_ROUND, ROUND_BUDGET_MS, protoRelayPids, protoRelay.call);
-      await measure(protoStreamed, CALLS_PER_ROUND, ROUND_BUDGET_MS, protoRelayPids, () =>
-        protoRelaySession.call(),
-      );
-    }
+    const { m, sizes } = await run(children, closers);
     const spawn = measureSgPersistSpawn();
-
-    const p = summarize(prfleet.samples);
-    const r = summarize(bare.samples);
-    const s = summarize(streamed.samples);
-    const rs = summarize(bareStreamed.samples);
-    const rp = summarize(protoBare.samples);
-    const rsp = summarize(protoStreamed.samples);
-    const perCall = (m: Measured, cpu: number) => formatMs(cpu / m.samples.length);
     const results = new Table({
       head: ['measurement', 'n', 'p50', 'p99', 'mean', 'server+agent CPU/call', 'client CPU/call'],
       style: { head: [], border: [] },
     });
     results.push(
-      [
-        '(1) prfleet unary READ KEYS',
-        String(p.n),
-        formatMs(p.p50),
-        formatMs(p.p99),
-        formatMs(p.mean),
-        perCall(prfleet, prfleet.stackCpuMs),
-        perCall(prfleet, prfleet.clientCpuMs),
-      ],
-      [
-        '(2) bare nice-grpc relay',
-        String(r.n),
-        formatMs(r.p50),
-        formatMs(r.p99),
-        formatMs(r.mean),
-        perCall(bare, bare.stackCpuMs),
-        perCall(bare, bare.clientCpuMs),
-      ],
-      'summary' in spawn
-        ? [
-            '(3) sg_persist --version spawn',
-            String(spawn.summary.n),
-            formatMs(spawn.summary.p50),
-            formatMs(spawn.summary.p99),
-            formatMs(spawn.summary.mean),
-            '',
-            '',
-          ]
-        : ['(3) sg_persist spawn', '0', 'n/a', 'n/a', 'n/a', '', ''],
-      [
-        '(4) prfleet CommandSession READ KEYS',
-        String(s.n),
-        formatMs(s.p50),
-        formatMs(s.p99),
-        formatMs(s.mean),
-        perCall(streamed, streamed.stackCpuMs),
-        perCall(streamed, streamed.clientCpuMs),
-      ],
-      [
-        '(5) bare relay, client streaming',
-        String(rs.n),
-        formatMs(rs.p50),
-        formatMs(rs.p99),
-        formatMs(rs.mean),
-        perCall(bareStreamed, bareStreamed.stackCpuMs),
-        perCall(bareStreamed, bareStreamed.clientCpuMs),
-      ],
-      [
-        '(2p) relay (2) with prfleet protobuf',
-        String(rp.n),
-        formatMs(rp.p50),
-        formatMs(rp.p99),
-        formatMs(rp.mean),
-        perCall(protoBare, protoBare.stackCpuMs),
-        perCall(protoBare, protoBare.clientCpuMs),
-      ],
-      [
-        '(5p) relay (5) with prfleet protobuf',
-        String(rsp.n),
-        formatMs(rsp.p50),
-        formatMs(rsp.p99),
-        formatMs(rsp.mean),
-        perCall(protoStreamed, protoStreamed.stackCpuMs),
-        perCall(protoStreamed, protoStreamed.clientCpuMs),
-      ],
+      resultRow(m.prfleet),
+      resultRow(m.bare),
+      spawnRow(spawn),
+      resultRow(m.streamed),
+      resultRow(m.bareStreamed),
+      resultRow(m.protoBare),
+      resultRow(m.protoStreamed),
     );
-
-    const relayRatio = p.p50 / r.p50;
-    const sessionRatio = s.p50 / rs.p50;
-    const cpuPerCall = (m: Measured) => m.stackCpuMs / m.samples.length;
-    const ownUnaryCpu = cpuPerCall(prfleet) - cpuPerCall(bare);
-    const ownSessionCpu = cpuPerCall(streamed) - cpuPerCall(bareStreamed);
-    const spawnRatio = 'summary' in spawn ? p.p50 / spawn.summary.p50 : undefined;
-    const targets = new Table({
-      head: ['ratio / figure', 'measured', 'target', ''],
-      style: { head: [], border: [] },
-    });
-    targets.push(
-      [
-        'prfleet unary p50 / bare relay p50',
-        `${relayRatio.toFixed(2)}×`,
-        `≤ ${TARGET_RELAY_RATIO}×`,
-        verdict(relayRatio <= TARGET_RELAY_RATIO),
-      ],
-      ['prfleet unary p99 / bare relay p99 (info)', `${(p.p99 / r.p99).toFixed(2)}×`, '', ''],
-      [
-        'prfleet unary p50 / sg_persist spawn p50',
-        spawnRatio === undefined ? 'n/a' : `${spawnRatio.toFixed(3)}×`,
-        `≤ ${TARGET_SPAWN_RATIO}×`,
-        verdict(spawnRatio === undefined ? undefined : spawnRatio <= TARGET_SPAWN_RATIO),
-      ],
-      [
-        'CommandSession p50',
-        formatMs(s.p50),
-        `≤ ${formatMs(TARGET_SESSION_P50_MS)}`,
-        verdict(s.p50 <= TARGET_SESSION_P50_MS),
-      ],
-      [
-        'CommandSession p50 / streaming relay p50',
-        `${sessionRatio.toFixed(2)}×`,
-        `≤ ${TARGET_SESSION_RELAY_RATIO}×`,
-        verdict(sessionRatio <= TARGET_SESSION_RELAY_RATIO),
-      ],
-      [
-        'unary: prfleet server+agent CPU/call − relay',
-        formatMs(ownUnaryCpu),
-        `≤ ${formatMs(TARGET_OWN_CPU_MS)}`,
-        verdict(Number.isNaN(ownUnaryCpu) ? undefined : ownUnaryCpu <= TARGET_OWN_CPU_MS),
-      ],
-      [
-        'session: prfleet server+agent CPU/call − streaming relay',
-        formatMs(ownSessionCpu),
-        `≤ ${formatMs(TARGET_OWN_CPU_MS)}`,
-        verdict(Number.isNaN(ownSessionCpu) ? undefined : ownSessionCpu <= TARGET_OWN_CPU_MS),
-      ],
-      ['CommandSession p50 / unary p50 (info)', `${(s.p50 / p.p50).toFixed(2)}×`, '', ''],
-      [
-        'prfleet unary p50 / protobuf relay (2p) p50 (info)',
-        `${(p.p50 / rp.p50).toFixed(2)}×`,
-        '',
-        '',
-      ],
-      [
-        'CommandSession p50 / protobuf streaming relay (5p) p50 (info)',
-        `${(s.p50 / rsp.p50).toFixed(2)}×`,
-        '',
-        '',
-      ],
-      [
-        'unary: protobuf relay (2p) CPU/call − relay (2) (info)',
-        formatMs(cpuPerCall(protoBare) - cpuPerCall(bare)),
-        '',
-        '',
-      ],
-      [
-        'unary: prfleet CPU/call − protobuf relay (2p) (info)',
-        formatMs(cpuPerCall(prfleet) - cpuPerCall(protoBare)),
-        '',
-        '',
-      ],
-      [
-        'session: protobuf relay (5p) CPU/call − relay (5) (info)',
-        formatMs(cpuPerCall(protoStreamed) - cpuPerCall(bareStreamed)),
-        '',
-        '',
-      ],
-      [
-        'session: prfleet CPU/call − protobuf relay (5p) (info)',
-        formatMs(cpuPerCall(streamed) - cpuPerCall(protoStreamed)),
-        '',
-        '',
-      ],
-    );
-
+    const { down, up, reply } = sizes.sizes;
     process.stdout.write(
       [
         '',
@@ -530,12 +547,12 @@ async function main(): Promise<number> {
         `machine: ${availableParallelism()} CPUs, load average ${loadavg()
           .map((l) => l.toFixed(1))
           .join(' ')} (1/5/15 min): other load distorts every figure`,
-        `message sizes (bytes): request ${requestSize}, server→agent ${sizes.down}, agent→server ${sizes.up}, reply ${sizes.reply}`,
+        `message sizes (bytes): request ${sizes.requestSize}, server→agent ${down}, agent→server ${up}, reply ${reply}`,
         results.toString(),
         'summary' in spawn
           ? `(3) ${spawn.version}, spawnSync from Node, ${SPAWNS} runs`
           : `(3) ${spawn.missing}`,
-        targets.toString(),
+        targetsTable(m, spawn).toString(),
         'CPU/call: user+system time of the server and agent processes (from /proc) and of this client, per call.',
         `Total bench time ${((performance.now() - began) / 1000).toFixed(1)} s.`,
         '',
