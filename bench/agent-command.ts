@@ -18,7 +18,6 @@
  * else: instructions per call = the "Collected" total / calls.
  */
 import { execFile } from 'node:child_process';
-import { loadavg } from 'node:os';
 import { promisify } from 'node:util';
 import { resolve } from 'node:path';
 import pino from 'pino';
@@ -37,6 +36,7 @@ import {
 } from '../src/gen/prfleet/v1/agent.js';
 import { Outcome, PrinAction } from '../src/gen/prfleet/v1/scsi.js';
 import { repoRoot } from '../src/demo/processes.js';
+import { measureInProcess, thrashMiBOf } from './stats.js';
 
 /** Enough calls for V8 to optimize the whole path before the measured rounds. */
 const WARMUP_CALLS = 30_000;
@@ -116,20 +116,11 @@ async function agentUnderTest() {
 
 async function main(): Promise<void> {
   const calls = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 20_000);
-  const thrashMiB = Number(/^--thrash=(\d+)$/.exec(process.argv.slice(2).join(' '))?.[1] ?? 0);
+  const thrashMiB = thrashMiBOf(process.argv.slice(2));
   const { call } = await agentUnderTest();
   const first = connect.requestDeserialize(await call());
   if (first.message?.$case !== 'result' || first.message.value.outcome !== Outcome.OUTCOME_GOOD)
     throw new Error(`READ KEYS did not answer GOOD: ${JSON.stringify(first.message)}`);
-  const junk = new Uint8Array(thrashMiB * 1024 * 1024);
-  let thrashCpuUs = 0;
-  const thrash = (i: number) => {
-    if (junk.length === 0) return;
-    const before = process.cpuUsage();
-    for (let at = 0; at < junk.length; at += 64) junk[at] = i;
-    const spent = process.cpuUsage(before);
-    thrashCpuUs += spent.user + spent.system;
-  };
   for (let i = 0; i < WARMUP_CALLS; i++) await call();
   if (process.argv.includes('--callgrind')) {
     const instrument = (on: boolean) =>
@@ -140,21 +131,12 @@ async function main(): Promise<void> {
     process.stdout.write(`agent command path under callgrind: ${calls} calls measured\n`);
     return;
   }
-  const perCall: number[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    thrashCpuUs = 0;
-    const before = process.cpuUsage();
-    for (let i = 0; i < calls; i++) {
-      thrash(i);
-      await call();
-    }
-    const spent = process.cpuUsage(before);
-    perCall.push((spent.user + spent.system - thrashCpuUs) / calls);
-  }
-  const sorted = [...perCall].sort((a, b) => a - b);
-  process.stdout.write(
-    `agent command path, READ KEYS in process (${calls} calls × ${ROUNDS} rounds${thrashMiB > 0 ? `, ${thrashMiB} MiB written between calls` : ''}, load ${loadavg()[0]?.toFixed(1)}): CPU per call ${perCall.map((us) => us.toFixed(1)).join(' / ')} µs, median ${sorted[Math.floor(ROUNDS / 2)]?.toFixed(1)} µs\n`,
-  );
+  const { line } = await measureInProcess('agent command path, READ KEYS in process', call, {
+    calls,
+    rounds: ROUNDS,
+    thrashMiB,
+  });
+  process.stdout.write(`${line}\n`);
 }
 
 await main();

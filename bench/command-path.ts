@@ -14,7 +14,6 @@
  * with cold caches as in bench-core, where the client, the agent and everything else run between two calls.
  */
 import { resolve } from 'node:path';
-import { loadavg } from 'node:os';
 import pino from 'pino';
 import { createChannel, createClient, Metadata, type CallContext } from 'nice-grpc';
 import { AgentServiceDefinition, Hello } from '../src/gen/prfleet/v1/agent.js';
@@ -34,6 +33,7 @@ import {
 import { buildCommandPath } from '../src/server/startup/command-path.js';
 import { buildRouting } from '../src/server/startup/routing.js';
 import { repoRoot, startServerProcess, startSimProcess } from '../src/demo/processes.js';
+import { measureInProcess, thrashMiBOf } from './stats.js';
 
 /** V8 needs tens of thousands of calls before the whole path runs optimized (fewer: the first rounds ~2×). */
 const WARMUP_CALLS = 30_000;
@@ -155,34 +155,16 @@ function commandPath(sample: Sample) {
 
 async function main(): Promise<void> {
   const calls = Number(process.argv.find((a) => /^\d+$/.test(a)) ?? 20_000);
-  const thrashMiB = Number(/^--thrash=(\d+)$/.exec(process.argv.slice(2).join(' '))?.[1] ?? 0);
+  const thrashMiB = thrashMiBOf(process.argv.slice(2));
   const sample = await sampleReadKeys();
   const call = commandPath(sample);
-  const junk = new Uint8Array(thrashMiB * 1024 * 1024);
-  let thrashCpuUs = 0;
-  const thrash = (i: number) => {
-    if (junk.length === 0) return;
-    const before = process.cpuUsage();
-    for (let at = 0; at < junk.length; at += 64) junk[at] = i;
-    const spent = process.cpuUsage(before);
-    thrashCpuUs += spent.user + spent.system;
-  };
   for (let i = 0; i < WARMUP_CALLS; i++) await call();
-  const perCall: number[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    thrashCpuUs = 0;
-    const before = process.cpuUsage();
-    for (let i = 0; i < calls; i++) {
-      thrash(i);
-      await call();
-    }
-    const spent = process.cpuUsage(before);
-    perCall.push((spent.user + spent.system - thrashCpuUs) / calls);
-  }
-  const sorted = [...perCall].sort((a, b) => a - b);
-  process.stdout.write(
-    `server command path, unary READ KEYS in process (${calls} calls × ${ROUNDS} rounds${thrashMiB > 0 ? `, ${thrashMiB} MiB written between calls` : ''}, load ${loadavg()[0]?.toFixed(1)}): CPU per call ${perCall.map((us) => us.toFixed(1)).join(' / ')} µs, median ${sorted[Math.floor(ROUNDS / 2)]?.toFixed(1)} µs\n`,
-  );
+  const { line } = await measureInProcess('server command path, unary READ KEYS in process', call, {
+    calls,
+    rounds: ROUNDS,
+    thrashMiB,
+  });
+  process.stdout.write(`${line}\n`);
 }
 
 await main();

@@ -1,5 +1,6 @@
 /** Latency statistics and per-process CPU readings for the benchmark. */
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 
 /** Summary of a latency sample, in milliseconds. */
 export interface LatencySummary {
@@ -59,4 +60,47 @@ export function processCpuMs(pid: number): number {
 export function formatMs(ms: number): string {
   if (!Number.isFinite(ms)) return 'n/a';
   return ms < 1 ? `${(ms * 1000).toFixed(0)} µs` : `${ms.toFixed(2)} ms`;
+}
+
+/** `--thrash=<MiB>` of an in-process bench's arguments (0 when absent). */
+export function thrashMiBOf(argv: readonly string[]): number {
+  return Number(/^--thrash=(\d+)$/.exec(argv.join(' '))?.[1] ?? 0);
+}
+
+/**
+ * CPU per call of `call` in this process, `rounds` rounds of `calls`, after the caller's warm-up: with
+ * `thrashMiB` > 0 that much memory is written between two calls (its own CPU not counted), so each call starts
+ * with caches as a busy server leaves them. Returns the per-round figures (µs) and the line that prints them.
+ */
+export async function measureInProcess(
+  what: string,
+  call: () => Promise<unknown>,
+  { calls, rounds, thrashMiB }: { calls: number; rounds: number; thrashMiB: number },
+): Promise<{ perCallUs: number[]; line: string }> {
+  const junk = new Uint8Array(thrashMiB * 1024 * 1024);
+  let thrashCpuUs = 0;
+  const thrash = (i: number) => {
+    if (junk.length === 0) return;
+    const before = process.cpuUsage();
+    for (let at = 0; at < junk.length; at += 64) junk[at] = i;
+    const spent = process.cpuUsage(before);
+    thrashCpuUs += spent.user + spent.system;
+  };
+  const perCallUs: number[] = [];
+  for (let round = 0; round < rounds; round++) {
+    thrashCpuUs = 0;
+    const before = process.cpuUsage();
+    for (let i = 0; i < calls; i++) {
+      thrash(i);
+      await call();
+    }
+    const spent = process.cpuUsage(before);
+    perCallUs.push((spent.user + spent.system - thrashCpuUs) / calls);
+  }
+  const sorted = [...perCallUs].sort((a, b) => a - b);
+  const thrashed = thrashMiB > 0 ? `, ${thrashMiB} MiB written between calls` : '';
+  const line =
+    `${what} (${calls} calls × ${rounds} rounds${thrashed}, load ${loadavg()[0]?.toFixed(1)}): CPU per call ` +
+    `${perCallUs.map((us) => us.toFixed(1)).join(' / ')} µs, median ${sorted[Math.floor(rounds / 2)]?.toFixed(1)} µs`;
+  return { perCallUs, line };
 }
