@@ -1,12 +1,12 @@
 // A new PGlite data directory is loaded from the initialised one scripts/bundle.mjs ships (instead of initdb), an
 // existing one is opened as it is, and the loaded directory is owner-only like one initdb made.
 import { PGlite } from '@electric-sql/pglite';
-import { lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { unpackDataDirTemplate } from '../../src/server/store/data-dir-template.js';
+import { UNPACKING, unpackDataDirTemplate } from '../../src/server/store/data-dir-template.js';
 import { createPgliteDb, pgliteTemplateName } from '../../src/server/store/pglite-db.js';
 
 const scratch = await mkdtemp(path.join(tmpdir(), 'prfleet-pglite-template-'));
@@ -97,11 +97,24 @@ describe('PGlite data directory template', () => {
   it('unpacks the template again into a directory a start cut off before its PG_VERSION', async () => {
     const cut = path.join(scratch, 'cut-off');
     await mkdir(path.join(cut, 'base'), { recursive: true });
+    await writeFile(path.join(cut, UNPACKING), '');
     await writeFile(path.join(cut, 'base', 'half-written'), 'x');
     // Without PG_VERSION the directory was not fully unpacked: the template (with its marker) goes in again.
     expect(await hasMarker(cut)).toBe(true);
     expect(await notOwnerOnly(cut)).toEqual([]);
   }, 300_000);
+
+  it('refuses a non-empty directory that holds no database, and changes nothing in it', async () => {
+    const foreign = path.join(scratch, 'somebody-else');
+    await mkdir(foreign);
+    await writeFile(path.join(foreign, 'notes.txt'), 'mine', { mode: 0o644 });
+    await chmod(path.join(foreign, 'notes.txt'), 0o644);
+    await expect(createPgliteDb({ dataDir: foreign })).rejects.toThrow(
+      /is not empty and holds no database \(no PG_VERSION\)/,
+    );
+    expect(await readdir(foreign)).toEqual(['notes.txt']);
+    expect((await stat(path.join(foreign, 'notes.txt'))).mode & 0o777).toBe(0o644);
+  });
 
   it('refuses a template entry outside the data directory, and writes nothing', async () => {
     const archive = path.join(scratch, 'escaping.tar.gz');

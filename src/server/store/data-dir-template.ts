@@ -5,7 +5,7 @@
  * "Issue 15.2, session 9"). The archive is ours, made at build time; a dozen lines of ustar reading spare a
  * dependency, and anything but a directory or a regular file inside the directory is refused.
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
@@ -14,6 +14,11 @@ const gunzipAsync = promisify(gunzip);
 
 /** Written last: PostgreSQL's mark of a data directory, so a directory without it was not fully unpacked. */
 export const PG_VERSION = 'PG_VERSION';
+/**
+ * Written first and removed after PG_VERSION: a directory holding it was being unpacked by a start that was cut
+ * off, so the next start may unpack over it; any other non-empty directory without PG_VERSION is not ours.
+ */
+export const UNPACKING = '.prfleet-unpacking';
 
 interface TarEntry {
   readonly name: string;
@@ -43,8 +48,8 @@ function* tarEntries(tar: Buffer, archive: string): Generator<TarEntry> {
 
 /**
  * Unpacks `archive` into `dataDir` (which exists, owner-only), files 0600 and directories 0700. Every entry is
- * checked before anything is written. PG_VERSION comes last, so a start cut off halfway leaves a directory
- * without it, which the next start unpacks again over what is there. The thousand files are written at once
+ * checked before anything is written. PG_VERSION comes last (and UNPACKING first), so a start cut off halfway
+ * leaves a directory the next start recognises and unpacks again over what is there. The thousand files are written at once
  * (libuv's thread pool): creating files one by one was up to 1 s on this machine's loaded disk, in parallel a third.
  */
 export async function unpackDataDirTemplate(archive: string, dataDir: string): Promise<void> {
@@ -65,7 +70,9 @@ export async function unpackDataDirTemplate(archive: string, dataDir: string): P
     ...entries.filter((e) => e.kind === 'directory').map((e) => e.target),
     ...files.map((e) => path.dirname(e.target)),
   ]);
+  await writeFile(path.join(root, UNPACKING), '', { mode: 0o600 });
   for (const directory of directories) await mkdir(directory, { recursive: true, mode: 0o700 });
   await Promise.all(files.map((e) => writeFile(e.target, e.data, { mode: 0o600 })));
   await writeFile(version.target, version.data, { mode: 0o600 });
+  await rm(path.join(root, UNPACKING), { force: true });
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite, type Transaction } from '@electric-sql/pglite';
 import { INT8_OID, parseInt8, quoteSchema, type Db, type QueryResult } from './db.js';
-import { PG_VERSION, unpackDataDirTemplate } from './data-dir-template.js';
+import { PG_VERSION, UNPACKING, unpackDataDirTemplate } from './data-dir-template.js';
 import { StoreLockedError } from './errors.js';
 
 /** Options for the embedded database. */
@@ -170,9 +170,24 @@ function dataDirTemplate(dir = path.dirname(fileURLToPath(import.meta.url))): st
   return existsSync(template) ? template : undefined;
 }
 
-/** True when `dataDir` holds no PG_VERSION: missing, empty, or unpacked only partly by a start cut off. */
-function isNewDataDir(dataDir: string): boolean {
-  return !existsSync(path.join(dataDir, PG_VERSION));
+/**
+ * True when `dataDir` is to be created: missing, empty, or unpacked only partly by a start cut off (it holds
+ * UNPACKING). A non-empty directory without PG_VERSION is somebody else's (a mistyped PRFLEET_DATA_DIR): refused
+ * before anything in it is written or its modes changed.
+ */
+async function isNewDataDir(dataDir: string): Promise<boolean> {
+  if (existsSync(path.join(dataDir, PG_VERSION))) return false;
+  let names: string[];
+  try {
+    names = await readdir(dataDir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    throw error;
+  }
+  if (names.length === 0 || names.includes(UNPACKING)) return true;
+  throw new Error(
+    `data directory ${dataDir} is not empty and holds no database (no ${PG_VERSION}): point PRFLEET_DATA_DIR at an empty or new directory, or at one this server made`,
+  );
 }
 
 /**
@@ -195,7 +210,9 @@ export async function createPgliteDb(options: PgliteDbOptions): Promise<Db> {
   let pglite: PGlite;
   try {
     if (dataDir !== undefined) {
-      const template = isNewDataDir(dataDir) ? dataDirTemplate(options.templateDir) : undefined;
+      const template = (await isNewDataDir(dataDir))
+        ? dataDirTemplate(options.templateDir)
+        : undefined;
       await prepareDataDir(dataDir);
       if (template !== undefined) await unpackDataDirTemplate(template, dataDir);
     }
