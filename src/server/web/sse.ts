@@ -43,6 +43,20 @@ function lastEventId(req: IncomingMessage): number | undefined {
   return typeof header === 'string' && /^[0-9]{1,15}$/.test(header) ? Number(header) : undefined;
 }
 
+/** The event name and data of a fleet-view update. */
+function updateEvent(update: FleetUpdate): [event: string, data: unknown] {
+  switch (update.kind) {
+    case 'snapshot':
+      return ['snapshot', update.view];
+    case 'lu':
+      return ['lu', { lu: update.lu, loader: update.loader }];
+    case 'agents':
+      return ['agents', update.agents];
+    case 'history':
+      return ['history', update.entry];
+  }
+}
+
 /** Starts the stream on `res`; resolves with the function that ends it once the first snapshot is sent. */
 export async function openEventStream(
   req: IncomingMessage,
@@ -88,18 +102,7 @@ export async function openEventStream(
       end();
     }
   };
-  const pushUpdate = (update: FleetUpdate) => {
-    switch (update.kind) {
-      case 'snapshot':
-        return write('snapshot', update.view);
-      case 'lu':
-        return write('lu', { lu: update.lu, loader: update.loader });
-      case 'agents':
-        return write('agents', update.agents);
-      case 'history':
-        return write('history', update.entry);
-    }
-  };
+  const pushUpdate = (update: FleetUpdate) => write(...updateEvent(update));
   req.on('close', end);
   res.on('error', end);
   options.signal?.addEventListener('abort', end, { once: true });
