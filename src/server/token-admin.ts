@@ -21,6 +21,7 @@ import { principalOf as authPrincipalOf } from './auth/middleware.js';
 import type { Role } from './auth/roles.js';
 import {
   createToken,
+  MAX_TOKEN_LIFETIME_DAYS,
   TOKEN_ID_PATTERN,
   TOKEN_NAME_PATTERN,
   type TokenRecord,
@@ -37,8 +38,7 @@ const ROLE_OF: ReadonlyMap<TokenRole, Role> = new Map(
   Object.entries(TOKEN_ROLE_OF).map(([role, tokenRole]) => [tokenRole, role as Role]),
 );
 
-/** Longest token lifetime accepted (10 years): a typo in a unit should not mint an eternal token silently. */
-const MAX_LIFETIME_MS = 10 * 365 * 24 * 3_600_000;
+const MAX_LIFETIME_MS = MAX_TOKEN_LIFETIME_DAYS * 24 * 3_600_000;
 
 /** A stored token as the API shows it (no salt, no hash). */
 export function tokenInfoOf(record: TokenRecord): TokenInfo {

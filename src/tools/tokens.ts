@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from '@commander-js/extra-typin
 import {
   createFileTokenStore,
   createToken,
+  MAX_TOKEN_LIFETIME_DAYS,
   type TokenRecord,
   type TokenStore,
 } from '../server/auth/tokens.js';
@@ -125,14 +126,12 @@ function withWhere<O extends Record<string, unknown>, G extends Record<string, u
     .option('--schema <name>', 'database schema (default: PRFLEET_DB_SCHEMA)');
 }
 
-/** At most CreateToken's 10 years: 1e308 days was "Invalid time value", 1e7 a token valid until the year 29406. */
-const MAX_DAYS = 3650;
-
+/** Days in (0, CreateToken's 10 years]: 1e308 days was "Invalid time value", 1e7 a token valid until 29406. */
 function positiveDays(value: string): number {
   const n = /^\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : NaN;
-  if (!(n > 0 && n <= MAX_DAYS))
+  if (!(n > 0 && n <= MAX_TOKEN_LIFETIME_DAYS))
     throw new InvalidArgumentError(
-      `expected a number of days > 0 and at most ${MAX_DAYS} (10 years)`,
+      `expected a number of days > 0 and at most ${MAX_TOKEN_LIFETIME_DAYS} (10 years)`,
     );
   return n;
 }

@@ -111,6 +111,12 @@ export function issueToken(options: IssueTokenOptions): { token: string; record:
   return { token: `${TOKEN_PREFIX}_${id}_${secret}`, record };
 }
 
+/**
+ * Longest token lifetime CreateToken and `prfleet-tokens create` accept (10 years): a typo in a unit should not
+ * mint an eternal token silently.
+ */
+export const MAX_TOKEN_LIFETIME_DAYS = 3650;
+
 /** Issues a token and adds it to `store`; returns the token text (the only time it is visible) and record. */
 export async function createToken(
   store: TokenStore,
